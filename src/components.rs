@@ -1,0 +1,132 @@
+//! Every component kind vigil has, in one place.
+//!
+//! A pipeline's `sources`, `stages` and `sinks` entries are told apart by `type`; the
+//! enums below are the complete lists. Adding a kind means adding a variant here (the
+//! compiler then points at every `match` to extend) and a folder under `src/sources`,
+//! `src/stages` or `src/sinks` with its `config.rs`. The JSON Schema, `vigil validate` and
+//! the misspelt-key test pick a new kind up from these enums.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::config::check::Problems;
+use crate::runtime::{BuildContext, NodeError, Sink, Source, Stage};
+use crate::{sinks, sources, stages};
+
+/// A source: where events come from.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// JSON lines from a file, followed as it grows.
+    File(sources::file::FileSourceConfig),
+    /// JSON lines from standard input.
+    Stdin(sources::stdin::StdinSourceConfig),
+}
+
+/// A stage: what happens to events between sources and sinks.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StageConfig {
+    /// Keeps the events that match conditions on their fields.
+    Filter(stages::filter::FilterConfig),
+}
+
+/// A sink: where results go.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// JSON lines appended to a file.
+    File(sinks::file::FileSinkConfig),
+    /// JSON lines on standard output.
+    Stdout(sinks::stdout::StdoutSinkConfig),
+}
+
+impl SourceConfig {
+    /// The `type` name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::File(_) => "file",
+            SourceConfig::Stdin(_) => "stdin",
+        }
+    }
+
+    /// Structural checks beyond the schema.
+    pub fn check(&self, p: &mut Problems) {
+        match self {
+            SourceConfig::File(c) => c.check(p),
+            SourceConfig::Stdin(c) => c.check(p),
+        }
+    }
+
+    /// Builds the running source.
+    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, NodeError> {
+        match self {
+            SourceConfig::File(c) => c.build(cx),
+            SourceConfig::Stdin(c) => c.build(cx),
+        }
+    }
+}
+
+impl StageConfig {
+    /// The `type` name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StageConfig::Filter(_) => "filter",
+        }
+    }
+
+    /// The nodes this stage reads.
+    pub fn inputs(&self) -> &[String] {
+        match self {
+            StageConfig::Filter(c) => &c.inputs,
+        }
+    }
+
+    /// Structural checks beyond the schema.
+    pub fn check(&self, p: &mut Problems) {
+        match self {
+            StageConfig::Filter(c) => c.check(p),
+        }
+    }
+
+    /// Builds the running stage.
+    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
+        match self {
+            StageConfig::Filter(c) => c.build(cx),
+        }
+    }
+}
+
+impl SinkConfig {
+    /// The `type` name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::File(_) => "file",
+            SinkConfig::Stdout(_) => "stdout",
+        }
+    }
+
+    /// The nodes this sink reads.
+    pub fn inputs(&self) -> &[String] {
+        match self {
+            SinkConfig::File(c) => &c.inputs,
+            SinkConfig::Stdout(c) => &c.inputs,
+        }
+    }
+
+    /// Structural checks beyond the schema.
+    pub fn check(&self, p: &mut Problems) {
+        match self {
+            SinkConfig::File(c) => c.check(p),
+            SinkConfig::Stdout(c) => c.check(p),
+        }
+    }
+
+    /// Builds the running sink.
+    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Sink>, NodeError> {
+        match self {
+            SinkConfig::File(c) => c.build(cx),
+            SinkConfig::Stdout(c) => c.build(cx),
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Problems found in pipeline files, and how they are printed.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::yaml::Pos;
+
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The configuration cannot run.
+    Error,
+    /// It runs, but probably not as meant.
+    Warning,
+}
+
+impl Severity {
+    fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
+/// The stable codes of every problem `vigil validate` reports.
+///
+/// Each code names one class of problem; scripts and CI filters may rely on them.
+pub mod codes {
+    /// YAML syntax error.
+    pub const YAML: &str = "yaml";
+    /// The same key twice in one mapping.
+    pub const DUPLICATE_KEY: &str = "duplicate-key";
+    /// A key the schema does not know (usually a typo).
+    pub const UNKNOWN_KEY: &str = "unknown-key";
+    /// A required key is missing.
+    pub const MISSING_KEY: &str = "missing-key";
+    /// A value of the wrong type (a list where a number belongs, ...).
+    pub const WRONG_TYPE: &str = "wrong-type";
+    /// A value of the right type that is not allowed (bad enum value, bad duration, ...).
+    pub const INVALID_VALUE: &str = "invalid-value";
+    /// `kind:` missing or not `settings` / `pipeline`.
+    pub const UNKNOWN_KIND: &str = "unknown-kind";
+    /// A source, stage or sink `type` that no component kind has.
+    pub const UNKNOWN_TYPE: &str = "unknown-type";
+    /// An entry of `inputs` that names no source or stage of the pipeline.
+    pub const UNKNOWN_INPUT: &str = "unknown-input";
+    /// Nodes that feed each other in a loop.
+    pub const CYCLE: &str = "cycle";
+    /// A sink that no source can reach.
+    pub const UNREACHABLE: &str = "unreachable";
+    /// A source or stage whose output nobody reads.
+    pub const UNUSED: &str = "unused";
+    /// A window, interval or threshold that is zero or negative.
+    pub const NON_POSITIVE: &str = "non-positive";
+    /// A pipeline or component name used twice, or a name with forbidden characters.
+    pub const DUPLICATE_NAME: &str = "duplicate-name";
+    /// A name with characters other than letters, digits, `_` and `-`.
+    pub const INVALID_NAME: &str = "invalid-name";
+    /// More than one `kind: settings` document.
+    pub const DUPLICATE_SETTINGS: &str = "duplicate-settings";
+    /// `${VAR}` names an unset variable and has no default.
+    pub const ENV_UNSET: &str = "env-unset";
+    /// `${` without a closing `}` or with a bad variable name.
+    pub const ENV_SYNTAX: &str = "env-syntax";
+    /// A pipeline with no sources or no sinks.
+    pub const EMPTY_PIPELINE: &str = "empty-pipeline";
+}
+
+/// One problem, at one place in one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    /// The file, as given on the command line (or found under a given directory).
+    pub file: PathBuf,
+    /// Line, from 1.
+    pub line: u32,
+    /// Column, from 1, in characters.
+    pub column: u32,
+    /// Error or warning.
+    pub severity: Severity,
+    /// One of [`codes`].
+    pub code: &'static str,
+    /// What is wrong and, where it helps, what to do.
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// An error at `pos` in `file`.
+    pub fn error(file: &Path, pos: Pos, code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(file, pos, Severity::Error, code, message)
+    }
+
+    /// A warning at `pos` in `file`.
+    pub fn warning(file: &Path, pos: Pos, code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(file, pos, Severity::Warning, code, message)
+    }
+
+    fn new(
+        file: &Path,
+        pos: Pos,
+        severity: Severity,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            file: file.to_path_buf(),
+            line: pos.line,
+            column: pos.col,
+            severity,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Whether this is an error (not a warning).
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    /// `file:line:col: error[code]: message`
+    pub fn to_text(&self) -> String {
+        format!(
+            "{}:{}:{}: {}[{}]: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.severity.as_str(),
+            self.code,
+            self.message
+        )
+    }
+
+    /// A GitHub Actions workflow command (`::error file=..,line=..,col=..,title=..::msg`).
+    pub fn to_github(&self) -> String {
+        format!(
+            "::{} file={},line={},col={},title={}::{}",
+            self.severity.as_str(),
+            escape_property(&self.file.display().to_string()),
+            self.line,
+            self.column,
+            escape_property(self.code),
+            escape_data(&self.message)
+        )
+    }
+}
+
+fn escape_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// Output formats of `vigil validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// `file:line:col: error[code]: message`, one per line, and a summary.
+    Text,
+    /// One JSON object: `{"diagnostics": [...], "errors": N, "warnings": N}`.
+    Json,
+    /// GitHub Actions annotations.
+    Github,
+}
+
+/// Sorts diagnostics by file, position, then severity, and drops exact repeats.
+pub fn sort(diags: &mut Vec<Diagnostic>) {
+    diags.sort_by(|a, b| {
+        (&a.file, a.line, a.column, a.severity, a.code, &a.message).cmp(&(
+            &b.file, b.line, b.column, b.severity, b.code, &b.message,
+        ))
+    });
+    diags.dedup();
+}
+
+/// Renders diagnostics in `format`, ending with a newline.
+pub fn render(diags: &[Diagnostic], format: Format) -> String {
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    let warnings = diags.len() - errors;
+    let mut out = String::new();
+    match format {
+        Format::Text => {
+            for d in diags {
+                let _ = writeln!(out, "{}", d.to_text());
+            }
+            let _ = writeln!(
+                out,
+                "{} error{}, {} warning{}",
+                errors,
+                if errors == 1 { "" } else { "s" },
+                warnings,
+                if warnings == 1 { "" } else { "s" }
+            );
+        }
+        Format::Json => {
+            let v = serde_json::json!({
+                "diagnostics": diags,
+                "errors": errors,
+                "warnings": warnings,
+            });
+            let _ = writeln!(out, "{v}");
+        }
+        Format::Github => {
+            for d in diags {
+                let _ = writeln!(out, "{}", d.to_github());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_github() {
+        let d = Diagnostic::error(
+            Path::new("p/a.yaml"),
+            Pos { line: 3, col: 7 },
+            codes::UNKNOWN_KEY,
+            "unknown key `inptus`\nsecond line, 100%",
+        );
+        assert_eq!(
+            d.to_text(),
+            "p/a.yaml:3:7: error[unknown-key]: unknown key `inptus`\nsecond line, 100%"
+        );
+        assert_eq!(
+            d.to_github(),
+            "::error file=p/a.yaml,line=3,col=7,title=unknown-key::unknown key `inptus`%0Asecond line, 100%25"
+        );
+    }
+}

@@ -1,0 +1,620 @@
+//! Loading pipeline files: every check, every problem reported in one pass.
+//!
+//! Per file: YAML syntax and duplicate keys. Per document: `${VAR}` interpolation, `kind`,
+//! the schema of the document and of every component, the typed model, and each
+//! component's own checks. Across documents: one settings document at most, unique
+//! pipeline names. Per pipeline: names, inputs that name nothing, cycles, sinks no source
+//! reaches, and nodes whose output nobody reads. Nothing here touches the network.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::check::Problems;
+use super::diagnostic::{Diagnostic, codes, sort};
+use super::interpolate::{Env, LineIndex, resolve};
+use super::schema::{self, Family, suggest};
+use super::yaml::{self, Node, Pos, to_pointer};
+use super::{Config, Document, LoadedPipeline, PipelineConfig, SettingsConfig};
+use crate::graph::analyse;
+
+/// How to load.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Where `${VAR}` values come from.
+    pub env: Env,
+}
+
+/// A file or directory could not be read: not a configuration problem but a usage or
+/// I/O one (`vigil validate` exits 2).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A path given does not exist or cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A directory given holds no `*.yaml` / `*.yml` files.
+    #[error("no pipeline files (*.yaml, *.yml) found in {0}")]
+    NoFiles(PathBuf),
+}
+
+/// The result of loading: a configuration when there were no errors, and every problem.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The configuration, when no error was found.
+    pub config: Option<Config>,
+    /// Every error and warning, sorted by file and position.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The files that were read, in order.
+    pub files: Vec<PathBuf>,
+}
+
+impl Loaded {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// Expands paths: files as given, directories to every `*.yaml` / `*.yml` below them
+/// (sorted; hidden files and `*.test.yaml` test files skipped).
+pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|source| LoadError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            let before = out.len();
+            walk_dir(p, &mut out)?;
+            if out.len() == before {
+                return Err(LoadError::NoFiles(p.clone()));
+            }
+        } else {
+            out.push(p.clone());
+        }
+    }
+    let mut seen = HashSet::new();
+    out.retain(|p| seen.insert(p.clone()));
+    Ok(out)
+}
+
+fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+    let io = |source| LoadError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(io)?;
+    entries.sort();
+    for path in entries {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            walk_dir(&path, out)?;
+        } else if is_pipeline_file(name) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Whether a file name is a pipeline file (not a `*.test.yaml` test file).
+pub fn is_pipeline_file(name: &str) -> bool {
+    (name.ends_with(".yaml") || name.ends_with(".yml"))
+        && !name.ends_with(".test.yaml")
+        && !name.ends_with(".test.yml")
+}
+
+/// Reads the files under `paths` and checks them.
+pub fn load_paths(paths: &[PathBuf], opts: &LoadOptions) -> Result<Loaded, LoadError> {
+    let files = collect_files(paths)?;
+    let mut sources = Vec::with_capacity(files.len());
+    for f in &files {
+        let text = std::fs::read_to_string(f).map_err(|source| LoadError::Io {
+            path: f.clone(),
+            source,
+        })?;
+        sources.push((f.clone(), text));
+    }
+    Ok(load_sources(&sources, opts))
+}
+
+/// One document on its way through the checks.
+struct Doc<'a> {
+    file: &'a Path,
+    tree: Node,
+    value: Value,
+    from_env: BTreeSet<String>,
+    unresolved: BTreeSet<String>,
+    /// No error so far: worth typing.
+    clean: bool,
+}
+
+impl Doc<'_> {
+    fn pos(&self, pointer: &str, at_key: bool) -> Pos {
+        if at_key {
+            self.tree.key_pos_at(pointer)
+        } else {
+            self.tree.pos_at(pointer)
+        }
+    }
+}
+
+/// Checks in-memory files (`(path, text)`).
+pub fn load_sources(files: &[(PathBuf, String)], opts: &LoadOptions) -> Loaded {
+    let mut diags: Vec<Diagnostic> = Vec::new();
+    let mut settings: Vec<(Doc<'_>, Option<SettingsConfig>)> = Vec::new();
+    let mut pipelines: Vec<(Doc<'_>, Option<PipelineConfig>)> = Vec::new();
+
+    for (file, text) in files {
+        let parsed = yaml::parse(text);
+        for e in &parsed.errors {
+            diags.push(Diagnostic::error(file, e.pos, e.code, e.message.clone()));
+        }
+        let file_clean = parsed.errors.is_empty();
+        let lines = LineIndex::new(text);
+        for tree in parsed.documents {
+            let resolved = resolve(&tree, &opts.env, &lines);
+            for e in &resolved.errors {
+                diags.push(Diagnostic::error(file, e.pos, e.code, e.message.clone()));
+            }
+            let mut doc = Doc {
+                file,
+                tree,
+                value: resolved.value,
+                from_env: resolved.from_env,
+                unresolved: resolved.unresolved,
+                clean: file_clean && resolved.errors.is_empty(),
+            };
+            if doc.value.is_null() {
+                continue; // an empty document (only comments, or a trailing `---`)
+            }
+            let Some(obj) = doc.value.as_object() else {
+                diags.push(Diagnostic::error(
+                    file,
+                    doc.tree.pos,
+                    codes::WRONG_TYPE,
+                    "a document must be a mapping with `kind: settings` or `kind: pipeline`",
+                ));
+                continue;
+            };
+            match obj.get("kind").and_then(Value::as_str) {
+                Some("settings") => {
+                    let typed = check_settings(&mut doc, &mut diags);
+                    settings.push((doc, typed));
+                }
+                Some("pipeline") => {
+                    let typed = check_pipeline_doc(&mut doc, &mut diags);
+                    pipelines.push((doc, typed));
+                }
+                Some(other) => {
+                    let hint = suggest(other, ["settings", "pipeline"])
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
+                    diags.push(Diagnostic::error(
+                        file,
+                        doc.pos("/kind", false),
+                        codes::UNKNOWN_KIND,
+                        format!("unknown kind `{other}`: expected `settings` or `pipeline`{hint}"),
+                    ));
+                }
+                None => {
+                    let (pos, msg) = match obj.get("kind") {
+                        Some(_) => (doc.pos("/kind", false), "`kind` must be `settings` or `pipeline`"),
+                        None => (doc.tree.pos, "missing required key `kind` (`settings` or `pipeline`)"),
+                    };
+                    diags.push(Diagnostic::error(file, pos, codes::UNKNOWN_KIND, msg));
+                }
+            }
+        }
+    }
+
+    // Across documents.
+    for (doc, _) in settings.iter().skip(1) {
+        diags.push(Diagnostic::error(
+            doc.file,
+            doc.pos("/kind", true),
+            codes::DUPLICATE_SETTINGS,
+            format!(
+                "a second `kind: settings` document (the first is in {}); merge them into one",
+                settings[0].0.file.display()
+            ),
+        ));
+    }
+    let mut names: HashMap<String, (PathBuf, Pos)> = HashMap::new();
+    for (doc, _) in &pipelines {
+        let Some(name) = doc.value.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let pos = doc.pos("/name", false);
+        if !valid_name(name) {
+            diags.push(Diagnostic::error(
+                doc.file,
+                pos,
+                codes::INVALID_NAME,
+                format!("pipeline name `{name}` may hold only letters, digits, `_` and `-`"),
+            ));
+        }
+        if let Some((first_file, first_pos)) = names.get(name) {
+            diags.push(Diagnostic::error(
+                doc.file,
+                pos,
+                codes::DUPLICATE_NAME,
+                format!(
+                    "pipeline `{name}` is already defined at {}:{}:{}",
+                    first_file.display(),
+                    first_pos.line,
+                    first_pos.col
+                ),
+            ));
+        } else {
+            names.insert(name.to_string(), (doc.file.to_path_buf(), pos));
+        }
+        check_wiring(doc, &mut diags);
+    }
+
+    sort(&mut diags);
+    let files_read = files.iter().map(|(p, _)| p.clone()).collect();
+    let has_errors = diags.iter().any(Diagnostic::is_error);
+    let config = if has_errors {
+        None
+    } else {
+        Some(Config {
+            settings: settings
+                .into_iter()
+                .next()
+                .and_then(|(_, s)| s)
+                .unwrap_or_default(),
+            pipelines: pipelines
+                .into_iter()
+                .filter_map(|(doc, p)| {
+                    p.map(|config| LoadedPipeline {
+                        file: doc.file.to_path_buf(),
+                        config,
+                    })
+                })
+                .collect(),
+        })
+    };
+    Loaded {
+        config,
+        diagnostics: diags,
+        files: files_read,
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn push_schema(doc: &mut Doc<'_>, problems: Vec<schema::SchemaProblem>, diags: &mut Vec<Diagnostic>) {
+    for p in problems {
+        doc.clean = false;
+        let pos = doc.pos(&p.pointer, p.at_key);
+        diags.push(Diagnostic::error(doc.file, pos, p.code, p.message));
+    }
+}
+
+fn push_problems(doc: &Doc<'_>, prefix: &str, problems: Problems, diags: &mut Vec<Diagnostic>) {
+    for p in problems.items {
+        let pointer = format!("{prefix}{}", p.pointer);
+        let pos = doc.pos(&pointer, p.at_key);
+        diags.push(match p.severity {
+            super::diagnostic::Severity::Error => Diagnostic::error(doc.file, pos, p.code, p.message),
+            super::diagnostic::Severity::Warning => Diagnostic::warning(doc.file, pos, p.code, p.message),
+        });
+    }
+}
+
+fn schema_cx<'a>(doc: &'a Doc<'_>) -> schema::Context<'a> {
+    schema::Context {
+        from_env: Some(&doc.from_env),
+        unresolved: Some(&doc.unresolved),
+    }
+}
+
+/// Types the document; a failure is reported at the deepest position serde names.
+fn typed<T: serde::de::DeserializeOwned>(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<T> {
+    if !doc.clean {
+        return None;
+    }
+    if !doc.unresolved.is_empty() {
+        // `--no-env` left placeholders that may not type; the schema checks ran already.
+        return None;
+    }
+    match serde_path_to_error::deserialize::<_, T>(&doc.value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let mut segs: Vec<String> = Vec::new();
+            for s in e.path().iter() {
+                match s {
+                    serde_path_to_error::Segment::Seq { index } => segs.push(index.to_string()),
+                    serde_path_to_error::Segment::Map { key } => segs.push(key.clone()),
+                    _ => {}
+                }
+            }
+            let pointer = to_pointer(segs.iter().map(String::as_str));
+            let message = if doc.from_env.contains(&pointer) {
+                "the value taken from the environment is not valid here".to_string()
+            } else {
+                e.inner().to_string()
+            };
+            diags.push(Diagnostic::error(
+                doc.file,
+                doc.pos(&pointer, false),
+                codes::INVALID_VALUE,
+                message,
+            ));
+            doc.clean = false;
+            None
+        }
+    }
+}
+
+fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<SettingsConfig> {
+    let problems = schema::check_settings(&doc.value, schema_cx(doc));
+    push_schema(doc, problems, diags);
+    let Document::Settings(s) = typed::<Document>(doc, diags)? else {
+        return None;
+    };
+    let mut p = Problems::default();
+    p.positive_duration("/tick_interval", "tick_interval", &s.tick_interval);
+    let failed = p.items.iter().any(|i| i.severity == super::diagnostic::Severity::Error);
+    push_problems(doc, "", p, diags);
+    (!failed).then_some(s)
+}
+
+fn check_pipeline_doc(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<PipelineConfig> {
+    let problems = schema::check_pipeline(&doc.value, schema_cx(doc));
+    push_schema(doc, problems, diags);
+    for family in Family::ALL {
+        let Some(Value::Object(members)) = doc.value.get(family.key()) else {
+            continue;
+        };
+        let mut all = Vec::new();
+        for (name, body) in members {
+            let pointer = to_pointer([family.key(), name.as_str()]);
+            all.extend(schema::check_component(family, &pointer, body, schema_cx(doc)));
+        }
+        push_schema(doc, all, diags);
+    }
+    let Document::Pipeline(p) = typed::<Document>(doc, diags)? else {
+        return None;
+    };
+    let mut failed = false;
+    let mut run = |prefix: String, check: &dyn Fn(&mut Problems)| {
+        let mut problems = Problems::default();
+        check(&mut problems);
+        failed |= problems
+            .items
+            .iter()
+            .any(|i| i.severity == super::diagnostic::Severity::Error);
+        push_problems(doc, &prefix, problems, diags);
+    };
+    for (name, c) in &p.sources {
+        run(to_pointer(["sources", name.as_str()]), &|pr| c.check(pr));
+    }
+    for (name, c) in &p.stages {
+        run(to_pointer(["stages", name.as_str()]), &|pr| c.check(pr));
+    }
+    for (name, c) in &p.sinks {
+        run(to_pointer(["sinks", name.as_str()]), &|pr| c.check(pr));
+    }
+    (!failed).then_some(p)
+}
+
+/// One node as the wiring checks see it, read from JSON so they run even when a
+/// component has other errors.
+struct WireNode {
+    family: Family,
+    name: String,
+    /// `(pointer of the inputs entry, name)`.
+    inputs: Vec<(String, String)>,
+}
+
+fn check_wiring(doc: &Doc<'_>, diags: &mut Vec<Diagnostic>) {
+    let pname = doc.value.get("name").and_then(Value::as_str).unwrap_or("?");
+    let mut nodes: Vec<WireNode> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let err = |diags: &mut Vec<Diagnostic>, pointer: &str, at_key: bool, code, msg: String| {
+        diags.push(Diagnostic::error(doc.file, doc.pos(pointer, at_key), code, msg));
+    };
+    for family in Family::ALL {
+        let Some(Value::Object(members)) = doc.value.get(family.key()) else {
+            continue;
+        };
+        for (name, body) in members {
+            let pointer = to_pointer([family.key(), name.as_str()]);
+            if !valid_name(name) {
+                err(
+                    diags,
+                    &pointer,
+                    true,
+                    codes::INVALID_NAME,
+                    format!("{} name `{name}` may hold only letters, digits, `_` and `-`", family.singular()),
+                );
+            }
+            let inputs = match body.get("inputs") {
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| v.as_str().map(|s| (format!("{pointer}/inputs/{i}"), s.to_string())))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            nodes.push(WireNode {
+                family,
+                name: name.clone(),
+                inputs,
+            });
+        }
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        if let Some(&first) = index.get(n.name.as_str()) {
+            let f = &nodes[first];
+            err(
+                diags,
+                &to_pointer([n.family.key(), n.name.as_str()]),
+                true,
+                codes::DUPLICATE_NAME,
+                format!(
+                    "the name `{}` is already used by {} `{}`: names are unique within a pipeline",
+                    n.name,
+                    f.family.singular(),
+                    f.name
+                ),
+            );
+        } else {
+            index.insert(n.name.as_str(), i);
+        }
+    }
+
+    // Edges, and inputs that name nothing.
+    let mut edges: Vec<(usize, usize)> = Vec::new();
+    let mut broken: Vec<bool> = vec![false; nodes.len()];
+    let readable: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.family != Family::Sinks)
+        .map(|n| n.name.as_str())
+        .collect();
+    for (to, n) in nodes.iter().enumerate() {
+        for (pointer, input) in &n.inputs {
+            match index.get(input.as_str()) {
+                Some(&from) if nodes[from].family == Family::Sinks => {
+                    broken[to] = true;
+                    err(
+                        diags,
+                        pointer,
+                        false,
+                        codes::UNKNOWN_INPUT,
+                        format!("`{input}` is a sink: sinks cannot be read by other nodes"),
+                    );
+                }
+                Some(&from) => edges.push((from, to)),
+                None => {
+                    broken[to] = true;
+                    let hint = suggest(input, readable.iter().copied())
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_else(|| {
+                            if readable.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" (sources and stages: {})", readable.join(", "))
+                            }
+                        });
+                    err(
+                        diags,
+                        pointer,
+                        false,
+                        codes::UNKNOWN_INPUT,
+                        format!("`{input}` names no source or stage of pipeline `{pname}`{hint}"),
+                    );
+                }
+            }
+        }
+    }
+
+    let roots: Vec<usize> = (0..nodes.len()).filter(|i| nodes[*i].family == Family::Sources).collect();
+    let analysis = analyse(nodes.len(), &edges, &roots);
+    for cycle in &analysis.cycles {
+        for &m in cycle {
+            broken[m] = true;
+        }
+        let members: BTreeSet<usize> = cycle.iter().copied().collect();
+        // Report at the first `inputs` entry (in file order) that closes the loop.
+        let closing = cycle
+            .iter()
+            .flat_map(|&to| {
+                nodes[to]
+                    .inputs
+                    .iter()
+                    .filter(|(_, name)| index.get(name.as_str()).is_some_and(|f| members.contains(f)))
+                    .map(|(p, _)| p.clone())
+            })
+            .min_by_key(|p| doc.pos(p, false));
+        let names: Vec<String> = cycle.iter().map(|&i| format!("`{}`", nodes[i].name)).collect();
+        let message = if cycle.len() == 1 {
+            format!("{} reads its own output: the graph must not loop", names[0])
+        } else {
+            format!("{} feed each other in a loop: the graph must not loop", names.join(", "))
+        };
+        if let Some(p) = closing {
+            err(diags, &p, false, codes::CYCLE, message);
+        }
+    }
+
+    // Sinks no source reaches (unless an error above already explains it).
+    let upstream_broken = |start: usize| {
+        let mut seen = vec![false; nodes.len()];
+        let mut stack = vec![start];
+        while let Some(n) = stack.pop() {
+            if std::mem::replace(&mut seen[n], true) {
+                continue;
+            }
+            if broken[n] {
+                return true;
+            }
+            stack.extend(edges.iter().filter(|(_, to)| *to == n).map(|(from, _)| *from));
+        }
+        false
+    };
+    for (i, n) in nodes.iter().enumerate() {
+        if n.family == Family::Sinks && !analysis.reached[i] && !upstream_broken(i) {
+            err(
+                diags,
+                &to_pointer(["sinks", n.name.as_str()]),
+                true,
+                codes::UNREACHABLE,
+                format!("no source reaches sink `{}`: it would never receive anything", n.name),
+            );
+        }
+    }
+
+    // Nodes whose output nobody reads.
+    let read: HashSet<usize> = edges.iter().map(|(from, _)| *from).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        if n.family != Family::Sinks && !read.contains(&i) {
+            diags.push(Diagnostic::warning(
+                doc.file,
+                doc.pos(&to_pointer([n.family.key(), n.name.as_str()]), true),
+                codes::UNUSED,
+                format!(
+                    "nothing reads {} `{}`: add it to the `inputs` of a stage or sink, or remove it",
+                    n.family.singular(),
+                    n.name
+                ),
+            ));
+        }
+    }
+
+    if !nodes.iter().any(|n| n.family == Family::Sources) {
+        diags.push(Diagnostic::error(
+            doc.file,
+            doc.pos("/name", true),
+            codes::EMPTY_PIPELINE,
+            format!("pipeline `{pname}` has no sources"),
+        ));
+    } else if !nodes.iter().any(|n| n.family == Family::Sinks) {
+        diags.push(Diagnostic::warning(
+            doc.file,
+            doc.pos("/name", true),
+            codes::EMPTY_PIPELINE,
+            format!("pipeline `{pname}` has no sinks: its results go nowhere"),
+        ));
+    }
+}

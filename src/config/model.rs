@@ -1,0 +1,208 @@
+//! The typed configuration: `kind: settings` and `kind: pipeline` documents.
+//!
+//! Every struct denies unknown fields and documents every field; the JSON Schema in
+//! `schemas/` is generated from these types (see [`super::schema`]).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer};
+
+use crate::components::{SinkConfig, SourceConfig, StageConfig};
+
+/// One YAML document of a pipeline file, told apart by `kind`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Document {
+    /// Engine-wide settings: where state lives, buffer sizes. At most one per directory.
+    Settings(SettingsConfig),
+    /// A pipeline: sources → stages → sinks.
+    Pipeline(PipelineConfig),
+}
+
+/// `kind: settings`: engine-wide settings. At most one such document across all files.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsConfig {
+    /// Directory for vigil's state: checkpoints, stage snapshots, set-aside records.
+    /// Relative paths are relative to the directory vigil runs in. Default: `var`.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// How many messages each edge of the graph buffers before the upstream node waits
+    /// (backpressure). A message is a batch of up to `batch_size` events. Default: 64.
+    #[serde(default = "default_buffer")]
+    #[schemars(range(min = 1))]
+    pub buffer: usize,
+    /// The most events a source hands on in one message. Default: 256.
+    #[serde(default = "default_batch_size")]
+    #[schemars(range(min = 1))]
+    pub batch_size: usize,
+    /// How often the clock ticks through the graph (time-based stages act on ticks).
+    /// Default: `1s`.
+    #[serde(default = "default_tick_interval")]
+    pub tick_interval: Duration,
+}
+
+impl Default for SettingsConfig {
+    fn default() -> Self {
+        SettingsConfig {
+            state_dir: default_state_dir(),
+            buffer: default_buffer(),
+            batch_size: default_batch_size(),
+            tick_interval: default_tick_interval(),
+        }
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("var")
+}
+fn default_buffer() -> usize {
+    64
+}
+fn default_batch_size() -> usize {
+    256
+}
+fn default_tick_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// `kind: pipeline`: sources feed stages, stages feed stages and sinks; `inputs` wire them.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// The pipeline's name, unique across all files; used in node ids (`name.node`),
+    /// logs and metrics. Letters, digits, `_` and `-`.
+    pub name: String,
+    /// What the pipeline is for, shown in `vigil graph` and the dashboard.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Where events come from, by name. Names are unique within the pipeline.
+    #[serde(default)]
+    pub sources: IndexMap<String, SourceConfig>,
+    /// What happens to events, by name. Each stage reads the nodes listed in its `inputs`.
+    #[serde(default)]
+    pub stages: IndexMap<String, StageConfig>,
+    /// Where results go, by name. Each sink reads the nodes listed in its `inputs`.
+    #[serde(default)]
+    pub sinks: IndexMap<String, SinkConfig>,
+}
+
+/// A length of time written as text: `500ms`, `30s`, `10m`, `1h30m`, `1d`.
+///
+/// A leading `-` is accepted by the parser so that `vigil validate` can say "must be
+/// greater than zero" at the right place instead of a generic parse error.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Duration {
+    inner: std::time::Duration,
+    negative: bool,
+}
+
+impl Duration {
+    /// A positive duration of `secs` seconds.
+    pub const fn from_secs(secs: u64) -> Duration {
+        Duration {
+            inner: std::time::Duration::from_secs(secs),
+            negative: false,
+        }
+    }
+
+    /// A positive duration of `ms` milliseconds.
+    pub const fn from_millis(ms: u64) -> Duration {
+        Duration {
+            inner: std::time::Duration::from_millis(ms),
+            negative: false,
+        }
+    }
+
+    /// The duration; zero when it was written negative (validation rejects that first).
+    pub fn get(&self) -> std::time::Duration {
+        if self.negative {
+            std::time::Duration::ZERO
+        } else {
+            self.inner
+        }
+    }
+
+    /// Whether it is greater than zero.
+    pub fn is_positive(&self) -> bool {
+        !self.negative && !self.inner.is_zero()
+    }
+}
+
+impl fmt::Debug for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.negative {
+            f.write_str("-")?;
+        }
+        write!(f, "{}", humantime::format_duration(self.inner))
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let trimmed = text.trim();
+        let (negative, body) = match trimmed.strip_prefix('-') {
+            Some(rest) => (true, rest.trim_start()),
+            None => (false, trimmed),
+        };
+        if body.chars().all(|c| c.is_ascii_digit()) && !body.is_empty() {
+            return Err(serde::de::Error::custom(format!(
+                "`{text}` has no unit: write `{body}s`, `{body}m` or `{body}h`"
+            )));
+        }
+        let inner = humantime::parse_duration(body).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration ({e}): write e.g. `30s`, `10m`, `1h30m` or `1d`"
+            ))
+        })?;
+        Ok(Duration { inner, negative })
+    }
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A length of time: a number and a unit (ms, s, m, h, d), e.g. `30s`, `10m`, `1h30m`.",
+            "examples": ["30s", "10m", "1h30m"]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dur(s: &str) -> Result<Duration, String> {
+        serde_json::from_value::<Duration>(serde_json::Value::String(s.into()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(dur("10m").unwrap().get().as_secs(), 600);
+        assert_eq!(dur("1h 30m").unwrap().get().as_secs(), 5400);
+        assert!(dur("0s").unwrap().get().is_zero());
+        assert!(!dur("0s").unwrap().is_positive());
+        let neg = dur("-5m").unwrap();
+        assert!(!neg.is_positive());
+        assert_eq!(neg.to_string(), "-5m");
+        assert!(dur("10").unwrap_err().contains("no unit"));
+        assert!(dur("ten minutes").unwrap_err().contains("not a duration"));
+    }
+}

@@ -1,0 +1,457 @@
+//! The JSON Schema of pipeline files, and schema checks that report exact positions.
+//!
+//! The schema is generated from the config types ([`super::Document`] and the component
+//! enums of [`crate::components`]); `schemas/vigil.schema.json` is that output, kept fresh
+//! by a test. Validation runs per document: the document against its kind's schema (with
+//! component bodies left out), then every component against its own kind's schema, so an
+//! unknown key in a stage is reported at that key, not as "matches none of the kinds".
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::OnceLock;
+
+use jsonschema::error::ValidationErrorKind;
+use jsonschema::{ValidationError, Validator};
+use serde_json::{Map, Value};
+
+use super::diagnostic::codes;
+use super::yaml::pointer_segments;
+
+/// Where the schema lives in the repository, relative to its root.
+pub const SCHEMA_PATH: &str = "schemas/vigil.schema.json";
+
+/// The schema of one document (`kind: settings` or `kind: pipeline`).
+pub fn document_schema() -> Value {
+    schemars::schema_for!(super::Document).to_value()
+}
+
+/// The schema as committed: pretty JSON with a trailing newline.
+pub fn document_schema_text() -> String {
+    let mut s = serde_json::to_string_pretty(&document_schema()).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// The three component families of a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// `sources:`
+    Sources,
+    /// `stages:`
+    Stages,
+    /// `sinks:`
+    Sinks,
+}
+
+impl Family {
+    /// All of them, in pipeline order.
+    pub const ALL: [Family; 3] = [Family::Sources, Family::Stages, Family::Sinks];
+
+    /// The key in a pipeline document.
+    pub fn key(self) -> &'static str {
+        match self {
+            Family::Sources => "sources",
+            Family::Stages => "stages",
+            Family::Sinks => "sinks",
+        }
+    }
+
+    /// Singular, for messages.
+    pub fn singular(self) -> &'static str {
+        match self {
+            Family::Sources => "source",
+            Family::Stages => "stage",
+            Family::Sinks => "sink",
+        }
+    }
+
+    fn def_name(self) -> &'static str {
+        match self {
+            Family::Sources => "SourceConfig",
+            Family::Stages => "StageConfig",
+            Family::Sinks => "SinkConfig",
+        }
+    }
+}
+
+/// One registered component kind, as the schema describes it.
+#[derive(Debug, Clone)]
+pub struct KindInfo {
+    /// The `type` name.
+    pub name: String,
+    /// Its description.
+    pub description: String,
+    /// Its schema (with the shared definitions attached).
+    pub schema: Value,
+    /// Example configurations (without `type`), from the config type.
+    pub examples: Vec<Value>,
+}
+
+struct Schemas {
+    settings: (Value, Validator),
+    pipeline: (Value, Validator),
+    kinds: HashMap<Family, Vec<(KindInfo, Validator)>>,
+}
+
+fn with_defs(schema: &Value, defs: &Value) -> Value {
+    let mut s = schema.clone();
+    if let Value::Object(m) = &mut s {
+        m.insert("$defs".into(), defs.clone());
+    }
+    s
+}
+
+fn compile(schema: &Value) -> Validator {
+    // The schema is generated from our own types: failing to compile it is a bug in vigil,
+    // caught by the schema tests, never a user error.
+    jsonschema::validator_for(schema).expect("the generated schema compiles")
+}
+
+fn schemas() -> &'static Schemas {
+    static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
+    SCHEMAS.get_or_init(|| {
+        let root = document_schema();
+        let defs = root.get("$defs").cloned().unwrap_or(Value::Object(Map::new()));
+        let variants = root
+            .get("oneOf")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let doc_kind = |v: &Value| v.pointer("/properties/kind/const").and_then(Value::as_str).map(str::to_owned);
+        let find = |k: &str| {
+            variants
+                .iter()
+                .find(|v| doc_kind(v).as_deref() == Some(k))
+                .cloned()
+                .unwrap_or(Value::Bool(true))
+        };
+        let settings_schema = with_defs(&find("settings"), &defs);
+        let pipeline_schema = with_defs(&find("pipeline"), &defs);
+        let settings = (settings_schema.clone(), compile(&settings_schema));
+        let pipeline = (pipeline_schema.clone(), compile(&pipeline_schema));
+        let mut kinds = HashMap::new();
+        for family in Family::ALL {
+            let list = defs
+                .pointer(&format!("/{}/oneOf", family.def_name()))
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let mut infos = Vec::new();
+            for v in list {
+                let Some(name) = v.pointer("/properties/type/const").and_then(Value::as_str) else {
+                    continue;
+                };
+                let schema = with_defs(&v, &defs);
+                let info = KindInfo {
+                    name: name.to_string(),
+                    description: v
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    examples: v
+                        .get("examples")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default(),
+                    schema: schema.clone(),
+                };
+                infos.push((info, compile(&schema)));
+            }
+            kinds.insert(family, infos);
+        }
+        Schemas {
+            settings,
+            pipeline,
+            kinds,
+        }
+    })
+}
+
+/// Every registered kind of a family.
+pub fn kinds(family: Family) -> Vec<KindInfo> {
+    schemas().kinds[&family].iter().map(|(k, _)| k.clone()).collect()
+}
+
+/// A schema problem, before it is given a position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaProblem {
+    /// JSON pointer of the offending value (or of the key, when `at_key`).
+    pub pointer: String,
+    /// Point at the key rather than the value.
+    pub at_key: bool,
+    /// A code from [`codes`].
+    pub code: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What the schema checks need to know about where values came from.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Context<'a> {
+    /// Pointers whose values came from the environment (never echo them).
+    pub from_env: Option<&'a BTreeSet<String>>,
+    /// Pointers left unresolved by `--no-env` (skip their type checks).
+    pub unresolved: Option<&'a BTreeSet<String>>,
+}
+
+/// Checks a `kind: settings` document.
+pub fn check_settings(doc: &Value, cx: Context<'_>) -> Vec<SchemaProblem> {
+    let (schema, validator) = &schemas().settings;
+    run(validator, schema, doc, "", cx, |_| true)
+}
+
+/// Checks a `kind: pipeline` document; component bodies are checked separately by
+/// [`check_component`].
+pub fn check_pipeline(doc: &Value, cx: Context<'_>) -> Vec<SchemaProblem> {
+    let (schema, validator) = &schemas().pipeline;
+    run(validator, schema, doc, "", cx, |pointer| {
+        let segs = pointer_segments(pointer);
+        !(segs.len() >= 2 && Family::ALL.iter().any(|f| f.key() == segs[0]))
+    })
+}
+
+/// Checks one component (`/stages/burst`, ...) against the schema of its `type`. Reports
+/// an unknown or missing `type` itself.
+pub fn check_component(family: Family, pointer: &str, body: &Value, cx: Context<'_>) -> Vec<SchemaProblem> {
+    let Some(obj) = body.as_object() else {
+        return vec![SchemaProblem {
+            pointer: pointer.to_string(),
+            at_key: false,
+            code: codes::WRONG_TYPE,
+            message: format!("expected a mapping with a `type`, found {}", type_name(body)),
+        }];
+    };
+    let kinds = &schemas().kinds[&family];
+    let names: Vec<&str> = kinds.iter().map(|(k, _)| k.name.as_str()).collect();
+    let ty = match obj.get("type") {
+        None => {
+            return vec![SchemaProblem {
+                pointer: pointer.to_string(),
+                at_key: false,
+                code: codes::MISSING_KEY,
+                message: format!("missing required key `type` (one of: {})", names.join(", ")),
+            }];
+        }
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            return vec![SchemaProblem {
+                pointer: format!("{pointer}/type"),
+                at_key: false,
+                code: codes::WRONG_TYPE,
+                message: format!("expected a string, found {}", type_name(other)),
+            }];
+        }
+    };
+    let Some((info, validator)) = kinds.iter().find(|(k, _)| &k.name == ty) else {
+        let hint = suggest(ty, names.iter().copied())
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        return vec![SchemaProblem {
+            pointer: format!("{pointer}/type"),
+            at_key: false,
+            code: codes::UNKNOWN_TYPE,
+            message: format!(
+                "unknown {} type `{ty}` (known: {}){hint}",
+                family.singular(),
+                names.join(", ")
+            ),
+        }];
+    };
+    run(validator, &info.schema, body, pointer, cx, |_| true)
+}
+
+fn run(
+    validator: &Validator,
+    schema: &Value,
+    instance: &Value,
+    prefix: &str,
+    cx: Context<'_>,
+    keep: impl Fn(&str) -> bool,
+) -> Vec<SchemaProblem> {
+    let mut out = Vec::new();
+    for err in validator.iter_errors(instance) {
+        let pointer = err.instance_path().as_str().to_string();
+        if !keep(&pointer) {
+            continue;
+        }
+        describe(&err, schema, instance, prefix, cx, &mut out);
+    }
+    out
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing (null)",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a decimal number",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+fn expected_types(kind: &jsonschema::error::TypeKind) -> String {
+    let names: Vec<String> = match kind {
+        jsonschema::error::TypeKind::Single(t) => vec![t.to_string()],
+        jsonschema::error::TypeKind::Multiple(set) => set.iter().map(|t| t.to_string()).collect(),
+    };
+    let pretty: Vec<&str> = names
+        .iter()
+        .map(|n| match n.as_str() {
+            "object" => "a mapping",
+            "array" => "a list",
+            "string" => "a string",
+            "integer" => "an integer",
+            "number" => "a number",
+            "boolean" => "a boolean (true or false)",
+            "null" => "nothing (null)",
+            _ => "a value",
+        })
+        .collect();
+    pretty.join(" or ")
+}
+
+/// The closest candidate to `word`, if one is close enough to be a likely typo.
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4) && *d < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn describe(
+    err: &ValidationError<'_>,
+    schema: &Value,
+    instance: &Value,
+    prefix: &str,
+    cx: Context<'_>,
+    out: &mut Vec<SchemaProblem>,
+) {
+    let rel = err.instance_path().as_str();
+    let pointer = format!("{prefix}{rel}");
+    if cx.unresolved.is_some_and(|u| u.contains(&pointer)) {
+        return;
+    }
+    let secret = cx.from_env.is_some_and(|f| f.contains(&pointer));
+    let here = instance.pointer(rel);
+    let push = |out: &mut Vec<SchemaProblem>, code, message: String| {
+        out.push(SchemaProblem {
+            pointer: pointer.clone(),
+            at_key: false,
+            code,
+            message,
+        });
+    };
+    match err.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let known: Vec<String> = here
+                .map(|_| known_keys(err, schema))
+                .unwrap_or_default();
+            for key in unexpected {
+                let hint = suggest(key, known.iter().map(String::as_str))
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .or_else(|| (!known.is_empty()).then(|| format!(" (known keys: {})", known.join(", "))))
+                    .unwrap_or_default();
+                out.push(SchemaProblem {
+                    pointer: format!("{pointer}/{}", key.replace('~', "~0").replace('/', "~1")),
+                    at_key: true,
+                    code: codes::UNKNOWN_KEY,
+                    message: format!("unknown key `{key}`{hint}"),
+                });
+            }
+        }
+        ValidationErrorKind::Required { property } => {
+            let name = property.as_str().map_or_else(|| property.to_string(), str::to_owned);
+            push(out, codes::MISSING_KEY, format!("missing required key `{name}`"));
+        }
+        ValidationErrorKind::Type { kind } => {
+            let found = here.map_or("nothing", type_name);
+            push(
+                out,
+                codes::WRONG_TYPE,
+                format!("expected {}, found {found}", expected_types(kind)),
+            );
+        }
+        ValidationErrorKind::Enum { options } => {
+            let opts: Vec<String> = options
+                .as_array()
+                .map(|a| a.iter().map(|o| format!("`{}`", o.as_str().map_or_else(|| o.to_string(), str::to_owned))).collect())
+                .unwrap_or_default();
+            push(out, codes::INVALID_VALUE, format!("expected one of {}", opts.join(", ")));
+        }
+        ValidationErrorKind::Constant { expected_value } => {
+            push(out, codes::INVALID_VALUE, format!("expected `{expected_value}`"));
+        }
+        ValidationErrorKind::Minimum { limit } | ValidationErrorKind::ExclusiveMinimum { limit }
+            if limit.as_f64().is_some_and(|l| l <= 1.0) =>
+        {
+            push(out, codes::NON_POSITIVE, "must be greater than zero".into());
+        }
+        ValidationErrorKind::MinItems { limit } => {
+            push(
+                out,
+                codes::INVALID_VALUE,
+                format!("needs at least {limit} item{}", if *limit == 1 { "" } else { "s" }),
+            );
+        }
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            // Pick the alternative that fits the value's type best and report its errors.
+            let same_type: Vec<&Vec<ValidationError<'static>>> = context
+                .iter()
+                .filter(|branch| {
+                    !branch.iter().any(|e| {
+                        e.instance_path().as_str() == rel
+                            && matches!(e.kind(), ValidationErrorKind::Type { .. })
+                    })
+                })
+                .collect();
+            if let Some(best) = same_type.iter().min_by_key(|b| b.len()) {
+                for e in best.iter() {
+                    describe(e, schema, instance, prefix, cx, out);
+                }
+            } else {
+                let mut wanted: Vec<String> = Vec::new();
+                for branch in context {
+                    for e in branch {
+                        if let ValidationErrorKind::Type { kind } = e.kind() {
+                            let t = expected_types(kind);
+                            if !wanted.contains(&t) {
+                                wanted.push(t);
+                            }
+                        }
+                    }
+                }
+                let found = here.map_or("nothing", type_name);
+                push(
+                    out,
+                    codes::WRONG_TYPE,
+                    format!("expected {}, found {found}", wanted.join(" or ")),
+                );
+            }
+        }
+        _ => {
+            let message = if secret {
+                "the value taken from the environment is not valid here".to_string()
+            } else {
+                err.to_string()
+            };
+            push(out, codes::INVALID_VALUE, message);
+        }
+    }
+}
+
+/// The keys allowed where an `additionalProperties: false` failed, read from the schema
+/// that was validated against.
+fn known_keys(err: &ValidationError<'_>, schema: &Value) -> Vec<String> {
+    let path = err.schema_path().as_str();
+    let Some(base) = path.strip_suffix("/additionalProperties") else {
+        return Vec::new();
+    };
+    match schema.pointer(&format!("{base}/properties")) {
+        Some(Value::Object(props)) => props.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}

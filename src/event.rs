@@ -1,0 +1,264 @@
+//! Events and field paths.
+//!
+//! An [`Event`] is a JSON-shaped record plus where and when it came from. Events travel the
+//! graph as `Arc<Event>`: a fan-out to three stages clones a pointer, never the record.
+//! A [`FieldPath`] (`src.ip`, `dst.workload.labels`, `notifications.0.notification_type`)
+//! addresses nested data; where a path crosses a list without an index it visits every
+//! element, so `notifications.notification_type` sees each notification's type.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// A point in time (UTC).
+pub type Timestamp = DateTime<Utc>;
+
+/// One record flowing through a pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The record itself, as received (or as a stage rewrote it).
+    pub data: Value,
+    /// Where and when it came from.
+    pub meta: EventMeta,
+}
+
+/// Metadata that travels with an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventMeta {
+    /// The node that produced it, as `pipeline.node`.
+    pub source: Arc<str>,
+    /// Event time: taken from the record when it carries one, else the ingest time.
+    pub time: Timestamp,
+    /// When vigil read it.
+    pub ingest: Timestamp,
+}
+
+/// Record fields tried, in order, for the event time.
+pub const TIME_FIELDS: &[&str] = &["timestamp", "time", "@timestamp"];
+
+impl Event {
+    /// Builds an event from a record read by `source` at `ingest`. The event time is the
+    /// first of [`TIME_FIELDS`] that holds an RFC 3339 time (or epoch seconds); otherwise
+    /// the ingest time.
+    pub fn from_record(data: Value, source: Arc<str>, ingest: Timestamp) -> Event {
+        let time = record_time(&data).unwrap_or(ingest);
+        Event {
+            data,
+            meta: EventMeta {
+                source,
+                time,
+                ingest,
+            },
+        }
+    }
+}
+
+/// The event time a record carries, if any.
+pub fn record_time(data: &Value) -> Option<Timestamp> {
+    let obj = data.as_object()?;
+    TIME_FIELDS
+        .iter()
+        .filter_map(|f| obj.get(*f))
+        .find_map(time_from_value)
+}
+
+/// Reads a time from a value: an RFC 3339 string, or epoch seconds (or milliseconds).
+pub fn time_from_value(v: &Value) -> Option<Timestamp> {
+    match v {
+        Value::String(s) => DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.with_timezone(&Utc)),
+        Value::Number(n) => {
+            let secs = n.as_f64()?;
+            if !secs.is_finite() || secs < 0.0 {
+                return None;
+            }
+            // Epoch milliseconds are common too: anything past year 33658 in seconds is ms.
+            let secs = if secs > 1e12 { secs / 1000.0 } else { secs };
+            DateTime::from_timestamp_millis((secs * 1000.0) as i64)
+        }
+        _ => None,
+    }
+}
+
+/// One step of a [`FieldPath`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Segment {
+    Key(String),
+    /// A numeric segment: an index into a list, or a key that happens to be numeric.
+    Index(usize, String),
+}
+
+/// A dotted path into a record: `src.ip`, `service.port`, `notifications.0.info`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FieldPath {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+/// A field path that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{path}` is not a field path: {reason}")]
+pub struct FieldPathError {
+    path: String,
+    reason: &'static str,
+}
+
+impl FieldPath {
+    /// Parses a dotted path. Empty segments (`a..b`, a leading or trailing dot) are errors.
+    pub fn parse(text: &str) -> Result<FieldPath, FieldPathError> {
+        if text.is_empty() {
+            return Err(FieldPathError {
+                path: text.into(),
+                reason: "it is empty",
+            });
+        }
+        let mut segments = Vec::new();
+        for part in text.split('.') {
+            if part.is_empty() {
+                return Err(FieldPathError {
+                    path: text.into(),
+                    reason: "it has an empty segment (two dots, or a dot at an end)",
+                });
+            }
+            segments.push(match part.parse::<usize>() {
+                Ok(i) => Segment::Index(i, part.to_string()),
+                Err(_) => Segment::Key(part.to_string()),
+            });
+        }
+        Ok(FieldPath {
+            text: text.to_string(),
+            segments,
+        })
+    }
+
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Calls `visit` with every value the path reaches, stopping early when it returns
+    /// `true`. Returns whether any call returned `true`. Lists met on the way without an
+    /// index are fanned out; a list at the end of the path is visited element by element
+    /// *and* as a whole is not visited (so `[1, 2]` matches `1`).
+    pub fn any(&self, root: &Value, visit: &mut impl FnMut(&Value) -> bool) -> bool {
+        walk(root, &self.segments, visit)
+    }
+
+    /// The first value the path reaches (lists without an index: the first element that
+    /// has it).
+    pub fn first<'v>(&self, root: &'v Value) -> Option<&'v Value> {
+        first(root, &self.segments)
+    }
+}
+
+fn walk(v: &Value, segs: &[Segment], visit: &mut impl FnMut(&Value) -> bool) -> bool {
+    let Some((seg, rest)) = segs.split_first() else {
+        return match v {
+            Value::Array(items) => items.iter().any(|i| visit(i)),
+            other => visit(other),
+        };
+    };
+    match (v, seg) {
+        (Value::Object(map), Segment::Key(k) | Segment::Index(_, k)) => {
+            map.get(k.as_str()).is_some_and(|c| walk(c, rest, visit))
+        }
+        (Value::Array(items), Segment::Index(i, _)) => {
+            items.get(*i).is_some_and(|c| walk(c, rest, visit))
+        }
+        (Value::Array(items), Segment::Key(_)) => items.iter().any(|c| walk(c, segs, visit)),
+        _ => false,
+    }
+}
+
+fn first<'v>(v: &'v Value, segs: &[Segment]) -> Option<&'v Value> {
+    let Some((seg, rest)) = segs.split_first() else {
+        return Some(v);
+    };
+    match (v, seg) {
+        (Value::Object(map), Segment::Key(k) | Segment::Index(_, k)) => {
+            first(map.get(k.as_str())?, rest)
+        }
+        (Value::Array(items), Segment::Index(i, _)) => first(items.get(*i)?, rest),
+        (Value::Array(items), Segment::Key(_)) => items.iter().find_map(|c| first(c, segs)),
+        _ => None,
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn all(path: &str, v: &Value) -> Vec<Value> {
+        let mut out = Vec::new();
+        FieldPath::parse(path).unwrap().any(v, &mut |x| {
+            out.push(x.clone());
+            false
+        });
+        out
+    }
+
+    #[test]
+    fn nested_and_lists() {
+        let v = json!({
+            "src": {"ip": "10.0.0.1"},
+            "notifications": [
+                {"notification_type": "user.login_failed"},
+                {"notification_type": "request.authentication_failed"}
+            ],
+            "ports": [22, 80]
+        });
+        assert_eq!(all("src.ip", &v), vec![json!("10.0.0.1")]);
+        assert_eq!(
+            all("notifications.notification_type", &v),
+            vec![
+                json!("user.login_failed"),
+                json!("request.authentication_failed")
+            ]
+        );
+        assert_eq!(
+            all("notifications.1.notification_type", &v),
+            vec![json!("request.authentication_failed")]
+        );
+        assert_eq!(all("ports", &v), vec![json!(22), json!(80)]);
+        assert!(all("src.port", &v).is_empty());
+        assert!(all("src.ip.x", &v).is_empty());
+    }
+
+    #[test]
+    fn numeric_keys_in_objects() {
+        let v = json!({"a": {"0": "zero"}});
+        assert_eq!(all("a.0", &v), vec![json!("zero")]);
+    }
+
+    #[test]
+    fn bad_paths() {
+        assert!(FieldPath::parse("").is_err());
+        assert!(FieldPath::parse("a..b").is_err());
+        assert!(FieldPath::parse(".a").is_err());
+    }
+
+    #[test]
+    fn event_time_from_record() {
+        let ingest = Utc::now();
+        let e = Event::from_record(
+            json!({"timestamp": "2024-03-01T10:00:00.123Z"}),
+            "p.s".into(),
+            ingest,
+        );
+        assert_eq!(e.meta.time.to_rfc3339(), "2024-03-01T10:00:00.123+00:00");
+        let e = Event::from_record(json!({"time": 1700000000}), "p.s".into(), ingest);
+        assert_eq!(e.meta.time.timestamp(), 1_700_000_000);
+        let e = Event::from_record(json!({"x": 1}), "p.s".into(), ingest);
+        assert_eq!(e.meta.time, ingest);
+    }
+}

@@ -1,0 +1,240 @@
+//! The `vigil` command.
+//!
+//! Exit codes:
+//! - 0: success (`validate`: no errors; warnings allowed unless `--deny-warnings`).
+//! - 1: the configuration is invalid, or a node of a run failed.
+//! - 2: usage or I/O error (bad flags, a path that cannot be read).
+//! - 130: a second Ctrl-C/SIGTERM cut a draining shutdown short.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use vigil::config::diagnostic::{self, Format};
+use vigil::config::{Env, LoadError, LoadOptions, Loaded, load_paths};
+use vigil::graph::Graph;
+use vigil::runtime::{self, WallClock};
+
+#[derive(Debug, Parser)]
+#[command(name = "vigil", version, about = "Security telemetry in, alerts people act on out.")]
+struct Cli {
+    /// Log format on standard error.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check pipeline files: every problem, with file:line:col, in one run.
+    Validate {
+        /// Files or directories (default: `pipelines/`).
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Fail (exit 1) on warnings too.
+        #[arg(long)]
+        deny_warnings: bool,
+        /// Check `${VAR}` syntax without requiring the variables to be set.
+        #[arg(long)]
+        no_env: bool,
+    },
+    /// Run the pipelines until interrupted (or until every source has ended).
+    Run {
+        /// The directory (or file) of pipeline files.
+        #[arg(long, short, default_value = "pipelines")]
+        pipelines: PathBuf,
+    },
+    /// Draw the pipeline graph.
+    Graph {
+        /// The directory (or file) of pipeline files.
+        #[arg(long, short, default_value = "pipelines")]
+        pipelines: PathBuf,
+        /// DOT (Graphviz) or Mermaid.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// Print the JSON Schema of pipeline files.
+    Schema,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    init_logging(cli.log_format);
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("VIGIL_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Validate {
+            paths,
+            format,
+            deny_warnings,
+            no_env,
+        } => validate(paths, format, deny_warnings, no_env),
+        Command::Run { pipelines } => run(pipelines),
+        Command::Graph { pipelines, format } => graph(pipelines, format),
+        Command::Schema => {
+            print(&vigil::config::schema::document_schema_text())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).context("writing to standard output")?;
+    out.flush().context("writing to standard output")?;
+    Ok(())
+}
+
+fn validate(paths: Vec<PathBuf>, format: Format, deny_warnings: bool, no_env: bool) -> anyhow::Result<ExitCode> {
+    let paths = if paths.is_empty() {
+        vec![PathBuf::from("pipelines")]
+    } else {
+        paths
+    };
+    let opts = LoadOptions {
+        env: if no_env { Env::NoEnv } else { Env::Process },
+    };
+    let loaded = load_paths(&paths, &opts)?;
+    print(&diagnostic::render(&loaded.diagnostics, format))?;
+    let warnings = loaded.diagnostics.iter().any(|d| !d.is_error());
+    Ok(if loaded.has_errors() || (deny_warnings && warnings) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Loads a configuration for `run`/`graph`: problems go to standard error.
+fn load_for_use(path: PathBuf) -> Result<Loaded, LoadError> {
+    let loaded = load_paths(&[path], &LoadOptions::default())?;
+    if !loaded.diagnostics.is_empty() {
+        let mut err = std::io::stderr().lock();
+        for d in &loaded.diagnostics {
+            let _ = writeln!(err, "{}", d.to_text());
+        }
+    }
+    Ok(loaded)
+}
+
+fn graph(path: PathBuf, format: GraphFormat) -> anyhow::Result<ExitCode> {
+    let loaded = load_for_use(path)?;
+    let Some(config) = loaded.config else {
+        return Ok(ExitCode::from(1));
+    };
+    let g = Graph::from_config(&config);
+    print(&match format {
+        GraphFormat::Dot => g.to_dot(&config),
+        GraphFormat::Mermaid => g.to_mermaid(&config),
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
+    let loaded = load_for_use(path)?;
+    let Some(config) = loaded.config else {
+        let _ = writeln!(std::io::stderr(), "vigil: not starting: fix the errors above (`vigil validate` lists them)");
+        return Ok(ExitCode::from(1));
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let topology = runtime::start(&config, Arc::new(WallClock))?;
+        tracing::info!(
+            pipelines = config.pipelines.len(),
+            nodes = topology.counters().len(),
+            "vigil running"
+        );
+        let token = topology.shutdown_token();
+        let signals = tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: draining in-flight events (signal again to stop at once)");
+            token.cancel();
+            wait_for_signal().await;
+            tracing::warn!("second signal: stopping without draining");
+            std::process::exit(130);
+        });
+        let report = topology.wait().await;
+        signals.abort();
+        for n in &report.nodes {
+            tracing::info!(
+                node = %n.id,
+                role = n.role,
+                events_in = n.events_in,
+                events_out = n.events_out,
+                errors = n.errors,
+                "node summary"
+            );
+        }
+        Ok(if report.failed() {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
+    })
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

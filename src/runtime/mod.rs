@@ -1,0 +1,177 @@
+//! The running graph: a tokio task per node, bounded channels between them.
+//!
+//! - Sources run their own loop and hand batches of events to an [`Output`]; they wait
+//!   through a [`SourceContext`], which also sends the clock's ticks downstream and notices
+//!   a shutdown.
+//! - Stages are synchronous: the runtime feeds them events and ticks and forwards what they
+//!   emit.
+//! - Sinks own their loop over an [`Input`].
+//!
+//! Shutdown (SIGINT/SIGTERM, or the end of every finite source) stops the sources; each
+//! node then finishes what it holds and tells its downstreams it is done, so every event
+//! already read reaches the sinks before the process exits.
+
+mod clock;
+mod edge;
+mod topology;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+pub use clock::{Clock, SharedClock, VirtualClock, WallClock};
+pub use edge::{Closed, Input, Message, NodeCounters, Output};
+pub use topology::{BuildError, NodeReport, RunReport, RunningTopology, start};
+
+use crate::event::{Event, Timestamp};
+
+/// An error that stopped a node.
+pub type NodeError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a node's task returns.
+pub type NodeResult = Result<(), NodeError>;
+
+/// What every component is given when it is built.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    /// The node's id: `pipeline.node`.
+    pub id: Arc<str>,
+    /// The engine's state directory.
+    pub state_dir: PathBuf,
+}
+
+/// A running source.
+pub trait Source: Send + 'static {
+    /// Runs until its input ends or a shutdown is requested (see
+    /// [`SourceContext::is_shutting_down`]), handing events to `cx`.
+    fn run<'a>(self: Box<Self>, cx: &'a mut SourceContext) -> BoxFuture<'a, NodeResult>;
+}
+
+/// A stage: a synchronous step over events and ticks.
+pub trait Stage: Send + 'static {
+    /// Handles one event, pushing what it hands on into `out`.
+    fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>);
+
+    /// Time moved to `now` (the earliest time all of the stage's inputs have reached).
+    fn tick(&mut self, _now: Timestamp, _out: &mut Vec<Arc<Event>>) {}
+
+    /// Every input has finished: hand on anything held back.
+    fn finish(&mut self, _out: &mut Vec<Arc<Event>>) {}
+}
+
+/// A running sink.
+pub trait Sink: Send + 'static {
+    /// Consumes `input` until it ends, then flushes. Count what it delivers with
+    /// `input.counters().add_out(..)`.
+    fn run(self: Box<Self>, input: Input) -> BoxFuture<'static, NodeResult>;
+}
+
+/// The world as a source sees it.
+pub struct SourceContext {
+    /// The node's id: `pipeline.node`.
+    pub id: Arc<str>,
+    /// The engine's state directory.
+    pub state_dir: PathBuf,
+    /// The most events to hand on in one batch.
+    pub batch_size: usize,
+    output: Output,
+    clock: SharedClock,
+    shutdown: CancellationToken,
+    tick_interval: std::time::Duration,
+    next_tick: Timestamp,
+}
+
+impl SourceContext {
+    pub(crate) fn new(
+        id: Arc<str>,
+        state_dir: PathBuf,
+        batch_size: usize,
+        output: Output,
+        clock: SharedClock,
+        shutdown: CancellationToken,
+        tick_interval: std::time::Duration,
+    ) -> Self {
+        let next_tick = clock.now();
+        SourceContext {
+            id,
+            state_dir,
+            batch_size,
+            output,
+            clock,
+            shutdown,
+            tick_interval,
+            next_tick,
+        }
+    }
+
+    /// The current time.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The node's counters.
+    pub fn counters(&self) -> &Arc<NodeCounters> {
+        self.output.counters()
+    }
+
+    /// Whether a shutdown was requested: stop reading, hand on what was read, return.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Hands events downstream (waiting while downstream is full), then sends a tick if
+    /// one is due.
+    pub async fn send(&mut self, events: Vec<Arc<Event>>) -> Result<(), Closed> {
+        self.output.send(events).await?;
+        if self.clock.now() >= self.next_tick {
+            self.emit_tick().await?;
+        }
+        Ok(())
+    }
+
+    async fn emit_tick(&mut self) -> Result<(), Closed> {
+        let now = self.clock.now();
+        self.output.tick(now).await?;
+        let step = chrono::Duration::from_std(self.tick_interval)
+            .unwrap_or(chrono::Duration::seconds(1))
+            .max(chrono::Duration::milliseconds(1));
+        while self.next_tick <= now {
+            self.next_tick += step;
+        }
+        Ok(())
+    }
+
+    /// Awaits `fut`, sending ticks downstream while it runs. Returns `None` (dropping
+    /// `fut`) if a shutdown is requested first, so `fut` must be cancel-safe.
+    pub async fn wait<F: Future>(&mut self, fut: F) -> Option<F::Output> {
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            let tick = self.clock.sleep_until(self.next_tick);
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return None,
+                out = &mut fut => return Some(out),
+                _ = tick => {
+                    if self.emit_tick().await.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps for `d` on the engine's clock, sending ticks. Returns `false` if a shutdown
+    /// was requested meanwhile.
+    pub async fn sleep(&mut self, d: std::time::Duration) -> bool {
+        let deadline = self.clock.now() + chrono::Duration::from_std(d).unwrap_or_default();
+        let sleeper = self.clock.sleep_until(deadline);
+        self.wait(sleeper).await.is_some()
+    }
+
+    pub(crate) fn into_output(self) -> Output {
+        self.output
+    }
+}

@@ -1,0 +1,87 @@
+//! `file` sink: JSON lines appended to a file.
+
+use std::path::PathBuf;
+
+use futures::future::BoxFuture;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{Encoding, write_json_lines};
+use crate::config::check::Problems;
+use crate::config::diagnostic::codes;
+use crate::runtime::{BuildContext, Input, NodeError, NodeResult, Sink};
+
+/// Writes every event it receives to a file, one JSON object per line.
+///
+/// The file and its directory are created when missing. Output is flushed whenever the
+/// sink has caught up with its input, and at shutdown.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(example = example())]
+pub struct FileSinkConfig {
+    /// The sources or stages this sink reads.
+    #[schemars(length(min = 1))]
+    pub inputs: Vec<String>,
+    /// The file to write. Relative paths are relative to the directory vigil runs in.
+    pub path: PathBuf,
+    /// Append to the file (`true`) or start it afresh at each start (`false`). Default: true.
+    #[serde(default = "default_append")]
+    pub append: bool,
+    /// `json_lines` (default) or `json_pretty`.
+    #[serde(default)]
+    pub encoding: Encoding,
+}
+
+fn example() -> serde_json::Value {
+    serde_json::json!({"inputs": ["blocked"], "path": "out/blocked.jsonl"})
+}
+
+fn default_append() -> bool {
+    true
+}
+
+impl FileSinkConfig {
+    /// Structural checks.
+    pub fn check(&self, problems: &mut Problems) {
+        if self.path.as_os_str().is_empty() {
+            problems.error("/path", codes::INVALID_VALUE, "path is empty");
+        }
+    }
+
+    /// Builds the running sink.
+    pub fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Sink>, NodeError> {
+        Ok(Box::new(FileSink { cfg: self.clone() }))
+    }
+}
+
+/// The running `file` sink.
+#[derive(Debug)]
+pub struct FileSink {
+    cfg: FileSinkConfig,
+}
+
+impl FileSink {
+    async fn run_inner(self, input: Input) -> NodeResult {
+        let path = &self.cfg.path;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(self.cfg.append)
+            .truncate(!self.cfg.append)
+            .open(path)
+            .await
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        write_json_lines(input, file, self.cfg.encoding).await
+    }
+}
+
+impl Sink for FileSink {
+    fn run(self: Box<Self>, input: Input) -> BoxFuture<'static, NodeResult> {
+        Box::pin(self.run_inner(input))
+    }
+}

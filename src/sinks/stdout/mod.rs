@@ -1,0 +1,48 @@
+//! `stdout` sink: JSON lines on standard output.
+
+use futures::future::BoxFuture;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{Encoding, write_json_lines};
+use crate::config::check::Problems;
+use crate::runtime::{BuildContext, Input, NodeError, NodeResult, Sink};
+
+/// Writes every event it receives to standard output, one JSON object per line.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(example = example())]
+pub struct StdoutSinkConfig {
+    /// The sources or stages this sink reads.
+    #[schemars(length(min = 1))]
+    pub inputs: Vec<String>,
+    /// `json_lines` (default) or `json_pretty`.
+    #[serde(default)]
+    pub encoding: Encoding,
+}
+
+fn example() -> serde_json::Value {
+    serde_json::json!({"inputs": ["blocked"], "encoding": "json_lines"})
+}
+
+impl StdoutSinkConfig {
+    /// Structural checks (none beyond the schema).
+    pub fn check(&self, _problems: &mut Problems) {}
+
+    /// Builds the running sink.
+    pub fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Sink>, NodeError> {
+        Ok(Box::new(StdoutSink { encoding: self.encoding }))
+    }
+}
+
+/// The running `stdout` sink.
+#[derive(Debug)]
+pub struct StdoutSink {
+    encoding: Encoding,
+}
+
+impl Sink for StdoutSink {
+    fn run(self: Box<Self>, input: Input) -> BoxFuture<'static, NodeResult> {
+        Box::pin(write_json_lines(input, tokio::io::stdout(), self.encoding))
+    }
+}

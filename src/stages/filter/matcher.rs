@@ -1,0 +1,462 @@
+//! The compiled form of a filter and the running stage.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use regex::Regex;
+use serde_json::Value;
+
+use super::config::{Conditions, Exclude, FilterConfig, Literal, Matcher, condition_pointer};
+use crate::event::{Event, FieldPath};
+use crate::runtime::Stage;
+
+/// A literal ready to compare.
+#[derive(Debug, Clone)]
+enum Lit {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Ip(IpAddr),
+    Net(IpNet, String),
+}
+
+impl Lit {
+    fn from_literal(l: &Literal) -> Lit {
+        match l {
+            Literal::Null => Lit::Null,
+            Literal::Bool(b) => Lit::Bool(*b),
+            Literal::Number(n) => Lit::Num(*n),
+            Literal::String(s) => {
+                if s.contains('/')
+                    && let Ok(net) = s.parse::<IpNet>()
+                {
+                    return Lit::Net(net, s.clone());
+                }
+                if let Ok(ip) = s.parse::<IpAddr>() {
+                    return Lit::Ip(ip);
+                }
+                Lit::Str(s.clone())
+            }
+        }
+    }
+
+    fn matches(&self, v: &Value) -> bool {
+        match (self, v) {
+            (Lit::Null, Value::Null) => true,
+            (Lit::Bool(b), Value::Bool(x)) => b == x,
+            (Lit::Bool(b), Value::String(s)) => s == if *b { "true" } else { "false" },
+            (Lit::Num(n), _) => as_number(v) == Some(*n),
+            (Lit::Str(s), Value::String(x)) => s == x,
+            (Lit::Str(s), Value::Number(_)) => s.parse::<f64>().ok() == as_number(v),
+            (Lit::Str(s), Value::Bool(b)) => s == if *b { "true" } else { "false" },
+            (Lit::Ip(ip), Value::String(x)) => x.parse::<IpAddr>().is_ok_and(|a| a == *ip),
+            (Lit::Net(net, text), Value::String(x)) => {
+                x == text
+                    || x.parse::<IpAddr>().is_ok_and(|a| net.contains(&a))
+                    || x.parse::<IpNet>().is_ok_and(|n| net.contains(&n))
+            }
+            _ => false,
+        }
+    }
+}
+
+fn as_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+}
+
+fn as_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
+    match v {
+        Value::String(s) => Some(s.as_str().into()),
+        Value::Number(n) => Some(n.to_string().into()),
+        Value::Bool(b) => Some(if *b { "true" } else { "false" }.into()),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Cmp {
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+/// One test on the values a path reaches.
+#[derive(Debug, Clone)]
+enum Test {
+    /// Some value equals one of these.
+    AnyOf(Vec<Lit>),
+    /// No value equals any of these.
+    NoneOf(Vec<Lit>),
+    Cmp(Cmp, f64),
+    Regex(Regex),
+    Contains(String),
+    StartsWith(String),
+    EndsWith(String),
+    Exists(bool),
+}
+
+#[derive(Debug, Clone)]
+struct Condition {
+    path: FieldPath,
+    tests: Vec<Test>,
+}
+
+impl Condition {
+    fn holds(&self, data: &Value) -> bool {
+        self.tests.iter().all(|t| self.test(t, data))
+    }
+
+    fn test(&self, t: &Test, data: &Value) -> bool {
+        let path = &self.path;
+        match t {
+            Test::AnyOf(lits) => {
+                if lits.iter().any(|l| matches!(l, Lit::Null)) && path.first(data).is_none() {
+                    return true;
+                }
+                path.any(data, &mut |v| lits.iter().any(|l| l.matches(v)))
+            }
+            Test::NoneOf(lits) => !path.any(data, &mut |v| lits.iter().any(|l| l.matches(v))),
+            Test::Cmp(op, x) => path.any(data, &mut |v| {
+                as_number(v).is_some_and(|n| match op {
+                    Cmp::Gt => n > *x,
+                    Cmp::Gte => n >= *x,
+                    Cmp::Lt => n < *x,
+                    Cmp::Lte => n <= *x,
+                })
+            }),
+            Test::Regex(re) => path.any(data, &mut |v| as_text(v).is_some_and(|s| re.is_match(&s))),
+            Test::Contains(s) => {
+                path.any(data, &mut |v| as_text(v).is_some_and(|t| t.contains(s.as_str())))
+            }
+            Test::StartsWith(s) => {
+                path.any(data, &mut |v| as_text(v).is_some_and(|t| t.starts_with(s.as_str())))
+            }
+            Test::EndsWith(s) => {
+                path.any(data, &mut |v| as_text(v).is_some_and(|t| t.ends_with(s.as_str())))
+            }
+            Test::Exists(want) => path.any(data, &mut |v| !v.is_null()) == *want,
+        }
+    }
+}
+
+/// A group of conditions that must all hold.
+#[derive(Debug, Clone, Default)]
+struct Group(Vec<Condition>);
+
+impl Group {
+    fn holds(&self, data: &Value) -> bool {
+        self.0.iter().all(|c| c.holds(data))
+    }
+}
+
+/// A filter ready to run.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledFilter {
+    all: Group,
+    any: Vec<Group>,
+    exclude: Vec<Group>,
+}
+
+/// (JSON pointer within the filter config, point at the key, message)
+type CompileError = (String, bool, String);
+
+impl CompiledFilter {
+    /// Compiles a filter config, returning every problem found.
+    pub fn compile(cfg: &FilterConfig) -> Result<CompiledFilter, Vec<CompileError>> {
+        let mut errors = Vec::new();
+        let all = compile_group(&cfg.match_, &["match"], &mut errors);
+        let any: Vec<Group> = cfg
+            .any
+            .iter()
+            .enumerate()
+            .map(|(i, g)| compile_group(g, &["any", &i.to_string()], &mut errors))
+            .collect();
+        let exclude = match &cfg.exclude {
+            None => Vec::new(),
+            Some(Exclude::All(g)) => vec![compile_group(g, &["exclude"], &mut errors)],
+            Some(Exclude::Any(gs)) => gs
+                .iter()
+                .enumerate()
+                .map(|(i, g)| compile_group(g, &["exclude", &i.to_string()], &mut errors))
+                .collect(),
+        };
+        if errors.is_empty() {
+            Ok(CompiledFilter { all, any, exclude })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Whether an event's data passes.
+    pub fn matches(&self, data: &Value) -> bool {
+        self.all.holds(data)
+            && (self.any.is_empty() || self.any.iter().any(|g| g.holds(data)))
+            && !self.exclude.iter().any(|g| g.holds(data))
+    }
+}
+
+fn compile_group(conds: &Conditions, prefix: &[&str], errors: &mut Vec<CompileError>) -> Group {
+    let mut out = Vec::new();
+    for (path_text, matcher) in conds {
+        let pointer = condition_pointer(prefix, path_text);
+        let path = match FieldPath::parse(path_text) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push((pointer.clone(), true, e.to_string()));
+                continue;
+            }
+        };
+        let tests = compile_matcher(matcher, &pointer, errors);
+        out.push(Condition { path, tests });
+    }
+    Group(out)
+}
+
+fn lits(ls: &[Literal]) -> Vec<Lit> {
+    ls.iter().map(Lit::from_literal).collect()
+}
+
+fn networks(items: &[String], pointer: &str, errors: &mut Vec<CompileError>) -> Vec<Lit> {
+    let mut out = Vec::new();
+    for (i, s) in items.iter().enumerate() {
+        match Lit::from_literal(&Literal::String(s.clone())) {
+            lit @ (Lit::Net(..) | Lit::Ip(_)) => out.push(lit),
+            _ => errors.push((
+                format!("{pointer}/{i}"),
+                false,
+                format!("`{s}` is not an IP address or network (write e.g. `10.0.0.0/8` or `192.0.2.7`)"),
+            )),
+        }
+    }
+    out
+}
+
+fn compile_matcher(m: &Matcher, pointer: &str, errors: &mut Vec<CompileError>) -> Vec<Test> {
+    match m {
+        Matcher::Equals(l) => vec![Test::AnyOf(vec![Lit::from_literal(l)])],
+        Matcher::AnyOf(ls) => vec![Test::AnyOf(lits(ls))],
+        Matcher::Ops(ops) => {
+            let mut tests = Vec::new();
+            if let Some(l) = &ops.eq {
+                tests.push(Test::AnyOf(vec![Lit::from_literal(l)]));
+            }
+            if let Some(l) = &ops.ne {
+                tests.push(Test::NoneOf(vec![Lit::from_literal(l)]));
+            }
+            if let Some(ls) = &ops.in_ {
+                tests.push(Test::AnyOf(lits(ls)));
+            }
+            if let Some(ls) = &ops.not_in {
+                tests.push(Test::NoneOf(lits(ls)));
+            }
+            for (v, op) in [(ops.gt, Cmp::Gt), (ops.gte, Cmp::Gte), (ops.lt, Cmp::Lt), (ops.lte, Cmp::Lte)] {
+                if let Some(v) = v {
+                    tests.push(Test::Cmp(op, v));
+                }
+            }
+            if let Some(re) = &ops.regex {
+                match Regex::new(re) {
+                    Ok(r) => tests.push(Test::Regex(r)),
+                    Err(e) => errors.push((
+                        format!("{pointer}/regex"),
+                        false,
+                        format!("invalid regular expression: {}", one_line(&e.to_string())),
+                    )),
+                }
+            }
+            if let Some(nets) = &ops.cidr {
+                tests.push(Test::AnyOf(networks(nets, &format!("{pointer}/cidr"), errors)));
+            }
+            if let Some(nets) = &ops.not_cidr {
+                tests.push(Test::NoneOf(networks(nets, &format!("{pointer}/not_cidr"), errors)));
+            }
+            if let Some(e) = ops.exists {
+                tests.push(Test::Exists(e));
+            }
+            if let Some(s) = &ops.contains {
+                tests.push(Test::Contains(s.clone()));
+            }
+            if let Some(s) = &ops.starts_with {
+                tests.push(Test::StartsWith(s.clone()));
+            }
+            if let Some(s) = &ops.ends_with {
+                tests.push(Test::EndsWith(s.clone()));
+            }
+            if tests.is_empty() {
+                errors.push((
+                    pointer.to_string(),
+                    false,
+                    "no operator given: use one of eq, ne, in, not_in, gt, gte, lt, lte, regex, cidr, not_cidr, exists, contains, starts_with, ends_with".into(),
+                ));
+            }
+            tests
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The running `filter` stage.
+#[derive(Debug)]
+pub struct FilterStage {
+    filter: CompiledFilter,
+}
+
+impl FilterStage {
+    /// A stage running `filter`.
+    pub fn new(filter: CompiledFilter) -> Self {
+        FilterStage { filter }
+    }
+}
+
+impl Stage for FilterStage {
+    fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
+        if self.filter.matches(&event.data) {
+            out.push(event);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn filter(yaml_json: Value) -> CompiledFilter {
+        let cfg: FilterConfig = serde_json::from_value(yaml_json).expect("valid config");
+        CompiledFilter::compile(&cfg).expect("compiles")
+    }
+
+    fn flow(src_ip: &str, port: i64, decision: &str, conns: i64) -> Value {
+        json!({
+            "src": {"ip": src_ip, "workload": {"labels": [{"key": "role", "value": "web"}]}},
+            "dst": {"ip": "10.1.2.3", "fqdn": "db.example.com"},
+            "service": {"port": port, "proto": 6},
+            "policy_decision": decision,
+            "num_connections": conns,
+        })
+    }
+
+    #[test]
+    fn equality_sets_and_numbers() {
+        let f = filter(json!({
+            "inputs": ["x"],
+            "match": {
+                "policy_decision": ["blocked", "potentially_blocked"],
+                "service.port": 22,
+                "num_connections": {"gte": 5, "lt": 100}
+            }
+        }));
+        assert!(f.matches(&flow("10.0.0.1", 22, "blocked", 5)));
+        assert!(!f.matches(&flow("10.0.0.1", 22, "allowed", 5)));
+        assert!(!f.matches(&flow("10.0.0.1", 23, "blocked", 5)));
+        assert!(!f.matches(&flow("10.0.0.1", 22, "blocked", 4)));
+        assert!(!f.matches(&flow("10.0.0.1", 22, "blocked", 100)));
+        // Numeric strings compare as numbers (syslog exports carry strings).
+        assert!(f.matches(&json!({"policy_decision": "blocked", "service": {"port": "22"}, "num_connections": "7"})));
+    }
+
+    #[test]
+    fn cidr_is_real_cidr_not_string_prefix() {
+        let f = filter(json!({"inputs": ["x"], "match": {"src.ip": ["10.20.0.0/16", "192.0.2.7"]}}));
+        assert!(f.matches(&flow("10.20.255.1", 22, "allowed", 1)));
+        assert!(!f.matches(&flow("10.200.0.1", 22, "allowed", 1)));
+        assert!(f.matches(&flow("192.0.2.7", 22, "allowed", 1)));
+        assert!(!f.matches(&flow("192.0.2.70", 22, "allowed", 1)));
+        let v6 = filter(json!({"inputs": ["x"], "match": {"src.ip": {"cidr": ["2001:db8::/32"]}}}));
+        assert!(v6.matches(&flow("2001:db8:0:0::1", 22, "allowed", 1)));
+        assert!(!v6.matches(&flow("2001:db9::1", 22, "allowed", 1)));
+        // Same address, other notation.
+        let ip6 = filter(json!({"inputs": ["x"], "match": {"src.ip": "2001:db8::1"}}));
+        assert!(ip6.matches(&flow("2001:0db8:0000::0001", 22, "allowed", 1)));
+    }
+
+    #[test]
+    fn exclude_and_any() {
+        let f = filter(json!({
+            "inputs": ["x"],
+            "any": [{"service.port": 22}, {"service.port": 3389}],
+            "exclude": {"src.ip": "10.20.0.0/16", "policy_decision": "allowed"}
+        }));
+        assert!(f.matches(&flow("10.20.0.1", 22, "blocked", 1)));
+        assert!(!f.matches(&flow("10.20.0.1", 22, "allowed", 1)));
+        assert!(f.matches(&flow("10.30.0.1", 3389, "allowed", 1)));
+        assert!(!f.matches(&flow("10.30.0.1", 80, "blocked", 1)));
+        let many = filter(json!({"inputs": ["x"], "exclude": [{"service.port": 22}, {"service.port": 80}]}));
+        assert!(!many.matches(&flow("1.1.1.1", 22, "allowed", 1)));
+        assert!(!many.matches(&flow("1.1.1.1", 80, "allowed", 1)));
+        assert!(many.matches(&flow("1.1.1.1", 443, "allowed", 1)));
+    }
+
+    #[test]
+    fn regex_exists_strings_and_lists() {
+        let f = filter(json!({"inputs": ["x"], "match": {
+            "dst.fqdn": {"regex": "\\.example\\.com$"},
+            "src.workload": {"exists": true},
+            "src.workload.labels.value": "web",
+            "dst.workload": {"exists": false}
+        }}));
+        assert!(f.matches(&flow("1.1.1.1", 1, "allowed", 1)));
+        let mut other = flow("1.1.1.1", 1, "allowed", 1);
+        other["dst"]["fqdn"] = json!("example.org");
+        assert!(!f.matches(&other));
+        let strings = filter(json!({"inputs": ["x"], "match": {
+            "event_type": {"starts_with": "user.", "ends_with": "_in", "contains": "sign"}
+        }}));
+        assert!(strings.matches(&json!({"event_type": "user.sign_in"})));
+        assert!(!strings.matches(&json!({"event_type": "user.sign_out"})));
+    }
+
+    #[test]
+    fn negative_operators_and_missing_fields() {
+        let f = filter(json!({"inputs": ["x"], "match": {"status": {"ne": "success"}, "severity": {"not_in": ["info"]}}}));
+        assert!(f.matches(&json!({"status": "failure", "severity": "err"})));
+        assert!(f.matches(&json!({})), "missing fields pass negative conditions");
+        assert!(!f.matches(&json!({"status": "success"})));
+        let null = filter(json!({"inputs": ["x"], "match": {"status": null}}));
+        assert!(null.matches(&json!({"status": null})));
+        assert!(null.matches(&json!({})));
+        assert!(!null.matches(&json!({"status": "failure"})));
+        let missing = filter(json!({"inputs": ["x"], "match": {"service.port": 22}}));
+        assert!(!missing.matches(&json!({"service": {}})));
+    }
+
+    #[test]
+    fn notification_types_inside_lists() {
+        let f = filter(json!({"inputs": ["x"], "match": {"notifications.notification_type": "user.login_failed"}}));
+        let ev = json!({"event_type": "user.sign_in", "status": "failure", "notifications": [
+            {"notification_type": "user.login_failed", "info": {}}
+        ]});
+        assert!(f.matches(&ev));
+    }
+
+    #[test]
+    fn compile_errors_point_inside() {
+        let cfg: FilterConfig = serde_json::from_value(json!({
+            "inputs": ["x"],
+            "match": {"a..b": 1, "x": {"regex": "("}, "y": {"cidr": ["10.0.0.0/33", "nope"]}, "z": {}}
+        }))
+        .unwrap();
+        let errs = CompiledFilter::compile(&cfg).unwrap_err();
+        let pointers: Vec<_> = errs.iter().map(|(p, k, _)| (p.as_str(), *k)).collect();
+        assert_eq!(
+            pointers,
+            vec![
+                ("/match/a..b", true),
+                ("/match/x/regex", false),
+                ("/match/y/cidr/0", false),
+                ("/match/y/cidr/1", false),
+                ("/match/z", false)
+            ]
+        );
+    }
+}

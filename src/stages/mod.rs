@@ -1,0 +1,4 @@
+//! Stage kinds. Each lives in its own folder; the list of kinds is in
+//! [`crate::components`].
+
+pub mod filter;

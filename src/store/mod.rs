@@ -1,0 +1,3 @@
+//! What vigil keeps on disk under `state_dir`.
+
+pub mod rejected;
