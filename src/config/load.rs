@@ -340,15 +340,7 @@ fn typed<T: serde::de::DeserializeOwned>(doc: &mut Doc<'_>, diags: &mut Vec<Diag
     match serde_path_to_error::deserialize::<_, T>(&doc.value) {
         Ok(v) => Some(v),
         Err(e) => {
-            let mut segs: Vec<String> = Vec::new();
-            for s in e.path().iter() {
-                match s {
-                    serde_path_to_error::Segment::Seq { index } => segs.push(index.to_string()),
-                    serde_path_to_error::Segment::Map { key } => segs.push(key.clone()),
-                    _ => {}
-                }
-            }
-            let pointer = to_pointer(segs.iter().map(String::as_str));
+            let pointer = serde_pointer(e.path());
             let message = if doc.from_env.contains(&pointer) {
                 "the value taken from the environment is not valid here".to_string()
             } else {
@@ -381,41 +373,84 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
 
 fn check_pipeline_doc(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<PipelineConfig> {
     let problems = schema::check_pipeline(&doc.value, schema_cx(doc));
+    let doc_level_ok = problems.is_empty();
     push_schema(doc, problems, diags);
+    // Each component is checked on its own, so one broken component does not hide the
+    // problems of the others: schema first, then (if that passed) its typed checks.
+    let mut failed = !doc_level_ok;
     for family in Family::ALL {
-        let Some(Value::Object(members)) = doc.value.get(family.key()) else {
+        let Some(Value::Object(members)) = doc.value.get(family.key()).cloned() else {
             continue;
         };
-        let mut all = Vec::new();
-        for (name, body) in members {
-            let pointer = to_pointer([family.key(), name.as_str()]);
-            all.extend(schema::check_component(family, &pointer, body, schema_cx(doc)));
+        for (name, body) in &members {
+            let prefix = to_pointer([family.key(), name.as_str()]);
+            let problems = schema::check_component(family, &prefix, body, schema_cx(doc));
+            if !problems.is_empty() {
+                failed = true;
+                push_schema(doc, problems, diags);
+                continue;
+            }
+            if doc.unresolved.iter().any(|u| u.starts_with(&format!("{prefix}/"))) {
+                continue; // `--no-env` placeholders may not type
+            }
+            let mut found = Problems::default();
+            let typed = match family {
+                Family::Sources => typed_component::<crate::components::SourceConfig>(doc, &prefix, body, diags)
+                    .map(|c| c.check(&mut found)),
+                Family::Stages => typed_component::<crate::components::StageConfig>(doc, &prefix, body, diags)
+                    .map(|c| c.check(&mut found)),
+                Family::Sinks => typed_component::<crate::components::SinkConfig>(doc, &prefix, body, diags)
+                    .map(|c| c.check(&mut found)),
+            };
+            failed |= typed.is_none()
+                || found
+                    .items
+                    .iter()
+                    .any(|i| i.severity == super::diagnostic::Severity::Error);
+            push_problems(doc, &prefix, found, diags);
         }
-        push_schema(doc, all, diags);
+    }
+    if failed {
+        doc.clean = false;
+        return None;
     }
     let Document::Pipeline(p) = typed::<Document>(doc, diags)? else {
         return None;
     };
-    let mut failed = false;
-    let mut run = |prefix: String, check: &dyn Fn(&mut Problems)| {
-        let mut problems = Problems::default();
-        check(&mut problems);
-        failed |= problems
-            .items
-            .iter()
-            .any(|i| i.severity == super::diagnostic::Severity::Error);
-        push_problems(doc, &prefix, problems, diags);
-    };
-    for (name, c) in &p.sources {
-        run(to_pointer(["sources", name.as_str()]), &|pr| c.check(pr));
+    Some(p)
+}
+
+fn typed_component<T: serde::de::DeserializeOwned>(
+    doc: &Doc<'_>,
+    prefix: &str,
+    body: &Value,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(body) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let pointer = format!("{prefix}{}", serde_pointer(e.path()));
+            let message = if doc.from_env.contains(&pointer) {
+                "the value taken from the environment is not valid here".to_string()
+            } else {
+                e.inner().to_string()
+            };
+            diags.push(Diagnostic::error(doc.file, doc.pos(&pointer, false), codes::INVALID_VALUE, message));
+            None
+        }
     }
-    for (name, c) in &p.stages {
-        run(to_pointer(["stages", name.as_str()]), &|pr| c.check(pr));
+}
+
+fn serde_pointer(path: &serde_path_to_error::Path) -> String {
+    let mut segs: Vec<String> = Vec::new();
+    for s in path.iter() {
+        match s {
+            serde_path_to_error::Segment::Seq { index } => segs.push(index.to_string()),
+            serde_path_to_error::Segment::Map { key } => segs.push(key.clone()),
+            _ => {}
+        }
     }
-    for (name, c) in &p.sinks {
-        run(to_pointer(["sinks", name.as_str()]), &|pr| c.check(pr));
-    }
-    (!failed).then_some(p)
+    to_pointer(segs.iter().map(String::as_str))
 }
 
 /// One node as the wiring checks see it, read from JSON so they run even when a
@@ -425,6 +460,8 @@ struct WireNode {
     name: String,
     /// `(pointer of the inputs entry, name)`.
     inputs: Vec<(String, String)>,
+    /// `inputs` is missing, empty or not a list of names.
+    inputs_broken: bool,
 }
 
 fn check_wiring(doc: &Doc<'_>, diags: &mut Vec<Diagnostic>) {
@@ -449,7 +486,7 @@ fn check_wiring(doc: &Doc<'_>, diags: &mut Vec<Diagnostic>) {
                     format!("{} name `{name}` may hold only letters, digits, `_` and `-`", family.singular()),
                 );
             }
-            let inputs = match body.get("inputs") {
+            let inputs: Vec<(String, String)> = match body.get("inputs") {
                 Some(Value::Array(items)) => items
                     .iter()
                     .enumerate()
@@ -460,6 +497,8 @@ fn check_wiring(doc: &Doc<'_>, diags: &mut Vec<Diagnostic>) {
             nodes.push(WireNode {
                 family,
                 name: name.clone(),
+                // A stage or sink without a usable `inputs` has its own error already.
+                inputs_broken: family != Family::Sources && inputs.is_empty(),
                 inputs,
             });
         }
@@ -486,7 +525,7 @@ fn check_wiring(doc: &Doc<'_>, diags: &mut Vec<Diagnostic>) {
 
     // Edges, and inputs that name nothing.
     let mut edges: Vec<(usize, usize)> = Vec::new();
-    let mut broken: Vec<bool> = vec![false; nodes.len()];
+    let mut broken: Vec<bool> = nodes.iter().map(|n| n.inputs_broken).collect();
     let readable: Vec<&str> = nodes
         .iter()
         .filter(|n| n.family != Family::Sinks)
@@ -532,9 +571,6 @@ fn check_wiring(doc: &Doc<'_>, diags: &mut Vec<Diagnostic>) {
     let roots: Vec<usize> = (0..nodes.len()).filter(|i| nodes[*i].family == Family::Sources).collect();
     let analysis = analyse(nodes.len(), &edges, &roots);
     for cycle in &analysis.cycles {
-        for &m in cycle {
-            broken[m] = true;
-        }
         let members: BTreeSet<usize> = cycle.iter().copied().collect();
         // Report at the first `inputs` entry (in file order) that closes the loop.
         let closing = cycle
@@ -558,7 +594,8 @@ fn check_wiring(doc: &Doc<'_>, diags: &mut Vec<Diagnostic>) {
         }
     }
 
-    // Sinks no source reaches (unless an error above already explains it).
+    // Sinks no source reaches (unless a broken `inputs` above already explains it; a
+    // loop does not: a sink fed only by a loop that no source enters gets nothing).
     let upstream_broken = |start: usize| {
         let mut seen = vec![false; nodes.len()];
         let mut stack = vec![start];

@@ -296,8 +296,10 @@ fn expected_types(kind: &jsonschema::error::TypeKind) -> String {
         jsonschema::error::TypeKind::Single(t) => vec![t.to_string()],
         jsonschema::error::TypeKind::Multiple(set) => set.iter().map(|t| t.to_string()).collect(),
     };
+    let has_other = names.iter().any(|n| n != "null");
     let pretty: Vec<&str> = names
         .iter()
+        .filter(|n| !(has_other && n.as_str() == "null"))
         .map(|n| match n.as_str() {
             "object" => "a mapping",
             "array" => "a list",
@@ -388,7 +390,8 @@ fn describe(
         ValidationErrorKind::Minimum { limit } | ValidationErrorKind::ExclusiveMinimum { limit }
             if limit.as_f64().is_some_and(|l| l <= 1.0) =>
         {
-            push(out, codes::NON_POSITIVE, "must be greater than zero".into());
+            let name = pointer_segments(&pointer).pop().unwrap_or_default();
+            push(out, codes::NON_POSITIVE, format!("`{name}` must be greater than zero"));
         }
         ValidationErrorKind::MinItems { limit } => {
             push(
@@ -398,15 +401,25 @@ fn describe(
             );
         }
         ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            // A choice between constants (an enum whose values have docs): list them.
+            let mut constants = Vec::new();
+            let all_constants = context.iter().all(|branch| {
+                branch.iter().all(|e| match e.kind() {
+                    ValidationErrorKind::Constant { expected_value } if e.instance_path().as_str() == rel => {
+                        constants.push(format!("`{}`", expected_value.as_str().map_or_else(|| expected_value.to_string(), str::to_owned)));
+                        true
+                    }
+                    _ => false,
+                }) && !branch.is_empty()
+            });
+            if all_constants && !constants.is_empty() {
+                push(out, codes::INVALID_VALUE, format!("expected one of {}", constants.join(", ")));
+                return;
+            }
             // Pick the alternative that fits the value's type best and report its errors.
             let same_type: Vec<&Vec<ValidationError<'static>>> = context
                 .iter()
-                .filter(|branch| {
-                    !branch.iter().any(|e| {
-                        e.instance_path().as_str() == rel
-                            && matches!(e.kind(), ValidationErrorKind::Type { .. })
-                    })
-                })
+                .filter(|branch| !branch.iter().any(|e| type_mismatch(e, rel)))
                 .collect();
             if let Some(best) = same_type.iter().min_by_key(|b| b.len()) {
                 for e in best.iter() {
@@ -414,16 +427,7 @@ fn describe(
                 }
             } else {
                 let mut wanted: Vec<String> = Vec::new();
-                for branch in context {
-                    for e in branch {
-                        if let ValidationErrorKind::Type { kind } = e.kind() {
-                            let t = expected_types(kind);
-                            if !wanted.contains(&t) {
-                                wanted.push(t);
-                            }
-                        }
-                    }
-                }
+                collect_wanted(context, &mut wanted);
                 let found = here.map_or("nothing", type_name);
                 push(
                     out,
@@ -440,6 +444,40 @@ fn describe(
             };
             push(out, codes::INVALID_VALUE, message);
         }
+    }
+}
+
+fn collect_wanted(context: &[Vec<ValidationError<'static>>], wanted: &mut Vec<String>) {
+    for branch in context {
+        for e in branch {
+            match e.kind() {
+                ValidationErrorKind::Type { kind } => {
+                    let t = expected_types(kind);
+                    if !wanted.contains(&t) {
+                        wanted.push(t);
+                    }
+                }
+                ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+                    collect_wanted(context, wanted);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Whether `e` says the value at `rel` has the wrong type altogether (directly, or in
+/// every alternative of a nested `anyOf`/`oneOf`).
+fn type_mismatch(e: &ValidationError<'_>, rel: &str) -> bool {
+    if e.instance_path().as_str() != rel {
+        return false;
+    }
+    match e.kind() {
+        ValidationErrorKind::Type { .. } => true,
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            context.iter().all(|b| b.iter().any(|x| type_mismatch(x, rel)))
+        }
+        _ => false,
     }
 }
 

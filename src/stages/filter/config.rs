@@ -77,12 +77,14 @@ pub enum Exclude {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum Matcher {
-    /// Operators, all of which must hold.
-    Ops(Box<Operators>),
+    // Order matters for `untagged`: a derived struct also accepts a list (field by field),
+    // so the list form must be tried before the operators.
     /// Equal to any of these values.
     AnyOf(Vec<Literal>),
     /// Equal to this value.
     Equals(Literal),
+    /// Operators, all of which must hold.
+    Ops(Box<Operators>),
 }
 
 /// A value to compare with.

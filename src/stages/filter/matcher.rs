@@ -289,7 +289,8 @@ fn compile_matcher(m: &Matcher, pointer: &str, errors: &mut Vec<CompileError>) -
             if let Some(s) = &ops.ends_with {
                 tests.push(Test::EndsWith(s.clone()));
             }
-            if tests.is_empty() {
+            // A regex that failed to compile was given: it has its own error.
+            if tests.is_empty() && ops.regex.is_none() {
                 errors.push((
                     pointer.to_string(),
                     false,
@@ -357,6 +358,7 @@ mod tests {
             }
         }));
         assert!(f.matches(&flow("10.0.0.1", 22, "blocked", 5)));
+        assert!(f.matches(&flow("10.0.0.1", 22, "potentially_blocked", 5)));
         assert!(!f.matches(&flow("10.0.0.1", 22, "allowed", 5)));
         assert!(!f.matches(&flow("10.0.0.1", 23, "blocked", 5)));
         assert!(!f.matches(&flow("10.0.0.1", 22, "blocked", 4)));

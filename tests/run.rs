@@ -1,0 +1,376 @@
+//! `vigil run` end to end through the binary: files in, files out, signals, following a
+//! growing file, fan-out and fan-in; plus `vigil graph`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vigil"))
+}
+
+/// Waits for `cond` to hold, up to `limit`; fails the test with `what` otherwise.
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_lines(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).expect("output line is JSON"))
+        .collect()
+}
+
+/// Complete lines written so far (a reader may see a half-written last line).
+fn complete_lines(path: &Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|c| **c == b'\n').count())
+        .unwrap_or(0)
+}
+
+/// The `node summary` log lines of a run (`--log-format json`), by node id:
+/// (events_in, events_out, errors).
+fn summaries(stderr: &str) -> std::collections::HashMap<String, (u64, u64, u64)> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "node summary")
+        .map(|v| {
+            let f = &v["fields"];
+            (
+                f["node"].as_str().unwrap().to_string(),
+                (
+                    f["events_in"].as_u64().unwrap(),
+                    f["events_out"].as_u64().unwrap(),
+                    f["errors"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
+
+fn spawn_run(dir: &Path) -> Child {
+    Command::new(bin())
+        .args(["--log-format", "json", "run", "--pipelines"])
+        .arg(dir.join("pipelines"))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vigil starts")
+}
+
+fn sigterm(child: &Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal sent");
+}
+
+fn flow(i: usize) -> Value {
+    let decisions = ["allowed", "blocked", "potentially_blocked", "unknown"];
+    let ports = [22, 443, 3389, 53];
+    json!({
+        "id": i,
+        "src": {"ip": format!("10.{}.{}.{}", i % 3 * 10, (i / 256) % 256, i % 256)},
+        "dst": {"ip": "10.1.2.3"},
+        "service": {"port": ports[i % 4], "proto": 6},
+        "policy_decision": decisions[(i / 4) % 4],
+        "num_connections": i % 7,
+    })
+}
+
+/// The rule of the pipeline below, computed independently of vigil.
+fn expected_by_rule(v: &Value) -> bool {
+    let ip: std::net::Ipv4Addr = v["src"]["ip"].as_str().unwrap().parse().unwrap();
+    let in_10_20 = ip.octets()[0] == 10 && ip.octets()[1] == 20;
+    ["blocked", "potentially_blocked"].contains(&v["policy_decision"].as_str().unwrap())
+        && [22, 3389].contains(&v["service"]["port"].as_i64().unwrap())
+        && !in_10_20
+}
+
+const FILTER_PIPELINE: &str = r#"
+kind: settings
+state_dir: state
+---
+kind: pipeline
+name: e2e
+sources:
+  flows: {type: file, path: in.jsonl, follow: false}
+stages:
+  admin:
+    type: filter
+    inputs: [flows]
+    match:
+      policy_decision: [blocked, potentially_blocked]
+      service.port: [22, 3389]
+    exclude:
+      src.ip: 10.20.0.0/16
+sinks:
+  out: {type: file, path: out/admin.jsonl, inputs: [admin]}
+"#;
+
+#[test]
+fn run_file_filter_file_writes_exactly_the_expected_records() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+    write(&dir.path().join("pipelines/p.yaml"), FILTER_PIPELINE);
+    let mut input = String::new();
+    let mut records = Vec::new();
+    for i in 0..2000 {
+        let f = flow(i);
+        input.push_str(&f.to_string());
+        input.push('\n');
+        records.push(f);
+        if i == 500 {
+            input.push_str("{\"broken\": \n"); // malformed: line 502
+        }
+    }
+    write(&dir.path().join("in.jsonl"), &input);
+
+    let out = Command::new(bin())
+        .args(["--log-format", "json", "run", "-p", "pipelines"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+
+    let expected: Vec<Value> = records.iter().filter(|r| expected_by_rule(r)).cloned().collect();
+    assert!(expected.len() > 100 && expected.len() < 1000, "the rule selects a real subset");
+    let written = read_lines(&dir.path().join("out/admin.jsonl"));
+    assert_eq!(written, expected, "exactly the matching records, in order");
+
+    let s = summaries(&stderr);
+    assert_eq!(s["e2e.flows"], (0, 2000, 1));
+    assert_eq!(s["e2e.admin"], (2000, expected.len() as u64, 0));
+    assert_eq!(s["e2e.out"], (expected.len() as u64, expected.len() as u64, 0));
+
+    // The malformed line is set aside with its line number, not lost.
+    let rejected = read_lines(&dir.path().join("state/rejected/e2e.flows.jsonl"));
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0]["line"], 502);
+    assert_eq!(rejected[0]["raw"], "{\"broken\": ");
+    assert!(rejected[0]["reason"].as_str().unwrap().starts_with("malformed JSON"));
+}
+
+#[test]
+fn sigterm_mid_input_loses_none_of_the_records_already_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+    write(
+        &dir.path().join("pipelines/p.yaml"),
+        r#"
+kind: settings
+state_dir: state
+---
+kind: pipeline
+name: sig
+sources:
+  big: {type: file, path: big.jsonl}
+stages:
+  even:
+    type: filter
+    inputs: [big]
+    match: {parity: even}
+sinks:
+  out: {type: file, path: out.jsonl, inputs: [even]}
+"#,
+    );
+    let total = 600_000usize;
+    {
+        let f = std::fs::File::create(dir.path().join("big.jsonl")).unwrap();
+        let mut w = std::io::BufWriter::new(f);
+        for i in 0..total {
+            let parity = if i % 2 == 0 { "even" } else { "odd" };
+            writeln!(w, "{{\"id\":{i},\"parity\":\"{parity}\",\"pad\":\"{}\"}}", "x".repeat(60)).unwrap();
+        }
+    }
+    let mut child = spawn_run(dir.path());
+    let out_path = dir.path().join("out.jsonl");
+    wait_for("the first records to arrive", Duration::from_secs(60), || complete_lines(&out_path) > 0);
+    sigterm(&child);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "vigil did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(status.success(), "{stderr}");
+    let s = summaries(&stderr);
+    let read = s["sig.big"].1 as usize;
+    assert!(read > 0 && read < total, "stopped mid-input (read {read} of {total})");
+
+    // Everything read was handed on: the output is exactly the even records among the
+    // first `read` input records — no gap, no loss, no duplicate.
+    let written = read_lines(&out_path);
+    let ids: Vec<u64> = written.iter().map(|v| v["id"].as_u64().unwrap()).collect();
+    let expected: Vec<u64> = (0..read as u64).filter(|i| i % 2 == 0).collect();
+    assert_eq!(ids.len(), expected.len(), "records read: {read}");
+    assert!(ids == expected, "output is not the even prefix of what was read");
+    assert_eq!(s["sig.even"], (read as u64, expected.len() as u64, 0));
+    assert_eq!(s["sig.out"].1, expected.len() as u64);
+}
+
+#[test]
+fn follows_a_growing_file_and_waits_for_a_partial_last_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+    write(
+        &dir.path().join("pipelines/p.yaml"),
+        r#"
+kind: settings
+state_dir: state
+---
+kind: pipeline
+name: tail
+sources:
+  live: {type: file, path: live.jsonl, poll_interval: 20ms}
+sinks:
+  out: {type: file, path: out.jsonl, inputs: [live]}
+"#,
+    );
+    let live = dir.path().join("live.jsonl");
+    write(&live, "{\"n\":1}\n{\"n\":2}\n{\"n\":");
+    let mut child = spawn_run(dir.path());
+    let out = dir.path().join("out.jsonl");
+    wait_for("the two complete lines", Duration::from_secs(30), || complete_lines(&out) == 2);
+    // The half line is held, not parsed and not set aside.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(complete_lines(&out), 2);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&live).unwrap();
+    f.write_all(b"3}\n{\"n\":4}\n").unwrap();
+    f.sync_all().unwrap();
+    wait_for("the appended lines", Duration::from_secs(30), || complete_lines(&out) == 4);
+    // Rotation: the file is replaced; the new one is read from its start.
+    let rotated = dir.path().join("live.jsonl.1");
+    std::fs::rename(&live, &rotated).unwrap();
+    write(&live, "{\"n\":5}\n");
+    wait_for("the rotated file's line", Duration::from_secs(30), || complete_lines(&out) == 5);
+    sigterm(&child);
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let ns: Vec<i64> = read_lines(&out).iter().map(|v| v["n"].as_i64().unwrap()).collect();
+    assert_eq!(ns, vec![1, 2, 3, 4, 5]);
+    assert!(!dir.path().join("state/rejected/tail.live.jsonl").exists(), "nothing was set aside");
+}
+
+#[test]
+fn fan_out_and_fan_in() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+    write(
+        &dir.path().join("pipelines/p.yaml"),
+        r#"
+kind: settings
+state_dir: state
+---
+kind: pipeline
+name: fan
+sources:
+  a: {type: file, path: a.jsonl, follow: false}
+  b: {type: file, path: b.jsonl, follow: false}
+stages:
+  odd:
+    type: filter
+    inputs: [a, b]
+    match: {n: [1, 3, 5, 7, 9]}
+sinks:
+  all: {type: file, path: all.jsonl, inputs: [a, b]}
+  odd1: {type: file, path: odd1.jsonl, inputs: [odd]}
+  odd2: {type: file, path: odd2.jsonl, inputs: [odd]}
+"#,
+    );
+    write(&dir.path().join("a.jsonl"), &(0..5).map(|n| format!("{{\"n\":{n}}}\n")).collect::<String>());
+    write(&dir.path().join("b.jsonl"), &(5..10).map(|n| format!("{{\"n\":{n}}}\n")).collect::<String>());
+    let out = Command::new(bin()).args(["run", "-p", "pipelines"]).current_dir(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sorted = |p: &str| {
+        let mut v: Vec<i64> = read_lines(&dir.path().join(p)).iter().map(|v| v["n"].as_i64().unwrap()).collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(sorted("all.jsonl"), (0..10).collect::<Vec<_>>());
+    assert_eq!(sorted("odd1.jsonl"), vec![1, 3, 5, 7, 9]);
+    assert_eq!(sorted("odd2.jsonl"), vec![1, 3, 5, 7, 9]);
+}
+
+#[test]
+fn stdin_to_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+    write(
+        &dir.path().join("pipelines/p.yaml"),
+        "kind: settings\nstate_dir: state\n---\nkind: pipeline\nname: pipe\nsources:\n  in: {type: stdin}\nstages:\n  f: {type: filter, inputs: [in], match: {level: {in: [high, critical]}}}\nsinks:\n  out: {type: stdout, inputs: [f]}\n",
+    );
+    let mut child = Command::new(bin())
+        .args(["run", "-p", "pipelines"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"level\":\"low\"}\n{\"level\":\"high\",\"x\":1}\nnope\n{\"level\":\"critical\"}")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "{\"level\":\"high\",\"x\":1}\n{\"level\":\"critical\"}\n"
+    );
+    let rejected = read_lines(&dir.path().join("state/rejected/pipe.in.jsonl"));
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0]["line"], 3);
+}
+
+#[test]
+fn invalid_config_does_not_start() {
+    let out = Command::new(bin())
+        .args(["run", "-p", "tests/fixtures/invalid/cycle.yaml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tests/fixtures/invalid/cycle.yaml:9:18: error[cycle]"), "{err}");
+}
+
+#[test]
+fn graph_as_dot_and_mermaid() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dot = Command::new(bin()).args(["graph"]).current_dir(root).output().unwrap();
+    assert!(dot.status.success());
+    let dot = String::from_utf8(dot.stdout).unwrap();
+    assert!(dot.starts_with("digraph vigil {"), "{dot}");
+    assert!(dot.contains("\"blocked-admin-ports.flows\" -> \"blocked-admin-ports.admin_ports\";"), "{dot}");
+    assert!(dot.contains("\"blocked-admin-ports.admin_ports\" -> \"blocked-admin-ports.console\";"), "{dot}");
+    let mm = Command::new(bin()).args(["graph", "--format", "mermaid"]).current_dir(root).output().unwrap();
+    assert!(mm.status.success());
+    let mm = String::from_utf8(mm.stdout).unwrap();
+    assert!(mm.starts_with("flowchart LR\n"), "{mm}");
+    assert!(mm.contains("n0 --> n1") && mm.contains("n1 --> n2"), "{mm}");
+}

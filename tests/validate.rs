@@ -1,0 +1,363 @@
+//! `vigil validate`: exact diagnostics for every problem class, all problems in one run,
+//! exit codes, output formats, the schema contract, and the component registry.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::{Value, json};
+use vigil::components::{SinkConfig, SourceConfig, StageConfig};
+use vigil::config::diagnostic::codes;
+use vigil::config::schema::{self, Family};
+use vigil::config::{Env, LoadOptions, load_paths, load_sources};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn vigil() -> Command {
+    let mut c = Command::cargo_bin("vigil").expect("binary built");
+    c.current_dir(root());
+    c
+}
+
+fn no_env() -> LoadOptions {
+    LoadOptions {
+        env: Env::Map(HashMap::new()),
+    }
+}
+
+/// `# expect: LINE:COL severity[code]` lines at the end of a fixture.
+fn expectations(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .expect("fixture readable")
+        .lines()
+        .filter_map(|l| l.strip_prefix("# expect: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn invalid_fixtures() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("tests/fixtures/invalid"))
+        .expect("fixtures dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_invalid_fixture_reports_exactly_its_expected_diagnostics() {
+    let files = invalid_fixtures();
+    assert!(files.len() >= 10, "fixtures missing: {files:?}");
+    let mut covered = std::collections::BTreeSet::new();
+    for file in &files {
+        let expected = expectations(file);
+        assert!(!expected.is_empty(), "{} has no `# expect:` lines", file.display());
+        let loaded = load_paths(std::slice::from_ref(file), &no_env()).expect("readable");
+        let actual: Vec<String> = loaded
+            .diagnostics
+            .iter()
+            .map(|d| {
+                assert_eq!(&d.file, file, "diagnostic names the file");
+                let sev = if d.is_error() { "error" } else { "warning" };
+                covered.insert(d.code);
+                format!("{}:{} {}[{}]", d.line, d.column, sev, d.code)
+            })
+            .collect();
+        assert_eq!(actual, expected, "diagnostics of {}", file.display());
+        assert!(loaded.config.is_none() || !loaded.has_errors());
+    }
+    // One fixture at least per problem class `vigil validate` promises.
+    for code in [
+        codes::YAML,
+        codes::DUPLICATE_KEY,
+        codes::WRONG_TYPE,
+        codes::UNKNOWN_KEY,
+        codes::MISSING_KEY,
+        codes::UNKNOWN_TYPE,
+        codes::UNKNOWN_INPUT,
+        codes::CYCLE,
+        codes::UNREACHABLE,
+        codes::UNUSED,
+        codes::NON_POSITIVE,
+        codes::ENV_UNSET,
+        codes::ENV_SYNTAX,
+        codes::UNKNOWN_KIND,
+        codes::DUPLICATE_NAME,
+    ] {
+        assert!(covered.contains(code), "no fixture covers `{code}`");
+    }
+}
+
+#[test]
+fn multi_error_file_reports_every_problem_in_one_run_through_the_binary() {
+    let file = "tests/fixtures/invalid/multi-error.yaml";
+    let out = vigil()
+        .args(["validate", "--format", "json", file])
+        .env_remove("VIGIL_TEST_UNSET_DIR")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json output");
+    let got: Vec<String> = v["diagnostics"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|d| {
+            assert_eq!(d["file"], file);
+            format!("{}:{} {}[{}]", d["line"], d["column"], d["severity"].as_str().unwrap(), d["code"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(got, expectations(&root().join(file)));
+    assert_eq!(v["errors"], 10);
+    assert_eq!(v["warnings"], 1);
+}
+
+#[test]
+fn text_output_is_file_line_col_code_message() {
+    let out = vigil()
+        .args(["validate", "tests/fixtures/invalid/unknown-key.yaml"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "tests/fixtures/invalid/unknown-key.yaml:7:5: error[unknown-key]: unknown key `inptus`; did you mean `inputs`?\n\
+         tests/fixtures/invalid/unknown-key.yaml:13:9: error[unknown-key]: unknown key `regx`; did you mean `regex`?\n\
+         2 errors, 0 warnings\n"
+    );
+}
+
+#[test]
+fn github_format_writes_annotations() {
+    let out = vigil()
+        .args(["validate", "--format", "github", "tests/fixtures/invalid/unknown-type.yaml"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "::error file=tests/fixtures/invalid/unknown-type.yaml,line=4,col=14,title=unknown-type::unknown source type `filez` (known: file, stdin); did you mean `file`?\n"
+    );
+}
+
+#[test]
+fn exit_codes() {
+    // The shipped pipelines are valid, without warnings.
+    vigil().args(["validate", "pipelines/"]).assert().code(0);
+    vigil().args(["validate", "--deny-warnings"]).assert().code(0);
+    // Warnings alone pass, unless denied.
+    vigil().args(["validate", "tests/fixtures/invalid/unused.yaml"]).assert().code(0);
+    vigil()
+        .args(["validate", "--deny-warnings", "tests/fixtures/invalid/unused.yaml"])
+        .assert()
+        .code(1);
+    // Usage and I/O errors.
+    vigil().args(["validate", "no/such/dir"]).assert().code(2);
+    vigil().args(["validate", "--format", "xml"]).assert().code(2);
+    let empty = tempfile::tempdir().unwrap();
+    vigil().arg("validate").arg(empty.path()).assert().code(2);
+}
+
+#[test]
+fn no_env_checks_syntax_without_requiring_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        "kind: pipeline\nname: p\nsources:\n  in:\n    type: file\n    path: ${VIGIL_TEST_NOPE_PATH}\n    max_line_bytes: ${VIGIL_TEST_NOPE_MAX}\n    poll_interval: ${VIGIL_TEST_NOPE_POLL:-1s}\nsinks:\n  out: {type: stdout, inputs: [in]}\n",
+    )
+    .unwrap();
+    let with_env = vigil().arg("validate").arg(&file).output().unwrap();
+    assert_eq!(with_env.status.code(), Some(1));
+    let text = String::from_utf8(with_env.stdout).unwrap();
+    assert!(text.contains(":6:11: error[env-unset]"), "{text}");
+    assert!(text.contains(":7:21: error[env-unset]"), "{text}");
+    let out = vigil().args(["validate", "--no-env"]).arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    // A syntax error is still an error without the environment.
+    let out = vigil()
+        .args(["validate", "--no-env", "tests/fixtures/invalid/env-unset.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("error[env-syntax]") && !text.contains("error[env-unset]"), "{text}");
+}
+
+#[test]
+fn interpolated_values_are_typed_and_never_echoed() {
+    let text = "kind: pipeline\nname: p\nsources:\n  in:\n    type: file\n    path: /data/${DIR:-x}/f.jsonl\n    max_line_bytes: ${MAX}\n    follow: ${SECRET}\nsinks:\n  out: {type: stdout, inputs: [in]}\n";
+    let env = |pairs: &[(&str, &str)]| LoadOptions {
+        env: Env::Map(pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()),
+    };
+    let files = vec![(PathBuf::from("p.yaml"), text.to_string())];
+    let ok = load_sources(&files, &env(&[("DIR", "flows"), ("MAX", "2048"), ("SECRET", "false")]));
+    assert!(ok.diagnostics.is_empty(), "{:?}", ok.diagnostics);
+    let config = ok.config.expect("valid");
+    let SourceConfig::File(f) = &config.pipelines[0].config.sources["in"] else {
+        panic!("file source");
+    };
+    assert_eq!(f.path, PathBuf::from("/data/flows/f.jsonl"));
+    assert_eq!(f.max_line_bytes, 2048);
+    assert!(!f.follow);
+    let bad = load_sources(&files, &env(&[("MAX", "2048"), ("SECRET", "hunter2-secret")]));
+    assert_eq!(bad.diagnostics.len(), 1);
+    let d = &bad.diagnostics[0];
+    assert_eq!((d.line, d.column, d.code), (8, 13, codes::WRONG_TYPE));
+    assert!(!d.message.contains("hunter2"), "secret echoed: {}", d.message);
+}
+
+#[test]
+fn several_documents_and_files_in_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("team")).unwrap();
+    std::fs::write(dir.path().join("a.yaml"), "kind: settings\nstate_dir: st\n---\nkind: pipeline\nname: a\nsources:\n  in: {type: stdin}\nsinks:\n  out: {type: stdout, inputs: [in]}\n").unwrap();
+    std::fs::write(dir.path().join("team/b.yml"), "kind: pipeline\nname: b\nsources:\n  in: {type: stdin}\nsinks:\n  out: {type: stdout, inputs: [in]}\n---\n# only a comment\n").unwrap();
+    // Test files and hidden files are not pipeline files.
+    std::fs::write(dir.path().join("a.test.yaml"), "not: [valid").unwrap();
+    std::fs::write(dir.path().join(".a.yaml.swp"), "not: [valid").unwrap();
+    let loaded = load_paths(&[dir.path().to_path_buf()], &no_env()).unwrap();
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    let config = loaded.config.unwrap();
+    assert_eq!(config.settings.state_dir, PathBuf::from("st"));
+    let names: Vec<_> = config.pipelines.iter().map(|p| p.config.name.as_str()).collect();
+    assert_eq!(names, vec!["a", "b"]);
+    // A second settings document is an error at its `kind`.
+    std::fs::write(dir.path().join("c.yaml"), "kind: settings\n").unwrap();
+    let loaded = load_paths(&[dir.path().to_path_buf()], &no_env()).unwrap();
+    let d: Vec<_> = loaded.diagnostics.iter().map(|d| (d.line, d.column, d.code)).collect();
+    assert_eq!(d, vec![(1, 1, codes::DUPLICATE_SETTINGS)]);
+}
+
+#[test]
+fn committed_schema_is_fresh() {
+    let committed = std::fs::read_to_string(root().join(schema::SCHEMA_PATH)).expect("schema committed");
+    assert!(
+        committed == schema::document_schema_text(),
+        "{} is stale: run `cargo run -- schema > {}`",
+        schema::SCHEMA_PATH,
+        schema::SCHEMA_PATH
+    );
+}
+
+#[test]
+fn shipped_yaml_files_point_editors_at_the_schema() {
+    let mut checked = 0;
+    for dir in ["pipelines"] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(
+                    text.lines().next().is_some_and(|l| l.starts_with("# yaml-language-server: $schema=") && l.ends_with("schemas/vigil.schema.json")),
+                    "{} lacks the `# yaml-language-server: $schema=` first line",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0);
+}
+
+/// A plausible typo of `key` that is not another valid key.
+fn misspell(key: &str, valid: &[String]) -> String {
+    let mut chars: Vec<char> = key.chars().collect();
+    let n = chars.len();
+    let candidate = if n >= 2 {
+        chars.swap(n - 1, n - 2);
+        chars.into_iter().collect()
+    } else {
+        format!("{key}x")
+    };
+    if valid.contains(&candidate) || candidate == key {
+        format!("{key}_")
+    } else {
+        candidate
+    }
+}
+
+fn typed(family: Family, body: &Value) -> Result<(), String> {
+    let r = match family {
+        Family::Sources => serde_json::from_value::<SourceConfig>(body.clone()).map(|_| ()),
+        Family::Stages => serde_json::from_value::<StageConfig>(body.clone()).map(|_| ()),
+        Family::Sinks => serde_json::from_value::<SinkConfig>(body.clone()).map(|_| ()),
+    };
+    r.map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_misspelt_key_is_rejected_for_every_registered_kind() {
+    let mut kinds_seen = 0;
+    for family in Family::ALL {
+        let kinds = schema::kinds(family);
+        assert!(!kinds.is_empty());
+        for kind in kinds {
+            kinds_seen += 1;
+            let example = kind.examples.first().unwrap_or_else(|| {
+                panic!("{} `{}` has no `#[schemars(example = ...)]`: add one", family.singular(), kind.name)
+            });
+            let mut body = example.clone();
+            body["type"] = json!(kind.name);
+            let pointer = format!("/{}/x", family.key());
+            // The example itself is valid, in the schema and in the typed model.
+            let problems = schema::check_component(family, &pointer, &body, Default::default());
+            assert!(problems.is_empty(), "example of `{}` is invalid: {problems:?}", kind.name);
+            typed(family, &body).unwrap_or_else(|e| panic!("example of `{}` does not type: {e}", kind.name));
+
+            let valid: Vec<String> = kind.schema["properties"].as_object().unwrap().keys().cloned().collect();
+            let mut keys: Vec<String> = body.as_object().unwrap().keys().filter(|k| *k != "type").cloned().collect();
+            keys.push("inputs".into());
+            for key in keys {
+                let typo = misspell(&key, &valid);
+                let mut broken = body.clone();
+                let obj = broken.as_object_mut().unwrap();
+                let value = obj.remove(&key).unwrap_or(json!(["x"]));
+                obj.insert(typo.clone(), value);
+                // The schema names the key...
+                let problems = schema::check_component(family, &pointer, &broken, Default::default());
+                assert!(
+                    problems.iter().any(|p| p.code == codes::UNKNOWN_KEY && p.at_key && p.pointer == format!("{pointer}/{typo}")),
+                    "`{typo}` in {} `{}` not reported as unknown: {problems:?}",
+                    family.singular(),
+                    kind.name
+                );
+                // ...and the typed model refuses it too (no `flatten` letting it through).
+                assert!(typed(family, &broken).is_err(), "`{typo}` accepted by the typed {} `{}`", family.singular(), kind.name);
+            }
+
+            // Through a whole file: the error lands on the misspelt key's line and column.
+            let mut yaml = String::from("kind: pipeline\nname: p\nsources:\n  in: {type: stdin}\n");
+            let (section, extra) = match family {
+                Family::Sources => ("sources", "sinks:\n  out: {type: stdout, inputs: [in, it]}\n"),
+                Family::Stages => ("stages", "sinks:\n  out: {type: stdout, inputs: [it]}\n"),
+                Family::Sinks => ("sinks", ""),
+            };
+            let mut comp = body.clone();
+            if family != Family::Sources {
+                comp["inputs"] = json!(["in"]);
+            }
+            comp.as_object_mut().unwrap().insert("colour".into(), json!(1));
+            if section == "sources" {
+                yaml.push_str(&format!("  it: {comp}\n"));
+            } else {
+                yaml.push_str(&format!("{section}:\n  it: {comp}\n"));
+            }
+            yaml.push_str(extra);
+            let loaded = load_sources(&[(PathBuf::from("p.yaml"), yaml.clone())], &no_env());
+            let line = yaml.lines().position(|l| l.contains("\"colour\"")).unwrap() + 1;
+            let col = yaml.lines().nth(line - 1).unwrap().find("\"colour\"").unwrap() + 1;
+            assert!(
+                loaded.diagnostics.iter().any(|d| d.code == codes::UNKNOWN_KEY && d.line as usize == line && d.column as usize == col),
+                "{} `{}`: {:?}\n{yaml}",
+                family.singular(),
+                kind.name,
+                loaded.diagnostics
+            );
+        }
+    }
+    assert!(kinds_seen >= 5);
+}
