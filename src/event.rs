@@ -157,7 +157,7 @@ impl FieldPath {
 fn walk(v: &Value, segs: &[Segment], visit: &mut impl FnMut(&Value) -> bool) -> bool {
     let Some((seg, rest)) = segs.split_first() else {
         return match v {
-            Value::Array(items) => items.iter().any(|i| visit(i)),
+            Value::Array(items) => items.iter().any(&mut *visit),
             other => visit(other),
         };
     };

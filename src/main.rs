@@ -21,7 +21,11 @@ use vigil::graph::Graph;
 use vigil::runtime::{self, WallClock};
 
 #[derive(Debug, Parser)]
-#[command(name = "vigil", version, about = "Security telemetry in, alerts people act on out.")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Security telemetry in, alerts people act on out."
+)]
 struct Cli {
     /// Log format on standard error.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -82,7 +86,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     init_logging(cli.log_format);
@@ -100,7 +108,9 @@ fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("VIGIL_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -126,12 +136,18 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 
 fn print(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes()).context("writing to standard output")?;
+    out.write_all(text.as_bytes())
+        .context("writing to standard output")?;
     out.flush().context("writing to standard output")?;
     Ok(())
 }
 
-fn validate(paths: Vec<PathBuf>, format: Format, deny_warnings: bool, no_env: bool) -> anyhow::Result<ExitCode> {
+fn validate(
+    paths: Vec<PathBuf>,
+    format: Format,
+    deny_warnings: bool,
+    no_env: bool,
+) -> anyhow::Result<ExitCode> {
     let paths = if paths.is_empty() {
         vec![PathBuf::from("pipelines")]
     } else {
@@ -178,7 +194,10 @@ fn graph(path: PathBuf, format: GraphFormat) -> anyhow::Result<ExitCode> {
 fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
     let loaded = load_for_use(path)?;
     let Some(config) = loaded.config else {
-        let _ = writeln!(std::io::stderr(), "vigil: not starting: fix the errors above (`vigil validate` lists them)");
+        let _ = writeln!(
+            std::io::stderr(),
+            "vigil: not starting: fix the errors above (`vigil validate` lists them)"
+        );
         return Ok(ExitCode::from(1));
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -195,7 +214,9 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         let token = topology.shutdown_token();
         let signals = tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutting down: draining in-flight events (signal again to stop at once)");
+            tracing::info!(
+                "shutting down: draining in-flight events (signal again to stop at once)"
+            );
             token.cancel();
             wait_for_signal().await;
             tracing::warn!("second signal: stopping without draining");
@@ -224,7 +245,10 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
 #[cfg(unix)]
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };

@@ -151,22 +151,37 @@ fn run_file_filter_file_writes_exactly_the_expected_records() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
 
-    let expected: Vec<Value> = records.iter().filter(|r| expected_by_rule(r)).cloned().collect();
-    assert!(expected.len() > 100 && expected.len() < 1000, "the rule selects a real subset");
+    let expected: Vec<Value> = records
+        .iter()
+        .filter(|r| expected_by_rule(r))
+        .cloned()
+        .collect();
+    assert!(
+        expected.len() > 100 && expected.len() < 1000,
+        "the rule selects a real subset"
+    );
     let written = read_lines(&dir.path().join("out/admin.jsonl"));
     assert_eq!(written, expected, "exactly the matching records, in order");
 
     let s = summaries(&stderr);
     assert_eq!(s["e2e.flows"], (0, 2000, 1));
     assert_eq!(s["e2e.admin"], (2000, expected.len() as u64, 0));
-    assert_eq!(s["e2e.out"], (expected.len() as u64, expected.len() as u64, 0));
+    assert_eq!(
+        s["e2e.out"],
+        (expected.len() as u64, expected.len() as u64, 0)
+    );
 
     // The malformed line is set aside with its line number, not lost.
     let rejected = read_lines(&dir.path().join("state/rejected/e2e.flows.jsonl"));
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0]["line"], 502);
     assert_eq!(rejected[0]["raw"], "{\"broken\": ");
-    assert!(rejected[0]["reason"].as_str().unwrap().starts_with("malformed JSON"));
+    assert!(
+        rejected[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed JSON")
+    );
 }
 
 #[test]
@@ -198,19 +213,31 @@ sinks:
         let mut w = std::io::BufWriter::new(f);
         for i in 0..total {
             let parity = if i % 2 == 0 { "even" } else { "odd" };
-            writeln!(w, "{{\"id\":{i},\"parity\":\"{parity}\",\"pad\":\"{}\"}}", "x".repeat(60)).unwrap();
+            writeln!(
+                w,
+                "{{\"id\":{i},\"parity\":\"{parity}\",\"pad\":\"{}\"}}",
+                "x".repeat(60)
+            )
+            .unwrap();
         }
     }
     let mut child = spawn_run(dir.path());
     let out_path = dir.path().join("out.jsonl");
-    wait_for("the first records to arrive", Duration::from_secs(60), || complete_lines(&out_path) > 0);
+    wait_for(
+        "the first records to arrive",
+        Duration::from_secs(60),
+        || complete_lines(&out_path) > 0,
+    );
     sigterm(&child);
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "vigil did not stop after SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "vigil did not stop after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let output = child.wait_with_output().unwrap();
@@ -218,7 +245,10 @@ sinks:
     assert!(status.success(), "{stderr}");
     let s = summaries(&stderr);
     let read = s["sig.big"].1 as usize;
-    assert!(read > 0 && read < total, "stopped mid-input (read {read} of {total})");
+    assert!(
+        read > 0 && read < total,
+        "stopped mid-input (read {read} of {total})"
+    );
 
     // Everything read was handed on: the output is exactly the even records among the
     // first `read` input records — no gap, no loss, no duplicate.
@@ -226,7 +256,10 @@ sinks:
     let ids: Vec<u64> = written.iter().map(|v| v["id"].as_u64().unwrap()).collect();
     let expected: Vec<u64> = (0..read as u64).filter(|i| i % 2 == 0).collect();
     assert_eq!(ids.len(), expected.len(), "records read: {read}");
-    assert!(ids == expected, "output is not the even prefix of what was read");
+    assert!(
+        ids == expected,
+        "output is not the even prefix of what was read"
+    );
     assert_eq!(s["sig.even"], (read as u64, expected.len() as u64, 0));
     assert_eq!(s["sig.out"].1, expected.len() as u64);
 }
@@ -253,25 +286,40 @@ sinks:
     write(&live, "{\"n\":1}\n{\"n\":2}\n{\"n\":");
     let mut child = spawn_run(dir.path());
     let out = dir.path().join("out.jsonl");
-    wait_for("the two complete lines", Duration::from_secs(30), || complete_lines(&out) == 2);
+    wait_for("the two complete lines", Duration::from_secs(30), || {
+        complete_lines(&out) == 2
+    });
     // The half line is held, not parsed and not set aside.
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(complete_lines(&out), 2);
-    let mut f = std::fs::OpenOptions::new().append(true).open(&live).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&live)
+        .unwrap();
     f.write_all(b"3}\n{\"n\":4}\n").unwrap();
     f.sync_all().unwrap();
-    wait_for("the appended lines", Duration::from_secs(30), || complete_lines(&out) == 4);
+    wait_for("the appended lines", Duration::from_secs(30), || {
+        complete_lines(&out) == 4
+    });
     // Rotation: the file is replaced; the new one is read from its start.
     let rotated = dir.path().join("live.jsonl.1");
     std::fs::rename(&live, &rotated).unwrap();
     write(&live, "{\"n\":5}\n");
-    wait_for("the rotated file's line", Duration::from_secs(30), || complete_lines(&out) == 5);
+    wait_for("the rotated file's line", Duration::from_secs(30), || {
+        complete_lines(&out) == 5
+    });
     sigterm(&child);
     let status = child.wait().unwrap();
     assert!(status.success());
-    let ns: Vec<i64> = read_lines(&out).iter().map(|v| v["n"].as_i64().unwrap()).collect();
+    let ns: Vec<i64> = read_lines(&out)
+        .iter()
+        .map(|v| v["n"].as_i64().unwrap())
+        .collect();
     assert_eq!(ns, vec![1, 2, 3, 4, 5]);
-    assert!(!dir.path().join("state/rejected/tail.live.jsonl").exists(), "nothing was set aside");
+    assert!(
+        !dir.path().join("state/rejected/tail.live.jsonl").exists(),
+        "nothing was set aside"
+    );
 }
 
 #[test]
@@ -300,12 +348,33 @@ sinks:
   odd2: {type: file, path: odd2.jsonl, inputs: [odd]}
 "#,
     );
-    write(&dir.path().join("a.jsonl"), &(0..5).map(|n| format!("{{\"n\":{n}}}\n")).collect::<String>());
-    write(&dir.path().join("b.jsonl"), &(5..10).map(|n| format!("{{\"n\":{n}}}\n")).collect::<String>());
-    let out = Command::new(bin()).args(["run", "-p", "pipelines"]).current_dir(dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    write(
+        &dir.path().join("a.jsonl"),
+        &(0..5)
+            .map(|n| format!("{{\"n\":{n}}}\n"))
+            .collect::<String>(),
+    );
+    write(
+        &dir.path().join("b.jsonl"),
+        &(5..10)
+            .map(|n| format!("{{\"n\":{n}}}\n"))
+            .collect::<String>(),
+    );
+    let out = Command::new(bin())
+        .args(["run", "-p", "pipelines"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sorted = |p: &str| {
-        let mut v: Vec<i64> = read_lines(&dir.path().join(p)).iter().map(|v| v["n"].as_i64().unwrap()).collect();
+        let mut v: Vec<i64> = read_lines(&dir.path().join(p))
+            .iter()
+            .map(|v| v["n"].as_i64().unwrap())
+            .collect();
         v.sort_unstable();
         v
     };
@@ -334,10 +403,16 @@ fn stdin_to_stdout() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"{\"level\":\"low\"}\n{\"level\":\"high\",\"x\":1}\nnope\n{\"level\":\"critical\"}")
+        .write_all(
+            b"{\"level\":\"low\"}\n{\"level\":\"high\",\"x\":1}\nnope\n{\"level\":\"critical\"}",
+        )
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
         "{\"level\":\"high\",\"x\":1}\n{\"level\":\"critical\"}\n"
@@ -356,19 +431,36 @@ fn invalid_config_does_not_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("tests/fixtures/invalid/cycle.yaml:9:18: error[cycle]"), "{err}");
+    assert!(
+        err.contains("tests/fixtures/invalid/cycle.yaml:9:18: error[cycle]"),
+        "{err}"
+    );
 }
 
 #[test]
 fn graph_as_dot_and_mermaid() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let dot = Command::new(bin()).args(["graph"]).current_dir(root).output().unwrap();
+    let dot = Command::new(bin())
+        .args(["graph"])
+        .current_dir(root)
+        .output()
+        .unwrap();
     assert!(dot.status.success());
     let dot = String::from_utf8(dot.stdout).unwrap();
     assert!(dot.starts_with("digraph vigil {"), "{dot}");
-    assert!(dot.contains("\"blocked-admin-ports.flows\" -> \"blocked-admin-ports.admin_ports\";"), "{dot}");
-    assert!(dot.contains("\"blocked-admin-ports.admin_ports\" -> \"blocked-admin-ports.console\";"), "{dot}");
-    let mm = Command::new(bin()).args(["graph", "--format", "mermaid"]).current_dir(root).output().unwrap();
+    assert!(
+        dot.contains("\"blocked-admin-ports.flows\" -> \"blocked-admin-ports.admin_ports\";"),
+        "{dot}"
+    );
+    assert!(
+        dot.contains("\"blocked-admin-ports.admin_ports\" -> \"blocked-admin-ports.console\";"),
+        "{dot}"
+    );
+    let mm = Command::new(bin())
+        .args(["graph", "--format", "mermaid"])
+        .current_dir(root)
+        .output()
+        .unwrap();
     assert!(mm.status.success());
     let mm = String::from_utf8(mm.stdout).unwrap();
     assert!(mm.starts_with("flowchart LR\n"), "{mm}");

@@ -54,7 +54,11 @@ fn every_invalid_fixture_reports_exactly_its_expected_diagnostics() {
     let mut covered = std::collections::BTreeSet::new();
     for file in &files {
         let expected = expectations(file);
-        assert!(!expected.is_empty(), "{} has no `# expect:` lines", file.display());
+        assert!(
+            !expected.is_empty(),
+            "{} has no `# expect:` lines",
+            file.display()
+        );
         let loaded = load_paths(std::slice::from_ref(file), &no_env()).expect("readable");
         let actual: Vec<String> = loaded
             .diagnostics
@@ -107,7 +111,13 @@ fn multi_error_file_reports_every_problem_in_one_run_through_the_binary() {
         .iter()
         .map(|d| {
             assert_eq!(d["file"], file);
-            format!("{}:{} {}[{}]", d["line"], d["column"], d["severity"].as_str().unwrap(), d["code"].as_str().unwrap())
+            format!(
+                "{}:{} {}[{}]",
+                d["line"],
+                d["column"],
+                d["severity"].as_str().unwrap(),
+                d["code"].as_str().unwrap()
+            )
         })
         .collect();
     assert_eq!(got, expectations(&root().join(file)));
@@ -133,7 +143,12 @@ fn text_output_is_file_line_col_code_message() {
 #[test]
 fn github_format_writes_annotations() {
     let out = vigil()
-        .args(["validate", "--format", "github", "tests/fixtures/invalid/unknown-type.yaml"])
+        .args([
+            "validate",
+            "--format",
+            "github",
+            "tests/fixtures/invalid/unknown-type.yaml",
+        ])
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(1));
@@ -147,16 +162,29 @@ fn github_format_writes_annotations() {
 fn exit_codes() {
     // The shipped pipelines are valid, without warnings.
     vigil().args(["validate", "pipelines/"]).assert().code(0);
-    vigil().args(["validate", "--deny-warnings"]).assert().code(0);
-    // Warnings alone pass, unless denied.
-    vigil().args(["validate", "tests/fixtures/invalid/unused.yaml"]).assert().code(0);
     vigil()
-        .args(["validate", "--deny-warnings", "tests/fixtures/invalid/unused.yaml"])
+        .args(["validate", "--deny-warnings"])
+        .assert()
+        .code(0);
+    // Warnings alone pass, unless denied.
+    vigil()
+        .args(["validate", "tests/fixtures/invalid/unused.yaml"])
+        .assert()
+        .code(0);
+    vigil()
+        .args([
+            "validate",
+            "--deny-warnings",
+            "tests/fixtures/invalid/unused.yaml",
+        ])
         .assert()
         .code(1);
     // Usage and I/O errors.
     vigil().args(["validate", "no/such/dir"]).assert().code(2);
-    vigil().args(["validate", "--format", "xml"]).assert().code(2);
+    vigil()
+        .args(["validate", "--format", "xml"])
+        .assert()
+        .code(2);
     let empty = tempfile::tempdir().unwrap();
     vigil().arg("validate").arg(empty.path()).assert().code(2);
 }
@@ -175,26 +203,50 @@ fn no_env_checks_syntax_without_requiring_variables() {
     let text = String::from_utf8(with_env.stdout).unwrap();
     assert!(text.contains(":6:11: error[env-unset]"), "{text}");
     assert!(text.contains(":7:21: error[env-unset]"), "{text}");
-    let out = vigil().args(["validate", "--no-env"]).arg(&file).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = vigil()
+        .args(["validate", "--no-env"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // A syntax error is still an error without the environment.
     let out = vigil()
-        .args(["validate", "--no-env", "tests/fixtures/invalid/env-unset.yaml"])
+        .args([
+            "validate",
+            "--no-env",
+            "tests/fixtures/invalid/env-unset.yaml",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("error[env-syntax]") && !text.contains("error[env-unset]"), "{text}");
+    assert!(
+        text.contains("error[env-syntax]") && !text.contains("error[env-unset]"),
+        "{text}"
+    );
 }
 
 #[test]
 fn interpolated_values_are_typed_and_never_echoed() {
     let text = "kind: pipeline\nname: p\nsources:\n  in:\n    type: file\n    path: /data/${DIR:-x}/f.jsonl\n    max_line_bytes: ${MAX}\n    follow: ${SECRET}\nsinks:\n  out: {type: stdout, inputs: [in]}\n";
     let env = |pairs: &[(&str, &str)]| LoadOptions {
-        env: Env::Map(pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()),
+        env: Env::Map(
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        ),
     };
     let files = vec![(PathBuf::from("p.yaml"), text.to_string())];
-    let ok = load_sources(&files, &env(&[("DIR", "flows"), ("MAX", "2048"), ("SECRET", "false")]));
+    let ok = load_sources(
+        &files,
+        &env(&[("DIR", "flows"), ("MAX", "2048"), ("SECRET", "false")]),
+    );
     assert!(ok.diagnostics.is_empty(), "{:?}", ok.diagnostics);
     let config = ok.config.expect("valid");
     let SourceConfig::File(f) = &config.pipelines[0].config.sources["in"] else {
@@ -203,11 +255,18 @@ fn interpolated_values_are_typed_and_never_echoed() {
     assert_eq!(f.path, PathBuf::from("/data/flows/f.jsonl"));
     assert_eq!(f.max_line_bytes, 2048);
     assert!(!f.follow);
-    let bad = load_sources(&files, &env(&[("MAX", "2048"), ("SECRET", "hunter2-secret")]));
+    let bad = load_sources(
+        &files,
+        &env(&[("MAX", "2048"), ("SECRET", "hunter2-secret")]),
+    );
     assert_eq!(bad.diagnostics.len(), 1);
     let d = &bad.diagnostics[0];
     assert_eq!((d.line, d.column, d.code), (8, 13, codes::WRONG_TYPE));
-    assert!(!d.message.contains("hunter2"), "secret echoed: {}", d.message);
+    assert!(
+        !d.message.contains("hunter2"),
+        "secret echoed: {}",
+        d.message
+    );
 }
 
 #[test]
@@ -223,18 +282,27 @@ fn several_documents_and_files_in_a_directory() {
     assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
     let config = loaded.config.unwrap();
     assert_eq!(config.settings.state_dir, PathBuf::from("st"));
-    let names: Vec<_> = config.pipelines.iter().map(|p| p.config.name.as_str()).collect();
+    let names: Vec<_> = config
+        .pipelines
+        .iter()
+        .map(|p| p.config.name.as_str())
+        .collect();
     assert_eq!(names, vec!["a", "b"]);
     // A second settings document is an error at its `kind`.
     std::fs::write(dir.path().join("c.yaml"), "kind: settings\n").unwrap();
     let loaded = load_paths(&[dir.path().to_path_buf()], &no_env()).unwrap();
-    let d: Vec<_> = loaded.diagnostics.iter().map(|d| (d.line, d.column, d.code)).collect();
+    let d: Vec<_> = loaded
+        .diagnostics
+        .iter()
+        .map(|d| (d.line, d.column, d.code))
+        .collect();
     assert_eq!(d, vec![(1, 1, codes::DUPLICATE_SETTINGS)]);
 }
 
 #[test]
 fn committed_schema_is_fresh() {
-    let committed = std::fs::read_to_string(root().join(schema::SCHEMA_PATH)).expect("schema committed");
+    let committed =
+        std::fs::read_to_string(root().join(schema::SCHEMA_PATH)).expect("schema committed");
     assert!(
         committed == schema::document_schema_text(),
         "{} is stale: run `cargo run -- schema > {}`",
@@ -252,7 +320,10 @@ fn shipped_yaml_files_point_editors_at_the_schema() {
             if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
                 let text = std::fs::read_to_string(&path).unwrap();
                 assert!(
-                    text.lines().next().is_some_and(|l| l.starts_with("# yaml-language-server: $schema=") && l.ends_with("schemas/vigil.schema.json")),
+                    text.lines()
+                        .next()
+                        .is_some_and(|l| l.starts_with("# yaml-language-server: $schema=")
+                            && l.ends_with("schemas/vigil.schema.json")),
                     "{} lacks the `# yaml-language-server: $schema=` first line",
                     path.display()
                 );
@@ -298,18 +369,38 @@ fn a_misspelt_key_is_rejected_for_every_registered_kind() {
         for kind in kinds {
             kinds_seen += 1;
             let example = kind.examples.first().unwrap_or_else(|| {
-                panic!("{} `{}` has no `#[schemars(example = ...)]`: add one", family.singular(), kind.name)
+                panic!(
+                    "{} `{}` has no `#[schemars(example = ...)]`: add one",
+                    family.singular(),
+                    kind.name
+                )
             });
             let mut body = example.clone();
             body["type"] = json!(kind.name);
             let pointer = format!("/{}/x", family.key());
             // The example itself is valid, in the schema and in the typed model.
             let problems = schema::check_component(family, &pointer, &body, Default::default());
-            assert!(problems.is_empty(), "example of `{}` is invalid: {problems:?}", kind.name);
-            typed(family, &body).unwrap_or_else(|e| panic!("example of `{}` does not type: {e}", kind.name));
+            assert!(
+                problems.is_empty(),
+                "example of `{}` is invalid: {problems:?}",
+                kind.name
+            );
+            typed(family, &body)
+                .unwrap_or_else(|e| panic!("example of `{}` does not type: {e}", kind.name));
 
-            let valid: Vec<String> = kind.schema["properties"].as_object().unwrap().keys().cloned().collect();
-            let mut keys: Vec<String> = body.as_object().unwrap().keys().filter(|k| *k != "type").cloned().collect();
+            let valid: Vec<String> = kind.schema["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            let mut keys: Vec<String> = body
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k != "type")
+                .cloned()
+                .collect();
             keys.push("inputs".into());
             for key in keys {
                 let typo = misspell(&key, &valid);
@@ -318,21 +409,32 @@ fn a_misspelt_key_is_rejected_for_every_registered_kind() {
                 let value = obj.remove(&key).unwrap_or(json!(["x"]));
                 obj.insert(typo.clone(), value);
                 // The schema names the key...
-                let problems = schema::check_component(family, &pointer, &broken, Default::default());
+                let problems =
+                    schema::check_component(family, &pointer, &broken, Default::default());
                 assert!(
-                    problems.iter().any(|p| p.code == codes::UNKNOWN_KEY && p.at_key && p.pointer == format!("{pointer}/{typo}")),
+                    problems.iter().any(|p| p.code == codes::UNKNOWN_KEY
+                        && p.at_key
+                        && p.pointer == format!("{pointer}/{typo}")),
                     "`{typo}` in {} `{}` not reported as unknown: {problems:?}",
                     family.singular(),
                     kind.name
                 );
                 // ...and the typed model refuses it too (no `flatten` letting it through).
-                assert!(typed(family, &broken).is_err(), "`{typo}` accepted by the typed {} `{}`", family.singular(), kind.name);
+                assert!(
+                    typed(family, &broken).is_err(),
+                    "`{typo}` accepted by the typed {} `{}`",
+                    family.singular(),
+                    kind.name
+                );
             }
 
             // Through a whole file: the error lands on the misspelt key's line and column.
             let mut yaml = String::from("kind: pipeline\nname: p\nsources:\n  in: {type: stdin}\n");
             let (section, extra) = match family {
-                Family::Sources => ("sources", "sinks:\n  out: {type: stdout, inputs: [in, it]}\n"),
+                Family::Sources => (
+                    "sources",
+                    "sinks:\n  out: {type: stdout, inputs: [in, it]}\n",
+                ),
                 Family::Stages => ("stages", "sinks:\n  out: {type: stdout, inputs: [it]}\n"),
                 Family::Sinks => ("sinks", ""),
             };
@@ -340,7 +442,9 @@ fn a_misspelt_key_is_rejected_for_every_registered_kind() {
             if family != Family::Sources {
                 comp["inputs"] = json!(["in"]);
             }
-            comp.as_object_mut().unwrap().insert("colour".into(), json!(1));
+            comp.as_object_mut()
+                .unwrap()
+                .insert("colour".into(), json!(1));
             if section == "sources" {
                 yaml.push_str(&format!("  it: {comp}\n"));
             } else {
@@ -349,9 +453,20 @@ fn a_misspelt_key_is_rejected_for_every_registered_kind() {
             yaml.push_str(extra);
             let loaded = load_sources(&[(PathBuf::from("p.yaml"), yaml.clone())], &no_env());
             let line = yaml.lines().position(|l| l.contains("\"colour\"")).unwrap() + 1;
-            let col = yaml.lines().nth(line - 1).unwrap().find("\"colour\"").unwrap() + 1;
+            let col = yaml
+                .lines()
+                .nth(line - 1)
+                .unwrap()
+                .find("\"colour\"")
+                .unwrap()
+                + 1;
             assert!(
-                loaded.diagnostics.iter().any(|d| d.code == codes::UNKNOWN_KEY && d.line as usize == line && d.column as usize == col),
+                loaded
+                    .diagnostics
+                    .iter()
+                    .any(|d| d.code == codes::UNKNOWN_KEY
+                        && d.line as usize == line
+                        && d.column as usize == col),
                 "{} `{}`: {:?}\n{yaml}",
                 family.singular(),
                 kind.name,

@@ -28,7 +28,12 @@ pub struct Problems {
 
 impl Problems {
     /// An error at the value `pointer`.
-    pub fn error(&mut self, pointer: impl Into<String>, code: &'static str, message: impl Into<String>) {
+    pub fn error(
+        &mut self,
+        pointer: impl Into<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) {
         self.push(pointer.into(), false, code, Severity::Error, message.into());
     }
 
@@ -49,10 +54,23 @@ impl Problems {
         code: &'static str,
         message: impl Into<String>,
     ) {
-        self.push(pointer.into(), true, code, Severity::Warning, message.into());
+        self.push(
+            pointer.into(),
+            true,
+            code,
+            Severity::Warning,
+            message.into(),
+        );
     }
 
-    fn push(&mut self, pointer: String, at_key: bool, code: &'static str, severity: Severity, message: String) {
+    fn push(
+        &mut self,
+        pointer: String,
+        at_key: bool,
+        code: &'static str,
+        severity: Severity,
+        message: String,
+    ) {
         self.items.push(Problem {
             pointer,
             at_key,

@@ -212,8 +212,14 @@ pub fn load_sources(files: &[(PathBuf, String)], opts: &LoadOptions) -> Loaded {
                 }
                 None => {
                     let (pos, msg) = match obj.get("kind") {
-                        Some(_) => (doc.pos("/kind", false), "`kind` must be `settings` or `pipeline`"),
-                        None => (doc.tree.pos, "missing required key `kind` (`settings` or `pipeline`)"),
+                        Some(_) => (
+                            doc.pos("/kind", false),
+                            "`kind` must be `settings` or `pipeline`",
+                        ),
+                        None => (
+                            doc.tree.pos,
+                            "missing required key `kind` (`settings` or `pipeline`)",
+                        ),
                     };
                     diags.push(Diagnostic::error(file, pos, codes::UNKNOWN_KIND, msg));
                 }
@@ -302,7 +308,11 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-fn push_schema(doc: &mut Doc<'_>, problems: Vec<schema::SchemaProblem>, diags: &mut Vec<Diagnostic>) {
+fn push_schema(
+    doc: &mut Doc<'_>,
+    problems: Vec<schema::SchemaProblem>,
+    diags: &mut Vec<Diagnostic>,
+) {
     for p in problems {
         doc.clean = false;
         let pos = doc.pos(&p.pointer, p.at_key);
@@ -315,8 +325,12 @@ fn push_problems(doc: &Doc<'_>, prefix: &str, problems: Problems, diags: &mut Ve
         let pointer = format!("{prefix}{}", p.pointer);
         let pos = doc.pos(&pointer, p.at_key);
         diags.push(match p.severity {
-            super::diagnostic::Severity::Error => Diagnostic::error(doc.file, pos, p.code, p.message),
-            super::diagnostic::Severity::Warning => Diagnostic::warning(doc.file, pos, p.code, p.message),
+            super::diagnostic::Severity::Error => {
+                Diagnostic::error(doc.file, pos, p.code, p.message)
+            }
+            super::diagnostic::Severity::Warning => {
+                Diagnostic::warning(doc.file, pos, p.code, p.message)
+            }
         });
     }
 }
@@ -329,7 +343,10 @@ fn schema_cx<'a>(doc: &'a Doc<'_>) -> schema::Context<'a> {
 }
 
 /// Types the document; a failure is reported at the deepest position serde names.
-fn typed<T: serde::de::DeserializeOwned>(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<T> {
+fn typed<T: serde::de::DeserializeOwned>(
+    doc: &mut Doc<'_>,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<T> {
     if !doc.clean {
         return None;
     }
@@ -366,7 +383,10 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
     };
     let mut p = Problems::default();
     p.positive_duration("/tick_interval", "tick_interval", &s.tick_interval);
-    let failed = p.items.iter().any(|i| i.severity == super::diagnostic::Severity::Error);
+    let failed = p
+        .items
+        .iter()
+        .any(|i| i.severity == super::diagnostic::Severity::Error);
     push_problems(doc, "", p, diags);
     (!failed).then_some(s)
 }
@@ -390,17 +410,27 @@ fn check_pipeline_doc(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<
                 push_schema(doc, problems, diags);
                 continue;
             }
-            if doc.unresolved.iter().any(|u| u.starts_with(&format!("{prefix}/"))) {
+            if doc
+                .unresolved
+                .iter()
+                .any(|u| u.starts_with(&format!("{prefix}/")))
+            {
                 continue; // `--no-env` placeholders may not type
             }
             let mut found = Problems::default();
             let typed = match family {
-                Family::Sources => typed_component::<crate::components::SourceConfig>(doc, &prefix, body, diags)
-                    .map(|c| c.check(&mut found)),
-                Family::Stages => typed_component::<crate::components::StageConfig>(doc, &prefix, body, diags)
-                    .map(|c| c.check(&mut found)),
-                Family::Sinks => typed_component::<crate::components::SinkConfig>(doc, &prefix, body, diags)
-                    .map(|c| c.check(&mut found)),
+                Family::Sources => {
+                    typed_component::<crate::components::SourceConfig>(doc, &prefix, body, diags)
+                        .map(|c| c.check(&mut found))
+                }
+                Family::Stages => {
+                    typed_component::<crate::components::StageConfig>(doc, &prefix, body, diags)
+                        .map(|c| c.check(&mut found))
+                }
+                Family::Sinks => {
+                    typed_component::<crate::components::SinkConfig>(doc, &prefix, body, diags)
+                        .map(|c| c.check(&mut found))
+                }
             };
             failed |= typed.is_none()
                 || found
@@ -435,7 +465,12 @@ fn typed_component<T: serde::de::DeserializeOwned>(
             } else {
                 e.inner().to_string()
             };
-            diags.push(Diagnostic::error(doc.file, doc.pos(&pointer, false), codes::INVALID_VALUE, message));
+            diags.push(Diagnostic::error(
+                doc.file,
+                doc.pos(&pointer, false),
+                codes::INVALID_VALUE,
+                message,
+            ));
             None
         }
     }
@@ -469,7 +504,12 @@ fn check_wiring(doc: &Doc<'_>, diags: &mut Vec<Diagnostic>) {
     let mut nodes: Vec<WireNode> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
     let err = |diags: &mut Vec<Diagnostic>, pointer: &str, at_key: bool, code, msg: String| {
-        diags.push(Diagnostic::error(doc.file, doc.pos(pointer, at_key), code, msg));
+        diags.push(Diagnostic::error(
+            doc.file,
+            doc.pos(pointer, at_key),
+            code,
+            msg,
+        ));
     };
     for family in Family::ALL {
         let Some(Value::Object(members)) = doc.value.get(family.key()) else {
@@ -483,14 +523,20 @@ fn check_wiring(doc: &Doc<'_>, diags: &mut Vec<Diagnostic>) {
                     &pointer,
                     true,
                     codes::INVALID_NAME,
-                    format!("{} name `{name}` may hold only letters, digits, `_` and `-`", family.singular()),
+                    format!(
+                        "{} name `{name}` may hold only letters, digits, `_` and `-`",
+                        family.singular()
+                    ),
                 );
             }
             let inputs: Vec<(String, String)> = match body.get("inputs") {
                 Some(Value::Array(items)) => items
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, v)| v.as_str().map(|s| (format!("{pointer}/inputs/{i}"), s.to_string())))
+                    .filter_map(|(i, v)| {
+                        v.as_str()
+                            .map(|s| (format!("{pointer}/inputs/{i}"), s.to_string()))
+                    })
                     .collect(),
                 _ => Vec::new(),
             };
@@ -568,7 +614,9 @@ fn check_wiring(doc: &Doc<'_>, diags: &mut Vec<Diagnostic>) {
         }
     }
 
-    let roots: Vec<usize> = (0..nodes.len()).filter(|i| nodes[*i].family == Family::Sources).collect();
+    let roots: Vec<usize> = (0..nodes.len())
+        .filter(|i| nodes[*i].family == Family::Sources)
+        .collect();
     let analysis = analyse(nodes.len(), &edges, &roots);
     for cycle in &analysis.cycles {
         let members: BTreeSet<usize> = cycle.iter().copied().collect();
@@ -579,15 +627,25 @@ fn check_wiring(doc: &Doc<'_>, diags: &mut Vec<Diagnostic>) {
                 nodes[to]
                     .inputs
                     .iter()
-                    .filter(|(_, name)| index.get(name.as_str()).is_some_and(|f| members.contains(f)))
+                    .filter(|(_, name)| {
+                        index
+                            .get(name.as_str())
+                            .is_some_and(|f| members.contains(f))
+                    })
                     .map(|(p, _)| p.clone())
             })
             .min_by_key(|p| doc.pos(p, false));
-        let names: Vec<String> = cycle.iter().map(|&i| format!("`{}`", nodes[i].name)).collect();
+        let names: Vec<String> = cycle
+            .iter()
+            .map(|&i| format!("`{}`", nodes[i].name))
+            .collect();
         let message = if cycle.len() == 1 {
             format!("{} reads its own output: the graph must not loop", names[0])
         } else {
-            format!("{} feed each other in a loop: the graph must not loop", names.join(", "))
+            format!(
+                "{} feed each other in a loop: the graph must not loop",
+                names.join(", ")
+            )
         };
         if let Some(p) = closing {
             err(diags, &p, false, codes::CYCLE, message);
@@ -606,7 +664,12 @@ fn check_wiring(doc: &Doc<'_>, diags: &mut Vec<Diagnostic>) {
             if broken[n] {
                 return true;
             }
-            stack.extend(edges.iter().filter(|(_, to)| *to == n).map(|(from, _)| *from));
+            stack.extend(
+                edges
+                    .iter()
+                    .filter(|(_, to)| *to == n)
+                    .map(|(from, _)| *from),
+            );
         }
         false
     };
@@ -617,7 +680,10 @@ fn check_wiring(doc: &Doc<'_>, diags: &mut Vec<Diagnostic>) {
                 &to_pointer(["sinks", n.name.as_str()]),
                 true,
                 codes::UNREACHABLE,
-                format!("no source reaches sink `{}`: it would never receive anything", n.name),
+                format!(
+                    "no source reaches sink `{}`: it would never receive anything",
+                    n.name
+                ),
             );
         }
     }

@@ -110,13 +110,20 @@ fn schemas() -> &'static Schemas {
     static SCHEMAS: OnceLock<Schemas> = OnceLock::new();
     SCHEMAS.get_or_init(|| {
         let root = document_schema();
-        let defs = root.get("$defs").cloned().unwrap_or(Value::Object(Map::new()));
+        let defs = root
+            .get("$defs")
+            .cloned()
+            .unwrap_or(Value::Object(Map::new()));
         let variants = root
             .get("oneOf")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let doc_kind = |v: &Value| v.pointer("/properties/kind/const").and_then(Value::as_str).map(str::to_owned);
+        let doc_kind = |v: &Value| {
+            v.pointer("/properties/kind/const")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
         let find = |k: &str| {
             variants
                 .iter()
@@ -169,7 +176,10 @@ fn schemas() -> &'static Schemas {
 
 /// Every registered kind of a family.
 pub fn kinds(family: Family) -> Vec<KindInfo> {
-    schemas().kinds[&family].iter().map(|(k, _)| k.clone()).collect()
+    schemas().kinds[&family]
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 /// A schema problem, before it is given a position.
@@ -212,13 +222,21 @@ pub fn check_pipeline(doc: &Value, cx: Context<'_>) -> Vec<SchemaProblem> {
 
 /// Checks one component (`/stages/burst`, ...) against the schema of its `type`. Reports
 /// an unknown or missing `type` itself.
-pub fn check_component(family: Family, pointer: &str, body: &Value, cx: Context<'_>) -> Vec<SchemaProblem> {
+pub fn check_component(
+    family: Family,
+    pointer: &str,
+    body: &Value,
+    cx: Context<'_>,
+) -> Vec<SchemaProblem> {
     let Some(obj) = body.as_object() else {
         return vec![SchemaProblem {
             pointer: pointer.to_string(),
             at_key: false,
             code: codes::WRONG_TYPE,
-            message: format!("expected a mapping with a `type`, found {}", type_name(body)),
+            message: format!(
+                "expected a mapping with a `type`, found {}",
+                type_name(body)
+            ),
         }];
     };
     let kinds = &schemas().kinds[&family];
@@ -349,13 +367,13 @@ fn describe(
     };
     match err.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
-            let known: Vec<String> = here
-                .map(|_| known_keys(err, schema))
-                .unwrap_or_default();
+            let known: Vec<String> = here.map(|_| known_keys(err, schema)).unwrap_or_default();
             for key in unexpected {
                 let hint = suggest(key, known.iter().map(String::as_str))
                     .map(|s| format!("; did you mean `{s}`?"))
-                    .or_else(|| (!known.is_empty()).then(|| format!(" (known keys: {})", known.join(", "))))
+                    .or_else(|| {
+                        (!known.is_empty()).then(|| format!(" (known keys: {})", known.join(", ")))
+                    })
                     .unwrap_or_default();
                 out.push(SchemaProblem {
                     pointer: format!("{pointer}/{}", key.replace('~', "~0").replace('/', "~1")),
@@ -366,8 +384,14 @@ fn describe(
             }
         }
         ValidationErrorKind::Required { property } => {
-            let name = property.as_str().map_or_else(|| property.to_string(), str::to_owned);
-            push(out, codes::MISSING_KEY, format!("missing required key `{name}`"));
+            let name = property
+                .as_str()
+                .map_or_else(|| property.to_string(), str::to_owned);
+            push(
+                out,
+                codes::MISSING_KEY,
+                format!("missing required key `{name}`"),
+            );
         }
         ValidationErrorKind::Type { kind } => {
             let found = here.map_or("nothing", type_name);
@@ -380,24 +404,49 @@ fn describe(
         ValidationErrorKind::Enum { options } => {
             let opts: Vec<String> = options
                 .as_array()
-                .map(|a| a.iter().map(|o| format!("`{}`", o.as_str().map_or_else(|| o.to_string(), str::to_owned))).collect())
+                .map(|a| {
+                    a.iter()
+                        .map(|o| {
+                            format!(
+                                "`{}`",
+                                o.as_str().map_or_else(|| o.to_string(), str::to_owned)
+                            )
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
-            push(out, codes::INVALID_VALUE, format!("expected one of {}", opts.join(", ")));
+            push(
+                out,
+                codes::INVALID_VALUE,
+                format!("expected one of {}", opts.join(", ")),
+            );
         }
         ValidationErrorKind::Constant { expected_value } => {
-            push(out, codes::INVALID_VALUE, format!("expected `{expected_value}`"));
+            push(
+                out,
+                codes::INVALID_VALUE,
+                format!("expected `{expected_value}`"),
+            );
         }
-        ValidationErrorKind::Minimum { limit } | ValidationErrorKind::ExclusiveMinimum { limit }
+        ValidationErrorKind::Minimum { limit }
+        | ValidationErrorKind::ExclusiveMinimum { limit }
             if limit.as_f64().is_some_and(|l| l <= 1.0) =>
         {
             let name = pointer_segments(&pointer).pop().unwrap_or_default();
-            push(out, codes::NON_POSITIVE, format!("`{name}` must be greater than zero"));
+            push(
+                out,
+                codes::NON_POSITIVE,
+                format!("`{name}` must be greater than zero"),
+            );
         }
         ValidationErrorKind::MinItems { limit } => {
             push(
                 out,
                 codes::INVALID_VALUE,
-                format!("needs at least {limit} item{}", if *limit == 1 { "" } else { "s" }),
+                format!(
+                    "needs at least {limit} item{}",
+                    if *limit == 1 { "" } else { "s" }
+                ),
             );
         }
         ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
@@ -405,15 +454,26 @@ fn describe(
             let mut constants = Vec::new();
             let all_constants = context.iter().all(|branch| {
                 branch.iter().all(|e| match e.kind() {
-                    ValidationErrorKind::Constant { expected_value } if e.instance_path().as_str() == rel => {
-                        constants.push(format!("`{}`", expected_value.as_str().map_or_else(|| expected_value.to_string(), str::to_owned)));
+                    ValidationErrorKind::Constant { expected_value }
+                        if e.instance_path().as_str() == rel =>
+                    {
+                        constants.push(format!(
+                            "`{}`",
+                            expected_value
+                                .as_str()
+                                .map_or_else(|| expected_value.to_string(), str::to_owned)
+                        ));
                         true
                     }
                     _ => false,
                 }) && !branch.is_empty()
             });
             if all_constants && !constants.is_empty() {
-                push(out, codes::INVALID_VALUE, format!("expected one of {}", constants.join(", ")));
+                push(
+                    out,
+                    codes::INVALID_VALUE,
+                    format!("expected one of {}", constants.join(", ")),
+                );
                 return;
             }
             // Pick the alternative that fits the value's type best and report its errors.
@@ -457,7 +517,8 @@ fn collect_wanted(context: &[Vec<ValidationError<'static>>], wanted: &mut Vec<St
                         wanted.push(t);
                     }
                 }
-                ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+                ValidationErrorKind::AnyOf { context }
+                | ValidationErrorKind::OneOfNotValid { context } => {
                     collect_wanted(context, wanted);
                 }
                 _ => {}
@@ -475,7 +536,9 @@ fn type_mismatch(e: &ValidationError<'_>, rel: &str) -> bool {
     match e.kind() {
         ValidationErrorKind::Type { .. } => true,
         ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
-            context.iter().all(|b| b.iter().any(|x| type_mismatch(x, rel)))
+            context
+                .iter()
+                .all(|b| b.iter().any(|x| type_mismatch(x, rel)))
         }
         _ => false,
     }

@@ -284,8 +284,7 @@ fn attach(
                     errors.push(YamlError {
                         pos: node.pos,
                         code: "yaml",
-                        message: "mapping keys must be plain strings, not lists or mappings"
-                            .into(),
+                        message: "mapping keys must be plain strings, not lists or mappings".into(),
                     });
                     *pending_key = Some((String::new(), node.pos));
                 }

@@ -92,14 +92,16 @@ impl Graph {
                 .stages
                 .iter()
                 .map(|(n, s)| (n.clone(), s.inputs().to_vec()))
-                .chain(pc.sinks.iter().map(|(n, s)| (n.clone(), s.inputs().to_vec())))
+                .chain(
+                    pc.sinks
+                        .iter()
+                        .map(|(n, s)| (n.clone(), s.inputs().to_vec())),
+                )
                 .collect();
             for (offset, (_, inputs)) in wiring.iter().enumerate() {
                 let at = first + pc.sources.len() + offset;
-                let resolved: Vec<usize> = inputs
-                    .iter()
-                    .filter_map(|i| index_of(&nodes, i))
-                    .collect();
+                let resolved: Vec<usize> =
+                    inputs.iter().filter_map(|i| index_of(&nodes, i)).collect();
                 nodes[at].inputs = resolved;
             }
         }
@@ -108,9 +110,14 @@ impl Graph {
 
     /// Graphviz DOT, one cluster per pipeline.
     pub fn to_dot(&self, config: &Config) -> String {
-        let mut out = String::from("digraph vigil {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n");
+        let mut out =
+            String::from("digraph vigil {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n");
         for (pi, p) in config.pipelines.iter().enumerate() {
-            let _ = writeln!(out, "  subgraph \"cluster_{}\" {{", dot_escape(&p.config.name));
+            let _ = writeln!(
+                out,
+                "  subgraph \"cluster_{}\" {{",
+                dot_escape(&p.config.name)
+            );
             let _ = writeln!(out, "    label=\"{}\";", dot_escape(&p.config.name));
             for n in self.nodes.iter().filter(|n| n.pipeline == pi) {
                 let shape = match n.role {
@@ -148,9 +155,22 @@ impl Graph {
         let mut out = String::from("flowchart LR\n");
         let mid = |i: usize| format!("n{i}");
         for (pi, p) in config.pipelines.iter().enumerate() {
-            let _ = writeln!(out, "  subgraph p{pi}[\"{}\"]", mermaid_escape(&p.config.name));
-            for (i, n) in self.nodes.iter().enumerate().filter(|(_, n)| n.pipeline == pi) {
-                let label = format!("{}<br/>({})", mermaid_escape(&n.name), mermaid_escape(&n.kind));
+            let _ = writeln!(
+                out,
+                "  subgraph p{pi}[\"{}\"]",
+                mermaid_escape(&p.config.name)
+            );
+            for (i, n) in self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.pipeline == pi)
+            {
+                let label = format!(
+                    "{}<br/>({})",
+                    mermaid_escape(&n.name),
+                    mermaid_escape(&n.kind)
+                );
                 let shape = match n.role {
                     NodeRole::Source => format!("{}[/\"{label}\"/]", mid(i)),
                     NodeRole::Stage => format!("{}[\"{label}\"]", mid(i)),
@@ -196,10 +216,7 @@ pub fn analyse(n: usize, edges: &[(usize, usize)], roots: &[usize]) -> Analysis 
     }
     let mut cycles = Vec::new();
     for scc in tarjan_scc(&g) {
-        let self_loop = scc.len() == 1
-            && g
-                .edges(scc[0])
-                .any(|e| e.target() == scc[0]);
+        let self_loop = scc.len() == 1 && g.edges(scc[0]).any(|e| e.target() == scc[0]);
         if scc.len() > 1 || self_loop {
             let mut members: Vec<usize> = scc.iter().map(|i| i.index()).collect();
             members.sort_unstable();
@@ -226,6 +243,9 @@ mod tests {
         // 0 -> 1 -> 2, 3 <-> 4 -> 5, 6 -> 6
         let a = analyse(7, &[(0, 1), (1, 2), (3, 4), (4, 3), (4, 5), (6, 6)], &[0]);
         assert_eq!(a.cycles, vec![vec![3, 4], vec![6]]);
-        assert_eq!(a.reached, vec![true, true, true, false, false, false, false]);
+        assert_eq!(
+            a.reached,
+            vec![true, true, true, false, false, false, false]
+        );
     }
 }

@@ -80,7 +80,10 @@ pub struct Output {
 }
 
 impl Output {
-    pub(crate) fn new(targets: Vec<(u32, mpsc::Sender<Envelope>)>, counters: Arc<NodeCounters>) -> Self {
+    pub(crate) fn new(
+        targets: Vec<(u32, mpsc::Sender<Envelope>)>,
+        counters: Arc<NodeCounters>,
+    ) -> Self {
         Output {
             targets,
             counters,
@@ -151,7 +154,11 @@ pub struct Input {
 }
 
 impl Input {
-    pub(crate) fn new(rx: mpsc::Receiver<Envelope>, edges: Vec<u32>, counters: Arc<NodeCounters>) -> Self {
+    pub(crate) fn new(
+        rx: mpsc::Receiver<Envelope>,
+        edges: Vec<u32>,
+        counters: Arc<NodeCounters>,
+    ) -> Self {
         Input {
             rx,
             ticks: edges.into_iter().map(|e| (e, None)).collect(),
@@ -251,10 +258,16 @@ mod tests {
         let (tx1, mut rx1) = channel(4);
         let (tx2, mut rx2) = channel(4);
         let mut out = Output::new(vec![(0, tx1), (0, tx2)], Arc::new(NodeCounters::default()));
-        let ev = Arc::new(Event::from_record(serde_json::json!({"a": 1}), "p.s".into(), t(0)));
+        let ev = Arc::new(Event::from_record(
+            serde_json::json!({"a": 1}),
+            "p.s".into(),
+            t(0),
+        ));
         out.send(vec![ev.clone()]).await.unwrap();
-        let (Some(Envelope::Msg(_, Message::Events(a))), Some(Envelope::Msg(_, Message::Events(b)))) =
-            (rx1.recv().await, rx2.recv().await)
+        let (
+            Some(Envelope::Msg(_, Message::Events(a))),
+            Some(Envelope::Msg(_, Message::Events(b))),
+        ) = (rx1.recv().await, rx2.recv().await)
         else {
             panic!("expected events on both edges");
         };

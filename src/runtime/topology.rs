@@ -206,11 +206,7 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
                 let stage = pipeline.stages[node.name.as_str()]
                     .build(&cx)
                     .map_err(fail)?;
-                let input = Input::new(
-                    rx.expect("stages have a channel"),
-                    edges,
-                    counters.clone(),
-                );
+                let input = Input::new(rx.expect("stages have a channel"), edges, counters.clone());
                 let output = Output::new(out_targets, counters);
                 tasks.spawn(async move { (i, run_stage(stage, input, output).await) });
             }
@@ -258,7 +254,9 @@ async fn run_stage(mut stage: Box<dyn Stage>, mut input: Input, mut output: Outp
         if sent.is_err() {
             // Keep draining so upstream nodes are not blocked, but nothing can be
             // delivered any more: count it.
-            tracing::error!("every downstream of this stage has stopped; events are being counted as errors");
+            tracing::error!(
+                "every downstream of this stage has stopped; events are being counted as errors"
+            );
             downstream_gone = true;
         }
     }

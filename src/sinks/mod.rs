@@ -43,7 +43,9 @@ pub(crate) async fn write_json_lines<W: AsyncWrite + Unpin>(
             }
         };
         let Some(msg) = msg else { break };
-        let Message::Events(events) = msg else { continue };
+        let Message::Events(events) = msg else {
+            continue;
+        };
         buf.clear();
         for e in &events {
             let written = match encoding {

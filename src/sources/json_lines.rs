@@ -130,7 +130,9 @@ impl LineDecoder {
             Ok(data @ Value::Object(_)) => {
                 let mut event = Event::from_record(data, self.source.clone(), now);
                 if let Some(field) = &self.time_field
-                    && let Some(t) = field.first(&event.data).and_then(crate::event::time_from_value)
+                    && let Some(t) = field
+                        .first(&event.data)
+                        .and_then(crate::event::time_from_value)
                 {
                     event.meta.time = t;
                 }
@@ -144,7 +146,12 @@ impl LineDecoder {
                     Value::Bool(_) => "a boolean",
                     _ => "null",
                 };
-                let r = self.reject_numbered(line, number, format!("not a JSON object but {kind}"), now);
+                let r = self.reject_numbered(
+                    line,
+                    number,
+                    format!("not a JSON object but {kind}"),
+                    now,
+                );
                 out.rejected.push(r);
             }
             Err(e) => {
@@ -158,7 +165,13 @@ impl LineDecoder {
         self.reject_numbered(raw, self.line, reason, now)
     }
 
-    fn reject_numbered(&self, raw: &[u8], line: u64, reason: String, now: Timestamp) -> RejectedRecord {
+    fn reject_numbered(
+        &self,
+        raw: &[u8],
+        line: u64,
+        reason: String,
+        now: Timestamp,
+    ) -> RejectedRecord {
         RejectedRecord {
             time: now,
             source: self.source.to_string(),
@@ -226,9 +239,17 @@ mod tests {
     fn malformed_lines_are_set_aside_with_line_numbers() {
         let mut d = decoder();
         let mut out = Decoded::default();
-        d.push(b"{\"a\":1}\nnot json\n[1]\n{\"a\":2}\n", Utc::now(), &mut out);
+        d.push(
+            b"{\"a\":1}\nnot json\n[1]\n{\"a\":2}\n",
+            Utc::now(),
+            &mut out,
+        );
         assert_eq!(out.events.len(), 2);
-        let lines: Vec<_> = out.rejected.iter().map(|r| (r.line, r.reason.clone())).collect();
+        let lines: Vec<_> = out
+            .rejected
+            .iter()
+            .map(|r| (r.line, r.reason.clone()))
+            .collect();
         assert_eq!(lines[0].0, Some(2));
         assert!(lines[0].1.starts_with("malformed JSON"));
         assert_eq!(lines[1], (Some(3), "not a JSON object but a list".into()));

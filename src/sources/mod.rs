@@ -24,4 +24,3 @@ pub(crate) async fn send_batches(cx: &mut SourceContext, events: Vec<Arc<Event>>
     }
     true
 }
-

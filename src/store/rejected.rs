@@ -64,7 +64,12 @@ impl RejectedLog {
                 .path
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| OpenOptions::new().create(true).append(true).open(&self.path));
+                .and_then(|()| {
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&self.path)
+                });
             match opened {
                 Ok(f) => self.file = Some(f),
                 Err(e) => {

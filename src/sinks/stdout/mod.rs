@@ -31,7 +31,9 @@ impl StdoutSinkConfig {
 
     /// Builds the running sink.
     pub fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Sink>, NodeError> {
-        Ok(Box::new(StdoutSink { encoding: self.encoding }))
+        Ok(Box::new(StdoutSink {
+            encoding: self.encoding,
+        }))
     }
 }
 

@@ -88,7 +88,11 @@ impl FileSourceConfig {
 
     /// Builds the running source.
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, NodeError> {
-        let time_field = self.time_field.as_deref().map(FieldPath::parse).transpose()?;
+        let time_field = self
+            .time_field
+            .as_deref()
+            .map(FieldPath::parse)
+            .transpose()?;
         Ok(Box::new(FileSource::new(self.clone(), time_field, cx)))
     }
 }

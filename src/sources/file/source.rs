@@ -37,7 +37,11 @@ pub enum FileSourceError {
 }
 
 impl FileSource {
-    pub(super) fn new(cfg: FileSourceConfig, time_field: Option<FieldPath>, cx: &BuildContext) -> Self {
+    pub(super) fn new(
+        cfg: FileSourceConfig,
+        time_field: Option<FieldPath>,
+        cx: &BuildContext,
+    ) -> Self {
         let rejected = RejectedLog::new(&cx.state_dir, &cx.id);
         FileSource {
             cfg,
@@ -67,7 +71,11 @@ impl FileSource {
 
     async fn run_inner(mut self, cx: &mut SourceContext) -> NodeResult {
         let path = self.cfg.path.clone();
-        let mut decoder = LineDecoder::new(cx.id.clone(), self.cfg.max_line_bytes, self.time_field.clone());
+        let mut decoder = LineDecoder::new(
+            cx.id.clone(),
+            self.cfg.max_line_bytes,
+            self.time_field.clone(),
+        );
         let mut decoded = Decoded::default();
         let mut buf = vec![0u8; READ_CHUNK];
         let mut first_open = true;
@@ -140,7 +148,10 @@ impl FileSource {
                         if let Some(held) = decoder.reset() {
                             tracing::warn!(source = %cx.id, bytes = held.len(), "an incomplete last line was lost to the truncation");
                         }
-                        pos = file.seek(SeekFrom::Start(0)).await.map_err(|e| self.io(e))?;
+                        pos = file
+                            .seek(SeekFrom::Start(0))
+                            .await
+                            .map_err(|e| self.io(e))?;
                         continue;
                     }
                     Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -170,7 +181,13 @@ fn file_identity(meta: &std::fs::Metadata) -> (u64, u64) {
 
 #[cfg(not(unix))]
 fn file_identity(meta: &std::fs::Metadata) -> (u64, u64) {
-    (0, meta.created().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos() as u64))
+    (
+        0,
+        meta.created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as u64),
+    )
 }
 
 impl Source for FileSource {

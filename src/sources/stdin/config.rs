@@ -47,7 +47,15 @@ impl StdinSourceConfig {
 
     /// Builds the running source.
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, NodeError> {
-        let time_field = self.time_field.as_deref().map(FieldPath::parse).transpose()?;
-        Ok(Box::new(StdinSource::new(self.max_line_bytes, time_field, cx)))
+        let time_field = self
+            .time_field
+            .as_deref()
+            .map(FieldPath::parse)
+            .transpose()?;
+        Ok(Box::new(StdinSource::new(
+            self.max_line_bytes,
+            time_field,
+            cx,
+        )))
     }
 }

@@ -5,8 +5,8 @@ use tokio::io::AsyncReadExt;
 
 use crate::event::FieldPath;
 use crate::runtime::{BuildContext, NodeResult, Source, SourceContext};
-use crate::sources::send_batches;
 use crate::sources::json_lines::{Decoded, LineDecoder, set_aside};
+use crate::sources::send_batches;
 use crate::store::rejected::RejectedLog;
 
 /// Reads JSON lines from standard input.
@@ -18,7 +18,11 @@ pub struct StdinSource {
 }
 
 impl StdinSource {
-    pub(super) fn new(max_line_bytes: usize, time_field: Option<FieldPath>, cx: &BuildContext) -> Self {
+    pub(super) fn new(
+        max_line_bytes: usize,
+        time_field: Option<FieldPath>,
+        cx: &BuildContext,
+    ) -> Self {
         StdinSource {
             max_line_bytes,
             time_field,
@@ -28,7 +32,8 @@ impl StdinSource {
 
     async fn run_inner(mut self, cx: &mut SourceContext) -> NodeResult {
         let mut stdin = tokio::io::stdin();
-        let mut decoder = LineDecoder::new(cx.id.clone(), self.max_line_bytes, self.time_field.clone());
+        let mut decoder =
+            LineDecoder::new(cx.id.clone(), self.max_line_bytes, self.time_field.clone());
         let mut decoded = Decoded::default();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -41,8 +46,15 @@ impl StdinSource {
             } else {
                 decoder.push(&buf[..n], cx.now(), &mut decoded);
             }
-            set_aside(&mut self.rejected, cx.counters(), std::mem::take(&mut decoded.rejected));
-            if !send_batches(cx, std::mem::take(&mut decoded.events)).await || n == 0 || cx.is_shutting_down() {
+            set_aside(
+                &mut self.rejected,
+                cx.counters(),
+                std::mem::take(&mut decoded.rejected),
+            );
+            if !send_batches(cx, std::mem::take(&mut decoded.events)).await
+                || n == 0
+                || cx.is_shutting_down()
+            {
                 return Ok(());
             }
         }

@@ -132,15 +132,15 @@ impl Condition {
                 })
             }),
             Test::Regex(re) => path.any(data, &mut |v| as_text(v).is_some_and(|s| re.is_match(&s))),
-            Test::Contains(s) => {
-                path.any(data, &mut |v| as_text(v).is_some_and(|t| t.contains(s.as_str())))
-            }
-            Test::StartsWith(s) => {
-                path.any(data, &mut |v| as_text(v).is_some_and(|t| t.starts_with(s.as_str())))
-            }
-            Test::EndsWith(s) => {
-                path.any(data, &mut |v| as_text(v).is_some_and(|t| t.ends_with(s.as_str())))
-            }
+            Test::Contains(s) => path.any(data, &mut |v| {
+                as_text(v).is_some_and(|t| t.contains(s.as_str()))
+            }),
+            Test::StartsWith(s) => path.any(data, &mut |v| {
+                as_text(v).is_some_and(|t| t.starts_with(s.as_str()))
+            }),
+            Test::EndsWith(s) => path.any(data, &mut |v| {
+                as_text(v).is_some_and(|t| t.ends_with(s.as_str()))
+            }),
             Test::Exists(want) => path.any(data, &mut |v| !v.is_null()) == *want,
         }
     }
@@ -231,7 +231,9 @@ fn networks(items: &[String], pointer: &str, errors: &mut Vec<CompileError>) -> 
             _ => errors.push((
                 format!("{pointer}/{i}"),
                 false,
-                format!("`{s}` is not an IP address or network (write e.g. `10.0.0.0/8` or `192.0.2.7`)"),
+                format!(
+                    "`{s}` is not an IP address or network (write e.g. `10.0.0.0/8` or `192.0.2.7`)"
+                ),
             )),
         }
     }
@@ -256,7 +258,12 @@ fn compile_matcher(m: &Matcher, pointer: &str, errors: &mut Vec<CompileError>) -
             if let Some(ls) = &ops.not_in {
                 tests.push(Test::NoneOf(lits(ls)));
             }
-            for (v, op) in [(ops.gt, Cmp::Gt), (ops.gte, Cmp::Gte), (ops.lt, Cmp::Lt), (ops.lte, Cmp::Lte)] {
+            for (v, op) in [
+                (ops.gt, Cmp::Gt),
+                (ops.gte, Cmp::Gte),
+                (ops.lt, Cmp::Lt),
+                (ops.lte, Cmp::Lte),
+            ] {
                 if let Some(v) = v {
                     tests.push(Test::Cmp(op, v));
                 }
@@ -272,10 +279,18 @@ fn compile_matcher(m: &Matcher, pointer: &str, errors: &mut Vec<CompileError>) -
                 }
             }
             if let Some(nets) = &ops.cidr {
-                tests.push(Test::AnyOf(networks(nets, &format!("{pointer}/cidr"), errors)));
+                tests.push(Test::AnyOf(networks(
+                    nets,
+                    &format!("{pointer}/cidr"),
+                    errors,
+                )));
             }
             if let Some(nets) = &ops.not_cidr {
-                tests.push(Test::NoneOf(networks(nets, &format!("{pointer}/not_cidr"), errors)));
+                tests.push(Test::NoneOf(networks(
+                    nets,
+                    &format!("{pointer}/not_cidr"),
+                    errors,
+                )));
             }
             if let Some(e) = ops.exists {
                 tests.push(Test::Exists(e));
@@ -369,7 +384,8 @@ mod tests {
 
     #[test]
     fn cidr_is_real_cidr_not_string_prefix() {
-        let f = filter(json!({"inputs": ["x"], "match": {"src.ip": ["10.20.0.0/16", "192.0.2.7"]}}));
+        let f =
+            filter(json!({"inputs": ["x"], "match": {"src.ip": ["10.20.0.0/16", "192.0.2.7"]}}));
         assert!(f.matches(&flow("10.20.255.1", 22, "allowed", 1)));
         assert!(!f.matches(&flow("10.200.0.1", 22, "allowed", 1)));
         assert!(f.matches(&flow("192.0.2.7", 22, "allowed", 1)));
@@ -393,7 +409,9 @@ mod tests {
         assert!(!f.matches(&flow("10.20.0.1", 22, "allowed", 1)));
         assert!(f.matches(&flow("10.30.0.1", 3389, "allowed", 1)));
         assert!(!f.matches(&flow("10.30.0.1", 80, "blocked", 1)));
-        let many = filter(json!({"inputs": ["x"], "exclude": [{"service.port": 22}, {"service.port": 80}]}));
+        let many = filter(
+            json!({"inputs": ["x"], "exclude": [{"service.port": 22}, {"service.port": 80}]}),
+        );
         assert!(!many.matches(&flow("1.1.1.1", 22, "allowed", 1)));
         assert!(!many.matches(&flow("1.1.1.1", 80, "allowed", 1)));
         assert!(many.matches(&flow("1.1.1.1", 443, "allowed", 1)));
@@ -420,9 +438,14 @@ mod tests {
 
     #[test]
     fn negative_operators_and_missing_fields() {
-        let f = filter(json!({"inputs": ["x"], "match": {"status": {"ne": "success"}, "severity": {"not_in": ["info"]}}}));
+        let f = filter(
+            json!({"inputs": ["x"], "match": {"status": {"ne": "success"}, "severity": {"not_in": ["info"]}}}),
+        );
         assert!(f.matches(&json!({"status": "failure", "severity": "err"})));
-        assert!(f.matches(&json!({})), "missing fields pass negative conditions");
+        assert!(
+            f.matches(&json!({})),
+            "missing fields pass negative conditions"
+        );
         assert!(!f.matches(&json!({"status": "success"})));
         let null = filter(json!({"inputs": ["x"], "match": {"status": null}}));
         assert!(null.matches(&json!({"status": null})));
@@ -434,7 +457,9 @@ mod tests {
 
     #[test]
     fn notification_types_inside_lists() {
-        let f = filter(json!({"inputs": ["x"], "match": {"notifications.notification_type": "user.login_failed"}}));
+        let f = filter(
+            json!({"inputs": ["x"], "match": {"notifications.notification_type": "user.login_failed"}}),
+        );
         let ev = json!({"event_type": "user.sign_in", "status": "failure", "notifications": [
             {"notification_type": "user.login_failed", "info": {}}
         ]});

@@ -3,5 +3,5 @@
 mod config;
 mod matcher;
 
-pub use config::{FilterConfig, Literal, Matcher, Operators, Conditions, Exclude};
+pub use config::{Conditions, Exclude, FilterConfig, Literal, Matcher, Operators};
 pub use matcher::{CompiledFilter, FilterStage};
