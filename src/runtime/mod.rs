@@ -175,3 +175,67 @@ impl SourceContext {
         self.output
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use std::time::Duration;
+
+    /// Sources wait on the clock they are given: under a virtual clock a sleep ends only
+    /// when the clock is moved, and the ticks sent meanwhile carry virtual times.
+    #[tokio::test]
+    async fn sources_sleep_and_tick_on_the_clock_passed_in() {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap();
+        let clock = VirtualClock::new(t0);
+        let (tx, rx) = edge::channel(16);
+        let output = Output::new(vec![(0, tx)], Arc::new(NodeCounters::default()));
+        let mut input = Input::new(rx, vec![0], Arc::new(NodeCounters::default()));
+        let mut cx = SourceContext::new(
+            "p.s".into(),
+            PathBuf::new(),
+            16,
+            output,
+            Arc::new(clock.clone()),
+            CancellationToken::new(),
+            Duration::from_secs(1),
+        );
+        let sleeper = tokio::spawn(async move {
+            let woke = cx.sleep(Duration::from_secs(3)).await;
+            cx.into_output().close().await;
+            woke
+        });
+        let mut ticks = Vec::new();
+        for step in 0..3 {
+            match input.recv().await {
+                Some(Message::Tick(t)) => ticks.push((t - t0).num_seconds()),
+                other => panic!("expected a tick, got {other:?}"),
+            }
+            assert!(!sleeper.is_finished(), "woke before the clock moved (step {step})");
+            clock.advance(Duration::from_secs(1));
+        }
+        assert!(sleeper.await.unwrap(), "the sleep ended normally");
+        assert_eq!(ticks, vec![0, 1, 2]);
+        assert!(input.recv().await.is_none(), "the source closed its output");
+    }
+
+    /// A shutdown request ends a source's wait at once.
+    #[tokio::test]
+    async fn shutdown_interrupts_a_wait() {
+        let clock = VirtualClock::new(Utc::now());
+        let (tx, _rx) = edge::channel(16);
+        let token = CancellationToken::new();
+        let mut cx = SourceContext::new(
+            "p.s".into(),
+            PathBuf::new(),
+            16,
+            Output::new(vec![(0, tx)], Arc::new(NodeCounters::default())),
+            Arc::new(clock),
+            token.clone(),
+            Duration::from_secs(3600),
+        );
+        token.cancel();
+        assert!(!cx.sleep(Duration::from_secs(60)).await);
+        assert!(cx.is_shutting_down());
+    }
+}
