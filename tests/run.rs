@@ -58,6 +58,14 @@ fn summaries(stderr: &str) -> std::collections::HashMap<String, (u64, u64, u64)>
         .collect()
 }
 
+/// A temporary working directory with `pipelines/p.yaml` holding `yaml`.
+fn project(yaml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
+    write(&dir.path().join("pipelines/p.yaml"), yaml);
+    dir
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
@@ -127,9 +135,7 @@ sinks:
 
 #[test]
 fn run_file_filter_file_writes_exactly_the_expected_records() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
-    write(&dir.path().join("pipelines/p.yaml"), FILTER_PIPELINE);
+    let dir = project(FILTER_PIPELINE);
     let mut input = String::new();
     let mut records = Vec::new();
     for i in 0..2000 {
@@ -186,10 +192,7 @@ fn run_file_filter_file_writes_exactly_the_expected_records() {
 
 #[test]
 fn sigterm_mid_input_loses_none_of_the_records_already_read() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
-    write(
-        &dir.path().join("pipelines/p.yaml"),
+    let dir = project(
         r#"
 kind: settings
 state_dir: state
@@ -266,10 +269,7 @@ sinks:
 
 #[test]
 fn follows_a_growing_file_and_waits_for_a_partial_last_line() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
-    write(
-        &dir.path().join("pipelines/p.yaml"),
+    let dir = project(
         r#"
 kind: settings
 state_dir: state
@@ -324,10 +324,7 @@ sinks:
 
 #[test]
 fn fan_out_and_fan_in() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
-    write(
-        &dir.path().join("pipelines/p.yaml"),
+    let dir = project(
         r#"
 kind: settings
 state_dir: state
@@ -385,10 +382,7 @@ sinks:
 
 #[test]
 fn stdin_to_stdout() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("pipelines")).unwrap();
-    write(
-        &dir.path().join("pipelines/p.yaml"),
+    let dir = project(
         "kind: settings\nstate_dir: state\n---\nkind: pipeline\nname: pipe\nsources:\n  in: {type: stdin}\nstages:\n  f: {type: filter, inputs: [in], match: {level: {in: [high, critical]}}}\nsinks:\n  out: {type: stdout, inputs: [f]}\n",
     );
     let mut child = Command::new(bin())

@@ -354,25 +354,9 @@ fn typed<T: serde::de::DeserializeOwned>(
         // `--no-env` left placeholders that may not type; the schema checks ran already.
         return None;
     }
-    match serde_path_to_error::deserialize::<_, T>(&doc.value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let pointer = serde_pointer(e.path());
-            let message = if doc.from_env.contains(&pointer) {
-                "the value taken from the environment is not valid here".to_string()
-            } else {
-                e.inner().to_string()
-            };
-            diags.push(Diagnostic::error(
-                doc.file,
-                doc.pos(&pointer, false),
-                codes::INVALID_VALUE,
-                message,
-            ));
-            doc.clean = false;
-            None
-        }
-    }
+    let typed = typed_component(doc, "", &doc.value, diags);
+    doc.clean = typed.is_some();
+    typed
 }
 
 fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<SettingsConfig> {
