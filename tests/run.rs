@@ -460,3 +460,28 @@ fn graph_as_dot_and_mermaid() {
     assert!(mm.starts_with("flowchart LR\n"), "{mm}");
     assert!(mm.contains("n0 --> n1") && mm.contains("n1 --> n2"), "{mm}");
 }
+
+#[test]
+fn a_failing_sink_stops_the_run_with_an_error() {
+    let dir = project(
+        "kind: settings\nstate_dir: state\n---\nkind: pipeline\nname: broken\nsources:\n  in: {type: file, path: in.jsonl}\nsinks:\n  out: {type: file, path: out, inputs: [in]}\n",
+    );
+    write(&dir.path().join("in.jsonl"), "{\"a\":1}\n");
+    // The sink's path is a directory: it cannot open it.
+    std::fs::create_dir(dir.path().join("out")).unwrap();
+    let mut child = spawn_run(dir.path());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "vigil kept running with a dead sink"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot open out"), "{stderr}");
+}

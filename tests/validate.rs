@@ -90,6 +90,7 @@ fn every_invalid_fixture_reports_exactly_its_expected_diagnostics() {
         codes::ENV_SYNTAX,
         codes::UNKNOWN_KIND,
         codes::DUPLICATE_NAME,
+        codes::DUPLICATE_INPUT,
     ] {
         assert!(covered.contains(code), "no fixture covers `{code}`");
     }

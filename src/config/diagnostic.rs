@@ -48,6 +48,8 @@ pub mod codes {
     pub const UNKNOWN_TYPE: &str = "unknown-type";
     /// An entry of `inputs` that names no source or stage of the pipeline.
     pub const UNKNOWN_INPUT: &str = "unknown-input";
+    /// The same name twice in one `inputs` list (it is read once).
+    pub const DUPLICATE_INPUT: &str = "duplicate-input";
     /// Nodes that feed each other in a loop.
     pub const CYCLE: &str = "cycle";
     /// A sink that no source can reach.

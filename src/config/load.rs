@@ -562,7 +562,17 @@ fn check_wiring(doc: &Doc<'_>, diags: &mut Vec<Diagnostic>) {
         .map(|n| n.name.as_str())
         .collect();
     for (to, n) in nodes.iter().enumerate() {
+        let mut seen_inputs: HashSet<&str> = HashSet::new();
         for (pointer, input) in &n.inputs {
+            if !seen_inputs.insert(input.as_str()) {
+                diags.push(Diagnostic::warning(
+                    doc.file,
+                    doc.pos(pointer, false),
+                    codes::DUPLICATE_INPUT,
+                    format!("`{input}` is listed twice in `inputs`; it is read once"),
+                ));
+                continue;
+            }
             match index.get(input.as_str()) {
                 Some(&from) if nodes[from].family == Family::Sinks => {
                     broken[to] = true;

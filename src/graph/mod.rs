@@ -100,8 +100,13 @@ impl Graph {
                 .collect();
             for (offset, (_, inputs)) in wiring.iter().enumerate() {
                 let at = first + pc.sources.len() + offset;
-                let resolved: Vec<usize> =
-                    inputs.iter().filter_map(|i| index_of(&nodes, i)).collect();
+                let mut resolved: Vec<usize> = Vec::new();
+                for i in inputs.iter().filter_map(|i| index_of(&nodes, i)) {
+                    // An input listed twice is read once (validation warns about it).
+                    if !resolved.contains(&i) {
+                        resolved.push(i);
+                    }
+                }
                 nodes[at].inputs = resolved;
             }
         }

@@ -211,7 +211,10 @@ mod tests {
                 Some(Message::Tick(t)) => ticks.push((t - t0).num_seconds()),
                 other => panic!("expected a tick, got {other:?}"),
             }
-            assert!(!sleeper.is_finished(), "woke before the clock moved (step {step})");
+            assert!(
+                !sleeper.is_finished(),
+                "woke before the clock moved (step {step})"
+            );
             clock.advance(Duration::from_secs(1));
         }
         assert!(sleeper.await.unwrap(), "the sleep ended normally");

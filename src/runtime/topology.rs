@@ -95,12 +95,16 @@ impl RunningTopology {
             match joined {
                 Ok((_, Ok(()))) => {}
                 Ok((i, Err(e))) => {
-                    tracing::error!(node = %self.nodes[i].0, error = %e, "node stopped with an error");
+                    tracing::error!(node = %self.nodes[i].0, error = %e, "node stopped with an error; shutting the graph down");
                     failures.insert(i, e.to_string());
+                    // Fail fast rather than run on with a hole in the graph: the sources
+                    // stop and everything already read drains through what still runs.
+                    self.shutdown.cancel();
                 }
                 Err(join) => {
-                    tracing::error!(error = %join, "a node's task panicked");
+                    tracing::error!(error = %join, "a node's task panicked; shutting the graph down");
                     failures.insert(usize::MAX, join.to_string());
+                    self.shutdown.cancel();
                 }
             }
         }
