@@ -19,7 +19,10 @@ pub type Timestamp = DateTime<Utc>;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// The record itself, as received (or as a stage rewrote it).
-    pub data: Value,
+    data: Value,
+    /// The bytes it was parsed from, while `data` is unchanged: sinks write these as they
+    /// are (no re-serialising), and alerts show the record exactly as the source sent it.
+    raw: Option<bytes::Bytes>,
     /// Where and when it came from.
     pub meta: EventMeta,
 }
@@ -46,12 +49,36 @@ impl Event {
         let time = record_time(&data).unwrap_or(ingest);
         Event {
             data,
+            raw: None,
             meta: EventMeta {
                 source,
                 time,
                 ingest,
             },
         }
+    }
+
+    /// Like [`Event::from_record`], keeping the bytes `data` was parsed from.
+    pub fn from_line(raw: bytes::Bytes, data: Value, source: Arc<str>, ingest: Timestamp) -> Event {
+        let mut e = Event::from_record(data, source, ingest);
+        e.raw = Some(raw);
+        e
+    }
+
+    /// The record.
+    pub fn data(&self) -> &Value {
+        &self.data
+    }
+
+    /// The record, to change it. The original bytes no longer describe it and are dropped.
+    pub fn data_mut(&mut self) -> &mut Value {
+        self.raw = None;
+        &mut self.data
+    }
+
+    /// The bytes the record was parsed from, if it is unchanged since.
+    pub fn raw(&self) -> Option<&[u8]> {
+        self.raw.as_deref()
     }
 }
 

@@ -48,9 +48,14 @@ pub(crate) async fn write_json_lines<W: AsyncWrite + Unpin>(
         };
         buf.clear();
         for e in &events {
-            let written = match encoding {
-                Encoding::JsonLines => serde_json::to_writer(&mut buf, &e.data),
-                Encoding::JsonPretty => serde_json::to_writer_pretty(&mut buf, &e.data),
+            let written = match (encoding, e.raw()) {
+                // Unchanged since it was read: the original line, byte for byte.
+                (Encoding::JsonLines, Some(raw)) => {
+                    buf.extend_from_slice(raw);
+                    Ok(())
+                }
+                (Encoding::JsonLines, None) => serde_json::to_writer(&mut buf, e.data()),
+                (Encoding::JsonPretty, _) => serde_json::to_writer_pretty(&mut buf, e.data()),
             };
             if written.is_err() {
                 input.counters().add_error();

@@ -1,59 +1,65 @@
 //! JSON-lines decoding shared by the `file` and `stdin` sources.
 //!
-//! Bytes go in as they are read; complete lines come out as events. A partial last line is
-//! held until its newline arrives. A line that is not a JSON object, or is longer than the
-//! limit, is counted and set aside (see [`crate::store::rejected`]) with its line number;
-//! it never stops the source. Blank lines are skipped.
+//! Bytes go in as they are read; complete lines come out as events, in order. A partial
+//! last line is held until its newline arrives. A line that is not a JSON object, or is
+//! longer than the limit, is counted and set aside (see [`crate::store::rejected`]) with
+//! its line number; it never stops the source. Blank lines are skipped.
+//!
+//! Parsing JSON is the costly part of reading, so [`JsonLinesDecoder`] parses chunks on
+//! blocking worker threads, several at once, and hands the results back in input order.
+//! Each event keeps the bytes of its line (shared with the read buffer, not copied), so
+//! sinks can write it back unchanged.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
 use crate::event::{Event, FieldPath, Timestamp};
 use crate::store::rejected::{RejectedLog, RejectedRecord};
 
-/// Splits bytes into lines and parses them.
+/// One complete line and its number (1-based) in the input.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// The line number.
+    pub number: u64,
+    /// The line, without its `\n` (and `\r`).
+    pub bytes: Bytes,
+}
+
+/// Splits bytes into lines.
 #[derive(Debug)]
-pub struct LineDecoder {
-    pending: Vec<u8>,
+pub struct LineSplitter {
+    pending: BytesMut,
     /// Number of the next line to complete (1-based).
     line: u64,
     max_line_bytes: usize,
     /// Skipping the rest of a line that already went over the limit.
     oversized: bool,
-    time_field: Option<FieldPath>,
     source: Arc<str>,
 }
 
-/// What one chunk of bytes produced.
-#[derive(Debug, Default)]
-pub struct Decoded {
-    /// Parsed events, in order.
-    pub events: Vec<Arc<Event>>,
-    /// Lines set aside.
-    pub rejected: Vec<RejectedRecord>,
-}
-
-impl LineDecoder {
-    /// A decoder for records from `source`.
-    pub fn new(source: Arc<str>, max_line_bytes: usize, time_field: Option<FieldPath>) -> Self {
-        LineDecoder {
-            pending: Vec::new(),
+impl LineSplitter {
+    /// A splitter for input from `source`.
+    pub fn new(source: Arc<str>, max_line_bytes: usize) -> Self {
+        LineSplitter {
+            pending: BytesMut::new(),
             line: 1,
             max_line_bytes,
             oversized: false,
-            time_field,
             source,
         }
     }
 
-    /// Starts over at line 1 (the file was truncated or replaced); a held partial line is
-    /// dropped and returned.
-    pub fn reset(&mut self) -> Option<Vec<u8>> {
+    /// Starts over at line 1 (the input was truncated or replaced). Returns how many bytes
+    /// of a held partial line were dropped.
+    pub fn reset(&mut self) -> usize {
         self.line = 1;
         self.oversized = false;
-        let held = std::mem::take(&mut self.pending);
-        (!held.is_empty()).then_some(held)
+        let held = self.pending.len();
+        self.pending.clear();
+        held
     }
 
     /// Bytes of an incomplete last line held back.
@@ -66,125 +72,281 @@ impl LineDecoder {
         self.line
     }
 
-    /// Feeds bytes; complete lines are parsed into `out`.
-    pub fn push(&mut self, mut bytes: &[u8], now: Timestamp, out: &mut Decoded) {
-        while let Some(nl) = memchr(b'\n', bytes) {
-            let (head, rest) = bytes.split_at(nl);
-            bytes = &rest[1..];
-            if self.oversized {
-                self.oversized = false;
-                self.line += 1;
+    /// Splits `chunk`: complete lines go to `lines`, oversized ones to `rejected`.
+    pub fn push(
+        &mut self,
+        chunk: Bytes,
+        now: Timestamp,
+        lines: &mut Vec<Line>,
+        rejected: &mut Vec<RejectedRecord>,
+    ) {
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', &chunk) {
+            let head = chunk.slice(start..nl);
+            start = nl + 1;
+            let number = self.line;
+            self.line += 1;
+            if std::mem::take(&mut self.oversized) {
                 continue;
             }
             if self.pending.len() + head.len() > self.max_line_bytes {
                 let mut raw = std::mem::take(&mut self.pending);
                 raw.extend_from_slice(&head[..head.len().min(1024)]);
-                let reason = format!("line longer than max_line_bytes ({})", self.max_line_bytes);
-                out.rejected.push(self.reject(&raw, reason, now));
-                self.line += 1;
+                rejected.push(self.oversized_record(&raw, number, now));
                 continue;
             }
-            if self.pending.is_empty() {
-                self.finish_line(head, now, out);
+            let bytes = if self.pending.is_empty() {
+                head
             } else {
-                let mut line = std::mem::take(&mut self.pending);
-                line.extend_from_slice(head);
-                self.finish_line(&line, now, out);
-            }
+                let mut joined = std::mem::take(&mut self.pending);
+                joined.extend_from_slice(&head);
+                joined.freeze()
+            };
+            lines.push(Line { number, bytes });
         }
-        if self.oversized {
+        let tail = &chunk[start..];
+        if self.oversized || tail.is_empty() {
             return;
         }
-        if self.pending.len() + bytes.len() > self.max_line_bytes {
+        if self.pending.len() + tail.len() > self.max_line_bytes {
             let mut raw = std::mem::take(&mut self.pending);
-            raw.extend_from_slice(&bytes[..bytes.len().min(1024)]);
-            out.rejected.push(self.reject(
-                &raw,
-                format!("line longer than max_line_bytes ({})", self.max_line_bytes),
-                now,
-            ));
+            raw.extend_from_slice(&tail[..tail.len().min(1024)]);
+            rejected.push(self.oversized_record(&raw, self.line, now));
             self.oversized = true;
             return;
         }
-        self.pending.extend_from_slice(bytes);
+        self.pending.extend_from_slice(tail);
     }
 
     /// The input ended: a last line without a newline counts as complete.
-    pub fn finish(&mut self, now: Timestamp, out: &mut Decoded) {
+    pub fn finish(&mut self, lines: &mut Vec<Line>) {
         if !self.pending.is_empty() && !self.oversized {
-            let line = std::mem::take(&mut self.pending);
-            self.finish_line(&line, now, out);
+            let number = self.line;
+            self.line += 1;
+            lines.push(Line {
+                number,
+                bytes: std::mem::take(&mut self.pending).freeze(),
+            });
         }
         self.pending.clear();
         self.oversized = false;
     }
 
-    fn finish_line(&mut self, line: &[u8], now: Timestamp, out: &mut Decoded) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let number = self.line;
-        self.line += 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
-            return;
-        }
-        match serde_json::from_slice::<Value>(line) {
-            Ok(data @ Value::Object(_)) => {
-                let mut event = Event::from_record(data, self.source.clone(), now);
-                if let Some(field) = &self.time_field
-                    && let Some(t) = field
-                        .first(&event.data)
-                        .and_then(crate::event::time_from_value)
-                {
-                    event.meta.time = t;
-                }
-                out.events.push(Arc::new(event));
-            }
-            Ok(other) => {
-                let kind = match other {
-                    Value::Array(_) => "a list",
-                    Value::String(_) => "a string",
-                    Value::Number(_) => "a number",
-                    Value::Bool(_) => "a boolean",
-                    _ => "null",
-                };
-                let r = self.reject_numbered(
-                    line,
-                    number,
-                    format!("not a JSON object but {kind}"),
-                    now,
-                );
-                out.rejected.push(r);
-            }
-            Err(e) => {
-                let r = self.reject_numbered(line, number, format!("malformed JSON: {e}"), now);
-                out.rejected.push(r);
-            }
-        }
-    }
-
-    fn reject(&mut self, raw: &[u8], reason: String, now: Timestamp) -> RejectedRecord {
-        self.reject_numbered(raw, self.line, reason, now)
-    }
-
-    fn reject_numbered(
-        &self,
-        raw: &[u8],
-        line: u64,
-        reason: String,
-        now: Timestamp,
-    ) -> RejectedRecord {
-        RejectedRecord {
-            time: now,
-            source: self.source.to_string(),
-            location: None,
-            line: Some(line),
-            reason,
-            raw: String::from_utf8_lossy(&raw[..raw.len().min(64 * 1024)]).into_owned(),
-        }
+    fn oversized_record(&self, raw: &[u8], line: u64, now: Timestamp) -> RejectedRecord {
+        rejected_record(
+            &self.source,
+            raw,
+            line,
+            format!("line longer than max_line_bytes ({})", self.max_line_bytes),
+            now,
+        )
     }
 }
 
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|b| *b == needle)
+fn rejected_record(
+    source: &str,
+    raw: &[u8],
+    line: u64,
+    reason: String,
+    now: Timestamp,
+) -> RejectedRecord {
+    RejectedRecord {
+        time: now,
+        source: source.to_string(),
+        location: None,
+        line: Some(line),
+        reason,
+        raw: String::from_utf8_lossy(&raw[..raw.len().min(64 * 1024)]).into_owned(),
+    }
+}
+
+/// Turns lines into events.
+#[derive(Debug, Clone)]
+pub struct LineParser {
+    source: Arc<str>,
+    time_field: Option<FieldPath>,
+}
+
+/// What a run of lines produced.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    /// Parsed events, in order.
+    pub events: Vec<Arc<Event>>,
+    /// Lines set aside.
+    pub rejected: Vec<RejectedRecord>,
+}
+
+impl Decoded {
+    fn append(&mut self, mut other: Decoded) {
+        self.events.append(&mut other.events);
+        self.rejected.append(&mut other.rejected);
+    }
+}
+
+impl LineParser {
+    /// A parser for records from `source`; `time_field` names the event-time field.
+    pub fn new(source: Arc<str>, time_field: Option<FieldPath>) -> Self {
+        LineParser { source, time_field }
+    }
+
+    /// Parses lines read at `now`.
+    pub fn parse(&self, lines: Vec<Line>, now: Timestamp) -> Decoded {
+        let mut out = Decoded {
+            events: Vec::with_capacity(lines.len()),
+            rejected: Vec::new(),
+        };
+        for line in lines {
+            let bytes = match line.bytes.last() {
+                Some(b'\r') => line.bytes.slice(..line.bytes.len() - 1),
+                _ => line.bytes,
+            };
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(data @ Value::Object(_)) => {
+                    let mut event = Event::from_line(bytes, data, self.source.clone(), now);
+                    if let Some(field) = &self.time_field
+                        && let Some(t) = field
+                            .first(event.data())
+                            .and_then(crate::event::time_from_value)
+                    {
+                        event.meta.time = t;
+                    }
+                    out.events.push(Arc::new(event));
+                }
+                Ok(other) => {
+                    let kind = match other {
+                        Value::Array(_) => "a list",
+                        Value::String(_) => "a string",
+                        Value::Number(_) => "a number",
+                        Value::Bool(_) => "a boolean",
+                        _ => "null",
+                    };
+                    out.rejected.push(rejected_record(
+                        &self.source,
+                        &bytes,
+                        line.number,
+                        format!("not a JSON object but {kind}"),
+                        now,
+                    ));
+                }
+                Err(e) => out.rejected.push(rejected_record(
+                    &self.source,
+                    &bytes,
+                    line.number,
+                    format!("malformed JSON: {e}"),
+                    now,
+                )),
+            }
+        }
+        out
+    }
+}
+
+/// Lines this short are parsed where they are read; longer runs go to a worker thread.
+const INLINE_LINES: usize = 32;
+
+enum Pending {
+    Ready(Decoded),
+    Parsing(tokio::task::JoinHandle<Decoded>),
+}
+
+/// Splits and parses JSON lines, several chunks at once on worker threads, results in
+/// input order.
+pub struct JsonLinesDecoder {
+    splitter: LineSplitter,
+    parser: LineParser,
+    queue: VecDeque<Pending>,
+    max_in_flight: usize,
+}
+
+/// A parse worker died (a bug: parsing does not panic on bad input).
+#[derive(Debug, thiserror::Error)]
+#[error("a JSON parse worker failed: {0}")]
+pub struct DecodeError(#[from] tokio::task::JoinError);
+
+impl JsonLinesDecoder {
+    /// A decoder for `source`.
+    pub fn new(source: Arc<str>, max_line_bytes: usize, time_field: Option<FieldPath>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        JsonLinesDecoder {
+            splitter: LineSplitter::new(source.clone(), max_line_bytes),
+            parser: LineParser::new(source, time_field),
+            queue: VecDeque::new(),
+            max_in_flight: cores.max(2),
+        }
+    }
+
+    /// Feeds a chunk of input read at `now`.
+    pub fn push(&mut self, chunk: Bytes, now: Timestamp) {
+        let mut lines = Vec::new();
+        let mut rejected = Vec::new();
+        self.splitter.push(chunk, now, &mut lines, &mut rejected);
+        self.enqueue(lines, rejected, now);
+    }
+
+    /// The input ended: a last line without a newline counts as complete.
+    pub fn finish(&mut self, now: Timestamp) {
+        let mut lines = Vec::new();
+        self.splitter.finish(&mut lines);
+        self.enqueue(lines, Vec::new(), now);
+    }
+
+    /// Starts over at line 1; returns the bytes of a dropped partial line.
+    pub fn reset(&mut self) -> usize {
+        self.splitter.reset()
+    }
+
+    /// The number of the next line.
+    pub fn next_line(&self) -> u64 {
+        self.splitter.next_line()
+    }
+
+    fn enqueue(&mut self, lines: Vec<Line>, rejected: Vec<RejectedRecord>, now: Timestamp) {
+        let mut ready = Decoded {
+            events: Vec::new(),
+            rejected,
+        };
+        if lines.len() <= INLINE_LINES {
+            ready.append(self.parser.parse(lines, now));
+            if !ready.events.is_empty() || !ready.rejected.is_empty() {
+                self.queue.push_back(Pending::Ready(ready));
+            }
+            return;
+        }
+        if !ready.rejected.is_empty() {
+            self.queue.push_back(Pending::Ready(ready));
+        }
+        let parser = self.parser.clone();
+        self.queue
+            .push_back(Pending::Parsing(tokio::task::spawn_blocking(move || {
+                parser.parse(lines, now)
+            })));
+    }
+
+    /// Whether enough chunks are being parsed: take results before pushing more.
+    pub fn is_full(&self) -> bool {
+        self.queue.len() >= self.max_in_flight
+    }
+
+    /// The oldest result, once it is ready; `None` when nothing is queued.
+    pub async fn next(&mut self) -> Result<Option<Decoded>, DecodeError> {
+        match self.queue.pop_front() {
+            None => Ok(None),
+            Some(Pending::Ready(d)) => Ok(Some(d)),
+            Some(Pending::Parsing(job)) => Ok(Some(job.await?)),
+        }
+    }
+
+    /// Everything queued, in order.
+    pub async fn drain(&mut self) -> Result<Decoded, DecodeError> {
+        let mut all = Decoded::default();
+        while let Some(d) = self.next().await? {
+            all.append(d);
+        }
+        Ok(all)
+    }
 }
 
 /// Logs, counts and stores rejected lines. The first few are logged one by one; after
@@ -217,65 +379,124 @@ mod tests {
     use super::*;
     use chrono::Utc;
 
-    fn decoder() -> LineDecoder {
-        LineDecoder::new("p.s".into(), 64, None)
+    fn split(
+        chunks: &[&[u8]],
+        max: usize,
+    ) -> (Vec<(u64, String)>, Vec<RejectedRecord>, LineSplitter) {
+        let mut s = LineSplitter::new("p.s".into(), max);
+        let mut lines = Vec::new();
+        let mut rejected = Vec::new();
+        for c in chunks {
+            s.push(
+                Bytes::copy_from_slice(c),
+                Utc::now(),
+                &mut lines,
+                &mut rejected,
+            );
+        }
+        let lines = lines
+            .into_iter()
+            .map(|l| (l.number, String::from_utf8(l.bytes.to_vec()).unwrap()))
+            .collect();
+        (lines, rejected, s)
     }
 
     #[test]
     fn partial_lines_wait_for_newline() {
-        let mut d = decoder();
-        let mut out = Decoded::default();
-        let now = Utc::now();
-        d.push(b"{\"a\":1}\n{\"a\"", now, &mut out);
-        assert_eq!(out.events.len(), 1);
-        assert_eq!(d.pending_len(), 4);
-        d.push(b":2}\r\n\n", now, &mut out);
-        assert_eq!(out.events.len(), 2);
-        assert_eq!(out.events[1].data["a"], 2);
-        assert_eq!(d.next_line(), 4);
+        let (lines, _, s) = split(&[b"{\"a\":1}\n{\"a\"", b":2}\r\n\n"], 64);
+        assert_eq!(
+            lines,
+            vec![
+                (1, "{\"a\":1}".into()),
+                (2, "{\"a\":2}\r".into()),
+                (3, String::new())
+            ]
+        );
+        assert_eq!(s.pending_len(), 0);
+        assert_eq!(s.next_line(), 4);
+        let (lines, _, s) = split(&[b"{\"a\":1}\n{\"a\""], 64);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(s.pending_len(), 4);
     }
 
     #[test]
     fn malformed_lines_are_set_aside_with_line_numbers() {
-        let mut d = decoder();
-        let mut out = Decoded::default();
-        d.push(
-            b"{\"a\":1}\nnot json\n[1]\n{\"a\":2}\n",
-            Utc::now(),
-            &mut out,
-        );
+        let (lines, _, _) = split(&[b"{\"a\":1}\nnot json\n[1]\n\n{\"a\":2}\r\n"], 64);
+        let parser = LineParser::new("p.s".into(), None);
+        let lines = lines
+            .into_iter()
+            .map(|(number, s)| Line {
+                number,
+                bytes: Bytes::from(s),
+            })
+            .collect();
+        let out = parser.parse(lines, Utc::now());
         assert_eq!(out.events.len(), 2);
-        let lines: Vec<_> = out
+        assert_eq!(out.events[1].data()["a"], 2);
+        assert_eq!(
+            out.events[1].raw(),
+            Some(&b"{\"a\":2}"[..]),
+            "raw bytes without \\r"
+        );
+        let rej: Vec<_> = out
             .rejected
             .iter()
             .map(|r| (r.line, r.reason.clone()))
             .collect();
-        assert_eq!(lines[0].0, Some(2));
-        assert!(lines[0].1.starts_with("malformed JSON"));
-        assert_eq!(lines[1], (Some(3), "not a JSON object but a list".into()));
+        assert_eq!(rej[0].0, Some(2));
+        assert!(rej[0].1.starts_with("malformed JSON"));
+        assert_eq!(rej[1], (Some(3), "not a JSON object but a list".into()));
     }
 
     #[test]
     fn oversized_lines_are_skipped_whole() {
-        let mut d = decoder();
-        let mut out = Decoded::default();
         let long = format!("{{\"a\":\"{}\"}}", "x".repeat(100));
-        d.push(&long.as_bytes()[..50], Utc::now(), &mut out);
-        d.push(&long.as_bytes()[50..], Utc::now(), &mut out);
-        d.push(b"\n{\"b\":1}\n", Utc::now(), &mut out);
-        assert_eq!(out.rejected.len(), 1);
-        assert_eq!(out.rejected[0].line, Some(1));
-        assert_eq!(out.events.len(), 1);
-        assert_eq!(out.events[0].data["b"], 1);
+        let (lines, rejected, _) = split(
+            &[
+                &long.as_bytes()[..50],
+                &long.as_bytes()[50..],
+                b"\n{\"b\":1}\n",
+                long.as_bytes(),
+                b"\n",
+            ],
+            64,
+        );
+        let numbers: Vec<_> = rejected.iter().map(|r| r.line).collect();
+        assert_eq!(numbers, vec![Some(1), Some(3)]);
+        assert_eq!(lines, vec![(2, "{\"b\":1}".into())]);
     }
 
     #[test]
     fn last_line_without_newline_on_finish() {
-        let mut d = decoder();
-        let mut out = Decoded::default();
-        d.push(b"{\"a\":1}", Utc::now(), &mut out);
-        assert!(out.events.is_empty());
-        d.finish(Utc::now(), &mut out);
-        assert_eq!(out.events.len(), 1);
+        let (lines, _, mut s) = split(&[b"{\"a\":1}"], 64);
+        assert!(lines.is_empty());
+        let mut last = Vec::new();
+        s.finish(&mut last);
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0].number, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_decoding_keeps_input_order() {
+        let mut d = JsonLinesDecoder::new("p.s".into(), 1 << 20, None);
+        let mut expected = 0u64;
+        let mut seen = Vec::new();
+        for chunk in 0..20u64 {
+            let mut text = String::new();
+            // Chunks of very different sizes: some parsed inline, some on workers.
+            let n = if chunk % 3 == 0 { 5 } else { 500 };
+            for _ in 0..n {
+                text.push_str(&format!("{{\"n\":{expected}}}\n"));
+                expected += 1;
+            }
+            d.push(Bytes::from(text), Utc::now());
+            while d.is_full() {
+                let out = d.next().await.unwrap().unwrap();
+                seen.extend(out.events.iter().map(|e| e.data()["n"].as_u64().unwrap()));
+            }
+        }
+        let out = d.drain().await.unwrap();
+        seen.extend(out.events.iter().map(|e| e.data()["n"].as_u64().unwrap()));
+        assert_eq!(seen, (0..expected).collect::<Vec<_>>());
     }
 }

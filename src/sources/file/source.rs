@@ -3,13 +3,14 @@
 use std::io::{ErrorKind, SeekFrom};
 use std::path::PathBuf;
 
+use bytes::BytesMut;
 use futures::future::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::config::{FileSourceConfig, StartAt};
 use crate::event::FieldPath;
-use crate::runtime::{BuildContext, NodeResult, Source, SourceContext};
-use crate::sources::json_lines::{Decoded, LineDecoder, set_aside};
+use crate::runtime::{BuildContext, NodeError, NodeResult, Source, SourceContext};
+use crate::sources::json_lines::{Decoded, JsonLinesDecoder, set_aside};
 use crate::sources::send_batches;
 use crate::store::rejected::RejectedLog;
 
@@ -57,27 +58,34 @@ impl FileSource {
         }
     }
 
-    async fn hand_on(&mut self, cx: &mut SourceContext, decoded: &mut Decoded) -> bool {
+    async fn hand_on(&mut self, cx: &mut SourceContext, mut decoded: Decoded) -> bool {
         if !decoded.rejected.is_empty() {
-            let mut records = std::mem::take(&mut decoded.rejected);
-            for r in &mut records {
+            for r in &mut decoded.rejected {
                 r.location = Some(self.cfg.path.display().to_string());
             }
-            set_aside(&mut self.rejected, cx.counters(), records);
+            set_aside(&mut self.rejected, cx.counters(), decoded.rejected);
         }
-        let events = std::mem::take(&mut decoded.events);
-        send_batches(cx, events).await
+        send_batches(cx, decoded.events).await
+    }
+
+    /// Hands on everything the decoder holds, in order.
+    async fn hand_on_all(
+        &mut self,
+        cx: &mut SourceContext,
+        decoder: &mut JsonLinesDecoder,
+    ) -> Result<bool, NodeError> {
+        let decoded = decoder.drain().await?;
+        Ok(self.hand_on(cx, decoded).await)
     }
 
     async fn run_inner(mut self, cx: &mut SourceContext) -> NodeResult {
         let path = self.cfg.path.clone();
-        let mut decoder = LineDecoder::new(
+        let mut decoder = JsonLinesDecoder::new(
             cx.id.clone(),
             self.cfg.max_line_bytes,
             self.time_field.clone(),
         );
-        let mut decoded = Decoded::default();
-        let mut buf = vec![0u8; READ_CHUNK];
+        let mut buf = BytesMut::new();
         let mut first_open = true;
         let mut told_missing = false;
         let poll = self.cfg.poll_interval.get();
@@ -107,28 +115,38 @@ impl FileSource {
             tracing::debug!(source = %cx.id, path = %path.display(), offset = pos, "reading");
 
             loop {
-                let Some(read) = cx.wait(file.read(&mut buf)).await else {
-                    // Shutdown: every complete line read so far has been handed on.
+                buf.reserve(READ_CHUNK);
+                let Some(read) = cx.wait(file.read_buf(&mut buf)).await else {
+                    // Shutdown: every complete line read so far is handed on.
+                    self.hand_on_all(cx, &mut decoder).await?;
                     tracing::info!(source = %cx.id, path = %path.display(), line = decoder.next_line(), "stopped reading");
                     return Ok(());
                 };
                 let n = read.map_err(|e| self.io(e))?;
                 if n > 0 {
                     pos += n as u64;
-                    decoder.push(&buf[..n], cx.now(), &mut decoded);
-                    if !self.hand_on(cx, &mut decoded).await {
-                        return Ok(());
+                    decoder.push(buf.split().freeze(), cx.now());
+                    while decoder.is_full() {
+                        if let Some(d) = decoder.next().await? {
+                            if !self.hand_on(cx, d).await {
+                                return Ok(());
+                            }
+                        }
                     }
                     if cx.is_shutting_down() {
+                        self.hand_on_all(cx, &mut decoder).await?;
                         tracing::info!(source = %cx.id, path = %path.display(), line = decoder.next_line(), "stopped reading");
                         return Ok(());
                     }
                     continue;
                 }
-                // End of file.
+                // End of file: hand on what is being parsed before waiting for more.
                 if !self.cfg.follow {
-                    decoder.finish(cx.now(), &mut decoded);
-                    self.hand_on(cx, &mut decoded).await;
+                    decoder.finish(cx.now());
+                    self.hand_on_all(cx, &mut decoder).await?;
+                    return Ok(());
+                }
+                if !self.hand_on_all(cx, &mut decoder).await? {
                     return Ok(());
                 }
                 match std::fs::metadata(&path) {
@@ -136,17 +154,18 @@ impl FileSource {
                         // Replaced (rotated): this one is read to its end; a last line
                         // without newline is complete now that the writer moved on.
                         tracing::info!(source = %cx.id, path = %path.display(), "file was replaced; reading the new one from its start");
-                        decoder.finish(cx.now(), &mut decoded);
+                        decoder.finish(cx.now());
                         decoder.reset();
-                        if !self.hand_on(cx, &mut decoded).await {
+                        if !self.hand_on_all(cx, &mut decoder).await? {
                             return Ok(());
                         }
                         break;
                     }
                     Ok(meta) if meta.len() < pos => {
                         tracing::warn!(source = %cx.id, path = %path.display(), "file was truncated; reading again from its start");
-                        if let Some(held) = decoder.reset() {
-                            tracing::warn!(source = %cx.id, bytes = held.len(), "an incomplete last line was lost to the truncation");
+                        let held = decoder.reset();
+                        if held > 0 {
+                            tracing::warn!(source = %cx.id, bytes = held, "an incomplete last line was lost to the truncation");
                         }
                         pos = file
                             .seek(SeekFrom::Start(0))
@@ -156,9 +175,9 @@ impl FileSource {
                     }
                     Err(e) if e.kind() == ErrorKind::NotFound => {
                         tracing::info!(source = %cx.id, path = %path.display(), "file was removed; waiting for a new one");
-                        decoder.finish(cx.now(), &mut decoded);
+                        decoder.finish(cx.now());
                         decoder.reset();
-                        if !self.hand_on(cx, &mut decoded).await {
+                        if !self.hand_on_all(cx, &mut decoder).await? {
                             return Ok(());
                         }
                         break;

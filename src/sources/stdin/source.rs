@@ -1,11 +1,12 @@
 //! The running `stdin` source.
 
+use bytes::BytesMut;
 use futures::future::BoxFuture;
 use tokio::io::AsyncReadExt;
 
 use crate::event::FieldPath;
 use crate::runtime::{BuildContext, NodeResult, Source, SourceContext};
-use crate::sources::json_lines::{Decoded, LineDecoder, set_aside};
+use crate::sources::json_lines::{JsonLinesDecoder, set_aside};
 use crate::sources::send_batches;
 use crate::store::rejected::RejectedLog;
 
@@ -33,28 +34,27 @@ impl StdinSource {
     async fn run_inner(mut self, cx: &mut SourceContext) -> NodeResult {
         let mut stdin = tokio::io::stdin();
         let mut decoder =
-            LineDecoder::new(cx.id.clone(), self.max_line_bytes, self.time_field.clone());
-        let mut decoded = Decoded::default();
-        let mut buf = vec![0u8; 64 * 1024];
+            JsonLinesDecoder::new(cx.id.clone(), self.max_line_bytes, self.time_field.clone());
+        let mut buf = BytesMut::new();
         loop {
-            let Some(read) = cx.wait(stdin.read(&mut buf)).await else {
-                return Ok(());
+            buf.reserve(64 * 1024);
+            let read = cx.wait(stdin.read_buf(&mut buf)).await;
+            let ended = match read {
+                None => true,
+                Some(r) => {
+                    let n = r?;
+                    if n == 0 {
+                        decoder.finish(cx.now());
+                    } else {
+                        decoder.push(buf.split().freeze(), cx.now());
+                    }
+                    n == 0 || cx.is_shutting_down()
+                }
             };
-            let n = read?;
-            if n == 0 {
-                decoder.finish(cx.now(), &mut decoded);
-            } else {
-                decoder.push(&buf[..n], cx.now(), &mut decoded);
-            }
-            set_aside(
-                &mut self.rejected,
-                cx.counters(),
-                std::mem::take(&mut decoded.rejected),
-            );
-            if !send_batches(cx, std::mem::take(&mut decoded.events)).await
-                || n == 0
-                || cx.is_shutting_down()
-            {
+            // Stdin is read as it comes: hand on at once rather than batch up chunks.
+            let decoded = decoder.drain().await?;
+            set_aside(&mut self.rejected, cx.counters(), decoded.rejected);
+            if !send_batches(cx, decoded.events).await || ended {
                 return Ok(());
             }
         }

@@ -336,7 +336,7 @@ impl FilterStage {
 
 impl Stage for FilterStage {
     fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
-        if self.filter.matches(&event.data) {
+        if self.filter.matches(event.data()) {
             out.push(event);
         }
     }
