@@ -1,4 +1,6 @@
 //! The engine over real PCE and Tetragon data from `../shared/fixtures/real/` (read in
+
+#![allow(clippy::print_stderr)] // the skip reason is printed for whoever runs the tests
 //! place, never copied into the project). Where that folder is absent — a user's fresh
 //! clone — the tests say so and pass without checking anything.
 
