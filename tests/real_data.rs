@@ -1,8 +1,8 @@
 //! The engine over real PCE and Tetragon data from `../shared/fixtures/real/` (read in
-
-#![allow(clippy::print_stderr)] // the skip reason is printed for whoever runs the tests
 //! place, never copied into the project). Where that folder is absent — a user's fresh
 //! clone — the tests say so and pass without checking anything.
+
+#![allow(clippy::print_stderr)] // the skip reason is printed for whoever runs the tests
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
