@@ -82,6 +82,18 @@ fn spawn_run(dir: &Path) -> Child {
         .expect("vigil starts")
 }
 
+/// Waits for the process to exit, up to `limit`; fails the test with `what` otherwise.
+fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(start.elapsed() < limit, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn sigterm(child: &Child) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -232,17 +244,11 @@ sinks:
         || complete_lines(&out_path) > 0,
     );
     sigterm(&child);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "vigil did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(
+        &mut child,
+        Duration::from_secs(60),
+        "vigil did not stop after SIGTERM",
+    );
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(status.success(), "{stderr}");
@@ -470,17 +476,11 @@ fn a_failing_sink_stops_the_run_with_an_error() {
     // The sink's path is a directory: it cannot open it.
     std::fs::create_dir(dir.path().join("out")).unwrap();
     let mut child = spawn_run(dir.path());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "vigil kept running with a dead sink"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(
+        &mut child,
+        Duration::from_secs(30),
+        "vigil kept running with a dead sink",
+    );
     let stderr = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot open out"), "{stderr}");
