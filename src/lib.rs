@@ -36,6 +36,7 @@ pub mod components;
 pub mod config;
 pub mod event;
 pub mod graph;
+pub mod pce;
 pub mod runtime;
 pub mod sinks;
 pub mod sources;

@@ -1,0 +1,1 @@
+//! The PCE REST client.
