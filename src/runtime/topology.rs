@@ -65,6 +65,8 @@ impl RunReport {
 pub struct RunningTopology {
     shutdown: CancellationToken,
     tasks: JoinSet<(usize, NodeResult)>,
+    /// Which node each task runs, to name a node whose task panicked.
+    task_nodes: HashMap<tokio::task::Id, usize>,
     nodes: Vec<(String, NodeRole, Arc<NodeCounters>)>,
 }
 
@@ -102,8 +104,9 @@ impl RunningTopology {
                     self.shutdown.cancel();
                 }
                 Err(join) => {
-                    tracing::error!(error = %join, "a node's task panicked; shutting the graph down");
-                    failures.insert(usize::MAX, join.to_string());
+                    let i = self.task_nodes.get(&join.id()).copied().unwrap_or(0);
+                    tracing::error!(node = %self.nodes[i].0, error = %join, "a node's task panicked; shutting the graph down");
+                    failures.insert(i, format!("panicked: {join}"));
                     self.shutdown.cancel();
                 }
             }
@@ -124,12 +127,7 @@ impl RunningTopology {
                 }
             })
             .collect::<Vec<_>>();
-        let mut report = RunReport { nodes };
-        if let Some(panic) = failures.remove(&usize::MAX)
-            && let Some(first) = report.nodes.first_mut()
-        {
-            first.failure.get_or_insert(panic);
-        }
+        let report = RunReport { nodes };
         report
     }
 }
@@ -167,6 +165,7 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
     drop(senders);
 
     let mut tasks = JoinSet::new();
+    let mut task_nodes = HashMap::new();
     let mut nodes = Vec::new();
     let mut targets = targets.into_iter();
     let mut receivers = receivers.into_iter();
@@ -200,11 +199,12 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
                     shutdown.clone(),
                     settings.tick_interval.get(),
                 );
-                tasks.spawn(async move {
+                let task = tasks.spawn(async move {
                     let result = source.run(&mut scx).await;
                     scx.into_output().close().await;
                     (i, result)
                 });
+                task_nodes.insert(task.id(), i);
             }
             NodeRole::Stage => {
                 let stage = pipeline.stages[node.name.as_str()]
@@ -212,20 +212,23 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
                     .map_err(fail)?;
                 let input = Input::new(rx.expect("stages have a channel"), edges, counters.clone());
                 let output = Output::new(out_targets, counters);
-                tasks.spawn(async move { (i, run_stage(stage, input, output).await) });
+                let task = tasks.spawn(async move { (i, run_stage(stage, input, output).await) });
+                task_nodes.insert(task.id(), i);
             }
             NodeRole::Sink => {
                 let sink = pipeline.sinks[node.name.as_str()]
                     .build(&cx)
                     .map_err(fail)?;
                 let input = Input::new(rx.expect("sinks have a channel"), edges, counters);
-                tasks.spawn(async move { (i, run_sink(sink, input).await) });
+                let task = tasks.spawn(async move { (i, run_sink(sink, input).await) });
+                task_nodes.insert(task.id(), i);
             }
         }
     }
     Ok(RunningTopology {
         shutdown,
         tasks,
+        task_nodes,
         nodes,
     })
 }
