@@ -127,8 +127,7 @@ impl RunningTopology {
                 }
             })
             .collect::<Vec<_>>();
-        let report = RunReport { nodes };
-        report
+        RunReport { nodes }
     }
 }
 
