@@ -485,3 +485,64 @@ fn a_failing_sink_stops_the_run_with_an_error() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot open out"), "{stderr}");
 }
+
+#[test]
+fn start_at_end_reads_only_what_is_appended() {
+    let dir = project(
+        "kind: settings\nstate_dir: state\n---\nkind: pipeline\nname: tailend\nsources:\n  live: {type: file, path: live.jsonl, start_at: end, poll_interval: 20ms}\nsinks:\n  out: {type: file, path: out.jsonl, inputs: [live]}\n",
+    );
+    let live = dir.path().join("live.jsonl");
+    write(&live, "{\"n\":1}\n{\"n\":2}\n");
+    let mut child = Command::new(bin())
+        .args(["--log-format", "json", "run", "--pipelines", "pipelines"])
+        .env("VIGIL_LOG", "vigil=debug")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the source has opened the file and moved to its end: the debug line
+    // `reading` names the offset.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    let opened = loop {
+        let v = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the source opens the file");
+        if v["fields"]["message"] == "reading" {
+            break v;
+        }
+    };
+    assert_eq!(
+        opened["fields"]["offset"], 16,
+        "positioned at the end of the existing lines"
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&live)
+        .unwrap();
+    f.write_all(b"{\"n\":3}\n").unwrap();
+    let out = dir.path().join("out.jsonl");
+    wait_for("the appended line", Duration::from_secs(30), || {
+        complete_lines(&out) == 1
+    });
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(30), "vigil did not stop").success());
+    let ns: Vec<i64> = read_lines(&out)
+        .iter()
+        .map(|v| v["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, vec![3]);
+}
