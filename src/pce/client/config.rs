@@ -226,3 +226,23 @@ fn read_secret_file(name: &str, path: &Path) -> Result<Secret, PceError> {
     }
     Ok(Secret::new(trimmed))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_documents_every_field() {
+        let schema = serde_json::to_value(schemars::schema_for!(PceConnectionConfig)).unwrap();
+        let props = schema["properties"].as_object().expect("properties");
+        assert!(props.contains_key("api_secret_file"));
+        for (name, prop) in props {
+            assert!(
+                prop.get("description").is_some(),
+                "{name} has no description"
+            );
+        }
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(schema["required"], serde_json::json!(["url"]));
+    }
+}

@@ -27,9 +27,37 @@ pub fn parse_records(body: &[u8]) -> Result<Vec<Value>, String> {
     parse_plain(body)
 }
 
+/// Like [`parse_records`], but takes the body so a gzip body is freed as soon as it is
+/// inflated (lower peak memory for big downloads).
+pub fn parse_records_owned(body: Vec<u8>) -> Result<Vec<Value>, String> {
+    if is_gzip(&body) {
+        let inflated = inflate(&body)?;
+        drop(body);
+        return parse_plain(&inflated);
+    }
+    parse_plain(&body)
+}
+
+/// The inflated size a gzip body announces in its trailer (ISIZE, modulo 4 GiB), when it
+/// is plausible; used only to size the buffer.
+fn inflated_size_hint(body: &[u8]) -> usize {
+    const MAX_HINT: usize = 1 << 30;
+    let fallback = body.len().saturating_mul(8).min(MAX_HINT);
+    let Some(tail) = body.len().checked_sub(4).and_then(|i| body.get(i..)) else {
+        return fallback;
+    };
+    let mut isize_bytes = [0u8; 4];
+    isize_bytes.copy_from_slice(tail);
+    let announced = u32::from_le_bytes(isize_bytes) as usize;
+    if announced >= body.len() && announced <= MAX_HINT {
+        announced
+    } else {
+        fallback
+    }
+}
+
 fn inflate(body: &[u8]) -> Result<Vec<u8>, String> {
-    // Compressed flow JSON is typically 10–20× smaller than the text.
-    let mut out = Vec::with_capacity(body.len().saturating_mul(12));
+    let mut out = Vec::with_capacity(inflated_size_hint(body));
     flate2::read::MultiGzDecoder::new(body)
         .take(MAX_INFLATED)
         .read_to_end(&mut out)
@@ -70,8 +98,12 @@ mod tests {
         assert_eq!(parse_records(b"[{\"a\":1},{\"a\":2}]").unwrap().len(), 2);
         assert_eq!(parse_records(b"{\"a\":1}\n{\"a\":2}\n").unwrap().len(), 2);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(b"[{\"a\":1}]").unwrap();
-        assert_eq!(parse_records(&gz.finish().unwrap()).unwrap().len(), 1);
+        let text = format!("[{}{{\"a\":1}}]", "{\"a\":1},".repeat(999));
+        gz.write_all(text.as_bytes()).unwrap();
+        let zipped = gz.finish().unwrap();
+        assert_eq!(inflated_size_hint(&zipped), text.len());
+        assert_eq!(parse_records(&zipped).unwrap().len(), 1000);
+        assert_eq!(parse_records_owned(zipped).unwrap().len(), 1000);
         assert!(parse_records(b"[{\"a\":1}").is_err());
         assert!(parse_records(b"{\"a\":1}\nnope").is_err());
     }

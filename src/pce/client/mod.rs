@@ -36,7 +36,7 @@ use retry::RetryPolicy;
 
 pub use collections::{PolicyVersion, SYNC_LIMIT, WorkloadQuery};
 pub use config::{PceConnectionConfig, Secret};
-pub use download::{is_gzip, parse_records};
+pub use download::{is_gzip, parse_records, parse_records_owned};
 pub use error::{PceError, RequestId};
 pub use events::{EventQuery, MAX_EVENT_RESULTS};
 pub use traffic::{

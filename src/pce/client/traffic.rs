@@ -4,7 +4,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::collections::strip_api_prefix;
-use super::download::parse_records;
+use super::download::parse_records_owned;
 use super::events::pce_time;
 use super::{Call, PceClient, PceError, Reply, RequestId};
 use crate::event::Timestamp;
@@ -300,8 +300,8 @@ impl PceClient {
         let retries = self.inner.download_retries;
         let mut attempt = 0;
         loop {
-            let reply = self.execute(&Call::get(href.to_string())).await?;
-            let flows = parse_download(href, &reply)?;
+            let mut reply = self.execute(&Call::get(href.to_string())).await?;
+            let flows = parse_download(href, &mut reply)?;
             if !flows.is_empty() || matches_count == 0 {
                 return Ok(flows);
             }
@@ -328,11 +328,12 @@ impl PceClient {
     }
 }
 
-fn parse_download(href: &str, reply: &Reply) -> Result<Vec<Value>, PceError> {
+/// Parses the download, taking its body out of `reply` so it is freed early.
+fn parse_download(href: &str, reply: &mut Reply) -> Result<Vec<Value>, PceError> {
     if reply.status == reqwest::StatusCode::NO_CONTENT {
         return Ok(Vec::new());
     }
-    parse_records(&reply.body).map_err(|message| PceError::Decode {
+    parse_records_owned(std::mem::take(&mut reply.body)).map_err(|message| PceError::Decode {
         what: href.to_string(),
         request_id: reply.request_id.clone(),
         message,
