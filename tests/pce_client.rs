@@ -1046,3 +1046,54 @@ async fn real_traffic_download_through_the_client() {
     assert_eq!(result.flows.len() as u64, expected);
     assert!(!result.truncated);
 }
+
+#[test]
+fn tls_settings_are_checked_at_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = PceConnectionConfig::new(
+        "https://pce.example.com:8443",
+        Secret::new(KEY),
+        Secret::new(SECRET),
+    );
+    cfg.tls_verify = false;
+    let clock: SharedClock = JumpClock::new();
+    PceClient::new(&cfg, clock.clone()).expect("tls_verify false builds");
+
+    cfg.tls_verify = true;
+    cfg.ca_file = Some(dir.path().join("missing.pem"));
+    let err = PceClient::new(&cfg, clock.clone()).unwrap_err();
+    assert!(err.to_string().contains("ca_file"), "{err}");
+
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    cfg.ca_file = Some(junk);
+    let err = PceClient::new(&cfg, clock.clone()).unwrap_err();
+    assert!(err.to_string().contains("ca_file"), "{err}");
+
+    let system = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if system.exists() {
+        cfg.ca_file = Some(system.to_path_buf());
+        PceClient::new(&cfg, clock.clone()).expect("a PEM bundle is added to the roots");
+    }
+
+    cfg.ca_file = None;
+    cfg.requests_per_minute = 500;
+    let err = PceClient::new(&cfg, clock).unwrap_err();
+    assert!(err.to_string().contains("requests_per_minute"), "{err}");
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let (server, client, _) = setup().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v2/health"))
+        .respond_with(
+            ResponseTemplate::new(302).insert_header("Location", "https://elsewhere.example/login"),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = client.health().await.unwrap_err();
+    assert_eq!(err.status(), Some(302));
+    assert!(err.to_string().contains("check the url"), "{err}");
+}

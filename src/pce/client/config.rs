@@ -39,6 +39,9 @@ impl fmt::Display for Secret {
     }
 }
 
+/// The highest `requests_per_minute` accepted.
+pub const MAX_REQUESTS_PER_MINUTE: u32 = 450;
+
 /// How vigil connects to one Illumio PCE.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -75,10 +78,11 @@ pub struct PceConnectionConfig {
     /// How long one request (including its body) may take. Default: `60s`.
     #[serde(default = "default_request_timeout")]
     pub request_timeout: Duration,
-    /// Requests per minute this connection may send, shared by every pipeline using it. The
-    /// PCE answers 429 above 500 per minute per key. Default: 400.
+    /// Requests per minute this connection may send (sustained), shared by every pipeline
+    /// using it; short bursts of a tenth of it are allowed on top, so at most 450 (the PCE
+    /// answers 429 above 500 per minute per key). Default: 400.
     #[serde(default = "default_rpm")]
-    #[schemars(range(min = 1, max = 499))]
+    #[schemars(range(min = 1, max = 450))]
     pub requests_per_minute: u32,
     /// How many times a failed request is retried (429, 5xx, timeouts, connection errors).
     /// Default: 5.
@@ -178,6 +182,28 @@ impl PceConnectionConfig {
             self.api_secret_file.as_deref(),
         )?;
         Ok((key, secret))
+    }
+
+    /// Checks the values serde cannot (called by [`super::PceClient::new`]).
+    pub fn validate(&self) -> Result<(), PceError> {
+        if !(1..=MAX_REQUESTS_PER_MINUTE).contains(&self.requests_per_minute) {
+            return Err(PceError::Config(format!(
+                "requests_per_minute {} must be between 1 and {MAX_REQUESTS_PER_MINUTE} \
+                 (the PCE allows 500 per minute per key, and bursts add a tenth)",
+                self.requests_per_minute
+            )));
+        }
+        if !self.request_timeout.is_positive() || !self.connect_timeout.is_positive() {
+            return Err(PceError::Config(
+                "connect_timeout and request_timeout must be greater than zero".into(),
+            ));
+        }
+        if !self.poll_interval_initial.is_positive() {
+            return Err(PceError::Config(
+                "poll_interval_initial must be greater than zero".into(),
+            ));
+        }
+        self.api_base().map(|_| ())
     }
 
     /// The API base, `<url>/api/v2`, after checking the URL.

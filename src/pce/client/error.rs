@@ -188,6 +188,7 @@ impl PceError {
 /// What to check for a status, appended to the error message.
 pub(crate) fn status_hint(status: u16) -> &'static str {
     match status {
+        300..=399 => " — the PCE redirected; check the url (scheme, host and port of the API)",
         400 => " — the request was malformed; check the query parameters",
         401 => " — check api_key/api_secret (the key may have been deleted)",
         403 => {

@@ -35,7 +35,7 @@ use budget::{Budget, to_chrono};
 use retry::RetryPolicy;
 
 pub use collections::{PolicyVersion, SYNC_LIMIT, WorkloadQuery};
-pub use config::{PceConnectionConfig, Secret};
+pub use config::{MAX_REQUESTS_PER_MINUTE, PceConnectionConfig, Secret};
 pub use download::{is_gzip, parse_records, parse_records_owned};
 pub use error::{PceError, RequestId};
 pub use events::{EventQuery, MAX_EVENT_RESULTS};
@@ -152,6 +152,7 @@ enum Outcome {
 impl PceClient {
     /// A client for the PCE `cfg` describes; waits run on `clock`.
     pub fn new(cfg: &PceConnectionConfig, clock: SharedClock) -> Result<PceClient, PceError> {
+        cfg.validate()?;
         let api_base = cfg.api_base()?;
         let (key, secret) = cfg.credentials()?;
         let http = build_http(cfg)?;
@@ -403,6 +404,8 @@ fn build_http(cfg: &PceConnectionConfig) -> Result<reqwest::Client, PceError> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(cfg.connect_timeout.get())
         .timeout(cfg.request_timeout.get())
+        // Never follow redirects with the credentials; a 3xx is reported instead.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &cfg.ca_file {
         let pem = std::fs::read(path).map_err(|e| {
@@ -410,6 +413,12 @@ fn build_http(cfg: &PceConnectionConfig) -> Result<reqwest::Client, PceError> {
         })?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| PceError::Config(format!("ca_file {} is not PEM: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(PceError::Config(format!(
+                "ca_file {} holds no PEM certificate",
+                path.display()
+            )));
+        }
         builder = builder.tls_certs_merge(certs);
     }
     if !cfg.tls_verify {
