@@ -1097,3 +1097,37 @@ async fn redirects_are_not_followed() {
     assert_eq!(err.status(), Some(302));
     assert!(err.to_string().contains("check the url"), "{err}");
 }
+
+#[tokio::test]
+async fn get_is_retried_after_a_read_timeout() {
+    let server = MockServer::start().await;
+    let mut cfg = config(&server);
+    cfg.request_timeout = CfgDuration::from_millis(200);
+    cfg.max_retries = 1;
+    let (client, _) = client_with(&cfg);
+    Mock::given(method("GET"))
+        .respond_with(json_array(&json!([])).set_delay(Duration::from_secs(3)))
+        .mount(&server)
+        .await;
+    let err = client.labels(None, None).await.unwrap_err();
+    match &err {
+        PceError::RetriesExhausted { attempts: 2, last } => {
+            assert!(matches!(**last, PceError::Timeout { .. }), "{last:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(count(&server, "GET", "/orgs/1/labels").await, 2);
+}
+
+#[test]
+fn event_pages_know_when_they_are_full() {
+    let default = EventQuery::default();
+    assert!(!default.page_is_full(99));
+    assert!(default.page_is_full(100));
+    let big = EventQuery {
+        max_results: Some(10_000),
+        ..EventQuery::default()
+    };
+    assert!(!big.page_is_full(9_999));
+    assert!(big.page_is_full(10_000));
+}

@@ -23,6 +23,8 @@ pub(crate) struct Budget {
 struct State {
     tokens: f64,
     updated: Option<Timestamp>,
+    /// After a 429 with `Retry-After`, nobody sends before this.
+    held_until: Option<Timestamp>,
 }
 
 impl Budget {
@@ -35,16 +37,40 @@ impl Budget {
             state: Mutex::new(State {
                 tokens: burst,
                 updated: None,
+                held_until: None,
             }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Holds every request (of every clone of the client) until `until`: the PCE said
+    /// so with a 429's `Retry-After`.
+    pub(crate) fn hold_until(&self, until: Timestamp) {
+        let mut state = self.state();
+        if state.held_until.is_none_or(|held| held < until) {
+            state.held_until = Some(until);
         }
     }
 
     /// Takes one token; how long to wait before using it.
     fn reserve(&self, now: Timestamp) -> Duration {
-        let mut state = match self.state.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let token_wait = self.reserve_token(now);
+        let held = self
+            .state()
+            .held_until
+            .and_then(|until| (until - now).to_std().ok())
+            .unwrap_or_default();
+        token_wait.max(held)
+    }
+
+    fn reserve_token(&self, now: Timestamp) -> Duration {
+        let mut state = self.state();
         if let Some(updated) = state.updated {
             let elapsed = (now - updated).to_std().unwrap_or_default().as_secs_f64();
             state.tokens = (state.tokens + elapsed * self.rate_per_sec).min(self.burst);
@@ -88,5 +114,22 @@ mod tests {
         }
         assert_eq!(budget.reserve(t0), Duration::from_secs(1));
         assert_eq!(budget.reserve(t0), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_hold_delays_everyone() {
+        let budget = Budget::new(400);
+        let t0 = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        budget.hold_until(t0 + chrono::Duration::seconds(10));
+        budget.hold_until(t0 + chrono::Duration::seconds(5));
+        assert_eq!(budget.reserve(t0), Duration::from_secs(10));
+        assert_eq!(
+            budget.reserve(t0 + chrono::Duration::seconds(4)),
+            Duration::from_secs(6)
+        );
+        assert_eq!(
+            budget.reserve(t0 + chrono::Duration::seconds(10)),
+            Duration::ZERO
+        );
     }
 }

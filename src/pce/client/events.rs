@@ -9,6 +9,9 @@ use crate::event::Timestamp;
 /// The largest `max_results` the events API accepts.
 pub const MAX_EVENT_RESULTS: u32 = 10_000;
 
+/// The PCE's `max_results` when none is given.
+pub const DEFAULT_EVENT_RESULTS: u32 = 100;
+
 /// Which events to read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventQuery {
@@ -33,6 +36,12 @@ pub(crate) fn pce_time(t: &Timestamp) -> String {
 }
 
 impl EventQuery {
+    /// Whether a response of `len` events filled the page (`max_results`, or the PCE's
+    /// default of 100): there may be more, so narrow the range and ask again.
+    pub fn page_is_full(&self, len: usize) -> bool {
+        len >= self.max_results.unwrap_or(DEFAULT_EVENT_RESULTS) as usize
+    }
+
     fn params(&self) -> Result<Vec<(String, String)>, PceError> {
         let mut q = Vec::new();
         if let (Some(since), Some(until)) = (&self.since, &self.until) {

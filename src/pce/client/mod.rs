@@ -38,7 +38,7 @@ pub use collections::{PolicyVersion, SYNC_LIMIT, WorkloadQuery};
 pub use config::{MAX_REQUESTS_PER_MINUTE, PceConnectionConfig, Secret};
 pub use download::{is_gzip, parse_records, parse_records_owned};
 pub use error::{PceError, RequestId};
-pub use events::{EventQuery, MAX_EVENT_RESULTS};
+pub use events::{DEFAULT_EVENT_RESULTS, EventQuery, MAX_EVENT_RESULTS};
 pub use traffic::{
     Actor, ActorFilter, MAX_TRAFFIC_RESULTS, PolicyDecision, QueryOp, Service, ServiceFilter,
     TrafficQuery, TrafficResult,
@@ -241,12 +241,23 @@ impl PceClient {
                     last: Box::new(error),
                 });
             }
-            let wait = retry_after.unwrap_or_else(|| self.inner.retry.backoff(attempt));
+            let wait = match retry_after {
+                Some(wait) => {
+                    // Every clone shares the PCE's rate limit: hold them all.
+                    let until = self.inner.clock.now() + to_chrono(wait);
+                    self.inner.budget.hold_until(until);
+                    wait
+                }
+                None => self.inner.retry.backoff(attempt),
+            };
             tracing::warn!(
                 method = %call.method, path = %call.path, attempt = attempt + 1,
                 wait = ?wait, error = %error, "PCE request failed; retrying"
             );
-            self.wait(wait).await;
+            // A Retry-After hold is waited out in the budget, with every other request.
+            if retry_after.is_none() {
+                self.wait(wait).await;
+            }
             attempt += 1;
         }
     }
