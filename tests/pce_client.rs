@@ -1131,3 +1131,21 @@ fn event_pages_know_when_they_are_full() {
     assert!(!big.page_is_full(9_999));
     assert!(big.page_is_full(10_000));
 }
+
+#[tokio::test]
+async fn download_not_found_yet_is_retried() {
+    let (server, client, _) = setup().await;
+    mount_query(&server, completed(1)).await;
+    Mock::given(method("GET"))
+        .and(path(api(&format!("{QUERY}/download"))))
+        .respond_with(ResponseTemplate::new(404))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    mount_download(&server, json_array(&flows(1))).await;
+    let result = client
+        .traffic_query(&TrafficQuery::new("q", t(0, 0), t(1, 0), 1000))
+        .await
+        .expect("traffic");
+    assert_eq!(result.flows.len(), 1);
+}

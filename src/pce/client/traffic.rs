@@ -294,14 +294,13 @@ impl PceClient {
         }
     }
 
-    /// Downloads the flows; an empty download while the query reported matches is retried
-    /// with backoff (the file may not be ready yet).
+    /// Downloads the flows; an empty download (or a 404: the file is not there yet) while
+    /// the query reported matches is retried with backoff.
     async fn download_flows(&self, href: &str, matches_count: u64) -> Result<Vec<Value>, PceError> {
         let retries = self.inner.download_retries;
         let mut attempt = 0;
         loop {
-            let mut reply = self.execute(&Call::get(href.to_string())).await?;
-            let flows = parse_download(href, &mut reply)?;
+            let (flows, request_id) = self.download_once(href).await?;
             if !flows.is_empty() || matches_count == 0 {
                 return Ok(flows);
             }
@@ -310,7 +309,7 @@ impl PceClient {
                     href: href.to_string(),
                     attempts: attempt + 1,
                     matches_count,
-                    request_id: reply.request_id.clone(),
+                    request_id,
                 });
             }
             let wait = self
@@ -320,10 +319,26 @@ impl PceClient {
                 .max(self.inner.poll_initial / 2);
             tracing::warn!(
                 download = %href, matches_count, attempt = attempt + 1, wait = ?wait,
-                request_id = ?reply.request_id.0, "PCE traffic download empty; fetching it again"
+                request_id = ?request_id.0, "PCE traffic download empty; fetching it again"
             );
             self.wait(wait).await;
             attempt += 1;
+        }
+    }
+
+    /// One download: its flows (none for 204 or 404) and the request id.
+    async fn download_once(&self, href: &str) -> Result<(Vec<Value>, RequestId), PceError> {
+        match self.execute(&Call::get(href.to_string())).await {
+            Ok(mut reply) => {
+                let flows = parse_download(href, &mut reply)?;
+                Ok((flows, reply.request_id))
+            }
+            Err(PceError::Status {
+                status: 404,
+                request_id,
+                ..
+            }) => Ok((Vec::new(), request_id)),
+            Err(e) => Err(e),
         }
     }
 }
