@@ -1149,3 +1149,41 @@ async fn download_not_found_yet_is_retried() {
         .expect("traffic");
     assert_eq!(result.flows.len(), 1);
 }
+
+/// Time to parse a 200,000-flow download (plain and gzip). Run with
+/// `cargo test --release --test pce_client -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_parsing_a_200k_flow_download() {
+    let Some(bytes) = real_fixture("illumio-ops/traffic_flows_lab.pce_shape.json") else {
+        return;
+    };
+    let sample = parse_records(&bytes).expect("fixture");
+    let mut body = Vec::with_capacity(220 << 20);
+    body.push(b'[');
+    for i in 0..200_000 {
+        if i > 0 {
+            body.push(b',');
+        }
+        serde_json::to_writer(&mut body, &sample[i % sample.len()]).unwrap();
+    }
+    body.push(b']');
+    let zipped = gzip(&body);
+    let started = std::time::Instant::now();
+    let flows = vigil::pce::client::parse_records_owned(body.clone()).expect("plain");
+    let plain = started.elapsed();
+    assert_eq!(flows.len(), 200_000);
+    drop(flows);
+    let started = std::time::Instant::now();
+    let flows = vigil::pce::client::parse_records_owned(zipped.clone()).expect("gzip");
+    let gz = started.elapsed();
+    assert_eq!(flows.len(), 200_000);
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!(
+            "200k flows: {} MB plain parsed in {plain:?}; {} MB gzip inflated+parsed in {gz:?}",
+            body.len() >> 20,
+            zipped.len() >> 20
+        );
+    }
+}

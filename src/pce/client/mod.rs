@@ -9,6 +9,28 @@
 //! Retries: GETs are retried on 429, 5xx, timeouts and connection errors; POSTs only on
 //! 429 (the PCE did not process it) and on connection failures (nothing was sent). A POST
 //! that timed out after being sent is never retried ([`PceError::PostTimedOut`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), vigil::pce::client::PceError> {
+//! use std::sync::Arc;
+//! use vigil::pce::client::{PceClient, PceConnectionConfig, Secret, TrafficQuery};
+//! use vigil::runtime::{SharedClock, WallClock};
+//!
+//! let cfg = PceConnectionConfig::new(
+//!     "https://pce.example.com:8443",
+//!     Secret::new("api_1234"),
+//!     Secret::new("secret"),
+//! );
+//! let clock: SharedClock = Arc::new(WallClock);
+//! let pce = PceClient::new(&cfg, clock)?;
+//! let end = chrono::Utc::now();
+//! let query = TrafficQuery::new("vigil", end - chrono::Duration::minutes(10), end, 200_000);
+//! let result = pce.traffic_query(&query).await?;
+//! if result.truncated {
+//!     // more than max_results flows matched: not all the traffic
+//! }
+//! # Ok(()) }
+//! ```
 
 mod budget;
 mod collections;
