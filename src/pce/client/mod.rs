@@ -1,1 +1,467 @@
 //! The PCE REST client.
+//!
+//! One [`PceClient`] per PCE connection, cloned into every pipeline that uses it: clones
+//! share one HTTP connection pool and one request budget
+//! (`requests_per_minute`). Every wait — the budget, retry backoff, `Retry-After`, polling
+//! async queries — goes through the [`SharedClock`] it was built with, so tests run on a
+//! virtual clock without sleeping.
+//!
+//! Retries: GETs are retried on 429, 5xx, timeouts and connection errors; POSTs only on
+//! 429 (the PCE did not process it) and on connection failures (nothing was sent). A POST
+//! that timed out after being sent is never retried ([`PceError::PostTimedOut`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), vigil::pce::client::PceError> {
+//! use std::sync::Arc;
+//! use vigil::pce::client::{PceClient, PceConnectionConfig, Secret, TrafficQuery};
+//! use vigil::runtime::{SharedClock, WallClock};
+//!
+//! let cfg = PceConnectionConfig::new(
+//!     "https://pce.example.com:8443",
+//!     Secret::new("api_1234"),
+//!     Secret::new("secret"),
+//! );
+//! let clock: SharedClock = Arc::new(WallClock);
+//! let pce = PceClient::new(&cfg, clock)?;
+//! let end = chrono::Utc::now();
+//! let query = TrafficQuery::new("vigil", end - chrono::Duration::minutes(10), end, 200_000);
+//! let result = pce.traffic_query(&query).await?;
+//! if result.truncated {
+//!     // more than max_results flows matched: not all the traffic
+//! }
+//! # Ok(()) }
+//! ```
+
+mod budget;
+mod collections;
+mod config;
+mod download;
+mod error;
+mod events;
+mod poll;
+mod retry;
+mod traffic;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::runtime::SharedClock;
+use budget::{Budget, to_chrono};
+use retry::RetryPolicy;
+
+pub use collections::{PolicyVersion, SYNC_LIMIT, WorkloadQuery};
+pub use config::{MAX_REQUESTS_PER_MINUTE, PceConnectionConfig, Secret};
+pub use download::{is_gzip, parse_records, parse_records_owned};
+pub use error::{PceError, RequestId};
+pub use events::{DEFAULT_EVENT_RESULTS, EventQuery, MAX_EVENT_RESULTS};
+pub use traffic::{
+    Actor, ActorFilter, MAX_TRAFFIC_RESULTS, PolicyDecision, QueryOp, Service, ServiceFilter,
+    TrafficQuery, TrafficResult,
+};
+
+/// The header carrying the PCE's request id.
+const REQUEST_ID: &str = "x-request-id";
+
+/// A client for one PCE. Cheap to clone; clones share the connection pool and the budget.
+#[derive(Clone)]
+pub struct PceClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    api_base: String,
+    org: u32,
+    auth: HeaderValue,
+    clock: SharedClock,
+    budget: Budget,
+    retry: RetryPolicy,
+    request_timeout: Duration,
+    poll_initial: Duration,
+    poll_max: Duration,
+    query_timeout: Duration,
+    download_retries: u32,
+}
+
+impl fmt::Debug for PceClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PceClient")
+            .field("api_base", &self.inner.api_base)
+            .field("org", &self.inner.org)
+            .field("auth", &"***")
+            .finish_non_exhaustive()
+    }
+}
+
+/// One request to send (possibly several times).
+#[derive(Debug)]
+pub(crate) struct Call {
+    method: Method,
+    /// The path below `/api/v2` (also used in messages).
+    path: String,
+    query: Vec<(String, String)>,
+    body: Option<bytes::Bytes>,
+    prefer_async: bool,
+    auth: bool,
+}
+
+impl Call {
+    fn get(path: impl Into<String>) -> Call {
+        Call {
+            method: Method::GET,
+            path: path.into(),
+            query: Vec::new(),
+            body: None,
+            prefer_async: false,
+            auth: true,
+        }
+    }
+
+    fn post(path: impl Into<String>, body: bytes::Bytes) -> Call {
+        Call {
+            method: Method::POST,
+            body: Some(body),
+            ..Call::get(path)
+        }
+    }
+
+    fn query(mut self, query: Vec<(String, String)>) -> Call {
+        self.query = query;
+        self
+    }
+}
+
+/// A successful (2xx) response, body read in full.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    request_id: RequestId,
+}
+
+impl Reply {
+    /// The body as `T`.
+    fn json<T: DeserializeOwned>(&self, what: &str) -> Result<T, PceError> {
+        serde_json::from_slice(&self.body).map_err(|e| PceError::Decode {
+            what: what.to_string(),
+            request_id: self.request_id.clone(),
+            message: e.to_string(),
+        })
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// How one attempt ended.
+enum Outcome {
+    Done(Result<Reply, PceError>),
+    Retry {
+        error: PceError,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl PceClient {
+    /// A client for the PCE `cfg` describes; waits run on `clock`.
+    pub fn new(cfg: &PceConnectionConfig, clock: SharedClock) -> Result<PceClient, PceError> {
+        cfg.validate()?;
+        let api_base = cfg.api_base()?;
+        let (key, secret) = cfg.credentials()?;
+        let http = build_http(cfg)?;
+        Ok(PceClient {
+            inner: Arc::new(Inner {
+                http,
+                api_base,
+                org: cfg.org,
+                auth: basic_auth(&key, &secret)?,
+                clock,
+                budget: Budget::new(cfg.requests_per_minute),
+                retry: RetryPolicy {
+                    max_retries: cfg.max_retries,
+                    base: cfg.backoff_base.get(),
+                    max: cfg.backoff_max.get(),
+                },
+                request_timeout: cfg.request_timeout.get(),
+                poll_initial: cfg.poll_interval_initial.get(),
+                poll_max: cfg
+                    .poll_interval_max
+                    .get()
+                    .max(cfg.poll_interval_initial.get()),
+                query_timeout: cfg.query_timeout.get(),
+                download_retries: cfg.download_retries,
+            }),
+        })
+    }
+
+    /// The organization id.
+    pub fn org(&self) -> u32 {
+        self.inner.org
+    }
+
+    /// The API base, `<url>/api/v2`.
+    pub fn api_base(&self) -> &str {
+        &self.inner.api_base
+    }
+
+    /// `GET /api/v2/health`: one object per PCE cluster. The body's `status`
+    /// (`normal|warning|critical`) decides health, not the HTTP code.
+    pub async fn health(&self) -> Result<Vec<Value>, PceError> {
+        let reply = self.execute(&Call::get("/health")).await?;
+        reply.json("health")
+    }
+
+    /// `GET /api/v2/node_available` (no authentication): whether the node answers 200.
+    /// Other statuses are `Ok(false)`; transport failures are errors.
+    pub async fn node_available(&self) -> Result<bool, PceError> {
+        let call = Call {
+            auth: false,
+            ..Call::get("/node_available")
+        };
+        match self.execute(&call).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.status().is_some() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `/orgs/<org><rest>`.
+    fn org_path(&self, rest: &str) -> String {
+        format!("/orgs/{}{rest}", self.inner.org)
+    }
+
+    /// Waits `wait` on the client's clock.
+    async fn wait(&self, wait: Duration) {
+        if wait.is_zero() {
+            return;
+        }
+        let clock = &self.inner.clock;
+        clock.sleep_until(clock.now() + to_chrono(wait)).await;
+    }
+
+    /// Sends `call` through the budget, retrying as the policy allows.
+    pub(crate) async fn execute(&self, call: &Call) -> Result<Reply, PceError> {
+        let mut attempt: u32 = 0;
+        loop {
+            self.inner.budget.acquire(&self.inner.clock).await;
+            let (error, retry_after) = match self.attempt(call).await {
+                Outcome::Done(result) => return result,
+                Outcome::Retry { error, retry_after } => (error, retry_after),
+            };
+            if attempt >= self.inner.retry.max_retries {
+                return Err(PceError::RetriesExhausted {
+                    attempts: attempt + 1,
+                    last: Box::new(error),
+                });
+            }
+            let wait = match retry_after {
+                Some(wait) => {
+                    // Every clone shares the PCE's rate limit: hold them all.
+                    let until = self.inner.clock.now() + to_chrono(wait);
+                    self.inner.budget.hold_until(until);
+                    wait
+                }
+                None => self.inner.retry.backoff(attempt),
+            };
+            tracing::warn!(
+                method = %call.method, path = %call.path, attempt = attempt + 1,
+                wait = ?wait, error = %error, "PCE request failed; retrying"
+            );
+            // A Retry-After hold is waited out in the budget, with every other request.
+            if retry_after.is_none() {
+                self.wait(wait).await;
+            }
+            attempt += 1;
+        }
+    }
+
+    async fn attempt(&self, call: &Call) -> Outcome {
+        let response = match self.request(call).send().await {
+            Ok(r) => r,
+            Err(e) => return self.transport_outcome(call, &e),
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let request_id = RequestId(
+            headers
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        );
+        let body = match read_body(response).await {
+            Ok(b) => b,
+            Err(e) => return self.transport_outcome(call, &e),
+        };
+        let reply = Reply {
+            status,
+            headers,
+            body,
+            request_id,
+        };
+        self.status_outcome(call, reply)
+    }
+
+    fn request(&self, call: &Call) -> reqwest::RequestBuilder {
+        let url = format!("{}{}", self.inner.api_base, call.path);
+        let mut rb = self
+            .inner
+            .http
+            .request(call.method.clone(), url)
+            .header(ACCEPT, "application/json");
+        if !call.query.is_empty() {
+            rb = rb.query(&call.query);
+        }
+        if call.auth {
+            rb = rb.header(AUTHORIZATION, self.inner.auth.clone());
+        }
+        if let Some(body) = &call.body {
+            rb = rb
+                .header(CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        if call.prefer_async {
+            rb = rb.header("prefer", "respond-async");
+        }
+        rb
+    }
+
+    fn status_outcome(&self, call: &Call, reply: Reply) -> Outcome {
+        let status = reply.status;
+        if status.is_success() {
+            return Outcome::Done(Ok(reply));
+        }
+        let retry_after = retry::retry_after(&reply.headers, self.inner.clock.now());
+        let error = status_error(call, &reply);
+        let retryable = status == StatusCode::TOO_MANY_REQUESTS
+            || (status.is_server_error() && call.method == Method::GET);
+        if retryable {
+            Outcome::Retry { error, retry_after }
+        } else {
+            Outcome::Done(Err(error))
+        }
+    }
+
+    fn transport_outcome(&self, call: &Call, e: &reqwest::Error) -> Outcome {
+        let is_get = call.method == Method::GET;
+        let error = if e.is_connect() {
+            PceError::Connect {
+                url: format!("{}{}", self.inner.api_base, call.path),
+                message: error_chain(e),
+            }
+        } else if e.is_timeout() && !is_get {
+            return Outcome::Done(Err(PceError::PostTimedOut {
+                path: call.path.clone(),
+                after: self.inner.request_timeout,
+            }));
+        } else if e.is_timeout() {
+            PceError::Timeout {
+                method: call.method.to_string(),
+                path: call.path.clone(),
+                after: self.inner.request_timeout,
+            }
+        } else {
+            PceError::Transport {
+                method: call.method.to_string(),
+                path: call.path.clone(),
+                message: error_chain(e),
+            }
+        };
+        if e.is_connect() || is_get {
+            Outcome::Retry {
+                error,
+                retry_after: None,
+            }
+        } else {
+            Outcome::Done(Err(error))
+        }
+    }
+}
+
+fn status_error(call: &Call, reply: &Reply) -> PceError {
+    let status = reply.status.as_u16();
+    PceError::Status {
+        method: call.method.to_string(),
+        path: call.path.clone(),
+        status,
+        request_id: reply.request_id.clone(),
+        detail: error::summarise_error_body(&reply.body),
+        hint: error::status_hint(status),
+    }
+}
+
+/// Reads the whole body into one buffer sized from `Content-Length`.
+async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    const MAX_PREALLOC: u64 = 512 << 20;
+    let hint = response.content_length().unwrap_or(0).min(MAX_PREALLOC);
+    let mut body = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+    while let Some(chunk) = response.chunk().await? {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// An error and its sources, joined.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn basic_auth(key: &Secret, secret: &Secret) -> Result<HeaderValue, PceError> {
+    let token = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        key.expose(),
+        secret.expose()
+    ));
+    let mut value = HeaderValue::from_str(&format!("Basic {token}"))
+        .map_err(|_| PceError::Config("api_key/api_secret contain invalid characters".into()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+fn build_http(cfg: &PceConnectionConfig) -> Result<reqwest::Client, PceError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(cfg.connect_timeout.get())
+        .timeout(cfg.request_timeout.get())
+        // Never follow redirects with the credentials; a 3xx is reported instead.
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &cfg.ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            PceError::Config(format!("cannot read ca_file {}: {e}", path.display()))
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| PceError::Config(format!("ca_file {} is not PEM: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(PceError::Config(format!(
+                "ca_file {} holds no PEM certificate",
+                path.display()
+            )));
+        }
+        builder = builder.tls_certs_merge(certs);
+    }
+    if !cfg.tls_verify {
+        tracing::warn!(
+            url = %cfg.url,
+            "tls_verify is false: the PCE's certificate is not checked (set ca_file instead)"
+        );
+        builder = builder.tls_danger_accept_invalid_certs(true);
+    }
+    builder
+        .build()
+        .map_err(|e| PceError::Config(format!("cannot build the HTTP client: {}", error_chain(&e))))
+}

@@ -1,0 +1,382 @@
+//! Async Explorer traffic queries: create, poll, download.
+
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+use super::collections::strip_api_prefix;
+use super::download::parse_records_owned;
+use super::events::pce_time;
+use super::{Call, PceClient, PceError, Reply, RequestId};
+use crate::event::Timestamp;
+
+/// The largest `max_results` an async traffic query accepts.
+pub const MAX_TRAFFIC_RESULTS: u32 = 200_000;
+
+/// A policy decision to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyDecision {
+    /// Allowed by policy.
+    Allowed,
+    /// Would be blocked once enforced.
+    PotentiallyBlocked,
+    /// Blocked.
+    Blocked,
+    /// Unknown.
+    Unknown,
+}
+
+/// One actor in a source/destination filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Actor {
+    /// `{label: {href}}`.
+    Label {
+        /// The label's href.
+        href: String,
+    },
+    /// `{label_group: {href}}`.
+    LabelGroup {
+        /// The label group's href.
+        href: String,
+    },
+    /// `{workload: {href}}`.
+    Workload {
+        /// The workload's href.
+        href: String,
+    },
+    /// `{ip_list: {href}}`.
+    IpList {
+        /// The IP list's href.
+        href: String,
+    },
+    /// `{ip_address: "10.0.0.1"}`.
+    IpAddress(String),
+    /// `{actors: "ams"}` (all managed workloads).
+    Actors(String),
+}
+
+/// Sources or destinations: `include` is an OR of AND-groups (empty = any), `exclude` a
+/// list of actors.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ActorFilter {
+    /// OR of AND-groups; empty means any.
+    pub include: Vec<Vec<Actor>>,
+    /// Actors to leave out.
+    pub exclude: Vec<Actor>,
+}
+
+/// A service (port/protocol/process) in a filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Service {
+    /// Port (or the first of a range).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The last port of a range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_port: Option<u16>,
+    /// IANA protocol number (6 TCP, 17 UDP).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto: Option<u8>,
+    /// Process name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_name: Option<String>,
+    /// Windows service name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows_service_name: Option<String>,
+}
+
+/// Services to include (empty = any) and exclude.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ServiceFilter {
+    /// Services to include; empty means any.
+    pub include: Vec<Service>,
+    /// Services to leave out.
+    pub exclude: Vec<Service>,
+}
+
+/// How sources and destinations combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryOp {
+    /// Both must match.
+    And,
+    /// Either may match.
+    Or,
+}
+
+/// An async traffic query (the body of `POST /orgs/{org}/traffic_flows/async_queries`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrafficQuery {
+    /// A name shown in the PCE's Explorer.
+    pub query_name: String,
+    /// Start of the time range.
+    #[serde(serialize_with = "ser_time")]
+    pub start_date: Timestamp,
+    /// End of the time range.
+    #[serde(serialize_with = "ser_time")]
+    pub end_date: Timestamp,
+    /// Decisions to include; empty means all.
+    pub policy_decisions: Vec<PolicyDecision>,
+    /// At most this many flows (1..=200000). More matches means a truncated result.
+    pub max_results: u32,
+    /// Source filter.
+    pub sources: ActorFilter,
+    /// Destination filter.
+    pub destinations: ActorFilter,
+    /// Service filter.
+    pub services: ServiceFilter,
+    /// How sources and destinations combine (PCE default when `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sources_destinations_query_op: Option<QueryOp>,
+    /// Leave workloads out of IP-list matches (the PCE's default is true).
+    pub exclude_workloads_from_ip_list_query: bool,
+}
+
+fn ser_time<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&pce_time(t))
+}
+
+impl TrafficQuery {
+    /// A query for every flow between `start` and `end`, up to `max_results`.
+    pub fn new(
+        name: impl Into<String>,
+        start: Timestamp,
+        end: Timestamp,
+        max_results: u32,
+    ) -> Self {
+        TrafficQuery {
+            query_name: name.into(),
+            start_date: start,
+            end_date: end,
+            policy_decisions: Vec::new(),
+            max_results,
+            sources: ActorFilter::default(),
+            destinations: ActorFilter::default(),
+            services: ServiceFilter::default(),
+            sources_destinations_query_op: None,
+            exclude_workloads_from_ip_list_query: true,
+        }
+    }
+
+    fn check(&self) -> Result<(), PceError> {
+        if self.max_results == 0 || self.max_results > MAX_TRAFFIC_RESULTS {
+            return Err(PceError::InvalidQuery(format!(
+                "traffic: max_results {} must be between 1 and {MAX_TRAFFIC_RESULTS}",
+                self.max_results
+            )));
+        }
+        if self.start_date >= self.end_date {
+            return Err(PceError::InvalidQuery(format!(
+                "traffic: start_date {} must be before end_date {}",
+                pce_time(&self.start_date),
+                pce_time(&self.end_date)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The flows of a finished traffic query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrafficResult {
+    /// The flow records, as downloaded.
+    pub flows: Vec<Value>,
+    /// How many flows matched (may exceed `max_results`).
+    pub matches_count: u64,
+    /// How many flows the PCE put in the result.
+    pub flows_count: u64,
+    /// `matches_count > max_results`: this is not all the traffic.
+    pub truncated: bool,
+    /// The query's href.
+    pub query_href: String,
+}
+
+/// What a poll of the query said.
+struct QueryState {
+    status: String,
+    matches_count: u64,
+    flows_count: Option<u64>,
+    result: Option<String>,
+}
+
+impl QueryState {
+    fn from_body(body: &Value) -> QueryState {
+        QueryState {
+            status: body
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            matches_count: body
+                .get("matches_count")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            flows_count: body.get("flows_count").and_then(Value::as_u64),
+            result: body
+                .get("result")
+                .and_then(Value::as_str)
+                .map(|s| strip_api_prefix(s).to_string()),
+        }
+    }
+}
+
+const WHAT: &str = "traffic query";
+
+impl PceClient {
+    /// Runs an async traffic query: creates it, polls it until it completes (or
+    /// `query_timeout`), and downloads its flows.
+    pub async fn traffic_query(&self, query: &TrafficQuery) -> Result<TrafficResult, PceError> {
+        query.check()?;
+        let (href, mut state) = self.create_traffic_query(query).await?;
+        if !is_completed(&state.status) {
+            state = self.poll_traffic_query(&href).await?;
+        }
+        let download = state
+            .result
+            .clone()
+            .unwrap_or_else(|| format!("{href}/download"));
+        let flows = self.download_flows(&download, state.matches_count).await?;
+        let truncated = state.matches_count > u64::from(query.max_results);
+        if truncated {
+            tracing::warn!(
+                query = %href, matches_count = state.matches_count, max_results = query.max_results,
+                "PCE traffic query truncated: more flows matched than max_results"
+            );
+        }
+        Ok(TrafficResult {
+            flows_count: state.flows_count.unwrap_or(flows.len() as u64),
+            flows,
+            matches_count: state.matches_count,
+            truncated,
+            query_href: href,
+        })
+    }
+
+    async fn create_traffic_query(
+        &self,
+        query: &TrafficQuery,
+    ) -> Result<(String, QueryState), PceError> {
+        let body = serde_json::to_vec(query)
+            .map_err(|e| PceError::InvalidQuery(format!("traffic: {e}")))?;
+        let call = Call::post(
+            self.org_path("/traffic_flows/async_queries"),
+            bytes::Bytes::from(body),
+        );
+        let reply = self.execute(&call).await?;
+        let body: Value = reply.json("create traffic query")?;
+        let href = body
+            .get("href")
+            .and_then(Value::as_str)
+            .map(|h| strip_api_prefix(h).to_string())
+            .ok_or_else(|| PceError::Unexpected {
+                what: "create traffic query".to_string(),
+                request_id: reply.request_id.clone(),
+                message: "no href in the response".to_string(),
+            })?;
+        tracing::debug!(query = %href, request_id = ?reply.request_id.0, "PCE traffic query created");
+        let state = QueryState::from_body(&body);
+        check_terminal(&href, &state, &reply)?;
+        Ok((href, state))
+    }
+
+    async fn poll_traffic_query(&self, href: &str) -> Result<QueryState, PceError> {
+        let mut poller = self.poller(WHAT, href, None);
+        loop {
+            poller.wait(self).await?;
+            let reply = self.execute(&Call::get(href.to_string())).await?;
+            let state = QueryState::from_body(&reply.json::<Value>(href)?);
+            poller.seen(&state.status, &reply);
+            check_terminal(href, &state, &reply)?;
+            if is_completed(&state.status) {
+                return Ok(state);
+            }
+        }
+    }
+
+    /// Downloads the flows; an empty download (or a 404: the file is not there yet) while
+    /// the query reported matches is retried with backoff.
+    async fn download_flows(&self, href: &str, matches_count: u64) -> Result<Vec<Value>, PceError> {
+        let retries = self.inner.download_retries;
+        let mut attempt = 0;
+        loop {
+            let (flows, request_id) = self.download_once(href).await?;
+            if !flows.is_empty() || matches_count == 0 {
+                return Ok(flows);
+            }
+            if attempt >= retries {
+                return Err(PceError::EmptyDownload {
+                    href: href.to_string(),
+                    attempts: attempt + 1,
+                    matches_count,
+                    request_id,
+                });
+            }
+            let wait = self
+                .inner
+                .retry
+                .backoff(attempt)
+                .max(self.inner.poll_initial / 2);
+            tracing::warn!(
+                download = %href, matches_count, attempt = attempt + 1, wait = ?wait,
+                request_id = ?request_id.0, "PCE traffic download empty; fetching it again"
+            );
+            self.wait(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// One download: its flows (none for 204 or 404) and the request id.
+    async fn download_once(&self, href: &str) -> Result<(Vec<Value>, RequestId), PceError> {
+        match self.execute(&Call::get(href.to_string())).await {
+            Ok(mut reply) => {
+                let flows = parse_download(href, &mut reply)?;
+                Ok((flows, reply.request_id))
+            }
+            Err(PceError::Status {
+                status: 404,
+                request_id,
+                ..
+            }) => Ok((Vec::new(), request_id)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Parses the download, taking its body out of `reply` so it is freed early.
+fn parse_download(href: &str, reply: &mut Reply) -> Result<Vec<Value>, PceError> {
+    if reply.status == reqwest::StatusCode::NO_CONTENT {
+        return Ok(Vec::new());
+    }
+    parse_records_owned(std::mem::take(&mut reply.body)).map_err(|message| PceError::Decode {
+        what: href.to_string(),
+        request_id: reply.request_id.clone(),
+        message,
+    })
+}
+
+fn is_completed(status: &str) -> bool {
+    status == "completed"
+}
+
+/// Failed and cancelled queries are errors; anything else (also unknown statuses) keeps
+/// polling.
+fn check_terminal(href: &str, state: &QueryState, reply: &Reply) -> Result<(), PceError> {
+    let request_id: RequestId = reply.request_id.clone();
+    match state.status.as_str() {
+        "failed" => Err(PceError::QueryFailed {
+            what: WHAT,
+            href: href.to_string(),
+            status: state.status.clone(),
+            request_id,
+            detail: String::new(),
+        }),
+        "cancel_requested" | "cancelled" | "canceled" => Err(PceError::QueryCancelled {
+            what: WHAT,
+            href: href.to_string(),
+            status: state.status.clone(),
+            request_id,
+        }),
+        _ => Ok(()),
+    }
+}
