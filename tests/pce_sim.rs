@@ -819,6 +819,34 @@ async fn labels_ip_lists_workloads_and_the_async_job() {
     assert_eq!(plain.json().as_array().map(Vec::len), Some(10));
     assert!(plain.json()[0]["labels"][0]["key"].is_string());
 
+    let db = h
+        .sim
+        .estate()
+        .labels
+        .iter()
+        .find(|l| l.key == "role" && l.value == "DB")
+        .expect("DB label")
+        .href
+        .clone();
+    let dbs = h
+        .get_query(
+            "/orgs/1/workloads",
+            &[("labels", json!([[db]]).to_string())],
+        )
+        .await;
+    let dbs = dbs.json();
+    let dbs = dbs.as_array().expect("array");
+    assert!(!dbs.is_empty() && dbs.len() < total);
+    assert!(dbs.iter().all(|w| {
+        w["labels"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|l| l["href"] == db.as_str()))
+    }));
+    let bad = h
+        .get_query("/orgs/1/workloads", &[("labels", "role=db".to_string())])
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
     let accepted = read(
         h.http
             .get(h.url("/orgs/1/workloads"))

@@ -14,6 +14,8 @@ use super::scenario::{Health, Scenario, health_at, in_phase, minute_of};
 const DEFAULT_MAX: usize = 100;
 const MAX_MAX: usize = 10_000;
 /// How far back a query without `timestamp[gte]` looks.
+const DEFAULT_LOOKBACK_MINUTES: i64 = 24 * 60;
+/// How far back any query looks.
 const MAX_LOOKBACK_MINUTES: i64 = 31 * 24 * 60;
 const STREAM_EVENTS: u64 = 0xE7E7;
 
@@ -110,7 +112,7 @@ pub(crate) fn query(
     let last = minute_of(upper);
     let first = q
         .gte
-        .map_or(last - MAX_LOOKBACK_MINUTES, minute_of)
+        .map_or(last - DEFAULT_LOOKBACK_MINUTES, minute_of)
         .max(last - MAX_LOOKBACK_MINUTES);
     let mut found: Vec<SimEvent> = Vec::new();
     let mut m = last;

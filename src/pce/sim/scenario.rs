@@ -155,6 +155,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn time_scale_speeds_up_the_clock() {
+        let start = Utc::now();
+        let inner = crate::runtime::VirtualClock::new(start);
+        let clock = SimClock::new(std::sync::Arc::new(inner.clone()), 60.0);
+        inner.advance(std::time::Duration::from_secs(60));
+        assert_eq!(clock.now() - start, chrono::Duration::hours(1));
+    }
+
+    #[test]
     fn names_round_trip() {
         for s in Scenario::ALL {
             assert_eq!(s.to_string().parse::<Scenario>(), Ok(s));

@@ -554,15 +554,40 @@ async fn ip_lists(
     collection(items, MAX_COLLECTION, s.estate.ip_lists.len())
 }
 
-fn workload_items(s: &SimState, pairs: &Pairs) -> Vec<Value> {
+/// The `labels` parameter: a JSON list of lists of label hrefs (OR of AND-groups).
+fn label_groups(pairs: &Pairs) -> Result<Option<Vec<Vec<String>>>, ApiError> {
+    param(pairs, "labels")
+        .map(|v| {
+            serde_json::from_str::<Vec<Vec<String>>>(v).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    format!("labels must be a JSON list of lists of hrefs: {e}"),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn workload_items(s: &SimState, pairs: &Pairs) -> Result<Vec<Value>, ApiError> {
     let hostname = param(pairs, "hostname");
     let ip = param(pairs, "ip_address");
-    s.estate
+    let groups = label_groups(pairs)?;
+    let has_labels = |w: &super::estate::Workload| {
+        groups.as_ref().is_none_or(|groups| {
+            groups.iter().any(|g| {
+                g.iter()
+                    .all(|href| w.labels.iter().any(|&i| s.estate.labels[i].href == *href))
+            })
+        })
+    };
+    Ok(s.estate
         .managed_workloads()
         .filter(|w| hostname.is_none_or(|h| w.hostname.as_deref().is_some_and(|x| x.contains(h))))
         .filter(|w| ip.is_none_or(|ip| w.ip.to_string() == ip))
+        .filter(|w| has_labels(w))
         .map(|w| s.estate.workload_rest(w))
-        .collect()
+        .collect())
 }
 
 async fn workloads(
@@ -578,7 +603,10 @@ async fn workloads(
         Ok(n) => n,
         Err(r) => return r.into_response(),
     };
-    let items = workload_items(&s, &pairs);
+    let items = match workload_items(&s, &pairs) {
+        Ok(items) => items,
+        Err(r) => return r.into_response(),
+    };
     let asynchronous = headers
         .get("prefer")
         .and_then(|v| v.to_str().ok())
