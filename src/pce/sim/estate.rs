@@ -405,7 +405,9 @@ fn gen_workloads(rng: &mut ChaCha8Rng, org: u64, labels: &[Label]) -> Vec<Worklo
     let n = rng.random_range(40..=80usize);
     (0..n)
         .map(|i| {
-            let role = rng.random_range(0..ROLES.len());
+            // The first workload is a database, so exfiltration always has a source.
+            let drawn = rng.random_range(0..ROLES.len());
+            let role = if i == 0 { ROLE_DB } else { drawn };
             let app = rng.random_range(0..APPS.len());
             let env = rng.random_range(0..ENVS.len());
             let loc = rng.random_range(0..LOCS.len());

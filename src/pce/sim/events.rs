@@ -226,20 +226,9 @@ impl<'a> Gen<'a> {
     }
 
     /// Assembles an event in the field order of real PCE output.
-    #[allow(clippy::too_many_arguments)]
-    fn event(
-        &mut self,
-        href: HrefKind,
-        event_type: &str,
-        status: Option<&str>,
-        severity: &str,
-        created_by: Value,
-        action: Value,
-        resource_changes: Value,
-        notifications: Value,
-    ) -> SimEvent {
+    fn event(&mut self, spec: Spec<'_>) -> SimEvent {
         let uuid = self.uuid();
-        let href = match href {
+        let href = match spec.href {
             HrefKind::Org => format!("/orgs/{}/events/{uuid}", self.estate.org),
             HrefKind::System => format!("/system_events/{uuid}"),
         };
@@ -247,13 +236,13 @@ impl<'a> Gen<'a> {
             "href": href,
             "timestamp": self.at.to_rfc3339_opts(SecondsFormat::Millis, true),
             "pce_fqdn": self.estate.pce_fqdn,
-            "created_by": created_by,
-            "event_type": event_type,
-            "status": status,
-            "severity": severity,
-            "action": action,
-            "resource_changes": resource_changes,
-            "notifications": notifications,
+            "created_by": spec.created_by,
+            "event_type": spec.event_type,
+            "status": spec.status,
+            "severity": spec.severity,
+            "action": spec.action,
+            "resource_changes": spec.resource_changes,
+            "notifications": spec.notifications,
         });
         if self.rng.random_bool(0.5) {
             if let Some(o) = v.as_object_mut() {
@@ -263,6 +252,70 @@ impl<'a> Gen<'a> {
         SimEvent {
             at: self.at,
             json: v,
+        }
+    }
+}
+
+/// What varies between events; `action` defaults to null, the lists to empty.
+struct Spec<'s> {
+    href: HrefKind,
+    event_type: &'s str,
+    status: Option<&'s str>,
+    severity: &'s str,
+    created_by: Value,
+    action: Value,
+    resource_changes: Value,
+    notifications: Value,
+}
+
+impl<'s> Spec<'s> {
+    /// An event under `/orgs/{org}/events/`.
+    fn org(
+        event_type: &'s str,
+        status: Option<&'s str>,
+        severity: &'s str,
+        created_by: Value,
+    ) -> Spec<'s> {
+        Spec {
+            href: HrefKind::Org,
+            event_type,
+            status,
+            severity,
+            created_by,
+            action: Value::Null,
+            resource_changes: json!([]),
+            notifications: json!([]),
+        }
+    }
+
+    /// An event under `/system_events/`.
+    fn system(
+        event_type: &'s str,
+        status: Option<&'s str>,
+        severity: &'s str,
+        created_by: Value,
+    ) -> Spec<'s> {
+        Spec {
+            href: HrefKind::System,
+            ..Spec::org(event_type, status, severity, created_by)
+        }
+    }
+
+    fn action(self, action: Value) -> Spec<'s> {
+        Spec { action, ..self }
+    }
+
+    fn changes(self, resource_changes: Value) -> Spec<'s> {
+        Spec {
+            resource_changes,
+            ..self
+        }
+    }
+
+    fn notes(self, notifications: Value) -> Spec<'s> {
+        Spec {
+            notifications,
+            ..self
         }
     }
 }
@@ -294,14 +347,9 @@ fn session_created(g: &mut Gen<'_>) -> SimEvent {
     let n = vec![g.notification("user.pce_session_created", json!({"user": user}))];
     let sys = json!({"system": {}});
     g.event(
-        HrefKind::Org,
-        "user.create_session",
-        Some("success"),
-        "info",
-        sys,
-        action,
-        json!([]),
-        json!(n),
+        Spec::org("user.create_session", Some("success"), "info", sys)
+            .action(action)
+            .notes(json!(n)),
     )
 }
 
@@ -312,16 +360,7 @@ fn session_terminated(g: &mut Gen<'_>) -> SimEvent {
         json!({"reason": "timeout", "user": user}),
     )];
     let sys = json!({"system": {}});
-    g.event(
-        HrefKind::Org,
-        "user.pce_session_terminated",
-        None,
-        "info",
-        sys,
-        Value::Null,
-        json!([]),
-        json!(n),
-    )
+    g.event(Spec::org("user.pce_session_terminated", None, "info", sys).notes(json!(n)))
 }
 
 fn sign_in(g: &mut Gen<'_>) -> SimEvent {
@@ -332,20 +371,16 @@ fn sign_in(g: &mut Gen<'_>) -> SimEvent {
         "changes": {"sign_in_attempts_count": {"before": count, "after": count + 1}},
         "change_type": "update"})];
     let n = vec![g.notification("user.login_session_created", json!({"user": user}))];
-    let (ty, by) = if g.rng.random_bool(0.5) {
-        ("user.sign_in", json!({"user": user}))
+    let ty = if g.rng.random_bool(0.5) {
+        "user.sign_in"
     } else {
-        ("user.login", json!({"user": user}))
+        "user.login"
     };
     g.event(
-        HrefKind::Org,
-        ty,
-        Some("success"),
-        "info",
-        by,
-        action,
-        json!(rc),
-        json!(n),
+        Spec::org(ty, Some("success"), "info", json!({"user": user}))
+            .action(action)
+            .changes(json!(rc))
+            .notes(json!(n)),
     )
 }
 
@@ -353,14 +388,13 @@ fn sign_out(g: &mut Gen<'_>) -> SimEvent {
     let user = g.user();
     let action = g.action("/login/logout", "GET", 302);
     g.event(
-        HrefKind::Org,
-        "user.sign_out",
-        Some("success"),
-        "info",
-        json!({"user": user}),
-        action,
-        json!([]),
-        json!([]),
+        Spec::org(
+            "user.sign_out",
+            Some("success"),
+            "info",
+            json!({"user": user}),
+        )
+        .action(action),
     )
 }
 
@@ -379,14 +413,14 @@ fn system_logout(g: &mut Gen<'_>) -> SimEvent {
         ),
     ];
     g.event(
-        HrefKind::System,
-        "user.logout",
-        Some("success"),
-        "info",
-        json!({"system": {}}),
-        action,
-        json!([]),
-        json!(n),
+        Spec::system(
+            "user.logout",
+            Some("success"),
+            "info",
+            json!({"system": {}}),
+        )
+        .action(action)
+        .notes(json!(n)),
     )
 }
 
@@ -416,14 +450,15 @@ fn sec_policy_create(g: &mut Gen<'_>) -> SimEvent {
                     "workloads_affected": {"before": null, "after": affected}},
         "change_type": "create"})];
     g.event(
-        HrefKind::Org,
-        "sec_policy.create",
-        Some("success"),
-        "info",
-        json!({"user": user}),
-        action,
-        json!(rc),
-        json!(notifications),
+        Spec::org(
+            "sec_policy.create",
+            Some("success"),
+            "info",
+            json!({"user": user}),
+        )
+        .action(action)
+        .changes(json!(rc))
+        .notes(json!(notifications)),
     )
 }
 
@@ -442,14 +477,9 @@ fn rule_set_change(g: &mut Gen<'_>) -> SimEvent {
         "changes": {"enabled": {"before": null, "after": true}}, "change_type": change}),
     ];
     g.event(
-        HrefKind::Org,
-        ty,
-        Some("success"),
-        "info",
-        json!({"user": user}),
-        action,
-        json!(rc),
-        json!([]),
+        Spec::org(ty, Some("success"), "info", json!({"user": user}))
+            .action(action)
+            .changes(json!(rc)),
     )
 }
 
@@ -472,28 +502,22 @@ fn sec_rule_change(g: &mut Gen<'_>) -> SimEvent {
         "changes": {"ingress_services": {"before": [], "after": [{"port": 443, "proto": 6}]}}, "change_type": change}),
     ];
     g.event(
-        HrefKind::Org,
-        ty,
-        Some("success"),
-        "info",
-        json!({"user": user}),
-        action,
-        json!(rc),
-        json!([]),
+        Spec::org(ty, Some("success"), "info", json!({"user": user}))
+            .action(action)
+            .changes(json!(rc)),
     )
 }
 
 fn expire_keys(g: &mut Gen<'_>) -> SimEvent {
     let action = json!({"uuid": g.uuid(), "api_endpoint": null, "api_method": null, "http_status_code": null, "src_ip": "FILTERED"});
     g.event(
-        HrefKind::Org,
-        "system_task.expire_service_account_api_keys",
-        Some("success"),
-        "info",
-        json!({"system": {}}),
-        action,
-        json!([]),
-        json!([]),
+        Spec::org(
+            "system_task.expire_service_account_api_keys",
+            Some("success"),
+            "info",
+            json!({"system": {}}),
+        )
+        .action(action),
     )
 }
 
@@ -506,14 +530,13 @@ fn cluster_policy_applied(g: &mut Gen<'_>) -> SimEvent {
     );
     let by = json!({"container_cluster": {"href": href, "name": name}});
     g.event(
-        HrefKind::Org,
-        "container_cluster.security_policy_applied",
-        Some("success"),
-        "info",
-        by,
-        action,
-        json!([]),
-        json!([]),
+        Spec::org(
+            "container_cluster.security_policy_applied",
+            Some("success"),
+            "info",
+            by,
+        )
+        .action(action),
     )
 }
 
@@ -528,28 +551,22 @@ fn interfaces_update(g: &mut Gen<'_>) -> SimEvent {
             "resource": {"name": "eth1", "address": "fe80::2"}}]}}, "change_type": "update"}),
     ];
     g.event(
-        HrefKind::Org,
-        "workload_interfaces.update",
-        Some("success"),
-        "info",
-        by,
-        action,
-        json!(rc),
-        json!([]),
+        Spec::org("workload_interfaces.update", Some("success"), "info", by)
+            .action(action)
+            .changes(json!(rc)),
     )
 }
 
 fn agent_heartbeat_task(g: &mut Gen<'_>) -> SimEvent {
     let action = json!({"uuid": g.uuid(), "api_endpoint": null, "api_method": null, "http_status_code": null, "src_ip": "FILTERED"});
     g.event(
-        HrefKind::Org,
-        "system_task.agent_missed_heartbeats_check",
-        None,
-        "info",
-        json!({"system": {}}),
-        action,
-        json!([]),
-        json!([]),
+        Spec::org(
+            "system_task.agent_missed_heartbeats_check",
+            None,
+            "info",
+            json!({"system": {}}),
+        )
+        .action(action),
     )
 }
 
@@ -629,14 +646,9 @@ fn failed_login(g: &mut Gen<'_>) -> SimEvent {
         json!({"associated_user": {"supplied_username": supplied}, "src_ip": ip}),
     )];
     g.event(
-        HrefKind::System,
-        ty,
-        Some("failure"),
-        "err",
-        json!({"system": {}}),
-        action,
-        json!([]),
-        json!(n),
+        Spec::system(ty, Some("failure"), "err", json!({"system": {}}))
+            .action(action)
+            .notes(json!(n)),
     )
 }
 
@@ -646,14 +658,13 @@ fn api_key_failure(g: &mut Gen<'_>) -> SimEvent {
     let info = json!({"api_endpoint": "/api/v2/orgs/1/workloads", "api_method": "GET", "src_ip": ip, "api_key_id": format!("{key:x}")});
     let n = vec![g.notification("request.authentication_failed", info)];
     g.event(
-        HrefKind::System,
-        "request.authentication_failed",
-        Some("failure"),
-        "err",
-        json!({"system": {}}),
-        Value::Null,
-        json!([]),
-        json!(n),
+        Spec::system(
+            "request.authentication_failed",
+            Some("failure"),
+            "err",
+            json!({"system": {}}),
+        )
+        .notes(json!(n)),
     )
 }
 
@@ -672,14 +683,9 @@ fn tampering(g: &mut Gen<'_>, victim: usize) -> SimEvent {
         "kernel_functions": ["nfnetlink_rcv_batch,nf_tables_newrule"]}]});
     let n = vec![g.notification("workload.oob_policy_changes", info)];
     g.event(
-        HrefKind::Org,
-        "agent.tampering",
-        Some("success"),
-        "warning",
-        by,
-        action,
-        json!([]),
-        json!(n),
+        Spec::org("agent.tampering", Some("success"), "warning", by)
+            .action(action)
+            .notes(json!(n)),
     )
 }
 
@@ -690,14 +696,9 @@ fn agent_event(g: &mut Gen<'_>, victim: usize, ty: &str, severity: &str, note: &
     let info = json!({"workload": {"href": w.href, "hostname": w.hostname}});
     let n = vec![g.notification(note, info)];
     g.event(
-        HrefKind::Org,
-        ty,
-        Some("success"),
-        severity,
-        by,
-        action,
-        json!([]),
-        json!(n),
+        Spec::org(ty, Some("success"), severity, by)
+            .action(action)
+            .notes(json!(n)),
     )
 }
 
@@ -705,16 +706,7 @@ fn missed_heartbeats(g: &mut Gen<'_>, victim: usize, ty: &str, note: &str) -> Si
     let w = &g.estate.workloads[victim];
     let info = json!({"agents": [{"href": w.agent_href, "hostname": w.hostname, "workload": {"href": w.href}}]});
     let n = vec![g.notification(note, info)];
-    g.event(
-        HrefKind::Org,
-        ty,
-        Some("success"),
-        "warning",
-        json!({"system": {}}),
-        Value::Null,
-        json!([]),
-        json!(n),
-    )
+    g.event(Spec::org(ty, Some("success"), "warning", json!({"system": {}})).notes(json!(n)))
 }
 
 fn internal_error(g: &mut Gen<'_>) -> SimEvent {
@@ -725,14 +717,14 @@ fn internal_error(g: &mut Gen<'_>) -> SimEvent {
         json!({"api_endpoint": "/api/v2/orgs/1/traffic_flows/async_queries", "api_method": "POST"}),
     )];
     g.event(
-        HrefKind::Org,
-        "request.internal_server_error",
-        Some("failure"),
-        "err",
-        json!({"user": user}),
-        action,
-        json!([]),
-        json!(n),
+        Spec::org(
+            "request.internal_server_error",
+            Some("failure"),
+            "err",
+            json!({"user": user}),
+        )
+        .action(action)
+        .notes(json!(n)),
     )
 }
 

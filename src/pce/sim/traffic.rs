@@ -9,7 +9,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-use super::estate::{Estate, ROLE_DB, stream_rng};
+use super::estate::{Estate, stream_rng};
 use super::scenario::{Scenario, in_phase, minute_of};
 
 const STREAM_FLOWS: u64 = 0xF10E;
@@ -297,7 +297,6 @@ fn exfiltration(rng: &mut ChaCha8Rng, estate: &Estate, m: i64) -> Flow {
     f.dst_bi = rng.random_range(10_000_000..50_000_000);
     f.dst_bo = rng.random_range(2_000_000_000..9_000_000_000);
     f.last = f.first + rng.random_range(30..MAX_FLOW_SECS);
-    debug_assert_eq!(estate.workloads[estate.exfil_source].role, ROLE_DB);
     f
 }
 
