@@ -497,7 +497,7 @@ fn check_flow_shapes(flows: &[Value]) {
     assert!(!icmp.is_empty());
     assert!(
         icmp.iter()
-            .all(|f| f["icmp_type"].is_u64() && !f["service"]["port"].is_u64())
+            .all(|f| f["icmp_type"] == 8 && !f["service"]["port"].is_u64())
     );
     assert!(flows.iter().any(|f| f["service"]["proto"] == 17));
     assert!(
@@ -515,6 +515,9 @@ fn check_flow_shapes(flows: &[Value]) {
             .as_str()
             .is_some_and(|h| h.starts_with("/orgs/1/kubernetes_workloads/"))
             && f["src"]["workload"]["hostname"].is_null()
+    }));
+    assert!(flows.iter().any(|f| {
+        f["state"] == "snapshot" && f["boundary_decision"].is_null() && f["icmp_code"] == 0
     }));
     let zero = flows.iter().filter(|f| f["dst_bo"] == 0).count();
     assert!(zero * 2 > flows.len(), "bytes mostly 0");

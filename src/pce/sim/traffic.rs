@@ -682,8 +682,14 @@ pub(crate) fn write_flow(estate: &Estate, f: &Flow, out: &mut String) {
         network.href,
         network.name,
     );
+    // Real PCEs send `boundary_decision` and zero ICMP fields on snapshot rows too.
+    if f.state == "snapshot" {
+        out.push_str(",\"boundary_decision\":null");
+    }
     if f.proto == 1 {
         out.push_str(",\"icmp_type\":8,\"icmp_code\":0");
+    } else if f.state == "snapshot" {
+        out.push_str(",\"icmp_type\":0,\"icmp_code\":0");
     }
     let client = if matches!(f.src, Ep::Unmanaged(_)) {
         "endpoint"
