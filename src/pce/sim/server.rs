@@ -130,6 +130,7 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
         .route(&format!("{org}/jobs/{{id}}"), get(job))
         .route(&format!("{org}/datafiles/{{id}}"), get(datafile))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state)
 }
@@ -280,6 +281,14 @@ fn degraded_failure(s: &SimState, path: &str) -> Option<Response> {
 
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "not_found", "No such resource")
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed on this resource",
+    )
 }
 
 async fn node_available() -> Response {
