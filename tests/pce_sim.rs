@@ -443,6 +443,13 @@ async fn new_events_appear_as_the_clock_advances_after_the_index_lag() {
         newest <= h.clock_now() - chrono::Duration::seconds(300),
         "lagged index"
     );
+    h.sim.set_faults(Faults {
+        event_index_lag_secs: u64::MAX,
+        ..Faults::default()
+    });
+    let hidden = h.get_query("/orgs/1/events", &q).await;
+    assert_eq!(hidden.status, StatusCode::OK);
+    assert_eq!(hidden.json().as_array().map(Vec::len), Some(0));
     h.sim.set_faults(Faults::default());
     let fresh = h.get_query("/orgs/1/events", &q).await.json();
     assert!(fresh.as_array().map(Vec::len) >= Some(after.len()));

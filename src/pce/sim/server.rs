@@ -29,6 +29,9 @@ use super::traffic::{self, QueryResult, TrafficQuery};
 /// Plain collection GETs return at most this many objects.
 const MAX_COLLECTION: usize = 500;
 
+/// The largest event-index lag applied (a year).
+const MAX_EVENT_LAG_SECS: u64 = 365 * 24 * 3600;
+
 /// Query pairs as axum extracts them.
 type Pairs = Vec<(String, String)>;
 
@@ -339,10 +342,9 @@ async fn list_events(
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_query", e.to_string()),
     };
-    let lag = chrono::Duration::seconds(
-        i64::try_from(s.faults().event_index_lag_secs).unwrap_or(i64::MAX / 1000),
-    );
-    let visible = s.clock.now() - lag;
+    // A lag beyond the lookback hides everything; clamping keeps the arithmetic in range.
+    let lag_secs = s.faults().event_index_lag_secs.min(MAX_EVENT_LAG_SECS);
+    let visible = s.clock.now() - chrono::Duration::seconds(lag_secs as i64);
     let st = s.clone();
     let found = tokio::task::spawn_blocking(move || {
         events::query(&st.estate, st.seed, st.scenario, &query, visible)

@@ -17,6 +17,8 @@ const STREAM_FLOWS: u64 = 0xF10E;
 const FLOWS_PER_MINUTE: usize = 20;
 /// The longest a flow lasts; queries look back this far for overlapping flows.
 const MAX_FLOW_SECS: i64 = 600;
+/// Flows older than this (before the query's creation) are gone, as on a real PCE.
+const RETENTION_SECS: i64 = 30 * 24 * 3600;
 /// The largest `max_results` a query may ask for.
 pub(crate) const MAX_RESULTS: usize = 200_000;
 
@@ -598,11 +600,12 @@ pub(crate) fn run_query(
 ) -> QueryResult {
     let until = until.timestamp();
     let upper = q.end.min(until);
+    let start = q.start.max(until - RETENTION_SECS);
     let mut result = QueryResult::default();
-    if upper < q.start {
+    if upper < start {
         return result;
     }
-    let first = minute_of_secs(q.start - MAX_FLOW_SECS);
+    let first = minute_of_secs(start - MAX_FLOW_SECS);
     for m in first..=minute_of_secs(upper) {
         for mut f in flows_in_minute(estate, seed, scenario, m) {
             if f.first > until {
