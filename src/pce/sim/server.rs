@@ -352,11 +352,7 @@ async fn list_events(
     .await;
     match found {
         Ok(list) => json_text(StatusCode::OK, Value::Array(list).to_string()),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_server_error",
-            e.to_string(),
-        ),
+        Err(e) => internal_error(e),
     }
 }
 
@@ -456,36 +452,36 @@ async fn download(
         return json_text(StatusCode::OK, String::new());
     }
     let estate = s.estate.clone();
-    let rendered = tokio::task::spawn_blocking(move || {
-        let text = traffic::render(&estate, &result.flows);
-        if faults.gzip_downloads {
-            gzip(text.as_bytes()).map(Some)
-        } else {
-            Ok(None)
-        }
-        .map(|gz| (text, gz))
-    })
-    .await;
-    match rendered {
-        Ok(Ok((_, Some(gz)))) => {
+    let gzipped = faults.gzip_downloads;
+    tokio::task::spawn_blocking(move || download_body(&estate, &result.flows, gzipped))
+        .await
+        .unwrap_or_else(internal_error)
+}
+
+/// The flows as a JSON array, gzip-compressed (with `Content-Encoding: gzip`) when asked.
+fn download_body(estate: &Estate, flows: &[traffic::Flow], gzipped: bool) -> Response {
+    let text = traffic::render(estate, flows);
+    if !gzipped {
+        return json_text(StatusCode::OK, text);
+    }
+    match gzip(text.as_bytes()) {
+        Ok(gz) => {
             let headers = [
                 (header::CONTENT_TYPE, "application/json"),
                 (header::CONTENT_ENCODING, "gzip"),
             ];
             (StatusCode::OK, headers, Body::from(gz)).into_response()
         }
-        Ok(Ok((text, None))) => json_text(StatusCode::OK, text),
-        Ok(Err(e)) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_server_error",
-            e.to_string(),
-        ),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_server_error",
-            e.to_string(),
-        ),
+        Err(e) => internal_error(e),
     }
+}
+
+fn internal_error(e: impl std::fmt::Display) -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_server_error",
+        e.to_string(),
+    )
 }
 
 fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
