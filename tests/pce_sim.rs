@@ -297,7 +297,11 @@ async fn events_have_every_real_shape() {
         "system_task.agent_offline_check",
         "sec_policy.create",
         "rule_set.update",
+        "rule_sets.delete",
+        "sec_rule.delete",
+        "api_key.create",
         "user.sign_in",
+        "user.login",
     ] {
         assert!(types.contains(t), "{t} missing");
     }

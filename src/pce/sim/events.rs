@@ -320,7 +320,7 @@ impl<'s> Spec<'s> {
     }
 }
 
-const BACKGROUND_KINDS: u32 = 12;
+const BACKGROUND_KINDS: u32 = 13;
 
 /// One background (noise or routine policy work) event.
 fn background_event(g: &mut Gen<'_>, kind: u32) -> SimEvent {
@@ -336,7 +336,8 @@ fn background_event(g: &mut Gen<'_>, kind: u32) -> SimEvent {
         8 => expire_keys(g),
         9 => cluster_policy_applied(g),
         10 => interfaces_update(g),
-        _ => agent_heartbeat_task(g),
+        11 => agent_heartbeat_task(g),
+        _ => admin_action(g),
     }
 }
 
@@ -466,10 +467,11 @@ fn rule_set_change(g: &mut Gen<'_>) -> SimEvent {
     let user = g.user();
     let id = g.rng.random_range(1..300);
     let href = format!("/orgs/{}/sec_policy/draft/rule_sets/{id}", g.estate.org);
-    let (ty, method, code, change) = if g.rng.random_bool(0.3) {
-        ("rule_set.create", "POST", 201, "create")
-    } else {
-        ("rule_set.update", "PUT", 204, "update")
+    // The delete event type is plural on real PCEs.
+    let (ty, method, code, change) = match g.rng.random_range(0..10) {
+        0..3 => ("rule_set.create", "POST", 201, "create"),
+        3 => ("rule_sets.delete", "DELETE", 204, "delete"),
+        _ => ("rule_set.update", "PUT", 204, "update"),
     };
     let action = g.action(&format!("/api/v2{href}"), method, code);
     let rc = vec![
@@ -481,6 +483,40 @@ fn rule_set_change(g: &mut Gen<'_>) -> SimEvent {
             .action(action)
             .changes(json!(rc)),
     )
+}
+
+/// Rarer administrative changes people also watch.
+fn admin_action(g: &mut Gen<'_>) -> SimEvent {
+    let org = g.estate.org;
+    let (ty, endpoint, method, code) = match g.rng.random_range(0..4) {
+        0 => (
+            "api_key.create",
+            "/api/v2/users/11/api_keys".to_string(),
+            "POST",
+            201,
+        ),
+        1 => (
+            "api_key.delete",
+            format!("/api/v2/users/11/api_keys/{:x}", g.rng.random::<u32>()),
+            "DELETE",
+            204,
+        ),
+        2 => (
+            "authentication_settings.update",
+            format!("/api/v2/orgs/{org}/authentication_settings"),
+            "PUT",
+            204,
+        ),
+        _ => (
+            "workloads.unpair",
+            format!("/api/v2/orgs/{org}/workloads/unpair"),
+            "PUT",
+            204,
+        ),
+    };
+    let user = g.user();
+    let action = g.action(&endpoint, method, code);
+    g.event(Spec::org(ty, Some("success"), "info", json!({"user": user})).action(action))
 }
 
 fn sec_rule_change(g: &mut Gen<'_>) -> SimEvent {
