@@ -7,6 +7,7 @@
 //! - 130: a second Ctrl-C/SIGTERM cut a draining shutdown short.
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tracing_subscriber::EnvFilter;
 use vigil::config::diagnostic::{self, Format};
 use vigil::config::{Env, LoadError, LoadOptions, Loaded, load_paths};
 use vigil::graph::Graph;
+use vigil::pce::sim::{PceSim, Scenario, SimConfig};
 use vigil::runtime::{self, WallClock};
 
 /// Events are allocated on a source's thread and freed on a sink's: glibc's allocator
@@ -78,6 +80,32 @@ enum Command {
     },
     /// Print the JSON Schema of pipeline files.
     Schema,
+    /// Serve a simulated Illumio PCE until interrupted; prints its URL as the first line.
+    PceSim {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        /// quiet, port-scan, brute-force, exfiltration, ven-tampering or degraded-pce.
+        #[arg(long, default_value = "quiet")]
+        scenario: Scenario,
+        /// Seed of the estate, events and flows.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The org id served.
+        #[arg(long, default_value_t = 1)]
+        org: u64,
+        /// API key id clients must use.
+        #[arg(long, env = "VIGIL_SIM_API_KEY", default_value = "api_sim")]
+        api_key: String,
+        /// API key secret clients must use.
+        #[arg(
+            long,
+            env = "VIGIL_SIM_API_SECRET",
+            default_value = "sim-secret",
+            hide_env_values = true
+        )]
+        api_secret: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -132,6 +160,24 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         } => validate(paths, format, deny_warnings, no_env),
         Command::Run { pipelines } => run(pipelines),
         Command::Graph { pipelines, format } => graph(pipelines, format),
+        Command::PceSim {
+            listen,
+            scenario,
+            seed,
+            org,
+            api_key,
+            api_secret,
+        } => pce_sim(
+            listen,
+            SimConfig {
+                scenario,
+                seed,
+                org,
+                api_key,
+                api_secret,
+                ..SimConfig::default()
+            },
+        ),
         Command::Schema => {
             print(&vigil::config::schema::document_schema_text())?;
             Ok(ExitCode::SUCCESS)
@@ -244,6 +290,23 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         } else {
             ExitCode::SUCCESS
         })
+    })
+}
+
+fn pce_sim(listen: SocketAddr, cfg: SimConfig) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let scenario = cfg.scenario;
+        let sim = PceSim::start(cfg, Arc::new(WallClock), listen).await?;
+        print(&format!("{}\n", sim.url()))?;
+        tracing::info!(url = %sim.url(), %scenario, "PCE simulator running (Ctrl-C stops it)");
+        wait_for_signal().await;
+        tracing::info!("stopping the PCE simulator");
+        sim.shutdown().await;
+        Ok(ExitCode::SUCCESS)
     })
 }
 

@@ -1,1 +1,195 @@
 //! The PCE simulator: the real endpoints over HTTP, a deterministic estate from a seed.
+//!
+//! [`PceSim::start`] serves the Illumio REST API subset vigil uses (events, async traffic
+//! queries, labels, IP lists, workloads with async jobs, health) on a local address. The
+//! estate and all events and flows derive from [`SimConfig::seed`]; time comes from the
+//! caller's [`SharedClock`], so tests drive it with a virtual clock. [`Faults`] reproduce
+//! the quirks of real PCEs (rate-limit storms, 5xx, gzip and empty downloads, truncated
+//! results, a lagging event index) and can be changed while running.
+
+pub mod estate;
+mod events;
+mod faults;
+mod jobs;
+mod log;
+mod scenario;
+mod server;
+mod traffic;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::runtime::SharedClock;
+
+pub use estate::Estate;
+pub use faults::{Faults, RateLimitStorm};
+pub use log::LoggedRequest;
+pub use scenario::{Scenario, UnknownScenario};
+
+use scenario::SimClock;
+use server::SimState;
+
+/// How to run a simulator.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// What the estate goes through.
+    pub scenario: Scenario,
+    /// Seeds the estate, events and flows.
+    pub seed: u64,
+    /// The org id the API answers for (others get 403).
+    pub org: u64,
+    /// The API key id (HTTP Basic user).
+    pub api_key: String,
+    /// The API key secret (HTTP Basic password).
+    pub api_secret: String,
+    /// Faults to inject from the start.
+    pub faults: Faults,
+    /// 1.0 = real time; 60.0 plays an hour of scenario in a minute.
+    pub time_scale: f64,
+}
+
+impl Default for SimConfig {
+    fn default() -> SimConfig {
+        SimConfig {
+            scenario: Scenario::Quiet,
+            seed: 1,
+            org: 1,
+            api_key: "api_sim".to_string(),
+            api_secret: "sim-secret".to_string(),
+            faults: Faults::default(),
+            time_scale: 1.0,
+        }
+    }
+}
+
+/// Why the simulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The listen address could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The configuration is unusable.
+    #[error("invalid simulator configuration: {0}")]
+    InvalidConfig(String),
+}
+
+/// Starts simulators.
+#[derive(Debug)]
+pub struct PceSim;
+
+impl PceSim {
+    /// Binds `listen` (port 0 picks a free port) and serves the simulated PCE.
+    pub async fn start(
+        cfg: SimConfig,
+        clock: SharedClock,
+        listen: SocketAddr,
+    ) -> Result<RunningSim, SimError> {
+        if !(cfg.time_scale.is_finite() && cfg.time_scale > 0.0) {
+            return Err(SimError::InvalidConfig(format!(
+                "time_scale must be positive, got {}",
+                cfg.time_scale
+            )));
+        }
+        if cfg.api_key.is_empty() {
+            return Err(SimError::InvalidConfig("api_key is empty".into()));
+        }
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| SimError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| SimError::Bind {
+            addr: listen,
+            source,
+        })?;
+        let state = Arc::new(SimState::new(&cfg, SimClock::new(clock, cfg.time_scale)));
+        let app = server::router(state.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "PCE simulator stopped with an error");
+            }
+        });
+        tracing::debug!(%addr, scenario = %cfg.scenario, seed = cfg.seed, "PCE simulator listening");
+        Ok(RunningSim {
+            addr,
+            state,
+            stop: Some(stop),
+            task,
+        })
+    }
+}
+
+/// A simulator serving requests; stop it with [`RunningSim::shutdown`].
+#[derive(Debug)]
+pub struct RunningSim {
+    addr: SocketAddr,
+    state: Arc<SimState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for SimState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimState")
+            .field("scenario", &self.scenario)
+            .field("seed", &self.seed)
+            .field("org", &self.org)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningSim {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL, `http://addr` (the API lives under `/api/v2`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request answered so far.
+    pub fn request_log(&self) -> Vec<LoggedRequest> {
+        self.state.log.snapshot()
+    }
+
+    /// Forgets the logged requests.
+    pub fn clear_log(&self) {
+        self.state.log.clear();
+    }
+
+    /// Replaces the faults; their counters (storm, server errors) start afresh.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.state.faults.lock().unwrap_or_else(|e| e.into_inner()) =
+            faults::FaultState::new(faults);
+    }
+
+    /// The generated estate.
+    pub fn estate(&self) -> &Estate {
+        &self.state.estate
+    }
+
+    /// Stops serving and waits for the server task to end.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
