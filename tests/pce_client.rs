@@ -5,12 +5,11 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use chrono::TimeZone;
-use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use vigil::config::Duration as CfgDuration;
 use vigil::event::Timestamp;
@@ -18,7 +17,7 @@ use vigil::pce::client::{
     EventQuery, PceClient, PceConnectionConfig, PceError, PolicyDecision, PolicyVersion, Secret,
     TrafficQuery, WorkloadQuery, parse_records,
 };
-use vigil::runtime::{Clock, SharedClock, VirtualClock};
+use vigil::runtime::{JumpClock, SharedClock};
 use wiremock::matchers::{body_partial_json, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -26,43 +25,8 @@ const KEY: &str = "api_1a2b3c4d5e6f";
 const SECRET: &str = "s3cr3t-do-not-print-0123456789abcdef";
 const QUERY: &str = "/orgs/1/traffic_flows/async_queries/5e3f";
 
-/// A virtual clock that jumps to each sleep's deadline at once and records the wait.
-struct JumpClock {
-    inner: VirtualClock,
-    start: Timestamp,
-    waits: Mutex<Vec<Duration>>,
-}
-
-impl JumpClock {
-    fn new() -> Arc<JumpClock> {
-        let start = chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        Arc::new(JumpClock {
-            inner: VirtualClock::new(start),
-            start,
-            waits: Mutex::new(Vec::new()),
-        })
-    }
-
-    fn waits(&self) -> Vec<Duration> {
-        self.waits.lock().unwrap().clone()
-    }
-
-    fn elapsed(&self) -> Duration {
-        (self.inner.now() - self.start).to_std().unwrap()
-    }
-}
-
-impl Clock for JumpClock {
-    fn now(&self) -> Timestamp {
-        self.inner.now()
-    }
-
-    fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<'static, ()> {
-        let wait = (deadline - self.inner.now()).to_std().unwrap_or_default();
-        self.waits.lock().unwrap().push(wait);
-        self.inner.set(deadline);
-        Box::pin(async {})
-    }
+fn jump_clock() -> Arc<JumpClock> {
+    JumpClock::new(chrono::Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap())
 }
 
 fn config(server: &MockServer) -> PceConnectionConfig {
@@ -73,7 +37,7 @@ fn config(server: &MockServer) -> PceConnectionConfig {
 }
 
 fn client_with(cfg: &PceConnectionConfig) -> (PceClient, Arc<JumpClock>) {
-    let clock = JumpClock::new();
+    let clock = jump_clock();
     let shared: SharedClock = clock.clone();
     (PceClient::new(cfg, shared).expect("client"), clock)
 }
@@ -1056,7 +1020,7 @@ fn tls_settings_are_checked_at_build() {
         Secret::new(SECRET),
     );
     cfg.tls_verify = false;
-    let clock: SharedClock = JumpClock::new();
+    let clock: SharedClock = jump_clock();
     PceClient::new(&cfg, clock.clone()).expect("tls_verify false builds");
 
     cfg.tls_verify = true;

@@ -89,6 +89,57 @@ impl Clock for VirtualClock {
     }
 }
 
+/// A virtual clock that jumps to the deadline of every sleep at once, and remembers each
+/// wait: for replays that should run as fast as the machine allows, and for tests that
+/// assert exact waits (a `Retry-After: 7` waits exactly 7 s) without sleeping.
+#[derive(Debug)]
+pub struct JumpClock {
+    inner: VirtualClock,
+    start: Timestamp,
+    waits: std::sync::Mutex<Vec<std::time::Duration>>,
+}
+
+impl JumpClock {
+    /// A clock that reads `start`.
+    pub fn new(start: Timestamp) -> Arc<JumpClock> {
+        Arc::new(JumpClock {
+            inner: VirtualClock::new(start),
+            start,
+            waits: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Every wait asked for so far, in order.
+    pub fn waits(&self) -> Vec<std::time::Duration> {
+        self.waits.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// How far the clock has moved since it was made.
+    pub fn elapsed(&self) -> std::time::Duration {
+        (self.inner.now() - self.start).to_std().unwrap_or_default()
+    }
+
+    /// The virtual clock underneath (to share it, e.g. with a simulator).
+    pub fn virtual_clock(&self) -> &VirtualClock {
+        &self.inner
+    }
+}
+
+impl Clock for JumpClock {
+    fn now(&self) -> Timestamp {
+        self.inner.now()
+    }
+
+    fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<'static, ()> {
+        let wait = (deadline - self.inner.now()).to_std().unwrap_or_default();
+        if let Ok(mut w) = self.waits.lock() {
+            w.push(wait);
+        }
+        self.inner.set(deadline);
+        Box::pin(async {})
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-pub use clock::{Clock, SharedClock, VirtualClock, WallClock};
+pub use clock::{Clock, JumpClock, SharedClock, VirtualClock, WallClock};
 pub use edge::{Closed, Input, Message, NodeCounters, Output};
 pub use topology::{BuildError, NodeReport, RunReport, RunningTopology, start};
 

@@ -186,7 +186,8 @@ pub struct TrafficResult {
     pub matches_count: u64,
     /// How many flows the PCE put in the result.
     pub flows_count: u64,
-    /// `matches_count > max_results`: this is not all the traffic.
+    /// This is not all the traffic: more flows matched than `max_results`, or than the
+    /// PCE put in the result.
     pub truncated: bool,
     /// The query's href.
     pub query_href: String,
@@ -237,11 +238,15 @@ impl PceClient {
             .clone()
             .unwrap_or_else(|| format!("{href}/download"));
         let flows = self.download_flows(&download, state.matches_count).await?;
-        let truncated = state.matches_count > u64::from(query.max_results);
+        // A real PCE cuts at max_results; be as wary of a result that simply holds fewer
+        // flows than matched, whatever the reason.
+        let truncated = state.matches_count > u64::from(query.max_results)
+            || state.matches_count > flows.len() as u64;
         if truncated {
             tracing::warn!(
                 query = %href, matches_count = state.matches_count, max_results = query.max_results,
-                "PCE traffic query truncated: more flows matched than max_results"
+                downloaded = flows.len(),
+                "PCE traffic query truncated: more flows matched than the result holds"
             );
         }
         Ok(TrafficResult {
