@@ -3,10 +3,12 @@
 //! The PCE simulator runs as its own process (`vigil pce-sim`), so this process's memory is
 //! the client's alone. Steps, each timed, with the peak resident set (VmHWM, reset between
 //! steps) after each:
-//! 1. the whole client path: create the async query, poll it, download and parse
+//! 1. the streaming client path: create the async query, poll it, download it, then read
+//!    the flows one at a time (`traffic_download` + `records`), as a source hands them on
 //!    (includes the simulator's fixed ~2 s "queued" time);
-//! 2. the download alone (HTTP GET of the result);
-//! 3. parsing that body into flow records.
+//! 2. the collecting client path (`traffic_query`: every flow parsed into one `Vec`);
+//! 3. the download alone (HTTP GET of the result);
+//! 4. parsing that body into flow records.
 //!
 //! `cargo bench --bench pce_download`
 
@@ -92,6 +94,26 @@ fn main() {
         let query = TrafficQuery::new("bench", end - chrono::Duration::days(7), end, 200_000);
 
         println!("baseline RSS {:.0} MiB", rss_mib());
+        reset_peak();
+        let started = Instant::now();
+        let download = client.traffic_download(&query).await.expect("traffic download");
+        let fetched = started.elapsed();
+        let mut count = 0u64;
+        let mut bytes = 0usize;
+        for record in download.records() {
+            let (flow, raw) = record.expect("a flow");
+            count += u64::from(flow.is_object());
+            bytes += raw.len();
+        }
+        println!(
+            "client.traffic_download + records: {count} flows ({:.1} MB) in {:.2} s (download ready after {:.2} s, incl. the simulator's queue time), peak RSS {:.0} MiB",
+            bytes as f64 / 1e6,
+            started.elapsed().as_secs_f64(),
+            fetched.as_secs_f64(),
+            peak_mib()
+        );
+        drop(download);
+
         reset_peak();
         let started = Instant::now();
         let result = client.traffic_query(&query).await.expect("traffic query");

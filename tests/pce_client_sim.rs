@@ -105,6 +105,30 @@ async fn async_traffic_query_completes_and_downloads() {
 }
 
 #[tokio::test]
+async fn a_download_is_read_one_flow_at_a_time_with_its_bytes() {
+    let h = start(Scenario::Exfiltration, Faults::default()).await;
+    let end = vigil::runtime::Clock::now(h.clock.virtual_clock());
+    let q = TrafficQuery::new(
+        "vigil-test",
+        end - chrono::Duration::minutes(30),
+        end,
+        200_000,
+    );
+    let download = h.client.traffic_download(&q).await.expect("download");
+    let mut n = 0u64;
+    for record in download.records() {
+        let (flow, raw) = record.expect("a flow");
+        let reparsed: serde_json::Value =
+            serde_json::from_slice(&raw).expect("raw bytes are the flow");
+        assert_eq!(reparsed, flow);
+        n += 1;
+    }
+    assert_eq!(n, download.matches_count);
+    assert!(!download.is_truncated(n));
+    h.sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn gzip_empty_first_download_and_truncation() {
     let faults = Faults {
         gzip_downloads: true,

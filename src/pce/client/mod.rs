@@ -58,12 +58,12 @@ use retry::RetryPolicy;
 
 pub use collections::{PolicyVersion, SYNC_LIMIT, WorkloadQuery};
 pub use config::{MAX_REQUESTS_PER_MINUTE, PceConnectionConfig, Secret};
-pub use download::{is_gzip, parse_records, parse_records_owned};
+pub use download::{Records, is_gzip, parse_records, parse_records_owned, plain_body};
 pub use error::{PceError, RequestId};
 pub use events::{DEFAULT_EVENT_RESULTS, EventQuery, MAX_EVENT_RESULTS};
 pub use traffic::{
     Actor, ActorFilter, MAX_TRAFFIC_RESULTS, PolicyDecision, QueryOp, Service, ServiceFilter,
-    TrafficQuery, TrafficResult,
+    TrafficDownload, TrafficQuery, TrafficResult,
 };
 
 /// The header carrying the PCE's request id.

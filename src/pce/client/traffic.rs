@@ -1,10 +1,11 @@
 //! Async Explorer traffic queries: create, poll, download.
 
+use bytes::Bytes;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::collections::strip_api_prefix;
-use super::download::parse_records_owned;
+use super::download::{Records, plain_body};
 use super::events::pce_time;
 use super::{Call, PceClient, PceError, Reply, RequestId};
 use crate::event::Timestamp;
@@ -226,8 +227,34 @@ const WHAT: &str = "traffic query";
 
 impl PceClient {
     /// Runs an async traffic query: creates it, polls it until it completes (or
-    /// `query_timeout`), and downloads its flows.
+    /// `query_timeout`), and downloads and parses all its flows.
+    ///
+    /// For big results prefer [`PceClient::traffic_download`], which holds only the
+    /// downloaded body and lets the caller take the flows one at a time.
     pub async fn traffic_query(&self, query: &TrafficQuery) -> Result<TrafficResult, PceError> {
+        let download = self.traffic_download(query).await?;
+        let flows = download
+            .records()
+            .map(|r| r.map(|(flow, _)| flow))
+            .collect::<Result<Vec<Value>, String>>()
+            .map_err(|message| download.decode_error(message))?;
+        let truncated = download.is_truncated(flows.len() as u64);
+        Ok(TrafficResult {
+            flows_count: download.flows_count.unwrap_or(flows.len() as u64),
+            flows,
+            matches_count: download.matches_count,
+            truncated,
+            query_href: download.query_href,
+        })
+    }
+
+    /// Runs an async traffic query up to its download: creates it, polls it until it
+    /// completes (or `query_timeout`), and downloads the result (inflated if gzip). The
+    /// flows are read from it with [`TrafficDownload::records`].
+    pub async fn traffic_download(
+        &self,
+        query: &TrafficQuery,
+    ) -> Result<TrafficDownload, PceError> {
         query.check()?;
         let (href, mut state) = self.create_traffic_query(query).await?;
         if !is_completed(&state.status) {
@@ -237,24 +264,15 @@ impl PceClient {
             .result
             .clone()
             .unwrap_or_else(|| format!("{href}/download"));
-        let flows = self.download_flows(&download, state.matches_count).await?;
-        // A real PCE cuts at max_results; be as wary of a result that simply holds fewer
-        // flows than matched, whatever the reason.
-        let truncated = state.matches_count > u64::from(query.max_results)
-            || state.matches_count > flows.len() as u64;
-        if truncated {
-            tracing::warn!(
-                query = %href, matches_count = state.matches_count, max_results = query.max_results,
-                downloaded = flows.len(),
-                "PCE traffic query truncated: more flows matched than the result holds"
-            );
-        }
-        Ok(TrafficResult {
-            flows_count: state.flows_count.unwrap_or(flows.len() as u64),
-            flows,
+        let (body, request_id) = self.download_flows(&download, state.matches_count).await?;
+        Ok(TrafficDownload {
+            body,
             matches_count: state.matches_count,
-            truncated,
+            flows_count: state.flows_count,
+            max_results: query.max_results,
             query_href: href,
+            download_href: download,
+            request_id,
         })
     }
 
@@ -301,13 +319,17 @@ impl PceClient {
 
     /// Downloads the flows; an empty download (or a 404: the file is not there yet) while
     /// the query reported matches is retried with backoff.
-    async fn download_flows(&self, href: &str, matches_count: u64) -> Result<Vec<Value>, PceError> {
+    async fn download_flows(
+        &self,
+        href: &str,
+        matches_count: u64,
+    ) -> Result<(Bytes, RequestId), PceError> {
         let retries = self.inner.download_retries;
         let mut attempt = 0;
         loop {
-            let (flows, request_id) = self.download_once(href).await?;
-            if !flows.is_empty() || matches_count == 0 {
-                return Ok(flows);
+            let (body, request_id) = self.download_once(href).await?;
+            if Records::new(body.clone()).next().is_some() || matches_count == 0 {
+                return Ok((body, request_id));
             }
             if attempt >= retries {
                 return Err(PceError::EmptyDownload {
@@ -331,33 +353,86 @@ impl PceClient {
         }
     }
 
-    /// One download: its flows (none for 204 or 404) and the request id.
-    async fn download_once(&self, href: &str) -> Result<(Vec<Value>, RequestId), PceError> {
+    /// One download: its plain body (empty for 204 or 404) and the request id.
+    async fn download_once(&self, href: &str) -> Result<(Bytes, RequestId), PceError> {
         match self.execute(&Call::get(href.to_string())).await {
             Ok(mut reply) => {
-                let flows = parse_download(href, &mut reply)?;
-                Ok((flows, reply.request_id))
+                if reply.status == reqwest::StatusCode::NO_CONTENT {
+                    return Ok((Bytes::new(), reply.request_id));
+                }
+                let body = plain_body(Bytes::from(std::mem::take(&mut reply.body))).map_err(
+                    |message| PceError::Decode {
+                        what: href.to_string(),
+                        request_id: reply.request_id.clone(),
+                        message,
+                    },
+                )?;
+                Ok((body, reply.request_id))
             }
             Err(PceError::Status {
                 status: 404,
                 request_id,
                 ..
-            }) => Ok((Vec::new(), request_id)),
+            }) => Ok((Bytes::new(), request_id)),
             Err(e) => Err(e),
         }
     }
 }
 
-/// Parses the download, taking its body out of `reply` so it is freed early.
-fn parse_download(href: &str, reply: &mut Reply) -> Result<Vec<Value>, PceError> {
-    if reply.status == reqwest::StatusCode::NO_CONTENT {
-        return Ok(Vec::new());
+/// A completed traffic query's download, held as one (inflated) body.
+#[derive(Debug, Clone)]
+pub struct TrafficDownload {
+    body: Bytes,
+    /// How many flows matched (may exceed `max_results`).
+    pub matches_count: u64,
+    /// How many flows the PCE says it put in the result, if it said.
+    pub flows_count: Option<u64>,
+    /// The query's `max_results`.
+    pub max_results: u32,
+    /// The query's href.
+    pub query_href: String,
+    /// Where the result was downloaded from.
+    pub download_href: String,
+    /// The download's `X-Request-Id`.
+    pub request_id: RequestId,
+}
+
+impl TrafficDownload {
+    /// The flows, one at a time, each with the exact bytes the PCE sent for it. An item is
+    /// an error when the body is malformed there; the iterator ends after it.
+    pub fn records(&self) -> Records {
+        Records::new(self.body.clone())
     }
-    parse_records_owned(std::mem::take(&mut reply.body)).map_err(|message| PceError::Decode {
-        what: href.to_string(),
-        request_id: reply.request_id.clone(),
-        message,
-    })
+
+    /// The size of the (inflated) body in bytes.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Whether the result is not all the traffic, given how many flows were read from it:
+    /// more flows matched than `max_results` (the PCE cut the result) or than the result
+    /// holds, whatever the reason. Logs a warning when so.
+    pub fn is_truncated(&self, downloaded: u64) -> bool {
+        let truncated =
+            self.matches_count > u64::from(self.max_results) || self.matches_count > downloaded;
+        if truncated {
+            tracing::warn!(
+                query = %self.query_href, matches_count = self.matches_count,
+                max_results = self.max_results, downloaded,
+                "PCE traffic query truncated: more flows matched than the result holds"
+            );
+        }
+        truncated
+    }
+
+    /// A decode error for this download.
+    pub fn decode_error(&self, message: String) -> PceError {
+        PceError::Decode {
+            what: self.download_href.clone(),
+            request_id: self.request_id.clone(),
+            message,
+        }
+    }
 }
 
 fn is_completed(status: &str) -> bool {
