@@ -21,6 +21,8 @@ pub enum SourceConfig {
     File(sources::file::FileSourceConfig),
     /// JSON lines from standard input.
     Stdin(sources::stdin::StdinSourceConfig),
+    /// The health of an Illumio PCE, on change.
+    PceHealth(sources::pce_health::PceHealthConfig),
 }
 
 /// A stage: what happens to events between sources and sinks.
@@ -47,6 +49,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(_) => "file",
             SourceConfig::Stdin(_) => "stdin",
+            SourceConfig::PceHealth(_) => "pce_health",
         }
     }
 
@@ -55,6 +58,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => c.check(p),
             SourceConfig::Stdin(c) => c.check(p),
+            SourceConfig::PceHealth(c) => c.check(p),
         }
     }
 
@@ -63,6 +67,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => c.build(cx),
             SourceConfig::Stdin(c) => c.build(cx),
+            SourceConfig::PceHealth(c) => c.build(cx),
         }
     }
 }

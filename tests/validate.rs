@@ -91,6 +91,8 @@ fn every_invalid_fixture_reports_exactly_its_expected_diagnostics() {
         codes::UNKNOWN_KIND,
         codes::DUPLICATE_NAME,
         codes::DUPLICATE_INPUT,
+        codes::LITERAL_SECRET,
+        codes::UNKNOWN_CONNECTION,
     ] {
         assert!(covered.contains(code), "no fixture covers `{code}`");
     }
@@ -155,7 +157,7 @@ fn github_format_writes_annotations() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "::error file=tests/fixtures/invalid/unknown-type.yaml,line=4,col=14,title=unknown-type::unknown source type `filez` (known: file, stdin); did you mean `file`?\n"
+        "::error file=tests/fixtures/invalid/unknown-type.yaml,line=4,col=14,title=unknown-type::unknown source type `filez` (known: file, stdin, pce_health); did you mean `file`?\n"
     );
 }
 

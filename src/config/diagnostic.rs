@@ -68,6 +68,11 @@ pub mod codes {
     pub const ENV_UNSET: &str = "env-unset";
     /// `${` without a closing `}` or with a bad variable name.
     pub const ENV_SYNTAX: &str = "env-syntax";
+    /// A secret (API key, password, token) written literally in a file instead of
+    /// `${ENV_VAR}` or a `*_file`.
+    pub const LITERAL_SECRET: &str = "literal-secret";
+    /// A `connection` that names no connection of the settings.
+    pub const UNKNOWN_CONNECTION: &str = "unknown-connection";
     /// A pipeline with no sources or no sinks.
     pub const EMPTY_PIPELINE: &str = "empty-pipeline";
 }

@@ -271,6 +271,8 @@ pub fn load_sources(files: &[(PathBuf, String)], opts: &LoadOptions) -> Loaded {
         check_wiring(doc, &mut diags);
     }
 
+    check_connections(&settings, &pipelines, &mut diags);
+
     sort(&mut diags);
     let files_read = files.iter().map(|(p, _)| p.clone()).collect();
     let has_errors = diags.iter().any(Diagnostic::is_error);
@@ -367,6 +369,39 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
     };
     let mut p = Problems::default();
     p.positive_duration("/tick_interval", "tick_interval", &s.tick_interval);
+    for (name, conn) in &s.connections.pce {
+        let base = to_pointer(["connections", "pce", name.as_str()]);
+        for field in ["api_key", "api_secret"] {
+            let pointer = format!("{base}/{field}");
+            let literal = doc.value.pointer(&pointer).is_some_and(|v| !v.is_null())
+                && !doc.from_env.contains(&pointer)
+                && !doc.unresolved.contains(&pointer);
+            if literal {
+                p.error(
+                    pointer.clone(),
+                    codes::LITERAL_SECRET,
+                    format!(
+                        "`{field}` is written in the file: take it from the environment (`{field}: ${{PCE_{}}}`) or a file (`{field}_file: /path`)",
+                        field.to_uppercase()
+                    ),
+                );
+            }
+            let has_file = doc
+                .value
+                .pointer(&format!("{pointer}_file"))
+                .is_some_and(|v| !v.is_null());
+            if doc.value.pointer(&pointer).is_none_or(Value::is_null) && !has_file {
+                p.error_at_key(
+                    base.clone(),
+                    codes::MISSING_KEY,
+                    format!("connection `{name}` needs `{field}` (from the environment) or `{field}_file`"),
+                );
+            }
+        }
+        if let Err(e) = conn.api_base() {
+            p.error(format!("{base}/url"), codes::INVALID_VALUE, e.to_string());
+        }
+    }
     let failed = p
         .items
         .iter()
@@ -713,5 +748,53 @@ fn check_wiring(doc: &Doc<'_>, diags: &mut Vec<Diagnostic>) {
             codes::EMPTY_PIPELINE,
             format!("pipeline `{pname}` has no sinks: its results go nowhere"),
         ));
+    }
+}
+
+/// Every `connection` of a `pce_*` source names a `connections.pce` entry of the settings.
+fn check_connections(
+    settings: &[(Doc<'_>, Option<SettingsConfig>)],
+    pipelines: &[(Doc<'_>, Option<PipelineConfig>)],
+    diags: &mut Vec<Diagnostic>,
+) {
+    let known: Vec<String> = settings
+        .first()
+        .and_then(|(d, _)| d.value.pointer("/connections/pce"))
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    for (doc, _) in pipelines {
+        let Some(Value::Object(sources)) = doc.value.get("sources") else {
+            continue;
+        };
+        for (name, body) in sources {
+            let is_pce = body
+                .get("type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.starts_with("pce_"));
+            let Some(conn) = body.get("connection").and_then(Value::as_str) else {
+                continue;
+            };
+            if !is_pce || known.iter().any(|k| k == conn) {
+                continue;
+            }
+            let hint = suggest(conn, known.iter().map(String::as_str))
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_else(|| {
+                    if known.is_empty() {
+                        " (define it under `connections: pce:` in the `kind: settings` document)"
+                            .to_string()
+                    } else {
+                        format!(" (known: {})", known.join(", "))
+                    }
+                });
+            let pointer = to_pointer(["sources", name.as_str(), "connection"]);
+            diags.push(Diagnostic::error(
+                doc.file,
+                doc.pos(&pointer, false),
+                codes::UNKNOWN_CONNECTION,
+                format!("`{conn}` names no PCE connection{hint}"),
+            ));
+        }
     }
 }

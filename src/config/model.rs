@@ -12,6 +12,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer};
 
 use crate::components::{SinkConfig, SourceConfig, StageConfig};
+use crate::pce::client::PceConnectionConfig;
 
 /// One YAML document of a pipeline file, told apart by `kind`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -44,6 +45,19 @@ pub struct SettingsConfig {
     /// Default: `1s`.
     #[serde(default = "default_tick_interval")]
     pub tick_interval: Duration,
+    /// The systems sources read from and sinks deliver to, by kind and name. Secrets in
+    /// here come from the environment (`${PCE_API_SECRET}`) or from files, never literally.
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
+}
+
+/// `connections:` of the settings.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// Illumio PCEs, by name; `pce_*` sources name one in `connection`.
+    #[serde(default)]
+    pub pce: IndexMap<String, PceConnectionConfig>,
 }
 
 impl Default for SettingsConfig {
@@ -53,6 +67,7 @@ impl Default for SettingsConfig {
             buffer: default_buffer(),
             batch_size: default_batch_size(),
             tick_interval: default_tick_interval(),
+            connections: ConnectionsConfig::default(),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! already read reaches the sinks before the process exits.
 
 mod clock;
+mod connections;
 mod edge;
 mod topology;
 
@@ -23,6 +24,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 pub use clock::{Clock, JumpClock, SharedClock, VirtualClock, WallClock};
+pub use connections::{ConnectionError, Connections};
 pub use edge::{Closed, Input, Message, NodeCounters, Output};
 pub use topology::{BuildError, NodeReport, RunReport, RunningTopology, start};
 
@@ -41,6 +43,8 @@ pub struct BuildContext {
     pub id: Arc<str>,
     /// The engine's state directory.
     pub state_dir: PathBuf,
+    /// Clients of the configured connections (PCEs, ...), shared by every node.
+    pub connections: Arc<Connections>,
 }
 
 /// A running source.

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::edge::{self, Envelope};
 use super::{
-    BuildContext, Input, Message, NodeCounters, NodeResult, Output, SharedClock, Sink,
+    BuildContext, Connections, Input, Message, NodeCounters, NodeResult, Output, SharedClock, Sink,
     SourceContext, Stage,
 };
 use crate::config::Config;
@@ -135,6 +135,12 @@ impl RunningTopology {
 pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, BuildError> {
     let graph = Graph::from_config(config);
     let settings = &config.settings;
+    let connections = Arc::new(
+        Connections::build(settings, &clock).map_err(|e| BuildError {
+            id: format!("connections.pce.{}", e.name),
+            message: e.source.to_string(),
+        })?,
+    );
     let shutdown = CancellationToken::new();
 
     // One inbound channel per node that has inputs; edges numbered per receiving node.
@@ -175,6 +181,7 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
         let cx = BuildContext {
             id: node.id.clone(),
             state_dir: settings.state_dir.clone(),
+            connections: connections.clone(),
         };
         let out_targets = targets.next().unwrap_or_default();
         let rx = receivers.next().flatten();

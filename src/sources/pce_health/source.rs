@@ -1,0 +1,188 @@
+//! The running `pce_health` source.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+
+use super::config::PceHealthConfig;
+use crate::event::{Event, Timestamp};
+use crate::pce::client::PceClient;
+use crate::runtime::{NodeResult, Source, SourceContext};
+
+/// The health of a PCE, worst first in severity order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HealthStatus {
+    /// Every cluster says `normal`.
+    Normal,
+    /// A cluster says something vigil does not know.
+    Unknown,
+    /// A cluster says `warning`.
+    Warning,
+    /// A cluster says `critical`.
+    Critical,
+    /// The PCE did not answer.
+    Unreachable,
+}
+
+impl HealthStatus {
+    /// The name used in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Normal => "normal",
+            HealthStatus::Unknown => "unknown",
+            HealthStatus::Warning => "warning",
+            HealthStatus::Critical => "critical",
+            HealthStatus::Unreachable => "unreachable",
+        }
+    }
+
+    fn of_cluster(status: Option<&str>) -> HealthStatus {
+        match status {
+            Some("normal") => HealthStatus::Normal,
+            Some("warning") => HealthStatus::Warning,
+            Some("critical") => HealthStatus::Critical,
+            _ => HealthStatus::Unknown,
+        }
+    }
+
+    /// The PCE's status: the worst of its clusters' (an empty answer is `unknown`).
+    pub fn of_body(clusters: &[Value]) -> HealthStatus {
+        clusters
+            .iter()
+            .map(|c| HealthStatus::of_cluster(c.get("status").and_then(Value::as_str)))
+            .max()
+            .unwrap_or(HealthStatus::Unknown)
+    }
+}
+
+/// What one health check found.
+struct Observation {
+    status: HealthStatus,
+    clusters: Vec<Value>,
+    error: Option<String>,
+}
+
+/// Polls a PCE's health.
+#[derive(Debug)]
+pub struct PceHealthSource {
+    cfg: PceHealthConfig,
+    client: PceClient,
+}
+
+impl PceHealthSource {
+    pub(super) fn new(cfg: PceHealthConfig, client: PceClient) -> Self {
+        PceHealthSource { cfg, client }
+    }
+
+    async fn run_inner(self, cx: &mut SourceContext) -> NodeResult {
+        let mut last: Option<(HealthStatus, Timestamp)> = None;
+        loop {
+            let Some(answer) = cx.wait(self.client.health()).await else {
+                return Ok(());
+            };
+            let now = cx.now();
+            let seen = match answer {
+                Ok(clusters) => Observation {
+                    status: HealthStatus::of_body(&clusters),
+                    clusters,
+                    error: None,
+                },
+                Err(e) => Observation {
+                    status: HealthStatus::Unreachable,
+                    clusters: Vec::new(),
+                    error: Some(e.to_string()),
+                },
+            };
+            let status = seen.status;
+            let changed = last.is_none_or(|(s, _)| s != status);
+            let reminder = self.cfg.repeat.is_some_and(|r| {
+                last.is_some_and(|(_, at)| (now - at).to_std().unwrap_or_default() >= r.get())
+            });
+            if changed || reminder {
+                if changed && status > HealthStatus::Normal {
+                    tracing::warn!(source = %cx.id, status = status.as_str(), "PCE health changed");
+                }
+                let event = self.event(seen, last.map(|(s, _)| s), changed, now, &cx.id);
+                if cx.send(vec![Arc::new(event)]).await.is_err() {
+                    return Ok(());
+                }
+                last = Some((status, now));
+            }
+            if !cx.sleep(self.cfg.interval.get()).await {
+                return Ok(());
+            }
+        }
+    }
+
+    fn event(
+        &self,
+        seen: Observation,
+        previous: Option<HealthStatus>,
+        changed: bool,
+        now: Timestamp,
+        id: &Arc<str>,
+    ) -> Event {
+        let Observation {
+            status,
+            clusters,
+            error,
+        } = seen;
+        let clusters: Vec<Value> = clusters
+            .iter()
+            .map(|c| {
+                json!({
+                    "fqdn": c.get("fqdn"),
+                    "type": c.get("type"),
+                    "status": c.get("status"),
+                    "notifications": c.get("notifications"),
+                    "generated_at": c.get("generated_at"),
+                })
+            })
+            .collect();
+        let data = json!({
+            "source_type": "pce_health",
+            "connection": self.cfg.connection,
+            "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "status": status.as_str(),
+            "previous_status": previous.map(HealthStatus::as_str),
+            "changed": changed,
+            "clusters": clusters,
+            "error": error,
+        });
+        Event::from_record(data, id.clone(), now)
+    }
+}
+
+impl Source for PceHealthSource {
+    fn run<'a>(self: Box<Self>, cx: &'a mut SourceContext) -> BoxFuture<'a, NodeResult> {
+        Box::pin(self.run_inner(cx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worst_cluster_decides() {
+        let body = |s: &[&str]| s.iter().map(|x| json!({"status": x})).collect::<Vec<_>>();
+        assert_eq!(
+            HealthStatus::of_body(&body(&["normal", "normal"])),
+            HealthStatus::Normal
+        );
+        assert_eq!(
+            HealthStatus::of_body(&body(&["normal", "warning"])),
+            HealthStatus::Warning
+        );
+        assert_eq!(
+            HealthStatus::of_body(&body(&["critical", "warning"])),
+            HealthStatus::Critical
+        );
+        assert_eq!(
+            HealthStatus::of_body(&body(&["normal", "weird"])),
+            HealthStatus::Unknown
+        );
+        assert_eq!(HealthStatus::of_body(&[]), HealthStatus::Unknown);
+    }
+}
