@@ -45,6 +45,8 @@ pub struct BuildContext {
     pub state_dir: PathBuf,
     /// Clients of the configured connections (PCEs, ...), shared by every node.
     pub connections: Arc<Connections>,
+    /// The state database (checkpoints), shared by every node.
+    pub store: Arc<crate::store::Store>,
 }
 
 /// A running source.

@@ -135,6 +135,13 @@ impl RunningTopology {
 pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, BuildError> {
     let graph = Graph::from_config(config);
     let settings = &config.settings;
+    let store =
+        Arc::new(
+            crate::store::Store::open(&settings.state_dir).map_err(|e| BuildError {
+                id: "state_dir".into(),
+                message: e.to_string(),
+            })?,
+        );
     let connections = Arc::new(
         Connections::build(settings, &clock).map_err(|e| BuildError {
             id: format!("connections.pce.{}", e.name),
@@ -182,6 +189,7 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
             id: node.id.clone(),
             state_dir: settings.state_dir.clone(),
             connections: connections.clone(),
+            store: store.clone(),
         };
         let out_targets = targets.next().unwrap_or_default();
         let rx = receivers.next().flatten();

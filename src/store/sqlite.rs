@@ -1,0 +1,168 @@
+//! The SQLite database under `state_dir` (`vigil.db`): checkpoints of sources, and later
+//! stage snapshots, the outbox, alert history and silences.
+//!
+//! One connection in WAL mode behind a mutex: writes are small and few (a checkpoint per
+//! batch), so one writer is plenty and every write is durable when the call returns.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+/// The database file's name under `state_dir`.
+pub const DB_FILE: &str = "vigil.db";
+
+/// A problem with the state database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or created.
+    #[error("cannot open the state database {path}: {source} (check that state_dir is writable)")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// A read or write failed.
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// A stored value is not valid JSON (the file was edited or damaged).
+    #[error("state database: checkpoint `{key}` is not valid JSON: {source}")]
+    Corrupt {
+        /// The checkpoint's key.
+        key: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
+/// vigil's state database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (or creates) `<state_dir>/vigil.db`, creating the directory if needed.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        let path = state_dir.join(DB_FILE);
+        let open_err = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        if let Err(e) = std::fs::create_dir_all(state_dir) {
+            return Err(open_err(rusqlite::Error::InvalidPath(PathBuf::from(
+                format!("{}: {e}", state_dir.display()),
+            ))));
+        }
+        let conn = Connection::open(&path).map_err(open_err)?;
+        Self::init(conn).map_err(open_err)
+    }
+
+    /// A database in memory (tests, `vigil test`).
+    pub fn in_memory() -> Result<Store, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        Ok(Self::init(conn)?)
+    }
+
+    fn init(conn: Connection) -> Result<Store, rusqlite::Error> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS checkpoints (
+                 key        TEXT PRIMARY KEY,
+                 value      TEXT NOT NULL,
+                 updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+             );",
+        )?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (each call is
+        // one statement), so a poisoned lock is still usable.
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The checkpoint stored under `key` (by convention the node id, `pipeline.node`, or
+    /// `<kind>:<connection>` for state shared by a connection).
+    pub fn checkpoint(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT value FROM checkpoints WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|source| StoreError::Corrupt {
+                key: key.to_string(),
+                source,
+            })
+        })
+        .transpose()
+    }
+
+    /// Stores `value` under `key`, durably, replacing what was there.
+    pub fn set_checkpoint(&self, key: &str, value: &Value) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO checkpoints (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value,
+                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            params![key, value.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Removes the checkpoint under `key`.
+    pub fn clear_checkpoint(&self, key: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM checkpoints WHERE key = ?1", params![key])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn checkpoints_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        {
+            let store = Store::open(&state).unwrap();
+            assert_eq!(store.checkpoint("p.events").unwrap(), None);
+            store
+                .set_checkpoint("p.events", &json!({"watermark": "2026-01-01T00:00:00Z"}))
+                .unwrap();
+            store
+                .set_checkpoint("p.events", &json!({"watermark": "2026-01-02T00:00:00Z"}))
+                .unwrap();
+        }
+        let store = Store::open(&state).unwrap();
+        assert_eq!(
+            store.checkpoint("p.events").unwrap(),
+            Some(json!({"watermark": "2026-01-02T00:00:00Z"}))
+        );
+        store.clear_checkpoint("p.events").unwrap();
+        assert_eq!(store.checkpoint("p.events").unwrap(), None);
+    }
+
+    #[test]
+    fn an_unwritable_state_dir_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, "x").unwrap();
+        let err = Store::open(&file.join("state")).unwrap_err().to_string();
+        assert!(err.contains("state_dir"), "{err}");
+    }
+}
