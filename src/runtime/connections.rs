@@ -1,18 +1,41 @@
 //! Clients of the systems named under `connections:` in the settings, built once per run
 //! and shared: every pipeline that reads a PCE uses the same client, so one request budget
 //! covers them all.
+//!
+//! Besides the clients, [`Connections`] holds per-run shared helpers keyed by name (see
+//! [`Connections::shared`]), e.g. the one traffic coordinator of a PCE connection that all
+//! `pce_traffic` sources reading it subscribe to, and tasks to start once every node is
+//! built ([`Connections::after_build`]).
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::config::SettingsConfig;
 use crate::pce::client::{PceClient, PceError};
 
 use super::SharedClock;
 
+/// Something to run once every node of the topology is built; given the run's shutdown.
+type Starter = Box<dyn FnOnce(CancellationToken) + Send>;
+
 /// The clients of every configured connection, by name.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Connections {
     pce: HashMap<String, PceClient>,
+    clock: Option<SharedClock>,
+    shared: Arc<Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>>,
+    starters: Arc<Mutex<Vec<Starter>>>,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections")
+            .field("pce", &self.pce)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A connection could not be set up (a secret file unreadable, a bad CA file, ...).
@@ -39,11 +62,55 @@ impl Connections {
             })?;
             pce.insert(name.clone(), client);
         }
-        Ok(Connections { pce })
+        Ok(Connections {
+            pce,
+            clock: Some(clock.clone()),
+            ..Connections::default()
+        })
     }
 
     /// The client of PCE connection `name`.
     pub fn pce(&self, name: &str) -> Option<&PceClient> {
         self.pce.get(name)
+    }
+
+    /// The clock the run waits on (the wall clock when built without one).
+    pub fn clock(&self) -> SharedClock {
+        self.clock
+            .clone()
+            .unwrap_or_else(|| Arc::new(super::WallClock))
+    }
+
+    /// The helper of type `T` shared under `key` for this run, created by `init` on first
+    /// use. `None` when `key` already holds a helper of another type.
+    pub fn shared<T: Any + Send + Sync>(
+        &self,
+        key: &str,
+        init: impl FnOnce() -> T,
+    ) -> Option<Arc<T>> {
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = shared
+            .entry(key.to_string())
+            .or_insert_with(|| Arc::new(init()) as Arc<dyn Any + Send + Sync>)
+            .clone();
+        entry.downcast::<T>().ok()
+    }
+
+    /// Runs `f` once every node of the topology is built (so every subscriber of a shared
+    /// helper is known), with the run's shutdown token.
+    pub fn after_build(&self, f: impl FnOnce(CancellationToken) + Send + 'static) {
+        self.starters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Box::new(f));
+    }
+
+    /// Runs (once) everything registered with [`Connections::after_build`].
+    pub(crate) fn start_after_build(&self, shutdown: &CancellationToken) {
+        let starters =
+            std::mem::take(&mut *self.starters.lock().unwrap_or_else(|e| e.into_inner()));
+        for f in starters {
+            f(shutdown.clone());
+        }
     }
 }

@@ -239,6 +239,7 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
             }
         }
     }
+    connections.start_after_build(&shutdown);
     Ok(RunningTopology {
         shutdown,
         tasks,

@@ -13,6 +13,8 @@ pub struct LoggedRequest {
     pub path: String,
     /// The raw query string (empty when none).
     pub query: String,
+    /// The request body as text (POST bodies, e.g. a traffic query; empty otherwise).
+    pub body: String,
     /// The status answered.
     pub status: u16,
     /// Whether the request carried the right credentials.

@@ -184,6 +184,19 @@ async fn gate(State(s): State<Arc<SimState>>, req: Request, next: Next) -> Respo
     let query = req.uri().query().unwrap_or_default().to_string();
     let authenticated = s.authenticated(req.headers());
     let request_id = s.next_uuid();
+    let (req, body) = if method == "POST" {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::to_bytes(body, 64 << 20)
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        (
+            Request::from_parts(parts, axum::body::Body::from(bytes)),
+            text,
+        )
+    } else {
+        (req, String::new())
+    };
     let mut resp = admit(&s, &path, authenticated, req, next).await;
     resp.headers_mut()
         .insert("x-request-id", header_value(&request_id));
@@ -191,6 +204,7 @@ async fn gate(State(s): State<Arc<SimState>>, req: Request, next: Next) -> Respo
         method,
         path,
         query,
+        body,
         status: resp.status().as_u16(),
         authenticated,
         at: s.clock.now(),

@@ -1,0 +1,168 @@
+//! The `pce_traffic` source's configuration.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::hub::TrafficHub;
+use super::source::PceTrafficSource;
+use crate::config::check::Problems;
+use crate::config::model::Duration;
+use crate::pce::client::{MAX_TRAFFIC_RESULTS, PolicyDecision};
+use crate::runtime::{BuildContext, NodeError, Source};
+
+/// Traffic flows of a PCE, from async Explorer queries over consecutive time slices.
+///
+/// Every `pce_traffic` source of one connection shares ONE query per cycle (asking for the
+/// union of what they need); each source then keeps only its own `policy_decisions`. The
+/// slice `[t − interval − settle, t − settle)` is queried once it is older than `settle`
+/// (VENs report late); slices never overlap and the position (`pce_traffic:<connection>`
+/// in the state database) survives restarts. A failed query is retried next cycle.
+///
+/// Event fields: the PCE's flow record, plus `src.labels` / `dst.labels` (label key →
+/// value, so filters can say `dst.labels.role: db`; the raw list stays at
+/// `src.workload.labels`, and the map is also at `src.workload.labels_by_key`),
+/// `src.ip_list_names` / `dst.ip_list_names` (names of the endpoint's IP lists, resolved
+/// through the name cache when the PCE sent hrefs only) and `vigil`: `{source_type:
+/// "pce_traffic", connection, slice: {start, end}, truncated}` — `truncated: true` means
+/// more flows matched than the result holds: this is NOT all the traffic of the slice.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(example = example())]
+pub struct PceTrafficConfig {
+    /// The PCE to read: a name under `connections: pce:` in the settings.
+    pub connection: String,
+    /// The length of a time slice and the period of the cycle. Default: `5m`. When
+    /// sources of one connection differ, the shortest is used.
+    #[serde(default = "default_interval")]
+    pub interval: Duration,
+    /// How long to wait after a slice ends before querying it (VEN reporting lag).
+    /// Default: `2m`. When sources of one connection differ, the longest is used.
+    #[serde(default = "default_settle")]
+    pub settle: Duration,
+    /// Keep only these policy decisions. Default: all.
+    #[serde(default)]
+    pub policy_decisions: Option<Vec<Decision>>,
+    /// At most this many flows per slice (1..=200000); more matches mark the flows
+    /// `vigil.truncated`. Default: `200000`. The largest of a connection's sources is used.
+    #[serde(default = "default_max_results")]
+    pub max_results: u32,
+    /// Where the first run starts (when no position is stored): `now`, or a lookback such
+    /// as `1h`. Default: `now`.
+    #[serde(default = "default_start_at")]
+    pub start_at: String,
+    /// How often to refresh the names of labels, IP lists and workloads. Default: `10m`.
+    #[serde(default = "default_names_refresh")]
+    pub names_refresh: Duration,
+}
+
+/// A policy decision of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Allowed by policy.
+    Allowed,
+    /// Would be blocked once enforced.
+    PotentiallyBlocked,
+    /// Blocked.
+    Blocked,
+    /// Unknown.
+    Unknown,
+}
+
+impl Decision {
+    /// The name in flow records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allowed => "allowed",
+            Decision::PotentiallyBlocked => "potentially_blocked",
+            Decision::Blocked => "blocked",
+            Decision::Unknown => "unknown",
+        }
+    }
+
+    /// The client's form, for a query.
+    pub fn to_query(self) -> PolicyDecision {
+        match self {
+            Decision::Allowed => PolicyDecision::Allowed,
+            Decision::PotentiallyBlocked => PolicyDecision::PotentiallyBlocked,
+            Decision::Blocked => PolicyDecision::Blocked,
+            Decision::Unknown => PolicyDecision::Unknown,
+        }
+    }
+}
+
+fn example() -> serde_json::Value {
+    serde_json::json!({
+        "connection": "prod", "interval": "5m", "settle": "2m",
+        "policy_decisions": ["blocked", "potentially_blocked"], "start_at": "1h"
+    })
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_settle() -> Duration {
+    Duration::from_secs(120)
+}
+
+fn default_max_results() -> u32 {
+    MAX_TRAFFIC_RESULTS
+}
+
+fn default_start_at() -> String {
+    "now".to_string()
+}
+
+fn default_names_refresh() -> Duration {
+    Duration::from_secs(600)
+}
+
+impl PceTrafficConfig {
+    /// The lookback of `start_at` (`now` is zero); `None` when it is neither.
+    pub fn lookback(&self) -> Option<std::time::Duration> {
+        match self.start_at.trim() {
+            "now" => Some(std::time::Duration::ZERO),
+            s => humantime::parse_duration(s).ok(),
+        }
+    }
+
+    /// Structural checks.
+    pub fn check(&self, problems: &mut Problems) {
+        problems.positive_duration("/interval", "interval", &self.interval);
+        problems.positive_duration("/names_refresh", "names_refresh", &self.names_refresh);
+        if self.max_results == 0 || self.max_results > MAX_TRAFFIC_RESULTS {
+            problems.error(
+                "/max_results",
+                "invalid-value",
+                format!("max_results must be between 1 and {MAX_TRAFFIC_RESULTS}"),
+            );
+        }
+        if self.lookback().is_none() {
+            problems.error(
+                "/start_at",
+                "invalid-value",
+                "start_at must be `now` or a lookback such as `1h`",
+            );
+        }
+        if self.policy_decisions.as_ref().is_some_and(Vec::is_empty) {
+            problems.error(
+                "/policy_decisions",
+                "invalid-value",
+                "policy_decisions is empty: leave it out for all decisions",
+            );
+        }
+    }
+
+    /// Builds the running source, subscribing it to its connection's traffic hub.
+    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, NodeError> {
+        let client = cx
+            .connections
+            .pce(&self.connection)
+            .ok_or_else(|| format!("no PCE connection `{}` in the settings", self.connection))?
+            .clone();
+        let hub = TrafficHub::for_connection(cx, &self.connection, client)?;
+        let rx = hub.subscribe(cx.id.clone(), self.clone());
+        Ok(Box::new(PceTrafficSource::new(rx)))
+    }
+}

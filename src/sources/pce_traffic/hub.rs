@@ -1,0 +1,490 @@
+//! The traffic hub of one PCE connection: ONE async query per cycle for every
+//! `pce_traffic` source of that connection, its flows turned into events once and handed
+//! to every subscriber.
+//!
+//! Slices are `[cursor, cursor + interval)`, queried once `now ≥ end + settle`. The cursor
+//! is stored under `pce_traffic:<connection>` and moves only after every subscriber was
+//! handed the slice's flows; a failed query (or a shutdown mid-slice) leaves it where it
+//! was, so the same slice is queried again (at-least-once delivery).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::SecondsFormat;
+use futures::future::join_all;
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::config::PceTrafficConfig;
+use super::names::{NameCache, Names, label_pair};
+use crate::event::{Event, Timestamp, time_from_value};
+use crate::pce::client::{PceClient, PceError, TrafficQuery};
+use crate::runtime::{BuildContext, NodeError, SharedClock};
+use crate::store::Store;
+
+/// Flow events handed to a subscriber per message.
+const BATCH: usize = 1000;
+
+/// A batch of flow events for one subscriber.
+pub(crate) type Delivery = Vec<Arc<Event>>;
+
+/// One subscribed source.
+struct Subscriber {
+    id: Arc<str>,
+    cfg: PceTrafficConfig,
+    decisions: Option<HashSet<&'static str>>,
+    tx: mpsc::Sender<Delivery>,
+}
+
+/// What the hub runs with: the subscribers' settings combined.
+#[derive(Debug, Clone)]
+struct Plan {
+    interval: chrono::Duration,
+    settle: chrono::Duration,
+    max_results: u32,
+    names_refresh: chrono::Duration,
+    lookback: chrono::Duration,
+    decisions: Vec<crate::pce::client::PolicyDecision>,
+}
+
+/// How a slice went.
+enum SliceOutcome {
+    /// Every subscriber was handed the slice.
+    Done,
+    /// Shutdown, or a subscriber went away: stop without moving the cursor.
+    Stopped,
+}
+
+/// The shared traffic reader of one PCE connection.
+pub struct TrafficHub {
+    connection: String,
+    source_id: Arc<str>,
+    client: PceClient,
+    store: Arc<Store>,
+    clock: SharedClock,
+    subscribers: Mutex<Vec<Subscriber>>,
+    started: AtomicBool,
+    names: Arc<NameCache>,
+    /// Slices whose result was truncated (more flows matched than it holds).
+    pub truncated_slices: AtomicU64,
+    /// Queries that failed (their slice is retried next cycle).
+    pub failed_queries: AtomicU64,
+    /// Slices fully handed to every subscriber.
+    pub slices_done: AtomicU64,
+}
+
+impl std::fmt::Debug for TrafficHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrafficHub")
+            .field("connection", &self.connection)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrafficHub {
+    /// The hub of `connection` for this run, created (and scheduled to start once every
+    /// node is built) on first use.
+    pub fn for_connection(
+        cx: &BuildContext,
+        connection: &str,
+        client: PceClient,
+    ) -> Result<Arc<TrafficHub>, NodeError> {
+        let mut created = false;
+        let hub = cx
+            .connections
+            .shared(&format!("pce_traffic:{connection}"), || {
+                created = true;
+                TrafficHub {
+                    connection: connection.to_string(),
+                    source_id: format!("pce_traffic:{connection}").into(),
+                    client,
+                    store: cx.store.clone(),
+                    clock: cx.connections.clock(),
+                    subscribers: Mutex::new(Vec::new()),
+                    started: AtomicBool::new(false),
+                    names: Arc::new(NameCache::default()),
+                    truncated_slices: AtomicU64::new(0),
+                    failed_queries: AtomicU64::new(0),
+                    slices_done: AtomicU64::new(0),
+                }
+            })
+            .ok_or("the traffic hub's key is taken")?;
+        if created {
+            let h = hub.clone();
+            cx.connections
+                .after_build(move |shutdown| h.start(shutdown));
+        }
+        Ok(hub)
+    }
+
+    /// The connection's name cache.
+    pub fn names(&self) -> &Arc<NameCache> {
+        &self.names
+    }
+
+    /// The store key of the slice cursor.
+    pub fn cursor_key(&self) -> String {
+        format!("pce_traffic:{}", self.connection)
+    }
+
+    /// Subscribes a source; it receives the flows of every slice queried from now on.
+    pub(crate) fn subscribe(
+        &self,
+        id: Arc<str>,
+        cfg: PceTrafficConfig,
+    ) -> mpsc::Receiver<Delivery> {
+        let (tx, rx) = mpsc::channel(4);
+        let decisions = cfg
+            .policy_decisions
+            .as_ref()
+            .map(|d| d.iter().map(|d| d.as_str()).collect());
+        self.lock().push(Subscriber {
+            id,
+            cfg,
+            decisions,
+            tx,
+        });
+        rx
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Subscriber>> {
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts the hub's loop (once).
+    fn start(self: Arc<Self>, shutdown: CancellationToken) {
+        if self.started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tokio::spawn(async move { self.run(shutdown).await });
+    }
+
+    fn plan(&self) -> Option<Plan> {
+        let subs = self.lock();
+        let to =
+            |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        let first = subs.first()?;
+        let mut plan = Plan {
+            interval: to(first.cfg.interval.get()),
+            settle: to(first.cfg.settle.get()),
+            max_results: first.cfg.max_results,
+            names_refresh: to(first.cfg.names_refresh.get()),
+            lookback: to(first.cfg.lookback().unwrap_or_default()),
+            decisions: Vec::new(),
+        };
+        let mut all = false;
+        let mut union = Vec::new();
+        for s in subs.iter() {
+            plan.interval = plan.interval.min(to(s.cfg.interval.get()));
+            plan.settle = plan.settle.max(to(s.cfg.settle.get()));
+            plan.max_results = plan.max_results.max(s.cfg.max_results);
+            plan.names_refresh = plan.names_refresh.min(to(s.cfg.names_refresh.get()));
+            plan.lookback = plan.lookback.max(to(s.cfg.lookback().unwrap_or_default()));
+            match &s.cfg.policy_decisions {
+                None => all = true,
+                Some(d) => {
+                    for d in d {
+                        let q = d.to_query();
+                        if !union.contains(&q) {
+                            union.push(q);
+                        }
+                    }
+                }
+            }
+        }
+        if plan.interval <= chrono::Duration::zero() {
+            plan.interval = chrono::Duration::minutes(5);
+        }
+        if plan.names_refresh <= chrono::Duration::zero() {
+            plan.names_refresh = chrono::Duration::minutes(10);
+        }
+        if !all {
+            plan.decisions = union;
+        }
+        Some(plan)
+    }
+
+    /// The stored cursor, or where the first run starts.
+    fn initial_cursor(&self, plan: &Plan) -> Timestamp {
+        match self.store.checkpoint(&self.cursor_key()) {
+            Ok(Some(v)) => {
+                if let Some(t) = v.get("next_start").and_then(time_from_value) {
+                    return t;
+                }
+                tracing::warn!(connection = %self.connection, "pce_traffic: stored cursor unreadable; starting afresh");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(connection = %self.connection, error = %e, "pce_traffic: cannot read the cursor; starting afresh");
+            }
+        }
+        self.clock.now() - plan.settle - plan.interval - plan.lookback
+    }
+
+    /// Resolves when every subscriber is gone.
+    fn all_gone(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let txs: Vec<_> = self.lock().iter().map(|s| s.tx.clone()).collect();
+        async move {
+            join_all(txs.iter().map(|t| t.closed())).await;
+        }
+    }
+
+    async fn sleep_until(&self, deadline: Timestamp, shutdown: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = self.all_gone() => false,
+            _ = self.clock.sleep_until(deadline) => true,
+        }
+    }
+
+    async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(first) = self.plan() else {
+            return;
+        };
+        let mut cursor = self.initial_cursor(&first);
+        let mut names_due = self.clock.now();
+        loop {
+            let Some(plan) = self.plan() else {
+                return;
+            };
+            let end = cursor + plan.interval;
+            let due = end + plan.settle;
+            if self.clock.now() < due {
+                if !self.sleep_until(due, &shutdown).await {
+                    return;
+                }
+                continue;
+            }
+            let now = self.clock.now();
+            if now >= names_due {
+                let refreshed = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = self.names.refresh(&self.client, now) => r,
+                };
+                if let Err(e) = refreshed {
+                    tracing::warn!(connection = %self.connection, error = %e, "pce_traffic: cannot refresh the names of labels, IP lists and workloads; keeping the previous ones");
+                }
+                names_due = now + plan.names_refresh;
+            }
+            let outcome = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.slice(cursor, end, &plan, &shutdown) => r,
+            };
+            match outcome {
+                Ok(SliceOutcome::Done) => {
+                    cursor = end;
+                    self.slices_done.fetch_add(1, Ordering::Relaxed);
+                    let stored = json!({"next_start": fmt_time(&cursor)});
+                    if let Err(e) = self.store.set_checkpoint(&self.cursor_key(), &stored) {
+                        tracing::error!(connection = %self.connection, error = %e, "pce_traffic: cannot store the slice cursor");
+                    }
+                }
+                Ok(SliceOutcome::Stopped) => return,
+                Err(e) => {
+                    self.failed_queries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        connection = %self.connection, start = %fmt_time(&cursor), end = %fmt_time(&end),
+                        error = %e, "pce_traffic: traffic query failed; the same slice is retried next cycle"
+                    );
+                    let retry_at = self.clock.now() + plan.interval;
+                    if !self.sleep_until(retry_at, &shutdown).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queries `[start, end)` and hands its flows to every subscriber.
+    async fn slice(
+        &self,
+        start: Timestamp,
+        end: Timestamp,
+        plan: &Plan,
+        shutdown: &CancellationToken,
+    ) -> Result<SliceOutcome, PceError> {
+        let mut query = TrafficQuery::new(
+            format!("vigil pce_traffic {}", self.connection),
+            start,
+            end,
+            plan.max_results,
+        );
+        query.policy_decisions = plan.decisions.clone();
+        let download = self.client.traffic_download(&query).await?;
+        let held = match download.flows_count {
+            Some(n) => n,
+            None => download.records().filter(Result::is_ok).count() as u64,
+        };
+        let truncated = download.is_truncated(held);
+        if truncated {
+            self.truncated_slices.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                connection = %self.connection, start = %fmt_time(&start), end = %fmt_time(&end),
+                matches_count = download.matches_count, held,
+                "pce_traffic: slice truncated; its flows are marked vigil.truncated"
+            );
+        }
+        let names = self.names.snapshot();
+        let vigil = json!({
+            "source_type": "pce_traffic",
+            "connection": self.connection,
+            "slice": {"start": fmt_time(&start), "end": fmt_time(&end)},
+            "truncated": truncated,
+        });
+        let ingest = self.clock.now();
+        let mut batch = Vec::with_capacity(BATCH);
+        for record in download.records() {
+            let (flow, _raw) = record.map_err(|m| download.decode_error(m))?;
+            let flow = enrich_flow(flow, &names, &vigil);
+            let mut event = Event::from_record(flow, self.source_id.clone(), ingest);
+            if let Some(t) = event
+                .data()
+                .pointer("/timestamp_range/last_detected")
+                .and_then(time_from_value)
+            {
+                event.meta.time = t;
+            }
+            batch.push(Arc::new(event));
+            if batch.len() >= BATCH && !self.fan_out(std::mem::take(&mut batch), shutdown).await {
+                return Ok(SliceOutcome::Stopped);
+            }
+        }
+        if !batch.is_empty() && !self.fan_out(batch, shutdown).await {
+            return Ok(SliceOutcome::Stopped);
+        }
+        Ok(SliceOutcome::Done)
+    }
+
+    /// Hands each subscriber the events of its decisions. `false` on shutdown or when a
+    /// subscriber is gone.
+    async fn fan_out(&self, batch: Vec<Arc<Event>>, shutdown: &CancellationToken) -> bool {
+        let targets: Vec<(Arc<str>, mpsc::Sender<Delivery>, Delivery)> = self
+            .lock()
+            .iter()
+            .map(|s| {
+                let mine: Delivery = match &s.decisions {
+                    None => batch.clone(),
+                    Some(d) => batch
+                        .iter()
+                        .filter(|e| {
+                            e.data()
+                                .get("policy_decision")
+                                .and_then(Value::as_str)
+                                .is_some_and(|p| d.contains(p))
+                        })
+                        .cloned()
+                        .collect(),
+                };
+                (s.id.clone(), s.tx.clone(), mine)
+            })
+            .collect();
+        for (id, tx, mine) in targets {
+            if mine.is_empty() {
+                continue;
+            }
+            let sent = tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                r = tx.send(mine) => r,
+            };
+            if sent.is_err() {
+                tracing::debug!(source = %id, "pce_traffic: a subscriber is gone");
+                return false;
+            }
+        }
+        true
+    }
+}
+
+fn fmt_time(t: &Timestamp) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Adds vigil's fields to a PCE flow record: `src`/`dst` `labels` (key → value) and
+/// `ip_list_names`, `workload.labels_by_key`, and `vigil` (given).
+pub fn enrich_flow(mut flow: Value, names: &Names, vigil: &Value) -> Value {
+    for side in ["src", "dst"] {
+        let Some(ep) = flow.get_mut(side).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let mut map = Map::new();
+        if let Some(wl) = ep.get_mut("workload").and_then(Value::as_object_mut) {
+            let listed = wl.get("labels").and_then(Value::as_array);
+            let pairs: Vec<(String, String)> = match listed {
+                Some(list) => list
+                    .iter()
+                    .filter_map(|l| label_pair(l, &names.labels))
+                    .collect(),
+                None => wl
+                    .get("href")
+                    .and_then(Value::as_str)
+                    .and_then(|h| names.workloads.get(h))
+                    .cloned()
+                    .unwrap_or_default(),
+            };
+            for (k, v) in pairs {
+                map.insert(k, Value::String(v));
+            }
+            wl.insert("labels_by_key".to_string(), Value::Object(map.clone()));
+        }
+        ep.insert("labels".to_string(), Value::Object(map));
+        let lists: Vec<Value> = ep
+            .get("ip_lists")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|l| {
+                l.get("name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .or_else(|| {
+                        l.get("href")
+                            .and_then(Value::as_str)
+                            .and_then(|h| names.ip_lists.get(h))
+                            .map(|e| e.name.clone())
+                    })
+                    .map(Value::String)
+            })
+            .collect();
+        ep.insert("ip_list_names".to_string(), Value::Array(lists));
+    }
+    if let Some(obj) = flow.as_object_mut() {
+        obj.insert("vigil".to_string(), vigil.clone());
+    }
+    flow
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_become_a_map_and_hrefs_resolve() {
+        let mut names = Names::default();
+        names
+            .labels
+            .insert("/orgs/1/labels/9".into(), ("env".into(), "prod".into()));
+        names.ip_lists.insert(
+            "/orgs/1/sec_policy/active/ip_lists/3".into(),
+            Arc::new(super::super::names::IpListEntry {
+                name: "Scanners".into(),
+                ..Default::default()
+            }),
+        );
+        let flow = json!({
+            "src": {"ip": "10.0.0.1", "workload": {"href": "/w/1", "labels": [
+                {"href": "/orgs/1/labels/1", "key": "role", "value": "db"},
+                {"href": "/orgs/1/labels/9"}
+            ]}},
+            "dst": {"ip": "203.0.113.9", "ip_lists": [{"href": "/orgs/1/sec_policy/active/ip_lists/3"}]}
+        });
+        let out = enrich_flow(flow, &names, &json!({"truncated": false}));
+        assert_eq!(out["src"]["labels"], json!({"role": "db", "env": "prod"}));
+        assert_eq!(out["src"]["workload"]["labels_by_key"]["role"], "db");
+        assert_eq!(out["src"]["workload"]["labels"][0]["key"], "role");
+        assert_eq!(out["dst"]["labels"], json!({}));
+        assert_eq!(out["dst"]["ip_list_names"], json!(["Scanners"]));
+        assert_eq!(out["vigil"]["truncated"], false);
+    }
+}
