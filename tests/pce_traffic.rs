@@ -174,10 +174,12 @@ async fn one_pipeline_reads_contiguous_slices_with_a_labels_map_to_filter_on() {
     let dir = tempfile::tempdir().unwrap();
     let all = dir.path().join("all.jsonl");
     let db = dir.path().join("db.jsonl");
+    let corp = dir.path().join("corp.jsonl");
     let yaml = format!(
-        "kind: pipeline\nname: t\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 5m, settle: 2m, start_at: 15m}}\nstages:\n  to_db:\n    type: filter\n    inputs: [flows]\n    match:\n      dst.labels.role: DB\nsinks:\n  all: {{type: file, path: {}, inputs: [flows]}}\n  db: {{type: file, path: {}, inputs: [to_db]}}\n",
+        "kind: pipeline\nname: t\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 5m, settle: 2m, start_at: 15m}}\nstages:\n  to_db:\n    type: filter\n    inputs: [flows]\n    match:\n      dst.labels.role: DB\n  corporate:\n    type: filter\n    inputs: [flows]\n    match:\n      src.ip: ip_list:Corporate\nsinks:\n  all: {{type: file, path: {}, inputs: [flows]}}\n  db: {{type: file, path: {}, inputs: [to_db]}}\n  corp: {{type: file, path: {}, inputs: [corporate]}}\n",
         all.display(),
-        db.display()
+        db.display(),
+        corp.display()
     );
     let topology =
         runtime::start(&config(dir.path(), &sim, &yaml), Arc::new(clock.clone())).expect("starts");
@@ -229,6 +231,26 @@ async fn one_pipeline_reads_contiguous_slices_with_a_labels_map_to_filter_on() {
     assert!(to_db < events.len(), "and some do not");
     assert_eq!(kept.len(), to_db);
     assert!(kept.iter().all(|e| e["dst"]["labels"]["role"] == "DB"));
+    // `ip_list:Corporate` resolves through the name cache (192.168.0.0/16 except
+    // 192.168.99.0-255).
+    let in_corporate = |e: &Value| {
+        let ip: std::net::Ipv4Addr = match e["src"]["ip"].as_str().and_then(|s| s.parse().ok()) {
+            Some(ip) => ip,
+            None => return false,
+        };
+        let o = ip.octets();
+        o[0] == 192 && o[1] == 168 && o[2] != 99
+    };
+    let corporate = lines(&corp);
+    assert_eq!(
+        corporate.len(),
+        events.iter().filter(|e| in_corporate(e)).count()
+    );
+    assert!(corporate.iter().all(in_corporate));
+    assert!(
+        !corporate.is_empty(),
+        "some flows come from corporate ranges"
+    );
     sim.shutdown().await;
 }
 

@@ -74,6 +74,11 @@ impl Connections {
         self.pce.get(name)
     }
 
+    /// The names of the PCE connections.
+    pub fn pce_names(&self) -> impl Iterator<Item = &str> {
+        self.pce.keys().map(String::as_str)
+    }
+
     /// The clock the run waits on (the wall clock when built without one).
     pub fn clock(&self) -> SharedClock {
         self.clock

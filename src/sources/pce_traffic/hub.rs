@@ -91,6 +91,8 @@ impl TrafficHub {
         connection: &str,
         client: PceClient,
     ) -> Result<Arc<TrafficHub>, NodeError> {
+        let names = super::name_cache(&cx.connections, connection)
+            .ok_or("the name cache's key is taken")?;
         let mut created = false;
         let hub = cx
             .connections
@@ -104,7 +106,7 @@ impl TrafficHub {
                     clock: cx.connections.clock(),
                     subscribers: Mutex::new(Vec::new()),
                     started: AtomicBool::new(false),
-                    names: Arc::new(NameCache::default()),
+                    names,
                     truncated_slices: AtomicU64::new(0),
                     failed_queries: AtomicU64::new(0),
                     slices_done: AtomicU64::new(0),

@@ -175,11 +175,18 @@ impl FilterConfig {
     }
 
     /// Builds the running stage.
-    pub fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
-        let compiled = CompiledFilter::compile(self).map_err(|errors| {
+    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
+        let mut compiled = CompiledFilter::compile(self).map_err(|errors| {
             let msgs: Vec<String> = errors.into_iter().map(|(_, _, m)| m).collect();
             NodeError::from(msgs.join("; "))
         })?;
+        if compiled.uses_ip_lists() {
+            let caches = crate::sources::pce_traffic::name_caches(&cx.connections);
+            if caches.is_empty() {
+                tracing::warn!(stage = %cx.id, "`ip_list:` operands need a PCE connection; they match only the list's name");
+            }
+            compiled.resolve_ip_lists(&caches);
+        }
         Ok(Box::new(FilterStage::new(compiled)))
     }
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::config::{Conditions, Exclude, FilterConfig, Literal, Matcher, condition_pointer};
 use crate::event::{Event, FieldPath};
 use crate::runtime::Stage;
+use crate::sources::pce_traffic::NameCache;
 
 /// A literal ready to compare.
 #[derive(Debug, Clone)]
@@ -20,6 +21,9 @@ enum Lit {
     Str(String),
     Ip(IpAddr),
     Net(IpNet, String),
+    /// `ip_list:Name`: an address in the PCE IP list of that name (looked up in the name
+    /// caches of the PCE connections at match time), or the name itself.
+    IpList(String, Option<Arc<[Arc<NameCache>]>>),
 }
 
 impl Lit {
@@ -29,6 +33,9 @@ impl Lit {
             Literal::Bool(b) => Lit::Bool(*b),
             Literal::Number(n) => Lit::Num(*n),
             Literal::String(s) => {
+                if let Some(name) = s.strip_prefix(IP_LIST_PREFIX) {
+                    return Lit::IpList(name.trim().to_string(), None);
+                }
                 if s.contains('/')
                     && let Ok(net) = s.parse::<IpNet>()
                 {
@@ -57,10 +64,22 @@ impl Lit {
                     || x.parse::<IpAddr>().is_ok_and(|a| net.contains(&a))
                     || x.parse::<IpNet>().is_ok_and(|n| net.contains(&n))
             }
+            (Lit::IpList(name, caches), Value::String(x)) => {
+                x == name
+                    || x.parse::<IpAddr>().is_ok_and(|ip| {
+                        caches
+                            .iter()
+                            .flat_map(|c| c.iter())
+                            .any(|c| c.ip_list_contains(name, ip) == Some(true))
+                    })
+            }
             _ => false,
         }
     }
 }
+
+/// The prefix of an operand naming a PCE IP list.
+const IP_LIST_PREFIX: &str = "ip_list:";
 
 fn as_number(v: &Value) -> Option<f64> {
     match v {
@@ -194,6 +213,42 @@ impl CompiledFilter {
         }
     }
 
+    /// Gives every `ip_list:Name` operand the name caches to look the list up in.
+    pub fn resolve_ip_lists(&mut self, caches: &[Arc<NameCache>]) {
+        let caches: Arc<[Arc<NameCache>]> = caches.into();
+        let groups = std::iter::once(&mut self.all)
+            .chain(self.any.iter_mut())
+            .chain(self.exclude.iter_mut());
+        for group in groups {
+            for cond in &mut group.0 {
+                for test in &mut cond.tests {
+                    if let Test::AnyOf(lits) | Test::NoneOf(lits) = test {
+                        for lit in lits {
+                            if let Lit::IpList(_, c) = lit {
+                                *c = Some(caches.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the filter has an `ip_list:Name` operand.
+    pub fn uses_ip_lists(&self) -> bool {
+        std::iter::once(&self.all)
+            .chain(self.any.iter())
+            .chain(self.exclude.iter())
+            .flat_map(|g| g.0.iter())
+            .flat_map(|c| c.tests.iter())
+            .any(|t| match t {
+                Test::AnyOf(lits) | Test::NoneOf(lits) => {
+                    lits.iter().any(|l| matches!(l, Lit::IpList(..)))
+                }
+                _ => false,
+            })
+    }
+
     /// Whether an event's data passes.
     pub fn matches(&self, data: &Value) -> bool {
         self.all.holds(data)
@@ -227,7 +282,7 @@ fn networks(items: &[String], pointer: &str, errors: &mut Vec<CompileError>) -> 
     let mut out = Vec::new();
     for (i, s) in items.iter().enumerate() {
         match Lit::from_literal(&Literal::String(s.clone())) {
-            lit @ (Lit::Net(..) | Lit::Ip(_)) => out.push(lit),
+            lit @ (Lit::Net(..) | Lit::Ip(_) | Lit::IpList(..)) => out.push(lit),
             _ => errors.push((
                 format!("{pointer}/{i}"),
                 false,
@@ -396,6 +451,41 @@ mod tests {
         // Same address, other notation.
         let ip6 = filter(json!({"inputs": ["x"], "match": {"src.ip": "2001:db8::1"}}));
         assert!(ip6.matches(&flow("2001:0db8:0000::0001", 22, "allowed", 1)));
+    }
+
+    #[test]
+    fn ip_list_operands_use_the_name_cache() {
+        use crate::sources::pce_traffic::{IpListEntry, Names};
+        let cache = Arc::new(NameCache::default());
+        let mut f = filter(json!({"inputs": ["x"], "match": {"src.ip": "ip_list:Scanners"}}));
+        let mut cidr = filter(
+            json!({"inputs": ["x"], "match": {"src.ip": {"not_cidr": ["ip_list:Scanners"]}}}),
+        );
+        assert!(f.uses_ip_lists());
+        f.resolve_ip_lists(std::slice::from_ref(&cache));
+        cidr.resolve_ip_lists(std::slice::from_ref(&cache));
+        // Not known yet (the cache is empty): no match.
+        assert!(!f.matches(&flow("203.0.113.9", 22, "allowed", 1)));
+        let list = Arc::new(IpListEntry {
+            name: "Scanners".into(),
+            include: vec!["203.0.113.0/24".parse().unwrap()],
+            exclude: vec!["203.0.113.128/25".parse().unwrap()],
+        });
+        let mut names = Names::default();
+        names.ip_lists_by_name.insert("Scanners".into(), list);
+        cache.replace(names);
+        assert!(f.matches(&flow("203.0.113.9", 22, "allowed", 1)));
+        assert!(
+            !f.matches(&flow("203.0.113.200", 22, "allowed", 1)),
+            "excluded"
+        );
+        assert!(!f.matches(&flow("10.0.0.1", 22, "allowed", 1)));
+        assert!(!cidr.matches(&flow("203.0.113.9", 22, "allowed", 1)));
+        assert!(cidr.matches(&flow("10.0.0.1", 22, "allowed", 1)));
+        // The list's name itself matches (`src.ip_list_names: ip_list:Scanners`).
+        let by_name =
+            filter(json!({"inputs": ["x"], "match": {"src.ip_list_names": "ip_list:Scanners"}}));
+        assert!(by_name.matches(&json!({"src": {"ip_list_names": ["Any", "Scanners"]}})));
     }
 
     #[test]
