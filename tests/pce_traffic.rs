@@ -139,7 +139,13 @@ async fn cycle(clock: &VirtualClock, sim: &RunningSim, n: usize) {
 /// little longer for the flows to be handed on (the cursor moves after that).
 async fn quiesce(sim: &RunningSim) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while downloads(sim) < slices(&sim.request_log()).len() {
+    let created = || {
+        sim.request_log()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == QUERIES && r.status < 300)
+            .count()
+    };
+    while downloads(sim) < created() {
         assert!(std::time::Instant::now() < deadline, "downloads pending");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -445,5 +451,56 @@ async fn one_query_asks_for_the_union_of_decisions_and_each_pipeline_gets_its_ow
     assert!(!a.is_empty());
     assert!(b.iter().all(|e| e["policy_decision"] == "blocked"), "{b:?}");
     assert!(a.iter().all(|e| e["policy_decision"] == "allowed"));
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_query_is_retried_for_the_same_slice_next_cycle() {
+    let clock = VirtualClock::new(t0());
+    let sim = sim(&clock, Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let topology = runtime::start(
+        &config(dir.path(), &sim, &pipeline("t", "", &out)),
+        Arc::new(clock.clone()),
+    )
+    .expect("starts");
+    cycle(&clock, &sim, 0).await;
+    quiesce(&sim).await;
+    // The next query's creation answers 500 (a POST is not retried by the client).
+    sim.set_faults(Faults {
+        server_errors: 1,
+        ..Faults::default()
+    });
+    let posts = || {
+        sim.request_log()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == QUERIES)
+            .count()
+    };
+    clock.advance(Duration::from_secs(300));
+    nudge_until(&clock, "the failing query", || posts() == 2).await;
+    // Next cycle: the same slice again, this time answered.
+    nudge_until(&clock, "the retry", || downloads(&sim) == 2).await;
+    quiesce(&sim).await;
+    stop(topology).await;
+    let log = sim.request_log();
+    let statuses: Vec<u16> = log
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == QUERIES)
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses[..3], [202, 500, 202], "{statuses:?}");
+    let all = slices(&log);
+    assert_eq!(all[1].start, all[0].end);
+    assert_eq!(
+        all[2].start, all[1].start,
+        "the failed slice is queried again"
+    );
+    assert_eq!(all[2].end, all[1].end);
+    assert!(
+        (all[2].at - all[1].at) >= chrono::Duration::minutes(5),
+        "retried next cycle: {all:?}"
+    );
     sim.shutdown().await;
 }
