@@ -260,9 +260,9 @@ async fn one_pipeline_reads_contiguous_slices_with_a_labels_map_to_filter_on() {
     sim.shutdown().await;
 }
 
-/// Requests the PCE saw in each of `cycles` cycles, by kind, with `n` pipelines reading
-/// the same connection.
-async fn requests_per_cycle(n: usize, cycles: usize) -> Vec<(usize, usize, usize)> {
+/// Requests the PCE saw in each of `cycles` cycles with `n` pipelines reading the same
+/// connection: (all, query creations, downloads, name collections).
+async fn requests_per_cycle(n: usize, cycles: usize) -> Vec<(usize, usize, usize, usize)> {
     let clock = VirtualClock::new(t0());
     let sim = sim(&clock, Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -289,7 +289,7 @@ async fn requests_per_cycle(n: usize, cycles: usize) -> Vec<(usize, usize, usize
                     || r.path.ends_with("/workloads")
             })
             .count();
-        per_cycle.push((creates, downloads, names));
+        per_cycle.push((log.len(), creates, downloads, names));
     }
     // Every pipeline got the flows.
     for i in 0..n {
@@ -310,8 +310,8 @@ async fn twenty_pipelines_make_the_same_pce_requests_per_cycle_as_one() {
     let twenty = requests_per_cycle(20, 3).await;
     assert_eq!(one, twenty);
     // One query and one download per cycle; the names once (in the first cycle).
-    assert!(one.iter().all(|&(c, d, _)| c == 1 && d == 1), "{one:?}");
-    assert_eq!(one[0].2, 3, "{one:?}");
+    assert!(one.iter().all(|&(_, c, d, _)| c == 1 && d == 1), "{one:?}");
+    assert_eq!(one[0].3, 3, "{one:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
