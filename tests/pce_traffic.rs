@@ -135,29 +135,51 @@ async fn cycle(clock: &VirtualClock, sim: &RunningSim, n: usize) {
     nudge_until(clock, &format!("cycle {n}"), || downloads(sim) > before).await;
 }
 
-/// Waits (real time, clock untouched) until every query created was downloaded, then a
-/// little longer for the flows to be handed on (the cursor moves after that).
-async fn quiesce(sim: &RunningSim) {
+/// Waits until the stored cursor has moved past the last slice the PCE answered: its flows
+/// were handed to every pipeline. Nudges the clock a second at a time meanwhile (a query
+/// still being polled needs time to move).
+async fn quiesce(clock: &VirtualClock, sim: &RunningSim, dir: &Path) {
+    let store = vigil::store::Store::open(&dir.join("state")).expect("state database");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let created = || {
-        sim.request_log()
-            .iter()
-            .filter(|r| r.method == "POST" && r.path == QUERIES && r.status < 300)
-            .count()
-    };
-    while downloads(sim) < created() {
-        assert!(std::time::Instant::now() < deadline, "downloads pending");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    loop {
+        let log = sim.request_log();
+        let answered: Vec<Slice> = slices(&log)
+            .into_iter()
+            .zip(
+                log.iter()
+                    .filter(|r| r.method == "POST" && r.path == QUERIES)
+                    .map(|r| r.status),
+            )
+            .filter(|(_, status)| *status < 300)
+            .map(|(s, _)| s)
+            .collect();
+        let stored = store
+            .checkpoint("pce_traffic:lab")
+            .expect("readable")
+            .and_then(|v| v["next_start"].as_str().map(str::to_string));
+        let done = match (answered.last(), stored) {
+            (None, _) => true,
+            (Some(last), Some(cursor)) => {
+                DateTime::parse_from_rfc3339(&cursor).expect("RFC 3339") >= last.end
+            }
+            (Some(_), None) => false,
+        };
+        if done && downloads(sim) >= answered.len() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the last slice was not handed on"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        clock.advance(Duration::from_secs(1));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 async fn stop(topology: RunningTopology) {
     topology.shutdown();
     let report = topology.wait().await;
     assert!(!report.failed(), "{:?}", report.nodes);
-    // Let the hub notice the shutdown too.
-    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 fn assert_contiguous(slices: &[Slice]) {
@@ -360,7 +382,7 @@ async fn the_cursor_survives_a_restart() {
     // 09:05.
     nudge_until(&clock, "the lookback", || downloads(&sim) >= 3).await;
     cycle(&clock, &sim, 1).await;
-    quiesce(&sim).await;
+    quiesce(&clock, &sim, dir.path()).await;
     stop(topology).await;
     let before = slices(&sim.request_log());
     // Down for a while; the start_at of the configuration no longer matters.
@@ -466,7 +488,7 @@ async fn a_failed_query_is_retried_for_the_same_slice_next_cycle() {
     )
     .expect("starts");
     cycle(&clock, &sim, 0).await;
-    quiesce(&sim).await;
+    quiesce(&clock, &sim, dir.path()).await;
     // The next query's creation answers 500 (a POST is not retried by the client).
     sim.set_faults(Faults {
         server_errors: 1,
@@ -482,7 +504,7 @@ async fn a_failed_query_is_retried_for_the_same_slice_next_cycle() {
     nudge_until(&clock, "the failing query", || posts() == 2).await;
     // Next cycle: the same slice again, this time answered.
     nudge_until(&clock, "the retry", || downloads(&sim) == 2).await;
-    quiesce(&sim).await;
+    quiesce(&clock, &sim, dir.path()).await;
     stop(topology).await;
     let log = sim.request_log();
     let statuses: Vec<u16> = log

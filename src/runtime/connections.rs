@@ -11,6 +11,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SettingsConfig;
@@ -18,8 +19,9 @@ use crate::pce::client::{PceClient, PceError};
 
 use super::SharedClock;
 
-/// Something to run once every node of the topology is built; given the run's shutdown.
-type Starter = Box<dyn FnOnce(CancellationToken) + Send>;
+/// Something to start once every node of the topology is built; given the run's shutdown,
+/// it returns the task it spawned (the topology waits for it).
+type Starter = Box<dyn FnOnce(CancellationToken) -> JoinHandle<()> + Send>;
 
 /// The clients of every configured connection, by name.
 #[derive(Clone, Default)]
@@ -102,20 +104,22 @@ impl Connections {
     }
 
     /// Runs `f` once every node of the topology is built (so every subscriber of a shared
-    /// helper is known), with the run's shutdown token.
-    pub fn after_build(&self, f: impl FnOnce(CancellationToken) + Send + 'static) {
+    /// helper is known), with the run's shutdown token. The task `f` spawns must end on
+    /// that shutdown: [`super::RunningTopology::wait`] waits for it after the nodes.
+    pub fn after_build(
+        &self,
+        f: impl FnOnce(CancellationToken) -> JoinHandle<()> + Send + 'static,
+    ) {
         self.starters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Box::new(f));
     }
 
-    /// Runs (once) everything registered with [`Connections::after_build`].
-    pub(crate) fn start_after_build(&self, shutdown: &CancellationToken) {
+    /// Starts (once) everything registered with [`Connections::after_build`].
+    pub(crate) fn start_after_build(&self, shutdown: &CancellationToken) -> Vec<JoinHandle<()>> {
         let starters =
             std::mem::take(&mut *self.starters.lock().unwrap_or_else(|e| e.into_inner()));
-        for f in starters {
-            f(shutdown.clone());
-        }
+        starters.into_iter().map(|f| f(shutdown.clone())).collect()
     }
 }

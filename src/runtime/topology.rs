@@ -68,6 +68,8 @@ pub struct RunningTopology {
     /// Which node each task runs, to name a node whose task panicked.
     task_nodes: HashMap<tokio::task::Id, usize>,
     nodes: Vec<(String, NodeRole, Arc<NodeCounters>)>,
+    /// Tasks shared by nodes (e.g. a PCE connection's traffic hub), awaited after them.
+    helpers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningTopology {
@@ -109,6 +111,14 @@ impl RunningTopology {
                     failures.insert(i, format!("panicked: {join}"));
                     self.shutdown.cancel();
                 }
+            }
+        }
+        // Every node is done: stop the shared helpers too and let them finish (a traffic
+        // hub stores its cursor before it ends).
+        self.shutdown.cancel();
+        for helper in self.helpers.drain(..) {
+            if let Err(e) = helper.await {
+                tracing::error!(error = %e, "a shared task panicked");
             }
         }
         let nodes = self
@@ -239,8 +249,9 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
             }
         }
     }
-    connections.start_after_build(&shutdown);
+    let helpers = connections.start_after_build(&shutdown);
     Ok(RunningTopology {
+        helpers,
         shutdown,
         tasks,
         task_nodes,

@@ -8,7 +8,7 @@
 //! was, so the same slice is queried again (at-least-once delivery).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::SecondsFormat;
@@ -65,7 +65,6 @@ pub struct TrafficHub {
     store: Arc<Store>,
     clock: SharedClock,
     subscribers: Mutex<Vec<Subscriber>>,
-    started: AtomicBool,
     names: Arc<NameCache>,
     /// Slices whose result was truncated (more flows matched than it holds).
     pub truncated_slices: AtomicU64,
@@ -105,7 +104,6 @@ impl TrafficHub {
                     store: cx.store.clone(),
                     clock: cx.connections.clock(),
                     subscribers: Mutex::new(Vec::new()),
-                    started: AtomicBool::new(false),
                     names,
                     truncated_slices: AtomicU64::new(0),
                     failed_queries: AtomicU64::new(0),
@@ -155,12 +153,9 @@ impl TrafficHub {
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts the hub's loop (once).
-    fn start(self: Arc<Self>, shutdown: CancellationToken) {
-        if self.started.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        tokio::spawn(async move { self.run(shutdown).await });
+    /// Starts the hub's loop.
+    fn start(self: Arc<Self>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move { self.run(shutdown).await })
     }
 
     fn plan(&self) -> Option<Plan> {
@@ -270,9 +265,11 @@ impl TrafficHub {
                 }
                 names_due = now + plan.names_refresh;
             }
+            // A slice that finished is recorded even when the shutdown came meanwhile.
             let outcome = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                biased;
                 r = self.slice(cursor, end, &plan, &shutdown) => r,
+                _ = shutdown.cancelled() => return,
             };
             match outcome {
                 Ok(SliceOutcome::Done) => {
@@ -392,10 +389,10 @@ impl TrafficHub {
             };
             if sent.is_err() {
                 tracing::debug!(source = %id, "pce_traffic: a subscriber is gone");
-                return false;
+                self.lock().retain(|s| s.id != id);
             }
         }
-        true
+        !self.lock().is_empty()
     }
 }
 
