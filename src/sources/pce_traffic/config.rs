@@ -25,6 +25,10 @@ use crate::runtime::{BuildContext, NodeError, Source};
 /// through the name cache when the PCE sent hrefs only) and `vigil`: `{source_type:
 /// "pce_traffic", connection, slice: {start, end}, truncated}` — `truncated: true` means
 /// more flows matched than the result holds: this is NOT all the traffic of the slice.
+///
+/// The flows of a slice are turned into events once per connection and shared by every
+/// source reading it (their origin is `pce_traffic:<connection>`). Delivery is
+/// at-least-once: a slice interrupted by a failure or a shutdown is queried again whole.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(example = example())]
