@@ -23,6 +23,8 @@ pub enum SourceConfig {
     Stdin(sources::stdin::StdinSourceConfig),
     /// The health of an Illumio PCE, on change.
     PceHealth(sources::pce_health::PceHealthConfig),
+    /// The audit events of an Illumio PCE, with a persisted watermark.
+    PceEvents(sources::pce_events::PceEventsConfig),
 }
 
 /// A stage: what happens to events between sources and sinks.
@@ -50,6 +52,7 @@ impl SourceConfig {
             SourceConfig::File(_) => "file",
             SourceConfig::Stdin(_) => "stdin",
             SourceConfig::PceHealth(_) => "pce_health",
+            SourceConfig::PceEvents(_) => "pce_events",
         }
     }
 
@@ -59,6 +62,7 @@ impl SourceConfig {
             SourceConfig::File(c) => c.check(p),
             SourceConfig::Stdin(c) => c.check(p),
             SourceConfig::PceHealth(c) => c.check(p),
+            SourceConfig::PceEvents(c) => c.check(p),
         }
     }
 
@@ -68,6 +72,7 @@ impl SourceConfig {
             SourceConfig::File(c) => c.build(cx),
             SourceConfig::Stdin(c) => c.build(cx),
             SourceConfig::PceHealth(c) => c.build(cx),
+            SourceConfig::PceEvents(c) => c.build(cx),
         }
     }
 }
