@@ -496,3 +496,129 @@ fn validate_accepts_pce_events_and_rejects_a_misspelt_key() {
         "{text}"
     );
 }
+
+/// A PCE that keeps failing (5xx beyond the client's retries) does not stop the source:
+/// the cycle is counted as an error, the watermark stays, and once the PCE recovers
+/// everything arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pce_errors_are_retried_next_interval_without_moving_the_watermark() {
+    let clock = VirtualClock::new(t0());
+    let shared: SharedClock = Arc::new(clock.clone());
+    let failing = Faults {
+        server_errors: 14,
+        ..Faults::default()
+    };
+    let sim = sim(Scenario::BruteForce, failing, shared.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.jsonl");
+    let cfg = config(yaml(dir.path(), &sim, "start_at: 20m", &out));
+    let topology = runtime::start(&cfg, shared.clone()).expect("starts");
+    // 14 errors = two whole failed cycles (1 + 5 retries each) and a retried request.
+    run_minutes(&clock, &sim, 10).await;
+    topology.shutdown();
+    let report = topology.wait().await;
+    assert!(!report.failed(), "{:?}", report.nodes);
+    let source = report.nodes.iter().find(|n| n.id == NODE).unwrap();
+    assert!(source.errors >= 2, "{source:?}");
+    assert!(sim.request_log().iter().any(|r| r.status >= 500));
+
+    let cp = checkpoint(dir.path());
+    let expected = direct(&sim, shared, cp.start, cp.watermark).await;
+    assert!(expected.len() > 20, "{}", expected.len());
+    assert_exactly_once(&lines(&out), &expected);
+    sim.shutdown().await;
+}
+
+/// Every documented variant passes through unchanged; a record without href or timestamp
+/// is counted and set aside (once, although the overlap returns it again), never fatal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_records_are_set_aside_and_every_documented_variant_passes() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let server = MockServer::start().await;
+    let at = |s: u32| format!("2026-03-02T08:59:{s:02}.000Z");
+    let body = serde_json::json!([
+        {"href": "/system_events/b", "timestamp": at(20), "pce_fqdn": "pce", "event_type": "user.sign_in",
+         "status": "failure", "severity": "err", "created_by": {"system": {}},
+         "action": {"uuid": "u", "api_endpoint": "FILTERED", "api_method": "POST", "http_status_code": 401, "src_ip": "FILTERED"},
+         "notifications": [{"uuid": "n", "notification_type": "user.login_failed",
+                            "info": {"associated_user": {"supplied_username": "admin"}}}]},
+        {"timestamp": at(21), "event_type": "no.href"},
+        {"href": "/orgs/1/events/c", "event_type": "no.timestamp"},
+        {"href": "/orgs/1/events/a", "timestamp": at(10), "event_type": "agent.tampering",
+         "status": null, "action": null,
+         "created_by": {"agent": {"href": "/orgs/1/agents/7", "hostname": "db1"}, "ven": {"href": "/orgs/1/vens/7", "hostname": "db1"}}},
+        {"href": "/orgs/1/events/d", "timestamp": at(30), "event_type": "container_cluster.security_policy_applied",
+         "created_by": {"container_cluster": {"href": "/orgs/1/container_clusters/1", "name": "k8s"}}},
+        {"href": "/orgs/1/events/e", "timestamp": at(40), "event_type": "sec_policy.create",
+         "created_by": {"user": {"href": "/users/1", "username": "alice@corp.example"}},
+         "notifications": (0..300).map(|i| serde_json::json!({"uuid": i, "notification_type": "sec_policy.workload_policy_changed"})).collect::<Vec<_>>()}
+    ]);
+    Mock::given(method("GET"))
+        .and(path("/api/v2/orgs/1/events"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body.clone()))
+        .mount(&server)
+        .await;
+
+    let clock = VirtualClock::new(t0());
+    let shared: SharedClock = Arc::new(clock.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("events.jsonl");
+    let text = format!(
+        "kind: settings\nstate_dir: {state}\nconnections:\n  pce:\n    lab:\n      url: {url}\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n---\nkind: pipeline\nname: audit\nsources:\n  pce: {{type: pce_events, connection: lab, start_at: 10m}}\nsinks:\n  out: {{type: file, path: {out}, inputs: [pce]}}\n",
+        state = dir.path().join("state").display(),
+        url = server.uri(),
+        out = out.display(),
+    );
+    let topology = runtime::start(&config(text), shared).expect("starts");
+    let requests =
+        || futures::executor::block_on(server.received_requests()).map_or(0, |r| r.len());
+    nudge_until(&clock, "the first cycle", || lines(&out).len() == 4).await;
+    let before = requests();
+    clock.advance(Duration::from_secs(60));
+    nudge_until(&clock, "a second cycle", || requests() > before).await;
+    topology.shutdown();
+    let report = topology.wait().await;
+    assert!(!report.failed(), "{:?}", report.nodes);
+    let source = report.nodes.iter().find(|n| n.id == NODE).unwrap();
+    assert_eq!(source.errors, 2, "{source:?}");
+
+    let got = lines(&out);
+    assert_eq!(
+        hrefs(&got),
+        [
+            "/orgs/1/events/a",
+            "/system_events/b",
+            "/orgs/1/events/d",
+            "/orgs/1/events/e"
+        ],
+        "sorted by timestamp, each once"
+    );
+    let originals: HashMap<&str, &Value> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e.get("href")?.as_str()?, e)))
+        .collect();
+    for e in &got {
+        assert_eq!(
+            e.to_string(),
+            originals[e["href"].as_str().unwrap()].to_string()
+        );
+    }
+    let rejected = std::fs::read_to_string(dir.path().join(format!("state/rejected/{NODE}.jsonl")))
+        .expect("a set-aside file");
+    let rejected: Vec<Value> = rejected
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert!(rejected[0]["reason"].as_str().unwrap().contains("href"));
+    assert!(
+        rejected[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("timestamp")
+    );
+}

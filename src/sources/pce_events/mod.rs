@@ -41,7 +41,8 @@
 //! A PCE error (after the client's own retries) is logged with its request id and the
 //! cycle is tried again at the next interval; the watermark does not move. A record
 //! without a string `href` or an RFC 3339 `timestamp` is counted as an error and set aside
-//! in `<state_dir>/rejected/<pipeline.node>.jsonl`.
+//! in `<state_dir>/rejected/<pipeline.node>.jsonl` (once per run, although the overlap
+//! returns it again).
 
 mod checkpoint;
 mod config;

@@ -44,8 +44,14 @@ pub struct PceEventsSource {
     client: PceClient,
     store: Arc<Store>,
     rejected: RejectedLog,
+    /// Records already set aside: the overlap returns them again, and they are set
+    /// aside once (forgotten past [`REJECTED_MEMORY`] records, or at a restart).
+    rejected_seen: HashSet<String>,
     id: Arc<str>,
 }
+
+/// How many set-aside records are remembered to avoid setting them aside again.
+const REJECTED_MEMORY: usize = 10_000;
 
 impl PceEventsSource {
     pub(super) fn new(
@@ -60,6 +66,7 @@ impl PceEventsSource {
             client,
             store,
             rejected: RejectedLog::new(state_dir, &id),
+            rejected_seen: HashSet::new(),
             id,
         }
     }
@@ -173,14 +180,22 @@ impl PceEventsSource {
         for data in records {
             match parse(&data) {
                 Ok((href, at)) => good.push(Read { href, at, data }),
-                Err(reason) => bad.push(RejectedRecord {
-                    time: cx.now(),
-                    source: self.id.to_string(),
-                    location: Some(format!("{}/events", self.client.api_base())),
-                    line: None,
-                    reason,
-                    raw: cut(&data.to_string()),
-                }),
+                Err(reason) => {
+                    let raw = cut(&data.to_string());
+                    if self.rejected_seen.len() >= REJECTED_MEMORY {
+                        self.rejected_seen.clear();
+                    }
+                    if self.rejected_seen.insert(raw.clone()) {
+                        bad.push(RejectedRecord {
+                            time: cx.now(),
+                            source: self.id.to_string(),
+                            location: Some(format!("{}/events", self.client.api_base())),
+                            line: None,
+                            reason,
+                            raw,
+                        });
+                    }
+                }
             }
         }
         if !bad.is_empty() {
