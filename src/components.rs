@@ -23,6 +23,8 @@ pub enum SourceConfig {
     Stdin(sources::stdin::StdinSourceConfig),
     /// The health of an Illumio PCE, on change.
     PceHealth(sources::pce_health::PceHealthConfig),
+    /// The audit events of an Illumio PCE, with a persisted watermark.
+    PceEvents(sources::pce_events::PceEventsConfig),
     /// Traffic flows of an Illumio PCE, one shared query per connection per cycle.
     PceTraffic(sources::pce_traffic::PceTrafficConfig),
 }
@@ -52,6 +54,7 @@ impl SourceConfig {
             SourceConfig::File(_) => "file",
             SourceConfig::Stdin(_) => "stdin",
             SourceConfig::PceHealth(_) => "pce_health",
+            SourceConfig::PceEvents(_) => "pce_events",
             SourceConfig::PceTraffic(_) => "pce_traffic",
         }
     }
@@ -62,6 +65,7 @@ impl SourceConfig {
             SourceConfig::File(c) => c.check(p),
             SourceConfig::Stdin(c) => c.check(p),
             SourceConfig::PceHealth(c) => c.check(p),
+            SourceConfig::PceEvents(c) => c.check(p),
             SourceConfig::PceTraffic(c) => c.check(p),
         }
     }
@@ -72,6 +76,7 @@ impl SourceConfig {
             SourceConfig::File(c) => c.build(cx),
             SourceConfig::Stdin(c) => c.build(cx),
             SourceConfig::PceHealth(c) => c.build(cx),
+            SourceConfig::PceEvents(c) => c.build(cx),
             SourceConfig::PceTraffic(c) => c.build(cx),
         }
     }

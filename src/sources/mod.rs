@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod json_lines;
+pub mod pce_events;
 pub mod pce_health;
 pub mod pce_traffic;
 pub mod stdin;

@@ -1,0 +1,314 @@
+//! The running `pce_events` source.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use super::checkpoint::EventsCheckpoint;
+use super::config::{PceEventsConfig, StartAt};
+use crate::event::{Event, Timestamp};
+use crate::pce::client::{EventQuery, PceClient, PceError};
+use crate::runtime::{NodeResult, Source, SourceContext};
+use crate::sources::json_lines::set_aside;
+use crate::sources::send_batches;
+use crate::store::Store;
+use crate::store::rejected::{RejectedLog, RejectedRecord};
+
+/// The smallest range a full page can be narrowed to (the PCE's timestamps have
+/// millisecond precision).
+const MIN_SPAN_MS: i64 = 1;
+
+/// How a cycle ended.
+enum Cycle {
+    /// Read up to its end, or stopped by a PCE error (tried again next interval).
+    Done,
+    /// A shutdown was requested or nobody listens any more.
+    Stopped,
+}
+
+/// One event as read, before de-duplication.
+struct Read {
+    href: String,
+    at: Timestamp,
+    data: Value,
+}
+
+/// Polls a PCE's audit events.
+#[derive(Debug)]
+pub struct PceEventsSource {
+    cfg: PceEventsConfig,
+    client: PceClient,
+    store: Arc<Store>,
+    rejected: RejectedLog,
+    /// Records already set aside: the overlap returns them again, and they are set
+    /// aside once (forgotten past [`REJECTED_MEMORY`] records, or at a restart).
+    rejected_seen: HashSet<String>,
+    id: Arc<str>,
+}
+
+/// How many set-aside records are remembered to avoid setting them aside again.
+const REJECTED_MEMORY: usize = 10_000;
+
+impl PceEventsSource {
+    pub(super) fn new(
+        cfg: PceEventsConfig,
+        client: PceClient,
+        store: Arc<Store>,
+        state_dir: &Path,
+        id: Arc<str>,
+    ) -> Self {
+        PceEventsSource {
+            cfg,
+            client,
+            store,
+            rejected: RejectedLog::new(state_dir, &id),
+            rejected_seen: HashSet::new(),
+            id,
+        }
+    }
+
+    fn overlap(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.cfg.overlap.get()).unwrap_or(chrono::Duration::zero())
+    }
+
+    /// The stored state, or a fresh one per `start_at`.
+    fn load(&self, now: Timestamp) -> Result<EventsCheckpoint, String> {
+        let stored = self
+            .store
+            .checkpoint(&self.id)
+            .map_err(|e| format!("reading the checkpoint: {e}"))?;
+        if let Some(v) = stored {
+            return EventsCheckpoint::from_json(&v).ok_or_else(|| {
+                format!(
+                    "the checkpoint `{}` is not a pce_events checkpoint (remove it to start afresh)",
+                    self.id
+                )
+            });
+        }
+        let start = match self.cfg.start_at {
+            StartAt::Now => now,
+            StartAt::Lookback(d) => {
+                now - chrono::Duration::from_std(d.get()).unwrap_or(chrono::Duration::zero())
+            }
+        };
+        Ok(EventsCheckpoint::starting_at(start))
+    }
+
+    fn save(&self, cx: &SourceContext, state: &EventsCheckpoint) {
+        if let Err(e) = self.store.set_checkpoint(&self.id, &state.to_json()) {
+            cx.counters().add_error();
+            tracing::error!(source = %self.id, error = %e, "cannot store the checkpoint; a restart would re-read from the last stored one");
+        }
+    }
+
+    async fn run_inner(mut self, cx: &mut SourceContext) -> NodeResult {
+        let mut state = self.load(cx.now())?;
+        tracing::debug!(source = %self.id, watermark = %state.watermark, "pce_events starting");
+        loop {
+            if let Cycle::Stopped = self.cycle(cx, &mut state).await {
+                return Ok(());
+            }
+            if !cx.sleep(self.cfg.interval.get()).await {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads `[watermark − overlap, now]`, narrowing full pages, handing on each settled
+    /// range in time order and storing the checkpoint after each.
+    async fn cycle(&mut self, cx: &mut SourceContext, state: &mut EventsCheckpoint) -> Cycle {
+        let now = cx.now();
+        let from = (state.watermark - self.overlap()).max(state.start);
+        if from > now {
+            return Cycle::Done;
+        }
+        // Ranges still to read, newest at the bottom: popping takes the oldest first.
+        let mut todo = vec![(from, now)];
+        while let Some((a, b)) = todo.pop() {
+            let Some(answer) = cx.wait(self.fetch(a, b)).await else {
+                return Cycle::Stopped;
+            };
+            let (records, full) = match answer {
+                Ok(x) => x,
+                Err(e) => {
+                    cx.counters().add_error();
+                    tracing::warn!(source = %self.id, error = %e, from = %a, until = %b, "reading PCE events failed; trying again next interval");
+                    return Cycle::Done;
+                }
+            };
+            if full {
+                if (b - a).num_milliseconds() > MIN_SPAN_MS {
+                    let mid = a + (b - a) / 2;
+                    todo.push((mid + chrono::Duration::milliseconds(1), b));
+                    todo.push((a, mid));
+                    continue;
+                }
+                tracing::warn!(source = %self.id, at = %a, max_results = self.cfg.max_results, "more events in one millisecond than max_results; some may be missing (raise max_results)");
+            }
+            let fresh = self.settle(cx, state, records);
+            let events: Vec<Arc<Event>> = fresh
+                .iter()
+                .map(|r| Arc::new(Event::from_record(r.data.clone(), self.id.clone(), now)))
+                .collect();
+            if !send_batches(cx, events).await {
+                return Cycle::Stopped;
+            }
+            // Handed on: now, and only now, they are done.
+            for r in fresh {
+                state.recent.insert(r.href, r.at);
+            }
+            state.watermark = state.watermark.max(b);
+            state.prune(state.watermark - self.overlap());
+            self.save(cx, state);
+        }
+        Cycle::Done
+    }
+
+    /// Parses, sorts and de-duplicates one settled page; sets aside unusable records.
+    fn settle(
+        &mut self,
+        cx: &SourceContext,
+        state: &EventsCheckpoint,
+        records: Vec<Value>,
+    ) -> Vec<Read> {
+        let mut good = Vec::with_capacity(records.len());
+        let mut bad = Vec::new();
+        for data in records {
+            match parse(&data) {
+                Ok((href, at)) => good.push(Read { href, at, data }),
+                Err(reason) => {
+                    let raw = cut(&data.to_string());
+                    if self.rejected_seen.len() >= REJECTED_MEMORY {
+                        self.rejected_seen.clear();
+                    }
+                    if self.rejected_seen.insert(raw.clone()) {
+                        bad.push(RejectedRecord {
+                            time: cx.now(),
+                            source: self.id.to_string(),
+                            location: Some(format!("{}/events", self.client.api_base())),
+                            line: None,
+                            reason,
+                            raw,
+                        });
+                    }
+                }
+            }
+        }
+        if !bad.is_empty() {
+            set_aside(&mut self.rejected, cx.counters(), bad);
+        }
+        good.sort_by_key(|r| r.at);
+        let mut seen = HashSet::new();
+        good.retain(|r| !state.recent.contains_key(&r.href) && seen.insert(r.href.clone()));
+        good
+    }
+
+    /// Every event in `[a, b]`, over one query per configured type; whether any page was
+    /// full.
+    async fn fetch(&self, a: Timestamp, b: Timestamp) -> Result<(Vec<Value>, bool), PceError> {
+        let base = EventQuery {
+            since: Some(a),
+            until: Some(b),
+            event_types: Vec::new(),
+            severity: self.cfg.severity.map(|s| s.as_str().to_string()),
+            status: self.cfg.status.map(|s| s.as_str().to_string()),
+            max_results: Some(self.cfg.max_results),
+        };
+        let queries: Vec<EventQuery> = match &self.cfg.event_types {
+            Some(types) if !types.is_empty() => types
+                .iter()
+                .map(|t| EventQuery {
+                    event_types: vec![t.clone()],
+                    ..base.clone()
+                })
+                .collect(),
+            _ => vec![base],
+        };
+        let mut all = Vec::new();
+        let mut full = false;
+        for q in &queries {
+            let page = self.client.events(q).await?;
+            full |= q.page_is_full(page.len());
+            all.extend(page);
+        }
+        Ok((all, full))
+    }
+}
+
+/// The identity and time of an event, or why it cannot be used.
+fn parse(data: &Value) -> Result<(String, Timestamp), String> {
+    let Some(obj) = data.as_object() else {
+        return Err("an event that is not a JSON object".to_string());
+    };
+    let href = match obj.get("href") {
+        Some(Value::String(h)) if !h.is_empty() => h.clone(),
+        _ => return Err("an event without an href".to_string()),
+    };
+    let at = match obj.get("timestamp") {
+        Some(Value::String(t)) => DateTime::parse_from_rfc3339(t)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| format!("event {href}: timestamp {t:?} is not RFC 3339: {e}"))?,
+        _ => return Err(format!("event {href} has no timestamp")),
+    };
+    Ok((href, at))
+}
+
+/// At most 64 KiB of `text`, cut on a character boundary.
+fn cut(text: &str) -> String {
+    const MAX: usize = 64 * 1024;
+    if text.len() <= MAX {
+        return text.to_string();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+impl Source for PceEventsSource {
+    fn run<'a>(self: Box<Self>, cx: &'a mut SourceContext) -> BoxFuture<'a, NodeResult> {
+        Box::pin(self.run_inner(cx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_documented_variant_parses() {
+        let variants = [
+            json!({"href": "/orgs/1/events/a", "timestamp": "2026-03-02T09:00:00.123Z",
+                   "status": null, "action": null, "created_by": {"system": {}}}),
+            json!({"href": "/system_events/b", "timestamp": "2026-03-02T09:00:00.123Z",
+                   "created_by": {"agent": {"href": "/orgs/1/agents/1", "hostname": "h"},
+                                  "ven": {"href": "/orgs/1/vens/1", "hostname": "h"}},
+                   "action": {"src_ip": "FILTERED", "api_endpoint": "FILTERED"}}),
+            json!({"href": "/orgs/1/events/c", "timestamp": "2026-03-02T09:00:00Z",
+                   "created_by": {"container_cluster": {"href": "/x", "name": "k"}},
+                   "notifications": (0..500).map(|i| json!({"uuid": i, "notification_type": "sec_policy.workload_policy_changed"})).collect::<Vec<_>>()}),
+            json!({"href": "/orgs/1/events/d", "timestamp": "2026-03-02T09:00:00.000+00:00"}),
+        ];
+        for v in &variants {
+            assert!(parse(v).is_ok(), "{v}");
+        }
+        assert!(parse(&json!({"timestamp": "2026-03-02T09:00:00Z"})).is_err());
+        assert!(parse(&json!({"href": "/orgs/1/events/e"})).is_err());
+        assert!(parse(&json!({"href": "/orgs/1/events/e", "timestamp": "yesterday"})).is_err());
+        assert!(parse(&json!({"href": 5, "timestamp": "2026-03-02T09:00:00Z"})).is_err());
+        assert!(parse(&json!([1])).is_err());
+    }
+
+    #[test]
+    fn long_records_are_cut_on_a_character_boundary() {
+        let s = "é".repeat(40_000);
+        let c = cut(&s);
+        assert!(c.len() <= 64 * 1024 && s.starts_with(&c));
+    }
+}
