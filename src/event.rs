@@ -16,15 +16,73 @@ use serde_json::Value;
 pub type Timestamp = DateTime<Utc>;
 
 /// One record flowing through a pipeline.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Event {
     /// The record itself, as received (or as a stage rewrote it).
     data: Value,
     /// The bytes it was parsed from, while `data` is unchanged: sinks write these as they
     /// are (no re-serialising), and alerts show the record exactly as the source sent it.
     raw: Option<bytes::Bytes>,
+    /// The acknowledgement of the batch the event came in, if its source wants one.
+    ack: Option<Arc<AckGuard>>,
     /// Where and when it came from.
     pub meta: EventMeta,
+}
+
+impl PartialEq for Event {
+    /// Events are equal when their record and metadata are; acknowledgements do not count.
+    fn eq(&self, other: &Event) -> bool {
+        self.data == other.data && self.raw == other.raw && self.meta == other.meta
+    }
+}
+
+/// End-to-end acknowledgement of a batch of events.
+///
+/// A source that must not mark events done before they are safe (a checkpoint) makes a
+/// pair with [`ack_pair`], attaches the guard to every event of the batch and waits on
+/// the [`BatchAck`]. The guard lives as long as any event (or copy) that carries it: a
+/// stage that drops an event has handled it; a sink keeps its events until it has written
+/// and flushed them. When the last one goes, the ack resolves: `true` if nothing marked a
+/// failure ([`Event::fail`]: a sink that could not write, an edge whose receiver died with
+/// events queued), `false` otherwise.
+#[derive(Debug, Default)]
+pub struct AckGuard {
+    tx: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<bool>>>,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for AckGuard {
+    fn drop(&mut self) {
+        let tx = self.tx.get_mut().ok().and_then(Option::take);
+        if let Some(tx) = tx {
+            let _ = tx.send(!self.failed.load(std::sync::atomic::Ordering::Acquire));
+        }
+    }
+}
+
+/// Resolves when every event of a batch has been handled (see [`AckGuard`]).
+#[derive(Debug)]
+pub struct BatchAck {
+    rx: tokio::sync::oneshot::Receiver<bool>,
+}
+
+impl BatchAck {
+    /// `true` when every event was delivered or deliberately dropped; `false` when one
+    /// failed somewhere.
+    pub async fn delivered(self) -> bool {
+        self.rx.await.unwrap_or(false)
+    }
+}
+
+/// A new acknowledgement: attach the guard to the events of a batch (then drop it), wait
+/// on the ack.
+pub fn ack_pair() -> (Arc<AckGuard>, BatchAck) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let guard = AckGuard {
+        tx: std::sync::Mutex::new(Some(tx)),
+        failed: std::sync::atomic::AtomicBool::new(false),
+    };
+    (Arc::new(guard), BatchAck { rx })
 }
 
 /// Metadata that travels with an event.
@@ -50,6 +108,7 @@ impl Event {
         Event {
             data,
             raw: None,
+            ack: None,
             meta: EventMeta {
                 source,
                 time,
@@ -79,6 +138,19 @@ impl Event {
     /// The bytes the record was parsed from, if it is unchanged since.
     pub fn raw(&self) -> Option<&[u8]> {
         self.raw.as_deref()
+    }
+
+    /// Attaches a batch acknowledgement (see [`AckGuard`]).
+    pub fn with_ack(mut self, guard: &Arc<AckGuard>) -> Event {
+        self.ack = Some(guard.clone());
+        self
+    }
+
+    /// Marks the event's batch as failed: it was not delivered.
+    pub fn fail(&self) {
+        if let Some(g) = &self.ack {
+            g.failed.store(true, std::sync::atomic::Ordering::Release);
+        }
     }
 }
 
@@ -272,6 +344,35 @@ mod tests {
         assert!(FieldPath::parse("").is_err());
         assert!(FieldPath::parse("a..b").is_err());
         assert!(FieldPath::parse(".a").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_acknowledged_when_its_last_event_goes() {
+        let (guard, ack) = ack_pair();
+        let a = Arc::new(
+            Event::from_record(json!({"n": 1}), "p.s".into(), Utc::now()).with_ack(&guard),
+        );
+        let b = Arc::new(
+            Event::from_record(json!({"n": 2}), "p.s".into(), Utc::now()).with_ack(&guard),
+        );
+        drop(guard);
+        let copy = (*b).clone();
+        drop(a);
+        drop(b);
+        let mut ack = Box::pin(ack.delivered());
+        assert!(
+            futures::poll!(&mut ack).is_pending(),
+            "a copy still carries the batch"
+        );
+        drop(copy);
+        assert!(ack.await);
+
+        let (guard, ack) = ack_pair();
+        let e = Event::from_record(json!({}), "p.s".into(), Utc::now()).with_ack(&guard);
+        drop(guard);
+        e.fail();
+        drop(e);
+        assert!(!ack.delivered().await);
     }
 
     #[test]

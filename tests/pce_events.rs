@@ -379,14 +379,9 @@ fn stored_checkpoint(dir: &Path) -> Option<EventsCheckpoint> {
 /// checkpointed when the process died (at most one page, `max_results` events) appears
 /// twice. That is the documented window; downstream de-duplication by href covers it.
 ///
-/// Ignored because it fails about one run in three, and the failure is real: the source
-/// checkpoints once `send` returned (the events are in the sink's channel), but the
-/// `file` sink holds up to 256 KiB in a `BufWriter` until it is idle, and the channel holds
-/// more; a SIGKILL loses those although they are checkpointed (~40 events here). Closing
-/// it needs an end-to-end acknowledgement in the runtime (a source checkpoints what the
-/// sinks have flushed), which is outside the source. Run with `cargo test --test
-/// pce_events -- --ignored`.
-#[ignore = "SIGKILL loses events buffered in the file sink after the source checkpointed them: needs an end-to-end ack in the runtime"]
+/// The source checkpoints a batch only once every sink has flushed it (the runtime's
+/// end-to-end acknowledgement), so a SIGKILL cannot lose a checkpointed event that was
+/// still in a channel or a sink's buffer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_catch_up_loses_nothing_and_repeats_at_most_one_batch() {
     const PAGE: usize = 50;

@@ -217,6 +217,21 @@ impl Input {
     }
 }
 
+impl Drop for Input {
+    /// A node that stops with events still queued for it did not handle them: their
+    /// batches are marked failed, so no source checkpoints past them.
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(envelope) = self.rx.try_recv() {
+            if let Envelope::Msg(_, Message::Events(events)) = envelope {
+                for e in &events {
+                    e.fail();
+                }
+            }
+        }
+    }
+}
+
 /// Builds an edge set: one channel for a node with `upstreams` edges.
 pub(crate) fn channel(buffer: usize) -> (mpsc::Sender<Envelope>, mpsc::Receiver<Envelope>) {
     mpsc::channel(buffer.max(1))

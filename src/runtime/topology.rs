@@ -266,6 +266,9 @@ async fn run_stage(mut stage: Box<dyn Stage>, mut input: Input, mut output: Outp
         if downstream_gone {
             if let Message::Events(events) = &msg {
                 input.counters().add_errors(events.len());
+                for e in events {
+                    e.fail();
+                }
             }
             continue;
         }

@@ -20,8 +20,14 @@ pub enum Encoding {
     JsonPretty,
 }
 
-/// Writes every event of `input` to `out` as JSON, flushing whenever the input is idle so
-/// a follower of the output sees records promptly, and at the end.
+/// Flush at least this often (in bytes written), even while input keeps coming: events
+/// are held (and their batches unacknowledged) until they are flushed.
+const FLUSH_BYTES: usize = 1 << 20;
+
+/// Writes every event of `input` to `out` as JSON. Output is flushed whenever the input is
+/// idle, every [`FLUSH_BYTES`], and at the end; events are held until their bytes are
+/// flushed, so a source waiting on a batch acknowledgement learns of them only once they
+/// are out of the process. A write error marks the held events failed.
 pub(crate) async fn write_json_lines<W: AsyncWrite + Unpin>(
     mut input: Input,
     out: W,
@@ -29,16 +35,14 @@ pub(crate) async fn write_json_lines<W: AsyncWrite + Unpin>(
 ) -> NodeResult {
     let mut out = tokio::io::BufWriter::with_capacity(256 * 1024, out);
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
-    let mut dirty = false;
+    let mut held: Vec<std::sync::Arc<crate::event::Event>> = Vec::new();
+    let mut unflushed = 0usize;
     loop {
         // Take what is ready without waiting; flush before waiting for more.
         let msg = match input.recv().now_or_never() {
             Some(m) => m,
             None => {
-                if dirty {
-                    out.flush().await?;
-                    dirty = false;
-                }
+                flush(&mut out, &mut held, &mut unflushed).await?;
                 input.recv().await
             }
         };
@@ -59,14 +63,46 @@ pub(crate) async fn write_json_lines<W: AsyncWrite + Unpin>(
             };
             if written.is_err() {
                 input.counters().add_error();
+                e.fail();
                 continue;
             }
             buf.push(b'\n');
         }
-        out.write_all(&buf).await?;
+        if let Err(err) = out.write_all(&buf).await {
+            fail_all(&held);
+            fail_all(&events);
+            return Err(err.into());
+        }
         input.counters().add_out(events.len());
-        dirty = true;
+        unflushed += buf.len();
+        held.extend(events);
+        if unflushed >= FLUSH_BYTES {
+            flush(&mut out, &mut held, &mut unflushed).await?;
+        }
     }
-    out.flush().await?;
+    flush(&mut out, &mut held, &mut unflushed).await
+}
+
+async fn flush<W: AsyncWrite + Unpin>(
+    out: &mut tokio::io::BufWriter<W>,
+    held: &mut Vec<std::sync::Arc<crate::event::Event>>,
+    unflushed: &mut usize,
+) -> NodeResult {
+    if *unflushed == 0 && held.is_empty() {
+        return Ok(());
+    }
+    if let Err(err) = out.flush().await {
+        fail_all(held);
+        return Err(err.into());
+    }
+    // Out of the process: the batches these events came in may be acknowledged.
+    held.clear();
+    *unflushed = 0;
     Ok(())
+}
+
+fn fail_all(events: &[std::sync::Arc<crate::event::Event>]) {
+    for e in events {
+        e.fail();
+    }
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::checkpoint::EventsCheckpoint;
 use super::config::{PceEventsConfig, StartAt};
-use crate::event::{Event, Timestamp};
+use crate::event::{Event, Timestamp, ack_pair};
 use crate::pce::client::{EventQuery, PceClient, PceError};
 use crate::runtime::{NodeResult, Source, SourceContext};
 use crate::sources::json_lines::set_aside;
@@ -150,14 +150,27 @@ impl PceEventsSource {
                 tracing::warn!(source = %self.id, at = %a, max_results = self.cfg.max_results, "more events in one millisecond than max_results; some may be missing (raise max_results)");
             }
             let fresh = self.settle(cx, state, records);
+            let (guard, ack) = ack_pair();
             let events: Vec<Arc<Event>> = fresh
                 .iter()
-                .map(|r| Arc::new(Event::from_record(r.data.clone(), self.id.clone(), now)))
+                .map(|r| {
+                    Arc::new(
+                        Event::from_record(r.data.clone(), self.id.clone(), now).with_ack(&guard),
+                    )
+                })
                 .collect();
+            drop(guard);
             if !send_batches(cx, events).await {
                 return Cycle::Stopped;
             }
-            // Handed on: now, and only now, they are done.
+            // Wait until every sink has written them out (or a stage dropped them on
+            // purpose). The graph drains on shutdown, so this also ends then.
+            if !ack.delivered().await {
+                cx.counters().add_error();
+                tracing::warn!(source = %self.id, from = %a, until = %b, "events were not delivered downstream; not checkpointing them, they are read again next interval");
+                return Cycle::Done;
+            }
+            // Delivered: now, and only now, they are done.
             for r in fresh {
                 state.recent.insert(r.href, r.at);
             }
