@@ -3,9 +3,10 @@
 //! to every subscriber.
 //!
 //! Slices are `[cursor, cursor + interval)`, queried once `now ≥ end + settle`. The cursor
-//! is stored under `pce_traffic:<connection>` and moves only after every subscriber was
-//! handed the slice's flows; a failed query (or a shutdown mid-slice) leaves it where it
-//! was, so the same slice is queried again (at-least-once delivery).
+//! is stored under `pce_traffic:<connection>` and moves only after every subscriber's
+//! sinks have written the slice's flows (an end-to-end acknowledgement); a failed query,
+//! an undelivered flow or a shutdown mid-slice leaves it where it was, so the same slice
+//! is queried again (at-least-once delivery).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +56,8 @@ enum SliceOutcome {
     Done,
     /// Shutdown, or a subscriber went away: stop without moving the cursor.
     Stopped,
+    /// Some flows were not delivered downstream (a sink failed): query the slice again.
+    Undelivered,
 }
 
 /// The shared traffic reader of one PCE connection.
@@ -281,6 +284,16 @@ impl TrafficHub {
                     }
                 }
                 Ok(SliceOutcome::Stopped) => return,
+                Ok(SliceOutcome::Undelivered) => {
+                    tracing::warn!(
+                        connection = %self.connection, start = %fmt_time(&cursor), end = %fmt_time(&end),
+                        "pce_traffic: some flows of the slice were not delivered downstream; the slice is read again next cycle"
+                    );
+                    let retry_at = self.clock.now() + plan.interval;
+                    if !self.sleep_until(retry_at, &shutdown).await {
+                        return;
+                    }
+                }
                 Err(e) => {
                     self.failed_queries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
@@ -333,11 +346,15 @@ impl TrafficHub {
             "truncated": truncated,
         });
         let ingest = self.clock.now();
+        // Every flow of the slice carries one acknowledgement: the cursor moves only once
+        // every subscriber's sinks have written them (or stages dropped them on purpose).
+        let (guard, ack) = crate::event::ack_pair();
         let mut batch = Vec::with_capacity(BATCH);
         for record in download.records() {
             let (flow, _raw) = record.map_err(|m| download.decode_error(m))?;
             let flow = enrich_flow(flow, &names, &vigil);
-            let mut event = Event::from_record(flow, self.source_id.clone(), ingest);
+            let mut event =
+                Event::from_record(flow, self.source_id.clone(), ingest).with_ack(&guard);
             if let Some(t) = event
                 .data()
                 .pointer("/timestamp_range/last_detected")
@@ -353,7 +370,12 @@ impl TrafficHub {
         if !batch.is_empty() && !self.fan_out(batch, shutdown).await {
             return Ok(SliceOutcome::Stopped);
         }
-        Ok(SliceOutcome::Done)
+        drop(guard);
+        if ack.delivered().await {
+            Ok(SliceOutcome::Done)
+        } else {
+            Ok(SliceOutcome::Undelivered)
+        }
     }
 
     /// Hands each subscriber the events of its decisions. `false` on shutdown or when a
