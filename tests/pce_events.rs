@@ -2,22 +2,24 @@
 //! virtual clock the test moves. Each test compares what reached the file sink with a
 //! direct client query of the same range: every event exactly once, none missing.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+
+use common::{SECRET, lines, nudge_until};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeZone;
 use serde_json::Value;
-use vigil::config::{Env, LoadOptions, load_sources};
 use vigil::event::Timestamp;
 use vigil::pce::client::{EventQuery, PceClient, PceConnectionConfig, Secret};
-use vigil::pce::sim::{Faults, PceSim, RunningSim, Scenario, SimConfig};
+use vigil::pce::sim::{Faults, RunningSim, Scenario};
 use vigil::runtime::{self, Clock, SharedClock, VirtualClock};
 use vigil::sources::pce_events::EventsCheckpoint;
 use vigil::store::Store;
 
-const SECRET: &str = "sim-secret-not-in-any-file";
 const NODE: &str = "audit.pce";
 
 fn t0() -> Timestamp {
@@ -25,45 +27,21 @@ fn t0() -> Timestamp {
 }
 
 async fn sim(scenario: Scenario, faults: Faults, clock: SharedClock) -> RunningSim {
-    let cfg = SimConfig {
-        scenario,
-        seed: 11,
-        api_secret: SECRET.into(),
-        faults,
-        ..SimConfig::default()
-    };
-    PceSim::start(cfg, clock, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("simulator starts")
+    common::sim(scenario, 11, faults, clock).await
 }
 
 /// Settings and one pipeline `audit` with a `pce_events` source `pce` (extra options in
 /// `options`) feeding a file sink at `out`.
 fn yaml(dir: &Path, sim: &RunningSim, options: &str, out: &Path) -> String {
     format!(
-        "kind: settings\nstate_dir: {state}\nconnections:\n  pce:\n    lab:\n      url: {url}\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n      backoff_base: 1s\n      requests_per_minute: 450\n---\nkind: pipeline\nname: audit\nsources:\n  pce: {{type: pce_events, connection: lab, {options}}}\nsinks:\n  out: {{type: file, path: {out}, inputs: [pce]}}\n",
-        state = dir.join("state").display(),
-        url = sim.url(),
+        "{settings}kind: pipeline\nname: audit\nsources:\n  pce: {{type: pce_events, connection: lab, {options}}}\nsinks:\n  out: {{type: file, path: {out}, inputs: [pce]}}\n",
+        settings = common::settings(dir, sim, "      requests_per_minute: 450\n"),
         out = out.display(),
     )
 }
 
 fn config(yaml: String) -> vigil::config::Config {
-    let env = Env::Map(HashMap::from([
-        ("PCE_KEY".to_string(), "api_sim".to_string()),
-        ("PCE_SECRET".to_string(), SECRET.to_string()),
-    ]));
-    let loaded = load_sources(&[(PathBuf::from("p.yaml"), yaml)], &LoadOptions { env });
-    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
-    loaded.config.expect("valid")
-}
-
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+    common::load(yaml)
 }
 
 fn events_requests(sim: &RunningSim) -> usize {
@@ -71,25 +49,6 @@ fn events_requests(sim: &RunningSim) -> usize {
         .iter()
         .filter(|r| r.path.ends_with("/events"))
         .count()
-}
-
-/// Waits until `cond` holds, nudging the virtual clock by a few seconds now and then (a
-/// source or a client waiting on the clock moves on). Fails after a deadline.
-async fn nudge_until(clock: &VirtualClock, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut idle = 0;
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what} at {}",
-            clock.now()
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        idle += 1;
-        if idle % 5 == 0 {
-            clock.advance(Duration::from_secs(5));
-        }
-    }
 }
 
 /// Lets `minutes` polling cycles happen: moves the clock a minute at a time, in steps of

@@ -2,75 +2,24 @@
 //! virtual clock the test moves (no sleeping: each step waits for the simulator to see
 //! the next request, with a deadline).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{SECRET, lines, nudge_until};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeZone;
 use serde_json::Value;
-use vigil::config::{Env, LoadOptions, load_sources};
-use vigil::pce::sim::{Faults, PceSim, RunningSim, Scenario, SimConfig};
-use vigil::runtime::{self, SharedClock, VirtualClock};
-
-const SECRET: &str = "sim-secret-not-in-any-file";
+use vigil::pce::sim::{Faults, RunningSim, Scenario};
+use vigil::runtime::{self, VirtualClock};
 
 async fn sim(scenario: Scenario, clock: &VirtualClock) -> RunningSim {
-    let cfg = SimConfig {
-        scenario,
-        seed: 11,
-        api_secret: SECRET.into(),
-        faults: Faults::default(),
-        ..SimConfig::default()
-    };
-    let shared: SharedClock = Arc::new(clock.clone());
-    PceSim::start(cfg, shared, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("simulator starts")
+    common::sim(scenario, 11, Faults::default(), Arc::new(clock.clone())).await
 }
 
 fn config(dir: &Path, sim: &RunningSim, pipeline: &str) -> vigil::config::Config {
-    let yaml = format!(
-        "kind: settings\nstate_dir: {state}\nconnections:\n  pce:\n    lab:\n      url: {url}\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n      backoff_base: 1s\n---\n{pipeline}",
-        state = dir.join("state").display(),
-        url = sim.url(),
-    );
-    let env = Env::Map(HashMap::from([
-        ("PCE_KEY".to_string(), "api_sim".to_string()),
-        ("PCE_SECRET".to_string(), SECRET.to_string()),
-    ]));
-    let loaded = load_sources(&[(PathBuf::from("p.yaml"), yaml)], &LoadOptions { env });
-    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
-    loaded.config.expect("valid")
-}
-
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-/// Waits until `cond` holds; while it does not, nudges the virtual clock by a few seconds
-/// now and then, so that a source that computed its next deadline after the test moved the
-/// clock, or a client waiting out a retry backoff, moves on. Fails after a deadline.
-async fn nudge_until(clock: &VirtualClock, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let mut idle = 0;
-    while !cond() {
-        if std::time::Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {what} at {}",
-                vigil::runtime::Clock::now(clock)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        idle += 1;
-        if idle % 5 == 0 {
-            clock.advance(Duration::from_secs(5));
-        }
-    }
+    common::load(format!("{}{pipeline}", common::settings(dir, sim, "")))
 }
 
 /// Waits (yielding, up to a deadline) until `cond` holds.

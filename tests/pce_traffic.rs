@@ -1,18 +1,18 @@
 //! The `pce_traffic` source in real graphs against the PCE simulator over HTTP, on a
 //! virtual clock the test moves (`nudge_until` steps time safely, with a deadline).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{lines, nudge_until};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
-use vigil::config::{Env, LoadOptions, load_sources};
-use vigil::pce::sim::{Faults, LoggedRequest, PceSim, RunningSim, Scenario, SimConfig};
-use vigil::runtime::{self, RunningTopology, SharedClock, VirtualClock};
+use vigil::pce::sim::{Faults, LoggedRequest, RunningSim, Scenario};
+use vigil::runtime::{self, RunningTopology, VirtualClock};
 
-const SECRET: &str = "sim-secret-not-in-any-file";
 const QUERIES: &str = "/api/v2/orgs/1/traffic_flows/async_queries";
 
 fn t0() -> DateTime<Utc> {
@@ -20,32 +20,11 @@ fn t0() -> DateTime<Utc> {
 }
 
 async fn sim(clock: &VirtualClock, faults: Faults) -> RunningSim {
-    let cfg = SimConfig {
-        scenario: Scenario::Quiet,
-        seed: 11,
-        api_secret: SECRET.into(),
-        faults,
-        ..SimConfig::default()
-    };
-    let shared: SharedClock = Arc::new(clock.clone());
-    PceSim::start(cfg, shared, "127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("simulator starts")
+    common::sim(Scenario::Quiet, 11, faults, Arc::new(clock.clone())).await
 }
 
 fn config(dir: &Path, sim: &RunningSim, pipelines: &str) -> vigil::config::Config {
-    let yaml = format!(
-        "kind: settings\nstate_dir: {state}\nconnections:\n  pce:\n    lab:\n      url: {url}\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n      backoff_base: 1s\n---\n{pipelines}",
-        state = dir.join("state").display(),
-        url = sim.url(),
-    );
-    let env = Env::Map(HashMap::from([
-        ("PCE_KEY".to_string(), "api_sim".to_string()),
-        ("PCE_SECRET".to_string(), SECRET.to_string()),
-    ]));
-    let loaded = load_sources(&[(PathBuf::from("p.yaml"), yaml)], &LoadOptions { env });
-    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
-    loaded.config.expect("valid")
+    common::load(format!("{}{pipelines}", common::settings(dir, sim, "")))
 }
 
 /// A pipeline `name` reading `lab` traffic with `options` into `out`.
@@ -54,32 +33,6 @@ fn pipeline(name: &str, options: &str, out: &Path) -> String {
         "kind: pipeline\nname: {name}\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 5m, settle: 2m{options}}}\nsinks:\n  out: {{type: file, path: {}, inputs: [flows]}}\n",
         out.display()
     )
-}
-
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-async fn nudge_until(clock: &VirtualClock, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut idle = 0;
-    while !cond() {
-        if std::time::Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {what} at {}",
-                vigil::runtime::Clock::now(clock)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        idle += 1;
-        if idle % 5 == 0 {
-            clock.advance(Duration::from_secs(5));
-        }
-    }
 }
 
 /// A traffic query the simulator received: its slice and decisions.
