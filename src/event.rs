@@ -146,6 +146,11 @@ impl Event {
         self
     }
 
+    /// Whether a source waits on this event's acknowledgement.
+    pub fn has_ack(&self) -> bool {
+        self.ack.is_some()
+    }
+
     /// Marks the event's batch as failed: it was not delivered.
     pub fn fail(&self) {
         if let Some(g) = &self.ack {

@@ -20,14 +20,15 @@ pub enum Encoding {
     JsonPretty,
 }
 
-/// Flush at least this often (in bytes written), even while input keeps coming: events
-/// are held (and their batches unacknowledged) until they are flushed.
+/// While events that carry an acknowledgement are held, flush at least this often (in
+/// bytes written), even while input keeps coming.
 const FLUSH_BYTES: usize = 1 << 20;
 
 /// Writes every event of `input` to `out` as JSON. Output is flushed whenever the input is
-/// idle, every [`FLUSH_BYTES`], and at the end; events are held until their bytes are
-/// flushed, so a source waiting on a batch acknowledgement learns of them only once they
-/// are out of the process. A write error marks the held events failed.
+/// idle, every [`FLUSH_BYTES`] while acknowledged events are held, and at the end. Events
+/// whose source waits on a batch acknowledgement are held until their bytes are flushed,
+/// so the source learns of them only once they are out of the process. A write error
+/// marks the held events failed.
 pub(crate) async fn write_json_lines<W: AsyncWrite + Unpin>(
     mut input: Input,
     out: W,
@@ -75,8 +76,10 @@ pub(crate) async fn write_json_lines<W: AsyncWrite + Unpin>(
         }
         input.counters().add_out(events.len());
         unflushed += buf.len();
-        held.extend(events);
-        if unflushed >= FLUSH_BYTES {
+        // Only events whose source waits on an acknowledgement are held (and force
+        // flushes); the others are done with once written to the buffer.
+        held.extend(events.into_iter().filter(|e| e.has_ack()));
+        if unflushed >= FLUSH_BYTES && !held.is_empty() {
             flush(&mut out, &mut held, &mut unflushed).await?;
         }
     }
