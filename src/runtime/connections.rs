@@ -71,6 +71,14 @@ impl Connections {
         })
     }
 
+    /// The client of PCE connection `name`, for a node being built (the loader has
+    /// already checked that it exists; this is the runtime's own guard).
+    pub fn pce_client(&self, name: &str) -> Result<PceClient, super::NodeError> {
+        self.pce(name)
+            .cloned()
+            .ok_or_else(|| format!("no PCE connection `{name}` in the settings").into())
+    }
+
     /// The client of PCE connection `name`.
     pub fn pce(&self, name: &str) -> Option<&PceClient> {
         self.pce.get(name)

@@ -198,11 +198,7 @@ impl PceEventsConfig {
 
     /// Builds the running source.
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, NodeError> {
-        let client = cx
-            .connections
-            .pce(&self.connection)
-            .ok_or_else(|| format!("no PCE connection `{}` in the settings", self.connection))?
-            .clone();
+        let client = cx.connections.pce_client(&self.connection)?;
         Ok(Box::new(PceEventsSource::new(
             self.clone(),
             client,

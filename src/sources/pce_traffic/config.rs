@@ -6,6 +6,7 @@ use serde::Deserialize;
 use super::hub::TrafficHub;
 use super::source::PceTrafficSource;
 use crate::config::check::Problems;
+use crate::config::diagnostic::codes;
 use crate::config::model::Duration;
 use crate::pce::client::{MAX_TRAFFIC_RESULTS, PolicyDecision};
 use crate::runtime::{BuildContext, NodeError, Source};
@@ -138,21 +139,21 @@ impl PceTrafficConfig {
         if self.max_results == 0 || self.max_results > MAX_TRAFFIC_RESULTS {
             problems.error(
                 "/max_results",
-                "invalid-value",
+                codes::INVALID_VALUE,
                 format!("max_results must be between 1 and {MAX_TRAFFIC_RESULTS}"),
             );
         }
         if self.lookback().is_none() {
             problems.error(
                 "/start_at",
-                "invalid-value",
+                codes::INVALID_VALUE,
                 "start_at must be `now` or a lookback such as `1h`",
             );
         }
         if self.policy_decisions.as_ref().is_some_and(Vec::is_empty) {
             problems.error(
                 "/policy_decisions",
-                "invalid-value",
+                codes::INVALID_VALUE,
                 "policy_decisions is empty: leave it out for all decisions",
             );
         }
@@ -160,11 +161,7 @@ impl PceTrafficConfig {
 
     /// Builds the running source, subscribing it to its connection's traffic hub.
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, NodeError> {
-        let client = cx
-            .connections
-            .pce(&self.connection)
-            .ok_or_else(|| format!("no PCE connection `{}` in the settings", self.connection))?
-            .clone();
+        let client = cx.connections.pce_client(&self.connection)?;
         let hub = TrafficHub::for_connection(cx, &self.connection, client)?;
         let rx = hub.subscribe(cx.id.clone(), self.clone());
         Ok(Box::new(PceTrafficSource::new(rx)))
