@@ -221,6 +221,12 @@ impl<'a> Gen<'a> {
                "http_status_code": code, "src_ip": src_ip})
     }
 
+    /// The action of a PCE-internal task: no API call, the source address filtered.
+    fn system_action(&mut self) -> Value {
+        json!({"uuid": self.uuid(), "api_endpoint": null, "api_method": null,
+               "http_status_code": null, "src_ip": "FILTERED"})
+    }
+
     fn notification(&mut self, kind: &str, info: Value) -> Value {
         json!({"uuid": self.uuid(), "notification_type": kind, "info": info})
     }
@@ -545,7 +551,7 @@ fn sec_rule_change(g: &mut Gen<'_>) -> SimEvent {
 }
 
 fn expire_keys(g: &mut Gen<'_>) -> SimEvent {
-    let action = json!({"uuid": g.uuid(), "api_endpoint": null, "api_method": null, "http_status_code": null, "src_ip": "FILTERED"});
+    let action = g.system_action();
     g.event(
         Spec::org(
             "system_task.expire_service_account_api_keys",
@@ -594,7 +600,7 @@ fn interfaces_update(g: &mut Gen<'_>) -> SimEvent {
 }
 
 fn agent_heartbeat_task(g: &mut Gen<'_>) -> SimEvent {
-    let action = json!({"uuid": g.uuid(), "api_endpoint": null, "api_method": null, "http_status_code": null, "src_ip": "FILTERED"});
+    let action = g.system_action();
     g.event(
         Spec::org(
             "system_task.agent_missed_heartbeats_check",

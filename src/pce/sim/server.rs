@@ -507,6 +507,13 @@ fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     enc.finish()
 }
 
+/// The query of a collection GET and its `max_results` (at most 500).
+fn collection_query(q: Result<Query<Pairs>, QueryRejection>) -> Result<(Pairs, usize), Response> {
+    let pairs = pairs(q).map_err(IntoResponse::into_response)?;
+    let limit = max_results(&pairs, MAX_COLLECTION).map_err(IntoResponse::into_response)?;
+    Ok((pairs, limit))
+}
+
 /// A collection answer: at most 500 objects, `X-Total-Count` = the unfiltered total.
 fn collection(items: Vec<Value>, limit: usize, total: usize) -> Response {
     let items: Vec<Value> = items.into_iter().take(limit.min(MAX_COLLECTION)).collect();
@@ -520,13 +527,9 @@ async fn labels(
     State(s): State<Arc<SimState>>,
     q: Result<Query<Pairs>, QueryRejection>,
 ) -> Response {
-    let pairs = match pairs(q) {
-        Ok(p) => p,
-        Err(r) => return r.into_response(),
-    };
-    let limit = match max_results(&pairs, MAX_COLLECTION) {
-        Ok(n) => n,
-        Err(r) => return r.into_response(),
+    let (pairs, limit) = match collection_query(q) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let key = param(&pairs, "key");
     let value = param(&pairs, "value").map(str::to_lowercase);
@@ -616,13 +619,9 @@ async fn workloads(
     headers: HeaderMap,
     q: Result<Query<Pairs>, QueryRejection>,
 ) -> Response {
-    let pairs = match pairs(q) {
-        Ok(p) => p,
-        Err(r) => return r.into_response(),
-    };
-    let limit = match max_results(&pairs, MAX_COLLECTION) {
-        Ok(n) => n,
-        Err(r) => return r.into_response(),
+    let (pairs, limit) = match collection_query(q) {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let items = match workload_items(&s, &pairs) {
         Ok(items) => items,
