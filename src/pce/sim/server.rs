@@ -508,9 +508,11 @@ fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 /// The query of a collection GET and its `max_results` (at most 500).
-fn collection_query(q: Result<Query<Pairs>, QueryRejection>) -> Result<(Pairs, usize), Response> {
-    let pairs = pairs(q).map_err(IntoResponse::into_response)?;
-    let limit = max_results(&pairs, MAX_COLLECTION).map_err(IntoResponse::into_response)?;
+fn collection_query(
+    q: Result<Query<Pairs>, QueryRejection>,
+) -> Result<(Pairs, usize), Box<Response>> {
+    let pairs = pairs(q).map_err(|r| Box::new(r.into_response()))?;
+    let limit = max_results(&pairs, MAX_COLLECTION).map_err(|r| Box::new(r.into_response()))?;
     Ok((pairs, limit))
 }
 
@@ -529,7 +531,7 @@ async fn labels(
 ) -> Response {
     let (pairs, limit) = match collection_query(q) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let key = param(&pairs, "key");
     let value = param(&pairs, "value").map(str::to_lowercase);
@@ -621,7 +623,7 @@ async fn workloads(
 ) -> Response {
     let (pairs, limit) = match collection_query(q) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let items = match workload_items(&s, &pairs) {
         Ok(items) => items,
