@@ -316,10 +316,7 @@ async fn post_is_not_retried_after_a_read_timeout() {
         )
         .mount(&server)
         .await;
-    let err = client
-        .traffic_query(&TrafficQuery::new("q", t(0, 0), t(1, 0), 1000))
-        .await
-        .unwrap_err();
+    let err = client.traffic_query(&hour_query()).await.unwrap_err();
     assert!(matches!(err, PceError::PostTimedOut { .. }), "{err:?}");
     assert!(err.to_string().contains("may have"), "{err}");
     assert_eq!(
@@ -336,10 +333,7 @@ async fn post_is_not_retried_after_a_server_error() {
         .expect(1)
         .mount(&server)
         .await;
-    let err = client
-        .traffic_query(&TrafficQuery::new("q", t(0, 0), t(1, 0), 1000))
-        .await
-        .unwrap_err();
+    let err = client.traffic_query(&hour_query()).await.unwrap_err();
     assert_eq!(err.status(), Some(502));
 }
 
@@ -361,10 +355,7 @@ async fn post_is_retried_after_429() {
         .respond_with(ResponseTemplate::new(204))
         .mount(&server)
         .await;
-    let result = client
-        .traffic_query(&TrafficQuery::new("q", t(0, 0), t(1, 0), 1000))
-        .await
-        .expect("query");
+    let result = client.traffic_query(&hour_query()).await.expect("query");
     assert!(result.flows.is_empty());
     assert_eq!(clock.waits(), vec![Duration::from_secs(3)]);
     assert_eq!(
@@ -407,6 +398,21 @@ async fn mount_download(server: &MockServer, response: ResponseTemplate) {
         .respond_with(response)
         .mount(server)
         .await;
+}
+
+/// The first download answers `first`; later ones fall through to `mount_download`.
+async fn mount_first_download(server: &MockServer, first: ResponseTemplate) {
+    Mock::given(method("GET"))
+        .and(path(api(&format!("{QUERY}/download"))))
+        .respond_with(first)
+        .up_to_n_times(1)
+        .mount(server)
+        .await;
+}
+
+/// The hour-long query most traffic tests run.
+fn hour_query() -> TrafficQuery {
+    TrafficQuery::new("q", t(0, 0), t(1, 0), 1000)
 }
 
 fn completed(matches: u64) -> Value {
@@ -503,10 +509,7 @@ async fn gzip_download_is_inflated_whatever_the_headers() {
         ResponseTemplate::new(200).set_body_raw(body, "application/octet-stream"),
     )
     .await;
-    let result = client
-        .traffic_query(&TrafficQuery::new("q", t(0, 0), t(1, 0), 1000))
-        .await
-        .expect("traffic");
+    let result = client.traffic_query(&hour_query()).await.expect("traffic");
     assert_eq!(result.flows.len(), 3);
 }
 
@@ -525,10 +528,7 @@ async fn ndjson_download_is_parsed() {
         ResponseTemplate::new(200).set_body_raw(lines.join("\n") + "\n", "application/x-ndjson"),
     )
     .await;
-    let result = client
-        .traffic_query(&TrafficQuery::new("q", t(0, 0), t(1, 0), 1000))
-        .await
-        .expect("traffic");
+    let result = client.traffic_query(&hour_query()).await.expect("traffic");
     assert_eq!(result.flows.len(), 3);
     assert_eq!(result.flows[2]["src"]["ip"], "10.0.0.2");
 }
@@ -542,10 +542,7 @@ async fn empty_204_download_with_no_matches_is_no_flows() {
     )
     .await;
     mount_download(&server, ResponseTemplate::new(204)).await;
-    let result = client
-        .traffic_query(&TrafficQuery::new("q", t(0, 0), t(1, 0), 1000))
-        .await
-        .expect("traffic");
+    let result = client.traffic_query(&hour_query()).await.expect("traffic");
     assert!(result.flows.is_empty());
     assert_eq!(result.matches_count, 0);
     assert!(clock.waits().is_empty());
@@ -555,17 +552,9 @@ async fn empty_204_download_with_no_matches_is_no_flows() {
 async fn empty_first_download_with_matches_is_retried() {
     let (server, client, clock) = setup().await;
     mount_query(&server, completed(2)).await;
-    Mock::given(method("GET"))
-        .and(path(api(&format!("{QUERY}/download"))))
-        .respond_with(ResponseTemplate::new(200))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
+    mount_first_download(&server, ResponseTemplate::new(200)).await;
     mount_download(&server, json_array(&flows(2))).await;
-    let result = client
-        .traffic_query(&TrafficQuery::new("q", t(0, 0), t(1, 0), 1000))
-        .await
-        .expect("traffic");
+    let result = client.traffic_query(&hour_query()).await.expect("traffic");
     assert_eq!(result.flows.len(), 2);
     assert_eq!(clock.waits().len(), 1);
     assert_eq!(count(&server, "GET", &format!("{QUERY}/download")).await, 2);
@@ -580,10 +569,7 @@ async fn download_that_stays_empty_is_an_error() {
         ResponseTemplate::new(200).set_body_raw("[]", "application/json"),
     )
     .await;
-    let err = client
-        .traffic_query(&TrafficQuery::new("q", t(0, 0), t(1, 0), 1000))
-        .await
-        .unwrap_err();
+    let err = client.traffic_query(&hour_query()).await.unwrap_err();
     assert!(
         matches!(
             err,
@@ -623,10 +609,7 @@ async fn query_that_never_completes_times_out() {
     let (client, clock) = client_with(&cfg);
     mount_query(&server, json!({"href": QUERY, "status": "queued"})).await;
     mount_polls(&server, &[json!({"href": QUERY, "status": "running"})]).await;
-    let err = client
-        .traffic_query(&TrafficQuery::new("q", t(0, 0), t(1, 0), 1000))
-        .await
-        .unwrap_err();
+    let err = client.traffic_query(&hour_query()).await.unwrap_err();
     match &err {
         PceError::QueryTimedOut {
             waited,
@@ -655,10 +638,7 @@ async fn failed_query_is_an_error() {
         )
         .mount(&server)
         .await;
-    let err = client
-        .traffic_query(&TrafficQuery::new("q", t(0, 0), t(1, 0), 1000))
-        .await
-        .unwrap_err();
+    let err = client.traffic_query(&hour_query()).await.unwrap_err();
     assert!(matches!(err, PceError::QueryFailed { .. }), "{err:?}");
     assert!(err.to_string().contains("req-failed"), "{err}");
 }
@@ -668,10 +648,7 @@ async fn cancelled_query_is_an_error() {
     let (server, client, _) = setup().await;
     mount_query(&server, json!({"href": QUERY, "status": "queued"})).await;
     mount_polls(&server, &[json!({"href": QUERY, "status": "canceled"})]).await;
-    let err = client
-        .traffic_query(&TrafficQuery::new("q", t(0, 0), t(1, 0), 1000))
-        .await
-        .unwrap_err();
+    let err = client.traffic_query(&hour_query()).await.unwrap_err();
     assert!(matches!(err, PceError::QueryCancelled { .. }), "{err:?}");
 }
 
@@ -1100,16 +1077,8 @@ fn event_pages_know_when_they_are_full() {
 async fn download_not_found_yet_is_retried() {
     let (server, client, _) = setup().await;
     mount_query(&server, completed(1)).await;
-    Mock::given(method("GET"))
-        .and(path(api(&format!("{QUERY}/download"))))
-        .respond_with(ResponseTemplate::new(404))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
+    mount_first_download(&server, ResponseTemplate::new(404)).await;
     mount_download(&server, json_array(&flows(1))).await;
-    let result = client
-        .traffic_query(&TrafficQuery::new("q", t(0, 0), t(1, 0), 1000))
-        .await
-        .expect("traffic");
+    let result = client.traffic_query(&hour_query()).await.expect("traffic");
     assert_eq!(result.flows.len(), 1);
 }
