@@ -4,7 +4,7 @@
 mod common;
 
 use common::{lines, nudge_until};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,34 @@ async fn sim(clock: &VirtualClock, faults: Faults) -> RunningSim {
 
 fn config(dir: &Path, sim: &RunningSim, pipelines: &str) -> vigil::config::Config {
     common::load(format!("{}{pipelines}", common::settings(dir, sim, "")))
+}
+
+/// One pipeline `t` reading the simulator's traffic into `out`, running on `clock`.
+struct One {
+    clock: VirtualClock,
+    sim: RunningSim,
+    dir: tempfile::TempDir,
+    out: PathBuf,
+    topology: RunningTopology,
+}
+
+async fn one_pipeline(faults: Faults) -> One {
+    let clock = VirtualClock::new(t0());
+    let sim = sim(&clock, faults).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let topology = runtime::start(
+        &config(dir.path(), &sim, &pipeline("t", "", &out)),
+        Arc::new(clock.clone()),
+    )
+    .expect("starts");
+    One {
+        clock,
+        sim,
+        dir,
+        out,
+        topology,
+    }
 }
 
 /// A pipeline `name` reading `lab` traffic with `options` into `out`.
@@ -291,15 +319,13 @@ async fn twenty_pipelines_make_the_same_pce_requests_per_cycle_as_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_slice_is_queried_before_it_settled() {
-    let clock = VirtualClock::new(t0());
-    let sim = sim(&clock, Faults::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let topology = runtime::start(
-        &config(dir.path(), &sim, &pipeline("t", "", &out)),
-        Arc::new(clock.clone()),
-    )
-    .expect("starts");
+    let One {
+        clock,
+        sim,
+        dir: _dir,
+        out: _out,
+        topology,
+    } = one_pipeline(Faults::default()).await;
     cycle(&clock, &sim, 0).await;
     let first = slices(&sim.request_log());
     assert_eq!(first.len(), 1);
@@ -362,19 +388,17 @@ async fn the_cursor_survives_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_results_are_marked_on_every_flow() {
-    let clock = VirtualClock::new(t0());
     let faults = Faults {
         truncate_results: true,
         ..Faults::default()
     };
-    let sim = sim(&clock, faults).await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let topology = runtime::start(
-        &config(dir.path(), &sim, &pipeline("t", "", &out)),
-        Arc::new(clock.clone()),
-    )
-    .expect("starts");
+    let One {
+        clock,
+        sim,
+        dir: _dir,
+        out,
+        topology,
+    } = one_pipeline(faults).await;
     cycle(&clock, &sim, 0).await;
     nudge_until(&clock, "flows written", || !lines(&out).is_empty()).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -431,15 +455,13 @@ async fn one_query_asks_for_the_union_of_decisions_and_each_pipeline_gets_its_ow
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_query_is_retried_for_the_same_slice_next_cycle() {
-    let clock = VirtualClock::new(t0());
-    let sim = sim(&clock, Faults::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out.jsonl");
-    let topology = runtime::start(
-        &config(dir.path(), &sim, &pipeline("t", "", &out)),
-        Arc::new(clock.clone()),
-    )
-    .expect("starts");
+    let One {
+        clock,
+        sim,
+        dir,
+        out: _out,
+        topology,
+    } = one_pipeline(Faults::default()).await;
     cycle(&clock, &sim, 0).await;
     quiesce(&clock, &sim, dir.path()).await;
     // The next query's creation answers 500 (a POST is not retried by the client).
