@@ -1,7 +1,9 @@
 //! Structural checks a component runs on its own typed config (`check`), reported with the
 //! position of the offending value.
 
-use super::diagnostic::{Severity, codes};
+use std::path::PathBuf;
+
+use super::diagnostic::{Diagnostic, Severity, codes};
 use super::model::Duration;
 
 /// One problem found by a component's checks.
@@ -17,6 +19,9 @@ pub struct Problem {
     pub severity: Severity,
     /// What is wrong and what to do.
     pub message: String,
+    /// A position inside the value's text (line, column; from 1), for values that are
+    /// code (a Rhai `where:` expression): the diagnostic then points there.
+    pub inner: Option<(u32, u32)>,
 }
 
 /// Collects [`Problem`]s.
@@ -24,9 +29,48 @@ pub struct Problem {
 pub struct Problems {
     /// What was found.
     pub items: Vec<Problem>,
+    /// The directory of the file being checked: relative paths a component names
+    /// (`file: ../plugins/x.rhai`) are relative to it.
+    pub base_dir: PathBuf,
+    /// Problems found in other files a component names (a script's syntax error), with
+    /// their own positions.
+    pub external: Vec<Diagnostic>,
 }
 
 impl Problems {
+    /// Problems of a component in a file under `base_dir`.
+    pub fn in_dir(base_dir: impl Into<PathBuf>) -> Problems {
+        Problems {
+            base_dir: base_dir.into(),
+            ..Problems::default()
+        }
+    }
+
+    /// An error at `(line, col)` inside the text of the value at `pointer`.
+    pub fn error_inside(
+        &mut self,
+        pointer: impl Into<String>,
+        (line, col): (u32, u32),
+        code: &'static str,
+        message: impl Into<String>,
+    ) {
+        self.push(pointer.into(), false, code, Severity::Error, message.into());
+        if let Some(last) = self.items.last_mut() {
+            last.inner = Some((line, col));
+        }
+    }
+
+    /// A problem in another file (see [`Problems::external`]).
+    pub fn in_file(&mut self, diagnostic: Diagnostic) {
+        self.external.push(diagnostic);
+    }
+
+    /// Whether an error was found (here or in another file).
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(|i| i.severity == Severity::Error)
+            || self.external.iter().any(Diagnostic::is_error)
+    }
+
     /// An error at the value `pointer`.
     pub fn error(
         &mut self,
@@ -77,6 +121,7 @@ impl Problems {
             code,
             severity,
             message,
+            inner: None,
         });
     }
 

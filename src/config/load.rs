@@ -134,6 +134,8 @@ pub fn load_paths(paths: &[PathBuf], opts: &LoadOptions) -> Result<Loaded, LoadE
 /// One document on its way through the checks.
 struct Doc<'a> {
     file: &'a Path,
+    /// The file's text (to find positions inside a value).
+    text: &'a str,
     tree: Node,
     value: Value,
     from_env: BTreeSet<String>,
@@ -143,6 +145,33 @@ struct Doc<'a> {
 }
 
 impl Doc<'_> {
+    /// The position of `(line, col)` inside the text of the string value at `pointer`;
+    /// the value's own position when it cannot be found.
+    fn inner_pos(&self, pointer: &str, (line, col): (u32, u32)) -> Pos {
+        let fallback = self.pos(pointer, false);
+        let Some(node) = self.tree.at_pointer(pointer) else {
+            return fallback;
+        };
+        let Some(value) = self.value.pointer(pointer).and_then(Value::as_str) else {
+            return fallback;
+        };
+        let Some(want) = value.lines().nth(line.saturating_sub(1) as usize) else {
+            return fallback;
+        };
+        let src: String = self
+            .text
+            .chars()
+            .skip(node.span.0)
+            .take(node.span.1.saturating_sub(node.span.0))
+            .collect();
+        let Some(byte_at) = src.find(want) else {
+            return fallback;
+        };
+        let char_at = src[..byte_at].chars().count();
+        let abs = node.span.0 + char_at + col.saturating_sub(1) as usize;
+        LineIndex::new(self.text).pos(abs)
+    }
+
     fn pos(&self, pointer: &str, at_key: bool) -> Pos {
         if at_key {
             self.tree.key_pos_at(pointer)
@@ -172,6 +201,7 @@ pub fn load_sources(files: &[(PathBuf, String)], opts: &LoadOptions) -> Loaded {
             }
             let mut doc = Doc {
                 file,
+                text,
                 tree,
                 value: resolved.value,
                 from_env: resolved.from_env,
@@ -323,9 +353,13 @@ fn push_schema(
 }
 
 fn push_problems(doc: &Doc<'_>, prefix: &str, problems: Problems, diags: &mut Vec<Diagnostic>) {
+    diags.extend(problems.external);
     for p in problems.items {
         let pointer = format!("{prefix}{}", p.pointer);
-        let pos = doc.pos(&pointer, p.at_key);
+        let pos = match p.inner {
+            Some(inner) => doc.inner_pos(&pointer, inner),
+            None => doc.pos(&pointer, p.at_key),
+        };
         diags.push(match p.severity {
             super::diagnostic::Severity::Error => {
                 Diagnostic::error(doc.file, pos, p.code, p.message)
@@ -369,6 +403,11 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
     };
     let mut p = Problems::default();
     p.positive_duration("/tick_interval", "tick_interval", &s.tick_interval);
+    p.positive_duration(
+        "/snapshot_interval",
+        "snapshot_interval",
+        &s.snapshot_interval,
+    );
     for (name, conn) in &s.connections.pce {
         let base = to_pointer(["connections", "pce", name.as_str()]);
         for field in ["api_key", "api_secret"] {
@@ -436,7 +475,7 @@ fn check_pipeline_doc(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<
             {
                 continue; // `--no-env` placeholders may not type
             }
-            let mut found = Problems::default();
+            let mut found = Problems::in_dir(doc.file.parent().unwrap_or(Path::new("")));
             let typed = match family {
                 Family::Sources => {
                     typed_component::<crate::components::SourceConfig>(doc, &prefix, body, diags)
@@ -451,11 +490,7 @@ fn check_pipeline_doc(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<
                         .map(|c| c.check(&mut found))
                 }
             };
-            failed |= typed.is_none()
-                || found
-                    .items
-                    .iter()
-                    .any(|i| i.severity == super::diagnostic::Severity::Error);
+            failed |= typed.is_none() || found.has_errors();
             push_problems(doc, &prefix, found, diags);
         }
     }

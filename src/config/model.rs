@@ -45,6 +45,10 @@ pub struct SettingsConfig {
     /// Default: `1s`.
     #[serde(default = "default_tick_interval")]
     pub tick_interval: Duration,
+    /// How often stateful stages (windows, cooldowns, script state) save their state under
+    /// `state_dir`; they also save it when they stop, and restore it at start. Default: `30s`.
+    #[serde(default = "default_snapshot_interval")]
+    pub snapshot_interval: Duration,
     /// The systems sources read from and sinks deliver to, by kind and name. Secrets in
     /// here come from the environment (`${PCE_API_SECRET}`) or from files, never literally.
     #[serde(default)]
@@ -67,6 +71,7 @@ impl Default for SettingsConfig {
             buffer: default_buffer(),
             batch_size: default_batch_size(),
             tick_interval: default_tick_interval(),
+            snapshot_interval: default_snapshot_interval(),
             connections: ConnectionsConfig::default(),
         }
     }
@@ -83,6 +88,9 @@ fn default_batch_size() -> usize {
 }
 fn default_tick_interval() -> Duration {
     Duration::from_secs(1)
+}
+fn default_snapshot_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// `kind: pipeline`: sources feed stages, stages feed stages and sinks; `inputs` wire them.

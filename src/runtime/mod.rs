@@ -41,12 +41,33 @@ pub type NodeResult = Result<(), NodeError>;
 pub struct BuildContext {
     /// The node's id: `pipeline.node`.
     pub id: Arc<str>,
+    /// The pipeline's name.
+    pub pipeline: Arc<str>,
+    /// The node's name within the pipeline.
+    pub node: Arc<str>,
+    /// The directory of the pipeline's file: relative paths in its config (a script's
+    /// `file`) are relative to it.
+    pub base_dir: PathBuf,
     /// The engine's state directory.
     pub state_dir: PathBuf,
     /// Clients of the configured connections (PCEs, ...), shared by every node.
     pub connections: Arc<Connections>,
     /// The state database (checkpoints), shared by every node.
     pub store: Arc<crate::store::Store>,
+}
+
+impl BuildContext {
+    /// The state the stage saved last (see [`Stage::snapshot`]), if any. A snapshot that
+    /// cannot be read is logged and ignored: the stage starts empty.
+    pub fn restore(&self) -> Option<serde_json::Value> {
+        match self.store.stage_state(&self.id) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(node = %self.id, error = %e, "cannot read the saved state; starting empty");
+                None
+            }
+        }
+    }
 }
 
 /// A running source.
@@ -66,6 +87,13 @@ pub trait Stage: Send + 'static {
 
     /// Every input has finished: hand on anything held back.
     fn finish(&mut self, _out: &mut Vec<Arc<Event>>) {}
+
+    /// The stage's state (windows, cooldowns, script state) as JSON, for the runtime to
+    /// save under `state_dir` (periodically and when the stage stops). The stage reads it
+    /// back at build time with [`BuildContext::restore`]. Stateless stages return `None`.
+    fn snapshot(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// A running sink.

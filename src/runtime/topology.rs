@@ -195,8 +195,15 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
     for (i, node) in graph.nodes.iter().enumerate() {
         let counters = Arc::new(NodeCounters::default());
         nodes.push((node.id.to_string(), node.role, counters.clone()));
+        let pipeline_file = &config.pipelines[node.pipeline].file;
         let cx = BuildContext {
             id: node.id.clone(),
+            pipeline: config.pipelines[node.pipeline].config.name.as_str().into(),
+            node: node.name.as_str().into(),
+            base_dir: pipeline_file
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default(),
             state_dir: settings.state_dir.clone(),
             connections: connections.clone(),
             store: store.clone(),
@@ -236,7 +243,15 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
                     .map_err(fail)?;
                 let input = Input::new(rx.expect("stages have a channel"), edges, counters.clone());
                 let output = Output::new(out_targets, counters);
-                let task = tasks.spawn(async move { (i, run_stage(stage, input, output).await) });
+                let saver = Snapshots {
+                    id: node.id.clone(),
+                    store: store.clone(),
+                    every: chrono::Duration::from_std(settings.snapshot_interval.get())
+                        .unwrap_or(chrono::Duration::seconds(30)),
+                    last: None,
+                };
+                let task =
+                    tasks.spawn(async move { (i, run_stage(stage, input, output, saver).await) });
                 task_nodes.insert(task.id(), i);
             }
             NodeRole::Sink => {
@@ -259,7 +274,41 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
     })
 }
 
-async fn run_stage(mut stage: Box<dyn Stage>, mut input: Input, mut output: Output) -> NodeResult {
+/// Saves a stage's state every `every` of clock time and when it stops.
+struct Snapshots {
+    id: Arc<str>,
+    store: Arc<crate::store::Store>,
+    every: chrono::Duration,
+    last: Option<crate::event::Timestamp>,
+}
+
+impl Snapshots {
+    fn on_tick(&mut self, stage: &dyn Stage, now: crate::event::Timestamp) {
+        match self.last {
+            None => self.last = Some(now),
+            Some(last) if now - last >= self.every => {
+                self.last = Some(now);
+                self.save(stage);
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn save(&self, stage: &dyn Stage) {
+        if let Some(state) = stage.snapshot()
+            && let Err(e) = self.store.set_stage_state(&self.id, &state)
+        {
+            tracing::error!(node = %self.id, error = %e, "cannot save the stage's state");
+        }
+    }
+}
+
+async fn run_stage(
+    mut stage: Box<dyn Stage>,
+    mut input: Input,
+    mut output: Output,
+    mut saver: Snapshots,
+) -> NodeResult {
     let mut out = Vec::new();
     let mut downstream_gone = false;
     while let Some(msg) = input.recv().await {
@@ -281,6 +330,7 @@ async fn run_stage(mut stage: Box<dyn Stage>, mut input: Input, mut output: Outp
             }
             Message::Tick(now) => {
                 stage.tick(now, &mut out);
+                saver.on_tick(stage.as_ref(), now);
                 match output.send(std::mem::take(&mut out)).await {
                     Ok(()) => output.tick(now).await,
                     Err(e) => Err(e),
@@ -297,6 +347,7 @@ async fn run_stage(mut stage: Box<dyn Stage>, mut input: Input, mut output: Outp
         }
     }
     stage.finish(&mut out);
+    saver.save(stage.as_ref());
     let _ = output.send(out).await;
     output.close().await;
     Ok(())

@@ -75,6 +75,11 @@ impl Store {
                  key        TEXT PRIMARY KEY,
                  value      TEXT NOT NULL,
                  updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+             );
+             CREATE TABLE IF NOT EXISTS stage_state (
+                 node       TEXT PRIMARY KEY,
+                 value      TEXT NOT NULL,
+                 updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
              );",
         )?;
         Ok(Store {
@@ -117,6 +122,36 @@ impl Store {
              ON CONFLICT(key) DO UPDATE SET value = excluded.value,
                  updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
             params![key, value.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// The state a stage saved last, by node id (`pipeline.node`).
+    pub fn stage_state(&self, node: &str) -> Result<Option<Value>, StoreError> {
+        let text: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT value FROM stage_state WHERE node = ?1",
+                params![node],
+                |r| r.get(0),
+            )
+            .optional()?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|source| StoreError::Corrupt {
+                key: format!("stage state {node}"),
+                source,
+            })
+        })
+        .transpose()
+    }
+
+    /// Saves a stage's state, durably, replacing what was there.
+    pub fn set_stage_state(&self, node: &str, value: &Value) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO stage_state (node, value) VALUES (?1, ?2)
+             ON CONFLICT(node) DO UPDATE SET value = excluded.value,
+                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            params![node, value.to_string()],
         )?;
         Ok(())
     }

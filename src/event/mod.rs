@@ -6,8 +6,15 @@
 //! addresses nested data; where a path crosses a list without an index it visits every
 //! element, so `notifications.notification_type` sees each notification's type.
 
+mod alert;
+
 use std::fmt;
 use std::sync::Arc;
+
+pub use alert::{
+    Alert, AlertStatus, AlertWindow, Group, Sample, Severity, TopRow, TopTable, group_key,
+    insert_path,
+};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -25,6 +32,8 @@ pub struct Event {
     raw: Option<bytes::Bytes>,
     /// The acknowledgement of the batch the event came in, if its source wants one.
     ack: Option<Arc<AckGuard>>,
+    /// The typed alert, when the event is one (`data` is then its JSON form).
+    alert: Option<Arc<Alert>>,
     /// Where and when it came from.
     pub meta: EventMeta,
 }
@@ -109,6 +118,7 @@ impl Event {
             data,
             raw: None,
             ack: None,
+            alert: None,
             meta: EventMeta {
                 source,
                 time,
@@ -129,10 +139,39 @@ impl Event {
         &self.data
     }
 
-    /// The record, to change it. The original bytes no longer describe it and are dropped.
+    /// The record, to change it. The original bytes no longer describe it and are dropped;
+    /// so is the typed alert of an alert event (see [`Event::set_alert`]).
     pub fn data_mut(&mut self) -> &mut Value {
         self.raw = None;
+        self.alert = None;
         &mut self.data
+    }
+
+    /// An event carrying `alert`, raised by the stage `source` at `time`.
+    pub fn from_alert(alert: Alert, source: Arc<str>, time: Timestamp) -> Event {
+        Event {
+            data: alert.to_value(),
+            raw: None,
+            ack: None,
+            alert: Some(Arc::new(alert)),
+            meta: EventMeta {
+                source,
+                time,
+                ingest: time,
+            },
+        }
+    }
+
+    /// The alert this event carries, if it is one.
+    pub fn alert(&self) -> Option<&Alert> {
+        self.alert.as_deref()
+    }
+
+    /// Replaces the event's record with `alert` (the event becomes, or stays, an alert).
+    pub fn set_alert(&mut self, alert: Alert) {
+        self.data = alert.to_value();
+        self.raw = None;
+        self.alert = Some(Arc::new(alert));
     }
 
     /// The bytes the record was parsed from, if it is unchanged since.

@@ -1,0 +1,351 @@
+//! Alerts: what detection stages emit.
+//!
+//! An [`Alert`] travels the graph inside an [`Event`](super::Event) (see
+//! [`Event::from_alert`](super::Event::from_alert)): its JSON form is the event's record, so
+//! filters, files and sinks see an alert like any record (`severity`, `group.src.ip`,
+//! `value`, `samples`), while alert-aware stages (top_n, cooldown, dedupe) read the typed
+//! value.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use super::{Event, Timestamp};
+
+/// How bad an alert is, from `info` to `critical` (ordered).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// For the record; nobody needs to act.
+    Info,
+    /// Worth a look when convenient.
+    Low,
+    /// Look today.
+    #[default]
+    Medium,
+    /// Act now.
+    High,
+    /// Act now, wake people up.
+    Critical,
+}
+
+impl Severity {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a condition holds (`firing`) or has ended (`resolved`, e.g. a flatline whose
+/// source came back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    /// The condition holds.
+    #[default]
+    Firing,
+    /// The condition no longer holds.
+    Resolved,
+}
+
+/// The event-time window an alert covers: `[start, end)` — events at `start` or later and
+/// before `end`, except that the event that fired the alert (at `end`) is included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertWindow {
+    /// The window's start.
+    pub start: Timestamp,
+    /// The window's end: the time of the event that completed the condition.
+    pub end: Timestamp,
+}
+
+/// One raw event kept with an alert: the raw-log snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sample {
+    /// The event's time.
+    pub time: Timestamp,
+    /// The node that read it (`pipeline.source`).
+    pub source: String,
+    /// The record exactly as the source sent it (the original bytes when unchanged).
+    pub record: Box<RawValue>,
+}
+
+impl PartialEq for Sample {
+    fn eq(&self, other: &Sample) -> bool {
+        self.time == other.time
+            && self.source == other.source
+            && self.record.get() == other.record.get()
+    }
+}
+
+impl Sample {
+    /// A sample of `event`: its original bytes when it has them, else its record
+    /// serialised. The copy does not hold the event (nor its acknowledgement) alive.
+    pub fn of(event: &Event) -> Sample {
+        let record = event
+            .raw()
+            .and_then(|raw| std::str::from_utf8(raw).ok())
+            .and_then(|text| RawValue::from_string(text.trim().to_string()).ok())
+            .unwrap_or_else(|| serde_json::value::to_raw_value(event.data()).unwrap_or_default());
+        Sample {
+            time: event.meta.time,
+            source: event.meta.source.to_string(),
+            record,
+        }
+    }
+
+    /// The record as a JSON value.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.record.get()).unwrap_or(Value::Null)
+    }
+}
+
+/// A top-N table: the biggest contributors to an alert or a window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopTable {
+    /// The field paths rows are keyed by.
+    pub by: Vec<String>,
+    /// What was measured: `count`, or the summed field path.
+    pub measure: String,
+    /// The window the table covers.
+    pub window: AlertWindow,
+    /// The rows, biggest first (ties by key).
+    pub rows: Vec<TopRow>,
+    /// The measure over every key, not only the rows shown.
+    pub total: f64,
+    /// How many distinct keys there were.
+    pub keys: u64,
+}
+
+/// One row of a [`TopTable`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopRow {
+    /// The values of the `by` paths, in order (`null` where the event had none).
+    pub key: Vec<Value>,
+    /// The count or sum.
+    pub value: f64,
+}
+
+/// An alert: a detection stage's finding, with the raw events that caused it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Stable id: a hash of pipeline, stage, group key and window. The same finding made
+    /// again (a replay, a restart) gets the same id, so it is delivered once.
+    pub id: String,
+    /// `firing` or `resolved`.
+    pub status: AlertStatus,
+    /// The pipeline.
+    pub pipeline: String,
+    /// The stage that raised it (the rule).
+    pub stage: String,
+    /// How bad it is.
+    pub severity: Severity,
+    /// One line, rendered from the stage's `alert.title` template.
+    pub title: String,
+    /// A few lines, rendered from the stage's `alert.summary` template.
+    pub summary: String,
+    /// The group: the `group_by` paths and the values they had, as a nested mapping
+    /// (`{"src": {"ip": "10.0.0.1"}}`; `null` for a missing field).
+    pub group: Value,
+    /// The group as one string (`src.ip=10.0.0.1`); a missing field reads `<missing>`, an
+    /// empty one `""`, so they are different keys.
+    pub group_key: String,
+    /// What was measured (a count, a sum, MiB, Mbps, ...).
+    pub value: f64,
+    /// The threshold it was compared with.
+    pub threshold: f64,
+    /// The unit of `value` and `threshold`, if not a plain count (`MiB`, `Mbps`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Set when `value` is an estimate, saying what kind (`lower_bound`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<String>,
+    /// The window the value was measured over.
+    pub window: AlertWindow,
+    /// The first raw events that caused it (the raw-log snapshot).
+    pub samples: Vec<Sample>,
+    /// The biggest contributors, when a `top_n` stage annotated the alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top: Option<TopTable>,
+    /// Extra fields set by a script stage.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub fields: serde_json::Map<String, Value>,
+}
+
+impl Alert {
+    /// The stable id of a finding.
+    pub fn make_id(pipeline: &str, stage: &str, group_key: &str, window: &AlertWindow) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            pipeline,
+            stage,
+            group_key,
+            &window.start.to_rfc3339(),
+            &window.end.to_rfc3339(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+        hex::encode(&h.finalize()[..16])
+    }
+
+    /// The alert as JSON.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// Builds the group of an alert from paths and the values they had.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Group {
+    /// `(path, value)`; `None` for a missing field.
+    pub fields: Vec<(String, Option<Value>)>,
+}
+
+impl Group {
+    /// Reads `paths` from `data`.
+    pub fn of(data: &Value, paths: &[super::FieldPath]) -> Group {
+        Group {
+            fields: paths
+                .iter()
+                .map(|p| (p.as_str().to_string(), p.first(data).cloned()))
+                .collect(),
+        }
+    }
+
+    /// The group as one string. Missing and empty are different keys.
+    pub fn key(&self) -> String {
+        group_key(&self.fields)
+    }
+
+    /// The group as a nested mapping: `src.ip` → `{"src": {"ip": ...}}`.
+    pub fn nested(&self) -> Value {
+        let mut root = Value::Object(serde_json::Map::new());
+        for (path, v) in &self.fields {
+            insert_path(&mut root, path, v.clone().unwrap_or(Value::Null));
+        }
+        root
+    }
+}
+
+/// The key string of `(path, value)` pairs; see [`Group::key`].
+pub fn group_key(fields: &[(String, Option<Value>)]) -> String {
+    let mut out = String::new();
+    for (i, (path, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(path);
+        out.push('=');
+        match v {
+            None => out.push_str("<missing>"),
+            Some(Value::String(s)) if s.is_empty() => out.push_str("\"\""),
+            Some(Value::String(s)) => out.push_str(s),
+            Some(other) => out.push_str(&other.to_string()),
+        }
+    }
+    out
+}
+
+/// Sets `path` (dotted) inside `root`, creating mappings on the way.
+pub fn insert_path(root: &mut Value, path: &str, value: Value) {
+    let mut cur = root;
+    let mut parts = path.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if !cur.is_object() {
+            *cur = Value::Object(serde_json::Map::new());
+        }
+        let Value::Object(map) = cur else { return };
+        if parts.peek().is_none() {
+            map.insert(part.to_string(), value);
+            return;
+        }
+        cur = map
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::FieldPath;
+    use chrono::{TimeZone, Utc};
+    use serde_json::json;
+
+    #[test]
+    fn group_keys_tell_missing_from_empty() {
+        let paths = [FieldPath::parse("user").unwrap()];
+        let missing = Group::of(&json!({}), &paths);
+        let empty = Group::of(&json!({"user": ""}), &paths);
+        let null = Group::of(&json!({"user": null}), &paths);
+        assert_ne!(missing.key(), empty.key());
+        assert_ne!(empty.key(), null.key());
+        assert_eq!(missing.key(), "user=<missing>");
+        assert_eq!(empty.key(), "user=\"\"");
+    }
+
+    #[test]
+    fn nested_group() {
+        let paths = [
+            FieldPath::parse("src.ip").unwrap(),
+            FieldPath::parse("service.port").unwrap(),
+        ];
+        let g = Group::of(
+            &json!({"src": {"ip": "10.0.0.1"}, "service": {"port": 22}}),
+            &paths,
+        );
+        assert_eq!(
+            g.nested(),
+            json!({"src": {"ip": "10.0.0.1"}, "service": {"port": 22}})
+        );
+        assert_eq!(g.key(), "src.ip=10.0.0.1,service.port=22");
+    }
+
+    #[test]
+    fn ids_are_stable_and_distinct() {
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap();
+        let w = AlertWindow { start: t, end: t };
+        let a = Alert::make_id("p", "s", "k=1", &w);
+        assert_eq!(a, Alert::make_id("p", "s", "k=1", &w));
+        assert_ne!(a, Alert::make_id("p", "s", "k=2", &w));
+        assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn samples_keep_the_original_bytes() {
+        let raw = bytes::Bytes::from_static(b"{\"b\":1,  \"a\":2}\n");
+        let e = Event::from_line(raw, json!({"b": 1, "a": 2}), "p.s".into(), Utc::now());
+        let s = Sample::of(&e);
+        assert_eq!(s.record.get(), "{\"b\":1,  \"a\":2}");
+        let e = Event::from_record(json!({"x": [1]}), "p.s".into(), Utc::now());
+        assert_eq!(Sample::of(&e).record.get(), "{\"x\":[1]}");
+    }
+}

@@ -1,0 +1,422 @@
+//! What detection stages share: the `alert:` block of their config, grouping by field
+//! paths, and the samples (raw-log snapshot) an alert carries.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use handlebars::Handlebars;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::check::Problems;
+use crate::config::diagnostic::codes;
+use crate::event::{
+    Alert, AlertStatus, AlertWindow, Event, FieldPath, Group, Sample, Severity, Timestamp,
+};
+
+/// The `alert:` block of a detection stage: how the alerts it raises read.
+///
+/// `title` and `summary` are handlebars templates, checked by `vigil validate` against a
+/// sample alert (strict: a misspelt variable is an error). They see `group` (the group
+/// values by path: `{{group.src.ip}}`), `group_key`, `value`, `threshold`, `unit`,
+/// `estimate`, `window.start`, `window.end`, `window.length`, `pipeline`, `stage` and
+/// `severity`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertConfig {
+    /// How bad it is: `info`, `low`, `medium`, `high` or `critical`. Default: `medium`.
+    #[serde(default)]
+    pub severity: Severity,
+    /// One line naming what happened. Default: the stage's own description of it.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// A few lines of detail. Default: the value against the threshold over the window.
+    #[serde(default)]
+    pub summary: Option<String>,
+    /// How many of the raw events that caused the alert it carries (the raw-log
+    /// snapshot). Default: 5.
+    #[serde(default = "default_samples")]
+    pub samples: usize,
+}
+
+impl Default for AlertConfig {
+    fn default() -> Self {
+        AlertConfig {
+            severity: Severity::default(),
+            title: None,
+            summary: None,
+            samples: default_samples(),
+        }
+    }
+}
+
+fn default_samples() -> usize {
+    5
+}
+
+/// The most samples an alert may carry.
+pub const MAX_SAMPLES: usize = 100;
+
+/// The template names in an [`AlertTemplates`] registry.
+const TITLE: &str = "title";
+const SUMMARY: &str = "summary";
+
+/// The compiled `alert:` block of one stage.
+#[derive(Debug, Clone)]
+pub struct AlertTemplates {
+    registry: Arc<Handlebars<'static>>,
+    /// Severity of the alerts.
+    pub severity: Severity,
+    /// Samples per alert.
+    pub samples: usize,
+    pipeline: Arc<str>,
+    stage: Arc<str>,
+}
+
+/// What goes into an alert besides what the templates render.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    /// The group.
+    pub group: Group,
+    /// The measured value.
+    pub value: f64,
+    /// The threshold.
+    pub threshold: f64,
+    /// Unit of value and threshold (`MiB`, `Mbps`), if not a count.
+    pub unit: Option<String>,
+    /// Set when the value is an estimate (`lower_bound`).
+    pub estimate: Option<String>,
+    /// The window measured.
+    pub window: AlertWindow,
+    /// The raw events.
+    pub samples: Vec<Sample>,
+    /// Firing or resolved.
+    pub status: AlertStatus,
+}
+
+impl AlertTemplates {
+    /// Compiles `cfg`; `default_title` / `default_summary` are used when it sets none.
+    /// Errors name the template and what is wrong.
+    pub fn compile(
+        cfg: &AlertConfig,
+        default_title: &str,
+        default_summary: &str,
+        pipeline: &str,
+        stage: &str,
+    ) -> Result<AlertTemplates, (&'static str, String)> {
+        let mut hb = Handlebars::new();
+        hb.set_strict_mode(true);
+        hb.register_escape_fn(handlebars::no_escape);
+        let title = cfg.title.as_deref().unwrap_or(default_title);
+        let summary = cfg.summary.as_deref().unwrap_or(default_summary);
+        hb.register_template_string(TITLE, title)
+            .map_err(|e| ("/alert/title", template_error(&e)))?;
+        hb.register_template_string(SUMMARY, summary)
+            .map_err(|e| ("/alert/summary", template_error(&e)))?;
+        Ok(AlertTemplates {
+            registry: Arc::new(hb),
+            severity: cfg.severity,
+            samples: cfg.samples.min(MAX_SAMPLES),
+            pipeline: pipeline.into(),
+            stage: stage.into(),
+        })
+    }
+
+    /// Checks `cfg` for `vigil validate`: the templates compile and render against a
+    /// sample alert grouped by `group_by`.
+    pub fn check(
+        cfg: &AlertConfig,
+        default_title: &str,
+        default_summary: &str,
+        group_by: &[String],
+        p: &mut Problems,
+    ) {
+        if cfg.samples > MAX_SAMPLES {
+            p.error(
+                "/alert/samples",
+                codes::INVALID_VALUE,
+                format!("at most {MAX_SAMPLES} samples per alert"),
+            );
+        }
+        let t = match AlertTemplates::compile(cfg, default_title, default_summary, "p", "s") {
+            Ok(t) => t,
+            Err((pointer, message)) => {
+                p.error(pointer, codes::INVALID_VALUE, message);
+                return;
+            }
+        };
+        let paths: Vec<FieldPath> = group_by
+            .iter()
+            .filter_map(|g| FieldPath::parse(g).ok())
+            .collect();
+        let sample = Value::Object(serde_json::Map::new());
+        let mut group = Group::of(&sample, &paths);
+        for (_, v) in &mut group.fields {
+            *v = Some(Value::String("example".into()));
+        }
+        let now = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        let cx = t.context(&Finding {
+            group,
+            value: 1.0,
+            threshold: 1.0,
+            unit: Some("unit".into()),
+            estimate: Some("lower_bound".into()),
+            window: AlertWindow {
+                start: now,
+                end: now,
+            },
+            samples: Vec::new(),
+            status: AlertStatus::Firing,
+        });
+        for (name, pointer) in [(TITLE, "/alert/title"), (SUMMARY, "/alert/summary")] {
+            if let Err(e) = t.registry.render(name, &cx) {
+                p.error(pointer, codes::INVALID_VALUE, render_error(&e));
+            }
+        }
+    }
+
+    /// The values templates see.
+    pub fn context(&self, f: &Finding) -> Value {
+        let length = (f.window.end - f.window.start).to_std().unwrap_or_default();
+        json!({
+            "pipeline": &*self.pipeline,
+            "stage": &*self.stage,
+            "severity": self.severity.as_str(),
+            "group": f.group.nested(),
+            "group_key": f.group.key(),
+            "value": round(f.value),
+            "threshold": round(f.threshold),
+            "unit": f.unit.clone().unwrap_or_default(),
+            "estimate": f.estimate.clone().unwrap_or_default(),
+            "status": match f.status { AlertStatus::Firing => "firing", AlertStatus::Resolved => "resolved" },
+            "window": {
+                "start": f.window.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "end": f.window.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "length": humantime::format_duration(std::time::Duration::from_secs(length.as_secs())).to_string(),
+            },
+        })
+    }
+
+    /// Makes the alert for `f`. A template that fails to render (a value the check could
+    /// not foresee) falls back to its source text and logs why.
+    pub fn alert(&self, f: Finding) -> Alert {
+        let cx = self.context(&f);
+        let render = |name: &str| match self.registry.render(name, &cx) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(stage = %self.stage, template = name, error = %render_error(&e), "alert template failed");
+                self.registry
+                    .get_template(name)
+                    .and_then(|t| t.name.clone())
+                    .unwrap_or_else(|| name.to_string())
+            }
+        };
+        let group_key = f.group.key();
+        let title = render(TITLE);
+        let summary = render(SUMMARY);
+        Alert {
+            id: Alert::make_id(&self.pipeline, &self.stage, &group_key, &f.window),
+            status: f.status,
+            pipeline: self.pipeline.to_string(),
+            stage: self.stage.to_string(),
+            severity: self.severity,
+            title,
+            summary,
+            group: f.group.nested(),
+            group_key,
+            value: f.value,
+            threshold: f.threshold,
+            unit: f.unit,
+            estimate: f.estimate,
+            window: f.window,
+            samples: f.samples,
+            top: None,
+            fields: serde_json::Map::new(),
+        }
+    }
+
+    /// The node id alerts are raised by (`pipeline.stage`), for their events' metadata.
+    pub fn node_id(&self) -> Arc<str> {
+        format!("{}.{}", self.pipeline, self.stage).into()
+    }
+
+    /// Wraps `alert` in an event.
+    pub fn event(&self, alert: Alert) -> Arc<Event> {
+        let time = alert.window.end;
+        Arc::new(Event::from_alert(alert, self.node_id(), time))
+    }
+}
+
+fn round(v: f64) -> Value {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        json!(v as i64)
+    } else {
+        json!((v * 100.0).round() / 100.0)
+    }
+}
+
+fn template_error(e: &handlebars::TemplateError) -> String {
+    format!("this template does not parse: {}", e.reason())
+}
+
+fn render_error(e: &handlebars::RenderError) -> String {
+    let reason = e.reason().to_string();
+    format!(
+        "this template does not render: {reason} (variables: group.<path>, group_key, value, threshold, unit, estimate, window.start, window.end, window.length, pipeline, stage, severity, status)"
+    )
+}
+
+/// Compiled `group_by` paths.
+#[derive(Debug, Clone, Default)]
+pub struct GroupBy(pub Vec<FieldPath>);
+
+impl GroupBy {
+    /// Parses the paths (checked by `vigil validate` first).
+    pub fn parse(paths: &[String]) -> Result<GroupBy, String> {
+        paths
+            .iter()
+            .map(|p| FieldPath::parse(p).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()
+            .map(GroupBy)
+    }
+
+    /// Checks the paths for `vigil validate`; problems at `/group_by/<i>`.
+    pub fn check(paths: &[String], pointer: &str, p: &mut Problems) {
+        for (i, path) in paths.iter().enumerate() {
+            if let Err(e) = FieldPath::parse(path) {
+                p.error(
+                    format!("{pointer}/{i}"),
+                    codes::INVALID_VALUE,
+                    e.to_string(),
+                );
+            }
+        }
+    }
+
+    /// The group of an event.
+    pub fn group(&self, data: &Value) -> Group {
+        Group::of(data, &self.0)
+    }
+}
+
+/// Up to N samples of the events in a window, the earliest kept: when earlier samples
+/// slide out of the window, later events take their place.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct SampleSet {
+    items: VecDeque<Sample>,
+}
+
+impl SampleSet {
+    /// Offers `event`; kept if fewer than `n` samples are held.
+    pub fn offer(&mut self, event: &Event, n: usize) {
+        if self.items.len() < n {
+            let s = Sample::of(event);
+            // Keep time order even when events arrive out of order.
+            let at = self.items.partition_point(|x| x.time <= s.time);
+            self.items.insert(at, s);
+        }
+    }
+
+    /// Drops samples older than `cutoff` (times `<= cutoff` are out of the window).
+    pub fn evict_through(&mut self, cutoff: Timestamp) {
+        while self.items.front().is_some_and(|s| s.time <= cutoff) {
+            self.items.pop_front();
+        }
+    }
+
+    /// Takes the samples, leaving the set empty.
+    pub fn take(&mut self) -> Vec<Sample> {
+        self.items.drain(..).collect()
+    }
+
+    /// The samples held.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether none are held.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn templates_render_group_values_and_a_misspelt_variable_is_an_error() {
+        let cfg = AlertConfig {
+            title: Some("Burst from {{group.src.ip}}: {{value}} ≥ {{threshold}}".into()),
+            ..AlertConfig::default()
+        };
+        let mut p = Problems::default();
+        AlertTemplates::check(&cfg, "t", "s", &["src.ip".into()], &mut p);
+        assert!(p.items.is_empty(), "{:?}", p.items);
+
+        let t = AlertTemplates::compile(&cfg, "t", "s", "pipe", "burst").unwrap();
+        let g = GroupBy::parse(&["src.ip".into()]).unwrap();
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap();
+        let a = t.alert(Finding {
+            group: g.group(&json!({"src": {"ip": "10.1.1.1"}})),
+            value: 12.0,
+            threshold: 10.0,
+            unit: None,
+            estimate: None,
+            window: AlertWindow { start: t0, end: t0 },
+            samples: vec![],
+            status: AlertStatus::Firing,
+        });
+        assert_eq!(a.title, "Burst from 10.1.1.1: 12 ≥ 10");
+        assert_eq!(a.group_key, "src.ip=10.1.1.1");
+
+        let bad = AlertConfig {
+            title: Some("Burst from {{group.src.ipp}}".into()),
+            ..AlertConfig::default()
+        };
+        let mut p = Problems::default();
+        AlertTemplates::check(&bad, "t", "s", &["src.ip".into()], &mut p);
+        assert_eq!(p.items.len(), 1);
+        assert_eq!(p.items[0].pointer, "/alert/title");
+        assert!(
+            p.items[0].message.contains("does not render"),
+            "{}",
+            p.items[0].message
+        );
+
+        let unparsable = AlertConfig {
+            summary: Some("{{#if}}".into()),
+            ..AlertConfig::default()
+        };
+        let mut p = Problems::default();
+        AlertTemplates::check(&unparsable, "t", "s", &[], &mut p);
+        assert_eq!(p.items[0].pointer, "/alert/summary");
+    }
+
+    #[test]
+    fn sample_sets_keep_the_earliest_and_refill() {
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap();
+        let ev = |s: i64| {
+            Event::from_record(
+                json!({"n": s}),
+                "p.s".into(),
+                t0 + chrono::Duration::seconds(s),
+            )
+        };
+        let mut set = SampleSet::default();
+        for s in [3, 1, 2, 4] {
+            set.offer(&ev(s), 3);
+        }
+        assert_eq!(set.len(), 3);
+        set.evict_through(t0 + chrono::Duration::seconds(1));
+        set.offer(&ev(5), 3);
+        let got: Vec<i64> = set
+            .take()
+            .iter()
+            .map(|s| s.value()["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!(got, vec![2, 3, 5]);
+    }
+}
