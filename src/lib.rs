@@ -42,3 +42,4 @@ pub mod sinks;
 pub mod sources;
 pub mod stages;
 pub mod store;
+pub mod testing;

@@ -63,6 +63,12 @@ enum Command {
         #[arg(long)]
         no_env: bool,
     },
+    /// Run the pipelines' test cases on a virtual clock; exit 1 if any fails.
+    Test {
+        /// Files or directories (default: `pipelines/`). `*.test.yaml` files beside the
+        /// pipeline files (or under the directories) are read too.
+        paths: Vec<PathBuf>,
+    },
     /// Run the pipelines until interrupted (or until every source has ended).
     Run {
         /// The directory (or file) of pipeline files.
@@ -159,6 +165,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             no_env,
         } => validate(paths, format, deny_warnings, no_env),
         Command::Run { pipelines } => run(pipelines),
+        Command::Test { paths } => test(paths),
         Command::Graph { pipelines, format } => graph(pipelines, format),
         Command::PceSim {
             listen,
@@ -211,6 +218,31 @@ fn validate(
     print(&diagnostic::render(&loaded.diagnostics, format))?;
     let warnings = loaded.diagnostics.iter().any(|d| !d.is_error());
     Ok(if loaded.has_errors() || (deny_warnings && warnings) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn test(paths: Vec<PathBuf>) -> anyhow::Result<ExitCode> {
+    let paths = if paths.is_empty() {
+        vec![PathBuf::from("pipelines")]
+    } else {
+        paths
+    };
+    let report = vigil::testing::run_paths(&paths, Env::Process)?;
+    if !report.diagnostics.is_empty() {
+        print(&diagnostic::render(&report.diagnostics, Format::Text))?;
+    }
+    if report.diagnostics.iter().any(|d| d.is_error()) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "vigil: no tests ran: fix the errors above"
+        );
+        return Ok(ExitCode::from(1));
+    }
+    print(&report.text)?;
+    Ok(if report.failed > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

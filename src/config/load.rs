@@ -501,7 +501,63 @@ fn check_pipeline_doc(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<
     let Document::Pipeline(p) = typed::<Document>(doc, diags)? else {
         return None;
     };
-    Some(p)
+    let mut problems = Problems::default();
+    check_tests(&p, &mut problems);
+    let failed = problems.has_errors();
+    push_problems(doc, "", problems, diags);
+    (!failed).then_some(p)
+}
+
+/// The test cases of a pipeline name its own sources and nodes.
+fn check_tests(p: &PipelineConfig, problems: &mut Problems) {
+    let nodes: Vec<&str> = p
+        .sources
+        .keys()
+        .chain(p.stages.keys())
+        .chain(p.sinks.keys())
+        .map(String::as_str)
+        .collect();
+    for (i, case) in p.tests.iter().enumerate() {
+        for (j, input) in case.input.iter().enumerate() {
+            if !p.sources.contains_key(&input.source) {
+                let hint = suggest(&input.source, p.sources.keys().map(String::as_str))
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                problems.error(
+                    format!("/tests/{i}/input/{j}/source"),
+                    codes::UNKNOWN_INPUT,
+                    format!(
+                        "`{}` is not a source of pipeline `{}`{hint}",
+                        input.source, p.name
+                    ),
+                );
+            }
+        }
+        for (j, exp) in case.expect.iter().enumerate() {
+            if !nodes.contains(&exp.node.as_str()) {
+                let hint = suggest(&exp.node, nodes.iter().copied())
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                problems.error(
+                    format!("/tests/{i}/expect/{j}/node"),
+                    codes::UNKNOWN_INPUT,
+                    format!(
+                        "`{}` is not a node of pipeline `{}`{hint}",
+                        exp.node, p.name
+                    ),
+                );
+            }
+        }
+        if let Some(start) = &case.start
+            && chrono::DateTime::parse_from_rfc3339(start).is_err()
+        {
+            problems.error(
+                format!("/tests/{i}/start"),
+                codes::INVALID_VALUE,
+                format!("`{start}` is not an RFC 3339 time (e.g. `2026-01-01T09:00:00Z`)"),
+            );
+        }
+    }
 }
 
 fn typed_component<T: serde::de::DeserializeOwned>(

@@ -112,6 +112,10 @@ pub struct PipelineConfig {
     /// Where results go, by name. Each sink reads the nodes listed in its `inputs`.
     #[serde(default)]
     pub sinks: IndexMap<String, SinkConfig>,
+    /// Test cases run by `vigil test` (ignored by `vigil run`): records fed to the
+    /// sources on a virtual clock and the alerts that must (or must not) come out.
+    #[serde(default)]
+    pub tests: Vec<crate::testing::TestCase>,
 }
 
 /// A length of time written as text: `500ms`, `30s`, `10m`, `1h30m`, `1d`.

@@ -1,0 +1,362 @@
+//! `vigil test`: pipeline test cases on a virtual clock.
+//!
+//! Cases live in a pipeline's `tests:` section or in `kind: test` documents of
+//! `*.test.yaml` files beside the pipeline files. Each case feeds records to named sources
+//! at relative times and checks what named stages emit or sinks receive. The stages are
+//! the real ones, built from the pipeline's configuration; sources and sinks are not
+//! started (the case stands in for them), so a case needs no PCE, no mail server and no
+//! wall-clock time: a day of events runs in milliseconds.
+
+mod model;
+mod runner;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+pub use model::{Expectation, TestCase, TestFile, TestInput, TestKind};
+pub use runner::{DEFAULT_START, Recorded, RunError, run_case};
+
+use crate::config::diagnostic::{Diagnostic, codes};
+use crate::config::interpolate::{LineIndex, resolve};
+use crate::config::{Config, Env, LoadOptions, Loaded, load_paths, yaml};
+use crate::event::FieldPath;
+
+/// The outcome of `vigil test`.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// What to print.
+    pub text: String,
+    /// Cases whose expectations all held.
+    pub passed: usize,
+    /// Cases that failed (an expectation, or the case could not run).
+    pub failed: usize,
+    /// Problems with the files themselves (the pipelines or the test files).
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Cases found for one pipeline.
+struct Suite {
+    pipeline: String,
+    file: PathBuf,
+    cases: Vec<TestCase>,
+}
+
+/// Loads the pipelines under `paths`, finds their cases, runs them.
+pub fn run_paths(paths: &[PathBuf], env: Env) -> Result<Report, crate::config::LoadError> {
+    let opts = LoadOptions { env: env.clone() };
+    let loaded: Loaded = load_paths(paths, &opts)?;
+    let mut report = Report {
+        diagnostics: loaded.diagnostics.clone(),
+        ..Report::default()
+    };
+    let Some(config) = loaded.config else {
+        return Ok(report);
+    };
+    let mut suites: Vec<Suite> = config
+        .pipelines
+        .iter()
+        .filter(|p| !p.config.tests.is_empty())
+        .map(|p| Suite {
+            pipeline: p.config.name.clone(),
+            file: p.file.clone(),
+            cases: p.config.tests.clone(),
+        })
+        .collect();
+    for file in test_files(paths) {
+        let text = std::fs::read_to_string(&file).map_err(|source| {
+            crate::config::LoadError::Io {
+                path: file.clone(),
+                source,
+            }
+        })?;
+        let (files, diags) = parse_test_file(&file, &text, &env);
+        report.diagnostics.extend(diags);
+        for tf in files {
+            if !config.pipelines.iter().any(|p| p.config.name == tf.pipeline) {
+                report.diagnostics.push(Diagnostic::error(
+                    &file,
+                    yaml::Pos { line: 1, col: 1 },
+                    codes::UNKNOWN_INPUT,
+                    format!(
+                        "the tests are for pipeline `{}`, which is not defined",
+                        tf.pipeline
+                    ),
+                ));
+                continue;
+            }
+            suites.push(Suite {
+                pipeline: tf.pipeline,
+                file: file.clone(),
+                cases: tf.tests,
+            });
+        }
+    }
+    if report.diagnostics.iter().any(Diagnostic::is_error) {
+        return Ok(report);
+    }
+    let state = std::env::temp_dir();
+    for suite in &suites {
+        let Some(pi) = config
+            .pipelines
+            .iter()
+            .position(|p| p.config.name == suite.pipeline)
+        else {
+            continue;
+        };
+        let _ = writeln!(
+            report.text,
+            "{} ({})",
+            suite.pipeline,
+            suite.file.display()
+        );
+        for case in &suite.cases {
+            let failures = match run_case(&config, pi, case, state.clone()) {
+                Ok(rec) => check_case(&config, pi, case, &rec),
+                Err(e) => vec![format!("could not run: {e}")],
+            };
+            if failures.is_empty() {
+                report.passed += 1;
+                let _ = writeln!(report.text, "  ok    {}", case.name);
+            } else {
+                report.failed += 1;
+                let _ = writeln!(report.text, "  FAIL  {}", case.name);
+                for f in failures {
+                    for line in f.lines() {
+                        let _ = writeln!(report.text, "        {line}");
+                    }
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        report.text,
+        "\n{} passed, {} failed",
+        report.passed, report.failed
+    );
+    Ok(report)
+}
+
+/// `*.test.yaml` files: beside each file given, or anywhere under each directory given.
+fn test_files(paths: &[PathBuf]) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        entries.sort();
+        for p in entries {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.starts_with('.') {
+                continue;
+            }
+            if p.is_dir() {
+                walk(&p, out);
+            } else if is_test_file(name) {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut out);
+        } else if p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(is_test_file)
+        {
+            out.push(p.clone());
+        } else {
+            let stem = p.with_extension("");
+            for ext in ["test.yaml", "test.yml"] {
+                let beside = stem.with_extension(ext);
+                if beside.is_file() {
+                    out.push(beside);
+                }
+            }
+        }
+    }
+    out.dedup();
+    out
+}
+
+fn is_test_file(name: &str) -> bool {
+    name.ends_with(".test.yaml") || name.ends_with(".test.yml")
+}
+
+/// Parses the `kind: test` documents of a test file.
+pub fn parse_test_file(file: &Path, text: &str, env: &Env) -> (Vec<TestFile>, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let parsed = yaml::parse(text);
+    for e in &parsed.errors {
+        diags.push(Diagnostic::error(file, e.pos, e.code, e.message.clone()));
+    }
+    if !parsed.errors.is_empty() {
+        return (Vec::new(), diags);
+    }
+    let lines = LineIndex::new(text);
+    let mut out = Vec::new();
+    for tree in parsed.documents {
+        let resolved = resolve(&tree, env, &lines);
+        for e in &resolved.errors {
+            diags.push(Diagnostic::error(file, e.pos, e.code, e.message.clone()));
+        }
+        if resolved.value.is_null() || !resolved.errors.is_empty() {
+            continue;
+        }
+        match serde_path_to_error::deserialize::<_, TestFile>(&resolved.value) {
+            Ok(tf) => out.push(tf),
+            Err(e) => {
+                let segs: Vec<String> = e
+                    .path()
+                    .iter()
+                    .filter_map(|s| match s {
+                        serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                let pointer = yaml::to_pointer(segs.iter().map(String::as_str));
+                diags.push(Diagnostic::error(
+                    file,
+                    tree.pos_at(&pointer),
+                    codes::INVALID_VALUE,
+                    e.inner().to_string(),
+                ));
+            }
+        }
+    }
+    (out, diags)
+}
+
+/// Checks a case's expectations; one readable entry per failure.
+pub fn check_case(
+    config: &Config,
+    pipeline: usize,
+    case: &TestCase,
+    rec: &Recorded,
+) -> Vec<String> {
+    let pc = &config.pipelines[pipeline].config;
+    let mut failures = Vec::new();
+    for exp in &case.expect {
+        let Some(events) = rec.of(&exp.node) else {
+            failures.push(format!(
+                "no node `{}` in pipeline `{}` (it has: {})",
+                exp.node,
+                pc.name,
+                rec.names.join(", ")
+            ));
+            continue;
+        };
+        let alerts: Vec<&Value> = events
+            .iter()
+            .filter(|e| e.alert().is_some())
+            .map(|e| e.data())
+            .collect();
+        let others = events.len() - alerts.len();
+        if let Some(want) = exp.count
+            && want != alerts.len()
+        {
+            let mut msg = format!(
+                "node `{}`: expected {want} alert{}, got {}",
+                exp.node,
+                plural(want),
+                alerts.len()
+            );
+            for (i, a) in alerts.iter().enumerate().take(10) {
+                let _ = write!(msg, "\n  actual alert {}: {}", i + 1, describe(a));
+            }
+            failures.push(msg);
+        }
+        if let Some(want) = exp.events
+            && want != others
+        {
+            failures.push(format!(
+                "node `{}`: expected {want} event{} (not alerts), got {others}",
+                exp.node,
+                plural(want)
+            ));
+        }
+        for (i, fields) in exp.alerts.iter().enumerate() {
+            let Some(actual) = alerts.get(i) else {
+                failures.push(format!(
+                    "node `{}`: expected an alert {} with {}, but only {} alert{} came",
+                    exp.node,
+                    i + 1,
+                    Value::Object(fields.clone().into_iter().collect()),
+                    alerts.len(),
+                    plural(alerts.len())
+                ));
+                continue;
+            };
+            let mut diffs = Vec::new();
+            for (path, want) in fields {
+                let got = FieldPath::parse(path)
+                    .ok()
+                    .and_then(|p| p.first(actual).cloned());
+                let same = got.as_ref().is_some_and(|g| values_equal(want, g));
+                if !same {
+                    diffs.push((path.clone(), want.clone(), got));
+                }
+            }
+            if !diffs.is_empty() {
+                let width = diffs.iter().map(|d| d.0.len()).max().unwrap_or(0);
+                let mut msg = format!(
+                    "node `{}`, alert {} of {} ({}):",
+                    exp.node,
+                    i + 1,
+                    alerts.len(),
+                    describe(actual)
+                );
+                for (path, want, got) in diffs {
+                    let got = got.map_or("(missing)".to_string(), |g| g.to_string());
+                    let _ = write!(
+                        msg,
+                        "\n  {path:width$}  - expected {want}\n  {:width$}  + actual   {got}",
+                        ""
+                    );
+                }
+                failures.push(msg);
+            }
+        }
+    }
+    failures
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// One line about an alert: severity, title, value and window end.
+fn describe(alert: &Value) -> String {
+    let s = |k: &str| alert.get(k).and_then(Value::as_str).unwrap_or("");
+    format!(
+        "[{}] {} (value {}, {})",
+        s("severity"),
+        s("title"),
+        alert.get("value").unwrap_or(&Value::Null),
+        s("group_key")
+    )
+}
+
+/// JSON equality where numbers compare by value (`5` equals `5.0`).
+pub fn values_equal(want: &Value, got: &Value) -> bool {
+    match (want, got) {
+        (Value::Number(a), Value::Number(b)) => match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+            _ => a == b,
+        },
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| values_equal(x, y))
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len()
+                && a
+                    .iter()
+                    .all(|(k, v)| b.get(k).is_some_and(|w| values_equal(v, w)))
+        }
+        _ => want == got,
+    }
+}

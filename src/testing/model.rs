@@ -1,0 +1,112 @@
+//! The test-case format: a `tests:` section of a pipeline, or a `kind: test` document in a
+//! `*.test.yaml` file beside the pipeline file.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::Duration;
+
+/// One test case: events fed to named sources at times relative to `start`, on a
+/// virtual clock, and what must come out of named stages or sinks.
+///
+/// ```yaml
+/// tests:
+///   - name: five failed logins from one user fire once
+///     input:
+///       - source: events
+///         at: 0s            # relative to `start`; the event's time
+///         repeat: 5         # the same record 5 times ...
+///         every: 1m         # ... one minute apart
+///         event: { event_type: user.sign_in, status: failure }
+///     expect:
+///       - node: by_user     # a stage (what it emits) or a sink (what it receives)
+///         count: 1          # alerts; `count: 0` = must not fire
+///         alerts:
+///           - { severity: high, value: 5, group.user: alice@example.com }
+/// ```
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestCase {
+    /// What the case shows; printed by `vigil test`.
+    pub name: String,
+    /// The virtual time the case starts at (RFC 3339). Default: `2026-01-01T00:00:00Z`.
+    #[serde(default)]
+    pub start: Option<String>,
+    /// The events to feed, in any order (they are fed in time order; equal times in the
+    /// order written).
+    #[serde(default)]
+    pub input: Vec<TestInput>,
+    /// How long the clock keeps running after the last input (ticks included), e.g. to
+    /// let a `flatline` fire. Default: `0s`.
+    #[serde(default)]
+    pub run_for: Option<Duration>,
+    /// What must come out.
+    pub expect: Vec<Expectation>,
+}
+
+/// Events for one source.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestInput {
+    /// The source (by name) the events come from.
+    pub source: String,
+    /// When, relative to the case's `start`: the event time and the arrival time.
+    /// Default: `0s`.
+    #[serde(default)]
+    pub at: Option<Duration>,
+    /// How many copies of the record to feed. Default: 1.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1))]
+    pub repeat: usize,
+    /// The time between copies when `repeat` > 1. Default: `0s` (all at `at`).
+    #[serde(default)]
+    pub every: Option<Duration>,
+    /// The record, as the source would read it.
+    pub event: Value,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// What one stage emits, or one sink receives, over the whole case.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Expectation {
+    /// The stage or sink, by name.
+    pub node: String,
+    /// How many alerts. `0` means the node must not fire.
+    #[serde(default)]
+    pub count: Option<usize>,
+    /// Field values the alerts must have, in order: the first mapping is checked against
+    /// the first alert, and so on. Keys are field paths of the alert (`severity`,
+    /// `group.src.ip`, `value`, `samples.0.record.event_type`).
+    #[serde(default)]
+    pub alerts: Vec<IndexMap<String, Value>>,
+    /// How many events that are not alerts.
+    #[serde(default)]
+    pub events: Option<usize>,
+}
+
+/// `kind: test`: test cases for a pipeline defined in another file, kept in a
+/// `*.test.yaml` file beside it.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestFile {
+    /// Always `test`.
+    pub kind: TestKind,
+    /// The pipeline the cases run against, by name.
+    pub pipeline: String,
+    /// The cases.
+    pub tests: Vec<TestCase>,
+}
+
+/// The `kind` of a test file.
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TestKind {
+    /// A test file.
+    Test,
+}
