@@ -65,16 +65,19 @@ pub fn run_paths(paths: &[PathBuf], env: Env) -> Result<Report, crate::config::L
         })
         .collect();
     for file in test_files(paths) {
-        let text = std::fs::read_to_string(&file).map_err(|source| {
-            crate::config::LoadError::Io {
+        let text =
+            std::fs::read_to_string(&file).map_err(|source| crate::config::LoadError::Io {
                 path: file.clone(),
                 source,
-            }
-        })?;
+            })?;
         let (files, diags) = parse_test_file(&file, &text, &env);
         report.diagnostics.extend(diags);
         for tf in files {
-            if !config.pipelines.iter().any(|p| p.config.name == tf.pipeline) {
+            if !config
+                .pipelines
+                .iter()
+                .any(|p| p.config.name == tf.pipeline)
+            {
                 report.diagnostics.push(Diagnostic::error(
                     &file,
                     yaml::Pos { line: 1, col: 1 },
@@ -105,12 +108,7 @@ pub fn run_paths(paths: &[PathBuf], env: Env) -> Result<Report, crate::config::L
         else {
             continue;
         };
-        let _ = writeln!(
-            report.text,
-            "{} ({})",
-            suite.pipeline,
-            suite.file.display()
-        );
+        let _ = writeln!(report.text, "{} ({})", suite.pipeline, suite.file.display());
         for case in &suite.cases {
             let failures = match run_case(&config, pi, case, state.clone()) {
                 Ok(rec) => check_case(&config, pi, case, &rec),
@@ -353,8 +351,7 @@ pub fn values_equal(want: &Value, got: &Value) -> bool {
         }
         (Value::Object(a), Value::Object(b)) => {
             a.len() == b.len()
-                && a
-                    .iter()
+                && a.iter()
                     .all(|(k, v)| b.get(k).is_some_and(|w| values_equal(v, w)))
         }
         _ => want == got,

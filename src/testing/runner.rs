@@ -149,9 +149,8 @@ pub fn run_case(
         Connections::build(&settings, &clock)
             .map_err(|e| RunError::Invalid(e.source.to_string()))?,
     );
-    let store = Arc::new(
-        crate::store::Store::in_memory().map_err(|e| RunError::Invalid(e.to_string()))?,
-    );
+    let store =
+        Arc::new(crate::store::Store::in_memory().map_err(|e| RunError::Invalid(e.to_string()))?);
     let base_dir = pc
         .file
         .parent()
@@ -182,12 +181,13 @@ pub fn run_case(
                     connections: connections.clone(),
                     store: store.clone(),
                 };
-                let stage = pc.config.stages[g.name.as_str()]
-                    .build(&cx)
-                    .map_err(|e| RunError::Build {
-                        node: g.name.clone(),
-                        message: e.to_string(),
-                    })?;
+                let stage =
+                    pc.config.stages[g.name.as_str()]
+                        .build(&cx)
+                        .map_err(|e| RunError::Build {
+                            node: g.name.clone(),
+                            message: e.to_string(),
+                        })?;
                 Node::Stage(stage)
             }
         });

@@ -31,6 +31,13 @@ pub type Conditions = IndexMap<String, Matcher>;
 /// a positive condition holds when any value it reaches matches, a negative one (`ne`,
 /// `not_in`, `not_cidr`) when none does. A missing field fails positive conditions and
 /// passes negative ones.
+///
+/// PCE audit events: a condition on `event_type` also sees the event's notification
+/// types (`notifications.notification_type`). A failed login is not an event type of its
+/// own — the PCE reports a `user.sign_in` or `user.login` event with `status: failure`
+/// carrying a `user.login_failed` (or `request.authentication_failed`) notification — so
+/// `event_type: user.login_failed` finds it, and `event_type: {ne: ...}` holds only when
+/// neither the type nor any notification type is that value.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(example = example())]

@@ -124,25 +124,39 @@ enum Test {
 #[derive(Debug, Clone)]
 struct Condition {
     path: FieldPath,
+    /// A second path whose values count as the path's own: `event_type` also sees the
+    /// notification types of a PCE event.
+    also: Option<FieldPath>,
     tests: Vec<Test>,
 }
 
+/// The path whose conditions also look at [`NOTIFICATION_TYPES`].
+const EVENT_TYPE: &str = "event_type";
+/// Where a PCE event lists its notification types.
+const NOTIFICATION_TYPES: &str = "notifications.notification_type";
+
 impl Condition {
+    fn any(&self, data: &Value, visit: &mut impl FnMut(&Value) -> bool) -> bool {
+        self.path.any(data, visit) || self.also.as_ref().is_some_and(|a| a.any(data, visit))
+    }
+
     fn holds(&self, data: &Value) -> bool {
         self.tests.iter().all(|t| self.test(t, data))
     }
 
     fn test(&self, t: &Test, data: &Value) -> bool {
-        let path = &self.path;
         match t {
             Test::AnyOf(lits) => {
-                if lits.iter().any(|l| matches!(l, Lit::Null)) && path.first(data).is_none() {
+                if lits.iter().any(|l| matches!(l, Lit::Null))
+                    && self.path.first(data).is_none()
+                    && self.also.as_ref().is_none_or(|a| a.first(data).is_none())
+                {
                     return true;
                 }
-                path.any(data, &mut |v| lits.iter().any(|l| l.matches(v)))
+                self.any(data, &mut |v| lits.iter().any(|l| l.matches(v)))
             }
-            Test::NoneOf(lits) => !path.any(data, &mut |v| lits.iter().any(|l| l.matches(v))),
-            Test::Cmp(op, x) => path.any(data, &mut |v| {
+            Test::NoneOf(lits) => !self.any(data, &mut |v| lits.iter().any(|l| l.matches(v))),
+            Test::Cmp(op, x) => self.any(data, &mut |v| {
                 as_number(v).is_some_and(|n| match op {
                     Cmp::Gt => n > *x,
                     Cmp::Gte => n >= *x,
@@ -150,17 +164,17 @@ impl Condition {
                     Cmp::Lte => n <= *x,
                 })
             }),
-            Test::Regex(re) => path.any(data, &mut |v| as_text(v).is_some_and(|s| re.is_match(&s))),
-            Test::Contains(s) => path.any(data, &mut |v| {
+            Test::Regex(re) => self.any(data, &mut |v| as_text(v).is_some_and(|s| re.is_match(&s))),
+            Test::Contains(s) => self.any(data, &mut |v| {
                 as_text(v).is_some_and(|t| t.contains(s.as_str()))
             }),
-            Test::StartsWith(s) => path.any(data, &mut |v| {
+            Test::StartsWith(s) => self.any(data, &mut |v| {
                 as_text(v).is_some_and(|t| t.starts_with(s.as_str()))
             }),
-            Test::EndsWith(s) => path.any(data, &mut |v| {
+            Test::EndsWith(s) => self.any(data, &mut |v| {
                 as_text(v).is_some_and(|t| t.ends_with(s.as_str()))
             }),
-            Test::Exists(want) => path.any(data, &mut |v| !v.is_null()) == *want,
+            Test::Exists(want) => self.any(data, &mut |v| !v.is_null()) == *want,
         }
     }
 }
@@ -269,7 +283,10 @@ fn compile_group(conds: &Conditions, prefix: &[&str], errors: &mut Vec<CompileEr
             }
         };
         let tests = compile_matcher(matcher, &pointer, errors);
-        out.push(Condition { path, tests });
+        let also = (path_text == EVENT_TYPE)
+            .then(|| FieldPath::parse(NOTIFICATION_TYPES).ok())
+            .flatten();
+        out.push(Condition { path, also, tests });
     }
     Group(out)
 }
@@ -554,6 +571,43 @@ mod tests {
             {"notification_type": "user.login_failed", "info": {}}
         ]});
         assert!(f.matches(&ev));
+    }
+
+    /// A PCE reports a failed login as a `user.sign_in` (or `user.login`) failure carrying
+    /// a `user.login_failed` notification: an `event_type` condition sees it.
+    #[test]
+    fn event_type_conditions_see_notification_types() {
+        let failed_login = json!({"event_type": "user.sign_in", "status": "failure",
+            "created_by": {"system": {}},
+            "notifications": [{"notification_type": "user.login_failed",
+                "info": {"associated_user": {"supplied_username": "alice@example.com"}}}]});
+        let ok_login = json!({"event_type": "user.sign_in", "status": "success",
+            "notifications": [{"notification_type": "user.login_session_created"}]});
+        let by_type =
+            filter(json!({"inputs": ["x"], "match": {"event_type": "user.login_failed"}}));
+        assert!(by_type.matches(&failed_login));
+        assert!(!by_type.matches(&ok_login));
+        let either = filter(
+            json!({"inputs": ["x"], "match": {"event_type": ["user.login_failed", "request.authentication_failed"]}}),
+        );
+        assert!(either.matches(&failed_login));
+        // The event type itself still matches.
+        let sign_in = filter(json!({"inputs": ["x"], "match": {"event_type": "user.sign_in"}}));
+        assert!(sign_in.matches(&failed_login) && sign_in.matches(&ok_login));
+        // A negative condition holds only when neither the type nor a notification is it.
+        let not_failed =
+            filter(json!({"inputs": ["x"], "match": {"event_type": {"ne": "user.login_failed"}}}));
+        assert!(!not_failed.matches(&failed_login));
+        assert!(not_failed.matches(&ok_login));
+        let excluded =
+            filter(json!({"inputs": ["x"], "exclude": {"event_type": "user.login_failed"}}));
+        assert!(!excluded.matches(&failed_login));
+        // Events without notifications (and flows) behave as before.
+        assert!(by_type.matches(&json!({"event_type": "user.login_failed"})));
+        assert!(!by_type.matches(&json!({"src": {"ip": "10.0.0.1"}})));
+        let null = filter(json!({"inputs": ["x"], "match": {"event_type": null}}));
+        assert!(null.matches(&json!({"src": {"ip": "10.0.0.1"}})));
+        assert!(!null.matches(&failed_login));
     }
 
     #[test]
