@@ -441,7 +441,7 @@ fn invalid_config_does_not_start() {
 fn graph_as_dot_and_mermaid() {
     let root = env!("CARGO_MANIFEST_DIR");
     let dot = Command::new(bin())
-        .args(["graph"])
+        .args(["graph", "--pipelines", "examples/sample-flows"])
         .current_dir(root)
         .output()
         .unwrap();
@@ -453,18 +453,27 @@ fn graph_as_dot_and_mermaid() {
         "{dot}"
     );
     assert!(
-        dot.contains("\"blocked-admin-ports.admin_ports\" -> \"blocked-admin-ports.console\";"),
+        dot.contains("\"blocked-admin-ports.destinations\" -> \"blocked-admin-ports.console\";"),
         "{dot}"
     );
     let mm = Command::new(bin())
-        .args(["graph", "--format", "mermaid"])
+        .args([
+            "graph",
+            "--pipelines",
+            "examples/sample-flows",
+            "--format",
+            "mermaid",
+        ])
         .current_dir(root)
         .output()
         .unwrap();
     assert!(mm.status.success());
     let mm = String::from_utf8(mm.stdout).unwrap();
     assert!(mm.starts_with("flowchart LR\n"), "{mm}");
-    assert!(mm.contains("n0 --> n1") && mm.contains("n1 --> n2"), "{mm}");
+    assert!(
+        mm.contains("n0 --> n1") && mm.contains("n2 --> n3") && mm.contains("n3 --> n4"),
+        "{mm}"
+    );
 }
 
 #[test]

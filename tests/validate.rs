@@ -166,6 +166,10 @@ fn exit_codes() {
     // The shipped pipelines are valid, without warnings.
     vigil().args(["validate", "pipelines/"]).assert().code(0);
     vigil()
+        .args(["validate", "--deny-warnings", "examples/sample-flows"])
+        .assert()
+        .code(0);
+    vigil()
         .args(["validate", "--deny-warnings"])
         .assert()
         .code(0);
@@ -317,7 +321,7 @@ fn committed_schema_is_fresh() {
 #[test]
 fn shipped_yaml_files_point_editors_at_the_schema() {
     let mut checked = 0;
-    for dir in ["pipelines"] {
+    for dir in ["pipelines", "examples/sample-flows"] {
         for entry in std::fs::read_dir(root().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {

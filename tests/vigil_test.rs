@@ -1,0 +1,154 @@
+//! `vigil test` through the binary: the shipped pipelines pass their own cases, and a
+//! wrong expectation fails with a readable expected-vs-actual diff and exit 1.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vigil"))
+}
+
+fn vigil_test(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin())
+        .arg("test")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("PCE_URL")
+        .output()
+        .expect("vigil runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const PIPELINE: &str = r#"
+kind: pipeline
+name: ssh-burst
+sources:
+  flows: { type: stdin }
+stages:
+  ssh:
+    type: filter
+    inputs: [flows]
+    match: { service.port: 22 }
+  burst:
+    type: window_count
+    inputs: [ssh]
+    window: 10m
+    threshold: 3
+    group_by: [src.ip]
+    alert:
+      severity: high
+      title: "SSH burst from {{group.src.ip}}"
+sinks:
+  out: { type: stdout, inputs: [burst] }
+"#;
+
+/// Three SSH flows from one address in ten minutes: one alert.
+const CASES: &str = r#"
+kind: test
+pipeline: ssh-burst
+tests:
+  - name: three flows fire once
+    input:
+      - { source: flows, at: 0s, repeat: 3, every: 1m, event: { src: { ip: 10.0.0.1 }, service: { port: 22 } } }
+      - { source: flows, at: 0s, event: { src: { ip: 10.0.0.2 }, service: { port: 22 } } }
+    expect:
+      - node: out
+        count: 1
+        alerts:
+          - { severity: high, title: "SSH burst from 10.0.0.1", value: 3, group.src.ip: 10.0.0.1 }
+      - { node: ssh, events: 4 }
+"#;
+
+fn write_suite(dir: &std::path::Path, cases: &str) {
+    std::fs::write(dir.join("ssh-burst.yaml"), PIPELINE).unwrap();
+    std::fs::write(dir.join("ssh-burst.test.yaml"), cases).unwrap();
+}
+
+#[test]
+fn the_shipped_pipelines_pass_their_own_cases() {
+    let (code, stdout, stderr) = vigil_test(&["pipelines"]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let last = stdout.lines().last().unwrap_or("");
+    assert!(last.ends_with("passed, 0 failed"), "{stdout}");
+    let passed: usize = last.split(' ').next().unwrap().parse().unwrap();
+    assert!(passed >= 20, "every shipped pipeline has cases: {stdout}");
+    for name in [
+        "agent-tampering",
+        "ven-offline",
+        "missed-heartbeats",
+        "api-auth-failures",
+        "failed-logins",
+        "blocked-traffic",
+        "admin-ports",
+        "exfiltration",
+        "policy-changes",
+        "pce-health",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&format!("{name} ("))),
+            "no cases ran for {name}:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn a_passing_suite_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    write_suite(dir.path(), CASES);
+    let (code, stdout, stderr) = vigil_test(&[dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("  ok    three flows fire once"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("1 passed, 0 failed"), "{stdout}");
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_a_readable_diff_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = CASES
+        .replace("severity: high,", "severity: critical,")
+        .replace("value: 3,", "value: 4,")
+        .replace("events: 4", "events: 5")
+        + r#"
+  - name: must not fire, but does
+    input:
+      - { source: flows, at: 0s, repeat: 3, event: { src: { ip: 10.0.0.9 }, service: { port: 22 } } }
+    expect:
+      - { node: burst, count: 0 }
+"#;
+    write_suite(dir.path(), &wrong);
+    let (code, stdout, _) = vigil_test(&[dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    let expected = "\
+ssh-burst (DIR/ssh-burst.test.yaml)
+  FAIL  three flows fire once
+        node `out`, alert 1 of 1 ([high] SSH burst from 10.0.0.1 (value 3, src.ip=10.0.0.1)):
+          severity  - expected \"critical\"
+                    + actual   \"high\"
+          value     - expected 4
+                    + actual   3
+        node `ssh`: expected 5 events (not alerts), got 4
+  FAIL  must not fire, but does
+        node `burst`: expected 0 alerts, got 1
+          actual alert 1: [high] SSH burst from 10.0.0.9 (value 3, src.ip=10.0.0.9)
+
+0 passed, 2 failed
+";
+    let shown = stdout.replace(dir.path().to_str().unwrap(), "DIR");
+    assert_eq!(shown, expected);
+}
+
+#[test]
+fn a_test_naming_a_missing_node_fails_and_lists_the_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    write_suite(dir.path(), &CASES.replace("node: out", "node: outt"));
+    let (code, stdout, stderr) = vigil_test(&[dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("no node `outt` in pipeline `ssh-burst` (it has: flows, ssh, burst, out)"),
+        "{stdout}{stderr}"
+    );
+}
