@@ -3,3 +3,6 @@
 
 pub mod alerting;
 pub mod filter;
+pub mod window;
+pub mod window_count;
+pub mod bandwidth;
