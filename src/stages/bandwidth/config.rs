@@ -168,7 +168,9 @@ impl BandwidthConfig {
             Mode::Volume => format!(
                 "{{{{#if estimate}}}}at least {{{{/if}}}}{{{{value}}}} MiB{from} in {{{{window.length}}}}"
             ),
-            Mode::Rate => format!("{{{{#if estimate}}}}at least {{{{/if}}}}{{{{value}}}} Mbps{from}"),
+            Mode::Rate => {
+                format!("{{{{#if estimate}}}}at least {{{{/if}}}}{{{{value}}}} Mbps{from}")
+            }
         }
     }
 
@@ -188,7 +190,11 @@ impl BandwidthConfig {
         p.positive_duration("/window", "`window`", &self.window);
         p.positive_number("/threshold", "`threshold`", self.threshold);
         if self.threshold.is_infinite() {
-            p.error("/threshold", codes::INVALID_VALUE, "`threshold` must be finite");
+            p.error(
+                "/threshold",
+                codes::INVALID_VALUE,
+                "`threshold` must be finite",
+            );
         }
         GroupBy::check(&self.group_by, "/group_by", p);
         if let Some(fk) = &self.flow_key {

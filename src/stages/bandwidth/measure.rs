@@ -33,7 +33,11 @@ pub enum Measured {
 impl Measured {
     /// Bits per second (finite, never NaN).
     pub fn bps(bytes: f64, span: f64) -> f64 {
-        let span = if span.is_finite() && span > 0.0 { span } else { 1.0 };
+        let span = if span.is_finite() && span > 0.0 {
+            span
+        } else {
+            1.0
+        };
         let v = bytes * 8.0 / span;
         if v.is_finite() { v } else { 0.0 }
     }

@@ -409,4 +409,3 @@ impl Stage for BandwidthStage {
         .ok()
     }
 }
-

@@ -30,8 +30,14 @@ fn stage(v: Value) -> BandwidthStage {
     let mut p = Problems::default();
     c.check(&mut p);
     assert!(p.items.is_empty(), "{:?}", p.items);
-    let t = AlertTemplates::compile(&c.alert, &c.default_title(), &c.default_summary(), "p", "bw")
-        .unwrap();
+    let t = AlertTemplates::compile(
+        &c.alert,
+        &c.default_title(),
+        &c.default_summary(),
+        "p",
+        "bw",
+    )
+    .unwrap();
     BandwidthStage::new(&c, t).unwrap()
 }
 
@@ -82,10 +88,19 @@ fn delta_counters_give_exact_mbps() {
     let mut s = stage(json!({"threshold": 1000, "group_by": ["dst_ip"]}));
     // 124,999,999 bytes in 1 s: 999.999992 Mbps, below.
     assert!(
-        feed(&mut s, syslog("10.0.0.1", json!(0), json!(124_999_999), json!(1000)), 0).is_empty()
+        feed(
+            &mut s,
+            syslog("10.0.0.1", json!(0), json!(124_999_999), json!(1000)),
+            0
+        )
+        .is_empty()
     );
     // The same flow's next interval replaces its rate: 125,000,000 bytes/s = 1000 Mbps.
-    let a = feed(&mut s, syslog("10.0.0.1", json!(0), json!(125_000_000), json!(1000)), 1);
+    let a = feed(
+        &mut s,
+        syslog("10.0.0.1", json!(0), json!(125_000_000), json!(1000)),
+        1,
+    );
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].value, 1000.0);
     assert_eq!(a[0].threshold, 1000.0);
@@ -94,8 +109,24 @@ fn delta_counters_give_exact_mbps() {
     assert_eq!(a[0].title, "1000 Mbps from dst_ip=10.0.0.9");
     // Two flows' rates add up: 600 + 400 Mbps over 2 s intervals.
     let mut s = stage(json!({"threshold": 1000}));
-    assert!(feed(&mut s, syslog("10.0.0.1", json!(100_000_000), json!(50_000_000), json!(2000)), 0).is_empty());
-    let a = feed(&mut s, syslog("10.0.0.2", json!(100_000_000), json!(0), json!(2000)), 0);
+    assert!(
+        feed(
+            &mut s,
+            syslog(
+                "10.0.0.1",
+                json!(100_000_000),
+                json!(50_000_000),
+                json!(2000)
+            ),
+            0
+        )
+        .is_empty()
+    );
+    let a = feed(
+        &mut s,
+        syslog("10.0.0.2", json!(100_000_000), json!(0), json!(2000)),
+        0,
+    );
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].value, 1000.0);
 }
@@ -103,9 +134,24 @@ fn delta_counters_give_exact_mbps() {
 #[test]
 fn direction_picks_the_counters() {
     let mut s = stage(json!({"threshold": 1000, "direction": "in"}));
-    assert!(feed(&mut s, syslog("10.0.0.1", json!(1), json!(125_000_000), json!(1000)), 0).is_empty());
+    assert!(
+        feed(
+            &mut s,
+            syslog("10.0.0.1", json!(1), json!(125_000_000), json!(1000)),
+            0
+        )
+        .is_empty()
+    );
     let mut s = stage(json!({"threshold": 1000, "direction": "out"}));
-    assert_eq!(feed(&mut s, syslog("10.0.0.1", json!(1), json!(125_000_000), json!(1000)), 0).len(), 1);
+    assert_eq!(
+        feed(
+            &mut s,
+            syslog("10.0.0.1", json!(1), json!(125_000_000), json!(1000)),
+            0
+        )
+        .len(),
+        1
+    );
 }
 
 #[test]
@@ -150,7 +196,11 @@ fn a_first_sighting_is_a_marked_lower_bound() {
     assert_eq!(a[0].value, 8.0);
     assert_eq!(a[0].estimate.as_deref(), Some("lower_bound"));
     assert_eq!(a[0].title, "at least 8 Mbps");
-    assert!(a[0].summary.contains("estimate: lower_bound"), "{}", a[0].summary);
+    assert!(
+        a[0].summary.contains("estimate: lower_bound"),
+        "{}",
+        a[0].summary
+    );
     // first == last: the span is 1 s, not 0.
     let mut s = stage(json!({"threshold": 8}));
     let a = feed(&mut s, rest("10.0.0.1", 0, 1_000_000, 5, 5), 5);
@@ -170,12 +220,28 @@ fn missing_and_malformed_fields_are_handled() {
     assert_eq!(a[0].value, 8.0);
     // Delta counter without ddms: 1 s.
     let mut s = stage(json!({"threshold": 8}));
-    assert_eq!(feed(&mut s, syslog("a", json!(null), json!(1_000_000), json!(null)), 0).len(), 1);
+    assert_eq!(
+        feed(
+            &mut s,
+            syslog("a", json!(null), json!(1_000_000), json!(null)),
+            0
+        )
+        .len(),
+        1
+    );
     // Strings and negative numbers: numeric strings count, negatives do not.
     let mut s = stage(json!({"threshold": 8}));
     assert!(feed(&mut s, syslog("a", json!(-5), json!("x"), json!(1000)), 0).is_empty());
     assert_eq!(s.skipped().unmeasured, 1);
-    assert_eq!(feed(&mut s, syslog("a", json!("1000000"), json!(0), json!("1000")), 1).len(), 1);
+    assert_eq!(
+        feed(
+            &mut s,
+            syslog("a", json!("1000000"), json!(0), json!("1000")),
+            1
+        )
+        .len(),
+        1
+    );
     // ddms 0: 1 s, no division by zero.
     let mut s = stage(json!({"threshold": 8}));
     let a = feed(&mut s, syslog("a", json!(1_000_000), json!(0), json!(0)), 0);
@@ -187,9 +253,23 @@ fn missing_and_malformed_fields_are_handled() {
 fn volume_threshold_boundary_in_mib() {
     let mib = 1_048_576i64;
     let mut s = stage(json!({"mode": "volume", "threshold": 10, "group_by": ["src_ip"]}));
-    assert!(feed(&mut s, syslog("a", json!(5 * mib), json!(0), json!(1000)), 0).is_empty());
+    assert!(
+        feed(
+            &mut s,
+            syslog("a", json!(5 * mib), json!(0), json!(1000)),
+            0
+        )
+        .is_empty()
+    );
     // One byte short of 10 MiB.
-    assert!(feed(&mut s, syslog("a", json!(0), json!(5 * mib - 1), json!(1000)), 1).is_empty());
+    assert!(
+        feed(
+            &mut s,
+            syslog("a", json!(0), json!(5 * mib - 1), json!(1000)),
+            1
+        )
+        .is_empty()
+    );
     let a = feed(&mut s, syslog("a", json!(1), json!(0), json!(1000)), 2);
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].value, 10.0);
@@ -210,16 +290,48 @@ fn window_boundary_and_late_events() {
     // Exactly one window later: the first is out.
     assert!(feed(&mut s, syslog("a", json!(mib), json!(0), json!(1000)), 600).is_empty());
     // A late event (at or before watermark − window) is counted and not mixed in.
-    assert!(feed(&mut s, syslog("a", json!(10 * mib), json!(0), json!(1000)), 0).is_empty());
+    assert!(
+        feed(
+            &mut s,
+            syslog("a", json!(10 * mib), json!(0), json!(1000)),
+            0
+        )
+        .is_empty()
+    );
     assert_eq!(s.late(), 1);
     // Inside the window: fires.
-    assert_eq!(feed(&mut s, syslog("a", json!(mib), json!(0), json!(1000)), 1199).len(), 1);
+    assert_eq!(
+        feed(&mut s, syslog("a", json!(mib), json!(0), json!(1000)), 1199).len(),
+        1
+    );
 
     // Rate mode: a flow's rate leaves the window a window after it was measured.
     let mut s = stage(json!({"threshold": 16}));
-    assert!(feed(&mut s, syslog("a", json!(1_000_000), json!(0), json!(1000)), 0).is_empty());
-    assert!(feed(&mut s, syslog("b", json!(1_000_000), json!(0), json!(1000)), 600).is_empty());
-    assert_eq!(feed(&mut s, syslog("c", json!(1_000_000), json!(0), json!(1000)), 601).len(), 1);
+    assert!(
+        feed(
+            &mut s,
+            syslog("a", json!(1_000_000), json!(0), json!(1000)),
+            0
+        )
+        .is_empty()
+    );
+    assert!(
+        feed(
+            &mut s,
+            syslog("b", json!(1_000_000), json!(0), json!(1000)),
+            600
+        )
+        .is_empty()
+    );
+    assert_eq!(
+        feed(
+            &mut s,
+            syslog("c", json!(1_000_000), json!(0), json!(1000)),
+            601
+        )
+        .len(),
+        1
+    );
     // The flow memory and windows expire on tick.
     feed(&mut s, syslog("d", json!(0), json!(0), json!(1000)), 5000);
     s.tick(at(5000), &mut Vec::new());
@@ -254,5 +366,13 @@ fn volume_windows_survive_a_restore() {
     // Threshold change keeps the state.
     let mut r = stage(json!({"mode": "volume", "threshold": 1.5}));
     r.restore(snap, "p.bw");
-    assert_eq!(feed(&mut r, syslog("a", json!(mib / 2), json!(0), json!(1000)), 1).len(), 1);
+    assert_eq!(
+        feed(
+            &mut r,
+            syslog("a", json!(mib / 2), json!(0), json!(1000)),
+            1
+        )
+        .len(),
+        1
+    );
 }

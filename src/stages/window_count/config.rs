@@ -105,7 +105,11 @@ impl WindowCountConfig {
         p.positive_duration("/window", "`window`", &self.window);
         p.positive_number("/threshold", "`threshold`", self.threshold);
         if self.threshold.is_infinite() {
-            p.error("/threshold", codes::INVALID_VALUE, "`threshold` must be finite");
+            p.error(
+                "/threshold",
+                codes::INVALID_VALUE,
+                "`threshold` must be finite",
+            );
         }
         if let Some(sum) = &self.sum
             && let Err(e) = FieldPath::parse(sum)

@@ -179,4 +179,3 @@ impl Stage for WindowCountStage {
         serde_json::to_value(&saved).ok()
     }
 }
-

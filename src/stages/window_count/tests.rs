@@ -4,8 +4,8 @@ use chrono::{Duration, TimeZone, Utc};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::runtime::Stage;
 use crate::event::{Alert, Event, Timestamp};
+use crate::runtime::Stage;
 
 fn t0() -> Timestamp {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap()
@@ -28,8 +28,14 @@ fn stage(v: Value) -> WindowCountStage {
     let mut p = Problems::default();
     c.check(&mut p);
     assert!(p.items.is_empty(), "{:?}", p.items);
-    let t = AlertTemplates::compile(&c.alert, &c.default_title(), &c.default_summary(), "p", "wc")
-        .unwrap();
+    let t = AlertTemplates::compile(
+        &c.alert,
+        &c.default_title(),
+        &c.default_summary(),
+        "p",
+        "wc",
+    )
+    .unwrap();
     WindowCountStage::new(&c, t).unwrap()
 }
 
@@ -149,7 +155,10 @@ fn sum_adds_a_field_and_skips_missing_or_bad_values() {
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].value, 100.0);
     assert_eq!(a[0].threshold, 100.0);
-    assert_eq!(a[0].title, "100 num_connections from src.ip=10.0.0.1 in 10s");
+    assert_eq!(
+        a[0].title,
+        "100 num_connections from src.ip=10.0.0.1 in 10s"
+    );
     assert_eq!(a[0].samples.len(), 5);
 }
 
@@ -207,9 +216,13 @@ fn snapshot_and_restore_keep_a_half_full_window() {
     assert_eq!(a[0].samples[0].time, at(0));
 
     // A threshold change keeps the state: 9 held, threshold 9 → the next event fires at 10.
-    let mut r = stage(json!({"threshold": 9, "group_by": ["src.ip"], "alert": {"severity": "high"}}));
+    let mut r =
+        stage(json!({"threshold": 9, "group_by": ["src.ip"], "alert": {"severity": "high"}}));
     r.restore(snap.clone(), "p.wc");
-    assert_eq!(feed(&mut r, json!({"src": {"ip": "10.0.0.1"}}), 1_000).len(), 1);
+    assert_eq!(
+        feed(&mut r, json!({"src": {"ip": "10.0.0.1"}}), 1_000).len(),
+        1
+    );
 
     // A group_by change resets it.
     let mut r = stage(json!({"threshold": 10, "group_by": ["dst.ip"]}));
@@ -238,7 +251,9 @@ fn build_restores_from_the_store() {
     let mut s = c.build(&cx).unwrap();
     let mut out = Vec::new();
     s.process(ev(json!({}), 0), &mut out);
-    store.set_stage_state("p.wc", &s.snapshot().unwrap()).unwrap();
+    store
+        .set_stage_state("p.wc", &s.snapshot().unwrap())
+        .unwrap();
     let mut s = c.build(&cx).unwrap();
     s.process(ev(json!({}), 1), &mut out);
     assert_eq!(out.len(), 1);
@@ -250,5 +265,8 @@ fn check_rejects_zero_window_and_threshold_and_bad_paths() {
     let mut p = Problems::default();
     c.check(&mut p);
     let pointers: Vec<&str> = p.items.iter().map(|i| i.pointer.as_str()).collect();
-    assert_eq!(pointers, vec!["/window", "/threshold", "/sum", "/group_by/1"]);
+    assert_eq!(
+        pointers,
+        vec!["/window", "/threshold", "/sum", "/group_by/1"]
+    );
 }
