@@ -35,6 +35,11 @@ pub enum SourceConfig {
 pub enum StageConfig {
     /// Keeps the events that match conditions on their fields.
     Filter(stages::filter::FilterConfig),
+    /// Counts events (or sums a field) per group in a sliding window; alerts at a threshold.
+    WindowCount(stages::window_count::WindowCountConfig),
+    /// Bytes (MiB per window) or bandwidth (Mbps) of traffic flows per group; alerts at a
+    /// threshold.
+    Bandwidth(stages::bandwidth::BandwidthConfig),
 }
 
 /// A sink: where results go.
@@ -87,6 +92,8 @@ impl StageConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             StageConfig::Filter(_) => "filter",
+            StageConfig::WindowCount(_) => "window_count",
+            StageConfig::Bandwidth(_) => "bandwidth",
         }
     }
 
@@ -94,6 +101,8 @@ impl StageConfig {
     pub fn inputs(&self) -> &[String] {
         match self {
             StageConfig::Filter(c) => &c.inputs,
+            StageConfig::WindowCount(c) => &c.inputs,
+            StageConfig::Bandwidth(c) => &c.inputs,
         }
     }
 
@@ -101,6 +110,8 @@ impl StageConfig {
     pub fn check(&self, p: &mut Problems) {
         match self {
             StageConfig::Filter(c) => c.check(p),
+            StageConfig::WindowCount(c) => c.check(p),
+            StageConfig::Bandwidth(c) => c.check(p),
         }
     }
 
@@ -108,6 +119,8 @@ impl StageConfig {
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
         match self {
             StageConfig::Filter(c) => c.build(cx),
+            StageConfig::WindowCount(c) => c.build(cx),
+            StageConfig::Bandwidth(c) => c.build(cx),
         }
     }
 }

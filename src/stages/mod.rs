@@ -2,4 +2,7 @@
 //! [`crate::components`].
 
 pub mod alerting;
+pub mod bandwidth;
 pub mod filter;
+pub mod window;
+pub mod window_count;

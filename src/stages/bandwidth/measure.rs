@@ -1,0 +1,215 @@
+//! How many bytes one flow record stands for, and over how long.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::config::{BandwidthConfig, Direction, FLAT_FLOW_KEY, REST_FLOW_KEY};
+use crate::event::{FieldPath, Timestamp, time_from_value};
+use crate::runtime::NodeError;
+use crate::stages::window::{number, write_key};
+
+/// The bytes of one record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Measured {
+    /// Bytes over a span (seconds, always > 0); `estimate` for a first sighting.
+    Bytes {
+        /// Bytes (of the selected direction).
+        bytes: f64,
+        /// Seconds the bytes were transferred in (> 0).
+        span: f64,
+        /// A first sighting: the rate is a lower bound.
+        estimate: bool,
+    },
+    /// Both counters 0 or absent.
+    Unmeasured,
+    /// Older than the flow's previous observation.
+    Stale,
+    /// The same observation as the flow's previous one.
+    Duplicate,
+}
+
+impl Measured {
+    /// Bits per second (finite, never NaN).
+    pub fn bps(bytes: f64, span: f64) -> f64 {
+        let span = if span.is_finite() && span > 0.0 {
+            span
+        } else {
+            1.0
+        };
+        let v = bytes * 8.0 / span;
+        if v.is_finite() { v } else { 0.0 }
+    }
+}
+
+/// The last lifetime counters of one flow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Counters {
+    /// Bytes in.
+    pub bi: f64,
+    /// Bytes out.
+    pub bo: f64,
+    /// When observed: `last_detected`, else the event time.
+    pub obs: Timestamp,
+    /// Event time of the observation (for expiry).
+    pub seen: Timestamp,
+}
+
+/// Reads counters and remembers lifetime counters per flow.
+pub struct Measurer {
+    direction: Direction,
+    flow_key: Option<Vec<FieldPath>>,
+    rest_key: Vec<FieldPath>,
+    flat_key: Vec<FieldPath>,
+    bytes_in: FieldPath,
+    bytes_out: FieldPath,
+    delta_in: FieldPath,
+    delta_out: FieldPath,
+    delta_ms: FieldPath,
+    first: FieldPath,
+    last: FieldPath,
+    /// Last counters by flow key.
+    pub flows: HashMap<String, Counters>,
+}
+
+fn parse(p: &str) -> Result<FieldPath, NodeError> {
+    FieldPath::parse(p).map_err(|e| NodeError::from(format!("`{p}`: {e}")))
+}
+
+fn parse_all<'a>(ps: impl IntoIterator<Item = &'a str>) -> Result<Vec<FieldPath>, NodeError> {
+    ps.into_iter().map(parse).collect()
+}
+
+impl Measurer {
+    /// From the config.
+    pub fn new(cfg: &BandwidthConfig) -> Result<Measurer, NodeError> {
+        Ok(Measurer {
+            direction: cfg.direction,
+            flow_key: cfg
+                .flow_key
+                .as_ref()
+                .map(|k| parse_all(k.iter().map(String::as_str)))
+                .transpose()?,
+            rest_key: parse_all(REST_FLOW_KEY)?,
+            flat_key: parse_all(FLAT_FLOW_KEY)?,
+            bytes_in: parse(&cfg.bytes_in)?,
+            bytes_out: parse(&cfg.bytes_out)?,
+            delta_in: parse(&cfg.delta_in)?,
+            delta_out: parse(&cfg.delta_out)?,
+            delta_ms: parse(&cfg.delta_ms)?,
+            first: parse("timestamp_range.first_detected")?,
+            last: parse("timestamp_range.last_detected")?,
+            flows: HashMap::new(),
+        })
+    }
+
+    /// Writes the flow key of `data` into `buf`.
+    pub fn flow_key(&self, buf: &mut String, data: &Value) {
+        let paths = match &self.flow_key {
+            Some(k) => k,
+            None if data.get("src").is_some() => &self.rest_key,
+            None => &self.flat_key,
+        };
+        write_key(buf, paths, data);
+    }
+
+    fn select(&self, bi: f64, bo: f64) -> f64 {
+        match self.direction {
+            Direction::In => bi,
+            Direction::Out => bo,
+            Direction::Both => bi + bo,
+        }
+    }
+
+    /// Measures one record at event time `t`; `flow` holds its flow key; `window` is the
+    /// span assumed for a first sighting without `timestamp_range`.
+    pub fn measure(
+        &mut self,
+        data: &Value,
+        t: Timestamp,
+        flow: &str,
+        window: chrono::Duration,
+    ) -> Measured {
+        let di = self.delta_in.first(data).and_then(number);
+        let dout = self.delta_out.first(data).and_then(number);
+        if di.is_some() || dout.is_some() {
+            let (bi, bo) = (di.unwrap_or(0.0), dout.unwrap_or(0.0));
+            if bi == 0.0 && bo == 0.0 {
+                return Measured::Unmeasured;
+            }
+            let span = self
+                .delta_ms
+                .first(data)
+                .and_then(number)
+                .filter(|ms| *ms > 0.0)
+                .map_or(1.0, |ms| ms / 1000.0);
+            return Measured::Bytes {
+                bytes: self.select(bi, bo),
+                span,
+                estimate: false,
+            };
+        }
+        let bi = self.bytes_in.first(data).and_then(number).unwrap_or(0.0);
+        let bo = self.bytes_out.first(data).and_then(number).unwrap_or(0.0);
+        if bi == 0.0 && bo == 0.0 {
+            return Measured::Unmeasured;
+        }
+        let last = self.last.first(data).and_then(time_from_value);
+        let obs = last.unwrap_or(t);
+        if let Some(prev) = self.flows.get_mut(flow) {
+            if obs < prev.obs {
+                return Measured::Stale;
+            }
+            if obs == prev.obs && bi == prev.bi && bo == prev.bo {
+                prev.seen = prev.seen.max(t);
+                return Measured::Duplicate;
+            }
+            // A counter that went down was reset: it counts from zero again.
+            let dbi = if bi >= prev.bi { bi - prev.bi } else { bi };
+            let dbo = if bo >= prev.bo { bo - prev.bo } else { bo };
+            let span = seconds(obs - prev.obs);
+            *prev = Counters {
+                bi,
+                bo,
+                obs,
+                seen: prev.seen.max(t),
+            };
+            return Measured::Bytes {
+                bytes: self.select(dbi, dbo),
+                span,
+                estimate: false,
+            };
+        }
+        self.flows.insert(
+            flow.to_string(),
+            Counters {
+                bi,
+                bo,
+                obs,
+                seen: t,
+            },
+        );
+        let first = self.first.first(data).and_then(time_from_value);
+        let span = match (first, last) {
+            (Some(f), Some(l)) => (l - f).num_milliseconds().max(0) as f64 / 1000.0 + 1.0,
+            _ => seconds(window),
+        };
+        Measured::Bytes {
+            bytes: self.select(bi, bo),
+            span,
+            estimate: true,
+        }
+    }
+
+    /// Forgets flows last seen at or before `cutoff`.
+    pub fn expire(&mut self, cutoff: Timestamp) {
+        self.flows.retain(|_, c| c.seen > cutoff);
+    }
+}
+
+/// A duration in seconds; 1 when not positive.
+fn seconds(d: chrono::Duration) -> f64 {
+    let s = d.num_milliseconds() as f64 / 1000.0;
+    if s > 0.0 { s } else { 1.0 }
+}

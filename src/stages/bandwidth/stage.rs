@@ -1,0 +1,411 @@
+//! The running `bandwidth` stage.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::config::{BandwidthConfig, Mode};
+use super::measure::{Counters, Measured, Measurer};
+use crate::event::{AlertStatus, AlertWindow, Event, Timestamp};
+use crate::runtime::{NodeError, Stage};
+use crate::stages::alerting::{AlertTemplates, Finding, GroupBy, SampleSet};
+use crate::stages::window::{Fired, KeyWindow, Watermark, chrono_window, minus, write_key};
+
+/// Bytes in a MiB.
+pub const MIB: f64 = 1_048_576.0;
+/// Bits per second in a Mbps.
+pub const MBPS: f64 = 1_000_000.0;
+
+/// One flow's latest rate in a group's window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FlowRate {
+    t: Timestamp,
+    bps: f64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    e: bool,
+    #[serde(skip)]
+    seq: u64,
+}
+
+/// A group's flows with their latest rates in `(newest - W, newest]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct RateWindow {
+    flows: HashMap<String, FlowRate>,
+    #[serde(skip)]
+    order: BTreeMap<(Timestamp, u64), String>,
+    #[serde(skip)]
+    seq: u64,
+    #[serde(skip)]
+    sum: f64,
+    #[serde(skip)]
+    estimates: usize,
+    newest: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fired: Option<Timestamp>,
+    samples: SampleSet,
+}
+
+impl RateWindow {
+    fn recompute(&mut self) {
+        self.order.clear();
+        self.sum = 0.0;
+        self.estimates = 0;
+        self.seq = 0;
+        for (k, f) in &mut self.flows {
+            self.seq += 1;
+            f.seq = self.seq;
+            self.order.insert((f.t, f.seq), k.clone());
+            self.sum += f.bps;
+            self.estimates += usize::from(f.e);
+        }
+    }
+
+    fn late_for_key(&self, t: Timestamp) -> bool {
+        self.fired.is_some_and(|f| t < f)
+    }
+
+    fn expired(&self, cutoff: Timestamp) -> bool {
+        self.newest.is_none_or(|n| n <= cutoff)
+    }
+
+    /// Sets `flow`'s latest rate (unless the flow already has a later one) and evicts
+    /// flows whose latest rate slid out of the window.
+    #[allow(clippy::too_many_arguments)]
+    fn update(
+        &mut self,
+        flow: &str,
+        t: Timestamp,
+        bps: f64,
+        estimate: bool,
+        w: chrono::Duration,
+        event: &Event,
+        samples: usize,
+    ) {
+        if self.newest.is_none_or(|n| t > n) {
+            self.newest = Some(t);
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        let fresh = FlowRate {
+            t,
+            bps,
+            e: estimate,
+            seq,
+        };
+        match self.flows.get_mut(flow) {
+            Some(f) if t < f.t => return,
+            Some(f) => {
+                self.order.remove(&(f.t, f.seq));
+                self.sum -= f.bps;
+                self.estimates -= usize::from(f.e);
+                *f = fresh;
+            }
+            None => {
+                self.flows.insert(flow.to_string(), fresh);
+            }
+        }
+        self.order.insert((t, seq), flow.to_string());
+        self.sum += bps;
+        self.estimates += usize::from(estimate);
+        self.samples.offer(event, samples);
+        self.evict(w);
+    }
+
+    fn evict(&mut self, w: chrono::Duration) {
+        let Some(n) = self.newest else { return };
+        let cutoff = minus(n, w);
+        while let Some(entry) = self.order.first_entry() {
+            if entry.key().0 > cutoff {
+                break;
+            }
+            let key = entry.remove();
+            if let Some(f) = self.flows.remove(&key) {
+                self.sum -= f.bps;
+                self.estimates -= usize::from(f.e);
+            }
+        }
+        self.samples.evict_through(cutoff);
+        if self.flows.is_empty() {
+            self.sum = 0.0;
+        }
+    }
+
+    fn reached(&mut self, threshold: f64) -> bool {
+        if self.sum >= threshold * (1.0 + 1e-9) {
+            return true;
+        }
+        if self.sum < threshold * (1.0 - 1e-9) {
+            return false;
+        }
+        self.sum = self.flows.values().map(|f| f.bps).sum();
+        self.sum >= threshold
+    }
+
+    fn fire(&mut self, w: chrono::Duration) -> Fired {
+        let end = self.newest.unwrap_or(Timestamp::MIN_UTC);
+        let fired = Fired {
+            sum: self.flows.values().map(|f| f.bps).sum(),
+            window: AlertWindow {
+                start: minus(end, w),
+                end,
+            },
+            samples: self.samples.take(),
+            estimate: self.estimates > 0,
+        };
+        self.flows.clear();
+        self.order.clear();
+        self.sum = 0.0;
+        self.estimates = 0;
+        self.fired = Some(end);
+        fired
+    }
+}
+
+/// Counters of what the stage skipped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Skipped {
+    /// Records whose byte counters were both 0 or absent.
+    pub unmeasured: u64,
+    /// Lifetime observations older than the flow's previous one.
+    pub stale: u64,
+    /// Lifetime observations identical to the flow's previous one.
+    pub duplicates: u64,
+}
+
+/// See [`BandwidthConfig`].
+pub struct BandwidthStage {
+    mode: Mode,
+    window: chrono::Duration,
+    threshold: f64,
+    unit: &'static str,
+    group_by: GroupBy,
+    templates: AlertTemplates,
+    shape: Value,
+    measurer: Measurer,
+    volume: HashMap<String, KeyWindow>,
+    rate: HashMap<String, RateWindow>,
+    watermark: Watermark,
+    skipped: Skipped,
+    key_buf: String,
+    flow_buf: String,
+}
+
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    shape: &'a Value,
+    watermark: &'a Watermark,
+    skipped: &'a Skipped,
+    flows: &'a HashMap<String, Counters>,
+    volume: &'a HashMap<String, KeyWindow>,
+    rate: &'a HashMap<String, RateWindow>,
+}
+
+#[derive(Deserialize)]
+struct Saved {
+    shape: Value,
+    watermark: Watermark,
+    #[serde(default)]
+    skipped: Skipped,
+    #[serde(default)]
+    flows: HashMap<String, Counters>,
+    #[serde(default)]
+    volume: HashMap<String, KeyWindow>,
+    #[serde(default)]
+    rate: HashMap<String, RateWindow>,
+}
+
+impl BandwidthStage {
+    /// A stage with empty windows.
+    pub fn new(cfg: &BandwidthConfig, templates: AlertTemplates) -> Result<Self, NodeError> {
+        let group_by = GroupBy::parse(&cfg.group_by).map_err(NodeError::from)?;
+        let threshold = match cfg.mode {
+            Mode::Volume => cfg.threshold * MIB,
+            Mode::Rate => cfg.threshold * MBPS,
+        };
+        Ok(BandwidthStage {
+            mode: cfg.mode,
+            window: chrono_window(cfg.window.get()),
+            threshold,
+            unit: cfg.unit(),
+            group_by,
+            templates,
+            shape: json!({
+                "mode": cfg.mode,
+                "group_by": cfg.group_by,
+                "direction": cfg.direction,
+                "flow_key": cfg.flow_key,
+                "counters": [&cfg.bytes_in, &cfg.bytes_out, &cfg.delta_in, &cfg.delta_out, &cfg.delta_ms],
+            }),
+            measurer: Measurer::new(cfg)?,
+            volume: HashMap::new(),
+            rate: HashMap::new(),
+            watermark: Watermark::default(),
+            skipped: Skipped::default(),
+            key_buf: String::new(),
+            flow_buf: String::new(),
+        })
+    }
+
+    /// Restores a snapshot when its shape matches this config.
+    pub fn restore(&mut self, saved: Value, id: &str) {
+        match serde_json::from_value::<Saved>(saved) {
+            Ok(s) if s.shape == self.shape => {
+                self.watermark = s.watermark;
+                self.skipped = s.skipped;
+                self.measurer.flows = s.flows;
+                self.volume = s.volume;
+                self.rate = s.rate;
+                self.volume.values_mut().for_each(KeyWindow::recompute);
+                self.rate.values_mut().for_each(RateWindow::recompute);
+                tracing::debug!(stage = %id, "state restored");
+            }
+            Ok(_) => tracing::info!(
+                stage = %id,
+                "mode, group_by, direction, flow_key or counter fields changed: state reset"
+            ),
+            Err(e) => {
+                tracing::warn!(stage = %id, error = %e, "saved state unreadable: state reset")
+            }
+        }
+    }
+
+    /// What was skipped so far.
+    pub fn skipped(&self) -> &Skipped {
+        &self.skipped
+    }
+
+    /// Late events so far.
+    pub fn late(&self) -> u64 {
+        self.watermark.late
+    }
+
+    /// Groups held (windows) and flows whose counters are remembered.
+    pub fn held(&self) -> (usize, usize) {
+        (
+            self.volume.len() + self.rate.len(),
+            self.measurer.flows.len(),
+        )
+    }
+
+    fn sweep(&mut self, cutoff: Timestamp) {
+        self.volume.retain(|_, k| !k.expired(cutoff));
+        self.rate.retain(|_, k| !k.expired(cutoff));
+        self.measurer.expire(cutoff);
+    }
+
+    fn count_late(&mut self, t: Timestamp, why: &'static str) {
+        self.watermark.late += 1;
+        tracing::debug!(stage = %self.templates.node_id(), time = %t, why, "late event");
+    }
+}
+
+impl Stage for BandwidthStage {
+    fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
+        let t = event.meta.time;
+        if self.watermark.observe(t, self.window) {
+            self.count_late(t, "older than the window behind the watermark");
+            return;
+        }
+        let data = event.data();
+        self.measurer.flow_key(&mut self.flow_buf, data);
+        let (bytes, span, estimate) =
+            match self.measurer.measure(data, t, &self.flow_buf, self.window) {
+                Measured::Bytes {
+                    bytes,
+                    span,
+                    estimate,
+                } => (bytes, span, estimate),
+                Measured::Unmeasured => {
+                    self.skipped.unmeasured += 1;
+                    return;
+                }
+                Measured::Stale => {
+                    self.skipped.stale += 1;
+                    return;
+                }
+                Measured::Duplicate => {
+                    self.skipped.duplicates += 1;
+                    return;
+                }
+            };
+        write_key(&mut self.key_buf, &self.group_by.0, data);
+        let samples = self.templates.samples;
+        let fired = match self.mode {
+            Mode::Volume => {
+                let key = match self.volume.get_mut(self.key_buf.as_str()) {
+                    Some(k) => k,
+                    None => self.volume.entry(self.key_buf.clone()).or_default(),
+                };
+                if key.late_for_key(t) {
+                    self.count_late(t, "its window already alerted");
+                    return;
+                }
+                if bytes > 0.0 {
+                    key.add(t, bytes, estimate, self.window, &event, samples);
+                }
+                key.reached(self.threshold).then(|| key.fire(self.window))
+            }
+            Mode::Rate => {
+                let key = match self.rate.get_mut(self.key_buf.as_str()) {
+                    Some(k) => k,
+                    None => self.rate.entry(self.key_buf.clone()).or_default(),
+                };
+                if key.late_for_key(t) {
+                    self.count_late(t, "its window already alerted");
+                    return;
+                }
+                let bps = Measured::bps(bytes, span);
+                key.update(
+                    &self.flow_buf,
+                    t,
+                    bps,
+                    estimate,
+                    self.window,
+                    &event,
+                    samples,
+                );
+                key.reached(self.threshold).then(|| key.fire(self.window))
+            }
+        };
+        if let Some(fired) = fired {
+            let scale = match self.mode {
+                Mode::Volume => MIB,
+                Mode::Rate => MBPS,
+            };
+            let alert = self.templates.alert(Finding {
+                group: self.group_by.group(data),
+                value: fired.sum / scale,
+                threshold: self.threshold / scale,
+                unit: Some(self.unit.to_string()),
+                estimate: fired.estimate.then(|| "lower_bound".to_string()),
+                window: fired.window,
+                samples: fired.samples,
+                status: AlertStatus::Firing,
+            });
+            out.push(self.templates.event(alert));
+        }
+        if let Some(cutoff) = self.watermark.sweep_due(self.window) {
+            self.sweep(cutoff);
+        }
+    }
+
+    fn tick(&mut self, _now: Timestamp, _out: &mut Vec<Arc<Event>>) {
+        if let Some(cutoff) = self.watermark.cutoff(self.window) {
+            self.sweep(cutoff);
+        }
+    }
+
+    fn snapshot(&self) -> Option<Value> {
+        serde_json::to_value(SavedRef {
+            shape: &self.shape,
+            watermark: &self.watermark,
+            skipped: &self.skipped,
+            flows: &self.measurer.flows,
+            volume: &self.volume,
+            rate: &self.rate,
+        })
+        .ok()
+    }
+}

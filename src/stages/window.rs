@@ -1,0 +1,301 @@
+//! Sliding event-time windows shared by `window_count` and `bandwidth`.
+//!
+//! A [`KeyWindow`] holds one group key's weighted entries in time order; a [`Watermark`]
+//! is the stage-wide "newest event time seen" that decides which events are late.
+//! Windows are half-open: with length `W` and newest entry time `n`, the window is
+//! `(n - W, n]`, so an entry exactly `W` older than the newest is out.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::alerting::SampleSet;
+use crate::event::{AlertWindow, Event, FieldPath, Sample, Timestamp};
+
+/// A window length as a chrono duration (saturating on absurd values).
+pub fn chrono_window(w: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(w).unwrap_or(chrono::Duration::MAX)
+}
+
+/// `t - w`, saturating at the earliest representable time.
+pub fn minus(t: Timestamp, w: chrono::Duration) -> Timestamp {
+    t.checked_sub_signed(w).unwrap_or(Timestamp::MIN_UTC)
+}
+
+/// Writes the group key of `data` for `paths` into `buf` (cleared first), in the format
+/// of [`crate::event::group_key`]: missing reads `<missing>`, empty `""`. No allocation
+/// once `buf` has grown.
+pub fn write_key(buf: &mut String, paths: &[FieldPath], data: &Value) {
+    buf.clear();
+    for (i, path) in paths.iter().enumerate() {
+        if i > 0 {
+            buf.push(',');
+        }
+        buf.push_str(path.as_str());
+        buf.push('=');
+        match path.first(data) {
+            None => buf.push_str("<missing>"),
+            Some(Value::String(s)) if s.is_empty() => buf.push_str("\"\""),
+            Some(Value::String(s)) => buf.push_str(s),
+            Some(other) => {
+                let _ = write!(buf, "{other}");
+            }
+        }
+    }
+}
+
+/// A non-negative finite number from a JSON number or numeric string.
+pub fn number(v: &Value) -> Option<f64> {
+    let n = match v {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    (n.is_finite() && n >= 0.0).then_some(n)
+}
+
+/// The stage-wide watermark: the newest event time seen. An event at or before
+/// `watermark - W` is late.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Watermark {
+    /// The newest event time seen.
+    pub newest: Option<Timestamp>,
+    /// Late events seen (older than the window behind the watermark, or before a key's
+    /// last alert).
+    pub late: u64,
+    /// When keys were last swept for expiry.
+    #[serde(skip)]
+    pub last_sweep: Option<Timestamp>,
+}
+
+impl Watermark {
+    /// Advances the watermark with `t`; `true` if `t` is late (`t <= newest - w`).
+    /// Late events do not move the watermark.
+    pub fn observe(&mut self, t: Timestamp, w: chrono::Duration) -> bool {
+        match self.newest {
+            Some(n) if t <= minus(n, w) => true,
+            Some(n) if t <= n => false,
+            _ => {
+                self.newest = Some(t);
+                false
+            }
+        }
+    }
+
+    /// The expiry cutoff: anything at or before it can no longer count.
+    pub fn cutoff(&self, w: chrono::Duration) -> Option<Timestamp> {
+        self.newest.map(|n| minus(n, w))
+    }
+
+    /// Whether a sweep of expired keys is due: the watermark moved by at least `w` since
+    /// the last one (so sweeps cost O(keys) at most once per window length of event time).
+    pub fn sweep_due(&mut self, w: chrono::Duration) -> Option<Timestamp> {
+        let n = self.newest?;
+        match self.last_sweep {
+            Some(last) if n < last.checked_add_signed(w).unwrap_or(Timestamp::MAX_UTC) => None,
+            _ => {
+                self.last_sweep = Some(n);
+                Some(minus(n, w))
+            }
+        }
+    }
+}
+
+/// One weighted entry of a window.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Entry {
+    /// Event time.
+    pub t: Timestamp,
+    /// Weight (1 per event when counting, the summed value otherwise).
+    pub w: f64,
+    /// The weight is an estimate (a lower bound).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub e: bool,
+}
+
+/// What a window reports when it reaches its threshold.
+#[derive(Debug, Clone)]
+pub struct Fired {
+    /// The sum of the weights in the window.
+    pub sum: f64,
+    /// The window: `(newest - W, newest]`.
+    pub window: AlertWindow,
+    /// Samples of the events in the window.
+    pub samples: Vec<Sample>,
+    /// Whether any entry was an estimate.
+    pub estimate: bool,
+}
+
+/// One key's sliding window: entries in time order with their running sum.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KeyWindow {
+    entries: VecDeque<Entry>,
+    #[serde(skip)]
+    sum: f64,
+    #[serde(skip)]
+    estimates: usize,
+    /// The newest event time of the key (kept across a firing).
+    pub newest: Option<Timestamp>,
+    /// Time of the window end of the key's last alert: earlier events are late for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fired: Option<Timestamp>,
+    samples: SampleSet,
+}
+
+impl KeyWindow {
+    /// Recomputes the derived sums (after a restore).
+    pub fn recompute(&mut self) {
+        self.sum = self.entries.iter().map(|e| e.w).sum();
+        self.estimates = self.entries.iter().filter(|e| e.e).count();
+    }
+
+    /// Whether `t` belongs to a window this key already alerted on.
+    pub fn late_for_key(&self, t: Timestamp) -> bool {
+        self.fired.is_some_and(|f| t < f)
+    }
+
+    /// Whether nothing of this key can count any more (`newest <= cutoff`).
+    pub fn expired(&self, cutoff: Timestamp) -> bool {
+        self.newest.is_none_or(|n| n <= cutoff)
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no entries are held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The running sum of the weights.
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
+
+    /// Adds `weight` at `t` (in time order; entries at the same time with the same
+    /// estimate flag merge), offers `event` as a sample and evicts what slid out of
+    /// `(newest - w, newest]`.
+    pub fn add(
+        &mut self,
+        t: Timestamp,
+        weight: f64,
+        estimate: bool,
+        w: chrono::Duration,
+        event: &Event,
+        samples: usize,
+    ) {
+        if self.newest.is_none_or(|n| t > n) {
+            self.newest = Some(t);
+        }
+        let at = self.entries.partition_point(|e| e.t <= t);
+        match self.entries.get_mut(at.wrapping_sub(1)) {
+            Some(prev) if prev.t == t && prev.e == estimate => prev.w += weight,
+            _ => {
+                self.entries.insert(
+                    at,
+                    Entry {
+                        t,
+                        w: weight,
+                        e: estimate,
+                    },
+                );
+                if estimate {
+                    self.estimates += 1;
+                }
+            }
+        }
+        self.sum += weight;
+        self.samples.offer(event, samples);
+        self.evict(w);
+    }
+
+    /// Drops entries at or before `newest - w`.
+    pub fn evict(&mut self, w: chrono::Duration) {
+        let Some(n) = self.newest else { return };
+        let cutoff = minus(n, w);
+        let mut evicted = false;
+        while self.entries.front().is_some_and(|e| e.t <= cutoff) {
+            if let Some(e) = self.entries.pop_front() {
+                self.sum -= e.w;
+                if e.e {
+                    self.estimates -= 1;
+                }
+                evicted = true;
+            }
+        }
+        if evicted {
+            self.samples.evict_through(cutoff);
+            if self.entries.is_empty() {
+                self.sum = 0.0;
+            }
+        }
+    }
+
+    /// Whether the sum reached `threshold`. Near the threshold the sum is recomputed
+    /// exactly, so rounding drift of the running sum never decides.
+    pub fn reached(&mut self, threshold: f64) -> bool {
+        if self.sum >= threshold * (1.0 + 1e-9) {
+            return true;
+        }
+        if self.sum < threshold * (1.0 - 1e-9) {
+            return false;
+        }
+        self.sum = self.entries.iter().map(|e| e.w).sum();
+        self.sum >= threshold
+    }
+
+    /// Reports the window and restarts it: entries and samples are cleared and events
+    /// before the window's end are late for this key from now on.
+    pub fn fire(&mut self, w: chrono::Duration) -> Fired {
+        let end = self.newest.unwrap_or(Timestamp::MIN_UTC);
+        let fired = Fired {
+            sum: self.entries.iter().map(|e| e.w).sum(),
+            window: AlertWindow {
+                start: minus(end, w),
+                end,
+            },
+            samples: self.samples.take(),
+            estimate: self.estimates > 0,
+        };
+        self.entries.clear();
+        self.sum = 0.0;
+        self.estimates = 0;
+        self.fired = Some(end);
+        fired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::FieldPath;
+    use serde_json::json;
+
+    #[test]
+    fn keys_are_written_like_group_keys() {
+        let paths = vec![
+            FieldPath::parse("a").unwrap(),
+            FieldPath::parse("b.c").unwrap(),
+            FieldPath::parse("d").unwrap(),
+        ];
+        let data = json!({"a": "", "b": {"c": 5}});
+        let mut buf = String::new();
+        write_key(&mut buf, &paths, &data);
+        let g = crate::event::Group::of(&data, &paths);
+        assert_eq!(buf, g.key());
+        assert_eq!(buf, "a=\"\",b.c=5,d=<missing>");
+    }
+
+    #[test]
+    fn numbers_reject_negative_and_non_numeric() {
+        assert_eq!(number(&json!(5)), Some(5.0));
+        assert_eq!(number(&json!("7.5")), Some(7.5));
+        assert_eq!(number(&json!(-1)), None);
+        assert_eq!(number(&json!("x")), None);
+        assert_eq!(number(&json!(null)), None);
+    }
+}

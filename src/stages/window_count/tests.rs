@@ -1,0 +1,272 @@
+use std::sync::Arc;
+
+use chrono::{Duration, TimeZone, Utc};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::event::{Alert, Event, Timestamp};
+use crate::runtime::Stage;
+
+fn t0() -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap()
+}
+
+fn at(ms: i64) -> Timestamp {
+    t0() + Duration::milliseconds(ms)
+}
+
+fn cfg(v: Value) -> WindowCountConfig {
+    let mut base = json!({"inputs": ["in"], "window": "10s", "threshold": 3});
+    for (k, x) in v.as_object().unwrap() {
+        base[k] = x.clone();
+    }
+    serde_json::from_value(base).unwrap()
+}
+
+fn stage(v: Value) -> WindowCountStage {
+    let c = cfg(v);
+    let mut p = Problems::default();
+    c.check(&mut p);
+    assert!(p.items.is_empty(), "{:?}", p.items);
+    let t = AlertTemplates::compile(
+        &c.alert,
+        &c.default_title(),
+        &c.default_summary(),
+        "p",
+        "wc",
+    )
+    .unwrap();
+    WindowCountStage::new(&c, t).unwrap()
+}
+
+use crate::config::check::Problems;
+use crate::stages::alerting::AlertTemplates;
+
+fn ev(data: Value, ms: i64) -> Arc<Event> {
+    Arc::new(Event::from_record(data, "p.src".into(), at(ms)))
+}
+
+fn feed(s: &mut WindowCountStage, data: Value, ms: i64) -> Vec<Alert> {
+    let mut out = Vec::new();
+    s.process(ev(data, ms), &mut out);
+    out.iter().map(|e| e.alert().unwrap().clone()).collect()
+}
+
+#[test]
+fn an_event_exactly_a_window_later_pushes_the_first_out() {
+    // threshold 2, window 10 s: events at 0 and 10 s are not in one window.
+    let mut s = stage(json!({"threshold": 2}));
+    assert!(feed(&mut s, json!({}), 0).is_empty());
+    assert!(feed(&mut s, json!({}), 10_000).is_empty());
+    // ...but at 10 s and 19.999 s they are.
+    let a = feed(&mut s, json!({}), 19_999);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].value, 2.0);
+    assert_eq!(a[0].window.end, at(19_999));
+    assert_eq!(a[0].window.start, at(9_999));
+
+    let mut s = stage(json!({"threshold": 2}));
+    assert!(feed(&mut s, json!({}), 0).is_empty());
+    let a = feed(&mut s, json!({}), 9_999);
+    assert_eq!(a.len(), 1, "W - 1 ms apart is inside the window");
+    assert_eq!(a[0].title, "2 events in 10s");
+}
+
+#[test]
+fn out_of_order_events_inside_the_window_count() {
+    let mut s = stage(json!({"threshold": 3}));
+    assert!(feed(&mut s, json!({"n": 1}), 5_000).is_empty());
+    assert!(feed(&mut s, json!({"n": 2}), 2_000).is_empty());
+    let a = feed(&mut s, json!({"n": 3}), 4_000);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].value, 3.0);
+    let times: Vec<_> = a[0].samples.iter().map(|x| x.time).collect();
+    assert_eq!(times, vec![at(2_000), at(4_000), at(5_000)]);
+    assert_eq!(s.late(), 0);
+}
+
+#[test]
+fn late_events_are_counted_and_not_mixed_in() {
+    let mut s = stage(json!({"threshold": 2}));
+    assert!(feed(&mut s, json!({}), 20_000).is_empty());
+    // 10 s or more behind the watermark: late, even for another key.
+    assert!(feed(&mut s, json!({}), 10_000).is_empty());
+    assert!(feed(&mut s, json!({}), 1_000).is_empty());
+    assert_eq!(s.late(), 2);
+    let snap = s.snapshot().unwrap();
+    assert_eq!(snap["watermark"]["late"], 2);
+    // The window still holds only the first event: one more fires with value 2.
+    let a = feed(&mut s, json!({}), 20_500);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].value, 2.0);
+}
+
+#[test]
+fn ten_thousand_keys_fire_independently() {
+    let mut s = stage(json!({"threshold": 3, "group_by": ["src.ip"]}));
+    let mut alerts = 0;
+    for round in 0..3 {
+        for k in 0..10_000 {
+            let ip = format!("10.0.{}.{}", k / 256, k % 256);
+            alerts += feed(&mut s, json!({"src": {"ip": ip}}), round * 100 + k % 7).len();
+        }
+    }
+    assert_eq!(alerts, 10_000);
+    // Two more rounds: no key reaches 3 again.
+    for round in 3..5 {
+        for k in 0..10_000 {
+            let ip = format!("10.0.{}.{}", k / 256, k % 256);
+            alerts += feed(&mut s, json!({"src": {"ip": ip}}), round * 100).len();
+        }
+    }
+    assert_eq!(alerts, 10_000);
+    assert_eq!(s.keys(), 10_000);
+    // A tick after the window has passed (in event time) drops every key.
+    feed(&mut s, json!({"src": {"ip": "192.0.2.1"}}), 60_000);
+    s.tick(at(60_000), &mut Vec::new());
+    assert_eq!(s.keys(), 1);
+}
+
+#[test]
+fn a_missing_group_field_and_an_empty_string_are_different_keys() {
+    let mut s = stage(json!({"threshold": 2, "group_by": ["user"]}));
+    assert!(feed(&mut s, json!({"user": ""}), 0).is_empty());
+    assert!(feed(&mut s, json!({}), 1).is_empty());
+    let a = feed(&mut s, json!({"user": ""}), 2);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].group_key, "user=\"\"");
+    assert_eq!(a[0].title, "2 events from user=\"\" in 10s");
+    let a = feed(&mut s, json!({}), 3);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].group_key, "user=<missing>");
+    assert_eq!(a[0].group, json!({"user": null}));
+}
+
+#[test]
+fn sum_adds_a_field_and_skips_missing_or_bad_values() {
+    let mut s = stage(json!({"threshold": 100, "sum": "num_connections", "group_by": ["src.ip"]}));
+    let src = json!({"ip": "10.0.0.1"});
+    assert!(feed(&mut s, json!({"src": src, "num_connections": 60}), 0).is_empty());
+    assert!(feed(&mut s, json!({"src": src}), 1).is_empty());
+    assert!(feed(&mut s, json!({"src": src, "num_connections": "lots"}), 2).is_empty());
+    assert!(feed(&mut s, json!({"src": src, "num_connections": -500}), 3).is_empty());
+    assert_eq!(s.skipped(), 3);
+    let a = feed(&mut s, json!({"src": src, "num_connections": "40"}), 4);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].value, 100.0);
+    assert_eq!(a[0].threshold, 100.0);
+    assert_eq!(
+        a[0].title,
+        "100 num_connections from src.ip=10.0.0.1 in 10s"
+    );
+    assert_eq!(a[0].samples.len(), 5);
+}
+
+#[test]
+fn threshold_one_fires_on_the_first_event() {
+    let mut s = stage(json!({"threshold": 1, "group_by": ["host"]}));
+    let a = feed(&mut s, json!({"host": "a"}), 0);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].value, 1.0);
+    assert_eq!(a[0].samples.len(), 1);
+    assert_eq!(a[0].samples[0].value(), json!({"host": "a"}));
+    assert_eq!(feed(&mut s, json!({"host": "a"}), 1).len(), 1);
+    assert_eq!(feed(&mut s, json!({"host": "b"}), 1).len(), 1);
+}
+
+#[test]
+fn the_window_restarts_after_firing_and_older_events_are_late_for_the_key() {
+    let mut s = stage(json!({"threshold": 5}));
+    let mut alerts = Vec::new();
+    for i in 0..10 {
+        alerts.extend(feed(&mut s, json!({"i": i}), 1_000 + i));
+    }
+    assert_eq!(alerts.len(), 2);
+    assert_eq!(alerts[0].value, 5.0);
+    assert_eq!(alerts[1].value, 5.0);
+    assert_eq!(alerts[1].samples[0].value(), json!({"i": 5}));
+    assert_ne!(alerts[0].id, alerts[1].id);
+    // Inside the window but before the last alert's end: late for the key.
+    for i in 0..5 {
+        assert!(feed(&mut s, json!({}), 1_000 + i).is_empty());
+    }
+    assert_eq!(s.late(), 5);
+    // At or after the end: a new window.
+    for i in 0..4 {
+        assert!(feed(&mut s, json!({}), 1_009 + i).is_empty());
+    }
+    assert_eq!(feed(&mut s, json!({}), 1_020).len(), 1);
+}
+
+#[test]
+fn snapshot_and_restore_keep_a_half_full_window() {
+    let mut s = stage(json!({"threshold": 10, "group_by": ["src.ip"]}));
+    for i in 0..9 {
+        assert!(feed(&mut s, json!({"src": {"ip": "10.0.0.1"}}), i * 100).is_empty());
+    }
+    let snap = s.snapshot().unwrap();
+    // Through JSON text, as the store keeps it.
+    let snap: Value = serde_json::from_str(&snap.to_string()).unwrap();
+    let mut r = stage(json!({"threshold": 10, "group_by": ["src.ip"]}));
+    r.restore(snap.clone(), "p.wc");
+    let a = feed(&mut r, json!({"src": {"ip": "10.0.0.1"}}), 1_000);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].value, 10.0);
+    assert_eq!(a[0].samples.len(), 5);
+    assert_eq!(a[0].samples[0].time, at(0));
+
+    // A threshold change keeps the state: 9 held, threshold 9 → the next event fires at 10.
+    let mut r =
+        stage(json!({"threshold": 9, "group_by": ["src.ip"], "alert": {"severity": "high"}}));
+    r.restore(snap.clone(), "p.wc");
+    assert_eq!(
+        feed(&mut r, json!({"src": {"ip": "10.0.0.1"}}), 1_000).len(),
+        1
+    );
+
+    // A group_by change resets it.
+    let mut r = stage(json!({"threshold": 10, "group_by": ["dst.ip"]}));
+    r.restore(snap.clone(), "p.wc");
+    assert_eq!(r.keys(), 0);
+    assert!(feed(&mut r, json!({"dst": {"ip": "10.0.0.1"}}), 1_000).is_empty());
+    // So does adding `sum`.
+    let mut r = stage(json!({"threshold": 10, "group_by": ["src.ip"], "sum": "n"}));
+    r.restore(snap, "p.wc");
+    assert_eq!(r.keys(), 0);
+}
+
+#[test]
+fn build_restores_from_the_store() {
+    let c = cfg(json!({"threshold": 2}));
+    let store = Arc::new(crate::store::Store::in_memory().unwrap());
+    let cx = crate::runtime::BuildContext {
+        id: "p.wc".into(),
+        pipeline: "p".into(),
+        node: "wc".into(),
+        base_dir: ".".into(),
+        state_dir: ".".into(),
+        connections: Arc::new(crate::runtime::Connections::default()),
+        store: store.clone(),
+    };
+    let mut s = c.build(&cx).unwrap();
+    let mut out = Vec::new();
+    s.process(ev(json!({}), 0), &mut out);
+    store
+        .set_stage_state("p.wc", &s.snapshot().unwrap())
+        .unwrap();
+    let mut s = c.build(&cx).unwrap();
+    s.process(ev(json!({}), 1), &mut out);
+    assert_eq!(out.len(), 1);
+}
+
+#[test]
+fn check_rejects_zero_window_and_threshold_and_bad_paths() {
+    let c = cfg(json!({"window": "0s", "threshold": 0, "sum": "a..b", "group_by": ["x", ""]}));
+    let mut p = Problems::default();
+    c.check(&mut p);
+    let pointers: Vec<&str> = p.items.iter().map(|i| i.pointer.as_str()).collect();
+    assert_eq!(
+        pointers,
+        vec!["/window", "/threshold", "/sum", "/group_by/1"]
+    );
+}
