@@ -102,7 +102,10 @@ fn a_passing_suite_exits_zero() {
     let (code, stdout, stderr) = vigil_test(&[dir.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("  ok    three flows fire once"), "{stdout}");
-    assert!(stdout.trim_end().ends_with("1 passed, 0 failed"), "{stdout}");
+    assert!(
+        stdout.trim_end().ends_with("1 passed, 0 failed"),
+        "{stdout}"
+    );
 }
 
 #[test]
