@@ -35,6 +35,10 @@ pub enum SourceConfig {
 pub enum StageConfig {
     /// Keeps the events that match conditions on their fields.
     Filter(stages::filter::FilterConfig),
+    /// Drops repeats of an event or alert within a window.
+    Dedupe(stages::dedupe::DedupeConfig),
+    /// Realert per key: after one passes, the same key is quiet for a period.
+    Cooldown(stages::cooldown::CooldownConfig),
 }
 
 /// A sink: where results go.
@@ -87,6 +91,8 @@ impl StageConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             StageConfig::Filter(_) => "filter",
+            StageConfig::Dedupe(_) => "dedupe",
+            StageConfig::Cooldown(_) => "cooldown",
         }
     }
 
@@ -94,6 +100,8 @@ impl StageConfig {
     pub fn inputs(&self) -> &[String] {
         match self {
             StageConfig::Filter(c) => &c.inputs,
+            StageConfig::Dedupe(c) => &c.inputs,
+            StageConfig::Cooldown(c) => &c.inputs,
         }
     }
 
@@ -101,6 +109,8 @@ impl StageConfig {
     pub fn check(&self, p: &mut Problems) {
         match self {
             StageConfig::Filter(c) => c.check(p),
+            StageConfig::Dedupe(c) => c.check(p),
+            StageConfig::Cooldown(c) => c.check(p),
         }
     }
 
@@ -108,6 +118,8 @@ impl StageConfig {
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
         match self {
             StageConfig::Filter(c) => c.build(cx),
+            StageConfig::Dedupe(c) => c.build(cx),
+            StageConfig::Cooldown(c) => c.build(cx),
         }
     }
 }

@@ -2,4 +2,7 @@
 //! [`crate::components`].
 
 pub mod alerting;
+pub mod cooldown;
+pub mod dedupe;
 pub mod filter;
+pub mod stage_state;
