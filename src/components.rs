@@ -39,6 +39,8 @@ pub enum StageConfig {
     Dedupe(stages::dedupe::DedupeConfig),
     /// Realert per key: after one passes, the same key is quiet for a period.
     Cooldown(stages::cooldown::CooldownConfig),
+    /// Alerts when a source, or a key, went quiet.
+    Flatline(stages::flatline::FlatlineConfig),
 }
 
 /// A sink: where results go.
@@ -93,6 +95,7 @@ impl StageConfig {
             StageConfig::Filter(_) => "filter",
             StageConfig::Dedupe(_) => "dedupe",
             StageConfig::Cooldown(_) => "cooldown",
+            StageConfig::Flatline(_) => "flatline",
         }
     }
 
@@ -102,6 +105,7 @@ impl StageConfig {
             StageConfig::Filter(c) => &c.inputs,
             StageConfig::Dedupe(c) => &c.inputs,
             StageConfig::Cooldown(c) => &c.inputs,
+            StageConfig::Flatline(c) => &c.inputs,
         }
     }
 
@@ -111,6 +115,7 @@ impl StageConfig {
             StageConfig::Filter(c) => c.check(p),
             StageConfig::Dedupe(c) => c.check(p),
             StageConfig::Cooldown(c) => c.check(p),
+            StageConfig::Flatline(c) => c.check(p),
         }
     }
 
@@ -120,6 +125,7 @@ impl StageConfig {
             StageConfig::Filter(c) => c.build(cx),
             StageConfig::Dedupe(c) => c.build(cx),
             StageConfig::Cooldown(c) => c.build(cx),
+            StageConfig::Flatline(c) => c.build(cx),
         }
     }
 }

@@ -5,4 +5,5 @@ pub mod alerting;
 pub mod cooldown;
 pub mod dedupe;
 pub mod filter;
+pub mod flatline;
 pub mod stage_state;
