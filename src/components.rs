@@ -41,6 +41,8 @@ pub enum StageConfig {
     Cooldown(stages::cooldown::CooldownConfig),
     /// Alerts when a source, or a key, went quiet.
     Flatline(stages::flatline::FlatlineConfig),
+    /// The biggest contributors (by count or sum) to an alert's window or its own.
+    TopN(stages::top_n::TopNConfig),
 }
 
 /// A sink: where results go.
@@ -96,6 +98,7 @@ impl StageConfig {
             StageConfig::Dedupe(_) => "dedupe",
             StageConfig::Cooldown(_) => "cooldown",
             StageConfig::Flatline(_) => "flatline",
+            StageConfig::TopN(_) => "top_n",
         }
     }
 
@@ -106,6 +109,7 @@ impl StageConfig {
             StageConfig::Dedupe(c) => &c.inputs,
             StageConfig::Cooldown(c) => &c.inputs,
             StageConfig::Flatline(c) => &c.inputs,
+            StageConfig::TopN(c) => &c.inputs,
         }
     }
 
@@ -116,6 +120,7 @@ impl StageConfig {
             StageConfig::Dedupe(c) => c.check(p),
             StageConfig::Cooldown(c) => c.check(p),
             StageConfig::Flatline(c) => c.check(p),
+            StageConfig::TopN(c) => c.check(p),
         }
     }
 
@@ -126,6 +131,7 @@ impl StageConfig {
             StageConfig::Dedupe(c) => c.build(cx),
             StageConfig::Cooldown(c) => c.build(cx),
             StageConfig::Flatline(c) => c.build(cx),
+            StageConfig::TopN(c) => c.build(cx),
         }
     }
 }

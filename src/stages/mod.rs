@@ -7,3 +7,4 @@ pub mod dedupe;
 pub mod filter;
 pub mod flatline;
 pub mod stage_state;
+pub mod top_n;
