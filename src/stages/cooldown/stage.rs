@@ -122,7 +122,11 @@ impl Stage for CooldownStage {
             return;
         }
         match self.state.passed_at.get(&key) {
-            Some(last) if last.checked_add_signed(self.period).is_none_or(|end| t < end) => {
+            Some(last)
+                if last
+                    .checked_add_signed(self.period)
+                    .is_none_or(|end| t < end) =>
+            {
                 self.state.suppressed += 1;
                 tracing::debug!(key, "cooldown: suppressed");
                 return;
@@ -198,7 +202,9 @@ mod tests {
         for e in events {
             s.process(e, &mut out);
         }
-        out.iter().map(|e| (e.meta.time - t(0)).num_seconds()).collect()
+        out.iter()
+            .map(|e| (e.meta.time - t(0)).num_seconds())
+            .collect()
     }
 
     #[test]
@@ -279,7 +285,10 @@ mod tests {
     #[test]
     fn cooldowns_survive_a_restart_unless_the_key_changes() {
         let mut s = stage(&["k"], 60);
-        run(&mut s, vec![ev(json!({"k": ""}), 0), ev(json!({"k": ""}), 1)]);
+        run(
+            &mut s,
+            vec![ev(json!({"k": ""}), 0), ev(json!({"k": ""}), 1)],
+        );
         let saved = s.snapshot().unwrap();
 
         let mut again = stage(&["k"], 60);
@@ -287,7 +296,11 @@ mod tests {
         assert_eq!(again.suppressed(), 1);
         let passed = run(
             &mut again,
-            vec![ev(json!({"k": ""}), 59), ev(json!({}), 59), ev(json!({"k": ""}), 60)],
+            vec![
+                ev(json!({"k": ""}), 59),
+                ev(json!({}), 59),
+                ev(json!({"k": ""}), 60),
+            ],
         );
         assert_eq!(passed, vec![59, 60]);
 

@@ -115,7 +115,9 @@ impl Stage for DedupeStage {
         self.state.watermark = Some(self.state.watermark.map_or(t, |w| w.max(t)));
         let key = self.key(&event);
         if let Some(first) = self.state.first.get(&key) {
-            let within = first.checked_add_signed(self.window).is_none_or(|end| t < end);
+            let within = first
+                .checked_add_signed(self.window)
+                .is_none_or(|end| t < end);
             if within {
                 self.state.dropped += 1;
                 tracing::debug!(key, "dedupe: repeat dropped");
@@ -166,7 +168,9 @@ mod tests {
         for e in events {
             s.process(e, &mut out);
         }
-        out.iter().map(|e| (e.meta.time - t(0)).num_seconds()).collect()
+        out.iter()
+            .map(|e| (e.meta.time - t(0)).num_seconds())
+            .collect()
     }
 
     #[test]
@@ -284,7 +288,10 @@ mod tests {
         let mut again = stage(&["k"], 60);
         again.restore("p.d", saved.clone());
         assert_eq!(again.dropped(), 1);
-        assert_eq!(run(&mut again, vec![ev(json!({"k": 1}), 30)]), Vec::<i64>::new());
+        assert_eq!(
+            run(&mut again, vec![ev(json!({"k": 1}), 30)]),
+            Vec::<i64>::new()
+        );
 
         let mut other = stage(&["j"], 60);
         other.restore("p.d", saved);

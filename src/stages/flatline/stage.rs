@@ -230,9 +230,14 @@ mod tests {
 
     fn stage(group_by: &[&str], after: i64) -> FlatlineStage {
         let g: Vec<String> = group_by.iter().map(|k| k.to_string()).collect();
-        let templates =
-            AlertTemplates::compile(&AlertConfig::default(), DEFAULT_TITLE, DEFAULT_SUMMARY, "p", "quiet")
-                .unwrap();
+        let templates = AlertTemplates::compile(
+            &AlertConfig::default(),
+            DEFAULT_TITLE,
+            DEFAULT_SUMMARY,
+            "p",
+            "quiet",
+        )
+        .unwrap();
         FlatlineStage::new(
             GroupBy::parse(&g).unwrap(),
             chrono::Duration::seconds(after),
@@ -263,7 +268,13 @@ mod tests {
         assert_eq!(got[0].value, 60.0);
         assert_eq!(got[0].threshold, 60.0);
         assert_eq!(got[0].unit.as_deref(), Some("s"));
-        assert_eq!(got[0].window, AlertWindow { start: t(0), end: t(60) });
+        assert_eq!(
+            got[0].window,
+            AlertWindow {
+                start: t(0),
+                end: t(60)
+            }
+        );
         assert_eq!(got[0].samples.len(), 1);
         assert_eq!(got[0].samples[0].value(), json!({"host": "a"}));
         assert_eq!(got[0].title, "No events from host=a for 1m");
@@ -276,7 +287,10 @@ mod tests {
         s.tick(t(500), &mut out);
         let got = alerts(&out);
         assert_eq!(got.len(), 1);
-        assert_eq!((got[0].group_key.as_str(), got[0].status), ("host=b", AlertStatus::Firing));
+        assert_eq!(
+            (got[0].group_key.as_str(), got[0].status),
+            ("host=b", AlertStatus::Firing)
+        );
 
         // `a` comes back: resolved, then watched again.
         out.clear();
@@ -285,10 +299,19 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].status, AlertStatus::Resolved);
         assert_eq!(got[0].group_key, "host=a");
-        assert_eq!(got[0].window, AlertWindow { start: t(0), end: t(600) });
+        assert_eq!(
+            got[0].window,
+            AlertWindow {
+                start: t(0),
+                end: t(600)
+            }
+        );
         assert_eq!(got[0].value, 600.0);
         assert_eq!(got[0].title, "Events again from host=a after 10m quiet");
-        assert_ne!(got[0].id, firing_id, "a different finding, delivered on its own");
+        assert_ne!(
+            got[0].id, firing_id,
+            "a different finding, delivered on its own"
+        );
 
         out.clear();
         s.process(ev(json!({"host": "a"}), 610), &mut out);
@@ -298,7 +321,10 @@ mod tests {
         s.tick(t(670), &mut out);
         let got = alerts(&out);
         assert_eq!(got.len(), 1);
-        assert_eq!((got[0].group_key.as_str(), got[0].status), ("host=a", AlertStatus::Firing));
+        assert_eq!(
+            (got[0].group_key.as_str(), got[0].status),
+            ("host=a", AlertStatus::Firing)
+        );
         assert_eq!((s.state.fired, s.state.resolved), (3, 1));
     }
 
@@ -314,7 +340,13 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].status, AlertStatus::Firing);
         assert_eq!(got[0].group_key, "");
-        assert_eq!(got[0].window, AlertWindow { start: t(100), end: t(400) });
+        assert_eq!(
+            got[0].window,
+            AlertWindow {
+                start: t(100),
+                end: t(400)
+            }
+        );
         assert!(got[0].samples.is_empty());
         assert_eq!(got[0].title, "No events for 5m");
 

@@ -208,7 +208,12 @@ impl TopNStage {
         });
         rows.truncate(self.spec.n);
         TopTable {
-            by: self.spec.by.iter().map(|p| p.as_str().to_string()).collect(),
+            by: self
+                .spec
+                .by
+                .iter()
+                .map(|p| p.as_str().to_string())
+                .collect(),
             measure: self.measure(),
             window,
             rows,
@@ -395,7 +400,10 @@ mod tests {
     }
 
     fn flow(ip: &str, port: Value, s: i64) -> Arc<Event> {
-        ev(json!({"src": {"ip": ip}, "dst": {"port": port}, "bytes": 10}), s)
+        ev(
+            json!({"src": {"ip": ip}, "dst": {"port": port}, "bytes": 10}),
+            s,
+        )
     }
 
     fn paths(p: &[&str]) -> Vec<FieldPath> {
@@ -453,7 +461,11 @@ mod tests {
     }
 
     fn rows(table: &TopTable) -> Vec<(Vec<Value>, f64)> {
-        table.rows.iter().map(|r| (r.key.clone(), r.value)).collect()
+        table
+            .rows
+            .iter()
+            .map(|r| (r.key.clone(), r.value))
+            .collect()
     }
 
     #[test]
@@ -485,10 +497,20 @@ mod tests {
         let top = a.top.as_ref().expect("annotated");
         assert_eq!(top.by, vec!["dst.port"]);
         assert_eq!(top.measure, "count");
-        assert_eq!(top.window, AlertWindow { start: t(10), end: t(20) });
+        assert_eq!(
+            top.window,
+            AlertWindow {
+                start: t(10),
+                end: t(20)
+            }
+        );
         assert_eq!(
             rows(top),
-            vec![(vec![json!(22)], 3.0), (vec![json!(9)], 2.0), (vec![json!(80)], 2.0)]
+            vec![
+                (vec![json!(22)], 3.0),
+                (vec![json!(9)], 2.0),
+                (vec![json!(80)], 2.0)
+            ]
         );
         assert_eq!(top.total, 10.0);
         assert_eq!(top.keys, 5);
@@ -505,8 +527,20 @@ mod tests {
         s.process(flow("b", json!(22), 3), &mut out);
         s.process(flow("b", json!(3389), 4), &mut out);
         s.process(flow("a", json!(443), 5), &mut out);
-        s.process(ev(json!({"src": {"ip": "a"}, "dst": {"port": 25}, "bytes": "x"}), 5), &mut out);
-        s.process(ev(json!({"src": {"ip": "a"}, "dst": {"port": 25}, "bytes": "5"}), 5), &mut out);
+        s.process(
+            ev(
+                json!({"src": {"ip": "a"}, "dst": {"port": 25}, "bytes": "x"}),
+                5,
+            ),
+            &mut out,
+        );
+        s.process(
+            ev(
+                json!({"src": {"ip": "a"}, "dst": {"port": 25}, "bytes": "5"}),
+                5,
+            ),
+            &mut out,
+        );
         s.process(ev(json!({"src": {"ip": "a"}, "bytes": 1}), 5), &mut out);
         s.process(alert(json!({"src": {"ip": "a"}}), 0, 10), &mut out);
         let top = out[0].alert().unwrap().top.clone().unwrap();
@@ -525,7 +559,10 @@ mod tests {
 
         s.process(alert(json!({"src": {"ip": "b"}}), 0, 10), &mut out);
         let top = out[1].alert().unwrap().top.clone().unwrap();
-        assert_eq!(rows(&top), vec![(vec![json!(22)], 10.0), (vec![json!(3389)], 10.0)]);
+        assert_eq!(
+            rows(&top),
+            vec![(vec![json!(22)], 10.0), (vec![json!(3389)], 10.0)]
+        );
     }
 
     #[test]
@@ -543,10 +580,19 @@ mod tests {
         assert_eq!(a.value, 3.0);
         assert_eq!(a.threshold, 0.0);
         assert_eq!(a.title, "Top ports: 3");
-        assert_eq!(a.window, AlertWindow { start: t(0), end: t(60) });
+        assert_eq!(
+            a.window,
+            AlertWindow {
+                start: t(0),
+                end: t(60)
+            }
+        );
         assert_eq!(out[0].meta.time, t(60));
         let top = a.top.as_ref().unwrap();
-        assert_eq!(rows(top), vec![(vec![json!(22)], 2.0), (vec![json!(80)], 1.0)]);
+        assert_eq!(
+            rows(top),
+            vec![(vec![json!(22)], 2.0), (vec![json!(80)], 1.0)]
+        );
         assert_eq!((top.total, top.keys), (3.0, 2));
 
         // A late event for the reported window is counted, not reported again.
@@ -560,7 +606,13 @@ mod tests {
         s.tick(t(180), &mut out);
         assert_eq!(out.len(), 1);
         let a = out[0].alert().unwrap();
-        assert_eq!(a.window, AlertWindow { start: t(120), end: t(180) });
+        assert_eq!(
+            a.window,
+            AlertWindow {
+                start: t(120),
+                end: t(180)
+            }
+        );
         assert_eq!(a.value, 1.0);
         out.clear();
         s.finish(&mut out);
