@@ -40,6 +40,14 @@ pub enum StageConfig {
     /// Bytes (MiB per window) or bandwidth (Mbps) of traffic flows per group; alerts at a
     /// threshold.
     Bandwidth(stages::bandwidth::BandwidthConfig),
+    /// Drops repeats of an event or alert within a window.
+    Dedupe(stages::dedupe::DedupeConfig),
+    /// Realert per key: after one passes, the same key is quiet for a period.
+    Cooldown(stages::cooldown::CooldownConfig),
+    /// Alerts when a source, or a key, went quiet.
+    Flatline(stages::flatline::FlatlineConfig),
+    /// The biggest contributors (by count or sum) to an alert's window or its own.
+    TopN(stages::top_n::TopNConfig),
 }
 
 /// A sink: where results go.
@@ -94,6 +102,10 @@ impl StageConfig {
             StageConfig::Filter(_) => "filter",
             StageConfig::WindowCount(_) => "window_count",
             StageConfig::Bandwidth(_) => "bandwidth",
+            StageConfig::Dedupe(_) => "dedupe",
+            StageConfig::Cooldown(_) => "cooldown",
+            StageConfig::Flatline(_) => "flatline",
+            StageConfig::TopN(_) => "top_n",
         }
     }
 
@@ -103,6 +115,10 @@ impl StageConfig {
             StageConfig::Filter(c) => &c.inputs,
             StageConfig::WindowCount(c) => &c.inputs,
             StageConfig::Bandwidth(c) => &c.inputs,
+            StageConfig::Dedupe(c) => &c.inputs,
+            StageConfig::Cooldown(c) => &c.inputs,
+            StageConfig::Flatline(c) => &c.inputs,
+            StageConfig::TopN(c) => &c.inputs,
         }
     }
 
@@ -112,6 +128,10 @@ impl StageConfig {
             StageConfig::Filter(c) => c.check(p),
             StageConfig::WindowCount(c) => c.check(p),
             StageConfig::Bandwidth(c) => c.check(p),
+            StageConfig::Dedupe(c) => c.check(p),
+            StageConfig::Cooldown(c) => c.check(p),
+            StageConfig::Flatline(c) => c.check(p),
+            StageConfig::TopN(c) => c.check(p),
         }
     }
 
@@ -121,6 +141,10 @@ impl StageConfig {
             StageConfig::Filter(c) => c.build(cx),
             StageConfig::WindowCount(c) => c.build(cx),
             StageConfig::Bandwidth(c) => c.build(cx),
+            StageConfig::Dedupe(c) => c.build(cx),
+            StageConfig::Cooldown(c) => c.build(cx),
+            StageConfig::Flatline(c) => c.build(cx),
+            StageConfig::TopN(c) => c.build(cx),
         }
     }
 }

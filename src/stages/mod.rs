@@ -3,6 +3,11 @@
 
 pub mod alerting;
 pub mod bandwidth;
+pub mod cooldown;
+pub mod dedupe;
 pub mod filter;
+pub mod flatline;
+pub mod stage_state;
+pub mod top_n;
 pub mod window;
 pub mod window_count;

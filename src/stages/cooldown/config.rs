@@ -1,0 +1,87 @@
+//! The `cooldown` stage's configuration.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::stage::CooldownStage;
+use crate::config::Duration;
+use crate::config::check::Problems;
+use crate::config::diagnostic::codes;
+use crate::runtime::{BuildContext, NodeError, Stage};
+use crate::stages::alerting::GroupBy;
+use crate::stages::stage_state;
+
+/// Realert per key: after an event or alert with a key passes, later ones with the same key
+/// are suppressed until `period` of event time has passed since the one that passed. One
+/// arriving exactly `period` later passes (and starts a new period). An event older than
+/// the one that passed (late) is suppressed.
+///
+/// The key is the values at `key` when given (`key: [group.src.ip]` quiets an IP across
+/// rules). Without `key`, an alert's key is its pipeline, stage and group key (each rule
+/// and group has its own cooldown), and every other event shares one key. A missing field
+/// and an empty one are different keys.
+///
+/// A `resolved` alert always passes and ends its key's cooldown, so the next firing alert
+/// of that key passes at once.
+///
+/// Keys whose period has ended behind the newest event time are forgotten; at most
+/// `max_keys` are held (beyond that the oldest is forgotten early and counted).
+/// Suppressions are counted. Cooldowns survive restarts unless `key` changes.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(example = example())]
+pub struct CooldownConfig {
+    /// The sources or stages this stage reads.
+    #[schemars(length(min = 1))]
+    pub inputs: Vec<String>,
+    /// How long a key stays quiet after one of its events passes (event time).
+    pub period: Duration,
+    /// Field paths whose values make the key. Default: for alerts pipeline, stage and group
+    /// key; other events share one key.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// The most keys held at once. Default: 100000.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+}
+
+fn default_max_keys() -> usize {
+    100_000
+}
+
+fn example() -> serde_json::Value {
+    serde_json::json!({
+        "inputs": ["burst"],
+        "period": "30m",
+        "key": ["group.src.ip"]
+    })
+}
+
+impl CooldownConfig {
+    /// Structural checks: a positive period, field paths that parse, room for one key.
+    pub fn check(&self, p: &mut Problems) {
+        p.positive_duration("/period", "`period`", &self.period);
+        GroupBy::check(&self.key, "/key", p);
+        if self.max_keys == 0 {
+            p.error(
+                "/max_keys",
+                codes::NON_POSITIVE,
+                "`max_keys` must be at least 1",
+            );
+        }
+    }
+
+    /// Builds the running stage, restoring its saved cooldowns.
+    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
+        let key = stage_state::parse_paths(&self.key)?;
+        let mut stage = CooldownStage::new(
+            key,
+            stage_state::span(self.period.get()),
+            self.max_keys.max(1),
+        );
+        if let Some(saved) = cx.restore() {
+            stage.restore(&cx.id, saved);
+        }
+        Ok(Box::new(stage))
+    }
+}

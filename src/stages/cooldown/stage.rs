@@ -1,0 +1,321 @@
+//! The running `cooldown` stage.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::event::{AlertStatus, Event, FieldPath, Timestamp};
+use crate::runtime::Stage;
+use crate::stages::stage_state;
+
+/// Suppresses a key for a period after one of its events passes; see
+/// [`super::CooldownConfig`].
+#[derive(Debug)]
+pub struct CooldownStage {
+    key: Vec<FieldPath>,
+    period: chrono::Duration,
+    max_keys: usize,
+    state: State,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    /// Key → event time of the one that passed last.
+    passed_at: HashMap<String, Timestamp>,
+    /// The newest event time seen.
+    watermark: Option<Timestamp>,
+    /// Events passed.
+    passed: u64,
+    /// Events suppressed.
+    suppressed: u64,
+    /// Keys forgotten before their period ended (`max_keys`).
+    evicted: u64,
+}
+
+impl CooldownStage {
+    /// A stage keyed by `key` (empty: see [`super::CooldownConfig`]).
+    pub fn new(key: Vec<FieldPath>, period: chrono::Duration, max_keys: usize) -> CooldownStage {
+        CooldownStage {
+            key,
+            period,
+            max_keys,
+            state: State::default(),
+        }
+    }
+
+    fn shape(&self) -> Value {
+        let key: Vec<&str> = self.key.iter().map(FieldPath::as_str).collect();
+        json!({ "key": key })
+    }
+
+    /// Restores what [`Stage::snapshot`] saved, if it was made with the same key.
+    pub fn restore(&mut self, node: &str, saved: Value) {
+        if let Some(state) = stage_state::load(node, saved, &self.shape()) {
+            self.state = state;
+        }
+    }
+
+    /// Events suppressed so far.
+    pub fn suppressed(&self) -> u64 {
+        self.state.suppressed
+    }
+
+    fn key(&self, event: &Event) -> String {
+        if !self.key.is_empty() {
+            return stage_state::key_of(event.data(), &self.key);
+        }
+        match event.alert() {
+            Some(a) => format!("{}\u{1f}{}\u{1f}{}", a.pipeline, a.stage, a.group_key),
+            None => String::new(),
+        }
+    }
+
+    fn evict(&mut self) {
+        let Some(wm) = self.state.watermark else {
+            return;
+        };
+        let period = self.period;
+        self.state
+            .passed_at
+            .retain(|_, t| t.checked_add_signed(period).is_none_or(|end| end > wm));
+    }
+
+    fn make_room(&mut self) {
+        if self.state.passed_at.len() < self.max_keys {
+            return;
+        }
+        self.evict();
+        while self.state.passed_at.len() >= self.max_keys {
+            let oldest = self
+                .state
+                .passed_at
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| k.clone());
+            let Some(oldest) = oldest else { break };
+            self.state.passed_at.remove(&oldest);
+            self.state.evicted += 1;
+            if self.state.evicted == 1 {
+                tracing::warn!(
+                    max_keys = self.max_keys,
+                    "cooldown holds `max_keys` keys: forgetting the oldest early"
+                );
+            }
+        }
+    }
+}
+
+impl Stage for CooldownStage {
+    fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
+        let t = event.meta.time;
+        self.state.watermark = Some(self.state.watermark.map_or(t, |w| w.max(t)));
+        let key = self.key(&event);
+        if event
+            .alert()
+            .is_some_and(|a| a.status == AlertStatus::Resolved)
+        {
+            self.state.passed_at.remove(&key);
+            self.state.passed += 1;
+            out.push(event);
+            return;
+        }
+        match self.state.passed_at.get(&key) {
+            Some(last)
+                if last
+                    .checked_add_signed(self.period)
+                    .is_none_or(|end| t < end) =>
+            {
+                self.state.suppressed += 1;
+                tracing::debug!(key, "cooldown: suppressed");
+                return;
+            }
+            Some(_) => {}
+            None => self.make_room(),
+        }
+        self.state.passed_at.insert(key, t);
+        self.state.passed += 1;
+        out.push(event);
+    }
+
+    fn tick(&mut self, _now: Timestamp, _out: &mut Vec<Arc<Event>>) {
+        self.evict();
+    }
+
+    fn snapshot(&self) -> Option<Value> {
+        stage_state::save(&self.shape(), &self.state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Alert, AlertWindow, Severity};
+    use chrono::{TimeZone, Utc};
+
+    fn t(s: i64) -> Timestamp {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap() + chrono::Duration::seconds(s)
+    }
+
+    fn ev(v: Value, s: i64) -> Arc<Event> {
+        Arc::new(Event::from_record(v, "p.in".into(), t(s)))
+    }
+
+    fn alert(stage: &str, group_key: &str, status: AlertStatus, s: i64) -> Arc<Event> {
+        let a = Alert {
+            id: format!("{stage}-{group_key}-{s}"),
+            status,
+            pipeline: "p".into(),
+            stage: stage.into(),
+            severity: Severity::High,
+            title: "t".into(),
+            summary: String::new(),
+            group: json!({}),
+            group_key: group_key.into(),
+            value: 1.0,
+            threshold: 1.0,
+            unit: None,
+            estimate: None,
+            window: AlertWindow {
+                start: t(s),
+                end: t(s),
+            },
+            samples: vec![],
+            top: None,
+            fields: Default::default(),
+        };
+        Arc::new(Event::from_alert(a, format!("p.{stage}").into(), t(s)))
+    }
+
+    fn stage(key: &[&str], period: i64) -> CooldownStage {
+        let key: Vec<String> = key.iter().map(|k| k.to_string()).collect();
+        CooldownStage::new(
+            stage_state::parse_paths(&key).unwrap(),
+            chrono::Duration::seconds(period),
+            100,
+        )
+    }
+
+    fn run(s: &mut CooldownStage, events: Vec<Arc<Event>>) -> Vec<i64> {
+        let mut out = Vec::new();
+        for e in events {
+            s.process(e, &mut out);
+        }
+        out.iter()
+            .map(|e| (e.meta.time - t(0)).num_seconds())
+            .collect()
+    }
+
+    #[test]
+    fn empty_and_missing_keys_cool_down_separately() {
+        let mut s = stage(&["user"], 60);
+        let passed = run(
+            &mut s,
+            vec![
+                ev(json!({"user": ""}), 0),
+                ev(json!({}), 1),
+                ev(json!({"user": null}), 2),
+                ev(json!({"user": ""}), 3),
+                ev(json!({}), 4),
+                ev(json!({"user": "bob"}), 5),
+            ],
+        );
+        assert_eq!(passed, vec![0, 1, 2, 5]);
+        assert_eq!(s.suppressed(), 2);
+    }
+
+    #[test]
+    fn a_key_passes_again_exactly_one_period_after_the_one_that_passed() {
+        let mut s = stage(&[], 60);
+        let passed = run(
+            &mut s,
+            vec![
+                ev(json!({}), 0),
+                ev(json!({}), 59),
+                ev(json!({}), 60),
+                ev(json!({}), 61),
+                ev(json!({}), 119),
+                ev(json!({}), 120),
+            ],
+        );
+        assert_eq!(passed, vec![0, 60, 120]);
+        assert_eq!(s.suppressed(), 3);
+    }
+
+    #[test]
+    fn alerts_cool_down_per_rule_and_group_and_resolved_resets() {
+        let mut s = stage(&[], 600);
+        let mut out = Vec::new();
+        for e in [
+            alert("burst", "src.ip=10.0.0.1", AlertStatus::Firing, 0),
+            alert("burst", "src.ip=10.0.0.2", AlertStatus::Firing, 10),
+            alert("scan", "src.ip=10.0.0.1", AlertStatus::Firing, 20),
+            alert("burst", "src.ip=10.0.0.1", AlertStatus::Firing, 30),
+            alert("burst", "src.ip=10.0.0.1", AlertStatus::Resolved, 40),
+            alert("burst", "src.ip=10.0.0.1", AlertStatus::Firing, 50),
+            alert("burst", "src.ip=10.0.0.1", AlertStatus::Firing, 60),
+        ] {
+            s.process(e, &mut out);
+        }
+        let got: Vec<(String, AlertStatus, i64)> = out
+            .iter()
+            .map(|e| {
+                let a = e.alert().unwrap();
+                (
+                    format!("{} {}", a.stage, a.group_key),
+                    a.status,
+                    (a.window.end - t(0)).num_seconds(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("burst src.ip=10.0.0.1".into(), AlertStatus::Firing, 0),
+                ("burst src.ip=10.0.0.2".into(), AlertStatus::Firing, 10),
+                ("scan src.ip=10.0.0.1".into(), AlertStatus::Firing, 20),
+                ("burst src.ip=10.0.0.1".into(), AlertStatus::Resolved, 40),
+                ("burst src.ip=10.0.0.1".into(), AlertStatus::Firing, 50),
+            ]
+        );
+        assert_eq!(s.suppressed(), 2);
+    }
+
+    #[test]
+    fn cooldowns_survive_a_restart_unless_the_key_changes() {
+        let mut s = stage(&["k"], 60);
+        run(
+            &mut s,
+            vec![ev(json!({"k": ""}), 0), ev(json!({"k": ""}), 1)],
+        );
+        let saved = s.snapshot().unwrap();
+
+        let mut again = stage(&["k"], 60);
+        again.restore("p.c", saved.clone());
+        assert_eq!(again.suppressed(), 1);
+        let passed = run(
+            &mut again,
+            vec![
+                ev(json!({"k": ""}), 59),
+                ev(json!({}), 59),
+                ev(json!({"k": ""}), 60),
+            ],
+        );
+        assert_eq!(passed, vec![59, 60]);
+
+        let mut other = stage(&["j"], 60);
+        other.restore("p.c", saved);
+        assert_eq!(other.suppressed(), 0);
+        assert_eq!(run(&mut other, vec![ev(json!({"k": ""}), 30)]), vec![30]);
+    }
+
+    #[test]
+    fn expired_keys_are_forgotten_at_the_watermark() {
+        let mut s = stage(&["k"], 10);
+        run(&mut s, vec![ev(json!({"k": 1}), 0), ev(json!({"k": 2}), 5)]);
+        run(&mut s, vec![ev(json!({"k": 3}), 10)]);
+        s.tick(t(10), &mut Vec::new());
+        assert_eq!(s.state.passed_at.len(), 2);
+    }
+}
