@@ -39,6 +39,10 @@ pub struct TopNStage {
     spec: TopNSpec,
     templates: AlertTemplates,
     state: State,
+    /// Alerts waiting for the next tick to be annotated: the events that caused an alert
+    /// may come over another input than the alert itself, and the runtime sends a tick on
+    /// only once every input has handed on what it sent before it.
+    pending: Vec<Arc<Event>>,
 }
 
 /// One recorded event: a projection, never the event.
@@ -129,6 +133,7 @@ impl TopNStage {
                 window_ms,
                 ..State::default()
             },
+            pending: Vec::new(),
         }
     }
 
@@ -219,6 +224,16 @@ impl TopNStage {
             rows,
             total,
             keys,
+        }
+    }
+
+    /// Annotates the alerts held since the last tick and hands them on.
+    fn flush_pending(&mut self, out: &mut Vec<Arc<Event>>) {
+        for event in std::mem::take(&mut self.pending) {
+            if let Some(alert) = event.alert() {
+                let annotated = self.annotate(&event, alert);
+                out.push(annotated);
+            }
         }
     }
 
@@ -356,8 +371,8 @@ impl TopNStage {
 
 impl Stage for TopNStage {
     fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
-        if let Some(alert) = event.alert() {
-            out.push(self.annotate(&event, alert));
+        if event.alert().is_some() {
+            self.pending.push(event);
             return;
         }
         self.record(&event);
@@ -368,6 +383,7 @@ impl Stage for TopNStage {
     }
 
     fn tick(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {
+        self.flush_pending(out);
         let (Some(wm), Some(ingest)) = (self.state.watermark, self.state.last_ingest) else {
             return;
         };
@@ -376,6 +392,7 @@ impl Stage for TopNStage {
     }
 
     fn finish(&mut self, out: &mut Vec<Arc<Event>>) {
+        self.flush_pending(out);
         self.report(None, out);
     }
 
@@ -491,6 +508,8 @@ mod tests {
         assert!(out.is_empty(), "raw events are not handed on");
 
         s.process(alert(json!({"src": {"ip": "a"}}), 10, 20), &mut out);
+
+        s.flush_pending(&mut out);
         assert_eq!(out.len(), 1);
         let a = out[0].alert().expect("still an alert");
         assert_eq!(a.title, "burst");
@@ -543,6 +562,7 @@ mod tests {
         );
         s.process(ev(json!({"src": {"ip": "a"}, "bytes": 1}), 5), &mut out);
         s.process(alert(json!({"src": {"ip": "a"}}), 0, 10), &mut out);
+        s.flush_pending(&mut out);
         let top = out[0].alert().unwrap().top.clone().unwrap();
         assert_eq!(top.measure, "bytes");
         assert_eq!(
@@ -558,6 +578,8 @@ mod tests {
         assert_eq!(s.state.skipped, 1, "`bytes: x` is not a number");
 
         s.process(alert(json!({"src": {"ip": "b"}}), 0, 10), &mut out);
+
+        s.flush_pending(&mut out);
         let top = out[1].alert().unwrap().top.clone().unwrap();
         assert_eq!(
             rows(&top),
@@ -658,6 +680,7 @@ mod tests {
         let mut again = stage(None, &["src.ip"], 5, Some(60));
         again.restore("p.top", saved.clone());
         again.process(alert(json!({"src": {"ip": "a"}}), 0, 10), &mut out);
+        again.flush_pending(&mut out);
         let top = out[0].alert().unwrap().top.clone().unwrap();
         assert_eq!((top.total, top.keys), (2.0, 2));
         out.clear();
@@ -668,6 +691,7 @@ mod tests {
         other.restore("p.top", saved);
         out.clear();
         other.process(alert(json!({"src": {"ip": "a"}}), 0, 10), &mut out);
+        other.flush_pending(&mut out);
         let top = out[0].alert().unwrap().top.clone().unwrap();
         assert_eq!((top.total, top.keys), (0.0, 0));
     }
