@@ -35,6 +35,8 @@ pub enum SourceConfig {
 pub enum StageConfig {
     /// Keeps the events that match conditions on their fields.
     Filter(stages::filter::FilterConfig),
+    /// Runs a Rhai script on every event: drop, rewrite, enrich, raise alerts.
+    Script(stages::script::ScriptConfig),
 }
 
 /// A sink: where results go.
@@ -87,6 +89,7 @@ impl StageConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             StageConfig::Filter(_) => "filter",
+            StageConfig::Script(_) => "script",
         }
     }
 
@@ -94,6 +97,7 @@ impl StageConfig {
     pub fn inputs(&self) -> &[String] {
         match self {
             StageConfig::Filter(c) => &c.inputs,
+            StageConfig::Script(c) => &c.inputs,
         }
     }
 
@@ -101,6 +105,7 @@ impl StageConfig {
     pub fn check(&self, p: &mut Problems) {
         match self {
             StageConfig::Filter(c) => c.check(p),
+            StageConfig::Script(c) => c.check(p),
         }
     }
 
@@ -108,6 +113,7 @@ impl StageConfig {
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
         match self {
             StageConfig::Filter(c) => c.build(cx),
+            StageConfig::Script(c) => c.build(cx),
         }
     }
 }

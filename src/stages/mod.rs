@@ -3,3 +3,4 @@
 
 pub mod alerting;
 pub mod filter;
+pub mod script;
