@@ -9,9 +9,9 @@ use serde_json::Value;
 
 use super::config::{Conditions, Exclude, FilterConfig, Literal, Matcher, condition_pointer};
 use crate::event::{Event, FieldPath};
-use crate::stages::script::sandbox::{self, ErrorLog, Limits, RunError, Sandbox};
 use crate::runtime::Stage;
 use crate::sources::pce_traffic::NameCache;
+use crate::stages::script::sandbox::{self, ErrorLog, Limits, RunError, Sandbox};
 
 /// A literal ready to compare.
 #[derive(Debug, Clone)]
@@ -657,7 +657,10 @@ mod tests {
     fn passes(stage: &mut FilterStage, data: Value) -> bool {
         let t = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
         let mut out = Vec::new();
-        stage.process(Arc::new(Event::from_record(data, "p.s".into(), t)), &mut out);
+        stage.process(
+            Arc::new(Event::from_record(data, "p.s".into(), t)),
+            &mut out,
+        );
         out.len() == 1
     }
 
@@ -690,7 +693,10 @@ mod tests {
         let mut s = where_stage(json!({"inputs": ["x"], "where": "event.missing > 5"}));
         assert!(!passes(&mut s, json!({"other": 1})), "() > 5 is false");
         assert!(passes(&mut s, json!({"missing": 6})));
-        assert!(!passes(&mut s, json!({"missing": "six"})), "\"six\" > 5 is false");
+        assert!(
+            !passes(&mut s, json!({"missing": "six"})),
+            "\"six\" > 5 is false"
+        );
         assert_eq!(s.where_errors(), 0);
 
         let mut s = where_stage(json!({"inputs": ["x"], "where": "event.a.b.c == 1"}));
@@ -699,7 +705,10 @@ mod tests {
         assert!(passes(&mut s, json!({"a": {"b": {"c": 1}}})));
 
         let mut s = where_stage(json!({"inputs": ["x"], "where": "event.name"}));
-        assert!(!passes(&mut s, json!({"name": "x"})), "a string is not a verdict");
+        assert!(
+            !passes(&mut s, json!({"name": "x"})),
+            "a string is not a verdict"
+        );
         assert_eq!(s.where_errors(), 1);
 
         let mut s = where_stage(json!({"inputs": ["x"], "where": "event.missing == ()"}));

@@ -132,9 +132,9 @@ impl Sandbox {
         let origin_print: Arc<str> = origin.into();
         engine.on_print(move |s| tracing::info!(script = %origin_print, "{s}"));
         let origin_debug: Arc<str> = origin.into();
-        engine.on_debug(move |s, _src, pos| {
-            tracing::debug!(script = %origin_debug, position = %pos, "{s}")
-        });
+        engine.on_debug(
+            move |s, _src, pos| tracing::debug!(script = %origin_debug, position = %pos, "{s}"),
+        );
         engine.on_progress(|ops| {
             if ops % CLOCK_EVERY != 0 {
                 return None;
@@ -159,14 +159,14 @@ impl Sandbox {
     pub fn compile_script(&self, text: &str) -> Result<AST, CompileError> {
         self.engine
             .compile_with_scope(&compile_scope(), text)
-            .map_err(compile_error)
+            .map_err(|e| compile_error(e, text))
     }
 
     /// Compiles one expression that sees `event` (a `where:`).
     pub fn compile_expression(&self, text: &str) -> Result<AST, CompileError> {
         self.engine
             .compile_expression_with_scope(&compile_scope(), text)
-            .map_err(compile_error)
+            .map_err(|e| compile_error(e, text))
     }
 
     /// Runs `ast` with `event` in a fresh scope; returns the result and the (possibly
@@ -237,21 +237,35 @@ fn position(p: Position) -> Option<(u32, u32)> {
     Some((line, col))
 }
 
-fn compile_error(e: ParseError) -> CompileError {
-    let (line, col) = position(e.position()).unwrap_or((1, 1));
-    let message = match e.err_type() {
-        rhai::ParseErrorType::Reserved(s) | rhai::ParseErrorType::UnknownOperator(s)
-            if s == "eval" || s == "import" =>
-        {
-            format!("`{s}` is not allowed in vigil scripts")
-        }
-        other => other.to_string(),
+/// `(line, col)` moved inside `text`: an error at the end of the input (an unclosed
+/// bracket) points just after its last character rather than past its last line.
+fn clamp(text: &str, (line, col): (u32, u32)) -> (u32, u32) {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(last) = lines.iter().rposition(|l| !l.trim().is_empty()) else {
+        return (1, 1);
     };
-    CompileError {
-        line,
-        col,
-        message,
+    let at = (line.max(1) as usize - 1).min(last);
+    let width = lines[at].chars().count() as u32 + 1;
+    if line as usize - 1 > last {
+        return (at as u32 + 1, width);
     }
+    (line, col.clamp(1, width))
+}
+
+fn compile_error(e: ParseError, text: &str) -> CompileError {
+    let (line, col) = clamp(text, position(e.position()).unwrap_or((1, 1)));
+    let mut message = e.err_type().to_string();
+    for word in ["eval", "import"] {
+        let disabled = match e.err_type() {
+            rhai::ParseErrorType::BadInput(rhai::LexError::ImproperSymbol(s, _))
+            | rhai::ParseErrorType::Reserved(s) => s == word,
+            _ => false,
+        };
+        if disabled || message == format!("reserved keyword '{word}' is disabled") {
+            message = format!("`{word}` is not allowed in vigil scripts (sandbox)");
+        }
+    }
+    CompileError { line, col, message }
 }
 
 /// Counts failed runs of one stage and logs the first and then every
@@ -307,8 +321,24 @@ mod tests {
         assert_eq!((e.line, e.col), (2, 1), "{e:?}");
         let e = s.compile_script("import \"x\" as y;").unwrap_err();
         assert_eq!((e.line, e.col), (1, 1), "{e:?}");
+        assert_eq!(
+            e.message,
+            "`import` is not allowed in vigil scripts (sandbox)"
+        );
         let e = s.compile_expression("1 + eval(\"1\")").unwrap_err();
         assert_eq!((e.line, e.col), (1, 5), "{e:?}");
+        assert_eq!(
+            e.message,
+            "`eval` is not allowed in vigil scripts (sandbox)"
+        );
+    }
+
+    #[test]
+    fn errors_at_the_end_point_after_the_last_character() {
+        let e = sandbox()
+            .compile_expression("event.a == 1 &&\n  event.b == (2\n")
+            .unwrap_err();
+        assert_eq!((e.line, e.col), (2, 16), "{e:?}");
     }
 
     #[test]

@@ -144,7 +144,10 @@ fn register(engine: &mut rhai::Engine, shared: &Arc<Mutex<Shared>>, id: &Arc<str
     engine.register_fn("state_get", move |key: Dynamic| -> FnResult<Dynamic> {
         let key = state_key(&key)?;
         let shared = lock(&s);
-        let state = shared.state.as_ref().ok_or_else(|| runtime_error(STATE_OFF))?;
+        let state = shared
+            .state
+            .as_ref()
+            .ok_or_else(|| runtime_error(STATE_OFF))?;
         Ok(state.get(&key).cloned().unwrap_or(Dynamic::UNIT))
     });
     let s = shared.clone();
@@ -168,7 +171,10 @@ fn register(engine: &mut rhai::Engine, shared: &Arc<Mutex<Shared>>, id: &Arc<str
     engine.register_fn("state_remove", move |key: Dynamic| -> FnResult<()> {
         let key = state_key(&key)?;
         let mut shared = lock(&s);
-        let state = shared.state.as_mut().ok_or_else(|| runtime_error(STATE_OFF))?;
+        let state = shared
+            .state
+            .as_mut()
+            .ok_or_else(|| runtime_error(STATE_OFF))?;
         state.remove(&key);
         Ok(())
     });

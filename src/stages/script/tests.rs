@@ -78,7 +78,10 @@ fn drop_keep_and_modify() {
     assert!(Arc::ptr_eq(&out[0], &kept), "unchanged: the same event");
 
     let out = run(&mut s, ev(json!({"z": 0, "action": "tag", "n": 1}), 0));
-    assert_eq!(out[0].data(), &json!({"z": 0, "action": "tag", "n": 2, "tag": "seen"}));
+    assert_eq!(
+        out[0].data(),
+        &json!({"z": 0, "action": "tag", "n": 2, "tag": "seen"})
+    );
     let keys: Vec<&String> = out[0].data().as_object().unwrap().keys().collect();
     assert_eq!(keys, ["z", "action", "n", "tag"], "original key order kept");
     assert_eq!(out[0].meta.time, t0());
@@ -121,7 +124,10 @@ fn alerts_carry_the_fields_the_script_gives_and_defaults() {
         "#,
         json!({"alert": {"severity": "low", "title": "default title"}}),
     );
-    assert_eq!(run(&mut s, ev(json!({"n": 5, "ip": "10.0.0.1"}), 0)).len(), 1);
+    assert_eq!(
+        run(&mut s, ev(json!({"n": 5, "ip": "10.0.0.1"}), 0)).len(),
+        1
+    );
     let out = run(&mut s, ev(json!({"n": 12, "ip": "10.0.0.1"}), 60));
     assert_eq!(out.len(), 2, "the event, then the alert");
     assert!(out[0].alert().is_none());
@@ -209,15 +215,15 @@ fn state_counts_and_survives_snapshot_and_restore() {
 
 #[test]
 fn state_is_bounded_and_can_be_off() {
-    let (mut s, _dir) = stage_with(
-        "state_set(event.k, true);",
-        json!({"max_state_keys": 2}),
-    );
+    let (mut s, _dir) = stage_with("state_set(event.k, true);", json!({"max_state_keys": 2}));
     for k in ["a", "b", "a", "c"] {
         assert_eq!(run(&mut s, ev(json!({"k": k}), 0)).len(), 1);
     }
     assert_eq!(s.errors(), 1, "a third key is refused");
-    assert_eq!(s.snapshot().unwrap()["state"], json!({"a": true, "b": true}));
+    assert_eq!(
+        s.snapshot().unwrap()["state"],
+        json!({"a": true, "b": true})
+    );
 
     let (mut off, _dir) = stage_with("state_set(\"x\", 1);", json!({"state": false}));
     assert_eq!(run(&mut off, ev(json!({}), 0)).len(), 1);
@@ -239,11 +245,11 @@ fn an_alert_stays_an_alert_when_a_script_edits_it() {
 #[test]
 fn event_time_is_epoch_seconds_and_log_works() {
     let mut s = stage(r#"log("hello"); print("p"); debug(1); event.t = event_time();"#);
-    let out = run(&mut s, ev(json!({"timestamp": "2026-03-01T12:00:01.5Z"}), 0));
-    assert_eq!(
-        out[0].data()["t"],
-        json!(t0().timestamp() as f64 + 1.5)
+    let out = run(
+        &mut s,
+        ev(json!({"timestamp": "2026-03-01T12:00:01.5Z"}), 0),
     );
+    assert_eq!(out[0].data()["t"], json!(t0().timestamp() as f64 + 1.5));
 }
 
 fn plugins() -> PathBuf {
@@ -266,7 +272,10 @@ fn port_scan() -> Box<dyn Stage> {
 }
 
 fn flow(src: &str, port: u16, secs: i64) -> Arc<Event> {
-    ev(json!({"src": {"ip": src}, "dst": {"ip": "10.9.9.9", "port": port}}), secs)
+    ev(
+        json!({"src": {"ip": src}, "dst": {"ip": "10.9.9.9", "port": port}}),
+        secs,
+    )
 }
 
 #[test]
@@ -308,6 +317,9 @@ fn port_scan_plugin_forgets_ports_older_than_the_window() {
     // Events without the fields pass through.
     assert_eq!(run(s.as_mut(), ev(json!({"msg": "x"}), 200)).len(), 1);
     let saved = s.snapshot().unwrap();
-    let ports = saved["state"]["port-scan:10.0.0.1"].as_object().unwrap().len();
+    let ports = saved["state"]["port-scan:10.0.0.1"]
+        .as_object()
+        .unwrap()
+        .len();
     assert_eq!(ports, 15, "ports seen at 100..156 s, the newest at 156 s");
 }
