@@ -48,6 +48,8 @@ pub enum StageConfig {
     Flatline(stages::flatline::FlatlineConfig),
     /// The biggest contributors (by count or sum) to an alert's window or its own.
     TopN(stages::top_n::TopNConfig),
+    /// Runs a Rhai script on every event: drop, rewrite, enrich, raise alerts.
+    Script(stages::script::ScriptConfig),
 }
 
 /// A sink: where results go.
@@ -106,6 +108,7 @@ impl StageConfig {
             StageConfig::Cooldown(_) => "cooldown",
             StageConfig::Flatline(_) => "flatline",
             StageConfig::TopN(_) => "top_n",
+            StageConfig::Script(_) => "script",
         }
     }
 
@@ -119,6 +122,7 @@ impl StageConfig {
             StageConfig::Cooldown(c) => &c.inputs,
             StageConfig::Flatline(c) => &c.inputs,
             StageConfig::TopN(c) => &c.inputs,
+            StageConfig::Script(c) => &c.inputs,
         }
     }
 
@@ -132,6 +136,7 @@ impl StageConfig {
             StageConfig::Cooldown(c) => c.check(p),
             StageConfig::Flatline(c) => c.check(p),
             StageConfig::TopN(c) => c.check(p),
+            StageConfig::Script(c) => c.check(p),
         }
     }
 
@@ -145,6 +150,7 @@ impl StageConfig {
             StageConfig::Cooldown(c) => c.build(cx),
             StageConfig::Flatline(c) => c.build(cx),
             StageConfig::TopN(c) => c.build(cx),
+            StageConfig::Script(c) => c.build(cx),
         }
     }
 }

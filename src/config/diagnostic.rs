@@ -73,6 +73,9 @@ pub mod codes {
     pub const LITERAL_SECRET: &str = "literal-secret";
     /// A `connection` that names no connection of the settings.
     pub const UNKNOWN_CONNECTION: &str = "unknown-connection";
+    /// A Rhai script or `where:` expression that does not compile (syntax, `eval`,
+    /// `import`, an undeclared variable), or a script file that cannot be read.
+    pub const SCRIPT: &str = "script";
     /// A pipeline with no sources or no sinks.
     pub const EMPTY_PIPELINE: &str = "empty-pipeline";
 }

@@ -7,6 +7,7 @@ pub mod cooldown;
 pub mod dedupe;
 pub mod filter;
 pub mod flatline;
+pub mod script;
 pub mod stage_state;
 pub mod top_n;
 pub mod window;

@@ -4,7 +4,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::matcher::{CompiledFilter, FilterStage};
+use super::matcher::{CompiledFilter, FilterStage, WhereExpr};
 use crate::config::check::Problems;
 use crate::config::diagnostic::codes;
 use crate::config::yaml::to_pointer;
@@ -38,6 +38,16 @@ pub type Conditions = IndexMap<String, Matcher>;
 /// carrying a `user.login_failed` (or `request.authentication_failed`) notification — so
 /// `event_type: user.login_failed` finds it, and `event_type: {ne: ...}` holds only when
 /// neither the type nor any notification type is that value.
+///
+/// `where` adds a Rhai expression (see `plugins/README.md`) that must return `true`, for
+/// what conditions cannot say: `event.bytes_in > 10 * event.bytes_out`. It sees the record
+/// as the map `event` (`event.src.ip`); a missing field reads as `()`. It runs after the
+/// conditions, in a sandbox (no modules, no `eval`, at most 100000 operations and 50 ms per
+/// event). Comparing values of different types is `false` (`() > 5`, `"6" == 6`). A
+/// result other than `true` or `false`, or an error (a method called on a missing field, a
+/// limit reached), drops the event and is counted and logged (once per 1000 errors); the
+/// stage keeps running. `vigil validate` reports syntax errors at their position inside
+/// the expression.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(example = example())]
@@ -56,6 +66,10 @@ pub struct FilterConfig {
     /// A list of mappings: dropped when any of them holds.
     #[serde(default)]
     pub exclude: Option<Exclude>,
+    /// A Rhai expression that must return `true` for the event to pass, e.g.
+    /// `event.service.port in [22, 3389] && event.num_connections > 5`.
+    #[serde(default, rename = "where")]
+    pub where_: Option<String>,
 }
 
 fn example() -> serde_json::Value {
@@ -66,7 +80,8 @@ fn example() -> serde_json::Value {
             "service.port": [22, 3389],
             "num_connections": {"gte": 5}
         },
-        "exclude": {"src.ip": ["10.20.0.0/16"]}
+        "exclude": {"src.ip": ["10.20.0.0/16"]},
+        "where": "event.bytes_in > 10 * event.bytes_out"
     })
 }
 
@@ -172,11 +187,20 @@ impl FilterConfig {
                 }
             }
         }
-        if self.match_.is_empty() && self.any.is_empty() && self.exclude.is_none() {
+        if let Some(expr) = &self.where_
+            && let Err(e) = WhereExpr::compile(expr, "check")
+        {
+            problems.error_inside("/where", (e.line, e.col), codes::SCRIPT, e.message);
+        }
+        if self.match_.is_empty()
+            && self.any.is_empty()
+            && self.exclude.is_none()
+            && self.where_.is_none()
+        {
             problems.warning_at_key(
                 "",
                 codes::INVALID_VALUE,
-                "this filter has no `match`, `any` or `exclude`: it passes every event",
+                "this filter has no `match`, `any`, `exclude` or `where`: it passes every event",
             );
         }
     }
@@ -194,7 +218,17 @@ impl FilterConfig {
             }
             compiled.resolve_ip_lists(&caches);
         }
-        Ok(Box::new(FilterStage::new(compiled)))
+        let mut stage = FilterStage::new(compiled);
+        if let Some(expr) = &self.where_ {
+            let w = WhereExpr::compile(expr, &cx.id).map_err(|e| {
+                NodeError::from(format!(
+                    "`where` does not compile at {}:{}: {}",
+                    e.line, e.col, e.message
+                ))
+            })?;
+            stage = stage.with_where(w);
+        }
+        Ok(Box::new(stage))
     }
 }
 

@@ -11,6 +11,7 @@ use super::config::{Conditions, Exclude, FilterConfig, Literal, Matcher, conditi
 use crate::event::{Event, FieldPath};
 use crate::runtime::Stage;
 use crate::sources::pce_traffic::NameCache;
+use crate::stages::script::sandbox::{self, ErrorLog, Limits, RunError, Sandbox};
 
 /// A literal ready to compare.
 #[derive(Debug, Clone)]
@@ -393,24 +394,94 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// A compiled `where:` expression and its error count.
+#[derive(Debug)]
+pub struct WhereExpr {
+    sandbox: Sandbox,
+    ast: Arc<rhai::AST>,
+    stage: Arc<str>,
+    errors: ErrorLog,
+}
+
+impl WhereExpr {
+    /// Compiles `expr` for the stage `stage` (`pipeline.node`, for the log).
+    pub fn compile(expr: &str, stage: &str) -> Result<WhereExpr, sandbox::CompileError> {
+        let sandbox = Sandbox::new(Limits::default(), stage);
+        let ast = sandbox.compile_expression(expr)?;
+        Ok(WhereExpr {
+            sandbox,
+            ast: Arc::new(ast),
+            stage: stage.into(),
+            errors: ErrorLog::default(),
+        })
+    }
+
+    /// Whether the expression returns `true` for `data`. Errors and non-bool results
+    /// count as `false` (and are counted).
+    pub fn holds(&mut self, data: &Value) -> bool {
+        let (result, _) = self.sandbox.eval(&self.ast, sandbox::to_dynamic(data));
+        let err = match result {
+            Ok(v) => match v.as_bool() {
+                Ok(b) => return b,
+                Err(type_name) => RunError {
+                    pos: None,
+                    limit: false,
+                    message: format!(
+                        "the expression returned a value of type `{type_name}`, not `true` or `false`"
+                    ),
+                },
+            },
+            Err(e) => e,
+        };
+        self.errors.record(&self.stage, "where", &err);
+        false
+    }
+
+    /// How many evaluations failed.
+    pub fn errors(&self) -> u64 {
+        self.errors.count
+    }
+}
+
 /// The running `filter` stage.
 #[derive(Debug)]
 pub struct FilterStage {
     filter: CompiledFilter,
+    where_: Option<WhereExpr>,
 }
 
 impl FilterStage {
     /// A stage running `filter`.
     pub fn new(filter: CompiledFilter) -> Self {
-        FilterStage { filter }
+        FilterStage {
+            filter,
+            where_: None,
+        }
+    }
+
+    /// Adds a `where:` expression.
+    pub fn with_where(mut self, w: WhereExpr) -> Self {
+        self.where_ = Some(w);
+        self
+    }
+
+    /// How many `where:` evaluations failed.
+    pub fn where_errors(&self) -> u64 {
+        self.where_.as_ref().map_or(0, WhereExpr::errors)
     }
 }
 
 impl Stage for FilterStage {
     fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
-        if self.filter.matches(event.data()) {
-            out.push(event);
+        if !self.filter.matches(event.data()) {
+            return;
         }
+        if let Some(w) = &mut self.where_
+            && !w.holds(event.data())
+        {
+            return;
+        }
+        out.push(event);
     }
 }
 
@@ -629,5 +700,84 @@ mod tests {
                 ("/match/z", false)
             ]
         );
+    }
+
+    fn where_stage(cfg: Value) -> FilterStage {
+        let cfg: FilterConfig = serde_json::from_value(cfg).expect("valid config");
+        let w = WhereExpr::compile(cfg.where_.as_deref().unwrap(), "p.f").expect("compiles");
+        FilterStage::new(CompiledFilter::compile(&cfg).unwrap()).with_where(w)
+    }
+
+    fn passes(stage: &mut FilterStage, data: Value) -> bool {
+        let t = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        let mut out = Vec::new();
+        stage.process(
+            Arc::new(Event::from_record(data, "p.s".into(), t)),
+            &mut out,
+        );
+        out.len() == 1
+    }
+
+    #[test]
+    fn where_numbers_strings_and_nested_fields() {
+        let mut s = where_stage(json!({
+            "inputs": ["x"],
+            "where": "event.service.port in [22, 3389] && event.num_connections * 2 >= 10 && event.src.ip.starts_with(\"10.\")"
+        }));
+        assert!(passes(&mut s, flow("10.0.0.1", 22, "blocked", 5)));
+        assert!(!passes(&mut s, flow("10.0.0.1", 22, "blocked", 4)));
+        assert!(!passes(&mut s, flow("10.0.0.1", 80, "blocked", 50)));
+        assert!(!passes(&mut s, flow("192.168.0.1", 3389, "blocked", 50)));
+        assert_eq!(s.where_errors(), 0);
+    }
+
+    #[test]
+    fn where_with_conditions_needs_both() {
+        let mut s = where_stage(json!({
+            "inputs": ["x"],
+            "match": {"policy_decision": "blocked"},
+            "where": "event.dst.fqdn.ends_with(\".example.com\")"
+        }));
+        assert!(passes(&mut s, flow("10.0.0.1", 22, "blocked", 5)));
+        assert!(!passes(&mut s, flow("10.0.0.1", 22, "allowed", 5)));
+    }
+
+    #[test]
+    fn where_missing_fields_and_bad_results_drop_and_count() {
+        let mut s = where_stage(json!({"inputs": ["x"], "where": "event.missing > 5"}));
+        assert!(!passes(&mut s, json!({"other": 1})), "() > 5 is false");
+        assert!(passes(&mut s, json!({"missing": 6})));
+        assert!(
+            !passes(&mut s, json!({"missing": "six"})),
+            "\"six\" > 5 is false"
+        );
+        assert_eq!(s.where_errors(), 0);
+
+        let mut s = where_stage(json!({"inputs": ["x"], "where": "event.a.b.c == 1"}));
+        assert!(!passes(&mut s, json!({"a": 1})));
+        assert!(!passes(&mut s, json!({})));
+        assert!(passes(&mut s, json!({"a": {"b": {"c": 1}}})));
+
+        let mut s = where_stage(json!({"inputs": ["x"], "where": "event.name"}));
+        assert!(
+            !passes(&mut s, json!({"name": "x"})),
+            "a string is not a verdict"
+        );
+        assert_eq!(s.where_errors(), 1);
+
+        let mut s = where_stage(json!({"inputs": ["x"], "where": "event.missing == ()"}));
+        assert!(passes(&mut s, json!({})), "a missing field reads as ()");
+        assert!(!passes(&mut s, json!({"missing": 1})));
+    }
+
+    #[test]
+    fn where_endless_loop_is_stopped_and_the_next_event_is_handled() {
+        let mut s = where_stage(json!({
+            "inputs": ["x"],
+            "where": "!event.spin || range(0, 1000000000).map(|x| x + 1).len() == 0"
+        }));
+        assert!(!passes(&mut s, json!({"spin": true})));
+        assert_eq!(s.where_errors(), 1);
+        assert!(passes(&mut s, json!({"spin": false})));
     }
 }

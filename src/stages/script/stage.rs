@@ -1,0 +1,401 @@
+//! The running `script` stage and the functions scripts call.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rhai::{AST, Dynamic, EvalAltResult};
+use serde_json::{Map, Value};
+
+use super::config::ScriptConfig;
+use super::sandbox::{self, ErrorLog, RunError, Sandbox};
+use crate::event::{
+    Alert, AlertStatus, AlertWindow, Event, Sample, Severity, Timestamp, group_key, insert_path,
+    time_from_value,
+};
+use crate::runtime::{BuildContext, NodeError, Stage};
+
+type FnResult<T> = Result<T, Box<EvalAltResult>>;
+
+/// What the script's functions share with the stage.
+#[derive(Debug)]
+struct Shared {
+    /// The event being processed (only during a run).
+    current: Option<Arc<Event>>,
+    /// Alerts raised during the run.
+    alerts: Vec<Alert>,
+    /// Per-key state (`None` when `state: false`).
+    state: Option<BTreeMap<String, Dynamic>>,
+    max_state_keys: usize,
+    severity: Severity,
+    title: String,
+    pipeline: String,
+    stage: String,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The running `script` stage.
+#[derive(Debug)]
+pub struct ScriptStage {
+    sandbox: Sandbox,
+    ast: Arc<AST>,
+    shared: Arc<Mutex<Shared>>,
+    id: Arc<str>,
+    path: String,
+    /// What makes saved state incompatible: the script file.
+    shape: Value,
+    errors: ErrorLog,
+}
+
+impl ScriptStage {
+    /// Compiles `text` (read from `path`) for the stage `cx.id`.
+    pub fn new(
+        cfg: &ScriptConfig,
+        cx: &BuildContext,
+        path: &Path,
+        text: &str,
+    ) -> Result<ScriptStage, NodeError> {
+        let mut sandbox = Sandbox::new(cfg.limits(), &cx.id);
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| cfg.file.clone());
+        let shared = Arc::new(Mutex::new(Shared {
+            current: None,
+            alerts: Vec::new(),
+            state: cfg.state.then(BTreeMap::new),
+            max_state_keys: cfg.max_state_keys,
+            severity: cfg.alert.severity,
+            title: cfg
+                .alert
+                .title
+                .clone()
+                .unwrap_or_else(|| format!("alert from {name}")),
+            pipeline: cx.pipeline.to_string(),
+            stage: cx.node.to_string(),
+        }));
+        register(sandbox.engine_mut(), &shared, &cx.id);
+        let ast = sandbox.compile_script(text).map_err(|e| {
+            NodeError::from(format!(
+                "{}:{}:{}: {}",
+                path.display(),
+                e.line,
+                e.col,
+                e.message
+            ))
+        })?;
+        Ok(ScriptStage {
+            sandbox,
+            ast: Arc::new(ast),
+            shared,
+            id: cx.id.clone(),
+            path: path.display().to_string(),
+            shape: serde_json::json!({"file": cfg.file}),
+            errors: ErrorLog::default(),
+        })
+    }
+
+    /// How many runs failed.
+    pub fn errors(&self) -> u64 {
+        self.errors.count
+    }
+
+    /// Loads state saved by [`Stage::snapshot`], if its shape matches.
+    pub fn restore(&mut self, saved: &Value) {
+        if saved.get("shape") != Some(&self.shape) {
+            tracing::info!(stage = %self.id, "the script file changed: state reset");
+            return;
+        }
+        let mut shared = lock(&self.shared);
+        let max = shared.max_state_keys;
+        let Some(state) = shared.state.as_mut() else {
+            return;
+        };
+        if let Some(Value::Object(saved)) = saved.get("state") {
+            for (k, v) in saved.iter().take(max) {
+                state.insert(k.clone(), sandbox::to_dynamic(v));
+            }
+        }
+    }
+}
+
+fn runtime_error(msg: impl Into<String>) -> Box<EvalAltResult> {
+    msg.into().into()
+}
+
+fn state_key(key: &Dynamic) -> FnResult<String> {
+    if key.is_string() || key.is_int() || key.is_float() || key.is_bool() || key.is_char() {
+        Ok(key.to_string())
+    } else {
+        Err(runtime_error(format!(
+            "a state key must be a string or a number, not `{}`",
+            key.type_name()
+        )))
+    }
+}
+
+const STATE_OFF: &str = "this stage keeps no state (`state: false`)";
+
+fn register(engine: &mut rhai::Engine, shared: &Arc<Mutex<Shared>>, id: &Arc<str>) {
+    let s = shared.clone();
+    engine.register_fn("state_get", move |key: Dynamic| -> FnResult<Dynamic> {
+        let key = state_key(&key)?;
+        let shared = lock(&s);
+        let state = shared
+            .state
+            .as_ref()
+            .ok_or_else(|| runtime_error(STATE_OFF))?;
+        Ok(state.get(&key).cloned().unwrap_or(Dynamic::UNIT))
+    });
+    let s = shared.clone();
+    engine.register_fn(
+        "state_set",
+        move |key: Dynamic, value: Dynamic| -> FnResult<()> {
+            let key = state_key(&key)?;
+            let mut shared = lock(&s);
+            let max = shared.max_state_keys;
+            let state = shared.state.as_mut().ok_or_else(|| runtime_error(STATE_OFF))?;
+            if state.len() >= max && !state.contains_key(&key) {
+                return Err(runtime_error(format!(
+                    "the state holds {max} keys already (`max_state_keys`): remove keys you are done with (`state_remove`)"
+                )));
+            }
+            state.insert(key, value.flatten());
+            Ok(())
+        },
+    );
+    let s = shared.clone();
+    engine.register_fn("state_remove", move |key: Dynamic| -> FnResult<()> {
+        let key = state_key(&key)?;
+        let mut shared = lock(&s);
+        let state = shared
+            .state
+            .as_mut()
+            .ok_or_else(|| runtime_error(STATE_OFF))?;
+        state.remove(&key);
+        Ok(())
+    });
+    let s = shared.clone();
+    engine.register_fn("event_time", move || -> FnResult<f64> {
+        let shared = lock(&s);
+        let e = shared
+            .current
+            .as_ref()
+            .ok_or_else(|| runtime_error("no event"))?;
+        Ok(e.meta.time.timestamp_millis() as f64 / 1000.0)
+    });
+    let origin = id.clone();
+    engine.register_fn("log", move |msg: &str| {
+        tracing::info!(script = %origin, "{msg}");
+    });
+    let s = shared.clone();
+    engine.register_fn("alert", move |spec: rhai::Map| -> FnResult<()> {
+        let mut shared = lock(&s);
+        let alert = make_alert(&shared, spec).map_err(runtime_error)?;
+        shared.alerts.push(alert);
+        Ok(())
+    });
+}
+
+const ALERT_KEYS: &str =
+    "title, severity, group, value, threshold, summary, unit, fields, window_start";
+
+fn make_alert(shared: &Shared, spec: rhai::Map) -> Result<Alert, String> {
+    let event = shared.current.as_ref().ok_or("no event")?;
+    let spec = sandbox::to_json(&Dynamic::from_map(spec))?;
+    let Value::Object(spec) = spec else {
+        return Err("alert() takes a map".into());
+    };
+    let mut alert_fields = Map::new();
+    let mut title = shared.title.clone();
+    let mut summary = String::new();
+    let mut severity = shared.severity;
+    let mut group = Vec::new();
+    let mut value = 0.0;
+    let mut threshold = 0.0;
+    let mut unit = None;
+    let end = event.meta.time;
+    let mut start = end;
+    for (k, v) in spec {
+        match k.as_str() {
+            "title" => title = text(&k, v)?,
+            "summary" => summary = text(&k, v)?,
+            "unit" => unit = Some(text(&k, v)?),
+            "severity" => {
+                severity = serde_json::from_value(v.clone()).map_err(|_| {
+                    format!("alert severity {v} is not one of info, low, medium, high, critical")
+                })?
+            }
+            "value" => value = number(&k, &v)?,
+            "threshold" => threshold = number(&k, &v)?,
+            "group" => match v {
+                Value::Object(m) => group = m.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+                Value::Null => {}
+                other => return Err(format!("alert `group` must be a map, not {other}")),
+            },
+            "fields" => match v {
+                Value::Object(m) => alert_fields = m,
+                Value::Null => {}
+                other => return Err(format!("alert `fields` must be a map, not {other}")),
+            },
+            "window_start" => {
+                start = time_from_value(&v).ok_or_else(|| {
+                    format!("alert `window_start` {v} is not epoch seconds or an RFC 3339 time")
+                })?;
+                if start > end {
+                    return Err("alert `window_start` is after the event's time".into());
+                }
+            }
+            other => return Err(format!("alert has no key `{other}` (keys: {ALERT_KEYS})")),
+        }
+    }
+    let key = group_key(&group);
+    let mut nested = Value::Object(Map::new());
+    for (path, v) in &group {
+        insert_path(&mut nested, path, v.clone().unwrap_or(Value::Null));
+    }
+    let window = AlertWindow { start, end };
+    Ok(Alert {
+        id: Alert::make_id(&shared.pipeline, &shared.stage, &key, &window),
+        status: AlertStatus::Firing,
+        pipeline: shared.pipeline.clone(),
+        stage: shared.stage.clone(),
+        severity,
+        title,
+        summary,
+        group: nested,
+        group_key: key,
+        value,
+        threshold,
+        unit,
+        estimate: None,
+        window,
+        samples: vec![Sample::of(event)],
+        top: None,
+        fields: alert_fields,
+    })
+}
+
+fn text(key: &str, v: Value) -> Result<String, String> {
+    match v {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(format!("alert `{key}` must be a string, not {other}")),
+    }
+}
+
+fn number(key: &str, v: &Value) -> Result<f64, String> {
+    v.as_f64()
+        .ok_or_else(|| format!("alert `{key}` must be a number, not {v}"))
+}
+
+/// `new` with the keys `original` had in their original order, new keys after.
+fn reorder(original: &Value, new: Value) -> Value {
+    match (original, new) {
+        (Value::Object(old), Value::Object(mut new)) => {
+            let mut out = Map::with_capacity(new.len());
+            for (k, ov) in old {
+                if let Some(nv) = new.shift_remove(k) {
+                    out.insert(k.clone(), reorder(ov, nv));
+                }
+            }
+            out.extend(new);
+            Value::Object(out)
+        }
+        (Value::Array(old), Value::Array(new)) => Value::Array(
+            new.into_iter()
+                .enumerate()
+                .map(|(i, nv)| match old.get(i) {
+                    Some(ov) => reorder(ov, nv),
+                    None => nv,
+                })
+                .collect(),
+        ),
+        (_, new) => new,
+    }
+}
+
+impl ScriptStage {
+    fn fail(&mut self, e: &RunError) {
+        self.errors.record(&self.id, &self.path, e);
+    }
+
+    fn alert_event(&self, alert: Alert, time: Timestamp) -> Arc<Event> {
+        Arc::new(Event::from_alert(alert, self.id.clone(), time))
+    }
+}
+
+impl Stage for ScriptStage {
+    fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
+        let input = sandbox::to_dynamic(event.data());
+        lock(&self.shared).current = Some(event.clone());
+        let (result, changed) = self.sandbox.eval(&self.ast, input);
+        let alerts = {
+            let mut shared = lock(&self.shared);
+            shared.current = None;
+            std::mem::take(&mut shared.alerts)
+        };
+        let time = event.meta.time;
+        match result {
+            Err(e) => {
+                self.fail(&e);
+                out.push(event);
+            }
+            Ok(v) if v.as_bool() == Ok(false) => {}
+            Ok(_) => match sandbox::to_json(&changed) {
+                Ok(new) if new == *event.data() => out.push(event),
+                Ok(new) if new.is_object() || !event.data().is_object() => {
+                    let new = reorder(event.data(), new);
+                    let mut ev = Arc::unwrap_or_clone(event);
+                    let was_alert = ev.alert().is_some();
+                    *ev.data_mut() = new;
+                    if was_alert
+                        && let Ok(alert) = serde_json::from_value::<Alert>(ev.data().clone())
+                    {
+                        ev.set_alert(alert);
+                    }
+                    out.push(Arc::new(ev));
+                }
+                Ok(_) => {
+                    self.fail(&RunError {
+                        pos: None,
+                        limit: false,
+                        message: "the script replaced `event` with something that is not a map; the event goes on unchanged".into(),
+                    });
+                    out.push(event);
+                }
+                Err(message) => {
+                    self.fail(&RunError {
+                        pos: None,
+                        limit: false,
+                        message,
+                    });
+                    out.push(event);
+                }
+            },
+        }
+        for alert in alerts {
+            out.push(self.alert_event(alert, time));
+        }
+    }
+
+    fn snapshot(&self) -> Option<Value> {
+        let shared = lock(&self.shared);
+        let state = shared.state.as_ref()?;
+        let mut saved = Map::new();
+        for (k, v) in state {
+            match sandbox::to_json(v) {
+                Ok(j) => {
+                    saved.insert(k.clone(), j);
+                }
+                Err(e) => {
+                    tracing::warn!(stage = %self.id, key = %k, error = %e, "a state value cannot be saved")
+                }
+            }
+        }
+        Some(serde_json::json!({"shape": self.shape, "state": saved}))
+    }
+}
