@@ -49,6 +49,11 @@ pub struct SettingsConfig {
     /// `state_dir`; they also save it when they stop, and restore it at start. Default: `30s`.
     #[serde(default = "default_snapshot_interval")]
     pub snapshot_interval: Duration,
+    /// Whether stages keep their state across restarts (saved under `state_dir`).
+    /// `false` starts every run from empty windows: for replaying a fixed file, where a
+    /// second run reads the same records again. Default: true.
+    #[serde(default = "default_true")]
+    pub keep_state: bool,
     /// The systems sources read from and sinks deliver to, by kind and name. Secrets in
     /// here come from the environment (`${PCE_API_SECRET}`) or from files, never literally.
     #[serde(default)]
@@ -72,6 +77,7 @@ impl Default for SettingsConfig {
             batch_size: default_batch_size(),
             tick_interval: default_tick_interval(),
             snapshot_interval: default_snapshot_interval(),
+            keep_state: true,
             connections: ConnectionsConfig::default(),
         }
     }
@@ -88,6 +94,9 @@ fn default_batch_size() -> usize {
 }
 fn default_tick_interval() -> Duration {
     Duration::from_secs(1)
+}
+fn default_true() -> bool {
+    true
 }
 fn default_snapshot_interval() -> Duration {
     Duration::from_secs(30)

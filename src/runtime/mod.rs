@@ -54,12 +54,17 @@ pub struct BuildContext {
     pub connections: Arc<Connections>,
     /// The state database (checkpoints), shared by every node.
     pub store: Arc<crate::store::Store>,
+    /// Whether stages restore the state they saved (settings `keep_state`).
+    pub keep_state: bool,
 }
 
 impl BuildContext {
     /// The state the stage saved last (see [`Stage::snapshot`]), if any. A snapshot that
     /// cannot be read is logged and ignored: the stage starts empty.
     pub fn restore(&self) -> Option<serde_json::Value> {
+        if !self.keep_state {
+            return None;
+        }
         match self.store.stage_state(&self.id) {
             Ok(v) => v,
             Err(e) => {

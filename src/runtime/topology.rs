@@ -207,6 +207,7 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
             state_dir: settings.state_dir.clone(),
             connections: connections.clone(),
             store: store.clone(),
+            keep_state: settings.keep_state,
         };
         let out_targets = targets.next().unwrap_or_default();
         let rx = receivers.next().flatten();
@@ -244,6 +245,7 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
                 let input = Input::new(rx.expect("stages have a channel"), edges, counters.clone());
                 let output = Output::new(out_targets, counters);
                 let saver = Snapshots {
+                    enabled: settings.keep_state,
                     id: node.id.clone(),
                     store: store.clone(),
                     every: chrono::Duration::from_std(settings.snapshot_interval.get())
@@ -276,6 +278,7 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
 
 /// Saves a stage's state every `every` of clock time and when it stops.
 struct Snapshots {
+    enabled: bool,
     id: Arc<str>,
     store: Arc<crate::store::Store>,
     every: chrono::Duration,
@@ -295,6 +298,9 @@ impl Snapshots {
     }
 
     fn save(&self, stage: &dyn Stage) {
+        if !self.enabled {
+            return;
+        }
         if let Some(state) = stage.snapshot()
             && let Err(e) = self.store.set_stage_state(&self.id, &state)
         {

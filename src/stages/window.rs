@@ -249,15 +249,18 @@ impl KeyWindow {
     }
 
     /// Reports the window and restarts it: entries and samples are cleared and events
-    /// before the window's end are late for this key from now on.
+    /// before the window's end are late for this key from now on. The window reported
+    /// starts where the events counted may start: `window` before its end, or where the
+    /// key's previous alert ended if that is later.
     pub fn fire(&mut self, w: chrono::Duration) -> Fired {
         let end = self.newest.unwrap_or(Timestamp::MIN_UTC);
+        let start = match self.fired {
+            Some(previous) => minus(end, w).max(previous),
+            None => minus(end, w),
+        };
         let fired = Fired {
             sum: self.entries.iter().map(|e| e.w).sum(),
-            window: AlertWindow {
-                start: minus(end, w),
-                end,
-            },
+            window: AlertWindow { start, end },
             samples: self.samples.take(),
             estimate: self.estimates > 0,
         };

@@ -180,6 +180,7 @@ pub fn run_case(
                     state_dir: state_dir.clone(),
                     connections: connections.clone(),
                     store: store.clone(),
+                    keep_state: true,
                 };
                 let stage =
                     pc.config.stages[g.name.as_str()]

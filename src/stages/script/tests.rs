@@ -22,6 +22,7 @@ fn cx(dir: &Path, store: Arc<Store>) -> BuildContext {
         state_dir: dir.to_path_buf(),
         connections: Arc::new(Connections::default()),
         store,
+        keep_state: true,
     }
 }
 

@@ -247,6 +247,7 @@ fn build_restores_from_the_store() {
         state_dir: ".".into(),
         connections: Arc::new(crate::runtime::Connections::default()),
         store: store.clone(),
+        keep_state: true,
     };
     let mut s = c.build(&cx).unwrap();
     let mut out = Vec::new();
