@@ -167,8 +167,10 @@ impl TopNStage {
             .map_or_else(|| "count".to_string(), |p| p.as_str().to_string())
     }
 
-    /// The table over recorded events in `[start, end]` (`end` included when
-    /// `end_inclusive`) whose `within` values equal `within` (if given).
+    /// The table over recorded events whose `within` values equal `within` (if given), in
+    /// an alert's window `(start, end]` (`end_inclusive`: the window of a detection stage,
+    /// an event exactly `window` before the newest is out) or in one of its own tumbling
+    /// windows `[start, end)`.
     fn table(
         &self,
         window: AlertWindow,
@@ -176,7 +178,11 @@ impl TopNStage {
         within: Option<&[Value]>,
     ) -> TopTable {
         let recs = &self.state.recs;
-        let lo = recs.partition_point(|r| r.time < window.start);
+        let lo = if end_inclusive {
+            recs.partition_point(|r| r.time <= window.start)
+        } else {
+            recs.partition_point(|r| r.time < window.start)
+        };
         let mut sums: HashMap<String, (Vec<Value>, f64)> = HashMap::new();
         let mut total = 0.0;
         for r in recs.range(lo..) {
@@ -490,8 +496,8 @@ mod tests {
         let mut s = stage(None, &[], 3, None);
         let mut out = Vec::new();
         s.process(flow("a", json!(22), 9), &mut out); // before the window
+        s.process(flow("a", json!(22), 10), &mut out); // exactly at the start: out
         for (port, at) in [
-            (json!(22), 10),
             (json!(443), 11),
             (json!(22), 12),
             (json!(80), 13),
@@ -500,6 +506,7 @@ mod tests {
             (json!(8080), 16),
             (json!(80), 17),
             (json!(9), 18),
+            (json!(22), 19),
             (json!(22), 20), // exactly at the end: in
         ] {
             s.process(flow("a", port, at), &mut out);
