@@ -605,3 +605,75 @@ fn the_sample_pipeline_prints_the_same_alerts_with_samples_and_top_destinations(
     }
     assert_eq!(run(), first, "a second run prints the same alerts");
 }
+
+/// A restart keeps a half-full window: 9 events in one run, 1 in the next, threshold 10
+/// → the alert fires in the second run, counting all ten. With `keep_state: false` it
+/// does not.
+#[test]
+fn a_restart_keeps_window_state() {
+    let pipeline = |keep: bool| {
+        format!(
+            r#"
+kind: settings
+state_dir: state
+keep_state: {keep}
+---
+kind: pipeline
+name: p
+sources:
+  events: {{ type: stdin }}
+stages:
+  burst:
+    type: window_count
+    inputs: [events]
+    window: 10m
+    threshold: 10
+    group_by: [user]
+sinks:
+  out: {{ type: stdout, inputs: [burst] }}
+"#
+        )
+    };
+    let feed = |dir: &Path, from: u32, to: u32| -> String {
+        let mut child = Command::new(bin())
+            .args(["run", "--pipelines", "pipelines"])
+            .current_dir(dir)
+            .env("VIGIL_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        for i in from..to {
+            writeln!(
+                stdin,
+                r#"{{"user": "alice", "timestamp": "2026-01-01T00:00:{i:02}Z"}}"#
+            )
+            .unwrap();
+        }
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for keep in [true, false] {
+        let dir = project(&pipeline(keep));
+        assert_eq!(feed(dir.path(), 0, 9), "", "nine events do not fire");
+        let second = feed(dir.path(), 9, 10);
+        if keep {
+            let alert: Value = serde_json::from_str(second.trim()).expect(&second);
+            assert_eq!(alert["value"], json!(10.0));
+            assert_eq!(
+                alert["samples"][0]["record"]["timestamp"],
+                "2026-01-01T00:00:00Z"
+            );
+        } else {
+            assert_eq!(second, "", "without kept state the window starts empty");
+        }
+    }
+}

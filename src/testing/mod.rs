@@ -309,7 +309,8 @@ pub fn check_case(
                     describe(actual)
                 );
                 for (path, want, got) in diffs {
-                    let got = got.map_or("(missing)".to_string(), |g| g.to_string());
+                    let got = got.map_or("(missing)".to_string(), |g| show(&g));
+                    let want = show(&want);
                     let _ = write!(
                         msg,
                         "\n  {path:width$}  - expected {want}\n  {:width$}  + actual   {got}",
@@ -334,9 +335,20 @@ fn describe(alert: &Value) -> String {
         "[{}] {} (value {}, {})",
         s("severity"),
         s("title"),
-        alert.get("value").unwrap_or(&Value::Null),
+        show(alert.get("value").unwrap_or(&Value::Null)),
         s("group_key")
     )
+}
+
+/// A value as JSON, with whole numbers written without a fraction (`3`, not `3.0`).
+fn show(v: &Value) -> String {
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        },
+        other => other.to_string(),
+    }
 }
 
 /// JSON equality where numbers compare by value (`5` equals `5.0`).
