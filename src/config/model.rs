@@ -163,6 +163,12 @@ impl Duration {
         }
     }
 
+    /// The duration as a span of event time (saturating on absurd values; zero when
+    /// written negative).
+    pub fn span(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.get()).unwrap_or(chrono::Duration::MAX)
+    }
+
     /// Whether it is greater than zero.
     pub fn is_positive(&self) -> bool {
         !self.negative && !self.inner.is_zero()

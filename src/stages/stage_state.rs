@@ -35,19 +35,6 @@ pub fn load<T: DeserializeOwned>(node: &str, saved: Value, shape: &Value) -> Opt
     }
 }
 
-/// A config duration as a chrono duration (saturating).
-pub fn span(d: std::time::Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
-/// Parses field paths (checked by `vigil validate` first).
-pub fn parse_paths(paths: &[String]) -> Result<Vec<FieldPath>, String> {
-    paths
-        .iter()
-        .map(|p| FieldPath::parse(p).map_err(|e| e.to_string()))
-        .collect()
-}
-
 /// The key of `data` at `paths`: [`Group::key`], so a missing field (`<missing>`) and an
 /// empty one (`""`) are different keys.
 pub fn key_of(data: &Value, paths: &[FieldPath]) -> String {

@@ -14,11 +14,6 @@ use serde_json::Value;
 use super::alerting::SampleSet;
 use crate::event::{AlertWindow, Event, FieldPath, Sample, Timestamp};
 
-/// A window length as a chrono duration (saturating on absurd values).
-pub fn chrono_window(w: std::time::Duration) -> chrono::Duration {
-    chrono::Duration::from_std(w).unwrap_or(chrono::Duration::MAX)
-}
-
 /// `t - w`, saturating at the earliest representable time.
 pub fn minus(t: Timestamp, w: chrono::Duration) -> Timestamp {
     t.checked_sub_signed(w).unwrap_or(Timestamp::MIN_UTC)

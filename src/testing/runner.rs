@@ -233,8 +233,8 @@ pub fn run_case(
                 input.source
             )));
         }
-        let at = duration(input.at.map(|d| d.get()).unwrap_or_default());
-        let every = duration(input.every.map(|d| d.get()).unwrap_or_default());
+        let at = input.at.map_or(chrono::Duration::zero(), |d| d.span());
+        let every = input.every.map_or(chrono::Duration::zero(), |d| d.span());
         for k in 0..input.repeat {
             let k = i32::try_from(k).unwrap_or(i32::MAX);
             inputs.push((start + at + every * k, src, input.event.clone()));
@@ -242,9 +242,12 @@ pub fn run_case(
     }
     inputs.sort_by_key(|(t, _, _)| *t);
     let last = inputs.last().map_or(start, |(t, _, _)| *t);
-    let end = last + duration(case.run_for.map(|d| d.get()).unwrap_or_default());
+    let end = last + case.run_for.map_or(chrono::Duration::zero(), |d| d.span());
 
-    let mut step = duration(settings.tick_interval.get()).max(chrono::Duration::milliseconds(1));
+    let mut step = settings
+        .tick_interval
+        .span()
+        .max(chrono::Duration::milliseconds(1));
     let span_ms = (end - start).num_milliseconds().max(0);
     if span_ms / step.num_milliseconds().max(1) > MAX_TICKS {
         step = chrono::Duration::milliseconds(span_ms / MAX_TICKS + 1);
@@ -276,8 +279,4 @@ pub fn run_case(
         names: h.names,
         events: h.recorded,
     })
-}
-
-fn duration(d: std::time::Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }

@@ -11,7 +11,7 @@ use super::measure::{Counters, Measured, Measurer};
 use crate::event::{AlertStatus, AlertWindow, Event, Timestamp};
 use crate::runtime::{NodeError, Stage};
 use crate::stages::alerting::{AlertTemplates, Finding, GroupBy, SampleSet};
-use crate::stages::window::{Fired, KeyWindow, Watermark, chrono_window, minus, write_key};
+use crate::stages::window::{Fired, KeyWindow, Watermark, minus, write_key};
 
 /// Bytes in a MiB.
 pub const MIB: f64 = 1_048_576.0;
@@ -226,7 +226,7 @@ impl BandwidthStage {
         };
         Ok(BandwidthStage {
             mode: cfg.mode,
-            window: chrono_window(cfg.window.get()),
+            window: cfg.window.span(),
             threshold,
             unit: cfg.unit(),
             group_by,

@@ -9,7 +9,6 @@ use crate::config::check::Problems;
 use crate::config::diagnostic::codes;
 use crate::runtime::{BuildContext, NodeError, Stage};
 use crate::stages::alerting::GroupBy;
-use crate::stages::stage_state;
 
 /// Realert per key: after an event or alert with a key passes, later ones with the same key
 /// are suppressed until `period` of event time has passed since the one that passed. One
@@ -73,12 +72,8 @@ impl CooldownConfig {
 
     /// Builds the running stage, restoring its saved cooldowns.
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
-        let key = stage_state::parse_paths(&self.key)?;
-        let mut stage = CooldownStage::new(
-            key,
-            stage_state::span(self.period.get()),
-            self.max_keys.max(1),
-        );
+        let key = GroupBy::parse(&self.key)?.0;
+        let mut stage = CooldownStage::new(key, self.period.span(), self.max_keys.max(1));
         if let Some(saved) = cx.restore() {
             stage.restore(&cx.id, saved);
         }

@@ -191,7 +191,7 @@ mod tests {
     fn stage(key: &[&str], period: i64) -> CooldownStage {
         let key: Vec<String> = key.iter().map(|k| k.to_string()).collect();
         CooldownStage::new(
-            stage_state::parse_paths(&key).unwrap(),
+            crate::stages::alerting::GroupBy::parse(&key).unwrap().0,
             chrono::Duration::seconds(period),
             100,
         )

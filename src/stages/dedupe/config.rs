@@ -9,7 +9,6 @@ use crate::config::check::Problems;
 use crate::config::diagnostic::codes;
 use crate::runtime::{BuildContext, NodeError, Stage};
 use crate::stages::alerting::GroupBy;
-use crate::stages::stage_state;
 
 /// Drops repeats: the first event (or alert) with a key passes; later ones with the same
 /// key are dropped until `window` of event time has passed since that first one. The next
@@ -69,12 +68,8 @@ impl DedupeConfig {
 
     /// Builds the running stage, restoring its saved state.
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
-        let key = stage_state::parse_paths(&self.key)?;
-        let mut stage = DedupeStage::new(
-            key,
-            stage_state::span(self.window.get()),
-            self.max_keys.max(1),
-        );
+        let key = GroupBy::parse(&self.key)?.0;
+        let mut stage = DedupeStage::new(key, self.window.span(), self.max_keys.max(1));
         if let Some(saved) = cx.restore() {
             stage.restore(&cx.id, saved);
         }

@@ -157,7 +157,7 @@ mod tests {
     fn stage(key: &[&str], window: i64) -> DedupeStage {
         let key: Vec<String> = key.iter().map(|k| k.to_string()).collect();
         DedupeStage::new(
-            stage_state::parse_paths(&key).unwrap(),
+            crate::stages::alerting::GroupBy::parse(&key).unwrap().0,
             chrono::Duration::seconds(window),
             100,
         )
@@ -261,7 +261,9 @@ mod tests {
         assert_eq!(s.state.first.len(), 2, "k=1 ended at 10");
 
         let mut capped = DedupeStage::new(
-            stage_state::parse_paths(&["k".into()]).unwrap(),
+            crate::stages::alerting::GroupBy::parse(&["k".into()])
+                .unwrap()
+                .0,
             chrono::Duration::seconds(100),
             2,
         );

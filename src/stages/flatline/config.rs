@@ -9,7 +9,6 @@ use crate::config::check::Problems;
 use crate::config::diagnostic::codes;
 use crate::runtime::{BuildContext, NodeError, Stage};
 use crate::stages::alerting::{AlertConfig, AlertTemplates, GroupBy};
-use crate::stages::stage_state;
 
 /// Default title of flatline alerts.
 pub(crate) const DEFAULT_TITLE: &str = "{{#if (eq status \"resolved\")}}Events again{{#if group_key}} from {{group_key}}{{/if}} after {{window.length}} quiet{{else}}No events{{#if group_key}} from {{group_key}}{{/if}} for {{window.length}}{{/if}}";
@@ -101,12 +100,8 @@ impl FlatlineConfig {
             &cx.node,
         )
         .map_err(|(pointer, message)| format!("{pointer}: {message}"))?;
-        let mut stage = FlatlineStage::new(
-            group_by,
-            stage_state::span(self.after.get()),
-            templates,
-            self.max_keys.max(1),
-        );
+        let mut stage =
+            FlatlineStage::new(group_by, self.after.span(), templates, self.max_keys.max(1));
         if let Some(saved) = cx.restore() {
             stage.restore(&cx.id, saved);
         }

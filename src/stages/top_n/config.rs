@@ -10,7 +10,6 @@ use crate::config::diagnostic::codes;
 use crate::event::FieldPath;
 use crate::runtime::{BuildContext, NodeError, Stage};
 use crate::stages::alerting::{AlertConfig, AlertTemplates, GroupBy};
-use crate::stages::stage_state;
 
 /// Adds a top-N table to alerts: the keys (values at `by`) with the most events, or the
 /// biggest sum of `sum`, in the alert's window.
@@ -151,17 +150,17 @@ impl TopNConfig {
             &cx.node,
         )
         .map_err(|(pointer, message)| format!("{pointer}: {message}"))?;
-        let window = self.window.map(|w| stage_state::span(w.get()));
-        let retain = stage_state::span(self.retain.get());
+        let window = self.window.map(|w| w.span());
+        let retain = self.retain.span();
         let spec = TopNSpec {
-            by: stage_state::parse_paths(&self.by)?,
+            by: GroupBy::parse(&self.by)?.0,
             sum: self
                 .sum
                 .as_deref()
                 .map(FieldPath::parse)
                 .transpose()
                 .map_err(|e| e.to_string())?,
-            within: stage_state::parse_paths(&self.within)?,
+            within: GroupBy::parse(&self.within)?.0,
             n: self.n.max(1),
             window,
             retain: window.map_or(retain, |w| w.max(retain)),

@@ -431,7 +431,7 @@ mod tests {
 
     fn paths(p: &[&str]) -> Vec<FieldPath> {
         let p: Vec<String> = p.iter().map(|s| s.to_string()).collect();
-        stage_state::parse_paths(&p).unwrap()
+        crate::stages::alerting::GroupBy::parse(&p).unwrap().0
     }
 
     fn stage(sum: Option<&str>, within: &[&str], n: usize, window: Option<i64>) -> TopNStage {

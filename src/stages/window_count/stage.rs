@@ -10,7 +10,7 @@ use super::config::WindowCountConfig;
 use crate::event::{AlertStatus, Event, FieldPath, Timestamp};
 use crate::runtime::{NodeError, Stage};
 use crate::stages::alerting::{AlertTemplates, Finding, GroupBy};
-use crate::stages::window::{KeyWindow, Watermark, chrono_window, number, write_key};
+use crate::stages::window::{KeyWindow, Watermark, number, write_key};
 
 /// Counts or sums per group key in sliding event-time windows; see [`WindowCountConfig`].
 pub struct WindowCountStage {
@@ -56,7 +56,7 @@ impl WindowCountStage {
             .map_err(|e| NodeError::from(format!("sum: {e}")))?;
         let group_by = GroupBy::parse(&cfg.group_by).map_err(NodeError::from)?;
         Ok(WindowCountStage {
-            window: chrono_window(cfg.window.get()),
+            window: cfg.window.span(),
             threshold: cfg.threshold,
             sum,
             group_by,
