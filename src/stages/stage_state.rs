@@ -5,7 +5,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
-use crate::event::{FieldPath, Group};
+use std::collections::HashMap;
+
+use crate::event::{FieldPath, Group, Timestamp};
 
 /// Wraps `state` with the `shape` it was made under, for [`crate::runtime::Stage::snapshot`].
 pub fn save<T: Serialize>(shape: &Value, state: &T) -> Option<Value> {
@@ -31,6 +33,43 @@ pub fn load<T: DeserializeOwned>(node: &str, saved: Value, shape: &Value) -> Opt
         Err(e) => {
             tracing::warn!(node, error = %e, "state reset: the saved state cannot be read");
             None
+        }
+    }
+}
+
+/// Forgets the keys whose span (from the time they hold) has ended at `watermark`.
+pub fn forget_ended(
+    map: &mut HashMap<String, Timestamp>,
+    watermark: Option<Timestamp>,
+    span: chrono::Duration,
+) {
+    let Some(wm) = watermark else {
+        return;
+    };
+    map.retain(|_, t| t.checked_add_signed(span).is_none_or(|end| end > wm));
+}
+
+/// Makes room for one more key in `map` (which holds at most `max_keys`): forgets the
+/// oldest by `age`, counting each in `evicted`; the first time, `warning` is logged.
+pub fn forget_oldest<V>(
+    map: &mut HashMap<String, V>,
+    max_keys: usize,
+    age: impl Fn(&V) -> Timestamp,
+    evicted: &mut u64,
+    warning: &'static str,
+) {
+    while map.len() >= max_keys {
+        let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, v)| age(v))
+            .map(|(k, _)| k.clone())
+        else {
+            break;
+        };
+        map.remove(&oldest);
+        *evicted += 1;
+        if *evicted == 1 {
+            tracing::warn!(max_keys, "{warning}");
         }
     }
 }

@@ -73,13 +73,7 @@ impl CooldownStage {
     }
 
     fn evict(&mut self) {
-        let Some(wm) = self.state.watermark else {
-            return;
-        };
-        let period = self.period;
-        self.state
-            .passed_at
-            .retain(|_, t| t.checked_add_signed(period).is_none_or(|end| end > wm));
+        stage_state::forget_ended(&mut self.state.passed_at, self.state.watermark, self.period);
     }
 
     fn make_room(&mut self) {
@@ -87,23 +81,13 @@ impl CooldownStage {
             return;
         }
         self.evict();
-        while self.state.passed_at.len() >= self.max_keys {
-            let oldest = self
-                .state
-                .passed_at
-                .iter()
-                .min_by_key(|(_, t)| **t)
-                .map(|(k, _)| k.clone());
-            let Some(oldest) = oldest else { break };
-            self.state.passed_at.remove(&oldest);
-            self.state.evicted += 1;
-            if self.state.evicted == 1 {
-                tracing::warn!(
-                    max_keys = self.max_keys,
-                    "cooldown holds `max_keys` keys: forgetting the oldest early"
-                );
-            }
-        }
+        stage_state::forget_oldest(
+            &mut self.state.passed_at,
+            self.max_keys,
+            |t| *t,
+            &mut self.state.evicted,
+            "cooldown holds `max_keys` keys: forgetting the oldest early",
+        );
     }
 }
 

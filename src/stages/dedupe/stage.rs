@@ -75,13 +75,7 @@ impl DedupeStage {
 
     /// Forgets keys whose window has ended at the watermark.
     fn evict(&mut self) {
-        let Some(wm) = self.state.watermark else {
-            return;
-        };
-        let window = self.window;
-        self.state
-            .first
-            .retain(|_, t| t.checked_add_signed(window).is_none_or(|end| end > wm));
+        stage_state::forget_ended(&mut self.state.first, self.state.watermark, self.window);
     }
 
     fn make_room(&mut self) {
@@ -89,23 +83,13 @@ impl DedupeStage {
             return;
         }
         self.evict();
-        while self.state.first.len() >= self.max_keys {
-            let oldest = self
-                .state
-                .first
-                .iter()
-                .min_by_key(|(_, t)| **t)
-                .map(|(k, _)| k.clone());
-            let Some(oldest) = oldest else { break };
-            self.state.first.remove(&oldest);
-            self.state.evicted += 1;
-            if self.state.evicted == 1 {
-                tracing::warn!(
-                    max_keys = self.max_keys,
-                    "dedupe holds `max_keys` keys: forgetting the oldest early"
-                );
-            }
-        }
+        stage_state::forget_oldest(
+            &mut self.state.first,
+            self.max_keys,
+            |t| *t,
+            &mut self.state.evicted,
+            "dedupe holds `max_keys` keys: forgetting the oldest early",
+        );
     }
 }
 

@@ -124,23 +124,13 @@ impl FlatlineStage {
     }
 
     fn make_room(&mut self) {
-        while self.state.keys.len() >= self.max_keys {
-            let oldest = self
-                .state
-                .keys
-                .iter()
-                .min_by_key(|(_, w)| w.last_seen)
-                .map(|(k, _)| k.clone());
-            let Some(oldest) = oldest else { break };
-            self.state.keys.remove(&oldest);
-            self.state.evicted += 1;
-            if self.state.evicted == 1 {
-                tracing::warn!(
-                    max_keys = self.max_keys,
-                    "flatline watches `max_keys` keys: forgetting the one seen longest ago"
-                );
-            }
-        }
+        stage_state::forget_oldest(
+            &mut self.state.keys,
+            self.max_keys,
+            |w| w.last_seen,
+            &mut self.state.evicted,
+            "flatline watches `max_keys` keys: forgetting the one seen longest ago",
+        );
     }
 }
 
