@@ -123,6 +123,17 @@ impl AlertTemplates {
         })
     }
 
+    /// Compiles `cfg` for the stage being built in `cx`.
+    pub fn for_stage(
+        cfg: &AlertConfig,
+        default_title: &str,
+        default_summary: &str,
+        cx: &crate::runtime::BuildContext,
+    ) -> Result<AlertTemplates, crate::runtime::NodeError> {
+        AlertTemplates::compile(cfg, default_title, default_summary, &cx.pipeline, &cx.node)
+            .map_err(|(pointer, message)| format!("{pointer}: {message}").into())
+    }
+
     /// Checks `cfg` for `vigil validate`: the templates compile and render against a
     /// sample alert grouped by `group_by`.
     pub fn check(

@@ -37,6 +37,22 @@ pub enum StoreError {
     },
 }
 
+/// A table of JSON values by key.
+#[derive(Clone, Copy)]
+struct Table {
+    name: &'static str,
+    key: &'static str,
+}
+
+const CHECKPOINTS: Table = Table {
+    name: "checkpoints",
+    key: "key",
+};
+const STAGE_STATE: Table = Table {
+    name: "stage_state",
+    key: "node",
+};
+
 /// vigil's state database.
 #[derive(Debug)]
 pub struct Store {
@@ -95,65 +111,58 @@ impl Store {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The checkpoint stored under `key` (by convention the node id, `pipeline.node`, or
-    /// `<kind>:<connection>` for state shared by a connection).
-    pub fn checkpoint(&self, key: &str) -> Result<Option<Value>, StoreError> {
+    /// The JSON value stored in `table` under `key`.
+    fn get(&self, table: Table, key: &str, what: &str) -> Result<Option<Value>, StoreError> {
         let text: Option<String> = self
             .conn()
             .query_row(
-                "SELECT value FROM checkpoints WHERE key = ?1",
+                &format!("SELECT value FROM {} WHERE {} = ?1", table.name, table.key),
                 params![key],
                 |r| r.get(0),
             )
             .optional()?;
         text.map(|t| {
             serde_json::from_str(&t).map_err(|source| StoreError::Corrupt {
-                key: key.to_string(),
+                key: format!("{what}{key}"),
                 source,
             })
         })
         .transpose()
     }
 
-    /// Stores `value` under `key`, durably, replacing what was there.
-    pub fn set_checkpoint(&self, key: &str, value: &Value) -> Result<(), StoreError> {
+    /// Stores `value` in `table` under `key`, durably, replacing what was there.
+    fn put(&self, table: Table, key: &str, value: &Value) -> Result<(), StoreError> {
+        let (name, col) = (table.name, table.key);
         self.conn().execute(
-            "INSERT INTO checkpoints (key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value,
-                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            &format!(
+                "INSERT INTO {name} ({col}, value) VALUES (?1, ?2)
+                 ON CONFLICT({col}) DO UPDATE SET value = excluded.value,
+                     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+            ),
             params![key, value.to_string()],
         )?;
         Ok(())
     }
 
+    /// The checkpoint stored under `key` (by convention the node id, `pipeline.node`, or
+    /// `<kind>:<connection>` for state shared by a connection).
+    pub fn checkpoint(&self, key: &str) -> Result<Option<Value>, StoreError> {
+        self.get(CHECKPOINTS, key, "")
+    }
+
+    /// Stores `value` under `key`, durably, replacing what was there.
+    pub fn set_checkpoint(&self, key: &str, value: &Value) -> Result<(), StoreError> {
+        self.put(CHECKPOINTS, key, value)
+    }
+
     /// The state a stage saved last, by node id (`pipeline.node`).
     pub fn stage_state(&self, node: &str) -> Result<Option<Value>, StoreError> {
-        let text: Option<String> = self
-            .conn()
-            .query_row(
-                "SELECT value FROM stage_state WHERE node = ?1",
-                params![node],
-                |r| r.get(0),
-            )
-            .optional()?;
-        text.map(|t| {
-            serde_json::from_str(&t).map_err(|source| StoreError::Corrupt {
-                key: format!("stage state {node}"),
-                source,
-            })
-        })
-        .transpose()
+        self.get(STAGE_STATE, node, "stage state ")
     }
 
     /// Saves a stage's state, durably, replacing what was there.
     pub fn set_stage_state(&self, node: &str, value: &Value) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO stage_state (node, value) VALUES (?1, ?2)
-             ON CONFLICT(node) DO UPDATE SET value = excluded.value,
-                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
-            params![node, value.to_string()],
-        )?;
-        Ok(())
+        self.put(STAGE_STATE, node, value)
     }
 
     /// Removes the checkpoint under `key`.

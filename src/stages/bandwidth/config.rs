@@ -229,14 +229,12 @@ impl BandwidthConfig {
 
     /// Builds the running stage, restoring its saved state when compatible.
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
-        let templates = AlertTemplates::compile(
+        let templates = AlertTemplates::for_stage(
             &self.alert,
             &self.default_title(),
             &self.default_summary(),
-            &cx.pipeline,
-            &cx.node,
-        )
-        .map_err(|(pointer, message)| NodeError::from(format!("{pointer}: {message}")))?;
+            cx,
+        )?;
         let mut stage = BandwidthStage::new(self, templates)?;
         if let Some(saved) = cx.restore() {
             stage.restore(saved, &cx.id);

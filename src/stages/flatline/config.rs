@@ -92,14 +92,7 @@ impl FlatlineConfig {
     /// Builds the running stage, restoring its saved last-seen times.
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
         let group_by = GroupBy::parse(&self.group_by)?;
-        let templates = AlertTemplates::compile(
-            &self.alert,
-            DEFAULT_TITLE,
-            DEFAULT_SUMMARY,
-            &cx.pipeline,
-            &cx.node,
-        )
-        .map_err(|(pointer, message)| format!("{pointer}: {message}"))?;
+        let templates = AlertTemplates::for_stage(&self.alert, DEFAULT_TITLE, DEFAULT_SUMMARY, cx)?;
         let mut stage =
             FlatlineStage::new(group_by, self.after.span(), templates, self.max_keys.max(1));
         if let Some(saved) = cx.restore() {

@@ -142,14 +142,8 @@ impl TopNConfig {
 
     /// Builds the running stage, restoring its recorded events.
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
-        let templates = AlertTemplates::compile(
-            &self.alert,
-            &self.default_title(),
-            DEFAULT_SUMMARY,
-            &cx.pipeline,
-            &cx.node,
-        )
-        .map_err(|(pointer, message)| format!("{pointer}: {message}"))?;
+        let templates =
+            AlertTemplates::for_stage(&self.alert, &self.default_title(), DEFAULT_SUMMARY, cx)?;
         let window = self.window.map(|w| w.span());
         let retain = self.retain.span();
         let spec = TopNSpec {

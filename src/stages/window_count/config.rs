@@ -128,14 +128,12 @@ impl WindowCountConfig {
 
     /// Builds the running stage, restoring its saved state when compatible.
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
-        let templates = AlertTemplates::compile(
+        let templates = AlertTemplates::for_stage(
             &self.alert,
             &self.default_title(),
             &self.default_summary(),
-            &cx.pipeline,
-            &cx.node,
-        )
-        .map_err(|(pointer, message)| NodeError::from(format!("{pointer}: {message}")))?;
+            cx,
+        )?;
         let mut stage = WindowCountStage::new(self, templates)?;
         if let Some(saved) = cx.restore() {
             stage.restore(saved, &cx.id);
