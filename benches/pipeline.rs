@@ -31,15 +31,7 @@ mod common;
 use common::flows::write_flow;
 
 fn records() -> u64 {
-    match std::env::var("VIGIL_BENCH_RECORDS") {
-        Ok(v) => v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .expect("VIGIL_BENCH_RECORDS must be a positive integer"),
-        Err(_) if std::env::args().any(|a| a == "--bench") => DEFAULT_RECORDS,
-        Err(_) => TEST_MODE_RECORDS,
-    }
+    common::records(DEFAULT_RECORDS, TEST_MODE_RECORDS)
 }
 
 /// Writes `n` records to `path` and returns the bytes written (for the bare parse bench).
