@@ -259,19 +259,28 @@ impl Group {
 pub fn group_key(fields: &[(String, Option<Value>)]) -> String {
     let mut out = String::new();
     for (i, (path, v)) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(path);
-        out.push('=');
-        match v {
-            None => out.push_str("<missing>"),
-            Some(Value::String(s)) if s.is_empty() => out.push_str("\"\""),
-            Some(Value::String(s)) => out.push_str(s),
-            Some(other) => out.push_str(&other.to_string()),
-        }
+        push_key_field(&mut out, i, path, v.as_ref());
     }
     out
+}
+
+/// Appends the `i`-th `path=value` of a group key to `out`: a missing value reads
+/// `<missing>`, an empty string `""`.
+pub fn push_key_field(out: &mut String, i: usize, path: &str, v: Option<&Value>) {
+    use std::fmt::Write as _;
+    if i > 0 {
+        out.push(',');
+    }
+    out.push_str(path);
+    out.push('=');
+    match v {
+        None => out.push_str("<missing>"),
+        Some(Value::String(s)) if s.is_empty() => out.push_str("\"\""),
+        Some(Value::String(s)) => out.push_str(s),
+        Some(other) => {
+            let _ = write!(out, "{other}");
+        }
+    }
 }
 
 /// Sets `path` (dotted) inside `root`, creating mappings on the way.

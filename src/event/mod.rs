@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 pub use alert::{
     Alert, AlertStatus, AlertWindow, Group, Sample, Severity, TopRow, TopTable, group_key,
-    insert_path,
+    insert_path, push_key_field,
 };
 
 use chrono::{DateTime, Utc};

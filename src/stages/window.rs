@@ -6,13 +6,12 @@
 //! `(n - W, n]`, so an entry exactly `W` older than the newest is out.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::alerting::SampleSet;
-use crate::event::{AlertWindow, Event, FieldPath, Sample, Timestamp};
+use crate::event::{AlertWindow, Event, FieldPath, Sample, Timestamp, push_key_field};
 
 /// `t - w`, saturating at the earliest representable time.
 pub fn minus(t: Timestamp, w: chrono::Duration) -> Timestamp {
@@ -25,19 +24,7 @@ pub fn minus(t: Timestamp, w: chrono::Duration) -> Timestamp {
 pub fn write_key(buf: &mut String, paths: &[FieldPath], data: &Value) {
     buf.clear();
     for (i, path) in paths.iter().enumerate() {
-        if i > 0 {
-            buf.push(',');
-        }
-        buf.push_str(path.as_str());
-        buf.push('=');
-        match path.first(data) {
-            None => buf.push_str("<missing>"),
-            Some(Value::String(s)) if s.is_empty() => buf.push_str("\"\""),
-            Some(Value::String(s)) => buf.push_str(s),
-            Some(other) => {
-                let _ = write!(buf, "{other}");
-            }
-        }
+        push_key_field(buf, i, path.as_str(), path.first(data));
     }
 }
 

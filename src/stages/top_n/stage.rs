@@ -114,12 +114,7 @@ fn value_eq(a: &Value, b: &Value) -> bool {
 }
 
 fn weight_of(v: Option<&Value>) -> Option<f64> {
-    let w = match v? {
-        Value::Number(n) => n.as_f64()?,
-        Value::String(s) => s.trim().parse::<f64>().ok()?,
-        _ => return None,
-    };
-    (w.is_finite() && w >= 0.0).then_some(w)
+    v.and_then(crate::stages::window::number)
 }
 
 impl TopNStage {
