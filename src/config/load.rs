@@ -72,7 +72,7 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
         })?;
         if meta.is_dir() {
             let before = out.len();
-            walk_dir(p, &mut out)?;
+            walk_dir(p, &is_pipeline_file, &mut out)?;
             if out.len() == before {
                 return Err(LoadError::NoFiles(p.clone()));
             }
@@ -85,7 +85,18 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, LoadError> {
     Ok(out)
 }
 
-fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+/// Every file under `dir` (sorted, hidden entries skipped) whose name passes `wanted`.
+pub fn files_under(dir: &Path, wanted: &dyn Fn(&str) -> bool) -> Result<Vec<PathBuf>, LoadError> {
+    let mut out = Vec::new();
+    walk_dir(dir, wanted, &mut out)?;
+    Ok(out)
+}
+
+fn walk_dir(
+    dir: &Path,
+    wanted: &dyn Fn(&str) -> bool,
+    out: &mut Vec<PathBuf>,
+) -> Result<(), LoadError> {
     let io = |source| LoadError::Io {
         path: dir.to_path_buf(),
         source,
@@ -102,8 +113,8 @@ fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
             continue;
         }
         if path.is_dir() {
-            walk_dir(&path, out)?;
-        } else if is_pipeline_file(name) {
+            walk_dir(&path, wanted, out)?;
+        } else if wanted(name) {
             out.push(path);
         }
     }

@@ -20,6 +20,7 @@ pub use runner::{DEFAULT_START, Recorded, RunError, run_case};
 
 use crate::config::diagnostic::{Diagnostic, codes};
 use crate::config::interpolate::{LineIndex, resolve};
+use crate::config::load::files_under;
 use crate::config::{Config, Env, LoadOptions, Loaded, load_paths, yaml};
 use crate::event::FieldPath;
 
@@ -138,28 +139,11 @@ pub fn run_paths(paths: &[PathBuf], env: Env) -> Result<Report, crate::config::L
 
 /// `*.test.yaml` files: beside each file given, or anywhere under each directory given.
 fn test_files(paths: &[PathBuf]) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        entries.sort();
-        for p in entries {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.starts_with('.') {
-                continue;
-            }
-            if p.is_dir() {
-                walk(&p, out);
-            } else if is_test_file(name) {
-                out.push(p);
-            }
-        }
-    }
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            walk(p, &mut out);
+            // An unreadable directory was reported when the pipelines were loaded.
+            out.extend(files_under(p, &is_test_file).unwrap_or_default());
         } else if p
             .file_name()
             .and_then(|n| n.to_str())
