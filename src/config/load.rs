@@ -597,7 +597,8 @@ fn typed_component<T: serde::de::DeserializeOwned>(
     }
 }
 
-fn serde_pointer(path: &serde_path_to_error::Path) -> String {
+/// The JSON pointer serde_path_to_error names.
+pub(crate) fn serde_pointer(path: &serde_path_to_error::Path) -> String {
     let mut segs: Vec<String> = Vec::new();
     for s in path.iter() {
         match s {

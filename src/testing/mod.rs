@@ -191,16 +191,7 @@ pub fn parse_test_file(file: &Path, text: &str, env: &Env) -> (Vec<TestFile>, Ve
         match serde_path_to_error::deserialize::<_, TestFile>(&resolved.value) {
             Ok(tf) => out.push(tf),
             Err(e) => {
-                let segs: Vec<String> = e
-                    .path()
-                    .iter()
-                    .filter_map(|s| match s {
-                        serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
-                        serde_path_to_error::Segment::Map { key } => Some(key.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                let pointer = yaml::to_pointer(segs.iter().map(String::as_str));
+                let pointer = crate::config::load::serde_pointer(e.path());
                 diags.push(Diagnostic::error(
                     file,
                     tree.pos_at(&pointer),
