@@ -58,6 +58,7 @@ fn config(state: &Path, input: &Path, output: &Path, rhai: bool) -> Config {
         r#"
 kind: settings
 state_dir: {state}
+keep_state: false
 ---
 kind: pipeline
 name: bench
