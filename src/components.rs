@@ -60,6 +60,12 @@ pub enum SinkConfig {
     File(sinks::file::FileSinkConfig),
     /// JSON lines on standard output.
     Stdout(sinks::stdout::StdoutSinkConfig),
+    /// Mail through an SMTP server: the raw-log snapshot, HTML and plain text.
+    Mail(sinks::mail::MailSinkConfig),
+    /// LINE Messaging API push messages.
+    Line(sinks::line::LineSinkConfig),
+    /// An HTTP POST: generic JSON, Slack, Teams or a custom body.
+    Webhook(sinks::webhook::WebhookSinkConfig),
 }
 
 impl SourceConfig {
@@ -126,6 +132,20 @@ impl StageConfig {
         }
     }
 
+    /// The paths a detection stage groups its alerts by (empty for the others).
+    pub fn group_by(&self) -> &[String] {
+        match self {
+            StageConfig::WindowCount(c) => &c.group_by,
+            StageConfig::Bandwidth(c) => &c.group_by,
+            StageConfig::Flatline(c) => &c.group_by,
+            StageConfig::Filter(_)
+            | StageConfig::Dedupe(_)
+            | StageConfig::Cooldown(_)
+            | StageConfig::TopN(_)
+            | StageConfig::Script(_) => &[],
+        }
+    }
+
     /// Structural checks beyond the schema.
     pub fn check(&self, p: &mut Problems) {
         match self {
@@ -161,6 +181,9 @@ impl SinkConfig {
         match self {
             SinkConfig::File(_) => "file",
             SinkConfig::Stdout(_) => "stdout",
+            SinkConfig::Mail(_) => "mail",
+            SinkConfig::Line(_) => "line",
+            SinkConfig::Webhook(_) => "webhook",
         }
     }
 
@@ -169,6 +192,9 @@ impl SinkConfig {
         match self {
             SinkConfig::File(c) => &c.inputs,
             SinkConfig::Stdout(c) => &c.inputs,
+            SinkConfig::Mail(c) => &c.inputs,
+            SinkConfig::Line(c) => &c.inputs,
+            SinkConfig::Webhook(c) => &c.inputs,
         }
     }
 
@@ -177,6 +203,44 @@ impl SinkConfig {
         match self {
             SinkConfig::File(c) => c.check(p),
             SinkConfig::Stdout(c) => c.check(p),
+            SinkConfig::Mail(c) => c.check(p),
+            SinkConfig::Line(c) => c.check(p),
+            SinkConfig::Webhook(c) => c.check(p),
+        }
+    }
+
+    /// For `vigil validate`: renders every template of a delivering sink against a sample
+    /// alert grouped by `group_by` (the paths of the detection stages upstream).
+    pub fn check_rendering(&self, group_by: &[String], p: &mut Problems) {
+        match self {
+            SinkConfig::File(_) | SinkConfig::Stdout(_) => {}
+            SinkConfig::Mail(c) => c.check_rendering(group_by, p),
+            SinkConfig::Line(c) => c.check_rendering(group_by, p),
+            SinkConfig::Webhook(c) => c.check_rendering(group_by, p),
+        }
+    }
+
+    /// How a delivering sink sends one message (for `vigil send-test`); `None` for the
+    /// other kinds.
+    pub fn notifier(
+        &self,
+        cx: &BuildContext,
+    ) -> Option<Result<Box<dyn sinks::delivery::Notifier>, NodeError>> {
+        match self {
+            SinkConfig::File(_) | SinkConfig::Stdout(_) => None,
+            SinkConfig::Mail(c) => Some(c.notifier(cx)),
+            SinkConfig::Line(c) => Some(c.notifier(cx)),
+            SinkConfig::Webhook(c) => Some(c.notifier(cx)),
+        }
+    }
+
+    /// The `connections:` family and name a delivering sink sends through.
+    pub fn connection(&self) -> Option<(&'static str, &str)> {
+        match self {
+            SinkConfig::File(_) | SinkConfig::Stdout(_) => None,
+            SinkConfig::Mail(c) => Some(("smtp", &c.connection)),
+            SinkConfig::Line(c) => Some(("line", &c.connection)),
+            SinkConfig::Webhook(c) => Some(("webhook", &c.connection)),
         }
     }
 
@@ -185,6 +249,9 @@ impl SinkConfig {
         match self {
             SinkConfig::File(c) => c.build(cx),
             SinkConfig::Stdout(c) => c.build(cx),
+            SinkConfig::Mail(c) => c.build(cx),
+            SinkConfig::Line(c) => c.build(cx),
+            SinkConfig::Webhook(c) => c.build(cx),
         }
     }
 }

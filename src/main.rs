@@ -84,6 +84,29 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
     },
+    /// Send a sample alert through a mail, line or webhook sink now and report the peer's
+    /// answer (exit 1 if it refused).
+    SendTest {
+        /// The sink: `pipeline.sink`, or a sink name unique across pipelines.
+        sink: String,
+        /// The directory (or file) of pipeline files.
+        #[arg(long, short, default_value = "pipelines")]
+        pipelines: PathBuf,
+        /// Print what would be sent instead of sending it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Inspect the delivery outbox: dead letters, and what is waiting to be sent.
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxAction,
+        /// The directory (or file) of pipeline files (its settings name the state_dir).
+        #[arg(long, short, default_value = "pipelines", global = true)]
+        pipelines: PathBuf,
+        /// The state directory, instead of the one the pipelines' settings name.
+        #[arg(long, global = true)]
+        state_dir: Option<PathBuf>,
+    },
     /// Print the JSON Schema of pipeline files.
     Schema,
     /// Serve a simulated Illumio PCE until interrupted; prints its URL as the first line.
@@ -112,6 +135,47 @@ enum Command {
         )]
         api_secret: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxAction {
+    /// List dead letters (or, with --state, other messages), newest first.
+    List {
+        /// Which messages: dead (default), pending, gathering, sent, or all.
+        #[arg(long, value_enum, default_value_t = OutboxFilter::Dead)]
+        state: OutboxFilter,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Text (default) or JSON with the alerts in full.
+        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
+    },
+    /// Send a dead letter again (a running vigil picks it up within seconds).
+    Retry {
+        /// The message id, or a unique prefix of it.
+        id: String,
+    },
+    /// Delete a dead letter; its alerts are not sent again if raised again.
+    Drop {
+        /// The message id, or a unique prefix of it.
+        id: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OutboxFilter {
+    Dead,
+    Pending,
+    Gathering,
+    Sent,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ListFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -185,6 +249,16 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ..SimConfig::default()
             },
         ),
+        Command::SendTest {
+            sink,
+            pipelines,
+            dry_run,
+        } => send_test(pipelines, &sink, dry_run),
+        Command::Outbox {
+            action,
+            pipelines,
+            state_dir,
+        } => outbox(action, pipelines, state_dir),
         Command::Schema => {
             print(&vigil::config::schema::document_schema_text())?;
             Ok(ExitCode::SUCCESS)
@@ -323,6 +397,173 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         })
     })
+}
+
+fn send_test(path: PathBuf, sink: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
+    let loaded = load_for_use(path)?;
+    let Some(config) = loaded.config else {
+        return Ok(ExitCode::from(1));
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let outcome = rt.block_on(async {
+        let send = vigil::sinks::delivery::send_test::send_test(
+            &config,
+            sink,
+            dry_run,
+            Arc::new(WallClock),
+        );
+        match tokio::time::timeout(std::time::Duration::from_secs(60), send).await {
+            Ok(r) => r,
+            Err(_) => Err("no answer within 60s".to_string()),
+        }
+    });
+    let t = match outcome {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "vigil: send-test: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut out = String::new();
+    if !t.recipients.is_empty() {
+        out.push_str(&format!("recipients: {}\n", t.recipients.join(", ")));
+    }
+    if dry_run {
+        for (part, text) in &t.preview {
+            out.push_str(&format!("----- {part} -----\n{text}\n"));
+        }
+    }
+    let code = match &t.result {
+        None => {
+            out.push_str(&format!(
+                "{} ({}): rendered, not sent (--dry-run)\n",
+                t.sink, t.kind
+            ));
+            ExitCode::SUCCESS
+        }
+        Some(Ok(answer)) => {
+            out.push_str(&format!(
+                "{} ({}): delivered: {}\n",
+                t.sink, t.kind, answer.0
+            ));
+            ExitCode::SUCCESS
+        }
+        Some(Err(e)) => {
+            let kind = match e {
+                vigil::sinks::delivery::SendError::Transient { .. } => {
+                    "failed (transient, would be retried)"
+                }
+                vigil::sinks::delivery::SendError::Permanent { .. } => "refused (permanent)",
+            };
+            out.push_str(&format!("{} ({}): {kind}: {e}\n", t.sink, t.kind));
+            ExitCode::from(1)
+        }
+    };
+    print(&out)?;
+    Ok(code)
+}
+
+fn outbox(
+    action: OutboxAction,
+    pipelines: PathBuf,
+    state_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    use vigil::store::{OutboxState, Store};
+    let state_dir = match state_dir {
+        Some(d) => d,
+        None => {
+            let loaded = load_for_use(pipelines)?;
+            let Some(config) = loaded.config else {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "vigil: cannot read the settings to find state_dir: fix the errors above or pass --state-dir"
+                );
+                return Ok(ExitCode::from(1));
+            };
+            config.settings.state_dir
+        }
+    };
+    let store = Store::open(&state_dir)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let resolve =
+        |id: &str| -> anyhow::Result<Option<String>> { Ok(store.outbox_entry(id)?.map(|e| e.id)) };
+    match action {
+        OutboxAction::List {
+            state,
+            limit,
+            format,
+        } => {
+            let filter = match state {
+                OutboxFilter::Dead => Some(OutboxState::Dead),
+                OutboxFilter::Pending => Some(OutboxState::Pending),
+                OutboxFilter::Gathering => Some(OutboxState::Gathering),
+                OutboxFilter::Sent => Some(OutboxState::Sent),
+                OutboxFilter::All => None,
+            };
+            let entries = store.outbox(filter, limit)?;
+            if format == ListFormat::Json {
+                print(&format!("{}\n", serde_json::to_string_pretty(&entries)?))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut out = String::new();
+            for e in &entries {
+                let when = chrono::DateTime::from_timestamp_millis(e.created_at)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "{}  {}  {}  {} alert(s)  {} attempt(s)  stored {when}\n",
+                    e.id,
+                    e.state.as_str(),
+                    e.sink,
+                    e.alerts.len(),
+                    e.attempts
+                ));
+                for a in &e.alerts {
+                    out.push_str(&format!("    [{}] {}\n", a.severity, a.title));
+                }
+                if let Some(err) = &e.last_error {
+                    out.push_str(&format!("    reason: {err}\n"));
+                }
+                if let Some(answer) = &e.answer {
+                    out.push_str(&format!("    answer: {answer}\n"));
+                }
+            }
+            out.push_str(&format!("{} message(s)\n", entries.len()));
+            print(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        OutboxAction::Retry { id } => match resolve(&id)? {
+            Some(full) if store.retry_dead(&full, now)? => {
+                print(&format!(
+                    "{full}: pending again; a running vigil sends it within seconds, or the next start does\n"
+                ))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "vigil: no dead letter `{id}` (`vigil outbox list` shows them)"
+                );
+                Ok(ExitCode::from(1))
+            }
+        },
+        OutboxAction::Drop { id } => match resolve(&id)? {
+            Some(full) if store.drop_dead(&full)? => {
+                print(&format!("{full}: dropped\n"))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            _ => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "vigil: no dead letter `{id}` (`vigil outbox list` shows them)"
+                );
+                Ok(ExitCode::from(1))
+            }
+        },
+    }
 }
 
 fn pce_sim(listen: SocketAddr, cfg: SimConfig) -> anyhow::Result<ExitCode> {

@@ -422,35 +422,62 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
     for (name, conn) in &s.connections.pce {
         let base = to_pointer(["connections", "pce", name.as_str()]);
         for field in ["api_key", "api_secret"] {
-            let pointer = format!("{base}/{field}");
-            let literal = doc.value.pointer(&pointer).is_some_and(|v| !v.is_null())
-                && !doc.from_env.contains(&pointer)
-                && !doc.unresolved.contains(&pointer);
-            if literal {
-                p.error(
-                    pointer.clone(),
-                    codes::LITERAL_SECRET,
-                    format!(
-                        "`{field}` is written in the file: take it from the environment (`{field}: ${{PCE_{}}}`) or a file (`{field}_file: /path`)",
-                        field.to_uppercase()
-                    ),
-                );
-            }
-            let has_file = doc
-                .value
-                .pointer(&format!("{pointer}_file"))
-                .is_some_and(|v| !v.is_null());
-            if doc.value.pointer(&pointer).is_none_or(Value::is_null) && !has_file {
-                p.error_at_key(
-                    base.clone(),
-                    codes::MISSING_KEY,
-                    format!("connection `{name}` needs `{field}` (from the environment) or `{field}_file`"),
-                );
-            }
+            check_secret(doc, &mut p, name, &base, field, "PCE", Need::Required);
         }
         if let Err(e) = conn.api_base() {
             p.error(format!("{base}/url"), codes::INVALID_VALUE, e.to_string());
         }
+    }
+    for (name, conn) in &s.connections.smtp {
+        let base = to_pointer(["connections", "smtp", name.as_str()]);
+        let need = if conn.username.is_some() {
+            Need::Required
+        } else {
+            Need::Optional
+        };
+        check_secret(doc, &mut p, name, &base, "password", "SMTP", need);
+        if conn.username.is_none() && (conn.password.is_some() || conn.password_file.is_some()) {
+            p.error_at_key(
+                format!("{base}/password"),
+                codes::INVALID_VALUE,
+                "a password without `username` is never used: add `username`",
+            );
+        }
+    }
+    for name in s.connections.line.keys() {
+        let base = to_pointer(["connections", "line", name.as_str()]);
+        check_secret(
+            doc,
+            &mut p,
+            name,
+            &base,
+            "token",
+            "LINE_CHANNEL",
+            Need::Required,
+        );
+    }
+    for name in s.connections.webhook.keys() {
+        let base = to_pointer(["connections", "webhook", name.as_str()]);
+        // A webhook URL may be written out (an internal endpoint) or come from the
+        // environment (Slack and Teams URLs carry a token).
+        check_secret(
+            doc,
+            &mut p,
+            name,
+            &base,
+            "url",
+            "WEBHOOK",
+            Need::RequiredMayBeLiteral,
+        );
+        check_secret(
+            doc,
+            &mut p,
+            name,
+            &base,
+            "signing_secret",
+            "WEBHOOK",
+            Need::Optional,
+        );
     }
     let failed = p
         .items
@@ -458,6 +485,60 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
         .any(|i| i.severity == super::diagnostic::Severity::Error);
     push_problems(doc, "", p, diags);
     (!failed).then_some(s)
+}
+
+/// Whether a connection's secret must be set.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Required,
+    RequiredMayBeLiteral,
+    Optional,
+}
+
+/// A secret field of connection `name` at `base`: never written literally in the file
+/// (take it from the environment or `<field>_file`), and present when required.
+fn check_secret(
+    doc: &Doc<'_>,
+    p: &mut Problems,
+    name: &str,
+    base: &str,
+    field: &str,
+    env_prefix: &str,
+    need: Need,
+) {
+    let pointer = format!("{base}/{field}");
+    let literal = doc.value.pointer(&pointer).is_some_and(|v| !v.is_null())
+        && !doc.from_env.contains(&pointer)
+        && !doc.unresolved.contains(&pointer);
+    if literal && need != Need::RequiredMayBeLiteral {
+        p.error(
+            pointer.clone(),
+            codes::LITERAL_SECRET,
+            format!(
+                "`{field}` is written in the file: take it from the environment (`{field}: ${{{env_prefix}_{}}}`) or a file (`{field}_file: /path`)",
+                field.to_uppercase()
+            ),
+        );
+    }
+    let has_value = doc.value.pointer(&pointer).is_some_and(|v| !v.is_null());
+    let has_file = doc
+        .value
+        .pointer(&format!("{pointer}_file"))
+        .is_some_and(|v| !v.is_null());
+    if has_value && has_file {
+        p.error_at_key(
+            format!("{pointer}_file"),
+            codes::INVALID_VALUE,
+            format!("set either `{field}` or `{field}_file`, not both"),
+        );
+    }
+    if need != Need::Optional && !has_value && !has_file {
+        p.error_at_key(
+            base.to_string(),
+            codes::MISSING_KEY,
+            format!("connection `{name}` needs `{field}` (from the environment) or `{field}_file`"),
+        );
+    }
 }
 
 fn check_pipeline_doc(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<PipelineConfig> {
@@ -514,9 +595,38 @@ fn check_pipeline_doc(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<
     };
     let mut problems = Problems::default();
     check_tests(&p, &mut problems);
-    let failed = problems.has_errors();
+    let mut failed = problems.has_errors();
     push_problems(doc, "", problems, diags);
+    for (name, sink) in &p.sinks {
+        let mut found = Problems::in_dir(doc.file.parent().unwrap_or(Path::new("")));
+        sink.check_rendering(&upstream_group_by(&p, sink.inputs()), &mut found);
+        failed |= found.has_errors();
+        push_problems(doc, &to_pointer(["sinks", name.as_str()]), found, diags);
+    }
     (!failed).then_some(p)
+}
+
+/// The `group_by` paths of the detection stages upstream of `inputs`: the groups the
+/// alerts reaching a sink can have.
+fn upstream_group_by(p: &PipelineConfig, inputs: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    let mut todo: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    while let Some(node) = todo.pop() {
+        if seen.contains(&node) {
+            continue;
+        }
+        seen.push(node);
+        if let Some(stage) = p.stages.get(node) {
+            for path in stage.group_by() {
+                if !out.contains(path) {
+                    out.push(path.clone());
+                }
+            }
+            todo.extend(stage.inputs().iter().map(String::as_str));
+        }
+    }
+    out
 }
 
 /// The test cases of a pipeline name its own sources and nodes.
@@ -854,50 +964,62 @@ fn check_wiring(doc: &Doc<'_>, diags: &mut Vec<Diagnostic>) {
     }
 }
 
-/// Every `connection` of a `pce_*` source names a `connections.pce` entry of the settings.
+/// Every `connection` of a component names an entry of the settings' `connections:` of
+/// its family: `pce_*` sources a `pce` one, `mail` sinks an `smtp` one, `line` sinks a
+/// `line` one, `webhook` sinks a `webhook` one.
 fn check_connections(
     settings: &[(Doc<'_>, Option<SettingsConfig>)],
     pipelines: &[(Doc<'_>, Option<PipelineConfig>)],
     diags: &mut Vec<Diagnostic>,
 ) {
-    let known: Vec<String> = settings
-        .first()
-        .and_then(|(d, _)| d.value.pointer("/connections/pce"))
-        .and_then(Value::as_object)
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
+    let known = |family: &str| -> Vec<String> {
+        settings
+            .first()
+            .and_then(|(d, _)| d.value.pointer(&format!("/connections/{family}")))
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
     for (doc, _) in pipelines {
-        let Some(Value::Object(sources)) = doc.value.get("sources") else {
-            continue;
-        };
-        for (name, body) in sources {
-            let is_pce = body
-                .get("type")
-                .and_then(Value::as_str)
-                .is_some_and(|t| t.starts_with("pce_"));
-            let Some(conn) = body.get("connection").and_then(Value::as_str) else {
+        for section in ["sources", "sinks"] {
+            let Some(Value::Object(members)) = doc.value.get(section) else {
                 continue;
             };
-            if !is_pce || known.iter().any(|k| k == conn) {
-                continue;
+            for (name, body) in members {
+                let kind = body.get("type").and_then(Value::as_str).unwrap_or_default();
+                let (family, what) = match (section, kind) {
+                    ("sources", k) if k.starts_with("pce_") => ("pce", "PCE"),
+                    ("sinks", "mail") => ("smtp", "SMTP"),
+                    ("sinks", "line") => ("line", "LINE"),
+                    ("sinks", "webhook") => ("webhook", "webhook"),
+                    _ => continue,
+                };
+                let Some(conn) = body.get("connection").and_then(Value::as_str) else {
+                    continue;
+                };
+                let known = known(family);
+                if known.iter().any(|k| k == conn) {
+                    continue;
+                }
+                let hint = suggest(conn, known.iter().map(String::as_str))
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_else(|| {
+                        if known.is_empty() {
+                            format!(
+                                " (define it under `connections: {family}:` in the `kind: settings` document)"
+                            )
+                        } else {
+                            format!(" (known: {})", known.join(", "))
+                        }
+                    });
+                let pointer = to_pointer([section, name.as_str(), "connection"]);
+                diags.push(Diagnostic::error(
+                    doc.file,
+                    doc.pos(&pointer, false),
+                    codes::UNKNOWN_CONNECTION,
+                    format!("`{conn}` names no {what} connection{hint}"),
+                ));
             }
-            let hint = suggest(conn, known.iter().map(String::as_str))
-                .map(|s| format!("; did you mean `{s}`?"))
-                .unwrap_or_else(|| {
-                    if known.is_empty() {
-                        " (define it under `connections: pce:` in the `kind: settings` document)"
-                            .to_string()
-                    } else {
-                        format!(" (known: {})", known.join(", "))
-                    }
-                });
-            let pointer = to_pointer(["sources", name.as_str(), "connection"]);
-            diags.push(Diagnostic::error(
-                doc.file,
-                doc.pos(&pointer, false),
-                codes::UNKNOWN_CONNECTION,
-                format!("`{conn}` names no PCE connection{hint}"),
-            ));
         }
     }
 }

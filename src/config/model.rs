@@ -54,10 +54,21 @@ pub struct SettingsConfig {
     /// second run reads the same records again. Default: true.
     #[serde(default = "default_true")]
     pub keep_state: bool,
+    /// The address people open vigil's dashboard at, for the links in notifications
+    /// (`https://vigil.example.com`). Default: `http://127.0.0.1:5001`.
+    #[serde(default = "default_public_url")]
+    pub public_url: String,
     /// The systems sources read from and sinks deliver to, by kind and name. Secrets in
     /// here come from the environment (`${PCE_API_SECRET}`) or from files, never literally.
     #[serde(default)]
     pub connections: ConnectionsConfig,
+}
+
+/// Where the dashboard is when the settings do not say (`public_url`).
+pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:5001";
+
+fn default_public_url() -> String {
+    DEFAULT_PUBLIC_URL.into()
 }
 
 /// `connections:` of the settings.
@@ -67,6 +78,15 @@ pub struct ConnectionsConfig {
     /// Illumio PCEs, by name; `pce_*` sources name one in `connection`.
     #[serde(default)]
     pub pce: IndexMap<String, PceConnectionConfig>,
+    /// SMTP servers, by name; `mail` sinks name one in `connection`.
+    #[serde(default)]
+    pub smtp: IndexMap<String, crate::sinks::mail::SmtpConnectionConfig>,
+    /// LINE Messaging API channels, by name; `line` sinks name one in `connection`.
+    #[serde(default)]
+    pub line: IndexMap<String, crate::sinks::line::LineConnectionConfig>,
+    /// HTTP endpoints, by name; `webhook` sinks name one in `connection`.
+    #[serde(default)]
+    pub webhook: IndexMap<String, crate::sinks::webhook::WebhookConnectionConfig>,
 }
 
 impl Default for SettingsConfig {
@@ -78,6 +98,7 @@ impl Default for SettingsConfig {
             tick_interval: default_tick_interval(),
             snapshot_interval: default_snapshot_interval(),
             keep_state: true,
+            public_url: default_public_url(),
             connections: ConnectionsConfig::default(),
         }
     }

@@ -27,6 +27,7 @@ type Starter = Box<dyn FnOnce(CancellationToken) -> JoinHandle<()> + Send>;
 #[derive(Clone, Default)]
 pub struct Connections {
     pce: HashMap<String, PceClient>,
+    delivery: Arc<crate::config::model::ConnectionsConfig>,
     clock: Option<SharedClock>,
     shared: Arc<Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>>,
     starters: Arc<Mutex<Vec<Starter>>>,
@@ -66,9 +67,26 @@ impl Connections {
         }
         Ok(Connections {
             pce,
+            delivery: Arc::new(crate::config::model::ConnectionsConfig {
+                pce: Default::default(),
+                ..settings.connections.clone()
+            }),
             clock: Some(clock.clone()),
             ..Connections::default()
         })
+    }
+
+    /// Only the delivery connections (SMTP, LINE, webhook) of `settings`, without PCE
+    /// clients: for `vigil send-test`, which must not need the PCE's credentials.
+    pub fn for_delivery(settings: &SettingsConfig, clock: &SharedClock) -> Connections {
+        Connections {
+            delivery: Arc::new(crate::config::model::ConnectionsConfig {
+                pce: Default::default(),
+                ..settings.connections.clone()
+            }),
+            clock: Some(clock.clone()),
+            ..Connections::default()
+        }
     }
 
     /// The client of PCE connection `name`, for a node being built (the loader has
@@ -82,6 +100,21 @@ impl Connections {
     /// The client of PCE connection `name`.
     pub fn pce(&self, name: &str) -> Option<&PceClient> {
         self.pce.get(name)
+    }
+
+    /// The settings of SMTP connection `name`.
+    pub fn smtp(&self, name: &str) -> Option<&crate::sinks::mail::SmtpConnectionConfig> {
+        self.delivery.smtp.get(name)
+    }
+
+    /// The settings of LINE connection `name`.
+    pub fn line(&self, name: &str) -> Option<&crate::sinks::line::LineConnectionConfig> {
+        self.delivery.line.get(name)
+    }
+
+    /// The settings of webhook connection `name`.
+    pub fn webhook(&self, name: &str) -> Option<&crate::sinks::webhook::WebhookConnectionConfig> {
+        self.delivery.webhook.get(name)
     }
 
     /// The names of the PCE connections.

@@ -56,6 +56,8 @@ pub struct BuildContext {
     pub store: Arc<crate::store::Store>,
     /// Whether stages restore the state they saved (settings `keep_state`).
     pub keep_state: bool,
+    /// Where the dashboard is, for links in notifications (settings `public_url`).
+    pub public_url: Arc<str>,
 }
 
 impl BuildContext {

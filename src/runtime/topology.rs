@@ -208,6 +208,7 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
             connections: connections.clone(),
             store: store.clone(),
             keep_state: settings.keep_state,
+            public_url: settings.public_url.as_str().into(),
         };
         let out_targets = targets.next().unwrap_or_default();
         let rx = receivers.next().flatten();

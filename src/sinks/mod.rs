@@ -1,8 +1,12 @@
 //! Sink kinds. Each lives in its own folder; the list of kinds is in
 //! [`crate::components`].
 
+pub mod delivery;
 pub mod file;
+pub mod line;
+pub mod mail;
 pub mod stdout;
+pub mod webhook;
 
 use futures::FutureExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};

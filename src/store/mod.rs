@@ -1,6 +1,8 @@
 //! What vigil keeps on disk under `state_dir`.
 
+pub mod outbox;
 pub mod rejected;
 pub mod sqlite;
 
+pub use outbox::{Enqueued, OutboxEntry, OutboxState};
 pub use sqlite::{Store, StoreError};

@@ -1,5 +1,6 @@
-//! The SQLite database under `state_dir` (`vigil.db`): checkpoints of sources, and later
-//! stage snapshots, the outbox, alert history and silences.
+//! The SQLite database under `state_dir` (`vigil.db`): checkpoints of sources, stage
+//! snapshots, the delivery outbox (see [`super::outbox`]), and later alert history and
+//! silences.
 //!
 //! One connection in WAL mode behind a mutex: writes are small and few (a checkpoint per
 //! batch), so one writer is plenty and every write is durable when the call returns.
@@ -28,7 +29,7 @@ pub enum StoreError {
     #[error("state database: {0}")]
     Sql(#[from] rusqlite::Error),
     /// A stored value is not valid JSON (the file was edited or damaged).
-    #[error("state database: checkpoint `{key}` is not valid JSON: {source}")]
+    #[error("state database: `{key}` is not valid JSON: {source}")]
     Corrupt {
         /// The checkpoint's key.
         key: String,
@@ -98,12 +99,13 @@ impl Store {
                  updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
              );",
         )?;
+        conn.execute_batch(super::outbox::SCHEMA)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (each call is
         // one statement), so a poisoned lock is still usable.
         self.conn

@@ -181,6 +181,7 @@ pub fn run_case(
                     connections: connections.clone(),
                     store: store.clone(),
                     keep_state: true,
+                    public_url: crate::config::DEFAULT_PUBLIC_URL.into(),
                 };
                 let stage =
                     pc.config.stages[g.name.as_str()]

@@ -219,7 +219,7 @@ impl PceConnectionConfig {
     }
 }
 
-fn resolve_secret(
+pub(crate) fn resolve_secret(
     name: &str,
     value: &Option<Secret>,
     file: Option<&Path>,

@@ -39,7 +39,7 @@ mod download;
 mod error;
 mod events;
 mod poll;
-mod retry;
+pub(crate) mod retry;
 mod traffic;
 
 use std::fmt;
@@ -57,6 +57,7 @@ use budget::{Budget, to_chrono};
 use retry::RetryPolicy;
 
 pub use collections::{PolicyVersion, SYNC_LIMIT, WorkloadQuery};
+pub(crate) use config::resolve_secret;
 pub use config::{MAX_REQUESTS_PER_MINUTE, PceConnectionConfig, Secret};
 pub use download::{Records, is_gzip, parse_records, parse_records_owned, plain_body};
 pub use error::{PceError, RequestId};

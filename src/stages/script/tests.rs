@@ -23,6 +23,7 @@ fn cx(dir: &Path, store: Arc<Store>) -> BuildContext {
         connections: Arc::new(Connections::default()),
         store,
         keep_state: true,
+        public_url: crate::config::DEFAULT_PUBLIC_URL.into(),
     }
 }
 

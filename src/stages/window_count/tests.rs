@@ -248,6 +248,7 @@ fn build_restores_from_the_store() {
         connections: Arc::new(crate::runtime::Connections::default()),
         store: store.clone(),
         keep_state: true,
+        public_url: crate::config::DEFAULT_PUBLIC_URL.into(),
     };
     let mut s = c.build(&cx).unwrap();
     let mut out = Vec::new();

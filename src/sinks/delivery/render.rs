@@ -1,0 +1,439 @@
+//! Templates of the delivering sinks: handlebars in strict mode (a misspelt variable is an
+//! error, caught by `vigil validate`), the values they see, and the built-in ones.
+//!
+//! Built-in templates live in the repository's `templates/` folder and are compiled into
+//! the binary. A sink names a template set with `template: NAME`; the files
+//! `templates/NAME.<part>.hbs` beside the pipeline file are used when present, else the
+//! built-in set of that name.
+//!
+//! # What templates see
+//!
+//! - `alert`: the first alert of the message; `alerts`: all of them; `count`; `more`
+//!   (`count − 1`); `severity` / `severity_upper` (the highest); `sink`; `id` (the
+//!   message id); `public_url`.
+//! - Each alert has every field of the alert's JSON form (`title`, `summary`,
+//!   `severity`, `status`, `pipeline`, `stage`, `group` — `{{alert.group.src.ip}}` —,
+//!   `group_key`, `value`, `threshold`, `unit`, `estimate`, `window.start`, `window.end`,
+//!   `fields`), plus `url` (the alert in the dashboard), `severity_upper`, `value_text`
+//!   and `threshold_text` (with the unit), `window.length`, `sample_count`, and for
+//!   each of `samples`: `time`, `source`, `record` (the raw event) and `pretty` (it
+//!   pretty-printed). `top`, when a `top_n` stage annotated the alert, has `by_text`,
+//!   `measure`, `keys`, `total_text` and `rows` with `rank`, `key_text`, `value_text`
+//!   and `share` (percent of the total).
+//! - Helpers: `{{json x}}` (as a JSON literal, for JSON bodies), `{{json_pretty x}}`
+//!   (indented JSON), `{{upper x}}`, `{{lower x}}`.
+
+use std::path::Path;
+
+use handlebars::Handlebars;
+use serde_json::{Value, json};
+
+use super::Notification;
+use crate::event::Alert;
+
+/// The built-in templates, by `<set>.<part>`.
+const BUILTIN: &[(&str, &str)] = &[
+    (
+        "raw-log-snapshot.subject",
+        include_str!("../../../templates/raw-log-snapshot.subject.hbs"),
+    ),
+    (
+        "raw-log-snapshot.text",
+        include_str!("../../../templates/raw-log-snapshot.text.hbs"),
+    ),
+    (
+        "raw-log-snapshot.html",
+        include_str!("../../../templates/raw-log-snapshot.html.hbs"),
+    ),
+    (
+        "line.text",
+        include_str!("../../../templates/line.text.hbs"),
+    ),
+];
+
+/// The names of the built-in template sets.
+pub fn builtin_sets() -> Vec<&'static str> {
+    let mut sets: Vec<&str> = BUILTIN
+        .iter()
+        .filter_map(|(n, _)| n.rsplit_once('.').map(|(set, _)| set))
+        .collect();
+    sets.dedup();
+    sets
+}
+
+/// Where a template's text came from, for error messages.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// Built into vigil.
+    Builtin(String),
+    /// A file (path as written relative to the pipeline's directory).
+    File(String),
+    /// Written inline in the sink's config, at this key.
+    Inline(String),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Builtin(n) => write!(f, "built-in template `{n}`"),
+            Origin::File(p) => f.write_str(p),
+            Origin::Inline(k) => write!(f, "`{k}`"),
+        }
+    }
+}
+
+/// Reads part `part` (`subject`, `text`, `html`) of template set `set`: the file
+/// `templates/<set>.<part>.hbs` under `base_dir` when present, else the built-in one.
+/// `Ok(None)` when neither exists.
+pub fn load(base_dir: &Path, set: &str, part: &str) -> Result<Option<(String, Origin)>, String> {
+    let rel = format!("templates/{set}.{part}.hbs");
+    let path = base_dir.join(&rel);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => return Ok(Some((text, Origin::File(rel)))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+    let key = format!("{set}.{part}");
+    Ok(BUILTIN
+        .iter()
+        .find(|(n, _)| *n == key)
+        .map(|(_, text)| ((*text).to_string(), Origin::Builtin(key))))
+}
+
+/// A set of compiled templates: plain-text ones (no escaping) and HTML ones (escaped).
+pub struct Templates {
+    text: Handlebars<'static>,
+    html: Handlebars<'static>,
+    origins: Vec<(String, Origin)>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates")
+            .field("origins", &self.origins)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The helpers templates may call.
+mod helpers {
+    #![allow(missing_docs, unreachable_pub)]
+    use handlebars::handlebars_helper;
+
+    handlebars_helper!(json: |v: Json| v.to_string());
+    handlebars_helper!(json_pretty: |v: Json| serde_json::to_string_pretty(v).unwrap_or_default());
+    handlebars_helper!(upper: |s: str| s.to_uppercase());
+    handlebars_helper!(lower: |s: str| s.to_lowercase());
+}
+
+fn registry(escape: bool) -> Handlebars<'static> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    if !escape {
+        hb.register_escape_fn(handlebars::no_escape);
+    }
+    hb.register_helper("json", Box::new(helpers::json));
+    hb.register_helper("json_pretty", Box::new(helpers::json_pretty));
+    hb.register_helper("upper", Box::new(helpers::upper));
+    hb.register_helper("lower", Box::new(helpers::lower));
+    hb
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Templates::new()
+    }
+}
+
+impl Templates {
+    /// No templates yet.
+    pub fn new() -> Templates {
+        Templates {
+            text: registry(false),
+            html: registry(true),
+            origins: Vec::new(),
+        }
+    }
+
+    /// Compiles `source` as plain text (nothing escaped) under `name`.
+    pub fn add_text(&mut self, name: &str, source: &str, origin: Origin) -> Result<(), String> {
+        self.text
+            .register_template_string(name, source)
+            .map_err(|e| compile_error(&origin, &e))?;
+        self.origins.push((name.to_string(), origin));
+        Ok(())
+    }
+
+    /// Compiles `source` as HTML (values are escaped) under `name`.
+    pub fn add_html(&mut self, name: &str, source: &str, origin: Origin) -> Result<(), String> {
+        self.html
+            .register_template_string(name, source)
+            .map_err(|e| compile_error(&origin, &e))?;
+        self.origins.push((name.to_string(), origin));
+        Ok(())
+    }
+
+    /// Whether a template `name` was added.
+    pub fn has(&self, name: &str) -> bool {
+        self.text.has_template(name) || self.html.has_template(name)
+    }
+
+    /// Renders template `name` with `cx`. The error names the template's origin and what
+    /// is wrong (`templates/x.html.hbs: Failed to access variable in strict mode ...`).
+    pub fn render(&self, name: &str, cx: &Value) -> Result<String, String> {
+        let hb = if self.html.has_template(name) {
+            &self.html
+        } else {
+            &self.text
+        };
+        hb.render(name, cx).map_err(|e| {
+            let origin = self
+                .origins
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or_else(|| name.to_string(), |(_, o)| o.to_string());
+            render_error(&origin, &e)
+        })
+    }
+}
+
+fn compile_error(origin: &Origin, e: &handlebars::TemplateError) -> String {
+    let at = e
+        .pos()
+        .map(|(l, c)| format!(":{l}:{c}"))
+        .unwrap_or_default();
+    format!("{origin}{at}: {}", e.reason())
+}
+
+fn render_error(origin: &str, e: &handlebars::RenderError) -> String {
+    let at = match (e.line_no, e.column_no) {
+        (Some(l), Some(c)) => format!(":{l}:{c}"),
+        _ => String::new(),
+    };
+    let reason = match e.reason() {
+        handlebars::RenderErrorReason::MissingVariable(Some(path)) => {
+            format!("`{path}` does not exist in the alert (strict mode)")
+        }
+        other => other.to_string(),
+    };
+    format!("{origin}{at}: {reason}")
+}
+
+/// The values templates see for `n` (see the module docs).
+pub fn context(n: &Notification, public_url: &str) -> Value {
+    let alerts: Vec<Value> = n.alerts.iter().map(|a| alert_view(a, public_url)).collect();
+    let severity = n
+        .alerts
+        .iter()
+        .map(|a| a.severity)
+        .max()
+        .unwrap_or_default();
+    json!({
+        "id": n.id,
+        "sink": n.sink,
+        "count": n.alerts.len(),
+        "more": n.alerts.len().saturating_sub(1),
+        "severity": severity.as_str(),
+        "severity_upper": severity.as_str().to_uppercase(),
+        "public_url": public_url.trim_end_matches('/'),
+        "alert": alerts.first().cloned().unwrap_or(Value::Null),
+        "alerts": alerts,
+    })
+}
+
+/// The link to `alert` in the dashboard.
+pub fn alert_url(public_url: &str, alert: &Alert) -> String {
+    format!("{}/#/alerts/{}", public_url.trim_end_matches('/'), alert.id)
+}
+
+/// One alert as templates see it.
+pub fn alert_view(alert: &Alert, public_url: &str) -> Value {
+    let mut v = serde_json::to_value(alert).unwrap_or(Value::Null);
+    let Some(obj) = v.as_object_mut() else {
+        return v;
+    };
+    let unit = alert
+        .unit
+        .as_deref()
+        .map(|u| format!(" {u}"))
+        .unwrap_or_default();
+    obj.insert("url".into(), alert_url(public_url, alert).into());
+    obj.insert(
+        "severity_upper".into(),
+        alert.severity.as_str().to_uppercase().into(),
+    );
+    obj.insert(
+        "value_text".into(),
+        format!("{}{unit}", number(alert.value)).into(),
+    );
+    obj.insert(
+        "threshold_text".into(),
+        format!("{}{unit}", number(alert.threshold)).into(),
+    );
+    obj.entry("unit").or_insert_with(|| "".into());
+    obj.entry("estimate").or_insert_with(|| "".into());
+    obj.entry("fields")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    let length = (alert.window.end - alert.window.start)
+        .to_std()
+        .unwrap_or_default();
+    obj.insert(
+        "window".into(),
+        json!({
+            "start": time(alert.window.start),
+            "end": time(alert.window.end),
+            "length": humantime::format_duration(std::time::Duration::from_secs(length.as_secs())).to_string(),
+        }),
+    );
+    obj.insert("sample_count".into(), alert.samples.len().into());
+    obj.insert(
+        "samples".into(),
+        alert
+            .samples
+            .iter()
+            .map(|s| {
+                let record = s.value();
+                json!({
+                    "time": time(s.time),
+                    "source": s.source,
+                    "pretty": serde_json::to_string_pretty(&record).unwrap_or_default(),
+                    "record": record,
+                })
+            })
+            .collect(),
+    );
+    match &alert.top {
+        Some(top) => {
+            let rows: Vec<Value> = top
+                .rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let share = if top.total > 0.0 {
+                        format!("{:.1}%", r.value * 100.0 / top.total)
+                    } else {
+                        String::new()
+                    };
+                    json!({
+                        "rank": i + 1,
+                        "key": r.key,
+                        "key_text": r.key.iter().map(scalar_text).collect::<Vec<_>>().join(" / "),
+                        "value": r.value,
+                        "value_text": number(r.value),
+                        "share": share,
+                    })
+                })
+                .collect();
+            obj.insert(
+                "top".into(),
+                json!({
+                    "by": top.by,
+                    "by_text": top.by.join(", "),
+                    "measure": top.measure,
+                    "keys": top.keys,
+                    "total": top.total,
+                    "total_text": number(top.total),
+                    "window": {"start": time(top.window.start), "end": time(top.window.end)},
+                    "rows": rows,
+                }),
+            );
+        }
+        None => {
+            obj.insert("top".into(), Value::Null);
+        }
+    }
+    v
+}
+
+/// A time as templates show it: RFC 3339 in UTC, to the second.
+fn time(t: crate::event::Timestamp) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A number without a trailing `.0`, with at most two decimals.
+pub fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.2}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// A JSON scalar as plain text (strings without quotes, `null` as `-`).
+pub fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::delivery::{sample_alert, sample_notification};
+
+    #[test]
+    fn strict_mode_names_the_missing_variable_and_where() {
+        let mut t = Templates::new();
+        t.add_text(
+            "x",
+            "line one\n{{alert.group.src.ipp}}",
+            Origin::File("templates/x.text.hbs".into()),
+        )
+        .unwrap();
+        let n = sample_notification("p.s", vec![sample_alert()]);
+        let err = t.render("x", &context(&n, "http://vigil")).unwrap_err();
+        assert!(err.starts_with("templates/x.text.hbs:2:"), "{err}");
+        assert!(err.contains("alert.group.src.ipp"), "{err}");
+    }
+
+    #[test]
+    fn optional_parts_are_tested_with_if() {
+        let mut t = Templates::new();
+        t.add_text(
+            "x",
+            "{{#if alert.fields.ticket}}T{{/if}}{{#if alert.top}}{{alert.top.rows.0.key_text}}{{/if}}",
+            Origin::Inline("x".into()),
+        )
+        .unwrap();
+        let n = sample_notification("p.s", vec![sample_alert()]);
+        assert_eq!(
+            t.render("x", &context(&n, "http://vigil")).unwrap(),
+            "10.0.5.11 / 22"
+        );
+    }
+
+    #[test]
+    fn html_is_escaped_and_text_is_not() {
+        let mut t = Templates::new();
+        t.add_html("h", "{{alert.title}}", Origin::Inline("h".into()))
+            .unwrap();
+        t.add_text(
+            "t",
+            "{{alert.title}} {{json alert.title}}",
+            Origin::Inline("t".into()),
+        )
+        .unwrap();
+        let mut a = sample_alert();
+        a.title = "<b>\"x\"</b>".into();
+        let cx = context(&sample_notification("p.s", vec![a]), "http://vigil");
+        assert_eq!(
+            t.render("h", &cx).unwrap(),
+            "&lt;b&gt;&quot;x&quot;&lt;/b&gt;"
+        );
+        assert_eq!(
+            t.render("t", &cx).unwrap(),
+            "<b>\"x\"</b> \"<b>\\\"x\\\"</b>\""
+        );
+    }
+
+    #[test]
+    fn numbers_read_naturally() {
+        assert_eq!(number(36.0), "36");
+        assert_eq!(number(1.5), "1.5");
+        assert_eq!(number(2.345), "2.35");
+        assert_eq!(number(0.0), "0");
+    }
+}
