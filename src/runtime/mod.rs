@@ -36,6 +36,17 @@ pub type NodeError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// What a node's task returns.
 pub type NodeResult = Result<(), NodeError>;
 
+/// One edge into a node, for unit tests of sinks: what is sent on the [`Output`] arrives
+/// on the [`Input`].
+#[cfg(test)]
+pub(crate) fn test_edge(buffer: usize) -> (Output, Input) {
+    let (tx, rx) = edge::channel(buffer);
+    (
+        Output::new(vec![(0, tx)], Arc::new(NodeCounters::default())),
+        Input::new(rx, vec![0], Arc::new(NodeCounters::default())),
+    )
+}
+
 /// What every component is given when it is built.
 #[derive(Debug, Clone)]
 pub struct BuildContext {

@@ -282,3 +282,259 @@ pub(crate) fn ms(t: Timestamp) -> i64 {
 fn from_ms(ms: i64) -> Timestamp {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration as StdDuration;
+
+    use super::*;
+    use crate::config::model::Duration;
+    use crate::event::{Event, Severity};
+    use crate::runtime::{Connections, VirtualClock};
+    use crate::sinks::delivery::{Answer, DeliveryConfig, sample_alert};
+    use crate::store::OutboxState;
+
+    /// Records what it is asked to send; answers from a script (then `Ok`).
+    #[derive(Default)]
+    struct Fake {
+        sent: Mutex<Vec<Notification>>,
+        script: Mutex<Vec<Result<Answer, SendError>>>,
+    }
+
+    impl Notifier for Arc<Fake> {
+        fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<Answer, SendError>> {
+            self.sent.lock().unwrap().push(n.clone());
+            let next = {
+                let mut s = self.script.lock().unwrap();
+                if s.is_empty() {
+                    Ok(Answer("250 ok".into()))
+                } else {
+                    s.remove(0)
+                }
+            };
+            Box::pin(async move { next })
+        }
+
+        fn preview(&self, _n: &Notification) -> Result<Vec<(String, String)>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    struct Harness {
+        fake: Arc<Fake>,
+        clock: VirtualClock,
+        store: Arc<Store>,
+        output: crate::runtime::Output,
+        task: tokio::task::JoinHandle<NodeResult>,
+    }
+
+    fn start(cfg: DeliveryConfig, script: Vec<Result<Answer, SendError>>) -> Harness {
+        let fake = Arc::new(Fake::default());
+        *fake.script.lock().unwrap() = script;
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let clock = VirtualClock::new(t0);
+        let shared: SharedClock = Arc::new(clock.clone());
+        let store = Arc::new(Store::in_memory().unwrap());
+        let cx = BuildContext {
+            id: "p.out".into(),
+            pipeline: "p".into(),
+            node: "out".into(),
+            base_dir: Default::default(),
+            state_dir: Default::default(),
+            connections: Arc::new(Connections::for_delivery(&Default::default(), &shared)),
+            store: store.clone(),
+            keep_state: false,
+            public_url: "http://vigil".into(),
+        };
+        let sink = Box::new(DeliverySink::new(fake.clone(), &cfg, &cx));
+        let (output, input) = crate::runtime::test_edge(16);
+        let task = tokio::spawn(sink.run(input));
+        Harness {
+            fake,
+            clock,
+            store,
+            output,
+            task,
+        }
+    }
+
+    fn alert(group: &str, severity: Severity, minute: i64) -> Arc<Event> {
+        let mut a = sample_alert();
+        a.severity = severity;
+        a.group_key = format!("src.ip={group}");
+        a.window.end += chrono::Duration::minutes(minute);
+        a.id = crate::event::Alert::make_id(&a.pipeline, &a.stage, &a.group_key, &a.window);
+        let time = a.window.end;
+        Arc::new(Event::from_alert(a, "p.burst".into(), time))
+    }
+
+    /// Waits (on real time, with a deadline) until `cond` holds.
+    async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + StdDuration::from_secs(10);
+        while !cond() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(StdDuration::from_millis(2)).await;
+        }
+    }
+
+    fn sent(h: &Harness) -> usize {
+        h.fake.sent.lock().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn min_severity_and_cooldown_hold_alerts_back() {
+        let cfg = DeliveryConfig {
+            min_severity: Severity::Medium,
+            cooldown: Some(Duration::from_secs(600)),
+            ..DeliveryConfig::default()
+        };
+        let mut h = start(cfg, Vec::new());
+        h.output
+            .send(vec![
+                alert("a", Severity::Low, 0),  // below min_severity
+                alert("a", Severity::High, 0), // sent
+                alert("a", Severity::High, 1), // same rule and group: cooling down
+                alert("b", Severity::High, 1), // another group: sent
+            ])
+            .await
+            .unwrap();
+        until("two sends", || sent(&h) == 2).await;
+        // Ten minutes later the quiet period is over.
+        h.clock.advance(StdDuration::from_secs(600));
+        h.output
+            .send(vec![alert("a", Severity::High, 11)])
+            .await
+            .unwrap();
+        until("the third send", || sent(&h) == 3).await;
+        h.output.close().await;
+        h.task.await.unwrap().unwrap();
+        let groups: Vec<String> = h
+            .fake
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|n| n.alerts[0].group_key.clone())
+            .collect();
+        assert_eq!(groups, ["src.ip=a", "src.ip=b", "src.ip=a"]);
+    }
+
+    #[tokio::test]
+    async fn transient_errors_back_off_on_the_clock_and_then_give_up() {
+        let cfg = DeliveryConfig {
+            retry: crate::sinks::delivery::RetryConfig {
+                initial: Duration::from_secs(60),
+                max: Duration::from_secs(60),
+                give_up_after: Duration::from_secs(300),
+            },
+            ..DeliveryConfig::default()
+        };
+        let script = (0..20)
+            .map(|_| Err(SendError::transient("HTTP 503 Service Unavailable")))
+            .collect();
+        let mut h = start(cfg, script);
+        h.output
+            .send(vec![alert("a", Severity::High, 0)])
+            .await
+            .unwrap();
+        until("the first attempt", || sent(&h) == 1).await;
+        // The retry waits on the engine's clock: 30–60 s of jittered backoff.
+        h.clock.advance(StdDuration::from_secs(29));
+        tokio::task::yield_now().await;
+        assert_eq!(sent(&h), 1, "retried before the backoff");
+        let mut attempts = 1;
+        while h
+            .store
+            .outbox(Some(OutboxState::Dead), 10)
+            .unwrap()
+            .is_empty()
+        {
+            h.clock.advance(StdDuration::from_secs(61));
+            let before = attempts;
+            until("another attempt or the dead letter", || {
+                sent(&h) > before
+                    || !h
+                        .store
+                        .outbox(Some(OutboxState::Dead), 10)
+                        .unwrap()
+                        .is_empty()
+            })
+            .await;
+            attempts = sent(&h);
+            assert!(attempts < 20, "never gave up");
+        }
+        let dead = h.store.outbox(Some(OutboxState::Dead), 10).unwrap();
+        let reason = dead[0].last_error.clone().unwrap();
+        assert!(
+            reason.starts_with("gave up after") && reason.ends_with("HTTP 503 Service Unavailable"),
+            "{reason}"
+        );
+        h.output.close().await;
+        h.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_permanent_error_is_a_dead_letter_at_once() {
+        let mut h = start(
+            DeliveryConfig::default(),
+            vec![Err(SendError::permanent("HTTP 400 Bad Request: bad to"))],
+        );
+        h.output
+            .send(vec![alert("a", Severity::High, 0)])
+            .await
+            .unwrap();
+        until("the dead letter", || {
+            !h.store
+                .outbox(Some(OutboxState::Dead), 10)
+                .unwrap()
+                .is_empty()
+        })
+        .await;
+        assert_eq!(sent(&h), 1);
+        let dead = h.store.outbox(Some(OutboxState::Dead), 10).unwrap();
+        assert_eq!(
+            dead[0].last_error.as_deref(),
+            Some("HTTP 400 Bad Request: bad to")
+        );
+        h.output.close().await;
+        h.task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn group_wait_gathers_and_the_end_of_input_sends_at_once() {
+        let cfg = DeliveryConfig {
+            group_wait: Duration::from_secs(3600),
+            ..DeliveryConfig::default()
+        };
+        let mut h = start(cfg, Vec::new());
+        h.output
+            .send(vec![
+                alert("a", Severity::High, 0),
+                alert("b", Severity::Low, 0),
+            ])
+            .await
+            .unwrap();
+        until("both stored", || {
+            h.store
+                .outbox(Some(OutboxState::Gathering), 10)
+                .unwrap()
+                .first()
+                .map(|m| m.alerts.len())
+                == Some(2)
+        })
+        .await;
+        assert_eq!(sent(&h), 0, "sent before group_wait ended");
+        // The input ends long before the hour is over: what was gathered goes out now.
+        h.output.close().await;
+        h.task.await.unwrap().unwrap();
+        let sent = h.fake.sent.lock().unwrap();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].alerts.len(), 2);
+    }
+}
