@@ -218,6 +218,12 @@ pub trait Notifier: Send + Sync + 'static {
     /// `vigil validate` and snapshot tests): a template that cannot render is an error
     /// naming it.
     fn preview(&self, n: &Notification) -> Result<Vec<(String, String)>, String>;
+
+    /// The sink's templates, for `vigil validate` to render each one and point at the
+    /// failing ones.
+    fn templates(&self) -> Option<&Templates> {
+        None
+    }
 }
 
 impl Notifier for Box<dyn Notifier> {
@@ -231,6 +237,10 @@ impl Notifier for Box<dyn Notifier> {
 
     fn preview(&self, n: &Notification) -> Result<Vec<(String, String)>, String> {
         (**self).preview(n)
+    }
+
+    fn templates(&self) -> Option<&Templates> {
+        (**self).templates()
     }
 }
 
@@ -251,6 +261,16 @@ pub fn check_rendering(notifier: &dyn Notifier, group_by: &[String], p: &mut Pro
         alert.group = group;
     }
     let n = sample_notification("check", vec![alert]);
+    if let Some(templates) = notifier.templates() {
+        let cx = render::context(&n, crate::config::DEFAULT_PUBLIC_URL);
+        let failures = templates.failures(&cx);
+        if !failures.is_empty() {
+            for f in &failures {
+                f.report(p);
+            }
+            return;
+        }
+    }
     if let Err(route) = notifier.route(&n.alerts[0]) {
         p.error("/to", codes::INVALID_VALUE, route);
     }

@@ -68,8 +68,59 @@ pub enum Origin {
     Builtin(String),
     /// A file (path as written relative to the pipeline's directory).
     File(String),
-    /// Written inline in the sink's config, at this key.
+    /// Written inline in the sink's config, at this JSON pointer within the sink
+    /// (`/to/1`, `/subject`, `/headers/X-Severity`).
     Inline(String),
+}
+
+/// A template that did not compile or render: where, and why.
+#[derive(Debug, Clone)]
+pub struct TemplateFailure {
+    /// The template.
+    pub origin: Origin,
+    /// Line and column in the template's text (from 1), when known.
+    pub pos: Option<(usize, usize)>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for TemplateFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some((l, c)) = self.pos {
+            write!(f, ":{l}:{c}")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl From<TemplateFailure> for String {
+    fn from(f: TemplateFailure) -> String {
+        f.to_string()
+    }
+}
+
+impl TemplateFailure {
+    /// Reports the failure in `p`: inside the YAML value for an inline template (at its
+    /// line and column there), else on the sink with the file's own position.
+    pub fn report(&self, p: &mut crate::config::check::Problems) {
+        use crate::config::diagnostic::codes;
+        match (&self.origin, self.pos) {
+            (Origin::Inline(pointer), Some((l, c))) => p.error_inside(
+                pointer.clone(),
+                (
+                    u32::try_from(l).unwrap_or(u32::MAX),
+                    u32::try_from(c).unwrap_or(u32::MAX),
+                ),
+                codes::INVALID_VALUE,
+                self.reason.clone(),
+            ),
+            (Origin::Inline(pointer), None) => {
+                p.error(pointer.clone(), codes::INVALID_VALUE, self.reason.clone());
+            }
+            _ => p.error("", codes::INVALID_VALUE, self.to_string()),
+        }
+    }
 }
 
 impl std::fmt::Display for Origin {
@@ -77,7 +128,7 @@ impl std::fmt::Display for Origin {
         match self {
             Origin::Builtin(n) => write!(f, "built-in template `{n}`"),
             Origin::File(p) => f.write_str(p),
-            Origin::Inline(k) => write!(f, "`{k}`"),
+            Origin::Inline(k) => write!(f, "`{}`", k.trim_start_matches('/').replace('/', ".")),
         }
     }
 }
@@ -156,7 +207,12 @@ impl Templates {
     }
 
     /// Compiles `source` as plain text (nothing escaped) under `name`.
-    pub fn add_text(&mut self, name: &str, source: &str, origin: Origin) -> Result<(), String> {
+    pub fn add_text(
+        &mut self,
+        name: &str,
+        source: &str,
+        origin: Origin,
+    ) -> Result<(), TemplateFailure> {
         self.text
             .register_template_string(name, source)
             .map_err(|e| compile_error(&origin, &e))?;
@@ -165,12 +221,25 @@ impl Templates {
     }
 
     /// Compiles `source` as HTML (values are escaped) under `name`.
-    pub fn add_html(&mut self, name: &str, source: &str, origin: Origin) -> Result<(), String> {
+    pub fn add_html(
+        &mut self,
+        name: &str,
+        source: &str,
+        origin: Origin,
+    ) -> Result<(), TemplateFailure> {
         self.html
             .register_template_string(name, source)
             .map_err(|e| compile_error(&origin, &e))?;
         self.origins.push((name.to_string(), origin));
         Ok(())
+    }
+
+    /// Renders every template with `cx`: the failures (for `vigil validate`).
+    pub fn failures(&self, cx: &Value) -> Vec<TemplateFailure> {
+        self.origins
+            .iter()
+            .filter_map(|(name, _)| self.render(name, cx).err())
+            .collect()
     }
 
     /// Whether a template `name` was added.
@@ -180,7 +249,7 @@ impl Templates {
 
     /// Renders template `name` with `cx`. The error names the template's origin and what
     /// is wrong (`templates/x.html.hbs: Failed to access variable in strict mode ...`).
-    pub fn render(&self, name: &str, cx: &Value) -> Result<String, String> {
+    pub fn render(&self, name: &str, cx: &Value) -> Result<String, TemplateFailure> {
         let hb = if self.html.has_template(name) {
             &self.html
         } else {
@@ -191,32 +260,32 @@ impl Templates {
                 .origins
                 .iter()
                 .find(|(n, _)| n == name)
-                .map_or_else(|| name.to_string(), |(_, o)| o.to_string());
-            render_error(&origin, &e)
+                .map_or_else(|| Origin::Builtin(name.to_string()), |(_, o)| o.clone());
+            render_error(origin, &e)
         })
     }
 }
 
-fn compile_error(origin: &Origin, e: &handlebars::TemplateError) -> String {
-    let at = e
-        .pos()
-        .map(|(l, c)| format!(":{l}:{c}"))
-        .unwrap_or_default();
-    format!("{origin}{at}: {}", e.reason())
+fn compile_error(origin: &Origin, e: &handlebars::TemplateError) -> TemplateFailure {
+    TemplateFailure {
+        origin: origin.clone(),
+        pos: e.pos(),
+        reason: e.reason().to_string(),
+    }
 }
 
-fn render_error(origin: &str, e: &handlebars::RenderError) -> String {
-    let at = match (e.line_no, e.column_no) {
-        (Some(l), Some(c)) => format!(":{l}:{c}"),
-        _ => String::new(),
-    };
+fn render_error(origin: Origin, e: &handlebars::RenderError) -> TemplateFailure {
     let reason = match e.reason() {
         handlebars::RenderErrorReason::MissingVariable(Some(path)) => {
             format!("`{path}` does not exist in the alert (strict mode)")
         }
         other => other.to_string(),
     };
-    format!("{origin}{at}: {reason}")
+    TemplateFailure {
+        origin,
+        pos: e.line_no.zip(e.column_no),
+        reason,
+    }
 }
 
 /// The values templates see for `n` (see the module docs).
@@ -384,7 +453,10 @@ mod tests {
         )
         .unwrap();
         let n = sample_notification("p.s", vec![sample_alert()]);
-        let err = t.render("x", &context(&n, "http://vigil")).unwrap_err();
+        let err = t
+            .render("x", &context(&n, "http://vigil"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("templates/x.text.hbs:2:"), "{err}");
         assert!(err.contains("alert.group.src.ipp"), "{err}");
     }

@@ -180,6 +180,10 @@ impl Notifier for Preview {
     fn preview(&self, n: &Notification) -> Result<Vec<(String, String)>, String> {
         Ok(vec![("text".into(), self.0.text(n)?)])
     }
+
+    fn templates(&self) -> Option<&Templates> {
+        Some(&self.0.templates)
+    }
 }
 
 /// Pushes messages to one LINE recipient.

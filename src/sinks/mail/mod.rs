@@ -38,7 +38,7 @@ impl MailRender {
         };
         match (&cfg.subject, part("subject")?) {
             (Some(inline), _) => {
-                templates.add_text("subject", inline, Origin::Inline("subject".into()))?
+                templates.add_text("subject", inline, Origin::Inline("/subject".into()))?
             }
             (None, Some((text, origin))) => templates.add_text("subject", &text, origin)?,
             (None, None) => return Err(missing("subject")),
@@ -55,7 +55,7 @@ impl MailRender {
         let mut to = Vec::new();
         for (i, entry) in cfg.to.iter().enumerate() {
             let name = format!("to.{i}");
-            templates.add_text(&name, entry, Origin::Inline(format!("to[{i}]")))?;
+            templates.add_text(&name, entry, Origin::Inline(format!("/to/{i}")))?;
             to.push(name);
         }
         Ok(MailRender {
@@ -126,6 +126,10 @@ impl Notifier for Preview {
 
     fn preview(&self, n: &Notification) -> Result<Vec<(String, String)>, String> {
         self.0.preview(n)
+    }
+
+    fn templates(&self) -> Option<&Templates> {
+        Some(&self.0.templates)
     }
 }
 

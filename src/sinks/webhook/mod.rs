@@ -244,7 +244,7 @@ impl WebhookRender {
         if cfg.preset == WebhookPreset::Custom {
             match (&cfg.body, &cfg.template) {
                 (Some(body), _) => {
-                    templates.add_text("body", body, Origin::Inline("body".into()))?
+                    templates.add_text("body", body, Origin::Inline("/body".into()))?
                 }
                 (None, Some(set)) => {
                     let (text, origin) = render::load(base_dir, set, "body")?.ok_or_else(|| {
@@ -260,7 +260,14 @@ impl WebhookRender {
             let header = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("`{name}` is not a valid header name"))?;
             let key = format!("header.{i}");
-            templates.add_text(&key, value, Origin::Inline(format!("headers.{name}")))?;
+            templates.add_text(
+                &key,
+                value,
+                Origin::Inline(format!(
+                    "/headers/{}",
+                    name.replace('~', "~0").replace('/', "~1")
+                )),
+            )?;
             headers.push((header, key));
         }
         Ok(WebhookRender {
@@ -313,6 +320,10 @@ impl Notifier for Preview {
 
     fn preview(&self, n: &Notification) -> Result<Vec<(String, String)>, String> {
         self.0.preview(n)
+    }
+
+    fn templates(&self) -> Option<&Templates> {
+        Some(&self.0.templates)
     }
 }
 
