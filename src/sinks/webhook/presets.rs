@@ -291,9 +291,14 @@ pub(super) fn teams(n: &Notification, public_url: &str) -> Value {
                 "facts": rows.into_iter().map(|(k, v)| json!({"title": k, "value": v})).collect::<Vec<_>>()
             }));
         }
-        if let Some(raw) = samples_text(a) {
+        if !a.samples.is_empty() {
             body.push(json!({"type": "TextBlock", "text": "Raw events", "weight": "Bolder"}));
-            body.push(json!({"type": "TextBlock", "text": raw, "fontType": "Monospace", "size": "Small", "wrap": true}));
+            // One block per event: hosts differ on whether a lone `\n` in a TextBlock
+            // breaks the line, and two events run together are hard to read.
+            for s in a.samples.iter().take(CHAT_SAMPLES) {
+                let raw = serde_json::to_string(&s.value()).unwrap_or_default();
+                body.push(json!({"type": "TextBlock", "text": raw, "fontType": "Monospace", "size": "Small", "wrap": true, "spacing": "Small"}));
+            }
         }
         actions.push(json!({
             "type": "Action.OpenUrl",
