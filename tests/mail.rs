@@ -287,6 +287,20 @@ fn starttls_without_the_ca_is_refused_and_kept_pending() {
         stderr.contains("stopping with messages still to send"),
         "{stderr}"
     );
+
+    // The same server with verification off: delivered (over TLS), with a warning.
+    let lax = Project::new(
+        &settings(
+            server.port,
+            "      tls: starttls\n      tls_verify: false\n",
+        ),
+        &simple_pipeline(""),
+    );
+    let (_, stderr) = run(&lax, &jsonl(&[record("10.0.0.3", 22)]));
+    assert!(stderr.contains("tls_verify is off"), "{stderr}");
+    let got = only_one(&server);
+    assert!(got.tls);
+    assert_eq!(lax.outbox_in("sent").len(), 1);
 }
 
 fn auth_project(server: &SmtpServer, password: &str) -> Project {
@@ -571,7 +585,7 @@ fn templated_recipients_route_each_alert() {
         &settings(server.port, "      tls: none\n"),
         &pipeline(
             "service.port",
-            "Blocked traffic to port {{group.service.port}}",
+            "Blocked traffic → port {{group.service.port}} (übel)",
             "\"port-{{alert.group.service.port}}@example.com\"",
             "",
         ),
@@ -583,22 +597,19 @@ fn templated_recipients_route_each_alert() {
     let mut received = server.received();
     assert_eq!(received.len(), 2, "{received:#?}");
     received.sort_by(|a, b| a.to.cmp(&b.to));
-    let mails: Vec<(Vec<String>, Mail)> =
-        received.iter().map(|r| (r.to.clone(), parse(r))).collect();
-    assert_eq!(mails[0].0, ["port-22@example.com"]);
-    assert_eq!(mails[0].1.to, ["port-22@example.com"]);
-    assert!(
-        mails[0].1.subject.ends_with("to port 22"),
-        "{}",
-        mails[0].1.subject
-    );
-    assert_eq!(mails[1].0, ["port-3389@example.com"]);
-    assert_eq!(mails[1].1.to, ["port-3389@example.com"]);
-    assert!(
-        mails[1].1.subject.ends_with("to port 3389"),
-        "{}",
-        mails[1].1.subject
-    );
+    for (got, port) in received.iter().zip([22, 3389]) {
+        let to = format!("port-{port}@example.com");
+        assert_eq!(got.to, [to.as_str()]);
+        // Non-ASCII in the subject and body travels encoded: the message itself is ASCII,
+        // so a server without 8BITMIME takes it too.
+        assert!(got.data.is_ascii());
+        let mail = parse(got);
+        assert_eq!(mail.to, [to.as_str()]);
+        let title = format!("Blocked traffic → port {port} (übel)");
+        assert_eq!(mail.subject, format!("[vigil] [HIGH] {title}"));
+        assert!(mail.text.contains(&title), "{}", mail.text);
+        assert!(mail.html.contains(&title), "{}", mail.html);
+    }
 }
 
 #[test]
