@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses its own subset
 
 pub(crate) mod cli;
+pub(crate) mod smtp;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

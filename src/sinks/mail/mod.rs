@@ -250,11 +250,24 @@ fn classify(server: &str, e: &lettre::transport::smtp::Error) -> SendError {
         }
         source = s.source();
     }
+    let reason = without_repeats(&reason);
     if e.is_permanent() {
         SendError::permanent(reason)
     } else {
         SendError::transient(reason)
     }
+}
+
+/// `a: a: b` as `a: b`: lettre wraps a connection error in another one, and both say
+/// "Connection error".
+fn without_repeats(reason: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in reason.split(": ") {
+        if parts.last() != Some(&part) {
+            parts.push(part);
+        }
+    }
+    parts.join(": ")
 }
 
 fn transport(conn: &SmtpConnectionConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
@@ -292,4 +305,23 @@ fn transport(conn: &SmtpConnectionConfig) -> Result<AsyncSmtpTransport<Tokio1Exe
         builder = builder.credentials(Credentials::new(user.clone(), password));
     }
     Ok(builder.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_repeats;
+
+    #[test]
+    fn repeated_parts_of_a_reason_are_said_once() {
+        assert_eq!(
+            without_repeats(
+                "localhost:25: Connection error: Connection error: invalid peer certificate: UnknownIssuer"
+            ),
+            "localhost:25: Connection error: invalid peer certificate: UnknownIssuer"
+        );
+        assert_eq!(
+            without_repeats("localhost:25: permanent error (550): Mailbox unavailable"),
+            "localhost:25: permanent error (550): Mailbox unavailable"
+        );
+    }
 }
