@@ -488,8 +488,6 @@ fn outbox(
     };
     let store = Store::open(&state_dir)?;
     let now = chrono::Utc::now().timestamp_millis();
-    let resolve =
-        |id: &str| -> anyhow::Result<Option<String>> { Ok(store.outbox_entry(id)?.map(|e| e.id)) };
     match action {
         OutboxAction::List {
             state,
@@ -535,34 +533,32 @@ fn outbox(
             print(&out)?;
             Ok(ExitCode::SUCCESS)
         }
-        OutboxAction::Retry { id } => match resolve(&id)? {
-            Some(full) if store.retry_dead(&full, now)? => {
-                print(&format!(
-                    "{full}: pending again; a running vigil sends it within seconds, or the next start does\n"
-                ))?;
-                Ok(ExitCode::SUCCESS)
+        OutboxAction::Retry { ref id } | OutboxAction::Drop { ref id } => {
+            let retry = matches!(action, OutboxAction::Retry { .. });
+            let done = match store.outbox_entry(id)? {
+                Some(e) if retry => store.retry_dead(&e.id, now)?.then_some(format!(
+                    "{}: pending again; a running vigil sends it within seconds, or the next start does\n",
+                    e.id
+                )),
+                Some(e) => store
+                    .drop_dead(&e.id)?
+                    .then_some(format!("{}: dropped\n", e.id)),
+                None => None,
+            };
+            match done {
+                Some(message) => {
+                    print(&message)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "vigil: no dead letter `{id}` (`vigil outbox list` shows them)"
+                    );
+                    Ok(ExitCode::from(1))
+                }
             }
-            _ => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "vigil: no dead letter `{id}` (`vigil outbox list` shows them)"
-                );
-                Ok(ExitCode::from(1))
-            }
-        },
-        OutboxAction::Drop { id } => match resolve(&id)? {
-            Some(full) if store.drop_dead(&full)? => {
-                print(&format!("{full}: dropped\n"))?;
-                Ok(ExitCode::SUCCESS)
-            }
-            _ => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "vigil: no dead letter `{id}` (`vigil outbox list` shows them)"
-                );
-                Ok(ExitCode::from(1))
-            }
-        },
+        }
     }
 }
 

@@ -218,11 +218,53 @@ pub trait Notifier: Send + Sync + 'static {
     /// `vigil validate` and snapshot tests): a template that cannot render is an error
     /// naming it.
     fn preview(&self, n: &Notification) -> Result<Vec<(String, String)>, String>;
+}
 
-    /// The sink's templates, for `vigil validate` to render each one and point at the
-    /// failing ones.
-    fn templates(&self) -> Option<&Templates> {
-        None
+/// A sink's compiled templates and what it makes of them, without sending anything: for
+/// `vigil validate`, `send-test --dry-run` and the notifiers themselves.
+pub trait Rendering {
+    /// Every template of the sink.
+    fn templates(&self) -> &Templates;
+
+    /// What the sink would send for `n`: (part, text).
+    fn preview(&self, n: &Notification) -> Result<Vec<(String, String)>, String>;
+
+    /// The recipients of `alert` (sinks whose `to` is templated).
+    fn route(&self, _alert: &Alert) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
+    }
+}
+
+/// A sink's templates could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A template does not compile.
+    #[error("{0}")]
+    Template(render::TemplateFailure),
+    /// Anything else (a template file that cannot be read, a missing part).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<render::TemplateFailure> for SetupError {
+    fn from(f: render::TemplateFailure) -> SetupError {
+        SetupError::Template(f)
+    }
+}
+
+impl From<String> for SetupError {
+    fn from(s: String) -> SetupError {
+        SetupError::Other(s)
+    }
+}
+
+impl SetupError {
+    /// Reports the problem in `p`: a template at its position, anything else at `pointer`.
+    pub fn report(&self, pointer: &str, p: &mut Problems) {
+        match self {
+            SetupError::Template(f) => f.report(p),
+            SetupError::Other(m) => p.error(pointer, codes::INVALID_VALUE, m.clone()),
+        }
     }
 }
 
@@ -238,16 +280,12 @@ impl Notifier for Box<dyn Notifier> {
     fn preview(&self, n: &Notification) -> Result<Vec<(String, String)>, String> {
         (**self).preview(n)
     }
-
-    fn templates(&self) -> Option<&Templates> {
-        (**self).templates()
-    }
 }
 
 /// Renders every template of `notifier` against a sample alert grouped like the alerts
 /// the sink will receive (`group_by`: the paths of the detection stages upstream), for
 /// `vigil validate`: a misspelt variable fails here, not at 3 a.m.
-pub fn check_rendering(notifier: &dyn Notifier, group_by: &[String], p: &mut Problems) {
+pub fn check_rendering(rendering: &dyn Rendering, group_by: &[String], p: &mut Problems) {
     let mut alert = sample_alert();
     if !group_by.is_empty() {
         let mut group = serde_json::Value::Object(serde_json::Map::new());
@@ -261,20 +299,18 @@ pub fn check_rendering(notifier: &dyn Notifier, group_by: &[String], p: &mut Pro
         alert.group = group;
     }
     let n = sample_notification("check", vec![alert]);
-    if let Some(templates) = notifier.templates() {
-        let cx = render::context(&n, crate::config::DEFAULT_PUBLIC_URL);
-        let failures = templates.failures(&cx);
-        if !failures.is_empty() {
-            for f in &failures {
-                f.report(p);
-            }
-            return;
+    let cx = render::context(&n, crate::config::DEFAULT_PUBLIC_URL);
+    let failures = rendering.templates().failures(&cx);
+    if !failures.is_empty() {
+        for f in &failures {
+            f.report(p);
         }
+        return;
     }
-    if let Err(route) = notifier.route(&n.alerts[0]) {
+    if let Err(route) = rendering.route(&n.alerts[0]) {
         p.error("/to", codes::INVALID_VALUE, route);
     }
-    if let Err(e) = notifier.preview(&n) {
+    if let Err(e) = rendering.preview(&n) {
         p.error("", codes::INVALID_VALUE, e);
     }
 }

@@ -16,7 +16,8 @@ use serde::Deserialize;
 
 use super::delivery::render::{self, Templates};
 use super::delivery::{
-    self, Answer, DeliverySink, Notification, Notifier, SendError, delivering_sink, http,
+    self, Answer, DeliverySink, Notification, Notifier, Rendering, SendError, SetupError,
+    delivering_sink, http,
 };
 use crate::config::check::Problems;
 use crate::config::diagnostic::codes;
@@ -115,14 +116,14 @@ impl LineSinkConfig {
             );
         }
         if let Err(e) = LineRender::new(self, &p.base_dir, crate::config::DEFAULT_PUBLIC_URL) {
-            p.error("/template", codes::INVALID_VALUE, e);
+            e.report("/template", p);
         }
     }
 
     /// Renders the template against a sample alert grouped by `group_by`.
     pub fn check_rendering(&self, group_by: &[String], p: &mut Problems) {
         if let Ok(render) = LineRender::new(self, &p.base_dir, crate::config::DEFAULT_PUBLIC_URL) {
-            delivery::check_rendering(&Preview(render), group_by, p);
+            delivery::check_rendering(&render, group_by, p);
         }
     }
 
@@ -147,7 +148,11 @@ struct LineRender {
 }
 
 impl LineRender {
-    fn new(cfg: &LineSinkConfig, base_dir: &Path, public_url: &str) -> Result<LineRender, String> {
+    fn new(
+        cfg: &LineSinkConfig,
+        base_dir: &Path,
+        public_url: &str,
+    ) -> Result<LineRender, SetupError> {
         let (text, origin) = render::load(base_dir, &cfg.template, "text")?.ok_or_else(|| {
             format!(
                 "template `{}` has no text part: write templates/{}.text.hbs beside the pipeline file, or use `line`",
@@ -170,19 +175,13 @@ impl LineRender {
     }
 }
 
-struct Preview(LineRender);
-
-impl Notifier for Preview {
-    fn send<'a>(&'a self, _n: &'a Notification) -> BoxFuture<'a, Result<Answer, SendError>> {
-        Box::pin(async { Err(SendError::permanent("a preview sends nothing")) })
+impl Rendering for LineRender {
+    fn templates(&self) -> &Templates {
+        &self.templates
     }
 
     fn preview(&self, n: &Notification) -> Result<Vec<(String, String)>, String> {
-        Ok(vec![("text".into(), self.0.text(n)?)])
-    }
-
-    fn templates(&self) -> Option<&Templates> {
-        Some(&self.0.templates)
+        Ok(vec![("text".into(), self.text(n)?)])
     }
 }
 
@@ -267,7 +266,7 @@ impl Notifier for LineNotifier {
     }
 
     fn preview(&self, n: &Notification) -> Result<Vec<(String, String)>, String> {
-        Ok(vec![("text".into(), self.render.text(n)?)])
+        self.render.preview(n)
     }
 }
 

@@ -81,20 +81,23 @@ impl MailSinkConfig {
             );
         }
         if let Err(e) = self.render(&p.base_dir, crate::config::DEFAULT_PUBLIC_URL) {
-            p.error("", codes::INVALID_VALUE, e);
+            e.report("", p);
         }
     }
 
     /// Renders every template against a sample alert grouped by `group_by`.
     pub fn check_rendering(&self, group_by: &[String], p: &mut Problems) {
         if let Ok(render) = self.render(&p.base_dir, crate::config::DEFAULT_PUBLIC_URL) {
-            let notifier = super::Preview(render);
-            delivery::check_rendering(&notifier, group_by, p);
+            delivery::check_rendering(&render, group_by, p);
         }
     }
 
     /// Compiles the templates.
-    pub(crate) fn render(&self, base_dir: &Path, public_url: &str) -> Result<MailRender, String> {
+    pub(crate) fn render(
+        &self,
+        base_dir: &Path,
+        public_url: &str,
+    ) -> Result<MailRender, delivery::SetupError> {
         MailRender::new(self, base_dir, public_url)
     }
 

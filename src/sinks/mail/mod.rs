@@ -13,7 +13,9 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::delivery::render::{self, Origin, Templates};
-use super::delivery::{Answer, Notification, Notifier, SendError, sample_notification};
+use super::delivery::{
+    Answer, Notification, Notifier, Rendering, SendError, SetupError, sample_notification,
+};
 use crate::event::Alert;
 use crate::runtime::{BuildContext, NodeError};
 
@@ -26,7 +28,11 @@ pub(crate) struct MailRender {
 }
 
 impl MailRender {
-    fn new(cfg: &MailSinkConfig, base_dir: &Path, public_url: &str) -> Result<MailRender, String> {
+    fn new(
+        cfg: &MailSinkConfig,
+        base_dir: &Path,
+        public_url: &str,
+    ) -> Result<MailRender, SetupError> {
         let mut templates = Templates::new();
         let set = cfg.template.as_str();
         let part = |name: &str| render::load(base_dir, set, name);
@@ -41,7 +47,7 @@ impl MailRender {
                 templates.add_text("subject", inline, Origin::Inline("/subject".into()))?
             }
             (None, Some((text, origin))) => templates.add_text("subject", &text, origin)?,
-            (None, None) => return Err(missing("subject")),
+            (None, None) => return Err(missing("subject").into()),
         }
         let (text, origin) = part("text")?.ok_or_else(|| missing("text"))?;
         templates.add_text("text", &text, origin)?;
@@ -67,7 +73,7 @@ impl MailRender {
     }
 
     /// The recipients of `alert`: every `to` entry rendered, split on commas, checked.
-    fn recipients(&self, alert: &Alert) -> Result<Vec<String>, String> {
+    pub(crate) fn recipients(&self, alert: &Alert) -> Result<Vec<String>, String> {
         let n = sample_notification("", vec![alert.clone()]);
         let cx = render::context(&n, &self.public_url);
         let mut out: Vec<String> = Vec::new();
@@ -101,6 +107,12 @@ impl MailRender {
         };
         Ok((subject, text, html))
     }
+}
+
+impl Rendering for MailRender {
+    fn templates(&self) -> &Templates {
+        &self.templates
+    }
 
     fn preview(&self, n: &Notification) -> Result<Vec<(String, String)>, String> {
         let (subject, text, html) = self.render(n)?;
@@ -110,26 +122,9 @@ impl MailRender {
         }
         Ok(parts)
     }
-}
 
-/// A mail sink's templates without a server: for `vigil validate` and previews.
-pub(crate) struct Preview(pub(crate) MailRender);
-
-impl Notifier for Preview {
     fn route(&self, alert: &Alert) -> Result<Vec<String>, String> {
-        self.0.recipients(alert)
-    }
-
-    fn send<'a>(&'a self, _n: &'a Notification) -> BoxFuture<'a, Result<Answer, SendError>> {
-        Box::pin(async { Err(SendError::permanent("a preview sends nothing")) })
-    }
-
-    fn preview(&self, n: &Notification) -> Result<Vec<(String, String)>, String> {
-        self.0.preview(n)
-    }
-
-    fn templates(&self) -> Option<&Templates> {
-        Some(&self.0.templates)
+        self.recipients(alert)
     }
 }
 

@@ -31,7 +31,8 @@ use serde::Deserialize;
 
 use super::delivery::render::{self, Origin, Templates};
 use super::delivery::{
-    self, Answer, DeliverySink, Notification, Notifier, SendError, delivering_sink, http,
+    self, Answer, DeliverySink, Notification, Notifier, Rendering, SendError, SetupError,
+    delivering_sink, http,
 };
 use crate::config::check::Problems;
 use crate::config::diagnostic::codes;
@@ -198,7 +199,7 @@ impl WebhookSinkConfig {
         if !p.has_errors()
             && let Err(e) = WebhookRender::new(self, &p.base_dir, crate::config::DEFAULT_PUBLIC_URL)
         {
-            p.error("", codes::INVALID_VALUE, e);
+            e.report("", p);
         }
     }
 
@@ -206,7 +207,7 @@ impl WebhookSinkConfig {
     pub fn check_rendering(&self, group_by: &[String], p: &mut Problems) {
         if let Ok(render) = WebhookRender::new(self, &p.base_dir, crate::config::DEFAULT_PUBLIC_URL)
         {
-            delivery::check_rendering(&Preview(render), group_by, p);
+            delivery::check_rendering(&render, group_by, p);
         }
     }
 
@@ -239,7 +240,7 @@ impl WebhookRender {
         cfg: &WebhookSinkConfig,
         base_dir: &Path,
         public_url: &str,
-    ) -> Result<WebhookRender, String> {
+    ) -> Result<WebhookRender, SetupError> {
         let mut templates = Templates::new();
         if cfg.preset == WebhookPreset::Custom {
             match (&cfg.body, &cfg.template) {
@@ -252,7 +253,11 @@ impl WebhookRender {
                     })?;
                     templates.add_text("body", &text, origin)?;
                 }
-                (None, None) => return Err("`preset: custom` needs `body` or `template`".into()),
+                (None, None) => {
+                    return Err(SetupError::Other(
+                        "`preset: custom` needs `body` or `template`".into(),
+                    ));
+                }
             }
         }
         let mut headers = Vec::new();
@@ -301,6 +306,12 @@ impl WebhookRender {
             .map(|(name, key)| Ok((name.clone(), self.templates.render(key, &cx)?)))
             .collect()
     }
+}
+
+impl Rendering for WebhookRender {
+    fn templates(&self) -> &Templates {
+        &self.templates
+    }
 
     fn preview(&self, n: &Notification) -> Result<Vec<(String, String)>, String> {
         let mut out = vec![("body".to_string(), self.body(n)?)];
@@ -308,22 +319,6 @@ impl WebhookRender {
             out.push((format!("header {name}"), value));
         }
         Ok(out)
-    }
-}
-
-struct Preview(WebhookRender);
-
-impl Notifier for Preview {
-    fn send<'a>(&'a self, _n: &'a Notification) -> BoxFuture<'a, Result<Answer, SendError>> {
-        Box::pin(async { Err(SendError::permanent("a preview sends nothing")) })
-    }
-
-    fn preview(&self, n: &Notification) -> Result<Vec<(String, String)>, String> {
-        self.0.preview(n)
-    }
-
-    fn templates(&self) -> Option<&Templates> {
-        Some(&self.0.templates)
     }
 }
 
