@@ -258,6 +258,37 @@ fn starttls_with_a_ca_file_delivers_over_tls() {
 }
 
 #[test]
+fn implicit_tls_delivers_from_the_first_byte() {
+    let server = SmtpServer::start(Options {
+        implicit_tls: true,
+        ..Options::default()
+    });
+    let p = Project::new(
+        &settings(
+            server.port,
+            &format!(
+                "      tls: implicit\n      ca_file: {}\n",
+                server.ca_file.display()
+            ),
+        ),
+        &simple_pipeline(""),
+    );
+    run(&p, &jsonl(&[record("10.0.0.3", 22)]));
+    let got = only_one(&server);
+    assert_eq!(
+        server.handshakes.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the connection did not start with a TLS handshake"
+    );
+    assert!(!got.tls, "no STARTTLS inside an implicit-TLS session");
+    assert_eq!(
+        parse(&got).subject,
+        "[vigil] [HIGH] Blocked traffic from 10.0.0.3"
+    );
+    assert_eq!(p.outbox_in("sent").len(), 1);
+}
+
+#[test]
 fn starttls_without_the_ca_is_refused_and_kept_pending() {
     let server = SmtpServer::start(Options {
         starttls: true,

@@ -48,6 +48,8 @@ pub(crate) struct Options {
     pub(crate) credentials: Option<(String, String)>,
     /// The initial behaviour.
     pub(crate) behaviour: Behaviour,
+    /// Speak TLS from the first byte (SMTPS) instead of plain text.
+    pub(crate) implicit_tls: bool,
 }
 
 #[derive(Default)]
@@ -171,6 +173,8 @@ pub(crate) struct SmtpServer {
     pub(crate) port: u16,
     /// The PEM file of the CA that signed its certificate (for `ca_file`).
     pub(crate) ca_file: PathBuf,
+    /// With [`Options::implicit_tls`]: how many TLS handshakes the port completed.
+    pub(crate) handshakes: Arc<AtomicUsize>,
     shared: Arc<Shared>,
     _dir: tempfile::TempDir,
 }
@@ -189,9 +193,25 @@ impl SmtpServer {
     }
 
     fn serve(listener: TcpListener, options: Options) -> SmtpServer {
-        let port = listener.local_addr().expect("address").port();
         let dir = tempfile::tempdir().expect("temp dir");
         let (ca_file, cert_file, key_file) = certificates(&dir);
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let (port, listener) = if options.implicit_tls {
+            // TLS from the first byte (SMTPS): a TLS front on the public port, relaying to
+            // the SMTP server on a port of its own (mailin itself speaks only STARTTLS).
+            let inner = TcpListener::bind("127.0.0.1:0").expect("bind");
+            let inner_port = inner.local_addr().expect("address").port();
+            let port = tls_front(
+                listener,
+                inner_port,
+                &cert_file,
+                &key_file,
+                handshakes.clone(),
+            );
+            (port, inner)
+        } else {
+            (listener.local_addr().expect("address").port(), listener)
+        };
         let shared = Arc::new(Shared {
             behaviour: Mutex::new(options.behaviour),
             credentials: options.credentials.clone(),
@@ -229,6 +249,7 @@ impl SmtpServer {
         SmtpServer {
             port,
             ca_file,
+            handshakes,
             shared,
             _dir: dir,
         }
@@ -311,4 +332,64 @@ fn certificates(dir: &tempfile::TempDir) -> (PathBuf, PathBuf, PathBuf) {
 pub(crate) fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("address").port()
+}
+
+/// Accepts TLS connections on `listener` (certificate and key from the PEM files) and
+/// relays each, decrypted, to 127.0.0.1:`inner_port`; counts completed handshakes.
+/// Returns the public port.
+fn tls_front(
+    listener: TcpListener,
+    inner_port: u16,
+    cert_file: &std::path::Path,
+    key_file: &std::path::Path,
+    handshakes: Arc<AtomicUsize>,
+) -> u16 {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{ServerConfig, crypto};
+
+    let port = listener.local_addr().expect("address").port();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .expect("certificate file")
+        .collect::<Result<_, _>>()
+        .expect("certificate PEM");
+    let key = PrivateKeyDer::from_pem_file(key_file).expect("key PEM");
+    let config =
+        ServerConfig::builder_with_provider(Arc::new(crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("TLS configuration");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    listener.set_nonblocking(true).expect("non-blocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                let handshakes = handshakes.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    handshakes.fetch_add(1, Ordering::SeqCst);
+                    let Ok(mut plain) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", inner_port)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+    });
+    port
 }
