@@ -27,6 +27,8 @@ pub enum SourceConfig {
     PceEvents(sources::pce_events::PceEventsConfig),
     /// Traffic flows of an Illumio PCE, one shared query per connection per cycle.
     PceTraffic(sources::pce_traffic::PceTrafficConfig),
+    /// vigil's own alerts (a reload that failed, ...).
+    Internal(sources::internal::InternalSourceConfig),
 }
 
 /// A stage: what happens to events between sources and sinks.
@@ -77,6 +79,7 @@ impl SourceConfig {
             SourceConfig::PceHealth(_) => "pce_health",
             SourceConfig::PceEvents(_) => "pce_events",
             SourceConfig::PceTraffic(_) => "pce_traffic",
+            SourceConfig::Internal(_) => "internal",
         }
     }
 
@@ -88,6 +91,7 @@ impl SourceConfig {
             SourceConfig::PceHealth(c) => c.check(p),
             SourceConfig::PceEvents(c) => c.check(p),
             SourceConfig::PceTraffic(c) => c.check(p),
+            SourceConfig::Internal(c) => c.check(p),
         }
     }
 
@@ -99,6 +103,7 @@ impl SourceConfig {
             SourceConfig::PceHealth(c) => c.build(cx),
             SourceConfig::PceEvents(c) => c.build(cx),
             SourceConfig::PceTraffic(c) => c.build(cx),
+            SourceConfig::Internal(c) => c.build(cx),
         }
     }
 }

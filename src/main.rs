@@ -349,7 +349,7 @@ fn graph(path: PathBuf, format: GraphFormat) -> anyhow::Result<ExitCode> {
 }
 
 fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
-    let loaded = load_for_use(path)?;
+    let loaded = load_for_use(path.clone())?;
     let Some(config) = loaded.config else {
         let _ = writeln!(
             std::io::stderr(),
@@ -369,6 +369,13 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             "vigil running"
         );
         let token = topology.shutdown_token();
+        let driver = runtime::ReloadDriver::new(
+            path.clone(),
+            topology.reloader(),
+            topology.internal_alerts(),
+            Arc::new(WallClock),
+        );
+        let reloads = tokio::spawn(reload_triggers(driver, token.clone()));
         let signals = tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!(
@@ -381,6 +388,7 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         });
         let report = topology.wait().await;
         signals.abort();
+        reloads.abort();
         for n in &report.nodes {
             tracing::info!(
                 node = %n.id,
@@ -577,6 +585,40 @@ fn pce_sim(listen: SocketAddr, cfg: SimConfig) -> anyhow::Result<ExitCode> {
         sim.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Reloads the pipelines on SIGHUP, until `shutdown`.
+async fn reload_triggers(
+    driver: runtime::ReloadDriver,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    #[cfg(unix)]
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by editing the files");
+            None
+        }
+    };
+    loop {
+        #[cfg(unix)]
+        let hup_signal = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup_signal = std::future::pending::<()>();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hup_signal => {
+                driver.reload("SIGHUP").await;
+            }
+        }
+    }
 }
 
 #[cfg(unix)]

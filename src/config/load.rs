@@ -320,17 +320,23 @@ pub fn load_sources(files: &[(PathBuf, String)], opts: &LoadOptions) -> Loaded {
     let config = if has_errors {
         None
     } else {
+        let settings_raw = settings
+            .first()
+            .map(|(d, _)| d.value.clone())
+            .unwrap_or(Value::Null);
         Some(Config {
             settings: settings
                 .into_iter()
                 .next()
                 .and_then(|(_, s)| s)
                 .unwrap_or_default(),
+            settings_raw,
             pipelines: pipelines
                 .into_iter()
                 .filter_map(|(doc, p)| {
                     p.map(|config| LoadedPipeline {
                         file: doc.file.to_path_buf(),
+                        raw: doc.value.clone(),
                         config,
                     })
                 })

@@ -22,6 +22,9 @@ pub struct Config {
     pub settings: SettingsConfig,
     /// Every pipeline, in file order.
     pub pipelines: Vec<LoadedPipeline>,
+    /// The settings document as read (after `${VAR}` interpolation): what a reload
+    /// compares to tell whether the settings changed.
+    pub settings_raw: serde_json::Value,
 }
 
 /// A pipeline and the file it came from.
@@ -31,4 +34,7 @@ pub struct LoadedPipeline {
     pub file: PathBuf,
     /// Its configuration.
     pub config: PipelineConfig,
+    /// The document as read (after `${VAR}` interpolation): what a reload compares to
+    /// tell which components changed.
+    pub raw: serde_json::Value,
 }

@@ -24,9 +24,10 @@ use super::SharedClock;
 type Starter = Box<dyn FnOnce(CancellationToken) -> JoinHandle<()> + Send>;
 
 /// The clients of every configured connection, by name.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Connections {
     pce: HashMap<String, PceClient>,
+    internal: tokio::sync::broadcast::Sender<crate::event::Alert>,
     delivery: Arc<crate::config::model::ConnectionsConfig>,
     clock: Option<SharedClock>,
     shared: Arc<Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>>,
@@ -49,6 +50,19 @@ pub struct ConnectionError {
     pub name: String,
     /// Why.
     pub source: Box<PceError>,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            pce: HashMap::new(),
+            internal: tokio::sync::broadcast::channel(64).0,
+            delivery: Arc::default(),
+            clock: None,
+            shared: Arc::default(),
+            starters: Arc::default(),
+        }
+    }
 }
 
 impl Connections {
@@ -74,6 +88,11 @@ impl Connections {
             clock: Some(clock.clone()),
             ..Connections::default()
         })
+    }
+
+    /// Where vigil's own alerts are published; `internal` sources subscribe.
+    pub fn internal_alerts(&self) -> &tokio::sync::broadcast::Sender<crate::event::Alert> {
+        &self.internal
     }
 
     /// Only the delivery connections (SMTP, LINE, webhook) of `settings`, without PCE

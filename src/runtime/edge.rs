@@ -26,6 +26,9 @@ pub enum Message {
 pub(crate) enum Envelope {
     Msg(u32, Message),
     Done(u32),
+    /// A reload connected an upstream on this edge (sent before anything on it, so the
+    /// watermark waits for its first tick).
+    Attach(u32),
 }
 
 /// Per-node counters, kept for metrics and shown at shutdown.
@@ -71,23 +74,131 @@ impl NodeCounters {
 #[error("every downstream node has stopped")]
 pub struct Closed;
 
+/// A change to where an [`Output`] sends, asked for by a reload and carried out by the
+/// output itself between two messages, so nothing it sends is split across it.
+#[derive(Debug)]
+pub(crate) enum Rewire {
+    /// Send to this node too, on this edge of its channel.
+    Add {
+        /// The node, `pipeline.node`.
+        to: Arc<str>,
+        /// The edge number on its channel.
+        edge: u32,
+        /// Its channel.
+        tx: mpsc::Sender<Envelope>,
+    },
+    /// Stop sending to this node: it is told the edge is done (after everything already
+    /// sent), then `done` fires.
+    Remove {
+        /// The node.
+        to: Arc<str>,
+        /// Fired once the node was told.
+        done: tokio::sync::oneshot::Sender<()>,
+    },
+}
+
+/// Where a reload leaves [`Rewire`]s for an output to carry out.
+#[derive(Debug, Default)]
+pub(crate) struct Wiring {
+    pending: std::sync::Mutex<Vec<Rewire>>,
+    dirty: std::sync::atomic::AtomicBool,
+}
+
+impl Wiring {
+    /// Queues `changes`; the output carries them out, in order and all at once, before
+    /// the next message it sends (ticks included, so within a tick interval).
+    pub(crate) fn push(&self, changes: Vec<Rewire>) {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(changes);
+        self.dirty.store(true, Ordering::Release);
+    }
+}
+
+/// One downstream of an [`Output`].
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) to: Arc<str>,
+    pub(crate) edge: u32,
+    pub(crate) tx: mpsc::Sender<Envelope>,
+}
+
 /// The sending side of a node: fans each message out to every downstream.
 #[derive(Debug)]
 pub struct Output {
-    targets: Vec<(u32, mpsc::Sender<Envelope>)>,
+    targets: Vec<Target>,
     counters: Arc<NodeCounters>,
     last_tick: Option<Timestamp>,
+    wiring: Option<Arc<Wiring>>,
 }
 
 impl Output {
+    /// An output to fixed `targets` (tests).
+    #[cfg(test)]
     pub(crate) fn new(
         targets: Vec<(u32, mpsc::Sender<Envelope>)>,
         counters: Arc<NodeCounters>,
+    ) -> Self {
+        let targets = targets
+            .into_iter()
+            .map(|(edge, tx)| Target {
+                to: Arc::from(""),
+                edge,
+                tx,
+            })
+            .collect();
+        Output {
+            targets,
+            counters,
+            last_tick: None,
+            wiring: None,
+        }
+    }
+
+    /// An output to `targets` that a reload can rewire through `wiring`.
+    pub(crate) fn wired(
+        targets: Vec<Target>,
+        counters: Arc<NodeCounters>,
+        wiring: Arc<Wiring>,
     ) -> Self {
         Output {
             targets,
             counters,
             last_tick: None,
+            wiring: Some(wiring),
+        }
+    }
+
+    /// Carries out the rewiring a reload asked for, if any.
+    async fn rewire(&mut self) {
+        let Some(wiring) = &self.wiring else {
+            return;
+        };
+        if !wiring.dirty.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let changes = std::mem::take(
+            &mut *wiring
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for change in changes {
+            match change {
+                Rewire::Add { to, edge, tx } => self.targets.push(Target { to, edge, tx }),
+                Rewire::Remove { to, done } => {
+                    let (gone, kept): (Vec<Target>, Vec<Target>) =
+                        std::mem::take(&mut self.targets)
+                            .into_iter()
+                            .partition(|t| t.to == to);
+                    self.targets = kept;
+                    for t in gone {
+                        let _ = t.tx.send(Envelope::Done(t.edge)).await;
+                    }
+                    let _ = done.send(());
+                }
+            }
         }
     }
 
@@ -103,6 +214,7 @@ impl Output {
 
     /// Sends a tick downstream, unless time has not moved since the last one.
     pub async fn tick(&mut self, now: Timestamp) -> Result<(), Closed> {
+        self.rewire().await;
         if self.last_tick.is_some_and(|t| t >= now) {
             return Ok(());
         }
@@ -111,13 +223,14 @@ impl Output {
     }
 
     async fn broadcast(&mut self, msg: Message) -> Result<(), Closed> {
+        self.rewire().await;
         if self.targets.is_empty() {
             return Ok(());
         }
         let last = self.targets.len() - 1;
         let mut delivered = 0;
         let mut msg = Some(msg);
-        for (i, (edge, tx)) in self.targets.iter().enumerate() {
+        for (i, Target { edge, tx, .. }) in self.targets.iter().enumerate() {
             let m = if i == last {
                 msg.take().expect("taken only at the last target")
             } else {
@@ -131,8 +244,9 @@ impl Output {
     }
 
     /// Tells every downstream that this node is finished.
-    pub async fn close(self) {
-        for (edge, tx) in &self.targets {
+    pub async fn close(mut self) {
+        self.rewire().await;
+        for Target { edge, tx, .. } in &self.targets {
             let _ = tx.send(Envelope::Done(*edge)).await;
         }
     }
@@ -175,13 +289,25 @@ impl Input {
                 return None;
             }
             match self.rx.recv().await? {
-                Envelope::Msg(_, Message::Events(events)) => {
+                Envelope::Msg(edge, Message::Events(events)) => {
+                    if !self.ticks.iter().any(|(e, _)| *e == edge) {
+                        // An upstream a reload connected: it counts for the watermark
+                        // from its first tick.
+                        self.ticks.push((edge, None));
+                    }
                     self.counters.add_in(events.len());
                     return Some(Message::Events(events));
                 }
+                Envelope::Attach(edge) => {
+                    if !self.ticks.iter().any(|(e, _)| *e == edge) {
+                        self.ticks.push((edge, None));
+                    }
+                }
                 Envelope::Msg(edge, Message::Tick(t)) => {
-                    if let Some(slot) = self.ticks.iter_mut().find(|(e, _)| *e == edge) {
-                        slot.1 = Some(slot.1.map_or(t, |old| old.max(t)));
+                    match self.ticks.iter_mut().find(|(e, _)| *e == edge) {
+                        Some(slot) => slot.1 = Some(slot.1.map_or(t, |old| old.max(t))),
+                        // An upstream a reload connected.
+                        None => self.ticks.push((edge, Some(t))),
                     }
                     if let Some(w) = self.advance() {
                         return Some(Message::Tick(w));

@@ -14,6 +14,7 @@
 mod clock;
 mod connections;
 mod edge;
+mod reload;
 mod topology;
 
 use std::future::Future;
@@ -26,7 +27,10 @@ use tokio_util::sync::CancellationToken;
 pub use clock::{Clock, JumpClock, SharedClock, VirtualClock, WallClock};
 pub use connections::{ConnectionError, Connections};
 pub use edge::{Closed, Input, Message, NodeCounters, Output};
-pub use topology::{BuildError, NodeReport, RunReport, RunningTopology, start};
+pub use reload::{ReloadDriver, ReloadOutcome};
+pub use topology::{
+    BuildError, NodeReport, ReloadError, ReloadReport, Reloader, RunReport, RunningTopology, start,
+};
 
 use crate::event::{Event, Timestamp};
 

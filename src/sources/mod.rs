@@ -2,6 +2,7 @@
 //! [`crate::components`].
 
 pub mod file;
+pub mod internal;
 pub mod json_lines;
 pub mod pce_events;
 pub mod pce_health;

@@ -1,0 +1,68 @@
+//! `internal`: vigil's own alerts (a reload that failed, ...), for pipelines that deliver
+//! them like any other alert.
+
+use futures::future::BoxFuture;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+use crate::config::check::Problems;
+use crate::runtime::{BuildContext, NodeError, NodeResult, Source, SourceContext};
+
+/// vigil's own alerts: `vigil.reload_failed` when changed pipeline files do not validate
+/// (the old pipelines keep running; the alert carries every error with its file:line:col).
+/// Wire it to a sink to be told.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(example = example())]
+pub struct InternalSourceConfig {}
+
+fn example() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+impl InternalSourceConfig {
+    /// Structural checks (none).
+    pub fn check(&self, _problems: &mut Problems) {}
+
+    /// Builds the running source.
+    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, NodeError> {
+        Ok(Box::new(InternalSource {
+            alerts: cx.connections.internal_alerts().subscribe(),
+        }))
+    }
+}
+
+/// The running `internal` source.
+pub struct InternalSource {
+    alerts: broadcast::Receiver<crate::event::Alert>,
+}
+
+impl InternalSource {
+    async fn run_inner(mut self, cx: &mut SourceContext) -> NodeResult {
+        loop {
+            match cx.wait(self.alerts.recv()).await {
+                None => return Ok(()),
+                Some(Ok(alert)) => {
+                    let time = alert.window.end;
+                    let event = crate::event::Event::from_alert(alert, cx.id.clone(), time);
+                    if cx.send(vec![std::sync::Arc::new(event)]).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(Err(broadcast::error::RecvError::Lagged(n))) => {
+                    cx.counters()
+                        .add_errors(usize::try_from(n).unwrap_or(usize::MAX));
+                    tracing::warn!(node = %cx.id, missed = n, "internal alerts came faster than they were handled; some were missed");
+                }
+                Some(Err(broadcast::error::RecvError::Closed)) => return Ok(()),
+            }
+        }
+    }
+}
+
+impl Source for InternalSource {
+    fn run<'a>(self: Box<Self>, cx: &'a mut SourceContext) -> BoxFuture<'a, NodeResult> {
+        Box::pin(self.run_inner(cx))
+    }
+}
