@@ -362,6 +362,18 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(async move {
+        // Listen for SIGHUP before anything can send it (its default action ends the
+        // process).
+        #[cfg(unix)]
+        let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by editing the files");
+                None
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = None::<()>;
         let topology = runtime::start(&config, Arc::new(WallClock))?;
         tracing::info!(
             pipelines = config.pipelines.len(),
@@ -375,7 +387,7 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             topology.internal_alerts(),
             Arc::new(WallClock),
         );
-        let reloads = tokio::spawn(reload_triggers(driver, token.clone()));
+        let reloads = tokio::spawn(reload_triggers(driver, hup, token.clone()));
         let signals = tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!(
@@ -590,16 +602,10 @@ fn pce_sim(listen: SocketAddr, cfg: SimConfig) -> anyhow::Result<ExitCode> {
 /// Reloads the pipelines on SIGHUP, until `shutdown`.
 async fn reload_triggers(
     driver: runtime::ReloadDriver,
+    #[cfg(unix)] mut hup: Option<tokio::signal::unix::Signal>,
+    #[cfg(not(unix))] _hup: Option<()>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    #[cfg(unix)]
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by editing the files");
-            None
-        }
-    };
     loop {
         #[cfg(unix)]
         let hup_signal = async {

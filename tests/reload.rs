@@ -1,0 +1,389 @@
+//! Hot reload through the binary: `vigil run` keeps running while its pipeline files
+//! change; what changed takes effect, window state carries over, an invalid edit leaves the
+//! old graph running, and no event is lost or doubled.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::cli::{bin, wait_for};
+use serde_json::{Value, json};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A `vigil run` on a temporary pipelines directory, its stdin open, its JSON log lines
+/// collected as they come.
+struct Running {
+    dir: tempfile::TempDir,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    logs: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Running {
+    fn start(pipeline: &str) -> Running {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("pipelines")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("pipelines/settings.yaml"),
+            format!(
+                "kind: settings\nstate_dir: {}\ntick_interval: 100ms\n",
+                dir.path().join("state").display()
+            ),
+        )
+        .expect("write");
+        let mut r = Running::in_dir(dir);
+        r.write("p.yaml", pipeline);
+        r.spawn();
+        r
+    }
+
+    fn in_dir(dir: tempfile::TempDir) -> Running {
+        // Not started yet: a placeholder child that has already exited.
+        let child = Command::new("true").spawn().expect("true runs");
+        Running {
+            dir,
+            child,
+            stdin: None,
+            logs: Arc::default(),
+        }
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(bin())
+            .args(["--log-format", "json", "run", "--pipelines"])
+            .arg(self.pipelines())
+            .current_dir(self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vigil starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = self.logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let v = serde_json::from_str(&line).unwrap_or(json!({"raw": line}));
+                logs.lock().unwrap().push(v);
+            }
+        });
+        self.stdin = child.stdin.take();
+        self.child = child;
+        // Running once the graph is up (the source's first log line or the start line).
+        wait_for("vigil to start", DEADLINE, || {
+            self.log_lines("vigil running") > 0
+        });
+    }
+
+    fn pipelines(&self) -> PathBuf {
+        self.dir.path().join("pipelines")
+    }
+
+    fn write(&mut self, file: &str, text: &str) {
+        std::fs::write(self.pipelines().join(file), text).expect("write");
+    }
+
+    fn send(&mut self, records: &[Value]) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        for r in records {
+            writeln!(stdin, "{r}").expect("write to vigil");
+        }
+        stdin.flush().expect("flush");
+    }
+
+    /// How many log lines have this message.
+    fn log_lines(&self, message: &str) -> usize {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["fields"]["message"] == message)
+            .count()
+    }
+
+    /// The log lines with this message.
+    fn logs_with(&self, message: &str) -> Vec<Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["fields"]["message"] == message)
+            .cloned()
+            .collect()
+    }
+
+    fn all_logs(&self) -> String {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Sends SIGHUP and waits for the reload it causes to finish (successfully or not).
+    fn sighup(&self) {
+        let before = self.log_lines("reloaded")
+            + self.log_lines("reload failed: the running pipelines are unchanged");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .expect("SIGHUP sent");
+        wait_for("the reload", DEADLINE, || {
+            self.log_lines("reloaded")
+                + self.log_lines("reload failed: the running pipelines are unchanged")
+                > before
+        });
+    }
+
+    /// Closes stdin and waits for the run to end.
+    fn finish(self) -> (Running, std::process::ExitStatus) {
+        self.finish_with(false)
+    }
+
+    /// [`Running::finish`]; with `sigterm`, also asks it to stop (an `internal` source
+    /// never ends on its own).
+    fn finish_with(mut self, sigterm: bool) -> (Running, std::process::ExitStatus) {
+        drop(self.stdin.take());
+        if sigterm {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            )
+            .expect("SIGTERM sent");
+        }
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return (self, status);
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "vigil did not finish:\n{}",
+                self.all_logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+fn event(i: usize, src: &str, port: u16) -> Value {
+    json!({"id": i, "src": src, "port": port, "timestamp": format!("2026-11-21T10:{:02}:{:02}Z", i / 60 % 60, i % 60)})
+}
+
+fn burst_pipeline(out: &Path, threshold: u32, group_by: &str, extra_sink: &str) -> String {
+    format!(
+        r#"kind: pipeline
+name: p
+sources:
+  in: {{type: stdin}}
+stages:
+  ssh:
+    type: filter
+    inputs: [in]
+    match: {{port: 22}}
+  burst:
+    type: window_count
+    inputs: [ssh]
+    window: 1h
+    threshold: {threshold}
+    group_by: [{group_by}]
+    alert: {{severity: high, title: "burst from {{{{group.src}}}}"}}
+sinks:
+  out:
+    type: file
+    inputs: [burst]
+    path: {out}
+{extra_sink}"#,
+        out = out.display()
+    )
+}
+
+fn report(r: &Running) -> Value {
+    r.logs_with("reloaded").pop().expect("a reload report")["fields"].clone()
+}
+
+#[test]
+fn a_threshold_change_keeps_the_window_and_fires_at_the_new_threshold() {
+    let dir = tempfile::tempdir().expect("temp");
+    let out = dir.path().join("alerts.jsonl");
+    let mut r = Running::start(&burst_pipeline(&out, 10, "src", ""));
+    r.send(&(0..9).map(|i| event(i, "a", 22)).collect::<Vec<_>>());
+    r.write("p.yaml", &burst_pipeline(&out, 12, "src", ""));
+    r.sighup();
+    let rep = report(&r);
+    assert_eq!(rep["changed"], "[\"p.burst\"]", "{rep}");
+    assert_eq!(rep["state_kept"], "[\"p.burst\"]", "{rep}");
+    assert_eq!(rep["state_reset"], "[]", "{rep}");
+    // The 10th event does not fire any more (threshold 12); the 12th does, counting the
+    // nine from before the reload.
+    r.send(&[event(9, "a", 22), event(10, "a", 22), event(11, "a", 22)]);
+    let (_r, status) = r.finish();
+    assert!(status.success());
+    let alerts = lines(&out);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["value"], 12.0);
+    assert_eq!(alerts[0]["threshold"], 12.0);
+}
+
+#[test]
+fn an_unrelated_change_keeps_the_window() {
+    let dir = tempfile::tempdir().expect("temp");
+    let out = dir.path().join("alerts.jsonl");
+    let copy = dir.path().join("copy.jsonl");
+    let mut r = Running::start(&burst_pipeline(&out, 10, "src", ""));
+    r.send(&(0..9).map(|i| event(i, "a", 22)).collect::<Vec<_>>());
+    let extra = format!(
+        "  copy:\n    type: file\n    inputs: [ssh]\n    path: {}\n",
+        copy.display()
+    );
+    r.write("p.yaml", &burst_pipeline(&out, 10, "src", &extra));
+    r.sighup();
+    let rep = report(&r);
+    assert_eq!(rep["added"], "[\"p.copy\"]", "{rep}");
+    assert_eq!(rep["changed"], "[]", "{rep}");
+    r.send(&[event(9, "a", 22)]);
+    let (_r, status) = r.finish();
+    assert!(status.success());
+    let alerts = lines(&out);
+    assert_eq!(alerts.len(), 1, "the 10th event fires: {alerts:?}");
+    assert_eq!(alerts[0]["value"], 10.0);
+    assert_eq!(
+        lines(&copy).len(),
+        1,
+        "the added sink sees what came after the reload"
+    );
+}
+
+#[test]
+fn a_group_by_change_resets_the_window_and_says_so() {
+    let dir = tempfile::tempdir().expect("temp");
+    let out = dir.path().join("alerts.jsonl");
+    let mut r = Running::start(&burst_pipeline(&out, 10, "src", ""));
+    r.send(&(0..9).map(|i| event(i, "a", 22)).collect::<Vec<_>>());
+    r.write("p.yaml", &burst_pipeline(&out, 10, "src, port", ""));
+    r.sighup();
+    let rep = report(&r);
+    assert_eq!(rep["state_reset"], "[\"p.burst\"]", "{rep}");
+    r.send(&[event(9, "a", 22)]);
+    let (_r, status) = r.finish();
+    assert!(status.success());
+    assert!(lines(&out).is_empty(), "the window started again");
+}
+
+#[test]
+fn an_invalid_edit_leaves_the_old_graph_running_and_raises_an_internal_alert() {
+    let dir = tempfile::tempdir().expect("temp");
+    let out = dir.path().join("alerts.jsonl");
+    let internal = dir.path().join("internal.jsonl");
+    let mut r = Running::start(&burst_pipeline(&out, 3, "src", ""));
+    r.write(
+        "vigil.yaml",
+        &format!(
+            "kind: pipeline\nname: vigil-alerts\nsources:\n  own: {{type: internal}}\nsinks:\n  log:\n    type: file\n    inputs: [own]\n    path: {}\n",
+            internal.display()
+        ),
+    );
+    r.sighup();
+    assert_eq!(
+        report(&r)["added"],
+        "[\"vigil-alerts.log\", \"vigil-alerts.own\"]"
+    );
+    // Broken: `threshold: ten` (line 14 of p.yaml).
+    r.write(
+        "p.yaml",
+        &burst_pipeline(&out, 3, "src", "").replace("threshold: 3", "threshold: ten"),
+    );
+    r.sighup();
+    let failed = r.logs_with("reload failed: the running pipelines are unchanged");
+    assert_eq!(failed.len(), 1);
+    let logs = r.all_logs();
+    assert!(
+        logs.contains("p.yaml:14:16: error[wrong-type]"),
+        "the error names its position: {logs}"
+    );
+    wait_for("the internal alert", DEADLINE, || {
+        !lines(&internal).is_empty()
+    });
+    let alert = &lines(&internal)[0];
+    assert_eq!(alert["pipeline"], "vigil");
+    assert_eq!(alert["stage"], "reload_failed");
+    assert!(
+        alert["summary"].as_str().unwrap().contains("p.yaml:14:16"),
+        "{alert}"
+    );
+    // The old graph (threshold 3) still runs.
+    r.send(&(0..3).map(|i| event(i, "a", 22)).collect::<Vec<_>>());
+    wait_for("the alert of the old graph", DEADLINE, || {
+        lines(&out).len() == 1
+    });
+    let (_r, status) = r.finish_with(true);
+    assert!(status.success());
+    assert_eq!(lines(&out).len(), 1);
+}
+
+#[test]
+fn events_in_equal_events_out_through_a_reload() {
+    const N: usize = 3000;
+    let dir = tempfile::tempdir().expect("temp");
+    let out = dir.path().join("all.jsonl");
+    let pipeline = |ports: &str| {
+        format!(
+            "kind: pipeline\nname: p\nsources:\n  in: {{type: stdin}}\nstages:\n  keep:\n    type: filter\n    inputs: [in]\n    match: {{port: [{ports}]}}\n  tag:\n    type: filter\n    inputs: [keep]\n    match: {{src: a}}\nsinks:\n  out:\n    type: file\n    inputs: [tag]\n    path: {}\n",
+            out.display()
+        )
+    };
+    let mut r = Running::start(&pipeline("22"));
+    let events: Vec<Value> = (0..N).map(|i| event(i, "a", 22)).collect();
+    r.send(&events[..N / 2]);
+    // Mid-stream: the first filter is rebuilt while events flow through both.
+    wait_for("some output", DEADLINE, || lines(&out).len() >= N / 4);
+    r.write("p.yaml", &pipeline("22, 23"));
+    // Keep feeding while the reload runs.
+    let mut stdin = r.stdin.take().expect("stdin");
+    let rest: Vec<Value> = events[N / 2..].to_vec();
+    let writer = std::thread::spawn(move || {
+        for chunk in rest.chunks(50) {
+            for e in chunk {
+                writeln!(stdin, "{e}").expect("write");
+            }
+            stdin.flush().expect("flush");
+        }
+        // stdin closes here: the source ends once everything is read.
+    });
+    r.sighup();
+    writer.join().expect("writer");
+    let (r, status) = r.finish();
+    assert!(status.success(), "{}", r.all_logs());
+    let rep = report(&r);
+    assert_eq!(rep["changed"], "[\"p.keep\"]", "{rep}");
+    let got = lines(&out);
+    let mut ids: Vec<u64> = got.iter().map(|v| v["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(got.len(), N, "events out");
+    assert_eq!(ids.len(), N, "each event once");
+}
