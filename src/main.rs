@@ -381,12 +381,8 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
             "vigil running"
         );
         let token = topology.shutdown_token();
-        let driver = runtime::ReloadDriver::new(
-            path.clone(),
-            topology.reloader(),
-            topology.internal_alerts(),
-            Arc::new(WallClock),
-        );
+        let driver =
+            runtime::ReloadDriver::new(path.clone(), topology.reloader(), Arc::new(WallClock));
         let reloads = tokio::spawn(reload_triggers(driver, hup, token.clone()));
         let signals = tokio::spawn(async move {
             wait_for_signal().await;

@@ -29,7 +29,6 @@ pub struct ReloadOutcome {
 pub struct ReloadDriver {
     dir: PathBuf,
     reloader: Reloader,
-    internal: tokio::sync::broadcast::Sender<Alert>,
     clock: super::SharedClock,
     state: Arc<Mutex<DriverState>>,
 }
@@ -43,17 +42,11 @@ struct DriverState {
 
 impl ReloadDriver {
     /// A driver reloading `dir` into the graph behind `reloader`; failures are published
-    /// on `internal` (the `internal` sources' feed).
-    pub fn new(
-        dir: PathBuf,
-        reloader: Reloader,
-        internal: tokio::sync::broadcast::Sender<Alert>,
-        clock: super::SharedClock,
-    ) -> ReloadDriver {
+    /// to the graph's `internal` sources.
+    pub fn new(dir: PathBuf, reloader: Reloader, clock: super::SharedClock) -> ReloadDriver {
         ReloadDriver {
             dir,
             reloader,
-            internal,
             clock,
             state: Arc::default(),
         }
@@ -74,19 +67,22 @@ impl ReloadDriver {
             tokio::task::spawn_blocking(move || load_paths(&[dir], &LoadOptions::default())).await;
         let at = self.clock.now();
         let outcome = match loaded {
-            Err(e) => self.failed(
-                at,
-                trigger,
-                vec![format!("the reload task failed: {e}")],
-                &[],
-            ),
-            Ok(Err(e)) => self.failed(at, trigger, vec![e.to_string()], &[]),
+            Err(e) => {
+                self.failed(
+                    at,
+                    trigger,
+                    vec![format!("the reload task failed: {e}")],
+                    &[],
+                )
+                .await
+            }
+            Ok(Err(e)) => self.failed(at, trigger, vec![e.to_string()], &[]).await,
             Ok(Ok(loaded)) => match loaded.config {
                 None => {
                     let errors: Vec<&Diagnostic> =
                         loaded.diagnostics.iter().filter(|d| d.is_error()).collect();
                     let texts = errors.iter().map(|d| d.to_text()).collect();
-                    self.failed(at, trigger, texts, &errors)
+                    self.failed(at, trigger, texts, &errors).await
                 }
                 Some(config) => match self.reloader.reload(&config).await {
                     Ok(report) => {
@@ -108,7 +104,7 @@ impl ReloadDriver {
                             errors: Vec::new(),
                         }
                     }
-                    Err(e) => self.failed(at, trigger, vec![e.to_string()], &[]),
+                    Err(e) => self.failed(at, trigger, vec![e.to_string()], &[]).await,
                 },
             },
         };
@@ -121,7 +117,7 @@ impl ReloadDriver {
         outcome
     }
 
-    fn failed(
+    async fn failed(
         &self,
         at: Timestamp,
         trigger: &str,
@@ -138,7 +134,9 @@ impl ReloadDriver {
         );
         // Subscribers may be none: nobody asked to be told.
         let _ = self
-            .internal
+            .reloader
+            .internal_alerts()
+            .await
             .send(reload_failed_alert(at, &errors, diagnostics));
         ReloadOutcome {
             at,

@@ -141,6 +141,9 @@ struct LiveNode {
 struct Env {
     clock: SharedClock,
     shutdown: CancellationToken,
+    /// Stops the shared helpers started with these connections (a settings change
+    /// replaces them).
+    helpers_stop: CancellationToken,
     store: Arc<crate::store::Store>,
     connections: Arc<Connections>,
     ended: mpsc::UnboundedSender<Ended>,
@@ -280,7 +283,10 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
     let prepared = live.prepare(config, &graph, &all);
     live.spawn(config, &graph, prepared, &HashMap::new())?;
     live.config = config.clone();
-    let helpers = live.env.connections.start_after_build(&shutdown);
+    let helpers = live
+        .env
+        .connections
+        .start_after_build(&live.env.helpers_stop);
     live.helpers.extend(helpers);
     let counters = live
         .nodes
@@ -319,6 +325,7 @@ fn make_env(
     );
     Ok(Env {
         clock,
+        helpers_stop: shutdown.child_token(),
         shutdown,
         store,
         connections,
@@ -645,11 +652,17 @@ enum Component {
 }
 
 impl Reloader {
+    /// Where vigil's own alerts are published now (a settings change makes a new feed).
+    pub async fn internal_alerts(&self) -> tokio::sync::broadcast::Sender<crate::event::Alert> {
+        self.live.lock().await.env.connections.internal_alerts().clone()
+    }
+
     /// Changes the running graph to `new` (already validated): unchanged nodes keep
     /// running with their state; changed nodes are retired (they finish what they hold
     /// and save their state) and rebuilt (restoring the state when its meaning did not
     /// change); removed nodes drain and stop; added nodes start. A change to the settings
-    /// rebuilds every node. Returns what was done.
+    /// rebuilds every node with new connections (sources stop and start again from their
+    /// checkpoints). Returns what was done.
     pub async fn reload(&self, new: &Config) -> Result<ReloadReport, ReloadError> {
         let mut live = self.live.lock().await;
         if live.env.shutdown.is_cancelled() {
@@ -698,12 +711,26 @@ impl Reloader {
             live.config = new.clone();
             return Ok(report);
         }
+        // New settings: new connections and state database, made before anything is
+        // touched (a connection that cannot be set up fails the reload).
+        let new_env = if settings_changed {
+            let env = make_env(
+                new,
+                live.env.clock.clone(),
+                live.env.shutdown.clone(),
+                live.env.ended.clone(),
+            )
+            .map_err(|e| ReloadError(format!("{e}; the running pipelines are unchanged")))?;
+            Some(env)
+        } else {
+            None
+        };
         // Check that every node to start builds, before anything is touched (stages and
         // sinks: building a source may register it with a shared helper).
         for &i in &start {
             let node = &graph.nodes[i];
             let p = &new.pipelines[node.pipeline];
-            let cx = trial_context(&live.env, new, node);
+            let cx = trial_context(new_env.as_ref().unwrap_or(&live.env), new, node);
             let result = match node.role {
                 NodeRole::Source => Ok(()),
                 NodeRole::Stage => p.config.stages[node.name.as_str()].build(&cx).map(drop),
@@ -715,12 +742,6 @@ impl Reloader {
                     node.id
                 )));
             }
-        }
-        if settings_changed {
-            return Err(ReloadError(
-                "the settings changed: restart vigil to apply them; the running pipelines are unchanged"
-                    .into(),
-            ));
         }
         // Retire: running upstreams stop sending to retired nodes (their Done reaches
         // them after everything sent before) and, in the same step, start sending to the
@@ -801,6 +822,15 @@ impl Reloader {
                 tracing::info!(node = %id, events_in, events_out, errors, "node removed by a reload");
             }
         }
+        if let Some(env) = new_env {
+            // Every node has been retired: the old connections' helpers (traffic hubs)
+            // stop and store their cursors, then the new connections take over.
+            live.env.helpers_stop.cancel();
+            for helper in live.helpers.drain(..) {
+                let _ = helper.await;
+            }
+            live.env = env;
+        }
         // Start the new nodes.
         let outcomes = live
             .spawn(new, &graph, prepared, &saved)
@@ -812,8 +842,8 @@ impl Reloader {
                 report.state_reset.push(id.to_string());
             }
         }
-        let shutdown = live.env.shutdown.clone();
-        let helpers = live.env.connections.start_after_build(&shutdown);
+        let helpers_stop = live.env.helpers_stop.clone();
+        let helpers = live.env.connections.start_after_build(&helpers_stop);
         live.helpers.extend(helpers);
         live.config = new.clone();
         Ok(report)
