@@ -15,6 +15,7 @@ mod clock;
 mod connections;
 mod edge;
 mod topology;
+mod watch;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ pub use clock::{Clock, JumpClock, SharedClock, VirtualClock, WallClock};
 pub use connections::{ConnectionError, Connections};
 pub use edge::{Closed, Input, Message, NodeCounters, Output};
 pub use topology::{BuildError, NodeReport, RunReport, RunningTopology, start};
+pub use watch::{ChangeBatch, PipelineWatcher, WatchError};
 
 use crate::event::{Event, Timestamp};
 
