@@ -16,6 +16,7 @@ mod connections;
 mod edge;
 mod reload;
 mod topology;
+mod watch;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ pub use reload::{ReloadDriver, ReloadOutcome};
 pub use topology::{
     BuildError, NodeReport, ReloadError, ReloadReport, Reloader, RunReport, RunningTopology, start,
 };
+pub use watch::{ChangeBatch, PipelineWatcher, WatchError};
 
 use crate::event::{Event, Timestamp};
 
