@@ -69,11 +69,16 @@ enum Command {
         /// pipeline files (or under the directories) are read too.
         paths: Vec<PathBuf>,
     },
-    /// Run the pipelines until interrupted (or until every source has ended).
+    /// Run the pipelines until interrupted (or until every source has ended). Saving a
+    /// pipeline file (or SIGHUP) reloads them: unchanged pipelines keep running with
+    /// their state.
     Run {
         /// The directory (or file) of pipeline files.
         #[arg(long, short, default_value = "pipelines")]
         pipelines: PathBuf,
+        /// Do not reload when the files change (SIGHUP still reloads).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Draw the pipeline graph.
     Graph {
@@ -228,7 +233,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             deny_warnings,
             no_env,
         } => validate(paths, format, deny_warnings, no_env),
-        Command::Run { pipelines } => run(pipelines),
+        Command::Run {
+            pipelines,
+            no_watch,
+        } => run(pipelines, !no_watch),
         Command::Test { paths } => test(paths),
         Command::Graph { pipelines, format } => graph(pipelines, format),
         Command::PceSim {
@@ -348,7 +356,34 @@ fn graph(path: PathBuf, format: GraphFormat) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
+/// How long the pipelines directory must be quiet after a change before it is reloaded.
+const WATCH_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(300);
+
+fn run(path: PathBuf, watch: bool) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // Watch before loading, so no change made in between is missed.
+    let watcher = if watch {
+        let dir = if path.is_dir() {
+            path.clone()
+        } else {
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf)
+        };
+        let _guard = rt.enter();
+        match runtime::PipelineWatcher::start(&dir, WATCH_DEBOUNCE) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("{e}; changes to the files are not picked up (SIGHUP reloads)");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let loaded = load_for_use(path.clone())?;
     let Some(config) = loaded.config else {
         let _ = writeln!(
@@ -357,11 +392,11 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     rt.block_on(async move {
+        let (_watcher, changes) = match watcher {
+            Some((w, rx)) => (Some(w), Some(rx)),
+            None => (None, None),
+        };
         // Listen for SIGHUP before anything can send it (its default action ends the
         // process).
         #[cfg(unix)]
@@ -383,7 +418,7 @@ fn run(path: PathBuf) -> anyhow::Result<ExitCode> {
         let token = topology.shutdown_token();
         let driver =
             runtime::ReloadDriver::new(path.clone(), topology.reloader(), Arc::new(WallClock));
-        let reloads = tokio::spawn(reload_triggers(driver, hup, token.clone()));
+        let reloads = tokio::spawn(reload_triggers(driver, hup, changes, token.clone()));
         let signals = tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!(
@@ -595,14 +630,21 @@ fn pce_sim(listen: SocketAddr, cfg: SimConfig) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Reloads the pipelines on SIGHUP, until `shutdown`.
+/// Reloads the pipelines on SIGHUP and when their files change, until `shutdown`.
 async fn reload_triggers(
     driver: runtime::ReloadDriver,
     #[cfg(unix)] mut hup: Option<tokio::signal::unix::Signal>,
     #[cfg(not(unix))] _hup: Option<()>,
+    mut changes: Option<tokio::sync::mpsc::Receiver<runtime::ChangeBatch>>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     loop {
+        let change = async {
+            match changes.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         #[cfg(unix)]
         let hup_signal = async {
             match hup.as_mut() {
@@ -619,6 +661,14 @@ async fn reload_triggers(
             _ = hup_signal => {
                 driver.reload("SIGHUP").await;
             }
+            batch = change => match batch {
+                Some(batch) => {
+                    let files: Vec<String> =
+                        batch.paths.iter().map(|p| p.display().to_string()).collect();
+                    driver.reload(&format!("changed: {}", files.join(", "))).await;
+                }
+                None => changes = None,
+            },
         }
     }
 }

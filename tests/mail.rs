@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use common::cli::{Project, jsonl, kill9, wait_for};
-use common::smtp::{Behaviour, Options, Received, SmtpServer, closed_port};
+use common::smtp::{Behaviour, Options, Received, RefusingPort, SmtpServer};
 use serde_json::{Value, json};
 
 /// A value that appears only in the input records: it must reach both parts of the mail.
@@ -510,7 +510,10 @@ fn a_rejected_recipient_is_a_dead_letter_that_can_be_retried_or_dropped() {
 
 #[test]
 fn killed_between_storing_and_sending_delivers_exactly_once_after_restart() {
-    let port = closed_port();
+    // The server is down: its port hangs up on every connection (and is held, so no
+    // other test's server can take it meanwhile).
+    let down = RefusingPort::hold();
+    let port = down.port;
     let p = Project::new(&settings(port, "      tls: none\n"), &simple_pipeline(""));
     let input = jsonl(&[record("10.0.0.9", 22)]);
 
@@ -534,12 +537,14 @@ fn killed_between_storing_and_sending_delivers_exactly_once_after_restart() {
     let id = pending[0]["id"].as_str().expect("id").to_string();
     let reason = pending[0]["last_error"].as_str().expect("last_error");
     assert!(
-        reason.starts_with(&format!("localhost:{port}: Connection error: ")),
+        reason.starts_with(&format!(
+            "localhost:{port}: response error: incomplete response"
+        )),
         "{reason}"
     );
 
     // The server comes up; a run with nothing to read sends what was stored.
-    let server = SmtpServer::start_on(port, Options::default());
+    let server = SmtpServer::start_on(down.release(), Options::default());
     run(&p, "");
     let got = only_one(&server);
     assert_eq!(parse(&got).message_id, format!("{id}@vigil"));
@@ -676,9 +681,10 @@ fn send_test_delivers_the_sample_alert_and_reports_the_answer() {
     // send-test goes around the outbox.
     assert!(p.outbox().is_empty());
 
-    // Nothing listens: a transient failure, exit 1.
+    // The server is down (hangs up at once): a transient failure, exit 1.
+    let refusing = RefusingPort::hold();
     let down = Project::new(
-        &settings(closed_port(), "      tls: none\n"),
+        &settings(refusing.port, "      tls: none\n"),
         &simple_pipeline(""),
     );
     let (code, out, err) = vigil(&down, &["send-test", "mail"]);

@@ -25,7 +25,13 @@ struct Running {
 }
 
 impl Running {
+    /// `vigil run --no-watch` (reloads on SIGHUP only).
     fn start(pipeline: &str) -> Running {
+        Running::start_with(pipeline, false)
+    }
+
+    /// `vigil run`, reloading when the files change (`watch`) or on SIGHUP only.
+    fn start_with(pipeline: &str, watch: bool) -> Running {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("pipelines")).expect("mkdir");
         std::fs::write(
@@ -38,7 +44,7 @@ impl Running {
         .expect("write");
         let mut r = Running::in_dir(dir);
         r.write("p.yaml", pipeline);
-        r.spawn();
+        r.spawn(watch);
         r
     }
 
@@ -53,10 +59,14 @@ impl Running {
         }
     }
 
-    fn spawn(&mut self) {
-        let mut child = Command::new(bin())
-            .args(["--log-format", "json", "run", "--pipelines"])
-            .arg(self.pipelines())
+    fn spawn(&mut self, watch: bool) {
+        let mut cmd = Command::new(bin());
+        cmd.args(["--log-format", "json", "run", "--pipelines"])
+            .arg(self.pipelines());
+        if !watch {
+            cmd.arg("--no-watch");
+        }
+        let mut child = cmd
             .current_dir(self.dir.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -125,6 +135,30 @@ impl Running {
             .map(|v| v.to_string())
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// Reloads so far, successful or not.
+    fn reloads(&self) -> usize {
+        self.log_lines("reloaded")
+            + self.log_lines("reload failed: the running pipelines are unchanged")
+    }
+
+    /// After a change to the files: waits for the reload it causes, then checks that no
+    /// second one follows within a quiet period (five debounce intervals).
+    fn one_reload_after(&self, before: usize, what: &str) {
+        wait_for(&format!("a reload after {what}"), DEADLINE, || {
+            self.reloads() > before
+        });
+        let settled = std::time::Instant::now() + Duration::from_millis(1500);
+        while std::time::Instant::now() < settled {
+            assert_eq!(
+                self.reloads(),
+                before + 1,
+                "{what} gave more than one reload:\n{}",
+                self.all_logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Sends SIGHUP and waits for the reload it causes to finish (successfully or not).
@@ -386,4 +420,78 @@ fn events_in_equal_events_out_through_a_reload() {
     ids.dedup();
     assert_eq!(got.len(), N, "events out");
     assert_eq!(ids.len(), N, "each event once");
+}
+
+/// Each way editors and tools save gives exactly one reload, and the edit takes effect.
+#[test]
+fn every_save_pattern_gives_exactly_one_reload() {
+    let dir = tempfile::tempdir().expect("temp");
+    let out = dir.path().join("out.jsonl");
+    let pipeline = |port: u16, name: &str| {
+        format!(
+            "kind: pipeline\nname: {name}\nsources:\n  in: {{type: stdin}}\nstages:\n  keep:\n    type: filter\n    inputs: [in]\n    match: {{port: {port}}}\nsinks:\n  out:\n    type: file\n    inputs: [keep]\n    path: {}\n",
+            out.display()
+        )
+    };
+    let mut r = Running::start_with(&pipeline(22, "p"), true);
+    let pipes = r.pipelines();
+
+    // Write in place.
+    let before = r.reloads();
+    std::fs::write(pipes.join("p.yaml"), pipeline(23, "p")).expect("write");
+    r.one_reload_after(before, "a write in place");
+    assert_eq!(report(&r)["changed"], "[\"p.keep\"]");
+    // The edit took effect: port 23 passes, 22 no longer does.
+    r.send(&[event(1, "a", 22), event(2, "a", 23)]);
+    wait_for("the port-23 event", DEADLINE, || lines(&out).len() == 1);
+    assert_eq!(lines(&out)[0]["port"], 23);
+
+    // Write a temp file and rename it over (vim, VS Code).
+    let before = r.reloads();
+    std::fs::write(pipes.join(".p.yaml.tmp"), pipeline(24, "p")).expect("write");
+    std::fs::rename(pipes.join(".p.yaml.tmp"), pipes.join("p.yaml")).expect("rename");
+    r.one_reload_after(before, "a rename over the file");
+
+    // Delete, then create.
+    let before = r.reloads();
+    std::fs::remove_file(pipes.join("p.yaml")).expect("remove");
+    std::fs::write(pipes.join("p.yaml"), pipeline(25, "p")).expect("write");
+    r.one_reload_after(before, "a delete and create");
+    assert_eq!(report(&r)["changed"], "[\"p.keep\"]");
+
+    // A new file.
+    let before = r.reloads();
+    let out_q = out.display().to_string().replace("out.jsonl", "q.jsonl");
+    std::fs::write(
+        pipes.join("q.yaml"),
+        pipeline(26, "q").replace(&out.display().to_string(), &out_q),
+    )
+    .expect("write");
+    r.one_reload_after(before, "a new file");
+    assert_eq!(report(&r)["added"], "[\"q.in\", \"q.keep\", \"q.out\"]");
+
+    // A deleted file.
+    let before = r.reloads();
+    std::fs::remove_file(pipes.join("q.yaml")).expect("remove");
+    r.one_reload_after(before, "a deleted file");
+    assert_eq!(report(&r)["removed"], "[\"q.in\", \"q.keep\", \"q.out\"]");
+
+    // Many files at once (a `git checkout`): two pipelines and the settings' sibling.
+    let before = r.reloads();
+    for (name, port) in [("p", 27), ("x", 28), ("y", 29)] {
+        let path = out
+            .display()
+            .to_string()
+            .replace("out.jsonl", &format!("{name}.jsonl"));
+        let text = pipeline(port, name).replace(&out.display().to_string(), &path);
+        std::fs::write(pipes.join(format!("{name}.yaml")), text).expect("write");
+    }
+    r.one_reload_after(before, "a checkout of several files");
+    let rep = report(&r);
+    assert_eq!(rep["changed"], "[\"p.keep\", \"p.out\"]", "{rep}");
+    assert_eq!(
+        rep["added"], "[\"x.in\", \"x.keep\", \"x.out\", \"y.in\", \"y.keep\", \"y.out\"]",
+        "{rep}"
+    );
+    let _ = r.finish_with(true);
 }

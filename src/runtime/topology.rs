@@ -654,7 +654,13 @@ enum Component {
 impl Reloader {
     /// Where vigil's own alerts are published now (a settings change makes a new feed).
     pub async fn internal_alerts(&self) -> tokio::sync::broadcast::Sender<crate::event::Alert> {
-        self.live.lock().await.env.connections.internal_alerts().clone()
+        self.live
+            .lock()
+            .await
+            .env
+            .connections
+            .internal_alerts()
+            .clone()
     }
 
     /// Changes the running graph to `new` (already validated): unchanged nodes keep

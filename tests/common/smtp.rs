@@ -328,12 +328,6 @@ fn certificates(dir: &tempfile::TempDir) -> (PathBuf, PathBuf, PathBuf) {
     paths
 }
 
-/// A port that was free a moment ago (nothing listens on it now).
-pub(crate) fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").port()
-}
-
 /// Accepts TLS connections on `listener` (certificate and key from the PEM files) and
 /// relays each, decrypted, to 127.0.0.1:`inner_port`; counts completed handshakes.
 /// Returns the public port.
@@ -392,4 +386,47 @@ fn tls_front(
         });
     });
     port
+}
+
+/// A loopback port held by a listener that hangs up on every connection (an SMTP server
+/// that is down), so no other test can take the port; [`RefusingPort::release`] frees it
+/// for a real server.
+pub(crate) struct RefusingPort {
+    /// The port.
+    pub(crate) port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RefusingPort {
+    /// Holds a free port.
+    pub(crate) fn hold() -> RefusingPort {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        listener.set_nonblocking(true).expect("non-blocking");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => drop(stream),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        RefusingPort {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops listening: the port is free again (for [`SmtpServer::start_on`]).
+    pub(crate) fn release(mut self) -> u16 {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.port
+    }
 }
