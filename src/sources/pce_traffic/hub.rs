@@ -143,7 +143,10 @@ impl TrafficHub {
             .policy_decisions
             .as_ref()
             .map(|d| d.iter().map(|d| d.as_str()).collect());
-        self.lock().push(Subscriber {
+        let mut subscribers = self.lock();
+        // A source rebuilt by a reload takes the place of the one it replaces.
+        subscribers.retain(|s| s.id != id);
+        subscribers.push(Subscriber {
             id,
             cfg,
             decisions,
@@ -411,7 +414,8 @@ impl TrafficHub {
             };
             if sent.is_err() {
                 tracing::debug!(source = %id, "pce_traffic: a subscriber is gone");
-                self.lock().retain(|s| s.id != id);
+                // By channel, not id: a reload may have subscribed its successor.
+                self.lock().retain(|s| !s.tx.same_channel(&tx));
             }
         }
         !self.lock().is_empty()
