@@ -497,21 +497,7 @@ impl Live {
         for &i in &which {
             let node = &graph.nodes[i];
             let p = &config.pipelines[node.pipeline];
-            let cx = BuildContext {
-                id: node.id.clone(),
-                pipeline: p.config.name.as_str().into(),
-                node: node.name.as_str().into(),
-                base_dir: p
-                    .file
-                    .parent()
-                    .map(std::path::Path::to_path_buf)
-                    .unwrap_or_default(),
-                state_dir: settings.state_dir.clone(),
-                connections: self.env.connections.clone(),
-                store: self.env.store.clone(),
-                keep_state: settings.keep_state,
-                public_url: settings.public_url.as_str().into(),
-            };
+            let cx = build_context(&self.env, config, node);
             let fail = |e: super::NodeError| BuildError {
                 id: node.id.to_string(),
                 message: e.to_string(),
@@ -736,7 +722,7 @@ impl Reloader {
         for &i in &start {
             let node = &graph.nodes[i];
             let p = &new.pipelines[node.pipeline];
-            let cx = trial_context(new_env.as_ref().unwrap_or(&live.env), new, node);
+            let cx = build_context(new_env.as_ref().unwrap_or(&live.env), new, node);
             let result = match node.role {
                 NodeRole::Source => Ok(()),
                 NodeRole::Stage => p.config.stages[node.name.as_str()].build(&cx).map(drop),
@@ -856,9 +842,8 @@ impl Reloader {
     }
 }
 
-/// A context to try building a node of `config` with (the state it would restore is
-/// read but nothing is started).
-fn trial_context(env: &Env, config: &Config, node: &GraphNode) -> BuildContext {
+/// The context node `node` of `config` is built in.
+fn build_context(env: &Env, config: &Config, node: &GraphNode) -> BuildContext {
     let p = &config.pipelines[node.pipeline];
     BuildContext {
         id: node.id.clone(),
