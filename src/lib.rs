@@ -43,3 +43,4 @@ pub mod sources;
 pub mod stages;
 pub mod store;
 pub mod testing;
+pub mod web;

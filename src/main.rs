@@ -418,6 +418,25 @@ fn run(path: PathBuf, watch: bool) -> anyhow::Result<ExitCode> {
         let token = topology.shutdown_token();
         let driver =
             runtime::ReloadDriver::new(path.clone(), topology.reloader(), Arc::new(WallClock));
+        // The API and /metrics; a busy port is not fatal (the pipelines matter more).
+        let _web = if config.settings.web.enabled {
+            match vigil::web::serve(
+                &config.settings.web,
+                topology.reloader(),
+                driver.clone(),
+                token.clone(),
+            )
+            .await
+            {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    tracing::warn!("{e}; running without the web API");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let reloads = tokio::spawn(reload_triggers(driver, hup, changes, token.clone()));
         let signals = tokio::spawn(async move {
             wait_for_signal().await;

@@ -434,6 +434,38 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
             p.error(format!("{base}/url"), codes::INVALID_VALUE, e.to_string());
         }
     }
+    check_secret(
+        doc,
+        &mut p,
+        "web",
+        "/web",
+        "token",
+        "VIGIL_WEB",
+        Need::Optional,
+    );
+    match s.web.listen.parse::<std::net::SocketAddr>() {
+        Err(e) => p.error(
+            "/web/listen",
+            codes::INVALID_VALUE,
+            format!(
+                "`{}` is not an address and port (`127.0.0.1:5001`): {e}",
+                s.web.listen
+            ),
+        ),
+        Ok(addr) if s.web.enabled && !addr.ip().is_loopback() => {
+            let has_token = s.web.token.is_some() || s.web.token_file.is_some();
+            if !has_token {
+                p.error(
+                    "/web/listen",
+                    codes::INVALID_VALUE,
+                    format!(
+                        "listening on {addr} (beyond this machine) needs a bearer token: set `token: ${{VIGIL_WEB_TOKEN}}` or `token_file:`"
+                    ),
+                );
+            }
+        }
+        Ok(_) => {}
+    }
     for (name, conn) in &s.connections.smtp {
         let base = to_pointer(["connections", "smtp", name.as_str()]);
         let need = if conn.username.is_some() {

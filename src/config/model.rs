@@ -54,6 +54,9 @@ pub struct SettingsConfig {
     /// second run reads the same records again. Default: true.
     #[serde(default = "default_true")]
     pub keep_state: bool,
+    /// The HTTP API, `/metrics` and health checks.
+    #[serde(default)]
+    pub web: WebConfig,
     /// The address people open vigil's dashboard at, for the links in notifications
     /// (`https://vigil.example.com`). Default: `http://127.0.0.1:5001`.
     #[serde(default = "default_public_url")]
@@ -62,6 +65,42 @@ pub struct SettingsConfig {
     /// here come from the environment (`${PCE_API_SECRET}`) or from files, never literally.
     #[serde(default)]
     pub connections: ConnectionsConfig,
+}
+
+/// `web:` of the settings: vigil's HTTP server (JSON API, `/metrics`, `/healthz`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// Serve at all. Default: true.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The address to listen on. Anything but a loopback address needs `token`.
+    /// Default: `127.0.0.1:5001`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The bearer token clients must send (`Authorization: Bearer …`), from the
+    /// environment (`${VIGIL_WEB_TOKEN}`). Use this or `token_file`. `/healthz` and
+    /// `/readyz` need none.
+    #[serde(default)]
+    pub token: Option<crate::pce::client::Secret>,
+    /// A file holding the bearer token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            enabled: true,
+            listen: default_listen(),
+            token: None,
+            token_file: None,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:5001".into()
 }
 
 /// Where the dashboard is when the settings do not say (`public_url`).
@@ -99,6 +138,7 @@ impl Default for SettingsConfig {
             snapshot_interval: default_snapshot_interval(),
             keep_state: true,
             public_url: default_public_url(),
+            web: WebConfig::default(),
             connections: ConnectionsConfig::default(),
         }
     }

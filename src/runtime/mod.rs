@@ -30,7 +30,8 @@ pub use connections::{ConnectionError, Connections};
 pub use edge::{Closed, Input, Message, NodeCounters, Output};
 pub use reload::{ReloadDriver, ReloadOutcome};
 pub use topology::{
-    BuildError, NodeReport, ReloadError, ReloadReport, Reloader, RunReport, RunningTopology, start,
+    BuildError, NodeReport, NodeStatus, ReloadError, ReloadReport, Reloader, RunReport,
+    RunningTopology, start,
 };
 pub use watch::{ChangeBatch, PipelineWatcher, WatchError};
 

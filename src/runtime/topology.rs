@@ -637,7 +637,77 @@ enum Component {
     Sink(Box<dyn super::Sink>),
 }
 
+/// One node as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeStatus {
+    /// `pipeline.node`.
+    pub id: String,
+    /// The pipeline.
+    pub pipeline: String,
+    /// The node's name in its pipeline.
+    pub name: String,
+    /// `source`, `stage` or `sink`.
+    pub role: &'static str,
+    /// The component kind (`filter`, `mail`, ...).
+    pub kind: String,
+    /// The ids of the nodes it reads.
+    pub inputs: Vec<String>,
+    /// Events received.
+    pub events_in: u64,
+    /// Events handed on (sinks: written or delivered).
+    pub events_out: u64,
+    /// Failures counted.
+    pub errors: u64,
+}
+
 impl Reloader {
+    /// Every running node with its counters, in graph order.
+    pub async fn nodes(&self) -> Vec<NodeStatus> {
+        let live = self.live.lock().await;
+        let graph = Graph::from_config(&live.config);
+        graph
+            .nodes
+            .iter()
+            .map(|n| {
+                let (events_in, events_out, errors) = live
+                    .nodes
+                    .get(&n.id)
+                    .map(|l| l.counters.get())
+                    .unwrap_or_default();
+                NodeStatus {
+                    id: n.id.to_string(),
+                    pipeline: live.config.pipelines[n.pipeline].config.name.clone(),
+                    name: n.name.clone(),
+                    role: n.role.as_str(),
+                    kind: n.kind.clone(),
+                    inputs: n
+                        .inputs
+                        .iter()
+                        .map(|&i| graph.nodes[i].id.to_string())
+                        .collect(),
+                    events_in,
+                    events_out,
+                    errors,
+                }
+            })
+            .collect()
+    }
+
+    /// The pipelines running: (name, description).
+    pub async fn pipelines(&self) -> Vec<(String, Option<String>)> {
+        let live = self.live.lock().await;
+        live.config
+            .pipelines
+            .iter()
+            .map(|p| (p.config.name.clone(), p.config.description.clone()))
+            .collect()
+    }
+
+    /// The state database the graph uses.
+    pub async fn store(&self) -> Arc<crate::store::Store> {
+        self.live.lock().await.env.store.clone()
+    }
+
     /// Where vigil's own alerts are published now (a settings change makes a new feed).
     pub async fn internal_alerts(&self) -> tokio::sync::broadcast::Sender<crate::event::Alert> {
         self.live

@@ -296,6 +296,19 @@ impl Store {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    /// How many messages are in each state (every sink).
+    pub fn outbox_counts(&self) -> Result<Vec<(OutboxState, u64)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM outbox GROUP BY state")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, n)| (OutboxState::parse(&s), u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
     /// The peer accepted message `id`.
     pub fn mark_sent(&self, id: &str, answer: &str, now: i64) -> Result<(), StoreError> {
         self.conn().execute(

@@ -1,0 +1,248 @@
+//! vigil's HTTP server (axum): the JSON API, Prometheus `/metrics`, `/healthz` and
+//! `/readyz`.
+//!
+//! - `GET /healthz`: the process answers. `GET /readyz`: the graph runs.
+//! - `GET /metrics`: Prometheus text format (see [`metrics`]).
+//! - `GET /api/v1/pipelines`: every pipeline with its nodes (kind, inputs, counters) and
+//!   the last reload's outcome.
+//! - `GET /api/v1/stats`: totals.
+//! - `POST /api/v1/reload`: reloads the pipelines directory now (200 with the report, 422
+//!   with the errors when the files do not validate; the running graph is then unchanged).
+//!
+//! With a `token` configured every route but `/healthz` and `/readyz` needs
+//! `Authorization: Bearer <token>`; without one, vigil listens on loopback only (checked
+//! by `vigil validate`). No route ever returns a secret.
+
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::model::WebConfig;
+use crate::pce::client::Secret;
+use crate::runtime::{ReloadDriver, Reloader};
+
+/// The web server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebError {
+    /// `web.listen` is not an address.
+    #[error("web.listen `{0}` is not an address and port (`127.0.0.1:5001`)")]
+    Address(String),
+    /// The token file cannot be read.
+    #[error("web: {0}")]
+    Token(String),
+    /// The address is taken or not allowed.
+    #[error(
+        "cannot listen on {addr}: {source} (set web.listen to a free address, or web.enabled: false)"
+    )]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What the routes read.
+#[derive(Clone)]
+struct AppState {
+    reloader: Reloader,
+    driver: ReloadDriver,
+    token: Option<Arc<Secret>>,
+}
+
+/// A running server.
+pub struct Server {
+    /// The address it listens on (the actual port when `:0` was asked for).
+    pub addr: SocketAddr,
+    /// Its task; it ends when the shutdown token given to [`serve`] is cancelled.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the server of `cfg` for the graph behind `reloader`, until `shutdown`.
+pub async fn serve(
+    cfg: &WebConfig,
+    reloader: Reloader,
+    driver: ReloadDriver,
+    shutdown: CancellationToken,
+) -> Result<Server, WebError> {
+    let addr: SocketAddr = cfg
+        .listen
+        .parse()
+        .map_err(|_| WebError::Address(cfg.listen.clone()))?;
+    let token = if cfg.token.is_some() || cfg.token_file.is_some() {
+        let t = crate::pce::client::resolve_secret("token", &cfg.token, cfg.token_file.as_deref())
+            .map_err(|e| match e {
+                crate::pce::client::PceError::Config(m) => WebError::Token(m),
+                other => WebError::Token(other.to_string()),
+            })?;
+        Some(Arc::new(t))
+    } else {
+        None
+    };
+    let state = AppState {
+        reloader,
+        driver,
+        token,
+    };
+    let app = router(state);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| WebError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| WebError::Bind { addr, source })?;
+    let task = tokio::spawn(async move {
+        let serving = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
+        if let Err(e) = serving.await {
+            tracing::error!(error = %e, "the web server stopped");
+        }
+    });
+    tracing::info!(address = %addr, url = %format!("http://{addr}/"), "web: listening");
+    Ok(Server { addr, task })
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/metrics", get(metrics_route))
+        .route("/api/v1/pipelines", get(pipelines))
+        .route("/api/v1/stats", get(stats))
+        .route("/api/v1/reload", post(reload))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({"error": message}))).into_response()
+}
+
+/// With a token configured: every route but the health checks needs it.
+async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(token) = &state.token else {
+        return next.run(req).await;
+    };
+    if matches!(req.uri().path(), "/healthz" | "/readyz") {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+        return next.run(req).await;
+    }
+    let mut resp = error(
+        StatusCode::UNAUTHORIZED,
+        "send the configured token: `Authorization: Bearer <token>`",
+    );
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
+/// Compares without stopping at the first difference (no timing hint at the token).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn pipelines(State(state): State<AppState>) -> Response {
+    let nodes = state.reloader.nodes().await;
+    let pipelines: Vec<serde_json::Value> = state
+        .reloader
+        .pipelines()
+        .await
+        .into_iter()
+        .map(|(name, description)| {
+            let mine: Vec<&crate::runtime::NodeStatus> =
+                nodes.iter().filter(|n| n.pipeline == name).collect();
+            json!({"name": name, "description": description, "nodes": mine})
+        })
+        .collect();
+    let (last, reloads, failures) = state.driver.status();
+    axum::Json(json!({
+        "pipelines": pipelines,
+        "reload": {"last": last, "reloads": reloads, "failures": failures},
+    }))
+    .into_response()
+}
+
+async fn stats(State(state): State<AppState>) -> Response {
+    let nodes = state.reloader.nodes().await;
+    let sum = |role: &str, f: fn(&crate::runtime::NodeStatus) -> u64| -> u64 {
+        nodes.iter().filter(|n| n.role == role).map(f).sum()
+    };
+    let store = state.reloader.store().await;
+    let outbox: serde_json::Map<String, serde_json::Value> = store
+        .outbox_counts()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(s, n)| (s.as_str().to_string(), n.into()))
+        .collect();
+    let (_, reloads, failures) = state.driver.status();
+    axum::Json(json!({
+        "pipelines": state.reloader.pipelines().await.len(),
+        "nodes": nodes.len(),
+        "events_read": sum("source", |n| n.events_out),
+        "events_delivered": sum("sink", |n| n.events_out),
+        "errors": nodes.iter().map(|n| n.errors).sum::<u64>(),
+        "outbox": outbox,
+        "reloads": reloads,
+        "reload_failures": failures,
+    }))
+    .into_response()
+}
+
+async fn reload(State(state): State<AppState>) -> Response {
+    let outcome = state.driver.reload("API").await;
+    let status = if outcome.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    (status, axum::Json(outcome)).into_response()
+}
+
+async fn metrics_route(State(state): State<AppState>) -> Response {
+    let nodes = state.reloader.nodes().await;
+    let store = state.reloader.store().await;
+    let outbox = store.outbox_counts().unwrap_or_default();
+    let (_, reloads, failures) = state.driver.status();
+    let body = metrics::render(&nodes, &outbox, reloads, failures);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

@@ -1,0 +1,307 @@
+//! The HTTP server through the binary: health checks, the JSON API, `/metrics` (parsed as
+//! Prometheus text), reloads through the API, and the bearer token beyond loopback.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::cli::{bin, wait_for};
+use serde_json::{Value, json};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+const TOKEN: &str = "web-token-never-shown-9f2c";
+
+struct Vigil {
+    dir: tempfile::TempDir,
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    base: String,
+}
+
+impl Drop for Vigil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pipeline(out: &std::path::Path, port: u16) -> String {
+    format!(
+        "kind: pipeline\nname: p\ndescription: ssh only\nsources:\n  in: {{type: stdin}}\nstages:\n  keep:\n    type: filter\n    inputs: [in]\n    match: {{port: {port}}}\nsinks:\n  out:\n    type: file\n    inputs: [keep]\n    path: {}\n",
+        out.display()
+    )
+}
+
+/// `vigil run` with `web` settings lines, waiting until the server listens.
+fn start(web: &str, env: &[(&str, &str)]) -> Vigil {
+    let dir = tempfile::tempdir().expect("temp");
+    let pipes = dir.path().join("pipelines");
+    std::fs::create_dir(&pipes).expect("mkdir");
+    std::fs::write(
+        pipes.join("settings.yaml"),
+        format!(
+            "kind: settings\nstate_dir: {}\nweb:\n{web}",
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        pipes.join("p.yaml"),
+        pipeline(&dir.path().join("out.jsonl"), 22),
+    )
+    .expect("write");
+    let mut cmd = Command::new(bin());
+    cmd.args(["--log-format", "json", "run", "--no-watch", "--pipelines"])
+        .arg(&pipes)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("vigil starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let logs: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let mut base = String::new();
+    wait_for("the web server", DEADLINE, || {
+        let logs = logs.lock().unwrap();
+        let found = logs.iter().find_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            (v["fields"]["message"] == "web: listening")
+                .then(|| v["fields"]["address"].as_str().map(str::to_string))
+                .flatten()
+        });
+        match found {
+            Some(addr) => {
+                let port = addr.rsplit(':').next().unwrap_or_default().to_string();
+                base = format!("http://127.0.0.1:{port}");
+                true
+            }
+            None => false,
+        }
+    });
+    Vigil {
+        dir,
+        child,
+        logs,
+        base,
+    }
+}
+
+impl Vigil {
+    fn send(&mut self, records: &[Value]) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        for r in records {
+            writeln!(stdin, "{r}").expect("write");
+        }
+        stdin.flush().expect("flush");
+    }
+
+    fn out_lines(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("out.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    }
+
+    fn all_logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+}
+
+async fn get(url: &str, token: Option<&str>) -> (u16, String, reqwest::header::HeaderMap) {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, resp.text().await.expect("body"), headers)
+}
+
+fn event(port: u16) -> Value {
+    json!({"src": "10.0.0.1", "port": port, "timestamp": "2026-11-21T10:00:00Z"})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_api_metrics_and_reload() {
+    let mut v = tokio::task::spawn_blocking(|| start("  listen: 127.0.0.1:0\n", &[]))
+        .await
+        .expect("start");
+    v.send(&[event(22), event(22), event(443)]);
+    let base = v.base.clone();
+    let v = tokio::task::spawn_blocking(move || {
+        wait_for("2 events written", DEADLINE, || v.out_lines() == 2);
+        v
+    })
+    .await
+    .expect("wait");
+
+    let (status, body, _) = get(&format!("{base}/healthz"), None).await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert_eq!(get(&format!("{base}/readyz"), None).await.0, 200);
+    assert_eq!(get(&format!("{base}/nope"), None).await.0, 404);
+
+    // The graph with its counters.
+    let (status, body, _) = get(&format!("{base}/api/v1/pipelines"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let api: Value = serde_json::from_str(&body).expect("JSON");
+    let p = &api["pipelines"][0];
+    assert_eq!(p["name"], "p");
+    assert_eq!(p["description"], "ssh only");
+    let nodes = p["nodes"].as_array().expect("nodes");
+    let node = |id: &str| nodes.iter().find(|n| n["id"] == id).expect("node").clone();
+    assert_eq!(node("p.in")["events_out"], 3);
+    assert_eq!(node("p.keep")["kind"], "filter");
+    assert_eq!(node("p.keep")["inputs"], json!(["p.in"]));
+    assert_eq!(
+        (
+            node("p.keep")["events_in"].clone(),
+            node("p.keep")["events_out"].clone()
+        ),
+        (json!(3), json!(2))
+    );
+    assert_eq!(node("p.out")["events_out"], 2);
+    assert_eq!(api["reload"]["reloads"], 0);
+
+    let (_, body, _) = get(&format!("{base}/api/v1/stats"), None).await;
+    let stats: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(stats["events_read"], 3);
+    assert_eq!(stats["events_delivered"], 2);
+
+    // /metrics parses as Prometheus text and says the same.
+    let (status, body, headers) = get(&format!("{base}/metrics"), None).await;
+    assert_eq!(status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text format");
+    let value = |name: &str, label: (&str, &str)| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && s.labels.get(label.0) == Some(label.1))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no {name}{{{}={}}} in:\n{body}", label.0, label.1))
+    };
+    assert_eq!(value("vigil_node_events_in_total", ("node", "p.keep")), 3.0);
+    assert_eq!(
+        value("vigil_node_events_out_total", ("node", "p.keep")),
+        2.0
+    );
+    assert_eq!(value("vigil_node_errors_total", ("node", "p.in")), 0.0);
+    assert_eq!(value("vigil_outbox_messages", ("state", "dead")), 0.0);
+
+    // A reload through the API: a broken file is refused with its position...
+    let pipes = v.dir.path().join("pipelines");
+    let out = v.dir.path().join("out.jsonl");
+    std::fs::write(
+        pipes.join("p.yaml"),
+        pipeline(&out, 22).replace("port: 22", "port: [22"),
+    )
+    .expect("write");
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{base}/api/v1/reload"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 422);
+    let failed: Value = resp.json().await.expect("JSON");
+    assert_eq!(failed["ok"], false);
+    assert!(
+        failed["errors"][0].as_str().unwrap().contains("p.yaml:"),
+        "{failed}"
+    );
+    // ...a good one takes effect.
+    std::fs::write(pipes.join("p.yaml"), pipeline(&out, 443)).expect("write");
+    let resp = client
+        .post(format!("{base}/api/v1/reload"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 200);
+    let done: Value = resp.json().await.expect("JSON");
+    assert_eq!(done["report"]["changed"], json!(["p.keep"]), "{done}");
+    let (_, body, _) = get(&format!("{base}/metrics"), None).await;
+    assert!(body.contains("vigil_reloads_total 2"), "{body}");
+    assert!(body.contains("vigil_reload_failures_total 1"), "{body}");
+    drop(v);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn beyond_loopback_a_token_is_required_and_never_shown() {
+    let v = tokio::task::spawn_blocking(|| {
+        start(
+            "  listen: 0.0.0.0:0\n  token: ${VIGIL_WEB_TOKEN}\n",
+            &[("VIGIL_WEB_TOKEN", TOKEN)],
+        )
+    })
+    .await
+    .expect("start");
+    let base = v.base.clone();
+    let mut bodies = String::new();
+    for path in ["/api/v1/pipelines", "/api/v1/stats", "/metrics"] {
+        let (status, body, headers) = get(&format!("{base}{path}"), None).await;
+        assert_eq!(status, 401, "{path} without a token");
+        assert_eq!(headers["www-authenticate"], "Bearer");
+        bodies.push_str(&body);
+        let (status, body, _) = get(&format!("{base}{path}"), Some("wrong")).await;
+        assert_eq!(status, 401, "{path} with a wrong token");
+        bodies.push_str(&body);
+        let (status, body, _) = get(&format!("{base}{path}"), Some(TOKEN)).await;
+        assert_eq!(status, 200, "{path} with the token: {body}");
+        bodies.push_str(&body);
+    }
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/api/v1/reload"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 401);
+    // Health checks need no token.
+    assert_eq!(get(&format!("{base}/healthz"), None).await.0, 200);
+    assert_eq!(get(&format!("{base}/readyz"), None).await.0, 200);
+    assert!(!bodies.contains(TOKEN), "a response shows the token");
+    let logs = v.all_logs();
+    assert!(!logs.contains(TOKEN), "a log line shows the token:\n{logs}");
+}
+
+#[test]
+fn listening_beyond_loopback_without_a_token_does_not_validate() {
+    let dir = tempfile::tempdir().expect("temp");
+    std::fs::write(
+        dir.path().join("settings.yaml"),
+        "kind: settings\nweb:\n  listen: 0.0.0.0:5001\n",
+    )
+    .expect("write");
+    let out = Command::new(bin())
+        .arg("validate")
+        .arg(dir.path())
+        .output()
+        .expect("validate runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("settings.yaml:3:11: error[invalid-value]: listening on 0.0.0.0:5001 (beyond this machine) needs a bearer token"),
+        "{text}"
+    );
+}
