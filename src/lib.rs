@@ -34,6 +34,7 @@
 
 pub mod components;
 pub mod config;
+pub mod demo;
 pub mod event;
 pub mod graph;
 pub mod pce;

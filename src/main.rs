@@ -80,6 +80,23 @@ enum Command {
         #[arg(long)]
         no_watch: bool,
     },
+    /// The whole product on this machine: the PCE simulator playing an attack on
+    /// compressed time, the shipped pipelines against it, the API, and every alert mail
+    /// written to `OUT/mail/*.eml` by a loopback SMTP server. Ctrl-C stops it.
+    Demo {
+        /// Where the demo's pipelines, state and mails go.
+        #[arg(long, default_value = "demo-out")]
+        out: PathBuf,
+        /// quiet, port-scan, brute-force, exfiltration, ven-tampering or degraded-pce.
+        #[arg(long, default_value = "ven-tampering")]
+        scenario: Scenario,
+        /// How many times faster than real time the demo runs (60: an hour a minute).
+        #[arg(long, default_value_t = 60.0)]
+        time_scale: f64,
+        /// The API's address.
+        #[arg(long, default_value = "127.0.0.1:5001")]
+        listen: String,
+    },
     /// Draw the pipeline graph.
     Graph {
         /// The directory (or file) of pipeline files.
@@ -128,6 +145,9 @@ enum Command {
         /// The org id served.
         #[arg(long, default_value_t = 1)]
         org: u64,
+        /// How many times faster than real time scenario time runs (60: an hour a minute).
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
         /// API key id clients must use.
         #[arg(long, env = "VIGIL_SIM_API_KEY", default_value = "api_sim")]
         api_key: String,
@@ -239,11 +259,23 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         } => run(pipelines, !no_watch),
         Command::Test { paths } => test(paths),
         Command::Graph { pipelines, format } => graph(pipelines, format),
+        Command::Demo {
+            out,
+            scenario,
+            time_scale,
+            listen,
+        } => demo(vigil::demo::DemoOptions {
+            out,
+            scenario,
+            time_scale,
+            listen,
+        }),
         Command::PceSim {
             listen,
             scenario,
             seed,
             org,
+            time_scale,
             api_key,
             api_secret,
         } => pce_sim(
@@ -254,6 +286,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 org,
                 api_key,
                 api_secret,
+                time_scale,
                 ..SimConfig::default()
             },
         ),
@@ -364,6 +397,16 @@ fn run(path: PathBuf, watch: bool) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    run_on(&rt, path, watch, Arc::new(WallClock))
+}
+
+/// `vigil run` on `rt` with `clock` (the wall clock, or `vigil demo`'s compressed time).
+fn run_on(
+    rt: &tokio::runtime::Runtime,
+    path: PathBuf,
+    watch: bool,
+    clock: runtime::SharedClock,
+) -> anyhow::Result<ExitCode> {
     // Watch before loading, so no change made in between is missed.
     let watcher = if watch {
         let dir = if path.is_dir() {
@@ -409,15 +452,14 @@ fn run(path: PathBuf, watch: bool) -> anyhow::Result<ExitCode> {
         };
         #[cfg(not(unix))]
         let hup = None::<()>;
-        let topology = runtime::start(&config, Arc::new(WallClock))?;
+        let topology = runtime::start(&config, clock.clone())?;
         tracing::info!(
             pipelines = config.pipelines.len(),
             nodes = topology.counters().len(),
             "vigil running"
         );
         let token = topology.shutdown_token();
-        let driver =
-            runtime::ReloadDriver::new(path.clone(), topology.reloader(), Arc::new(WallClock));
+        let driver = runtime::ReloadDriver::new(path.clone(), topology.reloader(), clock.clone());
         // The API and /metrics; a busy port is not fatal (the pipelines matter more).
         let _web = if config.settings.web.enabled {
             match vigil::web::serve(
@@ -467,6 +509,29 @@ fn run(path: PathBuf, watch: bool) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         })
     })
+}
+
+fn demo(opts: vigil::demo::DemoOptions) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let demo = rt
+        .block_on(vigil::demo::prepare(&opts))
+        .context("setting up the demo")?;
+    print(&format!(
+        "vigil demo: {scenario} on a simulated PCE at {sim}, {scale}x real time\n           API:       http://{listen}/api/v1/pipelines  (metrics: http://{listen}/metrics)\n           mails:     {mail}/*.eml\n           pipelines: {pipes}  (edit them: vigil reloads)\n\
+         Ctrl-C stops.\n",
+        scenario = opts.scenario,
+        sim = demo.sim.url(),
+        scale = opts.time_scale,
+        listen = opts.listen,
+        mail = demo.mail_dir.display(),
+        pipes = demo.pipelines.display(),
+    ))?;
+    let code = run_on(&rt, demo.pipelines.clone(), true, demo.clock.clone());
+    drop(demo);
+    code
 }
 
 fn send_test(path: PathBuf, sink: &str, dry_run: bool) -> anyhow::Result<ExitCode> {

@@ -39,6 +39,42 @@ impl Clock for WallClock {
     }
 }
 
+/// The real time sped up `scale` times from the moment it was made: `vigil demo` plays an
+/// hour of an attack in a minute, with every component on the same compressed time.
+#[derive(Debug, Clone, Copy)]
+pub struct ScaledClock {
+    origin: std::time::Instant,
+    origin_time: Timestamp,
+    scale: f64,
+}
+
+impl ScaledClock {
+    /// Starts now; `scale` must be positive (1.0 is real time).
+    pub fn new(scale: f64) -> ScaledClock {
+        ScaledClock {
+            origin: std::time::Instant::now(),
+            origin_time: Utc::now(),
+            scale: if scale.is_finite() && scale > 0.0 {
+                scale
+            } else {
+                1.0
+            },
+        }
+    }
+}
+
+impl Clock for ScaledClock {
+    fn now(&self) -> Timestamp {
+        let elapsed = self.origin.elapsed().as_secs_f64() * self.scale;
+        self.origin_time + chrono::Duration::microseconds((elapsed * 1e6) as i64)
+    }
+
+    fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<'static, ()> {
+        let ahead = (deadline - self.now()).to_std().unwrap_or_default();
+        Box::pin(tokio::time::sleep(ahead.div_f64(self.scale)))
+    }
+}
+
 /// A clock that moves only when [`VirtualClock::advance`] or [`VirtualClock::set`] is called.
 #[derive(Debug, Clone)]
 pub struct VirtualClock {

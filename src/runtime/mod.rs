@@ -25,7 +25,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-pub use clock::{Clock, JumpClock, SharedClock, VirtualClock, WallClock};
+pub use clock::{Clock, JumpClock, ScaledClock, SharedClock, VirtualClock, WallClock};
 pub use connections::{ConnectionError, Connections};
 pub use edge::{Closed, Input, Message, NodeCounters, Output};
 pub use reload::{ReloadDriver, ReloadOutcome};

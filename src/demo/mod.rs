@@ -1,0 +1,187 @@
+//! `vigil demo`: the whole product on a fresh machine. The PCE simulator plays an attack on
+//! compressed time, the shipped pipelines watch it through the real PCE client, alerts
+//! are mailed through the real mail sink to a loopback SMTP server that writes each mail to
+//! `<out>/mail/NNNN.eml`, and the API serves it all.
+
+mod mail_capture;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use mail_capture::MailCapture;
+
+use crate::pce::sim::{PceSim, RunningSim, Scenario, SimConfig};
+use crate::runtime::{ScaledClock, SharedClock};
+
+/// The shipped pipelines, compiled in (`pipelines/` of the repository).
+pub const SHIPPED_PIPELINES: &[(&str, &str)] = &[
+    (
+        "admin-ports.yaml",
+        include_str!("../../pipelines/admin-ports.yaml"),
+    ),
+    (
+        "agent-tampering.yaml",
+        include_str!("../../pipelines/agent-tampering.yaml"),
+    ),
+    (
+        "api-auth-failures.yaml",
+        include_str!("../../pipelines/api-auth-failures.yaml"),
+    ),
+    (
+        "blocked-traffic.yaml",
+        include_str!("../../pipelines/blocked-traffic.yaml"),
+    ),
+    (
+        "exfiltration.yaml",
+        include_str!("../../pipelines/exfiltration.yaml"),
+    ),
+    (
+        "failed-logins.yaml",
+        include_str!("../../pipelines/failed-logins.yaml"),
+    ),
+    (
+        "missed-heartbeats.yaml",
+        include_str!("../../pipelines/missed-heartbeats.yaml"),
+    ),
+    (
+        "pce-health.yaml",
+        include_str!("../../pipelines/pce-health.yaml"),
+    ),
+    (
+        "policy-changes.yaml",
+        include_str!("../../pipelines/policy-changes.yaml"),
+    ),
+    (
+        "ven-offline.yaml",
+        include_str!("../../pipelines/ven-offline.yaml"),
+    ),
+];
+
+/// How the demo runs.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Where everything goes: `pipelines/`, `state/`, `mail/`, `secrets/`.
+    pub out: PathBuf,
+    /// What the simulated estate goes through.
+    pub scenario: Scenario,
+    /// How many times faster than real time the demo's clock runs.
+    pub time_scale: f64,
+    /// The API's address.
+    pub listen: String,
+}
+
+/// The demo could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A file or directory under `out`.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The simulator or the mail server did not start.
+    #[error("{0}")]
+    Start(String),
+}
+
+/// What runs beside the pipelines; dropping it stops the simulator's task.
+pub struct Demo {
+    /// The pipelines directory to run.
+    pub pipelines: PathBuf,
+    /// The compressed clock every component runs on.
+    pub clock: SharedClock,
+    /// The simulated PCE.
+    pub sim: RunningSim,
+    /// The mail server.
+    pub mail: MailCapture,
+    /// Where mails are written.
+    pub mail_dir: PathBuf,
+}
+
+fn write(path: &Path, text: &str) -> Result<(), DemoError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| DemoError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    std::fs::write(path, text).map_err(|source| DemoError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Starts the simulator and the mail server and writes the demo's pipelines directory
+/// (the shipped pipelines and settings pointing at both).
+pub async fn prepare(opts: &DemoOptions) -> Result<Demo, DemoError> {
+    let clock: SharedClock = Arc::new(ScaledClock::new(opts.time_scale));
+    let out = &opts.out;
+    let mail_dir = out.join("mail");
+    let mail = MailCapture::start(&mail_dir).map_err(|source| DemoError::Io {
+        path: mail_dir.clone(),
+        source,
+    })?;
+    let sim_cfg = SimConfig {
+        scenario: opts.scenario,
+        ..SimConfig::default()
+    };
+    let (key, secret) = (sim_cfg.api_key.clone(), sim_cfg.api_secret.clone());
+    let addr = "127.0.0.1:0"
+        .parse()
+        .map_err(|e| DemoError::Start(format!("{e}")))?;
+    let sim = PceSim::start(sim_cfg, clock.clone(), addr)
+        .await
+        .map_err(|e| DemoError::Start(format!("the PCE simulator: {e}")))?;
+    let secrets = out.join("secrets");
+    write(&secrets.join("pce-api-key"), &key)?;
+    write(&secrets.join("pce-api-secret"), &secret)?;
+    let pipelines = out.join("pipelines");
+    let state = out.join("state");
+    let settings = format!(
+        "# Written by `vigil demo`: the simulated PCE and the loopback mail server of this run.\n\
+         kind: settings\n\
+         state_dir: {state}\n\
+         public_url: http://{listen}\n\
+         web:\n  listen: {listen}\n\
+         connections:\n  pce:\n    pce:\n      url: {url}\n      org: 1\n      api_key_file: {key}\n      api_secret_file: {secret}\n\
+         \x20 smtp:\n    relay:\n      host: 127.0.0.1\n      port: {smtp}\n      tls: none\n      from: vigil-demo@localhost\n",
+        state = state.display(),
+        listen = opts.listen,
+        url = sim.url(),
+        key = secrets.join("pce-api-key").display(),
+        secret = secrets.join("pce-api-secret").display(),
+        smtp = mail.addr.port(),
+    );
+    write(&pipelines.join("settings.yaml"), &settings)?;
+    for (name, text) in SHIPPED_PIPELINES {
+        write(&pipelines.join(name), text)?;
+    }
+    Ok(Demo {
+        pipelines,
+        clock,
+        sim,
+        mail,
+        mail_dir,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped pipeline is compiled into the demo.
+    #[test]
+    fn the_demo_carries_every_shipped_pipeline() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".yaml") && n != "settings.yaml")
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<&str> = SHIPPED_PIPELINES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(on_disk, embedded);
+    }
+}
