@@ -37,22 +37,30 @@ fn pipeline(out: &std::path::Path, port: u16) -> String {
 
 /// `vigil run` with `web` settings lines, waiting until the server listens.
 fn start(web: &str, env: &[(&str, &str)]) -> Vigil {
+    start_with(web, None, env)
+}
+
+/// The settings' extra lines and the pipeline of a project in `dir`.
+type Custom<'a> = &'a dyn Fn(&std::path::Path) -> (String, String);
+
+/// [`start`] with extra settings lines after `web:` and another pipeline.
+fn start_with(web: &str, custom: Option<Custom<'_>>, env: &[(&str, &str)]) -> Vigil {
     let dir = tempfile::tempdir().expect("temp");
     let pipes = dir.path().join("pipelines");
     std::fs::create_dir(&pipes).expect("mkdir");
+    let (extra, p) = match custom {
+        Some(f) => f(dir.path()),
+        None => (String::new(), pipeline(&dir.path().join("out.jsonl"), 22)),
+    };
     std::fs::write(
         pipes.join("settings.yaml"),
         format!(
-            "kind: settings\nstate_dir: {}\nweb:\n{web}",
+            "kind: settings\nstate_dir: {}\nweb:\n{web}{extra}",
             dir.path().join("state").display()
         ),
     )
     .expect("write");
-    std::fs::write(
-        pipes.join("p.yaml"),
-        pipeline(&dir.path().join("out.jsonl"), 22),
-    )
-    .expect("write");
+    std::fs::write(pipes.join("p.yaml"), p).expect("write");
     let mut cmd = Command::new(bin());
     cmd.args(["--log-format", "json", "run", "--no-watch", "--pipelines"])
         .arg(&pipes)
@@ -304,4 +312,140 @@ fn listening_beyond_loopback_without_a_token_does_not_validate() {
         text.contains("settings.yaml:3:11: error[invalid-value]: listening on 0.0.0.0:5001 (beyond this machine) needs a bearer token"),
         "{text}"
     );
+}
+
+/// A silence created through the API holds back the next matching alert; the alert
+/// history shows every alert with its delivery per sink.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silence_holds_back_matching_alerts_and_the_history_shows_deliveries() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&hook)
+        .await;
+    let url = format!("{}/hook", hook.uri());
+    let mut v = tokio::task::spawn_blocking(move || {
+        let make = move |_dir: &std::path::Path| {
+            (
+                format!("connections:\n  webhook:\n    soc:\n      url: {url}\n"),
+                "kind: pipeline\nname: p\nsources:\n  in: {type: stdin}\nstages:\n  burst:\n    type: window_count\n    inputs: [in]\n    window: 1m\n    threshold: 1\n    group_by: [src]\n    alert: {severity: high, title: \"burst from {{group.src}}\"}\nsinks:\n  hook:\n    type: webhook\n    inputs: [burst]\n    connection: soc\n".to_string(),
+            )
+        };
+        start_with("  listen: 127.0.0.1:0\n", Some(&make), &[])
+    })
+    .await
+    .expect("start");
+    let base = v.base.clone();
+    let titles = |reqs: &[wiremock::Request]| -> Vec<String> {
+        reqs.iter()
+            .map(|r| {
+                let b: Value = serde_json::from_slice(&r.body).expect("JSON");
+                b["alerts"][0]["title"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    };
+    async fn wait_hooks(hook: &MockServer, n: usize) -> Vec<wiremock::Request> {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let got = hook.received_requests().await.unwrap_or_default();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} webhook calls, expected {n}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let ev = |src: &str, sec: u32| json!({"src": src, "timestamp": format!("2026-11-21T10:00:{sec:02}Z")});
+    v.send(&[ev("a", 1)]);
+    wait_hooks(&hook, 1).await;
+
+    // Silence alerts about `b` for an hour.
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{base}/api/v1/silences"))
+        .json(&json!({"matchers": [{"field": "group.src", "value": "b"}], "duration": "1h", "comment": "maintenance on b"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status().as_u16(), 201);
+    let silence: Value = resp.json().await.expect("JSON");
+    let id = silence["id"].as_str().expect("id").to_string();
+    // A bad one is refused with the reason.
+    let bad = client
+        .post(format!("{base}/api/v1/silences"))
+        .json(&json!({"matchers": [{"field": "group..src", "value": "b"}], "duration": "1h"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(bad.status().as_u16(), 400);
+
+    v.send(&[ev("b", 2), ev("c", 3)]);
+    let got = wait_hooks(&hook, 2).await;
+    assert_eq!(
+        titles(&got),
+        ["burst from a", "burst from c"],
+        "b was silenced"
+    );
+
+    let (_, body, _) = get(&format!("{base}/api/v1/silences"), None).await;
+    let list: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(list["silences"][0]["active"], true);
+    assert_eq!(list["silences"][0]["comment"], "maintenance on b");
+
+    // The history: all three alerts; b was never queued for the hook.
+    let (status, body, _) = get(&format!("{base}/api/v1/alerts"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let hist: Value = serde_json::from_str(&body).expect("JSON");
+    let alerts = hist["alerts"].as_array().expect("alerts");
+    let by = |src: &str| {
+        alerts
+            .iter()
+            .find(|a| a["group"]["src"] == src)
+            .expect("alert")
+            .clone()
+    };
+    assert_eq!(alerts.len(), 3, "{hist}");
+    assert_eq!(by("a")["deliveries"][0]["sink"], "p.hook");
+    assert_eq!(by("a")["deliveries"][0]["state"], "sent");
+    assert_eq!(by("b")["deliveries"], json!([]));
+    assert_eq!(by("c")["samples"][0]["record"]["src"], "c");
+    let (_, body, _) = get(&format!("{base}/api/v1/alerts?severity=critical"), None).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON")["alerts"],
+        json!([])
+    );
+    assert_eq!(
+        get(&format!("{base}/api/v1/alerts?severity=loud"), None)
+            .await
+            .0,
+        400
+    );
+
+    // Expired: b alerts go out again.
+    let resp = client
+        .delete(format!("{base}/api/v1/silences/{id}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = client
+        .delete(format!("{base}/api/v1/silences/{id}"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status().as_u16(), 404);
+    v.send(&[ev("b", 4)]);
+    let got = wait_hooks(&hook, 3).await;
+    assert_eq!(titles(&got)[2], "burst from b");
+    drop(v);
 }

@@ -703,6 +703,11 @@ impl Reloader {
             .collect()
     }
 
+    /// The clock the graph runs on.
+    pub async fn clock(&self) -> SharedClock {
+        self.live.lock().await.env.clock.clone()
+    }
+
     /// The state database the graph uses.
     pub async fn store(&self) -> Arc<crate::store::Store> {
         self.live.lock().await.env.store.clone()
@@ -953,6 +958,15 @@ impl Snapshots {
         }
     }
 
+    /// Records the alerts among `out` in the alert history.
+    fn record_alerts(&self, out: &[Arc<crate::event::Event>]) {
+        for alert in out.iter().filter_map(|e| e.alert()) {
+            if let Err(e) = self.store.record_alert(alert) {
+                tracing::warn!(node = %self.id, error = %e, "cannot record the alert in the history");
+            }
+        }
+    }
+
     fn save(&self, stage: &dyn Stage) {
         if !self.enabled {
             return;
@@ -988,10 +1002,12 @@ async fn run_stage(
                 for event in events {
                     stage.process(event, &mut out);
                 }
+                saver.record_alerts(&out);
                 output.send(std::mem::take(&mut out)).await
             }
             Message::Tick(now) => {
                 stage.tick(now, &mut out);
+                saver.record_alerts(&out);
                 saver.on_tick(stage.as_ref(), now);
                 match output.send(std::mem::take(&mut out)).await {
                     Ok(()) => output.tick(now).await,
@@ -1009,6 +1025,7 @@ async fn run_stage(
         }
     }
     stage.finish(&mut out);
+    saver.record_alerts(&out);
     saver.save(stage.as_ref());
     let _ = output.send(out).await;
     output.close().await;

@@ -1,8 +1,10 @@
 //! What vigil keeps on disk under `state_dir`.
 
+pub mod history;
 pub mod outbox;
 pub mod rejected;
 pub mod sqlite;
 
+pub use history::{Matcher, Silence};
 pub use outbox::{Enqueued, OutboxEntry, OutboxState};
 pub use sqlite::{Store, StoreError};

@@ -100,6 +100,7 @@ impl Store {
              );",
         )?;
         conn.execute_batch(super::outbox::SCHEMA)?;
+        conn.execute_batch(super::history::SCHEMA)?;
         Ok(Store {
             conn: Mutex::new(conn),
         })

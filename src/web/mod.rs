@@ -119,6 +119,12 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/pipelines", get(pipelines))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/silences", get(silences).post(add_silence))
+        .route(
+            "/api/v1/silences/{id}",
+            axum::routing::delete(expire_silence),
+        )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
@@ -217,6 +223,156 @@ async fn reload(State(state): State<AppState>) -> Response {
         StatusCode::UNPROCESSABLE_ENTITY
     };
     (status, axum::Json(outcome)).into_response()
+}
+
+/// `?pipeline=&severity=&limit=&offset=` of `/api/v1/alerts`.
+#[derive(Debug, serde::Deserialize)]
+struct AlertQuery {
+    pipeline: Option<String>,
+    severity: Option<crate::event::Severity>,
+    #[serde(default = "default_limit")]
+    limit: usize,
+    #[serde(default)]
+    offset: usize,
+}
+
+fn default_limit() -> usize {
+    50
+}
+
+async fn alerts(
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<AlertQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(axum::extract::Query(q)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query: pipeline=NAME, severity=info|low|medium|high|critical, limit=N (at most 500), offset=N",
+        );
+    };
+    let store = state.reloader.store().await;
+    let limit = q.limit.min(500);
+    match store.alerts(q.pipeline.as_deref(), q.severity, limit, q.offset) {
+        Ok(list) => {
+            axum::Json(json!({"alerts": list, "limit": limit, "offset": q.offset})).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+async fn silences(State(state): State<AppState>) -> Response {
+    let store = state.reloader.store().await;
+    let now = state.reloader.clock().await.now().timestamp_millis();
+    match store.silences() {
+        Ok(list) => {
+            let list: Vec<serde_json::Value> = list
+                .into_iter()
+                .map(|s| {
+                    let active = s.created_at <= now && s.expires_at > now;
+                    let mut v = serde_json::to_value(&s).unwrap_or_default();
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("active".into(), active.into());
+                    }
+                    v
+                })
+                .collect();
+            axum::Json(json!({"silences": list})).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// The body of `POST /api/v1/silences`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSilence {
+    matchers: Vec<crate::store::Matcher>,
+    /// How long from now (`2h`); or `expires_at` (RFC 3339).
+    duration: Option<String>,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    comment: String,
+    #[serde(default)]
+    created_by: String,
+}
+
+async fn add_silence(
+    State(state): State<AppState>,
+    body: Result<axum::Json<NewSilence>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let axum::Json(new) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+    };
+    if new.matchers.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a silence needs at least one matcher",
+        );
+    }
+    for m in &new.matchers {
+        if let Err(e) = m.check() {
+            return error(StatusCode::BAD_REQUEST, &e);
+        }
+    }
+    let now = state.reloader.clock().await.now();
+    let expires = match (&new.duration, new.expires_at) {
+        (Some(d), None) => match humantime::parse_duration(d) {
+            Ok(d) => now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("duration `{d}`: {e} (write e.g. `2h`)"),
+                );
+            }
+        },
+        (None, Some(t)) => t,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give either `duration` (`2h`) or `expires_at` (RFC 3339)",
+            );
+        }
+    };
+    if expires <= now {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the silence would end before it starts",
+        );
+    }
+    let silence = crate::store::Silence {
+        id: uuid::Uuid::new_v4().to_string(),
+        created_at: now.timestamp_millis(),
+        expires_at: expires.timestamp_millis(),
+        matchers: new.matchers,
+        comment: new.comment,
+        created_by: if new.created_by.is_empty() {
+            "api".into()
+        } else {
+            new.created_by
+        },
+    };
+    let store = state.reloader.store().await;
+    match store.add_silence(&silence) {
+        Ok(()) => {
+            tracing::info!(silence = %silence.id, comment = %silence.comment, "silence created");
+            (StatusCode::CREATED, axum::Json(silence)).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+async fn expire_silence(
+    State(state): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let store = state.reloader.store().await;
+    let now = state.reloader.clock().await.now().timestamp_millis();
+    match store.expire_silence(&id, now) {
+        Ok(true) => axum::Json(json!({"expired": id})).into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, "no active silence with this id"),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }
 
 async fn metrics_route(State(state): State<AppState>) -> Response {

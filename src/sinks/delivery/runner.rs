@@ -109,6 +109,17 @@ impl<N: Notifier> Intake<N> {
             return false;
         }
         let now = ms(s.clock.now());
+        match s.store.active_silences(now) {
+            Ok(silences) => {
+                if let Some(silence) = silences.iter().find(|x| x.matches(&alert)) {
+                    tracing::info!(sink = %s.id, alert = %alert.id, silence = %silence.id, "silenced; not sent");
+                    return false;
+                }
+            }
+            Err(e) => {
+                tracing::error!(sink = %s.id, error = %e, "cannot read the silences; sending anyway");
+            }
+        }
         if let Some(cooldown) = &s.cfg.cooldown
             && alert.status == AlertStatus::Firing
         {

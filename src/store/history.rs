@@ -1,0 +1,351 @@
+//! Alert history and silences in the state database.
+//!
+//! - `alerts`: every alert a stage raised, by id (an alert annotated further down, by
+//!   `top_n`, replaces its earlier form). Its delivery status per sink comes from the
+//!   outbox.
+//! - `silences`: matchers with an expiry; the delivering sinks do not send an alert that
+//!   an active silence matches.
+
+use rusqlite::params;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Store, StoreError};
+use crate::event::{Alert, FieldPath};
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS alerts (
+    id        TEXT PRIMARY KEY,
+    time      INTEGER NOT NULL,
+    pipeline  TEXT NOT NULL,
+    stage     TEXT NOT NULL,
+    severity  TEXT NOT NULL,
+    alert     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_time ON alerts (time);
+CREATE TABLE IF NOT EXISTS silences (
+    id         TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    matchers   TEXT NOT NULL,
+    comment    TEXT NOT NULL,
+    created_by TEXT NOT NULL
+);
+";
+
+/// One condition of a silence: the alert's value at `field` (a path into its JSON form:
+/// `pipeline`, `stage`, `severity`, `group.src.ip`, `title`, ...) equals `value`, or
+/// matches it as a regular expression with `regex: true`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Matcher {
+    /// The field path.
+    pub field: String,
+    /// The value (compared as text).
+    pub value: String,
+    /// Treat `value` as a regular expression (anchored at both ends).
+    #[serde(default)]
+    pub regex: bool,
+}
+
+/// A silence: while active, matching alerts are not sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct Silence {
+    /// Its id.
+    pub id: String,
+    /// When it was made (ms since the epoch).
+    pub created_at: i64,
+    /// When it ends (ms since the epoch).
+    pub expires_at: i64,
+    /// All must hold.
+    pub matchers: Vec<Matcher>,
+    /// Why.
+    pub comment: String,
+    /// Who made it.
+    pub created_by: String,
+}
+
+impl Matcher {
+    /// Checks the matcher itself (a path that parses, a regex that compiles).
+    pub fn check(&self) -> Result<(), String> {
+        FieldPath::parse(&self.field).map_err(|e| format!("field `{}`: {e}", self.field))?;
+        if self.regex {
+            regex::Regex::new(&format!("^(?:{})$", self.value))
+                .map_err(|e| format!("value `{}` is not a regular expression: {e}", self.value))?;
+        }
+        Ok(())
+    }
+
+    fn matches(&self, alert: &Value) -> bool {
+        let Ok(path) = FieldPath::parse(&self.field) else {
+            return false;
+        };
+        let text = |v: &Value| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if self.regex {
+            let Ok(re) = regex::Regex::new(&format!("^(?:{})$", self.value)) else {
+                return false;
+            };
+            path.any(alert, &mut |v| re.is_match(&text(v)))
+        } else {
+            let number = self.value.trim().parse::<f64>().ok();
+            path.any(alert, &mut |v| match (v.as_f64(), number) {
+                // Numbers compare as numbers: `10` matches a threshold of 10.0.
+                (Some(a), Some(b)) => a == b,
+                _ => text(v) == self.value,
+            })
+        }
+    }
+}
+
+impl Silence {
+    /// Whether every matcher holds for `alert`.
+    pub fn matches(&self, alert: &Alert) -> bool {
+        let v = serde_json::to_value(alert).unwrap_or(Value::Null);
+        !self.matchers.is_empty() && self.matchers.iter().all(|m| m.matches(&v))
+    }
+}
+
+impl Store {
+    /// Records `alert` (replacing an earlier form of the same id).
+    pub fn record_alert(&self, alert: &Alert) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO alerts (id, time, pipeline, stage, severity, alert)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET alert = excluded.alert, severity = excluded.severity",
+            params![
+                alert.id,
+                alert.window.end.timestamp_millis(),
+                alert.pipeline,
+                alert.stage,
+                alert.severity.as_str(),
+                serde_json::to_string(alert).unwrap_or_default(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Alerts, newest first: at most `limit`, skipping `offset`, optionally only of
+    /// `pipeline` and at least `min_severity`. Each with its delivery per sink
+    /// (`[{sink, state, message, last_error}]`).
+    pub fn alerts(
+        &self,
+        pipeline: Option<&str>,
+        min_severity: Option<crate::event::Severity>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<Value>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT alert FROM alerts WHERE (?1 IS NULL OR pipeline = ?1)
+             ORDER BY time DESC, id LIMIT -1",
+        )?;
+        let rows: Vec<String> = stmt
+            .query_map(params![pipeline], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::new();
+        let mut skipped = 0;
+        let mut deliveries = conn.prepare(
+            "SELECT a.sink, o.state, o.id, o.last_error, o.attempts FROM outbox_alerts a
+             JOIN outbox o ON o.id = a.message WHERE a.alert_id = ?1 ORDER BY a.sink",
+        )?;
+        for text in rows {
+            let Ok(alert) = serde_json::from_str::<Alert>(&text) else {
+                continue;
+            };
+            if min_severity.is_some_and(|m| alert.severity < m) {
+                continue;
+            }
+            if skipped < offset {
+                skipped += 1;
+                continue;
+            }
+            if out.len() >= limit {
+                break;
+            }
+            let sinks: Vec<Value> = deliveries
+                .query_map(params![alert.id], |r| {
+                    Ok(serde_json::json!({
+                        "sink": r.get::<_, String>(0)?,
+                        "state": r.get::<_, String>(1)?,
+                        "message": r.get::<_, String>(2)?,
+                        "last_error": r.get::<_, Option<String>>(3)?,
+                        "attempts": r.get::<_, i64>(4)?,
+                    }))
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut v = serde_json::to_value(&alert).unwrap_or(Value::Null);
+            if let Some(o) = v.as_object_mut() {
+                if let Some(Value::Array(samples)) = o.get_mut("samples") {
+                    for (s, sample) in samples.iter_mut().zip(&alert.samples) {
+                        if let Some(so) = s.as_object_mut() {
+                            so.insert("record".into(), sample.value());
+                        }
+                    }
+                }
+                o.insert("deliveries".into(), Value::Array(sinks));
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    /// Stores a new silence.
+    pub fn add_silence(&self, s: &Silence) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO silences (id, created_at, expires_at, matchers, comment, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                s.id,
+                s.created_at,
+                s.expires_at,
+                serde_json::to_string(&s.matchers).unwrap_or_else(|_| "[]".into()),
+                s.comment,
+                s.created_by
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Every silence (active first, then by expiry, newest last).
+    pub fn silences(&self) -> Result<Vec<Silence>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, created_at, expires_at, matchers, comment, created_by FROM silences
+             ORDER BY expires_at DESC",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(
+                |(id, created_at, expires_at, matchers, comment, created_by)| {
+                    Some(Silence {
+                        id,
+                        created_at,
+                        expires_at,
+                        matchers: serde_json::from_str(&matchers).ok()?,
+                        comment,
+                        created_by,
+                    })
+                },
+            )
+            .collect())
+    }
+
+    /// The silences active at `now`.
+    pub fn active_silences(&self, now: i64) -> Result<Vec<Silence>, StoreError> {
+        Ok(self
+            .silences()?
+            .into_iter()
+            .filter(|s| s.expires_at > now && s.created_at <= now)
+            .collect())
+    }
+
+    /// Ends silence `id` at `now`; `false` if there is no such active silence.
+    pub fn expire_silence(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE silences SET expires_at = ?2 WHERE id = ?1 AND expires_at > ?2",
+            params![id, now],
+        )?;
+        Ok(n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::delivery::sample_alert;
+
+    fn silence(matchers: Vec<Matcher>, until: i64) -> Silence {
+        Silence {
+            id: uuid::Uuid::new_v4().to_string(),
+            created_at: 0,
+            expires_at: until,
+            matchers,
+            comment: "maintenance".into(),
+            created_by: "test".into(),
+        }
+    }
+
+    fn m(field: &str, value: &str, regex: bool) -> Matcher {
+        Matcher {
+            field: field.into(),
+            value: value.into(),
+            regex,
+        }
+    }
+
+    #[test]
+    fn matchers_all_hold_on_the_alert_fields() {
+        let a = sample_alert();
+        assert!(silence(vec![m("group.src.ip", "10.20.30.40", false)], 1).matches(&a));
+        assert!(silence(vec![m("severity", "high|critical", true)], 1).matches(&a));
+        assert!(silence(vec![m("threshold", "10", false)], 1).matches(&a));
+        assert!(
+            !silence(
+                vec![
+                    m("group.src.ip", "10.20.30.40", false),
+                    m("stage", "other", false)
+                ],
+                1
+            )
+            .matches(&a)
+        );
+        assert!(
+            !silence(vec![m("severity", "hig", true)], 1).matches(&a),
+            "anchored"
+        );
+        assert!(
+            !silence(vec![], 1).matches(&a),
+            "no matcher silences nothing"
+        );
+    }
+
+    #[test]
+    fn silences_are_active_until_they_expire() {
+        let s = Store::in_memory().unwrap();
+        let sil = silence(vec![m("stage", "burst", false)], 1000);
+        s.add_silence(&sil).unwrap();
+        assert_eq!(s.active_silences(999).unwrap().len(), 1);
+        assert!(s.active_silences(1000).unwrap().is_empty());
+        assert!(s.expire_silence(&sil.id, 500).unwrap());
+        assert!(s.active_silences(600).unwrap().is_empty());
+        assert!(!s.expire_silence(&sil.id, 700).unwrap(), "already over");
+    }
+
+    #[test]
+    fn alert_history_keeps_the_latest_form_with_its_deliveries() {
+        let s = Store::in_memory().unwrap();
+        let mut a = sample_alert();
+        a.top = None;
+        s.record_alert(&a).unwrap();
+        let with_top = sample_alert();
+        s.record_alert(&with_top).unwrap();
+        s.enqueue("p.mail", &[], &with_top, 0, 0).unwrap();
+        let got = s.alerts(None, None, 10, 0).unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(got[0]["top"].is_object(), "the annotated form");
+        assert_eq!(got[0]["deliveries"][0]["sink"], "p.mail");
+        assert_eq!(got[0]["deliveries"][0]["state"], "pending");
+        assert_eq!(got[0]["samples"][0]["record"]["src"]["ip"], "10.20.30.40");
+        assert!(s.alerts(Some("other"), None, 10, 0).unwrap().is_empty());
+        assert!(
+            s.alerts(None, Some(crate::event::Severity::Critical), 10, 0)
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
