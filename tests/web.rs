@@ -267,7 +267,14 @@ async fn beyond_loopback_a_token_is_required_and_never_shown() {
     .expect("start");
     let base = v.base.clone();
     let mut bodies = String::new();
-    for path in ["/api/v1/pipelines", "/api/v1/stats", "/metrics"] {
+    for path in [
+        "/api/v1/pipelines",
+        "/api/v1/stats",
+        "/api/v1/alerts",
+        "/api/v1/events",
+        "/api/v1/silences",
+        "/metrics",
+    ] {
         let (status, body, headers) = get(&format!("{base}{path}"), None).await;
         assert_eq!(status, 401, "{path} without a token");
         assert_eq!(headers["www-authenticate"], "Bearer");
@@ -285,6 +292,15 @@ async fn beyond_loopback_a_token_is_required_and_never_shown() {
         .await
         .expect("post");
     assert_eq!(resp.status().as_u16(), 401);
+    // The stream takes the token as a query parameter too (EventSource sends no headers).
+    assert_eq!(get(&format!("{base}/api/v1/stream"), None).await.0, 401);
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/api/v1/stream?token={TOKEN}"))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resp.status().as_u16(), 200);
+    drop(resp);
     // Health checks need no token.
     assert_eq!(get(&format!("{base}/healthz"), None).await.0, 200);
     assert_eq!(get(&format!("{base}/readyz"), None).await.0, 200);
@@ -447,5 +463,65 @@ async fn a_silence_holds_back_matching_alerts_and_the_history_shows_deliveries()
     v.send(&[ev("b", 4)]);
     let got = wait_hooks(&hook, 3).await;
     assert_eq!(titles(&got)[2], "burst from b");
+    drop(v);
+}
+
+/// The recent events and the live stream (Server-Sent Events) show what the sources read.
+#[tokio::test(flavor = "multi_thread")]
+async fn recent_events_and_the_live_stream() {
+    use futures::StreamExt;
+    let mut v = tokio::task::spawn_blocking(|| start("  listen: 127.0.0.1:0\n", &[]))
+        .await
+        .expect("start");
+    let base = v.base.clone();
+    v.send(&[event(22), event(443)]);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let recent = loop {
+        let (_, body, _) = get(&format!("{base}/api/v1/events"), None).await;
+        let v: Value = serde_json::from_str(&body).expect("JSON");
+        if v["events"].as_array().is_some_and(|a| a.len() == 2) {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(recent["events"][0]["record"]["port"], 443, "newest first");
+    assert_eq!(recent["events"][0]["type"], "event");
+    assert_eq!(recent["events"][0]["source"], "p.in");
+
+    assert_eq!(
+        get(&format!("{base}/api/v1/stream?type=bogus"), None)
+            .await
+            .0,
+        400
+    );
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/api/v1/stream?type=event&pipeline=p"))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = resp.bytes_stream();
+    // Injected after the stream is open: it arrives on it.
+    v.send(&[json!({"src": "10.9.9.9", "port": 22, "marker": "live-1", "timestamp": "2026-11-21T10:00:09Z"})]);
+    let mut seen = String::new();
+    let found = tokio::time::timeout(DEADLINE, async {
+        while let Some(chunk) = body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+            if seen.contains("live-1") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "{seen}");
+    assert!(seen.contains("event: event"), "{seen}");
     drop(v);
 }

@@ -28,6 +28,7 @@ type Starter = Box<dyn FnOnce(CancellationToken) -> JoinHandle<()> + Send>;
 pub struct Connections {
     pce: HashMap<String, PceClient>,
     internal: tokio::sync::broadcast::Sender<crate::event::Alert>,
+    tap: Arc<super::Tap>,
     delivery: Arc<crate::config::model::ConnectionsConfig>,
     clock: Option<SharedClock>,
     shared: Arc<Mutex<HashMap<String, Arc<dyn Any + Send + Sync>>>>,
@@ -57,6 +58,7 @@ impl Default for Connections {
         Connections {
             pce: HashMap::new(),
             internal: tokio::sync::broadcast::channel(64).0,
+            tap: Arc::default(),
             delivery: Arc::default(),
             clock: None,
             shared: Arc::default(),
@@ -88,6 +90,11 @@ impl Connections {
             clock: Some(clock.clone()),
             ..Connections::default()
         })
+    }
+
+    /// What the API sees of the traffic (recent events, the live stream).
+    pub fn tap(&self) -> &Arc<super::Tap> {
+        &self.tap
     }
 
     /// Where vigil's own alerts are published; `internal` sources subscribe.

@@ -15,6 +15,7 @@ mod clock;
 mod connections;
 mod edge;
 mod reload;
+mod tap;
 mod topology;
 mod watch;
 
@@ -29,6 +30,7 @@ pub use clock::{Clock, JumpClock, ScaledClock, SharedClock, VirtualClock, WallCl
 pub use connections::{ConnectionError, Connections};
 pub use edge::{Closed, Input, Message, NodeCounters, Output};
 pub use reload::{ReloadDriver, ReloadOutcome};
+pub use tap::{StreamItem, Tap};
 pub use topology::{
     BuildError, NodeReport, NodeStatus, ReloadError, ReloadReport, Reloader, RunReport,
     RunningTopology, start,
@@ -141,6 +143,7 @@ pub struct SourceContext {
     shutdown: CancellationToken,
     tick_interval: std::time::Duration,
     next_tick: Timestamp,
+    tap: Option<Arc<Tap>>,
 }
 
 impl SourceContext {
@@ -163,7 +166,13 @@ impl SourceContext {
             shutdown,
             tick_interval,
             next_tick,
+            tap: None,
         }
+    }
+
+    /// Shows what this source reads to the API (recent events, the live stream).
+    pub(crate) fn set_tap(&mut self, tap: Arc<Tap>) {
+        self.tap = Some(tap);
     }
 
     /// The current time.
@@ -184,6 +193,9 @@ impl SourceContext {
     /// Hands events downstream (waiting while downstream is full), then sends a tick if
     /// one is due.
     pub async fn send(&mut self, events: Vec<Arc<Event>>) -> Result<(), Closed> {
+        if let Some(tap) = &self.tap {
+            tap.events(&events);
+        }
         self.output.send(events).await?;
         if self.clock.now() >= self.next_tick {
             self.emit_tick().await?;

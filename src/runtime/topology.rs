@@ -545,6 +545,7 @@ impl Live {
                         live_node.stop.clone(),
                         settings.tick_interval.get(),
                     );
+                    scx.set_tap(self.env.connections.tap().clone());
                     Box::pin(async move {
                         let result = source.run(&mut scx).await;
                         scx.into_output().close().await;
@@ -563,6 +564,7 @@ impl Live {
                         live_node.wiring.clone().unwrap_or_default(),
                     );
                     let saver = Snapshots {
+                        tap: self.env.connections.tap().clone(),
                         enabled: settings.keep_state,
                         id: node.id.clone(),
                         store: self.env.store.clone(),
@@ -701,6 +703,11 @@ impl Reloader {
             .iter()
             .map(|p| (p.config.name.clone(), p.config.description.clone()))
             .collect()
+    }
+
+    /// What the API sees of the traffic.
+    pub async fn tap(&self) -> Arc<super::Tap> {
+        self.live.lock().await.env.connections.tap().clone()
     }
 
     /// The clock the graph runs on.
@@ -939,6 +946,7 @@ fn build_context(env: &Env, config: &Config, node: &GraphNode) -> BuildContext {
 
 /// Saves a stage's state every `every` of clock time and when it stops.
 struct Snapshots {
+    tap: Arc<super::Tap>,
     enabled: bool,
     id: Arc<str>,
     store: Arc<crate::store::Store>,
@@ -958,8 +966,10 @@ impl Snapshots {
         }
     }
 
-    /// Records the alerts among `out` in the alert history.
+    /// Records the alerts among `out` in the alert history and shows them on the live
+    /// stream.
     fn record_alerts(&self, out: &[Arc<crate::event::Event>]) {
+        self.tap.alerts(out.iter().filter(|e| e.alert().is_some()));
         for alert in out.iter().filter_map(|e| e.alert()) {
             if let Err(e) = self.store.record_alert(alert) {
                 tracing::warn!(node = %self.id, error = %e, "cannot record the alert in the history");

@@ -120,6 +120,8 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/stream", get(stream))
         .route("/api/v1/silences", get(silences).post(add_silence))
         .route(
             "/api/v1/silences/{id}",
@@ -142,11 +144,24 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
     if matches!(req.uri().path(), "/healthz" | "/readyz") {
         return next.run(req).await;
     }
-    let given = req
+    let from_header = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // A browser's EventSource cannot send headers: the stream takes `?token=` too.
+    let from_query = (req.uri().path() == "/api/v1/stream")
+        .then(|| {
+            req.uri().query().and_then(|q| {
+                q.split('&')
+                    .find_map(|kv| kv.strip_prefix("token="))
+                    .map(|t| t.to_string())
+            })
+        })
+        .flatten();
+    let given = from_header
+        .map(str::to_string)
+        .or(from_query)
         .unwrap_or_default();
     if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
         return next.run(req).await;
@@ -258,6 +273,99 @@ async fn alerts(
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
+}
+
+/// `?source=&limit=` of `/api/v1/events`.
+#[derive(Debug, serde::Deserialize)]
+struct EventQuery {
+    source: Option<String>,
+    pipeline: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+/// The recent events the sources read, newest first.
+async fn events(
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<EventQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(axum::extract::Query(q)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query: source=PIPELINE.NODE, pipeline=NAME, limit=N (at most 500)",
+        );
+    };
+    let items: Vec<crate::runtime::StreamItem> = state
+        .reloader
+        .tap()
+        .await
+        .recent()
+        .iter()
+        .map(|e| crate::runtime::StreamItem::of(e))
+        .filter(|i| q.source.as_deref().is_none_or(|s| i.source == s))
+        .filter(|i| q.pipeline.as_deref().is_none_or(|p| i.pipeline == p))
+        .take(q.limit.min(500))
+        .collect();
+    axum::Json(json!({"events": items})).into_response()
+}
+
+/// `?type=&severity=&pipeline=` of `/api/v1/stream`.
+#[derive(Debug, serde::Deserialize)]
+struct StreamQuery {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    severity: Option<crate::event::Severity>,
+    pipeline: Option<String>,
+    #[allow(dead_code)]
+    token: Option<String>,
+}
+
+/// Events and alerts as they happen, as Server-Sent Events (`event: alert` / `event:
+/// event`, JSON data); `severity` keeps alerts at or above it (and drops plain events).
+async fn stream(
+    State(state): State<AppState>,
+    query: Result<axum::extract::Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(axum::extract::Query(q)) = query else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query: type=event|alert, severity=info|low|medium|high|critical, pipeline=NAME",
+        );
+    };
+    if q.kind
+        .as_deref()
+        .is_some_and(|k| k != "event" && k != "alert")
+    {
+        return error(StatusCode::BAD_REQUEST, "type is `event` or `alert`");
+    }
+    let rx = state.reloader.tap().await.subscribe();
+    // A listener that falls behind skips what it missed (`None`) rather than ending.
+    let items = futures::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(item) => Some((Some(item), rx)),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some((None, rx)),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    });
+    let events = futures::StreamExt::filter_map(items, move |item| {
+        let keep = item.filter(|i| {
+            q.kind.as_deref().is_none_or(|k| i.kind == k)
+                && q.pipeline.as_deref().is_none_or(|p| i.pipeline == p)
+                && q.severity
+                    .is_none_or(|min| i.severity.is_some_and(|s| s >= min))
+        });
+        let event = keep.map(|i| {
+            Ok::<_, std::convert::Infallible>(
+                axum::response::sse::Event::default()
+                    .event(i.kind)
+                    .data(serde_json::to_string(&*i).unwrap_or_default()),
+            )
+        });
+        std::future::ready(event)
+    });
+    axum::response::sse::Sse::new(events)
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response()
 }
 
 async fn silences(State(state): State<AppState>) -> Response {

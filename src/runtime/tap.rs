@@ -1,0 +1,123 @@
+//! What the API sees of the traffic: the recent events every source read (a ring) and a
+//! live feed of events and alerts for the stream (`/api/v1/stream`). Publishing costs a
+//! pointer copy per event, and building the feed's items happens only while someone
+//! listens.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::event::{Event, Timestamp};
+
+/// How many recent events are kept.
+pub(crate) const RECENT: usize = 500;
+
+/// One item of the live feed.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamItem {
+    /// `event` or `alert`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The event's time (an alert's: the end of its window).
+    pub time: Timestamp,
+    /// The node that read or raised it (`pipeline.node`).
+    pub source: String,
+    /// The pipeline.
+    pub pipeline: String,
+    /// An alert's severity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<crate::event::Severity>,
+    /// An alert's title.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The record (an alert's JSON form).
+    pub record: Value,
+}
+
+impl StreamItem {
+    /// The item of `event` (an alert when it carries one).
+    pub fn of(event: &Event) -> StreamItem {
+        let source = event.meta.source.to_string();
+        let pipeline = source.split('.').next().unwrap_or_default().to_string();
+        match event.alert() {
+            Some(a) => StreamItem {
+                kind: "alert",
+                time: a.window.end,
+                source,
+                pipeline: a.pipeline.clone(),
+                severity: Some(a.severity),
+                title: Some(a.title.clone()),
+                record: serde_json::to_value(a).unwrap_or(Value::Null),
+            },
+            None => StreamItem {
+                kind: "event",
+                time: event.meta.time,
+                source,
+                pipeline,
+                severity: None,
+                title: None,
+                record: event.data().clone(),
+            },
+        }
+    }
+}
+
+/// The ring of recent events and the live feed.
+#[derive(Debug)]
+pub struct Tap {
+    recent: Mutex<VecDeque<Arc<Event>>>,
+    feed: broadcast::Sender<Arc<StreamItem>>,
+}
+
+impl Default for Tap {
+    fn default() -> Self {
+        Tap {
+            recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+            feed: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl Tap {
+    /// Events a source read.
+    pub fn events(&self, events: &[Arc<Event>]) {
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            for e in events.iter().rev().take(RECENT).rev() {
+                if recent.len() == RECENT {
+                    recent.pop_front();
+                }
+                recent.push_back(e.clone());
+            }
+        }
+        if self.feed.receiver_count() > 0 {
+            for e in events {
+                let _ = self.feed.send(Arc::new(StreamItem::of(e)));
+            }
+        }
+    }
+
+    /// Alerts a stage raised.
+    pub fn alerts<'a>(&self, alerts: impl Iterator<Item = &'a Arc<Event>>) {
+        if self.feed.receiver_count() == 0 {
+            return;
+        }
+        for e in alerts {
+            let _ = self.feed.send(Arc::new(StreamItem::of(e)));
+        }
+    }
+
+    /// The recent events, newest first.
+    pub fn recent(&self) -> Vec<Arc<Event>> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.iter().rev().cloned().collect()
+    }
+
+    /// Listens to the live feed.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StreamItem>> {
+        self.feed.subscribe()
+    }
+}
