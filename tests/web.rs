@@ -463,6 +463,43 @@ async fn a_silence_holds_back_matching_alerts_and_the_history_shows_deliveries()
     v.send(&[ev("b", 4)]);
     let got = wait_hooks(&hook, 3).await;
     assert_eq!(titles(&got)[2], "burst from b");
+
+    // Deliveries by sink and alerts by severity in /metrics.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let (_, body, _) = get(&format!("{base}/metrics"), None).await;
+        let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+            .expect("Prometheus text format");
+        let value = |name: &str, labels: &[(&str, &str)]| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| {
+                    s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+                })
+                .and_then(|s| match s.value {
+                    prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Counter(v) => {
+                        Some(v)
+                    }
+                    _ => None,
+                })
+        };
+        let sent = value("vigil_deliveries", &[("sink", "p.hook"), ("state", "sent")]);
+        if sent == Some(3.0) {
+            assert_eq!(
+                value("vigil_alerts", &[("severity", "high")]),
+                Some(4.0),
+                "{body}"
+            );
+            assert_eq!(
+                value("vigil_alerts", &[("severity", "critical")]),
+                Some(0.0)
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(v);
 }
 

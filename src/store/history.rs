@@ -192,6 +192,19 @@ impl Store {
         Ok(out)
     }
 
+    /// How many alerts the history holds, by severity.
+    pub fn alert_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT severity, COUNT(*) FROM alerts GROUP BY severity")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, n)| (s, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
     /// Stores a new silence.
     pub fn add_silence(&self, s: &Silence) -> Result<(), StoreError> {
         self.conn().execute(

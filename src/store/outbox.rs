@@ -296,6 +296,28 @@ impl Store {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    /// How many alerts each sink has in each state of their messages: (sink, state, n).
+    pub fn deliveries_by_sink(&self) -> Result<Vec<(String, OutboxState, u64)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT a.sink, o.state, COUNT(*) FROM outbox_alerts a JOIN outbox o ON o.id = a.message
+             GROUP BY a.sink, o.state ORDER BY a.sink, o.state",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows
+            .into_iter()
+            .map(|(sink, s, n)| (sink, OutboxState::parse(&s), u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
     /// How many messages are in each state (every sink).
     pub fn outbox_counts(&self) -> Result<Vec<(OutboxState, u64)>, StoreError> {
         let conn = self.conn();

@@ -7,6 +7,8 @@
 //! |---|---|
 //! | `vigil_node_events_in_total`, `vigil_node_events_out_total`, `vigil_node_errors_total` | `node`, `pipeline`, `role`, `kind` |
 //! | `vigil_outbox_messages` | `state` (`gathering`, `pending`, `sent`, `dead`) |
+//! | `vigil_deliveries` (alerts per delivering sink) | `sink`, `state` |
+//! | `vigil_alerts` (alerts in the history) | `severity` |
 //! | `vigil_reloads_total`, `vigil_reload_failures_total` | |
 
 use std::fmt::Write as _;
@@ -24,13 +26,21 @@ fn label(v: &str) -> String {
 /// A per-node counter family: name, help, and how to read it.
 type Family = (&'static str, &'static str, fn(&NodeStatus) -> u64);
 
-/// The exposition of `nodes`, the outbox counts and the reload counters.
-pub(super) fn render(
-    nodes: &[NodeStatus],
-    outbox: &[(OutboxState, u64)],
-    reloads: u64,
-    failures: u64,
-) -> String {
+/// What `/metrics` reports besides the nodes.
+pub(super) struct Counts {
+    /// Outbox messages by state.
+    pub(super) outbox: Vec<(OutboxState, u64)>,
+    /// Alerts by sink and the state of their message.
+    pub(super) deliveries: Vec<(String, OutboxState, u64)>,
+    /// Alerts in the history by severity.
+    pub(super) alerts: Vec<(String, u64)>,
+    /// Reloads, and failed ones.
+    pub(super) reloads: (u64, u64),
+}
+
+/// The exposition of `nodes` and `counts`.
+pub(super) fn render(nodes: &[NodeStatus], counts: &Counts) -> String {
+    let (outbox, (reloads, failures)) = (&counts.outbox, counts.reloads);
     let mut out = String::new();
     let families: [Family; 3] = [
         (
@@ -84,6 +94,32 @@ pub(super) fn render(
             "vigil_outbox_messages{{state=\"{}\"}} {n}",
             state.as_str()
         );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP vigil_deliveries Alerts each delivering sink holds, by the state of their message (sent, pending, gathering, dead)."
+    );
+    let _ = writeln!(out, "# TYPE vigil_deliveries gauge");
+    for (sink, state, n) in &counts.deliveries {
+        let _ = writeln!(
+            out,
+            "vigil_deliveries{{sink=\"{}\",state=\"{}\"}} {n}",
+            label(sink),
+            state.as_str()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP vigil_alerts Alerts in the history, by severity."
+    );
+    let _ = writeln!(out, "# TYPE vigil_alerts gauge");
+    for severity in ["info", "low", "medium", "high", "critical"] {
+        let n = counts
+            .alerts
+            .iter()
+            .find(|(s, _)| s == severity)
+            .map_or(0, |(_, n)| *n);
+        let _ = writeln!(out, "vigil_alerts{{severity=\"{severity}\"}} {n}");
     }
     for (name, help, v) in [
         (

@@ -486,9 +486,14 @@ async fn expire_silence(
 async fn metrics_route(State(state): State<AppState>) -> Response {
     let nodes = state.reloader.nodes().await;
     let store = state.reloader.store().await;
-    let outbox = store.outbox_counts().unwrap_or_default();
     let (_, reloads, failures) = state.driver.status();
-    let body = metrics::render(&nodes, &outbox, reloads, failures);
+    let counts = metrics::Counts {
+        outbox: store.outbox_counts().unwrap_or_default(),
+        deliveries: store.deliveries_by_sink().unwrap_or_default(),
+        alerts: store.alert_counts().unwrap_or_default(),
+        reloads: (reloads, failures),
+    };
+    let body = metrics::render(&nodes, &counts);
     (
         [(
             header::CONTENT_TYPE,
