@@ -158,6 +158,26 @@ async fn health_api_metrics_and_reload() {
 
     let (status, body, _) = get(&format!("{base}/healthz"), None).await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
+    // Every route the OpenAPI description lists is served (the stream is checked below).
+    let client = reqwest::Client::new();
+    for (method, path) in vigil::web::ROUTES {
+        if *path == "/api/v1/stream" || *path == "/api/v1/reload" {
+            continue;
+        }
+        let url = format!("{base}{}", path.replace("{id}", "no-such-silence"));
+        let req = match *method {
+            "get" => client.get(&url),
+            "post" => client.post(&url).json(&json!({})),
+            _ => client.delete(&url),
+        };
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(
+            status != 405 && !text.contains("no such route"),
+            "{method} {path}: {status} {text}"
+        );
+    }
     assert_eq!(get(&format!("{base}/readyz"), None).await.0, 200);
     assert_eq!(get(&format!("{base}/nope"), None).await.0, 404);
 

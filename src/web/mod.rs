@@ -111,6 +111,23 @@ pub async fn serve(
     Ok(Server { addr, task })
 }
 
+/// Every API route: (method, path). `schemas/openapi.json` describes exactly these (a
+/// test checks it).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/api/v1/pipelines"),
+    ("get", "/api/v1/stats"),
+    ("post", "/api/v1/reload"),
+    ("get", "/api/v1/alerts"),
+    ("get", "/api/v1/events"),
+    ("get", "/api/v1/stream"),
+    ("get", "/api/v1/silences"),
+    ("post", "/api/v1/silences"),
+    ("delete", "/api/v1/silences/{id}"),
+];
+
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -507,6 +524,32 @@ async fn metrics_route(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The OpenAPI description in `schemas/` lists exactly the routes served.
+    #[test]
+    fn the_openapi_description_matches_the_routes() {
+        let text = include_str!("../../schemas/openapi.json");
+        let spec: serde_json::Value = serde_json::from_str(text).expect("JSON");
+        let mut documented: Vec<(String, String)> = spec["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .expect("operations")
+                    .keys()
+                    .map(|m| (m.clone(), path.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        documented.sort();
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        served.sort();
+        assert_eq!(documented, served);
+    }
 
     #[test]
     fn tokens_compare_whole() {
