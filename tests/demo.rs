@@ -106,6 +106,34 @@ async fn the_demo_mails_an_alert_within_a_minute_and_the_api_shows_it() {
         metrics.contains("vigil_outbox_messages{state=\"sent\"}"),
         "{metrics}"
     );
+    // The PCE requests, by endpoint, parse as Prometheus text with their latencies.
+    let scrape = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text format");
+    let events_ok: f64 = scrape
+        .samples
+        .iter()
+        .filter(|s| {
+            s.metric == "vigil_pce_requests_total"
+                && s.labels.get("endpoint") == Some("/orgs/:org/events")
+                && s.labels.get("status") == Some("200")
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    assert!(events_ok >= 1.0, "{metrics}");
+    assert!(
+        scrape
+            .samples
+            .iter()
+            .any(|s| s.metric == "vigil_pce_request_duration_seconds_count"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vigil_pce_traffic_slices_total{connection=\"pce\"}"),
+        "{metrics}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -170,6 +170,12 @@ impl Connections {
         entry.downcast::<T>().ok()
     }
 
+    /// The helper of type `T` shared under `key`, if one was made.
+    pub fn existing<T: Any + Send + Sync>(&self, key: &str) -> Option<Arc<T>> {
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.get(key).cloned()?.downcast::<T>().ok()
+    }
+
     /// Runs `f` once every node of the topology is built (so every subscriber of a shared
     /// helper is known), with the run's shutdown token. The task `f` spawns must end on
     /// that shutdown: [`super::RunningTopology::wait`] waits for it after the nodes.

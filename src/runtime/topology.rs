@@ -705,6 +705,11 @@ impl Reloader {
             .collect()
     }
 
+    /// The connections the graph uses (PCE clients and their statistics).
+    pub async fn connections(&self) -> Arc<Connections> {
+        self.live.lock().await.env.connections.clone()
+    }
+
     /// What the API sees of the traffic.
     pub async fn tap(&self) -> Arc<super::Tap> {
         self.live.lock().await.env.connections.tap().clone()

@@ -9,6 +9,8 @@
 //! | `vigil_outbox_messages` | `state` (`gathering`, `pending`, `sent`, `dead`) |
 //! | `vigil_deliveries` (alerts per delivering sink) | `sink`, `state` |
 //! | `vigil_alerts` (alerts in the history) | `severity` |
+//! | `vigil_pce_requests_total`, `vigil_pce_request_duration_seconds` (histogram) | `connection`, `endpoint`, `method`, `status` |
+//! | `vigil_pce_traffic_slices_total`, `…_failed_queries_total`, `…_truncated_queries_total` | `connection` |
 //! | `vigil_reloads_total`, `vigil_reload_failures_total` | |
 
 use std::fmt::Write as _;
@@ -36,6 +38,13 @@ pub(super) struct Counts {
     pub(super) alerts: Vec<(String, u64)>,
     /// Reloads, and failed ones.
     pub(super) reloads: (u64, u64),
+    /// Per PCE connection: its requests, and its traffic-query counters (slices, failed,
+    /// truncated) when a `pce_traffic` source reads it.
+    pub(super) pce: Vec<(
+        String,
+        Vec<crate::pce::client::EndpointStats>,
+        Option<(u64, u64, u64)>,
+    )>,
 }
 
 /// The exposition of `nodes` and `counts`.
@@ -120,6 +129,87 @@ pub(super) fn render(nodes: &[NodeStatus], counts: &Counts) -> String {
             .find(|(s, _)| s == severity)
             .map_or(0, |(_, n)| *n);
         let _ = writeln!(out, "vigil_alerts{{severity=\"{severity}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP vigil_pce_requests_total Requests to a PCE, by endpoint, method and status (`error`: no answer)."
+    );
+    let _ = writeln!(out, "# TYPE vigil_pce_requests_total counter");
+    for (conn, stats, _) in &counts.pce {
+        for e in stats {
+            let _ = writeln!(
+                out,
+                "vigil_pce_requests_total{{connection=\"{}\",endpoint=\"{}\",method=\"{}\",status=\"{}\"}} {}",
+                label(conn),
+                label(&e.endpoint),
+                label(&e.method),
+                label(&e.status),
+                e.count
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP vigil_pce_request_duration_seconds How long requests to a PCE took, by endpoint and status."
+    );
+    let _ = writeln!(out, "# TYPE vigil_pce_request_duration_seconds histogram");
+    for (conn, stats, _) in &counts.pce {
+        for e in stats {
+            let labels = format!(
+                "connection=\"{}\",endpoint=\"{}\",method=\"{}\",status=\"{}\"",
+                label(conn),
+                label(&e.endpoint),
+                label(&e.method),
+                label(&e.status)
+            );
+            for (bound, n) in crate::pce::client::BUCKETS.iter().zip(e.buckets) {
+                let _ = writeln!(
+                    out,
+                    "vigil_pce_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "vigil_pce_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                e.count
+            );
+            let _ = writeln!(
+                out,
+                "vigil_pce_request_duration_seconds_sum{{{labels}}} {}",
+                e.seconds
+            );
+            let _ = writeln!(
+                out,
+                "vigil_pce_request_duration_seconds_count{{{labels}}} {}",
+                e.count
+            );
+        }
+    }
+    for (name, help, pick) in [
+        (
+            "vigil_pce_traffic_slices_total",
+            "Traffic time slices queried, per PCE connection.",
+            0usize,
+        ),
+        (
+            "vigil_pce_traffic_failed_queries_total",
+            "Traffic queries that failed (retried next cycle), per PCE connection.",
+            1,
+        ),
+        (
+            "vigil_pce_traffic_truncated_queries_total",
+            "Traffic queries whose results were cut at max_results, per PCE connection.",
+            2,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (conn, _, q) in &counts.pce {
+            if let Some(q) = q {
+                let v = [q.0, q.1, q.2][pick];
+                let _ = writeln!(out, "{name}{{connection=\"{}\"}} {v}", label(conn));
+            }
+        }
     }
     for (name, help, v) in [
         (

@@ -40,6 +40,7 @@ mod error;
 mod events;
 mod poll;
 pub(crate) mod retry;
+mod stats;
 mod traffic;
 
 use std::fmt;
@@ -62,6 +63,7 @@ pub use config::{MAX_REQUESTS_PER_MINUTE, PceConnectionConfig, Secret};
 pub use download::{Records, is_gzip, parse_records, parse_records_owned, plain_body};
 pub use error::{PceError, RequestId};
 pub use events::{DEFAULT_EVENT_RESULTS, EventQuery, MAX_EVENT_RESULTS};
+pub use stats::{BUCKETS, EndpointStats, endpoint_of};
 pub use traffic::{
     Actor, ActorFilter, MAX_TRAFFIC_RESULTS, PolicyDecision, QueryOp, Service, ServiceFilter,
     TrafficDownload, TrafficQuery, TrafficResult,
@@ -77,6 +79,7 @@ pub struct PceClient {
 }
 
 struct Inner {
+    stats: stats::RequestStats,
     http: reqwest::Client,
     api_base: String,
     org: u32,
@@ -181,6 +184,7 @@ impl PceClient {
         let http = build_http(cfg)?;
         Ok(PceClient {
             inner: Arc::new(Inner {
+                stats: stats::RequestStats::default(),
                 http,
                 api_base,
                 org: cfg.org,
@@ -240,6 +244,11 @@ impl PceClient {
         format!("/orgs/{}{rest}", self.inner.org)
     }
 
+    /// Requests sent so far, by endpoint, method and status, with their latencies.
+    pub fn request_stats(&self) -> Vec<EndpointStats> {
+        self.inner.stats.snapshot()
+    }
+
     /// Waits `wait` on the client's clock.
     async fn wait(&self, wait: Duration) {
         if wait.is_zero() {
@@ -286,11 +295,21 @@ impl PceClient {
     }
 
     async fn attempt(&self, call: &Call) -> Outcome {
+        let started = std::time::Instant::now();
+        let record = |status: &str| {
+            self.inner
+                .stats
+                .record(call.method.as_str(), &call.path, status, started.elapsed());
+        };
         let response = match self.request(call).send().await {
             Ok(r) => r,
-            Err(e) => return self.transport_outcome(call, &e),
+            Err(e) => {
+                record("error");
+                return self.transport_outcome(call, &e);
+            }
         };
         let status = response.status();
+        record(status.as_str());
         let headers = response.headers().clone();
         let request_id = RequestId(
             headers

@@ -21,6 +21,18 @@ pub fn name_cache(connections: &Connections, connection: &str) -> Option<Arc<Nam
     connections.shared(&format!("pce_names:{connection}"), NameCache::default)
 }
 
+/// The traffic-query counters of PCE connection `connection` — (slices queried, queries
+/// that failed, results truncated by `max_results`) — if a `pce_traffic` source reads it.
+pub fn query_counters(connections: &Connections, connection: &str) -> Option<(u64, u64, u64)> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let hub = connections.existing::<hub::TrafficHub>(&format!("pce_traffic:{connection}"))?;
+    Some((
+        hub.slices_done.load(Relaxed),
+        hub.failed_queries.load(Relaxed),
+        hub.truncated_slices.load(Relaxed),
+    ))
+}
+
 /// The name caches of every PCE connection, by connection name order.
 pub fn name_caches(connections: &Connections) -> Vec<Arc<NameCache>> {
     let mut names: Vec<&str> = connections.pce_names().collect();
