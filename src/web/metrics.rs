@@ -28,6 +28,14 @@ fn label(v: &str) -> String {
 /// A per-node counter family: name, help, and how to read it.
 type Family = (&'static str, &'static str, fn(&NodeStatus) -> u64);
 
+/// One PCE connection's name, request statistics, and traffic-query counters (slices,
+/// failed, truncated) when a `pce_traffic` source reads it.
+pub(super) type PceCounts = (
+    String,
+    Vec<crate::pce::client::EndpointStats>,
+    Option<(u64, u64, u64)>,
+);
+
 /// What `/metrics` reports besides the nodes.
 pub(super) struct Counts {
     /// Outbox messages by state.
@@ -40,10 +48,7 @@ pub(super) struct Counts {
     pub(super) reloads: (u64, u64),
     /// Per PCE connection: its requests, and its traffic-query counters (slices, failed,
     /// truncated) when a `pce_traffic` source reads it.
-    pub(super) pce: Vec<(
-        String,
-        Vec<crate::pce::client::EndpointStats>,
-        Option<(u64, u64, u64)>,
+    pub(super) pce: Vec<PceCounts>,
     )>,
 }
 
