@@ -14,6 +14,8 @@ use crate::event::{Event, Timestamp};
 
 /// How many recent events are kept.
 pub(crate) const RECENT: usize = 500;
+/// How many of one batch's events go into the ring at most.
+const PER_BATCH: usize = 32;
 
 /// One item of the live feed.
 #[derive(Debug, Clone, Serialize)]
@@ -65,10 +67,62 @@ impl StreamItem {
     }
 }
 
+/// A recent event, copied: holding the event itself would hold its source's batch
+/// acknowledgement (and so its checkpoint) back.
+#[derive(Debug, Clone)]
+struct Recent {
+    source: Arc<str>,
+    time: Timestamp,
+    /// The original line when the event has one (a cheap copy), else the record.
+    raw: Option<Arc<[u8]>>,
+    data: Option<Value>,
+}
+
+impl Recent {
+    fn of(e: &Event) -> Recent {
+        match e.raw() {
+            Some(raw) => Recent {
+                source: e.meta.source.clone(),
+                time: e.meta.time,
+                raw: Some(Arc::from(raw)),
+                data: None,
+            },
+            None => Recent {
+                source: e.meta.source.clone(),
+                time: e.meta.time,
+                raw: None,
+                data: Some(e.data().clone()),
+            },
+        }
+    }
+
+    fn item(&self) -> StreamItem {
+        let record = match (&self.data, &self.raw) {
+            (Some(d), _) => d.clone(),
+            (None, Some(raw)) => serde_json::from_slice(raw).unwrap_or(Value::Null),
+            (None, None) => Value::Null,
+        };
+        StreamItem {
+            kind: "event",
+            time: self.time,
+            source: self.source.to_string(),
+            pipeline: self
+                .source
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            severity: None,
+            title: None,
+            record,
+        }
+    }
+}
+
 /// The ring of recent events and the live feed.
 #[derive(Debug)]
 pub struct Tap {
-    recent: Mutex<VecDeque<Arc<Event>>>,
+    recent: Mutex<VecDeque<Recent>>,
     feed: broadcast::Sender<Arc<StreamItem>>,
 }
 
@@ -86,11 +140,14 @@ impl Tap {
     pub fn events(&self, events: &[Arc<Event>]) {
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-            for e in events.iter().rev().take(RECENT).rev() {
+            // Of a big batch only its last events: at high rates the ring is a sample
+            // of the traffic, and copying every event would cost the pipeline.
+            let skip = events.len().saturating_sub(PER_BATCH);
+            for e in &events[skip..] {
                 if recent.len() == RECENT {
                     recent.pop_front();
                 }
-                recent.push_back(e.clone());
+                recent.push_back(Recent::of(e));
             }
         }
         if self.feed.receiver_count() > 0 {
@@ -111,9 +168,9 @@ impl Tap {
     }
 
     /// The recent events, newest first.
-    pub fn recent(&self) -> Vec<Arc<Event>> {
+    pub fn recent(&self) -> Vec<StreamItem> {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        recent.iter().rev().cloned().collect()
+        recent.iter().rev().map(Recent::item).collect()
     }
 
     /// Listens to the live feed.

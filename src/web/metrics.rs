@@ -49,7 +49,6 @@ pub(super) struct Counts {
     /// Per PCE connection: its requests, and its traffic-query counters (slices, failed,
     /// truncated) when a `pce_traffic` source reads it.
     pub(super) pce: Vec<PceCounts>,
-    )>,
 }
 
 /// The exposition of `nodes` and `counts`.

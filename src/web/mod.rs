@@ -317,8 +317,7 @@ async fn events(
         .tap()
         .await
         .recent()
-        .iter()
-        .map(|e| crate::runtime::StreamItem::of(e))
+        .into_iter()
         .filter(|i| q.source.as_deref().is_none_or(|s| i.source == s))
         .filter(|i| q.pipeline.as_deref().is_none_or(|p| i.pipeline == p))
         .take(q.limit.min(500))
