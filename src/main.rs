@@ -129,6 +129,18 @@ enum Command {
         #[arg(long, global = true)]
         state_dir: Option<PathBuf>,
     },
+    /// Silences: alerts they match are not sent while they last (the running vigil reads
+    /// them from its state database).
+    Silence {
+        #[command(subcommand)]
+        action: SilenceAction,
+        /// The directory (or file) of pipeline files (its settings name the state_dir).
+        #[arg(long, short, default_value = "pipelines", global = true)]
+        pipelines: PathBuf,
+        /// The state directory, instead of the one the pipelines' settings name.
+        #[arg(long, global = true)]
+        state_dir: Option<PathBuf>,
+    },
     /// Print the JSON Schema of pipeline files.
     Schema,
     /// Serve a simulated Illumio PCE until interrupted; prints its URL as the first line.
@@ -184,6 +196,30 @@ enum OutboxAction {
     /// Delete a dead letter; its alerts are not sent again if raised again.
     Drop {
         /// The message id, or a unique prefix of it.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SilenceAction {
+    /// Silence alerts matching every `FIELD=VALUE` (or `FIELD~REGEX`) for a while.
+    Add {
+        /// Matchers on the alert's fields: `group.src.ip=10.0.0.1`, `stage=burst`,
+        /// `severity~high|critical`.
+        #[arg(required = true)]
+        matchers: Vec<String>,
+        /// How long: `2h`, `30m`.
+        #[arg(long, default_value = "2h")]
+        duration: String,
+        /// Why (shown in the list and the dashboard).
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// List the silences (active and ended).
+    List,
+    /// End a silence now.
+    Expire {
+        /// The silence's id.
         id: String,
     },
 }
@@ -300,6 +336,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             pipelines,
             state_dir,
         } => outbox(action, pipelines, state_dir),
+        Command::Silence {
+            action,
+            pipelines,
+            state_dir,
+        } => silence(action, pipelines, state_dir),
         Command::Schema => {
             print(&vigil::config::schema::document_schema_text())?;
             Ok(ExitCode::SUCCESS)
@@ -601,12 +642,12 @@ fn send_test(path: PathBuf, sink: &str, dry_run: bool) -> anyhow::Result<ExitCod
     Ok(code)
 }
 
-fn outbox(
-    action: OutboxAction,
+/// The state database named by the pipelines' settings (or `state_dir`); `None` after
+/// reporting why it cannot be found.
+fn open_store(
     pipelines: PathBuf,
     state_dir: Option<PathBuf>,
-) -> anyhow::Result<ExitCode> {
-    use vigil::store::{OutboxState, Store};
+) -> anyhow::Result<Option<vigil::store::Store>> {
     let state_dir = match state_dir {
         Some(d) => d,
         None => {
@@ -616,12 +657,117 @@ fn outbox(
                     std::io::stderr(),
                     "vigil: cannot read the settings to find state_dir: fix the errors above or pass --state-dir"
                 );
-                return Ok(ExitCode::from(1));
+                return Ok(None);
             };
             config.settings.state_dir
         }
     };
-    let store = Store::open(&state_dir)?;
+    Ok(Some(vigil::store::Store::open(&state_dir)?))
+}
+
+fn silence(
+    action: SilenceAction,
+    pipelines: PathBuf,
+    state_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let Some(store) = open_store(pipelines, state_dir)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let now = chrono::Utc::now();
+    match action {
+        SilenceAction::Add {
+            matchers,
+            duration,
+            comment,
+        } => {
+            let mut parsed = Vec::new();
+            for m in &matchers {
+                let (field, value, regex) = match (m.split_once('='), m.split_once('~')) {
+                    (Some((f, v)), _) if !f.contains('~') => (f, v, false),
+                    (_, Some((f, v))) => (f, v, true),
+                    _ => {
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "vigil: `{m}` is not FIELD=VALUE or FIELD~REGEX"
+                        );
+                        return Ok(ExitCode::from(2));
+                    }
+                };
+                let matcher = vigil::store::Matcher {
+                    field: field.trim().to_string(),
+                    value: value.trim().to_string(),
+                    regex,
+                };
+                if let Err(e) = matcher.check() {
+                    let _ = writeln!(std::io::stderr(), "vigil: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+                parsed.push(matcher);
+            }
+            let length = humantime::parse_duration(&duration)
+                .with_context(|| format!("--duration `{duration}` (write e.g. `2h`)"))?;
+            let silence = vigil::store::Silence {
+                id: uuid::Uuid::new_v4().to_string(),
+                created_at: now.timestamp_millis(),
+                expires_at: (now + chrono::Duration::from_std(length)?).timestamp_millis(),
+                matchers: parsed,
+                comment,
+                created_by: std::env::var("USER").unwrap_or_else(|_| "cli".into()),
+            };
+            store.add_silence(&silence)?;
+            print(&format!("{}\n", silence.id))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        SilenceAction::List => {
+            let mut out = String::new();
+            for s in store.silences()? {
+                let active =
+                    s.created_at <= now.timestamp_millis() && s.expires_at > now.timestamp_millis();
+                let until = chrono::DateTime::from_timestamp_millis(s.expires_at)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                let matchers: Vec<String> = s
+                    .matchers
+                    .iter()
+                    .map(|m| format!("{}{}{}", m.field, if m.regex { "~" } else { "=" }, m.value))
+                    .collect();
+                out.push_str(&format!(
+                    "{}  {}  until {until}  {}  by {}{}\n",
+                    s.id,
+                    if active { "active" } else { "ended " },
+                    matchers.join(" "),
+                    s.created_by,
+                    if s.comment.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  ({})", s.comment)
+                    }
+                ));
+            }
+            print(&out)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        SilenceAction::Expire { id } => {
+            if store.expire_silence(&id, now.timestamp_millis())? {
+                print(&format!("{id}: ended\n"))?;
+                Ok(ExitCode::SUCCESS)
+            } else {
+                let _ = writeln!(std::io::stderr(), "vigil: no active silence `{id}`");
+                Ok(ExitCode::from(1))
+            }
+        }
+    }
+}
+
+fn outbox(
+    action: OutboxAction,
+    pipelines: PathBuf,
+    state_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    use vigil::store::OutboxState;
+    let Some(store) = open_store(pipelines, state_dir)? else {
+        return Ok(ExitCode::from(1));
+    };
     let now = chrono::Utc::now().timestamp_millis();
     match action {
         OutboxAction::List {

@@ -582,3 +582,49 @@ async fn recent_events_and_the_live_stream() {
     assert!(seen.contains("event: event"), "{seen}");
     drop(v);
 }
+
+/// `vigil silence add|list|expire` on a state directory.
+#[test]
+fn silences_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("temp");
+    let state = dir.path().join("state");
+    let run = |args: &[&str]| {
+        let out = Command::new(bin())
+            .arg("silence")
+            .args(args)
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .expect("vigil runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, id, err) = run(&[
+        "add",
+        "group.src.ip=10.0.0.1",
+        "severity~high|critical",
+        "--duration",
+        "1h",
+        "--comment",
+        "patching",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let id = id.trim().to_string();
+    let (_, list, _) = run(&["list"]);
+    assert!(
+        list.contains(&format!("{id}  active"))
+            && list.contains("group.src.ip=10.0.0.1 severity~high|critical")
+            && list.contains("(patching)"),
+        "{list}"
+    );
+    assert_eq!(run(&["expire", &id]).0, Some(0));
+    let (_, list, _) = run(&["list"]);
+    assert!(list.contains(&format!("{id}  ended")), "{list}");
+    assert_eq!(run(&["expire", &id]).0, Some(1), "already ended");
+    let (code, _, err) = run(&["add", "nonsense"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("FIELD=VALUE"), "{err}");
+}
