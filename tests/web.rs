@@ -628,3 +628,112 @@ fn silences_from_the_command_line() {
     assert_eq!(code, Some(2));
     assert!(err.contains("FIELD=VALUE"), "{err}");
 }
+
+/// With every kind of secret configured — the PCE API secret, an SMTP password, a LINE
+/// token, a webhook signing secret, the web token — none appears in any API response or
+/// log line, through start-up, polling, failed deliveries and a reload.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_appears_in_any_response_or_log_line() {
+    const PCE_SECRET: &str = "pce-secret-7b1e93";
+    const SMTP_PASSWORD: &str = "smtp-password-42ac";
+    const LINE_TOKEN: &str = "line-token-9d0f11";
+    const HOOK_SECRET: &str = "hook-secret-c3e8";
+    let secrets = [PCE_SECRET, SMTP_PASSWORD, LINE_TOKEN, HOOK_SECRET, TOKEN];
+    // A simulated PCE that wants the secret.
+    let mut sim = Command::new(bin())
+        .args([
+            "pce-sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--scenario",
+            "brute-force",
+            "--time-scale",
+            "60",
+        ])
+        .env("VIGIL_SIM_API_SECRET", PCE_SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pce-sim starts");
+    let mut first = String::new();
+    BufReader::new(sim.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("the simulator prints its URL");
+    let sim_url = first.trim().to_string();
+    let make = move |dir: &std::path::Path| {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("addr").port();
+        drop(closed);
+        (
+            format!(
+                "connections:\n  pce:\n    lab:\n      url: {sim_url}\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n  smtp:\n    relay:\n      host: 127.0.0.1\n      port: {port}\n      tls: none\n      username: vigil\n      password: ${{SMTP_PASSWORD}}\n      from: vigil@example.com\n  line:\n    ops:\n      token: ${{LINE_TOKEN}}\n      base_url: http://127.0.0.1:{port}\n  webhook:\n    hook:\n      url: http://127.0.0.1:{port}/hook\n      signing_secret: ${{HOOK_SECRET}}\n"
+            ),
+            format!(
+                "kind: pipeline\nname: p\nsources:\n  events:\n    type: pce_events\n    connection: lab\n    interval: 5s\n    start_at: 1h\nstages:\n  any:\n    type: window_count\n    inputs: [events]\n    window: 1h\n    threshold: 1\n    group_by: [event_type]\nsinks:\n  out:\n    type: file\n    inputs: [any]\n    path: {}\n  mail:\n    type: mail\n    inputs: [any]\n    connection: relay\n    to: [soc@example.com]\n    retry: {{initial: 100ms, max: 200ms}}\n  line:\n    type: line\n    inputs: [any]\n    connection: ops\n    to: U123\n    retry: {{initial: 100ms, max: 200ms}}\n  hook:\n    type: webhook\n    inputs: [any]\n    connection: hook\n    retry: {{initial: 100ms, max: 200ms}}\n",
+                dir.join("alerts.jsonl").display()
+            ),
+        )
+    };
+    let v = tokio::task::spawn_blocking(move || {
+        start_with(
+            "  listen: 0.0.0.0:0\n  token: ${VIGIL_WEB_TOKEN}\n",
+            Some(&make),
+            &[
+                ("VIGIL_WEB_TOKEN", TOKEN),
+                ("PCE_KEY", "api_sim"),
+                ("PCE_SECRET", PCE_SECRET),
+                ("SMTP_PASSWORD", SMTP_PASSWORD),
+                ("LINE_TOKEN", LINE_TOKEN),
+                ("HOOK_SECRET", HOOK_SECRET),
+            ],
+        )
+    })
+    .await
+    .expect("start");
+    let base = v.base.clone();
+    // Alerts are raised and every delivery fails (nothing listens): errors get logged.
+    let alerts = v.dir.path().join("alerts.jsonl");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while std::fs::read_to_string(&alerts)
+        .unwrap_or_default()
+        .is_empty()
+        || !v.all_logs().contains("send failed; will retry")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no alert or no failed delivery:\n{}",
+            v.all_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = reqwest::Client::new();
+    let reload = client
+        .post(format!("{base}/api/v1/reload"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("reload");
+    let mut responses = reload.text().await.expect("body");
+    for (method, path) in vigil::web::ROUTES {
+        if *method != "get" || *path == "/api/v1/stream" {
+            continue;
+        }
+        let (status, body, _) = get(&format!("{base}{path}"), Some(TOKEN)).await;
+        assert_eq!(status, 200, "{path}");
+        responses.push_str(&body);
+    }
+    let logs = v.all_logs();
+    for secret in secrets {
+        assert!(
+            !responses.contains(secret),
+            "an API response shows `{secret}`"
+        );
+        assert!(
+            !logs.contains(secret),
+            "a log line shows `{secret}`:\n{logs}"
+        );
+    }
+    let _ = sim.kill();
+    let _ = sim.wait();
+    drop(v);
+}
