@@ -737,3 +737,76 @@ async fn no_secret_appears_in_any_response_or_log_line() {
     let _ = sim.wait();
     drop(v);
 }
+
+/// `POST /api/v1/run-once` makes a source that polls hourly poll now.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_once_polls_now() {
+    let mut sim = Command::new(bin())
+        .args(["pce-sim", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pce-sim starts");
+    let mut first = String::new();
+    BufReader::new(sim.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("the simulator prints its URL");
+    let sim_url = first.trim().to_string();
+    let make = move |dir: &std::path::Path| {
+        (
+            format!(
+                "connections:\n  pce:\n    lab:\n      url: {sim_url}\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n"
+            ),
+            format!(
+                "kind: pipeline\nname: p\nsources:\n  events:\n    type: pce_events\n    connection: lab\n    interval: 1h\nsinks:\n  out:\n    type: file\n    inputs: [events]\n    path: {}\n",
+                dir.join("events.jsonl").display()
+            ),
+        )
+    };
+    let v = tokio::task::spawn_blocking(move || {
+        start_with(
+            "  listen: 127.0.0.1:0\n",
+            Some(&make),
+            &[("PCE_KEY", "api_sim"), ("PCE_SECRET", "sim-secret")],
+        )
+    })
+    .await
+    .expect("start");
+    let base = v.base.clone();
+    let polls = || async {
+        let (_, body, _) = get(&format!("{base}/metrics"), None).await;
+        body.lines()
+            .filter(|l| {
+                l.starts_with("vigil_pce_requests_total{")
+                    && l.contains("endpoint=\"/orgs/:org/events\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while polls().await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first poll never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = polls().await;
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/api/v1/run-once"))
+        .send()
+        .await
+        .expect("run-once");
+    assert_eq!(resp.status().as_u16(), 202);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while polls().await <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no poll after run-once (an hour before the next)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = sim.kill();
+    let _ = sim.wait();
+    drop(v);
+}

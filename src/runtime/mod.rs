@@ -239,7 +239,21 @@ impl SourceContext {
     pub async fn sleep(&mut self, d: std::time::Duration) -> bool {
         let deadline = self.clock.now() + chrono::Duration::from_std(d).unwrap_or_default();
         let sleeper = self.clock.sleep_until(deadline);
-        self.wait(sleeper).await.is_some()
+        // `POST /api/v1/run-once` cuts the wait short: poll now.
+        let tap = self.tap.clone();
+        let woken = async move {
+            match tap {
+                Some(t) => t.polled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let either = async move {
+            tokio::select! {
+                _ = sleeper => {}
+                _ = woken => {}
+            }
+        };
+        self.wait(either).await.is_some()
     }
 
     pub(crate) fn into_output(self) -> Output {

@@ -122,6 +122,8 @@ impl Recent {
 /// The ring of recent events and the live feed.
 #[derive(Debug)]
 pub struct Tap {
+    /// Wakes polling sources waiting for their next interval (`POST /api/v1/run-once`).
+    poll_now: tokio::sync::Notify,
     recent: Mutex<VecDeque<Recent>>,
     feed: broadcast::Sender<Arc<StreamItem>>,
 }
@@ -129,6 +131,7 @@ pub struct Tap {
 impl Default for Tap {
     fn default() -> Self {
         Tap {
+            poll_now: tokio::sync::Notify::new(),
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
             feed: broadcast::channel(1024).0,
         }
@@ -171,6 +174,16 @@ impl Tap {
     pub fn recent(&self) -> Vec<StreamItem> {
         let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         recent.iter().rev().map(Recent::item).collect()
+    }
+
+    /// Wakes every source waiting for its next poll: they poll now.
+    pub fn poll_now(&self) {
+        self.poll_now.notify_waiters();
+    }
+
+    /// Completes when [`Tap::poll_now`] is called.
+    pub(crate) async fn polled(&self) {
+        self.poll_now.notified().await;
     }
 
     /// Listens to the live feed.

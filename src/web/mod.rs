@@ -120,6 +120,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/pipelines"),
     ("get", "/api/v1/stats"),
     ("post", "/api/v1/reload"),
+    ("post", "/api/v1/run-once"),
     ("get", "/api/v1/alerts"),
     ("get", "/api/v1/events"),
     ("get", "/api/v1/stream"),
@@ -136,6 +137,7 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/pipelines", get(pipelines))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/run-once", post(run_once))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/events", get(events))
         .route("/api/v1/stream", get(stream))
@@ -245,6 +247,14 @@ async fn stats(State(state): State<AppState>) -> Response {
         "reload_failures": failures,
     }))
     .into_response()
+}
+
+/// Wakes the polling sources (`pce_events`, `pce_health`) to poll now instead of at their
+/// next interval. Traffic sources keep their schedule of consecutive time slices.
+async fn run_once(State(state): State<AppState>) -> Response {
+    state.reloader.tap().await.poll_now();
+    tracing::info!("run-once: the polling sources poll now");
+    (StatusCode::ACCEPTED, axum::Json(json!({"polling": true}))).into_response()
 }
 
 async fn reload(State(state): State<AppState>) -> Response {
