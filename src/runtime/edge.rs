@@ -131,6 +131,24 @@ pub struct Output {
     counters: Arc<NodeCounters>,
     last_tick: Option<Timestamp>,
     wiring: Option<Arc<Wiring>>,
+    /// Where a source's events are also published for the live stream (see
+    /// [`Reloader::live_feed`](super::Reloader::live_feed)).
+    tap: Option<LiveFeed>,
+}
+
+/// The live feed: every event the sources read and every alert the stages raise, for
+/// whoever listens (the web server's live stream). Nobody listening costs one check per
+/// batch; a slow listener loses the oldest items, never slows the graph.
+pub(crate) type LiveFeed = tokio::sync::broadcast::Sender<Arc<Event>>;
+
+/// Publishes `events` on `feed` when someone listens.
+pub(crate) fn publish(feed: &LiveFeed, events: impl IntoIterator<Item = Arc<Event>>) {
+    if feed.receiver_count() == 0 {
+        return;
+    }
+    for e in events {
+        let _ = feed.send(e);
+    }
 }
 
 impl Output {
@@ -153,6 +171,7 @@ impl Output {
             counters,
             last_tick: None,
             wiring: None,
+            tap: None,
         }
     }
 
@@ -167,7 +186,14 @@ impl Output {
             counters,
             last_tick: None,
             wiring: Some(wiring),
+            tap: None,
         }
+    }
+
+    /// Also publishes every event sent on `feed` (sources: the live stream).
+    pub(crate) fn with_tap(mut self, feed: LiveFeed) -> Self {
+        self.tap = Some(feed);
+        self
     }
 
     /// Carries out the rewiring a reload asked for, if any.
@@ -209,6 +235,9 @@ impl Output {
             return Ok(());
         }
         self.counters.add_out(events.len());
+        if let Some(feed) = &self.tap {
+            publish(feed, events.iter().cloned());
+        }
         self.broadcast(Message::Events(events)).await
     }
 

@@ -158,7 +158,13 @@ struct Live {
     next_instance: u64,
     helpers: Vec<tokio::task::JoinHandle<()>>,
     failures: HashMap<Arc<str>, String>,
+    /// The live feed (kept across settings changes: listeners stay subscribed).
+    feed: edge::LiveFeed,
 }
+
+/// How many items of the live feed a listener may fall behind before it loses the
+/// oldest.
+const FEED_CAPACITY: usize = 1024;
 
 /// A graph whose nodes are running.
 pub struct RunningTopology {
@@ -277,6 +283,7 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
         next_instance: 0,
         helpers: Vec::new(),
         failures: HashMap::new(),
+        feed: tokio::sync::broadcast::channel(FEED_CAPACITY).0,
     };
     let graph = Graph::from_config(config);
     let all: Vec<usize> = (0..graph.nodes.len()).collect();
@@ -540,7 +547,8 @@ impl Live {
                             out_targets,
                             counters,
                             live_node.wiring.clone().unwrap_or_default(),
-                        ),
+                        )
+                        .with_tap(self.feed.clone()),
                         self.env.clock.clone(),
                         live_node.stop.clone(),
                         settings.tick_interval.get(),
@@ -569,6 +577,7 @@ impl Live {
                         every: chrono::Duration::from_std(settings.snapshot_interval.get())
                             .unwrap_or(chrono::Duration::seconds(30)),
                         last: None,
+                        feed: self.feed.clone(),
                     };
                     if let Some(before) = saved.get(&node.id) {
                         let now = stage.snapshot();
@@ -706,6 +715,12 @@ impl Reloader {
     /// The clock the graph runs on.
     pub async fn clock(&self) -> SharedClock {
         self.live.lock().await.env.clock.clone()
+    }
+
+    /// Subscribes to the live feed: every event the sources read and every alert the
+    /// stages raise from now on.
+    pub async fn live_feed(&self) -> tokio::sync::broadcast::Receiver<Arc<crate::event::Event>> {
+        self.live.lock().await.feed.subscribe()
     }
 
     /// The state database the graph uses.
@@ -944,6 +959,7 @@ struct Snapshots {
     store: Arc<crate::store::Store>,
     every: chrono::Duration,
     last: Option<crate::event::Timestamp>,
+    feed: edge::LiveFeed,
 }
 
 impl Snapshots {
@@ -958,13 +974,21 @@ impl Snapshots {
         }
     }
 
-    /// Records the alerts among `out` in the alert history.
+    /// Records the alerts among `out` in the alert history, and publishes those this
+    /// stage raised on the live feed (an alert annotated further down is not published
+    /// twice).
     fn record_alerts(&self, out: &[Arc<crate::event::Event>]) {
         for alert in out.iter().filter_map(|e| e.alert()) {
             if let Err(e) = self.store.record_alert(alert) {
                 tracing::warn!(node = %self.id, error = %e, "cannot record the alert in the history");
             }
         }
+        edge::publish(
+            &self.feed,
+            out.iter()
+                .filter(|e| e.alert().is_some() && e.meta.source == self.id)
+                .cloned(),
+        );
     }
 
     fn save(&self, stage: &dyn Stage) {

@@ -8,12 +8,18 @@
 //! - `GET /api/v1/stats`: totals.
 //! - `POST /api/v1/reload`: reloads the pipelines directory now (200 with the report, 422
 //!   with the errors when the files do not validate; the running graph is then unchanged).
+//! - `GET /api/v1/stream`: the live stream of events and alerts (Server-Sent Events, see
+//!   [`stream`]).
+//! - `GET /` and `GET /assets/*`: the dashboard (see [`dashboard`]).
 //!
-//! With a `token` configured every route but `/healthz` and `/readyz` needs
-//! `Authorization: Bearer <token>`; without one, vigil listens on loopback only (checked
-//! by `vigil validate`). No route ever returns a secret.
+//! With a `token` configured every route but `/healthz`, `/readyz` and the dashboard's
+//! static files needs `Authorization: Bearer <token>` (the live stream also takes
+//! `?token=`, as a browser's `EventSource` cannot send headers); without one, vigil
+//! listens on loopback only (checked by `vigil validate`). No route ever returns a secret.
 
+mod dashboard;
 mod metrics;
+mod stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +64,8 @@ struct AppState {
     reloader: Reloader,
     driver: ReloadDriver,
     token: Option<Arc<Secret>>,
+    /// Cancelled when the server stops: ends the live streams.
+    shutdown: CancellationToken,
 }
 
 /// A running server.
@@ -93,6 +101,7 @@ pub async fn serve(
         reloader,
         driver,
         token,
+        shutdown: shutdown.clone(),
     };
     let app = router(state);
     let listener = tokio::net::TcpListener::bind(addr)
@@ -125,6 +134,8 @@ fn router(state: AppState) -> Router {
             "/api/v1/silences/{id}",
             axum::routing::delete(expire_silence),
         )
+        .route("/api/v1/stream", get(stream::stream))
+        .merge(dashboard::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
@@ -134,19 +145,25 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({"error": message}))).into_response()
 }
 
-/// With a token configured: every route but the health checks needs it.
+/// With a token configured: every route but the health checks and the dashboard's static
+/// files (which hold no data) needs it.
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(token) = &state.token else {
         return next.run(req).await;
     };
-    if matches!(req.uri().path(), "/healthz" | "/readyz") {
+    let path = req.uri().path();
+    if matches!(path, "/healthz" | "/readyz" | "/") || path.starts_with("/assets/") {
         return next.run(req).await;
     }
-    let given = req
+    let header_token = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    // `EventSource` cannot send headers: the live stream takes `?token=` too.
+    let given = header_token
+        .or_else(|| (path == "/api/v1/stream").then(|| stream::query_token(req.uri()))?)
         .unwrap_or_default();
     if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
         return next.run(req).await;
