@@ -9,10 +9,14 @@
 //! - `POST /api/v1/reload`: reloads the pipelines directory now (200 with the report, 422
 //!   with the errors when the files do not validate; the running graph is then unchanged).
 //!
-//! With a `token` configured every route but `/healthz` and `/readyz` needs
-//! `Authorization: Bearer <token>`; without one, vigil listens on loopback only (checked
-//! by `vigil validate`). No route ever returns a secret.
+//! - `GET /` and `GET /assets/*`: the dashboard (see [`dashboard`]).
+//!
+//! With a `token` configured every route but `/healthz`, `/readyz` and the dashboard's
+//! static files needs `Authorization: Bearer <token>` (the live stream also takes
+//! `?token=`: a browser's `EventSource` cannot send headers); without one, vigil listens on
+//! loopback only (checked by `vigil validate`). No route ever returns a secret.
 
+mod dashboard;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -146,6 +150,7 @@ fn router(state: AppState) -> Router {
             "/api/v1/silences/{id}",
             axum::routing::delete(expire_silence),
         )
+        .merge(dashboard::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .with_state(state)
@@ -160,7 +165,9 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
     let Some(token) = &state.token else {
         return next.run(req).await;
     };
-    if matches!(req.uri().path(), "/healthz" | "/readyz") {
+    // The health checks, and the dashboard's static files (they hold no data).
+    let path = req.uri().path();
+    if matches!(path, "/healthz" | "/readyz" | "/") || path.starts_with("/assets/") {
         return next.run(req).await;
     }
     let from_header = req

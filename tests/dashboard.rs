@@ -1,0 +1,760 @@
+//! The dashboard in headless Chromium, driven over WebDriver (Debian's `chromedriver`):
+//! the overview draws the pipeline graph with live counters; the live stream shows an
+//! event written to vigil while the page is open (and pauses, and filters); 繁體中文 and the
+//! dark theme apply and are remembered after a reload; a silence made on an alert's page
+//! holds back the next matching alert while others still go out.
+//!
+//! Each test saves a screenshot as `<target dir>/screenshots/<name>.png` (and
+//! `<name>-failed.png` when a wait times out). The browser tests run one at a time (two
+//! Chromiums on a 2-core machine only slow each other down); every wait polls the page for
+//! a condition up to a deadline.
+//!
+//! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (Debian's `chromium` and
+//! `chromium-driver`, installed by `.ci/run`).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::cli::{bin, wait_for};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+/// How long any one condition may take to hold.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+/// One browser at a time.
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+// ---- vigil ----------------------------------------------------------------------------
+
+struct Vigil {
+    _dir: tempfile::TempDir,
+    child: Child,
+    base: String,
+}
+
+impl Drop for Vigil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// stdin → `burst` (window_count, threshold 1, by `src`, high) → `sink` (YAML of the sink,
+/// without its `inputs`).
+fn pipeline(sink: &str) -> String {
+    format!(
+        "kind: pipeline\nname: p\ndescription: bursts by source\nsources:\n  in: {{type: stdin}}\nstages:\n  burst:\n    type: window_count\n    inputs: [in]\n    window: 1m\n    threshold: 1\n    group_by: [src]\n    alert: {{severity: high, title: \"burst from {{{{group.src}}}}\"}}\nsinks:\n  out:\n    inputs: [burst]\n{sink}"
+    )
+}
+
+/// `vigil run` on a loopback port of its choosing, with `extra` settings lines and the
+/// [`pipeline`] of `sink` (`{dir}` in it becomes the project's directory).
+fn start(extra: &str, sink: &str) -> Vigil {
+    start_env(extra, sink, &[])
+}
+
+/// [`start`] with environment variables.
+fn start_env(extra: &str, sink: &str, env: &[(&str, &str)]) -> Vigil {
+    let dir = tempfile::tempdir().expect("temp");
+    let pipes = dir.path().join("pipelines");
+    std::fs::create_dir(&pipes).expect("mkdir");
+    std::fs::write(
+        pipes.join("settings.yaml"),
+        format!(
+            "kind: settings\nstate_dir: {}\nweb:\n  listen: 127.0.0.1:0\n{extra}",
+            dir.path().join("state").display()
+        ),
+    )
+    .expect("write");
+    let sink = sink.replace("{dir}", &dir.path().display().to_string());
+    std::fs::write(pipes.join("p.yaml"), pipeline(&sink)).expect("write");
+    let mut child = Command::new(bin())
+        .args(["--log-format", "json", "run", "--no-watch", "--pipelines"])
+        .arg(&pipes)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .envs(env.iter().copied())
+        .spawn()
+        .expect("vigil starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let address: Arc<Mutex<Option<String>>> = Arc::default();
+    let found = address.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if v["fields"]["message"] == "web: listening"
+                && let Some(a) = v["fields"]["address"].as_str()
+            {
+                *found.lock().unwrap() = Some(a.to_string());
+            }
+        }
+    });
+    wait_for("the web server", DEADLINE, || {
+        address.lock().unwrap().is_some()
+    });
+    let addr = address.lock().unwrap().clone().expect("address");
+    Vigil {
+        _dir: dir,
+        child,
+        base: format!("http://{addr}"),
+    }
+}
+
+impl Vigil {
+    fn send(&mut self, records: &[Value]) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        for r in records {
+            writeln!(stdin, "{r}").expect("write");
+        }
+        stdin.flush().expect("flush");
+    }
+
+    async fn api(&self, path: &str) -> Value {
+        reqwest::get(format!("{}{path}", self.base))
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("JSON")
+    }
+}
+
+fn event(src: &str, sec: u32) -> Value {
+    json!({"src": src, "port": 22, "timestamp": format!("2026-11-21T10:00:{sec:02}Z")})
+}
+
+// ---- the browser ------------------------------------------------------------------------
+
+/// chromedriver in its own process group (killed with its Chromium when dropped).
+struct Driver {
+    child: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// A page of the dashboard open in Chromium; `name` names its screenshots.
+struct Page {
+    client: Client,
+    name: &'static str,
+    _driver: Driver,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn screenshot_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let target = if target.is_relative() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(target)
+    } else {
+        target
+    };
+    target.join("screenshots")
+}
+
+impl Page {
+    /// Starts chromedriver and a headless Chromium (fresh profile) and opens `url`.
+    async fn open(name: &'static str, url: &str) -> Page {
+        assert!(
+            Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists(),
+            "the browser tests need Debian's chromium and chromium-driver (.ci/run installs them)"
+        );
+        let turn = BROWSER.lock().await;
+        let profile = tempfile::tempdir().expect("temp");
+        let port = free_port();
+        let child = {
+            use std::os::unix::process::CommandExt;
+            Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .expect("chromedriver starts")
+        };
+        let driver = Driver {
+            child,
+            _profile: profile,
+        };
+        let webdriver = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let ready = match reqwest::get(format!("{webdriver}/status")).await {
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|v| v["value"]["ready"] == true),
+                Err(_) => false,
+            };
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--window-size=1280,960",
+                    format!("--user-data-dir={}", driver._profile.path().display()),
+                ],
+            }),
+        );
+        let client = ClientBuilder::rustls()
+            .expect("rustls")
+            .capabilities(caps)
+            .connect(&webdriver)
+            .await
+            .expect("a Chromium session");
+        client.goto(url).await.expect("the page opens");
+        Page {
+            client,
+            name,
+            _driver: driver,
+            _turn: turn,
+        }
+    }
+
+    /// Runs `script` (a function body; `arguments` are `args`) until it returns something
+    /// other than null, false or ""; returns that. Fails (with a screenshot) after the
+    /// deadline.
+    async fn wait(&self, what: &str, script: &str, args: Vec<Value>) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        let mut last = Value::Null;
+        loop {
+            match self.client.execute(script, args.clone()).await {
+                Ok(Value::Null) | Ok(Value::Bool(false)) => {}
+                Ok(Value::String(s)) if s.is_empty() => {}
+                Ok(v) => return v,
+                // The page may be between two documents (a reload).
+                Err(e) => last = json!(e.to_string()),
+            }
+            if Instant::now() >= deadline {
+                self.screenshot(&format!("{}-failed", self.name)).await;
+                panic!("timed out waiting for {what} (last error: {last})");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs `script` once.
+    async fn js(&self, script: &str, args: Vec<Value>) -> Value {
+        self.client.execute(script, args).await.expect("script")
+    }
+
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    async fn go(&self, hash: &str) {
+        self.js(
+            "location.hash = arguments[0]; return true;",
+            vec![json!(hash)],
+        )
+        .await;
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let Ok(png) = self.client.screenshot().await else {
+            return;
+        };
+        let dir = screenshot_dir();
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(dir.join(format!("{name}.png")), png);
+    }
+
+    async fn close(self) {
+        self.screenshot(self.name).await;
+        let _ = self.client.clone().close().await;
+    }
+}
+
+// ---- the tests --------------------------------------------------------------------------
+
+/// The overview draws one box per node (source, stage, sink from left to right, arrows
+/// between them) and its counters follow the graph's within the 2-second refresh.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_overview_draws_the_graph_with_live_counters() {
+    let mut v =
+        tokio::task::spawn_blocking(|| start("", "    type: file\n    path: {dir}/out.jsonl\n"))
+            .await
+            .expect("start");
+    let page = Page::open("overview", &format!("{}/#/", v.base)).await;
+    let ids = ["p.in", "p.burst", "p.out"];
+    page.wait(
+        "a box per node",
+        "return arguments[0].every(id => document.querySelector(`svg.graph g.node[data-id=\"${id}\"] text.counters`));",
+        vec![json!(ids)],
+    )
+    .await;
+    // Laid out by depth, with an arrow along each edge.
+    let xs = page
+        .js(
+            "return arguments[0].map(id => document.querySelector(`g.node[data-id=\"${id}\"]`).getBoundingClientRect().x);",
+            vec![json!(ids)],
+        )
+        .await;
+    let xs: Vec<f64> = serde_json::from_value(xs).expect("numbers");
+    assert!(xs[0] < xs[1] && xs[1] < xs[2], "left to right: {xs:?}");
+    let edges = page
+        .js(
+            "return [...document.querySelectorAll('svg.graph path.edge')].map(e => e.dataset.from + '>' + e.dataset.to + ':' + e.getAttribute('marker-end'));",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        edges,
+        json!(["p.in>p.burst:url(#arrow)", "p.burst>p.out:url(#arrow)"])
+    );
+    assert_eq!(
+        page.js(
+            "return document.querySelector('g.lane .lane-title').textContent",
+            vec![]
+        )
+        .await,
+        "p — bursts by source"
+    );
+
+    // Two events while the page is open: the counters follow.
+    v.send(&[event("a", 1), event("b", 2)]);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let api = v.api("/api/v1/pipelines").await;
+        let nodes = api["pipelines"][0]["nodes"]
+            .as_array()
+            .expect("nodes")
+            .clone();
+        let want: Value = nodes
+            .iter()
+            .map(|n| {
+                (
+                    n["id"].as_str().unwrap_or_default().to_string(),
+                    json!(format!("in {} · out {}", n["events_in"], n["events_out"])),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        let shown = page
+            .js(
+                "const out = {}; for (const g of document.querySelectorAll('svg.graph g.node')) out[g.dataset.id] = g.querySelector('text.counters').textContent; return out;",
+                vec![],
+            )
+            .await;
+        let done = nodes
+            .iter()
+            .any(|n| n["id"] == "p.out" && n["events_in"] == 2);
+        if done && shown == want {
+            break;
+        }
+        if Instant::now() >= deadline {
+            page.screenshot("overview-failed").await;
+            panic!("the graph shows {shown}, the API says {want}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The totals follow too.
+    page.wait(
+        "the events-read card",
+        "return document.querySelector('#stat-events_read .card-value').textContent === '2';",
+        vec![],
+    )
+    .await;
+    page.close().await;
+}
+
+/// The live stream shows an event (and the alert it caused, above it) written to vigil
+/// while the page is open; paused, it counts what arrives and shows it on resume; the type
+/// filter hides events.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_stream_shows_events_written_while_it_is_open() {
+    let mut v =
+        tokio::task::spawn_blocking(|| start("", "    type: file\n    path: {dir}/out.jsonl\n"))
+            .await
+            .expect("start");
+    let page = Page::open("stream", &format!("{}/#/stream", v.base)).await;
+    page.wait(
+        "the stream to connect",
+        "return document.querySelector('#s-status')?.dataset.state === 'live';",
+        vec![],
+    )
+    .await;
+
+    v.send(&[event("probe-7f3", 1)]);
+    let rows = page
+        .wait(
+            "the event and its alert",
+            "const rows = [...document.querySelectorAll('#stream-rows tr[data-key]')]; \
+             const ev = rows.findIndex(r => r.classList.contains('stream-event') && r.textContent.includes('\"src\":\"probe-7f3\"')); \
+             const al = rows.findIndex(r => r.classList.contains('stream-alert') && r.textContent.includes('burst from probe-7f3')); \
+             return ev >= 0 && al >= 0 ? [al, ev] : null;",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        rows,
+        json!([0, 1]),
+        "newest first: the alert, then its event"
+    );
+    let source = page
+        .js(
+            "return document.querySelector('#stream-rows tr.stream-event td:nth-child(5)').textContent",
+            vec![],
+        )
+        .await;
+    assert_eq!(source, "p.in");
+
+    // Paused: what arrives is counted, not shown; resumed: shown.
+    page.click("#s-pause").await;
+    v.send(&[event("probe-paused", 2)]);
+    page.wait(
+        "the pause button to count 2 new items",
+        "return document.querySelector('#s-pause').textContent === 'Resume (2 new)';",
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        page.js(
+            "return document.querySelector('#stream-rows').textContent.includes('probe-paused')",
+            vec![]
+        )
+        .await,
+        false
+    );
+    page.screenshot("stream-paused").await;
+    page.click("#s-pause").await;
+    page.wait(
+        "the buffered rows",
+        "return document.querySelectorAll('#stream-rows tr[data-key]').length === 4 && document.querySelector('#stream-rows tr').textContent.includes('burst from probe-paused');",
+        vec![],
+    )
+    .await;
+
+    // Alerts only.
+    page.client
+        .find(Locator::Css("#s-type"))
+        .await
+        .expect("type filter")
+        .select_by_value("alert")
+        .await
+        .expect("select");
+    page.wait(
+        "only alerts",
+        "const rows = [...document.querySelectorAll('#stream-rows tr[data-key]')]; return rows.length === 2 && rows.every(r => r.classList.contains('stream-alert'));",
+        vec![],
+    )
+    .await;
+    page.wait(
+        "the filtered stream to reconnect",
+        "return document.querySelector('#s-status').dataset.state === 'live';",
+        vec![],
+    )
+    .await;
+    page.close().await;
+}
+
+/// 繁體中文 and the dark theme apply at once and are still there after a reload.
+#[tokio::test(flavor = "multi_thread")]
+async fn chinese_and_the_dark_theme_apply_and_are_remembered() {
+    let v =
+        tokio::task::spawn_blocking(|| start("", "    type: file\n    path: {dir}/out.jsonl\n"))
+            .await
+            .expect("start");
+    let page = Page::open("zh-tw-dark", &format!("{}/#/", v.base)).await;
+    let nav = "return document.querySelector('nav.main-nav a[href=\"#/\"]').textContent";
+    page.wait(
+        "the English overview",
+        "return document.querySelector('#stat-events_read .card-label')?.textContent === 'Events read';",
+        vec![],
+    )
+    .await;
+    assert_eq!(page.js(nav, vec![]).await, "Overview");
+    let background = "return getComputedStyle(document.body).backgroundColor";
+    let light = page.js(background, vec![]).await;
+    assert_eq!(
+        page.js("return document.documentElement.dataset.theme", vec![])
+            .await,
+        "light"
+    );
+
+    page.client
+        .find(Locator::Css("#lang"))
+        .await
+        .expect("language")
+        .select_by_value("zh-TW")
+        .await
+        .expect("select");
+    page.click("#theme-toggle").await;
+    let check = |theme: &'static str| {
+        format!(
+            "return document.documentElement.lang === 'zh-TW' \
+             && document.querySelector('nav.main-nav a[href=\"#/\"]').textContent === '總覽' \
+             && document.querySelector('#stat-events_read .card-label')?.textContent === '已讀取事件' \
+             && document.querySelector('#theme-toggle').textContent === '深色主題' \
+             && document.documentElement.dataset.theme === '{theme}' \
+             && getComputedStyle(document.body).backgroundColor"
+        )
+    };
+    let dark = page.wait("Chinese and dark", &check("dark"), vec![]).await;
+    assert_ne!(dark, light, "the background changes with the theme");
+
+    // Remembered by this browser.
+    page.client.refresh().await.expect("reload");
+    let again = page
+        .wait("Chinese and dark after a reload", &check("dark"), vec![])
+        .await;
+    assert_eq!(again, dark);
+    assert_eq!(
+        page.js(
+            "return [document.querySelector('#lang').value, document.querySelector('#theme-toggle').getAttribute('aria-pressed')]",
+            vec![]
+        )
+        .await,
+        json!(["zh-TW", "true"])
+    );
+    page.close().await;
+    drop(v);
+}
+
+/// An alert's page shows its samples and deliveries; its Silence button makes a silence
+/// for its rule and group, which holds back the next alert of that group while an alert of
+/// another group still reaches the webhook.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silence_made_from_an_alert_holds_back_the_next_matching_alert() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&hook)
+        .await;
+    let url = format!("{}/hook", hook.uri());
+    let mut v = tokio::task::spawn_blocking(move || {
+        start(
+            &format!("connections:\n  webhook:\n    soc:\n      url: {url}\n"),
+            "    type: webhook\n    connection: soc\n",
+        )
+    })
+    .await
+    .expect("start");
+    async fn titles(hook: &MockServer, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let got = hook.received_requests().await.unwrap_or_default();
+            if got.len() >= n {
+                return got
+                    .iter()
+                    .map(|r| {
+                        let b: Value = serde_json::from_slice(&r.body).expect("JSON");
+                        b["alerts"][0]["title"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string()
+                    })
+                    .collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} webhook calls, expected {n}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    v.send(&[event("a", 1)]);
+    assert_eq!(titles(&hook, 1).await, ["burst from a"]);
+
+    let page = Page::open("silence", &format!("{}/#/alerts", v.base)).await;
+    page.wait(
+        "the alert in the history",
+        "const a = document.querySelector('#alerts-rows tr[data-id] td.title-cell a'); return a && a.textContent === 'burst from a';",
+        vec![],
+    )
+    .await;
+    page.click("#alerts-rows tr[data-id] td.title-cell a").await;
+    // The detail: the raw sample, the delivery to the hook, the silence form.
+    page.wait(
+        "the alert's page",
+        "return document.querySelector('#silence-btn') \
+         && document.querySelector('#samples pre.json')?.textContent.includes('\"src\": \"a\"') \
+         && document.querySelector('#deliveries-table')?.textContent.includes('p.out');",
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        page.js(
+            "return document.querySelector('#deliveries-table .badge').textContent",
+            vec![]
+        )
+        .await,
+        "sent"
+    );
+    page.screenshot("alert-detail").await;
+    page.click("#silence-btn").await;
+    page.wait(
+        "the silence to be made",
+        "return document.querySelector('#silence-created')?.dataset.silence;",
+        vec![],
+    )
+    .await;
+    page.go("#/silences").await;
+    page.wait(
+        "the silence listed as active",
+        "return [...document.querySelectorAll('#silences-rows tr[data-state=\"active\"]')].some(r => r.textContent.includes('group_key = src=a') && r.textContent.includes('stage = burst'));",
+        vec![],
+    )
+    .await;
+    page.screenshot("silences").await;
+
+    // A new alert about `a` is held back; one about `c` goes out.
+    v.send(&[event("a", 5), event("c", 6)]);
+    assert_eq!(titles(&hook, 2).await, ["burst from a", "burst from c"]);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let hist = v.api("/api/v1/alerts").await;
+        let alerts = hist["alerts"].as_array().cloned().unwrap_or_default();
+        if alerts.len() == 3 {
+            let second_a = alerts
+                .iter()
+                .find(|a| a["group_key"] == "src=a" && a["window"]["end"] == "2026-11-21T10:00:05Z")
+                .expect("the second alert about a");
+            assert_eq!(second_a["deliveries"], json!([]), "held back: {second_a}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{hist}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The history shows it as not sent.
+    page.go("#/alerts").await;
+    page.wait(
+        "the held-back alert marked as not sent",
+        "const rows = [...document.querySelectorAll('#alerts-rows tr[data-id]')]; \
+         return rows.length === 3 && rows.some(r => r.textContent.includes('burst from a') && r.querySelector('.state-none'));",
+        vec![],
+    )
+    .await;
+    assert_eq!(hook.received_requests().await.unwrap_or_default().len(), 2);
+    page.close().await;
+}
+
+/// With a token configured the page and its files are served without it
+/// (they hold no data) under a same-origin-only policy, while the API still needs it; the
+/// live stream takes it as `?token=` too (a browser's `EventSource` cannot send headers).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_needs_no_token_but_its_data_does() {
+    const TOKEN: &str = "dash-token-3c9e";
+    let v = tokio::task::spawn_blocking(|| {
+        start_env(
+            "  token: ${VIGIL_WEB_TOKEN}\n",
+            "    type: file\n    path: {dir}/out.jsonl\n",
+            &[("VIGIL_WEB_TOKEN", TOKEN)],
+        )
+    })
+    .await
+    .expect("start");
+    let client = reqwest::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = client.get(format!("{}{path}", v.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    for path in ["/", "/assets/app.js", "/assets/app.css"] {
+        let resp = get(path, None).await.expect("answer");
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        let csp = resp.headers()["content-security-policy"]
+            .to_str()
+            .expect("ascii")
+            .to_string();
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+            "{csp}"
+        );
+        assert!(!resp.text().await.expect("body").contains(TOKEN));
+    }
+    for path in ["/api/v1/pipelines", "/api/v1/alerts", "/api/v1/stream"] {
+        assert_eq!(
+            get(path, None).await.expect("answer").status().as_u16(),
+            401,
+            "{path}"
+        );
+        assert_eq!(
+            get(path, Some(TOKEN))
+                .await
+                .expect("answer")
+                .status()
+                .as_u16(),
+            200,
+            "{path}"
+        );
+    }
+    // `?token=` is for the stream only.
+    let resp = get(&format!("/api/v1/stream?type=event&token={TOKEN}"), None)
+        .await
+        .expect("answer");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        get("/api/v1/stream?token=wrong", None)
+            .await
+            .expect("answer")
+            .status()
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        get(&format!("/api/v1/pipelines?token={TOKEN}"), None)
+            .await
+            .expect("answer")
+            .status()
+            .as_u16(),
+        401
+    );
+}
