@@ -264,9 +264,19 @@ fn report(r: &Running) -> Value {
 fn a_threshold_change_keeps_the_window_and_fires_at_the_new_threshold() {
     let dir = tempfile::tempdir().expect("temp");
     let out = dir.path().join("alerts.jsonl");
-    let mut r = Running::start(&burst_pipeline(&out, 10, "src", ""));
+    // The nine reach the old window before the reload (a copy of the filter's output
+    // says when).
+    let seen = dir.path().join("seen.jsonl");
+    let copy = format!(
+        "  seen:\n    type: file\n    inputs: [ssh]\n    path: {}\n",
+        seen.display()
+    );
+    let mut r = Running::start(&burst_pipeline(&out, 10, "src", &copy));
     r.send(&(0..9).map(|i| event(i, "a", 22)).collect::<Vec<_>>());
-    r.write("p.yaml", &burst_pipeline(&out, 12, "src", ""));
+    wait_for("the nine events through the filter", DEADLINE, || {
+        lines(&seen).len() == 9
+    });
+    r.write("p.yaml", &burst_pipeline(&out, 12, "src", &copy));
     r.sighup();
     let rep = report(&r);
     assert_eq!(rep["changed"], "[\"p.burst\"]", "{rep}");
@@ -316,9 +326,19 @@ fn an_unrelated_change_keeps_the_window() {
 fn a_group_by_change_resets_the_window_and_says_so() {
     let dir = tempfile::tempdir().expect("temp");
     let out = dir.path().join("alerts.jsonl");
-    let mut r = Running::start(&burst_pipeline(&out, 10, "src", ""));
+    // A copy of what passed the filter: the nine must have reached the old window
+    // before the reload (events read after it would count in the new one).
+    let seen = dir.path().join("seen.jsonl");
+    let copy = format!(
+        "  seen:\n    type: file\n    inputs: [ssh]\n    path: {}\n",
+        seen.display()
+    );
+    let mut r = Running::start(&burst_pipeline(&out, 10, "src", &copy));
     r.send(&(0..9).map(|i| event(i, "a", 22)).collect::<Vec<_>>());
-    r.write("p.yaml", &burst_pipeline(&out, 10, "src, port", ""));
+    wait_for("the nine events through the filter", DEADLINE, || {
+        lines(&seen).len() == 9
+    });
+    r.write("p.yaml", &burst_pipeline(&out, 10, "src, port", &copy));
     r.sighup();
     let rep = report(&r);
     assert_eq!(rep["state_reset"], "[\"p.burst\"]", "{rep}");
