@@ -764,42 +764,24 @@ async fn the_page_needs_no_token_but_its_data_does() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_dashboard_shows_a_mailed_alert() {
     let out = tempfile::tempdir().expect("temp");
-    let mut child = Command::new(bin())
-        .args([
-            "--log-format",
-            "json",
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--out",
-        ])
-        .arg(out.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("vigil demo starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let logs: Arc<Mutex<Vec<String>>> = Arc::default();
-    let sink = logs.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().unwrap().push(line);
-        }
-    });
+    let (mut child, logs) = common::cli::spawn_logged(
+        Command::new(bin())
+            .args([
+                "--log-format",
+                "json",
+                "demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--out",
+            ])
+            .arg(out.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    );
     let mail_dir = out.path().join("mail");
     let mail = tokio::task::spawn_blocking(move || {
-        let mut found = None;
-        wait_for("a mail from the demo", Duration::from_secs(60), || {
-            found = std::fs::read_dir(&mail_dir).ok().and_then(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .find(|p| p.extension().is_some_and(|x| x == "eml"))
-            });
-            found.is_some()
-        });
-        std::fs::read(found.expect("found")).expect("read the mail")
+        let path = common::cli::first_mail(&mail_dir, Duration::from_secs(60));
+        std::fs::read(path).expect("read the mail")
     })
     .await
     .expect("wait");
@@ -824,17 +806,7 @@ async fn the_demo_dashboard_shows_a_mailed_alert() {
         .expect("the alert's title line")
         .trim_end_matches(" (resolved)")
         .to_string();
-    let addr = logs
-        .lock()
-        .unwrap()
-        .iter()
-        .find_map(|l| {
-            let v: Value = serde_json::from_str(l).ok()?;
-            (v["fields"]["message"] == "web: listening")
-                .then(|| v["fields"]["address"].as_str().map(str::to_string))
-                .flatten()
-        })
-        .expect("the dashboard listens");
+    let addr = common::cli::web_address(&logs.lock().unwrap()).expect("the dashboard listens");
     let page = Page::open("demo-alert", &format!("http://{addr}/#/alerts/{id}")).await;
     page.wait(
         "the mailed alert on its dashboard page",

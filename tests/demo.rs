@@ -4,62 +4,37 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
-use common::cli::{bin, wait_for};
+use common::cli::bin;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_mails_an_alert_within_a_minute_and_the_api_shows_it() {
     let out = tempfile::tempdir().expect("temp");
-    let mut child = Command::new(bin())
-        .args([
-            "--log-format",
-            "json",
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--out",
-        ])
-        .arg(out.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("vigil demo starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let logs: Arc<Mutex<Vec<String>>> = Arc::default();
-    let sink = logs.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let stdout = child.stdout.take().expect("stdout");
-    std::thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
+    let (mut child, logs) = common::cli::spawn_logged(
+        Command::new(bin())
+            .args([
+                "--log-format",
+                "json",
+                "demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--out",
+            ])
+            .arg(out.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    );
     let mail_dir = out.path().join("mail");
     let started = std::time::Instant::now();
-    let first = {
-        let mail_dir = mail_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut first = None;
-            wait_for("a mail in demo-out/mail", Duration::from_secs(60), || {
-                first = std::fs::read_dir(&mail_dir).ok().and_then(|d| {
-                    d.filter_map(Result::ok)
-                        .map(|e| e.path())
-                        .find(|p| p.extension().is_some_and(|x| x == "eml"))
-                });
-                first.is_some()
-            });
-            first.expect("found")
-        })
-        .await
-        .expect("wait")
-    };
+    let first = tokio::task::spawn_blocking(move || {
+        common::cli::first_mail(&mail_dir, Duration::from_secs(60))
+    })
+    .await
+    .expect("wait");
     let took = started.elapsed();
     let raw = std::fs::read(&first).expect("read the mail");
     let mail = mail_parser::MessageParser::default()
@@ -74,17 +49,7 @@ async fn the_demo_mails_an_alert_within_a_minute_and_the_api_shows_it() {
     );
 
     // The API shows the deliveries.
-    let addr = logs
-        .lock()
-        .unwrap()
-        .iter()
-        .find_map(|l| {
-            let v: Value = serde_json::from_str(l).ok()?;
-            (v["fields"]["message"] == "web: listening")
-                .then(|| v["fields"]["address"].as_str().map(str::to_string))
-                .flatten()
-        })
-        .expect("the API listens");
+    let addr = common::cli::web_address(&logs.lock().unwrap()).expect("the API listens");
     let stats: Value = reqwest::get(format!("http://{addr}/api/v1/stats"))
         .await
         .expect("stats")

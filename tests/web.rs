@@ -640,26 +640,10 @@ async fn no_secret_appears_in_any_response_or_log_line() {
     const HOOK_SECRET: &str = "hook-secret-c3e8";
     let secrets = [PCE_SECRET, SMTP_PASSWORD, LINE_TOKEN, HOOK_SECRET, TOKEN];
     // A simulated PCE that wants the secret.
-    let mut sim = Command::new(bin())
-        .args([
-            "pce-sim",
-            "--listen",
-            "127.0.0.1:0",
-            "--scenario",
-            "brute-force",
-            "--time-scale",
-            "60",
-        ])
-        .env("VIGIL_SIM_API_SECRET", PCE_SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pce-sim starts");
-    let mut first = String::new();
-    BufReader::new(sim.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("the simulator prints its URL");
-    let sim_url = first.trim().to_string();
+    let (mut sim, sim_url) = common::cli::pce_sim(
+        &["--scenario", "brute-force", "--time-scale", "60"],
+        &[("VIGIL_SIM_API_SECRET", PCE_SECRET)],
+    );
     let make = move |dir: &std::path::Path| {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = closed.local_addr().expect("addr").port();
@@ -741,17 +725,7 @@ async fn no_secret_appears_in_any_response_or_log_line() {
 /// `POST /api/v1/run-once` makes a source that polls hourly poll now.
 #[tokio::test(flavor = "multi_thread")]
 async fn run_once_polls_now() {
-    let mut sim = Command::new(bin())
-        .args(["pce-sim", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pce-sim starts");
-    let mut first = String::new();
-    BufReader::new(sim.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("the simulator prints its URL");
-    let sim_url = first.trim().to_string();
+    let (mut sim, sim_url) = common::cli::pce_sim(&[], &[]);
     let make = move |dir: &std::path::Path| {
         (
             format!(

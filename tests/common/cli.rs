@@ -160,3 +160,64 @@ pub(crate) fn kill9(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Starts `cmd` with its standard error collected line by line (for JSON log lines).
+pub(crate) fn spawn_logged(
+    cmd: &mut Command,
+) -> (Child, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::BufRead as _;
+    let mut child = cmd.stderr(Stdio::piped()).spawn().expect("vigil starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let logs: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    (child, logs)
+}
+
+/// The address of the web server from vigil's JSON log lines (`web: listening`).
+pub(crate) fn web_address(logs: &[String]) -> Option<String> {
+    logs.iter().find_map(|l| {
+        let v: Value = serde_json::from_str(l).ok()?;
+        (v["fields"]["message"] == "web: listening")
+            .then(|| v["fields"]["address"].as_str().map(str::to_string))
+            .flatten()
+    })
+}
+
+/// `vigil pce-sim` on a free port with `args` and `env`; returns it and its URL.
+pub(crate) fn pce_sim(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+    use std::io::BufRead as _;
+    let mut cmd = Command::new(bin());
+    cmd.args(["pce-sim", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut sim = cmd.spawn().expect("pce-sim starts");
+    let mut first = String::new();
+    std::io::BufReader::new(sim.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("the simulator prints its URL");
+    (sim, first.trim().to_string())
+}
+
+/// The first `.eml` file in `dir`, waiting up to `limit` for one.
+pub(crate) fn first_mail(dir: &Path, limit: Duration) -> PathBuf {
+    let mut found = None;
+    wait_for("a mail", limit, || {
+        found = std::fs::read_dir(dir).ok().and_then(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|x| x == "eml"))
+        });
+        found.is_some()
+    });
+    found.expect("found")
+}
