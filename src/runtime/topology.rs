@@ -973,9 +973,15 @@ impl Snapshots {
 
     /// Records the alerts among `out` in the alert history and shows them on the live
     /// stream.
-    fn record_alerts(&self, out: &[Arc<crate::event::Event>]) {
-        self.tap.alerts(out.iter().filter(|e| e.alert().is_some()));
-        for alert in out.iter().filter_map(|e| e.alert()) {
+    /// Alerts handed on unchanged (`passed`: the alerts the stage received, by address)
+    /// were recorded by the stage that raised them and are not again.
+    fn record_alerts(&self, out: &[Arc<crate::event::Event>], passed: &[usize]) {
+        let new = || {
+            out.iter()
+                .filter(|e| e.alert().is_some() && !passed.contains(&address(e)))
+        };
+        self.tap.alerts(new());
+        for alert in new().filter_map(|e| e.alert()) {
             if let Err(e) = self.store.record_alert(alert) {
                 tracing::warn!(node = %self.id, error = %e, "cannot record the alert in the history");
             }
@@ -992,6 +998,11 @@ impl Snapshots {
             tracing::error!(node = %self.id, error = %e, "cannot save the stage's state");
         }
     }
+}
+
+/// Where an event lives: tells an event handed on from a new one.
+fn address(e: &Arc<crate::event::Event>) -> usize {
+    Arc::as_ptr(e).addr()
 }
 
 async fn run_stage(
@@ -1014,15 +1025,20 @@ async fn run_stage(
         }
         let sent = match msg {
             Message::Events(events) => {
+                let passed: Vec<usize> = events
+                    .iter()
+                    .filter(|e| e.alert().is_some())
+                    .map(address)
+                    .collect();
                 for event in events {
                     stage.process(event, &mut out);
                 }
-                saver.record_alerts(&out);
+                saver.record_alerts(&out, &passed);
                 output.send(std::mem::take(&mut out)).await
             }
             Message::Tick(now) => {
                 stage.tick(now, &mut out);
-                saver.record_alerts(&out);
+                saver.record_alerts(&out, &[]);
                 saver.on_tick(stage.as_ref(), now);
                 match output.send(std::mem::take(&mut out)).await {
                     Ok(()) => output.tick(now).await,
@@ -1040,7 +1056,7 @@ async fn run_stage(
         }
     }
     stage.finish(&mut out);
-    saver.record_alerts(&out);
+    saver.record_alerts(&out, &[]);
     saver.save(stage.as_ref());
     let _ = output.send(out).await;
     output.close().await;
