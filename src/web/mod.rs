@@ -85,10 +85,7 @@ pub async fn serve(
         .map_err(|_| WebError::Address(cfg.listen.clone()))?;
     let token = if cfg.token.is_some() || cfg.token_file.is_some() {
         let t = crate::pce::client::resolve_secret("token", &cfg.token, cfg.token_file.as_deref())
-            .map_err(|e| match e {
-                crate::pce::client::PceError::Config(m) => WebError::Token(m),
-                other => WebError::Token(other.to_string()),
-            })?;
+            .map_err(WebError::Token)?;
         Some(Arc::new(t))
     } else {
         None

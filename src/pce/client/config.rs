@@ -175,12 +175,14 @@ impl PceConnectionConfig {
 
     /// The API key id and secret, read from the settings or their files.
     pub fn credentials(&self) -> Result<(Secret, Secret), PceError> {
-        let key = resolve_secret("api_key", &self.api_key, self.api_key_file.as_deref())?;
+        let key = resolve_secret("api_key", &self.api_key, self.api_key_file.as_deref())
+            .map_err(PceError::Config)?;
         let secret = resolve_secret(
             "api_secret",
             &self.api_secret,
             self.api_secret_file.as_deref(),
-        )?;
+        )
+        .map_err(PceError::Config)?;
         Ok((key, secret))
     }
 
@@ -219,36 +221,28 @@ impl PceConnectionConfig {
     }
 }
 
+/// A secret from its setting or its `<name>_file` (exactly one of them); the error says
+/// what to fix.
 pub(crate) fn resolve_secret(
     name: &str,
     value: &Option<Secret>,
     file: Option<&Path>,
-) -> Result<Secret, PceError> {
+) -> Result<Secret, String> {
     match (value, file) {
-        (Some(_), Some(_)) => Err(PceError::Config(format!(
-            "set either `{name}` or `{name}_file`, not both"
-        ))),
-        (Some(v), None) if v.expose().is_empty() => {
-            Err(PceError::Config(format!("`{name}` is empty")))
-        }
+        (Some(_), Some(_)) => Err(format!("set either `{name}` or `{name}_file`, not both")),
+        (Some(v), None) if v.expose().is_empty() => Err(format!("`{name}` is empty")),
         (Some(v), None) => Ok(v.clone()),
         (None, Some(path)) => read_secret_file(name, path),
-        (None, None) => Err(PceError::Config(format!(
-            "`{name}` (or `{name}_file`) is required"
-        ))),
+        (None, None) => Err(format!("`{name}` (or `{name}_file`) is required")),
     }
 }
 
-fn read_secret_file(name: &str, path: &Path) -> Result<Secret, PceError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        PceError::Config(format!("cannot read `{name}_file` {}: {e}", path.display()))
-    })?;
+fn read_secret_file(name: &str, path: &Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read `{name}_file` {}: {e}", path.display()))?;
     let trimmed = text.trim();
     if trimmed.is_empty() {
-        return Err(PceError::Config(format!(
-            "`{name}_file` {} is empty",
-            path.display()
-        )));
+        return Err(format!("`{name}_file` {} is empty", path.display()));
     }
     Ok(Secret::new(trimmed))
 }

@@ -97,10 +97,6 @@ impl LineConnectionConfig {
     /// The token, read from the settings or its file.
     pub fn token(&self) -> Result<Secret, String> {
         crate::pce::client::resolve_secret("token", &self.token, self.token_file.as_deref())
-            .map_err(|e| match e {
-                crate::pce::client::PceError::Config(m) => m,
-                other => other.to_string(),
-            })
     }
 }
 

@@ -195,9 +195,5 @@ impl SmtpConnectionConfig {
             self.password_file.as_deref(),
         )
         .map(Some)
-        .map_err(|e| match e {
-            crate::pce::client::PceError::Config(m) => m,
-            other => other.to_string(),
-        })
     }
 }

@@ -132,17 +132,10 @@ fn default_true() -> bool {
     true
 }
 
-fn secret(name: &str, value: &Option<Secret>, file: Option<&Path>) -> Result<Secret, String> {
-    crate::pce::client::resolve_secret(name, value, file).map_err(|e| match e {
-        crate::pce::client::PceError::Config(m) => m,
-        other => other.to_string(),
-    })
-}
-
 impl WebhookConnectionConfig {
     /// The URL, from the settings or its file.
     pub fn url(&self) -> Result<Secret, String> {
-        secret("url", &self.url, self.url_file.as_deref())
+        crate::pce::client::resolve_secret("url", &self.url, self.url_file.as_deref())
     }
 
     /// The signing secret, if one is set.
@@ -150,7 +143,7 @@ impl WebhookConnectionConfig {
         if self.signing_secret.is_none() && self.signing_secret_file.is_none() {
             return Ok(None);
         }
-        secret(
+        crate::pce::client::resolve_secret(
             "signing_secret",
             &self.signing_secret,
             self.signing_secret_file.as_deref(),
