@@ -454,34 +454,45 @@ fn basic_auth(key: &Secret, secret: &Secret) -> Result<HeaderValue, PceError> {
 }
 
 fn build_http(cfg: &PceConnectionConfig) -> Result<reqwest::Client, PceError> {
-    let mut builder = reqwest::Client::builder()
+    http_builder(cfg.ca_file.as_deref(), cfg.tls_verify, &cfg.url)
+        .map_err(PceError::Config)?
         .connect_timeout(cfg.connect_timeout.get())
         .timeout(cfg.request_timeout.get())
-        // Never follow redirects with the credentials; a 3xx is reported instead.
+        .build()
+        .map_err(|e| PceError::Config(format!("cannot build the HTTP client: {}", error_chain(&e))))
+}
+
+/// An HTTP client builder as every vigil client starts: no redirects followed (a 3xx is
+/// reported, and credentials never follow it), vigil's user agent, the certificates of
+/// `ca_file` added to the trusted roots, and with `tls_verify: false` any certificate
+/// accepted (logged, naming `peer`).
+pub(crate) fn http_builder(
+    ca_file: Option<&std::path::Path>,
+    tls_verify: bool,
+    peer: &str,
+) -> Result<reqwest::ClientBuilder, String> {
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = &cfg.ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            PceError::Config(format!("cannot read ca_file {}: {e}", path.display()))
-        })?;
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("cannot read `ca_file` {}: {e}", path.display()))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| PceError::Config(format!("ca_file {} is not PEM: {e}", path.display())))?;
+            .map_err(|e| format!("`ca_file` {} is not PEM: {e}", path.display()))?;
         if certs.is_empty() {
-            return Err(PceError::Config(format!(
-                "ca_file {} holds no PEM certificate",
+            return Err(format!(
+                "`ca_file` {} holds no PEM certificate",
                 path.display()
-            )));
+            ));
         }
         builder = builder.tls_certs_merge(certs);
     }
-    if !cfg.tls_verify {
+    if !tls_verify {
         tracing::warn!(
-            url = %cfg.url,
-            "tls_verify is false: the PCE's certificate is not checked (set ca_file instead)"
+            peer,
+            "tls_verify is false: the peer's certificate is not checked (set ca_file instead)"
         );
         builder = builder.tls_danger_accept_invalid_certs(true);
     }
-    builder
-        .build()
-        .map_err(|e| PceError::Config(format!("cannot build the HTTP client: {}", error_chain(&e))))
+    Ok(builder)
 }

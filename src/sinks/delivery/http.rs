@@ -9,43 +9,21 @@ use super::retry::{classify_http, classify_request_error};
 use super::{Answer, SendError};
 use crate::runtime::SharedClock;
 
-/// An HTTP client for a sink: no redirects followed (a 3xx is reported), `ca_file` added
-/// to the trusted roots, `tls_verify: false` accepting any certificate (logged).
+/// An HTTP client for a sink (see [`crate::pce::client::http_builder`]).
 pub fn client(
     ca_file: Option<&Path>,
     tls_verify: bool,
     what: &str,
 ) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
+    crate::pce::client::http_builder(ca_file, tls_verify, what)?
         .connect_timeout(std::time::Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read `ca_file` {}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("`ca_file` {} is not PEM: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "`ca_file` {} holds no PEM certificate",
-                path.display()
-            ));
-        }
-        builder = builder.tls_certs_merge(certs);
-    }
-    if !tls_verify {
-        tracing::warn!(
-            target_name = what,
-            "tls_verify is false: the peer's certificate is not checked (set ca_file instead)"
-        );
-        builder = builder.tls_danger_accept_invalid_certs(true);
-    }
-    builder.build().map_err(|e| {
-        format!(
-            "cannot build the HTTP client: {}",
-            super::retry::describe_reqwest(&e)
-        )
-    })
+        .build()
+        .map_err(|e| {
+            format!(
+                "cannot build the HTTP client: {}",
+                super::retry::describe_reqwest(&e)
+            )
+        })
 }
 
 /// What the peer answered.
