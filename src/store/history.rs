@@ -103,8 +103,12 @@ impl Matcher {
 impl Silence {
     /// Whether every matcher holds for `alert`.
     pub fn matches(&self, alert: &Alert) -> bool {
-        let v = serde_json::to_value(alert).unwrap_or(Value::Null);
-        !self.matchers.is_empty() && self.matchers.iter().all(|m| m.matches(&v))
+        self.matches_value(&serde_json::to_value(alert).unwrap_or(Value::Null))
+    }
+
+    /// Whether every matcher holds for an alert's JSON form (made once for all silences).
+    pub fn matches_value(&self, alert: &Value) -> bool {
+        !self.matchers.is_empty() && self.matchers.iter().all(|m| m.matches(alert))
     }
 }
 
@@ -224,13 +228,24 @@ impl Store {
 
     /// Every silence (active first, then by expiry, newest last).
     pub fn silences(&self) -> Result<Vec<Silence>, StoreError> {
+        self.silences_where(None)
+    }
+
+    /// The silences active at `now`.
+    pub fn active_silences(&self, now: i64) -> Result<Vec<Silence>, StoreError> {
+        self.silences_where(Some(now))
+    }
+
+    /// The silences active at `at`, or all of them.
+    fn silences_where(&self, at: Option<i64>) -> Result<Vec<Silence>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT id, created_at, expires_at, matchers, comment, created_by FROM silences
+             WHERE ?1 IS NULL OR (expires_at > ?1 AND created_at <= ?1)
              ORDER BY expires_at DESC",
         )?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map(params![at], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, i64>(1)?,
@@ -255,15 +270,6 @@ impl Store {
                     })
                 },
             )
-            .collect())
-    }
-
-    /// The silences active at `now`.
-    pub fn active_silences(&self, now: i64) -> Result<Vec<Silence>, StoreError> {
-        Ok(self
-            .silences()?
-            .into_iter()
-            .filter(|s| s.expires_at > now && s.created_at <= now)
             .collect())
     }
 

@@ -110,12 +110,14 @@ impl<N: Notifier> Intake<N> {
         }
         let now = ms(s.clock.now());
         match s.store.active_silences(now) {
-            Ok(silences) => {
-                if let Some(silence) = silences.iter().find(|x| x.matches(&alert)) {
+            Ok(silences) if !silences.is_empty() => {
+                let form = serde_json::to_value(&*alert).unwrap_or_default();
+                if let Some(silence) = silences.iter().find(|x| x.matches_value(&form)) {
                     tracing::info!(sink = %s.id, alert = %alert.id, silence = %silence.id, "silenced; not sent");
                     return false;
                 }
             }
+            Ok(_) => {}
             Err(e) => {
                 tracing::error!(sink = %s.id, error = %e, "cannot read the silences; sending anyway");
             }
