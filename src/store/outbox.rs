@@ -428,23 +428,24 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// Forgets sent messages, and the alert ids they carried, last updated before
-    /// `before`: the window in which a re-raised alert is recognised as already sent.
-    pub fn prune_sent(&self, before: i64) -> Result<u64, StoreError> {
+    /// Forgets the sent messages of `sink`, and the alert ids they carried, last updated
+    /// before `before` (the window in which a re-raised alert is recognised as already
+    /// sent), and its cooldowns that ended before then.
+    pub fn prune_sent(&self, sink: &str, before: i64) -> Result<u64, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "DELETE FROM outbox_alerts WHERE message IN
-                 (SELECT id FROM outbox WHERE state = 'sent' AND updated_at < ?1)",
-            params![before],
+            "DELETE FROM outbox_alerts WHERE sink = ?1 AND message IN
+                 (SELECT id FROM outbox WHERE sink = ?1 AND state = 'sent' AND updated_at < ?2)",
+            params![sink, before],
         )?;
         let n = tx.execute(
-            "DELETE FROM outbox WHERE state = 'sent' AND updated_at < ?1",
-            params![before],
+            "DELETE FROM outbox WHERE sink = ?1 AND state = 'sent' AND updated_at < ?2",
+            params![sink, before],
         )?;
         tx.execute(
-            "DELETE FROM sink_cooldown WHERE until < ?1",
-            params![before],
+            "DELETE FROM sink_cooldown WHERE sink = ?1 AND until < ?2",
+            params![sink, before],
         )?;
         tx.commit()?;
         Ok(n as u64)
@@ -590,8 +591,8 @@ mod tests {
             panic!()
         };
         s.mark_sent(&id, "250 ok", 100).unwrap();
-        assert_eq!(s.prune_sent(50).unwrap(), 0);
-        assert_eq!(s.prune_sent(101).unwrap(), 1);
+        assert_eq!(s.prune_sent("p.mail", 50).unwrap(), 0);
+        assert_eq!(s.prune_sent("p.mail", 101).unwrap(), 1);
         assert!(matches!(
             s.enqueue("p.mail", &[], &alert("a1"), 200, 0).unwrap(),
             Enqueued::Stored(_)

@@ -186,7 +186,7 @@ impl<N: Notifier> Worker<N> {
         loop {
             let now = self.clock.now();
             if now >= next_prune {
-                if let Err(e) = self.store.prune_sent(ms(now - KEEP_SENT)) {
+                if let Err(e) = self.store.prune_sent(&self.id, ms(now - KEEP_SENT)) {
                     tracing::warn!(sink = %self.id, error = %e, "cannot prune the outbox");
                 }
                 next_prune = now + chrono::Duration::hours(1);
