@@ -566,15 +566,7 @@ async fn chinese_and_the_dark_theme_apply_and_are_remembered() {
 /// another group still reaches the webhook.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silence_made_from_an_alert_holds_back_the_next_matching_alert() {
-    use wiremock::matchers::{method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-    let hook = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/hook"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
-        .mount(&hook)
-        .await;
-    let url = format!("{}/hook", hook.uri());
+    let (hook, url) = common::cli::hook_receiver().await;
     let mut v = tokio::task::spawn_blocking(move || {
         start(
             &format!("connections:\n  webhook:\n    soc:\n      url: {url}\n"),
@@ -583,7 +575,7 @@ async fn a_silence_made_from_an_alert_holds_back_the_next_matching_alert() {
     })
     .await
     .expect("start");
-    async fn titles(hook: &MockServer, n: usize) -> Vec<String> {
+    async fn titles(hook: &wiremock::MockServer, n: usize) -> Vec<String> {
         let deadline = Instant::now() + DEADLINE;
         loop {
             let got = hook.received_requests().await.unwrap_or_default();
@@ -764,20 +756,7 @@ async fn the_page_needs_no_token_but_its_data_does() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_dashboard_shows_a_mailed_alert() {
     let out = tempfile::tempdir().expect("temp");
-    let (mut child, logs) = common::cli::spawn_logged(
-        Command::new(bin())
-            .args([
-                "--log-format",
-                "json",
-                "demo",
-                "--listen",
-                "127.0.0.1:0",
-                "--out",
-            ])
-            .arg(out.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null()),
-    );
+    let (_demo, logs) = common::cli::spawn_demo(out.path());
     let mail_dir = out.path().join("mail");
     let mail = tokio::task::spawn_blocking(move || {
         let path = common::cli::first_mail(&mail_dir, Duration::from_secs(60));
@@ -821,6 +800,4 @@ async fn the_demo_dashboard_shows_a_mailed_alert() {
     )
     .await;
     page.close().await;
-    let _ = child.kill();
-    let _ = child.wait();
 }

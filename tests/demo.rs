@@ -4,30 +4,14 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
 use std::time::Duration;
 
-use common::cli::bin;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_mails_an_alert_within_a_minute_and_the_api_shows_it() {
     let out = tempfile::tempdir().expect("temp");
-    let (mut child, logs) = common::cli::spawn_logged(
-        Command::new(bin())
-            .args([
-                "--log-format",
-                "json",
-                "demo",
-                "--listen",
-                "127.0.0.1:0",
-                "--out",
-            ])
-            .arg(out.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null()),
-    );
+    let (_demo, logs) = common::cli::spawn_demo(out.path());
     let mail_dir = out.path().join("mail");
     let started = std::time::Instant::now();
     let first = tokio::task::spawn_blocking(move || {
@@ -99,6 +83,4 @@ async fn the_demo_mails_an_alert_within_a_minute_and_the_api_shows_it() {
         metrics.contains("vigil_pce_traffic_slices_total{connection=\"pce\"}"),
         "{metrics}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }

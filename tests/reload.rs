@@ -256,6 +256,25 @@ sinks:
     )
 }
 
+/// A run of [`burst_pipeline`] (threshold 10, by `src`, alerts to `out`) with nine
+/// events of one source in its window, and the extra sink that told when they got there
+/// (a copy of the filter's output): events read after a reload would count in the new
+/// window, so the nine must be in the old one first. Returns the run and that sink, to
+/// keep in the new configuration.
+fn nine_in_a_threshold_10_window(dir: &Path, out: &Path) -> (Running, String) {
+    let seen = dir.join("seen.jsonl");
+    let copy = format!(
+        "  seen:\n    type: file\n    inputs: [ssh]\n    path: {}\n",
+        seen.display()
+    );
+    let mut r = Running::start(&burst_pipeline(out, 10, "src", &copy));
+    r.send(&(0..9).map(|i| event(i, "a", 22)).collect::<Vec<_>>());
+    wait_for("the nine events through the filter", DEADLINE, || {
+        lines(&seen).len() == 9
+    });
+    (r, copy)
+}
+
 fn report(r: &Running) -> Value {
     r.logs_with("reloaded").pop().expect("a reload report")["fields"].clone()
 }
@@ -264,18 +283,7 @@ fn report(r: &Running) -> Value {
 fn a_threshold_change_keeps_the_window_and_fires_at_the_new_threshold() {
     let dir = tempfile::tempdir().expect("temp");
     let out = dir.path().join("alerts.jsonl");
-    // The nine reach the old window before the reload (a copy of the filter's output
-    // says when).
-    let seen = dir.path().join("seen.jsonl");
-    let copy = format!(
-        "  seen:\n    type: file\n    inputs: [ssh]\n    path: {}\n",
-        seen.display()
-    );
-    let mut r = Running::start(&burst_pipeline(&out, 10, "src", &copy));
-    r.send(&(0..9).map(|i| event(i, "a", 22)).collect::<Vec<_>>());
-    wait_for("the nine events through the filter", DEADLINE, || {
-        lines(&seen).len() == 9
-    });
+    let (mut r, copy) = nine_in_a_threshold_10_window(dir.path(), &out);
     r.write("p.yaml", &burst_pipeline(&out, 12, "src", &copy));
     r.sighup();
     let rep = report(&r);
@@ -326,18 +334,7 @@ fn an_unrelated_change_keeps_the_window() {
 fn a_group_by_change_resets_the_window_and_says_so() {
     let dir = tempfile::tempdir().expect("temp");
     let out = dir.path().join("alerts.jsonl");
-    // A copy of what passed the filter: the nine must have reached the old window
-    // before the reload (events read after it would count in the new one).
-    let seen = dir.path().join("seen.jsonl");
-    let copy = format!(
-        "  seen:\n    type: file\n    inputs: [ssh]\n    path: {}\n",
-        seen.display()
-    );
-    let mut r = Running::start(&burst_pipeline(&out, 10, "src", &copy));
-    r.send(&(0..9).map(|i| event(i, "a", 22)).collect::<Vec<_>>());
-    wait_for("the nine events through the filter", DEADLINE, || {
-        lines(&seen).len() == 9
-    });
+    let (mut r, copy) = nine_in_a_threshold_10_window(dir.path(), &out);
     r.write("p.yaml", &burst_pipeline(&out, 10, "src, port", &copy));
     r.sighup();
     let rep = report(&r);

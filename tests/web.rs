@@ -354,15 +354,7 @@ fn listening_beyond_loopback_without_a_token_does_not_validate() {
 /// history shows every alert with its delivery per sink.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_silence_holds_back_matching_alerts_and_the_history_shows_deliveries() {
-    use wiremock::matchers::{method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-    let hook = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/hook"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
-        .mount(&hook)
-        .await;
-    let url = format!("{}/hook", hook.uri());
+    let (hook, url) = common::cli::hook_receiver().await;
     let mut v = tokio::task::spawn_blocking(move || {
         let make = move |_dir: &std::path::Path| {
             (
@@ -386,7 +378,7 @@ async fn a_silence_holds_back_matching_alerts_and_the_history_shows_deliveries()
             })
             .collect()
     };
-    async fn wait_hooks(hook: &MockServer, n: usize) -> Vec<wiremock::Request> {
+    async fn wait_hooks(hook: &wiremock::MockServer, n: usize) -> Vec<wiremock::Request> {
         let deadline = std::time::Instant::now() + DEADLINE;
         loop {
             let got = hook.received_requests().await.unwrap_or_default();

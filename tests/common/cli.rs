@@ -221,3 +221,48 @@ pub(crate) fn first_mail(dir: &Path, limit: Duration) -> PathBuf {
     });
     found.expect("found")
 }
+
+/// A child process killed when dropped (also when a test fails half-way).
+pub(crate) struct KillOnDrop(pub(crate) Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `vigil --log-format json demo --listen 127.0.0.1:0 --out OUT`, its log lines collected.
+pub(crate) fn spawn_demo(
+    out: &Path,
+) -> (KillOnDrop, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let (child, logs) = spawn_logged(
+        Command::new(bin())
+            .args([
+                "--log-format",
+                "json",
+                "demo",
+                "--listen",
+                "127.0.0.1:0",
+                "--out",
+            ])
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    );
+    (KillOnDrop(child), logs)
+}
+
+/// A webhook receiver answering `200 ok` to every POST on `/hook`; returns it and the URL.
+pub(crate) async fn hook_receiver() -> (wiremock::MockServer, String) {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("ok"))
+        .mount(&hook)
+        .await;
+    let url = format!("{}/hook", hook.uri());
+    (hook, url)
+}
