@@ -54,6 +54,12 @@ pub struct SettingsConfig {
     /// second run reads the same records again. Default: true.
     #[serde(default = "default_true")]
     pub keep_state: bool,
+    /// How often an open alert episode that changed (its key stayed over the threshold
+    /// and more events came) is reported again: its row in the alert history is updated
+    /// and the sinks get its current value. Opening and resolving are always reported at
+    /// once. Default: `1m`.
+    #[serde(default = "default_history_interval")]
+    pub history_interval: Duration,
     /// The HTTP API, `/metrics` and health checks.
     #[serde(default)]
     pub web: WebConfig,
@@ -137,6 +143,7 @@ impl Default for SettingsConfig {
             tick_interval: default_tick_interval(),
             snapshot_interval: default_snapshot_interval(),
             keep_state: true,
+            history_interval: default_history_interval(),
             public_url: default_public_url(),
             web: WebConfig::default(),
             connections: ConnectionsConfig::default(),
@@ -155,6 +162,9 @@ fn default_batch_size() -> usize {
 }
 fn default_tick_interval() -> Duration {
     Duration::from_secs(1)
+}
+fn default_history_interval() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_true() -> bool {
     true

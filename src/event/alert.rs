@@ -64,8 +64,9 @@ impl fmt::Display for Severity {
     }
 }
 
-/// Whether a condition holds (`firing`) or has ended (`resolved`, e.g. a flatline whose
-/// source came back).
+/// Whether a condition holds (`firing`) or has ended (`resolved`: the window fell below
+/// the threshold, or a flatline's source came back). An episode keeps one alert id from
+/// its first `firing` report to its `resolved` one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertStatus {
@@ -156,8 +157,9 @@ pub struct TopRow {
 /// An alert: a detection stage's finding, with the raw events that caused it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
-    /// Stable id: a hash of pipeline, stage, group key and window. The same finding made
-    /// again (a replay, a restart) gets the same id, so it is delivered once.
+    /// Stable id: a hash of pipeline, stage, group key and the window in which the
+    /// episode opened. The same finding made again (a replay, a restart) gets the same id,
+    /// and an episode keeps it through its updates to its resolution.
     pub id: String,
     /// `firing` or `resolved`.
     pub status: AlertStatus,
@@ -189,6 +191,18 @@ pub struct Alert {
     pub estimate: Option<String>,
     /// The window the value was measured over.
     pub window: AlertWindow,
+    /// When the episode began: the time of the event with which the condition first held.
+    /// An alert of a stage without episodes (`mode: each_crossing`) has the end of its
+    /// window here.
+    #[serde(default)]
+    pub first_seen: Timestamp,
+    /// The time of the newest event counted while the condition held.
+    #[serde(default)]
+    pub last_seen: Timestamp,
+    /// How many times the episode was updated (its value or window moved) before this
+    /// report: `0` when it opened.
+    #[serde(default)]
+    pub updates: u64,
     /// The first raw events that caused it (the raw-log snapshot).
     pub samples: Vec<Sample>,
     /// The biggest contributors, when a `top_n` stage annotated the alert.
@@ -219,6 +233,12 @@ impl Alert {
     /// The alert as JSON.
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// Whether this report is an update of an episode already reported (not its opening
+    /// and not its end).
+    pub fn is_update(&self) -> bool {
+        self.status == AlertStatus::Firing && self.updates > 0
     }
 }
 

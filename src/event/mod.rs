@@ -25,8 +25,12 @@ pub type Timestamp = DateTime<Utc>;
 /// One record flowing through a pipeline.
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// The record itself, as received (or as a stage rewrote it).
+    /// The record itself, as received (or as a stage rewrote it). For an alert event it is
+    /// made from the alert only when something reads it (see [`Event::data`]), so an alert
+    /// that is counted, grouped or dropped is never serialised.
     data: Value,
+    /// An alert event's JSON form, made on first read.
+    alert_json: std::sync::OnceLock<Value>,
     /// The bytes it was parsed from, while `data` is unchanged: sinks write these as they
     /// are (no re-serialising), and alerts show the record exactly as the source sent it.
     raw: Option<bytes::Bytes>,
@@ -41,7 +45,7 @@ pub struct Event {
 impl PartialEq for Event {
     /// Events are equal when their record and metadata are; acknowledgements do not count.
     fn eq(&self, other: &Event) -> bool {
-        self.data == other.data && self.raw == other.raw && self.meta == other.meta
+        self.data() == other.data() && self.raw == other.raw && self.meta == other.meta
     }
 }
 
@@ -116,6 +120,7 @@ impl Event {
         let time = record_time(&data).unwrap_or(ingest);
         Event {
             data,
+            alert_json: std::sync::OnceLock::new(),
             raw: None,
             ack: None,
             alert: None,
@@ -134,23 +139,32 @@ impl Event {
         e
     }
 
-    /// The record.
+    /// The record (an alert event's JSON form, made on the first call).
     pub fn data(&self) -> &Value {
-        &self.data
+        match &self.alert {
+            Some(alert) => self.alert_json.get_or_init(|| alert.to_value()),
+            None => &self.data,
+        }
     }
 
     /// The record, to change it. The original bytes no longer describe it and are dropped;
     /// so is the typed alert of an alert event (see [`Event::set_alert`]).
     pub fn data_mut(&mut self) -> &mut Value {
+        if let Some(alert) = self.alert.take() {
+            self.data = self
+                .alert_json
+                .take()
+                .unwrap_or_else(|| alert.to_value());
+        }
         self.raw = None;
-        self.alert = None;
         &mut self.data
     }
 
     /// An event carrying `alert`, raised by the stage `source` at `time`.
     pub fn from_alert(alert: Alert, source: Arc<str>, time: Timestamp) -> Event {
         Event {
-            data: alert.to_value(),
+            data: Value::Null,
+            alert_json: std::sync::OnceLock::new(),
             raw: None,
             ack: None,
             alert: Some(Arc::new(alert)),
@@ -169,7 +183,8 @@ impl Event {
 
     /// Replaces the event's record with `alert` (the event becomes, or stays, an alert).
     pub fn set_alert(&mut self, alert: Alert) {
-        self.data = alert.to_value();
+        self.data = Value::Null;
+        self.alert_json = std::sync::OnceLock::new();
         self.raw = None;
         self.alert = Some(Arc::new(alert));
     }

@@ -78,6 +78,8 @@ pub struct BuildContext {
     pub keep_state: bool,
     /// Where the dashboard is, for links in notifications (settings `public_url`).
     pub public_url: Arc<str>,
+    /// How often an open alert episode is reported again (settings `history_interval`).
+    pub history_interval: chrono::Duration,
 }
 
 impl BuildContext {

@@ -946,6 +946,7 @@ fn build_context(env: &Env, config: &Config, node: &GraphNode) -> BuildContext {
         store: env.store.clone(),
         keep_state: config.settings.keep_state,
         public_url: config.settings.public_url.as_str().into(),
+        history_interval: config.settings.history_interval.span(),
     }
 }
 

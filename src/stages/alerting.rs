@@ -9,6 +9,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::episode::AlertMode;
+use crate::config::Duration;
 use crate::config::check::Problems;
 use crate::config::diagnostic::codes;
 use crate::event::{
@@ -20,8 +22,8 @@ use crate::event::{
 /// `title` and `summary` are handlebars templates, checked by `vigil validate` against a
 /// sample alert (strict: a misspelt variable is an error). They see `group` (the group
 /// values by path: `{{group.src.ip}}`), `group_key`, `value`, `threshold`, `unit`,
-/// `estimate`, `window.start`, `window.end`, `window.length`, `pipeline`, `stage` and
-/// `severity`.
+/// `estimate`, `window.start`, `window.end`, `window.length`, `status` (`firing` or
+/// `resolved`), `first_seen`, `last_seen`, `updates`, `pipeline`, `stage` and `severity`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertConfig {
@@ -38,6 +40,18 @@ pub struct AlertConfig {
     /// snapshot). Default: 5.
     #[serde(default = "default_samples")]
     pub samples: usize,
+    /// `window_count` and `bandwidth` only. `episode` (default): one alert per key while
+    /// it stays at or over the threshold — `firing` at the first crossing, updated in
+    /// place, `resolved` when the window falls below the threshold. `each_crossing`: an
+    /// alert at every crossing, the key's window starting again empty after each
+    /// (ElastAlert's frequency rule; on busy traffic it fires again and again).
+    #[serde(default)]
+    pub mode: AlertMode,
+    /// `window_count` and `bandwidth` in `episode` mode: an episode whose key had no
+    /// event for this long (engine time) is resolved even if its window, measured in event
+    /// time, still holds enough. Default: the stage's `window`.
+    #[serde(default)]
+    pub resolve_after: Option<Duration>,
 }
 
 impl Default for AlertConfig {
@@ -47,6 +61,30 @@ impl Default for AlertConfig {
             title: None,
             summary: None,
             samples: default_samples(),
+            mode: AlertMode::default(),
+            resolve_after: None,
+        }
+    }
+}
+
+impl AlertConfig {
+    /// For stages without episodes: `mode` and `resolve_after` are errors there.
+    pub fn check_no_episodes(&self, kind: &str, p: &mut Problems) {
+        if self.mode != AlertMode::Episode {
+            p.error(
+                "/alert/mode",
+                codes::INVALID_VALUE,
+                format!("`alert.mode` applies to window_count and bandwidth, not to {kind}"),
+            );
+        }
+        if self.resolve_after.is_some() {
+            p.error(
+                "/alert/resolve_after",
+                codes::INVALID_VALUE,
+                format!(
+                    "`alert.resolve_after` applies to window_count and bandwidth, not to {kind}"
+                ),
+            );
         }
     }
 }
@@ -93,6 +131,41 @@ pub struct Finding {
     pub samples: Vec<Sample>,
     /// Firing or resolved.
     pub status: AlertStatus,
+    /// The episode's alert id; `None` makes one from the group and window.
+    pub id: Option<String>,
+    /// When the episode began (the window's end for a one-off alert).
+    pub first_seen: Timestamp,
+    /// The newest event time counted.
+    pub last_seen: Timestamp,
+    /// In-place updates of the episode before this report.
+    pub updates: u64,
+}
+
+impl Finding {
+    /// A one-off finding (no episode): first and last seen at the window's end.
+    pub fn once(
+        group: Group,
+        value: f64,
+        threshold: f64,
+        window: AlertWindow,
+        samples: Vec<Sample>,
+        status: AlertStatus,
+    ) -> Finding {
+        Finding {
+            group,
+            value,
+            threshold,
+            unit: None,
+            estimate: None,
+            window,
+            samples,
+            status,
+            id: None,
+            first_seen: window.end,
+            last_seen: window.end,
+            updates: 0,
+        }
+    }
 }
 
 impl AlertTemplates {
@@ -150,6 +223,9 @@ impl AlertTemplates {
                 format!("at most {MAX_SAMPLES} samples per alert"),
             );
         }
+        if let Some(d) = &cfg.resolve_after {
+            p.positive_duration("/alert/resolve_after", "`alert.resolve_after`", d);
+        }
         let t = match AlertTemplates::compile(cfg, default_title, default_summary, "p", "s") {
             Ok(t) => t,
             Err((pointer, message)) => {
@@ -168,17 +244,19 @@ impl AlertTemplates {
         }
         let now = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
         let cx = t.context(&Finding {
-            group,
-            value: 1.0,
-            threshold: 1.0,
             unit: Some("unit".into()),
             estimate: Some("lower_bound".into()),
-            window: AlertWindow {
-                start: now,
-                end: now,
-            },
-            samples: Vec::new(),
-            status: AlertStatus::Firing,
+            ..Finding::once(
+                group,
+                1.0,
+                1.0,
+                AlertWindow {
+                    start: now,
+                    end: now,
+                },
+                Vec::new(),
+                AlertStatus::Firing,
+            )
         });
         for (name, pointer) in [(TITLE, "/alert/title"), (SUMMARY, "/alert/summary")] {
             if let Err(e) = t.registry.render(name, &cx) {
@@ -201,6 +279,9 @@ impl AlertTemplates {
             "unit": f.unit.clone().unwrap_or_default(),
             "estimate": f.estimate.clone().unwrap_or_default(),
             "status": match f.status { AlertStatus::Firing => "firing", AlertStatus::Resolved => "resolved" },
+            "first_seen": f.first_seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "last_seen": f.last_seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "updates": f.updates,
             "window": {
                 "start": f.window.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 "end": f.window.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -227,7 +308,9 @@ impl AlertTemplates {
         let title = render(TITLE);
         let summary = render(SUMMARY);
         Alert {
-            id: Alert::make_id(&self.pipeline, &self.stage, &group_key, &f.window),
+            id: f
+                .id
+                .unwrap_or_else(|| Alert::make_id(&self.pipeline, &self.stage, &group_key, &f.window)),
             status: f.status,
             pipeline: self.pipeline.to_string(),
             stage: self.stage.to_string(),
@@ -241,10 +324,18 @@ impl AlertTemplates {
             unit: f.unit,
             estimate: f.estimate,
             window: f.window,
+            first_seen: f.first_seen,
+            last_seen: f.last_seen,
+            updates: f.updates,
             samples: f.samples,
             top: None,
             fields: serde_json::Map::new(),
         }
+    }
+
+    /// The id of this stage's alert for group key `group_key` and `window`.
+    pub fn alert_id(&self, group_key: &str, window: &AlertWindow) -> String {
+        Alert::make_id(&self.pipeline, &self.stage, group_key, window)
     }
 
     /// The node id alerts are raised by (`pipeline.stage`), for their events' metadata.
@@ -274,7 +365,7 @@ fn template_error(e: &handlebars::TemplateError) -> String {
 fn render_error(e: &handlebars::RenderError) -> String {
     let reason = e.reason().to_string();
     format!(
-        "this template does not render: {reason} (variables: group.<path>, group_key, value, threshold, unit, estimate, window.start, window.end, window.length, pipeline, stage, severity, status)"
+        "this template does not render: {reason} (variables: group.<path>, group_key, value, threshold, unit, estimate, window.start, window.end, window.length, first_seen, last_seen, updates, pipeline, stage, severity, status)"
     )
 }
 
@@ -336,6 +427,11 @@ impl SampleSet {
         }
     }
 
+    /// Copies of the first `n` samples.
+    pub fn copies(&self, n: usize) -> Vec<Sample> {
+        self.items.iter().take(n).cloned().collect()
+    }
+
     /// Takes the samples, leaving the set empty.
     pub fn take(&mut self) -> Vec<Sample> {
         self.items.drain(..).collect()
@@ -370,16 +466,14 @@ mod tests {
         let t = AlertTemplates::compile(&cfg, "t", "s", "pipe", "burst").unwrap();
         let g = GroupBy::parse(&["src.ip".into()]).unwrap();
         let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap();
-        let a = t.alert(Finding {
-            group: g.group(&json!({"src": {"ip": "10.1.1.1"}})),
-            value: 12.0,
-            threshold: 10.0,
-            unit: None,
-            estimate: None,
-            window: AlertWindow { start: t0, end: t0 },
-            samples: vec![],
-            status: AlertStatus::Firing,
-        });
+        let a = t.alert(Finding::once(
+            g.group(&json!({"src": {"ip": "10.1.1.1"}})),
+            12.0,
+            10.0,
+            AlertWindow { start: t0, end: t0 },
+            vec![],
+            AlertStatus::Firing,
+        ));
         assert_eq!(a.title, "Burst from 10.1.1.1: 12 ≥ 10");
         assert_eq!(a.group_key, "src.ip=10.1.1.1");
 

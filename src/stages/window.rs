@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::alerting::SampleSet;
+use super::episode::{Episode, EpisodeWindow};
 use crate::event::{AlertWindow, Event, FieldPath, Sample, Timestamp, push_key_field};
 
 /// `t - w`, saturating at the earliest representable time.
@@ -120,10 +121,41 @@ pub struct KeyWindow {
     estimates: usize,
     /// The newest event time of the key (kept across a firing).
     pub newest: Option<Timestamp>,
-    /// Time of the window end of the key's last alert: earlier events are late for it.
+    /// Time of the window end of the key's last alert: earlier events are late for it
+    /// (`each_crossing` mode only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fired: Option<Timestamp>,
     samples: SampleSet,
+    /// The key's open alert episode (`episode` mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub episode: Option<Box<Episode>>,
+}
+
+impl EpisodeWindow for KeyWindow {
+    fn episode_mut(&mut self) -> &mut Option<Box<Episode>> {
+        &mut self.episode
+    }
+    fn episode(&self) -> Option<&Episode> {
+        self.episode.as_deref()
+    }
+    fn total(&self) -> f64 {
+        self.sum
+    }
+    fn reached(&mut self, threshold: f64) -> bool {
+        KeyWindow::reached(self, threshold)
+    }
+    fn slide_to(&mut self, cutoff: Timestamp) {
+        self.evict_through(cutoff);
+    }
+    fn newest(&self) -> Option<Timestamp> {
+        self.newest
+    }
+    fn estimated(&self) -> bool {
+        self.estimates > 0
+    }
+    fn samples(&self, n: usize) -> Vec<Sample> {
+        self.samples.copies(n)
+    }
 }
 
 impl KeyWindow {
@@ -198,7 +230,11 @@ impl KeyWindow {
     /// Drops entries at or before `newest - w`.
     pub fn evict(&mut self, w: chrono::Duration) {
         let Some(n) = self.newest else { return };
-        let cutoff = minus(n, w);
+        self.evict_through(minus(n, w));
+    }
+
+    /// Drops entries at or before `cutoff`.
+    pub fn evict_through(&mut self, cutoff: Timestamp) {
         let mut evicted = false;
         while self.entries.front().is_some_and(|e| e.t <= cutoff) {
             if let Some(e) = self.entries.pop_front() {

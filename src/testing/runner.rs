@@ -182,6 +182,7 @@ pub fn run_case(
                     store: store.clone(),
                     keep_state: true,
                     public_url: crate::config::DEFAULT_PUBLIC_URL.into(),
+                    history_interval: settings.history_interval.span(),
                 };
                 let stage =
                     pc.config.stages[g.name.as_str()]

@@ -365,6 +365,9 @@ pub fn sample_alert() -> Alert {
         unit: None,
         estimate: None,
         window,
+        first_seen: window.end,
+        last_seen: window.end,
+        updates: 0,
         samples: vec![
             Sample {
                 time: t("2026-11-21T08:52:10Z"),
@@ -439,6 +442,9 @@ pub fn alert_of_event(event: &crate::event::Event) -> Alert {
             start: event.meta.time,
             end: event.meta.time,
         },
+        first_seen: event.meta.time,
+        last_seen: event.meta.time,
+        updates: 0,
         samples: vec![sample],
         top: None,
         fields: serde_json::Map::new(),

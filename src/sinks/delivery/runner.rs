@@ -361,6 +361,7 @@ mod tests {
             store: store.clone(),
             keep_state: false,
             public_url: "http://vigil".into(),
+            history_interval: chrono::Duration::minutes(1),
         };
         let sink = Box::new(DeliverySink::new(fake.clone(), &cfg, &cx));
         let (output, input) = crate::runtime::test_edge(16);

@@ -85,6 +85,7 @@ pub async fn send_test(
         store: Arc::new(store),
         keep_state: false,
         public_url: config.settings.public_url.as_str().into(),
+        history_interval: config.settings.history_interval.span(),
     };
     let notifier = match sink.notifier(&cx) {
         Some(n) => n.map_err(|e| format!("{id}: {e}"))?,

@@ -235,7 +235,7 @@ impl BandwidthConfig {
             &self.default_summary(),
             cx,
         )?;
-        let mut stage = BandwidthStage::new(self, templates)?;
+        let mut stage = BandwidthStage::new(self, templates, cx.history_interval)?;
         if let Some(saved) = cx.restore() {
             stage.restore(saved, &cx.id);
         }

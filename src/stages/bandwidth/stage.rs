@@ -1,6 +1,6 @@
 //! The running `bandwidth` stage.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -8,9 +8,12 @@ use serde_json::{Value, json};
 
 use super::config::{BandwidthConfig, Mode};
 use super::measure::{Counters, Measured, Measurer};
-use crate::event::{AlertStatus, AlertWindow, Event, Timestamp};
+use crate::event::{AlertStatus, AlertWindow, Event, Sample, Timestamp};
 use crate::runtime::{NodeError, Stage};
 use crate::stages::alerting::{AlertTemplates, Finding, GroupBy, SampleSet};
+use crate::stages::episode::{
+    AlertMode, Episode, EpisodeCounts, EpisodeWindow, Reporter, open_keys,
+};
 use crate::stages::window::{Fired, KeyWindow, Watermark, minus, write_key};
 
 /// Bytes in a MiB.
@@ -45,6 +48,35 @@ struct RateWindow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fired: Option<Timestamp>,
     samples: SampleSet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    episode: Option<Box<Episode>>,
+}
+
+impl EpisodeWindow for RateWindow {
+    fn episode_mut(&mut self) -> &mut Option<Box<Episode>> {
+        &mut self.episode
+    }
+    fn episode(&self) -> Option<&Episode> {
+        self.episode.as_deref()
+    }
+    fn total(&self) -> f64 {
+        self.sum
+    }
+    fn reached(&mut self, threshold: f64) -> bool {
+        RateWindow::reached(self, threshold)
+    }
+    fn slide_to(&mut self, cutoff: Timestamp) {
+        self.evict_through(cutoff);
+    }
+    fn newest(&self) -> Option<Timestamp> {
+        self.newest
+    }
+    fn estimated(&self) -> bool {
+        self.estimates > 0
+    }
+    fn samples(&self, n: usize) -> Vec<Sample> {
+        self.samples.copies(n)
+    }
 }
 
 impl RateWindow {
@@ -115,7 +147,10 @@ impl RateWindow {
 
     fn evict(&mut self, w: chrono::Duration) {
         let Some(n) = self.newest else { return };
-        let cutoff = minus(n, w);
+        self.evict_through(minus(n, w));
+    }
+
+    fn evict_through(&mut self, cutoff: Timestamp) {
         while let Some(entry) = self.order.first_entry() {
             if entry.key().0 > cutoff {
                 break;
@@ -182,10 +217,14 @@ pub struct BandwidthStage {
     unit: &'static str,
     group_by: GroupBy,
     templates: AlertTemplates,
+    reporter: Reporter,
     shape: Value,
     measurer: Measurer,
     volume: HashMap<String, KeyWindow>,
     rate: HashMap<String, RateWindow>,
+    /// Groups with an open episode.
+    open: BTreeSet<String>,
+    episodes: EpisodeCounts,
     watermark: Watermark,
     skipped: Skipped,
     key_buf: String,
@@ -197,6 +236,7 @@ struct SavedRef<'a> {
     shape: &'a Value,
     watermark: &'a Watermark,
     skipped: &'a Skipped,
+    episodes: &'a EpisodeCounts,
     flows: &'a HashMap<String, Counters>,
     volume: &'a HashMap<String, KeyWindow>,
     rate: &'a HashMap<String, RateWindow>,
@@ -209,6 +249,8 @@ struct Saved {
     #[serde(default)]
     skipped: Skipped,
     #[serde(default)]
+    episodes: EpisodeCounts,
+    #[serde(default)]
     flows: HashMap<String, Counters>,
     #[serde(default)]
     volume: HashMap<String, KeyWindow>,
@@ -218,20 +260,39 @@ struct Saved {
 
 impl BandwidthStage {
     /// A stage with empty windows.
-    pub fn new(cfg: &BandwidthConfig, templates: AlertTemplates) -> Result<Self, NodeError> {
+    pub fn new(
+        cfg: &BandwidthConfig,
+        templates: AlertTemplates,
+        history_interval: chrono::Duration,
+    ) -> Result<Self, NodeError> {
         let group_by = GroupBy::parse(&cfg.group_by).map_err(NodeError::from)?;
-        let threshold = match cfg.mode {
-            Mode::Volume => cfg.threshold * MIB,
-            Mode::Rate => cfg.threshold * MBPS,
+        let scale = match cfg.mode {
+            Mode::Volume => MIB,
+            Mode::Rate => MBPS,
         };
+        let threshold = cfg.threshold * scale;
+        let window = cfg.window.span();
         Ok(BandwidthStage {
             mode: cfg.mode,
-            window: cfg.window.span(),
+            window,
             threshold,
             unit: cfg.unit(),
             group_by,
+            reporter: Reporter {
+                templates: templates.clone(),
+                threshold,
+                scale,
+                unit: Some(cfg.unit().to_string()),
+                window,
+                mode: cfg.alert.mode,
+                resolve_after: cfg.alert.resolve_after.map_or(window, |d| d.span()),
+                history_interval,
+            },
             templates,
+            open: BTreeSet::new(),
+            episodes: EpisodeCounts::default(),
             shape: json!({
+                "alert_mode": cfg.alert.mode,
                 "mode": cfg.mode,
                 "group_by": cfg.group_by,
                 "direction": cfg.direction,
@@ -257,13 +318,16 @@ impl BandwidthStage {
                 self.measurer.flows = s.flows;
                 self.volume = s.volume;
                 self.rate = s.rate;
+                self.episodes = s.episodes;
                 self.volume.values_mut().for_each(KeyWindow::recompute);
                 self.rate.values_mut().for_each(RateWindow::recompute);
+                self.open = open_keys(&self.volume);
+                self.open.extend(open_keys(&self.rate));
                 tracing::debug!(stage = %id, "state restored");
             }
             Ok(_) => tracing::info!(
                 stage = %id,
-                "mode, group_by, direction, flow_key or counter fields changed: state reset"
+                "mode, alert.mode, group_by, direction, flow_key or counter fields changed: state reset"
             ),
             Err(e) => {
                 tracing::warn!(stage = %id, error = %e, "saved state unreadable: state reset")
@@ -289,7 +353,19 @@ impl BandwidthStage {
         )
     }
 
-    fn sweep(&mut self, cutoff: Timestamp) {
+    /// What the stage's episodes did so far.
+    pub fn episodes(&self) -> EpisodeCounts {
+        self.episodes
+    }
+
+    /// Forgets the groups nothing of which can count any more (resolving their
+    /// episodes), and the counters of flows not seen since `cutoff`.
+    fn sweep(&mut self, cutoff: Timestamp, out: &mut Vec<Arc<Event>>) {
+        if !self.open.is_empty() {
+            let (r, open, counts) = (&self.reporter, &mut self.open, &mut self.episodes);
+            r.close_expired(&mut self.volume, |k| k.expired(cutoff), open, counts, out);
+            r.close_expired(&mut self.rate, |k| k.expired(cutoff), open, counts, out);
+        }
         self.volume.retain(|_, k| !k.expired(cutoff));
         self.rate.retain(|_, k| !k.expired(cutoff));
         self.measurer.expire(cutoff);
@@ -332,6 +408,9 @@ impl Stage for BandwidthStage {
             };
         write_key(&mut self.key_buf, &self.group_by.0, data);
         let samples = self.templates.samples;
+        let each = self.reporter.mode == AlertMode::EachCrossing;
+        let group_by = &self.group_by;
+        let (r, open, counts) = (&self.reporter, &mut self.open, &mut self.episodes);
         let fired = match self.mode {
             Mode::Volume => {
                 let key = match self.volume.get_mut(self.key_buf.as_str()) {
@@ -339,13 +418,20 @@ impl Stage for BandwidthStage {
                     None => self.volume.entry(self.key_buf.clone()).or_default(),
                 };
                 if key.late_for_key(t) {
-                    self.count_late(t, "its window already alerted");
+                    self.watermark.late += 1;
+                    tracing::debug!(stage = %self.templates.node_id(), time = %t, "late event: its window already alerted");
                     return;
                 }
                 if bytes > 0.0 {
                     key.add(t, bytes, estimate, self.window, &event, samples);
                 }
-                key.reached(self.threshold).then(|| key.fire(self.window))
+                if each {
+                    key.reached(self.threshold).then(|| key.fire(self.window))
+                } else {
+                    let group = || group_by.group(data);
+                    r.after_event(&self.key_buf, key, &event, group, open, counts, out);
+                    None
+                }
             }
             Mode::Rate => {
                 let key = match self.rate.get_mut(self.key_buf.as_str()) {
@@ -353,7 +439,8 @@ impl Stage for BandwidthStage {
                     None => self.rate.entry(self.key_buf.clone()).or_default(),
                 };
                 if key.late_for_key(t) {
-                    self.count_late(t, "its window already alerted");
+                    self.watermark.late += 1;
+                    tracing::debug!(stage = %self.templates.node_id(), time = %t, "late event: its window already alerted");
                     return;
                 }
                 let bps = Measured::bps(bytes, span);
@@ -366,34 +453,47 @@ impl Stage for BandwidthStage {
                     &event,
                     samples,
                 );
-                key.reached(self.threshold).then(|| key.fire(self.window))
+                if each {
+                    key.reached(self.threshold).then(|| key.fire(self.window))
+                } else {
+                    let group = || group_by.group(data);
+                    r.after_event(&self.key_buf, key, &event, group, open, counts, out);
+                    None
+                }
             }
         };
         if let Some(fired) = fired {
-            let scale = match self.mode {
-                Mode::Volume => MIB,
-                Mode::Rate => MBPS,
-            };
+            let scale = self.reporter.scale;
             let alert = self.templates.alert(Finding {
-                group: self.group_by.group(data),
-                value: fired.sum / scale,
-                threshold: self.threshold / scale,
                 unit: Some(self.unit.to_string()),
                 estimate: fired.estimate.then(|| "lower_bound".to_string()),
-                window: fired.window,
-                samples: fired.samples,
-                status: AlertStatus::Firing,
+                ..Finding::once(
+                    self.group_by.group(data),
+                    fired.sum / scale,
+                    self.threshold / scale,
+                    fired.window,
+                    fired.samples,
+                    AlertStatus::Firing,
+                )
             });
             out.push(self.templates.event(alert));
         }
         if let Some(cutoff) = self.watermark.sweep_due(self.window) {
-            self.sweep(cutoff);
+            self.sweep(cutoff, out);
         }
     }
 
-    fn tick(&mut self, _now: Timestamp, _out: &mut Vec<Arc<Event>>) {
-        if let Some(cutoff) = self.watermark.cutoff(self.window) {
-            self.sweep(cutoff);
+    fn tick(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {
+        let cutoff = self.watermark.cutoff(self.window);
+        if !self.open.is_empty() {
+            let (r, open, counts) = (&self.reporter, &mut self.open, &mut self.episodes);
+            match self.mode {
+                Mode::Volume => r.on_tick(now, cutoff, &mut self.volume, open, counts, out),
+                Mode::Rate => r.on_tick(now, cutoff, &mut self.rate, open, counts, out),
+            }
+        }
+        if let Some(cutoff) = cutoff {
+            self.sweep(cutoff, out);
         }
     }
 
@@ -402,6 +502,7 @@ impl Stage for BandwidthStage {
             shape: &self.shape,
             watermark: &self.watermark,
             skipped: &self.skipped,
+            episodes: &self.episodes,
             flows: &self.measurer.flows,
             volume: &self.volume,
             rate: &self.rate,

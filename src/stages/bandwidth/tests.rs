@@ -38,7 +38,7 @@ fn stage(v: Value) -> BandwidthStage {
         "bw",
     )
     .unwrap();
-    BandwidthStage::new(&c, t).unwrap()
+    BandwidthStage::new(&c, t, chrono::Duration::minutes(1)).unwrap()
 }
 
 fn feed(s: &mut BandwidthStage, data: Value, secs: i64) -> Vec<Alert> {

@@ -165,6 +165,12 @@ mod tests {
                 start: t(s),
                 end: t(s),
             },
+            first_seen: Default::default(),
+
+            last_seen: Default::default(),
+
+            updates: 0,
+
             samples: vec![],
             top: None,
             fields: Default::default(),

@@ -215,6 +215,12 @@ mod tests {
                     start: t(at),
                     end: t(at),
                 },
+                first_seen: Default::default(),
+
+                last_seen: Default::default(),
+
+                updates: 0,
+
                 samples: vec![],
                 top: None,
                 fields: Default::default(),

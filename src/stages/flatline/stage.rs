@@ -42,6 +42,9 @@ struct Watched {
     sample: Option<SavedSample>,
     /// Whether a firing alert was raised for the current quiet period.
     firing: bool,
+    /// The firing alert's id and time, so the `resolved` one closes the same episode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    episode: Option<(String, Timestamp)>,
 }
 
 /// A [`Sample`] as saved (its record as a JSON value).
@@ -100,6 +103,8 @@ impl FlatlineStage {
         }
     }
 
+    /// The alert of `w`'s quiet period at `now`: `firing` opens the episode (its id is
+    /// kept in `w`), `resolved` closes it with the same id.
     fn alert(&self, w: &Watched, now: Timestamp, status: AlertStatus) -> Arc<Event> {
         let quiet = (now - w.last_seen).max(chrono::Duration::zero());
         let samples = if self.templates.samples > 0 {
@@ -107,18 +112,27 @@ impl FlatlineStage {
         } else {
             Vec::new()
         };
+        let window = AlertWindow {
+            start: w.last_seen,
+            end: now,
+        };
+        let (id, first_seen) = match &w.episode {
+            Some((id, at)) => (Some(id.clone()), *at),
+            None => (None, now),
+        };
         let alert = self.templates.alert(Finding {
-            group: stage_state::load_group(w.group.clone()),
-            value: quiet.num_milliseconds() as f64 / 1000.0,
-            threshold: self.after.num_milliseconds() as f64 / 1000.0,
             unit: Some("s".into()),
-            estimate: None,
-            window: AlertWindow {
-                start: w.last_seen,
-                end: now,
-            },
-            samples,
-            status,
+            id,
+            first_seen,
+            last_seen: w.last_seen,
+            ..Finding::once(
+                stage_state::load_group(w.group.clone()),
+                quiet.num_milliseconds() as f64 / 1000.0,
+                self.after.num_milliseconds() as f64 / 1000.0,
+                window,
+                samples,
+                status,
+            )
         });
         self.templates.event(alert)
     }
@@ -151,10 +165,12 @@ impl Stage for FlatlineStage {
             last_seen: now,
             sample: None,
             firing: false,
+            episode: None,
         });
         w.last_seen = w.last_seen.max(now);
         w.sample = Some(SavedSample::of(&event));
         w.firing = false;
+        w.episode = None;
         if let Some(a) = resolved {
             self.state.resolved += 1;
             out.push(a);
@@ -170,6 +186,7 @@ impl Stage for FlatlineStage {
                     last_seen: now,
                     sample: None,
                     firing: false,
+                    episode: None,
                 },
             );
         }
@@ -186,10 +203,13 @@ impl Stage for FlatlineStage {
             let Some(w) = self.state.keys.get(&key) else {
                 continue;
             };
-            out.push(self.alert(w, now, AlertStatus::Firing));
+            let alert = self.alert(w, now, AlertStatus::Firing);
+            let id = alert.alert().map(|a| a.id.clone()).unwrap_or_default();
+            out.push(alert);
             self.state.fired += 1;
             if let Some(w) = self.state.keys.get_mut(&key) {
                 w.firing = true;
+                w.episode = Some((id, now));
             }
         }
     }
@@ -298,9 +318,9 @@ mod tests {
         );
         assert_eq!(got[0].value, 600.0);
         assert_eq!(got[0].title, "Events again from host=a after 10m quiet");
-        assert_ne!(
+        assert_eq!(
             got[0].id, firing_id,
-            "a different finding, delivered on its own"
+            "the resolution closes the episode the firing alert opened"
         );
 
         out.clear();

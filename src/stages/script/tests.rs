@@ -24,6 +24,7 @@ fn cx(dir: &Path, store: Arc<Store>) -> BuildContext {
         store,
         keep_state: true,
         public_url: crate::config::DEFAULT_PUBLIC_URL.into(),
+        history_interval: chrono::Duration::minutes(1),
     }
 }
 

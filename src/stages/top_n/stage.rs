@@ -352,16 +352,14 @@ impl TopNStage {
             self.state.pending.pop_first();
             let window = AlertWindow { start, end };
             let table = self.table(window, false, None);
-            let mut alert = self.templates.alert(Finding {
-                group: Group::default(),
-                value: table.total,
-                threshold: 0.0,
-                unit: None,
-                estimate: None,
+            let mut alert = self.templates.alert(Finding::once(
+                Group::default(),
+                table.total,
+                0.0,
                 window,
-                samples: Vec::new(),
-                status: AlertStatus::Firing,
-            });
+                Vec::new(),
+                AlertStatus::Firing,
+            ));
             alert.top = Some(table);
             self.state.reported_until = Some(self.state.reported_until.map_or(end, |r| r.max(end)));
             self.state.reports += 1;
@@ -471,6 +469,12 @@ mod tests {
                 start: t(start),
                 end: t(end),
             },
+            first_seen: Default::default(),
+
+            last_seen: Default::default(),
+
+            updates: 0,
+
             samples: vec![],
             top: None,
             fields: Default::default(),

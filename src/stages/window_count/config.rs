@@ -134,7 +134,7 @@ impl WindowCountConfig {
             &self.default_summary(),
             cx,
         )?;
-        let mut stage = WindowCountStage::new(self, templates)?;
+        let mut stage = WindowCountStage::new(self, templates, cx.history_interval)?;
         if let Some(saved) = cx.restore() {
             stage.restore(saved, &cx.id);
         }

@@ -1,6 +1,6 @@
 //! The running `window_count` stage.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,7 @@ use super::config::WindowCountConfig;
 use crate::event::{AlertStatus, Event, FieldPath, Timestamp};
 use crate::runtime::{NodeError, Stage};
 use crate::stages::alerting::{AlertTemplates, Finding, GroupBy};
+use crate::stages::episode::{AlertMode, EpisodeCounts, Reporter, open_keys};
 use crate::stages::window::{KeyWindow, Watermark, number, write_key};
 
 /// Counts or sums per group key in sliding event-time windows; see [`WindowCountConfig`].
@@ -19,8 +20,12 @@ pub struct WindowCountStage {
     sum: Option<FieldPath>,
     group_by: GroupBy,
     templates: AlertTemplates,
+    reporter: Reporter,
     shape: Value,
     keys: HashMap<String, KeyWindow>,
+    /// Keys with an open episode.
+    open: BTreeSet<String>,
+    episodes: EpisodeCounts,
     watermark: Watermark,
     skipped: u64,
     key_buf: String,
@@ -32,6 +37,7 @@ struct SavedRef<'a> {
     shape: &'a Value,
     watermark: &'a Watermark,
     skipped: u64,
+    episodes: &'a EpisodeCounts,
     keys: &'a HashMap<String, KeyWindow>,
 }
 
@@ -42,12 +48,18 @@ struct Saved {
     watermark: Watermark,
     #[serde(default)]
     skipped: u64,
+    #[serde(default)]
+    episodes: EpisodeCounts,
     keys: HashMap<String, KeyWindow>,
 }
 
 impl WindowCountStage {
     /// A stage with empty windows.
-    pub fn new(cfg: &WindowCountConfig, templates: AlertTemplates) -> Result<Self, NodeError> {
+    pub fn new(
+        cfg: &WindowCountConfig,
+        templates: AlertTemplates,
+        history_interval: chrono::Duration,
+    ) -> Result<Self, NodeError> {
         let sum = cfg
             .sum
             .as_deref()
@@ -55,14 +67,27 @@ impl WindowCountStage {
             .transpose()
             .map_err(|e| NodeError::from(format!("sum: {e}")))?;
         let group_by = GroupBy::parse(&cfg.group_by).map_err(NodeError::from)?;
+        let window = cfg.window.span();
         Ok(WindowCountStage {
-            window: cfg.window.span(),
+            window,
             threshold: cfg.threshold,
             sum,
             group_by,
+            reporter: Reporter {
+                templates: templates.clone(),
+                threshold: cfg.threshold,
+                scale: 1.0,
+                unit: None,
+                window,
+                mode: cfg.alert.mode,
+                resolve_after: cfg.alert.resolve_after.map_or(window, |d| d.span()),
+                history_interval,
+            },
             templates,
-            shape: json!({"group_by": cfg.group_by, "sum": cfg.sum}),
+            shape: json!({"group_by": cfg.group_by, "sum": cfg.sum, "mode": cfg.alert.mode}),
             keys: HashMap::new(),
+            open: BTreeSet::new(),
+            episodes: EpisodeCounts::default(),
             watermark: Watermark::default(),
             skipped: 0,
             key_buf: String::new(),
@@ -75,13 +100,15 @@ impl WindowCountStage {
             Ok(s) if s.shape == self.shape => {
                 self.watermark = s.watermark;
                 self.skipped = s.skipped;
+                self.episodes = s.episodes;
                 self.keys = s.keys;
                 for k in self.keys.values_mut() {
                     k.recompute();
                 }
+                self.open = open_keys(&self.keys);
                 tracing::debug!(stage = %id, keys = self.keys.len(), "state restored");
             }
-            Ok(_) => tracing::info!(stage = %id, "group_by or sum changed: state reset"),
+            Ok(_) => tracing::info!(stage = %id, "group_by, sum or alert.mode changed: state reset"),
             Err(e) => {
                 tracing::warn!(stage = %id, error = %e, "saved state unreadable: state reset")
             }
@@ -103,8 +130,42 @@ impl WindowCountStage {
         self.keys.len()
     }
 
-    fn sweep(&mut self, cutoff: Timestamp) {
+    /// What the stage's episodes did so far.
+    pub fn episodes(&self) -> EpisodeCounts {
+        self.episodes
+    }
+
+    /// Forgets the keys nothing of which can count any more, resolving their episodes.
+    fn sweep(&mut self, cutoff: Timestamp, out: &mut Vec<Arc<Event>>) {
+        if !self.open.is_empty() {
+            self.reporter.close_expired(
+                &mut self.keys,
+                |k| k.expired(cutoff),
+                &mut self.open,
+                &mut self.episodes,
+                out,
+            );
+        }
         self.keys.retain(|_, k| !k.expired(cutoff));
+    }
+
+    /// `each_crossing`: alert at every crossing and start the key's window again.
+    fn each_crossing(&mut self, event: &Event, out: &mut Vec<Arc<Event>>) {
+        let Some(key) = self.keys.get_mut(self.key_buf.as_str()) else {
+            return;
+        };
+        if key.reached(self.threshold) {
+            let fired = key.fire(self.window);
+            let alert = self.templates.alert(Finding::once(
+                self.group_by.group(event.data()),
+                fired.sum,
+                self.threshold,
+                fired.window,
+                fired.samples,
+                AlertStatus::Firing,
+            ));
+            out.push(self.templates.event(alert));
+        }
     }
 }
 
@@ -144,28 +205,40 @@ impl Stage for WindowCountStage {
             &event,
             self.templates.samples,
         );
-        if key.reached(self.threshold) {
-            let fired = key.fire(self.window);
-            let alert = self.templates.alert(Finding {
-                group: self.group_by.group(event.data()),
-                value: fired.sum,
-                threshold: self.threshold,
-                unit: None,
-                estimate: None,
-                window: fired.window,
-                samples: fired.samples,
-                status: AlertStatus::Firing,
-            });
-            out.push(self.templates.event(alert));
+        match self.reporter.mode {
+            AlertMode::EachCrossing => self.each_crossing(&event, out),
+            AlertMode::Episode => {
+                let group_by = &self.group_by;
+                self.reporter.after_event(
+                    &self.key_buf,
+                    key,
+                    &event,
+                    || group_by.group(event.data()),
+                    &mut self.open,
+                    &mut self.episodes,
+                    out,
+                );
+            }
         }
         if let Some(cutoff) = self.watermark.sweep_due(self.window) {
-            self.sweep(cutoff);
+            self.sweep(cutoff, out);
         }
     }
 
-    fn tick(&mut self, _now: Timestamp, _out: &mut Vec<Arc<Event>>) {
-        if let Some(cutoff) = self.watermark.cutoff(self.window) {
-            self.sweep(cutoff);
+    fn tick(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {
+        let cutoff = self.watermark.cutoff(self.window);
+        if !self.open.is_empty() {
+            self.reporter.on_tick(
+                now,
+                cutoff,
+                &mut self.keys,
+                &mut self.open,
+                &mut self.episodes,
+                out,
+            );
+        }
+        if let Some(cutoff) = cutoff {
+            self.sweep(cutoff, out);
         }
     }
 
@@ -174,6 +247,7 @@ impl Stage for WindowCountStage {
             shape: &self.shape,
             watermark: &self.watermark,
             skipped: self.skipped,
+            episodes: &self.episodes,
             keys: &self.keys,
         };
         serde_json::to_value(&saved).ok()

@@ -4,7 +4,7 @@ use chrono::{Duration, TimeZone, Utc};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::event::{Alert, Event, Timestamp};
+use crate::event::{Alert, AlertStatus, Event, Timestamp};
 use crate::runtime::Stage;
 
 fn t0() -> Timestamp {
@@ -36,7 +36,7 @@ fn stage(v: Value) -> WindowCountStage {
         "wc",
     )
     .unwrap();
-    WindowCountStage::new(&c, t).unwrap()
+    WindowCountStage::new(&c, t, Duration::minutes(1)).unwrap()
 }
 
 use crate::config::check::Problems;
@@ -164,7 +164,7 @@ fn sum_adds_a_field_and_skips_missing_or_bad_values() {
 
 #[test]
 fn threshold_one_fires_on_the_first_event() {
-    let mut s = stage(json!({"threshold": 1, "group_by": ["host"]}));
+    let mut s = stage(json!({"threshold": 1, "group_by": ["host"], "alert": {"mode": "each_crossing"}}));
     let a = feed(&mut s, json!({"host": "a"}), 0);
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].value, 1.0);
@@ -176,7 +176,7 @@ fn threshold_one_fires_on_the_first_event() {
 
 #[test]
 fn the_window_restarts_after_firing_and_older_events_are_late_for_the_key() {
-    let mut s = stage(json!({"threshold": 5}));
+    let mut s = stage(json!({"threshold": 5, "alert": {"mode": "each_crossing"}}));
     let mut alerts = Vec::new();
     for i in 0..10 {
         alerts.extend(feed(&mut s, json!({"i": i}), 1_000 + i));
@@ -249,6 +249,7 @@ fn build_restores_from_the_store() {
         store: store.clone(),
         keep_state: true,
         public_url: crate::config::DEFAULT_PUBLIC_URL.into(),
+        history_interval: chrono::Duration::minutes(1),
     };
     let mut s = c.build(&cx).unwrap();
     let mut out = Vec::new();
@@ -271,4 +272,139 @@ fn check_rejects_zero_window_and_threshold_and_bad_paths() {
         pointers,
         vec!["/window", "/threshold", "/sum", "/group_by/1"]
     );
+}
+
+/// Feeds `data` at `ms` and ticks at the same time, as the runtime does every second.
+fn feed_and_tick(s: &mut WindowCountStage, data: Value, ms: i64) -> Vec<Alert> {
+    let mut out = Vec::new();
+    s.process(ev(data, ms), &mut out);
+    s.tick(at(ms), &mut out);
+    out.iter().map(|e| e.alert().unwrap().clone()).collect()
+}
+
+fn tick(s: &mut WindowCountStage, ms: i64) -> Vec<Alert> {
+    let mut out = Vec::new();
+    s.tick(at(ms), &mut out);
+    out.iter().map(|e| e.alert().unwrap().clone()).collect()
+}
+
+#[test]
+fn a_key_held_over_the_threshold_for_an_hour_is_one_episode() {
+    // One event a second for an hour, 30 in a minute alerts: one firing alert, an update
+    // report at most once a minute (history_interval), one resolved alert.
+    let mut s = stage(json!({"window": "1m", "threshold": 30, "group_by": ["src.ip"]}));
+    let mut alerts = Vec::new();
+    for i in 0..3600 {
+        alerts.extend(feed_and_tick(&mut s, json!({"src": {"ip": "10.0.0.1"}}), i * 1000));
+    }
+    for i in 3600..3700 {
+        alerts.extend(tick(&mut s, i * 1000));
+    }
+    let firing: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.status == AlertStatus::Firing && a.updates == 0)
+        .collect();
+    let updates: Vec<&Alert> = alerts.iter().filter(|a| a.is_update()).collect();
+    let resolved: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.status == AlertStatus::Resolved)
+        .collect();
+    assert_eq!(firing.len(), 1, "one firing alert");
+    assert_eq!(resolved.len(), 1, "one resolved alert");
+    assert_eq!(firing[0].value, 30.0, "the window's total when it opened");
+    assert_eq!(firing[0].first_seen, at(29_000));
+    // Every report is the same alert.
+    assert!(alerts.iter().all(|a| a.id == firing[0].id));
+    // Updates: at most one a minute, each with the window's total then (60 events).
+    assert!(
+        (55..=60).contains(&updates.len()),
+        "{} update reports",
+        updates.len()
+    );
+    for pair in updates.windows(2) {
+        assert!(pair[1].updates > pair[0].updates);
+        // One event a second: at least a minute's worth of updates between reports.
+        assert!(pair[1].updates - pair[0].updates >= 30, "{pair:?}");
+    }
+    assert!(updates.iter().all(|a| a.value == 60.0));
+    // Resolved a minute after the last event (resolve_after = window), with the last seen
+    // time and the count of updates of the whole episode.
+    assert_eq!(resolved[0].last_seen, at(3_599_000));
+    assert_eq!(resolved[0].first_seen, at(29_000));
+    assert_eq!(resolved[0].updates, 3570);
+    assert_eq!(s.episodes().opened, 1);
+    assert_eq!(s.episodes().resolved, 1);
+    // An event a window later finds the window below the threshold: nothing fires.
+    assert!(feed_and_tick(&mut s, json!({"src": {"ip": "10.0.0.1"}}), 3_700_000).is_empty());
+}
+
+#[test]
+fn an_episode_resolves_when_its_window_falls_below_the_threshold() {
+    let mut s = stage(json!({"window": "10s", "threshold": 3, "group_by": ["k"]}));
+    let mut got = Vec::new();
+    for ms in [0, 1_000, 2_000, 3_000] {
+        got.extend(feed_and_tick(&mut s, json!({"k": "a"}), ms));
+    }
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].status, AlertStatus::Firing);
+    assert_eq!(got[0].value, 3.0);
+    // Another key moves the watermark past the window: the episode of `a` resolves on
+    // the next tick, with the id it opened with.
+    let more = feed_and_tick(&mut s, json!({"k": "b"}), 12_500);
+    assert_eq!(more.len(), 1, "{more:?}");
+    assert_eq!(more[0].status, AlertStatus::Resolved);
+    assert_eq!(more[0].id, got[0].id);
+    assert_eq!(more[0].group_key, "k=a");
+    assert_eq!(more[0].value, 1.0, "only the event at 3 s is still in (2.5 s, 12.5 s]");
+    assert_eq!(more[0].updates, 1);
+    // The key crossing again is a new episode with a new id.
+    let mut again = Vec::new();
+    for ms in [13_000, 13_100, 13_200] {
+        again.extend(feed_and_tick(&mut s, json!({"k": "a"}), ms));
+    }
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].status, AlertStatus::Firing);
+    assert_ne!(again[0].id, got[0].id);
+}
+
+#[test]
+fn updates_make_no_report_until_the_history_interval_and_the_state_survives_a_restore() {
+    let mut s = stage(json!({"window": "1h", "threshold": 2}));
+    assert!(feed_and_tick(&mut s, json!({}), 0).is_empty());
+    assert_eq!(feed_and_tick(&mut s, json!({}), 1_000).len(), 1);
+    for i in 2..50 {
+        assert!(feed_and_tick(&mut s, json!({}), i * 1_000).is_empty());
+    }
+    assert_eq!(s.episodes().updated, 48);
+    // Restored elsewhere, the open episode goes on: no second firing alert.
+    let snap: Value = serde_json::from_str(&s.snapshot().unwrap().to_string()).unwrap();
+    let mut r = stage(json!({"window": "1h", "threshold": 2}));
+    r.restore(snap, "p.wc");
+    assert!(feed_and_tick(&mut r, json!({}), 50_000).is_empty());
+    let a = tick(&mut r, 61_000);
+    assert_eq!(a.len(), 1, "an update a minute after the opening");
+    assert!(a[0].is_update());
+    assert_eq!(a[0].value, 51.0);
+    assert_eq!(a[0].updates, 49);
+}
+
+#[test]
+fn each_crossing_keeps_the_old_behaviour() {
+    // 59 of 60 in an hour: fires once at the 59th, then the window starts again.
+    let mut s = stage(json!({"window": "1h", "threshold": 59, "alert": {"mode": "each_crossing"}}));
+    let mut alerts = Vec::new();
+    for m in 0..60 {
+        alerts.extend(feed_and_tick(&mut s, json!({}), m * 60_000));
+    }
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].value, 59.0);
+    assert_eq!(alerts[0].updates, 0);
+    assert_eq!(alerts[0].first_seen, alerts[0].window.end);
+    assert_eq!(s.episodes().opened, 0);
+    let mut more = Vec::new();
+    for m in 60..117 {
+        more.extend(feed_and_tick(&mut s, json!({}), m * 60_000));
+    }
+    assert!(more.is_empty(), "the window was cleared: 59 more are needed");
+    assert_eq!(feed_and_tick(&mut s, json!({}), 117 * 60_000).len(), 1);
 }

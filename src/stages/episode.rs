@@ -1,0 +1,317 @@
+//! Alert episodes: one alert per rule and group key while its condition holds.
+//!
+//! A detection stage (`window_count`, `bandwidth`) keeps, beside each key's window, the
+//! key's open [`Episode`]. The first time the window reaches the threshold the episode
+//! opens and a `firing` alert is reported; while the window stays at or over the
+//! threshold the episode is updated in place (its newest time, its count of updates, its
+//! samples up to the limit) — no alert is made, nothing is serialised or written; when
+//! the window falls below the threshold, or nothing arrived for `resolve_after`, a
+//! `resolved` alert closes it. All reports of an episode carry the same alert id.
+//!
+//! An open episode that changed is reported again (an update: `status: firing`,
+//! `updates > 0`, the window's current total as its value) at most once per
+//! `history_interval` of the engine's clock, on a tick: that is what keeps the alert
+//! history and the sinks' view of it current without a report per event.
+//!
+//! [`Reporter`] holds what every report needs (templates, threshold, unit) and drives the
+//! transitions over any window type that implements [`EpisodeWindow`].
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::alerting::{AlertTemplates, Finding};
+use super::stage_state::{self, SavedField};
+use crate::event::{AlertStatus, AlertWindow, Event, Group, Sample, Timestamp};
+
+/// How a detection stage reports a key that stays over its threshold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertMode {
+    /// One alert per episode: `firing` at the first crossing, updated in place while the
+    /// key stays at or over the threshold (reported again at most once per
+    /// `history_interval`), `resolved` when its window falls below the threshold or
+    /// nothing arrived for `resolve_after`.
+    #[default]
+    Episode,
+    /// ElastAlert's frequency rule: an alert at every crossing, the key's window starting
+    /// again empty after each. On busy traffic a low threshold fires again and again —
+    /// every alert is made, stored and handed on — so use it only where each crossing is
+    /// news.
+    EachCrossing,
+}
+
+/// The episode of a key whose window is at or over the threshold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Episode {
+    /// The alert id, fixed when the episode opened.
+    pub id: String,
+    /// The group, for reports made on a tick (no event at hand).
+    pub group: Vec<SavedField>,
+    /// Event time of the crossing.
+    pub first_seen: Timestamp,
+    /// Newest event time counted while it is open.
+    pub last_seen: Timestamp,
+    /// In-place updates since it opened.
+    pub updates: u64,
+    /// Changed since it was last reported.
+    #[serde(default)]
+    pub dirty: bool,
+    /// Engine time of its last report.
+    pub reported_at: Timestamp,
+    /// Engine time the key's last event arrived (for `resolve_after`).
+    pub arrived_at: Timestamp,
+    /// The raw events that caused it: those of the window at the crossing, topped up
+    /// with later ones to the stage's `alert.samples`.
+    #[serde(default)]
+    pub samples: Vec<Sample>,
+}
+
+/// What a window type offers the episode logic.
+pub trait EpisodeWindow {
+    /// The key's open episode.
+    fn episode_mut(&mut self) -> &mut Option<Box<Episode>>;
+    /// The key's open episode, to read.
+    fn episode(&self) -> Option<&Episode>;
+    /// The window's current total (in the stage's base unit: events, bytes, bits/s).
+    fn total(&self) -> f64;
+    /// Whether the total reached `threshold` (exactly, near the threshold).
+    fn reached(&mut self, threshold: f64) -> bool;
+    /// Drops what is at or before `cutoff` (the stage's watermark − window).
+    fn slide_to(&mut self, cutoff: Timestamp);
+    /// The newest event time of the key.
+    fn newest(&self) -> Option<Timestamp>;
+    /// Whether any part of the total is an estimate (a lower bound).
+    fn estimated(&self) -> bool;
+    /// Copies of up to `n` samples of the events in the window.
+    fn samples(&self, n: usize) -> Vec<Sample>;
+}
+
+/// Everything a stage's reports have in common, and the transitions of its episodes.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    /// The alert templates.
+    pub templates: AlertTemplates,
+    /// The threshold in the window's base unit.
+    pub threshold: f64,
+    /// Divides totals into the unit reported (`MiB`: 1,048,576).
+    pub scale: f64,
+    /// The unit reported, if not a count.
+    pub unit: Option<String>,
+    /// The window length.
+    pub window: chrono::Duration,
+    /// Episode or each crossing.
+    pub mode: AlertMode,
+    /// Resolve an episode after this long (engine time) without an event of its key.
+    pub resolve_after: chrono::Duration,
+    /// Report an open, changed episode at most this often (engine time).
+    pub history_interval: chrono::Duration,
+}
+
+/// Counters of a stage's episodes (kept in its snapshot).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct EpisodeCounts {
+    /// Episodes opened (`firing` reports).
+    pub opened: u64,
+    /// Reports of open episodes (updates).
+    pub reported: u64,
+    /// Episodes closed (`resolved` reports).
+    pub resolved: u64,
+    /// In-place updates that made no report.
+    pub updated: u64,
+}
+
+impl Reporter {
+    /// The alert of a report on `w`'s episode, measured over `(end − window, end]`.
+    fn report(
+        &self,
+        ep: &Episode,
+        total: f64,
+        estimate: bool,
+        end: Timestamp,
+        status: AlertStatus,
+    ) -> Arc<Event> {
+        let alert = self.templates.alert(Finding {
+            id: Some(ep.id.clone()),
+            group: stage_state::load_group(ep.group.clone()),
+            value: total / self.scale,
+            threshold: self.threshold / self.scale,
+            unit: self.unit.clone(),
+            estimate: estimate.then(|| "lower_bound".to_string()),
+            window: AlertWindow {
+                start: super::window::minus(end, self.window),
+                end,
+            },
+            samples: ep.samples.clone(),
+            status,
+            first_seen: ep.first_seen,
+            last_seen: ep.last_seen,
+            updates: ep.updates,
+        });
+        self.templates.event(alert)
+    }
+
+    /// After `event` (of group `group`, key `key`) changed `w`: opens, updates or closes
+    /// the key's episode. `open` holds the keys with an open episode.
+    pub fn after_event<W: EpisodeWindow>(
+        &self,
+        key: &str,
+        w: &mut W,
+        event: &Event,
+        group: impl FnOnce() -> Group,
+        open: &mut BTreeSet<String>,
+        counts: &mut EpisodeCounts,
+        out: &mut Vec<Arc<Event>>,
+    ) {
+        let t = event.meta.time;
+        let now = event.meta.ingest;
+        let over = w.reached(self.threshold);
+        let samples = self.templates.samples;
+        match (w.episode_mut(), over) {
+            (Some(ep), true) => {
+                ep.last_seen = ep.last_seen.max(t);
+                ep.updates += 1;
+                ep.dirty = true;
+                ep.arrived_at = ep.arrived_at.max(now);
+                if ep.samples.len() < samples {
+                    let s = Sample::of(event);
+                    if !ep.samples.contains(&s) {
+                        let at = ep.samples.partition_point(|x| x.time <= s.time);
+                        ep.samples.insert(at, s);
+                    }
+                }
+                counts.updated += 1;
+            }
+            (None, true) => {
+                let end = w.newest().unwrap_or(t);
+                let window = AlertWindow {
+                    start: super::window::minus(end, self.window),
+                    end,
+                };
+                let ep = Episode {
+                    id: self.templates.alert_id(key, &window),
+                    group: stage_state::save_group(&group()),
+                    first_seen: t,
+                    last_seen: t,
+                    updates: 0,
+                    dirty: false,
+                    reported_at: now,
+                    arrived_at: now,
+                    samples: w.samples(samples),
+                };
+                let total = w.total();
+                let estimate = w.estimated();
+                out.push(self.report(&ep, total, estimate, end, AlertStatus::Firing));
+                *w.episode_mut() = Some(Box::new(ep));
+                open.insert(key.to_string());
+                counts.opened += 1;
+            }
+            (Some(_), false) => {
+                let end = w.newest().unwrap_or(t);
+                self.close(key, w, end, open, counts, out);
+            }
+            (None, false) => {}
+        }
+    }
+
+    /// Closes `w`'s episode with a `resolved` report measured at `end`.
+    fn close<W: EpisodeWindow>(
+        &self,
+        key: &str,
+        w: &mut W,
+        end: Timestamp,
+        open: &mut BTreeSet<String>,
+        counts: &mut EpisodeCounts,
+        out: &mut Vec<Arc<Event>>,
+    ) {
+        let total = w.total();
+        let estimate = w.estimated();
+        if let Some(ep) = w.episode_mut().take() {
+            out.push(self.report(&ep, total, estimate, end, AlertStatus::Resolved));
+            counts.resolved += 1;
+        }
+        open.remove(key);
+    }
+
+    /// A tick at engine time `now` with the stage's event-time `cutoff` (watermark −
+    /// window): every open episode whose window fell below the threshold, or whose key was
+    /// quiet for `resolve_after`, is resolved; every other one that changed is reported if
+    /// its last report is `history_interval` old.
+    pub fn on_tick<W: EpisodeWindow>(
+        &self,
+        now: Timestamp,
+        cutoff: Option<Timestamp>,
+        keys: &mut HashMap<String, W>,
+        open: &mut BTreeSet<String>,
+        counts: &mut EpisodeCounts,
+        out: &mut Vec<Arc<Event>>,
+    ) {
+        let watching: Vec<String> = open.iter().cloned().collect();
+        for key in watching {
+            let Some(w) = keys.get_mut(&key) else {
+                open.remove(&key);
+                continue;
+            };
+            if let Some(c) = cutoff {
+                w.slide_to(c);
+            }
+            // The window measured: `(cutoff, watermark]`.
+            let end = cutoff
+                .map(|c| c + self.window)
+                .or_else(|| w.newest())
+                .unwrap_or(now);
+            let Some(ep) = w.episode() else {
+                open.remove(&key);
+                continue;
+            };
+            let quiet = now - ep.arrived_at >= self.resolve_after;
+            if quiet || !w.reached(self.threshold) {
+                self.close(&key, w, end, open, counts, out);
+                continue;
+            }
+            let total = w.total();
+            let estimate = w.estimated();
+            if let Some(ep) = w.episode_mut()
+                && ep.dirty
+                && now - ep.reported_at >= self.history_interval
+            {
+                ep.dirty = false;
+                ep.reported_at = now;
+                out.push(self.report(ep, total, estimate, end, AlertStatus::Firing));
+                counts.reported += 1;
+            }
+        }
+    }
+
+    /// Resolves the episodes of the keys `expired` is about to forget.
+    pub fn close_expired<W: EpisodeWindow>(
+        &self,
+        keys: &mut HashMap<String, W>,
+        expired: impl Fn(&W) -> bool,
+        open: &mut BTreeSet<String>,
+        counts: &mut EpisodeCounts,
+        out: &mut Vec<Arc<Event>>,
+    ) {
+        let closing: Vec<String> = open
+            .iter()
+            .filter(|k| keys.get(*k).is_some_and(&expired))
+            .cloned()
+            .collect();
+        for key in closing {
+            if let Some(w) = keys.get_mut(&key) {
+                let end = w.newest().map_or(Timestamp::MIN_UTC, |n| n + self.window);
+                self.close(&key, w, end, open, counts, out);
+            }
+        }
+    }
+}
+
+/// The keys of `keys` with an open episode (after a restore).
+pub fn open_keys<W: EpisodeWindow>(keys: &HashMap<String, W>) -> BTreeSet<String> {
+    keys.iter()
+        .filter(|(_, w)| w.episode().is_some())
+        .map(|(k, _)| k.clone())
+        .collect()
+}
