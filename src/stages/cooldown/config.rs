@@ -21,11 +21,22 @@ use crate::stages::alerting::GroupBy;
 /// and an empty one are different keys.
 ///
 /// A `resolved` alert always passes and ends its key's cooldown, so the next firing alert
-/// of that key passes at once.
+/// of that key passes at once. Later reports of the alert that passed (the updates of its
+/// episode: same id) pass too; a new episode of the key within the period is held back.
 ///
-/// Keys whose period has ended behind the newest event time are forgotten; at most
-/// `max_keys` are held (beyond that the oldest is forgotten early and counted).
-/// Suppressions are counted. Cooldowns survive restarts unless `key` changes.
+/// Each key's period is measured on the event time of the input it passed from, so a
+/// cooldown fed by several rules whose clocks differ (a PCE's traffic lags its audit
+/// events by minutes) holds each for its full period.
+///
+/// **Cooldown or grouping?** A delivering sink's notification options (`group_by`,
+/// `group_interval`, `repeat_interval`) decide when people hear about alerts; the alert
+/// history and every other sink still see all of them. Use `cooldown` when an alert
+/// should not exist at all downstream of it within the period — e.g. before a `script`
+/// or an action that must not run twice — or to quiet events that are not alerts.
+///
+/// Keys whose period has ended are forgotten; at most `max_keys` are held (beyond that
+/// the oldest is forgotten early and counted). Suppressions are counted. Cooldowns survive
+/// restarts unless `key` changes.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(example = example())]

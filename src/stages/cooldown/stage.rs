@@ -24,7 +24,17 @@ pub struct CooldownStage {
 struct State {
     /// Key → event time of the one that passed last.
     passed_at: HashMap<String, Timestamp>,
-    /// The newest event time seen.
+    /// Key → the input (`pipeline.node` that made the event) it passed from: its period
+    /// is measured on that input's event time.
+    #[serde(default)]
+    input_of: HashMap<String, String>,
+    /// Key → the id of the alert that passed: later reports of the same episode pass.
+    #[serde(default)]
+    passed_id: HashMap<String, String>,
+    /// Input → the newest event time seen from it.
+    #[serde(default)]
+    watermarks: HashMap<String, Timestamp>,
+    /// The newest event time seen from any input (for keys saved before inputs were).
     watermark: Option<Timestamp>,
     /// Events passed.
     passed: u64,
@@ -72,8 +82,31 @@ impl CooldownStage {
         }
     }
 
+    /// Forgets the keys whose period has ended, each measured on the event time of the
+    /// input it passed from (inputs' clocks can differ by minutes).
     fn evict(&mut self) {
-        stage_state::forget_ended(&mut self.state.passed_at, self.state.watermark, self.period);
+        let st = &mut self.state;
+        let period = self.period;
+        st.passed_at.retain(|key, t| {
+            let wm = st
+                .input_of
+                .get(key)
+                .and_then(|input| st.watermarks.get(input))
+                .copied()
+                .or(st.watermark);
+            match wm {
+                Some(wm) => t.checked_add_signed(period).is_none_or(|end| end > wm),
+                None => true,
+            }
+        });
+        self.forget_detached();
+    }
+
+    /// Drops what is kept beside keys that are gone.
+    fn forget_detached(&mut self) {
+        let st = &mut self.state;
+        st.input_of.retain(|k, _| st.passed_at.contains_key(k));
+        st.passed_id.retain(|k, _| st.passed_at.contains_key(k));
     }
 
     fn make_room(&mut self) {
@@ -88,6 +121,7 @@ impl CooldownStage {
             &mut self.state.evicted,
             "cooldown holds `max_keys` keys: forgetting the oldest early",
         );
+        self.forget_detached();
     }
 }
 
@@ -95,12 +129,28 @@ impl Stage for CooldownStage {
     fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
         let t = event.meta.time;
         self.state.watermark = Some(self.state.watermark.map_or(t, |w| w.max(t)));
+        let input = event.meta.source.as_ref();
+        match self.state.watermarks.get_mut(input) {
+            Some(w) => *w = (*w).max(t),
+            None => {
+                self.state.watermarks.insert(input.to_string(), t);
+            }
+        }
         let key = self.key(&event);
         if event
             .alert()
             .is_some_and(|a| a.status == AlertStatus::Resolved)
         {
             self.state.passed_at.remove(&key);
+            self.forget_detached();
+            self.state.passed += 1;
+            out.push(event);
+            return;
+        }
+        // A later report of the episode that passed is the same alert, not a new one.
+        if let Some(a) = event.alert()
+            && self.state.passed_id.get(&key) == Some(&a.id)
+        {
             self.state.passed += 1;
             out.push(event);
             return;
@@ -118,6 +168,10 @@ impl Stage for CooldownStage {
             Some(_) => {}
             None => self.make_room(),
         }
+        if let Some(a) = event.alert() {
+            self.state.passed_id.insert(key.clone(), a.id.clone());
+        }
+        self.state.input_of.insert(key.clone(), input.to_string());
         self.state.passed_at.insert(key, t);
         self.state.passed += 1;
         out.push(event);
@@ -298,6 +352,62 @@ mod tests {
         other.restore("p.c", saved);
         assert_eq!(other.suppressed(), 0);
         assert_eq!(run(&mut other, vec![ev(json!({"k": ""}), 30)]), vec![30]);
+    }
+
+    /// Regression (issue 12): fed by two rules whose event times differ by minutes, a key
+    /// of the rule that lags expired against the other rule's newer time and its next
+    /// alert went out early.
+    #[test]
+    fn a_key_expires_on_the_event_time_of_its_own_input() {
+        let mut s = stage(&[], 600);
+        let mut out = Vec::new();
+        let from = |stage: &str, s: i64| {
+            let mut e = (*alert(stage, "src.ip=10.0.0.1", AlertStatus::Firing, s)).clone();
+            e.meta.source = format!("p.{stage}").into();
+            Arc::new(e)
+        };
+        // `slow` passes at 0; `fast` runs five minutes ahead of it.
+        s.process(from("slow", 0), &mut out);
+        s.process(from("fast", 300), &mut out);
+        // `fast` reaches 900 s: 300 s past the end of slow's period in fast's time, but
+        // slow's own time is at 595 s.
+        s.process(from("fast", 900), &mut out);
+        s.tick(t(900), &mut out);
+        s.process(from("slow", 595), &mut out);
+        let passed: Vec<(String, i64)> = out
+            .iter()
+            .map(|e| {
+                let a = e.alert().unwrap();
+                (a.stage.clone(), (a.window.end - t(0)).num_seconds())
+            })
+            .collect();
+        assert_eq!(
+            passed,
+            vec![("slow".into(), 0), ("fast".into(), 300), ("fast".into(), 900)],
+            "slow's alert at 595 s is inside its period"
+        );
+        assert_eq!(s.suppressed(), 1);
+        // At 600 s of its own time, slow's period is over.
+        out.clear();
+        s.process(from("slow", 600), &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn reports_of_an_episode_that_passed_pass_too() {
+        let mut s = stage(&[], 600);
+        let mut out = Vec::new();
+        let first = alert("burst", "src.ip=10.0.0.1", AlertStatus::Firing, 0);
+        let mut update = (*first).clone();
+        let mut a = update.alert().unwrap().clone();
+        a.updates = 7;
+        a.window.end = t(60);
+        update.set_alert(a);
+        s.process(first, &mut out);
+        s.process(Arc::new(update), &mut out);
+        s.process(alert("burst", "src.ip=10.0.0.1", AlertStatus::Firing, 120), &mut out);
+        assert_eq!(out.len(), 2, "the update passes, another episode is held back");
+        assert_eq!(s.suppressed(), 1);
     }
 
     #[test]
