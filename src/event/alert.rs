@@ -203,6 +203,12 @@ pub struct Alert {
     /// report: `0` when it opened.
     #[serde(default)]
     pub updates: u64,
+    /// Whether the alert is an episode: reported again while it lasts and closed by a
+    /// `resolved` report with the same id. A one-off alert (`alert.mode: each_crossing`,
+    /// a script's `alert()`, a `top_n` report, an event sent to a delivering sink) is not,
+    /// and is notified once.
+    #[serde(default)]
+    pub episode: bool,
     /// The first raw events that caused it (the raw-log snapshot).
     pub samples: Vec<Sample>,
     /// The biggest contributors, when a `top_n` stage annotated the alert.

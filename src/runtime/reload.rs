@@ -193,6 +193,7 @@ fn reload_failed_alert(at: Timestamp, errors: &[String], diagnostics: &[&Diagnos
         first_seen: window.end,
         last_seen: window.end,
         updates: 0,
+        episode: false,
         samples,
         top: None,
         fields: serde_json::Map::new(),

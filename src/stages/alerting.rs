@@ -139,6 +139,8 @@ pub struct Finding {
     pub last_seen: Timestamp,
     /// In-place updates of the episode before this report.
     pub updates: u64,
+    /// Whether the finding is an episode (closed later by a `resolved` report).
+    pub episode: bool,
 }
 
 impl Finding {
@@ -164,6 +166,7 @@ impl Finding {
             first_seen: window.end,
             last_seen: window.end,
             updates: 0,
+            episode: false,
         }
     }
 }
@@ -327,6 +330,7 @@ impl AlertTemplates {
             first_seen: f.first_seen,
             last_seen: f.last_seen,
             updates: f.updates,
+            episode: f.episode,
             samples: f.samples,
             top: None,
             fields: serde_json::Map::new(),

@@ -149,6 +149,7 @@ impl Reporter {
             first_seen: ep.first_seen,
             last_seen: ep.last_seen,
             updates: ep.updates,
+            episode: true,
         });
         self.templates.event(alert)
     }

@@ -13,6 +13,7 @@
 //! - [`retry`]: backoff with jitter and how HTTP answers are classified.
 //! - [`runner`]: the sink task and its worker.
 
+pub mod dispatch;
 pub mod http;
 pub mod render;
 pub mod retry;
@@ -368,6 +369,7 @@ pub fn sample_alert() -> Alert {
         first_seen: window.end,
         last_seen: window.end,
         updates: 0,
+        episode: false,
         samples: vec![
             Sample {
                 time: t("2026-11-21T08:52:10Z"),
@@ -445,6 +447,7 @@ pub fn alert_of_event(event: &crate::event::Event) -> Alert {
         first_seen: event.meta.time,
         last_seen: event.meta.time,
         updates: 0,
+        episode: false,
         samples: vec![sample],
         top: None,
         fields: serde_json::Map::new(),

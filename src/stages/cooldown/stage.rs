@@ -225,6 +225,8 @@ mod tests {
 
             updates: 0,
 
+            episode: false,
+
             samples: vec![],
             top: None,
             fields: Default::default(),

@@ -125,6 +125,7 @@ impl FlatlineStage {
             id,
             first_seen,
             last_seen: w.last_seen,
+            episode: true,
             ..Finding::once(
                 stage_state::load_group(w.group.clone()),
                 quiet.num_milliseconds() as f64 / 1000.0,

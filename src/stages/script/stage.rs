@@ -276,6 +276,7 @@ fn make_alert(shared: &Shared, spec: rhai::Map) -> Result<Alert, String> {
         first_seen: window.end,
         last_seen: window.end,
         updates: 0,
+        episode: false,
         samples: vec![Sample::of(event)],
         top: None,
         fields: alert_fields,
