@@ -425,6 +425,14 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
         "snapshot_interval",
         &s.snapshot_interval,
     );
+    p.positive_duration(
+        "/history_interval",
+        "history_interval",
+        &s.history_interval,
+    );
+    for (i, rule) in s.inhibit.iter().enumerate() {
+        rule.check(&format!("/inhibit/{i}"), &mut p);
+    }
     for (name, conn) in &s.connections.pce {
         let base = to_pointer(["connections", "pce", name.as_str()]);
         for field in ["api_key", "api_secret"] {

@@ -60,6 +60,13 @@ pub struct SettingsConfig {
     /// once. Default: `1m`.
     #[serde(default = "default_history_interval")]
     pub history_interval: Duration,
+    /// Inhibition rules: while an alert matching a rule's `source` fires, the delivering
+    /// sinks do not notify alerts matching its `target` (with equal values at its `equal`
+    /// paths); when the source resolves, the targets are notified at their group's next
+    /// look. Example: `{source: {pipeline: pce-health, group.status: unreachable},
+    /// target: {pipeline: blocked-traffic}}`. Default: none.
+    #[serde(default)]
+    pub inhibit: Vec<crate::sinks::delivery::inhibit::InhibitRuleConfig>,
     /// The HTTP API, `/metrics` and health checks.
     #[serde(default)]
     pub web: WebConfig,
@@ -144,6 +151,7 @@ impl Default for SettingsConfig {
             snapshot_interval: default_snapshot_interval(),
             keep_state: true,
             history_interval: default_history_interval(),
+            inhibit: Vec::new(),
             public_url: default_public_url(),
             web: WebConfig::default(),
             connections: ConnectionsConfig::default(),

@@ -28,6 +28,7 @@ type Starter = Box<dyn FnOnce(CancellationToken) -> JoinHandle<()> + Send>;
 pub struct Connections {
     pce: HashMap<String, PceClient>,
     internal: tokio::sync::broadcast::Sender<crate::event::Alert>,
+    inhibitor: Arc<crate::sinks::delivery::inhibit::Inhibitor>,
     tap: Arc<super::Tap>,
     delivery: Arc<crate::config::model::ConnectionsConfig>,
     clock: Option<SharedClock>,
@@ -58,6 +59,7 @@ impl Default for Connections {
         Connections {
             pce: HashMap::new(),
             internal: tokio::sync::broadcast::channel(64).0,
+            inhibitor: Arc::default(),
             tap: Arc::default(),
             delivery: Arc::default(),
             clock: None,
@@ -83,6 +85,9 @@ impl Connections {
         }
         Ok(Connections {
             pce,
+            inhibitor: Arc::new(crate::sinks::delivery::inhibit::Inhibitor::new(
+                &settings.inhibit,
+            )),
             delivery: Arc::new(crate::config::model::ConnectionsConfig {
                 pce: Default::default(),
                 ..settings.connections.clone()
@@ -95,6 +100,11 @@ impl Connections {
     /// What the API sees of the traffic (recent events, the live stream).
     pub fn tap(&self) -> &Arc<super::Tap> {
         &self.tap
+    }
+
+    /// The engine's inhibition rules and their firing source alerts.
+    pub fn inhibitor(&self) -> &Arc<crate::sinks::delivery::inhibit::Inhibitor> {
+        &self.inhibitor
     }
 
     /// Where vigil's own alerts are published; `internal` sources subscribe.

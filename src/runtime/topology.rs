@@ -323,6 +323,7 @@ fn make_env(
             message: e.source.to_string(),
         })?,
     );
+    restore_inhibitions(&connections, &store, clock.now());
     Ok(Env {
         clock,
         helpers_stop: shutdown.child_token(),
@@ -331,6 +332,31 @@ fn make_env(
         connections,
         ended,
     })
+}
+
+/// Shows a new inhibitor the alerts that were firing when the last one stopped (the
+/// alert history's open episodes of the last week), so a restart or a settings change
+/// does not unmute their targets.
+fn restore_inhibitions(
+    connections: &Connections,
+    store: &crate::store::Store,
+    now: crate::event::Timestamp,
+) {
+    let inhibitor = connections.inhibitor();
+    if !inhibitor.is_active() {
+        return;
+    }
+    let since = (now - chrono::Duration::days(7)).timestamp_millis();
+    match store.firing_alerts(since, crate::sinks::delivery::inhibit::MAX_SOURCES) {
+        Ok(alerts) => {
+            for a in alerts.iter().filter(|a| a.episode) {
+                inhibitor.observe(a, &a.to_value());
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open alerts; inhibitions start empty")
+        }
+    }
 }
 
 /// What identifies a node's configuration: its YAML (after interpolation) and the files
@@ -565,6 +591,7 @@ impl Live {
                     );
                     let saver = Snapshots {
                         tap: self.env.connections.tap().clone(),
+                        inhibitor: self.env.connections.inhibitor().clone(),
                         enabled: settings.keep_state,
                         id: node.id.clone(),
                         store: self.env.store.clone(),
@@ -953,6 +980,7 @@ fn build_context(env: &Env, config: &Config, node: &GraphNode) -> BuildContext {
 /// Saves a stage's state every `every` of clock time and when it stops.
 struct Snapshots {
     tap: Arc<super::Tap>,
+    inhibitor: Arc<crate::sinks::delivery::inhibit::Inhibitor>,
     enabled: bool,
     id: Arc<str>,
     store: Arc<crate::store::Store>,
@@ -982,7 +1010,11 @@ impl Snapshots {
                 .filter(|e| e.alert().is_some() && !passed.contains(&address(e)))
         };
         self.tap.alerts(new());
-        for alert in new().filter_map(|e| e.alert()) {
+        for event in new() {
+            let Some(alert) = event.alert() else { continue };
+            if self.inhibitor.is_active() {
+                self.inhibitor.observe(alert, event.data());
+            }
             if let Err(e) = self.store.record_alert(alert) {
                 tracing::warn!(node = %self.id, error = %e, "cannot record the alert in the history");
             }

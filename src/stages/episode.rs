@@ -309,6 +309,40 @@ impl Reporter {
     }
 }
 
+/// The most orphaned episodes closed at a stage's start.
+const MAX_ORPHANS: usize = 10_000;
+
+/// For a stage that starts without its saved state (a new `group_by`, a lost snapshot):
+/// `resolved` reports of the episodes the alert history still shows open for it, so no
+/// sink holds, reminds of, or is muted by an episode nothing will ever close. Handed on
+/// at the stage's first tick.
+pub fn orphaned(cx: &crate::runtime::BuildContext) -> Vec<Arc<Event>> {
+    if !cx.keep_state {
+        return Vec::new();
+    }
+    let open = match cx.store.open_episodes_of(&cx.pipeline, &cx.node, MAX_ORPHANS) {
+        Ok(open) => open,
+        Err(e) => {
+            tracing::warn!(stage = %cx.id, error = %e, "cannot read the stage's open episodes");
+            return Vec::new();
+        }
+    };
+    if !open.is_empty() {
+        tracing::info!(stage = %cx.id, episodes = open.len(), "the stage starts without its saved state: its open episodes are resolved");
+    }
+    open.into_iter()
+        .map(|mut a| {
+            a.status = AlertStatus::Resolved;
+            a.fields.insert(
+                "closed".into(),
+                "the stage started without its saved state".into(),
+            );
+            let time = a.last_seen;
+            Arc::new(Event::from_alert(a, cx.id.clone(), time))
+        })
+        .collect()
+}
+
 /// The keys of `keys` with an open episode (after a restore).
 pub fn open_keys<W: EpisodeWindow>(keys: &HashMap<String, W>) -> BTreeSet<String> {
     keys.iter()

@@ -1,8 +1,8 @@
 //! Alert history and silences in the state database.
 //!
-//! - `alerts`: every alert a stage raised, by id (an alert annotated further down, by
-//!   `top_n`, replaces its earlier form). Its delivery status per sink comes from the
-//!   outbox.
+//! - `alerts`: one row per alert id — an episode from its opening through its update
+//!   reports to its resolution, each report replacing the row (as does an alert annotated
+//!   further down, by `top_n`). Its delivery status per sink comes from the outbox.
 //! - `silences`: matchers with an expiry; the delivering sinks do not send an alert that
 //!   an active silence matches.
 
@@ -15,12 +15,14 @@ use crate::event::{Alert, FieldPath};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS alerts (
-    id        TEXT PRIMARY KEY,
-    time      INTEGER NOT NULL,
-    pipeline  TEXT NOT NULL,
-    stage     TEXT NOT NULL,
-    severity  TEXT NOT NULL,
-    alert     TEXT NOT NULL
+    id         TEXT PRIMARY KEY,
+    time       INTEGER NOT NULL,
+    pipeline   TEXT NOT NULL,
+    stage      TEXT NOT NULL,
+    severity   TEXT NOT NULL,
+    alert      TEXT NOT NULL,
+    status     TEXT NOT NULL DEFAULT 'firing',
+    first_seen INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts (time);
 CREATE TABLE IF NOT EXISTS silences (
@@ -112,63 +114,134 @@ impl Silence {
     }
 }
 
+/// Which alerts [`Store::alerts`] lists.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AlertQuery<'a> {
+    /// Only this pipeline's.
+    pub pipeline: Option<&'a str>,
+    /// Only at least this severe.
+    pub min_severity: Option<crate::event::Severity>,
+    /// Only those whose latest report has this status.
+    pub status: Option<crate::event::AlertStatus>,
+}
+
+fn severity_rank(s: crate::event::Severity) -> i64 {
+    s as i64
+}
+
+/// The name a status is stored under.
+fn status_name(s: crate::event::AlertStatus) -> &'static str {
+    match s {
+        crate::event::AlertStatus::Firing => "firing",
+        crate::event::AlertStatus::Resolved => "resolved",
+    }
+}
+
 impl Store {
-    /// Records `alert` (replacing an earlier form of the same id).
+    /// Records `alert`, replacing an earlier report of the same id (an episode keeps one
+    /// row, dated by its latest report).
     pub fn record_alert(&self, alert: &Alert) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO alerts (id, time, pipeline, stage, severity, alert)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (id) DO UPDATE SET alert = excluded.alert, severity = excluded.severity",
-            params![
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO alerts (id, time, pipeline, stage, severity, alert, status, first_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (id) DO UPDATE SET alert = excluded.alert, severity = excluded.severity,
+                     time = MAX(time, excluded.time), status = excluded.status",
+            )?
+            .execute(params![
                 alert.id,
                 alert.window.end.timestamp_millis(),
                 alert.pipeline,
                 alert.stage,
                 alert.severity.as_str(),
                 serde_json::to_string(alert).unwrap_or_default(),
-            ],
-        )?;
+                status_name(alert.status),
+                alert.first_seen.timestamp_millis(),
+            ])?;
         Ok(())
     }
 
-    /// Alerts, newest first: at most `limit`, skipping `offset`, optionally only of
-    /// `pipeline` and at least `min_severity`. Each with its delivery per sink
-    /// (`[{sink, state, message, last_error}]`).
-    pub fn alerts(
-        &self,
-        pipeline: Option<&str>,
-        min_severity: Option<crate::event::Severity>,
-        limit: usize,
-        offset: usize,
-    ) -> Result<Vec<Value>, StoreError> {
+    /// The alerts whose latest report is `firing`, recorded at or after `since` (ms),
+    /// newest first, at most `limit`: what may still be open after a restart.
+    pub fn firing_alerts(&self, since: i64, limit: usize) -> Result<Vec<Alert>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT alert FROM alerts WHERE (?1 IS NULL OR pipeline = ?1)
-             ORDER BY time DESC, id LIMIT -1",
+            "SELECT alert FROM alerts WHERE status = 'firing' AND time >= ?1
+             ORDER BY time DESC LIMIT ?2",
         )?;
         let rows: Vec<String> = stmt
-            .query_map(params![pipeline], |r| r.get(0))?
+            .query_map(
+                params![since, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| r.get(0),
+            )?
             .collect::<Result<_, _>>()?;
-        let mut out = Vec::new();
-        let mut skipped = 0;
+        Ok(rows
+            .iter()
+            .filter_map(|t| serde_json::from_str(t).ok())
+            .collect())
+    }
+
+    /// The episodes of stage `pipeline.stage` whose latest report is `firing` (at most
+    /// `limit`, newest first).
+    pub fn open_episodes_of(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        limit: usize,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT alert FROM alerts WHERE status = 'firing' AND pipeline = ?1 AND stage = ?2
+             ORDER BY time DESC LIMIT ?3",
+        )?;
+        let rows: Vec<String> = stmt
+            .query_map(
+                params![pipeline, stage, i64::try_from(limit).unwrap_or(i64::MAX)],
+                |r| r.get(0),
+            )?
+            .collect::<Result<_, _>>()?;
+        Ok(rows
+            .iter()
+            .filter_map(|t| serde_json::from_str::<Alert>(t).ok())
+            .filter(|a| a.episode)
+            .collect())
+    }
+
+    /// Alerts, newest first (by their latest report): at most `limit`, skipping `offset`,
+    /// optionally only those `q` asks for. Each with its deliveries: one per message it
+    /// went out in (`[{sink, state, message, last_error, attempts, change, at}]`).
+    pub fn alerts(&self, q: &AlertQuery<'_>, limit: usize, offset: usize) -> Result<Vec<Value>, StoreError> {
+        let conn = self.conn();
+        let min_rank = q.min_severity.map_or(0, severity_rank);
+        let mut stmt = conn.prepare(
+            "SELECT alert FROM alerts
+             WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR status = ?2)
+               AND (CASE severity WHEN 'info' THEN 0 WHEN 'low' THEN 1 WHEN 'medium' THEN 2
+                    WHEN 'high' THEN 3 ELSE 4 END) >= ?3
+             ORDER BY time DESC, id LIMIT ?4 OFFSET ?5",
+        )?;
+        let rows: Vec<String> = stmt
+            .query_map(
+                params![
+                    q.pipeline,
+                    q.status.map(status_name),
+                    min_rank,
+                    i64::try_from(limit).unwrap_or(i64::MAX),
+                    i64::try_from(offset).unwrap_or(i64::MAX)
+                ],
+                |r| r.get(0),
+            )?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(rows.len());
         let mut deliveries = conn.prepare(
-            "SELECT a.sink, o.state, o.id, o.last_error, o.attempts FROM outbox_alerts a
-             JOIN outbox o ON o.id = a.message WHERE a.alert_id = ?1 ORDER BY a.sink",
+            "SELECT a.sink, o.state, o.id, o.last_error, o.attempts, a.change, o.created_at
+             FROM outbox_message_alerts a
+             JOIN outbox o ON o.id = a.message WHERE a.alert_id = ?1 ORDER BY a.sink, o.created_at",
         )?;
         for text in rows {
             let Ok(alert) = serde_json::from_str::<Alert>(&text) else {
                 continue;
             };
-            if min_severity.is_some_and(|m| alert.severity < m) {
-                continue;
-            }
-            if skipped < offset {
-                skipped += 1;
-                continue;
-            }
-            if out.len() >= limit {
-                break;
-            }
             let sinks: Vec<Value> = deliveries
                 .query_map(params![alert.id], |r| {
                     Ok(serde_json::json!({
@@ -177,6 +250,8 @@ impl Store {
                         "message": r.get::<_, String>(2)?,
                         "last_error": r.get::<_, Option<String>>(3)?,
                         "attempts": r.get::<_, i64>(4)?,
+                        "change": r.get::<_, String>(5)?,
+                        "at": r.get::<_, i64>(6)?,
                     }))
                 })?
                 .collect::<Result<_, _>>()?;
@@ -353,16 +428,33 @@ mod tests {
         s.record_alert(&a).unwrap();
         let with_top = sample_alert();
         s.record_alert(&with_top).unwrap();
-        s.enqueue("p.mail", &[], &with_top, 0, 0).unwrap();
-        let got = s.alerts(None, None, 10, 0).unwrap();
+        {
+            use crate::sinks::delivery::dispatch::Change;
+            let mut conn = s.conn();
+            let tx = conn.transaction().unwrap();
+            let meta = crate::store::NotifyMeta::default();
+            super::super::outbox::insert_message(&tx, "m1", "p.mail", &[], &[(Change::New, with_top.clone())], &meta, 0).unwrap();
+            tx.commit().unwrap();
+        }
+        let got = s.alerts(&AlertQuery::default(), 10, 0).unwrap();
         assert_eq!(got.len(), 1);
         assert!(got[0]["top"].is_object(), "the annotated form");
         assert_eq!(got[0]["deliveries"][0]["sink"], "p.mail");
         assert_eq!(got[0]["deliveries"][0]["state"], "pending");
+        assert_eq!(got[0]["deliveries"][0]["change"], "new");
+        // An episode keeps one row: its resolution replaces it, and the status filter sees it.
+        let mut done = with_top.clone();
+        done.status = crate::event::AlertStatus::Resolved;
+        s.record_alert(&done).unwrap();
+        let firing = AlertQuery { status: Some(crate::event::AlertStatus::Firing), ..AlertQuery::default() };
+        let resolved = AlertQuery { status: Some(crate::event::AlertStatus::Resolved), ..AlertQuery::default() };
+        assert!(s.alerts(&firing, 10, 0).unwrap().is_empty());
+        assert_eq!(s.alerts(&resolved, 10, 0).unwrap().len(), 1);
+        assert!(s.firing_alerts(0, 10).unwrap().is_empty());
         assert_eq!(got[0]["samples"][0]["record"]["src"]["ip"], "10.20.30.40");
-        assert!(s.alerts(Some("other"), None, 10, 0).unwrap().is_empty());
+        assert!(s.alerts(&AlertQuery { pipeline: Some("other"), ..AlertQuery::default() }, 10, 0).unwrap().is_empty());
         assert!(
-            s.alerts(None, Some(crate::event::Severity::Critical), 10, 0)
+            s.alerts(&AlertQuery { min_severity: Some(crate::event::Severity::Critical), ..AlertQuery::default() }, 10, 0)
                 .unwrap()
                 .is_empty()
         );

@@ -1,10 +1,11 @@
 //! What vigil keeps on disk under `state_dir`.
 
 pub mod history;
+pub mod notify;
 pub mod outbox;
 pub mod rejected;
 pub mod sqlite;
 
 pub use history::{Matcher, Silence};
-pub use outbox::{Enqueued, OutboxEntry, OutboxState};
+pub use outbox::{NotifyMeta, OutboxEntry, OutboxState};
 pub use sqlite::{Store, StoreError};

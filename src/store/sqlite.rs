@@ -99,7 +99,16 @@ impl Store {
                  updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
              );",
         )?;
+        // Columns added since a table was first made (databases of earlier versions).
+        for (table, column, decl) in [
+            ("outbox", "notify", "TEXT"),
+            ("alerts", "status", "TEXT NOT NULL DEFAULT 'firing'"),
+            ("alerts", "first_seen", "INTEGER NOT NULL DEFAULT 0"),
+        ] {
+            add_column(&conn, table, column, decl)?;
+        }
         conn.execute_batch(super::outbox::SCHEMA)?;
+        conn.execute_batch(super::notify::SCHEMA)?;
         conn.execute_batch(super::history::SCHEMA)?;
         Ok(Store {
             conn: Mutex::new(conn),
@@ -174,6 +183,23 @@ impl Store {
             .execute("DELETE FROM checkpoints WHERE key = ?1", params![key])?;
         Ok(())
     }
+}
+
+/// Adds `column` to `table` when the table exists without it.
+fn add_column(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    decl: &str,
+) -> Result<(), rusqlite::Error> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+    let columns: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<Result<_, _>>()?;
+    if !columns.is_empty() && !columns.iter().any(|c| c == column) {
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

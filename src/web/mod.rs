@@ -271,11 +271,12 @@ async fn reload(State(state): State<AppState>) -> Response {
     (status, axum::Json(outcome)).into_response()
 }
 
-/// `?pipeline=&severity=&limit=&offset=` of `/api/v1/alerts`.
+/// `?pipeline=&severity=&status=&limit=&offset=` of `/api/v1/alerts`.
 #[derive(Debug, serde::Deserialize)]
 struct AlertQuery {
     pipeline: Option<String>,
     severity: Option<crate::event::Severity>,
+    status: Option<crate::event::AlertStatus>,
     #[serde(default = "default_limit")]
     limit: usize,
     #[serde(default)]
@@ -293,12 +294,17 @@ async fn alerts(
     let Ok(axum::extract::Query(q)) = query else {
         return error(
             StatusCode::BAD_REQUEST,
-            "query: pipeline=NAME, severity=info|low|medium|high|critical, limit=N (at most 500), offset=N",
+            "query: pipeline=NAME, severity=info|low|medium|high|critical, status=firing|resolved, limit=N (at most 500), offset=N",
         );
     };
     let store = state.reloader.store().await;
     let limit = q.limit.min(500);
-    match store.alerts(q.pipeline.as_deref(), q.severity, limit, q.offset) {
+    let filter = crate::store::history::AlertQuery {
+        pipeline: q.pipeline.as_deref(),
+        min_severity: q.severity,
+        status: q.status,
+    };
+    match store.alerts(&filter, limit, q.offset) {
         Ok(list) => {
             axum::Json(json!({"alerts": list, "limit": limit, "offset": q.offset})).into_response()
         }

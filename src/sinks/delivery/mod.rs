@@ -8,13 +8,17 @@
 //! answer reads.
 //!
 //! - [`DeliveryConfig`]: the per-sink options every kind has (`min_severity`, `cooldown`,
-//!   `group_wait`, `retry`, `timeout`).
+//!   notification grouping: `group_by`, `group_wait`, `group_interval`,
+//!   `repeat_interval`, `repeat_backoff`, `send_resolved`; `retry`, `timeout`).
+//! - [`dispatch`]: which alerts become a notification, with which others, and when
+//!   (Alertmanager's aggregation groups); [`inhibit`]: alerts muted while others fire.
 //! - [`render`]: handlebars templates (strict), the values they see, the built-in ones.
 //! - [`retry`]: backoff with jitter and how HTTP answers are classified.
 //! - [`runner`]: the sink task and its worker.
 
 pub mod dispatch;
 pub mod http;
+pub mod inhibit;
 pub mod render;
 pub mod retry;
 pub mod runner;
@@ -42,6 +46,18 @@ pub struct DeliveryConfig {
     /// See the field of the same name on the sinks.
     pub group_wait: Duration,
     /// See the field of the same name on the sinks.
+    pub group_by: Vec<String>,
+    /// See the field of the same name on the sinks.
+    pub group_interval: Duration,
+    /// See the field of the same name on the sinks.
+    pub repeat_interval: Duration,
+    /// See the field of the same name on the sinks.
+    pub repeat_backoff: f64,
+    /// See the field of the same name on the sinks.
+    pub max_repeat_interval: Duration,
+    /// See the field of the same name on the sinks.
+    pub send_resolved: bool,
+    /// See the field of the same name on the sinks.
     pub retry: RetryConfig,
     /// See the field of the same name on the sinks.
     pub timeout: Duration,
@@ -54,7 +70,7 @@ pub struct DeliveryConfig {
 /// written out rather than `#[serde(flatten)]`ed, which would defeat
 /// `deny_unknown_fields`.
 macro_rules! delivering_sink {
-    ($(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+    (send_resolved: $send_resolved:literal; $(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
         $(#[$meta])*
         pub struct $name {
             $($fields)*
@@ -62,16 +78,44 @@ macro_rules! delivering_sink {
             /// `medium`, `high`, `critical`). Default: `info` (everything).
             #[serde(default = "crate::sinks::delivery::default_min_severity")]
             pub min_severity: crate::event::Severity,
-            /// After an alert of a rule (pipeline, stage) and group is sent, further firing
-            /// alerts of the same rule and group are held back for this long (resolved ones
-            /// still go out). Kept across restarts. Default: none.
+            /// After an alert of a rule (pipeline, stage) and group is taken, further new
+            /// alerts of the same rule and group are held back for this long (updates and
+            /// resolutions of the one taken still go on). Kept across restarts. Prefer
+            /// `repeat_interval` to space out reminders. Default: none.
             #[serde(default)]
             pub cooldown: Option<crate::config::model::Duration>,
-            /// Alerts arriving within this time of the first go out together, as one
-            /// message per set of recipients. Default: `0s` (each alert on its own, at
-            /// once).
+            /// Alert field paths whose values make a notification group (with the
+            /// recipients): alerts of one group go out together (`[pipeline,
+            /// group.src.ip]`). Default: `[pipeline, stage]` (one group per rule).
+            #[serde(default = "crate::sinks::delivery::default_group_by")]
+            pub group_by: Vec<String>,
+            /// How long a new group's first notification waits, so alerts that arrive
+            /// together go out together. Default: `0s` (at once).
             #[serde(default = "crate::sinks::delivery::default_group_wait")]
             pub group_wait: crate::config::model::Duration,
+            /// After its first notification, how often a group is looked at again: alerts
+            /// that are new since its last notification (or resolved, with
+            /// `send_resolved`) go out then, together. Default: `5m`.
+            #[serde(default = "crate::sinks::delivery::default_group_interval")]
+            pub group_interval: crate::config::model::Duration,
+            /// When nothing changed in a group but alerts still fire, a reminder goes out
+            /// once its last notification is this old (at the group's next look).
+            /// Default: `4h`.
+            #[serde(default = "crate::sinks::delivery::default_repeat_interval")]
+            pub repeat_interval: crate::config::model::Duration,
+            /// Each further reminder in a row waits this many times longer than the one
+            /// before (`2`: 4h, 8h, 16h...), up to `max_repeat_interval`. Default: `1`
+            /// (always `repeat_interval`).
+            #[serde(default = "crate::sinks::delivery::default_repeat_backoff")]
+            pub repeat_backoff: f64,
+            /// The longest wait between reminders with `repeat_backoff`. Default: `24h`.
+            #[serde(default = "crate::sinks::delivery::default_max_repeat_interval")]
+            pub max_repeat_interval: crate::config::model::Duration,
+            /// Whether alerts that resolved are notified (once, in their group's next
+            /// notification). Default: `false` for mail and LINE, `true` for webhook, as
+            /// in Alertmanager.
+            #[serde(default = $send_resolved)]
+            pub send_resolved: bool,
             /// How failed sends are retried.
             #[serde(default)]
             pub retry: crate::sinks::delivery::RetryConfig,
@@ -92,6 +136,12 @@ macro_rules! delivering_sink {
                     min_severity: self.min_severity,
                     cooldown: self.cooldown,
                     group_wait: self.group_wait,
+                    group_by: self.group_by.clone(),
+                    group_interval: self.group_interval,
+                    repeat_interval: self.repeat_interval,
+                    repeat_backoff: self.repeat_backoff,
+                    max_repeat_interval: self.max_repeat_interval,
+                    send_resolved: self.send_resolved,
                     retry: self.retry.clone(),
                     timeout: self.timeout,
                     drain_timeout: self.drain_timeout,
@@ -108,6 +158,12 @@ impl Default for DeliveryConfig {
             min_severity: default_min_severity(),
             cooldown: None,
             group_wait: default_group_wait(),
+            group_by: default_group_by(),
+            group_interval: default_group_interval(),
+            repeat_interval: default_repeat_interval(),
+            repeat_backoff: default_repeat_backoff(),
+            max_repeat_interval: default_max_repeat_interval(),
+            send_resolved: false,
             retry: RetryConfig::default(),
             timeout: default_timeout(),
             drain_timeout: default_drain_timeout(),
@@ -120,6 +176,27 @@ pub(crate) fn default_min_severity() -> Severity {
 }
 pub(crate) fn default_group_wait() -> Duration {
     Duration::from_secs(0)
+}
+pub(crate) fn default_group_by() -> Vec<String> {
+    vec!["pipeline".into(), "stage".into()]
+}
+pub(crate) fn default_group_interval() -> Duration {
+    Duration::from_secs(300)
+}
+pub(crate) fn default_repeat_interval() -> Duration {
+    Duration::from_secs(4 * 3600)
+}
+pub(crate) fn default_repeat_backoff() -> f64 {
+    1.0
+}
+pub(crate) fn default_max_repeat_interval() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+pub(crate) fn default_false() -> bool {
+    false
+}
+pub(crate) fn default_true() -> bool {
+    true
 }
 pub(crate) fn default_timeout() -> Duration {
     Duration::from_secs(30)
@@ -135,6 +212,25 @@ impl DeliveryConfig {
             p.positive_duration("/cooldown", "cooldown", c);
         }
         p.positive_duration("/timeout", "timeout", &self.timeout);
+        p.positive_duration("/group_interval", "group_interval", &self.group_interval);
+        p.positive_duration("/repeat_interval", "repeat_interval", &self.repeat_interval);
+        p.positive_duration(
+            "/max_repeat_interval",
+            "max_repeat_interval",
+            &self.max_repeat_interval,
+        );
+        if !(self.repeat_backoff.is_finite() && self.repeat_backoff >= 1.0) {
+            p.error(
+                "/repeat_backoff",
+                codes::INVALID_VALUE,
+                "repeat_backoff is a factor of 1 or more (`2` doubles each wait)",
+            );
+        }
+        for (i, path) in self.group_by.iter().enumerate() {
+            if let Err(e) = crate::event::FieldPath::parse(path) {
+                p.error(format!("/group_by/{i}"), codes::INVALID_VALUE, e.to_string());
+            }
+        }
         self.retry.check(p);
         if self.group_wait.get().is_zero() && self.group_wait.to_string().starts_with('-') {
             p.error(
@@ -156,10 +252,26 @@ pub struct Notification {
     pub sink: String,
     /// The recipients (mail); empty for sinks with fixed ones.
     pub route: Vec<String>,
-    /// The alerts, in the order they arrived (at least one).
+    /// The alerts (at least one): new ones first, then those still firing, then those
+    /// resolved since the group's last notification.
     pub alerts: Vec<Alert>,
+    /// How each alert reads, in the order of `alerts`.
+    pub changes: Vec<dispatch::Change>,
+    /// The notification group's `group_by` values.
+    pub group: serde_json::Value,
+    /// Nothing changed since the group's last notification: a reminder.
+    pub reminder: bool,
+    /// Alerts of the group left out of this message (too many), by change.
+    pub omitted: dispatch::Omitted,
     /// Which attempt this is (1 for the first).
     pub attempt: u32,
+}
+
+impl Notification {
+    /// How alert `i` reads (`new` for messages stored before notification grouping).
+    pub fn change(&self, i: usize) -> dispatch::Change {
+        self.changes.get(i).copied().unwrap_or(dispatch::Change::New)
+    }
 }
 
 /// What the peer answered when it accepted a message (`250 2.0.0 Ok: queued`,
@@ -318,10 +430,21 @@ pub fn check_rendering(rendering: &dyn Rendering, group_by: &[String], p: &mut P
 
 /// A notification of `alerts` for previews and `vigil send-test`.
 pub fn sample_notification(sink: &str, alerts: Vec<Alert>) -> Notification {
+    let changes = alerts
+        .iter()
+        .map(|a| match a.status {
+            AlertStatus::Firing => dispatch::Change::New,
+            AlertStatus::Resolved => dispatch::Change::Resolved,
+        })
+        .collect();
     Notification {
         id: "00000000-0000-4000-8000-000000000000".into(),
         sink: sink.into(),
         route: Vec::new(),
+        changes,
+        group: serde_json::json!({"pipeline": "blocked-admin-ports", "stage": "burst"}),
+        reminder: false,
+        omitted: dispatch::Omitted::default(),
         alerts,
         attempt: 1,
     }
@@ -366,10 +489,10 @@ pub fn sample_alert() -> Alert {
         unit: None,
         estimate: None,
         window,
-        first_seen: window.end,
+        first_seen: t("2026-11-21T08:58:41Z"),
         last_seen: window.end,
-        updates: 0,
-        episode: false,
+        updates: 4,
+        episode: true,
         samples: vec![
             Sample {
                 time: t("2026-11-21T08:52:10Z"),
@@ -451,5 +574,25 @@ pub fn alert_of_event(event: &crate::event::Event) -> Alert {
         samples: vec![sample],
         top: None,
         fields: serde_json::Map::new(),
+    }
+}
+
+impl DeliveryConfig {
+    /// The notification policy of these options.
+    pub fn policy(&self) -> dispatch::Policy {
+        dispatch::Policy {
+            group_by: self
+                .group_by
+                .iter()
+                .filter_map(|p| crate::event::FieldPath::parse(p).ok())
+                .collect(),
+            group_wait: self.group_wait.span(),
+            group_interval: self.group_interval.span(),
+            repeat_interval: self.repeat_interval.span(),
+            repeat_backoff: self.repeat_backoff,
+            max_repeat_interval: self.max_repeat_interval.span(),
+            send_resolved: self.send_resolved,
+            ..dispatch::Policy::default()
+        }
     }
 }

@@ -1,22 +1,26 @@
-//! The running delivering sink: stores what it receives, and a worker of its own sends it.
+//! The running delivering sink: its intake takes alerts into notification groups (stored
+//! as they arrive), and a worker of its own looks at the groups when they are due, stores
+//! the notifications they decide on in the outbox, and sends them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::dispatch::{Dispatcher, Group, Ingested};
+use super::inhibit::Inhibitor;
 use super::{DeliveryConfig, Notification, Notifier, SendError, alert_of_event};
 use crate::event::{Alert, AlertStatus, Timestamp};
 use crate::runtime::{BuildContext, Input, Message, NodeCounters, NodeResult, SharedClock, Sink};
-use crate::store::{Enqueued, OutboxEntry, Store};
+use crate::store::{OutboxEntry, Store};
 
 /// How many due messages the worker takes from the outbox at a time.
 const BATCH: usize = 16;
 /// How often an idle worker looks at the outbox anyway: another process (`vigil outbox
 /// retry`) may have made a message due.
 const POLL: std::time::Duration = std::time::Duration::from_secs(5);
-/// How long sent messages (and the alert ids they carried) are remembered.
+/// How long sent messages (and the alerts the sink let go) are remembered.
 const KEEP_SENT: chrono::Duration = chrono::Duration::days(7);
 
 /// A delivering sink: `N` says how a message is sent, the rest is common.
@@ -26,6 +30,24 @@ pub struct DeliverySink<N: Notifier> {
     cfg: DeliveryConfig,
     store: Arc<Store>,
     clock: SharedClock,
+    inhibitor: Arc<Inhibitor>,
+}
+
+/// What the intake and the worker share: the groups, and the store they are kept in.
+/// Every change to the groups is stored under the same lock, so the store never lags
+/// behind what was decided.
+struct Shared {
+    id: Arc<str>,
+    store: Arc<Store>,
+    groups: Mutex<Dispatcher>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Dispatcher> {
+        self.groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl<N: Notifier> DeliverySink<N> {
@@ -37,11 +59,32 @@ impl<N: Notifier> DeliverySink<N> {
             cfg: cfg.clone(),
             store: cx.store.clone(),
             clock: cx.connections.clock(),
+            inhibitor: cx.connections.inhibitor().clone(),
         }
     }
 
     async fn run_inner(self, mut input: Input) -> NodeResult {
         let counters = input.counters().clone();
+        let mut groups = Dispatcher::new(self.cfg.policy());
+        match self.store.notify_groups(&self.id) {
+            Ok(stored) => {
+                let held: usize = stored.iter().map(|g| g.alerts.len()).sum();
+                if held > 0 {
+                    tracing::info!(sink = %self.id, groups = stored.len(), alerts = held, "notification groups restored");
+                }
+                for g in stored {
+                    groups.restore(g);
+                }
+            }
+            Err(e) => {
+                tracing::error!(sink = %self.id, error = %e, "cannot read the notification groups; starting without them")
+            }
+        }
+        let shared = Arc::new(Shared {
+            id: self.id.clone(),
+            store: self.store.clone(),
+            groups: Mutex::new(groups),
+        });
         let wake = Arc::new(Notify::new());
         let stopping = CancellationToken::new();
         let worker = Worker {
@@ -53,29 +96,28 @@ impl<N: Notifier> DeliverySink<N> {
             counters: counters.clone(),
             wake: wake.clone(),
             stopping: stopping.clone(),
+            shared: shared.clone(),
+            inhibitor: self.inhibitor.clone(),
         };
         let worker = tokio::spawn(worker.run());
         let mut intake = Intake {
             sink: self,
             counters,
+            shared,
         };
         while let Some(msg) = input.recv().await {
             let Message::Events(events) = msg else {
                 continue;
             };
-            let mut stored = false;
+            let mut held = false;
             for event in &events {
-                stored |= intake.take(event);
+                held |= intake.take(event);
             }
-            if stored {
+            if held {
                 wake.notify_one();
             }
         }
-        // The input ended: send what is gathering now rather than wait out group_wait.
-        let now = ms(intake.sink.clock.now());
-        if let Err(e) = intake.sink.store.close_gathering(&intake.sink.id, now) {
-            tracing::error!(sink = %intake.sink.id, error = %e, "cannot close the gathering messages");
-        }
+        // The input ended: the worker looks at every group now rather than wait.
         stopping.cancel();
         match worker.await {
             Ok(()) => Ok(()),
@@ -90,84 +132,105 @@ impl<N: Notifier> Sink for DeliverySink<N> {
     }
 }
 
-/// The receiving half: filters and stores.
+/// The receiving half: filters, and takes alerts into their groups.
 struct Intake<N: Notifier> {
     sink: DeliverySink<N>,
     counters: Arc<NodeCounters>,
+    shared: Arc<Shared>,
 }
 
 impl<N: Notifier> Intake<N> {
-    /// Stores what `event` asks to deliver; `true` when a message was stored or grew.
+    /// Takes what `event` asks to deliver into its group; `true` when it was held.
     fn take(&mut self, event: &crate::event::Event) -> bool {
         let s = &self.sink;
-        let alert: std::borrow::Cow<'_, Alert> = match event.alert() {
-            Some(a) => std::borrow::Cow::Borrowed(a),
-            None => std::borrow::Cow::Owned(alert_of_event(event)),
+        let (alert, form): (Alert, std::borrow::Cow<'_, serde_json::Value>) = match event.alert() {
+            Some(a) => (a.clone(), std::borrow::Cow::Borrowed(event.data())),
+            None => {
+                let a = alert_of_event(event);
+                let form = a.to_value();
+                (a, std::borrow::Cow::Owned(form))
+            }
         };
         if alert.severity < s.cfg.min_severity {
             tracing::debug!(sink = %s.id, alert = %alert.id, severity = %alert.severity, "below min_severity; not sent");
             return false;
         }
-        let now = ms(s.clock.now());
-        match s.store.active_silences(now) {
-            Ok(silences) if !silences.is_empty() => {
-                let form = serde_json::to_value(&*alert).unwrap_or_default();
-                if let Some(silence) = silences.iter().find(|x| x.matches_value(&form)) {
-                    tracing::info!(sink = %s.id, alert = %alert.id, silence = %silence.id, "silenced; not sent");
+        let now = s.clock.now();
+        let mut groups = self.shared.lock();
+        let new = alert.status == AlertStatus::Firing && !groups.holds(&alert.id);
+        if new {
+            match s.store.notify_done(&s.id, &alert.id) {
+                Ok(true) => {
+                    tracing::info!(sink = %s.id, alert = %alert.id, "this alert was already notified by this sink; not again");
                     return false;
                 }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::error!(sink = %s.id, error = %e, "cannot read the silences; sending anyway");
-            }
-        }
-        if let Some(cooldown) = &s.cfg.cooldown
-            && alert.status == AlertStatus::Firing
-        {
-            let key = format!("{}/{}/{}", alert.pipeline, alert.stage, alert.group_key);
-            let period = i64::try_from(cooldown.get().as_millis()).unwrap_or(i64::MAX);
-            match s.store.cool_down(&s.id, &key, now, period) {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::info!(sink = %s.id, alert = %alert.id, key = %key, "in cooldown; not sent");
-                    return false;
-                }
+                Ok(false) => {}
                 Err(e) => {
-                    tracing::error!(sink = %s.id, error = %e, "cannot read the sink's cooldowns; sending anyway");
+                    tracing::error!(sink = %s.id, error = %e, "cannot read what this sink notified; taking the alert")
+                }
+            }
+            if let Some(cooldown) = &s.cfg.cooldown {
+                let key = format!("{}/{}/{}", alert.pipeline, alert.stage, alert.group_key);
+                let period = i64::try_from(cooldown.get().as_millis()).unwrap_or(i64::MAX);
+                match s.store.cool_down(&s.id, &key, ms(now), period) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::info!(sink = %s.id, alert = %alert.id, key = %key, "in cooldown; not sent");
+                        return false;
+                    }
+                    Err(e) => {
+                        tracing::error!(sink = %s.id, error = %e, "cannot read the sink's cooldowns; sending anyway");
+                    }
                 }
             }
         }
-        let route = match s.notifier.route(&alert) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(sink = %s.id, alert = %alert.id, error = %e, "cannot work out the recipients; the alert is not sent");
-                self.counters.add_error();
-                return false;
+        let route = if new {
+            match s.notifier.route(&alert) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(sink = %s.id, alert = %alert.id, error = %e, "cannot work out the recipients; the alert is not sent");
+                    self.counters.add_error();
+                    return false;
+                }
             }
+        } else {
+            Vec::new()
         };
-        let wait = i64::try_from(s.cfg.group_wait.get().as_millis()).unwrap_or(i64::MAX);
-        match s.store.enqueue(&s.id, &route, &alert, now, wait) {
-            Ok(Enqueued::Stored(message)) => {
-                tracing::debug!(sink = %s.id, alert = %alert.id, message = %message, "stored in the outbox");
+        let id = alert.id.clone();
+        let stored = alert.clone();
+        match groups.ingest(&route, alert, &form, now) {
+            Ingested::Held(key, fresh) => {
+                let header = fresh
+                    .then(|| groups.groups().find(|g| g.key == key).map(Group::header))
+                    .flatten();
+                if let Err(e) = s.store.notify_hold(&s.id, header.as_ref(), &key, &stored) {
+                    // Nowhere durable to put it: say so loudly and count it. It is still
+                    // in the group and is notified unless vigil stops first.
+                    tracing::error!(sink = %s.id, alert = %id, error = %e, "cannot store the alert for its notification group");
+                    self.counters.add_error();
+                    event.fail();
+                }
                 true
             }
-            Ok(Enqueued::Duplicate) => {
-                tracing::info!(sink = %s.id, alert = %alert.id, "this alert was already delivered or queued by this sink; not sent again");
+            Ingested::Stale => {
+                tracing::debug!(sink = %s.id, alert = %id, "an older report than the one held; ignored");
                 false
             }
-            Err(e) => {
-                // Nowhere durable to put it: say so loudly and count it.
-                tracing::error!(sink = %s.id, alert = %alert.id, error = %e, "cannot store the alert in the outbox; it is not sent");
+            Ingested::Unknown => {
+                tracing::debug!(sink = %s.id, alert = %id, "a report of an alert this sink does not hold; nothing to notify");
+                false
+            }
+            Ingested::Full => {
+                tracing::warn!(sink = %s.id, alert = %id, held = groups.held(), "the sink holds as many alerts as it may; this one is not notified (it is in the alert history)");
                 self.counters.add_error();
-                event.fail();
                 false
             }
         }
     }
 }
 
-/// The sending half: takes due messages from the outbox, sends, records the outcome.
+/// The sending half: looks at due groups, stores their notifications, sends due messages
+/// from the outbox, records the outcome.
 struct Worker<N: Notifier> {
     id: Arc<str>,
     notifier: Arc<N>,
@@ -177,6 +240,8 @@ struct Worker<N: Notifier> {
     counters: Arc<NodeCounters>,
     wake: Arc<Notify>,
     stopping: CancellationToken,
+    shared: Arc<Shared>,
+    inhibitor: Arc<Inhibitor>,
 }
 
 impl<N: Notifier> Worker<N> {
@@ -191,6 +256,9 @@ impl<N: Notifier> Worker<N> {
                 }
                 next_prune = now + chrono::Duration::hours(1);
             }
+            // At the end of the input every group is looked at once, now.
+            let last_look = self.stopping.is_cancelled() && drain_until.is_none();
+            self.look(now, last_look);
             let due = match self.store.due(&self.id, ms(now), BATCH) {
                 Ok(d) => d,
                 Err(e) => {
@@ -221,21 +289,77 @@ impl<N: Notifier> Worker<N> {
                 }
             }
             let poll = now + chrono::Duration::from_std(POLL).unwrap_or_default();
-            let until = next_due.map_or(poll, |t| from_ms(t).min(poll));
+            let group_due = self.shared.lock().next_due();
+            let until = [next_due.map(from_ms), group_due]
+                .into_iter()
+                .flatten()
+                .fold(poll, Timestamp::min);
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = self.stopping.cancelled() => {}
+                _ = self.stopping.cancelled(), if drain_until.is_none() => {}
                 _ = self.clock.sleep_until(until) => {}
             }
         }
     }
 
+    /// Looks at the groups due at `now` (all of them when `all`) and stores what they
+    /// decide, each look with its message in one transaction.
+    fn look(&self, now: Timestamp, all: bool) {
+        let mut groups = self.shared.lock();
+        if !all && groups.next_due().is_none_or(|t| t > now) {
+            return;
+        }
+        let silences = match self.store.active_silences(ms(now)) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(sink = %self.id, error = %e, "cannot read the silences; notifying anyway");
+                Vec::new()
+            }
+        };
+        let inhibitor = &self.inhibitor;
+        let id = &self.id;
+        let mut muted = |a: &Alert| {
+            if silences.is_empty() && !inhibitor.is_active() {
+                return false;
+            }
+            let form = a.to_value();
+            if let Some(silence) = silences.iter().find(|x| x.matches_value(&form)) {
+                tracing::info!(sink = %id, alert = %a.id, silence = %silence.id, "silenced; not sent");
+                return true;
+            }
+            if inhibitor.mutes(a, &form) {
+                tracing::info!(sink = %id, alert = %a.id, "inhibited by a firing alert; not sent");
+                return true;
+            }
+            false
+        };
+        let looks = groups.flush(now, all, &mut muted);
+        for f in &looks {
+            let message = uuid::Uuid::new_v4().to_string();
+            if let Err(e) = self.shared.store.notify_flushed(&self.shared.id, f, &message, ms(now)) {
+                tracing::error!(sink = %self.id, error = %e, "cannot store the notification; it is not sent");
+                if let Some(m) = &f.message {
+                    self.counters.add_errors(m.alerts.len());
+                }
+                continue;
+            }
+            if let Some(m) = &f.message {
+                tracing::debug!(sink = %self.id, message = %message, alerts = m.alerts.len(), reminder = m.reminder, "notification stored in the outbox");
+            }
+        }
+    }
+
     async fn attempt(&self, entry: OutboxEntry) {
+        let meta = entry.notify.clone().unwrap_or_default();
         let n = Notification {
             id: entry.id.clone(),
             sink: entry.sink.clone(),
             route: entry.route.clone(),
             alerts: entry.alerts.clone(),
+            changes: meta.changes,
+            group: meta.group,
+            reminder: meta.reminder,
+            omitted: meta.omitted,
             attempt: entry.attempts + 1,
         };
         let timeout = self.cfg.timeout.get();
@@ -377,6 +501,7 @@ mod tests {
 
     fn alert(group: &str, severity: Severity, minute: i64) -> Arc<Event> {
         let mut a = sample_alert();
+        a.episode = false;
         a.severity = severity;
         a.group_key = format!("src.ip={group}");
         a.window.end += chrono::Duration::minutes(minute);
@@ -406,6 +531,7 @@ mod tests {
         let cfg = DeliveryConfig {
             min_severity: Severity::Medium,
             cooldown: Some(Duration::from_secs(600)),
+            group_by: vec!["group_key".into()],
             ..DeliveryConfig::default()
         };
         let mut h = start(cfg, Vec::new());
@@ -534,12 +660,12 @@ mod tests {
             ])
             .await
             .unwrap();
-        until("both stored", || {
+        until("both held in their group", || {
             h.store
-                .outbox(Some(OutboxState::Gathering), 10)
+                .notify_groups("p.out")
                 .unwrap()
                 .first()
-                .map(|m| m.alerts.len())
+                .map(|g| g.alerts.len())
                 == Some(2)
         })
         .await;
@@ -550,5 +676,146 @@ mod tests {
         let sent = h.fake.sent.lock().unwrap();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].alerts.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod grouping {
+    //! The sink end to end on the virtual clock: groups, reminders, resolution, restarts.
+    use std::sync::Mutex;
+    use std::time::Duration as StdDuration;
+
+    use super::*;
+    use crate::config::model::Duration;
+    use crate::event::Event;
+    use crate::runtime::{Connections, Sink as _, VirtualClock};
+    use crate::sinks::delivery::dispatch::Change;
+    use crate::sinks::delivery::{Answer, sample_alert};
+
+    #[derive(Default)]
+    struct Fake {
+        sent: Mutex<Vec<Notification>>,
+    }
+
+    impl Notifier for Arc<Fake> {
+        fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<Answer, SendError>> {
+            self.sent.lock().unwrap().push(n.clone());
+            Box::pin(async { Ok(Answer("250 ok".into())) })
+        }
+        fn preview(&self, _n: &Notification) -> Result<Vec<(String, String)>, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn t0() -> Timestamp {
+        chrono::DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    }
+
+    struct Running {
+        fake: Arc<Fake>,
+        output: crate::runtime::Output,
+        task: tokio::task::JoinHandle<NodeResult>,
+    }
+
+    fn start(cfg: &DeliveryConfig, clock: &VirtualClock, store: &Arc<Store>) -> Running {
+        let fake = Arc::new(Fake::default());
+        let shared: SharedClock = Arc::new(clock.clone());
+        let cx = BuildContext {
+            id: "p.out".into(),
+            pipeline: "p".into(),
+            node: "out".into(),
+            base_dir: Default::default(),
+            state_dir: Default::default(),
+            connections: Arc::new(Connections::for_delivery(&Default::default(), &shared)),
+            store: store.clone(),
+            keep_state: false,
+            public_url: "http://vigil".into(),
+            history_interval: chrono::Duration::minutes(1),
+        };
+        let sink = Box::new(DeliverySink::new(fake.clone(), cfg, &cx));
+        let (output, input) = crate::runtime::test_edge(16);
+        Running {
+            fake,
+            output,
+            task: tokio::spawn(sink.run(input)),
+        }
+    }
+
+    fn report(status: AlertStatus, updates: u64, value: f64) -> Arc<Event> {
+        let mut a = sample_alert();
+        a.status = status;
+        a.updates = updates;
+        a.value = value;
+        let time = a.window.end;
+        Arc::new(Event::from_alert(a, "p.burst".into(), time))
+    }
+
+    async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + StdDuration::from_secs(10);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(StdDuration::from_millis(2)).await;
+        }
+    }
+
+    fn sent(s: &Running) -> Vec<(Vec<Change>, bool, f64)> {
+        s.fake
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|n| (n.changes.clone(), n.reminder, n.alerts[0].value))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_episode_is_notified_reminded_and_resolved_and_a_restart_tells_nothing_twice() {
+        let cfg = DeliveryConfig {
+            group_wait: Duration::from_secs(30),
+            group_interval: Duration::from_secs(300),
+            repeat_interval: Duration::from_secs(3600),
+            send_resolved: true,
+            ..DeliveryConfig::default()
+        };
+        let clock = VirtualClock::new(t0());
+        let store = Arc::new(Store::in_memory().unwrap());
+        let mut s = start(&cfg, &clock, &store);
+        s.output.send(vec![report(AlertStatus::Firing, 0, 10.0)]).await.unwrap();
+        until("held", || !store.notify_groups("p.out").unwrap().is_empty()).await;
+        // An update inside group_wait: the first notification carries the newest value.
+        s.output.send(vec![report(AlertStatus::Firing, 9, 16.0)]).await.unwrap();
+        until("the update held", || {
+            store.notify_groups("p.out").unwrap()[0].alerts[0].updates == 9
+        })
+        .await;
+        clock.advance(StdDuration::from_secs(30));
+        until("the first notification", || sent(&s).len() == 1).await;
+        assert_eq!(sent(&s)[0], (vec![Change::New], false, 16.0));
+
+        // vigil stops and starts again: the group and its last notification are kept.
+        s.output.close().await;
+        s.task.await.unwrap().unwrap();
+        let mut s = start(&cfg, &clock, &store);
+        // The same opening report again (a replay): nothing new to tell.
+        s.output.send(vec![report(AlertStatus::Firing, 0, 10.0)]).await.unwrap();
+        for _ in 0..12 {
+            clock.advance(StdDuration::from_secs(300));
+            tokio::task::yield_now().await;
+        }
+        until("the reminder", || !sent(&s).is_empty()).await;
+        assert_eq!(sent(&s)[0], (vec![Change::Firing], true, 16.0), "the newest form");
+        s.output.send(vec![report(AlertStatus::Resolved, 30, 2.0)]).await.unwrap();
+        clock.advance(StdDuration::from_secs(300));
+        until("the resolution", || sent(&s).len() == 2).await;
+        assert_eq!(sent(&s)[1], (vec![Change::Resolved], false, 2.0));
+        // A replay of the whole episode after its end tells nothing.
+        s.output.send(vec![report(AlertStatus::Firing, 0, 10.0)]).await.unwrap();
+        s.output.close().await;
+        let Running { fake, task, .. } = s;
+        task.await.unwrap().unwrap();
+        assert_eq!(fake.sent.lock().unwrap().len(), 2);
+        assert!(store.notify_groups("p.out").unwrap().is_empty());
     }
 }

@@ -108,8 +108,7 @@ pub async fn send_test(
         },
         sink: id.clone(),
         route: recipients.clone(),
-        alerts: vec![alert],
-        attempt: 1,
+        ..super::sample_notification("", vec![alert])
     };
     let preview = notifier.preview(&n).map_err(|e| format!("{id}: {e}"))?;
     let result = if dry_run {

@@ -32,6 +32,7 @@ pub const MAX_MESSAGES: usize = 5;
 pub const CUT_MARKER: &str = "\n…(cut: too long for LINE; the full alert is in the dashboard)";
 
 delivering_sink! {
+send_resolved: "crate::sinks::delivery::default_false";
 /// Pushes alerts to a LINE user, group or room through the Messaging API.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -15,6 +15,7 @@ use crate::sinks::delivery::{self, DeliverySink, delivering_sink};
 use super::{MailNotifier, MailRender};
 
 delivering_sink! {
+send_resolved: "crate::sinks::delivery::default_false";
 /// Sends alerts by mail: the raw-log snapshot (what fired, the value against the
 /// threshold, the window, the top-N table and the first raw events pretty-printed), as
 /// an HTML part and a plain-text part.

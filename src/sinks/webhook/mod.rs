@@ -55,6 +55,7 @@ pub enum WebhookPreset {
 }
 
 delivering_sink! {
+send_resolved: "crate::sinks::delivery::default_true";
 /// POSTs alerts to an HTTP endpoint.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -225,6 +225,8 @@ pub struct BandwidthStage {
     /// Groups with an open episode.
     open: BTreeSet<String>,
     episodes: EpisodeCounts,
+    /// Resolutions of episodes left open by a state this stage did not restore.
+    orphans: Vec<Arc<Event>>,
     watermark: Watermark,
     skipped: Skipped,
     key_buf: String,
@@ -291,6 +293,7 @@ impl BandwidthStage {
             templates,
             open: BTreeSet::new(),
             episodes: EpisodeCounts::default(),
+            orphans: Vec::new(),
             shape: json!({
                 "alert_mode": cfg.alert.mode,
                 "mode": cfg.mode,
@@ -309,8 +312,13 @@ impl BandwidthStage {
         })
     }
 
-    /// Restores a snapshot when its shape matches this config.
-    pub fn restore(&mut self, saved: Value, id: &str) {
+    /// Resolutions to hand on at the first tick (see [`crate::stages::episode::orphaned`]).
+    pub fn close_at_start(&mut self, orphans: Vec<Arc<Event>>) {
+        self.orphans = orphans;
+    }
+
+    /// Restores a snapshot when its shape matches this config; `true` when it did.
+    pub fn restore(&mut self, saved: Value, id: &str) -> bool {
         match serde_json::from_value::<Saved>(saved) {
             Ok(s) if s.shape == self.shape => {
                 self.watermark = s.watermark;
@@ -324,13 +332,18 @@ impl BandwidthStage {
                 self.open = open_keys(&self.volume);
                 self.open.extend(open_keys(&self.rate));
                 tracing::debug!(stage = %id, "state restored");
+                true
             }
-            Ok(_) => tracing::info!(
-                stage = %id,
-                "mode, alert.mode, group_by, direction, flow_key or counter fields changed: state reset"
-            ),
+            Ok(_) => {
+                tracing::info!(
+                    stage = %id,
+                    "mode, alert.mode, group_by, direction, flow_key or counter fields changed: state reset"
+                );
+                false
+            }
             Err(e) => {
-                tracing::warn!(stage = %id, error = %e, "saved state unreadable: state reset")
+                tracing::warn!(stage = %id, error = %e, "saved state unreadable: state reset");
+                false
             }
         }
     }
@@ -484,6 +497,7 @@ impl Stage for BandwidthStage {
     }
 
     fn tick(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {
+        out.append(&mut self.orphans);
         let cutoff = self.watermark.cutoff(self.window);
         if !self.open.is_empty() {
             let (r, open, counts) = (&self.reporter, &mut self.open, &mut self.episodes);

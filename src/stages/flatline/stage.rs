@@ -19,6 +19,8 @@ pub struct FlatlineStage {
     templates: AlertTemplates,
     max_keys: usize,
     state: State,
+    /// Resolutions of episodes left open by a state this stage did not restore.
+    orphans: Vec<Arc<Event>>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -88,6 +90,7 @@ impl FlatlineStage {
             templates,
             max_keys,
             state: State::default(),
+            orphans: Vec::new(),
         }
     }
 
@@ -97,10 +100,19 @@ impl FlatlineStage {
     }
 
     /// Restores what [`Stage::snapshot`] saved, if it was made with the same `group_by`.
-    pub fn restore(&mut self, node: &str, saved: Value) {
-        if let Some(state) = stage_state::load(node, saved, &self.shape()) {
-            self.state = state;
+    pub fn restore(&mut self, node: &str, saved: Value) -> bool {
+        match stage_state::load(node, saved, &self.shape()) {
+            Some(state) => {
+                self.state = state;
+                true
+            }
+            None => false,
         }
+    }
+
+    /// Resolutions to hand on at the first tick (see [`crate::stages::episode::orphaned`]).
+    pub fn close_at_start(&mut self, orphans: Vec<Arc<Event>>) {
+        self.orphans = orphans;
     }
 
     /// The alert of `w`'s quiet period at `now`: `firing` opens the episode (its id is
@@ -179,6 +191,7 @@ impl Stage for FlatlineStage {
     }
 
     fn tick(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {
+        out.append(&mut self.orphans);
         if self.group_by.0.is_empty() && self.state.keys.is_empty() {
             self.state.keys.insert(
                 String::new(),

@@ -137,6 +137,7 @@ impl TopNConfig {
             p.positive_duration("/window", "`window`", w);
         }
         p.positive_duration("/retain", "`retain`", &self.retain);
+        self.alert.check_no_episodes("top_n", p);
         AlertTemplates::check(&self.alert, &self.default_title(), DEFAULT_SUMMARY, &[], p);
     }
 

@@ -26,6 +26,8 @@ pub struct WindowCountStage {
     /// Keys with an open episode.
     open: BTreeSet<String>,
     episodes: EpisodeCounts,
+    /// Resolutions of episodes left open by a state this stage did not restore.
+    orphans: Vec<Arc<Event>>,
     watermark: Watermark,
     skipped: u64,
     key_buf: String,
@@ -88,14 +90,21 @@ impl WindowCountStage {
             keys: HashMap::new(),
             open: BTreeSet::new(),
             episodes: EpisodeCounts::default(),
+            orphans: Vec::new(),
             watermark: Watermark::default(),
             skipped: 0,
             key_buf: String::new(),
         })
     }
 
-    /// Restores a snapshot when its shape (`group_by`, `sum`) matches this config.
-    pub fn restore(&mut self, saved: Value, id: &str) {
+    /// Resolutions to hand on at the first tick (see [`crate::stages::episode::orphaned`]).
+    pub fn close_at_start(&mut self, orphans: Vec<Arc<Event>>) {
+        self.orphans = orphans;
+    }
+
+    /// Restores a snapshot when its shape (`group_by`, `sum`) matches this config;
+    /// `true` when it did.
+    pub fn restore(&mut self, saved: Value, id: &str) -> bool {
         match serde_json::from_value::<Saved>(saved) {
             Ok(s) if s.shape == self.shape => {
                 self.watermark = s.watermark;
@@ -107,10 +116,15 @@ impl WindowCountStage {
                 }
                 self.open = open_keys(&self.keys);
                 tracing::debug!(stage = %id, keys = self.keys.len(), "state restored");
+                true
             }
-            Ok(_) => tracing::info!(stage = %id, "group_by, sum or alert.mode changed: state reset"),
+            Ok(_) => {
+                tracing::info!(stage = %id, "group_by, sum or alert.mode changed: state reset");
+                false
+            }
             Err(e) => {
-                tracing::warn!(stage = %id, error = %e, "saved state unreadable: state reset")
+                tracing::warn!(stage = %id, error = %e, "saved state unreadable: state reset");
+                false
             }
         }
     }
@@ -226,6 +240,7 @@ impl Stage for WindowCountStage {
     }
 
     fn tick(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {
+        out.append(&mut self.orphans);
         let cutoff = self.watermark.cutoff(self.window);
         if !self.open.is_empty() {
             self.reporter.on_tick(
