@@ -192,6 +192,17 @@ impl SinkConfig {
         }
     }
 
+    /// The notification options of a delivering sink (mail, LINE, webhook); `None` for
+    /// sinks that write every alert (file, stdout).
+    pub fn delivery(&self) -> Option<sinks::delivery::DeliveryConfig> {
+        match self {
+            SinkConfig::File(_) | SinkConfig::Stdout(_) => None,
+            SinkConfig::Mail(c) => Some(c.delivery()),
+            SinkConfig::Line(c) => Some(c.delivery()),
+            SinkConfig::Webhook(c) => Some(c.delivery()),
+        }
+    }
+
     /// The nodes this sink reads.
     pub fn inputs(&self) -> &[String] {
         match self {

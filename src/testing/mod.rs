@@ -15,14 +15,16 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-pub use model::{Expectation, TestCase, TestFile, TestInput, TestKind};
+pub use model::{
+    Expectation, NotificationExpectation, TestCase, TestFile, TestInput, TestKind,
+};
 pub use runner::{DEFAULT_START, Recorded, RunError, run_case};
 
 use crate::config::diagnostic::{Diagnostic, codes};
 use crate::config::interpolate::{LineIndex, resolve};
 use crate::config::load::files_under;
 use crate::config::{Config, Env, LoadOptions, Loaded, load_paths, yaml};
-use crate::event::FieldPath;
+use crate::event::{AlertStatus, FieldPath};
 
 /// The outcome of `vigil test`.
 #[derive(Debug, Default)]
@@ -223,25 +225,49 @@ pub fn check_case(
             ));
             continue;
         };
+        let all: Vec<&crate::event::Alert> = events.iter().filter_map(|e| e.alert()).collect();
+        let others = events.len() - all.len();
+        // The lifecycle: firing and resolved alerts; update reports are counted apart.
         let alerts: Vec<&Value> = events
             .iter()
-            .filter(|e| e.alert().is_some())
+            .filter(|e| e.alert().is_some_and(|a| !a.is_update()))
             .map(|e| e.data())
             .collect();
-        let others = events.len() - alerts.len();
+        let firing = all
+            .iter()
+            .filter(|a| a.status == AlertStatus::Firing && !a.is_update())
+            .count();
+        let resolved = all
+            .iter()
+            .filter(|a| a.status == AlertStatus::Resolved)
+            .count();
+        let updates = all.iter().filter(|a| a.is_update()).count();
         if let Some(want) = exp.count
-            && want != alerts.len()
+            && want != firing
         {
             let mut msg = format!(
-                "node `{}`: expected {want} alert{}, got {}",
+                "node `{}`: expected {want} firing alert{}, got {firing}",
                 exp.node,
                 plural(want),
-                alerts.len()
             );
             for (i, a) in alerts.iter().enumerate().take(10) {
                 let _ = write!(msg, "\n  actual alert {}: {}", i + 1, describe(a));
             }
             failures.push(msg);
+        }
+        for (what, want, got) in [
+            ("resolved alert", exp.resolved, resolved),
+            ("update report", exp.updates, updates),
+        ] {
+            if let Some(want) = want
+                && want != got
+            {
+                failures.push(format!(
+                    "node `{}`: expected {want} {what}{}, got {got}",
+                    exp.node,
+                    plural(want)
+                ));
+            }
         }
         if let Some(want) = exp.events
             && want != others
@@ -251,6 +277,9 @@ pub fn check_case(
                 exp.node,
                 plural(want)
             ));
+        }
+        if let Some(want) = &exp.notifications {
+            failures.extend(check_notifications(exp, want, rec));
         }
         for (i, fields) in exp.alerts.iter().enumerate() {
             let Some(actual) = alerts.get(i) else {
@@ -299,15 +328,116 @@ pub fn check_case(
     failures
 }
 
+/// Checks a delivering sink's notifications against `want`, in order.
+fn check_notifications(
+    exp: &Expectation,
+    want: &[NotificationExpectation],
+    rec: &Recorded,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    let got = rec.notifications_of(&exp.node).unwrap_or_default();
+    let line = |(at, m): &(crate::event::Timestamp, crate::sinks::delivery::dispatch::Planned)| {
+        let count = |c| m.alerts.iter().filter(|(x, _)| *x == c).count();
+        use crate::sinks::delivery::dispatch::Change;
+        format!(
+            "at {}: {} new, {} firing, {} resolved{}",
+            humantime::format_duration((*at - rec.start).to_std().unwrap_or_default()),
+            count(Change::New) + m.omitted.new,
+            count(Change::Firing) + m.omitted.firing,
+            count(Change::Resolved) + m.omitted.resolved,
+            if m.reminder { " (reminder)" } else { "" }
+        )
+    };
+    if got.len() != want.len() {
+        let mut msg = format!(
+            "node `{}`: expected {} notification{}, got {}",
+            exp.node,
+            want.len(),
+            plural(want.len()),
+            got.len()
+        );
+        for (i, n) in got.iter().enumerate().take(20) {
+            let _ = write!(msg, "\n  actual notification {}: {}", i + 1, line(n));
+        }
+        failures.push(msg);
+    }
+    for (i, (w, n)) in want.iter().zip(got).enumerate() {
+        use crate::sinks::delivery::dispatch::Change;
+        let (at, m) = n;
+        let count = |c| m.alerts.iter().filter(|(x, _)| *x == c).count();
+        let mut diffs: Vec<String> = Vec::new();
+        if let Some(a) = w.at
+            && rec.start + a.span() != *at
+        {
+            diffs.push(format!(
+                "at - expected {}, actual {}",
+                a,
+                humantime::format_duration((*at - rec.start).to_std().unwrap_or_default())
+            ));
+        }
+        for (name, want, got) in [
+            ("new", w.new, count(Change::New) + m.omitted.new),
+            ("firing", w.firing, count(Change::Firing) + m.omitted.firing),
+            ("resolved", w.resolved, count(Change::Resolved) + m.omitted.resolved),
+        ] {
+            if let Some(want) = want
+                && want != got
+            {
+                diffs.push(format!("{name} - expected {want}, actual {got}"));
+            }
+        }
+        if let Some(r) = w.reminder
+            && r != m.reminder
+        {
+            diffs.push(format!("reminder - expected {r}, actual {}", m.reminder));
+        }
+        for (j, fields) in w.alerts.iter().enumerate() {
+            let Some((change, alert)) = m.alerts.get(j) else {
+                diffs.push(format!("alert {} - expected one, the notification has {}", j + 1, m.alerts.len()));
+                continue;
+            };
+            let mut form = alert.to_value();
+            if let Some(o) = form.as_object_mut() {
+                o.insert("change".into(), change.as_str().into());
+            }
+            for (path, want) in fields {
+                let got = FieldPath::parse(path).ok().and_then(|p| p.first(&form).cloned());
+                if !got.as_ref().is_some_and(|g| values_equal(want, g)) {
+                    diffs.push(format!(
+                        "alert {} {path} - expected {}, actual {}",
+                        j + 1,
+                        show(want),
+                        got.map_or("(missing)".to_string(), |g| show(&g))
+                    ));
+                }
+            }
+        }
+        if !diffs.is_empty() {
+            let mut msg = format!(
+                "node `{}`, notification {} ({}):",
+                exp.node,
+                i + 1,
+                line(n)
+            );
+            for d in diffs {
+                let _ = write!(msg, "\n  {d}");
+            }
+            failures.push(msg);
+        }
+    }
+    failures
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-/// One line about an alert: severity, title, value and window end.
+/// One line about an alert: status, severity, title, value and group.
 fn describe(alert: &Value) -> String {
     let s = |k: &str| alert.get(k).and_then(Value::as_str).unwrap_or("");
+    let status = if s("status") == "resolved" { "resolved " } else { "" };
     format!(
-        "[{}] {} (value {}, {})",
+        "{status}[{}] {} (value {}, {})",
         s("severity"),
         s("title"),
         show(alert.get("value").unwrap_or(&Value::Null)),

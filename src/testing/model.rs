@@ -72,22 +72,73 @@ fn one() -> usize {
 }
 
 /// What one stage emits, or one sink receives, over the whole case.
+///
+/// An alert episode shows as its `firing` alert, its update reports (same id, `updates`
+/// > 0) and its `resolved` alert. `count` and `alerts` see the firing and resolved
+/// alerts, not the updates (`updates` counts those).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expectation {
     /// The stage or sink, by name.
     pub node: String,
-    /// How many alerts. `0` means the node must not fire.
+    /// How many firing alerts (episodes opened, and one-off alerts; not their updates nor
+    /// their resolutions). `0` means the node must not fire.
     #[serde(default)]
     pub count: Option<usize>,
-    /// Field values the alerts must have, in order: the first mapping is checked against
-    /// the first alert, and so on. Keys are field paths of the alert (`severity`,
-    /// `group.src.ip`, `value`, `samples.0.record.event_type`).
+    /// How many `resolved` alerts.
+    #[serde(default)]
+    pub resolved: Option<usize>,
+    /// How many update reports of open episodes.
+    #[serde(default)]
+    pub updates: Option<usize>,
+    /// Field values the alerts must have, in order — the firing and resolved alerts, not
+    /// the updates: the first mapping is checked against the first alert, and so on. Keys
+    /// are field paths of the alert (`status`, `severity`, `group.src.ip`, `value`,
+    /// `updates`, `samples.0.record.event_type`).
     #[serde(default)]
     pub alerts: Vec<IndexMap<String, Value>>,
     /// How many events that are not alerts.
     #[serde(default)]
     pub events: Option<usize>,
+    /// A delivering sink (mail, LINE, webhook) only: every notification it would send,
+    /// in order, with when — grouping, reminders, resolutions and inhibition as the sink
+    /// would apply them on the case's clock.
+    #[serde(default)]
+    pub notifications: Option<Vec<NotificationExpectation>>,
+}
+
+/// One notification a delivering sink would send.
+///
+/// ```yaml
+/// notifications:
+///   - { at: 30s, new: 2 }
+///   - { at: 20m30s, reminder: true, firing: 2 }
+///   - at: 1h5m
+///     resolved: 2
+///     alerts: [{ change: resolved, group.src.ip: 10.0.0.1 }]
+/// ```
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationExpectation {
+    /// When it goes out, relative to the case's `start`.
+    #[serde(default)]
+    pub at: Option<Duration>,
+    /// How many new alerts it lists.
+    #[serde(default)]
+    pub new: Option<usize>,
+    /// How many alerts still firing (listed before) it lists.
+    #[serde(default)]
+    pub firing: Option<usize>,
+    /// How many resolved alerts it lists.
+    #[serde(default)]
+    pub resolved: Option<usize>,
+    /// Whether it is a reminder (nothing changed since the group's last one).
+    #[serde(default)]
+    pub reminder: Option<bool>,
+    /// Field values of its alerts, in its order (new, still firing, resolved); `change`
+    /// is `new`, `firing` or `resolved`.
+    #[serde(default)]
+    pub alerts: Vec<IndexMap<String, Value>>,
 }
 
 /// `kind: test`: test cases for a pipeline defined in another file, kept in a

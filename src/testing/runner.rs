@@ -9,9 +9,12 @@ use chrono::{DateTime, Utc};
 
 use super::model::TestCase;
 use crate::config::Config;
-use crate::event::{Event, Timestamp};
+use crate::event::{AlertStatus, Event, Timestamp};
 use crate::graph::{Graph, NodeRole};
 use crate::runtime::{BuildContext, Connections, SharedClock, Stage, VirtualClock};
+use crate::sinks::delivery::dispatch::{Dispatcher, Planned};
+use crate::sinks::delivery::inhibit::Inhibitor;
+use crate::sinks::delivery::{DeliveryConfig, alert_of_event};
 
 /// The time a case starts at when it names none.
 pub const DEFAULT_START: &str = "2026-01-01T00:00:00Z";
@@ -22,7 +25,67 @@ const MAX_TICKS: i64 = 2_000_000;
 enum Node {
     Source,
     Stage(Box<dyn Stage>),
-    Sink,
+    /// A sink; a delivering one with what it would notify.
+    Sink(Option<Box<Notifier>>),
+}
+
+/// A delivering sink's notification grouping, run on the case's clock.
+struct Notifier {
+    cfg: DeliveryConfig,
+    groups: Dispatcher,
+    /// Cooldown key → when it ends (the sink's `cooldown`).
+    cooling: std::collections::HashMap<String, Timestamp>,
+    sent: Vec<(Timestamp, Planned)>,
+}
+
+impl Notifier {
+    fn new(cfg: DeliveryConfig) -> Notifier {
+        Notifier {
+            groups: Dispatcher::new(cfg.policy()),
+            cfg,
+            cooling: Default::default(),
+            sent: Vec::new(),
+        }
+    }
+
+    /// What the sink's intake does with `event` at `now`.
+    fn take(&mut self, event: &Event, now: Timestamp) {
+        let (alert, form) = match event.alert() {
+            Some(a) => (a.clone(), event.data().clone()),
+            None => {
+                let a = alert_of_event(event);
+                let form = a.to_value();
+                (a, form)
+            }
+        };
+        if alert.severity < self.cfg.min_severity {
+            return;
+        }
+        if let Some(period) = self.cfg.cooldown
+            && alert.status == AlertStatus::Firing
+            && !self.groups.holds(&alert.id)
+        {
+            let key = format!("{}/{}/{}", alert.pipeline, alert.stage, alert.group_key);
+            if self.cooling.get(&key).is_some_and(|until| now < *until) {
+                return;
+            }
+            self.cooling.insert(key, now + period.span());
+        }
+        // Recipients are not rendered in a case: one route for all.
+        self.groups.ingest(&[], alert, &form, now);
+    }
+
+    /// Looks at the groups due at `now` (all of them at the end), as the sink's worker.
+    fn look(&mut self, now: Timestamp, all: bool, inhibitor: &Inhibitor) {
+        let mut muted = |a: &crate::event::Alert| {
+            inhibitor.is_active() && inhibitor.mutes(a, &a.to_value())
+        };
+        for f in self.groups.flush(now, all, &mut muted) {
+            if let Some(m) = f.message {
+                self.sent.push((now, m));
+            }
+        }
+    }
 }
 
 /// What every node of a pipeline did during one case.
@@ -31,6 +94,10 @@ pub struct Recorded {
     pub names: Vec<String>,
     /// What each node emitted (sources, stages) or received (sinks).
     pub events: Vec<Vec<Arc<Event>>>,
+    /// What each delivering sink would notify, and when (empty for other nodes).
+    pub notifications: Vec<Vec<(Timestamp, Planned)>>,
+    /// When the case started.
+    pub start: Timestamp,
 }
 
 impl Recorded {
@@ -41,6 +108,14 @@ impl Recorded {
             .position(|n| n == name)
             .map(|i| self.events[i].as_slice())
     }
+
+    /// What a delivering sink would notify, by name (`None`: no such node).
+    pub fn notifications_of(&self, name: &str) -> Option<&[(Timestamp, Planned)]> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| self.notifications[i].as_slice())
+    }
 }
 
 struct Harness {
@@ -50,12 +125,30 @@ struct Harness {
     /// Stages in an order where every stage comes after its inputs.
     order: Vec<usize>,
     recorded: Vec<Vec<Arc<Event>>>,
+    inhibitor: Arc<Inhibitor>,
+    now: Timestamp,
 }
 
 impl Harness {
+    /// Shows the inhibitor the alerts a stage raised (as the runtime does where it
+    /// records the alert history).
+    fn observe(&self, events: &[Arc<Event>]) {
+        if !self.inhibitor.is_active() {
+            return;
+        }
+        for e in events {
+            if let Some(a) = e.alert() {
+                self.inhibitor.observe(a, e.data());
+            }
+        }
+    }
+
     fn emit(&mut self, from: usize, events: Vec<Arc<Event>>) {
         if events.is_empty() {
             return;
+        }
+        if matches!(self.nodes[from], Node::Stage(_)) {
+            self.observe(&events);
         }
         self.recorded[from].extend(events.iter().cloned());
         let mut queue: VecDeque<(usize, Vec<Arc<Event>>)> = VecDeque::new();
@@ -70,19 +163,28 @@ impl Harness {
                         stage.process(e, &mut out);
                     }
                     if !out.is_empty() {
+                        self.observe(&out);
                         self.recorded[node].extend(out.iter().cloned());
                         for &d in &self.down[node] {
                             queue.push_back((d, out.clone()));
                         }
                     }
                 }
-                Node::Sink => self.recorded[node].extend(batch),
+                Node::Sink(notifier) => {
+                    if let Some(n) = notifier {
+                        for e in &batch {
+                            n.take(e, self.now);
+                        }
+                    }
+                    self.recorded[node].extend(batch);
+                }
                 Node::Source => {}
             }
         }
     }
 
     fn tick(&mut self, now: Timestamp) {
+        self.now = now;
         for k in 0..self.order.len() {
             let i = self.order[k];
             let mut out = Vec::new();
@@ -91,9 +193,20 @@ impl Harness {
             }
             self.emit(i, out);
         }
+        self.look(now, false);
     }
 
-    fn finish(&mut self) {
+    /// The delivering sinks look at their due groups.
+    fn look(&mut self, now: Timestamp, all: bool) {
+        let inhibitor = self.inhibitor.clone();
+        for node in &mut self.nodes {
+            if let Node::Sink(Some(n)) = node {
+                n.look(now, all, &inhibitor);
+            }
+        }
+    }
+
+    fn finish(&mut self, end: Timestamp) {
         for k in 0..self.order.len() {
             let i = self.order[k];
             let mut out = Vec::new();
@@ -102,6 +215,8 @@ impl Harness {
             }
             self.emit(i, out);
         }
+        // The input ended: a delivering sink sends what waits, at once.
+        self.look(end, true);
     }
 }
 
@@ -170,7 +285,11 @@ pub fn run_case(
         }
         nodes.push(match g.role {
             NodeRole::Source => Node::Source,
-            NodeRole::Sink => Node::Sink,
+            NodeRole::Sink => Node::Sink(
+                pc.config.sinks[g.name.as_str()]
+                    .delivery()
+                    .map(|cfg| Box::new(Notifier::new(cfg))),
+            ),
             NodeRole::Stage => {
                 let cx = BuildContext {
                     id: g.id.clone(),
@@ -260,6 +379,8 @@ pub fn run_case(
         names,
         down,
         order,
+        inhibitor: connections.inhibitor().clone(),
+        now: start,
     };
     let source_ids: Vec<Arc<str>> = ids.iter().map(|gi| graph.nodes[*gi].id.clone()).collect();
     let mut next_tick = start;
@@ -271,14 +392,27 @@ pub fn run_case(
     };
     for (t, src, record) in inputs {
         advance(&mut h, t, &mut next_tick);
+        h.now = t;
         let mut event = Event::from_record(record, source_ids[src].clone(), t);
         event.meta.time = t;
         h.emit(src, vec![Arc::new(event)]);
+        // A delivering sink's worker wakes when an alert arrives.
+        h.look(t, false);
     }
     advance(&mut h, end, &mut next_tick);
-    h.finish();
+    h.finish(end);
+    let notifications = h
+        .nodes
+        .into_iter()
+        .map(|n| match n {
+            Node::Sink(Some(n)) => n.sent,
+            _ => Vec::new(),
+        })
+        .collect();
     Ok(Recorded {
         names: h.names,
         events: h.recorded,
+        notifications,
+        start,
     })
 }

@@ -8,13 +8,20 @@
 //!
 //! # What templates see
 //!
-//! - `alert`: the first alert of the message; `alerts`: all of them; `count`; `more`
-//!   (`count − 1`); `severity` / `severity_upper` (the highest); `sink`; `id` (the
-//!   message id); `public_url`.
+//! - `alert`: the first alert of the message; `alerts`: all of them, new ones first, then
+//!   those still firing, then those resolved since the group's last notification;
+//!   `count` (the group's alerts in this notification, those left out included); `more`
+//!   (`count − 1`); `new_count`, `firing_count`, `resolved_count`; `all_resolved`;
+//!   `reminder` (nothing changed since the last notification); `omitted` (alerts left
+//!   out of a very large notification); `group` (the notification group's `group_by`
+//!   values); `severity` / `severity_upper` (the highest); `sink`; `id` (the message id);
+//!   `public_url`.
 //! - Each alert has every field of the alert's JSON form (`title`, `summary`,
 //!   `severity`, `status`, `pipeline`, `stage`, `group` — `{{alert.group.src.ip}}` —,
 //!   `group_key`, `value`, `threshold`, `unit`, `estimate`, `window.start`, `window.end`,
-//!   `fields`), plus `url` (the alert in the dashboard), `severity_upper`, `value_text`
+//!   `first_seen`, `last_seen` (RFC 3339), `updates`, `episode`, `fields`), plus `change`
+//!   (`new`, `firing`: still firing, `resolved`), `lasted` (from first to last seen),
+//!   `url` (the alert in the dashboard), `severity_upper`, `value_text`
 //!   and `threshold_text` (with the unit), `window.length`, `sample_count`, and for
 //!   each of `samples`: `time`, `source`, `record` (the raw event) and `pretty` (it
 //!   pretty-printed). `top`, when a `top_n` stage annotated the alert, has `by_text`,
@@ -29,6 +36,7 @@ use handlebars::Handlebars;
 use serde_json::{Value, json};
 
 use super::Notification;
+use super::dispatch::Change;
 use crate::event::Alert;
 
 /// The built-in templates, by `<set>.<part>`.
@@ -290,18 +298,43 @@ fn render_error(origin: Origin, e: &handlebars::RenderError) -> TemplateFailure 
 
 /// The values templates see for `n` (see the module docs).
 pub fn context(n: &Notification, public_url: &str) -> Value {
-    let alerts: Vec<Value> = n.alerts.iter().map(|a| alert_view(a, public_url)).collect();
+    let alerts: Vec<Value> = n
+        .alerts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let mut v = alert_view(a, public_url);
+            if let Some(o) = v.as_object_mut() {
+                o.insert("change".into(), n.change(i).as_str().into());
+            }
+            v
+        })
+        .collect();
     let severity = n
         .alerts
         .iter()
         .map(|a| a.severity)
         .max()
         .unwrap_or_default();
+    let count = |c: Change| (0..n.alerts.len()).filter(|i| n.change(*i) == c).count();
+    let (new, firing, resolved) = (
+        count(Change::New) + n.omitted.new,
+        count(Change::Firing) + n.omitted.firing,
+        count(Change::Resolved) + n.omitted.resolved,
+    );
+    let total = n.alerts.len() + n.omitted.total();
     json!({
         "id": n.id,
         "sink": n.sink,
-        "count": n.alerts.len(),
-        "more": n.alerts.len().saturating_sub(1),
+        "count": total,
+        "more": total.saturating_sub(1),
+        "new_count": new,
+        "firing_count": firing,
+        "resolved_count": resolved,
+        "all_resolved": new + firing == 0 && resolved > 0,
+        "omitted": n.omitted.total(),
+        "reminder": n.reminder,
+        "group": n.group,
         "severity": severity.as_str(),
         "severity_upper": severity.as_str().to_uppercase(),
         "public_url": public_url.trim_end_matches('/'),
@@ -354,6 +387,16 @@ pub fn alert_view(alert: &Alert, public_url: &str) -> Value {
             "length": humantime::format_duration(std::time::Duration::from_secs(length.as_secs())).to_string(),
         }),
     );
+    obj.insert("first_seen".into(), time(alert.first_seen).into());
+    obj.insert("last_seen".into(), time(alert.last_seen).into());
+    let lasted = (alert.last_seen - alert.first_seen).to_std().unwrap_or_default();
+    obj.insert(
+        "lasted".into(),
+        humantime::format_duration(std::time::Duration::from_secs(lasted.as_secs()))
+            .to_string()
+            .into(),
+    );
+    obj.entry("change").or_insert_with(|| "new".into());
     obj.insert("sample_count".into(), alert.samples.len().into());
     obj.insert(
         "samples".into(),

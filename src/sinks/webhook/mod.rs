@@ -11,12 +11,19 @@
 //!
 //! ```json
 //! {"version": 1, "id": "<message id>", "sink": "pipeline.sink", "severity": "high",
-//!  "count": 1, "alerts": [{ ...the alert's JSON form..., "url": "<dashboard link>"}]}
+//!  "count": 1, "new": 1, "firing": 0, "resolved": 0, "omitted": 0, "reminder": false,
+//!  "group": {"pipeline": "...", "stage": "..."},
+//!  "alerts": [{ ...the alert's JSON form..., "change": "new", "url": "<dashboard link>"}]}
 //! ```
 //!
-//! An alert's JSON form: `id`, `status`, `pipeline`, `stage`, `severity`, `title`,
-//! `summary`, `group`, `group_key`, `value`, `threshold`, `unit`?, `estimate`?,
-//! `window {start, end}`, `samples [{time, source, record}]`, `top`?, `fields`?.
+//! `alerts` are one notification group's: `change` says whether an alert is `new`, still
+//! `firing` (listed before) or `resolved` since the group's last notification; `reminder`
+//! is true when nothing changed; `group` holds the group's `group_by` values.
+//!
+//! An alert's JSON form: `id` (the same for every report of an episode), `status`,
+//! `pipeline`, `stage`, `severity`, `title`, `summary`, `group`, `group_key`, `value`,
+//! `threshold`, `unit`?, `estimate`?, `window {start, end}`, `first_seen`, `last_seen`,
+//! `updates`, `episode`, `samples [{time, source, record}]`, `top`?, `fields`?.
 
 mod presets;
 

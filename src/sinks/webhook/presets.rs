@@ -4,6 +4,7 @@ use serde_json::{Value, json};
 
 use crate::event::{Alert, AlertStatus, Severity};
 use crate::sinks::delivery::Notification;
+use crate::sinks::delivery::dispatch::Change;
 use crate::sinks::delivery::render::{alert_url, alert_view, number, scalar_text};
 
 /// Slack's limit on a section's text.
@@ -20,9 +21,11 @@ pub(super) fn generic(n: &Notification, public_url: &str) -> Value {
     let alerts: Vec<Value> = n
         .alerts
         .iter()
-        .map(|a| {
+        .enumerate()
+        .map(|(i, a)| {
             let mut v = serde_json::to_value(a).unwrap_or(Value::Null);
             if let Some(o) = v.as_object_mut() {
+                o.insert("change".into(), n.change(i).as_str().into());
                 o.insert("url".into(), alert_url(public_url, a).into());
                 if let Some(Value::Array(samples)) = o.get_mut("samples") {
                     for (s, sample) in samples.iter_mut().zip(&a.samples) {
@@ -35,12 +38,19 @@ pub(super) fn generic(n: &Notification, public_url: &str) -> Value {
             v
         })
         .collect();
+    let count = |c: Change| (0..n.alerts.len()).filter(|i| n.change(*i) == c).count();
     json!({
         "version": 1,
         "id": n.id,
         "sink": n.sink,
         "severity": highest(n).as_str(),
         "count": n.alerts.len(),
+        "new": count(Change::New) + n.omitted.new,
+        "firing": count(Change::Firing) + n.omitted.firing,
+        "resolved": count(Change::Resolved) + n.omitted.resolved,
+        "omitted": n.omitted.total(),
+        "reminder": n.reminder,
+        "group": n.group,
         "alerts": alerts,
     })
 }
@@ -235,10 +245,15 @@ pub(super) fn slack(n: &Notification, public_url: &str) -> Value {
         [one] => heading(one),
         many => format!(
             "{} alerts, highest {}: {}",
-            many.len(),
+            many.len() + n.omitted.total(),
             highest(n).as_str(),
             many.first().map(heading).unwrap_or_default()
         ),
+    };
+    let text = if n.reminder {
+        format!("Still firing: {text}")
+    } else {
+        text
     };
     json!({"text": text, "blocks": blocks})
 }
