@@ -68,6 +68,63 @@ fn write_suite(dir: &std::path::Path, cases: &str) {
     std::fs::write(dir.join("ssh-burst.test.yaml"), cases).unwrap();
 }
 
+/// Issue 12's acceptance cases, as a user runs them: one alert per episode, reminders,
+/// Alertmanager's grouping, inhibition — all on `vigil test`'s virtual clock.
+#[test]
+fn the_alert_lifecycle_examples_pass() {
+    let (code, stdout, stderr) = vigil_test(&["examples/alert-lifecycle"]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.ends_with("7 passed, 0 failed\n"), "{stdout}");
+    for case in [
+        "an hour over the threshold is one firing and one resolved alert, with two reminders",
+        "each_crossing fires at 59 of 60 in an hour, then starts the window again",
+        "alerts of one group within group_wait go out as one notification",
+        "a new alert in a notified group waits for group_interval",
+        "still firing and nothing new is a reminder after repeat_interval; the end is told once, by the webhook only",
+        "a firing source mutes its target; once it resolves the target goes out at its next look",
+    ] {
+        assert!(stdout.contains(&format!("ok    {case}")), "{case}: {stdout}");
+    }
+}
+
+/// A wrong notification expectation fails with what was expected and what came.
+#[test]
+fn a_wrong_notification_expectation_says_what_came() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        r#"
+kind: settings
+connections: { smtp: { relay: { host: localhost, port: 25, tls: none, from: v@example.com } } }
+---
+kind: pipeline
+name: p
+sources: { flows: { type: stdin } }
+stages:
+  burst: { type: window_count, inputs: [flows], window: 10m, threshold: 2, group_by: [src.ip] }
+sinks:
+  mail: { type: mail, inputs: [burst], connection: relay, to: [a@example.com], group_wait: 30s }
+tests:
+  - name: told once
+    input: [{ source: flows, at: 0s, repeat: 2, every: 1s, event: { src: { ip: 10.0.0.1 } } }]
+    run_for: 5m
+    expect:
+      - node: mail
+        notifications: [{ at: 30s, new: 2 }, { at: 5m, reminder: true }]
+"#,
+    )
+    .unwrap();
+    let (code, stdout, _) = vigil_test(&[dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("node `mail`: expected 2 notifications, got 1")
+            && stdout.contains("actual notification 1: at 31s: 1 new, 0 firing, 0 resolved")
+            && stdout.contains("at - expected 30s, actual 31s")
+            && stdout.contains("new - expected 2, actual 1"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn the_shipped_pipelines_pass_their_own_cases() {
     let (code, stdout, stderr) = vigil_test(&["pipelines"]);
@@ -135,7 +192,7 @@ ssh-burst (DIR/ssh-burst.test.yaml)
                     + actual   3
         node `ssh`: expected 5 events (not alerts), got 4
   FAIL  must not fire, but does
-        node `burst`: expected 0 alerts, got 1
+        node `burst`: expected 0 firing alerts, got 1
           actual alert 1: [high] SSH burst from 10.0.0.9 (value 3, src.ip=10.0.0.9)
 
 0 passed, 2 failed
