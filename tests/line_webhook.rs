@@ -501,9 +501,15 @@ async fn webhook_generic_body_and_signature() {
         .collect();
     assert_eq!(
         keys,
-        ["version", "id", "sink", "severity", "count", "alerts"]
+        [
+            "version", "id", "sink", "severity", "count", "new", "firing", "resolved",
+            "omitted", "reminder", "group", "alerts"
+        ]
     );
     assert_eq!(b["version"], 1);
+    assert_eq!((b["new"].as_u64(), b["firing"].as_u64(), b["resolved"].as_u64()), (Some(1), Some(0), Some(0)));
+    assert_eq!(b["reminder"], false);
+    assert_eq!(b["group"], json!({"pipeline": "p", "stage": "burst"}));
     assert_eq!(b["id"], delivery);
     assert_eq!(m["id"], delivery, "the delivery id is the message id");
     assert_eq!(b["sink"], "p.hook");
@@ -514,6 +520,7 @@ async fn webhook_generic_body_and_signature() {
     let a = &alerts[0];
     assert_eq!(a["id"], alert_id);
     assert_eq!(a["status"], "firing");
+    assert_eq!(a["change"], "new");
     assert_eq!(a["pipeline"], "p");
     assert_eq!(a["stage"], "burst");
     assert_eq!(a["severity"], "high");

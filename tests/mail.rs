@@ -438,9 +438,10 @@ fn a_rejected_recipient_is_a_dead_letter_that_can_be_retried_or_dropped() {
         },
         ..Options::default()
     });
+    // One notification group per address, so each is a message of its own.
     let p = Project::new(
         &settings(server.port, "      tls: none\n"),
-        &simple_pipeline(""),
+        &simple_pipeline("    group_by: [group_key]\n"),
     );
     run(
         &p,
@@ -554,10 +555,10 @@ fn killed_between_storing_and_sending_delivers_exactly_once_after_restart() {
     assert!(sent[0]["attempts"].as_u64().expect("attempts") >= 2);
 
     // The same record again raises the same alert (same group, same window): this sink
-    // already delivered it, so nothing is sent.
+    // already notified it, so nothing is sent.
     let (_, stderr) = run(&p, &input);
     assert!(
-        stderr.contains("already delivered or queued"),
+        stderr.contains("already notified by this sink"),
         "the alert was not raised again, so the dedupe was not exercised:\n{stderr}"
     );
     assert_eq!(server.received().len(), 1);

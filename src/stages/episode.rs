@@ -87,6 +87,38 @@ pub trait EpisodeWindow {
     fn estimated(&self) -> bool;
     /// Copies of up to `n` samples of the events in the window.
     fn samples(&self, n: usize) -> Vec<Sample>;
+    /// Sliding on to `cutoff + window` with nothing added, the time at which the total
+    /// first falls below `threshold`, if it does by then: an entry at `t` leaves the
+    /// window at `t + window`.
+    fn ended_by(&self, cutoff: Timestamp, threshold: f64, window: chrono::Duration)
+    -> Option<Timestamp>;
+}
+
+/// [`EpisodeWindow::ended_by`] over `(time, weight)` pairs in time order, whose weights
+/// sum to `total`.
+pub fn ended_by(
+    entries: impl Iterator<Item = (Timestamp, f64)>,
+    total: f64,
+    cutoff: Timestamp,
+    threshold: f64,
+    window: chrono::Duration,
+) -> Option<Timestamp> {
+    let mut left = total;
+    let mut entries = entries.peekable();
+    while let Some((t, w)) = entries.next() {
+        if t > cutoff {
+            return None;
+        }
+        left -= w;
+        // Entries at the same time leave together.
+        if entries.peek().is_some_and(|(next, _)| *next == t) {
+            continue;
+        }
+        if left < threshold * (1.0 - 1e-9) {
+            return Some(t + window);
+        }
+    }
+    None
 }
 
 /// Everything a stage's reports have in common, and the transitions of its episodes.
@@ -217,6 +249,29 @@ impl Reporter {
         }
     }
 
+    /// Before an event at `t` is added to `w`: closes the key's episode if its window
+    /// fell below the threshold before `t`, dated when it did — so the episodes of a
+    /// replay are those of the live run, however seldom the clock ticked meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    pub fn before_event<W: EpisodeWindow>(
+        &self,
+        key: &str,
+        w: &mut W,
+        t: Timestamp,
+        open: &mut BTreeSet<String>,
+        counts: &mut EpisodeCounts,
+        out: &mut Vec<Arc<Event>>,
+    ) {
+        if w.episode().is_none() {
+            return;
+        }
+        let cutoff = super::window::minus(t, self.window);
+        if let Some(end) = w.ended_by(cutoff, self.threshold, self.window) {
+            w.slide_to(super::window::minus(end, self.window));
+            self.close(key, w, end, open, counts, out);
+        }
+    }
+
     /// Closes `w`'s episode with a `resolved` report measured at `end`.
     fn close<W: EpisodeWindow>(
         &self,
@@ -256,6 +311,11 @@ impl Reporter {
                 continue;
             };
             if let Some(c) = cutoff {
+                if let Some(end) = w.ended_by(c, self.threshold, self.window) {
+                    w.slide_to(super::window::minus(end, self.window));
+                    self.close(&key, w, end, open, counts, out);
+                    continue;
+                }
                 w.slide_to(c);
             }
             // The window measured: `(cutoff, watermark]`.
@@ -267,8 +327,7 @@ impl Reporter {
                 open.remove(&key);
                 continue;
             };
-            let quiet = now - ep.arrived_at >= self.resolve_after;
-            if quiet || !w.reached(self.threshold) {
+            if now - ep.arrived_at >= self.resolve_after || !w.reached(self.threshold) {
                 self.close(&key, w, end, open, counts, out);
                 continue;
             }
@@ -286,10 +345,12 @@ impl Reporter {
         }
     }
 
-    /// Resolves the episodes of the keys `expired` is about to forget.
+    /// Resolves the episodes of the keys about to be forgotten: those with nothing
+    /// after `cutoff` (`expired`), dated when their window fell below the threshold.
     pub fn close_expired<W: EpisodeWindow>(
         &self,
         keys: &mut HashMap<String, W>,
+        cutoff: Timestamp,
         expired: impl Fn(&W) -> bool,
         open: &mut BTreeSet<String>,
         counts: &mut EpisodeCounts,
@@ -302,7 +363,11 @@ impl Reporter {
             .collect();
         for key in closing {
             if let Some(w) = keys.get_mut(&key) {
-                let end = w.newest().map_or(Timestamp::MIN_UTC, |n| n + self.window);
+                let end = w
+                    .ended_by(cutoff, self.threshold, self.window)
+                    .or_else(|| w.newest().map(|n| n + self.window))
+                    .unwrap_or(cutoff);
+                w.slide_to(super::window::minus(end, self.window));
                 self.close(&key, w, end, open, counts, out);
             }
         }

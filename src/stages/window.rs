@@ -156,6 +156,21 @@ impl EpisodeWindow for KeyWindow {
     fn samples(&self, n: usize) -> Vec<Sample> {
         self.samples.copies(n)
     }
+    fn ended_by(
+        &self,
+        cutoff: Timestamp,
+        threshold: f64,
+        window: chrono::Duration,
+    ) -> Option<Timestamp> {
+        let total: f64 = self.entries.iter().map(|e| e.w).sum();
+        super::episode::ended_by(
+            self.entries.iter().map(|e| (e.t, e.w)),
+            total,
+            cutoff,
+            threshold,
+            window,
+        )
+    }
 }
 
 impl KeyWindow {

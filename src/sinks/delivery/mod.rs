@@ -489,7 +489,7 @@ pub fn sample_alert() -> Alert {
         unit: None,
         estimate: None,
         window,
-        first_seen: t("2026-11-21T08:58:41Z"),
+        first_seen: t("2026-11-21T08:52:10Z"),
         last_seen: window.end,
         updates: 4,
         episode: true,

@@ -77,6 +77,24 @@ impl EpisodeWindow for RateWindow {
     fn samples(&self, n: usize) -> Vec<Sample> {
         self.samples.copies(n)
     }
+    fn ended_by(
+        &self,
+        cutoff: Timestamp,
+        threshold: f64,
+        window: chrono::Duration,
+    ) -> Option<Timestamp> {
+        let total: f64 = self.flows.values().map(|f| f.bps).sum();
+        let flows = &self.flows;
+        crate::stages::episode::ended_by(
+            self.order
+                .iter()
+                .map(|((t, _), k)| (*t, flows.get(k).map_or(0.0, |f| f.bps))),
+            total,
+            cutoff,
+            threshold,
+            window,
+        )
+    }
 }
 
 impl RateWindow {
@@ -376,8 +394,9 @@ impl BandwidthStage {
     fn sweep(&mut self, cutoff: Timestamp, out: &mut Vec<Arc<Event>>) {
         if !self.open.is_empty() {
             let (r, open, counts) = (&self.reporter, &mut self.open, &mut self.episodes);
-            r.close_expired(&mut self.volume, |k| k.expired(cutoff), open, counts, out);
-            r.close_expired(&mut self.rate, |k| k.expired(cutoff), open, counts, out);
+            let expired = |newest: Option<Timestamp>| newest.is_none_or(|n| n <= cutoff);
+            r.close_expired(&mut self.volume, cutoff, |k| expired(k.newest), open, counts, out);
+            r.close_expired(&mut self.rate, cutoff, |k| expired(k.newest), open, counts, out);
         }
         self.volume.retain(|_, k| !k.expired(cutoff));
         self.rate.retain(|_, k| !k.expired(cutoff));
@@ -435,6 +454,9 @@ impl Stage for BandwidthStage {
                     tracing::debug!(stage = %self.templates.node_id(), time = %t, "late event: its window already alerted");
                     return;
                 }
+                if !each {
+                    r.before_event(&self.key_buf, key, t, open, counts, out);
+                }
                 if bytes > 0.0 {
                     key.add(t, bytes, estimate, self.window, &event, samples);
                 }
@@ -455,6 +477,9 @@ impl Stage for BandwidthStage {
                     self.watermark.late += 1;
                     tracing::debug!(stage = %self.templates.node_id(), time = %t, "late event: its window already alerted");
                     return;
+                }
+                if !each {
+                    r.before_event(&self.key_buf, key, t, open, counts, out);
                 }
                 let bps = Measured::bps(bytes, span);
                 key.update(

@@ -154,6 +154,7 @@ impl WindowCountStage {
         if !self.open.is_empty() {
             self.reporter.close_expired(
                 &mut self.keys,
+                cutoff,
                 |k| k.expired(cutoff),
                 &mut self.open,
                 &mut self.episodes,
@@ -210,6 +211,16 @@ impl Stage for WindowCountStage {
             self.watermark.late += 1;
             tracing::debug!(stage = %self.templates.node_id(), time = %t, key = %self.key_buf, "late event: its window already alerted");
             return;
+        }
+        if self.reporter.mode == AlertMode::Episode {
+            self.reporter.before_event(
+                &self.key_buf,
+                key,
+                t,
+                &mut self.open,
+                &mut self.episodes,
+                out,
+            );
         }
         key.add(
             t,

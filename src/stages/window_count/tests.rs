@@ -355,7 +355,9 @@ fn an_episode_resolves_when_its_window_falls_below_the_threshold() {
     assert_eq!(more[0].status, AlertStatus::Resolved);
     assert_eq!(more[0].id, got[0].id);
     assert_eq!(more[0].group_key, "k=a");
-    assert_eq!(more[0].value, 1.0, "only the event at 3 s is still in (2.5 s, 12.5 s]");
+    // Dated when it fell below: at 11 s the event at 1 s left the window, leaving 2.
+    assert_eq!(more[0].window.end, at(11_000));
+    assert_eq!(more[0].value, 2.0, "the events at 2 s and 3 s are in (1 s, 11 s]");
     assert_eq!(more[0].updates, 1);
     // The key crossing again is a new episode with a new id.
     let mut again = Vec::new();
@@ -407,4 +409,33 @@ fn each_crossing_keeps_the_old_behaviour() {
     }
     assert!(more.is_empty(), "the window was cleared: 59 more are needed");
     assert_eq!(feed_and_tick(&mut s, json!({}), 117 * 60_000).len(), 1);
+}
+
+#[test]
+fn an_episode_ends_when_its_window_fell_below_even_if_nothing_ticked_meanwhile() {
+    // A replay: no tick between the events. The next event of the key, long after, finds
+    // the episode ended 10 s after the event that made the window fall below — the same
+    // resolution a live run with ticks makes.
+    let mut s = stage(json!({"window": "10s", "threshold": 2, "group_by": ["k"]}));
+    let mut got = Vec::new();
+    for ms in [0, 1_000, 5_000] {
+        got.extend(feed(&mut s, json!({"k": "a"}), ms));
+    }
+    assert_eq!(got.len(), 1);
+    let late = feed(&mut s, json!({"k": "a"}), 60_000);
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0].status, AlertStatus::Resolved);
+    assert_eq!(late[0].window.end, at(11_000), "the event at 1 s left at 11 s");
+    assert_eq!(late[0].value, 1.0);
+    // And a live run with a tick at each event agrees.
+    let mut live = stage(json!({"window": "10s", "threshold": 2, "group_by": ["k"]}));
+    let mut ticked = Vec::new();
+    for ms in [0, 1_000, 5_000] {
+        ticked.extend(feed_and_tick(&mut live, json!({"k": "a"}), ms));
+    }
+    ticked.extend(feed_and_tick(&mut live, json!({"k": "b"}), 30_000));
+    let resolved: Vec<&Alert> = ticked.iter().filter(|a| a.status == AlertStatus::Resolved).collect();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].window.end, late[0].window.end);
+    assert_eq!(resolved[0].id, late[0].id);
 }
