@@ -160,9 +160,10 @@ enum Command {
         /// How many times faster than real time scenario time runs (60: an hour a minute).
         #[arg(long, default_value_t = 1.0)]
         time_scale: f64,
-        /// Background flows first detected per minute (16667 makes a 12-minute slice of
-        /// about 200,000 flows). Above the default, unmanaged sources also come from a pool
-        /// of 65,534 client addresses.
+        /// Background flows first detected per minute. A 12-minute slice holds about 14
+        /// minutes' worth (flows still going from before come back): 14250 gives about
+        /// 200,000 rows. Above the default, unmanaged sources also come from a pool of
+        /// 65,534 client addresses.
         #[arg(long, default_value_t = 20)]
         flows_per_minute: u32,
         /// API key id clients must use.

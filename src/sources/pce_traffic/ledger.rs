@@ -221,14 +221,26 @@ impl Ledger {
 
     /// The compact saved form, for the slice cursor `through`.
     ///
-    /// `{"v": 1, "through": <RFC 3339>, "base": <epoch ms>, "ips": [address, ...],
-    /// "flows": "<9 integers per flow, comma-separated>"}` — per flow: source and
-    /// destination (indexes into `ips`), port (`-1`: none), protocol, inbound (0/1),
-    /// `first_detected − base`, `last_detected − first_detected`, `num_connections`,
-    /// `base − seen` (milliseconds).
+    /// `{"v": 1, "through": <RFC 3339>, "base": <epoch ms>, "unit": <ms>, "ips":
+    /// [address, ...], "flows": "<9 integers per flow, comma-separated>"}` — per flow:
+    /// source and destination (indexes into `ips`), port (`-1`: none), protocol, inbound
+    /// (0/1), `first_detected − base`, `last_detected − first_detected`,
+    /// `num_connections`, `base − seen`; times in `unit` milliseconds (1000 when every
+    /// time is whole seconds, as PCE rows are).
     pub(crate) fn save(&self, through: Timestamp) -> Value {
         use std::fmt::Write as _;
         let base = through.timestamp_millis();
+        let whole = |ms: i64| ms % 1000 == 0;
+        let unit: i64 = if whole(base)
+            && self
+                .flows
+                .iter()
+                .all(|(k, e)| whole(k.first) && whole(e.last) && whole(e.seen))
+        {
+            1000
+        } else {
+            1
+        };
         let mut ips: Vec<IpAddr> = Vec::new();
         let mut index: HashMap<IpAddr, usize> = HashMap::new();
         let mut at = |ip: IpAddr| {
@@ -249,10 +261,10 @@ impl Ledger {
                 k.port.map_or(-1, i64::from),
                 k.proto,
                 u8::from(k.inbound),
-                k.first.saturating_sub(base),
-                e.last.saturating_sub(k.first),
+                k.first.saturating_sub(base) / unit,
+                e.last.saturating_sub(k.first) / unit,
                 e.connections,
-                base.saturating_sub(e.seen),
+                base.saturating_sub(e.seen) / unit,
             );
         }
         let ips: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
@@ -260,6 +272,7 @@ impl Ledger {
             "v": VERSION,
             "through": through.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "base": base,
+            "unit": unit,
             "ips": ips,
             "flows": flows,
         })
@@ -283,6 +296,11 @@ impl Ledger {
             .get("base")
             .and_then(Value::as_i64)
             .ok_or(malformed("no base"))?;
+        let unit = match saved.get("unit").and_then(Value::as_i64) {
+            Some(u @ (1 | 1000)) => u,
+            _ => return Err(malformed("no unit (1 or 1000)")),
+        };
+        let ms = |n: i64| n.saturating_mul(unit);
         let ips = saved
             .get("ips")
             .and_then(Value::as_array)
@@ -320,7 +338,7 @@ impl Ledger {
                 -1 => None,
                 p => Some(u16::try_from(p).map_err(|_| malformed("a port is out of range"))?),
             };
-            let first = base.saturating_add(f[5]);
+            let first = base.saturating_add(ms(f[5]));
             let key = FlowKey {
                 src: ip(f[0])?,
                 dst: ip(f[1])?,
@@ -330,10 +348,10 @@ impl Ledger {
                 first,
             };
             let entry = Entry {
-                last: first.saturating_add(f[6]),
+                last: first.saturating_add(ms(f[6])),
                 connections: u64::try_from(f[7])
                     .map_err(|_| malformed("a connection count is negative"))?,
-                seen: base.saturating_sub(f[8]),
+                seen: base.saturating_sub(ms(f[8])),
             };
             ledger.flows.insert(key, entry);
         }
@@ -645,6 +663,16 @@ mod tests {
             (tally.continued, out[0]["num_connections"].as_u64()),
             (1, Some(5))
         );
+        assert_eq!(saved["unit"], 1000, "PCE rows have whole seconds");
+        // Milliseconds are kept when a time has them.
+        let mut ms = Ledger::new(HOUR, 10);
+        let mut r = row("10.1.1.1", 0, 4, 3);
+        r["timestamp_range"]["last_detected"] = json!("2026-03-02T09:04:00.250Z");
+        slice(&mut ms, 5, vec![r]);
+        let saved = ms.save(t(5));
+        assert_eq!(saved["unit"], 1);
+        let back = Ledger::restore(&saved, HOUR, 10).expect("readable");
+        assert_eq!(back.flows, ms.flows);
         // An empty ledger too.
         let empty = Ledger::new(HOUR, 10);
         let back = Ledger::restore(&empty.save(t(0)), HOUR, 10).expect("readable");
@@ -666,6 +694,7 @@ mod tests {
         assert!(with("flows", json!("7,0,443,6,0,0,0,1,0")).is_err());
         assert!(with("flows", json!("0,0,443,6,0,0,0,x,0")).is_err());
         assert!(with("ips", json!(["nope"])).is_err());
+        assert!(with("unit", json!(7)).is_err());
         assert!(Ledger::restore(&json!("nope"), HOUR, 10).is_err());
     }
 }
