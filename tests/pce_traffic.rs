@@ -501,3 +501,391 @@ async fn a_failed_query_is_retried_for_the_same_slice_next_cycle() {
     );
     sim.shutdown().await;
 }
+
+/// A flow's identity across rows: the ledger's key.
+fn flow_key(e: &Value) -> String {
+    format!(
+        "{} {} {} {} {} {}",
+        e["src"]["ip"],
+        e["dst"]["ip"],
+        e["service"]["port"],
+        e["service"]["proto"],
+        e["flow_direction"],
+        e["timestamp_range"]["first_detected"]
+    )
+}
+
+/// The sum of `num_connections` per flow.
+fn sums(events: &[Value]) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in events {
+        *out.entry(flow_key(e)).or_insert(0) += e["num_connections"].as_u64().expect("a count");
+    }
+    out
+}
+
+/// The stored slice cursor.
+fn cursor(dir: &Path) -> DateTime<Utc> {
+    let store = vigil::store::Store::open(&dir.join("state")).expect("state database");
+    let v = store
+        .checkpoint("pce_traffic:lab")
+        .expect("readable")
+        .expect("a cursor");
+    DateTime::parse_from_rfc3339(v["next_start"].as_str().expect("a time"))
+        .expect("RFC 3339")
+        .with_timezone(&Utc)
+}
+
+/// What the simulator answers for `[start, end)` in one query: each flow's row as of the
+/// end (independent of the slices and of vigil's ledger).
+async fn whole_range(
+    clock: &VirtualClock,
+    sim: &RunningSim,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Vec<Value> {
+    let http = reqwest::Client::new();
+    let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let body = serde_json::json!({
+        "query_name": "expected", "start_date": stamp(start), "end_date": stamp(end),
+        "policy_decisions": [], "max_results": 200_000,
+    });
+    let get = |path: String| {
+        http.get(format!("{}/api/v2{path}", sim.url()))
+            .basic_auth("api_sim", Some(common::SECRET))
+            .send()
+    };
+    let created: Value = http
+        .post(format!("{}{QUERIES}", sim.url()))
+        .basic_auth("api_sim", Some(common::SECRET))
+        .json(&body)
+        .send()
+        .await
+        .expect("the query is created")
+        .json()
+        .await
+        .expect("JSON");
+    let href = created["href"].as_str().expect("an href").to_string();
+    clock.advance(Duration::from_secs(3));
+    let status: Value = get(href).await.expect("status").json().await.expect("JSON");
+    assert_eq!(status["status"], "completed", "{status}");
+    assert!(status["matches_count"].as_u64() < Some(200_000));
+    let result = status["result"].as_str().expect("a result").to_string();
+    let flows: Value = get(result)
+        .await
+        .expect("download")
+        .json()
+        .await
+        .expect("JSON");
+    flows.as_array().expect("an array").clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_living_over_many_slices_is_summed_once() {
+    let clock = VirtualClock::new(t0());
+    let sim = sim(&clock, Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    // One-minute slices: the simulator's flows last up to 10 minutes, so many of them come
+    // back in three slices or more, each time with lifetime counters.
+    let yaml = format!(
+        "kind: pipeline\nname: t\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 1m, settle: 2m, start_at: 20m}}\nsinks:\n  out: {{type: file, path: {}, inputs: [flows]}}\n",
+        out.display()
+    );
+    let topology =
+        runtime::start(&config(dir.path(), &sim, &yaml), Arc::new(clock.clone())).expect("starts");
+    let connections = topology.reloader().connections().await;
+    let counters = || vigil::sources::pce_traffic::query_counters(&connections, "lab");
+    nudge_until(&clock, "twenty slices", || {
+        counters().is_some_and(|c| c.slices >= 20)
+    })
+    .await;
+    quiesce(&clock, &sim, dir.path()).await;
+    let counted = counters().expect("a hub");
+    stop(topology).await;
+
+    let queried = slices(&sim.request_log());
+    let (start, end) = (queried[0].start, cursor(dir.path()));
+    let events = lines(&out);
+    for e in &events {
+        let slice_end = DateTime::parse_from_rfc3339(e["vigil"]["slice"]["end"].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&Utc);
+        assert!(slice_end <= end, "only acknowledged slices: {e}");
+    }
+    let expected = sums(&whole_range(&clock, &sim, start, end).await);
+    let got = sums(&events);
+    assert_eq!(got.len(), expected.len(), "every flow, once");
+    for (flow, total) in &expected {
+        assert_eq!(got.get(flow), Some(total), "{flow}");
+    }
+    // Some flows came back in three slices or more, counted as their increase there.
+    let mut rows = std::collections::BTreeMap::<String, usize>::new();
+    for e in &events {
+        *rows.entry(flow_key(e)).or_default() += 1;
+    }
+    assert!(rows.values().filter(|&&n| n >= 3).count() >= 3, "{rows:?}");
+    let continued: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["vigil"]["num_connections_total"].is_u64())
+        .collect();
+    assert!(!continued.is_empty());
+    assert!(
+        continued
+            .iter()
+            .all(|e| e["vigil"]["num_connections_total"].as_u64() >= e["num_connections"].as_u64())
+    );
+    assert_eq!(counted.rows_continued, continued.len() as u64);
+    assert_eq!(
+        counted.rows_new + counted.rows_continued,
+        events.len() as u64
+    );
+    assert_eq!(counted.rows_repeated, 0, "the simulator repeats no row");
+    sim.shutdown().await;
+}
+
+/// A PCE (wiremock) that answers a traffic query by the start of its slice (`HH:MM` on the
+/// test's day) with the rows given for it (none for others), already completed.
+mod scripted {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use serde_json::{Value, json};
+    use wiremock::matchers::{method, path, path_regex};
+    use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+    type Script = Arc<HashMap<String, Vec<Value>>>;
+
+    struct Create(Script);
+
+    impl Respond for Create {
+        fn respond(&self, req: &Request) -> ResponseTemplate {
+            let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+            // `2026-03-02T08:38:00Z` → `0838`.
+            let start: String = body["start_date"]
+                .as_str()
+                .unwrap_or_default()
+                .chars()
+                .skip(11)
+                .take(5)
+                .filter(char::is_ascii_digit)
+                .collect();
+            let n = self.0.get(&start).map_or(0, Vec::len);
+            let href = format!("/orgs/1/traffic_flows/async_queries/q{start}");
+            ResponseTemplate::new(202).set_body_json(json!({
+                "href": href, "status": "completed", "matches_count": n, "flows_count": n,
+                "result": format!("{href}/download"),
+            }))
+        }
+    }
+
+    struct Download(Script);
+
+    impl Respond for Download {
+        fn respond(&self, req: &Request) -> ResponseTemplate {
+            let start = req
+                .url
+                .path()
+                .rsplit('/')
+                .nth(1)
+                .and_then(|q| q.strip_prefix('q'))
+                .unwrap_or_default();
+            let rows = self.0.get(start).cloned().unwrap_or_default();
+            ResponseTemplate::new(200).set_body_json(Value::Array(rows))
+        }
+    }
+
+    pub(crate) async fn pce(slices: Vec<(&str, Vec<Value>)>) -> MockServer {
+        let server = MockServer::start().await;
+        let script: Script = Arc::new(
+            slices
+                .into_iter()
+                .map(|(start, rows)| (start.replace(':', ""), rows))
+                .collect(),
+        );
+        let api = "/api/v2/orgs/1";
+        Mock::given(method("POST"))
+            .and(path(format!("{api}/traffic_flows/async_queries")))
+            .respond_with(Create(script.clone()))
+            .mount(&server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path_regex(
+                r"/traffic_flows/async_queries/q[0-9]+/download$",
+            ))
+            .respond_with(Download(script))
+            .mount(&server)
+            .await;
+        for names in ["labels", "sec_policy/active/ip_lists", "workloads"] {
+            Mock::given(method("GET"))
+                .and(path(format!("{api}/{names}")))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+                .mount(&server)
+                .await;
+        }
+        server
+    }
+}
+
+/// A row of flow `src` → 10.1.0.9:5432, first detected at `first`, last at `last`
+/// (`HH:MM:SS` on the test's day).
+fn row(src: &str, first: &str, last: &str, n: u64) -> Value {
+    serde_json::json!({
+        "src": {"ip": src}, "dst": {"ip": "10.1.0.9"},
+        "service": {"port": 5432, "proto": 6}, "flow_direction": "inbound",
+        "policy_decision": "blocked", "num_connections": n, "dst_bi": 0, "dst_bo": 0,
+        "timestamp_range": {
+            "first_detected": format!("2026-03-02T{first}Z"),
+            "last_detected": format!("2026-03-02T{last}Z"),
+        },
+    })
+}
+
+/// Runs a pipeline reading `pce` into `out` (state under `dir`) until `slices` slices were
+/// handed on; returns the connection's counters then. The clock stays where it is (the
+/// slices read are the ones already due).
+async fn run_scripted(
+    clock: &VirtualClock,
+    url: &str,
+    dir: &Path,
+    out: &Path,
+    slices: u64,
+) -> vigil::sources::pce_traffic::TrafficCounters {
+    let yaml = format!(
+        "kind: settings\nstate_dir: {state}\nconnections:\n  pce:\n    lab:\n      url: {url}\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n      backoff_base: 1s\n---\n{pipeline}",
+        state = dir.join("state").display(),
+        pipeline = pipeline("t", ", start_at: 15m", out),
+    );
+    let topology = runtime::start(&common::load(yaml), Arc::new(clock.clone())).expect("starts");
+    let connections = topology.reloader().connections().await;
+    let counters = || vigil::sources::pce_traffic::query_counters(&connections, "lab");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while counters().is_none_or(|c| c.slices < slices) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out: {:?}",
+            counters()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let counted = counters().expect("a hub");
+    stop(topology).await;
+    counted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_rows_are_dropped_and_counted_and_the_ledger_survives_a_restart() {
+    // 15 minutes back: the slices [08:38, 08:43), [08:43, 08:48), [08:48, 08:53) are due
+    // at 09:00; [08:53, 08:58) at 09:05.
+    let pce = scripted::pce(vec![
+        // A, and the same row again in the same answer.
+        (
+            "08:38",
+            vec![
+                row("10.5.0.1", "08:40:10", "08:42:59", 5),
+                row("10.5.0.1", "08:40:10", "08:42:59", 5),
+            ],
+        ),
+        // A unchanged (a PCE repeating a row), B new, and a row without timestamps.
+        (
+            "08:43",
+            vec![
+                row("10.5.0.1", "08:40:10", "08:42:59", 5),
+                row("10.5.0.2", "08:45:00", "08:47:30", 2),
+                {
+                    let mut bare = row("10.5.0.3", "08:45:00", "08:47:30", 1);
+                    bare.as_object_mut().unwrap().remove("timestamp_range");
+                    bare
+                },
+            ],
+        ),
+        // A continues (9 connections in all: 4 more); B unchanged.
+        (
+            "08:48",
+            vec![
+                row("10.5.0.1", "08:40:10", "08:52:59", 9),
+                row("10.5.0.2", "08:45:00", "08:47:30", 2),
+            ],
+        ),
+        // After the restart: A continues (12 in all: 3 more); B unchanged.
+        (
+            "08:53",
+            vec![
+                row("10.5.0.1", "08:40:10", "08:57:59", 12),
+                row("10.5.0.2", "08:45:00", "08:47:30", 2),
+            ],
+        ),
+    ])
+    .await;
+    let clock = VirtualClock::new(t0());
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("1.jsonl"), dir.path().join("2.jsonl"));
+
+    let counted = run_scripted(&clock, &pce.uri(), dir.path(), &first, 3).await;
+    assert_eq!(
+        (
+            counted.rows_new,
+            counted.rows_continued,
+            counted.rows_repeated
+        ),
+        (3, 1, 3),
+        "{counted:?}"
+    );
+    let events = lines(&first);
+    let counts: Vec<(&str, u64)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["src"]["ip"].as_str().unwrap(),
+                e["num_connections"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("10.5.0.1", 5),
+            ("10.5.0.2", 2),
+            ("10.5.0.3", 1),
+            ("10.5.0.1", 4)
+        ]
+    );
+    assert_eq!(events[3]["vigil"]["num_connections_total"], 9);
+    assert!(
+        events[..3]
+            .iter()
+            .all(|e| e["vigil"].get("num_connections_total").is_none())
+    );
+
+    // Down for five minutes; the ledger comes back with the cursor.
+    clock.advance(Duration::from_secs(300));
+    let counted = run_scripted(&clock, &pce.uri(), dir.path(), &second, 1).await;
+    assert_eq!(
+        (
+            counted.rows_new,
+            counted.rows_continued,
+            counted.rows_repeated
+        ),
+        (0, 1, 1),
+        "{counted:?}"
+    );
+    let events = lines(&second);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["src"]["ip"], "10.5.0.1");
+    assert_eq!(events[0]["num_connections"], 3, "not counted whole again");
+    assert_eq!(events[0]["vigil"]["num_connections_total"], 12);
+    // 5 + 4 + 3: the PCE's total, once.
+    let all: Vec<Value> = [lines(&first), events].concat();
+    let a: u64 = all
+        .iter()
+        .filter(|e| e["src"]["ip"] == "10.5.0.1")
+        .filter_map(|e| e["num_connections"].as_u64())
+        .sum();
+    assert_eq!(a, 12);
+    let store = vigil::store::Store::open(&dir.path().join("state")).expect("state database");
+    let saved = store
+        .checkpoint("pce_traffic_flows:lab")
+        .expect("readable")
+        .expect("saved");
+    assert_eq!(saved["v"], 1);
+}

@@ -11,6 +11,7 @@
 //! | `vigil_alerts` (alerts in the history) | `severity` |
 //! | `vigil_pce_requests_total`, `vigil_pce_request_duration_seconds` (histogram) | `connection`, `endpoint`, `method`, `status` |
 //! | `vigil_pce_traffic_slices_total`, `…_failed_queries_total`, `…_truncated_queries_total` | `connection` |
+//! | `vigil_pce_traffic_rows_new_total`, `…_rows_continued_total`, `…_rows_repeated_total`, `…_flows_expired_total`, `…_flows_evicted_total` | `connection` |
 //! | `vigil_reloads_total`, `vigil_reload_failures_total` | |
 
 use std::fmt::Write as _;
@@ -28,12 +29,19 @@ fn label(v: &str) -> String {
 /// A per-node counter family: name, help, and how to read it.
 type Family = (&'static str, &'static str, fn(&NodeStatus) -> u64);
 
-/// One PCE connection's name, request statistics, and traffic-query counters (slices,
-/// failed, truncated) when a `pce_traffic` source reads it.
+/// One PCE connection's name, request statistics, and traffic counters when a
+/// `pce_traffic` source reads it.
 pub(super) type PceCounts = (
     String,
     Vec<crate::pce::client::EndpointStats>,
-    Option<(u64, u64, u64)>,
+    Option<crate::sources::pce_traffic::TrafficCounters>,
+);
+
+/// A per-connection traffic counter: name, help, and how to read it.
+type TrafficFamily = (
+    &'static str,
+    &'static str,
+    fn(&crate::sources::pce_traffic::TrafficCounters) -> u64,
 );
 
 /// What `/metrics` reports besides the nodes.
@@ -46,8 +54,8 @@ pub(super) struct Counts {
     pub(super) alerts: Vec<(String, u64)>,
     /// Reloads, and failed ones.
     pub(super) reloads: (u64, u64),
-    /// Per PCE connection: its requests, and its traffic-query counters (slices, failed,
-    /// truncated) when a `pce_traffic` source reads it.
+    /// Per PCE connection: its requests, and its traffic counters when a `pce_traffic`
+    /// source reads it.
     pub(super) pce: Vec<PceCounts>,
 }
 
@@ -189,28 +197,54 @@ pub(super) fn render(nodes: &[NodeStatus], counts: &Counts) -> String {
             );
         }
     }
-    for (name, help, pick) in [
+    let traffic: [TrafficFamily; 8] = [
         (
             "vigil_pce_traffic_slices_total",
             "Traffic time slices queried, per PCE connection.",
-            0usize,
+            |q| q.slices,
         ),
         (
             "vigil_pce_traffic_failed_queries_total",
             "Traffic queries that failed (retried next cycle), per PCE connection.",
-            1,
+            |q| q.failed_queries,
         ),
         (
             "vigil_pce_traffic_truncated_queries_total",
             "Traffic queries whose results were cut at max_results, per PCE connection.",
-            2,
+            |q| q.truncated,
         ),
-    ] {
+        (
+            "vigil_pce_traffic_rows_new_total",
+            "Traffic rows of flows not seen before (counted whole), per PCE connection.",
+            |q| q.rows_new,
+        ),
+        (
+            "vigil_pce_traffic_rows_continued_total",
+            "Traffic rows of flows seen before (counted as the increase), per PCE connection.",
+            |q| q.rows_continued,
+        ),
+        (
+            "vigil_pce_traffic_rows_repeated_total",
+            "Traffic rows already counted (not handed on), per PCE connection.",
+            |q| q.rows_repeated,
+        ),
+        (
+            "vigil_pce_traffic_flows_expired_total",
+            "Flows forgotten after flow_memory without a sighting, per PCE connection.",
+            |q| q.flows_expired,
+        ),
+        (
+            "vigil_pce_traffic_flows_evicted_total",
+            "Flows forgotten because max_flows were remembered, per PCE connection.",
+            |q| q.flows_evicted,
+        ),
+    ];
+    for (name, help, pick) in traffic {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} counter");
         for (conn, _, q) in &counts.pce {
             if let Some(q) = q {
-                let v = [q.0, q.1, q.2][pick];
+                let v = pick(q);
                 let _ = writeln!(out, "{name}{{connection=\"{}\"}} {v}", label(conn));
             }
         }
@@ -241,5 +275,41 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn traffic_counters_are_exported_per_connection() {
+        let traffic = crate::sources::pce_traffic::TrafficCounters {
+            slices: 4,
+            rows_new: 10,
+            rows_continued: 7,
+            rows_repeated: 3,
+            flows_expired: 2,
+            flows_evicted: 1,
+            ..Default::default()
+        };
+        let counts = Counts {
+            outbox: Vec::new(),
+            deliveries: Vec::new(),
+            alerts: Vec::new(),
+            reloads: (0, 0),
+            pce: vec![
+                ("lab".to_string(), Vec::new(), Some(traffic)),
+                ("events_only".to_string(), Vec::new(), None),
+            ],
+        };
+        let text = render(&[], &counts);
+        for line in [
+            "vigil_pce_traffic_slices_total{connection=\"lab\"} 4",
+            "vigil_pce_traffic_rows_new_total{connection=\"lab\"} 10",
+            "vigil_pce_traffic_rows_continued_total{connection=\"lab\"} 7",
+            "vigil_pce_traffic_rows_repeated_total{connection=\"lab\"} 3",
+            "vigil_pce_traffic_flows_expired_total{connection=\"lab\"} 2",
+            "vigil_pce_traffic_flows_evicted_total{connection=\"lab\"} 1",
+            "# TYPE vigil_pce_traffic_rows_repeated_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+        assert!(!text.contains("events_only\"}"), "{text}");
     }
 }

@@ -261,6 +261,12 @@ impl Estate {
         self.workloads.iter().filter(|w| !w.kubernetes)
     }
 
+    /// The flow-endpoint JSON of an unmanaged address outside the estate's lists of
+    /// endpoints (the client pool of dense simulations): `{ip, ip_lists}`.
+    pub(crate) fn client_json(&self, ip: Ipv4Addr) -> String {
+        ip_endpoint(self.org, ip, None, &self.ip_lists).json
+    }
+
     /// Label objects `{href, key, value}` of workload `w`.
     pub fn label_objects(&self, w: &Workload) -> Vec<Value> {
         w.labels

@@ -32,6 +32,9 @@ pub use scenario::{Scenario, UnknownScenario};
 use scenario::SimClock;
 use server::SimState;
 
+/// The densest simulation served: a million background flows a minute.
+pub const MAX_FLOWS_PER_MINUTE: u32 = 1_000_000;
+
 /// How to run a simulator.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -49,6 +52,10 @@ pub struct SimConfig {
     pub faults: Faults,
     /// 1.0 = real time; 60.0 plays an hour of scenario in a minute.
     pub time_scale: f64,
+    /// Background flows first detected per minute (default 20). Above the default,
+    /// unmanaged sources also come from a pool of 65,534 client addresses
+    /// (`10.200.0.0/16`), so a dense slice has thousands of distinct sources.
+    pub flows_per_minute: u32,
 }
 
 impl Default for SimConfig {
@@ -61,6 +68,7 @@ impl Default for SimConfig {
             api_secret: "sim-secret".to_string(),
             faults: Faults::default(),
             time_scale: 1.0,
+            flows_per_minute: traffic::DEFAULT_FLOWS_PER_MINUTE,
         }
     }
 }
@@ -96,6 +104,12 @@ impl PceSim {
             return Err(SimError::InvalidConfig(format!(
                 "time_scale must be positive, got {}",
                 cfg.time_scale
+            )));
+        }
+        if cfg.flows_per_minute > MAX_FLOWS_PER_MINUTE {
+            return Err(SimError::InvalidConfig(format!(
+                "flows_per_minute must be at most {MAX_FLOWS_PER_MINUTE}, got {}",
+                cfg.flows_per_minute
             )));
         }
         if cfg.api_key.is_empty() {

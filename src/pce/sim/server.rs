@@ -39,6 +39,8 @@ type Pairs = Vec<(String, String)>;
 pub(crate) struct SimState {
     pub(crate) scenario: Scenario,
     pub(crate) seed: u64,
+    /// Background flows first detected per minute.
+    pub(crate) flows_per_minute: u32,
     pub(crate) org: u64,
     pub(crate) api_key: String,
     pub(crate) api_secret: String,
@@ -63,6 +65,7 @@ impl SimState {
         SimState {
             scenario: cfg.scenario,
             seed: cfg.seed,
+            flows_per_minute: cfg.flows_per_minute,
             org: cfg.org,
             api_key: cfg.api_key.clone(),
             api_secret: cfg.api_secret.clone(),
@@ -405,14 +408,14 @@ async fn query_result(s: &Arc<SimState>, q: &Arc<AsyncQuery>) -> Arc<QueryResult
             let truncate = s.faults().truncate_results;
             async move {
                 let computed = tokio::task::spawn_blocking(move || {
-                    let mut r = traffic::run_query(
-                        &st.estate,
-                        st.seed,
-                        st.scenario,
-                        &q.query,
-                        q.created_at,
-                        q.query.max_results,
-                    );
+                    let generator = traffic::Generator {
+                        estate: &st.estate,
+                        seed: st.seed,
+                        scenario: st.scenario,
+                        per_minute: st.flows_per_minute,
+                    };
+                    let mut r =
+                        traffic::run_query(&generator, &q.query, q.created_at, q.query.max_results);
                     if truncate && r.matches_count > 1 {
                         r.flows.truncate(r.matches_count / 2);
                     }

@@ -1,5 +1,20 @@
 //! Traffic flows: generated per minute from the seed and the scenario, filtered like an
 //! async Explorer query and rendered as the download's JSON array.
+//!
+//! The simulator answers like a real PCE returning **lifetime rows** (see
+//! `shared/pce-api.md`: REST rows carry lifetime counters, and one connection can appear in
+//! several rows). A flow is generated once, in the minute it is first detected, with its
+//! whole life (`first`..`last`) and its totals. A query over `[start, end)` returns the
+//! flows *detected in that range*: `first < end` and `last ≥ start` (`last` clipped to the
+//! simulator's now). A long-lived flow therefore comes back in every slice it overlaps, as
+//! a lifetime row: `first_detected` is its real first detection (the same in every slice),
+//! `last_detected` is `min(last, end − 1 s, now)`, and `num_connections`, `dst_bi` and
+//! `dst_bo` are cumulative as of `last_detected` (growing linearly from at least one
+//! connection at `first` to the totals at `last`; unmeasured flows stay 0/0); a row cut
+//! short of the flow's end says `state: active`. A flow that ended before a slice does not
+//! come back in it. This is what a consumer must cope with — summing such rows naively
+//! over-counts — and everything stays a pure function of the seed, the scenario, the
+//! density and the query, so the same question always gets the same answer.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -13,8 +28,11 @@ use super::estate::{Estate, stream_rng};
 use super::scenario::{Scenario, in_phase, minute_of};
 
 const STREAM_FLOWS: u64 = 0xF10E;
-/// Background flows per minute.
-const FLOWS_PER_MINUTE: usize = 20;
+/// Background flows per minute by default.
+pub(crate) const DEFAULT_FLOWS_PER_MINUTE: u32 = 20;
+/// The addresses of the client pool (`10.200.0.1` ..= `10.200.255.254`) that unmanaged
+/// sources also come from when the density is above the default.
+const CLIENT_POOL: u32 = 65_534;
 /// The longest a flow lasts; queries look back this far for overlapping flows.
 const MAX_FLOW_SECS: i64 = 600;
 /// Flows older than this (before the query's creation) are gone, as on a real PCE.
@@ -33,6 +51,8 @@ pub(crate) enum Ep {
     Unmanaged(u32),
     /// A scanner, by index.
     Scanner(u32),
+    /// An unmanaged client of the pool (dense simulations only), by index.
+    Client(u32),
 }
 
 /// A policy decision.
@@ -144,19 +164,60 @@ fn pick_bytes(rng: &mut ChaCha8Rng) -> (u64, u64) {
     }
 }
 
-/// Every flow first detected in minute `m`, in a fixed order.
-pub(crate) fn flows_in_minute(estate: &Estate, seed: u64, scenario: Scenario, m: i64) -> Vec<Flow> {
-    let mut rng = stream_rng(seed, STREAM_FLOWS, m);
-    let mut out = Vec::with_capacity(FLOWS_PER_MINUTE + 8);
-    for _ in 0..FLOWS_PER_MINUTE {
-        out.push(background_flow(&mut rng, estate, m));
+/// What flows derive from: the estate, the seed, the scenario and the density.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Generator<'a> {
+    /// The estate flows run between.
+    pub(crate) estate: &'a Estate,
+    /// Seeds every minute's flows.
+    pub(crate) seed: u64,
+    /// Adds the scenario's flows to the background.
+    pub(crate) scenario: Scenario,
+    /// Background flows first detected per minute.
+    pub(crate) per_minute: u32,
+}
+
+/// The sizes background flows draw endpoints from, counted once per minute.
+#[derive(Debug, Clone, Copy)]
+struct Pools {
+    managed: u32,
+    k8s: u32,
+    unmanaged: u32,
+    clients: u32,
+}
+
+impl Generator<'_> {
+    /// Every flow first detected in minute `m`, in a fixed order.
+    pub(crate) fn minute(&self, m: i64) -> Vec<Flow> {
+        let estate = self.estate;
+        let mut rng = stream_rng(self.seed, STREAM_FLOWS, m);
+        let per_minute = self.per_minute as usize;
+        let mut out = Vec::with_capacity(per_minute + 8);
+        let managed = estate.managed_workloads().count().max(1) as u32;
+        let pools = Pools {
+            managed,
+            k8s: (estate.workloads.len() as u32).saturating_sub(managed),
+            unmanaged: estate.unmanaged.len() as u32,
+            // At the default density the estate's own clients are realistic; a dense
+            // simulation (a benchmark's 200,000-flow slice) needs thousands of sources.
+            clients: if self.per_minute > DEFAULT_FLOWS_PER_MINUTE {
+                CLIENT_POOL
+            } else {
+                0
+            },
+        };
+        for _ in 0..per_minute {
+            out.push(background_flow(&mut rng, estate, pools, m));
+        }
+        match self.scenario {
+            Scenario::PortScan if in_phase(m, 10, 3) => port_scan(&mut rng, estate, m, &mut out),
+            Scenario::Exfiltration if in_phase(m, 20, 5) => {
+                out.push(exfiltration(&mut rng, estate, m))
+            }
+            _ => {}
+        }
+        out
     }
-    match scenario {
-        Scenario::PortScan if in_phase(m, 10, 3) => port_scan(&mut rng, estate, m, &mut out),
-        Scenario::Exfiltration if in_phase(m, 20, 5) => out.push(exfiltration(&mut rng, estate, m)),
-        _ => {}
-    }
-    out
 }
 
 fn base_flow(rng: &mut ChaCha8Rng, m: i64, src: Ep, dst: Ep) -> Flow {
@@ -191,9 +252,13 @@ fn base_flow(rng: &mut ChaCha8Rng, m: i64, src: Ep, dst: Ep) -> Flow {
     }
 }
 
-fn background_flow(rng: &mut ChaCha8Rng, estate: &Estate, m: i64) -> Flow {
-    let managed = estate.managed_workloads().count().max(1) as u32;
-    let k8s = (estate.workloads.len() as u32).saturating_sub(managed);
+fn background_flow(rng: &mut ChaCha8Rng, estate: &Estate, pools: Pools, m: i64) -> Flow {
+    let Pools {
+        managed,
+        k8s,
+        unmanaged,
+        clients,
+    } = pools;
     let any_wl = |rng: &mut ChaCha8Rng| Ep::Workload(rng.random_range(0..managed));
     match rng.random_range(0..100) {
         0..55 => {
@@ -214,7 +279,12 @@ fn background_flow(rng: &mut ChaCha8Rng, estate: &Estate, m: i64) -> Flow {
             f
         }
         75..85 => {
-            let src = Ep::Unmanaged(rng.random_range(0..estate.unmanaged.len() as u32));
+            let i = rng.random_range(0..unmanaged + clients);
+            let src = if i < unmanaged {
+                Ep::Unmanaged(i)
+            } else {
+                Ep::Client(i - unmanaged)
+            };
             let dst = any_wl(rng);
             let mut f = base_flow(rng, m, src, dst);
             apply_role_service(rng, estate, &mut f);
@@ -362,12 +432,14 @@ fn parse_date(v: Option<&Value>, name: &str, end_of_day: bool) -> Result<i64, In
     }
     let d = NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .map_err(|_| bad(format!("{name}: {s:?} is not a date")))?;
-    let t = if end_of_day {
-        d.and_hms_opt(23, 59, 59)
+    // The range is half-open: a bare end date includes the whole day.
+    let d = if end_of_day {
+        d.succ_opt().unwrap_or(d)
     } else {
-        d.and_hms_opt(0, 0, 0)
+        d
     };
-    Ok(t.map_or(0, |t| t.and_utc().timestamp()))
+    Ok(d.and_hms_opt(0, 0, 0)
+        .map_or(0, |t| t.and_utc().timestamp()))
 }
 
 fn href_of<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
@@ -525,11 +597,9 @@ impl TrafficQuery {
         port_ok && s.proto.is_none_or(|p| p == flow.proto)
     }
 
-    /// True when `flow` answers the query.
+    /// True when `flow` (a row already inside the query's time range) answers the query's
+    /// decisions, services and actors.
     pub(crate) fn matches(&self, estate: &Estate, flow: &Flow) -> bool {
-        if flow.first > self.end || flow.last < self.start {
-            return false;
-        }
         if !self.decisions.is_empty() && !self.decisions.contains(&flow.decision) {
             return false;
         }
@@ -576,7 +646,39 @@ fn ep_ip(estate: &Estate, ep: Ep) -> Ipv4Addr {
         Ep::Internet(i) => estate.internet[i as usize].ip,
         Ep::Unmanaged(i) => estate.unmanaged[i as usize].ip,
         Ep::Scanner(i) => estate.scanners[i as usize].ip,
+        Ep::Client(i) => client_ip(i),
     }
+}
+
+/// The address of pool client `i`: `10.200.0.1` onwards.
+fn client_ip(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 1)) + i % CLIENT_POOL)
+}
+
+/// The row a query over `[start, end)` answered at `now` (seconds) returns for `flow`, if
+/// the flow was detected in that range: a lifetime row (see the module documentation).
+pub(crate) fn lifetime_row(mut flow: Flow, start: i64, end: i64, now: i64) -> Option<Flow> {
+    if flow.first >= end || flow.first > now {
+        return None;
+    }
+    let last = flow.last.min(end - 1).min(now);
+    if last < start {
+        return None;
+    }
+    if last < flow.last {
+        // Cumulative as of `last`: linear over the flow's life, at least one connection.
+        let (lived, life) = (
+            (last - flow.first + 1) as u128,
+            (flow.last - flow.first + 1) as u128,
+        );
+        let part = |total: u64| (u128::from(total) * lived / life) as u64;
+        flow.num_connections = (part(u64::from(flow.num_connections)) as u32).max(1);
+        flow.dst_bi = part(flow.dst_bi);
+        flow.dst_bo = part(flow.dst_bo);
+        flow.state = "active";
+        flow.last = last;
+    }
+    Some(flow)
 }
 
 /// The outcome of running a query.
@@ -588,34 +690,31 @@ pub(crate) struct QueryResult {
     pub(crate) flows: Vec<Flow>,
 }
 
-/// Runs `q` over the flows detected up to `until` (seconds since the epoch), keeping
-/// at most `limit` flows.
+/// Runs `q` at `until` (the simulator's now): the lifetime rows of the flows detected in
+/// the query's range, keeping at most `limit` of them.
 pub(crate) fn run_query(
-    estate: &Estate,
-    seed: u64,
-    scenario: Scenario,
+    generator: &Generator<'_>,
     q: &TrafficQuery,
     until: DateTime<Utc>,
     limit: usize,
 ) -> QueryResult {
-    let until = until.timestamp();
-    let upper = q.end.min(until);
-    let start = q.start.max(until - RETENTION_SECS);
+    let now = until.timestamp();
+    let start = q.start.max(now - RETENTION_SECS);
+    // Flows first detected before the end and by now.
+    let upper = q.end.min(now + 1);
     let mut result = QueryResult::default();
-    if upper < start {
+    if upper <= start {
         return result;
     }
-    let first = minute_of_secs(start - MAX_FLOW_SECS);
-    for m in first..=minute_of_secs(upper) {
-        for mut f in flows_in_minute(estate, seed, scenario, m) {
-            if f.first > until {
+    for m in minute_of_secs(start - MAX_FLOW_SECS)..=minute_of_secs(upper - 1) {
+        for f in generator.minute(m) {
+            let Some(row) = lifetime_row(f, start, q.end, now) else {
                 continue;
-            }
-            f.last = f.last.min(until);
-            if q.matches(estate, &f) {
+            };
+            if q.matches(generator.estate, &row) {
                 result.matches_count += 1;
                 if result.flows.len() < limit {
-                    result.flows.push(f);
+                    result.flows.push(row);
                 }
             }
         }
@@ -627,12 +726,14 @@ fn minute_of_secs(s: i64) -> i64 {
     minute_of(DateTime::from_timestamp(s, 0).unwrap_or_default())
 }
 
-fn ep_json(estate: &Estate, ep: Ep) -> &str {
+/// Appends the JSON of endpoint `ep` to `out`.
+fn write_ep(estate: &Estate, ep: Ep, out: &mut String) {
     match ep {
-        Ep::Workload(i) => &estate.workloads[i as usize].endpoint_json,
-        Ep::Internet(i) => &estate.internet[i as usize].json,
-        Ep::Unmanaged(i) => &estate.unmanaged[i as usize].json,
-        Ep::Scanner(i) => &estate.scanners[i as usize].json,
+        Ep::Workload(i) => out.push_str(&estate.workloads[i as usize].endpoint_json),
+        Ep::Internet(i) => out.push_str(&estate.internet[i as usize].json),
+        Ep::Unmanaged(i) => out.push_str(&estate.unmanaged[i as usize].json),
+        Ep::Scanner(i) => out.push_str(&estate.scanners[i as usize].json),
+        Ep::Client(i) => out.push_str(&estate.client_json(client_ip(i))),
     }
 }
 
@@ -645,12 +746,11 @@ fn ts(secs: i64) -> String {
 
 /// Appends one flow's JSON object to `out`.
 pub(crate) fn write_flow(estate: &Estate, f: &Flow, out: &mut String) {
-    let _ = write!(
-        out,
-        "{{\"src\":{},\"dst\":{},\"service\":{{",
-        ep_json(estate, f.src),
-        ep_json(estate, f.dst)
-    );
+    out.push_str("{\"src\":");
+    write_ep(estate, f.src, out);
+    out.push_str(",\"dst\":");
+    write_ep(estate, f.dst, out);
+    out.push_str(",\"service\":{");
     match f.port {
         Some(p) => {
             let _ = write!(out, "\"port\":{p},\"proto\":{}", f.proto);
@@ -725,12 +825,154 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn generator(estate: &Estate, per_minute: u32) -> Generator<'_> {
+        Generator {
+            estate,
+            seed: 3,
+            scenario: Scenario::PortScan,
+            per_minute,
+        }
+    }
+
     #[test]
     fn rendered_flows_are_json() {
         let e = Estate::generate(3, 1);
-        let flows = flows_in_minute(&e, 3, Scenario::PortScan, 29_000_000);
+        let flows = generator(&e, DEFAULT_FLOWS_PER_MINUTE).minute(29_000_000);
         let v: Value = serde_json::from_str(&render(&e, &flows)).expect("valid JSON");
         assert_eq!(v.as_array().map(Vec::len), Some(flows.len()));
+    }
+
+    /// A flow's identity across rows.
+    fn same_flow(a: &Flow, b: &Flow) -> bool {
+        (a.src, a.dst, a.port, a.proto, a.inbound, a.first, a.seq_id)
+            == (b.src, b.dst, b.port, b.proto, b.inbound, b.first, b.seq_id)
+    }
+
+    fn stamp(secs: i64) -> String {
+        ts(secs)
+    }
+
+    /// The rows of `[start, end)` asked at `now`.
+    fn slice(g: &Generator<'_>, start: i64, end: i64, now: i64) -> Vec<Flow> {
+        let body = serde_json::json!({"start_date": stamp(start), "end_date": stamp(end)});
+        let q = TrafficQuery::parse(g.estate, &body).expect("a valid query");
+        let now = DateTime::from_timestamp(now, 0).expect("a time");
+        run_query(g, &q, now, MAX_RESULTS).flows
+    }
+
+    #[test]
+    fn a_long_lived_flow_comes_back_in_every_slice_as_a_lifetime_row() {
+        let e = Estate::generate(3, 1);
+        let g = generator(&e, DEFAULT_FLOWS_PER_MINUTE);
+        let m = 29_000_000;
+        // A flow of many connections that lives over three one-minute slices.
+        let flow = (m..m + 30)
+            .flat_map(|m| g.minute(m))
+            .find(|f| f.num_connections >= 100 && f.last - f.first >= 200)
+            .expect("a long flow with many connections");
+        let a = flow.first - flow.first.rem_euclid(60);
+        let now = flow.last + 3600;
+        let rows: Vec<Flow> = (0..3)
+            .map(|k| {
+                let rows = slice(&g, a + 60 * k, a + 60 * (k + 1), now);
+                let found: Vec<&Flow> = rows.iter().filter(|r| same_flow(r, &flow)).collect();
+                assert_eq!(found.len(), 1, "slice {k}: once");
+                found[0].clone()
+            })
+            .collect();
+        for (k, r) in rows.iter().enumerate() {
+            assert_eq!(r.first, flow.first, "the real first detection");
+            assert_eq!(
+                r.last,
+                a + 60 * (k as i64 + 1) - 1,
+                "clipped to the slice's end"
+            );
+            assert_eq!(r.state, "active");
+            assert!(r.num_connections >= 1);
+        }
+        for w in rows.windows(2) {
+            assert!(w[1].last > w[0].last);
+            assert!(w[1].num_connections > w[0].num_connections, "{rows:?}");
+            assert!(w[1].dst_bo >= w[0].dst_bo && w[1].dst_bi >= w[0].dst_bi);
+        }
+        assert!(rows[2].num_connections < flow.num_connections);
+        // The slice holding its end carries the totals, as does one query over its life.
+        let end = flow.last - flow.last.rem_euclid(60);
+        let last = slice(&g, end, end + 60, now);
+        let last = last
+            .iter()
+            .find(|r| same_flow(r, &flow))
+            .expect("in its last slice");
+        assert_eq!(
+            (
+                last.last,
+                last.num_connections,
+                last.dst_bi,
+                last.dst_bo,
+                last.state
+            ),
+            (
+                flow.last,
+                flow.num_connections,
+                flow.dst_bi,
+                flow.dst_bo,
+                flow.state
+            )
+        );
+        let whole = slice(&g, a, end + 60, now);
+        let whole = whole
+            .iter()
+            .find(|r| same_flow(r, &flow))
+            .expect("in the whole range");
+        assert_eq!(whole.num_connections, flow.num_connections);
+        // It is gone from the slice after its end.
+        let after = slice(&g, end + 60, end + 120, now);
+        assert!(!after.iter().any(|r| same_flow(r, &flow)));
+        // Asked while it is still going, the row stops at now.
+        let early = slice(&g, a, a + 600, a + 90);
+        let early = early
+            .iter()
+            .find(|r| same_flow(r, &flow))
+            .expect("already detected");
+        assert_eq!(early.last, (a + 90).min(flow.last));
+    }
+
+    #[test]
+    fn a_flow_that_ended_before_a_slice_is_not_in_it() {
+        let e = Estate::generate(3, 1);
+        let g = generator(&e, DEFAULT_FLOWS_PER_MINUTE);
+        let m = 29_000_000;
+        let start = (m + 15) * 60;
+        let rows = slice(&g, start, start + 60, start + 3600);
+        assert!(!rows.is_empty());
+        assert!(rows.iter().all(|r| r.first < start + 60 && r.last >= start));
+        // Flows that ended earlier exist, and none of them is in the slice.
+        let ended: Vec<Flow> = (m + 5..m + 15)
+            .flat_map(|m| g.minute(m))
+            .filter(|f| f.last < start)
+            .collect();
+        assert!(!ended.is_empty());
+        assert!(!rows.iter().any(|r| ended.iter().any(|f| same_flow(r, f))));
+        // A flow that began before the slice and runs into it is.
+        assert!(rows.iter().any(|r| r.first < start));
+    }
+
+    #[test]
+    fn dense_minutes_come_from_thousands_of_sources_and_the_default_from_the_estate() {
+        let e = Estate::generate(3, 1);
+        let dense = generator(&e, 16_667).minute(29_000_000);
+        assert!(dense.len() >= 16_667);
+        let sources: std::collections::HashSet<Ipv4Addr> =
+            dense.iter().map(|f| ep_ip(&e, f.src)).collect();
+        assert!(sources.len() > 1000, "{} distinct sources", sources.len());
+        let v: Value = serde_json::from_str(&render(&e, &dense[..200])).expect("valid JSON");
+        assert!(v.as_array().is_some_and(|a| a.len() == 200));
+        let quiet = generator(&e, DEFAULT_FLOWS_PER_MINUTE);
+        assert!(
+            (29_000_000..29_000_060)
+                .flat_map(|m| quiet.minute(m))
+                .all(|f| !matches!(f.src, Ep::Client(_)))
+        );
     }
 
     #[test]

@@ -27,9 +27,22 @@ use crate::runtime::{BuildContext, NodeError, Source};
 /// "pce_traffic", connection, slice: {start, end}, truncated}` — `truncated: true` means
 /// more flows matched than the result holds: this is NOT all the traffic of the slice.
 ///
+/// How rows are counted: the PCE's rows carry lifetime counters, and a flow comes back in
+/// every slice it was detected in. A row is counted in the slice where it was last
+/// detected, and a continuing flow's connections once: the first sighting of a flow
+/// (`src.ip`, `dst.ip`, `service.port`, `service.proto`, `flow_direction`,
+/// `first_detected`) counts whole; a later sighting's `num_connections` is the increase
+/// over the previous one (the PCE's value is kept as `vigil.num_connections_total`); a
+/// row already counted (no later `last_detected`) is dropped and counted as a repeat.
+/// Bytes (`dst_bi`/`dst_bo`) stay lifetime counters (the `bandwidth` stage takes their
+/// difference). The flows seen are remembered for `flow_memory` (at most `max_flows`),
+/// in the state database too (`pce_traffic_flows:<connection>`), so `sum:
+/// num_connections` counts each connection once, across restarts.
+///
 /// The flows of a slice are turned into events once per connection and shared by every
 /// source reading it (their origin is `pce_traffic:<connection>`). Delivery is
-/// at-least-once: a slice interrupted by a failure or a shutdown is queried again whole.
+/// at-least-once: a slice interrupted by a failure or a shutdown is queried again whole
+/// (and counted as the first time).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(example = example())]
@@ -58,6 +71,16 @@ pub struct PceTrafficConfig {
     /// How often to refresh the names of labels, IP lists and workloads. Default: `10m`.
     #[serde(default = "default_names_refresh")]
     pub names_refresh: Duration,
+    /// How long a flow is remembered (in slice time) after it was last seen, so a later
+    /// row of it counts only its new connections. A flow seen again after longer counts
+    /// whole again. Default: `1h`. The longest of a connection's sources is used.
+    #[serde(default = "default_flow_memory")]
+    pub flow_memory: Duration,
+    /// At most this many flows are remembered; beyond, the least recently seen are
+    /// forgotten first (counted, and logged once). Default: `200000`. The largest of a
+    /// connection's sources is used.
+    #[serde(default = "default_max_flows")]
+    pub max_flows: u32,
 }
 
 /// A policy decision of a flow.
@@ -123,6 +146,14 @@ fn default_names_refresh() -> Duration {
     Duration::from_secs(600)
 }
 
+fn default_flow_memory() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_max_flows() -> u32 {
+    200_000
+}
+
 impl PceTrafficConfig {
     /// The lookback of `start_at` (`now` is zero); `None` when it is neither.
     pub fn lookback(&self) -> Option<std::time::Duration> {
@@ -136,6 +167,14 @@ impl PceTrafficConfig {
     pub fn check(&self, problems: &mut Problems) {
         problems.positive_duration("/interval", "interval", &self.interval);
         problems.positive_duration("/names_refresh", "names_refresh", &self.names_refresh);
+        problems.positive_duration("/flow_memory", "flow_memory", &self.flow_memory);
+        if self.max_flows == 0 {
+            problems.error(
+                "/max_flows",
+                codes::INVALID_VALUE,
+                "max_flows must be at least 1",
+            );
+        }
         if self.max_results == 0 || self.max_results > MAX_TRAFFIC_RESULTS {
             problems.error(
                 "/max_results",

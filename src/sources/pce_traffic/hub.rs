@@ -7,6 +7,12 @@
 //! sinks have written the slice's flows (an end-to-end acknowledgement); a failed query,
 //! an undelivered flow or a shutdown mid-slice leaves it where it was, so the same slice
 //! is queried again (at-least-once delivery).
+//!
+//! Rows are counted through the connection's [`Ledger`]: a flow's row is counted in the
+//! slice where it was last detected, a continuing flow's connections once (as the
+//! increase), and repeats are dropped. What a slice teaches the ledger is applied only once
+//! the slice is acknowledged; the ledger is then stored under `pce_traffic_flows:<connection>`
+//! just before the cursor, and loaded at start.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::PceTrafficConfig;
+use super::ledger::{Ledger, Pending, Sighting, Tally};
 use super::names::{NameCache, Names, label_pair};
 use crate::event::{Event, Timestamp, time_from_value};
 use crate::pce::client::{PceClient, PceError, TrafficQuery};
@@ -48,12 +55,14 @@ struct Plan {
     names_refresh: chrono::Duration,
     lookback: chrono::Duration,
     decisions: Vec<crate::pce::client::PolicyDecision>,
+    flow_memory: std::time::Duration,
+    max_flows: usize,
 }
 
 /// How a slice went.
 enum SliceOutcome {
-    /// Every subscriber was handed the slice.
-    Done,
+    /// Every subscriber was handed the slice; what it taught the ledger.
+    Done(Pending),
     /// Shutdown, or a subscriber went away: stop without moving the cursor.
     Stopped,
     /// Some flows were not delivered downstream (a sink failed): query the slice again.
@@ -75,6 +84,16 @@ pub struct TrafficHub {
     pub failed_queries: AtomicU64,
     /// Slices fully handed to every subscriber.
     pub slices_done: AtomicU64,
+    /// Rows counted whole (flows not seen before), in delivered slices.
+    pub rows_new: AtomicU64,
+    /// Rows of flows seen before, counted as their increase, in delivered slices.
+    pub rows_continued: AtomicU64,
+    /// Rows already counted (not handed on), in delivered slices.
+    pub rows_repeated: AtomicU64,
+    /// Flows the ledger forgot after `flow_memory` without a sighting.
+    pub flows_expired: AtomicU64,
+    /// Flows the ledger forgot because it held `max_flows`.
+    pub flows_evicted: AtomicU64,
 }
 
 impl std::fmt::Debug for TrafficHub {
@@ -111,6 +130,11 @@ impl TrafficHub {
                     truncated_slices: AtomicU64::new(0),
                     failed_queries: AtomicU64::new(0),
                     slices_done: AtomicU64::new(0),
+                    rows_new: AtomicU64::new(0),
+                    rows_continued: AtomicU64::new(0),
+                    rows_repeated: AtomicU64::new(0),
+                    flows_expired: AtomicU64::new(0),
+                    flows_evicted: AtomicU64::new(0),
                 }
             })
             .ok_or("the traffic hub's key is taken")?;
@@ -130,6 +154,11 @@ impl TrafficHub {
     /// The store key of the slice cursor.
     pub fn cursor_key(&self) -> String {
         format!("pce_traffic:{}", self.connection)
+    }
+
+    /// The store key of the flow ledger (the flows already counted).
+    pub fn ledger_key(&self) -> String {
+        format!("pce_traffic_flows:{}", self.connection)
     }
 
     /// Subscribes a source; it receives the flows of every slice queried from now on.
@@ -176,6 +205,8 @@ impl TrafficHub {
             names_refresh: to(first.cfg.names_refresh.get()),
             lookback: to(first.cfg.lookback().unwrap_or_default()),
             decisions: Vec::new(),
+            flow_memory: first.cfg.flow_memory.get(),
+            max_flows: first.cfg.max_flows as usize,
         };
         let mut all = false;
         let mut union = Vec::new();
@@ -185,6 +216,8 @@ impl TrafficHub {
             plan.max_results = plan.max_results.max(s.cfg.max_results);
             plan.names_refresh = plan.names_refresh.min(to(s.cfg.names_refresh.get()));
             plan.lookback = plan.lookback.max(to(s.cfg.lookback().unwrap_or_default()));
+            plan.flow_memory = plan.flow_memory.max(s.cfg.flow_memory.get());
+            plan.max_flows = plan.max_flows.max(s.cfg.max_flows as usize);
             match &s.cfg.policy_decisions {
                 None => all = true,
                 Some(d) => {
@@ -203,6 +236,7 @@ impl TrafficHub {
         if plan.names_refresh <= chrono::Duration::zero() {
             plan.names_refresh = chrono::Duration::minutes(10);
         }
+        plan.max_flows = plan.max_flows.max(1);
         if !all {
             plan.decisions = union;
         }
@@ -226,6 +260,61 @@ impl TrafficHub {
         self.clock.now() - plan.settle - plan.interval - plan.lookback
     }
 
+    /// The stored ledger, or an empty one.
+    fn initial_ledger(&self, plan: &Plan) -> Ledger {
+        let afresh = || Ledger::new(plan.flow_memory, plan.max_flows);
+        match self.store.checkpoint(&self.ledger_key()) {
+            Ok(Some(v)) => match Ledger::restore(&v, plan.flow_memory, plan.max_flows) {
+                Ok(ledger) => {
+                    tracing::debug!(connection = %self.connection, flows = ledger.len(), "pce_traffic: flow ledger loaded");
+                    ledger
+                }
+                Err(e) => {
+                    tracing::warn!(connection = %self.connection, error = %e, "pce_traffic: stored flow ledger unreadable; continuing flows seen before are counted whole once");
+                    afresh()
+                }
+            },
+            Ok(None) => afresh(),
+            Err(e) => {
+                tracing::warn!(connection = %self.connection, error = %e, "pce_traffic: cannot read the flow ledger; continuing flows seen before are counted whole once");
+                afresh()
+            }
+        }
+    }
+
+    /// Adds a delivered slice's tally to the counters, saying so the first time flows are
+    /// forgotten.
+    fn count(&self, tally: Tally, plan: &Plan) {
+        self.rows_new.fetch_add(tally.new, Ordering::Relaxed);
+        self.rows_continued
+            .fetch_add(tally.continued, Ordering::Relaxed);
+        self.rows_repeated
+            .fetch_add(tally.repeated, Ordering::Relaxed);
+        if self
+            .flows_expired
+            .fetch_add(tally.expired, Ordering::Relaxed)
+            == 0
+            && tally.expired > 0
+        {
+            tracing::debug!(
+                connection = %self.connection, flows = tally.expired,
+                flow_memory = ?plan.flow_memory,
+                "pce_traffic: forgetting flows not seen for flow_memory (logged once)"
+            );
+        }
+        if self
+            .flows_evicted
+            .fetch_add(tally.evicted, Ordering::Relaxed)
+            == 0
+            && tally.evicted > 0
+        {
+            tracing::warn!(
+                connection = %self.connection, flows = tally.evicted, max_flows = plan.max_flows,
+                "pce_traffic: more flows than max_flows to remember; the least recently seen are forgotten, and a later row of one counts whole again (raise max_flows; logged once)"
+            );
+        }
+    }
+
     /// Resolves when every subscriber is gone.
     fn all_gone(&self) -> impl std::future::Future<Output = ()> + use<> {
         let txs: Vec<_> = self.lock().iter().map(|s| s.tx.clone()).collect();
@@ -247,6 +336,7 @@ impl TrafficHub {
             return;
         };
         let mut cursor = self.initial_cursor(&first);
+        let mut ledger = self.initial_ledger(&first);
         let mut names_due = self.clock.now();
         loop {
             let Some(plan) = self.plan() else {
@@ -271,16 +361,27 @@ impl TrafficHub {
                 }
                 names_due = now + plan.names_refresh;
             }
+            ledger.set_limits(plan.flow_memory, plan.max_flows);
             // A slice that finished is recorded even when the shutdown came meanwhile.
             let outcome = tokio::select! {
                 biased;
-                r = self.slice(cursor, end, &plan, &shutdown) => r,
+                r = self.slice(cursor, end, &plan, &ledger, &shutdown) => r,
                 _ = shutdown.cancelled() => return,
             };
             match outcome {
-                Ok(SliceOutcome::Done) => {
+                Ok(SliceOutcome::Done(pending)) => {
+                    let tally = ledger.commit(pending);
+                    self.count(tally, &plan);
                     cursor = end;
                     self.slices_done.fetch_add(1, Ordering::Relaxed);
+                    // The ledger first: if the cursor were not stored after it, the slice
+                    // is read again and its rows, already delivered, are repeats.
+                    if let Err(e) = self
+                        .store
+                        .set_checkpoint(&self.ledger_key(), &ledger.save(cursor))
+                    {
+                        tracing::error!(connection = %self.connection, error = %e, "pce_traffic: cannot store the flow ledger");
+                    }
                     let stored = json!({"next_start": fmt_time(&cursor)});
                     if let Err(e) = self.store.set_checkpoint(&self.cursor_key(), &stored) {
                         tracing::error!(connection = %self.connection, error = %e, "pce_traffic: cannot store the slice cursor");
@@ -312,12 +413,14 @@ impl TrafficHub {
         }
     }
 
-    /// Queries `[start, end)` and hands its flows to every subscriber.
+    /// Queries `[start, end)` and hands its flows, counted through `ledger`, to every
+    /// subscriber.
     async fn slice(
         &self,
         start: Timestamp,
         end: Timestamp,
         plan: &Plan,
+        ledger: &Ledger,
         shutdown: &CancellationToken,
     ) -> Result<SliceOutcome, PceError> {
         let mut query = TrafficQuery::new(
@@ -353,9 +456,19 @@ impl TrafficHub {
         // every subscriber's sinks have written them (or stages dropped them on purpose).
         let (guard, ack) = crate::event::ack_pair();
         let mut batch = Vec::with_capacity(BATCH);
+        let mut pending = ledger.begin(end);
         for record in download.records() {
-            let (flow, _raw) = record.map_err(|m| download.decode_error(m))?;
-            let flow = enrich_flow(flow, &names, &vigil);
+            let (mut flow, _raw) = record.map_err(|m| download.decode_error(m))?;
+            let sighting = pending.observe(ledger, &mut flow);
+            if sighting == Sighting::Repeat {
+                continue;
+            }
+            let mut flow = enrich_flow(flow, &names, &vigil);
+            if let Sighting::Continuation { total: Some(total) } = sighting
+                && let Some(v) = flow.get_mut("vigil").and_then(Value::as_object_mut)
+            {
+                v.insert("num_connections_total".to_string(), Value::from(total));
+            }
             let mut event =
                 Event::from_record(flow, self.source_id.clone(), ingest).with_ack(&guard);
             if let Some(t) = event
@@ -375,7 +488,7 @@ impl TrafficHub {
         }
         drop(guard);
         if ack.delivered().await {
-            Ok(SliceOutcome::Done)
+            Ok(SliceOutcome::Done(pending))
         } else {
             Ok(SliceOutcome::Undelivered)
         }

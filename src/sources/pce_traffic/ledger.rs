@@ -1,0 +1,700 @@
+//! The flow ledger of one PCE connection: which flows the source has already counted, so a
+//! row is counted in the slice where it was last detected and a flow's connections once.
+//!
+//! REST traffic rows carry **lifetime** counters of a connection, and the same connection
+//! comes back in every slice it was detected in (and a PCE may repeat a row outright). The
+//! ledger remembers, per flow — `(src.ip, dst.ip, service.port, service.proto,
+//! flow_direction, timestamp_range.first_detected)` — the `last_detected` and
+//! `num_connections` of its last sighting. A row is then:
+//!
+//! - **new** (not remembered): counted whole;
+//! - a **repeat** (`last_detected` not after the remembered one): already counted, not
+//!   handed on;
+//! - a **continuation** (a later `last_detected`): `num_connections` becomes the increase
+//!   over the last sighting (the whole value when it went down: the counter was reset),
+//!   and the PCE's value is kept as `vigil.num_connections_total`. Bytes are left alone
+//!   (the `bandwidth` stage takes the difference of the lifetime counters itself).
+//!
+//! A row without the key fields or `timestamp_range` is handed on unchanged (counted as
+//! new). `service.port` may be absent (ICMP): it is part of the key as "no port".
+//!
+//! What a slice teaches the ledger is [`Pending`] until the slice has been delivered: a
+//! slice queried again after a failed delivery is counted exactly as the first time
+//! (at-least-once delivery is kept), and only an acknowledged slice is [committed]
+//! (`Ledger::commit`). The ledger is bounded: flows not seen for `flow_memory` of slice
+//! time are forgotten, and at most `max_flows` are kept (least recently seen forgotten
+//! first). It is saved compactly in the state database beside the slice cursor, so a
+//! restart does not count a continuing flow whole again.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+
+use crate::event::{Timestamp, time_from_value};
+
+/// The version of the saved form.
+const VERSION: u64 = 1;
+/// Numbers per flow in the saved form.
+const STRIDE: usize = 9;
+
+/// A flow's identity across rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct FlowKey {
+    src: IpAddr,
+    dst: IpAddr,
+    port: Option<u16>,
+    proto: u16,
+    inbound: bool,
+    /// `first_detected`, epoch milliseconds.
+    first: i64,
+}
+
+/// What the ledger remembers of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    /// `last_detected` of the last sighting, epoch milliseconds.
+    last: i64,
+    /// `num_connections` of the last sighting.
+    connections: u64,
+    /// The end of the slice it was last seen in, epoch milliseconds.
+    seen: i64,
+}
+
+/// What a row is, given what the ledger remembers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sighting {
+    /// Not remembered, or not keyed: counted whole.
+    New,
+    /// Already counted: not handed on.
+    Repeat,
+    /// A later sighting of a remembered flow: `num_connections` now holds the increase.
+    Continuation {
+        /// The PCE's `num_connections` (lifetime), when the row had one.
+        total: Option<u64>,
+    },
+}
+
+/// What a slice counted: rows by kind, and flows forgotten when it was committed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    /// Rows counted whole.
+    pub(crate) new: u64,
+    /// Rows of flows seen before, counted as their increase.
+    pub(crate) continued: u64,
+    /// Rows already counted, not handed on.
+    pub(crate) repeated: u64,
+    /// Flows forgotten after `flow_memory` without a sighting.
+    pub(crate) expired: u64,
+    /// Flows forgotten because `max_flows` were remembered.
+    pub(crate) evicted: u64,
+}
+
+/// A saved ledger that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LedgerError {
+    /// Saved by another version of vigil.
+    #[error("unknown saved form version {0}")]
+    Version(u64),
+    /// Damaged or edited.
+    #[error("malformed saved form: {0}")]
+    Malformed(&'static str),
+}
+
+/// The flows of one connection already counted.
+#[derive(Debug, Clone)]
+pub(crate) struct Ledger {
+    flows: HashMap<FlowKey, Entry>,
+    memory_ms: i64,
+    max_flows: usize,
+}
+
+/// What one slice's rows taught, applied to the ledger only once the slice was delivered.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    changes: HashMap<FlowKey, Entry>,
+    /// The slice's end, epoch milliseconds.
+    seen: i64,
+    tally: Tally,
+}
+
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The key, `last_detected` and `num_connections` of a row, if it has the key fields.
+fn parse_row(row: &Value) -> Option<(FlowKey, i64, Option<u64>)> {
+    let ip = |p: &str| row.pointer(p)?.as_str()?.trim().parse::<IpAddr>().ok();
+    let time = |p: &str| {
+        row.pointer(p)
+            .and_then(time_from_value)
+            .map(|t| t.timestamp_millis())
+    };
+    let inbound = match row.get("flow_direction")?.as_str()? {
+        "inbound" => true,
+        "outbound" => false,
+        _ => return None,
+    };
+    let key = FlowKey {
+        src: ip("/src/ip")?,
+        dst: ip("/dst/ip")?,
+        // ICMP rows have no port, or `"All"`.
+        port: row
+            .pointer("/service/port")
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok()),
+        proto: row
+            .pointer("/service/proto")?
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())?,
+        inbound,
+        first: time("/timestamp_range/first_detected")?,
+    };
+    let last = time("/timestamp_range/last_detected")?;
+    Some((
+        key,
+        last,
+        row.get("num_connections").and_then(Value::as_u64),
+    ))
+}
+
+impl Ledger {
+    /// An empty ledger forgetting flows not seen for `memory`, keeping at most `max_flows`.
+    pub(crate) fn new(memory: std::time::Duration, max_flows: usize) -> Ledger {
+        Ledger {
+            flows: HashMap::new(),
+            memory_ms: millis(memory),
+            max_flows,
+        }
+    }
+
+    /// Changes the bounds (applied at the next commit).
+    pub(crate) fn set_limits(&mut self, memory: std::time::Duration, max_flows: usize) {
+        self.memory_ms = millis(memory);
+        self.max_flows = max_flows;
+    }
+
+    /// How many flows are remembered.
+    pub(crate) fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Starts counting the rows of the slice ending at `slice_end`.
+    pub(crate) fn begin(&self, slice_end: Timestamp) -> Pending {
+        Pending {
+            changes: HashMap::new(),
+            seen: slice_end.timestamp_millis(),
+            tally: Tally::default(),
+        }
+    }
+
+    /// Applies what a delivered slice taught, then forgets what is too old or too much.
+    /// Returns the slice's tally.
+    pub(crate) fn commit(&mut self, pending: Pending) -> Tally {
+        let Pending {
+            changes,
+            seen: now,
+            mut tally,
+        } = pending;
+        self.flows.extend(changes);
+        let before = self.flows.len();
+        let memory = self.memory_ms;
+        self.flows
+            .retain(|_, e| now.saturating_sub(e.seen) < memory);
+        tally.expired = (before - self.flows.len()) as u64;
+        if self.flows.len() > self.max_flows {
+            let excess = self.flows.len() - self.max_flows;
+            // Least recently seen first; of one slice, the earliest last detection first.
+            let mut order: Vec<(i64, i64, FlowKey)> = self
+                .flows
+                .iter()
+                .map(|(k, e)| (e.seen, e.last, *k))
+                .collect();
+            order.select_nth_unstable(excess - 1);
+            for (_, _, k) in &order[..excess] {
+                self.flows.remove(k);
+            }
+            tally.evicted = excess as u64;
+        }
+        tally
+    }
+
+    /// The compact saved form, for the slice cursor `through`.
+    ///
+    /// `{"v": 1, "through": <RFC 3339>, "base": <epoch ms>, "unit": <ms>, "ips":
+    /// [address, ...], "flows": "<9 integers per flow, comma-separated>"}` — per flow:
+    /// source and destination (indexes into `ips`), port (`-1`: none), protocol, inbound
+    /// (0/1), `first_detected − base`, `last_detected − first_detected`,
+    /// `num_connections`, `base − seen`; times in `unit` milliseconds (1000 when every
+    /// time is whole seconds, as PCE rows are).
+    pub(crate) fn save(&self, through: Timestamp) -> Value {
+        use std::fmt::Write as _;
+        let base = through.timestamp_millis();
+        let whole = |ms: i64| ms % 1000 == 0;
+        let unit: i64 = if whole(base)
+            && self
+                .flows
+                .iter()
+                .all(|(k, e)| whole(k.first) && whole(e.last) && whole(e.seen))
+        {
+            1000
+        } else {
+            1
+        };
+        let mut ips: Vec<IpAddr> = Vec::new();
+        let mut index: HashMap<IpAddr, usize> = HashMap::new();
+        let mut at = |ip: IpAddr| {
+            *index.entry(ip).or_insert_with(|| {
+                ips.push(ip);
+                ips.len() - 1
+            })
+        };
+        let mut flows = String::with_capacity(self.flows.len() * 40);
+        for (k, e) in &self.flows {
+            let (src, dst) = (at(k.src), at(k.dst));
+            if !flows.is_empty() {
+                flows.push(',');
+            }
+            let _ = write!(
+                flows,
+                "{src},{dst},{},{},{},{},{},{},{}",
+                k.port.map_or(-1, i64::from),
+                k.proto,
+                u8::from(k.inbound),
+                k.first.saturating_sub(base) / unit,
+                e.last.saturating_sub(k.first) / unit,
+                e.connections,
+                base.saturating_sub(e.seen) / unit,
+            );
+        }
+        let ips: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+        json!({
+            "v": VERSION,
+            "through": through.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "base": base,
+            "unit": unit,
+            "ips": ips,
+            "flows": flows,
+        })
+    }
+
+    /// A ledger from its saved form, with these bounds.
+    pub(crate) fn restore(
+        saved: &Value,
+        memory: std::time::Duration,
+        max_flows: usize,
+    ) -> Result<Ledger, LedgerError> {
+        let malformed = LedgerError::Malformed;
+        let version = saved
+            .get("v")
+            .and_then(Value::as_u64)
+            .ok_or(malformed("no version"))?;
+        if version != VERSION {
+            return Err(LedgerError::Version(version));
+        }
+        let base = saved
+            .get("base")
+            .and_then(Value::as_i64)
+            .ok_or(malformed("no base"))?;
+        let unit = match saved.get("unit").and_then(Value::as_i64) {
+            Some(u @ (1 | 1000)) => u,
+            _ => return Err(malformed("no unit (1 or 1000)")),
+        };
+        let ms = |n: i64| n.saturating_mul(unit);
+        let ips = saved
+            .get("ips")
+            .and_then(Value::as_array)
+            .ok_or(malformed("no address list"))?
+            .iter()
+            .map(|ip| ip.as_str().and_then(|s| s.parse::<IpAddr>().ok()))
+            .collect::<Option<Vec<IpAddr>>>()
+            .ok_or(malformed("an address does not parse"))?;
+        let text = saved
+            .get("flows")
+            .and_then(Value::as_str)
+            .ok_or(malformed("no flows"))?;
+        let numbers = if text.is_empty() {
+            Vec::new()
+        } else {
+            text.split(',')
+                .map(|n| n.parse::<i64>())
+                .collect::<Result<Vec<i64>, _>>()
+                .map_err(|_| malformed("a flow number does not parse"))?
+        };
+        if numbers.len() % STRIDE != 0 {
+            return Err(malformed("a flow is incomplete"));
+        }
+        let mut ledger = Ledger::new(std::time::Duration::ZERO, max_flows);
+        ledger.memory_ms = millis(memory);
+        ledger.flows.reserve(numbers.len() / STRIDE);
+        for f in numbers.chunks_exact(STRIDE) {
+            let ip = |i: i64| {
+                usize::try_from(i)
+                    .ok()
+                    .and_then(|i| ips.get(i).copied())
+                    .ok_or(malformed("an address index is out of range"))
+            };
+            let port = match f[2] {
+                -1 => None,
+                p => Some(u16::try_from(p).map_err(|_| malformed("a port is out of range"))?),
+            };
+            let first = base.saturating_add(ms(f[5]));
+            let key = FlowKey {
+                src: ip(f[0])?,
+                dst: ip(f[1])?,
+                port,
+                proto: u16::try_from(f[3]).map_err(|_| malformed("a protocol is out of range"))?,
+                inbound: f[4] != 0,
+                first,
+            };
+            let entry = Entry {
+                last: first.saturating_add(ms(f[6])),
+                connections: u64::try_from(f[7])
+                    .map_err(|_| malformed("a connection count is negative"))?,
+                seen: base.saturating_sub(ms(f[8])),
+            };
+            ledger.flows.insert(key, entry);
+        }
+        Ok(ledger)
+    }
+}
+
+impl Pending {
+    /// Classifies `row` against what the ledger and this slice's earlier rows remember;
+    /// rewrites `num_connections` of a continuation to the increase.
+    pub(crate) fn observe(&mut self, ledger: &Ledger, row: &mut Value) -> Sighting {
+        let Some((key, last, connections)) = parse_row(row) else {
+            self.tally.new += 1;
+            return Sighting::New;
+        };
+        let n = connections.unwrap_or(0);
+        let known = self
+            .changes
+            .get(&key)
+            .or_else(|| ledger.flows.get(&key))
+            .copied();
+        let seen = self.seen;
+        match known {
+            None => {
+                self.changes.insert(
+                    key,
+                    Entry {
+                        last,
+                        connections: n,
+                        seen,
+                    },
+                );
+                self.tally.new += 1;
+                Sighting::New
+            }
+            Some(e) if last <= e.last => {
+                self.changes.insert(key, Entry { seen, ..e });
+                self.tally.repeated += 1;
+                Sighting::Repeat
+            }
+            Some(e) => {
+                self.changes.insert(
+                    key,
+                    Entry {
+                        last,
+                        connections: n,
+                        seen,
+                    },
+                );
+                self.tally.continued += 1;
+                if connections.is_some() {
+                    // Lower than before: the counter was reset, all of it is new.
+                    let increase = n.checked_sub(e.connections).unwrap_or(n);
+                    if let Some(obj) = row.as_object_mut() {
+                        obj.insert("num_connections".to_string(), Value::from(increase));
+                    }
+                }
+                Sighting::Continuation { total: connections }
+            }
+        }
+    }
+
+    /// What the slice counted so far.
+    #[cfg(test)]
+    pub(crate) fn tally(&self) -> Tally {
+        self.tally
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+    fn t(min: i64) -> Timestamp {
+        Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap() + chrono::Duration::minutes(min)
+    }
+
+    fn stamp(min: i64) -> String {
+        t(min).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
+    /// A row of flow `src` → 10.0.0.9:443 first detected at minute `first`.
+    fn row(src: &str, first: i64, last: i64, n: u64) -> Value {
+        json!({
+            "src": {"ip": src}, "dst": {"ip": "10.0.0.9"},
+            "service": {"port": 443, "proto": 6}, "flow_direction": "outbound",
+            "num_connections": n, "dst_bo": 1000 * n,
+            "timestamp_range": {"first_detected": stamp(first), "last_detected": stamp(last)},
+        })
+    }
+
+    /// Runs one slice (ending at minute `end`) over `rows` and commits it: the rows handed
+    /// on and the tally.
+    fn slice(ledger: &mut Ledger, end: i64, rows: Vec<Value>) -> (Vec<Value>, Tally) {
+        let mut pending = ledger.begin(t(end));
+        let mut out = Vec::new();
+        for mut r in rows {
+            match pending.observe(ledger, &mut r) {
+                Sighting::Repeat => {}
+                Sighting::Continuation { total } => {
+                    r["vigil_total"] = json!(total);
+                    out.push(r);
+                }
+                Sighting::New => out.push(r),
+            }
+        }
+        (out, ledger.commit(pending))
+    }
+
+    fn sum(rows: &[Value]) -> u64 {
+        rows.iter()
+            .filter_map(|r| r["num_connections"].as_u64())
+            .sum()
+    }
+
+    #[test]
+    fn a_new_flow_is_counted_whole_and_a_repeat_is_dropped() {
+        let mut l = Ledger::new(HOUR, 100);
+        let (out, tally) = slice(&mut l, 5, vec![row("10.1.1.1", 0, 4, 7)]);
+        assert_eq!(sum(&out), 7);
+        assert_eq!((tally.new, tally.continued, tally.repeated), (1, 0, 0));
+        // The same row again, and an older sighting of it: both already counted.
+        let (out, tally) = slice(
+            &mut l,
+            10,
+            vec![row("10.1.1.1", 0, 4, 7), row("10.1.1.1", 0, 3, 5)],
+        );
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!((tally.new, tally.continued, tally.repeated), (0, 0, 2));
+        // Twice in one slice: the second is a repeat.
+        let (out, tally) = slice(
+            &mut l,
+            15,
+            vec![row("10.1.1.2", 11, 12, 3), row("10.1.1.2", 11, 12, 3)],
+        );
+        assert_eq!(sum(&out), 3);
+        assert_eq!((tally.new, tally.repeated), (1, 1));
+    }
+
+    #[test]
+    fn a_continuation_counts_the_increase_and_keeps_the_total() {
+        let mut l = Ledger::new(HOUR, 100);
+        slice(&mut l, 5, vec![row("10.1.1.1", 0, 4, 10)]);
+        let (out, tally) = slice(&mut l, 10, vec![row("10.1.1.1", 0, 9, 25)]);
+        assert_eq!(tally.continued, 1);
+        assert_eq!(out[0]["num_connections"], 15);
+        assert_eq!(out[0]["vigil_total"], 25);
+        assert_eq!(out[0]["dst_bo"], 25_000, "bytes are left alone");
+        // No new connections: the row is handed on with 0.
+        let (out, _) = slice(&mut l, 15, vec![row("10.1.1.1", 0, 14, 25)]);
+        assert_eq!(out[0]["num_connections"], 0);
+        // 10 + 15 + 0 = the PCE's total.
+        assert_eq!(l.len(), 1);
+    }
+
+    #[test]
+    fn a_counter_that_went_down_was_reset_and_counts_whole() {
+        let mut l = Ledger::new(HOUR, 100);
+        slice(&mut l, 5, vec![row("10.1.1.1", 0, 4, 40)]);
+        let (out, tally) = slice(&mut l, 10, vec![row("10.1.1.1", 0, 9, 6)]);
+        assert_eq!(tally.continued, 1);
+        assert_eq!(out[0]["num_connections"], 6);
+        assert_eq!(out[0]["vigil_total"], 6);
+        let (out, _) = slice(&mut l, 15, vec![row("10.1.1.1", 0, 14, 9)]);
+        assert_eq!(out[0]["num_connections"], 3);
+    }
+
+    #[test]
+    fn the_same_tuple_first_detected_later_is_another_flow() {
+        let mut l = Ledger::new(HOUR, 100);
+        slice(&mut l, 5, vec![row("10.1.1.1", 0, 4, 10)]);
+        let (out, tally) = slice(&mut l, 10, vec![row("10.1.1.1", 6, 9, 4)]);
+        assert_eq!((tally.new, tally.continued), (1, 0));
+        assert_eq!(out[0]["num_connections"], 4);
+        // Another direction, port or protocol is another flow too.
+        let mut other = row("10.1.1.1", 0, 9, 30);
+        other["flow_direction"] = json!("inbound");
+        let mut icmp = row("10.1.1.1", 0, 9, 30);
+        icmp["service"] = json!({"proto": 1});
+        let (_, tally) = slice(&mut l, 15, vec![other, icmp]);
+        assert_eq!(tally.new, 2);
+        assert_eq!(l.len(), 4);
+    }
+
+    #[test]
+    fn rows_without_the_key_fields_are_handed_on_unchanged() {
+        let mut l = Ledger::new(HOUR, 100);
+        let mut bare = row("10.1.1.1", 0, 4, 10);
+        bare.as_object_mut().unwrap().remove("timestamp_range");
+        let mut no_ip = row("10.1.1.1", 0, 4, 10);
+        no_ip["src"] = json!({"workload": {"href": "/w/1"}});
+        let rows = vec![bare.clone(), bare.clone(), no_ip.clone()];
+        let (out, tally) = slice(&mut l, 5, rows);
+        assert_eq!(out, vec![bare.clone(), bare, no_ip]);
+        assert_eq!((tally.new, tally.repeated), (3, 0));
+        assert_eq!(l.len(), 0);
+    }
+
+    #[test]
+    fn an_undelivered_slice_teaches_nothing() {
+        let mut l = Ledger::new(HOUR, 100);
+        let mut pending = l.begin(t(5));
+        let mut r = row("10.1.1.1", 0, 4, 10);
+        assert_eq!(pending.observe(&l, &mut r), Sighting::New);
+        assert_eq!(pending.tally().new, 1);
+        drop(pending);
+        // Queried again: the same answer.
+        let (out, tally) = slice(&mut l, 5, vec![row("10.1.1.1", 0, 4, 10)]);
+        assert_eq!((sum(&out), tally.new), (10, 1));
+    }
+
+    #[test]
+    fn flows_not_seen_for_the_memory_are_forgotten_and_counted() {
+        let mut l = Ledger::new(HOUR, 100);
+        slice(&mut l, 5, vec![row("10.1.1.1", 0, 4, 10)]);
+        slice(&mut l, 10, vec![row("10.1.1.2", 6, 9, 1)]);
+        // 10.1.1.1 was last seen in the slice ending 09:05: kept until 10:05.
+        let (_, tally) = slice(&mut l, 64, vec![]);
+        assert_eq!((tally.expired, l.len()), (0, 2));
+        let (_, tally) = slice(&mut l, 65, vec![]);
+        assert_eq!((tally.expired, l.len()), (1, 1));
+        // Forgotten: a later sighting counts whole again.
+        let (out, tally) = slice(&mut l, 70, vec![row("10.1.1.1", 0, 69, 50)]);
+        assert_eq!((tally.new, sum(&out)), (1, 50));
+        assert_eq!(
+            (tally.expired, l.len()),
+            (1, 1),
+            "10.1.1.2, last seen at 09:10"
+        );
+        // A repeat keeps a flow in memory.
+        let (_, tally) = slice(&mut l, 100, vec![row("10.1.1.1", 0, 69, 50)]);
+        assert_eq!(tally.repeated, 1);
+        let (_, tally) = slice(&mut l, 159, vec![]);
+        assert_eq!((tally.expired, l.len()), (0, 1));
+        let (_, tally) = slice(&mut l, 160, vec![]);
+        assert_eq!((tally.expired, l.len()), (1, 0));
+    }
+
+    #[test]
+    fn at_most_max_flows_are_kept_least_recently_seen_forgotten_first() {
+        let mut l = Ledger::new(HOUR, 3);
+        slice(
+            &mut l,
+            5,
+            vec![row("10.1.1.1", 0, 1, 1), row("10.1.1.2", 0, 2, 1)],
+        );
+        let (_, tally) = slice(
+            &mut l,
+            10,
+            vec![row("10.1.1.3", 6, 7, 1), row("10.1.1.1", 0, 8, 2)],
+        );
+        assert_eq!((tally.evicted, l.len()), (0, 3));
+        let (_, tally) = slice(&mut l, 15, vec![row("10.1.1.4", 11, 12, 1)]);
+        assert_eq!((tally.evicted, l.len()), (1, 3));
+        // 10.1.1.2 (seen in the oldest slice) went; 10.1.1.1 was seen again and stays.
+        let (_, tally) = slice(
+            &mut l,
+            20,
+            vec![row("10.1.1.1", 0, 8, 2), row("10.1.1.2", 0, 2, 1)],
+        );
+        assert_eq!((tally.repeated, tally.new), (1, 1));
+        assert_eq!((tally.evicted, l.len()), (1, 3));
+        // Of one slice, the earliest last detection goes first.
+        let mut l = Ledger::new(HOUR, 1);
+        slice(
+            &mut l,
+            5,
+            vec![row("10.1.1.1", 0, 3, 1), row("10.1.1.2", 0, 1, 1)],
+        );
+        let (_, tally) = slice(&mut l, 10, vec![row("10.1.1.1", 0, 3, 1)]);
+        assert_eq!(tally.repeated, 1);
+    }
+
+    #[test]
+    fn the_saved_form_round_trips_and_is_compact() {
+        let mut l = Ledger::new(HOUR, 1000);
+        let mut rows: Vec<Value> = (0..200)
+            .map(|i| {
+                row(
+                    &format!("10.1.{}.{}", i / 250, i % 250 + 1),
+                    i % 5,
+                    5,
+                    i as u64,
+                )
+            })
+            .collect();
+        let mut icmp = row("10.1.1.1", 0, 4, 3);
+        icmp["service"] = json!({"proto": 1, "port": "All"});
+        rows.push(icmp);
+        let mut v6 = row("fd00::1", 1, 4, 3);
+        v6["dst"]["ip"] = json!("2001:db8::9");
+        v6["flow_direction"] = json!("inbound");
+        rows.push(v6);
+        slice(&mut l, 5, rows);
+        slice(&mut l, 10, vec![row("10.1.0.3", 2, 9, 90)]);
+        let saved = l.save(t(10));
+        let text = saved.to_string();
+        assert!(text.len() < 202 * 60, "{} bytes", text.len());
+        let back = Ledger::restore(&saved, HOUR, 1000).expect("readable");
+        assert_eq!(back.flows, l.flows);
+        assert_eq!(saved["through"], stamp(10));
+        // Restored, it still knows what was counted.
+        let mut back = back;
+        let (out, tally) = slice(&mut back, 15, vec![row("10.1.0.3", 2, 14, 95)]);
+        assert_eq!(
+            (tally.continued, out[0]["num_connections"].as_u64()),
+            (1, Some(5))
+        );
+        assert_eq!(saved["unit"], 1000, "PCE rows have whole seconds");
+        // Milliseconds are kept when a time has them.
+        let mut ms = Ledger::new(HOUR, 10);
+        let mut r = row("10.1.1.1", 0, 4, 3);
+        r["timestamp_range"]["last_detected"] = json!("2026-03-02T09:04:00.250Z");
+        slice(&mut ms, 5, vec![r]);
+        let saved = ms.save(t(5));
+        assert_eq!(saved["unit"], 1);
+        let back = Ledger::restore(&saved, HOUR, 10).expect("readable");
+        assert_eq!(back.flows, ms.flows);
+        // An empty ledger too.
+        let empty = Ledger::new(HOUR, 10);
+        let back = Ledger::restore(&empty.save(t(0)), HOUR, 10).expect("readable");
+        assert_eq!(back.len(), 0);
+    }
+
+    #[test]
+    fn a_damaged_saved_form_is_an_error() {
+        let mut l = Ledger::new(HOUR, 10);
+        slice(&mut l, 5, vec![row("10.1.1.1", 0, 4, 10)]);
+        let good = l.save(t(5));
+        let with = |k: &str, v: Value| {
+            let mut s = good.clone();
+            s[k] = v;
+            Ledger::restore(&s, HOUR, 10)
+        };
+        assert_eq!(with("v", json!(9)).err(), Some(LedgerError::Version(9)));
+        assert!(with("flows", json!("1,2,3")).is_err());
+        assert!(with("flows", json!("7,0,443,6,0,0,0,1,0")).is_err());
+        assert!(with("flows", json!("0,0,443,6,0,0,0,x,0")).is_err());
+        assert!(with("ips", json!(["nope"])).is_err());
+        assert!(with("unit", json!(7)).is_err());
+        assert!(Ledger::restore(&json!("nope"), HOUR, 10).is_err());
+    }
+}
