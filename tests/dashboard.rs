@@ -52,7 +52,7 @@ impl Drop for Vigil {
 /// without its `inputs`).
 fn pipeline(sink: &str) -> String {
     format!(
-        "kind: pipeline\nname: p\ndescription: bursts by source\nsources:\n  in: {{type: stdin}}\nstages:\n  burst:\n    type: window_count\n    inputs: [in]\n    window: 1m\n    threshold: 1\n    group_by: [src]\n    alert: {{severity: high, title: \"burst from {{{{group.src}}}}\"}}\nsinks:\n  out:\n    inputs: [burst]\n{sink}"
+        "kind: pipeline\nname: p\ndescription: bursts by source\nsources:\n  in: {{type: stdin}}\nstages:\n  burst:\n    type: window_count\n    inputs: [in]\n    window: 1m\n    threshold: 1\n    group_by: [src]\n    alert: {{severity: high, title: \"burst from {{{{group.src}}}}\", mode: each_crossing}}\nsinks:\n  out:\n    inputs: [burst]\n{sink}"
     )
 }
 
@@ -784,6 +784,7 @@ async fn the_demo_dashboard_shows_a_mailed_alert() {
         })
         .expect("the alert's title line")
         .trim_end_matches(" (resolved)")
+        .trim_end_matches(" (new)")
         .to_string();
     let addr = common::cli::web_address(&logs.lock().unwrap()).expect("the dashboard listens");
     let page = Page::open("demo-alert", &format!("http://{addr}/#/alerts/{id}")).await;

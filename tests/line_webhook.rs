@@ -502,12 +502,19 @@ async fn webhook_generic_body_and_signature() {
     assert_eq!(
         keys,
         [
-            "version", "id", "sink", "severity", "count", "new", "firing", "resolved",
-            "omitted", "reminder", "group", "alerts"
+            "version", "id", "sink", "severity", "count", "new", "firing", "resolved", "omitted",
+            "reminder", "group", "alerts"
         ]
     );
     assert_eq!(b["version"], 1);
-    assert_eq!((b["new"].as_u64(), b["firing"].as_u64(), b["resolved"].as_u64()), (Some(1), Some(0), Some(0)));
+    assert_eq!(
+        (
+            b["new"].as_u64(),
+            b["firing"].as_u64(),
+            b["resolved"].as_u64()
+        ),
+        (Some(1), Some(0), Some(0))
+    );
     assert_eq!(b["reminder"], false);
     assert_eq!(b["group"], json!({"pipeline": "p", "stage": "burst"}));
     assert_eq!(b["id"], delivery);

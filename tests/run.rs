@@ -590,7 +590,10 @@ fn the_sample_pipeline_prints_the_same_alerts_with_samples_and_top_destinations(
         if a["status"] == "firing" {
             assert!(value >= 10.0, "{a}");
         } else {
-            assert!(value < 10.0, "resolved: its window fell below the threshold: {a}");
+            assert!(
+                value < 10.0,
+                "resolved: its window fell below the threshold: {a}"
+            );
         }
         let samples = a["samples"].as_array().unwrap();
         assert!(!samples.is_empty() && samples.len() <= 3, "{a}");

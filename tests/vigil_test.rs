@@ -83,7 +83,10 @@ fn the_alert_lifecycle_examples_pass() {
         "still firing and nothing new is a reminder after repeat_interval; the end is told once, by the webhook only",
         "a firing source mutes its target; once it resolves the target goes out at its next look",
     ] {
-        assert!(stdout.contains(&format!("ok    {case}")), "{case}: {stdout}");
+        assert!(
+            stdout.contains(&format!("ok    {case}")),
+            "{case}: {stdout}"
+        );
     }
 }
 

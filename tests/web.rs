@@ -359,7 +359,7 @@ async fn a_silence_holds_back_matching_alerts_and_the_history_shows_deliveries()
         let make = move |_dir: &std::path::Path| {
             (
                 format!("connections:\n  webhook:\n    soc:\n      url: {url}\n"),
-                "kind: pipeline\nname: p\nsources:\n  in: {type: stdin}\nstages:\n  burst:\n    type: window_count\n    inputs: [in]\n    window: 1m\n    threshold: 1\n    group_by: [src]\n    alert: {severity: high, title: \"burst from {{group.src}}\"}\nsinks:\n  hook:\n    type: webhook\n    inputs: [burst]\n    connection: soc\n".to_string(),
+                "kind: pipeline\nname: p\nsources:\n  in: {type: stdin}\nstages:\n  burst:\n    type: window_count\n    inputs: [in]\n    window: 1m\n    threshold: 1\n    group_by: [src]\n    alert: {severity: high, title: \"burst from {{group.src}}\", mode: each_crossing}\nsinks:\n  hook:\n    type: webhook\n    inputs: [burst]\n    connection: soc\n".to_string(),
             )
         };
         start_with("  listen: 127.0.0.1:0\n", Some(&make), &[])

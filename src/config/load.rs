@@ -425,11 +425,7 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
         "snapshot_interval",
         &s.snapshot_interval,
     );
-    p.positive_duration(
-        "/history_interval",
-        "history_interval",
-        &s.history_interval,
-    );
+    p.positive_duration("/history_interval", "history_interval", &s.history_interval);
     for (i, rule) in s.inhibit.iter().enumerate() {
         rule.check(&format!("/inhibit/{i}"), &mut p);
     }

@@ -151,10 +151,7 @@ impl Event {
     /// so is the typed alert of an alert event (see [`Event::set_alert`]).
     pub fn data_mut(&mut self) -> &mut Value {
         if let Some(alert) = self.alert.take() {
-            self.data = self
-                .alert_json
-                .take()
-                .unwrap_or_else(|| alert.to_value());
+            self.data = self.alert_json.take().unwrap_or_else(|| alert.to_value());
         }
         self.raw = None;
         &mut self.data

@@ -311,9 +311,9 @@ impl AlertTemplates {
         let title = render(TITLE);
         let summary = render(SUMMARY);
         Alert {
-            id: f
-                .id
-                .unwrap_or_else(|| Alert::make_id(&self.pipeline, &self.stage, &group_key, &f.window)),
+            id: f.id.unwrap_or_else(|| {
+                Alert::make_id(&self.pipeline, &self.stage, &group_key, &f.window)
+            }),
             status: f.status,
             pipeline: self.pipeline.to_string(),
             stage: self.stage.to_string(),

@@ -90,8 +90,12 @@ pub trait EpisodeWindow {
     /// Sliding on to `cutoff + window` with nothing added, the time at which the total
     /// first falls below `threshold`, if it does by then: an entry at `t` leaves the
     /// window at `t + window`.
-    fn ended_by(&self, cutoff: Timestamp, threshold: f64, window: chrono::Duration)
-    -> Option<Timestamp>;
+    fn ended_by(
+        &self,
+        cutoff: Timestamp,
+        threshold: f64,
+        window: chrono::Duration,
+    ) -> Option<Timestamp>;
 }
 
 /// [`EpisodeWindow::ended_by`] over `(time, weight)` pairs in time order, whose weights
@@ -385,7 +389,10 @@ pub fn orphaned(cx: &crate::runtime::BuildContext) -> Vec<Arc<Event>> {
     if !cx.keep_state {
         return Vec::new();
     }
-    let open = match cx.store.open_episodes_of(&cx.pipeline, &cx.node, MAX_ORPHANS) {
+    let open = match cx
+        .store
+        .open_episodes_of(&cx.pipeline, &cx.node, MAX_ORPHANS)
+    {
         Ok(open) => open,
         Err(e) => {
             tracing::warn!(stage = %cx.id, error = %e, "cannot read the stage's open episodes");

@@ -210,7 +210,12 @@ impl Store {
     /// Alerts, newest first (by their latest report): at most `limit`, skipping `offset`,
     /// optionally only those `q` asks for. Each with its deliveries: one per message it
     /// went out in (`[{sink, state, message, last_error, attempts, change, at}]`).
-    pub fn alerts(&self, q: &AlertQuery<'_>, limit: usize, offset: usize) -> Result<Vec<Value>, StoreError> {
+    pub fn alerts(
+        &self,
+        q: &AlertQuery<'_>,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<Value>, StoreError> {
         let conn = self.conn();
         let min_rank = q.min_severity.map_or(0, severity_rank);
         let mut stmt = conn.prepare(
@@ -433,7 +438,16 @@ mod tests {
             let mut conn = s.conn();
             let tx = conn.transaction().unwrap();
             let meta = crate::store::NotifyMeta::default();
-            super::super::outbox::insert_message(&tx, "m1", "p.mail", &[], &[(Change::New, with_top.clone())], &meta, 0).unwrap();
+            super::super::outbox::insert_message(
+                &tx,
+                "m1",
+                "p.mail",
+                &[],
+                &[(Change::New, with_top.clone())],
+                &meta,
+                0,
+            )
+            .unwrap();
             tx.commit().unwrap();
         }
         let got = s.alerts(&AlertQuery::default(), 10, 0).unwrap();
@@ -446,17 +460,41 @@ mod tests {
         let mut done = with_top.clone();
         done.status = crate::event::AlertStatus::Resolved;
         s.record_alert(&done).unwrap();
-        let firing = AlertQuery { status: Some(crate::event::AlertStatus::Firing), ..AlertQuery::default() };
-        let resolved = AlertQuery { status: Some(crate::event::AlertStatus::Resolved), ..AlertQuery::default() };
+        let firing = AlertQuery {
+            status: Some(crate::event::AlertStatus::Firing),
+            ..AlertQuery::default()
+        };
+        let resolved = AlertQuery {
+            status: Some(crate::event::AlertStatus::Resolved),
+            ..AlertQuery::default()
+        };
         assert!(s.alerts(&firing, 10, 0).unwrap().is_empty());
         assert_eq!(s.alerts(&resolved, 10, 0).unwrap().len(), 1);
         assert!(s.firing_alerts(0, 10).unwrap().is_empty());
         assert_eq!(got[0]["samples"][0]["record"]["src"]["ip"], "10.20.30.40");
-        assert!(s.alerts(&AlertQuery { pipeline: Some("other"), ..AlertQuery::default() }, 10, 0).unwrap().is_empty());
         assert!(
-            s.alerts(&AlertQuery { min_severity: Some(crate::event::Severity::Critical), ..AlertQuery::default() }, 10, 0)
-                .unwrap()
-                .is_empty()
+            s.alerts(
+                &AlertQuery {
+                    pipeline: Some("other"),
+                    ..AlertQuery::default()
+                },
+                10,
+                0
+            )
+            .unwrap()
+            .is_empty()
+        );
+        assert!(
+            s.alerts(
+                &AlertQuery {
+                    min_severity: Some(crate::event::Severity::Critical),
+                    ..AlertQuery::default()
+                },
+                10,
+                0
+            )
+            .unwrap()
+            .is_empty()
         );
     }
 }

@@ -50,11 +50,7 @@ fn ms(t: crate::event::Timestamp) -> i64 {
     t.timestamp_millis()
 }
 
-fn upsert_group(
-    tx: &rusqlite::Transaction<'_>,
-    sink: &str,
-    g: &Group,
-) -> Result<(), StoreError> {
+fn upsert_group(tx: &rusqlite::Transaction<'_>, sink: &str, g: &Group) -> Result<(), StoreError> {
     let last = g
         .last
         .as_ref()
@@ -101,8 +97,7 @@ impl Store {
             groups.push(Group {
                 route: serde_json::from_str(&route).unwrap_or_default(),
                 labels: serde_json::from_str(&labels).unwrap_or_default(),
-                next_flush: chrono::DateTime::from_timestamp_millis(next_flush)
-                    .unwrap_or_default(),
+                next_flush: chrono::DateTime::from_timestamp_millis(next_flush).unwrap_or_default(),
                 last,
                 alerts: Vec::new(),
                 key,
@@ -279,7 +274,8 @@ mod tests {
         // b resolves; after the next look it is done and no longer held.
         give(&s, &mut again, alert("b", AlertStatus::Resolved), 40);
         let looks = again.flush(t(330), false, &mut |_| false);
-        s.notify_flushed("p.mail", &looks[0], "m2", 330_000).unwrap();
+        s.notify_flushed("p.mail", &looks[0], "m2", 330_000)
+            .unwrap();
         assert!(s.notify_done("p.mail", "b").unwrap());
         assert!(!s.notify_done("p.mail", "a").unwrap());
         let restored = s.notify_groups("p.mail").unwrap();

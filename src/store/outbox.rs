@@ -475,8 +475,16 @@ mod tests {
         };
         let mut conn = s.conn();
         let tx = conn.transaction().unwrap();
-        insert_message(&tx, id, sink, &["soc@example.com".to_string()], &alerts, &meta, now)
-            .unwrap();
+        insert_message(
+            &tx,
+            id,
+            sink,
+            &["soc@example.com".to_string()],
+            &alerts,
+            &meta,
+            now,
+        )
+        .unwrap();
         tx.commit().unwrap();
     }
 
@@ -493,7 +501,10 @@ mod tests {
             due[0].notify.as_ref().map(|n| n.changes.clone()),
             Some(vec![Change::New, Change::New])
         );
-        assert_eq!(s.deliveries_by_sink().unwrap(), vec![("p.mail".into(), OutboxState::Pending, 2)]);
+        assert_eq!(
+            s.deliveries_by_sink().unwrap(),
+            vec![("p.mail".into(), OutboxState::Pending, 2)]
+        );
     }
 
     #[test]

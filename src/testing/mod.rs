@@ -15,9 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-pub use model::{
-    Expectation, NotificationExpectation, TestCase, TestFile, TestInput, TestKind,
-};
+pub use model::{Expectation, NotificationExpectation, TestCase, TestFile, TestInput, TestKind};
 pub use runner::{DEFAULT_START, Recorded, RunError, run_case};
 
 use crate::config::diagnostic::{Diagnostic, codes};
@@ -336,7 +334,10 @@ fn check_notifications(
 ) -> Vec<String> {
     let mut failures = Vec::new();
     let got = rec.notifications_of(&exp.node).unwrap_or_default();
-    let line = |(at, m): &(crate::event::Timestamp, crate::sinks::delivery::dispatch::Planned)| {
+    let line = |(at, m): &(
+        crate::event::Timestamp,
+        crate::sinks::delivery::dispatch::Planned,
+    )| {
         let count = |c| m.alerts.iter().filter(|(x, _)| *x == c).count();
         use crate::sinks::delivery::dispatch::Change;
         format!(
@@ -378,7 +379,11 @@ fn check_notifications(
         for (name, want, got) in [
             ("new", w.new, count(Change::New) + m.omitted.new),
             ("firing", w.firing, count(Change::Firing) + m.omitted.firing),
-            ("resolved", w.resolved, count(Change::Resolved) + m.omitted.resolved),
+            (
+                "resolved",
+                w.resolved,
+                count(Change::Resolved) + m.omitted.resolved,
+            ),
         ] {
             if let Some(want) = want
                 && want != got
@@ -393,7 +398,11 @@ fn check_notifications(
         }
         for (j, fields) in w.alerts.iter().enumerate() {
             let Some((change, alert)) = m.alerts.get(j) else {
-                diffs.push(format!("alert {} - expected one, the notification has {}", j + 1, m.alerts.len()));
+                diffs.push(format!(
+                    "alert {} - expected one, the notification has {}",
+                    j + 1,
+                    m.alerts.len()
+                ));
                 continue;
             };
             let mut form = alert.to_value();
@@ -401,7 +410,9 @@ fn check_notifications(
                 o.insert("change".into(), change.as_str().into());
             }
             for (path, want) in fields {
-                let got = FieldPath::parse(path).ok().and_then(|p| p.first(&form).cloned());
+                let got = FieldPath::parse(path)
+                    .ok()
+                    .and_then(|p| p.first(&form).cloned());
                 if !got.as_ref().is_some_and(|g| values_equal(want, g)) {
                     diffs.push(format!(
                         "alert {} {path} - expected {}, actual {}",
@@ -413,12 +424,7 @@ fn check_notifications(
             }
         }
         if !diffs.is_empty() {
-            let mut msg = format!(
-                "node `{}`, notification {} ({}):",
-                exp.node,
-                i + 1,
-                line(n)
-            );
+            let mut msg = format!("node `{}`, notification {} ({}):", exp.node, i + 1, line(n));
             for d in diffs {
                 let _ = write!(msg, "\n  {d}");
             }
@@ -435,7 +441,11 @@ fn plural(n: usize) -> &'static str {
 /// One line about an alert: status, severity, title, value and group.
 fn describe(alert: &Value) -> String {
     let s = |k: &str| alert.get(k).and_then(Value::as_str).unwrap_or("");
-    let status = if s("status") == "resolved" { "resolved " } else { "" };
+    let status = if s("status") == "resolved" {
+        "resolved "
+    } else {
+        ""
+    };
     format!(
         "{status}[{}] {} (value {}, {})",
         s("severity"),

@@ -77,9 +77,8 @@ impl Notifier {
 
     /// Looks at the groups due at `now` (all of them at the end), as the sink's worker.
     fn look(&mut self, now: Timestamp, all: bool, inhibitor: &Inhibitor) {
-        let mut muted = |a: &crate::event::Alert| {
-            inhibitor.is_active() && inhibitor.mutes(a, &a.to_value())
-        };
+        let mut muted =
+            |a: &crate::event::Alert| inhibitor.is_active() && inhibitor.mutes(a, &a.to_value());
         for f in self.groups.flush(now, all, &mut muted) {
             if let Some(m) = f.message {
                 self.sent.push((now, m));

@@ -275,7 +275,13 @@ impl Dispatcher {
 
     /// Takes `alert` (for `route`) into its group at `now`. `form` is the alert's JSON
     /// form (group values are read from it).
-    pub fn ingest(&mut self, route: &[String], alert: Alert, form: &Value, now: Timestamp) -> Ingested {
+    pub fn ingest(
+        &mut self,
+        route: &[String],
+        alert: Alert,
+        form: &Value,
+        now: Timestamp,
+    ) -> Ingested {
         if let Some(key) = self.index.get(&alert.id).cloned() {
             let Some(group) = self.groups.get_mut(&key) else {
                 self.index.remove(&alert.id);

@@ -70,11 +70,16 @@ impl InhibitRuleConfig {
                 p.error(
                     format!("{pointer}/{side}"),
                     codes::INVALID_VALUE,
-                    format!("`{side}` needs at least one path to match, or it would match every alert"),
+                    format!(
+                        "`{side}` needs at least one path to match, or it would match every alert"
+                    ),
                 );
             }
             for (path, v) in m {
-                let at = format!("{pointer}/{side}/{}", path.replace('~', "~0").replace('/', "~1"));
+                let at = format!(
+                    "{pointer}/{side}/{}",
+                    path.replace('~', "~0").replace('/', "~1")
+                );
                 if let Err(e) = FieldPath::parse(path) {
                     p.error(at.clone(), codes::INVALID_VALUE, e.to_string());
                 }
@@ -268,7 +273,9 @@ impl Inhibitor {
                 }
             }
         }
-        board.sources.insert(alert.id.clone(), Source { rules, seq });
+        board
+            .sources
+            .insert(alert.id.clone(), Source { rules, seq });
     }
 
     /// Whether `alert` (`form`: its JSON form) is muted by a firing source alert now.
@@ -290,13 +297,15 @@ impl Inhibitor {
         board.sources.iter().any(|(id, s)| {
             id != &alert.id
                 && s.rules.iter().any(|(i, eq)| {
-                    targeted
-                        .iter()
-                        .any(|(j, teq)| i == j && eq.len() == teq.len() && eq.iter().zip(teq).all(|(a, b)| match (a, b) {
-                            (Some(a), Some(b)) => same(a, b),
-                            (None, None) => true,
-                            _ => false,
-                        }))
+                    targeted.iter().any(|(j, teq)| {
+                        i == j
+                            && eq.len() == teq.len()
+                            && eq.iter().zip(teq).all(|(a, b)| match (a, b) {
+                                (Some(a), Some(b)) => same(a, b),
+                                (None, None) => true,
+                                _ => false,
+                            })
+                    })
                 })
         })
     }
@@ -340,17 +349,33 @@ mod tests {
             "source": {"pipeline": "pce-health", "group.status": ["unreachable", "critical"]},
             "target": {"pipeline": {"regex": "blocked-.*|admin-ports"}},
         }]));
-        let (target, tform) = alert("blocked-traffic", json!({"src": {"ip": "10.0.0.1"}}), AlertStatus::Firing);
+        let (target, tform) = alert(
+            "blocked-traffic",
+            json!({"src": {"ip": "10.0.0.1"}}),
+            AlertStatus::Firing,
+        );
         let (other, oform) = alert("failed-logins", json!({}), AlertStatus::Firing);
         assert!(!inh.mutes(&target, &tform));
-        let (warn, wform) = alert("pce-health", json!({"status": "warning"}), AlertStatus::Firing);
+        let (warn, wform) = alert(
+            "pce-health",
+            json!({"status": "warning"}),
+            AlertStatus::Firing,
+        );
         inh.observe(&warn, &wform);
         assert!(!inh.mutes(&target, &tform), "warning is not a source");
-        let (down, dform) = alert("pce-health", json!({"status": "unreachable"}), AlertStatus::Firing);
+        let (down, dform) = alert(
+            "pce-health",
+            json!({"status": "unreachable"}),
+            AlertStatus::Firing,
+        );
         inh.observe(&down, &dform);
         assert!(inh.mutes(&target, &tform));
         assert!(!inh.mutes(&other, &oform), "not a target");
-        let (up, uform) = alert("pce-health", json!({"status": "unreachable"}), AlertStatus::Resolved);
+        let (up, uform) = alert(
+            "pce-health",
+            json!({"status": "unreachable"}),
+            AlertStatus::Resolved,
+        );
         inh.observe(&up, &uform);
         assert!(!inh.mutes(&target, &tform));
         assert_eq!(inh.counts(), (0, 0));
@@ -386,11 +411,16 @@ mod tests {
 
     #[test]
     fn an_alert_does_not_mute_itself_and_bad_rules_are_reported() {
-        let inh = rules(json!([{"source": {"severity": "critical"}, "target": {"severity": "critical"}}]));
+        let inh = rules(
+            json!([{"source": {"severity": "critical"}, "target": {"severity": "critical"}}]),
+        );
         let (a, af) = alert("p", json!({}), AlertStatus::Firing);
         let mut a = a;
         a.severity = crate::event::Severity::Critical;
-        let af = { let _ = af; a.to_value() };
+        let af = {
+            let _ = af;
+            a.to_value()
+        };
         inh.observe(&a, &af);
         assert!(!inh.mutes(&a, &af));
 
@@ -403,7 +433,12 @@ mod tests {
         let pointers: Vec<&str> = p.items.iter().map(|i| i.pointer.as_str()).collect();
         assert_eq!(
             pointers,
-            vec!["/inhibit/0/source", "/inhibit/0/target/a..b", "/inhibit/0/target/x/regex", "/inhibit/0/equal/0"]
+            vec![
+                "/inhibit/0/source",
+                "/inhibit/0/target/a..b",
+                "/inhibit/0/target/x/regex",
+                "/inhibit/0/equal/0"
+            ]
         );
     }
 }

@@ -228,7 +228,11 @@ impl DeliveryConfig {
         }
         for (i, path) in self.group_by.iter().enumerate() {
             if let Err(e) = crate::event::FieldPath::parse(path) {
-                p.error(format!("/group_by/{i}"), codes::INVALID_VALUE, e.to_string());
+                p.error(
+                    format!("/group_by/{i}"),
+                    codes::INVALID_VALUE,
+                    e.to_string(),
+                );
             }
         }
         self.retry.check(p);
@@ -270,7 +274,10 @@ pub struct Notification {
 impl Notification {
     /// How alert `i` reads (`new` for messages stored before notification grouping).
     pub fn change(&self, i: usize) -> dispatch::Change {
-        self.changes.get(i).copied().unwrap_or(dispatch::Change::New)
+        self.changes
+            .get(i)
+            .copied()
+            .unwrap_or(dispatch::Change::New)
     }
 }
 

@@ -389,7 +389,9 @@ pub fn alert_view(alert: &Alert, public_url: &str) -> Value {
     );
     obj.insert("first_seen".into(), time(alert.first_seen).into());
     obj.insert("last_seen".into(), time(alert.last_seen).into());
-    let lasted = (alert.last_seen - alert.first_seen).to_std().unwrap_or_default();
+    let lasted = (alert.last_seen - alert.first_seen)
+        .to_std()
+        .unwrap_or_default();
     obj.insert(
         "lasted".into(),
         humantime::format_duration(std::time::Duration::from_secs(lasted.as_secs()))

@@ -336,7 +336,11 @@ impl<N: Notifier> Worker<N> {
         let looks = groups.flush(now, all, &mut muted);
         for f in &looks {
             let message = uuid::Uuid::new_v4().to_string();
-            if let Err(e) = self.shared.store.notify_flushed(&self.shared.id, f, &message, ms(now)) {
+            if let Err(e) = self
+                .shared
+                .store
+                .notify_flushed(&self.shared.id, f, &message, ms(now))
+            {
                 tracing::error!(sink = %self.id, error = %e, "cannot store the notification; it is not sent");
                 if let Some(m) = &f.message {
                     self.counters.add_errors(m.alerts.len());
@@ -755,7 +759,10 @@ mod grouping {
     async fn until(what: &str, mut cond: impl FnMut() -> bool) {
         let deadline = std::time::Instant::now() + StdDuration::from_secs(10);
         while !cond() {
-            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
             tokio::time::sleep(StdDuration::from_millis(2)).await;
         }
     }
@@ -782,10 +789,16 @@ mod grouping {
         let clock = VirtualClock::new(t0());
         let store = Arc::new(Store::in_memory().unwrap());
         let mut s = start(&cfg, &clock, &store);
-        s.output.send(vec![report(AlertStatus::Firing, 0, 10.0)]).await.unwrap();
+        s.output
+            .send(vec![report(AlertStatus::Firing, 0, 10.0)])
+            .await
+            .unwrap();
         until("held", || !store.notify_groups("p.out").unwrap().is_empty()).await;
         // An update inside group_wait: the first notification carries the newest value.
-        s.output.send(vec![report(AlertStatus::Firing, 9, 16.0)]).await.unwrap();
+        s.output
+            .send(vec![report(AlertStatus::Firing, 9, 16.0)])
+            .await
+            .unwrap();
         until("the update held", || {
             store.notify_groups("p.out").unwrap()[0].alerts[0].updates == 9
         })
@@ -799,19 +812,32 @@ mod grouping {
         s.task.await.unwrap().unwrap();
         let mut s = start(&cfg, &clock, &store);
         // The same opening report again (a replay): nothing new to tell.
-        s.output.send(vec![report(AlertStatus::Firing, 0, 10.0)]).await.unwrap();
+        s.output
+            .send(vec![report(AlertStatus::Firing, 0, 10.0)])
+            .await
+            .unwrap();
         for _ in 0..12 {
             clock.advance(StdDuration::from_secs(300));
             tokio::task::yield_now().await;
         }
         until("the reminder", || !sent(&s).is_empty()).await;
-        assert_eq!(sent(&s)[0], (vec![Change::Firing], true, 16.0), "the newest form");
-        s.output.send(vec![report(AlertStatus::Resolved, 30, 2.0)]).await.unwrap();
+        assert_eq!(
+            sent(&s)[0],
+            (vec![Change::Firing], true, 16.0),
+            "the newest form"
+        );
+        s.output
+            .send(vec![report(AlertStatus::Resolved, 30, 2.0)])
+            .await
+            .unwrap();
         clock.advance(StdDuration::from_secs(300));
         until("the resolution", || sent(&s).len() == 2).await;
         assert_eq!(sent(&s)[1], (vec![Change::Resolved], false, 2.0));
         // A replay of the whole episode after its end tells nothing.
-        s.output.send(vec![report(AlertStatus::Firing, 0, 10.0)]).await.unwrap();
+        s.output
+            .send(vec![report(AlertStatus::Firing, 0, 10.0)])
+            .await
+            .unwrap();
         s.output.close().await;
         let Running { fake, task, .. } = s;
         task.await.unwrap().unwrap();

@@ -395,8 +395,22 @@ impl BandwidthStage {
         if !self.open.is_empty() {
             let (r, open, counts) = (&self.reporter, &mut self.open, &mut self.episodes);
             let expired = |newest: Option<Timestamp>| newest.is_none_or(|n| n <= cutoff);
-            r.close_expired(&mut self.volume, cutoff, |k| expired(k.newest), open, counts, out);
-            r.close_expired(&mut self.rate, cutoff, |k| expired(k.newest), open, counts, out);
+            r.close_expired(
+                &mut self.volume,
+                cutoff,
+                |k| expired(k.newest),
+                open,
+                counts,
+                out,
+            );
+            r.close_expired(
+                &mut self.rate,
+                cutoff,
+                |k| expired(k.newest),
+                open,
+                counts,
+                out,
+            );
         }
         self.volume.retain(|_, k| !k.expired(cutoff));
         self.rate.retain(|_, k| !k.expired(cutoff));

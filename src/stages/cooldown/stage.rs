@@ -385,7 +385,11 @@ mod tests {
             .collect();
         assert_eq!(
             passed,
-            vec![("slow".into(), 0), ("fast".into(), 300), ("fast".into(), 900)],
+            vec![
+                ("slow".into(), 0),
+                ("fast".into(), 300),
+                ("fast".into(), 900)
+            ],
             "slow's alert at 595 s is inside its period"
         );
         assert_eq!(s.suppressed(), 1);
@@ -407,8 +411,15 @@ mod tests {
         update.set_alert(a);
         s.process(first, &mut out);
         s.process(Arc::new(update), &mut out);
-        s.process(alert("burst", "src.ip=10.0.0.1", AlertStatus::Firing, 120), &mut out);
-        assert_eq!(out.len(), 2, "the update passes, another episode is held back");
+        s.process(
+            alert("burst", "src.ip=10.0.0.1", AlertStatus::Firing, 120),
+            &mut out,
+        );
+        assert_eq!(
+            out.len(),
+            2,
+            "the update passes, another episode is held back"
+        );
         assert_eq!(s.suppressed(), 1);
     }
 

@@ -73,7 +73,10 @@ impl FlatlineConfig {
     pub fn check(&self, p: &mut Problems) {
         p.positive_duration("/after", "`after`", &self.after);
         GroupBy::check(&self.group_by, "/group_by", p);
-        self.alert.check_no_episodes("flatline (its alerts always resolve when the key comes back)", p);
+        self.alert.check_no_episodes(
+            "flatline (its alerts always resolve when the key comes back)",
+            p,
+        );
         AlertTemplates::check(
             &self.alert,
             DEFAULT_TITLE,
@@ -96,7 +99,9 @@ impl FlatlineConfig {
         let templates = AlertTemplates::for_stage(&self.alert, DEFAULT_TITLE, DEFAULT_SUMMARY, cx)?;
         let mut stage =
             FlatlineStage::new(group_by, self.after.span(), templates, self.max_keys.max(1));
-        let restored = cx.restore().is_some_and(|saved| stage.restore(&cx.id, saved));
+        let restored = cx
+            .restore()
+            .is_some_and(|saved| stage.restore(&cx.id, saved));
         if !restored {
             stage.close_at_start(crate::stages::episode::orphaned(cx));
         }

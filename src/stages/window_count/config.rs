@@ -135,7 +135,9 @@ impl WindowCountConfig {
             cx,
         )?;
         let mut stage = WindowCountStage::new(self, templates, cx.history_interval)?;
-        let restored = cx.restore().is_some_and(|saved| stage.restore(saved, &cx.id));
+        let restored = cx
+            .restore()
+            .is_some_and(|saved| stage.restore(saved, &cx.id));
         if !restored && self.alert.mode == crate::stages::episode::AlertMode::Episode {
             stage.close_at_start(crate::stages::episode::orphaned(cx));
         }

@@ -164,7 +164,8 @@ fn sum_adds_a_field_and_skips_missing_or_bad_values() {
 
 #[test]
 fn threshold_one_fires_on_the_first_event() {
-    let mut s = stage(json!({"threshold": 1, "group_by": ["host"], "alert": {"mode": "each_crossing"}}));
+    let mut s =
+        stage(json!({"threshold": 1, "group_by": ["host"], "alert": {"mode": "each_crossing"}}));
     let a = feed(&mut s, json!({"host": "a"}), 0);
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].value, 1.0);
@@ -295,7 +296,11 @@ fn a_key_held_over_the_threshold_for_an_hour_is_one_episode() {
     let mut s = stage(json!({"window": "1m", "threshold": 30, "group_by": ["src.ip"]}));
     let mut alerts = Vec::new();
     for i in 0..3600 {
-        alerts.extend(feed_and_tick(&mut s, json!({"src": {"ip": "10.0.0.1"}}), i * 1000));
+        alerts.extend(feed_and_tick(
+            &mut s,
+            json!({"src": {"ip": "10.0.0.1"}}),
+            i * 1000,
+        ));
     }
     for i in 3600..3700 {
         alerts.extend(tick(&mut s, i * 1000));
@@ -357,7 +362,10 @@ fn an_episode_resolves_when_its_window_falls_below_the_threshold() {
     assert_eq!(more[0].group_key, "k=a");
     // Dated when it fell below: at 11 s the event at 1 s left the window, leaving 2.
     assert_eq!(more[0].window.end, at(11_000));
-    assert_eq!(more[0].value, 2.0, "the events at 2 s and 3 s are in (1 s, 11 s]");
+    assert_eq!(
+        more[0].value, 2.0,
+        "the events at 2 s and 3 s are in (1 s, 11 s]"
+    );
     assert_eq!(more[0].updates, 1);
     // The key crossing again is a new episode with a new id.
     let mut again = Vec::new();
@@ -407,7 +415,10 @@ fn each_crossing_keeps_the_old_behaviour() {
     for m in 60..117 {
         more.extend(feed_and_tick(&mut s, json!({}), m * 60_000));
     }
-    assert!(more.is_empty(), "the window was cleared: 59 more are needed");
+    assert!(
+        more.is_empty(),
+        "the window was cleared: 59 more are needed"
+    );
     assert_eq!(feed_and_tick(&mut s, json!({}), 117 * 60_000).len(), 1);
 }
 
@@ -425,7 +436,11 @@ fn an_episode_ends_when_its_window_fell_below_even_if_nothing_ticked_meanwhile()
     let late = feed(&mut s, json!({"k": "a"}), 60_000);
     assert_eq!(late.len(), 1, "{late:?}");
     assert_eq!(late[0].status, AlertStatus::Resolved);
-    assert_eq!(late[0].window.end, at(11_000), "the event at 1 s left at 11 s");
+    assert_eq!(
+        late[0].window.end,
+        at(11_000),
+        "the event at 1 s left at 11 s"
+    );
     assert_eq!(late[0].value, 1.0);
     // And a live run with a tick at each event agrees.
     let mut live = stage(json!({"window": "10s", "threshold": 2, "group_by": ["k"]}));
@@ -434,7 +449,10 @@ fn an_episode_ends_when_its_window_fell_below_even_if_nothing_ticked_meanwhile()
         ticked.extend(feed_and_tick(&mut live, json!({"k": "a"}), ms));
     }
     ticked.extend(feed_and_tick(&mut live, json!({"k": "b"}), 30_000));
-    let resolved: Vec<&Alert> = ticked.iter().filter(|a| a.status == AlertStatus::Resolved).collect();
+    let resolved: Vec<&Alert> = ticked
+        .iter()
+        .filter(|a| a.status == AlertStatus::Resolved)
+        .collect();
     assert_eq!(resolved.len(), 1);
     assert_eq!(resolved[0].window.end, late[0].window.end);
     assert_eq!(resolved[0].id, late[0].id);

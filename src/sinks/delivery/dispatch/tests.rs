@@ -156,7 +156,10 @@ fn updates_of_alerts_already_notified_wait_for_the_reminder() {
     r.until(30);
     // The episode goes on: updates are held in their newest form, nothing is sent.
     for i in 1..100 {
-        r.give(alert("burst", "a", AlertStatus::Firing, i as u64), 30 + i * 60);
+        r.give(
+            alert("burst", "a", AlertStatus::Firing, i as u64),
+            30 + i * 60,
+        );
     }
     // An older report arriving late is ignored.
     assert_eq!(
@@ -288,7 +291,10 @@ fn an_hour_over_the_threshold_with_repeat_20m_gives_two_reminders() {
     r.give(firing("burst", "a"), 0);
     for i in 1..60 {
         r.until(i * 60);
-        r.give(alert("burst", "a", AlertStatus::Firing, i as u64 * 60), i * 60);
+        r.give(
+            alert("burst", "a", AlertStatus::Firing, i as u64 * 60),
+            i * 60,
+        );
     }
     r.until(3600);
     r.give(alert("burst", "a", AlertStatus::Resolved, 3600), 3600);
