@@ -39,9 +39,10 @@ use crate::stages::alerting::{AlertConfig, AlertTemplates, GroupBy};
 /// `(newest − window, newest]`; an event at or before the stage's watermark − window is
 /// late (counted, not mixed in). `volume` sums the bytes of the records in the window.
 /// `rate` sums, over the group's flows (by `flow_key`), each flow's latest rate in the
-/// window. On reaching the threshold one alert is emitted (`unit` `MiB` or `Mbps`); the
-/// group's window then starts again empty and events before the alert's window end are
-/// late for that group.
+/// window. Reaching the threshold opens the group's episode (`unit` `MiB` or `Mbps`),
+/// updated in place while the group stays at or over it and resolved when it falls
+/// below, as in `window_count`; `alert.mode: each_crossing` alerts at every crossing and
+/// starts the group's window again empty.
 ///
 /// **Memory**: groups whose newest event is at or before watermark − window are dropped,
 /// and so are the remembered counters of flows not seen within a window of the watermark

@@ -12,20 +12,26 @@ use crate::runtime::{BuildContext, NodeError, Stage};
 use crate::stages::alerting::{AlertConfig, AlertTemplates, GroupBy};
 
 /// Counts events (or sums a numeric field) per group key in a sliding event-time window
-/// and raises one alert when the count reaches `threshold`.
+/// and alerts while the count is at or over `threshold`: one alert per episode.
 ///
 /// - **Window.** Each group key (the values of `group_by`; a missing field and an empty
 ///   string are different keys) has its own window `(newest - window, newest]`, where
 ///   `newest` is the newest event time seen for that key. An event exactly `window`
 ///   older than the newest is out. Events that arrive out of order but inside the window
 ///   count at their place.
-/// - **Alert.** When the count (or sum) reaches `threshold` the stage emits one alert
-///   with `value` (the count or sum), `threshold`, `window` (`start` = newest − window,
-///   `end` = newest), the group and up to `alert.samples` of the events in the window.
-///   `threshold: 1` alerts on the first matching event.
-/// - **After an alert** the key's window starts again empty; events of that key older
-///   than the alert's window end belong to the window already alerted on and are counted
-///   as late, never re-fire.
+/// - **Alert.** When the count (or sum) reaches `threshold` the key's episode opens: a
+///   `firing` alert with `value` (the count or sum), `threshold`, `window` (`start` =
+///   newest − window, `end` = newest), `first_seen`, the group and up to `alert.samples`
+///   of the events in the window. `threshold: 1` alerts on the first matching event.
+/// - **While the key stays at or over the threshold** the episode is updated in place
+///   (`last_seen`, `updates`, samples up to the limit; no alert made, nothing written)
+///   and reported again with the window's total at most once per `history_interval`
+///   (settings). When the window falls below the threshold, or the key had no event for
+///   `alert.resolve_after` (default: `window`), a `resolved` alert with the same id
+///   closes it, dated when the window fell below.
+/// - **`alert.mode: each_crossing`** keeps ElastAlert's frequency rule: an alert at each
+///   crossing, after which the key's window starts again empty and events of that key
+///   older than the alert's window end are counted as late.
 /// - **Late events.** The stage's watermark is the newest event time it has seen. An
 ///   event at or before watermark − window is late: it is counted (`late` in the stage's
 ///   state, logged at debug level) and never mixed into a window.
@@ -38,8 +44,9 @@ use crate::stages::alerting::{AlertConfig, AlertTemplates, GroupBy};
 ///   keys active within about two window lengths of the watermark, each holding at most
 ///   one entry per distinct event time in its window (events at the same time merge),
 ///   plus `alert.samples` samples.
-/// - **State** survives restarts and reloads; it is reset when `group_by` or `sum`
-///   changes, and kept when only `threshold`, `window` or `alert` change (the new
+/// - **State** (windows and open episodes) survives restarts and reloads; it is reset
+///   when `group_by`, `sum` or `alert.mode` changes (the open episodes are then resolved),
+///   and kept when only `threshold`, `window` or the rest of `alert` change (the new
 ///   threshold applies from the next event).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
