@@ -2,7 +2,8 @@
 //! the overview draws the pipeline graph with live counters; the live stream shows an
 //! event written to vigil while the page is open (and pauses, and filters); 繁體中文 and the
 //! dark theme apply and are remembered after a reload; a silence made on an alert's page
-//! holds back the next matching alert while others still go out.
+//! holds back the next matching alert while others still go out; an alert episode is one
+//! row of the alert list from firing to resolved, and its page shows its lifecycle.
 //!
 //! Each test saves a screenshot as `<target dir>/screenshots/<name>.png` (and
 //! `<name>-failed.png` when a wait times out). The browser tests run one at a time (two
