@@ -2,7 +2,8 @@
 //! the overview draws the pipeline graph with live counters; the live stream shows an
 //! event written to vigil while the page is open (and pauses, and filters); 繁體中文 and the
 //! dark theme apply and are remembered after a reload; a silence made on an alert's page
-//! holds back the next matching alert while others still go out.
+//! holds back the next matching alert while others still go out; an alert episode is one
+//! row of the alert list from firing to resolved, and its page shows its lifecycle.
 //!
 //! Each test saves a screenshot as `<target dir>/screenshots/<name>.png` (and
 //! `<name>-failed.png` when a wait times out). The browser tests run one at a time (two
@@ -64,6 +65,12 @@ fn start(extra: &str, sink: &str) -> Vigil {
 
 /// [`start`] with environment variables.
 fn start_env(extra: &str, sink: &str, env: &[(&str, &str)]) -> Vigil {
+    start_pipeline(extra, &pipeline(sink), env)
+}
+
+/// `vigil run` with `extra` settings lines and the pipeline file `pipeline` (`{dir}` in it
+/// becomes the project's directory).
+fn start_pipeline(extra: &str, pipeline: &str, env: &[(&str, &str)]) -> Vigil {
     let dir = tempfile::tempdir().expect("temp");
     let pipes = dir.path().join("pipelines");
     std::fs::create_dir(&pipes).expect("mkdir");
@@ -75,8 +82,8 @@ fn start_env(extra: &str, sink: &str, env: &[(&str, &str)]) -> Vigil {
         ),
     )
     .expect("write");
-    let sink = sink.replace("{dir}", &dir.path().display().to_string());
-    std::fs::write(pipes.join("p.yaml"), pipeline(&sink)).expect("write");
+    let pipeline = pipeline.replace("{dir}", &dir.path().display().to_string());
+    std::fs::write(pipes.join("p.yaml"), pipeline).expect("write");
     let mut child = Command::new(bin())
         .args(["--log-format", "json", "run", "--no-watch", "--pipelines"])
         .arg(&pipes)
@@ -675,6 +682,299 @@ async fn a_silence_made_from_an_alert_holds_back_the_next_matching_alert() {
     page.close().await;
 }
 
+/// stdin → `burst` (window_count in the default episode mode: 2-second window, threshold
+/// 1, by `src`) → a webhook (`soc`) that notifies new and resolved alerts a second apart.
+const EPISODES: &str = "kind: pipeline\nname: p\ndescription: bursts by source, one alert per episode\nsources:\n  in: {type: stdin}\nstages:\n  burst:\n    type: window_count\n    inputs: [in]\n    window: 2s\n    threshold: 1\n    group_by: [src]\n    alert: {severity: high, title: \"burst from {{group.src}}\", resolve_after: 1m}\nsinks:\n  out:\n    inputs: [burst]\n    type: webhook\n    connection: soc\n    group_interval: 1s\n";
+
+/// The rows of the alert list titled `arguments[0]` (JS, for `Page::wait`).
+const ROWS_TITLED: &str = "const rows = [...document.querySelectorAll('#alerts-rows tr[data-id]')].filter(r => r.querySelector('td.title-cell a')?.textContent === arguments[0]);";
+
+/// An episode is one row of the alert list from its first crossing to its resolution: a
+/// `firing` row (its update changes the same row in place), then `resolved` — muted, not
+/// an alarm — with its first and last seen and its count of updates; the status filter
+/// (kept in the URL) finds it among the resolved and not among the firing; its page shows
+/// its lifecycle and one delivery row per notification message (its first, its
+/// resolution), in English and in 繁體中文 with the dark theme.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_episode_is_one_row_from_firing_to_resolved() {
+    let (hook, url) = common::cli::hook_receiver().await;
+    let mut v = tokio::task::spawn_blocking(move || {
+        start_pipeline(
+            // An update of an open episode is reported a second after it happens.
+            &format!(
+                "history_interval: 1s\nconnections:\n  webhook:\n    soc:\n      url: {url}\n"
+            ),
+            EPISODES,
+            &[],
+        )
+    })
+    .await
+    .expect("start");
+    let page = Page::open("lifecycle", &format!("{}/#/alerts", v.base)).await;
+    page.wait(
+        "the empty alert list",
+        "return document.querySelector('#alerts-rows td.empty') && document.querySelector('#f-status');",
+        vec![],
+    )
+    .await;
+
+    // The first crossing: a firing row, no updates yet.
+    v.send(&[event("a", 1)]);
+    let id = page
+        .wait(
+            "a firing row for a",
+            &format!(
+                "{ROWS_TITLED} if (rows.length !== 1) return null; const r = rows[0]; \
+                 const badge = r.querySelector('td.status-cell .badge.status'); \
+                 return r.dataset.status === 'firing' && badge?.textContent === 'firing' \
+                   && r.querySelector('td.updates').textContent === '—' ? r.dataset.id : null;"
+            ),
+            vec![json!("burst from a")],
+        )
+        .await;
+    let id = id.as_str().expect("an id").to_string();
+    let api = v.api("/api/v1/alerts").await;
+    assert_eq!(api["alerts"][0]["id"], id.as_str(), "{api}");
+    assert_eq!(api["alerts"][0]["episode"], true, "{api}");
+
+    // Another event of a while it fires: the same row, updated in place.
+    v.send(&[event("a", 2)]);
+    page.wait(
+        "the same row with one update",
+        &format!(
+            "{ROWS_TITLED} return rows.length === 1 && rows[0].dataset.id === arguments[1] \
+             && rows[0].dataset.status === 'firing' && rows[0].querySelector('td.updates').textContent === '1';"
+        ),
+        vec![json!("burst from a"), json!(id)],
+    )
+    .await;
+
+    // Its page while it fires: for how long, no end yet, its first message.
+    page.click(&format!(
+        "#alerts-rows tr[data-id=\"{id}\"] td.title-cell a"
+    ))
+    .await;
+    let firing = page
+        .wait(
+            "the firing alert's page",
+            "const fact = (n) => document.querySelector(`#facts [data-fact=\"${n}\"] dd`); \
+             const rows = [...document.querySelectorAll('#deliveries-table tbody tr')]; \
+             if (!fact('status') || rows.length !== 1 || rows[0].querySelector('.badge.state').textContent !== 'sent') return null; \
+             return [fact('status').textContent, fact('duration').textContent, fact('updates').textContent, \
+               !!fact('resolved-at'), rows[0].dataset.change];",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        firing,
+        json!(["firing", "firing for 1s", "1 update", false, "new"])
+    );
+    page.screenshot("alert-lifecycle-detail-firing").await;
+    page.go("#/alerts").await;
+    page.wait(
+        "the list again",
+        &format!("{ROWS_TITLED} return rows.length === 1 && rows[0].dataset.status === 'firing';"),
+        vec![json!("burst from a")],
+    )
+    .await;
+
+    // An event of z five minutes later moves the window past a's: a's episode resolves.
+    v.send(&[json!({"src": "z", "port": 22, "timestamp": "2026-11-21T10:05:00Z"})]);
+    let shown = page
+        .wait(
+            "the same row resolved",
+            &format!(
+                "{ROWS_TITLED} const z = document.querySelector('#alerts-rows tr[data-status=\"firing\"]'); \
+                 if (rows.length !== 1 || rows[0].dataset.status !== 'resolved' || !z) return null; \
+                 const r = rows[0]; \
+                 return {{ id: r.dataset.id, \
+                   rows: document.querySelectorAll(`#alerts-rows tr[data-id=\"${{r.dataset.id}}\"]`).length, \
+                   badge: r.querySelector('td.status-cell .badge.status').textContent, \
+                   first: r.querySelector('td.first-seen time')?.getAttribute('datetime'), \
+                   last: r.querySelector('td.last-seen time')?.getAttribute('datetime'), \
+                   first_text: r.querySelector('td.first-seen').textContent, \
+                   updates: r.querySelector('td.updates').textContent, \
+                   alarm: /sev-row-/.test(r.className), \
+                   colours: [r, z].map(x => getComputedStyle(x.querySelector('.badge.status')).backgroundColor), \
+                   z: z.querySelector('td.title-cell a').textContent }};"
+            ),
+            vec![json!("burst from a")],
+        )
+        .await;
+    assert_eq!(shown["id"], id.as_str(), "the same alert: {shown}");
+    assert_eq!(shown["rows"], 1, "{shown}");
+    assert_eq!(shown["badge"], "resolved", "{shown}");
+    assert_eq!(shown["first"], "2026-11-21T10:00:01.000Z", "{shown}");
+    assert_eq!(shown["last"], "2026-11-21T10:00:02.000Z", "{shown}");
+    assert!(
+        shown["first_text"]
+            .as_str()
+            .is_some_and(|t| t.len() == 19 && t.ends_with(":01")),
+        "first seen in local time: {shown}"
+    );
+    assert_eq!(shown["updates"], "1", "{shown}");
+    assert_eq!(shown["alarm"], false, "a resolved row is no alarm: {shown}");
+    assert_ne!(
+        shown["colours"][0], shown["colours"][1],
+        "resolved looks unlike firing: {shown}"
+    );
+    assert_eq!(shown["z"], "burst from z");
+    // The history agrees: one row for a, resolved.
+    let api = v.api("/api/v1/alerts").await;
+    let mine: Vec<&Value> = api["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter(|a| a["group_key"] == "src=a")
+        .collect();
+    assert_eq!(mine.len(), 1, "{api}");
+    assert_eq!(mine[0]["status"], "resolved", "{api}");
+    page.screenshot("alerts-lifecycle").await;
+
+    // The status filter, kept in the URL: resolved shows a (and not z); firing, z only.
+    let only = |status: &'static str| {
+        format!(
+            "const rows = [...document.querySelectorAll('#alerts-rows tr[data-id]')]; \
+             return location.hash.includes('status={status}') && document.querySelector('#f-status').value === '{status}' \
+               && rows.length > 0 && rows.every(r => r.dataset.status === '{status}') \
+               && rows.map(r => r.dataset.id);"
+        )
+    };
+    let p = &page;
+    let select = |value: &'static str| async move {
+        p.client
+            .find(Locator::Css("#f-status"))
+            .await
+            .expect("status filter")
+            .select_by_value(value)
+            .await
+            .expect("select");
+    };
+    select("resolved").await;
+    let ids = page
+        .wait("only resolved alerts", &only("resolved"), vec![])
+        .await;
+    assert_eq!(ids, json!([id]), "resolved: a only");
+    select("firing").await;
+    let ids = page
+        .wait("only firing alerts", &only("firing"), vec![])
+        .await;
+    let ids: Vec<String> = serde_json::from_value(ids).expect("ids");
+    assert_eq!(ids.len(), 1, "firing: z only, {ids:?}");
+    assert!(!ids.contains(&id), "a is not firing: {ids:?}");
+    select("").await;
+    page.wait(
+        "every alert again",
+        "return !location.hash.includes('status=') && document.querySelectorAll('#alerts-rows tr[data-id]').length === 2;",
+        vec![],
+    )
+    .await;
+
+    // Its page: the lifecycle, and a delivery row per message (new, then resolved).
+    page.click(&format!(
+        "#alerts-rows tr[data-id=\"{id}\"] td.title-cell a"
+    ))
+    .await;
+    let detail = "const fact = (n) => document.querySelector(`#facts [data-fact=\"${n}\"] dd`); \
+         const rows = [...document.querySelectorAll('#deliveries-table tbody tr')]; \
+         if (!fact('status') || rows.length !== 2 || rows.some(r => r.querySelector('.badge.state')?.textContent !== arguments[0])) return null; \
+         return { heading: document.querySelector('#alert-heading .badge.status')?.textContent, \
+           status: fact('status').querySelector('.badge.status')?.textContent, \
+           first: fact('first-seen').querySelector('time')?.getAttribute('datetime'), \
+           last: fact('last-seen').querySelector('time')?.getAttribute('datetime'), \
+           duration: fact('duration').textContent, \
+           resolved_at: fact('resolved-at')?.querySelector('time')?.getAttribute('datetime'), \
+           updates: fact('updates').textContent, \
+           labels: [...document.querySelectorAll('#facts dt')].slice(0, 4).map(d => d.textContent), \
+           changes: rows.map(r => r.dataset.change + ':' + r.querySelector('td.change-cell').textContent), \
+           sinks: rows.map(r => r.querySelector('td code').textContent), \
+           times: rows.map(r => !!r.querySelector('td time[datetime]')) };";
+    let shown = page
+        .wait(
+            "the alert's lifecycle and its two messages",
+            detail,
+            vec![json!("sent")],
+        )
+        .await;
+    assert_eq!(
+        shown,
+        json!({
+            "heading": "resolved",
+            "status": "resolved",
+            "first": "2026-11-21T10:00:01.000Z",
+            "last": "2026-11-21T10:00:02.000Z",
+            "duration": "lasted 1s",
+            "resolved_at": "2026-11-21T10:00:04.000Z",
+            "updates": "1 update",
+            "labels": ["Status", "First seen", "Last seen", "Duration"],
+            "changes": ["new:new", "resolved:resolved"],
+            "sinks": ["p.out", "p.out"],
+            "times": [true, true],
+        })
+    );
+    // The webhook got both: the first notification of a, then its resolution (with z's).
+    let bodies: Vec<Value> = hook
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).expect("JSON"))
+        .collect();
+    let of_a: Vec<String> = bodies
+        .iter()
+        .flat_map(|b| b["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["id"] == id.as_str())
+        .map(|a| format!("{}", a["change"]))
+        .collect();
+    assert_eq!(of_a, ["\"new\"", "\"resolved\""], "{bodies:?}");
+    page.screenshot("alert-lifecycle-detail").await;
+
+    // 繁體中文 in the dark theme.
+    page.client
+        .find(Locator::Css("#lang"))
+        .await
+        .expect("language")
+        .select_by_value("zh-TW")
+        .await
+        .expect("select");
+    page.click("#theme-toggle").await;
+    let zh = page
+        .wait(
+            "the alert's page in Chinese",
+            &format!(
+                "return document.documentElement.dataset.theme === 'dark' && (() => {{ {detail} }})();"
+            ),
+            vec![json!("已送出")],
+        )
+        .await;
+    assert_eq!(zh["status"], "已解除", "{zh}");
+    assert_eq!(zh["duration"], "持續 1 秒", "{zh}");
+    assert_eq!(zh["updates"], "1 次更新", "{zh}");
+    assert_eq!(
+        zh["labels"],
+        json!(["狀態", "首次出現", "最後出現", "持續時間"]),
+        "{zh}"
+    );
+    assert_eq!(
+        zh["changes"],
+        json!(["new:新告警", "resolved:已解除"]),
+        "{zh}"
+    );
+    page.screenshot("alert-lifecycle-detail-zh-dark").await;
+    page.go("#/alerts").await;
+    page.wait(
+        "the list in Chinese",
+        &format!(
+            "{ROWS_TITLED} return rows.length === 1 && rows[0].querySelector('td.status-cell .badge.status').textContent === '已解除' \
+             && [...document.querySelectorAll('#alerts-table th')].map(t => t.textContent).join('|').includes('首次出現|最後出現|更新次數');"
+        ),
+        vec![json!("burst from a")],
+    )
+    .await;
+    page.screenshot("alerts-lifecycle-zh-dark").await;
+    page.close().await;
+}
+
 /// With a token configured the page and its files are served without it
 /// (they hold no data) under a same-origin-only policy, while the API still needs it; the
 /// live stream takes it as `?token=` too (a browser's `EventSource` cannot send headers).
@@ -788,10 +1088,15 @@ async fn the_demo_dashboard_shows_a_mailed_alert() {
         .to_string();
     let addr = common::cli::web_address(&logs.lock().unwrap()).expect("the dashboard listens");
     let page = Page::open("demo-alert", &format!("http://{addr}/#/alerts/{id}")).await;
+    // The page shows the alert's latest report: an episode that went on (or resolved) since
+    // the mail has the same id and title template, its numbers may have moved.
     page.wait(
         "the mailed alert on its dashboard page",
-        "return document.body.innerText.includes(arguments[0]);",
-        vec![json!(title)],
+        "const mask = (s) => s.replace(/[0-9]+/g, '#'); \
+         const heading = document.querySelector('#alert-heading'); \
+         return document.querySelector('#facts [data-fact=\"id\"] dd')?.textContent === arguments[1] \
+           && heading && mask(heading.textContent).includes(mask(arguments[0]));",
+        vec![json!(title), json!(id)],
     )
     .await;
     page.wait(

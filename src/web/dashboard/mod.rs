@@ -229,7 +229,11 @@ mod tests {
             ("sev", &["info", "low", "medium", "high", "critical"][..]),
             ("role", &["source", "stage", "sink"]),
             ("state", &["gathering", "pending", "sent", "dead"]),
-            ("status", &["firing", "resolved"]),
+            (
+                "status",
+                &["firing", "resolved", "firing_help", "resolved_help"],
+            ),
+            ("change", &["new", "firing", "resolved"]),
             ("type", &["event", "alert"]),
             ("stream", &["connecting", "live", "reconnecting", "closed"]),
             ("silences", &["active", "pending", "expired"]),

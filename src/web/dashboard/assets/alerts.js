@@ -1,5 +1,9 @@
-// Alerts: the history (filters, paging) and one alert in detail: its raw samples, the
-// top-N table, the delivery per sink, and a silence for its rule and group.
+// Alerts: the history (filters, paging) and one alert in detail: its lifecycle, its raw
+// samples, the top-N table, its deliveries (one per notification message), and a silence
+// for its rule and group.
+//
+// The history keeps one row per alert id: an episode (one per rule and group key while
+// its condition holds) is `firing`, updated in place, then `resolved` — the same row.
 
 import { t } from './i18n.js';
 import {
@@ -13,6 +17,8 @@ import {
   relative,
   severityBadge,
   stateBadge,
+  statusBadge,
+  duration,
   jsonView,
   panel,
   select,
@@ -24,6 +30,7 @@ import {
 } from './ui.js';
 
 const LIMITS = [25, 50, 100, 200];
+const STATUSES = ['firing', 'resolved'];
 const REFRESH_MS = 5000;
 
 /** Alerts seen lately, by id: the detail view shows them at once. */
@@ -46,24 +53,82 @@ function valueText(a) {
   return `${num(a.value)} / ${num(a.threshold)}${unit}`;
 }
 
+/** `first_seen` or `last_seen` of `a`; null when unknown (a row stored before alerts
+ * had them reads as the epoch). */
+function seenAt(a, key) {
+  const v = a[key];
+  const ms = v ? new Date(v).getTime() : NaN;
+  return Number.isFinite(ms) && ms > 0 ? v : null;
+}
+
+function seenEl(a, key) {
+  const v = seenAt(a, key);
+  return v ? timeEl(v) : h('span', { class: 'muted' }, '—');
+}
+
+/** A change of a delivery: new, still firing, resolved. */
+function changeText(change) {
+  return h('span', { class: `change change-${change}` }, t(`change.${change}`));
+}
+
+/** The messages of `a`, oldest first. */
+function messages(a) {
+  return [...(a.deliveries || [])].sort((x, y) => (x.at || 0) - (y.at || 0) || String(x.sink).localeCompare(String(y.sink)));
+}
+
+/** Per sink: where its latest message stands (how many messages it made, in the title). */
 function deliveriesCell(a) {
-  const d = a.deliveries || [];
+  const d = messages(a);
   if (!d.length) return h('span', { class: 'badge state state-none', title: t('delivery.none_help') }, t('delivery.none'));
-  return d.map((x) => h('span', { class: 'delivery', title: x.last_error || x.sink }, h('span', { class: 'sink' }, x.sink), stateBadge(x.state)));
+  const bySink = new Map();
+  for (const x of d) bySink.set(x.sink, [...(bySink.get(x.sink) || []), x]);
+  return [...bySink].map(([sink, list]) => {
+    const last = list[list.length - 1];
+    const title = [
+      list.length > 1 ? t('delivery.messages', { n: list.length }) : null,
+      ...list.map((x) => `${time(x.at)} ${t(`change.${x.change}`)}: ${t(`state.${x.state}`)}${x.last_error ? ` (${x.last_error})` : ''}`),
+    ]
+      .filter(Boolean)
+      .join('\n');
+    return h(
+      'span',
+      { class: 'delivery', title, 'data-sink': sink, 'data-messages': list.length },
+      h('span', { class: 'sink' }, sink),
+      stateBadge(last.state),
+      list.length > 1 ? h('span', { class: 'count muted' }, `×${list.length}`) : null,
+    );
+  });
+}
+
+function updatesCell(a) {
+  const n = Number(a.updates) || 0;
+  if (!n) return h('span', { class: 'muted' }, '—');
+  return h('span', { title: n === 1 ? t('alert.updates_one') : t('alert.updates_n', { n: num(n) }) }, num(n));
+}
+
+function statusCell(a) {
+  return [statusBadge(a), a.episode === false ? h('span', { class: 'one-off-note muted' }, t('status.one_off')) : null];
 }
 
 function row(a) {
   const href = `#/alerts/${encodeURIComponent(a.id)}`;
+  const resolved = a.status === 'resolved';
   const tr = h(
     'tr',
-    { 'data-id': a.id, class: `clickable sev-row-${a.severity}` },
-    h('td', { class: 'nowrap' }, timeEl(a.window && a.window.end)),
+    {
+      'data-id': a.id,
+      'data-status': a.status,
+      class: `clickable status-${resolved ? 'resolved' : 'firing'}${resolved ? '' : ` sev-row-${a.severity}`}`,
+    },
+    h('td', { class: 'status-cell nowrap' }, statusCell(a)),
     h('td', {}, severityBadge(a.severity)),
     h('td', { class: 'title-cell' }, h('a', { href }, a.title || a.id)),
     h('td', {}, h('code', {}, `${a.pipeline}.${a.stage}`)),
     h('td', {}, h('code', {}, a.group_key || '—')),
     h('td', { class: 'num nowrap' }, valueText(a)),
-    h('td', {}, t(`status.${a.status}`)),
+    h('td', { class: 'nowrap first-seen' }, seenEl(a, 'first_seen')),
+    h('td', { class: 'nowrap last-seen' }, seenEl(a, 'last_seen')),
+    h('td', { class: 'num updates' }, updatesCell(a)),
     h('td', { class: 'deliveries' }, deliveriesCell(a)),
   );
   tr.addEventListener('click', (e) => {
@@ -77,9 +142,12 @@ export const list = {
   mount(main, { params }) {
     const severity = params.get('severity') || '';
     const pipeline = params.get('pipeline') || '';
+    const status = STATUSES.includes(params.get('status')) ? params.get('status') : '';
     const limit = LIMITS.includes(Number(params.get('limit'))) ? Number(params.get('limit')) : 50;
     const offset = Math.max(0, Number(params.get('offset')) || 0);
-    const state = { severity, pipeline, limit, offset };
+    const state = { status, severity, pipeline, limit, offset };
+
+    const statusSel = select({ id: 'f-status' }, [['', t('filter.any_status')], ...STATUSES.map((s) => [s, t(`status.${s}`)])], status);
 
     const sevSel = select(
       { id: 'f-severity' },
@@ -88,6 +156,7 @@ export const list = {
     );
     const pipeSel = select({ id: 'f-pipeline' }, [['', t('filter.all_pipelines')], ...(pipeline ? [[pipeline, pipeline]] : [])], pipeline);
     const limitSel = select({ id: 'f-limit' }, LIMITS.map((n) => [n, String(n)]), limit);
+    statusSel.addEventListener('change', () => go({ ...state, status: statusSel.value, offset: 0 }));
     sevSel.addEventListener('change', () => go({ ...state, severity: sevSel.value, offset: 0 }));
     pipeSel.addEventListener('change', () => go({ ...state, pipeline: pipeSel.value, offset: 0 }));
     limitSel.addEventListener('change', () => go({ ...state, limit: limitSel.value, offset: 0 }));
@@ -108,6 +177,7 @@ export const list = {
       h(
         'form',
         { class: 'filters', role: 'search', 'aria-label': t('filter.label'), onsubmit: (e) => e.preventDefault() },
+        field(t('filter.status'), statusSel),
         field(t('filter.severity'), sevSel),
         field(t('filter.pipeline'), pipeSel),
         field(t('filter.per_page'), limitSel),
@@ -123,9 +193,18 @@ export const list = {
           h(
             'tr',
             {},
-            ...['col.time', 'col.severity', 'col.title', 'col.rule', 'col.group', 'col.value', 'col.status', 'col.delivery'].map((k) =>
-              h('th', { scope: 'col' }, t(k)),
-            ),
+            ...[
+              ['col.status'],
+              ['col.severity'],
+              ['col.title'],
+              ['col.rule'],
+              ['col.group'],
+              ['col.value', 'num'],
+              ['col.first_seen'],
+              ['col.last_seen'],
+              ['col.updates', 'num'],
+              ['col.delivery'],
+            ].map(([k, cls]) => h('th', { scope: 'col', class: cls || null }, t(k))),
           ),
         ),
         tbody,
@@ -136,6 +215,7 @@ export const list = {
     let shownSig = '';
     async function refresh() {
       const q = new URLSearchParams({ limit: String(limit + 1), offset: String(offset) });
+      if (status) q.set('status', status);
       if (severity) q.set('severity', severity);
       if (pipeline) q.set('pipeline', pipeline);
       let data;
@@ -151,13 +231,14 @@ export const list = {
       const shown = all.slice(0, limit);
       next.disabled = all.length <= limit;
       if (!shown.length) {
-        tbody.replaceChildren(h('tr', {}, h('td', { colspan: 8, class: 'empty' }, offset ? t('alerts.no_more') : t('alerts.empty'))));
+        const empty = offset ? t('alerts.no_more') : status || severity || pipeline ? t('alerts.none_match') : t('alerts.empty');
+        tbody.replaceChildren(h('tr', {}, h('td', { colspan: 10, class: 'empty' }, empty)));
         shownSig = '';
         info.textContent = '';
         return;
       }
       // Re-render only on a change: keeps the keyboard focus in the table.
-      const sig = JSON.stringify(shown.map((a) => [a.id, a.status, a.deliveries]));
+      const sig = JSON.stringify(shown.map((a) => [a.id, a.status, a.updates, a.value, a.last_seen, a.deliveries]));
       if (sig !== shownSig) tbody.replaceChildren(...shown.map(row));
       shownSig = sig;
       info.textContent = t('paging.range', { from: num(offset + 1), to: num(offset + shown.length) });
@@ -182,19 +263,41 @@ async function find(id) {
   return null;
 }
 
+/** How long the episode went on: from first to last seen (event time, as in the
+ * notifications' `lasted`); "firing for …" while it still fires. */
+function lasted(a) {
+  const first = seenAt(a, 'first_seen');
+  const last = seenAt(a, 'last_seen');
+  if (!first || !last) return null;
+  const d = duration(new Date(last).getTime() - new Date(first).getTime());
+  return a.status === 'resolved' ? t('alert.lasted', { d }) : t('alert.firing_for', { d });
+}
+
 function facts(a) {
+  const episode = a.episode !== false;
+  const resolved = a.status === 'resolved';
+  const n = Number(a.updates) || 0;
   const rows = [
-    ['alert.id', h('code', {}, a.id)],
-    ['alert.status', t(`status.${a.status}`)],
-    ['alert.rule', h('code', {}, `${a.pipeline}.${a.stage}`)],
-    ['alert.group', h('code', {}, a.group_key || '—')],
-    ['alert.value', `${valueText(a)}${a.estimate ? ` (${t('alert.estimate', { kind: a.estimate })})` : ''}`],
-    ['alert.window', [timeEl(a.window.start), ' – ', timeEl(a.window.end)]],
+    ['alert.status', 'status', [statusBadge(a), episode ? null : h('span', { class: 'muted' }, ` ${t('status.one_off_help')}`)]],
+    ['alert.first_seen', 'first-seen', seenEl(a, 'first_seen')],
+    ['alert.last_seen', 'last-seen', seenEl(a, 'last_seen')],
+    episode ? ['alert.duration', 'duration', h('span', { title: t('alert.duration_help') }, lasted(a) || '—')] : null,
+    episode && resolved ? ['alert.resolved_at', 'resolved-at', timeEl(a.window.end)] : null,
+    [
+      'alert.updates',
+      'updates',
+      episode ? h('span', { title: t('alert.updates_help') }, n > 1 ? t('alert.updates_n', { n: num(n) }) : n === 1 ? t('alert.updates_one') : t('alert.updates_none')) : '—',
+    ],
+    ['alert.id', 'id', h('code', {}, a.id)],
+    ['alert.rule', 'rule', h('code', {}, `${a.pipeline}.${a.stage}`)],
+    ['alert.group', 'group', h('code', {}, a.group_key || '—')],
+    ['alert.value', 'value', `${valueText(a)}${a.estimate ? ` (${t('alert.estimate', { kind: a.estimate })})` : ''}`],
+    ['alert.window', 'window', [timeEl(a.window.start), ' – ', timeEl(a.window.end)]],
   ];
   return h(
     'dl',
-    { class: 'facts' },
-    rows.map(([k, v]) => h('div', { class: 'kv' }, h('dt', {}, t(k)), h('dd', {}, v))),
+    { class: `facts status-${episode ? (resolved ? 'resolved' : 'firing') : 'one-off'}`, id: 'facts' },
+    rows.filter(Boolean).map(([k, name, v]) => h('div', { class: 'kv', 'data-fact': name }, h('dt', {}, t(k)), h('dd', {}, v))),
   );
 }
 
@@ -256,29 +359,44 @@ function topTable(top) {
   );
 }
 
+/** One row per notification message the alert went out in (its first, reminders, its
+ * resolution), oldest first. */
 function deliveries(a) {
-  const d = a.deliveries || [];
+  const d = messages(a);
   if (!d.length) return h('p', { class: 'muted', id: 'deliveries-none' }, t('delivery.none_long'));
   return h(
-    'table',
-    { class: 'table', id: 'deliveries-table' },
+    'div',
+    { class: 'table-scroll' },
     h(
-      'thead',
-      {},
-      h('tr', {}, ...['col.sink', 'col.state', 'col.attempts', 'col.last_error', 'col.message'].map((k) => h('th', { scope: 'col' }, t(k)))),
-    ),
-    h(
-      'tbody',
-      {},
-      d.map((x) =>
+      'table',
+      { class: 'table', id: 'deliveries-table' },
+      h(
+        'thead',
+        {},
         h(
           'tr',
           {},
-          h('td', {}, h('code', {}, x.sink)),
-          h('td', {}, stateBadge(x.state)),
-          h('td', { class: 'num' }, num(x.attempts)),
-          h('td', {}, x.last_error ? h('span', { class: 'error-text' }, x.last_error) : '—'),
-          h('td', {}, h('code', { class: 'muted' }, x.message)),
+          ...[['col.sink'], ['col.change'], ['col.state'], ['col.attempts', 'num'], ['col.time'], ['col.last_error'], ['col.message']].map(([k, cls]) =>
+            h('th', { scope: 'col', class: cls || null }, t(k)),
+          ),
+        ),
+      ),
+      h(
+        'tbody',
+        {},
+        d.map((x) =>
+          h(
+            'tr',
+            { 'data-change': x.change, 'data-message': x.message },
+            h('td', {}, h('code', {}, x.sink)),
+            h('td', { class: 'change-cell' }, changeText(x.change)),
+            h('td', {}, stateBadge(x.state)),
+            h('td', { class: 'num' }, num(x.attempts)),
+            h('td', { class: 'nowrap' }, x.at ? timeEl(x.at) : '—'),
+            h('td', {}, x.last_error ? h('span', { class: 'error-text' }, x.last_error) : '—'),
+            // The message id (the webhook's X-Vigil-Delivery): its start, whole on hover.
+            h('td', {}, h('code', { class: 'muted message-id', title: x.message }, String(x.message).slice(0, 8))),
+          ),
         ),
       ),
     ),
@@ -354,18 +472,30 @@ function silenceForm(a) {
   return form;
 }
 
+/** Whether the page should look again: the episode still fires, or a message of it is
+ * still on its way. */
+function live(a) {
+  return (a.episode !== false && a.status === 'firing') || (a.deliveries || []).some((x) => x.state === 'pending' || x.state === 'gathering');
+}
+
+function heading(a) {
+  return h('h1', { class: 'alert-title', id: 'alert-heading' }, severityBadge(a.severity), ' ', a.title, ' ', statusBadge(a));
+}
+
 export const detail = {
   mount(main, { args: [id] }) {
     const body = h('div', {}, h('p', { class: 'muted' }, t('common.loading')));
     main.append(h('p', { class: 'crumbs' }, h('a', { href: '#/alerts' }, `← ${t('nav.alerts')}`)), body);
     let gone = false;
+    let shown = null;
     const show = (a) => {
       if (gone) return;
+      shown = a;
       document.title = `${a.title} · vigil`;
       body.replaceChildren();
       append(
         body,
-        h('h1', { class: 'alert-title' }, severityBadge(a.severity), ' ', a.title),
+        heading(a),
         a.summary ? h('pre', { class: 'summary' }, a.summary) : null,
         facts(a),
         h(
@@ -379,27 +509,42 @@ export const detail = {
         a.fields && Object.keys(a.fields).length ? panel(t('alert.fields'), {}, jsonView(a.fields)) : null,
       );
     };
+    // A newer report of the same alert: its lifecycle and deliveries change; what the
+    // user typed in the silence form stays.
+    const update = (a) => {
+      if (gone) return;
+      const before = shown;
+      shown = a;
+      const sig = (x) => JSON.stringify([x.status, x.updates, x.value, x.first_seen, x.last_seen, x.window, x.deliveries]);
+      if (sig(before) === sig(a)) return;
+      body.querySelector('#alert-heading')?.replaceWith(heading(a));
+      body.querySelector('#facts')?.replaceWith(facts(a));
+      body.querySelector('#deliveries')?.replaceWith(panel(t('alert.deliveries'), { id: 'deliveries' }, deliveries(a)));
+    };
     const cached = seen.get(id);
     if (cached) show(cached);
-    find(id)
-      .then((a) => {
+    let looked = false;
+    const look = async () => {
+      // Once it is resolved and delivered there is nothing more to follow.
+      if (looked && (!shown || !live(shown))) return;
+      looked = true;
+      try {
+        const a = await find(id);
+        if (gone) return;
         if (a) {
-          // Fresh delivery states; keep what the user typed in the silence form.
-          if (!cached || JSON.stringify(cached.deliveries) !== JSON.stringify(a.deliveries)) {
-            if (cached) {
-              const d = body.querySelector('#deliveries');
-              if (d) d.replaceWith(panel(t('alert.deliveries'), { id: 'deliveries' }, deliveries(a)));
-            } else show(a);
-          }
-        } else if (!gone) {
+          if (shown) update(a);
+          else show(a);
+        } else if (!shown) {
           body.replaceChildren(h('h1', {}, t('alert.not_found')), h('p', {}, h('code', {}, id)));
         }
-      })
-      .catch((e) => {
-        if (!gone && !cached) body.replaceChildren(errorBox(e));
-      });
+      } catch (e) {
+        if (!gone && !shown) body.replaceChildren(errorBox(e));
+      }
+    };
+    const stop = poll(look, REFRESH_MS);
     return () => {
       gone = true;
+      stop();
     };
   },
 };

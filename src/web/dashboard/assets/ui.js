@@ -175,6 +175,44 @@ export function stateBadge(state) {
   return h('span', { class: `badge state state-${state}` }, t(`state.${state}`));
 }
 
+/** An alert's lifecycle: `firing` or `resolved`; a one-off alert (not an episode, never
+ * resolved) has a neutral badge. */
+export function statusBadge(alert) {
+  const status = alert.status === 'resolved' ? 'resolved' : 'firing';
+  const oneOff = alert.episode === false;
+  return h(
+    'span',
+    {
+      class: `badge status status-${status}${oneOff ? ' one-off' : ''}`,
+      'data-status': status,
+      title: oneOff ? t('status.one_off_help') : t(`status.${status}_help`),
+    },
+    t(`status.${status}`),
+  );
+}
+
+const DURATION_UNITS = [
+  ['dur.d', 86400000],
+  ['dur.h', 3600000],
+  ['dur.m', 60000],
+  ['dur.s', 1000],
+];
+
+/** A span of time in its largest unit and the next one: "2h 5m", "45s", "0s". */
+export function duration(ms) {
+  const total = Math.max(0, Math.round((Number(ms) || 0) / 1000)) * 1000;
+  const i = DURATION_UNITS.findIndex(([, size]) => total >= size);
+  if (i < 0) return t('dur.s', { n: 0 });
+  const [key, size] = DURATION_UNITS[i];
+  const parts = [t(key, { n: Math.floor(total / size) })];
+  const next = DURATION_UNITS[i + 1];
+  if (next) {
+    const n = Math.floor((total % size) / next[1]);
+    if (n) parts.push(t(next[0], { n }));
+  }
+  return parts.join(' ');
+}
+
 // ---- JSON ------------------------------------------------------------------------------
 
 /** A <pre> with `value` pretty-printed and coloured by token kind. */
