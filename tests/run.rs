@@ -611,7 +611,7 @@ fn the_sample_pipeline_prints_the_same_alerts_with_samples_and_top_destinations(
         assert!(total >= a["value"].as_f64().unwrap(), "{a}");
         let rows = top["rows"].as_array().unwrap();
         // A resolution can leave an empty window (its last flows just left it).
-        assert!(rows.len() <= 3 && (rows.len() > 0 || total == 0.0), "{a}");
+        assert!(rows.len() <= 3 && (!rows.is_empty() || total == 0.0), "{a}");
         let shown: f64 = rows.iter().map(|r| r["value"].as_f64().unwrap()).sum();
         assert!(shown <= total);
     }
@@ -632,7 +632,11 @@ fn the_sample_pipeline_prints_the_same_alerts_with_samples_and_top_destinations(
         v.sort();
         v
     };
-    assert_eq!(digest(&run()), digest(&first), "a second run prints the same alerts");
+    assert_eq!(
+        digest(&run()),
+        digest(&first),
+        "a second run prints the same alerts"
+    );
 }
 
 /// A restart keeps a half-full window: 9 events in one run, 1 in the next, threshold 10

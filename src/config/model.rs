@@ -17,6 +17,7 @@ use crate::pce::client::PceConnectionConfig;
 /// One YAML document of a pipeline file, told apart by `kind`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // one per file, read once: boxing buys nothing
 pub enum Document {
     /// Engine-wide settings: where state lives, buffer sizes. At most one per directory.
     Settings(SettingsConfig),

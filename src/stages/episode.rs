@@ -146,6 +146,15 @@ pub struct Reporter {
     pub history_interval: chrono::Duration,
 }
 
+/// A stage's open episodes (the keys that have one) and its counters.
+#[derive(Debug, Clone, Default)]
+pub struct Book {
+    /// The keys with an open episode.
+    pub open: BTreeSet<String>,
+    /// What the episodes did so far.
+    pub counts: EpisodeCounts,
+}
+
 /// Counters of a stage's episodes (kept in its snapshot).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct EpisodeCounts {
@@ -191,15 +200,14 @@ impl Reporter {
     }
 
     /// After `event` (of group `group`, key `key`) changed `w`: opens, updates or closes
-    /// the key's episode. `open` holds the keys with an open episode.
+    /// the key's episode.
     pub fn after_event<W: EpisodeWindow>(
         &self,
         key: &str,
         w: &mut W,
         event: &Event,
         group: impl FnOnce() -> Group,
-        open: &mut BTreeSet<String>,
-        counts: &mut EpisodeCounts,
+        book: &mut Book,
         out: &mut Vec<Arc<Event>>,
     ) {
         let t = event.meta.time;
@@ -219,7 +227,7 @@ impl Reporter {
                         ep.samples.insert(at, s);
                     }
                 }
-                counts.updated += 1;
+                book.counts.updated += 1;
             }
             (None, true) => {
                 let end = w.newest().unwrap_or(t);
@@ -242,12 +250,12 @@ impl Reporter {
                 let estimate = w.estimated();
                 out.push(self.report(&ep, total, estimate, end, AlertStatus::Firing));
                 *w.episode_mut() = Some(Box::new(ep));
-                open.insert(key.to_string());
-                counts.opened += 1;
+                book.open.insert(key.to_string());
+                book.counts.opened += 1;
             }
             (Some(_), false) => {
                 let end = w.newest().unwrap_or(t);
-                self.close(key, w, end, open, counts, out);
+                self.close(key, w, end, book, out);
             }
             (None, false) => {}
         }
@@ -256,14 +264,12 @@ impl Reporter {
     /// Before an event at `t` is added to `w`: closes the key's episode if its window
     /// fell below the threshold before `t`, dated when it did — so the episodes of a
     /// replay are those of the live run, however seldom the clock ticked meanwhile.
-    #[allow(clippy::too_many_arguments)]
     pub fn before_event<W: EpisodeWindow>(
         &self,
         key: &str,
         w: &mut W,
         t: Timestamp,
-        open: &mut BTreeSet<String>,
-        counts: &mut EpisodeCounts,
+        book: &mut Book,
         out: &mut Vec<Arc<Event>>,
     ) {
         if w.episode().is_none() {
@@ -272,7 +278,7 @@ impl Reporter {
         let cutoff = super::window::minus(t, self.window);
         if let Some(end) = w.ended_by(cutoff, self.threshold, self.window) {
             w.slide_to(super::window::minus(end, self.window));
-            self.close(key, w, end, open, counts, out);
+            self.close(key, w, end, book, out);
         }
     }
 
@@ -282,17 +288,16 @@ impl Reporter {
         key: &str,
         w: &mut W,
         end: Timestamp,
-        open: &mut BTreeSet<String>,
-        counts: &mut EpisodeCounts,
+        book: &mut Book,
         out: &mut Vec<Arc<Event>>,
     ) {
         let total = w.total();
         let estimate = w.estimated();
         if let Some(ep) = w.episode_mut().take() {
             out.push(self.report(&ep, total, estimate, end, AlertStatus::Resolved));
-            counts.resolved += 1;
+            book.counts.resolved += 1;
         }
-        open.remove(key);
+        book.open.remove(key);
     }
 
     /// A tick at engine time `now` with the stage's event-time `cutoff` (watermark −
@@ -304,20 +309,19 @@ impl Reporter {
         now: Timestamp,
         cutoff: Option<Timestamp>,
         keys: &mut HashMap<String, W>,
-        open: &mut BTreeSet<String>,
-        counts: &mut EpisodeCounts,
+        book: &mut Book,
         out: &mut Vec<Arc<Event>>,
     ) {
-        let watching: Vec<String> = open.iter().cloned().collect();
+        let watching: Vec<String> = book.open.iter().cloned().collect();
         for key in watching {
             let Some(w) = keys.get_mut(&key) else {
-                open.remove(&key);
+                book.open.remove(&key);
                 continue;
             };
             if let Some(c) = cutoff {
                 if let Some(end) = w.ended_by(c, self.threshold, self.window) {
                     w.slide_to(super::window::minus(end, self.window));
-                    self.close(&key, w, end, open, counts, out);
+                    self.close(&key, w, end, book, out);
                     continue;
                 }
                 w.slide_to(c);
@@ -328,11 +332,11 @@ impl Reporter {
                 .or_else(|| w.newest())
                 .unwrap_or(now);
             let Some(ep) = w.episode() else {
-                open.remove(&key);
+                book.open.remove(&key);
                 continue;
             };
             if now - ep.arrived_at >= self.resolve_after || !w.reached(self.threshold) {
-                self.close(&key, w, end, open, counts, out);
+                self.close(&key, w, end, book, out);
                 continue;
             }
             let total = w.total();
@@ -344,7 +348,7 @@ impl Reporter {
                 ep.dirty = false;
                 ep.reported_at = now;
                 out.push(self.report(ep, total, estimate, end, AlertStatus::Firing));
-                counts.reported += 1;
+                book.counts.reported += 1;
             }
         }
     }
@@ -356,11 +360,11 @@ impl Reporter {
         keys: &mut HashMap<String, W>,
         cutoff: Timestamp,
         expired: impl Fn(&W) -> bool,
-        open: &mut BTreeSet<String>,
-        counts: &mut EpisodeCounts,
+        book: &mut Book,
         out: &mut Vec<Arc<Event>>,
     ) {
-        let closing: Vec<String> = open
+        let closing: Vec<String> = book
+            .open
             .iter()
             .filter(|k| keys.get(*k).is_some_and(&expired))
             .cloned()
@@ -372,7 +376,7 @@ impl Reporter {
                     .or_else(|| w.newest().map(|n| n + self.window))
                     .unwrap_or(cutoff);
                 w.slide_to(super::window::minus(end, self.window));
-                self.close(&key, w, end, open, counts, out);
+                self.close(&key, w, end, book, out);
             }
         }
     }

@@ -73,9 +73,9 @@ fn one() -> usize {
 
 /// What one stage emits, or one sink receives, over the whole case.
 ///
-/// An alert episode shows as its `firing` alert, its update reports (same id, `updates`
-/// > 0) and its `resolved` alert. `count` and `alerts` see the firing and resolved
-/// alerts, not the updates (`updates` counts those).
+/// An alert episode shows as its `firing` alert, its update reports (same id, more than
+/// zero `updates`) and its `resolved` alert. `count` and `alerts` see the firing and
+/// resolved alerts, not the updates (`updates` counts those).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Expectation {

@@ -692,7 +692,7 @@ mod grouping {
     use super::*;
     use crate::config::model::Duration;
     use crate::event::Event;
-    use crate::runtime::{Connections, Sink as _, VirtualClock};
+    use crate::runtime::{Connections, VirtualClock};
     use crate::sinks::delivery::dispatch::Change;
     use crate::sinks::delivery::{Answer, sample_alert};
 

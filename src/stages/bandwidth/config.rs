@@ -182,7 +182,7 @@ impl BandwidthConfig {
             Mode::Rate => "bandwidth",
         };
         format!(
-            "{what} {{{{value}}}} {{{{unit}}}} reached the threshold {{{{threshold}}}} {{{{unit}}}} in the window {{{{window.start}}}} to {{{{window.end}}}}{{{{#if estimate}}}} (estimate: {{{{estimate}}}}){{{{/if}}}}"
+            "{{{{#if (eq status \"resolved\")}}}}Over: the {what} fell below the threshold {{{{threshold}}}} {{{{unit}}}} ({{{{value}}}} {{{{unit}}}} in the window to {{{{window.end}}}}); it held from {{{{first_seen}}}} to {{{{last_seen}}}}.{{{{else}}}}{what} {{{{value}}}} {{{{unit}}}} reached the threshold {{{{threshold}}}} {{{{unit}}}} in the window {{{{window.start}}}} to {{{{window.end}}}}{{{{#if estimate}}}} (estimate: {{{{estimate}}}}){{{{/if}}}}{{{{/if}}}}"
         )
     }
 

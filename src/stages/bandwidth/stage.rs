@@ -1,6 +1,6 @@
 //! The running `bandwidth` stage.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +12,7 @@ use crate::event::{AlertStatus, AlertWindow, Event, Sample, Timestamp};
 use crate::runtime::{NodeError, Stage};
 use crate::stages::alerting::{AlertTemplates, Finding, GroupBy, SampleSet};
 use crate::stages::episode::{
-    AlertMode, Episode, EpisodeCounts, EpisodeWindow, Reporter, open_keys,
+    AlertMode, Book, Episode, EpisodeCounts, EpisodeWindow, Reporter, open_keys,
 };
 use crate::stages::window::{Fired, KeyWindow, Watermark, minus, write_key};
 
@@ -240,9 +240,8 @@ pub struct BandwidthStage {
     measurer: Measurer,
     volume: HashMap<String, KeyWindow>,
     rate: HashMap<String, RateWindow>,
-    /// Groups with an open episode.
-    open: BTreeSet<String>,
-    episodes: EpisodeCounts,
+    /// Open episodes and their counters.
+    book: Book,
     /// Resolutions of episodes left open by a state this stage did not restore.
     orphans: Vec<Arc<Event>>,
     watermark: Watermark,
@@ -309,8 +308,7 @@ impl BandwidthStage {
                 history_interval,
             },
             templates,
-            open: BTreeSet::new(),
-            episodes: EpisodeCounts::default(),
+            book: Book::default(),
             orphans: Vec::new(),
             shape: json!({
                 "alert_mode": cfg.alert.mode,
@@ -344,11 +342,11 @@ impl BandwidthStage {
                 self.measurer.flows = s.flows;
                 self.volume = s.volume;
                 self.rate = s.rate;
-                self.episodes = s.episodes;
+                self.book.counts = s.episodes;
                 self.volume.values_mut().for_each(KeyWindow::recompute);
                 self.rate.values_mut().for_each(RateWindow::recompute);
-                self.open = open_keys(&self.volume);
-                self.open.extend(open_keys(&self.rate));
+                self.book.open = open_keys(&self.volume);
+                self.book.open.extend(open_keys(&self.rate));
                 tracing::debug!(stage = %id, "state restored");
                 true
             }
@@ -386,31 +384,17 @@ impl BandwidthStage {
 
     /// What the stage's episodes did so far.
     pub fn episodes(&self) -> EpisodeCounts {
-        self.episodes
+        self.book.counts
     }
 
     /// Forgets the groups nothing of which can count any more (resolving their
     /// episodes), and the counters of flows not seen since `cutoff`.
     fn sweep(&mut self, cutoff: Timestamp, out: &mut Vec<Arc<Event>>) {
-        if !self.open.is_empty() {
-            let (r, open, counts) = (&self.reporter, &mut self.open, &mut self.episodes);
+        if !self.book.open.is_empty() {
+            let (r, book) = (&self.reporter, &mut self.book);
             let expired = |newest: Option<Timestamp>| newest.is_none_or(|n| n <= cutoff);
-            r.close_expired(
-                &mut self.volume,
-                cutoff,
-                |k| expired(k.newest),
-                open,
-                counts,
-                out,
-            );
-            r.close_expired(
-                &mut self.rate,
-                cutoff,
-                |k| expired(k.newest),
-                open,
-                counts,
-                out,
-            );
+            r.close_expired(&mut self.volume, cutoff, |k| expired(k.newest), book, out);
+            r.close_expired(&mut self.rate, cutoff, |k| expired(k.newest), book, out);
         }
         self.volume.retain(|_, k| !k.expired(cutoff));
         self.rate.retain(|_, k| !k.expired(cutoff));
@@ -456,7 +440,7 @@ impl Stage for BandwidthStage {
         let samples = self.templates.samples;
         let each = self.reporter.mode == AlertMode::EachCrossing;
         let group_by = &self.group_by;
-        let (r, open, counts) = (&self.reporter, &mut self.open, &mut self.episodes);
+        let (r, book) = (&self.reporter, &mut self.book);
         let fired = match self.mode {
             Mode::Volume => {
                 let key = match self.volume.get_mut(self.key_buf.as_str()) {
@@ -469,7 +453,7 @@ impl Stage for BandwidthStage {
                     return;
                 }
                 if !each {
-                    r.before_event(&self.key_buf, key, t, open, counts, out);
+                    r.before_event(&self.key_buf, key, t, book, out);
                 }
                 if bytes > 0.0 {
                     key.add(t, bytes, estimate, self.window, &event, samples);
@@ -478,7 +462,7 @@ impl Stage for BandwidthStage {
                     key.reached(self.threshold).then(|| key.fire(self.window))
                 } else {
                     let group = || group_by.group(data);
-                    r.after_event(&self.key_buf, key, &event, group, open, counts, out);
+                    r.after_event(&self.key_buf, key, &event, group, book, out);
                     None
                 }
             }
@@ -493,7 +477,7 @@ impl Stage for BandwidthStage {
                     return;
                 }
                 if !each {
-                    r.before_event(&self.key_buf, key, t, open, counts, out);
+                    r.before_event(&self.key_buf, key, t, book, out);
                 }
                 let bps = Measured::bps(bytes, span);
                 key.update(
@@ -509,7 +493,7 @@ impl Stage for BandwidthStage {
                     key.reached(self.threshold).then(|| key.fire(self.window))
                 } else {
                     let group = || group_by.group(data);
-                    r.after_event(&self.key_buf, key, &event, group, open, counts, out);
+                    r.after_event(&self.key_buf, key, &event, group, book, out);
                     None
                 }
             }
@@ -538,11 +522,11 @@ impl Stage for BandwidthStage {
     fn tick(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {
         out.append(&mut self.orphans);
         let cutoff = self.watermark.cutoff(self.window);
-        if !self.open.is_empty() {
-            let (r, open, counts) = (&self.reporter, &mut self.open, &mut self.episodes);
+        if !self.book.open.is_empty() {
+            let (r, book) = (&self.reporter, &mut self.book);
             match self.mode {
-                Mode::Volume => r.on_tick(now, cutoff, &mut self.volume, open, counts, out),
-                Mode::Rate => r.on_tick(now, cutoff, &mut self.rate, open, counts, out),
+                Mode::Volume => r.on_tick(now, cutoff, &mut self.volume, book, out),
+                Mode::Rate => r.on_tick(now, cutoff, &mut self.rate, book, out),
             }
         }
         if let Some(cutoff) = cutoff {
@@ -555,7 +539,7 @@ impl Stage for BandwidthStage {
             shape: &self.shape,
             watermark: &self.watermark,
             skipped: &self.skipped,
-            episodes: &self.episodes,
+            episodes: &self.book.counts,
             flows: &self.measurer.flows,
             volume: &self.volume,
             rate: &self.rate,

@@ -102,7 +102,7 @@ impl WindowCountConfig {
             None => "count".to_string(),
         };
         format!(
-            "{what} {{{{value}}}} reached the threshold {{{{threshold}}}} in the window {{{{window.start}}}} to {{{{window.end}}}}"
+            "{{{{#if (eq status \"resolved\")}}}}Over: the {what} fell below the threshold {{{{threshold}}}} ({{{{value}}}} in the window to {{{{window.end}}}}); it held from {{{{first_seen}}}} to {{{{last_seen}}}}.{{{{else}}}}{what} {{{{value}}}} reached the threshold {{{{threshold}}}} in the window {{{{window.start}}}} to {{{{window.end}}}}{{{{/if}}}}"
         )
     }
 

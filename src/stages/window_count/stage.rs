@@ -1,6 +1,6 @@
 //! The running `window_count` stage.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use super::config::WindowCountConfig;
 use crate::event::{AlertStatus, Event, FieldPath, Timestamp};
 use crate::runtime::{NodeError, Stage};
 use crate::stages::alerting::{AlertTemplates, Finding, GroupBy};
-use crate::stages::episode::{AlertMode, EpisodeCounts, Reporter, open_keys};
+use crate::stages::episode::{AlertMode, Book, EpisodeCounts, Reporter, open_keys};
 use crate::stages::window::{KeyWindow, Watermark, number, write_key};
 
 /// Counts or sums per group key in sliding event-time windows; see [`WindowCountConfig`].
@@ -23,9 +23,8 @@ pub struct WindowCountStage {
     reporter: Reporter,
     shape: Value,
     keys: HashMap<String, KeyWindow>,
-    /// Keys with an open episode.
-    open: BTreeSet<String>,
-    episodes: EpisodeCounts,
+    /// Open episodes and their counters.
+    book: Book,
     /// Resolutions of episodes left open by a state this stage did not restore.
     orphans: Vec<Arc<Event>>,
     watermark: Watermark,
@@ -88,8 +87,7 @@ impl WindowCountStage {
             templates,
             shape: json!({"group_by": cfg.group_by, "sum": cfg.sum, "mode": cfg.alert.mode}),
             keys: HashMap::new(),
-            open: BTreeSet::new(),
-            episodes: EpisodeCounts::default(),
+            book: Book::default(),
             orphans: Vec::new(),
             watermark: Watermark::default(),
             skipped: 0,
@@ -109,12 +107,12 @@ impl WindowCountStage {
             Ok(s) if s.shape == self.shape => {
                 self.watermark = s.watermark;
                 self.skipped = s.skipped;
-                self.episodes = s.episodes;
+                self.book.counts = s.episodes;
                 self.keys = s.keys;
                 for k in self.keys.values_mut() {
                     k.recompute();
                 }
-                self.open = open_keys(&self.keys);
+                self.book.open = open_keys(&self.keys);
                 tracing::debug!(stage = %id, keys = self.keys.len(), "state restored");
                 true
             }
@@ -146,18 +144,17 @@ impl WindowCountStage {
 
     /// What the stage's episodes did so far.
     pub fn episodes(&self) -> EpisodeCounts {
-        self.episodes
+        self.book.counts
     }
 
     /// Forgets the keys nothing of which can count any more, resolving their episodes.
     fn sweep(&mut self, cutoff: Timestamp, out: &mut Vec<Arc<Event>>) {
-        if !self.open.is_empty() {
+        if !self.book.open.is_empty() {
             self.reporter.close_expired(
                 &mut self.keys,
                 cutoff,
                 |k| k.expired(cutoff),
-                &mut self.open,
-                &mut self.episodes,
+                &mut self.book,
                 out,
             );
         }
@@ -213,14 +210,8 @@ impl Stage for WindowCountStage {
             return;
         }
         if self.reporter.mode == AlertMode::Episode {
-            self.reporter.before_event(
-                &self.key_buf,
-                key,
-                t,
-                &mut self.open,
-                &mut self.episodes,
-                out,
-            );
+            self.reporter
+                .before_event(&self.key_buf, key, t, &mut self.book, out);
         }
         key.add(
             t,
@@ -239,8 +230,7 @@ impl Stage for WindowCountStage {
                     key,
                     &event,
                     || group_by.group(event.data()),
-                    &mut self.open,
-                    &mut self.episodes,
+                    &mut self.book,
                     out,
                 );
             }
@@ -253,15 +243,9 @@ impl Stage for WindowCountStage {
     fn tick(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {
         out.append(&mut self.orphans);
         let cutoff = self.watermark.cutoff(self.window);
-        if !self.open.is_empty() {
-            self.reporter.on_tick(
-                now,
-                cutoff,
-                &mut self.keys,
-                &mut self.open,
-                &mut self.episodes,
-                out,
-            );
+        if !self.book.open.is_empty() {
+            self.reporter
+                .on_tick(now, cutoff, &mut self.keys, &mut self.book, out);
         }
         if let Some(cutoff) = cutoff {
             self.sweep(cutoff, out);
@@ -273,7 +257,7 @@ impl Stage for WindowCountStage {
             shape: &self.shape,
             watermark: &self.watermark,
             skipped: self.skipped,
-            episodes: &self.episodes,
+            episodes: &self.book.counts,
             keys: &self.keys,
         };
         serde_json::to_value(&saved).ok()
