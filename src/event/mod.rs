@@ -25,10 +25,11 @@ pub type Timestamp = DateTime<Utc>;
 /// One record flowing through a pipeline.
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// The record itself, as received (or as a stage rewrote it). For an alert event it is
-    /// made from the alert only when something reads it (see [`Event::data`]), so an alert
-    /// that is counted, grouped or dropped is never serialised.
-    data: Value,
+    /// The record itself, as received (or as a stage rewrote it), shared by the event's
+    /// copies (a stage that changes it copies it first). For an alert event it is made
+    /// from the alert only when something reads it (see [`Event::data`]), so an alert that
+    /// is counted, grouped or dropped is never serialised.
+    data: Arc<Value>,
     /// An alert event's JSON form, made on first read.
     alert_json: std::sync::OnceLock<Value>,
     /// The bytes it was parsed from, while `data` is unchanged: sinks write these as they
@@ -119,7 +120,7 @@ impl Event {
     pub fn from_record(data: Value, source: Arc<str>, ingest: Timestamp) -> Event {
         let time = record_time(&data).unwrap_or(ingest);
         Event {
-            data,
+            data: Arc::new(data),
             alert_json: std::sync::OnceLock::new(),
             raw: None,
             ack: None,
@@ -147,20 +148,29 @@ impl Event {
         }
     }
 
+    /// The record, shared: a copy that costs a pointer and does not hold the event (nor
+    /// its batch acknowledgement). An alert event's JSON form is made for it.
+    pub fn shared_data(&self) -> Arc<Value> {
+        match &self.alert {
+            Some(_) => Arc::new(self.data().clone()),
+            None => self.data.clone(),
+        }
+    }
+
     /// The record, to change it. The original bytes no longer describe it and are dropped;
     /// so is the typed alert of an alert event (see [`Event::set_alert`]).
     pub fn data_mut(&mut self) -> &mut Value {
         if let Some(alert) = self.alert.take() {
-            self.data = self.alert_json.take().unwrap_or_else(|| alert.to_value());
+            self.data = Arc::new(self.alert_json.take().unwrap_or_else(|| alert.to_value()));
         }
         self.raw = None;
-        &mut self.data
+        Arc::make_mut(&mut self.data)
     }
 
     /// An event carrying `alert`, raised by the stage `source` at `time`.
     pub fn from_alert(alert: Alert, source: Arc<str>, time: Timestamp) -> Event {
         Event {
-            data: Value::Null,
+            data: Arc::new(Value::Null),
             alert_json: std::sync::OnceLock::new(),
             raw: None,
             ack: None,
@@ -180,7 +190,7 @@ impl Event {
 
     /// Replaces the event's record with `alert` (the event becomes, or stays, an alert).
     pub fn set_alert(&mut self, alert: Alert) {
-        self.data = Value::Null;
+        self.data = Arc::new(Value::Null);
         self.alert_json = std::sync::OnceLock::new();
         self.raw = None;
         self.alert = Some(Arc::new(alert));

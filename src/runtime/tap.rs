@@ -75,7 +75,7 @@ struct Recent {
     time: Timestamp,
     /// The original line when the event has one (a cheap copy), else the record.
     raw: Option<Arc<[u8]>>,
-    data: Option<Value>,
+    data: Option<Arc<Value>>,
 }
 
 impl Recent {
@@ -91,14 +91,14 @@ impl Recent {
                 source: e.meta.source.clone(),
                 time: e.meta.time,
                 raw: None,
-                data: Some(e.data().clone()),
+                data: Some(e.shared_data()),
             },
         }
     }
 
     fn item(&self) -> StreamItem {
         let record = match (&self.data, &self.raw) {
-            (Some(d), _) => d.clone(),
+            (Some(d), _) => Value::clone(d),
             (None, Some(raw)) => serde_json::from_slice(raw).unwrap_or(Value::Null),
             (None, None) => Value::Null,
         };

@@ -406,6 +406,36 @@ impl GroupBy {
     }
 }
 
+/// The most bytes of raw events a detection stage keeps as samples of its windows (the
+/// keys that have not alerted yet). Beyond it, a window keeps no samples until some are
+/// freed (counted); an alert then carries at least the event that opened it.
+pub const SAMPLE_BUDGET_BYTES: usize = 1 << 20;
+
+/// How many samples a stage's windows keep, within how many bytes in all.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct SampleBudget {
+    /// Samples per window (the stage's `alert.samples`).
+    #[serde(skip)]
+    pub per_window: usize,
+    /// Bytes held (recounted when windows are swept).
+    #[serde(skip)]
+    pub used: usize,
+    /// Samples not kept because the budget was spent.
+    #[serde(default)]
+    pub skipped: u64,
+}
+
+impl SampleBudget {
+    /// A budget of `per_window` samples a window.
+    pub fn new(per_window: usize) -> SampleBudget {
+        SampleBudget {
+            per_window,
+            used: 0,
+            skipped: 0,
+        }
+    }
+}
+
 /// Up to N samples of the events in a window, the earliest kept: when earlier samples
 /// slide out of the window, later events take their place.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
@@ -414,14 +444,32 @@ pub struct SampleSet {
 }
 
 impl SampleSet {
-    /// Offers `event`; kept if fewer than `n` samples are held.
-    pub fn offer(&mut self, event: &Event, n: usize) {
-        if self.items.len() < n {
-            let s = Sample::of(event);
-            // Keep time order even when events arrive out of order.
-            let at = self.items.partition_point(|x| x.time <= s.time);
-            self.items.insert(at, s);
+    /// Offers `event`; kept if fewer than the budget's samples a window are held and the
+    /// stage's bytes allow.
+    pub fn offer(&mut self, event: &Event, budget: &mut SampleBudget) {
+        if self.items.len() >= budget.per_window {
+            return;
         }
+        if budget.used >= SAMPLE_BUDGET_BYTES {
+            budget.skipped += 1;
+            if budget.skipped == 1 {
+                tracing::info!(
+                    budget_bytes = SAMPLE_BUDGET_BYTES,
+                    "a detection stage's windows hold as many samples as they may: more keys are counted without samples (an alert still carries the event that opened it)"
+                );
+            }
+            return;
+        }
+        let s = Sample::of(event);
+        budget.used += s.record.get().len();
+        // Keep time order even when events arrive out of order.
+        let at = self.items.partition_point(|x| x.time <= s.time);
+        self.items.insert(at, s);
+    }
+
+    /// Bytes of raw events held.
+    pub fn bytes(&self) -> usize {
+        self.items.iter().map(|s| s.record.get().len()).sum()
     }
 
     /// Drops samples older than `cutoff` (times `<= cutoff` are out of the window).
@@ -515,17 +563,26 @@ mod tests {
             )
         };
         let mut set = SampleSet::default();
+        let mut budget = SampleBudget::new(3);
         for s in [3, 1, 2, 4] {
-            set.offer(&ev(s), 3);
+            set.offer(&ev(s), &mut budget);
         }
         assert_eq!(set.len(), 3);
         set.evict_through(t0 + chrono::Duration::seconds(1));
-        set.offer(&ev(5), 3);
+        set.offer(&ev(5), &mut budget);
         let got: Vec<i64> = set
             .take()
             .iter()
             .map(|s| s.value()["n"].as_i64().unwrap())
             .collect();
         assert_eq!(got, vec![2, 3, 5]);
+
+        // A spent budget keeps nothing more, and says so.
+        let mut spent = SampleBudget::new(3);
+        spent.used = SAMPLE_BUDGET_BYTES;
+        let mut set = SampleSet::default();
+        set.offer(&ev(1), &mut spent);
+        assert!(set.is_empty());
+        assert_eq!(spent.skipped, 1);
     }
 }

@@ -244,7 +244,15 @@ impl Reporter {
                     dirty: false,
                     reported_at: now,
                     arrived_at: now,
-                    samples: w.samples(samples),
+                    samples: {
+                        let mut kept = w.samples(samples);
+                        // The window kept none (the stage's sample budget was spent): the
+                        // event that opened the episode, at least.
+                        if kept.is_empty() && samples > 0 {
+                            kept.push(Sample::of(event));
+                        }
+                        kept
+                    },
                 };
                 let total = w.total();
                 let estimate = w.estimated();

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::alerting::SampleSet;
+use super::alerting::{SampleBudget, SampleSet};
 use super::episode::{Episode, EpisodeWindow};
 use crate::event::{AlertWindow, Event, FieldPath, Sample, Timestamp, push_key_field};
 
@@ -215,7 +215,7 @@ impl KeyWindow {
         estimate: bool,
         w: chrono::Duration,
         event: &Event,
-        samples: usize,
+        samples: &mut SampleBudget,
     ) {
         if self.newest.is_none_or(|n| t > n) {
             self.newest = Some(t);
@@ -266,6 +266,11 @@ impl KeyWindow {
                 self.sum = 0.0;
             }
         }
+    }
+
+    /// Bytes of the samples held.
+    pub fn sample_bytes(&self) -> usize {
+        self.samples.bytes()
     }
 
     /// Whether the sum reached `threshold`. Near the threshold the sum is recomputed

@@ -21,6 +21,8 @@
 //!   `group_key`, `value`, `threshold`, `unit`, `estimate`, `window.start`, `window.end`,
 //!   `first_seen`, `last_seen` (RFC 3339), `updates`, `episode`, `fields`), plus `change`
 //!   (`new`, `firing`: still firing, `resolved`), `lasted` (from first to last seen),
+//!   `samples_omitted` (alerts after the tenth of a notification carry no `samples`,
+//!   only how many they left out),
 //!   `url` (the alert in the dashboard), `severity_upper`, `value_text`
 //!   and `threshold_text` (with the unit), `window.length`, `sample_count`, and for
 //!   each of `samples`: `time`, `source`, `record` (the raw event) and `pretty` (it
@@ -296,6 +298,10 @@ fn render_error(origin: Origin, e: &handlebars::RenderError) -> TemplateFailure 
     }
 }
 
+/// How many alerts of one notification show their raw events (the rest say how many
+/// they left out, `samples_omitted`): a mail of a hundred alerts stays readable.
+pub const SAMPLES_FOR_FIRST: usize = 10;
+
 /// The values templates see for `n` (see the module docs).
 pub fn context(n: &Notification, public_url: &str) -> Value {
     let alerts: Vec<Value> = n
@@ -303,7 +309,18 @@ pub fn context(n: &Notification, public_url: &str) -> Value {
         .iter()
         .enumerate()
         .map(|(i, a)| {
-            let mut v = alert_view(a, public_url);
+            // A notification of many alerts shows the raw events of the first ones.
+            let mut v = if i < SAMPLES_FOR_FIRST {
+                alert_view(a, public_url)
+            } else {
+                let mut without = a.clone();
+                without.samples.clear();
+                let mut v = alert_view(&without, public_url);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("samples_omitted".into(), a.samples.len().into());
+                }
+                v
+            };
             if let Some(o) = v.as_object_mut() {
                 o.insert("change".into(), n.change(i).as_str().into());
             }
@@ -400,6 +417,7 @@ pub fn alert_view(alert: &Alert, public_url: &str) -> Value {
     );
     obj.entry("change").or_insert_with(|| "new".into());
     obj.insert("sample_count".into(), alert.samples.len().into());
+    obj.insert("samples_omitted".into(), 0.into());
     obj.insert(
         "samples".into(),
         alert

@@ -10,7 +10,7 @@ use super::config::{BandwidthConfig, Mode};
 use super::measure::{Counters, Measured, Measurer};
 use crate::event::{AlertStatus, AlertWindow, Event, Sample, Timestamp};
 use crate::runtime::{NodeError, Stage};
-use crate::stages::alerting::{AlertTemplates, Finding, GroupBy, SampleSet};
+use crate::stages::alerting::{AlertTemplates, Finding, GroupBy, SampleBudget, SampleSet};
 use crate::stages::episode::{
     AlertMode, Book, Episode, EpisodeCounts, EpisodeWindow, Reporter, open_keys,
 };
@@ -131,7 +131,7 @@ impl RateWindow {
         estimate: bool,
         w: chrono::Duration,
         event: &Event,
-        samples: usize,
+        samples: &mut SampleBudget,
     ) {
         if self.newest.is_none_or(|n| t > n) {
             self.newest = Some(t);
@@ -242,6 +242,8 @@ pub struct BandwidthStage {
     rate: HashMap<String, RateWindow>,
     /// Open episodes and their counters.
     book: Book,
+    /// Samples the windows keep.
+    budget: SampleBudget,
     /// Resolutions of episodes left open by a state this stage did not restore.
     orphans: Vec<Arc<Event>>,
     watermark: Watermark,
@@ -291,6 +293,7 @@ impl BandwidthStage {
         };
         let threshold = cfg.threshold * scale;
         let window = cfg.window.span();
+        let samples_per_window = templates.samples;
         Ok(BandwidthStage {
             mode: cfg.mode,
             window,
@@ -309,6 +312,7 @@ impl BandwidthStage {
             },
             templates,
             book: Book::default(),
+            budget: SampleBudget::new(samples_per_window),
             orphans: Vec::new(),
             shape: json!({
                 "alert_mode": cfg.alert.mode,
@@ -399,6 +403,12 @@ impl BandwidthStage {
         self.volume.retain(|_, k| !k.expired(cutoff));
         self.rate.retain(|_, k| !k.expired(cutoff));
         self.measurer.expire(cutoff);
+        self.budget.used = self
+            .volume
+            .values()
+            .map(KeyWindow::sample_bytes)
+            .sum::<usize>()
+            + self.rate.values().map(|r| r.samples.bytes()).sum::<usize>();
     }
 
     fn count_late(&mut self, t: Timestamp, why: &'static str) {
@@ -437,7 +447,7 @@ impl Stage for BandwidthStage {
                 }
             };
         write_key(&mut self.key_buf, &self.group_by.0, data);
-        let samples = self.templates.samples;
+        let samples = &mut self.budget;
         let each = self.reporter.mode == AlertMode::EachCrossing;
         let group_by = &self.group_by;
         let (r, book) = (&self.reporter, &mut self.book);

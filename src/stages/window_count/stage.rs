@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::config::WindowCountConfig;
 use crate::event::{AlertStatus, Event, FieldPath, Timestamp};
 use crate::runtime::{NodeError, Stage};
-use crate::stages::alerting::{AlertTemplates, Finding, GroupBy};
+use crate::stages::alerting::{AlertTemplates, Finding, GroupBy, SampleBudget};
 use crate::stages::episode::{AlertMode, Book, EpisodeCounts, Reporter, open_keys};
 use crate::stages::window::{KeyWindow, Watermark, number, write_key};
 
@@ -25,6 +25,8 @@ pub struct WindowCountStage {
     keys: HashMap<String, KeyWindow>,
     /// Open episodes and their counters.
     book: Book,
+    /// Samples the windows keep.
+    budget: SampleBudget,
     /// Resolutions of episodes left open by a state this stage did not restore.
     orphans: Vec<Arc<Event>>,
     watermark: Watermark,
@@ -69,6 +71,7 @@ impl WindowCountStage {
             .map_err(|e| NodeError::from(format!("sum: {e}")))?;
         let group_by = GroupBy::parse(&cfg.group_by).map_err(NodeError::from)?;
         let window = cfg.window.span();
+        let samples_per_window = templates.samples;
         Ok(WindowCountStage {
             window,
             threshold: cfg.threshold,
@@ -88,6 +91,7 @@ impl WindowCountStage {
             shape: json!({"group_by": cfg.group_by, "sum": cfg.sum, "mode": cfg.alert.mode}),
             keys: HashMap::new(),
             book: Book::default(),
+            budget: SampleBudget::new(samples_per_window),
             orphans: Vec::new(),
             watermark: Watermark::default(),
             skipped: 0,
@@ -159,6 +163,7 @@ impl WindowCountStage {
             );
         }
         self.keys.retain(|_, k| !k.expired(cutoff));
+        self.budget.used = self.keys.values().map(KeyWindow::sample_bytes).sum();
     }
 
     /// `each_crossing`: alert at every crossing and start the key's window again.
@@ -213,14 +218,7 @@ impl Stage for WindowCountStage {
             self.reporter
                 .before_event(&self.key_buf, key, t, &mut self.book, out);
         }
-        key.add(
-            t,
-            weight,
-            false,
-            self.window,
-            &event,
-            self.templates.samples,
-        );
+        key.add(t, weight, false, self.window, &event, &mut self.budget);
         match self.reporter.mode {
             AlertMode::EachCrossing => self.each_crossing(&event, out),
             AlertMode::Episode => {
