@@ -14,7 +14,7 @@
 //! small slice (500 flows a minute) once, to check that it works.
 
 #![allow(missing_docs)]
-#![allow(clippy::print_stderr)]
+#![allow(clippy::print_stderr, clippy::print_stdout)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
