@@ -754,7 +754,12 @@ async fn run_scripted(
     let yaml = format!(
         "kind: settings\nstate_dir: {state}\nconnections:\n  pce:\n    lab:\n      url: {url}\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n      backoff_base: 1s\n---\n{pipeline}",
         state = dir.join("state").display(),
-        pipeline = pipeline("t", ", start_at: 15m", out),
+        // Starting 14 + 5 + 3 minutes back: three slices are due at 09:00, the fourth
+        // ([08:53, 08:58) with 3 minutes to settle) only at 09:01.
+        pipeline = format!(
+            "kind: pipeline\nname: t\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 5m, settle: 3m, start_at: 14m}}\nsinks:\n  out: {{type: file, path: {}, inputs: [flows]}}\n",
+            out.display()
+        ),
     );
     let topology = runtime::start(&common::load(yaml), Arc::new(clock.clone())).expect("starts");
     let connections = topology.reloader().connections().await;
@@ -775,8 +780,8 @@ async fn run_scripted(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_rows_are_dropped_and_counted_and_the_ledger_survives_a_restart() {
-    // 15 minutes back: the slices [08:38, 08:43), [08:43, 08:48), [08:48, 08:53) are due
-    // at 09:00; [08:53, 08:58) at 09:05.
+    // The slices [08:38, 08:43), [08:43, 08:48), [08:48, 08:53) are due at 09:00;
+    // [08:53, 08:58) at 09:01 (see `run_scripted`).
     let pce = scripted::pce(vec![
         // A, and the same row again in the same answer.
         (
