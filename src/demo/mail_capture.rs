@@ -16,7 +16,7 @@ use mailin_embedded::{Handler, Response, Server};
 pub struct MailCapture {
     /// Where it listens.
     pub addr: SocketAddr,
-    /// How many mails it wrote.
+    /// How many mails it wrote (this run).
     pub count: Arc<AtomicUsize>,
 }
 
@@ -24,6 +24,9 @@ pub struct MailCapture {
 struct Capture {
     dir: PathBuf,
     count: Arc<AtomicUsize>,
+    /// The number of the last mail already in `dir` (from an earlier run): this run's
+    /// mails come after it.
+    offset: usize,
     data: Vec<u8>,
 }
 
@@ -49,7 +52,7 @@ impl Handler for Capture {
     }
 
     fn data_end(&mut self) -> Response {
-        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        let n = self.offset + self.count.fetch_add(1, Ordering::SeqCst) + 1;
         let path = self.dir.join(format!("{n:04}.eml"));
         // Written under a temporary name and renamed: a reader never sees half a mail.
         let tmp = self.dir.join(format!(".{n:04}.eml.part"));
@@ -70,15 +73,28 @@ impl Handler for Capture {
 }
 
 impl MailCapture {
-    /// Starts on a free loopback port, writing into `dir` (created if needed).
+    /// Starts on a free loopback port, writing into `dir` (created if needed), numbering
+    /// its mails after those an earlier run left there.
     pub fn start(dir: &Path) -> std::io::Result<MailCapture> {
         std::fs::create_dir_all(dir)?;
+        let offset = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".eml")?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0);
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let count = Arc::new(AtomicUsize::new(0));
         let handler = Capture {
             dir: dir.to_path_buf(),
             count: count.clone(),
+            offset,
             data: Vec::new(),
         };
         let mut server = Server::new(handler);

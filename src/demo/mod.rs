@@ -113,11 +113,40 @@ fn write(path: &Path, text: &str) -> Result<(), DemoError> {
     })
 }
 
+/// Writes the demo's simulated time to `file` every second of real time (for the next run
+/// in the same directory to go on from it).
+fn keep_clock(clock: SharedClock, file: PathBuf) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let now = clock.now().to_rfc3339();
+            if let Some(dir) = file.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let tmp = file.with_extension("part");
+            if std::fs::write(&tmp, now).is_ok() {
+                let _ = std::fs::rename(&tmp, &file);
+            }
+        }
+    });
+}
+
 /// Starts the simulator and the mail server and writes the demo's pipelines directory
 /// (the shipped pipelines and settings pointing at both).
 pub async fn prepare(opts: &DemoOptions) -> Result<Demo, DemoError> {
-    let clock: SharedClock = Arc::new(ScaledClock::new(opts.time_scale));
     let out = &opts.out;
+    // Simulated time goes on where the last run in this directory left it: its saved
+    // positions (events read, traffic slices) are in the simulated future of a clock that
+    // started again at the real now, and a second run would wait for them.
+    let clock_file = out.join("state").join("demo-clock");
+    let start = std::fs::read_to_string(&clock_file)
+        .ok()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t.trim()).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .filter(|t| *t > chrono::Utc::now())
+        .unwrap_or_else(chrono::Utc::now);
+    let clock: SharedClock = Arc::new(ScaledClock::starting_at(opts.time_scale, start));
+    keep_clock(clock.clone(), clock_file);
     let mail_dir = out.join("mail");
     let mail = MailCapture::start(&mail_dir).map_err(|source| DemoError::Io {
         path: mail_dir.clone(),

@@ -51,9 +51,14 @@ pub struct ScaledClock {
 impl ScaledClock {
     /// Starts now; `scale` must be positive (1.0 is real time).
     pub fn new(scale: f64) -> ScaledClock {
+        ScaledClock::starting_at(scale, Utc::now())
+    }
+
+    /// Starts at `start`, running `scale` times faster than real time.
+    pub fn starting_at(scale: f64, start: Timestamp) -> ScaledClock {
         ScaledClock {
             origin: std::time::Instant::now(),
-            origin_time: Utc::now(),
+            origin_time: start,
             scale: if scale.is_finite() && scale > 0.0 {
                 scale
             } else {
