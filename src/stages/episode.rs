@@ -98,16 +98,62 @@ pub trait EpisodeWindow {
     ) -> Option<Timestamp>;
 }
 
-/// [`EpisodeWindow::ended_by`] over `(time, weight)` pairs in time order, whose weights
-/// sum to `total`.
-pub fn ended_by(
-    entries: impl Iterator<Item = (Timestamp, f64)>,
-    total: f64,
+/// Implements [`EpisodeWindow`] for a window type with the fields `episode`, `sum`,
+/// `estimates`, `newest` and `samples` and the methods `reached(threshold)` and
+/// `evict_through(cutoff)`, given an expression of its `(time, weight)` entries in time
+/// order (over `$w`, the window).
+macro_rules! episode_window {
+    ($ty:ty, |$w:ident| $entries:expr) => {
+        impl $crate::stages::episode::EpisodeWindow for $ty {
+            fn episode_mut(&mut self) -> &mut Option<Box<$crate::stages::episode::Episode>> {
+                &mut self.episode
+            }
+            fn episode(&self) -> Option<&$crate::stages::episode::Episode> {
+                self.episode.as_deref()
+            }
+            fn total(&self) -> f64 {
+                self.sum
+            }
+            fn reached(&mut self, threshold: f64) -> bool {
+                <$ty>::reached(self, threshold)
+            }
+            fn slide_to(&mut self, cutoff: $crate::event::Timestamp) {
+                self.evict_through(cutoff);
+            }
+            fn newest(&self) -> Option<$crate::event::Timestamp> {
+                self.newest
+            }
+            fn estimated(&self) -> bool {
+                self.estimates > 0
+            }
+            fn samples(&self, n: usize) -> Vec<$crate::event::Sample> {
+                self.samples.copies(n)
+            }
+            fn ended_by(
+                &self,
+                cutoff: $crate::event::Timestamp,
+                threshold: f64,
+                window: chrono::Duration,
+            ) -> Option<$crate::event::Timestamp> {
+                let $w = self;
+                $crate::stages::episode::ended_by($entries, cutoff, threshold, window)
+            }
+        }
+    };
+}
+pub(crate) use episode_window;
+
+/// [`EpisodeWindow::ended_by`] over `(time, weight)` entries in time order.
+pub fn ended_by<I>(
+    entries: I,
     cutoff: Timestamp,
     threshold: f64,
     window: chrono::Duration,
-) -> Option<Timestamp> {
-    let mut left = total;
+) -> Option<Timestamp>
+where
+    I: Iterator<Item = (Timestamp, f64)> + Clone,
+{
+    let mut left: f64 = entries.clone().map(|(_, w)| w).sum();
     let mut entries = entries.peekable();
     while let Some((t, w)) = entries.next() {
         if t > cutoff {

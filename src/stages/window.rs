@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::alerting::{SampleBudget, SampleSet};
-use super::episode::{Episode, EpisodeWindow};
+use super::episode::Episode;
 use crate::event::{AlertWindow, Event, FieldPath, Sample, Timestamp, push_key_field};
 
 /// `t - w`, saturating at the earliest representable time.
@@ -131,47 +131,7 @@ pub struct KeyWindow {
     pub episode: Option<Box<Episode>>,
 }
 
-impl EpisodeWindow for KeyWindow {
-    fn episode_mut(&mut self) -> &mut Option<Box<Episode>> {
-        &mut self.episode
-    }
-    fn episode(&self) -> Option<&Episode> {
-        self.episode.as_deref()
-    }
-    fn total(&self) -> f64 {
-        self.sum
-    }
-    fn reached(&mut self, threshold: f64) -> bool {
-        KeyWindow::reached(self, threshold)
-    }
-    fn slide_to(&mut self, cutoff: Timestamp) {
-        self.evict_through(cutoff);
-    }
-    fn newest(&self) -> Option<Timestamp> {
-        self.newest
-    }
-    fn estimated(&self) -> bool {
-        self.estimates > 0
-    }
-    fn samples(&self, n: usize) -> Vec<Sample> {
-        self.samples.copies(n)
-    }
-    fn ended_by(
-        &self,
-        cutoff: Timestamp,
-        threshold: f64,
-        window: chrono::Duration,
-    ) -> Option<Timestamp> {
-        let total: f64 = self.entries.iter().map(|e| e.w).sum();
-        super::episode::ended_by(
-            self.entries.iter().map(|e| (e.t, e.w)),
-            total,
-            cutoff,
-            threshold,
-            window,
-        )
-    }
-}
+super::episode::episode_window!(KeyWindow, |w| w.entries.iter().map(|e| (e.t, e.w)));
 
 impl KeyWindow {
     /// Recomputes the derived sums (after a restore).

@@ -470,15 +470,28 @@ mod tests {
         task: tokio::task::JoinHandle<NodeResult>,
     }
 
+    fn t0() -> Timestamp {
+        chrono::DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    }
+
     fn start(cfg: DeliveryConfig, script: Vec<Result<Answer, SendError>>) -> Harness {
+        let clock = VirtualClock::new(t0());
+        let store = Arc::new(Store::in_memory().unwrap());
+        start_on(&cfg, script, clock, store)
+    }
+
+    /// The sink on `clock` with `store` (a second start on the same ones is a restart).
+    fn start_on(
+        cfg: &DeliveryConfig,
+        script: Vec<Result<Answer, SendError>>,
+        clock: VirtualClock,
+        store: Arc<Store>,
+    ) -> Harness {
         let fake = Arc::new(Fake::default());
         *fake.script.lock().unwrap() = script;
-        let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
-            .unwrap()
-            .with_timezone(&chrono::Utc);
-        let clock = VirtualClock::new(t0);
         let shared: SharedClock = Arc::new(clock.clone());
-        let store = Arc::new(Store::in_memory().unwrap());
         let cx = BuildContext {
             id: "p.out".into(),
             pipeline: "p".into(),
@@ -491,7 +504,7 @@ mod tests {
             public_url: "http://vigil".into(),
             history_interval: chrono::Duration::minutes(1),
         };
-        let sink = Box::new(DeliverySink::new(fake.clone(), &cfg, &cx));
+        let sink = Box::new(DeliverySink::new(fake.clone(), cfg, &cx));
         let (output, input) = crate::runtime::test_edge(16);
         let task = tokio::spawn(sink.run(input));
         Harness {
@@ -681,72 +694,8 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].alerts.len(), 2);
     }
-}
 
-#[cfg(test)]
-mod grouping {
-    //! The sink end to end on the virtual clock: groups, reminders, resolution, restarts.
-    use std::sync::Mutex;
-    use std::time::Duration as StdDuration;
-
-    use super::*;
-    use crate::config::model::Duration;
-    use crate::event::Event;
-    use crate::runtime::{Connections, VirtualClock};
-    use crate::sinks::delivery::dispatch::Change;
-    use crate::sinks::delivery::{Answer, sample_alert};
-
-    #[derive(Default)]
-    struct Fake {
-        sent: Mutex<Vec<Notification>>,
-    }
-
-    impl Notifier for Arc<Fake> {
-        fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<Answer, SendError>> {
-            self.sent.lock().unwrap().push(n.clone());
-            Box::pin(async { Ok(Answer("250 ok".into())) })
-        }
-        fn preview(&self, _n: &Notification) -> Result<Vec<(String, String)>, String> {
-            Ok(Vec::new())
-        }
-    }
-
-    fn t0() -> Timestamp {
-        chrono::DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
-            .unwrap()
-            .with_timezone(&chrono::Utc)
-    }
-
-    struct Running {
-        fake: Arc<Fake>,
-        output: crate::runtime::Output,
-        task: tokio::task::JoinHandle<NodeResult>,
-    }
-
-    fn start(cfg: &DeliveryConfig, clock: &VirtualClock, store: &Arc<Store>) -> Running {
-        let fake = Arc::new(Fake::default());
-        let shared: SharedClock = Arc::new(clock.clone());
-        let cx = BuildContext {
-            id: "p.out".into(),
-            pipeline: "p".into(),
-            node: "out".into(),
-            base_dir: Default::default(),
-            state_dir: Default::default(),
-            connections: Arc::new(Connections::for_delivery(&Default::default(), &shared)),
-            store: store.clone(),
-            keep_state: false,
-            public_url: "http://vigil".into(),
-            history_interval: chrono::Duration::minutes(1),
-        };
-        let sink = Box::new(DeliverySink::new(fake.clone(), cfg, &cx));
-        let (output, input) = crate::runtime::test_edge(16);
-        Running {
-            fake,
-            output,
-            task: tokio::spawn(sink.run(input)),
-        }
-    }
-
+    /// A report of the sample episode: its opening (`updates: 0`), an update, its end.
     fn report(status: AlertStatus, updates: u64, value: f64) -> Arc<Event> {
         let mut a = sample_alert();
         a.status = status;
@@ -756,19 +705,8 @@ mod grouping {
         Arc::new(Event::from_alert(a, "p.burst".into(), time))
     }
 
-    async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = std::time::Instant::now() + StdDuration::from_secs(10);
-        while !cond() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting for {what}"
-            );
-            tokio::time::sleep(StdDuration::from_millis(2)).await;
-        }
-    }
-
-    fn sent(s: &Running) -> Vec<(Vec<Change>, bool, f64)> {
-        s.fake
+    fn told(h: &Harness) -> Vec<(Vec<crate::sinks::delivery::dispatch::Change>, bool, f64)> {
+        h.fake
             .sent
             .lock()
             .unwrap()
@@ -779,6 +717,7 @@ mod grouping {
 
     #[tokio::test]
     async fn an_episode_is_notified_reminded_and_resolved_and_a_restart_tells_nothing_twice() {
+        use crate::sinks::delivery::dispatch::Change;
         let cfg = DeliveryConfig {
             group_wait: Duration::from_secs(30),
             group_interval: Duration::from_secs(300),
@@ -788,14 +727,14 @@ mod grouping {
         };
         let clock = VirtualClock::new(t0());
         let store = Arc::new(Store::in_memory().unwrap());
-        let mut s = start(&cfg, &clock, &store);
-        s.output
+        let mut h = start_on(&cfg, Vec::new(), clock.clone(), store.clone());
+        h.output
             .send(vec![report(AlertStatus::Firing, 0, 10.0)])
             .await
             .unwrap();
         until("held", || !store.notify_groups("p.out").unwrap().is_empty()).await;
         // An update inside group_wait: the first notification carries the newest value.
-        s.output
+        h.output
             .send(vec![report(AlertStatus::Firing, 9, 16.0)])
             .await
             .unwrap();
@@ -804,15 +743,15 @@ mod grouping {
         })
         .await;
         clock.advance(StdDuration::from_secs(30));
-        until("the first notification", || sent(&s).len() == 1).await;
-        assert_eq!(sent(&s)[0], (vec![Change::New], false, 16.0));
+        until("the first notification", || sent(&h) == 1).await;
+        assert_eq!(told(&h)[0], (vec![Change::New], false, 16.0));
 
         // vigil stops and starts again: the group and its last notification are kept.
-        s.output.close().await;
-        s.task.await.unwrap().unwrap();
-        let mut s = start(&cfg, &clock, &store);
+        h.output.close().await;
+        h.task.await.unwrap().unwrap();
+        let mut h = start_on(&cfg, Vec::new(), clock.clone(), store.clone());
         // The same opening report again (a replay): nothing new to tell.
-        s.output
+        h.output
             .send(vec![report(AlertStatus::Firing, 0, 10.0)])
             .await
             .unwrap();
@@ -820,26 +759,26 @@ mod grouping {
             clock.advance(StdDuration::from_secs(300));
             tokio::task::yield_now().await;
         }
-        until("the reminder", || !sent(&s).is_empty()).await;
+        until("the reminder", || sent(&h) > 0).await;
         assert_eq!(
-            sent(&s)[0],
+            told(&h)[0],
             (vec![Change::Firing], true, 16.0),
             "the newest form"
         );
-        s.output
+        h.output
             .send(vec![report(AlertStatus::Resolved, 30, 2.0)])
             .await
             .unwrap();
         clock.advance(StdDuration::from_secs(300));
-        until("the resolution", || sent(&s).len() == 2).await;
-        assert_eq!(sent(&s)[1], (vec![Change::Resolved], false, 2.0));
+        until("the resolution", || sent(&h) == 2).await;
+        assert_eq!(told(&h)[1], (vec![Change::Resolved], false, 2.0));
         // A replay of the whole episode after its end tells nothing.
-        s.output
+        h.output
             .send(vec![report(AlertStatus::Firing, 0, 10.0)])
             .await
             .unwrap();
-        s.output.close().await;
-        let Running { fake, task, .. } = s;
+        h.output.close().await;
+        let Harness { fake, task, .. } = h;
         task.await.unwrap().unwrap();
         assert_eq!(fake.sent.lock().unwrap().len(), 2);
         assert!(store.notify_groups("p.out").unwrap().is_empty());

@@ -8,12 +8,10 @@ use serde_json::{Value, json};
 
 use super::config::{BandwidthConfig, Mode};
 use super::measure::{Counters, Measured, Measurer};
-use crate::event::{AlertStatus, AlertWindow, Event, Sample, Timestamp};
+use crate::event::{AlertStatus, AlertWindow, Event, Timestamp};
 use crate::runtime::{NodeError, Stage};
 use crate::stages::alerting::{AlertTemplates, Finding, GroupBy, SampleBudget, SampleSet};
-use crate::stages::episode::{
-    AlertMode, Book, Episode, EpisodeCounts, EpisodeWindow, Reporter, open_keys,
-};
+use crate::stages::episode::{AlertMode, Book, Episode, EpisodeCounts, Reporter, open_keys};
 use crate::stages::window::{Fired, KeyWindow, Watermark, minus, write_key};
 
 /// Bytes in a MiB.
@@ -52,50 +50,11 @@ struct RateWindow {
     episode: Option<Box<Episode>>,
 }
 
-impl EpisodeWindow for RateWindow {
-    fn episode_mut(&mut self) -> &mut Option<Box<Episode>> {
-        &mut self.episode
-    }
-    fn episode(&self) -> Option<&Episode> {
-        self.episode.as_deref()
-    }
-    fn total(&self) -> f64 {
-        self.sum
-    }
-    fn reached(&mut self, threshold: f64) -> bool {
-        RateWindow::reached(self, threshold)
-    }
-    fn slide_to(&mut self, cutoff: Timestamp) {
-        self.evict_through(cutoff);
-    }
-    fn newest(&self) -> Option<Timestamp> {
-        self.newest
-    }
-    fn estimated(&self) -> bool {
-        self.estimates > 0
-    }
-    fn samples(&self, n: usize) -> Vec<Sample> {
-        self.samples.copies(n)
-    }
-    fn ended_by(
-        &self,
-        cutoff: Timestamp,
-        threshold: f64,
-        window: chrono::Duration,
-    ) -> Option<Timestamp> {
-        let total: f64 = self.flows.values().map(|f| f.bps).sum();
-        let flows = &self.flows;
-        crate::stages::episode::ended_by(
-            self.order
-                .iter()
-                .map(|((t, _), k)| (*t, flows.get(k).map_or(0.0, |f| f.bps))),
-            total,
-            cutoff,
-            threshold,
-            window,
-        )
-    }
-}
+crate::stages::episode::episode_window!(RateWindow, |w| {
+    w.order
+        .iter()
+        .map(|((t, _), k)| (*t, w.flows.get(k).map_or(0.0, |f| f.bps)))
+});
 
 impl RateWindow {
     fn recompute(&mut self) {
