@@ -751,15 +751,15 @@ async fn run_scripted(
     out: &Path,
     slices: u64,
 ) -> vigil::sources::pce_traffic::TrafficCounters {
+    // Starting 14 + 5 + 3 minutes back: three slices are due at 09:00, the fourth
+    // ([08:53, 08:58) with 3 minutes to settle) only at 09:01.
+    let pipeline = format!(
+        "kind: pipeline\nname: t\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 5m, settle: 3m, start_at: 14m}}\nsinks:\n  out: {{type: file, path: {}, inputs: [flows]}}\n",
+        out.display()
+    );
     let yaml = format!(
         "kind: settings\nstate_dir: {state}\nconnections:\n  pce:\n    lab:\n      url: {url}\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n      backoff_base: 1s\n---\n{pipeline}",
         state = dir.join("state").display(),
-        // Starting 14 + 5 + 3 minutes back: three slices are due at 09:00, the fourth
-        // ([08:53, 08:58) with 3 minutes to settle) only at 09:01.
-        pipeline = format!(
-            "kind: pipeline\nname: t\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 5m, settle: 3m, start_at: 14m}}\nsinks:\n  out: {{type: file, path: {}, inputs: [flows]}}\n",
-            out.display()
-        ),
     );
     let topology = runtime::start(&common::load(yaml), Arc::new(clock.clone())).expect("starts");
     let connections = topology.reloader().connections().await;
