@@ -68,9 +68,14 @@ pub struct ScriptConfig {
     /// Default: `true`.
     #[serde(default = "default_state")]
     pub state: bool,
-    /// The most keys the state may hold. Default: 100000.
+    /// The most keys the state may hold, and the most episodes open at once
+    /// (`fire()`). Default: 100000.
     #[serde(default = "default_max_state_keys")]
     pub max_state_keys: usize,
+    /// An episode the script opened with `fire()` and has not fired again for this long
+    /// (engine time) is resolved. Default: `1h`.
+    #[serde(default = "default_resolve_after")]
+    pub resolve_after: Duration,
     /// Defaults for the alerts the script raises.
     #[serde(default)]
     pub alert: ScriptAlertConfig,
@@ -103,6 +108,10 @@ fn default_state() -> bool {
 
 fn default_max_state_keys() -> usize {
     100_000
+}
+
+fn default_resolve_after() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn example() -> serde_json::Value {
@@ -158,6 +167,7 @@ impl ScriptConfig {
             );
         }
         p.positive_duration("/timeout", "timeout", &self.timeout);
+        p.positive_duration("/resolve_after", "resolve_after", &self.resolve_after);
         if self.max_state_keys == 0 {
             p.error(
                 "/max_state_keys",

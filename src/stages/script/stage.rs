@@ -17,6 +17,21 @@ use crate::runtime::{BuildContext, NodeError, Stage};
 
 type FnResult<T> = Result<T, Box<EvalAltResult>>;
 
+/// An episode a script opened with `fire()`: its alert in its latest form.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct ScriptEpisode {
+    alert: Alert,
+    /// Fired again since it was last reported.
+    dirty: bool,
+    /// Engine time of its last report.
+    reported_at: Timestamp,
+    /// Engine time of the last `fire()` of it.
+    arrived_at: Timestamp,
+}
+
+/// How many raw events an episode of a script carries.
+const EPISODE_SAMPLES: usize = 5;
+
 /// What the script's functions share with the stage.
 #[derive(Debug)]
 struct Shared {
@@ -24,6 +39,8 @@ struct Shared {
     current: Option<Arc<Event>>,
     /// Alerts raised during the run.
     alerts: Vec<Alert>,
+    /// Episodes opened with `fire()`, by group key.
+    episodes: BTreeMap<String, ScriptEpisode>,
     /// Per-key state (`None` when `state: false`).
     state: Option<BTreeMap<String, Dynamic>>,
     max_state_keys: usize,
@@ -48,6 +65,8 @@ pub struct ScriptStage {
     /// What makes saved state incompatible: the script file.
     shape: Value,
     errors: ErrorLog,
+    resolve_after: chrono::Duration,
+    history_interval: chrono::Duration,
 }
 
 impl ScriptStage {
@@ -66,6 +85,7 @@ impl ScriptStage {
         let shared = Arc::new(Mutex::new(Shared {
             current: None,
             alerts: Vec::new(),
+            episodes: BTreeMap::new(),
             state: cfg.state.then(BTreeMap::new),
             max_state_keys: cfg.max_state_keys,
             severity: cfg.alert.severity,
@@ -95,6 +115,8 @@ impl ScriptStage {
             path: path.display().to_string(),
             shape: serde_json::json!({"file": cfg.file}),
             errors: ErrorLog::default(),
+            resolve_after: cfg.resolve_after.span(),
+            history_interval: cx.history_interval,
         })
     }
 
@@ -111,6 +133,12 @@ impl ScriptStage {
         }
         let mut shared = lock(&self.shared);
         let max = shared.max_state_keys;
+        if let Some(saved) = saved.get("episodes")
+            && let Ok(episodes) =
+                serde_json::from_value::<BTreeMap<String, ScriptEpisode>>(saved.clone())
+        {
+            shared.episodes = episodes.into_iter().take(max).collect();
+        }
         let Some(state) = shared.state.as_mut() else {
             return;
         };
@@ -198,6 +226,82 @@ fn register(engine: &mut rhai::Engine, shared: &Arc<Mutex<Shared>>, id: &Arc<str
         shared.alerts.push(alert);
         Ok(())
     });
+    let s = shared.clone();
+    engine.register_fn("fire", move |spec: rhai::Map| -> FnResult<()> {
+        let mut shared = lock(&s);
+        fire(&mut shared, spec).map_err(runtime_error)
+    });
+    let s = shared.clone();
+    engine.register_fn("resolve", move |group: rhai::Map| -> FnResult<()> {
+        let mut shared = lock(&s);
+        resolve(&mut shared, group).map_err(runtime_error)
+    });
+}
+
+/// `fire(#{...})`: the first call for a group opens an episode (a `firing` alert, handed
+/// on); later ones update it in place (reported at most once per `history_interval`).
+fn fire(shared: &mut Shared, spec: rhai::Map) -> Result<(), String> {
+    let event = shared.current.clone().ok_or("no event")?;
+    let mut alert = make_alert(shared, spec)?;
+    let t = event.meta.time;
+    let now = event.meta.ingest;
+    match shared.episodes.get_mut(&alert.group_key) {
+        Some(ep) => {
+            let held = &ep.alert;
+            alert.id = held.id.clone();
+            alert.first_seen = held.first_seen;
+            alert.last_seen = held.last_seen.max(t);
+            alert.updates = held.updates + 1;
+            alert.episode = true;
+            let mut samples = held.samples.clone();
+            if samples.len() < EPISODE_SAMPLES {
+                samples.extend(alert.samples.drain(..));
+            }
+            alert.samples = samples;
+            ep.alert = alert;
+            ep.dirty = true;
+            ep.arrived_at = ep.arrived_at.max(now);
+        }
+        None => {
+            if shared.episodes.len() >= shared.max_state_keys {
+                return Err(format!(
+                    "{} episodes are open already (`max_state_keys`): resolve the ones that are over (`resolve`)",
+                    shared.max_state_keys
+                ));
+            }
+            alert.episode = true;
+            alert.first_seen = t;
+            alert.last_seen = t;
+            shared.episodes.insert(
+                alert.group_key.clone(),
+                ScriptEpisode {
+                    alert: alert.clone(),
+                    dirty: false,
+                    reported_at: now,
+                    arrived_at: now,
+                },
+            );
+            shared.alerts.push(alert);
+        }
+    }
+    Ok(())
+}
+
+/// `resolve(#{ "src.ip": ip })`: closes the group's episode (a `resolved` alert); nothing
+/// when none is open.
+fn resolve(shared: &mut Shared, group: rhai::Map) -> Result<(), String> {
+    let event = shared.current.clone().ok_or("no event")?;
+    let group = match sandbox::to_json(&Dynamic::from_map(group))? {
+        Value::Object(m) => m.into_iter().map(|(k, v)| (k, Some(v))).collect::<Vec<_>>(),
+        _ => return Err("resolve() takes the group as a map".into()),
+    };
+    if let Some(ep) = shared.episodes.remove(&group_key(&group)) {
+        let mut alert = ep.alert;
+        alert.status = AlertStatus::Resolved;
+        alert.window.end = alert.window.end.max(event.meta.time);
+        shared.alerts.push(alert);
+    }
+    Ok(())
 }
 
 const ALERT_KEYS: &str =
@@ -333,6 +437,39 @@ impl ScriptStage {
 }
 
 impl Stage for ScriptStage {
+    /// Resolves the episodes not fired for `resolve_after`; reports the others that were
+    /// fired again, at most once per `history_interval`.
+    fn tick(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {
+        let mut reports = Vec::new();
+        {
+            let mut shared = lock(&self.shared);
+            let over: Vec<String> = shared
+                .episodes
+                .iter()
+                .filter(|(_, ep)| now - ep.arrived_at >= self.resolve_after)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in over {
+                if let Some(ep) = shared.episodes.remove(&key) {
+                    let mut alert = ep.alert;
+                    alert.status = AlertStatus::Resolved;
+                    reports.push(alert);
+                }
+            }
+            for ep in shared.episodes.values_mut() {
+                if ep.dirty && now - ep.reported_at >= self.history_interval {
+                    ep.dirty = false;
+                    ep.reported_at = now;
+                    reports.push(ep.alert.clone());
+                }
+            }
+        }
+        for alert in reports {
+            let time = alert.last_seen;
+            out.push(self.alert_event(alert, time));
+        }
+    }
+
     fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
         let input = sandbox::to_dynamic(event.data());
         lock(&self.shared).current = Some(event.clone());
@@ -388,7 +525,11 @@ impl Stage for ScriptStage {
 
     fn snapshot(&self) -> Option<Value> {
         let shared = lock(&self.shared);
-        let state = shared.state.as_ref()?;
+        let episodes = serde_json::to_value(&shared.episodes).unwrap_or(Value::Null);
+        let Some(state) = shared.state.as_ref() else {
+            return (!shared.episodes.is_empty())
+                .then(|| serde_json::json!({"shape": self.shape, "episodes": episodes}));
+        };
         let mut saved = Map::new();
         for (k, v) in state {
             match sandbox::to_json(v) {
@@ -400,6 +541,6 @@ impl Stage for ScriptStage {
                 }
             }
         }
-        Some(serde_json::json!({"shape": self.shape, "state": saved}))
+        Some(serde_json::json!({"shape": self.shape, "state": saved, "episodes": episodes}))
     }
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::event::{Event, Severity};
+use crate::event::{Alert, AlertStatus, Event, Severity};
 use crate::runtime::{BuildContext, Connections, Stage};
 use crate::store::Store;
 
@@ -325,4 +325,87 @@ fn port_scan_plugin_forgets_ports_older_than_the_window() {
         .unwrap()
         .len();
     assert_eq!(ports, 15, "ports seen at 100..156 s, the newest at 156 s");
+}
+
+/// `fire()` keeps one alert per group: the first call opens the episode, later ones
+/// update it in place (reported at most once per `history_interval` on a tick), and
+/// `resolve()` — or `resolve_after` without a `fire()` — closes it with the same id.
+#[test]
+fn fire_keeps_one_episode_per_group_and_resolve_closes_it() {
+    let (mut s, _dir) = stage_with(
+        r#"
+        if event.over { fire(#{ group: #{ host: event.host }, value: event.n, title: "hot " + event.host }); }
+        else { resolve(#{ host: event.host }); }
+        "#,
+        json!({"resolve_after": "10m"}),
+    );
+    let alerts = |out: &[Arc<Event>]| -> Vec<Alert> {
+        out.iter().filter_map(|e| e.alert().cloned()).collect()
+    };
+    let opened = alerts(&run(
+        &mut s,
+        ev(json!({"over": true, "host": "a", "n": 1}), 0),
+    ));
+    assert_eq!(opened.len(), 1);
+    assert!(opened[0].episode && opened[0].updates == 0);
+    // Fired again: updated in place, nothing handed on...
+    for (i, secs) in [10, 20, 30].into_iter().enumerate() {
+        let out = run(
+            &mut s,
+            ev(json!({"over": true, "host": "a", "n": i + 2}), secs),
+        );
+        assert!(alerts(&out).is_empty());
+    }
+    // ...until a tick a history_interval after the opening reports the newest form.
+    let mut out = Vec::new();
+    s.tick(t0() + Duration::seconds(59), &mut out);
+    assert!(out.is_empty());
+    s.tick(t0() + Duration::seconds(60), &mut out);
+    let update = alerts(&out);
+    assert_eq!(update.len(), 1);
+    assert_eq!(
+        (update[0].id.clone(), update[0].updates, update[0].value),
+        (opened[0].id.clone(), 3, 4.0)
+    );
+    // A snapshot keeps the open episode.
+    let snap = s.snapshot().unwrap();
+    let (mut again, _d2) = stage_with(
+        r#"
+        if event.over { fire(#{ group: #{ host: event.host }, value: event.n }); }
+        else { resolve(#{ host: event.host }); }
+        "#,
+        json!({"resolve_after": "10m"}),
+    );
+    again.restore(&serde_json::from_str(&snap.to_string()).unwrap());
+    let closed = alerts(&run(
+        &mut again,
+        ev(json!({"over": false, "host": "a"}), 90),
+    ));
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].status, AlertStatus::Resolved);
+    assert_eq!(closed[0].id, opened[0].id);
+    assert!(
+        alerts(&run(
+            &mut again,
+            ev(json!({"over": false, "host": "a"}), 95)
+        ))
+        .is_empty(),
+        "nothing open any more"
+    );
+    // An episode not fired again for resolve_after resolves on a tick.
+    let b = alerts(&run(
+        &mut again,
+        ev(json!({"over": true, "host": "b", "n": 1}), 100),
+    ));
+    let mut out = Vec::new();
+    again.tick(
+        t0() + Duration::seconds(100) + Duration::minutes(10),
+        &mut out,
+    );
+    let over = alerts(&out);
+    assert_eq!(over.len(), 1);
+    assert_eq!(
+        (over[0].status, over[0].id.clone()),
+        (AlertStatus::Resolved, b[0].id.clone())
+    );
 }
