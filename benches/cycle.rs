@@ -10,7 +10,8 @@
 //! when the cycle is done) and peak RSS (`VmHWM`). Numbers go to stderr and to
 //! `target/bench-cycle.json`.
 //!
-//! `cargo bench --bench cycle` (release build). Under `cargo test --benches` it runs a
+//! `cargo bench --bench cycle` (release build); `VIGIL_BENCH_BIN=<path>` measures another
+//! vigil build against the same simulator. Under `cargo test --benches` it runs a
 //! small slice (500 flows a minute) once, to check that it works.
 
 #![allow(missing_docs)]
@@ -29,6 +30,12 @@ const DEADLINE: Duration = Duration::from_secs(900);
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vigil"))
+}
+
+/// The vigil under test: this build's, or `VIGIL_BENCH_BIN` (another build, to compare;
+/// the simulator is always this build's).
+fn vigil_bin() -> PathBuf {
+    std::env::var_os("VIGIL_BENCH_BIN").map_or_else(bin, PathBuf::from)
 }
 
 fn bench_mode() -> bool {
@@ -172,7 +179,7 @@ fn cycle(k: usize) -> Outcome {
         }
     }
     let started = Instant::now();
-    let mut child = Command::new(bin())
+    let mut child = Command::new(vigil_bin())
         .args(["--log-format", "json", "run", "--no-watch", "--pipelines"])
         .arg(&pipes)
         .env("VIGIL_LOG", "info")
