@@ -255,7 +255,7 @@ fn fire(shared: &mut Shared, spec: rhai::Map) -> Result<(), String> {
             alert.episode = true;
             let mut samples = held.samples.clone();
             if samples.len() < EPISODE_SAMPLES {
-                samples.extend(alert.samples.drain(..));
+                samples.append(&mut alert.samples);
             }
             alert.samples = samples;
             ep.alert = alert;
