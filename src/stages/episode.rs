@@ -87,6 +87,8 @@ pub trait EpisodeWindow {
     fn estimated(&self) -> bool;
     /// Copies of up to `n` samples of the events in the window.
     fn samples(&self, n: usize) -> Vec<Sample>;
+    /// `each_crossing`: reports the window and starts it again empty.
+    fn fire(&mut self, window: chrono::Duration) -> super::window::Fired;
     /// Sliding on to `cutoff + window` with nothing added, the time at which the total
     /// first falls below `threshold`, if it does by then: an entry at `t` leaves the
     /// window at `t + window`.
@@ -128,6 +130,9 @@ macro_rules! episode_window {
             }
             fn samples(&self, n: usize) -> Vec<$crate::event::Sample> {
                 self.samples.copies(n)
+            }
+            fn fire(&mut self, window: chrono::Duration) -> $crate::stages::window::Fired {
+                <$ty>::fire(self, window)
             }
             fn ended_by(
                 &self,
@@ -245,8 +250,26 @@ impl Reporter {
         self.templates.event(alert)
     }
 
+    /// The one-off alert of an `each_crossing` window that fired.
+    fn once(&self, fired: super::window::Fired, group: Group) -> Arc<Event> {
+        let alert = self.templates.alert(Finding {
+            unit: self.unit.clone(),
+            estimate: fired.estimate.then(|| "lower_bound".to_string()),
+            ..Finding::once(
+                group,
+                fired.sum / self.scale,
+                self.threshold / self.scale,
+                fired.window,
+                fired.samples,
+                AlertStatus::Firing,
+            )
+        });
+        self.templates.event(alert)
+    }
+
     /// After `event` (of group `group`, key `key`) changed `w`: opens, updates or closes
-    /// the key's episode.
+    /// the key's episode — or, in `each_crossing` mode, alerts if the window reached the
+    /// threshold and starts it again.
     pub fn after_event<W: EpisodeWindow>(
         &self,
         key: &str,
@@ -256,6 +279,13 @@ impl Reporter {
         book: &mut Book,
         out: &mut Vec<Arc<Event>>,
     ) {
+        if self.mode == AlertMode::EachCrossing {
+            if w.reached(self.threshold) {
+                let fired = w.fire(self.window);
+                out.push(self.once(fired, group()));
+            }
+            return;
+        }
         let t = event.meta.time;
         let now = event.meta.ingest;
         let over = w.reached(self.threshold);
@@ -326,7 +356,7 @@ impl Reporter {
         book: &mut Book,
         out: &mut Vec<Arc<Event>>,
     ) {
-        if w.episode().is_none() {
+        if self.mode == AlertMode::EachCrossing || w.episode().is_none() {
             return;
         }
         let cutoff = super::window::minus(t, self.window);

@@ -8,10 +8,10 @@ use serde_json::{Value, json};
 
 use super::config::{BandwidthConfig, Mode};
 use super::measure::{Counters, Measured, Measurer};
-use crate::event::{AlertStatus, AlertWindow, Event, Timestamp};
+use crate::event::{AlertWindow, Event, Timestamp};
 use crate::runtime::{NodeError, Stage};
-use crate::stages::alerting::{AlertTemplates, Finding, GroupBy, SampleBudget, SampleSet};
-use crate::stages::episode::{AlertMode, Book, Episode, EpisodeCounts, Reporter, open_keys};
+use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget, SampleSet};
+use crate::stages::episode::{Book, Episode, EpisodeCounts, Reporter, open_keys};
 use crate::stages::window::{Fired, KeyWindow, Watermark, minus, write_key};
 
 /// Bytes in a MiB.
@@ -190,8 +190,6 @@ pub struct Skipped {
 pub struct BandwidthStage {
     mode: Mode,
     window: chrono::Duration,
-    threshold: f64,
-    unit: &'static str,
     group_by: GroupBy,
     templates: AlertTemplates,
     reporter: Reporter,
@@ -256,8 +254,6 @@ impl BandwidthStage {
         Ok(BandwidthStage {
             mode: cfg.mode,
             window,
-            threshold,
-            unit: cfg.unit(),
             group_by,
             reporter: Reporter {
                 templates: templates.clone(),
@@ -407,10 +403,10 @@ impl Stage for BandwidthStage {
             };
         write_key(&mut self.key_buf, &self.group_by.0, data);
         let samples = &mut self.budget;
-        let each = self.reporter.mode == AlertMode::EachCrossing;
         let group_by = &self.group_by;
+        let group = || group_by.group(data);
         let (r, book) = (&self.reporter, &mut self.book);
-        let fired = match self.mode {
+        match self.mode {
             Mode::Volume => {
                 let key = match self.volume.get_mut(self.key_buf.as_str()) {
                     Some(k) => k,
@@ -421,19 +417,11 @@ impl Stage for BandwidthStage {
                     tracing::debug!(stage = %self.templates.node_id(), time = %t, "late event: its window already alerted");
                     return;
                 }
-                if !each {
-                    r.before_event(&self.key_buf, key, t, book, out);
-                }
+                r.before_event(&self.key_buf, key, t, book, out);
                 if bytes > 0.0 {
                     key.add(t, bytes, estimate, self.window, &event, samples);
                 }
-                if each {
-                    key.reached(self.threshold).then(|| key.fire(self.window))
-                } else {
-                    let group = || group_by.group(data);
-                    r.after_event(&self.key_buf, key, &event, group, book, out);
-                    None
-                }
+                r.after_event(&self.key_buf, key, &event, group, book, out);
             }
             Mode::Rate => {
                 let key = match self.rate.get_mut(self.key_buf.as_str()) {
@@ -445,9 +433,7 @@ impl Stage for BandwidthStage {
                     tracing::debug!(stage = %self.templates.node_id(), time = %t, "late event: its window already alerted");
                     return;
                 }
-                if !each {
-                    r.before_event(&self.key_buf, key, t, book, out);
-                }
+                r.before_event(&self.key_buf, key, t, book, out);
                 let bps = Measured::bps(bytes, span);
                 key.update(
                     &self.flow_buf,
@@ -458,30 +444,8 @@ impl Stage for BandwidthStage {
                     &event,
                     samples,
                 );
-                if each {
-                    key.reached(self.threshold).then(|| key.fire(self.window))
-                } else {
-                    let group = || group_by.group(data);
-                    r.after_event(&self.key_buf, key, &event, group, book, out);
-                    None
-                }
+                r.after_event(&self.key_buf, key, &event, group, book, out);
             }
-        };
-        if let Some(fired) = fired {
-            let scale = self.reporter.scale;
-            let alert = self.templates.alert(Finding {
-                unit: Some(self.unit.to_string()),
-                estimate: fired.estimate.then(|| "lower_bound".to_string()),
-                ..Finding::once(
-                    self.group_by.group(data),
-                    fired.sum / scale,
-                    self.threshold / scale,
-                    fired.window,
-                    fired.samples,
-                    AlertStatus::Firing,
-                )
-            });
-            out.push(self.templates.event(alert));
         }
         if let Some(cutoff) = self.watermark.sweep_due(self.window) {
             self.sweep(cutoff, out);

@@ -7,16 +7,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::config::WindowCountConfig;
-use crate::event::{AlertStatus, Event, FieldPath, Timestamp};
+use crate::event::{Event, FieldPath, Timestamp};
 use crate::runtime::{NodeError, Stage};
-use crate::stages::alerting::{AlertTemplates, Finding, GroupBy, SampleBudget};
-use crate::stages::episode::{AlertMode, Book, EpisodeCounts, Reporter, open_keys};
+use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget};
+use crate::stages::episode::{Book, EpisodeCounts, Reporter, open_keys};
 use crate::stages::window::{KeyWindow, Watermark, number, write_key};
 
 /// Counts or sums per group key in sliding event-time windows; see [`WindowCountConfig`].
 pub struct WindowCountStage {
     window: chrono::Duration,
-    threshold: f64,
     sum: Option<FieldPath>,
     group_by: GroupBy,
     templates: AlertTemplates,
@@ -74,7 +73,6 @@ impl WindowCountStage {
         let samples_per_window = templates.samples;
         Ok(WindowCountStage {
             window,
-            threshold: cfg.threshold,
             sum,
             group_by,
             reporter: Reporter {
@@ -165,25 +163,6 @@ impl WindowCountStage {
         self.keys.retain(|_, k| !k.expired(cutoff));
         self.budget.used = self.keys.values().map(KeyWindow::sample_bytes).sum();
     }
-
-    /// `each_crossing`: alert at every crossing and start the key's window again.
-    fn each_crossing(&mut self, event: &Event, out: &mut Vec<Arc<Event>>) {
-        let Some(key) = self.keys.get_mut(self.key_buf.as_str()) else {
-            return;
-        };
-        if key.reached(self.threshold) {
-            let fired = key.fire(self.window);
-            let alert = self.templates.alert(Finding::once(
-                self.group_by.group(event.data()),
-                fired.sum,
-                self.threshold,
-                fired.window,
-                fired.samples,
-                AlertStatus::Firing,
-            ));
-            out.push(self.templates.event(alert));
-        }
-    }
 }
 
 impl Stage for WindowCountStage {
@@ -214,25 +193,18 @@ impl Stage for WindowCountStage {
             tracing::debug!(stage = %self.templates.node_id(), time = %t, key = %self.key_buf, "late event: its window already alerted");
             return;
         }
-        if self.reporter.mode == AlertMode::Episode {
-            self.reporter
-                .before_event(&self.key_buf, key, t, &mut self.book, out);
-        }
+        self.reporter
+            .before_event(&self.key_buf, key, t, &mut self.book, out);
         key.add(t, weight, false, self.window, &event, &mut self.budget);
-        match self.reporter.mode {
-            AlertMode::EachCrossing => self.each_crossing(&event, out),
-            AlertMode::Episode => {
-                let group_by = &self.group_by;
-                self.reporter.after_event(
-                    &self.key_buf,
-                    key,
-                    &event,
-                    || group_by.group(event.data()),
-                    &mut self.book,
-                    out,
-                );
-            }
-        }
+        let group_by = &self.group_by;
+        self.reporter.after_event(
+            &self.key_buf,
+            key,
+            &event,
+            || group_by.group(event.data()),
+            &mut self.book,
+            out,
+        );
         if let Some(cutoff) = self.watermark.sweep_due(self.window) {
             self.sweep(cutoff, out);
         }
