@@ -10,6 +10,9 @@
 //! when the cycle is done) and peak RSS (`VmHWM`). Numbers go to stderr and to
 //! `target/bench-cycle.json`.
 //!
+//! Each K runs twice: `quiet` (every threshold a million times higher: nothing fires, the
+//! cost of reading and evaluating) and `firing` (the pack as it is).
+//!
 //! `cargo bench --bench cycle` (release build); `VIGIL_BENCH_BIN=<path>` measures another
 //! vigil build against the same simulator. Under `cargo test --benches` it runs a
 //! small slice (500 flows a minute) once, to check that it works.
@@ -154,8 +157,21 @@ struct Outcome {
     messages_sent: u64,
 }
 
+/// The pack with every threshold a million times higher: nothing fires.
+fn silence(pack: &str) -> String {
+    pack.lines()
+        .map(|l| match l.split_once("threshold: ") {
+            Some((head, n)) if n.trim().parse::<u64>().is_ok() => {
+                format!("{head}threshold: {n}000000")
+            }
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Runs one cycle with the base pack and, for K = 20, the extra rules.
-fn cycle(k: usize) -> Outcome {
+fn cycle(k: usize, quiet: bool) -> Outcome {
     let dir = tempfile::tempdir().expect("temp");
     let pipes = dir.path().join("pipelines");
     std::fs::create_dir_all(&pipes).expect("mkdir");
@@ -173,7 +189,10 @@ fn cycle(k: usize) -> Outcome {
     let mut rules = 0;
     for (file, on) in [("base.yaml", true), ("extra.yaml", k > 0)] {
         if on {
-            let text = std::fs::read_to_string(Path::new(PACK).join(file)).expect("the pack");
+            let mut text = std::fs::read_to_string(Path::new(PACK).join(file)).expect("the pack");
+            if quiet {
+                text = silence(&text);
+            }
             rules += text.matches("kind: pipeline").count();
             std::fs::write(pipes.join(file), text).expect("write");
         }
@@ -304,44 +323,63 @@ fn main() {
         println!("cycle: bench");
         return;
     }
+    // `VIGIL_BENCH_MODES=quiet,firing` (the default) and `VIGIL_BENCH_K=0,20` choose runs.
+    let list = |var: &str, default: &str| -> Vec<String> {
+        std::env::var(var)
+            .unwrap_or_else(|_| default.to_string())
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let ks: Vec<usize> = list("VIGIL_BENCH_K", "0,20")
+        .iter()
+        .map(|k| k.parse().expect("VIGIL_BENCH_K: numbers"))
+        .collect();
     let mut results = Vec::new();
-    for k in [0, 20] {
-        let o = cycle(k);
-        let internal = o.opened + o.reported + o.resolved;
-        eprintln!(
-            "cycle K={:2} ({} rules): {:.0} rows; CPU {:.2} s, peak RSS {:.0} MiB, wall {:.1} s; \
-             alerts inside the graph {} (opened {}, update reports {}, resolved {}; {} in-place updates made none) \
-             for {} keys that crossed; history rows {} ({:.1} MiB database); mails {} ({} messages sent)",
-            o.k,
-            o.rules,
-            o.rows,
-            o.cpu,
-            o.peak,
-            o.wall,
-            internal,
-            o.opened,
-            o.reported,
-            o.resolved,
-            o.updated,
-            o.keys_crossed,
-            o.history_rows,
-            o.db_mib,
-            o.mails,
-            o.messages_sent,
-        );
-        results.push(json!({
-            "k": o.k, "rules": o.rules, "rows": o.rows,
-            "cpu_seconds": o.cpu, "peak_rss_mib": o.peak, "wall_seconds": o.wall,
-            "alerts_inside_graph": internal, "opened": o.opened, "update_reports": o.reported,
-            "resolved": o.resolved, "in_place_updates": o.updated,
-            "keys_crossed": o.keys_crossed, "history_rows": o.history_rows, "db_mib": o.db_mib,
-            "mails": o.mails, "messages_sent": o.messages_sent,
-        }));
-    }
-    if let [a, b] = results.as_slice() {
-        let ratio =
-            b["cpu_seconds"].as_f64().unwrap_or(0.0) / a["cpu_seconds"].as_f64().unwrap_or(1.0);
-        eprintln!("CPU at K=20 / CPU at K=0: {ratio:.2}");
+    for mode in list("VIGIL_BENCH_MODES", "quiet,firing") {
+        let quiet = mode == "quiet";
+        let mut cpus = Vec::new();
+        for &k in &ks {
+            let o = cycle(k, quiet);
+            let internal = o.opened + o.reported + o.resolved;
+            eprintln!(
+                "cycle {mode} K={:2} ({} rules): {:.0} rows; CPU {:.2} s, peak RSS {:.0} MiB, wall {:.1} s; \
+                 alerts inside the graph {} (opened {}, update reports {}, resolved {}; {} in-place updates made none) \
+                 for {} keys that crossed; history rows {} ({:.1} MiB database); mails {} ({} messages sent)",
+                o.k,
+                o.rules,
+                o.rows,
+                o.cpu,
+                o.peak,
+                o.wall,
+                internal,
+                o.opened,
+                o.reported,
+                o.resolved,
+                o.updated,
+                o.keys_crossed,
+                o.history_rows,
+                o.db_mib,
+                o.mails,
+                o.messages_sent,
+            );
+            cpus.push(o.cpu);
+            results.push(json!({
+                "mode": mode, "k": o.k, "rules": o.rules, "rows": o.rows,
+                "cpu_seconds": o.cpu, "peak_rss_mib": o.peak, "wall_seconds": o.wall,
+                "alerts_inside_graph": internal, "opened": o.opened, "update_reports": o.reported,
+                "resolved": o.resolved, "in_place_updates": o.updated,
+                "keys_crossed": o.keys_crossed, "history_rows": o.history_rows, "db_mib": o.db_mib,
+                "mails": o.mails, "messages_sent": o.messages_sent,
+            }));
+        }
+        if let [a, .., b] = cpus.as_slice() {
+            eprintln!(
+                "{mode}: CPU at the last K / CPU at the first K: {:.2}",
+                b / a
+            );
+        }
     }
     let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
     let _ = std::fs::create_dir_all(&target);

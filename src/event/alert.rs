@@ -13,7 +13,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use super::{Event, Timestamp};
+use super::{Event, Field, Scalar, Timestamp};
 
 /// How bad an alert is, from `info` to `critical` (ordered).
 #[derive(
@@ -285,26 +285,36 @@ impl Group {
 pub fn group_key(fields: &[(String, Option<Value>)]) -> String {
     let mut out = String::new();
     for (i, (path, v)) in fields.iter().enumerate() {
-        push_key_field(&mut out, i, path, v.as_ref());
+        push_key_field(&mut out, i, path, v.as_ref().map(Field::Value));
     }
     out
 }
 
 /// Appends the `i`-th `path=value` of a group key to `out`: a missing value reads
 /// `<missing>`, an empty string `""`.
-pub fn push_key_field(out: &mut String, i: usize, path: &str, v: Option<&Value>) {
+pub fn push_key_field(out: &mut String, i: usize, path: &str, v: Option<Field<'_>>) {
     use std::fmt::Write as _;
     if i > 0 {
         out.push(',');
     }
     out.push_str(path);
     out.push('=');
-    match v {
-        None => out.push_str("<missing>"),
-        Some(Value::String(s)) if s.is_empty() => out.push_str("\"\""),
-        Some(Value::String(s)) => out.push_str(s),
-        Some(other) => {
-            let _ = write!(out, "{other}");
+    let Some(v) = v else {
+        out.push_str("<missing>");
+        return;
+    };
+    match v.scalar() {
+        Scalar::Str("") => out.push_str("\"\""),
+        Scalar::Str(s) => out.push_str(s),
+        Scalar::Num(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Scalar::Bool(b) => {
+            let _ = write!(out, "{b}");
+        }
+        Scalar::Null => out.push_str("null"),
+        Scalar::Other => {
+            let _ = write!(out, "{}", v.to_value());
         }
     }
 }

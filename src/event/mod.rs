@@ -7,6 +7,7 @@
 //! element, so `notifications.notification_type` sees each notification's type.
 
 mod alert;
+mod tape;
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,6 +16,8 @@ pub use alert::{
     Alert, AlertStatus, AlertWindow, Group, Sample, Severity, TopRow, TopTable, group_key,
     insert_path, push_key_field,
 };
+pub(crate) use tape::Parsed;
+pub use tape::{Field, Scalar, Tape, TapeRef};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -30,6 +33,9 @@ pub struct Event {
     /// from the alert only when something reads it (see [`Event::data`]), so an alert that
     /// is counted, grouped or dropped is never serialised.
     data: Arc<Value>,
+    /// The record parsed into a tape (see [`Tape`]), when a source made one: fields are
+    /// read from it and `data` (then `null`) is made only when asked for.
+    tape: Option<Arc<Tape>>,
     /// An alert event's JSON form, made on first read.
     alert_json: std::sync::OnceLock<Value>,
     /// The bytes it was parsed from, while `data` is unchanged: sinks write these as they
@@ -121,6 +127,7 @@ impl Event {
         let time = record_time(&data).unwrap_or(ingest);
         Event {
             data: Arc::new(data),
+            tape: None,
             alert_json: std::sync::OnceLock::new(),
             raw: None,
             ack: None,
@@ -140,20 +147,54 @@ impl Event {
         e
     }
 
+    /// Builds an event from a record parsed into a tape, read by `source` at `ingest`. The
+    /// event time is found as [`Event::from_record`] finds it. An unchanged tape keeps its
+    /// bytes as the event's raw form.
+    pub fn from_tape(tape: Tape, source: Arc<str>, ingest: Timestamp) -> Event {
+        let time = TIME_FIELDS
+            .iter()
+            .filter_map(|f| tape.first(&[Segment::Key((*f).to_string())]))
+            .find_map(|f| time_from_field(&f))
+            .unwrap_or(ingest);
+        let raw = (!tape.is_patched()).then(|| tape.raw().clone());
+        Event {
+            data: Arc::new(Value::Null),
+            tape: Some(Arc::new(tape)),
+            alert_json: std::sync::OnceLock::new(),
+            raw,
+            ack: None,
+            alert: None,
+            meta: EventMeta {
+                source,
+                time,
+                ingest,
+            },
+        }
+    }
+
     /// The record (an alert event's JSON form, made on the first call).
     pub fn data(&self) -> &Value {
-        match &self.alert {
-            Some(alert) => self.alert_json.get_or_init(|| alert.to_value()),
-            None => &self.data,
+        match (&self.alert, &self.tape) {
+            (Some(alert), _) => self.alert_json.get_or_init(|| alert.to_value()),
+            (None, Some(t)) => t.value(),
+            (None, None) => &self.data,
         }
     }
 
     /// The record, shared: a copy that costs a pointer and does not hold the event (nor
     /// its batch acknowledgement). An alert event's JSON form is made for it.
     pub fn shared_data(&self) -> Arc<Value> {
+        match (&self.alert, &self.tape) {
+            (None, None) => self.data.clone(),
+            _ => Arc::new(self.data().clone()),
+        }
+    }
+
+    /// The record's tape, shared, when it has one and is not an alert (see [`Tape`]).
+    pub fn shared_tape(&self) -> Option<Arc<Tape>> {
         match &self.alert {
-            Some(_) => Arc::new(self.data().clone()),
-            None => self.data.clone(),
+            None => self.tape.clone(),
+            Some(_) => None,
         }
     }
 
@@ -163,6 +204,12 @@ impl Event {
         if let Some(alert) = self.alert.take() {
             self.data = Arc::new(self.alert_json.take().unwrap_or_else(|| alert.to_value()));
         }
+        if let Some(t) = self.tape.take() {
+            self.data = Arc::new(match Arc::try_unwrap(t) {
+                Ok(t) => t.into_value(),
+                Err(shared) => shared.value().clone(),
+            });
+        }
         self.raw = None;
         Arc::make_mut(&mut self.data)
     }
@@ -171,6 +218,7 @@ impl Event {
     pub fn from_alert(alert: Alert, source: Arc<str>, time: Timestamp) -> Event {
         Event {
             data: Arc::new(Value::Null),
+            tape: None,
             alert_json: std::sync::OnceLock::new(),
             raw: None,
             ack: None,
@@ -191,6 +239,7 @@ impl Event {
     /// Replaces the event's record with `alert` (the event becomes, or stays, an alert).
     pub fn set_alert(&mut self, alert: Alert) {
         self.data = Arc::new(Value::Null);
+        self.tape = None;
         self.alert_json = std::sync::OnceLock::new();
         self.raw = None;
         self.alert = Some(Arc::new(alert));
@@ -220,6 +269,46 @@ impl Event {
     }
 }
 
+/// A record that field paths read: a `Value`, or an event (read from its tape when it has
+/// one, without making its `Value`).
+pub trait Fields {
+    /// The first value `path` reaches (see [`FieldPath::first`]).
+    fn field(&self, path: &FieldPath) -> Option<Field<'_>>;
+    /// Calls `visit` with every value `path` reaches (see [`FieldPath::any`]).
+    fn visit(&self, path: &FieldPath, visit: &mut dyn FnMut(Field<'_>) -> bool) -> bool;
+    /// Whether `path` reaches a value.
+    fn has(&self, path: &FieldPath) -> bool {
+        self.field(path).is_some()
+    }
+}
+
+impl Fields for Value {
+    fn field(&self, path: &FieldPath) -> Option<Field<'_>> {
+        path.first(self).map(Field::Value)
+    }
+
+    fn visit(&self, path: &FieldPath, visit: &mut dyn FnMut(Field<'_>) -> bool) -> bool {
+        path.any(self, &mut |v| visit(Field::Value(v)))
+    }
+}
+
+impl Fields for Event {
+    fn field(&self, path: &FieldPath) -> Option<Field<'_>> {
+        path.first_in(self)
+    }
+
+    fn visit(&self, path: &FieldPath, visit: &mut dyn FnMut(Field<'_>) -> bool) -> bool {
+        path.any_in(self, visit)
+    }
+
+    fn has(&self, path: &FieldPath) -> bool {
+        match (&self.alert, &self.tape) {
+            (None, Some(t)) => t.has(&path.segments),
+            _ => path.first(self.data()).is_some(),
+        }
+    }
+}
+
 /// The event time a record carries, if any.
 pub fn record_time(data: &Value) -> Option<Timestamp> {
     let obj = data.as_object()?;
@@ -231,11 +320,16 @@ pub fn record_time(data: &Value) -> Option<Timestamp> {
 
 /// Reads a time from a value: an RFC 3339 string, or epoch seconds (or milliseconds).
 pub fn time_from_value(v: &Value) -> Option<Timestamp> {
-    match v {
-        Value::String(s) => DateTime::parse_from_rfc3339(s)
+    time_from_field(&Field::Value(v))
+}
+
+/// Reads a time from a field: an RFC 3339 string, or epoch seconds (or milliseconds).
+pub fn time_from_field(v: &Field<'_>) -> Option<Timestamp> {
+    match v.scalar() {
+        Scalar::Str(s) => DateTime::parse_from_rfc3339(s)
             .ok()
             .map(|t| t.with_timezone(&Utc)),
-        Value::Number(n) => {
+        Scalar::Num(n) => {
             let secs = n.as_f64()?;
             if !secs.is_finite() || secs < 0.0 {
                 return None;
@@ -254,6 +348,15 @@ enum Segment {
     Key(String),
     /// A numeric segment: an index into a list, or a key that happens to be numeric.
     Index(usize, String),
+}
+
+impl Segment {
+    /// The segment as an object key.
+    fn key(&self) -> &str {
+        match self {
+            Segment::Key(k) | Segment::Index(_, k) => k,
+        }
+    }
 }
 
 /// A dotted path into a record: `src.ip`, `service.port`, `notifications.0.info`.
@@ -317,6 +420,46 @@ impl FieldPath {
     pub fn first<'v>(&self, root: &'v Value) -> Option<&'v Value> {
         first(root, &self.segments)
     }
+
+    /// [`FieldPath::first`] on an event's record, read from its tape when it has one
+    /// (without making its `Value`).
+    pub fn first_in<'e>(&self, event: &'e Event) -> Option<Field<'e>> {
+        match (&event.alert, &event.tape) {
+            (None, Some(t)) => t.first(&self.segments),
+            _ => self.first(event.data()).map(Field::Value),
+        }
+    }
+
+    /// [`FieldPath::any`] on an event's record, read from its tape when it has one.
+    pub fn any_in(&self, event: &Event, visit: &mut dyn FnMut(Field<'_>) -> bool) -> bool {
+        match (&event.alert, &event.tape) {
+            (None, Some(t)) => t.any(&self.segments, visit),
+            _ => walk(event.data(), &self.segments, &mut |v| {
+                visit(Field::Value(v))
+            }),
+        }
+    }
+
+    /// [`FieldPath::first`] on a tape.
+    pub fn first_in_tape<'t>(&self, tape: &'t Tape) -> Option<Field<'t>> {
+        tape.first(&self.segments)
+    }
+
+    /// [`FieldPath::any`] on a tape.
+    pub fn any_in_tape(&self, tape: &Tape, visit: &mut dyn FnMut(Field<'_>) -> bool) -> bool {
+        tape.any(&self.segments, visit)
+    }
+}
+
+/// `map[key]`. Records' maps are small (a flow has about 15 keys, its parts fewer): a
+/// scan comparing keys beats hashing them (serde_json's ordered map hashes with SipHash),
+/// and field paths are looked up on every event by every rule.
+fn member<'v>(map: &'v serde_json::Map<String, Value>, key: &str) -> Option<&'v Value> {
+    if map.len() <= 24 {
+        map.iter().find_map(|(k, v)| (k == key).then_some(v))
+    } else {
+        map.get(key)
+    }
 }
 
 fn walk(v: &Value, segs: &[Segment], visit: &mut impl FnMut(&Value) -> bool) -> bool {
@@ -328,7 +471,7 @@ fn walk(v: &Value, segs: &[Segment], visit: &mut impl FnMut(&Value) -> bool) -> 
     };
     match (v, seg) {
         (Value::Object(map), Segment::Key(k) | Segment::Index(_, k)) => {
-            map.get(k.as_str()).is_some_and(|c| walk(c, rest, visit))
+            member(map, k).is_some_and(|c| walk(c, rest, visit))
         }
         (Value::Array(items), Segment::Index(i, _)) => {
             items.get(*i).is_some_and(|c| walk(c, rest, visit))
@@ -344,7 +487,7 @@ fn first<'v>(v: &'v Value, segs: &[Segment]) -> Option<&'v Value> {
     };
     match (v, seg) {
         (Value::Object(map), Segment::Key(k) | Segment::Index(_, k)) => {
-            first(map.get(k.as_str())?, rest)
+            first(member(map, k)?, rest)
         }
         (Value::Array(items), Segment::Index(i, _)) => first(items.get(*i)?, rest),
         (Value::Array(items), Segment::Key(_)) => items.iter().find_map(|c| first(c, segs)),

@@ -76,6 +76,8 @@ struct Recent {
     /// The original line when the event has one (a cheap copy), else the record.
     raw: Option<Arc<[u8]>>,
     data: Option<Arc<Value>>,
+    /// The record's tape, when it has one (its `Value` is made only if the ring is read).
+    tape: Option<Arc<crate::event::Tape>>,
 }
 
 impl Recent {
@@ -86,21 +88,27 @@ impl Recent {
                 time: e.meta.time,
                 raw: Some(Arc::from(raw)),
                 data: None,
+                tape: None,
             },
-            None => Recent {
-                source: e.meta.source.clone(),
-                time: e.meta.time,
-                raw: None,
-                data: Some(e.shared_data()),
-            },
+            None => {
+                let tape = e.shared_tape();
+                Recent {
+                    source: e.meta.source.clone(),
+                    time: e.meta.time,
+                    raw: None,
+                    data: tape.is_none().then(|| e.shared_data()),
+                    tape,
+                }
+            }
         }
     }
 
     fn item(&self) -> StreamItem {
-        let record = match (&self.data, &self.raw) {
-            (Some(d), _) => Value::clone(d),
-            (None, Some(raw)) => serde_json::from_slice(raw).unwrap_or(Value::Null),
-            (None, None) => Value::Null,
+        let record = match (&self.data, &self.raw, &self.tape) {
+            (Some(d), _, _) => Value::clone(d),
+            (None, Some(raw), _) => serde_json::from_slice(raw).unwrap_or(Value::Null),
+            (None, None, Some(t)) => t.value().clone(),
+            (None, None, None) => Value::Null,
         };
         StreamItem {
             kind: "event",

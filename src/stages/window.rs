@@ -8,11 +8,12 @@
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::alerting::{SampleBudget, SampleSet};
 use super::episode::Episode;
-use crate::event::{AlertWindow, Event, FieldPath, Sample, Timestamp, push_key_field};
+use crate::event::{
+    AlertWindow, Event, Field, FieldPath, Fields, Sample, Scalar, Timestamp, push_key_field,
+};
 
 /// `t - w`, saturating at the earliest representable time.
 pub fn minus(t: Timestamp, w: chrono::Duration) -> Timestamp {
@@ -22,18 +23,18 @@ pub fn minus(t: Timestamp, w: chrono::Duration) -> Timestamp {
 /// Writes the group key of `data` for `paths` into `buf` (cleared first), in the format
 /// of [`crate::event::group_key`]: missing reads `<missing>`, empty `""`. No allocation
 /// once `buf` has grown.
-pub fn write_key(buf: &mut String, paths: &[FieldPath], data: &Value) {
+pub fn write_key(buf: &mut String, paths: &[FieldPath], data: &(impl Fields + ?Sized)) {
     buf.clear();
     for (i, path) in paths.iter().enumerate() {
-        push_key_field(buf, i, path.as_str(), path.first(data));
+        push_key_field(buf, i, path.as_str(), data.field(path));
     }
 }
 
 /// A non-negative finite number from a JSON number or numeric string.
-pub fn number(v: &Value) -> Option<f64> {
-    let n = match v {
-        Value::Number(n) => n.as_f64()?,
-        Value::String(s) => s.trim().parse::<f64>().ok()?,
+pub fn number(v: Field<'_>) -> Option<f64> {
+    let n = match v.scalar() {
+        Scalar::Num(n) => n.as_f64()?,
+        Scalar::Str(s) => s.trim().parse::<f64>().ok()?,
         _ => return None,
     };
     (n.is_finite() && n >= 0.0).then_some(n)
@@ -293,10 +294,10 @@ mod tests {
 
     #[test]
     fn numbers_reject_negative_and_non_numeric() {
-        assert_eq!(number(&json!(5)), Some(5.0));
-        assert_eq!(number(&json!("7.5")), Some(7.5));
-        assert_eq!(number(&json!(-1)), None);
-        assert_eq!(number(&json!("x")), None);
-        assert_eq!(number(&json!(null)), None);
+        assert_eq!(number(Field::Value(&json!(5))), Some(5.0));
+        assert_eq!(number(Field::Value(&json!("7.5"))), Some(7.5));
+        assert_eq!(number(Field::Value(&json!(-1))), None);
+        assert_eq!(number(Field::Value(&json!("x"))), None);
+        assert_eq!(number(Field::Value(&json!(null))), None);
     }
 }

@@ -10,6 +10,8 @@ use std::io::Read;
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::event::{Parsed, Tape};
+
 /// The gzip magic bytes.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -143,16 +145,19 @@ impl Records {
         }
     }
 
-    fn fail(&mut self, message: String) -> Option<Result<(Value, Bytes), String>> {
+    fn fail<T>(&mut self, message: String) -> Option<Result<T, String>> {
         self.done = true;
         Some(Err(message))
     }
 }
 
-impl Iterator for Records {
-    type Item = Result<(Value, Bytes), String>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl Records {
+    /// The next record, parsed by `parse` from the body at the given offset (it returns
+    /// the record and the offset just after it, or `None` when no value starts there).
+    fn step<T>(
+        &mut self,
+        parse: impl FnOnce(&Bytes, usize) -> Option<Result<(T, usize), serde_json::Error>>,
+    ) -> Option<Result<T, String>> {
         if self.done {
             return None;
         }
@@ -185,15 +190,11 @@ impl Iterator for Records {
             self.done = true;
             return None;
         }
-        let start = self.pos;
-        let mut stream =
-            serde_json::Deserializer::from_slice(&self.body[start..]).into_iter::<Value>();
-        match stream.next() {
-            Some(Ok(value)) => {
-                let end = start + stream.byte_offset();
+        match parse(&self.body, self.pos) {
+            Some(Ok((value, end))) => {
                 self.pos = end;
                 self.index += 1;
-                Some(Ok((value, self.body.slice(start..end))))
+                Some(Ok(value))
             }
             Some(Err(e)) => {
                 let what = if self.array { "JSON array" } else { "NDJSON" };
@@ -208,6 +209,57 @@ impl Iterator for Records {
                 }
             }
         }
+    }
+
+    /// The next record parsed into a [`Tape`] over its bytes (see [`Records::tapes`]).
+    pub fn next_tape(&mut self) -> Option<Result<Tape, String>> {
+        self.step(|body, start| {
+            let slice = body.get(start..)?;
+            let mut stream = serde_json::Deserializer::from_slice(slice).into_iter::<Parsed<'_>>();
+            match stream.next()? {
+                Ok(parsed) => {
+                    let end = start + stream.byte_offset();
+                    let tape = parsed.into_tape(body.slice(start..end), slice.as_ptr() as usize);
+                    Some(Ok((tape, end)))
+                }
+                Err(e) => Some(Err(e)),
+            }
+        })
+    }
+
+    /// The records as tapes: parsed once, strings left in the body, no `Value` made.
+    pub fn tapes(self) -> Tapes {
+        Tapes(self)
+    }
+}
+
+/// The records of a body as [`Tape`]s (see [`Records::tapes`]).
+#[derive(Debug, Clone)]
+pub struct Tapes(Records);
+
+impl Iterator for Tapes {
+    type Item = Result<Tape, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next_tape()
+    }
+}
+
+impl Iterator for Records {
+    type Item = Result<(Value, Bytes), String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.step(|body, start| {
+            let mut stream =
+                serde_json::Deserializer::from_slice(body.get(start..)?).into_iter::<Value>();
+            match stream.next()? {
+                Ok(value) => {
+                    let end = start + stream.byte_offset();
+                    Some(Ok(((value, body.slice(start..end)), end)))
+                }
+                Err(e) => Some(Err(e)),
+            }
+        })
     }
 }
 
@@ -267,6 +319,30 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    #[test]
+    fn tapes_are_the_records() {
+        for body in [
+            &b"[ {\"a\": 1} ,\n{\"a\":[2, \"x\\ny\"]} ]"[..],
+            b"{\"a\":1}\n{\"b\":{\"c\":null}}\n",
+            b"",
+            b"[]",
+        ] {
+            let values: Vec<_> = Records::new(Bytes::from_static(body)).collect();
+            let tapes: Vec<_> = Records::new(Bytes::from_static(body)).tapes().collect();
+            assert_eq!(values.len(), tapes.len());
+            for (v, t) in values.iter().zip(&tapes) {
+                let (v, raw) = v.as_ref().unwrap();
+                let t = t.as_ref().unwrap();
+                assert_eq!(t.value(), v);
+                assert_eq!(t.raw(), raw);
+            }
+        }
+        for bad in [&b"[{\"a\":1}"[..], b"[{\"a\":1},]", b"{\"a\":1}\nnope"] {
+            let all: Vec<_> = Records::new(Bytes::from_static(bad)).tapes().collect();
+            assert!(all.last().is_some_and(Result::is_err));
         }
     }
 

@@ -5,7 +5,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::collections::strip_api_prefix;
-use super::download::{Records, plain_body};
+use super::download::{Records, Tapes, plain_body};
 use super::events::pce_time;
 use super::{Call, PceClient, PceError, Reply, RequestId};
 use crate::event::Timestamp;
@@ -402,6 +402,12 @@ impl TrafficDownload {
     /// an error when the body is malformed there; the iterator ends after it.
     pub fn records(&self) -> Records {
         Records::new(self.body.clone())
+    }
+
+    /// The flows, one at a time, each parsed into a [`Tape`] over the exact bytes the PCE
+    /// sent for it (see [`crate::event::Tape`]). The iterator ends after an error.
+    pub fn tapes(&self) -> Tapes {
+        Records::new(self.body.clone()).tapes()
     }
 
     /// The size of the (inflated) body in bytes.

@@ -26,11 +26,19 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::PceTrafficConfig;
 use super::ledger::{Ledger, Pending, Sighting, Tally};
-use super::names::{NameCache, Names, label_pair};
-use crate::event::{Event, Timestamp, time_from_value};
+use super::names::{NameCache, Names};
+use crate::event::{Event, Field, FieldPath, Tape, Timestamp, time_from_field, time_from_value};
 use crate::pce::client::{PceClient, PceError, TrafficQuery};
 use crate::runtime::{BuildContext, NodeError, SharedClock};
 use crate::store::Store;
+
+/// Where a flow says when it was last detected (its event time).
+static LAST_DETECTED: std::sync::LazyLock<Option<FieldPath>> =
+    std::sync::LazyLock::new(|| FieldPath::parse("timestamp_range.last_detected").ok());
+
+/// Where a flow says its policy decision.
+static POLICY_DECISION: std::sync::LazyLock<Option<FieldPath>> =
+    std::sync::LazyLock::new(|| FieldPath::parse("policy_decision").ok());
 
 /// Flow events handed to a subscriber per message.
 const BATCH: usize = 1000;
@@ -433,7 +441,7 @@ impl TrafficHub {
         let download = self.client.traffic_download(&query).await?;
         let held = match download.flows_count {
             Some(n) => n,
-            None => download.records().filter(Result::is_ok).count() as u64,
+            None => download.tapes().filter(Result::is_ok).count() as u64,
         };
         let truncated = download.is_truncated(held);
         if truncated {
@@ -445,36 +453,39 @@ impl TrafficHub {
             );
         }
         let names = self.names.snapshot();
-        let vigil = json!({
+        let vigil = Arc::new(json!({
             "source_type": "pce_traffic",
             "connection": self.connection,
             "slice": {"start": fmt_time(&start), "end": fmt_time(&end)},
             "truncated": truncated,
-        });
+        }));
         let ingest = self.clock.now();
         // Every flow of the slice carries one acknowledgement: the cursor moves only once
         // every subscriber's sinks have written them (or stages dropped them on purpose).
         let (guard, ack) = crate::event::ack_pair();
         let mut batch = Vec::with_capacity(BATCH);
         let mut pending = ledger.begin(end);
-        for record in download.records() {
-            let (mut flow, _raw) = record.map_err(|m| download.decode_error(m))?;
+        for record in download.tapes() {
+            let mut flow = record.map_err(|m| download.decode_error(m))?;
             let sighting = pending.observe(ledger, &mut flow);
             if sighting == Sighting::Repeat {
                 continue;
             }
-            let mut flow = enrich_flow(flow, &names, &vigil);
-            if let Sighting::Continuation { total: Some(total) } = sighting
-                && let Some(v) = flow.get_mut("vigil").and_then(Value::as_object_mut)
-            {
-                v.insert("num_connections_total".to_string(), Value::from(total));
+            match sighting {
+                Sighting::Continuation { total: Some(total) } => {
+                    let mut vigil = Value::clone(&vigil);
+                    if let Some(v) = vigil.as_object_mut() {
+                        v.insert("num_connections_total".to_string(), Value::from(total));
+                    }
+                    enrich_tape(&mut flow, &names, &Arc::new(vigil));
+                }
+                _ => enrich_tape(&mut flow, &names, &vigil),
             }
-            let mut event =
-                Event::from_record(flow, self.source_id.clone(), ingest).with_ack(&guard);
-            if let Some(t) = event
-                .data()
-                .pointer("/timestamp_range/last_detected")
-                .and_then(time_from_value)
+            let mut event = Event::from_tape(flow, self.source_id.clone(), ingest).with_ack(&guard);
+            if let Some(t) = LAST_DETECTED
+                .as_ref()
+                .and_then(|p| p.first_in(&event))
+                .and_then(|f| time_from_field(&f))
             {
                 event.meta.time = t;
             }
@@ -506,9 +517,10 @@ impl TrafficHub {
                     Some(d) => batch
                         .iter()
                         .filter(|e| {
-                            e.data()
-                                .get("policy_decision")
-                                .and_then(Value::as_str)
+                            POLICY_DECISION
+                                .as_ref()
+                                .and_then(|p| p.first_in(e))
+                                .and_then(|f| f.as_str())
                                 .is_some_and(|p| d.contains(p))
                         })
                         .cloned()
@@ -542,55 +554,116 @@ fn fmt_time(t: &Timestamp) -> String {
 /// Adds vigil's fields to a PCE flow record: `src`/`dst` `labels` (key → value) and
 /// `ip_list_names`, `workload.labels_by_key`, and `vigil` (given).
 pub fn enrich_flow(mut flow: Value, names: &Names, vigil: &Value) -> Value {
+    let vigil = Arc::new(vigil.clone());
+    for (path, value) in flow_fields(Field::Value(&flow), names, &vigil) {
+        let Some((last, parents)) = path.split_last() else {
+            continue;
+        };
+        let mut here = Some(&mut flow);
+        for k in parents {
+            here = here.and_then(|h| h.get_mut(*k));
+        }
+        if let Some(obj) = here.and_then(Value::as_object_mut) {
+            obj.insert((*last).to_string(), Value::clone(&value));
+        }
+    }
+    flow
+}
+
+/// [`enrich_flow`] on a tape: the fields are placed over it.
+fn enrich_tape(flow: &mut Tape, names: &Names, vigil: &Arc<Value>) {
+    for (path, value) in flow_fields(flow.root(), names, vigil) {
+        flow.set_shared(path, value);
+    }
+}
+
+/// The fields [`enrich_flow`] adds, in the order it adds them.
+fn flow_fields(
+    flow: Field<'_>,
+    names: &Names,
+    vigil: &Arc<Value>,
+) -> Vec<(&'static [&'static str], Arc<Value>)> {
+    let mut out = Vec::with_capacity(7);
     for side in ["src", "dst"] {
-        let Some(ep) = flow.get_mut(side).and_then(Value::as_object_mut) else {
+        let Some(ep) = flow.get(side).filter(Field::is_object) else {
             continue;
         };
         let mut map = Map::new();
-        if let Some(wl) = ep.get_mut("workload").and_then(Value::as_object_mut) {
-            let listed = wl.get("labels").and_then(Value::as_array);
-            let pairs: Vec<(String, String)> = match listed {
-                Some(list) => list
-                    .iter()
-                    .filter_map(|l| label_pair(l, &names.labels))
-                    .collect(),
-                None => wl
-                    .get("href")
-                    .and_then(Value::as_str)
-                    .and_then(|h| names.workloads.get(h))
-                    .cloned()
-                    .unwrap_or_default(),
-            };
-            for (k, v) in pairs {
-                map.insert(k, Value::String(v));
+        let mut labels = None;
+        if let Some(wl) = ep.get("workload").filter(Field::is_object) {
+            match wl
+                .get("labels")
+                .filter(|l| matches!(l.scalar(), crate::event::Scalar::Other) && !l.is_object())
+            {
+                Some(list) => {
+                    for l in list.items() {
+                        if let Some((k, v)) = label_pair_of(l, &names.labels) {
+                            map.insert(k, Value::String(v));
+                        }
+                    }
+                }
+                None => {
+                    let pairs = wl
+                        .get("href")
+                        .and_then(|h| h.as_str())
+                        .and_then(|h| names.workloads.get(h));
+                    for (k, v) in pairs.into_iter().flatten() {
+                        map.insert(k.clone(), Value::String(v.clone()));
+                    }
+                }
             }
-            wl.insert("labels_by_key".to_string(), Value::Object(map.clone()));
+            let path: &'static [&'static str] = if side == "src" {
+                &["src", "workload", "labels_by_key"]
+            } else {
+                &["dst", "workload", "labels_by_key"]
+            };
+            let map = Arc::new(Value::Object(std::mem::take(&mut map)));
+            out.push((path, map.clone()));
+            labels = Some(map);
         }
-        ep.insert("labels".to_string(), Value::Object(map));
         let lists: Vec<Value> = ep
             .get("ip_lists")
-            .and_then(Value::as_array)
             .into_iter()
-            .flatten()
+            .flat_map(|l| l.items())
             .filter_map(|l| {
                 l.get("name")
-                    .and_then(Value::as_str)
+                    .and_then(|n| n.as_str())
                     .map(str::to_string)
                     .or_else(|| {
                         l.get("href")
-                            .and_then(Value::as_str)
+                            .and_then(|h| h.as_str())
                             .and_then(|h| names.ip_lists.get(h))
                             .map(|e| e.name.clone())
                     })
                     .map(Value::String)
             })
             .collect();
-        ep.insert("ip_list_names".to_string(), Value::Array(lists));
+        let labels = labels.unwrap_or_else(|| Arc::new(Value::Object(map)));
+        let lists = Arc::new(Value::Array(lists));
+        if side == "src" {
+            out.push((&["src", "labels"][..], labels));
+            out.push((&["src", "ip_list_names"][..], lists));
+        } else {
+            out.push((&["dst", "labels"][..], labels));
+            out.push((&["dst", "ip_list_names"][..], lists));
+        }
     }
-    if let Some(obj) = flow.as_object_mut() {
-        obj.insert("vigil".to_string(), vigil.clone());
+    if flow.is_object() {
+        out.push((&["vigil"][..], vigil.clone()));
     }
-    flow
+    out
+}
+
+/// A label object's (key, value): from the object, else from the cache by href.
+fn label_pair_of(
+    l: Field<'_>,
+    labels: &std::collections::HashMap<String, (String, String)>,
+) -> Option<(String, String)> {
+    let text = |k: &str| l.get(k).and_then(|f| f.as_str());
+    match (text("key"), text("value")) {
+        (Some(k), Some(v)) => Some((k.to_string(), v.to_string())),
+        _ => text("href").and_then(|h| labels.get(h).cloned()),
+    }
 }
 
 #[cfg(test)]

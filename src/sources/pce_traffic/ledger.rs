@@ -31,7 +31,7 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
-use crate::event::{Timestamp, time_from_value};
+use crate::event::{Field, FieldPath, Tape, Timestamp, time_from_field};
 
 /// The version of the saved form.
 const VERSION: u64 = 1;
@@ -122,39 +122,96 @@ fn millis(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A flow row as the ledger reads and rewrites it: a parsed `Value` or a [`Tape`].
+pub(crate) trait FlowRow {
+    /// The first value `path` reaches.
+    fn field(&self, path: &FieldPath) -> Option<Field<'_>>;
+    /// Sets the row's top-level `num_connections`.
+    fn set_connections(&mut self, n: u64);
+}
+
+impl FlowRow for Value {
+    fn field(&self, path: &FieldPath) -> Option<Field<'_>> {
+        path.first(self).map(Field::Value)
+    }
+
+    fn set_connections(&mut self, n: u64) {
+        if let Some(obj) = self.as_object_mut() {
+            obj.insert("num_connections".to_string(), Value::from(n));
+        }
+    }
+}
+
+impl FlowRow for Tape {
+    fn field(&self, path: &FieldPath) -> Option<Field<'_>> {
+        path.first_in_tape(self)
+    }
+
+    fn set_connections(&mut self, n: u64) {
+        self.set(&["num_connections"], Value::from(n));
+    }
+}
+
+/// The fields of a row the ledger reads, parsed once.
+struct RowPaths {
+    src: FieldPath,
+    dst: FieldPath,
+    port: FieldPath,
+    proto: FieldPath,
+    direction: FieldPath,
+    first: FieldPath,
+    last: FieldPath,
+    connections: FieldPath,
+}
+
+static ROW_PATHS: std::sync::LazyLock<Option<RowPaths>> = std::sync::LazyLock::new(|| {
+    let p = |s: &str| FieldPath::parse(s).ok();
+    Some(RowPaths {
+        src: p("src.ip")?,
+        dst: p("dst.ip")?,
+        port: p("service.port")?,
+        proto: p("service.proto")?,
+        direction: p("flow_direction")?,
+        first: p("timestamp_range.first_detected")?,
+        last: p("timestamp_range.last_detected")?,
+        connections: p("num_connections")?,
+    })
+});
+
 /// The key, `last_detected` and `num_connections` of a row, if it has the key fields.
-fn parse_row(row: &Value) -> Option<(FlowKey, i64, Option<u64>)> {
-    let ip = |p: &str| row.pointer(p)?.as_str()?.trim().parse::<IpAddr>().ok();
-    let time = |p: &str| {
-        row.pointer(p)
-            .and_then(time_from_value)
+fn parse_row(row: &impl FlowRow) -> Option<(FlowKey, i64, Option<u64>)> {
+    let paths = ROW_PATHS.as_ref()?;
+    let ip = |p: &FieldPath| row.field(p)?.as_str()?.trim().parse::<IpAddr>().ok();
+    let time = |p: &FieldPath| {
+        row.field(p)
+            .and_then(|f| time_from_field(&f))
             .map(|t| t.timestamp_millis())
     };
-    let inbound = match row.get("flow_direction")?.as_str()? {
+    let inbound = match row.field(&paths.direction)?.as_str()? {
         "inbound" => true,
         "outbound" => false,
         _ => return None,
     };
     let key = FlowKey {
-        src: ip("/src/ip")?,
-        dst: ip("/dst/ip")?,
+        src: ip(&paths.src)?,
+        dst: ip(&paths.dst)?,
         // ICMP rows have no port, or `"All"`.
         port: row
-            .pointer("/service/port")
-            .and_then(Value::as_u64)
+            .field(&paths.port)
+            .and_then(|f| f.as_u64())
             .and_then(|p| u16::try_from(p).ok()),
         proto: row
-            .pointer("/service/proto")?
+            .field(&paths.proto)?
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())?,
         inbound,
-        first: time("/timestamp_range/first_detected")?,
+        first: time(&paths.first)?,
     };
-    let last = time("/timestamp_range/last_detected")?;
+    let last = time(&paths.last)?;
     Some((
         key,
         last,
-        row.get("num_connections").and_then(Value::as_u64),
+        row.field(&paths.connections).and_then(|f| f.as_u64()),
     ))
 }
 
@@ -362,7 +419,7 @@ impl Ledger {
 impl Pending {
     /// Classifies `row` against what the ledger and this slice's earlier rows remember;
     /// rewrites `num_connections` of a continuation to the increase.
-    pub(crate) fn observe(&mut self, ledger: &Ledger, row: &mut Value) -> Sighting {
+    pub(crate) fn observe(&mut self, ledger: &Ledger, row: &mut impl FlowRow) -> Sighting {
         let Some((key, last, connections)) = parse_row(row) else {
             self.tally.new += 1;
             return Sighting::New;
@@ -405,9 +462,7 @@ impl Pending {
                 if connections.is_some() {
                     // Lower than before: the counter was reset, all of it is new.
                     let increase = n.checked_sub(e.connections).unwrap_or(n);
-                    if let Some(obj) = row.as_object_mut() {
-                        obj.insert("num_connections".to_string(), Value::from(increase));
-                    }
+                    row.set_connections(increase);
                 }
                 Sighting::Continuation { total: connections }
             }

@@ -3,10 +3,9 @@
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::config::{BandwidthConfig, Direction, FLAT_FLOW_KEY, REST_FLOW_KEY};
-use crate::event::{FieldPath, Timestamp, time_from_value};
+use crate::event::{FieldPath, Fields, Timestamp, time_from_field};
 use crate::runtime::NodeError;
 use crate::stages::window::{number, write_key};
 
@@ -69,6 +68,8 @@ pub struct Measurer {
     delta_ms: FieldPath,
     first: FieldPath,
     last: FieldPath,
+    /// `src`: a REST flow has it.
+    src: FieldPath,
     /// Last counters by flow key.
     pub flows: HashMap<String, Counters>,
 }
@@ -100,15 +101,16 @@ impl Measurer {
             delta_ms: parse(&cfg.delta_ms)?,
             first: parse("timestamp_range.first_detected")?,
             last: parse("timestamp_range.last_detected")?,
+            src: parse("src")?,
             flows: HashMap::new(),
         })
     }
 
     /// Writes the flow key of `data` into `buf`.
-    pub fn flow_key(&self, buf: &mut String, data: &Value) {
+    pub fn flow_key(&self, buf: &mut String, data: &(impl Fields + ?Sized)) {
         let paths = match &self.flow_key {
             Some(k) => k,
-            None if data.get("src").is_some() => &self.rest_key,
+            None if data.has(&self.src) => &self.rest_key,
             None => &self.flat_key,
         };
         write_key(buf, paths, data);
@@ -126,21 +128,20 @@ impl Measurer {
     /// span assumed for a first sighting without `timestamp_range`.
     pub fn measure(
         &mut self,
-        data: &Value,
+        data: &(impl Fields + ?Sized),
         t: Timestamp,
         flow: &str,
         window: chrono::Duration,
     ) -> Measured {
-        let di = self.delta_in.first(data).and_then(number);
-        let dout = self.delta_out.first(data).and_then(number);
+        let di = data.field(&self.delta_in).and_then(number);
+        let dout = data.field(&self.delta_out).and_then(number);
         if di.is_some() || dout.is_some() {
             let (bi, bo) = (di.unwrap_or(0.0), dout.unwrap_or(0.0));
             if bi == 0.0 && bo == 0.0 {
                 return Measured::Unmeasured;
             }
-            let span = self
-                .delta_ms
-                .first(data)
+            let span = data
+                .field(&self.delta_ms)
                 .and_then(number)
                 .filter(|ms| *ms > 0.0)
                 .map_or(1.0, |ms| ms / 1000.0);
@@ -150,12 +151,12 @@ impl Measurer {
                 estimate: false,
             };
         }
-        let bi = self.bytes_in.first(data).and_then(number).unwrap_or(0.0);
-        let bo = self.bytes_out.first(data).and_then(number).unwrap_or(0.0);
+        let bi = data.field(&self.bytes_in).and_then(number).unwrap_or(0.0);
+        let bo = data.field(&self.bytes_out).and_then(number).unwrap_or(0.0);
         if bi == 0.0 && bo == 0.0 {
             return Measured::Unmeasured;
         }
-        let last = self.last.first(data).and_then(time_from_value);
+        let last = data.field(&self.last).and_then(|f| time_from_field(&f));
         let obs = last.unwrap_or(t);
         if let Some(prev) = self.flows.get_mut(flow) {
             if obs < prev.obs {
@@ -190,7 +191,7 @@ impl Measurer {
                 seen: t,
             },
         );
-        let first = self.first.first(data).and_then(time_from_value);
+        let first = data.field(&self.first).and_then(|f| time_from_field(&f));
         let span = match (first, last) {
             (Some(f), Some(l)) => (l - f).num_milliseconds().max(0) as f64 / 1000.0 + 1.0,
             _ => seconds(window),

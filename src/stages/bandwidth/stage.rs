@@ -379,7 +379,7 @@ impl Stage for BandwidthStage {
             self.count_late(t, "older than the window behind the watermark");
             return;
         }
-        let data = event.data();
+        let data: &Event = &event;
         self.measurer.flow_key(&mut self.flow_buf, data);
         let (bytes, span, estimate) =
             match self.measurer.measure(data, t, &self.flow_buf, self.window) {
@@ -404,7 +404,7 @@ impl Stage for BandwidthStage {
         write_key(&mut self.key_buf, &self.group_by.0, data);
         let samples = &mut self.budget;
         let group_by = &self.group_by;
-        let group = || group_by.group(data);
+        let group = || group_by.group(data.data());
         let (r, book) = (&self.reporter, &mut self.book);
         match self.mode {
             Mode::Volume => {

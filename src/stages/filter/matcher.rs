@@ -8,7 +8,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::config::{Conditions, Exclude, FilterConfig, Literal, Matcher, condition_pointer};
-use crate::event::{Event, FieldPath};
+use crate::event::{Event, Field, FieldPath, Fields, Scalar};
 use crate::runtime::Stage;
 use crate::sources::pce_traffic::NameCache;
 use crate::stages::script::sandbox::{self, ErrorLog, Limits, RunError, Sandbox};
@@ -50,22 +50,22 @@ impl Lit {
         }
     }
 
-    fn matches(&self, v: &Value) -> bool {
+    fn matches(&self, v: &Scalar<'_>) -> bool {
         match (self, v) {
-            (Lit::Null, Value::Null) => true,
-            (Lit::Bool(b), Value::Bool(x)) => b == x,
-            (Lit::Bool(b), Value::String(s)) => s == if *b { "true" } else { "false" },
+            (Lit::Null, Scalar::Null) => true,
+            (Lit::Bool(b), Scalar::Bool(x)) => b == x,
+            (Lit::Bool(b), Scalar::Str(s)) => *s == if *b { "true" } else { "false" },
             (Lit::Num(n), _) => as_number(v) == Some(*n),
-            (Lit::Str(s), Value::String(x)) => s == x,
-            (Lit::Str(s), Value::Number(_)) => s.parse::<f64>().ok() == as_number(v),
-            (Lit::Str(s), Value::Bool(b)) => s == if *b { "true" } else { "false" },
-            (Lit::Ip(ip), Value::String(x)) => x.parse::<IpAddr>().is_ok_and(|a| a == *ip),
-            (Lit::Net(net, text), Value::String(x)) => {
+            (Lit::Str(s), Scalar::Str(x)) => s == x,
+            (Lit::Str(s), Scalar::Num(_)) => s.parse::<f64>().ok() == as_number(v),
+            (Lit::Str(s), Scalar::Bool(b)) => s == if *b { "true" } else { "false" },
+            (Lit::Ip(ip), Scalar::Str(x)) => x.parse::<IpAddr>().is_ok_and(|a| a == *ip),
+            (Lit::Net(net, text), Scalar::Str(x)) => {
                 x == text
                     || x.parse::<IpAddr>().is_ok_and(|a| net.contains(&a))
                     || x.parse::<IpNet>().is_ok_and(|n| net.contains(&n))
             }
-            (Lit::IpList(name, caches), Value::String(x)) => {
+            (Lit::IpList(name, caches), Scalar::Str(x)) => {
                 x == name
                     || x.parse::<IpAddr>().is_ok_and(|ip| {
                         caches
@@ -82,19 +82,19 @@ impl Lit {
 /// The prefix of an operand naming a PCE IP list.
 const IP_LIST_PREFIX: &str = "ip_list:";
 
-fn as_number(v: &Value) -> Option<f64> {
+fn as_number(v: &Scalar<'_>) -> Option<f64> {
     match v {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok(),
+        Scalar::Num(n) => n.as_f64(),
+        Scalar::Str(s) => s.trim().parse::<f64>().ok(),
         _ => None,
     }
 }
 
-fn as_text(v: &Value) -> Option<std::borrow::Cow<'_, str>> {
+fn as_text<'a>(v: &Scalar<'a>) -> Option<std::borrow::Cow<'a, str>> {
     match v {
-        Value::String(s) => Some(s.as_str().into()),
-        Value::Number(n) => Some(n.to_string().into()),
-        Value::Bool(b) => Some(if *b { "true" } else { "false" }.into()),
+        Scalar::Str(s) => Some((*s).into()),
+        Scalar::Num(n) => Some(n.to_string().into()),
+        Scalar::Bool(b) => Some(if *b { "true" } else { "false" }.into()),
         _ => None,
     }
 }
@@ -137,20 +137,23 @@ const EVENT_TYPE: &str = "event_type";
 const NOTIFICATION_TYPES: &str = "notifications.notification_type";
 
 impl Condition {
-    fn any(&self, data: &Value, visit: &mut impl FnMut(&Value) -> bool) -> bool {
-        self.path.any(data, visit) || self.also.as_ref().is_some_and(|a| a.any(data, visit))
+    /// Calls `visit` with every scalar (or `Other`) the condition's paths reach.
+    fn any(&self, data: &impl Fields, visit: &mut dyn FnMut(&Scalar<'_>) -> bool) -> bool {
+        let mut each = |f: Field<'_>| visit(&f.scalar());
+        data.visit(&self.path, &mut each)
+            || self.also.as_ref().is_some_and(|a| data.visit(a, &mut each))
     }
 
-    fn holds(&self, data: &Value) -> bool {
+    fn holds(&self, data: &impl Fields) -> bool {
         self.tests.iter().all(|t| self.test(t, data))
     }
 
-    fn test(&self, t: &Test, data: &Value) -> bool {
+    fn test(&self, t: &Test, data: &impl Fields) -> bool {
         match t {
             Test::AnyOf(lits) => {
                 if lits.iter().any(|l| matches!(l, Lit::Null))
-                    && self.path.first(data).is_none()
-                    && self.also.as_ref().is_none_or(|a| a.first(data).is_none())
+                    && data.field(&self.path).is_none()
+                    && self.also.as_ref().is_none_or(|a| data.field(a).is_none())
                 {
                     return true;
                 }
@@ -175,7 +178,7 @@ impl Condition {
             Test::EndsWith(s) => self.any(data, &mut |v| {
                 as_text(v).is_some_and(|t| t.ends_with(s.as_str()))
             }),
-            Test::Exists(want) => self.any(data, &mut |v| !v.is_null()) == *want,
+            Test::Exists(want) => self.any(data, &mut |v| *v != Scalar::Null) == *want,
         }
     }
 }
@@ -185,7 +188,7 @@ impl Condition {
 struct Group(Vec<Condition>);
 
 impl Group {
-    fn holds(&self, data: &Value) -> bool {
+    fn holds(&self, data: &impl Fields) -> bool {
         self.0.iter().all(|c| c.holds(data))
     }
 }
@@ -266,6 +269,15 @@ impl CompiledFilter {
 
     /// Whether an event's data passes.
     pub fn matches(&self, data: &Value) -> bool {
+        self.passes(data)
+    }
+
+    /// Whether an event passes (read from its tape when it has one).
+    pub fn matches_event(&self, event: &Event) -> bool {
+        self.passes(event)
+    }
+
+    fn passes(&self, data: &impl Fields) -> bool {
         self.all.holds(data)
             && (self.any.is_empty() || self.any.iter().any(|g| g.holds(data)))
             && !self.exclude.iter().any(|g| g.holds(data))
@@ -473,7 +485,7 @@ impl FilterStage {
 
 impl Stage for FilterStage {
     fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
-        if !self.filter.matches(event.data()) {
+        if !self.filter.matches_event(&event) {
             return;
         }
         if let Some(w) = &mut self.where_

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::event::{
-    Alert, AlertStatus, AlertWindow, Event, FieldPath, Group, Timestamp, TopRow, TopTable,
+    Alert, AlertStatus, AlertWindow, Event, Field, FieldPath, Group, Timestamp, TopRow, TopTable,
 };
 use crate::runtime::Stage;
 use crate::stages::alerting::{AlertTemplates, Finding};
@@ -113,7 +113,7 @@ fn value_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
-fn weight_of(v: Option<&Value>) -> Option<f64> {
+fn weight_of(v: Option<Field<'_>>) -> Option<f64> {
     v.and_then(crate::stages::window::number)
 }
 
@@ -265,10 +265,9 @@ impl TopNStage {
     }
 
     fn record(&mut self, event: &Event) {
-        let data = event.data();
         let weight = match &self.spec.sum {
             None => 1.0,
-            Some(path) => match weight_of(path.first(data)) {
+            Some(path) => match weight_of(path.first_in(event)) {
                 Some(w) => w,
                 None => {
                     self.state.skipped += 1;
@@ -292,7 +291,10 @@ impl TopNStage {
         let project = |paths: &[FieldPath]| -> Vec<Value> {
             paths
                 .iter()
-                .map(|p| p.first(data).cloned().unwrap_or(Value::Null))
+                .map(|p| {
+                    p.first_in(event)
+                        .map_or(Value::Null, |f| f.to_value().into_owned())
+                })
                 .collect()
         };
         let rec = Rec {

@@ -175,7 +175,7 @@ impl Stage for WindowCountStage {
         }
         let weight = match &self.sum {
             None => 1.0,
-            Some(path) => match path.first(event.data()).and_then(number) {
+            Some(path) => match path.first_in(&event).and_then(number) {
                 Some(v) => v,
                 None => {
                     self.skipped += 1;
@@ -183,7 +183,7 @@ impl Stage for WindowCountStage {
                 }
             },
         };
-        write_key(&mut self.key_buf, &self.group_by.0, event.data());
+        write_key(&mut self.key_buf, &self.group_by.0, &*event);
         let key = match self.keys.get_mut(self.key_buf.as_str()) {
             Some(k) => k,
             None => self.keys.entry(self.key_buf.clone()).or_default(),

@@ -1,0 +1,841 @@
+//! Records parsed once into a flat tape over the bytes they came from.
+//!
+//! A parsed `serde_json::Value` costs an allocation for every key, string, list and map
+//! (with key order kept, a hash table for every map), and as much again to free. A flow
+//! record of a PCE is read by a few rules for a few fields and then dropped, so a source
+//! that reads many records makes a [`Tape`] instead: one list of nodes, strings left where
+//! they are in the record's bytes. Field paths are looked up on the tape directly; the
+//! full `Value` is made only when something asks for the whole record ([`Tape::value`]).
+//!
+//! A source may add fields to a taped record without copying it: each [`Tape::set`]
+//! places a value at a path, as `Value` insertion would (an existing key keeps its place,
+//! a new key comes last), and lookups see it.
+
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+use super::Segment;
+
+/// One node of a tape. A list is followed by its items, an object by its pairs (a key
+/// node, then the value's nodes); both know where the next node after them is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Node {
+    Null,
+    Bool(bool),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    /// A string exactly as in the bytes (it has no escapes): offset and length.
+    Raw(u32, u32),
+    /// A string that had escapes, unescaped: its index in `owned`.
+    Owned(u32),
+    /// A list of `len` items; the node after its last item is `end`.
+    Arr {
+        len: u32,
+        end: u32,
+    },
+    /// An object of `len` pairs; the node after its last pair is `end`.
+    Obj {
+        len: u32,
+        end: u32,
+    },
+}
+
+/// A value placed over the tape at a path (see [`Tape::set`]).
+#[derive(Debug, Clone, PartialEq)]
+struct Patch {
+    path: Box<[Box<str>]>,
+    value: std::sync::Arc<Value>,
+}
+
+/// A record parsed into a tape; see the module documentation.
+#[derive(Debug)]
+pub struct Tape {
+    raw: Bytes,
+    nodes: Box<[Node]>,
+    owned: Box<[Box<str>]>,
+    patches: Vec<Patch>,
+    /// A patch replaced a list or a scalar of the parsed record by an object: lookups use
+    /// the whole value.
+    exotic: bool,
+    /// Some object repeats a key (the last one counts, as in a parsed `Value`).
+    duplicates: bool,
+    /// The first keys of the patches' paths.
+    roots: Vec<Box<str>>,
+    full: OnceLock<Value>,
+}
+
+impl Clone for Tape {
+    fn clone(&self) -> Tape {
+        Tape {
+            raw: self.raw.clone(),
+            nodes: self.nodes.clone(),
+            owned: self.owned.clone(),
+            patches: self.patches.clone(),
+            exotic: self.exotic,
+            duplicates: self.duplicates,
+            roots: self.roots.clone(),
+            full: OnceLock::new(),
+        }
+    }
+}
+
+impl PartialEq for Tape {
+    fn eq(&self, other: &Tape) -> bool {
+        self.value() == other.value()
+    }
+}
+
+impl Tape {
+    /// Parses `raw`, which holds one JSON value (and whitespace around it).
+    pub fn parse(raw: Bytes) -> Result<Tape, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_slice(&raw);
+        let parsed = <Parsed<'_> as serde::Deserialize>::deserialize(&mut de)?;
+        de.end()?;
+        Ok(parsed.into_tape(raw.clone(), raw.as_ptr() as usize))
+    }
+
+    /// The whole record, as a field.
+    pub fn root(&self) -> Field<'_> {
+        self.field(0)
+    }
+
+    /// The bytes the record was parsed from.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// Whether [`Tape::set`] placed anything over the parsed record.
+    pub fn is_patched(&self) -> bool {
+        !self.patches.is_empty()
+    }
+
+    /// The whole record as a `Value` (made on the first call, kept).
+    pub fn value(&self) -> &Value {
+        self.full.get_or_init(|| {
+            let mut v = self.node_value(0);
+            for p in &self.patches {
+                place(&mut v, &p.path, Value::clone(&p.value));
+            }
+            v
+        })
+    }
+
+    /// The whole record as a `Value`, consuming the tape.
+    pub fn into_value(mut self) -> Value {
+        match self.full.take() {
+            Some(v) => v,
+            None => self.value().clone(),
+        }
+    }
+
+    /// Places `value` at `path` (keys of nested objects, made where missing), as
+    /// inserting into the record's `Value` would: a key that is there keeps its place, a
+    /// new one comes last.
+    pub fn set(&mut self, path: &[&str], value: Value) {
+        self.set_shared(path, std::sync::Arc::new(value));
+    }
+
+    /// [`Tape::set`] with a value shared with other tapes (a source placing the same
+    /// value over many records keeps one copy).
+    pub fn set_shared(&mut self, path: &[&str], value: std::sync::Arc<Value>) {
+        // Objects on the way that the parsed record has as something else are replaced.
+        let mut at = Some(0);
+        for k in path.split_last().map_or(&[][..], |(_, p)| p) {
+            match at.and_then(|a| self.nodes.get(a)) {
+                Some(Node::Obj { .. }) => at = at.and_then(|a| self.member(a, k)),
+                Some(_) => {
+                    self.exotic = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        if path.is_empty() {
+            self.exotic = true;
+        }
+        if let Some(full) = self.full.get_mut() {
+            place(
+                full,
+                &path.iter().map(|s| Box::from(*s)).collect::<Vec<_>>(),
+                Value::clone(&value),
+            );
+        }
+        if let Some(root) = path.first()
+            && !self.roots.iter().any(|r| &**r == *root)
+        {
+            self.roots.push(Box::from(*root));
+        }
+        self.patches.push(Patch {
+            path: path.iter().map(|s| Box::from(*s)).collect(),
+            value,
+        });
+    }
+
+    /// The value at `segs` on the tape, patches included: `Some(Ok(node))` on the tape,
+    /// `Some(Err(value))` in a patch, `None` when a patch below `segs` changes it (ask the
+    /// whole value).
+    fn route<'a, 's>(&'a self, segs: &'s [Segment]) -> Route<'a, 's> {
+        if self.patches.is_empty() {
+            return Route::Tape(0, segs);
+        }
+        if self.exotic {
+            return Route::Whole;
+        }
+        let Some(first) = segs.first() else {
+            return Route::Whole;
+        };
+        if !self.roots.iter().any(|r| **r == *first.key()) {
+            return Route::Tape(0, segs);
+        }
+        let mut found: Option<&Patch> = None;
+        for p in self.patches.iter().rev() {
+            let common = p
+                .path
+                .iter()
+                .zip(segs)
+                .take_while(|(k, s)| &***k == s.key())
+                .count();
+            if common == p.path.len() {
+                if found.is_none() {
+                    found = Some(p);
+                }
+            } else if common == segs.len() && found.is_none() {
+                // A later patch below the path: only the whole value has it right.
+                return Route::Whole;
+            }
+        }
+        match found {
+            Some(p) => Route::Patch(&p.value, &segs[p.path.len()..]),
+            None => Route::Tape(0, segs),
+        }
+    }
+
+    /// Calls `visit` with every value `segs` reaches (see [`super::FieldPath::any`]).
+    pub(super) fn any(&self, segs: &[Segment], visit: &mut dyn FnMut(Field<'_>) -> bool) -> bool {
+        match self.route(segs) {
+            Route::Tape(at, segs) => self.walk(at, segs, visit),
+            Route::Patch(v, rest) => super::walk(v, rest, &mut |v| visit(Field::Value(v))),
+            Route::Whole => super::walk(self.value(), segs, &mut |v| visit(Field::Value(v))),
+        }
+    }
+
+    /// The first value `segs` reaches (see [`super::FieldPath::first`]).
+    pub(super) fn first<'a>(&'a self, segs: &[Segment]) -> Option<Field<'a>> {
+        match self.route(segs) {
+            Route::Tape(at, segs) => self.first_at(at, segs),
+            Route::Patch(v, rest) => super::first(v, rest).map(Field::Value),
+            Route::Whole => super::first(self.value(), segs).map(Field::Value),
+        }
+    }
+
+    /// Whether `segs` reaches a value (without making the whole value when a patch lies
+    /// below it: then it does).
+    pub(super) fn has(&self, segs: &[Segment]) -> bool {
+        match self.route(segs) {
+            Route::Whole => {
+                self.patches.iter().any(|p| {
+                    p.path.len() > segs.len()
+                        && p.path.iter().zip(segs).all(|(k, s)| &**k == s.key())
+                }) || super::first(self.value(), segs).is_some()
+            }
+            _ => self.first(segs).is_some(),
+        }
+    }
+
+    fn end_of(&self, at: usize) -> usize {
+        match self.nodes.get(at) {
+            Some(Node::Arr { end, .. } | Node::Obj { end, .. }) => *end as usize,
+            _ => at + 1,
+        }
+    }
+
+    fn str_at(&self, at: usize) -> Option<&str> {
+        match self.nodes.get(at)? {
+            Node::Raw(off, len) => {
+                let bytes = self.raw.get(*off as usize..(*off + *len) as usize)?;
+                std::str::from_utf8(bytes).ok()
+            }
+            Node::Owned(i) => self.owned.get(*i as usize).map(|s| &**s),
+            _ => None,
+        }
+    }
+
+    /// The value node of `key` in the object at `at` (the last, when a key repeats, as in
+    /// a parsed `Value`).
+    fn member(&self, at: usize, key: &str) -> Option<usize> {
+        let Some(Node::Obj { len, .. }) = self.nodes.get(at) else {
+            return None;
+        };
+        let mut i = at + 1;
+        let mut found = None;
+        for _ in 0..*len {
+            let matches = match self.nodes.get(i) {
+                Some(Node::Raw(off, l)) => {
+                    *l as usize == key.len()
+                        && self.raw.get(*off as usize..(*off + *l) as usize) == Some(key.as_bytes())
+                }
+                _ => self.str_at(i) == Some(key),
+            };
+            if matches {
+                if !self.duplicates {
+                    return Some(i + 1);
+                }
+                found = Some(i + 1);
+            }
+            i = self.end_of(i + 1);
+        }
+        found
+    }
+
+    /// The items of the list at `at`.
+    fn items(&self, at: usize) -> impl Iterator<Item = usize> + '_ {
+        let len = match self.nodes.get(at) {
+            Some(Node::Arr { len, .. }) => *len,
+            _ => 0,
+        };
+        let mut i = at + 1;
+        (0..len).map(move |_| {
+            let here = i;
+            i = self.end_of(i);
+            here
+        })
+    }
+
+    fn walk(&self, at: usize, segs: &[Segment], visit: &mut dyn FnMut(Field<'_>) -> bool) -> bool {
+        let Some((seg, rest)) = segs.split_first() else {
+            return match self.nodes.get(at) {
+                Some(Node::Arr { .. }) => self.items(at).any(|i| visit(self.field(i))),
+                Some(_) => visit(self.field(at)),
+                None => false,
+            };
+        };
+        match (self.nodes.get(at), seg) {
+            (Some(Node::Obj { .. }), seg) => self
+                .member(at, seg.key())
+                .is_some_and(|c| self.walk(c, rest, visit)),
+            (Some(Node::Arr { .. }), Segment::Index(i, _)) => self
+                .items(at)
+                .nth(*i)
+                .is_some_and(|c| self.walk(c, rest, visit)),
+            (Some(Node::Arr { .. }), Segment::Key(_)) => {
+                self.items(at).any(|c| self.walk(c, segs, visit))
+            }
+            _ => false,
+        }
+    }
+
+    fn first_at<'a>(&'a self, at: usize, segs: &[Segment]) -> Option<Field<'a>> {
+        let Some((seg, rest)) = segs.split_first() else {
+            return Some(self.field(at));
+        };
+        match (self.nodes.get(at)?, seg) {
+            (Node::Obj { .. }, seg) => self.first_at(self.member(at, seg.key())?, rest),
+            (Node::Arr { .. }, Segment::Index(i, _)) => {
+                self.first_at(self.items(at).nth(*i)?, rest)
+            }
+            (Node::Arr { .. }, Segment::Key(_)) => {
+                self.items(at).find_map(|c| self.first_at(c, segs))
+            }
+            _ => None,
+        }
+    }
+
+    fn field(&self, at: usize) -> Field<'_> {
+        Field::Tape(TapeRef { tape: self, at })
+    }
+
+    fn node_value(&self, at: usize) -> Value {
+        match self.nodes.get(at) {
+            None | Some(Node::Null) => Value::Null,
+            Some(Node::Bool(b)) => Value::Bool(*b),
+            Some(Node::U64(n)) => Value::Number((*n).into()),
+            Some(Node::I64(n)) => Value::Number((*n).into()),
+            Some(Node::F64(f)) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            Some(Node::Raw(..) | Node::Owned(_)) => {
+                Value::String(self.str_at(at).unwrap_or_default().to_string())
+            }
+            Some(Node::Arr { .. }) => {
+                Value::Array(self.items(at).map(|i| self.node_value(i)).collect())
+            }
+            Some(Node::Obj { len, .. }) => {
+                let mut map = Map::with_capacity(*len as usize);
+                let mut i = at + 1;
+                for _ in 0..*len {
+                    let key = self.str_at(i).unwrap_or_default().to_string();
+                    map.insert(key, self.node_value(i + 1));
+                    i = self.end_of(i + 1);
+                }
+                Value::Object(map)
+            }
+        }
+    }
+}
+
+enum Route<'a, 's> {
+    Tape(usize, &'s [Segment]),
+    Patch(&'a Value, &'s [Segment]),
+    Whole,
+}
+
+/// Places `value` at `path` in `v`, making objects on the way (a non-object on the way is
+/// replaced by one).
+fn place(v: &mut Value, path: &[Box<str>], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        *v = value;
+        return;
+    };
+    let mut here = v;
+    for k in parents {
+        if !here.is_object() {
+            *here = Value::Object(Map::new());
+        }
+        let Value::Object(map) = here else { return };
+        here = map
+            .entry(k.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+    if !here.is_object() {
+        *here = Value::Object(Map::new());
+    }
+    if let Value::Object(map) = here {
+        map.insert(last.to_string(), value);
+    }
+}
+
+/// A value a field path reached: in a `Value`, or on a [`Tape`].
+#[derive(Debug, Clone, Copy)]
+pub enum Field<'a> {
+    /// Inside a `Value`.
+    Value(&'a Value),
+    /// On a tape.
+    Tape(TapeRef<'a>),
+}
+
+/// A node of a [`Tape`].
+#[derive(Debug, Clone, Copy)]
+pub struct TapeRef<'a> {
+    tape: &'a Tape,
+    at: usize,
+}
+
+/// What a [`Field`] holds, for comparing: scalars as they are, lists and objects as
+/// [`Scalar::Other`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar<'a> {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A number.
+    Num(Number),
+    /// A string.
+    Str(&'a str),
+    /// A list or an object.
+    Other,
+}
+
+impl<'a> Field<'a> {
+    /// The scalar it holds.
+    pub fn scalar(&self) -> Scalar<'a> {
+        match self {
+            Field::Value(v) => match v {
+                Value::Null => Scalar::Null,
+                Value::Bool(b) => Scalar::Bool(*b),
+                Value::Number(n) => Scalar::Num(n.clone()),
+                Value::String(s) => Scalar::Str(s),
+                _ => Scalar::Other,
+            },
+            Field::Tape(r) => match r.tape.nodes.get(r.at) {
+                None | Some(Node::Null) => Scalar::Null,
+                Some(Node::Bool(b)) => Scalar::Bool(*b),
+                Some(Node::U64(n)) => Scalar::Num((*n).into()),
+                Some(Node::I64(n)) => Scalar::Num((*n).into()),
+                Some(Node::F64(f)) => Number::from_f64(*f).map_or(Scalar::Null, Scalar::Num),
+                Some(Node::Raw(..) | Node::Owned(_)) => {
+                    r.tape.str_at(r.at).map_or(Scalar::Null, Scalar::Str)
+                }
+                Some(Node::Arr { .. } | Node::Obj { .. }) => Scalar::Other,
+            },
+        }
+    }
+
+    /// The string it holds.
+    pub fn as_str(&self) -> Option<&'a str> {
+        match self.scalar() {
+            Scalar::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The number it holds, as `f64`.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self.scalar() {
+            Scalar::Num(n) => n.as_f64(),
+            _ => None,
+        }
+    }
+
+    /// The number it holds, when it is a non-negative integer.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self.scalar() {
+            Scalar::Num(n) => n.as_u64(),
+            _ => None,
+        }
+    }
+
+    /// The value of `key`, when it is an object that has it.
+    pub fn get(&self, key: &str) -> Option<Field<'a>> {
+        match self {
+            Field::Value(v) => v.get(key).map(Field::Value),
+            Field::Tape(r) => r.tape.member(r.at, key).map(|at| r.tape.field(at)),
+        }
+    }
+
+    /// Its items, when it is a list (else none).
+    pub fn items(self) -> impl Iterator<Item = Field<'a>> + 'a {
+        let (values, tape): (&'a [Value], Option<TapeRef<'a>>) = match self {
+            Field::Value(Value::Array(items)) => (items, None),
+            Field::Value(_) => (&[], None),
+            Field::Tape(r) => (&[], Some(r)),
+        };
+        values.iter().map(Field::Value).chain(
+            tape.into_iter()
+                .flat_map(|r| r.tape.items(r.at).map(move |at| r.tape.field(at))),
+        )
+    }
+
+    /// Whether it is an object.
+    pub fn is_object(&self) -> bool {
+        match self {
+            Field::Value(v) => v.is_object(),
+            Field::Tape(r) => matches!(r.tape.nodes.get(r.at), Some(Node::Obj { .. })),
+        }
+    }
+
+    /// Whether it is `null`.
+    pub fn is_null(&self) -> bool {
+        self.scalar() == Scalar::Null
+    }
+
+    /// The value itself, borrowed where it is a `Value` already.
+    pub fn to_value(&self) -> std::borrow::Cow<'a, Value> {
+        match self {
+            Field::Value(v) => std::borrow::Cow::Borrowed(*v),
+            Field::Tape(r) => std::borrow::Cow::Owned(r.tape.node_value(r.at)),
+        }
+    }
+}
+
+/// A string node while parsing: in the bytes, or unescaped.
+#[derive(Debug)]
+enum Text<'de> {
+    Borrowed(&'de str),
+    Owned(Box<str>),
+}
+
+/// A node while parsing.
+#[derive(Debug)]
+enum Parsing<'de> {
+    Node(Node),
+    Text(Text<'de>),
+}
+
+impl Parsing<'_> {
+    fn text(&self) -> Option<&str> {
+        match self {
+            Parsing::Text(Text::Borrowed(s)) => Some(s),
+            Parsing::Text(Text::Owned(s)) => Some(s),
+            Parsing::Node(_) => None,
+        }
+    }
+}
+
+/// A record parsed, before its strings are turned into offsets.
+#[derive(Debug, Default)]
+pub(crate) struct Parsed<'de> {
+    nodes: Vec<Parsing<'de>>,
+    /// Some object repeats a key.
+    duplicates: bool,
+}
+
+impl<'de> Parsed<'de> {
+    /// The tape, with strings as offsets into `raw`, whose bytes start at address `base`
+    /// (the slice the record was parsed from).
+    pub(crate) fn into_tape(self, raw: Bytes, base: usize) -> Tape {
+        let mut owned = Vec::new();
+        let keep = |s: &str, owned: &mut Vec<Box<str>>| {
+            owned.push(Box::from(s));
+            Node::Owned((owned.len() - 1) as u32)
+        };
+        let nodes = self
+            .nodes
+            .into_iter()
+            .map(|n| match n {
+                Parsing::Node(n) => n,
+                Parsing::Text(Text::Owned(s)) => {
+                    owned.push(s);
+                    Node::Owned((owned.len() - 1) as u32)
+                }
+                Parsing::Text(Text::Borrowed(s)) => {
+                    let off = (s.as_ptr() as usize).wrapping_sub(base);
+                    match (u32::try_from(off), u32::try_from(s.len())) {
+                        (Ok(off), Ok(len)) if off as usize + s.len() <= raw.len() => {
+                            Node::Raw(off, len)
+                        }
+                        _ => keep(s, &mut owned),
+                    }
+                }
+            })
+            .collect();
+        Tape {
+            raw,
+            nodes,
+            owned: owned.into_boxed_slice(),
+            patches: Vec::new(),
+            exotic: false,
+            duplicates: self.duplicates,
+            roots: Vec::new(),
+            full: OnceLock::new(),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Parsed<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut p = Parsed {
+            nodes: Vec::with_capacity(128),
+            duplicates: false,
+        };
+        d.deserialize_any(&mut p)?;
+        if u32::try_from(p.nodes.len()).is_err() {
+            return Err(de::Error::custom("the record has too many values"));
+        }
+        Ok(p)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for &mut Parsed<'de> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for &mut Parsed<'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.nodes.push(Parsing::Node(Node::Null));
+        Ok(())
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        self.nodes.push(Parsing::Node(Node::Null));
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<(), E> {
+        self.nodes.push(Parsing::Node(Node::Bool(b)));
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<(), E> {
+        self.nodes.push(Parsing::Node(Node::U64(n)));
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<(), E> {
+        self.nodes.push(Parsing::Node(if n < 0 {
+            Node::I64(n)
+        } else {
+            Node::U64(n as u64)
+        }));
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, f: f64) -> Result<(), E> {
+        self.nodes.push(Parsing::Node(Node::F64(f)));
+        Ok(())
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<(), E> {
+        self.nodes.push(Parsing::Text(Text::Borrowed(s)));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<(), E> {
+        self.nodes.push(Parsing::Text(Text::Owned(Box::from(s))));
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let at = self.nodes.len();
+        self.nodes.push(Parsing::Node(Node::Null));
+        let mut len = 0u32;
+        while seq.next_element_seed(&mut *self)?.is_some() {
+            len = len.saturating_add(1);
+        }
+        let end = self.nodes.len() as u32;
+        self.nodes[at] = Parsing::Node(Node::Arr { len, end });
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let at = self.nodes.len();
+        self.nodes.push(Parsing::Node(Node::Null));
+        let mut len = 0u32;
+        // The keys so far, to notice a repeated one (objects with more keys than this
+        // are taken to repeat one: lookups then scan them whole).
+        let mut keys = [0usize; 32];
+        while map.next_key_seed(&mut *self)?.is_some() {
+            let key = self.nodes.len() - 1;
+            if !self.duplicates {
+                let n = len as usize;
+                if n < keys.len() {
+                    let text = self.nodes.get(key).and_then(Parsing::text);
+                    self.duplicates = keys[..n]
+                        .iter()
+                        .any(|k| self.nodes.get(*k).and_then(Parsing::text) == text);
+                    keys[n] = key;
+                } else {
+                    self.duplicates = true;
+                }
+            }
+            map.next_value_seed(&mut *self)?;
+            len = len.saturating_add(1);
+        }
+        let end = self.nodes.len() as u32;
+        self.nodes[at] = Parsing::Node(Node::Obj { len, end });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::FieldPath;
+    use serde_json::json;
+
+    fn tape(text: &str) -> Tape {
+        Tape::parse(Bytes::from(text.to_string())).unwrap()
+    }
+
+    const RECORD: &str = r#"{"src":{"ip":"10.0.0.1","workload":{"labels":[{"key":"role","value":"db"},{"key":"env","value":"p\"rod"}]}},
+        "dst":{"ip":"10.0.0.2"},"service":{"port":22,"proto":6},"n":-3,"f":1.5,"ok":true,"none":null,
+        "list":[1,[2,3],{"a":4}],"dup":1,"dup":2,"0":"zero","esc\u0041":"x"}"#;
+
+    #[test]
+    fn the_value_is_the_parsed_value() {
+        let t = tape(RECORD);
+        let v: Value = serde_json::from_str(RECORD).unwrap();
+        assert_eq!(t.value(), &v);
+        assert_eq!(
+            serde_json::to_string(t.value()).unwrap(),
+            serde_json::to_string(&v).unwrap(),
+            "same key order"
+        );
+        assert_eq!(tape(" 5 ").value(), &json!(5));
+        assert!(Tape::parse(Bytes::from_static(b"{\"a\":1} x")).is_err());
+        assert!(Tape::parse(Bytes::from_static(b"{\"a\":")).is_err());
+    }
+
+    #[test]
+    fn paths_reach_what_they_reach_in_the_value() {
+        let t = tape(RECORD);
+        let v: Value = serde_json::from_str(RECORD).unwrap();
+        for path in [
+            "src.ip",
+            "src.workload.labels.key",
+            "src.workload.labels.value",
+            "src.workload.labels.1.value",
+            "src.workload.labels",
+            "service.port",
+            "n",
+            "f",
+            "ok",
+            "none",
+            "list",
+            "list.1",
+            "list.1.0",
+            "list.a",
+            "list.2.a",
+            "dup",
+            "0",
+            "escA",
+            "missing",
+            "src.ip.x",
+            "src",
+        ] {
+            let p = FieldPath::parse(path).unwrap();
+            let mut on_tape = Vec::new();
+            p.any_in_tape(&t, &mut |f| {
+                on_tape.push(f.to_value().into_owned());
+                false
+            });
+            let mut in_value = Vec::new();
+            p.any(&v, &mut |x| {
+                in_value.push(x.clone());
+                false
+            });
+            assert_eq!(on_tape, in_value, "any {path}");
+            assert_eq!(
+                p.first_in_tape(&t).map(|f| f.to_value().into_owned()),
+                p.first(&v).cloned(),
+                "first {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn patches_are_seen_by_paths_and_the_value() {
+        let mut t = tape(r#"{"src":{"ip":"10.0.0.1","workload":{"href":"/w/1"}},"n":5}"#);
+        t.set(&["src", "workload", "labels_by_key"], json!({"role": "db"}));
+        t.set(&["src", "labels"], json!({"role": "db"}));
+        t.set(&["n"], json!(2));
+        t.set(&["vigil"], json!({"truncated": false}));
+        t.set(&["vigil", "total"], json!(7));
+        let want = json!({"src": {"ip": "10.0.0.1", "workload": {"href": "/w/1", "labels_by_key": {"role": "db"}}, "labels": {"role": "db"}}, "n": 2, "vigil": {"truncated": false, "total": 7}});
+        assert_eq!(t.value(), &want);
+        assert_eq!(
+            serde_json::to_string(t.value()).unwrap(),
+            serde_json::to_string(&want).unwrap()
+        );
+        let fresh = {
+            let mut t = tape(r#"{"src":{"ip":"10.0.0.1","workload":{"href":"/w/1"}},"n":5}"#);
+            t.set(&["src", "workload", "labels_by_key"], json!({"role": "db"}));
+            t.set(&["src", "labels"], json!({"role": "db"}));
+            t.set(&["n"], json!(2));
+            t.set(&["vigil"], json!({"truncated": false}));
+            t.set(&["vigil", "total"], json!(7));
+            t
+        };
+        for path in [
+            "src.ip",
+            "src.labels.role",
+            "src.workload.labels_by_key.role",
+            "src.workload.href",
+            "src.workload",
+            "src",
+            "n",
+            "vigil",
+            "vigil.total",
+            "vigil.truncated",
+        ] {
+            let p = FieldPath::parse(path).unwrap();
+            assert_eq!(
+                p.first_in_tape(&fresh).map(|f| f.to_value().into_owned()),
+                p.first(&want).cloned(),
+                "{path}"
+            );
+        }
+    }
+}
