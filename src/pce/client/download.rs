@@ -107,6 +107,11 @@ pub fn plain_body(body: Bytes) -> Result<Bytes, String> {
 /// The records of a plain (not gzip) body, one at a time: a JSON array, NDJSON, or an
 /// empty body. Each item is the record and the bytes it was parsed from (shared with the
 /// body, not copied). After an error the iterator ends.
+///
+/// A body that is still arriving is read with [`Records::incremental`]: bytes are added
+/// with [`Records::extend`] as they come, [`Records::poll_tape`] says when it needs more,
+/// and [`Records::end`] says there are no more. Only the bytes of records not read yet
+/// are held.
 #[derive(Debug, Clone)]
 pub struct Records {
     body: Bytes,
@@ -114,69 +119,142 @@ pub struct Records {
     array: bool,
     index: usize,
     done: bool,
+    /// More bytes may follow (a body still arriving).
+    more: bool,
+    /// The start of the body (a byte order mark, `[`) was read.
+    started: bool,
+    /// Bytes after the closing `]` that are not whitespace.
+    trailing: bool,
+}
+
+/// What reading the next record gave.
+#[derive(Debug)]
+pub enum Step<T> {
+    /// A record.
+    Item(T),
+    /// The bytes so far end inside a record: add more (or end the body).
+    More,
+    /// No more records.
+    Done,
+    /// The body is malformed here; nothing follows.
+    Fail(String),
 }
 
 impl Records {
     /// Records of `body` (see [`plain_body`] for gzip).
     pub fn new(body: Bytes) -> Records {
-        let skip_bom = if body.starts_with(b"\xEF\xBB\xBF") {
-            3
-        } else {
-            0
-        };
-        let mut r = Records {
+        Records {
             body,
-            pos: skip_bom,
+            pos: 0,
             array: false,
             index: 0,
             done: false,
-        };
-        r.skip_ws();
-        if r.body.get(r.pos) == Some(&b'[') {
-            r.array = true;
-            r.pos += 1;
-        }
-        r
-    }
-
-    fn skip_ws(&mut self) {
-        while self.body.get(self.pos).is_some_and(u8::is_ascii_whitespace) {
-            self.pos += 1;
+            more: false,
+            started: false,
+            trailing: false,
         }
     }
 
-    fn fail<T>(&mut self, message: String) -> Option<Result<T, String>> {
+    /// Records of a body whose bytes are yet to come (see [`Records::extend`]).
+    pub fn incremental() -> Records {
+        Records {
+            more: true,
+            ..Records::new(Bytes::new())
+        }
+    }
+
+    /// Adds bytes of the body. The records already read are let go.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        if self.done {
+            self.trailing |= bytes.iter().any(|b| !b.is_ascii_whitespace());
+            return;
+        }
+        let rest = self.body.get(self.pos..).unwrap_or_default();
+        let mut joined = Vec::with_capacity(rest.len() + bytes.len());
+        joined.extend_from_slice(rest);
+        joined.extend_from_slice(bytes);
+        self.body = Bytes::from(joined);
+        self.pos = 0;
+    }
+
+    /// Says the body is complete.
+    pub fn end(&mut self) {
+        self.more = false;
+    }
+
+    /// How many records were read.
+    pub fn read_count(&self) -> usize {
+        self.index
+    }
+
+    fn ws_from(&self, mut p: usize) -> usize {
+        while self.body.get(p).is_some_and(u8::is_ascii_whitespace) {
+            p += 1;
+        }
+        p
+    }
+
+    fn fail<T>(&mut self, message: String) -> Step<T> {
         self.done = true;
-        Some(Err(message))
+        Step::Fail(message)
     }
-}
 
-impl Records {
+    /// Reads the byte order mark and an opening `[`, once enough bytes are there.
+    fn start(&mut self) -> bool {
+        if self.started {
+            return true;
+        }
+        let bom: &[u8] = b"\xEF\xBB\xBF";
+        let head = &self.body[..self.body.len().min(3)];
+        if self.more && head.len() < 3 && bom.starts_with(head) {
+            return false;
+        }
+        let p = self.ws_from(if self.body.starts_with(bom) { 3 } else { 0 });
+        match self.body.get(p) {
+            None if self.more => return false,
+            Some(b'[') => {
+                self.array = true;
+                self.pos = p + 1;
+            }
+            _ => self.pos = p,
+        }
+        self.started = true;
+        true
+    }
+
     /// The next record, parsed by `parse` from the body at the given offset (it returns
     /// the record and the offset just after it, or `None` when no value starts there).
     fn step<T>(
         &mut self,
         parse: impl FnOnce(&Bytes, usize) -> Option<Result<(T, usize), serde_json::Error>>,
-    ) -> Option<Result<T, String>> {
-        if self.done {
-            return None;
+    ) -> Step<T> {
+        if self.trailing {
+            self.trailing = false;
+            return self.fail("JSON array: trailing characters after `]`".into());
         }
-        self.skip_ws();
+        if self.done {
+            // After the closing `]`: the rest of the body must be whitespace.
+            return if self.more { Step::More } else { Step::Done };
+        }
+        if !self.start() {
+            return Step::More;
+        }
+        let mut p = self.ws_from(self.pos);
         if self.array {
-            match self.body.get(self.pos) {
+            match self.body.get(p) {
                 Some(b']') => {
                     self.done = true;
-                    self.pos += 1;
-                    self.skip_ws();
-                    if self.pos < self.body.len() {
+                    let after = self.ws_from(p + 1);
+                    self.pos = after;
+                    if after < self.body.len() {
                         return self.fail("JSON array: trailing characters after `]`".into());
                     }
-                    return None;
+                    return if self.more { Step::More } else { Step::Done };
                 }
                 Some(b',') if self.index > 0 => {
-                    self.pos += 1;
-                    self.skip_ws();
+                    p = self.ws_from(p + 1);
                 }
+                None if self.more => return Step::More,
                 None => return self.fail("JSON array: the body ends before `]`".into()),
                 _ if self.index > 0 => {
                     return self.fail(format!(
@@ -186,33 +264,43 @@ impl Records {
                 }
                 _ => {}
             }
-        } else if self.pos >= self.body.len() {
+            if p >= self.body.len() && self.more {
+                return Step::More;
+            }
+        } else if p >= self.body.len() {
+            if self.more {
+                return Step::More;
+            }
             self.done = true;
-            return None;
+            return Step::Done;
         }
-        match parse(&self.body, self.pos) {
+        match parse(&self.body, p) {
+            // A value that ends where the bytes end may go on (a number): wait for one more.
+            Some(Ok((_, end))) if self.more && end >= self.body.len() => Step::More,
             Some(Ok((value, end))) => {
                 self.pos = end;
                 self.index += 1;
-                Some(Ok(value))
+                Step::Item(value)
             }
+            Some(Err(e)) if e.is_eof() && self.more => Step::More,
             Some(Err(e)) => {
                 let what = if self.array { "JSON array" } else { "NDJSON" };
                 self.fail(format!("{what} record {}: {e}", self.index + 1))
             }
+            None if self.more => Step::More,
             None => {
                 self.done = true;
                 if self.array {
-                    Some(Err("JSON array: the body ends before `]`".into()))
+                    self.fail("JSON array: the body ends before `]`".into())
                 } else {
-                    None
+                    Step::Done
                 }
             }
         }
     }
 
     /// The next record parsed into a [`Tape`] over its bytes (see [`Records::tapes`]).
-    pub fn next_tape(&mut self) -> Option<Result<Tape, String>> {
+    pub fn poll_tape(&mut self) -> Step<Tape> {
         self.step(|body, start| {
             let slice = body.get(start..)?;
             let mut stream = serde_json::Deserializer::from_slice(slice).into_iter::<Parsed<'_>>();
@@ -233,6 +321,109 @@ impl Records {
     }
 }
 
+/// A body arriving in pieces, inflated as it comes when it is gzip (told by its magic
+/// bytes), read record by record into tapes. It holds the bytes of the records not read
+/// yet, not the body.
+#[derive(Debug)]
+pub struct BodyReader {
+    records: Records,
+    /// The first bytes, until there are enough to tell gzip.
+    head: Vec<u8>,
+    decided: bool,
+    gzip: Option<flate2::write::MultiGzDecoder<Vec<u8>>>,
+    inflated: u64,
+}
+
+impl Default for BodyReader {
+    fn default() -> Self {
+        BodyReader {
+            records: Records::incremental(),
+            head: Vec::new(),
+            decided: false,
+            gzip: None,
+            inflated: 0,
+        }
+    }
+}
+
+impl BodyReader {
+    /// Adds the next bytes of the body.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), String> {
+        if self.decided {
+            return self.feed(chunk);
+        }
+        self.head.extend_from_slice(chunk);
+        if self.head.len() < GZIP_MAGIC.len() {
+            return Ok(());
+        }
+        self.decide()
+    }
+
+    fn decide(&mut self) -> Result<(), String> {
+        self.decided = true;
+        if is_gzip(&self.head) {
+            self.gzip = Some(flate2::write::MultiGzDecoder::new(Vec::new()));
+        }
+        let head = std::mem::take(&mut self.head);
+        self.feed(&head)
+    }
+
+    fn feed(&mut self, bytes: &[u8]) -> Result<(), String> {
+        use std::io::Write as _;
+        let Some(gz) = &mut self.gzip else {
+            self.records.extend(bytes);
+            return Ok(());
+        };
+        gz.write_all(bytes).map_err(|e| format!("gzip body: {e}"))?;
+        let out = std::mem::take(gz.get_mut());
+        self.inflate_out(&out)
+    }
+
+    fn inflate_out(&mut self, out: &[u8]) -> Result<(), String> {
+        self.inflated += out.len() as u64;
+        if self.inflated > MAX_INFLATED {
+            return Err(format!(
+                "gzip body: inflates to more than {} GiB",
+                MAX_INFLATED >> 30
+            ));
+        }
+        self.records.extend(out);
+        Ok(())
+    }
+
+    /// Says the body is complete.
+    pub fn finish(&mut self) -> Result<(), String> {
+        if !self.decided {
+            self.decide()?;
+        }
+        if let Some(gz) = &mut self.gzip {
+            gz.try_finish().map_err(|e| format!("gzip body: {e}"))?;
+            let out = std::mem::take(gz.get_mut());
+            self.inflate_out(&out)?;
+        }
+        self.records.end();
+        Ok(())
+    }
+
+    /// The next record (or that more bytes are needed, or the end).
+    pub fn next_tape(&mut self) -> Step<Tape> {
+        self.records.poll_tape()
+    }
+
+    /// How many records were read.
+    pub fn count(&self) -> usize {
+        self.records.read_count()
+    }
+}
+
+fn item<T>(step: Step<T>) -> Option<Result<T, String>> {
+    match step {
+        Step::Item(v) => Some(Ok(v)),
+        Step::Fail(e) => Some(Err(e)),
+        Step::More | Step::Done => None,
+    }
+}
+
 /// The records of a body as [`Tape`]s (see [`Records::tapes`]).
 #[derive(Debug, Clone)]
 pub struct Tapes(Records);
@@ -241,7 +432,7 @@ impl Iterator for Tapes {
     type Item = Result<Tape, String>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.0.next_tape()
+        item(self.0.poll_tape())
     }
 }
 
@@ -249,7 +440,7 @@ impl Iterator for Records {
     type Item = Result<(Value, Bytes), String>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.step(|body, start| {
+        let step = self.step(|body, start| {
             let mut stream =
                 serde_json::Deserializer::from_slice(body.get(start..)?).into_iter::<Value>();
             match stream.next()? {
@@ -259,7 +450,8 @@ impl Iterator for Records {
                 }
                 Err(e) => Some(Err(e)),
             }
-        })
+        });
+        item(step)
     }
 }
 
@@ -344,6 +536,68 @@ mod tests {
             let all: Vec<_> = Records::new(Bytes::from_static(bad)).tapes().collect();
             assert!(all.last().is_some_and(Result::is_err));
         }
+    }
+
+    /// Every record of `body` through a [`BodyReader`] fed `piece` bytes at a time.
+    fn in_pieces(body: &[u8], piece: usize) -> Result<Vec<Value>, String> {
+        let mut reader = BodyReader::default();
+        let mut out = Vec::new();
+        let mut chunks = body.chunks(piece.max(1));
+        loop {
+            match reader.next_tape() {
+                Step::Item(t) => out.push(t.value().clone()),
+                Step::More => match chunks.next() {
+                    Some(c) => reader.push(c)?,
+                    None => reader.finish()?,
+                },
+                Step::Done => return Ok(out),
+                Step::Fail(e) => return Err(e),
+            }
+        }
+    }
+
+    #[test]
+    fn a_body_read_in_pieces_gives_the_same_records() {
+        let text = format!(
+            "\u{FEFF}[{}{{\"a\":\"x\\\"y\",\"n\":-1.5e3}}] \n",
+            "{\"a\":1,\"b\":[1,2,{\"c\":null}]},".repeat(300)
+        );
+        let want = parse_records(text.as_bytes()).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text.as_bytes()).unwrap();
+        let zipped = gz.finish().unwrap();
+        let nd = "{\"n\":1}\n{\"n\":22}\n33\n";
+        for piece in [1, 2, 3, 7, 64, 4096, 1 << 20] {
+            assert_eq!(
+                in_pieces(text.as_bytes(), piece).unwrap(),
+                want,
+                "plain, {piece}"
+            );
+            assert_eq!(in_pieces(&zipped, piece).unwrap(), want, "gzip, {piece}");
+            assert_eq!(
+                in_pieces(nd.as_bytes(), piece).unwrap(),
+                parse_records(nd.as_bytes()).unwrap(),
+                "ndjson, {piece}"
+            );
+            assert!(in_pieces(b"", piece).unwrap().is_empty());
+            assert!(in_pieces(b"[]", piece).unwrap().is_empty());
+            for bad in [
+                &b"[{\"a\":1}"[..],
+                b"[{\"a\":1},]",
+                b"{\"a\":1}\nnope",
+                b"[1] x",
+            ] {
+                assert!(
+                    in_pieces(bad, piece).is_err(),
+                    "{piece}: {}",
+                    String::from_utf8_lossy(bad)
+                );
+            }
+        }
+        assert!(
+            in_pieces(&zipped[..zipped.len() / 2], 100).is_err(),
+            "a cut gzip body"
+        );
     }
 
     #[test]

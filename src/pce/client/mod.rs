@@ -60,13 +60,15 @@ use retry::RetryPolicy;
 pub use collections::{PolicyVersion, SYNC_LIMIT, WorkloadQuery};
 pub(crate) use config::resolve_secret;
 pub use config::{MAX_REQUESTS_PER_MINUTE, PceConnectionConfig, Secret};
-pub use download::{Records, is_gzip, parse_records, parse_records_owned, plain_body};
+pub use download::{
+    BodyReader, Records, Step, Tapes, is_gzip, parse_records, parse_records_owned, plain_body,
+};
 pub use error::{PceError, RequestId};
 pub use events::{DEFAULT_EVENT_RESULTS, EventQuery, MAX_EVENT_RESULTS};
 pub use stats::{BUCKETS, EndpointStats, endpoint_of};
 pub use traffic::{
     Actor, ActorFilter, MAX_TRAFFIC_RESULTS, PolicyDecision, QueryOp, Service, ServiceFilter,
-    TrafficDownload, TrafficQuery, TrafficResult,
+    TrafficDownload, TrafficQuery, TrafficResult, TrafficStream,
 };
 
 /// The header carrying the PCE's request id.
@@ -114,7 +116,14 @@ pub(crate) struct Call {
     body: Option<bytes::Bytes>,
     prefer_async: bool,
     auth: bool,
+    /// A 2xx response's body is left to the caller to read as it arrives
+    /// ([`Reply::response`]); only a stalled read times out.
+    stream: bool,
 }
+
+/// How long a streamed body may take in all: it is read as fast as the pipelines take its
+/// records, so only a read that stalls for `request_timeout` fails it sooner.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Call {
     fn get(path: impl Into<String>) -> Call {
@@ -125,6 +134,7 @@ impl Call {
             body: None,
             prefer_async: false,
             auth: true,
+            stream: false,
         }
     }
 
@@ -149,6 +159,8 @@ pub(crate) struct Reply {
     headers: HeaderMap,
     body: Vec<u8>,
     request_id: RequestId,
+    /// A streamed call's response, its body unread.
+    response: Option<reqwest::Response>,
 }
 
 impl Reply {
@@ -317,6 +329,15 @@ impl PceClient {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
         );
+        if call.stream && status.is_success() {
+            return Outcome::Done(Ok(Reply {
+                status,
+                headers,
+                body: Vec::new(),
+                request_id,
+                response: Some(response),
+            }));
+        }
         let body = match read_body(response).await {
             Ok(b) => b,
             Err(e) => return self.transport_outcome(call, &e),
@@ -326,6 +347,7 @@ impl PceClient {
             headers,
             body,
             request_id,
+            response: None,
         };
         self.status_outcome(call, reply)
     }
@@ -350,6 +372,9 @@ impl PceClient {
         }
         if call.prefer_async {
             rb = rb.header("prefer", "respond-async");
+        }
+        if call.stream {
+            rb = rb.timeout(STREAM_TIMEOUT);
         }
         rb
     }
@@ -458,6 +483,7 @@ fn build_http(cfg: &PceConnectionConfig) -> Result<reqwest::Client, PceError> {
         .map_err(PceError::Config)?
         .connect_timeout(cfg.connect_timeout.get())
         .timeout(cfg.request_timeout.get())
+        .read_timeout(cfg.request_timeout.get())
         .build()
         .map_err(|e| PceError::Config(format!("cannot build the HTTP client: {}", error_chain(&e))))
 }

@@ -5,10 +5,10 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::collections::strip_api_prefix;
-use super::download::{Records, Tapes, plain_body};
+use super::download::{BodyReader, Records, Step, Tapes, plain_body};
 use super::events::pce_time;
 use super::{Call, PceClient, PceError, Reply, RequestId};
-use crate::event::Timestamp;
+use crate::event::{Tape, Timestamp};
 
 /// The largest `max_results` an async traffic query accepts.
 pub const MAX_TRAFFIC_RESULTS: u32 = 200_000;
@@ -276,6 +276,37 @@ impl PceClient {
         })
     }
 
+    /// Runs an async traffic query and opens its result to be read as it downloads:
+    /// the body is inflated and parsed as bytes arrive, one flow at a time
+    /// ([`TrafficStream::next`]), so only the flows not read yet are held.
+    pub async fn traffic_stream(&self, query: &TrafficQuery) -> Result<TrafficStream, PceError> {
+        query.check()?;
+        let (href, mut state) = self.create_traffic_query(query).await?;
+        if !is_completed(&state.status) {
+            state = self.poll_traffic_query(&href).await?;
+        }
+        let download = state
+            .result
+            .clone()
+            .unwrap_or_else(|| format!("{href}/download"));
+        let mut stream = TrafficStream {
+            client: self.clone(),
+            response: None,
+            reader: BodyReader::default(),
+            matches_count: state.matches_count,
+            flows_count: state.flows_count,
+            max_results: query.max_results,
+            query_href: href,
+            download_href: download,
+            request_id: RequestId(None),
+            handed: 0,
+            skip: 0,
+            attempts: 0,
+        };
+        stream.open().await?;
+        Ok(stream)
+    }
+
     async fn create_traffic_query(
         &self,
         query: &TrafficQuery,
@@ -379,6 +410,161 @@ impl PceClient {
     }
 }
 
+/// A completed traffic query's result, read as it downloads (see
+/// [`PceClient::traffic_stream`]).
+#[derive(Debug)]
+pub struct TrafficStream {
+    client: PceClient,
+    response: Option<reqwest::Response>,
+    reader: BodyReader,
+    /// How many flows matched (may exceed `max_results`).
+    pub matches_count: u64,
+    /// How many flows the PCE says it put in the result, if it said.
+    pub flows_count: Option<u64>,
+    /// The query's `max_results`.
+    pub max_results: u32,
+    /// The query's href.
+    pub query_href: String,
+    /// Where the result is downloaded from.
+    pub download_href: String,
+    /// The download's `X-Request-Id`.
+    pub request_id: RequestId,
+    /// Flows handed out.
+    handed: usize,
+    /// Flows of this download to pass over (handed out before it broke).
+    skip: usize,
+    /// Downloads started after the first (an empty one, or one that broke).
+    attempts: u32,
+}
+
+impl TrafficStream {
+    /// (Re)starts the download; the flows already handed out are passed over.
+    async fn open(&mut self) -> Result<(), PceError> {
+        self.reader = BodyReader::default();
+        self.skip = self.handed;
+        let call = Call {
+            stream: true,
+            ..Call::get(self.download_href.clone())
+        };
+        match self.client.execute(&call).await {
+            Ok(reply) => {
+                self.request_id = reply.request_id;
+                self.response = reply.response;
+                if reply.status == reqwest::StatusCode::NO_CONTENT {
+                    self.response = None;
+                }
+            }
+            // The file is not there yet: an empty download.
+            Err(PceError::Status {
+                status: 404,
+                request_id,
+                ..
+            }) => {
+                self.request_id = request_id;
+                self.response = None;
+            }
+            Err(e) => return Err(e),
+        }
+        if self.response.is_none() {
+            self.reader.finish().map_err(|m| self.decode_error(m))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the download again after `wait` (backoff), or fails when `download_retries`
+    /// are spent.
+    async fn retry(&mut self, why: &str, fail: PceError) -> Result<(), PceError> {
+        let inner = &self.client.inner;
+        if self.attempts >= inner.download_retries {
+            return Err(fail);
+        }
+        let wait = inner
+            .retry
+            .backoff(self.attempts)
+            .max(inner.poll_initial / 2);
+        tracing::warn!(
+            download = %self.download_href, matches_count = self.matches_count,
+            attempt = self.attempts + 1, wait = ?wait, request_id = ?self.request_id.0,
+            "PCE traffic download {why}; fetching it again"
+        );
+        self.client.wait(wait).await;
+        self.attempts += 1;
+        self.open().await
+    }
+
+    /// The next flow, parsed into a [`Tape`] over the exact bytes the PCE sent for it;
+    /// `None` at the end. A download that ends empty while the query matched flows, or
+    /// breaks off, is fetched again (`download_retries`), passing over the flows already
+    /// handed out: each flow is handed out once.
+    pub async fn next(&mut self) -> Result<Option<Tape>, PceError> {
+        loop {
+            match self.reader.next_tape() {
+                Step::Item(tape) => {
+                    if self.reader.count() <= self.skip {
+                        continue;
+                    }
+                    self.handed += 1;
+                    return Ok(Some(tape));
+                }
+                Step::Done if self.handed == 0 && self.matches_count > 0 => {
+                    let fail = PceError::EmptyDownload {
+                        href: self.download_href.clone(),
+                        attempts: self.attempts + 1,
+                        matches_count: self.matches_count,
+                        request_id: self.request_id.clone(),
+                    };
+                    self.retry("empty", fail).await?;
+                }
+                Step::Done => return Ok(None),
+                Step::Fail(message) => return Err(self.decode_error(message)),
+                Step::More => {
+                    let chunk = match &mut self.response {
+                        Some(r) => r.chunk().await,
+                        None => Ok(None),
+                    };
+                    match chunk {
+                        Ok(Some(bytes)) => {
+                            self.reader.push(&bytes).map_err(|m| self.decode_error(m))?
+                        }
+                        Ok(None) => {
+                            self.response = None;
+                            self.reader.finish().map_err(|m| self.decode_error(m))?;
+                        }
+                        Err(e) => {
+                            let fail = PceError::Transport {
+                                method: "GET".to_string(),
+                                path: self.download_href.clone(),
+                                message: super::error_chain(&e),
+                            };
+                            self.retry("broke off", fail).await?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the result is not all the traffic, given how many flows were read from it
+    /// (see [`TrafficDownload::is_truncated`]).
+    pub fn is_truncated(&self, downloaded: u64) -> bool {
+        truncated(
+            &self.query_href,
+            self.matches_count,
+            self.max_results,
+            downloaded,
+        )
+    }
+
+    /// A decode error for this download.
+    pub fn decode_error(&self, message: String) -> PceError {
+        PceError::Decode {
+            what: self.download_href.clone(),
+            request_id: self.request_id.clone(),
+            message,
+        }
+    }
+}
+
 /// A completed traffic query's download, held as one (inflated) body.
 #[derive(Debug, Clone)]
 pub struct TrafficDownload {
@@ -419,16 +605,12 @@ impl TrafficDownload {
     /// more flows matched than `max_results` (the PCE cut the result) or than the result
     /// holds, whatever the reason. Logs a warning when so.
     pub fn is_truncated(&self, downloaded: u64) -> bool {
-        let truncated =
-            self.matches_count > u64::from(self.max_results) || self.matches_count > downloaded;
-        if truncated {
-            tracing::warn!(
-                query = %self.query_href, matches_count = self.matches_count,
-                max_results = self.max_results, downloaded,
-                "PCE traffic query truncated: more flows matched than the result holds"
-            );
-        }
-        truncated
+        truncated(
+            &self.query_href,
+            self.matches_count,
+            self.max_results,
+            downloaded,
+        )
     }
 
     /// A decode error for this download.
@@ -439,6 +621,19 @@ impl TrafficDownload {
             message,
         }
     }
+}
+
+/// More flows matched than `max_results` (the PCE cut the result) or than the result
+/// holds, whatever the reason. Logs a warning when so.
+fn truncated(query: &str, matches_count: u64, max_results: u32, downloaded: u64) -> bool {
+    let truncated = matches_count > u64::from(max_results) || matches_count > downloaded;
+    if truncated {
+        tracing::warn!(
+            query = %query, matches_count, max_results, downloaded,
+            "PCE traffic query truncated: more flows matched than the result holds"
+        );
+    }
+    truncated
 }
 
 fn is_completed(status: &str) -> bool {

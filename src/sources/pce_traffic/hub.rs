@@ -438,11 +438,10 @@ impl TrafficHub {
             plan.max_results,
         );
         query.policy_decisions = plan.decisions.clone();
-        let download = self.client.traffic_download(&query).await?;
-        let held = match download.flows_count {
-            Some(n) => n,
-            None => download.tapes().filter(Result::is_ok).count() as u64,
-        };
+        let mut download = self.client.traffic_stream(&query).await?;
+        // The flows are read as they download; when the PCE does not say how many the
+        // result holds, a short result is known only at its end (see below).
+        let held = download.flows_count.unwrap_or(download.matches_count);
         let truncated = download.is_truncated(held);
         if truncated {
             self.truncated_slices.fetch_add(1, Ordering::Relaxed);
@@ -465,8 +464,9 @@ impl TrafficHub {
         let (guard, ack) = crate::event::ack_pair();
         let mut batch = Vec::with_capacity(BATCH);
         let mut pending = ledger.begin(end);
-        for record in download.tapes() {
-            let mut flow = record.map_err(|m| download.decode_error(m))?;
+        let mut read = 0u64;
+        while let Some(mut flow) = download.next().await? {
+            read += 1;
             let sighting = pending.observe(ledger, &mut flow);
             if sighting == Sighting::Repeat {
                 continue;
@@ -496,6 +496,14 @@ impl TrafficHub {
         }
         if !batch.is_empty() && !self.fan_out(batch, shutdown).await {
             return Ok(SliceOutcome::Stopped);
+        }
+        if !truncated && download.flows_count.is_none() && download.is_truncated(read) {
+            self.truncated_slices.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                connection = %self.connection, start = %fmt_time(&start), end = %fmt_time(&end),
+                matches_count = download.matches_count, read,
+                "pce_traffic: slice truncated (the result held fewer flows than matched; its flows were handed on unmarked)"
+            );
         }
         drop(guard);
         if ack.delivered().await {
