@@ -156,7 +156,7 @@ impl Event {
             .filter_map(|f| tape.first(&[Segment::Key((*f).to_string())]))
             .find_map(|f| time_from_field(&f))
             .unwrap_or(ingest);
-        let raw = (!tape.is_patched()).then(|| tape.raw().clone());
+        let raw = (!tape.is_patched()).then(|| tape.raw());
         Event {
             data: Arc::new(Value::Null),
             tape: Some(Arc::new(tape)),

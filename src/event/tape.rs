@@ -44,6 +44,15 @@ enum Node {
     },
 }
 
+/// The record's text as the owner of [`Tape::raw`]'s bytes.
+struct RawOwner(std::sync::Arc<str>);
+
+impl AsRef<[u8]> for RawOwner {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
 /// A value placed over the tape at a path (see [`Tape::set`]).
 #[derive(Debug, Clone, PartialEq)]
 struct Patch {
@@ -54,7 +63,8 @@ struct Patch {
 /// A record parsed into a tape; see the module documentation.
 #[derive(Debug)]
 pub struct Tape {
-    raw: Bytes,
+    /// The record's bytes (valid UTF-8: the parser checked them), shared.
+    text: std::sync::Arc<str>,
     nodes: Box<[Node]>,
     owned: Box<[Box<str>]>,
     patches: Vec<Patch>,
@@ -71,7 +81,7 @@ pub struct Tape {
 impl Clone for Tape {
     fn clone(&self) -> Tape {
         Tape {
-            raw: self.raw.clone(),
+            text: self.text.clone(),
             nodes: self.nodes.clone(),
             owned: self.owned.clone(),
             patches: self.patches.clone(),
@@ -95,7 +105,7 @@ impl Tape {
         let mut de = serde_json::Deserializer::from_slice(&raw);
         let parsed = <Parsed<'_> as serde::Deserialize>::deserialize(&mut de)?;
         de.end()?;
-        Ok(parsed.into_tape(raw.clone(), raw.as_ptr() as usize))
+        Ok(parsed.into_tape(&raw, raw.as_ptr() as usize))
     }
 
     /// The whole record, as a field.
@@ -104,8 +114,8 @@ impl Tape {
     }
 
     /// The bytes the record was parsed from.
-    pub fn raw(&self) -> &Bytes {
-        &self.raw
+    pub fn raw(&self) -> Bytes {
+        Bytes::from_owner(RawOwner(self.text.clone()))
     }
 
     /// Whether [`Tape::set`] placed anything over the parsed record.
@@ -255,10 +265,7 @@ impl Tape {
 
     fn str_at(&self, at: usize) -> Option<&str> {
         match self.nodes.get(at)? {
-            Node::Raw(off, len) => {
-                let bytes = self.raw.get(*off as usize..(*off + *len) as usize)?;
-                std::str::from_utf8(bytes).ok()
-            }
+            Node::Raw(off, len) => self.text.get(*off as usize..(*off + *len) as usize),
             Node::Owned(i) => self.owned.get(*i as usize).map(|s| &**s),
             _ => None,
         }
@@ -276,7 +283,11 @@ impl Tape {
             let matches = match self.nodes.get(i) {
                 Some(Node::Raw(off, l)) => {
                     *l as usize == key.len()
-                        && self.raw.get(*off as usize..(*off + *l) as usize) == Some(key.as_bytes())
+                        && self
+                            .text
+                            .as_bytes()
+                            .get(*off as usize..(*off + *l) as usize)
+                            == Some(key.as_bytes())
                 }
                 _ => self.str_at(i) == Some(key),
             };
@@ -565,7 +576,12 @@ pub(crate) struct Parsed<'de> {
 impl<'de> Parsed<'de> {
     /// The tape, with strings as offsets into `raw`, whose bytes start at address `base`
     /// (the slice the record was parsed from).
-    pub(crate) fn into_tape(self, raw: Bytes, base: usize) -> Tape {
+    pub(crate) fn into_tape(self, raw: &[u8], base: usize) -> Tape {
+        // The parser checked every string; the rest of JSON is ASCII.
+        let (text, exact): (std::sync::Arc<str>, bool) = match std::str::from_utf8(raw) {
+            Ok(t) => (t.into(), true),
+            Err(_) => (String::from_utf8_lossy(raw).into(), false),
+        };
         let mut owned = Vec::new();
         let keep = |s: &str, owned: &mut Vec<Box<str>>| {
             owned.push(Box::from(s));
@@ -583,7 +599,7 @@ impl<'de> Parsed<'de> {
                 Parsing::Text(Text::Borrowed(s)) => {
                     let off = (s.as_ptr() as usize).wrapping_sub(base);
                     match (u32::try_from(off), u32::try_from(s.len())) {
-                        (Ok(off), Ok(len)) if off as usize + s.len() <= raw.len() => {
+                        (Ok(off), Ok(len)) if exact && off as usize + s.len() <= raw.len() => {
                             Node::Raw(off, len)
                         }
                         _ => keep(s, &mut owned),
@@ -592,7 +608,7 @@ impl<'de> Parsed<'de> {
             })
             .collect();
         Tape {
-            raw,
+            text,
             nodes,
             owned: owned.into_boxed_slice(),
             patches: Vec::new(),

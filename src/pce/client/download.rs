@@ -307,7 +307,8 @@ impl Records {
             match stream.next()? {
                 Ok(parsed) => {
                     let end = start + stream.byte_offset();
-                    let tape = parsed.into_tape(body.slice(start..end), slice.as_ptr() as usize);
+                    let raw = body.get(start..end)?;
+                    let tape = parsed.into_tape(raw, slice.as_ptr() as usize);
                     Some(Ok((tape, end)))
                 }
                 Err(e) => Some(Err(e)),

@@ -187,6 +187,38 @@ mod helpers {
     handlebars_helper!(lower: |s: str| s.to_lowercase());
 }
 
+/// Templates compiled so far, by name and source: every sink of a kind uses the same
+/// templates, and compiling one costs far more than copying it. Config-sized; beyond
+/// [`MAX_COMPILED`] entries templates are compiled each time.
+static COMPILED: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<(String, String), handlebars::Template>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The most templates [`COMPILED`] keeps.
+const MAX_COMPILED: usize = 512;
+
+/// `source` compiled as the template `name` (from [`COMPILED`] when it was before).
+fn compiled(name: &str, source: &str) -> Result<handlebars::Template, handlebars::TemplateError> {
+    let key = (name.to_string(), source.to_string());
+    let mut cache = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(t) = cache.get(&key) {
+        return Ok(t.clone());
+    }
+    let mut scratch = Handlebars::new();
+    scratch.register_template_string(name, source)?;
+    let Some(template) = scratch.get_template(name).cloned() else {
+        return Err(handlebars::TemplateError::of(
+            handlebars::TemplateErrorReason::InvalidSyntax(format!(
+                "template `{name}` was not kept"
+            )),
+        ));
+    };
+    if cache.len() < MAX_COMPILED {
+        cache.insert(key, template.clone());
+    }
+    Ok(template)
+}
+
 fn registry(escape: bool) -> Handlebars<'static> {
     let mut hb = Handlebars::new();
     hb.set_strict_mode(true);
@@ -223,9 +255,8 @@ impl Templates {
         source: &str,
         origin: Origin,
     ) -> Result<(), TemplateFailure> {
-        self.text
-            .register_template_string(name, source)
-            .map_err(|e| compile_error(&origin, &e))?;
+        let template = compiled(name, source).map_err(|e| compile_error(&origin, &e))?;
+        self.text.register_template(name, template);
         self.origins.push((name.to_string(), origin));
         Ok(())
     }
@@ -237,9 +268,8 @@ impl Templates {
         source: &str,
         origin: Origin,
     ) -> Result<(), TemplateFailure> {
-        self.html
-            .register_template_string(name, source)
-            .map_err(|e| compile_error(&origin, &e))?;
+        let template = compiled(name, source).map_err(|e| compile_error(&origin, &e))?;
+        self.html.register_template(name, template);
         self.origins.push((name.to_string(), origin));
         Ok(())
     }

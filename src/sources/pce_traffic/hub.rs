@@ -465,6 +465,7 @@ impl TrafficHub {
         let mut batch = Vec::with_capacity(BATCH);
         let mut pending = ledger.begin(end);
         let mut read = 0u64;
+        let mut labels = LabelCache::default();
         while let Some(mut flow) = download.next().await? {
             read += 1;
             let sighting = pending.observe(ledger, &mut flow);
@@ -477,9 +478,9 @@ impl TrafficHub {
                     if let Some(v) = vigil.as_object_mut() {
                         v.insert("num_connections_total".to_string(), Value::from(total));
                     }
-                    enrich_tape(&mut flow, &names, &Arc::new(vigil));
+                    enrich_tape(&mut flow, &names, &Arc::new(vigil), &mut labels);
                 }
-                _ => enrich_tape(&mut flow, &names, &vigil),
+                _ => enrich_tape(&mut flow, &names, &vigil, &mut labels),
             }
             let mut event = Event::from_tape(flow, self.source_id.clone(), ingest).with_ack(&guard);
             if let Some(t) = LAST_DETECTED
@@ -563,7 +564,12 @@ fn fmt_time(t: &Timestamp) -> String {
 /// `ip_list_names`, `workload.labels_by_key`, and `vigil` (given).
 pub fn enrich_flow(mut flow: Value, names: &Names, vigil: &Value) -> Value {
     let vigil = Arc::new(vigil.clone());
-    for (path, value) in flow_fields(Field::Value(&flow), names, &vigil) {
+    for (path, value) in flow_fields(
+        Field::Value(&flow),
+        names,
+        &vigil,
+        &mut LabelCache::default(),
+    ) {
         let Some((last, parents)) = path.split_last() else {
             continue;
         };
@@ -579,8 +585,8 @@ pub fn enrich_flow(mut flow: Value, names: &Names, vigil: &Value) -> Value {
 }
 
 /// [`enrich_flow`] on a tape: the fields are placed over it.
-fn enrich_tape(flow: &mut Tape, names: &Names, vigil: &Arc<Value>) {
-    for (path, value) in flow_fields(flow.root(), names, vigil) {
+fn enrich_tape(flow: &mut Tape, names: &Names, vigil: &Arc<Value>, cache: &mut LabelCache) {
+    for (path, value) in flow_fields(flow.root(), names, vigil, cache) {
         flow.set_shared(path, value);
     }
 }
@@ -590,42 +596,50 @@ fn flow_fields(
     flow: Field<'_>,
     names: &Names,
     vigil: &Arc<Value>,
+    cache: &mut LabelCache,
 ) -> Vec<(&'static [&'static str], Arc<Value>)> {
     let mut out = Vec::with_capacity(7);
     for side in ["src", "dst"] {
         let Some(ep) = flow.get(side).filter(Field::is_object) else {
             continue;
         };
-        let mut map = Map::new();
         let mut labels = None;
         if let Some(wl) = ep.get("workload").filter(Field::is_object) {
-            match wl
-                .get("labels")
-                .filter(|l| matches!(l.scalar(), crate::event::Scalar::Other) && !l.is_object())
-            {
-                Some(list) => {
-                    for l in list.items() {
-                        if let Some((k, v)) = label_pair_of(l, &names.labels) {
-                            map.insert(k, Value::String(v));
-                        }
-                    }
-                }
-                None => {
-                    let pairs = wl
-                        .get("href")
-                        .and_then(|h| h.as_str())
-                        .and_then(|h| names.workloads.get(h));
-                    for (k, v) in pairs.into_iter().flatten() {
-                        map.insert(k.clone(), Value::String(v.clone()));
-                    }
-                }
-            }
             let path: &'static [&'static str] = if side == "src" {
                 &["src", "workload", "labels_by_key"]
             } else {
                 &["dst", "workload", "labels_by_key"]
             };
-            let map = Arc::new(Value::Object(std::mem::take(&mut map)));
+            let listed = wl
+                .get("labels")
+                .filter(|l| matches!(l.scalar(), crate::event::Scalar::Other) && !l.is_object());
+            let href = wl.get("href").and_then(|h| h.as_str());
+            let map = match href.and_then(|h| cache.get(listed.is_some(), h)) {
+                Some(known) => known,
+                None => {
+                    let mut map = Map::new();
+                    match listed {
+                        Some(list) => {
+                            for l in list.items() {
+                                if let Some((k, v)) = label_pair_of(l, &names.labels) {
+                                    map.insert(k, Value::String(v));
+                                }
+                            }
+                        }
+                        None => {
+                            let pairs = href.and_then(|h| names.workloads.get(h));
+                            for (k, v) in pairs.into_iter().flatten() {
+                                map.insert(k.clone(), Value::String(v.clone()));
+                            }
+                        }
+                    }
+                    let map = Arc::new(Value::Object(map));
+                    if let Some(h) = href {
+                        cache.put(listed.is_some(), h, &map);
+                    }
+                    map
+                }
+            };
             out.push((path, map.clone()));
             labels = Some(map);
         }
@@ -646,7 +660,7 @@ fn flow_fields(
                     .map(Value::String)
             })
             .collect();
-        let labels = labels.unwrap_or_else(|| Arc::new(Value::Object(map)));
+        let labels = labels.unwrap_or_else(|| Arc::new(Value::Object(Map::new())));
         let lists = Arc::new(Value::Array(lists));
         if side == "src" {
             out.push((&["src", "labels"][..], labels));
@@ -660,6 +674,38 @@ fn flow_fields(
         out.push((&["vigil"][..], vigil.clone()));
     }
     out
+}
+
+/// The label maps of the workloads of one slice, by workload href (a workload's labels
+/// are the same in every flow of one query result), so each is made once. At most
+/// [`LabelCache::MAX`] workloads; beyond, maps are made per flow.
+#[derive(Debug, Default)]
+struct LabelCache {
+    /// Workloads whose flows list their labels.
+    listed: std::collections::HashMap<String, Arc<Value>>,
+    /// Workloads whose flows do not (their labels come from the name cache).
+    unlisted: std::collections::HashMap<String, Arc<Value>>,
+}
+
+impl LabelCache {
+    const MAX: usize = 100_000;
+
+    fn get(&self, listed: bool, href: &str) -> Option<Arc<Value>> {
+        let map = if listed { &self.listed } else { &self.unlisted };
+        map.get(href).cloned()
+    }
+
+    fn put(&mut self, listed: bool, href: &str, labels: &Arc<Value>) {
+        if self.listed.len() + self.unlisted.len() >= Self::MAX {
+            return;
+        }
+        let map = if listed {
+            &mut self.listed
+        } else {
+            &mut self.unlisted
+        };
+        map.insert(href.to_string(), labels.clone());
+    }
 }
 
 /// A label object's (key, value): from the object, else from the cache by href.
