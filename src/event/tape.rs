@@ -53,10 +53,35 @@ impl AsRef<[u8]> for RawOwner {
     }
 }
 
+/// Where a patch goes: keys of nested objects.
+#[derive(Debug, Clone, PartialEq)]
+enum PatchPath {
+    /// Known when vigil was built (a source's own fields): nothing to allocate.
+    Static(&'static [&'static str]),
+    Owned(Box<[Box<str>]>),
+}
+
+impl PatchPath {
+    fn len(&self) -> usize {
+        match self {
+            PatchPath::Static(p) => p.len(),
+            PatchPath::Owned(p) => p.len(),
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &str> {
+        let (a, b): (&[&'static str], &[Box<str>]) = match self {
+            PatchPath::Static(p) => (p, &[]),
+            PatchPath::Owned(p) => (&[], p),
+        };
+        a.iter().copied().chain(b.iter().map(|k| &**k))
+    }
+}
+
 /// A value placed over the tape at a path (see [`Tape::set`]).
 #[derive(Debug, Clone, PartialEq)]
 struct Patch {
-    path: Box<[Box<str>]>,
+    path: PatchPath,
     value: std::sync::Arc<Value>,
 }
 
@@ -73,8 +98,8 @@ pub struct Tape {
     exotic: bool,
     /// Some object repeats a key (the last one counts, as in a parsed `Value`).
     duplicates: bool,
-    /// The first keys of the patches' paths.
-    roots: Vec<Box<str>>,
+    /// The patches whose paths start with a key no earlier patch's starts with.
+    roots: Vec<usize>,
     full: OnceLock<Value>,
 }
 
@@ -128,7 +153,7 @@ impl Tape {
         self.full.get_or_init(|| {
             let mut v = self.node_value(0);
             for p in &self.patches {
-                place(&mut v, &p.path, Value::clone(&p.value));
+                place(&mut v, p.path.keys(), Value::clone(&p.value));
             }
             v
         })
@@ -152,9 +177,20 @@ impl Tape {
     /// [`Tape::set`] with a value shared with other tapes (a source placing the same
     /// value over many records keeps one copy).
     pub fn set_shared(&mut self, path: &[&str], value: std::sync::Arc<Value>) {
+        let owned = PatchPath::Owned(path.iter().map(|s| Box::from(*s)).collect());
+        self.patch(owned, value);
+    }
+
+    /// [`Tape::set_shared`] at a path known when vigil was built (nothing to allocate).
+    pub fn set_static(&mut self, path: &'static [&'static str], value: std::sync::Arc<Value>) {
+        self.patch(PatchPath::Static(path), value);
+    }
+
+    fn patch(&mut self, path: PatchPath, value: std::sync::Arc<Value>) {
+        let n = path.len();
         // Objects on the way that the parsed record has as something else are replaced.
         let mut at = Some(0);
-        for k in path.split_last().map_or(&[][..], |(_, p)| p) {
+        for k in path.keys().take(n.saturating_sub(1)) {
             match at.and_then(|a| self.nodes.get(a)) {
                 Some(Node::Obj { .. }) => at = at.and_then(|a| self.member(a, k)),
                 Some(_) => {
@@ -164,25 +200,23 @@ impl Tape {
                 None => break,
             }
         }
-        if path.is_empty() {
+        if n == 0 {
             self.exotic = true;
         }
         if let Some(full) = self.full.get_mut() {
-            place(
-                full,
-                &path.iter().map(|s| Box::from(*s)).collect::<Vec<_>>(),
-                Value::clone(&value),
-            );
+            place(full, path.keys(), Value::clone(&value));
         }
-        if let Some(root) = path.first()
-            && !self.roots.iter().any(|r| &**r == *root)
+        if let Some(root) = path.keys().next()
+            && !self.roots.iter().any(|r| self.root_key(*r) == Some(root))
         {
-            self.roots.push(Box::from(*root));
+            self.roots.push(self.patches.len());
         }
-        self.patches.push(Patch {
-            path: path.iter().map(|s| Box::from(*s)).collect(),
-            value,
-        });
+        self.patches.push(Patch { path, value });
+    }
+
+    /// The first key of the `i`-th patch.
+    fn root_key(&self, i: usize) -> Option<&str> {
+        self.patches.get(i).and_then(|p| p.path.keys().next())
     }
 
     /// The value at `segs` on the tape, patches included: `Some(Ok(node))` on the tape,
@@ -198,16 +232,20 @@ impl Tape {
         let Some(first) = segs.first() else {
             return Route::Whole;
         };
-        if !self.roots.iter().any(|r| **r == *first.key()) {
+        if !self
+            .roots
+            .iter()
+            .any(|r| self.root_key(*r) == Some(first.key()))
+        {
             return Route::Tape(0, segs);
         }
         let mut found: Option<&Patch> = None;
         for p in self.patches.iter().rev() {
             let common = p
                 .path
-                .iter()
+                .keys()
                 .zip(segs)
-                .take_while(|(k, s)| &***k == s.key())
+                .take_while(|(k, s)| *k == s.key())
                 .count();
             if common == p.path.len() {
                 if found.is_none() {
@@ -248,8 +286,7 @@ impl Tape {
         match self.route(segs) {
             Route::Whole => {
                 self.patches.iter().any(|p| {
-                    p.path.len() > segs.len()
-                        && p.path.iter().zip(segs).all(|(k, s)| &**k == s.key())
+                    p.path.len() > segs.len() && p.path.keys().zip(segs).all(|(k, s)| k == s.key())
                 }) || super::first(self.value(), segs).is_some()
             }
             _ => self.first(segs).is_some(),
@@ -394,7 +431,8 @@ enum Route<'a, 's> {
 
 /// Places `value` at `path` in `v`, making objects on the way (a non-object on the way is
 /// replaced by one).
-fn place(v: &mut Value, path: &[Box<str>], value: Value) {
+fn place<'k>(v: &mut Value, path: impl Iterator<Item = &'k str>, value: Value) {
+    let path: Vec<&str> = path.collect();
     let Some((last, parents)) = path.split_last() else {
         *v = value;
         return;

@@ -14,9 +14,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use serde_json::Value;
 
-use crate::event::{Event, FieldPath, Timestamp};
+use crate::event::{Event, FieldPath, Scalar, Tape, Timestamp};
 use crate::store::rejected::{RejectedLog, RejectedRecord};
 
 /// One complete line and its number (1-based) in the input.
@@ -203,25 +202,27 @@ impl LineParser {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match serde_json::from_slice::<Value>(&bytes) {
-                Ok(data @ Value::Object(_)) => {
-                    let mut event = Event::from_line(bytes, data, self.source.clone(), now);
+            // Parsed once into a tape over the line: fields are read from it, and the
+            // record's `Value` is made only if something asks for the whole record.
+            match Tape::parse(bytes.clone()) {
+                Ok(tape) if tape.root().is_object() => {
+                    let mut event = Event::from_tape(tape, self.source.clone(), now);
                     if let Some(field) = &self.time_field
                         && let Some(t) = field
-                            .first(event.data())
-                            .and_then(crate::event::time_from_value)
+                            .first_in(&event)
+                            .and_then(|f| crate::event::time_from_field(&f))
                     {
                         event.meta.time = t;
                     }
                     out.events.push(Arc::new(event));
                 }
                 Ok(other) => {
-                    let kind = match other {
-                        Value::Array(_) => "a list",
-                        Value::String(_) => "a string",
-                        Value::Number(_) => "a number",
-                        Value::Bool(_) => "a boolean",
-                        _ => "null",
+                    let kind = match other.root().scalar() {
+                        Scalar::Other => "a list",
+                        Scalar::Str(_) => "a string",
+                        Scalar::Num(_) => "a number",
+                        Scalar::Bool(_) => "a boolean",
+                        Scalar::Null => "null",
                     };
                     out.rejected.push(rejected_record(
                         &self.source,

@@ -587,7 +587,7 @@ pub fn enrich_flow(mut flow: Value, names: &Names, vigil: &Value) -> Value {
 /// [`enrich_flow`] on a tape: the fields are placed over it.
 fn enrich_tape(flow: &mut Tape, names: &Names, vigil: &Arc<Value>, cache: &mut LabelCache) {
     for (path, value) in flow_fields(flow.root(), names, vigil, cache) {
-        flow.set_shared(path, value);
+        flow.set_static(path, value);
     }
 }
 

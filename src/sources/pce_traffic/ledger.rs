@@ -148,7 +148,7 @@ impl FlowRow for Tape {
     }
 
     fn set_connections(&mut self, n: u64) {
-        self.set(&["num_connections"], Value::from(n));
+        self.set_static(&["num_connections"], std::sync::Arc::new(Value::from(n)));
     }
 }
 

@@ -1,0 +1,209 @@
+//! Flow lines through a whole pipeline: `file` source → `filter` → `window_count` (10,000
+//! keys) → `top_n` → `file` sink, with all cores and on one thread, with and without a
+//! Rhai `where:` in the filter — next to the bare parse rate of the same bytes (the tape
+//! the engine parses into, and a `serde_json::Value` for comparison), in the same run.
+//!
+//! For each it reports records a second (wall) and the CPU seconds the process spent.
+//! `VIGIL_BENCH_RECORDS` sets the number of lines (default 1,000,000 under `cargo bench`);
+//! under `cargo test --benches` it runs 10,000 once, to check that it works.
+
+#![allow(missing_docs)]
+#![allow(clippy::print_stderr, clippy::print_stdout)]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use vigil::config::{Config, Env, LoadOptions, load_sources};
+use vigil::runtime::{self, WallClock};
+
+/// The same allocator as the `vigil` binary, so the numbers are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod common;
+use common::flows::write_flow_keys;
+
+/// Distinct source addresses: the window's keys.
+const KEYS: u64 = 10_000;
+
+/// CPU seconds (user + system) this process has used so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn yaml_str(p: &Path) -> String {
+    serde_json::to_string(p.to_str().expect("UTF-8 temp path")).expect("string")
+}
+
+fn config(state: &Path, input: &Path, output: &Path, script: bool) -> Config {
+    let (state, input, output) = (yaml_str(state), yaml_str(input), yaml_str(output));
+    let where_ = if script {
+        "\n    where: 'event.num_connections >= 0 && event.service.port != 1'"
+    } else {
+        ""
+    };
+    let yaml = format!(
+        r#"
+kind: settings
+state_dir: {state}
+---
+kind: pipeline
+name: bench
+sources:
+  flows: {{type: file, path: {input}, follow: false}}
+stages:
+  keep:
+    type: filter
+    inputs: [flows]
+    match:
+      policy_decision: [blocked, potentially_blocked, allowed, unknown]
+    exclude:
+      src.ip: 192.0.2.0/24{where_}
+  rule:
+    type: window_count
+    inputs: [keep]
+    window: 10m
+    group_by: [src.ip]
+    sum: num_connections
+    threshold: 1000000000
+  top:
+    type: top_n
+    inputs: [keep, rule]
+    by: [dst.ip, service.port]
+    sum: num_connections
+    within: [src.ip]
+    n: 5
+sinks:
+  out: {{type: file, path: {output}, append: false, inputs: [top]}}
+"#
+    );
+    let loaded = load_sources(
+        &[(PathBuf::from("bench.yaml"), yaml)],
+        &LoadOptions {
+            env: Env::Map(Default::default()),
+        },
+    );
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    loaded.config.expect("a valid configuration")
+}
+
+/// Runs the pipeline once; (wall seconds, CPU seconds).
+fn run(config: &Config, threads: Option<usize>, n: u64) -> (f64, f64) {
+    let rt = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(k) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(k)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    }
+    .expect("tokio runtime");
+    let cpu = cpu_seconds();
+    let started = Instant::now();
+    let report = rt.block_on(async {
+        let topology = runtime::start(config, Arc::new(WallClock)).expect("start");
+        topology.wait().await
+    });
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu;
+    assert!(!report.failed(), "{:?}", report.nodes);
+    let kept = report.node("bench.keep").expect("the filter").events_out;
+    assert_eq!(kept, n, "every line passed the filter");
+    (wall, cpu)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("flows: bench");
+        return;
+    }
+    let n = common::records(1_000_000, 10_000);
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let input = dir.path().join("flows.jsonl");
+    let mut data: Vec<u8> = Vec::with_capacity(n as usize * 900);
+    let mut line = String::with_capacity(1024);
+    for i in 0..n {
+        line.clear();
+        write_flow_keys(&mut line, i, Some(KEYS));
+        data.extend_from_slice(line.as_bytes());
+        data.push(b'\n');
+    }
+    std::fs::File::create(&input)
+        .and_then(|mut f| f.write_all(&data))
+        .expect("write the input");
+    let lines: Vec<&[u8]> = data
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    eprintln!(
+        "flows bench: {n} lines, {:.1} MB, {KEYS} keys; {} cores",
+        data.len() as f64 / 1e6,
+        std::thread::available_parallelism().map_or(1, |p| p.get())
+    );
+
+    let report = |what: &str, wall: f64, cpu: f64| {
+        eprintln!(
+            "  {what:<44} {:>10.0} records/s  ({wall:.2} s wall, {cpu:.2} s CPU, {:.0} MB/s)",
+            n as f64 / wall,
+            data.len() as f64 / wall / 1e6
+        );
+    };
+    let parse = |tape: bool| {
+        let cpu = cpu_seconds();
+        let started = Instant::now();
+        for l in &lines {
+            if tape {
+                let t = vigil::event::Tape::parse(bytes::Bytes::copy_from_slice(l));
+                std::hint::black_box(t.expect("valid JSON"));
+            } else {
+                let v = serde_json::from_slice::<serde_json::Value>(l);
+                std::hint::black_box(v.expect("valid JSON"));
+            }
+        }
+        (started.elapsed().as_secs_f64(), cpu_seconds() - cpu)
+    };
+    let (w, c) = parse(true);
+    report("bare parse into a tape (one thread)", w, c);
+    let (w, c) = parse(false);
+    report("bare parse into a serde_json Value (one thread)", w, c);
+
+    let mut results = Vec::new();
+    for script in [false, true] {
+        for threads in [None, Some(1)] {
+            let state = dir.path().join(format!("state-{script}-{threads:?}"));
+            let output = dir.path().join(format!("out-{script}-{threads:?}.jsonl"));
+            let cfg = config(&state, &input, &output, script);
+            let (wall, cpu) = run(&cfg, threads, n);
+            let what = format!(
+                "pipeline{}, {}",
+                if script { " with a Rhai where:" } else { "" },
+                if threads.is_some() {
+                    "one thread"
+                } else {
+                    "all cores"
+                }
+            );
+            report(&what, wall, cpu);
+            results.push(serde_json::json!({
+                "what": what, "records": n, "wall_seconds": wall, "cpu_seconds": cpu,
+                "records_per_second": n as f64 / wall,
+            }));
+        }
+    }
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    let _ = std::fs::create_dir_all(&target);
+    let _ = std::fs::write(
+        target.join("bench-flows.json"),
+        serde_json::to_string_pretty(&results).unwrap_or_default(),
+    );
+}
