@@ -894,3 +894,118 @@ async fn repeated_rows_are_dropped_and_counted_and_the_ledger_survives_a_restart
         .expect("saved");
     assert_eq!(saved["v"], 1);
 }
+
+/// What one run of two port-filtering pipelines saw: the services each query asked for,
+/// the flows their sources were handed, and what their filters and rules kept.
+struct Narrowed {
+    services: Vec<Value>,
+    handed: u64,
+    kept: u64,
+    flows: std::collections::BTreeSet<String>,
+    alerts: std::collections::BTreeSet<(String, String, String)>,
+}
+
+async fn ports_run(narrow: bool) -> Narrowed {
+    let clock = VirtualClock::new(t0());
+    let sim = sim(&clock, Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let option = if narrow { "" } else { ", narrow: false" };
+    let pipe = |name: &str, ports: &str| {
+        let flows = dir.path().join(format!("{name}-flows.jsonl"));
+        let alerts = dir.path().join(format!("{name}-alerts.jsonl"));
+        format!(
+            "kind: pipeline\nname: {name}\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 5m, settle: 2m, start_at: 30m{option}}}\nstages:\n  keep:\n    type: filter\n    inputs: [flows]\n    match:\n      service.port: {ports}\n  rule:\n    type: window_count\n    inputs: [keep]\n    window: 30m\n    group_by: [src.ip]\n    threshold: 2\n    alert: {{mode: each_crossing}}\nsinks:\n  kept: {{type: file, path: {}, inputs: [keep]}}\n  alerts: {{type: file, path: {}, inputs: [rule]}}\n",
+            flows.display(),
+            alerts.display()
+        )
+    };
+    let yaml = [pipe("ssh", "[22]"), pipe("admin", "[3389, 445]")].join("---\n");
+    let topology =
+        runtime::start(&config(dir.path(), &sim, &yaml), Arc::new(clock.clone())).expect("starts");
+    nudge_until(&clock, "the lookback", || downloads(&sim) >= 6).await;
+    quiesce(&clock, &sim, dir.path()).await;
+    let counter = |id: &str, f: fn(&vigil::runtime::NodeCounters) -> u64| {
+        topology
+            .counters()
+            .iter()
+            .filter(|(n, _)| n == id)
+            .map(|(_, c)| f(c))
+            .sum::<u64>()
+    };
+    let out =
+        |c: &vigil::runtime::NodeCounters| c.events_out.load(std::sync::atomic::Ordering::Relaxed);
+    let handed = counter("ssh.flows", out);
+    let kept = counter("ssh.keep", out) + counter("admin.keep", out);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop(topology).await;
+    let services = sim
+        .request_log()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == QUERIES)
+        .map(|r| {
+            let body: Value = serde_json::from_str(&r.body).expect("a JSON query body");
+            body["services"]["include"].clone()
+        })
+        .collect();
+    let mut flows = std::collections::BTreeSet::new();
+    let mut alerts = std::collections::BTreeSet::new();
+    for name in ["ssh", "admin"] {
+        for f in lines(&dir.path().join(format!("{name}-flows.jsonl"))) {
+            flows.insert(format!("{name} {}", flow_key(&f)));
+        }
+        for a in lines(&dir.path().join(format!("{name}-alerts.jsonl"))) {
+            alerts.insert((
+                name.to_string(),
+                a["group_key"].to_string(),
+                a["value"].to_string(),
+            ));
+        }
+    }
+    sim.shutdown().await;
+    Narrowed {
+        services,
+        handed,
+        kept,
+        flows,
+        alerts,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_that_keep_only_some_ports_ask_the_pce_for_only_those_and_miss_nothing() {
+    let narrowed = ports_run(true).await;
+    let whole = ports_run(false).await;
+    // Every query asked for the union of the two pipelines' ports...
+    assert!(!narrowed.services.is_empty());
+    for s in &narrowed.services {
+        let mut ports: Vec<u64> = s
+            .as_array()
+            .expect("a service list")
+            .iter()
+            .map(|x| x["port"].as_u64().expect("a port"))
+            .collect();
+        ports.sort_unstable();
+        assert_eq!(ports, [22, 445, 3389], "{s}");
+    }
+    assert!(
+        whole
+            .services
+            .iter()
+            .all(|s| s.as_array().is_none_or(Vec::is_empty))
+    );
+    // ...so the download held only flows one of them keeps, and far fewer...
+    assert_eq!(
+        narrowed.handed, narrowed.kept,
+        "every flow handed on was kept"
+    );
+    assert!(
+        narrowed.handed * 2 < whole.handed,
+        "{} flows downloaded, {} without narrowing",
+        narrowed.handed,
+        whole.handed
+    );
+    // ...and the pipelines kept the same flows and raised the same alerts.
+    assert!(!whole.flows.is_empty() && !whole.alerts.is_empty());
+    assert_eq!(narrowed.flows, whole.flows);
+    assert_eq!(narrowed.alerts, whole.alerts);
+}

@@ -80,6 +80,10 @@ pub struct BuildContext {
     pub public_url: Arc<str>,
     /// How often an open alert episode is reported again (settings `history_interval`).
     pub history_interval: chrono::Duration,
+    /// The `filter` stages that read this node, when every node reading it is one
+    /// (`None` when some reader is another kind, or nothing reads it): a source may then
+    /// ask its peer only for what they can keep.
+    pub readers: Option<Vec<crate::stages::filter::FilterConfig>>,
 }
 
 impl BuildContext {

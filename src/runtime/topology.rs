@@ -974,7 +974,27 @@ fn build_context(env: &Env, config: &Config, node: &GraphNode) -> BuildContext {
         keep_state: config.settings.keep_state,
         public_url: config.settings.public_url.as_str().into(),
         history_interval: config.settings.history_interval.span(),
+        readers: filter_readers(&p.config, &node.name),
     }
+}
+
+/// The filter stages reading node `name` of `pipeline`, when every reader is one.
+fn filter_readers(
+    pipeline: &crate::config::PipelineConfig,
+    name: &str,
+) -> Option<Vec<crate::stages::filter::FilterConfig>> {
+    let reads = |inputs: &[String]| inputs.iter().any(|i| i == name);
+    if pipeline.sinks.values().any(|s| reads(s.inputs())) {
+        return None;
+    }
+    let mut filters = Vec::new();
+    for stage in pipeline.stages.values().filter(|s| reads(s.inputs())) {
+        match stage {
+            crate::components::StageConfig::Filter(f) => filters.push(f.clone()),
+            _ => return None,
+        }
+    }
+    (!filters.is_empty()).then_some(filters)
 }
 
 /// Saves a stage's state every `every` of clock time and when it stops.

@@ -301,6 +301,7 @@ pub fn run_case(
                     keep_state: true,
                     public_url: crate::config::DEFAULT_PUBLIC_URL.into(),
                     history_interval: settings.history_interval.span(),
+                    readers: None,
                 };
                 let stage =
                     pc.config.stages[g.name.as_str()]

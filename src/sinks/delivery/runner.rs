@@ -503,6 +503,7 @@ mod tests {
             keep_state: false,
             public_url: "http://vigil".into(),
             history_interval: chrono::Duration::minutes(1),
+            readers: None,
         };
         let sink = Box::new(DeliverySink::new(fake.clone(), cfg, &cx));
         let (output, input) = crate::runtime::test_edge(16);

@@ -86,6 +86,7 @@ pub async fn send_test(
         keep_state: false,
         public_url: config.settings.public_url.as_str().into(),
         history_interval: config.settings.history_interval.span(),
+        readers: None,
     };
     let notifier = match sink.notifier(&cx) {
         Some(n) => n.map_err(|e| format!("{id}: {e}"))?,

@@ -60,6 +60,13 @@ pub struct PceTrafficConfig {
     /// Keep only these policy decisions. Default: all.
     #[serde(default)]
     pub policy_decisions: Option<Vec<Decision>>,
+    /// Ask the PCE only for the destination ports this pipeline can keep: when every
+    /// stage reading this source is a `filter` whose `match` (or every `any` group) lists
+    /// `service.port` values, and every source of the connection can say so, the
+    /// connection's query asks for the union of their ports. Default: `true`; `false`
+    /// always asks for every port.
+    #[serde(default = "default_true")]
+    pub narrow: bool,
     /// At most this many flows per slice (1..=200000); more matches mark the flows
     /// `vigil.truncated`. Default: `200000`. The largest of a connection's sources is used.
     #[serde(default = "default_max_results")]
@@ -128,6 +135,10 @@ fn example() -> serde_json::Value {
 
 fn default_interval() -> Duration {
     Duration::from_secs(300)
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_settle() -> Duration {
@@ -202,7 +213,12 @@ impl PceTrafficConfig {
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, NodeError> {
         let client = cx.connections.pce_client(&self.connection)?;
         let hub = TrafficHub::for_connection(cx, &self.connection, client)?;
-        let rx = hub.subscribe(cx.id.clone(), self.clone());
+        let ports = if self.narrow {
+            super::narrow::source_ports(cx.readers.as_deref())
+        } else {
+            None
+        };
+        let rx = hub.subscribe(cx.id.clone(), self.clone(), ports);
         Ok(Box::new(PceTrafficSource::new(rx)))
     }
 }

@@ -50,6 +50,8 @@ pub(crate) type Delivery = Vec<Arc<Event>>;
 struct Subscriber {
     id: Arc<str>,
     cfg: PceTrafficConfig,
+    /// The destination ports its pipeline can keep (`None`: any; see [`super::narrow`]).
+    ports: Option<std::collections::BTreeSet<u16>>,
     decisions: Option<HashSet<&'static str>>,
     tx: mpsc::Sender<Delivery>,
 }
@@ -63,6 +65,8 @@ struct Plan {
     names_refresh: chrono::Duration,
     lookback: chrono::Duration,
     decisions: Vec<crate::pce::client::PolicyDecision>,
+    /// The destination ports to ask for (`None`: all).
+    ports: Option<std::collections::BTreeSet<u16>>,
     flow_memory: std::time::Duration,
     max_flows: usize,
 }
@@ -174,6 +178,7 @@ impl TrafficHub {
         &self,
         id: Arc<str>,
         cfg: PceTrafficConfig,
+        ports: Option<std::collections::BTreeSet<u16>>,
     ) -> mpsc::Receiver<Delivery> {
         let (tx, rx) = mpsc::channel(4);
         let decisions = cfg
@@ -186,6 +191,7 @@ impl TrafficHub {
         subscribers.push(Subscriber {
             id,
             cfg,
+            ports,
             decisions,
             tx,
         });
@@ -213,6 +219,7 @@ impl TrafficHub {
             names_refresh: to(first.cfg.names_refresh.get()),
             lookback: to(first.cfg.lookback().unwrap_or_default()),
             decisions: Vec::new(),
+            ports: super::narrow::union(&subs.iter().map(|s| s.ports.clone()).collect::<Vec<_>>()),
             flow_memory: first.cfg.flow_memory.get(),
             max_flows: first.cfg.max_flows as usize,
         };
@@ -438,6 +445,15 @@ impl TrafficHub {
             plan.max_results,
         );
         query.policy_decisions = plan.decisions.clone();
+        if let Some(ports) = &plan.ports {
+            query.services.include = ports
+                .iter()
+                .map(|p| crate::pce::client::Service {
+                    port: Some(*p),
+                    ..Default::default()
+                })
+                .collect();
+        }
         let mut download = self.client.traffic_stream(&query).await?;
         // The flows are read as they download; when the PCE does not say how many the
         // result holds, a short result is known only at its end (see below).

@@ -5,6 +5,7 @@ mod config;
 mod hub;
 mod ledger;
 mod names;
+pub mod narrow;
 mod source;
 
 pub use config::{Decision, PceTrafficConfig};

@@ -25,6 +25,7 @@ fn cx(dir: &Path, store: Arc<Store>) -> BuildContext {
         keep_state: true,
         public_url: crate::config::DEFAULT_PUBLIC_URL.into(),
         history_interval: chrono::Duration::minutes(1),
+        readers: None,
     }
 }
 
