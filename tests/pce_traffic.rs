@@ -947,13 +947,27 @@ async fn ports_run(narrow: bool) -> Narrowed {
             body["services"]["include"].clone()
         })
         .collect();
+    // Both runs read at least the first six slices of the lookback (the last ends 7
+    // minutes before the start); how many more depends on how the clock was nudged, so
+    // only what those six hold is compared.
+    let cutoff = t0() - chrono::Duration::minutes(7);
+    let before = |v: &Value| {
+        v.as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .is_some_and(|t| t <= cutoff)
+    };
     let mut flows = std::collections::BTreeSet::new();
     let mut alerts = std::collections::BTreeSet::new();
     for name in ["ssh", "admin"] {
         for f in lines(&dir.path().join(format!("{name}-flows.jsonl"))) {
-            flows.insert(format!("{name} {}", flow_key(&f)));
+            if before(&f["vigil"]["slice"]["end"]) {
+                flows.insert(format!("{name} {}", flow_key(&f)));
+            }
         }
         for a in lines(&dir.path().join(format!("{name}-alerts.jsonl"))) {
+            if !before(&a["window"]["end"]) {
+                continue;
+            }
             alerts.insert((
                 name.to_string(),
                 a["group_key"].to_string(),

@@ -319,12 +319,11 @@ impl Tape {
         for _ in 0..*len {
             let matches = match self.nodes.get(i) {
                 Some(Node::Raw(off, l)) => {
+                    // Length and first byte first: most keys differ there, without a call.
+                    let bytes = self.text.as_bytes();
                     *l as usize == key.len()
-                        && self
-                            .text
-                            .as_bytes()
-                            .get(*off as usize..(*off + *l) as usize)
-                            == Some(key.as_bytes())
+                        && bytes.get(*off as usize) == key.as_bytes().first()
+                        && bytes.get(*off as usize..(*off + *l) as usize) == Some(key.as_bytes())
                 }
                 _ => self.str_at(i) == Some(key),
             };

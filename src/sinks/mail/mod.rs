@@ -23,8 +23,34 @@ use crate::runtime::{BuildContext, NodeError};
 pub(crate) struct MailRender {
     templates: Templates,
     to: Vec<String>,
+    /// The recipients when no `to` entry is a template (most sinks): nothing to render
+    /// per alert.
+    fixed: Option<Result<Vec<String>, String>>,
     html: bool,
     public_url: String,
+}
+
+/// The addresses of rendered `to` entries (name, text): split on commas, checked,
+/// without repeats, sorted.
+fn addresses<'a>(
+    entries: impl Iterator<Item = Result<(&'a str, String), String>>,
+) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for entry in entries {
+        let (name, rendered) = entry?;
+        for addr in rendered.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+            addr.parse::<Mailbox>()
+                .map_err(|e| format!("recipient `{addr}` (from `{name}`): {e}"))?;
+            if !out.iter().any(|o| o == addr) {
+                out.push(addr.to_string());
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err("`to` rendered no recipient for this alert".into());
+    }
+    out.sort();
+    Ok(out)
 }
 
 impl MailRender {
@@ -64,9 +90,17 @@ impl MailRender {
             templates.add_text(&name, entry, Origin::Inline(format!("/to/{i}")))?;
             to.push(name);
         }
+        let fixed = cfg.to.iter().all(|e| !e.contains("{{")).then(|| {
+            addresses(
+                to.iter()
+                    .zip(&cfg.to)
+                    .map(|(name, e)| Ok((name.as_str(), e.clone()))),
+            )
+        });
         Ok(MailRender {
             templates,
             to,
+            fixed,
             html,
             public_url: public_url.to_string(),
         })
@@ -74,24 +108,16 @@ impl MailRender {
 
     /// The recipients of `alert`: every `to` entry rendered, split on commas, checked.
     pub(crate) fn recipients(&self, alert: &Alert) -> Result<Vec<String>, String> {
+        if let Some(fixed) = &self.fixed {
+            return fixed.clone();
+        }
         let n = sample_notification("", vec![alert.clone()]);
         let cx = render::context(&n, &self.public_url);
-        let mut out: Vec<String> = Vec::new();
-        for name in &self.to {
-            let rendered = self.templates.render(name, &cx)?;
-            for addr in rendered.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-                addr.parse::<Mailbox>()
-                    .map_err(|e| format!("recipient `{addr}` (from `{name}`): {e}"))?;
-                if !out.iter().any(|o| o == addr) {
-                    out.push(addr.to_string());
-                }
-            }
-        }
-        if out.is_empty() {
-            return Err("`to` rendered no recipient for this alert".into());
-        }
-        out.sort();
-        Ok(out)
+        addresses(
+            self.to
+                .iter()
+                .map(|name| Ok((name.as_str(), self.templates.render(name, &cx)?))),
+        )
     }
 
     /// Subject, plain text and HTML (if the template set has one) of `n`.
