@@ -422,6 +422,63 @@ impl Tape {
     }
 }
 
+impl serde::Serialize for Tape {
+    /// As the record's `Value` would serialise (without making it when nothing was placed
+    /// over the parsed record).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !self.patches.is_empty() || self.full.get().is_some() {
+            return self.value().serialize(s);
+        }
+        NodeRef { tape: self, at: 0 }.serialize(s)
+    }
+}
+
+/// A node of a tape, to serialise.
+struct NodeRef<'a> {
+    tape: &'a Tape,
+    at: usize,
+}
+
+impl serde::Serialize for NodeRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        let t = self.tape;
+        match t.nodes.get(self.at) {
+            None | Some(Node::Null) => s.serialize_unit(),
+            Some(Node::Bool(b)) => s.serialize_bool(*b),
+            Some(Node::U64(n)) => s.serialize_u64(*n),
+            Some(Node::I64(n)) => s.serialize_i64(*n),
+            Some(Node::F64(f)) => s.serialize_f64(*f),
+            Some(Node::Raw(..) | Node::Owned(_)) => {
+                s.serialize_str(t.str_at(self.at).unwrap_or_default())
+            }
+            Some(Node::Arr { len, .. }) => {
+                let mut seq = s.serialize_seq(Some(*len as usize))?;
+                for i in t.items(self.at) {
+                    seq.serialize_element(&NodeRef { tape: t, at: i })?;
+                }
+                seq.end()
+            }
+            Some(Node::Obj { len, .. }) => {
+                // A repeated key serialises once, with its last value (as a `Value` would).
+                if t.duplicates {
+                    return t.node_value(self.at).serialize(s);
+                }
+                let mut map = s.serialize_map(Some(*len as usize))?;
+                let mut i = self.at + 1;
+                for _ in 0..*len {
+                    map.serialize_entry(
+                        t.str_at(i).unwrap_or_default(),
+                        &NodeRef { tape: t, at: i + 1 },
+                    )?;
+                    i = t.end_of(i + 1);
+                }
+                map.end()
+            }
+        }
+    }
+}
+
 enum Route<'a, 's> {
     Tape(usize, &'s [Segment]),
     Patch(&'a Value, &'s [Segment]),
@@ -846,6 +903,26 @@ mod tests {
                 "first {path}"
             );
         }
+    }
+
+    #[test]
+    fn a_tape_serialises_as_its_value() {
+        for text in [
+            RECORD,
+            "[1,{\"a\":[]},\"x\"]",
+            "null",
+            r#"{"a":1,"a":2,"b":{}}"#,
+        ] {
+            let t = tape(text);
+            assert_eq!(
+                serde_json::to_string(&t).unwrap(),
+                serde_json::to_string(t.value()).unwrap(),
+                "{text}"
+            );
+        }
+        let mut t = tape(r#"{"a":1}"#);
+        t.set(&["b"], json!(2));
+        assert_eq!(serde_json::to_string(&t).unwrap(), r#"{"a":1,"b":2}"#);
     }
 
     #[test]

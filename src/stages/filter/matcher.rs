@@ -431,7 +431,16 @@ impl WhereExpr {
     /// Whether the expression returns `true` for `data`. Errors and non-bool results
     /// count as `false` (and are counted).
     pub fn holds(&mut self, data: &Value) -> bool {
-        let (result, _) = self.sandbox.eval(&self.ast, sandbox::to_dynamic(data));
+        self.holds_for(sandbox::to_dynamic(data))
+    }
+
+    /// [`WhereExpr::holds`] for an event (its record read from its tape when it has one).
+    pub fn holds_event(&mut self, event: &Event) -> bool {
+        self.holds_for(sandbox::event_dynamic(event))
+    }
+
+    fn holds_for(&mut self, input: rhai::Dynamic) -> bool {
+        let (result, _) = self.sandbox.eval(&self.ast, input);
         let err = match result {
             Ok(v) => match v.as_bool() {
                 Ok(b) => return b,
@@ -489,7 +498,7 @@ impl Stage for FilterStage {
             return;
         }
         if let Some(w) = &mut self.where_
-            && !w.holds(event.data())
+            && !w.holds_event(&event)
         {
             return;
         }

@@ -300,6 +300,15 @@ pub fn to_dynamic(data: &Value) -> Dynamic {
     rhai::serde::to_dynamic(data).unwrap_or(Dynamic::UNIT)
 }
 
+/// An event's record as a Rhai value: from its tape when it has one (without making its
+/// JSON `Value` first).
+pub fn event_dynamic(event: &crate::event::Event) -> Dynamic {
+    match event.shared_tape() {
+        Some(tape) => rhai::serde::to_dynamic(&*tape).unwrap_or(Dynamic::UNIT),
+        None => to_dynamic(event.data()),
+    }
+}
+
 /// A Rhai value as JSON (`()` is `null`).
 pub fn to_json(v: &Dynamic) -> Result<Value, String> {
     rhai::serde::from_dynamic::<Value>(v).map_err(|e| e.to_string())
