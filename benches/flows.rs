@@ -3,7 +3,8 @@
 //! Rhai `where:` in the filter — next to the bare parse rate of the same bytes (the tape
 //! the engine parses into, and a `serde_json::Value` for comparison), in the same run.
 //!
-//! For each it reports records a second (wall) and the CPU seconds the process spent.
+//! For each it reports records a second (wall), the CPU seconds the process spent and
+//! its peak resident memory during the run (VmHWM, reset before each).
 //! `VIGIL_BENCH_RECORDS` sets the number of lines (default 1,000,000 under `cargo bench`);
 //! under `cargo test --benches` it runs 10,000 once, to check that it works.
 
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use vigil::config::{Config, Env, LoadOptions, load_sources};
+use vigil::config::Config;
 use vigil::runtime::{self, WallClock};
 
 /// The same allocator as the `vigil` binary, so the numbers are the binary's.
@@ -24,6 +25,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod common;
 use common::flows::write_flow_keys;
+use common::yaml_str;
 
 /// Distinct source addresses: the window's keys.
 const KEYS: u64 = 10_000;
@@ -37,10 +39,6 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-fn yaml_str(p: &Path) -> String {
-    serde_json::to_string(p.to_str().expect("UTF-8 temp path")).expect("string")
-}
-
 fn config(state: &Path, input: &Path, output: &Path, script: bool) -> Config {
     let (state, input, output) = (yaml_str(state), yaml_str(input), yaml_str(output));
     let where_ = if script {
@@ -52,6 +50,7 @@ fn config(state: &Path, input: &Path, output: &Path, script: bool) -> Config {
         r#"
 kind: settings
 state_dir: {state}
+keep_state: false
 ---
 kind: pipeline
 name: bench
@@ -69,9 +68,9 @@ stages:
     type: window_count
     inputs: [keep]
     window: 10m
-    group_by: [src.ip]
+    threshold: 300
     sum: num_connections
-    threshold: 1000000000
+    group_by: [src.ip]
   top:
     type: top_n
     inputs: [keep, rule]
@@ -83,18 +82,11 @@ sinks:
   out: {{type: file, path: {output}, append: false, inputs: [top]}}
 "#
     );
-    let loaded = load_sources(
-        &[(PathBuf::from("bench.yaml"), yaml)],
-        &LoadOptions {
-            env: Env::Map(Default::default()),
-        },
-    );
-    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
-    loaded.config.expect("a valid configuration")
+    common::load(yaml)
 }
 
-/// Runs the pipeline once; (wall seconds, CPU seconds).
-fn run(config: &Config, threads: Option<usize>, n: u64) -> (f64, f64) {
+/// Runs the pipeline once; (wall seconds, CPU seconds, peak RSS in MiB).
+fn run(config: &Config, threads: Option<usize>, n: u64) -> (f64, f64, f64) {
     let rt = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -108,6 +100,7 @@ fn run(config: &Config, threads: Option<usize>, n: u64) -> (f64, f64) {
             .build(),
     }
     .expect("tokio runtime");
+    common::reset_peak();
     let cpu = cpu_seconds();
     let started = Instant::now();
     let report = rt.block_on(async {
@@ -119,7 +112,7 @@ fn run(config: &Config, threads: Option<usize>, n: u64) -> (f64, f64) {
     assert!(!report.failed(), "{:?}", report.nodes);
     let kept = report.node("bench.keep").expect("the filter").events_out;
     assert_eq!(kept, n, "every line passed the filter");
-    (wall, cpu)
+    (wall, cpu, common::peak_mib())
 }
 
 fn main() {
@@ -183,7 +176,7 @@ fn main() {
             let state = dir.path().join(format!("state-{script}-{threads:?}"));
             let output = dir.path().join(format!("out-{script}-{threads:?}.jsonl"));
             let cfg = config(&state, &input, &output, script);
-            let (wall, cpu) = run(&cfg, threads, n);
+            let (wall, cpu, peak) = run(&cfg, threads, n);
             let what = format!(
                 "pipeline{}, {}",
                 if script { " with a Rhai where:" } else { "" },
@@ -194,8 +187,10 @@ fn main() {
                 }
             );
             report(&what, wall, cpu);
+            eprintln!("  {:<44} peak RSS {peak:.0} MiB", "");
             results.push(serde_json::json!({
                 "what": what, "records": n, "wall_seconds": wall, "cpu_seconds": cpu,
+                "peak_rss_mib": peak,
                 "records_per_second": n as f64 / wall,
             }));
         }

@@ -10,12 +10,12 @@
 
 use std::hint::black_box;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use vigil::config::{Config, Env, LoadOptions, load_sources};
+use vigil::config::Config;
 use vigil::runtime::{self, WallClock};
 
 /// The same allocator as the `vigil` binary, so the numbers are the binary's.
@@ -29,6 +29,7 @@ const TEST_MODE_RECORDS: u64 = 10_000;
 
 mod common;
 use common::flows::write_flow;
+use common::yaml_str;
 
 fn records() -> u64 {
     common::records(DEFAULT_RECORDS, TEST_MODE_RECORDS)
@@ -48,10 +49,6 @@ fn generate(path: &Path, n: u64) -> Vec<u8> {
     file.write_all(&data).expect("write input file");
     file.sync_all().expect("sync input file");
     data
-}
-
-fn yaml_str(p: &Path) -> String {
-    serde_json::to_string(p.to_str().expect("UTF-8 temp path")).expect("string")
 }
 
 fn load_config(state: &Path, input: &Path, output: &Path) -> Config {
@@ -77,14 +74,7 @@ sinks:
   out: {{type: file, path: {output}, append: false, inputs: [keep]}}
 "#
     );
-    let loaded = load_sources(
-        &[(PathBuf::from("bench.yaml"), yaml)],
-        &LoadOptions {
-            env: Env::Map(Default::default()),
-        },
-    );
-    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
-    loaded.config.expect("a valid configuration")
+    common::load(yaml)
 }
 
 fn pipeline(c: &mut Criterion) {

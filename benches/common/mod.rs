@@ -42,3 +42,20 @@ pub(crate) fn rss_mib() -> f64 {
 pub(crate) fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
+
+/// A path as a YAML string.
+pub(crate) fn yaml_str(p: &std::path::Path) -> String {
+    serde_json::to_string(p.to_str().expect("UTF-8 temp path")).expect("string")
+}
+
+/// The configuration of one pipeline file's text, which must be valid.
+pub(crate) fn load(yaml: String) -> vigil::config::Config {
+    let loaded = vigil::config::load_sources(
+        &[(std::path::PathBuf::from("bench.yaml"), yaml)],
+        &vigil::config::LoadOptions {
+            env: vigil::config::Env::Map(Default::default()),
+        },
+    );
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    loaded.config.expect("a valid configuration")
+}

@@ -119,19 +119,40 @@ pub struct EventMeta {
 /// Record fields tried, in order, for the event time.
 pub const TIME_FIELDS: &[&str] = &["timestamp", "time", "@timestamp"];
 
+/// [`TIME_FIELDS`] as field paths, parsed once.
+static TIME_PATHS: std::sync::LazyLock<Vec<FieldPath>> = std::sync::LazyLock::new(|| {
+    TIME_FIELDS
+        .iter()
+        .filter_map(|f| FieldPath::parse(f).ok())
+        .collect()
+});
+
 impl Event {
     /// Builds an event from a record read by `source` at `ingest`. The event time is the
     /// first of [`TIME_FIELDS`] that holds an RFC 3339 time (or epoch seconds); otherwise
     /// the ingest time.
     pub fn from_record(data: Value, source: Arc<str>, ingest: Timestamp) -> Event {
         let time = record_time(&data).unwrap_or(ingest);
+        Event::make(Arc::new(data), None, None, None, source, time, ingest)
+    }
+
+    /// An event of its parts, not acknowledged.
+    fn make(
+        data: Arc<Value>,
+        tape: Option<Arc<Tape>>,
+        raw: Option<bytes::Bytes>,
+        alert: Option<Arc<Alert>>,
+        source: Arc<str>,
+        time: Timestamp,
+        ingest: Timestamp,
+    ) -> Event {
         Event {
-            data: Arc::new(data),
-            tape: None,
+            data,
+            tape,
             alert_json: std::sync::OnceLock::new(),
-            raw: None,
+            raw,
             ack: None,
-            alert: None,
+            alert,
             meta: EventMeta {
                 source,
                 time,
@@ -151,25 +172,14 @@ impl Event {
     /// event time is found as [`Event::from_record`] finds it. An unchanged tape keeps its
     /// bytes as the event's raw form.
     pub fn from_tape(tape: Tape, source: Arc<str>, ingest: Timestamp) -> Event {
-        let time = TIME_FIELDS
+        let time = TIME_PATHS
             .iter()
-            .filter_map(|f| tape.first(&[Segment::Key((*f).to_string())]))
+            .filter_map(|p| tape.first(&p.segments))
             .find_map(|f| time_from_field(&f))
             .unwrap_or(ingest);
         let raw = (!tape.is_patched()).then(|| tape.raw());
-        Event {
-            data: Arc::new(Value::Null),
-            tape: Some(Arc::new(tape)),
-            alert_json: std::sync::OnceLock::new(),
-            raw,
-            ack: None,
-            alert: None,
-            meta: EventMeta {
-                source,
-                time,
-                ingest,
-            },
-        }
+        let tape = Some(Arc::new(tape));
+        Event::make(Arc::new(Value::Null), tape, raw, None, source, time, ingest)
     }
 
     /// The record (an alert event's JSON form, made on the first call).
@@ -216,19 +226,8 @@ impl Event {
 
     /// An event carrying `alert`, raised by the stage `source` at `time`.
     pub fn from_alert(alert: Alert, source: Arc<str>, time: Timestamp) -> Event {
-        Event {
-            data: Arc::new(Value::Null),
-            tape: None,
-            alert_json: std::sync::OnceLock::new(),
-            raw: None,
-            ack: None,
-            alert: Some(Arc::new(alert)),
-            meta: EventMeta {
-                source,
-                time,
-                ingest: time,
-            },
-        }
+        let alert = Some(Arc::new(alert));
+        Event::make(Arc::new(Value::Null), None, None, alert, source, time, time)
     }
 
     /// The alert this event carries, if it is one.

@@ -397,14 +397,6 @@ impl Tape {
 
     fn node_value(&self, at: usize) -> Value {
         match self.nodes.get(at) {
-            None | Some(Node::Null) => Value::Null,
-            Some(Node::Bool(b)) => Value::Bool(*b),
-            Some(Node::U64(n)) => Value::Number((*n).into()),
-            Some(Node::I64(n)) => Value::Number((*n).into()),
-            Some(Node::F64(f)) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
-            Some(Node::Raw(..) | Node::Owned(_)) => {
-                Value::String(self.str_at(at).unwrap_or_default().to_string())
-            }
             Some(Node::Arr { .. }) => {
                 Value::Array(self.items(at).map(|i| self.node_value(i)).collect())
             }
@@ -418,6 +410,12 @@ impl Tape {
                 }
                 Value::Object(map)
             }
+            _ => match self.field(at).scalar() {
+                Scalar::Bool(b) => Value::Bool(b),
+                Scalar::Num(n) => Value::Number(n),
+                Scalar::Str(t) => Value::String(t.to_string()),
+                Scalar::Null | Scalar::Other => Value::Null,
+            },
         }
     }
 }

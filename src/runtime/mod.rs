@@ -81,7 +81,8 @@ pub struct BuildContext {
     /// How often an open alert episode is reported again (settings `history_interval`).
     pub history_interval: chrono::Duration,
     /// The `filter` stages that read this node, when every node reading it is one
-    /// (`None` when some reader is another kind, or nothing reads it): a source may then
+    /// (`None` when some reader is another kind, nothing reads it, or it is not a
+    /// source): a source may then
     /// ask its peer only for what they can keep.
     pub readers: Option<Vec<crate::stages::filter::FilterConfig>>,
 }

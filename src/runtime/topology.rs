@@ -974,7 +974,10 @@ fn build_context(env: &Env, config: &Config, node: &GraphNode) -> BuildContext {
         keep_state: config.settings.keep_state,
         public_url: config.settings.public_url.as_str().into(),
         history_interval: config.settings.history_interval.span(),
-        readers: filter_readers(&p.config, &node.name),
+        // Only a source asks a peer for less.
+        readers: (node.role == crate::graph::NodeRole::Source)
+            .then(|| filter_readers(&p.config, &node.name))
+            .flatten(),
     }
 }
 

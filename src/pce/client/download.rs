@@ -315,11 +315,6 @@ impl Records {
             }
         })
     }
-
-    /// The records as tapes: parsed once, strings left in the body, no `Value` made.
-    pub fn tapes(self) -> Tapes {
-        Tapes(self)
-    }
 }
 
 /// A body arriving in pieces, inflated as it comes when it is gzip (told by its magic
@@ -425,18 +420,6 @@ fn item<T>(step: Step<T>) -> Option<Result<T, String>> {
     }
 }
 
-/// The records of a body as [`Tape`]s (see [`Records::tapes`]).
-#[derive(Debug, Clone)]
-pub struct Tapes(Records);
-
-impl Iterator for Tapes {
-    type Item = Result<Tape, String>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        item(self.0.poll_tape())
-    }
-}
-
 impl Iterator for Records {
     type Item = Result<(Value, Bytes), String>;
 
@@ -515,6 +498,12 @@ mod tests {
         }
     }
 
+    /// Every record of a whole body, as tapes (the iterator ends after an error).
+    fn tapes_of(body: &'static [u8]) -> Vec<Result<Tape, String>> {
+        let mut records = Records::new(Bytes::from_static(body));
+        std::iter::from_fn(|| item(records.poll_tape())).collect()
+    }
+
     #[test]
     fn tapes_are_the_records() {
         for body in [
@@ -524,7 +513,7 @@ mod tests {
             b"[]",
         ] {
             let values: Vec<_> = Records::new(Bytes::from_static(body)).collect();
-            let tapes: Vec<_> = Records::new(Bytes::from_static(body)).tapes().collect();
+            let tapes = tapes_of(body);
             assert_eq!(values.len(), tapes.len());
             for (v, t) in values.iter().zip(&tapes) {
                 let (v, raw) = v.as_ref().unwrap();
@@ -534,7 +523,7 @@ mod tests {
             }
         }
         for bad in [&b"[{\"a\":1}"[..], b"[{\"a\":1},]", b"{\"a\":1}\nnope"] {
-            let all: Vec<_> = Records::new(Bytes::from_static(bad)).tapes().collect();
+            let all = tapes_of(bad);
             assert!(all.last().is_some_and(Result::is_err));
         }
     }

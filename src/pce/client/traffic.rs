@@ -5,7 +5,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::collections::strip_api_prefix;
-use super::download::{BodyReader, Records, Step, Tapes, plain_body};
+use super::download::{BodyReader, Records, Step, plain_body};
 use super::events::pce_time;
 use super::{Call, PceClient, PceError, Reply, RequestId};
 use crate::event::{Tape, Timestamp};
@@ -255,15 +255,7 @@ impl PceClient {
         &self,
         query: &TrafficQuery,
     ) -> Result<TrafficDownload, PceError> {
-        query.check()?;
-        let (href, mut state) = self.create_traffic_query(query).await?;
-        if !is_completed(&state.status) {
-            state = self.poll_traffic_query(&href).await?;
-        }
-        let download = state
-            .result
-            .clone()
-            .unwrap_or_else(|| format!("{href}/download"));
+        let (href, state, download) = self.completed_query(query).await?;
         let (body, request_id) = self.download_flows(&download, state.matches_count).await?;
         Ok(TrafficDownload {
             body,
@@ -276,10 +268,12 @@ impl PceClient {
         })
     }
 
-    /// Runs an async traffic query and opens its result to be read as it downloads:
-    /// the body is inflated and parsed as bytes arrive, one flow at a time
-    /// ([`TrafficStream::next`]), so only the flows not read yet are held.
-    pub async fn traffic_stream(&self, query: &TrafficQuery) -> Result<TrafficStream, PceError> {
+    /// Creates `query` and polls it until it completes: its href, last state and where its
+    /// result is downloaded from.
+    async fn completed_query(
+        &self,
+        query: &TrafficQuery,
+    ) -> Result<(String, QueryState, String), PceError> {
         query.check()?;
         let (href, mut state) = self.create_traffic_query(query).await?;
         if !is_completed(&state.status) {
@@ -289,6 +283,22 @@ impl PceClient {
             .result
             .clone()
             .unwrap_or_else(|| format!("{href}/download"));
+        Ok((href, state, download))
+    }
+
+    /// How long to wait before fetching a download again (the `attempt`-th time).
+    fn download_backoff(&self, attempt: u32) -> std::time::Duration {
+        self.inner
+            .retry
+            .backoff(attempt)
+            .max(self.inner.poll_initial / 2)
+    }
+
+    /// Runs an async traffic query and opens its result to be read as it downloads:
+    /// the body is inflated and parsed as bytes arrive, one flow at a time
+    /// ([`TrafficStream::next`]), so only the flows not read yet are held.
+    pub async fn traffic_stream(&self, query: &TrafficQuery) -> Result<TrafficStream, PceError> {
+        let (href, state, download) = self.completed_query(query).await?;
         let mut stream = TrafficStream {
             client: self.clone(),
             response: None,
@@ -370,11 +380,7 @@ impl PceClient {
                     request_id,
                 });
             }
-            let wait = self
-                .inner
-                .retry
-                .backoff(attempt)
-                .max(self.inner.poll_initial / 2);
+            let wait = self.download_backoff(attempt);
             tracing::warn!(
                 download = %href, matches_count, attempt = attempt + 1, wait = ?wait,
                 request_id = ?request_id.0, "PCE traffic download empty; fetching it again"
@@ -474,14 +480,10 @@ impl TrafficStream {
     /// Starts the download again after `wait` (backoff), or fails when `download_retries`
     /// are spent.
     async fn retry(&mut self, why: &str, fail: PceError) -> Result<(), PceError> {
-        let inner = &self.client.inner;
-        if self.attempts >= inner.download_retries {
+        if self.attempts >= self.client.inner.download_retries {
             return Err(fail);
         }
-        let wait = inner
-            .retry
-            .backoff(self.attempts)
-            .max(inner.poll_initial / 2);
+        let wait = self.client.download_backoff(self.attempts);
         tracing::warn!(
             download = %self.download_href, matches_count = self.matches_count,
             attempt = self.attempts + 1, wait = ?wait, request_id = ?self.request_id.0,
@@ -557,11 +559,7 @@ impl TrafficStream {
 
     /// A decode error for this download.
     pub fn decode_error(&self, message: String) -> PceError {
-        PceError::Decode {
-            what: self.download_href.clone(),
-            request_id: self.request_id.clone(),
-            message,
-        }
+        decode_error(&self.download_href, &self.request_id, message)
     }
 }
 
@@ -590,12 +588,6 @@ impl TrafficDownload {
         Records::new(self.body.clone())
     }
 
-    /// The flows, one at a time, each parsed into a [`Tape`] over the exact bytes the PCE
-    /// sent for it (see [`crate::event::Tape`]). The iterator ends after an error.
-    pub fn tapes(&self) -> Tapes {
-        Records::new(self.body.clone()).tapes()
-    }
-
     /// The size of the (inflated) body in bytes.
     pub fn body_len(&self) -> usize {
         self.body.len()
@@ -615,11 +607,16 @@ impl TrafficDownload {
 
     /// A decode error for this download.
     pub fn decode_error(&self, message: String) -> PceError {
-        PceError::Decode {
-            what: self.download_href.clone(),
-            request_id: self.request_id.clone(),
-            message,
-        }
+        decode_error(&self.download_href, &self.request_id, message)
+    }
+}
+
+/// A download's body is malformed.
+fn decode_error(download: &str, request_id: &RequestId, message: String) -> PceError {
+    PceError::Decode {
+        what: download.to_string(),
+        request_id: request_id.clone(),
+        message,
     }
 }
 
