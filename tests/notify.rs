@@ -99,7 +99,7 @@ stages:
     inputs: [health]
     window: 3s
     threshold: 1
-    alert: { severity: critical, title: "PCE unreachable", resolve_after: 2s }
+    alert: { severity: critical, title: "PCE unreachable", resolve_after: 3s }
   flows:
     type: filter
     inputs: [in]
@@ -129,12 +129,16 @@ sinks:
     let mut stdin = child.stdin.take().expect("stdin");
     let _vigil = KillOnDrop(child);
     writeln!(stdin, "{}", json!({"status": "unreachable"})).expect("write");
+    stdin.flush().expect("flush");
+
+    // The source alert goes out. The two rules run side by side, so the traffic line is
+    // written only once the source fires, as it would come after a PCE went down.
+    let first = wait_calls(&hook, "the first call", |c| !c.is_empty()).await;
+    assert_eq!(first[0], one("pce_down", "new"));
     writeln!(stdin, "{}", json!({"src": "10.0.0.1"})).expect("write");
     stdin.flush().expect("flush");
 
-    // The source alert goes out; the target is muted at its group's look.
-    let first = wait_calls(&hook, "the first call", |c| !c.is_empty()).await;
-    assert_eq!(first[0], one("pce_down", "new"));
+    // The target is muted at its group's look.
     wait_log(&logs, "the traffic alert inhibited", |v| {
         v["fields"]["message"] == "inhibited by a firing alert; not sent"
     })
@@ -145,7 +149,7 @@ sinks:
         "nothing else went out while muted"
     );
 
-    // Nothing more arrives: two seconds later `pce_down` resolves; the traffic alert is
+    // Nothing more arrives: three seconds later `pce_down` resolves; the traffic alert is
     // new at its group's next look.
     let got = wait_calls(&hook, "the traffic alert", |c| {
         c.iter()
