@@ -476,8 +476,10 @@ fn graph_as_dot_and_mermaid() {
     );
 }
 
+/// A sink whose file cannot be opened is refused when vigil starts, naming the node and
+/// the path, instead of starting a pipeline that cannot deliver.
 #[test]
-fn a_failing_sink_stops_the_run_with_an_error() {
+fn a_sink_that_cannot_open_its_file_is_refused_at_start() {
     let dir = project(
         "kind: settings\nstate_dir: state\n---\nkind: pipeline\nname: broken\nsources:\n  in: {type: file, path: in.jsonl}\nsinks:\n  out: {type: file, path: out, inputs: [in]}\n",
     );
@@ -488,11 +490,11 @@ fn a_failing_sink_stops_the_run_with_an_error() {
     let status = wait_exit(
         &mut child,
         Duration::from_secs(30),
-        "vigil kept running with a dead sink",
+        "vigil started with a sink that cannot write",
     );
     let stderr = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned();
-    assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("cannot open out"), "{stderr}");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("broken.out: cannot open out"), "{stderr}");
 }
 
 #[test]

@@ -13,7 +13,9 @@ use std::path::PathBuf;
 
 pub use interpolate::Env;
 pub use load::{LoadError, LoadOptions, Loaded, load_paths, load_sources};
-pub use model::{DEFAULT_PUBLIC_URL, Document, Duration, PipelineConfig, SettingsConfig};
+pub use model::{
+    DEFAULT_PUBLIC_URL, Document, Duration, PipelineConfig, RestartsConfig, SettingsConfig,
+};
 
 /// A complete, validated configuration.
 #[derive(Debug, Clone, Default)]

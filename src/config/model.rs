@@ -61,6 +61,11 @@ pub struct SettingsConfig {
     /// once. Default: `1m`.
     #[serde(default = "default_history_interval")]
     pub history_interval: Duration,
+    /// What happens when a node fails (a sink cannot write, a listener cannot bind, a
+    /// script panics): it is restarted after a growing wait; after too many failures in a
+    /// row its pipeline is stopped and reported failed. Other pipelines never notice.
+    #[serde(default)]
+    pub restarts: RestartsConfig,
     /// Inhibition rules: while an alert matching a rule's `source` fires, the delivering
     /// sinks do not notify alerts matching its `target` (with equal values at its `equal`
     /// paths); when the source resolves, the targets are notified at their group's next
@@ -79,6 +84,51 @@ pub struct SettingsConfig {
     /// here come from the environment (`${PCE_API_SECRET}`) or from files, never literally.
     #[serde(default)]
     pub connections: ConnectionsConfig,
+}
+
+/// `restarts:` of the settings: how failing nodes are restarted.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestartsConfig {
+    /// The most failures of one node within `within`; one more stops its pipeline (it
+    /// is reported failed until a reload changes it or vigil restarts). Default: 5.
+    #[serde(default = "default_max_failures")]
+    #[schemars(range(min = 1))]
+    pub max_failures: u32,
+    /// The span over which failures are counted. Default: `10m`.
+    #[serde(default = "default_restart_within")]
+    pub within: Duration,
+    /// The wait before the first restart; each further failure within `within` doubles
+    /// it. Default: `1s`.
+    #[serde(default = "default_restart_backoff")]
+    pub backoff: Duration,
+    /// The longest wait between restarts. Default: `1m`.
+    #[serde(default = "default_restart_max_backoff")]
+    pub max_backoff: Duration,
+}
+
+impl Default for RestartsConfig {
+    fn default() -> Self {
+        RestartsConfig {
+            max_failures: default_max_failures(),
+            within: default_restart_within(),
+            backoff: default_restart_backoff(),
+            max_backoff: default_restart_max_backoff(),
+        }
+    }
+}
+
+fn default_max_failures() -> u32 {
+    5
+}
+fn default_restart_within() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_restart_backoff() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_restart_max_backoff() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// `web:` of the settings: vigil's HTTP server (JSON API, `/metrics`, `/healthz`).
@@ -152,6 +202,7 @@ impl Default for SettingsConfig {
             snapshot_interval: default_snapshot_interval(),
             keep_state: true,
             history_interval: default_history_interval(),
+            restarts: RestartsConfig::default(),
             inhibit: Vec::new(),
             public_url: default_public_url(),
             web: WebConfig::default(),

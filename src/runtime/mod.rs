@@ -15,6 +15,7 @@ mod clock;
 mod connections;
 mod edge;
 mod reload;
+mod supervise;
 mod tap;
 mod topology;
 mod watch;
@@ -30,6 +31,7 @@ pub use clock::{Clock, JumpClock, ScaledClock, SharedClock, VirtualClock, WallCl
 pub use connections::{ConnectionError, Connections};
 pub use edge::{Closed, Input, Message, NodeCounters, Output};
 pub use reload::{ReloadDriver, ReloadOutcome};
+pub use supervise::{Health, NodeState};
 pub use tap::{StreamItem, Tap};
 pub use topology::{
     BuildError, NodeReport, NodeStatus, ReloadError, ReloadReport, Reloader, RunReport,
@@ -85,6 +87,10 @@ pub struct BuildContext {
     /// source): a source may then
     /// ask its peer only for what they can keep.
     pub readers: Option<Vec<crate::stages::filter::FilterConfig>>,
+    /// The node ran before in this process (it is restarted after a failure, or a reload
+    /// changed it): outputs that start afresh at a start (a `file` sink without
+    /// `append`) go on where they were.
+    pub rebuilt: bool,
 }
 
 impl BuildContext {
@@ -133,8 +139,11 @@ pub trait Stage: Send + 'static {
 /// A running sink.
 pub trait Sink: Send + 'static {
     /// Consumes `input` until it ends, then flushes. Count what it delivers with
-    /// `input.counters().add_out(..)`.
-    fn run(self: Box<Self>, input: Input) -> BoxFuture<'static, NodeResult>;
+    /// `input.counters().add_out(..)`. When it fails (returns an error or panics), the
+    /// events it held must be marked failed ([`crate::event::Event::fail`]); the runtime
+    /// builds the sink again and runs it on the same input, where what it had not taken
+    /// yet still waits.
+    fn run<'a>(self: Box<Self>, input: &'a mut Input) -> BoxFuture<'a, NodeResult>;
 }
 
 /// The world as a source sees it.

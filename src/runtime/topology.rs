@@ -14,6 +14,7 @@
 //! so nothing is lost or handled twice.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -23,6 +24,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::edge::{self, Envelope, Rewire, Target, Wiring};
+use super::supervise::{Health, NodeState, Supervisor, Verdict, panic_message, wait_on};
 use super::{
     BuildContext, Connections, Input, Message, NodeCounters, NodeResult, Output, SharedClock,
     SourceContext, Stage,
@@ -121,6 +123,8 @@ struct Ended {
 /// One running node.
 struct LiveNode {
     role: NodeRole,
+    /// The pipeline's name.
+    pipeline: Arc<str>,
     fingerprint: String,
     counters: Arc<NodeCounters>,
     /// Its channel (stages and sinks).
@@ -133,6 +137,8 @@ struct LiveNode {
     stop: CancellationToken,
     /// Which incarnation this is: a rebuilt node is a new one.
     instance: u64,
+    /// Running, restarting or failed (see [`super::supervise`]).
+    health: Arc<Health>,
     /// Turns `true` when its task has ended.
     finished: watch::Receiver<bool>,
 }
@@ -158,6 +164,8 @@ struct Live {
     next_instance: u64,
     helpers: Vec<tokio::task::JoinHandle<()>>,
     failures: HashMap<Arc<str>, String>,
+    /// Per pipeline: stops its sources (a node that failed too often cancels it).
+    pipeline_stops: HashMap<String, CancellationToken>,
 }
 
 /// A graph whose nodes are running.
@@ -226,11 +234,9 @@ impl RunningTopology {
             };
             if let Some(f) = failure {
                 if current {
-                    tracing::error!(node = %ended.id, error = %f, "node stopped with an error; shutting the graph down");
+                    // Its supervisor gave up and stopped its pipeline; the others run on.
+                    tracing::error!(node = %ended.id, error = %f, "node stopped with an error");
                     live.failures.insert(ended.id.clone(), f);
-                    // Fail fast rather than run on with a hole in the graph: the sources
-                    // stop and everything already read drains through what still runs.
-                    self.shutdown.cancel();
                 } else {
                     tracing::error!(node = %ended.id, error = %f, "a node retired by a reload stopped with an error");
                 }
@@ -277,11 +283,19 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
         next_instance: 0,
         helpers: Vec::new(),
         failures: HashMap::new(),
+        pipeline_stops: HashMap::new(),
     };
     let graph = Graph::from_config(config);
     let all: Vec<usize> = (0..graph.nodes.len()).collect();
     let prepared = live.prepare(config, &graph, &all);
-    live.spawn(config, &graph, prepared, &HashMap::new())?;
+    live.spawn(
+        config,
+        &graph,
+        prepared,
+        HashMap::new(),
+        &HashSet::new(),
+        &HashMap::new(),
+    )?;
     live.config = config.clone();
     let helpers = live
         .env
@@ -424,17 +438,21 @@ impl Live {
                 .get(&node.id)
                 .map(|n| n.counters.clone())
                 .unwrap_or_default();
+            let pipeline: Arc<str> = config.pipelines[node.pipeline].config.name.as_str().into();
+            let stop = self.pipeline_stop(&pipeline).child_token();
             fresh.insert(
                 i,
                 LiveNode {
                     role: node.role,
+                    pipeline,
                     fingerprint: fingerprint(config, node),
                     counters,
                     inbound,
                     next_edge: 0,
                     wiring: (node.role != NodeRole::Sink).then(|| Arc::new(Wiring::default())),
-                    stop: self.env.shutdown.child_token(),
+                    stop,
                     instance: self.next_instance,
+                    health: Arc::new(Health::default()),
                     finished,
                 },
             );
@@ -498,15 +516,46 @@ impl Live {
         }
     }
 
+    /// The token that stops pipeline `name`'s sources (a new one when the last was used
+    /// to stop it after a failure).
+    fn pipeline_stop(&mut self, name: &str) -> CancellationToken {
+        let shutdown = &self.env.shutdown;
+        let token = self
+            .pipeline_stops
+            .entry(name.to_string())
+            .or_insert_with(|| shutdown.child_token());
+        if token.is_cancelled() && !shutdown.is_cancelled() {
+            *token = shutdown.child_token();
+        }
+        token.clone()
+    }
+
+    /// Builds node `node` of `config` (`rebuilt`: it ran before in this process).
+    fn build(
+        &self,
+        config: &Config,
+        node: &GraphNode,
+        rebuilt: bool,
+    ) -> Result<Component, BuildError> {
+        let cx = build_context(&self.env, config, node, rebuilt);
+        Component::build(config, node, &cx).map_err(|e| BuildError {
+            id: node.id.to_string(),
+            message: e.to_string(),
+        })
+    }
+
     /// Builds and starts the nodes `prepared` (see [`Live::prepare`]); the running inputs
     /// of the new nodes must have been told to send to them (`prepared.rewires`).
-    /// `saved`: for rebuilt stages, the state their predecessor saved, to report whether
-    /// it was kept.
+    /// `built`: nodes built already (by index into `graph`); `rebuilt`: the ids of nodes
+    /// that ran before (a reload changed them). `saved`: for rebuilt stages, the state
+    /// their predecessor saved, to report whether it was kept.
     fn spawn(
         &mut self,
         config: &Config,
         graph: &Graph,
         prepared: Prepared,
+        mut built: HashMap<usize, Component>,
+        rebuilt: &HashSet<Arc<str>>,
         saved: &HashMap<Arc<str>, serde_json::Value>,
     ) -> Result<Vec<(Arc<str>, bool)>, BuildError> {
         let settings = &config.settings;
@@ -519,43 +568,37 @@ impl Live {
             rewires: _,
         } = prepared;
         // Build every node before starting any, so a failure leaves nothing half-started.
-        let mut built = Vec::new();
+        let mut components = Vec::new();
         for &i in &which {
             let node = &graph.nodes[i];
-            let p = &config.pipelines[node.pipeline];
-            let cx = build_context(&self.env, config, node);
-            let fail = |e: super::NodeError| BuildError {
-                id: node.id.to_string(),
-                message: e.to_string(),
+            let component = match built.remove(&i) {
+                Some(c) => c,
+                None => self.build(config, node, rebuilt.contains(&node.id))?,
             };
-            let component = match node.role {
-                NodeRole::Source => Component::Source(
-                    p.config.sources[node.name.as_str()]
-                        .build(&cx)
-                        .map_err(fail)?,
-                ),
-                NodeRole::Stage => Component::Stage(
-                    p.config.stages[node.name.as_str()]
-                        .build(&cx)
-                        .map_err(fail)?,
-                ),
-                NodeRole::Sink => Component::Sink(
-                    p.config.sinks[node.name.as_str()]
-                        .build(&cx)
-                        .map_err(fail)?,
-                ),
-            };
-            built.push((i, component));
+            components.push((i, component));
         }
         // Start them.
         let mut outcomes = Vec::new();
-        for (i, component) in built {
+        for (i, component) in components {
             let node = &graph.nodes[i];
             let mut live_node = fresh.remove(&i).expect("made above");
             let counters = live_node.counters.clone();
             let (done_tx, finished) = watch::channel(false);
             live_node.finished = finished;
             let out_targets = targets.remove(&i).unwrap_or_default();
+            let pipeline: Arc<str> = config.pipelines[node.pipeline].config.name.as_str().into();
+            let supervisor = Supervisor::new(
+                node.id.clone(),
+                pipeline.clone(),
+                settings.restarts.clone(),
+                live_node.health.clone(),
+                self.env.clock.clone(),
+                self.env.connections.internal_alerts().clone(),
+                self.pipeline_stop(&pipeline),
+            );
+            // What builds the node again after a failure.
+            let cx = build_context(&self.env, config, node, true);
+            let p = &config.pipelines[node.pipeline].config;
             let future: futures::future::BoxFuture<'static, NodeResult> = match component {
                 Component::Source(source) => {
                     let mut scx = SourceContext::new(
@@ -572,11 +615,8 @@ impl Live {
                         settings.tick_interval.get(),
                     );
                     scx.set_tap(self.env.connections.tap().clone());
-                    Box::pin(async move {
-                        let result = source.run(&mut scx).await;
-                        scx.into_output().close().await;
-                        result
-                    })
+                    let cfg = p.sources[node.name.as_str()].clone();
+                    Box::pin(run_source(source, scx, supervisor, move || cfg.build(&cx)))
                 }
                 Component::Stage(stage) => {
                     let input = Input::new(
@@ -607,7 +647,9 @@ impl Live {
                             .is_some_and(|shape| before.get("shape") == Some(shape));
                         outcomes.push((node.id.clone(), kept));
                     }
-                    Box::pin(run_stage(stage, input, output, saver))
+                    let cfg = p.stages[node.name.as_str()].clone();
+                    let again = move || cfg.build(&cx);
+                    Box::pin(run_stage(stage, input, output, saver, supervisor, again))
                 }
                 Component::Sink(sink) => {
                     let input = Input::new(
@@ -615,7 +657,8 @@ impl Live {
                         in_edges.remove(&i).unwrap_or_default(),
                         counters,
                     );
-                    sink.run(input)
+                    let cfg = p.sinks[node.name.as_str()].clone();
+                    Box::pin(run_sink(sink, input, supervisor, move || cfg.build(&cx)))
                 }
             };
             let ended = self.env.ended.clone();
@@ -623,15 +666,11 @@ impl Live {
             let instance = live_node.instance;
             self.running += 1;
             tokio::spawn(async move {
+                // Each runner catches its node's panics; this one is for the runner's own.
                 let result = std::panic::AssertUnwindSafe(future)
                     .catch_unwind()
                     .await
-                    .map_err(|p| {
-                        p.downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_string()))
-                            .unwrap_or_else(|| "a panic".into())
-                    });
+                    .map_err(|p| panic_message(&*p));
                 let _ = done_tx.send(true);
                 let _ = ended.send(Ended {
                     id,
@@ -660,10 +699,31 @@ struct Prepared {
     rewires: HashMap<Arc<str>, Vec<Rewire>>,
 }
 
+/// A built node.
 enum Component {
     Source(Box<dyn super::Source>),
     Stage(Box<dyn Stage>),
     Sink(Box<dyn super::Sink>),
+}
+
+impl Component {
+    /// Builds node `node` of `config` in `cx`.
+    fn build(
+        config: &Config,
+        node: &GraphNode,
+        cx: &BuildContext,
+    ) -> Result<Component, super::NodeError> {
+        let p = &config.pipelines[node.pipeline].config;
+        let name = node.name.as_str();
+        let missing = || format!("{} is not in the configuration", node.id);
+        Ok(match node.role {
+            NodeRole::Source => {
+                Component::Source(p.sources.get(name).ok_or_else(missing)?.build(cx)?)
+            }
+            NodeRole::Stage => Component::Stage(p.stages.get(name).ok_or_else(missing)?.build(cx)?),
+            NodeRole::Sink => Component::Sink(p.sinks.get(name).ok_or_else(missing)?.build(cx)?),
+        })
+    }
 }
 
 /// One node as the API shows it.
@@ -687,6 +747,13 @@ pub struct NodeStatus {
     pub events_out: u64,
     /// Failures counted.
     pub errors: u64,
+    /// `running`, `restarting` (it failed and waits to start again) or `failed` (it
+    /// failed too often: it and its pipeline are stopped).
+    pub state: NodeState,
+    /// How often it was started again after a failure.
+    pub restarts: u64,
+    /// Why it failed last, if it ever did.
+    pub last_error: Option<String>,
 }
 
 impl Reloader {
@@ -698,11 +765,10 @@ impl Reloader {
             .nodes
             .iter()
             .map(|n| {
-                let (events_in, events_out, errors) = live
-                    .nodes
-                    .get(&n.id)
-                    .map(|l| l.counters.get())
-                    .unwrap_or_default();
+                let running = live.nodes.get(&n.id);
+                let (events_in, events_out, errors) =
+                    running.map(|l| l.counters.get()).unwrap_or_default();
+                let health = running.map(|l| l.health.clone()).unwrap_or_default();
                 NodeStatus {
                     id: n.id.to_string(),
                     pipeline: live.config.pipelines[n.pipeline].config.name.clone(),
@@ -717,6 +783,9 @@ impl Reloader {
                     events_in,
                     events_out,
                     errors,
+                    state: health.state(),
+                    restarts: health.restarts(),
+                    last_error: health.last_error(),
                 }
             })
             .collect()
@@ -811,6 +880,41 @@ impl Reloader {
                 start.push(i);
             }
         }
+        // A pipeline stopped after a failure starts again, whole, when the reload changes
+        // any of it.
+        let touched: HashSet<&str> = report
+            .added
+            .iter()
+            .map(|id| &graph.nodes[new_ids[id.as_str()]].pipeline)
+            .map(|&p| new.pipelines[p].config.name.as_str())
+            .chain(
+                report
+                    .removed
+                    .iter()
+                    .chain(&report.changed)
+                    .filter_map(|id| live.nodes.get(id.as_str()))
+                    .map(|n| &*n.pipeline),
+            )
+            .collect();
+        let revive: Vec<(Arc<str>, usize)> = live
+            .nodes
+            .iter()
+            .filter(|(id, n)| {
+                touched.contains(&*n.pipeline)
+                    && live
+                        .pipeline_stops
+                        .get(&*n.pipeline)
+                        .is_some_and(|t| t.is_cancelled())
+                    && !retire.contains(id)
+            })
+            .filter_map(|(id, _)| new_ids.get(id).map(|&i| (id.clone(), i)))
+            .collect();
+        for (id, i) in revive {
+            report.unchanged = report.unchanged.saturating_sub(1);
+            report.changed.push(id.to_string());
+            retire.push(id);
+            start.push(i);
+        }
         report.added.sort();
         start.sort_unstable();
         if report.is_empty() {
@@ -831,16 +935,31 @@ impl Reloader {
         } else {
             None
         };
-        // Check that every node to start builds, before anything is touched (stages and
-        // sinks: building a source may register it with a shared helper).
+        // Check that every node to start builds, before anything is touched. Sinks are
+        // kept and started as built (a file sink has opened its file); stages are built
+        // again once their predecessors saved their state, and a source's build may
+        // register it with a shared helper, so it waits too.
+        let rebuilt: HashSet<Arc<str>> = report
+            .changed
+            .iter()
+            .map(|id| Arc::from(id.as_str()))
+            .collect();
+        let mut built = HashMap::new();
         for &i in &start {
             let node = &graph.nodes[i];
             let p = &new.pipelines[node.pipeline];
-            let cx = build_context(new_env.as_ref().unwrap_or(&live.env), new, node);
+            let cx = build_context(
+                new_env.as_ref().unwrap_or(&live.env),
+                new,
+                node,
+                rebuilt.contains(&node.id),
+            );
             let result = match node.role {
                 NodeRole::Source => Ok(()),
                 NodeRole::Stage => p.config.stages[node.name.as_str()].build(&cx).map(drop),
-                NodeRole::Sink => p.config.sinks[node.name.as_str()].build(&cx).map(drop),
+                NodeRole::Sink => p.config.sinks[node.name.as_str()]
+                    .build(&cx)
+                    .map(|sink| drop(built.insert(i, Component::Sink(sink)))),
             };
             if let Err(e) = result {
                 return Err(ReloadError(format!(
@@ -939,7 +1058,7 @@ impl Reloader {
         }
         // Start the new nodes.
         let outcomes = live
-            .spawn(new, &graph, prepared, &saved)
+            .spawn(new, &graph, prepared, built, &rebuilt, &saved)
             .map_err(|e| ReloadError(format!("{e}; the graph now runs without it")))?;
         for (id, kept) in outcomes {
             if kept {
@@ -957,7 +1076,7 @@ impl Reloader {
 }
 
 /// The context node `node` of `config` is built in.
-fn build_context(env: &Env, config: &Config, node: &GraphNode) -> BuildContext {
+fn build_context(env: &Env, config: &Config, node: &GraphNode, rebuilt: bool) -> BuildContext {
     let p = &config.pipelines[node.pipeline];
     BuildContext {
         id: node.id.clone(),
@@ -978,6 +1097,7 @@ fn build_context(env: &Env, config: &Config, node: &GraphNode) -> BuildContext {
         readers: (node.role == crate::graph::NodeRole::Source)
             .then(|| filter_readers(&p.config, &node.name))
             .flatten(),
+        rebuilt,
     }
 }
 
@@ -1061,16 +1181,144 @@ fn address(e: &Arc<crate::event::Event>) -> usize {
     Arc::as_ptr(e).addr()
 }
 
+/// Builds a failed node again, after the wait its supervisor asks for (`wait`: `false`
+/// when it was cut short by a stop); a build that fails is one more failure. `None` when
+/// the supervisor gives up or the wait is cut short.
+async fn restart<T>(
+    supervisor: &mut Supervisor,
+    error: String,
+    again: &mut impl FnMut() -> Result<T, super::NodeError>,
+    wait: &mut impl Pause,
+) -> Option<T> {
+    let mut error = error;
+    loop {
+        match supervisor.failed(&error) {
+            Verdict::GiveUp => return None,
+            Verdict::Restart(d) => {
+                if !wait.pause(d).await {
+                    return None;
+                }
+                match again() {
+                    Ok(built) => {
+                        supervisor.running();
+                        return Some(built);
+                    }
+                    Err(e) => error = format!("cannot start it again: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// What a restart waits on.
+trait Pause {
+    /// Waits `d`; `false` when a stop cut the wait short.
+    fn pause(&mut self, d: std::time::Duration) -> impl Future<Output = bool> + Send + '_;
+}
+
+/// A source waits on its own context: ticks flow meanwhile and a stop ends the wait.
+impl Pause for SourceContext {
+    fn pause(&mut self, d: std::time::Duration) -> impl Future<Output = bool> + Send + '_ {
+        self.sleep(d)
+    }
+}
+
+/// Stages and sinks wait on the clock (their inputs end them).
+struct OnClock(SharedClock);
+
+impl Pause for OnClock {
+    fn pause(&mut self, d: std::time::Duration) -> impl Future<Output = bool> + Send + '_ {
+        wait_on(&self.0, d)
+    }
+}
+
+/// What a node's run came to: `Ok(())` when it ended normally, else why it failed.
+async fn attempt(run: impl Future<Output = NodeResult>) -> Result<(), String> {
+    match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(p) => Err(panic_message(&*p)),
+    }
+}
+
+/// Runs a source, restarting it when it fails (not when it is being stopped). It waits
+/// on its own context: ticks flow meanwhile and a stop ends the wait.
+async fn run_source(
+    mut source: Box<dyn super::Source>,
+    mut cx: SourceContext,
+    mut supervisor: Supervisor,
+    mut again: impl FnMut() -> Result<Box<dyn super::Source>, super::NodeError>,
+) -> NodeResult {
+    let result = loop {
+        let error = match attempt(source.run(&mut cx)).await {
+            Ok(()) => break Ok(()),
+            Err(e) => e,
+        };
+        if cx.is_shutting_down() {
+            break Err(error.into());
+        }
+        match restart(&mut supervisor, error.clone(), &mut again, &mut cx).await {
+            Some(s) => source = s,
+            None => break Err(error.into()),
+        }
+    };
+    cx.into_output().close().await;
+    result
+}
+
+/// Runs a sink on its input, building it again when it fails; when its supervisor gives
+/// up, what still arrives is counted as failed until the input ends.
+async fn run_sink(
+    mut sink: Box<dyn super::Sink>,
+    mut input: Input,
+    mut supervisor: Supervisor,
+    mut again: impl FnMut() -> Result<Box<dyn super::Sink>, super::NodeError>,
+) -> NodeResult {
+    loop {
+        let error = match attempt(sink.run(&mut input)).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let mut clock = OnClock(supervisor.clock().clone());
+        match restart(&mut supervisor, error.clone(), &mut again, &mut clock).await {
+            Some(s) => sink = s,
+            None => {
+                while let Some(msg) = input.recv().await {
+                    if let Message::Events(events) = msg {
+                        input.counters().add_errors(events.len());
+                        events.iter().for_each(|e| e.fail());
+                    }
+                }
+                return Err(error.into());
+            }
+        }
+    }
+}
+
+/// Runs `f` on the stage, catching a panic: its message.
+fn guarded<R>(
+    stage: &mut Box<dyn Stage>,
+    f: impl FnOnce(&mut dyn Stage) -> R,
+) -> Result<R, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(stage.as_mut())))
+        .map_err(|p| panic_message(&*p))
+}
+
 async fn run_stage(
     mut stage: Box<dyn Stage>,
     mut input: Input,
     mut output: Output,
     mut saver: Snapshots,
+    mut supervisor: Supervisor,
+    mut again: impl FnMut() -> Result<Box<dyn Stage>, super::NodeError>,
 ) -> NodeResult {
+    let mut clock = OnClock(supervisor.clock().clone());
     let mut out = Vec::new();
     let mut downstream_gone = false;
+    // Why the stage stopped for good, when its supervisor gave up.
+    let mut gave_up: Option<String> = None;
     while let Some(msg) = input.recv().await {
-        if downstream_gone {
+        if downstream_gone || gave_up.is_some() {
             if let Message::Events(events) = &msg {
                 input.counters().add_errors(events.len());
                 for e in events {
@@ -1079,42 +1327,219 @@ async fn run_stage(
             }
             continue;
         }
-        let sent = match msg {
+        let step = match msg {
             Message::Events(events) => {
                 let passed: Vec<usize> = events
                     .iter()
                     .filter(|e| e.alert().is_some())
                     .map(address)
                     .collect();
-                for event in events {
-                    stage.process(event, &mut out);
+                let mut rest = events.into_iter();
+                match guarded(&mut stage, |stage| {
+                    for event in rest.by_ref() {
+                        stage.process(event, &mut out);
+                    }
+                }) {
+                    Ok(()) => {
+                        saver.record_alerts(&out, &passed);
+                        Ok(output.send(std::mem::take(&mut out)).await)
+                    }
+                    Err(panic) => {
+                        // What the batch made is dropped and the batch failed, so a source
+                        // that can sends it again; the event being handled when the stage
+                        // panicked is set aside (counted), lest it take the stage down again.
+                        let failed: Vec<Arc<crate::event::Event>> =
+                            rest.chain(out.drain(..)).collect();
+                        failed.iter().for_each(|e| e.fail());
+                        input.counters().add_errors(failed.len() + 1);
+                        Err(panic)
+                    }
                 }
-                saver.record_alerts(&out, &passed);
-                output.send(std::mem::take(&mut out)).await
             }
-            Message::Tick(now) => {
-                stage.tick(now, &mut out);
-                saver.record_alerts(&out, &[]);
-                saver.on_tick(stage.as_ref(), now);
-                match output.send(std::mem::take(&mut out)).await {
-                    Ok(()) => output.tick(now).await,
-                    Err(e) => Err(e),
+            Message::Tick(now) => match guarded(&mut stage, |stage| stage.tick(now, &mut out)) {
+                Ok(()) => {
+                    saver.record_alerts(&out, &[]);
+                    saver.on_tick(stage.as_ref(), now);
+                    Ok(match output.send(std::mem::take(&mut out)).await {
+                        Ok(()) => output.tick(now).await,
+                        Err(e) => Err(e),
+                    })
                 }
-            }
+                Err(panic) => {
+                    out.clear();
+                    Err(panic)
+                }
+            },
         };
-        if sent.is_err() {
-            // Keep draining so upstream nodes are not blocked, but nothing can be
-            // delivered any more: count it.
-            tracing::error!(
-                "every downstream of this stage has stopped; events are being counted as errors"
-            );
-            downstream_gone = true;
+        match step {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                // Keep draining so upstream nodes are not blocked, but nothing can be
+                // delivered any more: count it.
+                tracing::error!(
+                    "every downstream of this stage has stopped; events are being counted as errors"
+                );
+                downstream_gone = true;
+            }
+            Err(panic) => {
+                match restart(&mut supervisor, panic.clone(), &mut again, &mut clock).await {
+                    // Built again: it restored the state it saved last.
+                    Some(s) => stage = s,
+                    None => gave_up = Some(panic),
+                }
+            }
         }
     }
-    stage.finish(&mut out);
-    saver.record_alerts(&out, &[]);
-    saver.save(stage.as_ref());
-    let _ = output.send(out).await;
+    if gave_up.is_none() {
+        match guarded(&mut stage, |stage| stage.finish(&mut out)) {
+            Ok(()) => {
+                saver.record_alerts(&out, &[]);
+                saver.save(stage.as_ref());
+                let _ = output.send(out).await;
+            }
+            Err(panic) => gave_up = Some(panic),
+        }
+    }
     output.close().await;
-    Ok(())
+    match gave_up {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, ack_pair};
+    use crate::runtime::{VirtualClock, edge};
+    use chrono::Utc;
+    use serde_json::json;
+
+    /// Hands every event on; panics on a record with `boom`.
+    struct Fragile;
+
+    impl Stage for Fragile {
+        fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
+            assert!(event.data().get("boom").is_none(), "a bug met its record");
+            out.push(event);
+        }
+    }
+
+    fn event(v: serde_json::Value) -> Arc<Event> {
+        Arc::new(Event::from_record(v, "p.in".into(), Utc::now()))
+    }
+
+    /// A stage that panics is built again (the record that took it down set aside and
+    /// counted, the rest of its batch failed so its source sends it again), goes on with
+    /// what comes next, and is reported with a `vigil.node_failed` alert; after more
+    /// panics than allowed it gives up, stops its pipeline and fails what still arrives.
+    #[tokio::test]
+    async fn a_panicking_stage_is_restarted_then_given_up_on() {
+        let clock: SharedClock = Arc::new(VirtualClock::new(Utc::now()));
+        let connections = Connections::for_delivery(&Default::default(), &clock);
+        let counters = Arc::new(NodeCounters::default());
+        let (up_tx, up_rx) = edge::channel(16);
+        let mut upstream = Output::new(vec![(0, up_tx)], Arc::new(NodeCounters::default()));
+        let input = Input::new(up_rx, vec![0], counters.clone());
+        let (down_tx, down_rx) = edge::channel(16);
+        let output = Output::new(vec![(0, down_tx)], counters.clone());
+        let mut downstream = Input::new(down_rx, vec![0], Arc::new(NodeCounters::default()));
+        let saver = Snapshots {
+            tap: connections.tap().clone(),
+            inhibitor: connections.inhibitor().clone(),
+            enabled: false,
+            id: "p.fragile".into(),
+            store: Arc::new(crate::store::Store::in_memory().unwrap()),
+            every: chrono::Duration::seconds(30),
+            last: None,
+        };
+        let health = Arc::new(Health::default());
+        let stop = CancellationToken::new();
+        let mut told = connections.internal_alerts().subscribe();
+        let policy = crate::config::RestartsConfig {
+            max_failures: 1,
+            backoff: crate::config::Duration::from_millis(1),
+            max_backoff: crate::config::Duration::from_millis(1),
+            ..Default::default()
+        };
+        let supervisor = Supervisor::new(
+            "p.fragile".into(),
+            "p".into(),
+            policy,
+            health.clone(),
+            Arc::new(crate::runtime::WallClock),
+            connections.internal_alerts().clone(),
+            stop.clone(),
+        );
+        let builds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let again = {
+            let builds = builds.clone();
+            move || {
+                builds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(Box::new(Fragile) as Box<dyn Stage>)
+            }
+        };
+        let task = tokio::spawn(run_stage(
+            Box::new(Fragile),
+            input,
+            output,
+            saver,
+            supervisor,
+            again,
+        ));
+
+        // A batch with the bad record in the middle: it is failed, nothing of it goes on.
+        let (guard, ack) = ack_pair();
+        let batch: Vec<Arc<Event>> = [json!({"n": 1}), json!({"boom": true}), json!({"n": 2})]
+            .into_iter()
+            .map(|v| Arc::new(Event::from_record(v, "p.in".into(), Utc::now()).with_ack(&guard)))
+            .collect();
+        drop(guard);
+        upstream.send(batch).await.unwrap();
+        assert!(
+            !ack.delivered().await,
+            "the batch is failed, to be sent again"
+        );
+        // The rebuilt stage handles the next batch.
+        upstream.send(vec![event(json!({"n": 3}))]).await.unwrap();
+        let Some(Message::Events(got)) = downstream.recv().await else {
+            panic!("the restarted stage hands on")
+        };
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].data()["n"], 3);
+        assert_eq!(builds.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(health.restarts(), 1);
+        assert_eq!(health.state(), NodeState::Running);
+        let first = told.recv().await.unwrap();
+        assert_eq!(first.stage, "node_failed");
+        assert_eq!(first.fields["state"], "restarting");
+        assert!(
+            first.summary.contains("panicked: a bug met its record"),
+            "{}",
+            first.summary
+        );
+
+        // A second panic is one too many: the pipeline is stopped, the stage fails what
+        // still comes and ends with its input.
+        upstream
+            .send(vec![event(json!({"boom": 1}))])
+            .await
+            .unwrap();
+        let (guard, ack) = ack_pair();
+        let late = Arc::new(
+            Event::from_record(json!({"n": 4}), "p.in".into(), Utc::now()).with_ack(&guard),
+        );
+        drop(guard);
+        upstream.send(vec![late]).await.unwrap();
+        assert!(!ack.delivered().await, "what arrives after is failed");
+        assert!(stop.is_cancelled(), "the pipeline was told to stop");
+        assert_eq!(health.state(), NodeState::Failed);
+        assert_eq!(told.recv().await.unwrap().fields["state"], "failed");
+        upstream.close().await;
+        let result = task.await.unwrap();
+        assert!(result.is_err(), "it ends with its failure");
+        assert!(downstream.recv().await.is_none(), "its output is closed");
+        // 1 + 2 + 1 + 1: the bad records and the events failed with them.
+        assert_eq!(counters.get().2, 5);
+    }
 }

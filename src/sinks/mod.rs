@@ -34,7 +34,7 @@ const FLUSH_BYTES: usize = 1 << 20;
 /// so the source learns of them only once they are out of the process. A write error
 /// marks the held events failed.
 pub(crate) async fn write_json_lines<W: AsyncWrite + Unpin>(
-    mut input: Input,
+    input: &mut Input,
     out: W,
     encoding: Encoding,
 ) -> NodeResult {

@@ -302,6 +302,7 @@ pub fn run_case(
                     public_url: crate::config::DEFAULT_PUBLIC_URL.into(),
                     history_interval: settings.history_interval.span(),
                     readers: None,
+                    rebuilt: false,
                 };
                 let stage =
                     pc.config.stages[g.name.as_str()]

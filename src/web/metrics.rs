@@ -5,7 +5,8 @@
 //!
 //! | metric | labels |
 //! |---|---|
-//! | `vigil_node_events_in_total`, `vigil_node_events_out_total`, `vigil_node_errors_total` | `node`, `pipeline`, `role`, `kind` |
+//! | `vigil_node_events_in_total`, `vigil_node_events_out_total`, `vigil_node_errors_total`, `vigil_node_restarts_total` | `node`, `pipeline`, `role`, `kind` |
+//! | `vigil_node_state` (1 for the node's state) | `node`, `pipeline`, `role`, `kind`, `state` (`running`, `restarting`, `failed`) |
 //! | `vigil_outbox_messages` | `state` (`gathering`, `pending`, `sent`, `dead`) |
 //! | `vigil_deliveries` (alerts per delivering sink) | `sink`, `state` |
 //! | `vigil_alerts` (alerts in the history) | `severity` |
@@ -63,7 +64,7 @@ pub(super) struct Counts {
 pub(super) fn render(nodes: &[NodeStatus], counts: &Counts) -> String {
     let (outbox, (reloads, failures)) = (&counts.outbox, counts.reloads);
     let mut out = String::new();
-    let families: [Family; 3] = [
+    let families: [Family; 4] = [
         (
             "vigil_node_events_in_total",
             "Events a node received.",
@@ -79,6 +80,11 @@ pub(super) fn render(nodes: &[NodeStatus], counts: &Counts) -> String {
             "Records or events a node counted as failed.",
             |n| n.errors,
         ),
+        (
+            "vigil_node_restarts_total",
+            "Times a node was started again after it failed.",
+            |n| n.restarts,
+        ),
     ];
     for (name, help, value) in families {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -92,6 +98,25 @@ pub(super) fn render(nodes: &[NodeStatus], counts: &Counts) -> String {
                 n.role,
                 label(&n.kind),
                 value(n)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP vigil_node_state 1 for the state a node is in (running, restarting: it failed and waits to start again, failed: it failed too often and its pipeline is stopped), 0 for the others."
+    );
+    let _ = writeln!(out, "# TYPE vigil_node_state gauge");
+    for n in nodes {
+        for state in crate::runtime::NodeState::ALL {
+            let _ = writeln!(
+                out,
+                "vigil_node_state{{node=\"{}\",pipeline=\"{}\",role=\"{}\",kind=\"{}\",state=\"{}\"}} {}",
+                label(&n.id),
+                label(&n.pipeline),
+                n.role,
+                label(&n.kind),
+                state.as_str(),
+                u8::from(n.state == state)
             );
         }
     }

@@ -1,10 +1,11 @@
 //! vigil's HTTP server (axum): the JSON API, Prometheus `/metrics`, `/healthz` and
 //! `/readyz`.
 //!
-//! - `GET /healthz`: the process answers. `GET /readyz`: the graph runs.
+//! - `GET /healthz`: the process answers. `GET /readyz`: the graph runs (503 naming
+//!   every pipeline stopped because a node of it failed too often).
 //! - `GET /metrics`: Prometheus text format (see [`metrics`]).
-//! - `GET /api/v1/pipelines`: every pipeline with its nodes (kind, inputs, counters) and
-//!   the last reload's outcome.
+//! - `GET /api/v1/pipelines`: every pipeline (running or failed) with its nodes (kind,
+//!   inputs, counters, state, restarts, last error) and the last reload's outcome.
 //! - `GET /api/v1/stats`: totals.
 //! - `POST /api/v1/reload`: reloads the pipelines directory now (200 with the report, 422
 //!   with the errors when the files do not validate; the running graph is then unchanged).
@@ -133,7 +134,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_route))
         .route("/api/v1/pipelines", get(pipelines))
         .route("/api/v1/stats", get(stats))
@@ -206,6 +207,27 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Ready while no pipeline was stopped by a node that failed too often (503 naming
+/// them otherwise).
+async fn readyz(State(state): State<AppState>) -> Response {
+    let nodes = state.reloader.nodes().await;
+    let failed: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.state == crate::runtime::NodeState::Failed)
+        // Why is for `/api/v1/pipelines` (behind the token): no error text here.
+        .map(|n| format!("pipeline {} is stopped: node {} failed", n.pipeline, n.id))
+        .collect();
+    if failed.is_empty() {
+        "ready\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", failed.join("; ")),
+        )
+            .into_response()
+    }
+}
+
 async fn pipelines(State(state): State<AppState>) -> Response {
     let nodes = state.reloader.nodes().await;
     let pipelines: Vec<serde_json::Value> = state
@@ -216,7 +238,11 @@ async fn pipelines(State(state): State<AppState>) -> Response {
         .map(|(name, description)| {
             let mine: Vec<&crate::runtime::NodeStatus> =
                 nodes.iter().filter(|n| n.pipeline == name).collect();
-            json!({"name": name, "description": description, "nodes": mine})
+            let failed = mine
+                .iter()
+                .any(|n| n.state == crate::runtime::NodeState::Failed);
+            let state = if failed { "failed" } else { "running" };
+            json!({"name": name, "description": description, "state": state, "nodes": mine})
         })
         .collect();
     let (last, reloads, failures) = state.driver.status();

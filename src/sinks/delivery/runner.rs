@@ -63,7 +63,7 @@ impl<N: Notifier> DeliverySink<N> {
         }
     }
 
-    async fn run_inner(self, mut input: Input) -> NodeResult {
+    async fn run_inner(self, input: &mut Input) -> NodeResult {
         let counters = input.counters().clone();
         let mut groups = Dispatcher::new(self.cfg.policy());
         match self.store.notify_groups(&self.id) {
@@ -87,6 +87,8 @@ impl<N: Notifier> DeliverySink<N> {
         });
         let wake = Arc::new(Notify::new());
         let stopping = CancellationToken::new();
+        // Should this intake fail, the worker still looks at every group once and ends.
+        let _stop_worker = stopping.clone().drop_guard();
         let worker = Worker {
             id: self.id.clone(),
             notifier: self.notifier.clone(),
@@ -127,7 +129,7 @@ impl<N: Notifier> DeliverySink<N> {
 }
 
 impl<N: Notifier> Sink for DeliverySink<N> {
-    fn run(self: Box<Self>, input: Input) -> BoxFuture<'static, NodeResult> {
+    fn run<'a>(self: Box<Self>, input: &'a mut Input) -> BoxFuture<'a, NodeResult> {
         Box::pin(self.run_inner(input))
     }
 }
@@ -504,10 +506,14 @@ mod tests {
             public_url: "http://vigil".into(),
             history_interval: chrono::Duration::minutes(1),
             readers: None,
+            rebuilt: false,
         };
         let sink = Box::new(DeliverySink::new(fake.clone(), cfg, &cx));
         let (output, input) = crate::runtime::test_edge(16);
-        let task = tokio::spawn(sink.run(input));
+        let task = tokio::spawn(async move {
+            let mut input = input;
+            sink.run(&mut input).await
+        });
         Harness {
             fake,
             clock,

@@ -87,6 +87,7 @@ pub async fn send_test(
         public_url: config.settings.public_url.as_str().into(),
         history_interval: config.settings.history_interval.span(),
         readers: None,
+        rebuilt: false,
     };
     let notifier = match sink.notifier(&cx) {
         Some(n) => n.map_err(|e| format!("{id}: {e}"))?,

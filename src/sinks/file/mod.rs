@@ -48,40 +48,40 @@ impl FileSinkConfig {
         }
     }
 
-    /// Builds the running sink.
-    pub fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Sink>, NodeError> {
-        Ok(Box::new(FileSink { cfg: self.clone() }))
+    /// Builds the running sink: the file is opened here (its directory made first), so a
+    /// path that cannot be written is refused by `vigil run` and by a reload rather than
+    /// found out once events flow.
+    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Sink>, NodeError> {
+        let path = &self.path;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        // Started afresh only when the node starts, not when it is restarted or rebuilt.
+        let afresh = !self.append && !cx.rebuilt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(!afresh)
+            .truncate(afresh)
+            .open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        Ok(Box::new(FileSink {
+            file: tokio::fs::File::from_std(file),
+            encoding: self.encoding,
+        }))
     }
 }
 
 /// The running `file` sink.
 #[derive(Debug)]
 pub struct FileSink {
-    cfg: FileSinkConfig,
-}
-
-impl FileSink {
-    async fn run_inner(self, input: Input) -> NodeResult {
-        let path = &self.cfg.path;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-        let file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .write(true)
-            .append(self.cfg.append)
-            .truncate(!self.cfg.append)
-            .open(path)
-            .await
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        write_json_lines(input, file, self.cfg.encoding).await
-    }
+    file: tokio::fs::File,
+    encoding: Encoding,
 }
 
 impl Sink for FileSink {
-    fn run(self: Box<Self>, input: Input) -> BoxFuture<'static, NodeResult> {
-        Box::pin(self.run_inner(input))
+    fn run<'a>(self: Box<Self>, input: &'a mut Input) -> BoxFuture<'a, NodeResult> {
+        Box::pin(write_json_lines(input, self.file, self.encoding))
     }
 }

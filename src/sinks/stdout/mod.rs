@@ -44,7 +44,7 @@ pub struct StdoutSink {
 }
 
 impl Sink for StdoutSink {
-    fn run(self: Box<Self>, input: Input) -> BoxFuture<'static, NodeResult> {
+    fn run<'a>(self: Box<Self>, input: &'a mut Input) -> BoxFuture<'a, NodeResult> {
         Box::pin(write_json_lines(input, tokio::io::stdout(), self.encoding))
     }
 }

@@ -1,5 +1,5 @@
-//! `internal`: vigil's own alerts (a reload that failed, ...), for pipelines that deliver
-//! them like any other alert.
+//! `internal`: vigil's own alerts (a reload that failed, a node that failed, ...), for
+//! pipelines that deliver them like any other alert.
 
 use futures::future::BoxFuture;
 use schemars::JsonSchema;
@@ -10,8 +10,10 @@ use crate::config::check::Problems;
 use crate::runtime::{BuildContext, NodeError, NodeResult, Source, SourceContext};
 
 /// vigil's own alerts: `vigil.reload_failed` when changed pipeline files do not validate
-/// (the old pipelines keep running; the alert carries every error with its file:line:col).
-/// Wire it to a sink to be told.
+/// (the old pipelines keep running; the alert carries every error with its file:line:col),
+/// and `vigil.node_failed` each time a node fails (its `fields` say which node, why, and
+/// whether it is `restarting` or `failed`, its pipeline then stopped; see the settings'
+/// `restarts`). Wire it to a sink to be told.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(example = example())]

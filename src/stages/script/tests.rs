@@ -26,6 +26,7 @@ fn cx(dir: &Path, store: Arc<Store>) -> BuildContext {
         public_url: crate::config::DEFAULT_PUBLIC_URL.into(),
         history_interval: chrono::Duration::minutes(1),
         readers: None,
+        rebuilt: false,
     }
 }
 

@@ -252,6 +252,7 @@ fn build_restores_from_the_store() {
         public_url: crate::config::DEFAULT_PUBLIC_URL.into(),
         history_interval: chrono::Duration::minutes(1),
         readers: None,
+        rebuilt: false,
     };
     let mut s = c.build(&cx).unwrap();
     let mut out = Vec::new();

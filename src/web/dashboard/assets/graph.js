@@ -69,10 +69,16 @@ function countersText(n) {
 }
 
 function errorsText(n) {
+  if (n.state && n.state !== 'running') return t(`state.${n.state}`);
   return n.errors > 0 ? t('graph.errors', { n: num(n.errors) }) : '';
 }
 
+function classes(n) {
+  return `node role-${n.role} state-${n.state || 'running'}${n.errors > 0 ? ' has-errors' : ''}`;
+}
+
 function label(n) {
+  const state = n.state && n.state !== 'running' ? ` — ${t(`state.${n.state}`)}` : '';
   return t('graph.node_label', {
     role: t(`role.${n.role}`),
     id: n.id,
@@ -80,7 +86,7 @@ function label(n) {
     in: n.events_in,
     out: n.events_out,
     errors: n.errors,
-  });
+  }) + state;
 }
 
 /** Draws `pipelines`; returns the <svg>. */
@@ -190,7 +196,7 @@ export function draw(pipelines) {
         s(
           'g',
           {
-            class: `node role-${n.role}${n.errors > 0 ? ' has-errors' : ''}`,
+            class: classes(n),
             'data-id': n.id,
             transform: `translate(${x},${ny})`,
             role: 'img',
@@ -219,7 +225,7 @@ export function update(svg, pipelines, previous) {
       if (!g) continue;
       g.querySelector('text.counters').textContent = countersText(n);
       g.querySelector('text.node-errors').textContent = errorsText(n);
-      g.classList.toggle('has-errors', n.errors > 0);
+      g.setAttribute('class', classes(n));
       g.setAttribute('aria-label', label(n));
       g.querySelector('title').textContent = label(n);
       const before = previous && previous.get(n.id);

@@ -148,6 +148,11 @@ function renderNodeTable(tbody, pipelines) {
           h('td', { class: 'num' }, num(n.events_in)),
           h('td', { class: 'num' }, num(n.events_out)),
           h('td', { class: 'num' }, num(n.errors)),
+          h(
+            'td',
+            { class: `state-${n.state}`, title: n.last_error || '' },
+            t(`state.${n.state}`),
+          ),
         ),
       ),
     ),
@@ -180,7 +185,7 @@ export function mount(main) {
         h(
           'tr',
           {},
-          ...['col.node', 'col.role', 'col.kind', 'col.inputs', 'col.in', 'col.out', 'col.errors'].map((k) =>
+          ...['col.node', 'col.role', 'col.kind', 'col.inputs', 'col.in', 'col.out', 'col.errors', 'col.state'].map((k) =>
             h('th', { scope: 'col' }, t(k)),
           ),
         ),
