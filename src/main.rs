@@ -446,7 +446,11 @@ fn run(path: PathBuf, watch: bool) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    run_on(&rt, path, watch, Arc::new(WallClock))
+    let outcome = run_on(&rt, path, watch, Arc::new(WallClock));
+    // Every node is done. A read of standard input still blocked in the runtime's thread
+    // pool (a `stdin` source whose input stays open) must not keep the process alive.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    outcome
 }
 
 /// `vigil run` on `rt` with `clock` (the wall clock, or `vigil demo`'s compressed time).

@@ -712,3 +712,37 @@ sinks:
         }
     }
 }
+
+/// `vigil run` reading a standard input that stays open (a pipe nobody closes) exits on
+/// SIGTERM, having delivered what it read.
+#[test]
+fn a_run_reading_an_open_stdin_exits_on_sigterm() {
+    use std::io::Write as _;
+    let dir = project(
+        "kind: settings\nstate_dir: state\nweb: {enabled: false}\n---\nkind: pipeline\nname: tty\nsources:\n  in: {type: stdin}\nsinks:\n  out: {type: file, path: out.jsonl, inputs: [in]}\n",
+    );
+    let mut child = Command::new(bin())
+        .args(["--log-format", "json", "run", "--pipelines"])
+        .arg(dir.path().join("pipelines"))
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vigil starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    writeln!(stdin, "{{\"n\":1}}").unwrap();
+    stdin.flush().unwrap();
+    let out = dir.path().join("out.jsonl");
+    wait_for("the line to be delivered", Duration::from_secs(30), || {
+        complete_lines(&out) == 1
+    });
+    sigterm(&child);
+    let status = wait_exit(
+        &mut child,
+        Duration::from_secs(10),
+        "vigil kept running after SIGTERM with its stdin open",
+    );
+    drop(stdin);
+    assert!(status.success(), "{status:?}");
+}
