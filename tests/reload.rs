@@ -397,6 +397,37 @@ fn an_invalid_edit_leaves_the_old_graph_running_and_raises_an_internal_alert() {
     assert_eq!(lines(&out).len(), 1);
 }
 
+/// A reload whose new node cannot be built (a file sink pointed at a directory: valid
+/// YAML, but the file cannot be opened) changes nothing and says which node and why; the
+/// old graph goes on delivering to the old path.
+#[test]
+fn a_reload_whose_new_sink_cannot_open_its_file_changes_nothing() {
+    let dir = tempfile::tempdir().expect("temp");
+    let out = dir.path().join("alerts.jsonl");
+    let mut r = Running::start(&burst_pipeline(&out, 3, "src", ""));
+    let blocked = dir.path().join("a-directory");
+    std::fs::create_dir(&blocked).expect("mkdir");
+    r.write(
+        "p.yaml",
+        &burst_pipeline(&out, 3, "src", "").replace(
+            &format!("path: {}", out.display()),
+            &format!("path: {}", blocked.display()),
+        ),
+    );
+    r.sighup();
+    let failed = r.logs_with("reload failed: the running pipelines are unchanged");
+    assert_eq!(failed.len(), 1);
+    let logs = r.all_logs();
+    assert!(
+        logs.contains(&format!("p.out: cannot open {}", blocked.display())),
+        "the error names the node and the path: {logs}"
+    );
+    r.send(&(0..3).map(|i| event(i, "a", 22)).collect::<Vec<_>>());
+    let (_r, status) = r.finish();
+    assert!(status.success());
+    assert_eq!(lines(&out).len(), 1, "the old sink delivered the alert");
+}
+
 #[test]
 fn events_in_equal_events_out_through_a_reload() {
     const N: usize = 3000;

@@ -40,6 +40,8 @@ pub struct NodeCounters {
     pub events_out: AtomicU64,
     /// Records or events that failed (malformed input, write errors, ...).
     pub errors: AtomicU64,
+    /// What the node set aside on purpose, by reason (`late`, `evicted`, ...).
+    dropped: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl NodeCounters {
@@ -58,6 +60,24 @@ impl NodeCounters {
     /// Adds `n` errors.
     pub fn add_errors(&self, n: usize) {
         self.errors.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    /// Counts `n` things set aside for `reason` (`late`: older than the window behind the
+    /// watermark; `evicted`: a key pushed out by `max_keys`; ...).
+    pub fn add_dropped(&self, reason: &'static str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        *self
+            .dropped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(reason)
+            .or_default() += n;
+    }
+    /// What was set aside, by reason.
+    pub fn dropped(&self) -> Vec<(&'static str, u64)> {
+        let d = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
+        d.iter().map(|(r, n)| (*r, *n)).collect()
     }
     /// A snapshot: (in, out, errors).
     pub fn get(&self) -> (u64, u64, u64) {

@@ -91,6 +91,9 @@ pub struct BuildContext {
     /// changed it): outputs that start afresh at a start (a `file` sink without
     /// `append`) go on where they were.
     pub rebuilt: bool,
+    /// The node's counters: a stage counts what it sets aside here
+    /// ([`NodeCounters::add_dropped`]), shown by `/metrics` and the API.
+    pub counters: Arc<NodeCounters>,
 }
 
 impl BuildContext {

@@ -536,8 +536,9 @@ impl Live {
         config: &Config,
         node: &GraphNode,
         rebuilt: bool,
+        counters: Arc<NodeCounters>,
     ) -> Result<Component, BuildError> {
-        let cx = build_context(&self.env, config, node, rebuilt);
+        let cx = build_context(&self.env, config, node, rebuilt, counters);
         Component::build(config, node, &cx).map_err(|e| BuildError {
             id: node.id.to_string(),
             message: e.to_string(),
@@ -573,7 +574,11 @@ impl Live {
             let node = &graph.nodes[i];
             let component = match built.remove(&i) {
                 Some(c) => c,
-                None => self.build(config, node, rebuilt.contains(&node.id))?,
+                None => {
+                    let counters = fresh.get(&i).map(|n| n.counters.clone());
+                    let counters = counters.unwrap_or_default();
+                    self.build(config, node, rebuilt.contains(&node.id), counters)?
+                }
             };
             components.push((i, component));
         }
@@ -597,7 +602,7 @@ impl Live {
                 self.pipeline_stop(&pipeline),
             );
             // What builds the node again after a failure.
-            let cx = build_context(&self.env, config, node, true);
+            let cx = build_context(&self.env, config, node, true, counters.clone());
             let p = &config.pipelines[node.pipeline].config;
             let future: futures::future::BoxFuture<'static, NodeResult> = match component {
                 Component::Source(source) => {
@@ -754,6 +759,8 @@ pub struct NodeStatus {
     pub restarts: u64,
     /// Why it failed last, if it ever did.
     pub last_error: Option<String>,
+    /// What it set aside on purpose, by reason (`late`, `evicted`, ...).
+    pub dropped: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Reloader {
@@ -769,6 +776,9 @@ impl Reloader {
                 let (events_in, events_out, errors) =
                     running.map(|l| l.counters.get()).unwrap_or_default();
                 let health = running.map(|l| l.health.clone()).unwrap_or_default();
+                let dropped = running
+                    .map(|l| l.counters.dropped().into_iter().collect())
+                    .unwrap_or_default();
                 NodeStatus {
                     id: n.id.to_string(),
                     pipeline: live.config.pipelines[n.pipeline].config.name.clone(),
@@ -786,6 +796,7 @@ impl Reloader {
                     state: health.state(),
                     restarts: health.restarts(),
                     last_error: health.last_error(),
+                    dropped,
                 }
             })
             .collect()
@@ -948,11 +959,13 @@ impl Reloader {
         for &i in &start {
             let node = &graph.nodes[i];
             let p = &new.pipelines[node.pipeline];
+            let counters = live.nodes.get(&node.id).map(|n| n.counters.clone());
             let cx = build_context(
                 new_env.as_ref().unwrap_or(&live.env),
                 new,
                 node,
                 rebuilt.contains(&node.id),
+                counters.unwrap_or_default(),
             );
             let result = match node.role {
                 NodeRole::Source => Ok(()),
@@ -1076,7 +1089,13 @@ impl Reloader {
 }
 
 /// The context node `node` of `config` is built in.
-fn build_context(env: &Env, config: &Config, node: &GraphNode, rebuilt: bool) -> BuildContext {
+fn build_context(
+    env: &Env,
+    config: &Config,
+    node: &GraphNode,
+    rebuilt: bool,
+    counters: Arc<NodeCounters>,
+) -> BuildContext {
     let p = &config.pipelines[node.pipeline];
     BuildContext {
         id: node.id.clone(),
@@ -1098,6 +1117,7 @@ fn build_context(env: &Env, config: &Config, node: &GraphNode, rebuilt: bool) ->
             .then(|| filter_readers(&p.config, &node.name))
             .flatten(),
         rebuilt,
+        counters,
     }
 }
 

@@ -466,6 +466,37 @@ impl Reporter {
     }
 }
 
+impl Reporter {
+    /// Keeps at most `max_keys` keys: past it, the least recently seen tenth is evicted
+    /// (keys last seen at the same time go together), their open episodes resolved
+    /// first. Returns how many keys were evicted.
+    pub fn evict_oldest<W: EpisodeWindow>(
+        &self,
+        keys: &mut HashMap<String, W>,
+        max_keys: usize,
+        book: &mut Book,
+        out: &mut Vec<Arc<Event>>,
+    ) -> usize {
+        if keys.len() <= max_keys {
+            return 0;
+        }
+        // Evicting a tenth at a time keeps the cost per new key constant.
+        let keep = max_keys - max_keys / 10;
+        let excess = keys.len() - keep;
+        let mut seen: Vec<Option<Timestamp>> = keys.values().map(EpisodeWindow::newest).collect();
+        let (_, nth, _) = seen.select_nth_unstable(excess - 1);
+        let last = *nth;
+        let evicted = |w: &W| w.newest() <= last;
+        let cutoff = last.unwrap_or(Timestamp::MIN_UTC);
+        if !book.open.is_empty() {
+            self.close_expired(keys, cutoff, evicted, book, out);
+        }
+        let before = keys.len();
+        keys.retain(|_, w| !evicted(w));
+        before - keys.len()
+    }
+}
+
 /// The most orphaned episodes closed at a stage's start.
 const MAX_ORPHANS: usize = 10_000;
 

@@ -271,6 +271,11 @@ impl KeyWindow {
     }
 }
 
+/// How many group keys a windowed stage holds at most unless it says (`max_keys`).
+pub fn default_max_keys() -> usize {
+    1_000_000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

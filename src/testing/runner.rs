@@ -303,6 +303,7 @@ pub fn run_case(
                     history_interval: settings.history_interval.span(),
                     readers: None,
                     rebuilt: false,
+                    counters: Default::default(),
                 };
                 let stage =
                     pc.config.stages[g.name.as_str()]

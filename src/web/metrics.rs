@@ -6,6 +6,7 @@
 //! | metric | labels |
 //! |---|---|
 //! | `vigil_node_events_in_total`, `vigil_node_events_out_total`, `vigil_node_errors_total`, `vigil_node_restarts_total` | `node`, `pipeline`, `role`, `kind` |
+//! | `vigil_node_dropped_total` (set aside on purpose) | `node`, `pipeline`, `role`, `kind`, `reason` (`late`, `evicted`) |
 //! | `vigil_node_state` (1 for the node's state) | `node`, `pipeline`, `role`, `kind`, `state` (`running`, `restarting`, `failed`) |
 //! | `vigil_outbox_messages` | `state` (`gathering`, `pending`, `sent`, `dead`) |
 //! | `vigil_deliveries` (alerts per delivering sink) | `sink`, `state` |
@@ -98,6 +99,23 @@ pub(super) fn render(nodes: &[NodeStatus], counts: &Counts) -> String {
                 n.role,
                 label(&n.kind),
                 value(n)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP vigil_node_dropped_total What a node set aside on purpose, by reason (late: older than its window behind the watermark; evicted: a group key pushed out by max_keys)."
+    );
+    let _ = writeln!(out, "# TYPE vigil_node_dropped_total counter");
+    for n in nodes {
+        for (reason, count) in &n.dropped {
+            let _ = writeln!(
+                out,
+                "vigil_node_dropped_total{{node=\"{}\",pipeline=\"{}\",role=\"{}\",kind=\"{}\",reason=\"{reason}\"}} {count}",
+                label(&n.id),
+                label(&n.pipeline),
+                n.role,
+                label(&n.kind),
             );
         }
     }

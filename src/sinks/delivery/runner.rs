@@ -507,6 +507,7 @@ mod tests {
             history_interval: chrono::Duration::minutes(1),
             readers: None,
             rebuilt: false,
+            counters: Default::default(),
         };
         let sink = Box::new(DeliverySink::new(fake.clone(), cfg, &cx));
         let (output, input) = crate::runtime::test_edge(16);

@@ -88,6 +88,7 @@ pub async fn send_test(
         history_interval: config.settings.history_interval.span(),
         readers: None,
         rebuilt: false,
+        counters: Default::default(),
     };
     let notifier = match sink.notifier(&cx) {
         Some(n) => n.map_err(|e| format!("{id}: {e}"))?,

@@ -65,6 +65,12 @@ pub struct BandwidthConfig {
     /// Field paths whose values make the group key. Default: none (one group).
     #[serde(default)]
     pub group_by: Vec<String>,
+    /// The most group keys held at once. Past it, the keys seen least recently are
+    /// evicted, a tenth at a time (their open episodes resolved), and counted in
+    /// `vigil_node_dropped_total{reason="evicted"}`. Default: 1000000.
+    #[serde(default = "crate::stages::window::default_max_keys")]
+    #[schemars(range(min = 1))]
+    pub max_keys: usize,
     /// Which counters count: `in`, `out` or `both`. Default: `both`.
     #[serde(default)]
     pub direction: Direction,
@@ -236,7 +242,8 @@ impl BandwidthConfig {
             &self.default_summary(),
             cx,
         )?;
-        let mut stage = BandwidthStage::new(self, templates, cx.history_interval)?;
+        let mut stage = BandwidthStage::new(self, templates, cx.history_interval)?
+            .counting_into(cx.counters.clone());
         let restored = cx
             .restore()
             .is_some_and(|saved| stage.restore(saved, &cx.id));

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::config::{BandwidthConfig, Mode};
 use super::measure::{Counters, Measured, Measurer};
 use crate::event::{AlertWindow, Event, Timestamp};
-use crate::runtime::{NodeError, Stage};
+use crate::runtime::{NodeCounters, NodeError, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget, SampleSet};
 use crate::stages::episode::{Book, Episode, EpisodeCounts, Reporter, open_keys};
 use crate::stages::window::{Fired, KeyWindow, Watermark, minus, write_key};
@@ -207,6 +207,9 @@ pub struct BandwidthStage {
     skipped: Skipped,
     key_buf: String,
     flow_buf: String,
+    max_keys: usize,
+    /// Where what is set aside (late events, evicted keys) is counted.
+    counters: Arc<NodeCounters>,
 }
 
 #[derive(Serialize)]
@@ -284,7 +287,15 @@ impl BandwidthStage {
             skipped: Skipped::default(),
             key_buf: String::new(),
             flow_buf: String::new(),
+            max_keys: cfg.max_keys.max(1),
+            counters: Arc::default(),
         })
+    }
+
+    /// Counts what the stage sets aside into `counters` (the node's).
+    pub fn counting_into(mut self, counters: Arc<NodeCounters>) -> Self {
+        self.counters = counters;
+        self
     }
 
     /// Resolutions to hand on at the first tick (see [`crate::stages::episode::orphaned`]).
@@ -368,6 +379,7 @@ impl BandwidthStage {
 
     fn count_late(&mut self, t: Timestamp, why: &'static str) {
         self.watermark.late += 1;
+        self.counters.add_dropped("late", 1);
         tracing::debug!(stage = %self.templates.node_id(), time = %t, why, "late event");
     }
 }
@@ -414,6 +426,7 @@ impl Stage for BandwidthStage {
                 };
                 if key.late_for_key(t) {
                     self.watermark.late += 1;
+                    self.counters.add_dropped("late", 1);
                     tracing::debug!(stage = %self.templates.node_id(), time = %t, "late event: its window already alerted");
                     return;
                 }
@@ -430,6 +443,7 @@ impl Stage for BandwidthStage {
                 };
                 if key.late_for_key(t) {
                     self.watermark.late += 1;
+                    self.counters.add_dropped("late", 1);
                     tracing::debug!(stage = %self.templates.node_id(), time = %t, "late event: its window already alerted");
                     return;
                 }
@@ -449,6 +463,14 @@ impl Stage for BandwidthStage {
         }
         if let Some(cutoff) = self.watermark.sweep_due(self.window) {
             self.sweep(cutoff, out);
+        }
+        if self.volume.len() + self.rate.len() > self.max_keys {
+            let (r, book) = (&self.reporter, &mut self.book);
+            let evicted = match self.mode {
+                Mode::Volume => r.evict_oldest(&mut self.volume, self.max_keys, book, out),
+                Mode::Rate => r.evict_oldest(&mut self.rate, self.max_keys, book, out),
+            };
+            self.counters.add_dropped("evicted", evicted as u64);
         }
     }
 

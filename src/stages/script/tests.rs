@@ -27,6 +27,7 @@ fn cx(dir: &Path, store: Arc<Store>) -> BuildContext {
         history_interval: chrono::Duration::minutes(1),
         readers: None,
         rebuilt: false,
+        counters: Default::default(),
     }
 }
 

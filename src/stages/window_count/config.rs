@@ -66,6 +66,12 @@ pub struct WindowCountConfig {
     /// Default: none (one window for all events).
     #[serde(default)]
     pub group_by: Vec<String>,
+    /// The most group keys held at once. Past it, the keys seen least recently are
+    /// evicted, a tenth at a time (their open episodes resolved), and counted in
+    /// `vigil_node_dropped_total{reason="evicted"}`. Default: 1000000.
+    #[serde(default = "crate::stages::window::default_max_keys")]
+    #[schemars(range(min = 1))]
+    pub max_keys: usize,
     /// How the alert reads.
     #[serde(default)]
     pub alert: AlertConfig,
@@ -141,7 +147,8 @@ impl WindowCountConfig {
             &self.default_summary(),
             cx,
         )?;
-        let mut stage = WindowCountStage::new(self, templates, cx.history_interval)?;
+        let mut stage = WindowCountStage::new(self, templates, cx.history_interval)?
+            .counting_into(cx.counters.clone());
         let restored = cx
             .restore()
             .is_some_and(|saved| stage.restore(saved, &cx.id));

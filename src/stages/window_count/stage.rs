@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::config::WindowCountConfig;
 use crate::event::{Event, FieldPath, Timestamp};
-use crate::runtime::{NodeError, Stage};
+use crate::runtime::{NodeCounters, NodeError, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget};
 use crate::stages::episode::{Book, EpisodeCounts, Reporter, open_keys};
 use crate::stages::window::{KeyWindow, Watermark, number, write_key};
@@ -31,6 +31,9 @@ pub struct WindowCountStage {
     watermark: Watermark,
     skipped: u64,
     key_buf: String,
+    max_keys: usize,
+    /// Where what is set aside (late events, evicted keys) is counted.
+    counters: Arc<NodeCounters>,
 }
 
 /// What [`WindowCountStage::snapshot`] saves (borrowed form).
@@ -94,7 +97,15 @@ impl WindowCountStage {
             watermark: Watermark::default(),
             skipped: 0,
             key_buf: String::new(),
+            max_keys: cfg.max_keys.max(1),
+            counters: Arc::default(),
         })
+    }
+
+    /// Counts what the stage sets aside into `counters` (the node's).
+    pub fn counting_into(mut self, counters: Arc<NodeCounters>) -> Self {
+        self.counters = counters;
+        self
     }
 
     /// Resolutions to hand on at the first tick (see [`crate::stages::episode::orphaned`]).
@@ -170,6 +181,7 @@ impl Stage for WindowCountStage {
         let t = event.meta.time;
         if self.watermark.observe(t, self.window) {
             self.watermark.late += 1;
+            self.counters.add_dropped("late", 1);
             tracing::debug!(stage = %self.templates.node_id(), time = %t, "late event: older than the window behind the watermark");
             return;
         }
@@ -190,6 +202,7 @@ impl Stage for WindowCountStage {
         };
         if key.late_for_key(t) {
             self.watermark.late += 1;
+            self.counters.add_dropped("late", 1);
             tracing::debug!(stage = %self.templates.node_id(), time = %t, key = %self.key_buf, "late event: its window already alerted");
             return;
         }
@@ -207,6 +220,13 @@ impl Stage for WindowCountStage {
         );
         if let Some(cutoff) = self.watermark.sweep_due(self.window) {
             self.sweep(cutoff, out);
+        }
+        if self.keys.len() > self.max_keys {
+            let evicted =
+                self.reporter
+                    .evict_oldest(&mut self.keys, self.max_keys, &mut self.book, out);
+            self.counters.add_dropped("evicted", evicted as u64);
+            self.budget.used = self.keys.values().map(KeyWindow::sample_bytes).sum();
         }
     }
 

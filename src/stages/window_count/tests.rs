@@ -253,6 +253,7 @@ fn build_restores_from_the_store() {
         history_interval: chrono::Duration::minutes(1),
         readers: None,
         rebuilt: false,
+        counters: Default::default(),
     };
     let mut s = c.build(&cx).unwrap();
     let mut out = Vec::new();
@@ -458,4 +459,42 @@ fn an_episode_ends_when_its_window_fell_below_even_if_nothing_ticked_meanwhile()
     assert_eq!(resolved.len(), 1);
     assert_eq!(resolved[0].window.end, late[0].window.end);
     assert_eq!(resolved[0].id, late[0].id);
+}
+
+/// Past `max_keys` the keys seen least recently go, a tenth at a time, counted as
+/// evicted; an evicted key's open episode is resolved, not left open for ever; a key
+/// seen lately stays.
+#[test]
+fn max_keys_evicts_the_least_recently_seen_and_resolves_their_episodes() {
+    let counters = Arc::new(crate::runtime::NodeCounters::default());
+    let mut s = stage(json!({"threshold": 1, "group_by": ["k"], "max_keys": 10, "window": "1h"}))
+        .counting_into(counters.clone());
+    // Key 0 opens an episode first; it is then the least recently seen.
+    let opened = feed(&mut s, json!({"k": 0}), 0);
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].status, AlertStatus::Firing);
+    let mut resolved = Vec::new();
+    for k in 1..=10 {
+        for a in feed(&mut s, json!({"k": k}), k * 1000) {
+            if a.status == AlertStatus::Resolved {
+                resolved.push(a.group_key.clone());
+            }
+        }
+    }
+    // 11 keys > 10: the oldest tenth (keep 9) went: keys 0 and 1.
+    assert_eq!(s.keys(), 9);
+    assert_eq!(counters.dropped(), [("evicted", 2)]);
+    assert!(resolved.iter().any(|k| k == "k=0"), "{resolved:?}");
+    for k in 11..1000 {
+        feed(&mut s, json!({"k": k}), k * 1000);
+        assert!(s.keys() <= 10);
+    }
+    let evicted = counters.dropped()[0].1;
+    assert_eq!(evicted, 1000 - s.keys() as u64);
+    // The newest key is still held: another event of it makes no new key and evicts
+    // nothing.
+    let held = s.keys();
+    feed(&mut s, json!({"k": 999}), 999_500);
+    assert_eq!(s.keys(), held);
+    assert_eq!(counters.dropped()[0].1, evicted);
 }
