@@ -194,3 +194,188 @@ sinks:
         logs.lock().unwrap()
     );
 }
+
+/// Scripts that run to their limit on every event (`loop {}`, held to the 1 s `timeout`),
+/// one pipeline of them per core, do not hold up another pipeline: its alert comes out
+/// within a second of its line being written.
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_scripts_do_not_delay_another_pipelines_alert() {
+    let dir = tempfile::tempdir().expect("temp");
+    std::fs::write(dir.path().join("spin.rhai"), "loop {}\n").expect("write");
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut yaml = String::from(
+        "kind: pipeline\nname: quick\nsources:\n  in: { type: file, path: quick.jsonl, poll_interval: 20ms }\nstages:\n  any:\n    type: window_count\n    inputs: [in]\n    window: 1h\n    threshold: 1\n    alert: { title: \"seen\" }\nsinks:\n  out: { type: file, path: quick-out.jsonl, inputs: [any] }\n",
+    );
+    for i in 0..cores {
+        yaml.push_str(&format!(
+            "---\nkind: pipeline\nname: spin{i}\nsources:\n  in: {{ type: file, path: spin{i}.jsonl, poll_interval: 20ms }}\nstages:\n  spin:\n    type: script\n    inputs: [in]\n    file: ../spin.rhai\n    max_operations: 100000000\n    timeout: 1s\nsinks:\n  out: {{ type: file, path: spin{i}-out.jsonl, inputs: [spin] }}\n"
+        ));
+    }
+    let p = Project::new("web: { enabled: false }\n", &yaml);
+    std::fs::write(p.path().join("spin.rhai"), "loop {}\n").expect("write");
+    let (child, logs) = spawn_logged(
+        p.command(&["--log-format", "json", "run", "--no-watch", "--pipelines"])
+            .arg(p.pipelines())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null()),
+    );
+    let _vigil = KillOnDrop(child);
+    let deadline = Instant::now() + DEADLINE;
+    while !logs
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("vigil running"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "vigil never ran: {:?}",
+            logs.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every spinning pipeline gets five events: five seconds of work each.
+    for i in 0..cores {
+        append(
+            &p.path().join(format!("spin{i}.jsonl")),
+            (0..5).map(|n| format!("{{\"n\":{n}}}")),
+        );
+    }
+    // Once they spin (their first event is in), the quick pipeline gets one line.
+    while !(0..cores).all(|i| {
+        logs.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(&format!("spin{i}.spin")) && l.contains("timeout"))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the scripts never spun: {:?}",
+            logs.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let written = Instant::now();
+    append(&p.path().join("quick.jsonl"), ["{\"a\":1}".to_string()]);
+    let out = p.path().join("quick-out.jsonl");
+    while read_lines(&out).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the quick pipeline never alerted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = written.elapsed();
+    assert!(
+        took < Duration::from_secs(1),
+        "the alert took {took:?} while the scripts spun"
+    );
+}
+
+/// SIGTERM with a backlog on a slow webhook (1 s an answer, 30 messages): vigil sends for
+/// at most `drain_timeout` (2 s; a send under way finishes) and exits; the next start
+/// sends the rest. Every alert reaches the receiver exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_a_slow_webhook_for_at_most_drain_timeout() {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    const N: usize = 30;
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(1)))
+        .mount(&hook)
+        .await;
+    let p = Project::new(
+        &format!(
+            "web: {{ enabled: false }}\nconnections:\n  webhook:\n    soc: {{ url: \"{}/hook\" }}\n",
+            hook.uri()
+        ),
+        "kind: pipeline\nname: p\nsources:\n  in: { type: stdin }\nsinks:\n  hook:\n    type: webhook\n    inputs: [in]\n    connection: soc\n    group_by: [id]\n    group_wait: 10ms\n    timeout: 5s\n    drain_timeout: 2s\n",
+    );
+    let (mut child, logs) = spawn_logged(
+        p.command(&["--log-format", "json", "run", "--no-watch", "--pipelines"])
+            .arg(p.pipelines())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null()),
+    );
+    let mut stdin = child.stdin.take().expect("stdin");
+    for n in 0..N {
+        writeln!(stdin, "{{\"n\":{n}}}").expect("write");
+    }
+    stdin.flush().expect("flush");
+    let mut vigil = KillOnDrop(child);
+    // Every alert is in the outbox and the first send is under way.
+    let deadline = Instant::now() + DEADLINE;
+    while p.outbox().len() < N
+        || hook
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no backlog: {:?}",
+            logs.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let asked = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(vigil.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = loop {
+        if let Some(s) = vigil.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "vigil kept draining");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = asked.elapsed();
+    drop(stdin);
+    assert!(status.success(), "{:?}", logs.lock().unwrap());
+    // drain_timeout (2 s) + the send under way (≤ 1 s here, ≤ timeout 5 s) + slack.
+    assert!(took < Duration::from_secs(7), "exit took {took:?}");
+    let sent_first = hook.received_requests().await.unwrap_or_default().len();
+    assert!(
+        sent_first < N,
+        "the backlog was cut short ({sent_first} of {N} sent)"
+    );
+
+    // The receiver answers at once now. The next start sends the rest; its stdin is
+    // closed at once, so the run ends after it.
+    let mut received = hook.received_requests().await.unwrap_or_default();
+    hook.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&hook)
+        .await;
+    let out = p.run_with_input("", Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    received.extend(hook.received_requests().await.unwrap_or_default());
+    let mut ns: Vec<u64> = received
+        .iter()
+        .flat_map(|r| {
+            let b: Value = serde_json::from_slice(&r.body).expect("JSON");
+            b["alerts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|a| a["samples"][0]["record"]["n"].as_u64())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    ns.sort_unstable();
+    assert_eq!(
+        ns,
+        (0..N as u64).collect::<Vec<_>>(),
+        "each alert exactly once"
+    );
+}

@@ -50,9 +50,10 @@ pub struct SettingsConfig {
     /// `state_dir`; they also save it when they stop, and restore it at start. Default: `30s`.
     #[serde(default = "default_snapshot_interval")]
     pub snapshot_interval: Duration,
-    /// Whether stages keep their state across restarts (saved under `state_dir`).
-    /// `false` starts every run from empty windows: for replaying a fixed file, where a
-    /// second run reads the same records again. Default: true.
+    /// Whether stages keep their state across restarts (saved under `state_dir`), and
+    /// `file` sources their position in the file. `false` starts every run from empty
+    /// windows and reads files as new: for replaying a fixed file, where a second run
+    /// reads the same records again. Default: true.
     #[serde(default = "default_true")]
     pub keep_state: bool,
     /// How often an open alert episode that changed (its key stayed over the threshold

@@ -291,7 +291,14 @@ pub fn group_key(fields: &[(String, Option<Value>)]) -> String {
 }
 
 /// Appends the `i`-th `path=value` of a group key to `out`: a missing value reads
-/// `<missing>`, an empty string `""`.
+/// `<missing>`, a number, boolean or null as JSON, an object or list as its JSON text, and
+/// a string as it is — unless it could be read as one of those or holds `,`, `=`, `"`, `\`
+/// or a control character, when it is quoted and escaped as a JSON string. So two keys
+/// are equal only when their values are: the string `"1"` and the number `1`, `"null"`
+/// and null, `"<missing>"` and a missing field, `{a: "x,b=y", b: "z"}` and
+/// `{a: "x", b: "y,b=z"}` all make different keys, while `src.ip=10.0.0.1` stays
+/// readable. Every group key (windows, dedupe, cooldown, flatline, alert ids) is made
+/// here.
 pub fn push_key_field(out: &mut String, i: usize, path: &str, v: Option<Field<'_>>) {
     use std::fmt::Write as _;
     if i > 0 {
@@ -304,7 +311,9 @@ pub fn push_key_field(out: &mut String, i: usize, path: &str, v: Option<Field<'_
         return;
     };
     match v.scalar() {
-        Scalar::Str("") => out.push_str("\"\""),
+        Scalar::Str(s) if key_text_needs_quotes(s) => {
+            let _ = write!(out, "{}", Value::String(s.to_string()));
+        }
         Scalar::Str(s) => out.push_str(s),
         Scalar::Num(n) => {
             let _ = write!(out, "{n}");
@@ -317,6 +326,17 @@ pub fn push_key_field(out: &mut String, i: usize, path: &str, v: Option<Field<'_
             let _ = write!(out, "{}", v.to_value());
         }
     }
+}
+
+/// Whether a string in a group key must be quoted to be told apart (see
+/// [`push_key_field`]).
+fn key_text_needs_quotes(s: &str) -> bool {
+    s.is_empty()
+        || matches!(s, "null" | "true" | "false" | "<missing>")
+        || s.parse::<f64>().is_ok()
+        || s.starts_with(['"', '[', '{'])
+        || s.contains([',', '=', '"', '\\'])
+        || s.chars().any(char::is_control)
 }
 
 /// Sets `path` (dotted) inside `root`, creating mappings on the way.
@@ -392,5 +412,69 @@ mod tests {
         assert_eq!(s.record.get(), "{\"b\":1,  \"a\":2}");
         let e = Event::from_record(json!({"x": [1]}), "p.s".into(), Utc::now());
         assert_eq!(Sample::of(&e).record.get(), "{\"x\":[1]}");
+    }
+
+    fn key(fields: &[(&str, Option<Value>)]) -> String {
+        let fields: Vec<(String, Option<Value>)> = fields
+            .iter()
+            .map(|(p, v)| (p.to_string(), v.clone()))
+            .collect();
+        group_key(&fields)
+    }
+
+    /// Values that print alike make different keys: a string and the number, boolean or
+    /// null it spells, the text `<missing>` and a missing field, and strings holding the
+    /// separators.
+    #[test]
+    fn keys_tell_apart_values_that_print_alike() {
+        let pairs = [
+            (vec![("a", Some(json!("1")))], vec![("a", Some(json!(1)))]),
+            (
+                vec![("a", Some(json!("1.5")))],
+                vec![("a", Some(json!(1.5)))],
+            ),
+            (
+                vec![("a", Some(json!("null")))],
+                vec![("a", Some(Value::Null))],
+            ),
+            (
+                vec![("a", Some(json!("true")))],
+                vec![("a", Some(json!(true)))],
+            ),
+            (vec![("a", Some(json!("<missing>")))], vec![("a", None)]),
+            (
+                vec![("a", Some(json!("x,b=y"))), ("b", Some(json!("z")))],
+                vec![("a", Some(json!("x"))), ("b", Some(json!("y,b=z")))],
+            ),
+            (
+                vec![("a", Some(json!("[1]")))],
+                vec![("a", Some(json!([1])))],
+            ),
+            (vec![("a", Some(json!("")))], vec![("a", None)]),
+        ];
+        for (left, right) in pairs {
+            assert_ne!(key(&left), key(&right), "{left:?} vs {right:?}");
+        }
+    }
+
+    /// Plain values stay readable; strings that need it are JSON strings.
+    #[test]
+    fn keys_read_as_they_did_where_nothing_is_ambiguous() {
+        assert_eq!(
+            key(&[
+                ("src.ip", Some(json!("10.0.0.1"))),
+                ("port", Some(json!(22))),
+                ("user", Some(json!("root")))
+            ]),
+            "src.ip=10.0.0.1,port=22,user=root"
+        );
+        assert_eq!(
+            key(&[
+                ("a", Some(json!("1"))),
+                ("b", None),
+                ("c", Some(json!("x,\"y\"")))
+            ]),
+            r#"a="1",b=<missing>,c="x,\"y\"""#
+        );
     }
 }

@@ -92,6 +92,16 @@ impl BatchAck {
     pub async fn delivered(self) -> bool {
         self.rx.await.unwrap_or(false)
     }
+
+    /// Without waiting: `Some(delivered)` once every event of the batch is done with,
+    /// `None` while some are still on their way.
+    pub fn try_done(&mut self) -> Option<bool> {
+        match self.rx.try_recv() {
+            Ok(v) => Some(v),
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Some(false),
+        }
+    }
 }
 
 /// A new acknowledgement: attach the guard to the events of a batch (then drop it), wait
@@ -253,6 +263,11 @@ impl Event {
     pub fn with_ack(mut self, guard: &Arc<AckGuard>) -> Event {
         self.ack = Some(guard.clone());
         self
+    }
+
+    /// Attaches a batch acknowledgement to an event not yet handed on.
+    pub fn set_ack(&mut self, guard: &Arc<AckGuard>) {
+        self.ack = Some(guard.clone());
     }
 
     /// Whether a source waits on this event's acknowledgement.

@@ -137,6 +137,13 @@ pub trait Stage: Send + 'static {
     fn snapshot(&self) -> Option<serde_json::Value> {
         None
     }
+
+    /// Whether handling an event may take long (a script: up to its `timeout` per
+    /// event). The runtime then runs the stage off the async workers, so it never holds
+    /// up another pipeline, the web server or signal handling.
+    fn blocking(&self) -> bool {
+        false
+    }
 }
 
 /// A running sink.

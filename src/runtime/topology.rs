@@ -1315,13 +1315,25 @@ async fn run_sink(
     }
 }
 
-/// Runs `f` on the stage, catching a panic: its message.
+/// Runs `f` on the stage, catching a panic: its message. A stage that may take long
+/// ([`Stage::blocking`]) runs with its worker thread handed over to the blocking pool
+/// meanwhile, the worker's other tasks moved to a new one.
 fn guarded<R>(
     stage: &mut Box<dyn Stage>,
     f: impl FnOnce(&mut dyn Stage) -> R,
 ) -> Result<R, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(stage.as_mut())))
-        .map_err(|p| panic_message(&*p))
+    let blocking = stage.blocking();
+    let run = || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(stage.as_mut())))
+            .map_err(|p| panic_message(&*p))
+    };
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if blocking && multi_thread {
+        tokio::task::block_in_place(run)
+    } else {
+        run()
+    }
 }
 
 async fn run_stage(

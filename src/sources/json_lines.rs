@@ -27,12 +27,26 @@ pub struct Line {
     pub bytes: Bytes,
 }
 
+/// Where the input stands after the last complete line: its byte offset and the number of
+/// the next line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    /// Bytes from the start of the input to just after the last complete line.
+    pub offset: u64,
+    /// The number of the next line (1-based).
+    pub line: u64,
+}
+
 /// Splits bytes into lines.
 #[derive(Debug)]
 pub struct LineSplitter {
     pending: BytesMut,
     /// Number of the next line to complete (1-based).
     line: u64,
+    /// Bytes pushed so far, from the start of the input.
+    read: u64,
+    /// The offset just after the last complete line.
+    complete: u64,
     max_line_bytes: usize,
     /// Skipping the rest of a line that already went over the limit.
     oversized: bool,
@@ -45,6 +59,8 @@ impl LineSplitter {
         LineSplitter {
             pending: BytesMut::new(),
             line: 1,
+            read: 0,
+            complete: 0,
             max_line_bytes,
             oversized: false,
             source,
@@ -55,6 +71,8 @@ impl LineSplitter {
     /// of a held partial line were dropped.
     pub fn reset(&mut self) -> usize {
         self.line = 1;
+        self.read = 0;
+        self.complete = 0;
         self.oversized = false;
         let held = self.pending.len();
         self.pending.clear();
@@ -71,6 +89,23 @@ impl LineSplitter {
         self.line
     }
 
+    /// Where the input stands after the last complete line.
+    pub fn position(&self) -> Position {
+        Position {
+            offset: self.complete,
+            line: self.line,
+        }
+    }
+
+    /// Continues an input at `at` (nothing held): what is pushed next starts there.
+    pub fn resume_at(&mut self, at: Position) {
+        self.pending.clear();
+        self.oversized = false;
+        self.read = at.offset;
+        self.complete = at.offset;
+        self.line = at.line.max(1);
+    }
+
     /// Splits `chunk`: complete lines go to `lines`, oversized ones to `rejected`.
     pub fn push(
         &mut self,
@@ -80,9 +115,12 @@ impl LineSplitter {
         rejected: &mut Vec<RejectedRecord>,
     ) {
         let mut start = 0;
+        let base = self.read;
+        self.read += chunk.len() as u64;
         for nl in memchr::memchr_iter(b'\n', &chunk) {
             let head = chunk.slice(start..nl);
             start = nl + 1;
+            self.complete = base + start as u64;
             let number = self.line;
             self.line += 1;
             if std::mem::take(&mut self.oversized) {
@@ -119,6 +157,7 @@ impl LineSplitter {
 
     /// The input ended: a last line without a newline counts as complete.
     pub fn finish(&mut self, lines: &mut Vec<Line>) {
+        self.complete = self.read;
         if !self.pending.is_empty() && !self.oversized {
             let number = self.line;
             self.line += 1;
@@ -173,12 +212,16 @@ pub struct Decoded {
     pub events: Vec<Arc<Event>>,
     /// Lines set aside.
     pub rejected: Vec<RejectedRecord>,
+    /// Where the input stands after the lines these came from (set by
+    /// [`JsonLinesDecoder`]).
+    pub end: Option<Position>,
 }
 
 impl Decoded {
     fn append(&mut self, mut other: Decoded) {
         self.events.append(&mut other.events);
         self.rejected.append(&mut other.rejected);
+        self.end = other.end.or(self.end);
     }
 }
 
@@ -193,6 +236,7 @@ impl LineParser {
         let mut out = Decoded {
             events: Vec::with_capacity(lines.len()),
             rejected: Vec::new(),
+            end: None,
         };
         for line in lines {
             let bytes = match line.bytes.last() {
@@ -250,7 +294,7 @@ const INLINE_LINES: usize = 32;
 
 enum Pending {
     Ready(Decoded),
-    Parsing(tokio::task::JoinHandle<Decoded>),
+    Parsing(tokio::task::JoinHandle<Decoded>, Position),
 }
 
 /// Splits and parses JSON lines, several chunks at once on worker threads, results in
@@ -304,26 +348,34 @@ impl JsonLinesDecoder {
         self.splitter.next_line()
     }
 
+    /// Continues an input at `at` (see [`LineSplitter::resume_at`]).
+    pub fn resume_at(&mut self, at: Position) {
+        self.splitter.resume_at(at);
+    }
+
     fn enqueue(&mut self, lines: Vec<Line>, rejected: Vec<RejectedRecord>, now: Timestamp) {
+        let end = self.splitter.position();
         let mut ready = Decoded {
             events: Vec::new(),
             rejected,
+            end: Some(end),
         };
         if lines.len() <= INLINE_LINES {
             ready.append(self.parser.parse(lines, now));
+            ready.end = Some(end);
             if !ready.events.is_empty() || !ready.rejected.is_empty() {
                 self.queue.push_back(Pending::Ready(ready));
             }
             return;
         }
         if !ready.rejected.is_empty() {
+            // The position is the job's: it is passed once the job's events are.
+            ready.end = None;
             self.queue.push_back(Pending::Ready(ready));
         }
         let parser = self.parser.clone();
-        self.queue
-            .push_back(Pending::Parsing(tokio::task::spawn_blocking(move || {
-                parser.parse(lines, now)
-            })));
+        let job = tokio::task::spawn_blocking(move || parser.parse(lines, now));
+        self.queue.push_back(Pending::Parsing(job, end));
     }
 
     /// Whether enough chunks are being parsed: take results before pushing more.
@@ -336,7 +388,11 @@ impl JsonLinesDecoder {
         match self.queue.pop_front() {
             None => Ok(None),
             Some(Pending::Ready(d)) => Ok(Some(d)),
-            Some(Pending::Parsing(job)) => Ok(Some(job.await?)),
+            Some(Pending::Parsing(job, end)) => {
+                let mut d = job.await?;
+                d.end = Some(end);
+                Ok(Some(d))
+            }
         }
     }
 

@@ -261,6 +261,18 @@ impl<N: Notifier> Worker<N> {
             // At the end of the input every group is looked at once, now.
             let last_look = self.stopping.is_cancelled() && drain_until.is_none();
             self.look(now, last_look);
+            // Stopping: what is due is sent for at most `drain_timeout` (a send under way
+            // finishes, so nothing goes out twice); the rest stays in the outbox.
+            if self.stopping.is_cancelled() {
+                let until = *drain_until.get_or_insert_with(|| now + self.cfg.drain_timeout.span());
+                if now >= until {
+                    let left = self.store.waiting(&self.id).unwrap_or(0);
+                    if left > 0 {
+                        tracing::warn!(sink = %self.id, messages = left, "drain_timeout reached; the messages still to send stay in the outbox and are sent at the next start");
+                    }
+                    break;
+                }
+            }
             let due = match self.store.due(&self.id, ms(now), BATCH) {
                 Ok(d) => d,
                 Err(e) => {
@@ -270,6 +282,16 @@ impl<N: Notifier> Worker<N> {
             };
             if !due.is_empty() {
                 for entry in due {
+                    if self.stopping.is_cancelled() && drain_until.is_none() {
+                        // Stopped meanwhile: the groups get their last look first.
+                        break;
+                    }
+                    if drain_until.is_some_and(|until| self.clock.now() >= until) {
+                        break;
+                    }
+                    // Groups that came due during a slow send are stored now, not after
+                    // the whole batch.
+                    self.look(self.clock.now(), false);
                     self.attempt(entry).await;
                 }
                 continue;

@@ -29,8 +29,12 @@ pub struct FileSourceConfig {
     /// the end of the file (the pipeline finishes when all its sources have). Default: true.
     #[serde(default = "default_follow")]
     pub follow: bool,
-    /// Where to start: `beginning` (read what is already there) or `end` (only what is
-    /// appended from now on). Default: `beginning`.
+    /// Where to start the first time: `beginning` (read what is already there) or `end`
+    /// (only what is appended from now on). Afterwards the source goes on where it
+    /// stopped: its position (the file's device, inode and first bytes, and the offset of
+    /// the last line delivered) is saved under `state_dir`, so a restart or a reload reads
+    /// nothing twice and skips nothing; a file replaced or truncated since is read from
+    /// its start. Default: `beginning`.
     #[serde(default)]
     pub start_at: StartAt,
     /// How often to look for new data at the end of the file, or for the file when it does

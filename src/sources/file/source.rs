@@ -1,20 +1,71 @@
 //! The running `file` source.
+//!
+//! Every batch handed on carries an acknowledgement; once every batch up to a line is
+//! done with, the position after that line (with the file's device, inode and first bytes)
+//! is saved in the state database — at most five times a second while reading, and when the
+//! source stops, after waiting for what it handed on. A restart, or a reload that rebuilds
+//! the source, goes on from there: nothing is read twice but what was handed on after the
+//! last save, nothing is skipped. With the settings' `keep_state: false` (replaying a
+//! fixed file) every run reads the file as new.
 
+use std::collections::VecDeque;
 use std::io::{ErrorKind, SeekFrom};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use futures::future::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::config::{FileSourceConfig, StartAt};
-use crate::event::FieldPath;
+use crate::event::{BatchAck, FieldPath, Timestamp, ack_pair};
 use crate::runtime::{BuildContext, NodeError, NodeResult, Source, SourceContext};
-use crate::sources::json_lines::{Decoded, JsonLinesDecoder, set_aside};
+use crate::sources::json_lines::{Decoded, JsonLinesDecoder, Position, set_aside};
 use crate::sources::send_batches;
 use crate::store::rejected::RejectedLog;
 
 const READ_CHUNK: usize = 256 * 1024;
+
+/// How often the position is saved while reading.
+const SAVE_EVERY: chrono::Duration = chrono::Duration::milliseconds(200);
+
+/// How long a stopping source waits for what it handed on before it saves its position.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The most batches waiting for their acknowledgement; past it the source waits.
+const MAX_UNACKED: usize = 4096;
+
+/// How many of a file's first bytes tell it apart from another on a reused inode.
+const HEAD_BYTES: usize = 64;
+
+/// Which file is being read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Opened {
+    /// Device and inode.
+    identity: (u64, u64),
+    /// Its first bytes (up to [`HEAD_BYTES`]) when it was opened, hex.
+    head: String,
+}
+
+/// What the source saves: where to go on after a restart or a rebuild.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct FileCheckpoint {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    head: String,
+    offset: u64,
+    line: u64,
+}
+
+/// A batch handed on: the file and the position after its lines, and its
+/// acknowledgement (none for lines that were all set aside).
+#[derive(Debug)]
+struct Unacked {
+    file: Arc<Opened>,
+    end: Position,
+    ack: Option<BatchAck>,
+}
 
 /// Reads a JSON-lines file.
 #[derive(Debug)]
@@ -22,6 +73,18 @@ pub struct FileSource {
     cfg: FileSourceConfig,
     time_field: Option<FieldPath>,
     rejected: RejectedLog,
+    /// The node's id: the key of its saved position.
+    id: Arc<str>,
+    /// Whether the position is saved and restored (settings `keep_state`).
+    keep: bool,
+    store: Arc<crate::store::Store>,
+    /// The file being read.
+    current: Option<Arc<Opened>>,
+    unacked: VecDeque<Unacked>,
+    /// The position every batch up to which is done with.
+    done: Option<(Arc<Opened>, Position)>,
+    /// The position saved last, and when.
+    saved: Option<(Arc<Opened>, Position, Timestamp)>,
 }
 
 /// Errors that stop a `file` source.
@@ -48,6 +111,13 @@ impl FileSource {
             cfg,
             time_field,
             rejected,
+            id: cx.id.clone(),
+            keep: cx.keep_state,
+            store: cx.store.clone(),
+            current: None,
+            unacked: VecDeque::new(),
+            done: None,
+            saved: None,
         }
     }
 
@@ -60,12 +130,122 @@ impl FileSource {
 
     async fn hand_on(&mut self, cx: &mut SourceContext, mut decoded: Decoded) -> bool {
         if !decoded.rejected.is_empty() {
-            for r in &mut decoded.rejected {
+            let mut rejected = std::mem::take(&mut decoded.rejected);
+            for r in &mut rejected {
                 r.location = Some(self.cfg.path.display().to_string());
             }
-            set_aside(&mut self.rejected, cx.counters(), decoded.rejected);
+            set_aside(&mut self.rejected, cx.counters(), rejected);
         }
-        send_batches(cx, decoded.events).await
+        let mut ack = None;
+        if decoded.end.is_some() && !decoded.events.is_empty() {
+            let (guard, a) = ack_pair();
+            for e in &mut decoded.events {
+                if let Some(event) = Arc::get_mut(e) {
+                    event.set_ack(&guard);
+                }
+            }
+            ack = Some(a);
+        }
+        let sent = send_batches(cx, decoded.events).await;
+        if let (Some(end), Some(file)) = (decoded.end, &self.current) {
+            self.unacked.push_back(Unacked {
+                file: file.clone(),
+                end,
+                ack,
+            });
+        }
+        self.settle(cx.now(), false);
+        // Bounded: a sink that holds everything makes the source wait, not pile up.
+        while self.unacked.len() > MAX_UNACKED {
+            if let Some(u) = self.unacked.front_mut()
+                && let Some(a) = u.ack.take()
+                && cx.wait(a.delivered()).await.is_none()
+            {
+                break;
+            }
+            self.settle(cx.now(), false);
+        }
+        sent
+    }
+
+    /// Takes the batches done with off the front; saves the position when due (or now,
+    /// with `force`).
+    fn settle(&mut self, now: Timestamp, force: bool) {
+        while let Some(front) = self.unacked.front_mut() {
+            let done = match &mut front.ack {
+                None => true,
+                Some(a) => a.try_done().is_some(),
+            };
+            if !done {
+                break;
+            }
+            if let Some(u) = self.unacked.pop_front() {
+                self.done = Some((u.file, u.end));
+            }
+        }
+        let Some((file, at)) = &self.done else { return };
+        if !self.keep {
+            return;
+        }
+        let due = match &self.saved {
+            Some((f, p, _)) if f == file && p == at => false,
+            Some((_, _, when)) => force || now - *when >= SAVE_EVERY,
+            None => true,
+        };
+        if !due {
+            return;
+        }
+        let cp = FileCheckpoint {
+            path: self.cfg.path.clone(),
+            dev: file.identity.0,
+            ino: file.identity.1,
+            head: file.head.clone(),
+            offset: at.offset,
+            line: at.line,
+        };
+        match serde_json::to_value(&cp) {
+            Ok(v) => {
+                if let Err(e) = self.store.set_checkpoint(&self.id, &v) {
+                    tracing::warn!(source = %&self.id, error = %e, "cannot save the file position; a restart may read some lines again");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot encode the file position"),
+        }
+        self.saved = Some((file.clone(), *at, now));
+    }
+
+    /// The source stops: waits (a while) for what it handed on, then saves its position.
+    async fn stop(&mut self, now: Timestamp) {
+        let deadline = tokio::time::Instant::now() + STOP_WAIT;
+        while let Some(u) = self.unacked.front_mut() {
+            if let Some(a) = u.ack.take()
+                && tokio::time::timeout_at(deadline, a.delivered())
+                    .await
+                    .is_err()
+            {
+                tracing::warn!(path = %self.cfg.path.display(), "what was read is still on its way; its lines may be read again after a restart");
+                break;
+            }
+            self.settle(now, false);
+        }
+        self.settle(now, true);
+    }
+
+    /// The position saved for this source, when it is about `path`.
+    fn restored(&self, path: &Path) -> Option<FileCheckpoint> {
+        if !self.keep {
+            return None;
+        }
+        let v = match self.store.checkpoint(&self.id) {
+            Ok(v) => v?,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the saved file position; reading as if new");
+                return None;
+            }
+        };
+        serde_json::from_value::<FileCheckpoint>(v)
+            .ok()
+            .filter(|cp| cp.path == path)
     }
 
     /// Hands on everything the decoder holds, in order.
@@ -79,7 +259,14 @@ impl FileSource {
     }
 
     async fn run_inner(mut self, cx: &mut SourceContext) -> NodeResult {
+        let result = self.read(cx).await;
+        self.stop(cx.now()).await;
+        result
+    }
+
+    async fn read(&mut self, cx: &mut SourceContext) -> NodeResult {
         let path = self.cfg.path.clone();
+        let mut checkpoint = self.restored(&path);
         let mut decoder = JsonLinesDecoder::new(
             cx.id.clone(),
             self.cfg.max_line_bytes,
@@ -106,10 +293,35 @@ impl FileSource {
                 Err(e) => return Err(self.io(e).into()),
             };
             told_missing = false;
-            let identity = file_identity(&file.metadata().await.map_err(|e| self.io(e))?);
+            let meta = file.metadata().await.map_err(|e| self.io(e))?;
+            let identity = file_identity(&meta);
+            let opened = Arc::new(Opened {
+                identity,
+                head: head_of(&path),
+            });
+            self.current = Some(opened.clone());
             let mut pos: u64 = 0;
-            if first_open && self.cfg.start_at == StartAt::End {
+            let resume = checkpoint.take().filter(|cp| {
+                (cp.dev, cp.ino) == identity
+                    && cp.offset <= meta.len()
+                    && opened.head.starts_with(&cp.head)
+            });
+            if let Some(cp) = resume {
+                pos = file
+                    .seek(SeekFrom::Start(cp.offset))
+                    .await
+                    .map_err(|e| self.io(e))?;
+                decoder.resume_at(Position {
+                    offset: cp.offset,
+                    line: cp.line,
+                });
+                tracing::info!(source = %cx.id, path = %path.display(), line = cp.line, offset = cp.offset, "going on where the last run stopped");
+            } else if first_open && self.cfg.start_at == StartAt::End {
                 pos = file.seek(SeekFrom::End(0)).await.map_err(|e| self.io(e))?;
+                decoder.resume_at(Position {
+                    offset: pos,
+                    line: 1,
+                });
             }
             first_open = false;
             tracing::debug!(source = %cx.id, path = %path.display(), offset = pos, "reading");
@@ -184,12 +396,25 @@ impl FileSource {
                     }
                     _ => {}
                 }
+                // Idle: the position of what was handed on is saved once it is done.
+                self.settle(cx.now(), false);
                 if !cx.sleep(poll).await {
                     return Ok(());
                 }
             }
         }
     }
+}
+
+/// The first bytes of the file at `path` (up to [`HEAD_BYTES`]), hex; empty when it
+/// cannot be read.
+fn head_of(path: &Path) -> String {
+    use std::io::Read as _;
+    let mut head = Vec::with_capacity(HEAD_BYTES);
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(HEAD_BYTES as u64).read_to_end(&mut head);
+    }
+    head.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(unix)]

@@ -493,6 +493,10 @@ impl FilterStage {
 }
 
 impl Stage for FilterStage {
+    fn blocking(&self) -> bool {
+        self.where_.is_some()
+    }
+
     fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
         if !self.filter.matches_event(&event) {
             return;

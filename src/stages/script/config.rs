@@ -58,10 +58,12 @@ pub struct ScriptConfig {
     /// The `.rhai` file, relative to the pipeline file's directory (shipped scripts:
     /// `../plugins/port-scan.rhai`).
     pub file: String,
-    /// Operations one run may take (an endless loop stops here). Default: 100000.
+    /// Operations one run may take (an endless loop stops here): at most 100000000.
+    /// Default: 100000.
     #[serde(default = "default_max_operations")]
     pub max_operations: u64,
-    /// Wall-clock time one run may take: a safety stop only. Default: `50ms`.
+    /// Wall-clock time one run may take: a safety stop only, at most `1s`. Default:
+    /// `50ms`.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
     /// Keep `state_set` values across restarts; `false` makes the state functions errors.
@@ -93,6 +95,11 @@ pub struct ScriptAlertConfig {
     #[serde(default)]
     pub title: Option<String>,
 }
+
+/// The most `max_operations` a script may ask for.
+const MAX_OPERATIONS_CAP: u64 = 100_000_000;
+/// The longest `timeout` a script may ask for.
+const TIMEOUT_CAP: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn default_max_operations() -> u64 {
     DEFAULT_MAX_OPERATIONS
@@ -166,7 +173,27 @@ impl ScriptConfig {
                 "max_operations must be greater than zero",
             );
         }
+        if self.max_operations > MAX_OPERATIONS_CAP {
+            p.error(
+                "/max_operations",
+                codes::INVALID_VALUE,
+                format!(
+                    "max_operations is at most {MAX_OPERATIONS_CAP}, not {}: a script that needs more should keep state between events instead",
+                    self.max_operations
+                ),
+            );
+        }
         p.positive_duration("/timeout", "timeout", &self.timeout);
+        if self.timeout.get() > TIMEOUT_CAP {
+            p.error(
+                "/timeout",
+                codes::INVALID_VALUE,
+                format!(
+                    "timeout is at most 1s, not `{}`: one event must not hold its pipeline longer",
+                    self.timeout
+                ),
+            );
+        }
         p.positive_duration("/resolve_after", "resolve_after", &self.resolve_after);
         if self.max_state_keys == 0 {
             p.error(

@@ -437,6 +437,10 @@ impl ScriptStage {
 }
 
 impl Stage for ScriptStage {
+    fn blocking(&self) -> bool {
+        true
+    }
+
     /// Resolves the episodes not fired for `resolve_after`; reports the others that were
     /// fired again, at most once per `history_interval`.
     fn tick(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {

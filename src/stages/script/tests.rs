@@ -412,3 +412,30 @@ fn fire_keeps_one_episode_per_group_and_resolve_closes_it() {
         (AlertStatus::Resolved, b[0].id.clone())
     );
 }
+
+/// A script may not ask to hold its pipeline for long: `timeout` is at most 1 s and
+/// `max_operations` at most 100,000,000, each refused with a message that says so.
+#[test]
+fn runaway_limits_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("s.rhai"), "event").unwrap();
+    let check = |extra: Value| {
+        let mut p = crate::config::check::Problems::in_dir(dir.path());
+        config(extra).check(&mut p);
+        p.items
+            .iter()
+            .map(|i| format!("{} {}", i.pointer, i.message))
+            .collect::<Vec<_>>()
+    };
+    assert!(check(json!({"timeout": "1s", "max_operations": 100_000_000})).is_empty());
+    let errs = check(json!({"timeout": "2s", "max_operations": 100_000_001}));
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].starts_with("/max_operations max_operations is at most 100000000"),
+        "{errs:?}"
+    );
+    assert!(
+        errs[1].starts_with("/timeout timeout is at most 1s, not `2s`"),
+        "{errs:?}"
+    );
+}
