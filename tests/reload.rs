@@ -618,3 +618,26 @@ fn a_file_source_loses_and_repeats_nothing_through_100_reloads_under_load() {
     assert_eq!(ids.len() as u64, N, "every line came out");
     assert_eq!(total as u64, N, "no line came out twice");
 }
+
+/// A changed `web:` block cannot be applied by a reload (the listener keeps its address
+/// and token): the reload says plainly that a restart is needed.
+#[test]
+fn a_changed_web_block_is_reported_as_needing_a_restart() {
+    let dir = tempfile::tempdir().expect("temp");
+    let out = dir.path().join("alerts.jsonl");
+    let mut r = Running::start(&burst_pipeline(&out, 3, "src", ""));
+    let settings = std::fs::read_to_string(r.pipelines().join("settings.yaml")).expect("read");
+    r.write(
+        "settings.yaml",
+        &format!("{settings}web: {{listen: \"127.0.0.1:0\"}}\n"),
+    );
+    r.sighup();
+    let rep = report(&r);
+    assert_eq!(rep["restart_needed"], "[\"web\"]", "{rep}");
+    assert!(
+        r.all_logs()
+            .contains("the web: settings changed; they take effect when vigil is restarted")
+    );
+    let (_r, status) = r.finish();
+    assert!(status.success());
+}

@@ -426,6 +426,7 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
         &s.snapshot_interval,
     );
     p.positive_duration("/history_interval", "history_interval", &s.history_interval);
+    p.positive_duration("/handover_timeout", "handover_timeout", &s.handover_timeout);
     p.positive_duration("/restarts/within", "restarts.within", &s.restarts.within);
     p.positive_duration("/restarts/backoff", "restarts.backoff", &s.restarts.backoff);
     p.positive_duration(

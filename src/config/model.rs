@@ -62,6 +62,12 @@ pub struct SettingsConfig {
     /// once. Default: `1m`.
     #[serde(default = "default_history_interval")]
     pub history_interval: Duration,
+    /// How long a reload waits for a node it replaces or removes to finish what it holds
+    /// (a sink's send under way, a stage's last events). A node still busy then is
+    /// stopped: a delivering sink's unsent messages stay in its outbox for the new one,
+    /// and the reload completes. Default: `60s`.
+    #[serde(default = "default_handover_timeout")]
+    pub handover_timeout: Duration,
     /// What happens when a node fails (a sink cannot write, a listener cannot bind, a
     /// script panics): it is restarted after a growing wait; after too many failures in a
     /// row its pipeline is stopped and reported failed. Other pipelines never notice.
@@ -204,6 +210,7 @@ impl Default for SettingsConfig {
             keep_state: true,
             history_interval: default_history_interval(),
             restarts: RestartsConfig::default(),
+            handover_timeout: default_handover_timeout(),
             inhibit: Vec::new(),
             public_url: default_public_url(),
             web: WebConfig::default(),
@@ -212,6 +219,9 @@ impl Default for SettingsConfig {
     }
 }
 
+fn default_handover_timeout() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_state_dir() -> PathBuf {
     PathBuf::from("var")
 }

@@ -94,6 +94,8 @@ impl ReloadDriver {
                             unchanged = report.unchanged,
                             state_kept = ?report.state_kept,
                             state_reset = ?report.state_reset,
+                            aborted = ?report.aborted,
+                            restart_needed = ?report.restart_needed,
                             "reloaded"
                         );
                         ReloadOutcome {

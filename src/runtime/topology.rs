@@ -16,7 +16,6 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration as StdDuration;
 
 use futures::FutureExt;
 use indexmap::IndexMap;
@@ -31,9 +30,6 @@ use super::{
 };
 use crate::config::Config;
 use crate::graph::{Graph, GraphNode, NodeRole};
-
-/// How long a reload waits for a retired node to hand over before it reports a failure.
-const HANDOVER: StdDuration = StdDuration::from_secs(60);
 
 /// A component could not be built (a file sink could not open its file, ...).
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +94,10 @@ pub struct ReloadReport {
     pub state_reset: Vec<String>,
     /// Whether the settings changed, so that every node was rebuilt.
     pub settings_changed: bool,
+    /// Retired nodes that did not finish within `handover_timeout` and were stopped.
+    pub aborted: Vec<String>,
+    /// Settings that changed but take effect only when vigil restarts (`web`).
+    pub restart_needed: Vec<String>,
 }
 
 impl ReloadReport {
@@ -141,6 +141,8 @@ struct LiveNode {
     health: Arc<Health>,
     /// Turns `true` when its task has ended.
     finished: watch::Receiver<bool>,
+    /// Its task, to stop it when it does not hand over in time.
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What every node is built with, shared by the incarnations of a run.
@@ -171,16 +173,19 @@ struct Live {
 /// A graph whose nodes are running.
 pub struct RunningTopology {
     live: Arc<Mutex<Live>>,
+    view: Arc<arc_swap::ArcSwap<View>>,
     ended: mpsc::UnboundedReceiver<Ended>,
     shutdown: CancellationToken,
     counters: Vec<(String, Arc<NodeCounters>)>,
     internal: tokio::sync::broadcast::Sender<crate::event::Alert>,
 }
 
-/// Changes a running graph to a new configuration (see [`Reloader::reload`]).
+/// Changes a running graph to a new configuration (see [`Reloader::reload`]), and shows
+/// it to readers.
 #[derive(Clone)]
 pub struct Reloader {
     live: Arc<Mutex<Live>>,
+    view: Arc<arc_swap::ArcSwap<View>>,
 }
 
 impl RunningTopology {
@@ -208,6 +213,7 @@ impl RunningTopology {
     pub fn reloader(&self) -> Reloader {
         Reloader {
             live: self.live.clone(),
+            view: self.view.clone(),
         }
     }
 
@@ -308,8 +314,10 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
         .map(|(id, n)| (id.to_string(), n.counters.clone()))
         .collect();
     let internal = live.env.connections.internal_alerts().clone();
+    let view = Arc::new(arc_swap::ArcSwap::from_pointee(live.view()));
     Ok(RunningTopology {
         internal,
+        view,
         live: Arc::new(Mutex::new(live)),
         ended: rx,
         shutdown,
@@ -454,6 +462,7 @@ impl Live {
                     instance: self.next_instance,
                     health: Arc::new(Health::default()),
                     finished,
+                    task: None,
                 },
             );
         }
@@ -670,7 +679,7 @@ impl Live {
             let id = node.id.clone();
             let instance = live_node.instance;
             self.running += 1;
-            tokio::spawn(async move {
+            live_node.task = Some(tokio::spawn(async move {
                 // Each runner catches its node's panics; this one is for the runner's own.
                 let result = std::panic::AssertUnwindSafe(future)
                     .catch_unwind()
@@ -682,7 +691,7 @@ impl Live {
                     instance,
                     result,
                 });
-            });
+            }));
             self.nodes.insert(node.id.clone(), live_node);
         }
         // Graph order for reports.
@@ -763,40 +772,91 @@ pub struct NodeStatus {
     pub dropped: std::collections::BTreeMap<&'static str, u64>,
 }
 
-impl Reloader {
-    /// Every running node with its counters, in graph order.
-    pub async fn nodes(&self) -> Vec<NodeStatus> {
-        let live = self.live.lock().await;
-        let graph = Graph::from_config(&live.config);
-        graph
+/// One node as readers see it: what it is, and its live counters and health.
+struct ViewNode {
+    id: Arc<str>,
+    pipeline: String,
+    name: String,
+    role: NodeRole,
+    kind: String,
+    inputs: Vec<String>,
+    counters: Arc<NodeCounters>,
+    health: Arc<Health>,
+}
+
+/// What the API, `/metrics` and the dashboard read: made whole at a start and after a
+/// reload and swapped in at once, so a reload — however long its hand-over — never makes
+/// a reader wait.
+struct View {
+    pipelines: Vec<(String, Option<String>)>,
+    nodes: Vec<ViewNode>,
+    connections: Arc<Connections>,
+    store: Arc<crate::store::Store>,
+    clock: SharedClock,
+}
+
+impl Live {
+    /// The read model of the graph as it is now.
+    fn view(&self) -> View {
+        let graph = Graph::from_config(&self.config);
+        let nodes = graph
             .nodes
             .iter()
             .map(|n| {
-                let running = live.nodes.get(&n.id);
-                let (events_in, events_out, errors) =
-                    running.map(|l| l.counters.get()).unwrap_or_default();
-                let health = running.map(|l| l.health.clone()).unwrap_or_default();
-                let dropped = running
-                    .map(|l| l.counters.dropped().into_iter().collect())
-                    .unwrap_or_default();
-                NodeStatus {
-                    id: n.id.to_string(),
-                    pipeline: live.config.pipelines[n.pipeline].config.name.clone(),
+                let running = self.nodes.get(&n.id);
+                ViewNode {
+                    id: n.id.clone(),
+                    pipeline: self.config.pipelines[n.pipeline].config.name.clone(),
                     name: n.name.clone(),
-                    role: n.role.as_str(),
+                    role: n.role,
                     kind: n.kind.clone(),
                     inputs: n
                         .inputs
                         .iter()
                         .map(|&i| graph.nodes[i].id.to_string())
                         .collect(),
+                    counters: running.map(|l| l.counters.clone()).unwrap_or_default(),
+                    health: running.map(|l| l.health.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        View {
+            pipelines: self
+                .config
+                .pipelines
+                .iter()
+                .map(|p| (p.config.name.clone(), p.config.description.clone()))
+                .collect(),
+            nodes,
+            connections: self.env.connections.clone(),
+            store: self.env.store.clone(),
+            clock: self.env.clock.clone(),
+        }
+    }
+}
+
+impl Reloader {
+    /// Every running node with its counters, in graph order.
+    pub async fn nodes(&self) -> Vec<NodeStatus> {
+        let view = self.view.load();
+        view.nodes
+            .iter()
+            .map(|n| {
+                let (events_in, events_out, errors) = n.counters.get();
+                NodeStatus {
+                    id: n.id.to_string(),
+                    pipeline: n.pipeline.clone(),
+                    name: n.name.clone(),
+                    role: n.role.as_str(),
+                    kind: n.kind.clone(),
+                    inputs: n.inputs.clone(),
                     events_in,
                     events_out,
                     errors,
-                    state: health.state(),
-                    restarts: health.restarts(),
-                    last_error: health.last_error(),
-                    dropped,
+                    state: n.health.state(),
+                    restarts: n.health.restarts(),
+                    last_error: n.health.last_error(),
+                    dropped: n.counters.dropped().into_iter().collect(),
                 }
             })
             .collect()
@@ -804,43 +864,32 @@ impl Reloader {
 
     /// The pipelines running: (name, description).
     pub async fn pipelines(&self) -> Vec<(String, Option<String>)> {
-        let live = self.live.lock().await;
-        live.config
-            .pipelines
-            .iter()
-            .map(|p| (p.config.name.clone(), p.config.description.clone()))
-            .collect()
+        self.view.load().pipelines.clone()
     }
 
     /// The connections the graph uses (PCE clients and their statistics).
     pub async fn connections(&self) -> Arc<Connections> {
-        self.live.lock().await.env.connections.clone()
+        self.view.load().connections.clone()
     }
 
     /// What the API sees of the traffic.
     pub async fn tap(&self) -> Arc<super::Tap> {
-        self.live.lock().await.env.connections.tap().clone()
+        self.view.load().connections.tap().clone()
     }
 
     /// The clock the graph runs on.
     pub async fn clock(&self) -> SharedClock {
-        self.live.lock().await.env.clock.clone()
+        self.view.load().clock.clone()
     }
 
     /// The state database the graph uses.
     pub async fn store(&self) -> Arc<crate::store::Store> {
-        self.live.lock().await.env.store.clone()
+        self.view.load().store.clone()
     }
 
     /// Where vigil's own alerts are published now (a settings change makes a new feed).
     pub async fn internal_alerts(&self) -> tokio::sync::broadcast::Sender<crate::event::Alert> {
-        self.live
-            .lock()
-            .await
-            .env
-            .connections
-            .internal_alerts()
-            .clone()
+        self.view.load().connections.internal_alerts().clone()
     }
 
     /// Changes the running graph to `new` (already validated): unchanged nodes keep
@@ -851,11 +900,19 @@ impl Reloader {
     /// checkpoints). Returns what was done.
     pub async fn reload(&self, new: &Config) -> Result<ReloadReport, ReloadError> {
         let mut live = self.live.lock().await;
+        let result = Self::apply(&mut live, new).await;
+        // Readers see the graph as the reload left it, at once.
+        self.view.store(Arc::new(live.view()));
+        result
+    }
+
+    async fn apply(live: &mut Live, new: &Config) -> Result<ReloadReport, ReloadError> {
         if live.env.shutdown.is_cancelled() {
             return Err(ReloadError("vigil is shutting down".into()));
         }
         let graph = Graph::from_config(new);
         let settings_changed = live.config.settings_raw != new.settings_raw;
+        let web_changed = live.config.settings_raw.get("web") != new.settings_raw.get("web");
         let new_ids: HashMap<Arc<str>, usize> = graph
             .nodes
             .iter()
@@ -866,6 +923,11 @@ impl Reloader {
             settings_changed,
             ..ReloadReport::default()
         };
+        if web_changed {
+            // The listener is not part of the graph: it keeps its address and token.
+            tracing::warn!("the web: settings changed; they take effect when vigil is restarted");
+            report.restart_needed.push("web".into());
+        }
         let mut retire: Vec<Arc<str>> = Vec::new();
         let mut start: Vec<usize> = Vec::new();
         for (id, node) in &live.nodes {
@@ -989,7 +1051,7 @@ impl Reloader {
         let mut waits = Vec::new();
         let mut removals: HashMap<Arc<str>, Vec<Rewire>> = HashMap::new();
         // The new nodes' channels; running nodes that are retired are not wired to.
-        let retired_nodes: Vec<(Arc<str>, LiveNode)> = retire
+        let mut retired_nodes: Vec<(Arc<str>, LiveNode)> = retire
             .iter()
             .filter_map(|id| live.nodes.shift_remove(id).map(|n| (id.clone(), n)))
             .collect();
@@ -1035,11 +1097,25 @@ impl Reloader {
                 let _ = f.1.wait_for(|done| *done).await;
             }
         };
-        if tokio::time::timeout(HANDOVER, handover).await.is_err() {
-            return Err(ReloadError(format!(
-                "the nodes to replace did not finish within {}s; the reload is incomplete",
-                HANDOVER.as_secs()
-            )));
+        let handover_timeout = live.config.settings.handover_timeout.get();
+        if tokio::time::timeout(handover_timeout, handover)
+            .await
+            .is_err()
+        {
+            // Still busy (a send that does not come back): stopped, so the new version
+            // can take over; a delivering sink's unsent messages stay in its outbox.
+            for (id, n) in &mut retired_nodes {
+                if *n.finished.borrow() {
+                    continue;
+                }
+                let Some(task) = n.task.take() else { continue };
+                task.abort();
+                if task.await.is_err_and(|e| e.is_cancelled()) {
+                    live.running = live.running.saturating_sub(1);
+                    tracing::error!(node = %id, wait = %humantime::format_duration(handover_timeout), "the node did not finish within handover_timeout; stopped");
+                    report.aborted.push(id.to_string());
+                }
+            }
         }
         for w in waits {
             let _ = w.await;
