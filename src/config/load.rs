@@ -427,6 +427,11 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
     );
     p.positive_duration("/history_interval", "history_interval", &s.history_interval);
     p.positive_duration("/handover_timeout", "handover_timeout", &s.handover_timeout);
+    p.positive_duration(
+        "/retention/history_max_age",
+        "retention.history_max_age",
+        &s.retention.history_max_age,
+    );
     p.positive_duration("/restarts/within", "restarts.within", &s.restarts.within);
     p.positive_duration("/restarts/backoff", "restarts.backoff", &s.restarts.backoff);
     p.positive_duration(

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 pub use interpolate::Env;
 pub use load::{LoadError, LoadOptions, Loaded, load_paths, load_sources};
 pub use model::{
-    DEFAULT_PUBLIC_URL, Document, Duration, PipelineConfig, RestartsConfig, SettingsConfig,
+    DEFAULT_PUBLIC_URL, Document, Duration, PipelineConfig, RestartsConfig, RetentionConfig,
+    SettingsConfig,
 };
 
 /// A complete, validated configuration.

@@ -68,6 +68,9 @@ pub struct SettingsConfig {
     /// and the reload completes. Default: `60s`.
     #[serde(default = "default_handover_timeout")]
     pub handover_timeout: Duration,
+    /// How much of the alert history is kept (in `state_dir`), pruned hourly.
+    #[serde(default)]
+    pub retention: RetentionConfig,
     /// What happens when a node fails (a sink cannot write, a listener cannot bind, a
     /// script panics): it is restarted after a growing wait; after too many failures in a
     /// row its pipeline is stopped and reported failed. Other pipelines never notice.
@@ -91,6 +94,35 @@ pub struct SettingsConfig {
     /// here come from the environment (`${PCE_API_SECRET}`) or from files, never literally.
     #[serde(default)]
     pub connections: ConnectionsConfig,
+}
+
+/// `retention:` of the settings: how much history is kept.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Alerts whose latest report is older than this leave the history. Default: `90d`.
+    #[serde(default = "default_history_max_age")]
+    pub history_max_age: Duration,
+    /// The most alerts the history keeps; the oldest leave first. Default: 1000000.
+    #[serde(default = "default_history_max_rows")]
+    #[schemars(range(min = 1))]
+    pub history_max_rows: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            history_max_age: default_history_max_age(),
+            history_max_rows: default_history_max_rows(),
+        }
+    }
+}
+
+fn default_history_max_age() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
+}
+fn default_history_max_rows() -> usize {
+    1_000_000
 }
 
 /// `restarts:` of the settings: how failing nodes are restarted.
@@ -210,6 +242,7 @@ impl Default for SettingsConfig {
             keep_state: true,
             history_interval: default_history_interval(),
             restarts: RestartsConfig::default(),
+            retention: RetentionConfig::default(),
             handover_timeout: default_handover_timeout(),
             inhibit: Vec::new(),
             public_url: default_public_url(),

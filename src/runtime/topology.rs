@@ -308,6 +308,8 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
         .connections
         .start_after_build(&live.env.helpers_stop);
     live.helpers.extend(helpers);
+    let pruner = start_pruner(&live.env, config.settings.retention.clone());
+    live.helpers.push(pruner);
     let counters = live
         .nodes
         .iter()
@@ -353,6 +355,39 @@ fn make_env(
         store,
         connections,
         ended,
+    })
+}
+
+/// Prunes the alert history to `retention` at once and then hourly (engine time), until
+/// the shared helpers stop; the deletes run on the blocking pool.
+fn start_pruner(
+    env: &Env,
+    retention: crate::config::RetentionConfig,
+) -> tokio::task::JoinHandle<()> {
+    let (store, clock, stop) = (
+        env.store.clone(),
+        env.clock.clone(),
+        env.helpers_stop.clone(),
+    );
+    tokio::spawn(async move {
+        loop {
+            let before = (clock.now() - retention.history_max_age.span()).timestamp_millis();
+            let max_rows = retention.history_max_rows;
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.prune_history(before, max_rows)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => {
+                    tracing::info!(alerts = n, "alert history pruned (settings retention)")
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune the alert history"),
+                Err(e) => tracing::warn!(error = %e, "the history pruning failed"),
+            }
+            let next = clock.now() + chrono::Duration::hours(1);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = clock.sleep_until(next) => {}
+            }
+        }
     })
 }
 
@@ -1144,6 +1179,8 @@ impl Reloader {
                 let _ = helper.await;
             }
             live.env = env;
+            let pruner = start_pruner(&live.env, new.settings.retention.clone());
+            live.helpers.push(pruner);
         }
         // Start the new nodes.
         let outcomes = live
@@ -1249,14 +1286,19 @@ impl Snapshots {
                 .filter(|e| e.alert().is_some() && !passed.contains(&address(e)))
         };
         self.tap.alerts(new());
-        for event in new() {
-            let Some(alert) = event.alert() else { continue };
-            if self.inhibitor.is_active() {
-                self.inhibitor.observe(alert, event.data());
+        if self.inhibitor.is_active() {
+            for event in new() {
+                if let Some(alert) = event.alert() {
+                    self.inhibitor.observe(alert, event.data());
+                }
             }
-            if let Err(e) = self.store.record_alert(alert) {
-                tracing::warn!(node = %self.id, error = %e, "cannot record the alert in the history");
-            }
+        }
+        // One transaction for the batch's alerts: one write to disk, not one each.
+        let mut alerts = new().filter_map(|e| e.alert()).peekable();
+        if alerts.peek().is_some()
+            && let Err(e) = self.store.record_alerts(alerts)
+        {
+            tracing::warn!(node = %self.id, error = %e, "cannot record the alerts in the history");
         }
     }
 

@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     first_seen INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS alerts_time ON alerts (time);
+CREATE INDEX IF NOT EXISTS alerts_page ON alerts (time DESC, id, pipeline, status, severity);
 CREATE TABLE IF NOT EXISTS silences (
     id         TEXT PRIMARY KEY,
     created_at INTEGER NOT NULL,
@@ -123,6 +124,50 @@ pub struct AlertQuery<'a> {
     pub min_severity: Option<crate::event::Severity>,
     /// Only those whose latest report has this status.
     pub status: Option<crate::event::AlertStatus>,
+    /// Only those after this place in the order (the `next` of the page before).
+    pub after: Option<&'a Cursor>,
+}
+
+/// A place in the history's order (newest first): the row's time and id. Written
+/// `<time>:<id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// The row's time (ms since the epoch).
+    pub time: i64,
+    /// The alert id.
+    pub id: String,
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cursor, String> {
+        let (time, id) = s
+            .split_once(':')
+            .ok_or_else(|| format!("`{s}` is not a page cursor: pass the `next` of a page"))?;
+        let time = time
+            .parse()
+            .map_err(|_| format!("`{s}` is not a page cursor: pass the `next` of a page"))?;
+        Ok(Cursor {
+            time,
+            id: id.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.time, self.id)
+    }
+}
+
+/// One page of the history.
+#[derive(Debug, Default)]
+pub struct AlertPage {
+    /// The alerts, newest first.
+    pub alerts: Vec<Value>,
+    /// Where the next page starts, when this one is full.
+    pub next: Option<Cursor>,
 }
 
 fn severity_rank(s: crate::event::Severity) -> i64 {
@@ -130,19 +175,9 @@ fn severity_rank(s: crate::event::Severity) -> i64 {
 }
 
 /// The name a status is stored under.
-fn status_name(s: crate::event::AlertStatus) -> &'static str {
-    match s {
-        crate::event::AlertStatus::Firing => "firing",
-        crate::event::AlertStatus::Resolved => "resolved",
-    }
-}
-
-impl Store {
-    /// Records `alert`, replacing an earlier report of the same id (an episode keeps one
-    /// row, dated by its latest report).
-    pub fn record_alert(&self, alert: &Alert) -> Result<(), StoreError> {
-        self.conn()
-            .prepare_cached(
+/// Writes one alert's row (its latest report replaces the one before).
+fn record_one(conn: &rusqlite::Connection, alert: &Alert) -> Result<(), StoreError> {
+    conn.prepare_cached(
                 "INSERT INTO alerts (id, time, pipeline, stage, severity, alert, status, first_seen)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (id) DO UPDATE SET alert = excluded.alert, severity = excluded.severity,
@@ -158,7 +193,52 @@ impl Store {
                 status_name(alert.status),
                 alert.first_seen.timestamp_millis(),
             ])?;
+    Ok(())
+}
+
+fn status_name(s: crate::event::AlertStatus) -> &'static str {
+    match s {
+        crate::event::AlertStatus::Firing => "firing",
+        crate::event::AlertStatus::Resolved => "resolved",
+    }
+}
+
+impl Store {
+    /// Records `alert`, replacing an earlier report of the same id (an episode keeps one
+    /// row, dated by its latest report).
+    pub fn record_alert(&self, alert: &Alert) -> Result<(), StoreError> {
+        self.record_alerts(std::iter::once(alert))
+    }
+
+    /// [`Store::record_alert`] for several, in one transaction (one write to disk).
+    pub fn record_alerts<'a>(
+        &self,
+        alerts: impl IntoIterator<Item = &'a Alert>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for alert in alerts {
+            record_one(&tx, alert)?;
+        }
+        tx.commit()?;
         Ok(())
+    }
+
+    /// Removes the alerts whose latest report is older than `before` (ms), then the
+    /// oldest beyond `max_rows`. Returns how many went.
+    pub fn prune_history(&self, before: i64, max_rows: usize) -> Result<usize, StoreError> {
+        let conn = self.conn();
+        let mut gone = conn.execute("DELETE FROM alerts WHERE time < ?1", params![before])?;
+        let rows: i64 = conn.query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))?;
+        let excess = rows - i64::try_from(max_rows).unwrap_or(i64::MAX);
+        if excess > 0 {
+            gone += conn.execute(
+                "DELETE FROM alerts WHERE rowid IN
+                     (SELECT rowid FROM alerts ORDER BY time, id LIMIT ?1)",
+                params![excess],
+            )?;
+        }
+        Ok(gone)
     }
 
     /// The alerts whose latest report is `firing`, recorded at or after `since` (ms),
@@ -207,7 +287,8 @@ impl Store {
             .collect())
     }
 
-    /// Alerts, newest first (by their latest report): at most `limit`, skipping `offset`,
+    /// Alerts, newest first (by their latest report): at most `limit`, after `q.after`
+    /// (cheap at any depth) and then skipping `offset` (costs a step per row skipped),
     /// optionally only those `q` asks for. Each with its deliveries: one per message it
     /// went out in (`[{sink, state, message, last_error, attempts, change, at}]`).
     pub fn alerts(
@@ -215,35 +296,48 @@ impl Store {
         q: &AlertQuery<'_>,
         limit: usize,
         offset: usize,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<AlertPage, StoreError> {
         let conn = self.conn();
         let min_rank = q.min_severity.map_or(0, severity_rank);
-        let mut stmt = conn.prepare(
-            "SELECT alert FROM alerts
+        // The order and the filters are all in `alerts_page`: rows are found and skipped
+        // in the index, and only the page's are read.
+        let mut stmt = conn.prepare_cached(
+            "SELECT time, id, alert FROM alerts
              WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR status = ?2)
                AND (CASE severity WHEN 'info' THEN 0 WHEN 'low' THEN 1 WHEN 'medium' THEN 2
                     WHEN 'high' THEN 3 ELSE 4 END) >= ?3
+               AND time <= ?6 AND (time < ?6 OR id > ?7)
              ORDER BY time DESC, id LIMIT ?4 OFFSET ?5",
         )?;
-        let rows: Vec<String> = stmt
+        let rows: Vec<(i64, String, String)> = stmt
             .query_map(
                 params![
                     q.pipeline,
                     q.status.map(status_name),
                     min_rank,
                     i64::try_from(limit).unwrap_or(i64::MAX),
-                    i64::try_from(offset).unwrap_or(i64::MAX)
+                    i64::try_from(offset).unwrap_or(i64::MAX),
+                    // No cursor: from the newest (`time <= MAX` seeks nothing away).
+                    q.after.map_or(i64::MAX, |c| c.time),
+                    q.after.map_or("", |c| c.id.as_str()),
                 ],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?
             .collect::<Result<_, _>>()?;
+        let next = (rows.len() == limit && limit > 0)
+            .then(|| rows.last())
+            .flatten()
+            .map(|(time, id, _)| Cursor {
+                time: *time,
+                id: id.clone(),
+            });
         let mut out = Vec::with_capacity(rows.len());
         let mut deliveries = conn.prepare(
             "SELECT a.sink, o.state, o.id, o.last_error, o.attempts, a.change, o.created_at
              FROM outbox_message_alerts a
              JOIN outbox o ON o.id = a.message WHERE a.alert_id = ?1 ORDER BY a.sink, o.created_at",
         )?;
-        for text in rows {
+        for (_, _, text) in rows {
             let Ok(alert) = serde_json::from_str::<Alert>(&text) else {
                 continue;
             };
@@ -273,7 +367,7 @@ impl Store {
             }
             out.push(v);
         }
-        Ok(out)
+        Ok(AlertPage { alerts: out, next })
     }
 
     /// How many alerts the history holds, by severity.
@@ -450,7 +544,7 @@ mod tests {
             .unwrap();
             tx.commit().unwrap();
         }
-        let got = s.alerts(&AlertQuery::default(), 10, 0).unwrap();
+        let got = s.alerts(&AlertQuery::default(), 10, 0).unwrap().alerts;
         assert_eq!(got.len(), 1);
         assert!(got[0]["top"].is_object(), "the annotated form");
         assert_eq!(got[0]["deliveries"][0]["sink"], "p.mail");
@@ -468,8 +562,8 @@ mod tests {
             status: Some(crate::event::AlertStatus::Resolved),
             ..AlertQuery::default()
         };
-        assert!(s.alerts(&firing, 10, 0).unwrap().is_empty());
-        assert_eq!(s.alerts(&resolved, 10, 0).unwrap().len(), 1);
+        assert!(s.alerts(&firing, 10, 0).unwrap().alerts.is_empty());
+        assert_eq!(s.alerts(&resolved, 10, 0).unwrap().alerts.len(), 1);
         assert!(s.firing_alerts(0, 10).unwrap().is_empty());
         assert_eq!(got[0]["samples"][0]["record"]["src"]["ip"], "10.20.30.40");
         assert!(
@@ -482,6 +576,7 @@ mod tests {
                 0
             )
             .unwrap()
+            .alerts
             .is_empty()
         );
         assert!(
@@ -494,7 +589,56 @@ mod tests {
                 0
             )
             .unwrap()
+            .alerts
             .is_empty()
         );
+    }
+
+    /// Pages follow each other by cursor, with nothing skipped or repeated, the last
+    /// one without a `next`; pruning keeps the newest within the age and the count.
+    #[test]
+    fn pages_follow_by_cursor_and_retention_prunes_the_oldest() {
+        let s = Store::in_memory().unwrap();
+        let t0 = chrono::Utc::now();
+        for i in 0..25i64 {
+            let mut a = sample_alert();
+            a.window.end = t0 + chrono::Duration::seconds(i);
+            a.id = format!("a{i:02}");
+            s.record_alert(&a).unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut after: Option<Cursor> = None;
+        loop {
+            let q = AlertQuery {
+                after: after.as_ref(),
+                ..AlertQuery::default()
+            };
+            let page = s.alerts(&q, 10, 0).unwrap();
+            seen.extend(
+                page.alerts
+                    .iter()
+                    .map(|a| a["id"].as_str().unwrap().to_string()),
+            );
+            match page.next {
+                Some(c) => after = Some(c.to_string().parse().unwrap()),
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (0..25).rev().map(|i| format!("a{i:02}")).collect();
+        assert_eq!(seen, expected);
+        // Older than 20 s before the newest, then at most 10 rows.
+        let newest = (t0 + chrono::Duration::seconds(24)).timestamp_millis();
+        assert_eq!(s.prune_history(newest - 20_000, 100).unwrap(), 4);
+        assert_eq!(s.prune_history(0, 10).unwrap(), 11);
+        let left = s.alerts(&AlertQuery::default(), 50, 0).unwrap().alerts;
+        let ids: Vec<&str> = left.iter().map(|a| a["id"].as_str().unwrap()).collect();
+        assert_eq!(
+            ids,
+            (15..25)
+                .rev()
+                .map(|i| format!("a{i:02}"))
+                .collect::<Vec<_>>()
+        );
+        assert!("nope".parse::<Cursor>().is_err());
     }
 }

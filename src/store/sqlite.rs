@@ -61,14 +61,21 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) `<state_dir>/vigil.db`, creating the directory if needed.
+    /// Opens (or creates) `<state_dir>/vigil.db`, creating the directory (mode 0700) if
+    /// needed.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
         let path = state_dir.join(DB_FILE);
         let open_err = |source| StoreError::Open {
             path: path.clone(),
             source,
         };
-        if let Err(e) = std::fs::create_dir_all(state_dir) {
+        // Alerts, raw records and checkpoints: the directory is made readable by vigil's
+        // user only.
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
+        if let Err(e) = dir.create(state_dir) {
             return Err(open_err(rusqlite::Error::InvalidPath(PathBuf::from(
                 format!("{}: {e}", state_dir.display()),
             ))));
@@ -228,6 +235,18 @@ mod tests {
         );
         store.clear_checkpoint("p.events").unwrap();
         assert_eq!(store.checkpoint("p.events").unwrap(), None);
+    }
+
+    /// A state directory vigil makes is its user's only.
+    #[cfg(unix)]
+    #[test]
+    fn a_new_state_dir_is_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("var/state");
+        Store::open(&state).unwrap();
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
     }
 
     #[test]

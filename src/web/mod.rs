@@ -307,6 +307,8 @@ struct AlertQuery {
     limit: usize,
     #[serde(default)]
     offset: usize,
+    /// The `next` of the page before: pages at any depth cost the same.
+    after: Option<String>,
 }
 
 fn default_limit() -> usize {
@@ -320,21 +322,46 @@ async fn alerts(
     let Ok(axum::extract::Query(q)) = query else {
         return error(
             StatusCode::BAD_REQUEST,
-            "query: pipeline=NAME, severity=info|low|medium|high|critical, status=firing|resolved, limit=N (at most 500), offset=N",
+            "query: pipeline=NAME, severity=info|low|medium|high|critical, status=firing|resolved, limit=N (at most 500), offset=N, after=CURSOR (a page's `next`)",
         );
+    };
+    let after = match q
+        .after
+        .as_deref()
+        .map(str::parse::<crate::store::history::Cursor>)
+    {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let store = state.reloader.store().await;
     let limit = q.limit.min(500);
-    let filter = crate::store::history::AlertQuery {
-        pipeline: q.pipeline.as_deref(),
-        min_severity: q.severity,
-        status: q.status,
-    };
-    match store.alerts(&filter, limit, q.offset) {
-        Ok(list) => {
-            axum::Json(json!({"alerts": list, "limit": limit, "offset": q.offset})).into_response()
-        }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    // The database is read on the blocking pool, not on the server's workers.
+    let page = tokio::task::spawn_blocking(move || {
+        let filter = crate::store::history::AlertQuery {
+            pipeline: q.pipeline.as_deref(),
+            min_severity: q.severity,
+            status: q.status,
+            after: after.as_ref(),
+        };
+        store
+            .alerts(&filter, limit, q.offset)
+            .map(|p| (p, q.offset))
+    })
+    .await;
+    match page {
+        Ok(Ok((page, offset))) => axum::Json(json!({
+            "alerts": page.alerts,
+            "limit": limit,
+            "offset": offset,
+            "next": page.next.map(|c| c.to_string()),
+        }))
+        .into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the history query failed",
+        ),
     }
 }
 

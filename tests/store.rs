@@ -1,0 +1,94 @@
+//! The state database through the binary: the alert history is pruned to the settings'
+//! `retention` when vigil starts (and hourly after), and pages by cursor.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::cli::{KillOnDrop, Project, spawn_logged, web_address};
+
+const PIPELINE: &str = "kind: pipeline\nname: p\nsources:\n  in: { type: stdin }\nstages:\n  each:\n    type: window_count\n    inputs: [in]\n    window: 1h\n    threshold: 1\n    group_by: [n]\nsinks:\n  out: { type: file, path: out.jsonl, inputs: [each] }\n";
+
+/// Five alerts from a first run; a second run whose settings keep two finds two, the
+/// newest, and pages through them by cursor.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_history_is_pruned_to_the_retention_at_start() {
+    let p = Project::new("web: { enabled: false }\n", PIPELINE);
+    let input: String = (0..5)
+        .map(|n| format!("{{\"n\":{n},\"timestamp\":\"2026-12-06T10:00:0{n}Z\"}}\n"))
+        .collect();
+    let out = p.run_with_input(&input, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let settings = p.pipelines().join("settings.yaml");
+    let text = std::fs::read_to_string(&settings).expect("read");
+    std::fs::write(
+        &settings,
+        text.replace(
+            "web: { enabled: false }",
+            "web: { listen: \"127.0.0.1:0\" }\nretention: { history_max_rows: 2 }",
+        ),
+    )
+    .expect("write");
+    let (child, logs) = spawn_logged(
+        p.command(&["--log-format", "json", "run", "--no-watch", "--pipelines"])
+            .arg(p.pipelines())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null()),
+    );
+    let _vigil = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        if let Some(a) = web_address(&logs.lock().unwrap()) {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "the API never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let get = |q: String| {
+        let url = format!("http://{addr}/api/v1/alerts?{q}");
+        async move {
+            reqwest::get(url)
+                .await
+                .expect("answer")
+                .json::<Value>()
+                .await
+                .expect("JSON")
+        }
+    };
+    let mut all = get(String::new()).await;
+    while all["alerts"].as_array().map_or(0, Vec::len) != 2 {
+        assert!(Instant::now() < deadline, "not pruned: {all}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        all = get(String::new()).await;
+    }
+    let groups: Vec<&str> = all["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["group_key"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(groups, ["n=4", "n=3"], "the newest are kept");
+    // One at a time, by cursor.
+    let first = get("limit=1".into()).await;
+    let next = first["next"].as_str().expect("a next page").to_string();
+    let second = get(format!("limit=1&after={next}")).await;
+    assert_eq!(second["alerts"][0]["group_key"], "n=3");
+    let last = get(format!(
+        "limit=1&after={}",
+        second["next"].as_str().unwrap()
+    ))
+    .await;
+    assert_eq!(last["alerts"].as_array().map(Vec::len), Some(0));
+    assert_eq!(last["next"], Value::Null);
+    let bad = reqwest::get(format!("http://{addr}/api/v1/alerts?after=nope"))
+        .await
+        .expect("answer");
+    assert_eq!(bad.status().as_u16(), 400);
+}
