@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::cli::{KillOnDrop, Project, spawn_logged, web_address};
+use common::cli::{KillOnDrop, Project, spawn_logged, wait_web_address};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -76,13 +76,7 @@ sinks:
     );
     let mut vigil = KillOnDrop(child);
     let deadline = Instant::now() + DEADLINE;
-    let addr = loop {
-        if let Some(a) = web_address(&logs.lock().unwrap()) {
-            break a;
-        }
-        assert!(Instant::now() < deadline, "the API never listened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let addr = wait_web_address(&logs, DEADLINE).await;
 
     // Both pipelines get lines as long as the broken one is not reported failed.
     let (broken, healthy) = (
@@ -380,74 +374,99 @@ async fn sigterm_drains_a_slow_webhook_for_at_most_drain_timeout() {
     );
 }
 
+/// A run of stdin → webhook whose receiver answers in 8 s, one alert's send under way;
+/// `settings` goes into its settings. Reloads change the sink's `timeout` (20 s → 21 s).
+struct SlowSend {
+    hook: wiremock::MockServer,
+    p: Project,
+    vigil: KillOnDrop,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stdin: std::process::ChildStdin,
+}
+
+fn slow_send_pipeline(timeout: &str) -> String {
+    format!(
+        "kind: pipeline\nname: p\nsources:\n  in: {{ type: stdin }}\nsinks:\n  hook:\n    type: webhook\n    inputs: [in]\n    connection: soc\n    group_wait: 10ms\n    timeout: {timeout}\n"
+    )
+}
+
+impl SlowSend {
+    async fn start(settings: &str) -> SlowSend {
+        use wiremock::matchers::method;
+        use wiremock::{Mock, MockServer, ResponseTemplate};
+        let hook = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(8)))
+            .mount(&hook)
+            .await;
+        let p = Project::new(
+            &format!(
+                "{settings}connections:\n  webhook:\n    soc: {{ url: \"{}/hook\" }}\n",
+                hook.uri()
+            ),
+            &slow_send_pipeline("20s"),
+        );
+        let (mut child, logs) = spawn_logged(
+            p.command(&["--log-format", "json", "run", "--no-watch", "--pipelines"])
+                .arg(p.pipelines())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null()),
+        );
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "{{\"n\":1}}").expect("write");
+        stdin.flush().expect("flush");
+        let deadline = Instant::now() + DEADLINE;
+        while hook
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .is_empty()
+        {
+            assert!(Instant::now() < deadline, "nothing was sent");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        SlowSend {
+            hook,
+            p,
+            vigil: KillOnDrop(child),
+            logs,
+            stdin,
+        }
+    }
+
+    /// Changes the sink and sends SIGHUP.
+    fn reload(&self) {
+        std::fs::write(self.p.pipelines().join("p.yaml"), slow_send_pipeline("21s"))
+            .expect("write");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.vigil.0.id() as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .expect("SIGHUP");
+    }
+
+    /// The fields of the `reloaded` log line, once there is one.
+    fn reloaded(&self) -> Option<Value> {
+        self.logs.lock().unwrap().iter().find_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            (v["fields"]["message"] == "reloaded").then(|| v["fields"].clone())
+        })
+    }
+}
+
 /// A reload whose retired webhook sink takes 8 s to hand over (its receiver answers the
 /// send under way that late): `/metrics` and `/api/v1/pipelines` answer within a second
 /// all along, the reload completes, and the alert is delivered once.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_answers_while_a_reload_waits_for_a_slow_hand_over() {
-    use wiremock::matchers::method;
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-    let hook = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(8)))
-        .mount(&hook)
-        .await;
-    let pipeline = |timeout: &str| {
-        format!(
-            "kind: pipeline\nname: p\nsources:\n  in: {{ type: stdin }}\nsinks:\n  hook:\n    type: webhook\n    inputs: [in]\n    connection: soc\n    group_wait: 10ms\n    timeout: {timeout}\n"
-        )
-    };
-    let p = Project::new(
-        &format!(
-            "web: {{ listen: \"127.0.0.1:0\" }}\nconnections:\n  webhook:\n    soc: {{ url: \"{}/hook\" }}\n",
-            hook.uri()
-        ),
-        &pipeline("20s"),
-    );
-    let (mut child, logs) = spawn_logged(
-        p.command(&["--log-format", "json", "run", "--no-watch", "--pipelines"])
-            .arg(p.pipelines())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null()),
-    );
-    let mut stdin = child.stdin.take().expect("stdin");
-    let vigil = KillOnDrop(child);
+    let run = SlowSend::start("web: { listen: \"127.0.0.1:0\" }\n").await;
+    let addr = wait_web_address(&run.logs, DEADLINE).await;
+    run.reload();
     let deadline = Instant::now() + DEADLINE;
-    let addr = loop {
-        if let Some(a) = web_address(&logs.lock().unwrap()) {
-            break a;
-        }
-        assert!(Instant::now() < deadline, "the API never listened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    writeln!(stdin, "{{\"n\":1}}").expect("write");
-    stdin.flush().expect("flush");
-    while hook
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "nothing was sent");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // The send is under way: change the sink and reload.
-    std::fs::write(p.pipelines().join("p.yaml"), pipeline("21s")).expect("write");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(vigil.0.id() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .expect("SIGHUP");
-    let reloaded = || {
-        logs.lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("\"reloaded\""))
-    };
     let client = reqwest::Client::new();
     let mut slowest = Duration::ZERO;
     let mut asked = 0;
-    while !reloaded() {
+    while run.reloaded().is_none() {
         assert!(Instant::now() < deadline, "the reload never completed");
         for path in ["/metrics", "/api/v1/pipelines"] {
             let started = Instant::now();
@@ -473,9 +492,9 @@ async fn the_api_answers_while_a_reload_waits_for_a_slow_hand_over() {
     );
     // The alert went out once: the send under way finished, the new sink had nothing to
     // send again.
-    drop(stdin);
-    let sends = hook.received_requests().await.unwrap_or_default().len();
+    let sends = run.hook.received_requests().await.unwrap_or_default().len();
     assert_eq!(sends, 1);
+    drop(run.stdin);
 }
 
 /// A retired sink still busy after `handover_timeout` (2 s; its receiver answers in 8 s)
@@ -483,58 +502,12 @@ async fn the_api_answers_while_a_reload_waits_for_a_slow_hand_over() {
 /// stays in the outbox for the new sink, which sends it — nothing is lost.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_node_that_does_not_hand_over_in_time_is_stopped_and_nothing_is_lost() {
-    use wiremock::matchers::method;
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-    let hook = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(8)))
-        .mount(&hook)
-        .await;
-    let pipeline = |timeout: &str| {
-        format!(
-            "kind: pipeline\nname: p\nsources:\n  in: {{ type: stdin }}\nsinks:\n  hook:\n    type: webhook\n    inputs: [in]\n    connection: soc\n    group_wait: 10ms\n    timeout: {timeout}\n"
-        )
-    };
-    let p = Project::new(
-        &format!(
-            "web: {{ enabled: false }}\nhandover_timeout: 2s\nconnections:\n  webhook:\n    soc: {{ url: \"{}/hook\" }}\n",
-            hook.uri()
-        ),
-        &pipeline("20s"),
-    );
-    let (mut child, logs) = spawn_logged(
-        p.command(&["--log-format", "json", "run", "--no-watch", "--pipelines"])
-            .arg(p.pipelines())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null()),
-    );
-    let mut stdin = child.stdin.take().expect("stdin");
-    let vigil = KillOnDrop(child);
-    let deadline = Instant::now() + DEADLINE;
-    writeln!(stdin, "{{\"n\":1}}").expect("write");
-    stdin.flush().expect("flush");
-    while hook
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "nothing was sent");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    std::fs::write(p.pipelines().join("p.yaml"), pipeline("21s")).expect("write");
+    let run = SlowSend::start("web: { enabled: false }\nhandover_timeout: 2s\n").await;
     let asked = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(vigil.0.id() as i32),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .expect("SIGHUP");
+    run.reload();
+    let deadline = Instant::now() + DEADLINE;
     let report = loop {
-        let found = logs.lock().unwrap().iter().find_map(|l| {
-            let v: Value = serde_json::from_str(l).ok()?;
-            (v["fields"]["message"] == "reloaded").then(|| v["fields"].clone())
-        });
-        if let Some(r) = found {
+        if let Some(r) = run.reloaded() {
             break r;
         }
         assert!(Instant::now() < deadline, "the reload never completed");
@@ -544,19 +517,16 @@ async fn a_node_that_does_not_hand_over_in_time_is_stopped_and_nothing_is_lost()
     assert!(took < Duration::from_secs(6), "the reload took {took:?}");
     assert_eq!(report["aborted"], "[\"p.hook\"]", "{report}");
     // The new sink sends the message the stopped one could not finish.
-    while hook.received_requests().await.unwrap_or_default().len() < 2 {
-        assert!(Instant::now() < deadline, "the message was lost");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let delivered = || {
-        logs.lock()
+        run.logs
+            .lock()
             .unwrap()
             .iter()
             .any(|l| l.contains("\"delivered\"") && l.contains("p.hook"))
     };
-    while !delivered() {
-        assert!(Instant::now() < deadline, "the new sink never delivered");
+    while run.hook.received_requests().await.unwrap_or_default().len() < 2 || !delivered() {
+        assert!(Instant::now() < deadline, "the message was lost");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    drop(stdin);
+    drop(run.stdin);
 }

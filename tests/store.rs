@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::cli::{KillOnDrop, Project, spawn_logged, web_address};
+use common::cli::{KillOnDrop, Project, spawn_logged, wait_web_address};
 
 const PIPELINE: &str = "kind: pipeline\nname: p\nsources:\n  in: { type: stdin }\nstages:\n  each:\n    type: window_count\n    inputs: [in]\n    window: 1h\n    threshold: 1\n    group_by: [n]\nsinks:\n  out: { type: file, path: out.jsonl, inputs: [each] }\n";
 
@@ -44,13 +44,7 @@ async fn the_history_is_pruned_to_the_retention_at_start() {
     );
     let _vigil = KillOnDrop(child);
     let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        if let Some(a) = web_address(&logs.lock().unwrap()) {
-            break a;
-        }
-        assert!(Instant::now() < deadline, "the API never listened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let addr = wait_web_address(&logs, Duration::from_secs(30)).await;
     let get = |q: String| {
         let url = format!("http://{addr}/api/v1/alerts?{q}");
         async move {

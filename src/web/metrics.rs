@@ -28,6 +28,17 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The labels of a node's series: `node`, `pipeline`, `role`, `kind`.
+fn node_labels(n: &NodeStatus) -> String {
+    format!(
+        "node=\"{}\",pipeline=\"{}\",role=\"{}\",kind=\"{}\"",
+        label(&n.id),
+        label(&n.pipeline),
+        n.role,
+        label(&n.kind)
+    )
+}
+
 /// A per-node counter family: name, help, and how to read it.
 type Family = (&'static str, &'static str, fn(&NodeStatus) -> u64);
 
@@ -91,15 +102,7 @@ pub(super) fn render(nodes: &[NodeStatus], counts: &Counts) -> String {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} counter");
         for n in nodes {
-            let _ = writeln!(
-                out,
-                "{name}{{node=\"{}\",pipeline=\"{}\",role=\"{}\",kind=\"{}\"}} {}",
-                label(&n.id),
-                label(&n.pipeline),
-                n.role,
-                label(&n.kind),
-                value(n)
-            );
+            let _ = writeln!(out, "{name}{{{}}} {}", node_labels(n), value(n));
         }
     }
     let _ = writeln!(
@@ -111,11 +114,8 @@ pub(super) fn render(nodes: &[NodeStatus], counts: &Counts) -> String {
         for (reason, count) in &n.dropped {
             let _ = writeln!(
                 out,
-                "vigil_node_dropped_total{{node=\"{}\",pipeline=\"{}\",role=\"{}\",kind=\"{}\",reason=\"{reason}\"}} {count}",
-                label(&n.id),
-                label(&n.pipeline),
-                n.role,
-                label(&n.kind),
+                "vigil_node_dropped_total{{{},reason=\"{reason}\"}} {count}",
+                node_labels(n)
             );
         }
     }
@@ -128,11 +128,8 @@ pub(super) fn render(nodes: &[NodeStatus], counts: &Counts) -> String {
         for state in crate::runtime::NodeState::ALL {
             let _ = writeln!(
                 out,
-                "vigil_node_state{{node=\"{}\",pipeline=\"{}\",role=\"{}\",kind=\"{}\",state=\"{}\"}} {}",
-                label(&n.id),
-                label(&n.pipeline),
-                n.role,
-                label(&n.kind),
+                "vigil_node_state{{{},state=\"{}\"}} {}",
+                node_labels(n),
                 state.as_str(),
                 u8::from(n.state == state)
             );

@@ -189,6 +189,21 @@ pub(crate) fn web_address(logs: &[String]) -> Option<String> {
     })
 }
 
+/// Waits (with a deadline) until vigil's JSON log lines name its web server's address.
+pub(crate) async fn wait_web_address(
+    logs: &std::sync::Mutex<Vec<String>>,
+    limit: Duration,
+) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(a) = web_address(&logs.lock().unwrap()) {
+            return a;
+        }
+        assert!(Instant::now() < deadline, "the API never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `vigil pce-sim` on a free port with `args` and `env`; returns it and its URL.
 pub(crate) fn pce_sim(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     use std::io::BufRead as _;
