@@ -6,7 +6,7 @@
 //! | metric | labels |
 //! |---|---|
 //! | `vigil_node_events_in_total`, `vigil_node_events_out_total`, `vigil_node_errors_total`, `vigil_node_restarts_total` | `node`, `pipeline`, `role`, `kind` |
-//! | `vigil_node_dropped_total` (set aside on purpose) | `node`, `pipeline`, `role`, `kind`, `reason` (`late`, `evicted`) |
+//! | `vigil_node_dropped_total` (set aside on purpose) | `node`, `pipeline`, `role`, `kind`, `reason` (`late`, `evicted`, `unmeasured`, `stale`, `duplicate`, `cooldown`, `where_error`, `min_severity`, `already_notified`, `silenced`, `inhibited`) |
 //! | `vigil_node_state` (1 for the node's state) | `node`, `pipeline`, `role`, `kind`, `state` (`running`, `restarting`, `failed`) |
 //! | `vigil_outbox_messages` | `state` (`gathering`, `pending`, `sent`, `dead`) |
 //! | `vigil_deliveries` (alerts per delivering sink) | `sink`, `state` |
@@ -107,7 +107,7 @@ pub(super) fn render(nodes: &[NodeStatus], counts: &Counts) -> String {
     }
     let _ = writeln!(
         out,
-        "# HELP vigil_node_dropped_total What a node set aside on purpose, by reason (late: older than its window behind the watermark; evicted: a group key pushed out by max_keys)."
+        "# HELP vigil_node_dropped_total What a node set aside on purpose, by reason (late: older than its window behind the watermark; evicted: a group key pushed out by max_keys; unmeasured, stale, duplicate: flows bandwidth could not measure; cooldown: suppressed by a cooldown; where_error: a where: that failed; min_severity, already_notified, silenced, inhibited: alerts a delivering sink did not send)."
     );
     let _ = writeln!(out, "# TYPE vigil_node_dropped_total counter");
     for n in nodes {

@@ -155,6 +155,7 @@ impl<N: Notifier> Intake<N> {
         };
         if alert.severity < s.cfg.min_severity {
             tracing::debug!(sink = %s.id, alert = %alert.id, severity = %alert.severity, "below min_severity; not sent");
+            self.counters.add_dropped("min_severity", 1);
             return false;
         }
         let now = s.clock.now();
@@ -164,6 +165,7 @@ impl<N: Notifier> Intake<N> {
             match s.store.notify_done(&s.id, &alert.id) {
                 Ok(true) => {
                     tracing::info!(sink = %s.id, alert = %alert.id, "this alert was already notified by this sink; not again");
+                    self.counters.add_dropped("already_notified", 1);
                     return false;
                 }
                 Ok(false) => {}
@@ -178,6 +180,7 @@ impl<N: Notifier> Intake<N> {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::info!(sink = %s.id, alert = %alert.id, key = %key, "in cooldown; not sent");
+                        self.counters.add_dropped("cooldown", 1);
                         return false;
                     }
                     Err(e) => {
@@ -342,6 +345,7 @@ impl<N: Notifier> Worker<N> {
         };
         let inhibitor = &self.inhibitor;
         let id = &self.id;
+        let counters = &self.counters;
         let mut muted = |a: &Alert| {
             if silences.is_empty() && !inhibitor.is_active() {
                 return false;
@@ -349,10 +353,12 @@ impl<N: Notifier> Worker<N> {
             let form = a.to_value();
             if let Some(silence) = silences.iter().find(|x| x.matches_value(&form)) {
                 tracing::info!(sink = %id, alert = %a.id, silence = %silence.id, "silenced; not sent");
+                counters.add_dropped("silenced", 1);
                 return true;
             }
             if inhibitor.mutes(a, &form) {
                 tracing::info!(sink = %id, alert = %a.id, "inhibited by a firing alert; not sent");
+                counters.add_dropped("inhibited", 1);
                 return true;
             }
             false
@@ -492,6 +498,7 @@ mod tests {
         store: Arc<Store>,
         output: crate::runtime::Output,
         task: tokio::task::JoinHandle<NodeResult>,
+        counters: Arc<crate::runtime::NodeCounters>,
     }
 
     fn t0() -> Timestamp {
@@ -533,6 +540,7 @@ mod tests {
         };
         let sink = Box::new(DeliverySink::new(fake.clone(), cfg, &cx));
         let (output, input) = crate::runtime::test_edge(16);
+        let counters = input.counters().clone();
         let task = tokio::spawn(async move {
             let mut input = input;
             sink.run(&mut input).await
@@ -543,6 +551,7 @@ mod tests {
             store,
             output,
             task,
+            counters,
         }
     }
 
@@ -610,6 +619,8 @@ mod tests {
             .map(|n| n.alerts[0].group_key.clone())
             .collect();
         assert_eq!(groups, ["src.ip=a", "src.ip=b", "src.ip=a"]);
+        // What was held back is counted, by reason.
+        assert_eq!(h.counters.dropped(), [("cooldown", 1), ("min_severity", 1)]);
     }
 
     #[tokio::test]

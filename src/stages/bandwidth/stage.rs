@@ -402,14 +402,17 @@ impl Stage for BandwidthStage {
                 } => (bytes, span, estimate),
                 Measured::Unmeasured => {
                     self.skipped.unmeasured += 1;
+                    self.counters.add_dropped("unmeasured", 1);
                     return;
                 }
                 Measured::Stale => {
                     self.skipped.stale += 1;
+                    self.counters.add_dropped("stale", 1);
                     return;
                 }
                 Measured::Duplicate => {
                     self.skipped.duplicates += 1;
+                    self.counters.add_dropped("duplicate", 1);
                     return;
                 }
             };

@@ -18,6 +18,8 @@ pub struct CooldownStage {
     period: chrono::Duration,
     max_keys: usize,
     state: State,
+    /// Where suppressed events are counted.
+    counters: std::sync::Arc<crate::runtime::NodeCounters>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -52,7 +54,14 @@ impl CooldownStage {
             period,
             max_keys,
             state: State::default(),
+            counters: std::sync::Arc::default(),
         }
+    }
+
+    /// Counts what the stage suppresses into `counters` (the node's).
+    pub fn counting_into(mut self, counters: std::sync::Arc<crate::runtime::NodeCounters>) -> Self {
+        self.counters = counters;
+        self
     }
 
     fn shape(&self) -> Value {
@@ -162,6 +171,7 @@ impl Stage for CooldownStage {
                     .is_none_or(|end| t < end) =>
             {
                 self.state.suppressed += 1;
+                self.counters.add_dropped("cooldown", 1);
                 tracing::debug!(key, "cooldown: suppressed");
                 return;
             }

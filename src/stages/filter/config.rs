@@ -226,7 +226,7 @@ impl FilterConfig {
                     e.line, e.col, e.message
                 ))
             })?;
-            stage = stage.with_where(w);
+            stage = stage.with_where(w.counting_into(cx.counters.clone()));
         }
         Ok(Box::new(stage))
     }

@@ -416,6 +416,12 @@ pub struct WhereExpr {
 }
 
 impl WhereExpr {
+    /// Counts each failed evaluation in `counters` as a dropped event (`where_error`).
+    pub fn counting_into(mut self, counters: std::sync::Arc<crate::runtime::NodeCounters>) -> Self {
+        self.errors.counting_into(counters, "where_error");
+        self
+    }
+
     /// Compiles `expr` for the stage `stage` (`pipeline.node`, for the log).
     pub fn compile(expr: &str, stage: &str) -> Result<WhereExpr, sandbox::CompileError> {
         let sandbox = Sandbox::new(Limits::default(), stage);

@@ -274,15 +274,33 @@ fn compile_error(e: ParseError, text: &str) -> CompileError {
 pub struct ErrorLog {
     /// Failed runs so far.
     pub count: u64,
+    /// The node's counters, where each failure is counted as `reason` too.
+    counted: Option<(std::sync::Arc<crate::runtime::NodeCounters>, &'static str)>,
 }
 
 impl ErrorLog {
     /// Failures between two log lines.
     pub const EVERY: u64 = 1000;
 
+    /// Counts each failure in `counters` too: as set aside for `reason` (`where_error`: a
+    /// `where:` that failed drops its event), or as an error when `reason` is `error`
+    /// (a script that failed passes its event on).
+    pub fn counting_into(
+        &mut self,
+        counters: std::sync::Arc<crate::runtime::NodeCounters>,
+        reason: &'static str,
+    ) {
+        self.counted = Some((counters, reason));
+    }
+
     /// Counts `e` and logs it when due. `what` names the script (`where:` or its path).
     pub fn record(&mut self, stage: &str, what: &str, e: &RunError) {
         self.count += 1;
+        match &self.counted {
+            Some((c, "error")) => c.add_error(),
+            Some((c, reason)) => c.add_dropped(reason, 1),
+            None => {}
+        }
         if self.count == 1 || self.count % Self::EVERY == 0 {
             tracing::warn!(
                 stage = %stage,

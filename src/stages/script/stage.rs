@@ -114,7 +114,11 @@ impl ScriptStage {
             id: cx.id.clone(),
             path: path.display().to_string(),
             shape: serde_json::json!({"file": cfg.file}),
-            errors: ErrorLog::default(),
+            errors: {
+                let mut log = ErrorLog::default();
+                log.counting_into(cx.counters.clone(), "error");
+                log
+            },
             resolve_after: cfg.resolve_after.span(),
             history_interval: cx.history_interval,
         })
