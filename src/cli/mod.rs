@@ -1,0 +1,364 @@
+//! The `vigil` command line: the arguments, and one file per command.
+
+mod demo;
+mod graph;
+mod outbox;
+mod pce_sim;
+mod run;
+mod send_test;
+mod silence;
+mod test;
+mod validate;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use vigil::config::diagnostic::Format;
+use vigil::config::{LoadError, LoadOptions, Loaded, load_paths};
+use vigil::pce::sim::{Scenario, SimConfig};
+
+use self::{
+    demo::demo, graph::graph, outbox::outbox, pce_sim::pce_sim, run::run, send_test::send_test,
+    silence::silence, test::test, validate::validate,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vigil",
+    version,
+    about = "Security telemetry in, alerts people act on out."
+)]
+pub(crate) struct Cli {
+    /// Log format on standard error.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub(crate) log_format: LogFormat,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Check pipeline files: every problem, with file:line:col, in one run.
+    Validate {
+        /// Files or directories (default: `pipelines/`).
+        paths: Vec<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Fail (exit 1) on warnings too.
+        #[arg(long)]
+        deny_warnings: bool,
+        /// Check `${VAR}` syntax without requiring the variables to be set.
+        #[arg(long)]
+        no_env: bool,
+    },
+    /// Run the pipelines' test cases on a virtual clock; exit 1 if any fails.
+    Test {
+        /// Files or directories (default: `pipelines/`). `*.test.yaml` files beside the
+        /// pipeline files (or under the directories) are read too.
+        paths: Vec<PathBuf>,
+    },
+    /// Run the pipelines until interrupted (or until every source has ended). Saving a
+    /// pipeline file (or SIGHUP) reloads them: unchanged pipelines keep running with
+    /// their state.
+    Run {
+        /// The directory (or file) of pipeline files.
+        #[arg(long, short, default_value = "pipelines")]
+        pipelines: PathBuf,
+        /// Do not reload when the files change (SIGHUP still reloads).
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// The whole product on this machine: the PCE simulator playing an attack on
+    /// compressed time, the shipped pipelines against it, the API, and every alert mail
+    /// written to `OUT/mail/*.eml` by a loopback SMTP server. Ctrl-C stops it.
+    Demo {
+        /// Where the demo's pipelines, state and mails go.
+        #[arg(long, default_value = "demo-out")]
+        out: PathBuf,
+        /// quiet, port-scan, brute-force, exfiltration, ven-tampering or degraded-pce.
+        #[arg(long, default_value = "ven-tampering")]
+        scenario: Scenario,
+        /// How many times faster than real time the demo runs (60: an hour a minute).
+        #[arg(long, default_value_t = 60.0)]
+        time_scale: f64,
+        /// The API's address.
+        #[arg(long, default_value = "127.0.0.1:5001")]
+        listen: String,
+    },
+    /// Draw the pipeline graph.
+    Graph {
+        /// The directory (or file) of pipeline files.
+        #[arg(long, short, default_value = "pipelines")]
+        pipelines: PathBuf,
+        /// DOT (Graphviz) or Mermaid.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// Send a sample alert through a mail, line or webhook sink now and report the peer's
+    /// answer (exit 1 if it refused).
+    SendTest {
+        /// The sink: `pipeline.sink`, or a sink name unique across pipelines.
+        sink: String,
+        /// The directory (or file) of pipeline files.
+        #[arg(long, short, default_value = "pipelines")]
+        pipelines: PathBuf,
+        /// Print what would be sent instead of sending it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Inspect the delivery outbox: dead letters, and what is waiting to be sent.
+    Outbox {
+        #[command(subcommand)]
+        action: OutboxAction,
+        /// The directory (or file) of pipeline files (its settings name the state_dir).
+        #[arg(long, short, default_value = "pipelines", global = true)]
+        pipelines: PathBuf,
+        /// The state directory, instead of the one the pipelines' settings name.
+        #[arg(long, global = true)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Silences: alerts they match are not sent while they last (the running vigil reads
+    /// them from its state database).
+    Silence {
+        #[command(subcommand)]
+        action: SilenceAction,
+        /// The directory (or file) of pipeline files (its settings name the state_dir).
+        #[arg(long, short, default_value = "pipelines", global = true)]
+        pipelines: PathBuf,
+        /// The state directory, instead of the one the pipelines' settings name.
+        #[arg(long, global = true)]
+        state_dir: Option<PathBuf>,
+    },
+    /// Print the JSON Schema of pipeline files.
+    Schema,
+    /// Serve a simulated Illumio PCE until interrupted; prints its URL as the first line.
+    PceSim {
+        /// Address to listen on (port 0 picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        /// quiet, port-scan, brute-force, exfiltration, ven-tampering or degraded-pce.
+        #[arg(long, default_value = "quiet")]
+        scenario: Scenario,
+        /// Seed of the estate, events and flows.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The org id served.
+        #[arg(long, default_value_t = 1)]
+        org: u64,
+        /// How many times faster than real time scenario time runs (60: an hour a minute).
+        #[arg(long, default_value_t = 1.0)]
+        time_scale: f64,
+        /// Background flows first detected per minute. A 12-minute slice holds about 14
+        /// minutes' worth (flows still going from before come back): 14250 gives about
+        /// 200,000 rows. Above the default, unmanaged sources also come from a pool of
+        /// 65,534 client addresses.
+        #[arg(long, default_value_t = 20)]
+        flows_per_minute: u32,
+        /// API key id clients must use.
+        #[arg(long, env = "VIGIL_SIM_API_KEY", default_value = "api_sim")]
+        api_key: String,
+        /// API key secret clients must use.
+        #[arg(
+            long,
+            env = "VIGIL_SIM_API_SECRET",
+            default_value = "sim-secret",
+            hide_env_values = true
+        )]
+        api_secret: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum OutboxAction {
+    /// List dead letters (or, with --state, other messages), newest first.
+    List {
+        /// Which messages: dead (default), pending, gathering, sent, or all.
+        #[arg(long, value_enum, default_value_t = OutboxFilter::Dead)]
+        state: OutboxFilter,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Text (default) or JSON with the alerts in full.
+        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
+    },
+    /// Send a dead letter again (a running vigil picks it up within seconds).
+    Retry {
+        /// The message id, or a unique prefix of it.
+        id: String,
+    },
+    /// Delete a dead letter; its alerts are not sent again if raised again.
+    Drop {
+        /// The message id, or a unique prefix of it.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SilenceAction {
+    /// Silence alerts matching every `FIELD=VALUE` (or `FIELD~REGEX`) for a while.
+    Add {
+        /// Matchers on the alert's fields: `group.src.ip=10.0.0.1`, `stage=burst`,
+        /// `severity~high|critical`.
+        #[arg(required = true)]
+        matchers: Vec<String>,
+        /// How long: `2h`, `30m`.
+        #[arg(long, default_value = "2h")]
+        duration: String,
+        /// Why (shown in the list and the dashboard).
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// List the silences (active and ended).
+    List,
+    /// End a silence now.
+    Expire {
+        /// The silence's id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OutboxFilter {
+    Dead,
+    Pending,
+    Gathering,
+    Sent,
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ListFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Validate {
+            paths,
+            format,
+            deny_warnings,
+            no_env,
+        } => validate(paths, format, deny_warnings, no_env),
+        Command::Run {
+            pipelines,
+            no_watch,
+        } => run(pipelines, !no_watch),
+        Command::Test { paths } => test(paths),
+        Command::Graph { pipelines, format } => graph(pipelines, format),
+        Command::Demo {
+            out,
+            scenario,
+            time_scale,
+            listen,
+        } => demo(vigil::demo::DemoOptions {
+            out,
+            scenario,
+            time_scale,
+            listen,
+        }),
+        Command::PceSim {
+            listen,
+            scenario,
+            seed,
+            org,
+            time_scale,
+            flows_per_minute,
+            api_key,
+            api_secret,
+        } => pce_sim(
+            listen,
+            SimConfig {
+                scenario,
+                seed,
+                org,
+                api_key,
+                api_secret,
+                time_scale,
+                flows_per_minute,
+                ..SimConfig::default()
+            },
+        ),
+        Command::SendTest {
+            sink,
+            pipelines,
+            dry_run,
+        } => send_test(pipelines, &sink, dry_run),
+        Command::Outbox {
+            action,
+            pipelines,
+            state_dir,
+        } => outbox(action, pipelines, state_dir),
+        Command::Silence {
+            action,
+            pipelines,
+            state_dir,
+        } => silence(action, pipelines, state_dir),
+        Command::Schema => {
+            print(&vigil::config::schema::document_schema_text())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub(super) fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .context("writing to standard output")?;
+    out.flush().context("writing to standard output")?;
+    Ok(())
+}
+
+/// Loads a configuration for `run`/`graph`: problems go to standard error.
+pub(super) fn load_for_use(path: PathBuf) -> Result<Loaded, LoadError> {
+    let loaded = load_paths(&[path], &LoadOptions::default())?;
+    if !loaded.diagnostics.is_empty() {
+        let mut err = std::io::stderr().lock();
+        for d in &loaded.diagnostics {
+            let _ = writeln!(err, "{}", d.to_text());
+        }
+    }
+    Ok(loaded)
+}
+
+/// The state database named by the pipelines' settings (or `state_dir`); `None` after
+/// reporting why it cannot be found.
+pub(super) fn open_store(
+    pipelines: PathBuf,
+    state_dir: Option<PathBuf>,
+) -> anyhow::Result<Option<vigil::store::Store>> {
+    let state_dir = match state_dir {
+        Some(d) => d,
+        None => {
+            let loaded = load_for_use(pipelines)?;
+            let Some(config) = loaded.config else {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "vigil: cannot read the settings to find state_dir: fix the errors above or pass --state-dir"
+                );
+                return Ok(None);
+            };
+            config.settings.state_dir
+        }
+    };
+    Ok(Some(vigil::store::Store::open(&state_dir)?))
+}
