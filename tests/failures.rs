@@ -33,6 +33,18 @@ fn read_lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// An HTTP receiver that answers every POST with 200 after `delay`.
+async fn slow_receiver(delay: Duration) -> wiremock::MockServer {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let hook = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(delay))
+        .mount(&hook)
+        .await;
+    hook
+}
+
 async fn get(url: &str) -> (u16, String) {
     let r = reqwest::get(url).await.expect("the API answers");
     (r.status().as_u16(), r.text().await.expect("body"))
@@ -272,13 +284,9 @@ async fn endless_scripts_do_not_delay_another_pipelines_alert() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_a_slow_webhook_for_at_most_drain_timeout() {
     use wiremock::matchers::method;
-    use wiremock::{Mock, MockServer, ResponseTemplate};
+    use wiremock::{Mock, ResponseTemplate};
     const N: usize = 30;
-    let hook = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(1)))
-        .mount(&hook)
-        .await;
+    let hook = slow_receiver(Duration::from_secs(1)).await;
     let p = Project::new(
         &format!(
             "web: {{ enabled: false }}\nconnections:\n  webhook:\n    soc: {{ url: \"{}/hook\" }}\n",
@@ -392,13 +400,7 @@ fn slow_send_pipeline(timeout: &str) -> String {
 
 impl SlowSend {
     async fn start(settings: &str) -> SlowSend {
-        use wiremock::matchers::method;
-        use wiremock::{Mock, MockServer, ResponseTemplate};
-        let hook = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(8)))
-            .mount(&hook)
-            .await;
+        let hook = slow_receiver(Duration::from_secs(8)).await;
         let p = Project::new(
             &format!(
                 "{settings}connections:\n  webhook:\n    soc: {{ url: \"{}/hook\" }}\n",

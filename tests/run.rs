@@ -70,6 +70,12 @@ fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
+fn append(path: &Path, text: &str) {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
 fn spawn_run(dir: &Path) -> Child {
     Command::new(bin())
         .args(["--log-format", "json", "run", "--pipelines"])
@@ -784,14 +790,7 @@ fn a_file_source_goes_on_where_it_stopped_after_a_stop_and_a_kill() {
     });
     sigterm(&child);
     assert!(wait_exit(&mut child, Duration::from_secs(30), "no stop").success());
-    {
-        use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&input)
-            .unwrap();
-        f.write_all(lines(1000, 1500).as_bytes()).unwrap();
-    }
+    append(&input, &lines(1000, 1500));
     let mut child = spawn_run(dir.path());
     wait_for("the 500 new lines", Duration::from_secs(30), || {
         complete_lines(&out) >= 1500
@@ -803,14 +802,7 @@ fn a_file_source_goes_on_where_it_stopped_after_a_stop_and_a_kill() {
     assert!(counts.values().all(|n| *n == 1), "a line was read twice");
 
     // A big append, killed mid-way, then a restart.
-    {
-        use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&input)
-            .unwrap();
-        f.write_all(lines(1500, 400_000).as_bytes()).unwrap();
-    }
+    append(&input, &lines(1500, 400_000));
     let mut child = spawn_run(dir.path());
     wait_for("some of the big append", Duration::from_secs(60), || {
         complete_lines(&out) > 20_000

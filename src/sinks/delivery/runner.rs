@@ -269,10 +269,7 @@ impl<N: Notifier> Worker<N> {
             if self.stopping.is_cancelled() {
                 let until = *drain_until.get_or_insert_with(|| now + self.cfg.drain_timeout.span());
                 if now >= until {
-                    let left = self.store.waiting(&self.id).unwrap_or(0);
-                    if left > 0 {
-                        tracing::warn!(sink = %self.id, messages = left, "drain_timeout reached; the messages still to send stay in the outbox and are sent at the next start");
-                    }
+                    self.leave_the_rest();
                     break;
                 }
             }
@@ -300,8 +297,7 @@ impl<N: Notifier> Worker<N> {
                 continue;
             }
             let next_due = self.store.next_due(&self.id).ok().flatten();
-            if self.stopping.is_cancelled() {
-                let until = *drain_until.get_or_insert_with(|| now + self.cfg.drain_timeout.span());
+            if let Some(until) = drain_until {
                 match next_due {
                     None => break,
                     Some(t) if t <= ms(until) => {
@@ -309,8 +305,7 @@ impl<N: Notifier> Worker<N> {
                         continue;
                     }
                     Some(_) => {
-                        let left = self.store.waiting(&self.id).unwrap_or(0);
-                        tracing::warn!(sink = %self.id, messages = left, "stopping with messages still to send; they stay in the outbox and are sent at the next start");
+                        self.leave_the_rest();
                         break;
                     }
                 }
@@ -326,6 +321,15 @@ impl<N: Notifier> Worker<N> {
                 _ = self.stopping.cancelled(), if drain_until.is_none() => {}
                 _ = self.clock.sleep_until(until) => {}
             }
+        }
+    }
+
+    /// Stopping with messages still to send (by `drain_timeout`): says how many stay in
+    /// the outbox for the next start.
+    fn leave_the_rest(&self) {
+        let left = self.store.waiting(&self.id).unwrap_or(0);
+        if left > 0 {
+            tracing::warn!(sink = %self.id, messages = left, "stopping with messages still to send (drain_timeout); they stay in the outbox and are sent at the next start");
         }
     }
 
