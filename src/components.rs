@@ -9,7 +9,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::config::check::Problems;
+use crate::diagnostic::Problems;
 use crate::runtime::{BuildContext, NodeError, Sink, Source, Stage};
 use crate::{sinks, sources, stages};
 

@@ -35,13 +35,17 @@
 pub mod components;
 pub mod config;
 pub mod demo;
+pub mod diagnostic;
 pub mod event;
 pub mod graph;
+pub mod http;
 pub mod pce;
 pub mod runtime;
+pub mod secret;
 pub mod sinks;
 pub mod sources;
 pub mod stages;
 pub mod store;
 pub mod testing;
+pub mod time;
 pub mod web;

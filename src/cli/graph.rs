@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use vigil::graph::Graph;
 
 use super::{GraphFormat, load_for_use, print};
 
@@ -12,10 +11,10 @@ pub(super) fn graph(path: PathBuf, format: GraphFormat) -> anyhow::Result<ExitCo
     let Some(config) = loaded.config else {
         return Ok(ExitCode::from(1));
     };
-    let g = Graph::from_config(&config);
+    let g = config.graph();
     print(&match format {
-        GraphFormat::Dot => g.to_dot(&config),
-        GraphFormat::Mermaid => g.to_mermaid(&config),
+        GraphFormat::Dot => g.to_dot(),
+        GraphFormat::Mermaid => g.to_mermaid(),
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -21,7 +21,7 @@ pub(super) fn send_test(path: PathBuf, sink: &str, dry_run: bool) -> anyhow::Res
         .build()
         .context("starting the async runtime")?;
     let outcome = rt.block_on(async {
-        let send = vigil::sinks::delivery::send_test::send_test(
+        let send = vigil::runtime::send_test::send_test(
             &config,
             sink,
             dry_run,

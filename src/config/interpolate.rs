@@ -225,7 +225,7 @@ fn interpolate(text: &str, env: &Env, outcome: &mut Outcome) -> String {
             outcome.errors.push((
                 index,
                 (
-                    super::diagnostic::codes::ENV_SYNTAX,
+                    crate::diagnostic::codes::ENV_SYNTAX,
                     "`${` is not closed: write `${NAME}` or `${NAME:-default}` (use `$$` for a literal `$`)".into(),
                 ),
             ));
@@ -242,7 +242,7 @@ fn interpolate(text: &str, env: &Env, outcome: &mut Outcome) -> String {
             outcome.errors.push((
                 index,
                 (
-                    super::diagnostic::codes::ENV_SYNTAX,
+                    crate::diagnostic::codes::ENV_SYNTAX,
                     format!(
                         "`${{{body}}}`: `{name}` is not a variable name (letters, digits and `_`, not starting with a digit)"
                     ),
@@ -259,7 +259,7 @@ fn interpolate(text: &str, env: &Env, outcome: &mut Outcome) -> String {
             (Lookup::Unset, None) => outcome.errors.push((
                 index,
                 (
-                    super::diagnostic::codes::ENV_UNSET,
+                    crate::diagnostic::codes::ENV_UNSET,
                     format!(
                         "environment variable `{name}` is not set: set it, or give a default with `${{{name}:-value}}`"
                     ),

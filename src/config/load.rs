@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::check::Problems;
-use super::diagnostic::{Diagnostic, codes, sort};
+use crate::diagnostic::Problems;
+use crate::diagnostic::{Diagnostic, codes, sort};
 use super::interpolate::{Env, LineIndex, resolve};
 use super::schema::{self, Family, suggest};
 use super::yaml::{self, Node, Pos, to_pointer};
@@ -378,10 +378,10 @@ fn push_problems(doc: &Doc<'_>, prefix: &str, problems: Problems, diags: &mut Ve
             None => doc.pos(&pointer, p.at_key),
         };
         diags.push(match p.severity {
-            super::diagnostic::Severity::Error => {
+            crate::diagnostic::Severity::Error => {
                 Diagnostic::error(doc.file, pos, p.code, p.message)
             }
-            super::diagnostic::Severity::Warning => {
+            crate::diagnostic::Severity::Warning => {
                 Diagnostic::warning(doc.file, pos, p.code, p.message)
             }
         });
@@ -537,7 +537,7 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
     let failed = p
         .items
         .iter()
-        .any(|i| i.severity == super::diagnostic::Severity::Error);
+        .any(|i| i.severity == crate::diagnostic::Severity::Error);
     push_problems(doc, "", p, diags);
     (!failed).then_some(s)
 }

@@ -13,7 +13,7 @@ use jsonschema::error::ValidationErrorKind;
 use jsonschema::{ValidationError, Validator};
 use serde_json::{Map, Value};
 
-use super::diagnostic::codes;
+use crate::diagnostic::codes;
 use super::yaml::pointer_segments;
 
 /// Where the schema lives in the repository, relative to its root.

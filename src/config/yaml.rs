@@ -10,21 +10,13 @@ use std::collections::HashMap;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 
-/// A 1-based line and column in a source file (columns count characters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Pos {
-    /// Line, starting at 1.
-    pub line: u32,
-    /// Column, starting at 1, in characters.
-    pub col: u32,
-}
+pub use crate::diagnostic::Pos;
 
-impl Pos {
-    fn from_marker(m: &saphyr_parser::Marker) -> Pos {
-        Pos {
-            line: u32::try_from(m.line()).unwrap_or(u32::MAX),
-            col: u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
-        }
+/// The position of a parser marker.
+fn pos_of(m: &saphyr_parser::Marker) -> Pos {
+    Pos {
+        line: u32::try_from(m.line()).unwrap_or(u32::MAX),
+        col: u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
     }
 }
 
@@ -125,7 +117,7 @@ pub fn parse(source: &str) -> ParsedFile {
             Ok(ev) => ev,
             Err(e) => {
                 out.errors.push(YamlError {
-                    pos: Pos::from_marker(e.marker()),
+                    pos: pos_of(e.marker()),
                     code: "yaml",
                     message: format!("YAML syntax error: {}", e.info()),
                 });
@@ -148,12 +140,12 @@ pub fn parse(source: &str) -> ParsedFile {
             Event::Alias(id) => match anchors.get(&id) {
                 Some(node) => {
                     let mut node = node.clone();
-                    node.pos = Pos::from_marker(&span.start);
+                    node.pos = pos_of(&span.start);
                     Some((node, 0))
                 }
                 None => {
                     out.errors.push(YamlError {
-                        pos: Pos::from_marker(&span.start),
+                        pos: pos_of(&span.start),
                         code: "yaml",
                         message: "alias refers to an anchor that is not defined before it".into(),
                     });
@@ -175,7 +167,7 @@ pub fn parse(source: &str) -> ParsedFile {
                             plain: matches!(style, ScalarStyle::Plain),
                             tag,
                         }),
-                        pos: Pos::from_marker(&span.start),
+                        pos: pos_of(&span.start),
                         span: (span.start.index(), span.end.index()),
                     },
                     anchor,
@@ -184,7 +176,7 @@ pub fn parse(source: &str) -> ParsedFile {
             Event::SequenceStart(anchor, _) => {
                 stack.push(Frame::Seq {
                     anchor,
-                    start: Pos::from_marker(&span.start),
+                    start: pos_of(&span.start),
                     span_start: span.start.index(),
                     items: Vec::new(),
                 });
@@ -193,7 +185,7 @@ pub fn parse(source: &str) -> ParsedFile {
             Event::MappingStart(anchor, _) => {
                 stack.push(Frame::Map {
                     anchor,
-                    start: Pos::from_marker(&span.start),
+                    start: pos_of(&span.start),
                     span_start: span.start.index(),
                     entries: Vec::new(),
                     pending_key: None,
@@ -258,7 +250,7 @@ fn null_node(span: &Span) -> Node {
             plain: true,
             tag: None,
         }),
-        pos: Pos::from_marker(&span.start),
+        pos: pos_of(&span.start),
         span: (span.start.index(), span.end.index()),
     }
 }
@@ -415,15 +407,7 @@ pub fn pointer_segments(pointer: &str) -> Vec<String> {
         .collect()
 }
 
-/// Builds a JSON pointer from segments.
-pub fn to_pointer<'a>(segs: impl IntoIterator<Item = &'a str>) -> String {
-    let mut out = String::new();
-    for s in segs {
-        out.push('/');
-        out.push_str(&s.replace('~', "~0").replace('/', "~1"));
-    }
-    out
-}
+pub use crate::diagnostic::to_pointer;
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 pub use mail_capture::MailCapture;
 
 use crate::pce::sim::{PceSim, RunningSim, Scenario, SimConfig};
-use crate::runtime::{ScaledClock, SharedClock};
+use crate::time::{ScaledClock, SharedClock};
 
 /// The shipped pipelines, compiled in (`pipelines/` of the repository).
 pub const SHIPPED_PIPELINES: &[(&str, &str)] = &[

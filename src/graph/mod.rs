@@ -7,8 +7,6 @@ use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::{Dfs, EdgeRef};
 
-use crate::config::Config;
-
 /// What a node does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NodeRole {
@@ -36,7 +34,7 @@ impl NodeRole {
 pub struct GraphNode {
     /// `pipeline.node`.
     pub id: Arc<str>,
-    /// Index of the pipeline in [`Config::pipelines`].
+    /// Index of the pipeline in [`Graph::pipelines`].
     pub pipeline: usize,
     /// The node's name within its pipeline.
     pub name: String,
@@ -51,79 +49,24 @@ pub struct GraphNode {
 /// Every node of every pipeline.
 #[derive(Debug, Clone, Default)]
 pub struct Graph {
+    /// The pipelines' names, in file order.
+    pub pipelines: Vec<Arc<str>>,
     /// Sources, then stages, then sinks, pipeline by pipeline.
     pub nodes: Vec<GraphNode>,
 }
 
 impl Graph {
-    /// Builds the graph of a validated configuration (inputs that name nothing are
-    /// skipped: validation reports them).
-    pub fn from_config(config: &Config) -> Graph {
-        let mut nodes = Vec::new();
-        for (pi, p) in config.pipelines.iter().enumerate() {
-            let pc = &p.config;
-            let first = nodes.len();
-            let mut add = |name: &str, role: NodeRole, kind: &str| {
-                nodes.push(GraphNode {
-                    id: format!("{}.{}", pc.name, name).into(),
-                    pipeline: pi,
-                    name: name.to_string(),
-                    role,
-                    kind: kind.to_string(),
-                    inputs: Vec::new(),
-                });
-            };
-            for (name, s) in &pc.sources {
-                add(name, NodeRole::Source, s.kind());
-            }
-            for (name, s) in &pc.stages {
-                add(name, NodeRole::Stage, s.kind());
-            }
-            for (name, s) in &pc.sinks {
-                add(name, NodeRole::Sink, s.kind());
-            }
-            let index_of = |nodes: &[GraphNode], name: &str| {
-                nodes[first..]
-                    .iter()
-                    .position(|n| n.name == name && n.role != NodeRole::Sink)
-                    .map(|i| i + first)
-            };
-            let wiring: Vec<(String, Vec<String>)> = pc
-                .stages
-                .iter()
-                .map(|(n, s)| (n.clone(), s.inputs().to_vec()))
-                .chain(
-                    pc.sinks
-                        .iter()
-                        .map(|(n, s)| (n.clone(), s.inputs().to_vec())),
-                )
-                .collect();
-            for (offset, (_, inputs)) in wiring.iter().enumerate() {
-                let at = first + pc.sources.len() + offset;
-                let mut resolved: Vec<usize> = Vec::new();
-                for i in inputs.iter().filter_map(|i| index_of(&nodes, i)) {
-                    // An input listed twice is read once (validation warns about it).
-                    if !resolved.contains(&i) {
-                        resolved.push(i);
-                    }
-                }
-                nodes[at].inputs = resolved;
-            }
-        }
-        Graph { nodes }
-    }
-
     /// Graphviz DOT, one cluster per pipeline.
-    pub fn to_dot(&self, config: &Config) -> String {
+    pub fn to_dot(&self) -> String {
         let mut out =
             String::from("digraph vigil {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n");
-        for (pi, p) in config.pipelines.iter().enumerate() {
+        for (pi, name) in self.pipelines.iter().enumerate() {
             let _ = writeln!(
                 out,
                 "  subgraph \"cluster_{}\" {{",
-                dot_escape(&p.config.name)
+                dot_escape(name)
             );
-            let _ = writeln!(out, "    label=\"{}\";", dot_escape(&p.config.name));
+            let _ = writeln!(out, "    label=\"{}\";", dot_escape(name));
             for n in self.nodes.iter().filter(|n| n.pipeline == pi) {
                 let shape = match n.role {
                     NodeRole::Source => "invhouse",
@@ -156,14 +99,14 @@ impl Graph {
     }
 
     /// A Mermaid flowchart, one subgraph per pipeline.
-    pub fn to_mermaid(&self, config: &Config) -> String {
+    pub fn to_mermaid(&self) -> String {
         let mut out = String::from("flowchart LR\n");
         let mid = |i: usize| format!("n{i}");
-        for (pi, p) in config.pipelines.iter().enumerate() {
+        for (pi, name) in self.pipelines.iter().enumerate() {
             let _ = writeln!(
                 out,
                 "  subgraph p{pi}[\"{}\"]",
-                mermaid_escape(&p.config.name)
+                mermaid_escape(name)
             );
             for (i, n) in self
                 .nodes

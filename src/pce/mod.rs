@@ -2,4 +2,5 @@
 //! and `vigil demo` run against. The client does not know which one it talks to.
 
 pub mod client;
+pub mod names;
 pub mod sim;

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SettingsConfig;
 use crate::pce::client::{PceClient, PceError};
 
-use super::SharedClock;
+use crate::time::SharedClock;
 
 /// Something to start once every node of the topology is built; given the run's shutdown,
 /// it returns the task it spawned (the topology waits for it).
@@ -162,7 +162,7 @@ impl Connections {
     pub fn clock(&self) -> SharedClock {
         self.clock
             .clone()
-            .unwrap_or_else(|| Arc::new(super::WallClock))
+            .unwrap_or_else(|| Arc::new(crate::time::WallClock))
     }
 
     /// The helper of type `T` shared under `key` for this run, created by `init` on first

@@ -11,10 +11,10 @@
 //! node then finishes what it holds and tells its downstreams it is done, so every event
 //! already read reaches the sinks before the process exits.
 
-mod clock;
 mod connections;
 mod edge;
 mod reload;
+pub mod send_test;
 mod supervise;
 mod tap;
 mod topology;
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
-pub use clock::{Clock, JumpClock, ScaledClock, SharedClock, VirtualClock, WallClock};
+pub use crate::time::{Clock, JumpClock, ScaledClock, SharedClock, VirtualClock, WallClock};
 pub use connections::{ConnectionError, Connections};
 pub use edge::{Closed, Input, Message, NodeCounters, Output};
 pub use reload::{ReloadDriver, ReloadOutcome};

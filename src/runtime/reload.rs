@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::{ReloadReport, Reloader};
-use crate::config::diagnostic::Diagnostic;
+use crate::diagnostic::Diagnostic;
 use crate::config::{LoadOptions, load_paths};
 use crate::event::{Alert, AlertStatus, AlertWindow, Sample, Severity, Timestamp};
 
@@ -29,7 +29,7 @@ pub struct ReloadOutcome {
 pub struct ReloadDriver {
     dir: PathBuf,
     reloader: Reloader,
-    clock: super::SharedClock,
+    clock: crate::time::SharedClock,
     state: Arc<Mutex<DriverState>>,
 }
 
@@ -43,7 +43,7 @@ struct DriverState {
 impl ReloadDriver {
     /// A driver reloading `dir` into the graph behind `reloader`; failures are published
     /// to the graph's `internal` sources.
-    pub fn new(dir: PathBuf, reloader: Reloader, clock: super::SharedClock) -> ReloadDriver {
+    pub fn new(dir: PathBuf, reloader: Reloader, clock: crate::time::SharedClock) -> ReloadDriver {
         ReloadDriver {
             dir,
             reloader,

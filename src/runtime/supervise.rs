@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::SharedClock;
+use crate::time::SharedClock;
 use crate::config::RestartsConfig;
 use crate::event::{Alert, AlertStatus, AlertWindow, Severity, Timestamp};
 
@@ -290,16 +290,16 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::VirtualClock;
+    use crate::time::VirtualClock;
     use chrono::{TimeZone, Utc};
     use std::time::Duration;
 
     fn policy() -> RestartsConfig {
         RestartsConfig {
             max_failures: 3,
-            within: crate::config::Duration::from_secs(60),
-            backoff: crate::config::Duration::from_secs(1),
-            max_backoff: crate::config::Duration::from_secs(3),
+            within: crate::time::Duration::from_secs(60),
+            backoff: crate::time::Duration::from_secs(1),
+            max_backoff: crate::time::Duration::from_secs(3),
         }
     }
 

@@ -291,7 +291,7 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
         failures: HashMap::new(),
         pipeline_stops: HashMap::new(),
     };
-    let graph = Graph::from_config(config);
+    let graph = config.graph();
     let all: Vec<usize> = (0..graph.nodes.len()).collect();
     let prepared = live.prepare(config, &graph, &all);
     live.spawn(
@@ -833,7 +833,7 @@ struct View {
 impl Live {
     /// The read model of the graph as it is now.
     fn view(&self) -> View {
-        let graph = Graph::from_config(&self.config);
+        let graph = self.config.graph();
         let nodes = graph
             .nodes
             .iter()
@@ -945,7 +945,7 @@ impl Reloader {
         if live.env.shutdown.is_cancelled() {
             return Err(ReloadError("vigil is shutting down".into()));
         }
-        let graph = Graph::from_config(new);
+        let graph = new.graph();
         let settings_changed = live.config.settings_raw != new.settings_raw;
         let web_changed = live.config.settings_raw.get("web") != new.settings_raw.get("web");
         let new_ids: HashMap<Arc<str>, usize> = graph
@@ -1082,7 +1082,7 @@ impl Reloader {
         // them after everything sent before) and, in the same step, start sending to the
         // new nodes, whose channels hold it until they start; retired sources are stopped.
         let retiring: HashSet<Arc<str>> = retire.iter().cloned().collect();
-        let old_graph = Graph::from_config(&live.config);
+        let old_graph = live.config.graph();
         let mut waits = Vec::new();
         let mut removals: HashMap<Arc<str>, Vec<Rewire>> = HashMap::new();
         // The new nodes' channels; running nodes that are retired are not wired to.
@@ -1561,7 +1561,8 @@ async fn run_stage(
 mod tests {
     use super::*;
     use crate::event::{Event, ack_pair};
-    use crate::runtime::{VirtualClock, edge};
+    use crate::runtime::edge;
+use crate::time::VirtualClock;
     use chrono::Utc;
     use serde_json::json;
 
@@ -1608,8 +1609,8 @@ mod tests {
         let mut told = connections.internal_alerts().subscribe();
         let policy = crate::config::RestartsConfig {
             max_failures: 1,
-            backoff: crate::config::Duration::from_millis(1),
-            max_backoff: crate::config::Duration::from_millis(1),
+            backoff: crate::time::Duration::from_millis(1),
+            max_backoff: crate::time::Duration::from_millis(1),
             ..Default::default()
         };
         let supervisor = Supervisor::new(
@@ -1617,7 +1618,7 @@ mod tests {
             "p".into(),
             policy,
             health.clone(),
-            Arc::new(crate::runtime::WallClock),
+            Arc::new(crate::time::WallClock),
             connections.internal_alerts().clone(),
             stop.clone(),
         );

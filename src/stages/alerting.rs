@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::episode::AlertMode;
-use crate::config::Duration;
-use crate::config::check::Problems;
-use crate::config::diagnostic::codes;
+use crate::time::Duration;
+use crate::diagnostic::Problems;
+use crate::diagnostic::codes;
 use crate::event::{
     Alert, AlertStatus, AlertWindow, Event, FieldPath, Group, Sample, Severity, Timestamp,
 };

@@ -1,5 +1,5 @@
 //! What each delivering sink's notification groups hold (see
-//! [`crate::sinks::delivery::dispatch`]), kept so a restart neither forgets an alert that
+//! `sinks::delivery::dispatch`), kept so a restart neither forgets an alert that
 //! waits for its group nor tells the same thing twice.
 //!
 //! - `notify_groups`: per sink and group, its recipients, `group_by` values, when it is
@@ -18,7 +18,7 @@ use rusqlite::{OptionalExtension, params};
 use super::outbox::{NotifyMeta, insert_message};
 use super::{Store, StoreError};
 use crate::event::Alert;
-use crate::sinks::delivery::dispatch::{Flushed, Group, Sent};
+use super::records::{Flushed, Group, Sent};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS notify_groups (
@@ -290,8 +290,8 @@ mod tests {
         assert_eq!(
             m2.notify.map(|n| n.changes),
             Some(vec![
-                crate::sinks::delivery::dispatch::Change::Firing,
-                crate::sinks::delivery::dispatch::Change::Resolved
+                super::records::Change::Firing,
+                super::records::Change::Resolved
             ])
         );
     }

@@ -2,7 +2,7 @@
 //! sent, and its fate (sent, retrying, dead) is recorded here.
 //!
 //! - A *message* is one notification: the alerts of one notification group that go out
-//!   together (see [`crate::sinks::delivery::dispatch`]), each marked new, still firing or
+//!   together (see `sinks::delivery::dispatch`), each marked new, still firing or
 //!   resolved. Its `id` is a UUID that stays the same across retries: the LINE retry key,
 //!   the mail's Message-ID, the webhook's delivery id.
 //! - `outbox_message_alerts` lists the alerts of each message, for the alert history's
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError};
 use crate::event::Alert;
-use crate::sinks::delivery::dispatch::{Change, Omitted};
+use super::records::{Change, Omitted};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS outbox (

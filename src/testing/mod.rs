@@ -7,7 +7,6 @@
 //! started (the case stands in for them), so a case needs no PCE, no mail server and no
 //! wall-clock time: a day of events runs in milliseconds.
 
-mod model;
 mod runner;
 
 use std::fmt::Write as _;
@@ -15,10 +14,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-pub use model::{Expectation, NotificationExpectation, TestCase, TestFile, TestInput, TestKind};
+pub use crate::config::test_case::{Expectation, NotificationExpectation, TestCase, TestFile, TestInput, TestKind};
 pub use runner::{DEFAULT_START, Recorded, RunError, run_case};
 
-use crate::config::diagnostic::{Diagnostic, codes};
+use crate::diagnostic::{Diagnostic, codes};
 use crate::config::interpolate::{LineIndex, resolve};
 use crate::config::load::files_under;
 use crate::config::{Config, Env, LoadOptions, Loaded, load_paths, yaml};

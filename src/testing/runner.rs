@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::model::TestCase;
+use crate::config::test_case::TestCase;
 use crate::config::Config;
 use crate::event::{AlertStatus, Event, Timestamp};
-use crate::graph::{Graph, NodeRole};
-use crate::runtime::{BuildContext, Connections, SharedClock, Stage, VirtualClock};
+use crate::graph::NodeRole;
+use crate::runtime::{BuildContext, Connections, Stage};
+use crate::time::{SharedClock, VirtualClock};
 use crate::sinks::delivery::dispatch::{Dispatcher, Planned};
 use crate::sinks::delivery::inhibit::Inhibitor;
 use crate::sinks::delivery::{DeliveryConfig, alert_of_event};
@@ -250,7 +251,7 @@ pub fn run_case(
             ))
         })?
         .with_timezone(&Utc);
-    let graph = Graph::from_config(config);
+    let graph = config.graph();
     let pc = &config.pipelines[pipeline];
     let ids: Vec<usize> = (0..graph.nodes.len())
         .filter(|i| graph.nodes[*i].pipeline == pipeline)

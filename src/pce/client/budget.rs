@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::event::Timestamp;
-use crate::runtime::SharedClock;
+use crate::time::SharedClock;
 
 /// A token bucket refilled at `requests_per_minute / 60` per second, holding at most a
 /// tenth of a minute's requests. In any 60 s window at most `rpm + rpm/10` requests pass,

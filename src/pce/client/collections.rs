@@ -131,7 +131,7 @@ impl PceClient {
                 request_id: reply.request_id.clone(),
                 message: format!("status {} without a Location header", reply.status),
             })?;
-        let first_wait = super::retry::retry_after(&reply.headers, self.inner.clock.now());
+        let first_wait = crate::http::retry_after(&reply.headers, self.inner.clock.now());
         let datafile = self.wait_for_job(&job, first_wait).await?;
         let reply = self.execute(&Call::get(datafile.clone())).await?;
         reply.json(&datafile)

@@ -1,43 +1,16 @@
 //! The settings of one PCE connection (`connections.pce.<name>` in the settings file).
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+
+use std::path::PathBuf;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::error::PceError;
-use crate::config::model::Duration;
+use crate::time::Duration;
 
-/// A secret value (API key or secret). Debug and Display print `***`; read it with
-/// [`Secret::expose`] only where it is sent.
-#[derive(Clone, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself. Never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use crate::secret::Secret;
+pub(crate) use crate::secret::resolve_secret;
 
 /// The highest `requests_per_minute` accepted.
 pub const MAX_REQUESTS_PER_MINUTE: u32 = 450;
@@ -219,32 +192,6 @@ impl PceConnectionConfig {
         let url = url.strip_suffix("/api/v2").unwrap_or(url);
         Ok(format!("{url}/api/v2"))
     }
-}
-
-/// A secret from its setting or its `<name>_file` (exactly one of them); the error says
-/// what to fix.
-pub(crate) fn resolve_secret(
-    name: &str,
-    value: &Option<Secret>,
-    file: Option<&Path>,
-) -> Result<Secret, String> {
-    match (value, file) {
-        (Some(_), Some(_)) => Err(format!("set either `{name}` or `{name}_file`, not both")),
-        (Some(v), None) if v.expose().is_empty() => Err(format!("`{name}` is empty")),
-        (Some(v), None) => Ok(v.clone()),
-        (None, Some(path)) => read_secret_file(name, path),
-        (None, None) => Err(format!("`{name}` (or `{name}_file`) is required")),
-    }
-}
-
-fn read_secret_file(name: &str, path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read `{name}_file` {}: {e}", path.display()))?;
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(format!("`{name}_file` {} is empty", path.display()));
-    }
-    Ok(Secret::new(trimmed))
 }
 
 #[cfg(test)]

@@ -39,7 +39,6 @@ mod download;
 mod error;
 mod events;
 mod poll;
-pub(crate) mod retry;
 mod stats;
 mod traffic;
 
@@ -53,9 +52,9 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::runtime::SharedClock;
+use crate::time::SharedClock;
 use budget::{Budget, to_chrono};
-use retry::RetryPolicy;
+use crate::http::RetryPolicy;
 
 pub use collections::{PolicyVersion, SYNC_LIMIT, WorkloadQuery};
 pub(crate) use config::resolve_secret;
@@ -384,7 +383,7 @@ impl PceClient {
         if status.is_success() {
             return Outcome::Done(Ok(reply));
         }
-        let retry_after = retry::retry_after(&reply.headers, self.inner.clock.now());
+        let retry_after = crate::http::retry_after(&reply.headers, self.inner.clock.now());
         let error = status_error(call, &reply);
         let retryable = status == StatusCode::TOO_MANY_REQUESTS
             || (status.is_server_error() && call.method == Method::GET);
@@ -479,7 +478,7 @@ fn basic_auth(key: &Secret, secret: &Secret) -> Result<HeaderValue, PceError> {
 }
 
 fn build_http(cfg: &PceConnectionConfig) -> Result<reqwest::Client, PceError> {
-    http_builder(cfg.ca_file.as_deref(), cfg.tls_verify, &cfg.url)
+    crate::http::client_builder(cfg.ca_file.as_deref(), cfg.tls_verify, &cfg.url)
         .map_err(PceError::Config)?
         .connect_timeout(cfg.connect_timeout.get())
         .timeout(cfg.request_timeout.get())
@@ -488,37 +487,3 @@ fn build_http(cfg: &PceConnectionConfig) -> Result<reqwest::Client, PceError> {
         .map_err(|e| PceError::Config(format!("cannot build the HTTP client: {}", error_chain(&e))))
 }
 
-/// An HTTP client builder as every vigil client starts: no redirects followed (a 3xx is
-/// reported, and credentials never follow it), vigil's user agent, the certificates of
-/// `ca_file` added to the trusted roots, and with `tls_verify: false` any certificate
-/// accepted (logged, naming `peer`).
-pub(crate) fn http_builder(
-    ca_file: Option<&std::path::Path>,
-    tls_verify: bool,
-    peer: &str,
-) -> Result<reqwest::ClientBuilder, String> {
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("vigil/", env!("CARGO_PKG_VERSION")));
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path)
-            .map_err(|e| format!("cannot read `ca_file` {}: {e}", path.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("`ca_file` {} is not PEM: {e}", path.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "`ca_file` {} holds no PEM certificate",
-                path.display()
-            ));
-        }
-        builder = builder.tls_certs_merge(certs);
-    }
-    if !tls_verify {
-        tracing::warn!(
-            peer,
-            "tls_verify is false: the peer's certificate is not checked (set ca_file instead)"
-        );
-        builder = builder.tls_danger_accept_invalid_certs(true);
-    }
-    Ok(builder)
-}

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::runtime::SharedClock;
+use crate::time::SharedClock;
 
 pub use estate::Estate;
 pub use faults::{Faults, RateLimitStorm};

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 
-use crate::runtime::SharedClock;
+use crate::time::SharedClock;
 
 /// What the simulated PCE sees happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -157,7 +157,7 @@ mod tests {
     #[test]
     fn time_scale_speeds_up_the_clock() {
         let start = Utc::now();
-        let inner = crate::runtime::VirtualClock::new(start);
+        let inner = crate::time::VirtualClock::new(start);
         let clock = SimClock::new(std::sync::Arc::new(inner.clone()), 60.0);
         inner.advance(std::time::Duration::from_secs(60));
         assert_eq!(clock.now() - start, chrono::Duration::hours(1));

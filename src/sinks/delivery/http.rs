@@ -7,15 +7,15 @@ use reqwest::header::HeaderMap;
 
 use super::retry::{classify_http, classify_request_error};
 use super::{Answer, SendError};
-use crate::runtime::SharedClock;
+use crate::time::SharedClock;
 
-/// An HTTP client for a sink (see [`crate::pce::client::http_builder`]).
+/// An HTTP client for a sink (see [`crate::http::client_builder`]).
 pub fn client(
     ca_file: Option<&Path>,
     tls_verify: bool,
     what: &str,
 ) -> Result<reqwest::Client, String> {
-    crate::pce::client::http_builder(ca_file, tls_verify, what)?
+    crate::http::client_builder(ca_file, tls_verify, what)?
         .connect_timeout(std::time::Duration::from_secs(10))
         .build()
         .map_err(|e| {

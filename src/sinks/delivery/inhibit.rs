@@ -16,8 +16,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::check::Problems;
-use crate::config::diagnostic::codes;
+use crate::diagnostic::Problems;
+use crate::diagnostic::codes;
 use crate::event::{Alert, AlertStatus, FieldPath};
 
 /// The most source alerts the board holds; beyond, the oldest is forgotten and counted.

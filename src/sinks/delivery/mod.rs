@@ -22,18 +22,21 @@ pub mod inhibit;
 pub mod render;
 pub mod retry;
 pub mod runner;
-pub mod send_test;
 
 use futures::future::BoxFuture;
 
-use crate::config::check::Problems;
-use crate::config::diagnostic::codes;
-use crate::config::model::Duration;
+use crate::diagnostic::Problems;
+use crate::diagnostic::codes;
+use crate::time::Duration;
 use crate::event::{Alert, AlertStatus, AlertWindow, Sample, Severity, TopRow, TopTable};
 
 pub use render::Templates;
 pub use retry::RetryConfig;
 pub use runner::DeliverySink;
+
+/// Where the dashboard is when the settings do not say (`public_url`): links in
+/// notifications point there.
+pub const DEFAULT_PUBLIC_URL: &str = "http://127.0.0.1:5001";
 
 /// The options every delivering sink has, beside its own: written at the top level of the
 /// sink (`min_severity: high`), collected here by [`delivering_sink!`].
@@ -83,7 +86,7 @@ macro_rules! delivering_sink {
             /// resolutions of the one taken still go on). Kept across restarts. Prefer
             /// `repeat_interval` to space out reminders. Default: none.
             #[serde(default)]
-            pub cooldown: Option<crate::config::model::Duration>,
+            pub cooldown: Option<crate::time::Duration>,
             /// Alert field paths whose values make a notification group (with the
             /// recipients): alerts of one group go out together (`[pipeline,
             /// group.src.ip]`). Default: `[pipeline, stage]` (one group per rule).
@@ -92,17 +95,17 @@ macro_rules! delivering_sink {
             /// How long a new group's first notification waits, so alerts that arrive
             /// together go out together. Default: `0s` (at once).
             #[serde(default = "crate::sinks::delivery::default_group_wait")]
-            pub group_wait: crate::config::model::Duration,
+            pub group_wait: crate::time::Duration,
             /// After its first notification, how often a group is looked at again: alerts
             /// that are new since its last notification (or resolved, with
             /// `send_resolved`) go out then, together. Default: `5m`.
             #[serde(default = "crate::sinks::delivery::default_group_interval")]
-            pub group_interval: crate::config::model::Duration,
+            pub group_interval: crate::time::Duration,
             /// When nothing changed in a group but alerts still fire, a reminder goes out
             /// once its last notification is this old (at the group's next look).
             /// Default: `4h`.
             #[serde(default = "crate::sinks::delivery::default_repeat_interval")]
-            pub repeat_interval: crate::config::model::Duration,
+            pub repeat_interval: crate::time::Duration,
             /// Each further reminder in a row waits this many times longer than the one
             /// before (`2`: 4h, 8h, 16h...), up to `max_repeat_interval`. Default: `1`
             /// (always `repeat_interval`).
@@ -110,7 +113,7 @@ macro_rules! delivering_sink {
             pub repeat_backoff: f64,
             /// The longest wait between reminders with `repeat_backoff`. Default: `24h`.
             #[serde(default = "crate::sinks::delivery::default_max_repeat_interval")]
-            pub max_repeat_interval: crate::config::model::Duration,
+            pub max_repeat_interval: crate::time::Duration,
             /// Whether alerts that resolved are notified (once, in their group's next
             /// notification). Default: `false` for mail and LINE, `true` for webhook, as
             /// in Alertmanager.
@@ -122,11 +125,11 @@ macro_rules! delivering_sink {
             /// How long one attempt may take before it counts as failed (and is
             /// retried). Default: `30s`.
             #[serde(default = "crate::sinks::delivery::default_timeout")]
-            pub timeout: crate::config::model::Duration,
+            pub timeout: crate::time::Duration,
             /// At shutdown, how long to keep sending what is due before leaving the rest
             /// in the outbox for the next start. Default: `30s`.
             #[serde(default = "crate::sinks::delivery::default_drain_timeout")]
-            pub drain_timeout: crate::config::model::Duration,
+            pub drain_timeout: crate::time::Duration,
         }
 
         impl $name {
@@ -419,7 +422,7 @@ pub fn check_rendering(rendering: &dyn Rendering, group_by: &[String], p: &mut P
         alert.group = group;
     }
     let n = sample_notification("check", vec![alert]);
-    let cx = render::context(&n, crate::config::DEFAULT_PUBLIC_URL);
+    let cx = render::context(&n, crate::sinks::delivery::DEFAULT_PUBLIC_URL);
     let failures = rendering.templates().failures(&cx);
     if !failures.is_empty() {
         for f in &failures {

@@ -113,8 +113,8 @@ impl From<TemplateFailure> for String {
 impl TemplateFailure {
     /// Reports the failure in `p`: inside the YAML value for an inline template (at its
     /// line and column there), else on the sink with the file's own position.
-    pub fn report(&self, p: &mut crate::config::check::Problems) {
-        use crate::config::diagnostic::codes;
+    pub fn report(&self, p: &mut crate::diagnostic::Problems) {
+        use crate::diagnostic::codes;
         match (&self.origin, self.pos) {
             (Origin::Inline(pointer), Some((l, c))) => p.error_inside(
                 pointer.clone(),

@@ -7,8 +7,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{Answer, SendError};
-use crate::config::check::Problems;
-use crate::config::model::Duration;
+use crate::diagnostic::Problems;
+use crate::time::Duration;
 use crate::event::Timestamp;
 
 /// `retry:` of a delivering sink: exponential backoff with jitter between attempts, until
@@ -103,7 +103,7 @@ pub fn classify_http(
     if transient {
         Err(SendError::Transient {
             reason: described,
-            retry_after: crate::pce::client::retry::retry_after(headers, now),
+            retry_after: crate::http::retry_after(headers, now),
         })
     } else {
         Err(SendError::permanent(described))

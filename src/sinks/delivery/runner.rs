@@ -12,7 +12,8 @@ use super::dispatch::{Dispatcher, Group, Ingested};
 use super::inhibit::Inhibitor;
 use super::{DeliveryConfig, Notification, Notifier, SendError, alert_of_event};
 use crate::event::{Alert, AlertStatus, Timestamp};
-use crate::runtime::{BuildContext, Input, Message, NodeCounters, NodeResult, SharedClock, Sink};
+use crate::runtime::{BuildContext, Input, Message, NodeCounters, NodeResult, Sink};
+use crate::time::SharedClock;
 use crate::store::{OutboxEntry, Store};
 
 /// How many due messages the worker takes from the outbox at a time.
@@ -464,9 +465,10 @@ mod tests {
     use std::time::Duration as StdDuration;
 
     use super::*;
-    use crate::config::model::Duration;
+    use crate::time::Duration;
     use crate::event::{Event, Severity};
-    use crate::runtime::{Connections, VirtualClock};
+    use crate::runtime::Connections;
+use crate::time::VirtualClock;
     use crate::sinks::delivery::{Answer, DeliveryConfig, sample_alert};
     use crate::store::OutboxState;
 

@@ -7,8 +7,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{Encoding, write_json_lines};
-use crate::config::check::Problems;
-use crate::config::diagnostic::codes;
+use crate::diagnostic::Problems;
+use crate::diagnostic::codes;
 use crate::runtime::{BuildContext, Input, NodeError, NodeResult, Sink};
 
 /// Writes every event it receives to a file, one JSON object per line.

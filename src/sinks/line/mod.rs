@@ -19,10 +19,11 @@ use super::delivery::{
     self, Answer, DeliverySink, Notification, Notifier, Rendering, SendError, SetupError,
     delivering_sink, http,
 };
-use crate::config::check::Problems;
-use crate::config::diagnostic::codes;
-use crate::pce::client::Secret;
-use crate::runtime::{BuildContext, NodeError, SharedClock, Sink};
+use crate::diagnostic::Problems;
+use crate::diagnostic::codes;
+use crate::secret::Secret;
+use crate::runtime::{BuildContext, NodeError, Sink};
+use crate::time::SharedClock;
 
 /// The most characters LINE takes in one text message.
 pub const MAX_TEXT: usize = 5000;
@@ -97,7 +98,7 @@ fn default_true() -> bool {
 impl LineConnectionConfig {
     /// The token, read from the settings or its file.
     pub fn token(&self) -> Result<Secret, String> {
-        crate::pce::client::resolve_secret("token", &self.token, self.token_file.as_deref())
+        crate::secret::resolve_secret("token", &self.token, self.token_file.as_deref())
     }
 }
 
@@ -112,14 +113,14 @@ impl LineSinkConfig {
                 "`to` is empty: give a user, group or room id",
             );
         }
-        if let Err(e) = LineRender::new(self, &p.base_dir, crate::config::DEFAULT_PUBLIC_URL) {
+        if let Err(e) = LineRender::new(self, &p.base_dir, crate::sinks::delivery::DEFAULT_PUBLIC_URL) {
             e.report("/template", p);
         }
     }
 
     /// Renders the template against a sample alert grouped by `group_by`.
     pub fn check_rendering(&self, group_by: &[String], p: &mut Problems) {
-        if let Ok(render) = LineRender::new(self, &p.base_dir, crate::config::DEFAULT_PUBLIC_URL) {
+        if let Ok(render) = LineRender::new(self, &p.base_dir, crate::sinks::delivery::DEFAULT_PUBLIC_URL) {
             delivery::check_rendering(&render, group_by, p);
         }
     }

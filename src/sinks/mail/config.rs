@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::config::check::Problems;
-use crate::config::diagnostic::codes;
-use crate::config::model::Duration;
-use crate::pce::client::Secret;
+use crate::diagnostic::Problems;
+use crate::diagnostic::codes;
+use crate::time::Duration;
+use crate::secret::Secret;
 use crate::runtime::{BuildContext, NodeError, Sink};
 use crate::sinks::delivery::{self, DeliverySink, delivering_sink};
 
@@ -81,14 +81,14 @@ impl MailSinkConfig {
                 format!("`{from}` is not a mail address: {e}"),
             );
         }
-        if let Err(e) = self.render(&p.base_dir, crate::config::DEFAULT_PUBLIC_URL) {
+        if let Err(e) = self.render(&p.base_dir, crate::sinks::delivery::DEFAULT_PUBLIC_URL) {
             e.report("", p);
         }
     }
 
     /// Renders every template against a sample alert grouped by `group_by`.
     pub fn check_rendering(&self, group_by: &[String], p: &mut Problems) {
-        if let Ok(render) = self.render(&p.base_dir, crate::config::DEFAULT_PUBLIC_URL) {
+        if let Ok(render) = self.render(&p.base_dir, crate::sinks::delivery::DEFAULT_PUBLIC_URL) {
             delivery::check_rendering(&render, group_by, p);
         }
     }
@@ -190,7 +190,7 @@ impl SmtpConnectionConfig {
         if self.username.is_none() {
             return Ok(None);
         }
-        crate::pce::client::resolve_secret(
+        crate::secret::resolve_secret(
             "password",
             &self.password,
             self.password_file.as_deref(),

@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::{Encoding, write_json_lines};
-use crate::config::check::Problems;
+use crate::diagnostic::Problems;
 use crate::runtime::{BuildContext, Input, NodeError, NodeResult, Sink};
 
 /// Writes every event it receives to standard output, one JSON object per line.

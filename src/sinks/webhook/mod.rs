@@ -41,10 +41,11 @@ use super::delivery::{
     self, Answer, DeliverySink, Notification, Notifier, Rendering, SendError, SetupError,
     delivering_sink, http,
 };
-use crate::config::check::Problems;
-use crate::config::diagnostic::codes;
-use crate::pce::client::Secret;
-use crate::runtime::{BuildContext, NodeError, SharedClock, Sink};
+use crate::diagnostic::Problems;
+use crate::diagnostic::codes;
+use crate::secret::Secret;
+use crate::runtime::{BuildContext, NodeError, Sink};
+use crate::time::SharedClock;
 
 /// The body a webhook sends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -143,7 +144,7 @@ fn default_true() -> bool {
 impl WebhookConnectionConfig {
     /// The URL, from the settings or its file.
     pub fn url(&self) -> Result<Secret, String> {
-        crate::pce::client::resolve_secret("url", &self.url, self.url_file.as_deref())
+        crate::secret::resolve_secret("url", &self.url, self.url_file.as_deref())
     }
 
     /// The signing secret, if one is set.
@@ -151,7 +152,7 @@ impl WebhookConnectionConfig {
         if self.signing_secret.is_none() && self.signing_secret_file.is_none() {
             return Ok(None);
         }
-        crate::pce::client::resolve_secret(
+        crate::secret::resolve_secret(
             "signing_secret",
             &self.signing_secret,
             self.signing_secret_file.as_deref(),
@@ -198,7 +199,7 @@ impl WebhookSinkConfig {
             }
         }
         if !p.has_errors()
-            && let Err(e) = WebhookRender::new(self, &p.base_dir, crate::config::DEFAULT_PUBLIC_URL)
+            && let Err(e) = WebhookRender::new(self, &p.base_dir, crate::sinks::delivery::DEFAULT_PUBLIC_URL)
         {
             e.report("", p);
         }
@@ -206,7 +207,7 @@ impl WebhookSinkConfig {
 
     /// Renders the body and headers against a sample alert grouped by `group_by`.
     pub fn check_rendering(&self, group_by: &[String], p: &mut Problems) {
-        if let Ok(render) = WebhookRender::new(self, &p.base_dir, crate::config::DEFAULT_PUBLIC_URL)
+        if let Ok(render) = WebhookRender::new(self, &p.base_dir, crate::sinks::delivery::DEFAULT_PUBLIC_URL)
         {
             delivery::check_rendering(&render, group_by, p);
         }

@@ -6,9 +6,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::source::FileSource;
-use crate::config::check::Problems;
-use crate::config::diagnostic::codes;
-use crate::config::model::Duration;
+use crate::diagnostic::Problems;
+use crate::diagnostic::codes;
+use crate::time::Duration;
 use crate::event::FieldPath;
 use crate::runtime::{BuildContext, NodeError, Source};
 

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
-use crate::config::check::Problems;
+use crate::diagnostic::Problems;
 use crate::runtime::{BuildContext, NodeError, NodeResult, Source, SourceContext};
 
 /// vigil's own alerts: `vigil.reload_failed` when changed pipeline files do not validate

@@ -6,9 +6,9 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer};
 
 use super::source::PceEventsSource;
-use crate::config::check::Problems;
-use crate::config::diagnostic::codes;
-use crate::config::model::Duration;
+use crate::diagnostic::Problems;
+use crate::diagnostic::codes;
+use crate::time::Duration;
 use crate::pce::client::MAX_EVENT_RESULTS;
 use crate::runtime::{BuildContext, NodeError, Source};
 

@@ -4,8 +4,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::source::PceHealthSource;
-use crate::config::check::Problems;
-use crate::config::model::Duration;
+use crate::diagnostic::Problems;
+use crate::time::Duration;
 use crate::runtime::{BuildContext, NodeError, Source};
 
 /// Watches the PCE's health (`GET /api/v2/health`) and emits an event when it changes.

@@ -5,9 +5,9 @@ use serde::Deserialize;
 
 use super::hub::TrafficHub;
 use super::source::PceTrafficSource;
-use crate::config::check::Problems;
-use crate::config::diagnostic::codes;
-use crate::config::model::Duration;
+use crate::diagnostic::Problems;
+use crate::diagnostic::codes;
+use crate::time::Duration;
 use crate::pce::client::{MAX_TRAFFIC_RESULTS, PolicyDecision};
 use crate::runtime::{BuildContext, NodeError, Source};
 

@@ -26,10 +26,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::PceTrafficConfig;
 use super::ledger::{Ledger, Pending, Sighting, Tally};
-use super::names::{NameCache, Names};
+use crate::pce::names::{NameCache, Names};
 use crate::event::{Event, Field, FieldPath, Tape, Timestamp, time_from_field, time_from_value};
 use crate::pce::client::{PceClient, PceError, TrafficQuery};
-use crate::runtime::{BuildContext, NodeError, SharedClock};
+use crate::runtime::{BuildContext, NodeError};
+use crate::time::SharedClock;
 use crate::store::Store;
 
 /// Where a flow says when it was last detected (its event time).

@@ -4,13 +4,12 @@
 mod config;
 mod hub;
 mod ledger;
-mod names;
 pub mod narrow;
 mod source;
 
 pub use config::{Decision, PceTrafficConfig};
 pub use hub::{TrafficHub, enrich_flow};
-pub use names::{IpListEntry, NameCache, Names};
+pub use crate::pce::names::{IpListEntry, NameCache, Names};
 pub use source::PceTrafficSource;
 
 use std::sync::Arc;

@@ -4,8 +4,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::source::StdinSource;
-use crate::config::check::Problems;
-use crate::config::diagnostic::codes;
+use crate::diagnostic::Problems;
+use crate::diagnostic::codes;
 use crate::event::FieldPath;
 use crate::runtime::{BuildContext, NodeError, Source};
 

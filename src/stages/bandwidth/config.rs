@@ -4,9 +4,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::stage::BandwidthStage;
-use crate::config::Duration;
-use crate::config::check::Problems;
-use crate::config::diagnostic::codes;
+use crate::time::Duration;
+use crate::diagnostic::Problems;
+use crate::diagnostic::codes;
 use crate::event::FieldPath;
 use crate::runtime::{BuildContext, NodeError, Stage};
 use crate::stages::alerting::{AlertConfig, AlertTemplates, GroupBy};

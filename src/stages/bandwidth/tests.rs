@@ -4,7 +4,7 @@ use chrono::{Duration, TimeZone, Utc};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::config::check::Problems;
+use crate::diagnostic::Problems;
 use crate::event::{Alert, Event, Timestamp};
 use crate::runtime::Stage;
 use crate::stages::alerting::AlertTemplates;

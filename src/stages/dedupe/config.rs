@@ -4,9 +4,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::stage::DedupeStage;
-use crate::config::Duration;
-use crate::config::check::Problems;
-use crate::config::diagnostic::codes;
+use crate::time::Duration;
+use crate::diagnostic::Problems;
+use crate::diagnostic::codes;
 use crate::runtime::{BuildContext, NodeError, Stage};
 use crate::stages::alerting::GroupBy;
 

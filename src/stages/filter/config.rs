@@ -5,9 +5,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::matcher::{CompiledFilter, FilterStage, WhereExpr};
-use crate::config::check::Problems;
-use crate::config::diagnostic::codes;
-use crate::config::yaml::to_pointer;
+use crate::diagnostic::Problems;
+use crate::diagnostic::codes;
+use crate::diagnostic::to_pointer;
 use crate::runtime::{BuildContext, NodeError, Stage};
 
 /// Conditions by field path; all must hold.

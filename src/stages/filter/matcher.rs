@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::config::{Conditions, Exclude, FilterConfig, Literal, Matcher, condition_pointer};
 use crate::event::{Event, Field, FieldPath, Fields, Scalar};
 use crate::runtime::Stage;
-use crate::sources::pce_traffic::NameCache;
+use crate::pce::names::NameCache;
 use crate::stages::script::sandbox::{self, ErrorLog, Limits, RunError, Sandbox};
 
 /// A literal ready to compare.
@@ -574,7 +574,7 @@ mod tests {
 
     #[test]
     fn ip_list_operands_use_the_name_cache() {
-        use crate::sources::pce_traffic::{IpListEntry, Names};
+        use crate::pce::names::{IpListEntry, Names};
         let cache = Arc::new(NameCache::default());
         let mut f = filter(json!({"inputs": ["x"], "match": {"src.ip": "ip_list:Scanners"}}));
         let mut cidr = filter(

@@ -7,10 +7,10 @@ use serde::Deserialize;
 
 use super::sandbox::{DEFAULT_MAX_OPERATIONS, DEFAULT_TIMEOUT, Limits, Sandbox};
 use super::stage::ScriptStage;
-use crate::config::check::Problems;
-use crate::config::diagnostic::{Diagnostic, codes};
-use crate::config::model::Duration;
-use crate::config::yaml::Pos;
+use crate::diagnostic::Problems;
+use crate::diagnostic::{Diagnostic, codes};
+use crate::time::Duration;
+use crate::diagnostic::Pos;
 use crate::event::Severity;
 use crate::runtime::{BuildContext, NodeError, Stage};
 

@@ -23,7 +23,7 @@ fn cx(dir: &Path, store: Arc<Store>) -> BuildContext {
         connections: Arc::new(Connections::default()),
         store,
         keep_state: true,
-        public_url: crate::config::DEFAULT_PUBLIC_URL.into(),
+        public_url: crate::sinks::delivery::DEFAULT_PUBLIC_URL.into(),
         history_interval: chrono::Duration::minutes(1),
         readers: None,
         rebuilt: false,
@@ -269,7 +269,7 @@ fn port_scan() -> Box<dyn Stage> {
     }))
     .unwrap();
     let pipelines = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines");
-    let mut p = crate::config::check::Problems::in_dir(&pipelines);
+    let mut p = crate::diagnostic::Problems::in_dir(&pipelines);
     cfg.check(&mut p);
     assert!(!p.has_errors(), "{:?} {:?}", p.items, p.external);
     assert!(plugins().join("port-scan.rhai").exists());
@@ -420,7 +420,7 @@ fn runaway_limits_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("s.rhai"), "event").unwrap();
     let check = |extra: Value| {
-        let mut p = crate::config::check::Problems::in_dir(dir.path());
+        let mut p = crate::diagnostic::Problems::in_dir(dir.path());
         config(extra).check(&mut p);
         p.items
             .iter()

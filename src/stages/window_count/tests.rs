@@ -39,7 +39,7 @@ fn stage(v: Value) -> WindowCountStage {
     WindowCountStage::new(&c, t, Duration::minutes(1)).unwrap()
 }
 
-use crate::config::check::Problems;
+use crate::diagnostic::Problems;
 use crate::stages::alerting::AlertTemplates;
 
 fn ev(data: Value, ms: i64) -> Arc<Event> {
@@ -249,7 +249,7 @@ fn build_restores_from_the_store() {
         connections: Arc::new(crate::runtime::Connections::default()),
         store: store.clone(),
         keep_state: true,
-        public_url: crate::config::DEFAULT_PUBLIC_URL.into(),
+        public_url: crate::sinks::delivery::DEFAULT_PUBLIC_URL.into(),
         history_interval: chrono::Duration::minutes(1),
         readers: None,
         rebuilt: false,

@@ -5,7 +5,28 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::yaml::Pos;
+mod problems;
+
+pub use problems::Problems;
+
+/// A 1-based line and column in a source file (columns count characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Pos {
+    /// Line, starting at 1.
+    pub line: u32,
+    /// Column, starting at 1, in characters.
+    pub col: u32,
+}
+
+/// Builds a JSON pointer from segments.
+pub fn to_pointer<'a>(segs: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for s in segs {
+        out.push('/');
+        out.push_str(&s.replace('~', "~0").replace('/', "~1"));
+    }
+    out
+}
 
 /// How bad a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -8,25 +8,28 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use crate::event::Timestamp;
 
 /// The longest `Retry-After` vigil honours; longer values are cut to this.
-pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 
 /// Bounded exponential backoff with full jitter.
 #[derive(Debug, Clone)]
-pub(crate) struct RetryPolicy {
-    pub(crate) max_retries: u32,
-    pub(crate) base: Duration,
-    pub(crate) max: Duration,
+pub struct RetryPolicy {
+    /// How many times a request is sent again before giving up.
+    pub max_retries: u32,
+    /// The first wait's upper bound; it doubles with every attempt.
+    pub base: Duration,
+    /// The longest wait.
+    pub max: Duration,
 }
 
 impl RetryPolicy {
     /// The upper bound of the wait before retry number `attempt` (0-based).
-    pub(crate) fn cap(&self, attempt: u32) -> Duration {
+    pub fn cap(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.min(20));
         self.base.saturating_mul(factor).min(self.max)
     }
 
     /// A random wait in `[0, cap(attempt)]` (full jitter).
-    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
+    pub fn backoff(&self, attempt: u32) -> Duration {
         let cap = self.cap(attempt).as_millis();
         let cap = u64::try_from(cap).unwrap_or(u64::MAX);
         if cap == 0 {
@@ -38,7 +41,7 @@ impl RetryPolicy {
 
 /// The wait a `Retry-After` header asks for: delay-seconds or an HTTP date (relative to
 /// `now`). `None` when absent or unreadable.
-pub(crate) fn retry_after(headers: &HeaderMap, now: Timestamp) -> Option<Duration> {
+pub fn retry_after(headers: &HeaderMap, now: Timestamp) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     let wait = if let Ok(secs) = value.parse::<u64>() {
         Duration::from_secs(secs)

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use super::diagnostic::{Diagnostic, Severity, codes};
-use super::model::Duration;
+use super::{Diagnostic, Severity, codes};
+use crate::time::Duration;
 
 /// One problem found by a component's checks.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use super::{Answer, Notification, Notifier, SendError, sample_alert};
+use crate::sinks::delivery::{Answer, Notification, Notifier, SendError, sample_alert};
 use crate::config::Config;
-use crate::runtime::{BuildContext, Connections, SharedClock};
+use crate::runtime::{BuildContext, Connections};
+use crate::time::SharedClock;
 
 /// What `send-test` did.
 #[derive(Debug)]
@@ -105,13 +106,13 @@ pub async fn send_test(
         // A fresh id when sending: a LINE retry key already used would be answered 409.
         // A dry run shows the fixed sample id, so its output is the same every time.
         id: if dry_run {
-            super::sample_notification("", Vec::new()).id
+            crate::sinks::delivery::sample_notification("", Vec::new()).id
         } else {
             uuid::Uuid::new_v4().to_string()
         },
         sink: id.clone(),
         route: recipients.clone(),
-        ..super::sample_notification("", vec![alert])
+        ..crate::sinks::delivery::sample_notification("", vec![alert])
     };
     let preview = notifier.preview(&n).map_err(|e| format!("{id}: {e}"))?;
     let result = if dry_run {

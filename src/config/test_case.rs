@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::Duration;
+use crate::time::Duration;
 
 /// One test case: events fed to named sources at times relative to `start`, on a
 /// virtual clock, and what must come out of named stages or sinks.
