@@ -6,12 +6,48 @@
 //! `src/stages` or `src/sinks` with its `config.rs`. The JSON Schema, `vigil validate` and
 //! the misspelt-key test pick a new kind up from these enums.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::diagnostic::Problems;
-use crate::runtime::{BuildContext, NodeError, Sink, Source, Stage};
+use crate::node::{BuildContext, NodeError, Sink, Source, Stage, Tap};
+use crate::pce::names::NameCache;
 use crate::{sinks, sources, stages};
+
+/// What the nodes of a run share, built from the settings before any node is: per PCE
+/// connection its client, name cache and traffic hub; the delivery connections and
+/// inhibition rules; where vigil's own alerts are published; and what the API sees of
+/// the traffic. A node takes only the part its kind needs (see the `build` functions
+/// below).
+#[derive(Debug, Default)]
+pub struct Services {
+    /// The PCE connections, by name.
+    pub pce: BTreeMap<String, Arc<sources::PceServices>>,
+    /// SMTP, LINE and webhook connections and the inhibition rules.
+    pub delivery: Arc<sinks::DeliveryServices>,
+    /// vigil's own alerts, read by `internal` sources.
+    pub internal: sources::internal::InternalAlerts,
+    /// Recent events and the live stream, for the API.
+    pub tap: Arc<Tap>,
+}
+
+impl Services {
+    /// The services of PCE connection `name` (the loader has already checked that it
+    /// exists; this is the runtime's own guard).
+    pub fn pce(&self, name: &str) -> Result<&Arc<sources::PceServices>, NodeError> {
+        self.pce
+            .get(name)
+            .ok_or_else(|| format!("no PCE connection `{name}` in the settings").into())
+    }
+
+    /// The name caches of every PCE connection, in name order.
+    pub fn name_caches(&self) -> Vec<Arc<NameCache>> {
+        self.pce.values().map(|p| p.names().clone()).collect()
+    }
+}
 
 /// A source: where events come from.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -95,15 +131,22 @@ impl SourceConfig {
         }
     }
 
-    /// Builds the running source.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, NodeError> {
+    /// Builds the running source. `readers` are the `filter` stages that read it, when
+    /// every node reading it is one (`None` otherwise): a source may then ask its peer
+    /// only for what they keep.
+    pub fn build(
+        &self,
+        cx: &BuildContext,
+        services: &Services,
+        readers: Option<&[stages::filter::FilterConfig]>,
+    ) -> Result<Box<dyn Source>, NodeError> {
         match self {
             SourceConfig::File(c) => c.build(cx),
             SourceConfig::Stdin(c) => c.build(cx),
-            SourceConfig::PceHealth(c) => c.build(cx),
-            SourceConfig::PceEvents(c) => c.build(cx),
-            SourceConfig::PceTraffic(c) => c.build(cx),
-            SourceConfig::Internal(c) => c.build(cx),
+            SourceConfig::PceHealth(c) => c.build(services.pce(&c.connection)?),
+            SourceConfig::PceEvents(c) => c.build(cx, services.pce(&c.connection)?),
+            SourceConfig::PceTraffic(c) => c.build(cx, services.pce(&c.connection)?, readers),
+            SourceConfig::Internal(c) => c.build(&services.internal),
         }
     }
 }
@@ -166,9 +209,13 @@ impl StageConfig {
     }
 
     /// Builds the running stage.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
+    pub fn build(
+        &self,
+        cx: &BuildContext,
+        services: &Services,
+    ) -> Result<Box<dyn Stage>, NodeError> {
         match self {
-            StageConfig::Filter(c) => c.build(cx),
+            StageConfig::Filter(c) => c.build(cx, &services.name_caches()),
             StageConfig::WindowCount(c) => c.build(cx),
             StageConfig::Bandwidth(c) => c.build(cx),
             StageConfig::Dedupe(c) => c.build(cx),
@@ -241,12 +288,13 @@ impl SinkConfig {
     pub fn notifier(
         &self,
         cx: &BuildContext,
+        services: &sinks::DeliveryServices,
     ) -> Option<Result<Box<dyn sinks::delivery::Notifier>, NodeError>> {
         match self {
             SinkConfig::File(_) | SinkConfig::Stdout(_) => None,
-            SinkConfig::Mail(c) => Some(c.notifier(cx)),
-            SinkConfig::Line(c) => Some(c.notifier(cx)),
-            SinkConfig::Webhook(c) => Some(c.notifier(cx)),
+            SinkConfig::Mail(c) => Some(c.notifier(cx, services)),
+            SinkConfig::Line(c) => Some(c.notifier(cx, services)),
+            SinkConfig::Webhook(c) => Some(c.notifier(cx, services)),
         }
     }
 
@@ -261,13 +309,17 @@ impl SinkConfig {
     }
 
     /// Builds the running sink.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Sink>, NodeError> {
+    pub fn build(
+        &self,
+        cx: &BuildContext,
+        services: &Services,
+    ) -> Result<Box<dyn Sink>, NodeError> {
         match self {
             SinkConfig::File(c) => c.build(cx),
             SinkConfig::Stdout(c) => c.build(cx),
-            SinkConfig::Mail(c) => c.build(cx),
-            SinkConfig::Line(c) => c.build(cx),
-            SinkConfig::Webhook(c) => c.build(cx),
+            SinkConfig::Mail(c) => c.build(cx, &services.delivery),
+            SinkConfig::Line(c) => c.build(cx, &services.delivery),
+            SinkConfig::Webhook(c) => c.build(cx, &services.delivery),
         }
     }
 }

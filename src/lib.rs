@@ -39,6 +39,7 @@ pub mod diagnostic;
 pub mod event;
 pub mod graph;
 pub mod http;
+pub mod node;
 pub mod pce;
 pub mod runtime;
 pub mod secret;

@@ -62,4 +62,3 @@ fn read_secret_file(name: &str, path: &Path) -> Result<Secret, String> {
     }
     Ok(Secret::new(trimmed))
 }
-

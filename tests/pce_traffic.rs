@@ -594,8 +594,8 @@ async fn a_flow_living_over_many_slices_is_summed_once() {
     );
     let topology =
         runtime::start(&config(dir.path(), &sim, &yaml), Arc::new(clock.clone())).expect("starts");
-    let connections = topology.reloader().connections().await;
-    let counters = || vigil::sources::pce_traffic::query_counters(&connections, "lab");
+    let services = topology.reloader().services().await;
+    let counters = || services.pce["lab"].traffic_counters();
     nudge_until(&clock, "twenty slices", || {
         counters().is_some_and(|c| c.slices >= 20)
     })
@@ -762,8 +762,8 @@ async fn run_scripted(
         state = dir.join("state").display(),
     );
     let topology = runtime::start(&common::load(yaml), Arc::new(clock.clone())).expect("starts");
-    let connections = topology.reloader().connections().await;
-    let counters = || vigil::sources::pce_traffic::query_counters(&connections, "lab");
+    let services = topology.reloader().services().await;
+    let counters = || services.pce["lab"].traffic_counters();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while counters().is_none_or(|c| c.slices < slices) {
         assert!(

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-
 use super::{GraphFormat, load_for_use, print};
 
 pub(super) fn graph(path: PathBuf, format: GraphFormat) -> anyhow::Result<ExitCode> {

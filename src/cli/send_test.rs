@@ -21,12 +21,8 @@ pub(super) fn send_test(path: PathBuf, sink: &str, dry_run: bool) -> anyhow::Res
         .build()
         .context("starting the async runtime")?;
     let outcome = rt.block_on(async {
-        let send = vigil::runtime::send_test::send_test(
-            &config,
-            sink,
-            dry_run,
-            Arc::new(WallClock),
-        );
+        let send =
+            vigil::runtime::send_test::send_test(&config, sink, dry_run, Arc::new(WallClock));
         match tokio::time::timeout(std::time::Duration::from_secs(60), send).await {
             Ok(r) => r,
             Err(_) => Err("no answer within 60s".to_string()),

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::diagnostic::Problems;
-use crate::diagnostic::{Diagnostic, codes, sort};
 use super::interpolate::{Env, LineIndex, resolve};
 use super::schema::{self, Family, suggest};
 use super::yaml::{self, Node, Pos, to_pointer};
 use super::{Config, Document, LoadedPipeline, PipelineConfig, SettingsConfig};
+use crate::diagnostic::Problems;
+use crate::diagnostic::{Diagnostic, codes, sort};
 use crate::graph::analyse;
 
 /// How to load.

@@ -23,8 +23,7 @@ pub use crate::time::Duration;
 pub use interpolate::Env;
 pub use load::{LoadError, LoadOptions, Loaded, load_paths, load_sources};
 pub use model::{
-    DEFAULT_PUBLIC_URL, Document, PipelineConfig, RestartsConfig, RetentionConfig,
-    SettingsConfig,
+    DEFAULT_PUBLIC_URL, Document, PipelineConfig, RestartsConfig, RetentionConfig, SettingsConfig,
 };
 
 /// A complete, validated configuration.
@@ -108,7 +107,11 @@ impl Config {
             }
         }
         Graph {
-            pipelines: config.pipelines.iter().map(|p| Arc::from(p.config.name.as_str())).collect(),
+            pipelines: config
+                .pipelines
+                .iter()
+                .map(|p| Arc::from(p.config.name.as_str()))
+                .collect(),
             nodes,
         }
     }

@@ -13,8 +13,8 @@ use jsonschema::error::ValidationErrorKind;
 use jsonschema::{ValidationError, Validator};
 use serde_json::{Map, Value};
 
-use crate::diagnostic::codes;
 use super::yaml::pointer_segments;
+use crate::diagnostic::codes;
 
 /// Where the schema lives in the repository, relative to its root.
 pub const SCHEMA_PATH: &str = "schemas/vigil.schema.json";

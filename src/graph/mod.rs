@@ -61,11 +61,7 @@ impl Graph {
         let mut out =
             String::from("digraph vigil {\n  rankdir=LR;\n  node [fontname=\"Helvetica\"];\n");
         for (pi, name) in self.pipelines.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "  subgraph \"cluster_{}\" {{",
-                dot_escape(name)
-            );
+            let _ = writeln!(out, "  subgraph \"cluster_{}\" {{", dot_escape(name));
             let _ = writeln!(out, "    label=\"{}\";", dot_escape(name));
             for n in self.nodes.iter().filter(|n| n.pipeline == pi) {
                 let shape = match n.role {
@@ -103,11 +99,7 @@ impl Graph {
         let mut out = String::from("flowchart LR\n");
         let mid = |i: usize| format!("n{i}");
         for (pi, name) in self.pipelines.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "  subgraph p{pi}[\"{}\"]",
-                mermaid_escape(name)
-            );
+            let _ = writeln!(out, "  subgraph p{pi}[\"{}\"]", mermaid_escape(name));
             for (i, n) in self
                 .nodes
                 .iter()

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::{ReloadReport, Reloader};
-use crate::diagnostic::Diagnostic;
 use crate::config::{LoadOptions, load_paths};
+use crate::diagnostic::Diagnostic;
 use crate::event::{Alert, AlertStatus, AlertWindow, Sample, Severity, Timestamp};
 
 /// What the last reload did, for logs, the dashboard and tests.
@@ -135,11 +135,10 @@ impl ReloadDriver {
             "reload failed: the running pipelines are unchanged"
         );
         // Subscribers may be none: nobody asked to be told.
-        let _ = self
-            .reloader
+        self.reloader
             .internal_alerts()
             .await
-            .send(reload_failed_alert(at, &errors, diagnostics));
+            .publish(reload_failed_alert(at, &errors, diagnostics));
         ReloadOutcome {
             at,
             trigger: trigger.into(),

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::sinks::delivery::{Answer, Notification, Notifier, SendError, sample_alert};
 use crate::config::Config;
-use crate::runtime::{BuildContext, Connections};
+use crate::runtime::{BuildContext, delivery_services};
+use crate::sinks::delivery::{Answer, Notification, Notifier, SendError, sample_alert};
 use crate::time::SharedClock;
 
 /// What `send-test` did.
@@ -82,16 +82,15 @@ pub async fn send_test(
             .map(std::path::Path::to_path_buf)
             .unwrap_or_default(),
         state_dir: config.settings.state_dir.clone(),
-        connections: Arc::new(Connections::for_delivery(&config.settings, &clock)),
+        clock,
         store: Arc::new(store),
         keep_state: false,
         public_url: config.settings.public_url.as_str().into(),
         history_interval: config.settings.history_interval.span(),
-        readers: None,
         rebuilt: false,
         counters: Default::default(),
     };
-    let notifier = match sink.notifier(&cx) {
+    let notifier = match sink.notifier(&cx, &delivery_services(&config.settings)) {
         Some(n) => n.map_err(|e| format!("{id}: {e}"))?,
         None => {
             return Err(format!(

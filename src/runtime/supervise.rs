@@ -7,12 +7,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::time::SharedClock;
 use crate::config::RestartsConfig;
 use crate::event::{Alert, AlertStatus, AlertWindow, Severity, Timestamp};
+use crate::time::SharedClock;
 
 /// Where a node is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -98,7 +97,7 @@ pub(crate) struct Supervisor {
     health: Arc<Health>,
     failures: VecDeque<Timestamp>,
     clock: SharedClock,
-    internal: broadcast::Sender<Alert>,
+    internal: crate::sources::internal::InternalAlerts,
     /// Stops every source of the node's pipeline.
     pipeline_stop: CancellationToken,
 }
@@ -111,7 +110,7 @@ impl Supervisor {
         policy: RestartsConfig,
         health: Arc<Health>,
         clock: SharedClock,
-        internal: broadcast::Sender<Alert>,
+        internal: crate::sources::internal::InternalAlerts,
         pipeline_stop: CancellationToken,
     ) -> Supervisor {
         Supervisor {
@@ -177,7 +176,7 @@ impl Supervisor {
             Verdict::Restart(wait)
         };
         // Subscribers may be none: nobody asked to be told.
-        let _ = self.internal.send(node_failed_alert(
+        self.internal.publish(node_failed_alert(
             now,
             &self.id,
             &self.pipeline,
@@ -309,7 +308,8 @@ mod tests {
     fn failures_restart_with_growing_waits_then_stop_the_pipeline() {
         let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap();
         let clock = VirtualClock::new(t0);
-        let (tx, mut rx) = broadcast::channel(16);
+        let tx = crate::sources::internal::InternalAlerts::default();
+        let mut rx = tx.subscribe();
         let stop = CancellationToken::new();
         let health = Arc::new(Health::default());
         let mut s = Supervisor::new(
@@ -350,7 +350,7 @@ mod tests {
     fn old_failures_are_forgotten() {
         let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap();
         let clock = VirtualClock::new(t0);
-        let (tx, _rx) = broadcast::channel(16);
+        let tx = crate::sources::internal::InternalAlerts::default();
         let stop = CancellationToken::new();
         let mut s = Supervisor::new(
             "p.out".into(),

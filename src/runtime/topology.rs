@@ -22,14 +22,17 @@ use indexmap::IndexMap;
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::edge::{self, Envelope, Rewire, Target, Wiring};
+use super::services::build_services;
 use super::supervise::{Health, NodeState, Supervisor, Verdict, panic_message, wait_on};
 use super::{
-    BuildContext, Connections, Input, Message, NodeCounters, NodeResult, Output, SharedClock,
-    SourceContext, Stage,
+    BuildContext, Input, Message, NodeCounters, NodeResult, Output, SharedClock, SourceContext,
+    Stage,
 };
+use crate::components::Services;
 use crate::config::Config;
 use crate::graph::{Graph, GraphNode, NodeRole};
+use crate::node::edge::{self, Envelope, Rewire, Target, Wiring};
+use crate::sources::internal::InternalAlerts;
 
 /// A component could not be built (a file sink could not open its file, ...).
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +156,7 @@ struct Env {
     /// replaces them).
     helpers_stop: CancellationToken,
     store: Arc<crate::store::Store>,
-    connections: Arc<Connections>,
+    services: Arc<Services>,
     ended: mpsc::UnboundedSender<Ended>,
 }
 
@@ -177,7 +180,7 @@ pub struct RunningTopology {
     ended: mpsc::UnboundedReceiver<Ended>,
     shutdown: CancellationToken,
     counters: Vec<(String, Arc<NodeCounters>)>,
-    internal: tokio::sync::broadcast::Sender<crate::event::Alert>,
+    internal: InternalAlerts,
 }
 
 /// Changes a running graph to a new configuration (see [`Reloader::reload`]), and shows
@@ -205,7 +208,7 @@ impl RunningTopology {
     }
 
     /// Where vigil's own alerts are published (`internal` sources subscribe).
-    pub fn internal_alerts(&self) -> tokio::sync::broadcast::Sender<crate::event::Alert> {
+    pub fn internal_alerts(&self) -> InternalAlerts {
         self.internal.clone()
     }
 
@@ -303,10 +306,7 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
         &HashMap::new(),
     )?;
     live.config = config.clone();
-    let helpers = live
-        .env
-        .connections
-        .start_after_build(&live.env.helpers_stop);
+    let helpers = start_helpers(&live.env.services, &live.env.helpers_stop);
     live.helpers.extend(helpers);
     let pruner = start_pruner(&live.env, config.settings.retention.clone());
     live.helpers.push(pruner);
@@ -315,7 +315,7 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
         .iter()
         .map(|(id, n)| (id.to_string(), n.counters.clone()))
         .collect();
-    let internal = live.env.connections.internal_alerts().clone();
+    let internal = live.env.services.internal.clone();
     let view = Arc::new(arc_swap::ArcSwap::from_pointee(live.view()));
     Ok(RunningTopology {
         internal,
@@ -341,21 +341,32 @@ fn make_env(
                 message: e.to_string(),
             })?,
         );
-    let connections = Arc::new(
-        Connections::build(settings, &clock).map_err(|e| BuildError {
-            id: format!("connections.pce.{}", e.name),
-            message: e.source.to_string(),
-        })?,
-    );
-    restore_inhibitions(&connections, &store, clock.now());
+    let services = Arc::new(build_services(settings, &clock).map_err(|e| BuildError {
+        id: format!("connections.pce.{}", e.name),
+        message: e.source.to_string(),
+    })?);
+    restore_inhibitions(&services.delivery.inhibitor, &store, clock.now());
     Ok(Env {
         clock,
         helpers_stop: shutdown.child_token(),
         shutdown,
         store,
-        connections,
+        services,
         ended,
     })
+}
+
+/// Starts what the services of a run start once every node is built (the traffic hubs
+/// of the PCE connections `pce_traffic` sources read); the tasks end on `stop`.
+fn start_helpers(
+    services: &Services,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    services
+        .pce
+        .values()
+        .filter_map(|p| p.start(stop))
+        .collect()
 }
 
 /// Prunes the alert history to `retention` at once and then hourly (engine time), until
@@ -395,11 +406,10 @@ fn start_pruner(
 /// alert history's open episodes of the last week), so a restart or a settings change
 /// does not unmute their targets.
 fn restore_inhibitions(
-    connections: &Connections,
+    inhibitor: &crate::sinks::delivery::inhibit::Inhibitor,
     store: &crate::store::Store,
     now: crate::event::Timestamp,
 ) {
-    let inhibitor = connections.inhibitor();
     if !inhibitor.is_active() {
         return;
     }
@@ -583,7 +593,7 @@ impl Live {
         counters: Arc<NodeCounters>,
     ) -> Result<Component, BuildError> {
         let cx = build_context(&self.env, config, node, rebuilt, counters);
-        Component::build(config, node, &cx).map_err(|e| BuildError {
+        Component::build(config, node, &cx, &self.env.services).map_err(|e| BuildError {
             id: node.id.to_string(),
             message: e.to_string(),
         })
@@ -642,11 +652,12 @@ impl Live {
                 settings.restarts.clone(),
                 live_node.health.clone(),
                 self.env.clock.clone(),
-                self.env.connections.internal_alerts().clone(),
+                self.env.services.internal.clone(),
                 self.pipeline_stop(&pipeline),
             );
             // What builds the node again after a failure.
             let cx = build_context(&self.env, config, node, true, counters.clone());
+            let services = self.env.services.clone();
             let p = &config.pipelines[node.pipeline].config;
             let future: futures::future::BoxFuture<'static, NodeResult> = match component {
                 Component::Source(source) => {
@@ -663,9 +674,11 @@ impl Live {
                         live_node.stop.clone(),
                         settings.tick_interval.get(),
                     );
-                    scx.set_tap(self.env.connections.tap().clone());
+                    scx.set_tap(self.env.services.tap.clone());
                     let cfg = p.sources[node.name.as_str()].clone();
-                    Box::pin(run_source(source, scx, supervisor, move || cfg.build(&cx)))
+                    let readers = filter_readers(p, &node.name);
+                    let again = move || cfg.build(&cx, &services, readers.as_deref());
+                    Box::pin(run_source(source, scx, supervisor, again))
                 }
                 Component::Stage(stage) => {
                     let input = Input::new(
@@ -679,8 +692,8 @@ impl Live {
                         live_node.wiring.clone().unwrap_or_default(),
                     );
                     let saver = Snapshots {
-                        tap: self.env.connections.tap().clone(),
-                        inhibitor: self.env.connections.inhibitor().clone(),
+                        tap: self.env.services.tap.clone(),
+                        inhibitor: self.env.services.delivery.inhibitor.clone(),
                         enabled: settings.keep_state,
                         id: node.id.clone(),
                         store: self.env.store.clone(),
@@ -697,7 +710,7 @@ impl Live {
                         outcomes.push((node.id.clone(), kept));
                     }
                     let cfg = p.stages[node.name.as_str()].clone();
-                    let again = move || cfg.build(&cx);
+                    let again = move || cfg.build(&cx, &services);
                     Box::pin(run_stage(stage, input, output, saver, supervisor, again))
                 }
                 Component::Sink(sink) => {
@@ -707,7 +720,8 @@ impl Live {
                         counters,
                     );
                     let cfg = p.sinks[node.name.as_str()].clone();
-                    Box::pin(run_sink(sink, input, supervisor, move || cfg.build(&cx)))
+                    let again = move || cfg.build(&cx, &services);
+                    Box::pin(run_sink(sink, input, supervisor, again))
                 }
             };
             let ended = self.env.ended.clone();
@@ -761,16 +775,26 @@ impl Component {
         config: &Config,
         node: &GraphNode,
         cx: &BuildContext,
+        services: &Services,
     ) -> Result<Component, super::NodeError> {
         let p = &config.pipelines[node.pipeline].config;
         let name = node.name.as_str();
         let missing = || format!("{} is not in the configuration", node.id);
         Ok(match node.role {
             NodeRole::Source => {
-                Component::Source(p.sources.get(name).ok_or_else(missing)?.build(cx)?)
+                let readers = filter_readers(p, name);
+                let source = p.sources.get(name).ok_or_else(missing)?;
+                Component::Source(source.build(cx, services, readers.as_deref())?)
             }
-            NodeRole::Stage => Component::Stage(p.stages.get(name).ok_or_else(missing)?.build(cx)?),
-            NodeRole::Sink => Component::Sink(p.sinks.get(name).ok_or_else(missing)?.build(cx)?),
+            NodeRole::Stage => Component::Stage(
+                p.stages
+                    .get(name)
+                    .ok_or_else(missing)?
+                    .build(cx, services)?,
+            ),
+            NodeRole::Sink => {
+                Component::Sink(p.sinks.get(name).ok_or_else(missing)?.build(cx, services)?)
+            }
         })
     }
 }
@@ -825,7 +849,7 @@ struct ViewNode {
 struct View {
     pipelines: Vec<(String, Option<String>)>,
     nodes: Vec<ViewNode>,
-    connections: Arc<Connections>,
+    services: Arc<Services>,
     store: Arc<crate::store::Store>,
     clock: SharedClock,
 }
@@ -863,7 +887,7 @@ impl Live {
                 .map(|p| (p.config.name.clone(), p.config.description.clone()))
                 .collect(),
             nodes,
-            connections: self.env.connections.clone(),
+            services: self.env.services.clone(),
             store: self.env.store.clone(),
             clock: self.env.clock.clone(),
         }
@@ -902,14 +926,14 @@ impl Reloader {
         self.view.load().pipelines.clone()
     }
 
-    /// The connections the graph uses (PCE clients and their statistics).
-    pub async fn connections(&self) -> Arc<Connections> {
-        self.view.load().connections.clone()
+    /// The services the graph uses (PCE clients and their statistics, ...).
+    pub async fn services(&self) -> Arc<Services> {
+        self.view.load().services.clone()
     }
 
     /// What the API sees of the traffic.
-    pub async fn tap(&self) -> Arc<super::Tap> {
-        self.view.load().connections.tap().clone()
+    pub async fn tap(&self) -> Arc<crate::node::Tap> {
+        self.view.load().services.tap.clone()
     }
 
     /// The clock the graph runs on.
@@ -923,8 +947,8 @@ impl Reloader {
     }
 
     /// Where vigil's own alerts are published now (a settings change makes a new feed).
-    pub async fn internal_alerts(&self) -> tokio::sync::broadcast::Sender<crate::event::Alert> {
-        self.view.load().connections.internal_alerts().clone()
+    pub async fn internal_alerts(&self) -> InternalAlerts {
+        self.view.load().services.internal.clone()
     }
 
     /// Changes the running graph to `new` (already validated): unchanged nodes keep
@@ -1057,8 +1081,10 @@ impl Reloader {
             let node = &graph.nodes[i];
             let p = &new.pipelines[node.pipeline];
             let counters = live.nodes.get(&node.id).map(|n| n.counters.clone());
+            let env = new_env.as_ref().unwrap_or(&live.env);
+            let services = &env.services;
             let cx = build_context(
-                new_env.as_ref().unwrap_or(&live.env),
+                env,
                 new,
                 node,
                 rebuilt.contains(&node.id),
@@ -1066,9 +1092,11 @@ impl Reloader {
             );
             let result = match node.role {
                 NodeRole::Source => Ok(()),
-                NodeRole::Stage => p.config.stages[node.name.as_str()].build(&cx).map(drop),
+                NodeRole::Stage => p.config.stages[node.name.as_str()]
+                    .build(&cx, services)
+                    .map(drop),
                 NodeRole::Sink => p.config.sinks[node.name.as_str()]
-                    .build(&cx)
+                    .build(&cx, services)
                     .map(|sink| drop(built.insert(i, Component::Sink(sink)))),
             };
             if let Err(e) = result {
@@ -1194,7 +1222,7 @@ impl Reloader {
             }
         }
         let helpers_stop = live.env.helpers_stop.clone();
-        let helpers = live.env.connections.start_after_build(&helpers_stop);
+        let helpers = start_helpers(&live.env.services, &helpers_stop);
         live.helpers.extend(helpers);
         live.config = new.clone();
         Ok(report)
@@ -1220,15 +1248,11 @@ fn build_context(
             .map(std::path::Path::to_path_buf)
             .unwrap_or_default(),
         state_dir: config.settings.state_dir.clone(),
-        connections: env.connections.clone(),
+        clock: env.clock.clone(),
         store: env.store.clone(),
         keep_state: config.settings.keep_state,
         public_url: config.settings.public_url.as_str().into(),
         history_interval: config.settings.history_interval.span(),
-        // Only a source asks a peer for less.
-        readers: (node.role == crate::graph::NodeRole::Source)
-            .then(|| filter_readers(&p.config, &node.name))
-            .flatten(),
         rebuilt,
         counters,
     }
@@ -1255,7 +1279,7 @@ fn filter_readers(
 
 /// Saves a stage's state every `every` of clock time and when it stops.
 struct Snapshots {
-    tap: Arc<super::Tap>,
+    tap: Arc<crate::node::Tap>,
     inhibitor: Arc<crate::sinks::delivery::inhibit::Inhibitor>,
     enabled: bool,
     id: Arc<str>,
@@ -1561,8 +1585,7 @@ async fn run_stage(
 mod tests {
     use super::*;
     use crate::event::{Event, ack_pair};
-    use crate::runtime::edge;
-use crate::time::VirtualClock;
+    use crate::node::edge;
     use chrono::Utc;
     use serde_json::json;
 
@@ -1586,8 +1609,7 @@ use crate::time::VirtualClock;
     /// panics than allowed it gives up, stops its pipeline and fails what still arrives.
     #[tokio::test]
     async fn a_panicking_stage_is_restarted_then_given_up_on() {
-        let clock: SharedClock = Arc::new(VirtualClock::new(Utc::now()));
-        let connections = Connections::for_delivery(&Default::default(), &clock);
+        let services = Services::default();
         let counters = Arc::new(NodeCounters::default());
         let (up_tx, up_rx) = edge::channel(16);
         let mut upstream = Output::new(vec![(0, up_tx)], Arc::new(NodeCounters::default()));
@@ -1596,8 +1618,8 @@ use crate::time::VirtualClock;
         let output = Output::new(vec![(0, down_tx)], counters.clone());
         let mut downstream = Input::new(down_rx, vec![0], Arc::new(NodeCounters::default()));
         let saver = Snapshots {
-            tap: connections.tap().clone(),
-            inhibitor: connections.inhibitor().clone(),
+            tap: services.tap.clone(),
+            inhibitor: services.delivery.inhibitor.clone(),
             enabled: false,
             id: "p.fragile".into(),
             store: Arc::new(crate::store::Store::in_memory().unwrap()),
@@ -1606,7 +1628,7 @@ use crate::time::VirtualClock;
         };
         let health = Arc::new(Health::default());
         let stop = CancellationToken::new();
-        let mut told = connections.internal_alerts().subscribe();
+        let mut told = services.internal.subscribe();
         let policy = crate::config::RestartsConfig {
             max_failures: 1,
             backoff: crate::time::Duration::from_millis(1),
@@ -1619,7 +1641,7 @@ use crate::time::VirtualClock;
             policy,
             health.clone(),
             Arc::new(crate::time::WallClock),
-            connections.internal_alerts().clone(),
+            services.internal.clone(),
             stop.clone(),
         );
         let builds = Arc::new(std::sync::atomic::AtomicUsize::new(0));

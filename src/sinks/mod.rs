@@ -11,7 +11,26 @@ pub mod webhook;
 use futures::FutureExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::runtime::{Input, Message, NodeResult};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+
+use crate::node::{Input, Message, NodeResult};
+
+/// What the delivering sinks (mail, LINE, webhook) of a run share, built from the
+/// settings before any node: the connections they send through, by name, and the
+/// engine's inhibition rules.
+#[derive(Debug, Default)]
+pub struct DeliveryServices {
+    /// `connections: smtp:`.
+    pub smtp: IndexMap<String, mail::SmtpConnectionConfig>,
+    /// `connections: line:`.
+    pub line: IndexMap<String, line::LineConnectionConfig>,
+    /// `connections: webhook:`.
+    pub webhook: IndexMap<String, webhook::WebhookConnectionConfig>,
+    /// The inhibition rules and their firing source alerts.
+    pub inhibitor: Arc<delivery::inhibit::Inhibitor>,
+}
 
 /// How records are written by the `file` and `stdout` sinks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]

@@ -410,7 +410,7 @@ impl JsonLinesDecoder {
 /// that one summary line per thousand keeps the log readable.
 pub(crate) fn set_aside(
     log: &mut RejectedLog,
-    counters: &crate::runtime::NodeCounters,
+    counters: &crate::node::NodeCounters,
     records: Vec<RejectedRecord>,
 ) {
     for r in records {

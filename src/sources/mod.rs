@@ -6,13 +6,16 @@ pub mod internal;
 pub mod json_lines;
 pub mod pce_events;
 pub mod pce_health;
+mod pce_services;
 pub mod pce_traffic;
 pub mod stdin;
+
+pub use pce_services::PceServices;
 
 use std::sync::Arc;
 
 use crate::event::Event;
-use crate::runtime::SourceContext;
+use crate::node::SourceContext;
 
 /// Sends events in batches of at most `cx.batch_size`. `false` when nobody listens any more.
 pub(crate) async fn send_batches(cx: &mut SourceContext, events: Vec<Arc<Event>>) -> bool {

@@ -10,12 +10,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::episode::AlertMode;
-use crate::time::Duration;
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
 use crate::event::{
     Alert, AlertStatus, AlertWindow, Event, FieldPath, Group, Sample, Severity, Timestamp,
 };
+use crate::time::Duration;
 
 /// The `alert:` block of a detection stage: how the alerts it raises read.
 ///
@@ -204,8 +204,8 @@ impl AlertTemplates {
         cfg: &AlertConfig,
         default_title: &str,
         default_summary: &str,
-        cx: &crate::runtime::BuildContext,
-    ) -> Result<AlertTemplates, crate::runtime::NodeError> {
+        cx: &crate::node::BuildContext,
+    ) -> Result<AlertTemplates, crate::node::NodeError> {
         AlertTemplates::compile(cfg, default_title, default_summary, &cx.pipeline, &cx.node)
             .map_err(|(pointer, message)| format!("{pointer}: {message}").into())
     }

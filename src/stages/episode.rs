@@ -504,7 +504,7 @@ const MAX_ORPHANS: usize = 10_000;
 /// `resolved` reports of the episodes the alert history still shows open for it, so no
 /// sink holds, reminds of, or is muted by an episode nothing will ever close. Handed on
 /// at the stage's first tick.
-pub fn orphaned(cx: &crate::runtime::BuildContext) -> Vec<Arc<Event>> {
+pub fn orphaned(cx: &crate::node::BuildContext) -> Vec<Arc<Event>> {
     if !cx.keep_state {
         return Vec::new();
     }

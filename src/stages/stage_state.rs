@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::event::{FieldPath, Group, Timestamp};
 
-/// Wraps `state` with the `shape` it was made under, for [`crate::runtime::Stage::snapshot`].
+/// Wraps `state` with the `shape` it was made under, for [`crate::node::Stage::snapshot`].
 pub fn save<T: Serialize>(shape: &Value, state: &T) -> Option<Value> {
     match serde_json::to_value(state) {
         Ok(state) => Some(json!({"shape": shape, "state": state})),

@@ -16,9 +16,9 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::outbox::{NotifyMeta, insert_message};
+use super::records::{Flushed, Group, Sent};
 use super::{Store, StoreError};
 use crate::event::Alert;
-use super::records::{Flushed, Group, Sent};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS notify_groups (
@@ -290,8 +290,8 @@ mod tests {
         assert_eq!(
             m2.notify.map(|n| n.changes),
             Some(vec![
-                super::records::Change::Firing,
-                super::records::Change::Resolved
+                crate::store::records::Change::Firing,
+                crate::store::records::Change::Resolved
             ])
         );
     }

@@ -15,9 +15,9 @@
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use super::records::{Change, Omitted};
 use super::{Store, StoreError};
 use crate::event::Alert;
-use super::records::{Change, Omitted};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS outbox (

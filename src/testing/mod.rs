@@ -14,13 +14,15 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-pub use crate::config::test_case::{Expectation, NotificationExpectation, TestCase, TestFile, TestInput, TestKind};
+pub use crate::config::test_case::{
+    Expectation, NotificationExpectation, TestCase, TestFile, TestInput, TestKind,
+};
 pub use runner::{DEFAULT_START, Recorded, RunError, run_case};
 
-use crate::diagnostic::{Diagnostic, codes};
 use crate::config::interpolate::{LineIndex, resolve};
 use crate::config::load::files_under;
 use crate::config::{Config, Env, LoadOptions, Loaded, load_paths, yaml};
+use crate::diagnostic::{Diagnostic, codes};
 use crate::event::{AlertStatus, FieldPath};
 
 /// The outcome of `vigil test`.

@@ -7,15 +7,15 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::test_case::TestCase;
 use crate::config::Config;
+use crate::config::test_case::TestCase;
 use crate::event::{AlertStatus, Event, Timestamp};
 use crate::graph::NodeRole;
-use crate::runtime::{BuildContext, Connections, Stage};
-use crate::time::{SharedClock, VirtualClock};
+use crate::runtime::{BuildContext, Stage, build_services};
 use crate::sinks::delivery::dispatch::{Dispatcher, Planned};
 use crate::sinks::delivery::inhibit::Inhibitor;
 use crate::sinks::delivery::{DeliveryConfig, alert_of_event};
+use crate::time::{SharedClock, VirtualClock};
 
 /// The time a case starts at when it names none.
 pub const DEFAULT_START: &str = "2026-01-01T00:00:00Z";
@@ -260,10 +260,8 @@ pub fn run_case(
     let clock: SharedClock = Arc::new(VirtualClock::new(start));
     let mut settings = config.settings.clone();
     settings.connections = Default::default(); // tests never reach a network peer
-    let connections = Arc::new(
-        Connections::build(&settings, &clock)
-            .map_err(|e| RunError::Invalid(e.source.to_string()))?,
-    );
+    let services =
+        build_services(&settings, &clock).map_err(|e| RunError::Invalid(e.source.to_string()))?;
     let store =
         Arc::new(crate::store::Store::in_memory().map_err(|e| RunError::Invalid(e.to_string()))?);
     let base_dir = pc
@@ -297,22 +295,20 @@ pub fn run_case(
                     node: g.name.as_str().into(),
                     base_dir: base_dir.clone(),
                     state_dir: state_dir.clone(),
-                    connections: connections.clone(),
+                    clock: clock.clone(),
                     store: store.clone(),
                     keep_state: true,
                     public_url: crate::config::DEFAULT_PUBLIC_URL.into(),
                     history_interval: settings.history_interval.span(),
-                    readers: None,
                     rebuilt: false,
                     counters: Default::default(),
                 };
-                let stage =
-                    pc.config.stages[g.name.as_str()]
-                        .build(&cx)
-                        .map_err(|e| RunError::Build {
-                            node: g.name.clone(),
-                            message: e.to_string(),
-                        })?;
+                let stage = pc.config.stages[g.name.as_str()]
+                    .build(&cx, &services)
+                    .map_err(|e| RunError::Build {
+                        node: g.name.clone(),
+                        message: e.to_string(),
+                    })?;
                 Node::Stage(stage)
             }
         });
@@ -382,7 +378,7 @@ pub fn run_case(
         names,
         down,
         order,
-        inhibitor: connections.inhibitor().clone(),
+        inhibitor: services.delivery.inhibitor.clone(),
         now: start,
     };
     let source_ids: Vec<Arc<str>> = ids.iter().map(|gi| graph.nodes[*gi].id.clone()).collect();

@@ -582,18 +582,13 @@ async fn metrics_route(State(state): State<AppState>) -> Response {
         alerts: store.alert_counts().unwrap_or_default(),
         reloads: (reloads, failures),
         pce: {
-            let connections = state.reloader.connections().await;
-            let mut names: Vec<String> = connections.pce_names().map(str::to_string).collect();
-            names.sort();
-            names
-                .into_iter()
-                .map(|n| {
-                    let stats = connections
-                        .pce(&n)
-                        .map(|c| c.request_stats())
-                        .unwrap_or_default();
-                    let queries = crate::sources::pce_traffic::query_counters(&connections, &n);
-                    (n, stats, queries)
+            let services = state.reloader.services().await;
+            services
+                .pce
+                .iter()
+                .map(|(n, p)| {
+                    let stats = p.client().request_stats();
+                    (n.clone(), stats, p.traffic_counters())
                 })
                 .collect()
         },

@@ -1,6 +1,5 @@
 //! The settings of one PCE connection (`connections.pce.<name>` in the settings file).
 
-
 use std::path::PathBuf;
 
 use schemars::JsonSchema;

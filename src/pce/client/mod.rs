@@ -52,9 +52,9 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::http::RetryPolicy;
 use crate::time::SharedClock;
 use budget::{Budget, to_chrono};
-use crate::http::RetryPolicy;
 
 pub use collections::{PolicyVersion, SYNC_LIMIT, WorkloadQuery};
 pub(crate) use config::resolve_secret;
@@ -486,4 +486,3 @@ fn build_http(cfg: &PceConnectionConfig) -> Result<reqwest::Client, PceError> {
         .build()
         .map_err(|e| PceError::Config(format!("cannot build the HTTP client: {}", error_chain(&e))))
 }
-

@@ -27,8 +27,8 @@ use futures::future::BoxFuture;
 
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
-use crate::time::Duration;
 use crate::event::{Alert, AlertStatus, AlertWindow, Sample, Severity, TopRow, TopTable};
+use crate::time::Duration;
 
 pub use render::Templates;
 pub use retry::RetryConfig;

@@ -8,8 +8,8 @@ use serde::Deserialize;
 
 use super::{Answer, SendError};
 use crate::diagnostic::Problems;
-use crate::time::Duration;
 use crate::event::Timestamp;
+use crate::time::Duration;
 
 /// `retry:` of a delivering sink: exponential backoff with jitter between attempts, until
 /// a message is delivered, fails permanently, or has been tried for `give_up_after`.

@@ -12,9 +12,9 @@ use super::dispatch::{Dispatcher, Group, Ingested};
 use super::inhibit::Inhibitor;
 use super::{DeliveryConfig, Notification, Notifier, SendError, alert_of_event};
 use crate::event::{Alert, AlertStatus, Timestamp};
-use crate::runtime::{BuildContext, Input, Message, NodeCounters, NodeResult, Sink};
-use crate::time::SharedClock;
+use crate::node::{BuildContext, Input, Message, NodeCounters, NodeResult, Sink};
 use crate::store::{OutboxEntry, Store};
+use crate::time::SharedClock;
 
 /// How many due messages the worker takes from the outbox at a time.
 const BATCH: usize = 16;
@@ -53,14 +53,19 @@ impl Shared {
 
 impl<N: Notifier> DeliverySink<N> {
     /// The sink being built in `cx`, sending with `notifier`.
-    pub fn new(notifier: N, cfg: &DeliveryConfig, cx: &BuildContext) -> DeliverySink<N> {
+    pub fn new(
+        notifier: N,
+        cfg: &DeliveryConfig,
+        cx: &BuildContext,
+        services: &crate::sinks::DeliveryServices,
+    ) -> DeliverySink<N> {
         DeliverySink {
             id: cx.id.clone(),
             notifier: Arc::new(notifier),
             cfg: cfg.clone(),
             store: cx.store.clone(),
-            clock: cx.connections.clock(),
-            inhibitor: cx.connections.inhibitor().clone(),
+            clock: cx.clock.clone(),
+            inhibitor: services.inhibitor.clone(),
         }
     }
 
@@ -465,12 +470,11 @@ mod tests {
     use std::time::Duration as StdDuration;
 
     use super::*;
-    use crate::time::Duration;
     use crate::event::{Event, Severity};
-    use crate::runtime::Connections;
-use crate::time::VirtualClock;
     use crate::sinks::delivery::{Answer, DeliveryConfig, sample_alert};
     use crate::store::OutboxState;
+    use crate::time::Duration;
+    use crate::time::VirtualClock;
 
     /// Records what it is asked to send; answers from a script (then `Ok`).
     #[derive(Default)]
@@ -502,9 +506,9 @@ use crate::time::VirtualClock;
         fake: Arc<Fake>,
         clock: VirtualClock,
         store: Arc<Store>,
-        output: crate::runtime::Output,
+        output: crate::node::Output,
         task: tokio::task::JoinHandle<NodeResult>,
-        counters: Arc<crate::runtime::NodeCounters>,
+        counters: Arc<crate::node::NodeCounters>,
     }
 
     fn t0() -> Timestamp {
@@ -535,17 +539,21 @@ use crate::time::VirtualClock;
             node: "out".into(),
             base_dir: Default::default(),
             state_dir: Default::default(),
-            connections: Arc::new(Connections::for_delivery(&Default::default(), &shared)),
+            clock: shared,
             store: store.clone(),
             keep_state: false,
             public_url: "http://vigil".into(),
             history_interval: chrono::Duration::minutes(1),
-            readers: None,
             rebuilt: false,
             counters: Default::default(),
         };
-        let sink = Box::new(DeliverySink::new(fake.clone(), cfg, &cx));
-        let (output, input) = crate::runtime::test_edge(16);
+        let sink = Box::new(DeliverySink::new(
+            fake.clone(),
+            cfg,
+            &cx,
+            &Default::default(),
+        ));
+        let (output, input) = crate::node::test_edge(16);
         let counters = input.counters().clone();
         let task = tokio::spawn(async move {
             let mut input = input;

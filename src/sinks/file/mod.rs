@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{Encoding, write_json_lines};
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
-use crate::runtime::{BuildContext, Input, NodeError, NodeResult, Sink};
+use crate::node::{BuildContext, Input, NodeError, NodeResult, Sink};
 
 /// Writes every event it receives to a file, one JSON object per line.
 ///

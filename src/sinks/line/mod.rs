@@ -21,8 +21,8 @@ use super::delivery::{
 };
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
+use crate::node::{BuildContext, NodeError, Sink};
 use crate::secret::Secret;
-use crate::runtime::{BuildContext, NodeError, Sink};
 use crate::time::SharedClock;
 
 /// The most characters LINE takes in one text message.
@@ -113,14 +113,22 @@ impl LineSinkConfig {
                 "`to` is empty: give a user, group or room id",
             );
         }
-        if let Err(e) = LineRender::new(self, &p.base_dir, crate::sinks::delivery::DEFAULT_PUBLIC_URL) {
+        if let Err(e) = LineRender::new(
+            self,
+            &p.base_dir,
+            crate::sinks::delivery::DEFAULT_PUBLIC_URL,
+        ) {
             e.report("/template", p);
         }
     }
 
     /// Renders the template against a sample alert grouped by `group_by`.
     pub fn check_rendering(&self, group_by: &[String], p: &mut Problems) {
-        if let Ok(render) = LineRender::new(self, &p.base_dir, crate::sinks::delivery::DEFAULT_PUBLIC_URL) {
+        if let Ok(render) = LineRender::new(
+            self,
+            &p.base_dir,
+            crate::sinks::delivery::DEFAULT_PUBLIC_URL,
+        ) {
             delivery::check_rendering(&render, group_by, p);
         }
     }
@@ -129,14 +137,24 @@ impl LineSinkConfig {
     pub fn notifier(
         &self,
         cx: &BuildContext,
+        services: &crate::sinks::DeliveryServices,
     ) -> Result<Box<dyn crate::sinks::delivery::Notifier>, NodeError> {
-        Ok(Box::new(LineNotifier::new(self, cx)?))
+        Ok(Box::new(LineNotifier::new(self, cx, services)?))
     }
 
     /// Builds the running sink.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Sink>, NodeError> {
-        let notifier = LineNotifier::new(self, cx)?;
-        Ok(Box::new(DeliverySink::new(notifier, &self.delivery(), cx)))
+    pub fn build(
+        &self,
+        cx: &BuildContext,
+        services: &crate::sinks::DeliveryServices,
+    ) -> Result<Box<dyn Sink>, NodeError> {
+        let notifier = LineNotifier::new(self, cx, services)?;
+        Ok(Box::new(DeliverySink::new(
+            notifier,
+            &self.delivery(),
+            cx,
+            services,
+        )))
     }
 }
 
@@ -194,10 +212,14 @@ pub struct LineNotifier {
 }
 
 impl LineNotifier {
-    fn new(cfg: &LineSinkConfig, cx: &BuildContext) -> Result<LineNotifier, NodeError> {
-        let conn = cx
-            .connections
-            .line(&cfg.connection)
+    fn new(
+        cfg: &LineSinkConfig,
+        cx: &BuildContext,
+        services: &crate::sinks::DeliveryServices,
+    ) -> Result<LineNotifier, NodeError> {
+        let conn = services
+            .line
+            .get(&cfg.connection)
             .ok_or_else(|| format!("no LINE connection `{}` in the settings", cfg.connection))?;
         let token = conn
             .token()
@@ -212,7 +234,7 @@ impl LineNotifier {
             ),
             token,
             to: cfg.to.clone(),
-            clock: cx.connections.clock(),
+            clock: cx.clock.clone(),
         })
     }
 

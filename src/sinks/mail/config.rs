@@ -7,10 +7,10 @@ use serde::Deserialize;
 
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
-use crate::time::Duration;
+use crate::node::{BuildContext, NodeError, Sink};
 use crate::secret::Secret;
-use crate::runtime::{BuildContext, NodeError, Sink};
 use crate::sinks::delivery::{self, DeliverySink, delivering_sink};
+use crate::time::Duration;
 
 use super::{MailNotifier, MailRender};
 
@@ -106,14 +106,24 @@ impl MailSinkConfig {
     pub fn notifier(
         &self,
         cx: &BuildContext,
+        services: &crate::sinks::DeliveryServices,
     ) -> Result<Box<dyn crate::sinks::delivery::Notifier>, NodeError> {
-        Ok(Box::new(MailNotifier::new(self, cx)?))
+        Ok(Box::new(MailNotifier::new(self, cx, services)?))
     }
 
     /// Builds the running sink.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Sink>, NodeError> {
-        let notifier = MailNotifier::new(self, cx)?;
-        Ok(Box::new(DeliverySink::new(notifier, &self.delivery(), cx)))
+    pub fn build(
+        &self,
+        cx: &BuildContext,
+        services: &crate::sinks::DeliveryServices,
+    ) -> Result<Box<dyn Sink>, NodeError> {
+        let notifier = MailNotifier::new(self, cx, services)?;
+        Ok(Box::new(DeliverySink::new(
+            notifier,
+            &self.delivery(),
+            cx,
+            services,
+        )))
     }
 }
 
@@ -190,11 +200,7 @@ impl SmtpConnectionConfig {
         if self.username.is_none() {
             return Ok(None);
         }
-        crate::secret::resolve_secret(
-            "password",
-            &self.password,
-            self.password_file.as_deref(),
-        )
-        .map(Some)
+        crate::secret::resolve_secret("password", &self.password, self.password_file.as_deref())
+            .map(Some)
     }
 }

@@ -17,7 +17,7 @@ use super::delivery::{
     Answer, Notification, Notifier, Rendering, SendError, SetupError, sample_notification,
 };
 use crate::event::Alert;
-use crate::runtime::{BuildContext, NodeError};
+use crate::node::{BuildContext, NodeError};
 
 /// The templates of a mail sink, compiled: subject, text, optional HTML, recipients.
 pub(crate) struct MailRender {
@@ -164,10 +164,14 @@ pub struct MailNotifier {
 
 impl MailNotifier {
     /// The notifier of mail sink `cfg` being built in `cx`.
-    pub fn new(cfg: &MailSinkConfig, cx: &BuildContext) -> Result<MailNotifier, NodeError> {
-        let conn = cx
-            .connections
-            .smtp(&cfg.connection)
+    pub fn new(
+        cfg: &MailSinkConfig,
+        cx: &BuildContext,
+        services: &crate::sinks::DeliveryServices,
+    ) -> Result<MailNotifier, NodeError> {
+        let conn = services
+            .smtp
+            .get(&cfg.connection)
             .ok_or_else(|| format!("no SMTP connection `{}` in the settings", cfg.connection))?;
         let render = MailRender::new(cfg, &cx.base_dir, &cx.public_url)?;
         let from = cfg

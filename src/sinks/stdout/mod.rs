@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use super::{Encoding, write_json_lines};
 use crate::diagnostic::Problems;
-use crate::runtime::{BuildContext, Input, NodeError, NodeResult, Sink};
+use crate::node::{BuildContext, Input, NodeError, NodeResult, Sink};
 
 /// Writes every event it receives to standard output, one JSON object per line.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]

@@ -43,8 +43,8 @@ use super::delivery::{
 };
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
+use crate::node::{BuildContext, NodeError, Sink};
 use crate::secret::Secret;
-use crate::runtime::{BuildContext, NodeError, Sink};
 use crate::time::SharedClock;
 
 /// The body a webhook sends.
@@ -199,7 +199,11 @@ impl WebhookSinkConfig {
             }
         }
         if !p.has_errors()
-            && let Err(e) = WebhookRender::new(self, &p.base_dir, crate::sinks::delivery::DEFAULT_PUBLIC_URL)
+            && let Err(e) = WebhookRender::new(
+                self,
+                &p.base_dir,
+                crate::sinks::delivery::DEFAULT_PUBLIC_URL,
+            )
         {
             e.report("", p);
         }
@@ -207,8 +211,11 @@ impl WebhookSinkConfig {
 
     /// Renders the body and headers against a sample alert grouped by `group_by`.
     pub fn check_rendering(&self, group_by: &[String], p: &mut Problems) {
-        if let Ok(render) = WebhookRender::new(self, &p.base_dir, crate::sinks::delivery::DEFAULT_PUBLIC_URL)
-        {
+        if let Ok(render) = WebhookRender::new(
+            self,
+            &p.base_dir,
+            crate::sinks::delivery::DEFAULT_PUBLIC_URL,
+        ) {
             delivery::check_rendering(&render, group_by, p);
         }
     }
@@ -217,14 +224,24 @@ impl WebhookSinkConfig {
     pub fn notifier(
         &self,
         cx: &BuildContext,
+        services: &crate::sinks::DeliveryServices,
     ) -> Result<Box<dyn crate::sinks::delivery::Notifier>, NodeError> {
-        Ok(Box::new(WebhookNotifier::new(self, cx)?))
+        Ok(Box::new(WebhookNotifier::new(self, cx, services)?))
     }
 
     /// Builds the running sink.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Sink>, NodeError> {
-        let notifier = WebhookNotifier::new(self, cx)?;
-        Ok(Box::new(DeliverySink::new(notifier, &self.delivery(), cx)))
+    pub fn build(
+        &self,
+        cx: &BuildContext,
+        services: &crate::sinks::DeliveryServices,
+    ) -> Result<Box<dyn Sink>, NodeError> {
+        let notifier = WebhookNotifier::new(self, cx, services)?;
+        Ok(Box::new(DeliverySink::new(
+            notifier,
+            &self.delivery(),
+            cx,
+            services,
+        )))
     }
 }
 
@@ -335,11 +352,15 @@ pub struct WebhookNotifier {
 }
 
 impl WebhookNotifier {
-    fn new(cfg: &WebhookSinkConfig, cx: &BuildContext) -> Result<WebhookNotifier, NodeError> {
+    fn new(
+        cfg: &WebhookSinkConfig,
+        cx: &BuildContext,
+        services: &crate::sinks::DeliveryServices,
+    ) -> Result<WebhookNotifier, NodeError> {
         let name = &cfg.connection;
-        let conn = cx
-            .connections
-            .webhook(name)
+        let conn = services
+            .webhook
+            .get(name)
             .ok_or_else(|| format!("no webhook connection `{name}` in the settings"))?;
         let url = conn
             .url()
@@ -365,7 +386,7 @@ impl WebhookNotifier {
                 .signing_secret()
                 .map_err(|e| format!("connection `{name}`: {e}"))?,
             fixed_headers,
-            clock: cx.connections.clock(),
+            clock: cx.clock.clone(),
         })
     }
 }

@@ -8,9 +8,9 @@ use serde::Deserialize;
 use super::source::FileSource;
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
-use crate::time::Duration;
 use crate::event::FieldPath;
-use crate::runtime::{BuildContext, NodeError, Source};
+use crate::node::{BuildContext, NodeError, Source};
+use crate::time::Duration;
 
 /// Reads JSON lines (one JSON object per line) from a file.
 ///

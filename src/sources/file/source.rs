@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::config::{FileSourceConfig, StartAt};
 use crate::event::{BatchAck, FieldPath, Timestamp, ack_pair};
-use crate::runtime::{BuildContext, NodeError, NodeResult, Source, SourceContext};
+use crate::node::{BuildContext, NodeError, NodeResult, Source, SourceContext};
 use crate::sources::json_lines::{Decoded, JsonLinesDecoder, Position, set_aside};
 use crate::sources::send_batches;
 use crate::store::rejected::RejectedLog;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 
 use crate::diagnostic::Problems;
-use crate::runtime::{BuildContext, NodeError, NodeResult, Source, SourceContext};
+use crate::node::{NodeError, NodeResult, Source, SourceContext};
 
 /// vigil's own alerts: `vigil.reload_failed` when changed pipeline files do not validate
 /// (the old pipelines keep running; the alert carries every error with its file:line:col),
@@ -28,10 +28,32 @@ impl InternalSourceConfig {
     pub fn check(&self, _problems: &mut Problems) {}
 
     /// Builds the running source.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, NodeError> {
+    pub fn build(&self, internal: &InternalAlerts) -> Result<Box<dyn Source>, NodeError> {
         Ok(Box::new(InternalSource {
-            alerts: cx.connections.internal_alerts().subscribe(),
+            alerts: internal.subscribe(),
         }))
+    }
+}
+
+/// Where vigil's own alerts are published for a run; every `internal` source subscribes.
+#[derive(Debug, Clone)]
+pub struct InternalAlerts(broadcast::Sender<crate::event::Alert>);
+
+impl Default for InternalAlerts {
+    fn default() -> Self {
+        InternalAlerts(broadcast::channel(64).0)
+    }
+}
+
+impl InternalAlerts {
+    /// Publishes `alert` to every `internal` source (none listening is fine).
+    pub fn publish(&self, alert: crate::event::Alert) {
+        let _ = self.0.send(alert);
+    }
+
+    /// A new subscription: the alerts published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<crate::event::Alert> {
+        self.0.subscribe()
     }
 }
 

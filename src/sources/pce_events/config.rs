@@ -8,9 +8,9 @@ use serde::{Deserialize, Deserializer};
 use super::source::PceEventsSource;
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
-use crate::time::Duration;
+use crate::node::{BuildContext, NodeError, Source};
 use crate::pce::client::MAX_EVENT_RESULTS;
-use crate::runtime::{BuildContext, NodeError, Source};
+use crate::time::Duration;
 
 /// Reads the PCE's audit events (`GET /orgs/{org}/events`) with a persisted watermark:
 /// no gaps, no duplicates, late-indexed events caught by re-reading an overlap.
@@ -197,11 +197,14 @@ impl PceEventsConfig {
     }
 
     /// Builds the running source.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, NodeError> {
-        let client = cx.connections.pce_client(&self.connection)?;
+    pub fn build(
+        &self,
+        cx: &BuildContext,
+        pce: &crate::sources::PceServices,
+    ) -> Result<Box<dyn Source>, NodeError> {
         Ok(Box::new(PceEventsSource::new(
             self.clone(),
-            client,
+            pce.client().clone(),
             cx.store.clone(),
             &cx.state_dir,
             cx.id.clone(),

@@ -5,8 +5,8 @@ use serde::Deserialize;
 
 use super::source::PceHealthSource;
 use crate::diagnostic::Problems;
+use crate::node::{NodeError, Source};
 use crate::time::Duration;
-use crate::runtime::{BuildContext, NodeError, Source};
 
 /// Watches the PCE's health (`GET /api/v2/health`) and emits an event when it changes.
 ///
@@ -52,8 +52,10 @@ impl PceHealthConfig {
     }
 
     /// Builds the running source.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, NodeError> {
-        let client = cx.connections.pce_client(&self.connection)?;
-        Ok(Box::new(PceHealthSource::new(self.clone(), client)))
+    pub fn build(&self, pce: &crate::sources::PceServices) -> Result<Box<dyn Source>, NodeError> {
+        Ok(Box::new(PceHealthSource::new(
+            self.clone(),
+            pce.client().clone(),
+        )))
     }
 }

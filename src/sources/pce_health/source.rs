@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 
 use super::config::PceHealthConfig;
 use crate::event::{Event, Timestamp};
+use crate::node::{NodeResult, Source, SourceContext};
 use crate::pce::client::PceClient;
-use crate::runtime::{NodeResult, Source, SourceContext};
 
 /// The health of a PCE, worst first in severity order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -3,13 +3,14 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::hub::TrafficHub;
 use super::source::PceTrafficSource;
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
-use crate::time::Duration;
+use crate::node::{BuildContext, NodeError, Source};
 use crate::pce::client::{MAX_TRAFFIC_RESULTS, PolicyDecision};
-use crate::runtime::{BuildContext, NodeError, Source};
+use crate::sources::PceServices;
+use crate::stages::filter::FilterConfig;
+use crate::time::Duration;
 
 /// Traffic flows of a PCE, from async Explorer queries over consecutive time slices.
 ///
@@ -210,11 +211,17 @@ impl PceTrafficConfig {
     }
 
     /// Builds the running source, subscribing it to its connection's traffic hub.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, NodeError> {
-        let client = cx.connections.pce_client(&self.connection)?;
-        let hub = TrafficHub::for_connection(cx, &self.connection, client)?;
+    /// `readers` are the `filter` stages reading it when every reader is one (`None`
+    /// otherwise): with `narrow`, the query asks only for the ports they keep.
+    pub fn build(
+        &self,
+        cx: &BuildContext,
+        pce: &PceServices,
+        readers: Option<&[FilterConfig]>,
+    ) -> Result<Box<dyn Source>, NodeError> {
+        let hub = pce.traffic_hub(cx)?;
         let ports = if self.narrow {
-            super::narrow::source_ports(cx.readers.as_deref())
+            super::narrow::source_ports(readers)
         } else {
             None
         };

@@ -26,12 +26,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::PceTrafficConfig;
 use super::ledger::{Ledger, Pending, Sighting, Tally};
-use crate::pce::names::{NameCache, Names};
 use crate::event::{Event, Field, FieldPath, Tape, Timestamp, time_from_field, time_from_value};
+use crate::node::BuildContext;
 use crate::pce::client::{PceClient, PceError, TrafficQuery};
-use crate::runtime::{BuildContext, NodeError};
-use crate::time::SharedClock;
+use crate::pce::names::{NameCache, Names};
 use crate::store::Store;
+use crate::time::SharedClock;
 
 /// Where a flow says when it was last detected (its event time).
 static LAST_DETECTED: std::sync::LazyLock<Option<FieldPath>> =
@@ -118,45 +118,46 @@ impl std::fmt::Debug for TrafficHub {
 }
 
 impl TrafficHub {
-    /// The hub of `connection` for this run, created (and scheduled to start once every
-    /// node is built) on first use.
-    pub fn for_connection(
+    /// The hub of `connection` (see [`crate::sources::PceServices`], which makes one per
+    /// connection and starts it once every node is built).
+    pub(crate) fn new(
         cx: &BuildContext,
         connection: &str,
         client: PceClient,
-    ) -> Result<Arc<TrafficHub>, NodeError> {
-        let names = super::name_cache(&cx.connections, connection)
-            .ok_or("the name cache's key is taken")?;
-        let mut created = false;
-        let hub = cx
-            .connections
-            .shared(&format!("pce_traffic:{connection}"), || {
-                created = true;
-                TrafficHub {
-                    connection: connection.to_string(),
-                    source_id: format!("pce_traffic:{connection}").into(),
-                    client,
-                    store: cx.store.clone(),
-                    clock: cx.connections.clock(),
-                    subscribers: Mutex::new(Vec::new()),
-                    names,
-                    truncated_slices: AtomicU64::new(0),
-                    failed_queries: AtomicU64::new(0),
-                    slices_done: AtomicU64::new(0),
-                    rows_new: AtomicU64::new(0),
-                    rows_continued: AtomicU64::new(0),
-                    rows_repeated: AtomicU64::new(0),
-                    flows_expired: AtomicU64::new(0),
-                    flows_evicted: AtomicU64::new(0),
-                }
-            })
-            .ok_or("the traffic hub's key is taken")?;
-        if created {
-            let h = hub.clone();
-            cx.connections
-                .after_build(move |shutdown| h.start(shutdown));
+        names: Arc<NameCache>,
+    ) -> TrafficHub {
+        TrafficHub {
+            connection: connection.to_string(),
+            source_id: format!("pce_traffic:{connection}").into(),
+            client,
+            store: cx.store.clone(),
+            clock: cx.clock.clone(),
+            subscribers: Mutex::new(Vec::new()),
+            names,
+            truncated_slices: AtomicU64::new(0),
+            failed_queries: AtomicU64::new(0),
+            slices_done: AtomicU64::new(0),
+            rows_new: AtomicU64::new(0),
+            rows_continued: AtomicU64::new(0),
+            rows_repeated: AtomicU64::new(0),
+            flows_expired: AtomicU64::new(0),
+            flows_evicted: AtomicU64::new(0),
         }
-        Ok(hub)
+    }
+
+    /// Its counters.
+    pub fn counters(&self) -> super::TrafficCounters {
+        use std::sync::atomic::Ordering::Relaxed;
+        super::TrafficCounters {
+            slices: self.slices_done.load(Relaxed),
+            failed_queries: self.failed_queries.load(Relaxed),
+            truncated: self.truncated_slices.load(Relaxed),
+            rows_new: self.rows_new.load(Relaxed),
+            rows_continued: self.rows_continued.load(Relaxed),
+            rows_repeated: self.rows_repeated.load(Relaxed),
+            flows_expired: self.flows_expired.load(Relaxed),
+            flows_evicted: self.flows_evicted.load(Relaxed),
+        }
     }
 
     /// The connection's name cache.
@@ -204,7 +205,10 @@ impl TrafficHub {
     }
 
     /// Starts the hub's loop.
-    fn start(self: Arc<Self>, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn start(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move { self.run(shutdown).await })
     }
 
@@ -749,7 +753,7 @@ mod tests {
             .insert("/orgs/1/labels/9".into(), ("env".into(), "prod".into()));
         names.ip_lists.insert(
             "/orgs/1/sec_policy/active/ip_lists/3".into(),
-            Arc::new(super::super::names::IpListEntry {
+            Arc::new(crate::pce::names::IpListEntry {
                 name: "Scanners".into(),
                 ..Default::default()
             }),

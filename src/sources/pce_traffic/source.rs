@@ -4,7 +4,7 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use super::hub::Delivery;
-use crate::runtime::{NodeResult, Source, SourceContext};
+use crate::node::{NodeResult, Source, SourceContext};
 
 /// One pipeline's view of its connection's traffic.
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use super::source::StdinSource;
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
 use crate::event::FieldPath;
-use crate::runtime::{BuildContext, NodeError, Source};
+use crate::node::{BuildContext, NodeError, Source};
 
 /// Reads JSON lines (one JSON object per line) from standard input until it ends.
 ///

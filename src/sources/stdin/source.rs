@@ -5,7 +5,7 @@ use futures::future::BoxFuture;
 use tokio::io::AsyncReadExt;
 
 use crate::event::FieldPath;
-use crate::runtime::{BuildContext, NodeResult, Source, SourceContext};
+use crate::node::{BuildContext, NodeResult, Source, SourceContext};
 use crate::sources::json_lines::{JsonLinesDecoder, set_aside};
 use crate::sources::send_batches;
 use crate::store::rejected::RejectedLog;

@@ -4,12 +4,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::stage::BandwidthStage;
-use crate::time::Duration;
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
 use crate::event::FieldPath;
-use crate::runtime::{BuildContext, NodeError, Stage};
+use crate::node::{BuildContext, NodeError, Stage};
 use crate::stages::alerting::{AlertConfig, AlertTemplates, GroupBy};
+use crate::time::Duration;
 
 /// Measures the bytes of traffic flow records per group key and alerts when the volume in
 /// a window (`mode: volume`, MiB = bytes / 1,048,576) or the current bandwidth

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{BandwidthConfig, Direction, FLAT_FLOW_KEY, REST_FLOW_KEY};
 use crate::event::{FieldPath, Fields, Timestamp, time_from_field};
-use crate::runtime::NodeError;
+use crate::node::NodeError;
 use crate::stages::window::{number, write_key};
 
 /// The bytes of one record.

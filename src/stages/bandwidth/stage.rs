@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::config::{BandwidthConfig, Mode};
 use super::measure::{Counters, Measured, Measurer};
 use crate::event::{AlertWindow, Event, Timestamp};
-use crate::runtime::{NodeCounters, NodeError, Stage};
+use crate::node::{NodeCounters, NodeError, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget, SampleSet};
 use crate::stages::episode::{Book, Episode, EpisodeCounts, Reporter, open_keys};
 use crate::stages::window::{Fired, KeyWindow, Watermark, minus, write_key};

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::diagnostic::Problems;
 use crate::event::{Alert, Event, Timestamp};
-use crate::runtime::Stage;
+use crate::node::Stage;
 use crate::stages::alerting::AlertTemplates;
 
 fn t0() -> Timestamp {

@@ -4,11 +4,11 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::stage::CooldownStage;
-use crate::time::Duration;
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
-use crate::runtime::{BuildContext, NodeError, Stage};
+use crate::node::{BuildContext, NodeError, Stage};
 use crate::stages::alerting::GroupBy;
+use crate::time::Duration;
 
 /// Realert per key: after an event or alert with a key passes, later ones with the same key
 /// are suppressed until `period` of event time has passed since the one that passed. One

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::event::{AlertStatus, Event, FieldPath, Timestamp};
-use crate::runtime::Stage;
+use crate::node::Stage;
 use crate::stages::stage_state;
 
 /// Suppresses a key for a period after one of its events passes; see
@@ -19,7 +19,7 @@ pub struct CooldownStage {
     max_keys: usize,
     state: State,
     /// Where suppressed events are counted.
-    counters: std::sync::Arc<crate::runtime::NodeCounters>,
+    counters: std::sync::Arc<crate::node::NodeCounters>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -59,7 +59,7 @@ impl CooldownStage {
     }
 
     /// Counts what the stage suppresses into `counters` (the node's).
-    pub fn counting_into(mut self, counters: std::sync::Arc<crate::runtime::NodeCounters>) -> Self {
+    pub fn counting_into(mut self, counters: std::sync::Arc<crate::node::NodeCounters>) -> Self {
         self.counters = counters;
         self
     }

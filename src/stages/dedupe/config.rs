@@ -4,11 +4,11 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::stage::DedupeStage;
-use crate::time::Duration;
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
-use crate::runtime::{BuildContext, NodeError, Stage};
+use crate::node::{BuildContext, NodeError, Stage};
 use crate::stages::alerting::GroupBy;
+use crate::time::Duration;
 
 /// Drops repeats: the first event (or alert) with a key passes; later ones with the same
 /// key are dropped until `window` of event time has passed since that first one. The next

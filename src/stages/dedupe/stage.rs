@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::event::{Event, FieldPath, Timestamp};
-use crate::runtime::Stage;
+use crate::node::Stage;
 use crate::stages::stage_state;
 
 /// Drops repeats within a window; see [`super::DedupeConfig`].

@@ -1,5 +1,7 @@
 //! The `filter` stage's configuration.
 
+use std::sync::Arc;
+
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -8,7 +10,8 @@ use super::matcher::{CompiledFilter, FilterStage, WhereExpr};
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
 use crate::diagnostic::to_pointer;
-use crate::runtime::{BuildContext, NodeError, Stage};
+use crate::node::{BuildContext, NodeError, Stage};
+use crate::pce::names::NameCache;
 
 /// Conditions by field path; all must hold.
 pub type Conditions = IndexMap<String, Matcher>;
@@ -206,17 +209,21 @@ impl FilterConfig {
     }
 
     /// Builds the running stage.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
+    /// `names` are the name caches of the PCE connections, for `ip_list:` operands.
+    pub fn build(
+        &self,
+        cx: &BuildContext,
+        names: &[Arc<NameCache>],
+    ) -> Result<Box<dyn Stage>, NodeError> {
         let mut compiled = CompiledFilter::compile(self).map_err(|errors| {
             let msgs: Vec<String> = errors.into_iter().map(|(_, _, m)| m).collect();
             NodeError::from(msgs.join("; "))
         })?;
         if compiled.uses_ip_lists() {
-            let caches = crate::sources::pce_traffic::name_caches(&cx.connections);
-            if caches.is_empty() {
+            if names.is_empty() {
                 tracing::warn!(stage = %cx.id, "`ip_list:` operands need a PCE connection; they match only the list's name");
             }
-            compiled.resolve_ip_lists(&caches);
+            compiled.resolve_ip_lists(names);
         }
         let mut stage = FilterStage::new(compiled);
         if let Some(expr) = &self.where_ {

@@ -4,11 +4,11 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::stage::FlatlineStage;
-use crate::time::Duration;
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
-use crate::runtime::{BuildContext, NodeError, Stage};
+use crate::node::{BuildContext, NodeError, Stage};
 use crate::stages::alerting::{AlertConfig, AlertTemplates, GroupBy};
+use crate::time::Duration;
 
 /// Default title of flatline alerts.
 pub(crate) const DEFAULT_TITLE: &str = "{{#if (eq status \"resolved\")}}Events again{{#if group_key}} from {{group_key}}{{/if}} after {{window.length}} quiet{{else}}No events{{#if group_key}} from {{group_key}}{{/if}} for {{window.length}}{{/if}}";

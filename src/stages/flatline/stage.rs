@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::event::{AlertStatus, AlertWindow, Event, FieldPath, Sample, Timestamp};
-use crate::runtime::Stage;
+use crate::node::Stage;
 use crate::stages::alerting::{AlertTemplates, Finding, GroupBy};
 use crate::stages::stage_state::{self, SavedField};
 

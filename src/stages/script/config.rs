@@ -7,12 +7,12 @@ use serde::Deserialize;
 
 use super::sandbox::{DEFAULT_MAX_OPERATIONS, DEFAULT_TIMEOUT, Limits, Sandbox};
 use super::stage::ScriptStage;
+use crate::diagnostic::Pos;
 use crate::diagnostic::Problems;
 use crate::diagnostic::{Diagnostic, codes};
-use crate::time::Duration;
-use crate::diagnostic::Pos;
 use crate::event::Severity;
-use crate::runtime::{BuildContext, NodeError, Stage};
+use crate::node::{BuildContext, NodeError, Stage};
+use crate::time::Duration;
 
 /// Runs a Rhai script (see `plugins/README.md`) on every event: to drop, rewrite or enrich
 /// events, and to raise alerts with logic the other stages cannot express.

@@ -275,7 +275,7 @@ pub struct ErrorLog {
     /// Failed runs so far.
     pub count: u64,
     /// The node's counters, where each failure is counted as `reason` too.
-    counted: Option<(std::sync::Arc<crate::runtime::NodeCounters>, &'static str)>,
+    counted: Option<(std::sync::Arc<crate::node::NodeCounters>, &'static str)>,
 }
 
 impl ErrorLog {
@@ -287,7 +287,7 @@ impl ErrorLog {
     /// (a script that failed passes its event on).
     pub fn counting_into(
         &mut self,
-        counters: std::sync::Arc<crate::runtime::NodeCounters>,
+        counters: std::sync::Arc<crate::node::NodeCounters>,
         reason: &'static str,
     ) {
         self.counted = Some((counters, reason));

@@ -13,7 +13,7 @@ use crate::event::{
     Alert, AlertStatus, AlertWindow, Event, Sample, Severity, Timestamp, group_key, insert_path,
     time_from_value,
 };
-use crate::runtime::{BuildContext, NodeError, Stage};
+use crate::node::{BuildContext, NodeError, Stage};
 
 type FnResult<T> = Result<T, Box<EvalAltResult>>;
 

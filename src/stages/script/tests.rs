@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::event::{Alert, AlertStatus, Event, Severity};
-use crate::runtime::{BuildContext, Connections, Stage};
+use crate::node::{BuildContext, Stage};
 use crate::store::Store;
 
 fn t0() -> DateTime<Utc> {
@@ -20,12 +20,11 @@ fn cx(dir: &Path, store: Arc<Store>) -> BuildContext {
         node: "s".into(),
         base_dir: dir.to_path_buf(),
         state_dir: dir.to_path_buf(),
-        connections: Arc::new(Connections::default()),
+        clock: Arc::new(crate::time::WallClock),
         store,
         keep_state: true,
         public_url: crate::sinks::delivery::DEFAULT_PUBLIC_URL.into(),
         history_interval: chrono::Duration::minutes(1),
-        readers: None,
         rebuilt: false,
         counters: Default::default(),
     }

@@ -4,12 +4,12 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::stage::{TopNSpec, TopNStage};
-use crate::time::Duration;
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
 use crate::event::FieldPath;
-use crate::runtime::{BuildContext, NodeError, Stage};
+use crate::node::{BuildContext, NodeError, Stage};
 use crate::stages::alerting::{AlertConfig, AlertTemplates, GroupBy};
+use crate::time::Duration;
 
 /// Adds a top-N table to alerts: the keys (values at `by`) with the most events, or the
 /// biggest sum of `sum`, in the alert's window.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::event::{
     Alert, AlertStatus, AlertWindow, Event, Field, FieldPath, Group, Timestamp, TopRow, TopTable,
 };
-use crate::runtime::Stage;
+use crate::node::Stage;
 use crate::stages::alerting::{AlertTemplates, Finding};
 use crate::stages::stage_state;
 

@@ -4,12 +4,12 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::stage::WindowCountStage;
-use crate::time::Duration;
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
 use crate::event::FieldPath;
-use crate::runtime::{BuildContext, NodeError, Stage};
+use crate::node::{BuildContext, NodeError, Stage};
 use crate::stages::alerting::{AlertConfig, AlertTemplates, GroupBy};
+use crate::time::Duration;
 
 /// Counts events (or sums a numeric field) per group key in a sliding event-time window
 /// and alerts while the count is at or over `threshold`: one alert per episode.

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::config::WindowCountConfig;
 use crate::event::{Event, FieldPath, Timestamp};
-use crate::runtime::{NodeCounters, NodeError, Stage};
+use crate::node::{NodeCounters, NodeError, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget};
 use crate::stages::episode::{Book, EpisodeCounts, Reporter, open_keys};
 use crate::stages::window::{KeyWindow, Watermark, number, write_key};

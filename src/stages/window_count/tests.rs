@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::event::{Alert, AlertStatus, Event, Timestamp};
-use crate::runtime::Stage;
+use crate::node::Stage;
 
 fn t0() -> Timestamp {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap()
@@ -240,18 +240,17 @@ fn snapshot_and_restore_keep_a_half_full_window() {
 fn build_restores_from_the_store() {
     let c = cfg(json!({"threshold": 2}));
     let store = Arc::new(crate::store::Store::in_memory().unwrap());
-    let cx = crate::runtime::BuildContext {
+    let cx = crate::node::BuildContext {
         id: "p.wc".into(),
         pipeline: "p".into(),
         node: "wc".into(),
         base_dir: ".".into(),
         state_dir: ".".into(),
-        connections: Arc::new(crate::runtime::Connections::default()),
+        clock: Arc::new(crate::time::WallClock),
         store: store.clone(),
         keep_state: true,
         public_url: crate::sinks::delivery::DEFAULT_PUBLIC_URL.into(),
         history_interval: chrono::Duration::minutes(1),
-        readers: None,
         rebuilt: false,
         counters: Default::default(),
     };
@@ -466,7 +465,7 @@ fn an_episode_ends_when_its_window_fell_below_even_if_nothing_ticked_meanwhile()
 /// seen lately stays.
 #[test]
 fn max_keys_evicts_the_least_recently_seen_and_resolves_their_episodes() {
-    let counters = Arc::new(crate::runtime::NodeCounters::default());
+    let counters = Arc::new(crate::node::NodeCounters::default());
     let mut s = stage(json!({"threshold": 1, "group_by": ["k"], "max_keys": 10, "window": "1h"}))
         .counting_into(counters.clone());
     // Key 0 opens an episode first; it is then the least recently seen.
