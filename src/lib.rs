@@ -34,6 +34,7 @@
 
 pub mod components;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod diagnostic;
 pub mod event;

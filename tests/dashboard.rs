@@ -1053,6 +1053,7 @@ async fn the_page_needs_no_token_but_its_data_does() {
 
 /// `vigil demo` end to end in the browser: the demo mails an alert, and the dashboard
 /// shows that alert (its page, reached from the link in the mail).
+#[cfg(feature = "demo")]
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_dashboard_shows_a_mailed_alert() {
     let out = tempfile::tempdir().expect("temp");

@@ -624,6 +624,7 @@ fn silences_from_the_command_line() {
 /// With every kind of secret configured — the PCE API secret, an SMTP password, a LINE
 /// token, a webhook signing secret, the web token — none appears in any API response or
 /// log line, through start-up, polling, failed deliveries and a reload.
+#[cfg(feature = "demo")]
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_appears_in_any_response_or_log_line() {
     const PCE_SECRET: &str = "pce-secret-7b1e93";
@@ -715,6 +716,7 @@ async fn no_secret_appears_in_any_response_or_log_line() {
 }
 
 /// `POST /api/v1/run-once` makes a source that polls hourly poll now.
+#[cfg(feature = "demo")]
 #[tokio::test(flavor = "multi_thread")]
 async fn run_once_polls_now() {
     let (mut sim, sim_url) = common::cli::pce_sim(&[], &[]);

@@ -1,8 +1,10 @@
 //! The `vigil` command line: the arguments, and one file per command.
 
+#[cfg(feature = "demo")]
 mod demo;
 mod graph;
 mod outbox;
+#[cfg(feature = "demo")]
 mod pce_sim;
 mod run;
 mod send_test;
@@ -11,6 +13,7 @@ mod test;
 mod validate;
 
 use std::io::Write as _;
+#[cfg(feature = "demo")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,11 +23,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use vigil::config::diagnostic::Format;
 use vigil::config::{LoadError, LoadOptions, Loaded, load_paths};
+#[cfg(feature = "demo")]
 use vigil::pce::sim::{Scenario, SimConfig};
 
+#[cfg(feature = "demo")]
+use self::{demo::demo, pce_sim::pce_sim};
 use self::{
-    demo::demo, graph::graph, outbox::outbox, pce_sim::pce_sim, run::run, send_test::send_test,
-    silence::silence, test::test, validate::validate,
+    graph::graph, outbox::outbox, run::run, send_test::send_test, silence::silence, test::test,
+    validate::validate,
 };
 
 #[derive(Debug, Parser)]
@@ -83,6 +89,7 @@ pub(crate) enum Command {
     /// The whole product on this machine: the PCE simulator playing an attack on
     /// compressed time, the shipped pipelines against it, the API, and every alert mail
     /// written to `OUT/mail/*.eml` by a loopback SMTP server. Ctrl-C stops it.
+    #[cfg(feature = "demo")]
     Demo {
         /// Where the demo's pipelines, state and mails go.
         #[arg(long, default_value = "demo-out")]
@@ -144,6 +151,7 @@ pub(crate) enum Command {
     /// Print the JSON Schema of pipeline files.
     Schema,
     /// Serve a simulated Illumio PCE until interrupted; prints its URL as the first line.
+    #[cfg(feature = "demo")]
     PceSim {
         /// Address to listen on (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:8443")]
@@ -265,6 +273,7 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         } => run(pipelines, !no_watch),
         Command::Test { paths } => test(paths),
         Command::Graph { pipelines, format } => graph(pipelines, format),
+        #[cfg(feature = "demo")]
         Command::Demo {
             out,
             scenario,
@@ -276,6 +285,7 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             time_scale,
             listen,
         }),
+        #[cfg(feature = "demo")]
         Command::PceSim {
             listen,
             scenario,

@@ -205,6 +205,7 @@ pub(crate) async fn wait_web_address(
 }
 
 /// `vigil pce-sim` on a free port with `args` and `env`; returns it and its URL.
+#[cfg(feature = "demo")]
 pub(crate) fn pce_sim(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     use std::io::BufRead as _;
     let mut cmd = Command::new(bin());
@@ -248,6 +249,7 @@ impl Drop for KillOnDrop {
 }
 
 /// `vigil --log-format json demo --listen 127.0.0.1:0 --out OUT`, its log lines collected.
+#[cfg(feature = "demo")]
 pub(crate) fn spawn_demo(
     out: &Path,
 ) -> (KillOnDrop, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {

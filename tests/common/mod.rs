@@ -1,4 +1,5 @@
-//! Shared by the integration tests that run a graph against the PCE simulator.
+//! Shared by the integration tests: the PCE simulator's helpers (with the `demo` feature),
+//! the CLI's (`cli`) and a real SMTP server (`smtp`).
 
 #![allow(dead_code)] // each test crate uses its own subset
 
@@ -11,13 +12,17 @@ use std::time::Duration;
 
 use serde_json::Value;
 use vigil::config::{Config, Env, LoadOptions, load_sources};
+#[cfg(feature = "demo")]
 use vigil::pce::sim::{Faults, PceSim, RunningSim, Scenario, SimConfig};
-use vigil::runtime::{SharedClock, VirtualClock};
+#[cfg(feature = "demo")]
+use vigil::runtime::SharedClock;
+use vigil::runtime::VirtualClock;
 
 /// The simulator's API secret in these tests; it must never show up in any output.
 pub(crate) const SECRET: &str = "sim-secret-not-in-any-file";
 
 /// Starts the simulator on a free loopback port.
+#[cfg(feature = "demo")]
 pub(crate) async fn sim(
     scenario: Scenario,
     seed: u64,
@@ -38,6 +43,7 @@ pub(crate) async fn sim(
 
 /// A settings document with state under `dir` and one PCE connection `lab` to `sim`
 /// (key and secret from the environment); `extra` adds lines to the connection.
+#[cfg(feature = "demo")]
 pub(crate) fn settings(dir: &Path, sim: &RunningSim, extra: &str) -> String {
     format!(
         "kind: settings\nstate_dir: {state}\nconnections:\n  pce:\n    lab:\n      url: {url}\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n      backoff_base: 1s\n{extra}---\n",
