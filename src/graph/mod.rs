@@ -1,11 +1,15 @@
 //! The DAG of all pipelines: nodes, edges, checks, and drawings (DOT, Mermaid).
 
+mod diff;
+
 use std::fmt::Write as _;
 use std::sync::Arc;
 
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::{Dfs, EdgeRef};
+
+pub use diff::{Diff, DiffNode};
 
 /// What a node does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -30,7 +30,7 @@ use super::{
 };
 use crate::components::Services;
 use crate::config::Config;
-use crate::graph::{Graph, GraphNode, NodeRole};
+use crate::graph::{Diff, DiffNode, Graph, GraphNode, NodeRole};
 use crate::node::edge::{self, Envelope, Rewire, Target, Wiring};
 use crate::sources::internal::InternalAlerts;
 
@@ -987,68 +987,39 @@ impl Reloader {
             tracing::warn!("the web: settings changed; they take effect when vigil is restarted");
             report.restart_needed.push("web".into());
         }
-        let mut retire: Vec<Arc<str>> = Vec::new();
-        let mut start: Vec<usize> = Vec::new();
-        for (id, node) in &live.nodes {
-            match new_ids.get(id) {
-                None => {
-                    report.removed.push(id.to_string());
-                    retire.push(id.clone());
-                }
-                Some(&i) => {
-                    if settings_changed || node.fingerprint != fingerprint(new, &graph.nodes[i]) {
-                        report.changed.push(id.to_string());
-                        retire.push(id.clone());
-                        start.push(i);
-                    } else {
-                        report.unchanged += 1;
-                    }
-                }
-            }
-        }
-        for (id, &i) in &new_ids {
-            if !live.nodes.contains_key(id) {
-                report.added.push(id.to_string());
-                start.push(i);
-            }
-        }
-        // A pipeline stopped after a failure starts again, whole, when the reload changes
-        // any of it.
-        let touched: HashSet<&str> = report
-            .added
-            .iter()
-            .map(|id| &graph.nodes[new_ids[id.as_str()]].pipeline)
-            .map(|&p| new.pipelines[p].config.name.as_str())
-            .chain(
-                report
-                    .removed
-                    .iter()
-                    .chain(&report.changed)
-                    .filter_map(|id| live.nodes.get(id.as_str()))
-                    .map(|n| &*n.pipeline),
-            )
-            .collect();
-        let revive: Vec<(Arc<str>, usize)> = live
+        let old_nodes: Vec<DiffNode> = live
             .nodes
             .iter()
-            .filter(|(id, n)| {
-                touched.contains(&*n.pipeline)
-                    && live
-                        .pipeline_stops
-                        .get(&*n.pipeline)
-                        .is_some_and(|t| t.is_cancelled())
-                    && !retire.contains(id)
+            .map(|(id, n)| DiffNode {
+                id: id.clone(),
+                pipeline: n.pipeline.clone(),
+                fingerprint: n.fingerprint.clone(),
             })
-            .filter_map(|(id, _)| new_ids.get(id).map(|&i| (id.clone(), i)))
             .collect();
-        for (id, i) in revive {
-            report.unchanged = report.unchanged.saturating_sub(1);
-            report.changed.push(id.to_string());
-            retire.push(id);
-            start.push(i);
-        }
-        report.added.sort();
+        let new_nodes: Vec<DiffNode> = graph
+            .nodes
+            .iter()
+            .map(|n| DiffNode {
+                id: n.id.clone(),
+                pipeline: new.pipelines[n.pipeline].config.name.as_str().into(),
+                fingerprint: fingerprint(new, n),
+            })
+            .collect();
+        let stopped: HashSet<&str> = live
+            .pipeline_stops
+            .iter()
+            .filter(|(_, t)| t.is_cancelled())
+            .map(|(p, _)| p.as_str())
+            .collect();
+        let diff = Diff::between(&old_nodes, &new_nodes, settings_changed, &stopped);
+        let retire: Vec<Arc<str>> = diff.retired().cloned().collect();
+        let mut start: Vec<usize> = diff.started().map(|id| new_ids[id]).collect();
         start.sort_unstable();
+        let text = |v: &[Arc<str>]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        report.added = text(&diff.added);
+        report.removed = text(&diff.removed);
+        report.changed = text(&diff.changed);
+        report.unchanged = diff.unchanged.len();
         if report.is_empty() {
             live.config = new.clone();
             return Ok(report);
