@@ -1,0 +1,444 @@
+//! How one node runs: its restarts, the guard around a stage's batches, and the
+//! snapshots and history records of a stage.
+
+use super::*;
+
+/// Saves a stage's state every `every` of clock time and when it stops.
+pub(super) struct Snapshots {
+    pub(super) tap: Arc<crate::node::Tap>,
+    pub(super) inhibitor: Arc<crate::sinks::delivery::inhibit::Inhibitor>,
+    pub(super) enabled: bool,
+    pub(super) id: Arc<str>,
+    pub(super) store: Arc<crate::store::Store>,
+    pub(super) every: chrono::Duration,
+    pub(super) last: Option<crate::event::Timestamp>,
+}
+
+impl Snapshots {
+    pub(super) fn on_tick(&mut self, stage: &dyn Stage, now: crate::event::Timestamp) {
+        match self.last {
+            None => self.last = Some(now),
+            Some(last) if now - last >= self.every => {
+                self.last = Some(now);
+                self.save(stage);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Records the alerts among `out` in the alert history and shows them on the live
+    /// stream.
+    /// Alerts handed on unchanged (`passed`: the alerts the stage received, by address)
+    /// were recorded by the stage that raised them and are not again.
+    pub(super) fn record_alerts(&self, out: &[Arc<crate::event::Event>], passed: &[usize]) {
+        let new = || {
+            out.iter()
+                .filter(|e| e.alert().is_some() && !passed.contains(&address(e)))
+        };
+        self.tap.alerts(new());
+        if self.inhibitor.is_active() {
+            for event in new() {
+                if let Some(alert) = event.alert() {
+                    self.inhibitor.observe(alert, event.data());
+                }
+            }
+        }
+        // One transaction for the batch's alerts: one write to disk, not one each.
+        let mut alerts = new().filter_map(|e| e.alert()).peekable();
+        if alerts.peek().is_some()
+            && let Err(e) = self.store.record_alerts(alerts)
+        {
+            tracing::warn!(node = %self.id, error = %e, "cannot record the alerts in the history");
+        }
+    }
+
+    pub(super) fn save(&self, stage: &dyn Stage) {
+        if !self.enabled {
+            return;
+        }
+        if let Some(state) = stage.snapshot()
+            && let Err(e) = self.store.set_stage_state(&self.id, &state)
+        {
+            tracing::error!(node = %self.id, error = %e, "cannot save the stage's state");
+        }
+    }
+}
+
+/// Where an event lives: tells an event handed on from a new one.
+pub(super) fn address(e: &Arc<crate::event::Event>) -> usize {
+    Arc::as_ptr(e).addr()
+}
+
+/// Builds a failed node again, after the wait its supervisor asks for (`wait`: `false`
+/// when it was cut short by a stop); a build that fails is one more failure. `None` when
+/// the supervisor gives up or the wait is cut short.
+pub(super) async fn restart<T>(
+    supervisor: &mut Supervisor,
+    error: String,
+    again: &mut impl FnMut() -> Result<T, crate::runtime::NodeError>,
+    wait: &mut impl Pause,
+) -> Option<T> {
+    let mut error = error;
+    loop {
+        match supervisor.failed(&error) {
+            Verdict::GiveUp => return None,
+            Verdict::Restart(d) => {
+                if !wait.pause(d).await {
+                    return None;
+                }
+                match again() {
+                    Ok(built) => {
+                        supervisor.running();
+                        return Some(built);
+                    }
+                    Err(e) => error = format!("cannot start it again: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// What a restart waits on.
+pub(super) trait Pause {
+    /// Waits `d`; `false` when a stop cut the wait short.
+    fn pause(&mut self, d: std::time::Duration) -> impl Future<Output = bool> + Send + '_;
+}
+
+/// A source waits on its own context: ticks flow meanwhile and a stop ends the wait.
+impl Pause for SourceContext {
+    fn pause(&mut self, d: std::time::Duration) -> impl Future<Output = bool> + Send + '_ {
+        self.sleep(d)
+    }
+}
+
+/// Stages and sinks wait on the clock (their inputs end them).
+pub(super) struct OnClock(SharedClock);
+
+impl Pause for OnClock {
+    fn pause(&mut self, d: std::time::Duration) -> impl Future<Output = bool> + Send + '_ {
+        wait_on(&self.0, d)
+    }
+}
+
+/// What a node's run came to: `Ok(())` when it ended normally, else why it failed.
+pub(super) async fn attempt(run: impl Future<Output = NodeResult>) -> Result<(), String> {
+    match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(p) => Err(panic_message(&*p)),
+    }
+}
+
+/// Runs a source, restarting it when it fails (not when it is being stopped). It waits
+/// on its own context: ticks flow meanwhile and a stop ends the wait.
+pub(super) async fn run_source(
+    mut source: Box<dyn crate::runtime::Source>,
+    mut cx: SourceContext,
+    mut supervisor: Supervisor,
+    mut again: impl FnMut() -> Result<Box<dyn crate::runtime::Source>, crate::runtime::NodeError>,
+) -> NodeResult {
+    let result = loop {
+        let error = match attempt(source.run(&mut cx)).await {
+            Ok(()) => break Ok(()),
+            Err(e) => e,
+        };
+        if cx.is_shutting_down() {
+            break Err(error.into());
+        }
+        match restart(&mut supervisor, error.clone(), &mut again, &mut cx).await {
+            Some(s) => source = s,
+            None => break Err(error.into()),
+        }
+    };
+    cx.into_output().close().await;
+    result
+}
+
+/// Runs a sink on its input, building it again when it fails; when its supervisor gives
+/// up, what still arrives is counted as failed until the input ends.
+pub(super) async fn run_sink(
+    mut sink: Box<dyn crate::runtime::Sink>,
+    mut input: Input,
+    mut supervisor: Supervisor,
+    mut again: impl FnMut() -> Result<Box<dyn crate::runtime::Sink>, crate::runtime::NodeError>,
+) -> NodeResult {
+    loop {
+        let error = match attempt(sink.run(&mut input)).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let mut clock = OnClock(supervisor.clock().clone());
+        match restart(&mut supervisor, error.clone(), &mut again, &mut clock).await {
+            Some(s) => sink = s,
+            None => {
+                while let Some(msg) = input.recv().await {
+                    if let Message::Events(events) = msg {
+                        input.counters().add_errors(events.len());
+                        events.iter().for_each(|e| e.fail());
+                    }
+                }
+                return Err(error.into());
+            }
+        }
+    }
+}
+
+/// Runs `f` on the stage, catching a panic: its message. A stage that may take long
+/// ([`Stage::blocking`]) runs with its worker thread handed over to the blocking pool
+/// meanwhile, the worker's other tasks moved to a new one.
+pub(super) fn guarded<R>(
+    stage: &mut Box<dyn Stage>,
+    f: impl FnOnce(&mut dyn Stage) -> R,
+) -> Result<R, String> {
+    let blocking = stage.blocking();
+    let run = || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(stage.as_mut())))
+            .map_err(|p| panic_message(&*p))
+    };
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if blocking && multi_thread {
+        tokio::task::block_in_place(run)
+    } else {
+        run()
+    }
+}
+
+pub(super) async fn run_stage(
+    mut stage: Box<dyn Stage>,
+    mut input: Input,
+    mut output: Output,
+    mut saver: Snapshots,
+    mut supervisor: Supervisor,
+    mut again: impl FnMut() -> Result<Box<dyn Stage>, crate::runtime::NodeError>,
+) -> NodeResult {
+    let mut clock = OnClock(supervisor.clock().clone());
+    let mut out = Vec::new();
+    let mut downstream_gone = false;
+    // Why the stage stopped for good, when its supervisor gave up.
+    let mut gave_up: Option<String> = None;
+    while let Some(msg) = input.recv().await {
+        if downstream_gone || gave_up.is_some() {
+            if let Message::Events(events) = &msg {
+                input.counters().add_errors(events.len());
+                for e in events {
+                    e.fail();
+                }
+            }
+            continue;
+        }
+        let step = match msg {
+            Message::Events(events) => {
+                let passed: Vec<usize> = events
+                    .iter()
+                    .filter(|e| e.alert().is_some())
+                    .map(address)
+                    .collect();
+                let mut rest = events.into_iter();
+                match guarded(&mut stage, |stage| {
+                    for event in rest.by_ref() {
+                        stage.process(event, &mut out);
+                    }
+                }) {
+                    Ok(()) => {
+                        saver.record_alerts(&out, &passed);
+                        Ok(output.send(std::mem::take(&mut out)).await)
+                    }
+                    Err(panic) => {
+                        // What the batch made is dropped and the batch failed, so a source
+                        // that can sends it again; the event being handled when the stage
+                        // panicked is set aside (counted), lest it take the stage down again.
+                        let failed: Vec<Arc<crate::event::Event>> =
+                            rest.chain(out.drain(..)).collect();
+                        failed.iter().for_each(|e| e.fail());
+                        input.counters().add_errors(failed.len() + 1);
+                        Err(panic)
+                    }
+                }
+            }
+            Message::Tick(now) => match guarded(&mut stage, |stage| stage.tick(now, &mut out)) {
+                Ok(()) => {
+                    saver.record_alerts(&out, &[]);
+                    saver.on_tick(stage.as_ref(), now);
+                    Ok(match output.send(std::mem::take(&mut out)).await {
+                        Ok(()) => output.tick(now).await,
+                        Err(e) => Err(e),
+                    })
+                }
+                Err(panic) => {
+                    out.clear();
+                    Err(panic)
+                }
+            },
+        };
+        match step {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                // Keep draining so upstream nodes are not blocked, but nothing can be
+                // delivered any more: count it.
+                tracing::error!(
+                    "every downstream of this stage has stopped; events are being counted as errors"
+                );
+                downstream_gone = true;
+            }
+            Err(panic) => {
+                match restart(&mut supervisor, panic.clone(), &mut again, &mut clock).await {
+                    // Built again: it restored the state it saved last.
+                    Some(s) => stage = s,
+                    None => gave_up = Some(panic),
+                }
+            }
+        }
+    }
+    if gave_up.is_none() {
+        match guarded(&mut stage, |stage| stage.finish(&mut out)) {
+            Ok(()) => {
+                saver.record_alerts(&out, &[]);
+                saver.save(stage.as_ref());
+                let _ = output.send(out).await;
+            }
+            Err(panic) => gave_up = Some(panic),
+        }
+    }
+    output.close().await;
+    match gave_up {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, ack_pair};
+    use crate::node::edge;
+    use chrono::Utc;
+    use serde_json::json;
+
+    /// Hands every event on; panics on a record with `boom`.
+    struct Fragile;
+
+    impl Stage for Fragile {
+        fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
+            assert!(event.data().get("boom").is_none(), "a bug met its record");
+            out.push(event);
+        }
+    }
+
+    fn event(v: serde_json::Value) -> Arc<Event> {
+        Arc::new(Event::from_record(v, "p.in".into(), Utc::now()))
+    }
+
+    /// A stage that panics is built again (the record that took it down set aside and
+    /// counted, the rest of its batch failed so its source sends it again), goes on with
+    /// what comes next, and is reported with a `vigil.node_failed` alert; after more
+    /// panics than allowed it gives up, stops its pipeline and fails what still arrives.
+    #[tokio::test]
+    async fn a_panicking_stage_is_restarted_then_given_up_on() {
+        let services = Services::default();
+        let counters = Arc::new(NodeCounters::default());
+        let (up_tx, up_rx) = edge::channel(16);
+        let mut upstream = Output::new(vec![(0, up_tx)], Arc::new(NodeCounters::default()));
+        let input = Input::new(up_rx, vec![0], counters.clone());
+        let (down_tx, down_rx) = edge::channel(16);
+        let output = Output::new(vec![(0, down_tx)], counters.clone());
+        let mut downstream = Input::new(down_rx, vec![0], Arc::new(NodeCounters::default()));
+        let saver = Snapshots {
+            tap: services.tap.clone(),
+            inhibitor: services.delivery.inhibitor.clone(),
+            enabled: false,
+            id: "p.fragile".into(),
+            store: Arc::new(crate::store::Store::in_memory().unwrap()),
+            every: chrono::Duration::seconds(30),
+            last: None,
+        };
+        let health = Arc::new(Health::default());
+        let stop = CancellationToken::new();
+        let mut told = services.internal.subscribe();
+        let policy = crate::config::RestartsConfig {
+            max_failures: 1,
+            backoff: crate::time::Duration::from_millis(1),
+            max_backoff: crate::time::Duration::from_millis(1),
+            ..Default::default()
+        };
+        let supervisor = Supervisor::new(
+            "p.fragile".into(),
+            "p".into(),
+            policy,
+            health.clone(),
+            Arc::new(crate::time::WallClock),
+            services.internal.clone(),
+            stop.clone(),
+        );
+        let builds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let again = {
+            let builds = builds.clone();
+            move || {
+                builds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(Box::new(Fragile) as Box<dyn Stage>)
+            }
+        };
+        let task = tokio::spawn(run_stage(
+            Box::new(Fragile),
+            input,
+            output,
+            saver,
+            supervisor,
+            again,
+        ));
+
+        // A batch with the bad record in the middle: it is failed, nothing of it goes on.
+        let (guard, ack) = ack_pair();
+        let batch: Vec<Arc<Event>> = [json!({"n": 1}), json!({"boom": true}), json!({"n": 2})]
+            .into_iter()
+            .map(|v| Arc::new(Event::from_record(v, "p.in".into(), Utc::now()).with_ack(&guard)))
+            .collect();
+        drop(guard);
+        upstream.send(batch).await.unwrap();
+        assert!(
+            !ack.delivered().await,
+            "the batch is failed, to be sent again"
+        );
+        // The rebuilt stage handles the next batch.
+        upstream.send(vec![event(json!({"n": 3}))]).await.unwrap();
+        let Some(Message::Events(got)) = downstream.recv().await else {
+            panic!("the restarted stage hands on")
+        };
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].data()["n"], 3);
+        assert_eq!(builds.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(health.restarts(), 1);
+        assert_eq!(health.state(), NodeState::Running);
+        let first = told.recv().await.unwrap();
+        assert_eq!(first.stage, "node_failed");
+        assert_eq!(first.fields["state"], "restarting");
+        assert!(
+            first.summary.contains("panicked: a bug met its record"),
+            "{}",
+            first.summary
+        );
+
+        // A second panic is one too many: the pipeline is stopped, the stage fails what
+        // still comes and ends with its input.
+        upstream
+            .send(vec![event(json!({"boom": 1}))])
+            .await
+            .unwrap();
+        let (guard, ack) = ack_pair();
+        let late = Arc::new(
+            Event::from_record(json!({"n": 4}), "p.in".into(), Utc::now()).with_ack(&guard),
+        );
+        drop(guard);
+        upstream.send(vec![late]).await.unwrap();
+        assert!(!ack.delivered().await, "what arrives after is failed");
+        assert!(stop.is_cancelled(), "the pipeline was told to stop");
+        assert_eq!(health.state(), NodeState::Failed);
+        assert_eq!(told.recv().await.unwrap().fields["state"], "failed");
+        upstream.close().await;
+        let result = task.await.unwrap();
+        assert!(result.is_err(), "it ends with its failure");
+        assert!(downstream.recv().await.is_none(), "its output is closed");
+        // 1 + 2 + 1 + 1: the bad records and the events failed with them.
+        assert_eq!(counters.get().2, 5);
+    }
+}
