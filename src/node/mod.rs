@@ -104,7 +104,16 @@ impl BuildContext {
 }
 
 /// A running source.
+///
+/// Building a source has no side effects (a reload builds every new node before it
+/// touches the running graph, and may then drop them all); what joins something shared
+/// happens in [`Source::attach`].
 pub trait Source: Send + 'static {
+    /// Called once, when nothing can fail any more and the source is about to run: a
+    /// source that shares a reader with others (a PCE connection's traffic hub) joins it
+    /// here.
+    fn attach(&mut self) {}
+
     /// Runs until its input ends or a shutdown is requested (see
     /// [`SourceContext::is_shutting_down`]), handing events to `cx`.
     fn run<'a>(self: Box<Self>, cx: &'a mut SourceContext) -> BoxFuture<'a, NodeResult>;

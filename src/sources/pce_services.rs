@@ -104,3 +104,57 @@ impl PceServices {
         Some(hub.counters())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::components::SourceConfig;
+    use crate::node::Source;
+    use crate::pce::client::PceConnectionConfig;
+    use crate::secret::Secret;
+
+    /// Building a `pce_traffic` source joins nothing (a reload may drop what it built);
+    /// attaching it subscribes it to its connection's hub, once, and a rebuilt source of
+    /// the same id takes the old one's place.
+    #[test]
+    fn a_traffic_source_joins_its_hub_when_attached_not_when_built() {
+        let clock: crate::time::SharedClock = Arc::new(crate::time::WallClock);
+        let cfg =
+            PceConnectionConfig::new("https://pce.test:8443", Secret::new("k"), Secret::new("s"));
+        let pce = PceServices::new("lab", PceClient::new(&cfg, clock.clone()).unwrap());
+        let services = crate::components::Services {
+            pce: [("lab".to_string(), Arc::new(pce))].into(),
+            ..Default::default()
+        };
+        let source: SourceConfig =
+            serde_json::from_value(serde_json::json!({"type": "pce_traffic", "connection": "lab"}))
+                .unwrap();
+        let cx = BuildContext {
+            id: "p.flows".into(),
+            pipeline: "p".into(),
+            node: "flows".into(),
+            base_dir: Default::default(),
+            state_dir: Default::default(),
+            clock,
+            store: Arc::new(crate::store::Store::in_memory().unwrap()),
+            keep_state: false,
+            public_url: "http://vigil".into(),
+            history_interval: chrono::Duration::minutes(1),
+            rebuilt: false,
+            counters: Default::default(),
+        };
+        let mut built: Box<dyn Source> = source.build(&cx, &services, None).unwrap();
+        let hub = services.pce["lab"].traffic_hub(&cx).unwrap();
+        assert!(hub.subscribers().is_empty(), "built, not attached");
+        built.attach();
+        built.attach();
+        assert_eq!(hub.subscribers(), vec![Arc::from("p.flows")]);
+        let mut again = source.build(&cx, &services, None).unwrap();
+        again.attach();
+        assert_eq!(
+            hub.subscribers().len(),
+            1,
+            "the rebuilt source took its place"
+        );
+    }
+}

@@ -91,10 +91,10 @@ impl Reloader {
         } else {
             None
         };
-        // Check that every node to start builds, before anything is touched. Sinks are
-        // kept and started as built (a file sink has opened its file); stages are built
-        // again once their predecessors saved their state, and a source's build may
-        // register it with a shared helper, so it waits too.
+        // Check that every node to start builds, before anything is touched. Sources and
+        // sinks are kept and started as built (a file sink has opened its file; a source
+        // joins what it shares only when attached, at its start); stages are built again
+        // once their predecessors saved their state.
         let rebuilt: HashSet<Arc<str>> = report
             .changed
             .iter()
@@ -115,7 +115,13 @@ impl Reloader {
                 counters.unwrap_or_default(),
             );
             let result = match node.role {
-                NodeRole::Source => Ok(()),
+                NodeRole::Source => p.config.sources[node.name.as_str()]
+                    .build(
+                        &cx,
+                        services,
+                        filter_readers(&p.config, &node.name).as_deref(),
+                    )
+                    .map(|source| drop(built.insert(i, Component::Source(source)))),
                 NodeRole::Stage => p.config.stages[node.name.as_str()]
                     .build(&cx, services)
                     .map(drop),

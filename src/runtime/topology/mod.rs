@@ -536,7 +536,8 @@ impl Live {
             let services = self.env.services.clone();
             let p = &config.pipelines[node.pipeline].config;
             let future: futures::future::BoxFuture<'static, NodeResult> = match component {
-                Component::Source(source) => {
+                Component::Source(mut source) => {
+                    source.attach();
                     let mut scx = SourceContext::new(
                         node.id.clone(),
                         settings.state_dir.clone(),

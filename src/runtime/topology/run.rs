@@ -146,7 +146,10 @@ pub(super) async fn run_source(
             break Err(error.into());
         }
         match restart(&mut supervisor, error.clone(), &mut again, &mut cx).await {
-            Some(s) => source = s,
+            Some(mut s) => {
+                s.attach();
+                source = s;
+            }
             None => break Err(error.into()),
         }
     };

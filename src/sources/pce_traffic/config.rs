@@ -210,7 +210,7 @@ impl PceTrafficConfig {
         }
     }
 
-    /// Builds the running source, subscribing it to its connection's traffic hub.
+    /// Builds the running source; it joins its connection's traffic hub when attached.
     /// `readers` are the `filter` stages reading it when every reader is one (`None`
     /// otherwise): with `narrow`, the query asks only for the ports they keep.
     pub fn build(
@@ -225,7 +225,11 @@ impl PceTrafficConfig {
         } else {
             None
         };
-        let rx = hub.subscribe(cx.id.clone(), self.clone(), ports);
-        Ok(Box::new(PceTrafficSource::new(rx)))
+        Ok(Box::new(PceTrafficSource::new(
+            hub,
+            cx.id.clone(),
+            self.clone(),
+            ports,
+        )))
     }
 }

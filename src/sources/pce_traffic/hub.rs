@@ -200,6 +200,11 @@ impl TrafficHub {
         rx
     }
 
+    /// The ids of the sources subscribed.
+    pub fn subscribers(&self) -> Vec<Arc<str>> {
+        self.lock().iter().map(|s| s.id.clone()).collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Subscriber>> {
         self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -1,25 +1,50 @@
 //! The running `pce_traffic` source: hands on what its connection's hub delivers.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use super::hub::Delivery;
+use super::config::PceTrafficConfig;
+use super::hub::{Delivery, TrafficHub};
 use crate::node::{NodeResult, Source, SourceContext};
 
 /// One pipeline's view of its connection's traffic.
 #[derive(Debug)]
 pub struct PceTrafficSource {
-    rx: mpsc::Receiver<Delivery>,
+    hub: Arc<TrafficHub>,
+    id: Arc<str>,
+    cfg: PceTrafficConfig,
+    ports: Option<BTreeSet<u16>>,
+    rx: Option<mpsc::Receiver<Delivery>>,
 }
 
 impl PceTrafficSource {
-    pub(super) fn new(rx: mpsc::Receiver<Delivery>) -> Self {
-        PceTrafficSource { rx }
+    /// The source `id` reading `hub`, asking (with `narrow`) only for `ports`; it joins
+    /// the hub when attached.
+    pub(super) fn new(
+        hub: Arc<TrafficHub>,
+        id: Arc<str>,
+        cfg: PceTrafficConfig,
+        ports: Option<BTreeSet<u16>>,
+    ) -> Self {
+        PceTrafficSource {
+            hub,
+            id,
+            cfg,
+            ports,
+            rx: None,
+        }
     }
 
     async fn run_inner(mut self, cx: &mut SourceContext) -> NodeResult {
+        self.attach();
+        let Some(mut rx) = self.rx.take() else {
+            return Ok(());
+        };
         loop {
-            let Some(Some(batch)) = cx.wait(self.rx.recv()).await else {
+            let Some(Some(batch)) = cx.wait(rx.recv()).await else {
                 return Ok(());
             };
             if !super::super::send_batches(cx, batch).await {
@@ -30,6 +55,15 @@ impl PceTrafficSource {
 }
 
 impl Source for PceTrafficSource {
+    fn attach(&mut self) {
+        if self.rx.is_none() {
+            let rx = self
+                .hub
+                .subscribe(self.id.clone(), self.cfg.clone(), self.ports.clone());
+            self.rx = Some(rx);
+        }
+    }
+
     fn run<'a>(self: Box<Self>, cx: &'a mut SourceContext) -> BoxFuture<'a, NodeResult> {
         Box::pin(self.run_inner(cx))
     }
