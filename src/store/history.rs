@@ -297,7 +297,7 @@ impl Store {
         limit: usize,
         offset: usize,
     ) -> Result<AlertPage, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let min_rank = q.min_severity.map_or(0, severity_rank);
         // The order and the filters are all in `alerts_page`: rows are found and skipped
         // in the index, and only the page's are read.
@@ -372,7 +372,7 @@ impl Store {
 
     /// How many alerts the history holds, by severity.
     pub fn alert_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare("SELECT severity, COUNT(*) FROM alerts GROUP BY severity")?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
@@ -412,7 +412,7 @@ impl Store {
 
     /// The silences active at `at`, or all of them.
     fn silences_where(&self, at: Option<i64>) -> Result<Vec<Silence>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT id, created_at, expires_at, matchers, comment, created_by FROM silences
              WHERE ?1 IS NULL OR (expires_at > ?1 AND created_at <= ?1)

@@ -262,7 +262,7 @@ impl Store {
 
     /// How many alerts each sink has in each state of their messages: (sink, state, n).
     pub fn deliveries_by_sink(&self) -> Result<Vec<(String, OutboxState, u64)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT a.sink, o.state, COUNT(*) FROM outbox_message_alerts a JOIN outbox o ON o.id = a.message
              GROUP BY a.sink, o.state ORDER BY a.sink, o.state",
@@ -284,7 +284,7 @@ impl Store {
 
     /// How many messages are in each state (every sink).
     pub fn outbox_counts(&self) -> Result<Vec<(OutboxState, u64)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM outbox GROUP BY state")?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
@@ -337,7 +337,7 @@ impl Store {
         state: Option<OutboxState>,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = match state {
             Some(s) => conn
@@ -358,7 +358,7 @@ impl Store {
 
     /// Message `id` (a unique prefix of it is enough), if stored.
     pub fn outbox_entry(&self, id: &str) -> Result<Option<OutboxEntry>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(&format!(
             "SELECT {COLUMNS} FROM outbox WHERE id = ?1 OR id LIKE ?1 || '%' LIMIT 2"
         ))?;

@@ -2,8 +2,10 @@
 //! snapshots, the delivery outbox (see [`super::outbox`]), and later alert history and
 //! silences.
 //!
-//! One connection in WAL mode behind a mutex: writes are small and few (a checkpoint per
-//! batch), so one writer is plenty and every write is durable when the call returns.
+//! WAL mode, two connections: one that writes (behind a mutex: writes are small — a
+//! checkpoint, a batch of alerts, an outbox row — and every write is durable when the call
+//! returns), and one that only reads, for the API, `/metrics` and the CLI's listings, so a
+//! reader never waits for a writer (WAL lets both run at once).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -58,6 +60,8 @@ const STAGE_STATE: Table = Table {
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Read-only; `None` for a database in memory (which one connection holds).
+    reader: Option<Mutex<Connection>>,
 }
 
 impl Store {
@@ -81,7 +85,18 @@ impl Store {
             ))));
         }
         let conn = Connection::open(&path).map_err(open_err)?;
-        Self::init(conn).map_err(open_err)
+        let mut store = Self::init(conn).map_err(open_err)?;
+        let reader = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|r| {
+            r.busy_timeout(std::time::Duration::from_secs(5))?;
+            Ok(r)
+        })
+        .map_err(open_err)?;
+        store.reader = Some(Mutex::new(reader));
+        Ok(store)
     }
 
     /// A database in memory (tests, `vigil test`).
@@ -119,6 +134,7 @@ impl Store {
         conn.execute_batch(super::history::SCHEMA)?;
         Ok(Store {
             conn: Mutex::new(conn),
+            reader: None,
         })
     }
 
@@ -128,6 +144,14 @@ impl Store {
         self.conn
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The read-only connection (the writing one for a database in memory).
+    pub(super) fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        match &self.reader {
+            Some(r) => r.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            None => self.conn(),
+        }
     }
 
     /// The JSON value stored in `table` under `key`.
@@ -213,6 +237,27 @@ fn add_column(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A reader (the API's history, `/metrics`' counts) answers while a writer holds the
+    /// database, and sees what was committed before.
+    #[test]
+    fn readers_do_not_wait_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.set_checkpoint("a", &json!(1)).unwrap();
+        let held = store.conn();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _ = tx.send((store.alert_counts(), store.outbox_counts()));
+            });
+            let answer = rx.recv_timeout(std::time::Duration::from_secs(10));
+            drop(held);
+            let (alerts, outbox) = answer.expect("the reader answered while the writer held");
+            assert!(alerts.unwrap().is_empty());
+            assert!(outbox.unwrap().iter().all(|(_, n)| *n == 0));
+        });
+    }
 
     #[test]
     fn checkpoints_survive_reopening() {
