@@ -106,6 +106,13 @@ pub struct RetentionConfig {
     #[serde(default = "default_history_max_rows")]
     #[schemars(range(min = 1))]
     pub history_max_rows: usize,
+    /// The size at which a source's file of set-aside records
+    /// (`<state_dir>/rejected/<pipeline.node>.jsonl`) is rotated: it becomes
+    /// `<…>.jsonl.1` (replacing the one before) and a new file starts, so each source keeps
+    /// at most twice this. Default: 16777216 (16 MiB).
+    #[serde(default = "default_rejected_max_bytes")]
+    #[schemars(range(min = 4096))]
+    pub rejected_max_bytes: u64,
 }
 
 impl Default for RetentionConfig {
@@ -113,6 +120,7 @@ impl Default for RetentionConfig {
         RetentionConfig {
             history_max_age: default_history_max_age(),
             history_max_rows: default_history_max_rows(),
+            rejected_max_bytes: default_rejected_max_bytes(),
         }
     }
 }
@@ -122,6 +130,9 @@ fn default_history_max_age() -> Duration {
 }
 fn default_history_max_rows() -> usize {
     1_000_000
+}
+fn default_rejected_max_bytes() -> u64 {
+    16 * 1024 * 1024
 }
 
 /// `restarts:` of the settings: how failing nodes are restarted.

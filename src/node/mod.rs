@@ -57,6 +57,9 @@ pub struct BuildContext {
     pub base_dir: PathBuf,
     /// The engine's state directory.
     pub state_dir: PathBuf,
+    /// The size at which a source's file of set-aside records is rotated (settings
+    /// `retention.rejected_max_bytes`).
+    pub rejected_max_bytes: u64,
     /// The clock the run waits on.
     pub clock: SharedClock,
     /// The state database (checkpoints), shared by every node.

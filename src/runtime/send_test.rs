@@ -82,6 +82,7 @@ pub async fn send_test(
             .map(std::path::Path::to_path_buf)
             .unwrap_or_default(),
         state_dir: config.settings.state_dir.clone(),
+        rejected_max_bytes: config.settings.retention.rejected_max_bytes,
         clock,
         store: Arc::new(store),
         keep_state: false,

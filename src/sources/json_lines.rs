@@ -413,6 +413,7 @@ pub(crate) fn set_aside(
     counters: &crate::node::NodeCounters,
     records: Vec<RejectedRecord>,
 ) {
+    let rotations = log.rotations();
     for r in records {
         counters.add_error();
         let n = counters.get().2;
@@ -429,6 +430,9 @@ pub(crate) fn set_aside(
         }
         log.write(&r);
     }
+    log.flush();
+    // A rotation dropped the file of set-aside records before the last.
+    counters.add_dropped("rejected_rotated", log.rotations() - rotations);
 }
 
 #[cfg(test)]

@@ -135,6 +135,7 @@ mod tests {
             node: "flows".into(),
             base_dir: Default::default(),
             state_dir: Default::default(),
+            rejected_max_bytes: 1 << 24,
             clock,
             store: Arc::new(crate::store::Store::in_memory().unwrap()),
             keep_state: false,

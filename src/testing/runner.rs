@@ -295,6 +295,7 @@ pub fn run_case(
                     node: g.name.as_str().into(),
                     base_dir: base_dir.clone(),
                     state_dir: state_dir.clone(),
+                    rejected_max_bytes: settings.retention.rejected_max_bytes,
                     clock: clock.clone(),
                     store: store.clone(),
                     keep_state: true,

@@ -193,6 +193,7 @@ pub(super) fn build_context(
             .map(std::path::Path::to_path_buf)
             .unwrap_or_default(),
         state_dir: config.settings.state_dir.clone(),
+        rejected_max_bytes: config.settings.retention.rejected_max_bytes,
         clock: env.clock.clone(),
         store: env.store.clone(),
         keep_state: config.settings.keep_state,

@@ -539,6 +539,7 @@ mod tests {
             node: "out".into(),
             base_dir: Default::default(),
             state_dir: Default::default(),
+            rejected_max_bytes: 1 << 24,
             clock: shared,
             store: store.clone(),
             keep_state: false,

@@ -106,7 +106,7 @@ impl FileSource {
         time_field: Option<FieldPath>,
         cx: &BuildContext,
     ) -> Self {
-        let rejected = RejectedLog::new(&cx.state_dir, &cx.id);
+        let rejected = RejectedLog::new(&cx.state_dir, &cx.id, cx.rejected_max_bytes);
         FileSource {
             cfg,
             time_field,

@@ -207,6 +207,7 @@ impl PceEventsConfig {
             pce.client().clone(),
             cx.store.clone(),
             &cx.state_dir,
+            cx.rejected_max_bytes,
             cx.id.clone(),
         )))
     }

@@ -59,13 +59,14 @@ impl PceEventsSource {
         client: PceClient,
         store: Arc<Store>,
         state_dir: &Path,
+        rejected_max_bytes: u64,
         id: Arc<str>,
     ) -> Self {
         PceEventsSource {
             cfg,
             client,
             store,
-            rejected: RejectedLog::new(state_dir, &id),
+            rejected: RejectedLog::new(state_dir, &id, rejected_max_bytes),
             rejected_seen: HashSet::new(),
             id,
         }

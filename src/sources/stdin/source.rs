@@ -27,7 +27,7 @@ impl StdinSource {
         StdinSource {
             max_line_bytes,
             time_field,
-            rejected: RejectedLog::new(&cx.state_dir, &cx.id),
+            rejected: RejectedLog::new(&cx.state_dir, &cx.id, cx.rejected_max_bytes),
         }
     }
 

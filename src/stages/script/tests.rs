@@ -20,6 +20,7 @@ fn cx(dir: &Path, store: Arc<Store>) -> BuildContext {
         node: "s".into(),
         base_dir: dir.to_path_buf(),
         state_dir: dir.to_path_buf(),
+        rejected_max_bytes: 1 << 24,
         clock: Arc::new(crate::time::WallClock),
         store,
         keep_state: true,

@@ -246,6 +246,7 @@ fn build_restores_from_the_store() {
         node: "wc".into(),
         base_dir: ".".into(),
         state_dir: ".".into(),
+        rejected_max_bytes: 1 << 24,
         clock: Arc::new(crate::time::WallClock),
         store: store.clone(),
         keep_state: true,
