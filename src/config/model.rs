@@ -49,6 +49,13 @@ pub struct SettingsConfig {
     /// `state_dir`; they also save it when they stop, and restore it at start. Default: `30s`.
     #[serde(default = "default_snapshot_interval")]
     pub snapshot_interval: Duration,
+    /// The largest state a stage saves, in bytes of JSON. A larger one is not saved (the
+    /// one saved before is removed, so a restart starts the stage empty rather than from
+    /// an old state), logged, and counted as `vigil_node_dropped_total{reason="snapshot_too_large"}`;
+    /// bound the stage's keys (`max_keys`) instead. Default: 268435456 (256 MiB).
+    #[serde(default = "default_snapshot_max_bytes")]
+    #[schemars(range(min = 1024))]
+    pub snapshot_max_bytes: u64,
     /// Whether stages keep their state across restarts (saved under `state_dir`), and
     /// `file` sources their position in the file. `false` starts every run from empty
     /// windows and reads files as new: for replaying a fixed file, where a second run
@@ -248,6 +255,7 @@ impl Default for SettingsConfig {
             batch_size: default_batch_size(),
             tick_interval: default_tick_interval(),
             snapshot_interval: default_snapshot_interval(),
+            snapshot_max_bytes: default_snapshot_max_bytes(),
             keep_state: true,
             history_interval: default_history_interval(),
             restarts: RestartsConfig::default(),
@@ -272,6 +280,9 @@ fn default_buffer() -> usize {
 }
 fn default_batch_size() -> usize {
     256
+}
+fn default_snapshot_max_bytes() -> u64 {
+    256 * 1024 * 1024
 }
 fn default_tick_interval() -> Duration {
     Duration::from_secs(1)

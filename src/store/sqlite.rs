@@ -175,6 +175,10 @@ impl Store {
 
     /// Stores `value` in `table` under `key`, durably, replacing what was there.
     fn put(&self, table: Table, key: &str, value: &Value) -> Result<(), StoreError> {
+        self.put_text(table, key, &value.to_string())
+    }
+
+    fn put_text(&self, table: Table, key: &str, text: &str) -> Result<(), StoreError> {
         let (name, col) = (table.name, table.key);
         self.conn().execute(
             &format!(
@@ -182,7 +186,7 @@ impl Store {
                  ON CONFLICT({col}) DO UPDATE SET value = excluded.value,
                      updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
             ),
-            params![key, value.to_string()],
+            params![key, text],
         )?;
         Ok(())
     }
@@ -206,6 +210,19 @@ impl Store {
     /// Saves a stage's state, durably, replacing what was there.
     pub fn set_stage_state(&self, node: &str, value: &Value) -> Result<(), StoreError> {
         self.put(STAGE_STATE, node, value)
+    }
+
+    /// Saves a stage's state already written as JSON text (see
+    /// [`Store::set_stage_state`]).
+    pub fn set_stage_state_text(&self, node: &str, json: &str) -> Result<(), StoreError> {
+        self.put_text(STAGE_STATE, node, json)
+    }
+
+    /// Removes a stage's saved state.
+    pub fn clear_stage_state(&self, node: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM stage_state WHERE node = ?1", params![node])?;
+        Ok(())
     }
 
     /// Removes the checkpoint under `key`.

@@ -565,7 +565,7 @@ impl Live {
                     );
                     let output = Output::wired(
                         out_targets,
-                        counters,
+                        counters.clone(),
                         live_node.wiring.clone().unwrap_or_default(),
                     );
                     let saver = Snapshots {
@@ -577,6 +577,8 @@ impl Live {
                         every: chrono::Duration::from_std(settings.snapshot_interval.get())
                             .unwrap_or(chrono::Duration::seconds(30)),
                         last: None,
+                        max_bytes: settings.snapshot_max_bytes,
+                        counters: counters.clone(),
                     };
                     if let Some(before) = saved.get(&node.id) {
                         let now = stage.snapshot();

@@ -12,6 +12,10 @@ pub(super) struct Snapshots {
     pub(super) store: Arc<crate::store::Store>,
     pub(super) every: chrono::Duration,
     pub(super) last: Option<crate::event::Timestamp>,
+    /// The largest state saved, in bytes of JSON (settings `snapshot_max_bytes`).
+    pub(super) max_bytes: u64,
+    /// The stage's counters: a state too large to save is counted there.
+    pub(super) counters: Arc<NodeCounters>,
 }
 
 impl Snapshots {
@@ -52,15 +56,30 @@ impl Snapshots {
         }
     }
 
+    /// Saves the stage's state, off the async workers (a large state takes a while to
+    /// write out). A state larger than `max_bytes` is not saved and the one saved before
+    /// is removed: a restart then starts the stage empty, not from an old state.
     pub(super) fn save(&self, stage: &dyn Stage) {
         if !self.enabled {
             return;
         }
-        if let Some(state) = stage.snapshot()
-            && let Err(e) = self.store.set_stage_state(&self.id, &state)
-        {
-            tracing::error!(node = %self.id, error = %e, "cannot save the stage's state");
-        }
+        off_workers(|| {
+            let Some(state) = stage.snapshot() else {
+                return;
+            };
+            let text = state.to_string();
+            drop(state);
+            let result = if text.len() as u64 > self.max_bytes {
+                tracing::error!(node = %self.id, bytes = text.len(), max = self.max_bytes, "the stage's state is larger than snapshot_max_bytes: not saved, and a restart starts it empty (bound its keys with max_keys)");
+                self.counters.add_dropped("snapshot_too_large", 1);
+                self.store.clear_stage_state(&self.id)
+            } else {
+                self.store.set_stage_state_text(&self.id, &text)
+            };
+            if let Err(e) = result {
+                tracing::error!(node = %self.id, error = %e, "cannot save the stage's state");
+            }
+        });
     }
 }
 
@@ -198,12 +217,19 @@ pub(super) fn guarded<R>(
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(stage.as_mut())))
             .map_err(|p| panic_message(&*p))
     };
+    if blocking { off_workers(run) } else { run() }
+}
+
+/// Runs `f`, which may take long, with the async worker's thread handed over to the
+/// blocking pool meanwhile (its other tasks move to a new worker); inline on a runtime
+/// with one thread (tests, `vigil test`).
+pub(super) fn off_workers<R>(f: impl FnOnce() -> R) -> R {
     let multi_thread = tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if blocking && multi_thread {
-        tokio::task::block_in_place(run)
+    if multi_thread {
+        tokio::task::block_in_place(f)
     } else {
-        run()
+        f()
     }
 }
 
@@ -332,6 +358,51 @@ mod tests {
         Arc::new(Event::from_record(v, "p.in".into(), Utc::now()))
     }
 
+    /// A stage whose state is `keys` entries of 100 bytes.
+    struct Holding {
+        keys: usize,
+    }
+
+    impl Stage for Holding {
+        fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
+            out.push(event);
+        }
+
+        fn snapshot(&self) -> Option<serde_json::Value> {
+            Some(json!({"keys": vec!["k".repeat(100); self.keys]}))
+        }
+    }
+
+    /// A state larger than `snapshot_max_bytes` is not saved, the one before is removed
+    /// (a restart starts empty, not from an old state), and it is counted; one within the
+    /// bound is saved whole.
+    #[test]
+    fn a_state_past_its_size_bound_is_not_saved_and_is_counted() {
+        let counters = Arc::new(NodeCounters::default());
+        let store = Arc::new(crate::store::Store::in_memory().unwrap());
+        let saver = Snapshots {
+            tap: Arc::default(),
+            inhibitor: Arc::default(),
+            enabled: true,
+            id: "p.big".into(),
+            store: store.clone(),
+            every: chrono::Duration::seconds(30),
+            last: None,
+            max_bytes: 10_000,
+            counters: counters.clone(),
+        };
+        saver.save(&Holding { keys: 50 });
+        let saved = store.stage_state("p.big").unwrap().expect("saved");
+        assert_eq!(saved["keys"].as_array().map(Vec::len), Some(50));
+        saver.save(&Holding { keys: 500 });
+        assert_eq!(
+            store.stage_state("p.big").unwrap(),
+            None,
+            "the old state is gone"
+        );
+        assert_eq!(counters.dropped(), vec![("snapshot_too_large", 1)]);
+    }
+
     /// A stage that panics is built again (the record that took it down set aside and
     /// counted, the rest of its batch failed so its source sends it again), goes on with
     /// what comes next, and is reported with a `vigil.node_failed` alert; after more
@@ -354,6 +425,8 @@ mod tests {
             store: Arc::new(crate::store::Store::in_memory().unwrap()),
             every: chrono::Duration::seconds(30),
             last: None,
+            max_bytes: 1 << 20,
+            counters: counters.clone(),
         };
         let health = Arc::new(Health::default());
         let stop = CancellationToken::new();
