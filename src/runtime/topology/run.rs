@@ -32,12 +32,18 @@ impl Snapshots {
 
     /// Records the alerts among `out` in the alert history and shows them on the live
     /// stream.
-    /// Alerts handed on unchanged (`passed`: the alerts the stage received, by address)
-    /// were recorded by the stage that raised them and are not again.
-    pub(super) fn record_alerts(&self, out: &[Arc<crate::event::Event>], passed: &[usize]) {
+    /// Alerts handed on unchanged (`passed`: the alert events the stage received, held
+    /// alive until now so no new event can take one's place in memory) were recorded by
+    /// the stage that raised them and are not again; an alert the stage edited is a new
+    /// event and is recorded.
+    pub(super) fn record_alerts(
+        &self,
+        out: &[Arc<crate::event::Event>],
+        passed: &[Arc<crate::event::Event>],
+    ) {
         let new = || {
             out.iter()
-                .filter(|e| e.alert().is_some() && !passed.contains(&address(e)))
+                .filter(|e| e.alert().is_some() && !passed.iter().any(|p| Arc::ptr_eq(p, e)))
         };
         self.tap.alerts(new());
         if self.inhibitor.is_active() {
@@ -81,11 +87,6 @@ impl Snapshots {
             }
         });
     }
-}
-
-/// Where an event lives: tells an event handed on from a new one.
-pub(super) fn address(e: &Arc<crate::event::Event>) -> usize {
-    Arc::as_ptr(e).addr()
 }
 
 /// Builds a failed node again, after the wait its supervisor asks for (`wait`: `false`
@@ -258,10 +259,10 @@ pub(super) async fn run_stage(
         }
         let step = match msg {
             Message::Events(events) => {
-                let passed: Vec<usize> = events
+                let passed: Vec<Arc<crate::event::Event>> = events
                     .iter()
                     .filter(|e| e.alert().is_some())
-                    .map(address)
+                    .cloned()
                     .collect();
                 let mut rest = events.into_iter();
                 match guarded(&mut stage, |stage| {
@@ -356,6 +357,44 @@ mod tests {
 
     fn event(v: serde_json::Value) -> Arc<Event> {
         Arc::new(Event::from_record(v, "p.in".into(), Utc::now()))
+    }
+
+    /// An alert handed on as received is not recorded again; one the stage replaced by
+    /// an edited copy is, even when the copy takes the freed original's place in memory
+    /// (the received events are held until the comparison is made).
+    #[test]
+    fn an_edited_alert_is_recorded_and_a_passed_one_is_not() {
+        let store = Arc::new(crate::store::Store::in_memory().unwrap());
+        let saver = Snapshots {
+            tap: Arc::default(),
+            inhibitor: Arc::default(),
+            enabled: false,
+            id: "p.edit".into(),
+            store: store.clone(),
+            every: chrono::Duration::seconds(30),
+            last: None,
+            max_bytes: 1 << 20,
+            counters: Arc::default(),
+        };
+        let alert = crate::sinks::delivery::sample_alert();
+        let received = Arc::new(Event::from_alert(alert.clone(), "p.in".into(), Utc::now()));
+        let passed = vec![received.clone()];
+        saver.record_alerts(std::slice::from_ref(&received), &passed);
+        assert!(
+            store.alert_counts().unwrap().is_empty(),
+            "passed on as received"
+        );
+        let edited = Arc::new(Event::from_alert(
+            crate::event::Alert {
+                title: "edited".into(),
+                ..alert
+            },
+            "p.in".into(),
+            Utc::now(),
+        ));
+        saver.record_alerts(&[edited], &passed);
+        let total: u64 = store.alert_counts().unwrap().iter().map(|(_, n)| n).sum();
+        assert_eq!(total, 1, "the edited alert was recorded");
     }
 
     /// A stage whose state is `keys` entries of 100 bytes.
