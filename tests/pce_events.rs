@@ -220,6 +220,57 @@ async fn late_indexed_events_are_caught_by_the_overlap_once() {
     sim.shutdown().await;
 }
 
+/// Events indexed later than `overlap` (plus the polling interval) are not lost: the
+/// range behind the overlap is read again once per overlap, and what turns up there is
+/// handed on — once — and counted as the source's error (and logged with its lag), so a
+/// too-short overlap shows. With an overlap long enough the count stays zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_indexed_later_than_the_overlap_are_handed_on_and_counted() {
+    for (overlap, late_expected) in [("1m", true), ("5m", false)] {
+        let clock = VirtualClock::new(t0());
+        let shared: SharedClock = Arc::new(clock.clone());
+        let lag = Faults {
+            event_index_lag_secs: 150,
+            ..Faults::default()
+        };
+        let sim = sim(Scenario::BruteForce, lag, shared.clone()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("events.jsonl");
+        let options = format!("start_at: 30m, overlap: {overlap}");
+        let cfg = config(yaml(dir.path(), &sim, &options, &out));
+        let topology = runtime::start(&cfg, shared.clone()).expect("starts");
+        run_minutes(&clock, &sim, 25).await;
+        let errors: u64 = topology
+            .reloader()
+            .nodes()
+            .await
+            .iter()
+            .filter(|n| n.id == "audit.pce")
+            .map(|n| n.errors)
+            .sum();
+        topology.shutdown();
+        assert!(!topology.wait().await.failed());
+
+        let cp = checkpoint(dir.path());
+        let got = lines(&out);
+        let lag = chrono::Duration::seconds(150);
+        let expected = direct(&sim, shared.clone(), cp.start, cp.watermark - lag).await;
+        let got_h: Vec<String> = hrefs(&got);
+        let got_set: HashSet<&String> = got_h.iter().collect();
+        assert_eq!(got_set.len(), got_h.len(), "duplicates in the output ({overlap})");
+        for h in hrefs(&expected) {
+            assert!(got_set.contains(&h), "{h} never arrived (overlap {overlap})");
+        }
+        assert!(expected.len() > 50, "{}", expected.len());
+        if late_expected {
+            assert!(errors > 0, "the late events were counted (overlap {overlap})");
+        } else {
+            assert_eq!(errors, 0, "nothing was late past overlap {overlap}");
+        }
+        sim.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_pages_are_narrowed_and_nothing_is_lost() {
     let clock = VirtualClock::new(t0());

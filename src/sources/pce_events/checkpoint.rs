@@ -16,7 +16,7 @@ pub struct EventsCheckpoint {
     pub start: Timestamp,
     /// Every event up to here (that the PCE showed when asked) has been handed on.
     pub watermark: Timestamp,
-    /// The hrefs handed on whose timestamps lie within the overlap behind the watermark,
+    /// The hrefs handed on whose timestamps lie within two overlaps behind the watermark,
     /// with those timestamps.
     pub recent: IndexMap<String, Timestamp>,
 }

@@ -48,6 +48,8 @@ pub struct PceEventsSource {
     /// aside once (forgotten past [`REJECTED_MEMORY`] records, or at a restart).
     rejected_seen: HashSet<String>,
     id: Arc<str>,
+    /// When the range behind the overlap was last read again (see [`Self::cycle`]).
+    audited: Option<Timestamp>,
 }
 
 /// How many set-aside records are remembered to avoid setting them aside again.
@@ -69,6 +71,7 @@ impl PceEventsSource {
             rejected: RejectedLog::new(state_dir, &id, rejected_max_bytes),
             rejected_seen: HashSet::new(),
             id,
+            audited: None,
         }
     }
 
@@ -121,14 +124,27 @@ impl PceEventsSource {
 
     /// Reads `[watermark − overlap, now]`, narrowing full pages, handing on each settled
     /// range in time order and storing the checkpoint after each.
+    ///
+    /// Once per `overlap` it also reads the overlap before that, `[watermark − 2·overlap,
+    /// watermark − overlap)`: an event found there that was not handed on became visible
+    /// more than `overlap` after its timestamp. It is handed on now, counted as the
+    /// source's error and reported with its lag, so that `overlap` can be raised; without
+    /// this it would be lost unseen.
     async fn cycle(&mut self, cx: &mut SourceContext, state: &mut EventsCheckpoint) -> Cycle {
         let now = cx.now();
-        let from = (state.watermark - self.overlap()).max(state.start);
+        let overlap = self.overlap();
+        let from = (state.watermark - overlap).max(state.start);
         if from > now {
             return Cycle::Done;
         }
         // Ranges still to read, newest at the bottom: popping takes the oldest first.
         let mut todo = vec![(from, now)];
+        let audit_from = (state.watermark - overlap - overlap).max(state.start);
+        let audit_due = self.audited.is_none_or(|t| now - t >= overlap);
+        if audit_due && audit_from < from {
+            todo.push((audit_from, from - chrono::Duration::milliseconds(1)));
+            self.audited = Some(now);
+        }
         while let Some((a, b)) = todo.pop() {
             let Some(answer) = cx.wait(self.fetch(a, b)).await else {
                 return Cycle::Stopped;
@@ -171,12 +187,19 @@ impl PceEventsSource {
                 tracing::warn!(source = %self.id, from = %a, until = %b, "events were not delivered downstream; not checkpointing them, they are read again next interval");
                 return Cycle::Done;
             }
+            let late: Vec<Timestamp> = fresh.iter().filter(|r| r.at < from).map(|r| r.at).collect();
+            if let Some(oldest) = late.iter().min() {
+                cx.counters().add_errors(late.len());
+                tracing::warn!(source = %self.id, events = late.len(), lag = %humantime::format_duration((now - *oldest).to_std().unwrap_or_default()), overlap = %self.cfg.overlap, "events became visible on the PCE more than `overlap` after their timestamp; handed on late — raise overlap above the lag");
+            }
             // Delivered: now, and only now, they are done.
             for r in fresh {
                 state.recent.insert(r.href, r.at);
             }
             state.watermark = state.watermark.max(b);
-            state.prune(state.watermark - self.overlap());
+            // The hrefs of two overlaps are kept: the range behind the overlap is read
+            // again now and then (see above).
+            state.prune(state.watermark - overlap - overlap);
             self.save(cx, state);
         }
         Cycle::Done
