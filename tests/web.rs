@@ -275,6 +275,57 @@ async fn health_api_metrics_and_reload() {
     drop(v);
 }
 
+/// The standard process metrics describe the running binary (read from `/proc`, so Linux
+/// only).
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread")]
+async fn process_metrics_describe_the_running_binary() {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs_f64()
+    };
+    let before = now();
+    let v = tokio::task::spawn_blocking(|| start("  listen: 127.0.0.1:0\n", &[]))
+        .await
+        .expect("start");
+    let (status, body, _) = get(&format!("{}/metrics", v.base), None).await;
+    assert_eq!(status, 200);
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text format");
+    let value = |name: &str| -> prometheus_parse::Value {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+            .value
+            .clone()
+    };
+    let gauge = |name: &str| match value(name) {
+        prometheus_parse::Value::Gauge(v) => v,
+        other => panic!("{name} is not a gauge: {other:?}"),
+    };
+    let prometheus_parse::Value::Counter(cpu) = value("process_cpu_seconds_total") else {
+        panic!("process_cpu_seconds_total is not a counter:\n{body}");
+    };
+    assert!(cpu >= 0.0, "{body}");
+    let rss = gauge("process_resident_memory_bytes");
+    assert!(rss > 1_048_576.0, "{body}");
+    assert!(gauge("process_virtual_memory_bytes") >= rss, "{body}");
+    let fds = gauge("process_open_fds");
+    assert!(fds >= 3.0, "{body}");
+    assert!(gauge("process_max_fds") >= fds, "{body}");
+    // Started by this test (the boot time in /proc/stat is whole seconds: leave a margin).
+    let started = gauge("process_start_time_seconds");
+    assert!(
+        started >= before - 60.0 && started <= now() + 60.0,
+        "started {started}, test began {before}:\n{body}"
+    );
+    drop(v);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn beyond_loopback_a_token_is_required_and_never_shown() {
     let v = tokio::task::spawn_blocking(|| {

@@ -593,15 +593,25 @@ async fn metrics_route(State(state): State<AppState>) -> Response {
                 .collect()
         },
     };
-    let body = metrics::render(&nodes, &counts);
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        body,
-    )
-        .into_response()
+    let snapshot = metrics::Snapshot {
+        nodes,
+        counts,
+        process: metrics::Process::read(),
+    };
+    match metrics::render(snapshot) {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the metrics could not be encoded",
+        ),
+    }
 }
 
 #[cfg(test)]
