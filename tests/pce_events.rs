@@ -220,10 +220,11 @@ async fn late_indexed_events_are_caught_by_the_overlap_once() {
     sim.shutdown().await;
 }
 
-/// Events indexed later than `overlap` (plus the polling interval) are not lost: the
-/// range behind the overlap is read again once per overlap, and what turns up there is
-/// handed on — once — and counted as the source's error (and logged with its lag), so a
-/// too-short overlap shows. With an overlap long enough the count stays zero.
+/// Events indexed later than `overlap` (here 150 s against a 1 min overlap and a 1 min
+/// interval) are not lost: the range behind the overlap is read again once per overlap,
+/// and what turns up there is handed on — once — and counted as the source's error (and
+/// logged with its lag), so a too-short overlap shows. With an overlap long enough the
+/// count stays zero.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_indexed_later_than_the_overlap_are_handed_on_and_counted() {
     for (overlap, late_expected) in [("1m", true), ("5m", false)] {
@@ -257,13 +258,23 @@ async fn events_indexed_later_than_the_overlap_are_handed_on_and_counted() {
         let expected = direct(&sim, shared.clone(), cp.start, cp.watermark - lag).await;
         let got_h: Vec<String> = hrefs(&got);
         let got_set: HashSet<&String> = got_h.iter().collect();
-        assert_eq!(got_set.len(), got_h.len(), "duplicates in the output ({overlap})");
+        assert_eq!(
+            got_set.len(),
+            got_h.len(),
+            "duplicates in the output ({overlap})"
+        );
         for h in hrefs(&expected) {
-            assert!(got_set.contains(&h), "{h} never arrived (overlap {overlap})");
+            assert!(
+                got_set.contains(&h),
+                "{h} never arrived (overlap {overlap})"
+            );
         }
         assert!(expected.len() > 50, "{}", expected.len());
         if late_expected {
-            assert!(errors > 0, "the late events were counted (overlap {overlap})");
+            assert!(
+                errors > 0,
+                "the late events were counted (overlap {overlap})"
+            );
         } else {
             assert_eq!(errors, 0, "nothing was late past overlap {overlap}");
         }

@@ -16,8 +16,8 @@ pub struct EventsCheckpoint {
     pub start: Timestamp,
     /// Every event up to here (that the PCE showed when asked) has been handed on.
     pub watermark: Timestamp,
-    /// The hrefs handed on whose timestamps lie within two overlaps behind the watermark,
-    /// with those timestamps.
+    /// The hrefs handed on recently (as far back as a cycle reads), with their
+    /// timestamps.
     pub recent: IndexMap<String, Timestamp>,
 }
 

@@ -7,14 +7,15 @@
 //! RFC 3339 with milliseconds). The overlap re-reads the recent past because the PCE's
 //! event index lags: an event can become visible minutes after its timestamp. Events
 //! already handed on are recognised by their whole `href` (`/orgs/1/events/<uuid>` and
-//! `/system_events/<uuid>` both occur) and dropped; the hrefs handed on within two overlaps
-//! are kept in the checkpoint next to the watermark.
+//! `/system_events/<uuid>` both occur) and dropped; the hrefs handed on recently are kept
+//! in the checkpoint next to the watermark.
 //!
-//! Once per `overlap` the source also reads the overlap before that, `[watermark −
-//! 2·overlap, watermark − overlap)`. An event there that was not handed on was indexed
-//! more than `overlap` late: it is handed on then, counted as the source's error and
-//! logged with its lag, so a too-short `overlap` shows instead of losing events unseen
-//! (an event indexed more than two overlaps late is still missed).
+//! Once per `overlap` (or `interval`, if longer) the source also reads again the range
+//! behind the overlap, `overlap + max(overlap, interval) + interval` deep. An event there
+//! that was not handed on was indexed more than `overlap` late: it is handed on then,
+//! counted as the source's error and logged with its lag, so a too-short `overlap` shows
+//! instead of losing events unseen. An event indexed up to twice the overlap late is
+//! caught so; later than that it is still missed.
 //!
 //! A full page (`len == max_results`) means there may be more: the range is split in half
 //! and each half read again (older half first) until no page is full, so no event is

@@ -79,6 +79,17 @@ impl PceEventsSource {
         chrono::Duration::from_std(self.cfg.overlap.get()).unwrap_or(chrono::Duration::zero())
     }
 
+    fn interval(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.cfg.interval.get()).unwrap_or(chrono::Duration::zero())
+    }
+
+    /// How far behind the overlap a cycle reads again, once per `overlap` (or `interval`):
+    /// `overlap + max(overlap, interval) + interval`, so that an event indexed up to twice
+    /// the overlap late is still found whenever it becomes visible between two reads.
+    fn audit_depth(&self) -> chrono::Duration {
+        self.overlap() + self.overlap().max(self.interval()) + self.interval()
+    }
+
     /// The stored state, or a fresh one per `start_at`.
     fn load(&self, now: Timestamp) -> Result<EventsCheckpoint, String> {
         let stored = self
@@ -125,11 +136,11 @@ impl PceEventsSource {
     /// Reads `[watermark − overlap, now]`, narrowing full pages, handing on each settled
     /// range in time order and storing the checkpoint after each.
     ///
-    /// Once per `overlap` it also reads the overlap before that, `[watermark − 2·overlap,
-    /// watermark − overlap)`: an event found there that was not handed on became visible
-    /// more than `overlap` after its timestamp. It is handed on now, counted as the
-    /// source's error and reported with its lag, so that `overlap` can be raised; without
-    /// this it would be lost unseen.
+    /// Once per `overlap` (or `interval`, if longer) it also reads again the
+    /// [`Self::audit_depth`] behind the overlap: an event found there that was not handed on
+    /// became visible more than `overlap` after its timestamp. It is handed on now,
+    /// counted as the source's error and reported with its lag, so that `overlap` can be
+    /// raised; without this it would be lost unseen.
     async fn cycle(&mut self, cx: &mut SourceContext, state: &mut EventsCheckpoint) -> Cycle {
         let now = cx.now();
         let overlap = self.overlap();
@@ -139,8 +150,10 @@ impl PceEventsSource {
         }
         // Ranges still to read, newest at the bottom: popping takes the oldest first.
         let mut todo = vec![(from, now)];
-        let audit_from = (state.watermark - overlap - overlap).max(state.start);
-        let audit_due = self.audited.is_none_or(|t| now - t >= overlap);
+        let audit_from = (from - self.audit_depth()).max(state.start);
+        let audit_due = self
+            .audited
+            .is_none_or(|t| now - t >= overlap.max(self.interval()));
         if audit_due && audit_from < from {
             todo.push((audit_from, from - chrono::Duration::milliseconds(1)));
             self.audited = Some(now);
@@ -197,9 +210,9 @@ impl PceEventsSource {
                 state.recent.insert(r.href, r.at);
             }
             state.watermark = state.watermark.max(b);
-            // The hrefs of two overlaps are kept: the range behind the overlap is read
-            // again now and then (see above).
-            state.prune(state.watermark - overlap - overlap);
+            // The hrefs behind the overlap are kept as far as it is read again (see
+            // above).
+            state.prune(state.watermark - overlap - self.audit_depth());
             self.save(cx, state);
         }
         Cycle::Done
