@@ -437,17 +437,36 @@ impl SampleBudget {
 }
 
 /// Up to N samples of the events in a window, the earliest kept: when earlier samples
-/// slide out of the window, later events take their place.
+/// slide out of the window, later events take their place. An empty set takes no
+/// allocation and one word (a stage may hold a million). Saved as `{"items": [...]}`.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SampleSet {
-    items: VecDeque<Sample>,
+    #[allow(clippy::box_collection, reason = "one word instead of four when empty")]
+    #[serde(serialize_with = "save_items", deserialize_with = "load_items")]
+    items: Option<Box<VecDeque<Sample>>>,
+}
+
+#[allow(clippy::box_collection, reason = "see SampleSet::items")]
+fn save_items<S: serde::Serializer>(
+    items: &Option<Box<VecDeque<Sample>>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(items.iter().flat_map(|q| q.iter()))
+}
+
+#[allow(clippy::box_collection, reason = "see SampleSet::items")]
+fn load_items<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Box<VecDeque<Sample>>>, D::Error> {
+    let items = <VecDeque<Sample> as serde::Deserialize>::deserialize(deserializer)?;
+    Ok((!items.is_empty()).then(|| Box::new(items)))
 }
 
 impl SampleSet {
     /// Offers `event`; kept if fewer than the budget's samples a window are held and the
     /// stage's bytes allow.
     pub fn offer(&mut self, event: &Event, budget: &mut SampleBudget) {
-        if self.items.len() >= budget.per_window {
+        if self.len() >= budget.per_window {
             return;
         }
         if budget.used >= SAMPLE_BUDGET_BYTES {
@@ -462,41 +481,50 @@ impl SampleSet {
         }
         let s = Sample::of(event);
         budget.used += s.record.get().len();
+        let items = self.items.get_or_insert_default();
         // Keep time order even when events arrive out of order.
-        let at = self.items.partition_point(|x| x.time <= s.time);
-        self.items.insert(at, s);
+        let at = items.partition_point(|x| x.time <= s.time);
+        items.insert(at, s);
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Sample> {
+        self.items.iter().flat_map(|q| q.iter())
     }
 
     /// Bytes of raw events held.
     pub fn bytes(&self) -> usize {
-        self.items.iter().map(|s| s.record.get().len()).sum()
+        self.iter().map(|s| s.record.get().len()).sum()
     }
 
     /// Drops samples older than `cutoff` (times `<= cutoff` are out of the window).
     pub fn evict_through(&mut self, cutoff: Timestamp) {
-        while self.items.front().is_some_and(|s| s.time <= cutoff) {
-            self.items.pop_front();
+        let Some(items) = &mut self.items else { return };
+        while items.front().is_some_and(|s| s.time <= cutoff) {
+            items.pop_front();
+        }
+        if items.is_empty() {
+            self.items = None;
         }
     }
 
     /// Copies of the first `n` samples.
     pub fn copies(&self, n: usize) -> Vec<Sample> {
-        self.items.iter().take(n).cloned().collect()
+        self.iter().take(n).cloned().collect()
     }
 
     /// Takes the samples, leaving the set empty.
     pub fn take(&mut self) -> Vec<Sample> {
-        self.items.drain(..).collect()
+        self.items.take().map(|q| Vec::from(*q)).unwrap_or_default()
     }
 
     /// The samples held.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.items.as_ref().map_or(0, |q| q.len())
     }
 
     /// Whether none are held.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len() == 0
     }
 }
 

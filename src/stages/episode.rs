@@ -16,13 +16,14 @@
 //! [`Reporter`] holds what every report needs (templates, threshold, unit) and drives the
 //! transitions over any window type that implements [`EpisodeWindow`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::alerting::{AlertTemplates, Finding};
+use super::keys::KeyMap;
 use super::stage_state::{self, SavedField};
 use crate::event::{AlertStatus, AlertWindow, Event, Group, Sample, Timestamp};
 
@@ -392,7 +393,7 @@ impl Reporter {
         &self,
         now: Timestamp,
         cutoff: Option<Timestamp>,
-        keys: &mut HashMap<String, W>,
+        keys: &mut KeyMap<W>,
         book: &mut Book,
         out: &mut Vec<Arc<Event>>,
     ) {
@@ -441,7 +442,7 @@ impl Reporter {
     /// after `cutoff` (`expired`), dated when their window fell below the threshold.
     pub fn close_expired<W: EpisodeWindow>(
         &self,
-        keys: &mut HashMap<String, W>,
+        keys: &mut KeyMap<W>,
         cutoff: Timestamp,
         expired: impl Fn(&W) -> bool,
         book: &mut Book,
@@ -450,7 +451,7 @@ impl Reporter {
         let closing: Vec<String> = book
             .open
             .iter()
-            .filter(|k| keys.get(*k).is_some_and(&expired))
+            .filter(|k| keys.get(k).is_some_and(&expired))
             .cloned()
             .collect();
         for key in closing {
@@ -472,7 +473,7 @@ impl Reporter {
     /// first. Returns how many keys were evicted.
     pub fn evict_oldest<W: EpisodeWindow>(
         &self,
-        keys: &mut HashMap<String, W>,
+        keys: &mut KeyMap<W>,
         max_keys: usize,
         book: &mut Book,
         out: &mut Vec<Arc<Event>>,
@@ -535,9 +536,9 @@ pub fn orphaned(cx: &crate::node::BuildContext) -> Vec<Arc<Event>> {
 }
 
 /// The keys of `keys` with an open episode (after a restore).
-pub fn open_keys<W: EpisodeWindow>(keys: &HashMap<String, W>) -> BTreeSet<String> {
+pub fn open_keys<W: EpisodeWindow>(keys: &KeyMap<W>) -> BTreeSet<String> {
     keys.iter()
         .filter(|(_, w)| w.episode().is_some())
-        .map(|(k, _)| k.clone())
+        .map(|(k, _)| k.to_string())
         .collect()
 }

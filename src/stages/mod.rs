@@ -8,6 +8,7 @@ pub mod dedupe;
 pub mod episode;
 pub mod filter;
 pub mod flatline;
+pub mod keys;
 pub mod script;
 pub mod stage_state;
 pub mod top_n;

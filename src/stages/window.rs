@@ -112,14 +112,138 @@ pub struct Fired {
     pub estimate: bool,
 }
 
+/// A window's entries in time order. Most keys hold one (one event, or events at one
+/// time): it is held inline; more go to a queue of their own. Saved as a JSON array.
+#[derive(Debug, Clone, Default)]
+enum Entries {
+    #[default]
+    Empty,
+    One(Entry),
+    #[allow(
+        clippy::box_collection,
+        reason = "boxed, the enum is the size of one entry (24 bytes, not 32)"
+    )]
+    Many(Box<VecDeque<Entry>>),
+}
+
+impl Entries {
+    fn as_slices(&self) -> (&[Entry], &[Entry]) {
+        match self {
+            Entries::Empty => (&[], &[]),
+            Entries::One(e) => (std::slice::from_ref(e), &[]),
+            Entries::Many(q) => q.as_slices(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Entry> + Clone {
+        let (a, b) = self.as_slices();
+        a.iter().chain(b)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Entries::Empty => 0,
+            Entries::One(_) => 1,
+            Entries::Many(q) => q.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn front(&self) -> Option<&Entry> {
+        match self {
+            Entries::Empty => None,
+            Entries::One(e) => Some(e),
+            Entries::Many(q) => q.front(),
+        }
+    }
+
+    /// Removes the oldest entry; the queue is freed once empty.
+    fn pop_front(&mut self) -> Option<Entry> {
+        match std::mem::take(self) {
+            Entries::Empty => None,
+            Entries::One(e) => Some(e),
+            Entries::Many(mut q) => {
+                let e = q.pop_front();
+                if !q.is_empty() {
+                    *self = Entries::Many(q);
+                }
+                e
+            }
+        }
+    }
+
+    /// Adds `new` in time order, after the entries at the same time; it merges into the
+    /// entry before it when that one has the same time and estimate flag. Whether a new
+    /// entry was made.
+    fn add(&mut self, new: Entry) -> bool {
+        let mergeable = |prev: &Entry| prev.t == new.t && prev.e == new.e;
+        match self {
+            Entries::Empty => {
+                *self = Entries::One(new);
+                true
+            }
+            Entries::One(prev) if mergeable(prev) => {
+                prev.w += new.w;
+                false
+            }
+            Entries::One(prev) => {
+                let pair = if prev.t <= new.t {
+                    [*prev, new]
+                } else {
+                    [new, *prev]
+                };
+                *self = Entries::Many(Box::new(VecDeque::from(pair)));
+                true
+            }
+            Entries::Many(q) => {
+                let at = q.partition_point(|e| e.t <= new.t);
+                match q.get_mut(at.wrapping_sub(1)) {
+                    Some(prev) if mergeable(prev) => {
+                        prev.w += new.w;
+                        false
+                    }
+                    _ => {
+                        q.insert(at, new);
+                        true
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Serialize for Entries {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut entries = Vec::<Entry>::deserialize(deserializer)?;
+        Ok(match entries.len() {
+            0 => Entries::Empty,
+            1 => Entries::One(entries.remove(0)),
+            _ => Entries::Many(Box::new(VecDeque::from(entries))),
+        })
+    }
+}
+
 /// One key's sliding window: entries in time order with their running sum.
+///
+/// Kept small (80 bytes): a stage may hold a million of them (see
+/// [`super::keys::KeyMap`]). The entries of a key seen at one time only are held inline,
+/// and its samples take no allocation until it has some.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct KeyWindow {
-    entries: VecDeque<Entry>,
+    entries: Entries,
     #[serde(skip)]
     sum: f64,
     #[serde(skip)]
-    estimates: usize,
+    estimates: u32,
     /// The newest event time of the key (kept across a firing).
     pub newest: Option<Timestamp>,
     /// Time of the window end of the key's last alert: earlier events are late for it
@@ -138,7 +262,7 @@ impl KeyWindow {
     /// Recomputes the derived sums (after a restore).
     pub fn recompute(&mut self) {
         self.sum = self.entries.iter().map(|e| e.w).sum();
-        self.estimates = self.entries.iter().filter(|e| e.e).count();
+        self.estimates = self.entries.iter().filter(|e| e.e).count() as u32;
     }
 
     /// Whether `t` belongs to a window this key already alerted on.
@@ -181,22 +305,13 @@ impl KeyWindow {
         if self.newest.is_none_or(|n| t > n) {
             self.newest = Some(t);
         }
-        let at = self.entries.partition_point(|e| e.t <= t);
-        match self.entries.get_mut(at.wrapping_sub(1)) {
-            Some(prev) if prev.t == t && prev.e == estimate => prev.w += weight,
-            _ => {
-                self.entries.insert(
-                    at,
-                    Entry {
-                        t,
-                        w: weight,
-                        e: estimate,
-                    },
-                );
-                if estimate {
-                    self.estimates += 1;
-                }
-            }
+        let new = Entry {
+            t,
+            w: weight,
+            e: estimate,
+        };
+        if self.entries.add(new) && estimate {
+            self.estimates += 1;
         }
         self.sum += weight;
         self.samples.offer(event, samples);
@@ -263,7 +378,7 @@ impl KeyWindow {
             samples: self.samples.take(),
             estimate: self.estimates > 0,
         };
-        self.entries.clear();
+        self.entries = Entries::Empty;
         self.sum = 0.0;
         self.estimates = 0;
         self.fired = Some(end);
@@ -304,5 +419,110 @@ mod tests {
         assert_eq!(number(Field::Value(&json!(-1))), None);
         assert_eq!(number(Field::Value(&json!("x"))), None);
         assert_eq!(number(Field::Value(&json!(null))), None);
+    }
+
+    fn t(ms: i64) -> Timestamp {
+        Timestamp::UNIX_EPOCH + chrono::Duration::milliseconds(ms)
+    }
+
+    /// The reference: the queue every key had before entries were held inline.
+    fn reference_add(q: &mut VecDeque<Entry>, new: Entry) -> bool {
+        let at = q.partition_point(|e| e.t <= new.t);
+        match q.get_mut(at.wrapping_sub(1)) {
+            Some(prev) if prev.t == new.t && prev.e == new.e => {
+                prev.w += new.w;
+                false
+            }
+            _ => {
+                q.insert(at, new);
+                true
+            }
+        }
+    }
+
+    #[test]
+    fn entries_keep_time_order_and_merge_like_a_queue() {
+        let mut entries = Entries::default();
+        let mut queue: VecDeque<Entry> = VecDeque::new();
+        let mut x: u64 = 7;
+        for i in 0..5_000 {
+            // A deterministic mix: out-of-order times, repeats, estimates, and pops
+            // that empty the window now and then.
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let r = x >> 33;
+            if r % 7 == 0 {
+                let pops = (r >> 3) % 4;
+                for _ in 0..pops {
+                    let (a, b) = (entries.pop_front(), queue.pop_front());
+                    assert_eq!(a.map(|e| (e.t, e.w, e.e)), b.map(|e| (e.t, e.w, e.e)));
+                }
+            } else {
+                let new = Entry {
+                    t: t(i64::try_from((r >> 4) % 16).unwrap()),
+                    w: f64::from(u32::try_from(r % 5).unwrap()),
+                    e: r % 11 == 0,
+                };
+                assert_eq!(entries.add(new), reference_add(&mut queue, new), "step {i}");
+            }
+            assert_eq!(entries.len(), queue.len());
+            assert_eq!(entries.is_empty(), queue.is_empty());
+            assert_eq!(entries.front().map(|e| e.t), queue.front().map(|e| e.t));
+            let got: Vec<_> = entries.iter().map(|e| (e.t, e.w, e.e)).collect();
+            let want: Vec<_> = queue.iter().map(|e| (e.t, e.w, e.e)).collect();
+            assert_eq!(got, want, "step {i}");
+        }
+    }
+
+    /// Snapshots of windows read the same before and after windows were made compact.
+    #[test]
+    fn a_window_is_saved_as_before_and_read_back() {
+        let event = |ms: i64| Event::from_record(json!({"n": ms}), "p.in".into(), t(ms));
+        let mut budget = SampleBudget::new(2);
+        let w = chrono::Duration::seconds(10);
+        let mut one = KeyWindow::default();
+        one.add(
+            t(1_000),
+            1.0,
+            false,
+            w,
+            &event(1_000),
+            &mut SampleBudget::new(0),
+        );
+        assert_eq!(
+            serde_json::to_value(&one).unwrap(),
+            json!({
+                "entries": [{"t": "1970-01-01T00:00:01Z", "w": 1.0}],
+                "newest": "1970-01-01T00:00:01Z",
+                "samples": {"items": []}
+            })
+        );
+
+        let mut many = KeyWindow::default();
+        for ms in [3_000, 1_000, 3_000] {
+            many.add(t(ms), 2.0, false, w, &event(ms), &mut budget);
+        }
+        many.add(t(2_000), 5.0, true, w, &event(2_000), &mut budget);
+        let saved = serde_json::to_value(&many).unwrap();
+        assert_eq!(
+            saved["entries"],
+            json!([
+                {"t": "1970-01-01T00:00:01Z", "w": 2.0},
+                {"t": "1970-01-01T00:00:02Z", "w": 5.0, "e": true},
+                {"t": "1970-01-01T00:00:03Z", "w": 4.0}
+            ])
+        );
+        assert_eq!(saved["samples"]["items"].as_array().map(Vec::len), Some(2));
+
+        let mut back: KeyWindow = serde_json::from_value(saved.clone()).unwrap();
+        back.recompute();
+        assert_eq!(back.sum(), 11.0);
+        assert_eq!(back.len(), 3);
+        assert_eq!(serde_json::to_value(&back).unwrap(), saved);
+        // The oldest entry slides out; its sample goes with it.
+        back.evict_through(t(1_000));
+        assert_eq!(back.sum(), 9.0);
+        assert_eq!(back.samples.len(), 1);
     }
 }

@@ -12,6 +12,7 @@ use crate::event::{AlertWindow, Event, Timestamp};
 use crate::node::{NodeCounters, NodeError, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget, SampleSet};
 use crate::stages::episode::{Book, Episode, EpisodeCounts, Reporter, open_keys};
+use crate::stages::keys::KeyMap;
 use crate::stages::window::{Fired, KeyWindow, Watermark, minus, write_key};
 
 /// Bytes in a MiB.
@@ -195,8 +196,8 @@ pub struct BandwidthStage {
     reporter: Reporter,
     shape: Value,
     measurer: Measurer,
-    volume: HashMap<String, KeyWindow>,
-    rate: HashMap<String, RateWindow>,
+    volume: KeyMap<KeyWindow>,
+    rate: KeyMap<RateWindow>,
     /// Open episodes and their counters.
     book: Book,
     /// Samples the windows keep.
@@ -219,8 +220,8 @@ struct SavedRef<'a> {
     skipped: &'a Skipped,
     episodes: &'a EpisodeCounts,
     flows: &'a HashMap<String, Counters>,
-    volume: &'a HashMap<String, KeyWindow>,
-    rate: &'a HashMap<String, RateWindow>,
+    volume: &'a KeyMap<KeyWindow>,
+    rate: &'a KeyMap<RateWindow>,
 }
 
 #[derive(Deserialize)]
@@ -234,9 +235,9 @@ struct Saved {
     #[serde(default)]
     flows: HashMap<String, Counters>,
     #[serde(default)]
-    volume: HashMap<String, KeyWindow>,
+    volume: KeyMap<KeyWindow>,
     #[serde(default)]
-    rate: HashMap<String, RateWindow>,
+    rate: KeyMap<RateWindow>,
 }
 
 impl BandwidthStage {
@@ -281,8 +282,8 @@ impl BandwidthStage {
                 "counters": [&cfg.bytes_in, &cfg.bytes_out, &cfg.delta_in, &cfg.delta_out, &cfg.delta_ms],
             }),
             measurer: Measurer::new(cfg)?,
-            volume: HashMap::new(),
-            rate: HashMap::new(),
+            volume: KeyMap::new(),
+            rate: KeyMap::new(),
             watermark: Watermark::default(),
             skipped: Skipped::default(),
             key_buf: String::new(),
@@ -423,10 +424,7 @@ impl Stage for BandwidthStage {
         let (r, book) = (&self.reporter, &mut self.book);
         match self.mode {
             Mode::Volume => {
-                let key = match self.volume.get_mut(self.key_buf.as_str()) {
-                    Some(k) => k,
-                    None => self.volume.entry(self.key_buf.clone()).or_default(),
-                };
+                let key = self.volume.get_or_default(&self.key_buf);
                 if key.late_for_key(t) {
                     self.watermark.late += 1;
                     self.counters.add_dropped("late", 1);
@@ -440,10 +438,7 @@ impl Stage for BandwidthStage {
                 r.after_event(&self.key_buf, key, &event, group, book, out);
             }
             Mode::Rate => {
-                let key = match self.rate.get_mut(self.key_buf.as_str()) {
-                    Some(k) => k,
-                    None => self.rate.entry(self.key_buf.clone()).or_default(),
-                };
+                let key = self.rate.get_or_default(&self.key_buf);
                 if key.late_for_key(t) {
                     self.watermark.late += 1;
                     self.counters.add_dropped("late", 1);

@@ -68,7 +68,8 @@ pub struct WindowCountConfig {
     pub group_by: Vec<String>,
     /// The most group keys held at once. Past it, the keys seen least recently are
     /// evicted, a tenth at a time (their open episodes resolved), and counted in
-    /// `vigil_node_dropped_total{reason="evicted"}`. Default: 1000000.
+    /// `vigil_node_dropped_total{reason="evicted"}`. A key seen at one event time takes
+    /// about 150 bytes (a million keys: about 150 MB). Default: 1000000.
     #[serde(default = "crate::stages::window::default_max_keys")]
     #[schemars(range(min = 1))]
     pub max_keys: usize,

@@ -1,6 +1,5 @@
 //! The running `window_count` stage.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +10,7 @@ use crate::event::{Event, FieldPath, Timestamp};
 use crate::node::{NodeCounters, NodeError, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget};
 use crate::stages::episode::{Book, EpisodeCounts, Reporter, open_keys};
+use crate::stages::keys::KeyMap;
 use crate::stages::window::{KeyWindow, Watermark, number, write_key};
 
 /// Counts or sums per group key in sliding event-time windows; see [`WindowCountConfig`].
@@ -21,7 +21,7 @@ pub struct WindowCountStage {
     templates: AlertTemplates,
     reporter: Reporter,
     shape: Value,
-    keys: HashMap<String, KeyWindow>,
+    keys: KeyMap<KeyWindow>,
     /// Open episodes and their counters.
     book: Book,
     /// Samples the windows keep.
@@ -43,7 +43,7 @@ struct SavedRef<'a> {
     watermark: &'a Watermark,
     skipped: u64,
     episodes: &'a EpisodeCounts,
-    keys: &'a HashMap<String, KeyWindow>,
+    keys: &'a KeyMap<KeyWindow>,
 }
 
 /// What [`WindowCountStage::snapshot`] saved.
@@ -55,7 +55,7 @@ struct Saved {
     skipped: u64,
     #[serde(default)]
     episodes: EpisodeCounts,
-    keys: HashMap<String, KeyWindow>,
+    keys: KeyMap<KeyWindow>,
 }
 
 impl WindowCountStage {
@@ -90,7 +90,7 @@ impl WindowCountStage {
             },
             templates,
             shape: json!({"group_by": cfg.group_by, "sum": cfg.sum, "mode": cfg.alert.mode}),
-            keys: HashMap::new(),
+            keys: KeyMap::new(),
             book: Book::default(),
             budget: SampleBudget::new(samples_per_window),
             orphans: Vec::new(),
@@ -196,10 +196,7 @@ impl Stage for WindowCountStage {
             },
         };
         write_key(&mut self.key_buf, &self.group_by.0, &*event);
-        let key = match self.keys.get_mut(self.key_buf.as_str()) {
-            Some(k) => k,
-            None => self.keys.entry(self.key_buf.clone()).or_default(),
-        };
+        let key = self.keys.get_or_default(&self.key_buf);
         if key.late_for_key(t) {
             self.watermark.late += 1;
             self.counters.add_dropped("late", 1);

@@ -1,0 +1,348 @@
+//! Memory of a detection stage's group keys: `vigil run` (the real binary, its own
+//! process) reading 1,000,000 JSON lines on stdin, each with a distinct `src`, into a
+//! `window_count` grouped by `src` whose threshold is never reached (window 1h; event
+//! times 1 ms apart, so no key expires and eviction order is well defined).
+//!
+//! Two runs: `max_keys` left at its default (every key stays live) and
+//! `max_keys: 100000`. For each it reports the vigil process's resident set (`VmRSS`)
+//! and peak (`VmHWM`) from `/proc/<pid>/status` and its CPU seconds (user + system,
+//! `/proc/<pid>/stat`) once 10%, 50% and 100% of the lines have been counted by the
+//! stage (read from `/metrics`), the events a second over the feed, and
+//! `vigil_node_dropped_total{reason="evicted"}`. It then waits for the stage's periodic
+//! snapshot of all its keys (`snapshot_interval`, 30 s by default) and reports the peak
+//! and CPU again, snapshot included.
+//!
+//! `cargo bench --bench keys` (release build); `VIGIL_BENCH_BIN=<path>` measures another
+//! vigil build; `VIGIL_BENCH_RECORDS` changes the number of lines. Under
+//! `cargo test --benches` it feeds 20,000 lines once (snapshots every 2 s), to check that
+//! it works.
+
+#![allow(missing_docs)]
+#![allow(clippy::print_stderr, clippy::print_stdout)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const DEADLINE: Duration = Duration::from_secs(300);
+
+/// The vigil under test: this build's, or `VIGIL_BENCH_BIN`.
+fn vigil_bin() -> PathBuf {
+    std::env::var_os("VIGIL_BENCH_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vigil")), PathBuf::from)
+}
+
+fn bench_mode() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pipeline(max_keys: Option<usize>, out: &Path) -> String {
+    let cap = max_keys.map_or(String::new(), |n| format!("    max_keys: {n}\n"));
+    format!(
+        "kind: pipeline\nname: keys\nsources:\n  in: {{type: stdin, time_field: ts}}\nstages:\n  count:\n    type: window_count\n    inputs: [in]\n    window: 1h\n    threshold: 1000000000\n    group_by: [src]\n{cap}sinks:\n  out:\n    type: file\n    inputs: [count]\n    path: {}\n",
+        common::yaml_str(out)
+    )
+}
+
+/// One line: a distinct source address per `i`, times 1 ms apart.
+fn write_line(out: &mut String, i: u64) {
+    use std::fmt::Write as _;
+    let ms = i % 1000;
+    let ts = common::flows::rfc3339(common::flows::BASE_EPOCH + (i / 1000) as i64);
+    let ts = ts.trim_end_matches('Z');
+    let _ = writeln!(
+        out,
+        "{{\"ts\":\"{ts}.{ms:03}Z\",\"src\":\"10.{}.{}.{}\",\"dst\":\"192.0.2.7\",\"port\":443,\"action\":\"blocked\"}}",
+        (i >> 16) & 0xff,
+        (i >> 8) & 0xff,
+        i & 0xff,
+    );
+}
+
+/// A plain HTTP GET of `url` (`http://host:port/path`): the body.
+fn get(url: &str) -> Option<String> {
+    use std::io::Read as _;
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.contains(" 200 ").then(|| body.to_string())
+}
+
+/// A metric's value summed over the series whose labels include `labels`.
+fn metric(scrape: &str, name: &str, labels: &[&str]) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+        .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, |a, b| a + b)
+}
+
+/// What `/proc` says of a process at one moment.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    rss: f64,
+    peak: f64,
+    cpu: f64,
+}
+
+fn usage(pid: u32) -> Usage {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (in parentheses) start at field 3: utime is field 14.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let cpu = (ticks(11) + ticks(12)) / 100.0; // USER_HZ
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let mib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    Usage {
+        rss: mib("VmRSS:"),
+        peak: mib("VmHWM:"),
+        cpu,
+    }
+}
+
+struct Run {
+    label: String,
+    /// (lines counted, usage then).
+    points: Vec<(u64, Usage)>,
+    events_per_s: f64,
+    evicted: f64,
+    keys_state: Option<usize>,
+    after_snapshot: Option<Usage>,
+}
+
+fn run(label: &str, max_keys: Option<usize>, lines: u64) -> Run {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pipes = dir.path().join("pipelines");
+    std::fs::create_dir_all(&pipes).expect("mkdir");
+    let state = dir.path().join("state");
+    std::fs::write(
+        pipes.join("settings.yaml"),
+        format!(
+            "kind: settings\nstate_dir: {}\nweb: {{ listen: 127.0.0.1:0 }}\n{}",
+            common::yaml_str(&state),
+            // A quick check saves sooner than the default 30 s.
+            if bench_mode() {
+                ""
+            } else {
+                "snapshot_interval: 2s\n"
+            }
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        pipes.join("keys.yaml"),
+        pipeline(max_keys, &dir.path().join("out.jsonl")),
+    )
+    .expect("write");
+    let mut child = Command::new(vigil_bin())
+        .args(["--log-format", "json", "run", "--no-watch", "--pipelines"])
+        .arg(&pipes)
+        .env("VIGIL_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vigil starts");
+    let pid = child.id();
+    let stderr = child.stderr.take().expect("stderr");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let address: Arc<Mutex<Option<String>>> = Arc::default();
+    let found = address.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if v["fields"]["message"] == "web: listening"
+                && let Some(a) = v["fields"]["address"].as_str()
+            {
+                *found.lock().unwrap() = Some(a.to_string());
+            }
+            if v["level"] == "ERROR" || v["level"] == "WARN" {
+                eprintln!("  vigil: {line}");
+            }
+        }
+    });
+    let vigil = Proc(child);
+    let deadline = Instant::now() + DEADLINE;
+    let base = loop {
+        if let Some(a) = address.lock().unwrap().clone() {
+            break format!("http://{a}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vigil's web server never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let counted = |scrape: &str| {
+        metric(
+            scrape,
+            "vigil_node_events_in_total",
+            &["node=\"keys.count\""],
+        )
+    };
+    let wait_for = |n: u64| -> String {
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "the stage never counted {n} lines"
+            );
+            if let Some(scrape) = get(&format!("{base}/metrics"))
+                && counted(&scrape) >= n as f64
+            {
+                return scrape;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    // The lines of each stretch, made before the clock starts.
+    let marks = [lines / 10, lines / 2, lines];
+    let mut from = 0;
+    let stretches: Vec<(u64, String)> = marks
+        .iter()
+        .map(|&mark| {
+            let mut text = String::new();
+            for i in from..mark {
+                write_line(&mut text, i);
+            }
+            from = mark;
+            (mark, text)
+        })
+        .collect();
+    // Before the first line: what vigil holds with no key.
+    let mut points = vec![(0, usage(pid))];
+    let started = Instant::now();
+    let mut idle = Duration::ZERO;
+    let mut scrape = String::new();
+    for (mark, text) in &stretches {
+        stdin.write_all(text.as_bytes()).expect("vigil reads stdin");
+        stdin.flush().expect("flush");
+        scrape = wait_for(*mark);
+        let at = Instant::now();
+        points.push((*mark, usage(pid)));
+        idle += at.elapsed();
+    }
+    drop(stretches);
+    let fed = started.elapsed() - idle;
+    let evicted = metric(
+        &scrape,
+        "vigil_node_dropped_total",
+        &["node=\"keys.count\"", "reason=\"evicted\""],
+    );
+
+    // The periodic snapshot after the feed: the stage serialises every key it holds (all
+    // the lines' without a cap; with one, between 90% and 100% of it).
+    let held = max_keys.map_or(lines, |m| (m - m / 10) as u64);
+    let db = state.join("vigil.db");
+    let snapshot_done = || -> Option<usize> {
+        let conn = rusqlite::Connection::open(&db).ok()?;
+        let text: String = conn
+            .query_row(
+                "SELECT value FROM stage_state WHERE node = 'keys.count'",
+                [],
+                |r| r.get(0),
+            )
+            .ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        let keys = v["keys"].as_object().map_or(0, serde_json::Map::len);
+        (keys as u64 >= held).then_some(keys)
+    };
+    let mut keys_state = None;
+    let snapshot_deadline = Instant::now() + Duration::from_secs(90);
+    while Instant::now() < snapshot_deadline {
+        if let Some(n) = snapshot_done() {
+            keys_state = Some(n);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let after_snapshot = keys_state.map(|_| usage(pid));
+    drop(stdin);
+    drop(vigil);
+    Run {
+        label: label.to_string(),
+        points,
+        events_per_s: lines as f64 / fed.as_secs_f64(),
+        evicted,
+        keys_state,
+        after_snapshot,
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("keys: bench");
+        return;
+    }
+    let lines = common::records(1_000_000, 20_000);
+    let cap = (lines / 10) as usize;
+    let mut report = Vec::new();
+    for (label, max_keys) in [
+        ("max_keys default (no cap)".to_string(), None),
+        (format!("max_keys: {cap}"), Some(cap)),
+    ] {
+        let r = run(&label, max_keys, lines);
+        let cpu = r.points.last().map_or(0.0, |p| p.1.cpu) - r.points[0].1.cpu;
+        eprintln!(
+            "{}: {lines} lines, {:.0} events/s, {cpu:.2} CPU s over the feed",
+            r.label, r.events_per_s
+        );
+        for (n, u) in &r.points {
+            eprintln!(
+                "  at {n:>9} lines: RSS {:7.1} MiB, peak {:7.1} MiB, CPU {:6.2} s",
+                u.rss, u.peak, u.cpu
+            );
+        }
+        eprintln!(
+            "  evicted (vigil_node_dropped_total{{reason=\"evicted\"}}): {}",
+            r.evicted
+        );
+        match (r.keys_state, r.after_snapshot) {
+            (Some(k), Some(u)) => eprintln!(
+                "  after the periodic snapshot ({k} keys saved): RSS {:7.1} MiB, peak {:7.1} MiB, CPU {:6.2} s",
+                u.rss, u.peak, u.cpu
+            ),
+            _ => eprintln!("  no snapshot seen within 90 s"),
+        }
+        report.push(r);
+    }
+    if let Some(r) = report.last() {
+        assert!(
+            r.evicted > 0.0,
+            "the capped run evicted nothing: is max_keys applied?"
+        );
+    }
+}
