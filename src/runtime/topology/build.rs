@@ -28,6 +28,7 @@ pub(super) fn make_env(
         shutdown,
         store,
         services,
+        snapshots: SnapshotWriter::start(),
         ended,
     })
 }

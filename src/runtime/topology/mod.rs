@@ -167,6 +167,8 @@ struct Env {
     helpers_stop: CancellationToken,
     store: Arc<crate::store::Store>,
     services: Arc<Services>,
+    /// Writes the stages' states.
+    snapshots: SnapshotWriter,
     ended: mpsc::UnboundedSender<Ended>,
 }
 
@@ -579,6 +581,7 @@ impl Live {
                         last: None,
                         max_bytes: settings.snapshot_max_bytes,
                         counters: counters.clone(),
+                        writer: self.env.snapshots.clone(),
                     };
                     if let Some(before) = saved.get(&node.id) {
                         let now = stage.snapshot();

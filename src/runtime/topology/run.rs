@@ -16,17 +16,98 @@ pub(super) struct Snapshots {
     pub(super) max_bytes: u64,
     /// The stage's counters: a state too large to save is counted there.
     pub(super) counters: Arc<NodeCounters>,
+    /// Where the states are written.
+    pub(super) writer: SnapshotWriter,
+}
+
+/// Writes stages' states on a thread of its own, one per run: turning a large state into
+/// text and writing it to disk never holds an async worker, and no thread is made (or
+/// handed over, as `block_in_place` would) per save.
+#[derive(Clone)]
+pub(super) struct SnapshotWriter(Option<tokio::sync::mpsc::Sender<SnapshotJob>>);
+
+/// One state to write, and who waits for it.
+struct SnapshotJob {
+    id: Arc<str>,
+    state: serde_json::Value,
+    max_bytes: u64,
+    store: Arc<crate::store::Store>,
+    counters: Arc<NodeCounters>,
+    done: tokio::sync::oneshot::Sender<()>,
+}
+
+impl SnapshotJob {
+    /// Writes the state; one larger than `max_bytes` is not saved and the one saved
+    /// before is removed: a restart then starts the stage empty, not from an old state.
+    fn run(self) {
+        let text = self.state.to_string();
+        drop(self.state);
+        let result = if text.len() as u64 > self.max_bytes {
+            tracing::error!(node = %self.id, bytes = text.len(), max = self.max_bytes, "the stage's state is larger than snapshot_max_bytes: not saved, and a restart starts it empty (bound its keys with max_keys)");
+            self.counters.add_dropped("snapshot_too_large", 1);
+            self.store.clear_stage_state(&self.id)
+        } else {
+            self.store.set_stage_state_text(&self.id, &text)
+        };
+        if let Err(e) = result {
+            tracing::error!(node = %self.id, error = %e, "cannot save the stage's state");
+        }
+        let _ = self.done.send(());
+    }
+}
+
+impl SnapshotWriter {
+    /// Starts the writing thread; it ends when the last writer is dropped. Should the
+    /// thread not start, states are written where they are taken.
+    pub(super) fn start() -> SnapshotWriter {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<SnapshotJob>(8);
+        let spawned = std::thread::Builder::new()
+            .name("vigil-snapshots".into())
+            .spawn(move || {
+                while let Some(job) = rx.blocking_recv() {
+                    job.run();
+                }
+            });
+        match spawned {
+            Ok(_) => SnapshotWriter(Some(tx)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the thread that writes stage states; writing them inline");
+                SnapshotWriter(None)
+            }
+        }
+    }
+
+    /// Hands `job` to the thread (waiting while 8 are queued), or writes it here when
+    /// there is none.
+    async fn send(&self, job: SnapshotJob) {
+        match &self.0 {
+            Some(tx) => {
+                if let Err(refused) = tx.send(job).await {
+                    refused.0.run();
+                }
+            }
+            None => job.run(),
+        }
+    }
 }
 
 impl Snapshots {
-    pub(super) fn on_tick(&mut self, stage: &dyn Stage, now: crate::event::Timestamp) {
+    /// The stage's state when a periodic save is due at `now` (see [`Snapshots::write`]).
+    pub(super) fn due(
+        &mut self,
+        stage: &dyn Stage,
+        now: crate::event::Timestamp,
+    ) -> Option<serde_json::Value> {
         match self.last {
-            None => self.last = Some(now),
+            None => {
+                self.last = Some(now);
+                None
+            }
             Some(last) if now - last >= self.every => {
                 self.last = Some(now);
-                self.save(stage);
+                self.take(stage)
             }
-            Some(_) => {}
+            Some(_) => None,
         }
     }
 
@@ -62,30 +143,31 @@ impl Snapshots {
         }
     }
 
-    /// Saves the stage's state, off the async workers (a large state takes a while to
-    /// write out). A state larger than `max_bytes` is not saved and the one saved before
-    /// is removed: a restart then starts the stage empty, not from an old state.
-    pub(super) fn save(&self, stage: &dyn Stage) {
+    /// The stage's state to save (`None` when states are not kept, or the stage has
+    /// none). Taken where the stage runs; written by [`Snapshots::write`].
+    pub(super) fn take(&self, stage: &dyn Stage) -> Option<serde_json::Value> {
         if !self.enabled {
-            return;
+            return None;
         }
-        off_workers(|| {
-            let Some(state) = stage.snapshot() else {
-                return;
-            };
-            let text = state.to_string();
-            drop(state);
-            let result = if text.len() as u64 > self.max_bytes {
-                tracing::error!(node = %self.id, bytes = text.len(), max = self.max_bytes, "the stage's state is larger than snapshot_max_bytes: not saved, and a restart starts it empty (bound its keys with max_keys)");
-                self.counters.add_dropped("snapshot_too_large", 1);
-                self.store.clear_stage_state(&self.id)
-            } else {
-                self.store.set_stage_state_text(&self.id, &text)
-            };
-            if let Err(e) = result {
-                tracing::error!(node = %self.id, error = %e, "cannot save the stage's state");
-            }
-        });
+        stage.snapshot()
+    }
+
+    /// Writes a state taken with [`Snapshots::take`] on the run's writing thread, waiting
+    /// until it is on disk (a stage being replaced has saved when it ends).
+    pub(super) async fn write(&self, state: Option<serde_json::Value>) {
+        let Some(state) = state else { return };
+        let (done, written) = tokio::sync::oneshot::channel();
+        self.writer
+            .send(SnapshotJob {
+                id: self.id.clone(),
+                state,
+                max_bytes: self.max_bytes,
+                store: self.store.clone(),
+                counters: self.counters.clone(),
+                done,
+            })
+            .await;
+        let _ = written.await;
     }
 }
 
@@ -289,7 +371,8 @@ pub(super) async fn run_stage(
             Message::Tick(now) => match guarded(&mut stage, |stage| stage.tick(now, &mut out)) {
                 Ok(()) => {
                     saver.record_alerts(&out, &[]);
-                    saver.on_tick(stage.as_ref(), now);
+                    let state = saver.due(stage.as_ref(), now);
+                    saver.write(state).await;
                     Ok(match output.send(std::mem::take(&mut out)).await {
                         Ok(()) => output.tick(now).await,
                         Err(e) => Err(e),
@@ -324,7 +407,8 @@ pub(super) async fn run_stage(
         match guarded(&mut stage, |stage| stage.finish(&mut out)) {
             Ok(()) => {
                 saver.record_alerts(&out, &[]);
-                saver.save(stage.as_ref());
+                let state = saver.take(stage.as_ref());
+                saver.write(state).await;
                 let _ = output.send(out).await;
             }
             Err(panic) => gave_up = Some(panic),
@@ -375,6 +459,7 @@ mod tests {
             last: None,
             max_bytes: 1 << 20,
             counters: Arc::default(),
+            writer: SnapshotWriter(None),
         };
         let alert = crate::sinks::delivery::sample_alert();
         let received = Arc::new(Event::from_alert(alert.clone(), "p.in".into(), Utc::now()));
@@ -415,8 +500,8 @@ mod tests {
     /// A state larger than `snapshot_max_bytes` is not saved, the one before is removed
     /// (a restart starts empty, not from an old state), and it is counted; one within the
     /// bound is saved whole.
-    #[test]
-    fn a_state_past_its_size_bound_is_not_saved_and_is_counted() {
+    #[tokio::test]
+    async fn a_state_past_its_size_bound_is_not_saved_and_is_counted() {
         let counters = Arc::new(NodeCounters::default());
         let store = Arc::new(crate::store::Store::in_memory().unwrap());
         let saver = Snapshots {
@@ -429,11 +514,12 @@ mod tests {
             last: None,
             max_bytes: 10_000,
             counters: counters.clone(),
+            writer: SnapshotWriter::start(),
         };
-        saver.save(&Holding { keys: 50 });
+        saver.write(saver.take(&Holding { keys: 50 })).await;
         let saved = store.stage_state("p.big").unwrap().expect("saved");
         assert_eq!(saved["keys"].as_array().map(Vec::len), Some(50));
-        saver.save(&Holding { keys: 500 });
+        saver.write(saver.take(&Holding { keys: 500 })).await;
         assert_eq!(
             store.stage_state("p.big").unwrap(),
             None,
@@ -466,6 +552,7 @@ mod tests {
             last: None,
             max_bytes: 1 << 20,
             counters: counters.clone(),
+            writer: SnapshotWriter(None),
         };
         let health = Arc::new(Health::default());
         let stop = CancellationToken::new();
