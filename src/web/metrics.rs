@@ -8,7 +8,7 @@
 //! | `vigil_node_events_in_total`, `vigil_node_events_out_total`, `vigil_node_errors_total`, `vigil_node_restarts_total` | `node`, `pipeline`, `role`, `kind` |
 //! | `vigil_node_dropped_total` (set aside on purpose) | `node`, `pipeline`, `role`, `kind`, `reason` (`late`, `evicted`, `unmeasured`, `stale`, `duplicate`, `cooldown`, `where_error`, `min_severity`, `already_notified`, `silenced`, `inhibited`) |
 //! | `vigil_node_state` (1 for the node's state) | `node`, `pipeline`, `role`, `kind`, `state` (`running`, `restarting`, `failed`) |
-//! | `vigil_outbox_messages` | `state` (`gathering`, `pending`, `sent`, `dead`) |
+//! | `vigil_outbox_messages` | `state` (`gathering`, `pending`, `sending`, `sent`, `dead`) |
 //! | `vigil_deliveries` (alerts per delivering sink) | `sink`, `state` |
 //! | `vigil_alerts` (alerts in the history) | `severity` |
 //! | `vigil_pce_requests_total`, `vigil_pce_request_duration_seconds` (histogram) | `connection`, `endpoint`, `method`, `status` |
@@ -143,6 +143,7 @@ pub(super) fn render(nodes: &[NodeStatus], counts: &Counts) -> String {
     for state in [
         OutboxState::Gathering,
         OutboxState::Pending,
+        OutboxState::Sending,
         OutboxState::Sent,
         OutboxState::Dead,
     ] {
