@@ -243,6 +243,7 @@ pub(crate) enum OutboxFilter {
     Dead,
     Pending,
     Gathering,
+    Sending,
     Sent,
     All,
 }

@@ -26,6 +26,7 @@ pub(super) fn outbox(
                 OutboxFilter::Dead => Some(OutboxState::Dead),
                 OutboxFilter::Pending => Some(OutboxState::Pending),
                 OutboxFilter::Gathering => Some(OutboxState::Gathering),
+                OutboxFilter::Sending => Some(OutboxState::Sending),
                 OutboxFilter::Sent => Some(OutboxState::Sent),
                 OutboxFilter::All => None,
             };

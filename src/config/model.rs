@@ -71,7 +71,9 @@ pub struct SettingsConfig {
     /// How long a reload waits for a node it replaces or removes to finish what it holds
     /// (a sink's send under way, a stage's last events). A node still busy then is
     /// stopped: a delivering sink's unsent messages stay in its outbox for the new one,
-    /// and the reload completes. Default: `60s`.
+    /// and the reload completes. A send under way is not cut off (the peer may have the
+    /// message already): it finishes within the sink's `timeout` and the new sink does
+    /// not send that message again. Default: `60s`.
     #[serde(default = "default_handover_timeout")]
     pub handover_timeout: Duration,
     /// How much of the alert history is kept (in `state_dir`), pruned hourly.

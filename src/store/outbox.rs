@@ -60,6 +60,11 @@ pub enum OutboxState {
     Gathering,
     /// To be sent (again) at `due_at`.
     Pending,
+    /// Being sent by a sink that a reload stopped (`handover_timeout`) during the send:
+    /// the send finishes, within the sink's `timeout`, and its outcome is recorded; the
+    /// sink that replaced it does not send it meanwhile. One left from a run that ended
+    /// during such a send is pending again at the next start.
+    Sending,
     /// The peer accepted it.
     Sent,
     /// A permanent error, or retries gave up: kept for inspection, `vigil outbox retry`
@@ -73,6 +78,7 @@ impl OutboxState {
         match self {
             OutboxState::Gathering => "gathering",
             OutboxState::Pending => "pending",
+            OutboxState::Sending => "sending",
             OutboxState::Sent => "sent",
             OutboxState::Dead => "dead",
         }
@@ -81,6 +87,7 @@ impl OutboxState {
     fn parse(s: &str) -> OutboxState {
         match s {
             "gathering" => OutboxState::Gathering,
+            "sending" => OutboxState::Sending,
             "sent" => OutboxState::Sent,
             "dead" => OutboxState::Dead,
             _ => OutboxState::Pending,
@@ -293,6 +300,37 @@ impl Store {
             .into_iter()
             .map(|(s, n)| (OutboxState::parse(&s), u64::try_from(n).unwrap_or(0)))
             .collect())
+    }
+
+    /// Marks pending message `id` as being sent (by a sink that a reload stopped while it
+    /// sent it: the sink that replaces it must not send it too) until its outcome is
+    /// recorded. `false` when it is not pending.
+    pub fn mark_sending(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE outbox SET state = 'sending', updated_at = ?2
+             WHERE id = ?1 AND state = 'pending'",
+            params![id, now],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Makes every message left `sending` pending again, due `now`: at the start of a run,
+    /// when no worker can be sending any more (the last run ended mid-send). Returns
+    /// their ids and sinks. The peer may have them already.
+    pub fn release_sending(&self, now: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let ids = tx
+            .prepare("SELECT id, sink FROM outbox WHERE state = 'sending' ORDER BY created_at")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.execute(
+            "UPDATE outbox SET state = 'pending', due_at = MIN(due_at, ?1), updated_at = ?1
+             WHERE state = 'sending'",
+            params![now],
+        )?;
+        tx.commit()?;
+        Ok(ids)
     }
 
     /// The peer accepted message `id`.
@@ -528,6 +566,28 @@ mod tests {
         assert!(s.drop_dead(id).unwrap());
         assert!(s.outbox(None, 10).unwrap().is_empty());
         assert!(s.deliveries_by_sink().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_message_being_sent_is_taken_once_and_released_at_the_next_start() {
+        let s = Store::in_memory().unwrap();
+        store_message(&s, "m1", "p.mail", &["a1"], 1_000);
+        assert!(s.mark_sending("m1", 1_000).unwrap());
+        // The sink that replaced the stopped one sees nothing to send.
+        assert!(!s.mark_sending("m1", 1_001).unwrap());
+        assert!(s.due("p.mail", 2_000, 10).unwrap().is_empty());
+        assert_eq!(s.outbox(None, 10).unwrap()[0].state, OutboxState::Sending);
+        // A run that ended mid-send: the next start makes it pending again.
+        assert_eq!(
+            s.release_sending(3_000).unwrap(),
+            vec![("m1".to_string(), "p.mail".to_string())]
+        );
+        assert_eq!(s.due("p.mail", 3_000, 10).unwrap().len(), 1);
+        assert!(s.mark_sending("m1", 3_000).unwrap());
+        s.mark_sent("m1", "250 ok", 3_100).unwrap();
+        assert!(!s.mark_sending("m1", 4_000).unwrap());
+        assert!(s.release_sending(4_000).unwrap().is_empty());
+        assert_eq!(s.outbox(None, 10).unwrap()[0].state, OutboxState::Sent);
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub(crate) struct Behaviour {
     pub(crate) refuse_first: usize,
     /// Recipients answered `550 Mailbox unavailable`.
     pub(crate) reject: Vec<String>,
+    /// How long the server waits before it answers the end of a message's DATA. The
+    /// message counts as received before the wait (a slow server that has taken the
+    /// mail): a client that gives up meanwhile and sends it again sends it twice.
+    pub(crate) answer_data_after: Duration,
 }
 
 /// What the server options are at start.
@@ -147,15 +151,21 @@ impl Handler for Session {
     }
 
     fn data_end(&mut self) -> Response {
-        let mut received = self.shared.received.lock().unwrap();
-        received.push(Received {
-            from: self.from.clone(),
-            to: self.to.clone(),
-            data: std::mem::take(&mut self.data),
-            tls: self.ehlos >= 2,
-            user: self.user.clone(),
-        });
-        Response::custom(250, format!("2.0.0 Ok: queued as test-{}", received.len()))
+        let queued = {
+            let mut received = self.shared.received.lock().unwrap();
+            received.push(Received {
+                from: self.from.clone(),
+                to: self.to.clone(),
+                data: std::mem::take(&mut self.data),
+                tls: self.ehlos >= 2,
+                user: self.user.clone(),
+            });
+            received.len()
+        };
+        // Each session has a thread of its own: the wait holds up this client only.
+        let wait = self.shared.behaviour.lock().unwrap().answer_data_after;
+        std::thread::sleep(wait);
+        Response::custom(250, format!("2.0.0 Ok: queued as test-{queued}"))
     }
 
     fn auth_plain(&mut self, _authz: &str, user: &str, password: &str) -> Response {

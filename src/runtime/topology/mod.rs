@@ -296,6 +296,21 @@ pub fn start(config: &Config, clock: SharedClock) -> Result<RunningTopology, Bui
     let (tx, rx) = mpsc::unbounded_channel();
     let shutdown = CancellationToken::new();
     let env = make_env(config, clock, shutdown.clone(), tx)?;
+    // No worker sends anything yet: a message still marked as being sent was under way
+    // when the last run ended.
+    match env
+        .store
+        .release_sending(env.clock.now().timestamp_millis())
+    {
+        Ok(left) => {
+            for (message, sink) in left {
+                tracing::warn!(%sink, %message, "this message was being sent when vigil last stopped; it is sent again (its peer may have it already)");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the outbox for messages left being sent")
+        }
+    }
     let mut live = Live {
         config: Config::default(),
         env,

@@ -127,7 +127,8 @@ macro_rules! delivering_sink {
             #[serde(default = "crate::sinks::delivery::default_timeout")]
             pub timeout: crate::time::Duration,
             /// At shutdown, how long to keep sending what is due before leaving the rest
-            /// in the outbox for the next start. Default: `30s`.
+            /// in the outbox for the next start, counted from the stop (a send under way
+            /// then counts, and one started in time finishes). Default: `30s`.
             #[serde(default = "crate::sinks::delivery::default_drain_timeout")]
             pub drain_timeout: crate::time::Duration,
         }

@@ -41,11 +41,22 @@ struct Shared {
     id: Arc<str>,
     store: Arc<Store>,
     groups: Mutex<Dispatcher>,
+    /// When the input ended: `drain_timeout` counts from then, a send under way at that
+    /// moment included.
+    ended: std::sync::OnceLock<Timestamp>,
+    /// The message the worker is sending, until its outcome is recorded.
+    sending: Mutex<Option<String>>,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Dispatcher> {
         self.groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn sending(&self) -> MutexGuard<'_, Option<String>> {
+        self.sending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -90,11 +101,21 @@ impl<N: Notifier> DeliverySink<N> {
             id: self.id.clone(),
             store: self.store.clone(),
             groups: Mutex::new(groups),
+            ended: std::sync::OnceLock::new(),
+            sending: Mutex::new(None),
         });
         let wake = Arc::new(Notify::new());
         let stopping = CancellationToken::new();
         // Should this intake fail, the worker still looks at every group once and ends.
         let _stop_worker = stopping.clone().drop_guard();
+        // Should this task be stopped from outside (a reload's `handover_timeout`), the
+        // worker lets go at once: see [`Abandon`].
+        let abandoned = CancellationToken::new();
+        let _abandon = Abandon {
+            token: abandoned.clone(),
+            shared: shared.clone(),
+            clock: self.clock.clone(),
+        };
         let worker = Worker {
             id: self.id.clone(),
             notifier: self.notifier.clone(),
@@ -104,6 +125,7 @@ impl<N: Notifier> DeliverySink<N> {
             counters: counters.clone(),
             wake: wake.clone(),
             stopping: stopping.clone(),
+            abandoned,
             shared: shared.clone(),
             inhibitor: self.inhibitor.clone(),
         };
@@ -125,7 +147,9 @@ impl<N: Notifier> DeliverySink<N> {
                 wake.notify_one();
             }
         }
-        // The input ended: the worker looks at every group now rather than wait.
+        // The input ended: the worker looks at every group now rather than wait, and sends
+        // for at most `drain_timeout` from now.
+        let _ = intake.shared.ended.set(intake.sink.clock.now());
         stopping.cancel();
         match worker.await {
             Ok(()) => Ok(()),
@@ -137,6 +161,42 @@ impl<N: Notifier> DeliverySink<N> {
 impl<N: Notifier> Sink for DeliverySink<N> {
     fn run<'a>(self: Box<Self>, input: &'a mut Input) -> BoxFuture<'a, NodeResult> {
         Box::pin(self.run_inner(input))
+    }
+}
+
+/// Dropped with the sink's task. When the task is stopped from outside before it ended (a
+/// reload stops a retired sink still busy after `handover_timeout`), the worker — a task
+/// of its own — lets go: it looks at no group and starts no send any more, since the
+/// sink that replaces it restores the groups from the store and sends what the outbox
+/// holds. A send under way is not cut off: the peer may have the message already (an SMTP
+/// server that took the mail and has not answered yet), so it finishes, within the
+/// sink's `timeout`, and its outcome is recorded. Meanwhile the message is marked as
+/// being sent in the outbox ([`Store::mark_sending`]), so the new sink does not send it too.
+struct Abandon {
+    token: CancellationToken,
+    shared: Arc<Shared>,
+    clock: SharedClock,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.token.cancel();
+        // A look under way finishes first (looks hold the lock): once this returns, the
+        // stored groups are the ones the next sink reads, and this worker is done with
+        // them.
+        drop(self.shared.lock());
+        // The worker starts a send, and records its outcome, holding this lock.
+        let sending = self.shared.sending();
+        if let Some(id) = sending.as_deref() {
+            match self.shared.store.mark_sending(id, ms(self.clock.now())) {
+                Ok(_) => {
+                    tracing::info!(sink = %self.shared.id, message = %id, "the sink was stopped during a send; the send finishes and is recorded, and the message is not sent again")
+                }
+                Err(e) => {
+                    tracing::error!(sink = %self.shared.id, message = %id, error = %e, "cannot mark the message under way as being sent; the sink that replaces this one may send it again")
+                }
+            }
+        }
     }
 }
 
@@ -251,6 +311,8 @@ struct Worker<N: Notifier> {
     counters: Arc<NodeCounters>,
     wake: Arc<Notify>,
     stopping: CancellationToken,
+    /// The sink's task was stopped from outside: see [`Abandon`].
+    abandoned: CancellationToken,
     shared: Arc<Shared>,
     inhibitor: Arc<Inhibitor>,
 }
@@ -260,6 +322,10 @@ impl<N: Notifier> Worker<N> {
         let mut drain_until: Option<Timestamp> = None;
         let mut next_prune = self.clock.now();
         loop {
+            if self.abandoned.is_cancelled() {
+                tracing::info!(sink = %self.id, "the sink was stopped; what it did not send stays in the outbox");
+                break;
+            }
             let now = self.clock.now();
             if now >= next_prune {
                 if let Err(e) = self.store.prune_sent(&self.id, ms(now - KEEP_SENT)) {
@@ -270,10 +336,14 @@ impl<N: Notifier> Worker<N> {
             // At the end of the input every group is looked at once, now.
             let last_look = self.stopping.is_cancelled() && drain_until.is_none();
             self.look(now, last_look);
-            // Stopping: what is due is sent for at most `drain_timeout` (a send under way
-            // finishes, so nothing goes out twice); the rest stays in the outbox.
+            // Stopping: what is due is sent for at most `drain_timeout` from the end of the
+            // input, the send under way then included (a send under way finishes, so
+            // nothing goes out twice); the rest stays in the outbox.
             if self.stopping.is_cancelled() {
-                let until = *drain_until.get_or_insert_with(|| now + self.cfg.drain_timeout.span());
+                let until = *drain_until.get_or_insert_with(|| {
+                    let ended = self.shared.ended.get().copied().unwrap_or(now);
+                    ended.min(now) + self.cfg.drain_timeout.span()
+                });
                 if now >= until {
                     self.leave_the_rest();
                     break;
@@ -288,6 +358,9 @@ impl<N: Notifier> Worker<N> {
             };
             if !due.is_empty() {
                 for entry in due {
+                    if self.abandoned.is_cancelled() {
+                        break;
+                    }
                     if self.stopping.is_cancelled() && drain_until.is_none() {
                         // Stopped meanwhile: the groups get their last look first.
                         break;
@@ -307,7 +380,10 @@ impl<N: Notifier> Worker<N> {
                 match next_due {
                     None => break,
                     Some(t) if t <= ms(until) => {
-                        self.clock.sleep_until(from_ms(t)).await;
+                        tokio::select! {
+                            _ = self.abandoned.cancelled() => {}
+                            _ = self.clock.sleep_until(from_ms(t)) => {}
+                        }
                         continue;
                     }
                     Some(_) => {
@@ -325,6 +401,7 @@ impl<N: Notifier> Worker<N> {
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = self.stopping.cancelled(), if drain_until.is_none() => {}
+                _ = self.abandoned.cancelled() => {}
                 _ = self.clock.sleep_until(until) => {}
             }
         }
@@ -343,7 +420,7 @@ impl<N: Notifier> Worker<N> {
     /// decide, each look with its message in one transaction.
     fn look(&self, now: Timestamp, all: bool) {
         let mut groups = self.shared.lock();
-        if !all && groups.next_due().is_none_or(|t| t > now) {
+        if self.abandoned.is_cancelled() || (!all && groups.next_due().is_none_or(|t| t > now)) {
             return;
         }
         let silences = match self.store.active_silences(ms(now)) {
@@ -394,6 +471,15 @@ impl<N: Notifier> Worker<N> {
     }
 
     async fn attempt(&self, entry: OutboxEntry) {
+        {
+            // Under the lock the sink's stop takes (see [`Abandon`]): either it sees this
+            // send, or this worker sees the stop and sends nothing.
+            let mut sending = self.shared.sending();
+            if self.abandoned.is_cancelled() {
+                return;
+            }
+            *sending = Some(entry.id.clone());
+        }
         let meta = entry.notify.clone().unwrap_or_default();
         let n = Notification {
             id: entry.id.clone(),
@@ -416,6 +502,8 @@ impl<N: Notifier> Worker<N> {
         };
         let now = self.clock.now();
         let alerts = n.alerts.len();
+        // Recorded under the lock: a stop meanwhile marks no message whose outcome is known.
+        let mut sending = self.shared.sending();
         let recorded = match result {
             Ok(answer) => {
                 tracing::info!(sink = %self.id, message = %n.id, alerts, attempt = n.attempt, answer = %answer.0, "delivered");
@@ -449,6 +537,8 @@ impl<N: Notifier> Worker<N> {
                 }
             }
         };
+        *sending = None;
+        drop(sending);
         if let Err(e) = recorded {
             tracing::error!(sink = %self.id, message = %n.id, error = %e, "cannot record the outcome in the outbox");
         }
@@ -481,6 +571,8 @@ mod tests {
     struct Fake {
         sent: Mutex<Vec<Notification>>,
         script: Mutex<Vec<Result<Answer, SendError>>>,
+        /// When set, each answer waits for a permit (a peer that takes its time).
+        gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
     }
 
     impl Notifier for Arc<Fake> {
@@ -494,7 +586,13 @@ mod tests {
                     s.remove(0)
                 }
             };
-            Box::pin(async move { next })
+            let gate = self.gate.lock().unwrap().clone();
+            Box::pin(async move {
+                if let Some(gate) = gate {
+                    gate.acquire().await.unwrap().forget();
+                }
+                next
+            })
         }
 
         fn preview(&self, _n: &Notification) -> Result<Vec<(String, String)>, String> {
@@ -749,6 +847,105 @@ mod tests {
         let sent = h.fake.sent.lock().unwrap();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].alerts.len(), 2);
+    }
+
+    /// The alert ids of each message `h` sent, in order.
+    fn sent_alerts(fake: &Fake) -> Vec<Vec<String>> {
+        fake.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|n| n.alerts.iter().map(|a| a.id.clone()).collect())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn drain_timeout_counts_from_the_end_of_the_input_with_the_send_under_way() {
+        let cfg = DeliveryConfig {
+            group_by: vec!["group_key".into()],
+            drain_timeout: Duration::from_secs(10),
+            ..DeliveryConfig::default()
+        };
+        let mut h = start(cfg, Vec::new());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        *h.fake.gate.lock().unwrap() = Some(gate.clone());
+        h.output
+            .send(vec![alert("a", Severity::High, 0)])
+            .await
+            .unwrap();
+        until("the first send under way", || sent(&h) == 1).await;
+        h.output
+            .send(vec![alert("b", Severity::High, 0)])
+            .await
+            .unwrap();
+        until("the second alert held", || {
+            h.store.notify_groups("p.out").unwrap().len() == 1
+        })
+        .await;
+        // The input ends while the send is under way (the sink takes it at once: this
+        // runtime has one thread, and the sink's task is ready before this one).
+        h.output.close().await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // The peer answers 11 s later (and would answer any further send at once): the
+        // 10 s to drain are over, the second message stays in the outbox.
+        h.clock.advance(StdDuration::from_secs(11));
+        *h.fake.gate.lock().unwrap() = None;
+        gate.add_permits(1);
+        (&mut h.task).await.unwrap().unwrap();
+        assert_eq!(h.fake.sent.lock().unwrap().len(), 1);
+        let pending = h.store.outbox(Some(OutboxState::Pending), 10).unwrap();
+        assert_eq!(pending.len(), 1, "{pending:?}");
+        assert_eq!(pending[0].alerts[0].group_key, "src.ip=b");
+    }
+
+    #[tokio::test]
+    async fn a_sink_stopped_mid_send_finishes_that_send_and_its_successor_does_not_repeat_it() {
+        let cfg = DeliveryConfig {
+            group_by: vec!["group_key".into()],
+            ..DeliveryConfig::default()
+        };
+        let clock = VirtualClock::new(t0());
+        let store = Arc::new(Store::in_memory().unwrap());
+        let mut old = start_on(&cfg, Vec::new(), clock.clone(), store.clone());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        *old.fake.gate.lock().unwrap() = Some(gate.clone());
+        let (a, b) = (alert("a", Severity::High, 0), alert("b", Severity::High, 0));
+        old.output.send(vec![a.clone()]).await.unwrap();
+        until("the send under way", || sent(&old) == 1).await;
+        // Another alert arrives meanwhile: held, and stored with its group.
+        old.output.send(vec![b.clone()]).await.unwrap();
+        until("the second alert held", || {
+            store.notify_groups("p.out").unwrap().len() == 1
+        })
+        .await;
+        // A reload gives up on the sink (handover_timeout) and starts its new version.
+        old.task.abort();
+        assert!((&mut old.task).await.unwrap_err().is_cancelled());
+        // The message under way is marked as being sent by the stopped sink.
+        let taken = store.outbox(None, 10).unwrap();
+        assert_eq!(taken.len(), 1, "{taken:?}");
+        assert_eq!(taken[0].state, OutboxState::Sending, "{taken:?}");
+        let mut new = start_on(&cfg, Vec::new(), clock.clone(), store.clone());
+        until("the held alert sent by the new sink", || sent(&new) == 1).await;
+        // The old send is answered: it is recorded, and the old worker sends nothing more.
+        gate.add_permits(1);
+        until("the old send recorded", || {
+            store.outbox(Some(OutboxState::Sent), 10).unwrap().len() == 2
+        })
+        .await;
+        new.output.close().await;
+        (&mut new.task).await.unwrap().unwrap();
+        let id = |e: &Arc<Event>| e.alert().unwrap().id.clone();
+        assert_eq!(sent_alerts(&old.fake), [[id(&a)]]);
+        assert_eq!(sent_alerts(&new.fake), [[id(&b)]]);
+        let all = store.outbox(None, 10).unwrap();
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(
+            all.iter()
+                .all(|m| m.state == OutboxState::Sent && m.attempts == 1)
+        );
     }
 
     /// A report of the sample episode: its opening (`updates: 0`), an update, its end.

@@ -228,7 +228,10 @@ mod tests {
         for family in [
             ("sev", &["info", "low", "medium", "high", "critical"][..]),
             ("role", &["source", "stage", "sink"]),
-            ("state", &["gathering", "pending", "sent", "dead"]),
+            (
+                "state",
+                &["gathering", "pending", "sending", "sent", "dead"],
+            ),
             (
                 "status",
                 &["firing", "resolved", "firing_help", "resolved_help"],

@@ -11,7 +11,7 @@
 //! | `vigil_node_events_in_total`, `vigil_node_events_out_total`, `vigil_node_errors_total`, `vigil_node_restarts_total` | counter | `node`, `pipeline`, `role`, `kind` |
 //! | `vigil_node_dropped_total` (set aside on purpose) | counter | `node`, `pipeline`, `role`, `kind`, `reason` (`late`, `evicted`, `unmeasured`, `stale`, `duplicate`, `cooldown`, `where_error`, `min_severity`, `already_notified`, `silenced`, `inhibited`, `rejected_rotated`, `snapshot_too_large`) |
 //! | `vigil_node_state` (1 for the node's state) | gauge | `node`, `pipeline`, `role`, `kind`, `state` (`running`, `restarting`, `failed`) |
-//! | `vigil_outbox_messages` | gauge | `state` (`gathering`, `pending`, `sent`, `dead`) |
+//! | `vigil_outbox_messages` | gauge | `state` (`gathering`, `pending`, `sending`, `sent`, `dead`) |
 //! | `vigil_deliveries` (alerts per delivering sink) | gauge | `sink`, `state` |
 //! | `vigil_alerts` (alerts in the history) | gauge | `severity` |
 //! | `vigil_pce_requests_total` | counter | `connection`, `endpoint`, `method`, `status` |
@@ -231,6 +231,7 @@ impl Snapshot {
             [
                 OutboxState::Gathering,
                 OutboxState::Pending,
+                OutboxState::Sending,
                 OutboxState::Sent,
                 OutboxState::Dead,
             ]

@@ -475,7 +475,7 @@ function silenceForm(a) {
 /** Whether the page should look again: the episode still fires, or a message of it is
  * still on its way. */
 function live(a) {
-  return (a.episode !== false && a.status === 'firing') || (a.deliveries || []).some((x) => x.state === 'pending' || x.state === 'gathering');
+  return (a.episode !== false && a.status === 'firing') || (a.deliveries || []).some((x) => x.state === 'pending' || x.state === 'gathering' || x.state === 'sending');
 }
 
 function heading(a) {

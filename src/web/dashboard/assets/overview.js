@@ -7,7 +7,7 @@ import * as graph from './graph.js';
 
 const REFRESH_MS = 2000;
 
-const OUTBOX_STATES = ['gathering', 'pending', 'sent', 'dead'];
+const OUTBOX_STATES = ['gathering', 'pending', 'sending', 'sent', 'dead'];
 
 function card(key, labelKey) {
   return h(
@@ -32,7 +32,7 @@ function renderStats(root, stats) {
   setCard(root, 'events_delivered', num(stats.events_delivered));
   setCard(root, 'errors', num(stats.errors), '', stats.errors > 0);
   const outbox = stats.outbox || {};
-  const pending = (outbox.pending || 0) + (outbox.gathering || 0);
+  const pending = (outbox.pending || 0) + (outbox.gathering || 0) + (outbox.sending || 0);
   setCard(
     root,
     'outbox',
