@@ -20,13 +20,16 @@
 #![allow(missing_docs)]
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+use common::child::{Proc, Usage, bench_mode, get, metric, usage, vigil_bin, web_address};
 
 const PACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/traffic-pack");
 const DEADLINE: Duration = Duration::from_secs(900);
@@ -35,32 +38,12 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vigil"))
 }
 
-/// The vigil under test: this build's, or `VIGIL_BENCH_BIN` (another build, to compare;
-/// the simulator is always this build's).
-fn vigil_bin() -> PathBuf {
-    std::env::var_os("VIGIL_BENCH_BIN").map_or_else(bin, PathBuf::from)
-}
-
-fn bench_mode() -> bool {
-    std::env::args().any(|a| a == "--bench")
-}
-
 /// Flows a minute: ~200,000 rows in a 12-minute slice (see `vigil pce-sim --help`).
 fn flows_per_minute() -> u32 {
     match std::env::var("VIGIL_BENCH_FLOWS_PER_MINUTE") {
         Ok(v) => v.trim().parse().expect("a number of flows a minute"),
         Err(_) if bench_mode() => 14_250,
         Err(_) => 500,
-    }
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -89,53 +72,6 @@ fn settings(dir: &Path, sim: &str, smtp: std::net::SocketAddr) -> String {
         host = smtp.ip(),
         port = smtp.port(),
     )
-}
-
-/// A plain HTTP GET of `url` (`http://host:port/path`): the body.
-fn get(url: &str) -> Option<String> {
-    use std::io::{Read as _, Write as _};
-    let rest = url.strip_prefix("http://")?;
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut s = std::net::TcpStream::connect(host).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200")
-        .then(|| body.to_string())
-        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
-}
-
-/// A metric's value summed over the series whose labels include `labels`.
-fn metric(scrape: &str, name: &str, labels: &[&str]) -> f64 {
-    scrape
-        .lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
-        .filter(|l| l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// CPU seconds (user + system) and peak RSS (MiB) of process `pid`.
-fn cpu_and_peak(pid: u32) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses): utime is field 14, stime 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // `rest` starts at field 3 (state): utime = field 14 → index 11.
-    let hz = 100.0; // USER_HZ on Linux
-    let cpu = (ticks(11) + ticks(12)) / hz;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let peak = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0);
-    (cpu, peak)
 }
 
 #[derive(Debug, Default)]
@@ -208,36 +144,9 @@ fn cycle(k: usize, quiet: bool) -> Outcome {
         .expect("vigil starts");
     let pid = child.id();
     let stderr = child.stderr.take().expect("stderr");
-    let address: Arc<Mutex<Option<String>>> = Arc::default();
-    let found = address.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if v["fields"]["message"] == "web: listening"
-                && let Some(a) = v["fields"]["address"].as_str()
-            {
-                *found.lock().unwrap() = Some(a.to_string());
-            }
-            if v["level"] == "ERROR" || v["level"] == "WARN" {
-                eprintln!("  vigil: {line}");
-            }
-        }
-    });
     let vigil = Proc(child);
     let deadline = Instant::now() + DEADLINE;
-    let base = loop {
-        if let Some(a) = address.lock().unwrap().clone() {
-            break format!("http://{a}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "vigil's web server never listened"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let base = web_address(stderr, deadline);
     // Done: the slice was queried and handed on, every node is still, and nothing waits
     // in the outbox.
     let mut last = (f64::NAN, f64::NAN);
@@ -265,7 +174,7 @@ fn cycle(k: usize, quiet: bool) -> Outcome {
         }
     }
     let wall = started.elapsed().as_secs_f64();
-    let (cpu, peak) = cpu_and_peak(pid);
+    let Usage { cpu, peak, .. } = usage(pid);
     // Stop it (SIGTERM: stages save their state, which holds the episode counters).
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])

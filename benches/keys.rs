@@ -22,35 +22,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use common::child::{Proc, Usage, bench_mode, get, metric, usage, vigil_bin, web_address};
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(300);
-
-/// The vigil under test: this build's, or `VIGIL_BENCH_BIN`.
-fn vigil_bin() -> PathBuf {
-    std::env::var_os("VIGIL_BENCH_BIN")
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vigil")), PathBuf::from)
-}
-
-fn bench_mode() -> bool {
-    std::env::args().any(|a| a == "--bench")
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn pipeline(max_keys: Option<usize>, out: &Path) -> String {
     let cap = max_keys.map_or(String::new(), |n| format!("    max_keys: {n}\n"));
@@ -73,62 +54,6 @@ fn write_line(out: &mut String, i: u64) {
         (i >> 8) & 0xff,
         i & 0xff,
     );
-}
-
-/// A plain HTTP GET of `url` (`http://host:port/path`): the body.
-fn get(url: &str) -> Option<String> {
-    use std::io::Read as _;
-    let rest = url.strip_prefix("http://")?;
-    let (host, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut s = std::net::TcpStream::connect(host).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.contains(" 200 ").then(|| body.to_string())
-}
-
-/// A metric's value summed over the series whose labels include `labels`.
-fn metric(scrape: &str, name: &str, labels: &[&str]) -> f64 {
-    scrape
-        .lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
-        .filter(|l| l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .fold(0.0, |a, b| a + b)
-}
-
-/// What `/proc` says of a process at one moment.
-#[derive(Debug, Clone, Copy)]
-struct Usage {
-    rss: f64,
-    peak: f64,
-    cpu: f64,
-}
-
-fn usage(pid: u32) -> Usage {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (in parentheses) start at field 3: utime is field 14.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let cpu = (ticks(11) + ticks(12)) / 100.0; // USER_HZ
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let mib = |field: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
-    };
-    Usage {
-        rss: mib("VmRSS:"),
-        peak: mib("VmHWM:"),
-        cpu,
-    }
 }
 
 struct Run {
@@ -177,36 +102,9 @@ fn run(label: &str, max_keys: Option<usize>, lines: u64) -> Run {
     let pid = child.id();
     let stderr = child.stderr.take().expect("stderr");
     let mut stdin = child.stdin.take().expect("stdin");
-    let address: Arc<Mutex<Option<String>>> = Arc::default();
-    let found = address.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let Ok(v) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if v["fields"]["message"] == "web: listening"
-                && let Some(a) = v["fields"]["address"].as_str()
-            {
-                *found.lock().unwrap() = Some(a.to_string());
-            }
-            if v["level"] == "ERROR" || v["level"] == "WARN" {
-                eprintln!("  vigil: {line}");
-            }
-        }
-    });
     let vigil = Proc(child);
     let deadline = Instant::now() + DEADLINE;
-    let base = loop {
-        if let Some(a) = address.lock().unwrap().clone() {
-            break format!("http://{a}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "vigil's web server never listened"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let base = web_address(stderr, deadline);
     let counted = |scrape: &str| {
         metric(
             scrape,

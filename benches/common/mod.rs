@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub(crate) mod child;
 pub(crate) mod flows;
 
 /// Records to generate: `VIGIL_BENCH_RECORDS`, else `default` under `cargo bench`, else

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::node::{BuildContext, NodeError};
+use crate::node::BuildContext;
 use crate::pce::client::PceClient;
 use crate::pce::names::NameCache;
 use crate::sources::pce_traffic::{TrafficCounters, TrafficHub};
@@ -71,10 +71,10 @@ impl PceServices {
     }
 
     /// The connection's traffic hub, made on first use by the node being built in `cx`.
-    pub(crate) fn traffic_hub(&self, cx: &BuildContext) -> Result<Arc<TrafficHub>, NodeError> {
+    pub(crate) fn traffic_hub(&self, cx: &BuildContext) -> Arc<TrafficHub> {
         let mut traffic = self.lock();
         if let Some(hub) = &traffic.hub {
-            return Ok(hub.clone());
+            return hub.clone();
         }
         let hub = Arc::new(TrafficHub::new(
             cx,
@@ -83,7 +83,7 @@ impl PceServices {
             self.names.clone(),
         ));
         traffic.hub = Some(hub.clone());
-        Ok(hub)
+        hub
     }
 
     /// Starts the traffic hub if one was made and has not started yet; the task ends on
@@ -145,7 +145,7 @@ mod tests {
             counters: Default::default(),
         };
         let mut built: Box<dyn Source> = source.build(&cx, &services, None).unwrap();
-        let hub = services.pce["lab"].traffic_hub(&cx).unwrap();
+        let hub = services.pce["lab"].traffic_hub(&cx);
         assert!(hub.subscribers().is_empty(), "built, not attached");
         built.attach();
         built.attach();

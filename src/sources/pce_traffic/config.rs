@@ -219,7 +219,7 @@ impl PceTrafficConfig {
         pce: &PceServices,
         readers: Option<&[FilterConfig]>,
     ) -> Result<Box<dyn Source>, NodeError> {
-        let hub = pce.traffic_hub(cx)?;
+        let hub = pce.traffic_hub(cx);
         let ports = if self.narrow {
             super::narrow::source_ports(readers)
         } else {
