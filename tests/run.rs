@@ -769,7 +769,8 @@ fn id_counts(path: &Path) -> std::collections::HashMap<u64, usize> {
 
 /// A `file` source keeps its position: after a clean stop the next run reads only what
 /// was appended; after a kill -9 mid-file no line is lost and only the lines handed on
-/// since the last saved position (at most a fifth of a second's worth) come again.
+/// since the last saved position come again: the read (256 KiB) the sink was writing,
+/// and at most one more whose position was still on its way to disk.
 #[test]
 fn a_file_source_goes_on_where_it_stopped_after_a_stop_and_a_kill() {
     let dir = project(
@@ -820,8 +821,10 @@ fn a_file_source_goes_on_where_it_stopped_after_a_stop_and_a_kill() {
     let counts = id_counts(&out);
     assert_eq!(counts.len(), 400_000, "no line lost");
     let repeated = counts.values().filter(|n| **n > 1).count();
+    let per_read = 256 * 1024 / lines(0, 1).len();
     assert!(
-        repeated < before,
-        "the restart went on from a saved position, not the start ({repeated} of {before} read again)"
+        repeated <= 2 * per_read,
+        "at most two reads' lines ({}) come again after a kill -9: {repeated} of {before} read again",
+        2 * per_read
     );
 }

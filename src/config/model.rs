@@ -122,6 +122,13 @@ pub struct RetentionConfig {
     #[serde(default = "default_rejected_max_bytes")]
     #[schemars(range(min = 4096))]
     pub rejected_max_bytes: u64,
+    /// How long the outbox keeps messages that were sent (for the alert history's delivery
+    /// status and `vigil outbox list --state sent`), and the delivering sinks remember
+    /// the alerts they have notified the end of (the same alert raised again within this
+    /// time, by a replay or a re-read, is not notified twice) and their ended cooldowns.
+    /// Pruned hourly. Default: `7d`.
+    #[serde(default = "default_sent_max_age")]
+    pub sent_max_age: Duration,
 }
 
 impl Default for RetentionConfig {
@@ -130,6 +137,7 @@ impl Default for RetentionConfig {
             history_max_age: default_history_max_age(),
             history_max_rows: default_history_max_rows(),
             rejected_max_bytes: default_rejected_max_bytes(),
+            sent_max_age: default_sent_max_age(),
         }
     }
 }
@@ -139,6 +147,9 @@ fn default_history_max_age() -> Duration {
 }
 fn default_history_max_rows() -> usize {
     1_000_000
+}
+fn default_sent_max_age() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 fn default_rejected_max_bytes() -> u64 {
     16 * 1024 * 1024

@@ -10,6 +10,7 @@ use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::writer::Written;
 use super::{Store, StoreError};
 use crate::event::{Alert, FieldPath};
 
@@ -175,6 +176,24 @@ fn severity_rank(s: crate::event::Severity) -> i64 {
 }
 
 /// The name a status is stored under.
+fn prune_history(
+    conn: &rusqlite::Connection,
+    before: i64,
+    max_rows: usize,
+) -> Result<usize, StoreError> {
+    let mut gone = conn.execute("DELETE FROM alerts WHERE time < ?1", params![before])?;
+    let rows: i64 = conn.query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))?;
+    let excess = rows - i64::try_from(max_rows).unwrap_or(i64::MAX);
+    if excess > 0 {
+        gone += conn.execute(
+            "DELETE FROM alerts WHERE rowid IN
+                 (SELECT rowid FROM alerts ORDER BY time, id LIMIT ?1)",
+            params![excess],
+        )?;
+    }
+    Ok(gone)
+}
+
 /// Writes one alert's row (its latest report replaces the one before).
 fn record_one(conn: &rusqlite::Connection, alert: &Alert) -> Result<(), StoreError> {
     conn.prepare_cached(
@@ -215,36 +234,52 @@ impl Store {
         &self,
         alerts: impl IntoIterator<Item = &'a Alert>,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        for alert in alerts {
-            record_one(&tx, alert)?;
+        let alerts: Vec<Alert> = alerts.into_iter().cloned().collect();
+        self.write(move |tx| {
+            for alert in &alerts {
+                record_one(tx, alert)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// [`Store::record_alerts`] without waiting: the writing thread records them with its
+    /// next transaction; a failure is logged there (by `node`).
+    pub fn record_alerts_later(&self, node: &str, alerts: Vec<Alert>) {
+        let node = node.to_string();
+        let queued = self.write_later(
+            move |tx| {
+                for alert in &alerts {
+                    record_one(tx, alert)?;
+                }
+                Ok(())
+            },
+            move |r| {
+                if let Err(e) = r {
+                    tracing::warn!(node = %node, error = %e, "cannot record the alerts in the history");
+                }
+            },
+        );
+        if let Err(e) = queued {
+            tracing::warn!(error = %e, "cannot record the alerts in the history");
         }
-        tx.commit()?;
-        Ok(())
     }
 
     /// Removes the alerts whose latest report is older than `before` (ms), then the
     /// oldest beyond `max_rows`. Returns how many went.
     pub fn prune_history(&self, before: i64, max_rows: usize) -> Result<usize, StoreError> {
-        let conn = self.conn();
-        let mut gone = conn.execute("DELETE FROM alerts WHERE time < ?1", params![before])?;
-        let rows: i64 = conn.query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))?;
-        let excess = rows - i64::try_from(max_rows).unwrap_or(i64::MAX);
-        if excess > 0 {
-            gone += conn.execute(
-                "DELETE FROM alerts WHERE rowid IN
-                     (SELECT rowid FROM alerts ORDER BY time, id LIMIT ?1)",
-                params![excess],
-            )?;
-        }
-        Ok(gone)
+        self.write(move |conn| prune_history(conn, before, max_rows))
+    }
+
+    /// [`Store::prune_history`], queued, with what awaits its outcome.
+    pub fn prune_history_queued(&self, before: i64, max_rows: usize) -> Written<usize> {
+        self.write_queued(move |conn| prune_history(conn, before, max_rows))
     }
 
     /// The alerts whose latest report is `firing`, recorded at or after `since` (ms),
     /// newest first, at most `limit`: what may still be open after a restart.
     pub fn firing_alerts(&self, since: i64, limit: usize) -> Result<Vec<Alert>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT alert FROM alerts WHERE status = 'firing' AND time >= ?1
              ORDER BY time DESC LIMIT ?2",
@@ -269,7 +304,7 @@ impl Store {
         stage: &str,
         limit: usize,
     ) -> Result<Vec<Alert>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT alert FROM alerts WHERE status = 'firing' AND pipeline = ?1 AND stage = ?2
              ORDER BY time DESC LIMIT ?3",
@@ -385,19 +420,22 @@ impl Store {
 
     /// Stores a new silence.
     pub fn add_silence(&self, s: &Silence) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO silences (id, created_at, expires_at, matchers, comment, created_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                s.id,
-                s.created_at,
-                s.expires_at,
-                serde_json::to_string(&s.matchers).unwrap_or_else(|_| "[]".into()),
-                s.comment,
-                s.created_by
-            ],
-        )?;
-        Ok(())
+        let s = s.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO silences (id, created_at, expires_at, matchers, comment, created_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    s.id,
+                    s.created_at,
+                    s.expires_at,
+                    serde_json::to_string(&s.matchers).unwrap_or_else(|_| "[]".into()),
+                    s.comment,
+                    s.created_by
+                ],
+            )?;
+            Ok(())
+        })
     }
 
     /// Every silence (active first, then by expiry, newest last).
@@ -449,11 +487,14 @@ impl Store {
 
     /// Ends silence `id` at `now`; `false` if there is no such active silence.
     pub fn expire_silence(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
-            "UPDATE silences SET expires_at = ?2 WHERE id = ?1 AND expires_at > ?2",
-            params![id, now],
-        )?;
-        Ok(n > 0)
+        let id = id.to_string();
+        self.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE silences SET expires_at = ?2 WHERE id = ?1 AND expires_at > ?2",
+                params![id, now],
+            )?;
+            Ok(n > 0)
+        })
     }
 }
 
@@ -529,20 +570,12 @@ mod tests {
         s.record_alert(&with_top).unwrap();
         {
             use crate::sinks::delivery::dispatch::Change;
-            let mut conn = s.conn();
-            let tx = conn.transaction().unwrap();
             let meta = crate::store::NotifyMeta::default();
-            super::super::outbox::insert_message(
-                &tx,
-                "m1",
-                "p.mail",
-                &[],
-                &[(Change::New, with_top.clone())],
-                &meta,
-                0,
-            )
+            let alerts = [(Change::New, with_top.clone())];
+            s.write(move |tx| {
+                super::super::outbox::insert_message(tx, "m1", "p.mail", &[], &alerts, &meta, 0)
+            })
             .unwrap();
-            tx.commit().unwrap();
         }
         let got = s.alerts(&AlertQuery::default(), 10, 0).unwrap().alerts;
         assert_eq!(got.len(), 1);

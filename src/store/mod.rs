@@ -6,6 +6,7 @@ pub mod outbox;
 pub mod records;
 pub mod rejected;
 pub mod sqlite;
+pub mod writer;
 
 pub use history::{Matcher, Silence};
 pub use outbox::{NotifyMeta, OutboxEntry, OutboxState};

@@ -8,7 +8,7 @@
 //!   an alert arrives (its opening, an update report, its resolution), not per event.
 //! - `notify_done`: alerts that left a group (resolved, or one-offs told once): the same
 //!   alert raised again (a replay, a restart that re-reads events) is not told again.
-//!   Forgotten with the sent messages, after 7 days.
+//!   Forgotten with the sent messages, after `retention.sent_max_age` (7 days).
 //!
 //! A look at a group and the message it decides on are stored in one transaction, before
 //! anything is sent.
@@ -17,6 +17,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::outbox::{NotifyMeta, insert_message};
 use super::records::{Flushed, Group, Sent};
+use super::writer::Written;
 use super::{Store, StoreError};
 use crate::event::Alert;
 
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS notify_alerts (
     alert       TEXT NOT NULL,
     PRIMARY KEY (sink, alert_id)
 );
+CREATE INDEX IF NOT EXISTS notify_alerts_seq ON notify_alerts (sink, seq);
 CREATE TABLE IF NOT EXISTS notify_done (
     sink      TEXT NOT NULL,
     alert_id  TEXT NOT NULL,
@@ -50,25 +52,25 @@ fn ms(t: crate::event::Timestamp) -> i64 {
     t.timestamp_millis()
 }
 
-fn upsert_group(tx: &rusqlite::Transaction<'_>, sink: &str, g: &Group) -> Result<(), StoreError> {
+fn upsert_group(tx: &rusqlite::Connection, sink: &str, g: &Group) -> Result<(), StoreError> {
     let last = g
         .last
         .as_ref()
         .map(|l| serde_json::to_string(l).unwrap_or_default());
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO notify_groups (sink, key, route, labels, next_flush, last)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (sink, key) DO UPDATE SET next_flush = excluded.next_flush,
              last = excluded.last",
-        params![
-            sink,
-            g.key,
-            serde_json::to_string(&g.route).unwrap_or_default(),
-            g.labels.to_string(),
-            ms(g.next_flush),
-            last
-        ],
-    )?;
+    )?
+    .execute(params![
+        sink,
+        g.key,
+        serde_json::to_string(&g.route).unwrap_or_default(),
+        g.labels.to_string(),
+        ms(g.next_flush),
+        last
+    ])?;
     Ok(())
 }
 
@@ -76,7 +78,7 @@ impl Store {
     /// The groups `sink` holds, with their alerts in the order they arrived. A damaged
     /// row is skipped with a warning (its alert is not lost from the history).
     pub fn notify_groups(&self, sink: &str) -> Result<Vec<Group>, StoreError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn.prepare(
             "SELECT key, route, labels, next_flush, last FROM notify_groups WHERE sink = ?1 ORDER BY key",
         )?;
@@ -92,7 +94,9 @@ impl Store {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         let mut groups = Vec::with_capacity(rows.len());
+        let mut by_key = std::collections::HashMap::with_capacity(rows.len());
         for (key, route, labels, next_flush, last) in rows {
+            by_key.insert(key.clone(), groups.len());
             let last: Option<Sent> = last.and_then(|l| serde_json::from_str(&l).ok());
             groups.push(Group {
                 route: serde_json::from_str(&route).unwrap_or_default(),
@@ -116,7 +120,7 @@ impl Store {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         for (key, id, text) in alerts {
-            let Some(g) = groups.iter_mut().find(|g| g.key == key) else {
+            let Some(g) = by_key.get(&key).and_then(|i| groups.get_mut(*i)) else {
                 continue;
             };
             match serde_json::from_str::<Alert>(&text) {
@@ -139,30 +143,27 @@ impl Store {
         group_key: &str,
         alert: &Alert,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        if let Some(g) = group {
-            upsert_group(&tx, sink, g)?;
-        }
-        tx.execute(
-            "INSERT INTO notify_alerts (sink, alert_id, group_key, seq, alert)
-             VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM notify_alerts WHERE sink = ?1), ?4)
-             ON CONFLICT (sink, alert_id) DO UPDATE SET alert = excluded.alert",
-            params![
-                sink,
-                alert.id,
-                group_key,
-                serde_json::to_string(alert).unwrap_or_default()
-            ],
-        )?;
-        tx.commit()?;
-        Ok(())
+        let ops = vec![Intake::Hold {
+            group: group.cloned(),
+            key: group_key.to_string(),
+            alert: Box::new(alert.clone()),
+        }];
+        let sink = sink.to_string();
+        self.write(move |conn| write_intake(conn, &sink, &ops))
+    }
+
+    /// Queues what a delivering sink took from one batch of its input (see [`Intake`]),
+    /// in one transaction, and returns what tells when it is on disk. Queued at once (in
+    /// order with what the caller queues next, whatever holds its locks), awaited later.
+    pub fn notify_intake(&self, sink: &str, ops: Vec<Intake>) -> Written<()> {
+        let sink = sink.to_string();
+        self.write_queued(move |conn| write_intake(conn, &sink, &ops))
     }
 
     /// Whether `sink` already let alert `id` go (told of its end, or told a one-off once).
     pub fn notify_done(&self, sink: &str, id: &str) -> Result<bool, StoreError> {
         Ok(self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT 1 FROM notify_done WHERE sink = ?1 AND alert_id = ?2",
                 params![sink, id],
@@ -182,40 +183,118 @@ impl Store {
         message_id: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        match &f.group {
-            Some(g) => upsert_group(&tx, sink, g)?,
-            None => {
-                tx.execute(
-                    "DELETE FROM notify_groups WHERE sink = ?1 AND key = ?2",
-                    params![sink, f.key],
-                )?;
+        let looks = vec![(f.clone(), message_id.to_string())];
+        let sink = sink.to_string();
+        self.write(move |conn| {
+            for (f, id) in &looks {
+                write_look(conn, &sink, f, id, now)?;
             }
-        }
-        {
-            let mut gone =
-                tx.prepare_cached("DELETE FROM notify_alerts WHERE sink = ?1 AND alert_id = ?2")?;
-            let mut done = tx.prepare_cached(
-                "INSERT OR REPLACE INTO notify_done (sink, alert_id, at) VALUES (?1, ?2, ?3)",
-            )?;
-            for id in &f.removed {
-                gone.execute(params![sink, id])?;
-                done.execute(params![sink, id, now])?;
-            }
-        }
-        if let Some(m) = &f.message {
-            let meta = NotifyMeta {
-                changes: m.alerts.iter().map(|(c, _)| *c).collect(),
-                group: m.labels.clone(),
-                reminder: m.reminder,
-                omitted: m.omitted,
-            };
-            insert_message(&tx, message_id, sink, &m.route, &m.alerts, &meta, now)?;
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
+
+    /// Queues several looks of [`Store::notify_flushed`] (each with its message id) in one
+    /// transaction, and returns what tells when they are on disk (see
+    /// [`Store::notify_intake`]).
+    pub fn notify_looks(&self, sink: &str, looks: Vec<(Flushed, String)>, now: i64) -> Written<()> {
+        let sink = sink.to_string();
+        self.write_queued(move |conn| {
+            for (f, id) in &looks {
+                write_look(conn, &sink, f, id, now)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// What a delivering sink stores as it takes alerts in.
+#[derive(Debug, Clone)]
+pub enum Intake {
+    /// A quiet period for `key` (the sink's `cooldown`) lasting until `until` (ms).
+    CoolDown {
+        /// The cooldown key.
+        key: String,
+        /// When it ends.
+        until: i64,
+    },
+    /// `alert` is held in group `key`; `group` is the group's header when it is new.
+    Hold {
+        /// The new group's header.
+        group: Option<Group>,
+        /// The group's key.
+        key: String,
+        /// The alert in its newest form.
+        alert: Box<Alert>,
+    },
+}
+
+fn write_intake(conn: &rusqlite::Connection, sink: &str, ops: &[Intake]) -> Result<(), StoreError> {
+    for op in ops {
+        match op {
+            Intake::CoolDown { key, until } => {
+                conn.prepare_cached(
+                    "INSERT INTO sink_cooldown (sink, key, until) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (sink, key) DO UPDATE SET until = excluded.until",
+                )?
+                .execute(params![sink, key, until])?;
+            }
+            Intake::Hold { group, key, alert } => {
+                if let Some(g) = group {
+                    upsert_group(conn, sink, g)?;
+                }
+                conn.prepare_cached(
+                    "INSERT INTO notify_alerts (sink, alert_id, group_key, seq, alert)
+                     VALUES (?1, ?2, ?3, (SELECT COALESCE(MAX(seq), 0) + 1 FROM notify_alerts WHERE sink = ?1), ?4)
+                     ON CONFLICT (sink, alert_id) DO UPDATE SET alert = excluded.alert",
+                )?
+                .execute(params![
+                    sink,
+                    alert.id,
+                    key,
+                    serde_json::to_string(alert).unwrap_or_default()
+                ])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes one look at a group (see [`Store::notify_flushed`]).
+fn write_look(
+    tx: &rusqlite::Connection,
+    sink: &str,
+    f: &Flushed,
+    message_id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    match &f.group {
+        Some(g) => upsert_group(tx, sink, g)?,
+        None => {
+            tx.prepare_cached("DELETE FROM notify_groups WHERE sink = ?1 AND key = ?2")?
+                .execute(params![sink, f.key])?;
+        }
+    }
+    {
+        let mut gone =
+            tx.prepare_cached("DELETE FROM notify_alerts WHERE sink = ?1 AND alert_id = ?2")?;
+        let mut done = tx.prepare_cached(
+            "INSERT OR REPLACE INTO notify_done (sink, alert_id, at) VALUES (?1, ?2, ?3)",
+        )?;
+        for id in &f.removed {
+            gone.execute(params![sink, id])?;
+            done.execute(params![sink, id, now])?;
+        }
+    }
+    if let Some(m) = &f.message {
+        let meta = NotifyMeta {
+            changes: m.alerts.iter().map(|(c, _)| *c).collect(),
+            group: m.labels.clone(),
+            reminder: m.reminder,
+            omitted: m.omitted,
+        };
+        insert_message(tx, message_id, sink, &m.route, &m.alerts, &meta, now)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::records::{Change, Omitted};
+use super::writer::Written;
 use super::{Store, StoreError};
 use crate::event::Alert;
 
@@ -185,7 +186,7 @@ fn decode((mut e, route, alerts, notify): Row) -> Result<OutboxEntry, StoreError
 
 /// Stores a new message of `sink` to `route`, due `now`, inside transaction `tx`.
 pub(super) fn insert_message(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     id: &str,
     sink: &str,
     route: &[String],
@@ -197,11 +198,11 @@ pub(super) fn insert_message(
     let list: Vec<&Alert> = alerts.iter().map(|(_, a)| a).collect();
     let alerts_json = serde_json::to_string(&list).unwrap_or_else(|_| "[]".into());
     let meta_json = serde_json::to_string(meta).unwrap_or_else(|_| "{}".into());
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO outbox (id, sink, route, state, alerts, created_at, due_at, updated_at, notify)
          VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?5, ?5, ?6)",
-        params![id, sink, route_json, alerts_json, now, meta_json],
-    )?;
+    )?
+    .execute(params![id, sink, route_json, alerts_json, now, meta_json])?;
     let mut listed =
         tx.prepare_cached("INSERT OR IGNORE INTO outbox_message_alerts (message, sink, alert_id, change) VALUES (?1, ?2, ?3, ?4)")?;
     for (change, a) in alerts {
@@ -211,26 +212,21 @@ pub(super) fn insert_message(
 }
 
 impl Store {
-    /// Messages of `sink` due at `now` (oldest first, at most `limit`). Gathering messages
-    /// whose wait is over are closed: nothing joins them any more.
+    /// Messages of `sink` due at `now` (oldest first, at most `limit`). A damaged row is
+    /// moved to the dead letters, with why.
     pub fn due(&self, sink: &str, now: i64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
-        let conn = self.conn();
-        conn.execute(
-            "UPDATE outbox SET state = 'pending', updated_at = ?2
-             WHERE sink = ?1 AND state = 'gathering' AND due_at <= ?2",
-            params![sink, now],
-        )?;
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM outbox WHERE sink = ?1 AND state = 'pending' AND due_at <= ?2
-             ORDER BY due_at, created_at LIMIT ?3"
-        ))?;
-        let rows = stmt
-            .query_map(
+        let rows = {
+            let conn = self.reader();
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM outbox WHERE sink = ?1 AND state = 'pending' AND due_at <= ?2
+                 ORDER BY due_at, created_at LIMIT ?3"
+            ))?;
+            stmt.query_map(
                 params![sink, now, i64::try_from(limit).unwrap_or(i64::MAX)],
                 entry,
             )?
-            .collect::<Result<Vec<_>, _>>()?;
-        drop(stmt);
+            .collect::<Result<Vec<_>, _>>()?
+        };
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let id = row.0.id.clone();
@@ -238,19 +234,23 @@ impl Store {
                 Ok(e) => out.push(e),
                 // A damaged row would come back due forever: set it aside, with why.
                 Err(e) => {
-                    conn.execute(
-                        "UPDATE outbox SET state = 'dead', last_error = ?2, updated_at = ?3 WHERE id = ?1",
-                        params![id, format!("cannot read the stored message: {e}"), now],
-                    )?;
+                    let why = format!("cannot read the stored message: {e}");
+                    self.write(move |conn| {
+                        conn.execute(
+                            "UPDATE outbox SET state = 'dead', last_error = ?2, updated_at = ?3 WHERE id = ?1",
+                            params![id, why, now],
+                        )?;
+                        Ok(())
+                    })?;
                 }
             }
         }
         Ok(out)
     }
 
-    /// When the next message of `sink` is due (gathering or pending), if any.
+    /// When the next message of `sink` is due (pending), if any.
     pub fn next_due(&self, sink: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self.conn().query_row(
+        Ok(self.reader().query_row(
             "SELECT MIN(due_at) FROM outbox WHERE sink = ?1 AND state IN ('gathering', 'pending')",
             params![sink],
             |r| r.get(0),
@@ -259,7 +259,7 @@ impl Store {
 
     /// How many messages of `sink` are waiting to be sent (gathering or pending).
     pub fn waiting(&self, sink: &str) -> Result<u64, StoreError> {
-        let n: i64 = self.conn().query_row(
+        let n: i64 = self.reader().query_row(
             "SELECT COUNT(*) FROM outbox WHERE sink = ?1 AND state IN ('gathering', 'pending')",
             params![sink],
             |r| r.get(0),
@@ -306,41 +306,58 @@ impl Store {
     /// sent it: the sink that replaces it must not send it too) until its outcome is
     /// recorded. `false` when it is not pending.
     pub fn mark_sending(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
-            "UPDATE outbox SET state = 'sending', updated_at = ?2
-             WHERE id = ?1 AND state = 'pending'",
-            params![id, now],
-        )?;
-        Ok(n > 0)
+        let id = id.to_string();
+        self.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE outbox SET state = 'sending', updated_at = ?2
+                 WHERE id = ?1 AND state = 'pending'",
+                params![id, now],
+            )?;
+            Ok(n > 0)
+        })
     }
 
     /// Makes every message left `sending` pending again, due `now`: at the start of a run,
     /// when no worker can be sending any more (the last run ended mid-send). Returns
-    /// their ids and sinks. The peer may have them already.
+    /// their ids and sinks. The peer may have them already. Messages of versions before
+    /// notification grouping left `gathering` are pending too.
     pub fn release_sending(&self, now: i64) -> Result<Vec<(String, String)>, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let ids = tx
-            .prepare("SELECT id, sink FROM outbox WHERE state = 'sending' ORDER BY created_at")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<Vec<_>, _>>()?;
-        tx.execute(
-            "UPDATE outbox SET state = 'pending', due_at = MIN(due_at, ?1), updated_at = ?1
-             WHERE state = 'sending'",
-            params![now],
-        )?;
-        tx.commit()?;
-        Ok(ids)
+        self.write(move |tx| {
+            let ids = tx
+                .prepare("SELECT id, sink FROM outbox WHERE state = 'sending' ORDER BY created_at")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.execute(
+                "UPDATE outbox SET state = 'pending', due_at = MIN(due_at, ?1), updated_at = ?1
+                 WHERE state IN ('sending', 'gathering')",
+                params![now],
+            )?;
+            Ok(ids)
+        })
+    }
+
+    /// Records how an attempt at message `id` went, at `now`.
+    pub fn record_outcome(&self, id: &str, outcome: Outcome, now: i64) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.write(move |conn| outcome.write(conn, &id, now))
+    }
+
+    /// [`Store::record_outcome`], queued now, with what awaits its commit (see
+    /// [`Store::notify_intake`]).
+    pub fn queue_outcome(&self, id: &str, outcome: Outcome, now: i64) -> Written<()> {
+        let id = id.to_string();
+        self.write_queued(move |conn| outcome.write(conn, &id, now))
     }
 
     /// The peer accepted message `id`.
     pub fn mark_sent(&self, id: &str, answer: &str, now: i64) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE outbox SET state = 'sent', attempts = attempts + 1, answer = ?2,
-                 last_error = NULL, updated_at = ?3 WHERE id = ?1",
-            params![id, answer, now],
-        )?;
-        Ok(())
+        self.record_outcome(
+            id,
+            Outcome::Sent {
+                answer: answer.into(),
+            },
+            now,
+        )
     }
 
     /// An attempt at message `id` failed transiently: try again at `due_at`.
@@ -351,22 +368,25 @@ impl Store {
         due_at: i64,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE outbox SET state = 'pending', attempts = attempts + 1, last_error = ?2,
-                 due_at = ?3, updated_at = ?4 WHERE id = ?1",
-            params![id, error, due_at, now],
-        )?;
-        Ok(())
+        self.record_outcome(
+            id,
+            Outcome::Retry {
+                error: error.into(),
+                due_at,
+            },
+            now,
+        )
     }
 
     /// Message `id` cannot be delivered: it moves to the dead letters with `reason`.
     pub fn mark_dead(&self, id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?2,
-                 updated_at = ?3 WHERE id = ?1",
-            params![id, reason, now],
-        )?;
-        Ok(())
+        self.record_outcome(
+            id,
+            Outcome::Dead {
+                reason: reason.into(),
+            },
+            now,
+        )
     }
 
     /// The messages in `state` (all states when `None`), newest first, at most `limit`.
@@ -412,56 +432,55 @@ impl Store {
     /// Sends dead letter `id` again: it becomes pending, due `now`, with its attempts
     /// reset. `false` if there is no such dead letter.
     pub fn retry_dead(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
-            "UPDATE outbox SET state = 'pending', due_at = ?2, attempts = 0, updated_at = ?2
-             WHERE id = ?1 AND state = 'dead'",
-            params![id, now],
-        )?;
-        Ok(n > 0)
+        let id = id.to_string();
+        self.write(move |conn| {
+            let n = conn.execute(
+                "UPDATE outbox SET state = 'pending', due_at = ?2, attempts = 0, updated_at = ?2
+                 WHERE id = ?1 AND state = 'dead'",
+                params![id, now],
+            )?;
+            Ok(n > 0)
+        })
     }
 
     /// Deletes dead letter `id`. `false` if there is no such dead letter.
     pub fn drop_dead(&self, id: &str) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let n = tx.execute(
-            "DELETE FROM outbox WHERE id = ?1 AND state = 'dead'",
-            params![id],
-        )?;
-        if n > 0 {
-            tx.execute(
-                "DELETE FROM outbox_message_alerts WHERE message = ?1",
+        let id = id.to_string();
+        self.write(move |tx| {
+            let n = tx.execute(
+                "DELETE FROM outbox WHERE id = ?1 AND state = 'dead'",
                 params![id],
             )?;
-        }
-        tx.commit()?;
-        Ok(n > 0)
+            if n > 0 {
+                tx.execute(
+                    "DELETE FROM outbox_message_alerts WHERE message = ?1",
+                    params![id],
+                )?;
+            }
+            Ok(n > 0)
+        })
     }
 
-    /// Forgets the sent messages of `sink` last updated before `before`, its cooldowns
-    /// that ended before then, and the alerts whose end it notified before then.
-    pub fn prune_sent(&self, sink: &str, before: i64) -> Result<u64, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "DELETE FROM outbox_message_alerts WHERE sink = ?1 AND message IN
-                 (SELECT id FROM outbox WHERE sink = ?1 AND state = 'sent' AND updated_at < ?2)",
-            params![sink, before],
-        )?;
-        tx.execute(
-            "DELETE FROM notify_done WHERE sink = ?1 AND at < ?2",
-            params![sink, before],
-        )?;
-        let n = tx.execute(
-            "DELETE FROM outbox WHERE sink = ?1 AND state = 'sent' AND updated_at < ?2",
-            params![sink, before],
-        )?;
-        tx.execute(
-            "DELETE FROM sink_cooldown WHERE sink = ?1 AND until < ?2",
-            params![sink, before],
-        )?;
-        tx.commit()?;
-        Ok(n as u64)
+    /// Forgets the sent messages of `sink` (of every sink when `None`) last updated
+    /// before `before`, the cooldowns that ended before then, and the alerts whose end
+    /// was notified before then. Returns how many messages went.
+    pub fn prune_sent(&self, sink: Option<&str>, before: i64) -> Result<u64, StoreError> {
+        let sink = sink.map(str::to_string);
+        self.write(move |tx| prune_sent(tx, sink.as_deref(), before))
+    }
+
+    /// [`Store::prune_sent`] for every sink, queued, with what awaits its outcome.
+    pub fn prune_sent_queued(&self, before: i64) -> Written<u64> {
+        self.write_queued(move |tx| prune_sent(tx, None, before))
+    }
+
+    /// When the quiet period for `key` of `sink` ends (ms), if one was started.
+    pub fn cooldown_until(&self, sink: &str, key: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .reader()
+            .prepare_cached("SELECT until FROM sink_cooldown WHERE sink = ?1 AND key = ?2")?
+            .query_row(params![sink, key], |r| r.get(0))
+            .optional()?)
     }
 
     /// Starts a quiet period for `key` of `sink` unless one is running at `now`. Returns
@@ -473,25 +492,99 @@ impl Store {
         now: i64,
         period_ms: i64,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let until: Option<i64> = tx
-            .query_row(
-                "SELECT until FROM sink_cooldown WHERE sink = ?1 AND key = ?2",
-                params![sink, key],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if until.is_some_and(|u| now < u) {
-            return Ok(false);
-        }
-        tx.execute(
-            "INSERT INTO sink_cooldown (sink, key, until) VALUES (?1, ?2, ?3)
-             ON CONFLICT (sink, key) DO UPDATE SET until = excluded.until",
-            params![sink, key, now.saturating_add(period_ms)],
-        )?;
-        tx.commit()?;
-        Ok(true)
+        let (sink, key) = (sink.to_string(), key.to_string());
+        self.write(move |tx| {
+            let until: Option<i64> = tx
+                .query_row(
+                    "SELECT until FROM sink_cooldown WHERE sink = ?1 AND key = ?2",
+                    params![sink, key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if until.is_some_and(|u| now < u) {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO sink_cooldown (sink, key, until) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (sink, key) DO UPDATE SET until = excluded.until",
+                params![sink, key, now.saturating_add(period_ms)],
+            )?;
+            Ok(true)
+        })
+    }
+}
+
+fn prune_sent(
+    tx: &rusqlite::Connection,
+    sink: Option<&str>,
+    before: i64,
+) -> Result<u64, StoreError> {
+    tx.execute(
+        "DELETE FROM outbox_message_alerts WHERE message IN
+             (SELECT id FROM outbox WHERE (?1 IS NULL OR sink = ?1) AND state = 'sent'
+                  AND updated_at < ?2)",
+        params![sink, before],
+    )?;
+    tx.execute(
+        "DELETE FROM notify_done WHERE (?1 IS NULL OR sink = ?1) AND at < ?2",
+        params![sink, before],
+    )?;
+    let n = tx.execute(
+        "DELETE FROM outbox WHERE (?1 IS NULL OR sink = ?1) AND state = 'sent' AND updated_at < ?2",
+        params![sink, before],
+    )?;
+    tx.execute(
+        "DELETE FROM sink_cooldown WHERE (?1 IS NULL OR sink = ?1) AND until < ?2",
+        params![sink, before],
+    )?;
+    Ok(n as u64)
+}
+
+/// How an attempt at a message went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The peer accepted it, answering `answer`.
+    Sent {
+        /// What the peer answered.
+        answer: String,
+    },
+    /// It failed transiently: try again at `due_at` (ms).
+    Retry {
+        /// Why it failed.
+        error: String,
+        /// When to try again.
+        due_at: i64,
+    },
+    /// It cannot be delivered: it moves to the dead letters.
+    Dead {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    fn write(&self, conn: &rusqlite::Connection, id: &str, now: i64) -> Result<(), StoreError> {
+        match self {
+            Outcome::Sent { answer } => conn
+                .prepare_cached(
+                    "UPDATE outbox SET state = 'sent', attempts = attempts + 1, answer = ?2,
+                         last_error = NULL, updated_at = ?3 WHERE id = ?1",
+                )?
+                .execute(params![id, answer, now])?,
+            Outcome::Retry { error, due_at } => conn
+                .prepare_cached(
+                    "UPDATE outbox SET state = 'pending', attempts = attempts + 1, last_error = ?2,
+                         due_at = ?3, updated_at = ?4 WHERE id = ?1",
+                )?
+                .execute(params![id, error, due_at, now])?,
+            Outcome::Dead { reason } => conn
+                .prepare_cached(
+                    "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?2,
+                         updated_at = ?3 WHERE id = ?1",
+                )?
+                .execute(params![id, reason, now])?,
+        };
+        Ok(())
     }
 }
 
@@ -511,19 +604,19 @@ mod tests {
             changes: alerts.iter().map(|(c, _)| *c).collect(),
             ..NotifyMeta::default()
         };
-        let mut conn = s.conn();
-        let tx = conn.transaction().unwrap();
-        insert_message(
-            &tx,
-            id,
-            sink,
-            &["soc@example.com".to_string()],
-            &alerts,
-            &meta,
-            now,
-        )
+        let (id, sink) = (id.to_string(), sink.to_string());
+        s.write(move |tx| {
+            insert_message(
+                tx,
+                &id,
+                &sink,
+                &["soc@example.com".to_string()],
+                &alerts,
+                &meta,
+                now,
+            )
+        })
         .unwrap();
-        tx.commit().unwrap();
     }
 
     #[test]
@@ -604,8 +697,9 @@ mod tests {
         let s = Store::in_memory().unwrap();
         store_message(&s, "m1", "p.mail", &["a1"], 0);
         s.mark_sent("m1", "250 ok", 100).unwrap();
-        assert_eq!(s.prune_sent("p.mail", 50).unwrap(), 0);
-        assert_eq!(s.prune_sent("p.mail", 101).unwrap(), 1);
+        assert_eq!(s.prune_sent(Some("p.mail"), 50).unwrap(), 0);
+        assert_eq!(s.prune_sent(Some("p.other"), 101).unwrap(), 0);
+        assert_eq!(s.prune_sent(None, 101).unwrap(), 1);
         assert!(s.deliveries_by_sink().unwrap().is_empty());
     }
 }

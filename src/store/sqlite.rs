@@ -2,16 +2,19 @@
 //! snapshots, the delivery outbox (see [`super::outbox`]), and later alert history and
 //! silences.
 //!
-//! WAL mode, two connections: one that writes (behind a mutex: writes are small — a
-//! checkpoint, a batch of alerts, an outbox row — and every write is durable when the call
-//! returns), and one that only reads, for the API, `/metrics` and the CLI's listings, so a
-//! reader never waits for a writer (WAL lets both run at once).
+//! WAL mode, two connections: one that writes, owned by the store's writing thread (see
+//! [`super::writer`]: writes queued at the same moment share one transaction, and a
+//! write is on disk before its caller hears it is done), and one that only reads, for the
+//! API, `/metrics`, the sinks' look-ups and the CLI's listings, so a reader never waits
+//! for a writer (WAL lets both run at once).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
+
+use super::writer::{Writer, Written};
 
 /// The database file's name under `state_dir`.
 pub const DB_FILE: &str = "vigil.db";
@@ -30,6 +33,9 @@ pub enum StoreError {
     /// A read or write failed.
     #[error("state database: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// A write could not be made (the disk is full, the writing thread stopped).
+    #[error("{0}")]
+    Write(String),
     /// A stored value is not valid JSON (the file was edited or damaged).
     #[error("state database: `{key}` is not valid JSON: {source}")]
     Corrupt {
@@ -59,9 +65,9 @@ const STAGE_STATE: Table = Table {
 /// vigil's state database.
 #[derive(Debug)]
 pub struct Store {
-    conn: Mutex<Connection>,
-    /// Read-only; `None` for a database in memory (which one connection holds).
-    reader: Option<Mutex<Connection>>,
+    writer: Writer,
+    /// Read-only (for a database in memory, the one connection, which the writer shares).
+    reader: Arc<Mutex<Connection>>,
 }
 
 impl Store {
@@ -85,7 +91,7 @@ impl Store {
             ))));
         }
         let conn = Connection::open(&path).map_err(open_err)?;
-        let mut store = Self::init(conn).map_err(open_err)?;
+        init(&conn).map_err(open_err)?;
         let reader = Connection::open_with_flags(
             &path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -95,69 +101,86 @@ impl Store {
             Ok(r)
         })
         .map_err(open_err)?;
-        store.reader = Some(Mutex::new(reader));
-        Ok(store)
+        Ok(Store {
+            writer: Writer::start(Arc::new(Mutex::new(conn)))?,
+            reader: Arc::new(Mutex::new(reader)),
+        })
     }
 
     /// A database in memory (tests, `vigil test`).
     pub fn in_memory() -> Result<Store, StoreError> {
         let conn = Connection::open_in_memory()?;
-        Ok(Self::init(conn)?)
-    }
-
-    fn init(conn: Connection) -> Result<Store, rusqlite::Error> {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS checkpoints (
-                 key        TEXT PRIMARY KEY,
-                 value      TEXT NOT NULL,
-                 updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-             );
-             CREATE TABLE IF NOT EXISTS stage_state (
-                 node       TEXT PRIMARY KEY,
-                 value      TEXT NOT NULL,
-                 updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-             );",
-        )?;
-        // Columns added since a table was first made (databases of earlier versions).
-        for (table, column, decl) in [
-            ("outbox", "notify", "TEXT"),
-            ("alerts", "status", "TEXT NOT NULL DEFAULT 'firing'"),
-            ("alerts", "first_seen", "INTEGER NOT NULL DEFAULT 0"),
-        ] {
-            add_column(&conn, table, column, decl)?;
-        }
-        conn.execute_batch(super::outbox::SCHEMA)?;
-        conn.execute_batch(super::notify::SCHEMA)?;
-        conn.execute_batch(super::history::SCHEMA)?;
+        init(&conn)?;
+        let conn = Arc::new(Mutex::new(conn));
         Ok(Store {
-            conn: Mutex::new(conn),
-            reader: None,
+            writer: Writer::start(conn.clone())?,
+            reader: conn,
         })
     }
 
-    pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave SQLite half-written (each call is
-        // one statement), so a poisoned lock is still usable.
-        self.conn
+    /// The read-only connection (the one connection of a database in memory). It sees
+    /// every write its caller was told is done.
+    pub(super) fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written, so a poisoned
+        // lock is still usable.
+        self.reader
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The read-only connection (the writing one for a database in memory).
-    pub(super) fn reader(&self) -> std::sync::MutexGuard<'_, Connection> {
-        match &self.reader {
-            Some(r) => r.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
-            None => self.conn(),
-        }
+    /// Runs `f` in the writing thread's next transaction, blocking this thread until it is
+    /// committed. For threads that may block (the command line, start-up, tests); async
+    /// code uses [`Store::write_queued`] or [`Store::write_later`].
+    pub(super) fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.writer.run(f)
+    }
+
+    /// Queues `f` for the writing thread now and returns what awaits its commit (see
+    /// [`Writer::queue`]).
+    pub(super) fn write_queued<R, F>(&self, f: F) -> Written<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.writer.queue(f)
+    }
+
+    /// Queues `f` for the writing thread without waiting for it; `done` hears its outcome
+    /// there, once its transaction is over.
+    pub(super) fn write_later<F>(
+        &self,
+        f: F,
+        done: impl FnOnce(Result<(), StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+    {
+        self.writer.submit(f, done)
+    }
+
+    /// Waits until every write queued before this call is on disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.write(|_| Ok(()))
+    }
+
+    /// What the writing thread did (for `/metrics`).
+    pub fn writer_stats(&self) -> &super::writer::Stats {
+        self.writer.stats()
+    }
+
+    /// [`Store::writer_stats`] read at one moment.
+    pub fn writer_counts(&self) -> super::writer::WriterCounts {
+        self.writer.snapshot()
     }
 
     /// The JSON value stored in `table` under `key`.
     fn get(&self, table: Table, key: &str, what: &str) -> Result<Option<Value>, StoreError> {
         let text: Option<String> = self
-            .conn()
+            .reader()
             .query_row(
                 &format!("SELECT value FROM {} WHERE {} = ?1", table.name, table.key),
                 params![key],
@@ -175,20 +198,12 @@ impl Store {
 
     /// Stores `value` in `table` under `key`, durably, replacing what was there.
     fn put(&self, table: Table, key: &str, value: &Value) -> Result<(), StoreError> {
-        self.put_text(table, key, &value.to_string())
+        self.put_text(table, key, value.to_string())
     }
 
-    fn put_text(&self, table: Table, key: &str, text: &str) -> Result<(), StoreError> {
-        let (name, col) = (table.name, table.key);
-        self.conn().execute(
-            &format!(
-                "INSERT INTO {name} ({col}, value) VALUES (?1, ?2)
-                 ON CONFLICT({col}) DO UPDATE SET value = excluded.value,
-                     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
-            ),
-            params![key, text],
-        )?;
-        Ok(())
+    fn put_text(&self, table: Table, key: &str, text: String) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.write(move |conn| put_row(conn, table, &key, &text))
     }
 
     /// The checkpoint stored under `key` (by convention the node id, `pipeline.node`, or
@@ -200,6 +215,37 @@ impl Store {
     /// Stores `value` under `key`, durably, replacing what was there.
     pub fn set_checkpoint(&self, key: &str, value: &Value) -> Result<(), StoreError> {
         self.put(CHECKPOINTS, key, value)
+    }
+
+    /// [`Store::set_checkpoint`] without waiting: the position is written with the next
+    /// transaction (within milliseconds); a failure is logged. Waits only while the
+    /// writer's queue is full.
+    pub fn set_checkpoint_later(&self, key: &str, value: &Value) {
+        let (key, text) = (key.to_string(), value.to_string());
+        let logged = key.clone();
+        let queued = self.write_later(
+            move |conn| put_row(conn, CHECKPOINTS, &key, &text),
+            move |r| {
+                if let Err(e) = r {
+                    tracing::warn!(checkpoint = %logged, error = %e, "cannot save the position; a restart may read some input again");
+                }
+            },
+        );
+        if let Err(e) = queued {
+            tracing::warn!(error = %e, "cannot save the position; a restart may read some input again");
+        }
+    }
+
+    /// [`Store::set_checkpoint`], queued now (after what was queued before), with what
+    /// awaits its commit.
+    pub fn queue_checkpoint(&self, key: &str, value: &Value) -> Written<()> {
+        let (key, text) = (key.to_string(), value.to_string());
+        self.write_queued(move |conn| put_row(conn, CHECKPOINTS, &key, &text))
+    }
+
+    /// What awaits the commit of every write queued before this call.
+    pub fn barrier(&self) -> Written<()> {
+        self.write_queued(|_| Ok(()))
     }
 
     /// The state a stage saved last, by node id (`pipeline.node`).
@@ -214,23 +260,70 @@ impl Store {
 
     /// Saves a stage's state already written as JSON text (see
     /// [`Store::set_stage_state`]).
-    pub fn set_stage_state_text(&self, node: &str, json: &str) -> Result<(), StoreError> {
+    pub fn set_stage_state_text(&self, node: &str, json: String) -> Result<(), StoreError> {
         self.put_text(STAGE_STATE, node, json)
     }
 
     /// Removes a stage's saved state.
     pub fn clear_stage_state(&self, node: &str) -> Result<(), StoreError> {
-        self.conn()
-            .execute("DELETE FROM stage_state WHERE node = ?1", params![node])?;
-        Ok(())
+        let node = node.to_string();
+        self.write(move |conn| {
+            conn.execute("DELETE FROM stage_state WHERE node = ?1", params![node])?;
+            Ok(())
+        })
     }
 
     /// Removes the checkpoint under `key`.
     pub fn clear_checkpoint(&self, key: &str) -> Result<(), StoreError> {
-        self.conn()
-            .execute("DELETE FROM checkpoints WHERE key = ?1", params![key])?;
-        Ok(())
+        let key = key.to_string();
+        self.write(move |conn| {
+            conn.execute("DELETE FROM checkpoints WHERE key = ?1", params![key])?;
+            Ok(())
+        })
     }
+}
+
+/// Writes `text` in `table` under `key`, replacing what was there.
+fn put_row(conn: &Connection, table: Table, key: &str, text: &str) -> Result<(), StoreError> {
+    let (name, col) = (table.name, table.key);
+    conn.prepare_cached(&format!(
+        "INSERT INTO {name} ({col}, value) VALUES (?1, ?2)
+         ON CONFLICT({col}) DO UPDATE SET value = excluded.value,
+             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+    ))?
+    .execute(params![key, text])?;
+    Ok(())
+}
+
+/// Makes the tables (and adds the columns of later versions) on `conn`.
+fn init(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS checkpoints (
+                 key        TEXT PRIMARY KEY,
+                 value      TEXT NOT NULL,
+                 updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+             );
+             CREATE TABLE IF NOT EXISTS stage_state (
+                 node       TEXT PRIMARY KEY,
+                 value      TEXT NOT NULL,
+                 updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+             );",
+    )?;
+    // Columns added since a table was first made (databases of earlier versions).
+    for (table, column, decl) in [
+        ("outbox", "notify", "TEXT"),
+        ("alerts", "status", "TEXT NOT NULL DEFAULT 'firing'"),
+        ("alerts", "first_seen", "INTEGER NOT NULL DEFAULT 0"),
+    ] {
+        add_column(conn, table, column, decl)?;
+    }
+    conn.execute_batch(super::outbox::SCHEMA)?;
+    conn.execute_batch(super::notify::SCHEMA)?;
+    conn.execute_batch(super::history::SCHEMA)?;
+    Ok(())
 }
 
 /// Adds `column` to `table` when the table exists without it.
@@ -254,26 +347,147 @@ fn add_column(
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::atomic::Ordering;
 
-    /// A reader (the API's history, `/metrics`' counts) answers while a writer holds the
-    /// database, and sees what was committed before.
+    /// A reader (the API's history, `/metrics`' counts) answers while the writer is in
+    /// the middle of a transaction, and sees what was committed before, not what is not.
     #[test]
     fn readers_do_not_wait_for_the_writer() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.set_checkpoint("a", &json!(1)).unwrap();
-        let held = store.conn();
+        let (inside, entered) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        store
+            .write_later(
+                move |conn| {
+                    put_row(conn, CHECKPOINTS, "a", "2")?;
+                    let _ = inside.send(());
+                    let _ = released.recv_timeout(std::time::Duration::from_secs(30));
+                    Ok(())
+                },
+                |r| r.unwrap(),
+            )
+            .unwrap();
+        entered.recv().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::scope(|s| {
             s.spawn(|| {
-                let _ = tx.send((store.alert_counts(), store.outbox_counts()));
+                let _ = tx.send((
+                    store.alert_counts(),
+                    store.outbox_counts(),
+                    store.checkpoint("a"),
+                ));
             });
             let answer = rx.recv_timeout(std::time::Duration::from_secs(10));
-            drop(held);
-            let (alerts, outbox) = answer.expect("the reader answered while the writer held");
+            let _ = release.send(());
+            let (alerts, outbox, a) = answer.expect("the reader answered while the writer held");
             assert!(alerts.unwrap().is_empty());
             assert!(outbox.unwrap().iter().all(|(_, n)| *n == 0));
+            assert_eq!(a.unwrap(), Some(json!(1)), "only what was committed");
         });
+        store.flush().unwrap();
+        assert_eq!(store.checkpoint("a").unwrap(), Some(json!(2)));
+    }
+
+    /// Writes queued at the same moment share a transaction; one that fails is undone
+    /// alone and its caller hears why; the others are kept.
+    #[test]
+    fn writes_share_transactions_and_a_failing_one_is_undone_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+        // Hold the writer so that what follows queues up behind it.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        store
+            .write_later(
+                move |_| {
+                    let _ = released.recv_timeout(std::time::Duration::from_secs(30));
+                    Ok(())
+                },
+                |_| {},
+            )
+            .unwrap();
+        let before = store.writer_stats().commits.load(Ordering::Relaxed);
+        let (done, outcomes) = std::sync::mpsc::channel();
+        for i in 0..100 {
+            let done = done.clone();
+            store
+                .write_later(
+                    move |conn| {
+                        put_row(conn, CHECKPOINTS, &format!("k{i}"), "1")?;
+                        if i == 50 {
+                            conn.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+                        }
+                        Ok(())
+                    },
+                    move |r| {
+                        let _ = done.send((i, r.is_ok()));
+                    },
+                )
+                .unwrap();
+        }
+        let _ = release.send(());
+        let mut failed = Vec::new();
+        for _ in 0..100 {
+            let (i, ok) = outcomes.recv().unwrap();
+            if !ok {
+                failed.push(i);
+            }
+        }
+        assert_eq!(failed, vec![50]);
+        let commits = store.writer_stats().commits.load(Ordering::Relaxed) - before;
+        assert!(
+            commits <= 2,
+            "{commits} transactions for 100 writes queued together"
+        );
+        assert_eq!(store.checkpoint("k49").unwrap(), Some(json!(1)));
+        assert_eq!(
+            store.checkpoint("k50").unwrap(),
+            None,
+            "the failed write is undone"
+        );
+        assert_eq!(store.checkpoint("k51").unwrap(), Some(json!(1)));
+    }
+
+    /// What was queued without waiting is on disk once the store is dropped.
+    #[test]
+    fn queued_writes_are_written_before_the_store_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for i in 0..1000 {
+                store.set_checkpoint_later("pos", &json!(i));
+            }
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.checkpoint("pos").unwrap(), Some(json!(999)));
+    }
+
+    /// An async caller waits for its write without holding its worker: a runtime with
+    /// one thread goes on with other tasks meanwhile.
+    #[tokio::test]
+    async fn an_async_write_does_not_hold_the_runtime() {
+        let store = std::sync::Arc::new(Store::in_memory().unwrap());
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let slow = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write_queued(move |conn| {
+                        // Released only if the runtime went on meanwhile.
+                        released
+                            .recv_timeout(std::time::Duration::from_secs(30))
+                            .map_err(|_| StoreError::Write("never released".into()))?;
+                        put_row(conn, CHECKPOINTS, "slow", "1")
+                    })
+                    .await
+            })
+        };
+        // This task runs while the write above waits.
+        tokio::task::yield_now().await;
+        let _ = release.send(());
+        slow.await.unwrap().unwrap();
+        assert_eq!(store.checkpoint("slow").unwrap(), Some(json!(1)));
     }
 
     #[test]

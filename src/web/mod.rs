@@ -581,6 +581,7 @@ async fn metrics_route(State(state): State<AppState>) -> Response {
         deliveries: store.deliveries_by_sink().unwrap_or_default(),
         alerts: store.alert_counts().unwrap_or_default(),
         reloads: (reloads, failures),
+        writer: store.writer_counts(),
         pce: {
             let services = state.reloader.services().await;
             services

@@ -46,8 +46,9 @@ pub(super) fn start_helpers(
         .collect()
 }
 
-/// Prunes the alert history to `retention` at once and then hourly (engine time), until
-/// the shared helpers stop; the deletes run on the blocking pool.
+/// Prunes the alert history and the outbox's sent messages to `retention` at once and
+/// then hourly (engine time), until the shared helpers stop; the deletes run on the
+/// store's writing thread.
 pub(super) fn start_pruner(
     env: &Env,
     retention: crate::config::RetentionConfig,
@@ -59,16 +60,22 @@ pub(super) fn start_pruner(
     );
     tokio::spawn(async move {
         loop {
-            let before = (clock.now() - retention.history_max_age.span()).timestamp_millis();
+            let now = clock.now();
+            let before = (now - retention.history_max_age.span()).timestamp_millis();
             let max_rows = retention.history_max_rows;
-            let s = store.clone();
-            match tokio::task::spawn_blocking(move || s.prune_history(before, max_rows)).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => {
-                    tracing::info!(alerts = n, "alert history pruned (settings retention)")
-                }
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot prune the alert history"),
-                Err(e) => tracing::warn!(error = %e, "the history pruning failed"),
+            match store.prune_history_queued(before, max_rows).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(alerts = n, "alert history pruned (settings retention)"),
+                Err(e) => tracing::warn!(error = %e, "cannot prune the alert history"),
+            }
+            let before = (now - retention.sent_max_age.span()).timestamp_millis();
+            match store.prune_sent_queued(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    messages = n,
+                    "sent messages pruned from the outbox (settings retention)"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot prune the outbox"),
             }
             let next = clock.now() + chrono::Duration::hours(1);
             tokio::select! {

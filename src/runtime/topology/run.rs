@@ -47,7 +47,7 @@ impl SnapshotJob {
             self.counters.add_dropped("snapshot_too_large", 1);
             self.store.clear_stage_state(&self.id)
         } else {
-            self.store.set_stage_state_text(&self.id, &text)
+            self.store.set_stage_state_text(&self.id, text)
         };
         if let Err(e) = result {
             tracing::error!(node = %self.id, error = %e, "cannot save the stage's state");
@@ -134,12 +134,11 @@ impl Snapshots {
                 }
             }
         }
-        // One transaction for the batch's alerts: one write to disk, not one each.
-        let mut alerts = new().filter_map(|e| e.alert()).peekable();
-        if alerts.peek().is_some()
-            && let Err(e) = self.store.record_alerts(alerts)
-        {
-            tracing::warn!(node = %self.id, error = %e, "cannot record the alerts in the history");
+        // Queued for the store's writer (the stage goes on at once), in one transaction
+        // with what other nodes write meanwhile.
+        let alerts: Vec<_> = new().filter_map(|e| e.alert()).cloned().collect();
+        if !alerts.is_empty() {
+            self.store.record_alerts_later(&self.id, alerts);
         }
     }
 
@@ -465,6 +464,7 @@ mod tests {
         let received = Arc::new(Event::from_alert(alert.clone(), "p.in".into(), Utc::now()));
         let passed = vec![received.clone()];
         saver.record_alerts(std::slice::from_ref(&received), &passed);
+        store.flush().unwrap();
         assert!(
             store.alert_counts().unwrap().is_empty(),
             "passed on as received"
@@ -478,6 +478,7 @@ mod tests {
             Utc::now(),
         ));
         saver.record_alerts(&[edited], &passed);
+        store.flush().unwrap();
         let total: u64 = store.alert_counts().unwrap().iter().map(|(_, n)| n).sum();
         assert_eq!(total, 1, "the edited alert was recorded");
     }

@@ -121,6 +121,9 @@ pub struct Dispatcher {
     groups: BTreeMap<String, Group>,
     /// Alert id → the group holding it.
     index: BTreeMap<String, String>,
+    /// The groups by when they are looked at next (each group once, at its
+    /// `next_flush`): the due ones are found without going through every group.
+    due: BTreeSet<(Timestamp, String)>,
 }
 
 impl Dispatcher {
@@ -130,6 +133,7 @@ impl Dispatcher {
             policy,
             groups: BTreeMap::new(),
             index: BTreeMap::new(),
+            due: BTreeSet::new(),
         }
     }
 
@@ -143,6 +147,10 @@ impl Dispatcher {
         for a in &group.alerts {
             self.index.insert(a.id.clone(), group.key.clone());
         }
+        if let Some(old) = self.groups.get(&group.key) {
+            self.due.remove(&(old.next_flush, old.key.clone()));
+        }
+        self.due.insert((group.next_flush, group.key.clone()));
         self.groups.insert(group.key.clone(), group);
     }
 
@@ -156,9 +164,24 @@ impl Dispatcher {
         self.index.len()
     }
 
+    /// How many held alerts stay after their group's next look: open episodes (one-off
+    /// and resolved alerts leave once looked at). Goes through every held alert.
+    pub fn staying(&self) -> usize {
+        self.groups
+            .values()
+            .flat_map(|g| &g.alerts)
+            .filter(|a| a.episode && a.status == AlertStatus::Firing)
+            .count()
+    }
+
     /// The groups (for the API and tests).
     pub fn groups(&self) -> impl Iterator<Item = &Group> {
         self.groups.values()
+    }
+
+    /// The group with this key.
+    pub fn group(&self, key: &str) -> Option<&Group> {
+        self.groups.get(key)
     }
 
     /// Takes `alert` (for `route`) into its group at `now`. `form` is the alert's JSON
@@ -192,13 +215,17 @@ impl Dispatcher {
         }
         let (key, labels) = self.policy.group_of(route, form);
         let fresh = !self.groups.contains_key(&key);
-        let group = self.groups.entry(key.clone()).or_insert_with(|| Group {
-            key: key.clone(),
-            route: route.to_vec(),
-            labels,
-            next_flush: now + self.policy.group_wait,
-            last: None,
-            alerts: Vec::new(),
+        let group = self.groups.entry(key.clone()).or_insert_with(|| {
+            let next_flush = now + self.policy.group_wait;
+            self.due.insert((next_flush, key.clone()));
+            Group {
+                key: key.clone(),
+                route: route.to_vec(),
+                labels,
+                next_flush,
+                last: None,
+                alerts: Vec::new(),
+            }
         });
         self.index.insert(alert.id.clone(), key.clone());
         group.alerts.push(alert);
@@ -207,7 +234,7 @@ impl Dispatcher {
 
     /// When a group is looked at next.
     pub fn next_due(&self) -> Option<Timestamp> {
-        self.groups.values().map(|g| g.next_flush).min()
+        self.due.first().map(|(t, _)| *t)
     }
 
     /// Looks at every group due at `now` (every group when `all`): `muted` says which
@@ -218,14 +245,22 @@ impl Dispatcher {
         all: bool,
         muted: &mut dyn FnMut(&Alert) -> bool,
     ) -> Vec<Flushed> {
-        let due: Vec<String> = self
-            .groups
-            .values()
-            .filter(|g| all || g.next_flush <= now)
-            .map(|g| g.key.clone())
-            .collect();
+        let due: Vec<(Timestamp, String)> = if all {
+            std::mem::take(&mut self.due).into_iter().collect()
+        } else {
+            let later = self
+                .due
+                .iter()
+                .find(|(t, _)| *t > now)
+                .cloned()
+                .map(|first_later| self.due.split_off(&first_later))
+                .unwrap_or_default();
+            std::mem::replace(&mut self.due, later)
+                .into_iter()
+                .collect()
+        };
         let mut out = Vec::with_capacity(due.len());
-        for key in due {
+        for (_, key) in due {
             let Some(mut group) = self.groups.remove(&key) else {
                 continue;
             };
@@ -235,6 +270,7 @@ impl Dispatcher {
             }
             if !group.alerts.is_empty() {
                 flushed.group = Some(group.header());
+                self.due.insert((group.next_flush, key.clone()));
                 self.groups.insert(key, group);
             }
             out.push(flushed);

@@ -13,6 +13,8 @@ use super::inhibit::Inhibitor;
 use super::{DeliveryConfig, Notification, Notifier, SendError, alert_of_event};
 use crate::event::{Alert, AlertStatus, Timestamp};
 use crate::node::{BuildContext, Input, Message, NodeCounters, NodeResult, Sink};
+use crate::store::outbox::Outcome;
+use crate::store::writer::Written;
 use crate::store::{OutboxEntry, Store};
 use crate::time::SharedClock;
 
@@ -21,8 +23,7 @@ const BATCH: usize = 16;
 /// How often an idle worker looks at the outbox anyway: another process (`vigil outbox
 /// retry`) may have made a message due.
 const POLL: std::time::Duration = std::time::Duration::from_secs(5);
-/// How long sent messages (and the alerts the sink let go) are remembered.
-const KEEP_SENT: chrono::Duration = chrono::Duration::days(7);
+const POLL_SPAN: chrono::Duration = chrono::Duration::seconds(5);
 
 /// A delivering sink: `N` says how a message is sent, the rest is common.
 pub struct DeliverySink<N: Notifier> {
@@ -46,6 +47,9 @@ struct Shared {
     ended: std::sync::OnceLock<Timestamp>,
     /// The message the worker is sending, until its outcome is recorded.
     sending: Mutex<Option<String>>,
+    /// Told when a look let alerts go from the groups: an intake waiting for room (the
+    /// sink holds `max_alerts`) looks again.
+    room: Notify,
 }
 
 impl Shared {
@@ -103,6 +107,7 @@ impl<N: Notifier> DeliverySink<N> {
             groups: Mutex::new(groups),
             ended: std::sync::OnceLock::new(),
             sending: Mutex::new(None),
+            room: Notify::new(),
         });
         let wake = Arc::new(Notify::new());
         let stopping = CancellationToken::new();
@@ -130,7 +135,7 @@ impl<N: Notifier> DeliverySink<N> {
             inhibitor: self.inhibitor.clone(),
         };
         let worker = tokio::spawn(worker.run());
-        let mut intake = Intake {
+        let intake = Intake {
             sink: self,
             counters,
             shared,
@@ -139,11 +144,38 @@ impl<N: Notifier> DeliverySink<N> {
             let Message::Events(events) = msg else {
                 continue;
             };
-            let mut held = false;
-            for event in &events {
-                held |= intake.take(event);
+            intake.wait_for_room(events.len(), &wake).await;
+            // What the batch changes is decided under the groups' lock and queued for the
+            // store before the lock goes (so a look at a group is stored after the alerts
+            // it holds), then awaited: one transaction for the batch.
+            let mut batch = Batch::default();
+            let written = {
+                let shared = intake.shared.clone();
+                let mut groups = shared.lock();
+                for (i, event) in events.iter().enumerate() {
+                    intake.take(event, &mut groups, &mut batch, i);
+                }
+                (!batch.ops.is_empty()).then(|| {
+                    let ops = std::mem::take(&mut batch.ops);
+                    intake.sink.store.notify_intake(&intake.sink.id, ops)
+                })
+            };
+            let stored = match written {
+                None => Ok(()),
+                Some(pending) => pending.await,
+            };
+            if let Err(e) = stored {
+                // Nowhere durable to put them: say so loudly and count them. They are
+                // still in their groups and are notified unless vigil stops first.
+                tracing::error!(sink = %intake.sink.id, alerts = batch.held.len(), error = %e, "cannot store the alerts for their notification groups");
+                intake.counters.add_errors(batch.held.len());
+                for i in &batch.held {
+                    if let Some(event) = events.get(*i) {
+                        event.fail();
+                    }
+                }
             }
-            if held {
+            if !batch.held.is_empty() {
                 wake.notify_one();
             }
         }
@@ -207,9 +239,67 @@ struct Intake<N: Notifier> {
     shared: Arc<Shared>,
 }
 
+/// What the intake takes from one batch of its input.
+#[derive(Default)]
+struct Batch {
+    /// What to store, in one transaction.
+    ops: Vec<crate::store::notify::Intake>,
+    /// The events whose alerts were held (by index in the batch).
+    held: Vec<usize>,
+    /// Cooldowns started in this batch and not stored yet: key → end (ms).
+    cooling: std::collections::HashMap<String, i64>,
+}
+
 impl<N: Notifier> Intake<N> {
-    /// Takes what `event` asks to deliver into its group; `true` when it was held.
-    fn take(&mut self, event: &crate::event::Event) -> bool {
+    /// Waits while the groups hold so many alerts that `n` more would pass the sink's
+    /// limit and the next looks let enough go (one-off and resolved alerts leave once
+    /// notified): the input waits (backpressure up to the source) instead of alerts being
+    /// refused. Past the limit with open episodes alone, nothing waits: what does not fit
+    /// is refused and counted.
+    async fn wait_for_room(&self, n: usize, wake: &Notify) {
+        let max = self.shared.lock().policy().max_alerts;
+        let mut waited = false;
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            let (held, staying) = {
+                let groups = self.shared.lock();
+                let held = groups.held();
+                // Only alerts that leave at their group's next look make room; open
+                // episodes stay until they resolve, which comes through this very input.
+                let staying = if held + n > max { groups.staying() } else { 0 };
+                (held, staying)
+            };
+            if held + n <= max || staying + n > max {
+                if waited {
+                    tracing::info!(sink = %self.sink.id, held, "room in the notification groups again; taking input");
+                }
+                return;
+            }
+            if !waited {
+                tracing::warn!(sink = %self.sink.id, held, max, "the notification groups hold as many alerts as they may; the input waits until notifications go out");
+                waited = true;
+            }
+            wake.notify_one();
+            let recheck = self.sink.clock.now() + POLL_SPAN;
+            tokio::select! {
+                _ = room => {}
+                _ = self.sink.clock.sleep_until(recheck) => {}
+            }
+        }
+    }
+
+    /// Takes what `event` (number `i` of its batch) asks to deliver into its group in
+    /// `groups`, and what is to be stored into `batch`.
+    fn take(
+        &self,
+        event: &crate::event::Event,
+        groups: &mut Dispatcher,
+        batch: &mut Batch,
+        i: usize,
+    ) {
+        use crate::store::notify::Intake as Op;
         let s = &self.sink;
         let (alert, form): (Alert, std::borrow::Cow<'_, serde_json::Value>) = match event.alert() {
             Some(a) => (a.clone(), std::borrow::Cow::Borrowed(event.data())),
@@ -222,17 +312,16 @@ impl<N: Notifier> Intake<N> {
         if alert.severity < s.cfg.min_severity {
             tracing::debug!(sink = %s.id, alert = %alert.id, severity = %alert.severity, "below min_severity; not sent");
             self.counters.add_dropped("min_severity", 1);
-            return false;
+            return;
         }
         let now = s.clock.now();
-        let mut groups = self.shared.lock();
         let new = alert.status == AlertStatus::Firing && !groups.holds(&alert.id);
         if new {
             match s.store.notify_done(&s.id, &alert.id) {
                 Ok(true) => {
                     tracing::info!(sink = %s.id, alert = %alert.id, "this alert was already notified by this sink; not again");
                     self.counters.add_dropped("already_notified", 1);
-                    return false;
+                    return;
                 }
                 Ok(false) => {}
                 Err(e) => {
@@ -242,17 +331,24 @@ impl<N: Notifier> Intake<N> {
             if let Some(cooldown) = &s.cfg.cooldown {
                 let key = format!("{}/{}/{}", alert.pipeline, alert.stage, alert.group_key);
                 let period = i64::try_from(cooldown.get().as_millis()).unwrap_or(i64::MAX);
-                match s.store.cool_down(&s.id, &key, ms(now), period) {
-                    Ok(true) => {}
-                    Ok(false) => {
+                let until = match batch.cooling.get(&key) {
+                    Some(u) => Ok(Some(*u)),
+                    None => s.store.cooldown_until(&s.id, &key),
+                };
+                match until {
+                    Ok(Some(u)) if ms(now) < u => {
                         tracing::info!(sink = %s.id, alert = %alert.id, key = %key, "in cooldown; not sent");
                         self.counters.add_dropped("cooldown", 1);
-                        return false;
+                        return;
                     }
+                    Ok(_) => {}
                     Err(e) => {
                         tracing::error!(sink = %s.id, error = %e, "cannot read the sink's cooldowns; sending anyway");
                     }
                 }
+                let until = ms(now).saturating_add(period);
+                batch.cooling.insert(key.clone(), until);
+                batch.ops.push(Op::CoolDown { key, until });
             }
         }
         let route = if new {
@@ -261,7 +357,7 @@ impl<N: Notifier> Intake<N> {
                 Err(e) => {
                     tracing::error!(sink = %s.id, alert = %alert.id, error = %e, "cannot work out the recipients; the alert is not sent");
                     self.counters.add_error();
-                    return false;
+                    return;
                 }
             }
         } else {
@@ -271,30 +367,25 @@ impl<N: Notifier> Intake<N> {
         let stored = alert.clone();
         match groups.ingest(&route, alert, &form, now) {
             Ingested::Held(key, fresh) => {
-                let header = fresh
-                    .then(|| groups.groups().find(|g| g.key == key).map(Group::header))
+                let group = fresh
+                    .then(|| groups.group(&key).map(Group::header))
                     .flatten();
-                if let Err(e) = s.store.notify_hold(&s.id, header.as_ref(), &key, &stored) {
-                    // Nowhere durable to put it: say so loudly and count it. It is still
-                    // in the group and is notified unless vigil stops first.
-                    tracing::error!(sink = %s.id, alert = %id, error = %e, "cannot store the alert for its notification group");
-                    self.counters.add_error();
-                    event.fail();
-                }
-                true
+                batch.ops.push(Op::Hold {
+                    group,
+                    key,
+                    alert: Box::new(stored),
+                });
+                batch.held.push(i);
             }
             Ingested::Stale => {
                 tracing::debug!(sink = %s.id, alert = %id, "an older report than the one held; ignored");
-                false
             }
             Ingested::Unknown => {
                 tracing::debug!(sink = %s.id, alert = %id, "a report of an alert this sink does not hold; nothing to notify");
-                false
             }
             Ingested::Full => {
                 tracing::warn!(sink = %s.id, alert = %id, held = groups.held(), "the sink holds as many alerts as it may; this one is not notified (it is in the alert history)");
                 self.counters.add_error();
-                false
             }
         }
     }
@@ -320,22 +411,15 @@ struct Worker<N: Notifier> {
 impl<N: Notifier> Worker<N> {
     async fn run(self) {
         let mut drain_until: Option<Timestamp> = None;
-        let mut next_prune = self.clock.now();
         loop {
             if self.abandoned.is_cancelled() {
                 tracing::info!(sink = %self.id, "the sink was stopped; what it did not send stays in the outbox");
                 break;
             }
             let now = self.clock.now();
-            if now >= next_prune {
-                if let Err(e) = self.store.prune_sent(&self.id, ms(now - KEEP_SENT)) {
-                    tracing::warn!(sink = %self.id, error = %e, "cannot prune the outbox");
-                }
-                next_prune = now + chrono::Duration::hours(1);
-            }
             // At the end of the input every group is looked at once, now.
             let last_look = self.stopping.is_cancelled() && drain_until.is_none();
-            self.look(now, last_look);
+            self.look(now, last_look).await;
             // Stopping: what is due is sent for at most `drain_timeout` from the end of the
             // input, the send under way then included (a send under way finishes, so
             // nothing goes out twice); the rest stays in the outbox.
@@ -370,7 +454,7 @@ impl<N: Notifier> Worker<N> {
                     }
                     // Groups that came due during a slow send are stored now, not after
                     // the whole batch.
-                    self.look(self.clock.now(), false);
+                    self.look(self.clock.now(), false).await;
                     self.attempt(entry).await;
                 }
                 continue;
@@ -417,11 +501,25 @@ impl<N: Notifier> Worker<N> {
     }
 
     /// Looks at the groups due at `now` (all of them when `all`) and stores what they
-    /// decide, each look with its message in one transaction.
-    fn look(&self, now: Timestamp, all: bool) {
+    /// decide, with their messages, in one transaction: queued under the groups' lock
+    /// (after what the intake stored of them), awaited once it is let go.
+    async fn look(&self, now: Timestamp, all: bool) {
+        let written = self.look_and_queue(now, all);
+        let Some((written, alerts)) = written else {
+            return;
+        };
+        if let Err(e) = written.await {
+            tracing::error!(sink = %self.id, error = %e, "cannot store the notifications; they are not sent");
+            self.counters.add_errors(alerts);
+        }
+    }
+
+    /// The part of [`Worker::look`] under the lock: what is queued, and how many alerts
+    /// its messages carry.
+    fn look_and_queue(&self, now: Timestamp, all: bool) -> Option<(Written<()>, usize)> {
         let mut groups = self.shared.lock();
         if self.abandoned.is_cancelled() || (!all && groups.next_due().is_none_or(|t| t > now)) {
-            return;
+            return None;
         }
         let silences = match self.store.active_silences(ms(now)) {
             Ok(s) => s,
@@ -451,23 +549,30 @@ impl<N: Notifier> Worker<N> {
             false
         };
         let looks = groups.flush(now, all, &mut muted);
-        for f in &looks {
-            let message = uuid::Uuid::new_v4().to_string();
-            if let Err(e) = self
-                .shared
-                .store
-                .notify_flushed(&self.shared.id, f, &message, ms(now))
-            {
-                tracing::error!(sink = %self.id, error = %e, "cannot store the notification; it is not sent");
-                if let Some(m) = &f.message {
-                    self.counters.add_errors(m.alerts.len());
-                }
-                continue;
-            }
-            if let Some(m) = &f.message {
-                tracing::debug!(sink = %self.id, message = %message, alerts = m.alerts.len(), reminder = m.reminder, "notification stored in the outbox");
-            }
+        if looks.is_empty() {
+            return None;
         }
+        if looks.iter().any(|f| !f.removed.is_empty()) {
+            self.shared.room.notify_waiters();
+        }
+        let mut alerts = 0;
+        let looks: Vec<_> = looks
+            .into_iter()
+            .map(|f| {
+                let message = uuid::Uuid::new_v4().to_string();
+                if let Some(m) = &f.message {
+                    alerts += m.alerts.len();
+                    tracing::debug!(sink = %self.id, message = %message, alerts = m.alerts.len(), reminder = m.reminder, "notification stored in the outbox");
+                }
+                (f, message)
+            })
+            .collect();
+        let written = self
+            .shared
+            .store
+            .notify_looks(&self.shared.id, looks, ms(now));
+        drop(groups);
+        Some((written, alerts))
     }
 
     async fn attempt(&self, entry: OutboxEntry) {
@@ -493,7 +598,22 @@ impl<N: Notifier> Worker<N> {
             attempt: entry.attempts + 1,
         };
         let timeout = self.cfg.timeout.get();
-        let result = match tokio::time::timeout(timeout, self.notifier.send(&n)).await {
+        let send = tokio::time::timeout(timeout, self.notifier.send(&n));
+        tokio::pin!(send);
+        // While the peer takes its time, groups that come due are still looked at and their
+        // notifications stored: a slow peer delays sends, not the outbox.
+        let result = loop {
+            let next_look = self.shared.lock().next_due();
+            let look_at = next_look.unwrap_or_else(|| self.clock.now() + POLL_SPAN);
+            tokio::select! {
+                r = &mut send => break r,
+                _ = self.wake.notified() => {}
+                _ = self.clock.sleep_until(look_at), if next_look.is_some() => {
+                    self.look(self.clock.now(), false).await;
+                }
+            }
+        };
+        let result = match result {
             Ok(r) => r,
             Err(_) => Err(SendError::transient(format!(
                 "no answer within {}",
@@ -502,18 +622,16 @@ impl<N: Notifier> Worker<N> {
         };
         let now = self.clock.now();
         let alerts = n.alerts.len();
-        // Recorded under the lock: a stop meanwhile marks no message whose outcome is known.
-        let mut sending = self.shared.sending();
-        let recorded = match result {
+        let outcome = match result {
             Ok(answer) => {
                 tracing::info!(sink = %self.id, message = %n.id, alerts, attempt = n.attempt, answer = %answer.0, "delivered");
                 self.counters.add_out(alerts);
-                self.store.mark_sent(&n.id, &answer.0, ms(now))
+                Outcome::Sent { answer: answer.0 }
             }
             Err(SendError::Permanent { reason }) => {
                 tracing::error!(sink = %self.id, message = %n.id, alerts, attempt = n.attempt, reason = %reason, "cannot be delivered; moved to the dead letters (`vigil outbox list`)");
                 self.counters.add_errors(alerts);
-                self.store.mark_dead(&n.id, &reason, ms(now))
+                Outcome::Dead { reason }
             }
             Err(SendError::Transient {
                 reason,
@@ -528,18 +646,28 @@ impl<N: Notifier> Worker<N> {
                     );
                     tracing::error!(sink = %self.id, message = %n.id, alerts, reason = %reason, "moved to the dead letters (`vigil outbox list`)");
                     self.counters.add_errors(alerts);
-                    self.store.mark_dead(&n.id, &reason, ms(now))
+                    Outcome::Dead { reason }
                 } else {
                     let wait = retry_after.unwrap_or_else(|| self.cfg.retry.backoff(n.attempt));
                     let due = now + chrono::Duration::from_std(wait).unwrap_or_default();
                     tracing::warn!(sink = %self.id, message = %n.id, alerts, attempt = n.attempt, reason = %reason, retry_in = %humantime::format_duration(wait), "send failed; will retry");
-                    self.store.mark_retry(&n.id, &reason, ms(due), ms(now))
+                    Outcome::Retry {
+                        error: reason,
+                        due_at: ms(due),
+                    }
                 }
             }
         };
-        *sending = None;
-        drop(sending);
-        if let Err(e) = recorded {
+        // Queued under the lock (a stop meanwhile marks no message whose outcome is known:
+        // its mark is queued after this), awaited after: the next look at the outbox sees
+        // it.
+        let queued = {
+            let mut sending = self.shared.sending();
+            let queued = self.store.queue_outcome(&n.id, outcome, ms(now));
+            *sending = None;
+            queued
+        };
+        if let Err(e) = queued.await {
             tracing::error!(sink = %self.id, message = %n.id, error = %e, "cannot record the outcome in the outbox");
         }
     }

@@ -2,10 +2,12 @@
 //!
 //! Every batch handed on carries an acknowledgement; once every batch up to a line is
 //! done with, the position after that line (with the file's device, inode and first bytes)
-//! is saved in the state database — at most five times a second while reading, and when the
-//! source stops, after waiting for what it handed on. A restart, or a reload that rebuilds
-//! the source, goes on from there: nothing is read twice but what was handed on after the
-//! last save, nothing is skipped. With the settings' `keep_state: false` (replaying a
+//! is saved in the state database — queued for the store's writer as each batch is done
+//! with (written within milliseconds, together with what else is written then), and when
+//! the source stops, after waiting for what it handed on, written before it ends. A
+//! restart, or a reload that rebuilds the source, goes on from there: nothing is read
+//! twice but what was done with after the last write (a kill -9 in the middle of it),
+//! nothing is skipped. With the settings' `keep_state: false` (replaying a
 //! fixed file) every run reads the file as new.
 
 use std::collections::VecDeque;
@@ -18,16 +20,13 @@ use futures::future::BoxFuture;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::config::{FileSourceConfig, StartAt};
-use crate::event::{BatchAck, FieldPath, Timestamp, ack_pair};
+use crate::event::{BatchAck, FieldPath, ack_pair};
 use crate::node::{BuildContext, NodeError, NodeResult, Source, SourceContext};
 use crate::sources::json_lines::{Decoded, JsonLinesDecoder, Position, set_aside};
 use crate::sources::send_batches;
 use crate::store::rejected::RejectedLog;
 
 const READ_CHUNK: usize = 256 * 1024;
-
-/// How often the position is saved while reading.
-const SAVE_EVERY: chrono::Duration = chrono::Duration::milliseconds(200);
 
 /// How long a stopping source waits for what it handed on before it saves its position.
 const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -83,8 +82,8 @@ pub struct FileSource {
     unacked: VecDeque<Unacked>,
     /// The position every batch up to which is done with.
     done: Option<(Arc<Opened>, Position)>,
-    /// The position saved last, and when.
-    saved: Option<(Arc<Opened>, Position, Timestamp)>,
+    /// The position saved last.
+    saved: Option<(Arc<Opened>, Position)>,
 }
 
 /// Errors that stop a `file` source.
@@ -154,7 +153,7 @@ impl FileSource {
                 ack,
             });
         }
-        self.settle(cx.now(), false);
+        self.settle();
         // Bounded: a sink that holds everything makes the source wait, not pile up.
         while self.unacked.len() > MAX_UNACKED {
             if let Some(u) = self.unacked.front_mut()
@@ -163,14 +162,22 @@ impl FileSource {
             {
                 break;
             }
-            self.settle(cx.now(), false);
+            self.settle();
         }
         sent
     }
 
-    /// Takes the batches done with off the front; saves the position when due (or now,
-    /// with `force`).
-    fn settle(&mut self, now: Timestamp, force: bool) {
+    /// Takes the batches done with off the front; queues the position for saving when it
+    /// moved.
+    fn settle(&mut self) {
+        if let Some((key, value)) = self.position_to_save() {
+            self.store.set_checkpoint_later(&key, &value);
+        }
+    }
+
+    /// Takes the batches done with off the front: the position to save, when it moved
+    /// since the last save.
+    fn position_to_save(&mut self) -> Option<(Arc<str>, serde_json::Value)> {
         while let Some(front) = self.unacked.front_mut() {
             let done = match &mut front.ack {
                 None => true,
@@ -183,17 +190,14 @@ impl FileSource {
                 self.done = Some((u.file, u.end));
             }
         }
-        let Some((file, at)) = &self.done else { return };
-        if !self.keep {
-            return;
-        }
-        let due = match &self.saved {
-            Some((f, p, _)) if f == file && p == at => false,
-            Some((_, _, when)) => force || now - *when >= SAVE_EVERY,
-            None => true,
-        };
-        if !due {
-            return;
+        let (file, at) = self.done.as_ref()?;
+        if !self.keep
+            || self
+                .saved
+                .as_ref()
+                .is_some_and(|(f, p)| f == file && p == at)
+        {
+            return None;
         }
         let cp = FileCheckpoint {
             path: self.cfg.path.clone(),
@@ -203,19 +207,19 @@ impl FileSource {
             offset: at.offset,
             line: at.line,
         };
+        self.saved = Some((file.clone(), *at));
         match serde_json::to_value(&cp) {
-            Ok(v) => {
-                if let Err(e) = self.store.set_checkpoint(&self.id, &v) {
-                    tracing::warn!(source = %&self.id, error = %e, "cannot save the file position; a restart may read some lines again");
-                }
+            Ok(v) => Some((self.id.clone(), v)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode the file position");
+                None
             }
-            Err(e) => tracing::warn!(error = %e, "cannot encode the file position"),
         }
-        self.saved = Some((file.clone(), *at, now));
     }
 
-    /// The source stops: waits (a while) for what it handed on, then saves its position.
-    async fn stop(&mut self, now: Timestamp) {
+    /// The source stops: waits (a while) for what it handed on, then saves its position
+    /// and waits until it is written (a source rebuilt by a reload goes on from there).
+    async fn stop(&mut self) {
         let deadline = tokio::time::Instant::now() + STOP_WAIT;
         while let Some(u) = self.unacked.front_mut() {
             if let Some(a) = u.ack.take()
@@ -226,9 +230,17 @@ impl FileSource {
                 tracing::warn!(path = %self.cfg.path.display(), "what was read is still on its way; its lines may be read again after a restart");
                 break;
             }
-            self.settle(now, false);
+            self.settle();
         }
-        self.settle(now, true);
+        let last = self.position_to_save();
+        let written = match last {
+            Some((key, value)) => self.store.queue_checkpoint(&key, &value),
+            // What was queued before is written first.
+            None => self.store.barrier(),
+        };
+        if let Err(e) = written.await {
+            tracing::warn!(source = %&self.id, error = %e, "cannot save the file position; a restart may read some lines again");
+        }
     }
 
     /// The position saved for this source, when it is about `path`.
@@ -260,7 +272,7 @@ impl FileSource {
 
     async fn run_inner(mut self, cx: &mut SourceContext) -> NodeResult {
         let result = self.read(cx).await;
-        self.stop(cx.now()).await;
+        self.stop().await;
         result
     }
 
@@ -397,7 +409,7 @@ impl FileSource {
                     _ => {}
                 }
                 // Idle: the position of what was handed on is saved once it is done.
-                self.settle(cx.now(), false);
+                self.settle();
                 if !cx.sleep(poll).await {
                     return Ok(());
                 }

@@ -113,8 +113,12 @@ impl PceEventsSource {
         Ok(EventsCheckpoint::starting_at(start))
     }
 
-    fn save(&self, cx: &SourceContext, state: &EventsCheckpoint) {
-        if let Err(e) = self.store.set_checkpoint(&self.id, &state.to_json()) {
+    async fn save(&self, cx: &SourceContext, state: &EventsCheckpoint) {
+        let written = self
+            .store
+            .queue_checkpoint(&self.id, &state.to_json())
+            .await;
+        if let Err(e) = written {
             cx.counters().add_error();
             tracing::error!(source = %self.id, error = %e, "cannot store the checkpoint; a restart would re-read from the last stored one");
         }
@@ -213,7 +217,7 @@ impl PceEventsSource {
             // The hrefs behind the overlap are kept as far as it is read again (see
             // above).
             state.prune(state.watermark - overlap - self.audit_depth());
-            self.save(cx, state);
+            self.save(cx, state).await;
         }
         Cycle::Done
     }

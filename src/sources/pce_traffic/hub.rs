@@ -401,15 +401,24 @@ impl TrafficHub {
                     self.slices_done.fetch_add(1, Ordering::Relaxed);
                     // The ledger first: if the cursor were not stored after it, the slice
                     // is read again and its rows, already delivered, are repeats.
-                    if let Err(e) = self
-                        .store
-                        .set_checkpoint(&self.ledger_key(), &ledger.save(cursor))
-                    {
-                        tracing::error!(connection = %self.connection, error = %e, "pce_traffic: cannot store the flow ledger");
-                    }
+                    // Both are queued for the store's writer at once (one transaction,
+                    // in this order) and awaited.
                     let stored = json!({"next_start": fmt_time(&cursor)});
-                    if let Err(e) = self.store.set_checkpoint(&self.cursor_key(), &stored) {
-                        tracing::error!(connection = %self.connection, error = %e, "pce_traffic: cannot store the slice cursor");
+                    let writes = [
+                        (
+                            self.store
+                                .queue_checkpoint(&self.ledger_key(), &ledger.save(cursor)),
+                            "the flow ledger",
+                        ),
+                        (
+                            self.store.queue_checkpoint(&self.cursor_key(), &stored),
+                            "the slice cursor",
+                        ),
+                    ];
+                    for (written, what) in writes {
+                        if let Err(e) = written.await {
+                            tracing::error!(connection = %self.connection, error = %e, "pce_traffic: cannot store {what}");
+                        }
                     }
                 }
                 Ok(SliceOutcome::Stopped) => return,

@@ -18,6 +18,8 @@
 //! | `vigil_pce_request_duration_seconds` (buckets: [`BUCKETS`](crate::pce::client::BUCKETS)) | histogram | `connection`, `endpoint`, `method`, `status` |
 //! | `vigil_pce_traffic_slices_total`, `…_failed_queries_total`, `…_truncated_queries_total` | counter | `connection` |
 //! | `vigil_pce_traffic_rows_new_total`, `…_rows_continued_total`, `…_rows_repeated_total`, `…_flows_expired_total`, `…_flows_evicted_total` | counter | `connection` |
+//! | `vigil_store_transactions_total`, `vigil_store_writes_total`, `vigil_store_write_failures_total`, `vigil_store_transaction_failures_total`, `vigil_store_queue_full_total` | counter | |
+//! | `vigil_store_writes_queued` | gauge | |
 //! | `vigil_reloads_total`, `vigil_reload_failures_total` | counter | |
 //! | `process_cpu_seconds_total` | counter | |
 //! | `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_start_time_seconds` | gauge | |
@@ -58,6 +60,8 @@ pub(super) struct Counts {
     pub(super) alerts: Vec<(String, u64)>,
     /// Reloads, and failed ones.
     pub(super) reloads: (u64, u64),
+    /// What the store's writing thread did.
+    pub(super) writer: crate::store::writer::WriterCounts,
     /// Per PCE connection: its requests, and its traffic counters when a `pce_traffic`
     /// source reads it.
     pub(super) pce: Vec<PceCounts>,
@@ -252,6 +256,42 @@ impl Snapshot {
             counts.deliveries.iter().map(|(sink, state, n)| {
                 (vec![("sink", sink.as_str()), ("state", state.as_str())], *n)
             }),
+        )?;
+        let w = &counts.writer;
+        for (name, help, n) in [
+            (
+                "vigil_store_transactions",
+                "Transactions the state database's writing thread committed (each holds every write queued at that moment).",
+                w.commits,
+            ),
+            (
+                "vigil_store_writes",
+                "Writes to the state database.",
+                w.jobs,
+            ),
+            (
+                "vigil_store_write_failures",
+                "Writes to the state database that failed (each undone alone; the caller logs it).",
+                w.failed,
+            ),
+            (
+                "vigil_store_transaction_failures",
+                "Transactions of the state database that could not be committed (every write in them failed).",
+                w.failed_commits,
+            ),
+            (
+                "vigil_store_queue_full",
+                "Times a node waited because the state database's write queue was full.",
+                w.waited_for_room,
+            ),
+        ] {
+            counters(e, name, help, [(Vec::new(), n)])?;
+        }
+        gauges(
+            e,
+            "vigil_store_writes_queued",
+            "Writes waiting for the state database's writing thread.",
+            [(Vec::new(), w.queued)],
         )?;
         gauges(
             e,
@@ -472,6 +512,11 @@ mod tests {
                 deliveries: vec![("p.hook".into(), OutboxState::Sent, 3)],
                 alerts: vec![("high".into(), 4)],
                 reloads: (2, 1),
+                writer: crate::store::writer::WriterCounts {
+                    commits: 5,
+                    jobs: 9,
+                    ..Default::default()
+                },
                 pce: vec![(
                     "lab".into(),
                     vec![stats],
@@ -612,6 +657,14 @@ mod tests {
         assert_eq!(
             value(&scrape, "vigil_reload_failures_total", &[]),
             Value::Counter(1.0)
+        );
+        assert_eq!(
+            value(&scrape, "vigil_store_transactions_total", &[]),
+            Value::Counter(5.0)
+        );
+        assert_eq!(
+            value(&scrape, "vigil_store_writes_total", &[]),
+            Value::Counter(9.0)
         );
         for (name, v) in [
             ("process_cpu_seconds_total", Value::Counter(1.5)),
