@@ -769,8 +769,9 @@ fn id_counts(path: &Path) -> std::collections::HashMap<u64, usize> {
 
 /// A `file` source keeps its position: after a clean stop the next run reads only what
 /// was appended; after a kill -9 mid-file no line is lost and only the lines handed on
-/// since the last saved position come again: the read (256 KiB) the sink was writing,
-/// and at most one more whose position was still on its way to disk.
+/// since the last saved position come again: the reads (256 KiB each) done with but
+/// whose position was not on disk yet (the source waits when more than one is on its
+/// way), and the one the sink was writing.
 #[test]
 fn a_file_source_goes_on_where_it_stopped_after_a_stop_and_a_kill() {
     let dir = project(
@@ -823,8 +824,8 @@ fn a_file_source_goes_on_where_it_stopped_after_a_stop_and_a_kill() {
     let repeated = counts.values().filter(|n| **n > 1).count();
     let per_read = 256 * 1024 / lines(0, 1).len();
     assert!(
-        repeated <= 2 * per_read,
-        "at most two reads' lines ({}) come again after a kill -9: {repeated} of {before} read again",
-        2 * per_read
+        repeated <= 4 * per_read,
+        "at most four reads' lines ({}) come again after a kill -9: {repeated} of {before} read again",
+        4 * per_read
     );
 }

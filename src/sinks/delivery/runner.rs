@@ -441,6 +441,7 @@ impl<N: Notifier> Worker<N> {
                 }
             };
             if !due.is_empty() {
+                let mut recording = Vec::new();
                 for entry in due {
                     if self.abandoned.is_cancelled() {
                         break;
@@ -455,8 +456,13 @@ impl<N: Notifier> Worker<N> {
                     // Groups that came due during a slow send are stored now, not after
                     // the whole batch.
                     self.look(self.clock.now(), false).await;
-                    self.attempt(entry).await;
+                    if let Some(r) = self.attempt(entry).await {
+                        recording.push(r);
+                    }
                 }
+                // The outcomes of the batch's sends share the writer's transactions;
+                // they are on disk before the outbox is read again.
+                self.recorded(&mut recording).await;
                 continue;
             }
             let next_due = self.store.next_due(&self.id).ok().flatten();
@@ -575,13 +581,24 @@ impl<N: Notifier> Worker<N> {
         Some((written, alerts))
     }
 
-    async fn attempt(&self, entry: OutboxEntry) {
+    /// Waits until the outcomes queued by [`Worker::attempt`] are on disk.
+    async fn recorded(&self, recording: &mut Vec<(String, Written<()>)>) {
+        for (id, written) in recording.drain(..) {
+            if let Err(e) = written.await {
+                tracing::error!(sink = %self.id, message = %id, error = %e, "cannot record the outcome in the outbox");
+            }
+        }
+    }
+
+    /// Sends `entry` and queues its outcome for the store: what awaits the write, with the
+    /// message's id (see [`Worker::recorded`]); `None` when nothing was sent.
+    async fn attempt(&self, entry: OutboxEntry) -> Option<(String, Written<()>)> {
         {
             // Under the lock the sink's stop takes (see [`Abandon`]): either it sees this
             // send, or this worker sees the stop and sends nothing.
             let mut sending = self.shared.sending();
             if self.abandoned.is_cancelled() {
-                return;
+                return None;
             }
             *sending = Some(entry.id.clone());
         }
@@ -659,17 +676,14 @@ impl<N: Notifier> Worker<N> {
             }
         };
         // Queued under the lock (a stop meanwhile marks no message whose outcome is known:
-        // its mark is queued after this), awaited after: the next look at the outbox sees
-        // it.
+        // its mark is queued after this), awaited before the outbox is read again.
         let queued = {
             let mut sending = self.shared.sending();
             let queued = self.store.queue_outcome(&n.id, outcome, ms(now));
             *sending = None;
             queued
         };
-        if let Err(e) = queued.await {
-            tracing::error!(sink = %self.id, message = %n.id, error = %e, "cannot record the outcome in the outbox");
-        }
+        Some((n.id.clone(), queued))
     }
 }
 
@@ -864,6 +878,79 @@ mod tests {
         assert_eq!(h.counters.dropped(), [("cooldown", 1), ("min_severity", 1)]);
     }
 
+    /// A peer that does not answer while 12,000 one-off alerts (more than the groups may
+    /// hold at once) arrive: their notifications are all stored in the outbox meanwhile,
+    /// none is refused, and each is sent once the peer answers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_peer_neither_stops_the_outbox_filling_nor_makes_the_sink_refuse_alerts() {
+        const N: usize = 12_000;
+        let cfg = DeliveryConfig {
+            group_by: vec!["group_key".into()],
+            group_wait: Duration::from_secs(0),
+            ..DeliveryConfig::default()
+        };
+        let mut h = start(cfg, Vec::new());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        *h.fake.gate.lock().unwrap() = Some(gate.clone());
+        let max = crate::sinks::delivery::dispatch::Policy::default().max_alerts;
+        assert!(N > max, "more than the groups hold");
+        let events: Vec<_> = (0..N)
+            .map(|i| alert(&format!("10.0.{}.{}", i / 256, i % 256), Severity::High, 0))
+            .collect();
+        let feed = {
+            let mut output = std::mem::replace(&mut h.output, crate::node::test_edge(1).0);
+            tokio::spawn(async move {
+                for chunk in events.chunks(64) {
+                    output.send(chunk.to_vec()).await.unwrap();
+                }
+                output
+            })
+        };
+        let pending = |h: &Harness| {
+            h.store
+                .outbox_counts()
+                .unwrap()
+                .iter()
+                .find(|(s, _)| *s == OutboxState::Pending)
+                .map_or(0, |(_, n)| *n as usize)
+        };
+        let deadline = std::time::Instant::now() + StdDuration::from_secs(120);
+        // The first send hangs; the rest are stored meanwhile.
+        while pending(&h) < N - 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {N} stored while the peer hung",
+                pending(&h)
+            );
+            tokio::time::sleep(StdDuration::from_millis(20)).await;
+        }
+        assert_eq!(sent(&h), 1, "one send, hanging");
+        let output = feed.await.unwrap();
+        gate.add_permits(N);
+        while sent(&h) < N {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} sent",
+                sent(&h)
+            );
+            tokio::time::sleep(StdDuration::from_millis(20)).await;
+        }
+        output.close().await;
+        h.task.await.unwrap().unwrap();
+        assert_eq!(h.counters.get().2, 0, "nothing refused");
+        let mut ids: Vec<String> = h
+            .fake
+            .sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|n| n.alerts[0].id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), N, "each alert sent once");
+    }
+
     #[tokio::test]
     async fn transient_errors_back_off_on_the_clock_and_then_give_up() {
         let cfg = DeliveryConfig {
@@ -1006,8 +1093,9 @@ mod tests {
             .send(vec![alert("b", Severity::High, 0)])
             .await
             .unwrap();
-        until("the second alert held", || {
-            h.store.notify_groups("p.out").unwrap().len() == 1
+        // Its notification is stored while the first send hangs.
+        until("the second notification stored", || {
+            h.store.outbox(None, 10).unwrap().len() == 2
         })
         .await;
         // The input ends while the send is under way (the sink takes it at once: this
@@ -1042,21 +1130,30 @@ mod tests {
         let (a, b) = (alert("a", Severity::High, 0), alert("b", Severity::High, 0));
         old.output.send(vec![a.clone()]).await.unwrap();
         until("the send under way", || sent(&old) == 1).await;
-        // Another alert arrives meanwhile: held, and stored with its group.
+        // Another alert arrives meanwhile: its notification is stored in the outbox.
         old.output.send(vec![b.clone()]).await.unwrap();
-        until("the second alert held", || {
-            store.notify_groups("p.out").unwrap().len() == 1
+        until("the second notification stored", || {
+            store.outbox(None, 10).unwrap().len() == 2
         })
         .await;
         // A reload gives up on the sink (handover_timeout) and starts its new version.
         old.task.abort();
         assert!((&mut old.task).await.unwrap_err().is_cancelled());
-        // The message under way is marked as being sent by the stopped sink.
-        let taken = store.outbox(None, 10).unwrap();
-        assert_eq!(taken.len(), 1, "{taken:?}");
-        assert_eq!(taken[0].state, OutboxState::Sending, "{taken:?}");
+        // The message under way is marked as being sent by the stopped sink; the other
+        // waits for the new one.
+        let id = |e: &Arc<Event>| e.alert().unwrap().id.clone();
+        let state_of = |alert: &Arc<Event>| {
+            store
+                .outbox(None, 10)
+                .unwrap()
+                .into_iter()
+                .find(|m| m.alerts[0].id == id(alert))
+                .map(|m| m.state)
+        };
+        assert_eq!(state_of(&a), Some(OutboxState::Sending));
+        assert_eq!(state_of(&b), Some(OutboxState::Pending));
         let mut new = start_on(&cfg, Vec::new(), clock.clone(), store.clone());
-        until("the held alert sent by the new sink", || sent(&new) == 1).await;
+        until("the other message sent by the new sink", || sent(&new) == 1).await;
         // The old send is answered: it is recorded, and the old worker sends nothing more.
         gate.add_permits(1);
         until("the old send recorded", || {
@@ -1065,7 +1162,6 @@ mod tests {
         .await;
         new.output.close().await;
         (&mut new.task).await.unwrap().unwrap();
-        let id = |e: &Arc<Event>| e.alert().unwrap().id.clone();
         assert_eq!(sent_alerts(&old.fake), [[id(&a)]]);
         assert_eq!(sent_alerts(&new.fake), [[id(&b)]]);
         let all = store.outbox(None, 10).unwrap();

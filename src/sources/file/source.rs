@@ -34,6 +34,9 @@ const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The most batches waiting for their acknowledgement; past it the source waits.
 const MAX_UNACKED: usize = 4096;
 
+/// How many saved positions may be on their way to disk at once.
+const MAX_SAVING: usize = 1;
+
 /// How many of a file's first bytes tell it apart from another on a reused inode.
 const HEAD_BYTES: usize = 64;
 
@@ -84,6 +87,8 @@ pub struct FileSource {
     done: Option<(Arc<Opened>, Position)>,
     /// The position saved last.
     saved: Option<(Arc<Opened>, Position)>,
+    /// Saves queued and not known to be on disk yet, oldest first.
+    saving: VecDeque<crate::store::writer::Written<()>>,
 }
 
 /// Errors that stop a `file` source.
@@ -117,6 +122,7 @@ impl FileSource {
             unacked: VecDeque::new(),
             done: None,
             saved: None,
+            saving: VecDeque::new(),
         }
     }
 
@@ -145,6 +151,7 @@ impl FileSource {
             }
             ack = Some(a);
         }
+        self.keep_saves_close().await;
         let sent = send_batches(cx, decoded.events).await;
         if let (Some(end), Some(file)) = (decoded.end, &self.current) {
             self.unacked.push_back(Unacked {
@@ -171,7 +178,21 @@ impl FileSource {
     /// moved.
     fn settle(&mut self) {
         if let Some((key, value)) = self.position_to_save() {
-            self.store.set_checkpoint_later(&key, &value);
+            self.saving
+                .push_back(self.store.queue_checkpoint(&key, &value));
+        }
+    }
+
+    /// Waits while more than [`MAX_SAVING`] positions are on their way to disk: what a
+    /// kill -9 makes the next run read again stays within a few reads, however slow the
+    /// disk.
+    async fn keep_saves_close(&mut self) {
+        while self.saving.len() > MAX_SAVING {
+            if let Some(written) = self.saving.pop_front()
+                && let Err(e) = written.await
+            {
+                tracing::warn!(source = %&self.id, error = %e, "cannot save the file position; a restart may read some lines again");
+            }
         }
     }
 
