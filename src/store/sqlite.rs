@@ -105,7 +105,7 @@ impl Store {
         Ok(Self::init(conn)?)
     }
 
-    fn init(conn: Connection) -> Result<Store, rusqlite::Error> {
+    fn init(mut conn: Connection) -> Result<Store, rusqlite::Error> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -132,6 +132,7 @@ impl Store {
         conn.execute_batch(super::outbox::SCHEMA)?;
         conn.execute_batch(super::notify::SCHEMA)?;
         conn.execute_batch(super::history::SCHEMA)?;
+        super::history::init_tally(&mut conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
             reader: None,
