@@ -3,7 +3,8 @@
 //! event written to vigil while the page is open (and pauses, and filters); 繁體中文 and the
 //! dark theme apply and are remembered after a reload; a silence made on an alert's page
 //! holds back the next matching alert while others still go out; an alert episode is one
-//! row of the alert list from firing to resolved, and its page shows its lifecycle.
+//! row of the alert list from firing to resolved, and its page shows its lifecycle; the
+//! alert list pages to its oldest alerts and back.
 //!
 //! Each test saves a screenshot as `<target dir>/screenshots/<name>.png` (and
 //! `<name>-failed.png` when a wait times out). The browser tests run one at a time (two
@@ -972,6 +973,61 @@ async fn an_episode_is_one_row_from_firing_to_resolved() {
     )
     .await;
     page.screenshot("alerts-lifecycle-zh-dark").await;
+    page.close().await;
+}
+
+/// 30 alerts in pages of 25: the list says how many there are; "Oldest" shows the last
+/// five, the API's last page; "Newest" goes back to the first page.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_alert_list_goes_to_its_oldest_page_and_back() {
+    let mut v =
+        tokio::task::spawn_blocking(|| start("", "    type: file\n    path: {dir}/out.jsonl\n"))
+            .await
+            .expect("start");
+    let events: Vec<Value> = (0..30).map(|i| event(&format!("10.0.0.{i}"), i)).collect();
+    v.send(&events);
+    let page = Page::open("paging", &format!("{}/#/alerts?limit=25", v.base)).await;
+    page.wait(
+        "the first 25 of 30",
+        "return document.querySelector('#alerts-range')?.textContent === '1–25 of 30' \
+           && document.querySelectorAll('#alerts-rows tr[data-id]').length === 25 \
+           && !document.querySelector('#alerts-oldest').disabled;",
+        vec![],
+    )
+    .await;
+    page.click("#alerts-oldest").await;
+    let shown = page
+        .wait(
+            "the oldest 5",
+            "const rows = [...document.querySelectorAll('#alerts-rows tr[data-id]')]; \
+             return document.querySelector('#alerts-range')?.textContent === '26–30 of 30' \
+               && rows.length === 5 && document.querySelector('#alerts-oldest').disabled \
+               && rows.map(r => r.dataset.id);",
+            vec![],
+        )
+        .await;
+    let api = v.api("/api/v1/alerts?limit=25&offset=25").await;
+    let last: Vec<&str> = api["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter_map(|a| a["id"].as_str())
+        .collect();
+    assert_eq!(shown, json!(last), "{api}");
+    assert_eq!(api["total"], 30, "{api}");
+    assert_eq!(
+        api["next"],
+        Value::Null,
+        "a partial last page has no next: {api}"
+    );
+    page.click("#alerts-newest").await;
+    page.wait(
+        "the first page again",
+        "return document.querySelector('#alerts-range')?.textContent === '1–25 of 30' \
+           && document.querySelector('#alerts-newest').disabled;",
+        vec![],
+    )
+    .await;
     page.close().await;
 }
 

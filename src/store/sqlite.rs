@@ -90,8 +90,8 @@ impl Store {
                 format!("{}: {e}", state_dir.display()),
             ))));
         }
-        let conn = Connection::open(&path).map_err(open_err)?;
-        init(&conn).map_err(open_err)?;
+        let mut conn = Connection::open(&path).map_err(open_err)?;
+        init(&mut conn).map_err(open_err)?;
         let reader = Connection::open_with_flags(
             &path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -109,8 +109,8 @@ impl Store {
 
     /// A database in memory (tests, `vigil test`).
     pub fn in_memory() -> Result<Store, StoreError> {
-        let conn = Connection::open_in_memory()?;
-        init(&conn)?;
+        let mut conn = Connection::open_in_memory()?;
+        init(&mut conn)?;
         let conn = Arc::new(Mutex::new(conn));
         Ok(Store {
             writer: Writer::start(conn.clone())?,
@@ -296,7 +296,7 @@ fn put_row(conn: &Connection, table: Table, key: &str, text: &str) -> Result<(),
 }
 
 /// Makes the tables (and adds the columns of later versions) on `conn`.
-fn init(conn: &Connection) -> Result<(), rusqlite::Error> {
+fn init(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -323,6 +323,7 @@ fn init(conn: &Connection) -> Result<(), rusqlite::Error> {
     conn.execute_batch(super::outbox::SCHEMA)?;
     conn.execute_batch(super::notify::SCHEMA)?;
     conn.execute_batch(super::history::SCHEMA)?;
+    super::history::init_tally(conn)?;
     Ok(())
 }
 

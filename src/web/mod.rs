@@ -297,7 +297,7 @@ async fn reload(State(state): State<AppState>) -> Response {
     (status, axum::Json(outcome)).into_response()
 }
 
-/// `?pipeline=&severity=&status=&limit=&offset=` of `/api/v1/alerts`.
+/// `?pipeline=&severity=&status=&limit=&after=&offset=` of `/api/v1/alerts`.
 #[derive(Debug, serde::Deserialize)]
 struct AlertQuery {
     pipeline: Option<String>,
@@ -355,6 +355,7 @@ async fn alerts(
             "limit": limit,
             "offset": offset,
             "next": page.next.map(|c| c.to_string()),
+            "total": page.total,
         }))
         .into_response(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),

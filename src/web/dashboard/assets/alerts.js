@@ -170,6 +170,15 @@ export const list = {
     const next = h('button', { type: 'button', class: 'btn', id: 'alerts-next', disabled: true }, t('paging.next'));
     prev.addEventListener('click', () => go({ ...state, offset: Math.max(0, offset - limit) }));
     next.addEventListener('click', () => go({ ...state, offset: offset + limit }));
+    // The first and the last page: the history says how many alerts match (`total`), and
+    // reads a page near its end as fast as one near its start.
+    const newest = h('button', { type: 'button', class: 'btn', id: 'alerts-newest', disabled: offset === 0 }, t('paging.newest'));
+    const oldest = h('button', { type: 'button', class: 'btn', id: 'alerts-oldest', disabled: true }, t('paging.oldest'));
+    let lastOffset = null;
+    newest.addEventListener('click', () => go({ ...state, offset: 0 }));
+    oldest.addEventListener('click', () => {
+      if (lastOffset !== null) go({ ...state, offset: lastOffset });
+    });
     const problem = h('div', { class: 'problem' });
 
     main.append(
@@ -209,7 +218,7 @@ export const list = {
         ),
         tbody,
       ),
-      h('div', { class: 'paging' }, prev, info, next),
+      h('div', { class: 'paging' }, h('span', { class: 'paging-group' }, newest, prev), info, h('span', { class: 'paging-group' }, next, oldest)),
     );
 
     let shownSig = '';
@@ -230,6 +239,9 @@ export const list = {
       remember(all);
       const shown = all.slice(0, limit);
       next.disabled = all.length <= limit;
+      const total = Number.isFinite(data.total) ? data.total : null;
+      lastOffset = total ? Math.floor((total - 1) / limit) * limit : null;
+      oldest.disabled = lastOffset === null || offset === lastOffset;
       if (!shown.length) {
         const empty = offset ? t('alerts.no_more') : status || severity || pipeline ? t('alerts.none_match') : t('alerts.empty');
         tbody.replaceChildren(h('tr', {}, h('td', { colspan: 10, class: 'empty' }, empty)));
@@ -241,7 +253,8 @@ export const list = {
       const sig = JSON.stringify(shown.map((a) => [a.id, a.status, a.updates, a.value, a.last_seen, a.deliveries]));
       if (sig !== shownSig) tbody.replaceChildren(...shown.map(row));
       shownSig = sig;
-      info.textContent = t('paging.range', { from: num(offset + 1), to: num(offset + shown.length) });
+      const range = { from: num(offset + 1), to: num(offset + shown.length) };
+      info.textContent = total === null ? t('paging.range', range) : t('paging.range_of', { ...range, total: num(total) });
     }
     // The newest page follows new alerts; older pages stay put.
     if (offset === 0) return poll(refresh, REFRESH_MS);
@@ -250,15 +263,20 @@ export const list = {
   },
 };
 
-/** Finds one alert: from the list already seen, else by walking the history. */
+/** Finds one alert: from the list already seen, else by walking the history (by
+ * cursor: each page costs the same at any depth). */
 async function find(id) {
-  for (let offset = 0; offset < 20000; offset += 500) {
-    const data = await api(`/api/v1/alerts?limit=500&offset=${offset}`);
+  let after = null;
+  for (let n = 0; n < 20000; n += 500) {
+    const q = new URLSearchParams({ limit: '500' });
+    if (after) q.set('after', after);
+    const data = await api(`/api/v1/alerts?${q}`);
     const alerts = data.alerts || [];
     remember(alerts);
     const hit = alerts.find((a) => a.id === id);
     if (hit) return hit;
-    if (alerts.length < 500) return null;
+    if (!data.next) return null;
+    after = data.next;
   }
   return null;
 }
