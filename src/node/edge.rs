@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
+use super::internal_event::DropReason;
 use crate::event::{Event, Timestamp};
 
 /// What travels on an edge.
@@ -32,6 +33,9 @@ pub(crate) enum Envelope {
 }
 
 /// Per-node counters, kept for metrics and shown at shutdown.
+///
+/// Errors, drops and restarts are counted only by the node's internal events
+/// ([`super::internal_event`]), which write the matching log line too.
 #[derive(Debug, Default)]
 pub struct NodeCounters {
     /// Events received.
@@ -40,8 +44,10 @@ pub struct NodeCounters {
     pub events_out: AtomicU64,
     /// Records or events that failed (malformed input, write errors, ...).
     pub errors: AtomicU64,
-    /// What the node set aside on purpose, by reason (`late`, `evicted`, ...).
-    dropped: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    /// Times the node was started again after it failed.
+    restarts: AtomicU64,
+    /// What the node set aside on purpose, by reason.
+    dropped: std::sync::Mutex<std::collections::BTreeMap<DropReason, u64>>,
 }
 
 impl NodeCounters {
@@ -53,31 +59,38 @@ impl NodeCounters {
     pub fn add_out(&self, n: usize) {
         self.events_out.fetch_add(n as u64, Ordering::Relaxed);
     }
-    /// Adds one error.
-    pub fn add_error(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-    }
     /// Adds `n` errors.
-    pub fn add_errors(&self, n: usize) {
-        self.errors.fetch_add(n as u64, Ordering::Relaxed);
+    pub(super) fn add_errors(&self, n: u64) {
+        self.errors.fetch_add(n, Ordering::Relaxed);
     }
-    /// Counts `n` things set aside for `reason` (`late`: older than the window behind the
-    /// watermark; `evicted`: a key pushed out by `max_keys`; ...).
-    pub fn add_dropped(&self, reason: &'static str, n: u64) {
+    /// Adds one restart.
+    pub(super) fn add_restart(&self) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts `n` things set aside for `reason`; returns how many were set aside for it
+    /// so far.
+    pub(super) fn add_dropped(&self, reason: DropReason, n: u64) -> u64 {
+        let mut d = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
         if n == 0 {
-            return;
+            return d.get(&reason).copied().unwrap_or(0);
         }
-        *self
-            .dropped
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(reason)
-            .or_default() += n;
+        let total = d.entry(reason).or_default();
+        *total += n;
+        *total
     }
-    /// What was set aside, by reason.
+    /// What was set aside, by reason (its name in `/metrics`).
     pub fn dropped(&self) -> Vec<(&'static str, u64)> {
         let d = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
-        d.iter().map(|(r, n)| (*r, *n)).collect()
+        d.iter().map(|(r, n)| (r.as_str(), *n)).collect()
+    }
+    /// How many were set aside for `reason`.
+    pub fn dropped_for(&self, reason: DropReason) -> u64 {
+        let d = self.dropped.lock().unwrap_or_else(|e| e.into_inner());
+        d.get(&reason).copied().unwrap_or(0)
+    }
+    /// Times the node was started again after it failed.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
     }
     /// A snapshot: (in, out, errors).
     pub fn get(&self) -> (u64, u64, u64) {

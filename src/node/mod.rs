@@ -9,8 +9,11 @@
 //! - Stages are synchronous: the runtime feeds them events and ticks and forwards what they
 //!   emit.
 //! - Sinks own their loop over an [`Input`].
+//! - What a node sets aside or fails is reported by the typed events of
+//!   [`internal_event`], which log and count it together.
 
 pub(crate) mod edge;
+pub mod internal_event;
 mod tap;
 
 use std::future::Future;
@@ -74,8 +77,8 @@ pub struct BuildContext {
     /// changed it): outputs that start afresh at a start (a `file` sink without
     /// `append`) go on where they were.
     pub rebuilt: bool,
-    /// The node's counters: a stage counts what it sets aside here
-    /// ([`NodeCounters::add_dropped`]), shown by `/metrics` and the API.
+    /// The node's counters: a stage reports what it sets aside here with the events of
+    /// [`internal_event`], shown by `/metrics` and the API.
     pub counters: Arc<NodeCounters>,
 }
 

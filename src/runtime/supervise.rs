@@ -5,12 +5,14 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RestartsConfig;
 use crate::event::{Alert, AlertStatus, AlertWindow, Severity, Timestamp};
+use crate::node::NodeCounters;
+use crate::node::internal_event::{InternalEvent, NodeRestarting};
 use crate::time::SharedClock;
 
 /// Where a node is in its life.
@@ -43,7 +45,6 @@ impl NodeState {
 #[derive(Debug, Default)]
 pub struct Health {
     state: AtomicU8,
-    restarts: AtomicU64,
     last_error: std::sync::Mutex<Option<String>>,
 }
 
@@ -64,11 +65,6 @@ impl Health {
             NodeState::Failed => 2,
         };
         self.state.store(v, Ordering::Release);
-    }
-
-    /// How often the node was started again after a failure.
-    pub fn restarts(&self) -> u64 {
-        self.restarts.load(Ordering::Relaxed)
     }
 
     /// Why it failed last, if it ever did.
@@ -95,6 +91,8 @@ pub(crate) struct Supervisor {
     pipeline: Arc<str>,
     policy: RestartsConfig,
     health: Arc<Health>,
+    /// The node's counters, where its restarts are counted.
+    counters: Arc<NodeCounters>,
     failures: VecDeque<Timestamp>,
     clock: SharedClock,
     internal: crate::sources::internal::InternalAlerts,
@@ -109,6 +107,7 @@ impl Supervisor {
         pipeline: Arc<str>,
         policy: RestartsConfig,
         health: Arc<Health>,
+        counters: Arc<NodeCounters>,
         clock: SharedClock,
         internal: crate::sources::internal::InternalAlerts,
         pipeline_stop: CancellationToken,
@@ -118,6 +117,7 @@ impl Supervisor {
             pipeline,
             policy,
             health,
+            counters,
             failures: VecDeque::new(),
             clock,
             internal,
@@ -128,6 +128,11 @@ impl Supervisor {
     /// The clock restarts wait on.
     pub(crate) fn clock(&self) -> &SharedClock {
         &self.clock
+    }
+
+    /// The node's id, `pipeline.node`.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
     }
 
     /// The node is running (again).
@@ -164,15 +169,14 @@ impl Supervisor {
             Verdict::GiveUp
         } else {
             self.health.set(NodeState::Restarting);
-            self.health.restarts.fetch_add(1, Ordering::Relaxed);
             let wait = backoff(&self.policy, count);
-            tracing::warn!(
-                node = %self.id,
+            NodeRestarting {
+                node: &self.id,
                 error,
-                failures = count,
-                wait = %humantime::format_duration(wait),
-                "node failed; restarting it"
-            );
+                failures: count,
+                wait,
+            }
+            .emit(&self.counters);
             Verdict::Restart(wait)
         };
         // Subscribers may be none: nobody asked to be told.
@@ -312,11 +316,13 @@ mod tests {
         let mut rx = tx.subscribe();
         let stop = CancellationToken::new();
         let health = Arc::new(Health::default());
+        let counters = Arc::new(NodeCounters::default());
         let mut s = Supervisor::new(
             "p.out".into(),
             "p".into(),
             policy(),
             health.clone(),
+            counters.clone(),
             Arc::new(clock.clone()),
             tx,
             stop.clone(),
@@ -333,7 +339,7 @@ mod tests {
         );
         assert!(stop.is_cancelled());
         assert_eq!(health.state(), NodeState::Failed);
-        assert_eq!(health.restarts(), 3);
+        assert_eq!(counters.restarts(), 3);
         assert_eq!(health.last_error().as_deref(), Some("disk full"));
         let alerts: Vec<Alert> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
         assert_eq!(alerts.len(), 4);
@@ -357,6 +363,7 @@ mod tests {
             "p".into(),
             policy(),
             Arc::new(Health::default()),
+            Arc::default(),
             Arc::new(clock.clone()),
             tx,
             stop.clone(),

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
+use crate::node::internal_event::{EventNotEncoded, InternalEvent};
 use crate::node::{Input, Message, NodeResult};
 
 /// What the delivering sinks (mail, LINE, webhook) of a run share, built from the
@@ -53,6 +54,7 @@ const FLUSH_BYTES: usize = 1 << 20;
 /// so the source learns of them only once they are out of the process. A write error
 /// marks the held events failed.
 pub(crate) async fn write_json_lines<W: AsyncWrite + Unpin>(
+    id: &str,
     input: &mut Input,
     out: W,
     encoding: Encoding,
@@ -85,8 +87,12 @@ pub(crate) async fn write_json_lines<W: AsyncWrite + Unpin>(
                 (Encoding::JsonLines, None) => serde_json::to_writer(&mut buf, e.data()),
                 (Encoding::JsonPretty, _) => serde_json::to_writer_pretty(&mut buf, e.data()),
             };
-            if written.is_err() {
-                input.counters().add_error();
+            if let Err(error) = written {
+                EventNotEncoded {
+                    sink: id,
+                    error: &error,
+                }
+                .emit(input.counters());
                 e.fail();
                 continue;
             }

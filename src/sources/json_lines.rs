@@ -16,6 +16,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 
 use crate::event::{Event, FieldPath, Scalar, Tape, Timestamp};
+use crate::node::internal_event::{InternalEvent, RecordSetAside, RejectedRotated};
 use crate::store::rejected::{RejectedLog, RejectedRecord};
 
 /// One complete line and its number (1-based) in the input.
@@ -406,8 +407,9 @@ impl JsonLinesDecoder {
     }
 }
 
-/// Logs, counts and stores rejected lines. The first few are logged one by one; after
-/// that one summary line per thousand keeps the log readable.
+/// Logs, counts and stores rejected lines ([`RecordSetAside`]: the first few are logged
+/// one by one, then a summary line per thousand keeps the log readable), and reports the
+/// rotations of their file that dropped the one before ([`RejectedRotated`]).
 pub(crate) fn set_aside(
     log: &mut RejectedLog,
     counters: &crate::node::NodeCounters,
@@ -415,24 +417,21 @@ pub(crate) fn set_aside(
 ) {
     let rotations = log.rotations();
     for r in records {
-        counters.add_error();
-        let n = counters.get().2;
-        if n <= 20 {
-            tracing::warn!(
-                source = %r.source,
-                location = r.location.as_deref().unwrap_or("-"),
-                line = r.line.unwrap_or(0),
-                reason = %r.reason,
-                "record set aside"
-            );
-        } else if n % 1000 == 0 {
-            tracing::warn!(source = %r.source, total = n, "records set aside so far");
+        RecordSetAside {
+            source: &r.source,
+            location: r.location.as_deref(),
+            line: r.line,
+            reason: &r.reason,
         }
+        .emit(counters);
         log.write(&r);
     }
     log.flush();
-    // A rotation dropped the file of set-aside records before the last.
-    counters.add_dropped("rejected_rotated", log.rotations() - rotations);
+    RejectedRotated {
+        path: log.path(),
+        rotations: log.rotations() - rotations,
+    }
+    .emit(counters);
 }
 
 #[cfg(test)]

@@ -467,6 +467,9 @@ impl Reporter {
     }
 }
 
+/// What a detection stage's first eviction warns (see [`Reporter::evict_oldest`]).
+pub const EVICTING: &str = "`max_keys` groups held: forgetting the least recently seen tenth (their open episodes resolved)";
+
 impl Reporter {
     /// Keeps at most `max_keys` keys: past it, the least recently seen tenth is evicted
     /// (keys last seen at the same time go together), their open episodes resolved

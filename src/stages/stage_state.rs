@@ -50,14 +50,15 @@ pub fn forget_ended(
 }
 
 /// Makes room for one more key in `map` (which holds at most `max_keys`): forgets the
-/// oldest by `age`, counting each in `evicted`; the first time, `warning` is logged.
+/// oldest by `age`, counting each in `evicted`. Returns how many it forgot, for the
+/// stage to report ([`crate::node::internal_event::KeysEvicted`]).
 pub fn forget_oldest<V>(
     map: &mut HashMap<String, V>,
     max_keys: usize,
     age: impl Fn(&V) -> Timestamp,
     evicted: &mut u64,
-    warning: &'static str,
-) {
+) -> u64 {
+    let mut forgot = 0;
     while map.len() >= max_keys {
         let Some(oldest) = map
             .iter()
@@ -68,10 +69,9 @@ pub fn forget_oldest<V>(
         };
         map.remove(&oldest);
         *evicted += 1;
-        if *evicted == 1 {
-            tracing::warn!(max_keys, "{warning}");
-        }
+        forgot += 1;
     }
+    forgot
 }
 
 /// The key of `data` at `paths`: [`Group::key`], so a missing field (`<missing>`) and an

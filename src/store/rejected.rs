@@ -81,10 +81,8 @@ impl RejectedLog {
         self.file = None;
         let old = self.path.with_extension("jsonl.1");
         match std::fs::rename(&self.path, &old) {
-            Ok(()) => {
-                self.rotations += 1;
-                tracing::info!(path = %self.path.display(), bytes = self.size, "set-aside records rotated; the file before was dropped");
-            }
+            // Logged and counted by whoever writes the records (it sees `rotations` grow).
+            Ok(()) => self.rotations += 1,
             Err(e) => {
                 tracing::error!(path = %self.path.display(), error = %e, "cannot rotate the set-aside records; they are only logged");
                 self.broken = true;

@@ -544,6 +544,7 @@ impl Live {
                 pipeline.clone(),
                 settings.restarts.clone(),
                 live_node.health.clone(),
+                counters.clone(),
                 self.env.clock.clone(),
                 self.env.services.internal.clone(),
                 self.pipeline_stop(&pipeline),

@@ -2,6 +2,7 @@
 //! snapshots and history records of a stage.
 
 use super::*;
+use crate::node::internal_event::{EventsFailed, FailedBecause, InternalEvent, SnapshotTooLarge};
 
 /// Saves a stage's state every `every` of clock time and when it stops.
 pub(super) struct Snapshots {
@@ -43,8 +44,12 @@ impl SnapshotJob {
         let text = self.state.to_string();
         drop(self.state);
         let result = if text.len() as u64 > self.max_bytes {
-            tracing::error!(node = %self.id, bytes = text.len(), max = self.max_bytes, "the stage's state is larger than snapshot_max_bytes: not saved, and a restart starts it empty (bound its keys with max_keys)");
-            self.counters.add_dropped("snapshot_too_large", 1);
+            SnapshotTooLarge {
+                node: &self.id,
+                bytes: text.len(),
+                max: self.max_bytes,
+            }
+            .emit(&self.counters);
             self.store.clear_stage_state(&self.id)
         } else {
             self.store.set_stage_state_text(&self.id, text)
@@ -277,7 +282,12 @@ pub(super) async fn run_sink(
             None => {
                 while let Some(msg) = input.recv().await {
                     if let Message::Events(events) = msg {
-                        input.counters().add_errors(events.len());
+                        EventsFailed {
+                            node: supervisor.id(),
+                            events: events.len(),
+                            why: FailedBecause::NodeGaveUp,
+                        }
+                        .emit(input.counters());
                         events.iter().for_each(|e| e.fail());
                     }
                 }
@@ -331,7 +341,16 @@ pub(super) async fn run_stage(
     while let Some(msg) = input.recv().await {
         if downstream_gone || gave_up.is_some() {
             if let Message::Events(events) = &msg {
-                input.counters().add_errors(events.len());
+                EventsFailed {
+                    node: supervisor.id(),
+                    events: events.len(),
+                    why: if downstream_gone {
+                        FailedBecause::DownstreamGone
+                    } else {
+                        FailedBecause::NodeGaveUp
+                    },
+                }
+                .emit(input.counters());
                 for e in events {
                     e.fail();
                 }
@@ -362,7 +381,12 @@ pub(super) async fn run_stage(
                         let failed: Vec<Arc<crate::event::Event>> =
                             rest.chain(out.drain(..)).collect();
                         failed.iter().for_each(|e| e.fail());
-                        input.counters().add_errors(failed.len() + 1);
+                        EventsFailed {
+                            node: supervisor.id(),
+                            events: failed.len() + 1,
+                            why: FailedBecause::StagePanicked,
+                        }
+                        .emit(input.counters());
                         Err(panic)
                     }
                 }
@@ -569,6 +593,7 @@ mod tests {
             "p".into(),
             policy,
             health.clone(),
+            counters.clone(),
             Arc::new(crate::time::WallClock),
             services.internal.clone(),
             stop.clone(),
@@ -610,7 +635,7 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].data()["n"], 3);
         assert_eq!(builds.load(std::sync::atomic::Ordering::Relaxed), 1);
-        assert_eq!(health.restarts(), 1);
+        assert_eq!(counters.restarts(), 1);
         assert_eq!(health.state(), NodeState::Running);
         let first = told.recv().await.unwrap();
         assert_eq!(first.stage, "node_failed");

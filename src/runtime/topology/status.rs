@@ -117,7 +117,7 @@ impl Reloader {
                     events_out,
                     errors,
                     state: n.health.state(),
-                    restarts: n.health.restarts(),
+                    restarts: n.counters.restarts(),
                     last_error: n.health.last_error(),
                     dropped: n.counters.dropped().into_iter().collect(),
                 }

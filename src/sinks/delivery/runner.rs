@@ -12,6 +12,11 @@ use super::dispatch::{Dispatcher, Group, Ingested};
 use super::inhibit::Inhibitor;
 use super::{DeliveryConfig, Notification, Notifier, SendError, alert_of_event};
 use crate::event::{Alert, AlertStatus, Timestamp};
+use crate::node::internal_event::{
+    AlertInCooldown, AlertRefused, AlertsNotStored, AlreadyNotified, BelowMinSeverity,
+    DeliveryGivenUp, Inhibited, InternalEvent, NotificationsNotStored, RecipientsUnknown, Silenced,
+    StaleReport, Undeliverable,
+};
 use crate::node::{BuildContext, Input, Message, NodeCounters, NodeResult, Sink};
 use crate::store::outbox::Outcome;
 use crate::store::writer::Written;
@@ -167,8 +172,12 @@ impl<N: Notifier> DeliverySink<N> {
             if let Err(e) = stored {
                 // Nowhere durable to put them: say so loudly and count them. They are
                 // still in their groups and are notified unless vigil stops first.
-                tracing::error!(sink = %intake.sink.id, alerts = batch.held.len(), error = %e, "cannot store the alerts for their notification groups");
-                intake.counters.add_errors(batch.held.len());
+                AlertsNotStored {
+                    sink: &intake.sink.id,
+                    alerts: batch.held.len(),
+                    error: &e,
+                }
+                .emit(&intake.counters);
                 for i in &batch.held {
                     if let Some(event) = events.get(*i) {
                         event.fail();
@@ -310,8 +319,12 @@ impl<N: Notifier> Intake<N> {
             }
         };
         if alert.severity < s.cfg.min_severity {
-            tracing::debug!(sink = %s.id, alert = %alert.id, severity = %alert.severity, "below min_severity; not sent");
-            self.counters.add_dropped("min_severity", 1);
+            BelowMinSeverity {
+                sink: &s.id,
+                alert: &alert.id,
+                severity: alert.severity,
+            }
+            .emit(&self.counters);
             return;
         }
         let now = s.clock.now();
@@ -319,8 +332,11 @@ impl<N: Notifier> Intake<N> {
         if new {
             match s.store.notify_done(&s.id, &alert.id) {
                 Ok(true) => {
-                    tracing::info!(sink = %s.id, alert = %alert.id, "this alert was already notified by this sink; not again");
-                    self.counters.add_dropped("already_notified", 1);
+                    AlreadyNotified {
+                        sink: &s.id,
+                        alert: &alert.id,
+                    }
+                    .emit(&self.counters);
                     return;
                 }
                 Ok(false) => {}
@@ -337,8 +353,12 @@ impl<N: Notifier> Intake<N> {
                 };
                 match until {
                     Ok(Some(u)) if ms(now) < u => {
-                        tracing::info!(sink = %s.id, alert = %alert.id, key = %key, "in cooldown; not sent");
-                        self.counters.add_dropped("cooldown", 1);
+                        AlertInCooldown {
+                            sink: &s.id,
+                            alert: &alert.id,
+                            key: &key,
+                        }
+                        .emit(&self.counters);
                         return;
                     }
                     Ok(_) => {}
@@ -355,8 +375,12 @@ impl<N: Notifier> Intake<N> {
             match s.notifier.route(&alert) {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::error!(sink = %s.id, alert = %alert.id, error = %e, "cannot work out the recipients; the alert is not sent");
-                    self.counters.add_error();
+                    RecipientsUnknown {
+                        sink: &s.id,
+                        alert: &alert.id,
+                        error: &e,
+                    }
+                    .emit(&self.counters);
                     return;
                 }
             }
@@ -378,14 +402,22 @@ impl<N: Notifier> Intake<N> {
                 batch.held.push(i);
             }
             Ingested::Stale => {
-                tracing::debug!(sink = %s.id, alert = %id, "an older report than the one held; ignored");
+                StaleReport {
+                    sink: &s.id,
+                    alert: &id,
+                }
+                .emit(&self.counters);
             }
             Ingested::Unknown => {
                 tracing::debug!(sink = %s.id, alert = %id, "a report of an alert this sink does not hold; nothing to notify");
             }
             Ingested::Full => {
-                tracing::warn!(sink = %s.id, alert = %id, held = groups.held(), "the sink holds as many alerts as it may; this one is not notified (it is in the alert history)");
-                self.counters.add_error();
+                AlertRefused {
+                    sink: &s.id,
+                    alert: &id,
+                    held: groups.held(),
+                }
+                .emit(&self.counters);
             }
         }
     }
@@ -515,8 +547,12 @@ impl<N: Notifier> Worker<N> {
             return;
         };
         if let Err(e) = written.await {
-            tracing::error!(sink = %self.id, error = %e, "cannot store the notifications; they are not sent");
-            self.counters.add_errors(alerts);
+            NotificationsNotStored {
+                sink: &self.id,
+                alerts,
+                error: &e,
+            }
+            .emit(&self.counters);
         }
     }
 
@@ -543,13 +579,20 @@ impl<N: Notifier> Worker<N> {
             }
             let form = a.to_value();
             if let Some(silence) = silences.iter().find(|x| x.matches_value(&form)) {
-                tracing::info!(sink = %id, alert = %a.id, silence = %silence.id, "silenced; not sent");
-                counters.add_dropped("silenced", 1);
+                Silenced {
+                    sink: id,
+                    alert: &a.id,
+                    silence: &silence.id,
+                }
+                .emit(counters);
                 return true;
             }
             if inhibitor.mutes(a, &form) {
-                tracing::info!(sink = %id, alert = %a.id, "inhibited by a firing alert; not sent");
-                counters.add_dropped("inhibited", 1);
+                Inhibited {
+                    sink: id,
+                    alert: &a.id,
+                }
+                .emit(counters);
                 return true;
             }
             false
@@ -646,8 +689,14 @@ impl<N: Notifier> Worker<N> {
                 Outcome::Sent { answer: answer.0 }
             }
             Err(SendError::Permanent { reason }) => {
-                tracing::error!(sink = %self.id, message = %n.id, alerts, attempt = n.attempt, reason = %reason, "cannot be delivered; moved to the dead letters (`vigil outbox list`)");
-                self.counters.add_errors(alerts);
+                Undeliverable {
+                    sink: &self.id,
+                    message: &n.id,
+                    alerts,
+                    attempt: n.attempt,
+                    reason: &reason,
+                }
+                .emit(&self.counters);
                 Outcome::Dead { reason }
             }
             Err(SendError::Transient {
@@ -661,8 +710,13 @@ impl<N: Notifier> Worker<N> {
                         n.attempt,
                         humantime::format_duration(age.to_std().unwrap_or_default())
                     );
-                    tracing::error!(sink = %self.id, message = %n.id, alerts, reason = %reason, "moved to the dead letters (`vigil outbox list`)");
-                    self.counters.add_errors(alerts);
+                    DeliveryGivenUp {
+                        sink: &self.id,
+                        message: &n.id,
+                        alerts,
+                        reason: &reason,
+                    }
+                    .emit(&self.counters);
                     Outcome::Dead { reason }
                 } else {
                     let wait = retry_after.unwrap_or_else(|| self.cfg.retry.backoff(n.attempt));

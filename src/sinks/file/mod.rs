@@ -67,6 +67,7 @@ impl FileSinkConfig {
             .open(path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         Ok(Box::new(FileSink {
+            id: cx.id.clone(),
             file: tokio::fs::File::from_std(file),
             encoding: self.encoding,
         }))
@@ -76,12 +77,14 @@ impl FileSinkConfig {
 /// The running `file` sink.
 #[derive(Debug)]
 pub struct FileSink {
+    id: std::sync::Arc<str>,
     file: tokio::fs::File,
     encoding: Encoding,
 }
 
 impl Sink for FileSink {
     fn run<'a>(self: Box<Self>, input: &'a mut Input) -> BoxFuture<'a, NodeResult> {
-        Box::pin(write_json_lines(input, self.file, self.encoding))
+        let FileSink { id, file, encoding } = *self;
+        Box::pin(async move { write_json_lines(&id, input, file, encoding).await })
     }
 }

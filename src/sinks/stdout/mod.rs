@@ -30,8 +30,9 @@ impl StdoutSinkConfig {
     pub fn check(&self, _problems: &mut Problems) {}
 
     /// Builds the running sink.
-    pub fn build(&self, _cx: &BuildContext) -> Result<Box<dyn Sink>, NodeError> {
+    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Sink>, NodeError> {
         Ok(Box::new(StdoutSink {
+            id: cx.id.clone(),
             encoding: self.encoding,
         }))
     }
@@ -40,11 +41,13 @@ impl StdoutSinkConfig {
 /// The running `stdout` sink.
 #[derive(Debug)]
 pub struct StdoutSink {
+    id: std::sync::Arc<str>,
     encoding: Encoding,
 }
 
 impl Sink for StdoutSink {
     fn run<'a>(self: Box<Self>, input: &'a mut Input) -> BoxFuture<'a, NodeResult> {
-        Box::pin(write_json_lines(input, tokio::io::stdout(), self.encoding))
+        let StdoutSink { id, encoding } = *self;
+        Box::pin(async move { write_json_lines(&id, input, tokio::io::stdout(), encoding).await })
     }
 }

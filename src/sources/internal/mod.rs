@@ -7,6 +7,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 
 use crate::diagnostic::Problems;
+use crate::node::internal_event::{InternalAlertsMissed, InternalEvent};
 use crate::node::{NodeError, NodeResult, Source, SourceContext};
 
 /// vigil's own alerts: `vigil.reload_failed` when changed pipeline files do not validate
@@ -75,9 +76,11 @@ impl InternalSource {
                     }
                 }
                 Some(Err(broadcast::error::RecvError::Lagged(n))) => {
-                    cx.counters()
-                        .add_errors(usize::try_from(n).unwrap_or(usize::MAX));
-                    tracing::warn!(node = %cx.id, missed = n, "internal alerts came faster than they were handled; some were missed");
+                    InternalAlertsMissed {
+                        node: &cx.id,
+                        missed: n,
+                    }
+                    .emit(cx.counters());
                 }
                 Some(Err(broadcast::error::RecvError::Closed)) => return Ok(()),
             }

@@ -11,6 +11,9 @@ use serde_json::Value;
 use super::checkpoint::EventsCheckpoint;
 use super::config::{PceEventsConfig, StartAt};
 use crate::event::{Event, Timestamp, ack_pair};
+use crate::node::internal_event::{
+    CheckpointNotStored, EventsNotDelivered, EventsVisibleLate, InternalEvent, PceEventsReadFailed,
+};
 use crate::node::{NodeResult, Source, SourceContext};
 use crate::pce::client::{EventQuery, PceClient, PceError};
 use crate::sources::json_lines::set_aside;
@@ -119,8 +122,11 @@ impl PceEventsSource {
             .queue_checkpoint(&self.id, &state.to_json())
             .await;
         if let Err(e) = written {
-            cx.counters().add_error();
-            tracing::error!(source = %self.id, error = %e, "cannot store the checkpoint; a restart would re-read from the last stored one");
+            CheckpointNotStored {
+                source: &self.id,
+                error: &e,
+            }
+            .emit(cx.counters());
         }
     }
 
@@ -169,8 +175,13 @@ impl PceEventsSource {
             let (records, full) = match answer {
                 Ok(x) => x,
                 Err(e) => {
-                    cx.counters().add_error();
-                    tracing::warn!(source = %self.id, error = %e, from = %a, until = %b, "reading PCE events failed; trying again next interval");
+                    PceEventsReadFailed {
+                        source: &self.id,
+                        error: &e,
+                        from: &a,
+                        until: &b,
+                    }
+                    .emit(cx.counters());
                     return Cycle::Done;
                 }
             };
@@ -200,14 +211,23 @@ impl PceEventsSource {
             // Wait until every sink has written them out (or a stage dropped them on
             // purpose). The graph drains on shutdown, so this also ends then.
             if !ack.delivered().await {
-                cx.counters().add_error();
-                tracing::warn!(source = %self.id, from = %a, until = %b, "events were not delivered downstream; not checkpointing them, they are read again next interval");
+                EventsNotDelivered {
+                    source: &self.id,
+                    from: &a,
+                    until: &b,
+                }
+                .emit(cx.counters());
                 return Cycle::Done;
             }
             let late: Vec<Timestamp> = fresh.iter().filter(|r| r.at < from).map(|r| r.at).collect();
             if let Some(oldest) = late.iter().min() {
-                cx.counters().add_errors(late.len());
-                tracing::warn!(source = %self.id, events = late.len(), lag = %humantime::format_duration((now - *oldest).to_std().unwrap_or_default()), overlap = %self.cfg.overlap, "events became visible on the PCE more than `overlap` after their timestamp; handed on late — raise overlap above the lag");
+                EventsVisibleLate {
+                    source: &self.id,
+                    events: late.len(),
+                    lag: (now - *oldest).to_std().unwrap_or_default(),
+                    overlap: &self.cfg.overlap,
+                }
+                .emit(cx.counters());
             }
             // Delivered: now, and only now, they are done.
             for r in fresh {

@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 use super::config::{BandwidthConfig, Mode};
 use super::measure::{Counters, Measured, Measurer};
 use crate::event::{AlertWindow, Event, Timestamp};
+use crate::node::internal_event::{
+    FlowNotMeasured, InternalEvent, KeysEvicted, LateEvent, Lateness, Unmeasurable,
+};
 use crate::node::{NodeCounters, NodeError, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget, SampleSet};
 use crate::stages::episode::{Book, Episode, EpisodeCounts, Reporter, open_keys};
@@ -192,7 +195,6 @@ pub struct BandwidthStage {
     mode: Mode,
     window: chrono::Duration,
     group_by: GroupBy,
-    templates: AlertTemplates,
     reporter: Reporter,
     shape: Value,
     measurer: Measurer,
@@ -211,6 +213,8 @@ pub struct BandwidthStage {
     max_keys: usize,
     /// Where what is set aside (late events, evicted keys) is counted.
     counters: Arc<NodeCounters>,
+    /// The node's id, `pipeline.node`, for the log.
+    id: Arc<str>,
 }
 
 #[derive(Serialize)]
@@ -255,12 +259,13 @@ impl BandwidthStage {
         let threshold = cfg.threshold * scale;
         let window = cfg.window.span();
         let samples_per_window = templates.samples;
+        let id = templates.node_id();
         Ok(BandwidthStage {
             mode: cfg.mode,
             window,
             group_by,
             reporter: Reporter {
-                templates: templates.clone(),
+                templates,
                 threshold,
                 scale,
                 unit: Some(cfg.unit().to_string()),
@@ -269,7 +274,7 @@ impl BandwidthStage {
                 resolve_after: cfg.alert.resolve_after.map_or(window, |d| d.span()),
                 history_interval,
             },
-            templates,
+            id,
             book: Book::default(),
             budget: SampleBudget::new(samples_per_window),
             orphans: Vec::new(),
@@ -378,10 +383,23 @@ impl BandwidthStage {
             + self.rate.values().map(|r| r.samples.bytes()).sum::<usize>();
     }
 
-    fn count_late(&mut self, t: Timestamp, why: &'static str) {
+    fn count_late(&mut self, t: Timestamp) {
         self.watermark.late += 1;
-        self.counters.add_dropped("late", 1);
-        tracing::debug!(stage = %self.templates.node_id(), time = %t, why, "late event");
+        LateEvent {
+            stage: &self.id,
+            time: t,
+            key: None,
+            why: Lateness::BehindWatermark,
+        }
+        .emit(&self.counters);
+    }
+
+    fn not_measured(&self, why: Unmeasurable) {
+        FlowNotMeasured {
+            stage: &self.id,
+            why,
+        }
+        .emit(&self.counters);
     }
 }
 
@@ -389,7 +407,7 @@ impl Stage for BandwidthStage {
     fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
         let t = event.meta.time;
         if self.watermark.observe(t, self.window) {
-            self.count_late(t, "older than the window behind the watermark");
+            self.count_late(t);
             return;
         }
         let data: &Event = &event;
@@ -403,17 +421,17 @@ impl Stage for BandwidthStage {
                 } => (bytes, span, estimate),
                 Measured::Unmeasured => {
                     self.skipped.unmeasured += 1;
-                    self.counters.add_dropped("unmeasured", 1);
+                    self.not_measured(Unmeasurable::NoBytes);
                     return;
                 }
                 Measured::Stale => {
                     self.skipped.stale += 1;
-                    self.counters.add_dropped("stale", 1);
+                    self.not_measured(Unmeasurable::Stale);
                     return;
                 }
                 Measured::Duplicate => {
                     self.skipped.duplicates += 1;
-                    self.counters.add_dropped("duplicate", 1);
+                    self.not_measured(Unmeasurable::Duplicate);
                     return;
                 }
             };
@@ -427,8 +445,13 @@ impl Stage for BandwidthStage {
                 let key = self.volume.get_or_default(&self.key_buf);
                 if key.late_for_key(t) {
                     self.watermark.late += 1;
-                    self.counters.add_dropped("late", 1);
-                    tracing::debug!(stage = %self.templates.node_id(), time = %t, "late event: its window already alerted");
+                    LateEvent {
+                        stage: &self.id,
+                        time: t,
+                        key: Some(&self.key_buf),
+                        why: Lateness::WindowAlerted,
+                    }
+                    .emit(&self.counters);
                     return;
                 }
                 r.before_event(&self.key_buf, key, t, book, out);
@@ -441,8 +464,13 @@ impl Stage for BandwidthStage {
                 let key = self.rate.get_or_default(&self.key_buf);
                 if key.late_for_key(t) {
                     self.watermark.late += 1;
-                    self.counters.add_dropped("late", 1);
-                    tracing::debug!(stage = %self.templates.node_id(), time = %t, "late event: its window already alerted");
+                    LateEvent {
+                        stage: &self.id,
+                        time: t,
+                        key: Some(&self.key_buf),
+                        why: Lateness::WindowAlerted,
+                    }
+                    .emit(&self.counters);
                     return;
                 }
                 r.before_event(&self.key_buf, key, t, book, out);
@@ -468,7 +496,13 @@ impl Stage for BandwidthStage {
                 Mode::Volume => r.evict_oldest(&mut self.volume, self.max_keys, book, out),
                 Mode::Rate => r.evict_oldest(&mut self.rate, self.max_keys, book, out),
             };
-            self.counters.add_dropped("evicted", evicted as u64);
+            KeysEvicted {
+                stage: &self.id,
+                keys: evicted as u64,
+                max_keys: self.max_keys,
+                warning: crate::stages::episode::EVICTING,
+            }
+            .emit(&self.counters);
         }
     }
 

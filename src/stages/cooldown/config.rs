@@ -85,7 +85,7 @@ impl CooldownConfig {
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
         let key = GroupBy::parse(&self.key)?.0;
         let mut stage = CooldownStage::new(key, self.period.span(), self.max_keys.max(1))
-            .counting_into(cx.counters.clone());
+            .counting_into(cx.id.clone(), cx.counters.clone());
         if let Some(saved) = cx.restore() {
             stage.restore(&cx.id, saved);
         }

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::event::{AlertStatus, Event, FieldPath, Timestamp};
 use crate::node::Stage;
+use crate::node::internal_event::{CooldownSuppressed, InternalEvent, KeysEvicted};
 use crate::stages::stage_state;
 
 /// Suppresses a key for a period after one of its events passes; see
@@ -18,8 +19,10 @@ pub struct CooldownStage {
     period: chrono::Duration,
     max_keys: usize,
     state: State,
-    /// Where suppressed events are counted.
+    /// Where suppressed events and evicted keys are counted.
     counters: std::sync::Arc<crate::node::NodeCounters>,
+    /// The node's id, `pipeline.node`, for the log.
+    id: std::sync::Arc<str>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -55,11 +58,18 @@ impl CooldownStage {
             max_keys,
             state: State::default(),
             counters: std::sync::Arc::default(),
+            id: "".into(),
         }
     }
 
-    /// Counts what the stage suppresses into `counters` (the node's).
-    pub fn counting_into(mut self, counters: std::sync::Arc<crate::node::NodeCounters>) -> Self {
+    /// Reports what the stage suppresses and evicts as node `id`, counted in `counters`
+    /// (the node's).
+    pub fn counting_into(
+        mut self,
+        id: std::sync::Arc<str>,
+        counters: std::sync::Arc<crate::node::NodeCounters>,
+    ) -> Self {
+        self.id = id;
         self.counters = counters;
         self
     }
@@ -123,13 +133,19 @@ impl CooldownStage {
             return;
         }
         self.evict();
-        stage_state::forget_oldest(
+        let forgot = stage_state::forget_oldest(
             &mut self.state.passed_at,
             self.max_keys,
             |t| *t,
             &mut self.state.evicted,
-            "cooldown holds `max_keys` keys: forgetting the oldest early",
         );
+        KeysEvicted {
+            stage: &self.id,
+            keys: forgot,
+            max_keys: self.max_keys,
+            warning: "cooldown holds `max_keys` keys: forgetting the oldest early",
+        }
+        .emit(&self.counters);
         self.forget_detached();
     }
 }
@@ -171,8 +187,11 @@ impl Stage for CooldownStage {
                     .is_none_or(|end| t < end) =>
             {
                 self.state.suppressed += 1;
-                self.counters.add_dropped("cooldown", 1);
-                tracing::debug!(key, "cooldown: suppressed");
+                CooldownSuppressed {
+                    stage: &self.id,
+                    key: &key,
+                }
+                .emit(&self.counters);
                 return;
             }
             Some(_) => {}

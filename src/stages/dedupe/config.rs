@@ -69,7 +69,8 @@ impl DedupeConfig {
     /// Builds the running stage, restoring its saved state.
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
         let key = GroupBy::parse(&self.key)?.0;
-        let mut stage = DedupeStage::new(key, self.window.span(), self.max_keys.max(1));
+        let mut stage = DedupeStage::new(key, self.window.span(), self.max_keys.max(1))
+            .counting_into(cx.id.clone(), cx.counters.clone());
         if let Some(saved) = cx.restore() {
             stage.restore(&cx.id, saved);
         }

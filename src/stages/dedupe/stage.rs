@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::event::{Event, FieldPath, Timestamp};
-use crate::node::Stage;
+use crate::node::internal_event::{InternalEvent, KeysEvicted, RepeatDropped};
+use crate::node::{NodeCounters, Stage};
 use crate::stages::stage_state;
 
 /// Drops repeats within a window; see [`super::DedupeConfig`].
@@ -18,6 +19,10 @@ pub struct DedupeStage {
     window: chrono::Duration,
     max_keys: usize,
     state: State,
+    /// Where dropped repeats and evicted keys are counted.
+    counters: Arc<NodeCounters>,
+    /// The node's id, `pipeline.node`, for the log.
+    id: Arc<str>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -42,7 +47,17 @@ impl DedupeStage {
             window,
             max_keys,
             state: State::default(),
+            counters: Arc::default(),
+            id: "".into(),
         }
+    }
+
+    /// Reports what the stage drops and evicts as node `id`, counted in `counters` (the
+    /// node's).
+    pub fn counting_into(mut self, id: Arc<str>, counters: Arc<NodeCounters>) -> Self {
+        self.id = id;
+        self.counters = counters;
+        self
     }
 
     fn shape(&self) -> Value {
@@ -83,13 +98,19 @@ impl DedupeStage {
             return;
         }
         self.evict();
-        stage_state::forget_oldest(
+        let forgot = stage_state::forget_oldest(
             &mut self.state.first,
             self.max_keys,
             |t| *t,
             &mut self.state.evicted,
-            "dedupe holds `max_keys` keys: forgetting the oldest early",
         );
+        KeysEvicted {
+            stage: &self.id,
+            keys: forgot,
+            max_keys: self.max_keys,
+            warning: "dedupe holds `max_keys` keys: forgetting the oldest early",
+        }
+        .emit(&self.counters);
     }
 }
 
@@ -104,7 +125,11 @@ impl Stage for DedupeStage {
                 .is_none_or(|end| t < end);
             if within {
                 self.state.dropped += 1;
-                tracing::debug!(key, "dedupe: repeat dropped");
+                RepeatDropped {
+                    stage: &self.id,
+                    key: &key,
+                }
+                .emit(&self.counters);
                 return;
             }
         } else {
@@ -176,6 +201,45 @@ mod tests {
         );
         assert_eq!(passed, vec![0, 31, 60, 120]);
         assert_eq!(s.dropped(), 3);
+    }
+
+    /// What dedupe drops shows in `/metrics` under its node: repeats as `duplicate`, keys
+    /// forgotten past `max_keys` as `evicted`; the node's first eviction is a warning.
+    #[test]
+    fn repeats_and_evicted_keys_are_counted_for_the_node() {
+        use crate::node::internal_event::{DropReason, capture};
+        let counters = Arc::new(NodeCounters::default());
+        let mut s = DedupeStage::new(
+            crate::stages::alerting::GroupBy::parse(&["user".to_string()])
+                .unwrap()
+                .0,
+            chrono::Duration::seconds(60),
+            2,
+        )
+        .counting_into("p.dedupe".into(), counters.clone());
+        let user = |u: &str, at: i64| ev(json!({"user": u}), at);
+        let logs = capture::logs(|| {
+            let passed = run(
+                &mut s,
+                vec![
+                    user("a", 0),
+                    user("a", 1),
+                    user("b", 2),
+                    user("c", 3),
+                    user("d", 4),
+                ],
+            );
+            assert_eq!(passed, vec![0, 2, 3, 4]);
+        });
+        assert_eq!(counters.dropped_for(DropReason::Duplicate), 1);
+        assert_eq!(counters.dropped_for(DropReason::Evicted), 2);
+        let warnings: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("dedupe holds `max_keys` keys"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{logs}");
+        assert!(warnings[0].contains("stage=p.dedupe"), "{logs}");
+        assert!(logs.contains("dedupe: repeat dropped"), "{logs}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::config::{Conditions, Exclude, FilterConfig, Literal, Matcher, condition_pointer};
 use crate::event::{Event, Field, FieldPath, Fields, Scalar};
 use crate::node::Stage;
+use crate::node::internal_event::ScriptRole;
 use crate::pce::names::NameCache;
 use crate::stages::script::sandbox::{self, ErrorLog, Limits, RunError, Sandbox};
 
@@ -418,7 +419,7 @@ pub struct WhereExpr {
 impl WhereExpr {
     /// Counts each failed evaluation in `counters` as a dropped event (`where_error`).
     pub fn counting_into(mut self, counters: std::sync::Arc<crate::node::NodeCounters>) -> Self {
-        self.errors.counting_into(counters, "where_error");
+        self.errors.counting_into(counters, ScriptRole::Where);
         self
     }
 

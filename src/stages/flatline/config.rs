@@ -98,7 +98,8 @@ impl FlatlineConfig {
         let group_by = GroupBy::parse(&self.group_by)?;
         let templates = AlertTemplates::for_stage(&self.alert, DEFAULT_TITLE, DEFAULT_SUMMARY, cx)?;
         let mut stage =
-            FlatlineStage::new(group_by, self.after.span(), templates, self.max_keys.max(1));
+            FlatlineStage::new(group_by, self.after.span(), templates, self.max_keys.max(1))
+                .counting_into(cx.counters.clone());
         let restored = cx
             .restore()
             .is_some_and(|saved| stage.restore(&cx.id, saved));

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::event::{AlertStatus, AlertWindow, Event, FieldPath, Sample, Timestamp};
-use crate::node::Stage;
+use crate::node::internal_event::{InternalEvent, KeysEvicted};
+use crate::node::{NodeCounters, Stage};
 use crate::stages::alerting::{AlertTemplates, Finding, GroupBy};
 use crate::stages::stage_state::{self, SavedField};
 
@@ -21,6 +22,10 @@ pub struct FlatlineStage {
     state: State,
     /// Resolutions of episodes left open by a state this stage did not restore.
     orphans: Vec<Arc<Event>>,
+    /// Where evicted keys are counted.
+    counters: Arc<NodeCounters>,
+    /// The node's id, `pipeline.node`, for the log.
+    id: Arc<str>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -87,11 +92,19 @@ impl FlatlineStage {
         FlatlineStage {
             group_by,
             after,
+            id: templates.node_id(),
             templates,
             max_keys,
             state: State::default(),
             orphans: Vec::new(),
+            counters: Arc::default(),
         }
+    }
+
+    /// Counts what the stage evicts into `counters` (the node's).
+    pub fn counting_into(mut self, counters: Arc<NodeCounters>) -> Self {
+        self.counters = counters;
+        self
     }
 
     fn shape(&self) -> Value {
@@ -151,13 +164,19 @@ impl FlatlineStage {
     }
 
     fn make_room(&mut self) {
-        stage_state::forget_oldest(
+        let forgot = stage_state::forget_oldest(
             &mut self.state.keys,
             self.max_keys,
             |w| w.last_seen,
             &mut self.state.evicted,
-            "flatline watches `max_keys` keys: forgetting the one seen longest ago",
         );
+        KeysEvicted {
+            stage: &self.id,
+            keys: forgot,
+            max_keys: self.max_keys,
+            warning: "flatline watches `max_keys` keys: forgetting the one seen longest ago",
+        }
+        .emit(&self.counters);
     }
 }
 

@@ -20,6 +20,8 @@ use rhai::module_resolvers::DummyModuleResolver;
 use rhai::{AST, Dynamic, Engine, EvalAltResult, ParseError, Position, Scope};
 use serde_json::Value;
 
+use crate::node::internal_event::{InternalEvent, ScriptFailed, ScriptRole};
+
 /// The name of the variable that holds the event.
 pub const EVENT: &str = "event";
 
@@ -268,48 +270,41 @@ fn compile_error(e: ParseError, text: &str) -> CompileError {
     CompileError { line, col, message }
 }
 
-/// Counts failed runs of one stage and logs the first and then every
-/// [`ErrorLog::EVERY`]th, so a script failing on every event does not flood the log.
+/// Counts failed runs of one stage and reports each ([`ScriptFailed`]: logged the first
+/// time and then once per [`ScriptFailed::LOG_EVERY`], so a script failing on every event
+/// does not flood the log).
 #[derive(Debug, Default)]
 pub struct ErrorLog {
     /// Failed runs so far.
     pub count: u64,
-    /// The node's counters, where each failure is counted as `reason` too.
-    counted: Option<(std::sync::Arc<crate::node::NodeCounters>, &'static str)>,
+    /// The node's counters, where each failure is counted as its `role` says.
+    counters: std::sync::Arc<crate::node::NodeCounters>,
+    role: ScriptRole,
 }
 
 impl ErrorLog {
-    /// Failures between two log lines.
-    pub const EVERY: u64 = 1000;
-
-    /// Counts each failure in `counters` too: as set aside for `reason` (`where_error`: a
-    /// `where:` that failed drops its event), or as an error when `reason` is `error`
-    /// (a script that failed passes its event on).
+    /// Counts each failure in `counters` too, as `role` says: a failed `where:` drops its
+    /// event (`where_error`), a failed script passes it on (an error).
     pub fn counting_into(
         &mut self,
         counters: std::sync::Arc<crate::node::NodeCounters>,
-        reason: &'static str,
+        role: ScriptRole,
     ) {
-        self.counted = Some((counters, reason));
+        self.counters = counters;
+        self.role = role;
     }
 
-    /// Counts `e` and logs it when due. `what` names the script (`where:` or its path).
+    /// Counts `e` and reports it. `what` names the script (`where` or its path).
     pub fn record(&mut self, stage: &str, what: &str, e: &RunError) {
         self.count += 1;
-        match &self.counted {
-            Some((c, "error")) => c.add_error(),
-            Some((c, reason)) => c.add_dropped(reason, 1),
-            None => {}
+        ScriptFailed {
+            stage,
+            script: what,
+            failures: self.count,
+            error: e,
+            role: self.role,
         }
-        if self.count == 1 || self.count % Self::EVERY == 0 {
-            tracing::warn!(
-                stage = %stage,
-                script = %what,
-                errors = self.count,
-                "script error at {e} (counted; logged once per {} errors)",
-                Self::EVERY
-            );
-        }
+        .emit(&self.counters);
     }
 }
 

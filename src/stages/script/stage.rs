@@ -13,6 +13,7 @@ use crate::event::{
     Alert, AlertStatus, AlertWindow, Event, Sample, Severity, Timestamp, group_key, insert_path,
     time_from_value,
 };
+use crate::node::internal_event::ScriptRole;
 use crate::node::{BuildContext, NodeError, Stage};
 
 type FnResult<T> = Result<T, Box<EvalAltResult>>;
@@ -116,7 +117,7 @@ impl ScriptStage {
             shape: serde_json::json!({"file": cfg.file}),
             errors: {
                 let mut log = ErrorLog::default();
-                log.counting_into(cx.counters.clone(), "error");
+                log.counting_into(cx.counters.clone(), ScriptRole::Script);
                 log
             },
             resolve_after: cfg.resolve_after.span(),

@@ -161,7 +161,7 @@ impl TopNConfig {
             retain: window.map_or(retain, |w| w.max(retain)),
             max_events: self.max_events.max(1),
         };
-        let mut stage = TopNStage::new(spec, templates);
+        let mut stage = TopNStage::new(spec, templates).counting_into(cx.counters.clone());
         if let Some(saved) = cx.restore() {
             stage.restore(&cx.id, saved);
         }

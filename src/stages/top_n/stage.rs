@@ -10,7 +10,10 @@ use serde_json::{Value, json};
 use crate::event::{
     Alert, AlertStatus, AlertWindow, Event, Field, FieldPath, Group, Timestamp, TopRow, TopTable,
 };
-use crate::node::Stage;
+use crate::node::internal_event::{
+    InternalEvent, LateEvent, Lateness, NothingToSum, OldestEventDropped,
+};
+use crate::node::{NodeCounters, Stage};
 use crate::stages::alerting::{AlertTemplates, Finding};
 use crate::stages::stage_state;
 
@@ -43,6 +46,10 @@ pub struct TopNStage {
     /// may come over another input than the alert itself, and the runtime sends a tick on
     /// only once every input has handed on what it sent before it.
     pending: Vec<Arc<Event>>,
+    /// Where late, skipped and dropped events are counted.
+    counters: Arc<NodeCounters>,
+    /// The node's id, `pipeline.node`, for the log.
+    id: Arc<str>,
 }
 
 /// One recorded event: a projection, never the event.
@@ -123,13 +130,21 @@ impl TopNStage {
         let window_ms = spec.window.map(|w| w.num_milliseconds().max(1));
         TopNStage {
             spec,
+            id: templates.node_id(),
             templates,
             state: State {
                 window_ms,
                 ..State::default()
             },
             pending: Vec::new(),
+            counters: Arc::default(),
         }
+    }
+
+    /// Counts what the stage sets aside into `counters` (the node's).
+    pub fn counting_into(mut self, counters: Arc<NodeCounters>) -> Self {
+        self.counters = counters;
+        self
     }
 
     fn shape(&self) -> Value {
@@ -271,7 +286,11 @@ impl TopNStage {
                 Some(w) => w,
                 None => {
                     self.state.skipped += 1;
-                    tracing::debug!(field = %path, "top_n: event skipped, no usable number to sum");
+                    NothingToSum {
+                        stage: &self.id,
+                        field: path.as_str(),
+                    }
+                    .emit(&self.counters);
                     return;
                 }
             },
@@ -285,7 +304,7 @@ impl TopNStage {
                 .map_or(event.meta.ingest, |i| i.max(event.meta.ingest)),
         );
         if wm - t >= self.spec.retain {
-            self.state.late += 1;
+            self.late(t, Lateness::PastRetain);
             return;
         }
         let project = |paths: &[FieldPath]| -> Vec<Value> {
@@ -305,7 +324,7 @@ impl TopNStage {
         };
         if let Some(w) = self.state.window_ms {
             if self.state.reported_until.is_some_and(|r| t < r) {
-                self.state.late += 1;
+                self.late(t, Lateness::WindowReported);
             } else {
                 let ms = t.timestamp_millis();
                 self.state.pending.insert(ms - ms.rem_euclid(w));
@@ -326,13 +345,23 @@ impl TopNStage {
         while self.state.recs.len() > self.spec.max_events {
             self.state.recs.pop_front();
             self.state.overflow += 1;
-            if self.state.overflow == 1 {
-                tracing::warn!(
-                    max_events = self.spec.max_events,
-                    "top_n holds `max_events` events: dropping the oldest"
-                );
+            OldestEventDropped {
+                stage: &self.id,
+                max_events: self.spec.max_events,
             }
+            .emit(&self.counters);
         }
+    }
+
+    fn late(&mut self, t: Timestamp, why: Lateness) {
+        self.state.late += 1;
+        LateEvent {
+            stage: &self.id,
+            time: t,
+            key: None,
+            why,
+        }
+        .emit(&self.counters);
     }
 
     /// Reports every pending own window that ends at or before `through` (all when `None`).
@@ -627,9 +656,12 @@ mod tests {
         );
         assert_eq!((top.total, top.keys), (3.0, 2));
 
-        // A late event for the reported window is counted, not reported again.
+        // A late event for the reported window is counted (for `/metrics` too), not
+        // reported again.
         s.process(flow("a", json!(22), 30), &mut out);
         assert_eq!(s.state.late, 1);
+        let late = crate::node::internal_event::DropReason::Late;
+        assert_eq!(s.counters.dropped_for(late), 1);
 
         // Events stop: the clock closes [120, 180) once it is 55 s past 125 + (180 - 125).
         out.clear();
@@ -677,6 +709,8 @@ mod tests {
         assert_eq!(s.state.recs.len(), 1);
         s.process(flow("a", json!(81), 0), &mut out);
         assert_eq!(s.state.late, 1);
+        let late = crate::node::internal_event::DropReason::Late;
+        assert_eq!(s.counters.dropped_for(late), 1);
     }
 
     #[test]

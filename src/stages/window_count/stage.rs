@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::config::WindowCountConfig;
 use crate::event::{Event, FieldPath, Timestamp};
+use crate::node::internal_event::{InternalEvent, KeysEvicted, LateEvent, Lateness};
 use crate::node::{NodeCounters, NodeError, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget};
 use crate::stages::episode::{Book, EpisodeCounts, Reporter, open_keys};
@@ -18,7 +19,6 @@ pub struct WindowCountStage {
     window: chrono::Duration,
     sum: Option<FieldPath>,
     group_by: GroupBy,
-    templates: AlertTemplates,
     reporter: Reporter,
     shape: Value,
     keys: KeyMap<KeyWindow>,
@@ -34,6 +34,8 @@ pub struct WindowCountStage {
     max_keys: usize,
     /// Where what is set aside (late events, evicted keys) is counted.
     counters: Arc<NodeCounters>,
+    /// The node's id, `pipeline.node`, for the log.
+    id: Arc<str>,
 }
 
 /// What [`WindowCountStage::snapshot`] saves (borrowed form).
@@ -74,12 +76,13 @@ impl WindowCountStage {
         let group_by = GroupBy::parse(&cfg.group_by).map_err(NodeError::from)?;
         let window = cfg.window.span();
         let samples_per_window = templates.samples;
+        let id = templates.node_id();
         Ok(WindowCountStage {
             window,
             sum,
             group_by,
             reporter: Reporter {
-                templates: templates.clone(),
+                templates,
                 threshold: cfg.threshold,
                 scale: 1.0,
                 unit: None,
@@ -88,7 +91,7 @@ impl WindowCountStage {
                 resolve_after: cfg.alert.resolve_after.map_or(window, |d| d.span()),
                 history_interval,
             },
-            templates,
+            id,
             shape: json!({"group_by": cfg.group_by, "sum": cfg.sum, "mode": cfg.alert.mode}),
             keys: KeyMap::new(),
             book: Book::default(),
@@ -181,8 +184,13 @@ impl Stage for WindowCountStage {
         let t = event.meta.time;
         if self.watermark.observe(t, self.window) {
             self.watermark.late += 1;
-            self.counters.add_dropped("late", 1);
-            tracing::debug!(stage = %self.templates.node_id(), time = %t, "late event: older than the window behind the watermark");
+            LateEvent {
+                stage: &self.id,
+                time: t,
+                key: None,
+                why: Lateness::BehindWatermark,
+            }
+            .emit(&self.counters);
             return;
         }
         let weight = match &self.sum {
@@ -199,8 +207,13 @@ impl Stage for WindowCountStage {
         let key = self.keys.get_or_default(&self.key_buf);
         if key.late_for_key(t) {
             self.watermark.late += 1;
-            self.counters.add_dropped("late", 1);
-            tracing::debug!(stage = %self.templates.node_id(), time = %t, key = %self.key_buf, "late event: its window already alerted");
+            LateEvent {
+                stage: &self.id,
+                time: t,
+                key: Some(&self.key_buf),
+                why: Lateness::WindowAlerted,
+            }
+            .emit(&self.counters);
             return;
         }
         self.reporter
@@ -222,7 +235,13 @@ impl Stage for WindowCountStage {
             let evicted =
                 self.reporter
                     .evict_oldest(&mut self.keys, self.max_keys, &mut self.book, out);
-            self.counters.add_dropped("evicted", evicted as u64);
+            KeysEvicted {
+                stage: &self.id,
+                keys: evicted as u64,
+                max_keys: self.max_keys,
+                warning: crate::stages::episode::EVICTING,
+            }
+            .emit(&self.counters);
             self.budget.used = self.keys.values().map(KeyWindow::sample_bytes).sum();
         }
     }

@@ -9,7 +9,7 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `vigil_node_events_in_total`, `vigil_node_events_out_total`, `vigil_node_errors_total`, `vigil_node_restarts_total` | counter | `node`, `pipeline`, `role`, `kind` |
-//! | `vigil_node_dropped_total` (set aside on purpose) | counter | `node`, `pipeline`, `role`, `kind`, `reason` (`late`, `evicted`, `unmeasured`, `stale`, `duplicate`, `cooldown`, `where_error`, `min_severity`, `already_notified`, `silenced`, `inhibited`, `rejected_rotated`, `snapshot_too_large`) |
+//! | `vigil_node_dropped_total` (set aside on purpose) | counter | `node`, `pipeline`, `role`, `kind`, `reason` ([`DropReason`](crate::node::internal_event::DropReason): `late`, `evicted`, `unmeasured`, `stale`, `duplicate`, `cooldown`, `where_error`, `min_severity`, `already_notified`, `silenced`, `inhibited`, `refused`, `rejected_rotated`, `snapshot_too_large`) |
 //! | `vigil_node_state` (1 for the node's state) | gauge | `node`, `pipeline`, `role`, `kind`, `state` (`running`, `restarting`, `failed`) |
 //! | `vigil_outbox_messages` | gauge | `state` (`gathering`, `pending`, `sending`, `sent`, `dead`) |
 //! | `vigil_deliveries` (alerts per delivering sink) | gauge | `sink`, `state` |
@@ -161,7 +161,7 @@ const TRAFFIC_COUNTERS: [TrafficCounter; 8] = [
     ),
 ];
 
-const DROPPED_HELP: &str = "What a node set aside on purpose, by reason (late: older than its window behind the watermark; evicted: a group key pushed out by max_keys; unmeasured, stale, duplicate: flows bandwidth could not measure; cooldown: suppressed by a cooldown; where_error: a where: that failed; min_severity, already_notified, silenced, inhibited: alerts a delivering sink did not send; rejected_rotated: a file of set-aside records rotated away; snapshot_too_large: a stage state past snapshot_max_bytes, not saved).";
+const DROPPED_HELP: &str = "What a node set aside on purpose, by reason (late: older than its window behind the watermark, or for a window already alerted; evicted: a group key (top_n: a held event) pushed out by max_keys (max_events); unmeasured: a flow without bytes, an event without a number to sum; stale, duplicate: a flow observation older than or the same as the flow's last, an alert report older than the one held, a repeat within dedupe's window; cooldown: suppressed by a cooldown; where_error: a where: that failed; min_severity, already_notified, silenced, inhibited: alerts a delivering sink did not send; refused: an alert a delivering sink had no room for; rejected_rotated: a file of set-aside records rotated away; snapshot_too_large: a stage state past snapshot_max_bytes, not saved).";
 
 const STATE_HELP: &str = "1 for the state a node is in (running, restarting: it failed and waits to start again, failed: it failed too often and its pipeline is stopped), 0 for the others.";
 
@@ -771,6 +771,49 @@ mod tests {
             "process_start_time_seconds",
         ] {
             assert!(!text.contains(name), "{name} in:\n{text}");
+        }
+    }
+
+    /// Every reason a node may count a drop under is documented where users look: the
+    /// table at the top of this module, the metric's HELP text and README's `/metrics`
+    /// line; and nothing documented there is a reason no code counts.
+    #[test]
+    fn every_drop_reason_is_documented() {
+        use crate::node::internal_event::DropReason;
+        let module = include_str!("mod.rs");
+        let table = module
+            .lines()
+            .find(|l| l.starts_with("//! | `vigil_node_dropped_total`"))
+            .expect("the table's row for vigil_node_dropped_total");
+        let readme = include_str!("../../../README.md");
+        let readme = readme
+            .lines()
+            .find(|l| l.starts_with("| `GET /metrics`"))
+            .expect("README's /metrics line");
+        let readme = &readme[readme.find("`vigil_node_dropped_total`").expect("named")..];
+        let readme = &readme[readme.find("`reason`").expect("the reason label")..];
+        let readme = &readme[..readme.find(';').expect("its reasons, then a `;`")];
+        let table = &table[table.find("`reason`").expect("the reason label")..];
+        // The reason names a text lists: its `snake_case` words but the label itself.
+        let named = |text: &'static str| {
+            text.split('`')
+                .skip(1)
+                .step_by(2)
+                .filter(|w| *w != "reason" && w.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        };
+        let known: Vec<&str> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        for (doc, text) in [
+            ("the /metrics table", table),
+            ("README's /metrics line", readme),
+        ] {
+            let listed: Vec<&str> = named(text).collect();
+            assert_eq!(listed, known, "the reasons {doc} lists");
+        }
+        for r in DropReason::ALL {
+            assert!(
+                DROPPED_HELP.contains(&format!("{r}:")) || DROPPED_HELP.contains(&format!("{r},")),
+                "{r} is missing from the HELP text"
+            );
         }
     }
 }

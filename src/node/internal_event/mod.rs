@@ -1,0 +1,206 @@
+//! What the engine reports about itself: one type per situation, whose
+//! [`InternalEvent::emit`] writes the log line and bumps the node's counter together, so
+//! nothing is logged without being counted or counted under a misspelt reason (Vector's
+//! `internal_events`).
+//!
+//! A component builds the event where the situation arises and emits it into its node's
+//! [`NodeCounters`]:
+//!
+//! ```
+//! use vigil::node::NodeCounters;
+//! use vigil::node::internal_event::{InternalEvent, Silenced};
+//!
+//! let counters = NodeCounters::default();
+//! Silenced { sink: "p.mail", alert: "a-1", silence: "s-9" }.emit(&counters);
+//! assert_eq!(counters.dropped(), vec![("silenced", 1)]);
+//! ```
+//!
+//! What is set aside on purpose is counted by [`DropReason`] (`vigil_node_dropped_total`);
+//! what failed, in the node's errors (`vigil_node_errors_total`); restarts, in
+//! `vigil_node_restarts_total`. The events are grouped by who emits them, a file each:
+//! `delivery` (delivering sinks), `stages`, `sources` and `runtime` (the runtime, and
+//! sinks in general). Events that can happen for every record log at `debug`, or once and
+//! then in summaries, so they cannot flood the log.
+
+mod delivery;
+mod runtime;
+mod sources;
+mod stages;
+
+pub use delivery::*;
+pub use runtime::*;
+pub use sources::*;
+pub use stages::*;
+
+use super::NodeCounters;
+
+/// A situation the engine reports: logged and counted at once.
+pub trait InternalEvent {
+    /// Writes the log line and counts the situation in `counters` (the node's).
+    fn emit(self, counters: &NodeCounters);
+}
+
+/// Why a node set something aside on purpose: the `reason` label of
+/// `vigil_node_dropped_total`. Every reason is listed in the `/metrics` documentation
+/// (`src/web/metrics/mod.rs` and the README); a test holds them to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropReason {
+    /// An event older than its window behind the watermark, or one for a window already
+    /// alerted or reported.
+    Late,
+    /// A group key (or, in `top_n`, a held event) forgotten early to stay under
+    /// `max_keys` (`max_events`).
+    Evicted,
+    /// An event with nothing to measure: a flow whose byte counters are 0 or absent
+    /// (`bandwidth`), an event without a usable number at `top_n`'s `sum`.
+    Unmeasured,
+    /// Older than what is already held: a flow observation older than the flow's
+    /// previous one (`bandwidth`), an alert's report older than the one a delivering sink
+    /// holds.
+    Stale,
+    /// A repeat: the same flow observation as the flow's previous one (`bandwidth`), a
+    /// repeat within `dedupe`'s window.
+    Duplicate,
+    /// Suppressed by a cooldown (the `cooldown` stage or a sink's `cooldown`).
+    Cooldown,
+    /// An event whose `where:` failed.
+    WhereError,
+    /// An alert below a sink's `min_severity`.
+    MinSeverity,
+    /// An alert the sink had already notified.
+    AlreadyNotified,
+    /// An alert matched by an active silence.
+    Silenced,
+    /// An alert muted by a firing alert (inhibition).
+    Inhibited,
+    /// An alert the sink had no room for: it holds as many alerts as it may.
+    Refused,
+    /// A file of set-aside records dropped by rotation.
+    RejectedRotated,
+    /// A stage state larger than `snapshot_max_bytes`, not saved.
+    SnapshotTooLarge,
+}
+
+impl DropReason {
+    /// Every reason.
+    pub const ALL: [DropReason; 14] = [
+        DropReason::Late,
+        DropReason::Evicted,
+        DropReason::Unmeasured,
+        DropReason::Stale,
+        DropReason::Duplicate,
+        DropReason::Cooldown,
+        DropReason::WhereError,
+        DropReason::MinSeverity,
+        DropReason::AlreadyNotified,
+        DropReason::Silenced,
+        DropReason::Inhibited,
+        DropReason::Refused,
+        DropReason::RejectedRotated,
+        DropReason::SnapshotTooLarge,
+    ];
+
+    /// Its `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Late => "late",
+            DropReason::Evicted => "evicted",
+            DropReason::Unmeasured => "unmeasured",
+            DropReason::Stale => "stale",
+            DropReason::Duplicate => "duplicate",
+            DropReason::Cooldown => "cooldown",
+            DropReason::WhereError => "where_error",
+            DropReason::MinSeverity => "min_severity",
+            DropReason::AlreadyNotified => "already_notified",
+            DropReason::Silenced => "silenced",
+            DropReason::Inhibited => "inhibited",
+            DropReason::Refused => "refused",
+            DropReason::RejectedRotated => "rejected_rotated",
+            DropReason::SnapshotTooLarge => "snapshot_too_large",
+        }
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod capture {
+    //! The log lines written while a closure runs, for tests of what is logged.
+
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Runs `f` with every log line (down to `trace`) written, without colours, to a
+    /// buffer on this thread, and returns the lines.
+    pub(crate) fn logs(f: impl FnOnce()) -> String {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = buffer.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reasons' labels are distinct snake_case words, so `/metrics` never shows two
+    /// reasons under one name.
+    #[test]
+    fn reasons_have_distinct_labels() {
+        let labels: std::collections::BTreeSet<&str> =
+            DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), DropReason::ALL.len());
+        for l in labels {
+            assert!(l.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{l}");
+        }
+    }
+
+    /// A silenced alert is counted under `silenced` and logged with the sink, the alert
+    /// and the silence, in the words users grep for.
+    #[test]
+    fn a_silenced_alert_is_counted_and_logged() {
+        let counters = NodeCounters::default();
+        let logs = capture::logs(|| {
+            Silenced {
+                sink: "p.mail",
+                alert: "a-1",
+                silence: "s-9",
+            }
+            .emit(&counters);
+        });
+        assert_eq!(counters.dropped(), vec![("silenced", 1)]);
+        assert_eq!(counters.dropped_for(DropReason::Silenced), 1);
+        let line = logs.lines().find(|l| l.contains("silenced; not sent"));
+        let line = line.unwrap_or_else(|| panic!("no log line: {logs:?}"));
+        assert!(line.contains("INFO"), "{line}");
+        for field in ["sink=p.mail", "alert=a-1", "silence=s-9"] {
+            assert!(line.contains(field), "{field} in {line}");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! What sources report: records they set aside, reads and checkpoints that failed, and
+//! events they missed or handed on late.
+
+use std::fmt::Display;
+use std::path::Path;
+
+use super::{DropReason, InternalEvent};
+use crate::node::NodeCounters;
+
+/// A record that cannot be read (not JSON, too long, ...): set aside in the node's file
+/// of set-aside records and counted as an error. The node's first 20 are logged one by
+/// one; after that one summary line per [`RecordSetAside::SUMMARY_EVERY`] errors keeps
+/// the log readable.
+#[derive(Debug)]
+pub struct RecordSetAside<'a> {
+    /// The source, `pipeline.node`.
+    pub source: &'a str,
+    /// The file it came from, if any.
+    pub location: Option<&'a str>,
+    /// Its line number there, if it has one.
+    pub line: Option<u64>,
+    /// Why it was set aside.
+    pub reason: &'a str,
+}
+
+impl RecordSetAside<'_> {
+    /// How many records are logged one by one.
+    pub const LOGGED: u64 = 20;
+    /// Errors between two summary lines, after the first [`RecordSetAside::LOGGED`].
+    pub const SUMMARY_EVERY: u64 = 1000;
+}
+
+impl InternalEvent for RecordSetAside<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        counters.add_errors(1);
+        let n = counters.get().2;
+        if n <= Self::LOGGED {
+            tracing::warn!(
+                source = %self.source,
+                location = self.location.unwrap_or("-"),
+                line = self.line.unwrap_or(0),
+                reason = %self.reason,
+                "record set aside"
+            );
+        } else if n % Self::SUMMARY_EVERY == 0 {
+            tracing::warn!(source = %self.source, total = n, "records set aside so far");
+        }
+    }
+}
+
+/// The file of set-aside records reached `retention.rejected_max_bytes` and was rotated
+/// (`rotations` times in one batch): the file before it, if any, was dropped.
+#[derive(Debug)]
+pub struct RejectedRotated<'a> {
+    /// The file.
+    pub path: &'a Path,
+    /// How many rotations.
+    pub rotations: u64,
+}
+
+impl InternalEvent for RejectedRotated<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        if self.rotations == 0 {
+            return;
+        }
+        tracing::info!(path = %self.path.display(), rotations = self.rotations, "set-aside records rotated; the file before was dropped");
+        counters.add_dropped(DropReason::RejectedRotated, self.rotations);
+    }
+}
+
+/// A source's position could not be stored: counted as an error (a restart reads again
+/// from the last stored one).
+pub struct CheckpointNotStored<'a> {
+    /// The source.
+    pub source: &'a str,
+    /// Why.
+    pub error: &'a dyn Display,
+}
+
+impl InternalEvent for CheckpointNotStored<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        tracing::error!(source = %self.source, error = %self.error, "cannot store the checkpoint; a restart would re-read from the last stored one");
+        counters.add_errors(1);
+    }
+}
+
+/// Reading PCE events failed: counted as an error, tried again next interval.
+pub struct PceEventsReadFailed<'a> {
+    /// The source.
+    pub source: &'a str,
+    /// Why.
+    pub error: &'a dyn Display,
+    /// The start of the range read.
+    pub from: &'a dyn Display,
+    /// Its end.
+    pub until: &'a dyn Display,
+}
+
+impl InternalEvent for PceEventsReadFailed<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        tracing::warn!(source = %self.source, error = %self.error, from = %self.from, until = %self.until, "reading PCE events failed; trying again next interval");
+        counters.add_errors(1);
+    }
+}
+
+/// Events handed on were not all delivered downstream: counted as an error, not
+/// checkpointed, read again next interval.
+pub struct EventsNotDelivered<'a> {
+    /// The source.
+    pub source: &'a str,
+    /// The start of the range read.
+    pub from: &'a dyn Display,
+    /// Its end.
+    pub until: &'a dyn Display,
+}
+
+impl InternalEvent for EventsNotDelivered<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        tracing::warn!(source = %self.source, from = %self.from, until = %self.until, "events were not delivered downstream; not checkpointing them, they are read again next interval");
+        counters.add_errors(1);
+    }
+}
+
+/// Events that became visible on the PCE more than `overlap` after their timestamp:
+/// handed on late, counted as errors so that `overlap` can be raised.
+pub struct EventsVisibleLate<'a> {
+    /// The source.
+    pub source: &'a str,
+    /// How many.
+    pub events: usize,
+    /// How long after its timestamp the oldest became visible.
+    pub lag: std::time::Duration,
+    /// The source's `overlap`.
+    pub overlap: &'a dyn Display,
+}
+
+impl InternalEvent for EventsVisibleLate<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        tracing::warn!(source = %self.source, events = self.events, lag = %humantime::format_duration(self.lag), overlap = %self.overlap, "events became visible on the PCE more than `overlap` after their timestamp; handed on late — raise overlap above the lag");
+        counters.add_errors(self.events as u64);
+    }
+}
+
+/// The `internal` source fell behind the engine's own alerts and missed some: counted as
+/// errors.
+#[derive(Debug)]
+pub struct InternalAlertsMissed<'a> {
+    /// The source.
+    pub node: &'a str,
+    /// How many.
+    pub missed: u64,
+}
+
+impl InternalEvent for InternalAlertsMissed<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        tracing::warn!(node = %self.node, missed = self.missed, "internal alerts came faster than they were handled; some were missed");
+        counters.add_errors(self.missed);
+    }
+}

@@ -1,0 +1,251 @@
+//! What stages report: events they set aside (late, suppressed, repeated, not
+//! measurable), keys they forget to stay within their bounds, and failed scripts.
+//!
+//! These can happen for every event, so they log at `debug`, except the first eviction
+//! of a node (a bound was reached: `warn`) and script failures (the first and then one in
+//! [`ScriptFailed::LOG_EVERY`]).
+
+use std::fmt::Display;
+
+use super::{DropReason, InternalEvent};
+use crate::event::Timestamp;
+use crate::node::NodeCounters;
+
+/// Why an event came too late to count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lateness {
+    /// Older than the stage's window behind its watermark.
+    BehindWatermark,
+    /// Its window already alerted.
+    WindowAlerted,
+    /// Older than `top_n`'s `retain` behind the newest event.
+    PastRetain,
+    /// `top_n` already reported its window.
+    WindowReported,
+}
+
+impl Lateness {
+    fn as_str(self) -> &'static str {
+        match self {
+            Lateness::BehindWatermark => "older than the window behind the watermark",
+            Lateness::WindowAlerted => "its window already alerted",
+            Lateness::PastRetain => "older than retain behind the newest event",
+            Lateness::WindowReported => "its window was already reported",
+        }
+    }
+}
+
+/// An event too late to count: set aside.
+#[derive(Debug)]
+pub struct LateEvent<'a> {
+    /// The stage, `pipeline.node`.
+    pub stage: &'a str,
+    /// The event's time.
+    pub time: Timestamp,
+    /// Its group key, when the stage had worked it out.
+    pub key: Option<&'a str>,
+    /// Why it is late.
+    pub why: Lateness,
+}
+
+impl InternalEvent for LateEvent<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        match self.key {
+            Some(key) => {
+                tracing::debug!(stage = %self.stage, time = %self.time, key = %key, "late event: {}", self.why.as_str());
+            }
+            None => {
+                tracing::debug!(stage = %self.stage, time = %self.time, "late event: {}", self.why.as_str());
+            }
+        }
+        counters.add_dropped(DropReason::Late, 1);
+    }
+}
+
+/// Why `bandwidth` could not measure a flow record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unmeasurable {
+    /// Both its byte counters are 0 or absent.
+    NoBytes,
+    /// It is older than the flow's previous observation.
+    Stale,
+    /// It is the same observation as the flow's previous one.
+    Duplicate,
+}
+
+impl Unmeasurable {
+    fn reason(self) -> DropReason {
+        match self {
+            Unmeasurable::NoBytes => DropReason::Unmeasured,
+            Unmeasurable::Stale => DropReason::Stale,
+            Unmeasurable::Duplicate => DropReason::Duplicate,
+        }
+    }
+}
+
+/// A flow record `bandwidth` cannot measure: set aside.
+#[derive(Debug)]
+pub struct FlowNotMeasured<'a> {
+    /// The stage.
+    pub stage: &'a str,
+    /// Why.
+    pub why: Unmeasurable,
+}
+
+impl InternalEvent for FlowNotMeasured<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        let reason = self.why.reason();
+        tracing::debug!(stage = %self.stage, reason = %reason, "flow not measured");
+        counters.add_dropped(reason, 1);
+    }
+}
+
+/// An event without a usable number at `top_n`'s `sum`: skipped.
+#[derive(Debug)]
+pub struct NothingToSum<'a> {
+    /// The stage.
+    pub stage: &'a str,
+    /// The `sum` field.
+    pub field: &'a str,
+}
+
+impl InternalEvent for NothingToSum<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        tracing::debug!(stage = %self.stage, field = %self.field, "top_n: event skipped, no usable number to sum");
+        counters.add_dropped(DropReason::Unmeasured, 1);
+    }
+}
+
+/// Group keys forgotten early to stay under `max_keys`. The node's first eviction is a
+/// warning (the bound was reached: raise it, or group by less); the later ones are
+/// logged at `debug`.
+#[derive(Debug)]
+pub struct KeysEvicted<'a> {
+    /// The stage.
+    pub stage: &'a str,
+    /// How many keys were forgotten.
+    pub keys: u64,
+    /// The bound.
+    pub max_keys: usize,
+    /// What the warning says, e.g. "dedupe holds `max_keys` keys: forgetting the oldest
+    /// early".
+    pub warning: &'static str,
+}
+
+impl InternalEvent for KeysEvicted<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        if self.keys == 0 {
+            return;
+        }
+        let total = counters.add_dropped(DropReason::Evicted, self.keys);
+        if total == self.keys {
+            tracing::warn!(stage = %self.stage, max_keys = self.max_keys, evicted = self.keys, "{}", self.warning);
+        } else {
+            tracing::debug!(stage = %self.stage, max_keys = self.max_keys, evicted = self.keys, "{}", self.warning);
+        }
+    }
+}
+
+/// `top_n` holds `max_events` events: the oldest is dropped from its tables. The
+/// node's first is a warning, the later ones are logged at `debug`.
+#[derive(Debug)]
+pub struct OldestEventDropped<'a> {
+    /// The stage.
+    pub stage: &'a str,
+    /// The bound.
+    pub max_events: usize,
+}
+
+impl InternalEvent for OldestEventDropped<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        if counters.add_dropped(DropReason::Evicted, 1) == 1 {
+            tracing::warn!(stage = %self.stage, max_events = self.max_events, "top_n holds `max_events` events: dropping the oldest");
+        } else {
+            tracing::debug!(stage = %self.stage, max_events = self.max_events, "top_n holds `max_events` events: dropping the oldest");
+        }
+    }
+}
+
+/// An event whose key passed within the `cooldown` stage's period: suppressed.
+#[derive(Debug)]
+pub struct CooldownSuppressed<'a> {
+    /// The stage.
+    pub stage: &'a str,
+    /// The event's key.
+    pub key: &'a str,
+}
+
+impl InternalEvent for CooldownSuppressed<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        tracing::debug!(stage = %self.stage, key = %self.key, "cooldown: suppressed");
+        counters.add_dropped(DropReason::Cooldown, 1);
+    }
+}
+
+/// A repeat within `dedupe`'s window: dropped.
+#[derive(Debug)]
+pub struct RepeatDropped<'a> {
+    /// The stage.
+    pub stage: &'a str,
+    /// The event's key.
+    pub key: &'a str,
+}
+
+impl InternalEvent for RepeatDropped<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        tracing::debug!(stage = %self.stage, key = %self.key, "dedupe: repeat dropped");
+        counters.add_dropped(DropReason::Duplicate, 1);
+    }
+}
+
+/// What a failed script was doing, which decides how its failure counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScriptRole {
+    /// A `where:` expression: its event is dropped (`where_error`).
+    Where,
+    /// A `script` stage's script: its event is passed on, the failure is an error.
+    #[default]
+    Script,
+}
+
+/// A script or `where:` run failed. Logged the first time and then once per
+/// [`ScriptFailed::LOG_EVERY`] failures of the stage, so a script failing on every event
+/// does not flood the log.
+pub struct ScriptFailed<'a> {
+    /// The stage.
+    pub stage: &'a str,
+    /// The script: `where` or its path.
+    pub script: &'a str,
+    /// The stage's failures so far, this one included.
+    pub failures: u64,
+    /// Where and why it failed.
+    pub error: &'a dyn Display,
+    /// How the failure counts.
+    pub role: ScriptRole,
+}
+
+impl ScriptFailed<'_> {
+    /// Failures between two log lines.
+    pub const LOG_EVERY: u64 = 1000;
+}
+
+impl InternalEvent for ScriptFailed<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        if self.failures == 1 || self.failures % Self::LOG_EVERY == 0 {
+            tracing::warn!(
+                stage = %self.stage,
+                script = %self.script,
+                errors = self.failures,
+                "script error at {} (counted; logged once per {} errors)",
+                self.error,
+                Self::LOG_EVERY
+            );
+        }
+        match self.role {
+            ScriptRole::Where => {
+                counters.add_dropped(DropReason::WhereError, 1);
+            }
+            ScriptRole::Script => counters.add_errors(1),
+        }
+    }
+}
