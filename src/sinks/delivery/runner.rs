@@ -129,13 +129,27 @@ impl<N: Notifier> DeliverySink<N> {
             shared: shared.clone(),
             inhibitor: self.inhibitor.clone(),
         };
-        let worker = tokio::spawn(worker.run());
+        let mut worker = tokio::spawn(worker.run());
         let mut intake = Intake {
             sink: self,
             counters,
             shared,
         };
-        while let Some(msg) = input.recv().await {
+        loop {
+            let msg = tokio::select! {
+                // `Input::recv` is cancel-safe: nothing is lost when the worker ends first.
+                msg = input.recv() => msg,
+                // The worker ends only after the input does: it panicked. The sink fails
+                // with it, to be built again, rather than take alerts nothing sends.
+                ended = &mut worker => {
+                    // No send is under way any more: the message it was sending stays due
+                    // in the outbox (not marked as being sent), and the sink built again
+                    // sends it.
+                    *intake.shared.sending() = None;
+                    return Err(worker_failed(ended.err()));
+                }
+            };
+            let Some(msg) = msg else { break };
             let Message::Events(events) = msg else {
                 continue;
             };
@@ -153,8 +167,16 @@ impl<N: Notifier> DeliverySink<N> {
         stopping.cancel();
         match worker.await {
             Ok(()) => Ok(()),
-            Err(e) => Err(format!("the delivery worker failed: {e}").into()),
+            Err(e) => Err(worker_failed(Some(e))),
         }
+    }
+}
+
+/// The error of a sink whose worker failed (`None`: it ended before the input did).
+fn worker_failed(e: Option<tokio::task::JoinError>) -> crate::node::NodeError {
+    match e {
+        Some(e) => format!("the delivery worker failed: {e}").into(),
+        None => "the delivery worker stopped before the sink's input ended".into(),
     }
 }
 
@@ -573,11 +595,21 @@ mod tests {
         script: Mutex<Vec<Result<Answer, SendError>>>,
         /// When set, each answer waits for a permit (a peer that takes its time).
         gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+        /// How many sends panic (a bug in the notifier), before they are answered.
+        panics: Mutex<u32>,
     }
 
     impl Notifier for Arc<Fake> {
         fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<Answer, SendError>> {
             self.sent.lock().unwrap().push(n.clone());
+            {
+                let mut panics = self.panics.lock().unwrap();
+                if *panics > 0 {
+                    *panics -= 1;
+                    drop(panics);
+                    panic!("a bug in the notifier");
+                }
+            }
             let next = {
                 let mut s = self.script.lock().unwrap();
                 if s.is_empty() {
@@ -734,6 +766,55 @@ mod tests {
         assert_eq!(groups, ["src.ip=a", "src.ip=b", "src.ip=a"]);
         // What was held back is counted, by reason.
         assert_eq!(h.counters.dropped(), [("cooldown", 1), ("min_severity", 1)]);
+    }
+
+    /// A panic in the worker (a task of its own) fails the sink at once, with the panic's
+    /// message, so the runtime restarts it: it does not go on taking alerts that nothing
+    /// sends. The message that was being sent stays due, and the sink built again sends it.
+    #[tokio::test]
+    async fn a_panicking_worker_fails_the_sink_and_the_next_one_sends() {
+        let cfg = DeliveryConfig::default();
+        let mut h = start(cfg.clone(), Vec::new());
+        *h.fake.panics.lock().unwrap() = 1;
+        h.output
+            .send(vec![alert("a", Severity::High, 0)])
+            .await
+            .unwrap();
+        // The input stays open: only the worker's panic can end the sink.
+        let ended = tokio::time::timeout(StdDuration::from_secs(10), &mut h.task)
+            .await
+            .expect("the sink fails without waiting for its input to end")
+            .expect("the sink's task itself does not panic");
+        let error = ended.expect_err("the sink fails").to_string();
+        assert!(
+            error.contains("the delivery worker failed") && error.contains("a bug in the notifier"),
+            "{error}"
+        );
+        assert_eq!(sent(&h), 1);
+        assert!(
+            h.store
+                .outbox(Some(OutboxState::Sent), 10)
+                .unwrap()
+                .is_empty(),
+            "not sent"
+        );
+
+        let again = start_on(&cfg, Vec::new(), h.clock.clone(), h.store.clone());
+        until("the message sent by the sink built again", || {
+            sent(&again) == 1
+        })
+        .await;
+        assert_eq!(
+            again.fake.sent.lock().unwrap()[0].alerts[0].group_key,
+            "src.ip=a"
+        );
+        until("the message recorded as sent", || {
+            h.store.outbox(Some(OutboxState::Sent), 10).unwrap().len() == 1
+        })
+        .await;
+        again.output.close().await;
+        again.task.await.unwrap().unwrap();
+        drop(h.output);
     }
 
     #[tokio::test]
