@@ -204,6 +204,270 @@ sinks:
     );
 }
 
+/// Node `id` as `/api/v1/pipelines` shows it.
+async fn node_status(addr: &str, id: &str) -> Value {
+    let (_, body) = get(&format!("http://{addr}/api/v1/pipelines")).await;
+    let v: Value = serde_json::from_str(&body).expect("JSON");
+    v["pipelines"]
+        .as_array()
+        .expect("pipelines")
+        .iter()
+        .flat_map(|p| p["nodes"].as_array().cloned().unwrap_or_default())
+        .find(|n| n["id"] == id)
+        .unwrap_or_else(|| panic!("no node {id}: {v}"))
+}
+
+/// A stage that panics on the first two events it is handed (the debug-build test hook
+/// `VIGIL_FAULT_PANIC`) is restarted after each panic: `/api/v1/pipelines` shows it
+/// `restarting` during the backoff, then `running` again with the panic as its last error;
+/// each panic raises a `vigil.node_failed` alert, with the panic's message, that reaches
+/// a file sink on an `internal` source; `/metrics` counts both restarts; the stage then
+/// hands on what comes next (the two events it panicked on are set aside and counted).
+/// A sink that panics on its first batch is restarted the same way and writes what comes
+/// next. Another pipeline delivers every event throughout, and SIGTERM then stops vigil
+/// cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_stage_is_restarted_and_reported() {
+    if !cfg!(debug_assertions) {
+        say(format_args!(
+            "skipped: the panic hook exists in debug builds only"
+        ));
+        return;
+    }
+    let p = Project::new(
+        "web: { listen: \"127.0.0.1:0\" }\nrestarts: { max_failures: 3, within: 10m, backoff: 1s, max_backoff: 1s }\n",
+        r#"kind: pipeline
+name: crashy
+sources:
+  in: { type: file, path: crashy.jsonl, poll_interval: 20ms }
+stages:
+  pass:
+    type: filter
+    inputs: [in]
+    match: { n: { exists: true } }
+sinks:
+  out: { type: file, path: crashy-out.jsonl, inputs: [pass] }
+---
+kind: pipeline
+name: sinky
+sources:
+  in: { type: file, path: sinky.jsonl, poll_interval: 20ms }
+sinks:
+  out: { type: file, path: sinky-out.jsonl, inputs: [in] }
+---
+kind: pipeline
+name: healthy
+sources:
+  in: { type: file, path: healthy.jsonl, poll_interval: 20ms }
+sinks:
+  out: { type: file, path: healthy-out.jsonl, inputs: [in] }
+---
+kind: pipeline
+name: alarms
+sources:
+  vigil: { type: internal }
+sinks:
+  out: { type: file, path: alarms.jsonl, inputs: [vigil] }
+"#,
+    )
+    .env("VIGIL_FAULT_PANIC", "crashy.pass:2,sinky.out");
+    let (child, logs) = spawn_logged(
+        p.command(&["--log-format", "json", "run", "--no-watch", "--pipelines"])
+            .arg(p.pipelines())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null()),
+    );
+    let mut vigil = KillOnDrop(child);
+    let deadline = Instant::now() + DEADLINE;
+    let addr = wait_web_address(&logs, DEADLINE).await;
+    let (crashy, healthy) = (
+        p.path().join("crashy.jsonl"),
+        p.path().join("healthy.jsonl"),
+    );
+    let mut sent = 0u64;
+    // The sink panics on its first batch (and is restarted while the stage panics).
+    let sinky = p.path().join("sinky.jsonl");
+    append(&sinky, ["{\"n\":1}".to_string()]);
+    let mut feed_healthy = || {
+        append(
+            &healthy,
+            (sent..sent + 10).map(|n| format!("{{\"n\":{n}}}")),
+        );
+        sent += 10;
+    };
+
+    // Each of the first two events makes the stage panic: it waits out its backoff
+    // (`restarting`), then runs again.
+    for panics in 1..=2u64 {
+        append(&crashy, [format!("{{\"n\":{panics}}}")]);
+        let mut seen = Vec::new();
+        loop {
+            feed_healthy();
+            let node = node_status(&addr, "crashy.pass").await;
+            let state = node["state"].as_str().unwrap_or_default().to_string();
+            if seen.last() != Some(&state) {
+                seen.push(state.clone());
+            }
+            if state == "running" && node["restarts"] == panics {
+                assert_eq!(
+                    seen.iter().filter(|s| *s == "restarting").count(),
+                    1,
+                    "panic {panics}: {seen:?}"
+                );
+                assert!(
+                    node["last_error"].as_str().unwrap_or_default().contains(
+                        "panicked: VIGIL_FAULT_PANIC: stage crashy.pass panics on an event"
+                    ),
+                    "{node}"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "panic {panics}: never restarted ({seen:?}): {node}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // The third event goes through; the two it panicked on were set aside and counted.
+    append(&crashy, ["{\"n\":3}".to_string()]);
+    let crashy_out = p.path().join("crashy-out.jsonl");
+    while read_lines(&crashy_out).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted stage never handed on"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out: Vec<Value> = read_lines(&crashy_out)
+        .iter()
+        .map(|r| r["n"].clone())
+        .collect();
+    assert_eq!(out, [3], "only the event after the panics");
+    let node = node_status(&addr, "crashy.pass").await;
+    assert_eq!(
+        (
+            node["state"].as_str(),
+            node["restarts"].as_u64(),
+            node["errors"].as_u64()
+        ),
+        (Some("running"), Some(2), Some(2)),
+        "{node}"
+    );
+
+    // The sink, once restarted, writes the next batch; the one it panicked on was failed
+    // and counted.
+    loop {
+        let node = node_status(&addr, "sinky.out").await;
+        if node["restarts"] == 1 && node["state"] == "running" {
+            assert_eq!(node["errors"], 1, "{node}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sink never restarted: {node}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    append(&sinky, ["{\"n\":2}".to_string()]);
+    let sinky_out = p.path().join("sinky-out.jsonl");
+    while read_lines(&sinky_out).is_empty() {
+        assert!(Instant::now() < deadline, "the restarted sink never wrote");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out: Vec<Value> = read_lines(&sinky_out)
+        .iter()
+        .map(|r| r["n"].clone())
+        .collect();
+    assert_eq!(out, [2], "only the batch after the panic");
+
+    // Each panic was told on the internal source, with its message.
+    let alarms = p.path().join("alarms.jsonl");
+    let mut told = Vec::new();
+    while told.len() < 3 {
+        told = read_lines(&alarms)
+            .into_iter()
+            .filter(|a| a["stage"] == "node_failed")
+            .collect();
+        assert!(Instant::now() < deadline, "no node_failed alerts: {told:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let of = |node: &str| -> Vec<&Value> {
+        told.iter()
+            .filter(|a| a["fields"]["node"] == node)
+            .collect()
+    };
+    let (stage, sink) = (of("crashy.pass"), of("sinky.out"));
+    assert_eq!((stage.len(), sink.len()), (2, 1), "{told:?}");
+    for (i, a) in stage.iter().enumerate() {
+        assert_eq!(a["fields"]["state"], "restarting", "{a}");
+        assert_eq!(a["fields"]["failures"], i as u64 + 1, "{a}");
+        assert_eq!(a["severity"], "high", "{a}");
+        assert_eq!(
+            a["fields"]["error"],
+            "panicked: VIGIL_FAULT_PANIC: stage crashy.pass panics on an event (test hook)",
+            "{a}"
+        );
+    }
+    assert_eq!(sink[0]["fields"]["state"], "restarting", "{}", sink[0]);
+    assert_eq!(
+        sink[0]["fields"]["error"],
+        "panicked: VIGIL_FAULT_PANIC: sink sinky.out panics on a batch (test hook)",
+        "{}",
+        sink[0]
+    );
+
+    // `/metrics` counts the restarts; the node runs and vigil is ready.
+    let (_, metrics) = get(&format!("http://{addr}/metrics")).await;
+    let labels = "node=\"crashy.pass\",pipeline=\"crashy\",role=\"stage\",kind=\"filter\"";
+    assert_eq!(
+        metric(&metrics, &format!("vigil_node_restarts_total{{{labels}}}")),
+        Some(2),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            &format!("vigil_node_state{{{labels},state=\"running\"}}")
+        ),
+        Some(1),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "vigil_node_restarts_total{node=\"sinky.out\",pipeline=\"sinky\",role=\"sink\",kind=\"file\"}"
+        ),
+        Some(1),
+        "{metrics}"
+    );
+    let (status, body) = get(&format!("http://{addr}/readyz")).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The healthy pipeline delivered every line it was given.
+    let healthy_out = p.path().join("healthy-out.jsonl");
+    let mut got = 0;
+    while Instant::now() < deadline {
+        got = read_lines(&healthy_out).len() as u64;
+        if got == sent {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(got, sent, "the healthy pipeline lost events");
+
+    // SIGTERM: vigil drains and exits, successfully.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(vigil.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let (status, took) = wait_exit(&mut vigil.0, Duration::from_secs(20)).await;
+    assert!(status.success(), "{status:?}: {:?}", logs.lock().unwrap());
+    say(format_args!("exited {took:?} after SIGTERM"));
+}
+
 /// Scripts that run to their limit on every event (`loop {}`, held to the 1 s `timeout`),
 /// one pipeline of them per core, do not hold up another pipeline: its alert comes out
 /// within a second of its line being written.

@@ -5,6 +5,7 @@
 //! node then finishes what it holds and tells its downstreams it is done, so every event
 //! already read reaches the sinks before the process exits.
 
+mod fault;
 mod reload;
 pub mod send_test;
 mod services;

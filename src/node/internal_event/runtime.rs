@@ -61,6 +61,9 @@ pub enum FailedBecause {
     NodeGaveUp,
     /// Every downstream of the stage has stopped (logged once when it happened).
     DownstreamGone,
+    /// The node panicked while holding them (the failure itself is logged by the node's
+    /// supervisor).
+    NodePanicked,
 }
 
 impl FailedBecause {
@@ -69,6 +72,7 @@ impl FailedBecause {
             FailedBecause::StagePanicked => "the stage panicked while handling their batch",
             FailedBecause::NodeGaveUp => "the node failed too often and stays down",
             FailedBecause::DownstreamGone => "every downstream of the stage has stopped",
+            FailedBecause::NodePanicked => "the node panicked while holding them",
         }
     }
 }

@@ -608,7 +608,11 @@ impl Live {
                         outcomes.push((node.id.clone(), kept));
                     }
                     let cfg = p.stages[node.name.as_str()].clone();
-                    let again = move || cfg.build(&cx, &services);
+                    let again = move || {
+                        let stage = cfg.build(&cx, &services)?;
+                        Ok(super::fault::stage(&cx.id, stage))
+                    };
+                    let stage = super::fault::stage(&node.id, stage);
                     Box::pin(run_stage(stage, input, output, saver, supervisor, again))
                 }
                 Component::Sink(sink) => {
@@ -618,7 +622,11 @@ impl Live {
                         counters,
                     );
                     let cfg = p.sinks[node.name.as_str()].clone();
-                    let again = move || cfg.build(&cx, &services);
+                    let again = move || {
+                        let sink = cfg.build(&cx, &services)?;
+                        Ok(super::fault::sink(&cx.id, sink))
+                    };
+                    let sink = super::fault::sink(&node.id, sink);
                     Box::pin(run_sink(sink, input, supervisor, again))
                 }
             };

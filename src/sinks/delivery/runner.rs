@@ -139,17 +139,31 @@ impl<N: Notifier> DeliverySink<N> {
             shared: shared.clone(),
             inhibitor: self.inhibitor.clone(),
         };
-        let worker = tokio::spawn(worker.run());
+        let mut worker = tokio::spawn(worker.run());
         let intake = Intake {
             sink: self,
             counters,
             shared,
         };
-        while let Some(msg) = input.recv().await {
+        loop {
+            let msg = tokio::select! {
+                // `Input::recv` is cancel-safe: nothing is lost when the worker ends first.
+                msg = input.recv() => msg,
+                // The worker ends only after the input does: it panicked. The sink fails
+                // with it, to be built again, rather than take alerts nothing sends.
+                ended = &mut worker => {
+                    // No send is under way any more: the message it was sending stays due
+                    // in the outbox (not marked as being sent), and the sink built again
+                    // sends it.
+                    *intake.shared.sending() = None;
+                    return Err(worker_failed(ended.err()));
+                }
+            };
+            let Some(msg) = msg else { break };
             let Message::Events(events) = msg else {
                 continue;
             };
-            intake.wait_for_room(events.len(), &wake).await;
+            intake.wait_for_room(events.len(), &wake, &worker).await;
             // What the batch changes is decided under the groups' lock and queued for the
             // store before the lock goes (so a look at a group is stored after the alerts
             // it holds), then awaited: one transaction for the batch.
@@ -194,8 +208,16 @@ impl<N: Notifier> DeliverySink<N> {
         stopping.cancel();
         match worker.await {
             Ok(()) => Ok(()),
-            Err(e) => Err(format!("the delivery worker failed: {e}").into()),
+            Err(e) => Err(worker_failed(Some(e))),
         }
+    }
+}
+
+/// The error of a sink whose worker failed (`None`: it ended before the input did).
+fn worker_failed(e: Option<tokio::task::JoinError>) -> crate::node::NodeError {
+    match e {
+        Some(e) => format!("the delivery worker failed: {e}").into(),
+        None => "the delivery worker stopped before the sink's input ended".into(),
     }
 }
 
@@ -265,7 +287,7 @@ impl<N: Notifier> Intake<N> {
     /// notified): the input waits (backpressure up to the source) instead of alerts being
     /// refused. Past the limit with open episodes alone, nothing waits: what does not fit
     /// is refused and counted.
-    async fn wait_for_room(&self, n: usize, wake: &Notify) {
+    async fn wait_for_room(&self, n: usize, wake: &Notify, worker: &tokio::task::JoinHandle<()>) {
         let max = self.shared.lock().policy().max_alerts;
         let mut waited = false;
         loop {
@@ -280,7 +302,8 @@ impl<N: Notifier> Intake<N> {
                 let staying = if held + n > max { groups.staying() } else { 0 };
                 (held, staying)
             };
-            if held + n <= max || staying + n > max {
+            // A worker that ended (it panicked) makes no room: the sink fails instead.
+            if held + n <= max || staying + n > max || worker.is_finished() {
                 if waited {
                     tracing::info!(sink = %self.sink.id, held, "room in the notification groups again; taking input");
                 }
@@ -769,11 +792,21 @@ mod tests {
         script: Mutex<Vec<Result<Answer, SendError>>>,
         /// When set, each answer waits for a permit (a peer that takes its time).
         gate: Mutex<Option<Arc<tokio::sync::Semaphore>>>,
+        /// How many sends panic (a bug in the notifier), before they are answered.
+        panics: Mutex<u32>,
     }
 
     impl Notifier for Arc<Fake> {
         fn send<'a>(&'a self, n: &'a Notification) -> BoxFuture<'a, Result<Answer, SendError>> {
             self.sent.lock().unwrap().push(n.clone());
+            {
+                let mut panics = self.panics.lock().unwrap();
+                if *panics > 0 {
+                    *panics -= 1;
+                    drop(panics);
+                    panic!("a bug in the notifier");
+                }
+            }
             let next = {
                 let mut s = self.script.lock().unwrap();
                 if s.is_empty() {
@@ -1003,6 +1036,55 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), N, "each alert sent once");
+    }
+
+    /// A panic in the worker (a task of its own) fails the sink at once, with the panic's
+    /// message, so the runtime restarts it: it does not go on taking alerts that nothing
+    /// sends. The message that was being sent stays due, and the sink built again sends it.
+    #[tokio::test]
+    async fn a_panicking_worker_fails_the_sink_and_the_next_one_sends() {
+        let cfg = DeliveryConfig::default();
+        let mut h = start(cfg.clone(), Vec::new());
+        *h.fake.panics.lock().unwrap() = 1;
+        h.output
+            .send(vec![alert("a", Severity::High, 0)])
+            .await
+            .unwrap();
+        // The input stays open: only the worker's panic can end the sink.
+        let ended = tokio::time::timeout(StdDuration::from_secs(10), &mut h.task)
+            .await
+            .expect("the sink fails without waiting for its input to end")
+            .expect("the sink's task itself does not panic");
+        let error = ended.expect_err("the sink fails").to_string();
+        assert!(
+            error.contains("the delivery worker failed") && error.contains("a bug in the notifier"),
+            "{error}"
+        );
+        assert_eq!(sent(&h), 1);
+        assert!(
+            h.store
+                .outbox(Some(OutboxState::Sent), 10)
+                .unwrap()
+                .is_empty(),
+            "not sent"
+        );
+
+        let again = start_on(&cfg, Vec::new(), h.clock.clone(), h.store.clone());
+        until("the message sent by the sink built again", || {
+            sent(&again) == 1
+        })
+        .await;
+        assert_eq!(
+            again.fake.sent.lock().unwrap()[0].alerts[0].group_key,
+            "src.ip=a"
+        );
+        until("the message recorded as sent", || {
+            h.store.outbox(Some(OutboxState::Sent), 10).unwrap().len() == 1
+        })
+        .await;
+        again.output.close().await;
+        again.task.await.unwrap().unwrap();
+        drop(h.output);
     }
 
     #[tokio::test]
