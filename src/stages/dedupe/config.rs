@@ -71,7 +71,7 @@ impl DedupeConfig {
         let key = GroupBy::parse(&self.key)?.0;
         let mut stage = DedupeStage::new(key, self.window.span(), self.max_keys.max(1));
         if let Some(saved) = cx.restore() {
-            stage.restore(&cx.id, saved);
+            stage.restore(&cx.id, &saved);
         }
         Ok(Box::new(stage))
     }

@@ -101,7 +101,7 @@ impl FlatlineConfig {
             FlatlineStage::new(group_by, self.after.span(), templates, self.max_keys.max(1));
         let restored = cx
             .restore()
-            .is_some_and(|saved| stage.restore(&cx.id, saved));
+            .is_some_and(|saved| stage.restore(&cx.id, &saved));
         if !restored {
             stage.close_at_start(crate::stages::episode::orphaned(cx));
         }
