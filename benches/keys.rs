@@ -3,14 +3,16 @@
 //! `window_count` grouped by `src` whose threshold is never reached (window 1h; event
 //! times 1 ms apart, so no key expires and eviction order is well defined).
 //!
-//! Two runs: `max_keys` left at its default (every key stays live) and
+//! Three runs: `max_keys` left at its default (every key stays live) with
+//! `keep_state: false` (no snapshot at all), the same with states kept (the default), and
 //! `max_keys: 100000`. For each it reports the vigil process's resident set (`VmRSS`)
 //! and peak (`VmHWM`) from `/proc/<pid>/status` and its CPU seconds (user + system,
 //! `/proc/<pid>/stat`) once 10%, 50% and 100% of the lines have been counted by the
 //! stage (read from `/metrics`), the events a second over the feed, and
-//! `vigil_node_dropped_total{reason="evicted"}`. It then waits for the stage's periodic
-//! snapshot of all its keys (`snapshot_interval`, 30 s by default) and reports the peak
-//! and CPU again, snapshot included.
+//! `vigil_node_dropped_total{reason="evicted"}`. When states are kept it then waits for
+//! the stage's periodic snapshot of all its keys (`snapshot_interval`, 30 s by default,
+//! so none is taken during the feed) and reports the peak and CPU again, snapshot
+//! included, and what the snapshot added to both.
 //!
 //! `cargo bench --bench keys` (release build); `VIGIL_BENCH_BIN=<path>` measures another
 //! vigil build; `VIGIL_BENCH_RECORDS` changes the number of lines. Under
@@ -62,11 +64,13 @@ struct Run {
     points: Vec<(u64, Usage)>,
     events_per_s: f64,
     evicted: f64,
+    /// A snapshot was saved before the last line was counted.
+    saved_during_feed: bool,
     keys_state: Option<usize>,
     after_snapshot: Option<Usage>,
 }
 
-fn run(label: &str, max_keys: Option<usize>, lines: u64) -> Run {
+fn run(label: &str, max_keys: Option<usize>, keep_state: bool, lines: u64) -> Run {
     let dir = tempfile::tempdir().expect("temp dir");
     let pipes = dir.path().join("pipelines");
     std::fs::create_dir_all(&pipes).expect("mkdir");
@@ -74,7 +78,7 @@ fn run(label: &str, max_keys: Option<usize>, lines: u64) -> Run {
     std::fs::write(
         pipes.join("settings.yaml"),
         format!(
-            "kind: settings\nstate_dir: {}\nweb: {{ listen: 127.0.0.1:0 }}\n{}",
+            "kind: settings\nstate_dir: {}\nweb: {{ listen: 127.0.0.1:0 }}\nkeep_state: {keep_state}\n{}",
             common::yaml_str(&state),
             // A quick check saves sooner than the default 30 s.
             if bench_mode() {
@@ -165,22 +169,24 @@ fn run(label: &str, max_keys: Option<usize>, lines: u64) -> Run {
     // the lines' without a cap; with one, between 90% and 100% of it).
     let held = max_keys.map_or(lines, |m| (m - m / 10) as u64);
     let db = state.join("vigil.db");
-    let snapshot_done = || -> Option<usize> {
+    let saved = || -> Option<String> {
         let conn = rusqlite::Connection::open(&db).ok()?;
-        let text: String = conn
-            .query_row(
-                "SELECT value FROM stage_state WHERE node = 'keys.count'",
-                [],
-                |r| r.get(0),
-            )
-            .ok()?;
-        let v: Value = serde_json::from_str(&text).ok()?;
+        conn.query_row(
+            "SELECT value FROM stage_state WHERE node = 'keys.count'",
+            [],
+            |r| r.get(0),
+        )
+        .ok()
+    };
+    let saved_during_feed = saved().is_some();
+    let snapshot_done = || -> Option<usize> {
+        let v: Value = serde_json::from_str(&saved()?).ok()?;
         let keys = v["keys"].as_object().map_or(0, serde_json::Map::len);
         (keys as u64 >= held).then_some(keys)
     };
     let mut keys_state = None;
     let snapshot_deadline = Instant::now() + Duration::from_secs(90);
-    while Instant::now() < snapshot_deadline {
+    while keep_state && Instant::now() < snapshot_deadline {
         if let Some(n) = snapshot_done() {
             keys_state = Some(n);
             break;
@@ -195,6 +201,7 @@ fn run(label: &str, max_keys: Option<usize>, lines: u64) -> Run {
         points,
         events_per_s: lines as f64 / fed.as_secs_f64(),
         evicted,
+        saved_during_feed,
         keys_state,
         after_snapshot,
     }
@@ -208,11 +215,16 @@ fn main() {
     let lines = common::records(1_000_000, 20_000);
     let cap = (lines / 10) as usize;
     let mut report = Vec::new();
-    for (label, max_keys) in [
-        ("max_keys default (no cap)".to_string(), None),
-        (format!("max_keys: {cap}"), Some(cap)),
+    for (label, max_keys, keep_state) in [
+        (
+            "max_keys default (no cap), keep_state: false (no snapshot)".to_string(),
+            None,
+            false,
+        ),
+        ("max_keys default (no cap)".to_string(), None, true),
+        (format!("max_keys: {cap}"), Some(cap), true),
     ] {
-        let r = run(&label, max_keys, lines);
+        let r = run(&label, max_keys, keep_state, lines);
         let cpu = r.points.last().map_or(0.0, |p| p.1.cpu) - r.points[0].1.cpu;
         eprintln!(
             "{}: {lines} lines, {:.0} events/s, {cpu:.2} CPU s over the feed",
@@ -228,11 +240,23 @@ fn main() {
             "  evicted (vigil_node_dropped_total{{reason=\"evicted\"}}): {}",
             r.evicted
         );
-        match (r.keys_state, r.after_snapshot) {
-            (Some(k), Some(u)) => eprintln!(
-                "  after the periodic snapshot ({k} keys saved): RSS {:7.1} MiB, peak {:7.1} MiB, CPU {:6.2} s",
-                u.rss, u.peak, u.cpu
-            ),
+        if r.saved_during_feed {
+            eprintln!("  (a snapshot was saved during the feed: the points above include it)");
+        }
+        let fed = r.points.last().map(|p| p.1);
+        match (r.keys_state, r.after_snapshot, fed) {
+            _ if !keep_state => {}
+            (Some(k), Some(u), Some(fed)) => {
+                eprintln!(
+                    "  after the periodic snapshot ({k} keys saved): RSS {:7.1} MiB, peak {:7.1} MiB, CPU {:6.2} s",
+                    u.rss, u.peak, u.cpu
+                );
+                eprintln!(
+                    "  the snapshot added: peak +{:.1} MiB, CPU +{:.2} s",
+                    u.peak - fed.peak,
+                    u.cpu - fed.cpu
+                );
+            }
             _ => eprintln!("  no snapshot seen within 90 s"),
         }
         report.push(r);

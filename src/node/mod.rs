@@ -14,6 +14,7 @@
 
 pub(crate) mod edge;
 pub mod internal_event;
+mod snapshot;
 mod tap;
 
 use std::future::Future;
@@ -24,6 +25,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 pub use edge::{Closed, Input, Message, NodeCounters, Output};
+pub use snapshot::{Snapshot, SnapshotBudget};
 pub use tap::{StreamItem, Tap};
 
 use crate::event::{Event, Timestamp};
@@ -44,6 +46,14 @@ pub(crate) fn test_edge(buffer: usize) -> (Output, Input) {
         Output::new(vec![(0, tx)], Arc::new(NodeCounters::default())),
         Input::new(rx, vec![0], Arc::new(NodeCounters::default())),
     )
+}
+
+/// The JSON text of `stage`'s state, unbounded, for unit tests.
+#[cfg(test)]
+pub(crate) fn snapshot_text(stage: &dyn Stage) -> Option<String> {
+    stage
+        .snapshot(SnapshotBudget::UNBOUNDED)
+        .and_then(Snapshot::into_text)
 }
 
 /// What every component is given when it is built.
@@ -93,9 +103,10 @@ impl std::fmt::Debug for BuildContext {
 }
 
 impl BuildContext {
-    /// The state the stage saved last (see [`Stage::snapshot`]), if any. A snapshot that
-    /// cannot be read is logged and ignored: the stage starts empty.
-    pub fn restore(&self) -> Option<serde_json::Value> {
+    /// The state the stage saved last (see [`Stage::snapshot`]), as JSON text, if any. A
+    /// state that cannot be read from the store is logged and ignored: the stage starts
+    /// empty.
+    pub fn restore(&self) -> Option<String> {
         if !self.keep_state {
             return None;
         }
@@ -136,10 +147,13 @@ pub trait Stage: Send + 'static {
     /// Every input has finished: hand on anything held back.
     fn finish(&mut self, _out: &mut Vec<Arc<Event>>) {}
 
-    /// The stage's state (windows, cooldowns, script state) as JSON, for the runtime to
-    /// save under `state_dir` (periodically and when the stage stops). The stage reads it
-    /// back at build time with [`BuildContext::restore`]. Stateless stages return `None`.
-    fn snapshot(&self) -> Option<serde_json::Value> {
+    /// The stage's state (windows, cooldowns, script state) as JSON text of at most
+    /// `budget.max_bytes`, for the runtime to save under `state_dir` (periodically and
+    /// when the stage stops). Serialise a struct borrowing the state straight to text
+    /// with [`Snapshot::write`], never through a `serde_json::Value` (a tree of a large
+    /// state takes about ten times its text). The stage reads the text back at build time
+    /// with [`BuildContext::restore`]. Stateless stages return `None`.
+    fn snapshot(&self, _budget: SnapshotBudget) -> Option<Snapshot> {
         None
     }
 

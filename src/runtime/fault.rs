@@ -154,8 +154,8 @@ mod hook {
             self.inner.finish(out);
         }
 
-        fn snapshot(&self) -> Option<serde_json::Value> {
-            self.inner.snapshot()
+        fn snapshot(&self, budget: crate::node::SnapshotBudget) -> Option<crate::node::Snapshot> {
+            self.inner.snapshot(budget)
         }
 
         fn blocking(&self) -> bool {

@@ -3,37 +3,64 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use std::collections::HashMap;
 
 use crate::event::{FieldPath, Group, Timestamp};
+use crate::node::{Snapshot, SnapshotBudget};
 
-/// Wraps `state` with the `shape` it was made under, for [`crate::node::Stage::snapshot`].
-pub fn save<T: Serialize>(shape: &Value, state: &T) -> Option<Value> {
-    match serde_json::to_value(state) {
-        Ok(state) => Some(json!({"shape": shape, "state": state})),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot serialise the stage's state");
-            None
-        }
-    }
+/// What [`save`] writes: the state with the shape it was made under.
+#[derive(Serialize)]
+struct SavedRef<'a, T> {
+    shape: &'a Value,
+    state: &'a T,
 }
 
-/// The state saved by [`save`], if it was made under the same `shape`. A different shape
-/// (the config changed what the state means) or an unreadable state is logged and gives
-/// `None`: the stage starts empty.
-pub fn load<T: DeserializeOwned>(node: &str, saved: Value, shape: &Value) -> Option<T> {
-    if saved.get("shape") != Some(shape) {
-        tracing::info!(node, saved = %saved.get("shape").cloned().unwrap_or_default(), now = %shape, "state reset: the stage's configuration changed what its state means");
-        return None;
-    }
-    match serde_json::from_value(saved.get("state").cloned().unwrap_or(Value::Null)) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(node, error = %e, "state reset: the saved state cannot be read");
+/// What [`save`] wrote.
+#[derive(Deserialize)]
+struct Saved<T> {
+    shape: Value,
+    state: T,
+}
+
+/// The shape of a saved state, the rest skipped.
+#[derive(Deserialize)]
+struct ShapeOnly {
+    #[serde(default)]
+    shape: Value,
+}
+
+/// `state` with the `shape` it was made under, as JSON text within `budget`, for
+/// [`crate::node::Stage::snapshot`].
+pub fn save<T: Serialize>(shape: &Value, state: &T, budget: SnapshotBudget) -> Option<Snapshot> {
+    Snapshot::write(&SavedRef { shape, state }, budget)
+}
+
+/// The state saved by [`save`] (its text), if it was made under the same `shape`. A
+/// different shape (the config changed what the state means) or an unreadable state is
+/// logged and gives `None`: the stage starts empty.
+pub fn load<T: DeserializeOwned>(node: &str, saved: &str, shape: &Value) -> Option<T> {
+    let changed = |before: &Value| {
+        tracing::info!(node, saved = %before, now = %shape, "state reset: the stage's configuration changed what its state means");
+    };
+    match serde_json::from_str::<Saved<T>>(saved) {
+        Ok(s) if s.shape == *shape => Some(s.state),
+        Ok(s) => {
+            changed(&s.shape);
             None
         }
+        // Made under another shape, the state may not read as this one's.
+        Err(e) => match serde_json::from_str::<ShapeOnly>(saved) {
+            Ok(s) if s.shape != *shape => {
+                changed(&s.shape);
+                None
+            }
+            _ => {
+                tracing::warn!(node, error = %e, "state reset: the saved state cannot be read");
+                None
+            }
+        },
     }
 }
 
@@ -119,6 +146,7 @@ pub fn load_group(fields: Vec<SavedField>) -> Group {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn groups_keep_missing_apart_from_null() {
@@ -129,18 +157,22 @@ mod tests {
                 ("c".into(), Some(json!(""))),
             ],
         };
-        let text = serde_json::to_value(save_group(&g)).unwrap();
-        let back: Vec<SavedField> = serde_json::from_value(text).unwrap();
+        let text = serde_json::to_string(&save_group(&g)).unwrap();
+        let back: Vec<SavedField> = serde_json::from_str(&text).unwrap();
         assert_eq!(load_group(back), g);
     }
 
     #[test]
     fn a_different_shape_resets() {
-        let saved = save(&json!(["a"]), &vec![1, 2]).unwrap();
-        assert_eq!(
-            load::<Vec<i32>>("p.s", saved.clone(), &json!(["a"])),
-            Some(vec![1, 2])
-        );
-        assert_eq!(load::<Vec<i32>>("p.s", saved, &json!(["b"])), None);
+        let shape = json!(["a"]);
+        let saved = save(&shape, &vec![1, 2], SnapshotBudget::UNBOUNDED)
+            .and_then(Snapshot::into_text)
+            .unwrap();
+        assert_eq!(saved, r#"{"shape":["a"],"state":[1,2]}"#);
+        assert_eq!(load::<Vec<i32>>("p.s", &saved, &shape), Some(vec![1, 2]));
+        assert_eq!(load::<Vec<i32>>("p.s", &saved, &json!(["b"])), None);
+        // Another shape whose state does not even read as this stage's.
+        assert_eq!(load::<String>("p.s", &saved, &json!(["b"])), None);
+        assert_eq!(load::<Vec<i32>>("p.s", "{\"shape\": [\"a\"]", &shape), None);
     }
 }

@@ -178,22 +178,27 @@ impl Store {
     }
 
     /// The JSON value stored in `table` under `key`.
-    fn get(&self, table: Table, key: &str, what: &str) -> Result<Option<Value>, StoreError> {
-        let text: Option<String> = self
+    fn get(&self, table: Table, key: &str) -> Result<Option<Value>, StoreError> {
+        self.get_text(table, key)?
+            .map(|t| {
+                serde_json::from_str(&t).map_err(|source| StoreError::Corrupt {
+                    key: key.to_string(),
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    /// The text stored in `table` under `key`.
+    fn get_text(&self, table: Table, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
             .reader()
             .query_row(
                 &format!("SELECT value FROM {} WHERE {} = ?1", table.name, table.key),
                 params![key],
                 |r| r.get(0),
             )
-            .optional()?;
-        text.map(|t| {
-            serde_json::from_str(&t).map_err(|source| StoreError::Corrupt {
-                key: format!("{what}{key}"),
-                source,
-            })
-        })
-        .transpose()
+            .optional()?)
     }
 
     /// Stores `value` in `table` under `key`, durably, replacing what was there.
@@ -209,7 +214,7 @@ impl Store {
     /// The checkpoint stored under `key` (by convention the node id, `pipeline.node`, or
     /// `<kind>:<connection>` for state shared by a connection).
     pub fn checkpoint(&self, key: &str) -> Result<Option<Value>, StoreError> {
-        self.get(CHECKPOINTS, key, "")
+        self.get(CHECKPOINTS, key)
     }
 
     /// Stores `value` under `key`, durably, replacing what was there.
@@ -248,19 +253,14 @@ impl Store {
         self.write_queued(|_| Ok(()))
     }
 
-    /// The state a stage saved last, by node id (`pipeline.node`).
-    pub fn stage_state(&self, node: &str) -> Result<Option<Value>, StoreError> {
-        self.get(STAGE_STATE, node, "stage state ")
+    /// The state a stage saved last, by node id (`pipeline.node`): its JSON text, as the
+    /// stage wrote it (see `crate::node::Stage::snapshot`); the stage reads it.
+    pub fn stage_state(&self, node: &str) -> Result<Option<String>, StoreError> {
+        self.get_text(STAGE_STATE, node)
     }
 
-    /// Saves a stage's state, durably, replacing what was there.
-    pub fn set_stage_state(&self, node: &str, value: &Value) -> Result<(), StoreError> {
-        self.put(STAGE_STATE, node, value)
-    }
-
-    /// Saves a stage's state already written as JSON text (see
-    /// [`Store::set_stage_state`]).
-    pub fn set_stage_state_text(&self, node: &str, json: String) -> Result<(), StoreError> {
+    /// Saves a stage's state, JSON text, durably, replacing what was there.
+    pub fn set_stage_state(&self, node: &str, json: String) -> Result<(), StoreError> {
         self.put_text(STAGE_STATE, node, json)
     }
 

@@ -12,15 +12,13 @@ use crate::node::NodeCounters;
 pub struct SnapshotTooLarge<'a> {
     /// The stage, `pipeline.node`.
     pub node: &'a str,
-    /// The state's size.
-    pub bytes: usize,
     /// `snapshot_max_bytes`.
     pub max: u64,
 }
 
 impl InternalEvent for SnapshotTooLarge<'_> {
     fn emit(self, counters: &NodeCounters) {
-        tracing::error!(node = %self.node, bytes = self.bytes, max = self.max, "the stage's state is larger than snapshot_max_bytes: not saved, and a restart starts it empty (bound its keys with max_keys)");
+        tracing::error!(node = %self.node, max = self.max, "the stage's state is larger than snapshot_max_bytes: not saved, and a restart starts it empty (bound its keys with max_keys)");
         counters.add_dropped(DropReason::SnapshotTooLarge, 1);
     }
 }

@@ -177,7 +177,8 @@ impl Reloader {
                 w.push(changes);
             }
         }
-        let mut saved: HashMap<Arc<str>, serde_json::Value> = HashMap::new();
+        // The shapes of the states the retired stages saved.
+        let mut saved_shapes: HashMap<Arc<str>, serde_json::Value> = HashMap::new();
         let mut finished = Vec::new();
         for (id, n) in &retired_nodes {
             if n.role == NodeRole::Source {
@@ -215,7 +216,7 @@ impl Reloader {
         }
         for (id, n) in retired_nodes {
             if let Ok(Some(state)) = live.env.store.stage_state(&id) {
-                saved.insert(id.clone(), state);
+                saved_shapes.insert(id.clone(), saved_shape(&state));
             }
             if new_ids.contains_key(&id) {
                 // The new incarnation goes on counting.
@@ -242,7 +243,7 @@ impl Reloader {
         }
         // Start the new nodes.
         let outcomes = live
-            .spawn(new, &graph, prepared, built, &rebuilt, &saved)
+            .spawn(new, &graph, prepared, built, &rebuilt, &saved_shapes)
             .map_err(|e| ReloadError(format!("{e}; the graph now runs without it")))?;
         for (id, kept) in outcomes {
             if kept {

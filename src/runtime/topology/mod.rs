@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use super::services::build_services;
 use super::supervise::{Health, NodeState, Supervisor, Verdict, panic_message, wait_on};
 use super::{
-    BuildContext, Input, Message, NodeCounters, NodeResult, Output, SharedClock, SourceContext,
-    Stage,
+    BuildContext, Input, Message, NodeCounters, NodeResult, Output, SharedClock, Snapshot,
+    SnapshotBudget, SourceContext, Stage,
 };
 use crate::components::Services;
 use crate::config::Config;
@@ -358,7 +358,6 @@ impl Live {
     /// Builds and starts the nodes `which` (indices into `graph`) of `config`. Channels
     /// of every node to start are made first, so they can be wired to each other; nodes
     /// already running (in `self.nodes`, not being started) are wired to with a new edge.
-    /// `saved_shapes`: for rebuilt stages, the shape of the state their predecessor saved.
     fn prepare(&mut self, config: &Config, graph: &Graph, which: &[usize]) -> Prepared {
         let settings = &config.settings;
         let starting: HashSet<usize> = which.iter().copied().collect();
@@ -495,8 +494,9 @@ impl Live {
     /// Builds and starts the nodes `prepared` (see [`Live::prepare`]); the running inputs
     /// of the new nodes must have been told to send to them (`prepared.rewires`).
     /// `built`: nodes built already (by index into `graph`); `rebuilt`: the ids of nodes
-    /// that ran before (a reload changed them). `saved`: for rebuilt stages, the state
-    /// their predecessor saved, to report whether it was kept.
+    /// that ran before (a reload changed them). `saved_shapes`: for rebuilt stages, the
+    /// shape of the state their predecessor saved (see [`saved_shape`]), to report whether
+    /// it was kept.
     fn spawn(
         &mut self,
         config: &Config,
@@ -504,7 +504,7 @@ impl Live {
         prepared: Prepared,
         mut built: HashMap<usize, Component>,
         rebuilt: &HashSet<Arc<str>>,
-        saved: &HashMap<Arc<str>, serde_json::Value>,
+        saved_shapes: &HashMap<Arc<str>, serde_json::Value>,
     ) -> Result<Vec<(Arc<str>, bool)>, BuildError> {
         let settings = &config.settings;
         let Prepared {
@@ -596,15 +596,23 @@ impl Live {
                             .unwrap_or(chrono::Duration::seconds(30)),
                         last: None,
                         max_bytes: settings.snapshot_max_bytes,
+                        last_len: 0,
                         counters: counters.clone(),
                         writer: self.env.snapshots.clone(),
                     };
-                    if let Some(before) = saved.get(&node.id) {
-                        let now = stage.snapshot();
-                        let kept = now
-                            .as_ref()
-                            .and_then(|s| s.get("shape"))
-                            .is_some_and(|shape| before.get("shape") == Some(shape));
+                    if let Some(before) = saved_shapes.get(&node.id) {
+                        // The state the new stage holds, restored from its predecessor's.
+                        let budget = SnapshotBudget {
+                            max_bytes: settings.snapshot_max_bytes,
+                            reserve: 0,
+                        };
+                        let kept = stage
+                            .snapshot(budget)
+                            .and_then(Snapshot::into_text)
+                            .is_some_and(|now| {
+                                let now = saved_shape(&now);
+                                !now.is_null() && now == *before
+                            });
                         outcomes.push((node.id.clone(), kept));
                     }
                     let cfg = p.stages[node.name.as_str()].clone();
@@ -655,6 +663,17 @@ impl Live {
             .sort_by_cached_key(|id, _| order.iter().position(|o| o == id).unwrap_or(usize::MAX));
         Ok(outcomes)
     }
+}
+
+/// The `shape` of a stage's saved state (its JSON text; what its configuration made the
+/// state mean), read without the rest; `null` when it has none or cannot be read.
+fn saved_shape(text: &str) -> serde_json::Value {
+    #[derive(serde::Deserialize)]
+    struct ShapeOnly {
+        #[serde(default)]
+        shape: serde_json::Value,
+    }
+    serde_json::from_str::<ShapeOnly>(text).map_or(serde_json::Value::Null, |s| s.shape)
 }
 
 /// Nodes about to start: their channels made and wired (see [`Live::prepare`]).

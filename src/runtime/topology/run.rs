@@ -15,22 +15,25 @@ pub(super) struct Snapshots {
     pub(super) last: Option<crate::event::Timestamp>,
     /// The largest state saved, in bytes of JSON (settings `snapshot_max_bytes`).
     pub(super) max_bytes: u64,
+    /// The length of the text of the state saved last: room for about as much is made
+    /// before the next is written.
+    pub(super) last_len: usize,
     /// The stage's counters: a state too large to save is counted there.
     pub(super) counters: Arc<NodeCounters>,
     /// Where the states are written.
     pub(super) writer: SnapshotWriter,
 }
 
-/// Writes stages' states on a thread of its own, one per run: turning a large state into
-/// text and writing it to disk never holds an async worker, and no thread is made (or
-/// handed over, as `block_in_place` would) per save.
+/// Writes stages' states on a thread of its own, one per run: writing a large state to
+/// disk never holds an async worker, and no thread is made (or handed over, as
+/// `block_in_place` would) per save.
 #[derive(Clone)]
 pub(super) struct SnapshotWriter(Option<tokio::sync::mpsc::Sender<SnapshotJob>>);
 
 /// One state to write, and who waits for it.
 struct SnapshotJob {
     id: Arc<str>,
-    state: serde_json::Value,
+    state: Snapshot,
     max_bytes: u64,
     store: Arc<crate::store::Store>,
     counters: Arc<NodeCounters>,
@@ -38,21 +41,20 @@ struct SnapshotJob {
 }
 
 impl SnapshotJob {
-    /// Writes the state; one larger than `max_bytes` is not saved and the one saved
-    /// before is removed: a restart then starts the stage empty, not from an old state.
+    /// Writes the state's text; a state longer than `max_bytes` (whose text was not even
+    /// finished) is not saved and the one saved before is removed: a restart then starts
+    /// the stage empty, not from an old state.
     fn run(self) {
-        let text = self.state.to_string();
-        drop(self.state);
-        let result = if text.len() as u64 > self.max_bytes {
-            SnapshotTooLarge {
-                node: &self.id,
-                bytes: text.len(),
-                max: self.max_bytes,
+        let result = match self.state {
+            Snapshot::Text(text) => self.store.set_stage_state(&self.id, text),
+            Snapshot::TooLarge => {
+                SnapshotTooLarge {
+                    node: &self.id,
+                    max: self.max_bytes,
+                }
+                .emit(&self.counters);
+                self.store.clear_stage_state(&self.id)
             }
-            .emit(&self.counters);
-            self.store.clear_stage_state(&self.id)
-        } else {
-            self.store.set_stage_state_text(&self.id, text)
         };
         if let Err(e) = result {
             tracing::error!(node = %self.id, error = %e, "cannot save the stage's state");
@@ -102,7 +104,7 @@ impl Snapshots {
         &mut self,
         stage: &dyn Stage,
         now: crate::event::Timestamp,
-    ) -> Option<serde_json::Value> {
+    ) -> Option<Snapshot> {
         match self.last {
             None => {
                 self.last = Some(now);
@@ -148,17 +150,27 @@ impl Snapshots {
     }
 
     /// The stage's state to save (`None` when states are not kept, or the stage has
-    /// none). Taken where the stage runs; written by [`Snapshots::write`].
-    pub(super) fn take(&self, stage: &dyn Stage) -> Option<serde_json::Value> {
+    /// none): its JSON text, written where the stage runs, at most `max_bytes` of it.
+    /// Saved by [`Snapshots::write`].
+    pub(super) fn take(&mut self, stage: &dyn Stage) -> Option<Snapshot> {
         if !self.enabled {
             return None;
         }
-        stage.snapshot()
+        let budget = SnapshotBudget {
+            max_bytes: self.max_bytes,
+            reserve: self.last_len.saturating_add(self.last_len / 8),
+        };
+        let state = stage.snapshot(budget);
+        self.last_len = match &state {
+            Some(Snapshot::Text(text)) => text.len(),
+            _ => 0,
+        };
+        state
     }
 
-    /// Writes a state taken with [`Snapshots::take`] on the run's writing thread, waiting
+    /// Saves a state taken with [`Snapshots::take`] on the run's writing thread, waiting
     /// until it is on disk (a stage being replaced has saved when it ends).
-    pub(super) async fn write(&self, state: Option<serde_json::Value>) {
+    pub(super) async fn write(&self, state: Option<Snapshot>) {
         let Some(state) = state else { return };
         let (done, written) = tokio::sync::oneshot::channel();
         self.writer
@@ -481,6 +493,7 @@ mod tests {
             every: chrono::Duration::seconds(30),
             last: None,
             max_bytes: 1 << 20,
+            last_len: 0,
             counters: Arc::default(),
             writer: SnapshotWriter(None),
         };
@@ -517,8 +530,8 @@ mod tests {
             out.push(event);
         }
 
-        fn snapshot(&self) -> Option<serde_json::Value> {
-            Some(json!({"keys": vec!["k".repeat(100); self.keys]}))
+        fn snapshot(&self, budget: SnapshotBudget) -> Option<Snapshot> {
+            Snapshot::write(&json!({"keys": vec!["k".repeat(100); self.keys]}), budget)
         }
     }
 
@@ -529,7 +542,7 @@ mod tests {
     async fn a_state_past_its_size_bound_is_not_saved_and_is_counted() {
         let counters = Arc::new(NodeCounters::default());
         let store = Arc::new(crate::store::Store::in_memory().unwrap());
-        let saver = Snapshots {
+        let mut saver = Snapshots {
             tap: Arc::default(),
             inhibitor: Arc::default(),
             enabled: true,
@@ -538,13 +551,17 @@ mod tests {
             every: chrono::Duration::seconds(30),
             last: None,
             max_bytes: 10_000,
+            last_len: 0,
             counters: counters.clone(),
             writer: SnapshotWriter::start(),
         };
-        saver.write(saver.take(&Holding { keys: 50 })).await;
+        let state = saver.take(&Holding { keys: 50 });
+        saver.write(state).await;
         let saved = store.stage_state("p.big").unwrap().expect("saved");
+        let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
         assert_eq!(saved["keys"].as_array().map(Vec::len), Some(50));
-        saver.write(saver.take(&Holding { keys: 500 })).await;
+        let state = saver.take(&Holding { keys: 500 });
+        saver.write(state).await;
         assert_eq!(
             store.stage_state("p.big").unwrap(),
             None,
@@ -576,6 +593,7 @@ mod tests {
             every: chrono::Duration::seconds(30),
             last: None,
             max_bytes: 1 << 20,
+            last_len: 0,
             counters: counters.clone(),
             writer: SnapshotWriter(None),
         };

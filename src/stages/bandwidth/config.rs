@@ -246,7 +246,7 @@ impl BandwidthConfig {
             .counting_into(cx.counters.clone());
         let restored = cx
             .restore()
-            .is_some_and(|saved| stage.restore(saved, &cx.id));
+            .is_some_and(|saved| stage.restore(&saved, &cx.id));
         if !restored && self.alert.mode == crate::stages::episode::AlertMode::Episode {
             stage.close_at_start(crate::stages::episode::orphaned(cx));
         }

@@ -12,7 +12,7 @@ use crate::event::{AlertWindow, Event, Timestamp};
 use crate::node::internal_event::{
     FlowNotMeasured, InternalEvent, KeysEvicted, LateEvent, Lateness, Unmeasurable,
 };
-use crate::node::{NodeCounters, NodeError, Stage};
+use crate::node::{NodeCounters, NodeError, Snapshot, SnapshotBudget, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget, SampleSet};
 use crate::stages::episode::{Book, Episode, EpisodeCounts, Reporter, open_keys};
 use crate::stages::keys::KeyMap;
@@ -217,6 +217,7 @@ pub struct BandwidthStage {
     id: Arc<str>,
 }
 
+/// What [`BandwidthStage::snapshot`] saves (borrowed form).
 #[derive(Serialize)]
 struct SavedRef<'a> {
     shape: &'a Value,
@@ -228,6 +229,7 @@ struct SavedRef<'a> {
     rate: &'a KeyMap<RateWindow>,
 }
 
+/// What [`BandwidthStage::snapshot`] saved.
 #[derive(Deserialize)]
 struct Saved {
     shape: Value,
@@ -309,9 +311,10 @@ impl BandwidthStage {
         self.orphans = orphans;
     }
 
-    /// Restores a snapshot when its shape matches this config; `true` when it did.
-    pub fn restore(&mut self, saved: Value, id: &str) -> bool {
-        match serde_json::from_value::<Saved>(saved) {
+    /// Restores a snapshot (its JSON text) when its shape matches this config; `true`
+    /// when it did.
+    pub fn restore(&mut self, saved: &str, id: &str) -> bool {
+        match serde_json::from_str::<Saved>(saved) {
             Ok(s) if s.shape == self.shape => {
                 self.watermark = s.watermark;
                 self.skipped = s.skipped;
@@ -521,8 +524,8 @@ impl Stage for BandwidthStage {
         }
     }
 
-    fn snapshot(&self) -> Option<Value> {
-        serde_json::to_value(SavedRef {
+    fn snapshot(&self, budget: SnapshotBudget) -> Option<Snapshot> {
+        let saved = SavedRef {
             shape: &self.shape,
             watermark: &self.watermark,
             skipped: &self.skipped,
@@ -530,7 +533,7 @@ impl Stage for BandwidthStage {
             flows: &self.measurer.flows,
             volume: &self.volume,
             rate: &self.rate,
-        })
-        .ok()
+        };
+        Snapshot::write(&saved, budget)
     }
 }

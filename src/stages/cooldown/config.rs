@@ -87,7 +87,7 @@ impl CooldownConfig {
         let mut stage = CooldownStage::new(key, self.period.span(), self.max_keys.max(1))
             .counting_into(cx.id.clone(), cx.counters.clone());
         if let Some(saved) = cx.restore() {
-            stage.restore(&cx.id, saved);
+            stage.restore(&cx.id, &saved);
         }
         Ok(Box::new(stage))
     }

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::event::{AlertStatus, Event, FieldPath, Timestamp};
-use crate::node::Stage;
 use crate::node::internal_event::{CooldownSuppressed, InternalEvent, KeysEvicted};
+use crate::node::{Snapshot, SnapshotBudget, Stage};
 use crate::stages::stage_state;
 
 /// Suppresses a key for a period after one of its events passes; see
@@ -80,7 +80,7 @@ impl CooldownStage {
     }
 
     /// Restores what [`Stage::snapshot`] saved, if it was made with the same key.
-    pub fn restore(&mut self, node: &str, saved: Value) {
+    pub fn restore(&mut self, node: &str, saved: &str) {
         if let Some(state) = stage_state::load(node, saved, &self.shape()) {
             self.state = state;
         }
@@ -210,8 +210,8 @@ impl Stage for CooldownStage {
         self.evict();
     }
 
-    fn snapshot(&self) -> Option<Value> {
-        stage_state::save(&self.shape(), &self.state)
+    fn snapshot(&self, budget: SnapshotBudget) -> Option<Snapshot> {
+        stage_state::save(&self.shape(), &self.state, budget)
     }
 }
 
@@ -364,10 +364,10 @@ mod tests {
             &mut s,
             vec![ev(json!({"k": ""}), 0), ev(json!({"k": ""}), 1)],
         );
-        let saved = s.snapshot().unwrap();
+        let saved = crate::node::snapshot_text(&s).unwrap();
 
         let mut again = stage(&["k"], 60);
-        again.restore("p.c", saved.clone());
+        again.restore("p.c", &saved);
         assert_eq!(again.suppressed(), 1);
         let passed = run(
             &mut again,
@@ -380,7 +380,7 @@ mod tests {
         assert_eq!(passed, vec![59, 60]);
 
         let mut other = stage(&["j"], 60);
-        other.restore("p.c", saved);
+        other.restore("p.c", &saved);
         assert_eq!(other.suppressed(), 0);
         assert_eq!(run(&mut other, vec![ev(json!({"k": ""}), 30)]), vec![30]);
     }

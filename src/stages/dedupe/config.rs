@@ -72,7 +72,7 @@ impl DedupeConfig {
         let mut stage = DedupeStage::new(key, self.window.span(), self.max_keys.max(1))
             .counting_into(cx.id.clone(), cx.counters.clone());
         if let Some(saved) = cx.restore() {
-            stage.restore(&cx.id, saved);
+            stage.restore(&cx.id, &saved);
         }
         Ok(Box::new(stage))
     }

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::event::{Event, FieldPath, Timestamp};
 use crate::node::internal_event::{InternalEvent, KeysEvicted, RepeatDropped};
-use crate::node::{NodeCounters, Stage};
+use crate::node::{NodeCounters, Snapshot, SnapshotBudget, Stage};
 use crate::stages::stage_state;
 
 /// Drops repeats within a window; see [`super::DedupeConfig`].
@@ -66,7 +66,7 @@ impl DedupeStage {
     }
 
     /// Restores what [`Stage::snapshot`] saved, if it was made with the same key.
-    pub fn restore(&mut self, node: &str, saved: Value) {
+    pub fn restore(&mut self, node: &str, saved: &str) {
         if let Some(state) = stage_state::load(node, saved, &self.shape()) {
             self.state = state;
         }
@@ -144,8 +144,8 @@ impl Stage for DedupeStage {
         self.evict();
     }
 
-    fn snapshot(&self) -> Option<Value> {
-        stage_state::save(&self.shape(), &self.state)
+    fn snapshot(&self, budget: SnapshotBudget) -> Option<Snapshot> {
+        stage_state::save(&self.shape(), &self.state, budget)
     }
 }
 
@@ -341,10 +341,10 @@ mod tests {
     fn state_survives_a_restart_unless_the_key_changes() {
         let mut s = stage(&["k"], 60);
         run(&mut s, vec![ev(json!({"k": 1}), 0), ev(json!({"k": 1}), 1)]);
-        let saved = s.snapshot().unwrap();
+        let saved = crate::node::snapshot_text(&s).unwrap();
 
         let mut again = stage(&["k"], 60);
-        again.restore("p.d", saved.clone());
+        again.restore("p.d", &saved);
         assert_eq!(again.dropped(), 1);
         assert_eq!(
             run(&mut again, vec![ev(json!({"k": 1}), 30)]),
@@ -352,7 +352,7 @@ mod tests {
         );
 
         let mut other = stage(&["j"], 60);
-        other.restore("p.d", saved);
+        other.restore("p.d", &saved);
         assert_eq!(other.dropped(), 0);
         assert_eq!(run(&mut other, vec![ev(json!({"k": 1}), 30)]), vec![30]);
     }

@@ -102,7 +102,7 @@ impl FlatlineConfig {
                 .counting_into(cx.counters.clone());
         let restored = cx
             .restore()
-            .is_some_and(|saved| stage.restore(&cx.id, saved));
+            .is_some_and(|saved| stage.restore(&cx.id, &saved));
         if !restored {
             stage.close_at_start(crate::stages::episode::orphaned(cx));
         }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::event::{AlertStatus, AlertWindow, Event, FieldPath, Sample, Timestamp};
 use crate::node::internal_event::{InternalEvent, KeysEvicted};
-use crate::node::{NodeCounters, Stage};
+use crate::node::{NodeCounters, Snapshot, SnapshotBudget, Stage};
 use crate::stages::alerting::{AlertTemplates, Finding, GroupBy};
 use crate::stages::stage_state::{self, SavedField};
 
@@ -113,7 +113,7 @@ impl FlatlineStage {
     }
 
     /// Restores what [`Stage::snapshot`] saved, if it was made with the same `group_by`.
-    pub fn restore(&mut self, node: &str, saved: Value) -> bool {
+    pub fn restore(&mut self, node: &str, saved: &str) -> bool {
         match stage_state::load(node, saved, &self.shape()) {
             Some(state) => {
                 self.state = state;
@@ -247,8 +247,8 @@ impl Stage for FlatlineStage {
         }
     }
 
-    fn snapshot(&self) -> Option<Value> {
-        stage_state::save(&self.shape(), &self.state)
+    fn snapshot(&self, budget: SnapshotBudget) -> Option<Snapshot> {
+        stage_state::save(&self.shape(), &self.state, budget)
     }
 }
 
@@ -425,10 +425,10 @@ mod tests {
         s.process(ev(json!({"host": "b"}), 50), &mut out);
         s.tick(t(60), &mut out);
         assert_eq!(out.len(), 1);
-        let saved = s.snapshot().unwrap();
+        let saved = crate::node::snapshot_text(&s).unwrap();
 
         let mut again = stage(&["host"], 60);
-        again.restore("p.quiet", saved.clone());
+        again.restore("p.quiet", &saved);
         out.clear();
         again.tick(t(110), &mut out);
         let got = alerts(&out);
@@ -440,7 +440,7 @@ mod tests {
         assert_eq!(alerts(&out)[0].status, AlertStatus::Resolved);
 
         let mut other = stage(&["site"], 60);
-        other.restore("p.quiet", saved);
+        other.restore("p.quiet", &saved);
         out.clear();
         other.tick(t(1000), &mut out);
         assert!(out.is_empty(), "state reset: nothing watched");

@@ -14,7 +14,7 @@ use crate::event::{
     time_from_value,
 };
 use crate::node::internal_event::ScriptRole;
-use crate::node::{BuildContext, NodeError, Stage};
+use crate::node::{BuildContext, NodeError, Snapshot, SnapshotBudget, Stage};
 
 type FnResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -130,28 +130,94 @@ impl ScriptStage {
         self.errors.count
     }
 
-    /// Loads state saved by [`Stage::snapshot`], if its shape matches.
-    pub fn restore(&mut self, saved: &Value) {
-        if saved.get("shape") != Some(&self.shape) {
-            tracing::info!(stage = %self.id, "the script file changed: state reset");
-            return;
-        }
+    /// Loads state saved by [`Stage::snapshot`] (its JSON text), if its shape matches.
+    pub fn restore(&mut self, saved: &str) {
+        let saved = match serde_json::from_str::<Saved>(saved) {
+            Ok(s) if s.shape == self.shape => s,
+            Ok(_) => {
+                tracing::info!(stage = %self.id, "the script file changed: state reset");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(stage = %self.id, error = %e, "saved state unreadable: state reset");
+                return;
+            }
+        };
         let mut shared = lock(&self.shared);
         let max = shared.max_state_keys;
-        if let Some(saved) = saved.get("episodes")
-            && let Ok(episodes) =
-                serde_json::from_value::<BTreeMap<String, ScriptEpisode>>(saved.clone())
-        {
-            shared.episodes = episodes.into_iter().take(max).collect();
+        shared.episodes = saved.episodes.into_iter().flatten().take(max).collect();
+        if let (Some(state), Some(saved)) = (shared.state.as_mut(), saved.state) {
+            state.extend(saved.0.into_iter().take(max));
         }
-        let Some(state) = shared.state.as_mut() else {
-            return;
-        };
-        if let Some(Value::Object(saved)) = saved.get("state") {
-            for (k, v) in saved.iter().take(max) {
-                state.insert(k.clone(), sandbox::to_dynamic(v));
+    }
+}
+
+/// What [`ScriptStage::snapshot`] saves (borrowed form): `state` only with `state: true`.
+#[derive(serde::Serialize)]
+struct SavedRef<'a> {
+    shape: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<StateRef<'a>>,
+    episodes: &'a BTreeMap<String, ScriptEpisode>,
+}
+
+/// What [`ScriptStage::snapshot`] saved.
+#[derive(serde::Deserialize)]
+struct Saved {
+    #[serde(default)]
+    shape: Value,
+    #[serde(default)]
+    state: Option<SavedState>,
+    #[serde(default)]
+    episodes: Option<BTreeMap<String, ScriptEpisode>>,
+}
+
+/// A script's state written as a JSON object, each value converted as it is written; a
+/// value that has no JSON form is left out (logged).
+struct StateRef<'a> {
+    state: &'a BTreeMap<String, Dynamic>,
+    id: &'a str,
+}
+
+impl serde::Serialize for StateRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for (k, v) in self.state {
+            match sandbox::to_json(v) {
+                Ok(j) => map.serialize_entry(k, &j)?,
+                Err(e) => {
+                    tracing::warn!(stage = %self.id, key = %k, error = %e, "a state value cannot be saved")
+                }
             }
         }
+        map.end()
+    }
+}
+
+/// A saved state read back, each value made a Rhai value as it is read.
+struct SavedState(Vec<(String, Dynamic)>);
+
+impl<'de> serde::Deserialize<'de> for SavedState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = SavedState;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of state keys to values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<SavedState, A::Error> {
+                let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    entries.push((k, sandbox::to_dynamic(&v)));
+                }
+                Ok(SavedState(entries))
+            }
+        }
+        d.deserialize_map(Entries)
     }
 }
 
@@ -532,24 +598,21 @@ impl Stage for ScriptStage {
         }
     }
 
-    fn snapshot(&self) -> Option<Value> {
+    fn snapshot(&self, budget: SnapshotBudget) -> Option<Snapshot> {
         let shared = lock(&self.shared);
-        let episodes = serde_json::to_value(&shared.episodes).unwrap_or(Value::Null);
-        let Some(state) = shared.state.as_ref() else {
-            return (!shared.episodes.is_empty())
-                .then(|| serde_json::json!({"shape": self.shape, "episodes": episodes}));
+        let state = match shared.state.as_ref() {
+            Some(state) => Some(StateRef {
+                state,
+                id: &self.id,
+            }),
+            None if shared.episodes.is_empty() => return None,
+            None => None,
         };
-        let mut saved = Map::new();
-        for (k, v) in state {
-            match sandbox::to_json(v) {
-                Ok(j) => {
-                    saved.insert(k.clone(), j);
-                }
-                Err(e) => {
-                    tracing::warn!(stage = %self.id, key = %k, error = %e, "a state value cannot be saved")
-                }
-            }
-        }
-        Some(serde_json::json!({"shape": self.shape, "state": saved, "episodes": episodes}))
+        let saved = SavedRef {
+            shape: &self.shape,
+            state,
+            episodes: &shared.episodes,
+        };
+        Snapshot::write(&saved, budget)
     }
 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::event::{Alert, AlertStatus, Event, Severity};
-use crate::node::{BuildContext, Stage};
+use crate::node::{BuildContext, Stage, snapshot_text};
 use crate::store::Store;
 
 fn t0() -> DateTime<Utc> {
@@ -203,9 +203,10 @@ fn state_counts_and_survives_snapshot_and_restore() {
         run(first.as_mut(), ev(json!({"user": "ann"}), 0));
     }
     run(first.as_mut(), ev(json!({"user": "bob"}), 0));
-    let saved = first.snapshot().expect("state kept");
-    assert_eq!(saved["state"], json!({"ann": 3, "bob": 1}));
-    store.set_stage_state("p.s", &saved).unwrap();
+    let saved = snapshot_text(first.as_ref()).expect("state kept");
+    let state: Value = serde_json::from_str(&saved).unwrap();
+    assert_eq!(state["state"], json!({"ann": 3, "bob": 1}));
+    store.set_stage_state("p.s", saved).unwrap();
 
     let mut second = cfg.build(&cx).unwrap();
     let out = run(second.as_mut(), ev(json!({"user": "ann"}), 0));
@@ -226,15 +227,13 @@ fn state_is_bounded_and_can_be_off() {
         assert_eq!(run(&mut s, ev(json!({"k": k}), 0)).len(), 1);
     }
     assert_eq!(s.errors(), 1, "a third key is refused");
-    assert_eq!(
-        s.snapshot().unwrap()["state"],
-        json!({"a": true, "b": true})
-    );
+    let saved: Value = serde_json::from_str(&snapshot_text(&s).unwrap()).unwrap();
+    assert_eq!(saved["state"], json!({"a": true, "b": true}));
 
     let (mut off, _dir) = stage_with("state_set(\"x\", 1);", json!({"state": false}));
     assert_eq!(run(&mut off, ev(json!({}), 0)).len(), 1);
     assert_eq!(off.errors(), 1);
-    assert!(off.snapshot().is_none());
+    assert!(snapshot_text(&off).is_none());
 }
 
 #[test]
@@ -322,7 +321,7 @@ fn port_scan_plugin_forgets_ports_older_than_the_window() {
     }
     // Events without the fields pass through.
     assert_eq!(run(s.as_mut(), ev(json!({"msg": "x"}), 200)).len(), 1);
-    let saved = s.snapshot().unwrap();
+    let saved: Value = serde_json::from_str(&snapshot_text(s.as_ref()).unwrap()).unwrap();
     let ports = saved["state"]["port-scan:10.0.0.1"]
         .as_object()
         .unwrap()
@@ -371,7 +370,7 @@ fn fire_keeps_one_episode_per_group_and_resolve_closes_it() {
         (opened[0].id.clone(), 3, 4.0)
     );
     // A snapshot keeps the open episode.
-    let snap = s.snapshot().unwrap();
+    let snap = snapshot_text(&s).unwrap();
     let (mut again, _d2) = stage_with(
         r#"
         if event.over { fire(#{ group: #{ host: event.host }, value: event.n }); }
@@ -379,7 +378,7 @@ fn fire_keeps_one_episode_per_group_and_resolve_closes_it() {
         "#,
         json!({"resolve_after": "10m"}),
     );
-    again.restore(&serde_json::from_str(&snap.to_string()).unwrap());
+    again.restore(&snap);
     let closed = alerts(&run(
         &mut again,
         ev(json!({"over": false, "host": "a"}), 90),

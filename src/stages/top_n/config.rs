@@ -163,7 +163,7 @@ impl TopNConfig {
         };
         let mut stage = TopNStage::new(spec, templates).counting_into(cx.counters.clone());
         if let Some(saved) = cx.restore() {
-            stage.restore(&cx.id, saved);
+            stage.restore(&cx.id, &saved);
         }
         Ok(Box::new(stage))
     }

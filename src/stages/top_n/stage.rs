@@ -13,7 +13,7 @@ use crate::event::{
 use crate::node::internal_event::{
     InternalEvent, LateEvent, Lateness, NothingToSum, OldestEventDropped,
 };
-use crate::node::{NodeCounters, Stage};
+use crate::node::{NodeCounters, Snapshot, SnapshotBudget, Stage};
 use crate::stages::alerting::{AlertTemplates, Finding};
 use crate::stages::stage_state;
 
@@ -158,7 +158,7 @@ impl TopNStage {
 
     /// Restores what [`Stage::snapshot`] saved, if it was made with the same `by`, `sum`
     /// and `within`. A changed `window` keeps the events but forgets pending reports.
-    pub fn restore(&mut self, node: &str, saved: Value) {
+    pub fn restore(&mut self, node: &str, saved: &str) {
         let Some(mut state) = stage_state::load::<State>(node, saved, &self.shape()) else {
             return;
         };
@@ -426,8 +426,8 @@ impl Stage for TopNStage {
         self.report(None, out);
     }
 
-    fn snapshot(&self) -> Option<Value> {
-        stage_state::save(&self.shape(), &self.state)
+    fn snapshot(&self, budget: SnapshotBudget) -> Option<Snapshot> {
+        stage_state::save(&self.shape(), &self.state, budget)
     }
 }
 
@@ -719,10 +719,10 @@ mod tests {
         let mut out = Vec::new();
         s.process(flow("a", json!(22), 1), &mut out);
         s.process(flow("a", json!(80), 2), &mut out);
-        let saved = s.snapshot().unwrap();
+        let saved = crate::node::snapshot_text(&s).unwrap();
 
         let mut again = stage(None, &["src.ip"], 5, Some(60));
-        again.restore("p.top", saved.clone());
+        again.restore("p.top", &saved);
         again.process(alert(json!({"src": {"ip": "a"}}), 0, 10), &mut out);
         again.flush_pending(&mut out);
         let top = out[0].alert().unwrap().top.clone().unwrap();
@@ -732,7 +732,7 @@ mod tests {
         assert_eq!(out.len(), 1, "the pending window survived");
 
         let mut other = stage(Some("bytes"), &["src.ip"], 5, Some(60));
-        other.restore("p.top", saved);
+        other.restore("p.top", &saved);
         out.clear();
         other.process(alert(json!({"src": {"ip": "a"}}), 0, 10), &mut out);
         other.flush_pending(&mut out);

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::config::WindowCountConfig;
 use crate::event::{Event, FieldPath, Timestamp};
 use crate::node::internal_event::{InternalEvent, KeysEvicted, LateEvent, Lateness};
-use crate::node::{NodeCounters, NodeError, Stage};
+use crate::node::{NodeCounters, NodeError, Snapshot, SnapshotBudget, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget};
 use crate::stages::episode::{Book, EpisodeCounts, Reporter, open_keys};
 use crate::stages::keys::KeyMap;
@@ -116,10 +116,10 @@ impl WindowCountStage {
         self.orphans = orphans;
     }
 
-    /// Restores a snapshot when its shape (`group_by`, `sum`) matches this config;
-    /// `true` when it did.
-    pub fn restore(&mut self, saved: Value, id: &str) -> bool {
-        match serde_json::from_value::<Saved>(saved) {
+    /// Restores a snapshot (its JSON text) when its shape (`group_by`, `sum`,
+    /// `alert.mode`) matches this config; `true` when it did.
+    pub fn restore(&mut self, saved: &str, id: &str) -> bool {
+        match serde_json::from_str::<Saved>(saved) {
             Ok(s) if s.shape == self.shape => {
                 self.watermark = s.watermark;
                 self.skipped = s.skipped;
@@ -258,7 +258,7 @@ impl Stage for WindowCountStage {
         }
     }
 
-    fn snapshot(&self) -> Option<Value> {
+    fn snapshot(&self, budget: SnapshotBudget) -> Option<Snapshot> {
         let saved = SavedRef {
             shape: &self.shape,
             watermark: &self.watermark,
@@ -266,6 +266,6 @@ impl Stage for WindowCountStage {
             episodes: &self.book.counts,
             keys: &self.keys,
         };
-        serde_json::to_value(&saved).ok()
+        Snapshot::write(&saved, budget)
     }
 }

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::event::{Alert, AlertStatus, Event, Timestamp};
-use crate::node::Stage;
+use crate::node::{Stage, snapshot_text};
 
 fn t0() -> Timestamp {
     Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap()
@@ -93,7 +93,7 @@ fn late_events_are_counted_and_not_mixed_in() {
     assert!(feed(&mut s, json!({}), 10_000).is_empty());
     assert!(feed(&mut s, json!({}), 1_000).is_empty());
     assert_eq!(s.late(), 2);
-    let snap = s.snapshot().unwrap();
+    let snap: Value = serde_json::from_str(&snapshot_text(&s).unwrap()).unwrap();
     assert_eq!(snap["watermark"]["late"], 2);
     // The window still holds only the first event: one more fires with value 2.
     let a = feed(&mut s, json!({}), 20_500);
@@ -205,11 +205,10 @@ fn snapshot_and_restore_keep_a_half_full_window() {
     for i in 0..9 {
         assert!(feed(&mut s, json!({"src": {"ip": "10.0.0.1"}}), i * 100).is_empty());
     }
-    let snap = s.snapshot().unwrap();
-    // Through JSON text, as the store keeps it.
-    let snap: Value = serde_json::from_str(&snap.to_string()).unwrap();
+    // JSON text, as the store keeps it.
+    let snap = snapshot_text(&s).unwrap();
     let mut r = stage(json!({"threshold": 10, "group_by": ["src.ip"]}));
-    r.restore(snap.clone(), "p.wc");
+    r.restore(&snap, "p.wc");
     let a = feed(&mut r, json!({"src": {"ip": "10.0.0.1"}}), 1_000);
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].value, 10.0);
@@ -219,7 +218,7 @@ fn snapshot_and_restore_keep_a_half_full_window() {
     // A threshold change keeps the state: 9 held, threshold 9 → the next event fires at 10.
     let mut r =
         stage(json!({"threshold": 9, "group_by": ["src.ip"], "alert": {"severity": "high"}}));
-    r.restore(snap.clone(), "p.wc");
+    r.restore(&snap, "p.wc");
     assert_eq!(
         feed(&mut r, json!({"src": {"ip": "10.0.0.1"}}), 1_000).len(),
         1
@@ -227,13 +226,38 @@ fn snapshot_and_restore_keep_a_half_full_window() {
 
     // A group_by change resets it.
     let mut r = stage(json!({"threshold": 10, "group_by": ["dst.ip"]}));
-    r.restore(snap.clone(), "p.wc");
+    r.restore(&snap, "p.wc");
     assert_eq!(r.keys(), 0);
     assert!(feed(&mut r, json!({"dst": {"ip": "10.0.0.1"}}), 1_000).is_empty());
     // So does adding `sum`.
     let mut r = stage(json!({"threshold": 10, "group_by": ["src.ip"], "sum": "n"}));
-    r.restore(snap, "p.wc");
+    r.restore(&snap, "p.wc");
     assert_eq!(r.keys(), 0);
+}
+
+/// A state saved by the version that built a JSON tree first (written by `vigil run`, a
+/// 1 h window grouped by `src`: two events of `a`, one of `b`) restores, and snapshots
+/// to the same text.
+#[test]
+fn a_state_saved_by_an_earlier_version_restores() {
+    const SAVED: &str = r#"{"shape":{"group_by":["src"],"sum":null,"mode":"episode"},"watermark":{"newest":"2024-01-01T00:00:20Z","late":0},"skipped":0,"episodes":{"opened":0,"reported":0,"resolved":0,"updated":0},"keys":{"src=a":{"entries":[{"t":"2024-01-01T00:00:00Z","w":1.0},{"t":"2024-01-01T00:00:10Z","w":1.0}],"newest":"2024-01-01T00:00:10Z","samples":{"items":[{"time":"2024-01-01T00:00:00Z","source":"p.in","record":{"ts":"2024-01-01T00:00:00Z","src":"a"}}]}},"src=b":{"entries":[{"t":"2024-01-01T00:00:20Z","w":1.0}],"newest":"2024-01-01T00:00:20Z","samples":{"items":[{"time":"2024-01-01T00:00:20Z","source":"p.in","record":{"ts":"2024-01-01T00:00:20Z","src":"b"}}]}}}}"#;
+    let mut s = stage(json!({"window": "1h", "group_by": ["src"], "alert": {"samples": 1}}));
+    assert!(s.restore(SAVED, "p.wc"));
+    assert_eq!(s.keys(), 2);
+    assert_eq!(snapshot_text(&s).as_deref(), Some(SAVED));
+    // The third event of `a` within the hour fires, counting the two saved.
+    let t = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 30).single().unwrap();
+    let mut out = Vec::new();
+    s.process(
+        Arc::new(Event::from_record(json!({"src": "a"}), "p.src".into(), t)),
+        &mut out,
+    );
+    let alerts: Vec<f64> = out
+        .iter()
+        .filter_map(|e| e.alert())
+        .map(|a| a.value)
+        .collect();
+    assert_eq!(alerts, vec![3.0]);
 }
 
 #[test]
@@ -259,7 +283,7 @@ fn build_restores_from_the_store() {
     let mut out = Vec::new();
     s.process(ev(json!({}), 0), &mut out);
     store
-        .set_stage_state("p.wc", &s.snapshot().unwrap())
+        .set_stage_state("p.wc", snapshot_text(s.as_ref()).unwrap())
         .unwrap();
     let mut s = c.build(&cx).unwrap();
     s.process(ev(json!({}), 1), &mut out);
@@ -390,9 +414,9 @@ fn updates_make_no_report_until_the_history_interval_and_the_state_survives_a_re
     }
     assert_eq!(s.episodes().updated, 48);
     // Restored elsewhere, the open episode goes on: no second firing alert.
-    let snap: Value = serde_json::from_str(&s.snapshot().unwrap().to_string()).unwrap();
+    let snap = snapshot_text(&s).unwrap();
     let mut r = stage(json!({"window": "1h", "threshold": 2}));
-    r.restore(snap, "p.wc");
+    r.restore(&snap, "p.wc");
     assert!(feed_and_tick(&mut r, json!({}), 50_000).is_empty());
     let a = tick(&mut r, 61_000);
     assert_eq!(a.len(), 1, "an update a minute after the opening");
