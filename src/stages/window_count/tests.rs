@@ -237,14 +237,18 @@ fn snapshot_and_restore_keep_a_half_full_window() {
 
 /// A state saved by the version that built a JSON tree first (written by `vigil run`, a
 /// 1 h window grouped by `src`: two events of `a`, one of `b`) restores, and snapshots
-/// to the same text.
+/// to the same state.
 #[test]
 fn a_state_saved_by_an_earlier_version_restores() {
     const SAVED: &str = r#"{"shape":{"group_by":["src"],"sum":null,"mode":"episode"},"watermark":{"newest":"2024-01-01T00:00:20Z","late":0},"skipped":0,"episodes":{"opened":0,"reported":0,"resolved":0,"updated":0},"keys":{"src=a":{"entries":[{"t":"2024-01-01T00:00:00Z","w":1.0},{"t":"2024-01-01T00:00:10Z","w":1.0}],"newest":"2024-01-01T00:00:10Z","samples":{"items":[{"time":"2024-01-01T00:00:00Z","source":"p.in","record":{"ts":"2024-01-01T00:00:00Z","src":"a"}}]}},"src=b":{"entries":[{"t":"2024-01-01T00:00:20Z","w":1.0}],"newest":"2024-01-01T00:00:20Z","samples":{"items":[{"time":"2024-01-01T00:00:20Z","source":"p.in","record":{"ts":"2024-01-01T00:00:20Z","src":"b"}}]}}}}"#;
     let mut s = stage(json!({"window": "1h", "group_by": ["src"], "alert": {"samples": 1}}));
     assert!(s.restore(SAVED, "p.wc"));
     assert_eq!(s.keys(), 2);
-    assert_eq!(snapshot_text(&s).as_deref(), Some(SAVED));
+    // The same state (keys come out in the key map's order, not the saved one).
+    let again: serde_json::Value =
+        serde_json::from_str(&snapshot_text(&s).expect("a snapshot")).expect("JSON");
+    let saved: serde_json::Value = serde_json::from_str(SAVED).expect("JSON");
+    assert_eq!(again, saved);
     // The third event of `a` within the hour fires, counting the two saved.
     let t = Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 30).single().unwrap();
     let mut out = Vec::new();
