@@ -136,6 +136,7 @@ impl Store {
 
     /// Stores `alert` as held by `sink` in group `group_key`, with the group itself when
     /// it is new (`group`).
+    #[cfg(test)]
     pub fn notify_hold(
         &self,
         sink: &str,
@@ -176,6 +177,7 @@ impl Store {
     /// Stores one look at a group of `sink` at `now`: the group (or its end), the alerts
     /// that left it, and the message it decided on (with id `message_id`), in one
     /// transaction.
+    #[cfg(test)]
     pub fn notify_flushed(
         &self,
         sink: &str,

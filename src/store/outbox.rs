@@ -337,6 +337,7 @@ impl Store {
     }
 
     /// Records how an attempt at message `id` went, at `now`.
+    #[cfg(test)]
     pub fn record_outcome(&self, id: &str, outcome: Outcome, now: i64) -> Result<(), StoreError> {
         let id = id.to_string();
         self.write(move |conn| outcome.write(conn, &id, now))
@@ -350,6 +351,7 @@ impl Store {
     }
 
     /// The peer accepted message `id`.
+    #[cfg(test)]
     pub fn mark_sent(&self, id: &str, answer: &str, now: i64) -> Result<(), StoreError> {
         self.record_outcome(
             id,
@@ -361,6 +363,7 @@ impl Store {
     }
 
     /// An attempt at message `id` failed transiently: try again at `due_at`.
+    #[cfg(test)]
     pub fn mark_retry(
         &self,
         id: &str,
@@ -379,6 +382,7 @@ impl Store {
     }
 
     /// Message `id` cannot be delivered: it moves to the dead letters with `reason`.
+    #[cfg(test)]
     pub fn mark_dead(&self, id: &str, reason: &str, now: i64) -> Result<(), StoreError> {
         self.record_outcome(
             id,
@@ -481,36 +485,6 @@ impl Store {
             .prepare_cached("SELECT until FROM sink_cooldown WHERE sink = ?1 AND key = ?2")?
             .query_row(params![sink, key], |r| r.get(0))
             .optional()?)
-    }
-
-    /// Starts a quiet period for `key` of `sink` unless one is running at `now`. Returns
-    /// `true` when the caller may go ahead (no quiet period was running).
-    pub fn cool_down(
-        &self,
-        sink: &str,
-        key: &str,
-        now: i64,
-        period_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let (sink, key) = (sink.to_string(), key.to_string());
-        self.write(move |tx| {
-            let until: Option<i64> = tx
-                .query_row(
-                    "SELECT until FROM sink_cooldown WHERE sink = ?1 AND key = ?2",
-                    params![sink, key],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if until.is_some_and(|u| now < u) {
-                return Ok(false);
-            }
-            tx.execute(
-                "INSERT INTO sink_cooldown (sink, key, until) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (sink, key) DO UPDATE SET until = excluded.until",
-                params![sink, key, now.saturating_add(period_ms)],
-            )?;
-            Ok(true)
-        })
     }
 }
 
@@ -683,13 +657,26 @@ mod tests {
         assert_eq!(s.outbox(None, 10).unwrap()[0].state, OutboxState::Sent);
     }
 
-    #[test]
-    fn cooldowns_hold_until_they_end() {
+    /// A cooldown a sink stored is read back for its key and sink only, and a later one
+    /// replaces it.
+    #[tokio::test]
+    async fn cooldowns_are_kept_per_sink_and_key() {
+        use crate::store::notify::Intake;
         let s = Store::in_memory().unwrap();
-        assert!(s.cool_down("p.mail", "k", 0, 1_000).unwrap());
-        assert!(!s.cool_down("p.mail", "k", 999, 1_000).unwrap());
-        assert!(s.cool_down("p.mail", "other", 999, 1_000).unwrap());
-        assert!(s.cool_down("p.mail", "k", 1_000, 1_000).unwrap());
+        let cool = |key: &str, until| Intake::CoolDown {
+            key: key.into(),
+            until,
+        };
+        s.notify_intake("p.mail", vec![cool("k", 1_000)])
+            .await
+            .unwrap();
+        assert_eq!(s.cooldown_until("p.mail", "k").unwrap(), Some(1_000));
+        assert_eq!(s.cooldown_until("p.mail", "other").unwrap(), None);
+        assert_eq!(s.cooldown_until("p.hook", "k").unwrap(), None);
+        s.notify_intake("p.mail", vec![cool("k", 2_000)])
+            .await
+            .unwrap();
+        assert_eq!(s.cooldown_until("p.mail", "k").unwrap(), Some(2_000));
     }
 
     #[test]

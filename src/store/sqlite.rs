@@ -167,12 +167,7 @@ impl Store {
         self.write(|_| Ok(()))
     }
 
-    /// What the writing thread did (for `/metrics`).
-    pub fn writer_stats(&self) -> &super::writer::Stats {
-        self.writer.stats()
-    }
-
-    /// [`Store::writer_stats`] read at one moment.
+    /// What the writing thread did (for `/metrics`), read at one moment.
     pub fn writer_counts(&self) -> super::writer::WriterCounts {
         self.writer.snapshot()
     }
@@ -220,25 +215,6 @@ impl Store {
     /// Stores `value` under `key`, durably, replacing what was there.
     pub fn set_checkpoint(&self, key: &str, value: &Value) -> Result<(), StoreError> {
         self.put(CHECKPOINTS, key, value)
-    }
-
-    /// [`Store::set_checkpoint`] without waiting: the position is written with the next
-    /// transaction (within milliseconds); a failure is logged. Waits only while the
-    /// writer's queue is full.
-    pub fn set_checkpoint_later(&self, key: &str, value: &Value) {
-        let (key, text) = (key.to_string(), value.to_string());
-        let logged = key.clone();
-        let queued = self.write_later(
-            move |conn| put_row(conn, CHECKPOINTS, &key, &text),
-            move |r| {
-                if let Err(e) = r {
-                    tracing::warn!(checkpoint = %logged, error = %e, "cannot save the position; a restart may read some input again");
-                }
-            },
-        );
-        if let Err(e) = queued {
-            tracing::warn!(error = %e, "cannot save the position; a restart may read some input again");
-        }
     }
 
     /// [`Store::set_checkpoint`], queued now (after what was queued before), with what
@@ -348,7 +324,6 @@ fn add_column(
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::sync::atomic::Ordering;
 
     /// A reader (the API's history, `/metrics`' counts) answers while the writer is in
     /// the middle of a transaction, and sees what was committed before, not what is not.
@@ -408,7 +383,7 @@ mod tests {
                 |_| {},
             )
             .unwrap();
-        let before = store.writer_stats().commits.load(Ordering::Relaxed);
+        let before = store.writer_counts().commits;
         let (done, outcomes) = std::sync::mpsc::channel();
         for i in 0..100 {
             let done = done.clone();
@@ -436,7 +411,7 @@ mod tests {
             }
         }
         assert_eq!(failed, vec![50]);
-        let commits = store.writer_stats().commits.load(Ordering::Relaxed) - before;
+        let commits = store.writer_counts().commits - before;
         assert!(
             commits <= 2,
             "{commits} transactions for 100 writes queued together"
@@ -457,7 +432,8 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             for i in 0..1000 {
-                store.set_checkpoint_later("pos", &json!(i));
+                // Not awaited: the store's closing writes it.
+                drop(store.queue_checkpoint("pos", &json!(i)));
             }
         }
         let store = Store::open(dir.path()).unwrap();

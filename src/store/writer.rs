@@ -59,9 +59,9 @@ impl std::fmt::Debug for Writer {
     }
 }
 
-/// What the writer did, for `/metrics`.
+/// What the writer did, for `/metrics` (read as [`WriterCounts`]).
 #[derive(Debug, Default)]
-pub struct Stats {
+struct Stats {
     /// Jobs queued and not done yet.
     pub queued: AtomicU64,
     /// Transactions committed.
@@ -112,10 +112,6 @@ impl Writer {
             thread: Some(thread),
             stats,
         })
-    }
-
-    pub(super) fn stats(&self) -> &Stats {
-        &self.stats
     }
 
     fn permit_now(&self) -> Option<OwnedSemaphorePermit> {

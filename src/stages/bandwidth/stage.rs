@@ -386,13 +386,16 @@ impl BandwidthStage {
             + self.rate.values().map(|r| r.samples.bytes()).sum::<usize>();
     }
 
-    fn count_late(&mut self, t: Timestamp) {
+    /// Counts and logs a late event: behind the watermark, or (with the key in `key_buf`)
+    /// older than its key's window that already alerted.
+    fn count_late(&mut self, t: Timestamp, why: Lateness) {
         self.watermark.late += 1;
+        let key = matches!(why, Lateness::WindowAlerted).then_some(self.key_buf.as_str());
         LateEvent {
             stage: &self.id,
             time: t,
-            key: None,
-            why: Lateness::BehindWatermark,
+            key,
+            why,
         }
         .emit(&self.counters);
     }
@@ -410,7 +413,7 @@ impl Stage for BandwidthStage {
     fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
         let t = event.meta.time;
         if self.watermark.observe(t, self.window) {
-            self.count_late(t);
+            self.count_late(t, Lateness::BehindWatermark);
             return;
         }
         let data: &Event = &event;
@@ -447,14 +450,7 @@ impl Stage for BandwidthStage {
             Mode::Volume => {
                 let key = self.volume.get_or_default(&self.key_buf);
                 if key.late_for_key(t) {
-                    self.watermark.late += 1;
-                    LateEvent {
-                        stage: &self.id,
-                        time: t,
-                        key: Some(&self.key_buf),
-                        why: Lateness::WindowAlerted,
-                    }
-                    .emit(&self.counters);
+                    self.count_late(t, Lateness::WindowAlerted);
                     return;
                 }
                 r.before_event(&self.key_buf, key, t, book, out);
@@ -466,14 +462,7 @@ impl Stage for BandwidthStage {
             Mode::Rate => {
                 let key = self.rate.get_or_default(&self.key_buf);
                 if key.late_for_key(t) {
-                    self.watermark.late += 1;
-                    LateEvent {
-                        stage: &self.id,
-                        time: t,
-                        key: Some(&self.key_buf),
-                        why: Lateness::WindowAlerted,
-                    }
-                    .emit(&self.counters);
+                    self.count_late(t, Lateness::WindowAlerted);
                     return;
                 }
                 r.before_event(&self.key_buf, key, t, book, out);
