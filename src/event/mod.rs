@@ -93,6 +93,13 @@ impl BatchAck {
         self.rx.await.unwrap_or(false)
     }
 
+    /// Like [`BatchAck::delivered`] without giving the ack up, so that a caller can stop
+    /// waiting (a timeout, a shutdown) and wait again later. Not to be called again
+    /// once it has answered.
+    pub async fn done(&mut self) -> bool {
+        (&mut self.rx).await.unwrap_or(false)
+    }
+
     /// Without waiting: `Some(delivered)` once every event of the batch is done with,
     /// `None` while some are still on their way.
     pub fn try_done(&mut self) -> Option<bool> {

@@ -26,6 +26,8 @@ pub struct Line {
     pub number: u64,
     /// The line, without its `\n` (and `\r`).
     pub bytes: Bytes,
+    /// The input's byte offset just after the line (and its `\n`).
+    pub end: u64,
 }
 
 /// Where the input stands after the last complete line: its byte offset and the number of
@@ -140,7 +142,11 @@ impl LineSplitter {
                 joined.extend_from_slice(&head);
                 joined.freeze()
             };
-            lines.push(Line { number, bytes });
+            lines.push(Line {
+                number,
+                bytes,
+                end: self.complete,
+            });
         }
         let tail = &chunk[start..];
         if self.oversized || tail.is_empty() {
@@ -165,6 +171,7 @@ impl LineSplitter {
             lines.push(Line {
                 number,
                 bytes: std::mem::take(&mut self.pending).freeze(),
+                end: self.complete,
             });
         }
         self.pending.clear();
@@ -211,6 +218,8 @@ pub struct LineParser {
 pub struct Decoded {
     /// Parsed events, in order.
     pub events: Vec<Arc<Event>>,
+    /// Where the input stands just after each event's line (one per event).
+    pub ends: Vec<Position>,
     /// Lines set aside.
     pub rejected: Vec<RejectedRecord>,
     /// Where the input stands after the lines these came from (set by
@@ -221,6 +230,7 @@ pub struct Decoded {
 impl Decoded {
     fn append(&mut self, mut other: Decoded) {
         self.events.append(&mut other.events);
+        self.ends.append(&mut other.ends);
         self.rejected.append(&mut other.rejected);
         self.end = other.end.or(self.end);
     }
@@ -236,6 +246,7 @@ impl LineParser {
     pub fn parse(&self, lines: Vec<Line>, now: Timestamp) -> Decoded {
         let mut out = Decoded {
             events: Vec::with_capacity(lines.len()),
+            ends: Vec::with_capacity(lines.len()),
             rejected: Vec::new(),
             end: None,
         };
@@ -260,6 +271,10 @@ impl LineParser {
                         event.meta.time = t;
                     }
                     out.events.push(Arc::new(event));
+                    out.ends.push(Position {
+                        offset: line.end,
+                        line: line.number + 1,
+                    });
                 }
                 Ok(other) => {
                     let kind = match other.root().scalar() {
@@ -354,10 +369,18 @@ impl JsonLinesDecoder {
         self.splitter.resume_at(at);
     }
 
+    /// Drops everything queued and continues the input at `at`: what was read after it
+    /// is read again.
+    pub fn rewind_to(&mut self, at: Position) {
+        self.queue.clear();
+        self.splitter.resume_at(at);
+    }
+
     fn enqueue(&mut self, lines: Vec<Line>, rejected: Vec<RejectedRecord>, now: Timestamp) {
         let end = self.splitter.position();
         let mut ready = Decoded {
             events: Vec::new(),
+            ends: Vec::new(),
             rejected,
             end: Some(end),
         };
@@ -480,6 +503,23 @@ mod tests {
     }
 
     #[test]
+    fn each_event_knows_where_the_input_stands_after_its_line() {
+        let mut s = LineSplitter::new("p.s".into(), 64);
+        let (mut lines, mut rejected) = (Vec::new(), Vec::new());
+        for c in [&b"{\"a\":1}\nnope\n{\"a\""[..], b":2}\r\n\n", b"{\"a\":3}"] {
+            s.push(Bytes::from_static(c), Utc::now(), &mut lines, &mut rejected);
+        }
+        s.finish(&mut lines);
+        let out = LineParser::new("p.s".into(), None).parse(lines, Utc::now());
+        assert_eq!(out.events.len(), 3);
+        assert_eq!(out.rejected.len(), 1);
+        let ends: Vec<(u64, u64)> = out.ends.iter().map(|p| (p.offset, p.line)).collect();
+        // 8 bytes of line 1, 5 of the set-aside line 2, 9 of line 3, a blank line 4,
+        // 7 bytes without newline of line 5.
+        assert_eq!(ends, vec![(8, 2), (22, 4), (30, 6)]);
+    }
+
+    #[test]
     fn malformed_lines_are_set_aside_with_line_numbers() {
         let (lines, _, _) = split(&[b"{\"a\":1}\nnot json\n[1]\n\n{\"a\":2}\r\n"], 64);
         let parser = LineParser::new("p.s".into(), None);
@@ -487,6 +527,7 @@ mod tests {
             .into_iter()
             .map(|(number, s)| Line {
                 number,
+                end: 0,
                 bytes: Bytes::from(s),
             })
             .collect();

@@ -31,11 +31,14 @@ const READ_CHUNK: usize = 256 * 1024;
 /// How long a stopping source waits for what it handed on before it saves its position.
 const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The most batches waiting for their acknowledgement; past it the source waits.
-const MAX_UNACKED: usize = 4096;
+/// The most lines handed on under one acknowledgement (sent as messages of the
+/// settings' `batch_size`): the next are handed on once these are done with and the
+/// position after them is on disk, so a kill -9 makes the next run read again at most
+/// this many.
+const ACK_LINES: usize = 2048;
 
-/// How many saved positions may be on their way to disk at once.
-const MAX_SAVING: usize = 1;
+/// How long a source waits before reading again lines that were not delivered.
+const REWIND_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How many of a file's first bytes tell it apart from another on a reused inode.
 const HEAD_BYTES: usize = 64;
@@ -67,6 +70,31 @@ struct Unacked {
     file: Arc<Opened>,
     end: Position,
     ack: Option<BatchAck>,
+    /// An event of the batch could not be delivered: its lines are read again.
+    failed: bool,
+}
+
+/// What the reading loop does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Go on.
+    Go,
+    /// Stop reading.
+    Stop,
+    /// Read again from this offset.
+    ReadFrom(u64),
+}
+
+/// What happened to a batch handed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Go on reading.
+    Go,
+    /// The source is stopping.
+    Stop,
+    /// A batch was not delivered: read again from the position after the last one that
+    /// was.
+    Rewind,
 }
 
 /// Reads a JSON-lines file.
@@ -89,6 +117,9 @@ pub struct FileSource {
     saved: Option<(Arc<Opened>, Position)>,
     /// Saves queued and not known to be on disk yet, oldest first.
     saving: VecDeque<crate::store::writer::Written<()>>,
+    /// Where reading the current file began (its start, its end, or the restored
+    /// position).
+    began: Position,
 }
 
 /// Errors that stop a `file` source.
@@ -123,6 +154,7 @@ impl FileSource {
             done: None,
             saved: None,
             saving: VecDeque::new(),
+            began: Position::default(),
         }
     }
 
@@ -133,7 +165,7 @@ impl FileSource {
         }
     }
 
-    async fn hand_on(&mut self, cx: &mut SourceContext, mut decoded: Decoded) -> bool {
+    async fn hand_on(&mut self, cx: &mut SourceContext, mut decoded: Decoded) -> Flow {
         if !decoded.rejected.is_empty() {
             let mut rejected = std::mem::take(&mut decoded.rejected);
             for r in &mut rejected {
@@ -141,37 +173,99 @@ impl FileSource {
             }
             set_aside(&mut self.rejected, cx.counters(), rejected);
         }
-        let mut ack = None;
-        if decoded.end.is_some() && !decoded.events.is_empty() {
-            let (guard, a) = ack_pair();
-            for e in &mut decoded.events {
-                if let Some(event) = Arc::get_mut(e) {
-                    event.set_ack(&guard);
-                }
+        let (Some(end), Some(file), true) = (decoded.end, self.current.clone(), self.keep) else {
+            return if send_batches(cx, decoded.events).await {
+                Flow::Go
+            } else {
+                Flow::Stop
+            };
+        };
+        // One batch of up to ACK_LINES at a time, each handed on only once the position
+        // after the one before is on disk: a kill -9 makes the next run read again at
+        // most the batch that was on its way.
+        let mut events = decoded.events.into_iter().zip(decoded.ends).peekable();
+        let mut sent = false;
+        while events.peek().is_some() {
+            let flow = self.wait_for_the_last(cx).await;
+            if flow != Flow::Go {
+                return flow;
             }
-            ack = Some(a);
-        }
-        self.keep_saves_close().await;
-        let sent = send_batches(cx, decoded.events).await;
-        if let (Some(end), Some(file)) = (decoded.end, &self.current) {
+            let (guard, ack) = ack_pair();
+            let mut batch = Vec::with_capacity(ACK_LINES.min(events.len()));
+            let mut batch_end = end;
+            for (mut event, at) in events.by_ref().take(ACK_LINES) {
+                if let Some(e) = Arc::get_mut(&mut event) {
+                    e.set_ack(&guard);
+                }
+                batch.push(event);
+                batch_end = at;
+            }
+            drop(guard);
+            if events.peek().is_none() {
+                // The last batch also covers the blank and set-aside lines after it.
+                batch_end = end;
+            }
+            if !send_batches(cx, batch).await {
+                return Flow::Stop;
+            }
+            sent = true;
             self.unacked.push_back(Unacked {
                 file: file.clone(),
+                end: batch_end,
+                ack: Some(ack),
+                failed: false,
+            });
+        }
+        if !sent {
+            // Nothing handed on (every line blank or set aside): the position moves on
+            // once what was handed on before is done with.
+            self.unacked.push_back(Unacked {
+                file,
                 end,
-                ack,
+                ack: None,
+                failed: false,
             });
         }
         self.settle();
-        // Bounded: a sink that holds everything makes the source wait, not pile up.
-        while self.unacked.len() > MAX_UNACKED {
-            if let Some(u) = self.unacked.front_mut()
-                && let Some(a) = u.ack.take()
-                && cx.wait(a.delivered()).await.is_none()
-            {
-                break;
-            }
-            self.settle();
+        Flow::Go
+    }
+
+    /// Waits until what was handed on last is done with and the position after it is on
+    /// disk.
+    async fn wait_for_the_last(&mut self, cx: &mut SourceContext) -> Flow {
+        if let Some(u) = self.unacked.back_mut()
+            && let Some(a) = &mut u.ack
+        {
+            let Some(delivered) = cx.wait(a.done()).await else {
+                return Flow::Stop;
+            };
+            u.ack = None;
+            u.failed = !delivered;
         }
-        sent
+        if self.unacked.iter().any(|u| u.failed) {
+            return Flow::Rewind;
+        }
+        self.settle();
+        while let Some(written) = self.saving.pop_front() {
+            match cx.wait(written).await {
+                None => return Flow::Stop,
+                Some(Err(e)) => {
+                    tracing::warn!(source = %&self.id, error = %e, "cannot save the file position; a restart may read some lines again");
+                }
+                Some(Ok(())) => {}
+            }
+        }
+        Flow::Go
+    }
+
+    /// A batch was not delivered: forgets what was handed on after the last batch that
+    /// was, and returns the position to read again from.
+    fn rewind(&mut self) -> Position {
+        self.unacked.clear();
+        match (&self.done, &self.current) {
+            (Some((file, at)), Some(current)) if Arc::ptr_eq(file, current) => *at,
+            _ => self.began,
+        }
     }
 
     /// Takes the batches done with off the front; queues the position for saving when it
@@ -183,28 +277,20 @@ impl FileSource {
         }
     }
 
-    /// Waits while more than [`MAX_SAVING`] positions are on their way to disk: what a
-    /// kill -9 makes the next run read again stays within a few reads, however slow the
-    /// disk.
-    async fn keep_saves_close(&mut self) {
-        while self.saving.len() > MAX_SAVING {
-            if let Some(written) = self.saving.pop_front()
-                && let Err(e) = written.await
-            {
-                tracing::warn!(source = %&self.id, error = %e, "cannot save the file position; a restart may read some lines again");
-            }
-        }
-    }
-
     /// Takes the batches done with off the front: the position to save, when it moved
     /// since the last save.
     fn position_to_save(&mut self) -> Option<(Arc<str>, serde_json::Value)> {
         while let Some(front) = self.unacked.front_mut() {
-            let done = match &mut front.ack {
-                None => true,
-                Some(a) => a.try_done().is_some(),
-            };
-            if !done {
+            if let Some(a) = &mut front.ack {
+                match a.try_done() {
+                    None => break,
+                    Some(delivered) => {
+                        front.ack = None;
+                        front.failed = !delivered;
+                    }
+                }
+            }
+            if front.failed {
                 break;
             }
             if let Some(u) = self.unacked.pop_front() {
@@ -243,12 +329,16 @@ impl FileSource {
     async fn stop(&mut self) {
         let deadline = tokio::time::Instant::now() + STOP_WAIT;
         while let Some(u) = self.unacked.front_mut() {
-            if let Some(a) = u.ack.take()
-                && tokio::time::timeout_at(deadline, a.delivered())
-                    .await
-                    .is_err()
-            {
-                tracing::warn!(path = %self.cfg.path.display(), "what was read is still on its way; its lines may be read again after a restart");
+            if let Some(a) = &mut u.ack {
+                let Ok(delivered) = tokio::time::timeout_at(deadline, a.done()).await else {
+                    tracing::warn!(path = %self.cfg.path.display(), "what was read is still on its way; its lines will be read again after a restart");
+                    break;
+                };
+                u.ack = None;
+                u.failed = !delivered;
+            }
+            if u.failed {
+                tracing::warn!(path = %self.cfg.path.display(), "some lines were not delivered; they will be read again after a restart");
                 break;
             }
             self.settle();
@@ -285,10 +375,40 @@ impl FileSource {
     async fn hand_on_all(
         &mut self,
         cx: &mut SourceContext,
+        file: &mut tokio::fs::File,
         decoder: &mut JsonLinesDecoder,
-    ) -> Result<bool, NodeError> {
+    ) -> Result<Step, NodeError> {
         let decoded = decoder.drain().await?;
-        Ok(self.hand_on(cx, decoded).await)
+        let flow = self.hand_on(cx, decoded).await;
+        self.step(flow, cx, file, decoder).await
+    }
+
+    /// What reading does after handing a batch on: a batch that was not delivered makes
+    /// the source pause, then read again from the position after the last one that was.
+    async fn step(
+        &mut self,
+        flow: Flow,
+        cx: &mut SourceContext,
+        file: &mut tokio::fs::File,
+        decoder: &mut JsonLinesDecoder,
+    ) -> Result<Step, NodeError> {
+        match flow {
+            Flow::Go => Ok(Step::Go),
+            Flow::Stop => Ok(Step::Stop),
+            Flow::Rewind => {
+                let at = self.rewind();
+                tracing::warn!(source = %&self.id, path = %self.cfg.path.display(), line = at.line, "some lines were not delivered; reading them again");
+                if !cx.sleep(REWIND_PAUSE).await {
+                    return Ok(Step::Stop);
+                }
+                let pos = file
+                    .seek(SeekFrom::Start(at.offset))
+                    .await
+                    .map_err(|e| self.io(e))?;
+                decoder.rewind_to(at);
+                Ok(Step::ReadFrom(pos))
+            }
+        }
     }
 
     async fn run_inner(mut self, cx: &mut SourceContext) -> NodeResult {
@@ -344,26 +464,30 @@ impl FileSource {
                     .seek(SeekFrom::Start(cp.offset))
                     .await
                     .map_err(|e| self.io(e))?;
-                decoder.resume_at(Position {
+                self.began = Position {
                     offset: cp.offset,
                     line: cp.line,
-                });
+                };
+                decoder.resume_at(self.began);
                 tracing::info!(source = %cx.id, path = %path.display(), line = cp.line, offset = cp.offset, "going on where the last run stopped");
             } else if first_open && self.cfg.start_at == StartAt::End {
                 pos = file.seek(SeekFrom::End(0)).await.map_err(|e| self.io(e))?;
-                decoder.resume_at(Position {
+                self.began = Position {
                     offset: pos,
                     line: 1,
-                });
+                };
+                decoder.resume_at(self.began);
+            } else {
+                self.began = Position::default();
             }
             first_open = false;
             tracing::debug!(source = %cx.id, path = %path.display(), offset = pos, "reading");
 
-            loop {
+            'read: loop {
                 buf.reserve(READ_CHUNK);
                 let Some(read) = cx.wait(file.read_buf(&mut buf)).await else {
                     // Shutdown: every complete line read so far is handed on.
-                    self.hand_on_all(cx, &mut decoder).await?;
+                    self.hand_on_all(cx, &mut file, &mut decoder).await?;
                     tracing::info!(source = %cx.id, path = %path.display(), line = decoder.next_line(), "stopped reading");
                     return Ok(());
                 };
@@ -373,13 +497,19 @@ impl FileSource {
                     decoder.push(buf.split().freeze(), cx.now());
                     while decoder.is_full() {
                         if let Some(d) = decoder.next().await? {
-                            if !self.hand_on(cx, d).await {
-                                return Ok(());
+                            let flow = self.hand_on(cx, d).await;
+                            match self.step(flow, cx, &mut file, &mut decoder).await? {
+                                Step::Go => {}
+                                Step::Stop => return Ok(()),
+                                Step::ReadFrom(at) => {
+                                    pos = at;
+                                    continue 'read;
+                                }
                             }
                         }
                     }
                     if cx.is_shutting_down() {
-                        self.hand_on_all(cx, &mut decoder).await?;
+                        self.hand_on_all(cx, &mut file, &mut decoder).await?;
                         tracing::info!(source = %cx.id, path = %path.display(), line = decoder.next_line(), "stopped reading");
                         return Ok(());
                     }
@@ -388,11 +518,21 @@ impl FileSource {
                 // End of file: hand on what is being parsed before waiting for more.
                 if !self.cfg.follow {
                     decoder.finish(cx.now());
-                    self.hand_on_all(cx, &mut decoder).await?;
-                    return Ok(());
+                    match self.hand_on_all(cx, &mut file, &mut decoder).await? {
+                        Step::ReadFrom(at) => {
+                            pos = at;
+                            continue 'read;
+                        }
+                        Step::Go | Step::Stop => return Ok(()),
+                    }
                 }
-                if !self.hand_on_all(cx, &mut decoder).await? {
-                    return Ok(());
+                match self.hand_on_all(cx, &mut file, &mut decoder).await? {
+                    Step::Go => {}
+                    Step::Stop => return Ok(()),
+                    Step::ReadFrom(at) => {
+                        pos = at;
+                        continue 'read;
+                    }
                 }
                 match std::fs::metadata(&path) {
                     Ok(meta) if file_identity(&meta) != identity => {
@@ -401,10 +541,14 @@ impl FileSource {
                         tracing::info!(source = %cx.id, path = %path.display(), "file was replaced; reading the new one from its start");
                         decoder.finish(cx.now());
                         decoder.reset();
-                        if !self.hand_on_all(cx, &mut decoder).await? {
-                            return Ok(());
+                        match self.hand_on_all(cx, &mut file, &mut decoder).await? {
+                            Step::Go => break,
+                            Step::Stop => return Ok(()),
+                            Step::ReadFrom(at) => {
+                                pos = at;
+                                continue 'read;
+                            }
                         }
-                        break;
                     }
                     Ok(meta) if meta.len() < pos => {
                         tracing::warn!(source = %cx.id, path = %path.display(), "file was truncated; reading again from its start");
@@ -416,16 +560,21 @@ impl FileSource {
                             .seek(SeekFrom::Start(0))
                             .await
                             .map_err(|e| self.io(e))?;
+                        self.began = Position::default();
                         continue;
                     }
                     Err(e) if e.kind() == ErrorKind::NotFound => {
                         tracing::info!(source = %cx.id, path = %path.display(), "file was removed; waiting for a new one");
                         decoder.finish(cx.now());
                         decoder.reset();
-                        if !self.hand_on_all(cx, &mut decoder).await? {
-                            return Ok(());
+                        match self.hand_on_all(cx, &mut file, &mut decoder).await? {
+                            Step::Go => break,
+                            Step::Stop => return Ok(()),
+                            Step::ReadFrom(at) => {
+                                pos = at;
+                                continue 'read;
+                            }
                         }
-                        break;
                     }
                     _ => {}
                 }
