@@ -164,6 +164,41 @@ async fn gzip_empty_first_download_and_truncation() {
     h.sim.shutdown().await;
 }
 
+/// The flows of a gzip download read as it arrives (`traffic_stream`, as the
+/// `pce_traffic` sources read it; the inflating runs off the async workers) are the flows
+/// of the plain download, byte for byte and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_download_read_as_it_arrives_gives_the_plain_downloads_flows() {
+    let h = start(Scenario::Quiet, Faults::default()).await;
+    let end = vigil::runtime::Clock::now(h.clock.virtual_clock());
+    let q = TrafficQuery::new(
+        "vigil-test",
+        end - chrono::Duration::minutes(30),
+        end,
+        200_000,
+    );
+    let read = |q: TrafficQuery| {
+        let client = h.client.clone();
+        async move {
+            let mut stream = client.traffic_stream(&q).await.expect("traffic stream");
+            let mut flows = Vec::new();
+            while let Some(tape) = stream.next().await.expect("a flow") {
+                flows.push(tape.raw());
+            }
+            flows
+        }
+    };
+    let plain = read(q.clone()).await;
+    h.sim.set_faults(Faults {
+        gzip_downloads: true,
+        ..Faults::default()
+    });
+    let zipped = read(q).await;
+    assert!(plain.len() > 100, "{} flows", plain.len());
+    assert_eq!(zipped, plain);
+    h.sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn rate_limit_storm_is_ridden_out_honouring_retry_after() {
     let faults = Faults {

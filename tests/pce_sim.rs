@@ -1076,3 +1076,54 @@ async fn the_cli_serves_a_brute_force_pce() {
     assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
     child.kill().await.expect("stop the simulator");
 }
+
+/// `vigil pce-sim --gzip-downloads` serves traffic downloads gzip-compressed, and the
+/// client reads them as it reads plain ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_serves_gzip_downloads_when_asked() {
+    use tokio::io::AsyncBufReadExt as _;
+    use vigil::pce::client::{PceClient, PceConnectionConfig, Secret, TrafficQuery};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["pce-sim", "--listen", "127.0.0.1:0", "--gzip-downloads"])
+        .env("VIGIL_SIM_API_KEY", KEY)
+        .env("VIGIL_SIM_API_SECRET", SECRET)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("vigil starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the URL within 30 s")
+        .expect("read stdout")
+        .expect("a first line");
+    let mut cfg = PceConnectionConfig::new(url.clone(), Secret::new(KEY), Secret::new(SECRET));
+    cfg.poll_interval_initial = vigil::config::Duration::from_millis(100);
+    cfg.poll_interval_max = vigil::config::Duration::from_millis(250);
+    let client = PceClient::new(&cfg, Arc::new(vigil::runtime::WallClock)).expect("client");
+    let end = Utc::now();
+    let query = TrafficQuery::new("t", end - chrono::Duration::hours(1), end, 200_000);
+    let download = client.traffic_download(&query).await.expect("download");
+    let flows = download.records().count();
+    assert!(flows > 0);
+    let raw = read(
+        reqwest::Client::new()
+            .get(format!("{url}/api/v2{}/download", download.query_href))
+            .basic_auth(KEY, Some(SECRET))
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(raw.header("content-encoding"), Some("gzip"));
+    assert_eq!(&raw.body[..2], &[0x1f, 0x8b]);
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&raw.body[..])
+        .read_to_string(&mut text)
+        .expect("gunzip");
+    let inside: Value = serde_json::from_str(&text).expect("JSON inside");
+    assert_eq!(inside.as_array().map(Vec::len), Some(flows));
+    child.kill().await.expect("stop the simulator");
+}

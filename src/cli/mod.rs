@@ -174,6 +174,10 @@ pub(crate) enum Command {
         /// 65,534 client addresses.
         #[arg(long, default_value_t = 20)]
         flows_per_minute: u32,
+        /// Serve traffic downloads gzip-compressed (with `Content-Encoding: gzip`), as
+        /// real PCEs may.
+        #[arg(long)]
+        gzip_downloads: bool,
         /// API key id clients must use.
         #[arg(long, env = "VIGIL_SIM_API_KEY", default_value = "api_sim")]
         api_key: String,
@@ -294,6 +298,7 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             org,
             time_scale,
             flows_per_minute,
+            gzip_downloads,
             api_key,
             api_secret,
         } => pce_sim(
@@ -306,7 +311,10 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 api_secret,
                 time_scale,
                 flows_per_minute,
-                ..SimConfig::default()
+                faults: vigil::pce::sim::Faults {
+                    gzip_downloads,
+                    ..Default::default()
+                },
             },
         ),
         Command::SendTest {

@@ -18,6 +18,9 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Inflated bodies larger than this are refused (a guard against gzip bombs): 4 GiB.
 const MAX_INFLATED: u64 = 4 << 30;
 
+/// The most room made at once for the output of a piece of a gzip body: 64 MiB.
+const MAX_ROOM: usize = 64 << 20;
+
 /// Whether `body` starts with the gzip magic bytes.
 pub fn is_gzip(body: &[u8]) -> bool {
     body.starts_with(&GZIP_MAGIC)
@@ -64,7 +67,11 @@ fn inflated_size_hint(body: &[u8]) -> usize {
 }
 
 fn inflate(body: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(inflated_size_hint(body));
+    inflate_into(body, Vec::with_capacity(inflated_size_hint(body)))
+}
+
+/// Inflates `body` into `out`.
+fn inflate_into(body: &[u8], mut out: Vec<u8>) -> Result<Vec<u8>, String> {
     flate2::read::MultiGzDecoder::new(body)
         .take(MAX_INFLATED)
         .read_to_end(&mut out)
@@ -102,6 +109,26 @@ pub fn plain_body(body: Bytes) -> Result<Bytes, String> {
         return Ok(Bytes::from(inflated));
     }
     Ok(body)
+}
+
+/// Like [`plain_body`], the inflating done on a blocking thread: for a big download it is
+/// seconds of CPU work, which must not hold an async worker. A plain body is returned at
+/// once.
+pub async fn plain_body_off_workers(body: Bytes) -> Result<Bytes, String> {
+    if !is_gzip(&body) {
+        return Ok(body);
+    }
+    // The buffers are made and let go here, as [`plain_body`] does: only the inflating
+    // runs on the blocking thread (the buffer is of the size the body announces).
+    let out = Vec::with_capacity(inflated_size_hint(&body));
+    let (body, inflated) = tokio::task::spawn_blocking(move || {
+        let inflated = inflate_into(&body, out);
+        (body, inflated)
+    })
+    .await
+    .map_err(|e| format!("gzip body: {e}"))?;
+    drop(body);
+    inflated.map(Bytes::from)
 }
 
 /// The records of a plain (not gzip) body, one at a time: a JSON array, NDJSON, or an
@@ -320,14 +347,28 @@ impl Records {
 /// A body arriving in pieces, inflated as it comes when it is gzip (told by its magic
 /// bytes), read record by record into tapes. It holds the bytes of the records not read
 /// yet, not the body.
+///
+/// [`BodyReader::push`] and [`BodyReader::finish`] inflate where they are called. A caller
+/// on an async worker adds bytes with [`BodyReader::accept`] and [`BodyReader::accept_end`]
+/// instead, which only keep a gzip body's compressed bytes, and runs the inflating taken
+/// with [`BodyReader::take_inflating`] on a blocking thread, handing it back with
+/// [`BodyReader::inflated`].
 #[derive(Debug)]
 pub struct BodyReader {
     records: Records,
     /// The first bytes, until there are enough to tell gzip.
     head: Vec<u8>,
     decided: bool,
-    gzip: Option<flate2::write::MultiGzDecoder<Vec<u8>>>,
-    inflated: u64,
+    /// The body is gzip.
+    gzip: bool,
+    /// The gzip body's decoder; `None` while it inflates elsewhere.
+    inflater: Option<Inflater>,
+    /// Compressed bytes not inflated yet.
+    pending: Vec<Bytes>,
+    /// The body is complete.
+    ended: bool,
+    /// The end of the gzip body was inflated.
+    end_inflated: bool,
 }
 
 impl Default for BodyReader {
@@ -336,69 +377,181 @@ impl Default for BodyReader {
             records: Records::incremental(),
             head: Vec::new(),
             decided: false,
-            gzip: None,
-            inflated: 0,
+            gzip: false,
+            inflater: None,
+            pending: Vec::new(),
+            ended: false,
+            end_inflated: false,
         }
     }
 }
 
-impl BodyReader {
-    /// Adds the next bytes of the body.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<(), String> {
-        if self.decided {
-            return self.feed(chunk);
-        }
-        self.head.extend_from_slice(chunk);
-        if self.head.len() < GZIP_MAGIC.len() {
-            return Ok(());
-        }
-        self.decide()
-    }
+/// The decoder of a gzip body. Its output buffer is kept from one piece to the next, and
+/// made room in by the reader (see [`BodyReader::take_inflating`]), so inflating elsewhere
+/// allocates (next to) nothing there.
+#[derive(Debug)]
+struct Inflater {
+    gz: flate2::write::MultiGzDecoder<Vec<u8>>,
+    /// Bytes inflated so far.
+    inflated: u64,
+}
 
-    fn decide(&mut self) -> Result<(), String> {
-        self.decided = true;
-        if is_gzip(&self.head) {
-            self.gzip = Some(flate2::write::MultiGzDecoder::new(Vec::new()));
-        }
-        let head = std::mem::take(&mut self.head);
-        self.feed(&head)
-    }
-
-    fn feed(&mut self, bytes: &[u8]) -> Result<(), String> {
+impl Inflater {
+    /// Inflates `input`, then the end of the body when `end`; the output waits in the
+    /// decoder's buffer.
+    fn inflate(&mut self, input: &[Bytes], end: bool) -> Result<(), String> {
         use std::io::Write as _;
-        let Some(gz) = &mut self.gzip else {
-            self.records.extend(bytes);
-            return Ok(());
-        };
-        gz.write_all(bytes).map_err(|e| format!("gzip body: {e}"))?;
-        let out = std::mem::take(gz.get_mut());
-        self.inflate_out(&out)
-    }
-
-    fn inflate_out(&mut self, out: &[u8]) -> Result<(), String> {
-        self.inflated += out.len() as u64;
+        let before = self.gz.get_ref().len();
+        for bytes in input {
+            self.gz
+                .write_all(bytes)
+                .map_err(|e| format!("gzip body: {e}"))?;
+        }
+        if end {
+            self.gz
+                .try_finish()
+                .map_err(|e| format!("gzip body: {e}"))?;
+        }
+        self.inflated += (self.gz.get_ref().len() - before) as u64;
         if self.inflated > MAX_INFLATED {
             return Err(format!(
                 "gzip body: inflates to more than {} GiB",
                 MAX_INFLATED >> 30
             ));
         }
-        self.records.extend(out);
+        Ok(())
+    }
+}
+
+/// Compressed bytes of a [`BodyReader`] to inflate (CPU work): [`Inflating::run`] it
+/// anywhere, then hand it back with [`BodyReader::inflated`].
+#[derive(Debug)]
+pub struct Inflating {
+    inflater: Inflater,
+    input: Vec<Bytes>,
+    end: bool,
+    result: Result<(), String>,
+}
+
+impl Inflating {
+    /// Inflates the bytes.
+    pub fn run(mut self) -> Inflating {
+        self.result = self.inflater.inflate(&self.input, self.end);
+        self.input.clear();
+        self
+    }
+}
+
+impl BodyReader {
+    /// Adds the next bytes of the body, inflating them here when it is gzip.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), String> {
+        self.accept(Bytes::copy_from_slice(chunk));
+        self.inflate_here()
+    }
+
+    /// Says the body is complete (inflating the rest here).
+    pub fn finish(&mut self) -> Result<(), String> {
+        self.accept_end();
+        self.inflate_here()
+    }
+
+    /// Adds the next bytes of the body: a plain body's are ready to read, a gzip body's
+    /// wait to be inflated ([`BodyReader::take_inflating`]).
+    pub fn accept(&mut self, chunk: Bytes) {
+        if self.decided {
+            return self.route(chunk);
+        }
+        self.head.extend_from_slice(&chunk);
+        if self.head.len() >= GZIP_MAGIC.len() {
+            self.decide();
+        }
+    }
+
+    /// Says the body is complete (the end of a gzip body waits to be inflated).
+    pub fn accept_end(&mut self) {
+        if !self.decided {
+            self.decide();
+        }
+        self.ended = true;
+        if !self.gzip {
+            self.records.end();
+        }
+    }
+
+    fn decide(&mut self) {
+        self.decided = true;
+        if is_gzip(&self.head) {
+            self.gzip = true;
+            self.inflater = Some(Inflater {
+                gz: flate2::write::MultiGzDecoder::new(Vec::new()),
+                inflated: 0,
+            });
+        }
+        let head = std::mem::take(&mut self.head);
+        self.route(Bytes::from(head));
+    }
+
+    fn route(&mut self, bytes: Bytes) {
+        if self.gzip {
+            self.pending.push(bytes);
+        } else {
+            self.records.extend(&bytes);
+        }
+    }
+
+    /// The compressed bytes waiting to be inflated (and the body's end, once it came), if
+    /// any and the decoder is here.
+    pub fn take_inflating(&mut self) -> Option<Inflating> {
+        let end = self.ended && !self.end_inflated;
+        if !self.gzip || (self.pending.is_empty() && !end) {
+            return None;
+        }
+        let mut inflater = self.inflater.take()?;
+        // Room for the output is made here, not where the inflating runs: memory that
+        // thread allocated and this one frees would wait there, unused, until it allocates
+        // again. JSON inflates about 8 times: room for 16 makes growing there rare.
+        let compressed: usize = self.pending.iter().map(Bytes::len).sum();
+        let room = compressed.saturating_mul(16).min(MAX_ROOM);
+        inflater.gz.get_mut().reserve(room);
+        Some(Inflating {
+            inflater,
+            input: std::mem::take(&mut self.pending),
+            end,
+            result: Ok(()),
+        })
+    }
+
+    /// Takes back what [`Inflating::run`] inflated: its output is ready to read.
+    pub fn inflated(&mut self, done: Inflating) -> Result<(), String> {
+        let Inflating {
+            mut inflater,
+            input,
+            end,
+            result,
+        } = done;
+        if self.pending.is_empty() {
+            // Its capacity serves the next pieces.
+            self.pending = input;
+        }
+        let out = inflater.gz.get_mut();
+        if result.is_ok() {
+            self.records.extend(out);
+        }
+        out.clear();
+        self.inflater = Some(inflater);
+        result?;
+        if end {
+            self.end_inflated = true;
+            self.records.end();
+        }
         Ok(())
     }
 
-    /// Says the body is complete.
-    pub fn finish(&mut self) -> Result<(), String> {
-        if !self.decided {
-            self.decide()?;
+    fn inflate_here(&mut self) -> Result<(), String> {
+        match self.take_inflating() {
+            Some(work) => self.inflated(work.run()),
+            None => Ok(()),
         }
-        if let Some(gz) = &mut self.gzip {
-            gz.try_finish().map_err(|e| format!("gzip body: {e}"))?;
-            let out = std::mem::take(gz.get_mut());
-            self.inflate_out(&out)?;
-        }
-        self.records.end();
-        Ok(())
     }
 
     /// The next record (or that more bytes are needed, or the end).
@@ -588,6 +741,45 @@ mod tests {
             in_pieces(&zipped[..zipped.len() / 2], 100).is_err(),
             "a cut gzip body"
         );
+    }
+
+    /// Inflating taken away and handed back (several pieces at once, a piece added while
+    /// it is away) gives the body's records.
+    #[test]
+    fn inflating_elsewhere_gives_the_same_records() {
+        let text = format!("[{}{{\"a\":2}}]", "{\"a\":1},".repeat(500));
+        let want = parse_records(text.as_bytes()).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text.as_bytes()).unwrap();
+        let zipped = gz.finish().unwrap();
+        let mut pieces = zipped.chunks(7).map(Bytes::copy_from_slice);
+        let mut reader = BodyReader::default();
+        reader.accept(pieces.next().unwrap());
+        reader.accept(pieces.next().unwrap());
+        let away = reader.take_inflating().expect("bytes to inflate");
+        reader.accept(pieces.next().unwrap());
+        assert!(reader.take_inflating().is_none(), "the decoder is away");
+        reader.inflated(away.run()).unwrap();
+        for piece in pieces {
+            reader.accept(piece);
+            if let Some(work) = reader.take_inflating() {
+                reader.inflated(work.run()).unwrap();
+            }
+        }
+        reader.accept_end();
+        let mut got = Vec::new();
+        loop {
+            if let Some(work) = reader.take_inflating() {
+                reader.inflated(work.run()).unwrap();
+            }
+            match reader.next_tape() {
+                Step::Item(t) => got.push(t.value().clone()),
+                Step::Done => break,
+                Step::More => panic!("the whole body was given"),
+                Step::Fail(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, want);
     }
 
     #[test]

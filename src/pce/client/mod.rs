@@ -60,7 +60,8 @@ pub use collections::{PolicyVersion, SYNC_LIMIT, WorkloadQuery};
 pub(crate) use config::resolve_secret;
 pub use config::{MAX_REQUESTS_PER_MINUTE, PceConnectionConfig, Secret};
 pub use download::{
-    BodyReader, Records, Step, is_gzip, parse_records, parse_records_owned, plain_body,
+    BodyReader, Inflating, Records, Step, is_gzip, parse_records, parse_records_owned, plain_body,
+    plain_body_off_workers,
 };
 pub use error::{PceError, RequestId};
 pub use events::{DEFAULT_EVENT_RESULTS, EventQuery, MAX_EVENT_RESULTS};

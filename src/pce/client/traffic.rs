@@ -5,7 +5,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::collections::strip_api_prefix;
-use super::download::{BodyReader, Records, Step, plain_body};
+use super::download::{BodyReader, Inflating, Records, Step, plain_body_off_workers};
 use super::events::pce_time;
 use super::{Call, PceClient, PceError, Reply, RequestId};
 use crate::event::{Tape, Timestamp};
@@ -233,11 +233,19 @@ impl PceClient {
     /// downloaded body and lets the caller take the flows one at a time.
     pub async fn traffic_query(&self, query: &TrafficQuery) -> Result<TrafficResult, PceError> {
         let download = self.traffic_download(query).await?;
-        let flows = download
-            .records()
-            .map(|r| r.map(|(flow, _)| flow))
-            .collect::<Result<Vec<Value>, String>>()
-            .map_err(|message| download.decode_error(message))?;
+        // Parsing every flow of a big download is seconds of CPU work: on a blocking
+        // thread, not an async worker.
+        let (href, request_id) = (download.download_href.clone(), download.request_id.clone());
+        let (download, flows) = tokio::task::spawn_blocking(move || {
+            let flows = download
+                .records()
+                .map(|r| r.map(|(flow, _)| flow))
+                .collect::<Result<Vec<Value>, String>>();
+            (download, flows)
+        })
+        .await
+        .map_err(|e| decode_error(&href, &request_id, format!("parsing the flows: {e}")))?;
+        let flows = flows.map_err(|message| download.decode_error(message))?;
         let truncated = download.is_truncated(flows.len() as u64);
         Ok(TrafficResult {
             flows_count: download.flows_count.unwrap_or(flows.len() as u64),
@@ -303,6 +311,7 @@ impl PceClient {
             client: self.clone(),
             response: None,
             reader: BodyReader::default(),
+            inflating: None,
             matches_count: state.matches_count,
             flows_count: state.flows_count,
             max_results: query.max_results,
@@ -397,13 +406,13 @@ impl PceClient {
                 if reply.status == reqwest::StatusCode::NO_CONTENT {
                     return Ok((Bytes::new(), reply.request_id));
                 }
-                let body = plain_body(Bytes::from(std::mem::take(&mut reply.body))).map_err(
-                    |message| PceError::Decode {
+                let body = plain_body_off_workers(Bytes::from(std::mem::take(&mut reply.body)))
+                    .await
+                    .map_err(|message| PceError::Decode {
                         what: href.to_string(),
                         request_id: reply.request_id.clone(),
                         message,
-                    },
-                )?;
+                    })?;
                 Ok((body, reply.request_id))
             }
             Err(PceError::Status {
@@ -423,6 +432,8 @@ pub struct TrafficStream {
     client: PceClient,
     response: Option<reqwest::Response>,
     reader: BodyReader,
+    /// The reader's inflating, on a blocking thread (see [`TrafficStream::inflate`]).
+    inflating: Option<tokio::task::JoinHandle<Inflating>>,
     /// How many flows matched (may exceed `max_results`).
     pub matches_count: u64,
     /// How many flows the PCE says it put in the result, if it said.
@@ -446,6 +457,7 @@ pub struct TrafficStream {
 impl TrafficStream {
     /// (Re)starts the download; the flows already handed out are passed over.
     async fn open(&mut self) -> Result<(), PceError> {
+        self.inflating = None;
         self.reader = BodyReader::default();
         self.skip = self.handed;
         let call = Call {
@@ -499,6 +511,8 @@ impl TrafficStream {
     /// breaks off, is fetched again (`download_retries`), passing over the flows already
     /// handed out: each flow is handed out once.
     pub async fn next(&mut self) -> Result<Option<Tape>, PceError> {
+        // A call cut short while bytes were being inflated: their output comes first.
+        self.settle().await?;
         loop {
             match self.reader.next_tape() {
                 Step::Item(tape) => {
@@ -526,11 +540,13 @@ impl TrafficStream {
                     };
                     match chunk {
                         Ok(Some(bytes)) => {
-                            self.reader.push(&bytes).map_err(|m| self.decode_error(m))?
+                            self.reader.accept(bytes);
+                            self.inflate().await?;
                         }
                         Ok(None) => {
                             self.response = None;
-                            self.reader.finish().map_err(|m| self.decode_error(m))?;
+                            self.reader.accept_end();
+                            self.inflate().await?;
                         }
                         Err(e) => {
                             let fail = PceError::Transport {
@@ -544,6 +560,32 @@ impl TrafficStream {
                 }
             }
         }
+    }
+
+    /// Inflates what a gzip body's reader holds compressed, on a blocking thread: it is
+    /// CPU work that must not hold an async worker (a plain body has nothing to inflate).
+    /// Should this call be cut short, the next one waits for the output first
+    /// ([`TrafficStream::settle`]).
+    async fn inflate(&mut self) -> Result<(), PceError> {
+        let Some(work) = self.reader.take_inflating() else {
+            return Ok(());
+        };
+        self.inflating = Some(tokio::task::spawn_blocking(move || work.run()));
+        self.settle().await
+    }
+
+    /// Hands the reader what was inflated on a blocking thread, if something was.
+    async fn settle(&mut self) -> Result<(), PceError> {
+        let Some(job) = &mut self.inflating else {
+            return Ok(());
+        };
+        let done = job.await;
+        self.inflating = None;
+        match done {
+            Ok(work) => self.reader.inflated(work),
+            Err(e) => Err(format!("gzip body: {e}")),
+        }
+        .map_err(|m| self.decode_error(m))
     }
 
     /// Whether the result is not all the traffic, given how many flows were read from it
