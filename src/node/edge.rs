@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
-use super::internal_event::DropReason;
+use super::internal_event::{DropReason, ErrorReason};
 use crate::event::{Event, Timestamp};
 
 /// What travels on an edge.
@@ -44,6 +44,8 @@ pub struct NodeCounters {
     pub events_out: AtomicU64,
     /// Records or events that failed (malformed input, write errors, ...).
     pub errors: AtomicU64,
+    /// The same, by reason.
+    failed: std::sync::Mutex<std::collections::BTreeMap<ErrorReason, u64>>,
     /// Times the node was started again after it failed.
     restarts: AtomicU64,
     /// What the node set aside on purpose, by reason.
@@ -59,9 +61,19 @@ impl NodeCounters {
     pub fn add_out(&self, n: usize) {
         self.events_out.fetch_add(n as u64, Ordering::Relaxed);
     }
-    /// Adds `n` errors.
-    pub(super) fn add_errors(&self, n: u64) {
+    /// Adds `n` errors for `reason`.
+    pub(super) fn add_errors(&self, reason: ErrorReason, n: u64) {
+        if n == 0 {
+            return;
+        }
         self.errors.fetch_add(n, Ordering::Relaxed);
+        let mut f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        *f.entry(reason).or_default() += n;
+    }
+    /// What failed, by reason (its name in `/metrics`).
+    pub fn errors_by_reason(&self) -> Vec<(&'static str, u64)> {
+        let f = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        f.iter().map(|(r, n)| (r.as_str(), *n)).collect()
     }
     /// Adds one restart.
     pub(super) fn add_restart(&self) {

@@ -3,7 +3,7 @@
 
 use std::fmt::Display;
 
-use super::{DropReason, InternalEvent};
+use super::{DropReason, ErrorReason, InternalEvent};
 use crate::event::Severity;
 use crate::node::NodeCounters;
 
@@ -73,7 +73,7 @@ pub struct RecipientsUnknown<'a> {
 impl InternalEvent for RecipientsUnknown<'_> {
     fn emit(self, counters: &NodeCounters) {
         tracing::error!(sink = %self.sink, alert = %self.alert, error = %self.error, "cannot work out the recipients; the alert is not sent");
-        counters.add_errors(1);
+        counters.add_errors(ErrorReason::RecipientsUnknown, 1);
     }
 }
 
@@ -126,7 +126,7 @@ pub struct AlertsNotStored<'a> {
 impl InternalEvent for AlertsNotStored<'_> {
     fn emit(self, counters: &NodeCounters) {
         tracing::error!(sink = %self.sink, alerts = self.alerts, error = %self.error, "cannot store the alerts for their notification groups");
-        counters.add_errors(self.alerts as u64);
+        counters.add_errors(ErrorReason::NotStored, self.alerts as u64);
     }
 }
 
@@ -144,7 +144,7 @@ pub struct NotificationsNotStored<'a> {
 impl InternalEvent for NotificationsNotStored<'_> {
     fn emit(self, counters: &NodeCounters) {
         tracing::error!(sink = %self.sink, error = %self.error, "cannot store the notifications; they are not sent");
-        counters.add_errors(self.alerts as u64);
+        counters.add_errors(ErrorReason::NotStored, self.alerts as u64);
     }
 }
 
@@ -201,7 +201,7 @@ pub struct Undeliverable<'a> {
 impl InternalEvent for Undeliverable<'_> {
     fn emit(self, counters: &NodeCounters) {
         tracing::error!(sink = %self.sink, message = %self.message, alerts = self.alerts, attempt = self.attempt, reason = %self.reason, "cannot be delivered; moved to the dead letters (`vigil outbox list`)");
-        counters.add_errors(self.alerts as u64);
+        counters.add_errors(ErrorReason::Undeliverable, self.alerts as u64);
     }
 }
 
@@ -222,6 +222,6 @@ pub struct DeliveryGivenUp<'a> {
 impl InternalEvent for DeliveryGivenUp<'_> {
     fn emit(self, counters: &NodeCounters) {
         tracing::error!(sink = %self.sink, message = %self.message, alerts = self.alerts, reason = %self.reason, "moved to the dead letters (`vigil outbox list`)");
-        counters.add_errors(self.alerts as u64);
+        counters.add_errors(ErrorReason::GivenUp, self.alerts as u64);
     }
 }

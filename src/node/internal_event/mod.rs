@@ -121,6 +121,78 @@ impl DropReason {
     }
 }
 
+/// What failed: the `reason` label of `vigil_node_errors_total`. Every reason is listed
+/// in the `/metrics` documentation (`src/web/metrics/mod.rs` and the README); a test
+/// holds them to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ErrorReason {
+    /// An input record that is not a JSON object, or longer than the limit: set aside.
+    Malformed,
+    /// Events a node received and could not handle (its source reads them again when it
+    /// waits on them).
+    EventsFailed,
+    /// An event a sink could not encode.
+    NotEncoded,
+    /// A source's position that could not be stored.
+    CheckpointNotStored,
+    /// Reading from the PCE failed (tried again next interval).
+    ReadFailed,
+    /// Events a source handed on that were not all delivered (read again).
+    NotDelivered,
+    /// PCE events that became visible later than `overlap` after their time.
+    VisibleLate,
+    /// Engine alerts the `internal` source fell behind on and missed.
+    InternalMissed,
+    /// A script (`script` stage) that failed on an event.
+    Script,
+    /// An alert whose recipients could not be worked out.
+    RecipientsUnknown,
+    /// Alerts or notifications that could not be stored.
+    NotStored,
+    /// A notification the receiver refused for good.
+    Undeliverable,
+    /// A notification given up on after its retries.
+    GivenUp,
+}
+
+impl ErrorReason {
+    /// Every reason.
+    pub const ALL: [ErrorReason; 13] = [
+        ErrorReason::Malformed,
+        ErrorReason::EventsFailed,
+        ErrorReason::NotEncoded,
+        ErrorReason::CheckpointNotStored,
+        ErrorReason::ReadFailed,
+        ErrorReason::NotDelivered,
+        ErrorReason::VisibleLate,
+        ErrorReason::InternalMissed,
+        ErrorReason::Script,
+        ErrorReason::RecipientsUnknown,
+        ErrorReason::NotStored,
+        ErrorReason::Undeliverable,
+        ErrorReason::GivenUp,
+    ];
+
+    /// Its `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorReason::Malformed => "malformed",
+            ErrorReason::EventsFailed => "events_failed",
+            ErrorReason::NotEncoded => "not_encoded",
+            ErrorReason::CheckpointNotStored => "checkpoint_not_stored",
+            ErrorReason::ReadFailed => "read_failed",
+            ErrorReason::NotDelivered => "not_delivered",
+            ErrorReason::VisibleLate => "visible_late",
+            ErrorReason::InternalMissed => "internal_missed",
+            ErrorReason::Script => "script",
+            ErrorReason::RecipientsUnknown => "recipients_unknown",
+            ErrorReason::NotStored => "not_stored",
+            ErrorReason::Undeliverable => "undeliverable",
+            ErrorReason::GivenUp => "given_up",
+        }
+    }
+}
+
 impl std::fmt::Display for DropReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -176,9 +248,39 @@ mod tests {
         let labels: std::collections::BTreeSet<&str> =
             DropReason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(labels.len(), DropReason::ALL.len());
-        for l in labels {
+        let errors: std::collections::BTreeSet<&str> =
+            ErrorReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(errors.len(), ErrorReason::ALL.len());
+        for l in labels.into_iter().chain(errors) {
             assert!(l.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{l}");
         }
+    }
+
+    /// A notification given up on counts its alerts as errors under `given_up`, apart
+    /// from other errors of the node.
+    #[test]
+    fn errors_are_counted_by_reason() {
+        let counters = NodeCounters::default();
+        capture::logs(|| {
+            DeliveryGivenUp {
+                sink: "p.hook",
+                message: "m-1",
+                alerts: 3,
+                reason: "5 attempts over 1m; last: HTTP 500",
+            }
+            .emit(&counters);
+            RecipientsUnknown {
+                sink: "p.hook",
+                alert: "a-1",
+                error: &"no such field",
+            }
+            .emit(&counters);
+        });
+        assert_eq!(counters.get().2, 4);
+        assert_eq!(
+            counters.errors_by_reason(),
+            vec![("recipients_unknown", 1), ("given_up", 3)]
+        );
     }
 
     /// A silenced alert is counted under `silenced` and logged with the sink, the alert

@@ -3,7 +3,7 @@
 
 use std::fmt::Display;
 
-use super::{DropReason, InternalEvent};
+use super::{DropReason, ErrorReason, InternalEvent};
 use crate::node::NodeCounters;
 
 /// A stage's state larger than `snapshot_max_bytes`: not saved, and the one saved before
@@ -91,7 +91,7 @@ pub struct EventsFailed<'a> {
 impl InternalEvent for EventsFailed<'_> {
     fn emit(self, counters: &NodeCounters) {
         tracing::debug!(node = %self.node, events = self.events, "events failed: {}", self.why.as_str());
-        counters.add_errors(self.events as u64);
+        counters.add_errors(ErrorReason::EventsFailed, self.events as u64);
     }
 }
 
@@ -107,6 +107,6 @@ pub struct EventNotEncoded<'a> {
 impl InternalEvent for EventNotEncoded<'_> {
     fn emit(self, counters: &NodeCounters) {
         tracing::debug!(sink = %self.sink, error = %self.error, "cannot encode the event; not written");
-        counters.add_errors(1);
+        counters.add_errors(ErrorReason::NotEncoded, 1);
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt::Display;
 use std::path::Path;
 
-use super::{DropReason, InternalEvent};
+use super::{DropReason, ErrorReason, InternalEvent};
 use crate::node::NodeCounters;
 
 /// A record that cannot be read (not JSON, too long, ...): set aside in the node's file
@@ -32,7 +32,7 @@ impl RecordSetAside<'_> {
 
 impl InternalEvent for RecordSetAside<'_> {
     fn emit(self, counters: &NodeCounters) {
-        counters.add_errors(1);
+        counters.add_errors(ErrorReason::Malformed, 1);
         let n = counters.get().2;
         if n <= Self::LOGGED {
             tracing::warn!(
@@ -80,7 +80,7 @@ pub struct CheckpointNotStored<'a> {
 impl InternalEvent for CheckpointNotStored<'_> {
     fn emit(self, counters: &NodeCounters) {
         tracing::error!(source = %self.source, error = %self.error, "cannot store the checkpoint; a restart would re-read from the last stored one");
-        counters.add_errors(1);
+        counters.add_errors(ErrorReason::CheckpointNotStored, 1);
     }
 }
 
@@ -99,7 +99,7 @@ pub struct PceEventsReadFailed<'a> {
 impl InternalEvent for PceEventsReadFailed<'_> {
     fn emit(self, counters: &NodeCounters) {
         tracing::warn!(source = %self.source, error = %self.error, from = %self.from, until = %self.until, "reading PCE events failed; trying again next interval");
-        counters.add_errors(1);
+        counters.add_errors(ErrorReason::ReadFailed, 1);
     }
 }
 
@@ -117,7 +117,7 @@ pub struct EventsNotDelivered<'a> {
 impl InternalEvent for EventsNotDelivered<'_> {
     fn emit(self, counters: &NodeCounters) {
         tracing::warn!(source = %self.source, from = %self.from, until = %self.until, "events were not delivered downstream; not checkpointing them, they are read again next interval");
-        counters.add_errors(1);
+        counters.add_errors(ErrorReason::NotDelivered, 1);
     }
 }
 
@@ -137,7 +137,7 @@ pub struct EventsVisibleLate<'a> {
 impl InternalEvent for EventsVisibleLate<'_> {
     fn emit(self, counters: &NodeCounters) {
         tracing::warn!(source = %self.source, events = self.events, lag = %humantime::format_duration(self.lag), overlap = %self.overlap, "events became visible on the PCE more than `overlap` after their timestamp; handed on late — raise overlap above the lag");
-        counters.add_errors(self.events as u64);
+        counters.add_errors(ErrorReason::VisibleLate, self.events as u64);
     }
 }
 
@@ -154,6 +154,6 @@ pub struct InternalAlertsMissed<'a> {
 impl InternalEvent for InternalAlertsMissed<'_> {
     fn emit(self, counters: &NodeCounters) {
         tracing::warn!(node = %self.node, missed = self.missed, "internal alerts came faster than they were handled; some were missed");
-        counters.add_errors(self.missed);
+        counters.add_errors(ErrorReason::InternalMissed, self.missed);
     }
 }

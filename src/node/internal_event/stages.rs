@@ -7,7 +7,7 @@
 
 use std::fmt::Display;
 
-use super::{DropReason, InternalEvent};
+use super::{DropReason, ErrorReason, InternalEvent};
 use crate::event::Timestamp;
 use crate::node::NodeCounters;
 
@@ -245,7 +245,7 @@ impl InternalEvent for ScriptFailed<'_> {
             ScriptRole::Where => {
                 counters.add_dropped(DropReason::WhereError, 1);
             }
-            ScriptRole::Script => counters.add_errors(1),
+            ScriptRole::Script => counters.add_errors(ErrorReason::Script, 1),
         }
     }
 }

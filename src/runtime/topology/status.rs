@@ -24,6 +24,8 @@ pub struct NodeStatus {
     pub events_out: u64,
     /// Failures counted.
     pub errors: u64,
+    /// The same, by reason (`malformed`, `script`, ...).
+    pub errors_by_reason: std::collections::BTreeMap<&'static str, u64>,
     /// `running`, `restarting` (it failed and waits to start again) or `failed` (it
     /// failed too often: it and its pipeline are stopped).
     pub state: NodeState,
@@ -116,6 +118,7 @@ impl Reloader {
                     events_in,
                     events_out,
                     errors,
+                    errors_by_reason: n.counters.errors_by_reason().into_iter().collect(),
                     state: n.health.state(),
                     restarts: n.counters.restarts(),
                     last_error: n.health.last_error(),

@@ -8,7 +8,8 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `vigil_node_events_in_total`, `vigil_node_events_out_total`, `vigil_node_errors_total`, `vigil_node_restarts_total` | counter | `node`, `pipeline`, `role`, `kind` |
+//! | `vigil_node_events_in_total`, `vigil_node_events_out_total`, `vigil_node_restarts_total` | counter | `node`, `pipeline`, `role`, `kind` |
+//! | `vigil_node_errors_total` (what failed) | counter | `node`, `pipeline`, `role`, `kind`, `reason` ([`ErrorReason`](crate::node::internal_event::ErrorReason): `malformed`, `events_failed`, `not_encoded`, `checkpoint_not_stored`, `read_failed`, `not_delivered`, `visible_late`, `internal_missed`, `script`, `recipients_unknown`, `not_stored`, `undeliverable`, `given_up`) |
 //! | `vigil_node_dropped_total` (set aside on purpose) | counter | `node`, `pipeline`, `role`, `kind`, `reason` ([`DropReason`](crate::node::internal_event::DropReason): `late`, `evicted`, `unmeasured`, `stale`, `duplicate`, `cooldown`, `where_error`, `min_severity`, `already_notified`, `silenced`, `inhibited`, `refused`, `rejected_rotated`, `snapshot_too_large`) |
 //! | `vigil_node_state` (1 for the node's state) | gauge | `node`, `pipeline`, `role`, `kind`, `state` (`running`, `restarting`, `failed`) |
 //! | `vigil_outbox_messages` | gauge | `state` (`gathering`, `pending`, `sending`, `sent`, `dead`) |
@@ -97,7 +98,7 @@ type NodeCounter = (&'static str, &'static str, fn(&NodeStatus) -> u64);
 /// read it.
 type TrafficCounter = (&'static str, &'static str, fn(&TrafficCounters) -> u64);
 
-const NODE_COUNTERS: [NodeCounter; 4] = [
+const NODE_COUNTERS: [NodeCounter; 3] = [
     ("vigil_node_events_in", "Events a node received.", |n| {
         n.events_in
     }),
@@ -105,11 +106,6 @@ const NODE_COUNTERS: [NodeCounter; 4] = [
         "vigil_node_events_out",
         "Events a node handed on (sinks: written or delivered).",
         |n| n.events_out,
-    ),
-    (
-        "vigil_node_errors",
-        "Records or events a node counted as failed.",
-        |n| n.errors,
     ),
     (
         "vigil_node_restarts",
@@ -163,6 +159,8 @@ const TRAFFIC_COUNTERS: [TrafficCounter; 8] = [
 
 const DROPPED_HELP: &str = "What a node set aside on purpose, by reason (late: older than its window behind the watermark, or for a window already alerted; evicted: a group key (top_n: a held event) pushed out by max_keys (max_events); unmeasured: a flow without bytes, an event without a number to sum; stale, duplicate: a flow observation older than or the same as the flow's last, an alert report older than the one held, a repeat within dedupe's window; cooldown: suppressed by a cooldown; where_error: a where: that failed; min_severity, already_notified, silenced, inhibited: alerts a delivering sink did not send; refused: an alert a delivering sink had no room for; rejected_rotated: a file of set-aside records rotated away; snapshot_too_large: a stage state past snapshot_max_bytes, not saved).";
 
+const ERRORS_HELP: &str = "Records or events a node counted as failed, by reason (malformed: an input record not a JSON object or too long, set aside; events_failed: events a node could not handle; not_encoded: an event a sink could not encode; checkpoint_not_stored: a source position not stored; read_failed: a PCE read that failed; not_delivered: events a source handed on that were not all delivered, read again; visible_late: PCE events visible later than overlap; internal_missed: engine alerts the internal source missed; script: a script that failed; recipients_unknown: an alert without recipients; not_stored: alerts or notifications not stored; undeliverable: a notification refused for good; given_up: a notification given up after its retries).";
+
 const STATE_HELP: &str = "1 for the state a node is in (running, restarting: it failed and waits to start again, failed: it failed too often and its pipeline is stopped), 0 for the others.";
 
 impl Collector for Snapshot {
@@ -199,6 +197,18 @@ impl Snapshot {
                 self.nodes.iter().map(|n| (node_labels(n), value(n))),
             )?;
         }
+        counters(
+            e,
+            "vigil_node_errors",
+            ERRORS_HELP,
+            self.nodes.iter().flat_map(|n| {
+                n.errors_by_reason.iter().map(move |(reason, count)| {
+                    let mut labels = node_labels(n);
+                    labels.push(("reason", reason));
+                    (labels, *count)
+                })
+            }),
+        )?;
         counters(
             e,
             "vigil_node_dropped",
@@ -492,6 +502,7 @@ mod tests {
             events_in: 3,
             events_out: 2,
             errors: 1,
+            errors_by_reason: [("script", 1)].into_iter().collect(),
             state: NodeState::Restarting,
             restarts: 4,
             last_error: None,
@@ -565,7 +576,6 @@ mod tests {
         for (name, v) in [
             ("vigil_node_events_in_total", 3.0),
             ("vigil_node_events_out_total", 2.0),
-            ("vigil_node_errors_total", 1.0),
             ("vigil_node_restarts_total", 4.0),
         ] {
             assert_eq!(value(&scrape, name, &node), Value::Counter(v), "{name}");
@@ -578,6 +588,14 @@ mod tests {
         assert_eq!(
             value(&scrape, "vigil_node_dropped_total", &with("reason", "late")),
             Value::Counter(5.0)
+        );
+        assert_eq!(
+            value(
+                &scrape,
+                "vigil_node_errors_total",
+                &with("reason", "script")
+            ),
+            Value::Counter(1.0)
         );
         assert_eq!(
             value(&scrape, "vigil_node_state", &with("state", "restarting")),
@@ -777,43 +795,56 @@ mod tests {
     /// Every reason a node may count a drop under is documented where users look: the
     /// table at the top of this module, the metric's HELP text and README's `/metrics`
     /// line; and nothing documented there is a reason no code counts.
+    /// The reasons a text lists after the `reason` label of `metric`: its `snake_case`
+    /// words up to the next `;`.
+    fn reasons_listed<'a>(text: &'a str, metric: &str) -> Vec<&'a str> {
+        let text = &text[text.find(metric).expect("the metric named")..];
+        let text = &text[text.find("`reason`").expect("the reason label")..];
+        let text = &text[..text.find(';').unwrap_or(text.len())];
+        text.split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|w| *w != "reason" && w.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .collect()
+    }
+
+    /// Every reason of `vigil_node_dropped_total` and `vigil_node_errors_total` is in the
+    /// `/metrics` table above, in README's `/metrics` line and in the HELP text.
     #[test]
-    fn every_drop_reason_is_documented() {
-        use crate::node::internal_event::DropReason;
+    fn every_drop_and_error_reason_is_documented() {
+        use crate::node::internal_event::{DropReason, ErrorReason};
         let module = include_str!("mod.rs");
-        let table = module
-            .lines()
-            .find(|l| l.starts_with("//! | `vigil_node_dropped_total`"))
-            .expect("the table's row for vigil_node_dropped_total");
         let readme = include_str!("../../../README.md");
         let readme = readme
             .lines()
             .find(|l| l.starts_with("| `GET /metrics`"))
             .expect("README's /metrics line");
-        let readme = &readme[readme.find("`vigil_node_dropped_total`").expect("named")..];
-        let readme = &readme[readme.find("`reason`").expect("the reason label")..];
-        let readme = &readme[..readme.find(';').expect("its reasons, then a `;`")];
-        let table = &table[table.find("`reason`").expect("the reason label")..];
-        // The reason names a text lists: its `snake_case` words but the label itself.
-        let named = |text: &'static str| {
-            text.split('`')
-                .skip(1)
-                .step_by(2)
-                .filter(|w| *w != "reason" && w.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
-        };
-        let known: Vec<&str> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
-        for (doc, text) in [
-            ("the /metrics table", table),
-            ("README's /metrics line", readme),
+        let dropped: Vec<&str> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        let errors: Vec<&str> = ErrorReason::ALL.iter().map(|r| r.as_str()).collect();
+        for (metric, known, help) in [
+            ("`vigil_node_dropped_total`", &dropped, DROPPED_HELP),
+            ("`vigil_node_errors_total`", &errors, ERRORS_HELP),
         ] {
-            let listed: Vec<&str> = named(text).collect();
-            assert_eq!(listed, known, "the reasons {doc} lists");
-        }
-        for r in DropReason::ALL {
-            assert!(
-                DROPPED_HELP.contains(&format!("{r}:")) || DROPPED_HELP.contains(&format!("{r},")),
-                "{r} is missing from the HELP text"
-            );
+            let table = module
+                .lines()
+                .find(|l| l.starts_with(&format!("//! | {metric}")))
+                .expect("the table's row for the metric");
+            for (doc, text) in [
+                ("the /metrics table", table),
+                ("README's /metrics line", readme),
+            ] {
+                assert_eq!(
+                    &reasons_listed(text, metric),
+                    known,
+                    "the reasons {doc} lists for {metric}"
+                );
+            }
+            for r in known {
+                assert!(
+                    help.contains(&format!("{r}:")) || help.contains(&format!("{r},")),
+                    "{r} is missing from the HELP text of {metric}"
+                );
+            }
         }
     }
 }
