@@ -208,7 +208,7 @@ fn cycle(k: usize, quiet: bool) -> Outcome {
         ..Outcome::default()
     };
     let mut stmt = conn
-        .prepare("SELECT value FROM stage_state")
+        .prepare("SELECT CAST(value AS TEXT) FROM stage_state")
         .expect("stage_state");
     let states: Vec<String> = stmt
         .query_map([], |r| r.get(0))

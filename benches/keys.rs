@@ -172,7 +172,7 @@ fn run(label: &str, max_keys: Option<usize>, keep_state: bool, lines: u64) -> Ru
     let saved = || -> Option<String> {
         let conn = rusqlite::Connection::open(&db).ok()?;
         conn.query_row(
-            "SELECT value FROM stage_state WHERE node = 'keys.count'",
+            "SELECT CAST(value AS TEXT) FROM stage_state WHERE node = 'keys.count'",
             [],
             |r| r.get(0),
         )

@@ -25,7 +25,7 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 pub use edge::{Closed, Input, Message, NodeCounters, Output};
-pub use snapshot::{Snapshot, SnapshotBudget};
+pub use snapshot::{Snapshot, StateText};
 pub use tap::{StreamItem, Tap};
 
 use crate::event::{Event, Timestamp};
@@ -51,9 +51,8 @@ pub(crate) fn test_edge(buffer: usize) -> (Output, Input) {
 /// The JSON text of `stage`'s state, unbounded, for unit tests.
 #[cfg(test)]
 pub(crate) fn snapshot_text(stage: &dyn Stage) -> Option<String> {
-    stage
-        .snapshot(SnapshotBudget::UNBOUNDED)
-        .and_then(Snapshot::into_text)
+    let text = stage.snapshot(u64::MAX).and_then(Snapshot::into_text)?;
+    Some(text.into_string().expect("JSON text"))
 }
 
 /// What every component is given when it is built.
@@ -148,12 +147,12 @@ pub trait Stage: Send + 'static {
     fn finish(&mut self, _out: &mut Vec<Arc<Event>>) {}
 
     /// The stage's state (windows, cooldowns, script state) as JSON text of at most
-    /// `budget.max_bytes`, for the runtime to save under `state_dir` (periodically and
-    /// when the stage stops). Serialise a struct borrowing the state straight to text
-    /// with [`Snapshot::write`], never through a `serde_json::Value` (a tree of a large
-    /// state takes about ten times its text). The stage reads the text back at build time
-    /// with [`BuildContext::restore`]. Stateless stages return `None`.
-    fn snapshot(&self, _budget: SnapshotBudget) -> Option<Snapshot> {
+    /// `max_bytes`, for the runtime to save under `state_dir` (periodically and when the
+    /// stage stops). Serialise a struct borrowing the state straight to text with
+    /// [`Snapshot::write`], never through a `serde_json::Value` (a tree of a large state
+    /// takes about ten times its text). The stage reads the text back at build time with
+    /// [`BuildContext::restore`]. Stateless stages return `None`.
+    fn snapshot(&self, _max_bytes: u64) -> Option<Snapshot> {
         None
     }
 

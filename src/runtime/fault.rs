@@ -154,8 +154,8 @@ mod hook {
             self.inner.finish(out);
         }
 
-        fn snapshot(&self, budget: crate::node::SnapshotBudget) -> Option<crate::node::Snapshot> {
-            self.inner.snapshot(budget)
+        fn snapshot(&self, max_bytes: u64) -> Option<crate::node::Snapshot> {
+            self.inner.snapshot(max_bytes)
         }
 
         fn blocking(&self) -> bool {

@@ -15,7 +15,7 @@ mod watch;
 
 pub use crate::node::{
     BuildContext, Closed, Input, Message, NodeCounters, NodeError, NodeResult, Output, Sink,
-    Snapshot, SnapshotBudget, Source, SourceContext, Stage, StreamItem, Tap,
+    Snapshot, Source, SourceContext, Stage, StateText, StreamItem, Tap,
 };
 pub use crate::time::{Clock, JumpClock, ScaledClock, SharedClock, VirtualClock, WallClock};
 pub use reload::{ReloadDriver, ReloadOutcome};

@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 
 use crate::event::{FieldPath, Group, Timestamp};
-use crate::node::{Snapshot, SnapshotBudget};
+use crate::node::Snapshot;
 
 /// What [`save`] writes: the state with the shape it was made under.
 #[derive(Serialize)]
@@ -31,10 +31,10 @@ struct ShapeOnly {
     shape: Value,
 }
 
-/// `state` with the `shape` it was made under, as JSON text within `budget`, for
+/// `state` with the `shape` it was made under, as JSON text of at most `max_bytes`, for
 /// [`crate::node::Stage::snapshot`].
-pub fn save<T: Serialize>(shape: &Value, state: &T, budget: SnapshotBudget) -> Option<Snapshot> {
-    Snapshot::write(&SavedRef { shape, state }, budget)
+pub fn save<T: Serialize>(shape: &Value, state: &T, max_bytes: u64) -> Option<Snapshot> {
+    Snapshot::write(&SavedRef { shape, state }, max_bytes)
 }
 
 /// The state saved by [`save`] (its text), if it was made under the same `shape`. A
@@ -165,8 +165,10 @@ mod tests {
     #[test]
     fn a_different_shape_resets() {
         let shape = json!(["a"]);
-        let saved = save(&shape, &vec![1, 2], SnapshotBudget::UNBOUNDED)
+        let saved = save(&shape, &vec![1, 2], u64::MAX)
             .and_then(Snapshot::into_text)
+            .unwrap()
+            .into_string()
             .unwrap();
         assert_eq!(saved, r#"{"shape":["a"],"state":[1,2]}"#);
         assert_eq!(load::<Vec<i32>>("p.s", &saved, &shape), Some(vec![1, 2]));

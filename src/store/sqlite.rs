@@ -11,7 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::{Type, ValueRef};
+use rusqlite::{Connection, MAIN_DB, OptionalExtension, params};
 use serde_json::Value;
 
 use super::writer::{Writer, Written};
@@ -184,14 +185,29 @@ impl Store {
             .transpose()
     }
 
-    /// The text stored in `table` under `key`.
+    /// The text stored in `table` under `key` (a stage's state is stored as a BLOB: see
+    /// [`Store::set_stage_state`]).
     fn get_text(&self, table: Table, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .reader()
             .query_row(
                 &format!("SELECT value FROM {} WHERE {} = ?1", table.name, table.key),
                 params![key],
-                |r| r.get(0),
+                |r| {
+                    let bytes = match r.get_ref(0)? {
+                        ValueRef::Text(b) | ValueRef::Blob(b) => b,
+                        other => {
+                            return Err(rusqlite::Error::InvalidColumnType(
+                                0,
+                                "value".into(),
+                                other.data_type(),
+                            ));
+                        }
+                    };
+                    String::from_utf8(bytes.to_vec()).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(0, Type::Blob, Box::new(e))
+                    })
+                },
             )
             .optional()?)
     }
@@ -235,9 +251,14 @@ impl Store {
         self.get_text(STAGE_STATE, node)
     }
 
-    /// Saves a stage's state, JSON text, durably, replacing what was there.
-    pub fn set_stage_state(&self, node: &str, json: String) -> Result<(), StoreError> {
-        self.put_text(STAGE_STATE, node, json)
+    /// Saves a stage's state, its JSON text in pieces (one after the other), durably,
+    /// replacing what was there. The pieces are written into the row in place (the row
+    /// is made first, zeros of their length), so saving takes no memory beyond them: an
+    /// inserted value is copied twice by SQLite, a 128 MiB state would take 256 MiB more.
+    /// The value is stored as a BLOB of that text.
+    pub fn set_stage_state(&self, node: &str, pieces: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        let node = node.to_string();
+        self.write(move |conn| put_in_place(conn, &node, &pieces))
     }
 
     /// Removes a stage's saved state.
@@ -271,6 +292,30 @@ fn put_row(conn: &Connection, table: Table, key: &str, text: &str) -> Result<(),
     Ok(())
 }
 
+/// Writes `pieces` one after the other as the value of stage `node`'s state.
+fn put_in_place(conn: &Connection, node: &str, pieces: &[Vec<u8>]) -> Result<(), StoreError> {
+    let len: usize = pieces.iter().map(Vec::len).sum();
+    let size = i64::try_from(len).unwrap_or(i64::MAX);
+    // A zeroblob that is the last column of its row is made without its zeros in memory
+    // (the table keeps `value` last: see `init`).
+    conn.prepare_cached(
+        "INSERT INTO stage_state (node, value) VALUES (?1, zeroblob(?2))
+         ON CONFLICT(node) DO UPDATE SET value = excluded.value,
+             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+    )?
+    .execute(params![node, size])?;
+    let row: i64 = conn
+        .prepare_cached("SELECT rowid FROM stage_state WHERE node = ?1")?
+        .query_row(params![node], |r| r.get(0))?;
+    let mut blob = conn.blob_open(MAIN_DB, c"stage_state", c"value", row, false)?;
+    let mut at = 0;
+    for piece in pieces {
+        blob.write_at(piece, at)?;
+        at += piece.len();
+    }
+    Ok(())
+}
+
 /// Makes the tables (and adds the columns of later versions) on `conn`.
 fn init(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -284,10 +329,11 @@ fn init(conn: &mut Connection) -> Result<(), rusqlite::Error> {
              );
              CREATE TABLE IF NOT EXISTS stage_state (
                  node       TEXT PRIMARY KEY,
-                 value      TEXT NOT NULL,
-                 updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                 updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+                 value      TEXT NOT NULL
              );",
     )?;
+    value_last_in_stage_state(conn)?;
     // Columns added since a table was first made (databases of earlier versions).
     for (table, column, decl) in [
         ("outbox", "notify", "TEXT"),
@@ -301,6 +347,32 @@ fn init(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     conn.execute_batch(super::history::SCHEMA)?;
     super::history::init_tally(conn)?;
     Ok(())
+}
+
+/// Moves `value` to the end of `stage_state`'s rows in a database of an earlier version
+/// (where `updated_at` came after it), so that a state can be written in place (see
+/// [`put_in_place`]): the table is made again with the rows copied, once.
+fn value_last_in_stage_state(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let mut stmt = conn.prepare("PRAGMA table_info(stage_state)")?;
+    let columns: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<Result<_, _>>()?;
+    if columns.last().is_none_or(|c| c == "value") {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "SAVEPOINT stage_state_value_last;
+         CREATE TABLE stage_state_value_last (
+             node       TEXT PRIMARY KEY,
+             updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+             value      TEXT NOT NULL
+         );
+         INSERT INTO stage_state_value_last (node, updated_at, value)
+             SELECT node, updated_at, value FROM stage_state;
+         DROP TABLE stage_state;
+         ALTER TABLE stage_state_value_last RENAME TO stage_state;
+         RELEASE stage_state_value_last;",
+    )
 }
 
 /// Adds `column` to `table` when the table exists without it.
@@ -500,6 +572,75 @@ mod tests {
         Store::open(&state).unwrap();
         let mode = std::fs::metadata(&state).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    }
+
+    /// A stage's state written in pieces reads back as its text, across a restart, and
+    /// a shorter one replaces it whole.
+    #[test]
+    fn a_stage_state_written_in_pieces_reads_back_as_its_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("{{\"keys\":\"{}é\"}}", "k".repeat(100_000));
+        let bytes = text.as_bytes();
+        // A piece ends inside the two bytes of `é`.
+        let pieces = vec![
+            bytes[..7].to_vec(),
+            bytes[7..100_009].to_vec(),
+            bytes[100_009..].to_vec(),
+        ];
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.set_stage_state("p.s", pieces).unwrap();
+            assert_eq!(
+                store.stage_state("p.s").unwrap().as_deref(),
+                Some(text.as_str())
+            );
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.stage_state("p.s").unwrap().as_deref(),
+            Some(text.as_str())
+        );
+        store.set_stage_state("p.s", vec![b"{}".to_vec()]).unwrap();
+        assert_eq!(store.stage_state("p.s").unwrap().as_deref(), Some("{}"));
+        assert_eq!(store.stage_state("p.other").unwrap(), None);
+    }
+
+    /// A database of an earlier version (`value` before `updated_at`) keeps its stages'
+    /// states, and takes new ones written in place.
+    #[test]
+    fn stage_states_of_an_earlier_version_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE stage_state (
+                     node       TEXT PRIMARY KEY,
+                     value      TEXT NOT NULL,
+                     updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+                 );
+                 INSERT INTO stage_state (node, value) VALUES ('p.old', '{\"shape\":1}');",
+            )
+            .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.stage_state("p.old").unwrap().as_deref(),
+            Some("{\"shape\":1}")
+        );
+        store
+            .set_stage_state("p.new", vec![b"{\"shape\":2}".to_vec()])
+            .unwrap();
+        assert_eq!(
+            store.stage_state("p.new").unwrap().as_deref(),
+            Some("{\"shape\":2}")
+        );
+        drop(store);
+        // Opened again, nothing is moved twice.
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.stage_state("p.old").unwrap().as_deref(),
+            Some("{\"shape\":1}")
+        );
     }
 
     #[test]

@@ -216,7 +216,10 @@ impl Reloader {
         }
         for (id, n) in retired_nodes {
             if let Ok(Some(state)) = live.env.store.stage_state(&id) {
-                saved_shapes.insert(id.clone(), saved_shape(&state));
+                saved_shapes.insert(
+                    id.clone(),
+                    saved_shape(std::io::BufReader::new(state.as_bytes())),
+                );
             }
             if new_ids.contains_key(&id) {
                 // The new incarnation goes on counting.

@@ -26,7 +26,7 @@ use super::services::build_services;
 use super::supervise::{Health, NodeState, Supervisor, Verdict, panic_message, wait_on};
 use super::{
     BuildContext, Input, Message, NodeCounters, NodeResult, Output, SharedClock, Snapshot,
-    SnapshotBudget, SourceContext, Stage,
+    SourceContext, Stage,
 };
 use crate::components::Services;
 use crate::config::Config;
@@ -596,21 +596,16 @@ impl Live {
                             .unwrap_or(chrono::Duration::seconds(30)),
                         last: None,
                         max_bytes: settings.snapshot_max_bytes,
-                        last_len: 0,
                         counters: counters.clone(),
                         writer: self.env.snapshots.clone(),
                     };
                     if let Some(before) = saved_shapes.get(&node.id) {
                         // The state the new stage holds, restored from its predecessor's.
-                        let budget = SnapshotBudget {
-                            max_bytes: settings.snapshot_max_bytes,
-                            reserve: 0,
-                        };
                         let kept = stage
-                            .snapshot(budget)
+                            .snapshot(settings.snapshot_max_bytes)
                             .and_then(Snapshot::into_text)
                             .is_some_and(|now| {
-                                let now = saved_shape(&now);
+                                let now = saved_shape(std::io::BufReader::new(now.reader()));
                                 !now.is_null() && now == *before
                             });
                         outcomes.push((node.id.clone(), kept));
@@ -666,14 +661,14 @@ impl Live {
 }
 
 /// The `shape` of a stage's saved state (its JSON text; what its configuration made the
-/// state mean), read without the rest; `null` when it has none or cannot be read.
-fn saved_shape(text: &str) -> serde_json::Value {
+/// state mean), read without keeping the rest; `null` when it has none or cannot be read.
+fn saved_shape(text: impl std::io::Read) -> serde_json::Value {
     #[derive(serde::Deserialize)]
     struct ShapeOnly {
         #[serde(default)]
         shape: serde_json::Value,
     }
-    serde_json::from_str::<ShapeOnly>(text).map_or(serde_json::Value::Null, |s| s.shape)
+    serde_json::from_reader::<_, ShapeOnly>(text).map_or(serde_json::Value::Null, |s| s.shape)
 }
 
 /// Nodes about to start: their channels made and wired (see [`Live::prepare`]).

@@ -15,9 +15,6 @@ pub(super) struct Snapshots {
     pub(super) last: Option<crate::event::Timestamp>,
     /// The largest state saved, in bytes of JSON (settings `snapshot_max_bytes`).
     pub(super) max_bytes: u64,
-    /// The length of the text of the state saved last: room for about as much is made
-    /// before the next is written.
-    pub(super) last_len: usize,
     /// The stage's counters: a state too large to save is counted there.
     pub(super) counters: Arc<NodeCounters>,
     /// Where the states are written.
@@ -46,7 +43,7 @@ impl SnapshotJob {
     /// the stage empty, not from an old state.
     fn run(self) {
         let result = match self.state {
-            Snapshot::Text(text) => self.store.set_stage_state(&self.id, text),
+            Snapshot::Text(text) => self.store.set_stage_state(&self.id, text.into_pieces()),
             Snapshot::TooLarge => {
                 SnapshotTooLarge {
                     node: &self.id,
@@ -152,20 +149,11 @@ impl Snapshots {
     /// The stage's state to save (`None` when states are not kept, or the stage has
     /// none): its JSON text, written where the stage runs, at most `max_bytes` of it.
     /// Saved by [`Snapshots::write`].
-    pub(super) fn take(&mut self, stage: &dyn Stage) -> Option<Snapshot> {
+    pub(super) fn take(&self, stage: &dyn Stage) -> Option<Snapshot> {
         if !self.enabled {
             return None;
         }
-        let budget = SnapshotBudget {
-            max_bytes: self.max_bytes,
-            reserve: self.last_len.saturating_add(self.last_len / 8),
-        };
-        let state = stage.snapshot(budget);
-        self.last_len = match &state {
-            Some(Snapshot::Text(text)) => text.len(),
-            _ => 0,
-        };
-        state
+        stage.snapshot(self.max_bytes)
     }
 
     /// Saves a state taken with [`Snapshots::take`] on the run's writing thread, waiting
@@ -493,7 +481,6 @@ mod tests {
             every: chrono::Duration::seconds(30),
             last: None,
             max_bytes: 1 << 20,
-            last_len: 0,
             counters: Arc::default(),
             writer: SnapshotWriter(None),
         };
@@ -530,8 +517,11 @@ mod tests {
             out.push(event);
         }
 
-        fn snapshot(&self, budget: SnapshotBudget) -> Option<Snapshot> {
-            Snapshot::write(&json!({"keys": vec!["k".repeat(100); self.keys]}), budget)
+        fn snapshot(&self, max_bytes: u64) -> Option<Snapshot> {
+            Snapshot::write(
+                &json!({"keys": vec!["k".repeat(100); self.keys]}),
+                max_bytes,
+            )
         }
     }
 
@@ -542,7 +532,7 @@ mod tests {
     async fn a_state_past_its_size_bound_is_not_saved_and_is_counted() {
         let counters = Arc::new(NodeCounters::default());
         let store = Arc::new(crate::store::Store::in_memory().unwrap());
-        let mut saver = Snapshots {
+        let saver = Snapshots {
             tap: Arc::default(),
             inhibitor: Arc::default(),
             enabled: true,
@@ -551,7 +541,6 @@ mod tests {
             every: chrono::Duration::seconds(30),
             last: None,
             max_bytes: 10_000,
-            last_len: 0,
             counters: counters.clone(),
             writer: SnapshotWriter::start(),
         };
@@ -593,7 +582,6 @@ mod tests {
             every: chrono::Duration::seconds(30),
             last: None,
             max_bytes: 1 << 20,
-            last_len: 0,
             counters: counters.clone(),
             writer: SnapshotWriter(None),
         };

@@ -12,7 +12,7 @@ use crate::event::{AlertWindow, Event, Timestamp};
 use crate::node::internal_event::{
     FlowNotMeasured, InternalEvent, KeysEvicted, LateEvent, Lateness, Unmeasurable,
 };
-use crate::node::{NodeCounters, NodeError, Snapshot, SnapshotBudget, Stage};
+use crate::node::{NodeCounters, NodeError, Snapshot, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget, SampleSet};
 use crate::stages::episode::{Book, Episode, EpisodeCounts, Reporter, open_keys};
 use crate::stages::keys::KeyMap;
@@ -513,7 +513,7 @@ impl Stage for BandwidthStage {
         }
     }
 
-    fn snapshot(&self, budget: SnapshotBudget) -> Option<Snapshot> {
+    fn snapshot(&self, max_bytes: u64) -> Option<Snapshot> {
         let saved = SavedRef {
             shape: &self.shape,
             watermark: &self.watermark,
@@ -523,6 +523,6 @@ impl Stage for BandwidthStage {
             volume: &self.volume,
             rate: &self.rate,
         };
-        Snapshot::write(&saved, budget)
+        Snapshot::write(&saved, max_bytes)
     }
 }

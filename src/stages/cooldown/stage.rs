@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::event::{AlertStatus, Event, FieldPath, Timestamp};
 use crate::node::internal_event::{CooldownSuppressed, InternalEvent, KeysEvicted};
-use crate::node::{Snapshot, SnapshotBudget, Stage};
+use crate::node::{Snapshot, Stage};
 use crate::stages::stage_state;
 
 /// Suppresses a key for a period after one of its events passes; see
@@ -210,8 +210,8 @@ impl Stage for CooldownStage {
         self.evict();
     }
 
-    fn snapshot(&self, budget: SnapshotBudget) -> Option<Snapshot> {
-        stage_state::save(&self.shape(), &self.state, budget)
+    fn snapshot(&self, max_bytes: u64) -> Option<Snapshot> {
+        stage_state::save(&self.shape(), &self.state, max_bytes)
     }
 }
 

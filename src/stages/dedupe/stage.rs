@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::event::{Event, FieldPath, Timestamp};
 use crate::node::internal_event::{InternalEvent, KeysEvicted, RepeatDropped};
-use crate::node::{NodeCounters, Snapshot, SnapshotBudget, Stage};
+use crate::node::{NodeCounters, Snapshot, Stage};
 use crate::stages::stage_state;
 
 /// Drops repeats within a window; see [`super::DedupeConfig`].
@@ -144,8 +144,8 @@ impl Stage for DedupeStage {
         self.evict();
     }
 
-    fn snapshot(&self, budget: SnapshotBudget) -> Option<Snapshot> {
-        stage_state::save(&self.shape(), &self.state, budget)
+    fn snapshot(&self, max_bytes: u64) -> Option<Snapshot> {
+        stage_state::save(&self.shape(), &self.state, max_bytes)
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::event::{AlertStatus, AlertWindow, Event, FieldPath, Sample, Timestamp};
 use crate::node::internal_event::{InternalEvent, KeysEvicted};
-use crate::node::{NodeCounters, Snapshot, SnapshotBudget, Stage};
+use crate::node::{NodeCounters, Snapshot, Stage};
 use crate::stages::alerting::{AlertTemplates, Finding, GroupBy};
 use crate::stages::stage_state::{self, SavedField};
 
@@ -247,8 +247,8 @@ impl Stage for FlatlineStage {
         }
     }
 
-    fn snapshot(&self, budget: SnapshotBudget) -> Option<Snapshot> {
-        stage_state::save(&self.shape(), &self.state, budget)
+    fn snapshot(&self, max_bytes: u64) -> Option<Snapshot> {
+        stage_state::save(&self.shape(), &self.state, max_bytes)
     }
 }
 

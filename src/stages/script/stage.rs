@@ -14,7 +14,7 @@ use crate::event::{
     time_from_value,
 };
 use crate::node::internal_event::ScriptRole;
-use crate::node::{BuildContext, NodeError, Snapshot, SnapshotBudget, Stage};
+use crate::node::{BuildContext, NodeError, Snapshot, Stage};
 
 type FnResult<T> = Result<T, Box<EvalAltResult>>;
 
@@ -598,7 +598,7 @@ impl Stage for ScriptStage {
         }
     }
 
-    fn snapshot(&self, budget: SnapshotBudget) -> Option<Snapshot> {
+    fn snapshot(&self, max_bytes: u64) -> Option<Snapshot> {
         let shared = lock(&self.shared);
         let state = match shared.state.as_ref() {
             Some(state) => Some(StateRef {
@@ -613,6 +613,6 @@ impl Stage for ScriptStage {
             state,
             episodes: &shared.episodes,
         };
-        Snapshot::write(&saved, budget)
+        Snapshot::write(&saved, max_bytes)
     }
 }

@@ -206,7 +206,9 @@ fn state_counts_and_survives_snapshot_and_restore() {
     let saved = snapshot_text(first.as_ref()).expect("state kept");
     let state: Value = serde_json::from_str(&saved).unwrap();
     assert_eq!(state["state"], json!({"ann": 3, "bob": 1}));
-    store.set_stage_state("p.s", saved).unwrap();
+    store
+        .set_stage_state("p.s", vec![saved.into_bytes()])
+        .unwrap();
 
     let mut second = cfg.build(&cx).unwrap();
     let out = run(second.as_mut(), ev(json!({"user": "ann"}), 0));

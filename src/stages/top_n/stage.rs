@@ -13,7 +13,7 @@ use crate::event::{
 use crate::node::internal_event::{
     InternalEvent, LateEvent, Lateness, NothingToSum, OldestEventDropped,
 };
-use crate::node::{NodeCounters, Snapshot, SnapshotBudget, Stage};
+use crate::node::{NodeCounters, Snapshot, Stage};
 use crate::stages::alerting::{AlertTemplates, Finding};
 use crate::stages::stage_state;
 
@@ -426,8 +426,8 @@ impl Stage for TopNStage {
         self.report(None, out);
     }
 
-    fn snapshot(&self, budget: SnapshotBudget) -> Option<Snapshot> {
-        stage_state::save(&self.shape(), &self.state, budget)
+    fn snapshot(&self, max_bytes: u64) -> Option<Snapshot> {
+        stage_state::save(&self.shape(), &self.state, max_bytes)
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::config::WindowCountConfig;
 use crate::event::{Event, FieldPath, Timestamp};
 use crate::node::internal_event::{InternalEvent, KeysEvicted, LateEvent, Lateness};
-use crate::node::{NodeCounters, NodeError, Snapshot, SnapshotBudget, Stage};
+use crate::node::{NodeCounters, NodeError, Snapshot, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget};
 use crate::stages::episode::{Book, EpisodeCounts, Reporter, open_keys};
 use crate::stages::keys::KeyMap;
@@ -258,7 +258,7 @@ impl Stage for WindowCountStage {
         }
     }
 
-    fn snapshot(&self, budget: SnapshotBudget) -> Option<Snapshot> {
+    fn snapshot(&self, max_bytes: u64) -> Option<Snapshot> {
         let saved = SavedRef {
             shape: &self.shape,
             watermark: &self.watermark,
@@ -266,6 +266,6 @@ impl Stage for WindowCountStage {
             episodes: &self.book.counts,
             keys: &self.keys,
         };
-        Snapshot::write(&saved, budget)
+        Snapshot::write(&saved, max_bytes)
     }
 }

@@ -287,7 +287,10 @@ fn build_restores_from_the_store() {
     let mut out = Vec::new();
     s.process(ev(json!({}), 0), &mut out);
     store
-        .set_stage_state("p.wc", snapshot_text(s.as_ref()).unwrap())
+        .set_stage_state(
+            "p.wc",
+            vec![snapshot_text(s.as_ref()).unwrap().into_bytes()],
+        )
         .unwrap();
     let mut s = c.build(&cx).unwrap();
     s.process(ev(json!({}), 1), &mut out);
