@@ -69,6 +69,30 @@ impl PatchPath {
         }
     }
 
+    /// The first key.
+    fn first(&self) -> Option<&str> {
+        match self {
+            PatchPath::Static(p) => p.first().copied(),
+            PatchPath::Owned(p) => p.first().map(|k| &**k),
+        }
+    }
+
+    /// How many of the first segments of `segs` are this path's first keys.
+    fn common(&self, segs: &[Segment]) -> usize {
+        match self {
+            PatchPath::Static(p) => p
+                .iter()
+                .zip(segs)
+                .take_while(|(k, s)| **k == s.key())
+                .count(),
+            PatchPath::Owned(p) => p
+                .iter()
+                .zip(segs)
+                .take_while(|(k, s)| &***k == s.key())
+                .count(),
+        }
+    }
+
     fn keys(&self) -> impl Iterator<Item = &str> {
         let (a, b): (&[&'static str], &[Box<str>]) = match self {
             PatchPath::Static(p) => (p, &[]),
@@ -216,7 +240,7 @@ impl Tape {
 
     /// The first key of the `i`-th patch.
     fn root_key(&self, i: usize) -> Option<&str> {
-        self.patches.get(i).and_then(|p| p.path.keys().next())
+        self.patches.get(i).and_then(|p| p.path.first())
     }
 
     /// The value at `segs` on the tape, patches included: `Some(Ok(node))` on the tape,
@@ -241,12 +265,7 @@ impl Tape {
         }
         let mut found: Option<&Patch> = None;
         for p in self.patches.iter().rev() {
-            let common = p
-                .path
-                .keys()
-                .zip(segs)
-                .take_while(|(k, s)| *k == s.key())
-                .count();
+            let common = p.path.common(segs);
             if common == p.path.len() {
                 if found.is_none() {
                     found = Some(p);
