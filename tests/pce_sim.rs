@@ -1025,17 +1025,12 @@ async fn the_request_log_records_each_request() {
     h.sim.shutdown().await;
 }
 
-#[tokio::test]
-async fn the_cli_serves_a_brute_force_pce() {
+/// `vigil pce-sim --listen 127.0.0.1:0` with `args`, and the URL it prints.
+async fn spawn_sim_cli(args: &[&str]) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt as _;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args([
-            "pce-sim",
-            "--listen",
-            "127.0.0.1:0",
-            "--scenario",
-            "brute-force",
-        ])
+        .args(["pce-sim", "--listen", "127.0.0.1:0"])
+        .args(args)
         .env("VIGIL_SIM_API_KEY", KEY)
         .env("VIGIL_SIM_API_SECRET", SECRET)
         .stdout(std::process::Stdio::piped())
@@ -1050,6 +1045,12 @@ async fn the_cli_serves_a_brute_force_pce() {
         .expect("the URL within 30 s")
         .expect("read stdout")
         .expect("a first line");
+    (child, url)
+}
+
+#[tokio::test]
+async fn the_cli_serves_a_brute_force_pce() {
+    let (mut child, url) = spawn_sim_cli(&["--scenario", "brute-force"]).await;
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let http = reqwest::Client::new();
     let events_url = format!("{url}/api/v2/orgs/1/events?max_results=5");
@@ -1081,24 +1082,8 @@ async fn the_cli_serves_a_brute_force_pce() {
 /// client reads them as it reads plain ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_serves_gzip_downloads_when_asked() {
-    use tokio::io::AsyncBufReadExt as _;
     use vigil::pce::client::{PceClient, PceConnectionConfig, Secret, TrafficQuery};
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["pce-sim", "--listen", "127.0.0.1:0", "--gzip-downloads"])
-        .env("VIGIL_SIM_API_KEY", KEY)
-        .env("VIGIL_SIM_API_SECRET", SECRET)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("vigil starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let url = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("the URL within 30 s")
-        .expect("read stdout")
-        .expect("a first line");
+    let (mut child, url) = spawn_sim_cli(&["--gzip-downloads"]).await;
     let mut cfg = PceConnectionConfig::new(url.clone(), Secret::new(KEY), Secret::new(SECRET));
     cfg.poll_interval_initial = vigil::config::Duration::from_millis(100);
     cfg.poll_interval_max = vigil::config::Duration::from_millis(250);

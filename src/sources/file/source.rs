@@ -534,21 +534,9 @@ impl FileSource {
                         continue 'read;
                     }
                 }
-                match std::fs::metadata(&path) {
+                let moved_on = match std::fs::metadata(&path) {
                     Ok(meta) if file_identity(&meta) != identity => {
-                        // Replaced (rotated): this one is read to its end; a last line
-                        // without newline is complete now that the writer moved on.
-                        tracing::info!(source = %cx.id, path = %path.display(), "file was replaced; reading the new one from its start");
-                        decoder.finish(cx.now());
-                        decoder.reset();
-                        match self.hand_on_all(cx, &mut file, &mut decoder).await? {
-                            Step::Go => break,
-                            Step::Stop => return Ok(()),
-                            Step::ReadFrom(at) => {
-                                pos = at;
-                                continue 'read;
-                            }
-                        }
+                        Some("file was replaced; reading the new one from its start")
                     }
                     Ok(meta) if meta.len() < pos => {
                         tracing::warn!(source = %cx.id, path = %path.display(), "file was truncated; reading again from its start");
@@ -564,19 +552,24 @@ impl FileSource {
                         continue;
                     }
                     Err(e) if e.kind() == ErrorKind::NotFound => {
-                        tracing::info!(source = %cx.id, path = %path.display(), "file was removed; waiting for a new one");
-                        decoder.finish(cx.now());
-                        decoder.reset();
-                        match self.hand_on_all(cx, &mut file, &mut decoder).await? {
-                            Step::Go => break,
-                            Step::Stop => return Ok(()),
-                            Step::ReadFrom(at) => {
-                                pos = at;
-                                continue 'read;
-                            }
+                        Some("file was removed; waiting for a new one")
+                    }
+                    _ => None,
+                };
+                if let Some(what) = moved_on {
+                    // Replaced (rotated) or removed: this one is read to its end; a last
+                    // line without newline is complete now that the writer moved on.
+                    tracing::info!(source = %cx.id, path = %path.display(), "{what}");
+                    decoder.finish(cx.now());
+                    decoder.reset();
+                    match self.hand_on_all(cx, &mut file, &mut decoder).await? {
+                        Step::Go => break,
+                        Step::Stop => return Ok(()),
+                        Step::ReadFrom(at) => {
+                            pos = at;
+                            continue 'read;
                         }
                     }
-                    _ => {}
                 }
                 // Idle: the position of what was handed on is saved once it is done.
                 self.settle();
