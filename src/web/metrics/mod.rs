@@ -159,6 +159,17 @@ const TRAFFIC_COUNTERS: [TrafficCounter; 8] = [
 
 const DROPPED_HELP: &str = "What a node set aside on purpose, by reason (late: older than its window behind the watermark, or for a window already alerted; evicted: a group key (top_n: a held event) pushed out by max_keys (max_events); unmeasured: a flow without bytes, an event without a number to sum; stale, duplicate: a flow observation older than or the same as the flow's last, an alert report older than the one held, a repeat within dedupe's window; cooldown: suppressed by a cooldown; where_error: a where: that failed; min_severity, already_notified, silenced, inhibited: alerts a delivering sink did not send; refused: an alert a delivering sink had no room for; rejected_rotated: a file of set-aside records rotated away; snapshot_too_large: a stage state past snapshot_max_bytes, not saved).";
 
+/// A node's counts by reason.
+type ByReason = fn(&NodeStatus) -> &std::collections::BTreeMap<&'static str, u64>;
+
+fn by_errors(n: &NodeStatus) -> &std::collections::BTreeMap<&'static str, u64> {
+    &n.errors_by_reason
+}
+
+fn by_dropped(n: &NodeStatus) -> &std::collections::BTreeMap<&'static str, u64> {
+    &n.dropped
+}
+
 const ERRORS_HELP: &str = "Records or events a node counted as failed, by reason (malformed: an input record not a JSON object or too long, set aside; events_failed: events a node could not handle; not_encoded: an event a sink could not encode; checkpoint_not_stored: a source position not stored; read_failed: a PCE read that failed; not_delivered: events a source handed on that were not all delivered, read again; visible_late: PCE events visible later than overlap; internal_missed: engine alerts the internal source missed; script: a script that failed; recipients_unknown: an alert without recipients; not_stored: alerts or notifications not stored; undeliverable: a notification refused for good; given_up: a notification given up after its retries).";
 
 const STATE_HELP: &str = "1 for the state a node is in (running, restarting: it failed and waits to start again, failed: it failed too often and its pipeline is stopped), 0 for the others.";
@@ -197,30 +208,23 @@ impl Snapshot {
                 self.nodes.iter().map(|n| (node_labels(n), value(n))),
             )?;
         }
-        counters(
-            e,
-            "vigil_node_errors",
-            ERRORS_HELP,
-            self.nodes.iter().flat_map(|n| {
-                n.errors_by_reason.iter().map(move |(reason, count)| {
-                    let mut labels = node_labels(n);
-                    labels.push(("reason", reason));
-                    (labels, *count)
-                })
-            }),
-        )?;
-        counters(
-            e,
-            "vigil_node_dropped",
-            DROPPED_HELP,
-            self.nodes.iter().flat_map(|n| {
-                n.dropped.iter().map(move |(reason, count)| {
-                    let mut labels = node_labels(n);
-                    labels.push(("reason", reason));
-                    (labels, *count)
-                })
-            }),
-        )?;
+        for (name, help, reasons) in [
+            ("vigil_node_errors", ERRORS_HELP, by_errors as ByReason),
+            ("vigil_node_dropped", DROPPED_HELP, by_dropped),
+        ] {
+            counters(
+                e,
+                name,
+                help,
+                self.nodes.iter().flat_map(|n| {
+                    reasons(n).iter().map(move |(reason, count)| {
+                        let mut labels = node_labels(n);
+                        labels.push(("reason", reason));
+                        (labels, *count)
+                    })
+                }),
+            )?;
+        }
         gauges(
             e,
             "vigil_node_state",
