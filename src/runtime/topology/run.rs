@@ -147,13 +147,14 @@ impl Snapshots {
     }
 
     /// The stage's state to save (`None` when states are not kept, or the stage has
-    /// none): its JSON text, written where the stage runs, at most `max_bytes` of it.
-    /// Saved by [`Snapshots::write`].
+    /// none): its JSON text, at most `max_bytes` of it, written with the async worker's
+    /// thread handed over to the blocking pool meanwhile (a state of a million keys takes
+    /// seconds). Saved by [`Snapshots::write`].
     pub(super) fn take(&self, stage: &dyn Stage) -> Option<Snapshot> {
         if !self.enabled {
             return None;
         }
-        stage.snapshot(self.max_bytes)
+        off_workers(|| stage.snapshot(self.max_bytes))
     }
 
     /// Saves a state taken with [`Snapshots::take`] on the run's writing thread, waiting
@@ -557,6 +558,70 @@ mod tests {
             "the old state is gone"
         );
         assert_eq!(counters.dropped(), vec![("snapshot_too_large", 1)]);
+    }
+
+    /// A stage whose snapshot takes long: it waits (up to 10 s) until `ran` is set.
+    struct SlowToSave {
+        ran: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Stage for SlowToSave {
+        fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
+            out.push(event);
+        }
+
+        fn snapshot(&self, max_bytes: u64) -> Option<Snapshot> {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !self.ran.load(std::sync::atomic::Ordering::Acquire)
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::yield_now();
+            }
+            Snapshot::write(&json!({"keys": []}), max_bytes)
+        }
+    }
+
+    /// Taking a stage's state (seconds for a large one) does not hold the async worker:
+    /// with one worker thread, a task spawned by the stage's task just before the snapshot
+    /// runs while it is taken.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_snapshot_is_taken_off_the_async_worker() {
+        let stage_task = tokio::spawn(async {
+            let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let saver = Snapshots {
+                tap: Arc::default(),
+                inhibitor: Arc::default(),
+                enabled: true,
+                id: "p.slow".into(),
+                store: Arc::new(crate::store::Store::in_memory().unwrap()),
+                every: chrono::Duration::seconds(30),
+                last: None,
+                max_bytes: 1 << 20,
+                counters: Arc::default(),
+                writer: SnapshotWriter(None),
+            };
+            // Queued on this worker; it runs only if the worker is free while the state is
+            // taken.
+            let other = tokio::spawn({
+                let ran = ran.clone();
+                async move { ran.store(true, std::sync::atomic::Ordering::Release) }
+            });
+            let started = std::time::Instant::now();
+            let state = saver.take(&SlowToSave { ran: ran.clone() });
+            let waited = started.elapsed();
+            let _ = other.await;
+            (
+                state.is_some(),
+                ran.load(std::sync::atomic::Ordering::Acquire),
+                waited,
+            )
+        });
+        let (saved, _, waited) = stage_task.await.unwrap();
+        assert!(saved);
+        assert!(
+            waited < std::time::Duration::from_secs(5),
+            "the other task did not run while the state was taken: it waited {waited:?}"
+        );
     }
 
     /// A stage that panics is built again (the record that took it down set aside and
