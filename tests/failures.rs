@@ -223,8 +223,8 @@ async fn node_status(addr: &str, id: &str) -> Value {
 /// each panic raises a `vigil.node_failed` alert, with the panic's message, that reaches
 /// a file sink on an `internal` source; `/metrics` counts both restarts; the stage then
 /// hands on what comes next (the two events it panicked on are set aside and counted).
-/// A sink that panics on its first batch is restarted the same way and writes what comes
-/// next. Another pipeline delivers every event throughout, and SIGTERM then stops vigil
+/// A sink that panics on its first batch is restarted the same way; the line it failed
+/// on is read again by its `file` source and written, then what comes next. Another pipeline delivers every event throughout, and SIGTERM then stops vigil
 /// cleanly.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_panicking_stage_is_restarted_and_reported() {
@@ -370,17 +370,26 @@ sinks:
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    append(&sinky, ["{\"n\":2}".to_string()]);
     let sinky_out = p.path().join("sinky-out.jsonl");
+    // The line it failed on is read again by its source (`file` waits on its batches),
+    // without waiting for a new line.
     while read_lines(&sinky_out).is_empty() {
         assert!(Instant::now() < deadline, "the restarted sink never wrote");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    append(&sinky, ["{\"n\":2}".to_string()]);
+    while read_lines(&sinky_out).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted sink wrote no more"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let out: Vec<Value> = read_lines(&sinky_out)
         .iter()
         .map(|r| r["n"].clone())
         .collect();
-    assert_eq!(out, [2], "only the batch after the panic");
+    assert_eq!(out, [1, 2], "the failed line again, then the next");
 
     // Each panic was told on the internal source, with its message.
     let alarms = p.path().join("alarms.jsonl");

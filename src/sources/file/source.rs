@@ -571,8 +571,18 @@ impl FileSource {
                         }
                     }
                 }
-                // Idle: the position of what was handed on is saved once it is done.
+                // Idle: the position of what was handed on is saved once it is done;
+                // what was not delivered is read again without waiting for new lines.
                 self.settle();
+                if self.unacked.front().is_some_and(|u| u.failed) {
+                    match self.step(Flow::Rewind, cx, &mut file, &mut decoder).await? {
+                        Step::ReadFrom(at) => {
+                            pos = at;
+                            continue 'read;
+                        }
+                        Step::Go | Step::Stop => return Ok(()),
+                    }
+                }
                 if !cx.sleep(poll).await {
                     return Ok(());
                 }
