@@ -191,7 +191,7 @@ impl Event {
     pub fn from_tape(tape: Tape, source: Arc<str>, ingest: Timestamp) -> Event {
         let time = TIME_PATHS
             .iter()
-            .filter_map(|p| tape.first(&p.segments))
+            .filter_map(|p| tape.first_path(p))
             .find_map(|f| time_from_field(&f))
             .unwrap_or(ingest);
         let raw = (!tape.is_patched()).then(|| tape.raw());
@@ -324,7 +324,7 @@ impl Fields for Event {
 
     fn has(&self, path: &FieldPath) -> bool {
         match (&self.alert, &self.tape) {
-            (None, Some(t)) => t.has(&path.segments),
+            (None, Some(t)) => t.has_path(path),
             _ => path.first(self.data()).is_some(),
         }
     }
@@ -385,6 +385,9 @@ impl Segment {
 pub struct FieldPath {
     text: String,
     segments: Vec<Segment>,
+    /// Its number for the lookup memo of taped records (the same for every path written
+    /// alike), when it has one.
+    number: Option<u16>,
 }
 
 /// A field path that cannot be used.
@@ -420,6 +423,7 @@ impl FieldPath {
         Ok(FieldPath {
             text: text.to_string(),
             segments,
+            number: tape::path_number(text),
         })
     }
 
@@ -446,7 +450,7 @@ impl FieldPath {
     /// (without making its `Value`).
     pub fn first_in<'e>(&self, event: &'e Event) -> Option<Field<'e>> {
         match (&event.alert, &event.tape) {
-            (None, Some(t)) => t.first(&self.segments),
+            (None, Some(t)) => t.first_path(self),
             _ => self.first(event.data()).map(Field::Value),
         }
     }
@@ -454,7 +458,7 @@ impl FieldPath {
     /// [`FieldPath::any`] on an event's record, read from its tape when it has one.
     pub fn any_in(&self, event: &Event, visit: &mut dyn FnMut(Field<'_>) -> bool) -> bool {
         match (&event.alert, &event.tape) {
-            (None, Some(t)) => t.any(&self.segments, visit),
+            (None, Some(t)) => t.any_path(self, visit),
             _ => walk(event.data(), &self.segments, &mut |v| {
                 visit(Field::Value(v))
             }),
@@ -463,12 +467,12 @@ impl FieldPath {
 
     /// [`FieldPath::first`] on a tape.
     pub fn first_in_tape<'t>(&self, tape: &'t Tape) -> Option<Field<'t>> {
-        tape.first(&self.segments)
+        tape.first_path(self)
     }
 
     /// [`FieldPath::any`] on a tape.
     pub fn any_in_tape(&self, tape: &Tape, visit: &mut dyn FnMut(Field<'_>) -> bool) -> bool {
-        tape.any(&self.segments, visit)
+        tape.any_path(self, visit)
     }
 }
 

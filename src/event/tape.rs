@@ -12,12 +12,13 @@
 //! a new key comes last), and lookups see it.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-use super::Segment;
+use super::{FieldPath, Segment};
 
 /// One node of a tape. A list is followed by its items, an object by its pairs (a key
 /// node, then the value's nodes); both know where the next node after them is.
@@ -125,6 +126,56 @@ pub struct Tape {
     /// The patches whose paths start with a key no earlier patch's starts with.
     roots: Vec<usize>,
     full: OnceLock<Value>,
+    /// Where each numbered field path leads in this record, once a lookup asked (see
+    /// [`path_number`]): the rules of a graph read the same few fields of every event,
+    /// so each is found once per event, not once per rule.
+    memo: OnceLock<Box<[AtomicU16]>>,
+}
+
+/// The most field paths numbered for [`Tape`]'s memo; paths parsed after that are looked
+/// up every time.
+const MAX_NUMBERED_PATHS: usize = 256;
+
+/// The field paths numbered so far, by text.
+static PATH_NUMBERS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, u16>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// How many paths are numbered (the size of a memo made now).
+static NUMBERED_PATHS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The number of the field path written `text`, the same for every path so written, for
+/// [`Tape`]'s memo; `None` once [`MAX_NUMBERED_PATHS`] are numbered.
+pub(super) fn path_number(text: &str) -> Option<u16> {
+    let mut numbers = PATH_NUMBERS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = numbers.get(text) {
+        return Some(*n);
+    }
+    let n = numbers.len();
+    if n >= MAX_NUMBERED_PATHS {
+        return None;
+    }
+    let n = n as u16;
+    numbers.insert(text.to_string(), n);
+    NUMBERED_PATHS.store(numbers.len(), Ordering::Release);
+    Some(n)
+}
+
+/// A memo slot: not looked up yet.
+const MEMO_UNKNOWN: u16 = 0;
+/// A memo slot: the path reaches nothing.
+const MEMO_ABSENT: u16 = 1;
+/// A memo slot: the path fans out over a list, or a patch lies on it: looked up the
+/// general way.
+const MEMO_GENERAL: u16 = 2;
+/// A memo slot: the path reaches the node `slot - MEMO_NODE`.
+const MEMO_NODE: u16 = 3;
+
+/// Where a field path leads in a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Absent,
+    General,
+    Node(usize),
 }
 
 impl Clone for Tape {
@@ -138,6 +189,7 @@ impl Clone for Tape {
             duplicates: self.duplicates,
             roots: self.roots.clone(),
             full: OnceLock::new(),
+            memo: OnceLock::new(),
         }
     }
 }
@@ -211,6 +263,8 @@ impl Tape {
     }
 
     fn patch(&mut self, path: PatchPath, value: std::sync::Arc<Value>) {
+        // Where paths lead may change.
+        self.memo = OnceLock::new();
         let n = path.len();
         // Objects on the way that the parsed record has as something else are replaced.
         let mut at = Some(0);
@@ -278,6 +332,92 @@ impl Tape {
         match found {
             Some(p) => Route::Patch(&p.value, &segs[p.path.len()..]),
             None => Route::Tape(0, segs),
+        }
+    }
+
+    /// Where `path` leads: from the memo, or looked up and kept there.
+    fn reach(&self, path: &FieldPath) -> Reach {
+        let Some(number) = path.number else {
+            return Reach::General;
+        };
+        let slots = self.memo.get_or_init(|| {
+            (0..NUMBERED_PATHS.load(Ordering::Acquire))
+                .map(|_| AtomicU16::new(MEMO_UNKNOWN))
+                .collect()
+        });
+        let Some(slot) = slots.get(usize::from(number)) else {
+            return Reach::General;
+        };
+        match slot.load(Ordering::Relaxed) {
+            MEMO_UNKNOWN => {
+                let reach = match self.route(&path.segments) {
+                    Route::Tape(at, segs) => self.straight(at, segs),
+                    Route::Patch(..) | Route::Whole => Reach::General,
+                };
+                let code = match reach {
+                    Reach::Absent => MEMO_ABSENT,
+                    Reach::General => MEMO_GENERAL,
+                    Reach::Node(at) => u16::try_from(at)
+                        .ok()
+                        .and_then(|at| at.checked_add(MEMO_NODE))
+                        .unwrap_or(MEMO_GENERAL),
+                };
+                // Racing lookups store the same answer.
+                slot.store(code, Ordering::Relaxed);
+                reach
+            }
+            MEMO_ABSENT => Reach::Absent,
+            MEMO_GENERAL => Reach::General,
+            code => Reach::Node(usize::from(code - MEMO_NODE)),
+        }
+    }
+
+    /// Follows `segs` from `at` through objects and list indexes: the node it reaches,
+    /// `Absent`, or `General` when it meets a list without an index (it fans out).
+    fn straight(&self, mut at: usize, segs: &[Segment]) -> Reach {
+        for seg in segs {
+            let next = match (self.nodes.get(at), seg) {
+                (Some(Node::Obj { .. }), seg) => self.member(at, seg.key()),
+                (Some(Node::Arr { .. }), Segment::Index(i, _)) => self.items(at).nth(*i),
+                (Some(Node::Arr { .. }), Segment::Key(_)) => return Reach::General,
+                _ => None,
+            };
+            match next {
+                Some(n) => at = n,
+                None => return Reach::Absent,
+            }
+        }
+        Reach::Node(at)
+    }
+
+    /// [`Tape::any`] for a numbered path, through the memo.
+    pub(super) fn any_path(
+        &self,
+        path: &FieldPath,
+        visit: &mut dyn FnMut(Field<'_>) -> bool,
+    ) -> bool {
+        match self.reach(path) {
+            Reach::Absent => false,
+            Reach::Node(at) => self.walk(at, &[], visit),
+            Reach::General => self.any(&path.segments, visit),
+        }
+    }
+
+    /// [`Tape::first`] for a numbered path, through the memo.
+    pub(super) fn first_path<'a>(&'a self, path: &FieldPath) -> Option<Field<'a>> {
+        match self.reach(path) {
+            Reach::Absent => None,
+            Reach::Node(at) => Some(self.field(at)),
+            Reach::General => self.first(&path.segments),
+        }
+    }
+
+    /// [`Tape::has`] for a numbered path, through the memo.
+    pub(super) fn has_path(&self, path: &FieldPath) -> bool {
+        match self.reach(path) {
+            Reach::Absent => false,
+            Reach::Node(_) => true,
+            Reach::General => self.has(&path.segments),
         }
     }
 
@@ -727,6 +867,7 @@ impl<'de> Parsed<'de> {
             duplicates: self.duplicates,
             roots: Vec::new(),
             full: OnceLock::new(),
+            memo: OnceLock::new(),
         }
     }
 }
@@ -849,6 +990,78 @@ impl<'de> Visitor<'de> for &mut Parsed<'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `path` reaches in `tape`, looked up the general way and through the memo
+    /// (twice: the second answer comes from it), as values.
+    fn both_ways(tape: &Tape, path: &str) -> [(Option<Value>, Vec<Value>); 3] {
+        let path = FieldPath::parse(path).unwrap();
+        assert!(path.number.is_some());
+        let general = {
+            let mut all = Vec::new();
+            tape.any(&path.segments, &mut |f| {
+                all.push(f.to_value().into_owned());
+                false
+            });
+            let first = tape
+                .first(&path.segments)
+                .map(|f| f.to_value().into_owned());
+            (first, all)
+        };
+        let memo = || {
+            let mut all = Vec::new();
+            path.any_in_tape(tape, &mut |f| {
+                all.push(f.to_value().into_owned());
+                false
+            });
+            let first = path.first_in_tape(tape).map(|f| f.to_value().into_owned());
+            assert_eq!(tape.has_path(&path), first.is_some(), "{path}");
+            (first, all)
+        };
+        [general, memo(), memo()]
+    }
+
+    /// Lookups through the memo give what the general way gives: objects, list indexes,
+    /// lists fanned out, lists at the end, absent fields, scalars on the way, and fields a
+    /// patch placed after the memo had answers.
+    #[test]
+    fn the_memo_answers_as_the_general_lookup_does() {
+        let raw = br#"{"src":{"ip":"10.0.0.1","labels":[{"key":"role","value":"db"},{"key":"env","value":"prod"}]},"ports":[22,443],"n":3,"s":"x","nested":{"a":{"b":null}}}"#;
+        let mut tape = Tape::parse(Bytes::from_static(raw)).unwrap();
+        let paths = [
+            "src.ip",
+            "src.labels.key",
+            "src.labels.1.value",
+            "src.labels.5.value",
+            "ports",
+            "ports.0",
+            "n",
+            "n.x",
+            "s.0",
+            "nested.a.b",
+            "nested.a.c",
+            "missing",
+            "src.workload.labels_by_key.role",
+        ];
+        for path in paths {
+            let [general, first, second] = both_ways(&tape, path);
+            assert_eq!(first, general, "{path}");
+            assert_eq!(second, general, "{path}");
+        }
+        tape.set(
+            &["src", "workload", "labels_by_key"],
+            serde_json::json!({"role": "db"}),
+        );
+        tape.set(&["n"], serde_json::json!(4));
+        for path in paths {
+            let [general, first, second] = both_ways(&tape, path);
+            assert_eq!(first, general, "{path} after patches");
+            assert_eq!(second, general, "{path} after patches");
+        }
+        let [_, (first, _), _] = both_ways(&tape, "src.workload.labels_by_key.role");
+        assert_eq!(first, Some(serde_json::json!("db")));
+        let [_, (first, _), _] = both_ways(&tape, "n");
+        assert_eq!(first, Some(serde_json::json!(4)));
+    }
     use crate::event::FieldPath;
     use serde_json::json;
 
