@@ -598,6 +598,7 @@ impl Live {
                         max_bytes: settings.snapshot_max_bytes,
                         counters: counters.clone(),
                         writer: self.env.snapshots.clone(),
+                        heavy: false,
                     };
                     if let Some(before) = saved_shapes.get(&node.id) {
                         // The state the new stage holds, restored from its predecessor's.

@@ -19,7 +19,16 @@ pub(super) struct Snapshots {
     pub(super) counters: Arc<NodeCounters>,
     /// Where the states are written.
     pub(super) writer: SnapshotWriter,
+    /// The last state taken was large or slow to take: the next is taken with the async
+    /// worker's thread handed over to the blocking pool (see [`Snapshots::take`]).
+    pub(super) heavy: bool,
 }
+
+/// A state of at least this many bytes of text is taken off the async workers next time.
+const HEAVY_STATE_BYTES: usize = 1 << 20;
+
+/// A state that took at least this long to take is taken off the async workers next time.
+const HEAVY_STATE_TIME: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Writes stages' states on a thread of its own, one per run: writing a large state to
 /// disk never holds an async worker, and no thread is made (or handed over, as
@@ -147,14 +156,28 @@ impl Snapshots {
     }
 
     /// The stage's state to save (`None` when states are not kept, or the stage has
-    /// none): its JSON text, at most `max_bytes` of it, written with the async worker's
-    /// thread handed over to the blocking pool meanwhile (a state of a million keys takes
-    /// seconds). Saved by [`Snapshots::write`].
-    pub(super) fn take(&self, stage: &dyn Stage) -> Option<Snapshot> {
+    /// none): its JSON text, at most `max_bytes` of it. When the one before was large or
+    /// slow (a state of a million keys takes seconds), it is written with the async
+    /// worker's thread handed over to the blocking pool meanwhile; small ones are written
+    /// in place (a hand-over starts another worker thread, and threads that come and go
+    /// leave the allocator's memory behind them). Saved by [`Snapshots::write`].
+    pub(super) fn take(&mut self, stage: &dyn Stage) -> Option<Snapshot> {
         if !self.enabled {
             return None;
         }
-        off_workers(|| stage.snapshot(self.max_bytes))
+        let started = std::time::Instant::now();
+        let state = if self.heavy {
+            off_workers(|| stage.snapshot(self.max_bytes))
+        } else {
+            stage.snapshot(self.max_bytes)
+        };
+        self.heavy = started.elapsed() >= HEAVY_STATE_TIME
+            || match &state {
+                Some(Snapshot::Text(text)) => text.len() >= HEAVY_STATE_BYTES,
+                Some(Snapshot::TooLarge) => true,
+                None => false,
+            };
+        state
     }
 
     /// Saves a state taken with [`Snapshots::take`] on the run's writing thread, waiting
@@ -484,6 +507,7 @@ mod tests {
             max_bytes: 1 << 20,
             counters: Arc::default(),
             writer: SnapshotWriter(None),
+            heavy: false,
         };
         let alert = crate::sinks::delivery::sample_alert();
         let received = Arc::new(Event::from_alert(alert.clone(), "p.in".into(), Utc::now()));
@@ -533,7 +557,7 @@ mod tests {
     async fn a_state_past_its_size_bound_is_not_saved_and_is_counted() {
         let counters = Arc::new(NodeCounters::default());
         let store = Arc::new(crate::store::Store::in_memory().unwrap());
-        let saver = Snapshots {
+        let mut saver = Snapshots {
             tap: Arc::default(),
             inhibitor: Arc::default(),
             enabled: true,
@@ -544,13 +568,22 @@ mod tests {
             max_bytes: 10_000,
             counters: counters.clone(),
             writer: SnapshotWriter::start(),
+            heavy: false,
         };
         let state = saver.take(&Holding { keys: 50 });
+        assert!(
+            !saver.heavy,
+            "a small state is taken in place next time too"
+        );
         saver.write(state).await;
         let saved = store.stage_state("p.big").unwrap().expect("saved");
         let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
         assert_eq!(saved["keys"].as_array().map(Vec::len), Some(50));
         let state = saver.take(&Holding { keys: 500 });
+        assert!(
+            saver.heavy,
+            "a state too large is taken off the workers next time"
+        );
         saver.write(state).await;
         assert_eq!(
             store.stage_state("p.big").unwrap(),
@@ -588,7 +621,7 @@ mod tests {
     async fn a_snapshot_is_taken_off_the_async_worker() {
         let stage_task = tokio::spawn(async {
             let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let saver = Snapshots {
+            let mut saver = Snapshots {
                 tap: Arc::default(),
                 inhibitor: Arc::default(),
                 enabled: true,
@@ -599,6 +632,8 @@ mod tests {
                 max_bytes: 1 << 20,
                 counters: Arc::default(),
                 writer: SnapshotWriter(None),
+                // As after a large state.
+                heavy: true,
             };
             // Queued on this worker; it runs only if the worker is free while the state is
             // taken.
@@ -649,6 +684,7 @@ mod tests {
             max_bytes: 1 << 20,
             counters: counters.clone(),
             writer: SnapshotWriter(None),
+            heavy: false,
         };
         let health = Arc::new(Health::default());
         let stop = CancellationToken::new();
