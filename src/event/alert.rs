@@ -114,7 +114,9 @@ impl Sample {
             .raw()
             .and_then(|raw| std::str::from_utf8(raw).ok())
             .and_then(|text| RawValue::from_string(text.trim().to_string()).ok())
-            .unwrap_or_else(|| serde_json::value::to_raw_value(event.data()).unwrap_or_default());
+            .unwrap_or_else(|| {
+                serde_json::value::to_raw_value(&event.record()).unwrap_or_default()
+            });
         Sample {
             time: event.meta.time,
             source: event.meta.source.to_string(),

@@ -56,6 +56,24 @@ impl PartialEq for Event {
     }
 }
 
+/// An event's record, to serialise (see [`Event::record`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Record<'a> {
+    /// A record held as a value.
+    Value(&'a Value),
+    /// A record held as a tape.
+    Tape(&'a Tape),
+}
+
+impl serde::Serialize for Record<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Record::Value(v) => v.serialize(s),
+            Record::Tape(t) => t.serialize(s),
+        }
+    }
+}
+
 /// End-to-end acknowledgement of a batch of events.
 ///
 /// A source that must not mark events done before they are safe (a checkpoint) makes a
@@ -205,6 +223,15 @@ impl Event {
             (Some(alert), _) => self.alert_json.get_or_init(|| alert.to_value()),
             (None, Some(t)) => t.value(),
             (None, None) => &self.data,
+        }
+    }
+
+    /// The record, to serialise: written as [`Event::data`] would be, without making a
+    /// `Value` of a taped record.
+    pub fn record(&self) -> Record<'_> {
+        match (&self.alert, &self.tape) {
+            (None, Some(t)) => Record::Tape(t),
+            _ => Record::Value(self.data()),
         }
     }
 

@@ -94,6 +94,14 @@ impl PatchPath {
         }
     }
 
+    /// The `i`-th key.
+    fn key(&self, i: usize) -> Option<&str> {
+        match self {
+            PatchPath::Static(p) => p.get(i).copied(),
+            PatchPath::Owned(p) => p.get(i).map(|k| &**k),
+        }
+    }
+
     fn keys(&self) -> impl Iterator<Item = &str> {
         let (a, b): (&[&'static str], &[Box<str>]) = match self {
             PatchPath::Static(p) => (p, &[]),
@@ -580,13 +588,126 @@ impl Tape {
 }
 
 impl serde::Serialize for Tape {
-    /// As the record's `Value` would serialise (without making it when nothing was placed
-    /// over the parsed record).
+    /// As the record's `Value` would serialise, without making it: the parsed record with
+    /// the patches merged in as they are written (a `Value` is made only when one patch
+    /// lies inside another's value, or a patch replaced a list or a scalar).
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if !self.patches.is_empty() || self.full.get().is_some() {
+        if let Some(full) = self.full.get() {
+            return full.serialize(s);
+        }
+        if self.patches.is_empty() {
+            return NodeRef { tape: self, at: 0 }.serialize(s);
+        }
+        if self.exotic || self.duplicates || self.nested_patches() {
             return self.value().serialize(s);
         }
-        NodeRef { tape: self, at: 0 }.serialize(s)
+        let patches: Vec<&Patch> = self.patches.iter().collect();
+        Merged {
+            tape: self,
+            at: Some(0),
+            patches: &patches,
+            depth: 0,
+        }
+        .serialize(s)
+    }
+}
+
+impl Tape {
+    /// Whether one patch's path leads into another's value (their order then matters in
+    /// ways [`Merged`] does not follow).
+    fn nested_patches(&self) -> bool {
+        self.patches.iter().enumerate().any(|(i, a)| {
+            self.patches[i + 1..].iter().any(|b| {
+                let common = a
+                    .path
+                    .keys()
+                    .zip(b.path.keys())
+                    .take_while(|(x, y)| x == y)
+                    .count();
+                a.path.len() != b.path.len() && common == a.path.len().min(b.path.len())
+            })
+        })
+    }
+}
+
+/// An object of a patched tape, to serialise: the parsed object at `at` (or a new one,
+/// made for patches below it) with the patches whose paths pass through it, from their
+/// `depth`-th key on. An existing key keeps its place (with the last patch's value when a
+/// patch ends there); new keys follow in the order patches first named them.
+struct Merged<'a, 'p> {
+    tape: &'a Tape,
+    at: Option<usize>,
+    patches: &'p [&'a Patch],
+    depth: usize,
+}
+
+impl Merged<'_, '_> {
+    /// The entry of `key`, made of the patches that pass through it.
+    fn entry<M: serde::ser::SerializeMap>(
+        &self,
+        map: &mut M,
+        key: &str,
+        below: Option<usize>,
+    ) -> Result<(), M::Error> {
+        let here: Vec<&Patch> = self
+            .patches
+            .iter()
+            .copied()
+            .filter(|p| p.path.key(self.depth) == Some(key))
+            .collect();
+        // Patches through one key all end there or all go on (see `nested_patches`).
+        match here.iter().rev().find(|p| p.path.len() == self.depth + 1) {
+            Some(last) => map.serialize_entry(key, &*last.value),
+            None => map.serialize_entry(
+                key,
+                &Merged {
+                    tape: self.tape,
+                    at: below,
+                    patches: &here,
+                    depth: self.depth + 1,
+                },
+            ),
+        }
+    }
+}
+
+impl serde::Serialize for Merged<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let t = self.tape;
+        let touched = |key: &str| {
+            self.patches
+                .iter()
+                .any(|p| p.path.key(self.depth) == Some(key))
+        };
+        let mut map = s.serialize_map(None)?;
+        if let Some(at) = self.at
+            && let Some(Node::Obj { len, .. }) = t.nodes.get(at)
+        {
+            let mut i = at + 1;
+            for _ in 0..*len {
+                let key = t.str_at(i).unwrap_or_default();
+                if touched(key) {
+                    self.entry(&mut map, key, Some(i + 1))?;
+                } else {
+                    map.serialize_entry(key, &NodeRef { tape: t, at: i + 1 })?;
+                }
+                i = t.end_of(i + 1);
+            }
+        }
+        let exists = |key: &str| self.at.is_some_and(|at| t.member(at, key).is_some());
+        for (n, p) in self.patches.iter().enumerate() {
+            let Some(key) = p.path.key(self.depth) else {
+                continue;
+            };
+            let first = !self.patches[..n]
+                .iter()
+                .any(|q| q.path.key(self.depth) == Some(key));
+            if first && !exists(key) {
+                self.entry(&mut map, key, None)?;
+            }
+        }
+        map.end()
     }
 }
 
@@ -1153,6 +1274,67 @@ mod tests {
         let mut t = tape(r#"{"a":1}"#);
         t.set(&["b"], json!(2));
         assert_eq!(serde_json::to_string(&t).unwrap(), r#"{"a":1,"b":2}"#);
+    }
+
+    #[test]
+    fn a_patched_tape_serialises_as_its_value_without_making_it() {
+        let base =
+            r#"{"src":{"ip":"10.0.0.1","workload":{"href":"/w/1"}},"n":5,"l":[1,2],"dst":{}}"#;
+        let cases: &[&[(&[&str], Value)]] = &[
+            // As the traffic hub enriches a flow.
+            &[
+                (&["src", "workload", "labels_by_key"], json!({"role": "db"})),
+                (&["src", "labels"], json!({"role": "db"})),
+                (&["src", "ip_list_names"], json!([])),
+                (&["dst", "labels"], json!({})),
+                (&["vigil"], json!({"truncated": false})),
+            ],
+            &[
+                (&["n"], json!("replaced")),
+                (&["a"], json!(1)),
+                (&["n"], json!(3)),
+            ],
+            &[
+                (&["x", "y", "z"], json!(1)),
+                (&["x", "w"], json!(2)),
+                (&["src", "ip"], json!(null)),
+            ],
+            &[
+                (&["dst", "a"], json!(1)),
+                (&["dst", "b"], json!(2)),
+                (&["dst", "a"], json!(3)),
+            ],
+            // One patch inside another's value; through a scalar; through a list.
+            &[
+                (&["vigil"], json!({"t": false})),
+                (&["vigil", "total"], json!(7)),
+            ],
+            &[
+                (&["vigil", "total"], json!(7)),
+                (&["vigil"], json!({"t": false})),
+            ],
+            &[(&["n", "deep"], json!(1))],
+            &[(&["l", "x"], json!(1))],
+        ];
+        for patches in cases {
+            let make = || {
+                let mut t = tape(base);
+                for (path, v) in *patches {
+                    t.set(path, v.clone());
+                }
+                t
+            };
+            let (merged, valued) = (make(), make());
+            let text = serde_json::to_string(&merged).unwrap();
+            assert_eq!(
+                text,
+                serde_json::to_string(valued.value()).unwrap(),
+                "{patches:?}"
+            );
+            if !merged.exotic && !merged.nested_patches() {
+                assert!(merged.full.get().is_none(), "made the value: {patches:?}");
+            }
+        }
     }
 
     #[test]

@@ -84,8 +84,8 @@ pub(crate) async fn write_json_lines<W: AsyncWrite + Unpin>(
                     buf.extend_from_slice(raw);
                     Ok(())
                 }
-                (Encoding::JsonLines, None) => serde_json::to_writer(&mut buf, e.data()),
-                (Encoding::JsonPretty, _) => serde_json::to_writer_pretty(&mut buf, e.data()),
+                (Encoding::JsonLines, None) => serde_json::to_writer(&mut buf, &e.record()),
+                (Encoding::JsonPretty, _) => serde_json::to_writer_pretty(&mut buf, &e.record()),
             };
             if let Err(error) = written {
                 EventNotEncoded {

@@ -103,8 +103,10 @@ pub fn forget_oldest<V>(
 
 /// The key of `data` at `paths`: [`Group::key`], so a missing field (`<missing>`) and an
 /// empty one (`""`) are different keys.
-pub fn key_of(data: &Value, paths: &[FieldPath]) -> String {
-    Group::of(data, paths).key()
+pub fn key_of(data: &(impl crate::event::Fields + ?Sized), paths: &[FieldPath]) -> String {
+    let mut key = String::new();
+    super::window::write_key(&mut key, paths, data);
+    key
 }
 
 /// A [`Group`] as saved: a missing field has no `value`, a null one `"value": null`.

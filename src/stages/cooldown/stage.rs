@@ -93,7 +93,7 @@ impl CooldownStage {
 
     fn key(&self, event: &Event) -> String {
         if !self.key.is_empty() {
-            return stage_state::key_of(event.data(), &self.key);
+            return stage_state::key_of(event, &self.key);
         }
         match event.alert() {
             Some(a) => format!("{}\u{1f}{}\u{1f}{}", a.pipeline, a.stage, a.group_key),

@@ -79,12 +79,12 @@ impl DedupeStage {
 
     fn key(&self, event: &Event) -> String {
         if !self.key.is_empty() {
-            return stage_state::key_of(event.data(), &self.key);
+            return stage_state::key_of(event, &self.key);
         }
         if let Some(alert) = event.alert() {
             return format!("alert:{}", alert.id);
         }
-        let text = serde_json::to_vec(event.data()).unwrap_or_default();
+        let text = serde_json::to_vec(&event.record()).unwrap_or_default();
         format!("record:{}", hex::encode(&Sha256::digest(&text)[..16]))
     }
 
