@@ -483,7 +483,11 @@ impl SampleSet {
         budget.used += s.record.get().len();
         let items = self.items.get_or_insert_default();
         // Keep time order even when events arrive out of order.
-        let at = items.partition_point(|x| x.time <= s.time);
+        let at = if items.back().is_none_or(|x| x.time <= s.time) {
+            items.len()
+        } else {
+            items.partition_point(|x| x.time <= s.time)
+        };
         items.insert(at, s);
     }
 

@@ -199,7 +199,12 @@ impl Entries {
                 true
             }
             Entries::Many(q) => {
-                let at = q.partition_point(|e| e.t <= new.t);
+                // Most events come in time order: then the new entry goes last.
+                let at = if q.back().is_none_or(|e| e.t <= new.t) {
+                    q.len()
+                } else {
+                    q.partition_point(|e| e.t <= new.t)
+                };
                 match q.get_mut(at.wrapping_sub(1)) {
                     Some(prev) if mergeable(prev) => {
                         prev.w += new.w;

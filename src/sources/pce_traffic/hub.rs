@@ -498,7 +498,7 @@ impl TrafficHub {
         // every subscriber's sinks have written them (or stages dropped them on purpose).
         let (guard, ack) = crate::event::ack_pair();
         let mut batch = Vec::with_capacity(BATCH);
-        let mut pending = ledger.begin(end);
+        let mut pending = ledger.begin(end, usize::try_from(held).unwrap_or(0));
         let mut read = 0u64;
         let mut labels = LabelCache::default();
         while let Some(mut flow) = download.next().await? {

@@ -236,10 +236,11 @@ impl Ledger {
         self.flows.len()
     }
 
-    /// Starts counting the rows of the slice ending at `slice_end`.
-    pub(crate) fn begin(&self, slice_end: Timestamp) -> Pending {
+    /// Starts counting the rows of the slice ending at `slice_end`, of which there are
+    /// about `rows` (room is made for them at once, up to the ledger's bound).
+    pub(crate) fn begin(&self, slice_end: Timestamp, rows: usize) -> Pending {
         Pending {
-            changes: HashMap::new(),
+            changes: HashMap::with_capacity(rows.min(self.max_flows)),
             seen: slice_end.timestamp_millis(),
             tally: Tally::default(),
         }
@@ -253,6 +254,7 @@ impl Ledger {
             seen: now,
             mut tally,
         } = pending;
+        self.flows.reserve(changes.len());
         self.flows.extend(changes);
         let before = self.flows.len();
         let memory = self.memory_ms;
@@ -504,7 +506,7 @@ mod tests {
     /// Runs one slice (ending at minute `end`) over `rows` and commits it: the rows handed
     /// on and the tally.
     fn slice(ledger: &mut Ledger, end: i64, rows: Vec<Value>) -> (Vec<Value>, Tally) {
-        let mut pending = ledger.begin(t(end));
+        let mut pending = ledger.begin(t(end), 0);
         let mut out = Vec::new();
         for mut r in rows {
             match pending.observe(ledger, &mut r) {
@@ -611,7 +613,7 @@ mod tests {
     #[test]
     fn an_undelivered_slice_teaches_nothing() {
         let mut l = Ledger::new(HOUR, 100);
-        let mut pending = l.begin(t(5));
+        let mut pending = l.begin(t(5), 0);
         let mut r = row("10.1.1.1", 0, 4, 10);
         assert_eq!(pending.observe(&l, &mut r), Sighting::New);
         assert_eq!(pending.tally().new, 1);
