@@ -913,91 +913,121 @@ impl<'a> Field<'a> {
     }
 }
 
-/// A string node while parsing: in the bytes, or unescaped.
-#[derive(Debug)]
-enum Text<'de> {
-    Borrowed(&'de str),
-    Owned(Box<str>),
-}
-
-/// A node while parsing.
-#[derive(Debug)]
-enum Parsing<'de> {
-    Node(Node),
-    Text(Text<'de>),
-}
-
-impl Parsing<'_> {
-    fn text(&self) -> Option<&str> {
-        match self {
-            Parsing::Text(Text::Borrowed(s)) => Some(s),
-            Parsing::Text(Text::Owned(s)) => Some(s),
-            Parsing::Node(_) => None,
-        }
-    }
-}
-
-/// A record parsed, before its strings are turned into offsets.
+/// A record parsed, before its strings' offsets are made relative to its bytes: a string
+/// borrowed from the bytes is a [`Node::Raw`] whose offset counts from `anchor` (the
+/// address of the first such string) until [`Parsed::into_tape`].
 #[derive(Debug, Default)]
 pub(crate) struct Parsed<'de> {
-    nodes: Vec<Parsing<'de>>,
+    nodes: Vec<Node>,
+    owned: Vec<Box<str>>,
+    anchor: Option<usize>,
+    /// The last string borrowed from the bytes (an object's key is compared with the
+    /// keys before it).
+    last: &'de str,
     /// Some object repeats a key.
     duplicates: bool,
+}
+
+/// An object's key while parsing, to notice a repeated one.
+#[derive(Clone, Copy)]
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(usize),
 }
 
 impl<'de> Parsed<'de> {
     /// The tape, with strings as offsets into `raw`, whose bytes start at address `base`
     /// (the slice the record was parsed from).
     pub(crate) fn into_tape(self, raw: &[u8], base: usize) -> Tape {
+        let Parsed {
+            mut nodes,
+            mut owned,
+            anchor,
+            duplicates,
+            ..
+        } = self;
         // The parser checked every string; the rest of JSON is ASCII.
         let (text, exact): (std::sync::Arc<str>, bool) = match std::str::from_utf8(raw) {
             Ok(t) => (t.into(), true),
             Err(_) => (String::from_utf8_lossy(raw).into(), false),
         };
-        let mut owned = Vec::new();
-        let keep = |s: &str, owned: &mut Vec<Box<str>>| {
-            owned.push(Box::from(s));
-            Node::Owned((owned.len() - 1) as u32)
-        };
-        let nodes = self
-            .nodes
-            .into_iter()
-            .map(|n| match n {
-                Parsing::Node(n) => n,
-                Parsing::Text(Text::Owned(s)) => {
-                    owned.push(s);
-                    Node::Owned((owned.len() - 1) as u32)
-                }
-                Parsing::Text(Text::Borrowed(s)) => {
-                    let off = (s.as_ptr() as usize).wrapping_sub(base);
-                    match (u32::try_from(off), u32::try_from(s.len())) {
-                        (Ok(off), Ok(len)) if exact && off as usize + s.len() <= raw.len() => {
-                            Node::Raw(off, len)
-                        }
-                        _ => keep(s, &mut owned),
-                    }
-                }
-            })
-            .collect();
+        let shift = anchor.and_then(|a| a.checked_sub(base));
+        for n in &mut nodes {
+            let Node::Raw(off, len) = *n else { continue };
+            let at = shift.and_then(|d| usize::try_from(off).ok()?.checked_add(d));
+            let range = at.and_then(|a| Some(a..a.checked_add(len as usize)?));
+            *n = match range {
+                Some(r) if exact && r.end <= raw.len() => match u32::try_from(r.start) {
+                    Ok(start) => Node::Raw(start, len),
+                    Err(_) => keep(raw, r, &mut owned),
+                },
+                // Not where the text is (cannot happen for a record parsed from `raw`):
+                // read from the bytes as they are, else empty.
+                r => keep(raw, r.unwrap_or(0..0), &mut owned),
+            };
+        }
         Tape {
             text,
-            nodes,
+            nodes: nodes.into_boxed_slice(),
             owned: owned.into_boxed_slice(),
             patches: Vec::new(),
             exotic: false,
-            duplicates: self.duplicates,
+            duplicates,
             roots: Vec::new(),
             full: OnceLock::new(),
             memo: OnceLock::new(),
         }
     }
+
+    /// A string node for `s`, borrowed from the bytes being parsed.
+    fn borrowed(&mut self, s: &'de str) -> Node {
+        let at = s.as_ptr() as usize;
+        let anchor = *self.anchor.get_or_insert(at);
+        self.last = s;
+        match (
+            at.checked_sub(anchor).and_then(|o| u32::try_from(o).ok()),
+            u32::try_from(s.len()),
+        ) {
+            (Some(off), Ok(len)) => Node::Raw(off, len),
+            _ => self.own(s),
+        }
+    }
+
+    /// A string node for `s`, kept apart from the bytes.
+    fn own(&mut self, s: &str) -> Node {
+        self.owned.push(Box::from(s));
+        Node::Owned((self.owned.len() - 1) as u32)
+    }
+
+    /// The object key the node just parsed holds.
+    fn key(&self) -> Option<Key<'de>> {
+        match self.nodes.last()? {
+            Node::Raw(..) => Some(Key::Borrowed(self.last)),
+            Node::Owned(i) => Some(Key::Owned(*i as usize)),
+            _ => None,
+        }
+    }
+
+    fn key_text<'k>(&'k self, k: &Key<'de>) -> &'k str {
+        match k {
+            Key::Borrowed(s) => s,
+            Key::Owned(i) => self.owned.get(*i).map_or("", |s| &**s),
+        }
+    }
+}
+
+/// A string node for `range` of `raw` (the bytes of a string the parser read), owned.
+fn keep(raw: &[u8], range: std::ops::Range<usize>, owned: &mut Vec<Box<str>>) -> Node {
+    let text = raw.get(range).and_then(|b| std::str::from_utf8(b).ok());
+    owned.push(Box::from(text.unwrap_or_default()));
+    Node::Owned((owned.len() - 1) as u32)
 }
 
 impl<'de> serde::Deserialize<'de> for Parsed<'de> {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut p = Parsed {
             nodes: Vec::with_capacity(128),
-            duplicates: false,
+            ..Parsed::default()
         };
         d.deserialize_any(&mut p)?;
         if u32::try_from(p.nodes.len()).is_err() {
@@ -1023,87 +1053,87 @@ impl<'de> Visitor<'de> for &mut Parsed<'de> {
     }
 
     fn visit_unit<E>(self) -> Result<(), E> {
-        self.nodes.push(Parsing::Node(Node::Null));
+        self.nodes.push(Node::Null);
         Ok(())
     }
 
     fn visit_none<E>(self) -> Result<(), E> {
-        self.nodes.push(Parsing::Node(Node::Null));
+        self.nodes.push(Node::Null);
         Ok(())
     }
 
     fn visit_bool<E>(self, b: bool) -> Result<(), E> {
-        self.nodes.push(Parsing::Node(Node::Bool(b)));
+        self.nodes.push(Node::Bool(b));
         Ok(())
     }
 
     fn visit_u64<E>(self, n: u64) -> Result<(), E> {
-        self.nodes.push(Parsing::Node(Node::U64(n)));
+        self.nodes.push(Node::U64(n));
         Ok(())
     }
 
     fn visit_i64<E>(self, n: i64) -> Result<(), E> {
-        self.nodes.push(Parsing::Node(if n < 0 {
+        self.nodes.push(if n < 0 {
             Node::I64(n)
         } else {
             Node::U64(n as u64)
-        }));
+        });
         Ok(())
     }
 
     fn visit_f64<E>(self, f: f64) -> Result<(), E> {
-        self.nodes.push(Parsing::Node(Node::F64(f)));
+        self.nodes.push(Node::F64(f));
         Ok(())
     }
 
     fn visit_borrowed_str<E>(self, s: &'de str) -> Result<(), E> {
-        self.nodes.push(Parsing::Text(Text::Borrowed(s)));
+        let n = self.borrowed(s);
+        self.nodes.push(n);
         Ok(())
     }
 
     fn visit_str<E>(self, s: &str) -> Result<(), E> {
-        self.nodes.push(Parsing::Text(Text::Owned(Box::from(s))));
+        let n = self.own(s);
+        self.nodes.push(n);
         Ok(())
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         let at = self.nodes.len();
-        self.nodes.push(Parsing::Node(Node::Null));
+        self.nodes.push(Node::Null);
         let mut len = 0u32;
         while seq.next_element_seed(&mut *self)?.is_some() {
             len = len.saturating_add(1);
         }
         let end = self.nodes.len() as u32;
-        self.nodes[at] = Parsing::Node(Node::Arr { len, end });
+        self.nodes[at] = Node::Arr { len, end };
         Ok(())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let at = self.nodes.len();
-        self.nodes.push(Parsing::Node(Node::Null));
+        self.nodes.push(Node::Null);
         let mut len = 0u32;
         // The keys so far, to notice a repeated one (objects with more keys than this
         // are taken to repeat one: lookups then scan them whole).
-        let mut keys = [0usize; 32];
+        let mut keys = [Key::Owned(0); 32];
         while map.next_key_seed(&mut *self)?.is_some() {
-            let key = self.nodes.len() - 1;
             if !self.duplicates {
                 let n = len as usize;
-                if n < keys.len() {
-                    let text = self.nodes.get(key).and_then(Parsing::text);
-                    self.duplicates = keys[..n]
-                        .iter()
-                        .any(|k| self.nodes.get(*k).and_then(Parsing::text) == text);
-                    keys[n] = key;
-                } else {
-                    self.duplicates = true;
+                match self.key() {
+                    Some(key) if n < keys.len() => {
+                        let text = self.key_text(&key);
+                        self.duplicates = keys[..n].iter().any(|k| self.key_text(k) == text);
+                        keys[n] = key;
+                    }
+                    _ => self.duplicates = true,
                 }
             }
             map.next_value_seed(&mut *self)?;
             len = len.saturating_add(1);
         }
         let end = self.nodes.len() as u32;
-        self.nodes[at] = Parsing::Node(Node::Obj { len, end });
+        self.nodes[at] = Node::Obj { len, end };
         Ok(())
     }
 }
