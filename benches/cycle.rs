@@ -11,7 +11,8 @@
 //! `target/bench-cycle.json`.
 //!
 //! Each K runs twice: `quiet` (every threshold a million times higher: nothing fires, the
-//! cost of reading and evaluating) and `firing` (the pack as it is).
+//! cost of reading and evaluating) and `firing` (the pack as it is). The simulator serves
+//! the download gzip-compressed, as real PCEs may (`VIGIL_BENCH_GZIP=0`: plain).
 //!
 //! `cargo bench --bench cycle` (release build); `VIGIL_BENCH_BIN=<path>` measures another
 //! vigil build against the same simulator. Under `cargo test --benches` it runs a
@@ -47,11 +48,18 @@ fn flows_per_minute() -> u32 {
     }
 }
 
+/// Whether the simulator serves its traffic downloads gzip-compressed, as real PCEs may
+/// (`VIGIL_BENCH_GZIP=0` turns it off; on by default).
+fn gzip() -> bool {
+    std::env::var("VIGIL_BENCH_GZIP").map_or(true, |v| v.trim() != "0")
+}
+
 /// `vigil pce-sim` on a free port; its URL.
 fn start_sim() -> (Proc, String) {
     let mut child = Command::new(bin())
         .args(["pce-sim", "--listen", "127.0.0.1:0", "--flows-per-minute"])
         .arg(flows_per_minute().to_string())
+        .args(gzip().then_some("--gzip-downloads"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -253,11 +261,12 @@ fn main() {
             let o = cycle(k, quiet);
             let internal = o.opened + o.reported + o.resolved;
             eprintln!(
-                "cycle {mode} K={:2} ({} rules): {:.0} rows; CPU {:.2} s, peak RSS {:.0} MiB, wall {:.1} s; \
+                "cycle {mode} K={:2} ({} rules{}): {:.0} rows; CPU {:.2} s, peak RSS {:.0} MiB, wall {:.1} s; \
                  alerts inside the graph {} (opened {}, update reports {}, resolved {}; {} in-place updates made none) \
                  for {} keys that crossed; history rows {} ({:.1} MiB database); mails {} ({} messages sent)",
                 o.k,
                 o.rules,
+                if gzip() { ", gzip" } else { "" },
                 o.rows,
                 o.cpu,
                 o.peak,
@@ -275,7 +284,7 @@ fn main() {
             );
             cpus.push(o.cpu);
             results.push(json!({
-                "mode": mode, "k": o.k, "rules": o.rules, "rows": o.rows,
+                "mode": mode, "k": o.k, "rules": o.rules, "gzip": gzip(), "rows": o.rows,
                 "cpu_seconds": o.cpu, "peak_rss_mib": o.peak, "wall_seconds": o.wall,
                 "alerts_inside_graph": internal, "opened": o.opened, "update_reports": o.reported,
                 "resolved": o.resolved, "in_place_updates": o.updated,
