@@ -270,6 +270,11 @@ impl Tape {
         self.patch(PatchPath::Static(path), value);
     }
 
+    /// Makes room for `n` more patches at once.
+    pub fn reserve_patches(&mut self, n: usize) {
+        self.patches.reserve(n);
+    }
+
     fn patch(&mut self, path: PatchPath, value: std::sync::Arc<Value>) {
         // Where paths lead may change.
         self.memo = OnceLock::new();

@@ -621,7 +621,9 @@ pub fn enrich_flow(mut flow: Value, names: &Names, vigil: &Value) -> Value {
 
 /// [`enrich_flow`] on a tape: the fields are placed over it.
 fn enrich_tape(flow: &mut Tape, names: &Names, vigil: &Arc<Value>, cache: &mut LabelCache) {
-    for (path, value) in flow_fields(flow.root(), names, vigil, cache) {
+    let fields = flow_fields(flow.root(), names, vigil, cache);
+    flow.reserve_patches(fields.len());
+    for (path, value) in fields {
         flow.set_static(path, value);
     }
 }
@@ -695,8 +697,13 @@ fn flow_fields(
                     .map(Value::String)
             })
             .collect();
-        let labels = labels.unwrap_or_else(|| Arc::new(Value::Object(Map::new())));
-        let lists = Arc::new(Value::Array(lists));
+        // Empty ones are shared: most flows have no IP lists on one side.
+        let labels = labels.unwrap_or_else(|| cache.empty_map.clone());
+        let lists = if lists.is_empty() {
+            cache.empty_list.clone()
+        } else {
+            Arc::new(Value::Array(lists))
+        };
         if side == "src" {
             out.push((&["src", "labels"][..], labels));
             out.push((&["src", "ip_list_names"][..], lists));
@@ -714,12 +721,27 @@ fn flow_fields(
 /// The label maps of the workloads of one slice, by workload href (a workload's labels
 /// are the same in every flow of one query result), so each is made once. At most
 /// [`LabelCache::MAX`] workloads; beyond, maps are made per flow.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct LabelCache {
     /// Workloads whose flows list their labels.
     listed: std::collections::HashMap<String, Arc<Value>>,
     /// Workloads whose flows do not (their labels come from the name cache).
     unlisted: std::collections::HashMap<String, Arc<Value>>,
+    /// `{}`, for every endpoint without a workload.
+    empty_map: Arc<Value>,
+    /// `[]`, for every endpoint in no IP list.
+    empty_list: Arc<Value>,
+}
+
+impl Default for LabelCache {
+    fn default() -> LabelCache {
+        LabelCache {
+            listed: Default::default(),
+            unlisted: Default::default(),
+            empty_map: Arc::new(Value::Object(Map::new())),
+            empty_list: Arc::new(Value::Array(Vec::new())),
+        }
+    }
 }
 
 impl LabelCache {
