@@ -251,6 +251,19 @@ impl Store {
         self.get_text(STAGE_STATE, node)
     }
 
+    /// The length in bytes of a stage's saved state, without reading it.
+    pub fn stage_state_len(&self, node: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .reader()
+            .query_row(
+                "SELECT length(CAST(value AS BLOB)) FROM stage_state WHERE node = ?1",
+                params![node],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|n| u64::try_from(n).unwrap_or(0)))
+    }
+
     /// Saves a stage's state, its JSON text in pieces (one after the other), durably,
     /// replacing what was there. The pieces are written into the row in place (the row
     /// is made first, zeros of their length), so saving takes no memory beyond them: an
@@ -600,7 +613,13 @@ mod tests {
             store.stage_state("p.s").unwrap().as_deref(),
             Some(text.as_str())
         );
+        assert_eq!(
+            store.stage_state_len("p.s").unwrap(),
+            Some(bytes.len() as u64)
+        );
         store.set_stage_state("p.s", vec![b"{}".to_vec()]).unwrap();
+        assert_eq!(store.stage_state_len("p.s").unwrap(), Some(2));
+        assert_eq!(store.stage_state_len("p.other").unwrap(), None);
         assert_eq!(store.stage_state("p.s").unwrap().as_deref(), Some("{}"));
         assert_eq!(store.stage_state("p.other").unwrap(), None);
     }

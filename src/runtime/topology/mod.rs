@@ -598,7 +598,16 @@ impl Live {
                         max_bytes: settings.snapshot_max_bytes,
                         counters: counters.clone(),
                         writer: self.env.snapshots.clone(),
-                        heavy: false,
+                        // A stage restored from a large state takes its first one off
+                        // the async workers too.
+                        heavy: settings.keep_state
+                            && self
+                                .env
+                                .store
+                                .stage_state_len(&node.id)
+                                .ok()
+                                .flatten()
+                                .is_some_and(|n| n >= run::HEAVY_STATE_BYTES as u64),
                     };
                     if let Some(before) = saved_shapes.get(&node.id) {
                         // The state the new stage holds, restored from its predecessor's.

@@ -24,8 +24,9 @@ pub(super) struct Snapshots {
     pub(super) heavy: bool,
 }
 
-/// A state of at least this many bytes of text is taken off the async workers next time.
-const HEAVY_STATE_BYTES: usize = 1 << 20;
+/// A state of at least this many bytes of text is taken off the async workers next time
+/// (and the first time, when the stage was restored from one).
+pub(super) const HEAVY_STATE_BYTES: usize = 1 << 20;
 
 /// A state that took at least this long to take is taken off the async workers next time.
 const HEAVY_STATE_TIME: std::time::Duration = std::time::Duration::from_millis(10);
