@@ -462,6 +462,17 @@ fn load_items<'de, D: serde::Deserializer<'de>>(
     Ok((!items.is_empty()).then(|| Box::new(items)))
 }
 
+/// Where an item goes in `q`, kept in order, after every item `before` holds for (the
+/// queue's order is `before`'s): last, without a search, when it holds for the last item,
+/// as it does for events that come in time order.
+pub fn slot_after<T>(q: &VecDeque<T>, before: impl Fn(&T) -> bool) -> usize {
+    if q.back().is_none_or(&before) {
+        q.len()
+    } else {
+        q.partition_point(before)
+    }
+}
+
 impl SampleSet {
     /// Offers `event`; kept if fewer than the budget's samples a window are held and the
     /// stage's bytes allow.
@@ -483,11 +494,7 @@ impl SampleSet {
         budget.used += s.record.get().len();
         let items = self.items.get_or_insert_default();
         // Keep time order even when events arrive out of order.
-        let at = if items.back().is_none_or(|x| x.time <= s.time) {
-            items.len()
-        } else {
-            items.partition_point(|x| x.time <= s.time)
-        };
+        let at = slot_after(items, |x| x.time <= s.time);
         items.insert(at, s);
     }
 

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::alerting::{SampleBudget, SampleSet};
+use super::alerting::{SampleBudget, SampleSet, slot_after};
 use super::episode::Episode;
 use crate::event::{
     AlertWindow, Event, Field, FieldPath, Fields, Sample, Scalar, Timestamp, push_key_field,
@@ -199,12 +199,7 @@ impl Entries {
                 true
             }
             Entries::Many(q) => {
-                // Most events come in time order: then the new entry goes last.
-                let at = if q.back().is_none_or(|e| e.t <= new.t) {
-                    q.len()
-                } else {
-                    q.partition_point(|e| e.t <= new.t)
-                };
+                let at = slot_after(q, |e| e.t <= new.t);
                 match q.get_mut(at.wrapping_sub(1)) {
                     Some(prev) if mergeable(prev) => {
                         prev.w += new.w;
