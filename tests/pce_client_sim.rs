@@ -20,6 +20,19 @@ struct Harness {
     clock: Arc<JumpClock>,
 }
 
+impl Harness {
+    /// A traffic query for the simulated PCE's last 30 minutes.
+    fn last_half_hour(&self) -> TrafficQuery {
+        let end = vigil::runtime::Clock::now(self.clock.virtual_clock());
+        TrafficQuery::new(
+            "vigil-test",
+            end - chrono::Duration::minutes(30),
+            end,
+            200_000,
+        )
+    }
+}
+
 async fn start(scenario: Scenario, faults: Faults) -> Harness {
     let start = chrono::Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).unwrap();
     let clock = JumpClock::new(start);
@@ -107,13 +120,7 @@ async fn async_traffic_query_completes_and_downloads() {
 #[tokio::test]
 async fn a_download_is_read_one_flow_at_a_time_with_its_bytes() {
     let h = start(Scenario::Exfiltration, Faults::default()).await;
-    let end = vigil::runtime::Clock::now(h.clock.virtual_clock());
-    let q = TrafficQuery::new(
-        "vigil-test",
-        end - chrono::Duration::minutes(30),
-        end,
-        200_000,
-    );
+    let q = h.last_half_hour();
     let download = h.client.traffic_download(&q).await.expect("download");
     let mut n = 0u64;
     for record in download.records() {
@@ -137,13 +144,7 @@ async fn gzip_empty_first_download_and_truncation() {
         ..Faults::default()
     };
     let h = start(Scenario::Quiet, faults).await;
-    let end = vigil::runtime::Clock::now(h.clock.virtual_clock());
-    let q = TrafficQuery::new(
-        "vigil-test",
-        end - chrono::Duration::minutes(30),
-        end,
-        200_000,
-    );
+    let q = h.last_half_hour();
     let result = h.client.traffic_query(&q).await.expect("traffic query");
     assert!(result.truncated, "matches_count > max_results is flagged");
     assert!(result.matches_count > result.flows.len() as u64);
@@ -170,13 +171,7 @@ async fn gzip_empty_first_download_and_truncation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gzip_download_read_as_it_arrives_gives_the_plain_downloads_flows() {
     let h = start(Scenario::Quiet, Faults::default()).await;
-    let end = vigil::runtime::Clock::now(h.clock.virtual_clock());
-    let q = TrafficQuery::new(
-        "vigil-test",
-        end - chrono::Duration::minutes(30),
-        end,
-        200_000,
-    );
+    let q = h.last_half_hour();
     let read = |q: TrafficQuery| {
         let client = h.client.clone();
         async move {
