@@ -397,6 +397,43 @@ fn an_invalid_edit_leaves_the_old_graph_running_and_raises_an_internal_alert() {
     assert_eq!(lines(&out).len(), 1);
 }
 
+/// A "billion laughs" file (9 lines that would expand to 10^8 scalars) saved into the
+/// watched directory: the reload reads it within its budget and refuses it with a
+/// diagnostic, and the running pipeline goes on (before the budget, the process was
+/// killed by the allocation: exit 134).
+#[test]
+fn an_alias_bomb_saved_into_the_watched_directory_is_refused_and_the_pipelines_go_on() {
+    let dir = tempfile::tempdir().expect("temp");
+    let out = dir.path().join("alerts.jsonl");
+    let mut r = Running::start_with(&burst_pipeline(&out, 3, "src", ""), true);
+    let bomb = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid/alias-bomb.yaml"),
+    )
+    .expect("the fixture");
+    let before = r.reloads();
+    std::fs::write(r.pipelines().join("bomb.yaml"), bomb).expect("write");
+    wait_for("the refused reload", DEADLINE, || r.reloads() > before);
+    assert_eq!(
+        r.logs_with("reload failed: the running pipelines are unchanged")
+            .len(),
+        1,
+        "{}",
+        r.all_logs()
+    );
+    let logs = r.all_logs();
+    assert!(
+        logs.contains("bomb.yaml:14:20: error[too-large]"),
+        "the refusal names the file, the place and the budget: {logs}"
+    );
+    // The pipeline that was running still counts and alerts.
+    r.send(&(0..3).map(|i| event(i, "a", 22)).collect::<Vec<_>>());
+    wait_for("the alert of the running pipeline", DEADLINE, || {
+        lines(&out).len() == 1
+    });
+    let (_r, status) = r.finish_with(true);
+    assert!(status.success(), "vigil exits cleanly");
+}
+
 /// A reload whose new node cannot be built (a file sink pointed at a directory: valid
 /// YAML, but the file cannot be opened) changes nothing and says which node and why; the
 /// old graph goes on delivering to the old path.

@@ -103,6 +103,7 @@ fn every_invalid_fixture_reports_exactly_its_expected_diagnostics() {
         codes::LITERAL_SECRET,
         codes::UNKNOWN_CONNECTION,
         codes::SCRIPT,
+        codes::TOO_LARGE,
     ] {
         assert!(covered.contains(code), "no fixture covers `{code}`");
     }
@@ -527,4 +528,78 @@ fn where_errors_point_inside_the_yaml_string() {
         .replace("(2", "2");
     let loaded = load_sources(&[(PathBuf::from("w.yaml"), ok)], &no_env());
     assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+}
+
+/// A file over the size budget (50 MB) is refused at its first line without being read
+/// whole; a mapping of 80,000 keys (1 MB) is within it and validates (the duplicate-key
+/// check and the positions of its problems are linear: it took 4 s, and 10 s with a
+/// problem a key, when they were quadratic).
+#[test]
+fn files_over_the_budget_are_refused_and_large_ones_within_it_validate() {
+    let dir = tempfile::tempdir().expect("temp");
+    let huge = dir.path().join("huge.yaml");
+    {
+        use std::io::Write as _;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&huge).expect("create"));
+        writeln!(f, "kind: pipeline\nname: huge\nsources:\n  in: {{type: stdin}}\nsinks:\n  out: {{type: stdout, inputs: [in]}}\ndescription: >").expect("write");
+        let line = format!("  {}\n", "x".repeat(98));
+        for _ in 0..(50 * 1024 * 1024 / line.len()) {
+            f.write_all(line.as_bytes()).expect("write");
+        }
+    }
+    let out = vigil().arg("validate").arg(&huge).output().expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("huge.yaml:1:1: error[too-large]: the file is larger than 4194304 bytes"),
+        "{text}"
+    );
+
+    let keys = dir.path().join("keys.yaml");
+    let mut text = String::from(
+        "kind: pipeline\nname: keys\nsources:\n  in: {type: stdin}\nstages:\n  keep:\n    type: filter\n    inputs: [in]\n    match:\n",
+    );
+    for i in 0..80_000 {
+        text.push_str(&format!("      k{i}: {i}\n"));
+    }
+    text.push_str("sinks:\n  out: {type: stdout, inputs: [keep]}\n");
+    std::fs::write(&keys, text).expect("write");
+    let out = vigil().arg("validate").arg(&keys).output().expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Every one of 80,000 keys a problem: all reported.
+    let wrong = dir.path().join("wrong.yaml");
+    let mut text = String::from("kind: pipeline\nname: wrong\n");
+    for i in 0..80_000 {
+        text.push_str(&format!("k{i}: {i}\n"));
+    }
+    std::fs::write(&wrong, text).expect("write");
+    let out = vigil().arg("validate").arg(&wrong).output().expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("wrong.yaml:80002:1: error[unknown-key]: unknown key `k79999`"),
+        "{}",
+        &text[text.len().saturating_sub(2000)..]
+    );
+}
+
+/// Lengths of time over 100 years are refused where they are written, in every place
+/// that takes one: files (see `tests/fixtures/invalid/long-duration.yaml`) and
+/// `vigil silence add` (it panicked adding `300000y` to the clock).
+#[test]
+fn a_silence_longer_than_100_years_is_refused_without_a_panic() {
+    let dir = tempfile::tempdir().expect("temp");
+    let out = vigil()
+        .args(["silence", "add", "--state-dir"])
+        .arg(dir.path())
+        .args(["--duration", "300000y", "pipeline=x"])
+        .output()
+        .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("`300000y` is longer than 100 years"), "{err}");
+    assert!(!out.status.success());
 }

@@ -47,12 +47,16 @@ pub(super) fn silence(
                 }
                 parsed.push(matcher);
             }
-            let length = humantime::parse_duration(&duration)
-                .with_context(|| format!("--duration `{duration}` (write e.g. `2h`)"))?;
+            let length = vigil::time::parse_length(&duration)
+                .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
             let silence = vigil::store::Silence {
                 id: uuid::Uuid::new_v4().to_string(),
                 created_at: now.timestamp_millis(),
-                expires_at: (now + chrono::Duration::from_std(length)?).timestamp_millis(),
+                expires_at: chrono::Duration::from_std(length)
+                    .ok()
+                    .and_then(|d| now.checked_add_signed(d))
+                    .context("--duration reaches past the last date vigil can hold")?
+                    .timestamp_millis(),
                 matchers: parsed,
                 comment,
                 created_by: std::env::var("USER").unwrap_or_else(|_| "cli".into()),

@@ -150,9 +150,9 @@ fn convert(
             }
             Value::Array(out)
         }
-        NodeValue::Map(entries) => {
+        NodeValue::Map(m) => {
             let mut out = Map::new();
-            for e in entries {
+            for e in &m.entries {
                 path.push(e.key.clone());
                 let v = convert(&e.value, env, lines, path, r);
                 path.pop();

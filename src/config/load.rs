@@ -133,13 +133,34 @@ pub fn load_paths(paths: &[PathBuf], opts: &LoadOptions) -> Result<Loaded, LoadE
     let files = collect_files(paths)?;
     let mut sources = Vec::with_capacity(files.len());
     for f in &files {
-        let text = std::fs::read_to_string(f).map_err(|source| LoadError::Io {
-            path: f.clone(),
-            source,
-        })?;
-        sources.push((f.clone(), text));
+        sources.push((f.clone(), read_file(f)?));
     }
     Ok(load_sources(&sources, opts))
+}
+
+/// The text of a pipeline, settings or test file, read no further than the reading
+/// budget allows: a larger file's text is cut just past the limit (and lossily decoded),
+/// so parsing it reports `too-large` without the whole file in memory.
+pub fn read_file(path: &Path) -> Result<String, LoadError> {
+    use std::io::Read as _;
+    let io = |source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let limit = yaml::Budget::DEFAULT.max_bytes as u64;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut bytes))
+        .map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Ok(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        ))
+    })
 }
 
 /// One document on its way through the checks.
@@ -181,6 +202,22 @@ impl Doc<'_> {
         let char_at = src[..byte_at].chars().count();
         let abs = node.span.0 + char_at + col.saturating_sub(1) as usize;
         LineIndex::new(self.text).pos(abs)
+    }
+
+    /// Where the value a typing error is about is written: serde loses the path inside
+    /// tagged components, so when the node at `pointer` is a mapping or list and the
+    /// message quotes a value (`` `1000000y` ``), the first scalar below it written so is
+    /// the place.
+    fn value_pos(&self, pointer: &str, message: &str) -> Pos {
+        let quoted = message
+            .split('`')
+            .nth(1)
+            .filter(|q| !q.is_empty() && message.matches('`').count() >= 2);
+        self.tree
+            .at_pointer(pointer)
+            .zip(quoted)
+            .and_then(|(node, q)| node.find_scalar(q))
+            .unwrap_or_else(|| self.pos(pointer, false))
     }
 
     fn pos(&self, pointer: &str, at_key: bool) -> Pos {
@@ -753,7 +790,7 @@ fn typed_component<T: serde::de::DeserializeOwned>(
             };
             diags.push(Diagnostic::error(
                 doc.file,
-                doc.pos(&pointer, false),
+                doc.value_pos(&pointer, &message),
                 codes::INVALID_VALUE,
                 message,
             ));

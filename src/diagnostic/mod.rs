@@ -99,6 +99,9 @@ pub mod codes {
     pub const SCRIPT: &str = "script";
     /// A pipeline with no sources or no sinks.
     pub const EMPTY_PIPELINE: &str = "empty-pipeline";
+    /// A file over the reading budget: too many bytes, documents or nodes (aliases
+    /// counted each time they are used), or nesting too deep.
+    pub const TOO_LARGE: &str = "too-large";
 }
 
 /// One problem, at one place in one file.

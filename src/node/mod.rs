@@ -254,7 +254,7 @@ impl SourceContext {
             .unwrap_or(chrono::Duration::seconds(1))
             .max(chrono::Duration::milliseconds(1));
         while self.next_tick <= now {
-            self.next_tick += step;
+            self.next_tick = crate::time::later_by(self.next_tick, step);
         }
         Ok(())
     }
@@ -281,7 +281,7 @@ impl SourceContext {
     /// Sleeps for `d` on the engine's clock, sending ticks. Returns `false` if a shutdown
     /// was requested meanwhile.
     pub async fn sleep(&mut self, d: std::time::Duration) -> bool {
-        let deadline = self.clock.now() + chrono::Duration::from_std(d).unwrap_or_default();
+        let deadline = crate::time::later(self.clock.now(), d);
         let sleeper = self.clock.sleep_until(deadline);
         // `POST /api/v1/run-once` cuts the wait short: poll now.
         let tap = self.tap.clone();

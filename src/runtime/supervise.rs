@@ -195,7 +195,7 @@ impl Supervisor {
 
 /// Waits `d` on `clock`; always `true` (see [`super::topology`]'s restarts).
 pub(crate) async fn wait_on(clock: &SharedClock, d: std::time::Duration) -> bool {
-    let until = clock.now() + chrono::Duration::from_std(d).unwrap_or_default();
+    let until = crate::time::later(clock.now(), d);
     clock.sleep_until(until).await;
     true
 }

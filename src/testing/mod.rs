@@ -67,11 +67,7 @@ pub fn run_paths(paths: &[PathBuf], env: Env) -> Result<Report, crate::config::L
         })
         .collect();
     for file in test_files(paths) {
-        let text =
-            std::fs::read_to_string(&file).map_err(|source| crate::config::LoadError::Io {
-                path: file.clone(),
-                source,
-            })?;
+        let text = crate::config::load::read_file(&file)?;
         let (files, diags) = parse_test_file(&file, &text, &env);
         report.diagnostics.extend(diags);
         for tf in files {

@@ -6,7 +6,32 @@ use std::fmt;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer};
 
-/// A length of time written as text: `500ms`, `30s`, `10m`, `1h30m`, `1d`.
+/// The longest length of time vigil accepts anywhere (100 years): longer ones are
+/// errors where they are written, so adding one to a time can never overflow.
+pub const MAX_LENGTH: std::time::Duration = std::time::Duration::from_secs(100 * 31_557_600);
+
+/// A length of time written as text (`30s`, `2h`, `1d`): at most [`MAX_LENGTH`]. The
+/// error says what to write instead.
+pub fn parse_length(text: &str) -> Result<std::time::Duration, String> {
+    let body = text.trim();
+    if body.chars().all(|c| c.is_ascii_digit()) && !body.is_empty() {
+        return Err(format!(
+            "`{text}` has no unit: write `{body}s`, `{body}m` or `{body}h`"
+        ));
+    }
+    let length = humantime::parse_duration(body).map_err(|e| {
+        format!("`{text}` is not a duration ({e}): write e.g. `30s`, `10m`, `1h30m` or `1d`")
+    })?;
+    if length > MAX_LENGTH {
+        return Err(format!(
+            "`{text}` is longer than 100 years (`100y`), the longest length of time vigil accepts"
+        ));
+    }
+    Ok(length)
+}
+
+/// A length of time written as text: `500ms`, `30s`, `10m`, `1h30m`, `1d`; at most
+/// [`MAX_LENGTH`].
 ///
 /// A leading `-` is accepted by the parser so that `vigil validate` can say "must be
 /// greater than zero" at the right place instead of a generic parse error.
@@ -77,15 +102,9 @@ impl<'de> Deserialize<'de> for Duration {
             Some(rest) => (true, rest.trim_start()),
             None => (false, trimmed),
         };
-        if body.chars().all(|c| c.is_ascii_digit()) && !body.is_empty() {
-            return Err(serde::de::Error::custom(format!(
-                "`{text}` has no unit: write `{body}s`, `{body}m` or `{body}h`"
-            )));
-        }
-        let inner = humantime::parse_duration(body).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "`{text}` is not a duration ({e}): write e.g. `30s`, `10m`, `1h30m` or `1d`"
-            ))
+        let inner = parse_length(body).map_err(|e| {
+            // Name what was written, sign included.
+            serde::de::Error::custom(e.replacen(&format!("`{body}`"), &format!("`{text}`"), 1))
         })?;
         Ok(Duration { inner, negative })
     }
@@ -99,7 +118,7 @@ impl JsonSchema for Duration {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "description": "A length of time: a number and a unit (ms, s, m, h, d), e.g. `30s`, `10m`, `1h30m`.",
+            "description": "A length of time: a number and a unit (ms, s, m, h, d), e.g. `30s`, `10m`, `1h30m`; at most 100 years.",
             "examples": ["30s", "10m", "1h30m"]
         })
     }
@@ -125,5 +144,17 @@ mod tests {
         assert_eq!(neg.to_string(), "-5m");
         assert!(dur("10").unwrap_err().contains("no unit"));
         assert!(dur("ten minutes").unwrap_err().contains("not a duration"));
+        assert_eq!(dur("100y").unwrap().get(), MAX_LENGTH);
+        for long in ["300000y", "1000000y", "101y", "36525d 1s", "-300000y"] {
+            let e = dur(long).unwrap_err();
+            assert!(e.contains("longer than 100 years"), "{long}: {e}");
+            assert!(e.contains(&format!("`{long}`")), "{long}: {e}");
+        }
+        // Past what humantime can hold at all.
+        assert!(
+            dur("99999999999999999999y")
+                .unwrap_err()
+                .contains("not a duration")
+        );
     }
 }

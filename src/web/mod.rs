@@ -515,15 +515,18 @@ async fn add_silence(
     }
     let now = state.reloader.clock().await.now();
     let expires = match (&new.duration, new.expires_at) {
-        (Some(d), None) => match humantime::parse_duration(d) {
-            Ok(d) => now + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX),
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("duration `{d}`: {e} (write e.g. `2h`)"),
-                );
+        (Some(d), None) => {
+            let end = crate::time::parse_length(d).and_then(|length| {
+                chrono::Duration::from_std(length)
+                    .ok()
+                    .and_then(|length| now.checked_add_signed(length))
+                    .ok_or_else(|| format!("`{d}` reaches past the last date vigil can hold"))
+            });
+            match end {
+                Ok(t) => t,
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("duration: {e}")),
             }
-        },
+        }
         (None, Some(t)) => t,
         _ => {
             return error(

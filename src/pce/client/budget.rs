@@ -90,14 +90,9 @@ impl Budget {
         let wait = self.reserve(now);
         if !wait.is_zero() {
             tracing::debug!(wait = ?wait, "PCE request budget: waiting");
-            clock.sleep_until(now + to_chrono(wait)).await;
+            clock.sleep_until(crate::time::later(now, wait)).await;
         }
     }
-}
-
-/// A std duration as a chrono one (saturating).
-pub(crate) fn to_chrono(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ use serde_json::Value;
 
 use crate::http::RetryPolicy;
 use crate::time::SharedClock;
-use budget::{Budget, to_chrono};
+use budget::Budget;
 
 pub use collections::{PolicyVersion, SYNC_LIMIT, WorkloadQuery};
 pub(crate) use config::resolve_secret;
@@ -267,7 +267,9 @@ impl PceClient {
             return;
         }
         let clock = &self.inner.clock;
-        clock.sleep_until(clock.now() + to_chrono(wait)).await;
+        clock
+            .sleep_until(crate::time::later(clock.now(), wait))
+            .await;
     }
 
     /// Sends `call` through the budget, retrying as the policy allows.
@@ -288,7 +290,7 @@ impl PceClient {
             let wait = match retry_after {
                 Some(wait) => {
                     // Every clone shares the PCE's rate limit: hold them all.
-                    let until = self.inner.clock.now() + to_chrono(wait);
+                    let until = crate::time::later(self.inner.clock.now(), wait);
                     self.inner.budget.hold_until(until);
                     wait
                 }

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use super::budget::to_chrono;
 use super::{PceClient, PceError, Reply, RequestId};
 use crate::event::Timestamp;
 
@@ -35,7 +34,7 @@ impl PceClient {
             next: self.inner.poll_initial,
             max: self.inner.poll_max,
             started,
-            deadline: started + to_chrono(self.inner.query_timeout),
+            deadline: crate::time::later(started, self.inner.query_timeout),
             first_wait,
             last_status: "(not polled yet)".to_string(),
             request_id: RequestId::default(),

@@ -216,7 +216,7 @@ impl Dispatcher {
         let (key, labels) = self.policy.group_of(route, form);
         let fresh = !self.groups.contains_key(&key);
         let group = self.groups.entry(key.clone()).or_insert_with(|| {
-            let next_flush = now + self.policy.group_wait;
+            let next_flush = crate::time::later_by(now, self.policy.group_wait);
             self.due.insert((next_flush, key.clone()));
             Group {
                 key: key.clone(),
@@ -369,7 +369,7 @@ impl Dispatcher {
             .map(|a| a.id.clone())
             .collect();
         group.alerts.retain(|a| !leaves(a));
-        group.next_flush = now + p.group_interval;
+        group.next_flush = crate::time::later_by(now, p.group_interval);
         Flushed {
             key: group.key.clone(),
             group: None,

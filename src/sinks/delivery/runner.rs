@@ -743,7 +743,7 @@ impl<N: Notifier> Worker<N> {
                     Outcome::Dead { reason }
                 } else {
                     let wait = retry_after.unwrap_or_else(|| self.cfg.retry.backoff(n.attempt));
-                    let due = now + chrono::Duration::from_std(wait).unwrap_or_default();
+                    let due = crate::time::later(now, wait);
                     tracing::warn!(sink = %self.id, message = %n.id, alerts, attempt = n.attempt, reason = %reason, retry_in = %humantime::format_duration(wait), "send failed; will retry");
                     Outcome::Retry {
                         error: reason,

@@ -171,7 +171,7 @@ impl PceTrafficConfig {
     pub fn lookback(&self) -> Option<std::time::Duration> {
         match self.start_at.trim() {
             "now" => Some(std::time::Duration::ZERO),
-            s => humantime::parse_duration(s).ok(),
+            s => crate::time::parse_length(s).ok(),
         }
     }
 

@@ -367,8 +367,8 @@ impl TrafficHub {
             let Some(plan) = self.plan() else {
                 return;
             };
-            let end = cursor + plan.interval;
-            let due = end + plan.settle;
+            let end = crate::time::later_by(cursor, plan.interval);
+            let due = crate::time::later_by(end, plan.settle);
             if self.clock.now() < due {
                 if !self.sleep_until(due, &shutdown).await {
                     return;
@@ -384,7 +384,7 @@ impl TrafficHub {
                 if let Err(e) = refreshed {
                     tracing::warn!(connection = %self.connection, error = %e, "pce_traffic: cannot refresh the names of labels, IP lists and workloads; keeping the previous ones");
                 }
-                names_due = now + plan.names_refresh;
+                names_due = crate::time::later_by(now, plan.names_refresh);
             }
             ledger.set_limits(plan.flow_memory, plan.max_flows);
             // A slice that finished is recorded even when the shutdown came meanwhile.
@@ -427,7 +427,7 @@ impl TrafficHub {
                         connection = %self.connection, start = %fmt_time(&cursor), end = %fmt_time(&end),
                         "pce_traffic: some flows of the slice were not delivered downstream; the slice is read again next cycle"
                     );
-                    let retry_at = self.clock.now() + plan.interval;
+                    let retry_at = crate::time::later_by(self.clock.now(), plan.interval);
                     if !self.sleep_until(retry_at, &shutdown).await {
                         return;
                     }
@@ -438,7 +438,7 @@ impl TrafficHub {
                         connection = %self.connection, start = %fmt_time(&cursor), end = %fmt_time(&end),
                         error = %e, "pce_traffic: traffic query failed; the same slice is retried next cycle"
                     );
-                    let retry_at = self.clock.now() + plan.interval;
+                    let retry_at = crate::time::later_by(self.clock.now(), plan.interval);
                     if !self.sleep_until(retry_at, &shutdown).await {
                         return;
                     }
