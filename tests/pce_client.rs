@@ -1082,3 +1082,135 @@ async fn download_not_found_yet_is_retried() {
     let result = client.traffic_query(&hour_query()).await.expect("traffic");
     assert_eq!(result.flows.len(), 1);
 }
+
+// ---------------------------------------------------------------- hostile peers
+
+/// Peak resident memory of this test process, bytes (`VmHWM`).
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmHWM")
+        * 1024
+}
+
+/// A PCE look-alike on loopback that answers every request with a 1 GiB events page,
+/// written as it is sent (never held): with `Content-Length` when `declared`, chunked
+/// otherwise. Returns its URL.
+async fn gigabyte_peer(declared: bool) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    const GIB: usize = 1 << 30;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let head = if declared {
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {GIB}\r\n\r\n"
+                    )
+                } else {
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_string()
+                };
+                if sock.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                // `[{"x":1},{"x":1},...` in 64 KiB pieces, until the client hangs up.
+                let piece = "{\"x\":1},".repeat(8192);
+                let mut sent = 0usize;
+                let mut first = true;
+                while sent < GIB {
+                    let body = if first {
+                        first = false;
+                        format!("[{}", &piece[1..])
+                    } else {
+                        piece.clone()
+                    };
+                    let out = if declared {
+                        body
+                    } else {
+                        format!("{:x}\r\n{body}\r\n", body.len())
+                    };
+                    if sock.write_all(out.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    sent += piece.len();
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A 1 GiB events page, announced or chunked: the request fails with an error naming
+/// `max_response_bytes`, is not retried, and memory stays far below the page's size.
+#[tokio::test]
+async fn a_gigabyte_events_page_fails_with_a_size_error_and_bounded_memory() {
+    for declared in [true, false] {
+        let url = gigabyte_peer(declared).await;
+        let mut cfg = PceConnectionConfig::new(url, Secret::new(KEY), Secret::new(SECRET));
+        cfg.request_timeout = CfgDuration::from_secs(60);
+        let (client, _) = client_with(&cfg);
+        let err = client
+            .events(&EventQuery::default())
+            .await
+            .expect_err("a page over the limit fails");
+        assert!(
+            matches!(err, PceError::TooLarge { limit, .. } if limit == 128 << 20),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("larger than 134217728 bytes (max_response_bytes)"),
+            "{text}"
+        );
+        let stats = client.request_stats();
+        assert_eq!(
+            stats
+                .iter()
+                .filter(|s| s.status == "too_large")
+                .map(|s| s.count)
+                .sum::<u64>(),
+            1,
+            "counted once, not retried: {stats:?}"
+        );
+    }
+    let peak = peak_rss();
+    assert!(
+        peak < 300 << 20,
+        "peak RSS {} MiB while refusing a 1 GiB page",
+        peak >> 20
+    );
+}
+
+/// A page never yields more events than it asked for: the extra ones are set aside (the
+/// page is full, so the source narrows its range and reads them again).
+#[tokio::test]
+async fn a_page_with_more_events_than_asked_yields_only_those_asked() {
+    let (server, client, _) = setup().await;
+    let events: Vec<Value> = (0..5_000)
+        .map(|i| json!({"href": format!("/e/{i}")}))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path(api("/orgs/1/events")))
+        .respond_with(json_array(&Value::Array(events)))
+        .mount(&server)
+        .await;
+    let query = EventQuery {
+        max_results: Some(1000),
+        ..EventQuery::default()
+    };
+    let got = client.events(&query).await.expect("events");
+    assert_eq!(got.len(), 1000);
+    assert_eq!(got[999]["href"], "/e/999");
+    assert!(query.page_is_full(got.len()));
+    // Without `max_results`, the PCE's default page of 100.
+    let got = client.events(&EventQuery::default()).await.expect("events");
+    assert_eq!(got.len(), 100);
+}

@@ -662,7 +662,10 @@ mod tests {
         assert_eq!(f.errors.len(), 1, "{:?}", f.errors);
         assert_eq!(f.errors[0].code, TOO_LARGE);
         assert_eq!(f.errors[0].pos, Pos { line: 4, col: 4 });
-        assert!(f.documents.is_empty(), "nothing of an overrun file is checked further");
+        assert!(
+            f.documents.is_empty(),
+            "nothing of an overrun file is checked further"
+        );
 
         let f = parse_within("a: {b: {c: 1}}\n", &small);
         assert!(f.errors.is_empty(), "{:?}", f.errors);
@@ -694,7 +697,11 @@ mod tests {
         let m = d.child("m").unwrap();
         assert_eq!(map_keys(m).len(), 101, "k0..k99 and the merged `extra`");
         assert_eq!(d.key_pos_at("/m/k99"), Pos { line: 103, col: 3 });
-        assert_eq!(d.pos_at("/m/k0"), Pos { line: 4, col: 7 }, "its own k0 wins");
+        assert_eq!(
+            d.pos_at("/m/k0"),
+            Pos { line: 4, col: 7 },
+            "its own k0 wins"
+        );
         assert!(d.child("m").unwrap().child("extra").is_some());
         assert_eq!(m.find_scalar("42"), Some(Pos { line: 46, col: 8 }));
     }

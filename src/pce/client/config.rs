@@ -81,6 +81,13 @@ pub struct PceConnectionConfig {
     /// matches (the file may not be ready yet). Default: 3.
     #[serde(default = "default_download_retries")]
     pub download_retries: u32,
+    /// The largest answer read whole (an events page, a list of labels or workloads,
+    /// an error), in bytes: a larger one fails its request with an error naming this
+    /// setting, so a PCE (or something posing as one) cannot exhaust vigil's memory.
+    /// Traffic downloads are streamed and not bound by it. Default: 128 MiB (an events
+    /// page of 10,000 events is about 20 MB).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: u64,
 }
 
 fn default_org() -> u32 {
@@ -119,6 +126,9 @@ fn default_query_timeout() -> Duration {
 fn default_download_retries() -> u32 {
     3
 }
+fn default_max_response_bytes() -> u64 {
+    128 << 20
+}
 
 impl PceConnectionConfig {
     /// A configuration with every default, for `url` and the given key and secret.
@@ -142,6 +152,7 @@ impl PceConnectionConfig {
             poll_interval_max: default_poll_max(),
             query_timeout: default_query_timeout(),
             download_retries: default_download_retries(),
+            max_response_bytes: default_max_response_bytes(),
         }
     }
 
@@ -171,6 +182,12 @@ impl PceConnectionConfig {
             return Err(PceError::Config(
                 "connect_timeout and request_timeout must be greater than zero".into(),
             ));
+        }
+        if self.max_response_bytes < 1024 {
+            return Err(PceError::Config(format!(
+                "max_response_bytes {} is too small for any PCE answer: give at least 1024",
+                self.max_response_bytes
+            )));
         }
         if !self.poll_interval_initial.is_positive() {
             return Err(PceError::Config(

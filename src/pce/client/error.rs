@@ -85,6 +85,19 @@ pub enum PceError {
         /// What failed.
         message: String,
     },
+    /// The answer was larger than `max_response_bytes`; it was not read further.
+    #[error(
+        "{method} {path}: the PCE's answer is larger than {limit} bytes (max_response_bytes); \
+         narrow the query, or raise max_response_bytes if answers this large are expected"
+    )]
+    TooLarge {
+        /// The HTTP method.
+        method: String,
+        /// The path below `/api/v2`.
+        path: String,
+        /// The configured limit.
+        limit: u64,
+    },
     /// The response could not be read as what was expected.
     #[error("{what}: cannot decode the PCE's response ({request_id}): {message}")]
     Decode {

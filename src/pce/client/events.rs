@@ -80,11 +80,73 @@ impl EventQuery {
     }
 }
 
+/// The first `limit` elements of a JSON array, and how many more it had (skipped
+/// without being kept).
+struct Page {
+    limit: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Page {
+    type Value = (Vec<Value>, usize);
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Page {
+    type Value = (Vec<Value>, usize);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of events")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut kept = Vec::with_capacity(self.limit.min(1024));
+        let mut more = 0usize;
+        loop {
+            if kept.len() < self.limit {
+                match seq.next_element::<Value>()? {
+                    Some(v) => kept.push(v),
+                    None => break,
+                }
+            } else if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                more += 1;
+            } else {
+                break;
+            }
+        }
+        Ok((kept, more))
+    }
+}
+
 impl PceClient {
     /// `GET /orgs/{org}/events`: the events, in the order the PCE sent them (sort them
-    /// yourself; the order is not documented).
+    /// yourself; the order is not documented). Never more than the page asked for: a PCE
+    /// that sends more has them set aside (counted in a warning); the page is full, so
+    /// the caller narrows the range and reads them again.
     pub async fn events(&self, query: &EventQuery) -> Result<Vec<Value>, PceError> {
+        use serde::de::DeserializeSeed as _;
         let call = Call::get(self.org_path("/events")).query(query.params()?);
-        self.execute(&call).await?.json("events")
+        let reply = self.execute(&call).await?;
+        let limit = query.max_results.unwrap_or(DEFAULT_EVENT_RESULTS) as usize;
+        let mut de = serde_json::Deserializer::from_slice(&reply.body);
+        let (events, more) = Page { limit }
+            .deserialize(&mut de)
+            .and_then(|page| de.end().map(|()| page))
+            .map_err(|e| PceError::Decode {
+                what: "events".to_string(),
+                request_id: reply.request_id.clone(),
+                message: e.to_string(),
+            })?;
+        if more > 0 {
+            tracing::warn!(
+                asked = limit,
+                more,
+                request_id = %reply.request_id,
+                "the PCE sent more events than the page asked for; the extra ones were set aside and are read again with a narrower range"
+            );
+        }
+        Ok(events)
     }
 }

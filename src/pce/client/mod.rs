@@ -94,6 +94,7 @@ struct Inner {
     poll_max: Duration,
     query_timeout: Duration,
     download_retries: u32,
+    max_response_bytes: u64,
 }
 
 impl fmt::Debug for PceClient {
@@ -216,6 +217,7 @@ impl PceClient {
                     .max(cfg.poll_interval_initial.get()),
                 query_timeout: cfg.query_timeout.get(),
                 download_retries: cfg.download_retries,
+                max_response_bytes: cfg.max_response_bytes,
             }),
         })
     }
@@ -340,9 +342,17 @@ impl PceClient {
                 response: Some(response),
             }));
         }
-        let body = match read_body(response).await {
+        let body = match read_body(response, self.inner.max_response_bytes).await {
             Ok(b) => b,
-            Err(e) => return self.transport_outcome(call, &e),
+            Err(Body::Transport(e)) => return self.transport_outcome(call, &e),
+            Err(Body::TooLarge) => {
+                record("too_large");
+                return Outcome::Done(Err(PceError::TooLarge {
+                    method: call.method.to_string(),
+                    path: call.path.clone(),
+                    limit: self.inner.max_response_bytes,
+                }));
+            }
         };
         let reply = Reply {
             status,
@@ -445,12 +455,25 @@ fn status_error(call: &Call, reply: &Reply) -> PceError {
     }
 }
 
-/// Reads the whole body into one buffer sized from `Content-Length`.
-async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    const MAX_PREALLOC: u64 = 512 << 20;
-    let hint = response.content_length().unwrap_or(0).min(MAX_PREALLOC);
+/// Why a body was not read.
+enum Body {
+    Transport(reqwest::Error),
+    /// Longer than the limit (by `Content-Length`, or once read past it).
+    TooLarge,
+}
+
+/// Reads the whole body, at most `limit` bytes, into one buffer sized from
+/// `Content-Length`.
+async fn read_body(mut response: reqwest::Response, limit: u64) -> Result<Vec<u8>, Body> {
+    let hint = response.content_length().unwrap_or(0);
+    if hint > limit {
+        return Err(Body::TooLarge);
+    }
     let mut body = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
-    while let Some(chunk) = response.chunk().await? {
+    while let Some(chunk) = response.chunk().await.map_err(Body::Transport)? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(Body::TooLarge);
+        }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
