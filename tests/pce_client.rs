@@ -1214,3 +1214,25 @@ async fn a_page_with_more_events_than_asked_yields_only_those_asked() {
     let got = client.events(&EventQuery::default()).await.expect("events");
     assert_eq!(got.len(), 100);
 }
+
+/// A traffic download holding more flows than the query's `max_results` yields only
+/// `max_results` of them and stops reading (a hostile peer cannot feed the pipelines an
+/// endless download).
+#[tokio::test]
+async fn a_traffic_download_never_yields_more_flows_than_max_results() {
+    let (server, client, _) = setup().await;
+    mount_query(&server, completed(25)).await;
+    mount_download(&server, json_array(&flows(25))).await;
+    let query = TrafficQuery::new("q", t(0, 0), t(1, 0), 10);
+    let mut stream = client.traffic_stream(&query).await.expect("stream");
+    let mut n = 0;
+    while let Some(_flow) = stream.next().await.expect("flow") {
+        n += 1;
+    }
+    assert_eq!(n, 10);
+    assert!(stream.is_truncated(n as u64), "25 matched, 10 read");
+    // Read whole, too.
+    let result = client.traffic_query(&query).await.expect("traffic");
+    assert_eq!(result.flows.len(), 10);
+    assert!(result.truncated);
+}

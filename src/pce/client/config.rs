@@ -84,8 +84,9 @@ pub struct PceConnectionConfig {
     /// The largest answer read whole (an events page, a list of labels or workloads,
     /// an error), in bytes: a larger one fails its request with an error naming this
     /// setting, so a PCE (or something posing as one) cannot exhaust vigil's memory.
-    /// Traffic downloads are streamed and not bound by it. Default: 128 MiB (an events
-    /// page of 10,000 events is about 20 MB).
+    /// Traffic downloads, read as a stream by the sources, are not bound by it (they stop
+    /// at the query's `max_results` flows). Default: 128 MiB (an events page of 10,000
+    /// events is about 20 MB).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: u64,
 }

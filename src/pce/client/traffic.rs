@@ -237,8 +237,10 @@ impl PceClient {
         // thread, not an async worker.
         let (href, request_id) = (download.download_href.clone(), download.request_id.clone());
         let (download, flows) = tokio::task::spawn_blocking(move || {
+            // Never more than the query asked for.
             let flows = download
                 .records()
+                .take(download.max_results as usize)
                 .map(|r| r.map(|(flow, _)| flow))
                 .collect::<Result<Vec<Value>, String>>();
             (download, flows)
@@ -518,6 +520,19 @@ impl TrafficStream {
                 Step::Item(tape) => {
                     if self.reader.count() <= self.skip {
                         continue;
+                    }
+                    if self.handed >= self.max_results as usize {
+                        // More than the query asked for: the rest is not read at all.
+                        tracing::warn!(
+                            download = %self.download_href, max_results = self.max_results,
+                            request_id = ?self.request_id.0,
+                            "the PCE's traffic download holds more flows than max_results; the rest of it was not read"
+                        );
+                        self.response = None;
+                        self.inflating = None;
+                        self.reader = BodyReader::default();
+                        self.reader.accept_end();
+                        return Ok(None);
                     }
                     self.handed += 1;
                     return Ok(Some(tape));
