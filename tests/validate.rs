@@ -603,3 +603,68 @@ fn a_silence_longer_than_100_years_is_refused_without_a_panic() {
     assert!(err.contains("`300000y` is longer than 100 years"), "{err}");
     assert!(!out.status.success());
 }
+
+/// With every kind of secret configured from the environment, none appears in
+/// `vigil validate`'s output (text, JSON, GitHub) or in the `{:?}` of the loaded
+/// configuration (it printed the settings document as read, secrets included).
+#[test]
+fn no_secret_appears_in_validate_output_or_the_debug_of_the_config() {
+    let secrets = [
+        ("PCE_KEY", "api-key-5f1c2e"),
+        ("PCE_SECRET", "pce-secret-7b1e93"),
+        ("SMTP_PASSWORD", "smtp-password-42ac"),
+        ("LINE_TOKEN", "line-token-9d0f11"),
+        (
+            "HOOK_URL",
+            "https://hooks.slack.com/services/T0/B0/hook-url-e21a",
+        ),
+        ("HOOK_SECRET", "hook-secret-c3e8"),
+        ("HOOK_AUTH", "Bearer hook-auth-77d2"),
+        ("WEB_TOKEN", "web-token-0a9b8c"),
+    ];
+    let settings = "kind: settings\nweb:\n  token: ${WEB_TOKEN}\nconnections:\n  pce:\n    lab:\n      url: https://pce.example.com:8443\n      api_key: ${PCE_KEY}\n      api_secret: ${PCE_SECRET}\n  smtp:\n    relay:\n      host: smtp.example.com\n      port: 587\n      tls: starttls\n      username: vigil\n      password: ${SMTP_PASSWORD}\n      from: vigil@example.com\n  line:\n    ops:\n      token: ${LINE_TOKEN}\n  webhook:\n    hook:\n      url: ${HOOK_URL}\n      signing_secret: ${HOOK_SECRET}\n      headers:\n        Authorization: ${HOOK_AUTH}\n";
+    // A pipeline with a problem, so that validate has something to say about it.
+    let pipeline = "kind: pipeline\nname: p\nsources:\n  events: {type: pce_events, connection: lab, interval: 5s}\nstages:\n  any:\n    type: window_count\n    inputs: [events]\n    window: 1h\n    threshold: 1\n    group_by: [event_type]\nsinks:\n  mail: {type: mail, inputs: [any], connection: relay, to: [soc@example.com]}\n  line: {type: line, inputs: [any], connection: ops, to: U123}\n  hook: {type: webhook, inputs: [any], connection: hook}\n  lost: {type: webhook, inputs: [nothing], connection: hook}\n";
+    let dir = tempfile::tempdir().expect("temp");
+    std::fs::write(dir.path().join("settings.yaml"), settings).expect("write");
+    std::fs::write(dir.path().join("p.yaml"), pipeline).expect("write");
+    let env = Env::Map(
+        secrets
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    // Valid without the broken sink: the configuration's Debug.
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        pipeline.replace(
+            "  lost: {type: webhook, inputs: [nothing], connection: hook}\n",
+            "",
+        ),
+    )
+    .expect("write");
+    let loaded = load_paths(&[dir.path().to_path_buf()], &LoadOptions { env }).expect("load");
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    let debug = format!("{loaded:?} {:?}", loaded.config);
+    assert!(
+        debug.contains("relay"),
+        "the Debug shows the configuration: {debug}"
+    );
+    std::fs::write(dir.path().join("p.yaml"), pipeline).expect("write");
+    let mut said = debug;
+    for format in ["text", "json", "github"] {
+        let mut cmd = vigil();
+        cmd.args(["validate", "--format", format]).arg(dir.path());
+        for (k, v) in secrets {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("runs");
+        assert_eq!(out.status.code(), Some(1), "the broken sink is reported");
+        said.push_str(&String::from_utf8_lossy(&out.stdout));
+        said.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(said.contains("unknown-input"), "{said}");
+    for (name, secret) in secrets {
+        assert!(!said.contains(secret), "`{name}` shows: {said}");
+    }
+}

@@ -570,6 +570,39 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
             "WEBHOOK",
             Need::Optional,
         );
+        let url = format!("{base}/url");
+        if let Some(written) = doc.value.pointer(&url).and_then(Value::as_str)
+            && !doc.from_env.contains(&url)
+            && !doc.unresolved.contains(&url)
+            && let Some(why) = token_in_url(written)
+        {
+            p.error(
+                url,
+                codes::LITERAL_SECRET,
+                format!(
+                    "this webhook URL carries a secret ({why}) and is written in the file: take it from the environment (`url: ${{WEBHOOK_URL}}`) or a file (`url_file: /path`)"
+                ),
+            );
+        }
+        if let Some(Value::Object(headers)) = doc.value.pointer(&format!("{base}/headers")) {
+            for header in headers.keys() {
+                let pointer = format!(
+                    "{base}/headers/{}",
+                    header.replace('~', "~0").replace('/', "~1")
+                );
+                if doc.from_env.contains(&pointer) || doc.unresolved.contains(&pointer) {
+                    continue;
+                }
+                p.error(
+                    pointer,
+                    codes::LITERAL_SECRET,
+                    format!(
+                        "the connection's header `{header}` is written in the file: its value is a secret, so take it from the environment (`{header}: ${{WEBHOOK_{}}}`); headers that are not secret belong in the sink's `headers`",
+                        header.to_uppercase().replace('-', "_")
+                    ),
+                );
+            }
+        }
     }
     let failed = p
         .items
@@ -577,6 +610,73 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
         .any(|i| i.severity == crate::diagnostic::Severity::Error);
     push_problems(doc, "", p, diags);
     (!failed).then_some(s)
+}
+
+/// Why a webhook URL written in a file holds a secret, if it does: a service whose
+/// webhook URLs are their own credential (Slack, Teams, Discord, Google Chat, Telegram,
+/// Azure Logic Apps), a user and password, or a query parameter named like a token.
+fn token_in_url(url: &str) -> Option<String> {
+    let parsed = reqwest::Url::parse(url.trim()).ok()?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Some("a user and password".into());
+    }
+    let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+    let path = parsed.path();
+    let service = [
+        (
+            "hooks.slack.com",
+            "",
+            "a Slack webhook URL is its own token",
+        ),
+        (
+            "webhook.office.com",
+            "",
+            "a Teams webhook URL is its own token",
+        ),
+        (
+            "outlook.office.com",
+            "/webhook",
+            "a Teams webhook URL is its own token",
+        ),
+        (
+            "discord.com",
+            "/api/webhooks",
+            "a Discord webhook URL is its own token",
+        ),
+        (
+            "discordapp.com",
+            "/api/webhooks",
+            "a Discord webhook URL is its own token",
+        ),
+        (
+            "api.telegram.org",
+            "/bot",
+            "a Telegram bot URL holds the bot's token",
+        ),
+    ];
+    for (domain, prefix, why) in service {
+        if (host == domain || host.ends_with(&format!(".{domain}"))) && path.starts_with(prefix) {
+            return Some(why.into());
+        }
+    }
+    const NAMES: [&str; 12] = [
+        "token",
+        "access_token",
+        "auth",
+        "key",
+        "api_key",
+        "apikey",
+        "sig",
+        "signature",
+        "secret",
+        "code",
+        "password",
+        "pass",
+    ];
+    parsed
+        .query_pairs()
+        .find(|(k, v)| !v.is_empty() && NAMES.contains(&k.to_ascii_lowercase().as_str()))
+        .map(|(k, _)| format!("the `{k}` query parameter"))
 }
 
 /// Whether a connection's secret must be set.

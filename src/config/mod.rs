@@ -26,8 +26,10 @@ pub use model::{
     DEFAULT_PUBLIC_URL, Document, PipelineConfig, RestartsConfig, RetentionConfig, SettingsConfig,
 };
 
-/// A complete, validated configuration.
-#[derive(Debug, Clone, Default)]
+/// A complete, validated configuration. Its `Debug` leaves out the documents as read:
+/// they hold the interpolated secrets (typed fields hold them as [`crate::secret::Secret`],
+/// which prints `***`).
+#[derive(Clone, Default)]
 pub struct Config {
     /// Engine settings (defaults when no `kind: settings` document exists).
     pub settings: SettingsConfig,
@@ -38,8 +40,8 @@ pub struct Config {
     pub settings_raw: serde_json::Value,
 }
 
-/// A pipeline and the file it came from.
-#[derive(Debug, Clone)]
+/// A pipeline and the file it came from (its `Debug` leaves out the document as read).
+#[derive(Clone)]
 pub struct LoadedPipeline {
     /// The file that defines it.
     pub file: PathBuf,
@@ -48,6 +50,24 @@ pub struct LoadedPipeline {
     /// The document as read (after `${VAR}` interpolation): what a reload compares to
     /// tell which components changed.
     pub raw: serde_json::Value,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("settings", &self.settings)
+            .field("pipelines", &self.pipelines)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for LoadedPipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPipeline")
+            .field("file", &self.file)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Config {
