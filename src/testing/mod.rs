@@ -7,6 +7,7 @@
 //! started (the case stands in for them), so a case needs no PCE, no mail server and no
 //! wall-clock time: a day of events runs in milliseconds.
 
+pub mod fuzz;
 mod runner;
 
 use std::fmt::Write as _;
