@@ -44,7 +44,10 @@ fn main() {
     );
     let mut total_findings = 0;
     for t in targets() {
-        if only.as_ref().is_some_and(|o| !o.iter().any(|n| n == t.name)) {
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.iter().any(|n| n == t.name))
+        {
             continue;
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ t.name.len() as u64);

@@ -74,7 +74,7 @@ pub fn mutate(input: &[u8], ops: &[(u8, u32, u32)], dictionary: &[&[u8]]) -> Vec
         let at = if n == 0 { 0 } else { at as usize % (n + 1) };
         let len = (len as usize % 64).max(1);
         match kind % 6 {
-            0 if at < n => out[at] = (len as u8).wrapping_mul(37) ^ out[at],
+            0 if at < n => out[at] ^= (len as u8).wrapping_mul(37),
             1 => {
                 let byte = INTERESTING[len % INTERESTING.len()];
                 out.insert(at, byte);
