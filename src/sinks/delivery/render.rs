@@ -145,14 +145,20 @@ impl std::fmt::Display for Origin {
 
 /// Reads part `part` (`subject`, `text`, `html`) of template set `set`: the file
 /// `templates/<set>.<part>.hbs` under `base_dir` when present, else the built-in one.
-/// `Ok(None)` when neither exists.
-pub fn load(base_dir: &Path, set: &str, part: &str) -> Result<Option<(String, Origin)>, String> {
+/// `Ok(None)` when neither exists. A set whose file would be outside `base_dir` (a `..`
+/// step, an absolute name, a symbolic link leading out) is an error.
+pub fn load(
+    base_dir: &Path,
+    set: &str,
+    part: &str,
+) -> Result<Option<(String, Origin)>, super::SetupError> {
     let rel = format!("templates/{set}.{part}.hbs");
-    let path = base_dir.join(&rel);
+    let path = crate::config::confine::confine(base_dir, &rel)
+        .map_err(|e| super::SetupError::OutsideDir(format!("template set `{set}`: {e}")))?;
     match std::fs::read_to_string(&path) {
         Ok(text) => return Ok(Some((text, Origin::File(rel)))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display()).into()),
     }
     let key = format!("{set}.{part}");
     Ok(BUILTIN
