@@ -268,6 +268,28 @@ fn template_sets_outside_the_pipeline_directory_are_refused() {
     }
 }
 
+/// Issue "Hostile input": an SMTP login over `tls: none` would send the password in
+/// clear; refused at `tls:`, saying what to set, unless `allow_plaintext_auth: true`.
+#[test]
+fn an_smtp_login_without_tls_is_refused_unless_allowed() {
+    let settings = |extra: &str| {
+        format!(
+            "kind: settings\nconnections:\n  smtp:\n    relay:\n      host: smtp.example.com\n      tls: none\n      username: vigil\n      password_file: /etc/vigil/smtp.pass\n{extra}"
+        )
+    };
+    let load = |text: String| load_sources(&[(PathBuf::from("s.yaml"), text)], &no_env());
+    let loaded = load(settings(""));
+    let got: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_text()).collect();
+    assert_eq!(
+        got,
+        vec![
+            "s.yaml:6:12: error[plaintext-auth]: connection `relay` logs in (`username`) without TLS (`tls: none`): the password would cross the network in clear; set `tls: starttls` or `tls: implicit`, or `allow_plaintext_auth: true` for a relay on this machine or a network you trust"
+        ]
+    );
+    let loaded = load(settings("      allow_plaintext_auth: true\n"));
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+}
+
 #[test]
 fn exit_codes() {
     // The shipped pipelines are valid, without warnings.
