@@ -257,3 +257,35 @@ fn repeat_and_the_events_of_a_case_are_bounded_at_their_file_position() {
         "{stdout}"
     );
 }
+
+/// Issue "Hostile input": what `vigil test` prints from the files (a case's name, the
+/// values in a failure) reaches the terminal with its escape sequences escaped.
+#[test]
+fn vigil_test_escapes_control_characters_from_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = CASES
+        .replace(
+            "name: three flows fire once",
+            "name: \"three \\e[2J flows\\n::error::x\"",
+        )
+        .replace(
+            "title: \"SSH burst from 10.0.0.1\"",
+            "title: \"\\e]0;pwned\\a\"",
+        );
+    write_suite(dir.path(), &cases);
+    let (code, stdout, stderr) = vigil_test(&[dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        !stdout.contains('\u{1b}') && !stdout.contains('\u{7}'),
+        "{stdout:?}"
+    );
+    assert!(
+        stdout.contains("  FAIL  three \\u{1b}[2J flows\\n::error::x\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("- expected \"\\u001b]0;pwned\\u0007\""),
+        "{stdout}"
+    );
+    assert!(stdout.lines().all(|l| !l.starts_with("::")), "{stdout}");
+}
