@@ -499,13 +499,9 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
             );
         }
         if conn.refuses_plaintext_auth() {
-            let at = if doc.value.pointer(&format!("{base}/tls")).is_some() {
-                format!("{base}/tls")
-            } else {
-                format!("{base}/username")
-            };
+            // `tls: none` is written (the default is `starttls`): point there.
             p.error(
-                at,
+                format!("{base}/tls"),
                 codes::PLAINTEXT_AUTH,
                 format!(
                     "connection `{name}` logs in (`username`) without TLS (`tls: none`): the password would cross the network in clear; set `tls: starttls` or `tls: implicit`, or `allow_plaintext_auth: true` for a relay on this machine or a network you trust"

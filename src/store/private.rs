@@ -86,15 +86,19 @@ pub fn open_append(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
-/// Makes the file `path` with mode 0600 if it is missing, without touching its content;
-/// an existing one is tightened (see [`private_file`]).
+/// Makes the file `path` with mode 0600 if it is missing; an existing one is not opened
+/// (closing a file this process opened drops the SQLite locks it holds on it), only
+/// tightened (see [`private_file`]).
 pub fn touch(path: &Path) -> io::Result<()> {
     let mut options = OpenOptions::new();
-    options.create(true).append(true);
+    options.create_new(true).write(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, FILE_MODE);
-    options.open(path)?;
-    private_file(path)
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => private_file(path),
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes `text` to the file `path` (mode 0600) through a temporary file beside it, so a
