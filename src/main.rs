@@ -38,7 +38,13 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            // The error may name a path or quote a file: no escape sequence gets through.
+            let text = format!("{e:#}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: {}",
+                vigil::diagnostic::escape_text(&text)
+            );
             ExitCode::from(2)
         }
     }

@@ -490,11 +490,11 @@ async fn endless_scripts_do_not_delay_another_pipelines_alert() {
     );
     for i in 0..cores {
         yaml.push_str(&format!(
-            "---\nkind: pipeline\nname: spin{i}\nsources:\n  in: {{ type: file, path: spin{i}.jsonl, poll_interval: 20ms }}\nstages:\n  spin:\n    type: script\n    inputs: [in]\n    file: ../spin.rhai\n    max_operations: 100000000\n    timeout: 1s\nsinks:\n  out: {{ type: file, path: spin{i}-out.jsonl, inputs: [spin] }}\n"
+            "---\nkind: pipeline\nname: spin{i}\nsources:\n  in: {{ type: file, path: spin{i}.jsonl, poll_interval: 20ms }}\nstages:\n  spin:\n    type: script\n    inputs: [in]\n    file: spin.rhai\n    max_operations: 100000000\n    timeout: 1s\nsinks:\n  out: {{ type: file, path: spin{i}-out.jsonl, inputs: [spin] }}\n"
         ));
     }
     let p = Project::new("web: { enabled: false }\n", &yaml);
-    std::fs::write(p.path().join("spin.rhai"), "loop {}\n").expect("write");
+    std::fs::write(p.pipelines().join("spin.rhai"), "loop {}\n").expect("write");
     let (child, logs) = spawn_logged(
         p.command(&["--log-format", "json", "run", "--no-watch", "--pipelines"])
             .arg(p.pipelines())

@@ -733,6 +733,53 @@ async fn webhook_custom_body_and_headers() {
     assert_eq!(header(&got[0], "content-type"), "application/json");
 }
 
+/// Issue "Hostile input": a custom JSON body escapes every value it interpolates as JSON
+/// string content, so a host name holding a quote and a new line (and a try at adding a
+/// key) reaches the receiver as valid JSON with the exact string; `{{json x}}` still
+/// writes a JSON literal. A body of another content type takes the values as they are.
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_custom_json_body_escapes_interpolated_values() {
+    let server = MockServer::start().await;
+    mock(&server, "/hook", ResponseTemplate::new(200), None).await;
+    let json_body = "    preset: custom\n    body: '{\"host\": \"{{alert.group.src.ip}}\", \"title\": \"{{alert.title}}\", \"raw\": {{json alert.samples.0.record}}, \"n\": {{count}}}'\n";
+    let plain_body = "    preset: custom\n    content_type: text/plain\n    body: 'host={{alert.group.src.ip}}'\n";
+    let sinks = format!(
+        "{}{}",
+        hook_sink("hook", "soc", json_body),
+        hook_sink("plain", "soc", plain_body)
+    );
+    let p = hook_project(&server, &sinks);
+    let host = "web\"01\n\", \"admin\": true, \"x\": \"\u{1b}[2J";
+    let rec = record(host);
+    run(&p, std::slice::from_ref(&rec)).await;
+
+    let got = server.received_requests().await.expect("recording");
+    assert_eq!(got.len(), 2);
+    let (json_req, plain_req): (Vec<&Request>, Vec<&Request>) = got
+        .iter()
+        .partition(|r| header(r, "content-type") == "application/json");
+    let sent: Value = serde_json::from_slice(&json_req[0].body).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}",
+            String::from_utf8_lossy(&json_req[0].body)
+        )
+    });
+    assert_eq!(
+        sent,
+        json!({
+            "host": host,
+            "title": format!("Burst from {host}"),
+            "raw": rec,
+            "n": 1,
+        })
+    );
+    assert_eq!(header(plain_req[0], "content-type"), "text/plain");
+    assert_eq!(
+        String::from_utf8(plain_req[0].body.clone()).expect("UTF-8"),
+        format!("host={host}")
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Independence
 // ---------------------------------------------------------------------------------------

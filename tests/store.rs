@@ -86,3 +86,50 @@ async fn the_history_is_pruned_to_the_retention_at_start() {
         .expect("answer");
     assert_eq!(bad.status().as_u16(), 400);
 }
+
+/// Issue "Hostile input": what vigil keeps under `state_dir` (raw events set aside, the
+/// outbox and history in SQLite) is its user's only after a run: directories 0700, files
+/// 0600 — a state directory made looser before is tightened, and the log says so.
+#[cfg(unix)]
+#[test]
+fn the_state_dir_and_its_files_are_private_after_a_run() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let p = Project::new("web: { enabled: false }\n", PIPELINE);
+    let state = p.path().join("state");
+    std::fs::create_dir(&state).expect("mkdir");
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // One alert (stored in the history), one line that is not JSON (set aside).
+    let input = "{\"n\":1,\"timestamp\":\"2026-12-06T10:00:00Z\"}\nnot json\n";
+    let out = p.run_with_input(input, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("its mode is now 0700") && stderr.contains("\"from\":\"0755\""),
+        "the tightening is logged: {stderr}"
+    );
+
+    let mut seen = Vec::new();
+    let mut todo = vec![state.clone()];
+    while let Some(dir) = todo.pop() {
+        let mode = std::fs::metadata(&dir).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}: {mode:o}", dir.display());
+        for entry in std::fs::read_dir(&dir).expect("list") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("stat");
+            if meta.is_dir() {
+                todo.push(path);
+                continue;
+            }
+            let mode = meta.permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}: {mode:o}", path.display());
+            seen.push(path.strip_prefix(&state).expect("inside").to_path_buf());
+        }
+    }
+    for file in ["vigil.db", "rejected/p.in.jsonl"] {
+        assert!(
+            seen.iter().any(|s| s == std::path::Path::new(file)),
+            "{file} written: {seen:?}"
+        );
+    }
+}

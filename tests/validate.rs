@@ -104,6 +104,8 @@ fn every_invalid_fixture_reports_exactly_its_expected_diagnostics() {
         codes::UNKNOWN_CONNECTION,
         codes::SCRIPT,
         codes::TOO_LARGE,
+        codes::PLAINTEXT_AUTH,
+        codes::OUTSIDE_DIR,
     ] {
         assert!(covered.contains(code), "no fixture covers `{code}`");
     }
@@ -170,6 +172,123 @@ fn github_format_writes_annotations() {
         String::from_utf8(out.stdout).unwrap(),
         "::error file=tests/fixtures/invalid/unknown-type.yaml,line=4,col=14,title=unknown-type::unknown source type `filez` (known: file, stdin, pce_health, pce_events, pce_traffic, internal); did you mean `file`?\n"
     );
+}
+
+/// Issue "Hostile input": a value of the file that ends up in a diagnostic (here an
+/// unknown source type holding `\x1b[2J`, a new line and a workflow command) reaches
+/// neither the terminal as an escape sequence nor the CI log as a command of its own.
+#[test]
+fn escape_sequences_and_workflow_commands_from_the_file_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        "kind: pipeline\nname: p\nsources:\n  in:\n    type: \"x\\x1b[2J\\n::error::pwned\"\nsinks:\n  out: {type: stdout, inputs: [in]}\n",
+    )
+    .unwrap();
+    let run = |format: &str| {
+        let out = vigil()
+            .args(["validate", "--format", format])
+            .arg(&file)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run("text");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(
+        text.contains("unknown source type `x\\u{1b}[2J\\n::error::pwned`"),
+        "{text:?}"
+    );
+    assert!(text.lines().all(|l| !l.starts_with("::")), "{text:?}");
+    assert_eq!(text.lines().count(), 2, "{text:?}");
+
+    let github = run("github");
+    assert!(!github.contains('\u{1b}'), "{github:?}");
+    assert!(
+        github.contains("unknown source type `x\\u{1b}[2J%0A::error::pwned`"),
+        "{github:?}"
+    );
+    assert_eq!(github.lines().count(), 1, "{github:?}");
+    assert!(github.starts_with("::error file="), "{github:?}");
+}
+
+/// Issue "Hostile input": a template set named `../../etc/passwd`, and a template file
+/// that is a symbolic link to a file outside, are refused with what to do.
+#[test]
+fn template_sets_outside_the_pipeline_directory_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipelines = dir.path().join("pipelines");
+    std::fs::create_dir_all(pipelines.join("templates")).unwrap();
+    std::fs::write(dir.path().join("secret.txt"), "not a template").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(
+        dir.path().join("secret.txt"),
+        pipelines.join("templates/linked.subject.hbs"),
+    )
+    .unwrap();
+    let pipeline = |template: &str| {
+        format!(
+            "kind: settings\nconnections:\n  smtp:\n    relay: {{ host: localhost }}\n---\nkind: pipeline\nname: p\nsources:\n  in: {{type: stdin}}\nsinks:\n  mail:\n    type: mail\n    inputs: [in]\n    connection: relay\n    from: vigil@example.com\n    to: [soc@example.com]\n    template: {template}\n"
+        )
+    };
+    let file = pipelines.join("p.yaml");
+    let validate = || {
+        let out = vigil().arg("validate").arg(&file).output().expect("runs");
+        (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    };
+
+    std::fs::write(&file, pipeline("../../etc/passwd")).unwrap();
+    let (code, out) = validate();
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(
+        out,
+        format!(
+            "{}:17:15: error[outside-dir]: template set `../../etc/passwd`: `templates/../../etc/passwd.subject.hbs` has a `..` step: name a file inside the pipeline file's directory {} (copy it there)\n1 error, 0 warnings\n",
+            file.display(),
+            pipelines.display()
+        )
+    );
+
+    #[cfg(unix)]
+    {
+        std::fs::write(&file, pipeline("linked")).unwrap();
+        let (code, out) = validate();
+        assert_eq!(code, Some(1), "{out}");
+        let real = dir.path().canonicalize().unwrap().join("secret.txt");
+        assert!(
+            out.starts_with(&format!(
+                "{}:17:15: error[outside-dir]: template set `linked`: `templates/linked.subject.hbs` leads through a symbolic link to {}, outside the pipeline file's directory",
+                file.display(),
+                real.display()
+            )),
+            "{out}"
+        );
+        assert!(!out.contains("not a template"), "{out}");
+    }
+}
+
+/// Issue "Hostile input": an SMTP login over `tls: none` would send the password in
+/// clear; refused at `tls:`, saying what to set, unless `allow_plaintext_auth: true`.
+#[test]
+fn an_smtp_login_without_tls_is_refused_unless_allowed() {
+    let settings = |extra: &str| {
+        format!(
+            "kind: settings\nconnections:\n  smtp:\n    relay:\n      host: smtp.example.com\n      tls: none\n      username: vigil\n      password_file: /etc/vigil/smtp.pass\n{extra}"
+        )
+    };
+    let load = |text: String| load_sources(&[(PathBuf::from("s.yaml"), text)], &no_env());
+    let loaded = load(settings(""));
+    let got: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_text()).collect();
+    assert_eq!(
+        got,
+        vec![
+            "s.yaml:6:12: error[plaintext-auth]: connection `relay` logs in (`username`) without TLS (`tls: none`): the password would cross the network in clear; set `tls: starttls` or `tls: implicit`, or `allow_plaintext_auth: true` for a relay on this machine or a network you trust"
+        ]
+    );
+    let loaded = load(settings("      allow_plaintext_auth: true\n"));
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
 }
 
 #[test]

@@ -215,3 +215,77 @@ fn a_test_naming_a_missing_node_fails_and_lists_the_nodes() {
         "{stdout}{stderr}"
     );
 }
+
+/// Issue "Hostile input": `repeat: 1000000` took 5.7 GB. `repeat` is bounded at 10000,
+/// and a case's events at 1000000 in all, each refused at its file position (in a test
+/// file and in a pipeline's `tests:`), before anything runs.
+#[test]
+fn repeat_and_the_events_of_a_case_are_bounded_at_their_file_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = CASES.replace("repeat: 3,", "repeat: 1000000,");
+    write_suite(dir.path(), &huge);
+    let (code, stdout, stderr) = vigil_test(&[dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains(
+            "ssh-burst.test.yaml:7:42: error[invalid-value]: `repeat: 1000000` is over the bound of 10000 copies"
+        ),
+        "{stdout}"
+    );
+    assert!(stderr.contains("no tests ran"), "{stderr}");
+
+    // 101 inputs of 10000 copies each: every `repeat` is allowed, their sum is not.
+    let mut inputs = String::new();
+    for _ in 0..101 {
+        inputs.push_str(
+            "      - { source: flows, repeat: 10000, event: { src: { ip: 10.0.0.1 } } }\n",
+        );
+    }
+    let pipeline = format!(
+        "{PIPELINE}tests:\n  - name: too many\n    input:\n{inputs}    expect:\n      - {{ node: out, count: 1 }}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ssh-burst.yaml"), pipeline).unwrap();
+    let (code, stdout, stderr) = vigil_test(&[dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    // The 101st input (line 125: the pipeline, `tests:`, and 100 inputs before it) is
+    // the one over the bound.
+    assert!(
+        stdout.contains(
+            "ssh-burst.yaml:125:9: error[invalid-value]: with this input the case feeds more than 1000000 events (repeats included), the bound of one case: split it into several cases"
+        ),
+        "{stdout}"
+    );
+}
+
+/// Issue "Hostile input": what `vigil test` prints from the files (a case's name, the
+/// values in a failure) reaches the terminal with its escape sequences escaped.
+#[test]
+fn vigil_test_escapes_control_characters_from_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = CASES
+        .replace(
+            "name: three flows fire once",
+            "name: \"three \\e[2J flows\\n::error::x\"",
+        )
+        .replace(
+            "title: \"SSH burst from 10.0.0.1\"",
+            "title: \"\\e]0;pwned\\a\"",
+        );
+    write_suite(dir.path(), &cases);
+    let (code, stdout, stderr) = vigil_test(&[dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        !stdout.contains('\u{1b}') && !stdout.contains('\u{7}'),
+        "{stdout:?}"
+    );
+    assert!(
+        stdout.contains("  FAIL  three \\u{1b}[2J flows\\n::error::x\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("- expected \"\\u001b]0;pwned\\u0007\""),
+        "{stdout}"
+    );
+    assert!(stdout.lines().all(|l| !l.starts_with("::")), "{stdout}");
+}

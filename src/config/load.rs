@@ -535,6 +535,16 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
                 "a password without `username` is never used: add `username`",
             );
         }
+        if conn.refuses_plaintext_auth() {
+            // `tls: none` is written (the default is `starttls`): point there.
+            p.error(
+                format!("{base}/tls"),
+                codes::PLAINTEXT_AUTH,
+                format!(
+                    "connection `{name}` logs in (`username`) without TLS (`tls: none`): the password would cross the network in clear; set `tls: starttls` or `tls: implicit`, or `allow_plaintext_auth: true` for a relay on this machine or a network you trust"
+                ),
+            );
+        }
     }
     for name in s.connections.line.keys() {
         let base = to_pointer(["connections", "line", name.as_str()]);
@@ -831,6 +841,12 @@ fn check_tests(p: &PipelineConfig, problems: &mut Problems) {
         .map(String::as_str)
         .collect();
     for (i, case) in p.tests.iter().enumerate() {
+        let mut bounds = Problems::default();
+        case.check(&mut bounds);
+        for mut item in bounds.items {
+            item.pointer = format!("/tests/{i}{}", item.pointer);
+            problems.items.push(item);
+        }
         for (j, input) in case.input.iter().enumerate() {
             if !p.sources.contains_key(&input.source) {
                 let hint = suggest(&input.source, p.sources.keys().map(String::as_str))

@@ -29,7 +29,9 @@ pub enum Document {
 #[serde(deny_unknown_fields)]
 pub struct SettingsConfig {
     /// Directory for vigil's state: checkpoints, stage snapshots, set-aside records.
-    /// Relative paths are relative to the directory vigil runs in. Default: `var`.
+    /// Relative paths are relative to the directory vigil runs in. It and what vigil
+    /// writes there are vigil's user's only (directories 0700, files 0600; a looser one
+    /// is tightened at start, logged). Default: `var`.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// How many messages each edge of the graph buffers before the upstream node waits

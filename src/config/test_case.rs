@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::diagnostic::{Problems, codes};
 use crate::time::Duration;
 
 /// One test case: events fed to named sources at times relative to `start`, on a
@@ -56,7 +57,8 @@ pub struct TestInput {
     /// Default: `0s`.
     #[serde(default)]
     pub at: Option<Duration>,
-    /// How many copies of the record to feed. Default: 1.
+    /// How many copies of the record to feed: at most 10000 (a case feeds at most
+    /// 1000000 events in all). Default: 1.
     #[serde(default = "one")]
     #[schemars(range(min = 1))]
     pub repeat: usize,
@@ -69,6 +71,52 @@ pub struct TestInput {
 
 fn one() -> usize {
     1
+}
+
+/// The most copies of a record one input may ask for (`repeat`).
+pub const MAX_REPEAT: usize = 10_000;
+
+/// The most events one test case may feed, repeats included: each is held in memory
+/// until the case has run.
+pub const MAX_CASE_EVENTS: usize = 1_000_000;
+
+impl TestCase {
+    /// The bounds of a case: `repeat` at most [`MAX_REPEAT`], at most
+    /// [`MAX_CASE_EVENTS`] events in all. Pointers are relative to the case.
+    pub fn check(&self, p: &mut Problems) {
+        let mut total: usize = 0;
+        let mut reported = false;
+        for (j, input) in self.input.iter().enumerate() {
+            if input.repeat > MAX_REPEAT {
+                p.error(
+                    format!("/input/{j}/repeat"),
+                    codes::INVALID_VALUE,
+                    format!(
+                        "`repeat: {}` is over the bound of {MAX_REPEAT} copies: use a smaller `repeat` (with a longer `every`) or several inputs",
+                        input.repeat
+                    ),
+                );
+            }
+            total = total.saturating_add(input.repeat);
+            if total > MAX_CASE_EVENTS && !reported {
+                reported = true;
+                p.error(
+                    format!("/input/{j}"),
+                    codes::INVALID_VALUE,
+                    format!(
+                        "with this input the case feeds more than {MAX_CASE_EVENTS} events (repeats included), the bound of one case: split it into several cases"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// How many events the case feeds, repeats included (saturating).
+    pub fn event_count(&self) -> usize {
+        self.input
+            .iter()
+            .fold(0usize, |n, i| n.saturating_add(i.repeat))
+    }
 }
 
 /// What one stage emits, or one sink receives, over the whole case.

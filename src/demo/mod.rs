@@ -120,13 +120,11 @@ fn keep_clock(clock: SharedClock, file: PathBuf) {
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             let now = clock.now().to_rfc3339();
+            // In the state directory: made as vigil makes the rest of it (0700, 0600).
             if let Some(dir) = file.parent() {
-                let _ = std::fs::create_dir_all(dir);
+                let _ = crate::store::private::private_dir(dir);
             }
-            let tmp = file.with_extension("part");
-            if std::fs::write(&tmp, now).is_ok() {
-                let _ = std::fs::rename(&tmp, &file);
-            }
+            let _ = crate::store::private::write_replace(&file, now.as_bytes());
         }
     });
 }

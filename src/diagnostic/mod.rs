@@ -1,5 +1,6 @@
 //! Problems found in pipeline files, and how they are printed.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -102,6 +103,12 @@ pub mod codes {
     /// A file over the reading budget: too many bytes, documents or nodes (aliases
     /// counted each time they are used), or nesting too deep.
     pub const TOO_LARGE: &str = "too-large";
+    /// An SMTP login (`username`) over a connection without TLS, not allowed with
+    /// `allow_plaintext_auth: true`.
+    pub const PLAINTEXT_AUTH: &str = "plaintext-auth";
+    /// A template set or script `file` that leads out of the pipeline file's directory
+    /// (`..`, an absolute path elsewhere, a symbolic link pointing outside).
+    pub const OUTSIDE_DIR: &str = "outside-dir";
 }
 
 /// One problem, at one place in one file.
@@ -154,20 +161,24 @@ impl Diagnostic {
         self.severity == Severity::Error
     }
 
-    /// `file:line:col: error[code]: message`
+    /// `file:line:col: error[code]: message`, on one line: control characters of the
+    /// file name and the message (which may quote the file's content) are escaped
+    /// ([`escape_text`]).
     pub fn to_text(&self) -> String {
         format!(
             "{}:{}:{}: {}[{}]: {}",
-            self.file.display(),
+            escape_text(&self.file.display().to_string()),
             self.line,
             self.column,
             self.severity.as_str(),
             self.code,
-            self.message
+            escape_text(&self.message)
         )
     }
 
-    /// A GitHub Actions workflow command (`::error file=..,line=..,col=..,title=..::msg`).
+    /// A GitHub Actions workflow command (`::error file=..,line=..,col=..,title=..::msg`),
+    /// on one line: what the file's content put in the message can never start a command
+    /// of its own nor reach the terminal as an escape sequence.
     pub fn to_github(&self) -> String {
         format!(
             "::{} file={},line={},col={},title={}::{}",
@@ -181,12 +192,56 @@ impl Diagnostic {
     }
 }
 
+/// Whether `c` must not reach a terminal or a CI log as it is: control characters (C0,
+/// DEL, C1: `ESC` starts terminal escape sequences, `\n` and `\r` start new lines), the
+/// Unicode line and paragraph separators, and the bidirectional formatting characters
+/// (which make text read differently from what it holds).
+fn is_unsafe(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `s` with every character of [`is_unsafe`] but those `keep` accepts written as an
+/// escape: `\n`, `\r`, `\t`, else `\u{1b}`.
+fn escape_unsafe(s: &str, keep: impl Fn(char) -> bool) -> Cow<'_, str> {
+    if !s.chars().any(|c| is_unsafe(c) && !keep(c)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            c if !is_unsafe(c) || keep(c) => out.push(c),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `s` safe to print on one line of a terminal or a CI log: control characters (an
+/// escape sequence's `ESC`, new lines), line separators and bidirectional formatting
+/// characters written as escapes (`\u{1b}`, `\n`).
+pub fn escape_text(s: &str) -> Cow<'_, str> {
+    escape_unsafe(s, |_| false)
+}
+
+/// A workflow command's message: `%`, `\r`, `\n` as `%25`, `%0D`, `%0A` (GitHub shows
+/// them as written), other unsafe characters as in [`escape_text`].
 fn escape_data(s: &str) -> String {
-    s.replace('%', "%25")
+    escape_unsafe(s, |c| c == '\r' || c == '\n')
+        .replace('%', "%25")
         .replace('\r', "%0D")
         .replace('\n', "%0A")
 }
 
+/// A workflow command's property: as [`escape_data`], and `:` and `,` as `%3A`, `%2C`.
 fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
@@ -261,11 +316,30 @@ mod tests {
         );
         assert_eq!(
             d.to_text(),
-            "p/a.yaml:3:7: error[unknown-key]: unknown key `inptus`\nsecond line, 100%"
+            "p/a.yaml:3:7: error[unknown-key]: unknown key `inptus`\\nsecond line, 100%"
         );
         assert_eq!(
             d.to_github(),
             "::error file=p/a.yaml,line=3,col=7,title=unknown-key::unknown key `inptus`%0Asecond line, 100%25"
         );
+    }
+
+    #[test]
+    fn control_characters_and_commands_never_reach_the_output_as_they_are() {
+        let d = Diagnostic::error(
+            Path::new("p/\u{1b}[31mx.yaml"),
+            Pos { line: 1, col: 2 },
+            codes::INVALID_VALUE,
+            "`a\u{1b}[2J\r\n::error::pwned\u{7}\u{9b}\u{2028}\u{202e}b`",
+        );
+        assert_eq!(
+            d.to_text(),
+            "p/\\u{1b}[31mx.yaml:1:2: error[invalid-value]: `a\\u{1b}[2J\\r\\n::error::pwned\\u{7}\\u{9b}\\u{2028}\\u{202e}b`"
+        );
+        assert_eq!(
+            d.to_github(),
+            "::error file=p/\\u{1b}[31mx.yaml,line=1,col=2,title=invalid-value::`a\\u{1b}[2J%0D%0A::error::pwned\\u{7}\\u{9b}\\u{2028}\\u{202e}b`"
+        );
+        assert_eq!(escape_text("plain `text`, 100%"), "plain `text`, 100%");
     }
 }

@@ -3,6 +3,7 @@
 pub mod history;
 pub mod notify;
 pub mod outbox;
+pub mod private;
 pub mod records;
 pub mod rejected;
 pub mod sqlite;

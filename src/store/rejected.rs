@@ -6,7 +6,7 @@
 //! `max_bytes` the file becomes `<…>.jsonl.1` (replacing the one before) and a new one
 //! starts: a source keeps at most about twice `max_bytes`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -103,16 +103,12 @@ impl RejectedLog {
             return;
         }
         if self.file.is_none() {
+            // Raw records: readable by vigil's user only (directory 0700, file 0600).
             let opened = self
                 .path
                 .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| {
-                    OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&self.path)
-                });
+                .map_or(Ok(()), super::private::private_dir)
+                .and_then(|()| super::private::open_append(&self.path));
             match opened {
                 Ok(f) => {
                     self.size = f.metadata().map(|m| m.len()).unwrap_or(0);

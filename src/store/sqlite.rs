@@ -73,26 +73,40 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) `<state_dir>/vigil.db`, creating the directory (mode 0700) if
-    /// needed.
+    /// needed. The directory and the database's files (`vigil.db`, `-wal`, `-shm`) are
+    /// vigil's user's only: made so, or tightened (logged) when they were looser.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
         let path = state_dir.join(DB_FILE);
         let open_err = |source| StoreError::Open {
             path: path.clone(),
             source,
         };
-        // Alerts, raw records and checkpoints: the directory is made readable by vigil's
-        // user only.
-        let mut dir = std::fs::DirBuilder::new();
-        dir.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut dir, 0o700);
-        if let Err(e) = dir.create(state_dir) {
-            return Err(open_err(rusqlite::Error::InvalidPath(PathBuf::from(
-                format!("{}: {e}", state_dir.display()),
-            ))));
+        let io_err = |at: &Path, e: std::io::Error| {
+            open_err(rusqlite::Error::InvalidPath(PathBuf::from(format!(
+                "{}: {e}",
+                at.display()
+            ))))
+        };
+        // Alerts, raw records and checkpoints: readable by vigil's user only. The database
+        // file is made (mode 0600) before SQLite opens it; SQLite gives its `-wal` and
+        // `-shm` files the database file's mode.
+        super::private::private_dir(state_dir).map_err(|e| io_err(state_dir, e))?;
+        super::private::touch(&path).map_err(|e| io_err(&path, e))?;
+        let side_files = |path: &Path| {
+            ["-wal", "-shm"].map(|s| {
+                let mut name = path.as_os_str().to_owned();
+                name.push(s);
+                PathBuf::from(name)
+            })
+        };
+        for side in side_files(&path) {
+            super::private::private_file(&side).map_err(|e| io_err(&side, e))?;
         }
         let mut conn = Connection::open(&path).map_err(open_err)?;
         init(&mut conn).map_err(open_err)?;
+        for side in side_files(&path) {
+            super::private::private_file(&side).map_err(|e| io_err(&side, e))?;
+        }
         let reader = Connection::open_with_flags(
             &path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -23,7 +23,7 @@ pub use runner::{DEFAULT_START, Recorded, RunError, run_case};
 use crate::config::interpolate::{LineIndex, resolve};
 use crate::config::load::files_under;
 use crate::config::{Config, Env, LoadOptions, Loaded, load_paths, yaml};
-use crate::diagnostic::{Diagnostic, codes};
+use crate::diagnostic::{Diagnostic, codes, escape_text};
 use crate::event::{AlertStatus, FieldPath};
 
 /// The outcome of `vigil test`.
@@ -107,7 +107,14 @@ pub fn run_paths(paths: &[PathBuf], env: Env) -> Result<Report, crate::config::L
         else {
             continue;
         };
-        let _ = writeln!(report.text, "{} ({})", suite.pipeline, suite.file.display());
+        // Case names, file names and the values in failures come from files: printed
+        // with their control characters escaped (see `escape_text`).
+        let _ = writeln!(
+            report.text,
+            "{} ({})",
+            suite.pipeline,
+            escape_text(&suite.file.display().to_string())
+        );
         for case in &suite.cases {
             let failures = match run_case(&config, pi, case, state.clone()) {
                 Ok(rec) => check_case(&config, pi, case, &rec),
@@ -115,13 +122,13 @@ pub fn run_paths(paths: &[PathBuf], env: Env) -> Result<Report, crate::config::L
             };
             if failures.is_empty() {
                 report.passed += 1;
-                let _ = writeln!(report.text, "  ok    {}", case.name);
+                let _ = writeln!(report.text, "  ok    {}", escape_text(&case.name));
             } else {
                 report.failed += 1;
-                let _ = writeln!(report.text, "  FAIL  {}", case.name);
+                let _ = writeln!(report.text, "  FAIL  {}", escape_text(&case.name));
                 for f in failures {
                     for line in f.lines() {
-                        let _ = writeln!(report.text, "        {line}");
+                        let _ = writeln!(report.text, "        {}", escape_text(line));
                     }
                 }
             }
@@ -187,7 +194,27 @@ pub fn parse_test_file(file: &Path, text: &str, env: &Env) -> (Vec<TestFile>, Ve
             continue;
         }
         match serde_path_to_error::deserialize::<_, TestFile>(&resolved.value) {
-            Ok(tf) => out.push(tf),
+            Ok(tf) => {
+                let mut bounds = crate::diagnostic::Problems::default();
+                for (i, case) in tf.tests.iter().enumerate() {
+                    let before = bounds.items.len();
+                    case.check(&mut bounds);
+                    for item in &mut bounds.items[before..] {
+                        item.pointer = format!("/tests/{i}{}", item.pointer);
+                    }
+                }
+                if bounds.items.is_empty() {
+                    out.push(tf);
+                }
+                for item in bounds.items {
+                    diags.push(Diagnostic::error(
+                        file,
+                        tree.pos_at(&item.pointer),
+                        item.code,
+                        item.message,
+                    ));
+                }
+            }
             Err(e) => {
                 let pointer = crate::config::load::serde_pointer(e.path());
                 diags.push(Diagnostic::error(

@@ -339,8 +339,22 @@ pub fn run_case(
         }
     }
 
-    // The inputs, in time order (stable: equal times keep the written order).
-    let mut inputs: Vec<(Timestamp, usize, serde_json::Value)> = Vec::new();
+    // The inputs, in time order (stable: equal times keep the written order). The bounds
+    // are checked when the case is loaded; a case built in code is held to them too.
+    let count = case.event_count();
+    if count > crate::config::test_case::MAX_CASE_EVENTS
+        || case
+            .input
+            .iter()
+            .any(|i| i.repeat > crate::config::test_case::MAX_REPEAT)
+    {
+        return Err(RunError::Invalid(format!(
+            "the case feeds {count} events: at most {} in all, {} copies per input (`repeat`)",
+            crate::config::test_case::MAX_CASE_EVENTS,
+            crate::config::test_case::MAX_REPEAT
+        )));
+    }
+    let mut inputs: Vec<(Timestamp, usize, serde_json::Value)> = Vec::with_capacity(count);
     for input in &case.input {
         let Some(src) = names.iter().position(|n| n == &input.source) else {
             return Err(RunError::Invalid(format!(

@@ -365,6 +365,9 @@ pub enum SetupError {
     /// A template does not compile.
     #[error("{0}")]
     Template(render::TemplateFailure),
+    /// A template set whose files would be outside the pipeline file's directory.
+    #[error("{0}")]
+    OutsideDir(String),
     /// Anything else (a template file that cannot be read, a missing part).
     #[error("{0}")]
     Other(String),
@@ -383,10 +386,12 @@ impl From<String> for SetupError {
 }
 
 impl SetupError {
-    /// Reports the problem in `p`: a template at its position, anything else at `pointer`.
+    /// Reports the problem in `p`: a template at its position, a template set outside
+    /// the directory at `template`, anything else at `pointer`.
     pub fn report(&self, pointer: &str, p: &mut Problems) {
         match self {
             SetupError::Template(f) => f.report(p),
+            SetupError::OutsideDir(m) => p.error("/template", codes::OUTSIDE_DIR, m.clone()),
             SetupError::Other(m) => p.error(pointer, codes::INVALID_VALUE, m.clone()),
         }
     }

@@ -145,14 +145,20 @@ impl std::fmt::Display for Origin {
 
 /// Reads part `part` (`subject`, `text`, `html`) of template set `set`: the file
 /// `templates/<set>.<part>.hbs` under `base_dir` when present, else the built-in one.
-/// `Ok(None)` when neither exists.
-pub fn load(base_dir: &Path, set: &str, part: &str) -> Result<Option<(String, Origin)>, String> {
+/// `Ok(None)` when neither exists. A set whose file would be outside `base_dir` (a `..`
+/// step, an absolute name, a symbolic link leading out) is an error.
+pub fn load(
+    base_dir: &Path,
+    set: &str,
+    part: &str,
+) -> Result<Option<(String, Origin)>, super::SetupError> {
     let rel = format!("templates/{set}.{part}.hbs");
-    let path = base_dir.join(&rel);
+    let path = crate::config::confine::confine(base_dir, &rel)
+        .map_err(|e| super::SetupError::OutsideDir(format!("template set `{set}`: {e}")))?;
     match std::fs::read_to_string(&path) {
         Ok(text) => return Ok(Some((text, Origin::File(rel)))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display()).into()),
     }
     let key = format!("{set}.{part}");
     Ok(BUILTIN
@@ -161,10 +167,12 @@ pub fn load(base_dir: &Path, set: &str, part: &str) -> Result<Option<(String, Or
         .map(|(_, text)| ((*text).to_string(), Origin::Builtin(key))))
 }
 
-/// A set of compiled templates: plain-text ones (no escaping) and HTML ones (escaped).
+/// A set of compiled templates: plain-text ones (no escaping), HTML ones (escaped for
+/// HTML) and JSON ones (every value escaped as the content of a JSON string).
 pub struct Templates {
     text: Handlebars<'static>,
     html: Handlebars<'static>,
+    json: Handlebars<'static>,
     origins: Vec<(String, Origin)>,
 }
 
@@ -219,14 +227,74 @@ fn compiled(name: &str, source: &str) -> Result<handlebars::Template, handlebars
     Ok(template)
 }
 
-fn registry(escape: bool) -> Handlebars<'static> {
+/// How a registry escapes the values it writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    /// Plain text: as they are.
+    None,
+    /// HTML (handlebars' own escaping).
+    Html,
+    /// The content of a JSON string: `"`, `\`, control characters.
+    JsonString,
+}
+
+/// `s` escaped as the content of a JSON string (what goes between the quotes).
+pub fn json_string_content(s: &str) -> String {
+    let quoted = serde_json::to_string(s).unwrap_or_default();
+    quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A helper whose output is written as it is in a registry that escapes values: `json`
+/// and `json_pretty` write JSON, which a JSON body takes as it is.
+struct Unescaped<H>(H);
+
+impl<H: handlebars::HelperDef + Send + Sync> handlebars::HelperDef for Unescaped<H> {
+    fn call_inner<'reg: 'rc, 'rc>(
+        &self,
+        h: &handlebars::Helper<'rc>,
+        r: &'reg Handlebars<'reg>,
+        ctx: &'rc handlebars::Context,
+        rc: &mut handlebars::RenderContext<'reg, 'rc>,
+    ) -> Result<handlebars::ScopedJson<'rc>, handlebars::RenderError> {
+        self.0.call_inner(h, r, ctx, rc)
+    }
+
+    fn call<'reg: 'rc, 'rc>(
+        &self,
+        h: &handlebars::Helper<'rc>,
+        r: &'reg Handlebars<'reg>,
+        ctx: &'rc handlebars::Context,
+        rc: &mut handlebars::RenderContext<'reg, 'rc>,
+        out: &mut dyn handlebars::Output,
+    ) -> handlebars::HelperResult {
+        let result = self.0.call_inner(h, r, ctx, rc)?;
+        if r.strict_mode() && result.is_missing() {
+            return Err(handlebars::RenderError::strict_error(None));
+        }
+        out.write(&result.render())?;
+        Ok(())
+    }
+}
+
+fn registry(escape: Escape) -> Handlebars<'static> {
     let mut hb = Handlebars::new();
     hb.set_strict_mode(true);
-    if !escape {
-        hb.register_escape_fn(handlebars::no_escape);
+    match escape {
+        Escape::None => hb.register_escape_fn(handlebars::no_escape),
+        Escape::Html => {}
+        Escape::JsonString => hb.register_escape_fn(json_string_content),
     }
-    hb.register_helper("json", Box::new(helpers::json));
-    hb.register_helper("json_pretty", Box::new(helpers::json_pretty));
+    if escape == Escape::JsonString {
+        hb.register_helper("json", Box::new(Unescaped(helpers::json)));
+        hb.register_helper("json_pretty", Box::new(Unescaped(helpers::json_pretty)));
+    } else {
+        hb.register_helper("json", Box::new(helpers::json));
+        hb.register_helper("json_pretty", Box::new(helpers::json_pretty));
+    }
     hb.register_helper("upper", Box::new(helpers::upper));
     hb.register_helper("lower", Box::new(helpers::lower));
     hb
@@ -242,8 +310,9 @@ impl Templates {
     /// No templates yet.
     pub fn new() -> Templates {
         Templates {
-            text: registry(false),
-            html: registry(true),
+            text: registry(Escape::None),
+            html: registry(Escape::Html),
+            json: registry(Escape::JsonString),
             origins: Vec::new(),
         }
     }
@@ -274,6 +343,23 @@ impl Templates {
         Ok(())
     }
 
+    /// Compiles `source` as a JSON document under `name`: every value written with
+    /// `{{x}}` is escaped as the content of a JSON string (`"`, `\`, control
+    /// characters), so `"host": "{{alert.group.host}}"` stays valid JSON whatever the host
+    /// name holds. `{{json x}}` writes a JSON literal as it is; `{{{x}}}` writes a value
+    /// unescaped.
+    pub fn add_json(
+        &mut self,
+        name: &str,
+        source: &str,
+        origin: Origin,
+    ) -> Result<(), TemplateFailure> {
+        let template = compiled(name, source).map_err(|e| compile_error(&origin, &e))?;
+        self.json.register_template(name, template);
+        self.origins.push((name.to_string(), origin));
+        Ok(())
+    }
+
     /// Renders every template with `cx`: the failures (for `vigil validate`).
     pub fn failures(&self, cx: &Value) -> Vec<TemplateFailure> {
         self.origins
@@ -284,7 +370,7 @@ impl Templates {
 
     /// Whether a template `name` was added.
     pub fn has(&self, name: &str) -> bool {
-        self.text.has_template(name) || self.html.has_template(name)
+        self.text.has_template(name) || self.html.has_template(name) || self.json.has_template(name)
     }
 
     /// Renders template `name` with `cx`. The error names the template's origin and what
@@ -292,6 +378,8 @@ impl Templates {
     pub fn render(&self, name: &str, cx: &Value) -> Result<String, TemplateFailure> {
         let hb = if self.html.has_template(name) {
             &self.html
+        } else if self.json.has_template(name) {
+            &self.json
         } else {
             &self.text
         };

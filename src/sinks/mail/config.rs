@@ -152,9 +152,17 @@ pub struct SmtpConnectionConfig {
     /// `none`, `starttls` or `implicit`. Default: `starttls`.
     #[serde(default)]
     pub tls: SmtpTls,
-    /// The user name to log in with (AUTH PLAIN or LOGIN). Default: no login.
+    /// The user name to log in with (AUTH PLAIN or LOGIN). Default: no login. With
+    /// `tls: none` the login (the password too) would cross the network in clear:
+    /// `vigil validate` refuses it unless `allow_plaintext_auth` is true.
     #[serde(default)]
     pub username: Option<String>,
+    /// Log in (`username`) over a connection without TLS (`tls: none`), sending the
+    /// password in clear: only for a relay on this machine or on a network you trust.
+    /// Default: false (such a login is a validation error; use `tls: starttls` or
+    /// `tls: implicit`).
+    #[serde(default)]
+    pub allow_plaintext_auth: bool,
     /// The password, from the environment (`${SMTP_PASSWORD}`). Use this or
     /// `password_file`.
     #[serde(default)]
@@ -193,6 +201,12 @@ impl SmtpConnectionConfig {
             SmtpTls::Starttls => 587,
             SmtpTls::Implicit => 465,
         })
+    }
+
+    /// Whether this connection would log in without TLS although
+    /// `allow_plaintext_auth` does not allow it.
+    pub fn refuses_plaintext_auth(&self) -> bool {
+        self.tls == SmtpTls::None && self.username.is_some() && !self.allow_plaintext_auth
     }
 
     /// The password, read from the settings or its file; `None` without `username`.

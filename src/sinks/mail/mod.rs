@@ -338,6 +338,12 @@ fn transport(conn: &SmtpConnectionConfig) -> Result<AsyncSmtpTransport<Tokio1Exe
         });
     }
     if let Some(user) = &conn.username {
+        if conn.refuses_plaintext_auth() {
+            return Err(
+                "`username` with `tls: none` would send the password in clear: set `tls: starttls` or `tls: implicit`, or `allow_plaintext_auth: true`"
+                    .into(),
+            );
+        }
         let password = conn
             .password()?
             .map(|p| p.expose().to_string())

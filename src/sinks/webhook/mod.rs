@@ -58,7 +58,8 @@ pub enum WebhookPreset {
     Slack,
     /// A Microsoft Teams Workflows webhook: a message with an Adaptive Card.
     Teams,
-    /// `body`: your handlebars template (use `{{json x}}` to write values as JSON).
+    /// `body`: your handlebars template (values escaped for a JSON body; `{{json x}}`
+    /// writes a value as a JSON literal).
     Custom,
 }
 
@@ -78,13 +79,21 @@ pub struct WebhookSinkConfig {
     #[serde(default)]
     pub preset: WebhookPreset,
     /// With `preset: custom`: the body, a handlebars template written here…
+    ///
+    /// With a JSON `content_type` (the default, `application/json`, or any
+    /// `application/*+json`) every value written with `{{x}}` is escaped as the content
+    /// of a JSON string (`"`, `\`, new lines and other control characters), so
+    /// `"host": "{{alert.group.host}}"` stays valid JSON whatever an event put in the
+    /// host name; `{{json x}}` writes a value as a JSON literal (quotes included), and
+    /// `{{{x}}}` writes it unescaped. Other content types take the values as they are.
     #[serde(default)]
     pub body: Option<String>,
     /// …or the template set NAME whose `templates/NAME.body.hbs` (beside the pipeline
-    /// file) is the body.
+    /// file) is the body, escaped as `body` is.
     #[serde(default)]
     pub template: Option<String>,
-    /// The body's content type. Default: `application/json`.
+    /// The body's content type; a JSON one makes a custom body escape its values (see
+    /// `body`). Default: `application/json`.
     #[serde(default = "default_content_type")]
     pub content_type: String,
     /// Extra request headers; values are handlebars templates (`X-Severity:
@@ -262,15 +271,22 @@ impl WebhookRender {
     ) -> Result<WebhookRender, SetupError> {
         let mut templates = Templates::new();
         if cfg.preset == WebhookPreset::Custom {
-            match (&cfg.body, &cfg.template) {
-                (Some(body), _) => {
-                    templates.add_text("body", body, Origin::Inline("/body".into()))?
+            // A JSON body escapes every value as JSON string content; another content
+            // type takes the values as they are.
+            let add = |templates: &mut Templates, text: &str, origin: Origin| {
+                if is_json(&cfg.content_type) {
+                    templates.add_json("body", text, origin)
+                } else {
+                    templates.add_text("body", text, origin)
                 }
+            };
+            match (&cfg.body, &cfg.template) {
+                (Some(body), _) => add(&mut templates, body, Origin::Inline("/body".into()))?,
                 (None, Some(set)) => {
                     let (text, origin) = render::load(base_dir, set, "body")?.ok_or_else(|| {
                         format!("no templates/{set}.body.hbs beside the pipeline file")
                     })?;
-                    templates.add_text("body", &text, origin)?;
+                    add(&mut templates, &text, origin)?;
                 }
                 (None, None) => {
                     return Err(SetupError::Other(
@@ -339,6 +355,21 @@ impl Rendering for WebhookRender {
         }
         Ok(out)
     }
+}
+
+/// Whether `content_type` is JSON: `application/json`, or any `application/*+json`
+/// (parameters such as `; charset=utf-8` aside, in any case).
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"))
 }
 
 /// POSTs to one endpoint.
@@ -446,6 +477,25 @@ impl Notifier for WebhookNotifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_content_types() {
+        for ct in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/vnd.siem+json",
+            "application/cloudevents+json",
+        ] {
+            assert!(is_json(ct), "{ct}");
+        }
+        for ct in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "text/json+x",
+        ] {
+            assert!(!is_json(ct), "{ct}");
+        }
+    }
 
     #[test]
     fn signature_is_hmac_sha256_of_timestamp_dot_body() {

@@ -1,12 +1,11 @@
 //! The `script` stage's configuration.
 
-use std::path::{Component, Path, PathBuf};
-
 use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::sandbox::{DEFAULT_MAX_OPERATIONS, DEFAULT_TIMEOUT, Limits, Sandbox};
 use super::stage::ScriptStage;
+use crate::config::confine::confine;
 use crate::diagnostic::Pos;
 use crate::diagnostic::Problems;
 use crate::diagnostic::{Diagnostic, codes};
@@ -55,8 +54,9 @@ pub struct ScriptConfig {
     /// The sources or stages this stage reads.
     #[schemars(length(min = 1))]
     pub inputs: Vec<String>,
-    /// The `.rhai` file, relative to the pipeline file's directory (shipped scripts:
-    /// `../plugins/port-scan.rhai`).
+    /// The `.rhai` file, relative to the pipeline file's directory and inside it (no
+    /// `..` step, no absolute path or symbolic link leading elsewhere): copy a shipped
+    /// script from `plugins/` beside your pipelines (`scripts/port-scan.rhai`).
     pub file: String,
     /// Operations one run may take (an endless loop stops here): at most 100000000.
     /// Default: 100000.
@@ -124,34 +124,13 @@ fn default_resolve_after() -> Duration {
 fn example() -> serde_json::Value {
     serde_json::json!({
         "inputs": ["flows"],
-        "file": "../plugins/port-scan.rhai",
+        "file": "scripts/port-scan.rhai",
         "max_operations": 100_000,
         "timeout": "50ms",
         "state": true,
         "max_state_keys": 100_000,
         "alert": {"severity": "high", "title": "port scan"}
     })
-}
-
-/// `base/file` without `.` and `..` steps where they can be dropped.
-pub(super) fn resolve(base: &Path, file: &str) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in base.join(file).components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                let last_is_normal =
-                    matches!(out.components().next_back(), Some(Component::Normal(_)));
-                if last_is_normal {
-                    out.pop();
-                } else {
-                    out.push("..");
-                }
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 impl ScriptConfig {
@@ -202,7 +181,13 @@ impl ScriptConfig {
                 "max_state_keys must be greater than zero",
             );
         }
-        let path = resolve(&p.base_dir, &self.file);
+        let path = match confine(&p.base_dir, &self.file) {
+            Ok(path) => path,
+            Err(e) => {
+                p.error("/file", codes::OUTSIDE_DIR, format!("script {e}"));
+                return;
+            }
+        };
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
@@ -230,7 +215,7 @@ impl ScriptConfig {
 
     /// Builds the running stage: reads and compiles the script, restores the state.
     pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
-        let path = resolve(&cx.base_dir, &self.file);
+        let path = confine(&cx.base_dir, &self.file).map_err(|e| format!("script {e}"))?;
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read the script `{}`: {e}", path.display()))?;
         let mut stage = ScriptStage::new(self, cx, &path, &text)?;
@@ -238,26 +223,5 @@ impl ScriptConfig {
             stage.restore(&saved);
         }
         Ok(Box::new(stage))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resolve_drops_dot_steps() {
-        assert_eq!(
-            resolve(Path::new("tests/fixtures/invalid"), "../plugins/x.rhai"),
-            PathBuf::from("tests/fixtures/plugins/x.rhai")
-        );
-        assert_eq!(
-            resolve(Path::new(""), "../x.rhai"),
-            PathBuf::from("../x.rhai")
-        );
-        assert_eq!(
-            resolve(Path::new("/p"), "/abs/./x.rhai"),
-            PathBuf::from("/abs/x.rhai")
-        );
     }
 }

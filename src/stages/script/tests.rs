@@ -264,18 +264,47 @@ fn plugins() -> PathBuf {
 }
 
 fn port_scan() -> Box<dyn Stage> {
+    // As the plugins' README says: the script copied beside the pipelines.
+    let pipelines = tempfile::tempdir().unwrap();
+    std::fs::create_dir(pipelines.path().join("scripts")).unwrap();
+    std::fs::copy(
+        plugins().join("port-scan.rhai"),
+        pipelines.path().join("scripts/port-scan.rhai"),
+    )
+    .unwrap();
     let cfg: ScriptConfig = serde_json::from_value(json!({
         "inputs": ["flows"],
-        "file": "../plugins/port-scan.rhai"
+        "file": "scripts/port-scan.rhai"
     }))
     .unwrap();
-    let pipelines = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines");
-    let mut p = crate::diagnostic::Problems::in_dir(&pipelines);
+    let mut p = crate::diagnostic::Problems::in_dir(pipelines.path());
     cfg.check(&mut p);
     assert!(!p.has_errors(), "{:?} {:?}", p.items, p.external);
-    assert!(plugins().join("port-scan.rhai").exists());
-    cfg.build(&cx(&pipelines, Arc::new(Store::in_memory().unwrap())))
+    cfg.build(&cx(pipelines.path(), Arc::new(Store::in_memory().unwrap())))
         .expect("builds")
+}
+
+/// Issue "Hostile input": `file:` stays inside the pipeline file's directory.
+#[test]
+fn a_script_outside_the_pipeline_directory_is_refused() {
+    let pipelines = tempfile::tempdir().unwrap();
+    for file in ["../plugins/port-scan.rhai", "/etc/passwd"] {
+        let cfg: ScriptConfig =
+            serde_json::from_value(json!({"inputs": ["flows"], "file": file})).unwrap();
+        let mut p = crate::diagnostic::Problems::in_dir(pipelines.path());
+        cfg.check(&mut p);
+        assert_eq!(p.items.len(), 1, "{file}: {:?}", p.items);
+        assert_eq!(p.items[0].pointer, "/file");
+        assert_eq!(p.items[0].code, crate::diagnostic::codes::OUTSIDE_DIR);
+        assert!(p.items[0].message.starts_with(&format!("script `{file}`")));
+        let Err(e) = cfg.build(&cx(pipelines.path(), Arc::new(Store::in_memory().unwrap()))) else {
+            panic!("{file} built");
+        };
+        assert!(
+            e.to_string().contains("outside") || e.to_string().contains("`..`"),
+            "{e}"
+        );
+    }
 }
 
 fn flow(src: &str, port: u16, secs: i64) -> Arc<Event> {

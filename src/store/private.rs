@@ -1,0 +1,165 @@
+//! What vigil keeps under `state_dir` (raw events, the outbox, checkpoints) is its user's
+//! only: directories mode 0700, files mode 0600. Created so, and tightened (with a log
+//! line saying what changed) when they were made looser before.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
+
+/// The mode of the directories vigil makes under `state_dir` (and of `state_dir`).
+pub const DIR_MODE: u32 = 0o700;
+/// The mode of the files vigil makes under `state_dir`.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Makes `dir` (and the parents it lacks) with mode 0700; an existing `dir` that group
+/// or others may use is tightened to 0700 (logged) — unless it is a shared directory
+/// (sticky bit, like `/tmp`), which is left as it is with a warning.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, DIR_MODE);
+    builder.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir)?.permissions().mode() & 0o7777;
+        if mode & 0o077 == 0 {
+            return Ok(());
+        }
+        if mode & 0o1000 != 0 {
+            tracing::warn!(
+                path = %dir.display(),
+                mode = format!("{mode:04o}"),
+                "a directory of vigil's state is shared (sticky bit): left as it is; give state_dir a directory of its own"
+            );
+            return Ok(());
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))?;
+        tracing::warn!(
+            path = %dir.display(),
+            from = format!("{mode:04o}"),
+            to = format!("{DIR_MODE:04o}"),
+            "a directory of vigil's state was open to other users: its mode is now 0700"
+        );
+    }
+    Ok(())
+}
+
+/// Tightens the existing file `path` to mode 0600 when group or others may use it
+/// (logged); nothing when there is no such file.
+pub fn private_file(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if !meta.is_file() || mode & 0o077 == 0 {
+            return Ok(());
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE))?;
+        tracing::warn!(
+            path = %path.display(),
+            from = format!("{mode:04o}"),
+            to = format!("{FILE_MODE:04o}"),
+            "a file of vigil's state was open to other users: its mode is now 0600"
+        );
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Opens `path` to append to it, made with mode 0600 when missing (an existing file is
+/// tightened, see [`private_file`]).
+pub fn open_append(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, FILE_MODE);
+    let file = options.open(path)?;
+    private_file(path)?;
+    Ok(file)
+}
+
+/// Makes the file `path` with mode 0600 if it is missing; an existing one is not opened
+/// (closing a file this process opened drops the SQLite locks it holds on it), only
+/// tightened (see [`private_file`]).
+pub fn touch(path: &Path) -> io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.create_new(true).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, FILE_MODE);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => private_file(path),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `text` to the file `path` (mode 0600) through a temporary file beside it, so a
+/// reader sees the old text or the new.
+pub fn write_replace(path: &Path, text: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("part");
+    let mut options = OpenOptions::new();
+    options.create(true).write(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, FILE_MODE);
+    let mut file = options.open(&tmp)?;
+    private_file(&tmp)?;
+    file.write_all(text)?;
+    drop(file);
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn new_directories_and_files_are_private_and_old_ones_are_tightened() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("a/state");
+        private_dir(&state).unwrap();
+        assert_eq!(mode(&state), 0o700);
+        let log = state.join("x.jsonl");
+        open_append(&log).unwrap();
+        assert_eq!(mode(&log), 0o600);
+
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
+        private_dir(&state).unwrap();
+        open_append(&log).unwrap();
+        assert_eq!((mode(&state), mode(&log)), (0o700, 0o600));
+
+        let db = state.join("db");
+        std::fs::write(&db, "kept").unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o664)).unwrap();
+        touch(&db).unwrap();
+        assert_eq!(mode(&db), 0o600);
+        assert_eq!(std::fs::read_to_string(&db).unwrap(), "kept");
+
+        let clock = state.join("clock");
+        write_replace(&clock, b"t").unwrap();
+        assert_eq!(mode(&clock), 0o600);
+    }
+
+    #[test]
+    fn a_shared_directory_is_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        private_dir(dir.path()).unwrap();
+        assert_eq!(mode(dir.path()), 0o1777);
+    }
+}
