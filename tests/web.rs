@@ -1154,10 +1154,13 @@ async fn five_hundred_idle_connections_leave_the_health_check_answering() {
     })
     .await
     .expect("start");
-    let addr = authority(&v);
+    let addr: std::net::SocketAddr = authority(&v).parse().expect("address");
     let idle = tokio::task::spawn_blocking(move || {
         (0..500)
-            .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+            .map(|i| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("connection {i}: {e} (vigil stopped accepting)"))
+            })
             .collect::<Vec<_>>()
     })
     .await
