@@ -224,8 +224,8 @@ fn router(state: AppState) -> Router {
     hardened(app, state.stats.clone(), state.limits)
 }
 
-/// The layers every answer goes through, outermost last: refusals counted and told in
-/// JSON, security headers, and a panic answered 500.
+/// The layers every answer goes through, outermost last: a panic answered 500, refusals
+/// counted and told in JSON, security headers.
 fn hardened(app: Router, stats: Arc<WebStats>, limits: RequestLimits) -> Router {
     let on_panic = {
         let stats = stats.clone();
@@ -246,20 +246,20 @@ fn hardened(app: Router, stats: Arc<WebStats>, limits: RequestLimits) -> Router 
     let header = |name: HeaderName, value: &'static str| {
         SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
     };
-    app.layer(middleware::from_fn_with_state(
-        (stats, limits),
-        told_in_json,
-    ))
-    .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-    .layer(header(header::X_FRAME_OPTIONS, "DENY"))
-    .layer(header(header::REFERRER_POLICY, "no-referrer"))
-    // The API's answers are data, never a page: nothing may load from them. The
-    // dashboard's files carry their own policy (see `dashboard`).
-    .layer(header(
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; frame-ancestors 'none'",
-    ))
-    .layer(CatchPanicLayer::custom(on_panic))
+    app.layer(CatchPanicLayer::custom(on_panic))
+        .layer(middleware::from_fn_with_state(
+            (stats, limits),
+            told_in_json,
+        ))
+        .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(header(header::REFERRER_POLICY, "no-referrer"))
+        // The API's answers are data, never a page: nothing may load from them. The
+        // dashboard's files carry their own policy (see `dashboard`).
+        .layer(header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
@@ -804,6 +804,75 @@ async fn metrics_route(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("on purpose")
+    }
+
+    async fn slow() -> &'static str {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        "late"
+    }
+
+    /// The outer layers: a panic is answered 500, a request past its time 408, a body past
+    /// its size 413, each in JSON naming what to change, counted, with the security
+    /// headers.
+    #[tokio::test]
+    async fn panics_timeouts_and_large_bodies_are_answered_in_json_and_counted() {
+        let stats = Arc::new(WebStats::default());
+        let limits = RequestLimits {
+            max_body_bytes: 16,
+            request_timeout: Duration::from_millis(100),
+        };
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .route("/slow", get(slow))
+            .route("/echo", post(|body: String| async move { body }))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                limits.request_timeout,
+            ))
+            .layer(RequestBodyLimitLayer::new(limits.max_body_bytes));
+        let app = hardened(app, stats.clone(), limits);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        for (method, path, status, says) in [
+            ("GET", "/boom", 500, "a bug"),
+            ("GET", "/slow", 408, "web.request_timeout (100ms)"),
+            ("POST", "/echo", 413, "web.max_body_bytes (16 bytes)"),
+        ] {
+            let req = match method {
+                "GET" => client.get(format!("http://{addr}{path}")),
+                _ => client
+                    .post(format!("http://{addr}{path}"))
+                    .body("x".repeat(100)),
+            };
+            let resp = req.send().await.expect("answer");
+            assert_eq!(resp.status().as_u16(), status, "{path}");
+            let h = resp.headers();
+            assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+            assert_eq!(h[header::X_FRAME_OPTIONS], "DENY", "{path}");
+            assert_eq!(h[header::REFERRER_POLICY], "no-referrer", "{path}");
+            let body: serde_json::Value = resp.json().await.expect("JSON");
+            let message = body["error"].as_str().expect("error");
+            assert!(message.contains(says), "{path}: {message}");
+        }
+        let counts = stats.counts();
+        assert_eq!(counts.panics, 1);
+        let refused = |reason: &str| {
+            counts
+                .refused
+                .iter()
+                .find(|(r, _)| *r == reason)
+                .map(|(_, n)| *n)
+        };
+        assert_eq!(refused("request_timeout"), Some(1));
+        assert_eq!(refused("body_too_large"), Some(1));
+    }
 
     /// The OpenAPI description in `schemas/` lists exactly the routes served.
     #[test]
