@@ -992,7 +992,33 @@ async fn a_request_naming_another_host_is_refused() {
         .await
         .expect("answer");
     assert_eq!(resp.status().as_u16(), 200, "health checks answer any name");
-    assert_eq!(refused(&base, "host").await, 4.0);
+    // An absolute request target names a host too; a request naming none is refused.
+    let addr = authority(&v);
+    let answers = tokio::task::spawn_blocking(move || {
+        [
+            format!("GET http://evil.example/api/v1/alerts HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+            "GET /api/v1/alerts HTTP/1.0\r\n\r\n".to_string(),
+        ]
+        .map(|request| {
+            use std::io::Read;
+            let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+            s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+            s.write_all(request.as_bytes()).expect("write");
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).expect("answer");
+            answer
+        })
+    })
+    .await
+    .expect("raw requests");
+    assert!(answers[0].starts_with("HTTP/1.1 421"), "{}", answers[0]);
+    assert!(answers[1].starts_with("HTTP/1.0 421"), "{}", answers[1]);
+    assert!(
+        answers[1].contains("send a `Host` header"),
+        "{}",
+        answers[1]
+    );
+    assert_eq!(refused(&base, "host").await, 6.0);
     drop(v);
 }
 

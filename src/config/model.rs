@@ -250,8 +250,9 @@ pub struct WebConfig {
     #[serde(default = "default_request_timeout")]
     pub request_timeout: Duration,
     /// A connection with no byte going either way for this long is closed (a client that
-    /// stopped reading its answer or sending its body); the live stream sends a comment
-    /// every 15 seconds, so keep this above that. Default: `60s`.
+    /// stopped reading its answer or sending its body). Keep it above `request_timeout`
+    /// (a slow request then gets its 408) and above 15 seconds (the live stream sends a
+    /// comment that often). Default: `60s`.
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout: Duration,
     /// The largest request body, in bytes: 413 beyond it. Default: 65536 (64 KiB).

@@ -170,6 +170,13 @@ pub async fn serve(
         header_read_timeout: cfg.header_read_timeout.get(),
         idle_timeout: cfg.idle_timeout.get(),
     };
+    if limits.idle_timeout <= cfg.request_timeout.get() {
+        tracing::warn!(
+            idle_timeout = %cfg.idle_timeout,
+            request_timeout = %cfg.request_timeout,
+            "web: idle_timeout is not above request_timeout: a slow request is cut without an answer (raise web.idle_timeout)"
+        );
+    }
     let task = tokio::spawn(server::run(listener, app, limits, stats, shutdown));
     tracing::info!(address = %addr, url = %format!("http://{addr}/"), "web: listening");
     Ok(Server { addr, task })
@@ -315,20 +322,24 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     let path = req.uri().path();
     let health = matches!(path, "/healthz" | "/readyz");
     if !health {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()));
-        if !host.is_some_and(|h| state.hosts.allows(h)) {
+        let header_host = req.headers().get(header::HOST).map(|v| v.to_str());
+        // An absolute request target (`GET http://name/ HTTP/1.1`) names a host too.
+        let names = [header_host, req.uri().authority().map(|a| Ok(a.as_str()))];
+        let refused = match names {
+            [None, None] => Some("send a `Host` header naming this server".to_string()),
+            _ => names.into_iter().flatten().find_map(|name| match name {
+                Ok(h) if state.hosts.allows(h) => None,
+                other => {
+                    let named: String = other.unwrap_or("").chars().take(100).collect();
+                    Some(format!(
+                        "vigil does not answer to the name `{named}`: open it at its web.listen address or public_url, or add the name to web.allowed_hosts (a request naming another host may come from a web page rebinding its DNS name)"
+                    ))
+                }
+            }),
+        };
+        if let Some(message) = refused {
             state.stats.refuse(Refusal::Host);
-            let named: String = host.unwrap_or("").chars().take(100).collect();
-            return error(
-                StatusCode::MISDIRECTED_REQUEST,
-                &format!(
-                    "vigil does not answer to the name `{named}`: open it at its web.listen address or public_url, or add the name to web.allowed_hosts (a request naming another host may come from a web page rebinding its DNS name)"
-                ),
-            );
+            return error(StatusCode::MISDIRECTED_REQUEST, &message);
         }
     }
     let Some(token) = &state.token else {
