@@ -1315,3 +1315,39 @@ async fn the_stream_takes_a_percent_encoded_base64_token() {
     assert_eq!(refused, 1.0);
     drop(v);
 }
+
+/// The live stream outlives `web.request_timeout` (1 s here): it stays open past it and
+/// still delivers what happens after.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_stream_outlives_the_request_timeout() {
+    use futures::StreamExt;
+    let mut v = tokio::task::spawn_blocking(|| {
+        start("  listen: 127.0.0.1:0\n  request_timeout: 1s\n", &[])
+    })
+    .await
+    .expect("start");
+    let resp = reqwest::Client::new()
+        .get(format!("{}/api/v1/stream?type=event", v.base))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut body = resp.bytes_stream();
+    // Nothing happens for twice the request timeout: the stream neither ends nor fails.
+    let quiet = tokio::time::timeout(Duration::from_secs(2), body.next()).await;
+    assert!(quiet.is_err(), "the stream ended or sent: {quiet:?}");
+    v.send(&[json!({"src": "10.9.9.9", "port": 22, "marker": "late-1", "timestamp": "2026-11-21T10:00:09Z"})]);
+    let mut seen = String::new();
+    let found = tokio::time::timeout(DEADLINE, async {
+        while let Some(chunk) = body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+            if seen.contains("late-1") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "{seen}");
+    drop(v);
+}
