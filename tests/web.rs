@@ -1176,7 +1176,13 @@ async fn a_slow_client_is_cut_off() {
 #[tokio::test(flavor = "multi_thread")]
 async fn five_hundred_idle_connections_leave_the_health_check_answering() {
     let v = tokio::task::spawn_blocking(|| {
-        start_limited("  listen: 127.0.0.1:0\n", None, &[], Some(256))
+        // Long timeouts: the idle connections must still be open when /healthz is asked.
+        start_limited(
+            "  listen: 127.0.0.1:0\n  header_read_timeout: 60s\n  idle_timeout: 120s\n",
+            None,
+            &[],
+            Some(256),
+        )
     })
     .await
     .expect("start");
