@@ -1164,3 +1164,74 @@ async fn the_demo_dashboard_shows_a_mailed_alert() {
     .await;
     page.close().await;
 }
+
+/// A token made by `openssl rand -base64 32` (`+`, `/` and `=` in it), typed into the
+/// Token dialog: the live stream connects with it (the page percent-encodes it in
+/// `?token=`, the server decodes it) and shows an event written to vigil, under the
+/// security headers and without a Content-Security-Policy violation.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_stream_connects_with_a_base64_token() {
+    const TOKEN: &str = "q+Vx/3kZ0Hn8yW1e+T4m/RbL9oPz7cJ2uA6sD5fGh0E=";
+    let mut v = tokio::task::spawn_blocking(|| {
+        start_env(
+            "  token: ${VIGIL_WEB_TOKEN}\n",
+            "    type: file\n    path: {dir}/out.jsonl\n",
+            &[("VIGIL_WEB_TOKEN", TOKEN)],
+        )
+    })
+    .await
+    .expect("start");
+    let page = Page::open("stream-base64-token", &format!("{}/#/stream", v.base)).await;
+    // Any policy violation from here on is recorded.
+    page.js(
+        "window.__csp = []; document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI)); return true;",
+        vec![],
+    )
+    .await;
+    page.wait(
+        "the Token button",
+        "return document.querySelector('#token-btn') !== null;",
+        vec![],
+    )
+    .await;
+    page.click("#token-btn").await;
+    page.client
+        .find(Locator::Css("#token-input"))
+        .await
+        .expect("token input")
+        .send_keys(TOKEN)
+        .await
+        .expect("type the token");
+    page.click("#token-form button[value=save]").await;
+    page.wait(
+        "the stream to connect with the token",
+        "return document.querySelector('#s-status')?.dataset.state === 'live';",
+        vec![],
+    )
+    .await;
+    v.send(&[event("probe-b64", 1)]);
+    page.wait(
+        "the event on the stream",
+        "return [...document.querySelectorAll('#stream-rows tr.stream-event')].some(r => r.textContent.includes('\"src\":\"probe-b64\"'));",
+        vec![],
+    )
+    .await;
+    // The page itself came with the headers that keep it out of frames and sniffing.
+    let headers = page
+        .js(
+            "return fetch('/').then(r => ['x-frame-options', 'x-content-type-options', 'referrer-policy', 'content-security-policy'].map(h => r.headers.get(h)));",
+            vec![],
+        )
+        .await;
+    assert_eq!(headers[0], "DENY", "{headers}");
+    assert_eq!(headers[1], "nosniff", "{headers}");
+    assert_eq!(headers[2], "no-referrer", "{headers}");
+    let csp = headers[3].as_str().expect("a policy");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(
+        page.js("return window.__csp;", vec![]).await,
+        json!([]),
+        "policy violations"
+    );
+    page.close().await;
+}

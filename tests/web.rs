@@ -45,6 +45,17 @@ type Custom<'a> = &'a dyn Fn(&std::path::Path) -> (String, String);
 
 /// [`start`] with extra settings lines after `web:` and another pipeline.
 fn start_with(web: &str, custom: Option<Custom<'_>>, env: &[(&str, &str)]) -> Vigil {
+    start_limited(web, custom, env, None)
+}
+
+/// [`start_with`], with the soft open-file limit lowered to `soft_nofile` (as a shell's
+/// `ulimit -Sn` does; the hard limit stays).
+fn start_limited(
+    web: &str,
+    custom: Option<Custom<'_>>,
+    env: &[(&str, &str)],
+    soft_nofile: Option<u32>,
+) -> Vigil {
     let dir = tempfile::tempdir().expect("temp");
     let pipes = dir.path().join("pipelines");
     std::fs::create_dir(&pipes).expect("mkdir");
@@ -61,7 +72,16 @@ fn start_with(web: &str, custom: Option<Custom<'_>>, env: &[(&str, &str)]) -> Vi
     )
     .expect("write");
     std::fs::write(pipes.join("p.yaml"), p).expect("write");
-    let mut cmd = Command::new(bin());
+    let mut cmd = match soft_nofile {
+        None => Command::new(bin()),
+        Some(n) => {
+            let mut c = Command::new("bash");
+            c.arg("-c")
+                .arg(format!("ulimit -Sn {n} && exec \"$0\" \"$@\""))
+                .arg(bin());
+            c
+        }
+    };
     cmd.args(["--log-format", "json", "run", "--no-watch", "--pipelines"])
         .arg(&pipes)
         .stdin(Stdio::piped())
@@ -834,5 +854,506 @@ async fn run_once_polls_now() {
     }
     let _ = sim.kill();
     let _ = sim.wait();
+    drop(v);
+}
+
+// ---- hostile clients ----------------------------------------------------------------------
+
+/// `host:port` of a started vigil.
+fn authority(v: &Vigil) -> String {
+    v.base.trim_start_matches("http://").to_string()
+}
+
+/// A sample of `/metrics` (asked with a 10-second limit: a server that stopped answering
+/// fails the test instead of hanging it).
+async fn metric(base: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
+    metric_with(base, None, name, label).await
+}
+
+/// [`metric`], sending `token`.
+async fn metric_with(
+    base: &str,
+    token: Option<&str>,
+    name: &str,
+    label: Option<(&str, &str)>,
+) -> f64 {
+    let mut req = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+        .get(format!("{base}/metrics"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let body = req
+        .send()
+        .await
+        .expect("vigil answers /metrics")
+        .text()
+        .await
+        .expect("body");
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("Prometheus text format");
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+            _ => f64::NAN,
+        })
+        .unwrap_or_else(|| panic!("no {name} {label:?} in:\n{body}"))
+}
+
+async fn refused(base: &str, reason: &str) -> f64 {
+    metric(base, "vigil_web_refused_total", Some(("reason", reason))).await
+}
+
+/// Whether the server closes `stream` (end of file or a reset) before `limit`.
+fn closed_within(stream: &mut std::net::TcpStream, limit: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(limit)).expect("timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            // An answer (there should be none): read on to the end.
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// DNS rebinding: a page whose name resolves to 127.0.0.1 sends its own name as `Host`; it
+/// is refused (421, saying which setting to change) and counted. The loopback names with
+/// the port, `public_url` and `web.allowed_hosts` are served; the health checks answer to
+/// any name. Every answer carries the security headers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_naming_another_host_is_refused() {
+    let v = tokio::task::spawn_blocking(|| {
+        start_with(
+            "  listen: 127.0.0.1:0\n  allowed_hosts: [vigil.test]\n",
+            Some(&|dir: &std::path::Path| {
+                (
+                    "public_url: https://vigil.example.com\n".into(),
+                    pipeline(&dir.join("out.jsonl"), 22),
+                )
+            }),
+            &[],
+        )
+    })
+    .await
+    .expect("start");
+    let base = v.base.clone();
+    let port = base.rsplit(':').next().expect("port").to_string();
+    let client = reqwest::Client::new();
+    let ask = |host: String, path: &str| {
+        client
+            .get(format!("{base}{path}"))
+            .header("host", host)
+            .send()
+    };
+    for host in [
+        "evil.example".to_string(),
+        format!("evil.example:{port}"),
+        format!("127.0.0.1.evil.example:{port}"),
+        format!("localhost:{}", port.parse::<u16>().expect("port") ^ 1),
+    ] {
+        let resp = ask(host.clone(), "/api/v1/alerts").await.expect("answer");
+        assert_eq!(resp.status().as_u16(), 421, "{host}");
+        assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(resp.headers()["x-frame-options"], "DENY");
+        let body: Value = resp.json().await.expect("JSON");
+        let message = body["error"].as_str().expect("error");
+        assert!(message.contains("web.allowed_hosts"), "{message}");
+    }
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        "vigil.test".to_string(),
+        "vigil.example.com".to_string(),
+    ] {
+        let resp = ask(host.clone(), "/api/v1/alerts").await.expect("answer");
+        assert_eq!(resp.status().as_u16(), 200, "{host}");
+        let h = resp.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .expect("ascii")
+                .contains("frame-ancestors 'none'")
+        );
+    }
+    let resp = ask("evil.example".into(), "/healthz")
+        .await
+        .expect("answer");
+    assert_eq!(resp.status().as_u16(), 200, "health checks answer any name");
+    // An absolute request target names a host too; a request naming none is refused.
+    let addr = authority(&v);
+    let answers = tokio::task::spawn_blocking(move || {
+        [
+            format!("GET http://evil.example/api/v1/alerts HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+            "GET /api/v1/alerts HTTP/1.0\r\n\r\n".to_string(),
+        ]
+        .map(|request| {
+            use std::io::Read;
+            let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+            s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+            s.write_all(request.as_bytes()).expect("write");
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).expect("answer");
+            answer
+        })
+    })
+    .await
+    .expect("raw requests");
+    assert!(answers[0].starts_with("HTTP/1.1 421"), "{}", answers[0]);
+    assert!(answers[1].starts_with("HTTP/1.0 421"), "{}", answers[1]);
+    assert!(
+        answers[1].contains("send a `Host` header"),
+        "{}",
+        answers[1]
+    );
+    assert_eq!(refused(&base, "host").await, 6.0);
+    drop(v);
+}
+
+/// Without a token, a form another site's page posts to `/api/v1/reload` or
+/// `/api/v1/run-once` is refused (403) and counted; the dashboard's own requests (same
+/// origin) and tools that send no `Origin` (curl) are served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cross_origin_change_without_a_token_is_refused() {
+    let v = tokio::task::spawn_blocking(|| start("  listen: 127.0.0.1:0\n", &[]))
+        .await
+        .expect("start");
+    let base = v.base.clone();
+    let port: u16 = base
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .parse()
+        .expect("port");
+    let client = reqwest::Client::new();
+    let post = |path: &str, headers: Vec<(&'static str, String)>| {
+        let mut req = client.post(format!("{base}{path}"));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    for (path, headers) in [
+        (
+            "/api/v1/reload",
+            vec![("origin", "http://evil.example".to_string())],
+        ),
+        (
+            "/api/v1/run-once",
+            vec![("origin", "http://evil.example".to_string())],
+        ),
+        // Another port of this machine is another origin.
+        (
+            "/api/v1/reload",
+            vec![("origin", format!("http://127.0.0.1:{}", port ^ 1))],
+        ),
+        (
+            "/api/v1/reload",
+            vec![("sec-fetch-site", "cross-site".to_string())],
+        ),
+    ] {
+        let resp = post(path, headers.clone()).await.expect("answer");
+        assert_eq!(resp.status().as_u16(), 403, "{path} {headers:?}");
+        let body: Value = resp.json().await.expect("JSON");
+        assert!(
+            body["error"].as_str().expect("error").contains("web.token"),
+            "{body}"
+        );
+    }
+    let same_origin = post(
+        "/api/v1/reload",
+        vec![
+            ("origin", format!("http://127.0.0.1:{port}")),
+            ("sec-fetch-site", "same-origin".to_string()),
+        ],
+    )
+    .await
+    .expect("answer");
+    assert_eq!(same_origin.status().as_u16(), 200);
+    let curl = post("/api/v1/reload", vec![]).await.expect("answer");
+    assert_eq!(curl.status().as_u16(), 200);
+    let curl = post("/api/v1/run-once", vec![]).await.expect("answer");
+    assert_eq!(curl.status().as_u16(), 202);
+    assert_eq!(refused(&base, "origin").await, 4.0);
+    drop(v);
+}
+
+/// A 10 MB body to `POST /api/v1/silences` gets 413 (with a length, and streamed without
+/// one), saying which setting bounds it; a small one is still created.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_past_max_body_bytes_gets_413() {
+    let v = tokio::task::spawn_blocking(|| start("  listen: 127.0.0.1:0\n", &[]))
+        .await
+        .expect("start");
+    let base = v.base.clone();
+    let client = reqwest::Client::new();
+    let url = format!("{base}/api/v1/silences");
+    let mut big = b"{\"comment\": \"".to_vec();
+    big.resize(10 * 1024 * 1024, b'x');
+    let resp = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status().as_u16(), 413);
+    let body: Value = resp.json().await.expect("JSON");
+    assert!(
+        body["error"]
+            .as_str()
+            .expect("error")
+            .contains("web.max_body_bytes"),
+        "{body}"
+    );
+    // Without a length: read up to the limit, then refused.
+    let chunks = (0..160).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 65536])));
+    let resp = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status().as_u16(), 413);
+    let resp = client
+        .post(&url)
+        .json(&json!({"matchers": [{"field": "group.src", "value": "b"}], "duration": "1h"}))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status().as_u16(), 201);
+    assert_eq!(refused(&base, "body_too_large").await, 2.0);
+    drop(v);
+}
+
+/// A client that sends part of a request and stalls, and one that sends nothing, are
+/// disconnected after `web.header_read_timeout` (1 s here), and counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_client_is_cut_off() {
+    let v = tokio::task::spawn_blocking(|| {
+        start("  listen: 127.0.0.1:0\n  header_read_timeout: 1s\n", &[])
+    })
+    .await
+    .expect("start");
+    let addr = authority(&v);
+    tokio::task::spawn_blocking(move || {
+        let mut slow = std::net::TcpStream::connect(&addr).expect("connect");
+        slow.write_all(b"GET /api/v1/alerts HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: 1")
+            .expect("write");
+        let mut idle = std::net::TcpStream::connect(&addr).expect("connect");
+        assert!(
+            closed_within(&mut slow, DEADLINE),
+            "a stalled request stays open"
+        );
+        assert!(
+            closed_within(&mut idle, DEADLINE),
+            "an idle connection stays open"
+        );
+    })
+    .await
+    .expect("slow clients");
+    assert_eq!(refused(&v.base, "header_timeout").await, 2.0);
+    drop(v);
+}
+
+/// Idle connections no longer stop the server: 500 of them, opened where the soft
+/// open-file limit is 256 (macOS's default, some containers), used to exhaust the process's
+/// file descriptors; `accept` then failed for ever and `/healthz` went dark. vigil now
+/// raises the limit for its connections and keeps all 500 open while it answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn five_hundred_idle_connections_leave_the_health_check_answering() {
+    let v = tokio::task::spawn_blocking(|| {
+        // Long timeouts: the idle connections must still be open when /healthz is asked.
+        start_limited(
+            "  listen: 127.0.0.1:0\n  header_read_timeout: 60s\n  idle_timeout: 120s\n",
+            None,
+            &[],
+            Some(256),
+        )
+    })
+    .await
+    .expect("start");
+    let addr: std::net::SocketAddr = authority(&v).parse().expect("address");
+    let idle = tokio::task::spawn_blocking(move || {
+        (0..500)
+            .map(|i| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("connection {i}: {e} (vigil stopped accepting)"))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("connections");
+    // vigil holds them all...
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let open = metric(&v.base, "vigil_web_connections_open", None).await;
+        if open >= 500.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{open} connections open"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...and still answers.
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+        .get(format!("{}/healthz", v.base))
+        .send()
+        .await
+        .expect("/healthz answers");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(refused(&v.base, "max_connections").await, 0.0);
+    assert!(
+        v.all_logs().contains("web: raised the open-file limit"),
+        "{}",
+        v.all_logs()
+    );
+    drop(idle);
+    drop(v);
+}
+
+/// Beyond `web.max_connections` a connection is closed at once and counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_beyond_max_connections_are_closed_and_counted() {
+    let v =
+        tokio::task::spawn_blocking(|| start("  listen: 127.0.0.1:0\n  max_connections: 3\n", &[]))
+            .await
+            .expect("start");
+    let addr = authority(&v);
+    tokio::task::spawn_blocking(move || {
+        let held: Vec<_> = (0..3)
+            .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+            .collect();
+        // One more: closed without an answer (the three may not all be taken yet: retry
+        // until one is refused).
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            let mut extra = std::net::TcpStream::connect(&addr).expect("connect");
+            if closed_within(&mut extra, Duration::from_millis(500)) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a 4th connection stays open"
+            );
+        }
+        drop(held);
+    })
+    .await
+    .expect("connections");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        // The three closed by this side free their slots.
+        let ok = reqwest::get(format!("{}/healthz", v.base))
+            .await
+            .is_ok_and(|r| r.status().as_u16() == 200);
+        if ok {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no slot freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused(&v.base, "max_connections").await >= 1.0);
+    drop(v);
+}
+
+/// A token made by `openssl rand -base64 32` (with `+`, `/` and `=`) works in the live
+/// stream's `?token=` once percent-encoded (as the dashboard sends it); left unencoded,
+/// its `+` means a space and it does not match.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stream_takes_a_percent_encoded_base64_token() {
+    const B64: &str = "q+Vx/3kZ0Hn8yW1e+T4m/RbL9oPz7cJ2uA6sD5fGh0E=";
+    let v = tokio::task::spawn_blocking(|| {
+        start(
+            "  listen: 127.0.0.1:0\n  token: ${VIGIL_WEB_TOKEN}\n",
+            &[("VIGIL_WEB_TOKEN", B64)],
+        )
+    })
+    .await
+    .expect("start");
+    let base = v.base.clone();
+    let encoded = B64
+        .replace('+', "%2B")
+        .replace('/', "%2F")
+        .replace('=', "%3D");
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/api/v1/stream?type=event&token={encoded}"))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resp.status().as_u16(), 200);
+    drop(resp);
+    assert_eq!(
+        get(&format!("{base}/api/v1/stream?token={B64}"), None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        get(&format!("{base}/api/v1/pipelines"), Some(B64)).await.0,
+        200
+    );
+    let refused = metric_with(
+        &base,
+        Some(B64),
+        "vigil_web_refused_total",
+        Some(("reason", "token")),
+    )
+    .await;
+    assert_eq!(refused, 1.0);
+    drop(v);
+}
+
+/// The live stream outlives `web.request_timeout` (1 s here): it stays open past it and
+/// still delivers what happens after.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_live_stream_outlives_the_request_timeout() {
+    use futures::StreamExt;
+    let mut v = tokio::task::spawn_blocking(|| {
+        start("  listen: 127.0.0.1:0\n  request_timeout: 1s\n", &[])
+    })
+    .await
+    .expect("start");
+    let resp = reqwest::Client::new()
+        .get(format!("{}/api/v1/stream?type=event", v.base))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut body = resp.bytes_stream();
+    // Nothing happens for twice the request timeout: the stream neither ends nor fails.
+    let quiet = tokio::time::timeout(Duration::from_secs(2), body.next()).await;
+    assert!(quiet.is_err(), "the stream ended or sent: {quiet:?}");
+    v.send(&[json!({"src": "10.9.9.9", "port": 22, "marker": "late-1", "timestamp": "2026-11-21T10:00:09Z"})]);
+    let mut seen = String::new();
+    let found = tokio::time::timeout(DEADLINE, async {
+        while let Some(chunk) = body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+            if seen.contains("late-1") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(found, Ok(true), "{seen}");
     drop(v);
 }

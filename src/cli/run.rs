@@ -90,6 +90,7 @@ pub(super) fn run_on(
         let _web = if config.settings.web.enabled {
             match vigil::web::serve(
                 &config.settings.web,
+                &config.settings.public_url,
                 topology.reloader(),
                 driver.clone(),
                 token.clone(),

@@ -215,12 +215,52 @@ pub struct WebConfig {
     pub listen: String,
     /// The bearer token clients must send (`Authorization: Bearer …`), from the
     /// environment (`${VIGIL_WEB_TOKEN}`). Use this or `token_file`. `/healthz` and
-    /// `/readyz` need none.
+    /// `/readyz` need none. Without one (loopback only), a request that changes something
+    /// (`POST`, `DELETE`) sent by a web page of another origin (its `Origin` or
+    /// `Sec-Fetch-Site` says so) is refused with 403; tools that send no `Origin` (curl)
+    /// are served.
     #[serde(default)]
     pub token: Option<crate::pce::client::Secret>,
     /// A file holding the bearer token.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// More names the server answers to, besides `listen` and `public_url`: a request whose
+    /// `Host` is none of them gets 421 (a web page on another name cannot read the API
+    /// through DNS rebinding). `vigil.example.com` allows any port, `vigil.example.com:8080`
+    /// that port only, `[fd00::5]:5001` an IPv6 address; `*` allows any `Host` (and gives
+    /// up that protection). A loopback `listen` always answers to `localhost`, `127.0.0.1`
+    /// and `[::1]` with its port; a `listen` on every address (`0.0.0.0`) to any IP address
+    /// with its port. Default: none.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// The most connections open at once; one more is closed at once and counted as
+    /// `vigil_web_refused_total{reason="max_connections"}`. vigil raises its soft
+    /// open-file limit to make room for them, and serves fewer when the hard limit is too
+    /// low (a warning says so). Default: 1024.
+    #[serde(default = "default_max_connections")]
+    #[schemars(range(min = 1))]
+    pub max_connections: usize,
+    /// How long a client has to send a request's line and headers, from the moment it
+    /// connects or its previous answer was sent: a slow or idle client is disconnected
+    /// after it (so this is also how long a kept-alive connection may wait between
+    /// requests). Default: `10s`.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: Duration,
+    /// How long a request may take, from its headers to its answer, reading its body
+    /// included: 408 after it. The live stream (`/api/v1/stream`) is not cut. Default:
+    /// `30s`.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Duration,
+    /// A connection with no byte going either way for this long is closed (a client that
+    /// stopped reading its answer or sending its body). Keep it above `request_timeout`
+    /// (a slow request then gets its 408) and above 15 seconds (the live stream sends a
+    /// comment that often). Default: `60s`.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// The largest request body, in bytes: 413 beyond it. Default: 65536 (64 KiB).
+    #[serde(default = "default_max_body_bytes")]
+    #[schemars(range(min = 1))]
+    pub max_body_bytes: usize,
 }
 
 impl Default for WebConfig {
@@ -230,12 +270,33 @@ impl Default for WebConfig {
             listen: default_listen(),
             token: None,
             token_file: None,
+            allowed_hosts: Vec::new(),
+            max_connections: default_max_connections(),
+            header_read_timeout: default_header_read_timeout(),
+            request_timeout: default_request_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_body_bytes: default_max_body_bytes(),
         }
     }
 }
 
 fn default_listen() -> String {
     "127.0.0.1:5001".into()
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_body_bytes() -> usize {
+    64 * 1024
 }
 
 pub use crate::sinks::delivery::DEFAULT_PUBLIC_URL;

@@ -14,27 +14,48 @@
 //!
 //! With a `token` configured every route but `/healthz`, `/readyz` and the dashboard's
 //! static files needs `Authorization: Bearer <token>` (the live stream also takes
-//! `?token=`: a browser's `EventSource` cannot send headers); without one, vigil listens on
-//! loopback only (checked by `vigil validate`). No route ever returns a secret.
+//! `?token=`, percent-decoded: a browser's `EventSource` cannot send headers); without one,
+//! vigil listens on loopback only (checked by `vigil validate`). No route ever returns a
+//! secret.
+//!
+//! Hostile clients ([`server`], [`guard`]): connections are bounded and timed out before
+//! any request is read; every request but the health checks must name this server in its
+//! `Host` (421 otherwise: DNS rebinding); without a token, a browser's request that
+//! changes something must come from this server's own pages (403 otherwise: cross-site
+//! forms). Bodies are limited (`web.max_body_bytes`, 413), requests timed out
+//! (`web.request_timeout`, 408; never the live stream), a panicking handler answers 500,
+//! and every answer carries `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`,
+//! `Referrer-Policy: no-referrer` and a Content-Security-Policy. Everything refused is
+//! counted (`vigil_web_refused_total{reason}`).
 
 mod dashboard;
+mod guard;
 mod metrics;
+mod server;
+mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::config::model::WebConfig;
 use crate::pce::client::Secret;
 use crate::runtime::{ReloadDriver, Reloader};
+use guard::HostPolicy;
+use stats::{Refusal, WebStats};
 
 /// The web server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +76,12 @@ pub enum WebError {
         /// Why.
         source: std::io::Error,
     },
+    /// A `web.allowed_hosts` entry is not a host.
+    #[error(transparent)]
+    AllowedHost(#[from] guard::BadAllowedHost),
+    /// A limit of the `web:` settings is zero.
+    #[error("web.{0} must be greater than zero (the default is {1})")]
+    Zero(&'static str, &'static str),
 }
 
 /// What the routes read.
@@ -63,6 +90,16 @@ struct AppState {
     reloader: Reloader,
     driver: ReloadDriver,
     token: Option<Arc<Secret>>,
+    hosts: Arc<HostPolicy>,
+    stats: Arc<WebStats>,
+    limits: RequestLimits,
+}
+
+/// The limits of one request (for the messages that name them).
+#[derive(Debug, Clone, Copy)]
+struct RequestLimits {
+    max_body_bytes: usize,
+    request_timeout: Duration,
 }
 
 /// A running server.
@@ -74,8 +111,10 @@ pub struct Server {
 }
 
 /// Starts the server of `cfg` for the graph behind `reloader`, until `shutdown`.
+/// `public_url` (the settings' `public_url`) is one of the names it answers to.
 pub async fn serve(
     cfg: &WebConfig,
+    public_url: &str,
     reloader: Reloader,
     driver: ReloadDriver,
     shutdown: CancellationToken,
@@ -84,6 +123,21 @@ pub async fn serve(
         .listen
         .parse()
         .map_err(|_| WebError::Address(cfg.listen.clone()))?;
+    for (name, value, default) in [
+        ("header_read_timeout", &cfg.header_read_timeout, "10s"),
+        ("request_timeout", &cfg.request_timeout, "30s"),
+        ("idle_timeout", &cfg.idle_timeout, "60s"),
+    ] {
+        if !value.is_positive() {
+            return Err(WebError::Zero(name, default));
+        }
+    }
+    if cfg.max_connections == 0 {
+        return Err(WebError::Zero("max_connections", "1024"));
+    }
+    if cfg.max_body_bytes == 0 {
+        return Err(WebError::Zero("max_body_bytes", "65536"));
+    }
     let token = if cfg.token.is_some() || cfg.token_file.is_some() {
         let t = crate::pce::client::resolve_secret("token", &cfg.token, cfg.token_file.as_deref())
             .map_err(WebError::Token)?;
@@ -91,24 +145,39 @@ pub async fn serve(
     } else {
         None
     };
-    let state = AppState {
-        reloader,
-        driver,
-        token,
-    };
-    let app = router(state);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| WebError::Bind { addr, source })?;
     let addr = listener
         .local_addr()
         .map_err(|source| WebError::Bind { addr, source })?;
-    let task = tokio::spawn(async move {
-        let serving = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
-        if let Err(e) = serving.await {
-            tracing::error!(error = %e, "the web server stopped");
-        }
-    });
+    let hosts = HostPolicy::new(addr, public_url, &cfg.allowed_hosts)?;
+    let stats = Arc::new(WebStats::default());
+    let state = AppState {
+        reloader,
+        driver,
+        token,
+        hosts: Arc::new(hosts),
+        stats: stats.clone(),
+        limits: RequestLimits {
+            max_body_bytes: cfg.max_body_bytes,
+            request_timeout: cfg.request_timeout.get(),
+        },
+    };
+    let app = router(state);
+    let limits = server::Limits {
+        max_connections: server::room_for(cfg.max_connections),
+        header_read_timeout: cfg.header_read_timeout.get(),
+        idle_timeout: cfg.idle_timeout.get(),
+    };
+    if limits.idle_timeout <= cfg.request_timeout.get() {
+        tracing::warn!(
+            idle_timeout = %cfg.idle_timeout,
+            request_timeout = %cfg.request_timeout,
+            "web: idle_timeout is not above request_timeout: a slow request is cut without an answer (raise web.idle_timeout)"
+        );
+    }
+    let task = tokio::spawn(server::run(listener, app, limits, stats, shutdown));
     tracing::info!(address = %addr, url = %format!("http://{addr}/"), "web: listening");
     Ok(Server { addr, task })
 }
@@ -132,7 +201,8 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 fn router(state: AppState) -> Router {
-    Router::new()
+    // Everything but the live stream is answered within `request_timeout`.
+    let timed = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_route))
@@ -142,7 +212,6 @@ fn router(state: AppState) -> Router {
         .route("/api/v1/run-once", post(run_once))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/events", get(events))
-        .route("/api/v1/stream", get(stream))
         .route("/api/v1/silences", get(silences).post(add_silence))
         .route(
             "/api/v1/silences/{id}",
@@ -150,46 +219,165 @@ fn router(state: AppState) -> Router {
         )
         .merge(dashboard::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
-        .layer(middleware::from_fn_with_state(state.clone(), auth))
-        .with_state(state)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            state.limits.request_timeout,
+        ));
+    let app = timed
+        .route("/api/v1/stream", get(stream))
+        .layer(RequestBodyLimitLayer::new(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state.clone());
+    hardened(app, state.stats.clone(), state.limits)
+}
+
+/// The layers every answer goes through, outermost last: a panic answered 500, refusals
+/// counted and told in JSON, security headers.
+fn hardened(app: Router, stats: Arc<WebStats>, limits: RequestLimits) -> Router {
+    let on_panic = {
+        let stats = stats.clone();
+        move |panic: Box<dyn std::any::Any + Send + 'static>| {
+            stats.panicked();
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "web: a request handler panicked");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "vigil failed to answer this request (a bug: the log has the details)",
+            )
+        }
+    };
+    let header = |name: HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    };
+    app.layer(CatchPanicLayer::custom(on_panic))
+        .layer(middleware::from_fn_with_state(
+            (stats, limits),
+            told_in_json,
+        ))
+        .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(header(header::REFERRER_POLICY, "no-referrer"))
+        // The API's answers are data, never a page: nothing may load from them. The
+        // dashboard's files carry their own policy (see `dashboard`).
+        .layer(header(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({"error": message}))).into_response()
 }
 
-/// With a token configured: every route but the health checks needs it.
-async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Counts the bodies too large and the requests timed out (answered by tower-http's layers
+/// or an extractor) and tells them in JSON, with the setting to change.
+async fn told_in_json(
+    State((stats, limits)): State<(Arc<WebStats>, RequestLimits)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let resp = next.run(req).await;
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    match resp.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            stats.refuse(Refusal::BodyTooLarge);
+            if !json {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!(
+                        "the request body is larger than web.max_body_bytes ({} bytes)",
+                        limits.max_body_bytes
+                    ),
+                );
+            }
+        }
+        StatusCode::REQUEST_TIMEOUT => {
+            stats.refuse(Refusal::RequestTimeout);
+            if !json {
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    &format!(
+                        "the request was not answered within web.request_timeout ({}): send the body at once, or raise web.request_timeout",
+                        humantime::format_duration(limits.request_timeout)
+                    ),
+                );
+            }
+        }
+        _ => {}
+    }
+    resp
+}
+
+/// Who may ask: the `Host` must name this server (but for the health checks); without a
+/// token a browser's change must come from this server's own pages; with one, every route
+/// but the health checks and the dashboard's files needs it.
+async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let health = matches!(path, "/healthz" | "/readyz");
+    if !health {
+        let header_host = req.headers().get(header::HOST).map(|v| v.to_str());
+        // An absolute request target (`GET http://name/ HTTP/1.1`) names a host too.
+        let names = [header_host, req.uri().authority().map(|a| Ok(a.as_str()))];
+        let refused = match names {
+            [None, None] => Some("send a `Host` header naming this server".to_string()),
+            _ => names.into_iter().flatten().find_map(|name| match name {
+                Ok(h) if state.hosts.allows(h) => None,
+                other => {
+                    let named: String = other.unwrap_or("").chars().take(100).collect();
+                    Some(format!(
+                        "vigil does not answer to the name `{named}`: open it at its web.listen address or public_url, or add the name to web.allowed_hosts (a request naming another host may come from a web page rebinding its DNS name)"
+                    ))
+                }
+            }),
+        };
+        if let Some(message) = refused {
+            state.stats.refuse(Refusal::Host);
+            return error(StatusCode::MISDIRECTED_REQUEST, &message);
+        }
+    }
     let Some(token) = &state.token else {
+        if !guard::only_reads(req.method()) && state.hosts.cross_origin(req.headers()) {
+            state.stats.refuse(Refusal::Origin);
+            return error(
+                StatusCode::FORBIDDEN,
+                "a web page of another origin cannot change vigil: use the dashboard at vigil's own address, or configure web.token and send it (tools that send no Origin header, like curl, are served)",
+            );
+        }
         return next.run(req).await;
     };
-    // The health checks, and the dashboard's static files (they hold no data).
-    let path = req.uri().path();
-    if matches!(path, "/healthz" | "/readyz" | "/") || path.starts_with("/assets/") {
+    // The dashboard's static files hold no data.
+    if health || path == "/" || path.starts_with("/assets/") {
         return next.run(req).await;
     }
     let from_header = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    // A browser's EventSource cannot send headers: the stream takes `?token=` too.
-    let from_query = (req.uri().path() == "/api/v1/stream")
-        .then(|| {
-            req.uri().query().and_then(|q| {
-                q.split('&')
-                    .find_map(|kv| kv.strip_prefix("token="))
-                    .map(|t| t.to_string())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    // A browser's EventSource cannot send headers: the stream takes `?token=` too,
+    // percent-decoded (a base64 token has `+`, `/` and `=`).
+    let from_query = || {
+        (path == "/api/v1/stream")
+            .then(|| {
+                axum::extract::Query::<TokenQuery>::try_from_uri(req.uri())
+                    .ok()
+                    .and_then(|q| q.0.token)
             })
-        })
-        .flatten();
-    let given = from_header
-        .map(str::to_string)
-        .or(from_query)
-        .unwrap_or_default();
-    if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+            .flatten()
+    };
+    let given = from_header.or_else(from_query).unwrap_or_default();
+    if guard::token_matches(&given, token.expose()) {
         return next.run(req).await;
     }
+    state.stats.refuse(Refusal::Token);
     let mut resp = error(
         StatusCode::UNAUTHORIZED,
         "send the configured token: `Authorization: Bearer <token>`",
@@ -199,12 +387,10 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
     resp
 }
 
-/// Compares without stopping at the first difference (no timing hint at the token).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// `?token=` of the live stream.
+#[derive(Debug, serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
 }
 
 /// Ready while no pipeline was stopped by a node that failed too often (503 naming
@@ -288,7 +474,15 @@ async fn run_once(State(state): State<AppState>) -> Response {
 }
 
 async fn reload(State(state): State<AppState>) -> Response {
-    let outcome = state.driver.reload("API").await;
+    // On its own task: a request timeout or a client that hangs up does not stop a reload
+    // half-way.
+    let driver = state.driver.clone();
+    let Ok(outcome) = tokio::spawn(async move { driver.reload("API").await }).await else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the reload task failed (the log has the details)",
+        );
+    };
     let status = if outcome.ok {
         StatusCode::OK
     } else {
@@ -500,7 +694,8 @@ async fn add_silence(
 ) -> Response {
     let axum::Json(new) = match body {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
+        // 413 for a body past `max_body_bytes`, 400/415/422 for the rest.
+        Err(e) => return error(e.status(), &e.body_text()),
     };
     if new.matchers.is_empty() {
         return error(
@@ -586,6 +781,7 @@ async fn metrics_route(State(state): State<AppState>) -> Response {
         alerts: store.alert_counts().unwrap_or_default(),
         reloads: (reloads, failures),
         writer: store.writer_counts(),
+        web: state.stats.counts(),
         pce: {
             let services = state.reloader.services().await;
             services
@@ -623,6 +819,75 @@ async fn metrics_route(State(state): State<AppState>) -> Response {
 mod tests {
     use super::*;
 
+    async fn boom() -> &'static str {
+        panic!("on purpose")
+    }
+
+    async fn slow() -> &'static str {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        "late"
+    }
+
+    /// The outer layers: a panic is answered 500, a request past its time 408, a body past
+    /// its size 413, each in JSON naming what to change, counted, with the security
+    /// headers.
+    #[tokio::test]
+    async fn panics_timeouts_and_large_bodies_are_answered_in_json_and_counted() {
+        let stats = Arc::new(WebStats::default());
+        let limits = RequestLimits {
+            max_body_bytes: 16,
+            request_timeout: Duration::from_millis(100),
+        };
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .route("/slow", get(slow))
+            .route("/echo", post(|body: String| async move { body }))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                limits.request_timeout,
+            ))
+            .layer(RequestBodyLimitLayer::new(limits.max_body_bytes));
+        let app = hardened(app, stats.clone(), limits);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::new();
+        for (method, path, status, says) in [
+            ("GET", "/boom", 500, "a bug"),
+            ("GET", "/slow", 408, "web.request_timeout (100ms)"),
+            ("POST", "/echo", 413, "web.max_body_bytes (16 bytes)"),
+        ] {
+            let req = match method {
+                "GET" => client.get(format!("http://{addr}{path}")),
+                _ => client
+                    .post(format!("http://{addr}{path}"))
+                    .body("x".repeat(100)),
+            };
+            let resp = req.send().await.expect("answer");
+            assert_eq!(resp.status().as_u16(), status, "{path}");
+            let h = resp.headers();
+            assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+            assert_eq!(h[header::X_FRAME_OPTIONS], "DENY", "{path}");
+            assert_eq!(h[header::REFERRER_POLICY], "no-referrer", "{path}");
+            let body: serde_json::Value = resp.json().await.expect("JSON");
+            let message = body["error"].as_str().expect("error");
+            assert!(message.contains(says), "{path}: {message}");
+        }
+        let counts = stats.counts();
+        assert_eq!(counts.panics, 1);
+        let refused = |reason: &str| {
+            counts
+                .refused
+                .iter()
+                .find(|(r, _)| *r == reason)
+                .map(|(_, n)| *n)
+        };
+        assert_eq!(refused("request_timeout"), Some(1));
+        assert_eq!(refused("body_too_large"), Some(1));
+    }
+
     /// The OpenAPI description in `schemas/` lists exactly the routes served.
     #[test]
     fn the_openapi_description_matches_the_routes() {
@@ -647,12 +912,5 @@ mod tests {
             .collect();
         served.sort();
         assert_eq!(documented, served);
-    }
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

@@ -5,8 +5,9 @@
 //! - `GET /assets/{file}`: the scripts, the style sheet and the icon of [`ASSETS`].
 //!
 //! Every answer carries a Content-Security-Policy that allows this origin only (no inline
-//! script or style, no other host), `X-Content-Type-Options: nosniff` and
-//! `Referrer-Policy: no-referrer`. The files hold no data, so they are served without the
+//! script or style, no other host, no framing), `X-Content-Type-Options: nosniff` and
+//! `Referrer-Policy: no-referrer` (and, from the server's layers, `X-Frame-Options: DENY`;
+//! the server's stricter API policy is not set where this one is). The files hold no data, so they are served without the
 //! token (see the auth middleware); the page asks for the token and sends it with its API
 //! calls.
 //!

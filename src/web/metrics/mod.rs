@@ -22,6 +22,9 @@
 //! | `vigil_store_transactions_total`, `vigil_store_writes_total`, `vigil_store_write_failures_total`, `vigil_store_transaction_failures_total`, `vigil_store_queue_full_total` | counter | |
 //! | `vigil_store_writes_queued` | gauge | |
 //! | `vigil_reloads_total`, `vigil_reload_failures_total` | counter | |
+//! | `vigil_web_connections_total`, `vigil_web_accept_errors_total`, `vigil_web_panics_total` | counter | |
+//! | `vigil_web_connections_open` | gauge | |
+//! | `vigil_web_refused_total` (connections and requests the web server refused or cut off) | counter | `reason` (`max_connections`, `header_timeout`, `idle_timeout`, `host`, `origin`, `token`, `body_too_large`, `request_timeout`) |
 //! | `process_cpu_seconds_total` | counter | |
 //! | `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_start_time_seconds` | gauge | |
 //!
@@ -66,6 +69,8 @@ pub(super) struct Counts {
     /// Per PCE connection: its requests, and its traffic counters when a `pce_traffic`
     /// source reads it.
     pub(super) pce: Vec<PceCounts>,
+    /// What the web server accepted, refused and cut off.
+    pub(super) web: super::stats::WebCounts,
 }
 
 /// Everything one scrape reports, read at scrape time.
@@ -193,11 +198,50 @@ impl Collector for Snapshot {
             "Reloads that failed (the old pipelines kept running).",
             Some(ConstCounter::new(failures)),
         )?;
+        self.encode_web(e)?;
         self.process.encode(e)
     }
 }
 
+const WEB_REFUSED_HELP: &str = "Connections and requests the web server refused or cut off, by reason (max_connections: a connection beyond web.max_connections, closed at once; header_timeout: no request headers within web.header_read_timeout; idle_timeout: nothing sent either way for web.idle_timeout; host: a Host that is not this server, 421; origin: a browser's change from another origin without a token, 403; token: no or a wrong token, 401; body_too_large: a body beyond web.max_body_bytes, 413; request_timeout: not answered within web.request_timeout, 408).";
+
 impl Snapshot {
+    fn encode_web(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let web = &self.counts.web;
+        single(
+            e,
+            "vigil_web_connections",
+            "Connections the web server accepted.",
+            Some(ConstCounter::new(web.accepted)),
+        )?;
+        single(
+            e,
+            "vigil_web_connections_open",
+            "Connections open now.",
+            Some(ConstGauge::new(web.open)),
+        )?;
+        single(
+            e,
+            "vigil_web_accept_errors",
+            "Connections the web server could not accept (out of file descriptors, ...).",
+            Some(ConstCounter::new(web.accept_errors)),
+        )?;
+        single(
+            e,
+            "vigil_web_panics",
+            "Requests whose handler panicked (answered 500).",
+            Some(ConstCounter::new(web.panics)),
+        )?;
+        counters(
+            e,
+            "vigil_web_refused",
+            WEB_REFUSED_HELP,
+            web.refused
+                .iter()
+                .map(|(reason, n)| (vec![("reason", *reason)], *n)),
+        )
+    }
+
     /// The per-node families.
     fn encode_nodes(&self, e: &mut DescriptorEncoder) -> fmt::Result {
         for (name, help, value) in NODE_COUNTERS {
@@ -540,6 +584,7 @@ mod tests {
                         ..Default::default()
                     }),
                 )],
+                web: Default::default(),
             },
             process: Process {
                 cpu_seconds: Some(1.5),

@@ -166,6 +166,8 @@ export function mount(main) {
     if (f.type) q.set('type', f.type);
     if (f.severity) q.set('severity', f.severity);
     if (f.pipeline) q.set('pipeline', f.pipeline);
+    // URLSearchParams percent-encodes the value (a base64 token's `+`, `/` and `=`), as
+    // encodeURIComponent would; the server decodes it.
     const tk = token();
     if (tk) q.set('token', tk);
     const qs = q.toString();
