@@ -494,6 +494,24 @@ async fn a_silence_holds_back_matching_alerts_and_the_history_shows_deliveries()
         .await
         .expect("post");
     assert_eq!(bad.status().as_u16(), 400);
+    // A length of time past 100 years is refused with the reason (it panicked adding
+    // `300000y` to the clock).
+    for long in ["300000y", "1000000y"] {
+        let bad = client
+            .post(format!("{base}/api/v1/silences"))
+            .json(&json!({"matchers": [{"field": "group.src", "value": "b"}], "duration": long}))
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(bad.status().as_u16(), 400, "{long}");
+        let why: Value = bad.json().await.expect("JSON");
+        assert!(
+            why["error"]
+                .as_str()
+                .is_some_and(|e| e.contains(&format!("`{long}` is longer than 100 years"))),
+            "{why}"
+        );
+    }
 
     v.send(&[ev("b", 2), ev("c", 3)]);
     let got = wait_hooks(&hook, 2).await;
@@ -709,19 +727,35 @@ async fn no_secret_appears_in_any_response_or_log_line() {
     const SMTP_PASSWORD: &str = "smtp-password-42ac";
     const LINE_TOKEN: &str = "line-token-9d0f11";
     const HOOK_SECRET: &str = "hook-secret-c3e8";
-    let secrets = [PCE_SECRET, SMTP_PASSWORD, LINE_TOKEN, HOOK_SECRET, TOKEN];
+    // The webhook URL's path is its token (as Slack's and Teams' are), and a header.
+    const HOOK_PATH: &str = "hook-path-token-5d7e";
+    const HOOK_AUTH: &str = "Bearer hook-auth-77d2";
+    let secrets = [
+        PCE_SECRET,
+        SMTP_PASSWORD,
+        LINE_TOKEN,
+        HOOK_SECRET,
+        HOOK_PATH,
+        HOOK_AUTH,
+        TOKEN,
+    ];
     // A simulated PCE that wants the secret.
     let (mut sim, sim_url) = common::cli::pce_sim(
         &["--scenario", "brute-force", "--time-scale", "60"],
         &[("VIGIL_SIM_API_SECRET", PCE_SECRET)],
     );
+    let hook_url = {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = closed.local_addr().expect("addr").port();
+        format!("http://127.0.0.1:{port}/services/{HOOK_PATH}")
+    };
     let make = move |dir: &std::path::Path| {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = closed.local_addr().expect("addr").port();
         drop(closed);
         (
             format!(
-                "connections:\n  pce:\n    lab:\n      url: {sim_url}\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n  smtp:\n    relay:\n      host: 127.0.0.1\n      port: {port}\n      tls: none\n      allow_plaintext_auth: true\n      username: vigil\n      password: ${{SMTP_PASSWORD}}\n      from: vigil@example.com\n  line:\n    ops:\n      token: ${{LINE_TOKEN}}\n      base_url: http://127.0.0.1:{port}\n  webhook:\n    hook:\n      url: http://127.0.0.1:{port}/hook\n      signing_secret: ${{HOOK_SECRET}}\n"
+                "connections:\n  pce:\n    lab:\n      url: {sim_url}\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n  smtp:\n    relay:\n      host: 127.0.0.1\n      port: {port}\n      tls: none\n      allow_plaintext_auth: true\n      username: vigil\n      password: ${{SMTP_PASSWORD}}\n      from: vigil@example.com\n  line:\n    ops:\n      token: ${{LINE_TOKEN}}\n      base_url: http://127.0.0.1:{port}\n  webhook:\n    hook:\n      url: ${{HOOK_URL}}\n      signing_secret: ${{HOOK_SECRET}}\n      headers:\n        Authorization: ${{HOOK_AUTH}}\n"
             ),
             format!(
                 "kind: pipeline\nname: p\nsources:\n  events:\n    type: pce_events\n    connection: lab\n    interval: 5s\n    start_at: 1h\nstages:\n  any:\n    type: window_count\n    inputs: [events]\n    window: 1h\n    threshold: 1\n    group_by: [event_type]\nsinks:\n  out:\n    type: file\n    inputs: [any]\n    path: {}\n  mail:\n    type: mail\n    inputs: [any]\n    connection: relay\n    to: [soc@example.com]\n    retry: {{initial: 100ms, max: 200ms}}\n  line:\n    type: line\n    inputs: [any]\n    connection: ops\n    to: U123\n    retry: {{initial: 100ms, max: 200ms}}\n  hook:\n    type: webhook\n    inputs: [any]\n    connection: hook\n    retry: {{initial: 100ms, max: 200ms}}\n",
@@ -740,6 +774,8 @@ async fn no_secret_appears_in_any_response_or_log_line() {
                 ("SMTP_PASSWORD", SMTP_PASSWORD),
                 ("LINE_TOKEN", LINE_TOKEN),
                 ("HOOK_SECRET", HOOK_SECRET),
+                ("HOOK_URL", hook_url.as_str()),
+                ("HOOK_AUTH", HOOK_AUTH),
             ],
         )
     })
