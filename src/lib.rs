@@ -34,6 +34,7 @@
 
 pub mod components;
 pub mod config;
+pub mod confine;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod diagnostic;

@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["sinks"],
     &["pce"],
     &["node"],
-    &["store", "diagnostic", "http", "secret"],
+    &["store", "diagnostic", "http", "secret", "confine"],
     &["time"],
     &["event"],
 ];

@@ -497,6 +497,47 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
         "VIGIL_WEB",
         Need::Optional,
     );
+    p.positive_duration(
+        "/web/header_read_timeout",
+        "web.header_read_timeout",
+        &s.web.header_read_timeout,
+    );
+    p.positive_duration(
+        "/web/request_timeout",
+        "web.request_timeout",
+        &s.web.request_timeout,
+    );
+    p.positive_duration("/web/idle_timeout", "web.idle_timeout", &s.web.idle_timeout);
+    p.positive_number(
+        "/web/max_connections",
+        "web.max_connections",
+        s.web.max_connections as f64,
+    );
+    p.positive_number(
+        "/web/max_body_bytes",
+        "web.max_body_bytes",
+        s.web.max_body_bytes as f64,
+    );
+    for (i, entry) in s.web.allowed_hosts.iter().enumerate() {
+        let entry = entry.trim();
+        let plain = entry == "*"
+            || reqwest::Url::parse(&format!("http://{entry}/")).is_ok_and(|u| {
+                u.host_str().is_some()
+                    && u.path() == "/"
+                    && u.username().is_empty()
+                    && u.query().is_none()
+                    && !entry.contains('/')
+            });
+        if !plain {
+            p.error(
+                format!("/web/allowed_hosts/{i}"),
+                codes::INVALID_VALUE,
+                format!(
+                    "`{entry}` is not a host name or address with an optional port (`vigil.example.com`, `vigil.example.com:8080`, `[fd00::5]:5001`) or `*`"
+                ),
+            );
+        }
+    }
     match s.web.listen.parse::<std::net::SocketAddr>() {
         Err(e) => p.error(
             "/web/listen",

@@ -1,7 +1,6 @@
 //! Pipeline files: reading, interpolation, schema checks with positions, the typed model
 //! and the cross-reference pass.
 
-pub mod confine;
 pub mod interpolate;
 pub mod load;
 pub mod model;

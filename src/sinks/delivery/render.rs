@@ -153,7 +153,7 @@ pub fn load(
     part: &str,
 ) -> Result<Option<(String, Origin)>, super::SetupError> {
     let rel = format!("templates/{set}.{part}.hbs");
-    let path = crate::config::confine::confine(base_dir, &rel)
+    let path = crate::confine::confine(base_dir, &rel)
         .map_err(|e| super::SetupError::OutsideDir(format!("template set `{set}`: {e}")))?;
     match std::fs::read_to_string(&path) {
         Ok(text) => return Ok(Some((text, Origin::File(rel)))),

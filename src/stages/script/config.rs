@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use super::sandbox::{DEFAULT_MAX_OPERATIONS, DEFAULT_TIMEOUT, Limits, Sandbox};
 use super::stage::ScriptStage;
-use crate::config::confine::confine;
+use crate::confine::confine;
 use crate::diagnostic::Pos;
 use crate::diagnostic::Problems;
 use crate::diagnostic::{Diagnostic, codes};
