@@ -482,21 +482,13 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
     for (name, conn) in &s.connections.pce {
         let base = to_pointer(["connections", "pce", name.as_str()]);
         for field in ["api_key", "api_secret"] {
-            check_secret(doc, &mut p, name, &base, field, "PCE", Need::Required);
+            check_secret(doc, &mut p, name, &base, field, Need::Required);
         }
         if let Err(e) = conn.api_base() {
             p.error(format!("{base}/url"), codes::INVALID_VALUE, e.to_string());
         }
     }
-    check_secret(
-        doc,
-        &mut p,
-        "web",
-        "/web",
-        "token",
-        "VIGIL_WEB",
-        Need::Optional,
-    );
+    check_secret(doc, &mut p, "web", "/web", "token", Need::Optional);
     p.positive_duration(
         "/web/header_read_timeout",
         "web.header_read_timeout",
@@ -568,7 +560,7 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
         } else {
             Need::Optional
         };
-        check_secret(doc, &mut p, name, &base, "password", "SMTP", need);
+        check_secret(doc, &mut p, name, &base, "password", need);
         if conn.username.is_none() && (conn.password.is_some() || conn.password_file.is_some()) {
             p.error_at_key(
                 format!("{base}/password"),
@@ -589,78 +581,62 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
     }
     for name in s.connections.line.keys() {
         let base = to_pointer(["connections", "line", name.as_str()]);
-        check_secret(
-            doc,
-            &mut p,
-            name,
-            &base,
-            "token",
-            "LINE_CHANNEL",
-            Need::Required,
-        );
+        check_secret(doc, &mut p, name, &base, "token", Need::Required);
     }
     for name in s.connections.webhook.keys() {
         let base = to_pointer(["connections", "webhook", name.as_str()]);
-        // A webhook URL may be written out (an internal endpoint) or come from the
-        // environment (Slack and Teams URLs carry a token).
-        check_secret(
-            doc,
-            &mut p,
-            name,
-            &base,
-            "url",
-            "WEBHOOK",
-            Need::RequiredMayBeLiteral,
-        );
-        check_secret(
-            doc,
-            &mut p,
-            name,
-            &base,
-            "signing_secret",
-            "WEBHOOK",
-            Need::Optional,
-        );
-        let url = format!("{base}/url");
-        if let Some(written) = doc.value.pointer(&url).and_then(Value::as_str)
-            && !doc.from_env.contains(&url)
-            && !doc.unresolved.contains(&url)
-            && let Some(why) = token_in_url(written)
-        {
-            p.error(
-                url,
-                codes::LITERAL_SECRET,
-                format!(
-                    "this webhook URL carries a secret ({why}) and is written in the file: take it from the environment (`url: ${{WEBHOOK_URL}}`) or a file (`url_file: /path`)"
-                ),
-            );
-        }
-        if let Some(Value::Object(headers)) = doc.value.pointer(&format!("{base}/headers")) {
-            for header in headers.keys() {
-                let pointer = format!(
-                    "{base}/headers/{}",
-                    header.replace('~', "~0").replace('/', "~1")
-                );
-                if doc.from_env.contains(&pointer) || doc.unresolved.contains(&pointer) {
-                    continue;
-                }
-                p.error(
-                    pointer,
-                    codes::LITERAL_SECRET,
-                    format!(
-                        "the connection's header `{header}` is written in the file: its value is a secret, so take it from the environment (`{header}: ${{WEBHOOK_{}}}`); headers that are not secret belong in the sink's `headers`",
-                        header.to_uppercase().replace('-', "_")
-                    ),
-                );
-            }
-        }
+        check_secret(doc, &mut p, name, &base, "url", Need::Required);
+        check_secret(doc, &mut p, name, &base, "signing_secret", Need::Optional);
     }
+    check_literal_secrets(doc, &mut p);
     let failed = p
         .items
         .iter()
         .any(|i| i.severity == crate::diagnostic::Severity::Error);
     push_problems(doc, "", p, diags);
     (!failed).then_some(s)
+}
+
+/// Every secret of the settings — every value whose type is a secret, found from the
+/// schema, connection headers included — taken from the environment or a file, never
+/// written in the file. A webhook URL may be written out (an internal endpoint) unless
+/// it carries a token itself.
+fn check_literal_secrets(doc: &Doc<'_>, p: &mut Problems) {
+    for pointer in schema::secret_pointers(&doc.value) {
+        if doc.from_env.contains(&pointer) || doc.unresolved.contains(&pointer) {
+            continue;
+        }
+        let segs = yaml::pointer_segments(&pointer);
+        let seg = |i: usize| segs.get(i).map(String::as_str);
+        let field = segs.last().map(String::as_str).unwrap_or_default();
+        let prefix = match (seg(0), seg(1)) {
+            (Some("connections"), Some("pce")) => "PCE",
+            (Some("connections"), Some("smtp")) => "SMTP",
+            (Some("connections"), Some("line")) => "LINE_CHANNEL",
+            (Some("connections"), Some("webhook")) => "WEBHOOK",
+            (Some("web"), _) => "VIGIL_WEB",
+            _ => "VIGIL",
+        };
+        let var = format!("{prefix}_{}", field.to_uppercase().replace('-', "_"));
+        let message = if segs.len() >= 2 && seg(segs.len() - 2) == Some("headers") {
+            format!(
+                "the connection's header `{field}` is written in the file: its value is a secret, so take it from the environment (`{field}: ${{{var}}}`); headers that are not secret belong in the sink's `headers`"
+            )
+        } else if prefix == "WEBHOOK" && field == "url" {
+            let written = doc.value.pointer(&pointer).and_then(Value::as_str);
+            let Some(why) = written.and_then(token_in_url) else {
+                continue;
+            };
+            format!(
+                "this webhook URL carries a secret ({why}) and is written in the file: take it from the environment (`url: ${{WEBHOOK_URL}}`) or a file (`url_file: /path`)"
+            )
+        } else {
+            format!(
+                "`{field}` is written in the file: take it from the environment (`{field}: ${{{var}}}`) or a file (`{field}_file: /path`)"
+            )
+        };
+        p.error(pointer, codes::LITERAL_SECRET, message);
+    }
 }
 
 /// Why a webhook URL written in a file holds a secret, if it does: a service whose
@@ -734,35 +710,14 @@ fn token_in_url(url: &str) -> Option<String> {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Need {
     Required,
-    RequiredMayBeLiteral,
     Optional,
 }
 
-/// A secret field of connection `name` at `base`: never written literally in the file
-/// (take it from the environment or `<field>_file`), and present when required.
-fn check_secret(
-    doc: &Doc<'_>,
-    p: &mut Problems,
-    name: &str,
-    base: &str,
-    field: &str,
-    env_prefix: &str,
-    need: Need,
-) {
+/// A secret field of connection `name` at `base`: present when required, and not given
+/// both ways (its value and `<field>_file`). Whether it is written literally is checked
+/// for every secret at once ([`check_literal_secrets`]).
+fn check_secret(doc: &Doc<'_>, p: &mut Problems, name: &str, base: &str, field: &str, need: Need) {
     let pointer = format!("{base}/{field}");
-    let literal = doc.value.pointer(&pointer).is_some_and(|v| !v.is_null())
-        && !doc.from_env.contains(&pointer)
-        && !doc.unresolved.contains(&pointer);
-    if literal && need != Need::RequiredMayBeLiteral {
-        p.error(
-            pointer.clone(),
-            codes::LITERAL_SECRET,
-            format!(
-                "`{field}` is written in the file: take it from the environment (`{field}: ${{{env_prefix}_{}}}`) or a file (`{field}_file: /path`)",
-                field.to_uppercase()
-            ),
-        );
-    }
     let has_value = doc.value.pointer(&pointer).is_some_and(|v| !v.is_null());
     let has_file = doc
         .value

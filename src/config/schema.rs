@@ -556,3 +556,111 @@ fn known_keys(err: &ValidationError<'_>, schema: &Value) -> Vec<String> {
         _ => Vec::new(),
     }
 }
+
+/// The JSON pointers of every value of a `kind: settings` document whose type is a
+/// secret ([`crate::secret::Secret`]): found from the schema generated from the types, so
+/// a secret field added to a connection is covered without being listed anywhere.
+pub fn secret_pointers(doc: &Value) -> Vec<String> {
+    let (schema, _) = &schemas().settings;
+    let defs = schema.get("$defs").cloned().unwrap_or(Value::Null);
+    let mut out = Vec::new();
+    secrets_below(schema, doc, "", &defs, 0, &mut out);
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The name of the secret type's schema.
+const SECRET_DEF: &str = "#/$defs/Secret";
+
+fn secrets_below(
+    schema: &Value,
+    value: &Value,
+    pointer: &str,
+    defs: &Value,
+    depth: usize,
+    out: &mut Vec<String>,
+) {
+    // The schema is our own and shallow; the bound only guards against a cycle.
+    if depth > 32 {
+        return;
+    }
+    let Some(node) = schema.as_object() else {
+        return;
+    };
+    if let Some(target) = node.get("$ref").and_then(Value::as_str) {
+        if target == SECRET_DEF {
+            if !value.is_null() {
+                out.push(pointer.to_string());
+            }
+            return;
+        }
+        if let Some(def) = target
+            .strip_prefix("#/$defs/")
+            .and_then(|name| defs.get(name))
+        {
+            secrets_below(def, value, pointer, defs, depth + 1, out);
+        }
+        return;
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        for alternative in node
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            secrets_below(alternative, value, pointer, defs, depth + 1, out);
+        }
+    }
+    let Some(fields) = value.as_object() else {
+        return;
+    };
+    let properties = node.get("properties").and_then(Value::as_object);
+    let additional = node.get("additionalProperties").filter(|a| a.is_object());
+    for (key, v) in fields {
+        let field_schema = properties.and_then(|p| p.get(key)).or(additional);
+        if let Some(s) = field_schema {
+            let child = format!("{pointer}/{}", key.replace('~', "~0").replace('/', "~1"));
+            secrets_below(s, v, &child, defs, depth + 1, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The secrets are found by their type: every secret field of every connection kind,
+    /// the web token and each connection header — and nothing else.
+    #[test]
+    fn secret_pointers_follow_the_types() {
+        let doc = json!({
+            "kind": "settings",
+            "web": {"listen": "127.0.0.1:5001", "token": "t"},
+            "connections": {
+                "pce": {"lab": {"url": "https://pce:8443", "api_key": "k", "api_secret": "s"}},
+                "smtp": {"relay": {"host": "h", "username": "u", "password": "p", "from": "f@x"}},
+                "line": {"ops": {"token": "l"}},
+                "webhook": {"h/1": {"url": "https://x", "signing_secret": "s",
+                                    "headers": {"Authorization": "a", "X-Org": "o"}}}
+            }
+        });
+        assert_eq!(
+            secret_pointers(&doc),
+            [
+                "/connections/line/ops/token",
+                "/connections/pce/lab/api_key",
+                "/connections/pce/lab/api_secret",
+                "/connections/smtp/relay/password",
+                "/connections/webhook/h~11/headers/Authorization",
+                "/connections/webhook/h~11/headers/X-Org",
+                "/connections/webhook/h~11/signing_secret",
+                "/connections/webhook/h~11/url",
+                "/web/token",
+            ]
+        );
+        assert!(secret_pointers(&json!({"kind": "settings"})).is_empty());
+    }
+}

@@ -317,6 +317,25 @@ impl Templates {
         }
     }
 
+    /// Compiles `source` under `name` into the registry that escapes as `escape` says.
+    fn add(
+        &mut self,
+        escape: Escape,
+        name: &str,
+        source: &str,
+        origin: Origin,
+    ) -> Result<(), TemplateFailure> {
+        let template = compiled(name, source).map_err(|e| compile_error(&origin, &e))?;
+        let registry = match escape {
+            Escape::None => &mut self.text,
+            Escape::Html => &mut self.html,
+            Escape::JsonString => &mut self.json,
+        };
+        registry.register_template(name, template);
+        self.origins.push((name.to_string(), origin));
+        Ok(())
+    }
+
     /// Compiles `source` as plain text (nothing escaped) under `name`.
     pub fn add_text(
         &mut self,
@@ -324,10 +343,7 @@ impl Templates {
         source: &str,
         origin: Origin,
     ) -> Result<(), TemplateFailure> {
-        let template = compiled(name, source).map_err(|e| compile_error(&origin, &e))?;
-        self.text.register_template(name, template);
-        self.origins.push((name.to_string(), origin));
-        Ok(())
+        self.add(Escape::None, name, source, origin)
     }
 
     /// Compiles `source` as HTML (values are escaped) under `name`.
@@ -337,10 +353,7 @@ impl Templates {
         source: &str,
         origin: Origin,
     ) -> Result<(), TemplateFailure> {
-        let template = compiled(name, source).map_err(|e| compile_error(&origin, &e))?;
-        self.html.register_template(name, template);
-        self.origins.push((name.to_string(), origin));
-        Ok(())
+        self.add(Escape::Html, name, source, origin)
     }
 
     /// Compiles `source` as a JSON document under `name`: every value written with
@@ -354,10 +367,7 @@ impl Templates {
         source: &str,
         origin: Origin,
     ) -> Result<(), TemplateFailure> {
-        let template = compiled(name, source).map_err(|e| compile_error(&origin, &e))?;
-        self.json.register_template(name, template);
-        self.origins.push((name.to_string(), origin));
-        Ok(())
+        self.add(Escape::JsonString, name, source, origin)
     }
 
     /// Renders every template with `cx`: the failures (for `vigil validate`).
