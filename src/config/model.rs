@@ -31,7 +31,8 @@ pub struct SettingsConfig {
     /// Directory for vigil's state: checkpoints, stage snapshots, set-aside records.
     /// Relative paths are relative to the directory vigil runs in. It and what vigil
     /// writes there are vigil's user's only (directories 0700, files 0600; a looser one
-    /// is tightened at start, logged). Default: `var`.
+    /// is tightened at start, logged — a directory only when it is empty or holds
+    /// vigil's database, else a warning says so). Default: `var`.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
     /// How many messages each edge of the graph buffers before the upstream node waits

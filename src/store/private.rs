@@ -1,6 +1,7 @@
 //! What vigil keeps under `state_dir` (raw events, the outbox, checkpoints) is its user's
 //! only: directories mode 0700, files mode 0600. Created so, and tightened (with a log
-//! line saying what changed) when they were made looser before.
+//! line saying what changed) when they were made looser before — a directory only when
+//! it is vigil's own.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -11,9 +12,11 @@ pub const DIR_MODE: u32 = 0o700;
 /// The mode of the files vigil makes under `state_dir`.
 pub const FILE_MODE: u32 = 0o600;
 
-/// Makes `dir` (and the parents it lacks) with mode 0700; an existing `dir` that group
-/// or others may use is tightened to 0700 (logged) — unless it is a shared directory
-/// (sticky bit, like `/tmp`), which is left as it is with a warning.
+/// Makes `dir` (and the parents it lacks) with mode 0700. An existing `dir` that group
+/// or others may use is tightened to 0700 (logged) when it is vigil's own — empty, or
+/// holding vigil's database — and otherwise left as it is with a warning: `state_dir`
+/// may name a directory that other things use (`/var/lib`, a project directory), whose
+/// mode is not vigil's to change.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
@@ -27,11 +30,15 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
         if mode & 0o077 == 0 {
             return Ok(());
         }
-        if mode & 0o1000 != 0 {
+        let own = std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<Vec<_>>>()
+            .map(|names| names.is_empty() || names.iter().any(|n| n == "vigil.db"))?;
+        if mode & 0o1000 != 0 || !own {
             tracing::warn!(
                 path = %dir.display(),
                 mode = format!("{mode:04o}"),
-                "a directory of vigil's state is shared (sticky bit): left as it is; give state_dir a directory of its own"
+                "a directory of vigil's state is open to other users and holds other things: left as it is; give state_dir a directory of its own"
             );
             return Ok(());
         }
@@ -137,11 +144,21 @@ mod tests {
         open_append(&log).unwrap();
         assert_eq!(mode(&log), 0o600);
 
+        // A directory that is vigil's own (it holds the database) is tightened; one that
+        // holds other things is not vigil's to change.
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
         private_dir(&state).unwrap();
+        assert_eq!(mode(&state), 0o755, "x.jsonl is not vigil's database");
+        std::fs::write(state.join("vigil.db"), "").unwrap();
+        private_dir(&state).unwrap();
         open_append(&log).unwrap();
         assert_eq!((mode(&state), mode(&log)), (0o700, 0o600));
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        std::fs::set_permissions(&empty, std::fs::Permissions::from_mode(0o775)).unwrap();
+        private_dir(&empty).unwrap();
+        assert_eq!(mode(&empty), 0o700);
 
         let db = state.join("db");
         std::fs::write(&db, "kept").unwrap();
