@@ -344,10 +344,26 @@ fn put_in_place(conn: &Connection, node: &str, pieces: &[Vec<u8>]) -> Result<(),
 }
 
 /// Makes the tables (and adds the columns of later versions) on `conn`.
+/// How long opening the database waits for another process that holds it.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn init(conn: &mut Connection) -> Result<(), rusqlite::Error> {
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // Another process (a running vigil, a `vigil outbox` command) may hold the database.
+    conn.busy_timeout(BUSY_WAIT)?;
+    // Two processes switching a new database to WAL at once: one is told "locked" at once,
+    // without the busy wait. It tries again until the other is done.
+    let started = std::time::Instant::now();
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && started.elapsed() < BUSY_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other?,
+        }
+    }
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS checkpoints (
                  key        TEXT PRIMARY KEY,
