@@ -42,14 +42,22 @@ pub fn private_dir(dir: &Path) -> io::Result<()> {
             );
             return Ok(());
         }
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))?;
-        tracing::warn!(
-            path = %dir.display(),
-            from = format!("{mode:04o}"),
-            to = format!("{DIR_MODE:04o}"),
-            "a directory of vigil's state was open to other users: its mode is now 0700"
-        );
+        tighten(dir, mode, DIR_MODE)?;
     }
+    Ok(())
+}
+
+/// Sets `path`'s mode from `from` to `to`, and says so.
+#[cfg(unix)]
+fn tighten(path: &Path, from: u32, to: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(to))?;
+    tracing::warn!(
+        path = %path.display(),
+        from = format!("{from:04o}"),
+        to = format!("{to:04o}"),
+        "a part of vigil's state was open to other users: its mode is now {to:04o}"
+    );
     Ok(())
 }
 
@@ -68,13 +76,7 @@ pub fn private_file(path: &Path) -> io::Result<()> {
         if !meta.is_file() || mode & 0o077 == 0 {
             return Ok(());
         }
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE))?;
-        tracing::warn!(
-            path = %path.display(),
-            from = format!("{mode:04o}"),
-            to = format!("{FILE_MODE:04o}"),
-            "a file of vigil's state was open to other users: its mode is now 0600"
-        );
+        tighten(path, mode, FILE_MODE)?;
     }
     #[cfg(not(unix))]
     let _ = path;
