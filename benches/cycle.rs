@@ -74,7 +74,7 @@ fn start_sim() -> (Proc, String) {
 /// The settings of one run: the simulator, the relay, a state directory.
 fn settings(dir: &Path, sim: &str, smtp: std::net::SocketAddr) -> String {
     format!(
-        "kind: settings\nstate_dir: {state}\nweb: {{ listen: 127.0.0.1:0 }}\nconnections:\n  pce:\n    pce:\n      url: {sim}\n      org: 1\n      api_key_file: {dir}/key\n      api_secret_file: {dir}/secret\n  smtp:\n    relay: {{ host: {host}, port: {port}, tls: none, from: vigil@example.com }}\n",
+        "kind: settings\nstate_dir: {state}\nweb: {{ listen: 127.0.0.1:0 }}\nconnections:\n  pce:\n    pce:\n      url: {sim}\n      insecure_http: true\n      org: 1\n      api_key_file: {dir}/key\n      api_secret_file: {dir}/secret\n  smtp:\n    relay: {{ host: {host}, port: {port}, tls: none, from: vigil@example.com }}\n",
         state = dir.join("state").display(),
         dir = dir.display(),
         host = smtp.ip(),

@@ -107,6 +107,7 @@ fn measure(url: &str) {
         .expect("runtime");
     rt.block_on(async {
         let mut cfg = PceConnectionConfig::new(url.to_string(), Secret::new(KEY), Secret::new(SECRET));
+        cfg.insecure_http = true; // the simulator serves plain HTTP
         cfg.poll_interval_initial = CfgDuration::from_millis(100);
         cfg.poll_interval_max = CfgDuration::from_millis(250);
         let clock: SharedClock = Arc::new(WallClock);

@@ -24,7 +24,7 @@
 //! "#;
 //! let loaded = load_sources(
 //!     &[(PathBuf::from("admin-ports.yaml"), yaml.to_string())],
-//!     &LoadOptions { env: Env::Map(Default::default()) },
+//!     &LoadOptions { env: Env::Map(Default::default()), ..Default::default() },
 //! );
 //! assert!(loaded.diagnostics.is_empty());
 //! let config = loaded.config.expect("valid");

@@ -53,6 +53,12 @@ pub fn resolve_secret(
     }
 }
 
+/// Whether the secret file `<name>_file` at `path` can be read and holds a value; the
+/// error says why not (never the content).
+pub fn check_secret_file(name: &str, path: &Path) -> Result<(), String> {
+    read_secret_file(name, path).map(|_| ())
+}
+
 fn read_secret_file(name: &str, path: &Path) -> Result<Secret, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read `{name}_file` {}: {e}", path.display()))?;

@@ -31,6 +31,7 @@ fn jump_clock() -> Arc<JumpClock> {
 
 fn config(server: &MockServer) -> PceConnectionConfig {
     let mut cfg = PceConnectionConfig::new(server.uri(), Secret::new(KEY), Secret::new(SECRET));
+    cfg.insecure_http = true; // the mock PCE serves plain HTTP
     cfg.request_timeout = CfgDuration::from_secs(5);
     cfg.connect_timeout = CfgDuration::from_secs(2);
     cfg
@@ -290,6 +291,7 @@ async fn connection_failures_are_retried_then_reported() {
         Secret::new(KEY),
         Secret::new(SECRET),
     );
+    cfg.insecure_http = true;
     cfg.max_retries = 2;
     let (client, clock) = client_with(&cfg);
     let err = client.health().await.unwrap_err();
@@ -1155,6 +1157,7 @@ async fn a_gigabyte_events_page_fails_with_a_size_error_and_bounded_memory() {
     for declared in [true, false] {
         let url = gigabyte_peer(declared).await;
         let mut cfg = PceConnectionConfig::new(url, Secret::new(KEY), Secret::new(SECRET));
+        cfg.insecure_http = true; // the peer serves plain HTTP
         cfg.request_timeout = CfgDuration::from_secs(60);
         let (client, _) = client_with(&cfg);
         let err = client

@@ -48,6 +48,7 @@ async fn start(scenario: Scenario, faults: Faults) -> Harness {
         .await
         .expect("simulator starts");
     let mut conn = PceConnectionConfig::new(sim.url(), Secret::new(key), Secret::new(secret));
+    conn.insecure_http = true; // the simulator serves plain HTTP
     conn.request_timeout = CfgDuration::from_secs(10);
     let client_clock: SharedClock = clock.clone();
     let client = PceClient::new(&conn, client_clock).expect("client builds");
@@ -242,6 +243,7 @@ async fn wrong_secret_is_a_clear_error() {
     let h = start(Scenario::Quiet, Faults::default()).await;
     let mut conn =
         PceConnectionConfig::new(h.sim.url(), Secret::new("api_sim"), Secret::new("wrong"));
+    conn.insecure_http = true; // the simulator serves plain HTTP
     conn.request_timeout = CfgDuration::from_secs(10);
     let clock: SharedClock = h.clock.clone();
     let client = PceClient::new(&conn, clock).unwrap();

@@ -82,7 +82,8 @@ async fn direct(
     since: Timestamp,
     until: Timestamp,
 ) -> Vec<Value> {
-    let cfg = PceConnectionConfig::new(sim.url(), Secret::new("api_sim"), Secret::new(SECRET));
+    let mut cfg = PceConnectionConfig::new(sim.url(), Secret::new("api_sim"), Secret::new(SECRET));
+    cfg.insecure_http = true; // the simulator serves plain HTTP
     let client = PceClient::new(&cfg, clock).expect("client");
     let q = EventQuery {
         since: Some(since),
@@ -560,7 +561,7 @@ async fn odd_records_are_set_aside_and_every_documented_variant_passes() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("events.jsonl");
     let text = format!(
-        "kind: settings\nstate_dir: {state}\nconnections:\n  pce:\n    lab:\n      url: {url}\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n---\nkind: pipeline\nname: audit\nsources:\n  pce: {{type: pce_events, connection: lab, start_at: 10m}}\nsinks:\n  out: {{type: file, path: {out}, inputs: [pce]}}\n",
+        "kind: settings\nstate_dir: {state}\nconnections:\n  pce:\n    lab:\n      url: {url}\n      insecure_http: true\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n---\nkind: pipeline\nname: audit\nsources:\n  pce: {{type: pce_events, connection: lab, start_at: 10m}}\nsinks:\n  out: {{type: file, path: {out}, inputs: [pce]}}\n",
         state = dir.path().join("state").display(),
         url = server.uri(),
         out = out.display(),

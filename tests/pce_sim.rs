@@ -1085,6 +1085,7 @@ async fn the_cli_serves_gzip_downloads_when_asked() {
     use vigil::pce::client::{PceClient, PceConnectionConfig, Secret, TrafficQuery};
     let (mut child, url) = spawn_sim_cli(&["--gzip-downloads"]).await;
     let mut cfg = PceConnectionConfig::new(url.clone(), Secret::new(KEY), Secret::new(SECRET));
+    cfg.insecure_http = true; // the simulator serves plain HTTP
     cfg.poll_interval_initial = vigil::config::Duration::from_millis(100);
     cfg.poll_interval_max = vigil::config::Duration::from_millis(250);
     let client = PceClient::new(&cfg, Arc::new(vigil::runtime::WallClock)).expect("client");

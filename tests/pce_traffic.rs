@@ -758,7 +758,7 @@ async fn run_scripted(
         out.display()
     );
     let yaml = format!(
-        "kind: settings\nstate_dir: {state}\nconnections:\n  pce:\n    lab:\n      url: {url}\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n      backoff_base: 1s\n---\n{pipeline}",
+        "kind: settings\nstate_dir: {state}\nconnections:\n  pce:\n    lab:\n      url: {url}\n      insecure_http: true\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n      backoff_base: 1s\n---\n{pipeline}",
         state = dir.join("state").display(),
     );
     let topology = runtime::start(&common::load(yaml), Arc::new(clock.clone())).expect("starts");

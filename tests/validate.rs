@@ -24,6 +24,7 @@ fn vigil() -> Command {
 fn no_env() -> LoadOptions {
     LoadOptions {
         env: Env::Map(HashMap::new()),
+        secret_files: false,
     }
 }
 
@@ -106,6 +107,7 @@ fn every_invalid_fixture_reports_exactly_its_expected_diagnostics() {
         codes::TOO_LARGE,
         codes::PLAINTEXT_AUTH,
         codes::OUTSIDE_DIR,
+        codes::INSECURE_URL,
     ] {
         assert!(covered.contains(code), "no fixture covers `{code}`");
     }
@@ -293,16 +295,33 @@ fn an_smtp_login_without_tls_is_refused_unless_allowed() {
 
 #[test]
 fn exit_codes() {
-    // The shipped pipelines are valid, without warnings.
-    vigil().args(["validate", "pipelines/"]).assert().code(0);
+    // The shipped pipelines are valid, without warnings, once their secret files exist.
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("key"), "api_1a2b\n").unwrap();
+    std::fs::write(secrets.path().join("secret"), "s3cr3t-value\n").unwrap();
+    vigil()
+        .args(["validate", "pipelines/"])
+        .env("PCE_API_KEY_FILE", secrets.path().join("key"))
+        .env("PCE_API_SECRET_FILE", secrets.path().join("secret"))
+        .assert()
+        .code(0);
     vigil()
         .args(["validate", "--deny-warnings", "examples/sample-flows"])
         .assert()
         .code(0);
     vigil()
         .args(["validate", "--deny-warnings"])
+        .env("PCE_API_KEY_FILE", secrets.path().join("key"))
+        .env("PCE_API_SECRET_FILE", secrets.path().join("secret"))
         .assert()
         .code(0);
+    // Without them, `vigil run` would stop: validate says so.
+    vigil()
+        .args(["validate", "pipelines/"])
+        .env("PCE_API_KEY_FILE", secrets.path().join("missing"))
+        .env("PCE_API_SECRET_FILE", secrets.path().join("secret"))
+        .assert()
+        .code(1);
     // Warnings alone pass, unless denied.
     vigil()
         .args(["validate", "tests/fixtures/invalid/unused.yaml"])
@@ -324,6 +343,97 @@ fn exit_codes() {
         .code(2);
     let empty = tempfile::tempdir().unwrap();
     vigil().arg("validate").arg(empty.path()).assert().code(2);
+}
+
+/// A secret file that is missing, unreadable or empty is an error at the setting that
+/// names it (`vigil run` would stop there), never showing the secret; `--no-env` (CI,
+/// where secrets are absent) does not look at the files.
+#[test]
+fn missing_unreadable_or_empty_secret_files_are_errors_at_their_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "api_1a2b\n").unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "s3cr3t-value-never-shown\n").unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, " \n").unwrap();
+    // A directory cannot be read as a file, even by root.
+    let unreadable = dir.path().join("a-directory");
+    std::fs::create_dir(&unreadable).unwrap();
+    let file = dir.path().join("settings.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "kind: settings\nconnections:\n  pce:\n    ok:\n      url: https://pce.example.com:8443\n      api_key_file: {key}\n      api_secret_file: {secret}\n    bad:\n      url: https://pce.example.com:8443\n      api_key_file: {missing}\n      api_secret_file: {unreadable}\n  smtp:\n    relay:\n      host: smtp.example.com\n      from: vigil@example.com\n      username: vigil\n      password_file: {empty}\n",
+            key = key.display(),
+            secret = secret.display(),
+            missing = dir.path().join("missing").display(),
+            unreadable = unreadable.display(),
+            empty = empty.display(),
+        ),
+    )
+    .unwrap();
+    let out = vigil().arg("validate").arg(&file).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    let f = file.display();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{f}:10:21: error[secret-file]: cannot read `api_key_file` {}: ",
+            dir.path().join("missing").display()
+        )),
+        "{text}"
+    );
+    assert!(
+        lines[0].ends_with("`vigil run` would stop here: create it (holding only the value, readable by the user vigil runs as) or point `api_key_file` at it"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{f}:11:24: error[secret-file]: cannot read `api_secret_file` {}: ",
+            unreadable.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "{f}:17:22: error[secret-file]: `password_file` {} is empty;",
+            empty.display()
+        )),
+        "{text}"
+    );
+    assert_eq!(lines[3], "3 errors, 0 warnings");
+    assert!(
+        !text.contains("s3cr3t") && !text.contains("api_1a2b"),
+        "{text}"
+    );
+    // Without the environment the files are not looked at.
+    vigil()
+        .args(["validate", "--no-env"])
+        .arg(&file)
+        .assert()
+        .code(0);
+}
+
+/// `http://` is refused at the url unless the connection opts in with `insecure_http`.
+#[test]
+fn a_plain_http_pce_url_is_refused_unless_opted_in() {
+    let out = vigil()
+        .args([
+            "validate",
+            "--no-env",
+            "tests/fixtures/invalid/insecure-url.yaml",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(
+        text,
+        "tests/fixtures/invalid/insecure-url.yaml:5:12: error[insecure-url]: PCE connection settings: url `http://pce.example.com:8443` uses plain http://: the API key would cross the network in clear; use https:// (e.g. https://pce.example.com:8443), or set `insecure_http: true` for a TLS-terminating proxy on this machine or a test PCE\n1 error, 0 warnings\n"
+    );
 }
 
 #[test]
@@ -378,6 +488,7 @@ fn interpolated_values_are_typed_and_never_echoed() {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
         ),
+        ..Default::default()
     };
     let files = vec![(PathBuf::from("p.yaml"), text.to_string())];
     let ok = load_sources(
@@ -762,7 +873,14 @@ fn no_secret_appears_in_validate_output_or_the_debug_of_the_config() {
         ),
     )
     .expect("write");
-    let loaded = load_paths(&[dir.path().to_path_buf()], &LoadOptions { env }).expect("load");
+    let loaded = load_paths(
+        &[dir.path().to_path_buf()],
+        &LoadOptions {
+            env,
+            ..Default::default()
+        },
+    )
+    .expect("load");
     assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
     let debug = format!("{loaded:?} {:?}", loaded.config);
     assert!(

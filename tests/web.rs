@@ -755,7 +755,7 @@ async fn no_secret_appears_in_any_response_or_log_line() {
         drop(closed);
         (
             format!(
-                "connections:\n  pce:\n    lab:\n      url: {sim_url}\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n  smtp:\n    relay:\n      host: 127.0.0.1\n      port: {port}\n      tls: none\n      allow_plaintext_auth: true\n      username: vigil\n      password: ${{SMTP_PASSWORD}}\n      from: vigil@example.com\n  line:\n    ops:\n      token: ${{LINE_TOKEN}}\n      base_url: http://127.0.0.1:{port}\n  webhook:\n    hook:\n      url: ${{HOOK_URL}}\n      signing_secret: ${{HOOK_SECRET}}\n      headers:\n        Authorization: ${{HOOK_AUTH}}\n"
+                "connections:\n  pce:\n    lab:\n      url: {sim_url}\n      insecure_http: true\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n  smtp:\n    relay:\n      host: 127.0.0.1\n      port: {port}\n      tls: none\n      allow_plaintext_auth: true\n      username: vigil\n      password: ${{SMTP_PASSWORD}}\n      from: vigil@example.com\n  line:\n    ops:\n      token: ${{LINE_TOKEN}}\n      base_url: http://127.0.0.1:{port}\n  webhook:\n    hook:\n      url: ${{HOOK_URL}}\n      signing_secret: ${{HOOK_SECRET}}\n      headers:\n        Authorization: ${{HOOK_AUTH}}\n"
             ),
             format!(
                 "kind: pipeline\nname: p\nsources:\n  events:\n    type: pce_events\n    connection: lab\n    interval: 5s\n    start_at: 1h\nstages:\n  any:\n    type: window_count\n    inputs: [events]\n    window: 1h\n    threshold: 1\n    group_by: [event_type]\nsinks:\n  out:\n    type: file\n    inputs: [any]\n    path: {}\n  mail:\n    type: mail\n    inputs: [any]\n    connection: relay\n    to: [soc@example.com]\n    retry: {{initial: 100ms, max: 200ms}}\n  line:\n    type: line\n    inputs: [any]\n    connection: ops\n    to: U123\n    retry: {{initial: 100ms, max: 200ms}}\n  hook:\n    type: webhook\n    inputs: [any]\n    connection: hook\n    retry: {{initial: 100ms, max: 200ms}}\n",
@@ -837,7 +837,7 @@ async fn run_once_polls_now() {
     let make = move |dir: &std::path::Path| {
         (
             format!(
-                "connections:\n  pce:\n    lab:\n      url: {sim_url}\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n"
+                "connections:\n  pce:\n    lab:\n      url: {sim_url}\n      insecure_http: true\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n"
             ),
             format!(
                 "kind: pipeline\nname: p\nsources:\n  events:\n    type: pce_events\n    connection: lab\n    interval: 1h\nsinks:\n  out:\n    type: file\n    inputs: [events]\n    path: {}\n",

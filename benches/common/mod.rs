@@ -55,6 +55,7 @@ pub(crate) fn load(yaml: String) -> vigil::config::Config {
         &[(std::path::PathBuf::from("bench.yaml"), yaml)],
         &vigil::config::LoadOptions {
             env: vigil::config::Env::Map(Default::default()),
+            ..Default::default()
         },
     );
     assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);

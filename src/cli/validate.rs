@@ -21,6 +21,7 @@ pub(super) fn validate(
     };
     let opts = LoadOptions {
         env: if no_env { Env::NoEnv } else { Env::Process },
+        secret_files: !no_env,
     };
     let loaded = load_paths(&paths, &opts)?;
     print(&diagnostic::render(&loaded.diagnostics, format))?;

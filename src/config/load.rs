@@ -24,6 +24,10 @@ use crate::graph::analyse;
 pub struct LoadOptions {
     /// Where `${VAR}` values come from.
     pub env: Env,
+    /// Check that every secret file the settings name (`api_secret_file`,
+    /// `password_file`, ...) can be read and is not empty (`vigil validate`, `vigil
+    /// check`); off for `vigil test` and `--no-env`, which need no secrets.
+    pub secret_files: bool,
 }
 
 /// A file or directory could not be read: not a configuration problem but a usage or
@@ -174,6 +178,8 @@ struct Doc<'a> {
     unresolved: BTreeSet<String>,
     /// No error so far: worth typing.
     clean: bool,
+    /// Check that secret files can be read ([`LoadOptions::secret_files`]).
+    secret_files: bool,
 }
 
 impl Doc<'_> {
@@ -255,6 +261,7 @@ pub fn load_sources(files: &[(PathBuf, String)], opts: &LoadOptions) -> Loaded {
                 from_env: resolved.from_env,
                 unresolved: resolved.unresolved,
                 clean: file_clean && resolved.errors.is_empty(),
+                secret_files: opts.secret_files,
             };
             if doc.value.is_null() {
                 continue; // an empty document (only comments, or a trailing `---`)
@@ -485,7 +492,12 @@ fn check_settings(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<Sett
             check_secret(doc, &mut p, name, &base, field, Need::Required);
         }
         if let Err(e) = conn.api_base() {
-            p.error(format!("{base}/url"), codes::INVALID_VALUE, e.to_string());
+            let code = if conn.is_plain_http() {
+                codes::INSECURE_URL
+            } else {
+                codes::INVALID_VALUE
+            };
+            p.error(format!("{base}/url"), code, e.to_string());
         }
     }
     check_secret(doc, &mut p, "web", "/web", "token", Need::Optional);
@@ -736,6 +748,19 @@ fn check_secret(doc: &Doc<'_>, p: &mut Problems, name: &str, base: &str, field: 
             codes::MISSING_KEY,
             format!("connection `{name}` needs `{field}` (from the environment) or `{field}_file`"),
         );
+    }
+    let file_pointer = format!("{pointer}_file");
+    if doc.secret_files && !doc.unresolved.contains(&file_pointer) {
+        let path = doc.value.pointer(&file_pointer).and_then(Value::as_str);
+        if let Some(path) = path.filter(|p| !p.trim().is_empty()) {
+            if let Err(why) = crate::secret::check_secret_file(field, Path::new(path)) {
+                p.error(
+                    file_pointer,
+                    codes::SECRET_FILE,
+                    format!("{why}; `vigil run` would stop here: create it (holding only the value, readable by the user vigil runs as) or point `{field}_file` at it"),
+                );
+            }
+        }
     }
 }
 

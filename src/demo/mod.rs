@@ -172,7 +172,7 @@ pub async fn prepare(opts: &DemoOptions) -> Result<Demo, DemoError> {
          state_dir: {state}\n\
          public_url: http://{listen}\n\
          web:\n  listen: {listen}\n\
-         connections:\n  pce:\n    pce:\n      url: {url}\n      org: 1\n      api_key_file: {key}\n      api_secret_file: {secret}\n\
+         connections:\n  pce:\n    pce:\n      url: {url}\n      # The simulator serves plain HTTP on loopback.\n      insecure_http: true\n      org: 1\n      api_key_file: {key}\n      api_secret_file: {secret}\n\
          \x20 smtp:\n    relay:\n      host: 127.0.0.1\n      port: {smtp}\n      tls: none\n      from: vigil-demo@localhost\n",
         state = state.display(),
         listen = opts.listen,

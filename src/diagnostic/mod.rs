@@ -109,6 +109,11 @@ pub mod codes {
     /// A template set or script `file` that leads out of the pipeline file's directory
     /// (`..`, an absolute path elsewhere, a symbolic link pointing outside).
     pub const OUTSIDE_DIR: &str = "outside-dir";
+    /// A secret's file (`api_secret_file`, `password_file`, ...) that cannot be read or
+    /// is empty (checked by `vigil validate` without `--no-env`).
+    pub const SECRET_FILE: &str = "secret-file";
+    /// A PCE `url` over plain `http://` without `insecure_http: true`.
+    pub const INSECURE_URL: &str = "insecure-url";
 }
 
 /// One problem, at one place in one file.

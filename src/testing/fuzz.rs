@@ -145,7 +145,13 @@ fn pipeline_yaml(input: &[u8]) {
             .collect(),
     );
     let files = [(PathBuf::from("fuzz/p.yaml"), text(input))];
-    let _ = load_sources(&files, &LoadOptions { env });
+    let _ = load_sources(
+        &files,
+        &LoadOptions {
+            env,
+            ..Default::default()
+        },
+    );
 }
 
 /// A flow in the shape filters and scripts see.

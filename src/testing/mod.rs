@@ -48,7 +48,10 @@ struct Suite {
 
 /// Loads the pipelines under `paths`, finds their cases, runs them.
 pub fn run_paths(paths: &[PathBuf], env: Env) -> Result<Report, crate::config::LoadError> {
-    let opts = LoadOptions { env: env.clone() };
+    let opts = LoadOptions {
+        env: env.clone(),
+        ..Default::default()
+    };
     let loaded: Loaded = load_paths(paths, &opts)?;
     let mut report = Report {
         diagnostics: loaded.diagnostics.clone(),

@@ -46,7 +46,7 @@ pub(crate) async fn sim(
 #[cfg(feature = "demo")]
 pub(crate) fn settings(dir: &Path, sim: &RunningSim, extra: &str) -> String {
     format!(
-        "kind: settings\nstate_dir: {state}\nconnections:\n  pce:\n    lab:\n      url: {url}\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n      backoff_base: 1s\n{extra}---\n",
+        "kind: settings\nstate_dir: {state}\nconnections:\n  pce:\n    lab:\n      url: {url}\n      insecure_http: true\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n      backoff_base: 1s\n{extra}---\n",
         state = dir.join("state").display(),
         url = sim.url(),
     )
@@ -58,7 +58,13 @@ pub(crate) fn load(yaml: String) -> Config {
         ("PCE_KEY".to_string(), "api_sim".to_string()),
         ("PCE_SECRET".to_string(), SECRET.to_string()),
     ]));
-    let loaded = load_sources(&[(PathBuf::from("p.yaml"), yaml)], &LoadOptions { env });
+    let loaded = load_sources(
+        &[(PathBuf::from("p.yaml"), yaml)],
+        &LoadOptions {
+            env,
+            ..Default::default()
+        },
+    );
     assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
     loaded.config.expect("valid")
 }

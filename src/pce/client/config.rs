@@ -44,6 +44,12 @@ pub struct PceConnectionConfig {
     /// logged); prefer `ca_file`. Default: true.
     #[serde(default = "default_true")]
     pub tls_verify: bool,
+    /// Accept a plain `http://` url. The API key then crosses the network in clear, so
+    /// this is only for a TLS-terminating proxy on this machine (`http://127.0.0.1:...`)
+    /// or a test PCE such as `vigil pce-sim`; without it an `http://` url is refused.
+    /// Default: false.
+    #[serde(default)]
+    pub insecure_http: bool,
     /// How long to wait for a TCP/TLS connection. Default: `10s`.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Duration,
@@ -143,6 +149,7 @@ impl PceConnectionConfig {
             api_secret_file: None,
             ca_file: None,
             tls_verify: true,
+            insecure_http: false,
             connect_timeout: default_connect_timeout(),
             request_timeout: default_request_timeout(),
             requests_per_minute: default_rpm(),
@@ -201,7 +208,13 @@ impl PceConnectionConfig {
     /// The API base, `<url>/api/v2`, after checking the URL.
     pub fn api_base(&self) -> Result<String, PceError> {
         let url = self.url.trim().trim_end_matches('/');
-        if !(url.starts_with("https://") || url.starts_with("http://")) {
+        if self.is_plain_http() {
+            if !self.insecure_http {
+                return Err(PceError::Config(format!(
+                    "url `{url}` uses plain http://: the API key would cross the network in clear; use https:// (e.g. https://pce.example.com:8443), or set `insecure_http: true` for a TLS-terminating proxy on this machine or a test PCE"
+                )));
+            }
+        } else if !starts_with_ignore_case(url, "https://") {
             return Err(PceError::Config(format!(
                 "url `{url}` must start with https:// (e.g. https://pce.example.com:8443)"
             )));
@@ -209,6 +222,16 @@ impl PceConnectionConfig {
         let url = url.strip_suffix("/api/v2").unwrap_or(url);
         Ok(format!("{url}/api/v2"))
     }
+
+    /// Whether the url is plain `http://` (refused unless `insecure_http` is set).
+    pub fn is_plain_http(&self) -> bool {
+        starts_with_ignore_case(self.url.trim(), "http://")
+    }
+}
+
+fn starts_with_ignore_case(text: &str, prefix: &str) -> bool {
+    text.get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
 }
 
 #[cfg(test)]
@@ -228,5 +251,29 @@ mod tests {
         }
         assert_eq!(schema["additionalProperties"], false);
         assert_eq!(schema["required"], serde_json::json!(["url"]));
+    }
+
+    #[test]
+    fn plain_http_needs_the_opt_in() {
+        let mut cfg =
+            PceConnectionConfig::new("http://127.0.0.1:8080", Secret::new("k"), Secret::new("s"));
+        let err = cfg.api_base().unwrap_err().to_string();
+        assert!(err.contains("uses plain http://"), "{err}");
+        assert!(err.contains("insecure_http: true"), "{err}");
+        cfg.insecure_http = true;
+        assert_eq!(cfg.api_base().unwrap(), "http://127.0.0.1:8080/api/v2");
+        cfg.url = "HTTPS://pce.example.com:8443/".into();
+        cfg.insecure_http = false;
+        assert_eq!(
+            cfg.api_base().unwrap(),
+            "HTTPS://pce.example.com:8443/api/v2"
+        );
+        cfg.url = "pce.example.com:8443".into();
+        assert!(
+            cfg.api_base()
+                .unwrap_err()
+                .to_string()
+                .contains("must start with https://")
+        );
     }
 }
