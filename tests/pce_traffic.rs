@@ -185,14 +185,14 @@ async fn one_pipeline_reads_contiguous_slices_with_a_labels_map_to_filter_on() {
     let db = dir.path().join("db.jsonl");
     let corp = dir.path().join("corp.jsonl");
     let yaml = format!(
-        "kind: pipeline\nname: t\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 5m, settle: 2m, start_at: 15m}}\nstages:\n  to_db:\n    type: filter\n    inputs: [flows]\n    match:\n      dst.labels.role: DB\n  corporate:\n    type: filter\n    inputs: [flows]\n    match:\n      src.ip: ip_list:Corporate\nsinks:\n  all: {{type: file, path: {}, inputs: [flows]}}\n  db: {{type: file, path: {}, inputs: [to_db]}}\n  corp: {{type: file, path: {}, inputs: [corporate]}}\n",
+        "kind: pipeline\nname: t\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 5m, settle: 2m, start_at: 20m}}\nstages:\n  to_db:\n    type: filter\n    inputs: [flows]\n    match:\n      dst.labels.role: DB\n  corporate:\n    type: filter\n    inputs: [flows]\n    match:\n      src.ip: ip_list:Corporate\nsinks:\n  all: {{type: file, path: {}, inputs: [flows]}}\n  db: {{type: file, path: {}, inputs: [to_db]}}\n  corp: {{type: file, path: {}, inputs: [corporate]}}\n",
         all.display(),
         db.display(),
         corp.display()
     );
     let topology =
         runtime::start(&config(dir.path(), &sim, &yaml), Arc::new(clock.clone())).expect("starts");
-    // The 15-minute lookback: three slices are due at once, then one per interval.
+    // The 20-minute lookback from 08:58: four slices are due at once, then one per interval.
     nudge_until(&clock, "the lookback", || downloads(&sim) >= 3).await;
     for n in 1..=2 {
         cycle(&clock, &sim, n).await;
@@ -349,16 +349,63 @@ async fn no_slice_is_queried_before_it_settled() {
     sim.shutdown().await;
 }
 
+/// `start_at` counts back from the newest settled time: a lookback of one interval is
+/// one slice (it was two: the lookback plus a whole interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookback_of_one_interval_reads_exactly_one_slice() {
+    let clock = VirtualClock::new(t0());
+    let sim = sim(&clock, Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let yaml = format!(
+        "kind: pipeline\nname: t\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 12m, settle: 2m, start_at: 12m}}\nsinks:\n  out: {{type: file, path: {}, inputs: [flows]}}\n",
+        out.display()
+    );
+    let topology =
+        runtime::start(&config(dir.path(), &sim, &yaml), Arc::new(clock.clone())).expect("starts");
+    // The slice [08:46, 08:58) is read and the position stored at its end; the next one
+    // ([08:58, 09:10)) is due at 09:12 only.
+    let settled = t0() - chrono::Duration::minutes(2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cursor_if_stored(dir.path()).is_none_or(|c| c < settled) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no slice read: {:?}",
+            slices(&sim.request_log())
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        clock.advance(Duration::from_secs(1));
+    }
+    assert!(vigil::runtime::Clock::now(&clock) < t0() + chrono::Duration::minutes(12));
+    stop(topology).await;
+    let read = slices(&sim.request_log());
+    assert_eq!(read.len(), 1, "{read:?}");
+    assert_eq!(read[0].start, t0() - chrono::Duration::minutes(14));
+    assert_eq!(read[0].end, settled);
+    assert_eq!(cursor(dir.path()), settled);
+    sim.shutdown().await;
+}
+
+/// The stored slice cursor, if one was stored.
+fn cursor_if_stored(dir: &Path) -> Option<DateTime<Utc>> {
+    let store = vigil::store::Store::open(&dir.join("state")).ok()?;
+    let stored = store.checkpoint("pce_traffic:lab").ok()??;
+    let text = stored["next_start"].as_str()?;
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cursor_survives_a_restart() {
     let clock = VirtualClock::new(t0());
     let sim = sim(&clock, Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
-    let config = config(dir.path(), &sim, &pipeline("t", ", start_at: 10m", &out));
+    let config = config(dir.path(), &sim, &pipeline("t", ", start_at: 15m", &out));
     let topology = runtime::start(&config, Arc::new(clock.clone())).expect("starts");
-    // 10 minutes back: the slices ending 08:48, 08:53, 08:58 are due at 09:00; 09:03 at
-    // 09:05.
+    // 15 minutes back from 08:58 (settle 2m): the slices ending 08:48, 08:53, 08:58 are
+    // due at 09:00; 09:03 at 09:05.
     nudge_until(&clock, "the lookback", || downloads(&sim) >= 3).await;
     cycle(&clock, &sim, 1).await;
     quiesce(&clock, &sim, dir.path()).await;
@@ -422,12 +469,12 @@ async fn one_query_asks_for_the_union_of_decisions_and_each_pipeline_gets_its_ow
     let yaml = [
         pipeline(
             "b",
-            ", start_at: 30m, policy_decisions: [blocked]",
+            ", start_at: 35m, policy_decisions: [blocked]",
             &blocked,
         ),
         pipeline(
             "a",
-            ", start_at: 30m, policy_decisions: [allowed]",
+            ", start_at: 35m, policy_decisions: [allowed]",
             &allowed,
         ),
     ]
@@ -589,7 +636,7 @@ async fn a_flow_living_over_many_slices_is_summed_once() {
     // One-minute slices: the simulator's flows last up to 10 minutes, so many of them come
     // back in three slices or more, each time with lifetime counters.
     let yaml = format!(
-        "kind: pipeline\nname: t\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 1m, settle: 2m, start_at: 20m}}\nsinks:\n  out: {{type: file, path: {}, inputs: [flows]}}\n",
+        "kind: pipeline\nname: t\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 1m, settle: 2m, start_at: 21m}}\nsinks:\n  out: {{type: file, path: {}, inputs: [flows]}}\n",
         out.display()
     );
     let topology =
@@ -751,10 +798,10 @@ async fn run_scripted(
     out: &Path,
     slices: u64,
 ) -> vigil::sources::pce_traffic::TrafficCounters {
-    // Starting 14 + 5 + 3 minutes back: three slices are due at 09:00, the fourth
+    // Starting 19 + 3 minutes back: three slices are due at 09:00, the fourth
     // ([08:53, 08:58) with 3 minutes to settle) only at 09:01.
     let pipeline = format!(
-        "kind: pipeline\nname: t\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 5m, settle: 3m, start_at: 14m}}\nsinks:\n  out: {{type: file, path: {}, inputs: [flows]}}\n",
+        "kind: pipeline\nname: t\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 5m, settle: 3m, start_at: 19m}}\nsinks:\n  out: {{type: file, path: {}, inputs: [flows]}}\n",
         out.display()
     );
     let yaml = format!(
@@ -914,7 +961,7 @@ async fn ports_run(narrow: bool) -> Narrowed {
         let flows = dir.path().join(format!("{name}-flows.jsonl"));
         let alerts = dir.path().join(format!("{name}-alerts.jsonl"));
         format!(
-            "kind: pipeline\nname: {name}\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 5m, settle: 2m, start_at: 30m{option}}}\nstages:\n  keep:\n    type: filter\n    inputs: [flows]\n    match:\n      service.port: {ports}\n  rule:\n    type: window_count\n    inputs: [keep]\n    window: 30m\n    group_by: [src.ip]\n    threshold: 2\n    alert: {{mode: each_crossing}}\nsinks:\n  kept: {{type: file, path: {}, inputs: [keep]}}\n  alerts: {{type: file, path: {}, inputs: [rule]}}\n",
+            "kind: pipeline\nname: {name}\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 5m, settle: 2m, start_at: 35m{option}}}\nstages:\n  keep:\n    type: filter\n    inputs: [flows]\n    match:\n      service.port: {ports}\n  rule:\n    type: window_count\n    inputs: [keep]\n    window: 30m\n    group_by: [src.ip]\n    threshold: 2\n    alert: {{mode: each_crossing}}\nsinks:\n  kept: {{type: file, path: {}, inputs: [keep]}}\n  alerts: {{type: file, path: {}, inputs: [rule]}}\n",
             flows.display(),
             alerts.display()
         )

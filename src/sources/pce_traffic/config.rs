@@ -73,7 +73,9 @@ pub struct PceTrafficConfig {
     #[serde(default = "default_max_results")]
     pub max_results: u32,
     /// Where the first run starts (when no position is stored): `now`, or a lookback such
-    /// as `1h`. Default: `now`.
+    /// as `1h`, counted back from the newest settled time (`now − settle`). `now`, or a
+    /// lookback shorter than `interval`, reads the last settled slice; `1h` with
+    /// `interval: 12m` reads five slices at once. Default: `now`.
     #[serde(default = "default_start_at")]
     pub start_at: String,
     /// How often to refresh the names of labels, IP lists and workloads. Default: `10m`.

@@ -282,7 +282,10 @@ impl TrafficHub {
                 tracing::warn!(connection = %self.connection, error = %e, "pce_traffic: cannot read the cursor; starting afresh");
             }
         }
-        self.clock.now() - plan.settle - plan.interval - plan.lookback
+        // The lookback counts back from the newest settled time (`now - settle`), and
+        // the first run reads at least the last settled slice (`start_at: now`).
+        // `start_at: 12m` with `interval: 12m` is one slice, not the lookback plus one.
+        self.clock.now() - plan.settle - plan.lookback.max(plan.interval)
     }
 
     /// The stored ledger, or an empty one.
