@@ -893,6 +893,118 @@ async fn run_once_polls_now() {
     drop(v);
 }
 
+/// A PCE refusing the API key (the simulator with another secret): `pce_health` says
+/// `unauthorized` (not `unreachable`) with the PCE's 401, `/readyz` answers 503 naming
+/// the connection, and the stats say so — the secret itself appears nowhere.
+#[cfg(feature = "demo")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_api_key_is_unauthorized_and_not_ready() {
+    let (mut sim, sim_url) = common::cli::pce_sim(&[], &[]);
+    let make = move |dir: &std::path::Path| {
+        (
+            format!(
+                "connections:\n  pce:\n    lab:\n      url: {sim_url}\n      insecure_http: true\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n"
+            ),
+            format!(
+                "kind: pipeline\nname: p\nsources:\n  health:\n    type: pce_health\n    connection: lab\n    interval: 1h\nsinks:\n  out:\n    type: file\n    inputs: [health]\n    path: {}\n",
+                dir.join("health.jsonl").display()
+            ),
+        )
+    };
+    let v = tokio::task::spawn_blocking(move || {
+        start_with(
+            "  listen: 127.0.0.1:0\n",
+            Some(&make),
+            &[("PCE_KEY", "api_sim"), ("PCE_SECRET", "not-the-sim-secret")],
+        )
+    })
+    .await
+    .expect("start");
+    let base = v.base.clone();
+    let health = v.dir.path().join("health.jsonl");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let event: Value = loop {
+        let text = std::fs::read_to_string(&health).unwrap_or_default();
+        if let Some(line) = text.lines().next() {
+            break serde_json::from_str(line).expect("a JSON event");
+        }
+        assert!(std::time::Instant::now() < deadline, "no health event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(event["status"], "unauthorized", "{event}");
+    assert_eq!(event["http_status"], 401, "{event}");
+    let error = event["error"].as_str().expect("why");
+    assert!(
+        error.contains("401") && error.contains("check api_key/api_secret"),
+        "{error}"
+    );
+    let (status, body, _) = get(&format!("{base}/readyz"), None).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body,
+        "not ready: PCE connection lab refuses the API key (401 unauthorized)\n"
+    );
+    let (status, body, _) = get(&format!("{base}/api/v1/stats"), None).await;
+    assert_eq!(status, 200);
+    let stats: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        stats["pce"]["lab"]["credentials"], "unauthorized",
+        "{stats}"
+    );
+    let everything = format!("{event}{body}{}", std::fs::read_to_string(&health).unwrap());
+    assert!(!everything.contains("not-the-sim-secret"));
+    let _ = sim.kill();
+    let _ = sim.wait();
+    drop(v);
+}
+
+/// With the right key the same connection is ready, its credentials accepted.
+#[cfg(feature = "demo")]
+#[tokio::test(flavor = "multi_thread")]
+async fn an_accepted_api_key_is_ready() {
+    let (mut sim, sim_url) = common::cli::pce_sim(&[], &[]);
+    let make = move |dir: &std::path::Path| {
+        (
+            format!(
+                "connections:\n  pce:\n    lab:\n      url: {sim_url}\n      insecure_http: true\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n"
+            ),
+            format!(
+                "kind: pipeline\nname: p\nsources:\n  health:\n    type: pce_health\n    connection: lab\n    interval: 1h\nsinks:\n  out:\n    type: file\n    inputs: [health]\n    path: {}\n",
+                dir.join("health.jsonl").display()
+            ),
+        )
+    };
+    let v = tokio::task::spawn_blocking(move || {
+        start_with(
+            "  listen: 127.0.0.1:0\n",
+            Some(&make),
+            &[("PCE_KEY", "api_sim"), ("PCE_SECRET", "sim-secret")],
+        )
+    })
+    .await
+    .expect("start");
+    let health = v.dir.path().join("health.jsonl");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while std::fs::read_to_string(&health)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(std::time::Instant::now() < deadline, "no health event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = std::fs::read_to_string(&health).unwrap();
+    let event: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(event["status"], "normal", "{event}");
+    let (status, body, _) = get(&format!("{}/readyz", v.base), None).await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    let (_, body, _) = get(&format!("{}/api/v1/stats", v.base), None).await;
+    let stats: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(stats["pce"]["lab"]["credentials"], "accepted", "{stats}");
+    let _ = sim.kill();
+    let _ = sim.wait();
+    drop(v);
+}
+
 // ---- hostile clients ----------------------------------------------------------------------
 
 /// `host:port` of a started vigil.

@@ -90,8 +90,8 @@ pub struct SettingsConfig {
     /// Inhibition rules: while an alert matching a rule's `source` fires, the delivering
     /// sinks do not notify alerts matching its `target` (with equal values at its `equal`
     /// paths); when the source resolves, the targets are notified at their group's next
-    /// look. Example: `{source: {pipeline: pce-health, group.status: unreachable},
-    /// target: {pipeline: blocked-traffic}}`. Default: none.
+    /// look. Example: `{source: {pipeline: pce-health, group.status: [unreachable,
+    /// unauthorized, forbidden]}, target: {pipeline: blocked-traffic}}`. Default: none.
     #[serde(default)]
     pub inhibit: Vec<crate::sinks::delivery::inhibit::InhibitRuleConfig>,
     /// The HTTP API, `/metrics` and health checks.

@@ -393,16 +393,24 @@ struct TokenQuery {
     token: Option<String>,
 }
 
-/// Ready while no pipeline was stopped by a node that failed too often (503 naming
-/// them otherwise).
+/// Ready while no pipeline was stopped by a node that failed too often and no PCE
+/// refuses its connection's API key (503 naming them otherwise).
 async fn readyz(State(state): State<AppState>) -> Response {
     let nodes = state.reloader.nodes().await;
-    let failed: Vec<String> = nodes
+    let mut failed: Vec<String> = nodes
         .iter()
         .filter(|n| n.state == crate::runtime::NodeState::Failed)
         // Why is for `/api/v1/pipelines` (behind the token): no error text here.
         .map(|n| format!("pipeline {} is stopped: node {} failed", n.pipeline, n.id))
         .collect();
+    for (name, refused) in pce_credentials(&state).await {
+        if let Some(status) = refused {
+            failed.push(format!(
+                "PCE connection {name} refuses the API key ({})",
+                refusal(status)
+            ));
+        }
+    }
     if failed.is_empty() {
         "ready\n".into_response()
     } else {
@@ -411,6 +419,26 @@ async fn readyz(State(state): State<AppState>) -> Response {
             format!("not ready: {}\n", failed.join("; ")),
         )
             .into_response()
+    }
+}
+
+/// Each PCE connection in use, with the status its PCE refuses the API key with (401 or
+/// 403), if it does.
+async fn pce_credentials(state: &AppState) -> Vec<(String, Option<u16>)> {
+    let services = state.reloader.services().await;
+    services
+        .pce
+        .iter()
+        .map(|(name, p)| (name.clone(), p.client().credentials_refused()))
+        .collect()
+}
+
+/// `401 unauthorized` / `403 forbidden`.
+fn refusal(status: u16) -> String {
+    match status {
+        401 => "401 unauthorized".into(),
+        403 => "403 forbidden".into(),
+        other => other.to_string(),
     }
 }
 
@@ -452,8 +480,21 @@ async fn stats(State(state): State<AppState>) -> Response {
         .map(|(s, n)| (s.as_str().to_string(), n.into()))
         .collect();
     let (_, reloads, failures) = state.driver.status();
+    let pce: serde_json::Map<String, serde_json::Value> = pce_credentials(&state)
+        .await
+        .into_iter()
+        .map(|(name, refused)| {
+            let credentials = match refused {
+                None => "accepted",
+                Some(401) => "unauthorized",
+                Some(_) => "forbidden",
+            };
+            (name, json!({"credentials": credentials}))
+        })
+        .collect();
     axum::Json(json!({
         "pipelines": state.reloader.pipelines().await.len(),
+        "pce": pce,
         "nodes": nodes.len(),
         "events_read": sum("source", |n| n.events_out),
         "events_delivered": sum("sink", |n| n.events_out),

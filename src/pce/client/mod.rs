@@ -44,6 +44,7 @@ mod traffic;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -82,6 +83,9 @@ pub struct PceClient {
 
 struct Inner {
     stats: stats::RequestStats,
+    /// 401 or 403 while the PCE refuses the API key (the last authenticated request was
+    /// answered so); 0 once an authenticated request succeeded (or none was sent).
+    refused: AtomicU16,
     http: reqwest::Client,
     api_base: String,
     org: u32,
@@ -198,6 +202,7 @@ impl PceClient {
         Ok(PceClient {
             inner: Arc::new(Inner {
                 stats: stats::RequestStats::default(),
+                refused: AtomicU16::new(0),
                 http,
                 api_base,
                 org: cfg.org,
@@ -256,6 +261,15 @@ impl PceClient {
     /// `/orgs/<org><rest>`.
     fn org_path(&self, rest: &str) -> String {
         format!("/orgs/{}{rest}", self.inner.org)
+    }
+
+    /// `Some(401)` or `Some(403)` while the PCE refuses this connection's API key: the
+    /// last authenticated request was answered so. `None` once one succeeds again.
+    pub fn credentials_refused(&self) -> Option<u16> {
+        match self.inner.refused.load(Ordering::Relaxed) {
+            0 => None,
+            status => Some(status),
+        }
     }
 
     /// Requests sent so far, by endpoint, method and status, with their latencies.
@@ -326,6 +340,14 @@ impl PceClient {
         };
         let status = response.status();
         record(status.as_str());
+        if call.auth {
+            let refused = match status {
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => status.as_u16(),
+                s if s.is_success() => 0,
+                _ => self.inner.refused.load(Ordering::Relaxed),
+            };
+            self.inner.refused.store(refused, Ordering::Relaxed);
+        }
         let headers = response.headers().clone();
         let request_id = RequestId(
             headers

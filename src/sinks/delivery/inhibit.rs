@@ -1,6 +1,6 @@
 //! Inhibition: while an alert matching a rule's `source` fires, alerts matching its
 //! `target` (with the same values at its `equal` paths) are not notified — "PCE
-//! unreachable" mutes every traffic rule of that PCE.
+//! unreachable" (or refusing vigil's API key) mutes every traffic rule of that PCE.
 //!
 //! Rules are written in the settings (`inhibit:`). The [`Inhibitor`] is one board for the
 //! whole engine: every alert a stage raises is shown to it (the runtime does that where
@@ -27,7 +27,7 @@ pub const MAX_SOURCES: usize = 10_000;
 ///
 /// ```yaml
 /// inhibit:
-///   - source: { pipeline: pce-health, group.status: [unreachable, critical] }
+///   - source: { pipeline: pce-health, group.status: [unreachable, unauthorized, forbidden, critical] }
 ///     target: { pipeline: { regex: "blocked-traffic|admin-ports|exfiltration" } }
 ///     equal: []
 /// ```

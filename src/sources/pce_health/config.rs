@@ -12,13 +12,16 @@ use crate::time::Duration;
 ///
 /// The `status` in the body decides, not the HTTP code (a PCE answers 200 while degraded):
 /// the worst cluster status (`normal` < `warning` < `critical`) is the PCE's. A PCE that
-/// cannot be reached (after the client's retries) is `unreachable`. The first check emits
+/// refuses the API key is `unauthorized` (401: wrong or deleted key or secret) or
+/// `forbidden` (403: the key's role or the org); one that cannot be reached (after the
+/// client's retries) is `unreachable`. The first check emits
 /// the starting status; after that an event is emitted when the status changes, and again
 /// every `repeat` while it stays the same (if set).
 ///
 /// Event fields: `source_type` (`pce_health`), `connection`, `status`, `previous_status`
 /// (null on the first event), `changed`, `timestamp`, `clusters` (fqdn, type, status,
-/// notifications of each cluster) and `error` (why it is unreachable).
+/// notifications of each cluster), `error` (why it is unauthorized, forbidden or
+/// unreachable) and `http_status` (the PCE's answer then, if it answered).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(example = example())]

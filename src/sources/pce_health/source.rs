@@ -21,6 +21,10 @@ pub enum HealthStatus {
     Warning,
     /// A cluster says `critical`.
     Critical,
+    /// The PCE answered 403: the API key may not read the health (its role, or the org).
+    Forbidden,
+    /// The PCE answered 401: it refuses the API key or secret (wrong, or deleted).
+    Unauthorized,
     /// The PCE did not answer.
     Unreachable,
 }
@@ -33,7 +37,19 @@ impl HealthStatus {
             HealthStatus::Unknown => "unknown",
             HealthStatus::Warning => "warning",
             HealthStatus::Critical => "critical",
+            HealthStatus::Forbidden => "forbidden",
+            HealthStatus::Unauthorized => "unauthorized",
             HealthStatus::Unreachable => "unreachable",
+        }
+    }
+
+    /// The status of a failed health check: the PCE's refusal of the API key (401, 403)
+    /// is told apart from a PCE that did not answer.
+    pub fn of_error(error: &crate::pce::client::PceError) -> HealthStatus {
+        match error.status() {
+            Some(401) => HealthStatus::Unauthorized,
+            Some(403) => HealthStatus::Forbidden,
+            _ => HealthStatus::Unreachable,
         }
     }
 
@@ -61,6 +77,8 @@ struct Observation {
     status: HealthStatus,
     clusters: Vec<Value>,
     error: Option<String>,
+    /// The HTTP status of a refused or failed answer.
+    http_status: Option<u16>,
 }
 
 /// Polls a PCE's health.
@@ -87,11 +105,13 @@ impl PceHealthSource {
                     status: HealthStatus::of_body(&clusters),
                     clusters,
                     error: None,
+                    http_status: None,
                 },
                 Err(e) => Observation {
-                    status: HealthStatus::Unreachable,
+                    status: HealthStatus::of_error(&e),
                     clusters: Vec::new(),
                     error: Some(e.to_string()),
+                    http_status: e.status(),
                 },
             };
             let status = seen.status;
@@ -127,6 +147,7 @@ impl PceHealthSource {
             status,
             clusters,
             error,
+            http_status,
         } = seen;
         let clusters: Vec<Value> = clusters
             .iter()
@@ -149,6 +170,7 @@ impl PceHealthSource {
             "changed": changed,
             "clusters": clusters,
             "error": error,
+            "http_status": http_status,
         });
         Event::from_record(data, id.clone(), now)
     }
