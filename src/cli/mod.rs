@@ -1,5 +1,6 @@
 //! The `vigil` command line: the arguments, and one file per command.
 
+mod check;
 #[cfg(feature = "demo")]
 mod demo;
 mod graph;
@@ -26,12 +27,12 @@ use vigil::config::{LoadError, LoadOptions, Loaded, load_paths};
 #[cfg(feature = "demo")]
 use vigil::pce::sim::{Scenario, SimConfig};
 
+use self::{
+    check::check, graph::graph, outbox::outbox, run::run, send_test::send_test, silence::silence,
+    test::test, validate::validate,
+};
 #[cfg(feature = "demo")]
 use self::{demo::demo, pce_sim::pce_sim};
-use self::{
-    graph::graph, outbox::outbox, run::run, send_test::send_test, silence::silence, test::test,
-    validate::validate,
-};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,6 +69,17 @@ pub(crate) enum Command {
         /// Check `${VAR}` syntax without requiring the variables to be set.
         #[arg(long)]
         no_env: bool,
+    },
+    /// `validate`, then the environment: secret files readable, each PCE accepting its
+    /// API key, SMTP/LINE/webhook endpoints answering, state_dir writable. One line per
+    /// check; exit 1 if any fails. Sends nothing and leaves a running vigil alone.
+    Check {
+        /// The directory (or file) of pipeline files.
+        #[arg(long, short, default_value = "pipelines")]
+        pipelines: PathBuf,
+        /// How long each check may take (`5s`, `500ms`).
+        #[arg(long, default_value = "5s", value_parser = parse_timeout)]
+        timeout: std::time::Duration,
     },
     /// Run the pipelines' test cases on a virtual clock; exit 1 if any fails.
     Test {
@@ -277,6 +289,7 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             no_watch,
         } => run(pipelines, !no_watch),
         Command::Test { paths } => test(paths),
+        Command::Check { pipelines, timeout } => check(pipelines, timeout),
         Command::Graph { pipelines, format } => graph(pipelines, format),
         #[cfg(feature = "demo")]
         Command::Demo {
@@ -336,6 +349,14 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             print(&vigil::config::schema::document_schema_text())?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `--timeout`: a positive length such as `5s`.
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    match vigil::time::parse_length(text)? {
+        d if d.is_zero() => Err("must be greater than zero".into()),
+        d => Ok(d),
     }
 }
 

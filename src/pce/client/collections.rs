@@ -83,6 +83,15 @@ impl PceClient {
         self.collection("/labels", q).await
     }
 
+    /// `GET /orgs/{org}/labels?max_results=1`: one cheap authenticated request that the
+    /// PCE answers only for a key it accepts for this org (`vigil check`). 401, 403, TLS,
+    /// connection and timeout failures come back as they are.
+    pub async fn check_access(&self) -> Result<(), PceError> {
+        let call = Call::get(self.org_path("/labels"))
+            .query(vec![("max_results".to_string(), "1".to_string())]);
+        self.execute(&call).await.map(|_| ())
+    }
+
     /// `GET /orgs/{org}/sec_policy/{active|draft}/ip_lists`.
     pub async fn ip_lists(&self, version: PolicyVersion) -> Result<Vec<Value>, PceError> {
         self.collection(

@@ -201,6 +201,32 @@ impl Rendering for LineRender {
     }
 }
 
+/// Asks the LINE API who the channel's token belongs to (`GET /v2/bot/info`): it answers
+/// 200 only for a valid channel access token, and nothing is sent to anyone
+/// (`vigil check`). The error names a refused token (401/403), a timeout, a TLS or
+/// connection failure.
+pub async fn check_connection(
+    conn: &LineConnectionConfig,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let token = conn.token()?;
+    let client = http::client(conn.ca_file.as_deref(), conn.tls_verify, "line")?;
+    let url = format!("{}/v2/bot/info", conn.base_url.trim_end_matches('/'));
+    let answer = client
+        .get(&url)
+        .bearer_auth(token.expose())
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| crate::sinks::delivery::retry::describe_reqwest(&e))?;
+    match answer.status().as_u16() {
+        200..=299 => Ok(()),
+        401 => Err("401 unauthorized: LINE refuses the channel access token (check `token`/`token_file`; it may have been reissued)".into()),
+        403 => Err("403 forbidden: the channel access token may not use the Messaging API".into()),
+        status => Err(format!("LINE answered {status} to GET /v2/bot/info")),
+    }
+}
+
 /// Pushes messages to one LINE recipient.
 pub struct LineNotifier {
     render: LineRender,

@@ -310,6 +310,26 @@ fn without_repeats(reason: &str) -> String {
     parts.join(": ")
 }
 
+/// Connects to the server of `conn` as the mail sinks do — TCP, the greeting, EHLO, TLS
+/// (`starttls` or `implicit`), and AUTH when `username` is set — then NOOP and QUIT: no
+/// mail is sent. Each step waits at most `timeout`. The error says which step failed.
+pub async fn check_connection(
+    conn: &SmtpConnectionConfig,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let mut conn = conn.clone();
+    let step = timeout.min(conn.timeout.get());
+    conn.timeout =
+        crate::time::Duration::from_millis(step.as_millis().try_into().unwrap_or(u64::MAX));
+    let server = format!("{}:{}", conn.host, conn.port());
+    let transport = transport(&conn)?;
+    match transport.test_connection().await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!("{server}: the server did not answer NOOP")),
+        Err(e) => Err(classify(&server, &e).to_string()),
+    }
+}
+
 fn transport(conn: &SmtpConnectionConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
     let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(conn.host.as_str())
         .port(conn.port())

@@ -422,6 +422,39 @@ impl WebhookNotifier {
     }
 }
 
+/// Whether the endpoint of `conn` answers: a `HEAD` request to its URL (nothing is
+/// posted). Any HTTP answer means it is reachable (many endpoints answer 404 or 405 to
+/// `HEAD`; that is reported, not failed); a timeout, a TLS or connection failure is the
+/// error. Returns the host and the status; neither names the URL's path or query, which
+/// may hold a token.
+pub async fn check_connection(
+    conn: &WebhookConnectionConfig,
+    timeout: std::time::Duration,
+) -> Result<String, String> {
+    let url = conn.url()?;
+    let parsed = reqwest::Url::parse(url.expose()).map_err(|_| "`url` is not a URL".to_string())?;
+    let host = match (parsed.host_str(), parsed.port_or_known_default()) {
+        (Some(h), Some(p)) => format!("{}://{h}:{p}", parsed.scheme()),
+        _ => return Err("`url` names no host".into()),
+    };
+    let client = http::client(conn.ca_file.as_deref(), conn.tls_verify, "webhook")?;
+    let answer = client
+        .head(parsed)
+        .timeout(timeout)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "{host}: {}",
+                crate::sinks::delivery::retry::describe_reqwest(&e)
+            )
+        })?;
+    Ok(format!(
+        "{host} answered {} to HEAD",
+        answer.status().as_u16()
+    ))
+}
+
 /// The `X-Vigil-Signature` value of `body` sent at `timestamp` (unix seconds):
 /// `sha256=` and the hex HMAC-SHA256 of `<timestamp>.<body>` under `secret`.
 pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
