@@ -232,9 +232,16 @@ async fn rate_limited_without_retry_after_backs_off_and_succeeds() {
     assert_eq!(client.labels(None, None).await.expect("labels").len(), 1);
     let waits = clock.waits();
     assert_eq!(waits.len(), 2, "{waits:?}");
-    // Full jitter within the exponential bound: base 1s, then 2s.
-    assert!(waits[0] <= Duration::from_secs(1), "{waits:?}");
-    assert!(waits[1] <= Duration::from_secs(2), "{waits:?}");
+    // Long enough for the PCE's per-minute window to move on (not the 1 s base of a
+    // server error): 7.5–15 s, then 15–30 s.
+    assert!(
+        (Duration::from_millis(7500)..=Duration::from_secs(15)).contains(&waits[0]),
+        "{waits:?}"
+    );
+    assert!(
+        (Duration::from_secs(15)..=Duration::from_secs(30)).contains(&waits[1]),
+        "{waits:?}"
+    );
     assert_eq!(count(&server, "GET", "/orgs/1/labels").await, 3);
 }
 

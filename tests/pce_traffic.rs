@@ -501,7 +501,7 @@ async fn one_query_asks_for_the_union_of_decisions_and_each_pipeline_gets_its_ow
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_query_is_retried_for_the_same_slice_next_cycle() {
+async fn a_failed_query_is_retried_for_the_same_slice_a_minute_later() {
     let One {
         clock,
         sim,
@@ -524,7 +524,7 @@ async fn a_failed_query_is_retried_for_the_same_slice_next_cycle() {
     };
     clock.advance(Duration::from_secs(300));
     nudge_until(&clock, "the failing query", || posts() == 2).await;
-    // Next cycle: the same slice again, this time answered.
+    // A minute later (not a whole interval): the same slice again, this time answered.
     nudge_until(&clock, "the retry", || downloads(&sim) == 2).await;
     quiesce(&clock, &sim, dir.path()).await;
     stop(topology).await;
@@ -542,10 +542,88 @@ async fn a_failed_query_is_retried_for_the_same_slice_next_cycle() {
         "the failed slice is queried again"
     );
     assert_eq!(all[2].end, all[1].end);
+    let gap = all[2].at - all[1].at;
     assert!(
-        (all[2].at - all[1].at) >= chrono::Duration::minutes(5),
-        "retried next cycle: {all:?}"
+        gap >= chrono::Duration::minutes(1) && gap < chrono::Duration::minutes(5),
+        "retried a minute later, before the next interval: {all:?}"
     );
+    sim.shutdown().await;
+}
+
+/// A PCE answering 429 without `Retry-After`: the query's creation is retried with waits
+/// that outlast the PCE's per-minute window (not seconds apart), and when the retries
+/// are spent the slice is tried again a minute later, not a whole interval — all on the
+/// virtual clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_without_retry_after_is_outlasted_and_the_slice_retried_soon() {
+    let One {
+        clock,
+        sim,
+        dir,
+        out: _out,
+        topology,
+    } = one_pipeline(Faults::default()).await;
+    cycle(&clock, &sim, 0).await;
+    quiesce(&clock, &sim, dir.path()).await;
+    // The next 8 requests answer 429 without Retry-After: the 6 attempts of the next
+    // query's creation (5 retries), then 2 more.
+    sim.set_faults(Faults {
+        rate_limit_storm: Some(vigil::pce::sim::RateLimitStorm {
+            requests: 8,
+            retry_after_secs: None,
+        }),
+        ..Faults::default()
+    });
+    let posts = || -> Vec<(u16, DateTime<Utc>)> {
+        sim.request_log()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == QUERIES)
+            .map(|r| (r.status, r.at))
+            .collect()
+    };
+    clock.advance(Duration::from_secs(300));
+    nudge_until(&clock, "the slice after the storm", || downloads(&sim) == 2).await;
+    quiesce(&clock, &sim, dir.path()).await;
+    stop(topology).await;
+    let posts = posts();
+    let statuses: Vec<u16> = posts.iter().map(|p| p.0).collect();
+    // The creation's 6 attempts were refused; the last 2 refusals of the storm may go to
+    // the retried creation or to a names refresh meanwhile.
+    assert_eq!(
+        statuses[..7],
+        [202, 429, 429, 429, 429, 429, 429],
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&202), "{statuses:?}");
+    // Each wait of the first creation's retries is seconds to a minute, and the first four
+    // add up to more than the PCE's one-minute window (it was 7.4 s for all five).
+    let first: Vec<DateTime<Utc>> = posts[1..7].iter().map(|p| p.1).collect();
+    let waits: Vec<chrono::Duration> = first.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        waits
+            .iter()
+            .all(|w| *w >= chrono::Duration::milliseconds(7500)),
+        "{waits:?}"
+    );
+    assert!(
+        waits[..4].iter().copied().sum::<chrono::Duration>() > chrono::Duration::minutes(1),
+        "{waits:?}"
+    );
+    // Given up, the slice is asked for again a minute later, well within the interval,
+    // and it is the same slice.
+    let again = posts[7].1 - posts[6].1;
+    assert!(
+        again >= chrono::Duration::minutes(1) && again < chrono::Duration::minutes(2),
+        "{again:?}"
+    );
+    let done = posts.last().expect("posts").1;
+    assert!(
+        done - posts[1].1 < chrono::Duration::minutes(5) + chrono::Duration::minutes(1),
+        "fetched about an interval after the first 429 at most: {posts:?}"
+    );
+    let all = slices(&sim.request_log());
+    assert!(all[1..].iter().all(|s| s.start == all[1].start), "{all:?}");
+    assert_eq!(all[1].start, all[0].end);
     sim.shutdown().await;
 }
 

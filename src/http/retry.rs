@@ -10,6 +10,13 @@ use crate::event::Timestamp;
 /// The longest `Retry-After` vigil honours; longer values are cut to this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(15 * 60);
 
+/// The first wait after a 429 without `Retry-After` is between half this and this; it
+/// doubles with every retry (up to the policy's `max`). A PCE counts requests per minute
+/// (125 per user, 500 per org): the waits add up to more than a minute by the fourth
+/// retry at the least (7.5 + 15 + 30 + 30 s with the default `max` of 60 s), so the
+/// window that refused the request has passed.
+pub(crate) const RATE_LIMIT_FIRST_WAIT: Duration = Duration::from_secs(15);
+
 /// Bounded exponential backoff with full jitter.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -26,6 +33,20 @@ impl RetryPolicy {
     pub fn cap(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.min(20));
         self.base.saturating_mul(factor).min(self.max)
+    }
+
+    /// The wait before retry number `attempt` (0-based) of a request refused with 429
+    /// and no `Retry-After`: exponential from [`RATE_LIMIT_FIRST_WAIT`], at most `max`,
+    /// with "equal jitter" — a random wait in `[cap / 2, cap]` — so that clients refused
+    /// together spread out, yet every wait is long enough to matter.
+    pub fn rate_limit_backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.min(20));
+        let cap = RATE_LIMIT_FIRST_WAIT.saturating_mul(factor).min(self.max);
+        let cap = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+        if cap == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(rand::rng().random_range(cap / 2..=cap))
     }
 
     /// A random wait in `[0, cap(attempt)]` (full jitter).
@@ -64,6 +85,30 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_str(v).unwrap());
         h
+    }
+
+    #[test]
+    fn rate_limit_waits_outlast_a_minute_window_within_the_bound() {
+        let policy = RetryPolicy {
+            max_retries: 5,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        };
+        for _ in 0..200 {
+            let waits: Vec<Duration> = (0..5).map(|a| policy.rate_limit_backoff(a)).collect();
+            let bounds = [15, 30, 60, 60, 60];
+            for (w, cap) in waits.iter().zip(bounds) {
+                assert!(*w <= Duration::from_secs(cap), "{waits:?}");
+                assert!(*w >= Duration::from_secs(cap) / 2, "{waits:?}");
+            }
+            let first_four: Duration = waits[..4].iter().sum();
+            assert!(first_four > Duration::from_secs(60), "{waits:?}");
+        }
+        let short = RetryPolicy {
+            max: Duration::from_secs(4),
+            ..policy
+        };
+        assert!(short.rate_limit_backoff(3) <= Duration::from_secs(4));
     }
 
     #[test]

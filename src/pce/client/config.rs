@@ -67,10 +67,13 @@ pub struct PceConnectionConfig {
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
     /// The first retry waits up to this long (exponential backoff with full jitter).
-    /// Default: `1s`.
+    /// A 429 without `Retry-After` waits longer, since the PCE counts requests per
+    /// minute: 7.5–15 s first, doubling (up to `backoff_max`), so four retries span more
+    /// than a minute; a `Retry-After` is honoured as given. Default: `1s`.
     #[serde(default = "default_backoff_base")]
     pub backoff_base: Duration,
-    /// No backoff wait is longer than this. Default: `60s`.
+    /// No backoff wait is longer than this (a `Retry-After` excepted, up to 15 minutes).
+    /// Default: `60s`.
     #[serde(default = "default_backoff_max")]
     pub backoff_max: Duration,
     /// The first wait between polls of an async query or job. Default: `2s`.

@@ -79,6 +79,8 @@ const REQUEST_ID: &str = "x-request-id";
 #[derive(Clone)]
 pub struct PceClient {
     inner: Arc<Inner>,
+    /// No retry is waited for past this (see [`PceClient::until`]).
+    deadline: Option<crate::event::Timestamp>,
 }
 
 struct Inner {
@@ -224,7 +226,18 @@ impl PceClient {
                 download_retries: cfg.download_retries,
                 max_response_bytes: cfg.max_response_bytes,
             }),
+            deadline: None,
         })
+    }
+
+    /// This client (sharing the connection pool and the budget) giving up instead of
+    /// waiting for a retry that would start after `deadline`: a caller with a deadline
+    /// of its own (a traffic slice) hears of the failure in time to plan again.
+    pub fn until(&self, deadline: crate::event::Timestamp) -> PceClient {
+        PceClient {
+            inner: self.inner.clone(),
+            deadline: Some(deadline),
+        }
     }
 
     /// The organization id.
@@ -303,21 +316,36 @@ impl PceClient {
                     last: Box::new(error),
                 });
             }
-            let wait = match retry_after {
-                Some(wait) => {
-                    // Every clone shares the PCE's rate limit: hold them all.
-                    let until = crate::time::later(self.inner.clock.now(), wait);
-                    self.inner.budget.hold_until(until);
-                    wait
-                }
-                None => self.inner.retry.backoff(attempt),
+            let rate_limited = error.status() == Some(429);
+            let (wait, held) = match retry_after {
+                Some(wait) => (wait, true),
+                // The PCE's limit counts requests per minute: waits long enough for its
+                // window to pass, not the short ones of a server error.
+                None if rate_limited => (self.inner.retry.rate_limit_backoff(attempt), true),
+                None => (self.inner.retry.backoff(attempt), false),
             };
+            let now = self.inner.clock.now();
+            let until = crate::time::later(now, wait);
+            if self.deadline.is_some_and(|deadline| until > deadline) {
+                tracing::warn!(
+                    method = %call.method, path = %call.path, attempt = attempt + 1,
+                    wait = ?wait, error = %error,
+                    "PCE request failed; not retrying: the next try would come after the caller's deadline"
+                );
+                return Err(PceError::RetriesExhausted {
+                    attempts: attempt + 1,
+                    last: Box::new(error),
+                });
+            }
             tracing::warn!(
                 method = %call.method, path = %call.path, attempt = attempt + 1,
                 wait = ?wait, error = %error, "PCE request failed; retrying"
             );
-            // A Retry-After hold is waited out in the budget, with every other request.
-            if retry_after.is_none() {
+            if held {
+                // Every clone shares the PCE's rate limit: hold them all; the hold is
+                // waited out in the budget, with every other request.
+                self.inner.budget.hold_until(until);
+            } else {
                 self.wait(wait).await;
             }
             attempt += 1;

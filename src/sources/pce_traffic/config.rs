@@ -18,7 +18,10 @@ use crate::time::Duration;
 /// union of what they need); each source then keeps only its own `policy_decisions`. The
 /// slice `[t − interval − settle, t − settle)` is queried once it is older than `settle`
 /// (VENs report late); slices never overlap and the position (`pce_traffic:<connection>`
-/// in the state database) survives restarts. A failed query is retried next cycle.
+/// in the state database) survives restarts. A query refused or failed after the
+/// connection's retries (which wait out a rate limit: at least a minute in all without
+/// `Retry-After`, never longer than an interval) is tried again for the same slice a
+/// minute later, then 2, 4, ... minutes while it keeps failing, at most `interval`.
 ///
 /// Event fields: the PCE's flow record, plus `src.labels` / `dst.labels` (label key →
 /// value, so filters can say `dst.labels.role: db`; the raw list stays at

@@ -93,7 +93,7 @@ pub struct TrafficHub {
     names: Arc<NameCache>,
     /// Slices whose result was truncated (more flows matched than it holds).
     pub truncated_slices: AtomicU64,
-    /// Queries that failed (their slice is retried next cycle).
+    /// Queries that failed (their slice is retried a minute later, backing off).
     pub failed_queries: AtomicU64,
     /// Slices fully handed to every subscriber.
     pub slices_done: AtomicU64,
@@ -366,6 +366,9 @@ impl TrafficHub {
         let mut cursor = self.initial_cursor(&first);
         let mut ledger = self.initial_ledger(&first);
         let mut names_due = self.clock.now();
+        // Failed queries in a row: the same slice is tried again sooner than a whole
+        // interval (see `retry_delay`).
+        let mut failures: u32 = 0;
         loop {
             let Some(plan) = self.plan() else {
                 return;
@@ -391,13 +394,17 @@ impl TrafficHub {
             }
             ledger.set_limits(plan.flow_memory, plan.max_flows);
             // A slice that finished is recorded even when the shutdown came meanwhile.
+            // The slice may retry for one interval, then it reports its failure and is
+            // planned again (`retry_delay`).
+            let deadline = crate::time::later_by(self.clock.now(), plan.interval);
             let outcome = tokio::select! {
                 biased;
-                r = self.slice(cursor, end, &plan, &ledger, &shutdown) => r,
+                r = self.slice(cursor, end, deadline, &plan, &ledger, &shutdown) => r,
                 _ = shutdown.cancelled() => return,
             };
             match outcome {
                 Ok(SliceOutcome::Done(pending)) => {
+                    failures = 0;
                     let tally = ledger.commit(pending);
                     self.count(tally, &plan);
                     cursor = end;
@@ -437,11 +444,14 @@ impl TrafficHub {
                 }
                 Err(e) => {
                     self.failed_queries.fetch_add(1, Ordering::Relaxed);
+                    let delay = retry_delay(failures, plan.interval);
+                    failures = failures.saturating_add(1);
                     tracing::warn!(
                         connection = %self.connection, start = %fmt_time(&cursor), end = %fmt_time(&end),
-                        error = %e, "pce_traffic: traffic query failed; the same slice is retried next cycle"
+                        error = %e, retry_in_secs = delay.num_seconds(),
+                        "pce_traffic: traffic query failed; the same slice is retried"
                     );
-                    let retry_at = crate::time::later_by(self.clock.now(), plan.interval);
+                    let retry_at = crate::time::later_by(self.clock.now(), delay);
                     if !self.sleep_until(retry_at, &shutdown).await {
                         return;
                     }
@@ -456,6 +466,7 @@ impl TrafficHub {
         &self,
         start: Timestamp,
         end: Timestamp,
+        deadline: Timestamp,
         plan: &Plan,
         ledger: &Ledger,
         shutdown: &CancellationToken,
@@ -476,7 +487,7 @@ impl TrafficHub {
                 })
                 .collect();
         }
-        let mut download = self.client.traffic_stream(&query).await?;
+        let mut download = self.client.until(deadline).traffic_stream(&query).await?;
         // The flows are read as they download; when the PCE does not say how many the
         // result holds, a short result is known only at its end (see below).
         let held = download.flows_count.unwrap_or(download.matches_count);
@@ -780,9 +791,32 @@ fn label_pair_of(
     }
 }
 
+/// How long after its `failures`-th failure in a row (0-based) a slice is queried again:
+/// a minute, doubling while it keeps failing, never more than `interval` — a rate limit
+/// or a PCE restart costs a minute or two of delay, not a whole interval, while a PCE
+/// that stays down is asked at most once per interval.
+fn retry_delay(failures: u32, interval: chrono::Duration) -> chrono::Duration {
+    let minutes = 1i64 << failures.min(20);
+    chrono::Duration::minutes(minutes).min(interval)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_slice_is_retried_after_a_minute_doubling_up_to_the_interval() {
+        let interval = chrono::Duration::minutes(12);
+        let delays: Vec<i64> = (0..6)
+            .map(|f| retry_delay(f, interval).num_minutes())
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 12, 12]);
+        assert_eq!(
+            retry_delay(0, chrono::Duration::seconds(30)),
+            chrono::Duration::seconds(30)
+        );
+        assert_eq!(retry_delay(u32::MAX, interval), interval);
+    }
 
     #[test]
     fn labels_become_a_map_and_hrefs_resolve() {

@@ -17,7 +17,7 @@ pub use source::PceTrafficSource;
 pub struct TrafficCounters {
     /// Slices queried and handed on.
     pub slices: u64,
-    /// Queries that failed (retried next cycle).
+    /// Queries that failed (their slice is retried a minute later, backing off).
     pub failed_queries: u64,
     /// Results truncated by `max_results`.
     pub truncated: u64,

@@ -127,7 +127,7 @@ const TRAFFIC_COUNTERS: [TrafficCounter; 8] = [
     ),
     (
         "vigil_pce_traffic_failed_queries",
-        "Traffic queries that failed (retried next cycle), per PCE connection.",
+        "Traffic queries that failed (their slice is retried a minute later, backing off up to the interval), per PCE connection.",
         |q| q.failed_queries,
     ),
     (
