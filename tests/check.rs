@@ -245,3 +245,60 @@ fn a_configuration_with_errors_fails_before_the_environment() {
         "{text}"
     );
 }
+
+/// A PCE that accepts the connection but never answers: the check says it timed out
+/// within `--timeout`, and does not hang.
+#[test]
+fn a_pce_that_never_answers_times_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            keep.lock().expect("lock").push(stream);
+        }
+    });
+    let p = Project::new(
+        &format!(
+            "connections:\n  pce:\n    lab:\n      url: http://127.0.0.1:{port}\n      insecure_http: true\n      api_key: ${{K}}\n      api_secret: ${{K}}\n"
+        ),
+        "kind: pipeline\nname: p\nsources:\n  in: {type: stdin}\nsinks:\n  out: {type: stdout, inputs: [in]}\n",
+    )
+    .env("K", "x");
+    let started = std::time::Instant::now();
+    let out = p
+        .command(&["check", "--timeout", "1s"])
+        .output()
+        .expect("vigil check runs");
+    let text = String::from_utf8(out.stdout).expect("UTF-8");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(
+        line(&text, "pce lab"),
+        format!("FAIL  pce lab (http://127.0.0.1:{port}, org 1): timed out: no answer within 1s")
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(!held.lock().expect("lock").is_empty(), "it connected");
+}
+
+/// `https://` to a PCE that speaks plain HTTP: the handshake fails, named as TLS.
+#[test]
+fn a_tls_failure_is_named() {
+    let sim = sim();
+    let https = sim.url.replacen("http://", "https://", 1);
+    let p = Project::new(
+        &format!(
+            "connections:\n  pce:\n    lab:\n      url: {https}\n      api_key: ${{K}}\n      api_secret: ${{K}}\n"
+        ),
+        "kind: pipeline\nname: p\nsources:\n  in: {type: stdin}\nsinks:\n  out: {type: stdout, inputs: [in]}\n",
+    )
+    .env("K", "x");
+    let (code, text) = check(&p);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        line(&text, "pce lab").starts_with(&format!(
+            "FAIL  pce lab ({https}, org 1): TLS: the handshake failed (check ca_file, or the url's host and port): "
+        )),
+        "{text}"
+    );
+}

@@ -295,15 +295,27 @@ fn pce_failure(e: &PceError, cfg: &PceConnectionConfig) -> String {
     }
 }
 
-/// What kind of connection failure `message` (an error chain) is.
+/// What kind of connection failure `message` (an error chain) is; the chain from the
+/// connector's own words on (the URL is on the line already).
 fn connect_failure(message: &str) -> String {
+    let message = message
+        .split_once("(Connect): ")
+        .map_or(message, |(_, cause)| cause);
     let lower = message.to_ascii_lowercase();
     let class = if lower.contains("dns error") || lower.contains("failed to lookup") {
         "DNS: the host name does not resolve"
-    } else if lower.contains("certificate")
-        || lower.contains("tls")
-        || lower.contains("handshake")
-        || lower.contains("ssl")
+    } else if [
+        "certificate",
+        "tls",
+        "handshake",
+        "ssl",
+        "corrupt message",
+        "invalidcontenttype",
+        "fatal alert",
+        "peer sent",
+    ]
+    .iter()
+    .any(|s| lower.contains(s))
     {
         "TLS: the handshake failed (check ca_file, or the url's host and port)"
     } else if lower.contains("connection refused") {
