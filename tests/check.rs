@@ -302,3 +302,54 @@ fn a_tls_failure_is_named() {
         "{text}"
     );
 }
+
+/// LINE: the channel token is checked with `GET /v2/bot/info` (nothing is pushed); a
+/// refused token is named.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_line_token_is_checked_without_pushing() {
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let line_api = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v2/bot/info"))
+        .and(header("authorization", "Bearer good-token"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("{\"userId\":\"U1\"}"))
+        .mount(&line_api)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v2/bot/info"))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_string("{\"message\":\"Authentication failed\"}"),
+        )
+        .mount(&line_api)
+        .await;
+    let base = line_api.uri();
+    let p = Project::new(
+        &format!(
+            "connections:\n  line:\n    ops:\n      token: ${{GOOD}}\n      base_url: {base}\n    old:\n      token: ${{BAD}}\n      base_url: {base}\n"
+        ),
+        "kind: pipeline\nname: p\nsources:\n  in: {type: stdin}\nsinks:\n  out: {type: stdout, inputs: [in]}\n",
+    )
+    .env("GOOD", "good-token")
+    .env("BAD", "reissued-token");
+    let (code, text) = tokio::task::spawn_blocking(move || check(&p))
+        .await
+        .expect("check");
+    assert_eq!(code, Some(1), "{text}");
+    assert_eq!(
+        line(&text, "line ops"),
+        format!("ok    line ops ({base}): the channel access token is accepted (GET /v2/bot/info)")
+    );
+    assert_eq!(
+        line(&text, "line old"),
+        format!(
+            "FAIL  line old ({base}): 401 unauthorized: LINE refuses the channel access token (check `token`/`token_file`; it may have been reissued)"
+        )
+    );
+    assert!(!text.contains("good-token") && !text.contains("reissued-token"));
+    let requests = line_api.received_requests().await.unwrap_or_default();
+    assert!(
+        requests.iter().all(|r| r.method.as_str() == "GET"),
+        "nothing pushed"
+    );
+}
