@@ -198,6 +198,43 @@ async fn rate_limited_with_retry_after_seconds_waits_exactly_that() {
     assert_eq!(count(&server, "GET", "/orgs/1/labels").await, 2);
 }
 
+/// With a deadline (a traffic slice's), the client gives up instead of waiting for a
+/// retry that would start after it: the caller hears of the failure in time.
+#[tokio::test]
+async fn a_retry_past_the_callers_deadline_is_not_waited_for() {
+    let (server, client, clock) = setup().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(429))
+        .mount(&server)
+        .await;
+    let deadline = vigil::runtime::Clock::now(&*clock) + chrono::Duration::seconds(20);
+    let err = client
+        .until(deadline)
+        .labels(None, None)
+        .await
+        .expect_err("refused");
+    // The first wait (7.5-15 s) fits before the deadline, the second (15-30 s) does not.
+    match &err {
+        PceError::RetriesExhausted { attempts, last } => {
+            assert_eq!(*attempts, 2, "{err}");
+            assert_eq!(last.status(), Some(429));
+        }
+        other => panic!("unexpected: {other}"),
+    }
+    assert_eq!(count(&server, "GET", "/orgs/1/labels").await, 2);
+    assert!(
+        clock.elapsed() <= Duration::from_secs(20),
+        "{:?}",
+        clock.elapsed()
+    );
+    // Without the deadline the same client rides the refusals out (max_retries: 5).
+    assert_eq!(
+        client.labels(None, None).await.unwrap_err().status(),
+        Some(429)
+    );
+    assert_eq!(count(&server, "GET", "/orgs/1/labels").await, 8);
+}
+
 #[tokio::test]
 async fn rate_limited_with_retry_after_date_waits_until_then() {
     let (server, client, clock) = setup().await;
