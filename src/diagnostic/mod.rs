@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 mod problems;
+pub mod template;
 
 pub use problems::Problems;
 
@@ -109,6 +110,9 @@ pub mod codes {
     /// A template set or script `file` that leads out of the pipeline file's directory
     /// (`..`, an absolute path elsewhere, a symbolic link pointing outside).
     pub const OUTSIDE_DIR: &str = "outside-dir";
+    /// A field path that no event reaching the stage has (the sources upstream are all
+    /// PCE kinds whose fields are known: the README's "Fields" tables); usually a typo.
+    pub const UNKNOWN_FIELD: &str = "unknown-field";
 }
 
 /// One problem, at one place in one file.

@@ -190,10 +190,28 @@ impl FilterConfig {
                 }
             }
         }
-        if let Some(expr) = &self.where_
-            && let Err(e) = WhereExpr::compile(expr, "check")
-        {
-            problems.error_inside("/where", (e.line, e.col), codes::SCRIPT, e.message);
+        if let Some(expr) = &self.where_ {
+            match WhereExpr::compile(expr, "check") {
+                Err(e) => {
+                    problems.error_inside("/where", (e.line, e.col), codes::SCRIPT, e.message);
+                }
+                Ok(w) => {
+                    if let Some((what, noun)) = w.non_bool_result() {
+                        let on = if noun.is_empty() {
+                            "an empty record".to_string()
+                        } else {
+                            format!("a sample {noun}")
+                        };
+                        problems.error(
+                            "/where",
+                            codes::SCRIPT,
+                            format!(
+                                "`where` must give `true` or `false`, but on {on} this expression gives {what} (every event would be dropped): compare it, e.g. `... > 0` or `... == \"x\"`"
+                            ),
+                        );
+                    }
+                }
+            }
         }
         if self.match_.is_empty()
             && self.any.is_empty()

@@ -309,6 +309,46 @@ fn lits(ls: &[Literal]) -> Vec<Lit> {
     ls.iter().map(Lit::from_literal).collect()
 }
 
+/// Why `s`, written like an IP network (an address, `/`, ...), is not one: a string
+/// such as `10.0.0.0/33` would otherwise be compared as plain text and never match.
+fn network_problem(s: &str) -> Option<String> {
+    let (addr, len) = s.split_once('/')?;
+    let ip = addr.trim().parse::<IpAddr>().ok()?;
+    if s.parse::<IpNet>().is_ok() {
+        return None;
+    }
+    let (family, max) = if ip.is_ipv4() {
+        ("IPv4", 32)
+    } else {
+        ("IPv6", 128)
+    };
+    Some(match len.trim().parse::<u32>() {
+        Ok(n) if n > max => format!(
+            "`{s}` is not an IP network: an {family} prefix length is at most {max} (`{addr}/{max}` is the address alone)"
+        ),
+        _ => format!(
+            "`{s}` is not an IP network: after `/` comes a prefix length from 0 to {max} (e.g. `{addr}/24`)"
+        ),
+    })
+}
+
+/// Reports literals written like IP networks that are not (`pointer` is the literal's
+/// own, or its list's with `list` set).
+fn check_networks(ls: &[&Literal], pointer: &str, list: bool, errors: &mut Vec<CompileError>) {
+    for (i, l) in ls.iter().enumerate() {
+        if let Literal::String(s) = l
+            && let Some(message) = network_problem(s)
+        {
+            let at = if list {
+                format!("{pointer}/{i}")
+            } else {
+                pointer.to_string()
+            };
+            errors.push((at, false, message));
+        }
+    }
+}
+
 fn networks(items: &[String], pointer: &str, errors: &mut Vec<CompileError>) -> Vec<Lit> {
     let mut out = Vec::new();
     for (i, s) in items.iter().enumerate() {
@@ -317,9 +357,11 @@ fn networks(items: &[String], pointer: &str, errors: &mut Vec<CompileError>) -> 
             _ => errors.push((
                 format!("{pointer}/{i}"),
                 false,
-                format!(
-                    "`{s}` is not an IP address or network (write e.g. `10.0.0.0/8` or `192.0.2.7`)"
-                ),
+                network_problem(s).unwrap_or_else(|| {
+                    format!(
+                        "`{s}` is not an IP address or network (write e.g. `10.0.0.0/8` or `192.0.2.7`)"
+                    )
+                }),
             )),
         }
     }
@@ -328,20 +370,32 @@ fn networks(items: &[String], pointer: &str, errors: &mut Vec<CompileError>) -> 
 
 fn compile_matcher(m: &Matcher, pointer: &str, errors: &mut Vec<CompileError>) -> Vec<Test> {
     match m {
-        Matcher::Equals(l) => vec![Test::AnyOf(vec![Lit::from_literal(l)])],
-        Matcher::AnyOf(ls) => vec![Test::AnyOf(lits(ls))],
+        Matcher::Equals(l) => {
+            check_networks(&[l], pointer, false, errors);
+            vec![Test::AnyOf(vec![Lit::from_literal(l)])]
+        }
+        Matcher::AnyOf(ls) => {
+            check_networks(&ls.iter().collect::<Vec<_>>(), pointer, true, errors);
+            vec![Test::AnyOf(lits(ls))]
+        }
         Matcher::Ops(ops) => {
             let mut tests = Vec::new();
             if let Some(l) = &ops.eq {
+                check_networks(&[l], &format!("{pointer}/eq"), false, errors);
                 tests.push(Test::AnyOf(vec![Lit::from_literal(l)]));
             }
             if let Some(l) = &ops.ne {
+                check_networks(&[l], &format!("{pointer}/ne"), false, errors);
                 tests.push(Test::NoneOf(vec![Lit::from_literal(l)]));
             }
             if let Some(ls) = &ops.in_ {
+                let all: Vec<&Literal> = ls.iter().collect();
+                check_networks(&all, &format!("{pointer}/in"), true, errors);
                 tests.push(Test::AnyOf(lits(ls)));
             }
             if let Some(ls) = &ops.not_in {
+                let all: Vec<&Literal> = ls.iter().collect();
+                check_networks(&all, &format!("{pointer}/not_in"), true, errors);
                 tests.push(Test::NoneOf(lits(ls)));
             }
             for (v, op) in [
@@ -468,6 +522,38 @@ impl WhereExpr {
     /// How many evaluations failed.
     pub fn errors(&self) -> u64 {
         self.errors.count
+    }
+
+    /// For `vigil validate` (Rhai has no static types, so the expression is evaluated):
+    /// what it returns, when that is neither `true`/`false` nor nothing (`()`, a missing
+    /// field), on an empty record and on a representative record of every kind the field
+    /// catalogue knows. `(what it returned, the record's kind)`. An evaluation that fails
+    /// says nothing: a missing field is the run's business.
+    pub fn non_bool_result(&self) -> Option<(String, &'static str)> {
+        let records = std::iter::once(("", "{}")).chain(
+            crate::event::catalogue::ALL
+                .iter()
+                .map(|c| (c.noun, c.sample)),
+        );
+        for (noun, text) in records {
+            let Ok(data) = serde_json::from_str::<Value>(text) else {
+                continue;
+            };
+            let (result, _) = self.sandbox.eval(&self.ast, sandbox::to_dynamic(&data));
+            let Ok(v) = result else { continue };
+            if v.is_bool() || v.is_unit() {
+                continue;
+            }
+            let what = match v.type_name() {
+                "i64" | "i32" | "u64" | "u32" | "f64" | "f32" | "decimal" => "a number",
+                "string" | "char" | "ImmutableString" => "a string",
+                "map" | "Map" => "a map",
+                "array" | "Array" => "a list",
+                _ => "a value that is not true or false",
+            };
+            return Some((what.to_string(), noun));
+        }
+        None
     }
 }
 
