@@ -29,10 +29,15 @@ fn no_env() -> LoadOptions {
 
 /// `# expect: LINE:COL severity[code]` lines at the end of a fixture.
 fn expectations(path: &Path) -> Vec<String> {
+    prefixed(path, "# expect: ")
+}
+
+/// The lines of a fixture starting with `prefix`, without it.
+fn prefixed(path: &Path, prefix: &str) -> Vec<String> {
     std::fs::read_to_string(path)
         .expect("fixture readable")
         .lines()
-        .filter_map(|l| l.strip_prefix("# expect: "))
+        .filter_map(|l| l.strip_prefix(prefix))
         .map(str::to_owned)
         .collect()
 }
@@ -80,6 +85,20 @@ fn every_invalid_fixture_reports_exactly_its_expected_diagnostics() {
             })
             .collect();
         assert_eq!(actual, expected, "diagnostics of {}", file.display());
+        // `# message: LINE:COL text`: the exact words a user reads there.
+        let messages: Vec<String> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| &d.file == file)
+            .map(|d| format!("{}:{} {}", d.line, d.column, d.message))
+            .collect();
+        for want in prefixed(file, "# message: ") {
+            assert!(
+                messages.contains(&want),
+                "{}: no diagnostic `{want}` among {messages:#?}",
+                file.display()
+            );
+        }
         assert!(loaded.config.is_none() || !loaded.has_errors());
     }
     // One fixture at least per problem class `vigil validate` promises.
@@ -106,6 +125,7 @@ fn every_invalid_fixture_reports_exactly_its_expected_diagnostics() {
         codes::TOO_LARGE,
         codes::PLAINTEXT_AUTH,
         codes::OUTSIDE_DIR,
+        codes::UNKNOWN_FIELD,
     ] {
         assert!(covered.contains(code), "no fixture covers `{code}`");
     }
@@ -316,6 +336,20 @@ fn exit_codes() {
         ])
         .assert()
         .code(1);
+    // An unknown field is a warning: CI fails on it with `--deny-warnings`.
+    vigil()
+        .args(["validate", "tests/fixtures/invalid/unknown-field.yaml"])
+        .assert()
+        .code(0)
+        .stdout(predicates::str::contains("did you mean `service.port`?"));
+    vigil()
+        .args([
+            "validate",
+            "--deny-warnings",
+            "tests/fixtures/invalid/unknown-field.yaml",
+        ])
+        .assert()
+        .code(1);
     // Usage and I/O errors.
     vigil().args(["validate", "no/such/dir"]).assert().code(2);
     vigil()
@@ -446,6 +480,26 @@ fn committed_schema_is_fresh() {
         schema::SCHEMA_PATH,
         schema::SCHEMA_PATH
     );
+}
+
+#[test]
+fn readme_field_tables_are_the_catalogue() {
+    let path = root().join("README.md");
+    let readme = std::fs::read_to_string(&path).expect("README");
+    let (start, end) = ("<!-- fields:start -->\n", "<!-- fields:end -->");
+    let from = readme.find(start).expect("fields:start marker") + start.len();
+    let to = readme.find(end).expect("fields:end marker");
+    let tables = vigil::event::catalogue::markdown();
+    if readme[from..to] != tables {
+        if std::env::var_os("VIGIL_UPDATE_README").is_some() {
+            let fresh = format!("{}{tables}{}", &readme[..from], &readme[to..]);
+            std::fs::write(&path, fresh).expect("README written");
+        } else {
+            panic!(
+                "README.md's field tables are stale: run `VIGIL_UPDATE_README=1 cargo test --test validate readme_field_tables`"
+            );
+        }
+    }
 }
 
 #[test]

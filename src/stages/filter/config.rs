@@ -6,7 +6,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::matcher::{CompiledFilter, FilterStage, WhereExpr};
+use super::matcher::{CompiledFilter, FilterStage, IpListWatch, WhereExpr};
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
 use crate::diagnostic::to_pointer;
@@ -226,6 +226,14 @@ impl FilterConfig {
         }
     }
 
+    /// The IP list names its `ip_list:Name` operands use (for checks against a PCE:
+    /// `vigil validate` cannot know them offline). Empty when it does not compile.
+    pub fn ip_list_names(&self) -> Vec<String> {
+        CompiledFilter::compile(self)
+            .map(|c| c.ip_list_names())
+            .unwrap_or_default()
+    }
+
     /// Builds the running stage.
     /// `names` are the name caches of the PCE connections, for `ip_list:` operands.
     pub fn build(
@@ -243,7 +251,16 @@ impl FilterConfig {
             }
             compiled.resolve_ip_lists(names);
         }
+        let ip_list_names = compiled.ip_list_names();
         let mut stage = FilterStage::new(compiled);
+        if !ip_list_names.is_empty() && !names.is_empty() {
+            stage = stage.with_ip_list_watch(IpListWatch::new(
+                cx.id.clone(),
+                ip_list_names,
+                names,
+                cx.counters.clone(),
+            ));
+        }
         if let Some(expr) = &self.where_ {
             let w = WhereExpr::compile(expr, &cx.id).map_err(|e| {
                 NodeError::from(format!(

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::config::{Conditions, Exclude, FilterConfig, Literal, Matcher, condition_pointer};
 use crate::event::{Event, Field, FieldPath, Fields, Scalar};
 use crate::node::Stage;
+use crate::node::internal_event::InternalEvent;
 use crate::node::internal_event::ScriptRole;
 use crate::pce::names::NameCache;
 use crate::stages::script::sandbox::{self, ErrorLog, Limits, RunError, Sandbox};
@@ -251,6 +252,26 @@ impl CompiledFilter {
                 }
             }
         }
+    }
+
+    /// The names of the filter's `ip_list:Name` operands, each once, in order.
+    pub fn ip_list_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let groups = std::iter::once(&self.all)
+            .chain(self.any.iter())
+            .chain(self.exclude.iter());
+        for t in groups.flat_map(|g| g.0.iter()).flat_map(|c| c.tests.iter()) {
+            if let Test::AnyOf(lits) | Test::NoneOf(lits) = t {
+                for l in lits {
+                    if let Lit::IpList(name, _) = l
+                        && !out.contains(name)
+                    {
+                        out.push(name.clone());
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Whether the filter has an `ip_list:Name` operand.
@@ -557,11 +578,97 @@ impl WhereExpr {
     }
 }
 
+/// Watches a filter's `ip_list:Name` operands against the PCE's IP lists: a name no
+/// connection has, once the name caches are loaded, is reported once (see
+/// [`IpListUnknown`]). Checked again only when a cache is refreshed.
+#[derive(Debug)]
+pub struct IpListWatch {
+    stage: Arc<str>,
+    names: Vec<String>,
+    caches: Vec<Arc<NameCache>>,
+    counters: Arc<crate::node::NodeCounters>,
+    /// When each cache was refreshed at the last check.
+    seen: Vec<Option<crate::event::Timestamp>>,
+    reported: Vec<String>,
+}
+
+impl IpListWatch {
+    /// Watches `names` (the filter's operands) in `caches` for the stage `stage`.
+    pub fn new(
+        stage: Arc<str>,
+        names: Vec<String>,
+        caches: &[Arc<NameCache>],
+        counters: Arc<crate::node::NodeCounters>,
+    ) -> Self {
+        IpListWatch {
+            stage,
+            names,
+            caches: caches.to_vec(),
+            counters,
+            seen: Vec::new(),
+            reported: Vec::new(),
+        }
+    }
+
+    /// Reports the names no loaded cache has (when a cache changed since the last call).
+    pub fn check(&mut self) {
+        let snapshots: Vec<Arc<crate::pce::names::Names>> =
+            self.caches.iter().map(|c| c.snapshot()).collect();
+        let seen: Vec<_> = snapshots.iter().map(|n| n.refreshed_at).collect();
+        if seen == self.seen {
+            return;
+        }
+        self.seen = seen;
+        // Until every connection's names were read once, a missing name proves nothing.
+        if snapshots.is_empty() || snapshots.iter().any(|n| n.refreshed_at.is_none()) {
+            return;
+        }
+        for name in &self.names {
+            if self.reported.contains(name)
+                || snapshots
+                    .iter()
+                    .any(|n| n.ip_lists_by_name.contains_key(name))
+            {
+                continue;
+            }
+            let known: Vec<&str> = snapshots
+                .iter()
+                .flat_map(|n| n.ip_lists_by_name.keys().map(String::as_str))
+                .collect();
+            let closest = closest_name(name, &known);
+            crate::node::internal_event::IpListUnknown {
+                stage: &self.stage,
+                name,
+                closest,
+            }
+            .emit(&self.counters);
+            self.reported.push(name.clone());
+        }
+    }
+
+    /// The names reported as unknown so far.
+    pub fn unknown(&self) -> &[String] {
+        &self.reported
+    }
+}
+
+/// The closest of `known` to `name` (case-insensitive, at most a few edits away).
+fn closest_name<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    let lower = name.to_lowercase();
+    known
+        .iter()
+        .map(|k| (strsim::levenshtein(&lower, &k.to_lowercase()), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
 /// The running `filter` stage.
 #[derive(Debug)]
 pub struct FilterStage {
     filter: CompiledFilter,
     where_: Option<WhereExpr>,
+    ip_lists: Option<IpListWatch>,
 }
 
 impl FilterStage {
@@ -570,7 +677,19 @@ impl FilterStage {
         FilterStage {
             filter,
             where_: None,
+            ip_lists: None,
         }
+    }
+
+    /// Reports `ip_list:` operands that name no IP list of the PCE.
+    pub fn with_ip_list_watch(mut self, watch: IpListWatch) -> Self {
+        self.ip_lists = Some(watch);
+        self
+    }
+
+    /// The `ip_list:` names reported as unknown so far.
+    pub fn unknown_ip_lists(&self) -> &[String] {
+        self.ip_lists.as_ref().map_or(&[], IpListWatch::unknown)
     }
 
     /// Adds a `where:` expression.
@@ -591,6 +710,9 @@ impl Stage for FilterStage {
     }
 
     fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
+        if let Some(w) = &mut self.ip_lists {
+            w.check();
+        }
         if !self.filter.matches_event(&event) {
             return;
         }
@@ -692,6 +814,57 @@ mod tests {
         let by_name =
             filter(json!({"inputs": ["x"], "match": {"src.ip_list_names": "ip_list:Scanners"}}));
         assert!(by_name.matches(&json!({"src": {"ip_list_names": ["Any", "Scanners"]}})));
+    }
+
+    #[test]
+    fn an_unknown_ip_list_is_reported_once_per_name_once_the_names_are_read() {
+        use crate::pce::names::{IpListEntry, Names};
+        let cache = Arc::new(NameCache::default());
+        let counters = Arc::new(crate::node::NodeCounters::default());
+        let cfg: FilterConfig = serde_json::from_value(json!({"inputs": ["x"],
+            "match": {"src.ip": "ip_list:Scaners"},
+            "exclude": {"dst.ip": {"cidr": ["ip_list:Scanners", "ip_list:Nowhere", "ip_list:Scaners"]}}}))
+        .expect("valid config");
+        assert_eq!(cfg.ip_list_names(), ["Scaners", "Scanners", "Nowhere"]);
+        let mut compiled = CompiledFilter::compile(&cfg).expect("compiles");
+        compiled.resolve_ip_lists(std::slice::from_ref(&cache));
+        let watch = IpListWatch::new(
+            "p.f".into(),
+            compiled.ip_list_names(),
+            std::slice::from_ref(&cache),
+            counters.clone(),
+        );
+        let mut stage = FilterStage::new(compiled).with_ip_list_watch(watch);
+        let event = |ip: &str| {
+            Arc::new(Event::from_record(
+                flow(ip, 22, "allowed", 1),
+                "p.x".into(),
+                chrono::Utc::now(),
+            ))
+        };
+        let mut out = Vec::new();
+        // Names not read yet: nothing can be said.
+        stage.process(event("203.0.113.9"), &mut out);
+        assert!(counters.errors_by_reason().is_empty());
+        let mut names = Names {
+            refreshed_at: Some(chrono::Utc::now()),
+            ..Names::default()
+        };
+        names.ip_lists_by_name.insert(
+            "Scanners".into(),
+            Arc::new(IpListEntry {
+                name: "Scanners".into(),
+                include: vec!["203.0.113.0/24".parse().unwrap()],
+                exclude: Vec::new(),
+            }),
+        );
+        cache.replace(names);
+        for _ in 0..5 {
+            stage.process(event("203.0.113.9"), &mut out);
+        }
+        assert_eq!(counters.errors_by_reason(), vec![("unknown_ip_list", 2)]);
+        assert_eq!(stage.unknown_ip_lists(), ["Scaners", "Nowhere"]);
+        assert!(out.is_empty(), "the misspelt list matches nothing");
     }
 
     #[test]
