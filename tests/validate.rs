@@ -483,6 +483,69 @@ fn committed_schema_is_fresh() {
 }
 
 #[test]
+fn editors_accept_env_references_in_typed_values_of_the_shipped_files() {
+    let editor = jsonschema::validator_for(&schema::editor_schema()).expect("compiles");
+    let strict = jsonschema::validator_for(&schema::document_schema()).expect("compiles");
+    let mut strict_errors = Vec::new();
+    let mut docs = 0;
+    for dir in [
+        "pipelines",
+        "examples/sample-flows",
+        "examples/alert-lifecycle",
+    ] {
+        for entry in std::fs::read_dir(root().join(dir)).expect("dir") {
+            let path = entry.expect("entry").path();
+            if !path.extension().is_some_and(|e| e == "yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("readable");
+            for doc in vigil::config::yaml::parse(&text).documents {
+                let value = vigil::config::interpolate::as_written(&doc);
+                docs += 1;
+                let errors: Vec<String> = editor
+                    .iter_errors(&value)
+                    .map(|e| format!("{} at {}", e, e.instance_path().as_str()))
+                    .collect();
+                assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
+                strict_errors.extend(
+                    strict
+                        .iter_errors(&value)
+                        .map(|e| format!("{}{}", path.display(), e.instance_path().as_str())),
+                );
+            }
+        }
+    }
+    assert!(docs > 10);
+    // What the editor showed before: `org: ${PCE_ORG:-1}`, `port: ${SMTP_PORT:-25}` and
+    // `tls: ${SMTP_TLS:-none}` are not an integer, an integer and a choice as written.
+    assert!(
+        strict_errors
+            .iter()
+            .any(|e| e.ends_with("pipelines/settings.yaml")),
+        "{strict_errors:#?}"
+    );
+    for (key, value) in [
+        ("org", "${PCE_ORG:-1}"),
+        ("tls_verify", "${TLS_VERIFY}"),
+        ("requests_per_minute", "${RPM:-400}"),
+    ] {
+        let mut prod = serde_json::json!({"url": "https://pce.example.com", "api_key": "${K}", "api_secret": "${S}"});
+        prod[key] = serde_json::json!(value);
+        let doc = serde_json::json!({"kind": "settings", "connections": {"pce": {"prod": prod}}});
+        assert!(editor.is_valid(&doc), "{key}: {value}");
+        assert!(!strict.is_valid(&doc), "{key}: {value}");
+    }
+    let smtp = serde_json::json!({"kind": "settings", "connections": {"smtp": {"relay": {
+        "host": "localhost", "port": "${SMTP_PORT:-25}", "tls": "${SMTP_TLS:-none}", "from": "v@example.com"}}}});
+    assert!(editor.is_valid(&smtp));
+    assert!(!strict.is_valid(&smtp));
+    // Only whole references are accepted: `2${X}` is not an integer as written.
+    let bad = serde_json::json!({"kind": "settings", "connections": {"pce": {"prod": {
+        "url": "https://pce.example.com", "org": "2${X}", "api_key": "${K}", "api_secret": "${S}"}}}});
+    assert!(!editor.is_valid(&bad));
+}
+
+#[test]
 fn readme_field_tables_are_the_catalogue() {
     let path = root().join("README.md");
     let readme = std::fs::read_to_string(&path).expect("README");
