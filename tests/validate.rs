@@ -495,7 +495,7 @@ fn editors_accept_env_references_in_typed_values_of_the_shipped_files() {
     ] {
         for entry in std::fs::read_dir(root().join(dir)).expect("dir") {
             let path = entry.expect("entry").path();
-            if !path.extension().is_some_and(|e| e == "yaml") {
+            if path.extension().is_none_or(|e| e != "yaml") {
                 continue;
             }
             let text = std::fs::read_to_string(&path).expect("readable");
