@@ -876,8 +876,9 @@ fn upstream_group_by(
     Some(out)
 }
 
-/// The test cases of a pipeline name its own sources and nodes.
-fn check_tests(p: &PipelineConfig, problems: &mut Problems) {
+/// The test cases of a pipeline name its own sources and nodes (pointers
+/// `/tests/<i>/...`, as in a pipeline document and in a `kind: test` document).
+pub(crate) fn check_tests(p: &PipelineConfig, problems: &mut Problems) {
     let nodes: Vec<&str> = p
         .sources
         .keys()

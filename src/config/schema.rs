@@ -40,6 +40,24 @@ const INTERPOLATED: &str = "Interpolated";
 /// interpolated values against the strict [`document_schema`].
 pub fn editor_schema() -> Value {
     let mut root = document_schema();
+    // `kind: test` documents (`*.test.yaml` files) are known to editors too; vigil reads
+    // them apart from pipeline files (`vigil test`, `vigil validate`).
+    let mut test = schemars::schema_for!(super::test_case::TestFile).to_value();
+    if let (Some(defs), Some(Value::Object(test_defs))) = (
+        root.get_mut("$defs").and_then(Value::as_object_mut),
+        test.as_object_mut().and_then(|t| t.remove("$defs")),
+    ) {
+        for (k, v) in test_defs {
+            defs.entry(k).or_insert(v);
+        }
+    }
+    if let Some(t) = test.as_object_mut() {
+        t.remove("$schema");
+        t.remove("title");
+    }
+    if let Some(Value::Array(kinds)) = root.get_mut("oneOf") {
+        kinds.push(test);
+    }
     interpolable(&mut root);
     if let Some(defs) = root.get_mut("$defs").and_then(Value::as_object_mut) {
         defs.insert(

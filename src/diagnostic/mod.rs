@@ -238,7 +238,7 @@ pub fn escape_text(s: &str) -> Cow<'_, str> {
 
 /// A workflow command's message: `%`, `\r`, `\n` as `%25`, `%0D`, `%0A` (GitHub shows
 /// them as written), other unsafe characters as in [`escape_text`].
-fn escape_data(s: &str) -> String {
+pub fn escape_data(s: &str) -> String {
     escape_unsafe(s, |c| c == '\r' || c == '\n')
         .replace('%', "%25")
         .replace('\r', "%0D")
@@ -246,7 +246,7 @@ fn escape_data(s: &str) -> String {
 }
 
 /// A workflow command's property: as [`escape_data`], and `:` and `,` as `%3A`, `%2C`.
-fn escape_property(s: &str) -> String {
+pub fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
