@@ -279,9 +279,13 @@ pub fn load_sources(files: &[(PathBuf, String)], opts: &LoadOptions) -> Loaded {
                     pipelines.push((doc, typed));
                 }
                 Some(other) => {
-                    let hint = suggest(other, ["settings", "pipeline"])
-                        .map(|s| format!("; did you mean `{s}`?"))
-                        .unwrap_or_default();
+                    let hint = if other == "test" {
+                        "; `kind: test` documents go in a `*.test.yaml` file beside the pipeline file (read by `vigil test` and `vigil validate`)".to_string()
+                    } else {
+                        suggest(other, ["settings", "pipeline"])
+                            .map(|s| format!("; did you mean `{s}`?"))
+                            .unwrap_or_default()
+                    };
                     diags.push(Diagnostic::error(
                         file,
                         doc.pos("/kind", false),
