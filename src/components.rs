@@ -32,6 +32,9 @@ pub struct Services {
     pub internal: sources::internal::InternalAlerts,
     /// Recent events and the live stream, for the API.
     pub tap: Arc<Tap>,
+    /// Name caches that belong to no connection: what a test case's `context` says the
+    /// PCE knows.
+    pub extra_names: Vec<Arc<NameCache>>,
 }
 
 impl Services {
@@ -43,9 +46,13 @@ impl Services {
             .ok_or_else(|| format!("no PCE connection `{name}` in the settings").into())
     }
 
-    /// The name caches of every PCE connection, in name order.
+    /// The name caches of every PCE connection, in name order (then the extra ones).
     pub fn name_caches(&self) -> Vec<Arc<NameCache>> {
-        self.pce.values().map(|p| p.names().clone()).collect()
+        self.pce
+            .values()
+            .map(|p| p.names().clone())
+            .chain(self.extra_names.iter().cloned())
+            .collect()
     }
 }
 

@@ -30,10 +30,15 @@ fn no_env() -> LoadOptions {
 
 /// `# expect: LINE:COL severity[code]` lines at the end of a fixture.
 fn expectations(path: &Path) -> Vec<String> {
+    prefixed(path, "# expect: ")
+}
+
+/// The lines of a fixture starting with `prefix`, without it.
+fn prefixed(path: &Path, prefix: &str) -> Vec<String> {
     std::fs::read_to_string(path)
         .expect("fixture readable")
         .lines()
-        .filter_map(|l| l.strip_prefix("# expect: "))
+        .filter_map(|l| l.strip_prefix(prefix))
         .map(str::to_owned)
         .collect()
 }
@@ -81,6 +86,20 @@ fn every_invalid_fixture_reports_exactly_its_expected_diagnostics() {
             })
             .collect();
         assert_eq!(actual, expected, "diagnostics of {}", file.display());
+        // `# message: LINE:COL text`: the exact words a user reads there.
+        let messages: Vec<String> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| &d.file == file)
+            .map(|d| format!("{}:{} {}", d.line, d.column, d.message))
+            .collect();
+        for want in prefixed(file, "# message: ") {
+            assert!(
+                messages.contains(&want),
+                "{}: no diagnostic `{want}` among {messages:#?}",
+                file.display()
+            );
+        }
         assert!(loaded.config.is_none() || !loaded.has_errors());
     }
     // One fixture at least per problem class `vigil validate` promises.
@@ -108,6 +127,7 @@ fn every_invalid_fixture_reports_exactly_its_expected_diagnostics() {
         codes::PLAINTEXT_AUTH,
         codes::OUTSIDE_DIR,
         codes::INSECURE_URL,
+        codes::UNKNOWN_FIELD,
     ] {
         assert!(covered.contains(code), "no fixture covers `{code}`");
     }
@@ -335,6 +355,25 @@ fn exit_codes() {
         ])
         .assert()
         .code(1);
+    // An unknown field is a warning: CI fails on it with `--deny-warnings`.
+    vigil()
+        .args([
+            "validate",
+            "--no-env",
+            "tests/fixtures/invalid/unknown-field.yaml",
+        ])
+        .assert()
+        .code(0)
+        .stdout(predicates::str::contains("did you mean `service.port`?"));
+    vigil()
+        .args([
+            "validate",
+            "--deny-warnings",
+            "--no-env",
+            "tests/fixtures/invalid/unknown-field.yaml",
+        ])
+        .assert()
+        .code(1);
     // Usage and I/O errors.
     vigil().args(["validate", "no/such/dir"]).assert().code(2);
     vigil()
@@ -557,6 +596,89 @@ fn committed_schema_is_fresh() {
         schema::SCHEMA_PATH,
         schema::SCHEMA_PATH
     );
+}
+
+#[test]
+fn editors_accept_env_references_in_typed_values_of_the_shipped_files() {
+    let editor = jsonschema::validator_for(&schema::editor_schema()).expect("compiles");
+    let strict = jsonschema::validator_for(&schema::document_schema()).expect("compiles");
+    let mut strict_errors = Vec::new();
+    let mut docs = 0;
+    for dir in [
+        "pipelines",
+        "examples/sample-flows",
+        "examples/alert-lifecycle",
+    ] {
+        for entry in std::fs::read_dir(root().join(dir)).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("readable");
+            for doc in vigil::config::yaml::parse(&text).documents {
+                let value = vigil::config::interpolate::as_written(&doc);
+                docs += 1;
+                let errors: Vec<String> = editor
+                    .iter_errors(&value)
+                    .map(|e| format!("{} at {}", e, e.instance_path().as_str()))
+                    .collect();
+                assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
+                strict_errors.extend(
+                    strict
+                        .iter_errors(&value)
+                        .map(|e| format!("{}{}", path.display(), e.instance_path().as_str())),
+                );
+            }
+        }
+    }
+    assert!(docs > 10);
+    // What the editor showed before: `org: ${PCE_ORG:-1}`, `port: ${SMTP_PORT:-25}` and
+    // `tls: ${SMTP_TLS:-none}` are not an integer, an integer and a choice as written.
+    assert!(
+        strict_errors
+            .iter()
+            .any(|e| e.ends_with("pipelines/settings.yaml")),
+        "{strict_errors:#?}"
+    );
+    for (key, value) in [
+        ("org", "${PCE_ORG:-1}"),
+        ("tls_verify", "${TLS_VERIFY}"),
+        ("requests_per_minute", "${RPM:-400}"),
+    ] {
+        let mut prod = serde_json::json!({"url": "https://pce.example.com", "api_key": "${K}", "api_secret": "${S}"});
+        prod[key] = serde_json::json!(value);
+        let doc = serde_json::json!({"kind": "settings", "connections": {"pce": {"prod": prod}}});
+        assert!(editor.is_valid(&doc), "{key}: {value}");
+        assert!(!strict.is_valid(&doc), "{key}: {value}");
+    }
+    let smtp = serde_json::json!({"kind": "settings", "connections": {"smtp": {"relay": {
+        "host": "localhost", "port": "${SMTP_PORT:-25}", "tls": "${SMTP_TLS:-none}", "from": "v@example.com"}}}});
+    assert!(editor.is_valid(&smtp));
+    assert!(!strict.is_valid(&smtp));
+    // Only whole references are accepted: `2${X}` is not an integer as written.
+    let bad = serde_json::json!({"kind": "settings", "connections": {"pce": {"prod": {
+        "url": "https://pce.example.com", "org": "2${X}", "api_key": "${K}", "api_secret": "${S}"}}}});
+    assert!(!editor.is_valid(&bad));
+}
+
+#[test]
+fn readme_field_tables_are_the_catalogue() {
+    let path = root().join("README.md");
+    let readme = std::fs::read_to_string(&path).expect("README");
+    let (start, end) = ("<!-- fields:start -->\n", "<!-- fields:end -->");
+    let from = readme.find(start).expect("fields:start marker") + start.len();
+    let to = readme.find(end).expect("fields:end marker");
+    let tables = vigil::event::catalogue::markdown();
+    if readme[from..to] != tables {
+        if std::env::var_os("VIGIL_UPDATE_README").is_some() {
+            let fresh = format!("{}{tables}{}", &readme[..from], &readme[to..]);
+            std::fs::write(&path, fresh).expect("README written");
+        } else {
+            panic!(
+                "README.md's field tables are stale: run `VIGIL_UPDATE_README=1 cargo test --test validate readme_field_tables`"
+            );
+        }
+    }
 }
 
 #[test]

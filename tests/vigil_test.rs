@@ -185,17 +185,19 @@ fn a_wrong_expectation_fails_with_a_readable_diff_and_exit_1() {
     write_suite(dir.path(), &wrong);
     let (code, stdout, _) = vigil_test(&[dir.path().to_str().unwrap()]);
     assert_eq!(code, 1, "{stdout}");
+    // Each failure names the file, line and column of its expectation (the case's own
+    // position on its FAIL line): a terminal or an editor jumps there.
     let expected = "\
 ssh-burst (DIR/ssh-burst.test.yaml)
-  FAIL  three flows fire once
-        node `out`, alert 1 of 1 ([high] SSH burst from 10.0.0.1 (value 3, src.ip=10.0.0.1)):
+  FAIL  three flows fire once (DIR/ssh-burst.test.yaml:5:5)
+        DIR/ssh-burst.test.yaml:10:9: node `out`, alert 1 of 1 ([high] SSH burst from 10.0.0.1 (value 3, src.ip=10.0.0.1)):
           severity  - expected \"critical\"
                     + actual   \"high\"
           value     - expected 4
                     + actual   3
-        node `ssh`: expected 5 events (not alerts), got 4
-  FAIL  must not fire, but does
-        node `burst`: expected 0 firing alerts, got 1
+        DIR/ssh-burst.test.yaml:14:9: node `ssh`: expected 5 events (not alerts), got 4
+  FAIL  must not fire, but does (DIR/ssh-burst.test.yaml:16:5)
+        DIR/ssh-burst.test.yaml:20:9: node `burst`: expected 0 firing alerts, got 1
           actual alert 1: [high] SSH burst from 10.0.0.9 (value 3, src.ip=10.0.0.9)
 
 0 passed, 2 failed
@@ -210,10 +212,12 @@ fn a_test_naming_a_missing_node_fails_and_lists_the_nodes() {
     write_suite(dir.path(), &CASES.replace("node: out", "node: outt"));
     let (code, stdout, stderr) = vigil_test(&[dir.path().to_str().unwrap()]);
     assert_eq!(code, 1);
+    // Found when the files are read, at the node's position, before anything runs.
     assert!(
-        stdout.contains("no node `outt` in pipeline `ssh-burst` (it has: flows, ssh, burst, out)"),
+        stdout.contains("ssh-burst.test.yaml:10:15: error[unknown-input]: `outt` is not a node of pipeline `ssh-burst`; did you mean `out`?"),
         "{stdout}{stderr}"
     );
+    assert!(stderr.contains("no tests ran"), "{stderr}");
 }
 
 /// Issue "Hostile input": `repeat: 1000000` took 5.7 GB. `repeat` is bounded at 10000,
@@ -280,7 +284,7 @@ fn vigil_test_escapes_control_characters_from_the_files() {
         "{stdout:?}"
     );
     assert!(
-        stdout.contains("  FAIL  three \\u{1b}[2J flows\\n::error::x\n"),
+        stdout.contains("  FAIL  three \\u{1b}[2J flows\\n::error::x ("),
         "{stdout}"
     );
     assert!(
@@ -288,4 +292,255 @@ fn vigil_test_escapes_control_characters_from_the_files() {
         "{stdout}"
     );
     assert!(stdout.lines().all(|l| !l.starts_with("::")), "{stdout}");
+}
+
+/// The suite of `wrong` cases (one failing, one passing) written to a new directory.
+fn mixed_suite() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = CASES.replace("events: 4", "events: 5")
+        + r#"
+  - name: another address is quiet
+    input:
+      - { source: flows, at: 0s, event: { src: { ip: 10.0.0.3 }, service: { port: 22 } } }
+    expect:
+      - { node: burst, count: 0 }
+"#;
+    write_suite(dir.path(), &cases);
+    dir
+}
+
+/// Issue 16: an `ip_list:` exclusion is tested as written, with the IP lists, labels and
+/// workloads of the case's `context`; a late event (`time` before `at`) is not counted.
+/// The same cases fail without the context's list and without `time`.
+#[test]
+fn context_ip_lists_and_late_events_are_tested_as_written() {
+    let (code, stdout, stderr) = vigil_test(&["tests/fixtures/vigil-test"]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for case in [
+        "the approved scanners are excluded",
+        "an address the list leaves out is not a scanner",
+        "an event older than the window behind the newest is late, not counted",
+    ] {
+        assert!(stdout.contains(&format!("  ok    {case}\n")), "{stdout}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "settings.yaml",
+        "ssh-to-db.yaml",
+        "ssh-to-db.test.yaml",
+        "late-logins.yaml",
+    ] {
+        let text = std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/vigil-test")
+                .join(f),
+        )
+        .unwrap()
+        .replace("Scanners: [", "Others: [")
+        .replace(", time: 1m,", ",");
+        std::fs::write(dir.path().join(f), text).unwrap();
+    }
+    let (code, stdout, stderr) = vigil_test(&[dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("  FAIL  the approved scanners are excluded ("),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "  FAIL  an event older than the window behind the newest is late, not counted ("
+        ),
+        "{stdout}"
+    );
+    // The misspelt list is reported by the stage, once per run of the stage.
+    assert!(
+        stderr.contains("`ip_list:Scanners` names no IP list of the PCE"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn junit_output_is_read_by_an_xml_parser_with_a_testcase_per_case() {
+    use quick_xml::events::Event;
+    let dir = mixed_suite();
+    let (code, stdout, stderr) = vigil_test(&["--format", "junit", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let mut reader = quick_xml::Reader::from_str(&stdout);
+    let mut cases: Vec<(String, String, Option<String>)> = Vec::new();
+    let mut suites = 0;
+    let mut in_failure = false;
+    loop {
+        match reader.read_event().expect("well-formed XML") {
+            Event::Start(e) | Event::Empty(e) => {
+                let attr = |name: &str| {
+                    e.try_get_attribute(name).expect("attribute").map(|a| {
+                        a.normalized_value(quick_xml::XmlVersion::Explicit1_0)
+                            .expect("text")
+                            .into_owned()
+                    })
+                };
+                match e.name().as_ref() {
+                    b"testsuites" => {
+                        assert_eq!(attr("tests").as_deref(), Some("2"));
+                        assert_eq!(attr("failures").as_deref(), Some("1"));
+                    }
+                    b"testsuite" => suites += 1,
+                    b"testcase" => cases.push((
+                        attr("name").expect("name"),
+                        format!(
+                            "{}:{}",
+                            attr("file").expect("file"),
+                            attr("line").expect("line")
+                        ),
+                        None,
+                    )),
+                    b"failure" => {
+                        in_failure = true;
+                        let message = attr("message").expect("message");
+                        cases.last_mut().expect("inside a testcase").2 = Some(message);
+                    }
+                    _ => {}
+                }
+            }
+            Event::Text(t) if in_failure => {
+                let body = t.decode().expect("text").into_owned();
+                assert!(
+                    body.contains("ssh-burst.test.yaml:14:9: node `ssh`"),
+                    "{body}"
+                );
+                in_failure = false;
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert_eq!(suites, 1);
+    let root = dir.path().to_str().unwrap();
+    assert_eq!(
+        cases,
+        vec![
+            (
+                "three flows fire once".to_string(),
+                format!("{root}/ssh-burst.test.yaml:5"),
+                Some("node `ssh`: expected 5 events (not alerts), got 4".to_string())
+            ),
+            (
+                "another address is quiet".to_string(),
+                format!("{root}/ssh-burst.test.yaml:16"),
+                None
+            ),
+        ]
+    );
+}
+
+#[test]
+fn github_and_json_formats_name_the_file_and_line_of_each_failure() {
+    let dir = mixed_suite();
+    let root = dir.path().to_str().unwrap();
+    let (code, stdout, _) = vigil_test(&["--format", "github", root]);
+    assert_eq!(code, 1);
+    let annotation = stdout
+        .lines()
+        .find(|l| l.starts_with("::error "))
+        .unwrap_or_else(|| panic!("no annotation: {stdout}"));
+    assert!(
+        annotation.starts_with(&format!("::error file={root}/ssh-burst.test.yaml,line=14,col=9,title=vigil test%3A ssh-burst / three flows fire once::node `ssh`: expected 5 events")),
+        "{annotation}"
+    );
+    assert!(stdout.ends_with("1 passed, 1 failed\n"), "{stdout}");
+
+    let (code, stdout, _) = vigil_test(&["--format", "json", root]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(
+        (v["passed"].as_u64(), v["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let failed = &v["cases"][0];
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(
+        (failed["line"].as_u64(), failed["column"].as_u64()),
+        (Some(5), Some(5))
+    );
+    assert_eq!(failed["failures"][0]["line"], 14);
+    assert_eq!(v["cases"][1]["status"], "passed");
+}
+
+/// `--run NAME` runs the cases whose name contains NAME; one matching nothing fails.
+#[test]
+fn run_selects_cases_by_a_part_of_their_name() {
+    let dir = mixed_suite();
+    let root = dir.path().to_str().unwrap();
+    let (code, stdout, _) = vigil_test(&["--run", "quiet", root]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("  ok    another address is quiet"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("three flows"), "{stdout}");
+    assert!(
+        stdout.ends_with("1 passed, 0 failed, 1 filtered out by --run\n"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = vigil_test(&["--run", "no such case", root]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("no test case name contains `no such case`"),
+        "{stderr}"
+    );
+}
+
+/// An expectation that checks nothing cannot fail: refused at its position, by
+/// `vigil test` and by `vigil validate` (which reads the `*.test.yaml` files too).
+#[test]
+fn an_expectation_that_checks_nothing_is_refused_where_it_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    write_suite(
+        dir.path(),
+        &CASES.replace("      - { node: ssh, events: 4 }", "      - { node: ssh }"),
+    );
+    let root = dir.path().to_str().unwrap();
+    let want = "ssh-burst.test.yaml:14:9: error[invalid-value]: this expectation of node `ssh` checks nothing: give `count`, `alerts`, `resolved`, `updates`, `events` or `notifications` (`count: 0`: must not fire)";
+    let (code, stdout, stderr) = vigil_test(&[root]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains(want), "{stdout}");
+    let out = Command::new(bin())
+        .args(["validate", root])
+        .output()
+        .expect("vigil runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(want), "{text}");
+}
+
+/// `vigil validate` checks test files: a test naming a node the pipeline lacks is an
+/// error at its position, and the shipped fixtures are valid.
+#[test]
+fn validate_reads_test_files_beside_the_pipelines() {
+    let dir = tempfile::tempdir().unwrap();
+    write_suite(dir.path(), &CASES.replace("node: ssh,", "node: shh,"));
+    let root = dir.path().to_str().unwrap();
+    for arg in [root.to_string(), format!("{root}/ssh-burst.test.yaml")] {
+        let out = Command::new(bin())
+            .args(["validate", &arg])
+            .output()
+            .expect("vigil runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{arg}: {text}");
+        assert!(
+            text.contains("ssh-burst.test.yaml:14:17: error[unknown-input]: `shh` is not a node of pipeline `ssh-burst`; did you mean `ssh`?"),
+            "{arg}: {text}"
+        );
+    }
+    let out = Command::new(bin())
+        .args(["validate", "--deny-warnings", "tests/fixtures/vigil-test"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("vigil runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

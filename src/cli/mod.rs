@@ -86,6 +86,13 @@ pub(crate) enum Command {
         /// Files or directories (default: `pipelines/`). `*.test.yaml` files beside the
         /// pipeline files (or under the directories) are read too.
         paths: Vec<PathBuf>,
+        /// Output format: text, github (annotations), json or junit (XML for CI reports).
+        #[arg(long, value_enum, default_value_t = vigil::testing::Format::Text)]
+        format: vigil::testing::Format,
+        /// Run only the cases whose name contains NAME (case-sensitive); exit 1 when none
+        /// does.
+        #[arg(long, value_name = "NAME")]
+        run: Option<String>,
     },
     /// Run the pipelines until interrupted (or until every source has ended). Saving a
     /// pipeline file (or SIGHUP) reloads them: unchanged pipelines keep running with
@@ -288,7 +295,7 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             pipelines,
             no_watch,
         } => run(pipelines, !no_watch),
-        Command::Test { paths } => test(paths),
+        Command::Test { paths, format, run } => test(paths, format, run.as_deref()),
         Command::Check { pipelines, timeout } => check(pipelines, timeout),
         Command::Graph { pipelines, format } => graph(pipelines, format),
         #[cfg(feature = "demo")]

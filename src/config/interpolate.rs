@@ -188,6 +188,21 @@ fn convert(
     }
 }
 
+/// The document as written, without interpolation (`${VAR}` stays text): what an editor
+/// checks against the schema. Scalars are typed as YAML types them.
+pub fn as_written(doc: &Node) -> Value {
+    match &doc.value {
+        NodeValue::Seq(items) => Value::Array(items.iter().map(as_written).collect()),
+        NodeValue::Map(m) => Value::Object(
+            m.entries
+                .iter()
+                .map(|e| (e.key.clone(), as_written(&e.value)))
+                .collect(),
+        ),
+        NodeValue::Scalar(s) => type_scalar(s, s.text.clone()),
+    }
+}
+
 #[derive(Default)]
 struct Outcome {
     /// (index of the `${` among the scalar's references, code, message)

@@ -9,6 +9,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use indexmap::IndexMap;
 use serde_json::Value;
 
 use super::interpolate::{Env, LineIndex, resolve};
@@ -285,9 +286,13 @@ pub fn load_sources(files: &[(PathBuf, String)], opts: &LoadOptions) -> Loaded {
                     pipelines.push((doc, typed));
                 }
                 Some(other) => {
-                    let hint = suggest(other, ["settings", "pipeline"])
-                        .map(|s| format!("; did you mean `{s}`?"))
-                        .unwrap_or_default();
+                    let hint = if other == "test" {
+                        "; `kind: test` documents go in a `*.test.yaml` file beside the pipeline file (read by `vigil test` and `vigil validate`)".to_string()
+                    } else {
+                        suggest(other, ["settings", "pipeline"])
+                            .map(|s| format!("; did you mean `{s}`?"))
+                            .unwrap_or_default()
+                    };
                     diags.push(Diagnostic::error(
                         file,
                         doc.pos("/kind", false),
@@ -771,6 +776,11 @@ fn check_pipeline_doc(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<
     // Each component is checked on its own, so one broken component does not hide the
     // problems of the others: schema first, then (if that passed) its typed checks.
     let mut failed = !doc_level_ok;
+    // The components that type, for the checks across them (field paths, templates)
+    // that run even when another component has errors.
+    let mut sources: IndexMap<String, crate::components::SourceConfig> = IndexMap::new();
+    let mut stages: IndexMap<String, crate::components::StageConfig> = IndexMap::new();
+    let mut sinks: IndexMap<String, crate::components::SinkConfig> = IndexMap::new();
     for family in Family::ALL {
         let Some(Value::Object(members)) = doc.value.get(family.key()).cloned() else {
             continue;
@@ -788,26 +798,68 @@ fn check_pipeline_doc(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<
                 .iter()
                 .any(|u| u.starts_with(&format!("{prefix}/")))
             {
-                continue; // `--no-env` placeholders may not type
+                // `--no-env` placeholders may not type: no errors about them, but what
+                // types still takes part in the checks across components.
+                match family {
+                    Family::Sources => {
+                        if let Ok(c) = serde_json::from_value(body.clone()) {
+                            sources.insert(name.clone(), c);
+                        }
+                    }
+                    Family::Stages => {
+                        if let Ok(c) = serde_json::from_value(body.clone()) {
+                            stages.insert(name.clone(), c);
+                        }
+                    }
+                    Family::Sinks => {
+                        if let Ok(c) = serde_json::from_value(body.clone()) {
+                            sinks.insert(name.clone(), c);
+                        }
+                    }
+                }
+                continue;
             }
             let mut found = Problems::in_dir(doc.file.parent().unwrap_or(Path::new("")));
             let typed = match family {
                 Family::Sources => {
                     typed_component::<crate::components::SourceConfig>(doc, &prefix, body, diags)
-                        .map(|c| c.check(&mut found))
+                        .map(|c| {
+                            c.check(&mut found);
+                            sources.insert(name.clone(), c);
+                        })
                 }
                 Family::Stages => {
                     typed_component::<crate::components::StageConfig>(doc, &prefix, body, diags)
-                        .map(|c| c.check(&mut found))
+                        .map(|c| {
+                            c.check(&mut found);
+                            stages.insert(name.clone(), c);
+                        })
                 }
-                Family::Sinks => {
-                    typed_component::<crate::components::SinkConfig>(doc, &prefix, body, diags)
-                        .map(|c| c.check(&mut found))
-                }
+                Family::Sinks => typed_component::<crate::components::SinkConfig>(
+                    doc, &prefix, body, diags,
+                )
+                .map(|c| {
+                    c.check(&mut found);
+                    sinks.insert(name.clone(), c);
+                }),
             };
             failed |= typed.is_none() || found.has_errors();
             push_problems(doc, &prefix, found, diags);
         }
+    }
+    for (name, problems) in super::fields::check(&sources, &stages) {
+        push_problems(doc, &to_pointer(["stages", name.as_str()]), problems, diags);
+    }
+    // Templates are rendered even when other components have errors (all problems in
+    // one run), when every stage upstream of the sink typed (its groups are known).
+    for (name, sink) in &sinks {
+        let Some(group_by) = upstream_group_by(&sources, &stages, sink.inputs()) else {
+            continue;
+        };
+        let mut found = Problems::in_dir(doc.file.parent().unwrap_or(Path::new("")));
+        sink.check_rendering(&group_by, &mut found);
+        failed |= found.has_errors();
+        push_problems(doc, &to_pointer(["sinks", name.as_str()]), found, diags);
     }
     if failed {
         doc.clean = false;
@@ -818,20 +870,19 @@ fn check_pipeline_doc(doc: &mut Doc<'_>, diags: &mut Vec<Diagnostic>) -> Option<
     };
     let mut problems = Problems::default();
     check_tests(&p, &mut problems);
-    let mut failed = problems.has_errors();
+    let failed = problems.has_errors();
     push_problems(doc, "", problems, diags);
-    for (name, sink) in &p.sinks {
-        let mut found = Problems::in_dir(doc.file.parent().unwrap_or(Path::new("")));
-        sink.check_rendering(&upstream_group_by(&p, sink.inputs()), &mut found);
-        failed |= found.has_errors();
-        push_problems(doc, &to_pointer(["sinks", name.as_str()]), found, diags);
-    }
     (!failed).then_some(p)
 }
 
 /// The `group_by` paths of the detection stages upstream of `inputs`: the groups the
-/// alerts reaching a sink can have.
-fn upstream_group_by(p: &PipelineConfig, inputs: &[String]) -> Vec<String> {
+/// alerts reaching a sink can have; `None` when a node upstream did not type (or names
+/// nothing), so its groups are unknown.
+fn upstream_group_by(
+    sources: &IndexMap<String, crate::components::SourceConfig>,
+    stages: &IndexMap<String, crate::components::StageConfig>,
+    inputs: &[String],
+) -> Option<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
     let mut todo: Vec<&str> = inputs.iter().map(String::as_str).collect();
@@ -840,20 +891,23 @@ fn upstream_group_by(p: &PipelineConfig, inputs: &[String]) -> Vec<String> {
             continue;
         }
         seen.push(node);
-        if let Some(stage) = p.stages.get(node) {
+        if let Some(stage) = stages.get(node) {
             for path in stage.group_by() {
                 if !out.contains(path) {
                     out.push(path.clone());
                 }
             }
             todo.extend(stage.inputs().iter().map(String::as_str));
+        } else if !sources.contains_key(node) {
+            return None;
         }
     }
-    out
+    Some(out)
 }
 
-/// The test cases of a pipeline name its own sources and nodes.
-fn check_tests(p: &PipelineConfig, problems: &mut Problems) {
+/// The test cases of a pipeline name its own sources and nodes (pointers
+/// `/tests/<i>/...`, as in a pipeline document and in a `kind: test` document).
+pub(crate) fn check_tests(p: &PipelineConfig, problems: &mut Problems) {
     let nodes: Vec<&str> = p
         .sources
         .keys()

@@ -1,6 +1,7 @@
 //! Pipeline files: reading, interpolation, schema checks with positions, the typed model
 //! and the cross-reference pass.
 
+pub mod fields;
 pub mod interpolate;
 pub mod load;
 pub mod model;

@@ -26,9 +26,99 @@ pub fn document_schema() -> Value {
 
 /// The schema as committed: pretty JSON with a trailing newline.
 pub fn document_schema_text() -> String {
-    let mut s = serde_json::to_string_pretty(&document_schema()).unwrap_or_default();
+    let mut s = serde_json::to_string_pretty(&editor_schema()).unwrap_or_default();
     s.push('\n');
     s
+}
+
+/// The name of the definition a `${VAR}` value matches in [`editor_schema`].
+const INTERPOLATED: &str = "Interpolated";
+
+/// The schema for files as written, before `${VAR}` interpolation (what editors check):
+/// [`document_schema`] where every typed value (number, integer, boolean, a choice of
+/// words) also accepts a whole `${VAR}` or `${VAR:-default}`. vigil itself checks the
+/// interpolated values against the strict [`document_schema`].
+pub fn editor_schema() -> Value {
+    let mut root = document_schema();
+    // `kind: test` documents (`*.test.yaml` files) are known to editors too; vigil reads
+    // them apart from pipeline files (`vigil test`, `vigil validate`).
+    let mut test = schemars::schema_for!(super::test_case::TestFile).to_value();
+    if let (Some(defs), Some(Value::Object(test_defs))) = (
+        root.get_mut("$defs").and_then(Value::as_object_mut),
+        test.as_object_mut().and_then(|t| t.remove("$defs")),
+    ) {
+        for (k, v) in test_defs {
+            defs.entry(k).or_insert(v);
+        }
+    }
+    if let Some(t) = test.as_object_mut() {
+        t.remove("$schema");
+        t.remove("title");
+    }
+    if let Some(Value::Array(kinds)) = root.get_mut("oneOf") {
+        kinds.push(test);
+    }
+    interpolable(&mut root);
+    if let Some(defs) = root.get_mut("$defs").and_then(Value::as_object_mut) {
+        defs.insert(
+            INTERPOLATED.into(),
+            serde_json::json!({
+                "type": "string",
+                "pattern": r"^\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}$",
+                "description": "`${VAR}` or `${VAR:-default}`: the value is taken from the environment when the file is read, then checked as the type this key wants.",
+            }),
+        );
+    }
+    root
+}
+
+/// Adds the `${VAR}` alternative to every typed value below `node`.
+fn interpolable(node: &mut Value) {
+    match node {
+        Value::Array(items) => items.iter_mut().for_each(interpolable),
+        Value::Object(map) => {
+            if map.contains_key("const") {
+                return; // a discriminator (`kind`, `type`) or one word of a choice
+            }
+            for v in map.values_mut() {
+                interpolable(v);
+            }
+            let alternative = serde_json::json!({"$ref": format!("#/$defs/{INTERPOLATED}")});
+            // A choice of words: one more alternative.
+            if let Some(Value::Array(choices)) = map.get_mut("oneOf")
+                && !choices.is_empty()
+                && choices.iter().all(|c| c.get("const").is_some())
+            {
+                choices.push(alternative);
+                return;
+            }
+            let typed = |t: &Value| matches!(t.as_str(), Some("integer" | "number" | "boolean"));
+            let is_typed = map.get("type").is_some_and(|t| match t {
+                Value::Array(ts) => ts.iter().any(typed),
+                other => typed(other),
+            }) || map.contains_key("enum");
+            if !is_typed || map.contains_key("properties") {
+                return;
+            }
+            // The annotations stay outside, for editors' hovers.
+            let mut inner = Map::new();
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for k in keys {
+                if !matches!(
+                    k.as_str(),
+                    "description" | "title" | "default" | "examples" | "deprecated"
+                ) && let Some(v) = map.remove(&k)
+                {
+                    inner.insert(k, v);
+                }
+            }
+            map.insert(
+                "anyOf".into(),
+                Value::Array(vec![Value::Object(inner), alternative]),
+            );
+        }
+        _ => {}
+    }
 }
 
 /// The three component families of a pipeline.

@@ -35,8 +35,13 @@ pub struct TestCase {
     /// The virtual time the case starts at (RFC 3339). Default: `2026-01-01T00:00:00Z`.
     #[serde(default)]
     pub start: Option<String>,
-    /// The events to feed, in any order (they are fed in time order; equal times in the
-    /// order written).
+    /// What the PCE knows while the case runs: IP lists, labels and workloads, so an
+    /// `ip_list:` condition is tested as written and flows of a `pce_traffic` source
+    /// gain the labels and IP-list names the source would add.
+    #[serde(default)]
+    pub context: Option<TestContext>,
+    /// The events to feed, in any order (they are fed in arrival order, `at`; equal
+    /// times in the order written).
     #[serde(default)]
     pub input: Vec<TestInput>,
     /// How long the clock keeps running after the last input (ticks included), e.g. to
@@ -53,10 +58,16 @@ pub struct TestCase {
 pub struct TestInput {
     /// The source (by name) the events come from.
     pub source: String,
-    /// When, relative to the case's `start`: the event time and the arrival time.
-    /// Default: `0s`.
+    /// When it arrives, relative to the case's `start` (and, without `time`, the event's
+    /// time too). Default: `0s`.
     #[serde(default)]
     pub at: Option<Duration>,
+    /// The event's own time, relative to the case's `start`, when it is not its arrival:
+    /// `at: 10m` with `time: 2m` is an event of minute 2 arriving at minute 10 (late, or
+    /// out of order after one of minute 5). Copies (`repeat`) keep the same distance
+    /// from `at`.
+    #[serde(default)]
+    pub time: Option<Duration>,
     /// How many copies of the record to feed: at most 10000 (a case feeds at most
     /// 1000000 events in all). Default: 1.
     #[serde(default = "one")]
@@ -73,6 +84,76 @@ fn one() -> usize {
     1
 }
 
+/// What the PCE knows during a test case (`context:`), in place of its name cache.
+///
+/// ```yaml
+/// context:
+///   ip_lists:
+///     Scanners: [203.0.113.0/24, "!203.0.113.128/25"]   # `!`: an exclusion
+///   labels:
+///     /orgs/1/labels/7: { key: role, value: db }
+///   workloads:
+///     /orgs/1/workloads/db-01: { role: db, env: prod }
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestContext {
+    /// IP lists by name: the networks and addresses each holds; one written with a
+    /// leading `!` is an exclusion.
+    #[serde(default)]
+    pub ip_lists: IndexMap<String, Vec<String>>,
+    /// Labels by href (`/orgs/1/labels/7`): what a flow's label hrefs stand for.
+    #[serde(default)]
+    pub labels: IndexMap<String, TestLabel>,
+    /// Workloads by href: their labels, key → value (for flows whose workload lists no
+    /// labels).
+    #[serde(default)]
+    pub workloads: IndexMap<String, IndexMap<String, String>>,
+}
+
+/// A label: key and value.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestLabel {
+    /// The label's key (`role`).
+    pub key: String,
+    /// Its value (`db`).
+    pub value: String,
+}
+
+impl TestContext {
+    /// The networks of IP list `name`: (included, excluded); an entry that is not a
+    /// network or address is left out (reported by [`TestCase::check`]).
+    pub fn ip_list(&self, name: &str) -> Option<(Vec<ipnet::IpNet>, Vec<ipnet::IpNet>)> {
+        let entries = self.ip_lists.get(name)?;
+        let mut include = Vec::new();
+        let mut exclude = Vec::new();
+        for e in entries {
+            let (excluded, text) = match e.trim().strip_prefix('!') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, e.trim()),
+            };
+            if let Some(net) = network(text) {
+                if excluded {
+                    exclude.push(net);
+                } else {
+                    include.push(net);
+                }
+            }
+        }
+        Some((include, exclude))
+    }
+}
+
+/// `text` as a network (an address is a network of one).
+fn network(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
+}
+
 /// The most copies of a record one input may ask for (`repeat`).
 pub const MAX_REPEAT: usize = 10_000;
 
@@ -84,6 +165,46 @@ impl TestCase {
     /// The bounds of a case: `repeat` at most [`MAX_REPEAT`], at most
     /// [`MAX_CASE_EVENTS`] events in all. Pointers are relative to the case.
     pub fn check(&self, p: &mut Problems) {
+        if self.expect.is_empty() {
+            p.error(
+                "/expect",
+                codes::INVALID_VALUE,
+                "the case expects nothing, so it cannot fail: name a node and what it must emit (`count`, `alerts`, `resolved`, `updates`, `events` or `notifications`)",
+            );
+        }
+        for (j, exp) in self.expect.iter().enumerate() {
+            if exp.checks_nothing() {
+                p.error(
+                    format!("/expect/{j}"),
+                    codes::INVALID_VALUE,
+                    format!(
+                        "this expectation of node `{}` checks nothing: give `count`, `alerts`, `resolved`, `updates`, `events` or `notifications` (`count: 0`: must not fire)",
+                        exp.node
+                    ),
+                );
+            }
+        }
+        if let Some(cx) = &self.context {
+            for (name, entries) in &cx.ip_lists {
+                for (k, e) in entries.iter().enumerate() {
+                    let text = e.trim().strip_prefix('!').unwrap_or(e.trim()).trim();
+                    if network(text).is_none() {
+                        p.error(
+                            crate::diagnostic::to_pointer([
+                                "context",
+                                "ip_lists",
+                                name.as_str(),
+                                k.to_string().as_str(),
+                            ]),
+                            codes::INVALID_VALUE,
+                            format!(
+                                "`{e}` is not an IP network or address (write e.g. `10.0.0.0/8`, `192.0.2.7`, or `!10.0.5.0/24` to exclude)"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
         let mut total: usize = 0;
         let mut reported = false;
         for (j, input) in self.input.iter().enumerate() {
@@ -155,6 +276,18 @@ pub struct Expectation {
     pub notifications: Option<Vec<NotificationExpectation>>,
 }
 
+impl Expectation {
+    /// Whether it checks nothing (only `node`, or empty lists).
+    pub fn checks_nothing(&self) -> bool {
+        self.count.is_none()
+            && self.resolved.is_none()
+            && self.updates.is_none()
+            && self.events.is_none()
+            && self.notifications.is_none()
+            && self.alerts.is_empty()
+    }
+}
+
 /// One notification a delivering sink would send.
 ///
 /// ```yaml
@@ -198,6 +331,9 @@ pub struct TestFile {
     pub kind: TestKind,
     /// The pipeline the cases run against, by name.
     pub pipeline: String,
+    /// What the PCE knows, for every case of the file that has no `context` of its own.
+    #[serde(default)]
+    pub context: Option<TestContext>,
     /// The cases.
     pub tests: Vec<TestCase>,
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 mod problems;
+pub mod template;
 
 pub use problems::Problems;
 
@@ -114,6 +115,9 @@ pub mod codes {
     pub const SECRET_FILE: &str = "secret-file";
     /// A PCE `url` over plain `http://` without `insecure_http: true`.
     pub const INSECURE_URL: &str = "insecure-url";
+    /// A field path that no event reaching the stage has (the sources upstream are all
+    /// PCE kinds whose fields are known: the README's "Fields" tables); usually a typo.
+    pub const UNKNOWN_FIELD: &str = "unknown-field";
 }
 
 /// One problem, at one place in one file.
@@ -239,7 +243,7 @@ pub fn escape_text(s: &str) -> Cow<'_, str> {
 
 /// A workflow command's message: `%`, `\r`, `\n` as `%25`, `%0D`, `%0A` (GitHub shows
 /// them as written), other unsafe characters as in [`escape_text`].
-fn escape_data(s: &str) -> String {
+pub fn escape_data(s: &str) -> String {
     escape_unsafe(s, |c| c == '\r' || c == '\n')
         .replace('%', "%25")
         .replace('\r', "%0D")
@@ -247,7 +251,7 @@ fn escape_data(s: &str) -> String {
 }
 
 /// A workflow command's property: as [`escape_data`], and `:` and `,` as `%3A`, `%2C`.
-fn escape_property(s: &str) -> String {
+pub fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 

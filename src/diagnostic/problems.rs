@@ -91,6 +91,22 @@ impl Problems {
         self.push(pointer.into(), true, code, Severity::Error, message.into());
     }
 
+    /// A warning at the value of `pointer`.
+    pub fn warning(
+        &mut self,
+        pointer: impl Into<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) {
+        self.push(
+            pointer.into(),
+            false,
+            code,
+            Severity::Warning,
+            message.into(),
+        );
+    }
+
     /// A warning at the key of `pointer`.
     pub fn warning_at_key(
         &mut self,

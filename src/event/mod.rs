@@ -7,6 +7,7 @@
 //! element, so `notifications.notification_type` sees each notification's type.
 
 mod alert;
+pub mod catalogue;
 mod tape;
 
 use std::fmt;

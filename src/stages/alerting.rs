@@ -363,11 +363,14 @@ fn round(v: f64) -> Value {
 }
 
 fn template_error(e: &handlebars::TemplateError) -> String {
-    format!("this template does not parse: {}", e.reason())
+    format!(
+        "this template does not parse: {}",
+        crate::diagnostic::template::syntax_reason(e)
+    )
 }
 
 fn render_error(e: &handlebars::RenderError) -> String {
-    let reason = e.reason().to_string();
+    let reason = crate::diagnostic::template::render_reason(e);
     format!(
         "this template does not render: {reason} (variables: group.<path>, group_key, value, threshold, unit, estimate, window.start, window.end, window.length, first_seen, last_seen, updates, pipeline, stage, severity, status)"
     )

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::config::Config;
-use crate::config::test_case::TestCase;
+use crate::config::test_case::{TestCase, TestContext};
 use crate::event::{AlertStatus, Event, Timestamp};
 use crate::graph::NodeRole;
+use crate::pce::names::{IpListEntry, Names};
 use crate::runtime::{BuildContext, Stage, build_services};
 use crate::sinks::delivery::dispatch::{Dispatcher, Planned};
 use crate::sinks::delivery::inhibit::Inhibitor;
@@ -236,6 +237,58 @@ pub enum RunError {
     },
 }
 
+/// The names a case's `context` gives, as the PCE's name cache would hold them.
+fn context_names(cx: &TestContext, now: Timestamp) -> Names {
+    let mut names = Names {
+        refreshed_at: Some(now),
+        ..Names::default()
+    };
+    for name in cx.ip_lists.keys() {
+        let Some((include, exclude)) = cx.ip_list(name) else {
+            continue;
+        };
+        let entry = Arc::new(IpListEntry {
+            name: name.clone(),
+            include,
+            exclude,
+        });
+        names.ip_lists.insert(
+            format!("/orgs/1/sec_policy/active/ip_lists/{name}"),
+            entry.clone(),
+        );
+        names.ip_lists_by_name.insert(name.clone(), entry);
+    }
+    for (href, l) in &cx.labels {
+        names
+            .labels
+            .insert(href.clone(), (l.key.clone(), l.value.clone()));
+    }
+    for (href, labels) in &cx.workloads {
+        names.workloads.insert(
+            href.clone(),
+            labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        );
+    }
+    names
+}
+
+/// Writes `top` over `base`: mappings merge key by key, anything else replaces.
+fn overlay(base: &mut serde_json::Value, top: &serde_json::Value) {
+    match (base, top) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(t)) => {
+            for (k, v) in t {
+                match b.get_mut(k) {
+                    Some(slot) => overlay(slot, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, t) => *b = t.clone(),
+    }
+}
+
 /// Runs `case` against pipeline `pipeline` (an index into `config.pipelines`).
 pub fn run_case(
     config: &Config,
@@ -260,8 +313,18 @@ pub fn run_case(
     let clock: SharedClock = Arc::new(VirtualClock::new(start));
     let mut settings = config.settings.clone();
     settings.connections = Default::default(); // tests never reach a network peer
-    let services =
+    let mut services =
         build_services(&settings, &clock).map_err(|e| RunError::Invalid(e.source.to_string()))?;
+    // What the case says the PCE knows stands in for the connections' name caches.
+    let known = case
+        .context
+        .as_ref()
+        .map(|cx| Arc::new(context_names(cx, start)));
+    if let Some(known) = &known {
+        let cache = Arc::new(crate::pce::names::NameCache::default());
+        cache.replace(Names::clone(known));
+        services.extra_names.push(cache);
+    }
     let store =
         Arc::new(crate::store::Store::in_memory().map_err(|e| RunError::Invalid(e.to_string()))?);
     let base_dir = pc
@@ -354,7 +417,8 @@ pub fn run_case(
             crate::config::test_case::MAX_REPEAT
         )));
     }
-    let mut inputs: Vec<(Timestamp, usize, serde_json::Value)> = Vec::with_capacity(count);
+    let mut inputs: Vec<(Timestamp, Timestamp, usize, serde_json::Value)> =
+        Vec::with_capacity(count);
     for input in &case.input {
         let Some(src) = names.iter().position(|n| n == &input.source) else {
             return Err(RunError::Invalid(format!(
@@ -369,14 +433,31 @@ pub fn run_case(
             )));
         }
         let at = input.at.map_or(chrono::Duration::zero(), |d| d.span());
+        let time = input.time.map(|d| d.span());
         let every = input.every.map_or(chrono::Duration::zero(), |d| d.span());
+        // A flow of a `pce_traffic` source gains what the source adds from the names
+        // the case's `context` gives (what the record says itself wins).
+        let record = match (&known, &pc.config.sources.get(input.source.as_str())) {
+            (Some(known), Some(crate::components::SourceConfig::PceTraffic(c))) => {
+                let vigil = serde_json::json!({
+                    "source_type": "pce_traffic", "connection": c.connection, "truncated": false,
+                });
+                let mut enriched =
+                    crate::sources::pce_traffic::enrich_flow(input.event.clone(), known, &vigil);
+                overlay(&mut enriched, &input.event);
+                enriched
+            }
+            _ => input.event.clone(),
+        };
         for k in 0..input.repeat {
             let k = i32::try_from(k).unwrap_or(i32::MAX);
-            inputs.push((start + at + every * k, src, input.event.clone()));
+            let arrival = start + at + every * k;
+            let event_time = time.map_or(arrival, |t| start + t + every * k);
+            inputs.push((arrival, event_time, src, record.clone()));
         }
     }
-    inputs.sort_by_key(|(t, _, _)| *t);
-    let last = inputs.last().map_or(start, |(t, _, _)| *t);
+    inputs.sort_by_key(|(t, _, _, _)| *t);
+    let last = inputs.last().map_or(start, |(t, _, _, _)| *t);
     let end = last + case.run_for.map_or(chrono::Duration::zero(), |d| d.span());
 
     let mut step = settings
@@ -404,11 +485,11 @@ pub fn run_case(
             *next_tick += step;
         }
     };
-    for (t, src, record) in inputs {
+    for (t, event_time, src, record) in inputs {
         advance(&mut h, t, &mut next_tick);
         h.now = t;
         let mut event = Event::from_record(record, source_ids[src].clone(), t);
-        event.meta.time = t;
+        event.meta.time = event_time;
         h.emit(src, vec![Arc::new(event)]);
         // A delivering sink's worker wakes when an alert arrives.
         h.look(t, false);

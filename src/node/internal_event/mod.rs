@@ -153,11 +153,13 @@ pub enum ErrorReason {
     Undeliverable,
     /// A notification given up on after its retries.
     GivenUp,
+    /// An `ip_list:Name` operand naming no IP list of the PCE (counted once per name).
+    UnknownIpList,
 }
 
 impl ErrorReason {
     /// Every reason.
-    pub const ALL: [ErrorReason; 13] = [
+    pub const ALL: [ErrorReason; 14] = [
         ErrorReason::Malformed,
         ErrorReason::EventsFailed,
         ErrorReason::NotEncoded,
@@ -171,6 +173,7 @@ impl ErrorReason {
         ErrorReason::NotStored,
         ErrorReason::Undeliverable,
         ErrorReason::GivenUp,
+        ErrorReason::UnknownIpList,
     ];
 
     /// Its `reason` label.
@@ -189,6 +192,7 @@ impl ErrorReason {
             ErrorReason::NotStored => "not_stored",
             ErrorReason::Undeliverable => "undeliverable",
             ErrorReason::GivenUp => "given_up",
+            ErrorReason::UnknownIpList => "unknown_ip_list",
         }
     }
 }

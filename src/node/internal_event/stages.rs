@@ -100,6 +100,35 @@ impl InternalEvent for FlowNotMeasured<'_> {
     }
 }
 
+/// A filter's `ip_list:Name` operand names no IP list of the PCE (the name caches of
+/// every connection are loaded and none has it): the operand matches only the name
+/// itself. Reported once per name and stage (a warning and one error), never per event.
+#[derive(Debug)]
+pub struct IpListUnknown<'a> {
+    /// The stage.
+    pub stage: &'a str,
+    /// The IP list name as written.
+    pub name: &'a str,
+    /// The closest name the PCE has, if one is close.
+    pub closest: Option<&'a str>,
+}
+
+impl InternalEvent for IpListUnknown<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        let hint = self
+            .closest
+            .map(|c| format!("; did you mean `ip_list:{c}`?"))
+            .unwrap_or_default();
+        tracing::warn!(
+            stage = %self.stage,
+            ip_list = %self.name,
+            "`ip_list:{}` names no IP list of the PCE: it matches only values equal to the name{hint}",
+            self.name
+        );
+        counters.add_errors(ErrorReason::UnknownIpList, 1);
+    }
+}
+
 /// An event without a usable number at `top_n`'s `sum`: skipped.
 #[derive(Debug)]
 pub struct NothingToSum<'a> {

@@ -408,7 +408,7 @@ fn compile_error(origin: &Origin, e: &handlebars::TemplateError) -> TemplateFail
     TemplateFailure {
         origin: origin.clone(),
         pos: e.pos(),
-        reason: e.reason().to_string(),
+        reason: crate::diagnostic::template::syntax_reason(e),
     }
 }
 
@@ -417,7 +417,7 @@ fn render_error(origin: Origin, e: &handlebars::RenderError) -> TemplateFailure 
         handlebars::RenderErrorReason::MissingVariable(Some(path)) => {
             format!("`{path}` does not exist in the alert (strict mode)")
         }
-        other => other.to_string(),
+        _ => crate::diagnostic::template::render_reason(e),
     };
     TemplateFailure {
         origin,

@@ -6,7 +6,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::matcher::{CompiledFilter, FilterStage, WhereExpr};
+use super::matcher::{CompiledFilter, FilterStage, IpListWatch, WhereExpr};
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
 use crate::diagnostic::to_pointer;
@@ -190,10 +190,28 @@ impl FilterConfig {
                 }
             }
         }
-        if let Some(expr) = &self.where_
-            && let Err(e) = WhereExpr::compile(expr, "check")
-        {
-            problems.error_inside("/where", (e.line, e.col), codes::SCRIPT, e.message);
+        if let Some(expr) = &self.where_ {
+            match WhereExpr::compile(expr, "check") {
+                Err(e) => {
+                    problems.error_inside("/where", (e.line, e.col), codes::SCRIPT, e.message);
+                }
+                Ok(w) => {
+                    if let Some((what, noun)) = w.non_bool_result() {
+                        let on = if noun.is_empty() {
+                            "an empty record".to_string()
+                        } else {
+                            format!("a sample {noun}")
+                        };
+                        problems.error(
+                            "/where",
+                            codes::SCRIPT,
+                            format!(
+                                "`where` must give `true` or `false`, but on {on} this expression gives {what} (every event would be dropped): compare it, e.g. `... > 0` or `... == \"x\"`"
+                            ),
+                        );
+                    }
+                }
+            }
         }
         if self.match_.is_empty()
             && self.any.is_empty()
@@ -206,6 +224,14 @@ impl FilterConfig {
                 "this filter has no `match`, `any`, `exclude` or `where`: it passes every event",
             );
         }
+    }
+
+    /// The IP list names its `ip_list:Name` operands use (for checks against a PCE:
+    /// `vigil validate` cannot know them offline). Empty when it does not compile.
+    pub fn ip_list_names(&self) -> Vec<String> {
+        CompiledFilter::compile(self)
+            .map(|c| c.ip_list_names())
+            .unwrap_or_default()
     }
 
     /// Builds the running stage.
@@ -225,7 +251,16 @@ impl FilterConfig {
             }
             compiled.resolve_ip_lists(names);
         }
+        let ip_list_names = compiled.ip_list_names();
         let mut stage = FilterStage::new(compiled);
+        if !ip_list_names.is_empty() && !names.is_empty() {
+            stage = stage.with_ip_list_watch(IpListWatch::new(
+                cx.id.clone(),
+                ip_list_names,
+                names,
+                cx.counters.clone(),
+            ));
+        }
         if let Some(expr) = &self.where_ {
             let w = WhereExpr::compile(expr, &cx.id).map_err(|e| {
                 NodeError::from(format!(

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::config::{Conditions, Exclude, FilterConfig, Literal, Matcher, condition_pointer};
 use crate::event::{Event, Field, FieldPath, Fields, Scalar};
 use crate::node::Stage;
+use crate::node::internal_event::InternalEvent;
 use crate::node::internal_event::ScriptRole;
 use crate::pce::names::NameCache;
 use crate::stages::script::sandbox::{self, ErrorLog, Limits, RunError, Sandbox};
@@ -253,6 +254,26 @@ impl CompiledFilter {
         }
     }
 
+    /// The names of the filter's `ip_list:Name` operands, each once, in order.
+    pub fn ip_list_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let groups = std::iter::once(&self.all)
+            .chain(self.any.iter())
+            .chain(self.exclude.iter());
+        for t in groups.flat_map(|g| g.0.iter()).flat_map(|c| c.tests.iter()) {
+            if let Test::AnyOf(lits) | Test::NoneOf(lits) = t {
+                for l in lits {
+                    if let Lit::IpList(name, _) = l
+                        && !out.contains(name)
+                    {
+                        out.push(name.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Whether the filter has an `ip_list:Name` operand.
     pub fn uses_ip_lists(&self) -> bool {
         std::iter::once(&self.all)
@@ -309,6 +330,46 @@ fn lits(ls: &[Literal]) -> Vec<Lit> {
     ls.iter().map(Lit::from_literal).collect()
 }
 
+/// Why `s`, written like an IP network (an address, `/`, ...), is not one: a string
+/// such as `10.0.0.0/33` would otherwise be compared as plain text and never match.
+fn network_problem(s: &str) -> Option<String> {
+    let (addr, len) = s.split_once('/')?;
+    let ip = addr.trim().parse::<IpAddr>().ok()?;
+    if s.parse::<IpNet>().is_ok() {
+        return None;
+    }
+    let (family, max) = if ip.is_ipv4() {
+        ("IPv4", 32)
+    } else {
+        ("IPv6", 128)
+    };
+    Some(match len.trim().parse::<u32>() {
+        Ok(n) if n > max => format!(
+            "`{s}` is not an IP network: an {family} prefix length is at most {max} (`{addr}/{max}` is the address alone)"
+        ),
+        _ => format!(
+            "`{s}` is not an IP network: after `/` comes a prefix length from 0 to {max} (e.g. `{addr}/24`)"
+        ),
+    })
+}
+
+/// Reports literals written like IP networks that are not (`pointer` is the literal's
+/// own, or its list's with `list` set).
+fn check_networks(ls: &[&Literal], pointer: &str, list: bool, errors: &mut Vec<CompileError>) {
+    for (i, l) in ls.iter().enumerate() {
+        if let Literal::String(s) = l
+            && let Some(message) = network_problem(s)
+        {
+            let at = if list {
+                format!("{pointer}/{i}")
+            } else {
+                pointer.to_string()
+            };
+            errors.push((at, false, message));
+        }
+    }
+}
+
 fn networks(items: &[String], pointer: &str, errors: &mut Vec<CompileError>) -> Vec<Lit> {
     let mut out = Vec::new();
     for (i, s) in items.iter().enumerate() {
@@ -317,9 +378,11 @@ fn networks(items: &[String], pointer: &str, errors: &mut Vec<CompileError>) -> 
             _ => errors.push((
                 format!("{pointer}/{i}"),
                 false,
-                format!(
-                    "`{s}` is not an IP address or network (write e.g. `10.0.0.0/8` or `192.0.2.7`)"
-                ),
+                network_problem(s).unwrap_or_else(|| {
+                    format!(
+                        "`{s}` is not an IP address or network (write e.g. `10.0.0.0/8` or `192.0.2.7`)"
+                    )
+                }),
             )),
         }
     }
@@ -328,20 +391,32 @@ fn networks(items: &[String], pointer: &str, errors: &mut Vec<CompileError>) -> 
 
 fn compile_matcher(m: &Matcher, pointer: &str, errors: &mut Vec<CompileError>) -> Vec<Test> {
     match m {
-        Matcher::Equals(l) => vec![Test::AnyOf(vec![Lit::from_literal(l)])],
-        Matcher::AnyOf(ls) => vec![Test::AnyOf(lits(ls))],
+        Matcher::Equals(l) => {
+            check_networks(&[l], pointer, false, errors);
+            vec![Test::AnyOf(vec![Lit::from_literal(l)])]
+        }
+        Matcher::AnyOf(ls) => {
+            check_networks(&ls.iter().collect::<Vec<_>>(), pointer, true, errors);
+            vec![Test::AnyOf(lits(ls))]
+        }
         Matcher::Ops(ops) => {
             let mut tests = Vec::new();
             if let Some(l) = &ops.eq {
+                check_networks(&[l], &format!("{pointer}/eq"), false, errors);
                 tests.push(Test::AnyOf(vec![Lit::from_literal(l)]));
             }
             if let Some(l) = &ops.ne {
+                check_networks(&[l], &format!("{pointer}/ne"), false, errors);
                 tests.push(Test::NoneOf(vec![Lit::from_literal(l)]));
             }
             if let Some(ls) = &ops.in_ {
+                let all: Vec<&Literal> = ls.iter().collect();
+                check_networks(&all, &format!("{pointer}/in"), true, errors);
                 tests.push(Test::AnyOf(lits(ls)));
             }
             if let Some(ls) = &ops.not_in {
+                let all: Vec<&Literal> = ls.iter().collect();
+                check_networks(&all, &format!("{pointer}/not_in"), true, errors);
                 tests.push(Test::NoneOf(lits(ls)));
             }
             for (v, op) in [
@@ -469,6 +544,123 @@ impl WhereExpr {
     pub fn errors(&self) -> u64 {
         self.errors.count
     }
+
+    /// For `vigil validate` (Rhai has no static types, so the expression is evaluated):
+    /// what it returns, when that is neither `true`/`false` nor nothing (`()`, a missing
+    /// field), on an empty record and on a representative record of every kind the field
+    /// catalogue knows. `(what it returned, the record's kind)`. An evaluation that fails
+    /// says nothing: a missing field is the run's business.
+    pub fn non_bool_result(&self) -> Option<(String, &'static str)> {
+        let records = std::iter::once(("", "{}")).chain(
+            crate::event::catalogue::ALL
+                .iter()
+                .map(|c| (c.noun, c.sample)),
+        );
+        for (noun, text) in records {
+            let Ok(data) = serde_json::from_str::<Value>(text) else {
+                continue;
+            };
+            let (result, _) = self.sandbox.eval(&self.ast, sandbox::to_dynamic(&data));
+            let Ok(v) = result else { continue };
+            if v.is_bool() || v.is_unit() {
+                continue;
+            }
+            let what = match v.type_name() {
+                "i64" | "i32" | "u64" | "u32" | "f64" | "f32" | "decimal" => "a number",
+                "string" | "char" | "ImmutableString" => "a string",
+                "map" | "Map" => "a map",
+                "array" | "Array" => "a list",
+                _ => "a value that is not true or false",
+            };
+            return Some((what.to_string(), noun));
+        }
+        None
+    }
+}
+
+/// Watches a filter's `ip_list:Name` operands against the PCE's IP lists: a name no
+/// connection has, once the name caches are loaded, is reported once (see
+/// [`IpListUnknown`]). Checked again only when a cache is refreshed.
+#[derive(Debug)]
+pub struct IpListWatch {
+    stage: Arc<str>,
+    names: Vec<String>,
+    caches: Vec<Arc<NameCache>>,
+    counters: Arc<crate::node::NodeCounters>,
+    /// When each cache was refreshed at the last check.
+    seen: Vec<Option<crate::event::Timestamp>>,
+    reported: Vec<String>,
+}
+
+impl IpListWatch {
+    /// Watches `names` (the filter's operands) in `caches` for the stage `stage`.
+    pub fn new(
+        stage: Arc<str>,
+        names: Vec<String>,
+        caches: &[Arc<NameCache>],
+        counters: Arc<crate::node::NodeCounters>,
+    ) -> Self {
+        IpListWatch {
+            stage,
+            names,
+            caches: caches.to_vec(),
+            counters,
+            seen: Vec::new(),
+            reported: Vec::new(),
+        }
+    }
+
+    /// Reports the names no loaded cache has (when a cache changed since the last call).
+    pub fn check(&mut self) {
+        let snapshots: Vec<Arc<crate::pce::names::Names>> =
+            self.caches.iter().map(|c| c.snapshot()).collect();
+        let seen: Vec<_> = snapshots.iter().map(|n| n.refreshed_at).collect();
+        if seen == self.seen {
+            return;
+        }
+        self.seen = seen;
+        // Until every connection's names were read once, a missing name proves nothing.
+        if snapshots.is_empty() || snapshots.iter().any(|n| n.refreshed_at.is_none()) {
+            return;
+        }
+        for name in &self.names {
+            if self.reported.contains(name)
+                || snapshots
+                    .iter()
+                    .any(|n| n.ip_lists_by_name.contains_key(name))
+            {
+                continue;
+            }
+            let known: Vec<&str> = snapshots
+                .iter()
+                .flat_map(|n| n.ip_lists_by_name.keys().map(String::as_str))
+                .collect();
+            let closest = closest_name(name, &known);
+            crate::node::internal_event::IpListUnknown {
+                stage: &self.stage,
+                name,
+                closest,
+            }
+            .emit(&self.counters);
+            self.reported.push(name.clone());
+        }
+    }
+
+    /// The names reported as unknown so far.
+    pub fn unknown(&self) -> &[String] {
+        &self.reported
+    }
+}
+
+/// The closest of `known` to `name` (case-insensitive, at most a few edits away).
+fn closest_name<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    let lower = name.to_lowercase();
+    known
+        .iter()
+        .map(|k| (strsim::levenshtein(&lower, &k.to_lowercase()), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
 }
 
 /// The running `filter` stage.
@@ -476,6 +668,7 @@ impl WhereExpr {
 pub struct FilterStage {
     filter: CompiledFilter,
     where_: Option<WhereExpr>,
+    ip_lists: Option<IpListWatch>,
 }
 
 impl FilterStage {
@@ -484,7 +677,19 @@ impl FilterStage {
         FilterStage {
             filter,
             where_: None,
+            ip_lists: None,
         }
+    }
+
+    /// Reports `ip_list:` operands that name no IP list of the PCE.
+    pub fn with_ip_list_watch(mut self, watch: IpListWatch) -> Self {
+        self.ip_lists = Some(watch);
+        self
+    }
+
+    /// The `ip_list:` names reported as unknown so far.
+    pub fn unknown_ip_lists(&self) -> &[String] {
+        self.ip_lists.as_ref().map_or(&[], IpListWatch::unknown)
     }
 
     /// Adds a `where:` expression.
@@ -505,6 +710,9 @@ impl Stage for FilterStage {
     }
 
     fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
+        if let Some(w) = &mut self.ip_lists {
+            w.check();
+        }
         if !self.filter.matches_event(&event) {
             return;
         }
@@ -606,6 +814,57 @@ mod tests {
         let by_name =
             filter(json!({"inputs": ["x"], "match": {"src.ip_list_names": "ip_list:Scanners"}}));
         assert!(by_name.matches(&json!({"src": {"ip_list_names": ["Any", "Scanners"]}})));
+    }
+
+    #[test]
+    fn an_unknown_ip_list_is_reported_once_per_name_once_the_names_are_read() {
+        use crate::pce::names::{IpListEntry, Names};
+        let cache = Arc::new(NameCache::default());
+        let counters = Arc::new(crate::node::NodeCounters::default());
+        let cfg: FilterConfig = serde_json::from_value(json!({"inputs": ["x"],
+            "match": {"src.ip": "ip_list:Scaners"},
+            "exclude": {"dst.ip": {"cidr": ["ip_list:Scanners", "ip_list:Nowhere", "ip_list:Scaners"]}}}))
+        .expect("valid config");
+        assert_eq!(cfg.ip_list_names(), ["Scaners", "Scanners", "Nowhere"]);
+        let mut compiled = CompiledFilter::compile(&cfg).expect("compiles");
+        compiled.resolve_ip_lists(std::slice::from_ref(&cache));
+        let watch = IpListWatch::new(
+            "p.f".into(),
+            compiled.ip_list_names(),
+            std::slice::from_ref(&cache),
+            counters.clone(),
+        );
+        let mut stage = FilterStage::new(compiled).with_ip_list_watch(watch);
+        let event = |ip: &str| {
+            Arc::new(Event::from_record(
+                flow(ip, 22, "allowed", 1),
+                "p.x".into(),
+                chrono::Utc::now(),
+            ))
+        };
+        let mut out = Vec::new();
+        // Names not read yet: nothing can be said.
+        stage.process(event("203.0.113.9"), &mut out);
+        assert!(counters.errors_by_reason().is_empty());
+        let mut names = Names {
+            refreshed_at: Some(chrono::Utc::now()),
+            ..Names::default()
+        };
+        names.ip_lists_by_name.insert(
+            "Scanners".into(),
+            Arc::new(IpListEntry {
+                name: "Scanners".into(),
+                include: vec!["203.0.113.0/24".parse().unwrap()],
+                exclude: Vec::new(),
+            }),
+        );
+        cache.replace(names);
+        for _ in 0..5 {
+            stage.process(event("203.0.113.9"), &mut out);
+        }
+        assert_eq!(counters.errors_by_reason(), vec![("unknown_ip_list", 2)]);
+        assert_eq!(stage.unknown_ip_lists(), ["Scaners", "Nowhere"]);
+        assert!(out.is_empty(), "the misspelt list matches nothing");
     }
 
     #[test]

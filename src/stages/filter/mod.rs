@@ -4,4 +4,4 @@ mod config;
 mod matcher;
 
 pub use config::{Conditions, Exclude, FilterConfig, Literal, Matcher, Operators};
-pub use matcher::{CompiledFilter, FilterStage, WhereExpr};
+pub use matcher::{CompiledFilter, FilterStage, IpListWatch, WhereExpr};

@@ -9,7 +9,7 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `vigil_node_events_in_total`, `vigil_node_events_out_total`, `vigil_node_restarts_total` | counter | `node`, `pipeline`, `role`, `kind` |
-//! | `vigil_node_errors_total` (what failed) | counter | `node`, `pipeline`, `role`, `kind`, `reason` ([`ErrorReason`](crate::node::internal_event::ErrorReason): `malformed`, `events_failed`, `not_encoded`, `checkpoint_not_stored`, `read_failed`, `not_delivered`, `visible_late`, `internal_missed`, `script`, `recipients_unknown`, `not_stored`, `undeliverable`, `given_up`) |
+//! | `vigil_node_errors_total` (what failed) | counter | `node`, `pipeline`, `role`, `kind`, `reason` ([`ErrorReason`](crate::node::internal_event::ErrorReason): `malformed`, `events_failed`, `not_encoded`, `checkpoint_not_stored`, `read_failed`, `not_delivered`, `visible_late`, `internal_missed`, `script`, `recipients_unknown`, `not_stored`, `undeliverable`, `given_up`, `unknown_ip_list`) |
 //! | `vigil_node_dropped_total` (set aside on purpose) | counter | `node`, `pipeline`, `role`, `kind`, `reason` ([`DropReason`](crate::node::internal_event::DropReason): `late`, `evicted`, `unmeasured`, `stale`, `duplicate`, `cooldown`, `where_error`, `min_severity`, `already_notified`, `silenced`, `inhibited`, `refused`, `rejected_rotated`, `snapshot_too_large`) |
 //! | `vigil_node_state` (1 for the node's state) | gauge | `node`, `pipeline`, `role`, `kind`, `state` (`running`, `restarting`, `failed`) |
 //! | `vigil_outbox_messages` | gauge | `state` (`gathering`, `pending`, `sending`, `sent`, `dead`) |
@@ -175,7 +175,7 @@ fn by_dropped(n: &NodeStatus) -> &std::collections::BTreeMap<&'static str, u64> 
     &n.dropped
 }
 
-const ERRORS_HELP: &str = "Records or events a node counted as failed, by reason (malformed: an input record not a JSON object or too long, set aside; events_failed: events a node could not handle; not_encoded: an event a sink could not encode; checkpoint_not_stored: a source position not stored; read_failed: a PCE read that failed; not_delivered: events a source handed on that were not all delivered, read again; visible_late: PCE events visible later than overlap; internal_missed: engine alerts the internal source missed; script: a script that failed; recipients_unknown: an alert without recipients; not_stored: alerts or notifications not stored; undeliverable: a notification refused for good; given_up: a notification given up after its retries).";
+const ERRORS_HELP: &str = "Records or events a node counted as failed, by reason (malformed: an input record not a JSON object or too long, set aside; events_failed: events a node could not handle; not_encoded: an event a sink could not encode; checkpoint_not_stored: a source position not stored; read_failed: a PCE read that failed; not_delivered: events a source handed on that were not all delivered, read again; visible_late: PCE events visible later than overlap; internal_missed: engine alerts the internal source missed; script: a script that failed; recipients_unknown: an alert without recipients; not_stored: alerts or notifications not stored; undeliverable: a notification refused for good; given_up: a notification given up after its retries; unknown_ip_list: an ip_list: operand naming no IP list of the PCE, once per name).";
 
 const STATE_HELP: &str = "1 for the state a node is in (running, restarting: it failed and waits to start again, failed: it failed too often and its pipeline is stopped), 0 for the others.";
 
