@@ -9,6 +9,7 @@ mod pce_sim;
 mod run;
 mod send_test;
 mod silence;
+mod systemd;
 mod test;
 mod validate;
 
