@@ -2,6 +2,7 @@
 
 #[cfg(feature = "demo")]
 mod demo;
+mod docs;
 mod graph;
 mod outbox;
 #[cfg(feature = "demo")]
@@ -37,7 +38,8 @@ use self::{
 #[derive(Debug, Parser)]
 #[command(
     name = "vigil",
-    version,
+    // The package's version and the commit it was built from (build.rs).
+    version = env!("VIGIL_VERSION"),
     about = "Security telemetry in, alerts people act on out."
 )]
 pub(crate) struct Cli {
@@ -151,6 +153,21 @@ pub(crate) enum Command {
     },
     /// Print the JSON Schema of pipeline files.
     Schema,
+    /// Print the shell completion script for SHELL (e.g. `vigil completions bash >
+    /// /etc/bash_completion.d/vigil`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page vigil(1), or write it and one page per command into a
+    /// directory.
+    Man {
+        /// Write `vigil.1` and `vigil-COMMAND.1` pages into this directory instead of
+        /// printing `vigil.1`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Serve a simulated Illumio PCE until interrupted; prints its URL as the first line.
     #[cfg(feature = "demo")]
     PceSim {
@@ -337,6 +354,8 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             print(&vigil::config::schema::document_schema_text())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { out } => docs::man(out),
     }
 }
 
