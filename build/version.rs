@@ -18,7 +18,12 @@ pub(crate) struct Described {
 /// repository must not take that repository's commit).
 pub(crate) fn describe(git: &str, dir: &Path) -> Option<Described> {
     let ask = |args: &[&str]| -> Option<String> {
-        let out = Command::new(git).arg("-C").arg(dir).args(args).output().ok()?;
+        let out = Command::new(git)
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()?;
         if !out.status.success() {
             return None;
         }

@@ -34,8 +34,9 @@ pub(super) fn run_on(
     watch: bool,
     clock: runtime::SharedClock,
 ) -> anyhow::Result<ExitCode> {
-    // Watch before loading, so no change made in between is missed.
-    let watcher = if watch {
+    // Watch before loading, so no change made in between is missed. (A path that does not
+    // exist is reported by the load; watching what would be its parent is only noise.)
+    let watcher = if watch && path.exists() {
         let dir = if path.is_dir() {
             path.clone()
         } else {
