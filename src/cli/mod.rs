@@ -380,24 +380,30 @@ pub(super) fn load_for_use(path: PathBuf) -> Result<Loaded, LoadError> {
 }
 
 /// The state database named by the pipelines' settings (or `state_dir`); `None` after
-/// reporting why it cannot be found.
+/// reporting why it cannot be found. Only the settings' `state_dir` is read: a `${VAR}`
+/// elsewhere (an SMTP password) need not be set for this.
 pub(super) fn open_store(
     pipelines: PathBuf,
     state_dir: Option<PathBuf>,
 ) -> anyhow::Result<Option<vigil::store::Store>> {
+    use vigil::config::state_dir::{StateDirError, find_state_dir};
     let state_dir = match state_dir {
         Some(d) => d,
-        None => {
-            let loaded = load_for_use(pipelines)?;
-            let Some(config) = loaded.config else {
+        None => match find_state_dir(&[pipelines], &vigil::config::Env::Process) {
+            Ok(d) => d,
+            Err(StateDirError::Load(e)) => return Err(e.into()),
+            Err(StateDirError::Invalid(diagnostics)) => {
+                let mut err = std::io::stderr().lock();
+                for d in &diagnostics {
+                    let _ = writeln!(err, "{}", d.to_text());
+                }
                 let _ = writeln!(
-                    std::io::stderr(),
-                    "vigil: cannot read the settings to find state_dir: fix the errors above or pass --state-dir"
+                    err,
+                    "vigil: cannot find state_dir: fix the errors above or pass --state-dir"
                 );
                 return Ok(None);
-            };
-            config.settings.state_dir
-        }
+            }
+        },
     };
     Ok(Some(vigil::store::Store::open(&state_dir)?))
 }
