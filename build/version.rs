@@ -46,19 +46,19 @@ pub(crate) fn describe(git: &str, dir: &Path) -> Option<Described> {
         .unwrap_or_else(|| git_dir.clone());
     let head = git_dir.join("HEAD");
     let mut watch = vec![head.clone()];
+    // HEAD's reflog: every commit, checkout or reset of this checkout (a worktree has its
+    // own) adds a line, whichever way its branch's ref is stored.
+    let reflog = git_dir.join("logs").join("HEAD");
+    if reflog.is_file() {
+        watch.push(reflog);
+    }
     if let Ok(text) = std::fs::read_to_string(&head)
         && let Some(name) = text.trim().strip_prefix("ref: ")
     {
-        // A branch: its loose ref when there is one, the directory it is written into (a
-        // commit on a packed branch writes it anew), and the packed refs (where it moves
+        // A branch: its loose ref when there is one, and the packed refs (where it moves
         // to after `git pack-refs`).
-        let loose = common_dir.join(name);
-        let folder = loose.parent().map(Path::to_path_buf);
-        for candidate in [Some(loose), folder, Some(common_dir.join("packed-refs"))]
-            .into_iter()
-            .flatten()
-        {
-            if candidate.exists() {
+        for candidate in [common_dir.join(name), common_dir.join("packed-refs")] {
+            if candidate.is_file() {
                 watch.push(candidate);
             }
         }
