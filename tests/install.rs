@@ -217,6 +217,11 @@ fn without_git_or_outside_a_checkout_of_its_own_no_commit_is_named() {
         d.watch
     );
     assert!(
+        d.watch.iter().any(|p| p.ends_with(".git/logs/HEAD")),
+        "{:?}",
+        d.watch
+    );
+    assert!(
         d.watch.iter().any(|p| p.ends_with("refs/heads/main")),
         "{:?}",
         d.watch
