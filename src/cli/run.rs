@@ -235,8 +235,3 @@ impl Signals {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
-
-/// Waits for SIGTERM or SIGINT.
-pub(super) async fn wait_for_signal() {
-    Signals::listen().next().await;
-}
