@@ -47,13 +47,19 @@ fn silence_and_outbox_work_without_the_settings_other_variables() {
         text(&out.stdout)
     );
 
-    let out = run(&p, &["silence", "add", "stage=burst", "--comment", "maintenance"]);
+    let out = run(
+        &p,
+        &["silence", "add", "stage=burst", "--comment", "maintenance"],
+    );
     assert!(out.status.success(), "silence add: {}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
     let out = run(&p, &["silence", "list"]);
     assert!(out.status.success(), "silence list: {}", text(&out.stderr));
     let listed = text(&out.stdout);
-    assert!(listed.contains(&id) && listed.contains("(maintenance)"), "{listed}");
+    assert!(
+        listed.contains(&id) && listed.contains("(maintenance)"),
+        "{listed}"
+    );
     // In the state_dir the settings name.
     assert!(p.path().join("state").join("vigil.db").is_file());
 
@@ -83,7 +89,10 @@ fn a_variable_inside_state_dir_itself_is_still_needed_and_named_with_its_place()
         "{stderr}"
     );
     assert!(stderr.contains("pass --state-dir"), "{stderr}");
-    assert!(!stderr.contains("UNSET_VAR"), "only state_dir matters: {stderr}");
+    assert!(
+        !stderr.contains("UNSET_VAR"),
+        "only state_dir matters: {stderr}"
+    );
 
     // Set, it works.
     let out = p
