@@ -8,7 +8,7 @@
 
 mod cli;
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -33,21 +33,45 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.log_format);
+    let format = cli.log_format;
+    init_logging(format);
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
-            // The error may name a path or quote a file: no escape sequence gets through.
-            let text = format!("{e:#}");
-            let _ = writeln!(
-                std::io::stderr(),
-                "error: {}",
-                vigil::diagnostic::escape_text(&text)
-            );
+            // Said once: a line a person reads, or a log record a collector parses.
+            let text = error_text(&e);
+            match format {
+                LogFormat::Json => tracing::error!("{text}"),
+                LogFormat::Text => {
+                    // The error may name a path or quote a file: no escape sequence gets
+                    // through.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "error: {}",
+                        vigil::diagnostic::escape_text(&text)
+                    );
+                }
+            }
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, `: `-separated; a cause whose text its error already
+/// quotes (`cannot read X: No such file` caused by `No such file`) is not repeated.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 fn init_logging(format: LogFormat) {
@@ -56,9 +80,17 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_wanted())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Colour only for a person at a terminal: standard error is one, and `NO_COLOR` is not
+/// set to something (<https://no-color.org>). A file, a pipe or the journal gets plain
+/// text.
+fn colour_wanted() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

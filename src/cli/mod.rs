@@ -3,6 +3,7 @@
 mod check;
 #[cfg(feature = "demo")]
 mod demo;
+mod docs;
 mod graph;
 mod outbox;
 #[cfg(feature = "demo")]
@@ -10,6 +11,7 @@ mod pce_sim;
 mod run;
 mod send_test;
 mod silence;
+mod systemd;
 mod test;
 mod validate;
 
@@ -37,7 +39,8 @@ use self::{demo::demo, pce_sim::pce_sim};
 #[derive(Debug, Parser)]
 #[command(
     name = "vigil",
-    version,
+    // The package's version and the commit it was built from (build.rs).
+    version = env!("VIGIL_VERSION"),
     about = "Security telemetry in, alerts people act on out."
 )]
 pub(crate) struct Cli {
@@ -169,6 +172,21 @@ pub(crate) enum Command {
     },
     /// Print the JSON Schema of pipeline files.
     Schema,
+    /// Print the shell completion script for SHELL (e.g. `vigil completions bash >
+    /// /etc/bash_completion.d/vigil`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page vigil(1), or write it and one page per command into a
+    /// directory.
+    Man {
+        /// Write `vigil.1` and `vigil-COMMAND.1` pages into this directory instead of
+        /// printing `vigil.1`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Serve a simulated Illumio PCE until interrupted; prints its URL as the first line.
     #[cfg(feature = "demo")]
     PceSim {
@@ -356,6 +374,8 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             print(&vigil::config::schema::document_schema_text())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { out } => docs::man(out),
     }
 }
 
@@ -388,24 +408,30 @@ pub(super) fn load_for_use(path: PathBuf) -> Result<Loaded, LoadError> {
 }
 
 /// The state database named by the pipelines' settings (or `state_dir`); `None` after
-/// reporting why it cannot be found.
+/// reporting why it cannot be found. Only the settings' `state_dir` is read: a `${VAR}`
+/// elsewhere (an SMTP password) need not be set for this.
 pub(super) fn open_store(
     pipelines: PathBuf,
     state_dir: Option<PathBuf>,
 ) -> anyhow::Result<Option<vigil::store::Store>> {
+    use vigil::config::state_dir::{StateDirError, find_state_dir};
     let state_dir = match state_dir {
         Some(d) => d,
-        None => {
-            let loaded = load_for_use(pipelines)?;
-            let Some(config) = loaded.config else {
+        None => match find_state_dir(&[pipelines], &vigil::config::Env::Process) {
+            Ok(d) => d,
+            Err(StateDirError::Load(e)) => return Err(e.into()),
+            Err(StateDirError::Invalid(diagnostics)) => {
+                let mut err = std::io::stderr().lock();
+                for d in &diagnostics {
+                    let _ = writeln!(err, "{}", d.to_text());
+                }
                 let _ = writeln!(
-                    std::io::stderr(),
-                    "vigil: cannot read the settings to find state_dir: fix the errors above or pass --state-dir"
+                    err,
+                    "vigil: cannot find state_dir: fix the errors above or pass --state-dir"
                 );
                 return Ok(None);
-            };
-            config.settings.state_dir
-        }
+            }
+        },
     };
     Ok(Some(vigil::store::Store::open(&state_dir)?))
 }

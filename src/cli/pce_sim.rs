@@ -10,7 +10,7 @@ use vigil::pce::sim::{PceSim, SimConfig};
 use vigil::runtime::WallClock;
 
 use super::print;
-use super::run::wait_for_signal;
+use super::run::Signals;
 
 pub(super) fn pce_sim(listen: SocketAddr, cfg: SimConfig) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -19,10 +19,12 @@ pub(super) fn pce_sim(listen: SocketAddr, cfg: SimConfig) -> anyhow::Result<Exit
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let scenario = cfg.scenario;
+        // Before the URL is printed: whoever reads it may stop the simulator at once.
+        let mut signals = Signals::listen();
         let sim = PceSim::start(cfg, Arc::new(WallClock), listen).await?;
         print(&format!("{}\n", sim.url()))?;
         tracing::info!(url = %sim.url(), %scenario, "PCE simulator running (Ctrl-C stops it)");
-        wait_for_signal().await;
+        signals.next().await;
         tracing::info!("stopping the PCE simulator");
         sim.shutdown().await;
         Ok(ExitCode::SUCCESS)

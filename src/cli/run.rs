@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use vigil::runtime::{self, WallClock};
 
 use super::load_for_use;
+use super::systemd::Notifier;
 
 /// How long the pipelines directory must be quiet after a change before it is reloaded.
 const WATCH_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(300);
@@ -33,8 +34,9 @@ pub(super) fn run_on(
     watch: bool,
     clock: runtime::SharedClock,
 ) -> anyhow::Result<ExitCode> {
-    // Watch before loading, so no change made in between is missed.
-    let watcher = if watch {
+    // Watch before loading, so no change made in between is missed. (A path that does not
+    // exist is reported by the load; watching what would be its parent is only noise.)
+    let watcher = if watch && path.exists() {
         let dir = if path.is_dir() {
             path.clone()
         } else {
@@ -78,6 +80,8 @@ pub(super) fn run_on(
         };
         #[cfg(not(unix))]
         let hup = None::<()>;
+        // Before READY=1: a service manager may send SIGTERM right after it.
+        let mut signals = Signals::listen();
         let topology = runtime::start(&config, clock.clone())?;
         tracing::info!(
             pipelines = config.pipelines.len(),
@@ -106,20 +110,31 @@ pub(super) fn run_on(
         } else {
             None
         };
+        // Started, and the API listens: the service manager may start what comes after.
+        let notifier = Notifier::default();
+        notifier.ready(config.pipelines.len());
+        let watchdog = notifier.spawn_watchdog(topology.reloader());
         let reloads = tokio::spawn(reload_triggers(driver, hup, changes, token.clone()));
+        let on_signal = notifier.clone();
         let signals = tokio::spawn(async move {
-            wait_for_signal().await;
+            signals.next().await;
             tracing::info!(
                 "shutting down: draining in-flight events (signal again to stop at once)"
             );
+            on_signal.stopping();
             token.cancel();
-            wait_for_signal().await;
+            signals.next().await;
             tracing::warn!("second signal: stopping without draining");
             std::process::exit(130);
         });
         let report = topology.wait().await;
+        // Every source ended by itself, or the drain is over.
+        notifier.stopping();
         signals.abort();
         reloads.abort();
+        if let Some(w) = watchdog {
+            w.abort();
+        }
         for n in &report.nodes {
             tracing::info!(
                 node = %n.id,
@@ -181,23 +196,42 @@ async fn reload_triggers(
     }
 }
 
-#[cfg(unix)]
-pub(super) async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
+/// SIGTERM and SIGINT (Ctrl-C), listened for from the moment this is made: one that
+/// arrives before anyone waits is kept, not the default action's end of the process.
+pub(super) struct Signals {
+    #[cfg(unix)]
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
 
-#[cfg(not(unix))]
-pub(super) async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+impl Signals {
+    /// Starts listening (on the current tokio runtime).
+    pub(super) fn listen() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                _ => None,
+            };
+            Signals { streams }
+        }
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// The next SIGTERM or SIGINT.
+    pub(super) async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((term, int)) = self.streams.as_mut() {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -6,6 +6,7 @@ pub mod interpolate;
 pub mod load;
 pub mod model;
 pub mod schema;
+pub mod state_dir;
 pub mod test_case;
 pub mod yaml;
 
