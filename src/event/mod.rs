@@ -8,6 +8,7 @@
 
 mod alert;
 mod tape;
+pub mod units;
 
 use std::fmt;
 use std::sync::Arc;

@@ -193,6 +193,53 @@ mod helpers {
     handlebars_helper!(json_pretty: |v: Json| serde_json::to_string_pretty(v).unwrap_or_default());
     handlebars_helper!(upper: |s: str| s.to_uppercase());
     handlebars_helper!(lower: |s: str| s.to_lowercase());
+
+    /// `{{size n}}`: `n` bytes in the binary unit its magnitude calls for (`2.14 TiB`);
+    /// `{{size n unit="MiB"}}` when `n` counts another unit. A number given as text is
+    /// read; anything else is an error that names the helper.
+    pub fn size(
+        h: &handlebars::Helper<'_>,
+        _: &handlebars::Handlebars<'_>,
+        _: &handlebars::Context,
+        _: &mut handlebars::RenderContext<'_, '_>,
+        out: &mut dyn handlebars::Output,
+    ) -> handlebars::HelperResult {
+        use handlebars::RenderErrorReason;
+        let param = h
+            .param(0)
+            .ok_or(RenderErrorReason::ParamNotFoundForIndex("size", 0))?;
+        let v = param.value();
+        let n = v
+            .as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse::<f64>().ok()));
+        let Some(n) = n else {
+            return Err(RenderErrorReason::Other(format!(
+                "`size` needs a number, got {v}"
+            ))
+            .into());
+        };
+        let scale = match h.hash_get("unit").map(|u| u.value()) {
+            None => 1.0,
+            Some(u) => u
+                .as_str()
+                .and_then(crate::event::units::unit_bytes)
+                .ok_or_else(|| {
+                    RenderErrorReason::Other(format!(
+                        "`size`: unit={u} is not a size unit (B, KiB, MiB, GiB, TiB)"
+                    ))
+                })?,
+        };
+        out.write(&crate::event::units::binary_size(n * scale))?;
+        Ok(())
+    }
+}
+
+/// Adds the formatting helpers every vigil template has (`size`, `upper`, `lower`) to
+/// `hb`: the delivery templates and the alert titles and summaries of detection stages.
+pub fn add_format_helpers(hb: &mut Handlebars<'static>) {
+    hb.register_helper("size", Box::new(helpers::size));
+    hb.register_helper("upper", Box::new(helpers::upper));
+    hb.register_helper("lower", Box::new(helpers::lower));
 }
 
 /// Templates compiled so far, by name and source: every sink of a kind uses the same
@@ -295,8 +342,7 @@ fn registry(escape: Escape) -> Handlebars<'static> {
         hb.register_helper("json", Box::new(helpers::json));
         hb.register_helper("json_pretty", Box::new(helpers::json_pretty));
     }
-    hb.register_helper("upper", Box::new(helpers::upper));
-    hb.register_helper("lower", Box::new(helpers::lower));
+    add_format_helpers(&mut hb);
     hb
 }
 
@@ -564,6 +610,14 @@ pub fn alert_view(alert: &Alert, public_url: &str) -> Value {
     );
     match &alert.top {
         Some(top) => {
+            // A table that sums bytes shows sizes (`1.5 GiB`), others plain numbers.
+            let measured = |v: f64| {
+                if crate::event::units::is_byte_field(&top.measure) {
+                    crate::event::units::binary_size(v)
+                } else {
+                    number(v)
+                }
+            };
             let rows: Vec<Value> = top
                 .rows
                 .iter()
@@ -579,7 +633,7 @@ pub fn alert_view(alert: &Alert, public_url: &str) -> Value {
                         "key": r.key,
                         "key_text": r.key.iter().map(scalar_text).collect::<Vec<_>>().join(" / "),
                         "value": r.value,
-                        "value_text": number(r.value),
+                        "value_text": measured(r.value),
                         "share": share,
                     })
                 })
@@ -592,7 +646,7 @@ pub fn alert_view(alert: &Alert, public_url: &str) -> Value {
                     "measure": top.measure,
                     "keys": top.keys,
                     "total": top.total,
-                    "total_text": number(top.total),
+                    "total_text": measured(top.total),
                     "window": {"start": time(top.window.start), "end": time(top.window.end)},
                     "rows": rows,
                 }),
@@ -690,6 +744,20 @@ mod tests {
             t.render("t", &cx).unwrap(),
             "<b>\"x\"</b> \"<b>\\\"x\\\"</b>\""
         );
+    }
+
+    #[test]
+    fn size_renders_binary_units_by_magnitude_and_names_a_wrong_unit() {
+        let hb = registry(Escape::None);
+        let cx = json!({"bytes": 2_350_000_000u64, "mib": 2_241_535.92, "unit": "MiB", "text": "1536"});
+        let r = |t: &str| hb.render_template(t, &cx);
+        assert_eq!(r("{{size bytes}}").unwrap(), "2.19 GiB");
+        assert_eq!(r("{{size mib unit=unit}}").unwrap(), "2.14 TiB");
+        assert_eq!(r("{{size text}}").unwrap(), "1.5 KiB");
+        let e = r("{{size mib unit=\"Mbps\"}}").unwrap_err().to_string();
+        assert!(e.contains("not a size unit"), "{e}");
+        let e = r("{{size unit}}").unwrap_err().to_string();
+        assert!(e.contains("`size` needs a number"), "{e}");
     }
 
     #[test]

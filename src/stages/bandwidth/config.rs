@@ -173,7 +173,7 @@ impl BandwidthConfig {
         };
         match self.mode {
             Mode::Volume => format!(
-                "{{{{#if estimate}}}}at least {{{{/if}}}}{{{{value}}}} MiB{from} in {{{{window.length}}}}"
+                "{{{{#if estimate}}}}at least {{{{/if}}}}{{{{size value unit=unit}}}}{from} in {{{{window.length}}}}"
             ),
             Mode::Rate => {
                 format!("{{{{#if estimate}}}}at least {{{{/if}}}}{{{{value}}}} Mbps{from}")
@@ -183,12 +183,17 @@ impl BandwidthConfig {
 
     /// The default alert summary.
     pub(super) fn default_summary(&self) -> String {
-        let what = match self.mode {
-            Mode::Volume => "traffic volume",
-            Mode::Rate => "bandwidth",
+        // Volumes read as sizes in the unit their magnitude calls for (`2.14 TiB`).
+        let (what, value, threshold) = match self.mode {
+            Mode::Volume => (
+                "traffic volume",
+                "{{size value unit=unit}}",
+                "{{size threshold unit=unit}}",
+            ),
+            Mode::Rate => ("bandwidth", "{{value}} {{unit}}", "{{threshold}} {{unit}}"),
         };
         format!(
-            "{{{{#if (eq status \"resolved\")}}}}Over: the {what} fell below the threshold {{{{threshold}}}} {{{{unit}}}} ({{{{value}}}} {{{{unit}}}} in the window to {{{{window.end}}}}); it held from {{{{first_seen}}}} to {{{{last_seen}}}}.{{{{else}}}}{what} {{{{value}}}} {{{{unit}}}} reached the threshold {{{{threshold}}}} {{{{unit}}}} in the window {{{{window.start}}}} to {{{{window.end}}}}{{{{#if estimate}}}} (estimate: {{{{estimate}}}}){{{{/if}}}}{{{{/if}}}}"
+            "{{{{#if (eq status \"resolved\")}}}}Over: the {what} fell below the threshold {threshold} ({value} in the window to {{{{window.end}}}}); it held from {{{{first_seen}}}} to {{{{last_seen}}}}.{{{{else}}}}{what} {value} reached the threshold {threshold} in the window {{{{window.start}}}} to {{{{window.end}}}}{{{{#if estimate}}}} (estimate: {{{{estimate}}}}){{{{/if}}}}{{{{/if}}}}"
         )
     }
 
@@ -225,11 +230,12 @@ impl BandwidthConfig {
                 p.error(format!("/{name}"), codes::INVALID_VALUE, e.to_string());
             }
         }
-        AlertTemplates::check(
+        AlertTemplates::check_with_unit(
             &self.alert,
             &self.default_title(),
             &self.default_summary(),
             &self.group_by,
+            Some(self.unit()),
             p,
         );
     }
