@@ -545,24 +545,27 @@ pub fn alert_view(alert: &Alert, public_url: &str) -> Value {
     let Some(obj) = v.as_object_mut() else {
         return v;
     };
+    // A size (`MiB`) reads in the unit its magnitude calls for; other units as they are.
+    let size_unit = alert
+        .unit
+        .as_deref()
+        .and_then(crate::event::units::unit_bytes);
     let unit = alert
         .unit
         .as_deref()
         .map(|u| format!(" {u}"))
         .unwrap_or_default();
+    let quantity = |v: f64| match size_unit {
+        Some(bytes) => crate::event::units::binary_size(v * bytes),
+        None => format!("{}{unit}", number(v)),
+    };
     obj.insert("url".into(), alert_url(public_url, alert).into());
     obj.insert(
         "severity_upper".into(),
         alert.severity.as_str().to_uppercase().into(),
     );
-    obj.insert(
-        "value_text".into(),
-        format!("{}{unit}", number(alert.value)).into(),
-    );
-    obj.insert(
-        "threshold_text".into(),
-        format!("{}{unit}", number(alert.threshold)).into(),
-    );
+    obj.insert("value_text".into(), quantity(alert.value).into());
+    obj.insert("threshold_text".into(), quantity(alert.threshold).into());
     obj.entry("unit").or_insert_with(|| "".into());
     obj.entry("estimate").or_insert_with(|| "".into());
     obj.entry("fields")
@@ -758,6 +761,41 @@ mod tests {
         assert!(e.contains("not a size unit"), "{e}");
         let e = r("{{size unit}}").unwrap_err().to_string();
         assert!(e.contains("`size` needs a number"), "{e}");
+    }
+
+    #[test]
+    fn volumes_and_byte_tables_read_as_sizes_and_shares_carry_one_percent_sign() {
+        let mut a = sample_alert();
+        a.unit = Some("MiB".into());
+        a.value = 2_241_535.92;
+        a.threshold = 1024.0;
+        if let Some(top) = a.top.as_mut() {
+            top.measure = "dst_bo".into();
+            top.rows[0].value = 1.5 * 1024.0 * 1024.0 * 1024.0;
+            top.rows[1].value = 512.0;
+            top.total = top.rows[0].value + 512.0;
+        }
+        let v = alert_view(&a, "http://vigil.example");
+        assert_eq!(v["value_text"], "2.14 TiB");
+        assert_eq!(v["threshold_text"], "1 GiB");
+        assert_eq!(v["top"]["rows"][0]["value_text"], "1.5 GiB");
+        assert_eq!(v["top"]["rows"][1]["value_text"], "512 B");
+        assert_eq!(v["top"]["rows"][0]["share"], "100.0%");
+        // Not a size: as it was.
+        let plain = alert_view(&sample_alert(), "http://vigil.example");
+        assert_eq!(plain["top"]["rows"][0]["value_text"], "24");
+        assert_eq!(plain["top"]["rows"][0]["share"], "66.7%");
+        // The shipped mail writes the share once with its percent sign.
+        for part in ["text", "html"] {
+            let (source, origin) = load(Path::new("/nonexistent"), "raw-log-snapshot", part)
+                .unwrap()
+                .unwrap();
+            let mut t = Templates::new();
+            t.add_text("m", &source, origin).unwrap();
+            let n = sample_notification("p.s", vec![sample_alert()]);
+            let out = t.render("m", &context(&n, "http://vigil")).unwrap();
+            assert!(out.contains("66.7%") && !out.contains("%%"), "{out}");
+        }
     }
 
     #[test]
