@@ -261,13 +261,36 @@ export function compact(value, max = 160) {
 // ---- Notices ---------------------------------------------------------------------------
 
 /** A short notice in the corner; `kind` is 'ok' or 'error'. */
+/** Toasts shown at once at most: a burst of alerts replaces the oldest. */
+export const MAX_TOASTS = 3;
+
+/**
+ * A notice in the corner that goes away by itself. At most MAX_TOASTS at once (a new one
+ * drops the oldest), and the stack never reaches up over the header: its height is kept
+ * below the space between the header and the bottom of the window.
+ */
 export function toast(message, kind = 'ok') {
   const box = document.getElementById('toasts');
   if (!box) return;
-  const el = h('div', { class: `toast toast-${kind}` }, message);
+  const el = h('div', { class: `toast toast-${kind}`, title: String(message) }, message);
   box.append(el);
+  while (box.children.length > MAX_TOASTS) box.firstElementChild.remove();
+  fitToasts(box);
   setTimeout(() => el.remove(), kind === 'error' ? 8000 : 4000);
 }
+
+function fitToasts(box) {
+  const header = document.querySelector('.topbar');
+  const below = header ? header.getBoundingClientRect().bottom : 0;
+  const gap = 16;
+  const room = Math.max(0, window.innerHeight - below - 2 * gap);
+  box.style.maxHeight = `${room}px`;
+}
+
+window.addEventListener('resize', () => {
+  const box = document.getElementById('toasts');
+  if (box) fitToasts(box);
+});
 
 /** An error message box for a page. */
 export function errorBox(err) {
