@@ -259,3 +259,59 @@ impl Tap {
         self.feed.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(kind: &'static str, id: Option<&str>) -> StreamItem {
+        StreamItem {
+            kind,
+            time: Timestamp::UNIX_EPOCH,
+            source: "p.events".into(),
+            pipeline: "p".into(),
+            severity: None,
+            title: None,
+            record: Value::Null,
+            id: id.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_listener_gets_an_event_once_and_an_edited_alert_again() {
+        let mut seen = SeenItems::default();
+        let e = item("event", Some("event:/orgs/1/events/a"));
+        assert!(seen.is_new(&e));
+        assert!(!seen.is_new(&e), "the same PCE event from another source");
+        let a = item("alert", Some("alert:x:firing:0"));
+        assert!(
+            seen.is_new(&a) && seen.is_new(&a),
+            "an edited alert comes again"
+        );
+        let flow = item("event", None);
+        assert!(
+            seen.is_new(&flow) && seen.is_new(&flow),
+            "no identity: always"
+        );
+        // Bounded: the oldest are forgotten.
+        for i in 0..SeenItems::CAP {
+            seen.is_new(&item("event", Some(&format!("event:{i}"))));
+        }
+        assert!(seen.is_new(&e), "forgotten after CAP newer ids");
+        assert!(seen.order.len() <= SeenItems::CAP);
+    }
+
+    #[test]
+    fn an_event_is_known_by_its_href() {
+        let tap = Tap::default();
+        let mut rx = tap.subscribe();
+        let ev = Arc::new(Event::from_record(
+            serde_json::json!({"href": "/orgs/1/events/9", "event_type": "x"}),
+            Arc::from("p.events"),
+            Timestamp::UNIX_EPOCH,
+        ));
+        tap.events(&[ev]);
+        let got = rx.try_recv().expect("an item");
+        assert_eq!(got.id.as_deref(), Some("event:/orgs/1/events/9"));
+    }
+}
