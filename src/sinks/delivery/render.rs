@@ -213,10 +213,7 @@ mod helpers {
             .as_f64()
             .or_else(|| v.as_str().and_then(|s| s.trim().parse::<f64>().ok()));
         let Some(n) = n else {
-            return Err(RenderErrorReason::Other(format!(
-                "`size` needs a number, got {v}"
-            ))
-            .into());
+            return Err(RenderErrorReason::Other(format!("`size` needs a number, got {v}")).into());
         };
         let scale = match h.hash_get("unit").map(|u| u.value()) {
             None => 1.0,
@@ -752,7 +749,8 @@ mod tests {
     #[test]
     fn size_renders_binary_units_by_magnitude_and_names_a_wrong_unit() {
         let hb = registry(Escape::None);
-        let cx = json!({"bytes": 2_350_000_000u64, "mib": 2_241_535.92, "unit": "MiB", "text": "1536"});
+        let cx =
+            json!({"bytes": 2_350_000_000u64, "mib": 2_241_535.92, "unit": "MiB", "text": "1536"});
         let r = |t: &str| hb.render_template(t, &cx);
         assert_eq!(r("{{size bytes}}").unwrap(), "2.19 GiB");
         assert_eq!(r("{{size mib unit=unit}}").unwrap(), "2.14 TiB");
