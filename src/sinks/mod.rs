@@ -63,19 +63,25 @@ fn summary_line(buf: &mut Vec<u8>, a: &crate::event::Alert) {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    let unit = a
+    let value = match a
         .unit
         .as_deref()
-        .map(|u| format!(" {u}"))
-        .unwrap_or_default();
-    let value = if a.value.fract() == 0.0 && a.value.abs() < 1e15 {
-        format!("{:.0}", a.value)
-    } else {
-        format!("{:.2}", a.value)
+        .map(|u| (u, crate::event::units::unit_bytes(u)))
+    {
+        // A size reads in the unit its magnitude calls for.
+        Some((_, Some(bytes))) => crate::event::units::binary_size(a.value * bytes),
+        unit => {
+            let unit = unit.map(|(u, _)| format!(" {u}")).unwrap_or_default();
+            if a.value.fract() == 0.0 && a.value.abs() < 1e15 {
+                format!("{:.0}{unit}", a.value)
+            } else {
+                format!("{:.2}{unit}", a.value)
+            }
+        }
     };
     let _ = write!(
         buf,
-        "{time}  {sev:<8}  {status:<8}  {pipeline}/{stage}  {title}  [value {value}{unit}]",
+        "{time}  {sev:<8}  {status:<8}  {pipeline}/{stage}  {title}  [value {value}]",
         time = a
             .window
             .end
@@ -215,5 +221,11 @@ mod tests {
             line.contains("updated") && line.ends_with("[value 36]"),
             "{line}"
         );
+        a.unit = Some("MiB".into());
+        a.value = 2_159_748.2;
+        let mut buf = Vec::new();
+        summary_line(&mut buf, &a);
+        let line = String::from_utf8(buf).unwrap();
+        assert!(line.ends_with("[value 2.06 TiB]"), "{line}");
     }
 }
