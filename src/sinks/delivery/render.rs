@@ -618,11 +618,13 @@ pub fn alert_view(alert: &Alert, public_url: &str) -> Value {
                     number(v)
                 }
             };
+            let columns = top_columns(&top.by);
             let rows: Vec<Value> = top
                 .rows
                 .iter()
                 .enumerate()
                 .map(|(i, r)| {
+                    let cells = top_cells(&top.by, &r.key);
                     let share = if top.total > 0.0 {
                         format!("{:.1}%", r.value * 100.0 / top.total)
                     } else {
@@ -631,7 +633,8 @@ pub fn alert_view(alert: &Alert, public_url: &str) -> Value {
                     json!({
                         "rank": i + 1,
                         "key": r.key,
-                        "key_text": r.key.iter().map(scalar_text).collect::<Vec<_>>().join(" / "),
+                        "key_text": cells.join(" / "),
+                        "cells": cells,
                         "value": r.value,
                         "value_text": measured(r.value),
                         "share": share,
@@ -642,7 +645,8 @@ pub fn alert_view(alert: &Alert, public_url: &str) -> Value {
                 "top".into(),
                 json!({
                     "by": top.by,
-                    "by_text": top.by.join(", "),
+                    "by_text": columns.join(", "),
+                    "columns": columns,
                     "measure": top.measure,
                     "keys": top.keys,
                     "total": top.total,
@@ -671,6 +675,95 @@ pub fn number(v: f64) -> String {
     } else {
         let s = format!("{v:.2}");
         s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// Whether `port` and `proto` are the port and protocol of one service (`service.port`
+/// and `service.proto`, `dst_port` and `proto`), and the name of the pair.
+fn service_pair(port: &str, proto: &str) -> Option<String> {
+    let (pp, pl) = port.rsplit_once('.').map_or(("", port), |(p, l)| (p, l));
+    let (qp, ql) = proto.rsplit_once('.').map_or(("", proto), |(p, l)| (p, l));
+    let port_like = matches!(pl, "port" | "dst_port");
+    (port_like && ql == "proto" && pp == qp).then(|| {
+        if pp.is_empty() {
+            "service".to_string()
+        } else {
+            pp.to_string()
+        }
+    })
+}
+
+/// The column names of a top table: its `by` paths, a service's port and protocol as one
+/// column (`service`).
+fn top_columns(by: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(by.len());
+    let mut i = 0;
+    while i < by.len() {
+        match by.get(i + 1).and_then(|next| service_pair(&by[i], next)) {
+            Some(name) => {
+                out.push(name);
+                i += 2;
+            }
+            None => {
+                out.push(by[i].clone());
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The cells of a top row, as [`top_columns`] names them: a service reads `445/tcp`,
+/// `53/udp`, `icmp` (an ICMP row's port is missing or the PCE's `"All"`), `proto 47`.
+fn top_cells(by: &[String], key: &[Value]) -> Vec<String> {
+    let mut out = Vec::with_capacity(key.len());
+    let mut i = 0;
+    while i < key.len() {
+        if by
+            .get(i + 1)
+            .and_then(|next| by.get(i).and_then(|p| service_pair(p, next)))
+            .is_some()
+        {
+            out.push(service_text(
+                &key[i],
+                key.get(i + 1).unwrap_or(&Value::Null),
+            ));
+            i += 2;
+        } else {
+            out.push(scalar_text(&key[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A service as people name it: `445/tcp`, `icmp`, `proto 47`.
+fn service_text(port: &Value, proto: &Value) -> String {
+    let proto_num = proto
+        .as_u64()
+        .or_else(|| proto.as_str().and_then(|s| s.parse().ok()));
+    let name = match proto_num {
+        Some(6) => "tcp".to_string(),
+        Some(17) => "udp".to_string(),
+        Some(1) => return "icmp".into(),
+        Some(58) => return "icmpv6".into(),
+        Some(n) => format!("proto {n}"),
+        None => match proto {
+            Value::Null => String::new(),
+            other => scalar_text(other).to_lowercase(),
+        },
+    };
+    let port = match port {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if s.parse::<u16>().is_ok() => Some(s.clone()),
+        // Missing, or the PCE's "All" (every port of the protocol).
+        _ => None,
+    };
+    match (port, name.is_empty()) {
+        (Some(p), false) => format!("{p}/{name}"),
+        (Some(p), true) => p,
+        (None, false) => name,
+        (None, true) => "-".into(),
     }
 }
 
@@ -794,6 +887,40 @@ mod tests {
             let out = t.render("m", &context(&n, "http://vigil")).unwrap();
             assert!(out.contains("66.7%") && !out.contains("%%"), "{out}");
         }
+    }
+
+    #[test]
+    fn a_service_in_a_top_table_is_one_column_named_as_people_name_it() {
+        let by = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+        let b = by(&["dst.ip", "service.port", "service.proto"]);
+        assert_eq!(top_columns(&b), vec!["dst.ip", "service"]);
+        let cells = |k: Value| top_cells(&b, k.as_array().unwrap());
+        assert_eq!(
+            cells(json!(["10.0.0.1", 445, 6])),
+            vec!["10.0.0.1", "445/tcp"]
+        );
+        assert_eq!(
+            cells(json!(["10.0.0.1", 53, 17])),
+            vec!["10.0.0.1", "53/udp"]
+        );
+        // ICMP: the PCE writes the port as "All", or leaves it out.
+        assert_eq!(
+            cells(json!(["10.0.0.1", "All", 1])),
+            vec!["10.0.0.1", "icmp"]
+        );
+        assert_eq!(
+            cells(json!(["10.0.0.1", null, 1])),
+            vec!["10.0.0.1", "icmp"]
+        );
+        assert_eq!(
+            cells(json!(["10.0.0.1", null, 47])),
+            vec!["10.0.0.1", "proto 47"]
+        );
+        // Flat (syslog) records; a port alone stays as it is.
+        assert_eq!(top_columns(&by(&["dst_port", "proto"])), vec!["service"]);
+        let alone = by(&["dst.ip", "service.port"]);
+        assert_eq!(top_columns(&alone), alone);
+        assert_eq!(top_cells(&alone, &[json!("h"), json!(22)]), vec!["h", "22"]);
     }
 
     #[test]
