@@ -206,4 +206,28 @@ fn a_second_demo_in_the_same_directory_mails_within_a_minute_too() {
             r.took
         );
     }
+    // Every mail names what it alerts on: no subject ends at "on", "from", "by" or ":"
+    // (a rule that fired on an event without the host, or rendered an empty one).
+    let mut subjects = Vec::new();
+    for entry in std::fs::read_dir(dir.join("mail")).expect("mails") {
+        let raw = std::fs::read(entry.expect("entry").path()).expect("read");
+        let mail = mail_parser::MessageParser::default()
+            .parse(&raw[..])
+            .expect("a parsable mail");
+        subjects.push(mail.subject().unwrap_or_default().to_string());
+    }
+    let nameless: Vec<&String> = subjects
+        .iter()
+        .filter(|s| {
+            let s = s.split(" (+").next().unwrap_or(s).trim_end();
+            [" on", " from", " by", ":"]
+                .iter()
+                .any(|end| s.ends_with(end))
+        })
+        .collect();
+    assert!(
+        nameless.is_empty(),
+        "mails that name nothing: {nameless:?} (of {})",
+        subjects.len()
+    );
 }
