@@ -156,6 +156,24 @@ pub(super) const REST_FLOW_KEY: [&str; 4] = ["src.ip", "dst.ip", "service.port",
 pub(super) const FLAT_FLOW_KEY: [&str; 4] = ["src_ip", "dst_ip", "dst_port", "proto"];
 
 impl BandwidthConfig {
+    /// The templates of this stage's alerts and their unit, for an example alert (`vigil
+    /// send-test`); `None` when they do not compile (`vigil validate` reports that).
+    pub fn alert_templates(
+        &self,
+        pipeline: &str,
+        stage: &str,
+    ) -> Option<(AlertTemplates, &'static str)> {
+        AlertTemplates::compile(
+            &self.alert,
+            &self.default_title(),
+            &self.default_summary(),
+            pipeline,
+            stage,
+        )
+        .ok()
+        .map(|t| (t, self.unit()))
+    }
+
     /// The unit of value and threshold.
     pub(super) fn unit(&self) -> &'static str {
         match self.mode {
