@@ -1414,6 +1414,30 @@ async fn the_demo_stream_shows_each_event_and_alert_once_under_three_toasts() {
         page.go(hash).await;
         page.wait(name, ready, vec![]).await;
         page.screenshot(name).await;
+        // It fits the screen: nothing scrolls sideways.
+        let wide = page
+            .js(
+                "return [document.documentElement.scrollWidth, innerWidth];",
+                vec![],
+            )
+            .await;
+        assert!(
+            wide[0].as_u64() <= wide[1].as_u64(),
+            "{name} is wider than the screen: {wide}"
+        );
+        // Times name their zone.
+        let times = page
+            .js(
+                "return [...document.querySelectorAll('main time')].map((t) => t.textContent);",
+                vec![],
+            )
+            .await;
+        for t in times.as_array().into_iter().flatten() {
+            assert!(
+                t.as_str().is_some_and(|t| t == "—" || t.contains("UTC")),
+                "{name}: {t}"
+            );
+        }
     }
     page.close().await;
 }

@@ -27,6 +27,7 @@ import {
   toast,
   pipelineNames,
   SEVERITIES,
+  size,
 } from './ui.js';
 
 const LIMITS = [25, 50, 100, 200];
@@ -49,6 +50,9 @@ function go(params) {
 }
 
 function valueText(a) {
+  // A size reads in the unit its magnitude calls for (2.14 TiB / 1 GiB).
+  const v = a.unit ? size(a.value, a.unit) : null;
+  if (v !== null) return `${v} / ${size(a.threshold, a.unit)}`;
   const unit = a.unit ? ` ${a.unit}` : '';
   return `${num(a.value)} / ${num(a.threshold)}${unit}`;
 }
@@ -124,7 +128,7 @@ function row(a) {
     h('td', {}, severityBadge(a.severity)),
     h('td', { class: 'title-cell' }, h('a', { href }, a.title || a.id)),
     h('td', {}, h('code', {}, `${a.pipeline}.${a.stage}`)),
-    h('td', {}, h('code', {}, a.group_key || '—')),
+    h('td', { class: 'group-cell' }, h('code', {}, a.group_key || '—')),
     h('td', { class: 'num nowrap' }, valueText(a)),
     h('td', { class: 'nowrap first-seen' }, seenEl(a, 'first_seen')),
     h('td', { class: 'nowrap last-seen' }, seenEl(a, 'last_seen')),

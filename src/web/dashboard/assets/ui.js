@@ -134,12 +134,45 @@ export function num(n) {
 
 const pad = (n, w = 2) => String(n).padStart(w, '0');
 
-/** `YYYY-MM-DD HH:MM:SS` in local time (same in every language: analysts compare them). */
+/** The browser's time zone at `d`, short: `UTC`, `UTC+8`, `UTC-3:30`. */
+function zone(d) {
+  const off = -d.getTimezoneOffset();
+  if (off === 0) return 'UTC';
+  const abs = Math.abs(off);
+  const mins = abs % 60;
+  return `UTC${off < 0 ? '-' : '+'}${Math.floor(abs / 60)}${mins ? `:${pad(mins)}` : ''}`;
+}
+
+/**
+ * `YYYY-MM-DD HH:MM:SS UTC+8` in local time, with its zone (same in every language:
+ * analysts compare them, and with times from mails and logs in UTC).
+ */
 export function time(value) {
   if (value === null || value === undefined || value === '') return '—';
   const d = new Date(value);
   if (Number.isNaN(d.getTime())) return String(value);
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zone(d)}`;
+}
+
+/** Bytes per unit of a size unit (`B`, `KiB` … `PiB`, and `KB` … read as binary); null otherwise. */
+function unitBytes(unit) {
+  const i = ['b', 'kib', 'mib', 'gib', 'tib', 'pib'].indexOf(String(unit).toLowerCase().replace(/^([kmgtp])b$/, '$1ib'));
+  return i < 0 ? null : 1024 ** i;
+}
+
+/** `n` (counted in `unit`) as a size in the binary unit its magnitude calls for: `2.14 TiB`. */
+export function size(n, unit = 'B') {
+  const per = unitBytes(unit);
+  if (per === null || !Number.isFinite(n)) return null;
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
+  let v = Math.abs(n * per);
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  const text = i === 0 ? String(Math.round(v)) : String(Number(v.toFixed(2)));
+  return `${n < 0 ? '-' : ''}${text} ${units[i]}`;
 }
 
 /** A <time> element with the local time shown and the UTC instant in its title. */
