@@ -1384,7 +1384,8 @@ async fn the_demo_stream_shows_each_event_and_alert_once_under_three_toasts() {
     // Every page at 1366×768.
     let alert_id = page
         .js(
-            "return document.querySelector('#stream-rows tr.stream-alert a')?.getAttribute('href');",
+            "const links = [...document.querySelectorAll('#stream-rows tr.stream-alert a')]; \
+             return (links.find((l) => /blocked connections|agent\\./.test(l.textContent)) || links[0])?.getAttribute('href');",
             vec![],
         )
         .await;
@@ -1403,7 +1404,10 @@ async fn the_demo_stream_shows_each_event_and_alert_once_under_three_toasts() {
         (
             alert_hash.as_str(),
             "1366-alert",
-            "return document.querySelector('#alert-heading')?.textContent;",
+            // The workloads (name, labels) come before the raw JSON.
+            "const w = document.querySelector('#workloads'); \
+             return document.querySelector('#alert-heading')?.textContent && w && w.querySelector('strong')?.textContent \
+               && (w.compareDocumentPosition(document.querySelector('#samples')) & Node.DOCUMENT_POSITION_FOLLOWING);",
         ),
         (
             "#/silences",

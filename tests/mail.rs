@@ -669,12 +669,16 @@ fn send_test_delivers_the_sample_alert_and_reports_the_answer() {
     );
     let got = only_one(&server);
     let mail = parse(&got);
+    // Shaped like the sink's rule: its title template, its group from the example events.
     assert_eq!(
         mail.subject,
-        "[vigil] [HIGH] Blocked admin-port traffic from 10.20.30.40"
+        "[vigil] [HIGH] Blocked traffic from 10.20.30.40"
     );
     assert!(
-        mail.text.contains("Top dst.ip, service.port"),
+        mail.text.contains("Workloads:")
+            && mail
+                .text
+                .contains("destination: db-01  [role=db, env=prod]"),
         "{}",
         mail.text
     );

@@ -592,6 +592,7 @@ pub fn alert_view(alert: &Alert, public_url: &str) -> Value {
     obj.entry("change").or_insert_with(|| "new".into());
     obj.insert("sample_count".into(), alert.samples.len().into());
     obj.insert("samples_omitted".into(), 0.into());
+    obj.insert("workloads".into(), Value::Array(workloads_of(alert)));
     obj.insert(
         "samples".into(),
         alert
@@ -767,6 +768,57 @@ fn service_text(port: &Value, proto: &Value) -> String {
     }
 }
 
+/// The workloads and VENs the alert's raw events name, once each (at most 10), for the
+/// reader before the raw JSON: `role` (`source`, `destination`, `agent`), `name` (the
+/// workload's name, else its hostname, else its href), `hostname`, `href` and
+/// `labels_text` (`role=db, env=prod`). From flows (`src.workload`, `dst.workload`) and
+/// events (`created_by.agent`, `notifications.info.agents`).
+pub fn workloads_of(alert: &Alert) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut add = |role: &str, w: &Value| {
+        let Some(obj) = w.as_object() else { return };
+        let text = |k: &str| obj.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let href = text("href").unwrap_or_default();
+        let name = text("name").or_else(|| text("hostname")).unwrap_or(href);
+        if name.is_empty() || out.len() >= 10 || !seen.insert(format!("{href}\u{0}{name}")) {
+            return;
+        }
+        let labels: Vec<String> = obj
+            .get("labels")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|l| {
+                Some(format!(
+                    "{}={}",
+                    l.get("key")?.as_str()?,
+                    l.get("value")?.as_str()?
+                ))
+            })
+            .collect();
+        out.push(json!({
+            "role": role,
+            "name": name,
+            "hostname": text("hostname").unwrap_or_default(),
+            "href": href,
+            "labels_text": labels.join(", "),
+        }));
+    };
+    for sample in &alert.samples {
+        let r = sample.value();
+        add("source", &r["src"]["workload"]);
+        add("destination", &r["dst"]["workload"]);
+        add("agent", &r["created_by"]["agent"]);
+        for n in r["notifications"].as_array().into_iter().flatten() {
+            for a in n["info"]["agents"].as_array().into_iter().flatten() {
+                add("agent", a);
+            }
+        }
+    }
+    out
+}
+
 /// A JSON scalar as plain text (strings without quotes, `null` as `-`).
 pub fn scalar_text(v: &Value) -> String {
     match v {
@@ -921,6 +973,25 @@ mod tests {
         let alone = by(&["dst.ip", "service.port"]);
         assert_eq!(top_columns(&alone), alone);
         assert_eq!(top_cells(&alone, &[json!("h"), json!(22)]), vec!["h", "22"]);
+    }
+
+    #[test]
+    fn the_workloads_of_the_raw_events_are_named_with_their_labels_once() {
+        let a = sample_alert();
+        let w = workloads_of(&a);
+        assert!(!w.is_empty(), "{w:?}");
+        let names: Vec<&str> = w.iter().filter_map(|x| x["name"].as_str()).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert!(
+            w.iter()
+                .any(|x| x["labels_text"].as_str().is_some_and(|l| l.contains('='))),
+            "{w:?}"
+        );
+        let text = alert_view(&a, "http://vigil");
+        assert_eq!(text["workloads"], Value::Array(w));
     }
 
     #[test]

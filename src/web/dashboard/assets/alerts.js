@@ -323,6 +323,51 @@ function facts(a) {
   );
 }
 
+/**
+ * The workloads and VENs the raw samples name, once each (at most 10): role, name (else
+ * hostname, else href), labels and href — read before the raw JSON. The mail lists the
+ * same (render.rs `workloads_of`).
+ */
+function workloadsOf(a) {
+  const out = [];
+  const seen = new Set();
+  const add = (role, w) => {
+    if (!w || typeof w !== 'object' || Array.isArray(w) || out.length >= 10) return;
+    const name = w.name || w.hostname || w.href;
+    if (!name || seen.has(`${w.href}\u0000${name}`)) return;
+    seen.add(`${w.href}\u0000${name}`);
+    const labels = (Array.isArray(w.labels) ? w.labels : []).filter((l) => l && l.key).map((l) => `${l.key}=${l.value}`);
+    out.push({ role, name, href: w.href || '', labels });
+  };
+  for (const s of a.samples || []) {
+    const r = s.record || {};
+    add('source', r.src && r.src.workload);
+    add('destination', r.dst && r.dst.workload);
+    add('agent', r.created_by && r.created_by.agent);
+    for (const n of Array.isArray(r.notifications) ? r.notifications : []) {
+      for (const ag of (n && n.info && Array.isArray(n.info.agents) ? n.info.agents : [])) add('agent', ag);
+    }
+  }
+  return out;
+}
+
+function workloads(list) {
+  return h(
+    'table',
+    { class: 'table workloads', id: 'workloads-table' },
+    h('tbody', {}, ...list.map((w) =>
+      h(
+        'tr',
+        {},
+        h('td', { class: 'muted' }, t(`alert.workload_${w.role}`)),
+        h('td', {}, h('strong', {}, w.name)),
+        h('td', {}, ...w.labels.map((l) => h('span', { class: 'badge label' }, l))),
+        h('td', {}, h('code', {}, w.href)),
+      ),
+    )),
+  );
+}
+
 function samples(a) {
   const list = a.samples || [];
   if (!list.length) return h('p', { class: 'muted' }, t('alert.no_samples'));
@@ -527,6 +572,7 @@ export const detail = {
           panel(t('silence.title'), { id: 'silence' }, silenceForm(a)),
         ),
         a.top ? panel(t('alert.top'), { id: 'top' }, topTable(a.top)) : null,
+        workloadsOf(a).length ? panel(t('alert.workloads'), { id: 'workloads' }, workloads(workloadsOf(a))) : null,
         panel(t('alert.samples', { n: (a.samples || []).length }), { id: 'samples' }, samples(a)),
         a.fields && Object.keys(a.fields).length ? panel(t('alert.fields'), {}, jsonView(a.fields)) : null,
       );
