@@ -826,8 +826,10 @@ async fn an_episode_is_one_row_from_firing_to_resolved() {
     assert!(
         shown["first_text"]
             .as_str()
-            .is_some_and(|t| t.len() == 19 && t.ends_with(":01")),
-        "first seen in local time: {shown}"
+            .is_some_and(
+                |t| t.get(..19).is_some_and(|d| d.ends_with(":01")) && t[19..].starts_with(" UTC")
+            ),
+        "first seen in local time, with its zone: {shown}"
     );
     assert_eq!(shown["updates"], "1", "{shown}");
     assert_eq!(shown["alarm"], false, "a resolved row is no alarm: {shown}");
