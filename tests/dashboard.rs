@@ -191,6 +191,11 @@ fn screenshot_dir() -> PathBuf {
 impl Page {
     /// Starts chromedriver and a headless Chromium (fresh profile) and opens `url`.
     async fn open(name: &'static str, url: &str) -> Page {
+        Page::open_sized(name, url, (1280, 960)).await
+    }
+
+    /// [`Page::open`] in a window of `size` (width, height) CSS pixels.
+    async fn open_sized(name: &'static str, url: &str, size: (u32, u32)) -> Page {
         assert!(
             Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists(),
             "the browser tests need Debian's chromium and chromium-driver (.ci/run installs them)"
@@ -243,7 +248,7 @@ impl Page {
                     "--disable-background-networking",
                     "--disable-component-update",
                     "--disable-sync",
-                    "--window-size=1280,960",
+                    format!("--window-size={},{}", size.0, size.1),
                     format!("--user-data-dir={}", driver._profile.path().display()),
                 ],
             }),
@@ -267,7 +272,18 @@ impl Page {
     /// other than null, false or ""; returns that. Fails (with a screenshot) after the
     /// deadline.
     async fn wait(&self, what: &str, script: &str, args: Vec<Value>) -> Value {
-        let deadline = Instant::now() + DEADLINE;
+        self.wait_up_to(what, script, args, DEADLINE).await
+    }
+
+    /// [`Page::wait`] with a deadline of `limit`.
+    async fn wait_up_to(
+        &self,
+        what: &str,
+        script: &str,
+        args: Vec<Value>,
+        limit: Duration,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
         let mut last = Value::Null;
         loop {
             match self.client.execute(script, args.clone()).await {
@@ -810,8 +826,10 @@ async fn an_episode_is_one_row_from_firing_to_resolved() {
     assert!(
         shown["first_text"]
             .as_str()
-            .is_some_and(|t| t.len() == 19 && t.ends_with(":01")),
-        "first seen in local time: {shown}"
+            .is_some_and(
+                |t| t.get(..19).is_some_and(|d| d.ends_with(":01")) && t[19..].starts_with(" UTC")
+            ),
+        "first seen in local time, with its zone: {shown}"
     );
     assert_eq!(shown["updates"], "1", "{shown}");
     assert_eq!(shown["alarm"], false, "a resolved row is no alarm: {shown}");
@@ -1233,5 +1251,199 @@ async fn the_live_stream_connects_with_a_base64_token() {
         json!([]),
         "policy violations"
     );
+    page.close().await;
+}
+
+/// The demo (ten shipped pipelines: seven `pce_events` sources reading the same PCE
+/// events, top-N stages that add a table to their detection's alert) on a 1366×768
+/// screen: the live stream shows each PCE event once and each alert once (the copy with
+/// the table takes the first one's place), and the burst of high and critical alerts
+/// shows at most three toasts, never over the header. A screenshot of every page is kept
+/// as `target/screenshots/1366-<page>.png`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_stream_shows_each_event_and_alert_once_under_three_toasts() {
+    let out = tempfile::tempdir().expect("temp");
+    let (_demo, logs) = common::cli::spawn_demo(out.path());
+    let addr = common::cli::wait_web_address(&logs, DEADLINE).await;
+    // (`close` saves the last page as `1366-end.png`.)
+    let page = Page::open_sized("1366-end", &format!("http://{addr}/#/stream"), (1366, 768)).await;
+    // A viewport of 1366×768 CSS pixels: the window is that plus its frame.
+    let frame = page
+        .js(
+            "return [outerWidth - innerWidth, outerHeight - innerHeight];",
+            vec![],
+        )
+        .await;
+    let frame = |i: usize| u32::try_from(frame[i].as_u64().unwrap_or(0)).unwrap_or(0);
+    page.client
+        .set_window_size(1366 + frame(0), 768 + frame(1))
+        .await
+        .expect("the window resizes");
+    let viewport = page
+        .wait(
+            "a 1366×768 viewport",
+            "return innerWidth === 1366 && innerHeight === 768 && [innerWidth, innerHeight];",
+            vec![],
+        )
+        .await;
+    assert_eq!(viewport, json!([1366, 768]));
+    // Watch the toasts for the whole test: the most shown at once, and any that reached
+    // up over the header.
+    page.js(
+        "window.__toasts = { most: 0, over: [] }; \
+         const box = document.getElementById('toasts'); \
+         const check = () => { \
+           const header = document.querySelector('.topbar').getBoundingClientRect(); \
+           const shown = [...box.children]; \
+           window.__toasts.most = Math.max(window.__toasts.most, shown.length); \
+           for (const t of shown) { \
+             const r = t.getBoundingClientRect(); \
+             if (r.height > 0 && r.top < header.bottom) window.__toasts.over.push([r.top, header.bottom, t.textContent]); \
+           } \
+         }; \
+         new MutationObserver(check).observe(box, { childList: true }); \
+         setInterval(check, 50); \
+         return true;",
+        vec![],
+    )
+    .await;
+    // Alerts of a rule with a top-N table (blocked traffic) and PCE events read by every
+    // pipeline's `pce_events` source.
+    let seen = page
+        .wait_up_to(
+            "PCE events, an alert with its top-N table and five toasts' worth of alerts",
+            "const rows = [...document.querySelectorAll('#stream-rows tr[data-key]')]; \
+             const events = rows.filter((r) => (r.dataset.id || '').startsWith('event:/orgs/')); \
+             const alerts = rows.filter((r) => r.classList.contains('stream-alert')); \
+             const tabled = alerts.filter((r) => r.textContent.includes('\"top\"')); \
+             const loud = alerts.filter((r) => /high|critical/i.test(r.children[2].textContent)); \
+             return events.length >= 20 && tabled.length >= 1 && loud.length >= 5 \
+               && [events.length, alerts.length, tabled.length];",
+            vec![],
+            // The demo's first alerts come within a minute (tests/demo.rs).
+            Duration::from_secs(60),
+        )
+        .await;
+    let rows = page
+        .js(
+            "return [...document.querySelectorAll('#stream-rows tr[data-key]')] \
+               .map((r) => [r.className, r.dataset.id || '', r.querySelector('summary')?.textContent || '']);",
+            vec![],
+        )
+        .await;
+    let rows = rows.as_array().expect("rows");
+    let mut ids = std::collections::BTreeMap::<&str, usize>::new();
+    for r in rows {
+        let id = r[1].as_str().unwrap_or_default();
+        assert!(
+            !(r[0] == "stream-alert" && id.is_empty()),
+            "an alert row without its id: {r}"
+        );
+        if !id.is_empty() {
+            *ids.entry(id).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "shown more than once: {twice:?} (of {seen})"
+    );
+    // The stream on the wire: each event once.
+    let mut wire = reqwest::get(format!("http://{addr}/api/v1/stream?type=event"))
+        .await
+        .expect("stream");
+    let mut text = String::new();
+    let until = Instant::now() + Duration::from_secs(40);
+    while text.matches("\"id\":\"event:/orgs/").count() < 12 && Instant::now() < until {
+        match tokio::time::timeout_at(until.into(), wire.chunk()).await {
+            Ok(Ok(Some(c))) => text.push_str(&String::from_utf8_lossy(&c)),
+            _ => break,
+        }
+    }
+    // Whole lines only (the last chunk may end inside one).
+    let text = text.rsplit_once('\n').map_or("", |(whole, _)| whole);
+    let mut hrefs = std::collections::BTreeMap::<String, usize>::new();
+    for line in text.lines().filter_map(|l| l.strip_prefix("data:")) {
+        let v: Value = serde_json::from_str(line.trim()).expect("JSON data");
+        if let Some(h) = v["record"]["href"].as_str() {
+            *hrefs.entry(h.to_string()).or_default() += 1;
+        }
+    }
+    assert!(hrefs.len() >= 10, "too few PCE events on the wire: {text}");
+    let repeated: Vec<_> = hrefs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "events sent more than once: {repeated:?}"
+    );
+    let toasts = page.js("return window.__toasts;", vec![]).await;
+    assert!(
+        toasts["most"].as_u64().unwrap_or(99) <= 3 && toasts["most"].as_u64() >= Some(1),
+        "{toasts}"
+    );
+    assert_eq!(toasts["over"], json!([]), "toasts over the header");
+    page.screenshot("1366-stream").await;
+
+    // Every page at 1366×768.
+    let alert_id = page
+        .js(
+            "const links = [...document.querySelectorAll('#stream-rows tr.stream-alert a')]; \
+             return (links.find((l) => /blocked connections|agent\\./.test(l.textContent)) || links[0])?.getAttribute('href');",
+            vec![],
+        )
+        .await;
+    let alert_hash = alert_id.as_str().unwrap_or("#/alerts").to_string();
+    for (hash, name, ready) in [
+        (
+            "#/",
+            "1366-overview",
+            "return document.querySelectorAll('svg g.node, svg .node').length > 0 || document.querySelector('main h1');",
+        ),
+        (
+            "#/alerts",
+            "1366-alerts",
+            "return document.querySelectorAll('#alerts-rows tr').length > 1;",
+        ),
+        (
+            alert_hash.as_str(),
+            "1366-alert",
+            // The workloads (name, labels) come before the raw JSON.
+            "const w = document.querySelector('#workloads'); \
+             return document.querySelector('#alert-heading')?.textContent && w && w.querySelector('strong')?.textContent \
+               && (w.compareDocumentPosition(document.querySelector('#samples')) & Node.DOCUMENT_POSITION_FOLLOWING);",
+        ),
+        (
+            "#/silences",
+            "1366-silences",
+            "return document.querySelector('main h1')?.textContent;",
+        ),
+    ] {
+        page.go(hash).await;
+        page.wait(name, ready, vec![]).await;
+        page.screenshot(name).await;
+        // It fits the screen: nothing scrolls sideways.
+        let wide = page
+            .js(
+                "return [document.documentElement.scrollWidth, innerWidth];",
+                vec![],
+            )
+            .await;
+        assert!(
+            wide[0].as_u64() <= wide[1].as_u64(),
+            "{name} is wider than the screen: {wide}"
+        );
+        // Times name their zone.
+        let times = page
+            .js(
+                "return [...document.querySelectorAll('main time')].map((t) => t.textContent);",
+                vec![],
+            )
+            .await;
+        for t in times.as_array().into_iter().flatten() {
+            assert!(
+                t.as_str().is_some_and(|t| t == "—" || t.contains("UTC")),
+                "{name}: {t}"
+            );
+        }
+    }
     page.close().await;
 }

@@ -84,3 +84,150 @@ async fn the_demo_mails_an_alert_within_a_minute_and_the_api_shows_it() {
         "{metrics}"
     );
 }
+
+/// The `.eml` files in `dir`.
+fn mails(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .count()
+    })
+}
+
+/// How far the demo in `out` has taken its simulated time past the real now (what it
+/// saves in `state/demo-clock`).
+fn simulated_lead(out: &std::path::Path) -> chrono::TimeDelta {
+    std::fs::read_to_string(out.join("state/demo-clock"))
+        .ok()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t.trim()).ok())
+        .map_or(chrono::TimeDelta::zero(), |t| {
+            t.with_timezone(&chrono::Utc) - chrono::Utc::now()
+        })
+}
+
+/// What one demo run showed: its banner's first lines, how long until it had read events,
+/// alerted through its sinks and added a mail, and the page at its banner's first URL.
+struct Run {
+    banner: Vec<String>,
+    took: Duration,
+    page: String,
+}
+
+/// One `vigil demo` run in `out` at `scale` times real time; it goes on until it has
+/// read events, sent alerts to its sinks and added a mail to those already in
+/// `out/mail` (a deadline of 60 s fails the test), and until `until` holds.
+fn one_run(out: &std::path::Path, scale: &str, until: impl Fn() -> bool) -> Run {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    let mail_dir = out.join("mail");
+    let before = mails(&mail_dir);
+    let started = std::time::Instant::now();
+    let (child, _logs) = common::cli::spawn_logged(
+        Command::new(common::cli::bin())
+            .args(["--log-format", "json", "demo", "--listen", "127.0.0.1:0"])
+            .args(["--time-scale", scale, "--out"])
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    );
+    let mut demo = common::cli::KillOnDrop(child);
+    let stdout = demo.0.stdout.take().expect("stdout");
+    let mut banner = Vec::new();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    for _ in 0..3 {
+        banner.push(lines.next().expect("a banner line").expect("text"));
+    }
+    // Keep reading (the alerts' lines), so the demo never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let url = banner[0]
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("the banner's first line names no URL: {banner:?}"))
+        .to_string();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let stats = || -> Value {
+        rt.block_on(async {
+            reqwest::get(format!("{url}api/v1/stats"))
+                .await?
+                .json::<Value>()
+                .await
+        })
+        .unwrap_or(Value::Null)
+    };
+    common::cli::wait_for(
+        "events read, alerts delivered to the sinks and a new mail",
+        Duration::from_secs(60),
+        || {
+            let s = stats();
+            s["events_read"].as_u64().unwrap_or(0) > 0
+                && s["events_delivered"].as_u64().unwrap_or(0) > 0
+                && mails(&mail_dir) > before
+        },
+    );
+    let took = started.elapsed();
+    common::cli::wait_for("the run's own condition", Duration::from_secs(60), &until);
+    let page = rt
+        .block_on(async { reqwest::get(&url).await?.text().await })
+        .unwrap_or_else(|e| panic!("the dashboard at {url}: {e}"));
+    Run { banner, took, page }
+}
+
+/// A second demo in the same directory alerts as the first did — although the first took
+/// its simulated time well past the real now, so its saved positions (events read, traffic
+/// slices) lie in the future of a clock that would start again at the real now — and each
+/// banner names the dashboard first, with where mail goes and how to stop.
+#[test]
+fn a_second_demo_in_the_same_directory_mails_within_a_minute_too() {
+    let out = tempfile::tempdir().expect("temp");
+    let dir = out.path();
+    // The first run goes on until its simulated time is 70 minutes ahead (a user watching
+    // the demo for a while at 60x).
+    let first = one_run(dir, "300", || {
+        simulated_lead(dir) > chrono::TimeDelta::minutes(70)
+    });
+    let second = one_run(dir, "60", || true);
+    for (run, r) in [("first", first), ("second", second)] {
+        let banner = &r.banner;
+        assert!(banner[0].contains("dashboard"), "{banner:?}");
+        assert!(
+            r.page.contains("<html"),
+            "the {run} run's dashboard: {}",
+            r.page
+        );
+        let mail_dir = dir.join("mail");
+        assert!(
+            banner[1].contains(&format!("{}", mail_dir.display())),
+            "{banner:?}"
+        );
+        assert!(banner[2].contains("Ctrl-C"), "{banner:?}");
+        assert!(
+            r.took < Duration::from_secs(60),
+            "the {run} run: {:?}",
+            r.took
+        );
+    }
+    // Every mail names what it alerts on: no subject ends at "on", "from", "by" or ":"
+    // (a rule that fired on an event without the host, or rendered an empty one).
+    let mut subjects = Vec::new();
+    for entry in std::fs::read_dir(dir.join("mail")).expect("mails") {
+        let raw = std::fs::read(entry.expect("entry").path()).expect("read");
+        let mail = mail_parser::MessageParser::default()
+            .parse(&raw[..])
+            .expect("a parsable mail");
+        subjects.push(mail.subject().unwrap_or_default().to_string());
+    }
+    let nameless: Vec<&String> = subjects
+        .iter()
+        .filter(|s| {
+            let s = s.split(" (+").next().unwrap_or(s).trim_end();
+            [" on", " from", " by", ":"]
+                .iter()
+                .any(|end| s.ends_with(end))
+        })
+        .collect();
+    assert!(
+        nameless.is_empty(),
+        "mails that name nothing: {nameless:?} (of {})",
+        subjects.len()
+    );
+}

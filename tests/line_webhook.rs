@@ -916,13 +916,11 @@ async fn send_test_reports_the_peers_answer() {
     let line = &got[0];
     assert_eq!(line.url.path(), PUSH);
     assert_eq!(header(line, "authorization"), format!("Bearer {TOKEN}"));
-    assert!(texts(&body(line))[0].contains("Blocked admin-port traffic from 10.20.30.40"));
+    // The example alert is shaped like the sink's upstream rule (its title template).
+    assert!(texts(&body(line))[0].contains("Burst from 10.20.30.40"));
     let hook = &got[1];
     assert_eq!(hook.url.path(), "/hook");
-    assert_eq!(
-        body(hook)["alerts"][0]["title"],
-        "Blocked admin-port traffic from 10.20.30.40"
-    );
+    assert_eq!(body(hook)["alerts"][0]["title"], "Burst from 10.20.30.40");
     assert!(hook.headers.contains_key("x-vigil-signature"));
 }
 

@@ -669,12 +669,16 @@ fn send_test_delivers_the_sample_alert_and_reports_the_answer() {
     );
     let got = only_one(&server);
     let mail = parse(&got);
+    // Shaped like the sink's rule: its title template, its group from the example events.
     assert_eq!(
         mail.subject,
-        "[vigil] [HIGH] Blocked admin-port traffic from 10.20.30.40"
+        "[vigil] [HIGH] Blocked traffic from 10.20.30.40"
     );
     assert!(
-        mail.text.contains("Top dst.ip, service.port"),
+        mail.text.contains("Workloads:")
+            && mail
+                .text
+                .contains("destination: db-01  [role=db, env=prod]"),
         "{}",
         mail.text
     );
@@ -703,4 +707,64 @@ fn default_mail_snapshot() {
     let (code, out, err) = vigil(&p, &["send-test", "p.mail", "--dry-run"]);
     assert_eq!(code, 0, "{err}");
     insta::assert_snapshot!("default_mail_dry_run", out);
+}
+
+/// `send-test --dry-run` of a shipped rule's mail sink renders an alert shaped like that
+/// rule's: its title template, group, top-table columns and the pipeline's own example
+/// event — not the generic blocked-SSH sample.
+#[test]
+fn send_test_dry_run_shows_an_alert_shaped_like_the_sinks_rule() {
+    let shipped = |name: &str| {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("pipelines")
+                .join(name),
+        )
+        .expect("a shipped pipeline")
+    };
+    let p = Project::new(
+        &settings(2525, "      tls: none\n"),
+        &shipped("agent-tampering.yaml"),
+    );
+    std::fs::write(
+        p.pipelines().join("blocked.yaml"),
+        shipped("blocked-traffic.yaml"),
+    )
+    .expect("write");
+    for (file, text) in [("key", "k"), ("secret", "s")] {
+        std::fs::write(p.path().join(file), text).expect("write");
+    }
+    let settings_file = p.pipelines().join("settings.yaml");
+    let mut s = std::fs::read_to_string(&settings_file).expect("settings");
+    s.push_str(&format!(
+        "  pce:\n    pce:\n      url: https://pce.example:8443\n      org: 1\n      api_key_file: {}\n      api_secret_file: {}\n",
+        p.path().join("key").display(),
+        p.path().join("secret").display()
+    ));
+    std::fs::write(&settings_file, s).expect("write");
+
+    let (code, out, err) = vigil(&p, &["send-test", "agent-tampering.mail", "--dry-run"]);
+    assert_eq!(code, 0, "{err}{out}");
+    assert!(
+        out.contains("[vigil] [CRITICAL] agent.tampering on batch.lab.local"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Rule:       agent-tampering / per_host"),
+        "{out}"
+    );
+    assert!(out.contains("\"tamper_type\": \"firewall\""), "{out}");
+    assert!(!out.contains("admin-port"), "{out}");
+
+    let (code, out, err) = vigil(&p, &["send-test", "blocked-traffic.mail", "--dry-run"]);
+    assert_eq!(code, 0, "{err}{out}");
+    assert!(
+        out.contains("blocked connections from 10.9.9.9 in 10m"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Top dst.ip, service by num_connections"),
+        "{out}"
+    );
+    assert!(out.contains("10.1.0.1 / 445/tcp"), "{out}");
 }

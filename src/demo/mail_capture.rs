@@ -61,7 +61,7 @@ impl Handler for Capture {
             .and_then(|()| std::fs::rename(&tmp, &path));
         match written {
             Ok(()) => {
-                tracing::info!(file = %path.display(), "demo: mail captured");
+                tracing::debug!(file = %path.display(), "demo: mail captured");
                 OK
             }
             Err(e) => {

@@ -129,6 +129,19 @@ fn keep_clock(clock: SharedClock, file: PathBuf) {
     });
 }
 
+/// How a shipped pipeline's `stdout` sink is declared (the line the demo adds to).
+const STDOUT_SINK: &str = "\n    type: stdout\n";
+
+/// A shipped pipeline as the demo runs it: its `stdout` sinks print one short line per
+/// alert (a terminal watched by a person; the full alert is in the dashboard and the
+/// mails) instead of the 2–5 KB JSON line of each.
+fn for_the_terminal(pipeline: &str) -> String {
+    pipeline.replace(
+        STDOUT_SINK,
+        "\n    type: stdout\n    encoding: summary          # the demo: one line per alert (json_lines for machines)\n",
+    )
+}
+
 /// Starts the simulator and the mail server and writes the demo's pipelines directory
 /// (the shipped pipelines and settings pointing at both).
 pub async fn prepare(opts: &DemoOptions) -> Result<Demo, DemoError> {
@@ -183,7 +196,7 @@ pub async fn prepare(opts: &DemoOptions) -> Result<Demo, DemoError> {
     );
     write(&pipelines.join("settings.yaml"), &settings)?;
     for (name, text) in SHIPPED_PIPELINES {
-        write(&pipelines.join(name), text)?;
+        write(&pipelines.join(name), &for_the_terminal(text))?;
     }
     Ok(Demo {
         pipelines,
@@ -197,6 +210,21 @@ pub async fn prepare(opts: &DemoOptions) -> Result<Demo, DemoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every `stdout` sink of the shipped pipelines prints summaries in the demo (that
+    /// they load is shown by running the demo: tests/demo.rs).
+    #[test]
+    fn the_demo_prints_one_line_per_alert() {
+        for (name, text) in SHIPPED_PIPELINES {
+            let sinks = text.matches("type: stdout").count();
+            let demo = for_the_terminal(text);
+            assert_eq!(
+                demo.matches("encoding: summary").count(),
+                sinks,
+                "{name}: a stdout sink not declared as `{STDOUT_SINK:?}`"
+            );
+        }
+    }
 
     /// Every shipped pipeline is compiled into the demo.
     #[test]

@@ -9,6 +9,7 @@
 mod alert;
 pub mod catalogue;
 mod tape;
+pub mod units;
 
 use std::fmt;
 use std::sync::Arc;

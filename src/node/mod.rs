@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use edge::{Closed, Input, Message, NodeCounters, Output};
 pub use snapshot::{Snapshot, StateText};
-pub use tap::{StreamItem, Tap};
+pub use tap::{SeenItems, StreamItem, Tap};
 
 use crate::event::{Event, Timestamp};
 use crate::time::SharedClock;

@@ -37,6 +37,21 @@ pub struct StreamItem {
     pub title: Option<String>,
     /// The record (an alert's JSON form).
     pub record: Value,
+    /// What the item is, for a listener to recognise it again: an alert's id, status and
+    /// update count (a later stage that edits the alert — a top-N table added — sends it
+    /// again under the same id), an event's `href` (a PCE event read by several
+    /// pipelines' sources is the same event). Absent for records with no identity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// The identity of a record read from a source: its `href` (PCE events, workloads).
+fn record_id(record: &Value) -> Option<String> {
+    record
+        .get("href")
+        .and_then(Value::as_str)
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("event:{h}"))
 }
 
 impl StreamItem {
@@ -53,16 +68,29 @@ impl StreamItem {
                 severity: Some(a.severity),
                 title: Some(a.title.clone()),
                 record: serde_json::to_value(a).unwrap_or(Value::Null),
+                id: Some(format!(
+                    "alert:{}:{}:{}",
+                    a.id,
+                    match a.status {
+                        crate::event::AlertStatus::Firing => "firing",
+                        crate::event::AlertStatus::Resolved => "resolved",
+                    },
+                    a.updates
+                )),
             },
-            None => StreamItem {
-                kind: "event",
-                time: event.meta.time,
-                source,
-                pipeline,
-                severity: None,
-                title: None,
-                record: event.data().clone(),
-            },
+            None => {
+                let record = event.data().clone();
+                StreamItem {
+                    kind: "event",
+                    time: event.meta.time,
+                    source,
+                    pipeline,
+                    severity: None,
+                    title: None,
+                    id: record_id(&record),
+                    record,
+                }
+            }
         }
     }
 }
@@ -122,8 +150,40 @@ impl Recent {
                 .to_string(),
             severity: None,
             title: None,
+            id: record_id(&record),
             record,
         }
+    }
+}
+
+/// What one listener of the feed was sent lately, by [`StreamItem::id`]: an event that
+/// comes again (the same PCE event read by another pipeline's source) is not sent twice.
+/// An alert that comes again under its id is an edited copy and is sent (a listener shows
+/// it in place of the first). Bounded: the oldest ids are forgotten first.
+#[derive(Debug, Default)]
+pub struct SeenItems {
+    order: VecDeque<String>,
+    set: std::collections::HashSet<String>,
+}
+
+impl SeenItems {
+    /// How many ids are remembered: far more than the copies of one event can be apart.
+    const CAP: usize = 4096;
+
+    /// Whether `item` is news to this listener (and remembers it).
+    pub fn is_new(&mut self, item: &StreamItem) -> bool {
+        let Some(id) = &item.id else { return true };
+        if self.set.contains(id) {
+            return item.kind == "alert";
+        }
+        if self.order.len() == Self::CAP
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.order.push_back(id.clone());
+        self.set.insert(id.clone());
+        true
     }
 }
 
@@ -197,5 +257,61 @@ impl Tap {
     /// Listens to the live feed.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<StreamItem>> {
         self.feed.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(kind: &'static str, id: Option<&str>) -> StreamItem {
+        StreamItem {
+            kind,
+            time: Timestamp::UNIX_EPOCH,
+            source: "p.events".into(),
+            pipeline: "p".into(),
+            severity: None,
+            title: None,
+            record: Value::Null,
+            id: id.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_listener_gets_an_event_once_and_an_edited_alert_again() {
+        let mut seen = SeenItems::default();
+        let e = item("event", Some("event:/orgs/1/events/a"));
+        assert!(seen.is_new(&e));
+        assert!(!seen.is_new(&e), "the same PCE event from another source");
+        let a = item("alert", Some("alert:x:firing:0"));
+        assert!(
+            seen.is_new(&a) && seen.is_new(&a),
+            "an edited alert comes again"
+        );
+        let flow = item("event", None);
+        assert!(
+            seen.is_new(&flow) && seen.is_new(&flow),
+            "no identity: always"
+        );
+        // Bounded: the oldest are forgotten.
+        for i in 0..SeenItems::CAP {
+            seen.is_new(&item("event", Some(&format!("event:{i}"))));
+        }
+        assert!(seen.is_new(&e), "forgotten after CAP newer ids");
+        assert!(seen.order.len() <= SeenItems::CAP);
+    }
+
+    #[test]
+    fn an_event_is_known_by_its_href() {
+        let tap = Tap::default();
+        let mut rx = tap.subscribe();
+        let ev = Arc::new(Event::from_record(
+            serde_json::json!({"href": "/orgs/1/events/9", "event_type": "x"}),
+            Arc::from("p.events"),
+            Timestamp::UNIX_EPOCH,
+        ));
+        tap.events(&[ev]);
+        let got = rx.try_recv().expect("an item");
+        assert_eq!(got.id.as_deref(), Some("event:/orgs/1/events/9"));
     }
 }

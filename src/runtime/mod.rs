@@ -14,8 +14,8 @@ mod topology;
 mod watch;
 
 pub use crate::node::{
-    BuildContext, Closed, Input, Message, NodeCounters, NodeError, NodeResult, Output, Sink,
-    Snapshot, Source, SourceContext, Stage, StateText, StreamItem, Tap,
+    BuildContext, Closed, Input, Message, NodeCounters, NodeError, NodeResult, Output, SeenItems,
+    Sink, Snapshot, Source, SourceContext, Stage, StateText, StreamItem, Tap,
 };
 pub use crate::time::{Clock, JumpClock, ScaledClock, SharedClock, VirtualClock, WallClock};
 pub use reload::{ReloadDriver, ReloadOutcome};

@@ -24,7 +24,9 @@ pub struct SendTest {
 }
 
 /// Finds sink `name` (`pipeline.sink`, or a sink name unique across pipelines) in
-/// `config`, renders a sample alert through it and, unless `dry_run`, sends it once.
+/// `config`, renders an example alert through it and, unless `dry_run`, sends it once.
+/// The example is shaped like the alerts the sink will get (see [`shaped_alert`]); a sink
+/// with no detection stage upstream gets the generic sample alert.
 pub async fn send_test(
     config: &Config,
     name: &str,
@@ -100,7 +102,7 @@ pub async fn send_test(
             ));
         }
     };
-    let alert = sample_alert();
+    let alert = shaped_alert(&pipeline.config, sink.inputs()).unwrap_or_else(sample_alert);
     let recipients = notifier.route(&alert).map_err(|e| format!("{id}: {e}"))?;
     let n = Notification {
         // A fresh id when sending: a LINE retry key already used would be answered 409.
@@ -127,4 +129,126 @@ pub async fn send_test(
         recipients,
         result,
     })
+}
+
+/// An example alert shaped like those of the detection stage upstream of `inputs` in
+/// `pipeline`: its pipeline and stage, severity, title and summary rendered by its own
+/// templates, its group (values from the example events, else `example`), the columns of
+/// a `top_n` stage on the way, and as raw events the inputs of the pipeline's first test
+/// case (its own example events) when it has one. `None` when no detection stage feeds
+/// the sink.
+pub fn shaped_alert(
+    pipeline: &crate::config::PipelineConfig,
+    inputs: &[String],
+) -> Option<crate::event::Alert> {
+    use crate::components::StageConfig;
+    use crate::event::{AlertStatus, FieldPath, Group, Sample, TopRow};
+    use crate::stages::alerting::Finding;
+    // The stages upstream of the sink, nearest first.
+    let mut upstream = Vec::new();
+    let mut queue: std::collections::VecDeque<&String> = inputs.iter().collect();
+    while let Some(name) = queue.pop_front() {
+        if upstream.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        if let Some(stage) = pipeline.stages.get(name) {
+            upstream.push((name, stage));
+            queue.extend(stage.inputs());
+        }
+    }
+    let base = sample_alert();
+    let (templates, threshold, unit, group_by) =
+        upstream.iter().find_map(|(name, stage)| match stage {
+            StageConfig::WindowCount(c) => c
+                .alert_templates(&pipeline.name, name)
+                .map(|t| (t, c.threshold, None, c.group_by.clone())),
+            StageConfig::Bandwidth(c) => c
+                .alert_templates(&pipeline.name, name)
+                .map(|(t, u)| (t, c.threshold, Some(u), c.group_by.clone())),
+            StageConfig::Flatline(c) => c
+                .alert_templates(&pipeline.name, name)
+                .map(|t| (t, base.threshold, None, c.group_by.clone())),
+            _ => None,
+        })?;
+    // The pipeline's own example events: the inputs of its first test case.
+    let examples: Vec<serde_json::Value> = pipeline
+        .tests
+        .first()
+        .map(|t| t.input.iter().map(|i| i.event.clone()).collect())
+        .unwrap_or_default();
+    let records: Vec<serde_json::Value> = if examples.is_empty() {
+        base.samples.iter().map(Sample::value).collect()
+    } else {
+        examples
+    };
+    let value_at = |path: &str| -> serde_json::Value {
+        FieldPath::parse(path)
+            .ok()
+            .and_then(|p| records.iter().find_map(|r| p.first(r).cloned()))
+            .unwrap_or_else(|| serde_json::Value::String("example".into()))
+    };
+    let group = Group {
+        fields: group_by
+            .iter()
+            .map(|p| (p.clone(), Some(value_at(p))))
+            .collect(),
+    };
+    let samples: Vec<Sample> = records
+        .iter()
+        .take(3)
+        .zip(base.samples.iter().map(|s| (s.time, s.source.clone())))
+        .filter_map(|(record, (time, _))| {
+            Some(Sample {
+                time,
+                source: format!("{}.example", pipeline.name),
+                record: serde_json::value::to_raw_value(record).ok()?,
+            })
+        })
+        .collect();
+    let value = threshold.max(1.0) * 3.0;
+    let finding = Finding {
+        unit: unit.map(str::to_string),
+        ..Finding::once(
+            group,
+            value,
+            threshold,
+            base.window,
+            samples,
+            AlertStatus::Firing,
+        )
+    };
+    let mut alert = templates.alert(finding);
+    // A top-N stage on the way adds its table: its columns, rows from the examples.
+    alert.top = upstream.iter().find_map(|(_, stage)| match stage {
+        StageConfig::TopN(c) => {
+            let keys: Vec<Vec<serde_json::Value>> = records
+                .iter()
+                .take(2)
+                .map(|r| {
+                    c.by.iter()
+                        .map(|b| {
+                            FieldPath::parse(b)
+                                .ok()
+                                .and_then(|p| p.first(r).cloned())
+                                .unwrap_or_else(|| serde_json::Value::String("example".into()))
+                        })
+                        .collect()
+                })
+                .collect();
+            let rows: Vec<TopRow> = keys
+                .into_iter()
+                .zip([value * 2.0 / 3.0, value / 3.0])
+                .map(|(key, value)| TopRow { key, value })
+                .collect();
+            let mut top = base.top.clone()?;
+            top.by = c.by.clone();
+            top.measure = c.sum.clone().unwrap_or_else(|| "count".into());
+            top.keys = rows.len() as u64;
+            top.total = rows.iter().map(|r| r.value).sum();
+            top.rows = rows;
+            Some(top)
+        }
+        _ => None,
+    });
+    Some(alert)
 }

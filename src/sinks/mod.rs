@@ -42,6 +42,54 @@ pub enum Encoding {
     JsonLines,
     /// Indented JSON, one object after another (for reading by eye).
     JsonPretty,
+    /// One short line per alert for a person at a terminal: time, severity, status, rule,
+    /// title (which names the host or key and the count) and value — the full alert is in
+    /// the dashboard, the API and the mails. Events that are not alerts are written as
+    /// JSON lines.
+    Summary,
+}
+
+/// The one-line form of an alert ([`Encoding::Summary`]).
+fn summary_line(buf: &mut Vec<u8>, a: &crate::event::Alert) {
+    use std::io::Write as _;
+    let status = match a.status {
+        crate::event::AlertStatus::Firing if a.updates > 0 => "updated",
+        crate::event::AlertStatus::Firing => "firing",
+        crate::event::AlertStatus::Resolved => "resolved",
+    };
+    // The title is one line (a template may have put a line break in it).
+    let title: String = a
+        .title
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let value = match a
+        .unit
+        .as_deref()
+        .map(|u| (u, crate::event::units::unit_bytes(u)))
+    {
+        // A size reads in the unit its magnitude calls for.
+        Some((_, Some(bytes))) => crate::event::units::binary_size(a.value * bytes),
+        unit => {
+            let unit = unit.map(|(u, _)| format!(" {u}")).unwrap_or_default();
+            if a.value.fract() == 0.0 && a.value.abs() < 1e15 {
+                format!("{:.0}{unit}", a.value)
+            } else {
+                format!("{:.2}{unit}", a.value)
+            }
+        }
+    };
+    let _ = write!(
+        buf,
+        "{time}  {sev:<8}  {status:<8}  {pipeline}/{stage}  {title}  [value {value}]",
+        time = a
+            .window
+            .end
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        sev = a.severity.as_str().to_uppercase(),
+        pipeline = a.pipeline,
+        stage = a.stage,
+    );
 }
 
 /// While events that carry an acknowledgement are held, flush at least this often (in
@@ -79,12 +127,20 @@ pub(crate) async fn write_json_lines<W: AsyncWrite + Unpin>(
         buf.clear();
         for e in &events {
             let written = match (encoding, e.raw()) {
+                (Encoding::Summary, _) if e.alert().is_some() => {
+                    if let Some(a) = e.alert() {
+                        summary_line(&mut buf, a);
+                    }
+                    Ok(())
+                }
                 // Unchanged since it was read: the original line, byte for byte.
-                (Encoding::JsonLines, Some(raw)) => {
+                (Encoding::JsonLines | Encoding::Summary, Some(raw)) => {
                     buf.extend_from_slice(raw);
                     Ok(())
                 }
-                (Encoding::JsonLines, None) => serde_json::to_writer(&mut buf, &e.record()),
+                (Encoding::JsonLines | Encoding::Summary, None) => {
+                    serde_json::to_writer(&mut buf, &e.record())
+                }
                 (Encoding::JsonPretty, _) => serde_json::to_writer_pretty(&mut buf, &e.record()),
             };
             if let Err(error) = written {
@@ -136,5 +192,40 @@ async fn flush<W: AsyncWrite + Unpin>(
 fn fail_all(events: &[std::sync::Arc<crate::event::Event>]) {
     for e in events {
         e.fail();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_summary_is_one_short_line_naming_severity_rule_key_and_count() {
+        let mut a = delivery::sample_alert();
+        a.title = "36 blocked connections\nto admin ports from 10.0.9.9".into();
+        let mut buf = Vec::new();
+        summary_line(&mut buf, &a);
+        let line = String::from_utf8(buf).unwrap();
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.len() < 200, "{} bytes: {line}", line.len());
+        assert!(line.contains(&a.severity.as_str().to_uppercase()), "{line}");
+        assert!(
+            line.contains(&format!("{}/{}", a.pipeline, a.stage)),
+            "{line}"
+        );
+        assert!(
+            line.contains("36 blocked connections to admin ports from 10.0.9.9"),
+            "{line}"
+        );
+        assert!(
+            line.contains("updated") && line.ends_with("[value 36]"),
+            "{line}"
+        );
+        a.unit = Some("MiB".into());
+        a.value = 2_159_748.2;
+        let mut buf = Vec::new();
+        summary_line(&mut buf, &a);
+        let line = String::from_utf8(buf).unwrap();
+        assert!(line.ends_with("[value 2.06 TiB]"), "{line}");
     }
 }

@@ -184,6 +184,7 @@ impl AlertTemplates {
         let mut hb = Handlebars::new();
         hb.set_strict_mode(true);
         hb.register_escape_fn(handlebars::no_escape);
+        crate::sinks::delivery::render::add_format_helpers(&mut hb);
         let title = cfg.title.as_deref().unwrap_or(default_title);
         let summary = cfg.summary.as_deref().unwrap_or(default_summary);
         hb.register_template_string(TITLE, title)
@@ -219,6 +220,19 @@ impl AlertTemplates {
         group_by: &[String],
         p: &mut Problems,
     ) {
+        Self::check_with_unit(cfg, default_title, default_summary, group_by, None, p);
+    }
+
+    /// [`AlertTemplates::check`] for a stage whose alerts carry `unit` (so a template
+    /// can be checked to render it, e.g. `{{size value unit=unit}}` of a volume).
+    pub fn check_with_unit(
+        cfg: &AlertConfig,
+        default_title: &str,
+        default_summary: &str,
+        group_by: &[String],
+        unit: Option<&str>,
+        p: &mut Problems,
+    ) {
         if cfg.samples > MAX_SAMPLES {
             p.error(
                 "/alert/samples",
@@ -247,7 +261,7 @@ impl AlertTemplates {
         }
         let now = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
         let cx = t.context(&Finding {
-            unit: Some("unit".into()),
+            unit: Some(unit.unwrap_or("unit").into()),
             estimate: Some("lower_bound".into()),
             ..Finding::once(
                 group,

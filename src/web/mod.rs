@@ -647,6 +647,8 @@ struct StreamQuery {
 
 /// Events and alerts as they happen, as Server-Sent Events (`event: alert` / `event:
 /// event`, JSON data); `severity` keeps alerts at or above it (and drops plain events).
+/// Each event comes once; an alert that a later stage edited (a top-N table added) comes
+/// again with the same `id`, to be shown in place of the first.
 async fn stream(
     State(state): State<AppState>,
     query: Result<axum::extract::Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
@@ -672,12 +674,16 @@ async fn stream(
             Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
         }
     });
+    // Each event once (a PCE event is read by every pipeline's `pce_events` source), after
+    // this listener's filters (so a pipeline's view keeps its own copy).
+    let mut seen = crate::runtime::SeenItems::default();
     let events = futures::StreamExt::filter_map(items, move |item| {
         let keep = item.filter(|i| {
             q.kind.as_deref().is_none_or(|k| i.kind == k)
                 && q.pipeline.as_deref().is_none_or(|p| i.pipeline == p)
                 && q.severity
                     .is_none_or(|min| i.severity.is_some_and(|s| s >= min))
+                && seen.is_new(i)
         });
         let event = keep.map(|i| {
             Ok::<_, std::convert::Infallible>(

@@ -193,6 +193,50 @@ mod helpers {
     handlebars_helper!(json_pretty: |v: Json| serde_json::to_string_pretty(v).unwrap_or_default());
     handlebars_helper!(upper: |s: str| s.to_uppercase());
     handlebars_helper!(lower: |s: str| s.to_lowercase());
+
+    /// `{{size n}}`: `n` bytes in the binary unit its magnitude calls for (`2.14 TiB`);
+    /// `{{size n unit="MiB"}}` when `n` counts another unit. A number given as text is
+    /// read; anything else is an error that names the helper.
+    pub fn size(
+        h: &handlebars::Helper<'_>,
+        _: &handlebars::Handlebars<'_>,
+        _: &handlebars::Context,
+        _: &mut handlebars::RenderContext<'_, '_>,
+        out: &mut dyn handlebars::Output,
+    ) -> handlebars::HelperResult {
+        use handlebars::RenderErrorReason;
+        let param = h
+            .param(0)
+            .ok_or(RenderErrorReason::ParamNotFoundForIndex("size", 0))?;
+        let v = param.value();
+        let n = v
+            .as_f64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse::<f64>().ok()));
+        let Some(n) = n else {
+            return Err(RenderErrorReason::Other(format!("`size` needs a number, got {v}")).into());
+        };
+        let scale = match h.hash_get("unit").map(|u| u.value()) {
+            None => 1.0,
+            Some(u) => u
+                .as_str()
+                .and_then(crate::event::units::unit_bytes)
+                .ok_or_else(|| {
+                    RenderErrorReason::Other(format!(
+                        "`size`: unit={u} is not a size unit (B, KiB, MiB, GiB, TiB)"
+                    ))
+                })?,
+        };
+        out.write(&crate::event::units::binary_size(n * scale))?;
+        Ok(())
+    }
+}
+
+/// Adds the formatting helpers every vigil template has (`size`, `upper`, `lower`) to
+/// `hb`: the delivery templates and the alert titles and summaries of detection stages.
+pub fn add_format_helpers(hb: &mut Handlebars<'static>) {
+    hb.register_helper("size", Box::new(helpers::size));
+    hb.register_helper("upper", Box::new(helpers::upper));
+    hb.register_helper("lower", Box::new(helpers::lower));
 }
 
 /// Templates compiled so far, by name and source: every sink of a kind uses the same
@@ -295,8 +339,7 @@ fn registry(escape: Escape) -> Handlebars<'static> {
         hb.register_helper("json", Box::new(helpers::json));
         hb.register_helper("json_pretty", Box::new(helpers::json_pretty));
     }
-    hb.register_helper("upper", Box::new(helpers::upper));
-    hb.register_helper("lower", Box::new(helpers::lower));
+    add_format_helpers(&mut hb);
     hb
 }
 
@@ -499,24 +542,27 @@ pub fn alert_view(alert: &Alert, public_url: &str) -> Value {
     let Some(obj) = v.as_object_mut() else {
         return v;
     };
+    // A size (`MiB`) reads in the unit its magnitude calls for; other units as they are.
+    let size_unit = alert
+        .unit
+        .as_deref()
+        .and_then(crate::event::units::unit_bytes);
     let unit = alert
         .unit
         .as_deref()
         .map(|u| format!(" {u}"))
         .unwrap_or_default();
+    let quantity = |v: f64| match size_unit {
+        Some(bytes) => crate::event::units::binary_size(v * bytes),
+        None => format!("{}{unit}", number(v)),
+    };
     obj.insert("url".into(), alert_url(public_url, alert).into());
     obj.insert(
         "severity_upper".into(),
         alert.severity.as_str().to_uppercase().into(),
     );
-    obj.insert(
-        "value_text".into(),
-        format!("{}{unit}", number(alert.value)).into(),
-    );
-    obj.insert(
-        "threshold_text".into(),
-        format!("{}{unit}", number(alert.threshold)).into(),
-    );
+    obj.insert("value_text".into(), quantity(alert.value).into());
+    obj.insert("threshold_text".into(), quantity(alert.threshold).into());
     obj.entry("unit").or_insert_with(|| "".into());
     obj.entry("estimate").or_insert_with(|| "".into());
     obj.entry("fields")
@@ -546,6 +592,7 @@ pub fn alert_view(alert: &Alert, public_url: &str) -> Value {
     obj.entry("change").or_insert_with(|| "new".into());
     obj.insert("sample_count".into(), alert.samples.len().into());
     obj.insert("samples_omitted".into(), 0.into());
+    obj.insert("workloads".into(), Value::Array(workloads_of(alert)));
     obj.insert(
         "samples".into(),
         alert
@@ -564,11 +611,21 @@ pub fn alert_view(alert: &Alert, public_url: &str) -> Value {
     );
     match &alert.top {
         Some(top) => {
+            // A table that sums bytes shows sizes (`1.5 GiB`), others plain numbers.
+            let measured = |v: f64| {
+                if crate::event::units::is_byte_field(&top.measure) {
+                    crate::event::units::binary_size(v)
+                } else {
+                    number(v)
+                }
+            };
+            let columns = top_columns(&top.by);
             let rows: Vec<Value> = top
                 .rows
                 .iter()
                 .enumerate()
                 .map(|(i, r)| {
+                    let cells = top_cells(&top.by, &r.key);
                     let share = if top.total > 0.0 {
                         format!("{:.1}%", r.value * 100.0 / top.total)
                     } else {
@@ -577,9 +634,10 @@ pub fn alert_view(alert: &Alert, public_url: &str) -> Value {
                     json!({
                         "rank": i + 1,
                         "key": r.key,
-                        "key_text": r.key.iter().map(scalar_text).collect::<Vec<_>>().join(" / "),
+                        "key_text": cells.join(" / "),
+                        "cells": cells,
                         "value": r.value,
-                        "value_text": number(r.value),
+                        "value_text": measured(r.value),
                         "share": share,
                     })
                 })
@@ -588,11 +646,12 @@ pub fn alert_view(alert: &Alert, public_url: &str) -> Value {
                 "top".into(),
                 json!({
                     "by": top.by,
-                    "by_text": top.by.join(", "),
+                    "by_text": columns.join(", "),
+                    "columns": columns,
                     "measure": top.measure,
                     "keys": top.keys,
                     "total": top.total,
-                    "total_text": number(top.total),
+                    "total_text": measured(top.total),
                     "window": {"start": time(top.window.start), "end": time(top.window.end)},
                     "rows": rows,
                 }),
@@ -618,6 +677,146 @@ pub fn number(v: f64) -> String {
         let s = format!("{v:.2}");
         s.trim_end_matches('0').trim_end_matches('.').to_string()
     }
+}
+
+/// Whether `port` and `proto` are the port and protocol of one service (`service.port`
+/// and `service.proto`, `dst_port` and `proto`), and the name of the pair.
+fn service_pair(port: &str, proto: &str) -> Option<String> {
+    let (pp, pl) = port.rsplit_once('.').map_or(("", port), |(p, l)| (p, l));
+    let (qp, ql) = proto.rsplit_once('.').map_or(("", proto), |(p, l)| (p, l));
+    let port_like = matches!(pl, "port" | "dst_port");
+    (port_like && ql == "proto" && pp == qp).then(|| {
+        if pp.is_empty() {
+            "service".to_string()
+        } else {
+            pp.to_string()
+        }
+    })
+}
+
+/// The column names of a top table: its `by` paths, a service's port and protocol as one
+/// column (`service`).
+fn top_columns(by: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(by.len());
+    let mut i = 0;
+    while i < by.len() {
+        match by.get(i + 1).and_then(|next| service_pair(&by[i], next)) {
+            Some(name) => {
+                out.push(name);
+                i += 2;
+            }
+            None => {
+                out.push(by[i].clone());
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The cells of a top row, as [`top_columns`] names them: a service reads `445/tcp`,
+/// `53/udp`, `icmp` (an ICMP row's port is missing or the PCE's `"All"`), `proto 47`.
+fn top_cells(by: &[String], key: &[Value]) -> Vec<String> {
+    let mut out = Vec::with_capacity(key.len());
+    let mut i = 0;
+    while i < key.len() {
+        if by
+            .get(i + 1)
+            .and_then(|next| by.get(i).and_then(|p| service_pair(p, next)))
+            .is_some()
+        {
+            out.push(service_text(
+                &key[i],
+                key.get(i + 1).unwrap_or(&Value::Null),
+            ));
+            i += 2;
+        } else {
+            out.push(scalar_text(&key[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A service as people name it: `445/tcp`, `icmp`, `proto 47`.
+fn service_text(port: &Value, proto: &Value) -> String {
+    let proto_num = proto
+        .as_u64()
+        .or_else(|| proto.as_str().and_then(|s| s.parse().ok()));
+    let name = match proto_num {
+        Some(6) => "tcp".to_string(),
+        Some(17) => "udp".to_string(),
+        Some(1) => return "icmp".into(),
+        Some(58) => return "icmpv6".into(),
+        Some(n) => format!("proto {n}"),
+        None => match proto {
+            Value::Null => String::new(),
+            other => scalar_text(other).to_lowercase(),
+        },
+    };
+    let port = match port {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if s.parse::<u16>().is_ok() => Some(s.clone()),
+        // Missing, or the PCE's "All" (every port of the protocol).
+        _ => None,
+    };
+    match (port, name.is_empty()) {
+        (Some(p), false) => format!("{p}/{name}"),
+        (Some(p), true) => p,
+        (None, false) => name,
+        (None, true) => "-".into(),
+    }
+}
+
+/// The workloads and VENs the alert's raw events name, once each (at most 10), for the
+/// reader before the raw JSON: `role` (`source`, `destination`, `agent`), `name` (the
+/// workload's name, else its hostname, else its href), `hostname`, `href` and
+/// `labels_text` (`role=db, env=prod`). From flows (`src.workload`, `dst.workload`) and
+/// events (`created_by.agent`, `notifications.info.agents`).
+pub fn workloads_of(alert: &Alert) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut add = |role: &str, w: &Value| {
+        let Some(obj) = w.as_object() else { return };
+        let text = |k: &str| obj.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let href = text("href").unwrap_or_default();
+        let name = text("name").or_else(|| text("hostname")).unwrap_or(href);
+        if name.is_empty() || out.len() >= 10 || !seen.insert(format!("{href}\u{0}{name}")) {
+            return;
+        }
+        let labels: Vec<String> = obj
+            .get("labels")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|l| {
+                Some(format!(
+                    "{}={}",
+                    l.get("key")?.as_str()?,
+                    l.get("value")?.as_str()?
+                ))
+            })
+            .collect();
+        out.push(json!({
+            "role": role,
+            "name": name,
+            "hostname": text("hostname").unwrap_or_default(),
+            "href": href,
+            "labels_text": labels.join(", "),
+        }));
+    };
+    for sample in &alert.samples {
+        let r = sample.value();
+        add("source", &r["src"]["workload"]);
+        add("destination", &r["dst"]["workload"]);
+        add("agent", &r["created_by"]["agent"]);
+        for n in r["notifications"].as_array().into_iter().flatten() {
+            for a in n["info"]["agents"].as_array().into_iter().flatten() {
+                add("agent", a);
+            }
+        }
+    }
+    out
 }
 
 /// A JSON scalar as plain text (strings without quotes, `null` as `-`).
@@ -690,6 +889,109 @@ mod tests {
             t.render("t", &cx).unwrap(),
             "<b>\"x\"</b> \"<b>\\\"x\\\"</b>\""
         );
+    }
+
+    #[test]
+    fn size_renders_binary_units_by_magnitude_and_names_a_wrong_unit() {
+        let hb = registry(Escape::None);
+        let cx =
+            json!({"bytes": 2_350_000_000u64, "mib": 2_241_535.92, "unit": "MiB", "text": "1536"});
+        let r = |t: &str| hb.render_template(t, &cx);
+        assert_eq!(r("{{size bytes}}").unwrap(), "2.19 GiB");
+        assert_eq!(r("{{size mib unit=unit}}").unwrap(), "2.14 TiB");
+        assert_eq!(r("{{size text}}").unwrap(), "1.5 KiB");
+        let e = r("{{size mib unit=\"Mbps\"}}").unwrap_err().to_string();
+        assert!(e.contains("not a size unit"), "{e}");
+        let e = r("{{size unit}}").unwrap_err().to_string();
+        assert!(e.contains("`size` needs a number"), "{e}");
+    }
+
+    #[test]
+    fn volumes_and_byte_tables_read_as_sizes_and_shares_carry_one_percent_sign() {
+        let mut a = sample_alert();
+        a.unit = Some("MiB".into());
+        a.value = 2_241_535.92;
+        a.threshold = 1024.0;
+        if let Some(top) = a.top.as_mut() {
+            top.measure = "dst_bo".into();
+            top.rows[0].value = 1.5 * 1024.0 * 1024.0 * 1024.0;
+            top.rows[1].value = 512.0;
+            top.total = top.rows[0].value + 512.0;
+        }
+        let v = alert_view(&a, "http://vigil.example");
+        assert_eq!(v["value_text"], "2.14 TiB");
+        assert_eq!(v["threshold_text"], "1 GiB");
+        assert_eq!(v["top"]["rows"][0]["value_text"], "1.5 GiB");
+        assert_eq!(v["top"]["rows"][1]["value_text"], "512 B");
+        assert_eq!(v["top"]["rows"][0]["share"], "100.0%");
+        // Not a size: as it was.
+        let plain = alert_view(&sample_alert(), "http://vigil.example");
+        assert_eq!(plain["top"]["rows"][0]["value_text"], "24");
+        assert_eq!(plain["top"]["rows"][0]["share"], "66.7%");
+        // The shipped mail writes the share once with its percent sign.
+        for part in ["text", "html"] {
+            let (source, origin) = load(Path::new("/nonexistent"), "raw-log-snapshot", part)
+                .unwrap()
+                .unwrap();
+            let mut t = Templates::new();
+            t.add_text("m", &source, origin).unwrap();
+            let n = sample_notification("p.s", vec![sample_alert()]);
+            let out = t.render("m", &context(&n, "http://vigil")).unwrap();
+            assert!(out.contains("66.7%") && !out.contains("%%"), "{out}");
+        }
+    }
+
+    #[test]
+    fn a_service_in_a_top_table_is_one_column_named_as_people_name_it() {
+        let by = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+        let b = by(&["dst.ip", "service.port", "service.proto"]);
+        assert_eq!(top_columns(&b), vec!["dst.ip", "service"]);
+        let cells = |k: Value| top_cells(&b, k.as_array().unwrap());
+        assert_eq!(
+            cells(json!(["10.0.0.1", 445, 6])),
+            vec!["10.0.0.1", "445/tcp"]
+        );
+        assert_eq!(
+            cells(json!(["10.0.0.1", 53, 17])),
+            vec!["10.0.0.1", "53/udp"]
+        );
+        // ICMP: the PCE writes the port as "All", or leaves it out.
+        assert_eq!(
+            cells(json!(["10.0.0.1", "All", 1])),
+            vec!["10.0.0.1", "icmp"]
+        );
+        assert_eq!(
+            cells(json!(["10.0.0.1", null, 1])),
+            vec!["10.0.0.1", "icmp"]
+        );
+        assert_eq!(
+            cells(json!(["10.0.0.1", null, 47])),
+            vec!["10.0.0.1", "proto 47"]
+        );
+        // Flat (syslog) records; a port alone stays as it is.
+        assert_eq!(top_columns(&by(&["dst_port", "proto"])), vec!["service"]);
+        let alone = by(&["dst.ip", "service.port"]);
+        assert_eq!(top_columns(&alone), alone);
+        assert_eq!(top_cells(&alone, &[json!("h"), json!(22)]), vec!["h", "22"]);
+    }
+
+    #[test]
+    fn the_workloads_of_the_raw_events_are_named_with_their_labels_once() {
+        let a = sample_alert();
+        let w = workloads_of(&a);
+        assert!(!w.is_empty(), "{w:?}");
+        let names: Vec<&str> = w.iter().filter_map(|x| x["name"].as_str()).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert!(
+            w.iter()
+                .any(|x| x["labels_text"].as_str().is_some_and(|l| l.contains('='))),
+            "{w:?}"
+        );
+        let text = alert_view(&a, "http://vigil");
+        assert_eq!(text["workloads"], Value::Array(w));
     }
 
     #[test]

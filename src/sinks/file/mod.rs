@@ -27,7 +27,7 @@ pub struct FileSinkConfig {
     /// Append to the file (`true`) or start it afresh at each start (`false`). Default: true.
     #[serde(default = "default_append")]
     pub append: bool,
-    /// `json_lines` (default) or `json_pretty`.
+    /// `json_lines` (default), `json_pretty`, or `summary` (one short line per alert).
     #[serde(default)]
     pub encoding: Encoding,
 }

@@ -16,7 +16,8 @@ pub struct StdoutSinkConfig {
     /// The sources or stages this sink reads.
     #[schemars(length(min = 1))]
     pub inputs: Vec<String>,
-    /// `json_lines` (default) or `json_pretty`.
+    /// `json_lines` (default), `json_pretty`, or `summary` (one short line per alert, for
+    /// a person at a terminal).
     #[serde(default)]
     pub encoding: Encoding,
 }

@@ -156,6 +156,24 @@ pub(super) const REST_FLOW_KEY: [&str; 4] = ["src.ip", "dst.ip", "service.port",
 pub(super) const FLAT_FLOW_KEY: [&str; 4] = ["src_ip", "dst_ip", "dst_port", "proto"];
 
 impl BandwidthConfig {
+    /// The templates of this stage's alerts and their unit, for an example alert (`vigil
+    /// send-test`); `None` when they do not compile (`vigil validate` reports that).
+    pub fn alert_templates(
+        &self,
+        pipeline: &str,
+        stage: &str,
+    ) -> Option<(AlertTemplates, &'static str)> {
+        AlertTemplates::compile(
+            &self.alert,
+            &self.default_title(),
+            &self.default_summary(),
+            pipeline,
+            stage,
+        )
+        .ok()
+        .map(|t| (t, self.unit()))
+    }
+
     /// The unit of value and threshold.
     pub(super) fn unit(&self) -> &'static str {
         match self.mode {
@@ -173,7 +191,7 @@ impl BandwidthConfig {
         };
         match self.mode {
             Mode::Volume => format!(
-                "{{{{#if estimate}}}}at least {{{{/if}}}}{{{{value}}}} MiB{from} in {{{{window.length}}}}"
+                "{{{{#if estimate}}}}at least {{{{/if}}}}{{{{size value unit=unit}}}}{from} in {{{{window.length}}}}"
             ),
             Mode::Rate => {
                 format!("{{{{#if estimate}}}}at least {{{{/if}}}}{{{{value}}}} Mbps{from}")
@@ -183,12 +201,17 @@ impl BandwidthConfig {
 
     /// The default alert summary.
     pub(super) fn default_summary(&self) -> String {
-        let what = match self.mode {
-            Mode::Volume => "traffic volume",
-            Mode::Rate => "bandwidth",
+        // Volumes read as sizes in the unit their magnitude calls for (`2.14 TiB`).
+        let (what, value, threshold) = match self.mode {
+            Mode::Volume => (
+                "traffic volume",
+                "{{size value unit=unit}}",
+                "{{size threshold unit=unit}}",
+            ),
+            Mode::Rate => ("bandwidth", "{{value}} {{unit}}", "{{threshold}} {{unit}}"),
         };
         format!(
-            "{{{{#if (eq status \"resolved\")}}}}Over: the {what} fell below the threshold {{{{threshold}}}} {{{{unit}}}} ({{{{value}}}} {{{{unit}}}} in the window to {{{{window.end}}}}); it held from {{{{first_seen}}}} to {{{{last_seen}}}}.{{{{else}}}}{what} {{{{value}}}} {{{{unit}}}} reached the threshold {{{{threshold}}}} {{{{unit}}}} in the window {{{{window.start}}}} to {{{{window.end}}}}{{{{#if estimate}}}} (estimate: {{{{estimate}}}}){{{{/if}}}}{{{{/if}}}}"
+            "{{{{#if (eq status \"resolved\")}}}}Over: the {what} fell below the threshold {threshold} ({value} in the window to {{{{window.end}}}}); it held from {{{{first_seen}}}} to {{{{last_seen}}}}.{{{{else}}}}{what} {value} reached the threshold {threshold} in the window {{{{window.start}}}} to {{{{window.end}}}}{{{{#if estimate}}}} (estimate: {{{{estimate}}}}){{{{/if}}}}{{{{/if}}}}"
         )
     }
 
@@ -225,11 +248,12 @@ impl BandwidthConfig {
                 p.error(format!("/{name}"), codes::INVALID_VALUE, e.to_string());
             }
         }
-        AlertTemplates::check(
+        AlertTemplates::check_with_unit(
             &self.alert,
             &self.default_title(),
             &self.default_summary(),
             &self.group_by,
+            Some(self.unit()),
             p,
         );
     }

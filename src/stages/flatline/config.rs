@@ -69,6 +69,12 @@ fn example() -> serde_json::Value {
 }
 
 impl FlatlineConfig {
+    /// The templates of this stage's alerts, for an example alert (`vigil send-test`);
+    /// `None` when they do not compile (`vigil validate` reports that).
+    pub fn alert_templates(&self, pipeline: &str, stage: &str) -> Option<AlertTemplates> {
+        AlertTemplates::compile(&self.alert, DEFAULT_TITLE, DEFAULT_SUMMARY, pipeline, stage).ok()
+    }
+
     /// Structural checks: a positive `after`, field paths that parse, templates that render.
     pub fn check(&self, p: &mut Problems) {
         p.positive_duration("/after", "`after`", &self.after);

@@ -89,6 +89,19 @@ fn example() -> serde_json::Value {
 }
 
 impl WindowCountConfig {
+    /// The templates of this stage's alerts, for an example alert (`vigil send-test`);
+    /// `None` when they do not compile (`vigil validate` reports that).
+    pub fn alert_templates(&self, pipeline: &str, stage: &str) -> Option<AlertTemplates> {
+        AlertTemplates::compile(
+            &self.alert,
+            &self.default_title(),
+            &self.default_summary(),
+            pipeline,
+            stage,
+        )
+        .ok()
+    }
+
     /// The default alert title.
     pub(super) fn default_title(&self) -> String {
         let what = match &self.sum {

@@ -27,6 +27,7 @@ import {
   toast,
   pipelineNames,
   SEVERITIES,
+  size,
 } from './ui.js';
 
 const LIMITS = [25, 50, 100, 200];
@@ -49,6 +50,9 @@ function go(params) {
 }
 
 function valueText(a) {
+  // A size reads in the unit its magnitude calls for (2.14 TiB / 1 GiB).
+  const v = a.unit ? size(a.value, a.unit) : null;
+  if (v !== null) return `${v} / ${size(a.threshold, a.unit)}`;
   const unit = a.unit ? ` ${a.unit}` : '';
   return `${num(a.value)} / ${num(a.threshold)}${unit}`;
 }
@@ -124,7 +128,7 @@ function row(a) {
     h('td', {}, severityBadge(a.severity)),
     h('td', { class: 'title-cell' }, h('a', { href }, a.title || a.id)),
     h('td', {}, h('code', {}, `${a.pipeline}.${a.stage}`)),
-    h('td', {}, h('code', {}, a.group_key || '—')),
+    h('td', { class: 'group-cell' }, h('code', {}, a.group_key || '—')),
     h('td', { class: 'num nowrap' }, valueText(a)),
     h('td', { class: 'nowrap first-seen' }, seenEl(a, 'first_seen')),
     h('td', { class: 'nowrap last-seen' }, seenEl(a, 'last_seen')),
@@ -316,6 +320,51 @@ function facts(a) {
     'dl',
     { class: `facts status-${episode ? (resolved ? 'resolved' : 'firing') : 'one-off'}`, id: 'facts' },
     rows.filter(Boolean).map(([k, name, v]) => h('div', { class: 'kv', 'data-fact': name }, h('dt', {}, t(k)), h('dd', {}, v))),
+  );
+}
+
+/**
+ * The workloads and VENs the raw samples name, once each (at most 10): role, name (else
+ * hostname, else href), labels and href — read before the raw JSON. The mail lists the
+ * same (render.rs `workloads_of`).
+ */
+function workloadsOf(a) {
+  const out = [];
+  const seen = new Set();
+  const add = (role, w) => {
+    if (!w || typeof w !== 'object' || Array.isArray(w) || out.length >= 10) return;
+    const name = w.name || w.hostname || w.href;
+    if (!name || seen.has(`${w.href}\u0000${name}`)) return;
+    seen.add(`${w.href}\u0000${name}`);
+    const labels = (Array.isArray(w.labels) ? w.labels : []).filter((l) => l && l.key).map((l) => `${l.key}=${l.value}`);
+    out.push({ role, name, href: w.href || '', labels });
+  };
+  for (const s of a.samples || []) {
+    const r = s.record || {};
+    add('source', r.src && r.src.workload);
+    add('destination', r.dst && r.dst.workload);
+    add('agent', r.created_by && r.created_by.agent);
+    for (const n of Array.isArray(r.notifications) ? r.notifications : []) {
+      for (const ag of (n && n.info && Array.isArray(n.info.agents) ? n.info.agents : [])) add('agent', ag);
+    }
+  }
+  return out;
+}
+
+function workloads(list) {
+  return h(
+    'table',
+    { class: 'table workloads', id: 'workloads-table' },
+    h('tbody', {}, ...list.map((w) =>
+      h(
+        'tr',
+        {},
+        h('td', { class: 'muted' }, t(`alert.workload_${w.role}`)),
+        h('td', {}, h('strong', {}, w.name)),
+        h('td', {}, ...w.labels.map((l) => h('span', { class: 'badge label' }, l))),
+        h('td', {}, h('code', {}, w.href)),
+      ),
+    )),
   );
 }
 
@@ -523,6 +572,7 @@ export const detail = {
           panel(t('silence.title'), { id: 'silence' }, silenceForm(a)),
         ),
         a.top ? panel(t('alert.top'), { id: 'top' }, topTable(a.top)) : null,
+        workloadsOf(a).length ? panel(t('alert.workloads'), { id: 'workloads' }, workloads(workloadsOf(a))) : null,
         panel(t('alert.samples', { n: (a.samples || []).length }), { id: 'samples' }, samples(a)),
         a.fields && Object.keys(a.fields).length ? panel(t('alert.fields'), {}, jsonView(a.fields)) : null,
       );

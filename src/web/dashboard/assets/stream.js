@@ -44,7 +44,7 @@ function summary(item) {
 function rowOf(item) {
   return h(
     'tr',
-    { 'data-key': String(item.key), class: `stream-${item.type}` },
+    { 'data-key': String(item.key), ...(item.id ? { 'data-id': item.id } : {}), class: `stream-${item.type}` },
     h('td', { class: 'nowrap' }, timeEl(item.time)),
     h('td', {}, h('span', { class: `badge type type-${item.type}` }, t(`type.${item.type}`))),
     h('td', {}, severityBadge(item.severity)),
@@ -135,6 +135,25 @@ export function mount(main) {
     labelCount();
   };
 
+  const replaced = (item) => {
+    for (const list of [state.rows, state.pending]) {
+      const at = list.findIndex((r) => r.id === item.id);
+      if (at < 0) continue;
+      if (item.type !== 'alert') return true; // an event seen already
+      item.key = list[at].key;
+      list[at] = item;
+      const q = queued.findIndex((r) => r.key === item.key);
+      if (q >= 0) queued[q] = item;
+      const tr = tbody.querySelector(`tr[data-key="${item.key}"]`);
+      if (tr) {
+        if (wanted(item, f)) tr.replaceWith(rowOf(item));
+        else tr.remove();
+      }
+      return true;
+    }
+    return false;
+  };
+
   let source = null;
   const setStatus = (s) => {
     status.dataset.state = s;
@@ -147,6 +166,9 @@ export function mount(main) {
     } catch {
       return;
     }
+    // The server sends each event once; an alert that a later stage edited (a top-N table
+    // added) comes again under its id and takes the first one's place, without a toast.
+    if (item.id && replaced(item)) return;
     item.key = state.next++;
     if (item.type === 'alert' && (item.severity === 'high' || item.severity === 'critical') && wanted(item, f)) {
       toast(t('stream.alert_toast', { sev: t(`sev.${item.severity}`), title: item.title || '' }), 'error');

@@ -134,12 +134,45 @@ export function num(n) {
 
 const pad = (n, w = 2) => String(n).padStart(w, '0');
 
-/** `YYYY-MM-DD HH:MM:SS` in local time (same in every language: analysts compare them). */
+/** The browser's time zone at `d`, short: `UTC`, `UTC+8`, `UTC-3:30`. */
+function zone(d) {
+  const off = -d.getTimezoneOffset();
+  if (off === 0) return 'UTC';
+  const abs = Math.abs(off);
+  const mins = abs % 60;
+  return `UTC${off < 0 ? '-' : '+'}${Math.floor(abs / 60)}${mins ? `:${pad(mins)}` : ''}`;
+}
+
+/**
+ * `YYYY-MM-DD HH:MM:SS UTC+8` in local time, with its zone (same in every language:
+ * analysts compare them, and with times from mails and logs in UTC).
+ */
 export function time(value) {
   if (value === null || value === undefined || value === '') return '—';
   const d = new Date(value);
   if (Number.isNaN(d.getTime())) return String(value);
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zone(d)}`;
+}
+
+/** Bytes per unit of a size unit (`B`, `KiB` … `PiB`, and `KB` … read as binary); null otherwise. */
+function unitBytes(unit) {
+  const i = ['b', 'kib', 'mib', 'gib', 'tib', 'pib'].indexOf(String(unit).toLowerCase().replace(/^([kmgtp])b$/, '$1ib'));
+  return i < 0 ? null : 1024 ** i;
+}
+
+/** `n` (counted in `unit`) as a size in the binary unit its magnitude calls for: `2.14 TiB`. */
+export function size(n, unit = 'B') {
+  const per = unitBytes(unit);
+  if (per === null || !Number.isFinite(n)) return null;
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
+  let v = Math.abs(n * per);
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  const text = i === 0 ? String(Math.round(v)) : String(Number(v.toFixed(2)));
+  return `${n < 0 ? '-' : ''}${text} ${units[i]}`;
 }
 
 /** A <time> element with the local time shown and the UTC instant in its title. */
@@ -261,13 +294,36 @@ export function compact(value, max = 160) {
 // ---- Notices ---------------------------------------------------------------------------
 
 /** A short notice in the corner; `kind` is 'ok' or 'error'. */
+/** Toasts shown at once at most: a burst of alerts replaces the oldest. */
+export const MAX_TOASTS = 3;
+
+/**
+ * A notice in the corner that goes away by itself. At most MAX_TOASTS at once (a new one
+ * drops the oldest), and the stack never reaches up over the header: its height is kept
+ * below the space between the header and the bottom of the window.
+ */
 export function toast(message, kind = 'ok') {
   const box = document.getElementById('toasts');
   if (!box) return;
-  const el = h('div', { class: `toast toast-${kind}` }, message);
+  const el = h('div', { class: `toast toast-${kind}`, title: String(message) }, message);
   box.append(el);
+  while (box.children.length > MAX_TOASTS) box.firstElementChild.remove();
+  fitToasts(box);
   setTimeout(() => el.remove(), kind === 'error' ? 8000 : 4000);
 }
+
+function fitToasts(box) {
+  const header = document.querySelector('.topbar');
+  const below = header ? header.getBoundingClientRect().bottom : 0;
+  const gap = 16;
+  const room = Math.max(0, window.innerHeight - below - 2 * gap);
+  box.style.maxHeight = `${room}px`;
+}
+
+window.addEventListener('resize', () => {
+  const box = document.getElementById('toasts');
+  if (box) fitToasts(box);
+});
 
 /** An error message box for a page. */
 export function errorBox(err) {
