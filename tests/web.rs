@@ -543,6 +543,11 @@ async fn a_silence_holds_back_matching_alerts_and_the_history_shows_deliveries()
     assert_eq!(by("a")["deliveries"][0]["state"], "sent");
     assert_eq!(by("b")["deliveries"], json!([]));
     assert_eq!(by("c")["samples"][0]["record"]["src"], "c");
+    // The list says which alerts an active silence holds back, and until when.
+    assert_eq!(by("b")["silenced"]["by"], json!([id]), "{hist}");
+    assert_eq!(by("b")["silenced"]["until"], silence["expires_at"]);
+    assert!(by("a").get("silenced").is_none(), "{hist}");
+    assert!(by("c").get("silenced").is_none(), "{hist}");
     let (_, body, _) = get(&format!("{base}/api/v1/alerts?severity=critical"), None).await;
     assert_eq!(
         serde_json::from_str::<Value>(&body).expect("JSON")["alerts"],

@@ -570,6 +570,7 @@ async fn alerts(
         Some(Err(e)) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let store = state.reloader.store().await;
+    let now = state.reloader.clock().await.now().timestamp_millis();
     let limit = q.limit.min(500);
     // The database is read on the blocking pool, not on the server's workers.
     let page = tokio::task::spawn_blocking(move || {
@@ -579,9 +580,9 @@ async fn alerts(
             status: q.status,
             after: after.as_ref(),
         };
-        store
-            .alerts(&filter, limit, q.offset)
-            .map(|p| (p, q.offset))
+        let mut page = store.alerts(&filter, limit, q.offset)?;
+        mark_silenced(&mut page.alerts, &store.active_silences(now)?);
+        Ok::<_, crate::store::StoreError>((page, q.offset))
     })
     .await;
     match page {
@@ -598,6 +599,25 @@ async fn alerts(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the history query failed",
         ),
+    }
+}
+
+/// Adds `silenced` to each alert an active silence matches: the ids of those silences and
+/// when the last of them ends (`{"by": [..], "until": ms}`), so the list can say that a
+/// firing alert is not being notified.
+fn mark_silenced(alerts: &mut [serde_json::Value], active: &[crate::store::Silence]) {
+    if active.is_empty() {
+        return;
+    }
+    for alert in alerts {
+        let matching: Vec<_> = active.iter().filter(|s| s.matches_value(alert)).collect();
+        let Some(until) = matching.iter().map(|s| s.expires_at).max() else {
+            continue;
+        };
+        let by: Vec<&str> = matching.iter().map(|s| s.id.as_str()).collect();
+        if let Some(o) = alert.as_object_mut() {
+            o.insert("silenced".into(), json!({"by": by, "until": until}));
+        }
     }
 }
 

@@ -114,6 +114,18 @@ function statusCell(a) {
   return [statusBadge(a), a.episode === false ? h('span', { class: 'one-off-note muted' }, t('status.one_off')) : null];
 }
 
+/** Whether an active silence holds the alert's notifications, and until when. */
+function silencedCell(a) {
+  const until = a.silenced && a.silenced.until;
+  if (!until) return h('span', { class: 'muted' }, '—');
+  return h(
+    'a',
+    { href: '#/silences', class: 'silenced', title: t('alert.silenced_help', { until: time(until) }) },
+    '🔕 ',
+    h('span', {}, t('alert.silenced_until', { until: time(until) })),
+  );
+}
+
 function row(a) {
   const href = `#/alerts/${encodeURIComponent(a.id)}`;
   const resolved = a.status === 'resolved';
@@ -125,6 +137,7 @@ function row(a) {
       class: `clickable status-${resolved ? 'resolved' : 'firing'}${resolved ? '' : ` sev-row-${a.severity}`}`,
     },
     h('td', { class: 'status-cell nowrap' }, statusCell(a)),
+    h('td', { class: 'silenced-cell' }, silencedCell(a)),
     h('td', {}, severityBadge(a.severity)),
     h('td', { class: 'title-cell' }, h('a', { href }, a.title || a.id)),
     h('td', {}, h('code', {}, `${a.pipeline}.${a.stage}`)),
@@ -208,6 +221,7 @@ export const list = {
             {},
             ...[
               ['col.status'],
+              ['col.silenced'],
               ['col.severity'],
               ['col.title'],
               ['col.rule'],
