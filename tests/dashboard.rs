@@ -1445,5 +1445,30 @@ async fn the_demo_stream_shows_each_event_and_alert_once_under_three_toasts() {
             );
         }
     }
+
+    // A flow alert links each workload to its page on the PCE console it was read from.
+    let flow_alert = page
+        .wait(
+            "an alert about a flow between workloads",
+            "return fetch('/api/v1/alerts?limit=500').then((r) => r.json()).then((d) => { \
+               const a = (d.alerts || []).find((a) => (a.samples || []).some((s) => { \
+                 const r = s.record || {}; \
+                 return r.vigil && r.vigil.connection && [r.src, r.dst].some((e) => e && e.workload && /\\/workloads\\//.test(e.workload.href || '')); })); \
+               return a ? '#/alerts/' + encodeURIComponent(a.id) : null; });",
+            vec![],
+        )
+        .await;
+    page.go(flow_alert.as_str().expect("hash")).await;
+    let link = page
+        .wait(
+            "a link to the PCE console",
+            "return document.querySelector('#workloads a.pce-link')?.getAttribute('href');",
+            vec![],
+        )
+        .await;
+    let link = link.as_str().expect("href");
+    let (base, uuid) = link.split_once("/#/workloads/").expect("a workload page");
+    assert!(base.starts_with("http://127.0.0.1:"), "{link}");
+    assert!(!uuid.is_empty() && !uuid.contains('/'), "{link}");
     page.close().await;
 }

@@ -460,9 +460,18 @@ async fn pipelines(State(state): State<AppState>) -> Response {
         })
         .collect();
     let (last, reloads, failures) = state.driver.status();
+    let consoles: serde_json::Map<String, serde_json::Value> = state
+        .reloader
+        .services()
+        .await
+        .pce
+        .iter()
+        .filter_map(|(name, p)| Some((name.clone(), p.client().console_base()?.into())))
+        .collect();
     axum::Json(json!({
         "pipelines": pipelines,
         "reload": {"last": last, "reloads": reloads, "failures": failures},
+        "pce_consoles": consoles,
     }))
     .into_response()
 }

@@ -250,6 +250,20 @@ impl PceClient {
         &self.inner.api_base
     }
 
+    /// Where the PCE's web console is, for links people open: the connection's URL
+    /// without `/api/v2`, and without any user name or password, query or fragment.
+    /// A workload's page is `<console>/#/workloads/<uuid>` (the route Illumio's own
+    /// integrations link to).
+    pub fn console_base(&self) -> Option<String> {
+        let base = self.inner.api_base.strip_suffix("/api/v2")?;
+        let mut url = reqwest::Url::parse(base).ok()?;
+        url.set_username("").ok()?;
+        url.set_password(None).ok()?;
+        url.set_query(None);
+        url.set_fragment(None);
+        Some(url.as_str().trim_end_matches('/').to_string())
+    }
+
     /// `GET /api/v2/health`: one object per PCE cluster. The body's `status`
     /// (`normal|warning|critical`) decides health, not the HTTP code.
     pub async fn health(&self) -> Result<Vec<Value>, PceError> {
@@ -561,4 +575,32 @@ fn build_http(cfg: &PceConnectionConfig) -> Result<reqwest::Client, PceError> {
         .read_timeout(cfg.request_timeout.get())
         .build()
         .map_err(|e| PceError::Config(format!("cannot build the HTTP client: {}", error_chain(&e))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn console(url: &str) -> Option<String> {
+        let cfg = PceConnectionConfig::new(url, Secret::new("k"), Secret::new("s"));
+        PceClient::new(&cfg, Arc::new(crate::time::WallClock))
+            .expect("client")
+            .console_base()
+    }
+
+    #[test]
+    fn the_console_link_is_the_pce_url_without_credentials_or_the_api_path() {
+        assert_eq!(
+            console("https://pce.example.com:8443/").as_deref(),
+            Some("https://pce.example.com:8443")
+        );
+        assert_eq!(
+            console("https://pce.example.com:8443/api/v2").as_deref(),
+            Some("https://pce.example.com:8443")
+        );
+        assert_eq!(
+            console("https://who:pw@pce.example.com/?x=1").as_deref(),
+            Some("https://pce.example.com")
+        );
+    }
 }

@@ -140,7 +140,7 @@ function row(a) {
     h('td', { class: 'silenced-cell' }, silencedCell(a)),
     h('td', {}, severityBadge(a.severity)),
     h('td', { class: 'title-cell' }, h('a', { href }, a.title || a.id)),
-    h('td', {}, h('code', {}, `${a.pipeline}.${a.stage}`)),
+    h('td', { class: 'rule-cell' }, h('code', {}, a.pipeline, h('wbr', {}), `.${a.stage}`)),
     h('td', { class: 'group-cell' }, h('code', {}, a.group_key || '—')),
     h('td', { class: 'num nowrap' }, valueText(a)),
     h('td', { class: 'nowrap first-seen' }, seenEl(a, 'first_seen')),
@@ -345,18 +345,20 @@ function facts(a) {
 function workloadsOf(a) {
   const out = [];
   const seen = new Set();
-  const add = (role, w) => {
+  const add = (role, w, connection) => {
     if (!w || typeof w !== 'object' || Array.isArray(w) || out.length >= 10) return;
     const name = w.name || w.hostname || w.href;
     if (!name || seen.has(`${w.href}\u0000${name}`)) return;
     seen.add(`${w.href}\u0000${name}`);
     const labels = (Array.isArray(w.labels) ? w.labels : []).filter((l) => l && l.key).map((l) => `${l.key}=${l.value}`);
-    out.push({ role, name, href: w.href || '', labels });
+    out.push({ role, name, href: w.href || '', labels, connection });
   };
   for (const s of a.samples || []) {
     const r = s.record || {};
-    add('source', r.src && r.src.workload);
-    add('destination', r.dst && r.dst.workload);
+    // A PCE flow names the connection it was read from.
+    const connection = r.vigil && typeof r.vigil.connection === 'string' ? r.vigil.connection : null;
+    add('source', r.src && r.src.workload, connection);
+    add('destination', r.dst && r.dst.workload, connection);
     add('agent', r.created_by && r.created_by.agent);
     for (const n of Array.isArray(r.notifications) ? r.notifications : []) {
       for (const ag of (n && n.info && Array.isArray(n.info.agents) ? n.info.agents : [])) add('agent', ag);
@@ -365,7 +367,20 @@ function workloadsOf(a) {
   return out;
 }
 
-function workloads(list) {
+/**
+ * The workload's page on the PCE console (`<console>/#/workloads/<uuid>`, the route
+ * Illumio's own integrations link to), when the connection it came from is known — or is
+ * the only one; null otherwise.
+ */
+function consoleLink(w, consoles) {
+  const m = /^\/orgs\/\d+\/workloads\/([^/?#]+)$/.exec(w.href || '');
+  if (!m || !consoles) return null;
+  const names = Object.keys(consoles);
+  const base = w.connection ? consoles[w.connection] : names.length === 1 ? consoles[names[0]] : null;
+  return base ? `${base}/#/workloads/${encodeURIComponent(decodeURIComponent(m[1]))}` : null;
+}
+
+function workloads(list, consoles) {
   return h(
     'table',
     { class: 'table workloads', id: 'workloads-table' },
@@ -377,6 +392,10 @@ function workloads(list) {
         h('td', {}, h('strong', {}, w.name)),
         h('td', {}, ...w.labels.map((l) => h('span', { class: 'badge label' }, l))),
         h('td', {}, h('code', {}, w.href)),
+        h('td', {}, (() => {
+          const link = consoleLink(w, consoles);
+          return link ? h('a', { href: link, target: '_blank', rel: 'noopener noreferrer', class: 'pce-link' }, t('alert.open_in_pce')) : null;
+        })()),
       ),
     )),
   );
@@ -569,6 +588,17 @@ export const detail = {
     main.append(h('p', { class: 'crumbs' }, h('a', { href: '#/alerts' }, `← ${t('nav.alerts')}`)), body);
     let gone = false;
     let shown = null;
+    // The PCE consoles, for links to each workload's page.
+    let consoles = null;
+    const consolesLoaded = api('/api/v1/pipelines')
+      .then((d) => (d && d.pce_consoles) || {})
+      .catch(() => ({}));
+    const workloadsPanel = (a) =>
+      workloadsOf(a).length ? panel(t('alert.workloads'), { id: 'workloads' }, workloads(workloadsOf(a), consoles)) : null;
+    consolesLoaded.then((c) => {
+      consoles = c;
+      if (!gone && shown) body.querySelector('#workloads')?.replaceWith(workloadsPanel(shown));
+    });
     const show = (a) => {
       if (gone) return;
       shown = a;
@@ -586,7 +616,7 @@ export const detail = {
           panel(t('silence.title'), { id: 'silence' }, silenceForm(a)),
         ),
         a.top ? panel(t('alert.top'), { id: 'top' }, topTable(a.top)) : null,
-        workloadsOf(a).length ? panel(t('alert.workloads'), { id: 'workloads' }, workloads(workloadsOf(a))) : null,
+        workloadsPanel(a),
         panel(t('alert.samples', { n: (a.samples || []).length }), { id: 'samples' }, samples(a)),
         a.fields && Object.keys(a.fields).length ? panel(t('alert.fields'), {}, jsonView(a.fields)) : null,
       );
