@@ -77,7 +77,8 @@ fn error_text(e: &anyhow::Error) -> String {
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("VIGIL_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        // The demo's loopback SMTP library announces itself at info, ahead of the banner.
+        .unwrap_or_else(|_| EnvFilter::new("info,mailin_embedded=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(colour_wanted())
