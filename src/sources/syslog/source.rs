@@ -141,7 +141,8 @@ impl SyslogSource {
                 else {
                     return Ok(());
                 };
-                tracing::info!(source = %self.id, address = %self.address, mode = ?self.mode, "syslog listening");
+                let bound = listener.local_addr().map_or(self.address, |a| a);
+                tracing::info!(source = %self.id, address = %bound, mode = ?self.mode, "syslog listening");
                 let acceptor = self.tls.take().map(TlsAcceptor::from);
                 tasks.spawn(accept(
                     listener,
@@ -156,7 +157,8 @@ impl SyslogSource {
                 else {
                     return Ok(());
                 };
-                tracing::info!(source = %self.id, address = %self.address, "syslog listening (udp)");
+                let bound = socket.local_addr().map_or(self.address, |a| a);
+                tracing::info!(source = %self.id, address = %bound, mode = ?self.mode, "syslog listening");
                 tasks.spawn(datagrams(socket, shared.clone(), tx));
             }
         }
