@@ -146,7 +146,7 @@ impl SyslogSourceConfig {
         for (i, a) in self.allow_from.iter().enumerate() {
             if network(a).is_none() {
                 problems.error(
-                    &format!("/allow_from/{i}"),
+                    format!("/allow_from/{i}"),
                     codes::INVALID_VALUE,
                     format!("`{a}` is not a network (e.g. `10.0.0.0/8`) or an IP address"),
                 );
