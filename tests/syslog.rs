@@ -48,11 +48,7 @@ impl Vigil {
             let status = Command::new("mkfifo").arg(&out).status().expect("mkfifo");
             assert!(status.success());
         }
-        let pipeline = format!(
-            "kind: pipeline\nname: p\nsources:\n  in:\n    type: syslog\n    address: 127.0.0.1:0\n{source}sinks:\n  out:\n    type: file\n    inputs: [in]\n    path: {}\n",
-            out.display()
-        );
-        std::fs::write(project.pipelines().join("p.yaml"), &pipeline).expect("write");
+        std::fs::write(project.pipelines().join("p.yaml"), pipeline(source, &out)).expect("write");
         let (child, logs) = spawn_logged(
             project
                 .command(&["--log-format", "json", "run", "--pipelines"])
@@ -66,6 +62,24 @@ impl Vigil {
             logs,
             out,
         }
+    }
+
+    /// Replaces the pipeline's source options (a running vigil reloads).
+    fn rewrite(&self, source: &str) {
+        let path = self.project.pipelines().join("p.yaml");
+        std::fs::write(path, pipeline(source, &self.out)).expect("write");
+    }
+
+    /// How many log lines say `message`.
+    fn count_logs(&self, message: &str) -> usize {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| {
+                serde_json::from_str::<Value>(l).is_ok_and(|v| v["fields"]["message"] == message)
+            })
+            .count()
     }
 
     fn dir(&self) -> &Path {
@@ -139,6 +153,20 @@ impl Vigil {
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
             .unwrap_or(0)
     }
+}
+
+/// The pipeline: source `in` (`syslog`, on a free loopback port unless `source` names
+/// an `address`) into a file sink writing `out`.
+fn pipeline(source: &str, out: &Path) -> String {
+    let address = if source.contains("address:") {
+        ""
+    } else {
+        "    address: 127.0.0.1:0\n"
+    };
+    format!(
+        "kind: pipeline\nname: p\nsources:\n  in:\n    type: syslog\n{address}{source}sinks:\n  out:\n    type: file\n    inputs: [in]\n    path: {}\n",
+        out.display()
+    )
 }
 
 /// The messages of the real PCE syslog samples (the text after the structured data),
@@ -530,4 +558,114 @@ fn a_blocked_pipeline_stalls_tcp_senders_and_loses_nothing() {
         .recv_timeout(Duration::from_secs(60))
         .expect("every message arrives once the sink writes again");
     assert_eq!(n, total, "{written} bytes written");
+}
+
+/// A reload that changes the source closes its listener and binds the same port again
+/// (no "address in use"); senders reconnect and get through.
+#[test]
+fn a_reload_rebinds_the_port() {
+    let port = free_port();
+    let v = Vigil::start(&format!("    mode: tcp\n    address: 127.0.0.1:{port}\n"));
+    assert_eq!(v.address().port(), port);
+    let mut a = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    a.write_all(b"<13>1 - h app - - - before\n").expect("write");
+    v.wait_out(1);
+    v.rewrite(&format!(
+        "    mode: tcp\n    address: 127.0.0.1:{port}\n    max_length: 5000\n"
+    ));
+    wait_for("the source started again", DEADLINE, || {
+        v.count_logs("syslog listening") == 2
+    });
+    // The old connection was closed with the old source.
+    a.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut buf = [0u8; 8];
+    match a.read(&mut buf) {
+        Ok(n) => assert_eq!(n, 0),
+        Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}"),
+    }
+    let mut b = TcpStream::connect(("127.0.0.1", port)).expect("connect again");
+    b.write_all(b"<13>1 - h app - - - after\n").expect("write");
+    let got = v.wait_out(2);
+    assert_eq!(got[1]["message"], "after");
+    assert_eq!(v.count_logs("node failed; restarting it"), 0);
+}
+
+/// UDP cannot be slowed down: while the sink is blocked, datagrams that find the source's
+/// queue full are dropped and counted, and the socket keeps being read.
+#[test]
+fn udp_datagrams_are_dropped_and_counted_while_the_pipeline_is_full() {
+    let v = Vigil::start_with("    mode: udp\n", true);
+    // Hold the FIFO open without reading it: the sink blocks once the pipe is full.
+    let out = v.out.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let f = std::fs::File::open(out).expect("open the FIFO");
+        let _ = rx.recv();
+        drop(f);
+    });
+    let addr = v.address();
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let line = format!("<13>1 - h app - - - {}", "z".repeat(500));
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while v.dropped("pipeline_full") == 0 {
+        for _ in 0..2000 {
+            s.send_to(line.as_bytes(), addr).expect("send");
+            sent += 1;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no datagram dropped after {sent}"
+        );
+    }
+    let _ = tx.send(());
+    reader.join().expect("reader");
+}
+
+/// `vigil validate` points at what is wrong in a `syslog` source, with file, line and
+/// column.
+#[test]
+fn validate_names_the_wrong_options() {
+    let p = Project::new(
+        "",
+        "kind: pipeline\nname: p\nsources:\n  in:\n    type: syslog\n    mode: tls\n    address: \"6514\"\n    allow_from: [10.0.0.0/33]\nsinks:\n  out:\n    type: stdout\n    inputs: [in]\n",
+    );
+    let out = p
+        .command(&["validate"])
+        .arg(p.pipelines())
+        .output()
+        .expect("runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("p.yaml:6:11: error[invalid-value]: mode `tls` needs `tls:`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("p.yaml:7:14: error[invalid-value]: `6514` is not an address and port"),
+        "{text}"
+    );
+    assert!(
+        text.contains("p.yaml:8:18: error[invalid-value]: `10.0.0.0/33` is not a network"),
+        "{text}"
+    );
+}
+
+/// A TLS certificate that cannot be read stops the source with its path and why; the
+/// rest of vigil runs on.
+#[test]
+fn an_unreadable_certificate_is_reported() {
+    let v = Vigil::start(
+        "    mode: tls\n    tls:\n      cert_file: missing.pem\n      key_file: missing.key\n",
+    );
+    wait_for("the failure logged", DEADLINE, || {
+        v.logs.lock().unwrap().iter().any(|l| {
+            l.contains("cannot read the certificate file (tls.cert_file)")
+                && l.contains("missing.pem")
+        })
+    });
 }
