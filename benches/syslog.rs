@@ -105,7 +105,10 @@ fn run(dir: &Path, n: u64, connections: u64, decode: &str) -> (u64, f64, f64, f6
             .expect("the sink's counters");
         let listening = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(listening.elapsed() < Duration::from_secs(10), "not listening");
+            assert!(
+                listening.elapsed() < Duration::from_secs(10),
+                "not listening"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         common::reset_peak();
@@ -117,8 +120,7 @@ fn run(dir: &Path, n: u64, connections: u64, decode: &str) -> (u64, f64, f64, f6
             .map(|_| {
                 let block = block.clone();
                 std::thread::spawn(move || {
-                    let mut s =
-                        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
                     for _ in 0..per / BLOCK {
                         s.write_all(&block).expect("send");
                     }
