@@ -472,14 +472,42 @@ action(type="omfwd" target="127.0.0.1" port="{port}" protocol="tcp" StreamDriver
             .unwrap_or_else(|| panic!("{msg} not received: {got:?}"));
         assert_eq!(r["syslog"]["appname"], app.as_str());
     }
-    // Without a client certificate the handshake fails: nothing more arrives.
-    let before = v.out().len();
-    let mut plain = TcpStream::connect(v.address()).expect("connect");
-    let _ = plain.write_all(b"<13>1 - h app - - - not tls\n");
-    plain.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    let mut buf = [0u8; 64];
-    let _ = plain.read(&mut buf);
-    assert_eq!(v.out().len(), before);
+    // `openssl s_client` with the client certificate gets through; without one, vigil
+    // ends the handshake and nothing arrives.
+    let s_client = |with_cert: bool, text: &str| {
+        let mut cmd = Command::new("openssl");
+        cmd.args(["s_client", "-quiet", "-no_ign_eof", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-CAfile", &c("ca.pem"), "-verify_return_error"]);
+        if with_cert {
+            cmd.args(["-cert", &c("client.pem"), "-key", &c("client.key")]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("<13>1 - h app - - - {text}\n").as_bytes())
+            .expect("write");
+        let _ = child.wait();
+    };
+    s_client(false, "without a certificate");
+    s_client(true, "with a certificate");
+    let got = v.wait_out(sent.len() + 1);
+    assert!(
+        got.iter().any(|r| r["message"] == "with a certificate"),
+        "{got:?}"
+    );
+    assert!(
+        !got.iter().any(|r| r["message"] == "without a certificate"),
+        "{got:?}"
+    );
+    assert_eq!(got.len(), sent.len() + 1);
 }
 
 /// A sink that cannot write (a FIFO nobody reads yet) stalls a TCP sender: the bytes it
