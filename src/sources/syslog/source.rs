@@ -247,7 +247,10 @@ impl SyslogSource {
     ) -> Result<(), String> {
         // Bytes that are not UTF-8 are replaced (U+FFFD), not refused: the message still
         // arrives, and the replacement shows where.
-        let text = String::from_utf8_lossy(frame);
+        let text = match std::str::from_utf8(frame) {
+            Ok(t) => std::borrow::Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(frame),
+        };
         let Some(parsed) = decode::parse(&text, received) else {
             return Err("not a syslog message (RFC 5424 or RFC 3164)".into());
         };
