@@ -72,6 +72,8 @@ pub enum SourceConfig {
     PceTraffic(sources::pce_traffic::PceTrafficConfig),
     /// vigil's own alerts (a reload that failed, ...).
     Internal(sources::internal::InternalSourceConfig),
+    /// Syslog messages over TCP, UDP or TLS (RFC 5424 and 3164), decoded into events.
+    Syslog(sources::syslog::SyslogSourceConfig),
 }
 
 /// A stage: what happens to events between sources and sinks.
@@ -123,6 +125,7 @@ impl SourceConfig {
             SourceConfig::PceEvents(_) => "pce_events",
             SourceConfig::PceTraffic(_) => "pce_traffic",
             SourceConfig::Internal(_) => "internal",
+            SourceConfig::Syslog(_) => "syslog",
         }
     }
 
@@ -135,6 +138,7 @@ impl SourceConfig {
             SourceConfig::PceEvents(c) => c.check(p),
             SourceConfig::PceTraffic(c) => c.check(p),
             SourceConfig::Internal(c) => c.check(p),
+            SourceConfig::Syslog(c) => c.check(p),
         }
     }
 
@@ -154,6 +158,7 @@ impl SourceConfig {
             SourceConfig::PceEvents(c) => c.build(cx, services.pce(&c.connection)?),
             SourceConfig::PceTraffic(c) => c.build(cx, services.pce(&c.connection)?, readers),
             SourceConfig::Internal(c) => c.build(&services.internal),
+            SourceConfig::Syslog(c) => c.build(cx),
         }
     }
 }

@@ -79,11 +79,18 @@ pub enum DropReason {
     RejectedRotated,
     /// A stage state larger than `snapshot_max_bytes`, not saved.
     SnapshotTooLarge,
+    /// A sender outside a `syslog` source's `allow_from`: its connection refused, its
+    /// datagram dropped.
+    PeerNotAllowed,
+    /// A connection beyond a `syslog` source's `connection_limit`, closed at once.
+    ConnectionLimit,
+    /// A UDP datagram that found the pipeline full (`syslog`), dropped.
+    PipelineFull,
 }
 
 impl DropReason {
     /// Every reason.
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Late,
         DropReason::Evicted,
         DropReason::Unmeasured,
@@ -98,6 +105,9 @@ impl DropReason {
         DropReason::Refused,
         DropReason::RejectedRotated,
         DropReason::SnapshotTooLarge,
+        DropReason::PeerNotAllowed,
+        DropReason::ConnectionLimit,
+        DropReason::PipelineFull,
     ];
 
     /// Its `reason` label.
@@ -117,6 +127,9 @@ impl DropReason {
             DropReason::Refused => "refused",
             DropReason::RejectedRotated => "rejected_rotated",
             DropReason::SnapshotTooLarge => "snapshot_too_large",
+            DropReason::PeerNotAllowed => "peer_not_allowed",
+            DropReason::ConnectionLimit => "connection_limit",
+            DropReason::PipelineFull => "pipeline_full",
         }
     }
 }

@@ -157,3 +157,57 @@ impl InternalEvent for InternalAlertsMissed<'_> {
         counters.add_errors(ErrorReason::InternalMissed, self.missed);
     }
 }
+
+/// A `syslog` sender outside `allow_from`: its connection closed at once, or its datagram
+/// dropped. Logged at `debug` (a scan would flood the log); counted.
+pub struct SyslogPeerRefused<'a> {
+    /// The source.
+    pub source: &'a str,
+    /// The sender.
+    pub peer: std::net::SocketAddr,
+}
+
+impl InternalEvent for SyslogPeerRefused<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        tracing::debug!(source = %self.source, peer = %self.peer, "syslog sender not in allow_from; refused");
+        counters.add_dropped(DropReason::PeerNotAllowed, 1);
+    }
+}
+
+/// A `syslog` connection past `connection_limit`, closed at once: the first one is
+/// logged as a warning, the rest at `debug`; all counted.
+pub struct SyslogConnectionLimit<'a> {
+    /// The source.
+    pub source: &'a str,
+    /// The sender.
+    pub peer: std::net::SocketAddr,
+    /// The limit.
+    pub limit: usize,
+}
+
+impl InternalEvent for SyslogConnectionLimit<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        let n = counters.add_dropped(DropReason::ConnectionLimit, 1);
+        if n == 1 {
+            tracing::warn!(source = %self.source, peer = %self.peer, limit = self.limit, "syslog connection limit reached; closing new connections (raise connection_limit if the senders are expected)");
+        } else {
+            tracing::debug!(source = %self.source, peer = %self.peer, "syslog connection past the limit closed");
+        }
+    }
+}
+
+/// A `syslog` UDP datagram that found the pipeline full: dropped (UDP has no way to slow
+/// the sender). Logged once per [`RecordSetAside::SUMMARY_EVERY`]; counted.
+pub struct SyslogDatagramDropped<'a> {
+    /// The source.
+    pub source: &'a str,
+}
+
+impl InternalEvent for SyslogDatagramDropped<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        let n = counters.add_dropped(DropReason::PipelineFull, 1);
+        if n == 1 || n % RecordSetAside::SUMMARY_EVERY == 0 {
+            tracing::warn!(source = %self.source, total = n, "syslog datagrams dropped: the pipeline is full");
+        }
+    }
+}
