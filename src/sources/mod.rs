@@ -9,6 +9,7 @@ pub mod pce_health;
 mod pce_services;
 pub mod pce_traffic;
 pub mod stdin;
+pub mod syslog;
 
 pub use pce_services::PceServices;
 
