@@ -29,7 +29,7 @@ pub use estate::Estate;
 pub use faults::{Faults, RateLimitStorm};
 pub use log::LoggedRequest;
 pub use scenario::{Scenario, UnknownScenario};
-pub use syslog::{SyslogExport, SyslogMode, TICK_SECS as SYSLOG_TICK_SECS};
+pub use syslog::{ExportCounters, SyslogExport, SyslogMode, TICK_SECS as SYSLOG_TICK_SECS};
 
 use scenario::SimClock;
 use server::SimState;
@@ -133,10 +133,16 @@ impl PceSim {
         })?;
         let state = Arc::new(SimState::new(&cfg, SimClock::new(clock, cfg.time_scale)));
         let app = server::router(state.clone());
+        let export_counters = Arc::new(ExportCounters::default());
         let exporter = cfg.syslog.map(|export| {
             let from = syslog::first_second(&state);
             tracing::info!(to = %export.to, mode = ?export.mode, "PCE simulator: sending its syslog export");
-            tokio::spawn(syslog::run(state.clone(), export, from))
+            tokio::spawn(syslog::run(
+                state.clone(),
+                export,
+                from,
+                export_counters.clone(),
+            ))
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -156,6 +162,7 @@ impl PceSim {
             stop: Some(stop),
             task,
             exporter,
+            export_counters,
         })
     }
 }
@@ -169,6 +176,7 @@ pub struct RunningSim {
     task: JoinHandle<()>,
     /// The syslog export, when configured.
     exporter: Option<JoinHandle<()>>,
+    export_counters: Arc<ExportCounters>,
 }
 
 impl std::fmt::Debug for SimState {
@@ -206,6 +214,11 @@ impl RunningSim {
     pub fn set_faults(&self, faults: Faults) {
         *self.state.faults.lock().unwrap_or_else(|e| e.into_inner()) =
             faults::FaultState::new(faults);
+    }
+
+    /// What the syslog export has done (all 0 without `syslog`).
+    pub fn syslog_counters(&self) -> &ExportCounters {
+        &self.export_counters
     }
 
     /// The generated estate.

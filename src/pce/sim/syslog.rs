@@ -18,6 +18,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 use tokio::io::AsyncWriteExt as _;
@@ -61,6 +63,17 @@ pub struct SyslogExport {
     pub mode: SyslogMode,
 }
 
+/// What the export has done so far.
+#[derive(Debug, Default)]
+pub struct ExportCounters {
+    /// Ticks of simulated time handled (sent or not).
+    pub ticks: AtomicU64,
+    /// Messages handed to the transport.
+    pub sent: AtomicU64,
+    /// Messages dropped because the receiver could not be reached.
+    pub dropped: AtomicU64,
+}
+
 /// The node that sends events, and the one that sends flow summaries.
 const EVENT_NODE: usize = 0;
 const FLOW_NODE: usize = 1;
@@ -78,7 +91,12 @@ pub(crate) fn first_second(state: &SimState) -> i64 {
 
 /// Sends the export of what happens from second `t0` on; runs until aborted (the
 /// simulator aborts it at shutdown).
-pub(crate) async fn run(state: Arc<SimState>, export: SyslogExport, mut t0: i64) {
+pub(crate) async fn run(
+    state: Arc<SimState>,
+    export: SyslogExport,
+    mut t0: i64,
+    counters: Arc<ExportCounters>,
+) {
     let mut link: Option<Link> = None;
     let mut seq = [0u64; 2];
     loop {
@@ -89,20 +107,29 @@ pub(crate) async fn run(state: Arc<SimState>, export: SyslogExport, mut t0: i64)
             .await;
         let messages = tick(&state, t0, t1, &mut seq);
         t0 = t1;
-        if messages.is_empty() {
-            continue;
+        if !messages.is_empty() {
+            if link.is_none() {
+                link = connect(export).await;
+            }
+            let n = messages.len() as u64;
+            match link.as_mut() {
+                None => {
+                    counters.dropped.fetch_add(n, Ordering::Relaxed);
+                    tracing::warn!(to = %export.to, dropped = n, "PCE simulator: the syslog receiver cannot be reached; messages dropped");
+                }
+                Some(l) => match send(l, export.to, &messages).await {
+                    Ok(()) => {
+                        counters.sent.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        counters.dropped.fetch_add(n, Ordering::Relaxed);
+                        tracing::warn!(to = %export.to, error = %e, dropped = n, "PCE simulator: sending syslog failed; reconnecting next time");
+                        link = None;
+                    }
+                },
+            }
         }
-        if link.is_none() {
-            link = connect(export).await;
-        }
-        let Some(l) = link.as_mut() else {
-            tracing::warn!(to = %export.to, dropped = messages.len(), "PCE simulator: the syslog receiver cannot be reached; messages dropped");
-            continue;
-        };
-        if let Err(e) = send(l, export.to, &messages).await {
-            tracing::warn!(to = %export.to, error = %e, "PCE simulator: sending syslog failed; reconnecting next time");
-            link = None;
-        }
+        counters.ticks.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -356,6 +383,7 @@ mod tests {
                 mode: SyslogMode::Tcp,
             },
             t0,
+            Arc::default(),
         ));
         // Twenty minutes of simulated time: exactly `ticks` ticks end by then.
         let ticks = 120;

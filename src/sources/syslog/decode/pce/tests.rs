@@ -570,3 +570,184 @@ fn every_real_audit_event_decodes_into_the_rest_record() {
         assert!(v["pce_fqdn"].as_str().is_some());
     }
 }
+
+/// The PCE simulator's syslog export, decoded: what `vigil pce-sim --syslog-to` sends is
+/// what a PCE sends, as far as this decoder can tell.
+#[cfg(feature = "demo")]
+mod simulated {
+    use super::*;
+    use crate::pce::sim::{
+        PceSim, SYSLOG_TICK_SECS, Scenario, SimConfig, SyslogExport, SyslogMode,
+    };
+    use crate::time::VirtualClock;
+    use tokio::io::AsyncReadExt as _;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Octet-counted frames read from `peer` until `enough` says so or the deadline.
+    async fn read_frames(
+        peer: &mut TcpStream,
+        buf: &mut Vec<u8>,
+        enough: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 65536];
+        while !enough(&out) {
+            let n = match tokio::time::timeout_at(deadline, peer.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => break,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            while let Some(sp) = buf.iter().position(|&b| b == b' ') {
+                let len: usize = std::str::from_utf8(&buf[..sp]).unwrap().parse().unwrap();
+                if buf.len() < sp + 1 + len {
+                    break;
+                }
+                out.push(String::from_utf8(buf[sp + 1..sp + 1 + len].to_vec()).unwrap());
+                buf.drain(..sp + 1 + len);
+            }
+        }
+        out
+    }
+
+    fn tick() -> std::time::Duration {
+        std::time::Duration::from_secs(SYSLOG_TICK_SECS as u64)
+    }
+
+    async fn sim(clock: &VirtualClock, to: SocketAddr) -> crate::pce::sim::RunningSim {
+        let cfg = SimConfig {
+            scenario: Scenario::PortScan,
+            syslog: Some(SyslogExport {
+                to,
+                mode: SyslogMode::Tcp,
+            }),
+            ..SimConfig::default()
+        };
+        PceSim::start(cfg, Arc::new(clock.clone()), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_message_of_the_simulator_decodes_into_rest_shaped_events() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let clock = VirtualClock::new("2026-03-02T09:00:00Z".parse().unwrap());
+        let sim = sim(&clock, listener.local_addr().unwrap()).await;
+        clock.advance(tick() * 60);
+        let (mut peer, _) =
+            tokio::time::timeout(std::time::Duration::from_secs(20), listener.accept())
+                .await
+                .unwrap()
+                .unwrap();
+        let mut buf = Vec::new();
+        let frames = read_frames(&mut peer, &mut buf, |f| {
+            f.iter()
+                .filter(|m| m.contains("illumio_pce/collector"))
+                .count()
+                >= 200
+                && f.iter().any(|m| m.contains("\"version\":2"))
+        })
+        .await;
+        sim.shutdown().await;
+        let (mut d, mut rx) = decoder();
+        let (mut flows, mut events) = (0, 0);
+        for f in &frames {
+            let out = decode(&mut d, f).unwrap_or_else(|e| panic!("{e}: {f}"));
+            let v = out[0].data();
+            if v.get("src").is_some() {
+                flows += 1;
+                assert_rest_shape(v);
+            } else {
+                events += 1;
+                assert!(
+                    v["timestamp"].is_string() && v["event_type"].is_string(),
+                    "{v}"
+                );
+            }
+        }
+        assert!(flows >= 200 && events > 0, "{flows} flows, {events} events");
+        assert!(rx.try_recv().is_err(), "no gap on a working link");
+        assert_eq!(d.stats().malformed, 0);
+    }
+
+    /// Waits (on the exporter's progress, not a timer) until it has handled `ticks`.
+    async fn handled(sim: &crate::pce::sim::RunningSim, ticks: u64) {
+        use std::sync::atomic::Ordering;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        while sim.syslog_counters().ticks.load(Ordering::Acquire) < ticks {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the exporter is stuck"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_lost_while_the_receiver_was_away_raise_a_gap() {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = listener.local_addr().unwrap();
+        let clock = VirtualClock::new("2026-03-02T09:00:00Z".parse().unwrap());
+        let sim = sim(&clock, to).await;
+        let mut ticks = 30;
+        // The export starts at the second after the start.
+        clock.advance(tick() * 30 + std::time::Duration::from_secs(1));
+        let (mut peer, _) =
+            tokio::time::timeout(std::time::Duration::from_secs(20), listener.accept())
+                .await
+                .unwrap()
+                .unwrap();
+        handled(&sim, ticks).await;
+        let mut buf = Vec::new();
+        let sent = sim.syslog_counters().sent.load(Ordering::Relaxed) as usize;
+        let mut frames = read_frames(&mut peer, &mut buf, |f| f.len() >= sent).await;
+        assert_eq!(frames.len(), sent);
+        // The receiver goes away: the exporter drops what it cannot send.
+        drop(peer);
+        drop(listener);
+        while sim.syslog_counters().dropped.load(Ordering::Relaxed) == 0 {
+            assert!(ticks < 300, "nothing was dropped");
+            ticks += 1;
+            clock.advance(tick());
+            handled(&sim, ticks).await;
+        }
+        clock.advance(tick() * 3);
+        ticks += 3;
+        handled(&sim, ticks).await;
+        // It comes back on the same address.
+        let sent_away = sim.syslog_counters().sent.load(Ordering::Relaxed) as usize;
+        let listener = TcpListener::bind(to).await.unwrap();
+        clock.advance(tick() * 30);
+        let (mut peer, _) =
+            tokio::time::timeout(std::time::Duration::from_secs(20), listener.accept())
+                .await
+                .unwrap()
+                .unwrap();
+        ticks += 30;
+        handled(&sim, ticks).await;
+        let c = sim.syslog_counters();
+        let total = c.sent.load(Ordering::Relaxed) as usize - sent_away;
+        let dropped = c.dropped.load(Ordering::Relaxed);
+        let later = read_frames(&mut peer, &mut buf, |f| f.len() >= total).await;
+        assert!(!later.is_empty());
+        frames.extend(later);
+        sim.shutdown().await;
+        let (mut d, mut rx) = decoder();
+        for f in &frames {
+            decode(&mut d, f).unwrap_or_else(|e| panic!("{e}: {f}"));
+        }
+        let s = d.stats();
+        assert!(s.gaps >= 1, "{s:?}");
+        // Lost: what the exporter dropped, and what it wrote into the closed connection.
+        assert!(s.missing >= dropped, "{s:?}, {dropped} dropped");
+        let alert = rx.try_recv().unwrap();
+        assert_eq!(alert.stage, "syslog_gap");
+        assert!(
+            alert.fields["node"].as_str().unwrap().contains(".pce."),
+            "{:?}",
+            alert.fields
+        );
+        assert_eq!(s.restarts, 0);
+    }
+}
