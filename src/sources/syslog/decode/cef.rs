@@ -72,10 +72,8 @@ pub(super) fn split_header(s: &str, n: usize) -> Option<(Vec<String>, &str)> {
     None
 }
 
-/// Whether the byte at `i` is preceded by an odd number of backslashes.
-fn escaped(b: &[u8], i: usize) -> bool {
-    b[..i].iter().rev().take_while(|&&c| c == b'\\').count() % 2 == 1
-}
+/// The longest extension key read; longer text before a `=` is part of a value.
+const MAX_KEY: usize = 256;
 
 fn is_key(k: &str) -> bool {
     !k.is_empty()
@@ -108,25 +106,39 @@ fn unescape(v: &str) -> String {
     out
 }
 
-/// The extension's pairs. Text before the first key is ignored.
+/// The extension's pairs. Text before the first key is ignored. One pass over the text
+/// (no backtracking: a long hostile line costs its length).
 pub fn parse_extension(ext: &str) -> Vec<(String, String)> {
     let b = ext.as_bytes();
     // (key start, '=' index) of every key.
     let mut keys: Vec<(usize, usize)> = Vec::new();
     let mut floor = 0;
+    let mut last_space: Option<usize> = None;
+    let mut backslashes = 0usize;
     for (i, &c) in b.iter().enumerate() {
-        if c != b'=' || escaped(b, i) {
-            continue;
+        match c {
+            b'\\' => {
+                backslashes += 1;
+                continue;
+            }
+            b'=' if backslashes % 2 == 0 => {
+                let start = match last_space {
+                    Some(p) if p >= floor => p + 1,
+                    _ => floor,
+                };
+                // The first key may start the extension; later ones follow a space.
+                if (start > floor || keys.is_empty())
+                    && i - start <= MAX_KEY
+                    && is_key(&ext[start..i])
+                {
+                    keys.push((start, i));
+                    floor = i + 1;
+                }
+            }
+            b' ' => last_space = Some(i),
+            _ => {}
         }
-        let start = b[floor..i]
-            .iter()
-            .rposition(|&c| c == b' ')
-            .map_or(floor, |p| floor + p + 1);
-        // The first key may start the extension; later ones follow a space.
-        if (start > floor || keys.is_empty()) && is_key(&ext[start..i]) {
-            keys.push((start, i));
-            floor = i + 1;
-        }
+        backslashes = 0;
     }
     let mut out = Vec::with_capacity(keys.len());
     for (n, &(ks, eq)) in keys.iter().enumerate() {
@@ -291,6 +303,19 @@ mod tests {
             c.extension,
             pairs(&[("request", "http://x/?a=1&b=2"), ("dst", "1.2.3.4")])
         );
+    }
+
+    #[test]
+    fn a_long_hostile_extension_costs_its_length() {
+        // Quadratic parsing would take minutes here.
+        let line = format!("CEF:0|V|P|1|2|N|3|{}", "a=".repeat(1 << 20));
+        let c = parse(&line).unwrap();
+        assert_eq!(c.extension.len(), 1);
+        assert_eq!(c.extension[0].1.len(), (2 << 20) - 2);
+        let line = format!("CEF:0|V|P|1|2|N|3|k={}", "\\\\".repeat(1 << 20) + "=x");
+        assert_eq!(parse(&line).unwrap().extension.len(), 1);
+        let spaced = format!("CEF:0|V|P|1|2|N|3|{}", "x =".repeat(1 << 19));
+        assert!(parse(&spaced).unwrap().extension.is_empty());
     }
 
     fn esc_header(s: &str) -> String {
