@@ -99,13 +99,24 @@ pub(crate) async fn run(
 ) {
     let mut link: Option<Link> = None;
     let mut seq = [0u64; 2];
+    let mut minutes = Minutes::default();
     loop {
         let t1 = t0 + TICK_SECS;
         state
             .clock
             .sleep_until(DateTime::from_timestamp(t1, 0).unwrap_or_default())
             .await;
-        let messages = tick(&state, t0, t1, &mut seq);
+        // Generating flows is CPU work: off the runtime's threads.
+        let st = state.clone();
+        let Ok((messages, s, m)) = tokio::task::spawn_blocking(move || {
+            let messages = tick(&st, t0, t1, &mut seq, &mut minutes);
+            (messages, seq, minutes)
+        })
+        .await
+        else {
+            return;
+        };
+        (seq, minutes) = (s, m);
         t0 = t1;
         if !messages.is_empty() {
             if link.is_none() {
@@ -170,8 +181,19 @@ async fn send(link: &mut Link, to: SocketAddr, messages: &[String]) -> std::io::
     }
 }
 
+/// The flows of the minutes a tick reads, generated once each (a flow summary is sent
+/// when the flow ends, up to [`traffic::MAX_FLOW_SECS`] after its minute).
+#[derive(Debug, Default)]
+pub(crate) struct Minutes(std::collections::BTreeMap<i64, Vec<traffic::Flow>>);
+
 /// The messages of `[t0, t1)` (seconds), numbered from `seq`.
-pub(crate) fn tick(state: &SimState, t0: i64, t1: i64, seq: &mut [u64; 2]) -> Vec<String> {
+pub(crate) fn tick(
+    state: &SimState,
+    t0: i64,
+    t1: i64,
+    seq: &mut [u64; 2],
+    minutes: &mut Minutes,
+) -> Vec<String> {
     let fqdn = state.estate.pce_fqdn.clone();
     let mut out = Vec::new();
     let from = DateTime::from_timestamp(t0, 0).unwrap_or_default();
@@ -199,7 +221,7 @@ pub(crate) fn tick(state: &SimState, t0: i64, t1: i64, seq: &mut [u64; 2]) -> Ve
             ));
         }
     }
-    for (at, summary) in flow_summaries(state, t0, t1) {
+    for (at, summary) in flow_summaries(state, t0, t1, minutes) {
         seq[FLOW_NODE] += 1;
         out.push(message(
             at,
@@ -237,7 +259,12 @@ fn message(at: DateTime<Utc>, host: &str, app: &str, seq: u64, json: &Value) -> 
 
 /// The summary of every flow that ended in `[t0, t1)`, with its end time, in a fixed
 /// order: the flow's last REST row, as the PCE's collector summarises it.
-pub(crate) fn flow_summaries(state: &SimState, t0: i64, t1: i64) -> Vec<(DateTime<Utc>, Value)> {
+pub(crate) fn flow_summaries(
+    state: &SimState,
+    t0: i64,
+    t1: i64,
+    minutes: &mut Minutes,
+) -> Vec<(DateTime<Utc>, Value)> {
     let generator = Generator {
         estate: &state.estate,
         seed: state.seed,
@@ -247,13 +274,16 @@ pub(crate) fn flow_summaries(state: &SimState, t0: i64, t1: i64) -> Vec<(DateTim
     let secs = |s: i64| DateTime::from_timestamp(s, 0).unwrap_or_default();
     let mut out = Vec::new();
     let first_minute = minute_of(secs(t0 - traffic::MAX_FLOW_SECS));
+    // Minutes no later tick reads are forgotten: the cache holds about 12.
+    minutes.0.retain(|m, _| *m >= first_minute);
     for m in first_minute..=minute_of(secs(t1 - 1)) {
-        for f in generator.minute(m) {
+        let flows = minutes.0.entry(m).or_insert_with(|| generator.minute(m));
+        for f in flows.iter() {
             if f.last < t0 || f.last >= t1 {
                 continue;
             }
             let mut text = String::new();
-            traffic::write_flow(&state.estate, &f, &mut text);
+            traffic::write_flow(&state.estate, f, &mut text);
             let Ok(row) = serde_json::from_str::<Value>(&text) else {
                 continue;
             };
@@ -512,7 +542,7 @@ mod tests {
             SimClock::new(Arc::new(VirtualClock::new(Utc::now())), 1.0),
         );
         let t0 = 1_772_442_000;
-        let summaries = flow_summaries(&state, t0, t0 + 600);
+        let summaries = flow_summaries(&state, t0, t0 + 600, &mut Minutes::default());
         assert!(!summaries.is_empty());
         for (at, s) in &summaries {
             assert!(at.timestamp() >= t0 && at.timestamp() < t0 + 600);
