@@ -230,8 +230,32 @@ fn vigil(syslog: Value) -> Value {
 impl Decoder for PceDecoder {
     fn decode(&mut self, msg: &Message<'_>, out: &mut Vec<Event>) -> Result<(), DecodeError> {
         let m = msg.parsed;
+        let node = match m.hostname {
+            Some(h) if !h.is_empty() => h.to_string(),
+            _ => msg.peer.ip().to_string(),
+        };
+        let sequence = sequence_id(m);
+        // A message that arrived counts for the sequence even when its record is unusable:
+        // only messages that never came make a gap.
+        if let Some(seq) = sequence {
+            self.follow(&node, seq, msg);
+        }
+        let event = self.record(msg, node, sequence)?;
+        out.push(event);
+        Ok(())
+    }
+}
+
+impl PceDecoder {
+    /// The event of one message's record.
+    fn record(
+        &mut self,
+        msg: &Message<'_>,
+        node: String,
+        sequence: Option<u64>,
+    ) -> Result<Event, DecodeError> {
+        let m = msg.parsed;
         let app = m.appname.unwrap_or("");
-        let host = m.hostname.unwrap_or("");
         let text = m.msg;
         // The record is the JSON after the `sec=… sev=… pid=… tid=… rid=…` prefix.
         let Some(start) = text.find('{') else {
@@ -254,7 +278,6 @@ impl Decoder for PceDecoder {
                 )));
             }
         };
-        let sequence = sequence_id(m);
         let is_flow = app == FLOW_APP;
         let want = if is_flow { FLOW_VERSION } else { EVENT_VERSION };
         let version = rec.get("version").and_then(Value::as_u64);
@@ -272,22 +295,12 @@ impl Decoder for PceDecoder {
                 "PCE {what} of version {got}: vigil reads version {want} (from app {app:?})"
             )));
         }
-        let node = if host.is_empty() {
-            msg.peer.ip().to_string()
-        } else {
-            host.to_string()
-        };
         let syslog = json!({"host": node, "app": app, "sequence_id": sequence});
-        let event = if is_flow {
-            self.flow(rec, syslog, msg)?
+        if is_flow {
+            self.flow(rec, syslog, msg)
         } else {
-            self.event(rec, syslog, msg)?
-        };
-        if let Some(seq) = sequence {
-            self.follow(&node, seq, msg);
+            self.event(rec, syslog, msg)
         }
-        out.push(event);
-        Ok(())
     }
 }
 

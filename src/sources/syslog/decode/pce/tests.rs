@@ -242,19 +242,21 @@ fn a_gap_in_a_nodes_sequence_raises_vigil_syslog_gap_and_a_restart_does_not() {
     assert!(rx.try_recv().is_err());
     let s = d.stats();
     assert_eq!((s.gaps, s.missing, s.restarts), (1, 2, 1));
-    // A malformed message still tells nothing about the sequence, and no sequenceId is fine.
-    decode(
-        &mut d,
-        "<14>1 2026-03-02T08:59:59Z core0 illumio_pce/agent 1 - - sec=1 {}",
-    )
-    .unwrap_err();
+    // A message whose record is unusable still arrived: no gap for it.
+    let mut broken = audit_event();
+    broken["version"] = json!(1);
+    decode(&mut d, &event_line("core0", 4, &broken)).unwrap_err();
+    decode(&mut d, &event_line("core0", 5, &audit_event())).unwrap();
+    assert!(rx.try_recv().is_err());
+    // No sequenceId is fine too.
     let no_sd = format!(
         "<14>1 2026-03-02T08:59:59Z core0 illumio_pce/agent 1 - - {}",
         audit_event()
     );
     decode(&mut d, &no_sd).unwrap();
-    decode(&mut d, &event_line("core0", 4, &audit_event())).unwrap();
+    decode(&mut d, &event_line("core0", 6, &audit_event())).unwrap();
     assert!(rx.try_recv().is_err());
+    assert_eq!(d.stats().gaps, 1);
 }
 
 #[test]
