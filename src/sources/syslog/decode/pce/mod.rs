@@ -26,8 +26,10 @@
 //! **Sequence numbers.** Each PCE node numbers its messages (`sequenceId`). When a node's
 //! number jumps by more than one, the messages between were lost (UDP, a full buffer, a
 //! dropped connection): the decoder raises the internal alert `vigil.syslog_gap` naming
-//! the node and how many are missing. A lower number is the PCE restarting its count and
-//! an equal one a repeat: neither is a gap. At most `max_nodes` nodes are followed; past
+//! the node and how many are missing. A number at most [`REORDER_WINDOW`] lower is a
+//! message overtaken on the way (UDP; if its number was reported missing, that report
+//! was one too many), a far lower one the PCE restarting its count, an equal one a repeat:
+//! none is a gap. At most `max_nodes` nodes are followed; past
 //! that the one heard from least recently is forgotten (counted in
 //! [`PceStats::nodes_evicted`]).
 
@@ -48,6 +50,9 @@ pub const FLOW_APP: &str = "illumio_pce/collector";
 pub const FLOW_VERSION: u64 = 4;
 /// The JSON `version` of the audit events this decoder reads.
 pub const EVENT_VERSION: u64 = 2;
+/// How far below a node's last sequence number a message is taken for one overtaken on
+/// the way rather than the PCE counting from the start again.
+pub const REORDER_WINDOW: u64 = 64;
 /// How many PCE nodes' sequence numbers are followed by default.
 pub const DEFAULT_MAX_NODES: usize = 1024;
 
@@ -66,8 +71,10 @@ pub struct PceStats {
     pub gaps: u64,
     /// Messages missing in those gaps, in all.
     pub missing: u64,
-    /// Times a node's sequence number went down (a PCE restart; not a gap).
+    /// Times a node's sequence number went down far (a PCE restart; not a gap).
     pub restarts: u64,
+    /// Messages a little older than their node's last (overtaken on the way).
+    pub late: u64,
     /// Nodes forgotten to stay within `max_nodes`.
     pub nodes_evicted: u64,
 }
@@ -128,10 +135,14 @@ impl PceDecoder {
         let previous = match self.nodes.get_mut(node) {
             Some(s) => {
                 let last = s.last;
-                *s = Seq {
-                    last: seq,
-                    heard: tick,
-                };
+                s.heard = tick;
+                // A little lower: a message overtaken on the way (UDP); the node's
+                // sequence goes on from `last`.
+                if seq < last && last - seq <= REORDER_WINDOW {
+                    self.stats.late += 1;
+                    return;
+                }
+                s.last = seq;
                 Some(last)
             }
             None => {

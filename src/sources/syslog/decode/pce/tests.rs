@@ -235,18 +235,26 @@ fn a_gap_in_a_nodes_sequence_raises_vigil_syslog_gap_and_a_restart_does_not() {
     assert_eq!(alert.fields["source"], "p.syslog");
     assert!(alert.title.contains("core0") && alert.title.contains('2'));
     assert!(rx.try_recv().is_err(), "one gap, one alert");
-    // Another node has its own sequence; a lower number is a restart; a repeat is no gap.
-    for (node, seq) in [("core1", 100), ("core0", 2), ("core0", 3), ("core0", 3)] {
+    // Another node has its own sequence; a far lower number is a restart, a little lower
+    // one a late arrival; a repeat is no gap.
+    for (node, seq) in [
+        ("core1", 100),
+        ("core1", 98),
+        ("core1", 101),
+        ("core1", 2),
+        ("core1", 3),
+        ("core1", 3),
+    ] {
         decode(&mut d, &flow_line(node, seq, &summary())).unwrap();
     }
     assert!(rx.try_recv().is_err());
     let s = d.stats();
-    assert_eq!((s.gaps, s.missing, s.restarts), (1, 2, 1));
+    assert_eq!((s.gaps, s.missing, s.restarts, s.late), (1, 2, 1, 1));
     // A message whose record is unusable still arrived: no gap for it.
     let mut broken = audit_event();
     broken["version"] = json!(1);
-    decode(&mut d, &event_line("core0", 4, &broken)).unwrap_err();
-    decode(&mut d, &event_line("core0", 5, &audit_event())).unwrap();
+    decode(&mut d, &event_line("core0", 10, &broken)).unwrap_err();
+    decode(&mut d, &event_line("core0", 11, &audit_event())).unwrap();
     assert!(rx.try_recv().is_err());
     // No sequenceId is fine too.
     let no_sd = format!(
@@ -254,7 +262,7 @@ fn a_gap_in_a_nodes_sequence_raises_vigil_syslog_gap_and_a_restart_does_not() {
         audit_event()
     );
     decode(&mut d, &no_sd).unwrap();
-    decode(&mut d, &event_line("core0", 6, &audit_event())).unwrap();
+    decode(&mut d, &event_line("core0", 12, &audit_event())).unwrap();
     assert!(rx.try_recv().is_err());
     assert_eq!(d.stats().gaps, 1);
 }
