@@ -158,7 +158,7 @@ impl SourceConfig {
             SourceConfig::PceEvents(c) => c.build(cx, services.pce(&c.connection)?),
             SourceConfig::PceTraffic(c) => c.build(cx, services.pce(&c.connection)?, readers),
             SourceConfig::Internal(c) => c.build(&services.internal),
-            SourceConfig::Syslog(c) => c.build(cx),
+            SourceConfig::Syslog(c) => c.build(cx, &services.internal),
         }
     }
 }

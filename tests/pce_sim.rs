@@ -1113,3 +1113,70 @@ async fn the_cli_serves_gzip_downloads_when_asked() {
     assert_eq!(inside.as_array().map(Vec::len), Some(flows));
     child.kill().await.expect("stop the simulator");
 }
+
+#[tokio::test]
+async fn the_cli_sends_its_syslog_export_over_udp() {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let to = socket.local_addr().expect("addr").to_string();
+    // 600 times real time: a 10-second export tick every 1/60 s.
+    let (mut child, _url) = spawn_sim_cli(&[
+        "--scenario",
+        "port-scan",
+        "--time-scale",
+        "600",
+        "--syslog-to",
+        &to,
+        "--syslog-mode",
+        "udp",
+    ])
+    .await;
+    let mut buf = vec![0u8; 65536];
+    let mut apps = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while apps.len() < 2 {
+        let (n, _) = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf))
+            .await
+            .expect("flows and events within 30 s")
+            .expect("recv");
+        let text = std::str::from_utf8(&buf[..n]).expect("UTF-8");
+        // One RFC 5424 message per datagram, no octet count.
+        assert!(text.starts_with("<14>1 "), "{text}");
+        assert!(text.contains("[meta sequenceId=\"") && text.contains(" sec="));
+        let json: Value = serde_json::from_str(&text[text.find(" {").expect("JSON") + 1..])
+            .expect("a JSON record");
+        let app = text.split(' ').nth(3).expect("app name").to_string();
+        match json["version"].as_u64() {
+            Some(4) => assert_eq!(app, "illumio_pce/collector"),
+            Some(2) => assert!(app.starts_with("illumio_pce/") && app != "illumio_pce/collector"),
+            v => panic!("version {v:?}: {text}"),
+        }
+        apps.insert(json["version"].as_u64());
+    }
+    child.kill().await.expect("stop the simulator");
+}
+
+#[test]
+fn the_cli_refuses_a_syslog_mode_without_a_destination() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["pce-sim", "--syslog-mode", "udp"])
+        .output()
+        .expect("vigil runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--syslog-to"), "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args([
+            "pce-sim",
+            "--syslog-to",
+            "127.0.0.1:1",
+            "--syslog-mode",
+            "tls",
+        ])
+        .output()
+        .expect("vigil runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tcp or udp"), "{err}");
+}

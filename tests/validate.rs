@@ -330,6 +330,10 @@ fn exit_codes() {
         .assert()
         .code(0);
     vigil()
+        .args(["validate", "--deny-warnings", "examples/pce-syslog"])
+        .assert()
+        .code(0);
+    vigil()
         .args(["validate", "--deny-warnings"])
         .env("PCE_API_KEY_FILE", secrets.path().join("key"))
         .env("PCE_API_SECRET_FILE", secrets.path().join("secret"))
@@ -608,6 +612,7 @@ fn editors_accept_env_references_in_typed_values_of_the_shipped_files() {
         "pipelines",
         "examples/sample-flows",
         "examples/alert-lifecycle",
+        "examples/pce-syslog",
     ] {
         for entry in std::fs::read_dir(root().join(dir)).expect("dir") {
             let path = entry.expect("entry").path();

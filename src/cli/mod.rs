@@ -226,6 +226,14 @@ pub(crate) enum Command {
             hide_env_values = true
         )]
         api_secret: String,
+        /// Also send the events and flows, as they happen, to this syslog receiver
+        /// (`host:port`), as a PCE's syslog export does: RFC 5424, flow summaries from
+        /// `illumio_pce/collector`, a `sequenceId` per node.
+        #[arg(long, value_name = "ADDR")]
+        syslog_to: Option<SocketAddr>,
+        /// How `--syslog-to` sends: `tcp` (octet-counted frames, RFC 6587) or `udp`.
+        #[arg(long, default_value = "tcp", requires = "syslog_to")]
+        syslog_mode: vigil::pce::sim::SyslogMode,
     },
 }
 
@@ -339,6 +347,8 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             gzip_downloads,
             api_key,
             api_secret,
+            syslog_to,
+            syslog_mode,
         } => pce_sim(
             listen,
             SimConfig {
@@ -353,6 +363,10 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     gzip_downloads,
                     ..Default::default()
                 },
+                syslog: syslog_to.map(|to| vigil::pce::sim::SyslogExport {
+                    to,
+                    mode: syslog_mode,
+                }),
             },
         ),
         Command::SendTest {

@@ -14,6 +14,7 @@ mod jobs;
 mod log;
 mod scenario;
 mod server;
+mod syslog;
 mod traffic;
 
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ pub use estate::Estate;
 pub use faults::{Faults, RateLimitStorm};
 pub use log::LoggedRequest;
 pub use scenario::{Scenario, UnknownScenario};
+pub use syslog::{ExportCounters, SyslogExport, SyslogMode, TICK_SECS as SYSLOG_TICK_SECS};
 
 use scenario::SimClock;
 use server::SimState;
@@ -56,6 +58,9 @@ pub struct SimConfig {
     /// unmanaged sources also come from a pool of 65,534 client addresses
     /// (`10.200.0.0/16`), so a dense slice has thousands of distinct sources.
     pub flows_per_minute: u32,
+    /// Also send the events and flows, as they happen, to a syslog receiver (as a PCE's
+    /// syslog export does; see the `syslog` module).
+    pub syslog: Option<SyslogExport>,
 }
 
 impl Default for SimConfig {
@@ -69,6 +74,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             time_scale: 1.0,
             flows_per_minute: traffic::DEFAULT_FLOWS_PER_MINUTE,
+            syslog: None,
         }
     }
 }
@@ -127,6 +133,17 @@ impl PceSim {
         })?;
         let state = Arc::new(SimState::new(&cfg, SimClock::new(clock, cfg.time_scale)));
         let app = server::router(state.clone());
+        let export_counters = Arc::new(ExportCounters::default());
+        let exporter = cfg.syslog.map(|export| {
+            let from = syslog::first_second(&state);
+            tracing::info!(to = %export.to, mode = ?export.mode, "PCE simulator: sending its syslog export");
+            tokio::spawn(syslog::run(
+                state.clone(),
+                export,
+                from,
+                export_counters.clone(),
+            ))
+        });
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app)
@@ -144,6 +161,8 @@ impl PceSim {
             state,
             stop: Some(stop),
             task,
+            exporter,
+            export_counters,
         })
     }
 }
@@ -155,6 +174,9 @@ pub struct RunningSim {
     state: Arc<SimState>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    /// The syslog export, when configured.
+    exporter: Option<JoinHandle<()>>,
+    export_counters: Arc<ExportCounters>,
 }
 
 impl std::fmt::Debug for SimState {
@@ -194,6 +216,11 @@ impl RunningSim {
             faults::FaultState::new(faults);
     }
 
+    /// What the syslog export has done (all 0 without `syslog`).
+    pub fn syslog_counters(&self) -> &ExportCounters {
+        &self.export_counters
+    }
+
     /// The generated estate.
     pub fn estate(&self) -> &Estate {
         &self.state.estate
@@ -203,6 +230,10 @@ impl RunningSim {
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        if let Some(exporter) = self.exporter.take() {
+            exporter.abort();
+            let _ = exporter.await;
         }
         let _ = (&mut self.task).await;
     }

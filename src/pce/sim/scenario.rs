@@ -148,6 +148,17 @@ impl SimClock {
         let elapsed = (now - self.start).num_milliseconds() as f64 * self.scale;
         self.start + chrono::Duration::milliseconds(elapsed as i64)
     }
+
+    /// Waits until scenario time reaches `t` (on the caller's clock, scaled back).
+    pub(crate) async fn sleep_until(&self, t: DateTime<Utc>) {
+        let deadline = if self.scale == 1.0 {
+            t
+        } else {
+            let ms = (t - self.start).num_milliseconds() as f64 / self.scale;
+            self.start + chrono::Duration::milliseconds(ms.ceil() as i64)
+        };
+        self.inner.sleep_until(deadline).await;
+    }
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ pub(crate) const DEFAULT_FLOWS_PER_MINUTE: u32 = 20;
 /// sources also come from when the density is above the default.
 const CLIENT_POOL: u32 = 65_534;
 /// The longest a flow lasts; queries look back this far for overlapping flows.
-const MAX_FLOW_SECS: i64 = 600;
+pub(crate) const MAX_FLOW_SECS: i64 = 600;
 /// Flows older than this (before the query's creation) are gone, as on a real PCE.
 const RETENTION_SECS: i64 = 30 * 24 * 3600;
 /// The largest `max_results` a query may ask for.

@@ -7,12 +7,15 @@ use ipnet::IpNet;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::decode::{Decoder, json::JsonDecoder, raw::RawDecoder};
+use super::decode::{
+    CefDecoder, Decoder, LeefDecoder, PceDecoder, json::JsonDecoder, raw::RawDecoder,
+};
 use super::framing::Framing;
 use super::source::SyslogSource;
 use crate::diagnostic::Problems;
 use crate::diagnostic::codes;
 use crate::node::{BuildContext, NodeError, Source};
+use crate::sources::internal::InternalAlerts;
 
 /// Receives syslog messages (RFC 5424 or RFC 3164) over TCP, UDP or TLS, as the Illumio
 /// PCE exports its events and flows, and turns each into an event with its `decode`r.
@@ -99,14 +102,30 @@ pub enum Decode {
     Raw,
     /// The payload is a JSON object: it is the record.
     Json,
+    /// An Illumio PCE's syslog export: audit events (JSON `version: 2`) and traffic flow
+    /// summaries (app name `illumio_pce/collector`, `version: 4`), made into the same
+    /// records as the `pce_events` and `pce_traffic` sources, so their pipelines work on
+    /// either; a gap in a PCE node's `sequenceId` raises `vigil.syslog_gap`.
+    Pce,
+    /// ArcSight CEF: the header fields under `cef.*` and the extension's keys as fields.
+    Cef,
+    /// IBM QRadar LEEF 1.0 and 2.0: the header under `leef.*` and the attributes as fields.
+    Leef,
 }
 
 impl Decode {
-    /// A decoder of this kind, for one source.
-    pub fn decoder(&self, _cx: &BuildContext) -> Box<dyn Decoder> {
+    /// A decoder of this kind, for one source (`internal`: where `vigil.syslog_gap` is
+    /// published).
+    pub fn decoder(&self, internal: &InternalAlerts) -> Box<dyn Decoder> {
         match self {
             Decode::Raw => Box::new(RawDecoder),
             Decode::Json => Box::new(JsonDecoder),
+            Decode::Pce => Box::new(PceDecoder::new(
+                internal.clone(),
+                super::decode::pce::DEFAULT_MAX_NODES,
+            )),
+            Decode::Cef => Box::new(CefDecoder::new()),
+            Decode::Leef => Box::new(LeefDecoder::new()),
         }
     }
 }
@@ -189,7 +208,11 @@ impl SyslogSourceConfig {
     }
 
     /// Builds the running source (reads the TLS files; binds nothing yet).
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, NodeError> {
+    pub fn build(
+        &self,
+        cx: &BuildContext,
+        internal: &InternalAlerts,
+    ) -> Result<Box<dyn Source>, NodeError> {
         let address: SocketAddr = self
             .address
             .parse()
@@ -205,7 +228,7 @@ impl SyslogSourceConfig {
             address,
             allow,
             tls,
-            self.decode.decoder(cx),
+            self.decode.decoder(internal),
             cx,
         )))
     }

@@ -43,8 +43,15 @@ pub trait Decoder: Send {
 // ---- Added below the contract by the transport side (issue 17): helpers every decoder
 // may use. The items above are unchanged.
 
+pub mod cef;
 pub mod json;
+pub mod leef;
+pub mod pce;
 pub mod raw;
+
+pub use cef::CefDecoder;
+pub use leef::LeefDecoder;
+pub use pce::{PceDecoder, PceStats};
 
 use chrono::{Datelike, Utc};
 use serde_json::{Map, Value};
