@@ -697,3 +697,65 @@ fn an_unreadable_certificate_is_reported() {
         })
     });
 }
+
+/// `decode: pce` through the source: the real PCE export, sent by `logger`, becomes the
+/// records the REST sources make — flows with `policy_decision` and `service.port`, audit
+/// events with `event_type` — and nothing is set aside.
+#[test]
+fn the_pce_decoder_reads_the_real_export_through_the_source() {
+    let v = Vigil::start("    mode: tcp\n    decode: pce\n");
+    let port = v.port();
+    // Values of the right kind where the decoder reads them (the `samples()` fill, `7`,
+    // is no policy decision, direction or address).
+    let fills = [
+        ("\"pd\":7", "\"pd\":2"),
+        ("\"dir\":\"7\"", "\"dir\":\"O\""),
+        ("\"src_ip\":\"7\"", "\"src_ip\":\"10.1.0.1\""),
+        ("\"dst_ip\":\"7\"", "\"dst_ip\":\"10.1.0.2\""),
+    ];
+    let sent: Vec<(String, String)> = samples()
+        .into_iter()
+        .map(|(app, mut msg)| {
+            for (from, to) in fills {
+                msg = msg.replace(from, to);
+            }
+            (app, msg)
+        })
+        .collect();
+    for (app, msg) in &sent {
+        logger(
+            &[
+                "--tcp",
+                "--octet-count",
+                "--rfc5424",
+                "-n",
+                "127.0.0.1",
+                "-P",
+                &port,
+            ],
+            app,
+            msg,
+        );
+    }
+    let got = v.wait_out(sent.len());
+    assert_eq!(got.len(), sent.len(), "{got:?}");
+    let summaries = sent
+        .iter()
+        .filter(|(app, _)| app == "illumio_pce/collector")
+        .count();
+    let flows: Vec<&Value> = got
+        .iter()
+        .filter(|r| r["policy_decision"].is_string())
+        .collect();
+    assert_eq!(flows.len(), summaries, "{got:?}");
+    assert!(summaries > 0 && summaries < sent.len());
+    for f in &flows {
+        assert!(f["src"]["ip"].is_string(), "{f}");
+        assert!(f["dst"]["ip"].is_string(), "{f}");
+        assert!(f["service"]["proto"].is_number(), "{f}");
+        assert!(f["timestamp_range"]["last_detected"].is_string(), "{f}");
+    }
+    let events = got.iter().filter(|r| r["event_type"].is_string()).count();
+    assert_eq!(events, sent.len() - summaries, "{got:?}");
+    assert!(v.rejected().is_empty(), "{:?}", v.rejected());
+}
