@@ -165,6 +165,32 @@ fn one_run(out: &std::path::Path, scale: &str, until: impl Fn() -> bool) -> Run 
         },
     );
     let took = started.elapsed();
+    // The real-time path: the simulator's syslog export reaches the `pce-syslog` pipeline.
+    let syslog_read = || -> u64 {
+        rt.block_on(async {
+            reqwest::get(format!("{url}api/v1/pipelines"))
+                .await?
+                .json::<Value>()
+                .await
+        })
+        .ok()
+        .and_then(|v| {
+            v["pipelines"]
+                .as_array()?
+                .iter()
+                .find(|p| p["name"] == "pce-syslog")?["nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["name"] == "pce")?["events_out"]
+                .as_u64()
+        })
+        .unwrap_or(0)
+    };
+    common::cli::wait_for(
+        "events over the simulator's syslog export",
+        Duration::from_secs(60),
+        || syslog_read() > 0,
+    );
     common::cli::wait_for("the run's own condition", Duration::from_secs(60), &until);
     let page = rt
         .block_on(async { reqwest::get(&url).await?.text().await })

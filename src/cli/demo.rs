@@ -42,7 +42,8 @@ pub(super) fn demo(mut opts: vigil::demo::DemoOptions) -> anyhow::Result<ExitCod
          \x20 stop:      Ctrl-C  (a later run in {out} goes on where this one stops)\n\
          \x20 scenario:  {scenario} on a simulated PCE at {sim}, {scale}x real time\n\
          \x20 API:       http://{listen}/api/v1/pipelines  (metrics: http://{listen}/metrics)\n\
-         \x20 pipelines: {pipes}  (edit them: vigil reloads)\n",
+         \x20 pipelines: {pipes}  (edit them: vigil reloads)\n\
+         \x20 syslog:    the simulator also pushes its syslog export to {syslog}  (pipelines/pce-syslog.yaml: the real-time path)\n",
         scenario = opts.scenario,
         sim = demo.sim.url(),
         scale = opts.time_scale,
@@ -50,6 +51,7 @@ pub(super) fn demo(mut opts: vigil::demo::DemoOptions) -> anyhow::Result<ExitCod
         mail = demo.mail_dir.display(),
         out = opts.out.display(),
         pipes = demo.pipelines.display(),
+        syslog = demo.syslog,
     ))?;
     let code = run_on(&rt, demo.pipelines.clone(), true, demo.clock.clone());
     drop(demo);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 pub use mail_capture::MailCapture;
 
-use crate::pce::sim::{PceSim, RunningSim, Scenario, SimConfig};
+use crate::pce::sim::{PceSim, RunningSim, Scenario, SimConfig, SyslogExport, SyslogMode};
 use crate::time::{ScaledClock, SharedClock};
 
 /// The shipped pipelines, compiled in (`pipelines/` of the repository).
@@ -98,7 +98,15 @@ pub struct Demo {
     pub mail: MailCapture,
     /// Where mails are written.
     pub mail_dir: PathBuf,
+    /// Where the simulator pushes its syslog export (the `pce-syslog` pipeline listens).
+    pub syslog: std::net::SocketAddr,
 }
+
+/// The example pipeline reading a PCE's syslog export: the demo's real-time path.
+const SYSLOG_PIPELINE: &str = include_str!("../../examples/pce-syslog/pce-syslog.yaml");
+
+/// The example's listening line, replaced by the demo's loopback address.
+const SYSLOG_ADDRESS: &str = "    address: 0.0.0.0:1514";
 
 fn write(path: &Path, text: &str) -> Result<(), DemoError> {
     if let Some(dir) = path.parent() {
@@ -163,8 +171,17 @@ pub async fn prepare(opts: &DemoOptions) -> Result<Demo, DemoError> {
         path: mail_dir.clone(),
         source,
     })?;
+    // The real-time path: the simulator also pushes its syslog export, as a PCE does, to
+    // the `pce-syslog` pipeline on a free loopback port.
+    let syslog = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| DemoError::Start(format!("a port for the syslog export: {e}")))?;
     let sim_cfg = SimConfig {
         scenario: opts.scenario,
+        syslog: Some(SyslogExport {
+            to: syslog,
+            mode: SyslogMode::Tcp,
+        }),
         ..SimConfig::default()
     };
     let (key, secret) = (sim_cfg.api_key.clone(), sim_cfg.api_secret.clone());
@@ -198,18 +215,35 @@ pub async fn prepare(opts: &DemoOptions) -> Result<Demo, DemoError> {
     for (name, text) in SHIPPED_PIPELINES {
         write(&pipelines.join(name), &for_the_terminal(text))?;
     }
+    write(
+        &pipelines.join("pce-syslog.yaml"),
+        &for_the_terminal(&SYSLOG_PIPELINE.replacen(
+            SYSLOG_ADDRESS,
+            &format!("    address: {syslog}"),
+            1,
+        )),
+    )?;
     Ok(Demo {
         pipelines,
         clock,
         sim,
         mail,
         mail_dir,
+        syslog,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The demo's syslog pipeline listens where the simulator sends (the example's address
+    /// line is the one replaced).
+    #[test]
+    fn the_syslog_example_listens_where_the_demo_points_it() {
+        assert_eq!(SYSLOG_PIPELINE.matches(SYSLOG_ADDRESS).count(), 1);
+        assert_eq!(SYSLOG_PIPELINE.matches("type: stdout").count(), 1);
+    }
 
     /// Every `stdout` sink of the shipped pipelines prints summaries in the demo (that
     /// they load is shown by running the demo: tests/demo.rs).

@@ -136,7 +136,7 @@ impl PceSim {
         let export_counters = Arc::new(ExportCounters::default());
         let exporter = cfg.syslog.map(|export| {
             let from = syslog::first_second(&state);
-            tracing::info!(to = %export.to, mode = ?export.mode, "PCE simulator: sending its syslog export");
+            tracing::debug!(to = %export.to, mode = ?export.mode, "PCE simulator: sending its syslog export");
             tokio::spawn(syslog::run(
                 state.clone(),
                 export,

@@ -98,6 +98,10 @@ pub(crate) async fn run(
     counters: Arc<ExportCounters>,
 ) {
     let mut link: Option<Link> = None;
+    // An outage is logged once (a receiver that is not up yet would otherwise be named
+    // every tick); the drops are counted all along.
+    let mut in_outage = false;
+    let mut ever_reached = false;
     let mut seq = [0u64; 2];
     let mut minutes = Minutes::default();
     loop {
@@ -126,15 +130,29 @@ pub(crate) async fn run(
             match link.as_mut() {
                 None => {
                     counters.dropped.fetch_add(n, Ordering::Relaxed);
-                    tracing::warn!(to = %export.to, dropped = n, "PCE simulator: the syslog receiver cannot be reached; messages dropped");
+                    // A receiver not up yet (it starts after the simulator) is no news.
+                    if !in_outage && ever_reached {
+                        tracing::warn!(to = %export.to, dropped = n, "PCE simulator: the syslog receiver cannot be reached; messages dropped (and counted) until it can");
+                    } else if !in_outage {
+                        tracing::debug!(to = %export.to, dropped = n, "PCE simulator: the syslog receiver is not up yet; messages dropped (and counted)");
+                    }
+                    in_outage = true;
                 }
                 Some(l) => match send(l, export.to, &messages).await {
                     Ok(()) => {
                         counters.sent.fetch_add(n, Ordering::Relaxed);
+                        if in_outage && ever_reached {
+                            tracing::info!(to = %export.to, "PCE simulator: the syslog receiver is reached again");
+                        }
+                        in_outage = false;
+                        ever_reached = true;
                     }
                     Err(e) => {
                         counters.dropped.fetch_add(n, Ordering::Relaxed);
-                        tracing::warn!(to = %export.to, error = %e, dropped = n, "PCE simulator: sending syslog failed; reconnecting next time");
+                        if !in_outage {
+                            tracing::warn!(to = %export.to, error = %e, dropped = n, "PCE simulator: sending syslog failed; messages dropped (and counted) until a reconnection");
+                        }
+                        in_outage = true;
                         link = None;
                     }
                 },
