@@ -195,4 +195,68 @@ mod tests {
         }
         assert!(parse("<13>Dec 31 23:59:58 host app: bye", now).is_some());
     }
+
+    /// Whatever arrives, no decoder panics: arbitrary text after a syslog header (plain,
+    /// with the PCE's `sec= …` prefix, or a JSON-looking body) goes through the envelope
+    /// parser and every decoder; each either makes events or says why not.
+    mod any_input {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn decoders() -> Vec<Box<dyn Decoder>> {
+            let internal = crate::sources::internal::InternalAlerts::default();
+            [
+                crate::sources::syslog::Decode::Raw,
+                crate::sources::syslog::Decode::Json,
+                crate::sources::syslog::Decode::Pce,
+                crate::sources::syslog::Decode::Cef,
+                crate::sources::syslog::Decode::Leef,
+            ]
+            .iter()
+            .map(|d| d.decoder(&internal))
+            .collect()
+        }
+
+        fn body() -> impl Strategy<Value = String> {
+            prop_oneof![
+                ".{0,200}",
+                "\\{.{0,120}\\}",
+                "sec=[0-9.]{0,8} sev=INFO pid=1 tid=2 rid=x \\{\"version\":[0-9],.{0,120}",
+                "CEF:.{0,120}",
+                "LEEF:.{0,120}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+            #[test]
+            fn no_decoder_panics(
+                app in prop_oneof![
+                    Just("illumio_pce/collector".to_string()),
+                    Just("illumio_pce/agent".to_string()),
+                    "[a-z/_]{1,20}",
+                ],
+                seq in proptest::option::of(any::<i64>()),
+                body in body(),
+            ) {
+                let sd = seq.map_or("-".to_string(), |n| format!("[meta sequenceId=\"{n}\"]"));
+                let text = format!("<14>1 2026-06-04T15:24:48Z core0 {app} 1 - {sd} {body}");
+                let now = at("2026-06-04T15:25:00Z");
+                let source: Arc<str> = Arc::from("p.s");
+                if let Some(parsed) = parse(&text, now) {
+                    let msg = Message {
+                        peer: "127.0.0.1:5".parse().expect("addr"),
+                        raw: text.as_bytes(),
+                        parsed: &parsed,
+                        received: now,
+                        source: &source,
+                    };
+                    for mut d in decoders() {
+                        let mut out = Vec::new();
+                        let _ = d.decode(&msg, &mut out);
+                    }
+                }
+            }
+        }
+    }
 }
