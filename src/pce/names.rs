@@ -49,9 +49,17 @@ pub struct Names {
 #[derive(Debug, Default)]
 pub struct NameCache {
     current: RwLock<Arc<Names>>,
+    /// How many times the snapshot was replaced: a reader that only wants to know whether
+    /// it changed looks at this (one atomic load) instead of the snapshot.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl NameCache {
+    /// How many times the snapshot was replaced so far.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Names> {
         self.current
@@ -63,6 +71,8 @@ impl NameCache {
     /// Replaces the snapshot.
     pub fn replace(&self, names: Names) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(names);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 
     /// The included ranges of the IP list called `name` (for an `ip_list:Name` operand).

@@ -589,6 +589,8 @@ pub struct IpListWatch {
     counters: Arc<crate::node::NodeCounters>,
     /// When each cache was refreshed at the last check.
     seen: Vec<Option<crate::event::Timestamp>>,
+    /// The caches' generations at the last check: while they stay, nothing is looked at.
+    generations: Vec<u64>,
     reported: Vec<String>,
 }
 
@@ -606,12 +608,25 @@ impl IpListWatch {
             caches: caches.to_vec(),
             counters,
             seen: Vec::new(),
+            generations: Vec::new(),
             reported: Vec::new(),
         }
     }
 
     /// Reports the names no loaded cache has (when a cache changed since the last call).
     pub fn check(&mut self) {
+        // Called for every event: without a refresh since the last look, one atomic load
+        // per cache and nothing allocated.
+        if self.generations.len() == self.caches.len()
+            && self
+                .caches
+                .iter()
+                .zip(&self.generations)
+                .all(|(c, g)| c.generation() == *g)
+        {
+            return;
+        }
+        self.generations = self.caches.iter().map(|c| c.generation()).collect();
         let snapshots: Vec<Arc<crate::pce::names::Names>> =
             self.caches.iter().map(|c| c.snapshot()).collect();
         let seen: Vec<_> = snapshots.iter().map(|n| n.refreshed_at).collect();
