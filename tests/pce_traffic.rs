@@ -1186,6 +1186,7 @@ async fn the_shipped_admin_ports_rule_fires_the_same_on_rest_and_on_the_syslog_e
             syslog: Some(SyslogExport {
                 to: ([127, 0, 0, 1], port).into(),
                 mode: SyslogMode::Tcp,
+                flow_summaries: true,
             }),
             ..SimConfig::default()
         },

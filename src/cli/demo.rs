@@ -43,7 +43,7 @@ pub(super) fn demo(mut opts: vigil::demo::DemoOptions) -> anyhow::Result<ExitCod
          \x20 scenario:  {scenario} on a simulated PCE at {sim}, {scale}x real time\n\
          \x20 API:       http://{listen}/api/v1/pipelines  (metrics: http://{listen}/metrics)\n\
          \x20 pipelines: {pipes}  (edit them: vigil reloads)\n\
-         \x20 syslog:    the simulator also pushes its syslog export to {syslog}  (pipelines/pce-syslog.yaml: the real-time path)\n",
+         \x20 syslog:    the simulator also pushes its audit events as syslog to {syslog}  (pipelines/pce-syslog.yaml: the real-time path)\n",
         scenario = opts.scenario,
         sim = demo.sim.url(),
         scale = opts.time_scale,

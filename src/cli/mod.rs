@@ -366,6 +366,7 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 syslog: syslog_to.map(|to| vigil::pce::sim::SyslogExport {
                     to,
                     mode: syslog_mode,
+                    flow_summaries: true,
                 }),
             },
         ),

@@ -181,6 +181,9 @@ pub async fn prepare(opts: &DemoOptions) -> Result<Demo, DemoError> {
         syslog: Some(SyslogExport {
             to: syslog,
             mode: SyslogMode::Tcp,
+            // Audit events only: flow summaries too would double the flows flooding the
+            // live stream (the REST path reads them already), and push alerts off it.
+            flow_summaries: false,
         }),
         ..SimConfig::default()
     };

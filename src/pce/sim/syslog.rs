@@ -61,6 +61,9 @@ pub struct SyslogExport {
     pub to: SocketAddr,
     /// TCP or UDP.
     pub mode: SyslogMode,
+    /// Whether traffic flow summaries are sent too (a PCE's
+    /// `export_flow_summaries_to_syslog`), or only audit events.
+    pub flow_summaries: bool,
 }
 
 /// What the export has done so far.
@@ -112,8 +115,9 @@ pub(crate) async fn run(
             .await;
         // Generating flows is CPU work: off the runtime's threads.
         let st = state.clone();
+        let flows = export.flow_summaries;
         let Ok((messages, s, m)) = tokio::task::spawn_blocking(move || {
-            let messages = tick(&st, t0, t1, &mut seq, &mut minutes);
+            let messages = tick(&st, t0, t1, &mut seq, &mut minutes, flows);
             (messages, seq, minutes)
         })
         .await
@@ -211,6 +215,7 @@ pub(crate) fn tick(
     t1: i64,
     seq: &mut [u64; 2],
     minutes: &mut Minutes,
+    with_flows: bool,
 ) -> Vec<String> {
     let fqdn = state.estate.pce_fqdn.clone();
     let mut out = Vec::new();
@@ -238,6 +243,9 @@ pub(crate) fn tick(
                 &json,
             ));
         }
+    }
+    if !with_flows {
+        return out;
     }
     for (at, summary) in flow_summaries(state, t0, t1, minutes) {
         seq[FLOW_NODE] += 1;
@@ -429,6 +437,7 @@ mod tests {
             SyslogExport {
                 to,
                 mode: SyslogMode::Tcp,
+                flow_summaries: true,
             },
             t0,
             Arc::default(),

@@ -630,6 +630,7 @@ mod simulated {
             syslog: Some(SyslogExport {
                 to,
                 mode: SyslogMode::Tcp,
+                flow_summaries: true,
             }),
             ..SimConfig::default()
         };
