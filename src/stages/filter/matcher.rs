@@ -587,8 +587,6 @@ pub struct IpListWatch {
     names: Vec<String>,
     caches: Vec<Arc<NameCache>>,
     counters: Arc<crate::node::NodeCounters>,
-    /// When each cache was refreshed at the last check.
-    seen: Vec<Option<crate::event::Timestamp>>,
     /// The caches' generations at the last check: while they stay, nothing is looked at.
     generations: Vec<u64>,
     reported: Vec<String>,
@@ -607,7 +605,6 @@ impl IpListWatch {
             names,
             caches: caches.to_vec(),
             counters,
-            seen: Vec::new(),
             generations: Vec::new(),
             reported: Vec::new(),
         }
@@ -629,11 +626,6 @@ impl IpListWatch {
         self.generations = self.caches.iter().map(|c| c.generation()).collect();
         let snapshots: Vec<Arc<crate::pce::names::Names>> =
             self.caches.iter().map(|c| c.snapshot()).collect();
-        let seen: Vec<_> = snapshots.iter().map(|n| n.refreshed_at).collect();
-        if seen == self.seen {
-            return;
-        }
-        self.seen = seen;
         // Until every connection's names were read once, a missing name proves nothing.
         if snapshots.is_empty() || snapshots.iter().any(|n| n.refreshed_at.is_none()) {
             return;
