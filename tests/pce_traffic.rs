@@ -1264,3 +1264,73 @@ async fn the_shipped_admin_ports_rule_fires_the_same_on_rest_and_on_the_syslog_e
     );
     sim.shutdown().await;
 }
+
+/// A reload that changes only a pipeline's filter reaches its source: the connection's
+/// query asks for the ports the filter now keeps, and their flows are handed on (the
+/// source, which asks for and hands on only what its filters keep, is rebuilt with them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_only_a_filter_changes_what_its_source_asks_for_and_hands_on() {
+    let clock = VirtualClock::new(t0());
+    let sim = sim(&clock, Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("kept.jsonl");
+    let pipe = |ports: &str| {
+        let yaml = format!(
+            "kind: pipeline\nname: t\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 5m, settle: 2m, start_at: 35m}}\nstages:\n  keep: {{type: filter, inputs: [flows], match: {{service.port: {ports}}}}}\nsinks:\n  out: {{type: file, path: {}, inputs: [keep]}}\n",
+            out.display()
+        );
+        config(dir.path(), &sim, &yaml)
+    };
+    let topology = runtime::start(&pipe("[22]"), Arc::new(clock.clone())).expect("starts");
+    nudge_until(&clock, "the lookback", || downloads(&sim) >= 6).await;
+    quiesce(&clock, &sim, dir.path()).await;
+    let before = lines(&out).len();
+    let queried = slices(&sim.request_log()).len();
+    // The retired filter hands on what it holds at its next tick: time moves meanwhile.
+    let reloader = topology.reloader();
+    let new = pipe("[3389, 445]");
+    let reload = tokio::spawn(async move { reloader.reload(&new).await });
+    nudge_until(&clock, "the reload", || reload.is_finished()).await;
+    reload
+        .await
+        .expect("the reload ends")
+        .expect("the reload applies");
+    let until = downloads(&sim) + 4;
+    for n in 1..=4 {
+        cycle(&clock, &sim, n).await;
+    }
+    nudge_until(&clock, "four more slices", || downloads(&sim) >= until).await;
+    quiesce(&clock, &sim, dir.path()).await;
+    stop(topology).await;
+    let log = sim.request_log();
+    let asked: Vec<Vec<u64>> = log
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == QUERIES)
+        .map(|r| {
+            let body: Value = serde_json::from_str(&r.body).expect("a JSON query body");
+            let mut ports: Vec<u64> = body["services"]["include"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s["port"].as_u64())
+                .collect();
+            ports.sort_unstable();
+            ports
+        })
+        .collect();
+    assert!(asked[..queried].iter().all(|p| p == &[22]), "{asked:?}");
+    assert!(
+        asked[queried..].iter().all(|p| p == &[445, 3389]),
+        "{asked:?}"
+    );
+    let kept = lines(&out);
+    let port = |f: &Value| f["service"]["port"].as_u64();
+    assert!(kept[..before].iter().all(|f| port(f) == Some(22)));
+    let after: Vec<_> = kept[before..].iter().map(port).collect();
+    assert!(!after.is_empty(), "flows of the new ports were handed on");
+    assert!(
+        after.iter().all(|p| matches!(p, Some(445 | 3389))),
+        "{after:?}"
+    );
+    sim.shutdown().await;
+}

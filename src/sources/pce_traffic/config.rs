@@ -68,7 +68,8 @@ pub struct PceTrafficConfig {
     /// stage reading this source is a `filter` whose `match` (or every `any` group) lists
     /// `service.port` values, and every source of the connection can say so, the
     /// connection's query asks for the union of their ports. Default: `true`; `false`
-    /// always asks for every port.
+    /// always asks for every port. With `narrow`, the source is also handed only the flows
+    /// those filters can keep (tested as the flows arrive; the filters still decide).
     #[serde(default = "default_true")]
     pub narrow: bool,
     /// At most this many flows per slice (1..=200000); more matches mark the flows
@@ -235,6 +236,9 @@ impl PceTrafficConfig {
             cx.id.clone(),
             self.clone(),
             ports,
+            readers
+                .filter(|_| self.narrow)
+                .map(<[FilterConfig]>::to_vec),
         )))
     }
 }

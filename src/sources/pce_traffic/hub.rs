@@ -26,10 +26,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::PceTrafficConfig;
 use super::ledger::{Ledger, Pending, Sighting, Tally};
+use super::route::Route;
 use crate::event::{Event, Field, FieldPath, Tape, Timestamp, time_from_field, time_from_value};
 use crate::node::BuildContext;
 use crate::pce::client::{PceClient, PceError, TrafficQuery};
 use crate::pce::names::{NameCache, Names};
+use crate::stages::filter::FilterConfig;
 use crate::store::Store;
 use crate::time::SharedClock;
 
@@ -37,15 +39,47 @@ use crate::time::SharedClock;
 static LAST_DETECTED: std::sync::LazyLock<Option<FieldPath>> =
     std::sync::LazyLock::new(|| FieldPath::parse("timestamp_range.last_detected").ok());
 
-/// Where a flow says its policy decision.
-static POLICY_DECISION: std::sync::LazyLock<Option<FieldPath>> =
-    std::sync::LazyLock::new(|| FieldPath::parse("policy_decision").ok());
-
 /// Flow events handed to a subscriber per message.
 const BATCH: usize = 1000;
 
 /// A batch of flow events for one subscriber.
 pub(crate) type Delivery = Vec<Arc<Event>>;
+
+/// Flow events on their way to the subscribers, each routed to the subscribers that
+/// can use it as it is made (see [`super::route`]).
+#[derive(Default)]
+struct Batch {
+    /// Every event, for a subscriber that joined after the batch began.
+    all: Vec<Arc<Event>>,
+    /// The routes of the subscribers when the batch began.
+    routes: Vec<Arc<Route>>,
+    /// The events each of those can use.
+    mine: Vec<Delivery>,
+}
+
+impl Batch {
+    fn push(&mut self, event: Arc<Event>) {
+        for (route, mine) in self.routes.iter().zip(&mut self.mine) {
+            if route.wants(&event) {
+                mine.push(event.clone());
+            }
+        }
+        self.all.push(event);
+    }
+
+    /// The events the subscriber of `route` can use.
+    fn take_for(&mut self, route: &Arc<Route>) -> Delivery {
+        match self.routes.iter().position(|r| Arc::ptr_eq(r, route)) {
+            Some(i) => self.mine.get_mut(i).map(std::mem::take).unwrap_or_default(),
+            None => self
+                .all
+                .iter()
+                .filter(|e| route.wants(e))
+                .cloned()
+                .collect(),
+        }
+    }
+}
 
 /// One subscribed source.
 struct Subscriber {
@@ -53,7 +87,8 @@ struct Subscriber {
     cfg: PceTrafficConfig,
     /// The destination ports its pipeline can keep (`None`: any; see [`super::narrow`]).
     ports: Option<std::collections::BTreeSet<u16>>,
-    decisions: Option<HashSet<&'static str>>,
+    /// The flows it can use.
+    route: Arc<Route>,
     tx: mpsc::Sender<Delivery>,
 }
 
@@ -90,6 +125,9 @@ pub struct TrafficHub {
     store: Arc<Store>,
     clock: SharedClock,
     subscribers: Mutex<Vec<Subscriber>>,
+    /// Told when a source subscribes: a hub whose sources all went (a reload replacing
+    /// them, removing the last pipeline) waits for the next one.
+    joined: tokio::sync::Notify,
     names: Arc<NameCache>,
     /// Slices whose result was truncated (more flows matched than it holds).
     pub truncated_slices: AtomicU64,
@@ -133,6 +171,7 @@ impl TrafficHub {
             store: cx.store.clone(),
             clock: cx.clock.clone(),
             subscribers: Mutex::new(Vec::new()),
+            joined: tokio::sync::Notify::new(),
             names,
             truncated_slices: AtomicU64::new(0),
             failed_queries: AtomicU64::new(0),
@@ -175,18 +214,21 @@ impl TrafficHub {
         format!("pce_traffic_flows:{}", self.connection)
     }
 
-    /// Subscribes a source; it receives the flows of every slice queried from now on.
+    /// Subscribes a source; it receives the flows of every slice queried from now on that
+    /// `readers` (the filter stages reading it, when every reader is one) can keep.
     pub(crate) fn subscribe(
         &self,
         id: Arc<str>,
         cfg: PceTrafficConfig,
         ports: Option<std::collections::BTreeSet<u16>>,
+        readers: Option<&[FilterConfig]>,
     ) -> mpsc::Receiver<Delivery> {
         let (tx, rx) = mpsc::channel(4);
-        let decisions = cfg
+        let decisions: Option<HashSet<&'static str>> = cfg
             .policy_decisions
             .as_ref()
             .map(|d| d.iter().map(|d| d.as_str()).collect());
+        let route = Arc::new(Route::new(decisions, readers));
         let mut subscribers = self.lock();
         // A source rebuilt by a reload takes the place of the one it replaces.
         subscribers.retain(|s| s.id != id);
@@ -194,9 +236,11 @@ impl TrafficHub {
             id,
             cfg,
             ports,
-            decisions,
+            route,
             tx,
         });
+        drop(subscribers);
+        self.joined.notify_waiters();
         rx
     }
 
@@ -351,16 +395,34 @@ impl TrafficHub {
         }
     }
 
+    /// Waits until `deadline`, or until every subscriber is gone (the caller plans again);
+    /// `false` on shutdown.
     async fn sleep_until(&self, deadline: Timestamp, shutdown: &CancellationToken) -> bool {
         tokio::select! {
             _ = shutdown.cancelled() => false,
-            _ = self.all_gone() => false,
+            _ = self.all_gone() => true,
             _ = self.clock.sleep_until(deadline) => true,
         }
     }
 
+    /// The plan of the sources subscribed now, after waiting for one to subscribe when
+    /// none is (the ones gone are forgotten); `None` on shutdown.
+    async fn next_plan(&self, shutdown: &CancellationToken) -> Option<Plan> {
+        loop {
+            let joined = self.joined.notified();
+            self.lock().retain(|s| !s.tx.is_closed());
+            if let Some(plan) = self.plan() {
+                return Some(plan);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = joined => {}
+            }
+        }
+    }
+
     async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let Some(first) = self.plan() else {
+        let Some(first) = self.next_plan(&shutdown).await else {
             return;
         };
         let mut cursor = self.initial_cursor(&first);
@@ -370,7 +432,7 @@ impl TrafficHub {
         // interval (see `retry_delay`).
         let mut failures: u32 = 0;
         loop {
-            let Some(plan) = self.plan() else {
+            let Some(plan) = self.next_plan(&shutdown).await else {
                 return;
             };
             let end = crate::time::later_by(cursor, plan.interval);
@@ -431,6 +493,9 @@ impl TrafficHub {
                         }
                     }
                 }
+                // Every subscriber went mid-slice (a reload replaced them): the slice is
+                // read again for the ones that come next.
+                Ok(SliceOutcome::Stopped) if !shutdown.is_cancelled() => {}
                 Ok(SliceOutcome::Stopped) => return,
                 Ok(SliceOutcome::Undelivered) => {
                     tracing::warn!(
@@ -511,7 +576,7 @@ impl TrafficHub {
         // Every flow of the slice carries one acknowledgement: the cursor moves only once
         // every subscriber's sinks have written them (or stages dropped them on purpose).
         let (guard, ack) = crate::event::ack_pair();
-        let mut batch = Vec::with_capacity(BATCH);
+        let mut batch = Batch::default();
         let mut pending = ledger.begin(end, usize::try_from(held).unwrap_or(0));
         let mut read = 0u64;
         let mut labels = LabelCache::default();
@@ -539,12 +604,17 @@ impl TrafficHub {
             {
                 event.meta.time = t;
             }
+            if batch.all.is_empty() {
+                batch.routes = self.lock().iter().map(|s| s.route.clone()).collect();
+                batch.mine = vec![Vec::new(); batch.routes.len()];
+            }
             batch.push(Arc::new(event));
-            if batch.len() >= BATCH && !self.fan_out(std::mem::take(&mut batch), shutdown).await {
+            if batch.all.len() >= BATCH && !self.fan_out(std::mem::take(&mut batch), shutdown).await
+            {
                 return Ok(SliceOutcome::Stopped);
             }
         }
-        if !batch.is_empty() && !self.fan_out(batch, shutdown).await {
+        if !batch.all.is_empty() && !self.fan_out(batch, shutdown).await {
             return Ok(SliceOutcome::Stopped);
         }
         if !truncated && download.flows_count.is_none() && download.is_truncated(read) {
@@ -563,30 +633,15 @@ impl TrafficHub {
         }
     }
 
-    /// Hands each subscriber the events of its decisions. `false` on shutdown or when a
-    /// subscriber is gone.
-    async fn fan_out(&self, batch: Vec<Arc<Event>>, shutdown: &CancellationToken) -> bool {
+    /// Hands each subscriber the events of the batch it can use (see [`Route`]). `false` on
+    /// shutdown or when a subscriber is gone.
+    async fn fan_out(&self, mut batch: Batch, shutdown: &CancellationToken) -> bool {
         let targets: Vec<(Arc<str>, mpsc::Sender<Delivery>, Delivery)> = self
             .lock()
             .iter()
-            .map(|s| {
-                let mine: Delivery = match &s.decisions {
-                    None => batch.clone(),
-                    Some(d) => batch
-                        .iter()
-                        .filter(|e| {
-                            POLICY_DECISION
-                                .as_ref()
-                                .and_then(|p| p.first_in(e))
-                                .and_then(|f| f.as_str())
-                                .is_some_and(|p| d.contains(p))
-                        })
-                        .cloned()
-                        .collect(),
-                };
-                (s.id.clone(), s.tx.clone(), mine)
-            })
+            .map(|s| (s.id.clone(), s.tx.clone(), batch.take_for(&s.route)))
             .collect();
+        drop(batch);
         for (id, tx, mine) in targets {
             if mine.is_empty() {
                 continue;

@@ -5,6 +5,7 @@ mod config;
 mod hub;
 mod ledger;
 pub mod narrow;
+mod route;
 mod source;
 
 pub use crate::pce::names::{IpListEntry, NameCache, Names};

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use super::config::PceTrafficConfig;
 use super::hub::{Delivery, TrafficHub};
 use crate::node::{NodeResult, Source, SourceContext};
+use crate::stages::filter::FilterConfig;
 
 /// One pipeline's view of its connection's traffic.
 #[derive(Debug)]
@@ -17,23 +18,27 @@ pub struct PceTrafficSource {
     id: Arc<str>,
     cfg: PceTrafficConfig,
     ports: Option<BTreeSet<u16>>,
+    /// The filter stages reading the source, when every reader is one.
+    readers: Option<Vec<FilterConfig>>,
     rx: Option<mpsc::Receiver<Delivery>>,
 }
 
 impl PceTrafficSource {
-    /// The source `id` reading `hub`, asking (with `narrow`) only for `ports`; it joins
-    /// the hub when attached.
+    /// The source `id` reading `hub`, asking (with `narrow`) only for `ports`, handed
+    /// only the flows its `readers` can keep; it joins the hub when attached.
     pub(super) fn new(
         hub: Arc<TrafficHub>,
         id: Arc<str>,
         cfg: PceTrafficConfig,
         ports: Option<BTreeSet<u16>>,
+        readers: Option<Vec<FilterConfig>>,
     ) -> Self {
         PceTrafficSource {
             hub,
             id,
             cfg,
             ports,
+            readers,
             rx: None,
         }
     }
@@ -57,9 +62,12 @@ impl PceTrafficSource {
 impl Source for PceTrafficSource {
     fn attach(&mut self) {
         if self.rx.is_none() {
-            let rx = self
-                .hub
-                .subscribe(self.id.clone(), self.cfg.clone(), self.ports.clone());
+            let rx = self.hub.subscribe(
+                self.id.clone(),
+                self.cfg.clone(),
+                self.ports.clone(),
+                self.readers.as_deref(),
+            );
             self.rx = Some(rx);
         }
     }

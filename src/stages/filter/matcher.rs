@@ -289,6 +289,32 @@ impl CompiledFilter {
             })
     }
 
+    /// A filter that keeps every event this one keeps and needs nothing but the event, for
+    /// routing events ahead of the stage (see `pce_traffic`'s hub): its `ip_list:`
+    /// conditions are left out, and an `exclude` group holding one is left out whole
+    /// (dropping a condition there would exclude more).
+    pub fn relaxed(&self) -> CompiledFilter {
+        let needs_names = |c: &Condition| {
+            c.tests.iter().any(|t| match t {
+                Test::AnyOf(lits) | Test::NoneOf(lits) => {
+                    lits.iter().any(|l| matches!(l, Lit::IpList(..)))
+                }
+                _ => false,
+            })
+        };
+        let keep = |g: &Group| Group(g.0.iter().filter(|c| !needs_names(c)).cloned().collect());
+        CompiledFilter {
+            all: keep(&self.all),
+            any: self.any.iter().map(keep).collect(),
+            exclude: self
+                .exclude
+                .iter()
+                .filter(|g| !g.0.iter().any(needs_names))
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Whether an event's data passes.
     pub fn matches(&self, data: &Value) -> bool {
         self.passes(data)
