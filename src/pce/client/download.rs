@@ -10,7 +10,7 @@ use std::io::Read;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::event::{Parsed, Tape};
+use crate::event::{ParseError, Tape, parse_prefix};
 
 /// The gzip magic bytes.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -251,9 +251,9 @@ impl Records {
 
     /// The next record, parsed by `parse` from the body at the given offset (it returns
     /// the record and the offset just after it, or `None` when no value starts there).
-    fn step<T>(
+    fn step<T, E: Failure>(
         &mut self,
-        parse: impl FnOnce(&Bytes, usize) -> Option<Result<(T, usize), serde_json::Error>>,
+        parse: impl FnOnce(&Bytes, usize) -> Option<Result<(T, usize), E>>,
     ) -> Step<T> {
         if self.trailing {
             self.trailing = false;
@@ -329,17 +329,8 @@ impl Records {
     /// The next record parsed into a [`Tape`] over its bytes (see [`Records::tapes`]).
     pub fn poll_tape(&mut self) -> Step<Tape> {
         self.step(|body, start| {
-            let slice = body.get(start..)?;
-            let mut stream = serde_json::Deserializer::from_slice(slice).into_iter::<Parsed<'_>>();
-            match stream.next()? {
-                Ok(parsed) => {
-                    let end = start + stream.byte_offset();
-                    let raw = body.get(start..end)?;
-                    let tape = parsed.into_tape(raw, slice.as_ptr() as usize);
-                    Some(Ok((tape, end)))
-                }
-                Err(e) => Some(Err(e)),
-            }
+            let slice = body.get(start..).filter(|s| !s.is_empty())?;
+            Some(parse_prefix(slice).map(|(tape, end)| (tape, start + end)))
         })
     }
 }
@@ -562,6 +553,24 @@ impl BodyReader {
     /// How many records were read.
     pub fn count(&self) -> usize {
         self.records.read_count()
+    }
+}
+
+/// A record's parse error, as [`Records::step`] tells them apart.
+trait Failure: std::fmt::Display {
+    /// The bytes ended inside the record (more may come).
+    fn is_eof(&self) -> bool;
+}
+
+impl Failure for serde_json::Error {
+    fn is_eof(&self) -> bool {
+        serde_json::Error::is_eof(self)
+    }
+}
+
+impl Failure for ParseError {
+    fn is_eof(&self) -> bool {
+        ParseError::is_eof(self)
     }
 }
 
