@@ -157,7 +157,7 @@ type Fail = (Problem, usize);
 
 /// A JSON value read into nodes.
 struct Scanned {
-    nodes: Vec<Node>,
+    nodes: Box<[Node]>,
     owned: Vec<Box<str>>,
     duplicates: bool,
     /// Just after the value.
@@ -231,22 +231,41 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+thread_local! {
+    /// The nodes of the record being read, kept for the next one: a tape gets a copy of
+    /// exactly its size, and the list does not grow record after record.
+    static NODES: std::cell::Cell<Vec<Node>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Node lists longer than this are not kept for the next record.
+const KEEP_NODES: usize = 1 << 16;
+
 /// Reads one value starting at `start` (whitespace before it is skipped).
 fn scan(bytes: &[u8], start: usize) -> Result<Scanned, Fail> {
+    let mut nodes = NODES.take();
+    nodes.clear();
     let mut s = Scanner {
         b: bytes,
         i: skip_ws(bytes, start),
-        nodes: Vec::with_capacity(128),
+        nodes,
         owned: Vec::new(),
         scratch: Vec::new(),
         duplicates: false,
     };
-    s.value(0)?;
-    if u32::try_from(s.nodes.len()).is_err() {
+    let read = s.value(0);
+    let nodes: Box<[Node]> = match read {
+        Ok(()) if u32::try_from(s.nodes.len()).is_ok() => Box::from(s.nodes.as_slice()),
+        _ => Box::default(),
+    };
+    if s.nodes.capacity() <= KEEP_NODES {
+        NODES.set(std::mem::take(&mut s.nodes));
+    }
+    read?;
+    if u32::try_from(nodes.len()).is_err() || nodes.is_empty() {
         return Err((Problem::TooManyValues, start));
     }
     Ok(Scanned {
-        nodes: s.nodes,
+        nodes,
         owned: s.owned,
         duplicates: s.duplicates,
         end: s.i,
@@ -382,9 +401,14 @@ impl Scanner<'_> {
             Some(b'}') => self.i += 1,
             Some(b'"') => loop {
                 self.i += 1;
+                let key_start = self.i;
                 let key = self.string()?;
                 if !self.duplicates {
-                    let bit = 1u64 << self.key_hash(key);
+                    let bit = match key {
+                        // Its text is where it was read.
+                        Node::Raw(..) => key_bit(self.b.get(key_start..self.i - 1)),
+                        _ => key_bit(Some(self.text(key))),
+                    };
                     if seen & bit != 0 && self.repeats(at, len, key) {
                         self.duplicates = true;
                     }
@@ -436,21 +460,6 @@ impl Scanner<'_> {
             Node::Owned(i) => self.owned.get(i as usize).map_or(&[], |s| s.as_bytes()),
             _ => &[],
         }
-    }
-
-    /// Which of 64 bits a key sets: from its length and three of its bytes.
-    fn key_hash(&self, key: Node) -> u32 {
-        let t = self.text(key);
-        let (first, last, mid) = match t {
-            [] => (0, 0, 0),
-            [f, .., l] => (*f, *l, t.get(t.len() / 2).copied().unwrap_or(0)),
-            [f] => (*f, *f, *f),
-        };
-        let x = (t.len() as u64)
-            | u64::from(first) << 16
-            | u64::from(last) << 24
-            | u64::from(mid) << 32;
-        (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as u32
     }
 
     /// Whether `key` is one of the `len` keys of the object at node `at` so far.
@@ -689,6 +698,17 @@ impl Scanner<'_> {
             Err(_) => Err((Problem::InvalidNumber, start)),
         }
     }
+}
+
+/// The one of 64 bits that a key's text sets (from its length, first and last bytes): a
+/// key whose bit an earlier key of its object set may repeat it.
+#[inline(always)]
+fn key_bit(text: Option<&[u8]>) -> u64 {
+    let t = text.unwrap_or_default();
+    let first = u64::from(t.first().copied().unwrap_or(0));
+    let last = u64::from(t.last().copied().unwrap_or(0));
+    let x = (t.len() as u64) ^ first << 16 ^ last << 24;
+    1 << (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58)
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;

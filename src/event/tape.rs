@@ -216,13 +216,13 @@ impl Tape {
     /// A tape of `nodes` over `text` (see [`super::scan`]).
     pub(super) fn from_scan(
         text: std::sync::Arc<str>,
-        nodes: Vec<Node>,
+        nodes: Box<[Node]>,
         owned: Vec<Box<str>>,
         duplicates: bool,
     ) -> Tape {
         Tape {
             text,
-            nodes: nodes.into_boxed_slice(),
+            nodes,
             owned: owned.into_boxed_slice(),
             patches: Vec::new(),
             exotic: false,
