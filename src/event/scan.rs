@@ -173,7 +173,7 @@ pub(super) fn parse(raw: &[u8]) -> Result<Tape, ParseError> {
     if after < raw.len() {
         return Err(ParseError::at(Problem::TrailingCharacters, raw, after));
     }
-    let text = utf8(raw)?;
+    let text = utf8(raw, 0, raw.len())?;
     Ok(tape(text, scanned))
 }
 
@@ -194,25 +194,30 @@ pub(crate) fn parse_prefix(bytes: &[u8]) -> Result<(Tape, usize), ParseError> {
             Some(_) => return Err(ParseError::at(Problem::TrailingCharacters, bytes, end)),
         }
     }
-    let record = bytes.get(start..end).unwrap_or_default();
-    let text = utf8(record)?;
+    let text = utf8(bytes, start, end)?;
     // The nodes' offsets count from the start of `bytes`; the text starts at the value.
     let mut scanned = scanned;
     if start > 0 {
         let shift = u32::try_from(start).map_err(|_| ParseError::at(Problem::TooLong, bytes, 0))?;
         for n in &mut scanned.nodes {
             if let Node::Raw(off, _) = n {
-                *off -= shift;
+                *off = off.saturating_sub(shift);
             }
         }
     }
     Ok((tape(text, scanned), end))
 }
 
-fn utf8(bytes: &[u8]) -> Result<Arc<str>, ParseError> {
-    match std::str::from_utf8(bytes) {
+/// The text of `bytes[from..to]`, checked once for UTF-8 (an error's place counts in all
+/// of `bytes`).
+fn utf8(bytes: &[u8], from: usize, to: usize) -> Result<Arc<str>, ParseError> {
+    match std::str::from_utf8(bytes.get(from..to).unwrap_or_default()) {
         Ok(t) => Ok(Arc::from(t)),
-        Err(e) => Err(ParseError::at(Problem::InvalidUtf8, bytes, e.valid_up_to())),
+        Err(e) => Err(ParseError::at(
+            Problem::InvalidUtf8,
+            bytes,
+            from + e.valid_up_to(),
+        )),
     }
 }
 
@@ -253,15 +258,17 @@ fn scan(bytes: &[u8], start: usize) -> Result<Scanned, Fail> {
         duplicates: false,
     };
     let read = s.value(0);
-    let nodes: Box<[Node]> = match read {
-        Ok(()) if u32::try_from(s.nodes.len()).is_ok() => Box::from(s.nodes.as_slice()),
-        _ => Box::default(),
+    let fits = u32::try_from(s.nodes.len()).is_ok();
+    let nodes: Box<[Node]> = if read.is_ok() && fits {
+        Box::from(s.nodes.as_slice())
+    } else {
+        Box::default()
     };
     if s.nodes.capacity() <= KEEP_NODES {
         NODES.set(std::mem::take(&mut s.nodes));
     }
     read?;
-    if u32::try_from(nodes.len()).is_err() || nodes.is_empty() {
+    if !fits {
         return Err((Problem::TooManyValues, start));
     }
     Ok(Scanned {
@@ -1182,6 +1189,13 @@ mod tests {
         let (t, end) = parse_prefix(b"  \"a\\nb\"x").unwrap();
         assert_eq!((t.value(), end), (&serde_json::json!("a\nb"), 8));
         assert_eq!(parse_prefix(b"true]").unwrap().1, 4);
+        assert_eq!(
+            parse_prefix(b"  \"\xff\" 1")
+                .map(|_| ())
+                .unwrap_err()
+                .to_string(),
+            "invalid UTF-8 at line 1 column 4"
+        );
         assert_eq!(parse_prefix(b"12").unwrap().1, 2);
         for (text, problem) in [
             (&b"12x"[..], Problem::TrailingCharacters),
