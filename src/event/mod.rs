@@ -8,6 +8,7 @@
 
 mod alert;
 pub mod catalogue;
+mod scan;
 mod tape;
 pub mod units;
 
@@ -18,7 +19,8 @@ pub use alert::{
     Alert, AlertStatus, AlertWindow, Group, Sample, Severity, TopRow, TopTable, group_key,
     insert_path, push_key_field,
 };
-pub(crate) use tape::Parsed;
+pub(crate) use scan::parse_prefix;
+pub use scan::{ParseError, Problem};
 pub use tape::{Field, Scalar, Tape, TapeRef};
 
 use chrono::{DateTime, Utc};

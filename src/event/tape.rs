@@ -15,7 +15,6 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use bytes::Bytes;
-use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 use super::{FieldPath, Segment};
@@ -23,7 +22,7 @@ use super::{FieldPath, Segment};
 /// One node of a tape. A list is followed by its items, an object by its pairs (a key
 /// node, then the value's nodes); both know where the next node after them is.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Node {
+pub(super) enum Node {
     Null,
     Bool(bool),
     U64(u64),
@@ -210,11 +209,43 @@ impl PartialEq for Tape {
 
 impl Tape {
     /// Parses `raw`, which holds one JSON value (and whitespace around it).
-    pub fn parse(raw: Bytes) -> Result<Tape, serde_json::Error> {
-        let mut de = serde_json::Deserializer::from_slice(&raw);
-        let parsed = <Parsed<'_> as serde::Deserialize>::deserialize(&mut de)?;
-        de.end()?;
-        Ok(parsed.into_tape(&raw, raw.as_ptr() as usize))
+    pub fn parse(raw: Bytes) -> Result<Tape, super::ParseError> {
+        super::scan::parse(&raw)
+    }
+
+    /// A tape of `nodes` over `text` (see [`super::scan`]).
+    pub(super) fn from_scan(
+        text: std::sync::Arc<str>,
+        nodes: Box<[Node]>,
+        owned: Vec<Box<str>>,
+        duplicates: bool,
+    ) -> Tape {
+        Tape {
+            text,
+            nodes,
+            owned: owned.into_boxed_slice(),
+            patches: Vec::new(),
+            exotic: false,
+            duplicates,
+            roots: Vec::new(),
+            full: OnceLock::new(),
+            memo: OnceLock::new(),
+        }
+    }
+
+    /// Whether some object of the parsed record repeats a key, and how many pairs its
+    /// objects have in all (repeats included), for tests of the parser.
+    #[cfg(test)]
+    pub(super) fn key_facts(&self) -> (bool, usize) {
+        let pairs = self
+            .nodes
+            .iter()
+            .map(|n| match n {
+                Node::Obj { len, .. } => *len as usize,
+                _ => 0,
+            })
+            .sum();
+        (self.duplicates, pairs)
     }
 
     /// The whole record, as a field.
@@ -915,231 +946,6 @@ impl<'a> Field<'a> {
             Field::Value(v) => std::borrow::Cow::Borrowed(*v),
             Field::Tape(r) => std::borrow::Cow::Owned(r.tape.node_value(r.at)),
         }
-    }
-}
-
-/// A record parsed, before its strings' offsets are made relative to its bytes: a string
-/// borrowed from the bytes is a [`Node::Raw`] whose offset counts from `anchor` (the
-/// address of the first such string) until [`Parsed::into_tape`].
-#[derive(Debug, Default)]
-pub(crate) struct Parsed<'de> {
-    nodes: Vec<Node>,
-    owned: Vec<Box<str>>,
-    anchor: Option<usize>,
-    /// The last string borrowed from the bytes (an object's key is compared with the
-    /// keys before it).
-    last: &'de str,
-    /// Some object repeats a key.
-    duplicates: bool,
-}
-
-/// An object's key while parsing, to notice a repeated one.
-#[derive(Clone, Copy)]
-enum Key<'de> {
-    Borrowed(&'de str),
-    Owned(usize),
-}
-
-impl<'de> Parsed<'de> {
-    /// The tape, with strings as offsets into `raw`, whose bytes start at address `base`
-    /// (the slice the record was parsed from).
-    pub(crate) fn into_tape(self, raw: &[u8], base: usize) -> Tape {
-        let Parsed {
-            mut nodes,
-            mut owned,
-            anchor,
-            duplicates,
-            ..
-        } = self;
-        // The parser checked every string; the rest of JSON is ASCII.
-        let (text, exact): (std::sync::Arc<str>, bool) = match std::str::from_utf8(raw) {
-            Ok(t) => (t.into(), true),
-            Err(_) => (String::from_utf8_lossy(raw).into(), false),
-        };
-        let shift = anchor.and_then(|a| a.checked_sub(base));
-        for n in &mut nodes {
-            let Node::Raw(off, len) = *n else { continue };
-            let at = shift.and_then(|d| usize::try_from(off).ok()?.checked_add(d));
-            let range = at.and_then(|a| Some(a..a.checked_add(len as usize)?));
-            *n = match range {
-                Some(r) if exact && r.end <= raw.len() => match u32::try_from(r.start) {
-                    Ok(start) => Node::Raw(start, len),
-                    Err(_) => keep(raw, r, &mut owned),
-                },
-                // Not where the text is (cannot happen for a record parsed from `raw`):
-                // read from the bytes as they are, else empty.
-                r => keep(raw, r.unwrap_or(0..0), &mut owned),
-            };
-        }
-        Tape {
-            text,
-            nodes: nodes.into_boxed_slice(),
-            owned: owned.into_boxed_slice(),
-            patches: Vec::new(),
-            exotic: false,
-            duplicates,
-            roots: Vec::new(),
-            full: OnceLock::new(),
-            memo: OnceLock::new(),
-        }
-    }
-
-    /// A string node for `s`, borrowed from the bytes being parsed.
-    fn borrowed(&mut self, s: &'de str) -> Node {
-        let at = s.as_ptr() as usize;
-        let anchor = *self.anchor.get_or_insert(at);
-        self.last = s;
-        match (
-            at.checked_sub(anchor).and_then(|o| u32::try_from(o).ok()),
-            u32::try_from(s.len()),
-        ) {
-            (Some(off), Ok(len)) => Node::Raw(off, len),
-            _ => self.own(s),
-        }
-    }
-
-    /// A string node for `s`, kept apart from the bytes.
-    fn own(&mut self, s: &str) -> Node {
-        self.owned.push(Box::from(s));
-        Node::Owned((self.owned.len() - 1) as u32)
-    }
-
-    /// The object key the node just parsed holds.
-    fn key(&self) -> Option<Key<'de>> {
-        match self.nodes.last()? {
-            Node::Raw(..) => Some(Key::Borrowed(self.last)),
-            Node::Owned(i) => Some(Key::Owned(*i as usize)),
-            _ => None,
-        }
-    }
-
-    fn key_text<'k>(&'k self, k: &Key<'de>) -> &'k str {
-        match k {
-            Key::Borrowed(s) => s,
-            Key::Owned(i) => self.owned.get(*i).map_or("", |s| &**s),
-        }
-    }
-}
-
-/// A string node for `range` of `raw` (the bytes of a string the parser read), owned.
-fn keep(raw: &[u8], range: std::ops::Range<usize>, owned: &mut Vec<Box<str>>) -> Node {
-    let text = raw.get(range).and_then(|b| std::str::from_utf8(b).ok());
-    owned.push(Box::from(text.unwrap_or_default()));
-    Node::Owned((owned.len() - 1) as u32)
-}
-
-impl<'de> serde::Deserialize<'de> for Parsed<'de> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut p = Parsed {
-            nodes: Vec::with_capacity(128),
-            ..Parsed::default()
-        };
-        d.deserialize_any(&mut p)?;
-        if u32::try_from(p.nodes.len()).is_err() {
-            return Err(de::Error::custom("the record has too many values"));
-        }
-        Ok(p)
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for &mut Parsed<'de> {
-    type Value = ();
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for &mut Parsed<'de> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_unit<E>(self) -> Result<(), E> {
-        self.nodes.push(Node::Null);
-        Ok(())
-    }
-
-    fn visit_none<E>(self) -> Result<(), E> {
-        self.nodes.push(Node::Null);
-        Ok(())
-    }
-
-    fn visit_bool<E>(self, b: bool) -> Result<(), E> {
-        self.nodes.push(Node::Bool(b));
-        Ok(())
-    }
-
-    fn visit_u64<E>(self, n: u64) -> Result<(), E> {
-        self.nodes.push(Node::U64(n));
-        Ok(())
-    }
-
-    fn visit_i64<E>(self, n: i64) -> Result<(), E> {
-        self.nodes.push(if n < 0 {
-            Node::I64(n)
-        } else {
-            Node::U64(n as u64)
-        });
-        Ok(())
-    }
-
-    fn visit_f64<E>(self, f: f64) -> Result<(), E> {
-        self.nodes.push(Node::F64(f));
-        Ok(())
-    }
-
-    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<(), E> {
-        let n = self.borrowed(s);
-        self.nodes.push(n);
-        Ok(())
-    }
-
-    fn visit_str<E>(self, s: &str) -> Result<(), E> {
-        let n = self.own(s);
-        self.nodes.push(n);
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let at = self.nodes.len();
-        self.nodes.push(Node::Null);
-        let mut len = 0u32;
-        while seq.next_element_seed(&mut *self)?.is_some() {
-            len = len.saturating_add(1);
-        }
-        let end = self.nodes.len() as u32;
-        self.nodes[at] = Node::Arr { len, end };
-        Ok(())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let at = self.nodes.len();
-        self.nodes.push(Node::Null);
-        let mut len = 0u32;
-        // The keys so far, to notice a repeated one (objects with more keys than this
-        // are taken to repeat one: lookups then scan them whole).
-        let mut keys = [Key::Owned(0); 32];
-        while map.next_key_seed(&mut *self)?.is_some() {
-            if !self.duplicates {
-                let n = len as usize;
-                match self.key() {
-                    Some(key) if n < keys.len() => {
-                        let text = self.key_text(&key);
-                        self.duplicates = keys[..n].iter().any(|k| self.key_text(k) == text);
-                        keys[n] = key;
-                    }
-                    _ => self.duplicates = true,
-                }
-            }
-            map.next_value_seed(&mut *self)?;
-            len = len.saturating_add(1);
-        }
-        let end = self.nodes.len() as u32;
-        self.nodes[at] = Node::Obj { len, end };
-        Ok(())
     }
 }
 

@@ -12,7 +12,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::config::{Env, LoadOptions, load_sources};
-use crate::pce::client::{BodyReader, Step, parse_records};
+use crate::event::Tape;
+use crate::pce::client::{BodyReader, Records, Step, is_gzip, parse_records};
 use crate::sinks::delivery::render::{Origin, Templates};
 use crate::stages::filter::{CompiledFilter, FilterConfig, WhereExpr};
 
@@ -58,6 +59,11 @@ pub fn targets() -> Vec<Target> {
         Target {
             name: "pce-download",
             run: pce_download,
+            seeds: BODY_SEEDS,
+        },
+        Target {
+            name: "tape",
+            run: tape,
             seeds: BODY_SEEDS,
         },
     ]
@@ -210,20 +216,24 @@ fn pce_body(input: &[u8]) {
     let _ = parse_records(input);
 }
 
-/// A traffic download read as a stream, in uneven pieces, gzip inflated on the way.
+/// A traffic download read as a stream, in uneven pieces, gzip inflated on the way. A
+/// plain body must give the records that reading it whole with `serde_json` gives (and
+/// fail where that fails).
 fn pce_download(input: &[u8]) {
     let mut reader = BodyReader::default();
     let mut pieces = input.chunks(7 + input.len() / 5);
-    let mut taken = 0usize;
+    let mut taken = Vec::new();
     loop {
         match reader.next_tape() {
-            Step::Item(_) => {
-                taken += 1;
-                if taken > 100_000 {
+            Step::Item(t) => {
+                taken.push(t.into_value());
+                if taken.len() > 100_000 {
                     return;
                 }
             }
-            Step::Done | Step::Fail(_) => return,
+            Step::Done | Step::Fail(_) if is_gzip(input) => return,
+            Step::Done => return same_records(input, taken, false),
+            Step::Fail(_) => return same_records(input, taken, true),
             Step::More => {
                 match pieces.next() {
                     Some(p) => reader.accept(Bytes::copy_from_slice(p)),
@@ -236,6 +246,42 @@ fn pce_download(input: &[u8]) {
                 }
             }
         }
+    }
+}
+
+/// Panics unless reading all of `body` with `serde_json` gives `taken`, then fails when
+/// `failed`.
+fn same_records(body: &[u8], taken: Vec<Value>, failed: bool) {
+    let mut want = Vec::new();
+    let mut want_failed = false;
+    for r in Records::new(Bytes::copy_from_slice(body)) {
+        match r {
+            Ok((v, _)) => want.push(v),
+            Err(_) => {
+                want_failed = true;
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        (taken, failed),
+        (want, want_failed),
+        "the records read in pieces into tapes differ from serde_json's"
+    );
+}
+
+/// One record read into a tape, as the `file` source and the `json` syslog decoder read
+/// one: it must be the value `serde_json` reads, or refused where that refuses it.
+fn tape(input: &[u8]) {
+    let want = serde_json::from_slice::<Value>(input);
+    match (Tape::parse(Bytes::copy_from_slice(input)), want) {
+        (Ok(t), Ok(v)) => assert_eq!(t.value(), &v, "the tape differs from serde_json's value"),
+        (Err(_), Err(_)) => {}
+        (got, want) => panic!(
+            "the tape parser {} where serde_json {}",
+            if got.is_ok() { "accepts" } else { "refuses" },
+            if want.is_ok() { "accepts" } else { "refuses" }
+        ),
     }
 }
 

@@ -10,7 +10,7 @@ use std::io::Read;
 use bytes::Bytes;
 use serde_json::Value;
 
-use crate::event::{Parsed, Tape};
+use crate::event::{ParseError, Tape, parse_prefix};
 
 /// The gzip magic bytes.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -251,9 +251,9 @@ impl Records {
 
     /// The next record, parsed by `parse` from the body at the given offset (it returns
     /// the record and the offset just after it, or `None` when no value starts there).
-    fn step<T>(
+    fn step<T, E: Failure>(
         &mut self,
-        parse: impl FnOnce(&Bytes, usize) -> Option<Result<(T, usize), serde_json::Error>>,
+        parse: impl FnOnce(&Bytes, usize) -> Option<Result<(T, usize), E>>,
     ) -> Step<T> {
         if self.trailing {
             self.trailing = false;
@@ -329,17 +329,8 @@ impl Records {
     /// The next record parsed into a [`Tape`] over its bytes (see [`Records::tapes`]).
     pub fn poll_tape(&mut self) -> Step<Tape> {
         self.step(|body, start| {
-            let slice = body.get(start..)?;
-            let mut stream = serde_json::Deserializer::from_slice(slice).into_iter::<Parsed<'_>>();
-            match stream.next()? {
-                Ok(parsed) => {
-                    let end = start + stream.byte_offset();
-                    let raw = body.get(start..end)?;
-                    let tape = parsed.into_tape(raw, slice.as_ptr() as usize);
-                    Some(Ok((tape, end)))
-                }
-                Err(e) => Some(Err(e)),
-            }
+            let slice = body.get(start..).filter(|s| !s.is_empty())?;
+            Some(parse_prefix(slice).map(|(tape, end)| (tape, start + end)))
         })
     }
 }
@@ -565,6 +556,24 @@ impl BodyReader {
     }
 }
 
+/// A record's parse error, as [`Records::step`] tells them apart.
+trait Failure: std::fmt::Display {
+    /// The bytes ended inside the record (more may come).
+    fn is_eof(&self) -> bool;
+}
+
+impl Failure for serde_json::Error {
+    fn is_eof(&self) -> bool {
+        serde_json::Error::is_eof(self)
+    }
+}
+
+impl Failure for ParseError {
+    fn is_eof(&self) -> bool {
+        ParseError::is_eof(self)
+    }
+}
+
 fn item<T>(step: Step<T>) -> Option<Result<T, String>> {
     match step {
         Step::Item(v) => Some(Ok(v)),
@@ -780,6 +789,139 @@ mod tests {
             }
         }
         assert_eq!(got, want);
+    }
+
+    /// Every record of `body` through a [`BodyReader`] given its first `cut` bytes, then
+    /// the rest: values and the bytes each was read from.
+    fn in_two(body: &[u8], cut: usize) -> Result<Vec<(Value, Bytes)>, String> {
+        let mut reader = BodyReader::default();
+        let mut out = Vec::new();
+        let mut pieces = [&body[..cut], &body[cut..]].into_iter();
+        loop {
+            match reader.next_tape() {
+                Step::Item(t) => out.push((t.value().clone(), t.raw())),
+                Step::More => match pieces.next() {
+                    Some(p) => reader.push(p)?,
+                    None => reader.finish()?,
+                },
+                Step::Done => return Ok(out),
+                Step::Fail(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A body cut anywhere reads as the whole body does: the same records from the same
+    /// bytes (a number cut where the bytes end waits for the rest), the same errors.
+    #[test]
+    fn a_body_cut_anywhere_gives_the_same_tapes() {
+        let flow = r#"{"src":{"ip":"10.0.0.1","workload":{"href":"/orgs/1/workloads/a","labels":[{"key":"role","value":"d\u00e9b \"x\""}]}},"dst":{"ip":"10.0.0.2"},"service":{"port":443,"proto":6},"num_connections":12,"ratio":-1.5e-3,"big":18446744073709551616,"ok":true,"none":null,"s":"\ud83d\ude00"}"#;
+        let bodies = [
+            format!("\u{FEFF}[{flow},\n{flow} , 1, 22,-0.5e2,\"x\",true,null,[333]]\n"),
+            format!("{flow}\n{flow}\r\n 1\n22\n-333\ntrue\n\"s\"\n[1,2]\n4.5e1"),
+            format!("{flow}{flow} {{}}[]"),
+        ];
+        for body in &bodies {
+            let want: Vec<(Value, Bytes)> = Records::new(Bytes::from(body.clone()))
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(want.len() >= 3, "{body}");
+            for cut in 0..=body.len() {
+                assert_eq!(
+                    in_two(body.as_bytes(), cut).as_ref(),
+                    Ok(&want),
+                    "{body} at {cut}"
+                );
+            }
+        }
+        for bad in [
+            format!("[{flow},{flow},]"),
+            format!("[{flow} {flow}]"),
+            format!("{flow}\n12x\n"),
+            format!("{flow}\n{{\"a\":1,}}"),
+            format!("[{flow}"),
+            format!("{flow}\n{{\"a\":\"\\ud800\"}}"),
+        ] {
+            let whole = in_two(bad.as_bytes(), bad.len()).unwrap_err();
+            for cut in 0..=bad.len() {
+                assert_eq!(
+                    in_two(bad.as_bytes(), cut).as_ref(),
+                    Err(&whole),
+                    "{bad} at {cut}"
+                );
+            }
+        }
+        assert_eq!(
+            in_two(format!("{flow}\n{{\"a\":1 \"b\":2}}").as_bytes(), 5).unwrap_err(),
+            "NDJSON record 2: expected ',' or '}' at line 1 column 8"
+        );
+        assert_eq!(
+            in_two(b"[1,\n{\"a\":\n  tru}]", 0).unwrap_err(),
+            "JSON array record 2: expected 'true', 'false' or 'null' at line 2 column 6"
+        );
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_filter_map("finite", |f| {
+                serde_json::Number::from_f64(f).map(Value::Number)
+            }),
+            "[a-z\"\\\\\u{1}é😀 ]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::vec(("[a-c\"]{0,3}", inner), 0..5)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Records of any JSON, as an array or NDJSON, in pieces of any sizes: the records
+        /// of the whole body.
+        #[test]
+        fn any_records_in_any_pieces(
+            records in proptest::collection::vec(json_value(), 0..6),
+            array in proptest::prelude::any::<bool>(),
+            pieces in proptest::collection::vec(1usize..40, 1..8),
+        ) {
+            let mut texts: Vec<String> = records.iter().map(|v| v.to_string()).collect();
+            // An NDJSON body that starts with a list is read as a JSON array.
+            if let Some(first) = texts.first_mut().filter(|t| !array && t.starts_with('[')) {
+                *first = format!("{{\"l\":{first}}}");
+            }
+            let body = if array {
+                format!("[{}]", texts.join(",\n"))
+            } else {
+                texts.join("\n")
+            };
+            let want = parse_records(body.as_bytes()).unwrap();
+            let mut reader = BodyReader::default();
+            let mut got = Vec::new();
+            let mut rest = body.as_bytes();
+            let mut sizes = pieces.iter().cycle();
+            loop {
+                match reader.next_tape() {
+                    Step::Item(t) => got.push(t.value().clone()),
+                    Step::More if rest.is_empty() => reader.finish().unwrap(),
+                    Step::More => {
+                        let n = sizes.next().copied().unwrap_or(1).min(rest.len());
+                        reader.push(&rest[..n]).unwrap();
+                        rest = &rest[n..];
+                    }
+                    Step::Done => break,
+                    Step::Fail(e) => proptest::prop_assert!(false, "{e}: {body}"),
+                }
+            }
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 
     #[test]

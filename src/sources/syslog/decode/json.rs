@@ -54,12 +54,11 @@ impl Decoder for JsonDecoder {
     }
 }
 
-fn describe(e: &serde_json::Error) -> &'static str {
-    use serde_json::error::Category;
-    match e.classify() {
-        Category::Eof => "it ends early",
-        Category::Syntax => "invalid JSON",
-        Category::Data | Category::Io => "invalid JSON",
+fn describe(e: &crate::event::ParseError) -> &'static str {
+    if e.is_eof() {
+        "it ends early"
+    } else {
+        "invalid JSON"
     }
 }
 
