@@ -64,11 +64,15 @@ pub struct PceTrafficConfig {
     /// Keep only these policy decisions. Default: all.
     #[serde(default)]
     pub policy_decisions: Option<Vec<Decision>>,
-    /// Ask the PCE only for the destination ports this pipeline can keep: when every
-    /// stage reading this source is a `filter` whose `match` (or every `any` group) lists
-    /// `service.port` values, and every source of the connection can say so, the
-    /// connection's query asks for the union of their ports. Default: `true`; `false`
-    /// always asks for every port.
+    /// Ask the PCE only for the flows this pipeline can keep: when every stage reading
+    /// this source is a `filter`, the connection's query is narrowed to what their
+    /// conditions certainly require — destination ports (`service.port`), protocols
+    /// (`service.proto`), source and destination labels (`dst.labels.role: DB`) and IP
+    /// lists (`src.ip: ip_list:Corporate`) — and leaves out the labels and addresses every
+    /// filter excludes. A dimension is narrowed only when every source of the connection
+    /// restricts it (the query asks for the union); a label value or IP list name the
+    /// connection's name cache does not know narrows nothing. Default: `true`; `false`
+    /// always asks for every flow (of `policy_decisions`).
     #[serde(default = "default_true")]
     pub narrow: bool,
     /// At most this many flows per slice (1..=200000); more matches mark the flows
@@ -217,7 +221,7 @@ impl PceTrafficConfig {
 
     /// Builds the running source; it joins its connection's traffic hub when attached.
     /// `readers` are the `filter` stages reading it when every reader is one (`None`
-    /// otherwise): with `narrow`, the query asks only for the ports they keep.
+    /// otherwise): with `narrow`, the query asks only for what they can keep.
     pub fn build(
         &self,
         cx: &BuildContext,
@@ -225,16 +229,16 @@ impl PceTrafficConfig {
         readers: Option<&[FilterConfig]>,
     ) -> Result<Box<dyn Source>, NodeError> {
         let hub = pce.traffic_hub(cx);
-        let ports = if self.narrow {
-            super::narrow::source_ports(readers)
+        let restriction = if self.narrow {
+            super::narrow::source_restriction(readers)
         } else {
-            None
+            super::narrow::Restriction::everything()
         };
         Ok(Box::new(PceTrafficSource::new(
             hub,
             cx.id.clone(),
             self.clone(),
-            ports,
+            restriction,
         )))
     }
 }

@@ -1,6 +1,5 @@
 //! The running `pce_traffic` source: hands on what its connection's hub delivers.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -8,6 +7,7 @@ use tokio::sync::mpsc;
 
 use super::config::PceTrafficConfig;
 use super::hub::{Delivery, TrafficHub};
+use super::narrow::Restriction;
 use crate::node::{NodeResult, Source, SourceContext};
 
 /// One pipeline's view of its connection's traffic.
@@ -16,24 +16,24 @@ pub struct PceTrafficSource {
     hub: Arc<TrafficHub>,
     id: Arc<str>,
     cfg: PceTrafficConfig,
-    ports: Option<BTreeSet<u16>>,
+    restriction: Restriction,
     rx: Option<mpsc::Receiver<Delivery>>,
 }
 
 impl PceTrafficSource {
-    /// The source `id` reading `hub`, asking (with `narrow`) only for `ports`; it joins
-    /// the hub when attached.
+    /// The source `id` reading `hub`, asking (with `narrow`) only for what `restriction`
+    /// lets through; it joins the hub when attached.
     pub(super) fn new(
         hub: Arc<TrafficHub>,
         id: Arc<str>,
         cfg: PceTrafficConfig,
-        ports: Option<BTreeSet<u16>>,
+        restriction: Restriction,
     ) -> Self {
         PceTrafficSource {
             hub,
             id,
             cfg,
-            ports,
+            restriction,
             rx: None,
         }
     }
@@ -57,9 +57,9 @@ impl PceTrafficSource {
 impl Source for PceTrafficSource {
     fn attach(&mut self) {
         if self.rx.is_none() {
-            let rx = self
-                .hub
-                .subscribe(self.id.clone(), self.cfg.clone(), self.ports.clone());
+            let rx =
+                self.hub
+                    .subscribe(self.id.clone(), self.cfg.clone(), self.restriction.clone());
             self.rx = Some(rx);
         }
     }
