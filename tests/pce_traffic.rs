@@ -1051,6 +1051,11 @@ impl Narrowed {
 /// Runs `pipelines` (name, the YAML of its filter's conditions, indented for a stage) on
 /// one connection, with or without `narrow`, over the lookback's six slices.
 async fn narrowed_run(pipelines: &[(&str, &str)], narrow: bool) -> Narrowed {
+    narrowed_run_with(pipelines, narrow, false).await
+}
+
+/// [`narrowed_run`], with a second PCE connection in the settings when `two_pces`.
+async fn narrowed_run_with(pipelines: &[(&str, &str)], narrow: bool, two_pces: bool) -> Narrowed {
     let clock = VirtualClock::new(t0());
     let sim = sim(&clock, Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
@@ -1069,8 +1074,19 @@ async fn narrowed_run(pipelines: &[(&str, &str)], narrow: bool) -> Narrowed {
         .map(|(name, conditions)| pipe(name, conditions))
         .collect::<Vec<_>>()
         .join("---\n");
-    let topology =
-        runtime::start(&config(dir.path(), &sim, &yaml), Arc::new(clock.clone())).expect("starts");
+    let other = if two_pces {
+        format!(
+            "    other:\n      url: {}\n      insecure_http: true\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n",
+            sim.url()
+        )
+    } else {
+        String::new()
+    };
+    let cfg = common::load(format!(
+        "{}{yaml}",
+        common::settings(dir.path(), &sim, &other)
+    ));
+    let topology = runtime::start(&cfg, Arc::new(clock.clone())).expect("starts");
     nudge_until(&clock, "the lookback", || downloads(&sim) >= 6).await;
     quiesce(&clock, &sim, dir.path()).await;
     let counter = |id: &str, f: fn(&vigil::runtime::NodeCounters) -> u64| {
@@ -1301,11 +1317,16 @@ async fn an_ip_list_destination_is_asked_for_with_the_workloads_inside_it() {
 
 /// Two pipelines looking only at sources in IP lists.
 async fn lists_run(narrow: bool) -> Narrowed {
+    lists_run_with(narrow, false).await
+}
+
+/// [`lists_run`], with a second PCE connection when `two_pces`.
+async fn lists_run_with(narrow: bool, two_pces: bool) -> Narrowed {
     let pipelines = [
         ("corp", "    match:\n      src.ip: \"ip_list:Corporate\""),
         ("scan", "    match:\n      src.ip: [\"ip_list:Scanners\"]"),
     ];
-    narrowed_run(&pipelines, narrow).await
+    narrowed_run_with(&pipelines, narrow, two_pces).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1333,6 +1354,20 @@ async fn pipelines_that_look_only_at_source_ip_lists_ask_the_pce_for_those_and_m
     );
     assert_eq!(narrowed.flows, whole.flows);
     assert_eq!(narrowed.alerts, whole.alerts);
+}
+
+/// Filters look `ip_list:` names up in every connection's names, so with a second PCE
+/// the list a filter matches may be that PCE's: the query does not narrow by IP lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_second_pce_ip_lists_narrow_nothing() {
+    let run = lists_run_with(true, true).await;
+    assert!(!run.queries.is_empty());
+    for q in &run.queries {
+        assert_eq!(q["sources"]["include"], serde_json::json!([]), "{q}");
+        assert_eq!(q["exclude_workloads_from_ip_list_query"], true, "{q}");
+    }
+    assert!(!run.flows.is_empty());
+    assert!(run.handed > run.kept, "every flow was downloaded");
 }
 
 /// The shipped `admin-ports` rule, run twice on the same simulated PCE — once on its REST
