@@ -995,7 +995,14 @@ mod tests {
     /// One random condition (path, matcher) of the kinds narrowing reads, and some it
     /// must not trust.
     fn random_condition(rng: &mut ChaCha8Rng) -> (String, Value) {
+        let kind = rng.random_range(0..9);
         let side = ["src", "dst"][rng.random_range(0..2)];
+        condition_of(rng, kind, side)
+    }
+
+    /// A random condition of `kind` (0 port, 1 protocol, 2–3 label, 4–5 IP list, 6 label
+    /// regex, 7 address, 8 port `ne`) on `side`.
+    fn condition_of(rng: &mut ChaCha8Rng, kind: u32, side: &str) -> (String, Value) {
         let some = |rng: &mut ChaCha8Rng, pool: &[Value]| -> Value {
             let n = rng.random_range(1..4);
             let vals: Vec<Value> = (0..n)
@@ -1008,7 +1015,7 @@ mod tests {
                 _ => Value::Array(vals),
             }
         };
-        match rng.random_range(0..9) {
+        match kind {
             0 => {
                 let pool: Vec<Value> = PORTS.iter().map(|p| json!(p)).collect();
                 ("service.port".into(), some(rng, &pool))
@@ -1023,7 +1030,7 @@ mod tests {
                     .iter()
                     .filter(|l| l.1 == key)
                     .map(|l| json!(l.2))
-                    .chain([json!("Unlabelled")])
+                    .chain(rng.random_bool(0.2).then(|| json!("Unlabelled")))
                     .collect();
                 (format!("{side}.labels.{key}"), some(rng, &pool))
             }
@@ -1031,7 +1038,7 @@ mod tests {
                 let pool: Vec<Value> = LISTS
                     .iter()
                     .map(|l| json!(format!("ip_list:{}", l.1)))
-                    .chain([json!("ip_list:Nowhere")])
+                    .chain(rng.random_bool(0.2).then(|| json!("ip_list:Nowhere")))
                     .collect();
                 (format!("{side}.ip"), some(rng, &pool))
             }
@@ -1063,7 +1070,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(7);
         // How often each part of the query was narrowed (the test must exercise them).
         let mut narrowed = [0usize; 5];
-        for case in 0..1500 {
+        for case in 0..800 {
             // The name cache: sometimes stale (a label or a list missing).
             let mut names = Names::default();
             for (i, (href, k, v)) in LABELS.iter().enumerate() {
@@ -1083,6 +1090,20 @@ mod tests {
             let cache = Arc::new(NameCache::default());
             cache.replace(names.clone());
             let pipelines = rng.random_range(1..4);
+            let focus = (
+                [0, 1, 2, 4][rng.random_range(0..4)],
+                ["src", "dst"][rng.random_range(0..2)],
+            );
+            // Often, one equality every filter excludes (besides its own groups), so that
+            // the query has excludes to get wrong.
+            let shared = rng.random_bool(0.4).then(|| {
+                loop {
+                    let (path, value) = random_condition(&mut rng);
+                    if !value.is_object() && (path.contains(".labels.") || path.ends_with(".ip")) {
+                        break (path, value);
+                    }
+                }
+            });
             let mut sources = Vec::new();
             let mut compiled = Vec::new();
             let mut configs = Vec::new();
@@ -1091,9 +1112,17 @@ mod tests {
                 let mut filters = Vec::new();
                 for _ in 0..readers {
                     let mut f = json!({"inputs": ["flows"]});
+                    let mut match_ = serde_json::Map::new();
                     if rng.random_bool(0.8) {
-                        f["match"] = Value::Object(random_group(&mut rng, 3));
+                        match_ = random_group(&mut rng, 3);
                     }
+                    // The case's focus, in most filters: its dimension is then often
+                    // narrowed.
+                    if rng.random_bool(0.7) {
+                        let (path, value) = condition_of(&mut rng, focus.0, focus.1);
+                        match_.insert(path, value);
+                    }
+                    f["match"] = Value::Object(match_);
                     if rng.random_bool(0.4) {
                         let n = rng.random_range(1..4);
                         f["any"] = Value::Array(
@@ -1102,12 +1131,15 @@ mod tests {
                                 .collect(),
                         );
                     }
-                    if rng.random_bool(0.5) {
+                    if rng.random_bool(0.5) || shared.is_some() {
                         let n = rng.random_range(1..4);
-                        let groups: Vec<Value> = (0..n)
+                        let mut groups: Vec<Value> = (0..n)
                             .map(|_| Value::Object(random_group(&mut rng, 2)))
                             .collect();
-                        f["exclude"] = if n == 1 && rng.random_bool(0.5) {
+                        if let Some((path, value)) = &shared {
+                            groups.push(json!({ path.clone(): value.clone() }));
+                        }
+                        f["exclude"] = if groups.len() == 1 && rng.random_bool(0.5) {
                             groups[0].clone()
                         } else {
                             Value::Array(groups)
