@@ -156,7 +156,14 @@ impl SourceConfig {
             SourceConfig::Stdin(c) => c.build(cx),
             SourceConfig::PceHealth(c) => c.build(services.pce(&c.connection)?),
             SourceConfig::PceEvents(c) => c.build(cx, services.pce(&c.connection)?),
-            SourceConfig::PceTraffic(c) => c.build(cx, services.pce(&c.connection)?, readers),
+            SourceConfig::PceTraffic(c) => {
+                let pce = services.pce(&c.connection)?;
+                // Filters look `ip_list:` names up in every connection's names: the
+                // connection's own lists are then the only ones when it is alone.
+                let caches = services.name_caches();
+                let own_lists = caches.len() == 1 && Arc::ptr_eq(&caches[0], pce.names());
+                c.build(cx, pce, readers, own_lists)
+            }
             SourceConfig::Internal(c) => c.build(&services.internal),
             SourceConfig::Syslog(c) => c.build(cx, &services.internal),
         }

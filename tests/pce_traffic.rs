@@ -1029,33 +1029,64 @@ async fn repeated_rows_are_dropped_and_counted_and_the_ledger_survives_a_restart
     assert_eq!(saved["v"], 1);
 }
 
-/// What one run of two port-filtering pipelines saw: the services each query asked for,
-/// the flows their sources were handed, and what their filters and rules kept.
+/// What one run of filtering pipelines saw: the query bodies the simulator received, the
+/// flows their sources were handed, what their filters kept and the rows they kept (with
+/// the alerts their rules raised) over the first six slices.
 struct Narrowed {
-    services: Vec<Value>,
+    queries: Vec<Value>,
     handed: u64,
     kept: u64,
     flows: std::collections::BTreeSet<String>,
+    kept_rows: Vec<Value>,
     alerts: std::collections::BTreeSet<(String, String, String)>,
 }
 
-async fn ports_run(narrow: bool) -> Narrowed {
+impl Narrowed {
+    /// The `key` part of every query (`services`, `destinations`, ...).
+    fn asked(&self, key: &str) -> Vec<Value> {
+        self.queries.iter().map(|q| q[key].clone()).collect()
+    }
+}
+
+/// Runs `pipelines` (name, the YAML of its filter's conditions, indented for a stage) on
+/// one connection, with or without `narrow`, over the lookback's six slices.
+async fn narrowed_run(pipelines: &[(&str, &str)], narrow: bool) -> Narrowed {
+    narrowed_run_with(pipelines, narrow, false).await
+}
+
+/// [`narrowed_run`], with a second PCE connection in the settings when `two_pces`.
+async fn narrowed_run_with(pipelines: &[(&str, &str)], narrow: bool, two_pces: bool) -> Narrowed {
     let clock = VirtualClock::new(t0());
     let sim = sim(&clock, Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let option = if narrow { "" } else { ", narrow: false" };
-    let pipe = |name: &str, ports: &str| {
+    let pipe = |name: &str, conditions: &str| {
         let flows = dir.path().join(format!("{name}-flows.jsonl"));
         let alerts = dir.path().join(format!("{name}-alerts.jsonl"));
         format!(
-            "kind: pipeline\nname: {name}\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 5m, settle: 2m, start_at: 35m{option}}}\nstages:\n  keep:\n    type: filter\n    inputs: [flows]\n    match:\n      service.port: {ports}\n  rule:\n    type: window_count\n    inputs: [keep]\n    window: 30m\n    group_by: [src.ip]\n    threshold: 2\n    alert: {{mode: each_crossing}}\nsinks:\n  kept: {{type: file, path: {}, inputs: [keep]}}\n  alerts: {{type: file, path: {}, inputs: [rule]}}\n",
+            "kind: pipeline\nname: {name}\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 5m, settle: 2m, start_at: 35m{option}}}\nstages:\n  keep:\n    type: filter\n    inputs: [flows]\n{conditions}\n  rule:\n    type: window_count\n    inputs: [keep]\n    window: 30m\n    group_by: [src.ip]\n    threshold: 2\n    alert: {{mode: each_crossing}}\nsinks:\n  kept: {{type: file, path: {}, inputs: [keep]}}\n  alerts: {{type: file, path: {}, inputs: [rule]}}\n",
             flows.display(),
             alerts.display()
         )
     };
-    let yaml = [pipe("ssh", "[22]"), pipe("admin", "[3389, 445]")].join("---\n");
-    let topology =
-        runtime::start(&config(dir.path(), &sim, &yaml), Arc::new(clock.clone())).expect("starts");
+    let yaml = pipelines
+        .iter()
+        .map(|(name, conditions)| pipe(name, conditions))
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let other = if two_pces {
+        format!(
+            "    other:\n      url: {}\n      insecure_http: true\n      api_key: ${{PCE_KEY}}\n      api_secret: ${{PCE_SECRET}}\n",
+            sim.url()
+        )
+    } else {
+        String::new()
+    };
+    let cfg = common::load(format!(
+        "{}{yaml}",
+        common::settings(dir.path(), &sim, &other)
+    ));
+    let topology = runtime::start(&cfg, Arc::new(clock.clone())).expect("starts");
     nudge_until(&clock, "the lookback", || downloads(&sim) >= 6).await;
     quiesce(&clock, &sim, dir.path()).await;
     let counter = |id: &str, f: fn(&vigil::runtime::NodeCounters) -> u64| {
@@ -1068,18 +1099,18 @@ async fn ports_run(narrow: bool) -> Narrowed {
     };
     let out =
         |c: &vigil::runtime::NodeCounters| c.events_out.load(std::sync::atomic::Ordering::Relaxed);
-    let handed = counter("ssh.flows", out);
-    let kept = counter("ssh.keep", out) + counter("admin.keep", out);
+    let handed = counter(&format!("{}.flows", pipelines[0].0), out);
+    let kept = pipelines
+        .iter()
+        .map(|(name, _)| counter(&format!("{name}.keep"), out))
+        .sum();
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop(topology).await;
-    let services = sim
+    let queries = sim
         .request_log()
         .iter()
         .filter(|r| r.method == "POST" && r.path == QUERIES)
-        .map(|r| {
-            let body: Value = serde_json::from_str(&r.body).expect("a JSON query body");
-            body["services"]["include"].clone()
-        })
+        .map(|r| serde_json::from_str(&r.body).expect("a JSON query body"))
         .collect();
     // Both runs read at least the first six slices of the lookback (the last ends 7
     // minutes before the start); how many more depends on how the clock was nudged, so
@@ -1091,11 +1122,13 @@ async fn ports_run(narrow: bool) -> Narrowed {
             .is_some_and(|t| t <= cutoff)
     };
     let mut flows = std::collections::BTreeSet::new();
+    let mut kept_rows = Vec::new();
     let mut alerts = std::collections::BTreeSet::new();
-    for name in ["ssh", "admin"] {
+    for (name, _) in pipelines {
         for f in lines(&dir.path().join(format!("{name}-flows.jsonl"))) {
             if before(&f["vigil"]["slice"]["end"]) {
                 flows.insert(format!("{name} {}", flow_key(&f)));
+                kept_rows.push(f);
             }
         }
         for a in lines(&dir.path().join(format!("{name}-alerts.jsonl"))) {
@@ -1111,12 +1144,22 @@ async fn ports_run(narrow: bool) -> Narrowed {
     }
     sim.shutdown().await;
     Narrowed {
-        services,
+        queries,
         handed,
         kept,
         flows,
+        kept_rows,
         alerts,
     }
+}
+
+/// Two pipelines keeping only some ports.
+async fn ports_run(narrow: bool) -> Narrowed {
+    let pipelines = [
+        ("ssh", "    match:\n      service.port: [22]"),
+        ("admin", "    match:\n      service.port: [3389, 445]"),
+    ];
+    narrowed_run(&pipelines, narrow).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1124,9 +1167,9 @@ async fn pipelines_that_keep_only_some_ports_ask_the_pce_for_only_those_and_miss
     let narrowed = ports_run(true).await;
     let whole = ports_run(false).await;
     // Every query asked for the union of the two pipelines' ports...
-    assert!(!narrowed.services.is_empty());
-    for s in &narrowed.services {
-        let mut ports: Vec<u64> = s
+    assert!(!narrowed.queries.is_empty());
+    for s in &narrowed.asked("services") {
+        let mut ports: Vec<u64> = s["include"]
             .as_array()
             .expect("a service list")
             .iter()
@@ -1137,9 +1180,9 @@ async fn pipelines_that_keep_only_some_ports_ask_the_pce_for_only_those_and_miss
     }
     assert!(
         whole
-            .services
+            .asked("services")
             .iter()
-            .all(|s| s.as_array().is_none_or(Vec::is_empty))
+            .all(|s| s["include"].as_array().is_none_or(Vec::is_empty))
     );
     // ...so the download held only flows one of them keeps, and far fewer...
     assert_eq!(
@@ -1156,6 +1199,175 @@ async fn pipelines_that_keep_only_some_ports_ask_the_pce_for_only_those_and_miss
     assert!(!whole.flows.is_empty() && !whole.alerts.is_empty());
     assert_eq!(narrowed.flows, whole.flows);
     assert_eq!(narrowed.alerts, whole.alerts);
+}
+
+/// The href of the label `key: value` in the rows a run kept (as the PCE sent it).
+fn label_href(rows: &[Value], side: &str, key: &str, value: &str) -> String {
+    rows.iter()
+        .flat_map(|r| {
+            r[side]["workload"]["labels"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find(|l| l["key"] == key && l["value"] == value)
+        .and_then(|l| l["href"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no kept row has the label {key}: {value}"))
+}
+
+/// Two pipelines looking only at the destination's role.
+async fn roles_run(narrow: bool) -> Narrowed {
+    let pipelines = [
+        ("db", "    match:\n      dst.labels.role: DB"),
+        (
+            "cache",
+            "    any:\n      - {dst.labels.role: Cache}\n      - {dst.labels.role: [Cache], service.proto: 17}",
+        ),
+    ];
+    narrowed_run(&pipelines, narrow).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_that_look_only_at_destination_labels_ask_the_pce_for_those_and_miss_nothing() {
+    let narrowed = roles_run(true).await;
+    let whole = roles_run(false).await;
+    assert!(!whole.flows.is_empty() && !whole.alerts.is_empty());
+    // Every query named the two labels as destinations, each a group of its own (the
+    // label hrefs are the PCE's, looked up in the name cache), and no service.
+    let db = label_href(&whole.kept_rows, "dst", "role", "DB");
+    let cache = label_href(&whole.kept_rows, "dst", "role", "Cache");
+    assert!(!narrowed.queries.is_empty());
+    for q in &narrowed.queries {
+        let mut groups: Vec<Vec<String>> = q["destinations"]["include"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .map(|g| {
+                g.as_array()
+                    .expect("a group")
+                    .iter()
+                    .map(|a| a["label"]["href"].as_str().expect("a label").to_string())
+                    .collect()
+            })
+            .collect();
+        groups.sort();
+        let mut want = vec![vec![db.clone()], vec![cache.clone()]];
+        want.sort();
+        assert_eq!(groups, want, "{q}");
+        assert_eq!(q["sources"]["include"], serde_json::json!([]), "{q}");
+        assert_eq!(
+            q["services"]["include"],
+            serde_json::json!([]),
+            "the pipelines keep every protocol: {q}"
+        );
+    }
+    for q in &whole.queries {
+        assert_eq!(q["destinations"]["include"], serde_json::json!([]), "{q}");
+    }
+    // The download held only flows to a DB or a Cache (each kept by one of them)...
+    assert_eq!(
+        narrowed.handed, narrowed.kept,
+        "every flow handed on was kept"
+    );
+    assert!(
+        narrowed.handed * 2 < whole.handed,
+        "{} flows downloaded, {} without narrowing",
+        narrowed.handed,
+        whole.handed
+    );
+    // ...and nothing a pipeline keeps was missed.
+    assert_eq!(narrowed.flows, whole.flows);
+    assert_eq!(narrowed.alerts, whole.alerts);
+}
+
+/// The simulator's catch-all IP list.
+const ANY_LIST: &str = "Any (0.0.0.0/0 and ::/0)";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_list_destination_is_asked_for_with_the_workloads_inside_it() {
+    // Every destination is in the list, workloads included: a query that left workloads
+    // out of IP-list matches (the PCE's default) would miss most flows.
+    let conditions = format!("    match:\n      dst.ip: \"ip_list:{ANY_LIST}\"");
+    let pipelines = [("out", conditions.as_str())];
+    let narrowed = narrowed_run(&pipelines, true).await;
+    let whole = narrowed_run(&pipelines, false).await;
+    assert!(!narrowed.queries.is_empty());
+    for q in &narrowed.queries {
+        let include = q["destinations"]["include"].as_array().expect("groups");
+        assert_eq!(include.len(), 1, "{q}");
+        assert!(
+            include[0][0]["ip_list"]["href"]
+                .as_str()
+                .is_some_and(|h| h.contains("/ip_lists/")),
+            "{q}"
+        );
+        assert_eq!(q["exclude_workloads_from_ip_list_query"], false, "{q}");
+    }
+    assert!(
+        whole
+            .kept_rows
+            .iter()
+            .any(|r| r["dst"]["workload"].is_object()),
+        "workloads are among the destinations"
+    );
+    assert_eq!(narrowed.handed, whole.handed);
+    assert_eq!(narrowed.flows, whole.flows);
+    assert_eq!(narrowed.alerts, whole.alerts);
+}
+
+/// Two pipelines looking only at sources in IP lists.
+async fn lists_run(narrow: bool) -> Narrowed {
+    lists_run_with(narrow, false).await
+}
+
+/// [`lists_run`], with a second PCE connection when `two_pces`.
+async fn lists_run_with(narrow: bool, two_pces: bool) -> Narrowed {
+    let pipelines = [
+        ("corp", "    match:\n      src.ip: \"ip_list:Corporate\""),
+        ("scan", "    match:\n      src.ip: [\"ip_list:Scanners\"]"),
+    ];
+    narrowed_run_with(&pipelines, narrow, two_pces).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_that_look_only_at_source_ip_lists_ask_the_pce_for_those_and_miss_nothing() {
+    let narrowed = lists_run(true).await;
+    let whole = lists_run(false).await;
+    assert!(!whole.flows.is_empty());
+    for q in &narrowed.queries {
+        assert_eq!(
+            q["sources"]["include"].as_array().map(Vec::len),
+            Some(2),
+            "{q}"
+        );
+        assert_eq!(q["exclude_workloads_from_ip_list_query"], false, "{q}");
+    }
+    assert_eq!(
+        narrowed.handed, narrowed.kept,
+        "every flow handed on was kept"
+    );
+    assert!(
+        narrowed.handed * 2 < whole.handed,
+        "{} flows downloaded, {} without narrowing",
+        narrowed.handed,
+        whole.handed
+    );
+    assert_eq!(narrowed.flows, whole.flows);
+    assert_eq!(narrowed.alerts, whole.alerts);
+}
+
+/// Filters look `ip_list:` names up in every connection's names, so with a second PCE
+/// the list a filter matches may be that PCE's: the query does not narrow by IP lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_second_pce_ip_lists_narrow_nothing() {
+    let run = lists_run_with(true, true).await;
+    assert!(!run.queries.is_empty());
+    for q in &run.queries {
+        assert_eq!(q["sources"]["include"], serde_json::json!([]), "{q}");
+        assert_eq!(q["exclude_workloads_from_ip_list_query"], true, "{q}");
+    }
+    assert!(!run.flows.is_empty());
+    assert!(run.handed > run.kept, "every flow was downloaded");
 }
 
 /// The shipped `admin-ports` rule, run twice on the same simulated PCE — once on its REST

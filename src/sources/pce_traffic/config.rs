@@ -64,12 +64,18 @@ pub struct PceTrafficConfig {
     /// Keep only these policy decisions. Default: all.
     #[serde(default)]
     pub policy_decisions: Option<Vec<Decision>>,
-    /// Ask the PCE only for the destination ports this pipeline can keep: when every
-    /// stage reading this source is a `filter` whose `match` (or every `any` group) lists
-    /// `service.port` values, and every source of the connection can say so, the
-    /// connection's query asks for the union of their ports. Default: `true`; `false`
-    /// always asks for every port. With `narrow`, the source is also handed only the flows
-    /// those filters can keep (tested as the flows arrive; the filters still decide).
+    /// Ask the PCE only for the flows this pipeline can keep: when every stage reading
+    /// this source is a `filter`, the connection's query is narrowed to what their
+    /// conditions certainly require — destination ports (`service.port`), protocols
+    /// (`service.proto`), source and destination labels (`dst.labels.role: DB`) and IP
+    /// lists (`src.ip: ip_list:Corporate`; only when the settings have one PCE
+    /// connection, as filters look list names up in every connection's) — and leaves out
+    /// the labels and addresses every filter excludes. A dimension is narrowed only when
+    /// every source of the connection restricts it (the query asks for the union); a label
+    /// value or IP list name the connection's name cache does not know narrows nothing.
+    /// With `narrow`, the source is also handed only the flows those filters can keep
+    /// (tested as the flows arrive; the filters still decide). Default: `true`; `false`
+    /// always asks for, and hands on, every flow (of `policy_decisions`).
     #[serde(default = "default_true")]
     pub narrow: bool,
     /// At most this many flows per slice (1..=200000); more matches mark the flows
@@ -218,24 +224,32 @@ impl PceTrafficConfig {
 
     /// Builds the running source; it joins its connection's traffic hub when attached.
     /// `readers` are the `filter` stages reading it when every reader is one (`None`
-    /// otherwise): with `narrow`, the query asks only for the ports they keep.
+    /// otherwise): with `narrow`, the query asks only for what they can keep. `own_lists`:
+    /// the filters' `ip_list:Name` operands can only mean this connection's lists (no other
+    /// connection's names are looked in); otherwise IP lists narrow nothing, since another
+    /// PCE's list of the same name may hold other addresses.
     pub fn build(
         &self,
         cx: &BuildContext,
         pce: &PceServices,
         readers: Option<&[FilterConfig]>,
+        own_lists: bool,
     ) -> Result<Box<dyn Source>, NodeError> {
         let hub = pce.traffic_hub(cx);
-        let ports = if self.narrow {
-            super::narrow::source_ports(readers)
+        let mut restriction = if self.narrow {
+            super::narrow::source_restriction(readers)
         } else {
-            None
+            super::narrow::Restriction::everything()
         };
+        if !own_lists {
+            restriction.src_ip_lists = None;
+            restriction.dst_ip_lists = None;
+        }
         Ok(Box::new(PceTrafficSource::new(
             hub,
             cx.id.clone(),
             self.clone(),
-            ports,
+            restriction,
             readers
                 .filter(|_| self.narrow)
                 .map(<[FilterConfig]>::to_vec),

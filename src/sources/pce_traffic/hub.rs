@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::PceTrafficConfig;
 use super::ledger::{Ledger, Pending, Sighting, Tally};
+use super::narrow::{Narrowing, Restriction};
 use super::route::Route;
 use crate::event::{Event, Field, FieldPath, Tape, Timestamp, time_from_field, time_from_value};
 use crate::node::BuildContext;
@@ -85,8 +86,8 @@ impl Batch {
 struct Subscriber {
     id: Arc<str>,
     cfg: PceTrafficConfig,
-    /// The destination ports its pipeline can keep (`None`: any; see [`super::narrow`]).
-    ports: Option<std::collections::BTreeSet<u16>>,
+    /// What its pipeline can keep (see [`super::narrow`]).
+    restriction: Restriction,
     /// The flows it can use.
     route: Arc<Route>,
     tx: mpsc::Sender<Delivery>,
@@ -101,8 +102,9 @@ struct Plan {
     names_refresh: chrono::Duration,
     lookback: chrono::Duration,
     decisions: Vec<crate::pce::client::PolicyDecision>,
-    /// The destination ports to ask for (`None`: all).
-    ports: Option<std::collections::BTreeSet<u16>>,
+    /// What to ask for: the union of the subscribers' restrictions (resolved to hrefs
+    /// through the name cache when each slice's query is built).
+    restriction: Restriction,
     flow_memory: std::time::Duration,
     max_flows: usize,
 }
@@ -129,6 +131,8 @@ pub struct TrafficHub {
     /// them, removing the last pipeline) waits for the next one.
     joined: tokio::sync::Notify,
     names: Arc<NameCache>,
+    /// What the last query was narrowed to ([`Narrowing::describe`]; `None`: no query yet).
+    narrowed: Mutex<Option<String>>,
     /// Slices whose result was truncated (more flows matched than it holds).
     pub truncated_slices: AtomicU64,
     /// Queries that failed (their slice is retried a minute later, backing off).
@@ -173,6 +177,7 @@ impl TrafficHub {
             subscribers: Mutex::new(Vec::new()),
             joined: tokio::sync::Notify::new(),
             names,
+            narrowed: Mutex::new(None),
             truncated_slices: AtomicU64::new(0),
             failed_queries: AtomicU64::new(0),
             slices_done: AtomicU64::new(0),
@@ -204,6 +209,29 @@ impl TrafficHub {
         &self.names
     }
 
+    /// What the last query asked the PCE for beyond its time range and decisions (JSON:
+    /// `services`, `sources`, `destinations`, `exclude_workloads_from_ip_list_query`,
+    /// `not_found`); `None` before the first query.
+    pub fn narrowed(&self) -> Option<String> {
+        self.narrowed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Keeps what a query was narrowed to, saying so at debug level when it changed.
+    fn note_narrowing(&self, narrowing: &Narrowing) {
+        let now = narrowing.describe();
+        let mut last = self.narrowed.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_deref() != Some(now.as_str()) {
+            tracing::debug!(
+                connection = %self.connection, narrowed = %now,
+                "pce_traffic: the query asks for (beyond its slice and decisions; logged when it changes)"
+            );
+            *last = Some(now);
+        }
+    }
+
     /// The store key of the slice cursor.
     pub fn cursor_key(&self) -> String {
         format!("pce_traffic:{}", self.connection)
@@ -220,7 +248,7 @@ impl TrafficHub {
         &self,
         id: Arc<str>,
         cfg: PceTrafficConfig,
-        ports: Option<std::collections::BTreeSet<u16>>,
+        restriction: Restriction,
         readers: Option<&[FilterConfig]>,
     ) -> mpsc::Receiver<Delivery> {
         let (tx, rx) = mpsc::channel(4);
@@ -235,7 +263,7 @@ impl TrafficHub {
         subscribers.push(Subscriber {
             id,
             cfg,
-            ports,
+            restriction,
             route,
             tx,
         });
@@ -273,7 +301,12 @@ impl TrafficHub {
             names_refresh: to(first.cfg.names_refresh.get()),
             lookback: to(first.cfg.lookback().unwrap_or_default()),
             decisions: Vec::new(),
-            ports: super::narrow::union(&subs.iter().map(|s| s.ports.clone()).collect::<Vec<_>>()),
+            restriction: super::narrow::union(
+                &subs
+                    .iter()
+                    .map(|s| s.restriction.clone())
+                    .collect::<Vec<_>>(),
+            ),
             flow_memory: first.cfg.flow_memory.get(),
             max_flows: first.cfg.max_flows as usize,
         };
@@ -543,15 +576,10 @@ impl TrafficHub {
             plan.max_results,
         );
         query.policy_decisions = plan.decisions.clone();
-        if let Some(ports) = &plan.ports {
-            query.services.include = ports
-                .iter()
-                .map(|p| crate::pce::client::Service {
-                    port: Some(*p),
-                    ..Default::default()
-                })
-                .collect();
-        }
+        // Label and IP list hrefs from the names as they are now (refreshed just before).
+        let narrowing = plan.restriction.query(&self.names.snapshot());
+        narrowing.apply(&mut query);
+        self.note_narrowing(&narrowing);
         let mut download = self.client.until(deadline).traffic_stream(&query).await?;
         // The flows are read as they download; when the PCE does not say how many the
         // result holds, a short result is known only at its end (see below).

@@ -1,6 +1,5 @@
 //! The running `pce_traffic` source: hands on what its connection's hub delivers.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -8,6 +7,7 @@ use tokio::sync::mpsc;
 
 use super::config::PceTrafficConfig;
 use super::hub::{Delivery, TrafficHub};
+use super::narrow::Restriction;
 use crate::node::{NodeResult, Source, SourceContext};
 use crate::stages::filter::FilterConfig;
 
@@ -17,27 +17,28 @@ pub struct PceTrafficSource {
     hub: Arc<TrafficHub>,
     id: Arc<str>,
     cfg: PceTrafficConfig,
-    ports: Option<BTreeSet<u16>>,
-    /// The filter stages reading the source, when every reader is one.
+    restriction: Restriction,
+    /// The filter stages reading the source, when every reader is one (and `narrow`).
     readers: Option<Vec<FilterConfig>>,
     rx: Option<mpsc::Receiver<Delivery>>,
 }
 
 impl PceTrafficSource {
-    /// The source `id` reading `hub`, asking (with `narrow`) only for `ports`, handed
-    /// only the flows its `readers` can keep; it joins the hub when attached.
+    /// The source `id` reading `hub`, asking (with `narrow`) only for what `restriction`
+    /// lets through and handed only the flows its `readers` can keep; it joins the hub
+    /// when attached.
     pub(super) fn new(
         hub: Arc<TrafficHub>,
         id: Arc<str>,
         cfg: PceTrafficConfig,
-        ports: Option<BTreeSet<u16>>,
+        restriction: Restriction,
         readers: Option<Vec<FilterConfig>>,
     ) -> Self {
         PceTrafficSource {
             hub,
             id,
             cfg,
-            ports,
+            restriction,
             readers,
             rx: None,
         }
@@ -65,7 +66,7 @@ impl Source for PceTrafficSource {
             let rx = self.hub.subscribe(
                 self.id.clone(),
                 self.cfg.clone(),
-                self.ports.clone(),
+                self.restriction.clone(),
                 self.readers.as_deref(),
             );
             self.rx = Some(rx);
