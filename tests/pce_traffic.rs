@@ -1099,7 +1099,12 @@ async fn narrowed_run_with(pipelines: &[(&str, &str)], narrow: bool, two_pces: b
     };
     let out =
         |c: &vigil::runtime::NodeCounters| c.events_out.load(std::sync::atomic::Ordering::Relaxed);
-    let handed = counter(&format!("{}.flows", pipelines[0].0), out);
+    // The rows the connection's download handed on (each source gets only the flows its
+    // filter can keep, so no one source's count is the download's).
+    let services = topology.reloader().services().await;
+    let handed = services.pce["lab"]
+        .traffic_counters()
+        .map_or(0, |c| c.rows_new + c.rows_continued);
     let kept = pipelines
         .iter()
         .map(|(name, _)| counter(&format!("{name}.keep"), out))
