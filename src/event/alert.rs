@@ -333,12 +333,26 @@ pub fn push_key_field(out: &mut String, i: usize, path: &str, v: Option<Field<'_
 /// Whether a string in a group key must be quoted to be told apart (see
 /// [`push_key_field`]).
 fn key_text_needs_quotes(s: &str) -> bool {
-    s.is_empty()
-        || matches!(s, "null" | "true" | "false" | "<missing>")
-        || s.parse::<f64>().is_ok()
-        || s.starts_with(['"', '[', '{'])
-        || s.contains([',', '=', '"', '\\'])
-        || s.chars().any(char::is_control)
+    let Some(&first) = s.as_bytes().first() else {
+        return true;
+    };
+    // One pass over the bytes: separators, quotes and control characters (C0, DEL, and
+    // C1, which UTF-8 writes as 0xC2 0x80..=0x9F).
+    let mut prev = 0u8;
+    for &b in s.as_bytes() {
+        if matches!(b, b',' | b'=' | b'"' | b'\\') || b < 0x20 || b == 0x7f {
+            return true;
+        }
+        if prev == 0xc2 && (0x80..=0x9f).contains(&b) {
+            return true;
+        }
+        prev = b;
+    }
+    matches!(s, "null" | "true" | "false" | "<missing>")
+        || matches!(first, b'[' | b'{')
+        // Only text starting like a number (or `inf`, `nan`) can read as one.
+        || (matches!(first, b'0'..=b'9' | b'+' | b'-' | b'.' | b'i' | b'I' | b'n' | b'N')
+            && s.parse::<f64>().is_ok())
 }
 
 /// Sets `path` (dotted) inside `root`, creating mappings on the way.
@@ -366,6 +380,36 @@ mod tests {
     use crate::event::FieldPath;
     use chrono::{TimeZone, Utc};
     use serde_json::json;
+
+    /// The rule written plainly: the one-pass check must say the same (saved states hold
+    /// keys written by it).
+    fn needs_quotes_reference(s: &str) -> bool {
+        s.is_empty()
+            || matches!(s, "null" | "true" | "false" | "<missing>")
+            || s.parse::<f64>().is_ok()
+            || s.starts_with(['"', '[', '{'])
+            || s.contains([',', '=', '"', '\\'])
+            || s.chars().any(char::is_control)
+    }
+
+    #[test]
+    fn key_text_is_quoted_exactly_when_it_could_be_misread() {
+        for s in [
+            "", "10.0.0.1", "web-01", "1", "-1", "+1", ".5", "1e5", "1.", "inf", "Infinity",
+            "NaN", "nan", "nane", "null", "true", "false", "<missing>", "[x", "{x", "\"x", "a,b",
+            "a=b", "a\\b", "tab\there", "del\u{7f}", "c1\u{85}", "c1\u{9f}", "nbsp\u{a0}",
+            "é", "日本", "ip_list:Corp",
+        ] {
+            assert_eq!(key_text_needs_quotes(s), needs_quotes_reference(s), "{s:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn key_text_quoting_matches_the_plain_rule(s in proptest::prelude::any::<String>()) {
+            proptest::prop_assert_eq!(key_text_needs_quotes(&s), needs_quotes_reference(&s));
+        }
+    }
 
     #[test]
     fn group_keys_tell_missing_from_empty() {
