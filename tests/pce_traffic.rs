@@ -1041,6 +1041,20 @@ struct Narrowed {
     alerts: std::collections::BTreeSet<(String, String, String)>,
 }
 
+/// The narrowed download held only flows some pipeline kept, and far fewer than the whole.
+fn assert_fewer_and_all_kept(narrowed: &Narrowed, whole: &Narrowed) {
+    assert_eq!(
+        narrowed.handed, narrowed.kept,
+        "every flow handed on was kept"
+    );
+    assert!(
+        narrowed.handed * 2 < whole.handed,
+        "{} flows downloaded, {} without narrowing",
+        narrowed.handed,
+        whole.handed
+    );
+}
+
 impl Narrowed {
     /// The `key` part of every query (`services`, `destinations`, ...).
     fn asked(&self, key: &str) -> Vec<Value> {
@@ -1190,16 +1204,7 @@ async fn pipelines_that_keep_only_some_ports_ask_the_pce_for_only_those_and_miss
             .all(|s| s["include"].as_array().is_none_or(Vec::is_empty))
     );
     // ...so the download held only flows one of them keeps, and far fewer...
-    assert_eq!(
-        narrowed.handed, narrowed.kept,
-        "every flow handed on was kept"
-    );
-    assert!(
-        narrowed.handed * 2 < whole.handed,
-        "{} flows downloaded, {} without narrowing",
-        narrowed.handed,
-        whole.handed
-    );
+    assert_fewer_and_all_kept(&narrowed, &whole);
     // ...and the pipelines kept the same flows and raised the same alerts.
     assert!(!whole.flows.is_empty() && !whole.alerts.is_empty());
     assert_eq!(narrowed.flows, whole.flows);
@@ -1270,16 +1275,7 @@ async fn pipelines_that_look_only_at_destination_labels_ask_the_pce_for_those_an
         assert_eq!(q["destinations"]["include"], serde_json::json!([]), "{q}");
     }
     // The download held only flows to a DB or a Cache (each kept by one of them)...
-    assert_eq!(
-        narrowed.handed, narrowed.kept,
-        "every flow handed on was kept"
-    );
-    assert!(
-        narrowed.handed * 2 < whole.handed,
-        "{} flows downloaded, {} without narrowing",
-        narrowed.handed,
-        whole.handed
-    );
+    assert_fewer_and_all_kept(&narrowed, &whole);
     // ...and nothing a pipeline keeps was missed.
     assert_eq!(narrowed.flows, whole.flows);
     assert_eq!(narrowed.alerts, whole.alerts);
@@ -1347,16 +1343,7 @@ async fn pipelines_that_look_only_at_source_ip_lists_ask_the_pce_for_those_and_m
         );
         assert_eq!(q["exclude_workloads_from_ip_list_query"], false, "{q}");
     }
-    assert_eq!(
-        narrowed.handed, narrowed.kept,
-        "every flow handed on was kept"
-    );
-    assert!(
-        narrowed.handed * 2 < whole.handed,
-        "{} flows downloaded, {} without narrowing",
-        narrowed.handed,
-        whole.handed
-    );
+    assert_fewer_and_all_kept(&narrowed, &whole);
     assert_eq!(narrowed.flows, whole.flows);
     assert_eq!(narrowed.alerts, whole.alerts);
 }
