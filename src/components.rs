@@ -142,6 +142,12 @@ impl SourceConfig {
         }
     }
 
+    /// Whether the source is built from the `filter` stages reading it (see
+    /// [`SourceConfig::build`]): a change to them rebuilds it.
+    pub fn reads_its_readers(&self) -> bool {
+        matches!(self, SourceConfig::PceTraffic(_))
+    }
+
     /// Builds the running source. `readers` are the `filter` stages that read it, when
     /// every node reading it is one (`None` otherwise): a source may then ask its peer
     /// only for what they keep.

@@ -111,9 +111,8 @@ pub(super) fn restore_inhibitions(
 }
 
 /// What identifies a node's configuration: its YAML (after interpolation) and the files
-/// it reads (a script, the templates beside the pipeline); for a source also the filter
-/// stages reading it, which decide what it asks for and hands on (see
-/// [`filter_readers`]).
+/// it reads (a script, the templates beside the pipeline); for a source built from the
+/// filter stages reading it, also those (see [`filter_readers`]).
 pub(super) fn fingerprint(config: &Config, node: &GraphNode) -> String {
     let p = &config.pipelines[node.pipeline];
     let section = match node.role {
@@ -128,7 +127,12 @@ pub(super) fn fingerprint(config: &Config, node: &GraphNode) -> String {
         .cloned()
         .unwrap_or_default();
     let mut fp = body.to_string();
-    if node.role == NodeRole::Source {
+    if node.role == NodeRole::Source
+        && p.config
+            .sources
+            .get(&node.name)
+            .is_some_and(|s| s.reads_its_readers())
+    {
         fp.push_str(&format!("{:?}", filter_readers(&p.config, &node.name)));
     }
     let dir = p.file.parent().unwrap_or(std::path::Path::new(""));
