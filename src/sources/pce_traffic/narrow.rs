@@ -383,12 +383,6 @@ pub fn filter_restriction(f: &FilterConfig) -> Restriction {
     r
 }
 
-/// The destination ports a filter can let through, when it keeps only some (`None`: any
-/// port may pass).
-pub fn filter_ports(f: &FilterConfig) -> Option<BTreeSet<u16>> {
-    filter_restriction(f).ports
-}
-
 /// What a source needs, given its readers: the union of what each keeps when every
 /// reader is a filter, everything otherwise (`readers` is `None` when some reader is not
 /// a filter).
@@ -397,11 +391,6 @@ pub fn source_restriction(readers: Option<&[FilterConfig]>) -> Restriction {
         None | Some([]) => Restriction::everything(),
         Some(readers) => union(&readers.iter().map(filter_restriction).collect::<Vec<_>>()),
     }
-}
-
-/// The ports a source needs (see [`source_restriction`]).
-pub fn source_ports(readers: Option<&[FilterConfig]>) -> Option<BTreeSet<u16>> {
-    source_restriction(readers).ports
 }
 
 /// A narrowed query's filters, resolved to hrefs through a connection's name cache.
@@ -616,7 +605,11 @@ mod tests {
 
     #[test]
     fn port_sets_are_read_from_match_and_any() {
-        let f = |v: Value| filter_ports(&filter(v)).map(|s| s.into_iter().collect::<Vec<_>>());
+        let f = |v: Value| {
+            filter_restriction(&filter(v))
+                .ports
+                .map(|s| s.into_iter().collect::<Vec<_>>())
+        };
         assert_eq!(
             f(json!({"inputs": ["x"], "match": {"service.port": 22}})),
             Some(vec![22])
@@ -651,8 +644,12 @@ mod tests {
         ] {
             assert_eq!(f(open.clone()), None, "{open}");
         }
-        assert_eq!(source_ports(None), None, "a reader that is not a filter");
-        assert_eq!(source_ports(Some(&[])), None);
+        assert_eq!(
+            source_restriction(None).ports,
+            None,
+            "a reader that is not a filter"
+        );
+        assert_eq!(source_restriction(Some(&[])).ports, None);
         let ports = |p: Option<BTreeSet<u16>>| Restriction {
             ports: p,
             ..Restriction::everything()
