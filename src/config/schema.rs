@@ -179,7 +179,29 @@ pub struct KindInfo {
 struct Schemas {
     settings: (Value, Validator),
     pipeline: (Value, Validator),
-    kinds: HashMap<Family, Vec<(KindInfo, Validator)>>,
+    kinds: HashMap<Family, Vec<Kind>>,
+    /// The shared definitions, attached to a kind's schema when it is compiled.
+    defs: Value,
+}
+
+/// A kind's schema, compiled when a document first uses the kind: a configuration uses a
+/// few of the kinds, and each compiled kind holds every shared definition (about a
+/// quarter of a megabyte each, a daemon's lifetime long).
+struct Kind {
+    /// Its name, description and examples; `schema` without the shared definitions.
+    info: KindInfo,
+    /// Its schema with the shared definitions, and that compiled.
+    compiled: OnceLock<(Value, Validator)>,
+}
+
+impl Kind {
+    fn compiled(&self, defs: &Value) -> &(Value, Validator) {
+        self.compiled.get_or_init(|| {
+            let schema = with_defs(&self.info.schema, defs);
+            let validator = compile(&schema);
+            (schema, validator)
+        })
+    }
 }
 
 fn with_defs(schema: &Value, defs: &Value) -> Value {
@@ -237,7 +259,6 @@ fn schemas() -> &'static Schemas {
                 let Some(name) = v.pointer("/properties/type/const").and_then(Value::as_str) else {
                     continue;
                 };
-                let schema = with_defs(&v, &defs);
                 let info = KindInfo {
                     name: name.to_string(),
                     description: v
@@ -250,9 +271,12 @@ fn schemas() -> &'static Schemas {
                         .and_then(Value::as_array)
                         .cloned()
                         .unwrap_or_default(),
-                    schema: schema.clone(),
+                    schema: v.clone(),
                 };
-                infos.push((info, compile(&schema)));
+                infos.push(Kind {
+                    info,
+                    compiled: OnceLock::new(),
+                });
             }
             kinds.insert(family, infos);
         }
@@ -260,15 +284,20 @@ fn schemas() -> &'static Schemas {
             settings,
             pipeline,
             kinds,
+            defs,
         }
     })
 }
 
 /// Every registered kind of a family.
 pub fn kinds(family: Family) -> Vec<KindInfo> {
-    schemas().kinds[&family]
+    let all = schemas();
+    all.kinds[&family]
         .iter()
-        .map(|(k, _)| k.clone())
+        .map(|k| KindInfo {
+            schema: with_defs(&k.info.schema, &all.defs),
+            ..k.info.clone()
+        })
         .collect()
 }
 
@@ -329,8 +358,9 @@ pub fn check_component(
             ),
         }];
     };
-    let kinds = &schemas().kinds[&family];
-    let names: Vec<&str> = kinds.iter().map(|(k, _)| k.name.as_str()).collect();
+    let all = schemas();
+    let kinds = &all.kinds[&family];
+    let names: Vec<&str> = kinds.iter().map(|k| k.info.name.as_str()).collect();
     let ty = match obj.get("type") {
         None => {
             return vec![SchemaProblem {
@@ -350,7 +380,7 @@ pub fn check_component(
             }];
         }
     };
-    let Some((info, validator)) = kinds.iter().find(|(k, _)| &k.name == ty) else {
+    let Some(kind) = kinds.iter().find(|k| &k.info.name == ty) else {
         let hint = suggest(ty, names.iter().copied())
             .map(|s| format!("; did you mean `{s}`?"))
             .unwrap_or_default();
@@ -365,7 +395,8 @@ pub fn check_component(
             ),
         }];
     };
-    run(validator, &info.schema, body, pointer, cx, |_| true)
+    let (schema, validator) = kind.compiled(&all.defs);
+    run(validator, schema, body, pointer, cx, |_| true)
 }
 
 fn run(

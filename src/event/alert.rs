@@ -7,6 +7,7 @@
 //! value.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -93,9 +94,10 @@ pub struct Sample {
     /// The event's time.
     pub time: Timestamp,
     /// The node that read it (`pipeline.source`).
-    pub source: String,
-    /// The record exactly as the source sent it (the original bytes when unchanged).
-    pub record: Box<RawValue>,
+    pub source: Arc<str>,
+    /// The record exactly as the source sent it (the original bytes when unchanged),
+    /// shared by the stages that keep the same event.
+    pub record: Arc<RawValue>,
 }
 
 impl PartialEq for Sample {
@@ -108,19 +110,13 @@ impl PartialEq for Sample {
 
 impl Sample {
     /// A sample of `event`: its original bytes when it has them, else its record
-    /// serialised. The copy does not hold the event (nor its acknowledgement) alive.
+    /// serialised (see [`Event::json_text`]). It does not hold the event (nor its
+    /// acknowledgement) alive.
     pub fn of(event: &Event) -> Sample {
-        let record = event
-            .raw()
-            .and_then(|raw| std::str::from_utf8(raw).ok())
-            .and_then(|text| RawValue::from_string(text.trim().to_string()).ok())
-            .unwrap_or_else(|| {
-                serde_json::value::to_raw_value(&event.record()).unwrap_or_default()
-            });
         Sample {
             time: event.meta.time,
-            source: event.meta.source.to_string(),
-            record,
+            source: event.meta.source.clone(),
+            record: event.json_text(),
         }
     }
 

@@ -239,6 +239,29 @@ impl Event {
         }
     }
 
+    /// The record as JSON text: its original bytes when it has them, else the record
+    /// serialised. A parsed record's text is made once and shared by the event's copies
+    /// (the stages that keep the event as a sample), and holds neither the event nor its
+    /// acknowledgement alive.
+    pub fn json_text(&self) -> Arc<serde_json::value::RawValue> {
+        let make = |event: &Event| {
+            event
+                .raw()
+                .and_then(|raw| std::str::from_utf8(raw).ok())
+                .and_then(|text| {
+                    serde_json::value::RawValue::from_string(text.trim().to_string()).ok()
+                })
+                .unwrap_or_else(|| {
+                    serde_json::value::to_raw_value(&event.record()).unwrap_or_default()
+                })
+                .into()
+        };
+        match (&self.alert, &self.tape) {
+            (None, Some(t)) => t.json_text(|_| make(self)),
+            _ => make(self),
+        }
+    }
+
     /// The record, shared: a copy that costs a pointer and does not hold the event (nor
     /// its batch acknowledgement). An alert event's JSON form is made for it.
     pub fn shared_data(&self) -> Arc<Value> {
@@ -569,6 +592,38 @@ mod tests {
             false
         });
         out
+    }
+
+    #[test]
+    fn copies_of_a_parsed_event_share_one_json_text_and_a_changed_copy_makes_its_own() {
+        let mut tape = Tape::parse(bytes::Bytes::from_static(
+            br#" {"src": {"ip": "10.0.0.1"}, "num_connections": 3} "#,
+        ))
+        .unwrap();
+        tape.set(&["vigil", "note"], json!("enriched"));
+        let event = Event::from_tape(tape, "p.flows".into(), Utc::now());
+        let copy = event.clone();
+        let (a, b) = (event.json_text(), copy.json_text());
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "two stages sampling one event share its text"
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(a.get()).unwrap(),
+            json!({"src": {"ip": "10.0.0.1"}, "num_connections": 3, "vigil": {"note": "enriched"}})
+        );
+        let mut changed = copy.clone();
+        changed.data_mut()["num_connections"] = json!(4);
+        let c = changed.json_text();
+        assert!(c.get().contains("\"num_connections\":4"), "{}", c.get());
+        assert!(a.get().contains("\"num_connections\":3"), "{}", a.get());
+        // An unchanged record's text is the bytes it came in, trimmed.
+        let plain = Event::from_tape(
+            Tape::parse(bytes::Bytes::from_static(b" {\"a\":  1} \n")).unwrap(),
+            "p.s".into(),
+            Utc::now(),
+        );
+        assert_eq!(plain.json_text().get(), "{\"a\":  1}");
     }
 
     #[test]

@@ -133,6 +133,9 @@ pub struct Tape {
     /// The patches whose paths start with a key no earlier patch's starts with.
     roots: Vec<usize>,
     full: OnceLock<Value>,
+    /// The record as JSON text, made on the first ask (a sample kept by a stage) and
+    /// shared by every stage holding the event: many stages sample the same events.
+    json: OnceLock<std::sync::Arc<serde_json::value::RawValue>>,
     /// Where each numbered field path leads in this record, once a lookup asked (see
     /// [`path_number`]): the rules of a graph read the same few fields of every event,
     /// so each is found once per event, not once per rule.
@@ -196,6 +199,7 @@ impl Clone for Tape {
             duplicates: self.duplicates,
             roots: self.roots.clone(),
             full: OnceLock::new(),
+            json: OnceLock::new(),
             memo: OnceLock::new(),
         }
     }
@@ -229,6 +233,7 @@ impl Tape {
             duplicates,
             roots: Vec::new(),
             full: OnceLock::new(),
+            json: OnceLock::new(),
             memo: OnceLock::new(),
         }
     }
@@ -256,6 +261,15 @@ impl Tape {
     /// The bytes the record was parsed from.
     pub fn raw(&self) -> Bytes {
         Bytes::from_owner(RawOwner(self.text.clone()))
+    }
+
+    /// The record as JSON text, made once with `make` and then shared (see [`Tape`]'s
+    /// `json`): its copies are made anew after a patch.
+    pub fn json_text(
+        &self,
+        make: impl FnOnce(&Tape) -> std::sync::Arc<serde_json::value::RawValue>,
+    ) -> std::sync::Arc<serde_json::value::RawValue> {
+        self.json.get_or_init(|| make(self)).clone()
     }
 
     /// Whether [`Tape::set`] placed anything over the parsed record.
@@ -307,8 +321,9 @@ impl Tape {
     }
 
     fn patch(&mut self, path: PatchPath, value: std::sync::Arc<Value>) {
-        // Where paths lead may change.
+        // Where paths lead may change, and the text is no longer the record's.
         self.memo = OnceLock::new();
+        self.json = OnceLock::new();
         let n = path.len();
         // Objects on the way that the parsed record has as something else are replaced.
         let mut at = Some(0);

@@ -167,7 +167,7 @@ fn reload_failed_alert(at: Timestamp, errors: &[String], diagnostics: &[&Diagnos
             .map(|record| Sample {
                 time: at,
                 source: "vigil.reload".into(),
-                record,
+                record: record.into(),
             })
         })
         .collect();

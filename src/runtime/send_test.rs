@@ -200,8 +200,8 @@ pub fn shaped_alert(
         .filter_map(|(record, (time, _))| {
             Some(Sample {
                 time,
-                source: format!("{}.example", pipeline.name),
-                record: serde_json::value::to_raw_value(record).ok()?,
+                source: format!("{}.example", pipeline.name).into(),
+                record: serde_json::value::to_raw_value(record).ok()?.into(),
             })
         })
         .collect();

@@ -18,8 +18,10 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Inflated bodies larger than this are refused (a guard against gzip bombs): 4 GiB.
 const MAX_INFLATED: u64 = 4 << 30;
 
-/// The most room made at once for the output of a piece of a gzip body: 64 MiB.
-const MAX_ROOM: usize = 64 << 20;
+/// The most compressed bytes of a gzip body inflated in one step (64 KiB): the reader
+/// holds a step's output (about 8 times as many bytes for JSON) until its records are
+/// read, so this bounds the inflated bytes held, however large the network's pieces.
+const INFLATE_STEP: usize = 64 << 10;
 
 /// Whether `body` starts with the gzip magic bytes.
 pub fn is_gzip(body: &[u8]) -> bool {
@@ -196,12 +198,21 @@ impl Records {
             self.trailing |= bytes.iter().any(|b| !b.is_ascii_whitespace());
             return;
         }
-        let rest = self.body.get(self.pos..).unwrap_or_default();
-        let mut joined = Vec::with_capacity(rest.len() + bytes.len());
-        joined.extend_from_slice(rest);
-        joined.extend_from_slice(bytes);
-        self.body = Bytes::from(joined);
+        let body = std::mem::take(&mut self.body);
+        let pos = self.pos.min(body.len());
         self.pos = 0;
+        // The buffer is reused when nothing else holds it: the bytes not read yet move to
+        // its front, and the new ones follow.
+        let mut joined = match body.try_into_mut() {
+            Ok(mut buf) => {
+                bytes::Buf::advance(&mut buf, pos);
+                buf
+            }
+            Err(body) => bytes::BytesMut::from(&body[pos..]),
+        };
+        joined.reserve(bytes.len());
+        joined.extend_from_slice(bytes);
+        self.body = joined.freeze();
     }
 
     /// Says the body is complete.
@@ -355,7 +366,7 @@ pub struct BodyReader {
     /// The gzip body's decoder; `None` while it inflates elsewhere.
     inflater: Option<Inflater>,
     /// Compressed bytes not inflated yet.
-    pending: Vec<Bytes>,
+    pending: std::collections::VecDeque<Bytes>,
     /// The body is complete.
     ended: bool,
     /// The end of the gzip body was inflated.
@@ -370,7 +381,7 @@ impl Default for BodyReader {
             decided: false,
             gzip: false,
             inflater: None,
-            pending: Vec::new(),
+            pending: std::collections::VecDeque::new(),
             ended: false,
             end_inflated: false,
         }
@@ -484,30 +495,42 @@ impl BodyReader {
 
     fn route(&mut self, bytes: Bytes) {
         if self.gzip {
-            self.pending.push(bytes);
+            self.pending.push_back(bytes);
         } else {
             self.records.extend(&bytes);
         }
     }
 
-    /// The compressed bytes waiting to be inflated (and the body's end, once it came), if
-    /// any and the decoder is here.
+    /// The next compressed bytes to inflate — at most [`INFLATE_STEP`] of them — (and the
+    /// body's end, once it came and every byte before it is taken), if any and the
+    /// decoder is here.
     pub fn take_inflating(&mut self) -> Option<Inflating> {
-        let end = self.ended && !self.end_inflated;
-        if !self.gzip || (self.pending.is_empty() && !end) {
+        let end_waits = self.ended && !self.end_inflated;
+        if !self.gzip || (self.pending.is_empty() && !end_waits) {
             return None;
         }
         let mut inflater = self.inflater.take()?;
+        let mut input = Vec::new();
+        let mut taken = 0;
+        while taken < INFLATE_STEP {
+            let Some(mut bytes) = self.pending.pop_front() else {
+                break;
+            };
+            let room = INFLATE_STEP - taken;
+            if bytes.len() > room {
+                self.pending.push_front(bytes.split_off(room));
+            }
+            taken += bytes.len();
+            input.push(bytes);
+        }
         // Room for the output is made here, not where the inflating runs: memory that
         // thread allocated and this one frees would wait there, unused, until it allocates
         // again. JSON inflates about 8 times: room for 16 makes growing there rare.
-        let compressed: usize = self.pending.iter().map(Bytes::len).sum();
-        let room = compressed.saturating_mul(16).min(MAX_ROOM);
-        inflater.gz.get_mut().reserve(room);
+        inflater.gz.get_mut().reserve(taken.saturating_mul(16));
         Some(Inflating {
             inflater,
-            input: std::mem::take(&mut self.pending),
-            end,
+            input,
+            end: end_waits && self.pending.is_empty(),
             result: Ok(()),
         })
     }
@@ -516,14 +539,10 @@ impl BodyReader {
     pub fn inflated(&mut self, done: Inflating) -> Result<(), String> {
         let Inflating {
             mut inflater,
-            input,
             end,
             result,
+            ..
         } = done;
-        if self.pending.is_empty() {
-            // Its capacity serves the next pieces.
-            self.pending = input;
-        }
         let out = inflater.gz.get_mut();
         if result.is_ok() {
             self.records.extend(out);
@@ -538,11 +557,12 @@ impl BodyReader {
         Ok(())
     }
 
+    /// Inflates every compressed byte held, here.
     fn inflate_here(&mut self) -> Result<(), String> {
-        match self.take_inflating() {
-            Some(work) => self.inflated(work.run()),
-            None => Ok(()),
+        while let Some(work) = self.take_inflating() {
+            self.inflated(work.run())?;
         }
+        Ok(())
     }
 
     /// The next record (or that more bytes are needed, or the end).
@@ -789,6 +809,56 @@ mod tests {
             }
         }
         assert_eq!(got, want);
+    }
+
+    /// A gzip body that arrives in one large piece is inflated a step at a time, its
+    /// records read between steps: the reader never holds much more than one step's
+    /// output, and every record comes out once, in order.
+    #[test]
+    fn a_large_gzip_piece_is_inflated_a_step_at_a_time() {
+        // Records that do not compress to nothing (each has its own numbers).
+        let text = format!(
+            "[{}]",
+            (0..60_000)
+                .map(|i| format!(
+                    "{{\"i\":{i},\"x\":\"{:x}\"}}",
+                    (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text.as_bytes()).unwrap();
+        let zipped = gz.finish().unwrap();
+        assert!(zipped.len() > 4 * INFLATE_STEP, "{} bytes", zipped.len());
+        let mut reader = BodyReader::default();
+        reader.accept(Bytes::from(zipped));
+        reader.accept_end();
+        let (mut steps, mut held, mut read) = (0, 0, 0u64);
+        loop {
+            match reader.next_tape() {
+                Step::Item(t) => {
+                    assert_eq!(t.value()["i"], serde_json::json!(read));
+                    read += 1;
+                }
+                Step::More => {
+                    let work = reader.take_inflating().expect("compressed bytes left");
+                    assert!(work.input.iter().map(Bytes::len).sum::<usize>() <= INFLATE_STEP);
+                    reader.inflated(work.run()).unwrap();
+                    held = held.max(reader.records.body.len());
+                    steps += 1;
+                }
+                Step::Done => break,
+                Step::Fail(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(read, 60_000);
+        assert!(steps >= 4, "{steps} steps");
+        assert!(
+            held <= 20 * INFLATE_STEP,
+            "held {held} inflated bytes at once: {} in all",
+            text.len()
+        );
     }
 
     /// Every record of `body` through a [`BodyReader`] given its first `cut` bytes, then

@@ -549,19 +549,20 @@ impl TrafficStream {
                 Step::Done => return Ok(None),
                 Step::Fail(message) => return Err(self.decode_error(message)),
                 Step::More => {
+                    // Compressed bytes already here are inflated a step at a time before
+                    // more are read from the network.
+                    if self.inflate().await? {
+                        continue;
+                    }
                     let chunk = match &mut self.response {
                         Some(r) => r.chunk().await,
                         None => Ok(None),
                     };
                     match chunk {
-                        Ok(Some(bytes)) => {
-                            self.reader.accept(bytes);
-                            self.inflate().await?;
-                        }
+                        Ok(Some(bytes)) => self.reader.accept(bytes),
                         Ok(None) => {
                             self.response = None;
                             self.reader.accept_end();
-                            self.inflate().await?;
                         }
                         Err(e) => {
                             let fail = PceError::Transport {
@@ -577,16 +578,18 @@ impl TrafficStream {
         }
     }
 
-    /// Inflates what a gzip body's reader holds compressed, on a blocking thread: it is
-    /// CPU work that must not hold an async worker (a plain body has nothing to inflate).
-    /// Should this call be cut short, the next one waits for the output first
-    /// ([`TrafficStream::settle`]).
-    async fn inflate(&mut self) -> Result<(), PceError> {
+    /// Inflates the next step of what a gzip body's reader holds compressed (see
+    /// [`BodyReader::take_inflating`]), on a blocking thread: it is CPU work that must not
+    /// hold an async worker (a plain body has nothing to inflate). Whether there was
+    /// something to inflate. Should this call be cut short, the next one waits for the
+    /// output first ([`TrafficStream::settle`]).
+    async fn inflate(&mut self) -> Result<bool, PceError> {
         let Some(work) = self.reader.take_inflating() else {
-            return Ok(());
+            return Ok(false);
         };
         self.inflating = Some(tokio::task::spawn_blocking(move || work.run()));
-        self.settle().await
+        self.settle().await?;
+        Ok(true)
     }
 
     /// Hands the reader what was inflated on a blocking thread, if something was.

@@ -513,12 +513,12 @@ pub fn sample_alert() -> Alert {
             Sample {
                 time: t("2026-11-21T08:52:10Z"),
                 source: "blocked-admin-ports.flows".into(),
-                record: record("10.0.5.11", 22, "2026-11-21T08:52:10Z"),
+                record: record("10.0.5.11", 22, "2026-11-21T08:52:10Z").into(),
             },
             Sample {
                 time: t("2026-11-21T08:58:41Z"),
                 source: "blocked-admin-ports.flows".into(),
-                record: record("10.0.5.12", 3389, "2026-11-21T08:58:41Z"),
+                record: record("10.0.5.12", 3389, "2026-11-21T08:58:41Z").into(),
             },
         ],
         top: Some(TopTable {

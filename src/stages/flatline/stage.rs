@@ -68,15 +68,15 @@ impl SavedSample {
         SavedSample {
             record: s.value(),
             time: s.time,
-            source: s.source,
+            source: s.source.to_string(),
         }
     }
 
     fn sample(&self) -> Option<Sample> {
         Some(Sample {
             time: self.time,
-            source: self.source.clone(),
-            record: serde_json::value::to_raw_value(&self.record).ok()?,
+            source: self.source.as_str().into(),
+            record: serde_json::value::to_raw_value(&self.record).ok()?.into(),
         })
     }
 }
