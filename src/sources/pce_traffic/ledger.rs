@@ -754,4 +754,141 @@ mod tests {
         assert!(with("unit", json!(7)).is_err());
         assert!(Ledger::restore(&json!("nope"), HOUR, 10).is_err());
     }
+    /// A ledger saved by vigil before the flows were keyed by their hash (version 1): flows
+    /// 10.1.1.2 (first 09:01, last 09:03, 5), ICMP from 10.1.1.3 (09:00–09:04, 3) and
+    /// inbound fd00::1 → 2001:db8::9 (09:01–09:04, 8) seen in the slice ending 09:05;
+    /// 10.1.1.1 (09:00–09:09, 10) and its IPv4-mapped twin ::ffff:10.1.1.1 (same times,
+    /// 20) seen in the slice ending 09:10. Every flow goes to 10.0.0.9:443/6 outbound
+    /// unless said otherwise.
+    const V1_WHOLE: &str = r#"{"v":1,"through":"2026-03-02T09:10:00Z","base":1772442600000,"unit":1000,"ips":["10.1.1.2","10.0.0.9","10.1.1.1","fd00::1","2001:db8::9","10.1.1.3","::ffff:10.1.1.1"],"flows":"0,1,443,6,0,-540,120,5,300,2,1,443,6,0,-600,540,10,0,3,4,443,6,1,-540,180,8,300,5,1,-1,1,0,-600,240,3,300,6,1,443,6,0,-600,540,20,0"}"#;
+
+    /// Version 1 with milliseconds: 10.1.1.1 (09:00–09:04:00.250, 3) seen in the slice
+    /// ending 09:05.
+    const V1_MS: &str = r#"{"v":1,"through":"2026-03-02T09:05:00Z","base":1772442300000,"unit":1,"ips":["10.1.1.1","10.0.0.9"],"flows":"0,1,443,6,0,-300000,240250,3,0"}"#;
+
+    fn icmp_row(src: &str, first: i64, last: i64, n: u64) -> Value {
+        let mut r = row(src, first, last, n);
+        r["service"] = json!({"proto": 1});
+        r
+    }
+
+    fn v6_row(first: i64, last: i64, n: u64) -> Value {
+        let mut r = row("fd00::1", first, last, n);
+        r["dst"]["ip"] = json!("2001:db8::9");
+        r["flow_direction"] = json!("inbound");
+        r
+    }
+
+    #[test]
+    fn a_ledger_saved_by_version_1_is_read_with_the_same_behaviour() {
+        let saved: Value = serde_json::from_str(V1_WHOLE).expect("JSON");
+        let mut l = Ledger::restore(&saved, HOUR, 100).expect("readable");
+        assert_eq!(l.len(), 5);
+        let mut rows = Vec::new();
+        let mut kinds = Vec::new();
+        let mut pending = l.begin(t(15), 0);
+        for mut r in [
+            row("10.1.1.1", 0, 14, 25),
+            row("::ffff:10.1.1.1", 0, 14, 26),
+            row("10.1.1.2", 1, 3, 5),
+            icmp_row("10.1.1.3", 0, 4, 3),
+            v6_row(1, 12, 11),
+            row("10.1.1.9", 0, 14, 4),
+        ] {
+            kinds.push(pending.observe(&l, &mut r));
+            rows.push(r["num_connections"].as_u64());
+        }
+        let tally = l.commit(pending);
+        let cont = |n| Sighting::Continuation { total: Some(n) };
+        assert_eq!(
+            kinds,
+            vec![
+                cont(25),
+                cont(26),
+                Sighting::Repeat,
+                Sighting::Repeat,
+                cont(11),
+                Sighting::New
+            ]
+        );
+        assert_eq!(
+            rows,
+            vec![Some(15), Some(6), Some(5), Some(3), Some(3), Some(4)]
+        );
+        assert_eq!((tally.new, tally.continued, tally.repeated), (1, 3, 2));
+        assert_eq!(l.len(), 6);
+
+        // The restored times decide eviction as before: the three flows of the slice
+        // ending 09:05 go first.
+        let mut l = Ledger::restore(&saved, HOUR, 100).expect("readable");
+        l.set_limits(HOUR, 2);
+        let (_, tally) = slice(&mut l, 15, vec![]);
+        assert_eq!((tally.evicted, l.len()), (3, 2));
+        let (out, tally) = slice(
+            &mut l,
+            20,
+            vec![row("10.1.1.1", 0, 19, 12), row("10.1.1.2", 1, 3, 5)],
+        );
+        assert_eq!((tally.continued, tally.new), (1, 1));
+        assert_eq!(sum(&out), 2 + 5);
+
+        // Milliseconds.
+        let saved: Value = serde_json::from_str(V1_MS).expect("JSON");
+        let mut l = Ledger::restore(&saved, HOUR, 100).expect("readable");
+        let mut again = row("10.1.1.1", 0, 4, 3);
+        again["timestamp_range"]["last_detected"] = json!("2026-03-02T09:04:00.250Z");
+        let mut later = again.clone();
+        later["timestamp_range"]["last_detected"] = json!("2026-03-02T09:04:00.500Z");
+        later["num_connections"] = json!(5);
+        let (out, tally) = slice(&mut l, 10, vec![again, later]);
+        assert_eq!((tally.repeated, tally.continued), (1, 1));
+        assert_eq!(sum(&out), 2);
+    }
+
+    /// The hash table's bytes: a control byte and a slot per bucket.
+    fn table_bytes<K, V, S>(map: &HashMap<K, V, S>) -> usize {
+        let cap = map.capacity();
+        let buckets = if cap < 8 {
+            cap + 1
+        } else {
+            (cap * 8 / 7).next_power_of_two()
+        };
+        buckets * (std::mem::size_of::<(K, V)>() + 1)
+    }
+
+    /// Not a check: prints what a 200,000-flow cycle costs (run it in release with
+    /// `--ignored --nocapture`).
+    #[test]
+    #[ignore = "a measurement, printed: cargo test --release --lib ledger::tests::measure -- --ignored --nocapture"]
+    fn measure_a_200000_flow_cycle() {
+        const N: usize = 200_000;
+        let rows = |last: i64| -> Vec<Value> {
+            (0..N)
+                .map(|i| {
+                    let src = format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255);
+                    row(&src, 0, last, 10 + last as u64)
+                })
+                .collect()
+        };
+        let mut l = Ledger::new(HOUR, N);
+        for (end, what) in [(5, "all new"), (10, "all continued"), (15, "all repeated")] {
+            let mut batch = rows(if end == 15 { 9 } else { end - 1 });
+            let start = std::time::Instant::now();
+            let mut pending = l.begin(t(end), N);
+            let pending_bytes = table_bytes(&pending.changes);
+            for r in &mut batch {
+                pending.observe(&l, r);
+            }
+            let tally = l.commit(pending);
+            let took = start.elapsed();
+            eprintln!(
+                "{what}: begin + {N} rows + commit {took:?} (tally {tally:?}); slot {} bytes; \
+                 pending map {pending_bytes} bytes ({} per flow); flows map {} bytes ({} per flow)",
+                std::mem::size_of::<(FlowKey, Entry)>(),
+                pending_bytes / N,
+                table_bytes(&l.flows),
+                table_bytes(&l.flows) / l.len(),
+            );
+        }
+    }
 }
