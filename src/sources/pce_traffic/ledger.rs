@@ -1181,6 +1181,7 @@ mod tests {
     /// `--ignored --nocapture`).
     #[test]
     #[ignore = "a measurement, printed: cargo test --release --lib ledger::tests::measure -- --ignored --nocapture"]
+    #[allow(clippy::print_stderr)] // a measurement is read by whoever runs it
     fn measure_a_200000_flow_cycle() {
         const N: usize = 200_000;
         let rows = |last: i64| -> Vec<Value> {
