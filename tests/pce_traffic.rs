@@ -1026,7 +1026,7 @@ async fn repeated_rows_are_dropped_and_counted_and_the_ledger_survives_a_restart
         .checkpoint("pce_traffic_flows:lab")
         .expect("readable")
         .expect("saved");
-    assert_eq!(saved["v"], 1);
+    assert_eq!(saved["v"], 2);
 }
 
 /// What one run of filtering pipelines saw: the query bodies the simulator received, the
