@@ -254,6 +254,13 @@ impl Store {
         self.write_queued(move |conn| put_row(conn, CHECKPOINTS, &key, &text))
     }
 
+    /// [`Store::queue_checkpoint`] of a value already written as JSON text (taken, not
+    /// copied: a large one is held once).
+    pub fn queue_checkpoint_text(&self, key: &str, text: String) -> Written<()> {
+        let key = key.to_string();
+        self.write_queued(move |conn| put_row(conn, CHECKPOINTS, &key, &text))
+    }
+
     /// What awaits the commit of every write queued before this call.
     pub fn barrier(&self) -> Written<()> {
         self.write_queued(|_| Ok(()))

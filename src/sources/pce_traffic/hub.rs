@@ -511,8 +511,10 @@ impl TrafficHub {
                     let stored = json!({"next_start": fmt_time(&cursor)});
                     let writes = [
                         (
-                            self.store
-                                .queue_checkpoint(&self.ledger_key(), &ledger.save(cursor)),
+                            self.store.queue_checkpoint_text(
+                                &self.ledger_key(),
+                                ledger.save_text(cursor),
+                            ),
                             "the flow ledger",
                         ),
                         (
