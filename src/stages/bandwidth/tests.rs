@@ -432,6 +432,7 @@ fn resident_bytes() -> usize {
 /// `cargo test --release --lib bandwidth -- --ignored --nocapture measure_cost`.
 #[test]
 #[ignore = "timing; run in release mode"]
+#[allow(clippy::print_stderr)]
 fn measure_cost_of_200k_distinct_rest_flows() {
     use crate::event::Tape;
     const FLOWS: u32 = 200_000;
@@ -490,6 +491,67 @@ fn measure_cost_of_200k_distinct_rest_flows() {
         best[0] * 1e9 / f64::from(FLOWS),
         best[1] * 1e3,
         best[1] * 1e9 / f64::from(FLOWS),
+    );
+    // The parts: the flow key alone, and the map alone (by key text with SipHash, as
+    // before flow ids, and by id), over the same keys.
+    let m = super::measure::Measurer::new(&cfg).unwrap();
+    let mut buf = String::new();
+    let start = std::time::Instant::now();
+    for e in &one {
+        m.flow_key(&mut buf, e);
+        std::hint::black_box(&buf);
+    }
+    let key_ns = start.elapsed().as_secs_f64() * 1e9 / f64::from(FLOWS);
+    let keys: Vec<String> = one
+        .iter()
+        .map(|e| {
+            m.flow_key(&mut buf, e);
+            buf.clone()
+        })
+        .collect();
+    let counters = super::measure::Counters {
+        bi: 1.0,
+        bo: 2.0,
+        obs: at(0),
+        seen: at(0),
+    };
+    let mut by_key_ns = [f64::MAX; 2];
+    let mut by_id_ns = [f64::MAX; 2];
+    for _ in 0..5 {
+        let mut by_key = std::collections::HashMap::<String, super::measure::Counters>::new();
+        let mut by_id = super::flow_id::FlowMap::<super::measure::Counters>::default();
+        for pass in 0..2 {
+            let start = std::time::Instant::now();
+            for k in &keys {
+                match by_key.get_mut(k.as_str()) {
+                    Some(c) => c.bi += 1.0,
+                    None => {
+                        by_key.insert(k.to_string(), counters.clone());
+                    }
+                }
+            }
+            let ns = start.elapsed().as_secs_f64() * 1e9 / f64::from(FLOWS);
+            by_key_ns[pass] = by_key_ns[pass].min(ns);
+            let start = std::time::Instant::now();
+            for k in &keys {
+                let id = FlowId::of(k);
+                match by_id.get_mut(&id) {
+                    Some(c) => c.bi += 1.0,
+                    None => {
+                        by_id.insert(id, counters.clone());
+                    }
+                }
+            }
+            let ns = start.elapsed().as_secs_f64() * 1e9 / f64::from(FLOWS);
+            by_id_ns[pass] = by_id_ns[pass].min(ns);
+        }
+        assert_eq!((by_key.len(), by_id.len()), (keys.len(), keys.len()));
+    }
+    eprintln!(
+        "  flow key alone {key_ns:.0} ns/flow; map by key text (SipHash, String per new \
+         flow): first {:.0} ns, again {:.0} ns; map by flow id (xxh3-128 included): first \
+         {:.0} ns, again {:.0} ns",
+        by_key_ns[0], by_key_ns[1], by_id_ns[0], by_id_ns[1],
     );
 }
 
