@@ -1,10 +1,9 @@
 //! How many bytes one flow record stands for, and over how long.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::config::{BandwidthConfig, Direction, FLAT_FLOW_KEY, REST_FLOW_KEY};
+use super::flow_id::{FlowId, FlowMap};
 use crate::event::{FieldPath, Fields, Timestamp, time_from_field};
 use crate::node::NodeError;
 use crate::stages::window::{number, write_key};
@@ -42,7 +41,8 @@ impl Measured {
     }
 }
 
-/// The last lifetime counters of one flow.
+/// The last lifetime counters of one flow (40 bytes: the times stay chrono's exact
+/// 12-byte form, as milliseconds would round the comparisons of sub-millisecond times).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Counters {
     /// Bytes in.
@@ -70,8 +70,8 @@ pub struct Measurer {
     last: FieldPath,
     /// `src`: a REST flow has it.
     src: FieldPath,
-    /// Last counters by flow key.
-    pub flows: HashMap<String, Counters>,
+    /// Last counters by flow id.
+    pub flows: FlowMap<Counters>,
 }
 
 fn parse(p: &str) -> Result<FieldPath, NodeError> {
@@ -102,7 +102,7 @@ impl Measurer {
             first: parse("timestamp_range.first_detected")?,
             last: parse("timestamp_range.last_detected")?,
             src: parse("src")?,
-            flows: HashMap::new(),
+            flows: FlowMap::default(),
         })
     }
 
@@ -114,6 +114,12 @@ impl Measurer {
             None => &self.flat_key,
         };
         write_key(buf, paths, data);
+    }
+
+    /// Writes the flow key of `data` into `buf` and returns the flow's id.
+    pub fn flow_id(&self, buf: &mut String, data: &(impl Fields + ?Sized)) -> FlowId {
+        self.flow_key(buf, data);
+        FlowId::of(buf)
     }
 
     fn select(&self, bi: f64, bo: f64) -> f64 {
@@ -131,6 +137,17 @@ impl Measurer {
         data: &(impl Fields + ?Sized),
         t: Timestamp,
         flow: &str,
+        window: chrono::Duration,
+    ) -> Measured {
+        self.measure_id(data, t, FlowId::of(flow), window)
+    }
+
+    /// [`Measurer::measure`] for the flow with id `flow` (see [`Measurer::flow_id`]).
+    pub fn measure_id(
+        &mut self,
+        data: &(impl Fields + ?Sized),
+        t: Timestamp,
+        flow: FlowId,
         window: chrono::Duration,
     ) -> Measured {
         let di = data.field(&self.delta_in).and_then(number);
@@ -158,7 +175,7 @@ impl Measurer {
         }
         let last = data.field(&self.last).and_then(|f| time_from_field(&f));
         let obs = last.unwrap_or(t);
-        if let Some(prev) = self.flows.get_mut(flow) {
+        if let Some(prev) = self.flows.get_mut(&flow) {
             if obs < prev.obs {
                 return Measured::Stale;
             }
@@ -183,7 +200,7 @@ impl Measurer {
             };
         }
         self.flows.insert(
-            flow.to_string(),
+            flow,
             Counters {
                 bi,
                 bo,

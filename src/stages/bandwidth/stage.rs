@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::config::{BandwidthConfig, Mode};
+use super::flow_id::{FlowId, FlowMap};
 use super::measure::{Counters, Measured, Measurer};
 use crate::event::{AlertWindow, Event, Timestamp};
 use crate::node::internal_event::{
@@ -25,7 +26,7 @@ pub const MBPS: f64 = 1_000_000.0;
 
 /// One flow's latest rate in a group's window.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct FlowRate {
+pub(super) struct FlowRate {
     t: Timestamp,
     bps: f64,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -36,10 +37,12 @@ struct FlowRate {
 
 /// A group's flows with their latest rates in `(newest - W, newest]`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(from = "SavedRateWindow")]
 struct RateWindow {
-    flows: HashMap<String, FlowRate>,
+    #[serde(rename = "flow_ids")]
+    flows: FlowMap<FlowRate>,
     #[serde(skip)]
-    order: BTreeMap<(Timestamp, u64), String>,
+    order: BTreeMap<(Timestamp, u64), FlowId>,
     #[serde(skip)]
     seq: u64,
     #[serde(skip)]
@@ -52,6 +55,42 @@ struct RateWindow {
     samples: SampleSet,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     episode: Option<Box<Episode>>,
+}
+
+/// A [`RateWindow`] as saved: its flows by id (`flow_ids`), or as vigil saved them before
+/// flow ids, by flow key (`flows`; each key read as its id).
+#[derive(Deserialize)]
+struct SavedRateWindow {
+    #[serde(default)]
+    flow_ids: FlowMap<FlowRate>,
+    #[serde(default)]
+    flows: HashMap<String, FlowRate>,
+    newest: Option<Timestamp>,
+    #[serde(default)]
+    fired: Option<Timestamp>,
+    samples: SampleSet,
+    #[serde(default)]
+    episode: Option<Box<Episode>>,
+}
+
+impl From<SavedRateWindow> for RateWindow {
+    fn from(s: SavedRateWindow) -> RateWindow {
+        RateWindow {
+            flows: with_keys_as_ids(s.flow_ids, s.flows),
+            newest: s.newest,
+            fired: s.fired,
+            samples: s.samples,
+            episode: s.episode,
+            ..RateWindow::default()
+        }
+    }
+}
+
+/// `by_id` with the entries of `by_key` (flows saved by key) added under their ids.
+fn with_keys_as_ids<V>(mut by_id: FlowMap<V>, by_key: HashMap<String, V>) -> FlowMap<V> {
+    by_id.reserve(by_key.len());
+    by_id.extend(by_key.into_iter().map(|(k, v)| (FlowId::of(&k), v)));
+    by_id
 }
 
 crate::stages::episode::episode_window!(RateWindow, |w| {
@@ -69,7 +108,7 @@ impl RateWindow {
         for (k, f) in &mut self.flows {
             self.seq += 1;
             f.seq = self.seq;
-            self.order.insert((f.t, f.seq), k.clone());
+            self.order.insert((f.t, f.seq), *k);
             self.sum += f.bps;
             self.estimates += usize::from(f.e);
         }
@@ -88,7 +127,7 @@ impl RateWindow {
     #[allow(clippy::too_many_arguments)]
     fn update(
         &mut self,
-        flow: &str,
+        flow: FlowId,
         t: Timestamp,
         bps: f64,
         estimate: bool,
@@ -107,7 +146,7 @@ impl RateWindow {
             e: estimate,
             seq,
         };
-        match self.flows.get_mut(flow) {
+        match self.flows.get_mut(&flow) {
             Some(f) if t < f.t => return,
             Some(f) => {
                 self.order.remove(&(f.t, f.seq));
@@ -116,10 +155,10 @@ impl RateWindow {
                 *f = fresh;
             }
             None => {
-                self.flows.insert(flow.to_string(), fresh);
+                self.flows.insert(flow, fresh);
             }
         }
-        self.order.insert((t, seq), flow.to_string());
+        self.order.insert((t, seq), flow);
         self.sum += bps;
         self.estimates += usize::from(estimate);
         self.samples.offer(event, samples);
@@ -209,6 +248,7 @@ pub struct BandwidthStage {
     watermark: Watermark,
     skipped: Skipped,
     key_buf: String,
+    /// The flow key of the event at hand (reused), hashed into its [`FlowId`].
     flow_buf: String,
     max_keys: usize,
     /// Where what is set aside (late events, evicted keys) is counted.
@@ -224,7 +264,7 @@ struct SavedRef<'a> {
     watermark: &'a Watermark,
     skipped: &'a Skipped,
     episodes: &'a EpisodeCounts,
-    flows: &'a HashMap<String, Counters>,
+    flow_ids: &'a FlowMap<Counters>,
     volume: &'a KeyMap<KeyWindow>,
     rate: &'a KeyMap<RateWindow>,
 }
@@ -238,6 +278,11 @@ struct Saved {
     skipped: Skipped,
     #[serde(default)]
     episodes: EpisodeCounts,
+    /// Last counters by flow id.
+    #[serde(default)]
+    flow_ids: FlowMap<Counters>,
+    /// Last counters by flow key, as vigil saved them before flow ids (read, never
+    /// written).
     #[serde(default)]
     flows: HashMap<String, Counters>,
     #[serde(default)]
@@ -318,7 +363,7 @@ impl BandwidthStage {
             Ok(s) if s.shape == self.shape => {
                 self.watermark = s.watermark;
                 self.skipped = s.skipped;
-                self.measurer.flows = s.flows;
+                self.measurer.flows = with_keys_as_ids(s.flow_ids, s.flows);
                 self.volume = s.volume;
                 self.rate = s.rate;
                 self.book.counts = s.episodes;
@@ -417,30 +462,29 @@ impl Stage for BandwidthStage {
             return;
         }
         let data: &Event = &event;
-        self.measurer.flow_key(&mut self.flow_buf, data);
-        let (bytes, span, estimate) =
-            match self.measurer.measure(data, t, &self.flow_buf, self.window) {
-                Measured::Bytes {
-                    bytes,
-                    span,
-                    estimate,
-                } => (bytes, span, estimate),
-                Measured::Unmeasured => {
-                    self.skipped.unmeasured += 1;
-                    self.not_measured(Unmeasurable::NoBytes);
-                    return;
-                }
-                Measured::Stale => {
-                    self.skipped.stale += 1;
-                    self.not_measured(Unmeasurable::Stale);
-                    return;
-                }
-                Measured::Duplicate => {
-                    self.skipped.duplicates += 1;
-                    self.not_measured(Unmeasurable::Duplicate);
-                    return;
-                }
-            };
+        let flow = self.measurer.flow_id(&mut self.flow_buf, data);
+        let (bytes, span, estimate) = match self.measurer.measure_id(data, t, flow, self.window) {
+            Measured::Bytes {
+                bytes,
+                span,
+                estimate,
+            } => (bytes, span, estimate),
+            Measured::Unmeasured => {
+                self.skipped.unmeasured += 1;
+                self.not_measured(Unmeasurable::NoBytes);
+                return;
+            }
+            Measured::Stale => {
+                self.skipped.stale += 1;
+                self.not_measured(Unmeasurable::Stale);
+                return;
+            }
+            Measured::Duplicate => {
+                self.skipped.duplicates += 1;
+                self.not_measured(Unmeasurable::Duplicate);
+                return;
+            }
+        };
         write_key(&mut self.key_buf, &self.group_by.0, data);
         let samples = &mut self.budget;
         let group_by = &self.group_by;
@@ -467,15 +511,7 @@ impl Stage for BandwidthStage {
                 }
                 r.before_event(&self.key_buf, key, t, book, out);
                 let bps = Measured::bps(bytes, span);
-                key.update(
-                    &self.flow_buf,
-                    t,
-                    bps,
-                    estimate,
-                    self.window,
-                    &event,
-                    samples,
-                );
+                key.update(flow, t, bps, estimate, self.window, &event, samples);
                 r.after_event(&self.key_buf, key, &event, group, book, out);
             }
         }
@@ -519,7 +555,7 @@ impl Stage for BandwidthStage {
             watermark: &self.watermark,
             skipped: &self.skipped,
             episodes: &self.book.counts,
-            flows: &self.measurer.flows,
+            flow_ids: &self.measurer.flows,
             volume: &self.volume,
             rate: &self.rate,
         };
