@@ -8,6 +8,7 @@
 
 mod alert;
 pub mod catalogue;
+pub mod flow_id;
 mod scan;
 mod tape;
 pub mod units;

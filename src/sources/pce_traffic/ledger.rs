@@ -32,14 +32,13 @@
 //! ([`Ledger::save`], version 2; the version 1 saved by earlier vigil is still read), so a
 //! restart does not count a continuing flow whole again.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
+use crate::event::flow_id::{FlowId, FlowMap};
 use crate::event::{Field, FieldPath, Tape, Timestamp, time_from_field};
 
 /// The version of the saved form written.
@@ -61,31 +60,6 @@ struct FlowKey {
     inbound: bool,
     /// `first_detected`, epoch milliseconds.
     first: i64,
-}
-
-/// What the ledger keeps of a flow's identity: the XXH3-128 hash of its [`FlowKey`], high
-/// 64 bits first. Alignment 8, so a slot of (id, [`Entry`]) is 40 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct FlowId([u64; 2]);
-
-impl Hash for FlowId {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // Already a uniform hash: one word of it is the table's hash.
-        state.write_u64(self.0[1]);
-    }
-}
-
-impl FlowId {
-    /// The 16 bytes of the id, high half first (the canonical XXH128 byte order).
-    fn to_bytes(self) -> [u8; 16] {
-        ((u128::from(self.0[0]) << 64) | u128::from(self.0[1])).to_be_bytes()
-    }
-}
-
-impl From<u128> for FlowId {
-    fn from(h: u128) -> FlowId {
-        FlowId([(h >> 64) as u64, h as u64])
-    }
 }
 
 impl FlowKey {
@@ -119,46 +93,12 @@ impl FlowKey {
         b[36..38].copy_from_slice(&self.proto.to_be_bytes());
         b[38] = u8::from(self.inbound);
         b[39..47].copy_from_slice(&self.first.to_be_bytes());
-        FlowId::from(xxhash_rust::xxh3::xxh3_128(&b))
-    }
-}
-
-/// Hashes a [`FlowId`] by taking one word of it.
-#[derive(Debug, Clone, Copy, Default)]
-struct IdHash;
-
-impl BuildHasher for IdHash {
-    type Hasher = IdHasher;
-
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher(0)
-    }
-}
-
-/// The hasher of [`IdHash`].
-#[derive(Debug)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `FlowId` is hashed here (by `write_u64`); anything else still gets a
-        // usable, if poor, hash.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
+        FlowId::of_bytes(&b)
     }
 }
 
 /// Remembered flows by id.
-type FlowMap = HashMap<FlowId, Entry, IdHash>;
+type Flows = FlowMap<Entry>;
 
 /// What the ledger remembers of a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,7 +154,7 @@ pub(crate) enum LedgerError {
 /// The flows of one connection already counted.
 #[derive(Debug, Clone)]
 pub(crate) struct Ledger {
-    flows: FlowMap,
+    flows: Flows,
     memory_ms: i64,
     max_flows: usize,
 }
@@ -222,7 +162,7 @@ pub(crate) struct Ledger {
 /// What one slice's rows taught, applied to the ledger only once the slice was delivered.
 #[derive(Debug)]
 pub(crate) struct Pending {
-    changes: FlowMap,
+    changes: Flows,
     /// Flows of `changes` the ledger did not remember when they were seen.
     added: usize,
     /// The slice's end, epoch milliseconds.
@@ -331,7 +271,7 @@ impl Ledger {
     /// An empty ledger forgetting flows not seen for `memory`, keeping at most `max_flows`.
     pub(crate) fn new(memory: std::time::Duration, max_flows: usize) -> Ledger {
         Ledger {
-            flows: FlowMap::default(),
+            flows: Flows::default(),
             memory_ms: millis(memory),
             max_flows,
         }
@@ -352,7 +292,7 @@ impl Ledger {
     /// about `rows` (room is made for them at once, up to the ledger's bound).
     pub(crate) fn begin(&self, slice_end: Timestamp, rows: usize) -> Pending {
         Pending {
-            changes: FlowMap::with_capacity_and_hasher(rows.min(self.max_flows), IdHash),
+            changes: Flows::with_capacity_and_hasher(rows.min(self.max_flows), Default::default()),
             added: 0,
             seen: slice_end.timestamp_millis(),
             tally: Tally::default(),
@@ -492,7 +432,7 @@ impl Ledger {
 }
 
 /// Reads the flows of a version 2 saved form into `flows`.
-fn restore_v2(flows: &mut FlowMap, base: i64, unit: i64, text: &str) -> Result<(), LedgerError> {
+fn restore_v2(flows: &mut Flows, base: i64, unit: i64, text: &str) -> Result<(), LedgerError> {
     let malformed = LedgerError::Malformed;
     if text.is_empty() {
         return Ok(());
@@ -506,9 +446,9 @@ fn restore_v2(flows: &mut FlowMap, base: i64, unit: i64, text: &str) -> Result<(
     for f in fields.chunks_exact(STRIDE_V2) {
         let mut bytes = [0u8; 18];
         let id = match URL_SAFE_NO_PAD.decode_slice(f[0], &mut bytes) {
-            Ok(16) if f[0].len() == ID_CHARS => FlowId::from(u128::from_be_bytes(
-                bytes[..16].try_into().unwrap_or([0; 16]),
-            )),
+            Ok(16) if f[0].len() == ID_CHARS => {
+                FlowId::from_bytes(bytes[..16].try_into().unwrap_or([0; 16]))
+            }
             _ => return Err(malformed("a flow id is not 16 bytes of base64url")),
         };
         let number = |s: &str| {
@@ -530,7 +470,7 @@ fn restore_v2(flows: &mut FlowMap, base: i64, unit: i64, text: &str) -> Result<(
 /// Reads the flows of a version 1 saved form (the identity itself, with an address
 /// table) into `flows`, each keyed by the id of its identity.
 fn restore_v1(
-    flows: &mut FlowMap,
+    flows: &mut Flows,
     saved: &Value,
     base: i64,
     unit: i64,
@@ -981,7 +921,7 @@ mod tests {
     fn the_id_of_a_flow_is_fixed() {
         // Saved: the same identity must give the same id in every vigil, on every machine
         // (these agree with `xxh128sum` of the reference xxHash over the same 47 bytes).
-        let hex = |k: FlowKey| format!("{:016x}{:016x}", k.id().0[0], k.id().0[1]);
+        let hex = |k: FlowKey| k.id().to_string();
         assert_eq!(hex(key("10.1.1.1", 0)), "046fbfc6087616ca8040e6c358df6ba2");
         let mut k = key("fd00::1", 0);
         k.dst = "2001:db8::9".parse().unwrap();
@@ -1179,7 +1119,7 @@ mod tests {
     }
 
     /// The hash table's bytes: a control byte and a slot per bucket.
-    fn table_bytes<K, V, S>(map: &HashMap<K, V, S>) -> usize {
+    fn table_bytes<K, V, S>(map: &std::collections::HashMap<K, V, S>) -> usize {
         let cap = map.capacity();
         let buckets = if cap < 8 {
             cap + 1

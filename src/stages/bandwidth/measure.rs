@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::{BandwidthConfig, Direction, FLAT_FLOW_KEY, REST_FLOW_KEY};
-use super::flow_id::{FlowId, FlowMap};
+use crate::event::flow_id::{FlowId, FlowMap};
 use crate::event::{FieldPath, Fields, Timestamp, time_from_field};
 use crate::node::NodeError;
 use crate::stages::window::{number, write_key};

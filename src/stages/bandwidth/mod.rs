@@ -2,7 +2,7 @@
 //! traffic flows per group key, alerting at a threshold.
 
 mod config;
-pub mod flow_id;
+
 pub mod measure;
 mod stage;
 #[cfg(test)]

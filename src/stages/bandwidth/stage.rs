@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::config::{BandwidthConfig, Mode};
-use super::flow_id::{FlowId, FlowMap};
 use super::measure::{Counters, Measured, Measurer};
+use crate::event::flow_id::{FlowId, FlowMap};
 use crate::event::{AlertWindow, Event, Timestamp};
 use crate::node::internal_event::{
     FlowNotMeasured, InternalEvent, KeysEvicted, LateEvent, Lateness, Unmeasurable,

@@ -3,9 +3,9 @@ use std::sync::Arc;
 use chrono::{Duration, TimeZone, Utc};
 use serde_json::{Value, json};
 
-use super::flow_id::FlowId;
 use super::*;
 use crate::diagnostic::Problems;
+use crate::event::flow_id::FlowId;
 use crate::event::{Alert, Event, Timestamp};
 use crate::node::{Stage, snapshot_text};
 use crate::stages::alerting::AlertTemplates;
@@ -519,7 +519,7 @@ fn measure_cost_of_200k_distinct_rest_flows() {
     let mut by_id_ns = [f64::MAX; 2];
     for _ in 0..5 {
         let mut by_key = std::collections::HashMap::<String, super::measure::Counters>::new();
-        let mut by_id = super::flow_id::FlowMap::<super::measure::Counters>::default();
+        let mut by_id = crate::event::flow_id::FlowMap::<super::measure::Counters>::default();
         for pass in 0..2 {
             let start = std::time::Instant::now();
             for k in &keys {

@@ -1,14 +1,17 @@
-//! Flow ids: what the `bandwidth` stage remembers a flow by.
+//! Flow ids: what the PCE flow ledger and the `bandwidth` stage remember a flow by.
 //!
-//! A flow's id is the 128-bit xxh3 hash of its flow key, the text
-//! [`crate::stages::window::write_key`] writes for the stage's `flow_key` fields
-//! (`src.ip=10.0.0.1,dst.ip=10.0.0.9,service.port=443,service.proto=6`). Remembering
-//! 16 bytes instead of the key's text spares an allocation per new flow and most of the
-//! memory of each; two distinct keys would have to collide in 128 bits to be mixed up.
-//! The id is uniform already, so the maps keyed by it hash it by taking a word of it
+//! A flow's id is the 128-bit XXH3 hash (seed 0; the function is fixed by its spec, so
+//! saved ids stay valid) of bytes that identify it: for the `bandwidth` stage, its flow
+//! key as the text `write_key` writes for the stage's `flow_key` fields
+//! (`src.ip=10.0.0.1,dst.ip=10.0.0.9,service.port=443,service.proto=6`); for the ledger,
+//! a fixed encoding of the flow's identity (see its `FlowKey::id`). Remembering 16 bytes
+//! instead of the identity spares an allocation per new flow and most of the memory of
+//! each; two distinct flows would have to collide in 128 bits to be mixed up. The id is
+//! uniform already, so the maps keyed by it hash it by taking a word of it
 //! ([`FlowIdHasher`]) instead of running SipHash over the key.
 //!
-//! Saved state writes an id as 32 lowercase hex digits.
+//! Saved state writes an id as 32 lowercase hex digits, or as its 16 bytes
+//! ([`FlowId::to_bytes`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,14 +20,30 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-/// The id of one flow: the xxh3-128 hash of its flow key, high word first.
+/// The id of one flow: the XXH3-128 hash of what identifies it, high word first.
+/// Alignment 8 (a `u128` would pad map slots to 16).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowId([u64; 2]);
 
 impl FlowId {
     /// The id of the flow whose key (as `write_key` writes it) is `key`.
     pub fn of(key: &str) -> FlowId {
-        FlowId::from_u128(xxhash_rust::xxh3::xxh3_128(key.as_bytes()))
+        FlowId::of_bytes(key.as_bytes())
+    }
+
+    /// The id of the flow `identity` identifies.
+    pub fn of_bytes(identity: &[u8]) -> FlowId {
+        FlowId::from_u128(xxhash_rust::xxh3::xxh3_128(identity))
+    }
+
+    /// The 16 bytes of the id, high half first (the canonical XXH128 byte order).
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.to_u128().to_be_bytes()
+    }
+
+    /// The id from [`FlowId::to_bytes`].
+    pub fn from_bytes(bytes: [u8; 16]) -> FlowId {
+        FlowId::from_u128(u128::from_be_bytes(bytes))
     }
 
     fn from_u128(h: u128) -> FlowId {
