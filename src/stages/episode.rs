@@ -94,7 +94,7 @@ pub trait EpisodeWindow {
     /// first falls below `threshold`, if it does by then: an entry at `t` leaves the
     /// window at `t + window`.
     fn ended_by(
-        &self,
+        &mut self,
         cutoff: Timestamp,
         threshold: f64,
         window: chrono::Duration,
@@ -136,7 +136,7 @@ macro_rules! episode_window {
                 <$ty>::fire(self, window)
             }
             fn ended_by(
-                &self,
+                &mut self,
                 cutoff: $crate::event::Timestamp,
                 threshold: f64,
                 window: chrono::Duration,

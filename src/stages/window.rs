@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::alerting::{SampleBudget, SampleSet, slot_after};
+use super::alerting::{SampleBudget, SampleSet};
 use super::episode::Episode;
 use crate::event::{
     AlertWindow, Event, Field, FieldPath, Fields, Sample, Scalar, Timestamp, push_key_field,
@@ -113,30 +113,113 @@ pub struct Fired {
 }
 
 /// A window's entries in time order. Most keys hold one (one event, or events at one
-/// time): it is held inline; more go to a queue of their own. Saved as a JSON array.
+/// time): it is held inline; more go to a [`Queue`] of their own. Saved as a JSON array.
 #[derive(Debug, Clone, Default)]
 enum Entries {
     #[default]
     Empty,
     One(Entry),
-    #[allow(
-        clippy::box_collection,
-        reason = "boxed, the enum is the size of one entry (24 bytes, not 32)"
-    )]
-    Many(Box<VecDeque<Entry>>),
+    Many(Box<Queue>),
 }
 
-impl Entries {
-    fn as_slices(&self) -> (&[Entry], &[Entry]) {
-        match self {
-            Entries::Empty => (&[], &[]),
-            Entries::One(e) => (std::slice::from_ref(e), &[]),
-            Entries::Many(q) => q.as_slices(),
+/// The entries of a key that has more than one: those that came in time order, then
+/// those that came out of it, appended as they came and put in order (and merged) only
+/// when something needs the order — the window's start sliding past one of them, a save,
+/// an episode's end — or when they are as many as the ordered ones. An event out of order
+/// costs an append instead of a search and an insertion in the middle.
+///
+/// Put in order, the entries are exactly those [`Entries::add`] would have made by
+/// inserting each in place: entries at one time keep their order of arrival, and one
+/// merges into the entry before it when that one has the same time and estimate flag.
+#[derive(Debug, Clone)]
+struct Queue {
+    q: VecDeque<Entry>,
+    /// The first `ordered` entries are in time order; the rest are not (yet).
+    ordered: usize,
+    /// The earliest time of the entries not in order yet (when there are some).
+    earliest_unordered: Timestamp,
+}
+
+/// Entries out of order held before they are put in order, at least (at most as many as
+/// the ordered ones otherwise).
+const UNORDERED_MIN: usize = 16;
+
+impl Queue {
+    fn of(entries: impl IntoIterator<Item = Entry>) -> Queue {
+        let q: VecDeque<Entry> = entries.into_iter().collect();
+        Queue {
+            ordered: q.len(),
+            q,
+            earliest_unordered: Timestamp::MIN_UTC,
         }
     }
 
+    fn unordered(&self) -> usize {
+        self.q.len() - self.ordered
+    }
+
+    /// Puts every entry in order, merging as [`Entries::add`] does; how many estimate
+    /// entries were merged away.
+    fn order(&mut self) -> u32 {
+        if self.unordered() == 0 {
+            return 0;
+        }
+        // A stable sort: entries at one time keep their order of arrival. The ordered
+        // part is one run already.
+        self.q.make_contiguous().sort_by_key(|e| e.t);
+        let mut merged = 0;
+        let mut out: VecDeque<Entry> = VecDeque::with_capacity(self.q.len());
+        for e in self.q.drain(..) {
+            match out.back_mut() {
+                Some(prev) if prev.t == e.t && prev.e == e.e => {
+                    prev.w += e.w;
+                    merged += u32::from(e.e);
+                }
+                _ => out.push_back(e),
+            }
+        }
+        self.q = out;
+        self.ordered = self.q.len();
+        merged
+    }
+
+    /// Adds `new`: whether it made an entry (not merged into the last one), and how many
+    /// estimate entries putting the entries in order merged away.
+    fn add(&mut self, new: Entry) -> (bool, u32) {
+        if let Some(last) = self.q.back_mut()
+            && last.t == new.t
+            && last.e == new.e
+        {
+            last.w += new.w;
+            return (false, 0);
+        }
+        let in_order = self.unordered() == 0 && self.q.back().is_none_or(|b| b.t <= new.t);
+        self.q.push_back(new);
+        if in_order {
+            self.ordered = self.q.len();
+            return (true, 0);
+        }
+        self.earliest_unordered = if self.unordered() == 1 {
+            new.t
+        } else {
+            self.earliest_unordered.min(new.t)
+        };
+        if self.unordered() > self.ordered.max(UNORDERED_MIN) {
+            return (true, self.order());
+        }
+        (true, 0)
+    }
+}
+
+impl Entries {
+    /// The entries in no particular order (in time order when [`Entries::order`] was
+    /// called since the last add).
     fn iter(&self) -> impl Iterator<Item = &Entry> + Clone {
-        let (a, b) = self.as_slices();
+        let (a, b) = match self {
+            Entries::Empty => (&[][..], &[][..]),
+            Entries::One(e) => (std::slice::from_ref(e), &[][..]),
+            Entries::Many(q) => q.q.as_slices(),
+        };
         a.iter().chain(b)
     }
 
@@ -144,7 +227,7 @@ impl Entries {
         match self {
             Entries::Empty => 0,
             Entries::One(_) => 1,
-            Entries::Many(q) => q.len(),
+            Entries::Many(q) => q.q.len(),
         }
     }
 
@@ -152,22 +235,47 @@ impl Entries {
         self.len() == 0
     }
 
+    /// Puts the entries in order if any entry at or before `cutoff` is not; how many
+    /// estimate entries were merged away.
+    fn order_through(&mut self, cutoff: Timestamp) -> u32 {
+        match self {
+            Entries::Many(q) if q.unordered() > 0 && q.earliest_unordered <= cutoff => q.order(),
+            _ => 0,
+        }
+    }
+
+    /// Puts every entry in order; how many estimate entries were merged away.
+    fn order(&mut self) -> u32 {
+        match self {
+            Entries::Many(q) => q.order(),
+            _ => 0,
+        }
+    }
+
+    /// The oldest ordered entry (after [`Entries::order_through`] for the cutoff it is
+    /// compared with, older than any entry not in order).
     fn front(&self) -> Option<&Entry> {
         match self {
             Entries::Empty => None,
             Entries::One(e) => Some(e),
-            Entries::Many(q) => q.front(),
+            Entries::Many(q) if q.ordered > 0 => q.q.front(),
+            Entries::Many(_) => None,
         }
     }
 
-    /// Removes the oldest entry; the queue is freed once empty.
+    /// Removes the oldest ordered entry; the queue is freed once empty.
     fn pop_front(&mut self) -> Option<Entry> {
         match std::mem::take(self) {
             Entries::Empty => None,
             Entries::One(e) => Some(e),
             Entries::Many(mut q) => {
-                let e = q.pop_front();
-                if !q.is_empty() {
+                let e = if q.ordered > 0 {
+                    q.ordered -= 1;
+                    q.q.pop_front()
+                } else {
+                    None
+                };
+                if !q.q.is_empty() {
                     *self = Entries::Many(q);
                 }
                 e
@@ -175,19 +283,18 @@ impl Entries {
         }
     }
 
-    /// Adds `new` in time order, after the entries at the same time; it merges into the
-    /// entry before it when that one has the same time and estimate flag. Whether a new
-    /// entry was made.
-    fn add(&mut self, new: Entry) -> bool {
+    /// Adds `new` (see [`Queue`]): whether it made an entry, and how many estimate
+    /// entries were merged away meanwhile.
+    fn add(&mut self, new: Entry) -> (bool, u32) {
         let mergeable = |prev: &Entry| prev.t == new.t && prev.e == new.e;
         match self {
             Entries::Empty => {
                 *self = Entries::One(new);
-                true
+                (true, 0)
             }
             Entries::One(prev) if mergeable(prev) => {
                 prev.w += new.w;
-                false
+                (false, 0)
             }
             Entries::One(prev) => {
                 let pair = if prev.t <= new.t {
@@ -195,29 +302,29 @@ impl Entries {
                 } else {
                     [new, *prev]
                 };
-                *self = Entries::Many(Box::new(VecDeque::from(pair)));
-                true
+                *self = Entries::Many(Box::new(Queue::of(pair)));
+                (true, 0)
             }
-            Entries::Many(q) => {
-                let at = slot_after(q, |e| e.t <= new.t);
-                match q.get_mut(at.wrapping_sub(1)) {
-                    Some(prev) if mergeable(prev) => {
-                        prev.w += new.w;
-                        false
-                    }
-                    _ => {
-                        q.insert(at, new);
-                        true
-                    }
-                }
+            Entries::Many(q) => q.add(new),
+        }
+    }
+
+    /// The entries in time order, without changing them (a copy when some are not).
+    fn in_order(&self) -> std::borrow::Cow<'_, Entries> {
+        match self {
+            Entries::Many(q) if q.unordered() > 0 => {
+                let mut copy = Queue::clone(q);
+                copy.order();
+                std::borrow::Cow::Owned(Entries::Many(Box::new(copy)))
             }
+            _ => std::borrow::Cow::Borrowed(self),
         }
     }
 }
 
 impl Serialize for Entries {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.iter())
+        serializer.collect_seq(self.in_order().iter())
     }
 }
 
@@ -227,7 +334,17 @@ impl<'de> Deserialize<'de> for Entries {
         Ok(match entries.len() {
             0 => Entries::Empty,
             1 => Entries::One(entries.remove(0)),
-            _ => Entries::Many(Box::new(VecDeque::from(entries))),
+            // Saved in order: checked, so a hand-edited state is put in order too.
+            _ => {
+                let mut q = Queue::of(entries);
+                if q.q.iter().zip(q.q.iter().skip(1)).any(|(a, b)| a.t > b.t) {
+                    q.ordered = 0;
+                    q.earliest_unordered =
+                        q.q.iter().map(|e| e.t).min().unwrap_or(Timestamp::MIN_UTC);
+                    q.order();
+                }
+                Entries::Many(Box::new(q))
+            }
         })
     }
 }
@@ -256,9 +373,15 @@ pub struct KeyWindow {
     pub episode: Option<Box<Episode>>,
 }
 
-super::episode::episode_window!(KeyWindow, |w| w.entries.iter().map(|e| (e.t, e.w)));
+super::episode::episode_window!(KeyWindow, |w| w.ordered().iter().map(|e| (e.t, e.w)));
 
 impl KeyWindow {
+    /// The entries, in time order.
+    fn ordered(&mut self) -> &Entries {
+        self.estimates -= self.entries.order();
+        &self.entries
+    }
+
     /// Recomputes the derived sums (after a restore).
     pub fn recompute(&mut self) {
         self.sum = self.entries.iter().map(|e| e.w).sum();
@@ -310,9 +433,11 @@ impl KeyWindow {
             w: weight,
             e: estimate,
         };
-        if self.entries.add(new) && estimate {
+        let (made, merged) = self.entries.add(new);
+        if made && estimate {
             self.estimates += 1;
         }
+        self.estimates -= merged;
         self.sum += weight;
         self.samples.offer(event, samples);
         self.evict(w);
@@ -326,6 +451,7 @@ impl KeyWindow {
 
     /// Drops entries at or before `cutoff`.
     pub fn evict_through(&mut self, cutoff: Timestamp) {
+        self.estimates -= self.entries.order_through(cutoff);
         let mut evicted = false;
         while self.entries.front().is_some_and(|e| e.t <= cutoff) {
             if let Some(e) = self.entries.pop_front() {
@@ -440,39 +566,110 @@ mod tests {
         }
     }
 
+    /// Entries added out of order and put in order when needed are exactly the queue of
+    /// in-place insertions (the reference), and their count of estimate entries is kept.
     #[test]
     fn entries_keep_time_order_and_merge_like_a_queue() {
-        let mut entries = Entries::default();
-        let mut queue: VecDeque<Entry> = VecDeque::new();
-        let mut x: u64 = 7;
-        for i in 0..5_000 {
-            // A deterministic mix: out-of-order times, repeats, estimates, and pops
-            // that empty the window now and then.
-            x = x
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            let r = x >> 33;
-            if r % 7 == 0 {
-                let pops = (r >> 3) % 4;
-                for _ in 0..pops {
-                    let (a, b) = (entries.pop_front(), queue.pop_front());
-                    assert_eq!(a.map(|e| (e.t, e.w, e.e)), b.map(|e| (e.t, e.w, e.e)));
+        for spread in [16, 3, 400] {
+            let mut entries = Entries::default();
+            let mut queue: VecDeque<Entry> = VecDeque::new();
+            let mut estimates: i64 = 0;
+            let mut x: u64 = 7;
+            for i in 0..5_000 {
+                // A deterministic mix: out-of-order times, repeats, estimates, and pops
+                // that empty the window now and then.
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let r = x >> 33;
+                if r % 7 == 0 {
+                    let pops = (r >> 3) % 4;
+                    for _ in 0..pops {
+                        // As a window slides: what it drops is put in order first.
+                        let cutoff = queue.front().map_or(Timestamp::MIN_UTC, |e| e.t);
+                        estimates -= i64::from(entries.order_through(cutoff));
+                        let (a, b) = (entries.pop_front(), queue.pop_front());
+                        estimates -= a.map_or(0, |e| i64::from(e.e));
+                        assert_eq!(a.map(|e| (e.t, e.w, e.e)), b.map(|e| (e.t, e.w, e.e)));
+                    }
+                } else {
+                    let new = Entry {
+                        t: t(i64::try_from((r >> 4) % spread).unwrap()),
+                        w: f64::from(u32::try_from(r % 5).unwrap()),
+                        e: r % 11 == 0,
+                    };
+                    let (made, merged) = entries.add(new);
+                    estimates += i64::from(made && new.e) - i64::from(merged);
+                    reference_add(&mut queue, new);
                 }
-            } else {
-                let new = Entry {
-                    t: t(i64::try_from((r >> 4) % 16).unwrap()),
-                    w: f64::from(u32::try_from(r % 5).unwrap()),
-                    e: r % 11 == 0,
-                };
-                assert_eq!(entries.add(new), reference_add(&mut queue, new), "step {i}");
+                let mut ordered = entries.clone();
+                let merged = i64::from(ordered.order());
+                assert_eq!(ordered.len(), queue.len(), "step {i}");
+                assert_eq!(ordered.is_empty(), queue.is_empty());
+                assert_eq!(ordered.front().map(|e| e.t), queue.front().map(|e| e.t));
+                let got: Vec<_> = ordered.iter().map(|e| (e.t, e.w, e.e)).collect();
+                let want: Vec<_> = queue.iter().map(|e| (e.t, e.w, e.e)).collect();
+                assert_eq!(got, want, "step {i}");
+                let want_estimates = queue.iter().filter(|e| e.e).count() as i64;
+                assert_eq!(estimates - merged, want_estimates, "step {i}");
+                // What a save writes is the ordered form.
+                assert_eq!(
+                    serde_json::to_value(&entries).unwrap(),
+                    serde_json::to_value(&ordered).unwrap()
+                );
+                // The sum does not depend on the order.
+                let sum = |e: &Entries| e.iter().map(|e| e.w).sum::<f64>();
+                assert_eq!(sum(&entries), sum(&ordered));
             }
-            assert_eq!(entries.len(), queue.len());
-            assert_eq!(entries.is_empty(), queue.is_empty());
-            assert_eq!(entries.front().map(|e| e.t), queue.front().map(|e| e.t));
-            let got: Vec<_> = entries.iter().map(|e| (e.t, e.w, e.e)).collect();
-            let want: Vec<_> = queue.iter().map(|e| (e.t, e.w, e.e)).collect();
-            assert_eq!(got, want, "step {i}");
         }
+    }
+
+    /// A key whose events come in reverse time order holds no more entries than twice its
+    /// distinct times, and slides like a key whose events came in order.
+    #[test]
+    fn a_key_with_events_out_of_order_slides_like_one_in_order() {
+        let event = |ms: i64| Event::from_record(json!({"n": ms}), "p.in".into(), t(ms));
+        let w = chrono::Duration::seconds(100);
+        let (mut reversed, mut sorted) = (KeyWindow::default(), KeyWindow::default());
+        let times: Vec<i64> = (0..1_000).map(|i| (999 - i) * 50).collect();
+        for &ms in &times {
+            reversed.add(
+                t(ms),
+                1.0,
+                ms % 3 == 0,
+                w,
+                &event(ms),
+                &mut SampleBudget::new(0),
+            );
+            assert!(reversed.len() <= 2 * 1_000);
+        }
+        let mut in_order = times.clone();
+        in_order.sort_unstable();
+        for &ms in &in_order {
+            sorted.add(
+                t(ms),
+                1.0,
+                ms % 3 == 0,
+                w,
+                &event(ms),
+                &mut SampleBudget::new(0),
+            );
+        }
+        // The newest is 49.95 s: nothing slid out yet in either.
+        assert_eq!(reversed.sum(), 1_000.0);
+        assert_eq!(sorted.sum(), 1_000.0);
+        for cutoff in [10_000, 25_000, 49_950] {
+            reversed.evict_through(t(cutoff));
+            sorted.evict_through(t(cutoff));
+            assert_eq!(reversed.sum(), sorted.sum(), "through {cutoff}");
+            assert_eq!(reversed.len(), sorted.len(), "through {cutoff}");
+            assert_eq!(reversed.estimates, sorted.estimates, "through {cutoff}");
+            assert_eq!(
+                serde_json::to_value(&reversed).unwrap(),
+                serde_json::to_value(&sorted).unwrap()
+            );
+        }
+        assert!(reversed.is_empty());
     }
 
     /// Snapshots of windows read the same before and after windows were made compact.
