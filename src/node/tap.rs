@@ -14,8 +14,10 @@ use crate::event::{Event, Timestamp};
 
 /// How many recent events are kept.
 pub(crate) const RECENT: usize = 500;
-/// How many of one batch's events go into the ring at most.
-const PER_BATCH: usize = 32;
+/// How many of one batch's events go into the ring at most: it is one ring for every
+/// source, and the pipelines reading one PCE connection each hand on the same flows, so
+/// a few of each batch are plenty to keep it fresh.
+const PER_BATCH: usize = 8;
 
 /// One item of the live feed.
 #[derive(Debug, Clone, Serialize)]
