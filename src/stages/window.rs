@@ -166,20 +166,26 @@ impl Queue {
         }
         // A stable sort: entries at one time keep their order of arrival. The ordered
         // part is one run already.
-        self.q.make_contiguous().sort_by_key(|e| e.t);
+        let all = self.q.make_contiguous();
+        all.sort_by_key(|e| e.t);
+        // Merged in place: `kept` entries stay, each run of one time and flag in one.
         let mut merged = 0;
-        let mut out: VecDeque<Entry> = VecDeque::with_capacity(self.q.len());
-        for e in self.q.drain(..) {
-            match out.back_mut() {
+        let mut kept: usize = 0;
+        for i in 0..all.len() {
+            let e = all[i];
+            match kept.checked_sub(1).map(|k| &mut all[k]) {
                 Some(prev) if prev.t == e.t && prev.e == e.e => {
                     prev.w += e.w;
                     merged += u32::from(e.e);
                 }
-                _ => out.push_back(e),
+                _ => {
+                    all[kept] = e;
+                    kept += 1;
+                }
             }
         }
-        self.q = out;
-        self.ordered = self.q.len();
+        self.q.truncate(kept);
+        self.ordered = kept;
         merged
     }
 

@@ -250,8 +250,7 @@ impl Store {
     /// [`Store::set_checkpoint`], queued now (after what was queued before), with what
     /// awaits its commit.
     pub fn queue_checkpoint(&self, key: &str, value: &Value) -> Written<()> {
-        let (key, text) = (key.to_string(), value.to_string());
-        self.write_queued(move |conn| put_row(conn, CHECKPOINTS, &key, &text))
+        self.queue_checkpoint_text(key, value.to_string())
     }
 
     /// [`Store::queue_checkpoint`] of a value already written as JSON text (taken, not

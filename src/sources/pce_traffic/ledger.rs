@@ -29,7 +29,7 @@
 //! (`Ledger::commit`). The ledger is bounded: flows not seen for `flow_memory` of slice
 //! time are forgotten, and at most `max_flows` are kept (least recently seen forgotten
 //! first). It is saved compactly in the state database beside the slice cursor
-//! ([`Ledger::save`], version 2; the version 1 saved by earlier vigil is still read), so a
+//! ([`Ledger::save_text`], version 2; the version 1 saved by earlier vigil is still read), so a
 //! restart does not count a continuing flow whole again.
 
 use std::net::IpAddr;

@@ -130,20 +130,10 @@ impl Measurer {
         }
     }
 
-    /// Measures one record at event time `t`; `flow` holds its flow key; `window` is the
-    /// span assumed for a first sighting without `timestamp_range`.
+    /// Measures one record at event time `t`; `flow` is its id (see
+    /// [`Measurer::flow_id`]); `window` is the span assumed for a first sighting without
+    /// `timestamp_range`.
     pub fn measure(
-        &mut self,
-        data: &(impl Fields + ?Sized),
-        t: Timestamp,
-        flow: &str,
-        window: chrono::Duration,
-    ) -> Measured {
-        self.measure_id(data, t, FlowId::of(flow), window)
-    }
-
-    /// [`Measurer::measure`] for the flow with id `flow` (see [`Measurer::flow_id`]).
-    pub fn measure_id(
         &mut self,
         data: &(impl Fields + ?Sized),
         t: Timestamp,

@@ -463,7 +463,7 @@ impl Stage for BandwidthStage {
         }
         let data: &Event = &event;
         let flow = self.measurer.flow_id(&mut self.flow_buf, data);
-        let (bytes, span, estimate) = match self.measurer.measure_id(data, t, flow, self.window) {
+        let (bytes, span, estimate) = match self.measurer.measure(data, t, flow, self.window) {
             Measured::Bytes {
                 bytes,
                 span,

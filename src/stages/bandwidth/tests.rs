@@ -468,7 +468,7 @@ fn measure_cost_of_200k_distinct_rest_flows() {
             for e in events {
                 m.flow_key(&mut buf, e);
                 if let super::measure::Measured::Bytes { estimate, .. } =
-                    m.measure(e, e.meta.time, &buf, window)
+                    m.measure(e, e.meta.time, FlowId::of(&buf), window)
                 {
                     estimates += usize::from(estimate);
                 }

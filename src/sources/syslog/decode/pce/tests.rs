@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use syslog_loose::Variant;
 
 use super::*;
+use crate::event::flow_id::FlowId;
 use crate::stages::bandwidth::BandwidthConfig;
 use crate::stages::bandwidth::measure::{Measured, Measurer};
 
@@ -306,7 +307,12 @@ fn bandwidth_takes_a_summarys_delta_as_it_is() {
         m.flow_key(&mut key, e);
         // The same deltas twice are two intervals' bytes, not a duplicate or a difference.
         assert_eq!(
-            m.measure(e, e.meta.time, &key, chrono::Duration::minutes(10)),
+            m.measure(
+                e,
+                e.meta.time,
+                FlowId::of(&key),
+                chrono::Duration::minutes(10)
+            ),
             Measured::Bytes {
                 bytes: 1000.0,
                 span: 600.0,
@@ -330,7 +336,12 @@ fn bandwidth_takes_totals_without_deltas_as_lifetime_counters() {
     m.flow_key(&mut key, e);
     // First sighting: the totals over the flow's whole duration (tdms), a lower bound.
     assert_eq!(
-        m.measure(e, e.meta.time, &key, chrono::Duration::minutes(10)),
+        m.measure(
+            e,
+            e.meta.time,
+            FlowId::of(&key),
+            chrono::Duration::minutes(10)
+        ),
         Measured::Bytes {
             bytes: 6000.0,
             span: 1201.0,
@@ -342,7 +353,12 @@ fn bandwidth_takes_totals_without_deltas_as_lifetime_counters() {
     s["time"] = json!("2026-03-02T10:10:00+01:00");
     let e = &decode(&mut d, &flow_line("n", 2, &s)).unwrap()[0];
     assert_eq!(
-        m.measure(e, e.meta.time, &key, chrono::Duration::minutes(10)),
+        m.measure(
+            e,
+            e.meta.time,
+            FlowId::of(&key),
+            chrono::Duration::minutes(10)
+        ),
         Measured::Bytes {
             bytes: 2000.0,
             span: 600.0,
