@@ -177,8 +177,11 @@ const MEMO_ABSENT: u16 = 1;
 /// A memo slot: the path fans out over a list, or a patch lies on it: looked up the
 /// general way.
 const MEMO_GENERAL: u16 = 2;
-/// A memo slot: the path reaches the node `slot - MEMO_NODE`.
+/// A memo slot: the path reaches the node `slot - MEMO_NODE` (below [`MEMO_PATCH`]).
 const MEMO_NODE: u16 = 3;
+/// A memo slot: the path leads into the value of patch `slot - MEMO_PATCH` (a source's
+/// added fields, such as a flow's label maps, are read as often as its own).
+const MEMO_PATCH: u16 = 0xff00;
 
 /// Where a field path leads in a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +189,8 @@ enum Reach {
     Absent,
     General,
     Node(usize),
+    /// Into the value of the patch with this index, at the path's keys after the patch's.
+    Patch(usize),
 }
 
 impl Clone for Tape {
@@ -376,12 +381,12 @@ impl Tape {
         {
             return Route::Tape(0, segs);
         }
-        let mut found: Option<&Patch> = None;
-        for p in self.patches.iter().rev() {
+        let mut found: Option<(usize, &Patch)> = None;
+        for (i, p) in self.patches.iter().enumerate().rev() {
             let common = p.path.common(segs);
             if common == p.path.len() {
                 if found.is_none() {
-                    found = Some(p);
+                    found = Some((i, p));
                 }
             } else if common == segs.len() && found.is_none() {
                 // A later patch below the path: only the whole value has it right.
@@ -389,7 +394,7 @@ impl Tape {
             }
         }
         match found {
-            Some(p) => Route::Patch(&p.value, &segs[p.path.len()..]),
+            Some((i, p)) => Route::Patch(i, &p.value, &segs[p.path.len()..]),
             None => Route::Tape(0, segs),
         }
     }
@@ -411,7 +416,8 @@ impl Tape {
             MEMO_UNKNOWN => {
                 let reach = match self.route(&path.segments) {
                     Route::Tape(at, segs) => self.straight(at, segs),
-                    Route::Patch(..) | Route::Whole => Reach::General,
+                    Route::Patch(i, ..) => Reach::Patch(i),
+                    Route::Whole => Reach::General,
                 };
                 let code = match reach {
                     Reach::Absent => MEMO_ABSENT,
@@ -419,6 +425,11 @@ impl Tape {
                     Reach::Node(at) => u16::try_from(at)
                         .ok()
                         .and_then(|at| at.checked_add(MEMO_NODE))
+                        .filter(|code| *code < MEMO_PATCH)
+                        .unwrap_or(MEMO_GENERAL),
+                    Reach::Patch(i) => u16::try_from(i)
+                        .ok()
+                        .and_then(|i| i.checked_add(MEMO_PATCH))
                         .unwrap_or(MEMO_GENERAL),
                 };
                 // Racing lookups store the same answer.
@@ -427,6 +438,7 @@ impl Tape {
             }
             MEMO_ABSENT => Reach::Absent,
             MEMO_GENERAL => Reach::General,
+            code if code >= MEMO_PATCH => Reach::Patch(usize::from(code - MEMO_PATCH)),
             code => Reach::Node(usize::from(code - MEMO_NODE)),
         }
     }
@@ -458,6 +470,10 @@ impl Tape {
         match self.reach(path) {
             Reach::Absent => false,
             Reach::Node(at) => self.walk(at, &[], visit),
+            Reach::Patch(i) => match self.in_patch(i, &path.segments) {
+                Some((v, rest)) => super::walk(v, rest, &mut |v| visit(Field::Value(v))),
+                None => self.any(&path.segments, visit),
+            },
             Reach::General => self.any(&path.segments, visit),
         }
     }
@@ -467,6 +483,10 @@ impl Tape {
         match self.reach(path) {
             Reach::Absent => None,
             Reach::Node(at) => Some(self.field(at)),
+            Reach::Patch(i) => match self.in_patch(i, &path.segments) {
+                Some((v, rest)) => super::first(v, rest).map(Field::Value),
+                None => self.first(&path.segments),
+            },
             Reach::General => self.first(&path.segments),
         }
     }
@@ -476,15 +496,27 @@ impl Tape {
         match self.reach(path) {
             Reach::Absent => false,
             Reach::Node(_) => true,
-            Reach::General => self.has(&path.segments),
+            Reach::Patch(_) | Reach::General => self.has(&path.segments),
         }
+    }
+
+    /// The value of patch `i` and the keys of `segs` below its path (`None` should the
+    /// memo be stale: then the caller looks the general way).
+    fn in_patch<'a, 's>(
+        &'a self,
+        i: usize,
+        segs: &'s [Segment],
+    ) -> Option<(&'a Value, &'s [Segment])> {
+        let p = self.patches.get(i)?;
+        let n = p.path.len();
+        (p.path.common(segs) == n).then(|| (&*p.value, &segs[n..]))
     }
 
     /// Calls `visit` with every value `segs` reaches (see [`super::FieldPath::any`]).
     pub(super) fn any(&self, segs: &[Segment], visit: &mut dyn FnMut(Field<'_>) -> bool) -> bool {
         match self.route(segs) {
             Route::Tape(at, segs) => self.walk(at, segs, visit),
-            Route::Patch(v, rest) => super::walk(v, rest, &mut |v| visit(Field::Value(v))),
+            Route::Patch(_, v, rest) => super::walk(v, rest, &mut |v| visit(Field::Value(v))),
             Route::Whole => super::walk(self.value(), segs, &mut |v| visit(Field::Value(v))),
         }
     }
@@ -493,7 +525,7 @@ impl Tape {
     pub(super) fn first<'a>(&'a self, segs: &[Segment]) -> Option<Field<'a>> {
         match self.route(segs) {
             Route::Tape(at, segs) => self.first_at(at, segs),
-            Route::Patch(v, rest) => super::first(v, rest).map(Field::Value),
+            Route::Patch(_, v, rest) => super::first(v, rest).map(Field::Value),
             Route::Whole => super::first(self.value(), segs).map(Field::Value),
         }
     }
@@ -810,7 +842,8 @@ impl serde::Serialize for NodeRef<'_> {
 
 enum Route<'a, 's> {
     Tape(usize, &'s [Segment]),
-    Patch(&'a Value, &'s [Segment]),
+    /// In the value of the patch with this index, at the rest of the path.
+    Patch(usize, &'a Value, &'s [Segment]),
     Whole,
 }
 
@@ -1018,6 +1051,10 @@ mod tests {
             "nested.a.c",
             "missing",
             "src.workload.labels_by_key.role",
+            "src.workload.labels_by_key",
+            "src.workload.labels_by_key.env",
+            "dst.ip_list_names",
+            "dst.ip_list_names.1",
         ];
         for path in paths {
             let [general, first, second] = both_ways(&tape, path);
@@ -1038,6 +1075,22 @@ mod tests {
         assert_eq!(first, Some(serde_json::json!("db")));
         let [_, (first, _), _] = both_ways(&tape, "n");
         assert_eq!(first, Some(serde_json::json!(4)));
+
+        // A list placed by a patch fans out; a patch below an earlier one's value.
+        tape.set(&["dst", "ip_list_names"], serde_json::json!(["a", "b"]));
+        tape.set(
+            &["src", "workload", "labels_by_key", "env"],
+            serde_json::json!("prod"),
+        );
+        for path in paths {
+            let [general, first, second] = both_ways(&tape, path);
+            assert_eq!(first, general, "{path} after more patches");
+            assert_eq!(second, general, "{path} after more patches");
+        }
+        let [_, (first, _), _] = both_ways(&tape, "src.workload.labels_by_key.env");
+        assert_eq!(first, Some(serde_json::json!("prod")));
+        let [_, (first, _), _] = both_ways(&tape, "dst.ip_list_names.1");
+        assert_eq!(first, Some(serde_json::json!("b")));
     }
     use crate::event::FieldPath;
     use serde_json::json;
