@@ -90,6 +90,24 @@ fn the_alert_lifecycle_examples_pass() {
     }
 }
 
+/// Issue 18's cases for the detection kinds beyond counting, as a user runs them.
+#[test]
+fn the_detection_examples_pass() {
+    let (code, stdout, stderr) = vigil_test(&["examples/detections"]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains(", 0 failed\n"), "{stdout}");
+    for case in [
+        "a value under the lower bound and one over the upper bound are two alerts",
+        "the bounds are strict, and a missing value never alerts",
+        "back inside the bounds resolves the episode",
+    ] {
+        assert!(
+            stdout.contains(&format!("ok    {case}")),
+            "{case}: {stdout}"
+        );
+    }
+}
+
 /// A wrong notification expectation fails with what was expected and what came.
 #[test]
 fn a_wrong_notification_expectation_says_what_came() {

@@ -165,6 +165,14 @@ pub fn shaped_alert(
             StageConfig::Bandwidth(c) => c
                 .alert_templates(&pipeline.name, name)
                 .map(|(t, u)| (t, c.threshold, Some(u), c.group_by.clone())),
+            StageConfig::Metric(c) => c.alert_templates(&pipeline.name, name).map(|t| {
+                (
+                    t,
+                    c.above.or(c.below).unwrap_or_default(),
+                    None,
+                    c.group_by.clone(),
+                )
+            }),
             StageConfig::Flatline(c) => c
                 .alert_templates(&pipeline.name, name)
                 .map(|t| (t, base.threshold, None, c.group_by.clone())),

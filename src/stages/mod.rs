@@ -9,6 +9,7 @@ pub mod episode;
 pub mod filter;
 pub mod flatline;
 pub mod keys;
+pub mod metric;
 pub mod script;
 pub mod stage_state;
 pub mod top_n;

@@ -175,6 +175,29 @@ impl InternalEvent for KeysEvicted<'_> {
     }
 }
 
+/// A key's window holds the most values it may (`metric`'s `max_values`): its oldest
+/// value leaves early. The node's first is a warning, the later ones are logged at
+/// `debug`.
+#[derive(Debug)]
+pub struct ValueDroppedEarly<'a> {
+    /// The stage.
+    pub stage: &'a str,
+    /// The group key.
+    pub key: &'a str,
+    /// The bound.
+    pub max_values: usize,
+}
+
+impl InternalEvent for ValueDroppedEarly<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        if counters.add_dropped(DropReason::Evicted, 1) == 1 {
+            tracing::warn!(stage = %self.stage, key = %self.key, max_values = self.max_values, "a window holds `max_values` values: its oldest leaves early and the aggregate is marked an estimate");
+        } else {
+            tracing::debug!(stage = %self.stage, key = %self.key, max_values = self.max_values, "value dropped early");
+        }
+    }
+}
+
 /// `top_n` holds `max_events` events: the oldest is dropped from its tables. The
 /// node's first is a warning, the later ones are logged at `debug`.
 #[derive(Debug)]

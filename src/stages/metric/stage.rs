@@ -1,0 +1,513 @@
+//! The running `metric` stage.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::config::{Aggregate, MetricConfig};
+use crate::event::{AlertWindow, Event, Field, FieldPath, Sample, Scalar, Timestamp};
+use crate::node::internal_event::{
+    InternalEvent, KeysEvicted, LateEvent, Lateness, ValueDroppedEarly,
+};
+use crate::node::{NodeCounters, NodeError, Snapshot, Stage};
+use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget, SampleSet, slot_after};
+use crate::stages::episode::{Book, Episode, EpisodeCounts, EpisodeWindow, Reporter, open_keys};
+use crate::stages::keys::KeyMap;
+use crate::stages::window::{Fired, Watermark, minus, write_key};
+
+/// What decides whether a window is out of bounds: shared by the stage and its windows.
+#[derive(Debug)]
+pub(super) struct Rule {
+    pub(super) aggregate: Aggregate,
+    pub(super) above: Option<f64>,
+    pub(super) below: Option<f64>,
+    pub(super) min_values: usize,
+}
+
+impl Rule {
+    fn outside(&self, v: f64) -> bool {
+        self.above.is_some_and(|a| v > a) || self.below.is_some_and(|b| v < b)
+    }
+
+    /// The aggregate of `values` (in any order), if there are at least `min_values`.
+    pub(super) fn aggregate<'a>(
+        &self,
+        values: impl Iterator<Item = &'a Reading> + Clone,
+    ) -> Option<f64> {
+        let n = values.clone().count();
+        if n == 0 || n < self.min_values {
+            return None;
+        }
+        let v = values.map(|r| r.v);
+        Some(match self.aggregate {
+            Aggregate::Sum => v.sum(),
+            Aggregate::Avg => v.sum::<f64>() / n as f64,
+            Aggregate::Min => v.fold(f64::INFINITY, f64::min),
+            Aggregate::Max => v.fold(f64::NEG_INFINITY, f64::max),
+            Aggregate::Percentile(p) => {
+                let mut all: Vec<f64> = v.collect();
+                // Nearest rank: ⌈p/100 × n⌉, from 1.
+                let rank = (usize::from(p) * n).div_ceil(100).clamp(1, n);
+                let (_, nth, _) = all.select_nth_unstable_by(rank - 1, f64::total_cmp);
+                *nth
+            }
+        })
+    }
+}
+
+/// One value of a window.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(super) struct Reading {
+    pub(super) t: Timestamp,
+    pub(super) v: f64,
+}
+
+/// One key's window: its values in time order.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct MetricWindow {
+    values: VecDeque<Reading>,
+    newest: Option<Timestamp>,
+    /// Time of the window end of the key's last alert: earlier events are late for it
+    /// (`each_crossing` mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fired: Option<Timestamp>,
+    /// The newest time of a value that left early (`max_values`): while the window would
+    /// still hold it, the aggregate is an estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    early: Option<Timestamp>,
+    samples: SampleSet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    episode: Option<Box<Episode>>,
+    /// The stage's rule (set when the window is made or restored).
+    #[serde(skip)]
+    rule: Option<Arc<Rule>>,
+}
+
+impl MetricWindow {
+    fn aggregate(&self) -> Option<f64> {
+        self.rule.as_ref()?.aggregate(self.values.iter())
+    }
+
+    /// Adds `v` at `t` in time order, offers `event` as a sample and slides the window
+    /// to `(newest - w, newest]`; whether a value left early to stay within `max_values`.
+    fn add(
+        &mut self,
+        reading: (Timestamp, f64),
+        w: chrono::Duration,
+        max_values: usize,
+        event: &Event,
+        budget: &mut SampleBudget,
+    ) -> bool {
+        let (t, v) = reading;
+        if self.newest.is_none_or(|n| t > n) {
+            self.newest = Some(t);
+        }
+        let at = slot_after(&self.values, |r| r.t <= t);
+        self.values.insert(at, Reading { t, v });
+        self.samples.offer(event, budget);
+        if let Some(n) = self.newest {
+            self.evict_through(minus(n, w));
+        }
+        let mut early = false;
+        while self.values.len() > max_values {
+            if let Some(r) = self.values.pop_front() {
+                self.early = Some(self.early.map_or(r.t, |e| e.max(r.t)));
+                early = true;
+            }
+        }
+        early
+    }
+
+    /// Drops the values at or before `cutoff`.
+    fn evict_through(&mut self, cutoff: Timestamp) {
+        let before = self.values.len();
+        while self.values.front().is_some_and(|r| r.t <= cutoff) {
+            self.values.pop_front();
+        }
+        if self.values.len() != before {
+            self.samples.evict_through(cutoff);
+        }
+        if self.early.is_some_and(|e| e <= cutoff) {
+            self.early = None;
+        }
+    }
+
+    fn expired(&self, cutoff: Timestamp) -> bool {
+        self.newest.is_none_or(|n| n <= cutoff)
+    }
+
+    fn late_for_key(&self, t: Timestamp) -> bool {
+        self.fired.is_some_and(|f| t < f)
+    }
+}
+
+impl EpisodeWindow for MetricWindow {
+    fn episode_mut(&mut self) -> &mut Option<Box<Episode>> {
+        &mut self.episode
+    }
+
+    fn episode(&self) -> Option<&Episode> {
+        self.episode.as_deref()
+    }
+
+    /// The aggregate; 0 when the window holds too few values to have one.
+    fn total(&self) -> f64 {
+        self.aggregate().unwrap_or(0.0)
+    }
+
+    /// Whether the aggregate is outside the bounds (the threshold is not used: the
+    /// window's rule holds both bounds).
+    fn reached(&mut self, _threshold: f64) -> bool {
+        let rule = self.rule.clone();
+        rule.is_some_and(|r| self.aggregate().is_some_and(|a| r.outside(a)))
+    }
+
+    fn slide_to(&mut self, cutoff: Timestamp) {
+        self.evict_through(cutoff);
+    }
+
+    fn newest(&self) -> Option<Timestamp> {
+        self.newest
+    }
+
+    fn estimated(&self) -> bool {
+        self.early.is_some()
+    }
+
+    fn samples(&self, n: usize) -> Vec<Sample> {
+        self.samples.copies(n)
+    }
+
+    fn fire(&mut self, window: chrono::Duration) -> Fired {
+        let end = self.newest.unwrap_or(Timestamp::MIN_UTC);
+        let start = match self.fired {
+            Some(previous) => minus(end, window).max(previous),
+            None => minus(end, window),
+        };
+        let fired = Fired {
+            sum: self.total(),
+            window: AlertWindow { start, end },
+            samples: self.samples.take(),
+            estimate: self.early.is_some(),
+        };
+        self.values.clear();
+        self.early = None;
+        self.fired = Some(end);
+        fired
+    }
+
+    /// The first time, sliding on to `cutoff + window`, at which the values left make an
+    /// aggregate inside the bounds (or too few for one).
+    fn ended_by(
+        &mut self,
+        cutoff: Timestamp,
+        _threshold: f64,
+        window: chrono::Duration,
+    ) -> Option<Timestamp> {
+        let rule = self.rule.clone()?;
+        let mut i = 0;
+        while let Some(r) = self.values.get(i) {
+            let t = r.t;
+            if t > cutoff {
+                return None;
+            }
+            // Values at the same time leave together.
+            while self.values.get(i).is_some_and(|r| r.t == t) {
+                i += 1;
+            }
+            if rule
+                .aggregate(self.values.range(i..))
+                .is_none_or(|a| !rule.outside(a))
+            {
+                return Some(t + window);
+            }
+        }
+        None
+    }
+}
+
+/// A finite number from a JSON number or numeric string.
+fn reading(v: Field<'_>) -> Option<f64> {
+    let n = match v.scalar() {
+        Scalar::Num(n) => n.as_f64()?,
+        Scalar::Str(s) => s.trim().parse::<f64>().ok()?,
+        _ => return None,
+    };
+    n.is_finite().then_some(n)
+}
+
+/// Aggregates a field per group key in sliding event-time windows; see [`MetricConfig`].
+pub struct MetricStage {
+    window: chrono::Duration,
+    field: FieldPath,
+    rule: Arc<Rule>,
+    group_by: GroupBy,
+    reporter: Reporter,
+    shape: Value,
+    keys: KeyMap<MetricWindow>,
+    book: Book,
+    budget: SampleBudget,
+    orphans: Vec<Arc<Event>>,
+    watermark: Watermark,
+    skipped: u64,
+    key_buf: String,
+    max_keys: usize,
+    max_values: usize,
+    counters: Arc<NodeCounters>,
+    id: Arc<str>,
+}
+
+/// What [`MetricStage::snapshot`] saves (borrowed form).
+#[derive(Serialize)]
+struct SavedRef<'a> {
+    shape: &'a Value,
+    watermark: &'a Watermark,
+    skipped: u64,
+    episodes: &'a EpisodeCounts,
+    keys: &'a KeyMap<MetricWindow>,
+}
+
+/// What [`MetricStage::snapshot`] saved.
+#[derive(Deserialize)]
+struct Saved {
+    shape: Value,
+    watermark: Watermark,
+    #[serde(default)]
+    skipped: u64,
+    #[serde(default)]
+    episodes: EpisodeCounts,
+    keys: KeyMap<MetricWindow>,
+}
+
+impl MetricStage {
+    /// A stage with empty windows.
+    pub fn new(
+        cfg: &MetricConfig,
+        templates: AlertTemplates,
+        history_interval: chrono::Duration,
+    ) -> Result<Self, NodeError> {
+        let field =
+            FieldPath::parse(&cfg.field).map_err(|e| NodeError::from(format!("field: {e}")))?;
+        if cfg.above.is_none() && cfg.below.is_none() {
+            return Err(NodeError::from(
+                "a `metric` stage needs `above`, `below`, or both".to_string(),
+            ));
+        }
+        let group_by = GroupBy::parse(&cfg.group_by).map_err(NodeError::from)?;
+        let window = cfg.window.span();
+        let samples_per_window = templates.samples;
+        let id = templates.node_id();
+        Ok(MetricStage {
+            window,
+            field,
+            rule: Arc::new(Rule {
+                aggregate: cfg.aggregate,
+                above: cfg.above,
+                below: cfg.below,
+                min_values: cfg.min_values.max(1),
+            }),
+            group_by,
+            reporter: Reporter {
+                templates,
+                threshold: cfg.above.or(cfg.below).unwrap_or_default(),
+                scale: 1.0,
+                unit: None,
+                window,
+                mode: cfg.alert.mode,
+                resolve_after: cfg.alert.resolve_after.map_or(window, |d| d.span()),
+                history_interval,
+            },
+            id,
+            shape: json!({"field": cfg.field, "group_by": cfg.group_by, "mode": cfg.alert.mode}),
+            keys: KeyMap::new(),
+            book: Book::default(),
+            budget: SampleBudget::new(samples_per_window),
+            orphans: Vec::new(),
+            watermark: Watermark::default(),
+            skipped: 0,
+            key_buf: String::new(),
+            max_keys: cfg.max_keys.max(1),
+            max_values: cfg.max_values.max(1),
+            counters: Arc::default(),
+        })
+    }
+
+    /// Counts what the stage sets aside into `counters` (the node's).
+    pub fn counting_into(mut self, counters: Arc<NodeCounters>) -> Self {
+        self.counters = counters;
+        self
+    }
+
+    /// Resolutions to hand on at the first tick (see [`crate::stages::episode::orphaned`]).
+    pub fn close_at_start(&mut self, orphans: Vec<Arc<Event>>) {
+        self.orphans = orphans;
+    }
+
+    /// Restores a snapshot (its JSON text) when its shape (`field`, `group_by`,
+    /// `alert.mode`) matches this config; `true` when it did.
+    pub fn restore(&mut self, saved: &str, id: &str) -> bool {
+        match serde_json::from_str::<Saved>(saved) {
+            Ok(s) if s.shape == self.shape => {
+                self.watermark = s.watermark;
+                self.skipped = s.skipped;
+                self.book.counts = s.episodes;
+                self.keys = s.keys;
+                for w in self.keys.values_mut() {
+                    // A hand-edited state is put in order too.
+                    w.values.make_contiguous().sort_by_key(|r| r.t);
+                    w.rule = Some(self.rule.clone());
+                }
+                self.book.open = open_keys(&self.keys);
+                tracing::debug!(stage = %id, keys = self.keys.len(), "state restored");
+                true
+            }
+            Ok(_) => {
+                tracing::info!(stage = %id, "field, group_by or alert.mode changed: state reset");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(stage = %id, error = %e, "saved state unreadable: state reset");
+                false
+            }
+        }
+    }
+
+    /// Late events seen so far.
+    pub fn late(&self) -> u64 {
+        self.watermark.late
+    }
+
+    /// Events whose field was missing, not a number or not finite.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Group keys held.
+    pub fn keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// What the stage's episodes did so far.
+    pub fn episodes(&self) -> EpisodeCounts {
+        self.book.counts
+    }
+
+    /// Forgets the keys nothing of which can count any more, resolving their episodes.
+    fn sweep(&mut self, cutoff: Timestamp, out: &mut Vec<Arc<Event>>) {
+        if !self.book.open.is_empty() {
+            self.reporter.close_expired(
+                &mut self.keys,
+                cutoff,
+                |k| k.expired(cutoff),
+                &mut self.book,
+                out,
+            );
+        }
+        self.keys.retain(|_, k| !k.expired(cutoff));
+        self.budget.used = self.keys.values().map(|w| w.samples.bytes()).sum();
+    }
+}
+
+impl Stage for MetricStage {
+    fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
+        let t = event.meta.time;
+        if self.watermark.observe(t, self.window) {
+            self.watermark.late += 1;
+            LateEvent {
+                stage: &self.id,
+                time: t,
+                key: None,
+                why: Lateness::BehindWatermark,
+            }
+            .emit(&self.counters);
+            return;
+        }
+        let Some(v) = self.field.first_in(&event).and_then(reading) else {
+            self.skipped += 1;
+            tracing::debug!(stage = %self.id, field = %self.field.as_str(), "no numeric value: skipped");
+            return;
+        };
+        write_key(&mut self.key_buf, &self.group_by.0, &*event);
+        let key = self.keys.get_or_default(&self.key_buf);
+        if key.rule.is_none() {
+            key.rule = Some(self.rule.clone());
+        }
+        if key.late_for_key(t) {
+            self.watermark.late += 1;
+            LateEvent {
+                stage: &self.id,
+                time: t,
+                key: Some(&self.key_buf),
+                why: Lateness::WindowAlerted,
+            }
+            .emit(&self.counters);
+            return;
+        }
+        self.reporter
+            .before_event(&self.key_buf, key, t, &mut self.book, out);
+        if key.add(
+            (t, v),
+            self.window,
+            self.max_values,
+            &event,
+            &mut self.budget,
+        ) {
+            ValueDroppedEarly {
+                stage: &self.id,
+                key: &self.key_buf,
+                max_values: self.max_values,
+            }
+            .emit(&self.counters);
+        }
+        let group_by = &self.group_by;
+        self.reporter.after_event(
+            &self.key_buf,
+            key,
+            &event,
+            || group_by.group(event.data()),
+            &mut self.book,
+            out,
+        );
+        if let Some(cutoff) = self.watermark.sweep_due(self.window) {
+            self.sweep(cutoff, out);
+        }
+        if self.keys.len() > self.max_keys {
+            let evicted =
+                self.reporter
+                    .evict_oldest(&mut self.keys, self.max_keys, &mut self.book, out);
+            KeysEvicted {
+                stage: &self.id,
+                keys: evicted as u64,
+                max_keys: self.max_keys,
+                warning: crate::stages::episode::EVICTING,
+            }
+            .emit(&self.counters);
+            self.budget.used = self.keys.values().map(|w| w.samples.bytes()).sum();
+        }
+    }
+
+    fn tick(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {
+        out.append(&mut self.orphans);
+        let cutoff = self.watermark.cutoff(self.window);
+        if !self.book.open.is_empty() {
+            self.reporter
+                .on_tick(now, cutoff, &mut self.keys, &mut self.book, out);
+        }
+        if let Some(cutoff) = cutoff {
+            self.sweep(cutoff, out);
+        }
+    }
+
+    fn snapshot(&self, max_bytes: u64) -> Option<Snapshot> {
+        let saved = SavedRef {
+            shape: &self.shape,
+            watermark: &self.watermark,
+            skipped: self.skipped,
+            episodes: &self.book.counts,
+            keys: &self.keys,
+        };
+        Snapshot::write(&saved, max_bytes)
+    }
+}
