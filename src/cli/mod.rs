@@ -8,6 +8,7 @@ mod graph;
 mod outbox;
 #[cfg(feature = "demo")]
 mod pce_sim;
+mod replay;
 mod run;
 mod send_test;
 mod silence;
@@ -30,11 +31,20 @@ use vigil::config::{LoadError, LoadOptions, Loaded, load_paths};
 use vigil::pce::sim::{Scenario, SimConfig};
 
 use self::{
-    check::check, graph::graph, outbox::outbox, run::run, send_test::send_test, silence::silence,
-    test::test, validate::validate,
+    check::check, graph::graph, outbox::outbox, replay::replay, run::run, send_test::send_test,
+    silence::silence, test::test, validate::validate,
 };
 #[cfg(feature = "demo")]
 use self::{demo::demo, pce_sim::pce_sim};
+
+/// How `vigil replay` prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ReplayFormat {
+    /// Tables for people.
+    Table,
+    /// One JSON object.
+    Json,
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -107,6 +117,28 @@ pub(crate) enum Command {
         /// Do not reload when the files change (SIGHUP still reloads).
         #[arg(long)]
         no_watch: bool,
+    },
+    /// Run the pipelines over captured records on a virtual clock, delivering nothing:
+    /// what each would have alerted, the events per node, and (with --out) what its
+    /// delivering sinks would have sent. The state directory is neither read nor
+    /// written.
+    Replay {
+        /// The directory (or file) of pipeline files.
+        #[arg(long, short, default_value = "pipelines")]
+        pipelines: PathBuf,
+        /// A file of records: JSON lines, or one JSON array as the PCE's API answers.
+        /// `KIND=FILE` feeds the sources of a kind (`pce_traffic`), `PIPELINE.SOURCE=FILE`
+        /// one source; a bare FILE of PCE flows or PCE events feeds the sources of that
+        /// kind. Repeat for several files: their records are merged by time.
+        #[arg(long = "file", value_name = "[TARGET=]FILE", required = true)]
+        files: Vec<vigil::testing::replay::Input>,
+        /// Output: a table, or JSON.
+        #[arg(long, value_enum, default_value_t = ReplayFormat::Table)]
+        format: ReplayFormat,
+        /// Write what delivering sinks would have sent under DIR/PIPELINE/SINK/: mails
+        /// as .eml, other messages' bodies as JSON. DIR must be empty or missing.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// The whole product on this machine: the PCE simulator playing an attack on
     /// compressed time, the shipped pipelines against it, the API, and every alert mail
@@ -322,6 +354,12 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             no_watch,
         } => run(pipelines, !no_watch),
         Command::Test { paths, format, run } => test(paths, format, run.as_deref()),
+        Command::Replay {
+            pipelines,
+            files,
+            format,
+            out,
+        } => replay(pipelines, files, format, out),
         Command::Check { pipelines, timeout } => check(pipelines, timeout),
         Command::Graph { pipelines, format } => graph(pipelines, format),
         #[cfg(feature = "demo")]

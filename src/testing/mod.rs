@@ -8,6 +8,7 @@
 //! wall-clock time: a day of events runs in milliseconds.
 
 pub mod fuzz;
+pub mod replay;
 mod runner;
 
 use std::fmt::Write as _;

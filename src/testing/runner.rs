@@ -126,6 +126,13 @@ struct Harness {
     /// Stages in an order where every stage comes after its inputs.
     order: Vec<usize>,
     recorded: Vec<Vec<Arc<Event>>>,
+    /// Events each node emitted (sources, stages) or received (sinks).
+    counts: Vec<u64>,
+    keep: Keep,
+    /// Alerts kept (for [`Keep::Alerts`]' bound).
+    alerts_kept: usize,
+    /// Alerts not kept (past [`Keep::Alerts`]' bound).
+    alerts_left_out: u64,
     inhibitor: Arc<Inhibitor>,
     now: Timestamp,
 }
@@ -144,6 +151,27 @@ impl Harness {
         }
     }
 
+    /// Counts what node `node` emitted or received, and keeps what [`Keep`] says.
+    fn record(&mut self, node: usize, events: &[Arc<Event>]) {
+        self.counts[node] += events.len() as u64;
+        match self.keep {
+            Keep::All => self.recorded[node].extend(events.iter().cloned()),
+            Keep::Alerts(max) => {
+                if !matches!(self.nodes[node], Node::Stage(_)) {
+                    return;
+                }
+                for e in events.iter().filter(|e| e.alert().is_some()) {
+                    if self.alerts_kept < max {
+                        self.alerts_kept += 1;
+                        self.recorded[node].push(e.clone());
+                    } else {
+                        self.alerts_left_out += 1;
+                    }
+                }
+            }
+        }
+    }
+
     fn emit(&mut self, from: usize, events: Vec<Arc<Event>>) {
         if events.is_empty() {
             return;
@@ -151,7 +179,7 @@ impl Harness {
         if matches!(self.nodes[from], Node::Stage(_)) {
             self.observe(&events);
         }
-        self.recorded[from].extend(events.iter().cloned());
+        self.record(from, &events);
         let mut queue: VecDeque<(usize, Vec<Arc<Event>>)> = VecDeque::new();
         for &d in &self.down[from] {
             queue.push_back((d, events.clone()));
@@ -165,7 +193,7 @@ impl Harness {
                     }
                     if !out.is_empty() {
                         self.observe(&out);
-                        self.recorded[node].extend(out.iter().cloned());
+                        self.record(node, &out);
                         for &d in &self.down[node] {
                             queue.push_back((d, out.clone()));
                         }
@@ -177,7 +205,7 @@ impl Harness {
                             n.take(e, self.now);
                         }
                     }
-                    self.recorded[node].extend(batch);
+                    self.record(node, &batch);
                 }
                 Node::Source => {}
             }
@@ -289,6 +317,225 @@ fn overlay(base: &mut serde_json::Value, top: &serde_json::Value) {
     }
 }
 
+/// Which events a run keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// Everything each node emits or receives (a test case).
+    All,
+    /// The alerts stages raise, at most this many in all (a replay); every node's events
+    /// are counted.
+    Alerts(usize),
+}
+
+/// What the stages of a [`PipelineRun`] are built with.
+#[derive(Clone, Copy)]
+pub(crate) struct RunWith<'a> {
+    /// The services (name caches, delivery) of the settings.
+    pub(crate) services: &'a crate::components::Services,
+    /// Where stages restore from (a fresh in-memory store: nothing).
+    pub(crate) store: &'a Arc<crate::store::Store>,
+    /// The stages' state directory.
+    pub(crate) state_dir: &'a std::path::Path,
+}
+
+/// One pipeline built to run on a virtual clock: its stages real, its sources fed by the
+/// caller, its delivering sinks planning what they would send.
+pub(crate) struct PipelineRun {
+    h: Harness,
+    /// Node ids (`pipeline.node`), in graph order.
+    ids: Vec<Arc<str>>,
+    step: chrono::Duration,
+    next_tick: Timestamp,
+    start: Timestamp,
+}
+
+impl PipelineRun {
+    /// Builds pipeline `pipeline` (an index into `config.pipelines`) with what `with`
+    /// holds, its clock starting at `start` and ticking every `step`.
+    pub(crate) fn build(
+        config: &Config,
+        pipeline: usize,
+        with: RunWith<'_>,
+        start: Timestamp,
+        step: chrono::Duration,
+        keep: Keep,
+    ) -> Result<PipelineRun, RunError> {
+        let graph = config.graph();
+        let pc = &config.pipelines[pipeline];
+        let settings = &config.settings;
+        let gids: Vec<usize> = (0..graph.nodes.len())
+            .filter(|i| graph.nodes[*i].pipeline == pipeline)
+            .collect();
+        let local = |g: usize| gids.iter().position(|x| *x == g);
+        let clock: SharedClock = Arc::new(VirtualClock::new(start));
+        let base_dir = pc
+            .file
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let mut nodes = Vec::new();
+        let mut names = Vec::new();
+        let mut down = vec![Vec::new(); gids.len()];
+        for (li, &gi) in gids.iter().enumerate() {
+            let g = &graph.nodes[gi];
+            names.push(g.name.clone());
+            for input in &g.inputs {
+                if let Some(from) = local(*input) {
+                    down[from].push(li);
+                }
+            }
+            nodes.push(match g.role {
+                NodeRole::Source => Node::Source,
+                NodeRole::Sink => Node::Sink(
+                    pc.config.sinks[g.name.as_str()]
+                        .delivery()
+                        .map(|cfg| Box::new(Notifier::new(cfg))),
+                ),
+                NodeRole::Stage => {
+                    let cx = BuildContext {
+                        id: g.id.clone(),
+                        pipeline: pc.config.name.as_str().into(),
+                        node: g.name.as_str().into(),
+                        base_dir: base_dir.clone(),
+                        state_dir: with.state_dir.to_path_buf(),
+                        rejected_max_bytes: settings.retention.rejected_max_bytes,
+                        clock: clock.clone(),
+                        store: with.store.clone(),
+                        keep_state: true,
+                        public_url: crate::config::DEFAULT_PUBLIC_URL.into(),
+                        history_interval: settings.history_interval.span(),
+                        rebuilt: false,
+                        counters: Default::default(),
+                    };
+                    let stage = pc.config.stages[g.name.as_str()]
+                        .build(&cx, with.services)
+                        .map_err(|e| RunError::Build {
+                            node: g.name.clone(),
+                            message: e.to_string(),
+                        })?;
+                    Node::Stage(stage)
+                }
+            });
+        }
+        // Topological order of the stages (the graph is acyclic: validation checked).
+        let mut indeg: Vec<usize> = gids
+            .iter()
+            .map(|gi| {
+                graph.nodes[*gi]
+                    .inputs
+                    .iter()
+                    .filter(|i| local(**i).is_some())
+                    .count()
+            })
+            .collect();
+        let mut ready: VecDeque<usize> = (0..gids.len()).filter(|i| indeg[*i] == 0).collect();
+        let mut order = Vec::new();
+        while let Some(i) = ready.pop_front() {
+            if matches!(nodes[i], Node::Stage(_)) {
+                order.push(i);
+            }
+            for &d in &down[i] {
+                indeg[d] -= 1;
+                if indeg[d] == 0 {
+                    ready.push_back(d);
+                }
+            }
+        }
+        let h = Harness {
+            recorded: vec![Vec::new(); nodes.len()],
+            counts: vec![0; nodes.len()],
+            keep,
+            alerts_kept: 0,
+            alerts_left_out: 0,
+            nodes,
+            names,
+            down,
+            order,
+            inhibitor: with.services.delivery.inhibitor.clone(),
+            now: start,
+        };
+        Ok(PipelineRun {
+            h,
+            ids: gids.iter().map(|gi| graph.nodes[*gi].id.clone()).collect(),
+            step: step.max(chrono::Duration::milliseconds(1)),
+            next_tick: start,
+            start,
+        })
+    }
+
+    /// The node named `name`, if it is a source.
+    pub(crate) fn source(&self, name: &str) -> Option<usize> {
+        self.h
+            .names
+            .iter()
+            .position(|n| n == name)
+            .filter(|i| matches!(self.h.nodes[*i], Node::Source))
+    }
+
+    /// The node names, in graph order.
+    pub(crate) fn names(&self) -> &[String] {
+        &self.h.names
+    }
+
+    /// The id (`pipeline.node`) of node `i`.
+    pub(crate) fn id(&self, i: usize) -> Arc<str> {
+        self.ids[i].clone()
+    }
+
+    /// Ticks every stage up to `to`.
+    pub(crate) fn advance(&mut self, to: Timestamp) {
+        while self.next_tick <= to {
+            self.h.tick(self.next_tick);
+            self.next_tick += self.step;
+        }
+    }
+
+    /// Source `src` hands on `event`, arriving at `at` (not before the clock's time).
+    pub(crate) fn feed(&mut self, src: usize, at: Timestamp, event: Event) {
+        let at = at.max(self.h.now);
+        self.advance(at);
+        self.h.now = at;
+        self.h.emit(src, vec![Arc::new(event)]);
+        // A delivering sink's worker wakes when an alert arrives.
+        self.h.look(at, false);
+    }
+
+    /// Runs the clock on to `end` and ends the input: what every node did.
+    pub(crate) fn finish(mut self, end: Timestamp) -> Finished {
+        self.advance(end);
+        self.h.finish(end);
+        let notifications = self
+            .h
+            .nodes
+            .into_iter()
+            .map(|n| match n {
+                Node::Sink(Some(n)) => n.sent,
+                _ => Vec::new(),
+            })
+            .collect();
+        Finished {
+            recorded: Recorded {
+                names: self.h.names,
+                events: self.h.recorded,
+                notifications,
+                start: self.start,
+            },
+            counts: self.h.counts,
+            alerts_left_out: self.h.alerts_left_out,
+        }
+    }
+}
+
+/// What a [`PipelineRun`] did.
+pub(crate) struct Finished {
+    /// What each node emitted or received (as [`Keep`] said) and what sinks would send.
+    pub(crate) recorded: Recorded,
+    /// How many events each node emitted (sources, stages) or received (sinks).
+    pub(crate) counts: Vec<u64>,
+    /// Alerts not kept (past [`Keep::Alerts`]' bound).
+    pub(crate) alerts_left_out: u64,
+}
+
 /// Runs `case` against pipeline `pipeline` (an index into `config.pipelines`).
 pub fn run_case(
     config: &Config,
@@ -304,12 +551,7 @@ pub fn run_case(
             ))
         })?
         .with_timezone(&Utc);
-    let graph = config.graph();
     let pc = &config.pipelines[pipeline];
-    let ids: Vec<usize> = (0..graph.nodes.len())
-        .filter(|i| graph.nodes[*i].pipeline == pipeline)
-        .collect();
-    let local = |g: usize| ids.iter().position(|x| *x == g);
     let clock: SharedClock = Arc::new(VirtualClock::new(start));
     let mut settings = config.settings.clone();
     settings.connections = Default::default(); // tests never reach a network peer
@@ -327,80 +569,6 @@ pub fn run_case(
     }
     let store =
         Arc::new(crate::store::Store::in_memory().map_err(|e| RunError::Invalid(e.to_string()))?);
-    let base_dir = pc
-        .file
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default();
-
-    let mut nodes = Vec::new();
-    let mut names = Vec::new();
-    let mut down = vec![Vec::new(); ids.len()];
-    for (li, &gi) in ids.iter().enumerate() {
-        let g = &graph.nodes[gi];
-        names.push(g.name.clone());
-        for input in &g.inputs {
-            if let Some(from) = local(*input) {
-                down[from].push(li);
-            }
-        }
-        nodes.push(match g.role {
-            NodeRole::Source => Node::Source,
-            NodeRole::Sink => Node::Sink(
-                pc.config.sinks[g.name.as_str()]
-                    .delivery()
-                    .map(|cfg| Box::new(Notifier::new(cfg))),
-            ),
-            NodeRole::Stage => {
-                let cx = BuildContext {
-                    id: g.id.clone(),
-                    pipeline: pc.config.name.as_str().into(),
-                    node: g.name.as_str().into(),
-                    base_dir: base_dir.clone(),
-                    state_dir: state_dir.clone(),
-                    rejected_max_bytes: settings.retention.rejected_max_bytes,
-                    clock: clock.clone(),
-                    store: store.clone(),
-                    keep_state: true,
-                    public_url: crate::config::DEFAULT_PUBLIC_URL.into(),
-                    history_interval: settings.history_interval.span(),
-                    rebuilt: false,
-                    counters: Default::default(),
-                };
-                let stage = pc.config.stages[g.name.as_str()]
-                    .build(&cx, &services)
-                    .map_err(|e| RunError::Build {
-                        node: g.name.clone(),
-                        message: e.to_string(),
-                    })?;
-                Node::Stage(stage)
-            }
-        });
-    }
-    // Topological order of the stages (the graph is acyclic: validation checked).
-    let mut indeg: Vec<usize> = ids
-        .iter()
-        .map(|gi| {
-            graph.nodes[*gi]
-                .inputs
-                .iter()
-                .filter(|i| local(**i).is_some())
-                .count()
-        })
-        .collect();
-    let mut ready: VecDeque<usize> = (0..ids.len()).filter(|i| indeg[*i] == 0).collect();
-    let mut order = Vec::new();
-    while let Some(i) = ready.pop_front() {
-        if matches!(nodes[i], Node::Stage(_)) {
-            order.push(i);
-        }
-        for &d in &down[i] {
-            indeg[d] -= 1;
-            if indeg[d] == 0 {
-                ready.push_back(d);
-            }
-        }
-    }
 
     // The inputs, in time order (stable: equal times keep the written order). The bounds
     // are checked when the case is loaded; a case built in code is held to them too.
@@ -417,21 +585,33 @@ pub fn run_case(
             crate::config::test_case::MAX_REPEAT
         )));
     }
+    let span_end = |inputs: &[(Timestamp, Timestamp, usize, serde_json::Value)]| {
+        let last = inputs.last().map_or(start, |(t, _, _, _)| *t);
+        last + case.run_for.map_or(chrono::Duration::zero(), |d| d.span())
+    };
     let mut inputs: Vec<(Timestamp, Timestamp, usize, serde_json::Value)> =
         Vec::with_capacity(count);
+    let mut step = settings
+        .tick_interval
+        .span()
+        .max(chrono::Duration::milliseconds(1));
+    let with = RunWith {
+        services: &services,
+        store: &store,
+        state_dir: &state_dir,
+    };
+    let mut run = PipelineRun::build(config, pipeline, with, start, step, Keep::All)?;
     for input in &case.input {
-        let Some(src) = names.iter().position(|n| n == &input.source) else {
-            return Err(RunError::Invalid(format!(
-                "input names source `{}`, which pipeline `{}` does not have",
-                input.source, pc.config.name
-            )));
+        let Some(src) = run.source(&input.source) else {
+            return Err(RunError::Invalid(if run.names().contains(&input.source) {
+                format!("input names `{}`, which is not a source", input.source)
+            } else {
+                format!(
+                    "input names source `{}`, which pipeline `{}` does not have",
+                    input.source, pc.config.name
+                )
+            }));
         };
-        if !matches!(nodes[src], Node::Source) {
-            return Err(RunError::Invalid(format!(
-                "input names `{}`, which is not a source",
-                input.source
-            )));
-        }
         let at = input.at.map_or(chrono::Duration::zero(), |d| d.span());
         let time = input.time.map(|d| d.span());
         let every = input.every.map_or(chrono::Duration::zero(), |d| d.span());
@@ -457,57 +637,16 @@ pub fn run_case(
         }
     }
     inputs.sort_by_key(|(t, _, _, _)| *t);
-    let last = inputs.last().map_or(start, |(t, _, _, _)| *t);
-    let end = last + case.run_for.map_or(chrono::Duration::zero(), |d| d.span());
-
-    let mut step = settings
-        .tick_interval
-        .span()
-        .max(chrono::Duration::milliseconds(1));
+    let end = span_end(&inputs);
     let span_ms = (end - start).num_milliseconds().max(0);
     if span_ms / step.num_milliseconds().max(1) > MAX_TICKS {
         step = chrono::Duration::milliseconds(span_ms / MAX_TICKS + 1);
+        run.step = step;
     }
-    let mut h = Harness {
-        recorded: vec![Vec::new(); nodes.len()],
-        nodes,
-        names,
-        down,
-        order,
-        inhibitor: services.delivery.inhibitor.clone(),
-        now: start,
-    };
-    let source_ids: Vec<Arc<str>> = ids.iter().map(|gi| graph.nodes[*gi].id.clone()).collect();
-    let mut next_tick = start;
-    let advance = |h: &mut Harness, to: Timestamp, next_tick: &mut Timestamp| {
-        while *next_tick <= to {
-            h.tick(*next_tick);
-            *next_tick += step;
-        }
-    };
     for (t, event_time, src, record) in inputs {
-        advance(&mut h, t, &mut next_tick);
-        h.now = t;
-        let mut event = Event::from_record(record, source_ids[src].clone(), t);
+        let mut event = Event::from_record(record, run.id(src), t);
         event.meta.time = event_time;
-        h.emit(src, vec![Arc::new(event)]);
-        // A delivering sink's worker wakes when an alert arrives.
-        h.look(t, false);
+        run.feed(src, t, event);
     }
-    advance(&mut h, end, &mut next_tick);
-    h.finish(end);
-    let notifications = h
-        .nodes
-        .into_iter()
-        .map(|n| match n {
-            Node::Sink(Some(n)) => n.sent,
-            _ => Vec::new(),
-        })
-        .collect();
-    Ok(Recorded {
-        names: h.names,
-        events: h.recorded,
-        notifications,
-        start,
-    })
+    Ok(run.finish(end).recorded)
 }

@@ -342,6 +342,12 @@ pub trait Notifier: Send + Sync + 'static {
     /// `vigil validate` and snapshot tests): a template that cannot render is an error
     /// naming it.
     fn preview(&self, n: &Notification) -> Result<Vec<(String, String)>, String>;
+
+    /// What would go over the wire for `n` as one file, with its extension (a mail's
+    /// `.eml`), for `vigil replay --out`; `None` for sinks whose preview is their body.
+    fn wire(&self, _n: &Notification) -> Result<Option<(&'static str, Vec<u8>)>, String> {
+        Ok(None)
+    }
 }
 
 /// A sink's compiled templates and what it makes of them, without sending anything: for

@@ -275,6 +275,11 @@ impl Notifier for MailNotifier {
     fn preview(&self, n: &Notification) -> Result<Vec<(String, String)>, String> {
         self.render.preview(n)
     }
+
+    fn wire(&self, n: &Notification) -> Result<Option<(&'static str, Vec<u8>)>, String> {
+        let message = self.message(n).map_err(|e| e.to_string())?;
+        Ok(Some(("eml", message.formatted())))
+    }
 }
 
 /// SMTP 5xx (a rejected recipient, a refused login) is permanent; 4xx, timeouts,

@@ -1,0 +1,837 @@
+//! `vigil replay`: every pipeline over captured records, on a virtual clock, delivering
+//! nothing.
+//!
+//! Each record is handed to the sources that would have read it (by source kind, by
+//! `pipeline.source`, or by its shape: a PCE flow or a PCE audit event) as those sources
+//! make their events — a flow keeps only its source's `policy_decisions` and gains the
+//! fields the `pce_traffic` source adds — and presented when it happened (its event
+//! time), the clock jumping from record to record and ticking the stages on the way, as
+//! `vigil test` does. The stages are the real ones; delivering sinks plan their
+//! notifications (grouping, waits, reminders) without sending, and `--out` writes what
+//! they would have sent. Nothing in the configured `state_dir` is read or written: the
+//! stages start empty, in a scratch directory removed afterwards.
+//!
+//! Records from several files are merged by time (each file is expected in roughly time
+//! order, as captures are); a record older than one already presented arrives with the
+//! clock where it is and counts where its time puts it, or as late — as it would live.
+
+use std::collections::HashSet;
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::runner::{Keep, PipelineRun, RunError, RunWith};
+use crate::components::SourceConfig;
+use crate::config::Config;
+use crate::event::{Alert, AlertStatus, Event, FieldPath, Timestamp, time_from_field};
+use crate::runtime::{BuildContext, build_services, delivery_services};
+use crate::sinks::delivery::Notification;
+use crate::time::{SharedClock, VirtualClock};
+
+/// The most alerts a replay keeps to report (more are counted).
+pub const MAX_ALERTS: usize = 100_000;
+
+/// The largest JSON array file read (arrays are read whole; JSON lines stream).
+pub const MAX_ARRAY_BYTES: u64 = 1 << 30;
+
+/// Malformed lines named in the log, per file (the rest are counted).
+const MALFORMED_LOGGED: u64 = 5;
+
+/// One input of a replay: a file and the sources that read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Input {
+    /// A source kind (`pce_traffic`), or `pipeline.source`; `None`: told by the records'
+    /// shape.
+    pub target: Option<String>,
+    /// The file: JSON lines, or one JSON array (as the PCE's API answers).
+    pub path: PathBuf,
+}
+
+impl std::str::FromStr for Input {
+    type Err = std::convert::Infallible;
+
+    /// `[TARGET=]PATH`: a target is a source kind or `pipeline.source` (letters, digits,
+    /// `_`, `-` and `.`), so a path holding `=` elsewhere stays a path.
+    fn from_str(s: &str) -> Result<Input, Self::Err> {
+        if let Some((target, path)) = s.split_once('=')
+            && !target.is_empty()
+            && target
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            && !path.is_empty()
+        {
+            return Ok(Input {
+                target: Some(target.to_string()),
+                path: PathBuf::from(path),
+            });
+        }
+        Ok(Input {
+            target: None,
+            path: PathBuf::from(s),
+        })
+    }
+}
+
+/// What to replay.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The files.
+    pub inputs: Vec<Input>,
+    /// Where to write what delivering sinks would have sent (must be empty or missing).
+    pub out: Option<PathBuf>,
+}
+
+/// How far a replay got (for a progress bar).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// Bytes of the input files read.
+    pub done: u64,
+    /// Bytes of the input files in all.
+    pub total: u64,
+    /// Records read.
+    pub records: u64,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Records read from the files.
+    pub records: u64,
+    /// Lines that were not JSON (counted, set aside).
+    pub malformed: u64,
+    /// The first and last time presented.
+    pub from: Option<Timestamp>,
+    /// See `from`.
+    pub to: Option<Timestamp>,
+    /// Each pipeline that read something.
+    pub pipelines: Vec<PipelineReport>,
+    /// Alerts raised but not kept in this report (past [`MAX_ALERTS`]).
+    pub alerts_left_out: u64,
+    /// Files written under `--out`.
+    pub written: Vec<PathBuf>,
+}
+
+/// What one pipeline did in a replay.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineReport {
+    /// Its name.
+    pub pipeline: String,
+    /// Events each node emitted (sources, stages) or received (sinks).
+    pub nodes: Vec<NodeCount>,
+    /// The alerts its stages raised, in order (firing and resolved reports).
+    pub alerts: Vec<Alert>,
+    /// What each delivering sink would have sent.
+    pub notifications: Vec<SinkPlan>,
+}
+
+/// One node's count.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeCount {
+    /// The node.
+    pub node: String,
+    /// `source`, `stage` or `sink`.
+    pub role: &'static str,
+    /// Its `type`.
+    pub kind: String,
+    /// Events it emitted (received, for a sink).
+    pub events: u64,
+}
+
+/// What a delivering sink would have sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkPlan {
+    /// The sink.
+    pub sink: String,
+    /// Notifications (mails, messages, requests).
+    pub notifications: usize,
+}
+
+/// Why a replay could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// An input file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An input names no source, or its records' shape says none.
+    #[error("{0}")]
+    Target(String),
+    /// A JSON array file that is not JSON, or too big.
+    #[error("{path}: {message}")]
+    Array {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A pipeline could not be built.
+    #[error("pipeline `{pipeline}`: {source}")]
+    Build {
+        /// The pipeline.
+        pipeline: String,
+        /// Why.
+        source: RunError,
+    },
+    /// `--out` could not be written.
+    #[error("--out {path}: {message}")]
+    Out {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+}
+
+/// A source a file feeds: which pipeline run, which node, and how it makes events.
+#[derive(Debug, Clone)]
+struct Target {
+    pipeline: usize,
+    source: String,
+    shape: Shape,
+}
+
+#[derive(Debug, Clone)]
+enum Shape {
+    /// A `pce_traffic` source: its decisions (`None`: all) and what it adds to a flow.
+    Flow {
+        decisions: Option<HashSet<&'static str>>,
+        vigil: Value,
+    },
+    /// Any other source: the record as it is.
+    Plain,
+}
+
+/// Where a flow says when it was last seen (its event time, as the source reads it).
+static LAST_DETECTED: std::sync::LazyLock<Option<FieldPath>> =
+    std::sync::LazyLock::new(|| FieldPath::parse("timestamp_range.last_detected").ok());
+
+impl Shape {
+    /// The event source `id` makes of `record` at `now`, if it keeps it.
+    fn event(&self, record: &Value, id: Arc<str>, now: Timestamp) -> Option<Event> {
+        match self {
+            Shape::Plain => Some(Event::from_record(record.clone(), id, now)),
+            Shape::Flow { decisions, vigil } => {
+                if let Some(d) = decisions {
+                    let decision = record.get("policy_decision").and_then(Value::as_str);
+                    if !decision.is_some_and(|x| d.contains(x)) {
+                        return None;
+                    }
+                }
+                let names = crate::pce::names::Names::default();
+                let data = crate::sources::pce_traffic::enrich_flow(record.clone(), &names, vigil);
+                let mut event = Event::from_record(data, id, now);
+                if let Some(t) = LAST_DETECTED
+                    .as_ref()
+                    .and_then(|p| p.first_in(&event))
+                    .and_then(|f| time_from_field(&f))
+                {
+                    event.meta.time = t;
+                }
+                Some(event)
+            }
+        }
+    }
+}
+
+/// What a record looks like: a PCE flow, a PCE audit event, or neither.
+fn kind_of(record: &Value) -> Option<&'static str> {
+    let has = |k: &str| record.get(k).is_some();
+    if has("src") && has("dst") && (has("service") || has("policy_decision")) {
+        Some("pce_traffic")
+    } else if has("event_type") && has("href") {
+        Some("pce_events")
+    } else {
+        None
+    }
+}
+
+/// The sources of `config` that `target` names (a kind, or `pipeline.source`).
+fn targets(config: &Config, target: &str, file: &Path) -> Result<Vec<Target>, ReplayError> {
+    let mut found = Vec::new();
+    for (pi, p) in config.pipelines.iter().enumerate() {
+        for (name, src) in &p.config.sources {
+            let full = format!("{}.{name}", p.config.name);
+            if src.kind() != target && full != target {
+                continue;
+            }
+            let shape = match src {
+                SourceConfig::PceTraffic(c) => Shape::Flow {
+                    decisions: c
+                        .policy_decisions
+                        .as_ref()
+                        .map(|d| d.iter().map(|x| x.as_str()).collect()),
+                    vigil: serde_json::json!({
+                        "source_type": "pce_traffic", "connection": c.connection, "truncated": false,
+                    }),
+                },
+                _ => Shape::Plain,
+            };
+            found.push(Target {
+                pipeline: pi,
+                source: name.clone(),
+                shape,
+            });
+        }
+    }
+    if found.is_empty() {
+        let sources: Vec<String> = config
+            .pipelines
+            .iter()
+            .flat_map(|p| {
+                p.config
+                    .sources
+                    .iter()
+                    .map(move |(n, s)| format!("{}.{n} ({})", p.config.name, s.kind()))
+            })
+            .collect();
+        return Err(ReplayError::Target(format!(
+            "{}: `{target}` names no source of the pipelines; they have: {}",
+            file.display(),
+            if sources.is_empty() {
+                "none".to_string()
+            } else {
+                sources.join(", ")
+            }
+        )));
+    }
+    Ok(found)
+}
+
+/// The records of one file, read as they are asked for.
+struct Records {
+    path: PathBuf,
+    lines: Option<std::io::BufReader<std::fs::File>>,
+    array: std::vec::IntoIter<Value>,
+    /// Bytes a record of the array stands for (for progress).
+    per_item: u64,
+    line_no: u64,
+    malformed: u64,
+    buf: String,
+}
+
+impl Records {
+    fn open(path: &Path) -> Result<(Records, u64), ReplayError> {
+        let read = |source| ReplayError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(read)?;
+        let size = file.metadata().map_err(read)?.len();
+        let mut reader = std::io::BufReader::new(file);
+        let first = loop {
+            let buf = reader.fill_buf().map_err(read)?;
+            match buf.iter().position(|b| !b.is_ascii_whitespace()) {
+                Some(i) => break Some(buf[i]),
+                None if buf.is_empty() => break None,
+                None => {
+                    let n = buf.len();
+                    reader.consume(n);
+                }
+            }
+        };
+        let mut records = Records {
+            path: path.to_path_buf(),
+            lines: None,
+            array: Vec::new().into_iter(),
+            per_item: 0,
+            line_no: 0,
+            malformed: 0,
+            buf: String::new(),
+        };
+        // JSON lines, unless the file is one document: an array of records, or an object
+        // that wraps one (`{"events": [...]}`, as exports do), or one record written over
+        // several lines.
+        let one_document = match first {
+            Some(b'[') => true,
+            Some(b'{') => {
+                let mut first_line = String::new();
+                let buf = reader.fill_buf().map_err(read)?;
+                let end = buf.iter().position(|b| *b == b'\n').unwrap_or(buf.len());
+                first_line.push_str(&String::from_utf8_lossy(&buf[..end]));
+                serde_json::from_str::<Value>(first_line.trim()).is_err()
+            }
+            _ => false,
+        };
+        if one_document {
+            if size > MAX_ARRAY_BYTES {
+                return Err(ReplayError::Array {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "a JSON document of {size} bytes is over the {MAX_ARRAY_BYTES}-byte limit: write the records as JSON lines, one a line"
+                    ),
+                });
+            }
+            let doc: Value = serde_json::from_reader(reader).map_err(|e| ReplayError::Array {
+                path: path.to_path_buf(),
+                message: format!("neither JSON lines nor one JSON document: {e}"),
+            })?;
+            let items = records_of(doc);
+            records.per_item = size / (items.len() as u64).max(1);
+            records.array = items.into_iter();
+        } else {
+            records.lines = Some(reader);
+        }
+        Ok((records, size))
+    }
+
+    /// The next record and the bytes read for it; `None` at the end.
+    fn next(&mut self) -> Result<Option<(Value, u64)>, ReplayError> {
+        let Some(reader) = &mut self.lines else {
+            return Ok(self.array.next().map(|v| (v, self.per_item)));
+        };
+        loop {
+            self.buf.clear();
+            let n = reader
+                .read_line(&mut self.buf)
+                .map_err(|source| ReplayError::Read {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line_no += 1;
+            let line = self.buf.trim();
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<Value>(line) {
+                Ok(v) => return Ok(Some((v, n as u64))),
+                Err(e) => {
+                    self.malformed += 1;
+                    if self.malformed <= MALFORMED_LOGGED {
+                        tracing::warn!(file = %self.path.display(), line = self.line_no, error = %e, "not a JSON record: set aside");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The records of one JSON document: an array's items; the items of an object's only
+/// member that is a list of objects (a wrapper such as `{"events": [...]}`); else the
+/// document itself.
+fn records_of(doc: Value) -> Vec<Value> {
+    match doc {
+        Value::Array(items) => items,
+        Value::Object(mut map) => {
+            let lists: Vec<String> = map
+                .iter()
+                .filter(|(_, v)| {
+                    v.as_array()
+                        .is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_object))
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            match lists.as_slice() {
+                [only] => match map.remove(only) {
+                    Some(Value::Array(items)) => items,
+                    _ => Vec::new(),
+                },
+                _ => vec![Value::Object(map)],
+            }
+        }
+        other => vec![other],
+    }
+}
+
+/// One file being read, with its next record made into events.
+struct Feed {
+    records: Records,
+    /// `None` until the first record says what reads the file.
+    targets: Option<Vec<Target>>,
+    head: Option<Head>,
+}
+
+/// A record made into the events of its targets, with the time it is presented.
+struct Head {
+    time: Timestamp,
+    events: Vec<(usize, String, Event)>,
+}
+
+impl Feed {
+    /// Reads records until one makes an event (or the file ends).
+    fn advance(
+        &mut self,
+        config: &Config,
+        now: Timestamp,
+        ids: &dyn Fn(usize, &str) -> Arc<str>,
+        progress: &mut Progress,
+    ) -> Result<(), ReplayError> {
+        self.head = None;
+        while let Some((record, bytes)) = self.records.next()? {
+            progress.done += bytes;
+            progress.records += 1;
+            if self.targets.is_none() {
+                let Some(kind) = kind_of(&record) else {
+                    return Err(ReplayError::Target(format!(
+                        "{}: cannot tell which sources read these records (neither PCE flows nor PCE events): write `--file KIND={}` or `--file PIPELINE.SOURCE={}`",
+                        self.records.path.display(),
+                        self.records.path.display(),
+                        self.records.path.display()
+                    )));
+                };
+                self.targets = Some(targets(config, kind, &self.records.path)?);
+            }
+            let targets = self.targets.as_deref().unwrap_or_default();
+            let events: Vec<(usize, String, Event)> = targets
+                .iter()
+                .filter_map(|t| {
+                    t.shape
+                        .event(&record, ids(t.pipeline, &t.source), now)
+                        .map(|e| (t.pipeline, t.source.clone(), e))
+                })
+                .collect();
+            if let Some(time) = events.iter().map(|(_, _, e)| e.meta.time).min() {
+                self.head = Some(Head { time, events });
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs every pipeline of `config` over `opts.inputs`; `progress` is called as the files
+/// are read.
+pub fn replay(
+    config: &Config,
+    opts: &Options,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Report, ReplayError> {
+    let mut report = Report::default();
+    let mut feeds = Vec::new();
+    let mut prog = Progress::default();
+    for input in &opts.inputs {
+        let (records, size) = Records::open(&input.path)?;
+        prog.total += size;
+        let targets = match &input.target {
+            Some(t) => Some(targets(config, t, &input.path)?),
+            None => None,
+        };
+        feeds.push(Feed {
+            records,
+            targets,
+            head: None,
+        });
+    }
+    if let Some(out) = &opts.out {
+        check_out(out)?;
+    }
+    // Source ids, before the runs exist: `pipeline.source`.
+    let names: Vec<String> = config
+        .pipelines
+        .iter()
+        .map(|p| p.config.name.clone())
+        .collect();
+    let ids = |p: usize, s: &str| -> Arc<str> { format!("{}.{s}", names[p]).into() };
+    let epoch = Timestamp::UNIX_EPOCH;
+    for f in &mut feeds {
+        f.advance(config, epoch, &ids, &mut prog)?;
+    }
+    progress(prog);
+    let Some(start) = feeds
+        .iter()
+        .filter_map(|f| f.head.as_ref())
+        .map(|h| h.time)
+        .min()
+    else {
+        report.records = prog.records;
+        report.malformed = feeds.iter().map(|f| f.records.malformed).sum();
+        return Ok(report);
+    };
+
+    let scratch = Scratch::new()?;
+    let clock: SharedClock = Arc::new(VirtualClock::new(start));
+    let mut settings = config.settings.clone();
+    settings.connections = Default::default(); // a replay reaches no peer
+    let services = build_services(&settings, &clock).map_err(|e| ReplayError::Build {
+        pipeline: "(settings)".into(),
+        source: RunError::Invalid(e.source.to_string()),
+    })?;
+    let store = Arc::new(
+        crate::store::Store::in_memory().map_err(|e| ReplayError::Build {
+            pipeline: "(settings)".into(),
+            source: RunError::Invalid(e.to_string()),
+        })?,
+    );
+    let step = settings.tick_interval.span();
+    let mut runs: Vec<Option<PipelineRun>> = Vec::new();
+    let fed: HashSet<usize> = feeds
+        .iter()
+        .flat_map(|f| f.targets.iter().flatten().map(|t| t.pipeline))
+        .collect();
+    for (pi, p) in config.pipelines.iter().enumerate() {
+        if !fed.contains(&pi) {
+            runs.push(None);
+            continue;
+        }
+        let with = RunWith {
+            services: &services,
+            store: &store,
+            state_dir: scratch.path(),
+        };
+        let run = PipelineRun::build(config, pi, with, start, step, Keep::Alerts(MAX_ALERTS))
+            .map_err(|source| ReplayError::Build {
+                pipeline: p.config.name.clone(),
+                source,
+            })?;
+        runs.push(Some(run));
+    }
+
+    let mut now = start;
+    let mut last_progress = std::time::Instant::now();
+    // The file whose next record comes first, until all are read.
+    while let Some(next) = feeds
+        .iter()
+        .enumerate()
+        .filter_map(|(i, f)| f.head.as_ref().map(|h| (h.time, i)))
+        .min()
+        .map(|(_, i)| i)
+    {
+        let Some(head) = feeds[next].head.take() else {
+            break;
+        };
+        now = now.max(head.time);
+        for (pi, source, mut event) in head.events {
+            let Some(run) = runs.get_mut(pi).and_then(Option::as_mut) else {
+                continue;
+            };
+            if let Some(src) = run.source(&source) {
+                event.meta.ingest = now;
+                run.feed(src, now, event);
+            }
+        }
+        feeds[next].advance(config, now, &ids, &mut prog)?;
+        if last_progress.elapsed() >= std::time::Duration::from_millis(100) {
+            progress(prog);
+            last_progress = std::time::Instant::now();
+        }
+    }
+    progress(prog);
+    report.records = prog.records;
+    report.malformed = feeds.iter().map(|f| f.records.malformed).sum();
+    report.from = Some(start);
+    report.to = Some(now);
+
+    for (pi, run) in runs.into_iter().enumerate() {
+        let Some(run) = run else { continue };
+        let p = &config.pipelines[pi];
+        let finished = run.finish(now);
+        report.alerts_left_out += finished.alerts_left_out;
+        let rec = &finished.recorded;
+        let mut nodes = Vec::new();
+        let mut alerts = Vec::new();
+        let mut plans = Vec::new();
+        for (i, name) in rec.names.iter().enumerate() {
+            let (role, kind) = if let Some(s) = p.config.sources.get(name.as_str()) {
+                ("source", s.kind().to_string())
+            } else if let Some(s) = p.config.stages.get(name.as_str()) {
+                ("stage", s.kind().to_string())
+            } else if let Some(s) = p.config.sinks.get(name.as_str()) {
+                ("sink", s.kind().to_string())
+            } else {
+                ("node", String::new())
+            };
+            nodes.push(NodeCount {
+                node: name.clone(),
+                role,
+                kind,
+                events: finished.counts[i],
+            });
+            alerts.extend(rec.events[i].iter().filter_map(|e| e.alert().cloned()));
+            let sent = &rec.notifications[i];
+            if role == "sink" && p.config.sinks[name.as_str()].delivery().is_some() {
+                plans.push(SinkPlan {
+                    sink: name.clone(),
+                    notifications: sent.len(),
+                });
+                if let Some(out) = &opts.out {
+                    write_out(
+                        config,
+                        pi,
+                        name,
+                        sent,
+                        out,
+                        scratch.path(),
+                        &mut report.written,
+                    )?;
+                }
+            }
+        }
+        alerts.sort_by_key(alert_time);
+        report.pipelines.push(PipelineReport {
+            pipeline: p.config.name.clone(),
+            nodes,
+            alerts,
+            notifications: plans,
+        });
+    }
+    Ok(report)
+}
+
+/// When an alert report was made: its window's end (a resolution's: when it ended).
+fn alert_time(a: &Alert) -> Timestamp {
+    a.window.end
+}
+
+/// `--out` must be a directory that is empty or missing: files of two replays never mix.
+fn check_out(out: &Path) -> Result<(), ReplayError> {
+    let err = |message: String| ReplayError::Out {
+        path: out.to_path_buf(),
+        message,
+    };
+    match std::fs::read_dir(out) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(err(
+                    "the directory is not empty: name a new one (a replay never mixes its files with others)".into(),
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// Writes what sink `sink` of pipeline `pi` would have sent: a mail as `NNNN.eml`, any
+/// other message's body as `NNNN.json`, under `out/PIPELINE/SINK/`.
+fn write_out(
+    config: &Config,
+    pi: usize,
+    sink: &str,
+    sent: &[(Timestamp, crate::sinks::delivery::dispatch::Planned)],
+    out: &Path,
+    scratch: &Path,
+    written: &mut Vec<PathBuf>,
+) -> Result<(), ReplayError> {
+    if sent.is_empty() {
+        return Ok(());
+    }
+    let p = &config.pipelines[pi];
+    let id = format!("{}.{sink}", p.config.name);
+    let dir = out.join(&p.config.name).join(sink);
+    let err = |path: &Path, message: String| ReplayError::Out {
+        path: path.to_path_buf(),
+        message,
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| err(&dir, e.to_string()))?;
+    let cx = BuildContext {
+        id: id.as_str().into(),
+        pipeline: p.config.name.as_str().into(),
+        node: sink.into(),
+        base_dir: p.file.parent().map(Path::to_path_buf).unwrap_or_default(),
+        state_dir: scratch.to_path_buf(),
+        rejected_max_bytes: config.settings.retention.rejected_max_bytes,
+        clock: Arc::new(VirtualClock::new(Timestamp::UNIX_EPOCH)),
+        store: Arc::new(crate::store::Store::in_memory().map_err(|e| err(&dir, e.to_string()))?),
+        keep_state: false,
+        public_url: config.settings.public_url.as_str().into(),
+        history_interval: config.settings.history_interval.span(),
+        rebuilt: false,
+        counters: Default::default(),
+    };
+    // A mail sink's connection pool wants a Tokio runtime to spawn on (nothing is sent).
+    let own_runtime = match tokio::runtime::Handle::try_current() {
+        Ok(_) => None,
+        Err(_) => Some(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| err(&dir, format!("cannot start a runtime for the sinks: {e}")))?,
+        ),
+    };
+    let _entered = own_runtime.as_ref().map(tokio::runtime::Runtime::enter);
+    let Some(notifier) = p.config.sinks[sink].notifier(&cx, &delivery_services(&config.settings))
+    else {
+        return Ok(());
+    };
+    let notifier = notifier.map_err(|e| err(&dir, format!("{id}: {e}")))?;
+    for (i, (at, plan)) in sent.iter().enumerate() {
+        let n = Notification {
+            id: format!("replay-{}-{sink}-{}", p.config.name, i + 1),
+            sink: id.clone(),
+            route: plan.route.clone(),
+            alerts: plan.alerts.iter().map(|(_, a)| a.clone()).collect(),
+            changes: plan.alerts.iter().map(|(c, _)| *c).collect(),
+            group: plan.labels.clone(),
+            reminder: plan.reminder,
+            omitted: plan.omitted,
+            attempt: 1,
+        };
+        let (name, bytes) = match notifier
+            .wire(&n)
+            .map_err(|e| err(&dir, format!("{id}: {e}")))?
+        {
+            Some((ext, bytes)) => (format!("{:04}.{ext}", i + 1), bytes),
+            None => {
+                let parts = notifier
+                    .preview(&n)
+                    .map_err(|e| err(&dir, format!("{id}: {e}")))?;
+                let body: serde_json::Map<String, Value> = parts
+                    .into_iter()
+                    .map(|(part, text)| {
+                        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                        (part, v)
+                    })
+                    .collect();
+                let doc = serde_json::json!({"at": at, "route": plan.route, "parts": body});
+                let text = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+                (format!("{:04}.json", i + 1), text)
+            }
+        };
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| err(&path, e.to_string()))?;
+        written.push(path);
+    }
+    Ok(())
+}
+
+/// A scratch state directory for the replay's stages, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch, ReplayError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let dir = std::env::temp_dir().join(format!("vigil-replay-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| ReplayError::Out {
+            path: dir.clone(),
+            message: format!("cannot make a scratch directory: {e}"),
+        })?;
+        Ok(Scratch(dir))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Counts of the alerts of a report: episodes opened (and one-off alerts), reports of
+/// open episodes (updates), resolutions.
+pub fn tally(alerts: &[Alert]) -> (usize, usize, usize) {
+    let resolved = alerts
+        .iter()
+        .filter(|a| a.status == AlertStatus::Resolved)
+        .count();
+    let updates = alerts
+        .iter()
+        .filter(|a| a.status == AlertStatus::Firing && a.updates > 0)
+        .count();
+    (alerts.len() - resolved - updates, updates, resolved)
+}
