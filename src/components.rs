@@ -87,6 +87,9 @@ pub enum StageConfig {
     /// Bytes (MiB per window) or bandwidth (Mbps) of traffic flows per group; alerts at a
     /// threshold.
     Bandwidth(stages::bandwidth::BandwidthConfig),
+    /// Counts the distinct values of a field per group in a sliding window (exact, then
+    /// HyperLogLog); alerts at a threshold.
+    DistinctCount(stages::distinct_count::DistinctCountConfig),
     /// Drops repeats of an event or alert within a window.
     Dedupe(stages::dedupe::DedupeConfig),
     /// Realert per key: after one passes, the same key is quiet for a period.
@@ -183,6 +186,7 @@ impl StageConfig {
             StageConfig::Filter(_) => "filter",
             StageConfig::WindowCount(_) => "window_count",
             StageConfig::Bandwidth(_) => "bandwidth",
+            StageConfig::DistinctCount(_) => "distinct_count",
             StageConfig::Dedupe(_) => "dedupe",
             StageConfig::Cooldown(_) => "cooldown",
             StageConfig::Flatline(_) => "flatline",
@@ -197,6 +201,7 @@ impl StageConfig {
             StageConfig::Filter(c) => &c.inputs,
             StageConfig::WindowCount(c) => &c.inputs,
             StageConfig::Bandwidth(c) => &c.inputs,
+            StageConfig::DistinctCount(c) => &c.inputs,
             StageConfig::Dedupe(c) => &c.inputs,
             StageConfig::Cooldown(c) => &c.inputs,
             StageConfig::Flatline(c) => &c.inputs,
@@ -210,6 +215,7 @@ impl StageConfig {
         match self {
             StageConfig::WindowCount(c) => &c.group_by,
             StageConfig::Bandwidth(c) => &c.group_by,
+            StageConfig::DistinctCount(c) => &c.group_by,
             StageConfig::Flatline(c) => &c.group_by,
             StageConfig::Filter(_)
             | StageConfig::Dedupe(_)
@@ -225,6 +231,7 @@ impl StageConfig {
             StageConfig::Filter(c) => c.check(p),
             StageConfig::WindowCount(c) => c.check(p),
             StageConfig::Bandwidth(c) => c.check(p),
+            StageConfig::DistinctCount(c) => c.check(p),
             StageConfig::Dedupe(c) => c.check(p),
             StageConfig::Cooldown(c) => c.check(p),
             StageConfig::Flatline(c) => c.check(p),
@@ -243,6 +250,7 @@ impl StageConfig {
             StageConfig::Filter(c) => c.build(cx, &services.name_caches()),
             StageConfig::WindowCount(c) => c.build(cx),
             StageConfig::Bandwidth(c) => c.build(cx),
+            StageConfig::DistinctCount(c) => c.build(cx),
             StageConfig::Dedupe(c) => c.build(cx),
             StageConfig::Cooldown(c) => c.build(cx),
             StageConfig::Flatline(c) => c.build(cx),

@@ -62,6 +62,7 @@ impl Shapes<'_> {
                 StageConfig::Filter(_) | StageConfig::Dedupe(_) | StageConfig::Cooldown(_) => input,
                 StageConfig::WindowCount(_)
                 | StageConfig::Bandwidth(_)
+                | StageConfig::DistinctCount(_)
                 | StageConfig::Flatline(_) => Shape::Known(BTreeSet::from([catalogue::ALERT.kind])),
                 StageConfig::TopN(_) => input.with(catalogue::ALERT.kind),
                 StageConfig::Script(_) => Shape::Unknown,
@@ -122,6 +123,15 @@ fn paths_of(stage: &StageConfig) -> Vec<(String, &str, bool)> {
             if let Some(k) = &c.flow_key {
                 list(&mut out, "flow_key", k);
             }
+        }
+        StageConfig::DistinctCount(c) => {
+            match &c.field {
+                crate::stages::distinct_count::FieldSpec::One(f) => {
+                    out.push(("/field".into(), f, false));
+                }
+                crate::stages::distinct_count::FieldSpec::Tuple(fs) => list(&mut out, "field", fs),
+            }
+            list(&mut out, "group_by", &c.group_by);
         }
         StageConfig::Flatline(c) => list(&mut out, "group_by", &c.group_by),
         StageConfig::TopN(c) => {

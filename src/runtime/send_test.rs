@@ -165,6 +165,9 @@ pub fn shaped_alert(
             StageConfig::Bandwidth(c) => c
                 .alert_templates(&pipeline.name, name)
                 .map(|(t, u)| (t, c.threshold, Some(u), c.group_by.clone())),
+            StageConfig::DistinctCount(c) => c
+                .alert_templates(&pipeline.name, name)
+                .map(|t| (t, c.threshold, None, c.group_by.clone())),
             StageConfig::Flatline(c) => c
                 .alert_templates(&pipeline.name, name)
                 .map(|t| (t, base.threshold, None, c.group_by.clone())),

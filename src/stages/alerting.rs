@@ -249,7 +249,15 @@ impl AlertTemplates {
         p: &mut Problems,
     ) {
         let fields = serde_json::Map::new();
-        Self::check_sample(cfg, default_title, default_summary, group_by, unit, fields, p);
+        Self::check_sample(
+            cfg,
+            default_title,
+            default_summary,
+            group_by,
+            unit,
+            fields,
+            p,
+        );
     }
 
     /// [`AlertTemplates::check`] for a stage whose alerts carry `fields` (shaped like
@@ -262,7 +270,15 @@ impl AlertTemplates {
         example: serde_json::Map<String, Value>,
         p: &mut Problems,
     ) {
-        Self::check_sample(cfg, default_title, default_summary, group_by, None, example, p);
+        Self::check_sample(
+            cfg,
+            default_title,
+            default_summary,
+            group_by,
+            None,
+            example,
+            p,
+        );
     }
 
     fn check_sample(
