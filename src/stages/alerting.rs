@@ -41,16 +41,16 @@ pub struct AlertConfig {
     /// snapshot). Default: 5.
     #[serde(default = "default_samples")]
     pub samples: usize,
-    /// `window_count`, `bandwidth` and `distinct_count` only. `episode` (default): one alert per key while
-    /// it stays at or over the threshold — `firing` at the first crossing, updated in
-    /// place, `resolved` when the window falls below the threshold. `each_crossing`: an
-    /// alert at every crossing, the key's window starting again empty after each
-    /// (ElastAlert's frequency rule; on busy traffic it fires again and again).
+    /// `window_count`, `bandwidth` and `distinct_count` only. `episode` (default): one
+    /// alert per key while it stays at or over the threshold — `firing` at the first
+    /// crossing, updated in place, `resolved` when the window falls below the threshold.
+    /// `each_crossing`: an alert at every crossing, the key's window starting again empty
+    /// after each (ElastAlert's frequency rule; on busy traffic it fires again and again).
     #[serde(default)]
     pub mode: AlertMode,
-    /// `window_count`, `bandwidth` and `distinct_count` in `episode` mode: an episode whose key had no
-    /// event for this long (engine time) is resolved even if its window, measured in event
-    /// time, still holds enough. Default: the stage's `window`.
+    /// `window_count`, `bandwidth` and `distinct_count` in `episode` mode: an episode
+    /// whose key had no event for this long (engine time) is resolved even if its window,
+    /// measured in event time, still holds enough. Default: the stage's `window`.
     #[serde(default)]
     pub resolve_after: Option<Duration>,
 }
