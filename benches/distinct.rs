@@ -106,7 +106,7 @@ fn main() {
         return;
     }
     let n = common::records(1_000_000, 20_000);
-    let keys = (n / 10).min(KEYS).max(1);
+    let keys = (n / 10).clamp(1, KEYS);
     let mut text = String::new();
 
     // The lines parsed alone: what the stage's rate is measured against.

@@ -690,7 +690,11 @@ fn readme_field_tables_are_the_catalogue() {
 #[test]
 fn shipped_yaml_files_point_editors_at_the_schema() {
     let mut checked = 0;
-    for dir in ["pipelines", "examples/sample-flows", "examples/distinct-count"] {
+    for dir in [
+        "pipelines",
+        "examples/sample-flows",
+        "examples/distinct-count",
+    ] {
         for entry in std::fs::read_dir(root().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
