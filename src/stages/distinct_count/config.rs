@@ -191,17 +191,40 @@ impl DistinctCountConfig {
         )
     }
 
-    /// What the alerts' `fields` look like, for checking templates.
-    fn example_fields(&self) -> serde_json::Map<String, Value> {
-        let one = |i: usize| {
-            if self.field.is_tuple() {
-                Value::Array(vec![json!("example"), json!(i)])
-            } else {
-                json!(i)
+    /// What the alerts' `fields` look like, for checking templates and for an example
+    /// alert (`vigil send-test`): the distinct values of `field` in `records` (up to
+    /// `values_shown`), or two made-up values when they have none; one more omitted.
+    pub fn example_fields(&self, records: &[Value]) -> serde_json::Map<String, Value> {
+        let paths: Vec<FieldPath> = self
+            .field
+            .paths()
+            .into_iter()
+            .filter_map(|p| FieldPath::parse(p).ok())
+            .collect();
+        let mut values: Vec<Value> = Vec::new();
+        for r in records {
+            let parts: Option<Vec<Value>> = paths.iter().map(|p| p.first(r).cloned()).collect();
+            let value = match parts {
+                Some(mut parts) if parts.len() == 1 && !self.field.is_tuple() => parts.remove(0),
+                Some(parts) => Value::Array(parts),
+                None => continue,
+            };
+            if !values.contains(&value) && values.len() < self.values_shown {
+                values.push(value);
             }
-        };
+        }
+        if values.is_empty() {
+            let one = |i: usize| {
+                if self.field.is_tuple() {
+                    Value::Array(vec![json!("example"), json!(i)])
+                } else {
+                    json!(i)
+                }
+            };
+            values = vec![one(1), one(2)];
+        }
         let mut fields = serde_json::Map::new();
-        fields.insert("distinct_values".into(), json!([one(1), one(2)]));
+        fields.insert("distinct_values".into(), Value::Array(values));
         fields.insert("distinct_values_omitted".into(), json!(1));
         fields.insert("distinct_method".into(), json!("exact"));
         fields
@@ -258,7 +281,7 @@ impl DistinctCountConfig {
             &self.default_title(),
             &self.default_summary(),
             &self.group_by,
-            self.example_fields(),
+            self.example_fields(&[]),
             p,
         );
     }
