@@ -268,6 +268,16 @@ impl DistinctCountConfig {
                 "`exact_up_to` is at most 1000000 (about 50 MB for one key): past it the estimate is within 1%",
             );
         }
+        if self.threshold.is_finite() && self.threshold > self.exact_up_to as f64 {
+            p.warning(
+                "/threshold",
+                codes::INVALID_VALUE,
+                format!(
+                    "`threshold` {} is above `exact_up_to` {}: a key reaches it only once estimated (about 0.8% standard error), so it may fire a little early or late; raise `exact_up_to` to at least the threshold to decide on exact counts",
+                    self.threshold, self.exact_up_to
+                ),
+            );
+        }
         if self.values_shown > 100 {
             p.error(
                 "/values_shown",
