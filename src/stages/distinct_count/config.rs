@@ -44,13 +44,14 @@ use crate::time::Duration;
 ///   restarts** as `window_count`. The state is reset when `field`, `group_by` or
 ///   `alert.mode` change, and kept when `threshold`, `window`, `exact_up_to`,
 ///   `values_shown` or the rest of `alert` change.
-/// - **Memory.** A key costs about 300 bytes plus about 50 bytes a distinct value counted
-///   exactly and 40 bytes (plus the text) a value shown; an estimated key at most about
-///   210 KB (17 sketches of 12 KB; fewer while its values are few). So a key holds at most
-///   about `exact_up_to` × 50 bytes (500 KB at the default), and the stage at most about
-///   `max_keys` times that: size `max_keys` for the keys that may hold many values at
-///   once. Keys are dropped once nothing of them can count, and past `max_keys` the least
-///   recently seen are evicted (their episodes resolved).
+/// - **Memory.** A key costs about 300 bytes, plus per distinct value counted exactly
+///   about 50 bytes while it has up to 32 and about 100 bytes past that (a map and a
+///   tree), plus about 40 bytes and the text per value listed; an estimated key takes at
+///   most about 250 KB (17 sketches of 12 KB; fewer while its values are few). So a key
+///   holds at most about `exact_up_to` × 100 bytes (1 MB at the default), and the stage at
+///   most `max_keys` times what its keys hold: size `max_keys` for the keys that may hold
+///   many values at once. Keys are dropped once nothing of them can count, and past
+///   `max_keys` the least recently seen are evicted (their episodes resolved).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(example = example())]
@@ -70,13 +71,13 @@ pub struct DistinctCountConfig {
     /// window. Default: none (one window for all events).
     #[serde(default)]
     pub group_by: Vec<String>,
-    /// The most distinct values a key counts exactly (each kept with the time it was last
-    /// seen, about 50 bytes). Past it the key's count is a HyperLogLog estimate (about
-    /// 0.8% standard error, at most about 210 KB a key) marked `estimate: approximate`.
-    /// `0` estimates from the first value. Default: 10000 — above the thresholds
-    /// detections use (a port scan: tens to a few thousand ports), so their crossings are
-    /// decided on exact counts, while a key at the bound (about 500 KB) holds about as
-    /// much as two estimated ones.
+    /// The most distinct values a key counts exactly (each kept as a hash with the time
+    /// it was last seen: about 100 bytes). Past it the key's count is a HyperLogLog
+    /// estimate (about 0.8% standard error, at most about 250 KB a key) marked
+    /// `estimate: approximate`. `0` estimates from the first value. Default: 10000 — well
+    /// above the thresholds detections use (a port scan: tens to a few thousand ports), so
+    /// their crossings are decided on exact counts; only keys with more values than that
+    /// in one window (about 1 MB each at the bound) pay for the estimate's 250 KB instead.
     #[serde(default = "default_exact_up_to")]
     #[schemars(range(max = 1_000_000))]
     pub exact_up_to: usize,
@@ -265,7 +266,7 @@ impl DistinctCountConfig {
             p.error(
                 "/exact_up_to",
                 codes::INVALID_VALUE,
-                "`exact_up_to` is at most 1000000 (about 50 MB for one key): past it the estimate is within 1%",
+                "`exact_up_to` is at most 1000000 (about 100 MB for one key): past it the estimate is within 1%",
             );
         }
         if self.threshold.is_finite() && self.threshold > self.exact_up_to as f64 {
