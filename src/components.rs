@@ -90,6 +90,9 @@ pub enum StageConfig {
     /// An aggregate (avg, min, max, sum, percentile) of a numeric field per group in a
     /// sliding window; alerts while it is above or below bounds.
     Metric(stages::metric::MetricConfig),
+    /// Counts the distinct values of a field per group in a sliding window (exact, then
+    /// HyperLogLog); alerts at a threshold.
+    DistinctCount(stages::distinct_count::DistinctCountConfig),
     /// Drops repeats of an event or alert within a window.
     Dedupe(stages::dedupe::DedupeConfig),
     /// Realert per key: after one passes, the same key is quiet for a period.
@@ -187,6 +190,7 @@ impl StageConfig {
             StageConfig::WindowCount(_) => "window_count",
             StageConfig::Bandwidth(_) => "bandwidth",
             StageConfig::Metric(_) => "metric",
+            StageConfig::DistinctCount(_) => "distinct_count",
             StageConfig::Dedupe(_) => "dedupe",
             StageConfig::Cooldown(_) => "cooldown",
             StageConfig::Flatline(_) => "flatline",
@@ -202,6 +206,7 @@ impl StageConfig {
             StageConfig::WindowCount(c) => &c.inputs,
             StageConfig::Bandwidth(c) => &c.inputs,
             StageConfig::Metric(c) => &c.inputs,
+            StageConfig::DistinctCount(c) => &c.inputs,
             StageConfig::Dedupe(c) => &c.inputs,
             StageConfig::Cooldown(c) => &c.inputs,
             StageConfig::Flatline(c) => &c.inputs,
@@ -216,6 +221,7 @@ impl StageConfig {
             StageConfig::WindowCount(c) => &c.group_by,
             StageConfig::Bandwidth(c) => &c.group_by,
             StageConfig::Metric(c) => &c.group_by,
+            StageConfig::DistinctCount(c) => &c.group_by,
             StageConfig::Flatline(c) => &c.group_by,
             StageConfig::Filter(_)
             | StageConfig::Dedupe(_)
@@ -232,6 +238,7 @@ impl StageConfig {
             StageConfig::WindowCount(c) => c.check(p),
             StageConfig::Bandwidth(c) => c.check(p),
             StageConfig::Metric(c) => c.check(p),
+            StageConfig::DistinctCount(c) => c.check(p),
             StageConfig::Dedupe(c) => c.check(p),
             StageConfig::Cooldown(c) => c.check(p),
             StageConfig::Flatline(c) => c.check(p),
@@ -251,6 +258,7 @@ impl StageConfig {
             StageConfig::WindowCount(c) => c.build(cx),
             StageConfig::Bandwidth(c) => c.build(cx),
             StageConfig::Metric(c) => c.build(cx),
+            StageConfig::DistinctCount(c) => c.build(cx),
             StageConfig::Dedupe(c) => c.build(cx),
             StageConfig::Cooldown(c) => c.build(cx),
             StageConfig::Flatline(c) => c.build(cx),

@@ -613,6 +613,7 @@ fn editors_accept_env_references_in_typed_values_of_the_shipped_files() {
         "examples/sample-flows",
         "examples/alert-lifecycle",
         "examples/pce-syslog",
+        "examples/distinct-count",
     ] {
         for entry in std::fs::read_dir(root().join(dir)).expect("dir") {
             let path = entry.expect("entry").path();
@@ -689,7 +690,11 @@ fn readme_field_tables_are_the_catalogue() {
 #[test]
 fn shipped_yaml_files_point_editors_at_the_schema() {
     let mut checked = 0;
-    for dir in ["pipelines", "examples/sample-flows"] {
+    for dir in [
+        "pipelines",
+        "examples/sample-flows",
+        "examples/distinct-count",
+    ] {
         for entry in std::fs::read_dir(root().join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {

@@ -108,6 +108,26 @@ fn the_detection_examples_pass() {
     }
 }
 
+/// Issue 18's acceptance cases for `distinct_count`, written as a `kind: test` file beside
+/// its pipeline: four users, a repeat and a fifth fire once on the fifth; values 15 minutes
+/// later start a fresh window.
+#[test]
+fn the_distinct_count_examples_pass() {
+    let (code, stdout, stderr) = vigil_test(&["examples/distinct-count"]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.ends_with("3 passed, 0 failed\n"), "{stdout}");
+    for case in [
+        "four users, a repeat and a fifth fire once, on the fifth",
+        "values 15 minutes later start a fresh window",
+        "failures without a user name are not names",
+    ] {
+        assert!(
+            stdout.contains(&format!("ok    {case}")),
+            "{case}: {stdout}"
+        );
+    }
+}
+
 /// A wrong notification expectation fails with what was expected and what came.
 #[test]
 fn a_wrong_notification_expectation_says_what_came() {
@@ -162,6 +182,7 @@ fn the_shipped_pipelines_pass_their_own_cases() {
         "failed-logins",
         "blocked-traffic",
         "admin-ports",
+        "port-scan",
         "exfiltration",
         "policy-changes",
         "pce-health",

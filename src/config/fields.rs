@@ -63,6 +63,7 @@ impl Shapes<'_> {
                 StageConfig::WindowCount(_)
                 | StageConfig::Bandwidth(_)
                 | StageConfig::Metric(_)
+                | StageConfig::DistinctCount(_)
                 | StageConfig::Flatline(_) => Shape::Known(BTreeSet::from([catalogue::ALERT.kind])),
                 StageConfig::TopN(_) => input.with(catalogue::ALERT.kind),
                 StageConfig::Script(_) => Shape::Unknown,
@@ -126,6 +127,15 @@ fn paths_of(stage: &StageConfig) -> Vec<(String, &str, bool)> {
         }
         StageConfig::Metric(c) => {
             out.push(("/field".into(), &c.field, false));
+            list(&mut out, "group_by", &c.group_by);
+        }
+        StageConfig::DistinctCount(c) => {
+            match &c.field {
+                crate::stages::distinct_count::FieldSpec::One(f) => {
+                    out.push(("/field".into(), f, false));
+                }
+                crate::stages::distinct_count::FieldSpec::Tuple(fs) => list(&mut out, "field", fs),
+            }
             list(&mut out, "group_by", &c.group_by);
         }
         StageConfig::Flatline(c) => list(&mut out, "group_by", &c.group_by),

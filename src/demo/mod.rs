@@ -52,6 +52,10 @@ pub const SHIPPED_PIPELINES: &[(&str, &str)] = &[
         include_str!("../../pipelines/policy-changes.yaml"),
     ),
     (
+        "port-scan.yaml",
+        include_str!("../../pipelines/port-scan.yaml"),
+    ),
+    (
         "ven-offline.yaml",
         include_str!("../../pipelines/ven-offline.yaml"),
     ),

@@ -184,7 +184,9 @@ pub struct Alert {
     /// The unit of `value` and `threshold`, if not a plain count (`MiB`, `Mbps`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
-    /// Set when `value` is an estimate, saying what kind (`lower_bound`).
+    /// Set when `value` is an estimate, saying what kind: `lower_bound` (at least this
+    /// much: `bandwidth`), `approximate` (within a few percent either way: a HyperLogLog
+    /// count of `distinct_count`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<String>,
     /// The window the value was measured over.

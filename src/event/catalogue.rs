@@ -367,7 +367,7 @@ pub const ALERT: Catalogue = Catalogue {
         f("unit", "unit of `value` (`MiB`, `Mbps`), when not a count"),
         f(
             "estimate",
-            "set when `value` is an estimate (`lower_bound`)",
+            "set when `value` is an estimate (`lower_bound`, `approximate`)",
         ),
         f("window.start", "start of the measured window"),
         f("window.end", "end of the measured window"),

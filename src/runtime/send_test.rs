@@ -157,25 +157,36 @@ pub fn shaped_alert(
         }
     }
     let base = sample_alert();
-    let (templates, threshold, unit, group_by) =
+    let none = serde_json::Map::new;
+    let (templates, threshold, unit, group_by, fields) =
         upstream.iter().find_map(|(name, stage)| match stage {
             StageConfig::WindowCount(c) => c
                 .alert_templates(&pipeline.name, name)
-                .map(|t| (t, c.threshold, None, c.group_by.clone())),
+                .map(|t| (t, c.threshold, None, c.group_by.clone(), none())),
             StageConfig::Bandwidth(c) => c
                 .alert_templates(&pipeline.name, name)
-                .map(|(t, u)| (t, c.threshold, Some(u), c.group_by.clone())),
+                .map(|(t, u)| (t, c.threshold, Some(u), c.group_by.clone(), none())),
             StageConfig::Metric(c) => c.alert_templates(&pipeline.name, name).map(|t| {
                 (
                     t,
                     c.above.or(c.below).unwrap_or_default(),
                     None,
                     c.group_by.clone(),
+                    none(),
+                )
+            }),
+            StageConfig::DistinctCount(c) => c.alert_templates(&pipeline.name, name).map(|t| {
+                (
+                    t,
+                    c.threshold,
+                    None,
+                    c.group_by.clone(),
+                    c.example_fields(&[]),
                 )
             }),
             StageConfig::Flatline(c) => c
                 .alert_templates(&pipeline.name, name)
-                .map(|t| (t, base.threshold, None, c.group_by.clone())),
+                .map(|t| (t, base.threshold, None, c.group_by.clone(), none())),
             _ => None,
         })?;
     // The pipeline's own example events: the inputs of its first test case.
@@ -214,8 +225,23 @@ pub fn shaped_alert(
         })
         .collect();
     let value = threshold.max(1.0) * 3.0;
+    // A distinct count lists the values of its field in the examples.
+    let fields = match upstream.iter().find_map(|(_, stage)| match stage {
+        StageConfig::DistinctCount(c) if !fields.is_empty() => Some(c),
+        _ => None,
+    }) {
+        Some(c) => {
+            let mut fields = c.example_fields(&records);
+            let shown = fields["distinct_values"].as_array().map_or(0, Vec::len);
+            let omitted = (value as usize).saturating_sub(shown);
+            fields.insert("distinct_values_omitted".into(), omitted.into());
+            fields
+        }
+        None => fields,
+    };
     let finding = Finding {
         unit: unit.map(str::to_string),
+        fields,
         ..Finding::once(
             group,
             value,

@@ -23,7 +23,8 @@ use crate::time::Duration;
 /// sample alert (strict: a misspelt variable is an error). They see `group` (the group
 /// values by path: `{{group.src.ip}}`), `group_key`, `value`, `threshold`, `unit`,
 /// `estimate`, `window.start`, `window.end`, `window.length`, `status` (`firing` or
-/// `resolved`), `first_seen`, `last_seen`, `updates`, `pipeline`, `stage` and `severity`.
+/// `resolved`), `first_seen`, `last_seen`, `updates`, `fields` (what the stage adds, e.g.
+/// `distinct_count`'s `fields.distinct_values`), `pipeline`, `stage` and `severity`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertConfig {
@@ -40,16 +41,16 @@ pub struct AlertConfig {
     /// snapshot). Default: 5.
     #[serde(default = "default_samples")]
     pub samples: usize,
-    /// `window_count` and `bandwidth` only. `episode` (default): one alert per key while
-    /// it stays at or over the threshold — `firing` at the first crossing, updated in
-    /// place, `resolved` when the window falls below the threshold. `each_crossing`: an
-    /// alert at every crossing, the key's window starting again empty after each
-    /// (ElastAlert's frequency rule; on busy traffic it fires again and again).
+    /// `window_count`, `bandwidth` and `distinct_count` only. `episode` (default): one
+    /// alert per key while it stays at or over the threshold — `firing` at the first
+    /// crossing, updated in place, `resolved` when the window falls below the threshold.
+    /// `each_crossing`: an alert at every crossing, the key's window starting again empty
+    /// after each (ElastAlert's frequency rule; on busy traffic it fires again and again).
     #[serde(default)]
     pub mode: AlertMode,
-    /// `window_count` and `bandwidth` in `episode` mode: an episode whose key had no
-    /// event for this long (engine time) is resolved even if its window, measured in event
-    /// time, still holds enough. Default: the stage's `window`.
+    /// `window_count`, `bandwidth` and `distinct_count` in `episode` mode: an episode
+    /// whose key had no event for this long (engine time) is resolved even if its window,
+    /// measured in event time, still holds enough. Default: the stage's `window`.
     #[serde(default)]
     pub resolve_after: Option<Duration>,
 }
@@ -74,7 +75,9 @@ impl AlertConfig {
             p.error(
                 "/alert/mode",
                 codes::INVALID_VALUE,
-                format!("`alert.mode` applies to window_count and bandwidth, not to {kind}"),
+                format!(
+                    "`alert.mode` applies to window_count, bandwidth and distinct_count, not to {kind}"
+                ),
             );
         }
         if self.resolve_after.is_some() {
@@ -82,7 +85,7 @@ impl AlertConfig {
                 "/alert/resolve_after",
                 codes::INVALID_VALUE,
                 format!(
-                    "`alert.resolve_after` applies to window_count and bandwidth, not to {kind}"
+                    "`alert.resolve_after` applies to window_count, bandwidth and distinct_count, not to {kind}"
                 ),
             );
         }
@@ -92,6 +95,14 @@ impl AlertConfig {
 fn default_samples() -> usize {
     5
 }
+
+/// [`Finding::estimate`] of a value known to be at least the true one's share (a flow's
+/// bytes from lifetime counters over its detected span: `bandwidth`).
+pub const LOWER_BOUND: &str = "lower_bound";
+
+/// [`Finding::estimate`] of a value estimated from a sketch, within a few percent either
+/// way (a HyperLogLog count of distinct values: `distinct_count`).
+pub const APPROXIMATE: &str = "approximate";
 
 /// The most samples an alert may carry.
 pub const MAX_SAMPLES: usize = 100;
@@ -123,7 +134,8 @@ pub struct Finding {
     pub threshold: f64,
     /// Unit of value and threshold (`MiB`, `Mbps`), if not a count.
     pub unit: Option<String>,
-    /// Set when the value is an estimate (`lower_bound`).
+    /// Set when the value is an estimate, saying what kind ([`LOWER_BOUND`],
+    /// [`APPROXIMATE`]).
     pub estimate: Option<String>,
     /// The window measured.
     pub window: AlertWindow,
@@ -141,6 +153,8 @@ pub struct Finding {
     pub updates: u64,
     /// Whether the finding is an episode (closed later by a `resolved` report).
     pub episode: bool,
+    /// What the stage adds to the alert's `fields` (templates see them as `fields`).
+    pub fields: serde_json::Map<String, Value>,
 }
 
 impl Finding {
@@ -167,6 +181,7 @@ impl Finding {
             last_seen: window.end,
             updates: 0,
             episode: false,
+            fields: serde_json::Map::new(),
         }
     }
 }
@@ -233,6 +248,48 @@ impl AlertTemplates {
         unit: Option<&str>,
         p: &mut Problems,
     ) {
+        let fields = serde_json::Map::new();
+        Self::check_sample(
+            cfg,
+            default_title,
+            default_summary,
+            group_by,
+            unit,
+            fields,
+            p,
+        );
+    }
+
+    /// [`AlertTemplates::check`] for a stage whose alerts carry `fields` (shaped like
+    /// `example`), so a template can be checked to render them.
+    pub fn check_with_fields(
+        cfg: &AlertConfig,
+        default_title: &str,
+        default_summary: &str,
+        group_by: &[String],
+        example: serde_json::Map<String, Value>,
+        p: &mut Problems,
+    ) {
+        Self::check_sample(
+            cfg,
+            default_title,
+            default_summary,
+            group_by,
+            None,
+            example,
+            p,
+        );
+    }
+
+    fn check_sample(
+        cfg: &AlertConfig,
+        default_title: &str,
+        default_summary: &str,
+        group_by: &[String],
+        unit: Option<&str>,
+        fields: serde_json::Map<String, Value>,
+        p: &mut Problems,
+    ) {
         if cfg.samples > MAX_SAMPLES {
             p.error(
                 "/alert/samples",
@@ -262,7 +319,8 @@ impl AlertTemplates {
         let now = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
         let cx = t.context(&Finding {
             unit: Some(unit.unwrap_or("unit").into()),
-            estimate: Some("lower_bound".into()),
+            estimate: Some(LOWER_BOUND.into()),
+            fields,
             ..Finding::once(
                 group,
                 1.0,
@@ -299,6 +357,7 @@ impl AlertTemplates {
             "first_seen": f.first_seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "last_seen": f.last_seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "updates": f.updates,
+            "fields": f.fields,
             "window": {
                 "start": f.window.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 "end": f.window.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -347,7 +406,7 @@ impl AlertTemplates {
             episode: f.episode,
             samples: f.samples,
             top: None,
-            fields: serde_json::Map::new(),
+            fields: f.fields,
         }
     }
 
@@ -386,7 +445,7 @@ fn template_error(e: &handlebars::TemplateError) -> String {
 fn render_error(e: &handlebars::RenderError) -> String {
     let reason = crate::diagnostic::template::render_reason(e);
     format!(
-        "this template does not render: {reason} (variables: group.<path>, group_key, value, threshold, unit, estimate, window.start, window.end, window.length, first_seen, last_seen, updates, pipeline, stage, severity, status)"
+        "this template does not render: {reason} (variables: group.<path>, group_key, value, threshold, unit, estimate, window.start, window.end, window.length, first_seen, last_seen, updates, fields, pipeline, stage, severity, status)"
     )
 }
 

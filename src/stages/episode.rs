@@ -84,8 +84,13 @@ pub trait EpisodeWindow {
     fn slide_to(&mut self, cutoff: Timestamp);
     /// The newest event time of the key.
     fn newest(&self) -> Option<Timestamp>;
-    /// Whether any part of the total is an estimate (a lower bound).
-    fn estimated(&self) -> bool;
+    /// Whether the total is an estimate, and of what kind
+    /// ([`super::alerting::LOWER_BOUND`], [`super::alerting::APPROXIMATE`]).
+    fn estimate(&self) -> Option<&'static str>;
+    /// What the window adds to its alerts' `fields` (none unless it says).
+    fn alert_fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
     /// Copies of up to `n` samples of the events in the window.
     fn samples(&self, n: usize) -> Vec<Sample>;
     /// `each_crossing`: reports the window and starts it again empty.
@@ -102,9 +107,9 @@ pub trait EpisodeWindow {
 }
 
 /// Implements [`EpisodeWindow`] for a window type with the fields `episode`, `sum`,
-/// `estimates`, `newest` and `samples` and the methods `reached(threshold)` and
-/// `evict_through(cutoff)`, given an expression of its `(time, weight)` entries in time
-/// order (over `$w`, the window).
+/// `estimates` (of entries that are lower bounds), `newest` and `samples` and the methods
+/// `reached(threshold)` and `evict_through(cutoff)`, given an expression of its
+/// `(time, weight)` entries in time order (over `$w`, the window).
 macro_rules! episode_window {
     ($ty:ty, |$w:ident| $entries:expr) => {
         impl $crate::stages::episode::EpisodeWindow for $ty {
@@ -126,8 +131,8 @@ macro_rules! episode_window {
             fn newest(&self) -> Option<$crate::event::Timestamp> {
                 self.newest
             }
-            fn estimated(&self) -> bool {
-                self.estimates > 0
+            fn estimate(&self) -> Option<&'static str> {
+                (self.estimates > 0).then_some($crate::stages::alerting::LOWER_BOUND)
             }
             fn samples(&self, n: usize) -> Vec<$crate::event::Sample> {
                 self.samples.copies(n)
@@ -198,6 +203,23 @@ pub struct Reporter {
     pub history_interval: chrono::Duration,
 }
 
+/// What a report says of a window: its total, whether that is an estimate, its fields.
+struct Measured {
+    total: f64,
+    estimate: Option<&'static str>,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Measured {
+    fn of<W: EpisodeWindow>(w: &W) -> Measured {
+        Measured {
+            total: w.total(),
+            estimate: w.estimate(),
+            fields: w.alert_fields(),
+        }
+    }
+}
+
 /// A stage's open episodes (the keys that have one) and its counters.
 #[derive(Debug, Clone, Default)]
 pub struct Book {
@@ -225,18 +247,18 @@ impl Reporter {
     fn report(
         &self,
         ep: &Episode,
-        total: f64,
-        estimate: bool,
+        measured: Measured,
         end: Timestamp,
         status: AlertStatus,
     ) -> Arc<Event> {
         let alert = self.templates.alert(Finding {
             id: Some(ep.id.clone()),
             group: stage_state::load_group(ep.group.clone()),
-            value: total / self.scale,
+            value: measured.total / self.scale,
             threshold: self.threshold / self.scale,
             unit: self.unit.clone(),
-            estimate: estimate.then(|| "lower_bound".to_string()),
+            estimate: measured.estimate.map(str::to_string),
+            fields: measured.fields,
             window: AlertWindow {
                 start: super::window::minus(end, self.window),
                 end,
@@ -255,7 +277,8 @@ impl Reporter {
     fn once(&self, fired: super::window::Fired, group: Group) -> Arc<Event> {
         let alert = self.templates.alert(Finding {
             unit: self.unit.clone(),
-            estimate: fired.estimate.then(|| "lower_bound".to_string()),
+            estimate: fired.estimate.map(str::to_string),
+            fields: fired.fields,
             ..Finding::once(
                 group,
                 fired.sum / self.scale,
@@ -331,9 +354,8 @@ impl Reporter {
                         kept
                     },
                 };
-                let total = w.total();
-                let estimate = w.estimated();
-                out.push(self.report(&ep, total, estimate, end, AlertStatus::Firing));
+                let measured = Measured::of(w);
+                out.push(self.report(&ep, measured, end, AlertStatus::Firing));
                 *w.episode_mut() = Some(Box::new(ep));
                 book.open.insert(key.to_string());
                 book.counts.opened += 1;
@@ -376,10 +398,9 @@ impl Reporter {
         book: &mut Book,
         out: &mut Vec<Arc<Event>>,
     ) {
-        let total = w.total();
-        let estimate = w.estimated();
+        let measured = Measured::of(w);
         if let Some(ep) = w.episode_mut().take() {
-            out.push(self.report(&ep, total, estimate, end, AlertStatus::Resolved));
+            out.push(self.report(&ep, measured, end, AlertStatus::Resolved));
             book.counts.resolved += 1;
         }
         book.open.remove(key);
@@ -424,15 +445,17 @@ impl Reporter {
                 self.close(&key, w, end, book, out);
                 continue;
             }
-            let total = w.total();
-            let estimate = w.estimated();
-            if let Some(ep) = w.episode_mut()
-                && ep.dirty
-                && now - ep.reported_at >= self.history_interval
-            {
+            let due = w
+                .episode()
+                .is_some_and(|ep| ep.dirty && now - ep.reported_at >= self.history_interval);
+            if !due {
+                continue;
+            }
+            let measured = Measured::of(w);
+            if let Some(ep) = w.episode_mut() {
                 ep.dirty = false;
                 ep.reported_at = now;
-                out.push(self.report(ep, total, estimate, end, AlertStatus::Firing));
+                out.push(self.report(ep, measured, end, AlertStatus::Firing));
                 book.counts.reported += 1;
             }
         }

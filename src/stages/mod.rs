@@ -5,6 +5,7 @@ pub mod alerting;
 pub mod bandwidth;
 pub mod cooldown;
 pub mod dedupe;
+pub mod distinct_count;
 pub mod episode;
 pub mod filter;
 pub mod flatline;

@@ -108,8 +108,11 @@ pub struct Fired {
     pub window: AlertWindow,
     /// Samples of the events in the window.
     pub samples: Vec<Sample>,
-    /// Whether any entry was an estimate.
-    pub estimate: bool,
+    /// Whether the sum is an estimate, and of what kind (see
+    /// [`super::episode::EpisodeWindow::estimate`]).
+    pub estimate: Option<&'static str>,
+    /// What the window adds to the alert's `fields`.
+    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A window's entries in time order. Most keys hold one (one event, or events at one
@@ -508,7 +511,8 @@ impl KeyWindow {
             sum: self.entries.iter().map(|e| e.w).sum(),
             window: AlertWindow { start, end },
             samples: self.samples.take(),
-            estimate: self.estimates > 0,
+            estimate: (self.estimates > 0).then_some(super::alerting::LOWER_BOUND),
+            fields: serde_json::Map::new(),
         };
         self.entries = Entries::Empty;
         self.sum = 0.0;

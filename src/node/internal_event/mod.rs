@@ -52,7 +52,8 @@ pub enum DropReason {
     /// `max_keys` (`max_events`).
     Evicted,
     /// An event with nothing to measure: a flow whose byte counters are 0 or absent
-    /// (`bandwidth`), an event without a usable number at `top_n`'s `sum`.
+    /// (`bandwidth`), an event without a usable number at `top_n`'s `sum`, an event
+    /// without the field `distinct_count` counts.
     Unmeasured,
     /// Older than what is already held: a flow observation older than the flow's
     /// previous one (`bandwidth`), an alert's report older than the one a delivering sink

@@ -1,5 +1,5 @@
 //! What stages report: events they set aside (late, suppressed, repeated, not
-//! measurable), keys they forget to stay within their bounds, and failed scripts.
+//! measurable, without the field counted), keys they forget to stay within their bounds, and failed scripts.
 //!
 //! These can happen for every event, so they log at `debug`, except the first eviction
 //! of a node (a bound was reached: `warn`) and script failures (the first and then one in
@@ -97,6 +97,24 @@ impl InternalEvent for FlowNotMeasured<'_> {
         let reason = self.why.reason();
         tracing::debug!(stage = %self.stage, reason = %reason, "flow not measured");
         counters.add_dropped(reason, 1);
+    }
+}
+
+/// An event without the field `distinct_count` counts (missing or null; for a tuple, any
+/// of its fields): set aside, counted as `unmeasured`. Logged at `debug` (it can happen
+/// for every event).
+#[derive(Debug)]
+pub struct DistinctFieldMissing<'a> {
+    /// The stage.
+    pub stage: &'a str,
+    /// The event's time.
+    pub time: Timestamp,
+}
+
+impl InternalEvent for DistinctFieldMissing<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        tracing::debug!(stage = %self.stage, time = %self.time, "event without the field counted: not counted");
+        counters.add_dropped(DropReason::Unmeasured, 1);
     }
 }
 

@@ -207,7 +207,8 @@ impl RateWindow {
                 end,
             },
             samples: self.samples.take(),
-            estimate: self.estimates > 0,
+            estimate: (self.estimates > 0).then_some(crate::stages::alerting::LOWER_BOUND),
+            fields: serde_json::Map::new(),
         };
         self.flows.clear();
         self.order.clear();

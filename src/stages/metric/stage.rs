@@ -172,8 +172,19 @@ impl EpisodeWindow for MetricWindow {
         self.newest
     }
 
-    fn estimated(&self) -> bool {
-        self.early.is_some()
+    /// Approximate while a value that left early would still be in the window.
+    fn estimate(&self) -> Option<&'static str> {
+        self.early.map(|_| crate::stages::alerting::APPROXIMATE)
+    }
+
+    /// The aggregate's name and how many values it was made of.
+    fn alert_fields(&self) -> serde_json::Map<String, Value> {
+        let mut fields = serde_json::Map::new();
+        if let Some(rule) = &self.rule {
+            fields.insert("aggregate".into(), Value::from(rule.aggregate.name()));
+        }
+        fields.insert("values".into(), Value::from(self.values.len()));
+        fields
     }
 
     fn samples(&self, n: usize) -> Vec<Sample> {
@@ -190,7 +201,8 @@ impl EpisodeWindow for MetricWindow {
             sum: self.total(),
             window: AlertWindow { start, end },
             samples: self.samples.take(),
-            estimate: self.early.is_some(),
+            estimate: self.estimate(),
+            fields: self.alert_fields(),
         };
         self.values.clear();
         self.early = None;

@@ -198,7 +198,9 @@ fn a_full_window_drops_its_oldest_value_counts_it_and_marks_the_estimate() {
     let a = feed(&mut s, json!({"host": "a", "ratio": 6.0}), 4_000);
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].value, 12.0);
-    assert_eq!(a[0].estimate.as_deref(), Some("lower_bound"));
+    assert_eq!(a[0].estimate.as_deref(), Some("approximate"));
+    assert_eq!(a[0].fields["values"], 3);
+    assert_eq!(a[0].fields["aggregate"], "sum");
     assert_eq!(
         counters.dropped_for(crate::node::internal_event::DropReason::Evicted),
         2
