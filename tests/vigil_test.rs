@@ -100,6 +100,8 @@ fn the_detection_examples_pass() {
         "a value under the lower bound and one over the upper bound are two alerts",
         "the bounds are strict, and a missing value never alerts",
         "back inside the bounds resolves the episode",
+        "a host quiet for five minutes fires once from a tick and resolves when it is back",
+        "a host that keeps reporting never fires",
     ] {
         assert!(
             stdout.contains(&format!("ok    {case}")),

@@ -187,6 +187,31 @@ impl Sandbox {
         (result, event)
     }
 
+    /// Calls the script's function `name` with `args` (its top-level statements are not
+    /// run), under the same limits as a run.
+    pub fn call(
+        &self,
+        ast: &AST,
+        name: &str,
+        args: impl rhai::FuncArgs,
+    ) -> Result<Dynamic, RunError> {
+        let mut scope = Scope::new();
+        let deadline = Instant::now() + self.limits.timeout;
+        DEADLINE.with(|d| d.set(Some(deadline)));
+        let result = self
+            .engine
+            .call_fn_with_options::<Dynamic>(
+                rhai::CallFnOptions::new().eval_ast(false),
+                &mut scope,
+                ast,
+                name,
+                args,
+            )
+            .map_err(|e| self.run_error(*e));
+        DEADLINE.with(|d| d.set(None));
+        result
+    }
+
     fn run_error(&self, mut e: EvalAltResult) -> RunError {
         let pos = position(e.take_position());
         let (limit, message) = match &e {

@@ -38,6 +38,8 @@ const EPISODE_SAMPLES: usize = 5;
 struct Shared {
     /// The event being processed (only during a run).
     current: Option<Arc<Event>>,
+    /// The engine time of the tick being run (only during `on_tick`).
+    tick_now: Option<Timestamp>,
     /// Alerts raised during the run.
     alerts: Vec<Alert>,
     /// Episodes opened with `fire()`, by group key.
@@ -68,7 +70,12 @@ pub struct ScriptStage {
     errors: ErrorLog,
     resolve_after: chrono::Duration,
     history_interval: chrono::Duration,
+    /// The script defines `on_tick(state, now)`.
+    on_tick: bool,
 }
+
+/// The function a script defines to be called at every tick.
+const ON_TICK: &str = "on_tick";
 
 impl ScriptStage {
     /// Compiles `text` (read from `path`) for the stage `cx.id`.
@@ -85,6 +92,7 @@ impl ScriptStage {
             .unwrap_or_else(|| cfg.file.clone());
         let shared = Arc::new(Mutex::new(Shared {
             current: None,
+            tick_now: None,
             alerts: Vec::new(),
             episodes: BTreeMap::new(),
             state: cfg.state.then(BTreeMap::new),
@@ -108,7 +116,22 @@ impl ScriptStage {
                 e.message
             ))
         })?;
+        let on_tick = match ast
+            .iter_functions()
+            .find(|f| f.name == ON_TICK)
+            .map(|f| f.params.len())
+        {
+            None => false,
+            Some(2) => true,
+            Some(n) => {
+                return Err(NodeError::from(format!(
+                    "{}: `fn on_tick` takes two parameters, `(state, now)`, not {n}",
+                    path.display()
+                )));
+            }
+        };
         Ok(ScriptStage {
+            on_tick,
             sandbox,
             ast: Arc::new(ast),
             shared,
@@ -280,11 +303,8 @@ fn register(engine: &mut rhai::Engine, shared: &Arc<Mutex<Shared>>, id: &Arc<str
     let s = shared.clone();
     engine.register_fn("event_time", move || -> FnResult<f64> {
         let shared = lock(&s);
-        let e = shared
-            .current
-            .as_ref()
-            .ok_or_else(|| runtime_error("no event"))?;
-        Ok(e.meta.time.timestamp_millis() as f64 / 1000.0)
+        let (t, _, _) = moment(&shared).map_err(runtime_error)?;
+        Ok(t.timestamp_millis() as f64 / 1000.0)
     });
     let origin = id.clone();
     engine.register_fn("log", move |msg: &str| {
@@ -309,13 +329,21 @@ fn register(engine: &mut rhai::Engine, shared: &Arc<Mutex<Shared>>, id: &Arc<str
     });
 }
 
+/// When a function is called: during a run, the event's time, its arrival and the event;
+/// during `on_tick`, the tick's time (both) and no event.
+fn moment(shared: &Shared) -> Result<(Timestamp, Timestamp, Option<&Arc<Event>>), String> {
+    match (&shared.current, shared.tick_now) {
+        (Some(e), _) => Ok((e.meta.time, e.meta.ingest, Some(e))),
+        (None, Some(now)) => Ok((now, now, None)),
+        (None, None) => Err("no event".into()),
+    }
+}
+
 /// `fire(#{...})`: the first call for a group opens an episode (a `firing` alert, handed
 /// on); later ones update it in place (reported at most once per `history_interval`).
 fn fire(shared: &mut Shared, spec: rhai::Map) -> Result<(), String> {
-    let event = shared.current.clone().ok_or("no event")?;
+    let (t, now, _) = moment(shared)?;
     let mut alert = make_alert(shared, spec)?;
-    let t = event.meta.time;
-    let now = event.meta.ingest;
     match shared.episodes.get_mut(&alert.group_key) {
         Some(ep) => {
             let held = &ep.alert;
@@ -361,7 +389,7 @@ fn fire(shared: &mut Shared, spec: rhai::Map) -> Result<(), String> {
 /// `resolve(#{ "src.ip": ip })`: closes the group's episode (a `resolved` alert); nothing
 /// when none is open.
 fn resolve(shared: &mut Shared, group: rhai::Map) -> Result<(), String> {
-    let event = shared.current.clone().ok_or("no event")?;
+    let (t, _, _) = moment(shared)?;
     let group = match sandbox::to_json(&Dynamic::from_map(group))? {
         Value::Object(m) => m.into_iter().map(|(k, v)| (k, Some(v))).collect::<Vec<_>>(),
         _ => return Err("resolve() takes the group as a map".into()),
@@ -369,7 +397,7 @@ fn resolve(shared: &mut Shared, group: rhai::Map) -> Result<(), String> {
     if let Some(ep) = shared.episodes.remove(&group_key(&group)) {
         let mut alert = ep.alert;
         alert.status = AlertStatus::Resolved;
-        alert.window.end = alert.window.end.max(event.meta.time);
+        alert.window.end = alert.window.end.max(t);
         shared.alerts.push(alert);
     }
     Ok(())
@@ -379,7 +407,8 @@ const ALERT_KEYS: &str =
     "title, severity, group, value, threshold, summary, unit, fields, window_start";
 
 fn make_alert(shared: &Shared, spec: rhai::Map) -> Result<Alert, String> {
-    let event = shared.current.as_ref().ok_or("no event")?;
+    let (end, _, event) = moment(shared)?;
+    let samples: Vec<Sample> = event.map(|e| Sample::of(e)).into_iter().collect();
     let spec = sandbox::to_json(&Dynamic::from_map(spec))?;
     let Value::Object(spec) = spec else {
         return Err("alert() takes a map".into());
@@ -392,7 +421,6 @@ fn make_alert(shared: &Shared, spec: rhai::Map) -> Result<Alert, String> {
     let mut value = 0.0;
     let mut threshold = 0.0;
     let mut unit = None;
-    let end = event.meta.time;
     let mut start = end;
     for (k, v) in spec {
         match k.as_str() {
@@ -421,7 +449,10 @@ fn make_alert(shared: &Shared, spec: rhai::Map) -> Result<Alert, String> {
                     format!("alert `window_start` {v} is not epoch seconds or an RFC 3339 time")
                 })?;
                 if start > end {
-                    return Err("alert `window_start` is after the event's time".into());
+                    return Err(
+                        "alert `window_start` is after the event's time (the tick's, in `on_tick`)"
+                            .into(),
+                    );
                 }
             }
             other => return Err(format!("alert has no key `{other}` (keys: {ALERT_KEYS})")),
@@ -452,7 +483,7 @@ fn make_alert(shared: &Shared, spec: rhai::Map) -> Result<Alert, String> {
         last_seen: window.end,
         updates: 0,
         episode: false,
-        samples: vec![Sample::of(event)],
+        samples,
         top: None,
         fields: alert_fields,
     })
@@ -502,6 +533,33 @@ impl ScriptStage {
         self.errors.record(&self.id, &self.path, e);
     }
 
+    /// Calls the script's `on_tick` with a copy of its state (a map of key → value; empty
+    /// with `state: false`) and `now` in epoch seconds; hands on what it raised.
+    fn run_on_tick(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {
+        let state = {
+            let mut shared = lock(&self.shared);
+            shared.tick_now = Some(now);
+            let mut map = rhai::Map::new();
+            for (k, v) in shared.state.iter().flatten() {
+                map.insert(k.as_str().into(), v.clone());
+            }
+            Dynamic::from_map(map)
+        };
+        let seconds = now.timestamp_millis() as f64 / 1000.0;
+        let result = self.sandbox.call(&self.ast, ON_TICK, (state, seconds));
+        let alerts = {
+            let mut shared = lock(&self.shared);
+            shared.tick_now = None;
+            std::mem::take(&mut shared.alerts)
+        };
+        if let Err(e) = result {
+            self.fail(&e);
+        }
+        for alert in alerts {
+            out.push(self.alert_event(alert, now));
+        }
+    }
+
     fn alert_event(&self, alert: Alert, time: Timestamp) -> Arc<Event> {
         Arc::new(Event::from_alert(alert, self.id.clone(), time))
     }
@@ -512,9 +570,13 @@ impl Stage for ScriptStage {
         true
     }
 
-    /// Resolves the episodes not fired for `resolve_after`; reports the others that were
-    /// fired again, at most once per `history_interval`.
+    /// Runs the script's `on_tick(state, now)` if it has one; then resolves the episodes
+    /// not fired for `resolve_after` and reports the others that were fired again, at most
+    /// once per `history_interval`.
     fn tick(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {
+        if self.on_tick {
+            self.run_on_tick(now, out);
+        }
         let mut reports = Vec::new();
         {
             let mut shared = lock(&self.shared);

@@ -469,3 +469,99 @@ fn runaway_limits_are_refused() {
         "{errs:?}"
     );
 }
+
+/// A drop to silence, which only a timer can see: `on_tick(state, now)` fires for a host
+/// quiet for a minute and the host's next event resolves it.
+const SILENCE: &str = r#"
+let host = event.host;
+state_set(host, event_time());
+resolve(#{ host: host });
+
+fn on_tick(state, now) {
+    for host in state.keys() {
+        if now - state[host] >= 60.0 {
+            fire(#{ title: `${host} went quiet`, group: #{ host: host }, value: now - state[host] });
+        }
+    }
+}
+"#;
+
+fn tick_alerts(s: &mut ScriptStage, secs: i64) -> Vec<Alert> {
+    let mut out = Vec::new();
+    s.tick(t0() + Duration::seconds(secs), &mut out);
+    out.iter().map(|e| e.alert().unwrap().clone()).collect()
+}
+
+#[test]
+fn on_tick_raises_and_the_next_event_resolves() {
+    let mut s = stage(SILENCE);
+    assert_eq!(run(&mut s, ev(json!({"host": "a"}), 0)).len(), 1);
+    assert_eq!(run(&mut s, ev(json!({"host": "b"}), 30)).len(), 1);
+    assert!(tick_alerts(&mut s, 59).is_empty());
+    // a has been quiet for 60 s, b for 30 s.
+    let a = tick_alerts(&mut s, 60);
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0].status, AlertStatus::Firing);
+    assert_eq!(a[0].title, "a went quiet");
+    assert_eq!(a[0].group_key, "host=a");
+    assert_eq!(a[0].value, 60.0);
+    assert_eq!(a[0].window.end, t0() + Duration::seconds(60));
+    assert!(a[0].samples.is_empty(), "a tick has no event to sample");
+    // Still quiet: the episode is updated in place, not raised again.
+    assert!(tick_alerts(&mut s, 61).is_empty());
+    // b goes quiet too.
+    let b = tick_alerts(&mut s, 90);
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].group_key, "host=b");
+    // a speaks again: its episode resolves, with the same id.
+    let back = run(&mut s, ev(json!({"host": "a"}), 100));
+    let resolved: Vec<&Alert> = back.iter().filter_map(|e| e.alert()).collect();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].status, AlertStatus::Resolved);
+    assert_eq!(resolved[0].id, a[0].id);
+    assert_eq!(s.errors(), 0);
+}
+
+#[test]
+fn a_failing_on_tick_is_counted_and_events_still_flow() {
+    let mut s = stage(
+        r#"
+        fn on_tick(state, now) { throw "broken timer"; }
+        "#,
+    );
+    assert!(tick_alerts(&mut s, 1).is_empty());
+    assert!(tick_alerts(&mut s, 2).is_empty());
+    assert_eq!(s.errors(), 2);
+    assert_eq!(run(&mut s, ev(json!({"host": "a"}), 3)).len(), 1);
+    // An endless loop in on_tick stops at the operations limit.
+    let (mut s, _dir) = stage_with(
+        "fn on_tick(state, now) { loop {} }",
+        json!({"max_operations": 10_000}),
+    );
+    assert!(tick_alerts(&mut s, 1).is_empty());
+    assert_eq!(s.errors(), 1);
+}
+
+#[test]
+fn on_tick_with_other_parameters_is_refused_at_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "fn on_tick(now) { }";
+    std::fs::write(dir.path().join("s.rhai"), script).unwrap();
+    let store = Arc::new(Store::in_memory().unwrap());
+    let path = dir.path().join("s.rhai");
+    let err = ScriptStage::new(&config(json!({})), &cx(dir.path(), store), &path, script)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with("s.rhai: `fn on_tick` takes two parameters, `(state, now)`, not 1"),
+        "{err}"
+    );
+}
+
+/// A script without `on_tick` costs a tick nothing but the episode housekeeping.
+#[test]
+fn without_on_tick_a_tick_runs_no_script() {
+    let mut s = stage("throw \"runs only on events\";");
+    assert!(tick_alerts(&mut s, 1).is_empty());
+    assert_eq!(s.errors(), 0);
+}
