@@ -93,7 +93,14 @@ fn table(r: &Report) -> String {
             p.pipeline
         );
     }
-    let alerts: Vec<_> = r.pipelines.iter().flat_map(|p| p.alerts.iter()).collect();
+    // Episodes opening and ending (and one-off alerts); their update reports are counted
+    // above and listed in the JSON form.
+    let alerts: Vec<_> = r
+        .pipelines
+        .iter()
+        .flat_map(|p| p.alerts.iter())
+        .filter(|a| a.status == vigil::event::AlertStatus::Resolved || a.updates == 0)
+        .collect();
     if !alerts.is_empty() {
         let _ = writeln!(s);
         let _ = writeln!(
@@ -109,7 +116,6 @@ fn table(r: &Report) -> String {
                 format!("{}.{}", a.pipeline, a.stage),
                 a.severity.to_string(),
                 match a.status {
-                    vigil::event::AlertStatus::Firing if a.updates > 0 => "update",
                     vigil::event::AlertStatus::Firing => "firing",
                     vigil::event::AlertStatus::Resolved => "resolved",
                 },
