@@ -23,7 +23,9 @@ use crate::time::Duration;
 /// sample alert (strict: a misspelt variable is an error). They see `group` (the group
 /// values by path: `{{group.src.ip}}`), `group_key`, `value`, `threshold`, `unit`,
 /// `estimate`, `window.start`, `window.end`, `window.length`, `status` (`firing` or
-/// `resolved`), `first_seen`, `last_seen`, `updates`, `pipeline`, `stage` and `severity`.
+/// `resolved`), `first_seen`, `last_seen`, `updates`, `pipeline`, `stage` and `severity`,
+/// and the values a stage adds of its own (`spike`: `direction`, `reference`; `ratio`:
+/// `matched`, `total`), which its alerts also carry in `fields`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertConfig {
@@ -40,16 +42,16 @@ pub struct AlertConfig {
     /// snapshot). Default: 5.
     #[serde(default = "default_samples")]
     pub samples: usize,
-    /// `window_count` and `bandwidth` only. `episode` (default): one alert per key while
-    /// it stays at or over the threshold — `firing` at the first crossing, updated in
-    /// place, `resolved` when the window falls below the threshold. `each_crossing`: an
-    /// alert at every crossing, the key's window starting again empty after each
-    /// (ElastAlert's frequency rule; on busy traffic it fires again and again).
+    /// `window_count`, `bandwidth`, `metric` and `ratio` only. `episode` (default): one
+    /// alert per key while its condition holds — `firing` at the first crossing, updated
+    /// in place, `resolved` when it no longer holds. `each_crossing`: an alert at every
+    /// crossing, the key's window starting again empty after each (ElastAlert's frequency
+    /// rule; on busy traffic it fires again and again).
     #[serde(default)]
     pub mode: AlertMode,
-    /// `window_count` and `bandwidth` in `episode` mode: an episode whose key had no
-    /// event for this long (engine time) is resolved even if its window, measured in event
-    /// time, still holds enough. Default: the stage's `window`.
+    /// `window_count`, `bandwidth`, `metric` and `ratio` in `episode` mode: an episode
+    /// whose key had no event for this long (engine time) is resolved even if its window,
+    /// measured in event time, still holds enough. Default: the stage's `window`.
     #[serde(default)]
     pub resolve_after: Option<Duration>,
 }
@@ -141,6 +143,9 @@ pub struct Finding {
     pub updates: u64,
     /// Whether the finding is an episode (closed later by a `resolved` report).
     pub episode: bool,
+    /// Values of the stage's own (`spike`: `direction`, `reference`): template variables
+    /// beside the common ones (never in their place) and the alert's `fields`.
+    pub fields: serde_json::Map<String, Value>,
 }
 
 impl Finding {
@@ -167,6 +172,7 @@ impl Finding {
             last_seen: window.end,
             updates: 0,
             episode: false,
+            fields: serde_json::Map::new(),
         }
     }
 }
@@ -233,6 +239,21 @@ impl AlertTemplates {
         unit: Option<&str>,
         p: &mut Problems,
     ) {
+        let defaults = (default_title, default_summary);
+        Self::check_with_fields(cfg, defaults, group_by, unit, &serde_json::Map::new(), p);
+    }
+
+    /// [`AlertTemplates::check_with_unit`] for a stage whose alerts carry values of their
+    /// own (`fields`: example values, e.g. `{"direction": "up", "reference": 10}`), so a
+    /// template may use them and one that misspells them is an error.
+    pub fn check_with_fields(
+        cfg: &AlertConfig,
+        (default_title, default_summary): (&str, &str),
+        group_by: &[String],
+        unit: Option<&str>,
+        fields: &serde_json::Map<String, Value>,
+        p: &mut Problems,
+    ) {
         if cfg.samples > MAX_SAMPLES {
             p.error(
                 "/alert/samples",
@@ -263,6 +284,7 @@ impl AlertTemplates {
         let cx = t.context(&Finding {
             unit: Some(unit.unwrap_or("unit").into()),
             estimate: Some("lower_bound".into()),
+            fields: fields.clone(),
             ..Finding::once(
                 group,
                 1.0,
@@ -277,7 +299,7 @@ impl AlertTemplates {
         });
         for (name, pointer) in [(TITLE, "/alert/title"), (SUMMARY, "/alert/summary")] {
             if let Err(e) = t.registry.render(name, &cx) {
-                p.error(pointer, codes::INVALID_VALUE, render_error(&e));
+                p.error(pointer, codes::INVALID_VALUE, render_error(&e, fields));
             }
         }
     }
@@ -285,7 +307,7 @@ impl AlertTemplates {
     /// The values templates see.
     pub fn context(&self, f: &Finding) -> Value {
         let length = (f.window.end - f.window.start).to_std().unwrap_or_default();
-        json!({
+        let mut cx = json!({
             "pipeline": &*self.pipeline,
             "stage": &*self.stage,
             "severity": self.severity.as_str(),
@@ -304,7 +326,19 @@ impl AlertTemplates {
                 "end": f.window.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 "length": humantime::format_duration(std::time::Duration::from_secs(length.as_secs())).to_string(),
             },
-        })
+        });
+        if let Value::Object(common) = &mut cx {
+            for (name, v) in &f.fields {
+                if !common.contains_key(name) {
+                    let v = match v {
+                        Value::Number(n) => n.as_f64().map_or_else(|| v.clone(), round),
+                        _ => v.clone(),
+                    };
+                    common.insert(name.clone(), v);
+                }
+            }
+        }
+        cx
     }
 
     /// Makes the alert for `f`. A template that fails to render (a value the check could
@@ -314,7 +348,7 @@ impl AlertTemplates {
         let render = |name: &str| match self.registry.render(name, &cx) {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(stage = %self.stage, template = name, error = %render_error(&e), "alert template failed");
+                tracing::warn!(stage = %self.stage, template = name, error = %render_error(&e, &f.fields), "alert template failed");
                 self.registry
                     .get_template(name)
                     .and_then(|t| t.name.clone())
@@ -347,7 +381,7 @@ impl AlertTemplates {
             episode: f.episode,
             samples: f.samples,
             top: None,
-            fields: serde_json::Map::new(),
+            fields: f.fields,
         }
     }
 
@@ -383,10 +417,11 @@ fn template_error(e: &handlebars::TemplateError) -> String {
     )
 }
 
-fn render_error(e: &handlebars::RenderError) -> String {
+fn render_error(e: &handlebars::RenderError, fields: &serde_json::Map<String, Value>) -> String {
     let reason = crate::diagnostic::template::render_reason(e);
+    let own: String = fields.keys().map(|k| format!(", {k}")).collect();
     format!(
-        "this template does not render: {reason} (variables: group.<path>, group_key, value, threshold, unit, estimate, window.start, window.end, window.length, first_seen, last_seen, updates, pipeline, stage, severity, status)"
+        "this template does not render: {reason} (variables: group.<path>, group_key, value, threshold, unit, estimate, window.start, window.end, window.length, first_seen, last_seen, updates, pipeline, stage, severity, status{own})"
     )
 }
 

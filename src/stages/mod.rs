@@ -11,6 +11,7 @@ pub mod flatline;
 pub mod keys;
 pub mod metric;
 pub mod script;
+pub mod series;
 pub mod stage_state;
 pub mod top_n;
 pub mod window;
