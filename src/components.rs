@@ -90,6 +90,12 @@ pub enum StageConfig {
     /// An aggregate (avg, min, max, sum, percentile) of a numeric field per group in a
     /// sliding window; alerts while it is above or below bounds.
     Metric(stages::metric::MetricConfig),
+    /// A key's current window against the window before it (count or sum); alerts while
+    /// one is `ratio` times the other, up or down — a drop to silence included.
+    Spike(stages::spike::SpikeConfig),
+    /// The share of a key's events that match conditions in a sliding window; alerts at
+    /// a threshold.
+    Ratio(stages::ratio::RatioConfig),
     /// Drops repeats of an event or alert within a window.
     Dedupe(stages::dedupe::DedupeConfig),
     /// Realert per key: after one passes, the same key is quiet for a period.
@@ -187,6 +193,8 @@ impl StageConfig {
             StageConfig::WindowCount(_) => "window_count",
             StageConfig::Bandwidth(_) => "bandwidth",
             StageConfig::Metric(_) => "metric",
+            StageConfig::Spike(_) => "spike",
+            StageConfig::Ratio(_) => "ratio",
             StageConfig::Dedupe(_) => "dedupe",
             StageConfig::Cooldown(_) => "cooldown",
             StageConfig::Flatline(_) => "flatline",
@@ -202,6 +210,8 @@ impl StageConfig {
             StageConfig::WindowCount(c) => &c.inputs,
             StageConfig::Bandwidth(c) => &c.inputs,
             StageConfig::Metric(c) => &c.inputs,
+            StageConfig::Spike(c) => &c.inputs,
+            StageConfig::Ratio(c) => &c.inputs,
             StageConfig::Dedupe(c) => &c.inputs,
             StageConfig::Cooldown(c) => &c.inputs,
             StageConfig::Flatline(c) => &c.inputs,
@@ -216,6 +226,8 @@ impl StageConfig {
             StageConfig::WindowCount(c) => &c.group_by,
             StageConfig::Bandwidth(c) => &c.group_by,
             StageConfig::Metric(c) => &c.group_by,
+            StageConfig::Spike(c) => &c.group_by,
+            StageConfig::Ratio(c) => &c.group_by,
             StageConfig::Flatline(c) => &c.group_by,
             StageConfig::Filter(_)
             | StageConfig::Dedupe(_)
@@ -232,6 +244,8 @@ impl StageConfig {
             StageConfig::WindowCount(c) => c.check(p),
             StageConfig::Bandwidth(c) => c.check(p),
             StageConfig::Metric(c) => c.check(p),
+            StageConfig::Spike(c) => c.check(p),
+            StageConfig::Ratio(c) => c.check(p),
             StageConfig::Dedupe(c) => c.check(p),
             StageConfig::Cooldown(c) => c.check(p),
             StageConfig::Flatline(c) => c.check(p),
@@ -251,6 +265,8 @@ impl StageConfig {
             StageConfig::WindowCount(c) => c.build(cx),
             StageConfig::Bandwidth(c) => c.build(cx),
             StageConfig::Metric(c) => c.build(cx),
+            StageConfig::Spike(c) => c.build(cx),
+            StageConfig::Ratio(c) => c.build(cx, &services.name_caches()),
             StageConfig::Dedupe(c) => c.build(cx),
             StageConfig::Cooldown(c) => c.build(cx),
             StageConfig::Flatline(c) => c.build(cx),
