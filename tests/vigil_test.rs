@@ -100,6 +100,15 @@ fn the_detection_examples_pass() {
         "a value under the lower bound and one over the upper bound are two alerts",
         "the bounds are strict, and a missing value never alerts",
         "back inside the bounds resolves the episode",
+        "counts of 10, 10 and 20 per window make one up-spike",
+        "counts of 10, 10 and 0 make one down-spike, raised from ticks",
+        "a constant rate makes no spike either way",
+        "a reference of 10 under min_reference 11 makes no spike",
+        "flows that arrive five minutes after their time are no drop",
+        "3 of 4 flows blocked is a share of 0.75 and alerts",
+        "3 of 3 flows blocked are fewer than min_count and do not alert",
+        "the share falling under the threshold resolves the episode",
+        "blocked flows leave the window as it slides",
     ] {
         assert!(
             stdout.contains(&format!("ok    {case}")),
