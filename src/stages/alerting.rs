@@ -76,7 +76,7 @@ impl AlertConfig {
             p.error(
                 "/alert/mode",
                 codes::INVALID_VALUE,
-                format!("`alert.mode` applies to window_count and bandwidth, not to {kind}"),
+                format!("`alert.mode` applies to window_count, bandwidth, metric and ratio, not to {kind}"),
             );
         }
         if self.resolve_after.is_some() {
@@ -84,7 +84,7 @@ impl AlertConfig {
                 "/alert/resolve_after",
                 codes::INVALID_VALUE,
                 format!(
-                    "`alert.resolve_after` applies to window_count and bandwidth, not to {kind}"
+                    "`alert.resolve_after` applies to window_count, bandwidth, metric and ratio, not to {kind}"
                 ),
             );
         }

@@ -67,8 +67,9 @@ use crate::time::Duration;
 ///   `alert.samples` samples of its current window. A key with nothing left in either
 ///   window and no open episode is forgotten. At most `max_keys` keys: past it the least
 ///   recently seen tenth is forgotten (their open episodes resolved), counted in
-///   `vigil_node_dropped_total{reason="evicted"}`. Ticks look at every key when the
-///   clock moved: a tick costs time in proportion to the keys held.
+///   `vigil_node_dropped_total{reason="evicted"}`. A tick looks at the keys only when
+///   one of their windows changes by its time, and then costs time in proportion to the
+///   keys held.
 /// - **State** (windows, clock, open episodes) survives restarts and reloads; it is
 ///   reset when `window`, `measure` or `group_by` change (open episodes then resolved),
 ///   and kept when `ratio`, `direction`, the minimums, `grace` or the rest of `alert`

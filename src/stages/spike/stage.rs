@@ -361,6 +361,10 @@ pub struct SpikeStage {
     budget: SampleBudget,
     orphans: Vec<Arc<Event>>,
     clock: Clock,
+    /// The earliest instant at which some key's windows change with no event (its
+    /// [`SpikeWindow::next_change`]), or earlier: ticks before it need not look at the
+    /// keys. `MIN_UTC`: unknown.
+    due: Timestamp,
     skipped: u64,
     coarsened: u64,
     key_buf: String,
@@ -525,6 +529,7 @@ impl SpikeStage {
             budget: SampleBudget::new(samples_per_window),
             orphans: Vec::new(),
             clock: Clock::default(),
+            due: Timestamp::MIN_UTC,
             skipped: 0,
             coarsened: 0,
             key_buf: String::new(),
@@ -566,6 +571,7 @@ impl SpikeStage {
                     }
                 }
                 self.keys.retain(|_, w| !w.spent());
+                self.due = Timestamp::MIN_UTC;
                 self.book.open = open_keys(&self.keys);
                 self.budget.used = self.keys.values().map(|w| w.samples.bytes()).sum();
                 tracing::debug!(stage = %id, keys = self.keys.len(), "state restored");
@@ -617,11 +623,16 @@ impl SpikeStage {
     fn catch_up_all(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {
         let Some(at) = self.clock.at else { return };
         let mut made = Vec::new();
+        let mut due = Timestamp::MAX_UTC;
         let (reporter, book) = (&self.reporter, &mut self.book);
         self.keys.retain(|key, w| {
             catch_up(reporter, key, w, at, now, book, &mut made);
+            if let Some(next) = w.next_change() {
+                due = due.min(next);
+            }
             !w.spent()
         });
+        self.due = due;
         in_order(made, out);
         self.clock.last_sweep = Some(at);
         self.budget.used = self.keys.values().map(|w| w.samples.bytes()).sum();
@@ -743,6 +754,9 @@ impl Stage for SpikeStage {
             &mut made,
         );
         let merged = w.bound();
+        if let Some(next) = w.next_change() {
+            self.due = self.due.min(next);
+        }
         out.append(&mut made);
         if merged > 0 {
             self.coarsened += merged as u64;
@@ -775,7 +789,9 @@ impl Stage for SpikeStage {
         let at = self.clock.at.map_or(ticked, |a| a.max(ticked));
         let moved = self.clock.at != Some(at);
         self.clock.at = Some(at);
-        if moved {
+        // Keys are looked at only when one of them changes by now; the others are moved
+        // on when they are next looked at (an event, or a change of another key).
+        if moved && at >= self.due {
             self.catch_up_all(now, out);
         }
         if !self.book.open.is_empty() {
@@ -783,7 +799,9 @@ impl Stage for SpikeStage {
             for key in watching {
                 match self.keys.get_mut(&key) {
                     Some(w) => {
-                        let end = w.at;
+                        // Every key's windows are as they were at its `at` up to the
+                        // clock (see `due`): measured at the clock.
+                        let end = at.max(w.at);
                         self.reporter
                             .report_changed(w, end, now, &mut self.book, out);
                     }

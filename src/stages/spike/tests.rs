@@ -165,6 +165,29 @@ fn counts_10_10_20_with_ratio_2_make_exactly_one_up_spike() {
 }
 
 #[test]
+fn an_open_spike_is_updated_by_its_events_and_reported_once_per_history_interval() {
+    let mut s = stage(json!({}));
+    let got = drive(&mut s, &ten_ten_twenty(), 10 * SEC, 29 * MIN + 30 * SEC);
+    assert_eq!(firing(&got).len(), 1);
+    // Nine more events while it holds: updated in place, no report.
+    for i in 1..10 {
+        assert!(feed(&mut s, json!({"host": "a"}), 29 * MIN + 30 * SEC + i * SEC).is_empty());
+    }
+    assert_eq!(s.episodes().updated, 9);
+    // A minute (history_interval) after it opened, a tick reports it again, measured at
+    // the clock: current (20:30, 30:30] holds 27, the reference (10:30, 20:30] 11.
+    assert!(tick(&mut s, 30 * MIN).is_empty());
+    let r = tick(&mut s, 30 * MIN + 30 * SEC);
+    assert_eq!(r.len(), 1, "{r:#?}");
+    assert_eq!((r[0].status, r[0].updates), (AlertStatus::Firing, 9));
+    assert_eq!((r[0].value, r[0].threshold), (27.0, 22.0));
+    assert_eq!(r[0].fields["reference"], 11.0);
+    assert_eq!(r[0].window.end, at(30 * MIN + 30 * SEC));
+    assert_eq!(r[0].last_seen, at(29 * MIN + 39 * SEC));
+    assert_eq!(s.episodes().reported, 1);
+}
+
+#[test]
 fn counts_10_10_0_make_one_down_spike_from_ticks() {
     let mut s = stage(json!({"direction": "down"}));
     let events = per_minute("a", 0, 20);
