@@ -172,7 +172,7 @@ impl RatioConfig {
                 "/threshold",
                 codes::INVALID_VALUE,
                 format!(
-                    "`threshold` is a share from 0 to 1 (0.5: half of the events or more), over 0 and at most 1, not {}",
+                    "`threshold` is a share over 0 and at most 1 (0.5: half of the events or more), not {}",
                     self.threshold
                 ),
             );

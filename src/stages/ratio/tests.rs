@@ -256,7 +256,7 @@ fn the_config_says_what_is_wrong() {
         let p = problems(json!({"threshold": bad}));
         assert!(
             p.iter()
-                .any(|(at, m)| at == "/threshold" && m.contains("a share from 0 to 1")),
+                .any(|(at, m)| at == "/threshold" && m.contains("a share over 0 and at most 1")),
             "{p:?}"
         );
     }
@@ -270,4 +270,29 @@ fn the_config_says_what_is_wrong() {
             .any(|(at, m)| at == "/alert/summary" && m.contains("matched, total")),
         "{p:?}"
     );
+}
+
+#[test]
+fn a_key_with_many_distinct_times_is_coarsened_and_every_event_still_counts() {
+    let mut s = stage(json!({"threshold": 0.9}));
+    for i in 0..3000 {
+        let decision = if i % 2 == 0 { "blocked" } else { "allowed" };
+        assert!(feed(&mut s, "a", decision, i * 100).is_empty());
+    }
+    assert!(s.coarsened() > 0);
+    let snap: Value = serde_json::from_str(&snapshot_text(&s).unwrap()).unwrap();
+    let points = snap["keys"]["src=a"]["points"].as_array().unwrap();
+    assert!(
+        points.len() <= crate::stages::series::MAX_POINTS,
+        "{}",
+        points.len()
+    );
+    // Five minutes of events: all in the window, half of them matched.
+    let sum = |k: &str| {
+        points
+            .iter()
+            .map(|p| p["v"][k].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!((sum("m"), sum("n")), (1500, 3000));
 }
