@@ -639,9 +639,9 @@ impl SpikeStage {
     }
 
     /// Keeps at most `max_keys` keys: past it, the least recently seen tenth is forgotten
-    /// (keys last seen at the same time go together), their open episodes resolved at the
-    /// clock.
-    fn evict(&mut self, out: &mut Vec<Arc<Event>>) {
+    /// (keys last seen at the same time go together), their open episodes moved on to
+    /// the clock and resolved there (engine time `now`).
+    fn evict(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {
         if self.keys.len() <= self.max_keys {
             return;
         }
@@ -660,8 +660,11 @@ impl SpikeStage {
             }
             if w.episode.is_some() {
                 let end = at.unwrap_or(w.at).max(w.at);
-                reporter.close(key, w, end, book, &mut made);
-                w.spike = None;
+                catch_up(reporter, key, w, end, now, book, &mut made);
+                if w.episode.is_some() {
+                    reporter.close(key, w, end, book, &mut made);
+                    w.spike = None;
+                }
             }
             false
         });
@@ -775,7 +778,7 @@ impl Stage for SpikeStage {
         {
             self.catch_up_all(now, out);
         }
-        self.evict(out);
+        self.evict(now, out);
     }
 
     fn tick(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {
