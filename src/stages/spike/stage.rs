@@ -325,7 +325,7 @@ impl EpisodeWindow for SpikeWindow {
 
 /// The stage's clock: the end every key is measured up to.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(super) struct Clock {
+struct Clock {
     /// Where the clock is (it never goes back).
     at: Option<Timestamp>,
     /// The newest event time seen (the watermark).
@@ -440,7 +440,7 @@ fn settle(
                 reporter.close(key, w, end, book, out);
             }
             w.spike = holds;
-            if let Some(_spike) = holds {
+            if holds.is_some() {
                 let opening = Opening {
                     end: w.at,
                     first_seen: w.at,
