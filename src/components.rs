@@ -93,6 +93,12 @@ pub enum StageConfig {
     /// Counts the distinct values of a field per group in a sliding window (exact, then
     /// HyperLogLog); alerts at a threshold.
     DistinctCount(stages::distinct_count::DistinctCountConfig),
+    /// A key's current window against the window before it (count or sum); alerts while
+    /// one is `ratio` times the other, up or down — a drop to silence included.
+    Spike(stages::spike::SpikeConfig),
+    /// The share of a key's events that match conditions in a sliding window; alerts at
+    /// a threshold.
+    Ratio(stages::ratio::RatioConfig),
     /// Drops repeats of an event or alert within a window.
     Dedupe(stages::dedupe::DedupeConfig),
     /// Realert per key: after one passes, the same key is quiet for a period.
@@ -191,6 +197,8 @@ impl StageConfig {
             StageConfig::Bandwidth(_) => "bandwidth",
             StageConfig::Metric(_) => "metric",
             StageConfig::DistinctCount(_) => "distinct_count",
+            StageConfig::Spike(_) => "spike",
+            StageConfig::Ratio(_) => "ratio",
             StageConfig::Dedupe(_) => "dedupe",
             StageConfig::Cooldown(_) => "cooldown",
             StageConfig::Flatline(_) => "flatline",
@@ -207,6 +215,8 @@ impl StageConfig {
             StageConfig::Bandwidth(c) => &c.inputs,
             StageConfig::Metric(c) => &c.inputs,
             StageConfig::DistinctCount(c) => &c.inputs,
+            StageConfig::Spike(c) => &c.inputs,
+            StageConfig::Ratio(c) => &c.inputs,
             StageConfig::Dedupe(c) => &c.inputs,
             StageConfig::Cooldown(c) => &c.inputs,
             StageConfig::Flatline(c) => &c.inputs,
@@ -222,6 +232,8 @@ impl StageConfig {
             StageConfig::Bandwidth(c) => &c.group_by,
             StageConfig::Metric(c) => &c.group_by,
             StageConfig::DistinctCount(c) => &c.group_by,
+            StageConfig::Spike(c) => &c.group_by,
+            StageConfig::Ratio(c) => &c.group_by,
             StageConfig::Flatline(c) => &c.group_by,
             StageConfig::Filter(_)
             | StageConfig::Dedupe(_)
@@ -239,6 +251,8 @@ impl StageConfig {
             StageConfig::Bandwidth(c) => c.check(p),
             StageConfig::Metric(c) => c.check(p),
             StageConfig::DistinctCount(c) => c.check(p),
+            StageConfig::Spike(c) => c.check(p),
+            StageConfig::Ratio(c) => c.check(p),
             StageConfig::Dedupe(c) => c.check(p),
             StageConfig::Cooldown(c) => c.check(p),
             StageConfig::Flatline(c) => c.check(p),
@@ -259,6 +273,8 @@ impl StageConfig {
             StageConfig::Bandwidth(c) => c.build(cx),
             StageConfig::Metric(c) => c.build(cx),
             StageConfig::DistinctCount(c) => c.build(cx),
+            StageConfig::Spike(c) => c.build(cx),
+            StageConfig::Ratio(c) => c.build(cx, &services.name_caches()),
             StageConfig::Dedupe(c) => c.build(cx),
             StageConfig::Cooldown(c) => c.build(cx),
             StageConfig::Flatline(c) => c.build(cx),

@@ -102,6 +102,15 @@ fn the_detection_examples_pass() {
         "back inside the bounds resolves the episode",
         "a host quiet for five minutes fires once from a tick and resolves when it is back",
         "a host that keeps reporting never fires",
+        "counts of 10, 10 and 20 per window make one up-spike",
+        "counts of 10, 10 and 0 make one down-spike, raised from ticks",
+        "a constant rate makes no spike either way",
+        "a reference of 10 under min_reference 11 makes no spike",
+        "flows that arrive five minutes after their time are no drop",
+        "3 of 4 flows blocked is a share of 0.75 and alerts",
+        "3 of 3 flows blocked are fewer than min_count and do not alert",
+        "the share falling under the threshold resolves the episode",
+        "blocked flows leave the window as it slides",
     ] {
         assert!(
             stdout.contains(&format!("ok    {case}")),

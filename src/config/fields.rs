@@ -64,6 +64,8 @@ impl Shapes<'_> {
                 | StageConfig::Bandwidth(_)
                 | StageConfig::Metric(_)
                 | StageConfig::DistinctCount(_)
+                | StageConfig::Spike(_)
+                | StageConfig::Ratio(_)
                 | StageConfig::Flatline(_) => Shape::Known(BTreeSet::from([catalogue::ALERT.kind])),
                 StageConfig::TopN(_) => input.with(catalogue::ALERT.kind),
                 StageConfig::Script(_) => Shape::Unknown,
@@ -136,6 +138,16 @@ fn paths_of(stage: &StageConfig) -> Vec<(String, &str, bool)> {
                 }
                 crate::stages::distinct_count::FieldSpec::Tuple(fs) => list(&mut out, "field", fs),
             }
+            list(&mut out, "group_by", &c.group_by);
+        }
+        StageConfig::Spike(c) => {
+            if let crate::stages::spike::Measure::Sum(field) = &c.measure {
+                out.push(("/measure/sum".into(), field, false));
+            }
+            list(&mut out, "group_by", &c.group_by);
+        }
+        StageConfig::Ratio(c) => {
+            conditions(&mut out, &["match"], &c.match_);
             list(&mut out, "group_by", &c.group_by);
         }
         StageConfig::Flatline(c) => list(&mut out, "group_by", &c.group_by),

@@ -157,22 +157,24 @@ pub fn shaped_alert(
         }
     }
     let base = sample_alert();
-    let none = serde_json::Map::new;
-    let (templates, threshold, unit, group_by, fields) =
+    // (templates, threshold, unit, group_by, and for a stage whose value is not a multiple
+    // of its threshold or whose alerts carry values of their own: value and fields)
+    type Example = Option<(f64, serde_json::Map<String, serde_json::Value>)>;
+    let (templates, threshold, unit, group_by, example): (_, _, _, _, Example) =
         upstream.iter().find_map(|(name, stage)| match stage {
             StageConfig::WindowCount(c) => c
                 .alert_templates(&pipeline.name, name)
-                .map(|t| (t, c.threshold, None, c.group_by.clone(), none())),
+                .map(|t| (t, c.threshold, None, c.group_by.clone(), None)),
             StageConfig::Bandwidth(c) => c
                 .alert_templates(&pipeline.name, name)
-                .map(|(t, u)| (t, c.threshold, Some(u), c.group_by.clone(), none())),
+                .map(|(t, u)| (t, c.threshold, Some(u), c.group_by.clone(), None)),
             StageConfig::Metric(c) => c.alert_templates(&pipeline.name, name).map(|t| {
                 (
                     t,
                     c.above.or(c.below).unwrap_or_default(),
                     None,
                     c.group_by.clone(),
-                    none(),
+                    None,
                 )
             }),
             StageConfig::DistinctCount(c) => c.alert_templates(&pipeline.name, name).map(|t| {
@@ -181,12 +183,32 @@ pub fn shaped_alert(
                     c.threshold,
                     None,
                     c.group_by.clone(),
-                    c.example_fields(&[]),
+                    Some((c.threshold.max(1.0) * 3.0, c.example_fields(&[]))),
+                )
+            }),
+            StageConfig::Spike(c) => c.alert_templates(&pipeline.name, name).map(|t| {
+                let (value, threshold, fields) = c.example_report();
+                (
+                    t,
+                    threshold,
+                    None,
+                    c.group_by.clone(),
+                    Some((value, fields)),
+                )
+            }),
+            StageConfig::Ratio(c) => c.alert_templates(&pipeline.name, name).map(|t| {
+                let (value, threshold, fields) = c.example_report();
+                (
+                    t,
+                    threshold,
+                    None,
+                    c.group_by.clone(),
+                    Some((value, fields)),
                 )
             }),
             StageConfig::Flatline(c) => c
                 .alert_templates(&pipeline.name, name)
-                .map(|t| (t, base.threshold, None, c.group_by.clone(), none())),
+                .map(|t| (t, base.threshold, None, c.group_by.clone(), None)),
             _ => None,
         })?;
     // The pipeline's own example events: the inputs of its first test case.
@@ -224,10 +246,10 @@ pub fn shaped_alert(
             })
         })
         .collect();
-    let value = threshold.max(1.0) * 3.0;
+    let (value, fields) = example.unwrap_or_else(|| (threshold.max(1.0) * 3.0, Default::default()));
     // A distinct count lists the values of its field in the examples.
     let fields = match upstream.iter().find_map(|(_, stage)| match stage {
-        StageConfig::DistinctCount(c) if !fields.is_empty() => Some(c),
+        StageConfig::DistinctCount(c) => Some(c),
         _ => None,
     }) {
         Some(c) => {

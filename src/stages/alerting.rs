@@ -24,7 +24,9 @@ use crate::time::Duration;
 /// values by path: `{{group.src.ip}}`), `group_key`, `value`, `threshold`, `unit`,
 /// `estimate`, `window.start`, `window.end`, `window.length`, `status` (`firing` or
 /// `resolved`), `first_seen`, `last_seen`, `updates`, `fields` (what the stage adds, e.g.
-/// `distinct_count`'s `fields.distinct_values`), `pipeline`, `stage` and `severity`.
+/// `distinct_count`'s `fields.distinct_values`), `pipeline`, `stage` and `severity`; a
+/// stage's own values are variables by themselves too where no common one has the name
+/// (`spike`: `direction`, `reference`; `ratio`: `matched`, `total`).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertConfig {
@@ -41,14 +43,15 @@ pub struct AlertConfig {
     /// snapshot). Default: 5.
     #[serde(default = "default_samples")]
     pub samples: usize,
-    /// `window_count`, `bandwidth` and `distinct_count` only. `episode` (default): one
-    /// alert per key while it stays at or over the threshold — `firing` at the first
-    /// crossing, updated in place, `resolved` when the window falls below the threshold.
-    /// `each_crossing`: an alert at every crossing, the key's window starting again empty
-    /// after each (ElastAlert's frequency rule; on busy traffic it fires again and again).
+    /// `window_count`, `bandwidth`, `distinct_count`, `metric` and `ratio` only. `episode`
+    /// (default): one alert per key while its condition holds — `firing` at the first
+    /// crossing, updated in place, `resolved` when it no longer holds. `each_crossing`: an
+    /// alert at every crossing, the key's window starting again empty after each
+    /// (ElastAlert's frequency rule; on busy traffic it fires again and again).
     #[serde(default)]
     pub mode: AlertMode,
-    /// `window_count`, `bandwidth` and `distinct_count` in `episode` mode: an episode
+    /// `window_count`, `bandwidth`, `distinct_count`, `metric` and `ratio` in `episode`
+    /// mode: an episode
     /// whose key had no event for this long (engine time) is resolved even if its window,
     /// measured in event time, still holds enough. Default: the stage's `window`.
     #[serde(default)]
@@ -76,7 +79,7 @@ impl AlertConfig {
                 "/alert/mode",
                 codes::INVALID_VALUE,
                 format!(
-                    "`alert.mode` applies to window_count, bandwidth and distinct_count, not to {kind}"
+                    "`alert.mode` applies to window_count, bandwidth, distinct_count, metric and ratio, not to {kind}"
                 ),
             );
         }
@@ -85,7 +88,7 @@ impl AlertConfig {
                 "/alert/resolve_after",
                 codes::INVALID_VALUE,
                 format!(
-                    "`alert.resolve_after` applies to window_count, bandwidth and distinct_count, not to {kind}"
+                    "`alert.resolve_after` applies to window_count, bandwidth, distinct_count, metric and ratio, not to {kind}"
                 ),
             );
         }
@@ -153,7 +156,8 @@ pub struct Finding {
     pub updates: u64,
     /// Whether the finding is an episode (closed later by a `resolved` report).
     pub episode: bool,
-    /// What the stage adds to the alert's `fields` (templates see them as `fields`).
+    /// What the stage adds to the alert's `fields`; templates see them as `fields` and,
+    /// where no common variable has the name, by themselves (`spike`: `direction`).
     pub fields: serde_json::Map<String, Value>,
 }
 
@@ -248,46 +252,19 @@ impl AlertTemplates {
         unit: Option<&str>,
         p: &mut Problems,
     ) {
-        let fields = serde_json::Map::new();
-        Self::check_sample(
-            cfg,
-            default_title,
-            default_summary,
-            group_by,
-            unit,
-            fields,
-            p,
-        );
+        let defaults = (default_title, default_summary);
+        Self::check_with_fields(cfg, defaults, group_by, unit, &serde_json::Map::new(), p);
     }
 
-    /// [`AlertTemplates::check`] for a stage whose alerts carry `fields` (shaped like
-    /// `example`), so a template can be checked to render them.
+    /// [`AlertTemplates::check_with_unit`] for a stage whose alerts carry values of their
+    /// own (`fields`: example values, e.g. `{"direction": "up", "reference": 10}`), so a
+    /// template may use them and one that misspells them is an error.
     pub fn check_with_fields(
         cfg: &AlertConfig,
-        default_title: &str,
-        default_summary: &str,
-        group_by: &[String],
-        example: serde_json::Map<String, Value>,
-        p: &mut Problems,
-    ) {
-        Self::check_sample(
-            cfg,
-            default_title,
-            default_summary,
-            group_by,
-            None,
-            example,
-            p,
-        );
-    }
-
-    fn check_sample(
-        cfg: &AlertConfig,
-        default_title: &str,
-        default_summary: &str,
+        (default_title, default_summary): (&str, &str),
         group_by: &[String],
         unit: Option<&str>,
-        fields: serde_json::Map<String, Value>,
+        fields: &serde_json::Map<String, Value>,
         p: &mut Problems,
     ) {
         if cfg.samples > MAX_SAMPLES {
@@ -320,7 +297,7 @@ impl AlertTemplates {
         let cx = t.context(&Finding {
             unit: Some(unit.unwrap_or("unit").into()),
             estimate: Some(LOWER_BOUND.into()),
-            fields,
+            fields: fields.clone(),
             ..Finding::once(
                 group,
                 1.0,
@@ -335,7 +312,7 @@ impl AlertTemplates {
         });
         for (name, pointer) in [(TITLE, "/alert/title"), (SUMMARY, "/alert/summary")] {
             if let Err(e) = t.registry.render(name, &cx) {
-                p.error(pointer, codes::INVALID_VALUE, render_error(&e));
+                p.error(pointer, codes::INVALID_VALUE, render_error(&e, fields));
             }
         }
     }
@@ -343,7 +320,7 @@ impl AlertTemplates {
     /// The values templates see.
     pub fn context(&self, f: &Finding) -> Value {
         let length = (f.window.end - f.window.start).to_std().unwrap_or_default();
-        json!({
+        let mut cx = json!({
             "pipeline": &*self.pipeline,
             "stage": &*self.stage,
             "severity": self.severity.as_str(),
@@ -363,7 +340,19 @@ impl AlertTemplates {
                 "end": f.window.end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 "length": humantime::format_duration(std::time::Duration::from_secs(length.as_secs())).to_string(),
             },
-        })
+        });
+        if let Value::Object(common) = &mut cx {
+            for (name, v) in &f.fields {
+                if !common.contains_key(name) {
+                    let v = match v {
+                        Value::Number(n) => n.as_f64().map_or_else(|| v.clone(), round),
+                        _ => v.clone(),
+                    };
+                    common.insert(name.clone(), v);
+                }
+            }
+        }
+        cx
     }
 
     /// Makes the alert for `f`. A template that fails to render (a value the check could
@@ -373,7 +362,7 @@ impl AlertTemplates {
         let render = |name: &str| match self.registry.render(name, &cx) {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(stage = %self.stage, template = name, error = %render_error(&e), "alert template failed");
+                tracing::warn!(stage = %self.stage, template = name, error = %render_error(&e, &f.fields), "alert template failed");
                 self.registry
                     .get_template(name)
                     .and_then(|t| t.name.clone())
@@ -442,10 +431,11 @@ fn template_error(e: &handlebars::TemplateError) -> String {
     )
 }
 
-fn render_error(e: &handlebars::RenderError) -> String {
+fn render_error(e: &handlebars::RenderError, fields: &serde_json::Map<String, Value>) -> String {
     let reason = crate::diagnostic::template::render_reason(e);
+    let own: String = fields.keys().map(|k| format!(", {k}")).collect();
     format!(
-        "this template does not render: {reason} (variables: group.<path>, group_key, value, threshold, unit, estimate, window.start, window.end, window.length, first_seen, last_seen, updates, fields, pipeline, stage, severity, status)"
+        "this template does not render: {reason} (variables: group.<path>, group_key, value, threshold, unit, estimate, window.start, window.end, window.length, first_seen, last_seen, updates, fields, pipeline, stage, severity, status{own})"
     )
 }
 

@@ -1,7 +1,7 @@
 //! Alert episodes: one alert per rule and group key while its condition holds.
 //!
-//! A detection stage (`window_count`, `bandwidth`) keeps, beside each key's window, the
-//! key's open [`Episode`]. The first time the window reaches the threshold the episode
+//! A detection stage (`window_count`, `bandwidth`, `metric`, `ratio`, `spike`) keeps,
+//! beside each key's window, the key's open [`Episode`]. The first time the window reaches the threshold the episode
 //! opens and a `firing` alert is reported; while the window stays at or over the
 //! threshold the episode is updated in place (its newest time, its count of updates, its
 //! samples up to the limit) — no alert is made, nothing is serialised or written; when
@@ -14,7 +14,14 @@
 //! history and the sinks' view of it current without a report per event.
 //!
 //! [`Reporter`] holds what every report needs (templates, threshold, unit) and drives the
-//! transitions over any window type that implements [`EpisodeWindow`].
+//! transitions over any window type that implements [`EpisodeWindow`]: on events
+//! ([`Reporter::after_event`], [`Reporter::before_event`]) and ticks
+//! ([`Reporter::on_tick`]) for a window whose condition changes only as events come and
+//! go. A stage whose condition also moves with time alone (`spike`: a drop to silence)
+//! drives the steps itself — [`Reporter::open`], [`Reporter::update`],
+//! [`Reporter::close`], [`Reporter::report_changed`] — and its window may state a
+//! threshold and values of its own ([`EpisodeWindow::report_threshold`],
+//! [`EpisodeWindow::fields`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -87,7 +94,9 @@ pub trait EpisodeWindow {
     /// Whether the total is an estimate, and of what kind
     /// ([`super::alerting::LOWER_BOUND`], [`super::alerting::APPROXIMATE`]).
     fn estimate(&self) -> Option<&'static str>;
-    /// What the window adds to its alerts' `fields` (none unless it says).
+    /// What the window adds to its alerts' `fields` (template variables too: `fields.x`,
+    /// and `x` where no common variable has the name), e.g. `ratio`'s `matched` and
+    /// `total`. None by default.
     fn alert_fields(&self) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Map::new()
     }
@@ -104,6 +113,26 @@ pub trait EpisodeWindow {
         threshold: f64,
         window: chrono::Duration,
     ) -> Option<Timestamp>;
+    /// The threshold a report of the window states, given the stage's: the stage's own,
+    /// unless the window's condition sets one that moves (`spike`: the reference × its
+    /// ratio).
+    fn report_threshold(&self, stage: f64) -> f64 {
+        stage
+    }
+}
+
+/// A window measured for a report: what the alert states.
+#[derive(Debug, Clone)]
+pub struct Measure {
+    /// The value, in the window's base unit.
+    pub value: f64,
+    /// The threshold it is measured against, in the same unit.
+    pub threshold: f64,
+    /// Whether the value is an estimate, and of what kind
+    /// ([`super::alerting::LOWER_BOUND`], [`super::alerting::APPROXIMATE`]).
+    pub estimate: Option<&'static str>,
+    /// The stage's own values ([`EpisodeWindow::alert_fields`]).
+    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Implements [`EpisodeWindow`] for a window type with the fields `episode`, `sum`,
@@ -203,21 +232,19 @@ pub struct Reporter {
     pub history_interval: chrono::Duration,
 }
 
-/// What a report says of a window: its total, whether that is an estimate, its fields.
-struct Measured {
-    total: f64,
-    estimate: Option<&'static str>,
-    fields: serde_json::Map<String, serde_json::Value>,
-}
-
-impl Measured {
-    fn of<W: EpisodeWindow>(w: &W) -> Measured {
-        Measured {
-            total: w.total(),
-            estimate: w.estimate(),
-            fields: w.alert_fields(),
-        }
-    }
+/// What opening an episode needs besides the window (see [`Reporter::open`]).
+#[derive(Debug)]
+pub struct Opening<'a> {
+    /// The end of the window measured: `(end − window, end]`.
+    pub end: Timestamp,
+    /// Event time at which the condition began to hold.
+    pub first_seen: Timestamp,
+    /// Engine time.
+    pub now: Timestamp,
+    /// The key's group.
+    pub group: Group,
+    /// The event with which it began to hold, if one did (not a tick).
+    pub opener: Option<&'a Event>,
 }
 
 /// A stage's open episodes (the keys that have one) and its counters.
@@ -243,22 +270,25 @@ pub struct EpisodeCounts {
 }
 
 impl Reporter {
+    /// What a report of `w` states now.
+    pub fn measure<W: EpisodeWindow>(&self, w: &W) -> Measure {
+        Measure {
+            value: w.total(),
+            threshold: w.report_threshold(self.threshold),
+            estimate: w.estimate(),
+            fields: w.alert_fields(),
+        }
+    }
+
     /// The alert of a report on `w`'s episode, measured over `(end − window, end]`.
-    fn report(
-        &self,
-        ep: &Episode,
-        measured: Measured,
-        end: Timestamp,
-        status: AlertStatus,
-    ) -> Arc<Event> {
+    fn report(&self, ep: &Episode, m: Measure, end: Timestamp, status: AlertStatus) -> Arc<Event> {
         let alert = self.templates.alert(Finding {
             id: Some(ep.id.clone()),
             group: stage_state::load_group(ep.group.clone()),
-            value: measured.total / self.scale,
-            threshold: self.threshold / self.scale,
+            value: m.value / self.scale,
+            threshold: m.threshold / self.scale,
             unit: self.unit.clone(),
-            estimate: measured.estimate.map(str::to_string),
-            fields: measured.fields,
+            estimate: m.estimate.map(str::to_string),
             window: AlertWindow {
                 start: super::window::minus(end, self.window),
                 end,
@@ -269,20 +299,22 @@ impl Reporter {
             last_seen: ep.last_seen,
             updates: ep.updates,
             episode: true,
+            fields: m.fields,
         });
         self.templates.event(alert)
     }
 
-    /// The one-off alert of an `each_crossing` window that fired.
-    fn once(&self, fired: super::window::Fired, group: Group) -> Arc<Event> {
+    /// The one-off alert of an `each_crossing` window that fired (`m`: measured just
+    /// before it did).
+    fn once(&self, fired: super::window::Fired, m: Measure, group: Group) -> Arc<Event> {
         let alert = self.templates.alert(Finding {
             unit: self.unit.clone(),
             estimate: fired.estimate.map(str::to_string),
-            fields: fired.fields,
+            fields: m.fields,
             ..Finding::once(
                 group,
                 fired.sum / self.scale,
-                self.threshold / self.scale,
+                m.threshold / self.scale,
                 fired.window,
                 fired.samples,
                 AlertStatus::Firing,
@@ -305,67 +337,104 @@ impl Reporter {
     ) {
         if self.mode == AlertMode::EachCrossing {
             if w.reached(self.threshold) {
+                let m = self.measure(w);
                 let fired = w.fire(self.window);
-                out.push(self.once(fired, group()));
+                out.push(self.once(fired, m, group()));
             }
             return;
         }
         let t = event.meta.time;
-        let now = event.meta.ingest;
         let over = w.reached(self.threshold);
-        let samples = self.templates.samples;
-        match (w.episode_mut(), over) {
-            (Some(ep), true) => {
-                ep.last_seen = ep.last_seen.max(t);
-                ep.updates += 1;
-                ep.dirty = true;
-                ep.arrived_at = ep.arrived_at.max(now);
-                if ep.samples.len() < samples {
-                    let s = Sample::of(event);
-                    if !ep.samples.contains(&s) {
-                        let at = ep.samples.partition_point(|x| x.time <= s.time);
-                        ep.samples.insert(at, s);
-                    }
-                }
-                book.counts.updated += 1;
-            }
-            (None, true) => {
+        match (w.episode().is_some(), over) {
+            (true, true) => self.update(w, event, book),
+            (false, true) => {
                 let end = w.newest().unwrap_or(t);
-                let window = AlertWindow {
-                    start: super::window::minus(end, self.window),
+                let opening = Opening {
                     end,
-                };
-                let ep = Episode {
-                    id: self.templates.alert_id(key, &window),
-                    group: stage_state::save_group(&group()),
                     first_seen: t,
-                    last_seen: t,
-                    updates: 0,
-                    dirty: false,
-                    reported_at: now,
-                    arrived_at: now,
-                    samples: {
-                        let mut kept = w.samples(samples);
-                        // The window kept none (the stage's sample budget was spent): the
-                        // event that opened the episode, at least.
-                        if kept.is_empty() && samples > 0 {
-                            kept.push(Sample::of(event));
-                        }
-                        kept
-                    },
+                    now: event.meta.ingest,
+                    group: group(),
+                    opener: Some(event),
                 };
-                let measured = Measured::of(w);
-                out.push(self.report(&ep, measured, end, AlertStatus::Firing));
-                *w.episode_mut() = Some(Box::new(ep));
-                book.open.insert(key.to_string());
-                book.counts.opened += 1;
+                self.open(key, w, opening, book, out);
             }
-            (Some(_), false) => {
+            (true, false) => {
                 let end = w.newest().unwrap_or(t);
                 self.close(key, w, end, book, out);
             }
-            (None, false) => {}
+            (false, false) => {}
         }
+    }
+
+    /// Opens `w`'s episode (it has none): a `firing` report measured over
+    /// `(end − window, end]`, its samples those `w` keeps (at least the event that opened
+    /// it, when there is one).
+    pub fn open<W: EpisodeWindow>(
+        &self,
+        key: &str,
+        w: &mut W,
+        opening: Opening<'_>,
+        book: &mut Book,
+        out: &mut Vec<Arc<Event>>,
+    ) {
+        let Opening {
+            end,
+            first_seen,
+            now,
+            group,
+            opener,
+        } = opening;
+        let window = AlertWindow {
+            start: super::window::minus(end, self.window),
+            end,
+        };
+        let samples = self.templates.samples;
+        let ep = Episode {
+            id: self.templates.alert_id(key, &window),
+            group: stage_state::save_group(&group),
+            first_seen,
+            last_seen: first_seen,
+            updates: 0,
+            dirty: false,
+            reported_at: now,
+            arrived_at: now,
+            samples: {
+                let mut kept = w.samples(samples);
+                // The window kept none (the stage's sample budget was spent): the event
+                // that opened the episode, at least.
+                if let Some(e) = opener
+                    && kept.is_empty()
+                    && samples > 0
+                {
+                    kept.push(Sample::of(e));
+                }
+                kept
+            },
+        };
+        out.push(self.report(&ep, self.measure(w), end, AlertStatus::Firing));
+        *w.episode_mut() = Some(Box::new(ep));
+        book.open.insert(key.to_string());
+        book.counts.opened += 1;
+    }
+
+    /// `event` counted in `w` while its episode is open and its condition holds: the
+    /// episode is updated in place (newest time, updates, samples up to the limit); no
+    /// report is made.
+    pub fn update<W: EpisodeWindow>(&self, w: &mut W, event: &Event, book: &mut Book) {
+        let samples = self.templates.samples;
+        let Some(ep) = w.episode_mut() else { return };
+        ep.last_seen = ep.last_seen.max(event.meta.time);
+        ep.updates += 1;
+        ep.dirty = true;
+        ep.arrived_at = ep.arrived_at.max(event.meta.ingest);
+        if ep.samples.len() < samples {
+            let s = Sample::of(event);
+            if !ep.samples.contains(&s) {
+                let at = ep.samples.partition_point(|x| x.time <= s.time);
+                ep.samples.insert(at, s);
+            }
+        }
+        book.counts.updated += 1;
     }
 
     /// Before an event at `t` is added to `w`: closes the key's episode if its window
@@ -390,7 +459,7 @@ impl Reporter {
     }
 
     /// Closes `w`'s episode with a `resolved` report measured at `end`.
-    fn close<W: EpisodeWindow>(
+    pub fn close<W: EpisodeWindow>(
         &self,
         key: &str,
         w: &mut W,
@@ -398,12 +467,37 @@ impl Reporter {
         book: &mut Book,
         out: &mut Vec<Arc<Event>>,
     ) {
-        let measured = Measured::of(w);
+        let m = self.measure(w);
         if let Some(ep) = w.episode_mut().take() {
-            out.push(self.report(&ep, measured, end, AlertStatus::Resolved));
+            out.push(self.report(&ep, m, end, AlertStatus::Resolved));
             book.counts.resolved += 1;
         }
         book.open.remove(key);
+    }
+
+    /// Reports `w`'s open episode again, measured at `end`, if it changed since its last
+    /// report and that is `history_interval` old at engine time `now`.
+    pub fn report_changed<W: EpisodeWindow>(
+        &self,
+        w: &mut W,
+        end: Timestamp,
+        now: Timestamp,
+        book: &mut Book,
+        out: &mut Vec<Arc<Event>>,
+    ) {
+        let due = w
+            .episode()
+            .is_some_and(|ep| ep.dirty && now - ep.reported_at >= self.history_interval);
+        if !due {
+            return;
+        }
+        let m = self.measure(w);
+        if let Some(ep) = w.episode_mut() {
+            ep.dirty = false;
+            ep.reported_at = now;
+            out.push(self.report(ep, m, end, AlertStatus::Firing));
+            book.counts.reported += 1;
+        }
     }
 
     /// A tick at engine time `now` with the stage's event-time `cutoff` (watermark −
@@ -445,19 +539,7 @@ impl Reporter {
                 self.close(&key, w, end, book, out);
                 continue;
             }
-            let due = w
-                .episode()
-                .is_some_and(|ep| ep.dirty && now - ep.reported_at >= self.history_interval);
-            if !due {
-                continue;
-            }
-            let measured = Measured::of(w);
-            if let Some(ep) = w.episode_mut() {
-                ep.dirty = false;
-                ep.reported_at = now;
-                out.push(self.report(ep, measured, end, AlertStatus::Firing));
-                book.counts.reported += 1;
-            }
+            self.report_changed(w, end, now, book, out);
         }
     }
 

@@ -111,8 +111,6 @@ pub struct Fired {
     /// Whether the sum is an estimate, and of what kind (see
     /// [`super::episode::EpisodeWindow::estimate`]).
     pub estimate: Option<&'static str>,
-    /// What the window adds to the alert's `fields`.
-    pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A window's entries in time order. Most keys hold one (one event, or events at one
@@ -512,7 +510,6 @@ impl KeyWindow {
             window: AlertWindow { start, end },
             samples: self.samples.take(),
             estimate: (self.estimates > 0).then_some(super::alerting::LOWER_BOUND),
-            fields: serde_json::Map::new(),
         };
         self.entries = Entries::Empty;
         self.sum = 0.0;

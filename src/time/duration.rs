@@ -77,6 +77,11 @@ impl Duration {
     pub fn is_positive(&self) -> bool {
         !self.negative && !self.inner.is_zero()
     }
+
+    /// Whether it was written negative (and is not zero).
+    pub fn is_negative(&self) -> bool {
+        self.negative && !self.inner.is_zero()
+    }
 }
 
 impl fmt::Debug for Duration {

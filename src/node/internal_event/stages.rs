@@ -216,6 +216,32 @@ impl InternalEvent for ValueDroppedEarly<'_> {
     }
 }
 
+/// A key's window holds more distinct event times than it may (`spike`, `ratio`): its
+/// points were merged into coarser slots. Nothing is dropped — every event still counts
+/// — but merged events leave their window a little later. The stage's first is a
+/// warning, the later ones are logged at `debug`.
+#[derive(Debug)]
+pub struct PointsCoarsened<'a> {
+    /// The stage.
+    pub stage: &'a str,
+    /// The group key.
+    pub key: &'a str,
+    /// How many points were merged away.
+    pub merged: usize,
+    /// Whether it is the stage's first.
+    pub first: bool,
+}
+
+impl InternalEvent for PointsCoarsened<'_> {
+    fn emit(self, _counters: &NodeCounters) {
+        if self.first {
+            tracing::warn!(stage = %self.stage, key = %self.key, merged = self.merged, "a key's window holds more distinct event times than it may: its times are merged into coarser slots (every event still counts; counted as `coarsened` in the stage's state)");
+        } else {
+            tracing::debug!(stage = %self.stage, key = %self.key, merged = self.merged, "window times coarsened");
+        }
+    }
+}
+
 /// `top_n` holds `max_events` events: the oldest is dropped from its tables. The
 /// node's first is a warning, the later ones are logged at `debug`.
 #[derive(Debug)]

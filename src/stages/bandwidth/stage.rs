@@ -208,7 +208,6 @@ impl RateWindow {
             },
             samples: self.samples.take(),
             estimate: (self.estimates > 0).then_some(crate::stages::alerting::LOWER_BOUND),
-            fields: serde_json::Map::new(),
         };
         self.flows.clear();
         self.order.clear();

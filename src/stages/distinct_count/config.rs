@@ -289,10 +289,10 @@ impl DistinctCountConfig {
         GroupBy::check(&self.group_by, "/group_by", p);
         AlertTemplates::check_with_fields(
             &self.alert,
-            &self.default_title(),
-            &self.default_summary(),
+            (&self.default_title(), &self.default_summary()),
             &self.group_by,
-            self.example_fields(&[]),
+            None,
+            &self.example_fields(&[]),
             p,
         );
     }

@@ -190,7 +190,6 @@ impl DistinctWindow {
             window: AlertWindow { start, end },
             samples: self.samples.take(),
             estimate: self.estimated().then_some(APPROXIMATE),
-            fields: self.fields(),
         };
         self.exact.clear();
         self.sketch = None;

@@ -233,6 +233,26 @@ impl CompiledFilter {
         }
     }
 
+    /// Compiles one group of conditions that must all hold — a filter's `match` alone —
+    /// for a stage that tests events with the filter's condition language (`ratio`'s
+    /// `match`). `prefix` is the group's JSON pointer within that stage's config, as
+    /// segments (`["match"]`); every problem found is returned, pointed there.
+    pub fn conditions(
+        conds: &Conditions,
+        prefix: &[&str],
+    ) -> Result<CompiledFilter, Vec<CompileError>> {
+        let mut errors = Vec::new();
+        let all = compile_group(conds, prefix, &mut errors);
+        if errors.is_empty() {
+            Ok(CompiledFilter {
+                all,
+                ..CompiledFilter::default()
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
     /// Gives every `ip_list:Name` operand the name caches to look the list up in.
     pub fn resolve_ip_lists(&mut self, caches: &[Arc<NameCache>]) {
         let caches: Arc<[Arc<NameCache>]> = caches.into();

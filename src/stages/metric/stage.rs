@@ -202,7 +202,6 @@ impl EpisodeWindow for MetricWindow {
             window: AlertWindow { start, end },
             samples: self.samples.take(),
             estimate: self.estimate(),
-            fields: self.alert_fields(),
         };
         self.values.clear();
         self.early = None;
