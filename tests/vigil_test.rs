@@ -194,6 +194,7 @@ fn the_shipped_pipelines_pass_their_own_cases() {
         "blocked-traffic",
         "admin-ports",
         "port-scan",
+        "traffic-spike",
         "exfiltration",
         "policy-changes",
         "pce-health",

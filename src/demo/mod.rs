@@ -56,6 +56,10 @@ pub const SHIPPED_PIPELINES: &[(&str, &str)] = &[
         include_str!("../../pipelines/port-scan.yaml"),
     ),
     (
+        "traffic-spike.yaml",
+        include_str!("../../pipelines/traffic-spike.yaml"),
+    ),
+    (
         "ven-offline.yaml",
         include_str!("../../pipelines/ven-offline.yaml"),
     ),
