@@ -496,7 +496,11 @@ impl Tape {
         match self.reach(path) {
             Reach::Absent => false,
             Reach::Node(_) => true,
-            Reach::Patch(_) | Reach::General => self.has(&path.segments),
+            Reach::Patch(i) => match self.in_patch(i, &path.segments) {
+                Some((v, rest)) => super::first(v, rest).is_some(),
+                None => self.has(&path.segments),
+            },
+            Reach::General => self.has(&path.segments),
         }
     }
 
