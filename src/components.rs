@@ -93,6 +93,9 @@ pub enum StageConfig {
     /// Counts the distinct values of a field per group in a sliding window (exact, then
     /// HyperLogLog); alerts at a threshold.
     DistinctCount(stages::distinct_count::DistinctCountConfig),
+    /// Alerts the first time a value (or a tuple of values) is seen per group, after a
+    /// learn period.
+    NewTerm(stages::new_term::NewTermConfig),
     /// Drops repeats of an event or alert within a window.
     Dedupe(stages::dedupe::DedupeConfig),
     /// Realert per key: after one passes, the same key is quiet for a period.
@@ -191,6 +194,7 @@ impl StageConfig {
             StageConfig::Bandwidth(_) => "bandwidth",
             StageConfig::Metric(_) => "metric",
             StageConfig::DistinctCount(_) => "distinct_count",
+            StageConfig::NewTerm(_) => "new_term",
             StageConfig::Dedupe(_) => "dedupe",
             StageConfig::Cooldown(_) => "cooldown",
             StageConfig::Flatline(_) => "flatline",
@@ -207,6 +211,7 @@ impl StageConfig {
             StageConfig::Bandwidth(c) => &c.inputs,
             StageConfig::Metric(c) => &c.inputs,
             StageConfig::DistinctCount(c) => &c.inputs,
+            StageConfig::NewTerm(c) => &c.inputs,
             StageConfig::Dedupe(c) => &c.inputs,
             StageConfig::Cooldown(c) => &c.inputs,
             StageConfig::Flatline(c) => &c.inputs,
@@ -222,6 +227,7 @@ impl StageConfig {
             StageConfig::Bandwidth(c) => &c.group_by,
             StageConfig::Metric(c) => &c.group_by,
             StageConfig::DistinctCount(c) => &c.group_by,
+            StageConfig::NewTerm(c) => &c.group_by,
             StageConfig::Flatline(c) => &c.group_by,
             StageConfig::Filter(_)
             | StageConfig::Dedupe(_)
@@ -239,6 +245,7 @@ impl StageConfig {
             StageConfig::Bandwidth(c) => c.check(p),
             StageConfig::Metric(c) => c.check(p),
             StageConfig::DistinctCount(c) => c.check(p),
+            StageConfig::NewTerm(c) => c.check(p),
             StageConfig::Dedupe(c) => c.check(p),
             StageConfig::Cooldown(c) => c.check(p),
             StageConfig::Flatline(c) => c.check(p),
@@ -259,6 +266,7 @@ impl StageConfig {
             StageConfig::Bandwidth(c) => c.build(cx),
             StageConfig::Metric(c) => c.build(cx),
             StageConfig::DistinctCount(c) => c.build(cx),
+            StageConfig::NewTerm(c) => c.build(cx),
             StageConfig::Dedupe(c) => c.build(cx),
             StageConfig::Cooldown(c) => c.build(cx),
             StageConfig::Flatline(c) => c.build(cx),

@@ -184,6 +184,9 @@ pub fn shaped_alert(
                     c.example_fields(&[]),
                 )
             }),
+            StageConfig::NewTerm(c) => c
+                .alert_templates(&pipeline.name, name)
+                .map(|t| (t, 1.0, None, c.group_by.clone(), c.example_fields(&[]))),
             StageConfig::Flatline(c) => c
                 .alert_templates(&pipeline.name, name)
                 .map(|t| (t, base.threshold, None, c.group_by.clone(), none())),
@@ -238,6 +241,15 @@ pub fn shaped_alert(
             fields
         }
         None => fields,
+    };
+    // A new term is one value: the first the examples hold.
+    let new_term = upstream.iter().find_map(|(_, stage)| match stage {
+        StageConfig::NewTerm(c) if fields.contains_key("term") => Some(c),
+        _ => None,
+    });
+    let (value, fields) = match new_term {
+        Some(c) => (1.0, c.example_fields(&records)),
+        None => (value, fields),
     };
     let finding = Finding {
         unit: unit.map(str::to_string),
