@@ -259,15 +259,20 @@ impl NewTermStage {
             .emit(&counters);
             rejected.write(&r);
         };
+        let source = self.id.clone();
         let counts = read_records(
             path,
+            &source,
+            now,
             |record| {
                 summary.records += 1;
                 let time = match time_field {
-                    Some(f) => f.first(record).and_then(crate::event::time_from_value),
-                    None => crate::event::record_time(record),
-                }
-                .unwrap_or(now);
+                    Some(f) => f
+                        .first_in(record)
+                        .and_then(|v| crate::event::time_from_field(&v))
+                        .unwrap_or(now),
+                    None => record.meta.time,
+                };
                 match self.learn_record(record, time) {
                     Some(true) => summary.learned += 1,
                     Some(false) => {}
@@ -300,7 +305,7 @@ impl NewTermStage {
 
     /// Learns the value of a warm-up record seen at `time`: `Some(true)` if it was new,
     /// `None` if the record has no value.
-    fn learn_record(&mut self, record: &Value, time: Timestamp) -> Option<bool> {
+    fn learn_record(&mut self, record: &Event, time: Timestamp) -> Option<bool> {
         let h = self
             .hasher
             .value_of(&self.field, record, &mut self.value_buf)?;

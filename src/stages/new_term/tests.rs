@@ -222,6 +222,37 @@ fn a_value_seen_in_warm_up_does_not_alert() {
     );
 }
 
+/// Warm-up records count as seen at their own time (`time_field`, else `timestamp`,
+/// `time` or `@timestamp`, else when the stage is built): one older than `forget_after`
+/// is forgotten already. A JSON array works as JSON lines do.
+#[test]
+fn warm_up_records_count_as_seen_at_their_own_time() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("history.json"),
+        r#"[
+          {"a": "x", "b": 1, "seen": "2025-01-01T00:00:00Z", "timestamp": "2025-12-31T00:00:00Z"},
+          {"a": "y", "b": 1},
+          {"a": "z", "b": 1, "seen": 1767139200}
+        ]"#,
+    )
+    .unwrap();
+    let c = cfg(json!({
+        "learn": "0s",
+        "forget_after": "30d",
+        "warm_up": {"file": "history.json", "time_field": "seen"}
+    }));
+    let mut s = c.build(&context(dir.path(), false)).unwrap();
+    let mut out = Vec::new();
+    // x was seen a year ago (its `timestamp` is not the field named): forgotten.
+    s.process(ev(pair("x", "1"), 0), &mut out);
+    assert_eq!(out.len(), 1);
+    // y has no time: seen when the stage was built. z: epoch seconds, 2025-12-31.
+    s.process(ev(pair("y", "1"), MIN), &mut out);
+    s.process(ev(pair("z", "1"), MIN), &mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+}
+
 /// With `forget_after`, a value not seen for that long alerts again when it returns.
 #[test]
 fn forget_after_realerts_after_the_gap() {

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::de::{DeserializeSeed, SeqAccess, Visitor};
@@ -16,7 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::confine::ConfineError;
-use crate::event::Timestamp;
+use crate::event::{Event, Scalar, Tape, Timestamp};
 
 /// History to learn from before the first event: values seen in it never alert (unless
 /// forgotten since: `forget_after`).
@@ -194,18 +195,23 @@ pub(super) struct ReadCounts {
     pub(super) malformed: u64,
 }
 
-/// Reads the records of `path`, handing each JSON object to `record` and each line or
-/// item that is not one to `malformed`.
+/// Reads the records of `path`, handing each JSON object to `record` as an event of
+/// `source` read at `now` (its time, as a source's: the first of `timestamp`, `time` and
+/// `@timestamp`, else `now`) and each line or item that is not one to `malformed`.
 pub(super) fn read_records(
     path: &Path,
-    mut record: impl FnMut(&Value),
+    source: &Arc<str>,
+    now: Timestamp,
+    mut record: impl FnMut(&Event),
     mut malformed: impl FnMut(Malformed),
 ) -> Result<ReadCounts, WarmUpError> {
     let (reader, layout) = open(path)?;
     let mut counts = ReadCounts::default();
+    let mut record = |event: Event| record(&event);
+    let made = Made { source, now };
     match layout {
         Layout::Empty => {}
-        Layout::Lines => read_lines(path, reader, &mut counts, &mut record, &mut malformed)?,
+        Layout::Lines => read_lines(path, reader, made, &mut counts, &mut record, &mut malformed)?,
         Layout::Array => {
             let mut de = serde_json::Deserializer::from_reader(reader);
             let array_error = |e: serde_json::Error| {
@@ -225,6 +231,7 @@ pub(super) fn read_records(
                 }
             };
             Items {
+                made,
                 counts: &mut counts,
                 record: &mut record,
                 malformed: &mut malformed,
@@ -237,11 +244,19 @@ pub(super) fn read_records(
     Ok(counts)
 }
 
+/// How records become events: read by `source` at `now`.
+#[derive(Clone, Copy)]
+struct Made<'a> {
+    source: &'a Arc<str>,
+    now: Timestamp,
+}
+
 fn read_lines(
     path: &Path,
     mut reader: impl BufRead,
+    made: Made<'_>,
     counts: &mut ReadCounts,
-    record: &mut impl FnMut(&Value),
+    record: &mut impl FnMut(Event),
     malformed: &mut impl FnMut(Malformed),
 ) -> Result<(), WarmUpError> {
     let mut buf = Vec::new();
@@ -266,13 +281,17 @@ fn read_lines(
         let reason = if oversized {
             format!("longer than {MAX_LINE_BYTES} bytes")
         } else {
-            match serde_json::from_slice::<Value>(text) {
-                Ok(v @ Value::Object(_)) => {
+            // Parsed into a tape, as a source parses its lines: fields are read from it.
+            match Tape::parse(bytes::Bytes::copy_from_slice(text)) {
+                Ok(tape) if tape.root().is_object() => {
                     counts.records += 1;
-                    record(&v);
+                    record(Event::from_tape(tape, made.source.clone(), made.now));
                     continue;
                 }
-                Ok(other) => format!("{}, not a record (a JSON object)", kind_of(&other)),
+                Ok(tape) => format!(
+                    "{}, not a record (a JSON object)",
+                    scalar_kind(&tape.root().scalar())
+                ),
                 Err(e) => format!("not JSON: {e}"),
             }
         };
@@ -317,6 +336,16 @@ fn next_line(
     }
 }
 
+fn scalar_kind(s: &Scalar<'_>) -> &'static str {
+    match s {
+        Scalar::Null => "null",
+        Scalar::Bool(_) => "a boolean",
+        Scalar::Num(_) => "a number",
+        Scalar::Str(_) => "a string",
+        Scalar::Other => "a list",
+    }
+}
+
 fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -339,12 +368,13 @@ fn raw_text(bytes: &[u8]) -> String {
 
 /// Hands an array's items on one by one as they are parsed.
 struct Items<'a, R, M> {
+    made: Made<'a>,
     counts: &'a mut ReadCounts,
     record: &'a mut R,
     malformed: &'a mut M,
 }
 
-impl<'de, R: FnMut(&Value), M: FnMut(Malformed)> DeserializeSeed<'de> for Items<'_, R, M> {
+impl<'de, R: FnMut(Event), M: FnMut(Malformed)> DeserializeSeed<'de> for Items<'_, R, M> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -352,7 +382,7 @@ impl<'de, R: FnMut(&Value), M: FnMut(Malformed)> DeserializeSeed<'de> for Items<
     }
 }
 
-impl<'de, R: FnMut(&Value), M: FnMut(Malformed)> Visitor<'de> for Items<'_, R, M> {
+impl<'de, R: FnMut(Event), M: FnMut(Malformed)> Visitor<'de> for Items<'_, R, M> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -365,7 +395,11 @@ impl<'de, R: FnMut(&Value), M: FnMut(Malformed)> Visitor<'de> for Items<'_, R, M
             item += 1;
             if v.is_object() {
                 self.counts.records += 1;
-                (self.record)(&v);
+                (self.record)(Event::from_record(
+                    v,
+                    self.made.source.clone(),
+                    self.made.now,
+                ));
             } else {
                 self.counts.malformed += 1;
                 let text = v.to_string();
@@ -394,7 +428,13 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let mut records = Vec::new();
         let mut bad = Vec::new();
-        let r = read_records(&path, |v| records.push(v.clone()), |m| bad.push(m));
+        let r = read_records(
+            &path,
+            &"p.nt".into(),
+            Timestamp::UNIX_EPOCH,
+            |e| records.push(e.data().clone()),
+            |m| bad.push(m),
+        );
         (r, records, bad)
     }
 
@@ -466,12 +506,16 @@ mod tests {
     #[test]
     fn a_missing_file_says_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
-        let e = read_records(&dir.path().join("nope.jsonl"), |_| {}, |_| {}).unwrap_err();
+        let none = |_: &Event| {};
+        let source: Arc<str> = "p.nt".into();
+        let now = Timestamp::UNIX_EPOCH;
+        let e =
+            read_records(&dir.path().join("nope.jsonl"), &source, now, none, |_| {}).unwrap_err();
         let text = e.to_string();
         assert!(text.starts_with("cannot read the warm-up file `"), "{text}");
         assert!(text.contains("nope.jsonl"), "{text}");
         assert!(text.ends_with("or remove `warm_up`"), "{text}");
-        let e = read_records(dir.path(), |_| {}, |_| {}).unwrap_err();
+        let e = read_records(dir.path(), &source, now, none, |_| {}).unwrap_err();
         assert!(e.to_string().contains("it is not a file"), "{e}");
     }
 }
