@@ -242,14 +242,24 @@ pub fn shaped_alert(
         }
         None => fields,
     };
-    // A new term is one value: the first the examples hold.
+    // A new term is one value (the first the examples hold), seen at one time, after
+    // the learn period.
     let new_term = upstream.iter().find_map(|(_, stage)| match stage {
         StageConfig::NewTerm(c) if fields.contains_key("term") => Some(c),
         _ => None,
     });
-    let (value, fields) = match new_term {
-        Some(c) => (1.0, c.example_fields(&records)),
-        None => (value, fields),
+    let (value, fields, window) = match new_term {
+        Some(c) => {
+            let end = base.window.end;
+            let mut fields = c.example_fields(&records);
+            let since = end
+                .checked_sub_signed(c.learn.span())
+                .unwrap_or(end)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            fields.insert("learning_since".into(), since.into());
+            (1.0, fields, crate::event::AlertWindow { start: end, end })
+        }
+        None => (value, fields, base.window),
     };
     let finding = Finding {
         unit: unit.map(str::to_string),
@@ -258,7 +268,7 @@ pub fn shaped_alert(
             group,
             value,
             threshold,
-            base.window,
+            window,
             samples,
             AlertStatus::Firing,
         )

@@ -49,16 +49,17 @@ use crate::time::Duration;
 ///   `dedupe` or `cooldown` stage after it to quieten a key that brings many new values
 ///   at once.
 /// - **Memory.** Values are held as keyed 64-bit hashes, not text (the hash key is kept
-///   in the saved state so a restart knows them), with the time each was last seen:
-///   about 30 bytes a value and 100 a key. At most `max_terms` values a key,
-///   `max_total_terms` in all and `max_keys` keys: past a bound the least recently seen
-///   tenth is evicted (its values alert again when next seen) and counted in
-///   `vigil_node_dropped_total{reason="evicted"}`. The defaults hold up to about 30 MB of
-///   values.
+///   in the saved state so a restart knows them), with the time each was last seen: a
+///   key with a few values takes about 300 bytes, and a value of a key with many 20 to
+///   40 bytes. At most `max_terms` values a key, `max_total_terms` in all and `max_keys`
+///   keys: past a bound the least recently seen tenth is evicted (its values alert again
+///   when next seen) and counted in `vigil_node_dropped_total{reason="evicted"}`. At the
+///   defaults the stage holds at most about 40 MB.
 /// - **State** (values, the learn period's start, the hash key) survives restarts and
 ///   reloads; it is reset when `field` or `group_by` change, and kept when `learn`,
 ///   `forget_after`, the bounds, `warm_up` or `alert` change. The warm-up file is read
-///   again only when the stage starts without a saved state or the file changed (its
+///   when the stage is built (at a start, or a reload that changes the stage), and then
+///   only if the stage has no saved state or the file changed since it was learned (its
 ///   name, size or modification time): what was learned since is kept.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -92,9 +93,9 @@ pub struct NewTermConfig {
     #[serde(default = "default_max_terms")]
     #[schemars(range(min = 1))]
     pub max_terms: usize,
-    /// The most values held over all keys (about 30 bytes each). Past it, the least
-    /// recently seen tenth of all values is forgotten and counted as evicted. Default:
-    /// 1000000.
+    /// The most values held over all keys (20 to 40 bytes each in a key with many).
+    /// Past it, the least recently seen tenth of all values is forgotten and counted as
+    /// evicted. Default: 1000000.
     #[serde(default = "default_max_total_terms")]
     #[schemars(range(min = 1))]
     pub max_total_terms: usize,

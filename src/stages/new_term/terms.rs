@@ -2,10 +2,11 @@
 //! it was last seen, within the stage's bounds.
 //!
 //! A value costs one 16-byte bucket of a hash table (its hash and the time, in
-//! milliseconds) plus the table's control byte and slack: 20 to 40 bytes, about 30 on
-//! average. A key costs its table's header, its text and one allocation (about 100 bytes
-//! with a few values). Bounds are kept by evicting the least recently seen tenth at a
-//! time, so the cost of a bound is constant per value learned.
+//! milliseconds) plus the table's control byte and slack: 20 to 40 bytes as the table
+//! fills. A key costs its text, its table's header and the table's smallest sizes: about
+//! 300 bytes with a few values (measured: `benches/new_term.rs`). Bounds are kept by
+//! evicting the least recently seen tenth at a time, so the cost of a bound is constant
+//! per value learned.
 
 use std::hash::BuildHasherDefault;
 
@@ -341,7 +342,7 @@ impl TermStore {
 
 impl Serialize for TermKey {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.terms.iter().map(|(h, t)| (h, t)))
+        serializer.collect_seq(self.terms.iter())
     }
 }
 
