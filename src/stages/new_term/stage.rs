@@ -300,6 +300,15 @@ impl NewTermStage {
             values = self.store.total(),
             "warm-up file learned"
         );
+        if summary.records > 0 && summary.missing == summary.records {
+            let paths: Vec<&str> = self.field.iter().map(FieldPath::as_str).collect();
+            tracing::warn!(
+                stage = %self.id,
+                file = %path.display(),
+                field = %paths.join(", "),
+                "no record of the warm-up file has the field (or every part of the tuple): nothing was learned; write the records as the stage's input events look (a `pce_traffic` flow has `src.labels.app` once the source added it)"
+            );
+        }
         Ok(summary)
     }
 
