@@ -99,6 +99,9 @@ pub enum StageConfig {
     /// The share of a key's events that match conditions in a sliding window; alerts at
     /// a threshold.
     Ratio(stages::ratio::RatioConfig),
+    /// Alerts the first time a value (or a tuple of values) is seen per group, after a
+    /// learn period.
+    NewTerm(stages::new_term::NewTermConfig),
     /// Drops repeats of an event or alert within a window.
     Dedupe(stages::dedupe::DedupeConfig),
     /// Realert per key: after one passes, the same key is quiet for a period.
@@ -199,6 +202,7 @@ impl StageConfig {
             StageConfig::DistinctCount(_) => "distinct_count",
             StageConfig::Spike(_) => "spike",
             StageConfig::Ratio(_) => "ratio",
+            StageConfig::NewTerm(_) => "new_term",
             StageConfig::Dedupe(_) => "dedupe",
             StageConfig::Cooldown(_) => "cooldown",
             StageConfig::Flatline(_) => "flatline",
@@ -217,6 +221,7 @@ impl StageConfig {
             StageConfig::DistinctCount(c) => &c.inputs,
             StageConfig::Spike(c) => &c.inputs,
             StageConfig::Ratio(c) => &c.inputs,
+            StageConfig::NewTerm(c) => &c.inputs,
             StageConfig::Dedupe(c) => &c.inputs,
             StageConfig::Cooldown(c) => &c.inputs,
             StageConfig::Flatline(c) => &c.inputs,
@@ -234,6 +239,7 @@ impl StageConfig {
             StageConfig::DistinctCount(c) => &c.group_by,
             StageConfig::Spike(c) => &c.group_by,
             StageConfig::Ratio(c) => &c.group_by,
+            StageConfig::NewTerm(c) => &c.group_by,
             StageConfig::Flatline(c) => &c.group_by,
             StageConfig::Filter(_)
             | StageConfig::Dedupe(_)
@@ -253,6 +259,7 @@ impl StageConfig {
             StageConfig::DistinctCount(c) => c.check(p),
             StageConfig::Spike(c) => c.check(p),
             StageConfig::Ratio(c) => c.check(p),
+            StageConfig::NewTerm(c) => c.check(p),
             StageConfig::Dedupe(c) => c.check(p),
             StageConfig::Cooldown(c) => c.check(p),
             StageConfig::Flatline(c) => c.check(p),
@@ -275,6 +282,7 @@ impl StageConfig {
             StageConfig::DistinctCount(c) => c.build(cx),
             StageConfig::Spike(c) => c.build(cx),
             StageConfig::Ratio(c) => c.build(cx, &services.name_caches()),
+            StageConfig::NewTerm(c) => c.build(cx),
             StageConfig::Dedupe(c) => c.build(cx),
             StageConfig::Cooldown(c) => c.build(cx),
             StageConfig::Flatline(c) => c.build(cx),

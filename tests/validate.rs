@@ -614,6 +614,7 @@ fn editors_accept_env_references_in_typed_values_of_the_shipped_files() {
         "examples/alert-lifecycle",
         "examples/pce-syslog",
         "examples/distinct-count",
+        "examples/new-term",
     ] {
         for entry in std::fs::read_dir(root().join(dir)).expect("dir") {
             let path = entry.expect("entry").path();
@@ -694,6 +695,7 @@ fn shipped_yaml_files_point_editors_at_the_schema() {
         "pipelines",
         "examples/sample-flows",
         "examples/distinct-count",
+        "examples/new-term",
     ] {
         for entry in std::fs::read_dir(root().join(dir)).unwrap() {
             let path = entry.unwrap().path();

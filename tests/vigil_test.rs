@@ -139,6 +139,29 @@ fn the_distinct_count_examples_pass() {
     }
 }
 
+/// Issue 18's acceptance cases for `new_term`, written as a `kind: test` file beside its
+/// pipeline: 8 × (good, yes) then (bad, no) alert once, for (bad, no); a learn period
+/// covering the first values keeps them quiet; a pair of the warm-up file does not
+/// alert; `forget_after` alerts again after the gap.
+#[test]
+fn the_new_term_examples_pass() {
+    let (code, stdout, stderr) = vigil_test(&["examples/new-term"]);
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.ends_with("5 passed, 0 failed\n"), "{stdout}");
+    for case in [
+        "eight (good, yes) then (bad, no) alert once, for (bad, no)",
+        "the learn period covers the first values, which never alert",
+        "a pair of the warm-up file does not alert",
+        "a pair not seen for forget_after alerts again when it comes back",
+        "an event without both values is no pair",
+    ] {
+        assert!(
+            stdout.contains(&format!("ok    {case}")),
+            "{case}: {stdout}"
+        );
+    }
+}
+
 /// A wrong notification expectation fails with what was expected and what came.
 #[test]
 fn a_wrong_notification_expectation_says_what_came() {
@@ -195,6 +218,7 @@ fn the_shipped_pipelines_pass_their_own_cases() {
         "admin-ports",
         "port-scan",
         "traffic-spike",
+        "first-app-connection",
         "exfiltration",
         "policy-changes",
         "pce-health",

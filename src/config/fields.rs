@@ -13,6 +13,7 @@ use crate::components::{SourceConfig, StageConfig};
 use crate::diagnostic::{Problems, codes, to_pointer};
 use crate::event::catalogue::{self, Catalogue};
 use crate::stages::filter::{Conditions, Exclude};
+use crate::stages::values::FieldSpec;
 
 /// What reaches a node: records of these catalogue kinds, or something unknown.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +67,7 @@ impl Shapes<'_> {
                 | StageConfig::DistinctCount(_)
                 | StageConfig::Spike(_)
                 | StageConfig::Ratio(_)
+                | StageConfig::NewTerm(_)
                 | StageConfig::Flatline(_) => Shape::Known(BTreeSet::from([catalogue::ALERT.kind])),
                 StageConfig::TopN(_) => input.with(catalogue::ALERT.kind),
                 StageConfig::Script(_) => Shape::Unknown,
@@ -96,6 +98,12 @@ fn paths_of(stage: &StageConfig) -> Vec<(String, &str, bool)> {
         for path in c.keys() {
             let segs = prefix.iter().copied().chain(std::iter::once(path.as_str()));
             out.push((to_pointer(segs), path, true));
+        }
+    }
+    fn field_spec<'a>(out: &mut Vec<(String, &'a str, bool)>, spec: &'a FieldSpec) {
+        match spec {
+            FieldSpec::One(f) => out.push(("/field".into(), f, false)),
+            FieldSpec::Tuple(fs) => list(out, "field", fs),
         }
     }
     let mut out = Vec::new();
@@ -132,12 +140,11 @@ fn paths_of(stage: &StageConfig) -> Vec<(String, &str, bool)> {
             list(&mut out, "group_by", &c.group_by);
         }
         StageConfig::DistinctCount(c) => {
-            match &c.field {
-                crate::stages::distinct_count::FieldSpec::One(f) => {
-                    out.push(("/field".into(), f, false));
-                }
-                crate::stages::distinct_count::FieldSpec::Tuple(fs) => list(&mut out, "field", fs),
-            }
+            field_spec(&mut out, &c.field);
+            list(&mut out, "group_by", &c.group_by);
+        }
+        StageConfig::NewTerm(c) => {
+            field_spec(&mut out, &c.field);
             list(&mut out, "group_by", &c.group_by);
         }
         StageConfig::Spike(c) => {

@@ -40,6 +40,10 @@ pub const SHIPPED_PIPELINES: &[(&str, &str)] = &[
         include_str!("../../pipelines/failed-logins.yaml"),
     ),
     (
+        "first-app-connection.yaml",
+        include_str!("../../pipelines/first-app-connection.yaml"),
+    ),
+    (
         "missed-heartbeats.yaml",
         include_str!("../../pipelines/missed-heartbeats.yaml"),
     ),

@@ -206,6 +206,15 @@ pub fn shaped_alert(
                     Some((value, fields)),
                 )
             }),
+            StageConfig::NewTerm(c) => c.alert_templates(&pipeline.name, name).map(|t| {
+                (
+                    t,
+                    1.0,
+                    None,
+                    c.group_by.clone(),
+                    Some((1.0, c.example_fields(&[]))),
+                )
+            }),
             StageConfig::Flatline(c) => c
                 .alert_templates(&pipeline.name, name)
                 .map(|t| (t, base.threshold, None, c.group_by.clone(), None)),
@@ -249,7 +258,7 @@ pub fn shaped_alert(
     let (value, fields) = example.unwrap_or_else(|| (threshold.max(1.0) * 3.0, Default::default()));
     // A distinct count lists the values of its field in the examples.
     let fields = match upstream.iter().find_map(|(_, stage)| match stage {
-        StageConfig::DistinctCount(c) => Some(c),
+        StageConfig::DistinctCount(c) if fields.contains_key("distinct_values") => Some(c),
         _ => None,
     }) {
         Some(c) => {
@@ -261,6 +270,25 @@ pub fn shaped_alert(
         }
         None => fields,
     };
+    // A new term is one value (the first the examples hold), seen at one time, after
+    // the learn period.
+    let new_term = upstream.iter().find_map(|(_, stage)| match stage {
+        StageConfig::NewTerm(c) if fields.contains_key("term") => Some(c),
+        _ => None,
+    });
+    let (value, fields, window) = match new_term {
+        Some(c) => {
+            let end = base.window.end;
+            let mut fields = c.example_fields(&records);
+            let since = end
+                .checked_sub_signed(c.learn.span())
+                .unwrap_or(end)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            fields.insert("learning_since".into(), since.into());
+            (1.0, fields, crate::event::AlertWindow { start: end, end })
+        }
+        None => (value, fields, base.window),
+    };
     let finding = Finding {
         unit: unit.map(str::to_string),
         fields,
@@ -268,7 +296,7 @@ pub fn shaped_alert(
             group,
             value,
             threshold,
-            base.window,
+            window,
             samples,
             AlertStatus::Firing,
         )

@@ -48,12 +48,13 @@ pub enum DropReason {
     /// An event older than its window behind the watermark, or one for a window already
     /// alerted or reported.
     Late,
-    /// A group key (or, in `top_n`, a held event) forgotten early to stay under
-    /// `max_keys` (`max_events`).
+    /// A group key (or, in `top_n`, a held event; in `metric`, a value; in `new_term`,
+    /// a value learned) forgotten early to stay under `max_keys` (`max_events`,
+    /// `max_values`, `max_terms`, `max_total_terms`).
     Evicted,
     /// An event with nothing to measure: a flow whose byte counters are 0 or absent
     /// (`bandwidth`), an event without a usable number at `top_n`'s `sum`, an event
-    /// without the field `distinct_count` counts.
+    /// without the field `distinct_count` counts or `new_term` watches.
     Unmeasured,
     /// Older than what is already held: a flow observation older than the flow's
     /// previous one (`bandwidth`), an alert's report older than the one a delivering sink

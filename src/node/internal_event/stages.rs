@@ -1,5 +1,6 @@
 //! What stages report: events they set aside (late, suppressed, repeated, not
-//! measurable, without the field counted), keys they forget to stay within their bounds, and failed scripts.
+//! measurable, without the field counted or watched), keys and values they forget to stay
+//! within their bounds, and failed scripts.
 //!
 //! These can happen for every event, so they log at `debug`, except the first eviction
 //! of a node (a bound was reached: `warn`) and script failures (the first and then one in
@@ -115,6 +116,56 @@ impl InternalEvent for DistinctFieldMissing<'_> {
     fn emit(self, counters: &NodeCounters) {
         tracing::debug!(stage = %self.stage, time = %self.time, "event without the field counted: not counted");
         counters.add_dropped(DropReason::Unmeasured, 1);
+    }
+}
+
+/// An event without the field `new_term` watches (missing or null; for a tuple, any of
+/// its fields): no value to learn or alert on, counted as `unmeasured`. Logged at
+/// `debug` (it can happen for every event).
+#[derive(Debug)]
+pub struct TermFieldMissing<'a> {
+    /// The stage.
+    pub stage: &'a str,
+    /// The event's time.
+    pub time: Timestamp,
+}
+
+impl InternalEvent for TermFieldMissing<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        tracing::debug!(stage = %self.stage, time = %self.time, "event without the watched field: no value");
+        counters.add_dropped(DropReason::Unmeasured, 1);
+    }
+}
+
+/// Values `new_term` forgot early to stay within a bound (`max_terms` of a key, or
+/// `max_total_terms` over all): each alerts again as new when it is next seen. The
+/// stage's first eviction under each bound is a warning (raise the bound, or group by
+/// less); the later ones are logged at `debug`.
+#[derive(Debug)]
+pub struct TermsEvicted<'a> {
+    /// The stage.
+    pub stage: &'a str,
+    /// How many values were forgotten.
+    pub terms: u64,
+    /// The bound's option: `max_terms` or `max_total_terms`.
+    pub bound: &'static str,
+    /// Its value.
+    pub limit: usize,
+    /// Whether this is the first eviction under this bound since the stage started.
+    pub first: bool,
+}
+
+impl InternalEvent for TermsEvicted<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        if self.terms == 0 {
+            return;
+        }
+        counters.add_dropped(DropReason::Evicted, self.terms);
+        if self.first {
+            tracing::warn!(stage = %self.stage, bound = self.bound, limit = self.limit, evicted = self.terms, "new_term holds as many values as `{}` allows: forgetting the least recently seen (they alert again as new when seen)", self.bound);
+        } else {
+            tracing::debug!(stage = %self.stage, bound = self.bound, limit = self.limit, evicted = self.terms, "new_term: values evicted");
+        }
     }
 }
 

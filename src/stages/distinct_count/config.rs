@@ -10,6 +10,7 @@ use crate::diagnostic::codes;
 use crate::event::FieldPath;
 use crate::node::{BuildContext, NodeError, Stage};
 use crate::stages::alerting::{AlertConfig, AlertTemplates, GroupBy};
+use crate::stages::values::FieldSpec;
 use crate::time::Duration;
 
 /// Counts the distinct values of `field` per group key in a sliding event-time window
@@ -96,39 +97,6 @@ pub struct DistinctCountConfig {
     /// How the alert reads.
     #[serde(default)]
     pub alert: AlertConfig,
-}
-
-/// `field`: one path, or several making a tuple.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(untagged)]
-pub enum FieldSpec {
-    /// One field path.
-    One(String),
-    /// Several field paths; their values together make one value.
-    Tuple(Vec<String>),
-}
-
-impl FieldSpec {
-    /// The paths, in order.
-    pub fn paths(&self) -> Vec<&str> {
-        match self {
-            FieldSpec::One(p) => vec![p.as_str()],
-            FieldSpec::Tuple(ps) => ps.iter().map(String::as_str).collect(),
-        }
-    }
-
-    /// Whether the value is a tuple (written as a list).
-    pub fn is_tuple(&self) -> bool {
-        matches!(self, FieldSpec::Tuple(_))
-    }
-
-    /// The paths as the user wrote them, for titles: `service.port`, `(dst.ip, service.port)`.
-    fn text(&self) -> String {
-        match self {
-            FieldSpec::One(p) => p.clone(),
-            FieldSpec::Tuple(ps) => format!("({})", ps.join(", ")),
-        }
-    }
 }
 
 fn default_exact_up_to() -> usize {
@@ -234,25 +202,7 @@ impl DistinctCountConfig {
     /// Structural checks: field paths that parse, a positive window and threshold,
     /// templates that render.
     pub fn check(&self, p: &mut Problems) {
-        match &self.field {
-            FieldSpec::One(path) => {
-                if let Err(e) = FieldPath::parse(path) {
-                    p.error("/field", codes::INVALID_VALUE, e.to_string());
-                }
-            }
-            FieldSpec::Tuple(paths) if paths.is_empty() => p.error(
-                "/field",
-                codes::INVALID_VALUE,
-                "`field` lists no field: name one path, or several to count distinct tuples",
-            ),
-            FieldSpec::Tuple(paths) => {
-                for (i, path) in paths.iter().enumerate() {
-                    if let Err(e) = FieldPath::parse(path) {
-                        p.error(format!("/field/{i}"), codes::INVALID_VALUE, e.to_string());
-                    }
-                }
-            }
-        }
+        self.field.check(p, "several to count distinct tuples");
         p.positive_duration("/window", "`window`", &self.window);
         p.positive_number("/threshold", "`threshold`", self.threshold);
         if self.threshold.is_infinite() {

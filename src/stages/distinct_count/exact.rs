@@ -1,105 +1,18 @@
-//! Values and the exact set of a key's values.
+//! The exact set of a key's values, and the values an alert lists.
 //!
-//! A value is known by the 64-bit SipHash-1-3 of its text under a random key the stage
-//! draws when it starts empty and keeps in its saved state (so a value hashes the same
-//! after a restart, and no one outside can choose values that collide). Two different
-//! values of one key share a hash with a probability of about n²/2⁶⁵ — 3·10⁻¹² for
-//! 10,000 values — which is what makes a set of hashes an exact count in practice, at 8
-//! bytes a value instead of its text. The same hash feeds the HyperLogLog sketches once a
-//! key is estimated.
+//! A value is known by its keyed hash ([`crate::stages::values::ValueHasher`]): two
+//! different values of one key share a hash with a probability of about n²/2⁶⁵ —
+//! 3·10⁻¹² for 10,000 values — which is what makes a set of hashes an exact count in
+//! practice, at 8 bytes a value instead of its text. The same hash feeds the HyperLogLog
+//! sketches once a key is estimated.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use siphasher::sip::SipHasher13;
 
-use crate::event::{Event, Field, FieldPath, Fields, Scalar, Timestamp};
-
-/// The stage's value hash: SipHash-1-3 under a key kept in the state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct ValueHasher {
-    k0: u64,
-    k1: u64,
-}
-
-/// Ends each part of a value's text when it is hashed: a byte UTF-8 never uses, so the
-/// tuples `("a,b", "c")` and `("a", "b,c")` differ.
-const PART_END: u8 = 0xff;
-
-impl ValueHasher {
-    /// A hasher under a fresh random key.
-    pub(super) fn random() -> ValueHasher {
-        ValueHasher {
-            k0: rand::random(),
-            k1: rand::random(),
-        }
-    }
-
-    /// A hasher under a fixed key (tests, benchmarks).
-    pub(super) fn with_key(k0: u64, k1: u64) -> ValueHasher {
-        ValueHasher { k0, k1 }
-    }
-
-    /// The value of `paths` in `event` — its hash, with its text in `text` (parts
-    /// separated by `\u{1f}`) — or `None` when a field is missing or null.
-    pub(super) fn value_of(
-        &self,
-        paths: &[FieldPath],
-        event: &Event,
-        text: &mut String,
-    ) -> Option<u64> {
-        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
-        text.clear();
-        for (i, path) in paths.iter().enumerate() {
-            let field = event.field(path)?;
-            if i > 0 {
-                text.push('\u{1f}');
-            }
-            let start = text.len();
-            if !push_text(text, &field) {
-                return None;
-            }
-            h.write(&text.as_bytes()[start..]);
-            h.write_u8(PART_END);
-        }
-        Some(h.finish())
-    }
-}
-
-/// Appends the text a value is compared by: a string as it is, a number or boolean as
-/// JSON writes it, a list or object as compact JSON. `false` for null (no value).
-fn push_text(out: &mut String, field: &Field<'_>) -> bool {
-    match field.scalar() {
-        Scalar::Null => return false,
-        Scalar::Str(s) => out.push_str(s),
-        Scalar::Num(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Scalar::Bool(b) => {
-            let _ = write!(out, "{b}");
-        }
-        Scalar::Other => {
-            let _ = write!(out, "{}", field.to_value());
-        }
-    }
-    true
-}
-
-/// The value to show for a value's text (parts separated by `\u{1f}`): JSON as the event
-/// had it where the text reads as a number, a string otherwise; a tuple as a list.
-pub(super) fn shown_value(text: &str, tuple: bool) -> serde_json::Value {
-    let one = |part: &str| match part.parse::<serde_json::Number>() {
-        Ok(n) if n.to_string() == part => serde_json::Value::Number(n),
-        _ => serde_json::Value::String(part.to_string()),
-    };
-    if tuple {
-        serde_json::Value::Array(text.split('\u{1f}').map(one).collect())
-    } else {
-        one(text)
-    }
-}
+use crate::event::Timestamp;
+use crate::stages::values::Identity;
 
 /// A value's hash and when it was last seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -113,24 +26,6 @@ pub(super) struct Seen {
 /// Values kept in a plain list, in time order, up to this many; more go to a map and a
 /// tree. A key with few values (most of them) then takes one small allocation.
 const SMALL_MAX: usize = 32;
-
-/// Hashes are uniform already: the map takes them as they are.
-#[derive(Default)]
-struct Identity(u64);
-
-impl Hasher for Identity {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
 
 type ByHash = hashbrown::HashMap<u64, Timestamp, BuildHasherDefault<Identity>>;
 
@@ -387,58 +282,9 @@ impl Shown {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn t(s: i64) -> Timestamp {
         Timestamp::UNIX_EPOCH + chrono::Duration::seconds(s)
-    }
-
-    fn ev(v: serde_json::Value) -> Event {
-        Event::from_record(v, "p.in".into(), t(0))
-    }
-
-    #[test]
-    fn a_number_and_its_string_are_one_value_and_tuples_keep_their_parts_apart() {
-        let h = ValueHasher::with_key(1, 2);
-        let port = [FieldPath::parse("service.port").unwrap()];
-        let mut text = String::new();
-        let a = h.value_of(&port, &ev(json!({"service": {"port": 22}})), &mut text);
-        assert_eq!(text, "22");
-        let b = h.value_of(&port, &ev(json!({"service": {"port": "22"}})), &mut text);
-        assert_eq!(a, b);
-        assert!(a.is_some());
-        let c = h.value_of(&port, &ev(json!({"service": {"port": 22.0}})), &mut text);
-        assert_ne!(a, c, "22.0 is not 22");
-        assert_eq!(
-            h.value_of(&port, &ev(json!({"service": {"port": null}})), &mut text),
-            None
-        );
-        assert_eq!(h.value_of(&port, &ev(json!({})), &mut text), None);
-
-        let pair = [
-            FieldPath::parse("a").unwrap(),
-            FieldPath::parse("b").unwrap(),
-        ];
-        let x = h.value_of(&pair, &ev(json!({"a": "1,2", "b": "3"})), &mut text);
-        let y = h.value_of(&pair, &ev(json!({"a": "1", "b": "2,3"})), &mut text);
-        assert_ne!(x, y);
-        assert_eq!(text, "1\u{1f}2,3");
-        // Parts are shown as the numbers they read as: the string "1" is the value 1.
-        assert_eq!(shown_value(&text, true), json!([1, "2,3"]));
-        assert_eq!(
-            h.value_of(&pair, &ev(json!({"a": "1"})), &mut text),
-            None,
-            "a tuple with a part missing has no value"
-        );
-        // Another key hashes differently.
-        let other = ValueHasher::with_key(3, 4);
-        assert_ne!(
-            other.value_of(&port, &ev(json!({"service": {"port": 22}})), &mut text),
-            a
-        );
-        assert_eq!(shown_value("22", false), json!(22));
-        assert_eq!(shown_value("022", false), json!("022"));
-        assert_eq!(shown_value("alice", false), json!("alice"));
     }
 
     #[test]

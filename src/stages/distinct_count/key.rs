@@ -3,11 +3,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::exact::{ExactSet, Shown, shown_value};
+use super::exact::{ExactSet, Shown};
 use super::sketch::Sketches;
 use crate::event::{AlertWindow, Event, Sample, Timestamp};
 use crate::stages::alerting::{APPROXIMATE, SampleBudget, SampleSet};
 use crate::stages::episode::{Episode, EpisodeWindow};
+use crate::stages::values::shown_value;
 use crate::stages::window::{Fired, minus};
 
 /// What a key counts with, besides its window (the stage's settings).

@@ -11,6 +11,7 @@ mod stage;
 #[cfg(test)]
 mod tests;
 
-pub use config::{DistinctCountConfig, FieldSpec};
+pub use crate::stages::values::FieldSpec;
+pub use config::DistinctCountConfig;
 pub use sketch::STANDARD_ERROR;
 pub use stage::DistinctCountStage;

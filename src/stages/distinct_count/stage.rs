@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::config::DistinctCountConfig;
-use super::exact::ValueHasher;
 use super::key::{DistinctWindow, Limits};
 use crate::event::{Event, FieldPath, Timestamp};
 use crate::node::internal_event::{
@@ -16,6 +15,7 @@ use crate::node::{NodeCounters, NodeError, Snapshot, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget};
 use crate::stages::episode::{Book, EpisodeCounts, Reporter, open_keys};
 use crate::stages::keys::KeyMap;
+use crate::stages::values::ValueHasher;
 use crate::stages::window::{Watermark, write_key};
 
 /// Counts distinct values per group key in sliding event-time windows; see
@@ -79,16 +79,7 @@ impl DistinctCountStage {
         templates: AlertTemplates,
         history_interval: chrono::Duration,
     ) -> Result<Self, NodeError> {
-        let field = cfg
-            .field
-            .paths()
-            .into_iter()
-            .map(FieldPath::parse)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| NodeError::from(format!("field: {e}")))?;
-        if field.is_empty() {
-            return Err("field: name at least one field path".into());
-        }
+        let field = cfg.field.parse().map_err(NodeError::from)?;
         let group_by = GroupBy::parse(&cfg.group_by).map_err(NodeError::from)?;
         let window = cfg.window.span();
         let samples_per_window = templates.samples;
@@ -238,7 +229,7 @@ impl Stage for DistinctCountStage {
         }
         let Some(h) = self
             .hasher
-            .value_of(&self.field, &event, &mut self.value_buf)
+            .value_of(&self.field, &*event, &mut self.value_buf)
         else {
             self.missing += 1;
             DistinctFieldMissing {
