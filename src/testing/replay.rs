@@ -37,6 +37,9 @@ pub const MAX_ALERTS: usize = 100_000;
 /// The largest JSON array file read (arrays are read whole; JSON lines stream).
 pub const MAX_ARRAY_BYTES: u64 = 1 << 30;
 
+/// The longest first line that tells a file of JSON lines from one JSON document.
+const FIRST_LINE_BYTES: usize = 1 << 20;
+
 /// Malformed lines named in the log, per file (the rest are counted).
 const MALFORMED_LOGGED: u64 = 5;
 
@@ -324,7 +327,8 @@ impl Records {
         };
         let file = std::fs::File::open(path).map_err(read)?;
         let size = file.metadata().map_err(read)?.len();
-        let mut reader = std::io::BufReader::new(file);
+        // Room for a whole first line (a record), to tell JSON lines from one document.
+        let mut reader = std::io::BufReader::with_capacity(FIRST_LINE_BYTES, file);
         let first = loop {
             let buf = reader.fill_buf().map_err(read)?;
             match buf.iter().position(|b| !b.is_ascii_whitespace()) {
