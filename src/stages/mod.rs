@@ -9,6 +9,7 @@ pub mod distinct_count;
 pub mod episode;
 pub mod filter;
 pub mod flatline;
+pub mod keyed;
 pub mod keys;
 pub mod metric;
 pub mod new_term;

@@ -59,16 +59,6 @@ impl DistinctWindow {
         self.tuple = tuple;
     }
 
-    /// Whether `t` belongs to a window this key already alerted on.
-    pub(super) fn late_for_key(&self, t: Timestamp) -> bool {
-        self.fired.is_some_and(|f| t < f)
-    }
-
-    /// Whether nothing of this key can count any more (`newest <= cutoff`).
-    pub(super) fn expired(&self, cutoff: Timestamp) -> bool {
-        self.newest.is_none_or(|n| n <= cutoff)
-    }
-
     /// The number of distinct values (estimated once the key has sketches).
     pub(super) fn count(&self) -> usize {
         match &self.sketch {
@@ -144,11 +134,6 @@ impl DistinctWindow {
         }
         self.shown.evict_through(cutoff);
         self.samples.evict_through(cutoff);
-    }
-
-    /// Bytes of the samples held.
-    pub(super) fn sample_bytes(&self) -> usize {
-        self.samples.bytes()
     }
 
     /// Whether the count reached `threshold`.
@@ -260,5 +245,15 @@ impl EpisodeWindow for DistinctWindow {
             threshold,
             window,
         )
+    }
+}
+
+impl crate::stages::keyed::KeyedWindow for DistinctWindow {
+    fn fired(&self) -> Option<Timestamp> {
+        self.fired
+    }
+
+    fn sample_bytes(&self) -> usize {
+        self.samples.bytes()
     }
 }

@@ -8,14 +8,13 @@ use serde_json::{Value, json};
 
 use super::config::{Aggregate, MetricConfig};
 use crate::event::{AlertWindow, Event, Field, FieldPath, Sample, Scalar, Timestamp};
-use crate::node::internal_event::{
-    InternalEvent, KeysEvicted, LateEvent, Lateness, ValueDroppedEarly,
-};
+use crate::node::internal_event::{InternalEvent, ValueDroppedEarly};
 use crate::node::{NodeCounters, NodeError, Snapshot, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget, SampleSet, slot_after};
-use crate::stages::episode::{Book, Episode, EpisodeCounts, EpisodeWindow, Reporter, open_keys};
+use crate::stages::episode::{Episode, EpisodeCounts, EpisodeWindow, Reporter};
+use crate::stages::keyed::{Keyed, KeyedWindow};
 use crate::stages::keys::KeyMap;
-use crate::stages::window::{Fired, Watermark, minus, write_key};
+use crate::stages::window::{Fired, Watermark, minus};
 
 /// What decides whether a window is out of bounds: shared by the stage and its windows.
 #[derive(Debug)]
@@ -133,13 +132,15 @@ impl MetricWindow {
             self.early = None;
         }
     }
+}
 
-    fn expired(&self, cutoff: Timestamp) -> bool {
-        self.newest.is_none_or(|n| n <= cutoff)
+impl KeyedWindow for MetricWindow {
+    fn fired(&self) -> Option<Timestamp> {
+        self.fired
     }
 
-    fn late_for_key(&self, t: Timestamp) -> bool {
-        self.fired.is_some_and(|f| t < f)
+    fn sample_bytes(&self) -> usize {
+        self.samples.bytes()
     }
 }
 
@@ -251,23 +252,14 @@ fn reading(v: Field<'_>) -> Option<f64> {
 
 /// Aggregates a field per group key in sliding event-time windows; see [`MetricConfig`].
 pub struct MetricStage {
-    window: chrono::Duration,
     field: FieldPath,
     rule: Arc<Rule>,
     group_by: GroupBy,
     reporter: Reporter,
     shape: Value,
-    keys: KeyMap<MetricWindow>,
-    book: Book,
-    budget: SampleBudget,
-    orphans: Vec<Arc<Event>>,
-    watermark: Watermark,
+    keyed: Keyed<MetricWindow>,
     skipped: u64,
-    key_buf: String,
-    max_keys: usize,
     max_values: usize,
-    counters: Arc<NodeCounters>,
-    id: Arc<str>,
 }
 
 /// What [`MetricStage::snapshot`] saves (borrowed form).
@@ -308,10 +300,8 @@ impl MetricStage {
         }
         let group_by = GroupBy::parse(&cfg.group_by).map_err(NodeError::from)?;
         let window = cfg.window.span();
-        let samples_per_window = templates.samples;
-        let id = templates.node_id();
+        let keyed = Keyed::new(window, cfg.max_keys, templates.samples, templates.node_id());
         Ok(MetricStage {
-            window,
             field,
             rule: Arc::new(Rule {
                 aggregate: cfg.aggregate,
@@ -330,48 +320,38 @@ impl MetricStage {
                 resolve_after: cfg.alert.resolve_after.map_or(window, |d| d.span()),
                 history_interval,
             },
-            id,
             shape: json!({"field": cfg.field, "group_by": cfg.group_by, "mode": cfg.alert.mode}),
-            keys: KeyMap::new(),
-            book: Book::default(),
-            budget: SampleBudget::new(samples_per_window),
-            orphans: Vec::new(),
-            watermark: Watermark::default(),
+            keyed,
             skipped: 0,
-            key_buf: String::new(),
-            max_keys: cfg.max_keys.max(1),
             max_values: cfg.max_values.max(1),
-            counters: Arc::default(),
         })
     }
 
     /// Counts what the stage sets aside into `counters` (the node's).
     pub fn counting_into(mut self, counters: Arc<NodeCounters>) -> Self {
-        self.counters = counters;
+        self.keyed.counters = counters;
         self
     }
 
     /// Resolutions to hand on at the first tick (see [`crate::stages::episode::orphaned`]).
     pub fn close_at_start(&mut self, orphans: Vec<Arc<Event>>) {
-        self.orphans = orphans;
+        self.keyed.orphans = orphans;
     }
 
     /// Restores a snapshot (its JSON text) when its shape (`field`, `group_by`,
     /// `alert.mode`) matches this config; `true` when it did.
     pub fn restore(&mut self, saved: &str, id: &str) -> bool {
         match serde_json::from_str::<Saved>(saved) {
-            Ok(s) if s.shape == self.shape => {
-                self.watermark = s.watermark;
+            Ok(mut s) if s.shape == self.shape => {
                 self.skipped = s.skipped;
-                self.book.counts = s.episodes;
-                self.keys = s.keys;
-                for w in self.keys.values_mut() {
+                self.keyed.book.counts = s.episodes;
+                for w in s.keys.values_mut() {
                     // A hand-edited state is put in order too.
                     w.values.make_contiguous().sort_by_key(|r| r.t);
                     w.rule = Some(self.rule.clone());
                 }
-                self.book.open = open_keys(&self.keys);
-                tracing::debug!(stage = %id, keys = self.keys.len(), "state restored");
+                self.keyed.restored(s.watermark, s.keys);
+                tracing::debug!(stage = %id, keys = self.keyed.keys.len(), "state restored");
                 true
             }
             Ok(_) => {
@@ -387,7 +367,7 @@ impl MetricStage {
 
     /// Late events seen so far.
     pub fn late(&self) -> u64 {
-        self.watermark.late
+        self.keyed.watermark.late
     }
 
     /// Events whose field was missing, not a number or not finite.
@@ -397,127 +377,69 @@ impl MetricStage {
 
     /// Group keys held.
     pub fn keys(&self) -> usize {
-        self.keys.len()
+        self.keyed.keys.len()
     }
 
     /// What the stage's episodes did so far.
     pub fn episodes(&self) -> EpisodeCounts {
-        self.book.counts
-    }
-
-    /// Forgets the keys nothing of which can count any more, resolving their episodes.
-    fn sweep(&mut self, cutoff: Timestamp, out: &mut Vec<Arc<Event>>) {
-        if !self.book.open.is_empty() {
-            self.reporter.close_expired(
-                &mut self.keys,
-                cutoff,
-                |k| k.expired(cutoff),
-                &mut self.book,
-                out,
-            );
-        }
-        self.keys.retain(|_, k| !k.expired(cutoff));
-        self.budget.used = self.keys.values().map(|w| w.samples.bytes()).sum();
+        self.keyed.book.counts
     }
 }
 
 impl Stage for MetricStage {
     fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
         let t = event.meta.time;
-        if self.watermark.observe(t, self.window) {
-            self.watermark.late += 1;
-            LateEvent {
-                stage: &self.id,
-                time: t,
-                key: None,
-                why: Lateness::BehindWatermark,
-            }
-            .emit(&self.counters);
+        if self.keyed.behind(t) {
             return;
         }
         let Some(v) = self.field.first_in(&event).and_then(reading) else {
             self.skipped += 1;
-            tracing::debug!(stage = %self.id, field = %self.field.as_str(), "no numeric value: skipped");
+            tracing::debug!(stage = %self.keyed.id, field = %self.field.as_str(), "no numeric value: skipped");
             return;
         };
-        write_key(&mut self.key_buf, &self.group_by.0, &*event);
-        let key = self.keys.get_or_default(&self.key_buf);
-        if key.rule.is_none() {
-            key.rule = Some(self.rule.clone());
-        }
-        if key.late_for_key(t) {
-            self.watermark.late += 1;
-            LateEvent {
-                stage: &self.id,
-                time: t,
-                key: Some(&self.key_buf),
-                why: Lateness::WindowAlerted,
-            }
-            .emit(&self.counters);
+        let window = self.keyed.window;
+        let Some(at) = self.keyed.at(&self.group_by.0, &*event, t) else {
             return;
+        };
+        if at.window.rule.is_none() {
+            at.window.rule = Some(self.rule.clone());
         }
         self.reporter
-            .before_event(&self.key_buf, key, t, &mut self.book, out);
-        if key.add(
-            (t, v),
-            self.window,
-            self.max_values,
-            &event,
-            &mut self.budget,
-        ) {
+            .before_event(at.key, at.window, t, at.book, out);
+        if at
+            .window
+            .add((t, v), window, self.max_values, &event, at.budget)
+        {
             ValueDroppedEarly {
-                stage: &self.id,
-                key: &self.key_buf,
+                stage: at.id,
+                key: at.key,
                 max_values: self.max_values,
             }
-            .emit(&self.counters);
+            .emit(at.counters);
         }
         let group_by = &self.group_by;
         self.reporter.after_event(
-            &self.key_buf,
-            key,
+            at.key,
+            at.window,
             &event,
             || group_by.group(event.data()),
-            &mut self.book,
+            at.book,
             out,
         );
-        if let Some(cutoff) = self.watermark.sweep_due(self.window) {
-            self.sweep(cutoff, out);
-        }
-        if self.keys.len() > self.max_keys {
-            let evicted =
-                self.reporter
-                    .evict_oldest(&mut self.keys, self.max_keys, &mut self.book, out);
-            KeysEvicted {
-                stage: &self.id,
-                keys: evicted as u64,
-                max_keys: self.max_keys,
-                warning: crate::stages::episode::EVICTING,
-            }
-            .emit(&self.counters);
-            self.budget.used = self.keys.values().map(|w| w.samples.bytes()).sum();
-        }
+        self.keyed.settle(&self.reporter, out);
     }
 
     fn tick(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {
-        out.append(&mut self.orphans);
-        let cutoff = self.watermark.cutoff(self.window);
-        if !self.book.open.is_empty() {
-            self.reporter
-                .on_tick(now, cutoff, &mut self.keys, &mut self.book, out);
-        }
-        if let Some(cutoff) = cutoff {
-            self.sweep(cutoff, out);
-        }
+        self.keyed.tick(&self.reporter, now, out);
     }
 
     fn snapshot(&self, max_bytes: u64) -> Option<Snapshot> {
         let saved = SavedRef {
             shape: &self.shape,
-            watermark: &self.watermark,
+            watermark: &self.keyed.watermark,
             skipped: self.skipped,
-            episodes: &self.book.counts,
-            keys: &self.keys,
+            episodes: &self.keyed.book.counts,
+            keys: &self.keyed.keys,
         };
         Snapshot::write(&saved, max_bytes)
     }

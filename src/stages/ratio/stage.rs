@@ -7,16 +7,15 @@ use serde_json::{Map, Value, json};
 
 use super::config::RatioConfig;
 use crate::event::{AlertWindow, Event, Sample, Timestamp};
-use crate::node::internal_event::{
-    InternalEvent, KeysEvicted, LateEvent, Lateness, PointsCoarsened,
-};
+use crate::node::internal_event::{InternalEvent, PointsCoarsened};
 use crate::node::{NodeCounters, NodeError, Snapshot, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget, SampleSet};
-use crate::stages::episode::{Book, Episode, EpisodeCounts, EpisodeWindow, Reporter, open_keys};
+use crate::stages::episode::{Episode, EpisodeCounts, EpisodeWindow, Reporter};
 use crate::stages::filter::{CompiledFilter, IpListWatch};
+use crate::stages::keyed::{Keyed, KeyedWindow};
 use crate::stages::keys::KeyMap;
 use crate::stages::series::{Series, Tally};
-use crate::stages::window::{Fired, Watermark, minus, write_key};
+use crate::stages::window::{Fired, Watermark, minus};
 
 /// What decides whether a window's share alerts: shared by the stage and its windows.
 #[derive(Debug)]
@@ -147,14 +146,6 @@ impl RatioWindow {
         }
     }
 
-    fn expired(&self, cutoff: Timestamp) -> bool {
-        self.newest.is_none_or(|n| n <= cutoff)
-    }
-
-    fn late_for_key(&self, t: Timestamp) -> bool {
-        self.fired.is_some_and(|f| t < f)
-    }
-
     fn reached_now(&self) -> bool {
         self.rule.as_ref().is_some_and(|r| r.reached(self.counts))
     }
@@ -246,26 +237,27 @@ impl EpisodeWindow for RatioWindow {
     }
 }
 
+impl KeyedWindow for RatioWindow {
+    fn fired(&self) -> Option<Timestamp> {
+        self.fired
+    }
+
+    fn sample_bytes(&self) -> usize {
+        self.samples.bytes()
+    }
+}
+
 /// Shares of matching events per group key in sliding event-time windows; see
 /// [`RatioConfig`].
 pub struct RatioStage {
-    window: chrono::Duration,
     matcher: CompiledFilter,
     ip_lists: Option<IpListWatch>,
     rule: Arc<Rule>,
     group_by: GroupBy,
     reporter: Reporter,
     shape: Value,
-    keys: KeyMap<RatioWindow>,
-    book: Book,
-    budget: SampleBudget,
-    orphans: Vec<Arc<Event>>,
-    watermark: Watermark,
+    keyed: Keyed<RatioWindow>,
     coarsened: u64,
-    key_buf: String,
-    max_keys: usize,
-    counters: Arc<NodeCounters>,
-    id: Arc<str>,
 }
 
 /// What [`RatioStage::snapshot`] saves (borrowed form).
@@ -306,10 +298,8 @@ impl RatioStage {
         }
         let group_by = GroupBy::parse(&cfg.group_by).map_err(NodeError::from)?;
         let window = cfg.window.span();
-        let samples_per_window = templates.samples;
-        let id = templates.node_id();
+        let keyed = Keyed::new(window, cfg.max_keys, templates.samples, templates.node_id());
         Ok(RatioStage {
-            window,
             matcher,
             ip_lists: None,
             rule: Arc::new(Rule {
@@ -327,27 +317,19 @@ impl RatioStage {
                 resolve_after: cfg.alert.resolve_after.map_or(window, |d| d.span()),
                 history_interval,
             },
-            id,
             shape: json!({
                 "match": cfg.match_shape(),
                 "group_by": cfg.group_by,
                 "mode": cfg.alert.mode,
             }),
-            keys: KeyMap::new(),
-            book: Book::default(),
-            budget: SampleBudget::new(samples_per_window),
-            orphans: Vec::new(),
-            watermark: Watermark::default(),
+            keyed,
             coarsened: 0,
-            key_buf: String::new(),
-            max_keys: cfg.max_keys.max(1),
-            counters: Arc::default(),
         })
     }
 
     /// Counts what the stage sets aside into `counters` (the node's).
     pub fn counting_into(mut self, counters: Arc<NodeCounters>) -> Self {
-        self.counters = counters;
+        self.keyed.counters = counters;
         self
     }
 
@@ -359,27 +341,24 @@ impl RatioStage {
 
     /// Resolutions to hand on at the first tick (see [`crate::stages::episode::orphaned`]).
     pub fn close_at_start(&mut self, orphans: Vec<Arc<Event>>) {
-        self.orphans = orphans;
+        self.keyed.orphans = orphans;
     }
 
     /// Restores a snapshot (its JSON text) when its shape (`match`, `group_by`,
     /// `alert.mode`) matches this config; `true` when it did.
     pub fn restore(&mut self, saved: &str, id: &str) -> bool {
         match serde_json::from_str::<Saved>(saved) {
-            Ok(s) if s.shape == self.shape => {
-                self.watermark = s.watermark;
+            Ok(mut s) if s.shape == self.shape => {
                 self.coarsened = s.coarsened;
-                self.book.counts = s.episodes;
-                self.keys = s.keys;
-                for w in self.keys.values_mut() {
+                self.keyed.book.counts = s.episodes;
+                for w in s.keys.values_mut() {
                     // A hand-edited state is put in order too.
                     w.points.normalize();
                     w.recompute();
                     w.rule = Some(self.rule.clone());
                 }
-                self.book.open = open_keys(&self.keys);
-                self.budget.used = self.keys.values().map(|w| w.samples.bytes()).sum();
-                tracing::debug!(stage = %id, keys = self.keys.len(), "state restored");
+                self.keyed.restored(s.watermark, s.keys);
+                tracing::debug!(stage = %id, keys = self.keyed.keys.len(), "state restored");
                 true
             }
             Ok(_) => {
@@ -395,7 +374,7 @@ impl RatioStage {
 
     /// Late events seen so far.
     pub fn late(&self) -> u64 {
-        self.watermark.late
+        self.keyed.watermark.late
     }
 
     /// Points merged away to keep keys within their bound.
@@ -405,27 +384,12 @@ impl RatioStage {
 
     /// Group keys held.
     pub fn keys(&self) -> usize {
-        self.keys.len()
+        self.keyed.keys.len()
     }
 
     /// What the stage's episodes did so far.
     pub fn episodes(&self) -> EpisodeCounts {
-        self.book.counts
-    }
-
-    /// Forgets the keys nothing of which can count any more, resolving their episodes.
-    fn sweep(&mut self, cutoff: Timestamp, out: &mut Vec<Arc<Event>>) {
-        if !self.book.open.is_empty() {
-            self.reporter.close_expired(
-                &mut self.keys,
-                cutoff,
-                |k| k.expired(cutoff),
-                &mut self.book,
-                out,
-            );
-        }
-        self.keys.retain(|_, k| !k.expired(cutoff));
-        self.budget.used = self.keys.values().map(|w| w.samples.bytes()).sum();
+        self.keyed.book.counts
     }
 }
 
@@ -435,93 +399,53 @@ impl Stage for RatioStage {
             w.check();
         }
         let t = event.meta.time;
-        if self.watermark.observe(t, self.window) {
-            self.watermark.late += 1;
-            LateEvent {
-                stage: &self.id,
-                time: t,
-                key: None,
-                why: Lateness::BehindWatermark,
-            }
-            .emit(&self.counters);
+        if self.keyed.behind(t) {
             return;
         }
         let matched = self.matcher.matches_event(&event);
-        write_key(&mut self.key_buf, &self.group_by.0, &*event);
-        let key = self.keys.get_or_default(&self.key_buf);
-        if key.rule.is_none() {
-            key.rule = Some(self.rule.clone());
-        }
-        if key.late_for_key(t) {
-            self.watermark.late += 1;
-            LateEvent {
-                stage: &self.id,
-                time: t,
-                key: Some(&self.key_buf),
-                why: Lateness::WindowAlerted,
-            }
-            .emit(&self.counters);
+        let window = self.keyed.window;
+        let Some(at) = self.keyed.at(&self.group_by.0, &*event, t) else {
             return;
+        };
+        if at.window.rule.is_none() {
+            at.window.rule = Some(self.rule.clone());
         }
         self.reporter
-            .before_event(&self.key_buf, key, t, &mut self.book, out);
-        let merged = key.add(t, matched, self.window, &event, &mut self.budget);
+            .before_event(at.key, at.window, t, at.book, out);
+        let merged = at.window.add(t, matched, window, &event, at.budget);
         let group_by = &self.group_by;
         self.reporter.after_event(
-            &self.key_buf,
-            key,
+            at.key,
+            at.window,
             &event,
             || group_by.group(event.data()),
-            &mut self.book,
+            at.book,
             out,
         );
         if merged > 0 {
             self.coarsened += merged as u64;
             PointsCoarsened {
-                stage: &self.id,
-                key: &self.key_buf,
+                stage: at.id,
+                key: at.key,
                 merged,
                 first: self.coarsened == merged as u64,
             }
-            .emit(&self.counters);
+            .emit(at.counters);
         }
-        if let Some(cutoff) = self.watermark.sweep_due(self.window) {
-            self.sweep(cutoff, out);
-        }
-        if self.keys.len() > self.max_keys {
-            let evicted =
-                self.reporter
-                    .evict_oldest(&mut self.keys, self.max_keys, &mut self.book, out);
-            KeysEvicted {
-                stage: &self.id,
-                keys: evicted as u64,
-                max_keys: self.max_keys,
-                warning: crate::stages::episode::EVICTING,
-            }
-            .emit(&self.counters);
-            self.budget.used = self.keys.values().map(|w| w.samples.bytes()).sum();
-        }
+        self.keyed.settle(&self.reporter, out);
     }
 
     fn tick(&mut self, now: Timestamp, out: &mut Vec<Arc<Event>>) {
-        out.append(&mut self.orphans);
-        let cutoff = self.watermark.cutoff(self.window);
-        if !self.book.open.is_empty() {
-            self.reporter
-                .on_tick(now, cutoff, &mut self.keys, &mut self.book, out);
-        }
-        if let Some(cutoff) = cutoff {
-            self.sweep(cutoff, out);
-        }
+        self.keyed.tick(&self.reporter, now, out);
     }
 
     fn snapshot(&self, max_bytes: u64) -> Option<Snapshot> {
         let saved = SavedRef {
             shape: &self.shape,
-            watermark: &self.watermark,
+            watermark: &self.keyed.watermark,
             coarsened: self.coarsened,
-            episodes: &self.book.counts,
-            keys: &self.keys,
+            episodes: &self.keyed.book.counts,
+            keys: &self.keyed.keys,
         };
         Snapshot::write(&saved, max_bytes)
     }
