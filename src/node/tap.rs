@@ -14,9 +14,10 @@ use crate::event::{Event, Timestamp};
 
 /// How many recent events are kept.
 pub(crate) const RECENT: usize = 500;
-/// How many of one batch's events go into the ring at most: it is one ring for every
-/// source, and the pipelines reading one PCE connection each hand on the same flows, so
-/// a few of each batch are plenty to keep it fresh.
+/// How many of one batch's events go into the ring, and onto the live feed, at most: it
+/// is one ring (and one feed) for every source, and the pipelines reading one PCE
+/// connection each hand on the same flows, so a few of each batch are plenty to keep it
+/// fresh and to show what flows.
 const PER_BATCH: usize = 8;
 
 /// One item of the live feed.
@@ -211,11 +212,11 @@ impl Default for Tap {
 impl Tap {
     /// Events a source read.
     pub fn events(&self, events: &[Arc<Event>]) {
+        // Of a big batch only its last events: at high rates the ring is a sample of the
+        // traffic, and copying every event would cost the pipeline.
+        let skip = events.len().saturating_sub(PER_BATCH);
         {
             let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-            // Of a big batch only its last events: at high rates the ring is a sample
-            // of the traffic, and copying every event would cost the pipeline.
-            let skip = events.len().saturating_sub(PER_BATCH);
             for e in &events[skip..] {
                 if recent.len() == RECENT {
                     recent.pop_front();
@@ -223,8 +224,11 @@ impl Tap {
                 recent.push_back(Recent::of(e));
             }
         }
+        // The live feed gets the same sample: it is for people watching, and a source
+        // handing on a PCE slice of 200,000 flows would otherwise push every audit event
+        // and alert out of the stream (and lag every listener). Alerts always go.
         if self.feed.receiver_count() > 0 {
-            for e in events {
+            for e in &events[skip..] {
                 let _ = self.feed.send(Arc::new(StreamItem::of(e)));
             }
         }
