@@ -643,6 +643,26 @@ pub fn orphaned(cx: &crate::node::BuildContext) -> Vec<Arc<Event>> {
         .collect()
 }
 
+/// A detection stage that starts from its saved state (see [`resume`]).
+pub trait Resumable {
+    /// Restores the state saved as `saved` (JSON text) if it fits; `true` when it did.
+    fn restore(&mut self, saved: &str, id: &str) -> bool;
+    /// Resolutions to hand on at the first tick (see [`orphaned`]).
+    fn close_at_start(&mut self, orphans: Vec<Arc<Event>>);
+}
+
+/// Starts `stage` being built in `cx` from its saved state; when there is none that fits
+/// and its episodes are closed by resolutions (`closes`: the `episode` mode), the
+/// episodes the alert history still shows open for it are resolved at its first tick.
+pub fn resume(stage: &mut impl Resumable, cx: &crate::node::BuildContext, closes: bool) {
+    let restored = cx
+        .restore()
+        .is_some_and(|saved| stage.restore(&saved, &cx.id));
+    if !restored && closes {
+        stage.close_at_start(orphaned(cx));
+    }
+}
+
 /// The keys of `keys` with an open episode (after a restore).
 pub fn open_keys<W: EpisodeWindow>(keys: &KeyMap<W>) -> BTreeSet<String> {
     keys.iter()

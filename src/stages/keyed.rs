@@ -13,13 +13,17 @@
 
 use std::sync::Arc;
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
 use super::alerting::SampleBudget;
-use super::episode::{Book, EpisodeWindow, Reporter, open_keys};
+use super::episode::{Book, EpisodeCounts, EpisodeWindow, Reporter, open_keys};
 use super::keys::KeyMap;
 use super::window::{Watermark, write_key};
 use crate::event::{Event, FieldPath, Fields, Timestamp};
-use crate::node::NodeCounters;
 use crate::node::internal_event::{InternalEvent, KeysEvicted, LateEvent, Lateness};
+use crate::node::{NodeCounters, Snapshot};
 
 /// A window a [`Keyed`] holds per group key.
 pub trait KeyedWindow: EpisodeWindow + Default {
@@ -66,6 +70,31 @@ pub struct Keyed<W> {
     pub id: Arc<str>,
 }
 
+/// What a keyed stage saves: what [`Keyed`] holds, and beside it the stage's own fields
+/// (`own`, written in the same object).
+#[derive(Serialize)]
+struct SavedRef<'a, W, X> {
+    shape: &'a Value,
+    watermark: &'a Watermark,
+    episodes: &'a EpisodeCounts,
+    keys: &'a KeyMap<W>,
+    #[serde(flatten)]
+    own: &'a X,
+}
+
+/// What a keyed stage saved (see [`SavedRef`]).
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "W: DeserializeOwned, X: DeserializeOwned"))]
+struct Saved<W, X> {
+    shape: Value,
+    watermark: Watermark,
+    #[serde(default)]
+    episodes: EpisodeCounts,
+    keys: KeyMap<W>,
+    #[serde(flatten)]
+    own: X,
+}
+
 /// The window of the event at hand and what its episode needs (see [`Keyed::at`]).
 pub struct At<'a, W> {
     /// Its group key.
@@ -99,12 +128,58 @@ impl<W: KeyedWindow> Keyed<W> {
         }
     }
 
-    /// Takes saved windows (after a restore): their open episodes are watched again.
-    pub fn restored(&mut self, watermark: Watermark, keys: KeyMap<W>) {
-        self.watermark = watermark;
-        self.keys = keys;
-        self.book.open = open_keys(&self.keys);
-        self.recount_samples();
+    /// The stage's state as saved: `shape` (what makes a saved state fit the stage), the
+    /// windows and episodes, and the stage's own fields `own`.
+    pub fn snapshot<X: Serialize>(&self, shape: &Value, own: &X, max_bytes: u64) -> Option<Snapshot>
+    where
+        W: Serialize,
+    {
+        let saved = SavedRef {
+            shape,
+            watermark: &self.watermark,
+            episodes: &self.book.counts,
+            keys: &self.keys,
+            own,
+        };
+        Snapshot::write(&saved, max_bytes)
+    }
+
+    /// Restores a state [`Keyed::snapshot`] saved (its JSON text) when its shape is
+    /// `shape`: each window is first handed to `fix` (what the stage sets again after a
+    /// restore), their open episodes are watched again, and the stage's own fields are
+    /// returned. `None` (the state reset) when the shape differs (`shape_of` says what
+    /// makes it, for the log) or the state cannot be read.
+    pub fn restore<X: DeserializeOwned>(
+        &mut self,
+        saved: &str,
+        id: &str,
+        shape: &Value,
+        shape_of: &str,
+        fix: impl FnMut(&mut W),
+    ) -> Option<X>
+    where
+        W: DeserializeOwned,
+    {
+        match serde_json::from_str::<Saved<W, X>>(saved) {
+            Ok(mut s) if s.shape == *shape => {
+                s.keys.values_mut().for_each(fix);
+                self.watermark = s.watermark;
+                self.book.counts = s.episodes;
+                self.keys = s.keys;
+                self.book.open = open_keys(&self.keys);
+                self.recount_samples();
+                tracing::debug!(stage = %id, keys = self.keys.len(), "state restored");
+                Some(s.own)
+            }
+            Ok(_) => {
+                tracing::info!(stage = %id, "{shape_of} changed: state reset");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(stage = %id, error = %e, "saved state unreadable: state reset");
+                None
+            }
+        }
     }
 
     /// Whether an event at `t` is late for the stage (at or before the watermark − the

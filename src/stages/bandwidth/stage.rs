@@ -562,3 +562,13 @@ impl Stage for BandwidthStage {
         Snapshot::write(&saved, max_bytes)
     }
 }
+
+impl crate::stages::episode::Resumable for BandwidthStage {
+    fn restore(&mut self, saved: &str, id: &str) -> bool {
+        BandwidthStage::restore(self, saved, id)
+    }
+
+    fn close_at_start(&mut self, orphans: Vec<Arc<Event>>) {
+        BandwidthStage::close_at_start(self, orphans);
+    }
+}

@@ -13,9 +13,7 @@ use crate::node::{NodeCounters, NodeError, Snapshot, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy};
 use crate::stages::episode::{EpisodeCounts, Reporter};
 use crate::stages::keyed::Keyed;
-use crate::stages::keys::KeyMap;
 use crate::stages::values::ValueHasher;
-use crate::stages::window::Watermark;
 
 /// Counts distinct values per group key in sliding event-time windows; see
 /// [`DistinctCountConfig`].
@@ -32,28 +30,20 @@ pub struct DistinctCountStage {
     value_buf: String,
 }
 
-/// What [`DistinctCountStage::snapshot`] saves (borrowed form).
+/// What the stage saves of its own beside its windows (borrowed form).
 #[derive(Serialize)]
-struct SavedRef<'a> {
-    shape: &'a Value,
+struct OwnRef<'a> {
+    /// The key values are hashed under, so they are recognised after a restart.
     hasher: &'a ValueHasher,
-    watermark: &'a Watermark,
     missing: u64,
-    episodes: &'a EpisodeCounts,
-    keys: &'a KeyMap<DistinctWindow>,
 }
 
-/// What [`DistinctCountStage::snapshot`] saved.
+/// What the stage saved of its own (see [`OwnRef`]).
 #[derive(Deserialize)]
-struct Saved {
-    shape: Value,
+struct Own {
     hasher: ValueHasher,
-    watermark: Watermark,
     #[serde(default)]
     missing: u64,
-    #[serde(default)]
-    episodes: EpisodeCounts,
-    keys: KeyMap<DistinctWindow>,
 }
 
 impl DistinctCountStage {
@@ -120,26 +110,19 @@ impl DistinctCountStage {
     /// Restores a snapshot (its JSON text) when its shape (`field`, `group_by`,
     /// `alert.mode`) matches this config; `true` when it did.
     pub fn restore(&mut self, saved: &str, id: &str) -> bool {
-        match serde_json::from_str::<Saved>(saved) {
-            Ok(mut s) if s.shape == self.shape => {
-                self.hasher = s.hasher;
-                self.missing = s.missing;
-                self.keyed.book.counts = s.episodes;
-                let tuple = self.limits.tuple;
-                s.keys.values_mut().for_each(|k| k.set_tuple(tuple));
-                self.keyed.restored(s.watermark, s.keys);
-                tracing::debug!(stage = %id, keys = self.keyed.keys.len(), "state restored");
-                true
-            }
-            Ok(_) => {
-                tracing::info!(stage = %id, "field, group_by or alert.mode changed: state reset");
-                false
-            }
-            Err(e) => {
-                tracing::warn!(stage = %id, error = %e, "saved state unreadable: state reset");
-                false
-            }
-        }
+        let tuple = self.limits.tuple;
+        let own: Option<Own> = self.keyed.restore(
+            saved,
+            id,
+            &self.shape,
+            "field, group_by or alert.mode",
+            |k: &mut DistinctWindow| k.set_tuple(tuple),
+        );
+        own.map(|o| {
+            self.hasher = o.hasher;
+            self.missing = o.missing;
+        })
+        .is_some()
     }
 
     /// Late events seen so far.
@@ -211,14 +194,20 @@ impl Stage for DistinctCountStage {
     }
 
     fn snapshot(&self, max_bytes: u64) -> Option<Snapshot> {
-        let saved = SavedRef {
-            shape: &self.shape,
+        let own = OwnRef {
             hasher: &self.hasher,
-            watermark: &self.keyed.watermark,
             missing: self.missing,
-            episodes: &self.keyed.book.counts,
-            keys: &self.keyed.keys,
         };
-        Snapshot::write(&saved, max_bytes)
+        self.keyed.snapshot(&self.shape, &own, max_bytes)
+    }
+}
+
+impl crate::stages::episode::Resumable for DistinctCountStage {
+    fn restore(&mut self, saved: &str, id: &str) -> bool {
+        DistinctCountStage::restore(self, saved, id)
+    }
+
+    fn close_at_start(&mut self, orphans: Vec<Arc<Event>>) {
+        DistinctCountStage::close_at_start(self, orphans);
     }
 }

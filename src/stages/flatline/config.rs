@@ -106,12 +106,7 @@ impl FlatlineConfig {
         let mut stage =
             FlatlineStage::new(group_by, self.after.span(), templates, self.max_keys.max(1))
                 .counting_into(cx.counters.clone());
-        let restored = cx
-            .restore()
-            .is_some_and(|saved| stage.restore(&cx.id, &saved));
-        if !restored {
-            stage.close_at_start(crate::stages::episode::orphaned(cx));
-        }
+        crate::stages::episode::resume(&mut stage, cx, true);
         Ok(Box::new(stage))
     }
 }

@@ -252,6 +252,16 @@ impl Stage for FlatlineStage {
     }
 }
 
+impl crate::stages::episode::Resumable for FlatlineStage {
+    fn restore(&mut self, saved: &str, id: &str) -> bool {
+        FlatlineStage::restore(self, id, saved)
+    }
+
+    fn close_at_start(&mut self, orphans: Vec<Arc<Event>>) {
+        FlatlineStage::close_at_start(self, orphans);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,8 +13,7 @@ use crate::node::{NodeCounters, NodeError, Snapshot, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget, SampleSet, slot_after};
 use crate::stages::episode::{Episode, EpisodeCounts, EpisodeWindow, Reporter};
 use crate::stages::keyed::{Keyed, KeyedWindow};
-use crate::stages::keys::KeyMap;
-use crate::stages::window::{Fired, Watermark, minus};
+use crate::stages::window::{Fired, minus};
 
 /// What decides whether a window is out of bounds: shared by the stage and its windows.
 #[derive(Debug)]
@@ -250,6 +249,14 @@ fn reading(v: Field<'_>) -> Option<f64> {
     n.is_finite().then_some(n)
 }
 
+/// What the stage saves of its own beside its windows.
+#[derive(Serialize, Deserialize)]
+struct Skipped {
+    /// Events without a numeric value.
+    #[serde(default)]
+    skipped: u64,
+}
+
 /// Aggregates a field per group key in sliding event-time windows; see [`MetricConfig`].
 pub struct MetricStage {
     field: FieldPath,
@@ -260,28 +267,6 @@ pub struct MetricStage {
     keyed: Keyed<MetricWindow>,
     skipped: u64,
     max_values: usize,
-}
-
-/// What [`MetricStage::snapshot`] saves (borrowed form).
-#[derive(Serialize)]
-struct SavedRef<'a> {
-    shape: &'a Value,
-    watermark: &'a Watermark,
-    skipped: u64,
-    episodes: &'a EpisodeCounts,
-    keys: &'a KeyMap<MetricWindow>,
-}
-
-/// What [`MetricStage::snapshot`] saved.
-#[derive(Deserialize)]
-struct Saved {
-    shape: Value,
-    watermark: Watermark,
-    #[serde(default)]
-    skipped: u64,
-    #[serde(default)]
-    episodes: EpisodeCounts,
-    keys: KeyMap<MetricWindow>,
 }
 
 impl MetricStage {
@@ -341,28 +326,19 @@ impl MetricStage {
     /// Restores a snapshot (its JSON text) when its shape (`field`, `group_by`,
     /// `alert.mode`) matches this config; `true` when it did.
     pub fn restore(&mut self, saved: &str, id: &str) -> bool {
-        match serde_json::from_str::<Saved>(saved) {
-            Ok(mut s) if s.shape == self.shape => {
-                self.skipped = s.skipped;
-                self.keyed.book.counts = s.episodes;
-                for w in s.keys.values_mut() {
-                    // A hand-edited state is put in order too.
-                    w.values.make_contiguous().sort_by_key(|r| r.t);
-                    w.rule = Some(self.rule.clone());
-                }
-                self.keyed.restored(s.watermark, s.keys);
-                tracing::debug!(stage = %id, keys = self.keyed.keys.len(), "state restored");
-                true
-            }
-            Ok(_) => {
-                tracing::info!(stage = %id, "field, group_by or alert.mode changed: state reset");
-                false
-            }
-            Err(e) => {
-                tracing::warn!(stage = %id, error = %e, "saved state unreadable: state reset");
-                false
-            }
-        }
+        let rule = self.rule.clone();
+        let own: Option<Skipped> = self.keyed.restore(
+            saved,
+            id,
+            &self.shape,
+            "field, group_by or alert.mode",
+            |w: &mut MetricWindow| {
+                // A hand-edited state is put in order too.
+                w.values.make_contiguous().sort_by_key(|r| r.t);
+                w.rule = Some(rule.clone());
+            },
+        );
+        own.map(|o| self.skipped = o.skipped).is_some()
     }
 
     /// Late events seen so far.
@@ -434,13 +410,19 @@ impl Stage for MetricStage {
     }
 
     fn snapshot(&self, max_bytes: u64) -> Option<Snapshot> {
-        let saved = SavedRef {
-            shape: &self.shape,
-            watermark: &self.keyed.watermark,
+        let own = Skipped {
             skipped: self.skipped,
-            episodes: &self.keyed.book.counts,
-            keys: &self.keyed.keys,
         };
-        Snapshot::write(&saved, max_bytes)
+        self.keyed.snapshot(&self.shape, &own, max_bytes)
+    }
+}
+
+impl crate::stages::episode::Resumable for MetricStage {
+    fn restore(&mut self, saved: &str, id: &str) -> bool {
+        MetricStage::restore(self, saved, id)
+    }
+
+    fn close_at_start(&mut self, orphans: Vec<Arc<Event>>) {
+        MetricStage::close_at_start(self, orphans);
     }
 }

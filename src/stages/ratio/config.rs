@@ -236,12 +236,11 @@ impl RatioConfig {
         if let Some(w) = watch {
             stage = stage.with_ip_list_watch(w);
         }
-        let restored = cx
-            .restore()
-            .is_some_and(|saved| stage.restore(&saved, &cx.id));
-        if !restored && self.alert.mode == crate::stages::episode::AlertMode::Episode {
-            stage.close_at_start(crate::stages::episode::orphaned(cx));
-        }
+        crate::stages::episode::resume(
+            &mut stage,
+            cx,
+            self.alert.mode == crate::stages::episode::AlertMode::Episode,
+        );
         Ok(Box::new(stage))
     }
 }

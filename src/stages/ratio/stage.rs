@@ -13,9 +13,8 @@ use crate::stages::alerting::{AlertTemplates, GroupBy, SampleBudget, SampleSet};
 use crate::stages::episode::{Episode, EpisodeCounts, EpisodeWindow, Reporter};
 use crate::stages::filter::{CompiledFilter, IpListWatch};
 use crate::stages::keyed::{Keyed, KeyedWindow};
-use crate::stages::keys::KeyMap;
 use crate::stages::series::{Series, Tally};
-use crate::stages::window::{Fired, Watermark, minus};
+use crate::stages::window::{Fired, minus};
 
 /// What decides whether a window's share alerts: shared by the stage and its windows.
 #[derive(Debug)]
@@ -247,6 +246,14 @@ impl KeyedWindow for RatioWindow {
     }
 }
 
+/// What the stage saves of its own beside its windows.
+#[derive(Serialize, Deserialize)]
+struct Coarsened {
+    /// Points merged away to keep keys within their bound.
+    #[serde(default)]
+    coarsened: u64,
+}
+
 /// Shares of matching events per group key in sliding event-time windows; see
 /// [`RatioConfig`].
 pub struct RatioStage {
@@ -258,28 +265,6 @@ pub struct RatioStage {
     shape: Value,
     keyed: Keyed<RatioWindow>,
     coarsened: u64,
-}
-
-/// What [`RatioStage::snapshot`] saves (borrowed form).
-#[derive(Serialize)]
-struct SavedRef<'a> {
-    shape: &'a Value,
-    watermark: &'a Watermark,
-    coarsened: u64,
-    episodes: &'a EpisodeCounts,
-    keys: &'a KeyMap<RatioWindow>,
-}
-
-/// What [`RatioStage::snapshot`] saved.
-#[derive(Deserialize)]
-struct Saved {
-    shape: Value,
-    watermark: Watermark,
-    #[serde(default)]
-    coarsened: u64,
-    #[serde(default)]
-    episodes: EpisodeCounts,
-    keys: KeyMap<RatioWindow>,
 }
 
 impl RatioStage {
@@ -347,29 +332,20 @@ impl RatioStage {
     /// Restores a snapshot (its JSON text) when its shape (`match`, `group_by`,
     /// `alert.mode`) matches this config; `true` when it did.
     pub fn restore(&mut self, saved: &str, id: &str) -> bool {
-        match serde_json::from_str::<Saved>(saved) {
-            Ok(mut s) if s.shape == self.shape => {
-                self.coarsened = s.coarsened;
-                self.keyed.book.counts = s.episodes;
-                for w in s.keys.values_mut() {
-                    // A hand-edited state is put in order too.
-                    w.points.normalize();
-                    w.recompute();
-                    w.rule = Some(self.rule.clone());
-                }
-                self.keyed.restored(s.watermark, s.keys);
-                tracing::debug!(stage = %id, keys = self.keyed.keys.len(), "state restored");
-                true
-            }
-            Ok(_) => {
-                tracing::info!(stage = %id, "match, group_by or alert.mode changed: state reset");
-                false
-            }
-            Err(e) => {
-                tracing::warn!(stage = %id, error = %e, "saved state unreadable: state reset");
-                false
-            }
-        }
+        let rule = self.rule.clone();
+        let own: Option<Coarsened> = self.keyed.restore(
+            saved,
+            id,
+            &self.shape,
+            "match, group_by or alert.mode",
+            |w: &mut RatioWindow| {
+                // A hand-edited state is put in order too.
+                w.points.normalize();
+                w.recompute();
+                w.rule = Some(rule.clone());
+            },
+        );
+        own.map(|o| self.coarsened = o.coarsened).is_some()
     }
 
     /// Late events seen so far.
@@ -440,13 +416,19 @@ impl Stage for RatioStage {
     }
 
     fn snapshot(&self, max_bytes: u64) -> Option<Snapshot> {
-        let saved = SavedRef {
-            shape: &self.shape,
-            watermark: &self.keyed.watermark,
+        let own = Coarsened {
             coarsened: self.coarsened,
-            episodes: &self.keyed.book.counts,
-            keys: &self.keyed.keys,
         };
-        Snapshot::write(&saved, max_bytes)
+        self.keyed.snapshot(&self.shape, &own, max_bytes)
+    }
+}
+
+impl crate::stages::episode::Resumable for RatioStage {
+    fn restore(&mut self, saved: &str, id: &str) -> bool {
+        RatioStage::restore(self, saved, id)
+    }
+
+    fn close_at_start(&mut self, orphans: Vec<Arc<Event>>) {
+        RatioStage::close_at_start(self, orphans);
     }
 }

@@ -357,12 +357,7 @@ impl SpikeConfig {
         )?;
         let mut stage = SpikeStage::new(self, templates, cx.history_interval)?
             .counting_into(cx.counters.clone());
-        let restored = cx
-            .restore()
-            .is_some_and(|saved| stage.restore(&saved, &cx.id));
-        if !restored {
-            stage.close_at_start(crate::stages::episode::orphaned(cx));
-        }
+        crate::stages::episode::resume(&mut stage, cx, true);
         Ok(Box::new(stage))
     }
 }

@@ -828,3 +828,13 @@ impl Stage for SpikeStage {
         Snapshot::write(&saved, max_bytes)
     }
 }
+
+impl crate::stages::episode::Resumable for SpikeStage {
+    fn restore(&mut self, saved: &str, id: &str) -> bool {
+        SpikeStage::restore(self, saved, id)
+    }
+
+    fn close_at_start(&mut self, orphans: Vec<Arc<Event>>) {
+        SpikeStage::close_at_start(self, orphans);
+    }
+}

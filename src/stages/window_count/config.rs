@@ -163,12 +163,11 @@ impl WindowCountConfig {
         )?;
         let mut stage = WindowCountStage::new(self, templates, cx.history_interval)?
             .counting_into(cx.counters.clone());
-        let restored = cx
-            .restore()
-            .is_some_and(|saved| stage.restore(&saved, &cx.id));
-        if !restored && self.alert.mode == crate::stages::episode::AlertMode::Episode {
-            stage.close_at_start(crate::stages::episode::orphaned(cx));
-        }
+        crate::stages::episode::resume(
+            &mut stage,
+            cx,
+            self.alert.mode == crate::stages::episode::AlertMode::Episode,
+        );
         Ok(Box::new(stage))
     }
 }

@@ -11,8 +11,15 @@ use crate::node::{NodeCounters, NodeError, Snapshot, Stage};
 use crate::stages::alerting::{AlertTemplates, GroupBy};
 use crate::stages::episode::{EpisodeCounts, Reporter};
 use crate::stages::keyed::Keyed;
-use crate::stages::keys::KeyMap;
-use crate::stages::window::{KeyWindow, Watermark, number};
+use crate::stages::window::{KeyWindow, number};
+
+/// What the stage saves of its own beside its windows.
+#[derive(Serialize, Deserialize)]
+struct Skipped {
+    /// Events whose `sum` field was missing, not a number or negative.
+    #[serde(default)]
+    skipped: u64,
+}
 
 /// Counts or sums per group key in sliding event-time windows; see [`WindowCountConfig`].
 pub struct WindowCountStage {
@@ -22,28 +29,6 @@ pub struct WindowCountStage {
     shape: Value,
     keyed: Keyed<KeyWindow>,
     skipped: u64,
-}
-
-/// What [`WindowCountStage::snapshot`] saves (borrowed form).
-#[derive(Serialize)]
-struct SavedRef<'a> {
-    shape: &'a Value,
-    watermark: &'a Watermark,
-    skipped: u64,
-    episodes: &'a EpisodeCounts,
-    keys: &'a KeyMap<KeyWindow>,
-}
-
-/// What [`WindowCountStage::snapshot`] saved.
-#[derive(Deserialize)]
-struct Saved {
-    shape: Value,
-    watermark: Watermark,
-    #[serde(default)]
-    skipped: u64,
-    #[serde(default)]
-    episodes: EpisodeCounts,
-    keys: KeyMap<KeyWindow>,
 }
 
 impl WindowCountStage {
@@ -95,26 +80,14 @@ impl WindowCountStage {
     /// Restores a snapshot (its JSON text) when its shape (`group_by`, `sum`,
     /// `alert.mode`) matches this config; `true` when it did.
     pub fn restore(&mut self, saved: &str, id: &str) -> bool {
-        match serde_json::from_str::<Saved>(saved) {
-            Ok(mut s) if s.shape == self.shape => {
-                self.skipped = s.skipped;
-                self.keyed.book.counts = s.episodes;
-                for k in s.keys.values_mut() {
-                    k.recompute();
-                }
-                self.keyed.restored(s.watermark, s.keys);
-                tracing::debug!(stage = %id, keys = self.keyed.keys.len(), "state restored");
-                true
-            }
-            Ok(_) => {
-                tracing::info!(stage = %id, "group_by, sum or alert.mode changed: state reset");
-                false
-            }
-            Err(e) => {
-                tracing::warn!(stage = %id, error = %e, "saved state unreadable: state reset");
-                false
-            }
-        }
+        let own: Option<Skipped> = self.keyed.restore(
+            saved,
+            id,
+            &self.shape,
+            "group_by, sum or alert.mode",
+            KeyWindow::recompute,
+        );
+        own.map(|o| self.skipped = o.skipped).is_some()
     }
 
     /// Late events seen so far.
@@ -178,13 +151,19 @@ impl Stage for WindowCountStage {
     }
 
     fn snapshot(&self, max_bytes: u64) -> Option<Snapshot> {
-        let saved = SavedRef {
-            shape: &self.shape,
-            watermark: &self.keyed.watermark,
+        let own = Skipped {
             skipped: self.skipped,
-            episodes: &self.keyed.book.counts,
-            keys: &self.keyed.keys,
         };
-        Snapshot::write(&saved, max_bytes)
+        self.keyed.snapshot(&self.shape, &own, max_bytes)
+    }
+}
+
+impl crate::stages::episode::Resumable for WindowCountStage {
+    fn restore(&mut self, saved: &str, id: &str) -> bool {
+        WindowCountStage::restore(self, saved, id)
+    }
+
+    fn close_at_start(&mut self, orphans: Vec<Arc<Event>>) {
+        WindowCountStage::close_at_start(self, orphans);
     }
 }
