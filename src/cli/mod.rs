@@ -130,8 +130,25 @@ pub(crate) enum Command {
         /// `KIND=FILE` feeds the sources of a kind (`pce_traffic`), `PIPELINE.SOURCE=FILE`
         /// one source; a bare FILE of PCE flows or PCE events feeds the sources of that
         /// kind. Repeat for several files: their records are merged by time.
-        #[arg(long = "file", value_name = "[TARGET=]FILE", required = true)]
+        #[arg(
+            long = "file",
+            value_name = "[TARGET=]FILE",
+            required_unless_present = "pce",
+            conflicts_with = "pce"
+        )]
         files: Vec<vigil::testing::replay::Input>,
+        /// Read a time range from this PCE connection instead of files: its traffic slice
+        /// by slice and its audit events, through the real client, as the sources read
+        /// them (needs --from and --to).
+        #[arg(long, value_name = "CONNECTION", requires_all = ["from", "to"])]
+        pce: Option<String>,
+        /// The start of the PCE range: RFC 3339 (`2026-03-02T09:00:00Z`), a date
+        /// (`2026-03-02`, midnight UTC), or a length back from now (`24h`, `7d`).
+        #[arg(long, value_name = "TIME", value_parser = parse_when, requires = "pce")]
+        from: Option<vigil::event::Timestamp>,
+        /// The end of the PCE range (exclusive): as --from, or `now`.
+        #[arg(long, value_name = "TIME", value_parser = parse_when, requires = "pce")]
+        to: Option<vigil::event::Timestamp>,
         /// Output: a table, or JSON.
         #[arg(long, value_enum, default_value_t = ReplayFormat::Table)]
         format: ReplayFormat,
@@ -357,9 +374,24 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Replay {
             pipelines,
             files,
+            pce,
+            from,
+            to,
             format,
             out,
-        } => replay(pipelines, files, format, out),
+        } => {
+            let range = match (pce, from, to) {
+                (Some(connection), Some(from), Some(to)) => {
+                    Some(vigil::testing::replay::PceRange {
+                        connection,
+                        from,
+                        to,
+                    })
+                }
+                _ => None,
+            };
+            replay(pipelines, files, range, format, out)
+        }
         Command::Check { pipelines, timeout } => check(pipelines, timeout),
         Command::Graph { pipelines, format } => graph(pipelines, format),
         #[cfg(feature = "demo")]
@@ -433,6 +465,30 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// `--timeout`: a positive length such as `5s`.
+/// A moment on the command line: RFC 3339, a date (midnight UTC), `now`, or a length back
+/// from now (`24h`).
+fn parse_when(text: &str) -> Result<vigil::event::Timestamp, String> {
+    let text = text.trim();
+    if text == "now" {
+        return Ok(chrono::Utc::now());
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    match vigil::time::parse_length(text) {
+        Ok(back) => chrono::Duration::from_std(back)
+            .ok()
+            .and_then(|back| chrono::Utc::now().checked_sub_signed(back))
+            .ok_or_else(|| format!("{text} back from now is before any date")),
+        Err(_) => Err(format!(
+            "`{text}` is not a time: write RFC 3339 (2026-03-02T09:00:00Z), a date (2026-03-02), `now`, or a length back from now (24h)"
+        )),
+    }
+}
+
 fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
     match vigil::time::parse_length(text)? {
         d if d.is_zero() => Err("must be greater than zero".into()),

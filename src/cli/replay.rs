@@ -7,13 +7,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use vigil::testing::replay::{self, Input, Options, Progress, Report};
+use vigil::testing::replay::{self, Input, Options, PceRange, Progress, ProgressUnit, Report};
 
 use super::{ReplayFormat, load_for_use, print};
 
 pub(super) fn replay(
     pipelines: PathBuf,
     files: Vec<Input>,
+    pce: Option<PceRange>,
     format: ReplayFormat,
     out: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
@@ -27,19 +28,32 @@ pub(super) fn replay(
     } else {
         indicatif::ProgressBar::hidden()
     };
+    // Files count in bytes; a PCE range in the time it covers.
+    let template = if pce.is_some() {
+        "{spinner} replaying [{bar:40}] {percent}% of the range · {msg} · ETA {eta}"
+    } else {
+        "{spinner} replaying [{bar:40}] {bytes}/{total_bytes} · {msg} · ETA {eta}"
+    };
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} replaying [{bar:40}] {bytes}/{total_bytes} · {msg} · ETA {eta}",
-        )
-        .context("the progress bar's template")?
-        .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(template)
+            .context("the progress bar's template")?
+            .progress_chars("=> "),
     );
     let started = std::time::Instant::now();
-    let opts = Options { inputs: files, out };
+    let opts = Options {
+        inputs: files,
+        pce,
+        peer_clock: None,
+        out,
+    };
     let outcome = replay::replay(&config, &opts, &mut |p: Progress| {
         bar.set_length(p.total);
         bar.set_position(p.done);
-        bar.set_message(format!("{} records", p.records));
+        let what = match p.unit {
+            ProgressUnit::Bytes => "records",
+            ProgressUnit::Seconds => "events",
+        };
+        bar.set_message(format!("{} {what}", p.records));
     });
     bar.finish_and_clear();
     let report = match outcome {
@@ -78,6 +92,13 @@ fn table(r: &Report) -> String {
         "{} records ({} malformed, set aside), {span}",
         r.records, r.malformed
     );
+    if let Some(p) = &r.pce {
+        let _ = writeln!(
+            s,
+            "PCE `{}`: {} traffic slices ({} truncated), {} flows, {} audit events ({} unusable)",
+            p.connection, p.slices, p.truncated_slices, p.flows, p.events, p.unusable_events
+        );
+    }
     let _ = writeln!(s);
     let _ = writeln!(
         s,

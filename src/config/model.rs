@@ -398,3 +398,22 @@ pub struct PipelineConfig {
     #[serde(default)]
     pub tests: Vec<super::test_case::TestCase>,
 }
+
+impl PipelineConfig {
+    /// The `filter` stages reading node `name`, when every node reading it is one
+    /// (`None` otherwise): a source may then ask its peer only for what they keep.
+    pub fn filter_readers(&self, name: &str) -> Option<Vec<crate::stages::filter::FilterConfig>> {
+        let reads = |inputs: &[String]| inputs.iter().any(|i| i == name);
+        if self.sinks.values().any(|s| reads(s.inputs())) {
+            return None;
+        }
+        let mut filters = Vec::new();
+        for stage in self.stages.values().filter(|s| reads(s.inputs())) {
+            match stage {
+                crate::components::StageConfig::Filter(f) => filters.push(f.clone()),
+                _ => return None,
+            }
+        }
+        (!filters.is_empty()).then_some(filters)
+    }
+}

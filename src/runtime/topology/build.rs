@@ -221,21 +221,11 @@ pub(super) fn build_context(
     }
 }
 
-/// The filter stages reading node `name` of `pipeline`, when every reader is one.
+/// The filter stages reading node `name` of `pipeline`, when every reader is one (see
+/// [`crate::config::PipelineConfig::filter_readers`]).
 pub(super) fn filter_readers(
     pipeline: &crate::config::PipelineConfig,
     name: &str,
 ) -> Option<Vec<crate::stages::filter::FilterConfig>> {
-    let reads = |inputs: &[String]| inputs.iter().any(|i| i == name);
-    if pipeline.sinks.values().any(|s| reads(s.inputs())) {
-        return None;
-    }
-    let mut filters = Vec::new();
-    for stage in pipeline.stages.values().filter(|s| reads(s.inputs())) {
-        match stage {
-            crate::components::StageConfig::Filter(f) => filters.push(f.clone()),
-            _ => return None,
-        }
-    }
-    (!filters.is_empty()).then_some(filters)
+    pipeline.filter_readers(name)
 }

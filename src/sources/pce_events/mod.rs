@@ -59,3 +59,4 @@ mod source;
 pub use checkpoint::EventsCheckpoint;
 pub use config::{PceEventsConfig, Severity, StartAt, Status};
 pub use source::PceEventsSource;
+pub(crate) use source::read_range;

@@ -169,7 +169,7 @@ impl PceEventsSource {
             self.audited = Some(now);
         }
         while let Some((a, b)) = todo.pop() {
-            let Some(answer) = cx.wait(self.fetch(a, b)).await else {
+            let Some(answer) = cx.wait(fetch(&self.client, &self.cfg, a, b)).await else {
                 return Cycle::Stopped;
             };
             let (records, full) = match answer {
@@ -280,37 +280,78 @@ impl PceEventsSource {
         good.retain(|r| !state.recent.contains_key(&r.href) && seen.insert(r.href.clone()));
         good
     }
+}
 
-    /// Every event in `[a, b]`, over one query per configured type; whether any page was
-    /// full.
-    async fn fetch(&self, a: Timestamp, b: Timestamp) -> Result<(Vec<Value>, bool), PceError> {
-        let base = EventQuery {
-            since: Some(a),
-            until: Some(b),
-            event_types: Vec::new(),
-            severity: self.cfg.severity.map(|s| s.as_str().to_string()),
-            status: self.cfg.status.map(|s| s.as_str().to_string()),
-            max_results: Some(self.cfg.max_results),
-        };
-        let queries: Vec<EventQuery> = match &self.cfg.event_types {
-            Some(types) if !types.is_empty() => types
-                .iter()
-                .map(|t| EventQuery {
-                    event_types: vec![t.clone()],
-                    ..base.clone()
-                })
-                .collect(),
-            _ => vec![base],
-        };
-        let mut all = Vec::new();
-        let mut full = false;
-        for q in &queries {
-            let page = self.client.events(q).await?;
-            full |= q.page_is_full(page.len());
-            all.extend(page);
-        }
-        Ok((all, full))
+/// Every event of `cfg`'s kinds in `[a, b]`, over one query per configured type; whether
+/// any page was full.
+pub(crate) async fn fetch(
+    client: &PceClient,
+    cfg: &PceEventsConfig,
+    a: Timestamp,
+    b: Timestamp,
+) -> Result<(Vec<Value>, bool), PceError> {
+    let base = EventQuery {
+        since: Some(a),
+        until: Some(b),
+        event_types: Vec::new(),
+        severity: cfg.severity.map(|s| s.as_str().to_string()),
+        status: cfg.status.map(|s| s.as_str().to_string()),
+        max_results: Some(cfg.max_results),
+    };
+    let queries: Vec<EventQuery> = match &cfg.event_types {
+        Some(types) if !types.is_empty() => types
+            .iter()
+            .map(|t| EventQuery {
+                event_types: vec![t.clone()],
+                ..base.clone()
+            })
+            .collect(),
+        _ => vec![base],
+    };
+    let mut all = Vec::new();
+    let mut full = false;
+    for q in &queries {
+        let page = client.events(q).await?;
+        full |= q.page_is_full(page.len());
+        all.extend(page);
     }
+    Ok((all, full))
+}
+
+/// Every event of `cfg`'s kinds in `[a, b]`, a full page narrowed until none is (as the
+/// source reads), in time order, each href once. Records without an href or a time are
+/// left out and counted in the second value.
+pub(crate) async fn read_range(
+    client: &PceClient,
+    cfg: &PceEventsConfig,
+    a: Timestamp,
+    b: Timestamp,
+) -> Result<(Vec<(Timestamp, Value)>, u64), PceError> {
+    let mut todo = vec![(a, b)];
+    let mut good = Vec::new();
+    let mut unusable = 0;
+    let mut seen = HashSet::new();
+    while let Some((a, b)) = todo.pop() {
+        let (records, full) = fetch(client, cfg, a, b).await?;
+        if full && (b - a).num_milliseconds() > MIN_SPAN_MS {
+            let mid = a + (b - a) / 2;
+            todo.push((mid + chrono::Duration::milliseconds(1), b));
+            todo.push((a, mid));
+            continue;
+        }
+        for data in records {
+            match parse(&data) {
+                Ok((href, at)) => {
+                    if seen.insert(href) {
+                        good.push((at, data));
+                    }
+                }
+                Err(_) => unusable += 1,
+            }
+        }
+    }
+    good.sort_by_key(|(at, _)| *at);
+    Ok((good, unusable))
 }
 
 /// The identity and time of an event, or why it cannot be used.

@@ -236,6 +236,22 @@ impl PceTrafficConfig {
         own_lists: bool,
     ) -> Result<Box<dyn Source>, NodeError> {
         let hub = pce.traffic_hub(cx);
+        Ok(Box::new(PceTrafficSource::new(
+            hub,
+            cx.id.clone(),
+            self.clone(),
+            self.restriction(readers, own_lists),
+            self.routed_by(readers).map(<[FilterConfig]>::to_vec),
+        )))
+    }
+
+    /// What the source asks its connection for, read by `readers` (see
+    /// [`PceTrafficConfig::build`]).
+    pub(crate) fn restriction(
+        &self,
+        readers: Option<&[FilterConfig]>,
+        own_lists: bool,
+    ) -> super::narrow::Restriction {
         let mut restriction = if self.narrow {
             super::narrow::source_restriction(readers)
         } else {
@@ -245,14 +261,14 @@ impl PceTrafficConfig {
             restriction.src_ip_lists = None;
             restriction.dst_ip_lists = None;
         }
-        Ok(Box::new(PceTrafficSource::new(
-            hub,
-            cx.id.clone(),
-            self.clone(),
-            restriction,
-            readers
-                .filter(|_| self.narrow)
-                .map(<[FilterConfig]>::to_vec),
-        )))
+        restriction
+    }
+
+    /// The readers whose filters decide which flows the source is handed (with `narrow`).
+    pub(crate) fn routed_by<'a>(
+        &self,
+        readers: Option<&'a [FilterConfig]>,
+    ) -> Option<&'a [FilterConfig]> {
+        readers.filter(|_| self.narrow)
     }
 }

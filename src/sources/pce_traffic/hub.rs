@@ -14,31 +14,26 @@
 //! the slice is acknowledged; the ledger is then stored under `pce_traffic_flows:<connection>`
 //! just before the cursor, and loaded at start.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use chrono::SecondsFormat;
 use futures::future::join_all;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::PceTrafficConfig;
-use super::ledger::{Ledger, Pending, Sighting, Tally};
+use super::ledger::{Ledger, Pending, Tally};
 use super::narrow::{Narrowing, Restriction};
 use super::route::Route;
-use crate::event::{Event, Field, FieldPath, Tape, Timestamp, time_from_field, time_from_value};
+use super::slice::{Plan, SliceRead, fmt_time, route_of};
+use crate::event::{Event, Field, Tape, Timestamp, time_from_value};
 use crate::node::BuildContext;
-use crate::pce::client::{PceClient, PceError, TrafficQuery};
+use crate::pce::client::{PceClient, PceError};
 use crate::pce::names::{NameCache, Names};
 use crate::stages::filter::FilterConfig;
 use crate::store::Store;
 use crate::time::SharedClock;
-
-/// Where a flow says when it was last detected (its event time).
-static LAST_DETECTED: std::sync::LazyLock<Option<FieldPath>> =
-    std::sync::LazyLock::new(|| FieldPath::parse("timestamp_range.last_detected").ok());
 
 /// Flow events handed to a subscriber per message. Every pipeline reading the connection
 /// reads the same events one batch after the other: a small batch is still in the CPU's
@@ -93,22 +88,6 @@ struct Subscriber {
     /// The flows it can use.
     route: Arc<Route>,
     tx: mpsc::Sender<Delivery>,
-}
-
-/// What the hub runs with: the subscribers' settings combined.
-#[derive(Debug, Clone)]
-struct Plan {
-    interval: chrono::Duration,
-    settle: chrono::Duration,
-    max_results: u32,
-    names_refresh: chrono::Duration,
-    lookback: chrono::Duration,
-    decisions: Vec<crate::pce::client::PolicyDecision>,
-    /// What to ask for: the union of the subscribers' restrictions (resolved to hrefs
-    /// through the name cache when each slice's query is built).
-    restriction: Restriction,
-    flow_memory: std::time::Duration,
-    max_flows: usize,
 }
 
 /// How a slice went.
@@ -254,11 +233,7 @@ impl TrafficHub {
         readers: Option<&[FilterConfig]>,
     ) -> mpsc::Receiver<Delivery> {
         let (tx, rx) = mpsc::channel(4);
-        let decisions: Option<HashSet<&'static str>> = cfg
-            .policy_decisions
-            .as_ref()
-            .map(|d| d.iter().map(|d| d.as_str()).collect());
-        let route = Arc::new(Route::new(decisions, readers));
+        let route = Arc::new(route_of(&cfg, readers));
         let mut subscribers = self.lock();
         // A source rebuilt by a reload takes the place of the one it replaces.
         subscribers.retain(|s| s.id != id);
@@ -293,58 +268,7 @@ impl TrafficHub {
 
     fn plan(&self) -> Option<Plan> {
         let subs = self.lock();
-        let to =
-            |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
-        let first = subs.first()?;
-        let mut plan = Plan {
-            interval: to(first.cfg.interval.get()),
-            settle: to(first.cfg.settle.get()),
-            max_results: first.cfg.max_results,
-            names_refresh: to(first.cfg.names_refresh.get()),
-            lookback: to(first.cfg.lookback().unwrap_or_default()),
-            decisions: Vec::new(),
-            restriction: super::narrow::union(
-                &subs
-                    .iter()
-                    .map(|s| s.restriction.clone())
-                    .collect::<Vec<_>>(),
-            ),
-            flow_memory: first.cfg.flow_memory.get(),
-            max_flows: first.cfg.max_flows as usize,
-        };
-        let mut all = false;
-        let mut union = Vec::new();
-        for s in subs.iter() {
-            plan.interval = plan.interval.min(to(s.cfg.interval.get()));
-            plan.settle = plan.settle.max(to(s.cfg.settle.get()));
-            plan.max_results = plan.max_results.max(s.cfg.max_results);
-            plan.names_refresh = plan.names_refresh.min(to(s.cfg.names_refresh.get()));
-            plan.lookback = plan.lookback.max(to(s.cfg.lookback().unwrap_or_default()));
-            plan.flow_memory = plan.flow_memory.max(s.cfg.flow_memory.get());
-            plan.max_flows = plan.max_flows.max(s.cfg.max_flows as usize);
-            match &s.cfg.policy_decisions {
-                None => all = true,
-                Some(d) => {
-                    for d in d {
-                        let q = d.to_query();
-                        if !union.contains(&q) {
-                            union.push(q);
-                        }
-                    }
-                }
-            }
-        }
-        if plan.interval <= chrono::Duration::zero() {
-            plan.interval = chrono::Duration::minutes(5);
-        }
-        if plan.names_refresh <= chrono::Duration::zero() {
-            plan.names_refresh = chrono::Duration::minutes(10);
-        }
-        plan.max_flows = plan.max_flows.max(1);
-        if !all {
-            plan.decisions = union;
-        }
-        Some(plan)
+        Plan::of(subs.iter().map(|s| (&s.cfg, &s.restriction)))
     }
 
     /// The stored cursor, or where the first run starts.
@@ -573,69 +497,34 @@ impl TrafficHub {
         ledger: &Ledger,
         shutdown: &CancellationToken,
     ) -> Result<SliceOutcome, PceError> {
-        let mut query = TrafficQuery::new(
-            format!("vigil pce_traffic {}", self.connection),
-            start,
-            end,
-            plan.max_results,
-        );
-        query.policy_decisions = plan.decisions.clone();
-        // Label and IP list hrefs from the names as they are now (refreshed just before).
-        let narrowing = plan.restriction.query(&self.names.snapshot());
-        narrowing.apply(&mut query);
+        let ingest = self.clock.now();
+        let (mut read, narrowing) = SliceRead::open(
+            &self.client.until(deadline),
+            &self.connection,
+            plan,
+            &self.names,
+            ledger,
+            (start, end),
+            self.source_id.clone(),
+            ingest,
+        )
+        .await?;
         self.note_narrowing(&narrowing);
-        let mut download = self.client.until(deadline).traffic_stream(&query).await?;
-        // The flows are read as they download; when the PCE does not say how many the
-        // result holds, a short result is known only at its end (see below).
-        let held = download.flows_count.unwrap_or(download.matches_count);
-        let truncated = download.is_truncated(held);
-        if truncated {
+        if read.truncated() {
             self.truncated_slices.fetch_add(1, Ordering::Relaxed);
+            let (matches_count, held) = read.counts();
             tracing::warn!(
                 connection = %self.connection, start = %fmt_time(&start), end = %fmt_time(&end),
-                matches_count = download.matches_count, held,
+                matches_count, held = held.unwrap_or(matches_count),
                 "pce_traffic: slice truncated; its flows are marked vigil.truncated"
             );
         }
-        let names = self.names.snapshot();
-        let vigil = Arc::new(json!({
-            "source_type": "pce_traffic",
-            "connection": self.connection,
-            "slice": {"start": fmt_time(&start), "end": fmt_time(&end)},
-            "truncated": truncated,
-        }));
-        let ingest = self.clock.now();
         // Every flow of the slice carries one acknowledgement: the cursor moves only once
         // every subscriber's sinks have written them (or stages dropped them on purpose).
         let (guard, ack) = crate::event::ack_pair();
         let mut batch = Batch::default();
-        let mut pending = ledger.begin(end, usize::try_from(held).unwrap_or(0));
-        let mut read = 0u64;
-        let mut labels = LabelCache::default();
-        while let Some(mut flow) = download.next().await? {
-            read += 1;
-            let sighting = pending.observe(ledger, &mut flow);
-            if sighting == Sighting::Repeat {
-                continue;
-            }
-            match sighting {
-                Sighting::Continuation { total: Some(total) } => {
-                    let mut vigil = Value::clone(&vigil);
-                    if let Some(v) = vigil.as_object_mut() {
-                        v.insert("num_connections_total".to_string(), Value::from(total));
-                    }
-                    enrich_tape(&mut flow, &names, &Arc::new(vigil), &mut labels);
-                }
-                _ => enrich_tape(&mut flow, &names, &vigil, &mut labels),
-            }
-            let mut event = Event::from_tape(flow, self.source_id.clone(), ingest).with_ack(&guard);
-            if let Some(t) = LAST_DETECTED
-                .as_ref()
-                .and_then(|p| p.first_in(&event))
-                .and_then(|f| time_from_field(&f))
-            {
-                event.meta.time = t;
-            }
+        while let Some(event) = read.next(ledger).await? {
+            let event = event.with_ack(&guard);
             if batch.all.is_empty() {
                 batch.routes = self.lock().iter().map(|s| s.route.clone()).collect();
                 batch.mine = vec![Vec::new(); batch.routes.len()];
@@ -649,11 +538,14 @@ impl TrafficHub {
         if !batch.all.is_empty() && !self.fan_out(batch, shutdown).await {
             return Ok(SliceOutcome::Stopped);
         }
-        if !truncated && download.flows_count.is_none() && download.is_truncated(read) {
+        let rows = read.rows_read();
+        let (matches_count, _) = read.counts();
+        let (pending, short) = read.finish();
+        if short {
             self.truncated_slices.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 connection = %self.connection, start = %fmt_time(&start), end = %fmt_time(&end),
-                matches_count = download.matches_count, read,
+                matches_count, read = rows,
                 "pce_traffic: slice truncated (the result held fewer flows than matched; its flows were handed on unmarked)"
             );
         }
@@ -692,10 +584,6 @@ impl TrafficHub {
     }
 }
 
-fn fmt_time(t: &Timestamp) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
 /// Adds vigil's fields to a PCE flow record: `src`/`dst` `labels` (key → value) and
 /// `ip_list_names`, `workload.labels_by_key`, and `vigil` (given).
 pub fn enrich_flow(mut flow: Value, names: &Names, vigil: &Value) -> Value {
@@ -721,7 +609,12 @@ pub fn enrich_flow(mut flow: Value, names: &Names, vigil: &Value) -> Value {
 }
 
 /// [`enrich_flow`] on a tape: the fields are placed over it.
-fn enrich_tape(flow: &mut Tape, names: &Names, vigil: &Arc<Value>, cache: &mut LabelCache) {
+pub(super) fn enrich_tape(
+    flow: &mut Tape,
+    names: &Names,
+    vigil: &Arc<Value>,
+    cache: &mut LabelCache,
+) {
     let fields = flow_fields(flow.root(), names, vigil, cache);
     flow.reserve_patches(fields.len());
     for (path, value) in fields {
@@ -823,7 +716,7 @@ fn flow_fields(
 /// are the same in every flow of one query result), so each is made once. At most
 /// [`LabelCache::MAX`] workloads; beyond, maps are made per flow.
 #[derive(Debug)]
-struct LabelCache {
+pub(super) struct LabelCache {
     /// Workloads whose flows list their labels.
     listed: std::collections::HashMap<String, Arc<Value>>,
     /// Workloads whose flows do not (their labels come from the name cache).

@@ -6,11 +6,14 @@ mod hub;
 mod ledger;
 pub mod narrow;
 mod route;
+pub(crate) mod slice;
 mod source;
 
 pub use crate::pce::names::{IpListEntry, NameCache, Names};
 pub use config::{Decision, PceTrafficConfig};
 pub use hub::{TrafficHub, enrich_flow};
+pub(crate) use ledger::Ledger;
+pub(crate) use route::Route;
 pub use source::PceTrafficSource;
 
 /// The traffic counters of one PCE connection.

@@ -1,5 +1,8 @@
-//! `vigil replay`: every pipeline over captured records, on a virtual clock, delivering
-//! nothing.
+//! `vigil replay`: every pipeline over captured records or a PCE time range, on a virtual
+//! clock, delivering nothing.
+//!
+//! A PCE range (`--pce`) is read through the real client as the sources read it: see
+//! [`pce`].
 //!
 //! Each record is handed to the sources that would have read it (by source kind, by
 //! `pipeline.source`, or by its shape: a PCE flow or a PCE audit event) as those sources
@@ -22,6 +25,10 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
+
+mod pce;
+
+pub use pce::{PceRange, PceReport};
 
 use super::runner::{Keep, PipelineRun, RunError, RunWith};
 use crate::components::SourceConfig;
@@ -79,21 +86,47 @@ impl std::str::FromStr for Input {
 }
 
 /// What to replay.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Options {
-    /// The files.
+    /// The files (or none, with `pce`).
     pub inputs: Vec<Input>,
+    /// A PCE connection's time range (instead of files).
+    pub pce: Option<PceRange>,
+    /// The clock the PCE client waits on (polls, retries); default: the wall clock.
+    pub peer_clock: Option<SharedClock>,
     /// Where to write what delivering sinks would have sent (must be empty or missing).
     pub out: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("inputs", &self.inputs)
+            .field("pce", &self.pce)
+            .field("out", &self.out)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a replay's progress counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProgressUnit {
+    /// Bytes of the input files.
+    #[default]
+    Bytes,
+    /// Seconds of the PCE range.
+    Seconds,
 }
 
 /// How far a replay got (for a progress bar).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Progress {
-    /// Bytes of the input files read.
+    /// Bytes of the input files read, or seconds of the PCE range presented.
     pub done: u64,
-    /// Bytes of the input files in all.
+    /// Bytes of the input files, or seconds of the PCE range, in all.
     pub total: u64,
+    /// What `done` and `total` count.
+    pub unit: ProgressUnit,
     /// Records read.
     pub records: u64,
 }
@@ -115,6 +148,9 @@ pub struct Report {
     pub alerts_left_out: u64,
     /// Files written under `--out`.
     pub written: Vec<PathBuf>,
+    /// What was read from the PCE (`--pce`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pce: Option<PceReport>,
 }
 
 /// What one pipeline did in a replay.
@@ -181,6 +217,14 @@ pub enum ReplayError {
         pipeline: String,
         /// Why.
         source: RunError,
+    },
+    /// The PCE could not be read (the range is not replayed in part).
+    #[error("PCE connection `{connection}`: {message}")]
+    Pce {
+        /// The connection.
+        connection: String,
+        /// What went wrong.
+        message: String,
     },
     /// `--out` could not be written.
     #[error("--out {path}: {message}")]
@@ -447,20 +491,21 @@ fn records_of(doc: Value) -> Vec<Value> {
 }
 
 /// One file being read, with its next record made into events.
-struct Feed {
+struct FileFeed {
     records: Records,
     /// `None` until the first record says what reads the file.
     targets: Option<Vec<Target>>,
     head: Option<Head>,
 }
 
-/// A record made into the events of its targets, with the time it is presented.
-struct Head {
-    time: Timestamp,
-    events: Vec<(usize, String, Event)>,
+/// A record made into the events of its targets (pipeline, source), with the time it is
+/// presented.
+pub(super) struct Head {
+    pub(super) time: Timestamp,
+    pub(super) events: Vec<(usize, String, Event)>,
 }
 
-impl Feed {
+impl FileFeed {
     /// Reads records until one makes an event (or the file ends).
     fn advance(
         &mut self,
@@ -502,29 +547,195 @@ impl Feed {
     }
 }
 
-/// Runs every pipeline of `config` over `opts.inputs`; `progress` is called as the files
-/// are read.
+/// What feeds a replay: a file, a connection's traffic, or a source's audit events.
+enum Feed {
+    File(FileFeed),
+    Traffic(Box<pce::TrafficFeed>),
+    Events(pce::EventsFeed),
+}
+
+impl Feed {
+    fn head(&self) -> Option<&Head> {
+        match self {
+            Feed::File(f) => f.head.as_ref(),
+            Feed::Traffic(f) => f.head.as_ref(),
+            Feed::Events(f) => f.head.as_ref(),
+        }
+    }
+
+    fn take_head(&mut self) -> Option<Head> {
+        match self {
+            Feed::File(f) => f.head.take(),
+            Feed::Traffic(f) => f.head.take(),
+            Feed::Events(f) => f.head.take(),
+        }
+    }
+
+    /// The pipelines it feeds (a file's, once its first record told).
+    fn pipelines(&self) -> Vec<usize> {
+        match self {
+            Feed::File(f) => f.targets.iter().flatten().map(|t| t.pipeline).collect(),
+            Feed::Traffic(f) => f.pipelines().collect(),
+            Feed::Events(f) => vec![f.pipeline()],
+        }
+    }
+
+    fn malformed(&self) -> u64 {
+        match self {
+            Feed::File(f) => f.records.malformed,
+            _ => 0,
+        }
+    }
+}
+
+/// Reads the feeds on: each file and PCE feed's next head.
+struct Reading<'a> {
+    config: &'a Config,
+    /// The pipelines' names (a source's id is `pipeline.source`).
+    names: Vec<String>,
+    progress: Progress,
+    pce: PceReport,
+}
+
+impl Reading<'_> {
+    fn advance(&mut self, feed: &mut Feed, now: Timestamp) -> Result<(), ReplayError> {
+        match feed {
+            Feed::File(f) => {
+                let names = &self.names;
+                let ids = |p: usize, s: &str| -> Arc<str> { format!("{}.{s}", names[p]).into() };
+                f.advance(self.config, now, &ids, &mut self.progress)
+            }
+            Feed::Traffic(f) => f.advance(&mut self.pce),
+            Feed::Events(f) => f.advance(&mut self.pce),
+        }
+    }
+}
+
+/// Opens the inputs of `opts`: its files, or its PCE range (through the connection's
+/// client, with the connection's names read first). The runtime, with `--pce`, drives the
+/// client's calls.
+fn open_feeds(
+    config: &Config,
+    opts: &Options,
+    progress: &mut Progress,
+) -> Result<(Vec<Feed>, Option<pce::Runtime>, crate::components::Services), ReplayError> {
+    let mut settings = config.settings.clone();
+    let Some(range) = &opts.pce else {
+        if opts.inputs.is_empty() {
+            return Err(ReplayError::Target(
+                "nothing to replay: name files (--file) or a PCE range (--pce)".into(),
+            ));
+        }
+        let mut feeds = Vec::new();
+        for input in &opts.inputs {
+            let (records, size) = Records::open(&input.path)?;
+            progress.total += size;
+            let targets = match &input.target {
+                Some(t) => Some(targets(config, t, &input.path)?),
+                None => None,
+            };
+            feeds.push(Feed::File(FileFeed {
+                records,
+                targets,
+                head: None,
+            }));
+        }
+        settings.connections = Default::default(); // a replay of files reaches no peer
+        let clock: SharedClock = Arc::new(VirtualClock::new(Timestamp::UNIX_EPOCH));
+        let services = build_services(&settings, &clock).map_err(settings_error)?;
+        return Ok((feeds, None, services));
+    };
+    if !opts.inputs.is_empty() {
+        return Err(ReplayError::Target(
+            "replay either files (--file) or a PCE range (--pce), not both".into(),
+        ));
+    }
+    if range.from >= range.to {
+        return Err(ReplayError::Target(format!(
+            "--from {} is not before --to {}",
+            range.from.to_rfc3339(),
+            range.to.to_rfc3339()
+        )));
+    }
+    // Only the connection replayed is reached (its names serve the filters' `ip_list:`).
+    let Some(conn) = settings.connections.pce.get(&range.connection).cloned() else {
+        let known: Vec<&String> = settings.connections.pce.keys().collect();
+        return Err(ReplayError::Target(format!(
+            "no PCE connection `{}` in the settings (connections: {})",
+            range.connection,
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )));
+    };
+    settings.connections = Default::default();
+    settings
+        .connections
+        .pce
+        .insert(range.connection.clone(), conn);
+    let peer_clock = opts
+        .peer_clock
+        .clone()
+        .unwrap_or_else(|| Arc::new(crate::time::WallClock));
+    let rt: pce::Runtime = Arc::new(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| ReplayError::Pce {
+                connection: range.connection.clone(),
+                message: format!("cannot start a runtime for the client: {e}"),
+            })?,
+    );
+    // The client is made inside the runtime (its connection pool lives there).
+    let services = {
+        let _entered = rt.enter();
+        build_services(&settings, &peer_clock).map_err(settings_error)?
+    };
+    let pce = services
+        .pce(&range.connection)
+        .map_err(|e| ReplayError::Target(e.to_string()))?
+        .clone();
+    let refreshed = rt.block_on(pce.names().refresh(pce.client(), peer_clock.now()));
+    if let Err(e) = refreshed {
+        return Err(ReplayError::Pce {
+            connection: range.connection.clone(),
+            message: format!("cannot read the names of labels, IP lists and workloads: {e}"),
+        });
+    }
+    let (traffic, events) = pce::feeds(config, range, pce.client(), pce.names(), &rt)?;
+    let mut feeds: Vec<Feed> = traffic
+        .into_iter()
+        .map(|t| Feed::Traffic(Box::new(t)))
+        .collect();
+    feeds.extend(events.into_iter().map(Feed::Events));
+    progress.unit = ProgressUnit::Seconds;
+    progress.total = u64::try_from((range.to - range.from).num_seconds()).unwrap_or(0);
+    Ok((feeds, Some(rt), services))
+}
+
+fn settings_error(e: crate::runtime::ConnectionError) -> ReplayError {
+    ReplayError::Build {
+        pipeline: "(settings)".into(),
+        source: RunError::Invalid(e.to_string()),
+    }
+}
+
+/// Runs every pipeline of `config` over `opts.inputs` (or `opts.pce`); `progress` is
+/// called as they are read.
 pub fn replay(
     config: &Config,
     opts: &Options,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Report, ReplayError> {
     let mut report = Report::default();
-    let mut feeds = Vec::new();
     let mut prog = Progress::default();
-    for input in &opts.inputs {
-        let (records, size) = Records::open(&input.path)?;
-        prog.total += size;
-        let targets = match &input.target {
-            Some(t) => Some(targets(config, t, &input.path)?),
-            None => None,
-        };
-        feeds.push(Feed {
-            records,
-            targets,
-            head: None,
-        });
-    }
+    let (mut feeds, _runtime, services) = open_feeds(config, opts, &mut prog)?;
     if let Some(out) = &opts.out {
         check_out(out)?;
     }
@@ -534,43 +745,46 @@ pub fn replay(
         .iter()
         .map(|p| p.config.name.clone())
         .collect();
-    let ids = |p: usize, s: &str| -> Arc<str> { format!("{}.{s}", names[p]).into() };
+    let mut reading = Reading {
+        config,
+        names,
+        progress: prog,
+        pce: PceReport {
+            connection: opts
+                .pce
+                .as_ref()
+                .map(|r| r.connection.clone())
+                .unwrap_or_default(),
+            ..PceReport::default()
+        },
+    };
     let epoch = Timestamp::UNIX_EPOCH;
     for f in &mut feeds {
-        f.advance(config, epoch, &ids, &mut prog)?;
+        reading.advance(f, epoch)?;
     }
-    progress(prog);
-    let Some(start) = feeds
-        .iter()
-        .filter_map(|f| f.head.as_ref())
-        .map(|h| h.time)
-        .min()
-    else {
-        report.records = prog.records;
-        report.malformed = feeds.iter().map(|f| f.records.malformed).sum();
+    progress(reading.progress);
+    let finish_report = |report: &mut Report, reading: &Reading<'_>, feeds: &[Feed]| {
+        report.records = reading.progress.records;
+        report.malformed = feeds.iter().map(Feed::malformed).sum();
+        if opts.pce.is_some() {
+            report.pce = Some(reading.pce.clone());
+        }
+    };
+    let Some(start) = feeds.iter().filter_map(|f| f.head().map(|h| h.time)).min() else {
+        finish_report(&mut report, &reading, &feeds);
         return Ok(report);
     };
 
     let scratch = Scratch::new()?;
-    let clock: SharedClock = Arc::new(VirtualClock::new(start));
-    let mut settings = config.settings.clone();
-    settings.connections = Default::default(); // a replay reaches no peer
-    let services = build_services(&settings, &clock).map_err(|e| ReplayError::Build {
-        pipeline: "(settings)".into(),
-        source: RunError::Invalid(e.source.to_string()),
-    })?;
     let store = Arc::new(
         crate::store::Store::in_memory().map_err(|e| ReplayError::Build {
             pipeline: "(settings)".into(),
             source: RunError::Invalid(e.to_string()),
         })?,
     );
-    let step = settings.tick_interval.span();
+    let step = config.settings.tick_interval.span();
     let mut runs: Vec<Option<PipelineRun>> = Vec::new();
-    let fed: HashSet<usize> = feeds
-        .iter()
-        .flat_map(|f| f.targets.iter().flatten().map(|t| t.pipeline))
-        .collect();
+    let fed: HashSet<usize> = feeds.iter().flat_map(Feed::pipelines).collect();
     for (pi, p) in config.pipelines.iter().enumerate() {
         if !fed.contains(&pi) {
             runs.push(None);
@@ -588,21 +802,28 @@ pub fn replay(
             })?;
         runs.push(Some(run));
     }
+    let range_start = opts.pce.as_ref().map(|r| r.from);
 
     let mut now = start;
     let mut last_progress = std::time::Instant::now();
-    // The file whose next record comes first, until all are read.
+    // The feed whose next record comes first, until all are read.
     while let Some(next) = feeds
         .iter()
         .enumerate()
-        .filter_map(|(i, f)| f.head.as_ref().map(|h| (h.time, i)))
+        .filter_map(|(i, f)| f.head().map(|h| (h.time, i)))
         .min()
         .map(|(_, i)| i)
     {
-        let Some(head) = feeds[next].head.take() else {
+        let Some(head) = feeds[next].take_head() else {
             break;
         };
         now = now.max(head.time);
+        if let Some(from) = range_start {
+            reading.progress.records += 1;
+            reading.progress.done = u64::try_from((now - from).num_seconds())
+                .unwrap_or(0)
+                .min(reading.progress.total);
+        }
         for (pi, source, mut event) in head.events {
             let Some(run) = runs.get_mut(pi).and_then(Option::as_mut) else {
                 continue;
@@ -612,15 +833,17 @@ pub fn replay(
                 run.feed(src, now, event);
             }
         }
-        feeds[next].advance(config, now, &ids, &mut prog)?;
+        reading.advance(&mut feeds[next], now)?;
         if last_progress.elapsed() >= std::time::Duration::from_millis(100) {
-            progress(prog);
+            progress(reading.progress);
             last_progress = std::time::Instant::now();
         }
     }
-    progress(prog);
-    report.records = prog.records;
-    report.malformed = feeds.iter().map(|f| f.records.malformed).sum();
+    if range_start.is_some() {
+        reading.progress.done = reading.progress.total;
+    }
+    progress(reading.progress);
+    finish_report(&mut report, &reading, &feeds);
     report.from = Some(start);
     report.to = Some(now);
 
