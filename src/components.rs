@@ -282,7 +282,13 @@ impl StageConfig {
             StageConfig::DistinctCount(c) => c.build(cx),
             StageConfig::Spike(c) => c.build(cx),
             StageConfig::Ratio(c) => c.build(cx, &services.name_caches()),
-            StageConfig::NewTerm(c) => c.build(cx),
+            StageConfig::NewTerm(c) => c.build(cx, &|warm| {
+                // A connection not in the settings is reported by validation; where the
+                // services hold none (`vigil test`), there is no history to read.
+                Ok(services.pce(&warm.connection).ok().and_then(|pce| {
+                    sources::pce_history::start(pce, warm, cx.clock.now(), cx.id.clone())
+                }))
+            }),
             StageConfig::Dedupe(c) => c.build(cx),
             StageConfig::Cooldown(c) => c.build(cx),
             StageConfig::Flatline(c) => c.build(cx),

@@ -1545,3 +1545,128 @@ async fn a_reload_that_changes_only_a_filter_changes_what_its_source_asks_for_an
     );
     sim.shutdown().await;
 }
+
+/// The `(src.ip, dst.ip)` pairs of some flows.
+fn pairs(flows: &[Value]) -> std::collections::BTreeSet<(String, String)> {
+    flows
+        .iter()
+        .map(|f| {
+            (
+                f["src"]["ip"].as_str().unwrap_or_default().to_string(),
+                f["dst"]["ip"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A `new_term` stage warmed up from the PCE's last hour of traffic (`warm_up.pce`) knows
+/// every pair of addresses in it: once the history is read, exactly the pairs that are
+/// not in it alert (an independent query of the simulator says which), where the same
+/// stage without a warm-up alerts on every pair it meets. (That the state notes the
+/// history, so a restart does not read it again, is a unit test of the stage.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_term_stage_warmed_up_from_the_pce_alerts_only_on_what_its_history_lacks() {
+    let run = |warm: bool| async move {
+        let clock = VirtualClock::new(t0());
+        let sim = sim(&clock, Faults::default()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("alerts.jsonl");
+        // Without a warm-up, `learn` must not be 0s (validation warns); a millisecond of
+        // the first slice is as good as nothing.
+        let warm_up = if warm {
+            "0s\n    warm_up: {pce: {connection: lab, lookback: 1h}}"
+        } else {
+            "1ms"
+        };
+        let yaml = format!(
+            "kind: pipeline\nname: t\nsources:\n  flows: {{type: pce_traffic, connection: lab, interval: 5m, settle: 2m}}\nstages:\n  pairs:\n    type: new_term\n    inputs: [flows]\n    field: [src.ip, dst.ip]\n    learn: {warm_up}\nsinks:\n  out: {{type: file, path: {}, inputs: [pairs]}}\n",
+            out.display()
+        );
+        let topology = runtime::start(&config(dir.path(), &sim, &yaml), Arc::new(clock.clone()))
+            .expect("starts");
+        cycle(&clock, &sim, 0).await;
+        if warm {
+            // The history is read (a query of [08:00, 09:00)) and the stage has taken it
+            // all: its saved state notes it.
+            // The clock moves a second at a time, so that the next slice (due at 09:05)
+            // is not read before then.
+            let store = vigil::store::Store::open(&dir.path().join("state")).expect("state");
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !store
+                .stage_state("t.pairs")
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.contains("pce_warmed"))
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the history was not learned"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                clock.advance(Duration::from_secs(1));
+            }
+            assert!(
+                vigil::runtime::Clock::now(&clock) < t0() + chrono::Duration::minutes(5),
+                "learned before the next slice"
+            );
+        }
+        // The first slice: [08:53, 08:58).
+        let from = t0() - chrono::Duration::minutes(7);
+        for n in 1..=2 {
+            cycle(&clock, &sim, n).await;
+        }
+        quiesce(&clock, &sim, dir.path()).await;
+        let to = cursor(dir.path());
+        stop(topology).await;
+        let terms: std::collections::BTreeSet<(String, String)> = lines(&out)
+            .iter()
+            .map(|a| {
+                let t = &a["fields"]["term"];
+                (
+                    t[0].as_str().unwrap_or_default().to_string(),
+                    t[1].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        // The daemon's queries, before the test's own.
+        let queries = slices(&sim.request_log());
+        let history =
+            pairs(&whole_range(&clock, &sim, t0() - chrono::Duration::hours(1), t0()).await);
+        let read = pairs(&whole_range(&clock, &sim, from, to).await);
+        sim.shutdown().await;
+        (terms, history, read, queries)
+    };
+    let (terms, history, read, queries) = run(true).await;
+    let expected: std::collections::BTreeSet<_> = read.difference(&history).cloned().collect();
+    assert!(
+        !expected.is_empty() && expected.len() < read.len(),
+        "{} of {}",
+        expected.len(),
+        read.len()
+    );
+    assert_eq!(terms, expected, "exactly the pairs the last hour lacks");
+    let asked: Vec<_> = queries
+        .iter()
+        .filter(|q| q.end - q.start == chrono::Duration::hours(1))
+        .collect();
+    assert_eq!(
+        asked.len(),
+        1,
+        "the history is one query of an hour: {queries:?}"
+    );
+    assert_eq!(asked[0].end, t0());
+    assert!(
+        asked[0].decisions.is_empty(),
+        "every decision: {:?}",
+        asked[0]
+    );
+
+    // Without it, every pair not met in the first slice alerts: those too.
+    let (cold, _, _, _) = run(false).await;
+    assert!(
+        terms.is_subset(&cold) && cold.len() > terms.len(),
+        "{} alerts warm, {} cold",
+        terms.len(),
+        cold.len()
+    );
+}

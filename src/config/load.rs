@@ -1264,7 +1264,7 @@ fn check_connections(
             .unwrap_or_default()
     };
     for (doc, _) in pipelines {
-        for section in ["sources", "sinks"] {
+        for section in ["sources", "stages", "sinks"] {
             let Some(Value::Object(members)) = doc.value.get(section) else {
                 continue;
             };
@@ -1272,12 +1272,23 @@ fn check_connections(
                 let kind = body.get("type").and_then(Value::as_str).unwrap_or_default();
                 let (family, what) = match (section, kind) {
                     ("sources", k) if k.starts_with("pce_") => ("pce", "PCE"),
+                    // A warm-up from the PCE's history.
+                    ("stages", "new_term") => ("pce", "PCE"),
                     ("sinks", "mail") => ("smtp", "SMTP"),
                     ("sinks", "line") => ("line", "LINE"),
                     ("sinks", "webhook") => ("webhook", "webhook"),
                     _ => continue,
                 };
-                let Some(conn) = body.get("connection").and_then(Value::as_str) else {
+                let at: &[&str] = if section == "stages" {
+                    &["warm_up", "pce", "connection"]
+                } else {
+                    &["connection"]
+                };
+                let Some(conn) = at
+                    .iter()
+                    .try_fold(body, |v, k| v.get(*k))
+                    .and_then(Value::as_str)
+                else {
                     continue;
                 };
                 let known = known(family);
@@ -1295,7 +1306,11 @@ fn check_connections(
                             format!(" (known: {})", known.join(", "))
                         }
                     });
-                let pointer = to_pointer([section, name.as_str(), "connection"]);
+                let pointer = to_pointer(
+                    [section, name.as_str()]
+                        .into_iter()
+                        .chain(at.iter().copied()),
+                );
                 diags.push(Diagnostic::error(
                     doc.file,
                     doc.pos(&pointer, false),

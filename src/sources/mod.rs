@@ -6,6 +6,7 @@ pub mod internal;
 pub mod json_lines;
 pub mod pce_events;
 pub mod pce_health;
+pub mod pce_history;
 mod pce_services;
 pub mod pce_traffic;
 pub mod stdin;

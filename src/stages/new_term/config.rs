@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::stage::NewTermStage;
-use super::warm_up::{Layout, WarmUpConfig, WarmUpMark, layout};
+use super::warm_up::{HistoryFeed, Layout, PceWarmUp, WarmUpConfig, WarmUpMark, layout};
 use crate::confine::confine;
 use crate::diagnostic::{Problems, codes};
 use crate::event::FieldPath;
@@ -34,8 +34,10 @@ use crate::time::Duration;
 ///   stage its value and never alerts, whenever it arrives; an event at or after the end
 ///   alerts if its value is new for its key. The start is saved with the state, so a
 ///   restart or a reload does not learn again. Values in `warm_up.file` are learned when
-///   the stage is built, before the first event. (Warming up from the PCE, a lookback
-///   query of past traffic, is not built yet: export the history to a file.)
+///   the stage is built, before the first event. With `warm_up.pce` the stage reads the
+///   PCE's own history of the last `lookback` (flows or audit events) when the daemon
+///   starts, learning every value and alerting on none until it is read; learned values
+///   count from their own time, so `learn: 7d` with `lookback: 7d` alerts at once.
 /// - **Forgetting.** With `forget_after`, a value is forgotten once the stage's event
 ///   time (the newest event time it has seen) is `forget_after` or more past the value's
 ///   last sighting: seen again, it is new again and alerts (or, in the learn period, is
@@ -284,7 +286,26 @@ impl NewTermConfig {
         {
             p.error("/warm_up/time_field", codes::INVALID_VALUE, e.to_string());
         }
-        let path = match confine(&p.base_dir, &w.file) {
+        if let Some(pce) = &w.pce
+            && !pce.lookback.is_positive()
+        {
+            p.error(
+                "/warm_up/pce/lookback",
+                codes::INVALID_VALUE,
+                "`lookback` must be longer than 0s: how far back the PCE's history is read (`7d`)",
+            );
+        }
+        let Some(file) = &w.file else {
+            if w.pce.is_none() {
+                p.error(
+                    "/warm_up",
+                    codes::INVALID_VALUE,
+                    "`warm_up` needs a `file` of past records, a `pce` history to read, or both",
+                );
+            }
+            return;
+        };
+        let path = match confine(&p.base_dir, file) {
             Ok(path) => path,
             Err(e) => {
                 p.error(
@@ -312,8 +333,14 @@ impl NewTermConfig {
     }
 
     /// Builds the running stage: restores its saved state when compatible, then learns
-    /// the warm-up file if the state does not hold it yet.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Stage>, NodeError> {
+    /// the warm-up file if the state does not hold it yet, and starts reading the PCE's
+    /// history through `history` if the state does not hold that either (`history`
+    /// answers `None` where no history can be read: `vigil test`, `vigil replay`).
+    pub fn build(
+        &self,
+        cx: &BuildContext,
+        history: &dyn Fn(&PceWarmUp) -> Result<Option<HistoryFeed>, NodeError>,
+    ) -> Result<Box<dyn Stage>, NodeError> {
         let templates = AlertTemplates::for_stage(
             &self.alert,
             &self.default_title(),
@@ -324,11 +351,25 @@ impl NewTermConfig {
         let restored = cx
             .restore()
             .is_some_and(|saved| stage.restore(&saved, &cx.id));
-        if let Some(w) = &self.warm_up {
-            let path = confine(&cx.base_dir, &w.file)
+        if let Some(pce) = self.warm_up.as_ref().and_then(|w| w.pce.as_ref()) {
+            let mark = pce.mark();
+            if !restored || stage.pce_warmed_from() != Some(mark.as_str()) {
+                match history(pce)? {
+                    Some(feed) => stage.read_history(feed, mark),
+                    None => {
+                        tracing::debug!(stage = %cx.id, "the PCE's history is not read here (only by the daemon)")
+                    }
+                }
+            }
+        }
+        if let Some((w, file)) = self
+            .warm_up
+            .as_ref()
+            .and_then(|w| w.file.as_ref().map(|f| (w, f)))
+        {
+            let path = confine(&cx.base_dir, file)
                 .map_err(|e| NodeError::from(format!("warm_up.file {e}")))?;
-            let mark =
-                WarmUpMark::of(&w.file, &path).map_err(|e| NodeError::from(e.to_string()))?;
+            let mark = WarmUpMark::of(file, &path).map_err(|e| NodeError::from(e.to_string()))?;
             if !restored || stage.warmed_from() != Some(&mark) {
                 let time_field = w
                     .time_field

@@ -11,4 +11,4 @@ mod warm_up;
 
 pub use config::NewTermConfig;
 pub use stage::{Counts, NewTermStage, WarmUpSummary};
-pub use warm_up::{WarmUpConfig, WarmUpError};
+pub use warm_up::{HistoryFeed, HistoryKind, HistoryMsg, PceWarmUp, WarmUpConfig, WarmUpError};

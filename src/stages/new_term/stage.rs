@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::config::NewTermConfig;
 use super::terms::{Evicted, Millis, Sighting, TermStore};
-use super::warm_up::{Malformed, WarmUpError, WarmUpMark, read_records};
+use super::warm_up::{HistoryFeed, HistoryMsg, Malformed, WarmUpError, WarmUpMark, read_records};
 use crate::event::{AlertStatus, AlertWindow, Event, FieldPath, Sample, Timestamp};
 use crate::node::internal_event::{
     InternalEvent, KeysEvicted, RecordSetAside, RejectedRotated, TermFieldMissing, TermsEvicted,
@@ -44,6 +44,11 @@ pub struct NewTermStage {
     since: Option<Timestamp>,
     /// The warm-up file the state holds.
     warmed: Option<WarmUpMark>,
+    /// The PCE history the state holds ([`super::PceWarmUp`]'s mark).
+    pce_warmed: Option<String>,
+    /// The PCE history being read, and its mark: until it is read, values are learned and
+    /// none alerts.
+    history: Option<(HistoryFeed, String)>,
     counts: Counts,
     /// The newest event time at the last sweep of forgotten values.
     last_sweep: Option<Timestamp>,
@@ -66,7 +71,7 @@ pub struct Counts {
     /// New values learned silently in the learn period.
     #[serde(default)]
     pub learned: u64,
-    /// New values learned from warm-up files.
+    /// New values learned from warm-up files and the PCE's history.
     #[serde(default)]
     pub warmed: u64,
     /// Events without the field (missing or null).
@@ -89,6 +94,8 @@ struct SavedRef<'a> {
     newest: Option<Timestamp>,
     since: Option<Timestamp>,
     warmed: &'a Option<WarmUpMark>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pce_warmed: &'a Option<String>,
     counts: &'a Counts,
     keys: &'a KeyMap<super::terms::TermKey>,
 }
@@ -106,6 +113,8 @@ struct Saved {
     since: Option<Timestamp>,
     #[serde(default)]
     warmed: Option<WarmUpMark>,
+    #[serde(default)]
+    pce_warmed: Option<String>,
     #[serde(default)]
     counts: Counts,
     keys: KeyMap<super::terms::TermKey>,
@@ -163,6 +172,8 @@ impl NewTermStage {
             newest: None,
             since: None,
             warmed: None,
+            pce_warmed: None,
+            history: None,
             counts: Counts::default(),
             last_sweep: None,
             evicted_under_max_terms: false,
@@ -197,6 +208,7 @@ impl NewTermStage {
                 self.newest = s.newest;
                 self.since = s.since;
                 self.warmed = s.warmed;
+                self.pce_warmed = s.pce_warmed;
                 self.counts = s.counts;
                 self.store.keys = s.keys;
                 self.store.recount();
@@ -212,6 +224,61 @@ impl NewTermStage {
             Err(e) => {
                 tracing::warn!(stage = %id, error = %e, "saved state unreadable: the stage learns again");
                 false
+            }
+        }
+    }
+
+    /// The PCE history the state holds, if any.
+    pub(super) fn pce_warmed_from(&self) -> Option<&str> {
+        self.pce_warmed.as_deref()
+    }
+
+    /// Starts learning the PCE history arriving on `feed` (noted as `mark` once read).
+    pub fn read_history(&mut self, feed: HistoryFeed, mark: String) {
+        tracing::info!(stage = %self.id, history = %mark, "reading the PCE's history: values are learned, none alerts, until it is read");
+        self.history = Some((feed, mark));
+    }
+
+    /// Whether the PCE history is still being read.
+    pub fn reading_history(&self) -> bool {
+        self.history.is_some()
+    }
+
+    /// Learns what arrived of the PCE history so far.
+    fn take_history(&mut self) {
+        let Some((feed, _)) = &mut self.history else {
+            return;
+        };
+        let mut batches = Vec::new();
+        let end = loop {
+            match feed.try_recv() {
+                Ok(HistoryMsg::Events(events)) => batches.push(events),
+                Ok(HistoryMsg::Done) => break Some(Ok(())),
+                Ok(HistoryMsg::Failed(why)) => break Some(Err(why)),
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break None,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                    break Some(Err("the reader stopped".to_string()));
+                }
+            }
+        };
+        for event in batches.iter().flatten() {
+            if self.learn_record(event, event.meta.time) == Some(true) {
+                self.counts.warmed += 1;
+            }
+        }
+        let Some(end) = end else {
+            return;
+        };
+        let Some((_, mark)) = self.history.take() else {
+            return;
+        };
+        match end {
+            Ok(()) => {
+                tracing::info!(stage = %self.id, history = %mark, keys = self.store.keys(), values = self.store.total(), "the PCE's history is learned: new values alert from now on");
+                self.pce_warmed = Some(mark);
+            }
+            Err(why) => {
+                tracing::warn!(stage = %self.id, history = %mark, error = %why, "cannot read the PCE's history: going on with what was learned (and the learn period); it is read again at the next start");
             }
         }
     }
@@ -452,6 +519,7 @@ impl NewTermStage {
 
 impl Stage for NewTermStage {
     fn process(&mut self, event: Arc<Event>, out: &mut Vec<Arc<Event>>) {
+        self.take_history();
         let t = event.meta.time;
         if self.learn_start.is_none() {
             self.learn_start = Some(t);
@@ -490,7 +558,7 @@ impl Stage for NewTermStage {
         );
         self.evicted_terms(evicted);
         if sighting.is_news() {
-            let learning = self.learn_end().is_some_and(|end| t < end);
+            let learning = self.history.is_some() || self.learn_end().is_some_and(|end| t < end);
             if learning {
                 self.counts.learned += 1;
             } else {
@@ -504,6 +572,10 @@ impl Stage for NewTermStage {
         self.sweep(newest);
     }
 
+    fn tick(&mut self, _now: Timestamp, _out: &mut Vec<Arc<Event>>) {
+        self.take_history();
+    }
+
     fn snapshot(&self, max_bytes: u64) -> Option<Snapshot> {
         let saved = SavedRef {
             shape: &self.shape,
@@ -512,6 +584,7 @@ impl Stage for NewTermStage {
             newest: self.newest,
             since: self.since,
             warmed: &self.warmed,
+            pce_warmed: &self.pce_warmed,
             counts: &self.counts,
             keys: &self.store.keys,
         };

@@ -197,7 +197,7 @@ fn a_value_seen_in_warm_up_does_not_alert() {
     c.check(&mut p);
     assert!(p.items.is_empty(), "{:?}", p.items);
     let cx = context(dir.path(), false);
-    let mut s = c.build(&cx).unwrap();
+    let mut s = c.build(&cx, &no_history).unwrap();
     let mut out = Vec::new();
     s.process(ev(pair("good", "yes"), 0), &mut out);
     assert!(out.is_empty(), "known from the warm-up");
@@ -242,7 +242,7 @@ fn warm_up_records_count_as_seen_at_their_own_time() {
         "forget_after": "30d",
         "warm_up": {"file": "history.json", "time_field": "seen"}
     }));
-    let mut s = c.build(&context(dir.path(), false)).unwrap();
+    let mut s = c.build(&context(dir.path(), false), &no_history).unwrap();
     let mut out = Vec::new();
     // x was seen a year ago (its `timestamp` is not the field named): forgotten.
     s.process(ev(pair("x", "1"), 0), &mut out);
@@ -342,7 +342,7 @@ fn build_restores_and_reads_the_warm_up_file_only_when_it_changed() {
     std::fs::write(&history, "{\"a\": \"good\", \"b\": \"yes\"}\nbroken\n").unwrap();
     let c = cfg(json!({"learn": "0s", "warm_up": {"file": "history.jsonl"}}));
     let mut cx = context(dir.path(), true);
-    let s = c.build(&cx).unwrap();
+    let s = c.build(&cx, &no_history).unwrap();
     assert_eq!(cx.counters.errors_by_reason(), [("malformed", 1)]);
     let save = |cx: &BuildContext, s: &dyn Stage| {
         cx.store
@@ -352,7 +352,7 @@ fn build_restores_and_reads_the_warm_up_file_only_when_it_changed() {
     save(&cx, s.as_ref());
 
     cx.counters = Arc::new(NodeCounters::default());
-    let mut s = c.build(&cx).unwrap();
+    let mut s = c.build(&cx, &no_history).unwrap();
     assert!(
         cx.counters.errors_by_reason().is_empty(),
         "the file was not read again"
@@ -369,7 +369,7 @@ fn build_restores_and_reads_the_warm_up_file_only_when_it_changed() {
     )
     .unwrap();
     cx.counters = Arc::new(NodeCounters::default());
-    let mut s = c.build(&cx).unwrap();
+    let mut s = c.build(&cx, &no_history).unwrap();
     assert_eq!(cx.counters.errors_by_reason(), [("malformed", 1)]);
     s.process(ev(pair("more", "history"), MIN), &mut out);
     s.process(ev(pair("good", "yes"), MIN), &mut out);
@@ -377,7 +377,7 @@ fn build_restores_and_reads_the_warm_up_file_only_when_it_changed() {
 
     // A missing file fails the build, saying what to do.
     std::fs::remove_file(&history).unwrap();
-    let e = c.build(&cx).err().unwrap().to_string();
+    let e = c.build(&cx, &no_history).err().unwrap().to_string();
     assert!(e.contains("cannot read the warm-up file"), "{e}");
     assert!(e.contains("or remove `warm_up`"), "{e}");
 }
@@ -493,4 +493,79 @@ fn check_names_what_to_fix() {
     assert!(got.is_empty(), "{got:?}");
     let got = check(json!({"alert": {"title": "{{fields.terms}}"}}));
     assert_eq!(got[0].0, "/alert/title");
+}
+
+/// Where no PCE history can be read (as in `vigil test`).
+fn no_history(_: &super::PceWarmUp) -> Result<Option<super::HistoryFeed>, crate::node::NodeError> {
+    Ok(None)
+}
+
+/// The PCE's history arrives while the stage runs: until it is all read the stage learns
+/// every value and alerts on none; then values from the history and from meanwhile are
+/// known, a new one alerts, and the state notes the history so a restart does not read
+/// it again. A history that cannot be read leaves the stage alerting as without it, and
+/// noting nothing.
+#[test]
+fn the_pce_history_is_learned_as_it_arrives_and_noted_once_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let c =
+        cfg(json!({"learn": "0s", "warm_up": {"pce": {"connection": "lab", "lookback": "1d"}}}));
+    let mut p = Problems::in_dir(dir.path());
+    c.check(&mut p);
+    assert!(p.items.is_empty(), "{:?}", p.items);
+    let cx = context(dir.path(), true);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let rx = std::sync::Mutex::new(Some(rx));
+    let asked = std::sync::Mutex::new(Vec::new());
+    let history = |w: &PceWarmUp| {
+        asked.lock().unwrap().push(w.clone());
+        Ok(rx.lock().unwrap().take())
+    };
+    let mut s = c.build(&cx, &history).unwrap();
+    assert_eq!(asked.lock().unwrap()[0].connection, "lab");
+    let old = |a: &str, b: &str| Event::from_record(pair(a, b), "pce".into(), at(-HOUR));
+    tx.try_send(HistoryMsg::Events(vec![
+        old("web", "db"),
+        old("web", "dns"),
+    ]))
+    .unwrap();
+    let mut out = Vec::new();
+    s.process(ev(pair("ops", "db"), 0), &mut out);
+    assert!(out.is_empty(), "learned while the history is read");
+    tx.try_send(HistoryMsg::Events(vec![old("app", "db")]))
+        .unwrap();
+    tx.try_send(HistoryMsg::Done).unwrap();
+    s.tick(at(1), &mut out);
+    for (a, b) in [("web", "db"), ("app", "db"), ("ops", "db")] {
+        s.process(ev(pair(a, b), MIN), &mut out);
+    }
+    assert!(out.is_empty(), "known from the history or from meanwhile");
+    s.process(ev(pair("new", "db"), 2 * MIN), &mut out);
+    assert_eq!(out.len(), 1);
+    let saved = snapshot_text(s.as_ref()).unwrap();
+    assert!(saved.contains("\"pce_warmed\":\"lab traffic 1"), "{saved}");
+    // Built again with that state: the history is not asked for again.
+    cx.store
+        .set_stage_state("p.nt", vec![saved.into_bytes()])
+        .unwrap();
+    let _ = c.build(&cx, &history).unwrap();
+    assert_eq!(asked.lock().unwrap().len(), 1, "read once");
+
+    // A history that fails part way.
+    let cx = context(dir.path(), false);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let rx = std::sync::Mutex::new(Some(rx));
+    let mut s = c.build(&cx, &|_| Ok(rx.lock().unwrap().take())).unwrap();
+    tx.try_send(HistoryMsg::Events(vec![old("web", "db")]))
+        .unwrap();
+    tx.try_send(HistoryMsg::Failed("PCE unreachable".into()))
+        .unwrap();
+    let mut out = Vec::new();
+    s.tick(at(0), &mut out);
+    s.process(ev(pair("web", "db"), MIN), &mut out);
+    assert!(out.is_empty(), "what came before the failure is learned");
+    s.process(ev(pair("new", "db"), MIN), &mut out);
+    assert_eq!(out.len(), 1, "alerting as without the history");
+    let saved = snapshot_text(s.as_ref()).unwrap();
+    assert!(!saved.contains("pce_warmed"), "{saved}");
 }

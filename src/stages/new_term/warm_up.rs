@@ -20,7 +20,7 @@ use crate::confine::ConfineError;
 use crate::event::{Event, Scalar, Tape, Timestamp};
 
 /// History to learn from before the first event: values seen in it never alert (unless
-/// forgotten since: `forget_after`).
+/// forgotten since: `forget_after`). A file, the PCE's history, or both.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WarmUpConfig {
@@ -32,14 +32,80 @@ pub struct WarmUpConfig {
     /// a `file` sink wrote of the same input will do). Lines that are not JSON objects
     /// are counted (`vigil_node_errors_total{reason="malformed"}`) and set aside under
     /// the state directory (`rejected/<pipeline>.<stage>.jsonl`).
-    pub file: String,
+    #[serde(default)]
+    pub file: Option<String>,
     /// The field holding each record's time (RFC 3339, or epoch seconds or
     /// milliseconds), from which `forget_after` counts. Default: the first of
     /// `timestamp`, `time` and `@timestamp`; a record without one counts as seen when
     /// the stage is built.
     #[serde(default)]
     pub time_field: Option<String>,
+    /// The PCE's own history: the flows (or audit events) of the last `lookback`, read
+    /// when the stage starts and learned as they arrive.
+    #[serde(default)]
+    pub pce: Option<PceWarmUp>,
 }
+
+/// A warm-up from a PCE's history (see [`WarmUpConfig::pce`]).
+///
+/// The history is read in the background once the daemon runs — traffic a day at a time
+/// (a day whose result would be truncated is read in halves, down to ten minutes), audit
+/// events an hour at a time — and each flow is made into the event the `pce_traffic`
+/// source makes of it (labels map, IP list names), so `src.labels.app` is there. Until it
+/// is read the stage learns every value and alerts on none (counted as learned); then it
+/// alerts as usual. The flows of every policy decision are learned, whatever stages
+/// before this one keep: a value seen only in flows a filter drops is known too. If the
+/// PCE cannot be read the stage says so in the log and goes on with what it learned (and
+/// its `learn` period). Read once: the state remembers it (`connection`, `read` and
+/// `lookback`), so a restart does not read it again; changing one of them does. Not read
+/// by `vigil test` and `vigil replay`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PceWarmUp {
+    /// The PCE connection (under `connections: pce:`).
+    pub connection: String,
+    /// How far back to read (`7d`): up to the time the stage starts.
+    pub lookback: crate::time::Duration,
+    /// What to read: `traffic` (flows, the default) or `events` (audit events).
+    #[serde(default)]
+    pub read: HistoryKind,
+}
+
+/// What a PCE warm-up reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryKind {
+    /// Traffic flows, as the `pce_traffic` source makes them.
+    #[default]
+    Traffic,
+    /// Audit events, as the `pce_events` source reads them.
+    Events,
+}
+
+impl PceWarmUp {
+    /// What the stage's state notes once this history is learned.
+    pub(super) fn mark(&self) -> String {
+        let read = match self.read {
+            HistoryKind::Traffic => "traffic",
+            HistoryKind::Events => "events",
+        };
+        format!("{} {read} {}", self.connection, self.lookback)
+    }
+}
+
+/// What a PCE history reader hands a `new_term` stage (see [`PceWarmUp`]).
+#[derive(Debug)]
+pub enum HistoryMsg {
+    /// Past events, oldest slices first.
+    Events(Vec<Event>),
+    /// The whole history was read.
+    Done,
+    /// The history could not be read (why); what came before is learned.
+    Failed(String),
+}
+
+/// The channel a PCE history arrives on.
+pub type HistoryFeed = tokio::sync::mpsc::Receiver<HistoryMsg>;
 
 /// The longest line read; a longer one is set aside.
 pub(super) const MAX_LINE_BYTES: usize = 1 << 20;
