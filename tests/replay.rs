@@ -166,6 +166,16 @@ fn replay_alerts_as_run_does_and_leaves_the_state_directory_alone() {
         "one episode per bursting address, none for the others"
     );
     assert!(replayed.iter().all(|(_, _, v)| *v == 5), "{replayed:?}");
+    let opened = ssh["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["status"] == "firing" && a["updates"] == 0)
+        .count();
+    assert_eq!(
+        opened, 40,
+        "each episode listed once (not again by the sinks)"
+    );
     assert_eq!(
         ssh["notifications"],
         json!([{"sink": "mail", "notifications": 40}]),

@@ -66,8 +66,14 @@ stages:
     threshold: 20
     group_by: [src.ip]
     alert: {{resolve_after: 12m}}
+  top:
+    type: top_n
+    inputs: [blocked, burst]
+    by: [dst.ip]
+    within: [src.ip]
+    n: 3
 sinks:
-  out: {{type: file, inputs: [ports, connections, burst], path: {scans}}}
+  out: {{type: file, inputs: [ports, connections, top], path: {scans}}}
 ---
 kind: pipeline
 name: changes
@@ -276,6 +282,20 @@ async fn a_day_replayed_from_the_pce_alerts_as_the_daemon_reading_it_live() {
             .map(|a| serde_json::to_value(a).expect("JSON"))
             .collect()
     };
+    // Each alert report once (not again for each node that handed it on).
+    for name in ["scans", "changes"] {
+        let all = alerts(name);
+        let distinct: BTreeSet<String> = all
+            .iter()
+            .map(|a| {
+                format!(
+                    "{} {} {} {}",
+                    a["id"], a["status"], a["updates"], a["value"]
+                )
+            })
+            .collect();
+        assert_eq!(distinct.len(), all.len(), "{name}: an alert listed twice");
+    }
     same("scans", &opened(&alerts("scans"), t1()), &scans);
     same("changes", &opened(&alerts("changes"), t1()), &changes);
     let pce = report.pce.as_ref().expect("what was read from the PCE");
