@@ -384,55 +384,41 @@ async fn the_command_shows_progress_and_a_table() {
         "nothing delivered"
     );
 
-    // A connection that is not there, and a range that ends before it starts.
-    let vigil = |args: &[&str]| {
-        std::process::Command::new(bin)
-            .args(args)
-            .output()
-            .expect("vigil runs")
-    };
+    // A connection that is not there, a range that ends before it starts, and a time
+    // that is not one: refused, saying why.
     let p = dir.path().join("p").display().to_string();
-    let o = vigil(&[
-        "replay",
-        "--pipelines",
-        &p,
-        "--pce",
-        "prod",
-        "--from",
-        "2026-03-02",
-        "--to",
-        "2026-03-03",
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("no PCE connection `prod`") && err.contains("lab"),
-        "{err}"
+    let refused = |range: [&str; 3], code: i32, says: &[&str]| {
+        let mut args = vec![
+            "replay",
+            "--pipelines",
+            &p,
+            "--pce",
+            range[0],
+            "--from",
+            range[1],
+        ];
+        if !range[2].is_empty() {
+            args.extend(["--to", range[2]]);
+        }
+        let o = std::process::Command::new(bin)
+            .args(&args)
+            .output()
+            .expect("vigil runs");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{err}");
+        for s in says {
+            assert!(err.contains(s), "{err}");
+        }
+    };
+    refused(
+        ["prod", "2026-03-02", "2026-03-03"],
+        1,
+        &["no PCE connection `prod`", "lab"],
     );
-    let o = vigil(&[
-        "replay",
-        "--pipelines",
-        &p,
-        "--pce",
-        "lab",
-        "--from",
-        "2026-03-03",
-        "--to",
-        "2026-03-02",
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("is not before --to"), "{err}");
-    let o = vigil(&[
-        "replay",
-        "--pipelines",
-        &p,
-        "--pce",
-        "lab",
-        "--from",
-        "yesterday",
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("is not a time"), "{err}");
+    refused(
+        ["lab", "2026-03-03", "2026-03-02"],
+        1,
+        &["is not before --to"],
+    );
+    refused(["lab", "yesterday", ""], 2, &["is not a time"]);
 }

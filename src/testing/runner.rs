@@ -160,7 +160,13 @@ impl Harness {
                 if !matches!(self.nodes[node], Node::Stage(_)) {
                     return;
                 }
-                for e in events.iter().filter(|e| e.alert().is_some()) {
+                // Each alert once, where it was raised (a `top_n` or `cooldown` after the
+                // stage hands on the same alert).
+                let name = &self.names[node];
+                for e in events
+                    .iter()
+                    .filter(|e| e.alert().is_some_and(|a| a.stage == *name))
+                {
                     if self.alerts_kept < max {
                         self.alerts_kept += 1;
                         self.recorded[node].push(e.clone());

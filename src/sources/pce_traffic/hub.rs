@@ -509,6 +509,7 @@ impl TrafficHub {
             ingest,
         )
         .await?;
+        read.set_ingest(self.clock.now());
         self.note_narrowing(&narrowing);
         if read.truncated() {
             self.truncated_slices.fetch_add(1, Ordering::Relaxed);

@@ -188,6 +188,11 @@ impl SliceRead {
         ))
     }
 
+    /// Makes the next events as read at `ingest` (the hub: once the download started).
+    pub(crate) fn set_ingest(&mut self, ingest: Timestamp) {
+        self.ingest = ingest;
+    }
+
     /// Whether the PCE said up front that the result holds fewer flows than matched
     /// (every flow is then marked `vigil.truncated`).
     pub(crate) fn truncated(&self) -> bool {
