@@ -163,6 +163,20 @@ impl SourceConfig {
         matches!(self, SourceConfig::PceTraffic(_))
     }
 
+    /// The record a source makes of `record` as it reads it, for `vigil test` and `vigil
+    /// replay`: a `file` source reading Tetragon's events normalises it (see
+    /// [`sources::tetragon`]); every other source takes it as it is. Why it cannot.
+    pub fn decode_record(&self, record: &serde_json::Value) -> Result<serde_json::Value, String> {
+        match self {
+            SourceConfig::File(c) if c.decode == sources::json_lines::LineFormat::Tetragon => {
+                sources::tetragon::normalize(record)
+                    .map(|n| n.data)
+                    .map_err(|e| format!("not a Tetragon event: {e}"))
+            }
+            _ => Ok(record.clone()),
+        }
+    }
+
     /// Builds the running source. `readers` are the `filter` stages that read it, when
     /// every node reading it is one (`None` otherwise): a source may then ask its peer
     /// only for what they keep.

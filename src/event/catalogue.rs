@@ -343,6 +343,237 @@ pub const PCE_HEALTH: Catalogue = Catalogue {
     sample: r#"{"source_type": "pce_health", "connection": "prod", "timestamp": "2026-01-01T00:00:00.000Z", "status": "warning", "previous_status": "normal", "changed": true, "clusters": [{"fqdn": "pce.example.com", "type": "single", "status": "warning", "notifications": [], "generated_at": "2026-01-01T00:00:00Z"}], "error": null}"#,
 };
 
+/// Cilium Tetragon's events, as a `file` source with `decode: tetragon` makes them.
+pub const TETRAGON: Catalogue = Catalogue {
+    kind: "tetragon",
+    noun: "Tetragon event (`decode: tetragon`)",
+    about: "a Cilium Tetragon event, normalised (a `file` source with `decode: tetragon`)",
+    fields: &[
+        f(
+            "event.type",
+            "`process_exec`, `process_exit`, `process_kprobe`, `process_tracepoint`, `process_throttle`, ... (an unknown type as written, its body under `body`)",
+        ),
+        f("time", "when it happened (RFC 3339; the event time)"),
+        f("node_name", "the Kubernetes node (or host) it happened on"),
+        f("process.binary", "the executable's path"),
+        f("process.arguments", "its arguments, as one string"),
+        f("process.pid", "its process id"),
+        f("process.tid", "its thread id"),
+        f("process.uid", "the user id it runs as"),
+        f("process.auid", "the login user id"),
+        f("process.cwd", "its working directory"),
+        f("process.exec_id", "Tetragon's unique id of the execution"),
+        f("process.parent_exec_id", "its parent's exec id"),
+        f("process.start_time", "when it started (RFC 3339)"),
+        f("process.flags", "how it started (`execve clone`, ...)"),
+        f("process.docker", "its container id, short"),
+        f("process.refcnt", "Tetragon's reference count"),
+        f(
+            "process.in_init_tree",
+            "whether it descends from the container's first process",
+        ),
+        f("process.pod.namespace", "its pod's namespace"),
+        f("process.pod.name", "its pod's name"),
+        f(
+            "process.pod.workload",
+            "the pod's workload (deployment, ...)",
+        ),
+        f("process.pod.workload_kind", "the workload's kind"),
+        f("process.pod.pod_labels.<key>", "the pod's labels"),
+        f("process.pod.container.name", "its container's name"),
+        f("process.pod.container.id", "its container's id"),
+        f(
+            "process.pod.container.image",
+            "the container image's name (`registry/app:1.4`)",
+        ),
+        f("process.pod.container.image_id", "the container image's id"),
+        f(
+            "process.pod.container.start_time",
+            "when the container started",
+        ),
+        f("process.pod.container.pid", "its pid inside the container"),
+        f(
+            "process.pod.container.maybe_exec_probe",
+            "whether it may be a Kubernetes exec probe",
+        ),
+        f(
+            "process.pod.container.security_context.*",
+            "the container's security context (`privileged`, ...)",
+        ),
+        f(
+            "process.cap.*",
+            "its capabilities (`permitted`, `effective`, `inheritable`)",
+        ),
+        f("process.ns.*", "its namespaces"),
+        f(
+            "process.process_credentials.*",
+            "its credentials (`uid`, `euid`, `gid`, ...)",
+        ),
+        f(
+            "process.binary_properties.*",
+            "its binary's properties (setuid, file)",
+        ),
+        f(
+            "process.user.*",
+            "the user's name, when Tetragon resolves it",
+        ),
+        f("parent.binary", "the parent: the executable's path"),
+        f("parent.arguments", "the parent: arguments, as one string"),
+        f("parent.pid", "the parent: process id"),
+        f("parent.tid", "the parent: thread id"),
+        f("parent.uid", "the parent: the user id runs as"),
+        f("parent.auid", "the parent: the login user id"),
+        f("parent.cwd", "the parent: working directory"),
+        f(
+            "parent.exec_id",
+            "the parent: Tetragon's unique id of the execution",
+        ),
+        f("parent.parent_exec_id", "the parent: parent's exec id"),
+        f("parent.start_time", "the parent: when started (RFC 3339)"),
+        f(
+            "parent.flags",
+            "the parent: how started (`execve clone`, ...)",
+        ),
+        f("parent.docker", "the parent: container id, short"),
+        f("parent.refcnt", "the parent: Tetragon's reference count"),
+        f(
+            "parent.in_init_tree",
+            "the parent: whether descends from the container's first process",
+        ),
+        f("parent.pod.namespace", "the parent: pod's namespace"),
+        f("parent.pod.name", "the parent: pod's name"),
+        f(
+            "parent.pod.workload",
+            "the parent: the pod's workload (deployment, ...)",
+        ),
+        f(
+            "parent.pod.workload_kind",
+            "the parent: the workload's kind",
+        ),
+        f(
+            "parent.pod.pod_labels.<key>",
+            "the parent: the pod's labels",
+        ),
+        f("parent.pod.container.name", "the parent: container's name"),
+        f("parent.pod.container.id", "the parent: container's id"),
+        f(
+            "parent.pod.container.image",
+            "the parent: the container image's name (`registry/app:1.4`)",
+        ),
+        f(
+            "parent.pod.container.image_id",
+            "the parent: the container image's id",
+        ),
+        f(
+            "parent.pod.container.start_time",
+            "the parent: when the container started",
+        ),
+        f(
+            "parent.pod.container.pid",
+            "the parent: pid inside the container",
+        ),
+        f(
+            "parent.pod.container.maybe_exec_probe",
+            "the parent: whether may be a Kubernetes exec probe",
+        ),
+        f(
+            "parent.pod.container.security_context.*",
+            "the parent: the container's security context (`privileged`, ...)",
+        ),
+        f(
+            "parent.cap.*",
+            "the parent: capabilities (`permitted`, `effective`, `inheritable`)",
+        ),
+        f("parent.ns.*", "the parent: namespaces"),
+        f(
+            "parent.process_credentials.*",
+            "the parent: credentials (`uid`, `euid`, `gid`, ...)",
+        ),
+        f(
+            "parent.binary_properties.*",
+            "the parent: binary's properties (setuid, file)",
+        ),
+        f(
+            "parent.user.*",
+            "the parent: the user's name, when Tetragon resolves it",
+        ),
+        f(
+            "kprobe.function",
+            "the kernel function probed (`security_file_permission`, `commit_creds`, `__x64_sys_setns`, `cap_capable`, ...)",
+        ),
+        f("kprobe.policy", "the TracingPolicy that made the event"),
+        f(
+            "kprobe.action",
+            "what the policy did (`KPROBE_ACTION_POST`, `..._SIGKILL`)",
+        ),
+        f("kprobe.return", "the function's return value"),
+        f("kprobe.return_action", "what was done on return"),
+        f(
+            "tracepoint.*",
+            "a tracepoint event's `subsys`, `event`, `policy`, `action`",
+        ),
+        f(
+            "uprobe.*",
+            "a uprobe event's `path`, `symbol`, `policy`, `action`",
+        ),
+        f(
+            "lsm.*",
+            "an LSM hook event's `function`, `policy`, `action`",
+        ),
+        f("arg.file.path", "a file argument's path"),
+        f(
+            "arg.file.permission",
+            "a file argument's permissions (`-rw-r--r--`)",
+        ),
+        f("arg.cap.name", "a capability argument (`CAP_SYS_ADMIN`)"),
+        f(
+            "arg.creds.uid",
+            "credentials committed: `uid`, `euid`, `gid`, `caps`...",
+        ),
+        f(
+            "arg.sock.daddr",
+            "a socket argument's destination address (also `saddr`, `dport`, `sport`, `protocol`)",
+        ),
+        f("arg.module.name", "a kernel module argument's name"),
+        f("arg.int", "an integer argument (a second one: `arg.int_2`)"),
+        f("arg.string", "a string argument"),
+        f(
+            "arg.<key>",
+            "an argument of another kind, named by its kind without `_arg`",
+        ),
+        f("arg.*", "what the arguments hold"),
+        f(
+            "args.*",
+            "the arguments as Tetragon wrote them (list of `{\"<kind>_arg\": ...}`)",
+        ),
+        f(
+            "sock.*",
+            "a network event's `saddr`, `sport`, `daddr`, `dport`, `protocol`",
+        ),
+        f(
+            "throttle.type",
+            "`THROTTLE_START` or `THROTTLE_STOP`: Tetragon dropping a cgroup's events",
+        ),
+        f("throttle.cgroup", "the cgroup throttled"),
+        f(
+            "rate_limit.*",
+            "Tetragon's rate-limit report (events dropped)",
+        ),
+        f(
+            "exit_signal",
+            "a process exit's signal (also `exit_status`)",
+        ),
+        f("exit_status", "a process exit's status"),
+        f("body.*", "an unknown type's event, as written"),
+        f(
+            "aggregation_info.*",
+            "Tetragon's aggregation counts, when it aggregates",
+        ),
+        f("cluster_name", "the cluster, when Tetragon says"),
+    ],
+    sample: r#"{"event": {"type": "process_kprobe"}, "node_name": "node-1", "time": "2026-01-01T00:00:00Z", "process": {"exec_id": "a", "pid": 10, "uid": 1000, "cwd": "/", "binary": "/usr/bin/cat", "arguments": "/etc/passwd", "pod": {"namespace": "shop", "name": "web", "container": {"name": "web", "image": "registry.local/web:1"}}}, "parent": {"binary": "/bin/bash", "pid": 9}, "kprobe": {"function": "security_file_permission", "policy": "file-monitoring", "action": "KPROBE_ACTION_POST", "return": 0}, "arg": {"file": {"path": "/etc/passwd", "permission": "-rw-r--r--"}, "int": 4}, "args": [{"file_arg": {"path": "/etc/passwd"}}, {"int_arg": 4}]}"#,
+};
+
 /// Alerts: what detection stages (`window_count`, `bandwidth`, `flatline`, `top_n`,
 /// `script`) raise and what the `internal` source emits.
 pub const ALERT: Catalogue = Catalogue {
@@ -391,7 +622,7 @@ pub const ALERT: Catalogue = Catalogue {
 };
 
 /// Every catalogue, in the order the docs list them.
-pub const ALL: &[&Catalogue] = &[&PCE_TRAFFIC, &PCE_EVENTS, &PCE_HEALTH, &ALERT];
+pub const ALL: &[&Catalogue] = &[&PCE_TRAFFIC, &PCE_EVENTS, &PCE_HEALTH, &TETRAGON, &ALERT];
 
 /// The catalogue of the records a source `type` emits; `None` when its records are
 /// whatever its input holds (`file`, `stdin`).
@@ -401,6 +632,7 @@ pub fn of_source(kind: &str) -> Option<&'static Catalogue> {
         "pce_events" => Some(&PCE_EVENTS),
         "pce_health" => Some(&PCE_HEALTH),
         "internal" => Some(&ALERT),
+        "tetragon" => Some(&TETRAGON),
         _ => None,
     }
 }

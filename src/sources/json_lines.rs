@@ -206,11 +206,25 @@ fn rejected_record(
     }
 }
 
+/// What the lines hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LineFormat {
+    /// JSON objects, each an event as it is.
+    #[default]
+    Json,
+    /// Cilium Tetragon's events (its export file, `tetra getevents -o json`), each
+    /// normalised to the fields of the `tetragon` catalogue (`event.type`,
+    /// `process.binary`, `arg.file.path`, ...); the line is kept as the sample.
+    Tetragon,
+}
+
 /// Turns lines into events.
 #[derive(Debug, Clone)]
 pub struct LineParser {
     source: Arc<str>,
     time_field: Option<FieldPath>,
+    format: LineFormat,
 }
 
 /// What a run of lines produced.
@@ -225,6 +239,8 @@ pub struct Decoded {
     /// Where the input stands after the lines these came from (set by
     /// [`JsonLinesDecoder`]).
     pub end: Option<Position>,
+    /// Events of a type the format does not know, handed on as they are (Tetragon).
+    pub unknown_types: u64,
 }
 
 impl Decoded {
@@ -233,13 +249,41 @@ impl Decoded {
         self.ends.append(&mut other.ends);
         self.rejected.append(&mut other.rejected);
         self.end = other.end.or(self.end);
+        self.unknown_types += other.unknown_types;
     }
 }
 
 impl LineParser {
     /// A parser for records from `source`; `time_field` names the event-time field.
     pub fn new(source: Arc<str>, time_field: Option<FieldPath>) -> Self {
-        LineParser { source, time_field }
+        LineParser {
+            source,
+            time_field,
+            format: LineFormat::Json,
+        }
+    }
+
+    /// The same, reading lines of `format`.
+    pub fn with_format(mut self, format: LineFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The event a Tetragon line makes, or why it makes none; `true` with it when its
+    /// type is one the decoder knows.
+    fn tetragon(&self, bytes: &bytes::Bytes, now: Timestamp) -> Result<(Event, bool), String> {
+        let record: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
+        let n = super::tetragon::normalize(&record).map_err(|e| e.to_string())?;
+        let mut event = Event::from_line(bytes.clone(), n.data, self.source.clone(), now);
+        if let Some(field) = &self.time_field
+            && let Some(t) = field
+                .first_in(&event)
+                .and_then(|f| crate::event::time_from_field(&f))
+        {
+            event.meta.time = t;
+        }
+        Ok((event, n.known))
     }
 
     /// Parses lines read at `now`.
@@ -249,6 +293,7 @@ impl LineParser {
             ends: Vec::with_capacity(lines.len()),
             rejected: Vec::new(),
             end: None,
+            unknown_types: 0,
         };
         for line in lines {
             let bytes = match line.bytes.last() {
@@ -256,6 +301,26 @@ impl LineParser {
                 _ => line.bytes,
             };
             if bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if self.format == LineFormat::Tetragon {
+                match self.tetragon(&bytes, now) {
+                    Ok((event, known)) => {
+                        out.unknown_types += u64::from(!known);
+                        out.events.push(Arc::new(event));
+                        out.ends.push(Position {
+                            offset: line.end,
+                            line: line.number + 1,
+                        });
+                    }
+                    Err(reason) => out.rejected.push(rejected_record(
+                        &self.source,
+                        &bytes,
+                        line.number,
+                        format!("not a Tetragon event: {reason}"),
+                        now,
+                    )),
+                }
                 continue;
             }
             // Parsed once into a tape over the line: fields are read from it, and the
@@ -339,6 +404,12 @@ impl JsonLinesDecoder {
         }
     }
 
+    /// The same, reading lines of `format`.
+    pub fn with_format(mut self, format: LineFormat) -> Self {
+        self.parser = self.parser.with_format(format);
+        self
+    }
+
     /// Feeds a chunk of input read at `now`.
     pub fn push(&mut self, chunk: Bytes, now: Timestamp) {
         let mut lines = Vec::new();
@@ -383,6 +454,7 @@ impl JsonLinesDecoder {
             ends: Vec::new(),
             rejected,
             end: Some(end),
+            unknown_types: 0,
         };
         if lines.len() <= INLINE_LINES {
             ready.append(self.parser.parse(lines, now));

@@ -11,6 +11,7 @@ mod pce_services;
 pub mod pce_traffic;
 pub mod stdin;
 pub mod syslog;
+pub mod tetragon;
 
 pub use pce_services::PceServices;
 

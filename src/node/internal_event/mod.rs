@@ -170,6 +170,9 @@ pub enum ErrorReason {
     GivenUp,
     /// An `ip_list:Name` operand naming no IP list of the PCE (counted once per name).
     UnknownIpList,
+    /// A record of a type its decoder does not know (a Tetragon event type), handed on
+    /// with its type.
+    UnknownType,
 }
 
 impl ErrorReason {
@@ -208,6 +211,7 @@ impl ErrorReason {
             ErrorReason::Undeliverable => "undeliverable",
             ErrorReason::GivenUp => "given_up",
             ErrorReason::UnknownIpList => "unknown_ip_list",
+            ErrorReason::UnknownType => "unknown_type",
         }
     }
 }

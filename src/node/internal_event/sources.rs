@@ -141,6 +141,31 @@ impl InternalEvent for EventsVisibleLate<'_> {
     }
 }
 
+/// Records of a type the source's decoder does not know (a Tetragon event type), handed on
+/// with their type: counted as errors (`unknown_type`), said in the log the first time.
+pub struct UnknownTypes<'a> {
+    /// The source.
+    pub source: &'a str,
+    /// How many.
+    pub records: u64,
+}
+
+impl InternalEvent for UnknownTypes<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        if self.records == 0 {
+            return;
+        }
+        let before = counters
+            .errors_by_reason()
+            .iter()
+            .any(|(r, _)| *r == "unknown_type");
+        if !before {
+            tracing::warn!(source = %self.source, records = self.records, "records of a type the decoder does not know: handed on with their `event.type` (counted as unknown_type; logged once)");
+        }
+        counters.add_errors(ErrorReason::UnknownType, self.records);
+    }
+}
+
 /// The `internal` source fell behind the engine's own alerts and missed some: counted as
 /// errors.
 #[derive(Debug)]

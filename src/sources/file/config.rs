@@ -49,6 +49,14 @@ pub struct FileSourceConfig {
     #[serde(default = "default_max_line_bytes")]
     #[schemars(range(min = 1))]
     pub max_line_bytes: usize,
+    /// What the lines hold: `json` (each object an event as it is, the default) or
+    /// `tetragon` (Cilium Tetragon's export file: each event normalised to the fields of
+    /// the `tetragon` catalogue — `event.type`, `process.binary`, `arg.file.path`, … —
+    /// the line kept as the sample; an event of a type the decoder does not know is
+    /// handed on with its `event.type` and counted,
+    /// `vigil_node_errors_total{reason="unknown_type"}`).
+    #[serde(default)]
+    pub decode: crate::sources::json_lines::LineFormat,
 }
 
 fn example() -> serde_json::Value {

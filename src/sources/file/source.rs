@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::config::{FileSourceConfig, StartAt};
 use crate::event::{BatchAck, FieldPath, ack_pair};
+use crate::node::internal_event::{InternalEvent as _, UnknownTypes};
 use crate::node::{BuildContext, NodeError, NodeResult, Source, SourceContext};
 use crate::sources::json_lines::{Decoded, JsonLinesDecoder, Position, set_aside};
 use crate::sources::send_batches;
@@ -166,6 +167,11 @@ impl FileSource {
     }
 
     async fn hand_on(&mut self, cx: &mut SourceContext, mut decoded: Decoded) -> Flow {
+        UnknownTypes {
+            source: &self.id,
+            records: decoded.unknown_types,
+        }
+        .emit(cx.counters());
         if !decoded.rejected.is_empty() {
             let mut rejected = std::mem::take(&mut decoded.rejected);
             for r in &mut rejected {
@@ -424,7 +430,8 @@ impl FileSource {
             cx.id.clone(),
             self.cfg.max_line_bytes,
             self.time_field.clone(),
-        );
+        )
+        .with_format(self.cfg.decode);
         let mut buf = BytesMut::new();
         let mut first_open = true;
         let mut told_missing = false;

@@ -28,8 +28,8 @@ enum Shape {
         decisions: Option<HashSet<&'static str>>,
         vigil: Value,
     },
-    /// Any other source: the record as it is.
-    Plain,
+    /// Any other source: the record as it makes it (as it is, or decoded: Tetragon).
+    Plain(SourceConfig),
 }
 
 /// Where a flow says when it was last seen (its event time, as the source reads it).
@@ -38,14 +38,16 @@ static LAST_DETECTED: std::sync::LazyLock<Option<FieldPath>> =
 
 impl Shape {
     /// The event source `id` makes of `record` at `now`, if it keeps it.
-    fn event(&self, record: &Value, id: Arc<str>, now: Timestamp) -> Option<Event> {
+    fn event(&self, record: &Value, id: Arc<str>, now: Timestamp) -> Result<Option<Event>, String> {
         match self {
-            Shape::Plain => Some(Event::from_record(record.clone(), id, now)),
+            Shape::Plain(source) => source
+                .decode_record(record)
+                .map(|data| Some(Event::from_record(data, id, now))),
             Shape::Flow { decisions, vigil } => {
                 if let Some(d) = decisions {
                     let decision = record.get("policy_decision").and_then(Value::as_str);
                     if !decision.is_some_and(|x| d.contains(x)) {
-                        return None;
+                        return Ok(None);
                     }
                 }
                 let names = crate::pce::names::Names::default();
@@ -58,7 +60,7 @@ impl Shape {
                 {
                     event.meta.time = t;
                 }
-                Some(event)
+                Ok(Some(event))
             }
         }
     }
@@ -99,7 +101,7 @@ pub(super) fn targets(
                         "source_type": "pce_traffic", "connection": c.connection, "truncated": false,
                     }),
                 },
-                _ => Shape::Plain,
+                other => Shape::Plain(other.clone()),
             };
             found.push(Target {
                 pipeline: pi,
@@ -304,14 +306,21 @@ impl FileFeed {
                 self.targets = Some(targets(config, kind, &self.records.path)?);
             }
             let targets = self.targets.as_deref().unwrap_or_default();
-            let events: Vec<(usize, String, Event)> = targets
-                .iter()
-                .filter_map(|t| {
-                    t.shape
-                        .event(&record, ids(t.pipeline, &t.source), now)
-                        .map(|e| (t.pipeline, t.source.clone(), e))
-                })
-                .collect();
+            let mut events: Vec<(usize, String, Event)> = Vec::new();
+            for t in targets {
+                match t.shape.event(&record, ids(t.pipeline, &t.source), now) {
+                    Ok(Some(e)) => events.push((t.pipeline, t.source.clone(), e)),
+                    Ok(None) => {}
+                    // Each source reads the record as it would live: one that cannot
+                    // (not a Tetragon event) sets it aside, counted as malformed.
+                    Err(e) => {
+                        self.records.malformed += 1;
+                        if self.records.malformed <= MALFORMED_LOGGED {
+                            tracing::warn!(file = %self.records.path.display(), line = self.records.line_no, error = %e, "set aside");
+                        }
+                    }
+                }
+            }
             if let Some(time) = events.iter().map(|(_, _, e)| e.meta.time).min() {
                 self.head = Some(Head { time, events });
                 return Ok(());
