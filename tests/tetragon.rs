@@ -1,7 +1,7 @@
 //! The Tetragon starter pack (`pipelines/tetragon/`) over the real Tetragon events in
 //! `../shared/fixtures/real/tetragon/`, through the binary (`vigil replay`, which makes
 //! each record into the event its `file` source makes with `decode: tetragon`): each rule
-//! fires on the events it is for, and the benign ones (a netserver, a whoami, a Python
+//! fires on the events it is for (a throttled cgroup included), and the benign ones (a netserver, a whoami, a Python
 //! server listening) raise nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -96,6 +96,7 @@ fn the_starter_rules_fire_on_the_real_events_they_are_for() {
         names,
         BTreeSet::from([
             "tetragon-capability-use",
+            "tetragon-dropping-events",
             "tetragon-kernel-module",
             "tetragon-namespace-change",
             "tetragon-network-tools",
@@ -122,6 +123,10 @@ fn the_starter_rules_fire_on_the_real_events_they_are_for() {
     has(
         "tetragon-namespace-change",
         "high /usr/bin/nsenter entered another namespace on tetragon-dev-control-plane",
+    );
+    has(
+        "tetragon-dropping-events",
+        "high Tetragon is dropping events for cgroup session-429.scope on ubuntu-22",
     );
     has(
         "tetragon-capability-use",
