@@ -438,7 +438,19 @@ impl FileSource {
         let poll = self.cfg.poll_interval.get();
 
         loop {
-            let mut file = match tokio::fs::File::open(&path).await {
+            // At the first open, the file the last run was reading may have been rotated
+            // away meanwhile (renamed, a new one at `path`): its rest is read first, under
+            // its new name, then `path` (the end of a replaced file moves on to it).
+            let rotated = if first_open && self.cfg.follow {
+                checkpoint.as_ref().and_then(|cp| rotated_away(&path, cp))
+            } else {
+                None
+            };
+            if let Some(old) = &rotated {
+                tracing::info!(source = %cx.id, path = %path.display(), rotated = %old.display(), "the file was rotated while vigil was stopped: reading the rest of the old one first");
+            }
+            let open_path = rotated.as_deref().unwrap_or(&path);
+            let mut file = match tokio::fs::File::open(open_path).await {
                 Ok(f) => f,
                 Err(e) if e.kind() == ErrorKind::NotFound && self.cfg.follow => {
                     if !told_missing {
@@ -457,7 +469,7 @@ impl FileSource {
             let identity = file_identity(&meta);
             let opened = Arc::new(Opened {
                 identity,
-                head: head_of(&path),
+                head: head_of(open_path),
             });
             self.current = Some(opened.clone());
             let mut pos: u64 = 0;
@@ -608,6 +620,32 @@ fn head_of(path: &Path) -> String {
     }
     head.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The file the checkpoint `cp` was about, when it is no longer at `path` but renamed
+/// within its directory (log rotation: `tetragon.log` → `tetragon.log.1`): the same device
+/// and inode, starting with the same bytes. At most [`ROTATED_SCAN`] entries are looked at.
+fn rotated_away(path: &Path, cp: &FileCheckpoint) -> Option<PathBuf> {
+    if std::fs::metadata(path).is_ok_and(|m| file_identity(&m) == (cp.dev, cp.ino)) {
+        return None;
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::read_dir(dir)
+        .ok()?
+        .take(ROTATED_SCAN)
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            std::fs::symlink_metadata(p).is_ok_and(|m| {
+                m.is_file() && file_identity(&m) == (cp.dev, cp.ino) && m.len() >= cp.offset
+            }) && head_of(p).starts_with(&cp.head)
+        })
+}
+
+/// How many entries of a directory are looked at for a rotated file.
+const ROTATED_SCAN: usize = 10_000;
 
 #[cfg(unix)]
 fn file_identity(meta: &std::fs::Metadata) -> (u64, u64) {
