@@ -276,14 +276,19 @@ impl LineParser {
             serde_json::from_slice(bytes).map_err(|e| format!("malformed JSON: {e}"))?;
         let n = super::tetragon::normalize(&record).map_err(|e| e.to_string())?;
         let mut event = Event::from_line(bytes.clone(), n.data, self.source.clone(), now);
+        self.set_time(&mut event);
+        Ok((event, n.known))
+    }
+
+    /// Takes the event time from `time_field`, when it is set and the event has it.
+    fn set_time(&self, event: &mut Event) {
         if let Some(field) = &self.time_field
             && let Some(t) = field
-                .first_in(&event)
+                .first_in(event)
                 .and_then(|f| crate::event::time_from_field(&f))
         {
             event.meta.time = t;
         }
-        Ok((event, n.known))
     }
 
     /// Parses lines read at `now`.
@@ -328,13 +333,7 @@ impl LineParser {
             match Tape::parse(bytes.clone()) {
                 Ok(tape) if tape.root().is_object() => {
                     let mut event = Event::from_tape(tape, self.source.clone(), now);
-                    if let Some(field) = &self.time_field
-                        && let Some(t) = field
-                            .first_in(&event)
-                            .and_then(|f| crate::event::time_from_field(&f))
-                    {
-                        event.meta.time = t;
-                    }
+                    self.set_time(&mut event);
                     out.events.push(Arc::new(event));
                     out.ends.push(Position {
                         offset: line.end,

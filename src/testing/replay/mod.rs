@@ -569,15 +569,8 @@ pub fn replay(
                 kind,
                 events: finished.counts[i],
             });
-            // Each alert once, as the stage that raised it emitted it (the stages and
-            // sinks after it hand on the same alert).
-            alerts.extend(
-                rec.events[i]
-                    .iter()
-                    .filter_map(|e| e.alert())
-                    .filter(|a| a.stage == *name)
-                    .cloned(),
-            );
+            // The runner keeps each alert once, where it was raised.
+            alerts.extend(rec.events[i].iter().filter_map(|e| e.alert().cloned()));
             let sent = &rec.notifications[i];
             if role == "sink" && p.config.sinks[name.as_str()].delivery().is_some() {
                 plans.push(SinkPlan {
