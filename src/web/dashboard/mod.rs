@@ -14,8 +14,9 @@
 //! The page (hash routes `#/`, `#/alerts`, `#/alerts/<id>`, `#/stream`, `#/silences`)
 //! reads the JSON API: the pipeline graph with live counters and the last reload, the
 //! alert history with samples, top-N and deliveries (and a silence made from an alert),
-//! the live stream, and silences. Light and dark theme, English and 繁體中文; every UI
-//! string is in `assets/i18n.js`.
+//! the live stream, and silences; a Tetragon event (in the stream, or as an alert's
+//! sample) shows its process tree before its JSON (`assets/process.js`). Light and dark
+//! theme, English and 繁體中文; every UI string is in `assets/i18n.js`.
 
 use axum::Router;
 use axum::extract::Path;
@@ -62,6 +63,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "overview.js",
         "text/javascript; charset=utf-8",
         include_bytes!("assets/overview.js"),
+    ),
+    (
+        "process.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/process.js"),
     ),
     (
         "silences.js",

@@ -29,6 +29,7 @@ import {
   SEVERITIES,
   size,
 } from './ui.js';
+import { processView } from './process.js';
 
 const LIMITS = [25, 50, 100, 200];
 const STATUSES = ['firing', 'resolved'];
@@ -412,7 +413,8 @@ function samples(a) {
         'article',
         { class: 'sample', 'aria-label': t('alert.sample_n', { n: i + 1 }) },
         h('header', {}, h('strong', {}, `#${i + 1}`), ' ', timeEl(s.time), ' · ', h('code', {}, s.source)),
-        jsonView(s.record),
+        // A Tetragon event: its process tree first, the raw line under it.
+        processView(s.record) || jsonView(s.record),
       ),
     ),
   );

@@ -4,6 +4,7 @@
 
 import { t } from './i18n.js';
 import { h, token, timeEl, severityBadge, jsonView, compact, select, field, num, toast, pipelineNames, SEVERITIES } from './ui.js';
+import { processView } from './process.js';
 
 /** Rows kept (and shown) at most. */
 const CAP = 500;
@@ -38,7 +39,8 @@ function summary(item) {
       jsonView(r),
     );
   }
-  return h('details', {}, h('summary', {}, h('code', { class: 'record' }, compact(r))), jsonView(r));
+  // A Tetragon event: its process tree first, the JSON under it.
+  return processView(r) || h('details', {}, h('summary', {}, h('code', { class: 'record' }, compact(r))), jsonView(r));
 }
 
 function rowOf(item) {
