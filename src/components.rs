@@ -64,6 +64,8 @@ pub enum SourceConfig {
     File(sources::file::FileSourceConfig),
     /// JSON lines from standard input.
     Stdin(sources::stdin::StdinSourceConfig),
+    /// JSON lines from the output of a command it runs (and restarts).
+    Exec(sources::exec::ExecSourceConfig),
     /// The health of an Illumio PCE, on change.
     PceHealth(sources::pce_health::PceHealthConfig),
     /// The audit events of an Illumio PCE, with a persisted watermark.
@@ -136,6 +138,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(_) => "file",
             SourceConfig::Stdin(_) => "stdin",
+            SourceConfig::Exec(_) => "exec",
             SourceConfig::PceHealth(_) => "pce_health",
             SourceConfig::PceEvents(_) => "pce_events",
             SourceConfig::PceTraffic(_) => "pce_traffic",
@@ -149,6 +152,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => c.check(p),
             SourceConfig::Stdin(c) => c.check(p),
+            SourceConfig::Exec(c) => c.check(p),
             SourceConfig::PceHealth(c) => c.check(p),
             SourceConfig::PceEvents(c) => c.check(p),
             SourceConfig::PceTraffic(c) => c.check(p),
@@ -164,16 +168,25 @@ impl SourceConfig {
     }
 
     /// The record a source makes of `record` as it reads it, for `vigil test` and `vigil
-    /// replay`: a `file` source reading Tetragon's events normalises it (see
+    /// replay`: a `file` or `exec` source reading Tetragon's events normalises it (see
     /// [`sources::tetragon`]); every other source takes it as it is. Why it cannot.
     pub fn decode_record(&self, record: &serde_json::Value) -> Result<serde_json::Value, String> {
-        match self {
-            SourceConfig::File(c) if c.decode == sources::json_lines::LineFormat::Tetragon => {
-                sources::tetragon::normalize(record)
-                    .map(|n| n.data)
-                    .map_err(|e| format!("not a Tetragon event: {e}"))
-            }
+        match self.line_format() {
+            Some(sources::json_lines::LineFormat::Tetragon) => sources::tetragon::normalize(record)
+                .map(|n| n.data)
+                .map_err(|e| format!("not a Tetragon event: {e}")),
             _ => Ok(record.clone()),
+        }
+    }
+
+    /// What the lines of a source that reads JSON lines hold (`decode:`); `None` for the
+    /// other sources.
+    pub fn line_format(&self) -> Option<sources::json_lines::LineFormat> {
+        match self {
+            SourceConfig::File(c) => Some(c.decode),
+            SourceConfig::Exec(c) => Some(c.decode),
+            SourceConfig::Stdin(_) => Some(sources::json_lines::LineFormat::Json),
+            _ => None,
         }
     }
 
@@ -189,6 +202,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(c) => c.build(cx),
             SourceConfig::Stdin(c) => c.build(cx),
+            SourceConfig::Exec(c) => c.build(cx),
             SourceConfig::PceHealth(c) => c.build(services.pce(&c.connection)?),
             SourceConfig::PceEvents(c) => c.build(cx, services.pce(&c.connection)?),
             SourceConfig::PceTraffic(c) => {

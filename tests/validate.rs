@@ -192,7 +192,7 @@ fn github_format_writes_annotations() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "::error file=tests/fixtures/invalid/unknown-type.yaml,line=4,col=14,title=unknown-type::unknown source type `filez` (known: file, stdin, pce_health, pce_events, pce_traffic, internal, syslog); did you mean `file`?\n"
+        "::error file=tests/fixtures/invalid/unknown-type.yaml,line=4,col=14,title=unknown-type::unknown source type `filez` (known: file, stdin, exec, pce_health, pce_events, pce_traffic, internal, syslog); did you mean `file`?\n"
     );
 }
 

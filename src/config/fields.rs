@@ -53,14 +53,10 @@ impl Shapes<'_> {
         // A cycle (reported elsewhere) reads as unknown.
         self.memo.insert(name.to_string(), Shape::Unknown);
         let shape = if let Some(src) = self.sources.get(name) {
-            // A file of Tetragon's events is read as the catalogue's `tetragon`.
-            let kind = match src {
-                crate::components::SourceConfig::File(c)
-                    if c.decode == crate::sources::json_lines::LineFormat::Tetragon =>
-                {
-                    "tetragon"
-                }
-                other => other.kind(),
+            // Tetragon's events (a `file` or `exec` source's) are read as the catalogue's `tetragon`.
+            let kind = match src.line_format() {
+                Some(crate::sources::json_lines::LineFormat::Tetragon) => "tetragon",
+                _ => src.kind(),
             };
             match catalogue::of_source(kind) {
                 Some(c) => Shape::Known(BTreeSet::from([c.kind])),

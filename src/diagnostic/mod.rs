@@ -118,6 +118,9 @@ pub mod codes {
     /// A field path that no event reaching the stage has (the sources upstream are all
     /// PCE kinds whose fields are known: the README's "Fields" tables); usually a typo.
     pub const UNKNOWN_FIELD: &str = "unknown-field";
+    /// The program an `exec` source runs is not found (or not executable) on the machine
+    /// that validates the pipeline: a warning, for it may run elsewhere.
+    pub const COMMAND_NOT_FOUND: &str = "command-not-found";
 }
 
 /// One problem, at one place in one file.

@@ -343,11 +343,11 @@ pub const PCE_HEALTH: Catalogue = Catalogue {
     sample: r#"{"source_type": "pce_health", "connection": "prod", "timestamp": "2026-01-01T00:00:00.000Z", "status": "warning", "previous_status": "normal", "changed": true, "clusters": [{"fqdn": "pce.example.com", "type": "single", "status": "warning", "notifications": [], "generated_at": "2026-01-01T00:00:00Z"}], "error": null}"#,
 };
 
-/// Cilium Tetragon's events, as a `file` source with `decode: tetragon` makes them.
+/// Cilium Tetragon's events, as a `file` or `exec` source with `decode: tetragon` makes them.
 pub const TETRAGON: Catalogue = Catalogue {
     kind: "tetragon",
     noun: "Tetragon event (`decode: tetragon`)",
-    about: "a Cilium Tetragon event, normalised (a `file` source with `decode: tetragon`)",
+    about: "a Cilium Tetragon event, normalised (a `file` or `exec` source with `decode: tetragon`)",
     fields: &[
         f(
             "event.type",

@@ -1,6 +1,7 @@
 //! Source kinds. Each lives in its own folder; the list of kinds is in
 //! [`crate::components`].
 
+pub mod exec;
 pub mod file;
 pub mod internal;
 pub mod json_lines;

@@ -173,11 +173,14 @@ pub enum ErrorReason {
     /// A record of a type its decoder does not know (a Tetragon event type), handed on
     /// with its type.
     UnknownType,
+    /// The command an `exec` source runs exited, or could not be started (it is started
+    /// again after a backoff).
+    CommandExited,
 }
 
 impl ErrorReason {
     /// Every reason.
-    pub const ALL: [ErrorReason; 14] = [
+    pub const ALL: [ErrorReason; 16] = [
         ErrorReason::Malformed,
         ErrorReason::EventsFailed,
         ErrorReason::NotEncoded,
@@ -192,6 +195,8 @@ impl ErrorReason {
         ErrorReason::Undeliverable,
         ErrorReason::GivenUp,
         ErrorReason::UnknownIpList,
+        ErrorReason::UnknownType,
+        ErrorReason::CommandExited,
     ];
 
     /// Its `reason` label.
@@ -212,6 +217,7 @@ impl ErrorReason {
             ErrorReason::GivenUp => "given_up",
             ErrorReason::UnknownIpList => "unknown_ip_list",
             ErrorReason::UnknownType => "unknown_type",
+            ErrorReason::CommandExited => "command_exited",
         }
     }
 }

@@ -166,6 +166,37 @@ impl InternalEvent for UnknownTypes<'_> {
     }
 }
 
+/// The command an `exec` source runs exited (or could not be started): logged with its
+/// status and how long it ran, counted as an error (`command_exited`).
+pub struct CommandExited<'a> {
+    /// The source.
+    pub source: &'a str,
+    /// The program.
+    pub program: &'a str,
+    /// How it ended: `exit status 1`, `signal 9 (SIGKILL)`, or why it did not start.
+    pub status: &'a str,
+    /// How long it ran.
+    pub ran: std::time::Duration,
+    /// The wait before it is started again; `None`: it is not.
+    pub restart_in: Option<std::time::Duration>,
+}
+
+impl InternalEvent for CommandExited<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        let ran = humantime::format_duration(std::time::Duration::from_secs(self.ran.as_secs()));
+        match self.restart_in {
+            Some(wait) => {
+                let wait = humantime::format_duration(wait);
+                tracing::warn!(source = %self.source, program = %self.program, status = %self.status, ran = %ran, "the command ended; starting it again in {wait}");
+            }
+            None => {
+                tracing::info!(source = %self.source, program = %self.program, status = %self.status, ran = %ran, "the command ended; the source ends with it (restart: never)");
+            }
+        }
+        counters.add_errors(ErrorReason::CommandExited, 1);
+    }
+}
+
 /// The `internal` source fell behind the engine's own alerts and missed some: counted as
 /// errors.
 #[derive(Debug)]
