@@ -28,6 +28,9 @@ fn resolve_listen(listen: &str) -> anyhow::Result<String> {
 }
 
 pub(super) fn demo(mut opts: vigil::demo::DemoOptions) -> anyhow::Result<ExitCode> {
+    if opts.tetragon_events.is_some() && opts.scenario != vigil::demo::DemoScenario::Runtime {
+        anyhow::bail!("--tetragon-events goes with --scenario runtime");
+    }
     opts.listen = resolve_listen(&opts.listen)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -40,10 +43,10 @@ pub(super) fn demo(mut opts: vigil::demo::DemoOptions) -> anyhow::Result<ExitCod
         "vigil demo: open the dashboard at http://{listen}/\n\
          \x20 mails:     {mail}/*.eml  (a loopback SMTP server writes every alert mail there)\n\
          \x20 stop:      Ctrl-C  (a later run in {out} goes on where this one stops)\n\
-         \x20 scenario:  {scenario} on a simulated PCE at {sim}, {scale}x real time\n\
+         \x20 scenario:  {scenario} (the PCE at {sim}), {scale}x real time\n\
          \x20 API:       http://{listen}/api/v1/pipelines  (metrics: http://{listen}/metrics)\n\
          \x20 pipelines: {pipes}  (edit them: vigil reloads)\n\
-         \x20 syslog:    the simulator also pushes its audit events as syslog to {syslog}  (pipelines/pce-syslog.yaml: the real-time path)\n",
+         \x20 syslog:    the simulator also pushes its audit events as syslog to {syslog}  (pipelines/pce-syslog.yaml: the real-time path)\n{tetragon}",
         scenario = opts.scenario,
         sim = demo.sim.url(),
         scale = opts.time_scale,
@@ -52,6 +55,14 @@ pub(super) fn demo(mut opts: vigil::demo::DemoOptions) -> anyhow::Result<ExitCod
         out = opts.out.display(),
         pipes = demo.pipelines.display(),
         syslog = demo.syslog,
+        tetragon = demo
+            .tetragon
+            .as_ref()
+            .map(|t| format!(
+                "  tetragon:  Tetragon's events are written to {}  (pipelines/tetragon/: the starter pack reads it)\n",
+                t.path.display()
+            ))
+            .unwrap_or_default(),
     ))?;
     let code = run_on(&rt, demo.pipelines.clone(), true, demo.clock.clone());
     drop(demo);

@@ -165,9 +165,16 @@ pub(crate) enum Command {
         /// Where the demo's pipelines, state and mails go.
         #[arg(long, default_value = "demo-out")]
         out: PathBuf,
-        /// quiet, port-scan, brute-force, exfiltration, ven-tampering or degraded-pce.
+        /// quiet, port-scan, brute-force, exfiltration, ven-tampering or degraded-pce
+        /// (the simulated PCE's), or runtime (Tetragon's events through the `tetragon`
+        /// starter pack, a quiet PCE beside).
         #[arg(long, default_value = "ven-tampering")]
-        scenario: Scenario,
+        scenario: vigil::demo::DemoScenario,
+        /// With `--scenario runtime`: a file of Tetragon's events (JSON lines, e.g. its
+        /// export file) written into the demo's export file in turn, stamped with the
+        /// current time, instead of the built-in intrusion.
+        #[arg(long, value_name = "FILE")]
+        tetragon_events: Option<PathBuf>,
         /// How many times faster than real time the demo runs (60: an hour a minute).
         #[arg(long, default_value_t = 60.0)]
         time_scale: f64,
@@ -398,11 +405,13 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo {
             out,
             scenario,
+            tetragon_events,
             time_scale,
             listen,
         } => demo(vigil::demo::DemoOptions {
             out,
             scenario,
+            tetragon_events,
             time_scale,
             listen,
         }),

@@ -4,6 +4,7 @@
 //! `<out>/mail/NNNN.eml`, and the API serves it all.
 
 mod mail_capture;
+pub mod tetragon;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,13 +70,105 @@ pub const SHIPPED_PIPELINES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The `tetragon` starter pack (`pipelines/tetragon/` of the repository), compiled in for
+/// the demo's `runtime` scenario.
+pub const TETRAGON_PIPELINES: &[(&str, &str)] = &[
+    (
+        "capability-use.yaml",
+        include_str!("../../pipelines/tetragon/capability-use.yaml"),
+    ),
+    (
+        "dropping-events.yaml",
+        include_str!("../../pipelines/tetragon/dropping-events.yaml"),
+    ),
+    (
+        "exec-from-tmp.yaml",
+        include_str!("../../pipelines/tetragon/exec-from-tmp.yaml"),
+    ),
+    (
+        "kernel-module.yaml",
+        include_str!("../../pipelines/tetragon/kernel-module.yaml"),
+    ),
+    (
+        "namespace-change.yaml",
+        include_str!("../../pipelines/tetragon/namespace-change.yaml"),
+    ),
+    (
+        "network-tools.yaml",
+        include_str!("../../pipelines/tetragon/network-tools.yaml"),
+    ),
+    (
+        "sensitive-files.yaml",
+        include_str!("../../pipelines/tetragon/sensitive-files.yaml"),
+    ),
+    (
+        "setuid-root.yaml",
+        include_str!("../../pipelines/tetragon/setuid-root.yaml"),
+    ),
+    (
+        "sshd-shell.yaml",
+        include_str!("../../pipelines/tetragon/sshd-shell.yaml"),
+    ),
+];
+
+/// The starter pack's export-file path, replaced by the demo's file.
+const TETRAGON_PATH: &str = "${TETRAGON_EXPORT_FILE:-/var/run/cilium/tetragon/tetragon.log}";
+
+/// How the starter pack starts on a real export file (from its end), replaced in the demo.
+const TETRAGON_START: &str = "start_at: end";
+
+/// What the demo plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoScenario {
+    /// A scenario of the simulated PCE, watched by the shipped pipelines.
+    Pce(Scenario),
+    /// Runtime security: Tetragon's events (written to an export file by the demo's
+    /// peer) watched by the `tetragon` starter pack, next to a quiet simulated PCE.
+    Runtime,
+}
+
+impl std::fmt::Display for DemoScenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DemoScenario::Pce(s) => write!(f, "{s} on a simulated PCE"),
+            DemoScenario::Runtime => f.write_str(
+                "runtime (Tetragon events through the starter pack, a quiet simulated PCE beside)",
+            ),
+        }
+    }
+}
+
+/// An unknown demo scenario name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown scenario {0:?} (expected one of: quiet, port-scan, brute-force, exfiltration, ven-tampering, degraded-pce, runtime)"
+)]
+pub struct UnknownDemoScenario(pub String);
+
+impl std::str::FromStr for DemoScenario {
+    type Err = UnknownDemoScenario;
+
+    fn from_str(s: &str) -> Result<DemoScenario, UnknownDemoScenario> {
+        if s == "runtime" {
+            return Ok(DemoScenario::Runtime);
+        }
+        s.parse()
+            .map(DemoScenario::Pce)
+            .map_err(|_| UnknownDemoScenario(s.to_string()))
+    }
+}
+
 /// How the demo runs.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
-    /// Where everything goes: `pipelines/`, `state/`, `mail/`, `secrets/`.
+    /// Where everything goes: `pipelines/`, `state/`, `mail/`, `secrets/` (and
+    /// `tetragon/`, the `runtime` scenario's export file).
     pub out: PathBuf,
-    /// What the simulated estate goes through.
-    pub scenario: Scenario,
+    /// What the demo plays.
+    pub scenario: DemoScenario,
+    /// The `runtime` scenario: a file of Tetragon's events (JSON lines) to write into the
+    /// export file in turn instead of the built-in intrusion.
+    pub tetragon_events: Option<PathBuf>,
     /// How many times faster than real time the demo's clock runs.
     pub time_scale: f64,
     /// The API's address.
@@ -112,6 +205,8 @@ pub struct Demo {
     pub mail_dir: PathBuf,
     /// Where the simulator pushes its syslog export (the `pce-syslog` pipeline listens).
     pub syslog: std::net::SocketAddr,
+    /// The `runtime` scenario's Tetragon export file, being written.
+    pub tetragon: Option<tetragon::TetragonExport>,
 }
 
 /// The example pipeline reading a PCE's syslog export: the demo's real-time path.
@@ -189,7 +284,10 @@ pub async fn prepare(opts: &DemoOptions) -> Result<Demo, DemoError> {
         .and_then(|l| l.local_addr())
         .map_err(|e| DemoError::Start(format!("a port for the syslog export: {e}")))?;
     let sim_cfg = SimConfig {
-        scenario: opts.scenario,
+        scenario: match opts.scenario {
+            DemoScenario::Pce(s) => s,
+            DemoScenario::Runtime => Scenario::Quiet,
+        },
         syslog: Some(SyslogExport {
             to: syslog,
             mode: SyslogMode::Tcp,
@@ -238,6 +336,38 @@ pub async fn prepare(opts: &DemoOptions) -> Result<Demo, DemoError> {
             1,
         )),
     )?;
+    // The runtime scenario's pack reads the demo's export file; another scenario runs
+    // without it (a pack left by an earlier run in `out` is taken away).
+    let pack = pipelines.join("tetragon");
+    let tetragon = match opts.scenario {
+        DemoScenario::Runtime => {
+            let file = std::path::absolute(out.join("tetragon").join("tetragon.log")).map_err(
+                |source| DemoError::Io {
+                    path: out.join("tetragon"),
+                    source,
+                },
+            )?;
+            for (name, text) in TETRAGON_PIPELINES {
+                // The export file is the demo's own: read it from its first line.
+                let text = text
+                    .replace(TETRAGON_PATH, &file.display().to_string())
+                    .replace(TETRAGON_START, "start_at: beginning");
+                write(&pack.join(name), &for_the_terminal(&text))?;
+            }
+            let export = tetragon::start(file, clock.clone(), opts.tetragon_events.as_deref())
+                .map_err(|e| DemoError::Start(format!("the Tetragon export: {e}")))?;
+            Some(export)
+        }
+        DemoScenario::Pce(_) => {
+            if pack.exists() {
+                std::fs::remove_dir_all(&pack).map_err(|source| DemoError::Io {
+                    path: pack.clone(),
+                    source,
+                })?;
+            }
+            None
+        }
+    };
     Ok(Demo {
         pipelines,
         clock,
@@ -245,6 +375,7 @@ pub async fn prepare(opts: &DemoOptions) -> Result<Demo, DemoError> {
         mail,
         mail_dir,
         syslog,
+        tetragon,
     })
 }
 
@@ -273,6 +404,36 @@ mod tests {
                 "{name}: a stdout sink not declared as `{STDOUT_SINK:?}`"
             );
         }
+    }
+
+    /// The runtime scenario's pack is the repository's, whole, and reads the export
+    /// file the demo writes.
+    #[test]
+    fn the_demo_carries_the_tetragon_pack() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/tetragon");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".yaml"))
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<&str> = TETRAGON_PIPELINES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(on_disk, embedded);
+        for (name, text) in TETRAGON_PIPELINES {
+            assert_eq!(text.matches(TETRAGON_PATH).count(), 1, "{name}");
+            assert_eq!(text.matches(TETRAGON_START).count(), 1, "{name}");
+            assert_eq!(
+                text.matches(STDOUT_SINK).count(),
+                1,
+                "{name}: its stdout sink prints summaries in the demo"
+            );
+        }
+        assert_eq!("runtime".parse::<DemoScenario>(), Ok(DemoScenario::Runtime));
+        assert_eq!(
+            "port-scan".parse::<DemoScenario>(),
+            Ok(DemoScenario::Pce(Scenario::PortScan))
+        );
+        assert!("nope".parse::<DemoScenario>().is_err());
     }
 
     /// Every shipped pipeline is compiled into the demo.

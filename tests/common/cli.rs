@@ -253,6 +253,15 @@ impl Drop for KillOnDrop {
 pub(crate) fn spawn_demo(
     out: &Path,
 ) -> (KillOnDrop, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    spawn_demo_with(out, &[])
+}
+
+/// The same, with `extra` arguments to `demo`.
+#[cfg(feature = "demo")]
+pub(crate) fn spawn_demo_with(
+    out: &Path,
+    extra: &[&str],
+) -> (KillOnDrop, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let (child, logs) = spawn_logged(
         Command::new(bin())
             .args([
@@ -264,6 +273,7 @@ pub(crate) fn spawn_demo(
                 "--out",
             ])
             .arg(out)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null()),
     );
