@@ -200,9 +200,9 @@ impl SourceConfig {
         readers: Option<&[stages::filter::FilterConfig]>,
     ) -> Result<Box<dyn Source>, NodeError> {
         match self {
-            SourceConfig::File(c) => c.build(cx),
+            SourceConfig::File(c) => c.build(cx, &services.internal),
             SourceConfig::Stdin(c) => c.build(cx),
-            SourceConfig::Exec(c) => c.build(cx),
+            SourceConfig::Exec(c) => c.build(cx, &services.internal),
             SourceConfig::PceHealth(c) => c.build(services.pce(&c.connection)?),
             SourceConfig::PceEvents(c) => c.build(cx, services.pce(&c.connection)?),
             SourceConfig::PceTraffic(c) => {

@@ -2,7 +2,8 @@
 //! again after a backoff that doubles, observed on the virtual clock, and every line it
 //! printed arrives once, in order (a last line without its newline included); stopping
 //! vigil stops the command; a flood of 100,000 lines arrives whole; Tetragon's events
-//! read from a command are normalised; a command that is not there is a clear error at
+//! read from a command are normalised, and Tetragon throttling a cgroup is an internal
+//! alert; a command that is not there is a clear error at
 //! `vigil validate` and at run time, and stops nothing else.
 
 mod common;
@@ -209,22 +210,47 @@ async fn tetragon_events_from_a_command_are_normalised() {
     assert!(execs > 0 && total > execs);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.jsonl");
+    let internal = dir.path().join("internal.jsonl");
     let cfg = load(format!(
-        "kind: settings\nstate_dir: {state}\n---\nkind: pipeline\nname: p\nsources:\n  tetra:\n    type: exec\n    command: [cat, {file}]\n    decode: tetragon\n    restart: never\nstages:\n  execs:\n    type: filter\n    inputs: [tetra]\n    match:\n      event.type: process_exec\n      process.binary: {{exists: true}}\nsinks:\n  out:\n    type: file\n    inputs: [execs]\n    path: {out}\n",
+        "kind: settings\nstate_dir: {state}\n---\nkind: pipeline\nname: p\nsources:\n  tetra:\n    type: exec\n    command: [cat, {file}]\n    decode: tetragon\n    restart: never\nstages:\n  execs:\n    type: filter\n    inputs: [tetra]\n    match:\n      event.type: process_exec\n      process.binary: {{exists: true}}\nsinks:\n  out:\n    type: file\n    inputs: [execs]\n    path: {out}\n---\nkind: pipeline\nname: own\nsources:\n  vigil: {{type: internal}}\nsinks:\n  out:\n    type: file\n    inputs: [vigil]\n    path: {internal}\n",
         state = dir.path().join("state").display(),
         file = file.display(),
         out = out.display(),
+        internal = internal.display(),
     ));
     let topology = runtime::start(&cfg, Arc::new(VirtualClock::new(t0()))).expect("starts");
-    let report = tokio::time::timeout(Duration::from_secs(60), topology.wait())
-        .await
-        .expect("the run ends with the command");
+    let reloader = topology.reloader();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let nodes = reloader.nodes().await;
+        let sink = nodes.iter().find(|n| n.id == "p.out").unwrap();
+        if sink.events_in == execs as u64 && !lines(&internal).is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{nodes:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    topology.shutdown();
+    let report = topology.wait().await;
     assert!(!report.failed(), "{:?}", report.nodes);
     assert_eq!(report.node("p.tetra").unwrap().events_out, total as u64);
     // The sink writes each event's line as Tetragon wrote it.
     let got = lines(&out);
     assert_eq!(got.len(), execs);
     assert!(got.iter().all(|e| e.get("process_exec").is_some()));
+    // The fixtures' throttled cgroup is an internal alert, once: its THROTTLE_STOP is not.
+    let own = lines(&internal);
+    assert_eq!(own.len(), 1, "{own:?}");
+    assert_eq!(
+        own[0]["title"],
+        "Tetragon is dropping events for cgroup session-429.scope on ubuntu-22"
+    );
+    assert_eq!(own[0]["severity"], "high");
+    assert!(
+        own[0]["samples"][0]["record"]["process_throttle"].is_object(),
+        "{}",
+        own[0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -312,14 +312,24 @@ impl ExecSourceConfig {
         }
     }
 
-    /// Builds the running source.
-    pub fn build(&self, cx: &BuildContext) -> Result<Box<dyn Source>, NodeError> {
+    /// Builds the running source (`internal`: where Tetragon's
+    /// `vigil.tetragon_dropping` alerts go).
+    pub fn build(
+        &self,
+        cx: &BuildContext,
+        internal: &crate::sources::internal::InternalAlerts,
+    ) -> Result<Box<dyn Source>, NodeError> {
         let time_field = self
             .time_field
             .as_deref()
             .map(FieldPath::parse)
             .transpose()?;
-        Ok(Box::new(ExecSource::new(self.clone(), time_field, cx)))
+        Ok(Box::new(ExecSource::new(
+            self.clone(),
+            time_field,
+            cx,
+            internal.clone(),
+        )))
     }
 }
 

@@ -13,7 +13,7 @@ use super::config::{ExecError, ExecSourceConfig, Restart, resolve};
 use crate::event::FieldPath;
 use crate::node::internal_event::{CommandExited, InternalEvent as _, UnknownTypes};
 use crate::node::{BuildContext, NodeResult, Source, SourceContext};
-use crate::sources::json_lines::{Decoded, JsonLinesDecoder, set_aside};
+use crate::sources::json_lines::{Decoded, JsonLinesDecoder, LineFormat, set_aside};
 use crate::sources::send_batches;
 use crate::store::rejected::RejectedLog;
 
@@ -40,6 +40,8 @@ pub struct ExecSource {
     base_dir: std::path::PathBuf,
     clock: crate::time::SharedClock,
     rejected: RejectedLog,
+    /// Where `vigil.tetragon_dropping` goes (`decode: tetragon`).
+    internal: crate::sources::internal::InternalAlerts,
 }
 
 impl std::fmt::Debug for ExecSource {
@@ -64,6 +66,7 @@ impl ExecSource {
         cfg: ExecSourceConfig,
         time_field: Option<FieldPath>,
         cx: &BuildContext,
+        internal: crate::sources::internal::InternalAlerts,
     ) -> Self {
         ExecSource {
             cfg,
@@ -72,6 +75,7 @@ impl ExecSource {
             base_dir: cx.base_dir.clone(),
             clock: cx.clock.clone(),
             rejected: RejectedLog::new(&cx.state_dir, &cx.id, cx.rejected_max_bytes),
+            internal,
         }
     }
 
@@ -246,6 +250,9 @@ impl ExecSource {
             records: decoded.unknown_types,
         }
         .emit(cx.counters());
+        if self.cfg.decode == LineFormat::Tetragon {
+            crate::sources::tetragon::report_dropping(&self.internal, &decoded.events);
+        }
         if !decoded.rejected.is_empty() {
             let mut rejected = std::mem::take(&mut decoded.rejected);
             for r in &mut rejected {

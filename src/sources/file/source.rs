@@ -23,7 +23,7 @@ use super::config::{FileSourceConfig, StartAt};
 use crate::event::{BatchAck, FieldPath, ack_pair};
 use crate::node::internal_event::{InternalEvent as _, UnknownTypes};
 use crate::node::{BuildContext, NodeError, NodeResult, Source, SourceContext};
-use crate::sources::json_lines::{Decoded, JsonLinesDecoder, Position, set_aside};
+use crate::sources::json_lines::{Decoded, JsonLinesDecoder, LineFormat, Position, set_aside};
 use crate::sources::send_batches;
 use crate::store::rejected::RejectedLog;
 
@@ -121,6 +121,8 @@ pub struct FileSource {
     /// Where reading the current file began (its start, its end, or the restored
     /// position).
     began: Position,
+    /// Where `vigil.tetragon_dropping` goes (`decode: tetragon`).
+    internal: crate::sources::internal::InternalAlerts,
 }
 
 /// Errors that stop a `file` source.
@@ -141,6 +143,7 @@ impl FileSource {
         cfg: FileSourceConfig,
         time_field: Option<FieldPath>,
         cx: &BuildContext,
+        internal: crate::sources::internal::InternalAlerts,
     ) -> Self {
         let rejected = RejectedLog::new(&cx.state_dir, &cx.id, cx.rejected_max_bytes);
         FileSource {
@@ -156,6 +159,7 @@ impl FileSource {
             saved: None,
             saving: VecDeque::new(),
             began: Position::default(),
+            internal,
         }
     }
 
@@ -172,6 +176,9 @@ impl FileSource {
             records: decoded.unknown_types,
         }
         .emit(cx.counters());
+        if self.cfg.decode == LineFormat::Tetragon {
+            crate::sources::tetragon::report_dropping(&self.internal, &decoded.events);
+        }
         if !decoded.rejected.is_empty() {
             let mut rejected = std::mem::take(&mut decoded.rejected);
             for r in &mut rejected {

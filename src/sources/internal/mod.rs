@@ -14,7 +14,9 @@ use crate::node::{NodeError, NodeResult, Source, SourceContext};
 /// (the old pipelines keep running; the alert carries every error with its file:line:col),
 /// and `vigil.node_failed` each time a node fails (its `fields` say which node, why, and
 /// whether it is `restarting` or `failed`, its pipeline then stopped; see the settings'
-/// `restarts`). Wire it to a sink to be told.
+/// `restarts`); `vigil.syslog_gap` when a PCE's numbered syslog messages went missing; and
+/// `vigil.tetragon_dropping` when a `file` or `exec` source reading Tetragon's events sees
+/// Tetragon throttle a cgroup or drop events to its rate limit. Wire it to a sink to be told.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(example = example())]

@@ -12,6 +12,11 @@
 //! `time` (the event time). A record of a type this decoder does not know is passed on
 //! with its `event.type` and its body under `body`, and said so ([`Normalized::known`]).
 
+mod dropping;
+
+pub use dropping::alert_of as dropping_alert;
+pub(crate) use dropping::report as report_dropping;
+
 use serde_json::{Map, Value};
 
 /// The event types this decoder knows.
