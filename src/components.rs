@@ -35,6 +35,8 @@ pub struct Services {
     /// Name caches that belong to no connection: what a test case's `context` says the
     /// PCE knows.
     pub extra_names: Vec<Arc<NameCache>>,
+    /// The running `nftables_ban` sinks, for the API and `vigil ban`.
+    pub bans: Arc<sinks::nftables_ban::BanRegistry>,
 }
 
 impl Services {
@@ -66,6 +68,10 @@ pub enum SourceConfig {
     Stdin(sources::stdin::StdinSourceConfig),
     /// JSON lines from the output of a command it runs (and restarts).
     Exec(sources::exec::ExecSourceConfig),
+    /// The host's CPU, memory, disk, network and load, as rates, every interval.
+    HostMetrics(sources::host_metrics::HostMetricsConfig),
+    /// Bytes and packets per port and direction (nftables or iptables), every interval.
+    PortCounters(sources::port_counters::PortCountersConfig),
     /// The health of an Illumio PCE, on change.
     PceHealth(sources::pce_health::PceHealthConfig),
     /// The audit events of an Illumio PCE, with a persisted watermark.
@@ -110,6 +116,9 @@ pub enum StageConfig {
     Cooldown(stages::cooldown::CooldownConfig),
     /// Alerts when a source, or a key, went quiet.
     Flatline(stages::flatline::FlatlineConfig),
+    /// Totals per key over calendar periods (days, months, ...) in a time zone, reported
+    /// when each period is over.
+    Report(stages::report::ReportConfig),
     /// The biggest contributors (by count or sum) to an alert's window or its own.
     TopN(stages::top_n::TopNConfig),
     /// Runs a Rhai script on every event: drop, rewrite, enrich, raise alerts.
@@ -130,6 +139,8 @@ pub enum SinkConfig {
     Line(sinks::line::LineSinkConfig),
     /// An HTTP POST: generic JSON, Slack, Teams or a custom body.
     Webhook(sinks::webhook::WebhookSinkConfig),
+    /// Bans the alert's address with nftables for a while (dry run by default).
+    NftablesBan(sinks::nftables_ban::NftablesBanSinkConfig),
 }
 
 impl SourceConfig {
@@ -139,6 +150,8 @@ impl SourceConfig {
             SourceConfig::File(_) => "file",
             SourceConfig::Stdin(_) => "stdin",
             SourceConfig::Exec(_) => "exec",
+            SourceConfig::HostMetrics(_) => "host_metrics",
+            SourceConfig::PortCounters(_) => "port_counters",
             SourceConfig::PceHealth(_) => "pce_health",
             SourceConfig::PceEvents(_) => "pce_events",
             SourceConfig::PceTraffic(_) => "pce_traffic",
@@ -153,6 +166,8 @@ impl SourceConfig {
             SourceConfig::File(c) => c.check(p),
             SourceConfig::Stdin(c) => c.check(p),
             SourceConfig::Exec(c) => c.check(p),
+            SourceConfig::HostMetrics(c) => c.check(p),
+            SourceConfig::PortCounters(c) => c.check(p),
             SourceConfig::PceHealth(c) => c.check(p),
             SourceConfig::PceEvents(c) => c.check(p),
             SourceConfig::PceTraffic(c) => c.check(p),
@@ -203,6 +218,8 @@ impl SourceConfig {
             SourceConfig::File(c) => c.build(cx, &services.internal),
             SourceConfig::Stdin(c) => c.build(cx),
             SourceConfig::Exec(c) => c.build(cx, &services.internal),
+            SourceConfig::HostMetrics(c) => c.build(cx),
+            SourceConfig::PortCounters(c) => c.build(cx),
             SourceConfig::PceHealth(c) => c.build(services.pce(&c.connection)?),
             SourceConfig::PceEvents(c) => c.build(cx, services.pce(&c.connection)?),
             SourceConfig::PceTraffic(c) => {
@@ -234,6 +251,7 @@ impl StageConfig {
             StageConfig::Dedupe(_) => "dedupe",
             StageConfig::Cooldown(_) => "cooldown",
             StageConfig::Flatline(_) => "flatline",
+            StageConfig::Report(_) => "report",
             StageConfig::TopN(_) => "top_n",
             StageConfig::Script(_) => "script",
         }
@@ -253,6 +271,7 @@ impl StageConfig {
             StageConfig::Dedupe(c) => &c.inputs,
             StageConfig::Cooldown(c) => &c.inputs,
             StageConfig::Flatline(c) => &c.inputs,
+            StageConfig::Report(c) => &c.inputs,
             StageConfig::TopN(c) => &c.inputs,
             StageConfig::Script(c) => &c.inputs,
         }
@@ -269,6 +288,7 @@ impl StageConfig {
             StageConfig::Ratio(c) => &c.group_by,
             StageConfig::NewTerm(c) => &c.group_by,
             StageConfig::Flatline(c) => &c.group_by,
+            StageConfig::Report(c) => &c.group_by,
             StageConfig::Filter(_)
             | StageConfig::Dedupe(_)
             | StageConfig::Cooldown(_)
@@ -291,6 +311,7 @@ impl StageConfig {
             StageConfig::Dedupe(c) => c.check(p),
             StageConfig::Cooldown(c) => c.check(p),
             StageConfig::Flatline(c) => c.check(p),
+            StageConfig::Report(c) => c.check(p),
             StageConfig::TopN(c) => c.check(p),
             StageConfig::Script(c) => c.check(p),
         }
@@ -320,6 +341,7 @@ impl StageConfig {
             StageConfig::Dedupe(c) => c.build(cx),
             StageConfig::Cooldown(c) => c.build(cx),
             StageConfig::Flatline(c) => c.build(cx),
+            StageConfig::Report(c) => c.build(cx),
             StageConfig::TopN(c) => c.build(cx),
             StageConfig::Script(c) => c.build(cx),
         }
@@ -335,6 +357,7 @@ impl SinkConfig {
             SinkConfig::Mail(_) => "mail",
             SinkConfig::Line(_) => "line",
             SinkConfig::Webhook(_) => "webhook",
+            SinkConfig::NftablesBan(_) => "nftables_ban",
         }
     }
 
@@ -346,6 +369,7 @@ impl SinkConfig {
             SinkConfig::Mail(c) => Some(c.delivery()),
             SinkConfig::Line(c) => Some(c.delivery()),
             SinkConfig::Webhook(c) => Some(c.delivery()),
+            SinkConfig::NftablesBan(c) => Some(c.delivery()),
         }
     }
 
@@ -357,6 +381,7 @@ impl SinkConfig {
             SinkConfig::Mail(c) => &c.inputs,
             SinkConfig::Line(c) => &c.inputs,
             SinkConfig::Webhook(c) => &c.inputs,
+            SinkConfig::NftablesBan(c) => &c.inputs,
         }
     }
 
@@ -368,6 +393,7 @@ impl SinkConfig {
             SinkConfig::Mail(c) => c.check(p),
             SinkConfig::Line(c) => c.check(p),
             SinkConfig::Webhook(c) => c.check(p),
+            SinkConfig::NftablesBan(c) => c.check(p),
         }
     }
 
@@ -375,22 +401,40 @@ impl SinkConfig {
     /// alert grouped by `group_by` (the paths of the detection stages upstream).
     pub fn check_rendering(&self, group_by: &[String], p: &mut Problems) {
         match self {
-            SinkConfig::File(_) | SinkConfig::Stdout(_) => {}
+            SinkConfig::File(_) | SinkConfig::Stdout(_) | SinkConfig::NftablesBan(_) => {}
             SinkConfig::Mail(c) => c.check_rendering(group_by, p),
             SinkConfig::Line(c) => c.check_rendering(group_by, p),
             SinkConfig::Webhook(c) => c.check_rendering(group_by, p),
         }
     }
 
+    /// Who a delivering sink whose recipients follow the alert (a mail sink's templated
+    /// `to`) sends an alert to, for `vigil test` and `vigil replay` to gather alerts into
+    /// messages as the running sink does; `None` for sinks with fixed recipients, and when
+    /// the templates do not compile (`vigil validate` says why).
+    pub fn router(
+        &self,
+        base_dir: &std::path::Path,
+        public_url: &str,
+    ) -> Option<Box<dyn sinks::delivery::Rendering + Send>> {
+        match self {
+            SinkConfig::Mail(c) => c
+                .render(base_dir, public_url)
+                .ok()
+                .map(|r| Box::new(r) as Box<dyn sinks::delivery::Rendering + Send>),
+            _ => None,
+        }
+    }
+
     /// How a delivering sink sends one message (for `vigil send-test`); `None` for the
-    /// other kinds.
+    /// other kinds, and for `nftables_ban` (a test send would ban an address).
     pub fn notifier(
         &self,
         cx: &BuildContext,
         services: &sinks::DeliveryServices,
     ) -> Option<Result<Box<dyn sinks::delivery::Notifier>, NodeError>> {
         match self {
-            SinkConfig::File(_) | SinkConfig::Stdout(_) => None,
+            SinkConfig::File(_) | SinkConfig::Stdout(_) | SinkConfig::NftablesBan(_) => None,
             SinkConfig::Mail(c) => Some(c.notifier(cx, services)),
             SinkConfig::Line(c) => Some(c.notifier(cx, services)),
             SinkConfig::Webhook(c) => Some(c.notifier(cx, services)),
@@ -400,7 +444,7 @@ impl SinkConfig {
     /// The `connections:` family and name a delivering sink sends through.
     pub fn connection(&self) -> Option<(&'static str, &str)> {
         match self {
-            SinkConfig::File(_) | SinkConfig::Stdout(_) => None,
+            SinkConfig::File(_) | SinkConfig::Stdout(_) | SinkConfig::NftablesBan(_) => None,
             SinkConfig::Mail(c) => Some(("smtp", &c.connection)),
             SinkConfig::Line(c) => Some(("line", &c.connection)),
             SinkConfig::Webhook(c) => Some(("webhook", &c.connection)),
@@ -419,6 +463,21 @@ impl SinkConfig {
             SinkConfig::Mail(c) => c.build(cx, &services.delivery),
             SinkConfig::Line(c) => c.build(cx, &services.delivery),
             SinkConfig::Webhook(c) => c.build(cx, &services.delivery),
+            SinkConfig::NftablesBan(c) => {
+                let bans = sinks::nftables_ban::BanServices {
+                    pce: services
+                        .pce
+                        .values()
+                        .map(|p| sinks::nftables_ban::PceAccess {
+                            name: p.name().to_string(),
+                            client: p.client().clone(),
+                            names: p.names().clone(),
+                        })
+                        .collect(),
+                    registry: services.bans.clone(),
+                };
+                c.build(cx, &bans, &services.delivery)
+            }
         }
     }
 }

@@ -41,6 +41,7 @@ pub mod diagnostic;
 pub mod event;
 pub mod graph;
 pub mod http;
+pub mod nft;
 pub mod node;
 pub mod pce;
 pub mod runtime;

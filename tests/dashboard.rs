@@ -1763,3 +1763,85 @@ async fn tetragon_events_show_their_process_tree_before_the_json() {
     page.screenshot("tetragon-alert-zh-dark").await;
     page.close().await;
 }
+
+/// An `nftables_ban` sink in its default dry run: the alert's deliveries say what it
+/// would have applied, and the Bans page says the sink changes nothing, lists no ban, and
+/// answers a ban made by hand with the JSON it would apply (in 繁體中文 too).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bans_page_of_a_dry_run_sink() {
+    let mut v = tokio::task::spawn_blocking(|| start("", "    type: nftables_ban\n    ttl: 30m\n"))
+        .await
+        .expect("start");
+    v.send(&[event("203.0.113.7", 1)]);
+    let mut id = String::new();
+    for _ in 0..200 {
+        let alerts = v.api("/api/v1/alerts").await;
+        let sent = alerts["alerts"][0]["deliveries"][0]["state"] == "sent";
+        if let (Some(a), true) = (alerts["alerts"][0]["id"].as_str(), sent) {
+            id = a.to_string();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!id.is_empty(), "the alert's delivery");
+    let page = Page::open("bans", &format!("{}/#/alerts/{id}", v.base)).await;
+    let outcome = page
+        .wait(
+            "the delivery's outcome",
+            "return document.querySelector('#deliveries-table td.outcome')?.textContent;",
+            vec![],
+        )
+        .await;
+    assert!(
+        outcome.as_str().is_some_and(|o| o.starts_with(
+            "dry run: would apply {\"nftables\":[{\"add\":{\"element\":{\"family\":\"inet\",\"table\":\"vigil\",\"name\":\"banned4\",\"elem\":[{\"elem\":{\"val\":\"203.0.113.7\",\"timeout\":1800"
+        )),
+        "{outcome}"
+    );
+    page.go("#/bans").await;
+    page.wait(
+        "the Bans page",
+        "return document.querySelector('[data-sink=\"p.out\"][data-dry-run=\"true\"]') \
+           && document.querySelector('#bans-rows td.empty') \
+           && document.querySelector('nav.main-nav a[href=\"#/bans\"]').getAttribute('aria-current') === 'page';",
+        vec![],
+    )
+    .await;
+    page.js(
+        "document.querySelector('#ban-address').value = '198.51.100.9'; \
+         document.querySelector('#ban-ttl').value = '10m'; return true;",
+        vec![],
+    )
+    .await;
+    page.click("#ban-submit").await;
+    let said = page
+        .wait(
+            "the answer",
+            "return document.querySelector('#ban-message')?.textContent;",
+            vec![],
+        )
+        .await;
+    assert!(
+        said.as_str()
+            .is_some_and(|s| s.starts_with("dry run: would apply")
+                && s.contains("\"val\":\"198.51.100.9\",\"timeout\":600")),
+        "{said}"
+    );
+    let bans = v.api("/api/v1/bans?all=true").await;
+    assert_eq!(bans["bans"], json!([]), "a dry run records no ban: {bans}");
+    assert_eq!(bans["sinks"][0]["dry_run"], true, "{bans}");
+    page.screenshot("bans-dry-run").await;
+    page.js(
+        "const l = document.getElementById('lang'); l.value = 'zh-TW'; l.dispatchEvent(new Event('change')); return true;",
+        vec![],
+    )
+    .await;
+    page.wait(
+        "the page in 繁體中文",
+        "return document.querySelector('main h1')?.textContent === '封鎖' \
+           && document.querySelector('[data-sink=\"p.out\"]')?.textContent.includes('試運行');",
+        vec![],
+    )
+    .await;
+    page.close().await;
+}

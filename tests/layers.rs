@@ -19,7 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["sinks"],
     &["pce"],
     &["node"],
-    &["store", "diagnostic", "http", "secret", "confine"],
+    &["store", "diagnostic", "http", "secret", "confine", "nft"],
     &["time"],
     &["event"],
 ];

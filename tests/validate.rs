@@ -192,7 +192,7 @@ fn github_format_writes_annotations() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "::error file=tests/fixtures/invalid/unknown-type.yaml,line=4,col=14,title=unknown-type::unknown source type `filez` (known: file, stdin, exec, pce_health, pce_events, pce_traffic, internal, syslog); did you mean `file`?\n"
+        "::error file=tests/fixtures/invalid/unknown-type.yaml,line=4,col=14,title=unknown-type::unknown source type `filez` (known: file, stdin, exec, host_metrics, port_counters, pce_health, pce_events, pce_traffic, internal, syslog); did you mean `file`?\n"
     );
 }
 
@@ -615,6 +615,10 @@ fn editors_accept_env_references_in_typed_values_of_the_shipped_files() {
         "examples/pce-syslog",
         "examples/distinct-count",
         "examples/new-term",
+        "examples/portflow",
+        "examples/auto-ban",
+        "pipelines/host",
+        "pipelines/tetragon",
     ] {
         for entry in std::fs::read_dir(root().join(dir)).expect("dir") {
             let path = entry.expect("entry").path();

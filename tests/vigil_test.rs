@@ -222,7 +222,30 @@ fn the_shipped_pipelines_pass_their_own_cases() {
         "exfiltration",
         "policy-changes",
         "pce-health",
+        "host-cpu-high",
+        "host-memory-high",
+        "host-disk-io-high",
+        "tetragon-network-tools",
+        "tetragon-sensitive-files",
     ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&format!("{name} ("))),
+            "no cases ran for {name}:\n{stdout}"
+        );
+    }
+}
+
+/// The examples that carry cases pass them: the `report` stage's, Portflow's, the
+/// auto-ban's.
+#[test]
+fn the_examples_pass_their_own_cases() {
+    for (dir, name) in [
+        ("examples/detections", "port-report"),
+        ("examples/portflow", "portflow"),
+        ("examples/auto-ban", "auto-ban"),
+    ] {
+        let (code, stdout, stderr) = vigil_test(&[dir]);
+        assert_eq!(code, 0, "{dir}: stdout:\n{stdout}\nstderr:\n{stderr}");
         assert!(
             stdout.lines().any(|l| l.starts_with(&format!("{name} ("))),
             "no cases ran for {name}:\n{stdout}"

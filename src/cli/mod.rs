@@ -1,5 +1,6 @@
 //! The `vigil` command line: the arguments, and one file per command.
 
+mod ban;
 mod check;
 #[cfg(feature = "demo")]
 mod demo;
@@ -31,8 +32,8 @@ use vigil::config::{LoadError, LoadOptions, Loaded, load_paths};
 use vigil::pce::sim::{Scenario, SimConfig};
 
 use self::{
-    check::check, graph::graph, outbox::outbox, replay::replay, run::run, send_test::send_test,
-    silence::silence, test::test, validate::validate,
+    ban::ban, check::check, graph::graph, outbox::outbox, replay::replay, run::run,
+    send_test::send_test, silence::silence, test::test, validate::validate,
 };
 #[cfg(feature = "demo")]
 use self::{demo::demo, pce_sim::pce_sim};
@@ -226,6 +227,24 @@ pub(crate) enum Command {
         #[arg(long, global = true)]
         state_dir: Option<PathBuf>,
     },
+    /// Bans made with nftables by the running vigil's `nftables_ban` sinks: list them, ban
+    /// an address by hand, lift a ban. Talks to the running vigil's API (`web.listen` and
+    /// `web.token` of the settings, or --url and --token-file).
+    Ban {
+        #[command(subcommand)]
+        action: BanAction,
+        /// The directory (or file) of pipeline files (its settings name the API's address
+        /// and token).
+        #[arg(long, short, default_value = "pipelines", global = true)]
+        pipelines: PathBuf,
+        /// The API's address, instead of the settings' `web.listen`
+        /// (`http://127.0.0.1:5001`).
+        #[arg(long, env = "VIGIL_URL", global = true)]
+        url: Option<String>,
+        /// A file holding the API's token, instead of the settings' (or `VIGIL_TOKEN`).
+        #[arg(long, env = "VIGIL_TOKEN_FILE", global = true)]
+        token_file: Option<PathBuf>,
+    },
     /// Print the JSON Schema of pipeline files.
     Schema,
     /// Print the shell completion script for SHELL (e.g. `vigil completions bash >
@@ -340,6 +359,39 @@ pub(crate) enum SilenceAction {
     Expire {
         /// The silence's id.
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BanAction {
+    /// The active bans, soonest to end first (with --all, the ended ones too).
+    List {
+        /// Also the bans that ended (expired, removed, extended).
+        #[arg(long)]
+        all: bool,
+        /// Text (default) or JSON.
+        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
+    },
+    /// Ban IP now through the running `nftables_ban` sink (its allow list, max_bans and
+    /// dry_run apply). Exit 1 when it is refused.
+    Add {
+        /// The address (IPv4 or IPv6).
+        ip: String,
+        /// How long: `1h`, `30m` (default: the sink's ttl).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// The sink (`pipeline.sink`), when several run.
+        #[arg(long)]
+        sink: Option<String>,
+    },
+    /// Lift the ban of IP now. Exit 1 when it is not banned.
+    Remove {
+        /// The address.
+        ip: String,
+        /// The sink (`pipeline.sink`), when several run.
+        #[arg(long)]
+        sink: Option<String>,
     },
 }
 
@@ -464,6 +516,12 @@ pub(crate) fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             pipelines,
             state_dir,
         } => silence(action, pipelines, state_dir),
+        Command::Ban {
+            action,
+            pipelines,
+            url,
+            token_file,
+        } => ban(action, pipelines, url, token_file),
         Command::Schema => {
             print(&vigil::config::schema::document_schema_text())?;
             Ok(ExitCode::SUCCESS)

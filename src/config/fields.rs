@@ -73,7 +73,8 @@ impl Shapes<'_> {
                 | StageConfig::Spike(_)
                 | StageConfig::Ratio(_)
                 | StageConfig::NewTerm(_)
-                | StageConfig::Flatline(_) => Shape::Known(BTreeSet::from([catalogue::ALERT.kind])),
+                | StageConfig::Flatline(_)
+                | StageConfig::Report(_) => Shape::Known(BTreeSet::from([catalogue::ALERT.kind])),
                 StageConfig::TopN(_) => input.with(catalogue::ALERT.kind),
                 StageConfig::Script(_) => Shape::Unknown,
             }
@@ -163,6 +164,12 @@ fn paths_of(stage: &StageConfig) -> Vec<(String, &str, bool)> {
             list(&mut out, "group_by", &c.group_by);
         }
         StageConfig::Flatline(c) => list(&mut out, "group_by", &c.group_by),
+        StageConfig::Report(c) => {
+            list(&mut out, "group_by", &c.group_by);
+            for (i, s) in c.sum.paths().iter().enumerate() {
+                out.push((c.sum.pointer(i), s, false));
+            }
+        }
         StageConfig::TopN(c) => {
             list(&mut out, "by", &c.by);
             list(&mut out, "within", &c.within);

@@ -453,15 +453,7 @@ fn expected_types(kind: &jsonschema::error::TypeKind) -> String {
     pretty.join(" or ")
 }
 
-/// The closest candidate to `word`, if one is close enough to be a likely typo.
-pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::damerau_levenshtein(word, c), c))
-        .filter(|(d, c)| *d <= 2.max(c.len() / 4) && *d < c.len())
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
+pub use crate::diagnostic::suggest;
 
 fn describe(
     err: &ValidationError<'_>,

@@ -49,6 +49,17 @@ impl Severity {
     }
 }
 
+/// The closest candidate to `word`, if one is close enough to be a likely typo (for "did
+/// you mean" hints).
+pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::damerau_levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= 2.max(c.len() / 4) && *d < c.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
 /// The stable codes of every problem `vigil validate` reports.
 ///
 /// Each code names one class of problem; scripts and CI filters may rely on them.

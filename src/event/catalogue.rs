@@ -621,8 +621,109 @@ pub const ALERT: Catalogue = Catalogue {
     sample: r#"{"id": "a1", "status": "firing", "pipeline": "p", "stage": "burst", "severity": "high", "title": "t", "summary": "s", "group": {"src": {"ip": "10.0.0.1"}}, "group_key": "src.ip=10.0.0.1", "value": 12, "threshold": 10, "window": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T00:10:00Z"}, "first_seen": "2026-01-01T00:01:00Z", "last_seen": "2026-01-01T00:09:00Z", "updates": 0, "episode": true, "samples": [{"time": "2026-01-01T00:01:00Z", "source": "p.flows", "record": {"src": {"ip": "10.0.0.1"}}}]}"#,
 };
 
+/// The scrapes of `host_metrics`.
+pub const HOST_METRICS: Catalogue = Catalogue {
+    kind: "host_metrics",
+    noun: "host scrape (`host_metrics`)",
+    about: "one scrape of the host's `/proc` (`host_metrics`); rates are per second since the scrape before, absent from the first",
+    fields: &[
+        f("source_type", "always `host_metrics`"),
+        f("host", "the host name (`/proc/sys/kernel/hostname`)"),
+        f(
+            "interval_seconds",
+            "seconds since the scrape before, by the kernel's uptime",
+        ),
+        f("cpu.percent", "CPU busy, all cores, in percent (0–100)"),
+        f("cpu.cores", "CPU busy per core, in percent (list)"),
+        f("cpu.count", "how many cores"),
+        f(
+            "memory.used_percent",
+            "memory in use (not available) in percent of the total",
+        ),
+        f(
+            "memory.available_bytes",
+            "memory available without swapping (`MemAvailable`)",
+        ),
+        f("memory.used_bytes", "memory in use"),
+        f("memory.total_bytes", "the memory usable"),
+        f("load.1", "load average over 1 minute"),
+        f("load.5", "load average over 5 minutes"),
+        f("load.15", "load average over 15 minutes"),
+        f(
+            "disk.<key>.read_bps",
+            "a whole disk's reads, bytes per second",
+        ),
+        f(
+            "disk.<key>.write_bps",
+            "a whole disk's writes, bytes per second",
+        ),
+        f(
+            "disk.<key>.util_percent",
+            "the share of time the disk was busy, in percent",
+        ),
+        f(
+            "disk_total.read_bps",
+            "every whole disk's reads, bytes per second",
+        ),
+        f(
+            "disk_total.write_bps",
+            "every whole disk's writes, bytes per second",
+        ),
+        f(
+            "disk_total.bps",
+            "reads and writes together, bytes per second",
+        ),
+        f(
+            "net.<key>.rx_bps",
+            "an interface's bytes received per second (not `lo`)",
+        ),
+        f("net.<key>.tx_bps", "an interface's bytes sent per second"),
+        f(
+            "top.cpu.*",
+            "the busiest processes by CPU (`top_processes`): `{pid, name, cpu_percent, rss_bytes, io_bps}` (list)",
+        ),
+        f("top.rss.*", "the same, by resident memory (list)"),
+        f("top.io.*", "the same, by storage reads and writes (list)"),
+    ],
+    sample: r#"{"source_type": "host_metrics", "host": "web-01", "interval_seconds": 10.0, "cpu": {"percent": 50.0, "cores": [80.0, 20.0], "count": 2}, "memory": {"used_percent": 75.0, "available_bytes": 4096000000, "used_bytes": 12288000000, "total_bytes": 16384000000}, "load": {"1": 2.0, "5": 1.0, "15": 0.5}, "disk": {"sda": {"read_bps": 1048576.0, "write_bps": 2097152.0, "util_percent": 25.0}}, "disk_total": {"read_bps": 1048576.0, "write_bps": 2097152.0, "bps": 3145728.0}, "net": {"eth0": {"rx_bps": 1250000.0, "tx_bps": 125000.0}}, "top": {"cpu": [{"pid": 100, "name": "postgres", "cpu_percent": 60.0, "rss_bytes": 102400000, "io_bps": 0.0}], "rss": [], "io": []}}"#,
+};
+
+/// The readings of `port_counters`.
+pub const PORT_COUNTERS: Catalogue = Catalogue {
+    kind: "port_counters",
+    noun: "port reading (`port_counters`)",
+    about: "what passed through one port since the reading before (`port_counters`): one event per port and protocol per interval",
+    fields: &[
+        f(
+            "timestamp",
+            "the start of the interval measured (the event time)",
+        ),
+        f("interval_end", "the end of the interval measured"),
+        f("source_type", "always `port_counters`"),
+        f("port", "the port (a number)"),
+        f("proto", "`tcp` or `udp`"),
+        f(
+            "in_bytes",
+            "bytes to the port on this host, headers included",
+        ),
+        f("out_bytes", "bytes from the port (its answers)"),
+        f("in_packets", "packets to the port"),
+        f("out_packets", "packets from the port"),
+        f("interval_seconds", "seconds since the reading before"),
+    ],
+    sample: r#"{"timestamp": "2026-03-01T00:00:00.000Z", "interval_end": "2026-03-01T00:01:00.000Z", "source_type": "port_counters", "port": 8388, "proto": "tcp", "in_bytes": 1001204, "out_bytes": 772, "in_packets": 23, "out_packets": 14, "interval_seconds": 60.0}"#,
+};
+
 /// Every catalogue, in the order the docs list them.
-pub const ALL: &[&Catalogue] = &[&PCE_TRAFFIC, &PCE_EVENTS, &PCE_HEALTH, &TETRAGON, &ALERT];
+pub const ALL: &[&Catalogue] = &[
+    &PCE_TRAFFIC,
+    &PCE_EVENTS,
+    &PCE_HEALTH,
+    &TETRAGON,
+    &HOST_METRICS,
+    &PORT_COUNTERS,
+    &ALERT,
+];
 
 /// The catalogue of the records a source `type` emits; `None` when its records are
 /// whatever its input holds (`file`, `stdin`).
@@ -633,6 +734,8 @@ pub fn of_source(kind: &str) -> Option<&'static Catalogue> {
         "pce_health" => Some(&PCE_HEALTH),
         "internal" => Some(&ALERT),
         "tetragon" => Some(&TETRAGON),
+        "host_metrics" => Some(&HOST_METRICS),
+        "port_counters" => Some(&PORT_COUNTERS),
         _ => None,
     }
 }

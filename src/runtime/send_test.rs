@@ -218,6 +218,15 @@ pub fn shaped_alert(
             StageConfig::Flatline(c) => c
                 .alert_templates(&pipeline.name, name)
                 .map(|t| (t, base.threshold, None, c.group_by.clone(), None)),
+            StageConfig::Report(c) => c.alert_templates(&pipeline.name, name).map(|t| {
+                (
+                    t,
+                    0.0,
+                    c.unit.as_deref(),
+                    c.group_by.clone(),
+                    Some((1_073_741_824.0, c.example_fields(false))),
+                )
+            }),
             _ => None,
         })?;
     // The pipeline's own example events: the inputs of its first test case.

@@ -5,6 +5,7 @@ pub mod delivery;
 pub mod file;
 pub mod line;
 pub mod mail;
+pub mod nftables_ban;
 pub mod stdout;
 pub mod webhook;
 

@@ -3,6 +3,7 @@
 
 pub mod exec;
 pub mod file;
+pub mod host_metrics;
 pub mod internal;
 pub mod json_lines;
 pub mod pce_events;
@@ -10,6 +11,7 @@ pub mod pce_health;
 pub mod pce_history;
 mod pce_services;
 pub mod pce_traffic;
+pub mod port_counters;
 pub mod stdin;
 pub mod syslog;
 pub mod tetragon;

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod metric;
 pub mod new_term;
 pub mod ratio;
+pub mod report;
 pub mod script;
 pub mod series;
 pub mod spike;

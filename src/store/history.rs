@@ -501,7 +501,9 @@ impl Store {
     /// (the tally tells how many alerts match), so the first and the last page cost the
     /// same and one in the middle the most (a step per alert to the nearer end); with it,
     /// `offset` costs a step per alert skipped. Each with its deliveries: one per message
-    /// it went out in (`[{sink, state, message, last_error, attempts, change, at}]`).
+    /// it went out in (`[{sink, state, message, last_error, attempts, change, at,
+    /// answer}]`, with `bans: [{address, state, expires_at, ended_at, ended_by}]` for the
+    /// bans an `nftables_ban` sink made in it).
     pub fn alerts(
         &self,
         q: &AlertQuery<'_>,
@@ -554,15 +556,19 @@ impl Store {
             });
         let mut out = Vec::with_capacity(rows.len());
         let mut deliveries = tx.prepare(
-            "SELECT a.sink, o.state, o.id, o.last_error, o.attempts, a.change, o.created_at
+            "SELECT a.sink, o.state, o.id, o.last_error, o.attempts, a.change, o.created_at, o.answer
              FROM outbox_message_alerts a
              JOIN outbox o ON o.id = a.message WHERE a.alert_id = ?1 ORDER BY a.sink, o.created_at",
+        )?;
+        // The bans an `nftables_ban` sink made in a message, and how each ended.
+        let mut bans = tx.prepare(
+            "SELECT address, state, expires_at, ended_at, ended_by FROM bans WHERE message = ?1 ORDER BY id",
         )?;
         for (_, _, text) in rows {
             let Ok(alert) = serde_json::from_str::<Alert>(&text) else {
                 continue;
             };
-            let sinks: Vec<Value> = deliveries
+            let mut sinks: Vec<Value> = deliveries
                 .query_map(params![alert.id], |r| {
                     Ok(serde_json::json!({
                         "sink": r.get::<_, String>(0)?,
@@ -572,9 +578,32 @@ impl Store {
                         "attempts": r.get::<_, i64>(4)?,
                         "change": r.get::<_, String>(5)?,
                         "at": r.get::<_, i64>(6)?,
+                        "answer": r.get::<_, Option<String>>(7)?,
                     }))
                 })?
                 .collect::<Result<_, _>>()?;
+            for d in &mut sinks {
+                let Some(message) = d.get("message").and_then(Value::as_str).map(str::to_string)
+                else {
+                    continue;
+                };
+                let made: Vec<Value> = bans
+                    .query_map(params![message], |r| {
+                        Ok(serde_json::json!({
+                            "address": r.get::<_, String>(0)?,
+                            "state": r.get::<_, String>(1)?,
+                            "expires_at": r.get::<_, i64>(2)?,
+                            "ended_at": r.get::<_, Option<i64>>(3)?,
+                            "ended_by": r.get::<_, Option<String>>(4)?,
+                        }))
+                    })?
+                    .collect::<Result<_, _>>()?;
+                if !made.is_empty()
+                    && let Some(o) = d.as_object_mut()
+                {
+                    o.insert("bans".into(), Value::Array(made));
+                }
+            }
             let mut v = serde_json::to_value(&alert).unwrap_or(Value::Null);
             if let Some(o) = v.as_object_mut() {
                 if let Some(Value::Array(samples)) = o.get_mut("samples") {
@@ -589,6 +618,7 @@ impl Store {
             out.push(v);
         }
         drop(deliveries);
+        drop(bans);
         tx.commit()?;
         Ok(AlertPage {
             alerts: out,

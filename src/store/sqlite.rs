@@ -394,6 +394,7 @@ fn init(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     conn.execute_batch(super::outbox::SCHEMA)?;
     conn.execute_batch(super::notify::SCHEMA)?;
     conn.execute_batch(super::history::SCHEMA)?;
+    conn.execute_batch(super::bans::SCHEMA)?;
     super::history::init_tally(conn)?;
     Ok(())
 }

@@ -34,6 +34,9 @@ enum Node {
 /// A delivering sink's notification grouping, run on the case's clock.
 struct Notifier {
     cfg: DeliveryConfig,
+    /// Who each alert goes to, for sinks whose recipients follow the alert: alerts are
+    /// gathered per recipients as the running sink gathers them.
+    router: Option<Box<dyn crate::sinks::delivery::Rendering + Send>>,
     groups: Dispatcher,
     /// Cooldown key → when it ends (the sink's `cooldown`).
     cooling: std::collections::HashMap<String, Timestamp>,
@@ -41,10 +44,14 @@ struct Notifier {
 }
 
 impl Notifier {
-    fn new(cfg: DeliveryConfig) -> Notifier {
+    fn new(
+        cfg: DeliveryConfig,
+        router: Option<Box<dyn crate::sinks::delivery::Rendering + Send>>,
+    ) -> Notifier {
         Notifier {
             groups: Dispatcher::new(cfg.policy()),
             cfg,
+            router,
             cooling: Default::default(),
             sent: Vec::new(),
         }
@@ -73,8 +80,16 @@ impl Notifier {
             }
             self.cooling.insert(key, now + period.span());
         }
-        // Recipients are not rendered in a case: one route for all.
-        self.groups.ingest(&[], alert, &form, now);
+        // A new alert's recipients, as the running sink works them out (an alert
+        // without any is set aside there, counted; here too).
+        let route = match &self.router {
+            Some(r) if !self.groups.holds(&alert.id) => match r.route(&alert) {
+                Ok(route) => route,
+                Err(_) => return,
+            },
+            _ => Vec::new(),
+        };
+        self.groups.ingest(&route, alert, &form, now);
     }
 
     /// Looks at the groups due at `now` (all of them at the end), as the sink's worker.
@@ -392,11 +407,13 @@ impl PipelineRun {
             }
             nodes.push(match g.role {
                 NodeRole::Source => Node::Source,
-                NodeRole::Sink => Node::Sink(
-                    pc.config.sinks[g.name.as_str()]
-                        .delivery()
-                        .map(|cfg| Box::new(Notifier::new(cfg))),
-                ),
+                NodeRole::Sink => {
+                    let sink = &pc.config.sinks[g.name.as_str()];
+                    Node::Sink(sink.delivery().map(|cfg| {
+                        let router = sink.router(&base_dir, settings.public_url.as_str());
+                        Box::new(Notifier::new(cfg, router))
+                    }))
+                }
                 NodeRole::Stage => {
                     let cx = BuildContext {
                         id: g.id.clone(),

@@ -9,6 +9,8 @@
 //! - `GET /api/v1/stats`: totals.
 //! - `POST /api/v1/reload`: reloads the pipelines directory now (200 with the report, 422
 //!   with the errors when the files do not validate; the running graph is then unchanged).
+//! - `GET`/`POST /api/v1/bans`, `DELETE /api/v1/bans/{address}`: the bans of the
+//!   `nftables_ban` sinks (see [`bans`]).
 //!
 //! - `GET /` and `GET /assets/*`: the dashboard (see [`dashboard`]).
 //!
@@ -28,6 +30,7 @@
 //! `Referrer-Policy: no-referrer` and a Content-Security-Policy. Everything refused is
 //! counted (`vigil_web_refused_total{reason}`).
 
+mod bans;
 mod dashboard;
 mod guard;
 mod metrics;
@@ -198,6 +201,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/silences"),
     ("post", "/api/v1/silences"),
     ("delete", "/api/v1/silences/{id}"),
+    ("get", "/api/v1/bans"),
+    ("post", "/api/v1/bans"),
+    ("delete", "/api/v1/bans/{address}"),
 ];
 
 fn router(state: AppState) -> Router {
@@ -216,6 +222,11 @@ fn router(state: AppState) -> Router {
         .route(
             "/api/v1/silences/{id}",
             axum::routing::delete(expire_silence),
+        )
+        .route("/api/v1/bans", get(bans::list).post(bans::add))
+        .route(
+            "/api/v1/bans/{address}",
+            axum::routing::delete(bans::remove),
         )
         .merge(dashboard::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })

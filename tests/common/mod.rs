@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test crate uses its own subset
 
 pub(crate) mod cli;
+pub(crate) mod netns;
 pub(crate) mod smtp;
 
 use std::collections::HashMap;

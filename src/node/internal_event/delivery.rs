@@ -225,3 +225,40 @@ impl InternalEvent for DeliveryGivenUp<'_> {
         counters.add_errors(ErrorReason::GivenUp, self.alerts as u64);
     }
 }
+
+/// An address an `nftables_ban` sink did not ban because its `allow` list (or the PCE's
+/// own address) covers it: recorded on the alert's delivery.
+#[derive(Debug)]
+pub struct BanAllowListed<'a> {
+    /// The sink.
+    pub sink: &'a str,
+    /// The address.
+    pub address: &'a str,
+    /// The entry that covers it (`10.0.0.0/8`, `ip_list:Trusted`, `the PCE's address`).
+    pub entry: &'a str,
+}
+
+impl InternalEvent for BanAllowListed<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        tracing::info!(sink = %self.sink, address = %self.address, entry = %self.entry, "in the allow list; not banned");
+        counters.add_dropped(DropReason::AllowListed, 1);
+    }
+}
+
+/// An address an `nftables_ban` sink did not ban because `max_bans` bans are active.
+#[derive(Debug)]
+pub struct BanLimitReached<'a> {
+    /// The sink.
+    pub sink: &'a str,
+    /// The address.
+    pub address: &'a str,
+    /// The sink's `max_bans`.
+    pub max_bans: u32,
+}
+
+impl InternalEvent for BanLimitReached<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        tracing::warn!(sink = %self.sink, address = %self.address, max_bans = self.max_bans, "max_bans bans are active; this address is not banned");
+        counters.add_dropped(DropReason::MaxBans, 1);
+    }
+}

@@ -50,7 +50,9 @@ pub enum DropReason {
     Late,
     /// A group key (or, in `top_n`, a held event; in `metric`, a value; in `new_term`,
     /// a value learned) forgotten early to stay under `max_keys` (`max_events`,
-    /// `max_values`, `max_terms`, `max_total_terms`).
+    /// `max_values`, `max_terms`, `max_total_terms`); an event of a key past `report`'s
+    /// `max_keys` in its period, not counted; a process a `host_metrics` scrape did not
+    /// look at, past its bound.
     Evicted,
     /// An event with nothing to measure: a flow whose byte counters are 0 or absent
     /// (`bandwidth`), an event without a usable number at `top_n`'s `sum`, an event
@@ -88,11 +90,16 @@ pub enum DropReason {
     ConnectionLimit,
     /// A UDP datagram that found the pipeline full (`syslog`), dropped.
     PipelineFull,
+    /// An address an `nftables_ban` sink did not ban: in its `allow` list (or the PCE's
+    /// own address).
+    AllowListed,
+    /// An address an `nftables_ban` sink did not ban: `max_bans` bans were active.
+    MaxBans,
 }
 
 impl DropReason {
     /// Every reason.
-    pub const ALL: [DropReason; 17] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::Late,
         DropReason::Evicted,
         DropReason::Unmeasured,
@@ -110,6 +117,8 @@ impl DropReason {
         DropReason::PeerNotAllowed,
         DropReason::ConnectionLimit,
         DropReason::PipelineFull,
+        DropReason::AllowListed,
+        DropReason::MaxBans,
     ];
 
     /// Its `reason` label.
@@ -132,6 +141,8 @@ impl DropReason {
             DropReason::PeerNotAllowed => "peer_not_allowed",
             DropReason::ConnectionLimit => "connection_limit",
             DropReason::PipelineFull => "pipeline_full",
+            DropReason::AllowListed => "allow_listed",
+            DropReason::MaxBans => "max_bans",
         }
     }
 }
@@ -150,7 +161,8 @@ pub enum ErrorReason {
     NotEncoded,
     /// A source's position that could not be stored.
     CheckpointNotStored,
-    /// Reading from the PCE failed (tried again next interval).
+    /// Reading from the PCE (or, `host_metrics`, `/proc`) failed (tried again next
+    /// interval).
     ReadFailed,
     /// Events a source handed on that were not all delivered (read again).
     NotDelivered,

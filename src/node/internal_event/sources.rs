@@ -197,6 +197,60 @@ impl InternalEvent for CommandExited<'_> {
     }
 }
 
+/// A `host_metrics` scrape failed as a whole (`/proc/uptime` or `/proc/stat` unreadable):
+/// no event this interval; counted as `read_failed`.
+pub struct HostScrapeFailed<'a> {
+    /// The source.
+    pub source: &'a str,
+    /// Why.
+    pub error: &'a str,
+}
+
+impl InternalEvent for HostScrapeFailed<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        tracing::warn!(source = %self.source, error = %self.error, "cannot read the host's counters; trying again next interval");
+        counters.add_errors(ErrorReason::ReadFailed, 1);
+    }
+}
+
+/// A `host_metrics` scrape met more processes than it looks at: the rest are left out of
+/// `top` (counted as `evicted`; logged once).
+pub struct HostProcessesSkipped<'a> {
+    /// The source.
+    pub source: &'a str,
+    /// How many this scrape.
+    pub skipped: usize,
+    /// The bound.
+    pub max: usize,
+}
+
+impl InternalEvent for HostProcessesSkipped<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        if self.skipped == 0 {
+            return;
+        }
+        if counters.add_dropped(DropReason::Evicted, self.skipped as u64) == self.skipped as u64 {
+            tracing::warn!(source = %self.source, max = self.max, "more processes than a scrape looks at; the rest are left out of `top` (counted as evicted; logged once)");
+        }
+    }
+}
+
+/// A `port_counters` reading failed (nft or iptables refused, or printed what does not
+/// read): the interval is counted in the next; counted as `read_failed`.
+pub struct PortCountersReadFailed<'a> {
+    /// The source.
+    pub source: &'a str,
+    /// Why.
+    pub error: &'a str,
+}
+
+impl InternalEvent for PortCountersReadFailed<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        tracing::warn!(source = %self.source, error = %self.error, "cannot read the port counters; what passed is counted at the next reading");
+        counters.add_errors(ErrorReason::ReadFailed, 1);
+    }
+}
+
 /// The `internal` source fell behind the engine's own alerts and missed some: counted as
 /// errors.
 #[derive(Debug)]

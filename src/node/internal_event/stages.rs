@@ -21,7 +21,8 @@ pub enum Lateness {
     WindowAlerted,
     /// Older than `top_n`'s `retain` behind the newest event.
     PastRetain,
-    /// `top_n` already reported its window.
+    /// `top_n` already reported its window (`report`: its period, or the period ended
+    /// `grace` before the clock).
     WindowReported,
 }
 
@@ -211,6 +212,32 @@ impl InternalEvent for NothingToSum<'_> {
     fn emit(self, counters: &NodeCounters) {
         tracing::debug!(stage = %self.stage, field = %self.field, "top_n: event skipped, no usable number to sum");
         counters.add_dropped(DropReason::Unmeasured, 1);
+    }
+}
+
+/// An event of a new key when its period already holds `max_keys` keys (`report`): not
+/// counted, and counted as `evicted`. The first of each period is a warning (raise
+/// `max_keys`, or group by less); the later ones are logged at `debug`.
+#[derive(Debug)]
+pub struct KeyNotCounted<'a> {
+    /// The stage.
+    pub stage: &'a str,
+    /// The period (`2026-03`).
+    pub period: &'a str,
+    /// The bound.
+    pub max_keys: usize,
+    /// Whether it is the period's first.
+    pub first: bool,
+}
+
+impl InternalEvent for KeyNotCounted<'_> {
+    fn emit(self, counters: &NodeCounters) {
+        counters.add_dropped(DropReason::Evicted, 1);
+        if self.first {
+            tracing::warn!(stage = %self.stage, period = %self.period, max_keys = self.max_keys, "report: the period holds `max_keys` keys; events of further keys are not counted (counted as evicted)");
+        } else {
+            tracing::debug!(stage = %self.stage, period = %self.period, max_keys = self.max_keys, "report: event of a key past max_keys not counted");
+        }
     }
 }
 

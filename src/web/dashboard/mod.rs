@@ -11,10 +11,11 @@
 //! token (see the auth middleware); the page asks for the token and sends it with its API
 //! calls.
 //!
-//! The page (hash routes `#/`, `#/alerts`, `#/alerts/<id>`, `#/stream`, `#/silences`)
-//! reads the JSON API: the pipeline graph with live counters and the last reload, the
-//! alert history with samples, top-N and deliveries (and a silence made from an alert),
-//! the live stream, and silences; a Tetragon event (in the stream, or as an alert's
+//! The page (hash routes `#/`, `#/alerts`, `#/alerts/<id>`, `#/stream`, `#/silences`,
+//! `#/bans`) reads the JSON API: the pipeline graph with live counters and the last
+//! reload, the alert history with samples, top-N and deliveries (and a silence made from
+//! an alert), the live stream, silences, and the bans of the `nftables_ban` sinks (each
+//! with a Remove button, and a form to ban by hand); a Tetragon event (in the stream, or as an alert's
 //! sample) shows its process tree before its JSON (`assets/process.js`). Light and dark
 //! theme, English and 繁體中文; every UI string is in `assets/i18n.js`.
 
@@ -68,6 +69,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         "process.js",
         "text/javascript; charset=utf-8",
         include_bytes!("assets/process.js"),
+    ),
+    (
+        "bans.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("assets/bans.js"),
     ),
     (
         "silences.js",
@@ -247,6 +253,11 @@ mod tests {
             ("type", &["event", "alert"]),
             ("stream", &["connecting", "live", "reconnecting", "closed"]),
             ("silences", &["active", "pending", "expired"]),
+            (
+                "banstate",
+                &["active", "expired", "removed", "extended", "vanished"],
+            ),
+            ("origin", &["alert", "api", "adopted"]),
         ] {
             for v in family.1 {
                 let key = format!("{}.{v}", family.0);

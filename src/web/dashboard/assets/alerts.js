@@ -461,6 +461,24 @@ function topTable(top) {
   );
 }
 
+/** What the peer answered (for a ban, what was banned: `banned 203.0.113.7 for 1h`),
+ * and the bans made in the message, with how each stands or ended. */
+function outcomeCell(x) {
+  const bans = (x.bans || []).map((b) =>
+    h(
+      'div',
+      { class: 'ban', 'data-address': b.address, 'data-state': b.state },
+      h('a', { href: '#/bans' }, h('code', {}, b.address)),
+      ' ',
+      h('span', { class: `badge ${b.state === 'active' ? 'failed' : 'state-none'}` }, t(`banstate.${b.state}`)),
+      ' ',
+      b.state === 'active' ? h('span', { class: 'muted' }, relative(b.expires_at)) : b.ended_at ? timeEl(b.ended_at) : '',
+    ),
+  );
+  if (!x.answer && !bans.length) return '—';
+  return h('div', {}, x.answer ? h('span', { class: 'answer' }, x.answer) : null, ...bans);
+}
+
 /** One row per notification message the alert went out in (its first, reminders, its
  * resolution), oldest first. */
 function deliveries(a) {
@@ -478,7 +496,7 @@ function deliveries(a) {
         h(
           'tr',
           {},
-          ...[['col.sink'], ['col.change'], ['col.state'], ['col.attempts', 'num'], ['col.time'], ['col.last_error'], ['col.message']].map(([k, cls]) =>
+          ...[['col.sink'], ['col.change'], ['col.state'], ['col.attempts', 'num'], ['col.time'], ['col.outcome'], ['col.last_error'], ['col.message']].map(([k, cls]) =>
             h('th', { scope: 'col', class: cls || null }, t(k)),
           ),
         ),
@@ -495,6 +513,7 @@ function deliveries(a) {
             h('td', {}, stateBadge(x.state)),
             h('td', { class: 'num' }, num(x.attempts)),
             h('td', { class: 'nowrap' }, x.at ? timeEl(x.at) : '—'),
+            h('td', { class: 'outcome' }, outcomeCell(x)),
             h('td', {}, x.last_error ? h('span', { class: 'error-text' }, x.last_error) : '—'),
             // The message id (the webhook's X-Vigil-Delivery): its start, whole on hover.
             h('td', {}, h('code', { class: 'muted message-id', title: x.message }, String(x.message).slice(0, 8))),

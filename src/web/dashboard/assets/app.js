@@ -7,6 +7,7 @@ import * as overview from './overview.js';
 import * as alerts from './alerts.js';
 import * as stream from './stream.js';
 import * as silences from './silences.js';
+import * as bans from './bans.js';
 
 const ROUTES = [
   { re: /^\/$/, page: overview, nav: '/', title: 'nav.overview' },
@@ -14,6 +15,7 @@ const ROUTES = [
   { re: /^\/alerts\/([^/]+)$/, page: alerts.detail, nav: '/alerts', title: 'alert.title' },
   { re: /^\/stream$/, page: stream, nav: '/stream', title: 'nav.stream' },
   { re: /^\/silences$/, page: silences, nav: '/silences', title: 'nav.silences' },
+  { re: /^\/bans$/, page: bans, nav: '/bans', title: 'nav.bans' },
 ];
 
 let cleanup = null;
