@@ -318,6 +318,18 @@ impl Page {
             .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
+    /// Switches the page to 繁體中文 and the dark theme, as a user does.
+    async fn chinese_and_dark(&self) {
+        self.client
+            .find(Locator::Css("#lang"))
+            .await
+            .expect("language")
+            .select_by_value("zh-TW")
+            .await
+            .expect("select");
+        self.click("#theme-toggle").await;
+    }
+
     async fn go(&self, hash: &str) {
         self.js(
             "location.hash = arguments[0]; return true;",
@@ -548,14 +560,7 @@ async fn chinese_and_the_dark_theme_apply_and_are_remembered() {
         "light"
     );
 
-    page.client
-        .find(Locator::Css("#lang"))
-        .await
-        .expect("language")
-        .select_by_value("zh-TW")
-        .await
-        .expect("select");
-    page.click("#theme-toggle").await;
+    page.chinese_and_dark().await;
     let check = |theme: &'static str| {
         format!(
             "return document.documentElement.lang === 'zh-TW' \
@@ -951,14 +956,7 @@ async fn an_episode_is_one_row_from_firing_to_resolved() {
     page.screenshot("alert-lifecycle-detail").await;
 
     // 繁體中文 in the dark theme.
-    page.client
-        .find(Locator::Css("#lang"))
-        .await
-        .expect("language")
-        .select_by_value("zh-TW")
-        .await
-        .expect("select");
-    page.click("#theme-toggle").await;
+    page.chinese_and_dark().await;
     let zh = page
         .wait(
             "the alert's page in Chinese",
@@ -1737,14 +1735,7 @@ async fn tetragon_events_show_their_process_tree_before_the_json() {
     page.screenshot("tetragon-alert").await;
 
     // 繁體中文, dark.
-    page.client
-        .find(Locator::Css("#lang"))
-        .await
-        .expect("language")
-        .select_by_value("zh-TW")
-        .await
-        .expect("select");
-    page.click("#theme-toggle").await;
+    page.chinese_and_dark().await;
     let zh = page
         .wait(
             "the sample's labels in Chinese",

@@ -501,6 +501,49 @@ impl JsonLinesDecoder {
     }
 }
 
+/// Where a run of lines was read: for [`settle`].
+pub(crate) struct Read<'a> {
+    /// The source, `pipeline.node`.
+    pub(crate) source: &'a str,
+    /// What its lines hold.
+    pub(crate) format: LineFormat,
+    /// Where a line set aside came from (a file's path, a command).
+    pub(crate) location: &'a str,
+}
+
+/// What a source reading JSON lines does with a decoded run before handing its events on:
+/// counts the records of types its decoder does not know, raises
+/// `vigil.tetragon_dropping` for Tetragon's throttling reports, and sets aside the lines
+/// that are not events, naming where they were read (`location`).
+pub(crate) fn settle(
+    decoded: &mut Decoded,
+    read: Read<'_>,
+    internal: &crate::sources::internal::InternalAlerts,
+    log: &mut RejectedLog,
+    counters: &crate::node::NodeCounters,
+) {
+    let Read {
+        source,
+        format,
+        location,
+    } = read;
+    crate::node::internal_event::UnknownTypes {
+        source,
+        records: decoded.unknown_types,
+    }
+    .emit(counters);
+    if format == LineFormat::Tetragon {
+        crate::sources::tetragon::report_dropping(internal, &decoded.events);
+    }
+    if !decoded.rejected.is_empty() {
+        let mut rejected = std::mem::take(&mut decoded.rejected);
+        for r in &mut rejected {
+            r.location = Some(location.to_string());
+        }
+        set_aside(log, counters, rejected);
+    }
+}
+
 /// Logs, counts and stores rejected lines ([`RecordSetAside`]: the first few are logged
 /// one by one, then a summary line per thousand keeps the log readable), and reports the
 /// rotations of their file that dropped the one before ([`RejectedRotated`]).

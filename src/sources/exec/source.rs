@@ -11,9 +11,9 @@ use tokio::process::{Child, ChildStderr, Command};
 
 use super::config::{ExecError, ExecSourceConfig, Restart, resolve};
 use crate::event::FieldPath;
-use crate::node::internal_event::{CommandExited, InternalEvent as _, UnknownTypes};
+use crate::node::internal_event::{CommandExited, InternalEvent as _};
 use crate::node::{BuildContext, NodeResult, Source, SourceContext};
-use crate::sources::json_lines::{Decoded, JsonLinesDecoder, LineFormat, set_aside};
+use crate::sources::json_lines::{Decoded, JsonLinesDecoder, Read, settle};
 use crate::sources::send_batches;
 use crate::store::rejected::RejectedLog;
 
@@ -245,21 +245,19 @@ impl ExecSource {
     /// Sets aside what is not an event, counts unknown types, hands the events on.
     /// `false` when nobody reads the source any more.
     async fn hand_on(&mut self, cx: &mut SourceContext, mut decoded: Decoded) -> bool {
-        UnknownTypes {
+        let location = format!("the output of `{}`", self.cfg.program());
+        let read = Read {
             source: &self.id,
-            records: decoded.unknown_types,
-        }
-        .emit(cx.counters());
-        if self.cfg.decode == LineFormat::Tetragon {
-            crate::sources::tetragon::report_dropping(&self.internal, &decoded.events);
-        }
-        if !decoded.rejected.is_empty() {
-            let mut rejected = std::mem::take(&mut decoded.rejected);
-            for r in &mut rejected {
-                r.location = Some(format!("the output of `{}`", self.cfg.program()));
-            }
-            set_aside(&mut self.rejected, cx.counters(), rejected);
-        }
+            format: self.cfg.decode,
+            location: &location,
+        };
+        settle(
+            &mut decoded,
+            read,
+            &self.internal,
+            &mut self.rejected,
+            cx.counters(),
+        );
         send_batches(cx, decoded.events).await
     }
 }

@@ -21,9 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::config::{FileSourceConfig, StartAt};
 use crate::event::{BatchAck, FieldPath, ack_pair};
-use crate::node::internal_event::{InternalEvent as _, UnknownTypes};
 use crate::node::{BuildContext, NodeError, NodeResult, Source, SourceContext};
-use crate::sources::json_lines::{Decoded, JsonLinesDecoder, LineFormat, Position, set_aside};
+use crate::sources::json_lines::{Decoded, JsonLinesDecoder, Position, Read, settle};
 use crate::sources::send_batches;
 use crate::store::rejected::RejectedLog;
 
@@ -171,21 +170,19 @@ impl FileSource {
     }
 
     async fn hand_on(&mut self, cx: &mut SourceContext, mut decoded: Decoded) -> Flow {
-        UnknownTypes {
+        let location = self.cfg.path.display().to_string();
+        let read = Read {
             source: &self.id,
-            records: decoded.unknown_types,
-        }
-        .emit(cx.counters());
-        if self.cfg.decode == LineFormat::Tetragon {
-            crate::sources::tetragon::report_dropping(&self.internal, &decoded.events);
-        }
-        if !decoded.rejected.is_empty() {
-            let mut rejected = std::mem::take(&mut decoded.rejected);
-            for r in &mut rejected {
-                r.location = Some(self.cfg.path.display().to_string());
-            }
-            set_aside(&mut self.rejected, cx.counters(), rejected);
-        }
+            format: self.cfg.decode,
+            location: &location,
+        };
+        settle(
+            &mut decoded,
+            read,
+            &self.internal,
+            &mut self.rejected,
+            cx.counters(),
+        );
         let (Some(end), Some(file), true) = (decoded.end, self.current.clone(), self.keep) else {
             return if send_batches(cx, decoded.events).await {
                 Flow::Go
