@@ -4,6 +4,8 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
+use chrono::{DateTime, SecondsFormat, Utc};
+
 use ipnet::Ipv4Net;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -37,6 +39,8 @@ pub struct Label {
     pub key: String,
     /// The value, e.g. `Web`.
     pub value: String,
+    /// When it was created through the API (`None` for the generated estate).
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 /// A managed workload or a Kubernetes workload.
@@ -64,6 +68,8 @@ pub struct Workload {
     pub ven_href: String,
     /// Index of the role value, used to pick services.
     pub role: usize,
+    /// When it was last changed through the API (`None` while it never was).
+    pub updated_at: Option<DateTime<Utc>>,
     pub(crate) endpoint_json: String,
 }
 
@@ -155,6 +161,19 @@ pub struct Estate {
     pub exfil_source: usize,
     /// Index into [`Estate::internet`] of the exfiltration destination.
     pub exfil_destination: usize,
+}
+
+/// The enforcement modes a workload can be in.
+pub const ENFORCEMENT_MODES: [&str; 4] = ["idle", "visibility_only", "selective", "full"];
+
+/// When the generated estate was created and last updated.
+const GENERATED_AT: &str = "2025-04-01T08:00:00.000Z";
+
+fn stamp(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(
+        || GENERATED_AT.to_string(),
+        |t| t.to_rfc3339_opts(SecondsFormat::Millis, true),
+    )
 }
 
 /// Role values; services follow the role.
@@ -277,12 +296,75 @@ impl Estate {
 
     /// The REST representation of a label.
     pub fn label_rest(&self, l: &Label) -> Value {
+        let at = stamp(l.created_at);
+        let by = match l.created_at {
+            Some(_) => self.api_user().href.as_str(),
+            None => "/users/1",
+        };
         json!({
             "href": l.href, "key": l.key, "value": l.value,
-            "created_at": "2025-04-01T08:00:00.000Z", "updated_at": "2025-04-01T08:00:00.000Z",
-            "created_by": {"href": "/users/1"}, "updated_by": {"href": "/users/1"},
+            "created_at": at, "updated_at": at,
+            "created_by": {"href": by}, "updated_by": {"href": by},
             "deleted": false,
         })
+    }
+
+    /// The user the API key belongs to: writes are made in their name.
+    pub fn api_user(&self) -> &User {
+        &self.users[0]
+    }
+
+    /// The index of the label with exactly this href.
+    pub fn label_index(&self, href: &str) -> Option<usize> {
+        self.labels.iter().position(|l| l.href == href)
+    }
+
+    /// The index of the label with exactly this key and value.
+    pub fn find_label(&self, key: &str, value: &str) -> Option<usize> {
+        self.labels
+            .iter()
+            .position(|l| l.key == key && l.value == value)
+    }
+
+    /// The index (into [`Estate::workloads`]) of the managed workload with this href.
+    pub fn managed_workload_index(&self, href: &str) -> Option<usize> {
+        self.workloads
+            .iter()
+            .position(|w| !w.kubernetes && w.href == href)
+    }
+
+    /// Adds a label `/orgs/{org}/labels/{next id}` created at `at`; returns its index.
+    pub(crate) fn add_label(&mut self, key: &str, value: &str, at: DateTime<Utc>) -> usize {
+        let next = self
+            .labels
+            .iter()
+            .filter_map(|l| l.href.rsplit('/').next()?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        self.labels.push(Label {
+            href: format!("/orgs/{}/labels/{next}", self.org),
+            key: key.to_string(),
+            value: value.to_string(),
+            created_at: Some(at),
+        });
+        self.labels.len() - 1
+    }
+
+    /// Replaces workload `i`'s labels and enforcement mode, as a PUT does; flows and
+    /// events show the new ones from then on.
+    pub(crate) fn update_workload(
+        &mut self,
+        i: usize,
+        labels: Vec<usize>,
+        enforcement_mode: &'static str,
+        at: DateTime<Utc>,
+    ) {
+        let w = &mut self.workloads[i];
+        w.labels = labels;
+        w.enforcement_mode = enforcement_mode;
+        w.updated_at = Some(at);
+        w.endpoint_json = workload_endpoint_json(w, &self.labels);
     }
 
     /// The REST representation of an IP list under `pstate`.
@@ -318,7 +400,7 @@ impl Estate {
             "labels": self.label_objects(w),
             "agent": {"href": w.agent_href, "status": {"status": "active", "uid": null}},
             "ven": {"href": w.ven_href},
-            "created_at": "2025-04-01T08:00:00.000Z", "updated_at": "2025-04-01T08:00:00.000Z",
+            "created_at": GENERATED_AT, "updated_at": stamp(w.updated_at),
         })
     }
 }
@@ -341,6 +423,7 @@ fn gen_labels(rng: &mut ChaCha8Rng, org: u64) -> Vec<Label> {
                 href: format!("/orgs/{org}/labels/{next}"),
                 key: key.to_string(),
                 value: (*v).to_string(),
+                created_at: None,
             });
             next += rng.random_range(1..4u64);
         }
@@ -448,12 +531,12 @@ fn gen_workloads(rng: &mut ChaCha8Rng, org: u64, labels: &[Label]) -> Vec<Worklo
                     label_index(labels, "loc", loc),
                 ],
                 os_type: if windows { "windows" } else { "linux" },
-                enforcement_mode: ["idle", "visibility_only", "selective", "full"]
-                    [rng.random_range(0..4)],
+                enforcement_mode: ENFORCEMENT_MODES[rng.random_range(0..4)],
                 kubernetes: false,
                 agent_href: format!("/orgs/{org}/agents/{}", 1300 + i),
                 ven_href: format!("/orgs/{org}/vens/{uuid}"),
                 role,
+                updated_at: None,
                 endpoint_json: String::new(),
             }
         })
@@ -481,6 +564,7 @@ fn gen_k8s(rng: &mut ChaCha8Rng, org: u64, labels: &[Label]) -> Vec<Workload> {
                 agent_href: String::new(),
                 ven_href: String::new(),
                 role: 1,
+                updated_at: None,
                 endpoint_json: String::new(),
             }
         })

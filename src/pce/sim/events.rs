@@ -1,5 +1,8 @@
-//! Audit events: generated per minute from the seed and the scenario, queried like
-//! `GET /orgs/{org}/events`.
+//! Audit events: generated per minute from the seed and the scenario, plus the events the
+//! API's writes record ([`Recorded`]), queried like `GET /orgs/{org}/events`.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use rand::seq::SliceRandom as _;
@@ -99,14 +102,15 @@ impl EventQuery {
     }
 }
 
-/// Runs `q` against the events visible at `visible_until`: the newest `max_results`
-/// matches, in a deterministic but unsorted order.
+/// Runs `q` against the events visible at `visible_until`, generated and `recorded`: the
+/// newest `max_results` matches, in a deterministic but unsorted order.
 pub(crate) fn query(
     estate: &Estate,
     seed: u64,
     scenario: Scenario,
     q: &EventQuery,
     visible_until: DateTime<Utc>,
+    recorded: &[SimEvent],
 ) -> Vec<Value> {
     let upper = q.lte.map_or(visible_until, |t| t.min(visible_until));
     let last = minute_of(upper);
@@ -116,6 +120,9 @@ pub(crate) fn query(
         .max(last - MAX_LOOKBACK_MINUTES);
     let mut found: Vec<SimEvent> = Vec::new();
     let mut m = last;
+    // Minutes are read newest first until `max_results` generated events are found: every
+    // unread minute is older than all of them, so none of its events can be among the
+    // newest `max_results`, recorded events included.
     while m >= first && found.len() < q.max_results {
         found.extend(
             events_in_minute(estate, seed, scenario, m)
@@ -124,6 +131,12 @@ pub(crate) fn query(
         );
         m -= 1;
     }
+    found.extend(
+        recorded
+            .iter()
+            .filter(|e| e.at <= upper && minute_of(e.at) >= first && q.matches(e))
+            .cloned(),
+    );
     found.sort_by_key(|e| std::cmp::Reverse(e.at));
     found.truncate(q.max_results);
     let mut out: Vec<Value> = found.into_iter().map(|e| e.json).collect();
@@ -262,8 +275,82 @@ impl<'a> Gen<'a> {
     }
 }
 
+/// How many recorded events the simulator keeps (the oldest go first).
+pub(crate) const RECORDED_CAPACITY: usize = 10_000;
+
+/// The events the API's writes recorded, oldest first; bounded, counting what it let go.
+#[derive(Debug, Default)]
+pub(crate) struct Recorded {
+    inner: Mutex<RecordedInner>,
+}
+
+#[derive(Debug, Default)]
+struct RecordedInner {
+    events: VecDeque<SimEvent>,
+    dropped: u64,
+}
+
+impl Recorded {
+    fn inner(&self) -> std::sync::MutexGuard<'_, RecordedInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records one event.
+    pub(crate) fn push(&self, e: SimEvent) {
+        let mut inner = self.inner();
+        if inner.events.len() == RECORDED_CAPACITY {
+            inner.events.pop_front();
+            inner.dropped += 1;
+        }
+        inner.events.push_back(e);
+    }
+
+    /// A copy of every event kept.
+    pub(crate) fn snapshot(&self) -> Vec<SimEvent> {
+        self.inner().events.iter().cloned().collect()
+    }
+
+    /// The events with `from <= at < until`, oldest first.
+    pub(crate) fn between(&self, from: DateTime<Utc>, until: DateTime<Utc>) -> Vec<SimEvent> {
+        self.inner()
+            .events
+            .iter()
+            .filter(|e| e.at >= from && e.at < until)
+            .cloned()
+            .collect()
+    }
+
+    /// How many events the bound let go since the start.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.inner().dropped
+    }
+}
+
+/// An event the API records at `at` (not generated from the seed): an org event with
+/// href `/orgs/{org}/events/{uuid}`, in the field order of real PCE output.
+pub(crate) fn recorded_event(
+    estate: &Estate,
+    at: DateTime<Utc>,
+    uuid: &str,
+    spec: Spec<'_>,
+) -> SimEvent {
+    let json = json!({
+        "href": format!("/orgs/{}/events/{uuid}", estate.org),
+        "timestamp": at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "pce_fqdn": estate.pce_fqdn,
+        "created_by": spec.created_by,
+        "event_type": spec.event_type,
+        "status": spec.status,
+        "severity": spec.severity,
+        "action": spec.action,
+        "resource_changes": spec.resource_changes,
+        "notifications": spec.notifications,
+    });
+    SimEvent { at, json }
+}
+
 /// What varies between events; `action` defaults to null, the lists to empty.
-struct Spec<'s> {
+pub(crate) struct Spec<'s> {
     href: HrefKind,
     event_type: &'s str,
     status: Option<&'s str>,
@@ -276,7 +363,7 @@ struct Spec<'s> {
 
 impl<'s> Spec<'s> {
     /// An event under `/orgs/{org}/events/`.
-    fn org(
+    pub(crate) fn org(
         event_type: &'s str,
         status: Option<&'s str>,
         severity: &'s str,
@@ -307,18 +394,18 @@ impl<'s> Spec<'s> {
         }
     }
 
-    fn action(self, action: Value) -> Spec<'s> {
+    pub(crate) fn action(self, action: Value) -> Spec<'s> {
         Spec { action, ..self }
     }
 
-    fn changes(self, resource_changes: Value) -> Spec<'s> {
+    pub(crate) fn changes(self, resource_changes: Value) -> Spec<'s> {
         Spec {
             resource_changes,
             ..self
         }
     }
 
-    fn notes(self, notifications: Value) -> Spec<'s> {
+    pub(crate) fn notes(self, notifications: Value) -> Spec<'s> {
         Spec {
             notifications,
             ..self

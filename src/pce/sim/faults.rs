@@ -1,5 +1,5 @@
-//! Faults the simulator can inject: rate-limit storms, server errors, slow replies and
-//! the download and indexing quirks of real PCEs.
+//! Faults the simulator can inject: rate-limit storms, server errors, slow replies, the
+//! download and indexing quirks of real PCEs, and an API key that may only read.
 
 /// A burst of 429 replies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,6 +29,10 @@ pub struct Faults {
     pub truncate_results: bool,
     /// Events become visible this long after their timestamp.
     pub event_index_lag_secs: u64,
+    /// The API key may only read: every write (a PUT, creating a label, raising the flow
+    /// reporting frequency) answers 403 with an error body, and the PCE records a
+    /// `request.authorization_failed` event. Reads and traffic queries still work.
+    pub read_only_key: bool,
 }
 
 /// What the gate decides for one request.

@@ -5,7 +5,12 @@
 //! estate and all events and flows derive from [`SimConfig::seed`]; time comes from the
 //! caller's [`SharedClock`], so tests drive it with a virtual clock. [`Faults`] reproduce
 //! the quirks of real PCEs (rate-limit storms, 5xx, gzip and empty downloads, truncated
-//! results, a lagging event index) and can be changed while running.
+//! results, a lagging event index, a read-only API key) and can be changed while running.
+//!
+//! It also takes the writes a real PCE takes (the `writes` module): `PUT` of a workload
+//! (labels, enforcement mode), `POST` of a label, raising workloads' flow reporting
+//! frequency. Later reads, flows and events see their effect, each records the audit
+//! event a PCE records, and [`RunningSim::request_log`] shows every request with its body.
 
 pub mod estate;
 mod events;
@@ -16,6 +21,7 @@ mod scenario;
 mod server;
 mod syslog;
 mod traffic;
+mod writes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,9 +33,10 @@ use crate::time::SharedClock;
 
 pub use estate::Estate;
 pub use faults::{Faults, RateLimitStorm};
-pub use log::LoggedRequest;
+pub use log::{LOG_CAPACITY, LoggedRequest, MAX_LOGGED_BODY};
 pub use scenario::{Scenario, UnknownScenario};
 pub use syslog::{ExportCounters, SyslogExport, SyslogMode, TICK_SECS as SYSLOG_TICK_SECS};
+pub use writes::MAX_FLOW_REPORTING_WORKLOADS;
 
 use scenario::SimClock;
 use server::SimState;
@@ -145,6 +152,8 @@ impl PceSim {
             ))
         });
         let (stop, stopped) = oneshot::channel::<()>();
+        // The client's address goes into the events writes record (`action.src_ip`).
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -200,9 +209,31 @@ impl RunningSim {
         format!("http://{}", self.addr)
     }
 
-    /// Every request answered so far.
+    /// The requests answered so far, oldest first: all of them, or the newest
+    /// [`LOG_CAPACITY`] when more were made (see [`RunningSim::requests_dropped`]).
     pub fn request_log(&self) -> Vec<LoggedRequest> {
         self.state.log.snapshot()
+    }
+
+    /// How many requests the bounded log let go (the oldest first).
+    pub fn requests_dropped(&self) -> u64 {
+        self.state.log.dropped()
+    }
+
+    /// The audit events the API's writes recorded so far (the newest 10,000), oldest
+    /// first, as `GET /events` serves them.
+    pub fn recorded_events(&self) -> Vec<serde_json::Value> {
+        self.state
+            .recorded
+            .snapshot()
+            .into_iter()
+            .map(|e| e.json)
+            .collect()
+    }
+
+    /// How many recorded events the bound let go.
+    pub fn recorded_events_dropped(&self) -> u64 {
+        self.state.recorded.dropped()
     }
 
     /// Forgets the logged requests.
@@ -221,9 +252,9 @@ impl RunningSim {
         &self.export_counters
     }
 
-    /// The generated estate.
-    pub fn estate(&self) -> &Estate {
-        &self.state.estate
+    /// The estate as it is now (writes included); a snapshot later writes do not change.
+    pub fn estate(&self) -> Arc<Estate> {
+        self.state.estate()
     }
 
     /// Stops serving and waits for the server task to end.

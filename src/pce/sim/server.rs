@@ -1,14 +1,17 @@
-//! The HTTP side: axum routes, authentication, fault injection and the request log.
+//! The HTTP side: axum routes, authentication, fault injection and the request log. The
+//! writes (`PUT` a workload, `POST` a label, raising the flow reporting frequency) are in
+//! the `writes` module.
 
 use std::collections::HashMap;
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,12 +22,13 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
 use super::estate::{Estate, det_uuid, stream_rng};
-use super::events::{self, EventQuery, QueryError};
+use super::events::{self, EventQuery, QueryError, Recorded, SimEvent};
 use super::faults::{FaultState, Faults, Injected};
 use super::jobs::{AsyncQuery, Job, QueryStage};
 use super::log::{LoggedRequest, RequestLog};
 use super::scenario::{Health, Scenario, SimClock, health_at, minute_of};
 use super::traffic::{self, QueryResult, TrafficQuery};
+use super::writes;
 
 /// Plain collection GETs return at most this many objects.
 const MAX_COLLECTION: usize = 500;
@@ -44,10 +48,13 @@ pub(crate) struct SimState {
     pub(crate) org: u64,
     pub(crate) api_key: String,
     pub(crate) api_secret: String,
-    pub(crate) estate: Arc<Estate>,
+    /// The estate as it is now: writes replace it (see [`SimState::estate`]).
+    estate: Mutex<Arc<Estate>>,
     pub(crate) clock: SimClock,
     pub(crate) faults: Mutex<FaultState>,
     pub(crate) log: RequestLog,
+    /// The events the API's writes recorded.
+    pub(crate) recorded: Recorded,
     ids: Mutex<ChaCha8Rng>,
     requests: AtomicU64,
     queries: Mutex<HashMap<String, Arc<AsyncQuery>>>,
@@ -69,10 +76,11 @@ impl SimState {
             org: cfg.org,
             api_key: cfg.api_key.clone(),
             api_secret: cfg.api_secret.clone(),
-            estate: Arc::new(Estate::generate(cfg.seed, cfg.org)),
+            estate: Mutex::new(Arc::new(Estate::generate(cfg.seed, cfg.org))),
             clock,
             faults: Mutex::new(FaultState::new(cfg.faults.clone())),
             log: RequestLog::default(),
+            recorded: Recorded::default(),
             ids: Mutex::new(stream_rng(cfg.seed, 0x1D5, 0)),
             requests: AtomicU64::new(0),
             queries: Mutex::new(HashMap::new()),
@@ -81,12 +89,36 @@ impl SimState {
         }
     }
 
+    /// The estate now: a snapshot that later writes do not change.
+    pub(crate) fn estate(&self) -> Arc<Estate> {
+        lock(&self.estate).clone()
+    }
+
+    /// Changes the estate: `check` decides from the estate now what to change (or the
+    /// error to answer), then `apply` changes it. Writes are serialized; snapshots taken
+    /// before keep the old estate. Returns the plan and the estate after the change.
+    pub(crate) fn write_estate<P, E>(
+        &self,
+        check: impl FnOnce(&Estate) -> Result<P, E>,
+        apply: impl FnOnce(&mut Estate, &P),
+    ) -> Result<(P, Arc<Estate>), E> {
+        let mut current = lock(&self.estate);
+        let plan = check(&current)?;
+        apply(Arc::make_mut(&mut current), &plan);
+        Ok((plan, current.clone()))
+    }
+
+    /// Records an event a write caused.
+    pub(crate) fn record(&self, e: SimEvent) {
+        self.recorded.push(e);
+    }
+
     /// A fresh identifier, deterministic for a given sequence of requests.
-    fn next_uuid(&self) -> String {
+    pub(crate) fn next_uuid(&self) -> String {
         det_uuid(&mut *lock(&self.ids)).to_string()
     }
 
-    fn faults(&self) -> Faults {
+    pub(crate) fn faults(&self) -> Faults {
         lock(&self.faults).faults.clone()
     }
 
@@ -127,12 +159,24 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
             &format!("{org}/traffic_flows/async_queries/{{id}}/download"),
             get(download),
         )
-        .route(&format!("{org}/labels"), get(labels))
+        .route(
+            &format!("{org}/labels"),
+            get(labels).post(writes::create_label),
+        )
+        .route(&format!("{org}/labels/{{id}}"), get(writes::label))
         .route(
             &format!("{org}/sec_policy/{{pstate}}/ip_lists"),
             get(ip_lists),
         )
         .route(&format!("{org}/workloads"), get(workloads))
+        .route(
+            &format!("{org}/workloads/set_flow_reporting_frequency"),
+            post(writes::set_flow_reporting_frequency),
+        )
+        .route(
+            &format!("{org}/workloads/{{id}}"),
+            get(writes::workload).put(writes::update_workload),
+        )
         .route(&format!("{org}/jobs/{{id}}"), get(job))
         .route(&format!("{org}/datafiles/{{id}}"), get(datafile))
         .fallback(not_found)
@@ -142,21 +186,25 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
 }
 
 /// A JSON error body `[{token, message}]`.
-fn error(status: StatusCode, token: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, token: &str, message: impl Into<String>) -> Response {
     let body = json!([{"token": token, "message": message.into()}]);
     (status, axum::Json(body)).into_response()
 }
 
 /// An error answer: a status and a `[{token, message}]` body.
 #[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    token: &'static str,
-    message: String,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) token: &'static str,
+    pub(crate) message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, token: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        token: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             token,
@@ -172,7 +220,7 @@ impl IntoResponse for ApiError {
 }
 
 /// A JSON body already serialized.
-fn json_text(status: StatusCode, body: String) -> Response {
+pub(crate) fn json_text(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -180,14 +228,31 @@ fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
+/// What the gate tells the routes about a request (a request extension).
+#[derive(Debug, Clone)]
+pub(crate) struct RequestMeta {
+    /// The `X-Request-Id` answered.
+    pub(crate) id: String,
+    /// The client's address, `"FILTERED"` when unknown.
+    pub(crate) src_ip: String,
+}
+
 /// Logs, authenticates and injects faults around every request.
-async fn gate(State(s): State<Arc<SimState>>, req: Request, next: Next) -> Response {
+async fn gate(State(s): State<Arc<SimState>>, mut req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or_default().to_string();
     let authenticated = s.authenticated(req.headers());
     let request_id = s.next_uuid();
-    let (req, body) = if method == "POST" {
+    let src_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "FILTERED".to_string(), |c| c.0.ip().to_string());
+    req.extensions_mut().insert(RequestMeta {
+        id: request_id.clone(),
+        src_ip,
+    });
+    let (req, body) = if method != "GET" && method != "HEAD" {
         let (parts, body) = req.into_parts();
         let bytes = axum::body::to_bytes(body, 64 << 20)
             .await
@@ -211,6 +276,7 @@ async fn gate(State(s): State<Arc<SimState>>, req: Request, next: Next) -> Respo
         status: resp.status().as_u16(),
         authenticated,
         at: s.clock.now(),
+        request_id,
     });
     resp
 }
@@ -362,9 +428,10 @@ async fn list_events(
     // A lag beyond the lookback hides everything; clamping keeps the arithmetic in range.
     let lag_secs = s.faults().event_index_lag_secs.min(MAX_EVENT_LAG_SECS);
     let visible = s.clock.now() - chrono::Duration::seconds(lag_secs as i64);
-    let st = s.clone();
+    let (estate, recorded) = (s.estate(), s.recorded.snapshot());
+    let (seed, scenario) = (s.seed, s.scenario);
     let found = tokio::task::spawn_blocking(move || {
-        events::query(&st.estate, st.seed, st.scenario, &query, visible)
+        events::query(&estate, seed, scenario, &query, visible, &recorded)
     })
     .await;
     match found {
@@ -378,7 +445,7 @@ async fn create_query(State(s): State<Arc<SimState>>, body: Bytes) -> Response {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
     };
-    let query = match TrafficQuery::parse(&s.estate, &body) {
+    let query = match TrafficQuery::parse(&s.estate(), &body) {
         Ok(q) => q,
         Err(e) => return error(StatusCode::NOT_ACCEPTABLE, "invalid_payload", e.to_string()),
     };
@@ -408,8 +475,9 @@ async fn query_result(s: &Arc<SimState>, q: &Arc<AsyncQuery>) -> Arc<QueryResult
             let truncate = s.faults().truncate_results;
             async move {
                 let computed = tokio::task::spawn_blocking(move || {
+                    let estate = st.estate();
                     let generator = traffic::Generator {
-                        estate: &st.estate,
+                        estate: &estate,
                         seed: st.seed,
                         scenario: st.scenario,
                         per_minute: st.flows_per_minute,
@@ -468,7 +536,7 @@ async fn download(
     if q.count_download() == 0 && faults.empty_first_download && result.matches_count > 0 {
         return json_text(StatusCode::OK, String::new());
     }
-    let estate = s.estate.clone();
+    let estate = s.estate();
     let gzipped = faults.gzip_downloads;
     tokio::task::spawn_blocking(move || download_body(&estate, &result.flows, gzipped))
         .await
@@ -538,8 +606,8 @@ async fn labels(
     };
     let key = param(&pairs, "key");
     let value = param(&pairs, "value").map(str::to_lowercase);
-    let items = s
-        .estate
+    let estate = s.estate();
+    let items = estate
         .labels
         .iter()
         .filter(|l| key.is_none_or(|k| l.key == k))
@@ -548,9 +616,9 @@ async fn labels(
                 .as_deref()
                 .is_none_or(|v| l.value.to_lowercase().contains(v))
         })
-        .map(|l| s.estate.label_rest(l))
+        .map(|l| estate.label_rest(l))
         .collect();
-    collection(items, limit, s.estate.labels.len())
+    collection(items, limit, estate.labels.len())
 }
 
 async fn ip_lists(
@@ -570,17 +638,17 @@ async fn ip_lists(
         Err(r) => return r.into_response(),
     };
     let name = param(&pairs, "name").map(str::to_lowercase);
-    let items = s
-        .estate
+    let estate = s.estate();
+    let items = estate
         .ip_lists
         .iter()
         .filter(|l| {
             name.as_deref()
                 .is_none_or(|n| l.name.to_lowercase().contains(n))
         })
-        .map(|l| s.estate.ip_list_rest(l, &pstate))
+        .map(|l| estate.ip_list_rest(l, &pstate))
         .collect();
-    collection(items, MAX_COLLECTION, s.estate.ip_lists.len())
+    collection(items, MAX_COLLECTION, estate.ip_lists.len())
 }
 
 /// The `labels` parameter: a JSON list of lists of label hrefs (OR of AND-groups).
@@ -598,7 +666,7 @@ fn label_groups(pairs: &Pairs) -> Result<Option<Vec<Vec<String>>>, ApiError> {
         .transpose()
 }
 
-fn workload_items(s: &SimState, pairs: &Pairs) -> Result<Vec<Value>, ApiError> {
+fn workload_items(estate: &Estate, pairs: &Pairs) -> Result<Vec<Value>, ApiError> {
     let hostname = param(pairs, "hostname");
     let ip = param(pairs, "ip_address");
     let groups = label_groups(pairs)?;
@@ -606,16 +674,16 @@ fn workload_items(s: &SimState, pairs: &Pairs) -> Result<Vec<Value>, ApiError> {
         groups.as_ref().is_none_or(|groups| {
             groups.iter().any(|g| {
                 g.iter()
-                    .all(|href| w.labels.iter().any(|&i| s.estate.labels[i].href == *href))
+                    .all(|href| w.labels.iter().any(|&i| estate.labels[i].href == *href))
             })
         })
     };
-    Ok(s.estate
+    Ok(estate
         .managed_workloads()
         .filter(|w| hostname.is_none_or(|h| w.hostname.as_deref().is_some_and(|x| x.contains(h))))
         .filter(|w| ip.is_none_or(|ip| w.ip.to_string() == ip))
         .filter(|w| has_labels(w))
-        .map(|w| s.estate.workload_rest(w))
+        .map(|w| estate.workload_rest(w))
         .collect())
 }
 
@@ -628,7 +696,8 @@ async fn workloads(
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let items = match workload_items(&s, &pairs) {
+    let estate = s.estate();
+    let items = match workload_items(&estate, &pairs) {
         Ok(items) => items,
         Err(r) => return r.into_response(),
     };
@@ -639,7 +708,7 @@ async fn workloads(
     if asynchronous {
         return start_job(&s, items, "/workloads");
     }
-    collection(items, limit, s.estate.managed_workloads().count())
+    collection(items, limit, estate.managed_workloads().count())
 }
 
 fn start_job(s: &SimState, items: Vec<Value>, what: &str) -> Response {
@@ -711,7 +780,7 @@ async fn health(State(s): State<Arc<SimState>>) -> Response {
     let body = json!([{
         "status": status.as_str(),
         "type": "standalone",
-        "fqdn": s.estate.pce_fqdn,
+        "fqdn": s.estate().pce_fqdn,
         "available_seconds": (now.timestamp() - 1_700_000_000).max(0),
         "notifications": notifications,
         "nodes": [node("core0", "core", "10.0.0.10", 23), node("core1", "core", "10.0.0.11", 31),

@@ -217,32 +217,42 @@ pub(crate) fn tick(
     minutes: &mut Minutes,
     with_flows: bool,
 ) -> Vec<String> {
-    let fqdn = state.estate.pce_fqdn.clone();
+    let estate = state.estate();
+    let fqdn = estate.pce_fqdn.clone();
     let mut out = Vec::new();
     let from = DateTime::from_timestamp(t0, 0).unwrap_or_default();
     let until = DateTime::from_timestamp(t1, 0).unwrap_or_default();
+    let mut events = Vec::new();
     for m in minute_of(from)..=minute_of(until - chrono::Duration::milliseconds(1)) {
-        for e in events_in_minute(&state.estate, state.seed, state.scenario, m) {
-            if e.at < from || e.at >= until {
-                continue;
+        events.extend(
+            events_in_minute(&estate, state.seed, state.scenario, m)
+                .into_iter()
+                .filter(|e| e.at >= from && e.at < until),
+        );
+    }
+    // What the API's writes recorded in the tick, in time order with the rest.
+    let recorded = state.recorded.between(from, until);
+    if !recorded.is_empty() {
+        events.extend(recorded);
+        events.sort_by_key(|e| e.at);
+    }
+    for e in events {
+        let mut json = e.json;
+        let app = event_app(json["event_type"].as_str().unwrap_or(""));
+        if let Some(o) = json.as_object_mut() {
+            if let Some(t) = o.remove("timestamp") {
+                o.insert("time".into(), t);
             }
-            let mut json = e.json;
-            let app = event_app(json["event_type"].as_str().unwrap_or(""));
-            if let Some(o) = json.as_object_mut() {
-                if let Some(t) = o.remove("timestamp") {
-                    o.insert("time".into(), t);
-                }
-                o.insert("version".into(), json!(2));
-            }
-            seq[EVENT_NODE] += 1;
-            out.push(message(
-                e.at,
-                &format!("core0.{fqdn}"),
-                app,
-                seq[EVENT_NODE],
-                &json,
-            ));
+            o.insert("version".into(), json!(2));
         }
+        seq[EVENT_NODE] += 1;
+        out.push(message(
+            e.at,
+            &format!("core0.{fqdn}"),
+            app,
+            seq[EVENT_NODE],
+            &json,
+        ));
     }
     if !with_flows {
         return out;
@@ -291,8 +301,9 @@ pub(crate) fn flow_summaries(
     t1: i64,
     minutes: &mut Minutes,
 ) -> Vec<(DateTime<Utc>, Value)> {
+    let estate = state.estate();
     let generator = Generator {
-        estate: &state.estate,
+        estate: &estate,
         seed: state.seed,
         scenario: state.scenario,
         per_minute: state.flows_per_minute,
@@ -309,7 +320,7 @@ pub(crate) fn flow_summaries(
                 continue;
             }
             let mut text = String::new();
-            traffic::write_flow(&state.estate, f, &mut text);
+            traffic::write_flow(&estate, f, &mut text);
             let Ok(row) = serde_json::from_str::<Value>(&text) else {
                 continue;
             };
@@ -449,8 +460,9 @@ mod tests {
             (ticks * TICK_SECS) as u64 + 1,
         ));
         // What REST serves: a query over the span, answered once every flow has ended.
+        let estate = state.estate();
         let generator = Generator {
-            estate: &state.estate,
+            estate: &estate,
             seed: state.seed,
             scenario: state.scenario,
             per_minute: state.flows_per_minute,
@@ -460,7 +472,7 @@ mod tests {
             // Past `end`: rows of flows still going at a query's end are cut there.
             "end_date": DateTime::from_timestamp(end + traffic::MAX_FLOW_SECS, 0).unwrap().to_rfc3339(),
         });
-        let q = traffic::TrafficQuery::parse(&state.estate, &body).unwrap();
+        let q = traffic::TrafficQuery::parse(&estate, &body).unwrap();
         let answered = DateTime::from_timestamp(end + 2 * traffic::MAX_FLOW_SECS, 0).unwrap();
         let rest = traffic::run_query(&generator, &q, answered, traffic::MAX_RESULTS);
         let key = |ip_s: &Value,
@@ -476,7 +488,7 @@ mod tests {
         let mut want: Vec<String> = Vec::new();
         for f in rest.flows.iter().filter(|f| f.last >= t0 && f.last < end) {
             let mut text = String::new();
-            traffic::write_flow(&state.estate, f, &mut text);
+            traffic::write_flow(&estate, f, &mut text);
             let r: Value = serde_json::from_str(&text).unwrap();
             let port = if r["service"]["port"].is_u64() {
                 r["service"]["port"].clone()
@@ -578,5 +590,55 @@ mod tests {
             assert_eq!(s["tbi"], s["dbi"]);
             assert!(s["src_ip"].is_string() && s["dst_ip"].is_string());
         }
+    }
+
+    #[test]
+    fn events_the_api_recorded_are_exported_in_their_tick_in_time_order() {
+        let state = SimState::new(
+            &SimConfig::default(),
+            SimClock::new(Arc::new(VirtualClock::new(Utc::now())), 1.0),
+        );
+        let t0 = 1_772_442_000;
+        let at = DateTime::from_timestamp(t0 + 4, 0).unwrap();
+        let estate = state.estate();
+        let spec = crate::pce::sim::events::Spec::org(
+            "label.create",
+            Some("success"),
+            "info",
+            json!({"system": {}}),
+        );
+        state.record(crate::pce::sim::events::recorded_event(
+            &estate, at, "written", spec,
+        ));
+        let mut seq = [0, 0];
+        let messages = tick(
+            &state,
+            t0,
+            t0 + TICK_SECS,
+            &mut seq,
+            &mut Minutes::default(),
+            false,
+        );
+        let written: Vec<&String> = messages
+            .iter()
+            .filter(|m| m.contains("/events/written"))
+            .collect();
+        assert_eq!(written.len(), 1, "{messages:?}");
+        assert!(written[0].contains(" illumio_pce/api ") && written[0].contains("\"time\""));
+        let times: Vec<&str> = messages
+            .iter()
+            .filter_map(|m| m.split(' ').nth(1))
+            .collect();
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+        // Not in the next tick.
+        let next = tick(
+            &state,
+            t0 + TICK_SECS,
+            t0 + 2 * TICK_SECS,
+            &mut seq,
+            &mut Minutes::default(),
+            false,
+        );
+        assert!(next.iter().all(|m| !m.contains("/events/written")));
     }
 }
