@@ -1529,18 +1529,31 @@ async fn a_reload_that_changes_only_a_filter_changes_what_its_source_asks_for_an
             ports
         })
         .collect();
-    assert!(asked[..queried].iter().all(|p| p == &[22]), "{asked:?}");
+    // The old source may still ask for a slice while the reload hands over (the clock
+    // moves meanwhile): the queries are the old ports up to a point, then only the new.
+    let switch = asked.iter().position(|p| p != &[22]).unwrap_or(asked.len());
+    assert!(switch >= queried, "{asked:?}");
     assert!(
-        asked[queried..].iter().all(|p| p == &[445, 3389]),
+        asked[switch..].len() >= 4 && asked[switch..].iter().all(|p| p == &[445, 3389]),
         "{asked:?}"
     );
     let kept = lines(&out);
     let port = |f: &Value| f["service"]["port"].as_u64();
     assert!(kept[..before].iter().all(|f| port(f) == Some(22)));
+    // Flows of a slice the old source read during the hand-over come first, of its port.
     let after: Vec<_> = kept[before..].iter().map(port).collect();
-    assert!(!after.is_empty(), "flows of the new ports were handed on");
+    let new_from = after
+        .iter()
+        .position(|p| p != &Some(22))
+        .unwrap_or(after.len());
     assert!(
-        after.iter().all(|p| matches!(p, Some(445 | 3389))),
+        new_from < after.len(),
+        "flows of the new ports were handed on: {after:?}"
+    );
+    assert!(
+        after[new_from..]
+            .iter()
+            .all(|p| matches!(p, Some(445 | 3389))),
         "{after:?}"
     );
     sim.shutdown().await;
