@@ -1506,29 +1506,34 @@ async fn a_reload_that_changes_only_a_filter_changes_what_its_source_asks_for_an
         .await
         .expect("the reload ends")
         .expect("the reload applies");
-    let until = downloads(&sim) + 4;
+    // The ports each traffic query asked for, in order.
+    let asked_of = |sim: &RunningSim| -> Vec<Vec<u64>> {
+        sim.request_log()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == QUERIES)
+            .map(|r| {
+                let body: Value = serde_json::from_str(&r.body).expect("a JSON query body");
+                let mut ports: Vec<u64> = body["services"]["include"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s["port"].as_u64())
+                    .collect();
+                ports.sort_unstable();
+                ports
+            })
+            .collect()
+    };
     for n in 1..=4 {
         cycle(&clock, &sim, n).await;
     }
-    nudge_until(&clock, "four more slices", || downloads(&sim) >= until).await;
+    nudge_until(&clock, "four slices of the new ports", || {
+        asked_of(&sim).iter().filter(|p| *p == &[445, 3389]).count() >= 4
+    })
+    .await;
     quiesce(&clock, &sim, dir.path()).await;
     stop(topology).await;
-    let log = sim.request_log();
-    let asked: Vec<Vec<u64>> = log
-        .iter()
-        .filter(|r| r.method == "POST" && r.path == QUERIES)
-        .map(|r| {
-            let body: Value = serde_json::from_str(&r.body).expect("a JSON query body");
-            let mut ports: Vec<u64> = body["services"]["include"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|s| s["port"].as_u64())
-                .collect();
-            ports.sort_unstable();
-            ports
-        })
-        .collect();
+    let asked = asked_of(&sim);
     // The old source may still ask for a slice while the reload hands over (the clock
     // moves meanwhile): the queries are the old ports up to a point, then only the new.
     let switch = asked.iter().position(|p| p != &[22]).unwrap_or(asked.len());
