@@ -1,5 +1,7 @@
 //! The PCE simulator over real HTTP on loopback, driven by a virtual clock.
 
+mod common;
+
 use std::collections::HashSet;
 use std::io::Read as _;
 use std::sync::Arc;
@@ -7,21 +9,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use vigil::pce::sim::{Faults, PceSim, RateLimitStorm, RunningSim, Scenario, SimConfig};
+use vigil::pce::sim::{Faults, PceSim, RateLimitStorm, Scenario, SimConfig};
 use vigil::runtime::VirtualClock;
+
+use common::sim_http::{Harness, Reply, read};
 
 const KEY: &str = "api_test";
 const SECRET: &str = "test-secret";
-
-/// A simulator, its clock and an HTTP client.
-struct Harness {
-    sim: RunningSim,
-    clock: VirtualClock,
-    http: reqwest::Client,
-}
 
 fn start_time() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-09-11T09:00:30Z")
@@ -54,6 +50,8 @@ async fn start_with(scenario: Scenario, seed: u64, faults: Faults) -> Harness {
         sim,
         clock,
         http: reqwest::Client::new(),
+        key: KEY,
+        secret: SECRET,
     }
 }
 
@@ -61,79 +59,7 @@ async fn start(scenario: Scenario) -> Harness {
     start_with(scenario, 1, Faults::default()).await
 }
 
-/// A response, read whole.
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body[..self.body.len().min(300)])
-            )
-        })
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-async fn read(resp: reqwest::Response) -> Reply {
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp.bytes().await.expect("body").to_vec();
-    Reply {
-        status,
-        headers,
-        body,
-    }
-}
-
 impl Harness {
-    fn url(&self, path: &str) -> String {
-        format!("{}/api/v2{path}", self.sim.url())
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .basic_auth(KEY, Some(SECRET))
-            .send()
-            .await
-            .expect("request");
-        read(resp).await
-    }
-
-    async fn get_query(&self, path: &str, query: &[(&str, String)]) -> Reply {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .basic_auth(KEY, Some(SECRET))
-            .query(query)
-            .send()
-            .await
-            .expect("request");
-        read(resp).await
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> Reply {
-        let resp = self
-            .http
-            .post(self.url(path))
-            .basic_auth(KEY, Some(SECRET))
-            .json(body)
-            .send()
-            .await
-            .expect("request");
-        read(resp).await
-    }
-
     fn advance(&self, secs: u64) {
         self.clock.advance(Duration::from_secs(secs));
     }

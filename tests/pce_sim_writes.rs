@@ -11,45 +11,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use vigil::pce::sim::{Faults, MAX_FLOW_REPORTING_WORKLOADS, RateLimitStorm, RunningSim, Scenario};
+use vigil::pce::sim::{Faults, MAX_FLOW_REPORTING_WORKLOADS, RateLimitStorm, Scenario};
 use vigil::runtime::{Clock as _, VirtualClock};
 
+use common::sim_http::{Harness, Reply, read};
+
 const KEY: &str = "api_sim";
-
-struct Harness {
-    sim: RunningSim,
-    clock: VirtualClock,
-    http: reqwest::Client,
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// Asserts the PCE's error body, `[{token, message}]`, and returns the token.
-    fn error_token(&self) -> String {
-        let body = self.json();
-        let errors = body.as_array().expect("an error body is an array");
-        assert!(!errors.is_empty(), "{body}");
-        assert!(errors[0]["message"].is_string(), "{body}");
-        errors[0]["token"].as_str().expect("token").to_string()
-    }
-}
 
 fn start_time() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-09-11T09:00:30Z")
@@ -68,50 +37,12 @@ async fn start(scenario: Scenario, faults: Faults) -> Harness {
         sim,
         clock,
         http: reqwest::Client::new(),
-    }
-}
-
-async fn read(resp: reqwest::Response) -> Reply {
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp.bytes().await.expect("body").to_vec();
-    Reply {
-        status,
-        headers,
-        body,
+        key: KEY,
+        secret: common::SECRET,
     }
 }
 
 impl Harness {
-    fn url(&self, path: &str) -> String {
-        format!("{}/api/v2{path}", self.sim.url())
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
-        let resp = req
-            .basic_auth(KEY, Some(common::SECRET))
-            .send()
-            .await
-            .expect("request");
-        read(resp).await
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        self.send(self.http.get(self.url(path))).await
-    }
-
-    async fn get_query(&self, path: &str, query: &[(&str, &str)]) -> Reply {
-        self.send(self.http.get(self.url(path)).query(query)).await
-    }
-
-    async fn put(&self, path: &str, body: &Value) -> Reply {
-        self.send(self.http.put(self.url(path)).json(body)).await
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> Reply {
-        self.send(self.http.post(self.url(path)).json(body)).await
-    }
-
     /// A request with a raw body (not necessarily JSON).
     async fn raw(&self, method: reqwest::Method, path: &str, body: &'static str) -> Reply {
         let req = self
@@ -788,7 +719,7 @@ async fn writes_are_in_the_request_log_and_recorded_as_audit_events() {
             &[
                 (
                     "timestamp[lte]",
-                    &stamp(put_at - chrono::Duration::seconds(1)),
+                    stamp(put_at - chrono::Duration::seconds(1)).as_str(),
                 ),
                 ("event_type", "workload.update"),
             ],

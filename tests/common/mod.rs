@@ -5,6 +5,8 @@
 
 pub(crate) mod cli;
 pub(crate) mod netns;
+#[cfg(feature = "demo")]
+pub(crate) mod sim_http;
 pub(crate) mod smtp;
 
 use std::collections::HashMap;
